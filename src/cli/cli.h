@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/* Subcommand entry points and the exit codes of the command-line contract. */
+#ifndef LAZYEROFS_CLI_CLI_H
+#define LAZYEROFS_CLI_CLI_H
+
+enum {
+	CLI_EXIT_OK = 0,
+	CLI_EXIT_USAGE = 1,   /* bad syntax, unknown option, invalid reference */
+	CLI_EXIT_FAILURE = 2, /* any other failure of push/inspect/status */
+	CLI_EXIT_MOUNT = 32,  /* any other failure of mount/umount, as mount(8) helpers do */
+};
+
+/* Each subcommand parses its own options (argv[0] is the subcommand name) and returns an
+ * exit code. */
+int cli_mount(int argc, char **argv);
+int cli_mount_helper(int argc, char **argv); /* invoked as mount.erofs.lazy */
+int cli_umount(int argc, char **argv);
+int cli_status(int argc, char **argv);
+int cli_push(int argc, char **argv);
+int cli_inspect(int argc, char **argv);
+
+/* Count leading -v / --verbose flags handled globally; returns the new verbosity. */
+void cli_verbose_inc(void);
+
+#endif

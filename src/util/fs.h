@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/* File helpers: private directories, atomic writes, capped reads, full pread/pwrite. */
+#ifndef LAZYEROFS_UTIL_FS_H
+#define LAZYEROFS_UTIL_FS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Create `path` (and missing parents, mode 0700) if needed; then require a real directory
+ * (not a symlink), owned by root (uid 0) and not accessible by group/other. Returns an
+ * O_PATH|O_DIRECTORY fd on success; -EPERM when ownership or mode is wrong, -ENOTDIR... */
+int util_open_private_dir(const char *path, int *ret_fd);
+
+/* Write data to dirfd/name atomically: temp file, fsync, rename, fsync dir. mode e.g. 0600. */
+int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
+
+/* Read a whole file (not following a final symlink when nofollow) up to max bytes, NUL-terminated.
+ * -EFBIG when larger. */
+int util_read_file(int dirfd, const char *path, size_t max, int nofollow, char **ret, size_t *ret_len);
+
+/* pread/pwrite the full length, retrying on EINTR and short transfers. pread returns -EIO at EOF. */
+int util_pread_full(int fd, void *buf, size_t len, uint64_t off);
+int util_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+#endif

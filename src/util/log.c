@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/* Logging to stderr, or to a daemon's log file plus syslog. */
+#include "util/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+static int log_level = UTIL_LOG_WARNING;
+static const char *log_prefix = "lazyerofs";
+static int log_fd = -1;
+static int log_syslog;
+
+void util_log_set_level(int level)
+{
+	log_level = level;
+}
+
+int util_log_get_level(void)
+{
+	return log_level;
+}
+
+void util_log_set_prefix(const char *prefix)
+{
+	log_prefix = prefix;
+}
+
+void util_log_set_target(int fd, int use_syslog)
+{
+	log_fd = fd;
+	log_syslog = use_syslog;
+	if (use_syslog)
+		openlog(log_prefix, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+static const char *const level_names[] = { "error", "warning", "info", "debug" };
+static const int syslog_prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+
+void util_log(int level, const char *fmt, ...)
+{
+	int saved = errno;
+	char msg[1024];
+	va_list ap;
+
+	if (level > log_level) {
+		errno = saved;
+		return;
+	}
+	if (level < 0)
+		level = 0;
+	if (level > UTIL_LOG_DEBUG)
+		level = UTIL_LOG_DEBUG;
+
+	va_start(ap, fmt);
+	errno = saved;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+
+	if (log_fd >= 0) {
+		struct timespec ts;
+		struct tm tm;
+		char stamp[32];
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+		dprintf(log_fd, "%s.%03ldZ [%d] %s: %s\n", stamp, ts.tv_nsec / 1000000L,
+			(int)getpid(), level_names[level], msg);
+		if (log_syslog)
+			syslog(syslog_prio[level], "%s", msg);
+	} else if (level == UTIL_LOG_ERROR) {
+		fprintf(stderr, "%s: %s\n", log_prefix, msg);
+	} else {
+		fprintf(stderr, "%s: %s: %s\n", log_prefix, level_names[level], msg);
+	}
+	errno = saved;
+}

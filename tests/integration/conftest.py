@@ -1,0 +1,13 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""Shared pytest fixtures. Each area keeps its fixtures in tests/integration/lib/<area>.py
+and is registered here, so fixtures own every registry, proxy, mount and daemon they start
+and tear them down even when a test fails."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
+
+pytest_plugins = [
+    "common",
+]

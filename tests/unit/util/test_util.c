@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/* Unit tests for util: capped buffers, extents, digests, number parsing, JSON caps. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "util/buf.h"
+#include "util/extents.h"
+#include "util/json.h"
+#include "util/sha256.h"
+#include "util/strutil.h"
+
+static void test_buf_cap(void **state)
+{
+	struct util_buf b = UTIL_BUF_INIT(10);
+
+	assert_int_equal(util_buf_append(&b, "hello", 5), 0);
+	assert_int_equal(util_buf_appendf(&b, "%d", 1234), 0);
+	assert_string_equal((char *)b.data, "hello1234");
+	assert_int_equal(util_buf_append(&b, "xy", 2), -EFBIG);
+	assert_int_equal(b.len, 9);
+	assert_int_equal(util_buf_append(&b, "z", 1), 0);
+	assert_int_equal(util_buf_appendf(&b, "q"), -EFBIG);
+	util_buf_free(&b);
+}
+
+static void test_extents_merge(void **state)
+{
+	struct util_extents e;
+
+	util_extents_init(&e);
+	assert_int_equal(util_extents_add(&e, 100, 10), 0);
+	assert_int_equal(util_extents_add(&e, 0, 10), 0);
+	assert_int_equal(util_extents_add(&e, 5, 10), 0);
+	assert_int_equal(util_extents_add(&e, 200, 0), 0);
+	assert_int_equal(util_extents_add(&e, UINT64_MAX, 2), -EOVERFLOW);
+	util_extents_merge(&e, 0);
+	assert_int_equal(e.n, 2);
+	assert_int_equal(e.v[0].offset, 0);
+	assert_int_equal(e.v[0].length, 15);
+	assert_int_equal(e.v[1].offset, 100);
+	util_extents_merge(&e, 85);
+	assert_int_equal(e.n, 1);
+	assert_int_equal(e.v[0].length, 110);
+	util_extents_align(&e, 4096, 5000);
+	assert_int_equal(e.n, 1);
+	assert_int_equal(e.v[0].offset, 0);
+	assert_int_equal(e.v[0].length, 4096);
+	assert_int_equal(util_extents_total(&e), 4096);
+	util_extents_free(&e);
+}
+
+static void test_digest(void **state)
+{
+	uint8_t d[UTIL_SHA256_LEN], p[UTIL_SHA256_LEN];
+	char s[UTIL_DIGEST_STR_LEN];
+
+	assert_int_equal(util_sha256_buf("abc", 3, d), 0);
+	util_digest_format(d, s);
+	assert_string_equal(s, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	assert_int_equal(util_digest_parse(s, p), 0);
+	assert_memory_equal(d, p, sizeof(d));
+	assert_false(util_digest_valid("sha256:BA7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+	assert_false(util_digest_valid("sha256:ba78"));
+	assert_false(util_digest_valid("sha512:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+}
+
+static void test_parse_u64(void **state)
+{
+	uint64_t v;
+
+	assert_int_equal(util_parse_u64("18446744073709551615", &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(util_parse_u64("18446744073709551616", &v), -ERANGE);
+	assert_int_equal(util_parse_u64("-1", &v), -EINVAL);
+	assert_int_equal(util_parse_u64("", &v), -EINVAL);
+	assert_int_equal(util_parse_u64("12a", &v), -EINVAL);
+}
+
+static void test_json_caps(void **state)
+{
+	char deep[400];
+	json_t *j = NULL;
+	const char *s;
+	uint64_t n;
+
+	memset(deep, '[', 200);
+	memset(deep + 200, ']', 200);
+	assert_int_equal(util_json_parse(deep, sizeof(deep), 1 << 20, &j), -EBADMSG);
+	assert_int_equal(util_json_parse("{\"a\":1}", 7, 3, &j), -EFBIG);
+	assert_int_equal(util_json_parse("{\"a\":1,\"a\":2}", 13, 100, &j), -EBADMSG);
+	assert_int_equal(util_json_parse("{\"a\":\"[[[\",\"n\":5}", 17, 100, &j), 0);
+	assert_int_equal(util_json_get_string(j, "a", &s), 0);
+	assert_string_equal(s, "[[[");
+	assert_int_equal(util_json_get_u64(j, "n", &n), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(util_json_get_u64(j, "a", &n), -EBADMSG);
+	assert_int_equal(util_json_get_u64(j, "zz", &n), -ENOENT);
+	json_decref(j);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_buf_cap),
+		cmocka_unit_test(test_extents_merge),
+		cmocka_unit_test(test_digest),
+		cmocka_unit_test(test_parse_u64),
+		cmocka_unit_test(test_json_caps),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
