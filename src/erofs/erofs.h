@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/*
+ * Public interface of the EROFS on-disk format reader: probe an image and
+ * walk it to list the byte ranges that must be present before a mount (the
+ * structures the kernel reads without a pre-content event, plus directory
+ * blocks and symlink targets so that a plain tree walk never waits).
+ *
+ * All reads go through struct erofs_io, so the same code runs over a local
+ * file, a memory buffer (tests, fuzzing) or the lazily-filled cache.
+ */
+#ifndef LAZYEROFS_EROFS_EROFS_H
+#define LAZYEROFS_EROFS_EROFS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/extents.h"
+
+struct erofs_io {
+	void *ctx;
+	uint64_t size; /* image size in bytes */
+	/* Read exactly len bytes at off; 0 or -errno. */
+	int (*read)(void *ctx, void *buf, uint64_t len, uint64_t off);
+	/* Optional hint, may be NULL: the walker is about to read these ranges (one batch per
+	 * step of a breadth-first walk), so a fetching backend can get them in one round trip. */
+	int (*prefetch)(void *ctx, const struct util_extent *v, size_t n);
+};
+
+/* An io over a memory buffer (not copied) / a local file descriptor (not owned). */
+void erofs_io_from_memory(struct erofs_io *io, const void *buf, uint64_t size);
+int erofs_io_from_fd(struct erofs_io *io, int fd);
+
+struct erofs_info {
+	uint32_t block_size;
+	uint32_t feature_compat;
+	uint32_t feature_incompat;
+	uint64_t blocks;          /* superblock block count */
+	uint64_t inodes;          /* superblock inode count */
+	uint16_t extra_devices;   /* device table entries (mount needs -o device=) */
+	bool has_checksum;        /* superblock crc32c present and verified */
+	char features[256];       /* human-readable feature list, e.g. "lz4 ztailpacking" */
+	char volume_name[17];
+	uint8_t uuid[16];
+};
+
+/* Read and validate the superblock. -EUCLEAN (with reason in errbuf) on corruption,
+ * -EOPNOTSUPP for features this reader does not understand. */
+int erofs_probe(const struct erofs_io *io, struct erofs_info *ret, char *errbuf, size_t errlen);
+
+struct erofs_walk_opts {
+	uint64_t merge_gap;  /* bridge gaps up to this many bytes when merging (0 = exact) */
+	uint64_t max_inodes; /* 0 = default bound */
+};
+
+struct erofs_walk_stats {
+	uint64_t inodes;      /* distinct inodes visited */
+	uint64_t dirs, regular, symlinks, special;
+	uint64_t dirents;
+	unsigned int levels;  /* depth of the breadth-first walk */
+	uint64_t meta_bytes;  /* total of the returned extents */
+	uint64_t reads;       /* calls to io->read */
+	uint64_t prefetches;  /* calls to io->prefetch */
+};
+
+/* Walk the whole image from the root; on success *ret holds the sorted, merged ranges.
+ * -EUCLEAN with a precise reason in errbuf on corruption. ret must be initialised. */
+int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
+	       struct util_extents *ret, struct erofs_walk_stats *stats, char *errbuf,
+	       size_t errlen);
+
+#endif

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/*
+ * Public interface of the registry and URL client: references, options,
+ * resolving a reference to one blob, and reading byte ranges of that blob.
+ * The only module that sees libcurl.
+ *
+ * Threads: call oci_global_init() once before any thread. A struct oci_client
+ * (auth state, resolved blob location) may be shared by threads; each thread
+ * reading ranges owns its own struct oci_reader (its own connections).
+ */
+#ifndef LAZYEROFS_OCI_OCI_H
+#define LAZYEROFS_OCI_OCI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/extents.h"
+#include "util/sha256.h"
+
+/* Detail of a failure, for one clear line at the CLI; never holds a secret. */
+struct oci_error {
+	int http_status;     /* 0 when no HTTP answer */
+	char code[64];       /* registry error code, e.g. MANIFEST_UNKNOWN */
+	char message[512];   /* what failed and why, ready to print */
+};
+
+struct oci_ref {
+	bool is_url;         /* http(s):// source */
+	char *url;           /* when is_url */
+	char *registry;      /* e.g. "registry-1.docker.io" or "127.0.0.1:5000" */
+	char *repository;    /* e.g. "library/debian" */
+	char *tag;           /* may be NULL when digest is set */
+	char *digest;        /* "sha256:<hex>" or NULL */
+};
+
+int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err);
+void oci_ref_free(struct oci_ref *r);
+/* Canonical text form "registry/repository[:tag][@digest]" or the URL; caller frees. */
+char *oci_ref_format(const struct oci_ref *r);
+
+struct oci_options {
+	bool insecure;        /* plain-HTTP registry allowed */
+	char *ca_file;        /* ca=PATH */
+	char *blob;           /* blob=sha256:... */
+	long layer;           /* layer=N, -1 when unset */
+	char *platform;       /* platform=OS/ARCH[/VARIANT] */
+	char *username;
+	char *password;       /* from password-file= (or oci.password=); never logged */
+	char *digest;         /* digest=sha256:... pin for URL sources */
+	uint64_t timeout_ms;  /* overall deadline for one request including retries; 0 = default */
+};
+
+void oci_options_init(struct oci_options *o);
+void oci_options_free(struct oci_options *o);
+
+/* What a reference resolves to: one blob and how to identify its cache entry. */
+struct oci_blob {
+	char digest[UTIL_DIGEST_STR_LEN]; /* "sha256:<hex>"; empty for an unpinned URL source */
+	uint64_t size;
+	char media_type[128];
+	/* Cache key: the digest hex for registry blobs; for URL sources a sha256 of URL and
+	 * validator, as 64 hex chars. */
+	char cache_key[UTIL_SHA256_HEX_LEN + 1];
+	char validator[256];  /* ETag or Last-Modified of a URL source; empty otherwise */
+};
+
+int oci_global_init(void);
+
+struct oci_client;
+
+int oci_client_new(const struct oci_ref *ref, const struct oci_options *opts,
+		   struct oci_client **ret);
+void oci_client_free(struct oci_client *c);
+
+/* Resolve the reference (manifest / index / platform / layer selection, or HEAD of a URL) to
+ * one blob. Refuses layers that cannot be range-read with -EMEDIUMTYPE and a clear message. */
+int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *err);
+
+/* Tell a client about a blob already known (e.g. a daemon that inherited the resolution), so
+ * ranges can be read without resolving again. */
+int oci_client_set_blob(struct oci_client *c, const struct oci_blob *b);
+
+/* Receives the bytes of the requested ranges as they arrive, in order within each range;
+ * return 0 to continue or -errno to abort the transfer. */
+typedef int (*oci_sink_fn)(void *ctx, uint64_t offset, const void *data, size_t len);
+
+struct oci_reader;
+
+int oci_reader_new(struct oci_client *c, struct oci_reader **ret);
+void oci_reader_free(struct oci_reader *r);
+
+/* Read the given ranges of the resolved blob (sorted, non-overlapping), using several ranges
+ * per request (multipart/byteranges) and several requests in flight where the server allows,
+ * with bounded retries and backoff. Every byte of every range reaches the sink exactly once
+ * on success. Errors: -EACCES (401/403), -ENOENT (404), -EAGAIN (retries exhausted on
+ * 429/5xx/timeouts/resets), -EBADMSG (malformed reply), -ESTALE (URL object changed). */
+int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n, oci_sink_fn sink,
+		    void *ctx, struct oci_error *err);
+
+/* Counters since the reader was made: HTTP requests sent and payload bytes received. */
+void oci_reader_stats(const struct oci_reader *r, uint64_t *requests, uint64_t *bytes);
+
+#endif
