@@ -133,6 +133,17 @@ $(BUILD)/tests/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(call libs_for,mount)
 
 fuzz-build: $(FUZZ_REPLAY_BINS)
 
+# --- test tools -------------------------------------------------------------
+# tests/tools/<name>.c: small programs the integration tests drive (they may use any module).
+TOOL_SRCS := $(sort $(wildcard tests/tools/*.c))
+TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRCS))
+$(BUILD)/tests/tools/%: tests/tools/%.c $(call libs_for,mount)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TOOL    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(call libs_for,mount) $(ALL_LDFLAGS) $(PKG_LIBS)
+
+tools-build: $(TOOL_BINS)
+
 FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
 fuzz:
@@ -159,7 +170,7 @@ install: $(BIN)
 clean:
 	rm -rf build build-san build-fuzz
 
-.PHONY: all check demo bench deps install clean fuzz fuzz-build unit-build
+.PHONY: all check demo bench deps install clean fuzz fuzz-build unit-build tools-build
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
