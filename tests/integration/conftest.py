@@ -10,4 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
 
 pytest_plugins = [
     "common",
+    "registry",
+    "faultproxy",
+    "webserver",
 ]

@@ -1,0 +1,541 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""The real CNCF distribution registry (Debian `docker-registry`) for integration tests.
+
+Fixtures start it on 127.0.0.1 at a free port with a temporary storage directory, in three
+flavours: plain HTTP and anonymous (`registry`), TLS with a CA made here plus htpasswd Basic
+auth (`tls_registry`), and bearer tokens from the token server in tokenserver.py
+(`token_registry`). `RegistryClient` pushes blobs, manifests and indexes with plain urllib so
+that test setup never depends on the code under test. `oci_get()` runs the range-reading test
+tool build/tests/tools/oci-get."""
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from common import ROOT
+
+OCI_GET = os.environ.get("LAZYEROFS_OCI_GET", os.path.join(ROOT, "build", "tests", "tools", "oci-get"))
+REGISTRY_BIN = "/usr/bin/docker-registry"
+
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+MT_EROFS = "application/vnd.erofs.layer.v1"
+MT_EROFS_ZSTD = "application/vnd.erofs.layer.v1+zstd"
+MT_OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
+MT_OCI_TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 nobody listens on now (never 5000, which the package's own
+    registry service may hold)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port != 5000:
+            return port
+
+
+def wait_port(port, proc=None, timeout=15, what="server", log=None):
+    """Wait until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    tail = ""
+    if log and os.path.exists(log):
+        with open(log, errors="replace") as f:
+            tail = f.read()[-2000:]
+    raise RuntimeError(f"{what} did not start on port {port}: {tail}")
+
+
+def stop_process(proc, sig=signal.SIGTERM, timeout=10):
+    """Stop a process this module started; SIGKILL if it does not go."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(sig)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+def sha256_digest(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def file_digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+# --- certificates -------------------------------------------------------------------------
+
+class Pki:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost, made with openssl."""
+
+    def __init__(self, workdir):
+        self.dir = workdir
+        self.ca = os.path.join(workdir, "ca.pem")
+        self.ca_key = os.path.join(workdir, "ca.key")
+        self.cert = os.path.join(workdir, "server.pem")
+        self.key = os.path.join(workdir, "server.key")
+        self.other_ca = os.path.join(workdir, "other-ca.pem")
+        self._make()
+
+    def _ssl(self, *args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    def _make(self):
+        d = self.dir
+        self._ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                  "-subj", "/CN=lazyerofs test CA", "-keyout", self.ca_key, "-out", self.ca,
+                  "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        csr = os.path.join(d, "server.csr")
+        self._ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                  "-keyout", self.key, "-out", csr)
+        ext = os.path.join(d, "server.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                    "basicConstraints=CA:FALSE\n"
+                    "keyUsage=digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth\n")
+        self._ssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+                  "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", self.cert)
+        # An unrelated CA: trusting it instead of ours must fail verification.
+        self._ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                  "-subj", "/CN=unrelated CA", "-keyout", os.path.join(d, "other-ca.key"),
+                  "-out", self.other_ca)
+
+    def context(self):
+        return ssl.create_default_context(cafile=self.ca)
+
+
+@pytest.fixture(scope="session")
+def pki():
+    d = tempfile.mkdtemp(prefix="lazyerofs-pki-")
+    try:
+        yield Pki(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# --- the registry process ---------------------------------------------------------------------
+
+class Registry:
+    """One docker-registry process with its own storage, config and log in a temp dir.
+
+    host: "127.0.0.1:PORT" (for references), url: "http(s)://127.0.0.1:PORT", client: a
+    RegistryClient with whatever credentials the flavour needs."""
+
+    def __init__(self, auth=None, tls=None, port=None):
+        self.dir = tempfile.mkdtemp(prefix="lazyerofs-registry-")
+        self.port = port or free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.scheme = "https" if tls else "http"
+        self.url = f"{self.scheme}://{self.host}"
+        self.storage = os.path.join(self.dir, "storage")
+        self.log = os.path.join(self.dir, "registry.log")
+        self.proc = None
+        cfg = {
+            "version": "0.1",
+            "log": {"level": "info", "accesslog": {"disabled": False}},
+            "storage": {
+                "filesystem": {"rootdirectory": self.storage},
+                "delete": {"enabled": True},
+                "maintenance": {"uploadpurging": {"enabled": False}},
+            },
+            "http": {"addr": f"127.0.0.1:{self.port}", "secret": "lazyerofs-test-secret"},
+        }
+        if tls:
+            cfg["http"]["tls"] = {"certificate": tls[0], "key": tls[1]}
+        if auth:
+            cfg["auth"] = auth
+        # JSON is YAML: the registry reads this file as its YAML config.
+        self.config = os.path.join(self.dir, "config.yml")
+        with open(self.config, "w") as f:
+            json.dump(cfg, f, indent=1)
+
+    def start(self):
+        logf = open(self.log, "ab")
+        try:
+            self.proc = subprocess.Popen([REGISTRY_BIN, "serve", self.config], stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=logf, start_new_session=True)
+        finally:
+            logf.close()
+        wait_port(self.port, self.proc, what="docker-registry", log=self.log)
+        self._wait_v2()
+        return self
+
+    def _wait_v2(self, timeout=15):
+        ctx = ssl._create_unverified_context() if self.scheme == "https" else None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/v2/", timeout=2, context=ctx).close()
+                return
+            except urllib.error.HTTPError:
+                return  # 401 from an auth-protected registry is an answer too
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"docker-registry at {self.url} never answered /v2/: {self.log_tail()}")
+
+    def log_tail(self, n=4000):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        stop_process(self.proc)
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def ref(self, repo, tag=None, digest=None):
+        s = f"{self.host}/{repo}"
+        if tag:
+            s += f":{tag}"
+        if digest:
+            s += f"@{digest}"
+        return s
+
+
+def _start(reg):
+    try:
+        return reg.start()
+    except BaseException:
+        reg.cleanup()
+        raise
+
+
+@pytest.fixture(scope="module")
+def registry():
+    """Plain-HTTP, anonymous registry (clients need `-o insecure`)."""
+    reg = _start(Registry())
+    reg.client = RegistryClient(reg.url)
+    try:
+        yield reg
+    finally:
+        reg.cleanup()
+
+
+@pytest.fixture(scope="module")
+def tls_registry(pki):
+    """TLS (certificate from the `pki` CA) with htpasswd Basic auth for one user."""
+    d = tempfile.mkdtemp(prefix="lazyerofs-htpasswd-")
+    try:
+        username, password = "alice", "s3cret-" + os.urandom(6).hex()
+        htpasswd = os.path.join(d, "htpasswd")
+        # -i: password from stdin, never in argv.
+        r = subprocess.run(["htpasswd", "-iBn", username], input=password, capture_output=True,
+                           text=True, timeout=60, check=True)
+        with open(htpasswd, "w") as f:
+            f.write(r.stdout.strip() + "\n")
+        pwfile = os.path.join(d, "password")
+        with open(pwfile, "w") as f:
+            f.write(password + "\n")
+        os.chmod(pwfile, 0o600)
+        reg = _start(Registry(auth={"htpasswd": {"realm": "lazyerofs-test", "path": htpasswd}},
+                              tls=(pki.cert, pki.key)))
+        reg.username, reg.password, reg.password_file, reg.ca = username, password, pwfile, pki.ca
+        reg.client = RegistryClient(reg.url, context=pki.context(), username=username,
+                                    password=password)
+        try:
+            yield reg
+        finally:
+            reg.cleanup()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def token_registry():
+    """Plain-HTTP registry that wants bearer tokens from a TokenServer (`.tokens`), which
+    grants pull to anonymous clients and pull+push to `.username`/`.password`."""
+    from tokenserver import TokenServer
+
+    d = tempfile.mkdtemp(prefix="lazyerofs-token-")
+    ts = None
+    try:
+        username, password = "bob", "t0ken-" + os.urandom(6).hex()
+        pwfile = os.path.join(d, "password")
+        with open(pwfile, "w") as f:
+            f.write(password + "\n")
+        ts = TokenServer(d, users={username: password}).start()
+        reg = Registry(auth={"token": {"realm": ts.realm, "service": ts.service, "issuer": ts.issuer,
+                                       "rootcertbundle": ts.root_cert}})
+        _start(reg)
+        reg.tokens = ts
+        reg.username, reg.password, reg.password_file = username, password, pwfile
+        reg.client = RegistryClient(reg.url, username=username, password=password)
+        try:
+            yield reg
+        finally:
+            reg.cleanup()
+    finally:
+        if ts:
+            ts.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# --- pushing without the code under test --------------------------------------------------
+
+class RegistryError(Exception):
+    def __init__(self, status, body, url):
+        super().__init__(f"HTTP {status} for {url}: {body[:300]!r}")
+        self.status = status
+        self.body = body
+
+
+def _parse_challenge(value):
+    scheme, _, rest = value.partition(" ")
+    params = {}
+    for part in _split_params(rest):
+        k, _, v = part.partition("=")
+        params[k.strip().lower()] = v.strip().strip('"')
+    return scheme.lower(), params
+
+
+def _split_params(s):
+    out, cur, quoted = [], "", False
+    for ch in s:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur)
+    return out
+
+
+class RegistryClient:
+    """Minimal distribution-API client for test setup (uploads, manifests, raw GETs), with
+    Basic and bearer-token auth. Independent of the code under test on purpose."""
+
+    def __init__(self, url, context=None, username=None, password=None):
+        self.url = url.rstrip("/")
+        self.context = context
+        self.username = username
+        self.password = password
+        self._tokens = {}  # scope -> token
+
+    def _basic(self):
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def _token(self, params, scope):
+        if scope in self._tokens:
+            return self._tokens[scope]
+        q = {"service": params.get("service", "")}
+        if scope:
+            q["scope"] = scope
+        req = urllib.request.Request(params["realm"] + "?" + urllib.parse.urlencode(q))
+        if self.username:
+            req.add_header("Authorization", self._basic())
+        with urllib.request.urlopen(req, timeout=30, context=self.context) as r:
+            body = json.load(r)
+        tok = body.get("token") or body.get("access_token")
+        self._tokens[scope] = tok
+        return tok
+
+    def request(self, method, path, data=None, headers=None, scope=None, auth=None):
+        """One request with auth handled; returns (status, headers, body). Raises
+        RegistryError for HTTP errors other than those in the 2xx/3xx range."""
+        url = path if path.startswith("http") else self.url + path
+        headers = dict(headers or {})
+        for attempt in range(2):
+            h = dict(headers)
+            if auth:
+                h["Authorization"] = auth
+            req = urllib.request.Request(url, data=data, method=method, headers=h)
+            try:
+                with urllib.request.urlopen(req, timeout=60, context=self.context) as r:
+                    return r.status, r.headers, r.read()
+            except urllib.error.HTTPError as e:
+                body = e.read()
+                if e.code == 401 and attempt == 0 and "WWW-Authenticate" in e.headers:
+                    scheme, params = _parse_challenge(e.headers["WWW-Authenticate"])
+                    if scheme == "basic":
+                        auth = self._basic()
+                        continue
+                    if scheme == "bearer":
+                        sc = params.get("scope") or scope
+                        auth = "Bearer " + self._token(params, sc)
+                        continue
+                raise RegistryError(e.code, body, url) from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _scope(repo):
+        return f"repository:{repo}:pull,push"
+
+    def blob_exists(self, repo, digest):
+        try:
+            self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=self._scope(repo))
+            return True
+        except RegistryError as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def push_blob(self, repo, data):
+        """Monolithic upload (POST then PUT with the digest); returns the digest."""
+        if isinstance(data, str):
+            with open(data, "rb") as f:
+                data = f.read()
+        digest = sha256_digest(data)
+        if self.blob_exists(repo, digest):
+            return digest
+        _, h, _ = self.request("POST", f"/v2/{repo}/blobs/uploads/", data=b"",
+                               scope=self._scope(repo))
+        loc = urllib.parse.urljoin(self.url + "/", h["Location"])
+        sep = "&" if "?" in loc else "?"
+        self.request("PUT", f"{loc}{sep}digest={urllib.parse.quote(digest)}", data=data,
+                     headers={"Content-Type": "application/octet-stream"},
+                     scope=self._scope(repo))
+        return digest
+
+    def push_manifest(self, repo, ref, manifest, media_type):
+        """PUT a manifest (dict or bytes) under a tag or digest; returns (digest, bytes)."""
+        body = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
+        digest = sha256_digest(body)
+        self.request("PUT", f"/v2/{repo}/manifests/{ref or digest}", data=body,
+                     headers={"Content-Type": media_type}, scope=self._scope(repo))
+        return digest, body
+
+    def get(self, path, headers=None, repo=None):
+        return self.request("GET", path, headers=headers,
+                            scope=f"repository:{repo}:pull" if repo else None)
+
+    def get_manifest(self, repo, ref, accept=(MT_OCI_MANIFEST, MT_OCI_INDEX, MT_DOCKER_MANIFEST,
+                                              MT_DOCKER_LIST)):
+        status, h, body = self.get(f"/v2/{repo}/manifests/{ref}", repo=repo,
+                                   headers={"Accept": ", ".join(accept)})
+        return h.get("Content-Type"), body
+
+    def push_image(self, repo, tag, layers, os_="linux", arch="amd64", variant=None,
+                   docker=False, config_media_type=None):
+        """Push an image with the given layers: a list of (bytes or path, media_type).
+        docker=True makes a Docker schema-2 manifest instead of an OCI one. Returns a dict:
+        digest, size, media_type, body (the manifest), layers [{digest,size,media_type}]."""
+        descs = []
+        diff_ids = []
+        for data, mt in layers:
+            if isinstance(data, str):
+                with open(data, "rb") as f:
+                    data = f.read()
+            d = self.push_blob(repo, data)
+            descs.append({"mediaType": mt, "digest": d, "size": len(data)})
+            diff_ids.append(d)
+        config = {"architecture": arch, "os": os_, "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                  "config": {}}
+        if variant:
+            config["variant"] = variant
+        cbody = json.dumps(config).encode()
+        cdigest = self.push_blob(repo, cbody)
+        mt = MT_DOCKER_MANIFEST if docker else MT_OCI_MANIFEST
+        cmt = config_media_type or (MT_DOCKER_CONFIG if docker else MT_OCI_CONFIG)
+        manifest = {"schemaVersion": 2, "mediaType": mt,
+                    "config": {"mediaType": cmt, "digest": cdigest, "size": len(cbody)},
+                    "layers": descs}
+        digest, body = self.push_manifest(repo, tag, manifest, mt)
+        return {"digest": digest, "size": len(body), "media_type": mt, "body": body,
+                "layers": [{"digest": x["digest"], "size": x["size"], "media_type": x["mediaType"]}
+                           for x in descs],
+                "platform": {"os": os_, "architecture": arch, **({"variant": variant} if variant else {})}}
+
+    def push_index(self, repo, tag, images, docker=False):
+        """Push an OCI index (or Docker manifest list) over images returned by push_image
+        (pushed first, by digest). Returns (digest, body)."""
+        mt = MT_DOCKER_LIST if docker else MT_OCI_INDEX
+        entries = [{"mediaType": im["media_type"], "digest": im["digest"], "size": im["size"],
+                    "platform": im["platform"]} for im in images]
+        return self.push_manifest(repo, tag, {"schemaVersion": 2, "mediaType": mt,
+                                              "manifests": entries}, mt)
+
+
+# --- the range-reading test tool ------------------------------------------------------------
+
+class OciGetResult:
+    def __init__(self, proc, elapsed):
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.elapsed = elapsed
+        self.json = None
+        if proc.returncode == 0:
+            lines = [l for l in proc.stdout.splitlines() if l.strip()]
+            assert len(lines) == 1, f"oci-get must print one JSON line, got: {proc.stdout!r}"
+            self.json = json.loads(lines[0])
+
+    def __repr__(self):
+        return f"<oci-get rc={self.returncode} {self.elapsed:.2f}s out={self.stdout!r} err={self.stderr!r}>"
+
+
+def oci_opts(**kw):
+    """-o value from keyword options: oci_opts(insecure=True, layer=1) -> "insecure,layer=1"."""
+    parts = []
+    for k, v in kw.items():
+        if v is None or v is False:
+            continue
+        k = k.replace("_", "-")
+        parts.append(k if v is True else f"{k}={v}")
+    return ",".join(parts)
+
+
+def oci_get(source, *ranges, opts=None, extra=(), env=None, timeout=120):
+    """Run build/tests/tools/oci-get; returns OciGetResult (.json parsed on success).
+    opts: a string or dict for -o; ranges: "OFFSET:LENGTH" strings or (offset, length)."""
+    args = [OCI_GET]
+    if isinstance(opts, dict):
+        opts = oci_opts(**opts)
+    if opts:
+        args += ["-o", opts]
+    args += list(extra)
+    args.append(source)
+    args += [r if isinstance(r, str) else f"{r[0]}:{r[1]}" for r in ranges]
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    t0 = time.monotonic()
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=full_env,
+                       stdin=subprocess.DEVNULL)
+    return OciGetResult(p, time.monotonic() - t0)
