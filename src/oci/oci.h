@@ -53,6 +53,15 @@ struct oci_options {
 
 void oci_options_init(struct oci_options *o);
 void oci_options_free(struct oci_options *o);
+/* Set one -o key the oci module owns: insecure, ca, blob, layer, platform, username,
+ * password-file, digest, timeout (seconds, may have a fraction) and the aliases oci.blob,
+ * oci.layer, oci.platform, oci.username, oci.insecure, oci.password. value is NULL for a bare
+ * flag. Returns 0; 1 when accepted with a warning in err->message (oci.password: visible to
+ * other users) for the caller to print; -ENOENT for a key oci does not own (so a mount option
+ * parser can route it on), -EINVAL with err->message for a bad value. A key given twice: the
+ * last one wins. */
+int oci_options_set(struct oci_options *o, const char *key, const char *value,
+		    struct oci_error *err);
 
 /* What a reference resolves to: one blob and how to identify its cache entry. */
 struct oci_blob {

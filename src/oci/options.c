@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The -o keys the oci module owns (DESIGN.md "Command-line contract"), with erofs-utils'
+ * oci.* spellings as aliases. Keys oci does not own answer -ENOENT so that a mount option
+ * parser can route them elsewhere.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "oci/internal.h"
+#include "oci/parse.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/sha256.h"
+#include "util/strutil.h"
+
+#define PASSWORD_MAX 4096
+#define TIMEOUT_MAX_MS (24ULL * 3600 * 1000)
+
+void oci_options_init(struct oci_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->layer = -1;
+}
+
+static void free_secret(char **p)
+{
+	if (*p) {
+		explicit_bzero(*p, strlen(*p));
+		free(*p);
+		*p = NULL;
+	}
+}
+
+void oci_options_free(struct oci_options *o)
+{
+	if (!o)
+		return;
+	free(o->ca_file);
+	free(o->blob);
+	free(o->platform);
+	free(o->username);
+	free_secret(&o->password);
+	free(o->digest);
+	oci_options_init(o);
+}
+
+int oci_options_copy(struct oci_options *dst, const struct oci_options *src)
+{
+	oci_options_init(dst);
+	dst->insecure = src->insecure;
+	dst->layer = src->layer;
+	dst->timeout_ms = src->timeout_ms;
+#define DUP(f)                                          \
+	do {                                            \
+		if (src->f && !(dst->f = strdup(src->f))) { \
+			oci_options_free(dst);          \
+			return -ENOMEM;                 \
+		}                                       \
+	} while (0)
+	DUP(ca_file);
+	DUP(blob);
+	DUP(platform);
+	DUP(username);
+	DUP(password);
+	DUP(digest);
+#undef DUP
+	return 0;
+}
+
+static int set_string(char **field, const char *value)
+{
+	char *s = strdup(value);
+
+	if (!s)
+		return -ENOMEM;
+	free(*field);
+	*field = s;
+	return 0;
+}
+
+static int parse_bool(const char *v, bool *ret)
+{
+	if (!v || !*v || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true") ||
+	    !strcmp(v, "on")) {
+		*ret = true;
+		return 0;
+	}
+	if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off")) {
+		*ret = false;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* SECONDS with an optional fraction ("2", "0.5"); > 0 and at most a day. */
+static int parse_timeout(const char *v, uint64_t *ret_ms)
+{
+	uint64_t whole = 0, frac = 0, scale = 1000;
+	const char *dot;
+	char buf[32];
+	size_t n;
+
+	if (!v || !*v || strlen(v) >= sizeof(buf))
+		return -EINVAL;
+	dot = strchr(v, '.');
+	n = dot ? (size_t)(dot - v) : strlen(v);
+	memcpy(buf, v, n);
+	buf[n] = 0;
+	if (n == 0 ? !dot : util_parse_u64(buf, &whole) < 0)
+		return -EINVAL;
+	if (whole > TIMEOUT_MAX_MS / 1000)
+		return -ERANGE;
+	if (dot) {
+		const char *f = dot + 1;
+
+		if (!*f)
+			return -EINVAL;
+		for (; *f; f++) {
+			if (*f < '0' || *f > '9')
+				return -EINVAL;
+			scale /= 10;
+			frac += (uint64_t)(*f - '0') * scale;
+		}
+	}
+	*ret_ms = whole * 1000 + frac;
+	if (*ret_ms == 0)
+		return -EINVAL;
+	return 0;
+}
+
+static int read_password_file(const char *path, char **ret, struct oci_error *err)
+{
+	_cleanup_free_ char *buf = NULL;
+	size_t len = 0;
+	int r;
+
+	r = util_read_file(AT_FDCWD, path, PASSWORD_MAX, 0, &buf, &len);
+	if (r == -EFBIG) {
+		oci_err_set(err, 0, NULL, "password-file '%s' is larger than %d bytes", path,
+			    PASSWORD_MAX);
+		return -EINVAL;
+	}
+	if (r < 0) {
+		oci_err_set(err, 0, NULL, "cannot read password-file '%s': %s", path, strerror(-r));
+		return r;
+	}
+	/* One trailing newline (as `echo` writes) is not part of the password. */
+	if (len && buf[len - 1] == '\n') {
+		buf[--len] = 0;
+		if (len && buf[len - 1] == '\r')
+			buf[--len] = 0;
+	}
+	if (len == 0 || strlen(buf) != len) {
+		explicit_bzero(buf, len);
+		oci_err_set(err, 0, NULL, "password-file '%s' is empty or contains a NUL byte",
+			    path);
+		return -EINVAL;
+	}
+	*ret = TAKE_PTR(buf);
+	return 0;
+}
+
+static bool platform_text_valid(const char *v)
+{
+	int slashes = 0;
+	size_t n = strlen(v);
+
+	if (n == 0 || n > 95 || v[0] == '/' || v[n - 1] == '/' || strstr(v, "//"))
+		return false;
+	for (const char *p = v; *p; p++) {
+		if (*p == '/')
+			slashes++;
+		else if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			   (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '-'))
+			return false;
+	}
+	return slashes == 1 || slashes == 2;
+}
+
+int oci_options_set(struct oci_options *o, const char *key, const char *value,
+		    struct oci_error *err)
+{
+	bool b;
+	int r;
+
+	oci_err_clear(err);
+	if (!key)
+		return -EINVAL;
+	/* erofs-utils spellings */
+	if (util_startswith(key, "oci.")) {
+		const char *k = key + 4;
+
+		if (!strcmp(k, "blob") || !strcmp(k, "layer") || !strcmp(k, "platform") ||
+		    !strcmp(k, "username") || !strcmp(k, "insecure"))
+			key = k;
+		else if (!strcmp(k, "password")) {
+			if (!value || !*value) {
+				oci_err_set(err, 0, NULL, "option 'oci.password' needs a value");
+				return -EINVAL;
+			}
+			free_secret(&o->password);
+			o->password = strdup(value);
+			if (!o->password)
+				return -ENOMEM;
+			oci_err_set(err, 0, NULL,
+				    "option 'oci.password=' puts the password on the command line, "
+				    "where other users can see it; use 'password-file=PATH' instead");
+			return 1;
+		} else
+			return -ENOENT;
+	}
+
+#define NEED_VALUE()                                                                  \
+	do {                                                                          \
+		if (!value || !*value) {                                              \
+			oci_err_set(err, 0, NULL, "option '%s' needs a value (%s=...)", key, \
+				    key);                                             \
+			return -EINVAL;                                               \
+		}                                                                     \
+	} while (0)
+
+	if (!strcmp(key, "insecure")) {
+		if (parse_bool(value, &b) < 0) {
+			oci_err_set(err, 0, NULL, "option 'insecure' takes no value or yes/no");
+			return -EINVAL;
+		}
+		o->insecure = b;
+		return 0;
+	}
+	if (!strcmp(key, "ca")) {
+		NEED_VALUE();
+		if (access(value, R_OK) < 0) {
+			r = -errno;
+			oci_err_set(err, 0, NULL, "ca='%s': cannot read the CA file: %s", value,
+				    strerror(-r));
+			return -EINVAL;
+		}
+		return set_string(&o->ca_file, value);
+	}
+	if (!strcmp(key, "blob") || !strcmp(key, "digest")) {
+		NEED_VALUE();
+		if (!util_digest_valid(value)) {
+			oci_err_set(err, 0, NULL,
+				    "option '%s': '%.100s' is not sha256: followed by 64 lowercase "
+				    "hex digits", key, value);
+			return -EINVAL;
+		}
+		return set_string(!strcmp(key, "blob") ? &o->blob : &o->digest, value);
+	}
+	if (!strcmp(key, "layer")) {
+		uint64_t v;
+
+		NEED_VALUE();
+		if (util_parse_u64(value, &v) < 0 || v > 1000000) {
+			oci_err_set(err, 0, NULL,
+				    "option 'layer': '%.50s' is not a layer number (0-based)", value);
+			return -EINVAL;
+		}
+		o->layer = (long)v;
+		return 0;
+	}
+	if (!strcmp(key, "platform")) {
+		NEED_VALUE();
+		if (!platform_text_valid(value)) {
+			oci_err_set(err, 0, NULL,
+				    "option 'platform': '%.100s' is not OS/ARCH[/VARIANT], e.g. "
+				    "linux/arm64/v8", value);
+			return -EINVAL;
+		}
+		return set_string(&o->platform, value);
+	}
+	if (!strcmp(key, "username")) {
+		NEED_VALUE();
+		if (strchr(value, ':') || strlen(value) > 256) {
+			oci_err_set(err, 0, NULL, "option 'username': must not contain ':' and be "
+						  "at most 256 characters");
+			return -EINVAL;
+		}
+		return set_string(&o->username, value);
+	}
+	if (!strcmp(key, "password-file")) {
+		char *pw = NULL;
+
+		NEED_VALUE();
+		r = read_password_file(value, &pw, err);
+		if (r < 0)
+			return r == -ENOMEM ? r : -EINVAL;
+		free_secret(&o->password);
+		o->password = pw;
+		return 0;
+	}
+	if (!strcmp(key, "timeout")) {
+		uint64_t ms;
+
+		NEED_VALUE();
+		if (parse_timeout(value, &ms) < 0) {
+			oci_err_set(err, 0, NULL,
+				    "option 'timeout': '%.50s' is not a number of seconds between 0 "
+				    "and 86400", value);
+			return -EINVAL;
+		}
+		o->timeout_ms = ms;
+		return 0;
+	}
+#undef NEED_VALUE
+	return -ENOENT;
+}

@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/*
+ * Pure parsers of the oci module: functions over (buf, len) with no network and no global
+ * state, so that unit tests and fuzz targets reach them directly. Everything a registry,
+ * a token server, a credential file or a web server sends passes through one of these.
+ */
+#ifndef LAZYEROFS_OCI_PARSE_H
+#define LAZYEROFS_OCI_PARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "oci/oci.h"
+#include "util/macro.h"
+
+/* ---- errors (error.c) -------------------------------------------------------------------- */
+
+void oci_err_clear(struct oci_error *err);
+/* Fill err (may be NULL); code may be NULL. Returns nothing: callers return their -errno. */
+void oci_err_set(struct oci_error *err, int http_status, const char *code, const char *fmt, ...)
+	_printf_(4, 5);
+/* Prefix err->message with "what: " (keeps status and code). */
+void oci_err_prefix(struct oci_error *err, const char *fmt, ...) _printf_(2, 3);
+/* snprintf that may truncate by design (messages): no truncation warning at call sites. */
+void oci_fmt(char *buf, size_t len, const char *fmt, ...) _printf_(3, 4);
+/* Registry error body {"errors":[{"code","message","detail"}]}: first code and a message
+ * made of "CODE: message" entries. -EBADMSG when the body is not one. */
+int oci_registry_error_parse(const void *buf, size_t len, char *code, size_t codelen, char *msg,
+			     size_t msglen);
+/* Copy a URL for display: without user info and without query string (presigned URLs carry
+ * signatures in the query). */
+void oci_url_redact(const char *url, char *out, size_t outlen);
+/* Map an HTTP status to the module's errno vocabulary (STYLE.md). */
+int oci_errno_from_status(long status);
+
+/* ---- references (ref.c) ---------------------------------------------------------------------- */
+
+#define OCI_REF_MAX 4096
+#define OCI_NAME_MAX 255
+#define OCI_TAG_MAX 128
+
+bool oci_tag_valid(const char *s);
+bool oci_repository_valid(const char *s);
+
+/* ---- HTTP pieces (httpparse.c) ------------------------------------------------------------- */
+
+/* "bytes FIRST-LAST/TOTAL" (TOTAL may be "*", then *total = UINT64_MAX). Upload replies'
+ * "Range: 0-N" is not this. -EBADMSG when malformed or FIRST > LAST or LAST >= TOTAL. */
+int oci_content_range_parse(const char *s, size_t len, uint64_t *first, uint64_t *last,
+			    uint64_t *total);
+/* Retry-After: delta-seconds or an HTTP-date (relative to now); milliseconds to wait,
+ * capped at one day. -EBADMSG when neither. */
+int oci_retry_after_parse(const char *s, size_t len, time_t now, uint64_t *ret_ms);
+/* RFC 7231 IMF-fixdate (plus the two obsolete forms) -> time_t. -EBADMSG otherwise. */
+int oci_http_date_parse(const char *s, size_t len, time_t *ret);
+/* RFC 3339 timestamp (as in a token reply's issued_at) -> time_t. */
+int oci_rfc3339_parse(const char *s, size_t len, time_t *ret);
+/* Content-Type "multipart/byteranges; boundary=..." -> boundary (unquoted).
+ * -ENOENT when the type is not multipart/byteranges, -EBADMSG when the boundary is
+ * missing or longer than outlen - 1 (or 200). */
+int oci_content_type_boundary(const char *s, size_t len, char *out, size_t outlen);
+/* True when the media type (Content-Type value, parameters ignored) equals type. */
+bool oci_media_type_is(const char *value, const char *type);
+/* One header line "Name: value\r\n" -> name and value (trimmed, not NUL-terminated: spans
+ * into line). -EBADMSG when there is no colon or the name is empty. */
+int oci_header_split(const char *line, size_t len, const char **name, size_t *name_len,
+		     const char **value, size_t *value_len);
+/* Upload progress "Range: 0-N" (distribution spec) -> N + 1 bytes received. */
+int oci_upload_range_parse(const char *s, size_t len, uint64_t *ret_received);
+
+/* ---- multipart/byteranges (multipart.c) --------------------------------------------------- */
+
+#define OCI_MULTIPART_LINE_MAX 1024
+#define OCI_MULTIPART_HEADERS_MAX 8192
+#define OCI_MULTIPART_PREAMBLE_MAX 4096
+#define OCI_BOUNDARY_MAX 200
+
+/* Receives each part's payload at its blob offset as the body streams past. */
+typedef int (*oci_part_fn)(void *ctx, uint64_t offset, const uint8_t *data, size_t len);
+
+struct oci_multipart {
+	char boundary[OCI_BOUNDARY_MAX + 3]; /* "--" + boundary */
+	size_t blen;
+	int state;
+	char line[OCI_MULTIPART_LINE_MAX];
+	size_t line_len;
+	size_t header_bytes;   /* of the current part, capped */
+	size_t preamble_bytes; /* capped */
+	bool have_range;
+	uint64_t first, last, total; /* current part's Content-Range */
+	uint64_t offset;             /* next payload byte's blob offset */
+	uint64_t remaining;          /* payload bytes left in the current part */
+	uint64_t blob_total;         /* first part's total, UINT64_MAX until known or "*" */
+	uint64_t parts;
+};
+
+/* boundary as from oci_content_type_boundary(); -EINVAL when empty or too long. */
+int oci_multipart_init(struct oci_multipart *m, const char *boundary);
+/* Feed the next piece of the body (any split). -EBADMSG on malformed framing; a callback's
+ * negative return is passed through. */
+int oci_multipart_feed(struct oci_multipart *m, const uint8_t *buf, size_t len, oci_part_fn fn,
+		       void *ctx);
+/* After the last byte: -EBADMSG unless the closing boundary was seen. */
+int oci_multipart_finish(const struct oci_multipart *m);
+
+/* ---- WWW-Authenticate and token replies (challenge.c) -------------------------------------- */
+
+enum oci_auth_scheme {
+	OCI_AUTH_UNKNOWN = 0, /* not learned yet */
+	OCI_AUTH_NONE,        /* the registry let us in without credentials */
+	OCI_AUTH_BASIC,
+	OCI_AUTH_BEARER,
+};
+
+struct oci_challenge {
+	enum oci_auth_scheme scheme;
+	char realm[1024];
+	char service[256];
+	char scope[512];
+	char error[64]; /* e.g. "insufficient_scope", "invalid_token" */
+};
+
+/* Parse a WWW-Authenticate value (several challenges may be joined by commas, as HTTP allows
+ * for repeated headers). Picks Bearer when offered, else Basic. -ENOENT when neither is
+ * offered, -EBADMSG when malformed or a parameter does not fit. */
+int oci_challenge_parse(const char *s, size_t len, struct oci_challenge *ret);
+
+#define OCI_TOKEN_MAX (64 * 1024)       /* one token string */
+#define OCI_TOKEN_REPLY_MAX (256 * 1024) /* the whole reply */
+
+/* Token server reply {"token"|"access_token", "expires_in", "issued_at", "refresh_token"}.
+ * *ret_lifetime_s: seconds the token stays valid from now (expires_in, default 60, less the
+ * time since a plausible issued_at). ret_refresh may be NULL. -EBADMSG when malformed, -EFBIG
+ * over the caps. */
+int oci_token_reply_parse(const void *buf, size_t len, time_t now, char **ret_token,
+			  uint64_t *ret_lifetime_s, char **ret_refresh);
+
+/* ---- manifests and indexes (manifest.c) --------------------------------------------------- */
+
+#define OCI_MANIFEST_MAX (4 * 1024 * 1024) /* distribution's own limit */
+#define OCI_MANIFEST_ITEMS_MAX 4096
+
+#define OCI_MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define OCI_MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define OCI_MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
+#define OCI_MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define OCI_MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define OCI_MT_EROFS_LAYER "application/vnd.erofs.layer.v1"
+#define OCI_MT_EROFS_PREFIX "application/vnd.erofs.layer"
+
+struct oci_platform {
+	char os[32];
+	char arch[32];
+	char variant[32];
+};
+
+struct oci_descriptor {
+	char media_type[128];
+	char digest[UTIL_DIGEST_STR_LEN];
+	uint64_t size;
+	bool has_platform;
+	struct oci_platform platform;
+};
+
+enum oci_manifest_kind {
+	OCI_KIND_MANIFEST,
+	OCI_KIND_INDEX,
+};
+
+struct oci_manifest {
+	enum oci_manifest_kind kind;
+	char media_type[128];
+	struct oci_descriptor config; /* manifests only */
+	struct oci_descriptor *items; /* layers of a manifest, manifests of an index */
+	size_t n;
+};
+
+/* Parse a manifest or index. The kind comes from the top-level mediaType, else from the
+ * Content-Type (may be NULL), else from the shape. -EBADMSG with a reason in errbuf. */
+int oci_manifest_parse(const void *buf, size_t len, const char *content_type,
+		       struct oci_manifest **ret, char *errbuf, size_t errlen);
+void oci_manifest_free(struct oci_manifest *m);
+
+/* "os/arch[/variant]" -> platform (normalised: x86_64 -> amd64, aarch64 -> arm64). */
+int oci_platform_parse(const char *s, struct oci_platform *ret);
+/* uname machine -> Go's GOOS/GOARCH/variant, e.g. "aarch64" -> linux/arm64/v8. -ENOTSUP for
+ * a machine name we do not know. */
+int oci_platform_from_machine(const char *machine, struct oci_platform *ret);
+int oci_platform_host(struct oci_platform *ret);
+void oci_platform_format(const struct oci_platform *p, char *out, size_t outlen);
+/* First manifest of the index matching want. -ENOENT listing the platforms it has. */
+int oci_platform_select(const struct oci_manifest *index, const struct oci_platform *want,
+			size_t *ret_idx, char *errbuf, size_t errlen);
+/* Layer choice: blob (digest or NULL), else layer (>= 0, or -1), else the single layer whose
+ * type starts with application/vnd.erofs.layer, else the only layer. -ENOENT when the asked
+ * layer is not there, -ENOTUNIQ when the choice is ambiguous (errbuf lists candidates). */
+int oci_layer_select(const struct oci_manifest *m, const char *blob, long layer,
+		     size_t *ret_idx, char *errbuf, size_t errlen);
+/* -EMEDIUMTYPE with the reason when a layer of this type cannot be read by byte ranges. */
+int oci_layer_check_media_type(const char *media_type, char *errbuf, size_t errlen);
+
+/* ---- credentials (creds.c) ----------------------------------------------------------------- */
+
+#define OCI_CREDS_FILE_MAX (1024 * 1024)
+
+struct oci_creds {
+	char *username;
+	char *password;       /* secret */
+	char *identity_token; /* secret: an OAuth2 refresh token for the token server */
+	char *helper;         /* docker-credential-<helper> to ask, when that is the answer */
+};
+
+void oci_creds_free(struct oci_creds *c); /* wipes secrets */
+/* Find the entry for registry (host[:port]) / repository in a containers auth.json or Docker
+ * config.json: credHelpers, then credsStore, then auths (keys may carry a scheme, a /v1/
+ * suffix, or a repository path prefix: the most specific wins; Docker Hub's aliases are
+ * equal). -ENOENT when nothing applies, -EBADMSG when malformed. */
+int oci_creds_lookup(const void *buf, size_t len, const char *registry, const char *repository,
+		     struct oci_creds *ret);
+/* A credential helper's "get" reply {"Username","Secret"} ("<token>" user = identity token). */
+int oci_creds_helper_reply_parse(const void *buf, size_t len, struct oci_creds *ret);
+/* The server name Docker uses for a registry in credential stores ("https://index.docker.io/v1/"
+ * for Docker Hub, else the host). */
+const char *oci_creds_server_name(const char *registry);
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+/* Case-insensitive compare of a (ptr, len) span with a C string. */
+bool oci_span_eq(const char *s, size_t len, const char *lit);
+
+#endif
