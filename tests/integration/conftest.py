@@ -13,4 +13,5 @@ pytest_plugins = [
     "registry",
     "faultproxy",
     "webserver",
+    "trees",
 ]

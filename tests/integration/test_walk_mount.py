@@ -1,0 +1,290 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""The decisive test of the metadata walker (issue 2): for every image, a sparse copy that
+holds only the ranges `lazyerofs inspect --extents` lists must mount (file-backed, no daemon)
+and show exactly the source tree to a full metadata walk — types, modes, owners, sizes, link
+targets, device numbers, link counts, directory names, xattrs — without reading file data.
+Also: those ranges are metadata, not a copy of the image; and `inspect` itself (summary,
+extents format, bad input)."""
+
+import os
+import shutil
+import struct
+import tempfile
+
+import pytest
+
+from common import run, assert_one_line_error, BIN, FIXTURES, FIXTURE_IMAGES
+from trees import (ALL_IMAGES, MKFS_IMAGES, KITCHEN_BIGFILE_SIZE, snapshot, diff_snapshots,
+                   format_diff, getfattr_dump, diff_getfattr, parse_extents, sparse_copy,
+                   record_share, mount_source)
+
+EROFS_MAGIC = 0xE0F5E1E2
+SB_OFFSET = 1024
+
+# Until `inspect` is implemented (its stub fails even on --help) the tests that need it are
+# skipped, saying so; once `inspect --help` works they all run. test_cli.py separately
+# requires every subcommand's --help to work, so this cannot hide a regression.
+_inspect_help = run(["inspect", "--help"]) if os.path.exists(BIN) else None
+needs_inspect = pytest.mark.skipif(
+    _inspect_help is None or _inspect_help.returncode != 0,
+    reason="lazyerofs inspect is not implemented in this build yet")
+
+
+class WalkContext:
+    """Per-session caches: each source tree is snapshotted once, each image inspected once."""
+
+    def __init__(self, trees):
+        self.trees = trees
+        self._sources = {}
+        self._extents = {}
+
+    def source(self, tree):
+        if tree not in self._sources:
+            snap = snapshot(tree)
+            attrs, rc, err = getfattr_dump(tree)
+            assert rc == 0 and not err.strip(), f"getfattr on the source tree: {err}"
+            self._sources[tree] = (snap, attrs)
+        return self._sources[tree]
+
+    def extents(self, img):
+        if img.name not in self._extents:
+            r = run(["inspect", "--extents", img.path])
+            assert r.returncode == 0, \
+                f"lazyerofs inspect --extents {img.name} exited {r.returncode}: {r.stderr}"
+            self._extents[img.name] = parse_extents(r.stdout)
+        return self._extents[img.name]
+
+
+@pytest.fixture(scope="session")
+def walk(trees):
+    return WalkContext(trees)
+
+
+@pytest.fixture
+def scratch(trees_workdir):
+    d = tempfile.mkdtemp(prefix="scratch-", dir=trees_workdir)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _assert_same_tree(src_tree, mp, walk, what):
+    expected, expected_attrs = walk.source(src_tree)
+    actual = snapshot(mp)
+    assert len(actual) > 1 or len(expected) == 1, f"{what}: the mount looks empty"
+    d = diff_snapshots(expected, actual)
+    if d:
+        pytest.fail(format_diff(d, title=f"differences between the source tree and {what}"),
+                    pytrace=False)
+    attrs, rc, err = getfattr_dump(mp)
+    gd = diff_getfattr(expected_attrs, attrs)
+    assert rc == 0 and not err.strip(), f"getfattr -R on {what} failed ({rc}): {err[:2000]}"
+    if gd:
+        pytest.fail(format_diff(gd, title=f"getfattr differences on {what}"), pytrace=False)
+
+
+def _blocks(extents, bs=4096):
+    blocks = set()
+    for off, length in extents:
+        blocks.update(range(off // bs, (off + length + bs - 1) // bs))
+    return blocks
+
+
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_full_image_mount_matches_source(name, trees, walk, file_mounts):
+    """Control: the complete image shows the source tree. If this fails the image builder or
+    mkfs.erofs is at fault, not the walker."""
+    img = trees.image(name)
+    mp = file_mounts.mount(img.path)
+    _assert_same_tree(img.tree, mp, walk, f"the full image {name}")
+
+
+@needs_inspect
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_sparse_copy_of_extents_mounts_as_source(name, trees, walk, file_mounts, scratch):
+    """The decisive test: only the walk's ranges present, everything else a hole."""
+    img = trees.image(name)
+    extents = walk.extents(img)
+    size = img.size
+    record_share(name, size, extents)
+    sparse = os.path.join(scratch, "sparse.erofs")
+    sparse_copy(img.path, extents, sparse)
+    st = os.stat(sparse)
+    assert st.st_size == size
+    # The copy really is sparse: nothing is allocated beyond the listed ranges' blocks
+    # (plus a little room for the filesystem's own extent tree blocks).
+    assert st.st_blocks * 512 <= len(_blocks(extents)) * 4096 + 64 * 1024, \
+        "the sparse copy holds more than the listed ranges"
+
+    mp = file_mounts.mount(sparse)
+    src = mount_source(mp)
+    assert src == ("erofs", sparse), f"not a file-backed mount of the sparse copy: {src}"
+    _assert_same_tree(img.tree, mp, walk, f"the sparse copy of {name} (only --extents present)")
+
+
+def _find_block(path, needle):
+    with open(path, "rb") as f:
+        data = f.read()
+    return data.find(needle)
+
+
+@needs_inspect
+@pytest.mark.parametrize("name", [f"mkfs/{n}" for n in MKFS_IMAGES])
+def test_extents_are_metadata_not_a_copy(name, trees, walk):
+    """Images with a 6 MiB random file: the ranges are a small share of the image, and none
+    of them covers that file's data."""
+    img = trees.image(name)
+    extents = walk.extents(img)
+    total = sum(length for _, length in extents)
+    size = img.size
+    record_share(name, size, extents)
+    print(f"{name}: {len(extents)} extents, {total} of {size} bytes "
+          f"({100.0 * total / size:.2f}%)")
+    assert total * 4 < size, f"{name}: metadata is {total} of {size} bytes: not 'well below'"
+
+    # Where the random file's blocks sit in the image (uncompressed and chunked layouts keep
+    # them verbatim; lz4hc stores incompressible data raw as well): no extent may cover one.
+    big = os.path.join(img.tree, "big", "random.bin")
+    with open(big, "rb") as f:
+        data = f.read()
+    assert len(data) == KITCHEN_BIGFILE_SIZE
+    with open(img.path, "rb") as f:
+        image = f.read()
+    found = covered = 0
+    for off in range(0, len(data) - 4096 + 1, 4096 * 64):
+        pos = image.find(data[off:off + 4096])
+        if pos < 0:
+            continue
+        found += 1
+        if any(o < pos + 4096 and pos < o + n for o, n in extents):
+            covered += 1
+    if found == 0:
+        pytest.skip(f"{name}: the random file's blocks are not stored verbatim")
+    assert covered == 0, f"{name}: {covered} of {found} sampled data blocks of " \
+                         f"big/random.bin lie inside the metadata extents"
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+def _superblock(path):
+    with open(path, "rb") as f:
+        f.seek(SB_OFFSET)
+        sb = f.read(128)
+    magic, _csum, _compat, blkszbits, _ext, _root, inos = struct.unpack_from("<IIIBBHQ", sb, 0)
+    assert magic == EROFS_MAGIC
+    return 1 << blkszbits, inos
+
+
+def _numbers(line):
+    cleaned = "".join(c if c.isalnum() else " " for c in line.replace(",", ""))
+    return {w for w in cleaned.split() if w.isdigit()}
+
+
+@needs_inspect
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_inspect_summary(name, trees, walk):
+    img = trees.image(name)
+    r = run(["inspect", img.path])
+    assert r.returncode == 0, r.stderr
+    assert not r.stderr.strip(), r.stderr
+    block_size, inodes = _superblock(img.path)
+    lines = r.stdout.lower().splitlines()
+    assert any("block" in l and str(block_size) in _numbers(l) for l in lines), \
+        f"summary does not give the block size {block_size}:\n{r.stdout}"
+    assert any("inode" in l and str(inodes) in _numbers(l) for l in lines), \
+        f"summary does not give the inode count {inodes}:\n{r.stdout}"
+    total = sum(length for _, length in walk.extents(img))
+    assert any(str(total) in _numbers(l) for l in lines), \
+        f"summary does not give the metadata bytes ({total}, the --extents total):\n{r.stdout}"
+    assert any(str(img.size) in _numbers(l) for l in lines), \
+        f"summary does not give the image size ({img.size}):\n{r.stdout}"
+
+
+@needs_inspect
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_inspect_extents_well_formed(name, trees):
+    img = trees.image(name)
+    r = run(["inspect", "--extents", img.path])
+    assert r.returncode == 0, r.stderr
+    assert not r.stderr.strip(), r.stderr
+    ext = parse_extents(r.stdout)
+    assert ext, "no extents"
+    size = img.size
+    for (o1, n1), (o2, n2) in zip(ext, ext[1:]):
+        assert o1 + n1 <= o2, f"extents not sorted or overlapping: {o1}+{n1}, {o2}+{n2}"
+    for o, n in ext:
+        assert n > 0, f"empty extent at {o}"
+        assert o + n <= size, f"extent {o}+{n} ends past the image size {size}"
+    # The superblock is metadata.
+    assert ext[0][0] <= SB_OFFSET and ext[0][0] + ext[0][1] >= SB_OFFSET + 128, ext[0]
+    # Same image, same answer.
+    assert run(["inspect", "--extents", img.path]).stdout == r.stdout
+
+
+# Bad input: one line on stderr, exit 2, and never a partial extents list on stdout.
+
+def _bad(scratch, kind):
+    p = os.path.join(scratch, f"{kind}.img")
+    plain = os.path.join(FIXTURES, "plain.erofs")
+    if kind == "missing":
+        return os.path.join(scratch, "no-such-image.erofs")
+    if kind == "directory":
+        return scratch
+    if kind == "passwd":
+        shutil.copyfile("/etc/passwd", p)
+    elif kind == "empty":
+        open(p, "wb").close()
+    elif kind == "zeros":
+        with open(p, "wb") as f:
+            f.truncate(1 << 20)
+    elif kind == "truncated-sb":
+        with open(plain, "rb") as f:
+            data = f.read(SB_OFFSET + 60)
+        with open(p, "wb") as f:
+            f.write(data)
+    elif kind == "flipped-magic":
+        shutil.copyfile(plain, p)
+        with open(p, "r+b") as f:
+            f.seek(SB_OFFSET)
+            b = f.read(1)
+            f.seek(SB_OFFSET)
+            f.write(bytes([b[0] ^ 0xFF]))
+    else:
+        raise KeyError(kind)
+    return p
+
+
+BAD_KINDS = ["missing", "directory", "passwd", "empty", "zeros", "truncated-sb",
+             "flipped-magic"]
+
+
+@needs_inspect
+@pytest.mark.parametrize("extents", [False, True], ids=["summary", "extents"])
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_inspect_bad_input(kind, extents, scratch):
+    path = _bad(scratch, kind)
+    r = run(["inspect", *(["--extents"] if extents else []), path])
+    assert_one_line_error(r, 2)
+    assert r.stdout == "" or not extents, f"partial output on failure: {r.stdout[:500]}"
+
+
+@needs_inspect
+@pytest.mark.parametrize("extents", [False, True], ids=["summary", "extents"])
+@pytest.mark.parametrize("name", FIXTURE_IMAGES)
+def test_inspect_truncated_fixture(name, extents, trees, walk, scratch):
+    """Cut the image in the middle of its last metadata range: the walk must notice."""
+    img = trees.image(f"fixture/{name}")
+    last_off, last_len = walk.extents(img)[-1]
+    cut = last_off + last_len // 2
+    p = os.path.join(scratch, "truncated.erofs")
+    with open(img.path, "rb") as f, open(p, "wb") as out:
+        out.write(f.read(cut))
+    r = run(["inspect", *(["--extents"] if extents else []), p])
+    assert_one_line_error(r, 2)
+    assert r.stdout == "" or not extents, f"partial output on failure: {r.stdout[:500]}"
+
+
+@needs_inspect
+@pytest.mark.parametrize("args", [["--no-such-option", "x.erofs"], ["--extents"], [],
+                                  ["a.erofs", "b.erofs"], ["-x"]])
+def test_inspect_usage_errors(args):
+    assert_one_line_error(run(["inspect", *args]), 1)
