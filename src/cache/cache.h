@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/*
+ * Cache entry: one per blob under <cache-dir>/sha256/. The data file <key> holds the blob's
+ * bytes at their offsets (sparse or pre-allocated); <key>.bitmap holds a small versioned
+ * header and one presence bit per 4 KiB block. The bitmap is the only record of presence:
+ * holes are never probed. <key>.lock is flocked by whoever owns the entry (the daemon).
+ *
+ * Durability: the persisted bitmap never claims a block whose data is not durable. Callers
+ * set bits in the in-memory bitmap as soon as data is written (the page cache serves it at
+ * once); cache_entry_flush() then makes the data durable first and writes the new bits after.
+ */
+#ifndef LAZYEROFS_CACHE_CACHE_H
+#define LAZYEROFS_CACHE_CACHE_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/sha256.h"
+
+#define CACHE_BLOCK_SHIFT 12
+#define CACHE_BLOCK_SIZE (1u << CACHE_BLOCK_SHIFT)
+#define CACHE_KEY_LEN UTIL_SHA256_HEX_LEN
+
+/* ---- presence bitmap ------------------------------------------------------------------- */
+
+/* One bit per block. Words are read and set with atomics so a reader may test bits without a
+ * lock while another thread sets them; bits are only ever set (never cleared) while shared.
+ * With `shared`, the words live in a MAP_SHARED anonymous mapping that survives fork(): a
+ * process and its children see the same bits. */
+struct cache_bitmap {
+	uint64_t *words;
+	uint64_t nbits;
+	size_t nwords;
+	bool shared;
+};
+
+int cache_bitmap_init(struct cache_bitmap *b, uint64_t nbits, bool shared);
+void cache_bitmap_destroy(struct cache_bitmap *b);
+bool cache_bitmap_test(const struct cache_bitmap *b, uint64_t bit);
+/* True when every bit of [first, first + n) is set (n == 0: true). Out of range: false. */
+bool cache_bitmap_test_range(const struct cache_bitmap *b, uint64_t first, uint64_t n);
+/* Set [first, first + n), clamped to nbits. */
+void cache_bitmap_set_range(struct cache_bitmap *b, uint64_t first, uint64_t n);
+/* Clear everything (only while nobody else looks: rebuild, tests). */
+void cache_bitmap_clear_all(struct cache_bitmap *b);
+/* First bit in [from, limit) whose value is `value`; `limit` when none. */
+uint64_t cache_bitmap_find(const struct cache_bitmap *b, uint64_t from, uint64_t limit, bool value);
+/* Next run of bits equal to `value` starting at or after `from` and ending at most at
+ * `limit`: true and [*ret_start, *ret_start + *ret_len) when found. */
+bool cache_bitmap_next_run(const struct cache_bitmap *b, uint64_t from, uint64_t limit, bool value,
+			   uint64_t *ret_start, uint64_t *ret_len);
+uint64_t cache_bitmap_count(const struct cache_bitmap *b);
+
+/* Blocks covering the byte range [off, off + len) of a file of `size` bytes, clamped to the
+ * file: returns false when nothing of the range lies inside the file. */
+bool cache_blocks_of(uint64_t off, uint64_t len, uint64_t size, uint64_t *ret_first,
+		     uint64_t *ret_n);
+
+/* ---- on-disk header ---------------------------------------------------------------------- */
+
+#define CACHE_HEADER_SIZE 512
+#define CACHE_BITMAP_OFFSET 4096 /* the bits start here in <key>.bitmap */
+#define CACHE_FORMAT_VERSION 1
+
+enum {
+	CACHE_FLAG_COMPLETE = 1u << 0, /* every block present (and durable) */
+	CACHE_FLAG_VERIFIED = 1u << 1, /* whole blob hashed and equal to its digest */
+	CACHE_FLAG_BAD = 1u << 2,      /* digest mismatch: never used by a new mount */
+	CACHE_FLAGS_KNOWN = CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED | CACHE_FLAG_BAD,
+};
+
+struct cache_header {
+	uint32_t version;
+	uint32_t block_size;
+	uint32_t flags;
+	uint64_t size;
+	uint64_t nblocks;
+	char key[CACHE_KEY_LEN + 1];     /* 64 lowercase hex */
+	char digest[UTIL_DIGEST_STR_LEN]; /* "sha256:<hex>" or "" (unpinned URL source) */
+};
+
+/* Serialize (little-endian fields, sha256 checksum at the end) into exactly
+ * CACHE_HEADER_SIZE bytes. */
+void cache_header_encode(const struct cache_header *h, uint8_t out[CACHE_HEADER_SIZE]);
+/* Parse untrusted bytes: -EUCLEAN when the magic, checksum, version or any field is wrong. */
+int cache_header_decode(const void *buf, size_t len, struct cache_header *ret);
+/* Bytes of the bitmap area for a blob of `size` bytes (whole 64-bit words). */
+uint64_t cache_bitmap_bytes(uint64_t size);
+
+/* ---- the entry ----------------------------------------------------------------------------- */
+
+/* Open (creating it, mode 0700, root-owned, no symlinks) the directory that holds entries:
+ * <cache_dir>/sha256. Returns an O_PATH directory fd. -EPERM with a reason when ownership or
+ * mode is wrong. */
+int cache_dir_open(const char *cache_dir, int *ret_fd);
+
+/* Take the entry's lock (<key>.lock, flock exclusive). With `wait` false, -EWOULDBLOCK when
+ * someone else holds it. The lock lasts while the returned fd (or a dup / fork copy) is open. */
+int cache_entry_lock(int dirfd, const char *key, bool wait, int *ret_fd);
+
+struct cache_entry {
+	int dirfd;        /* <cache-dir>/sha256 */
+	int data_fd;      /* O_RDWR; opened before any fanotify mark: writes raise no events */
+	int bitmap_fd;    /* O_RDWR */
+	int lock_fd;      /* the entry lock (owned) */
+	struct cache_header hdr; /* hdr.flags: what is on disk */
+	struct cache_bitmap present; /* shared mapping; the in-memory truth */
+	uint64_t *persisted;         /* copy of the bits on disk (flush diffs against it) */
+	char data_path[PATH_MAX];
+	bool rebuilt;      /* the entry was created or rebuilt by this open */
+	bool preallocated; /* fallocate succeeded on creation */
+	bool aside;        /* renamed aside after being marked bad */
+	char aside_name[CACHE_KEY_LEN + 32];
+};
+
+struct cache_open_params {
+	const char *key;    /* 64 lowercase hex */
+	const char *digest; /* "sha256:<hex>" or NULL/"" */
+	uint64_t size;      /* > 0 */
+	bool preallocate;   /* fallocate a new data file (falls back to sparse) */
+};
+
+/* Open the entry with the lock (taken by cache_entry_lock, ownership passes to the entry).
+ * A missing entry is created; one whose header is damaged or does not match (key, digest,
+ * size) is rebuilt from scratch; one marked bad is discarded and a fresh one made. The
+ * presence bitmap is loaded into a shared mapping. */
+int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_params *p,
+		     int lock_fd, struct cache_entry **ret);
+void cache_entry_free(struct cache_entry *e);
+
+/* Persist: fdatasync the data file, then write every bitmap word that gained bits since the
+ * last flush. With `final`, also fsync the bitmap file. Returns the number of newly persisted
+ * blocks, or -errno (nothing claimed on failure). Single caller at a time. */
+int cache_entry_flush(struct cache_entry *e, bool final);
+/* Rewrite the header with new flags (fsync'd). */
+int cache_entry_set_flags(struct cache_entry *e, uint32_t set, uint32_t clear);
+/* Mark bad (header flag) and rename the files aside so that a new mount gets a fresh entry at
+ * the original names, while live users keep the renamed inodes. */
+int cache_entry_mark_bad(struct cache_entry *e);
+/* Unlink the files of an entry that was renamed aside (its last user is leaving). */
+void cache_entry_remove_aside(struct cache_entry *e);
+
+bool cache_entry_complete(const struct cache_entry *e);
+uint64_t cache_entry_present_bytes(const struct cache_entry *e);
+
+/* Read an entry's header without taking its lock (e.g. to find the size of a complete entry
+ * for an offline mount). -ENOENT when there is no entry, -EUCLEAN when damaged. */
+int cache_entry_peek(int dirfd, const char *key, struct cache_header *ret);
+
+/* Name the filesystem type of fd ("ext4", "tmpfs", "overlayfs", ... or "0x<magic>"). */
+const char *cache_fs_name(int fd, char *buf, size_t len);
+
+#endif

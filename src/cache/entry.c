@@ -1,0 +1,498 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * Cache entry files: create, validate, rebuild, lock, persist the bitmap after the data is
+ * durable, flags, and setting a bad entry aside. Paths are opened relative to the private
+ * <cache-dir>/sha256 directory without following symlinks.
+ */
+#include "cache/cache.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/macro.h"
+
+static bool key_valid(const char *key)
+{
+	if (!key || strlen(key) != CACHE_KEY_LEN)
+		return false;
+	for (const char *p = key; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return false;
+	return true;
+}
+
+int cache_dir_open(const char *cache_dir, int *ret_fd)
+{
+	char path[PATH_MAX];
+	_cleanup_close_ int root = -1;
+	int r;
+
+	if (!cache_dir || cache_dir[0] != '/')
+		return -EINVAL;
+	r = util_open_private_dir(cache_dir, &root);
+	if (r < 0)
+		return r;
+	if (snprintf(path, sizeof(path), "%s/sha256", cache_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	return util_open_private_dir(path, ret_fd);
+}
+
+int cache_entry_lock(int dirfd, const char *key, bool wait, int *ret_fd)
+{
+	char name[CACHE_KEY_LEN + 8];
+
+	if (!key_valid(key))
+		return -EINVAL;
+	snprintf(name, sizeof(name), "%s.lock", key);
+	for (;;) {
+		_cleanup_close_ int fd = -1;
+		struct stat a, b;
+
+		fd = openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return -errno;
+		while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EWOULDBLOCK ? -EWOULDBLOCK : -errno;
+		}
+		/* The holder of a bad entry renames its lock file aside; a lock won on such an
+		 * old inode guards nothing, so check we locked the file that has the name. */
+		if (fstat(fd, &a) < 0)
+			return -errno;
+		if (fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino &&
+		    a.st_dev == b.st_dev) {
+			*ret_fd = TAKE_FD(fd);
+			return 0;
+		}
+	}
+}
+
+static int open_regular(int dirfd, const char *name, int flags, int *ret_fd, struct stat *st)
+{
+	_cleanup_close_ int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st) < 0)
+		return -errno;
+	if (!S_ISREG(st->st_mode) || st->st_uid != 0 || (st->st_mode & 0077))
+		return -EUCLEAN;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static int write_header(struct cache_entry *e)
+{
+	uint8_t raw[CACHE_HEADER_SIZE];
+	int r;
+
+	cache_header_encode(&e->hdr, raw);
+	r = util_pwrite_full(e->bitmap_fd, raw, sizeof(raw), 0);
+	if (r < 0)
+		return r;
+	if (fsync(e->bitmap_fd) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Load an existing entry; -EUCLEAN (or any error) means "rebuild". */
+static int entry_load(struct cache_entry *e, const struct cache_open_params *p, const char *key,
+		      const char *bitmap_name)
+{
+	uint8_t raw[CACHE_HEADER_SIZE];
+	struct cache_header h;
+	struct stat st;
+	uint64_t bytes = cache_bitmap_bytes(p->size);
+	int r;
+
+	r = open_regular(e->dirfd, bitmap_name, O_RDWR, &e->bitmap_fd, &st);
+	if (r < 0)
+		return r;
+	if ((uint64_t)st.st_size < CACHE_BITMAP_OFFSET + bytes)
+		return -EUCLEAN;
+	r = util_pread_full(e->bitmap_fd, raw, sizeof(raw), 0);
+	if (r < 0)
+		return r == -EIO ? -EUCLEAN : r;
+	r = cache_header_decode(raw, sizeof(raw), &h);
+	if (r < 0)
+		return r;
+	if (strcmp(h.key, key) != 0 || strcmp(h.digest, p->digest ? p->digest : "") != 0 ||
+	    h.size != p->size)
+		return -EUCLEAN;
+	if (h.flags & CACHE_FLAG_BAD)
+		return -EILSEQ;
+	r = open_regular(e->dirfd, key, O_RDWR, &e->data_fd, &st);
+	if (r < 0)
+		return r;
+	if ((uint64_t)st.st_size != p->size)
+		return -EUCLEAN;
+	e->hdr = h;
+	r = util_pread_full(e->bitmap_fd, e->persisted, bytes, CACHE_BITMAP_OFFSET);
+	if (r < 0)
+		return r == -EIO ? -EUCLEAN : r;
+	for (size_t i = 0; i < e->present.nwords; i++) {
+		uint64_t w = le64toh(e->persisted[i]);
+
+		/* Bits past the last block mean nothing; drop them so counts stay exact. */
+		if (i == e->present.nwords - 1 && e->present.nbits % 64)
+			w &= (UINT64_C(1) << (e->present.nbits % 64)) - 1;
+		e->persisted[i] = w;
+		e->present.words[i] = w;
+	}
+	if ((e->hdr.flags & CACHE_FLAG_COMPLETE) && !cache_entry_complete(e)) {
+		/* A header that claims more than the bits is not believed. */
+		e->hdr.flags &= ~(uint32_t)(CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED);
+		r = write_header(e);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int fsync_dir(int dirfd)
+{
+	_cleanup_close_ int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Create the entry from scratch. The old files are unlinked, never truncated in place: a
+ * mount left over from a dead daemon may still read the old inode. The bitmap goes first so
+ * that no crash can leave an old bitmap describing new data. */
+static int entry_create(struct cache_entry *e, const struct cache_open_params *p, const char *key,
+			const char *bitmap_name)
+{
+	char tmp[CACHE_KEY_LEN + 32];
+	_cleanup_close_ int bfd = -1;
+	struct stat st;
+	int r;
+
+	if (e->data_fd >= 0) {
+		close(e->data_fd);
+		e->data_fd = -1;
+	}
+	if (e->bitmap_fd >= 0) {
+		close(e->bitmap_fd);
+		e->bitmap_fd = -1;
+	}
+	if (unlinkat(e->dirfd, bitmap_name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	if (unlinkat(e->dirfd, key, 0) < 0 && errno != ENOENT)
+		return -errno;
+	r = fsync_dir(e->dirfd);
+	if (r < 0)
+		return r;
+
+	e->data_fd = openat(e->dirfd, key, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (e->data_fd < 0)
+		return -errno;
+	if (ftruncate(e->data_fd, (off_t)p->size) < 0)
+		return -errno;
+	e->preallocated = false;
+	if (p->preallocate) {
+		/* Allocated extents make the daemon's writes faster (DESIGN registry facts); a
+		 * filesystem that cannot (or is short of space) gets a sparse file. */
+		if (fallocate(e->data_fd, 0, 0, (off_t)p->size) == 0)
+			e->preallocated = true;
+		else
+			log_debug("fallocate of cache entry %s: %m; keeping it sparse", key);
+	}
+	if (fsync(e->data_fd) < 0)
+		return -errno;
+	if (fstat(e->data_fd, &st) < 0)
+		return -errno;
+
+	e->hdr = (struct cache_header){
+		.version = CACHE_FORMAT_VERSION,
+		.block_size = CACHE_BLOCK_SIZE,
+		.flags = 0,
+		.size = p->size,
+		.nblocks = DIV_ROUND_UP(p->size, CACHE_BLOCK_SIZE),
+	};
+	memcpy(e->hdr.key, key, CACHE_KEY_LEN + 1);
+	snprintf(e->hdr.digest, sizeof(e->hdr.digest), "%s", p->digest ? p->digest : "");
+
+	snprintf(tmp, sizeof(tmp), ".%s.bitmap.%d.tmp", key, (int)getpid());
+	bfd = openat(e->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (bfd < 0)
+		return -errno;
+	e->bitmap_fd = bfd;
+	r = write_header(e); /* also fsyncs */
+	e->bitmap_fd = -1;
+	if (r >= 0 && ftruncate(bfd, (off_t)(CACHE_BITMAP_OFFSET + cache_bitmap_bytes(p->size))) < 0)
+		r = -errno;
+	if (r >= 0 && fsync(bfd) < 0)
+		r = -errno;
+	if (r >= 0 && renameat(e->dirfd, tmp, e->dirfd, bitmap_name) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(e->dirfd, tmp, 0);
+		return r;
+	}
+	e->bitmap_fd = TAKE_FD(bfd);
+	cache_bitmap_clear_all(&e->present);
+	memset(e->persisted, 0, e->present.nwords * 8);
+	e->rebuilt = true;
+	return fsync_dir(e->dirfd);
+}
+
+int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_params *p,
+		     int lock_fd, struct cache_entry **ret)
+{
+	_cleanup_close_ int lock = lock_fd;
+	struct cache_entry *e = NULL;
+	char bitmap_name[CACHE_KEY_LEN + 16];
+	int r;
+
+	if (!key_valid(p->key) || p->size == 0 ||
+	    (p->digest && p->digest[0] && !util_digest_valid(p->digest)))
+		return -EINVAL;
+	if (p->size > (UINT64_C(1) << 50))
+		return -EFBIG; /* 1 PiB: far beyond any image, keeps arithmetic safe */
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->data_fd = e->bitmap_fd = e->lock_fd = -1;
+	e->lock_fd = TAKE_FD(lock);
+	e->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	if (e->dirfd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (snprintf(e->data_path, sizeof(e->data_path), "%s/sha256/%s", cache_dir, p->key) >=
+	    (int)sizeof(e->data_path)) {
+		r = -ENAMETOOLONG;
+		goto fail;
+	}
+	r = cache_bitmap_init(&e->present, DIV_ROUND_UP(p->size, CACHE_BLOCK_SIZE), true);
+	if (r < 0)
+		goto fail;
+	e->persisted = calloc(e->present.nwords, 8);
+	if (!e->persisted) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	snprintf(bitmap_name, sizeof(bitmap_name), "%s.bitmap", p->key);
+	r = entry_load(e, p, p->key, bitmap_name);
+	if (r < 0) {
+		if (r == -EILSEQ)
+			log_debug("cache entry %s was marked bad; starting a fresh one", p->key);
+		else if (r != -ENOENT)
+			log_debug("cache entry %s is damaged or stale (%s); rebuilding", p->key,
+				  strerror(-r));
+		r = entry_create(e, p, p->key, bitmap_name);
+		if (r < 0)
+			goto fail;
+	}
+	*ret = e;
+	return 0;
+fail:
+	cache_entry_free(e);
+	return r;
+}
+
+void cache_entry_free(struct cache_entry *e)
+{
+	if (!e)
+		return;
+	if (e->data_fd >= 0)
+		close(e->data_fd);
+	if (e->bitmap_fd >= 0)
+		close(e->bitmap_fd);
+	if (e->lock_fd >= 0)
+		close(e->lock_fd);
+	if (e->dirfd >= 0)
+		close(e->dirfd);
+	cache_bitmap_destroy(&e->present);
+	free(e->persisted);
+	free(e);
+}
+
+int cache_entry_flush(struct cache_entry *e, bool final)
+{
+	size_t n = e->present.nwords;
+	_cleanup_free_ uint64_t *snap = NULL;
+	uint64_t fresh = 0;
+	bool dirty = false;
+	int r;
+
+	snap = malloc(n * 8);
+	if (!snap)
+		return -ENOMEM;
+	/* Snapshot the bits first: every bit in it was set after its data was written, so the
+	 * sync below covers that data. Bits set after this point wait for the next flush. */
+	for (size_t i = 0; i < n; i++) {
+		snap[i] = __atomic_load_n(&e->present.words[i], __ATOMIC_ACQUIRE);
+		if (snap[i] != e->persisted[i])
+			dirty = true;
+	}
+	if (!dirty && !final)
+		return 0;
+	if (dirty && fdatasync(e->data_fd) < 0)
+		return -errno;
+	for (size_t i = 0; i < n;) {
+		uint64_t buf[512];
+		size_t j = i, k = 0;
+
+		if (snap[i] == e->persisted[i]) {
+			i++;
+			continue;
+		}
+		while (j < n && k < ARRAY_SIZE(buf) && snap[j] != e->persisted[j]) {
+			buf[k++] = htole64(snap[j] | e->persisted[j]);
+			j++;
+		}
+		r = util_pwrite_full(e->bitmap_fd, buf, k * 8, CACHE_BITMAP_OFFSET + (uint64_t)i * 8);
+		if (r < 0)
+			return r;
+		for (size_t x = i; x < j; x++) {
+			fresh += (uint64_t)__builtin_popcountll(snap[x] & ~e->persisted[x]);
+			e->persisted[x] |= snap[x];
+		}
+		i = j;
+	}
+	if (final && fsync(e->bitmap_fd) < 0)
+		return -errno;
+	return fresh > INT32_MAX ? INT32_MAX : (int)fresh;
+}
+
+int cache_entry_set_flags(struct cache_entry *e, uint32_t set, uint32_t clear)
+{
+	uint32_t old = e->hdr.flags;
+	int r;
+
+	e->hdr.flags = (old | set) & ~clear;
+	if (e->hdr.flags == old)
+		return 0;
+	r = write_header(e);
+	if (r < 0)
+		e->hdr.flags = old;
+	return r;
+}
+
+int cache_entry_mark_bad(struct cache_entry *e)
+{
+	static const char *const suffix[] = { "", ".bitmap", ".lock" };
+	const char *key = e->hdr.key;
+	char from[CACHE_KEY_LEN + 48], to[CACHE_KEY_LEN + 48];
+	int r;
+
+	r = cache_entry_set_flags(e, CACHE_FLAG_BAD, CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED);
+	if (r < 0)
+		return r;
+	if (e->aside)
+		return 0;
+	snprintf(e->aside_name, sizeof(e->aside_name), "%s.bad-%d", key, (int)getpid());
+	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
+		snprintf(from, sizeof(from), "%s%s", key, suffix[i]);
+		snprintf(to, sizeof(to), "%s%s", e->aside_name, suffix[i]);
+		if (renameat(e->dirfd, from, e->dirfd, to) < 0 && errno != ENOENT)
+			return -errno;
+	}
+	e->aside = true;
+	{
+		char *slash = strrchr(e->data_path, '/');
+
+		if (slash)
+			snprintf(slash + 1, sizeof(e->data_path) - (size_t)(slash + 1 - e->data_path),
+				 "%s", e->aside_name);
+	}
+	return fsync_dir(e->dirfd);
+}
+
+void cache_entry_remove_aside(struct cache_entry *e)
+{
+	static const char *const suffix[] = { "", ".bitmap", ".lock" };
+	char name[CACHE_KEY_LEN + 48];
+
+	if (!e->aside)
+		return;
+	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
+		snprintf(name, sizeof(name), "%s%s", e->aside_name, suffix[i]);
+		(void)unlinkat(e->dirfd, name, 0);
+	}
+}
+
+bool cache_entry_complete(const struct cache_entry *e)
+{
+	return cache_bitmap_count(&e->present) == e->present.nbits;
+}
+
+uint64_t cache_entry_present_bytes(const struct cache_entry *e)
+{
+	uint64_t n = cache_bitmap_count(&e->present);
+	uint64_t bytes = n * CACHE_BLOCK_SIZE;
+
+	/* The last block is short unless the size is block-aligned. */
+	if (e->present.nbits && cache_bitmap_test(&e->present, e->present.nbits - 1))
+		bytes -= e->present.nbits * CACHE_BLOCK_SIZE - e->hdr.size;
+	return bytes;
+}
+
+int cache_entry_peek(int dirfd, const char *key, struct cache_header *ret)
+{
+	char name[CACHE_KEY_LEN + 16];
+	uint8_t raw[CACHE_HEADER_SIZE];
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+	int r;
+
+	if (!key_valid(key))
+		return -EINVAL;
+	snprintf(name, sizeof(name), "%s.bitmap", key);
+	r = open_regular(dirfd, name, O_RDONLY, &fd, &st);
+	if (r < 0)
+		return r;
+	r = util_pread_full(fd, raw, sizeof(raw), 0);
+	if (r < 0)
+		return r == -EIO ? -EUCLEAN : r;
+	r = cache_header_decode(raw, sizeof(raw), ret);
+	if (r < 0)
+		return r;
+	if (strcmp(ret->key, key) != 0)
+		return -EUCLEAN;
+	return 0;
+}
+
+const char *cache_fs_name(int fd, char *buf, size_t len)
+{
+	static const struct {
+		unsigned long magic;
+		const char *name;
+	} names[] = {
+		{ 0xEF53, "ext4" },          { 0x58465342, "xfs" },      { 0x9123683E, "btrfs" },
+		{ 0x01021994, "tmpfs" },     { 0x794c7630, "overlayfs" }, { 0x858458f6, "ramfs" },
+		{ 0x6969, "nfs" },           { 0x65735546, "fuse" },      { 0x2fc12fc1, "zfs" },
+		{ 0xF2F52010, "f2fs" },      { 0x73717368, "squashfs" },  { 0xE0F5E1E2, "erofs" },
+		{ 0xFF534D42, "cifs" },      { 0x01021997, "9p" },
+	};
+	struct statfs sfs;
+
+	if (fstatfs(fd, &sfs) < 0) {
+		snprintf(buf, len, "unknown");
+		return buf;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+		if ((unsigned long)sfs.f_type == names[i].magic) {
+			snprintf(buf, len, "%s", names[i].name);
+			return buf;
+		}
+	snprintf(buf, len, "0x%lx", (unsigned long)sfs.f_type);
+	return buf;
+}
