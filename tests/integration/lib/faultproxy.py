@@ -6,7 +6,8 @@ http.client (one kept-alive upstream connection per client connection), and the 
 streamed back unchanged — keep-alive, Content-Length or chunked bodies, Range requests and
 their 206 / multipart answers pass through as they are. Nothing is rewritten unless a fault
 rule says so. Rules match a regex on the request path (with query), optionally the method,
-and fire `count` times (None: always) after skipping the first `skip` matches:
+and/or a regex `range` on the Range header, and fire `count` times (None: always) after
+skipping the first `skip` matches:
 
   status   answer `code` (500, 503, 429, ...) with optional `headers` (e.g. Retry-After)
   drop     close the connection without answering
@@ -15,6 +16,7 @@ and fire `count` times (None: always) after skipping the first `skip` matches:
   delay    wait `seconds`, then forward normally (latency)
   reset    send `after` bytes of the body, then reset the connection (RST)
   short    send `after` bytes of the body although Content-Length promised more, then close
+  hook     call `fn(seen)` (a test's callback), then forward normally
   corrupt  flip bytes of the blob payload: blob offsets in `offsets` and/or every multiple
            of `every`; works on 200, single-range 206 and multipart/byteranges answers;
            lengths and headers stay intact
@@ -54,19 +56,23 @@ class Seen:
 
 class Fault:
     def __init__(self, kind, path=".*", method=None, count=1, skip=0, **params):
-        if kind not in ("status", "drop", "stall", "delay", "reset", "short", "corrupt"):
+        if kind not in ("status", "drop", "stall", "delay", "hook", "reset", "short", "corrupt"):
             raise ValueError(f"unknown fault kind {kind!r}")
         self.kind = kind
         self.path = re.compile(path)
         self.method = method
+        rng = params.pop("range", None)
+        self.range = re.compile(rng) if rng else None
         self.count = count
         self.skip = skip
         self.params = params
         self.fired = 0
 
-    def take(self, method, path):
+    def take(self, method, path, rng):
         """Called under the proxy lock: does this rule fire for this request?"""
         if self.method and self.method != method:
+            return False
+        if self.range and not self.range.search(rng or ""):
             return False
         if not self.path.search(path):
             return False
@@ -130,10 +136,10 @@ class FaultProxy:
         with self.lock:
             return list(self.requests)
 
-    def _match(self, method, path):
+    def _match(self, method, path, rng):
         with self.lock:
             for f in self.rules:
-                if f.take(method, path):
+                if f.take(method, path, rng):
                     return f
         return None
 
@@ -319,11 +325,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         with p.lock:
             p.requests.append(seen)
         body = self._read_body()
-        fault = p._match(method, self.path)
+        fault = p._match(method, self.path, seen.range)
         if fault:
             seen.fault = fault.kind
         try:
-            if fault and fault.kind in ("status", "drop", "stall", "delay"):
+            if fault and fault.kind in ("status", "drop", "stall", "delay", "hook"):
                 if self._pre_fault(fault, seen):
                     return
             self._relay(method, body, fault, seen)
@@ -338,6 +344,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         p = self.proxy
         if k == "delay":
             p.sleep(fault.params.get("seconds", 1.0))
+            return False
+        if k == "hook":
+            fault.params["fn"](seen)
             return False
         if k == "drop":
             self._reset() if fault.params.get("rst") else self._close()

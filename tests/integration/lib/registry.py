@@ -8,6 +8,7 @@ auth (`tls_registry`), and bearer tokens from the token server in tokenserver.py
 that test setup never depends on the code under test. `oci_get()` runs the range-reading test
 tool build/tests/tools/oci-get."""
 
+import atexit
 import base64
 import hashlib
 import json
@@ -376,13 +377,34 @@ class RegistryClient:
         self._tokens[scope] = tok
         return tok
 
-    def request(self, method, path, data=None, headers=None, scope=None, auth=None):
-        """One request with auth handled; returns (status, headers, body). Raises
-        RegistryError for HTTP errors other than those in the 2xx/3xx range."""
+    def _challenge(self):
+        """Ping /v2/ once: the registry's auth challenge (scheme, params), or None."""
+        if not hasattr(self, "_chal"):
+            self._chal = None
+            try:
+                urllib.request.urlopen(self.url + "/v2/", timeout=30, context=self.context).close()
+            except urllib.error.HTTPError as e:
+                if e.code == 401 and "WWW-Authenticate" in e.headers:
+                    self._chal = _parse_challenge(e.headers["WWW-Authenticate"])
+        return self._chal
+
+    def _auth(self, scope):
+        chal = self._challenge()
+        if chal is None:
+            return None
+        scheme, params = chal
+        if scheme == "basic":
+            return self._basic() if self.username else None
+        return "Bearer " + self._token(params, scope)
+
+    def request(self, method, path, data=None, headers=None, scope=None):
+        """One request with auth handled (credentials are sent up front, so a body is never
+        cut off by a 401); returns (status, headers, body). Raises RegistryError for HTTP
+        errors."""
         url = path if path.startswith("http") else self.url + path
-        headers = dict(headers or {})
+        auth = self._auth(scope)
         for attempt in range(2):
-            h = dict(headers)
+            h = dict(headers or {})
             if auth:
                 h["Authorization"] = auth
             req = urllib.request.Request(url, data=data, method=method, headers=h)
@@ -393,12 +415,8 @@ class RegistryClient:
                 body = e.read()
                 if e.code == 401 and attempt == 0 and "WWW-Authenticate" in e.headers:
                     scheme, params = _parse_challenge(e.headers["WWW-Authenticate"])
-                    if scheme == "basic":
-                        auth = self._basic()
-                        continue
-                    if scheme == "bearer":
-                        sc = params.get("scope") or scope
-                        auth = "Bearer " + self._token(params, sc)
+                    if scheme == "bearer" and params.get("scope"):
+                        auth = "Bearer " + self._token(params, params["scope"])
                         continue
                 raise RegistryError(e.code, body, url) from None
         raise AssertionError("unreachable")
@@ -521,6 +539,24 @@ def oci_opts(**kw):
     return ",".join(parts)
 
 
+CRED_ENV = ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR")
+_EMPTY_HOME = None
+
+
+def clean_env(extra=None):
+    """The environment for a client run: no credential sources of the machine (Docker or
+    containers config, a HOME with ~/.docker) unless the test passes them in `extra`."""
+    global _EMPTY_HOME
+    if _EMPTY_HOME is None or not os.path.isdir(_EMPTY_HOME):
+        _EMPTY_HOME = tempfile.mkdtemp(prefix="lazyerofs-home-")
+        atexit.register(shutil.rmtree, _EMPTY_HOME, True)
+    env = {k: v for k, v in os.environ.items() if k not in CRED_ENV}
+    env["HOME"] = _EMPTY_HOME
+    if extra:
+        env.update(extra)
+    return env
+
+
 def oci_get(source, *ranges, opts=None, extra=(), env=None, timeout=120):
     """Run build/tests/tools/oci-get; returns OciGetResult (.json parsed on success).
     opts: a string or dict for -o; ranges: "OFFSET:LENGTH" strings or (offset, length)."""
@@ -532,9 +568,7 @@ def oci_get(source, *ranges, opts=None, extra=(), env=None, timeout=120):
     args += list(extra)
     args.append(source)
     args += [r if isinstance(r, str) else f"{r[0]}:{r[1]}" for r in ranges]
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
+    full_env = clean_env(env)
     t0 = time.monotonic()
     p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=full_env,
                        stdin=subprocess.DEVNULL)

@@ -5,7 +5,8 @@ It issues RS256 JWTs signed with a key made here; the JWT header carries the sig
 certificate as `x5c`, and the registry verifies that chain against `rootcertbundle` (this
 self-signed certificate). Granted actions honour the requested scope: anonymous clients get
 `anonymous_actions` (pull by default), known users get pull and push, a wrong password gets
-401. `hits` records every request (scope, user) so tests can count token round trips.
+401. Repositories under `private_prefixes` get nothing anonymously. `hits` records every request
+(scopes, user; "!user" for a refused password) so tests can count token round trips.
 
 Expiry: the registry accepts a token up to 60 s after its `exp` (clock-skew leeway), so the
 server writes `exp = now + expiry - 60`: the registry then refuses the token `expiry` seconds
@@ -34,13 +35,15 @@ def _b64url(b):
 
 class TokenServer:
     def __init__(self, workdir, users=None, service="lazyerofs-test-registry",
-                 issuer="lazyerofs-test-issuer", expiry=300, anonymous_actions=("pull",)):
+                 issuer="lazyerofs-test-issuer", expiry=300, anonymous_actions=("pull",),
+                 private_prefixes=("private/",)):
         self.dir = workdir
         self.users = dict(users or {})
         self.service = service
         self.issuer = issuer
         self.expiry = expiry
         self.anonymous_actions = tuple(anonymous_actions)
+        self.private_prefixes = tuple(private_prefixes)
         self.hits = []
         self.lock = threading.Lock()
         self.root_cert = os.path.join(workdir, "token-root.pem")
@@ -76,7 +79,12 @@ class TokenServer:
             if len(parts) < 3:
                 continue
             typ, name, actions = parts[0], ":".join(parts[1:-1]), parts[-1].split(",")
-            allowed = ("pull", "push") if user else self.anonymous_actions
+            if user:
+                allowed = ("pull", "push")
+            elif name.startswith(self.private_prefixes):
+                allowed = ()
+            else:
+                allowed = self.anonymous_actions
             got = [a for a in actions if a in allowed or (a == "*" and user)]
             if got:
                 access.append({"type": typ, "name": name, "actions": got})

@@ -1,0 +1,758 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""Issue 3, "How it is checked": the registry and URL client against real servers.
+
+The real distribution registry (plain HTTP; TLS + htpasswd; bearer tokens from the test's token
+server), a fault proxy in front of it, and nginx for URL sources. The client is exercised
+through `lazyerofs push` and the test tool `oci-get` (resolve, read ranges, print one JSON
+line). Test setup pushes with the fixtures' own urllib client, so resolution tests do not
+depend on `push`."""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from common import BIN, FIXTURES
+from faultproxy import FaultProxy
+from registry import (MT_DOCKER_MANIFEST, MT_EROFS, MT_EROFS_ZSTD, MT_OCI_CONFIG, MT_OCI_MANIFEST,
+                      MT_OCI_TAR, MT_OCI_TAR_GZIP, RegistryClient, clean_env, file_digest,
+                      oci_get, sha256_digest)
+
+HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
+             "s390x": "s390x", "riscv64": "riscv64"}.get(os.uname().machine, os.uname().machine)
+PLAIN = os.path.join(FIXTURES, "plain.erofs")
+CHUNKED = os.path.join(FIXTURES, "chunked.erofs")
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def ok(r):
+    assert r.returncode == 0, r
+    assert r.stderr.strip() == "" or "warning" in r.stderr.lower(), r
+    return r.json
+
+
+def one_line_error(r, *patterns, code=2):
+    """A failure: exit `code`, one line on stderr, matching every regex in `patterns`."""
+    assert r.returncode == code, r
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    for p in patterns:
+        assert re.search(p, lines[0], re.I), f"{p!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def no_secret(r, secret):
+    for out in (r.stdout, r.stderr):
+        assert secret not in out, "a secret was printed"
+
+
+def sha(v):
+    return v if v.startswith("sha256:") else "sha256:" + v
+
+
+def expect_blob(j, digest, size, media_type=MT_EROFS):
+    assert j["digest"] == digest, j
+    assert j["size"] == size, j
+    assert j["media_type"] == media_type, j
+
+
+def read_ranges(source, data, ranges, opts, tmp, **kw):
+    """oci-get the ranges into a file; assert the bytes are exactly the source's."""
+    out = os.path.join(tmp, "ranges.out")
+    r = oci_get(source, *ranges, opts=opts, extra=["--out", out], **kw)
+    j = ok(r)
+    with open(out, "rb") as f:
+        got = f.read()
+    want = b"".join(data[o:o + n] for o, n in ranges)
+    assert len(got) == len(want)
+    assert got == want, "bytes differ from the blob"
+    assert sha(j["sha256"]) == sha256_digest(want)
+    return j
+
+
+def read_all(source, opts, chunk=256 * 1024, parallel=1, timeout=120, env=None):
+    return oci_get(source, opts=opts, extra=["--all", "--chunk", str(chunk), "--parallel", str(parallel)],
+                   timeout=timeout, env=env)
+
+
+def push(image, ref, opts="insecure", env=None):
+    args = [BIN, "push"]
+    if opts:
+        args += ["-o", opts]
+    args += [image, ref]
+    t0 = time.monotonic()
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=clean_env(env),
+                       stdin=subprocess.DEVNULL)
+    r.elapsed = time.monotonic() - t0
+    return r
+
+
+def push_ok(image, ref, opts="insecure", env=None):
+    r = push(image, ref, opts, env)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    got = dict(l.split(None, 1) for l in r.stdout.splitlines() if l.startswith(("manifest ", "layer ")))
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", got.get("manifest", "")), r.stdout
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", got.get("layer", "")), r.stdout
+    return got["manifest"], got["layer"], r
+
+
+@pytest.fixture
+def tmp():
+    d = tempfile.mkdtemp(prefix="lazyerofs-regtest-")
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def rand(n, seed):
+    """Deterministic pseudo-random bytes (fast, distinct per seed)."""
+    out = bytearray()
+    block = hashlib.sha256(seed.encode()).digest()
+    while len(out) < n:
+        block = hashlib.sha256(block).digest()
+        out += block * 64
+    return bytes(out[:n])
+
+
+# --- push ---------------------------------------------------------------------------------
+
+def test_push_then_resolve_by_tag_and_digest(registry):
+    manifest, layer, _ = push_ok(PLAIN, registry.ref("push/plain", "v1"))
+    size = os.path.getsize(PLAIN)
+    assert layer == file_digest(PLAIN)
+    # What the registry holds: an OCI image manifest with a proper config and our layer type.
+    mt, body = registry.client.get_manifest("push/plain", "v1")
+    assert mt == MT_OCI_MANIFEST and sha256_digest(body) == manifest
+    m = json.loads(body)
+    assert m["mediaType"] == MT_OCI_MANIFEST
+    assert m["config"]["mediaType"] == MT_OCI_CONFIG
+    assert [(l["mediaType"], l["digest"], l["size"]) for l in m["layers"]] == [(MT_EROFS, layer, size)]
+    _, _, cfg = registry.client.get(f"/v2/push/plain/blobs/{m['config']['digest']}")
+    cfg = json.loads(cfg)
+    assert cfg["os"] == "linux" and cfg["architecture"] and cfg["rootfs"]["diff_ids"] == [layer]
+
+    for src in (registry.ref("push/plain", "v1"), registry.ref("push/plain", digest=manifest),
+                registry.ref("push/plain", "v1", manifest), "oci://" + registry.ref("push/plain", "v1")):
+        expect_blob(ok(oci_get(src, opts="insecure")), layer, size)
+
+
+def test_push_read_back_with_skopeo_and_curl(registry, tmp):
+    ref = registry.ref("push/chunked", "big")
+    manifest, layer, _ = push_ok(CHUNKED, ref)
+    base = ["skopeo", "inspect", "--tls-verify=false"]
+    r = subprocess.run(base + ["docker://" + ref], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["Digest"] == manifest
+    assert info["Layers"] == [layer]
+    assert info["Os"] == "linux"
+    r = subprocess.run(base + ["--raw", "docker://" + ref], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert sha256_digest(r.stdout) == manifest
+    r = subprocess.run(base + ["--config", "docker://" + ref], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rootfs"]["diff_ids"] == [layer]
+    out = os.path.join(tmp, "blob")
+    r = subprocess.run(["curl", "-sfS", "-o", out, f"{registry.url}/v2/push/chunked/blobs/{layer}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    with open(out, "rb") as a, open(CHUNKED, "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_push_twice_skips_existing_blobs(registry, faultproxy):
+    ref = faultproxy.ref("push/twice", "v1")
+    m1, l1, _ = push_ok(os.path.join(FIXTURES, "lz4hc.erofs"), ref)
+    uploads = faultproxy.count(path=r"/blobs/uploads/")
+    assert uploads >= 2, faultproxy.seen()  # layer and config went up the first time
+    faultproxy.reset_counts()
+    m2, l2, _ = push_ok(os.path.join(FIXTURES, "lz4hc.erofs"), faultproxy.ref("push/twice", "v2"))
+    assert (m2, l2) == (m1, l1)
+    assert faultproxy.count(path=r"/blobs/uploads/") == 0, faultproxy.seen()
+    assert faultproxy.count(method="HEAD", path=r"/blobs/sha256:") >= 2, faultproxy.seen()
+    assert faultproxy.count(method="PUT", path=r"/manifests/v2") == 1
+
+
+def test_push_to_tls_registry_with_credentials(tls_registry):
+    reg = tls_registry
+    opts = f"ca={reg.ca},username={reg.username},password-file={reg.password_file}"
+    manifest, layer, r = push_ok(PLAIN, reg.ref("push/tls", "v1"), opts=opts)
+    no_secret(r, reg.password)
+    assert reg.client.get_manifest("push/tls", "v1")[1] and layer == file_digest(PLAIN)
+
+
+def test_push_bad_input(registry, tmp):
+    notimg = os.path.join(tmp, "not-erofs")
+    with open(notimg, "wb") as f:
+        f.write(b"\0" * 8192)
+    one_line_error(push(notimg, registry.ref("push/bad", "v1")), r"erofs|superblock|image")
+    one_line_error(push(os.path.join(tmp, "missing.erofs"), registry.ref("push/bad", "v1")),
+                   r"missing\.erofs")
+    one_line_error(push(PLAIN, "127.0.0.1:1/UPPER:v1"), code=1)
+
+
+# --- resolution ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def published(registry):
+    """Images pushed with the fixtures' client (not with `push`)."""
+    c = registry.client
+    p = {}
+    plats = [("linux", "amd64", None), ("linux", "arm64", None), ("linux", "arm", "v7"),
+             ("linux", "ppc64le", None)]
+    for docker in (False, True):
+        ims = []
+        for i, (os_, arch, var) in enumerate(plats):
+            data = rand(64 * 1024 + i, f"plat-{docker}-{arch}-{var}")
+            im = c.push_image("res/multi", None, [(data, MT_EROFS)], os_=os_, arch=arch, variant=var,
+                              docker=docker)
+            ims.append(im)
+            p[("docker" if docker else "oci", arch, var)] = im["layers"][0]
+        c.push_index("res/multi", "list" if docker else "index", ims, docker=docker)
+    p["docker-image"] = c.push_image("res/docker", "v1", [(rand(5000, "docker"), MT_EROFS)], docker=True)
+    tar, er1, er2 = rand(3000, "tar"), rand(4000, "erofs-a"), rand(5000, "erofs-b")
+    p["three"] = c.push_image("res/layers", "three", [(tar, MT_OCI_TAR), (er1, MT_EROFS), (er2, MT_EROFS)])
+    p["tar+erofs"] = c.push_image("res/layers", "one-erofs", [(tar, MT_OCI_TAR), (er1, MT_EROFS)])
+    p["only"] = c.push_image("res/layers", "only", [(rand(6000, "only"), "application/octet-stream")])
+    p["two-other"] = c.push_image("res/layers", "two-other", [(rand(700, "o1"), "application/octet-stream"),
+                                                              (rand(800, "o2"), "application/x-thing")])
+    p["zstd"] = c.push_image("res/refused", "zstd", [(rand(9000, "zstd"), MT_EROFS_ZSTD)])
+    p["tar"] = c.push_image("res/refused", "tar", [(tar, MT_OCI_TAR)])
+    p["gzip"] = c.push_image("res/refused", "gzip", [(rand(900, "gz"), MT_OCI_TAR_GZIP)])
+    return p
+
+
+def test_resolve_makes_no_duplicate_requests(registry, faultproxy, published):
+    im = published["three"]
+    want = im["layers"][1]
+    r = oci_get(faultproxy.ref("res/layers", "three"), opts="insecure,layer=1")
+    expect_blob(ok(r), want["digest"], want["size"])
+    seen = [(s.method, s.path) for s in faultproxy.seen()]
+    assert len(seen) == len(set(seen)), f"duplicate requests: {seen}"
+    assert sum(1 for m, p in seen if "/manifests/" in p) == 1, seen
+    assert len(seen) <= 3, seen
+
+
+@pytest.mark.parametrize("platform,key", [
+    (None, ("oci", HOST_ARCH, None)),
+    ("linux/arm64", ("oci", "arm64", None)),
+    ("linux/arm/v7", ("oci", "arm", "v7")),
+    ("linux/ppc64le", ("oci", "ppc64le", None)),
+])
+def test_index_platforms(registry, published, platform, key):
+    if key not in published:
+        pytest.skip(f"no image for this host's architecture {HOST_ARCH}")
+    want = published[key]
+    opts = "insecure" + (f",platform={platform}" if platform else "")
+    expect_blob(ok(oci_get(registry.ref("res/multi", "index"), opts=opts)), want["digest"], want["size"])
+
+
+def test_index_unknown_platform(registry, published):
+    r = oci_get(registry.ref("res/multi", "index"), opts="insecure,platform=linux/s390x")
+    one_line_error(r, r"platform|s390x")
+
+
+@pytest.mark.parametrize("platform,key", [
+    (None, ("docker", HOST_ARCH, None)),
+    ("linux/arm/v7", ("docker", "arm", "v7")),
+])
+def test_docker_manifest_list(registry, published, platform, key):
+    want = published[key]
+    opts = "insecure" + (f",oci.platform={platform}" if platform else "")
+    expect_blob(ok(oci_get(registry.ref("res/multi", "list"), opts=opts)), want["digest"], want["size"])
+
+
+def test_docker_schema2_manifest(registry, published):
+    im = published["docker-image"]
+    assert im["media_type"] == MT_DOCKER_MANIFEST
+    l = im["layers"][0]
+    expect_blob(ok(oci_get(registry.ref("res/docker", "v1"), opts="insecure")), l["digest"], l["size"])
+
+
+@pytest.mark.parametrize("tag,opts,index", [
+    ("three", "layer=1", 1),
+    ("three", "layer=2", 2),
+    ("three", "oci.layer=2", 2),
+    ("three", "blob=B2", 2),
+    ("three", "oci.blob=B1", 1),
+    ("one-erofs", "", 1),   # the single erofs layer among others
+    ("only", "", 0),        # the only layer, whatever its type
+])
+def test_layer_selection(registry, published, tag, opts, index):
+    im = published["tar+erofs" if tag == "one-erofs" else tag]
+    want = im["layers"][index]
+    for i, l in enumerate(im["layers"]):
+        opts = opts.replace(f"B{i}", l["digest"])
+    o = "insecure" + ("," + opts if opts else "")
+    expect_blob(ok(oci_get(registry.ref("res/layers", tag), opts=o)), want["digest"], want["size"],
+                want["media_type"])
+
+
+@pytest.mark.parametrize("tag,cands", [("three", [1, 2]), ("two-other", [0, 1])])
+def test_ambiguous_layers_list_candidates(registry, published, tag, cands):
+    im = published[tag]
+    line = one_line_error(oci_get(registry.ref("res/layers", tag), opts="insecure"), r"layer")
+    for i in cands:
+        hexd = im["layers"][i]["digest"][len("sha256:"):]
+        assert hexd[:12] in line, f"candidate {i} not listed: {line}"
+
+
+def test_layer_out_of_range_and_unknown_blob(registry, published):
+    one_line_error(oci_get(registry.ref("res/layers", "three"), opts="insecure,layer=3"), r"layer")
+    one_line_error(oci_get(registry.ref("res/layers", "three"),
+                           opts="insecure,blob=sha256:" + "ab" * 32), r"abababab")
+
+
+@pytest.mark.parametrize("tag,why", [("zstd", r"zstd"), ("tar", r"tar"), ("gzip", r"gzip|tar")])
+def test_unrangeable_layers_refused(registry, published, tag, why):
+    line = one_line_error(oci_get(registry.ref("res/refused", tag), opts="insecure"), why)
+    assert re.search(r"range|random access|compressed|cannot|not supported|unsupported", line, re.I), line
+
+
+def test_selecting_refused_layer_explicitly(registry, published):
+    one_line_error(oci_get(registry.ref("res/layers", "three"), opts="insecure,layer=0"), r"tar")
+
+
+def test_unknown_tag(registry, published):
+    line = one_line_error(oci_get(registry.ref("res/layers", "no-such-tag"), opts="insecure"),
+                          r"404", r"MANIFEST_UNKNOWN")
+    assert "no-such-tag" in line or "res/layers" in line
+
+
+def test_unknown_repository(registry):
+    one_line_error(oci_get(registry.ref("no/such/repo", "v1"), opts="insecure"), r"404", r"_UNKNOWN")
+
+
+@pytest.mark.parametrize("ref", ["127.0.0.1:1/UPPER/case:tag", "127.0.0.1:1/repo:bad tag",
+                                 "127.0.0.1:1/repo@sha256:1234", "oci://", "127.0.0.1:1/repo:" + "t" * 200])
+def test_invalid_reference(ref):
+    one_line_error(oci_get(ref, opts="insecure"), code=1)
+
+
+def test_manifest_by_digest_is_verified(registry, faultproxy, published):
+    """A manifest fetched by digest whose bytes do not match is refused."""
+    im = published["docker-image"]
+    faultproxy.add("corrupt", path=r"/manifests/", count=None, offsets=[len(im["body"]) - 2])
+    r = oci_get(faultproxy.ref("res/docker", digest=im["digest"]), opts="insecure")
+    one_line_error(r, r"digest|mismatch|verif")
+
+
+def test_unreachable_registry_is_a_clear_error():
+    from registry import free_port
+    r = oci_get(f"127.0.0.1:{free_port()}/x/y:v1", opts="insecure,timeout=5")
+    one_line_error(r, r"127\.0\.0\.1|connect")
+    assert r.elapsed < 15
+
+
+# --- TLS and credentials ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_image(tls_registry):
+    data = rand(200 * 1024, "tls")
+    im = tls_registry.client.push_image("secure/img", "v1", [(data, MT_EROFS)])
+    return im["layers"][0], data
+
+
+def test_tls_basic_auth(tls_registry, tls_image, tmp):
+    reg, (l, data) = tls_registry, tls_image
+    opts = f"ca={reg.ca},username={reg.username},password-file={reg.password_file}"
+    r = oci_get(reg.ref("secure/img", "v1"), opts=opts)
+    expect_blob(ok(r), l["digest"], l["size"])
+    no_secret(r, reg.password)
+    read_ranges(reg.ref("secure/img", "v1"), data, [(0, 100), (100000, 5000)], opts, tmp)
+
+
+def test_tls_wrong_password(tls_registry, tls_image, tmp):
+    reg = tls_registry
+    bad = os.path.join(tmp, "pw")
+    with open(bad, "w") as f:
+        f.write("wrong-" + reg.password + "\n")
+    r = oci_get(reg.ref("secure/img", "v1"), opts=f"ca={reg.ca},username={reg.username},password-file={bad}")
+    one_line_error(r, r"401")
+    no_secret(r, reg.password)
+    assert "wrong-" not in r.stderr
+
+
+def test_tls_no_credentials(tls_registry, tls_image):
+    r = oci_get(tls_registry.ref("secure/img", "v1"), opts=f"ca={tls_registry.ca}")
+    one_line_error(r, r"401")
+
+
+@pytest.mark.parametrize("which", ["none", "other"])
+def test_tls_untrusted_certificate(tls_registry, pki, tls_image, which):
+    reg = tls_registry
+    opts = f"username={reg.username},password-file={reg.password_file}"
+    if which == "other":
+        opts += f",ca={pki.other_ca}"
+    r = oci_get(reg.ref("secure/img", "v1"), opts=opts)
+    one_line_error(r, r"certificate|TLS|SSL|verif")
+    no_secret(r, reg.password)
+
+
+def test_plain_http_needs_insecure(registry, published):
+    r = oci_get(registry.ref("res/docker", "v1"), opts="timeout=10")
+    one_line_error(r, r"insecure")
+    ok(oci_get(registry.ref("res/docker", "v1"), opts="oci.insecure"))
+
+
+def _auth_b64(reg):
+    return base64.b64encode(f"{reg.username}:{reg.password}".encode()).decode()
+
+
+def test_credentials_from_docker_config(tls_registry, tls_image, tmp):
+    reg = tls_registry
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump({"auths": {reg.host: {"auth": _auth_b64(reg)}}}, f)
+    r = oci_get(reg.ref("secure/img", "v1"), opts=f"ca={reg.ca}", env={"DOCKER_CONFIG": tmp})
+    expect_blob(ok(r), tls_image[0]["digest"], tls_image[0]["size"])
+    no_secret(r, reg.password)
+
+
+def test_credentials_from_home_docker_config(tls_registry, tls_image, tmp):
+    reg = tls_registry
+    os.makedirs(os.path.join(tmp, ".docker"))
+    with open(os.path.join(tmp, ".docker", "config.json"), "w") as f:
+        json.dump({"auths": {"https://" + reg.host: {"auth": _auth_b64(reg)}}}, f)
+    r = oci_get(reg.ref("secure/img", "v1"), opts=f"ca={reg.ca}", env={"HOME": tmp})
+    expect_blob(ok(r), tls_image[0]["digest"], tls_image[0]["size"])
+
+
+def test_credentials_from_containers_auth_json(tls_registry, tls_image, tmp):
+    reg = tls_registry
+    path = os.path.join(tmp, "auth.json")
+    with open(path, "w") as f:
+        json.dump({"auths": {reg.host: {"auth": _auth_b64(reg)}}}, f)
+    r = oci_get(reg.ref("secure/img", "v1"), opts=f"ca={reg.ca}", env={"REGISTRY_AUTH_FILE": path})
+    expect_blob(ok(r), tls_image[0]["digest"], tls_image[0]["size"])
+    no_secret(r, reg.password)
+
+
+CRED_HELPER = """#!/bin/sh
+# docker-credential-test (made by the test): answers `get` from files next to it.
+dir=$(dirname "$0")
+echo "$*" >> "$dir/argv.log"
+read -r server
+echo "$server" >> "$dir/stdin.log"
+[ "$1" = get ] || exit 1
+printf '{"ServerURL":"%s","Username":"%s","Secret":"%s"}\\n' "$server" "$(cat "$dir/user")" "$(cat "$dir/secret")"
+"""
+
+
+@pytest.mark.parametrize("mode", ["credHelpers", "credsStore"])
+def test_credentials_from_credential_helper(tls_registry, tls_image, tmp, mode):
+    reg = tls_registry
+    bindir = os.path.join(tmp, "bin")
+    os.makedirs(bindir)
+    helper = os.path.join(bindir, "docker-credential-test")
+    with open(helper, "w") as f:
+        f.write(CRED_HELPER)
+    os.chmod(helper, 0o755)
+    with open(os.path.join(bindir, "user"), "w") as f:
+        f.write(reg.username)
+    with open(os.path.join(bindir, "secret"), "w") as f:
+        f.write(reg.password)
+    cfg = {"credHelpers": {reg.host: "test"}} if mode == "credHelpers" else {"credsStore": "test"}
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    env = {"DOCKER_CONFIG": tmp, "PATH": bindir + ":" + os.environ.get("PATH", "/usr/bin:/bin")}
+    r = oci_get(reg.ref("secure/img", "v1"), opts=f"ca={reg.ca}", env=env)
+    expect_blob(ok(r), tls_image[0]["digest"], tls_image[0]["size"])
+    no_secret(r, reg.password)
+    with open(os.path.join(bindir, "argv.log")) as f:
+        argv = f.read()
+    assert argv.split() and set(argv.split()) == {"get"}, argv  # only `get`, never the secret
+    with open(os.path.join(bindir, "stdin.log")) as f:
+        assert reg.host in f.read()
+
+
+# --- bearer tokens ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def token_images(token_registry):
+    c = token_registry.client
+    pub = rand(1024 * 1024, "token-public")
+    priv = rand(300 * 1024, "token-private")
+    return {"public": (c.push_image("open/img", "v1", [(pub, MT_EROFS)])["layers"][0], pub),
+            "private": (c.push_image("private/img", "v1", [(priv, MT_EROFS)])["layers"][0], priv)}
+
+
+@pytest.fixture
+def token_proxy(token_registry):
+    p = FaultProxy("127.0.0.1", token_registry.port).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def test_token_anonymous_and_reuse(token_registry, token_images):
+    ts = token_registry.tokens
+    ts.reset()
+    l, data = token_images["public"]
+    r = read_all(token_registry.ref("open/img", "v1"), "insecure", chunk=64 * 1024, parallel=4)
+    j = ok(r)
+    assert sha(j["sha256"]) == l["digest"]
+    assert j["requests"] >= 16  # 1 MiB in 64 KiB pieces
+    scopes = [s for s, _ in ts.hits]
+    assert ts.count("repository:open/img:pull") == 1, ts.hits
+    assert len(scopes) == len(set(scopes)), f"a token was fetched twice for one scope: {ts.hits}"
+    assert all(u is None for _, u in ts.hits)
+
+
+def test_token_with_credentials(token_registry, token_images, tmp):
+    reg, ts = token_registry, token_registry.tokens
+    l, data = token_images["private"]
+    ts.reset()
+    one_line_error(oci_get(reg.ref("private/img", "v1"), opts="insecure"), r"401|denied|unauthori")
+    ts.reset()
+    opts = f"insecure,username={reg.username},password-file={reg.password_file}"
+    r = oci_get(reg.ref("private/img", "v1"), opts=opts)
+    expect_blob(ok(r), l["digest"], l["size"])
+    no_secret(r, reg.password)
+    assert ts.count(user=reg.username) >= 1 and ts.count(user=None) == 0, ts.hits
+    read_ranges(reg.ref("private/img", "v1"), data, [(0, 4096), (200000, 1000)], opts, tmp)
+
+
+def test_token_wrong_password(token_registry, token_images, tmp):
+    reg = token_registry
+    bad = os.path.join(tmp, "pw")
+    with open(bad, "w") as f:
+        f.write("nope\n")
+    r = oci_get(reg.ref("private/img", "v1"), opts=f"insecure,username={reg.username},password-file={bad}")
+    one_line_error(r, r"401|denied|unauthori")
+    no_secret(r, reg.password)
+
+
+def test_token_expiry_mid_run_refreshes(token_registry, token_images, token_proxy):
+    """Tokens valid for 2 s, blob reads slowed to 0.4 s each: the run outlives its token and
+    must fetch a new one (on the 401 or before expiry) and finish with the right bytes."""
+    ts = token_registry.tokens
+    l, data = token_images["public"]
+    ts.reset()
+    ts.expiry = 2
+    try:
+        token_proxy.add("delay", path=r"/blobs/sha256:", method="GET", count=None, seconds=0.4)
+        r = read_all(token_proxy.ref("open/img", "v1"), "insecure,timeout=20", chunk=128 * 1024,
+                     parallel=1, timeout=90)
+        j = ok(r)
+        assert sha(j["sha256"]) == l["digest"]
+        assert r.elapsed > 3
+        assert ts.count("repository:open/img:pull") >= 2, ts.hits
+    finally:
+        ts.expiry = 300
+
+
+# --- byte ranges --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def big_blob(registry):
+    data = rand(8 * 1024 * 1024 + 12345, "big")
+    im = registry.client.push_image("ranges/big", "v1", [(data, MT_EROFS)])
+    return im["layers"][0], data
+
+
+def test_multi_range_exact_bytes_few_requests(registry, faultproxy, big_blob, tmp):
+    l, data = big_blob
+    size = len(data)
+    ranges = [(i * 160 * 1024 + (i * 37) % 4096, 100 + (i * 911) % 9000) for i in range(50)]
+    ranges += [(size - 10, 10)]
+    read_ranges(faultproxy.ref("ranges/big", "v1"), data, ranges, "insecure", tmp)
+    gets = faultproxy.count(method="GET", path=r"/blobs/sha256:")
+    assert 1 <= gets <= 3, faultproxy.seen()
+    faultproxy.reset_counts()
+    many = [(i * 40 * 1024, 512) for i in range(200)]
+    read_ranges(faultproxy.ref("ranges/big", "v1"), data, many, "insecure", tmp)
+    assert faultproxy.count(method="GET", path=r"/blobs/sha256:") <= 8, faultproxy.seen()
+
+
+def test_read_whole_blob_in_parallel(registry, big_blob, tmp):
+    l, data = big_blob
+    out = os.path.join(tmp, "all")
+    r = oci_get(registry.ref("ranges/big", "v1"), opts="insecure",
+                extra=["--all", "--chunk", str(1 << 20), "--parallel", "4", "--out", out])
+    j = ok(r)
+    assert sha(j["sha256"]) == l["digest"] and j["bytes"] == len(data)
+    assert file_digest(out) == l["digest"]
+
+
+def test_ranges_beyond_the_blob_are_refused(registry, big_blob):
+    l, data = big_blob
+    r = oci_get(registry.ref("ranges/big", "v1"), f"{len(data) - 5}:10", opts="insecure")
+    assert r.returncode in (1, 2) and len([x for x in r.stderr.splitlines() if x.strip()]) == 1, r
+
+
+# --- URL sources (nginx) ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def url_image(webserver):
+    data = rand(3 * 1024 * 1024 + 777, "url")
+    webserver.put("img/url.erofs", data)
+    return data
+
+
+def test_url_source_ranges(webserver, url_image, tmp):
+    data = url_image
+    url = webserver.url("img/url.erofs")
+    j = read_ranges(url, data, [(0, 1024), (8192, 4096), (2 * 1024 * 1024, 70000), (len(data) - 1, 1)],
+                    "", tmp)
+    assert j["size"] == len(data)
+    r = read_all(url, "", chunk=1 << 20, parallel=2)
+    assert sha(ok(r)["sha256"]) == sha256_digest(data)
+
+
+def test_url_source_without_range_support(webserver, url_image, tmp):
+    data = url_image
+    url = webserver.norange_url("img/url.erofs")
+    read_ranges(url, data, [(0, 1024), (8192, 4096), (len(data) - 100, 100)], "", tmp)
+
+
+def test_url_digest_pin(webserver, url_image):
+    data = url_image
+    url = webserver.url("img/url.erofs")
+    good = sha256_digest(data)
+    j = ok(read_all(url, f"digest={good}", chunk=1 << 20))
+    assert sha(j["sha256"]) == good
+    r = read_all(url, "digest=sha256:" + "0" * 64, chunk=1 << 20)
+    one_line_error(r, r"digest|mismatch")
+
+
+def test_url_object_replaced_is_detected(webserver, tmp):
+    """The object changes between resolve and a range read: the read fails with a clear
+    "changed" error (-ESTALE), it never mixes versions."""
+    old = rand(512 * 1024, "url-old")
+    new = rand(512 * 1024, "url-new")
+    webserver.put("img/changing.erofs", old)
+    proxy = FaultProxy("127.0.0.1", webserver.port).start()
+    try:
+        proxy.add("hook", method="GET", range=r"8192-", fn=lambda seen: webserver.replace("img/changing.erofs", new))
+        r = oci_get(f"{proxy.url}/img/changing.erofs", (8192, 4096), opts="timeout=20")
+        one_line_error(r, r"chang|stale|modified")
+    finally:
+        proxy.stop()
+
+
+def test_url_not_found(webserver):
+    one_line_error(oci_get(webserver.url("img/missing.erofs")), r"404")
+
+
+# --- faults -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fault_blob(registry):
+    data = rand(1024 * 1024, "faults")
+    im = registry.client.push_image("faults/img", "v1", [(data, MT_EROFS)])
+    return im["layers"][0], data
+
+
+BLOB = r"/blobs/sha256:"
+
+
+def read_through(proxy, opts="insecure,timeout=20", chunk=256 * 1024, parallel=1, timeout=90):
+    return read_all(proxy.ref("faults/img", "v1"), opts, chunk=chunk, parallel=parallel, timeout=timeout)
+
+
+@pytest.mark.parametrize("kind,params", [
+    ("reset", {"after": 50000}),
+    ("short", {"after": 100000}),
+    ("drop", {}),
+    ("status", {"code": 500}),
+    ("status", {"code": 503}),
+])
+def test_transient_fault_recovers(faultproxy, fault_blob, kind, params):
+    l, data = fault_blob
+    f = faultproxy.add(kind, path=BLOB, method="GET", count=2 if kind == "status" else 1, **params)
+    r = read_through(faultproxy)
+    assert r.elapsed < 25, r
+    j = ok(r)
+    assert f.fired >= 1
+    assert sha(j["sha256"]) == l["digest"]
+    assert faultproxy.count(method="GET", path=BLOB) >= 5  # 4 pieces + at least one retry
+
+
+def test_429_retry_after_is_honoured(faultproxy, fault_blob):
+    l, data = fault_blob
+    faultproxy.add("status", path=BLOB, method="GET", count=1, code=429, headers={"Retry-After": "2"})
+    r = read_through(faultproxy)
+    j = ok(r)
+    assert sha(j["sha256"]) == l["digest"]
+    gets = [s for s in faultproxy.seen() if s.method == "GET" and BLOB in s.path]
+    first = next(i for i, s in enumerate(gets) if s.status == 429)
+    retry = gets[first + 1]
+    assert retry.range == gets[first].range
+    assert retry.time - gets[first].time >= 1.8, "Retry-After: 2 not honoured"
+
+
+@pytest.mark.parametrize("kind,params,pattern", [
+    ("status", {"code": 500}, r"500"),
+    ("status", {"code": 503}, r"503"),
+    ("status", {"code": 429, "headers": {"Retry-After": "1"}}, r"429"),
+    ("stall", {"seconds": 120}, r"tim|stall|slow"),
+    ("stall", {"seconds": 120, "after": 20000}, r"tim|stall|slow"),
+    ("reset", {"after": 1000}, r"reset|connection|recv|receiv|transfer"),
+])
+def test_persistent_fault_fails_clearly_in_time(faultproxy, fault_blob, kind, params, pattern):
+    deadline = 4
+    faultproxy.add(kind, path=BLOB, method="GET", count=None, **params)
+    r = read_through(faultproxy, opts=f"insecure,timeout={deadline}", timeout=60)
+    one_line_error(r, pattern)
+    assert r.elapsed < deadline * 2 + 3, f"took {r.elapsed:.1f}s with timeout={deadline}"
+
+
+@pytest.mark.parametrize("params", [{"seconds": 120}, {"seconds": 120, "after": 30000}])
+def test_single_stall_bounded(faultproxy, fault_blob, params):
+    """One request that stalls (nothing back, or stops mid-body): either retried once the
+    low-speed timeout passes, or a clear error — within the overall deadline, never a hang."""
+    l, data = fault_blob
+    faultproxy.add("stall", path=BLOB, method="GET", count=1, **params)
+    r = read_through(faultproxy, opts="insecure,timeout=30", timeout=90)
+    assert r.elapsed < 35, r
+    if r.returncode == 0:
+        assert sha(r.json["sha256"]) == l["digest"]
+    else:
+        one_line_error(r, r"tim|stall|slow")
+
+
+def test_latency_does_not_break_reads(faultproxy, fault_blob, tmp):
+    l, data = fault_blob
+    faultproxy.add("delay", path=BLOB, count=None, seconds=0.2)
+    read_ranges(faultproxy.ref("faults/img", "v1"), data, [(0, 10), (500000, 10), (1000000, 48576)],
+                "insecure", tmp)
+
+
+def test_corrupting_proxy_is_visible(faultproxy, fault_blob, tmp):
+    """The corrupt fault (used by the lazy-mount tests) flips exactly the asked blob bytes,
+    in single-range and multi-range answers alike."""
+    l, data = fault_blob
+    faultproxy.add("corrupt", path=BLOB, count=None, offsets=[5, 300000])
+    out = os.path.join(tmp, "c")
+    for ranges in ([(0, 10)], [(0, 10), (299990, 20)]):
+        r = oci_get(faultproxy.ref("faults/img", "v1"), *ranges, opts="insecure", extra=["--out", out])
+        if r.returncode == 0:
+            with open(out, "rb") as f:
+                got = f.read()
+            want = bytearray(b"".join(data[o:o + n] for o, n in ranges))
+            want[5] ^= 0xFF
+            if len(ranges) > 1:
+                want[10 + 10] ^= 0xFF
+            assert got == bytes(want)
+        else:
+            one_line_error(r, r"digest|mismatch|corrupt")
+
+
+def test_no_secret_in_verbose_push(tls_registry):
+    reg = tls_registry
+    r = subprocess.run([BIN, "-v", "push", "-o", f"ca={reg.ca},username={reg.username},"
+                        f"password-file={reg.password_file}", PLAIN, reg.ref("push/verbose", "v1")],
+                       capture_output=True, text=True, timeout=120, env=clean_env())
+    assert r.returncode == 0, r.stderr
+    for secret in (reg.password, _auth_b64(reg)):
+        assert secret not in r.stdout + r.stderr
