@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The kernel side of a mount: a file-backed EROFS mount made with the new mount API
+ * (fsopen/fsconfig/fsmount/move_mount) so that the kernel's own error strings reach the
+ * user, and unique mount ids (STATX_MNT_ID_UNIQUE, statmount(2)) that key the state files.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "mount/mount.h"
+#include "util/cleanup.h"
+
+#ifndef STATX_MNT_ID_UNIQUE
+#define STATX_MNT_ID_UNIQUE 0x00004000U
+#endif
+#ifndef STATX_ATTR_MOUNT_ROOT
+#define STATX_ATTR_MOUNT_ROOT 0x00002000
+#endif
+#ifndef SYS_statmount
+#define SYS_statmount 457
+#endif
+#ifndef STATMOUNT_SB_BASIC
+#define STATMOUNT_SB_BASIC 0x00000001U
+#endif
+
+/* struct mnt_id_req of <linux/mount.h> (6.8), version 0. */
+struct kmount_id_req {
+	uint32_t size;
+	uint32_t spare;
+	uint64_t mnt_id;
+	uint64_t param;
+};
+
+static int statx_mnt(int dirfd, const char *path, int flags, uint64_t *ret_id, bool *ret_root)
+{
+	struct statx stx;
+
+	if (statx(dirfd, path, flags | AT_NO_AUTOMOUNT, STATX_MNT_ID_UNIQUE, &stx) < 0)
+		return -errno;
+	if (!(stx.stx_mask & STATX_MNT_ID_UNIQUE))
+		return -EOPNOTSUPP; /* kernel before 6.8 */
+	*ret_id = stx.stx_mnt_id;
+	if (ret_root)
+		*ret_root = (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+			    (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+	return 0;
+}
+
+int mount_path_mnt_id(const char *path, uint64_t *ret)
+{
+	bool root = false;
+	uint64_t id = 0;
+	int r;
+
+	r = statx_mnt(AT_FDCWD, path, 0, &id, &root);
+	if (r < 0)
+		return r;
+	if (!root)
+		return -ENOTCONN;
+	*ret = id;
+	return 0;
+}
+
+int mount_id_exists(uint64_t mnt_id, const char *mountpoint)
+{
+	struct kmount_id_req req = { .size = sizeof(req), .mnt_id = mnt_id,
+				     .param = STATMOUNT_SB_BASIC };
+	uint64_t buf[64];
+	uint64_t id = 0;
+
+	if (syscall(SYS_statmount, &req, buf, sizeof(buf), 0) == 0)
+		return 1;
+	if (errno == ENOENT)
+		return 0;
+	if (errno != ENOSYS)
+		return -errno;
+	/* No statmount(2): the mountpoint still shows this very mount or it is gone. */
+	if (!mountpoint || statx_mnt(AT_FDCWD, mountpoint, 0, &id, NULL) < 0)
+		return 0;
+	return id == mnt_id;
+}
+
+/* The fs context fd speaks "e msg" / "w msg" / "i msg" lines after a failure. */
+static void read_fs_messages(int fsfd, char *out, size_t len)
+{
+	size_t off = strlen(out);
+
+	for (int i = 0; i < 8; i++) {
+		char msg[512];
+		ssize_t n = read(fsfd, msg, sizeof(msg) - 1);
+
+		if (n <= 0)
+			break;
+		msg[n] = 0;
+		while (n > 0 && msg[n - 1] == '\n')
+			msg[--n] = 0;
+		if (n < 2 || msg[1] != ' ')
+			continue;
+		if (off < len)
+			off += (size_t)snprintf(out + off, len - off, "%s%s", off ? "; " : "",
+						msg + 2);
+	}
+}
+
+int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, uint64_t *ret_mnt_id,
+		       char *err, size_t errlen)
+{
+	_cleanup_close_ int fsfd = -1, mfd = -1;
+	char kmsg[512] = "";
+	const char *step;
+	uint64_t id = 0;
+	int r;
+
+	fsfd = fsopen("erofs", FSOPEN_CLOEXEC);
+	if (fsfd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot create an EROFS mount: %s%s", strerror(-r),
+			 r == -ENODEV ? " (is the erofs module available? try 'modprobe erofs')" : "");
+		return r;
+	}
+	step = "source";
+	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "source", source, 0) < 0)
+		goto fail;
+	step = "ro";
+	if (fsconfig(fsfd, FSCONFIG_SET_FLAG, "ro", NULL, 0) < 0)
+		goto fail;
+	step = "create";
+	if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		goto fail;
+	step = "fsmount";
+	mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned int)attr);
+	if (mfd < 0)
+		goto fail;
+	/* The id of this very mount, before anything else can be mounted over the target. */
+	r = statx_mnt(mfd, "", AT_EMPTY_PATH, &id, NULL);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot read the new mount's id: %s (needs Linux 6.8 or later)",
+			 strerror(-r));
+		return r;
+	}
+	step = "move_mount";
+	if (move_mount(mfd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		goto fail;
+	*ret_mnt_id = id;
+	return 0;
+fail:
+	r = -errno;
+	read_fs_messages(fsfd, kmsg, sizeof(kmsg));
+	snprintf(err, errlen, "the kernel refused the EROFS mount (%s): %s%s%s", step, strerror(-r),
+		 kmsg[0] ? ": " : "", kmsg);
+	return r;
+}

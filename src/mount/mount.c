@@ -1,0 +1,389 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * `lazyerofs mount`: resolve the source, start or join the cache entry's daemon, make the
+ * metadata present by walking the image through the cache (DESIGN fact 2), mount the cache
+ * file, record the mount in its state file and attach it to the daemon. Any failure after
+ * the daemon is involved is undone here: no mount, no state file, no attachment is left.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mount/mount.h"
+#include "mount/offline.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/macro.h"
+
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+#ifndef RAMFS_MAGIC
+#define RAMFS_MAGIC 0x858458f6
+#endif
+#ifndef OVERLAYFS_SUPER_MAGIC
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#endif
+
+DEFINE_CLEANUP_FUNC(struct oci_ref, oci_ref_free);
+DEFINE_CLEANUP_FUNC(struct oci_client, oci_client_free);
+DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
+
+/* Bridge small gaps in the walk's list: fewer, larger ranges for the final check. */
+#define WALK_MERGE_GAP 4096
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void format_oci_error(char *err, size_t errlen, const char *what, const char *source,
+			     const struct oci_error *oerr, int r)
+{
+	char status[96] = "";
+
+	if (oerr->http_status > 0) {
+		char num[16];
+
+		snprintf(num, sizeof(num), "%d", oerr->http_status);
+		/* Do not repeat what the registry client already put in its message. */
+		if (strncmp(oerr->message, num, strlen(num)) != 0) {
+			if (oerr->code[0] && !strstr(oerr->message, oerr->code))
+				snprintf(status, sizeof(status), "%d %s: ", oerr->http_status,
+					 oerr->code);
+			else
+				snprintf(status, sizeof(status), "%d: ", oerr->http_status);
+		}
+	}
+	snprintf(err, errlen, "%s '%s': %s%s", what, source, status,
+		 oerr->message[0] ? oerr->message : strerror(-r));
+}
+
+/* Fail early and clearly on filesystems that refuse pre-content marks (DESIGN fact 11); the
+ * daemon's own mark attempt is the authoritative check for anything else. */
+static int check_cache_fs(const char *cache_dir, char *err, size_t errlen)
+{
+	_cleanup_close_ int fd = -1;
+	struct statfs sfs;
+	const char *name = NULL;
+	int r;
+
+	r = util_open_private_dir(cache_dir, &fd);
+	if (r < 0) {
+		if (r == -EPERM)
+			snprintf(err, errlen,
+				 "cache directory '%s' must be owned by root with mode 0700", cache_dir);
+		else
+			snprintf(err, errlen, "cache directory '%s': %s", cache_dir, strerror(-r));
+		return r;
+	}
+	if (fstatfs(fd, &sfs) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cache directory '%s': %s", cache_dir, strerror(-r));
+		return r;
+	}
+	if ((unsigned long)sfs.f_type == (unsigned long)TMPFS_MAGIC)
+		name = "tmpfs";
+	else if ((unsigned long)sfs.f_type == (unsigned long)RAMFS_MAGIC)
+		name = "ramfs";
+	else if ((unsigned long)sfs.f_type == (unsigned long)OVERLAYFS_SUPER_MAGIC)
+		name = "overlayfs";
+	if (name) {
+		snprintf(err, errlen,
+			 "cache directory '%s' is on %s, which refuses fanotify pre-content marks; "
+			 "use cache=DIR (or LAZYEROFS_CACHE_DIR) on ext4, xfs or btrfs",
+			 cache_dir, name);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+struct walk_ctx {
+	int fd;
+	struct fetch_handle *h;
+	char err[MOUNT_ERR_LEN];
+	int prefetch_r;
+};
+
+static int walk_read(void *ctx, void *buf, uint64_t len, uint64_t off)
+{
+	struct walk_ctx *c = ctx;
+
+	/* A missing range raises FAN_PRE_ACCESS; the daemon fetches it before the read
+	 * returns, or denies it with EIO after its deadline. */
+	return util_pread_full(c->fd, buf, (size_t)len, off);
+}
+
+static int walk_prefetch(void *ctx, const struct util_extent *v, size_t n)
+{
+	struct walk_ctx *c = ctx;
+	int r;
+
+	r = fetch_ensure_ranges(c->h, v, n, c->err, sizeof(c->err));
+	if (r < 0)
+		c->prefetch_r = r;
+	return r;
+}
+
+/* Make every structure the kernel reads without an event present in the cache file. */
+static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount_result *res,
+			     char *err, size_t errlen)
+{
+	struct walk_ctx c = { .fd = -1, .h = h };
+	struct erofs_io io = { .ctx = &c, .size = size, .read = walk_read,
+			       .prefetch = walk_prefetch };
+	struct erofs_walk_opts wopts = { .merge_gap = WALK_MERGE_GAP };
+	struct util_extents ext;
+	struct fetch_status before = { 0 }, after = { 0 };
+	struct erofs_info info;
+	char werr[512] = "";
+	bool have_before;
+	int r;
+
+	c.fd = open(h->data_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (c.fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "opening the cache file '%s': %s", h->data_path, strerror(-r));
+		return r;
+	}
+	have_before = fetch_status(h, &before) >= 0;
+
+	r = erofs_probe(&io, &info, werr, sizeof(werr));
+	if (r < 0) {
+		if (c.err[0])
+			snprintf(err, errlen, "reading the image's superblock: %s", c.err);
+		else if (r == -EIO || r == -EAGAIN)
+			snprintf(err, errlen, "reading the image's superblock: %s%s%s", strerror(-r),
+				 werr[0] ? ": " : "", werr);
+		else
+			snprintf(err, errlen, "the blob is not a usable EROFS image: %s",
+				 werr[0] ? werr : strerror(-r));
+		close(c.fd);
+		return r;
+	}
+	if (info.extra_devices > 0) {
+		snprintf(err, errlen,
+			 "the image uses %u extra device(s) (a device table); lazyerofs cannot "
+			 "mount multi-device images yet",
+			 (unsigned)info.extra_devices);
+		close(c.fd);
+		return -EOPNOTSUPP;
+	}
+
+	util_extents_init(&ext);
+	r = erofs_walk(&io, &wopts, &ext, &res->walk, werr, sizeof(werr));
+	if (r >= 0) {
+		/* The walk read everything it listed, but a range it only listed (not read) must
+		 * be present as well: one more batch, normally answered from the bitmap. */
+		res->walk_ranges = ext.n;
+		r = fetch_ensure_ranges(h, ext.v, ext.n, c.err, sizeof(c.err));
+		if (r < 0)
+			c.prefetch_r = r;
+	}
+	util_extents_free(&ext);
+	close(c.fd);
+	if (r < 0) {
+		if (c.err[0])
+			snprintf(err, errlen, "fetching the image's metadata: %s", c.err);
+		else if (r == -EUCLEAN)
+			snprintf(err, errlen, "the image is corrupt: %s", werr[0] ? werr : strerror(-r));
+		else
+			snprintf(err, errlen, "walking the image's metadata: %s%s%s", strerror(-r),
+				 werr[0] ? ": " : "", werr);
+		return r;
+	}
+	if (have_before && fetch_status(h, &after) >= 0) {
+		res->walk_requests = after.requests - before.requests;
+		res->walk_fetched = after.fetched_bytes - before.fetched_bytes;
+	}
+	return 0;
+}
+
+static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs, char *err,
+			   size_t errlen)
+{
+	_cleanup_close_ int fd = -1;
+	char *abs;
+	int r;
+
+	fd = open(mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		if (r == -ENOENT)
+			snprintf(err, errlen, "mountpoint '%s' does not exist; create it first",
+				 mountpoint);
+		else if (r == -ENOTDIR)
+			snprintf(err, errlen, "mountpoint '%s' is not a directory", mountpoint);
+		else
+			snprintf(err, errlen, "mountpoint '%s': %s", mountpoint, strerror(-r));
+		return r;
+	}
+	abs = realpath(mountpoint, NULL);
+	if (!abs) {
+		r = -errno;
+		snprintf(err, errlen, "mountpoint '%s': %s", mountpoint, strerror(-r));
+		return r;
+	}
+	*ret_fd = TAKE_FD(fd);
+	*ret_abs = abs;
+	return 0;
+}
+
+int mount_do(const struct mount_request *req, struct mount_result *res, int *ret_class,
+	     char *err, size_t errlen)
+{
+	_cleanup_(oci_ref_freep) struct oci_ref *ref = NULL;
+	_cleanup_(oci_client_freep) struct oci_client *client = NULL;
+	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
+	_cleanup_close_ int target_fd = -1, run_fd = -1;
+	_cleanup_free_ char *mnt_abs = NULL, *pub_source = NULL;
+	struct oci_error oerr = { 0 };
+	struct fetch_config cfg = { 0 };
+	struct mount_state st = { 0 };
+	char optbuf[128];
+	const char *cache_dir, *run_dir;
+	bool mounted = false, state_written = false;
+	uint64_t t0 = now_ms(), t;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	*ret_class = MOUNT_FAIL_OTHER;
+	cache_dir = req->cache_dir ? req->cache_dir
+		    : req->opts->cache_dir ? req->opts->cache_dir : mount_env_cache_dir();
+	run_dir = req->run_dir ? req->run_dir : mount_env_run_dir();
+
+	r = oci_ref_parse(req->source, &ref, &oerr);
+	if (r < 0) {
+		*ret_class = MOUNT_FAIL_USAGE;
+		snprintf(err, errlen, "invalid source '%s': %s", req->source,
+			 oerr.message[0] ? oerr.message : strerror(-r));
+		return r;
+	}
+	pub_source = mount_public_source(req->source, ref->is_url);
+	if (!pub_source)
+		return -ENOMEM;
+
+	r = open_mountpoint(req->mountpoint, &target_fd, &mnt_abs, err, errlen);
+	if (r < 0)
+		return r;
+	r = check_cache_fs(cache_dir, err, errlen);
+	if (r < 0)
+		return r;
+	r = util_open_private_dir(run_dir, &run_fd);
+	if (r < 0) {
+		snprintf(err, errlen, "run directory '%s': %s", run_dir,
+			 r == -EPERM ? "must be owned by root with mode 0700" : strerror(-r));
+		return r;
+	}
+
+	/* Resolve the reference to one blob (a digest-pinned source whose entry is complete
+	 * needs no registry at all). */
+	t = now_ms();
+	r = oci_global_init();
+	if (r < 0) {
+		snprintf(err, errlen, "initialising the HTTP client: %s", strerror(-r));
+		return r;
+	}
+	res->offline = mount_offline_lookup(cache_dir, ref, req->oci, &cfg.blob) > 0;
+	if (!res->offline) {
+		r = oci_client_new(ref, req->oci, &client);
+		if (r < 0) {
+			snprintf(err, errlen, "setting up the registry client for '%s': %s",
+				 pub_source, strerror(-r));
+			return r;
+		}
+		r = oci_resolve(client, &cfg.blob, &oerr);
+		if (r < 0) {
+			format_oci_error(err, errlen, "resolving", pub_source, &oerr, r);
+			return r;
+		}
+		r = mount_offline_record(cache_dir, ref, req->oci, &cfg.blob);
+		if (r < 0)
+			log_debug("remembering the blob of '%s': %s", pub_source, strerror(-r));
+	}
+	res->resolve_ms = now_ms() - t;
+	snprintf(res->digest, sizeof(res->digest), "%s", cfg.blob.digest);
+	res->size = cfg.blob.size;
+
+	/* Start or join the entry's daemon: the data file is marked before anything mounts it. */
+	t = now_ms();
+	cfg.cache_dir = cache_dir;
+	cfg.run_dir = run_dir;
+	cfg.ref = ref;
+	cfg.opts = req->oci;
+	cfg.prefetch_all = req->opts->prefetch_all;
+	cfg.timeout_ms = req->opts->timeout_ms;
+	{
+		char ferr[MOUNT_ERR_LEN] = "";
+
+		r = fetch_daemon_ensure(&cfg, &h, ferr, sizeof(ferr));
+		if (r < 0) {
+			snprintf(err, errlen, "starting the fetch daemon: %s",
+				 ferr[0] ? ferr : strerror(-r));
+			return r;
+		}
+	}
+	res->daemon_pid = h->pid;
+	res->daemon_ms = now_ms() - t;
+
+	/* From here on the daemon exists: every failure path below undoes what it made. */
+	t = now_ms();
+	r = prefetch_metadata(h, cfg.blob.size, res, err, errlen);
+	if (r < 0)
+		goto undo;
+	res->walk_ms = now_ms() - t;
+
+	t = now_ms();
+	r = mount_kernel_erofs(h->data_path, target_fd, req->opts->attr, &res->mnt_id, err, errlen);
+	if (r < 0)
+		goto undo;
+	mounted = true;
+	res->kmount_ms = now_ms() - t;
+
+	st.mnt_id = res->mnt_id;
+	st.pid = h->pid;
+	st.mounted_by = getpid();
+	st.mountpoint = mnt_abs;
+	st.source = pub_source;
+	st.digest = cfg.blob.digest[0] ? cfg.blob.digest : NULL;
+	st.cache = h->data_path;
+	st.socket = h->socket_path;
+	st.options = (char *)mount_attr_format(req->opts->attr, optbuf, sizeof(optbuf));
+	st.size = cfg.blob.size;
+	r = mount_state_write(run_fd, &st);
+	if (r < 0) {
+		snprintf(err, errlen, "writing the state file in '%s': %s", run_dir, strerror(-r));
+		goto undo;
+	}
+	state_written = true;
+
+	r = fetch_attach(h, res->mnt_id, mnt_abs, pub_source);
+	if (r < 0) {
+		snprintf(err, errlen, "registering the mount with the fetch daemon: %s",
+			 strerror(-r));
+		goto undo;
+	}
+	res->total_ms = now_ms() - t0;
+	return 0;
+
+undo:
+	if (mounted && umount2(mnt_abs, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+		log_debug("undo: unmounting '%s': %m", mnt_abs);
+	if (state_written)
+		(void)mount_state_remove(run_fd, res->mnt_id);
+	/* The daemon notices the superblock's release (DESIGN fact 13) and, with no mount
+	 * attached, exits on its own once our handle goes. */
+	return r;
+}

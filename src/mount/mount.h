@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/*
+ * Mount orchestration: parse mount options, resolve the source, start (or join) the
+ * entry's daemon, make the image's metadata present, mount the cache file (file-backed
+ * EROFS, new mount API), and keep one state file per mount keyed by its unique mnt_id.
+ * Also the reverse (umount) and the collection of live status for every mount.
+ */
+#ifndef LAZYEROFS_MOUNT_MOUNT_H
+#define LAZYEROFS_MOUNT_MOUNT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "erofs/erofs.h"
+#include "fetch/fetch.h"
+#include "oci/oci.h"
+
+#define MOUNT_DEFAULT_CACHE_DIR "/var/cache/lazyerofs"
+#define MOUNT_DEFAULT_RUN_DIR "/run/lazyerofs"
+#define MOUNT_DEFAULT_TIMEOUT_MS 60000
+
+/* Room for one clear error line. */
+#define MOUNT_ERR_LEN 1024
+
+/* $LAZYEROFS_CACHE_DIR / $LAZYEROFS_RUN_DIR or the defaults above. */
+const char *mount_env_cache_dir(void);
+const char *mount_env_run_dir(void);
+
+/* Options of `mount -o` that are not the registry client's. */
+struct mount_opts {
+	bool prefetch_all;   /* prefetch=all */
+	char *cache_dir;     /* cache=DIR; NULL when not given */
+	uint64_t timeout_ms; /* timeout=SECONDS; MOUNT_DEFAULT_TIMEOUT_MS when not given */
+	uint64_t attr;       /* MOUNT_ATTR_* for fsmount(2); always has MOUNT_ATTR_RDONLY */
+	bool sloppy;         /* mount(8) -s: ignore options nobody knows */
+};
+
+void mount_opts_init(struct mount_opts *m);
+void mount_opts_free(struct mount_opts *m);
+
+/* Parse one comma-separated option string (may be called once per -o). Mount flags and the
+ * keys above land in m; everything else goes to oci_options_set(). -EINVAL with one line in
+ * err for an unknown option, a refused one (rw, loop) or a bad value. */
+int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o, char *err,
+		     size_t errlen);
+
+/* Render the mount flags in m->attr as mount(8)-style text ("ro,nosuid,noatime"). */
+const char *mount_attr_format(uint64_t attr, char *buf, size_t len);
+
+struct mount_request {
+	const char *source;               /* SOURCE as the user wrote it */
+	const char *mountpoint;           /* DIR */
+	const struct mount_opts *opts;
+	const struct oci_options *oci;
+	const char *cache_dir;            /* NULL: opts->cache_dir, else the environment */
+	const char *run_dir;              /* NULL: the environment */
+};
+
+struct mount_result {
+	uint64_t mnt_id;                  /* STATX_MNT_ID_UNIQUE of the new mount */
+	pid_t daemon_pid;
+	char digest[UTIL_DIGEST_STR_LEN];
+	uint64_t size;                    /* blob size */
+	bool offline;                     /* complete cache entry used without the registry */
+	struct erofs_walk_stats walk;     /* the metadata walk */
+	uint64_t walk_ranges;             /* ranges the walk listed */
+	uint64_t walk_requests;           /* HTTP requests the daemon made during the walk */
+	uint64_t walk_fetched;            /* bytes the daemon fetched during the walk */
+	uint64_t resolve_ms, daemon_ms, walk_ms, kmount_ms, total_ms;
+};
+
+/* Exit-code classes of a failed mount_do(): usage errors (bad reference) are
+ * MOUNT_FAIL_USAGE, everything else MOUNT_FAIL_OTHER. */
+enum { MOUNT_FAIL_OTHER = 0, MOUNT_FAIL_USAGE = 1 };
+
+/* Mount req->source on req->mountpoint. On failure: -errno, one line in err (without the
+ * "lazyerofs: mount: " prefix), *ret_class set, and nothing left behind (no mount, no state
+ * file, no attachment to the daemon). */
+int mount_do(const struct mount_request *req, struct mount_result *ret, int *ret_class,
+	     char *err, size_t errlen);
+
+/* Unmount a lazyerofs mount found through its state file (no directory scan): umount2(),
+ * tell the daemon, remove the state file. lazy: MNT_DETACH. -EBUSY when files are open,
+ * -ENOTCONN when mountpoint is not a lazyerofs mount (one line in err either way). */
+int mount_umount(const char *run_dir, const char *mountpoint, bool lazy, char *err, size_t errlen);
+
+/* The state file of one mount: `<run-dir>/<mnt_id>`, JSON, no secrets. */
+struct mount_state {
+	uint64_t mnt_id;
+	pid_t pid;          /* the daemon's */
+	char *mountpoint;
+	char *source;       /* the reference text, credentials stripped */
+	char *digest;
+	char *cache;        /* the cache data file */
+	char *socket;       /* the daemon's control socket */
+	char *options;      /* mount flags, e.g. "ro,nosuid" */
+	uint64_t size;
+	pid_t mounted_by;   /* the mount command's pid */
+};
+
+/* The source text safe to record and show: a URL loses user info and query string. */
+char *mount_public_source(const char *source, bool is_url);
+
+void mount_state_done(struct mount_state *s);
+int mount_state_write(int run_dirfd, const struct mount_state *s);
+/* -ENOENT when there is no state file for mnt_id; -EBADMSG when it is damaged. */
+int mount_state_read(int run_dirfd, uint64_t mnt_id, struct mount_state *ret);
+int mount_state_remove(int run_dirfd, uint64_t mnt_id);
+/* Serialise / parse (pure; used by the above and the unit tests). */
+int mount_state_to_json(const struct mount_state *s, char **ret);
+int mount_state_from_json(const char *buf, size_t len, struct mount_state *ret);
+
+/* Kernel side. */
+/* The unique mount id of the mount at path (must be the root of a mount: -ENOTCONN
+ * otherwise; -ENOENT / -ENOTDIR as the path gives). */
+int mount_path_mnt_id(const char *path, uint64_t *ret);
+/* 1 when a mount with this unique id exists in our mount namespace, 0 when not. */
+int mount_id_exists(uint64_t mnt_id, const char *mountpoint);
+/* Mount the regular file `source` as EROFS on the directory `target_fd` refers to
+ * (O_PATH), with the MOUNT_ATTR_* flags; the kernel's own messages land in err.
+ * Returns the new mount's unique id. */
+int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, uint64_t *ret_mnt_id,
+		       char *err, size_t errlen);
+
+/* One mount as `status` shows it. */
+struct mount_status_entry {
+	struct mount_state st;
+	bool daemon_alive;        /* the daemon answered */
+	struct fetch_status fs;   /* valid when daemon_alive */
+};
+
+/* Collect every mount of the run dir (only_mountpoint: just that one, -ENOTCONN when it is
+ * not a lazyerofs mount). State files whose mount is gone are cleaned up (the daemon is told)
+ * on the way. An absent run dir means no mounts. */
+int mount_status_collect(const char *run_dir, const char *only_mountpoint,
+			 struct mount_status_entry **ret, size_t *ret_n, char *err, size_t errlen);
+void mount_status_free(struct mount_status_entry *v, size_t n);
+
+#endif

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/* Offline mounts of sources that name a digest (internal to the mount module). */
+#ifndef LAZYEROFS_MOUNT_OFFLINE_H
+#define LAZYEROFS_MOUNT_OFFLINE_H
+
+#include "oci/oci.h"
+
+/* 1 and *ret filled when the source's blob is known and its cache entry is complete (not
+ * bad): mount it without the registry. 0 otherwise (never an error: go online). */
+int mount_offline_lookup(const char *cache_dir, const struct oci_ref *ref,
+			 const struct oci_options *o, struct oci_blob *ret);
+/* Remember which blob a digest-pinned source resolved to. */
+int mount_offline_record(const char *cache_dir, const struct oci_ref *ref,
+			 const struct oci_options *o, const struct oci_blob *blob);
+
+#endif

@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * Live status of every lazyerofs mount: the state files of the run directory (all-digit
+ * names), each daemon asked over its socket. A state file whose mount is gone (plain
+ * umount(8), umount -l elsewhere) is stale: the daemon is told and the file removed.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mount/mount.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/strutil.h"
+
+DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
+
+/* A run dir holds a few files per mount; anything beyond this is not ours to list. */
+#define STATUS_MAX_MOUNTS 4096
+
+void mount_status_free(struct mount_status_entry *v, size_t n)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++)
+		mount_state_done(&v[i].st);
+	free(v);
+}
+
+static bool all_digits(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
+/* Fill e from its state: ask the daemon, or clean up when the mount is gone.
+ * Returns 1 to list the entry, 0 when it was stale and removed. */
+static int probe_one(int run_fd, struct mount_status_entry *e)
+{
+	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
+	int alive = mount_id_exists(e->st.mnt_id, e->st.mountpoint);
+	int r;
+
+	r = fetch_connect(e->st.socket, &h);
+	if (alive == 0) {
+		/* The mount left without `lazyerofs umount`: tell the daemon, drop the state. */
+		if (r >= 0)
+			(void)fetch_detach(h, e->st.mnt_id);
+		(void)mount_state_remove(run_fd, e->st.mnt_id);
+		return 0;
+	}
+	if (r >= 0 && fetch_status(h, &e->fs) >= 0)
+		e->daemon_alive = true;
+	return 1;
+}
+
+static int open_run_dir_ro(const char *run_dir, int *ret_fd)
+{
+	int fd = open(run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || st.st_uid != 0 || (st.st_mode & 0077)) {
+		close(fd);
+		return -EPERM;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+static int collect_one(int run_fd, uint64_t mnt_id, struct mount_status_entry **v, size_t *n)
+{
+	struct mount_status_entry e = { 0 }, *nv;
+	int r;
+
+	r = mount_state_read(run_fd, mnt_id, &e.st);
+	if (r < 0)
+		return r;
+	r = probe_one(run_fd, &e);
+	if (r == 0) {
+		mount_state_done(&e.st);
+		return 0;
+	}
+	nv = realloc(*v, (*n + 1) * sizeof(**v));
+	if (!nv) {
+		mount_state_done(&e.st);
+		return -ENOMEM;
+	}
+	*v = nv;
+	nv[(*n)++] = e;
+	return 1;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	const struct mount_status_entry *x = a, *y = b;
+
+	return strcmp(x->st.mountpoint, y->st.mountpoint);
+}
+
+int mount_status_collect(const char *run_dir, const char *only_mountpoint,
+			 struct mount_status_entry **ret, size_t *ret_n, char *err, size_t errlen)
+{
+	_cleanup_close_ int run_fd = -1;
+	struct mount_status_entry *v = NULL;
+	size_t n = 0;
+	DIR *d;
+	int r;
+
+	*ret = NULL;
+	*ret_n = 0;
+	r = open_run_dir_ro(run_dir, &run_fd);
+	if (r == -EPERM) {
+		snprintf(err, errlen, "run directory '%s' must be owned by root with mode 0700",
+			 run_dir);
+		return r;
+	}
+
+	if (only_mountpoint) {
+		uint64_t id;
+
+		r = mount_path_mnt_id(only_mountpoint, &id);
+		if (r < 0 && r != -ENOTCONN) {
+			snprintf(err, errlen, "'%s': %s", only_mountpoint, strerror(-r));
+			return r;
+		}
+		if (r >= 0 && run_fd >= 0)
+			r = collect_one(run_fd, id, &v, &n);
+		if (r < 0 && r != -ENOENT && r != -ENOTCONN) {
+			snprintf(err, errlen, "reading the state of '%s': %s", only_mountpoint,
+				 strerror(-r));
+			mount_status_free(v, n);
+			return r;
+		}
+		if (n == 0) {
+			snprintf(err, errlen, "'%s' is not a lazyerofs mount", only_mountpoint);
+			return -ENOTCONN;
+		}
+		*ret = v;
+		*ret_n = n;
+		return 0;
+	}
+	if (run_fd < 0)
+		return 0; /* no run dir: nothing was ever mounted */
+
+	d = fdopendir(fcntl(run_fd, F_DUPFD_CLOEXEC, 3));
+	if (!d) {
+		r = -errno;
+		snprintf(err, errlen, "reading run directory '%s': %s", run_dir, strerror(-r));
+		return r;
+	}
+	for (struct dirent *de; (de = readdir(d));) {
+		uint64_t id;
+
+		if (!all_digits(de->d_name) || util_parse_u64(de->d_name, &id) < 0)
+			continue;
+		if (n >= STATUS_MAX_MOUNTS)
+			break;
+		r = collect_one(run_fd, id, &v, &n);
+		if (r == -ENOMEM) {
+			closedir(d);
+			mount_status_free(v, n);
+			snprintf(err, errlen, "out of memory");
+			return r;
+		}
+		if (r < 0 && r != -ENOENT)
+			log_warning("skipping damaged state file '%s/%s': %s", run_dir, de->d_name,
+				    strerror(-r));
+	}
+	closedir(d);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), cmp_entry);
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * `lazyerofs umount`: the mountpoint's unique mnt_id names its state file (no directory
+ * scan); unmount, tell the daemon which mount left, remove the state file. A daemon that is
+ * already gone (stale state) is not an error: the state is cleaned up all the same.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mount/mount.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+
+DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
+
+static int open_run_dir(const char *run_dir, int *ret_fd)
+{
+	int fd = open(run_dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || st.st_uid != 0 || (st.st_mode & 0077)) {
+		close(fd);
+		return -EPERM;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+int mount_umount(const char *run_dir, const char *mountpoint, bool lazy, char *err, size_t errlen)
+{
+	_cleanup_close_ int run_fd = -1;
+	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
+	struct mount_state st = { 0 };
+	uint64_t mnt_id;
+	int r;
+
+	r = mount_path_mnt_id(mountpoint, &mnt_id);
+	if (r == -ENOTCONN) {
+		snprintf(err, errlen, "'%s' is not a mount point", mountpoint);
+		return r;
+	}
+	if (r < 0) {
+		snprintf(err, errlen, "'%s': %s", mountpoint, strerror(-r));
+		return r;
+	}
+	r = open_run_dir(run_dir, &run_fd);
+	if (r >= 0)
+		r = mount_state_read(run_fd, mnt_id, &st);
+	if (r == -ENOENT || r == -EPERM) {
+		snprintf(err, errlen, "'%s' is not a lazyerofs mount (no state in '%s')", mountpoint,
+			 run_dir);
+		return -ENOTCONN;
+	}
+	if (r < 0) {
+		snprintf(err, errlen, "reading the state of '%s' in '%s': %s", mountpoint, run_dir,
+			 strerror(-r));
+		return r;
+	}
+
+	if (umount2(mountpoint, (lazy ? MNT_DETACH : 0) | UMOUNT_NOFOLLOW) < 0) {
+		r = -errno;
+		if (r == -EBUSY)
+			snprintf(err, errlen,
+				 "'%s' is busy (files or directories in it are in use); close them, or "
+				 "use 'lazyerofs umount --lazy' to detach it now and finish later",
+				 mountpoint);
+		else
+			snprintf(err, errlen, "unmounting '%s': %s", mountpoint, strerror(-r));
+		mount_state_done(&st);
+		return r;
+	}
+
+	/* The mount is gone; from here on nothing may fail the command. */
+	if (fetch_connect(st.socket, &h) >= 0) {
+		r = fetch_detach(h, mnt_id);
+		if (r < 0)
+			log_debug("telling the daemon (pid %d) that mount %llu left: %s", (int)st.pid,
+				  (unsigned long long)mnt_id, strerror(-r));
+	} else {
+		log_debug("daemon of '%s' (pid %d) is gone; cleaning up its state", mountpoint,
+			  (int)st.pid);
+	}
+	r = mount_state_remove(run_fd, mnt_id);
+	if (r < 0)
+		log_warning("removing the state file of mount %llu: %s", (unsigned long long)mnt_id,
+			    strerror(-r));
+	mount_state_done(&st);
+	return 0;
+}
