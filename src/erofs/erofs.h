@@ -50,8 +50,12 @@ int erofs_probe(const struct erofs_io *io, struct erofs_info *ret, char *errbuf,
 
 struct erofs_walk_opts {
 	uint64_t merge_gap;  /* bridge gaps up to this many bytes when merging (0 = exact) */
-	uint64_t max_inodes; /* 0 = default bound */
+	uint64_t max_inodes; /* 0 = default bound (16M); more inodes: -EFBIG */
+	uint64_t align;      /* align ranges outward to this power of two; 0 = 4096, 1 = exact */
 };
+
+/* A merge gap that keeps the range count low without fetching much in between. */
+#define EROFS_DEFAULT_MERGE_GAP (16u * 1024u)
 
 struct erofs_walk_stats {
 	uint64_t inodes;      /* distinct inodes visited */
