@@ -14,4 +14,5 @@ pytest_plugins = [
     "faultproxy",
     "webserver",
     "trees",
+    "lazymount",
 ]

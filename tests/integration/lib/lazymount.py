@@ -1,0 +1,282 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""Lazy mounts for integration tests: a private cache and run directory per test (on a
+filesystem that takes pre-content marks: ext4 here, never tmpfs), `lazyerofs mount / umount /
+status` driven through the binary, and a teardown that leaves no mount, no daemon and no state
+file behind even when the test fails.
+
+Daemons are found three ways, so that none escapes: the pids in state files, processes of
+our binary whose environment names this test's run directory, and processes holding files
+under this test's directory open."""
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from common import BIN, ROOT, run
+
+# /var/tmp (or the build dir): ext4/xfs/btrfs, never tmpfs.
+BASE_DIRS = ["/var/tmp", os.path.join(ROOT, "build")]
+MARKABLE_FS = {"ext2/ext3", "ext4", "xfs", "btrfs"}
+
+
+def fs_type(path):
+    return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def markable_base():
+    for d in BASE_DIRS:
+        os.makedirs(d, exist_ok=True)
+        if fs_type(d) in MARKABLE_FS:
+            return d
+    pytest.skip(f"no directory on ext4/xfs/btrfs among {BASE_DIRS}")
+
+
+def mountinfo():
+    """(mount id, mountpoint, fstype, source) of every mount in our namespace."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            dec = lambda s: s.encode().decode("unicode_escape")  # noqa: E731
+            out.append((int(fields[0]), dec(fields[4]), fields[sep + 1], dec(fields[sep + 2])))
+    return out
+
+
+def is_mounted(path):
+    path = os.path.realpath(path)
+    return any(mp == path for _, mp, _, _ in mountinfo())
+
+
+def pid_alive(pid):
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # A zombie has exited; only its parent's wait is missing.
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_hashes(root):
+    """sha256 of every regular file under root, by relative path (reads every byte)."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for n in sorted(files):
+            p = os.path.join(dirpath, n)
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                out["/" + os.path.relpath(p, root)] = sha256_file(p)
+    return out
+
+
+class LazyEnv:
+    """One test's cache and run directories, and everything started with them."""
+
+    def __init__(self, base):
+        self.root = tempfile.mkdtemp(prefix="lazyerofs-mnt-", dir=base)
+        os.chmod(self.root, 0o700)
+        self.cache = os.path.join(self.root, "cache")
+        self.run_dir = os.path.join(self.root, "run")
+        self.env = dict(os.environ, LAZYEROFS_CACHE_DIR=self.cache,
+                        LAZYEROFS_RUN_DIR=self.run_dir)
+        self.points = []
+        self.pids = set()
+
+    # --- driving the binary ---
+
+    def run(self, args, **kw):
+        kw.setdefault("env", self.env)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return run(args, **kw)
+
+    def mountpoint(self, name="mnt"):
+        p = os.path.join(self.root, name)
+        os.makedirs(p, exist_ok=True)
+        self.points.append(p)
+        return p
+
+    def mount(self, source, mp=None, opts="insecure", extra=(), check=True, timeout=120):
+        mp = mp or self.mountpoint(f"mnt{len(self.points)}")
+        if mp not in self.points:
+            self.points.append(mp)
+        args = ["mount", *extra]
+        if opts:
+            args += ["-o", opts]
+        r = self.run([*args, source, mp], timeout=timeout)
+        if check:
+            assert r.returncode == 0, f"mount {source} failed ({r.returncode}): {r.stderr}"
+            self.pids.update(self.daemon_pids())
+        return (mp, r) if not check else mp
+
+    def umount(self, mp, extra=(), check=True):
+        r = self.run(["umount", *extra, mp])
+        if check:
+            assert r.returncode == 0, f"umount {mp} failed ({r.returncode}): {r.stderr}"
+        return r
+
+    def status(self, mp=None, check=True):
+        r = self.run(["status", "--json"] + ([mp] if mp else []))
+        if check:
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)["mounts"]
+        return r
+
+    def status_of(self, mp):
+        ms = [m for m in self.status() if m["mountpoint"] == os.path.realpath(mp)]
+        assert len(ms) == 1, self.status()
+        return ms[0]
+
+    # --- what exists ---
+
+    def state_files(self):
+        try:
+            return sorted(n for n in os.listdir(self.run_dir) if n.isdigit())
+        except FileNotFoundError:
+            return []
+
+    def states(self):
+        out = []
+        for n in self.state_files():
+            try:
+                with open(os.path.join(self.run_dir, n)) as f:
+                    out.append(json.load(f))
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def our_mounts(self):
+        """Mounts on our mountpoints or of files in our cache."""
+        return [(mp, src) for _, mp, fstype, src in mountinfo()
+                if mp.startswith(self.root + "/") or src.startswith(self.cache + "/")]
+
+    def daemon_pids(self):
+        """Live processes of lazyerofs that belong to this test's directories."""
+        found = set()
+        for st in self.states():
+            if pid_alive(st.get("pid")):
+                found.add(st["pid"])
+        want_env = f"LAZYEROFS_RUN_DIR={self.run_dir}".encode()
+        me = os.getpid()
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == me:
+                continue
+            pid = int(d)
+            try:
+                exe = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                continue
+            if os.path.basename(exe.replace(" (deleted)", "")) != "lazyerofs":
+                continue
+            mine = False
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    mine = want_env in f.read().split(b"\0")
+            except OSError:
+                pass
+            if not mine:
+                try:
+                    for fd in os.listdir(f"/proc/{pid}/fd"):
+                        try:
+                            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(self.root + "/"):
+                                mine = True
+                                break
+                        except OSError:
+                            pass
+                except OSError:
+                    pass
+            if mine and pid_alive(pid):
+                found.add(pid)
+        return found
+
+    def assert_nothing_left(self, timeout=10):
+        """No mount, no daemon, no state file of this test (daemons get `timeout` to exit)."""
+        assert self.our_mounts() == [], self.our_mounts()
+        left = wait_until(lambda: not self.daemon_pids(), timeout)
+        assert left, f"daemons still running: {self.daemon_pids()}"
+        assert self.state_files() == [], self.state_files()
+
+    def wait_daemon_gone(self, pid, timeout=10):
+        return wait_until(lambda: not pid_alive(pid), timeout)
+
+    # --- teardown ---
+
+    def cleanup(self):
+        for mp, _ in reversed(self.our_mounts()):
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+        pids = self.daemon_pids() | {p for p in self.pids if pid_alive(p)}
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if not wait_until(lambda: not any(pid_alive(p) for p in pids), 5):
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            wait_until(lambda: not any(pid_alive(p) for p in pids), 5)
+        for mp, _ in reversed(self.our_mounts()):
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def lazy():
+    """A LazyEnv: private cache/run dirs on ext4; everything torn down afterwards."""
+    e = LazyEnv(markable_base())
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
+def build_busybox_image(dest_dir):
+    """An EROFS image (Debian's mkfs.erofs) with a static busybox and a few text files."""
+    tree = os.path.join(dest_dir, "bbtree")
+    os.makedirs(os.path.join(tree, "bin"), exist_ok=True)
+    os.makedirs(os.path.join(tree, "etc"), exist_ok=True)
+    shutil.copy2("/bin/busybox", os.path.join(tree, "bin", "busybox"))
+    os.chmod(os.path.join(tree, "bin", "busybox"), 0o755)
+    for applet in ("sh", "ls", "cat", "echo", "sha256sum"):
+        os.symlink("busybox", os.path.join(tree, "bin", applet))
+    with open(os.path.join(tree, "etc", "motd"), "w") as f:
+        f.write("hello from a lazy mount\n")
+    with open(os.path.join(tree, "etc", "big.txt"), "w") as f:
+        for i in range(100000):
+            f.write(f"line {i} of a big text file\n")
+    image = os.path.join(dest_dir, "busybox.erofs")
+    subprocess.run(["mkfs.erofs", "-T0", "-zlz4hc", image, tree], check=True, capture_output=True,
+                   timeout=300)
+    return image, tree
