@@ -39,7 +39,7 @@ DEFINE_CLEANUP_FUNC(struct oci_client, oci_client_free);
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 
 /* Bridge small gaps in the walk's list: fewer, larger ranges for the final check. */
-#define WALK_MERGE_GAP 4096
+#define WALK_MERGE_GAP EROFS_DEFAULT_MERGE_GAP
 
 static uint64_t now_ms(void)
 {

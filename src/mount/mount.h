@@ -35,6 +35,7 @@ struct mount_opts {
 	uint64_t timeout_ms; /* timeout=SECONDS; MOUNT_DEFAULT_TIMEOUT_MS when not given */
 	uint64_t attr;       /* MOUNT_ATTR_* for fsmount(2); always has MOUNT_ATTR_RDONLY */
 	bool sloppy;         /* mount(8) -s: ignore options nobody knows */
+	bool helper;         /* run as mount.erofs.lazy: "rw" (mount(8)'s default) is accepted */
 };
 
 void mount_opts_init(struct mount_opts *m);

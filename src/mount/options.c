@@ -107,6 +107,10 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 		m->attr |= flag_opts[i].set | MOUNT_ATTR_RDONLY;
 		return 0;
 	}
+	/* mount(8) hands its helpers "rw" whenever the user did not say "ro": as a helper, take
+	 * it to mean the default (EROFS mounts read-only anyway). */
+	if (m->helper && strcmp(key, "rw") == 0 && !value)
+		return 0;
 	for (size_t i = 0; i < ARRAY_SIZE(refused_opts); i++)
 		if (strcmp(key, refused_opts[i].name) == 0) {
 			snprintf(err, errlen, "option '%s' refused: %s", key, refused_opts[i].why);

@@ -112,6 +112,11 @@ static void test_refused(void **state)
 	assert_non_null(strstr(f->err, "read-only"));
 	assert_int_equal(parse(f, "loop"), -EINVAL);
 	assert_non_null(strstr(f->err, "'loop'"));
+	/* As mount(8)'s helper, "rw" is mount(8)'s default, not a request: still read-only. */
+	f->m.helper = true;
+	assert_int_equal(parse(f, "rw,nosuid"), 0);
+	assert_int_equal(f->m.attr, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID);
+	assert_int_equal(parse(f, "loop"), -EINVAL);
 }
 
 static void test_bad_values(void **state)
