@@ -43,6 +43,7 @@ struct erofs_ctx {
 	uint8_t xattr_prefix_count;
 	uint32_t xattr_prefix_start;
 	uint16_t device_id_mask;
+	uint16_t devt_slotoff;
 	uint64_t primary_blocks;
 	int64_t epoch;       /* base of compact inodes' mtime */
 	uint32_t fixed_nsec;
@@ -132,6 +133,9 @@ uint32_t erofs_crc32c(uint32_t crc, const void *buf, size_t len);
 /* Context: parse the superblock (reads the first block through io). */
 int erofs_ctx_init(struct erofs_ctx *ctx, const struct erofs_io *io, char *errbuf, size_t errlen);
 void erofs_ctx_done(struct erofs_ctx *ctx);
+/* Read again, recording, what the superblock implies: its block, compression
+ * configurations, the device table. */
+int erofs_ctx_note_super(struct erofs_ctx *ctx);
 /* Pure superblock decoder over the first bytes of an image (at least 1024 + 128). */
 int erofs_super_decode(struct erofs_ctx *ctx, const uint8_t *buf, size_t len);
 

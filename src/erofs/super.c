@@ -338,24 +338,29 @@ int erofs_ctx_init(struct erofs_ctx *ctx, const struct erofs_io *io, char *errbu
 		}
 	}
 	if (r >= 0) {
-		uint16_t slotoff = erofs_get_le16(head + EROFS_SB_OFFSET +
-						  __builtin_offsetof(struct erofs_disk_super,
-								     devt_slotoff));
-
+		ctx->devt_slotoff = erofs_get_le16(head + EROFS_SB_OFFSET +
+						   __builtin_offsetof(struct erofs_disk_super,
+								      devt_slotoff));
 		if (ctx->primary_blocks > (io->size >> ctx->blkbits))
 			r = erofs_corrupt(ctx, "image truncated: %llu bytes, the superblock says "
 					  "%llu blocks of %u bytes",
 					  (unsigned long long)io->size,
 					  (unsigned long long)ctx->primary_blocks, ctx->bs);
 		if (r >= 0)
-			r = erofs_note(ctx, 0, MAX((uint64_t)ctx->bs,
-						   (uint64_t)EROFS_SB_OFFSET + ctx->sb_size));
-		if (r >= 0)
-			r = read_compr_cfgs(ctx);
-		if (r >= 0)
-			r = read_device_table(ctx, slotoff);
+			r = erofs_ctx_note_super(ctx);
 	}
 	free(head);
+	return r;
+}
+
+int erofs_ctx_note_super(struct erofs_ctx *ctx)
+{
+	int r = erofs_note(ctx, 0, MAX((uint64_t)ctx->bs, (uint64_t)EROFS_SB_OFFSET + ctx->sb_size));
+
+	if (r >= 0)
+		r = read_compr_cfgs(ctx);
+	if (r >= 0)
+		r = read_device_table(ctx, ctx->devt_slotoff);
 	return r;
 }
 

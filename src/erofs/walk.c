@@ -344,6 +344,8 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	r = erofs_ctx_init(&ctx, io, errbuf, errlen);
 	ctx.record = &rec;
 	if (r >= 0)
+		r = erofs_ctx_note_super(&ctx);
+	if (r >= 0)
 		r = walk_special(&w);
 	if (r >= 0)
 		r = visit(&w, ctx.root_nid, &fresh);
