@@ -1,10 +1,187 @@
 /* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
-/* Declarations shared by the oci module's files; not part of its public interface. */
+/*
+ * Declarations shared by the oci module's files; not part of its public interface: the
+ * client's state (with the lock guarding each field), the HTTP exchange helpers built on
+ * libcurl, auth, and credential lookup.
+ */
 #ifndef LAZYEROFS_OCI_INTERNAL_H
 #define LAZYEROFS_OCI_INTERNAL_H
 
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include "oci/oci.h"
+#include "oci/parse.h"
+#include "util/buf.h"
 
 int oci_options_copy(struct oci_options *dst, const struct oci_options *src);
+
+#define OCI_DEFAULT_TIMEOUT_MS 60000ULL
+#define OCI_CONNECT_TIMEOUT_MS 10000L
+#define OCI_LOW_SPEED_TIME_S 15L
+#define OCI_LOW_SPEED_LIMIT 1024L
+#define OCI_HEADERS_MAX (64 * 1024)    /* all header lines of one response */
+#define OCI_ERROR_BODY_MAX (64 * 1024) /* kept of an error reply, for its message */
+#define OCI_MAX_REDIRECTS 5
+#define OCI_MAX_ATTEMPTS 6             /* tries without progress before giving up */
+#define OCI_BACKOFF_MIN_MS 100
+#define OCI_BACKOFF_MAX_MS 4000
+#define OCI_WHOLE_BODY_MAX (64ULL << 20) /* a 200 reply is streamed for ranges up to here */
+
+uint64_t oci_now_ms(void); /* CLOCK_MONOTONIC */
+void oci_sleep_ms(uint64_t ms);
+uint64_t oci_backoff_ms(int attempt);
+
+/* Headers of one HTTP response, kept as they stream in (header callback). */
+struct oci_resp {
+	long status;
+	char content_type[256];
+	char content_range[128];
+	char location[4096];
+	char www_auth[2048];
+	char retry_after[64];
+	char etag[256];
+	char last_modified[64];
+	char docker_digest[128];
+	char range[64];
+	char accept_ranges[32];
+	uint64_t content_length;
+	bool has_content_length;
+	size_t header_bytes;
+	bool overflow; /* a header too long or too many: the transfer was aborted */
+};
+
+void oci_resp_reset(struct oci_resp *r);
+/* CURLOPT_HEADERFUNCTION with a struct oci_resp as CURLOPT_HEADERDATA. */
+size_t oci_resp_header_cb(char *buf, size_t size, size_t n, void *userdata);
+
+/* Token for one scope, e.g. "repository:foo:pull". */
+struct oci_token {
+	char *scope;
+	char *header;        /* "Authorization: Bearer ..." (secret) */
+	uint64_t expires_ms; /* monotonic */
+	uint64_t fetched_ms;
+};
+
+#define OCI_TOKEN_SLOTS 4
+
+struct oci_client {
+	/* Set at creation, read-only afterwards. */
+	struct oci_ref *ref;
+	struct oci_options opts;
+	char *base_url; /* "https://host[:port]" of a registry */
+	char shown[512]; /* registry host or redacted URL, for messages */
+	uint64_t timeout_ms;
+	CURLSH *share;
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+
+	/* Resolution result. Written by oci_resolve / oci_client_set_blob before readers are
+	 * made, read-only while readers exist. */
+	bool have_blob;
+	struct oci_blob blob;
+	char *blob_url;
+	/* URL sources: conditional headers sent with every range ("If-Match: ..."), NULL when
+	 * the server gave no usable validator. */
+	char *cond_match;
+	char *cond_range;
+
+	/* The control handle (resolve, push) and its request counter. */
+	pthread_mutex_t ctl_lock;
+	CURL *ctl;          /* guarded by ctl_lock */
+	atomic_ullong ctl_requests;
+
+	/* Authentication: everything below is guarded by auth_lock. */
+	pthread_mutex_t auth_lock;
+	enum oci_auth_scheme scheme;
+	struct oci_challenge challenge;
+	bool creds_loaded;
+	int creds_error;            /* a lookup that failed, reported on the next challenge */
+	char creds_error_msg[256];
+	struct oci_creds creds;
+	char *creds_source;         /* where they came from, for messages */
+	char *basic_header;         /* "Authorization: Basic ..." (secret) */
+	struct oci_token tokens[OCI_TOKEN_SLOTS];
+	uint64_t auth_gen;          /* bumped whenever the header to send changes */
+	CURL *auth_easy;            /* token requests */
+	atomic_ullong auth_requests;
+
+	/* Learned about the server while reading; atomics, any thread. */
+	atomic_bool no_multirange;
+	atomic_bool ranges_ignored;
+};
+
+/* Fixed options of every easy handle of this client: TLS, CA, timeouts for a deadline,
+ * protocols, share, user agent, buffer size. */
+void oci_easy_setup(struct oci_client *c, CURL *easy, uint64_t deadline_ms);
+/* Whether a and b have the same scheme, host and port. */
+bool oci_same_origin(const char *a, const char *b);
+/* Turn a failed curl transfer into -errno and a message ("what: why"). */
+int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const char *what,
+		   struct oci_error *err);
+bool oci_curl_retryable(CURLcode rc);
+/* A non-2xx reply as -errno and a message with the status and the registry's error. */
+int oci_status_error(struct oci_client *c, const struct oci_resp *resp, const struct util_buf *body,
+		     const char *what, struct oci_error *err);
+/* Add "Name: value" to a list; false on allocation failure. */
+bool oci_slist_add(struct curl_slist **l, const char *fmt, ...) _printf_(2, 3);
+
+/* A control request (resolve, token, push): one exchange with retries for transient
+ * failures and, when follow is set, redirects (Authorization only to the first origin). */
+struct oci_req {
+	const char *method; /* GET, HEAD, PUT, POST, PATCH */
+	const char *url;
+	const char *accept;
+	const char *content_type;
+	struct curl_slist *extra; /* more headers, not owned */
+	/* body: memory, or a file range */
+	const void *body;
+	uint64_t body_len;
+	int body_fd; /* -1 when none */
+	uint64_t body_off;
+	bool registry_auth; /* send the registry's credentials (first hop only) */
+	const char *origin_auth; /* an Authorization header for q->url's origin only (secret) */
+	bool push;          /* needs push access */
+	bool follow;        /* follow redirects */
+	bool no_retry;      /* not safe to repeat */
+	size_t max_body;    /* cap on a 2xx reply body; 0 = discard */
+	bool headers_only;  /* stop a 2xx reply at its first body byte (a probe) */
+	/* progress of an upload: bytes of body sent so far */
+	void (*progress)(void *ctx, uint64_t sent);
+	void *progress_ctx;
+};
+
+int oci_request(struct oci_client *c, const struct oci_req *q, uint64_t deadline_ms,
+		struct oci_resp *resp, struct util_buf *body, struct oci_error *err);
+/* The same on a given handle, without the control lock; counter (may be NULL) counts
+ * requests sent. */
+int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
+		     uint64_t deadline_ms, struct oci_resp *resp, struct util_buf *body,
+		     struct oci_error *err, atomic_ullong *counter);
+int oci_share_init(struct oci_client *c);
+void oci_share_free(struct oci_client *c);
+
+/* Auth (auth.c). The header to send now, or NULL; *ret_gen identifies it for
+ * oci_auth_challenged(). */
+int oci_auth_header(struct oci_client *c, bool push, uint64_t deadline_ms, char **ret_header,
+		    uint64_t *ret_gen, struct oci_error *err);
+/* A registry request answered 401 with this WWW-Authenticate value while gen was current:
+ * learn the scheme, get new credentials or a new token. 0 = retry the request. round counts
+ * the 401s this request has had (1 for the first): from the second on, credentials that
+ * were just obtained were refused, so it fails with -EACCES instead of asking again. */
+int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, uint64_t gen,
+			int round, uint64_t deadline_ms, struct oci_error *err);
+void oci_auth_free(struct oci_client *c);
+
+/* Credentials for the client's registry (creds.c): options, auth.json, config.json,
+ * credential helpers. -ENOENT when none are configured. */
+int oci_creds_find(const struct oci_client *c, struct oci_creds *ret, char **ret_source,
+		   char *errbuf, size_t errlen);
+char *oci_base64_encode(const void *data, size_t len);
+int oci_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);
+
+/* URL sources (url.c). */
+int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *err);
+int oci_url_conditions(struct oci_client *c, const struct oci_blob *b);
 
 #endif

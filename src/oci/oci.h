@@ -72,6 +72,7 @@ struct oci_blob {
 	 * validator, as 64 hex chars. */
 	char cache_key[UTIL_SHA256_HEX_LEN + 1];
 	char validator[256];  /* ETag or Last-Modified of a URL source; empty otherwise */
+	char manifest_digest[UTIL_DIGEST_STR_LEN]; /* the image manifest resolved; empty for URLs */
 };
 
 int oci_global_init(void);
@@ -109,5 +110,11 @@ int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n,
 
 /* Counters since the reader was made: HTTP requests sent and payload bytes received. */
 void oci_reader_stats(const struct oci_reader *r, uint64_t *requests, uint64_t *bytes);
+
+/* How many requests one oci_read_ranges() call keeps in flight (default 4, at most 16). */
+void oci_reader_set_parallel(struct oci_reader *r, unsigned n);
+
+/* HTTP requests the client itself made (resolve, tokens, push), since it was made. */
+void oci_client_stats(const struct oci_client *c, uint64_t *requests);
 
 #endif

@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * Registry authentication shared by every thread of a client: the scheme learned from the
+ * first 401 (Basic, or Bearer with the token flow of the distribution spec), credentials
+ * looked up once, bearer tokens cached per scope until shortly before they expire and
+ * refreshed once per rejection. auth_lock guards all of it, so concurrent readers that hit
+ * an expired token cause one token request, not one each.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "oci/internal.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/strutil.h"
+
+static void free_secret(char **p)
+{
+	if (*p) {
+		explicit_bzero(*p, strlen(*p));
+		free(*p);
+		*p = NULL;
+	}
+}
+
+static void token_clear(struct oci_token *t)
+{
+	free(t->scope);
+	free_secret(&t->header);
+	memset(t, 0, sizeof(*t));
+}
+
+void oci_auth_free(struct oci_client *c)
+{
+	for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++)
+		token_clear(&c->tokens[i]);
+	free_secret(&c->basic_header);
+	oci_creds_free(&c->creds);
+	free(c->creds_source);
+	c->creds_source = NULL;
+	if (c->auth_easy)
+		curl_easy_cleanup(c->auth_easy);
+	c->auth_easy = NULL;
+}
+
+static int default_scope(const struct oci_client *c, bool push, char **ret)
+{
+	if (asprintf(ret, "repository:%s:%s", c->ref->repository, push ? "pull,push" : "pull") < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static struct oci_token *token_for(struct oci_client *c, const char *scope)
+{
+	for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++)
+		if (c->tokens[i].scope && !strcmp(c->tokens[i].scope, scope))
+			return &c->tokens[i];
+	return NULL;
+}
+
+static bool token_valid(const struct oci_token *t, uint64_t now)
+{
+	return t && t->header && now < t->expires_ms;
+}
+
+/* Called with auth_lock held. */
+static void load_creds(struct oci_client *c)
+{
+	int r;
+
+	if (c->creds_loaded)
+		return;
+	c->creds_loaded = true;
+	r = oci_creds_find(c, &c->creds, &c->creds_source, c->creds_error_msg,
+			   sizeof(c->creds_error_msg));
+	if (r < 0 && r != -ENOENT)
+		c->creds_error = r;
+}
+
+static bool have_password(const struct oci_client *c)
+{
+	return c->creds.username && c->creds.password;
+}
+
+static int make_basic(const char *user, const char *pass, char **ret)
+{
+	_cleanup_free_ char *plain = NULL;
+	char *b64;
+	int n;
+
+	n = asprintf(&plain, "%s:%s", user, pass);
+	if (n < 0)
+		return -ENOMEM;
+	b64 = oci_base64_encode(plain, (size_t)n);
+	explicit_bzero(plain, (size_t)n);
+	if (!b64)
+		return -ENOMEM;
+	n = asprintf(ret, "Authorization: Basic %s", b64);
+	explicit_bzero(b64, strlen(b64));
+	free(b64);
+	return n < 0 ? -ENOMEM : 0;
+}
+
+/* Append "&name=urlencoded(value)" to a buffer. */
+static int add_param(struct util_buf *b, CURL *easy, const char *name, const char *value)
+{
+	char *e = curl_easy_escape(easy, value, 0);
+	int r;
+
+	if (!e)
+		return -ENOMEM;
+	r = util_buf_appendf(b, "%s%s=%s", b->len ? "&" : "", name, e);
+	explicit_bzero(e, strlen(e));
+	curl_free(e);
+	return r;
+}
+
+/* Called with auth_lock held: ask the token server for scope; store it. */
+static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadline_ms,
+		       struct oci_token **ret, struct oci_error *err)
+{
+	struct util_buf params = UTIL_BUF_INIT(64 * 1024), body = UTIL_BUF_INIT(OCI_TOKEN_REPLY_MAX);
+	_cleanup_free_ char *url = NULL, *basic = NULL, *scopes = NULL;
+	_cleanup_free_ char *token = NULL, *refresh = NULL;
+	struct oci_req q = { .method = "GET", .body_fd = -1, .follow = true,
+			     .max_body = OCI_TOKEN_REPLY_MAX, .accept = "application/json" };
+	struct oci_resp resp;
+	struct oci_token *slot = NULL;
+	const char *realm = c->challenge.realm;
+	char shown[300], who[300];
+	uint64_t lifetime, now, margin;
+	int r;
+
+	oci_url_redact(realm, shown, sizeof(shown));
+	if (!util_startswith(realm, "https://") && !util_startswith(realm, "http://")) {
+		oci_err_set(err, 401, NULL, "registry %s: token realm '%s' is not an http(s) URL",
+			    c->shown, shown);
+		return -EACCES;
+	}
+	if (!c->auth_easy && !(c->auth_easy = curl_easy_init()))
+		return -ENOMEM;
+	load_creds(c);
+	if ((have_password(c) || c->creds.identity_token) && util_startswith(realm, "http://") &&
+	    !c->opts.insecure) {
+		oci_err_set(err, 401, NULL,
+			    "registry %s: token server %s is plain HTTP; not sending credentials "
+			    "there (use -o insecure to allow)", c->shown, shown);
+		return -EACCES;
+	}
+	if (c->challenge.service[0] &&
+	    (r = add_param(&params, c->auth_easy, "service", c->challenge.service)) < 0)
+		goto out;
+	/* Several scopes are separated by spaces; each is its own parameter. */
+	scopes = strdup(scope);
+	if (!scopes) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (char *save = NULL, *s = strtok_r(scopes, " ", &save); s; s = strtok_r(NULL, " ", &save))
+		if ((r = add_param(&params, c->auth_easy, "scope", s)) < 0)
+			goto out;
+	if (c->creds.identity_token) {
+		/* OAuth2 refresh-token grant, as Docker does with an identity token. */
+		if ((r = add_param(&params, c->auth_easy, "grant_type", "refresh_token")) < 0 ||
+		    (r = add_param(&params, c->auth_easy, "client_id", "lazyerofs")) < 0 ||
+		    (r = add_param(&params, c->auth_easy, "refresh_token",
+				   c->creds.identity_token)) < 0)
+			goto out;
+		q.method = "POST";
+		q.url = realm;
+		q.body = params.data;
+		q.body_len = params.len;
+		q.content_type = "application/x-www-form-urlencoded";
+		oci_fmt(who, sizeof(who), "with the identity token from %s", c->creds_source);
+	} else {
+		if (have_password(c)) {
+			if ((r = add_param(&params, c->auth_easy, "account", c->creds.username)) < 0 ||
+			    (r = make_basic(c->creds.username, c->creds.password, &basic)) < 0)
+				goto out;
+			q.origin_auth = basic;
+			oci_fmt(who, sizeof(who), "for user '%s' (from %s)", c->creds.username,
+				c->creds_source);
+		} else {
+			oci_fmt(who, sizeof(who), "anonymously");
+		}
+		if (asprintf(&url, "%s%c%s", realm, strchr(realm, '?') ? '&' : '?',
+			     params.data ? (char *)params.data : "") < 0) {
+			r = -ENOMEM;
+			goto out;
+		}
+		q.url = url;
+	}
+	r = oci_request_easy(c, c->auth_easy, &q, deadline_ms, &resp, &body, err,
+			     &c->auth_requests);
+	if (r < 0) {
+		oci_err_prefix(err, "registry %s: token request", c->shown);
+		goto out;
+	}
+	if (resp.status == 401 || resp.status == 403) {
+		char code[64] = "", msg[300] = "";
+
+		oci_registry_error_parse(body.data, body.len, code, sizeof(code), msg, sizeof(msg));
+		oci_err_set(err, (int)resp.status, code,
+			    "registry %s: token server %s refused a token %s for %s: HTTP %ld%s%s",
+			    c->shown, shown, who, scope, resp.status, msg[0] ? " " : "", msg);
+		r = -EACCES;
+		goto out;
+	}
+	if (resp.status != 200) {
+		char what[400];
+
+		oci_fmt(what, sizeof(what), "registry %s: token server %s", c->shown, shown);
+		r = oci_status_error(c, &resp, &body, what, err);
+		goto out;
+	}
+	r = oci_token_reply_parse(body.data, body.len, time(NULL), &token, &lifetime,
+				  c->creds.identity_token ? &refresh : NULL);
+	if (r < 0) {
+		oci_err_set(err, 200, NULL, "registry %s: token server %s sent a malformed reply",
+			    c->shown, shown);
+		r = r == -ENOMEM ? r : -EBADMSG;
+		goto out;
+	}
+	slot = token_for(c, scope);
+	if (!slot) {
+		/* a free slot, else the one that expires first */
+		slot = &c->tokens[0];
+		for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++) {
+			if (!c->tokens[i].scope) {
+				slot = &c->tokens[i];
+				break;
+			}
+			if (c->tokens[i].expires_ms < slot->expires_ms)
+				slot = &c->tokens[i];
+		}
+	}
+	token_clear(slot);
+	slot->scope = strdup(scope);
+	if (!slot->scope || asprintf(&slot->header, "Authorization: Bearer %s", token) < 0) {
+		token_clear(slot);
+		r = -ENOMEM;
+		goto out;
+	}
+	/* Renew a little before the server's expiry: a quarter of the life, at most 30 s. */
+	now = oci_now_ms();
+	margin = MIN(lifetime * 1000 / 4, 30000ULL);
+	slot->expires_ms = now + lifetime * 1000 - margin;
+	slot->fetched_ms = now;
+	c->auth_gen++;
+	log_debug("oci: token for %s, valid %llu s", scope, (unsigned long long)lifetime);
+	*ret = slot;
+	r = 0;
+out:
+	if (token)
+		explicit_bzero(token, strlen(token));
+	if (refresh)
+		explicit_bzero(refresh, strlen(refresh));
+	if (basic)
+		explicit_bzero(basic, strlen(basic));
+	if (params.data)
+		explicit_bzero(params.data, params.len);
+	util_buf_free(&params);
+	if (body.data)
+		explicit_bzero(body.data, body.len);
+	util_buf_free(&body);
+	return r;
+}
+
+int oci_auth_header(struct oci_client *c, bool push, uint64_t deadline_ms, char **ret_header,
+		    uint64_t *ret_gen, struct oci_error *err)
+{
+	_cleanup_free_ char *scope = NULL, *pull_scope = NULL;
+	struct oci_token *t = NULL;
+	uint64_t now = oci_now_ms();
+	int r = 0;
+
+	*ret_header = NULL;
+	pthread_mutex_lock(&c->auth_lock);
+	*ret_gen = c->auth_gen;
+	if (c->scheme == OCI_AUTH_BASIC) {
+		*ret_header = strdup(c->basic_header);
+		r = *ret_header ? 0 : -ENOMEM;
+	} else if (c->scheme == OCI_AUTH_BEARER) {
+		r = default_scope(c, push, &scope);
+		if (r < 0)
+			goto out;
+		t = token_for(c, scope);
+		if (!token_valid(t, now) && !push) {
+			/* a pull,push token serves reads too */
+			r = default_scope(c, true, &pull_scope);
+			if (r < 0)
+				goto out;
+			if (token_valid(token_for(c, pull_scope), now))
+				t = token_for(c, pull_scope);
+		}
+		if (!token_valid(t, now)) {
+			r = fetch_token(c, scope, deadline_ms, &t, err);
+			if (r < 0)
+				goto out;
+		}
+		*ret_gen = c->auth_gen;
+		*ret_header = strdup(t->header);
+		r = *ret_header ? 0 : -ENOMEM;
+	}
+out:
+	pthread_mutex_unlock(&c->auth_lock);
+	return r;
+}
+
+int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, uint64_t gen,
+			int round, uint64_t deadline_ms, struct oci_error *err)
+{
+	_cleanup_free_ char *scope = NULL;
+	struct oci_challenge ch;
+	struct oci_token *t;
+	int r;
+
+	pthread_mutex_lock(&c->auth_lock);
+	if (gen != c->auth_gen && round <= 2) {
+		/* Another thread changed the credentials since this request went out. */
+		r = 0;
+		goto out;
+	}
+	r = oci_challenge_parse(www_auth, strlen(www_auth), &ch);
+	if (r < 0) {
+		oci_err_set(err, 401, NULL,
+			    "registry %s: HTTP 401 without a usable authentication challenge%s",
+			    c->shown, r == -ENOENT && www_auth[0] ? " (unsupported scheme)" : "");
+		r = -EACCES;
+		goto out;
+	}
+	if (ch.scheme == OCI_AUTH_BASIC) {
+		load_creds(c);
+		if (c->scheme == OCI_AUTH_BASIC || round > 1) {
+			oci_err_set(err, 401, NULL,
+				    "registry %s: HTTP 401: the credentials for user '%s' (from %s) "
+				    "were refused", c->shown, c->creds.username ? c->creds.username : "",
+				    c->creds_source ? c->creds_source : "?");
+			r = -EACCES;
+			goto out;
+		}
+		if (!have_password(c)) {
+			if (c->creds_error)
+				oci_err_set(err, 401, NULL, "registry %s: HTTP 401 and %s", c->shown,
+					    c->creds_error_msg);
+			else
+				oci_err_set(err, 401, NULL,
+					    "registry %s: HTTP 401: a login is required (give -o "
+					    "username=...,password-file=..., or log in with docker or "
+					    "podman)", c->shown);
+			r = -EACCES;
+			goto out;
+		}
+		free_secret(&c->basic_header);
+		r = make_basic(c->creds.username, c->creds.password, &c->basic_header);
+		if (r < 0)
+			goto out;
+		c->scheme = OCI_AUTH_BASIC;
+		c->auth_gen++;
+		goto out;
+	}
+	/* Bearer */
+	if (round > 1) {
+		/* A token obtained for this very request was refused: no access. */
+		load_creds(c);
+		oci_err_set(err, 401, NULL,
+			    "registry %s: HTTP 401: access to %s denied%s%s%s", c->shown,
+			    ch.scope[0] ? ch.scope : c->ref->repository,
+			    have_password(c) ? " for user '" : " (no credentials given)",
+			    have_password(c) ? c->creds.username : "", have_password(c) ? "'" : "");
+		r = -EACCES;
+		goto out;
+	}
+	c->challenge = ch;
+	c->scheme = OCI_AUTH_BEARER;
+	if (ch.scope[0])
+		scope = strdup(ch.scope);
+	else
+		r = default_scope(c, push, &scope);
+	if (!scope) {
+		r = -ENOMEM;
+		goto out;
+	}
+	t = token_for(c, scope);
+	if (t)
+		token_clear(t); /* the one just refused, or expired on the server's clock */
+	r = fetch_token(c, scope, deadline_ms, &t, err);
+out:
+	pthread_mutex_unlock(&c->auth_lock);
+	return r;
+}

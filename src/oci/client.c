@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The client of one reference: creation, and resolving a registry reference to one blob
+ * (manifest or index by tag or digest, platform, layer, range-readable media type). A
+ * manifest fetched by digest is verified against it. No /v2/ ping on the way: a registry
+ * that needs no login answers the manifest at once (one round trip), one that does answers
+ * 401 with the challenge the ping would have given. The ping is only made to explain a 404.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oci/internal.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/sha256.h"
+#include "util/strutil.h"
+
+#define MANIFEST_ACCEPT                                                             \
+	OCI_MT_OCI_MANIFEST ", " OCI_MT_OCI_INDEX ", " OCI_MT_DOCKER_MANIFEST ", " \
+	OCI_MT_DOCKER_LIST
+#define INDEX_DEPTH_MAX 3
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc;
+
+static void global_init_once(void)
+{
+	global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int oci_global_init(void)
+{
+	pthread_once(&global_once, global_init_once);
+	return global_rc == CURLE_OK ? 0 : -EIO;
+}
+
+static struct oci_ref *ref_copy(const struct oci_ref *r)
+{
+	struct oci_ref *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return NULL;
+	n->is_url = r->is_url;
+#define DUP(f)                                         \
+	if (r->f && !(n->f = strdup(r->f))) {          \
+		oci_ref_free(n);                       \
+		return NULL;                           \
+	}
+	DUP(url);
+	DUP(registry);
+	DUP(repository);
+	DUP(tag);
+	DUP(digest);
+#undef DUP
+	return n;
+}
+
+void oci_client_free(struct oci_client *c)
+{
+	if (!c)
+		return;
+	oci_auth_free(c);
+	if (c->ctl)
+		curl_easy_cleanup(c->ctl);
+	oci_share_free(c);
+	pthread_mutex_destroy(&c->ctl_lock);
+	pthread_mutex_destroy(&c->auth_lock);
+	oci_ref_free(c->ref);
+	oci_options_free(&c->opts);
+	free(c->base_url);
+	free(c->blob_url);
+	free(c->cond_match);
+	free(c->cond_range);
+	free(c);
+}
+
+DEFINE_CLEANUP_FUNC(struct oci_client, oci_client_free);
+
+int oci_client_new(const struct oci_ref *ref, const struct oci_options *opts,
+		   struct oci_client **ret)
+{
+	_cleanup_(oci_client_freep) struct oci_client *c = NULL;
+	int r;
+
+	r = oci_global_init();
+	if (r < 0)
+		return r;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_init(&c->ctl_lock, NULL);
+	pthread_mutex_init(&c->auth_lock, NULL);
+	r = oci_share_init(c);
+	if (r < 0)
+		return r;
+	c->ref = ref_copy(ref);
+	if (!c->ref)
+		return -ENOMEM;
+	r = oci_options_copy(&c->opts, opts);
+	if (r < 0)
+		return r;
+	c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : OCI_DEFAULT_TIMEOUT_MS;
+	if (ref->is_url) {
+		oci_url_redact(ref->url, c->shown, sizeof(c->shown));
+	} else {
+		oci_fmt(c->shown, sizeof(c->shown), "%s", ref->registry);
+		if (asprintf(&c->base_url, "%s://%s", opts->insecure ? "http" : "https",
+			     ref->registry) < 0)
+			return -ENOMEM;
+	}
+	*ret = TAKE_PTR(c);
+	return 0;
+}
+
+static int set_blob_url(struct oci_client *c, const char *digest)
+{
+	free(c->blob_url);
+	c->blob_url = NULL;
+	if (c->ref->is_url)
+		c->blob_url = strdup(c->ref->url);
+	else if (asprintf(&c->blob_url, "%s/v2/%s/blobs/%s", c->base_url, c->ref->repository,
+			  digest) < 0)
+		c->blob_url = NULL;
+	return c->blob_url ? 0 : -ENOMEM;
+}
+
+int oci_client_set_blob(struct oci_client *c, const struct oci_blob *b)
+{
+	int r;
+
+	if (!c->ref->is_url && !util_digest_valid(b->digest))
+		return -EINVAL;
+	c->blob = *b;
+	r = set_blob_url(c, b->digest);
+	if (r < 0)
+		return r;
+	if (c->ref->is_url) {
+		r = oci_url_conditions(c, b);
+		if (r < 0)
+			return r;
+	}
+	c->have_blob = true;
+	return 0;
+}
+
+/* A 404 that is not a registry's error reply: say whether this is a registry at all. */
+static void explain_404(struct oci_client *c, uint64_t deadline, struct oci_error *err)
+{
+	struct oci_req q = { .method = "GET", .body_fd = -1 };
+	_cleanup_free_ char *url = NULL;
+	struct oci_resp resp;
+	struct oci_error e2;
+
+	if (asprintf(&url, "%s/v2/", c->base_url) < 0)
+		return;
+	q.url = url;
+	if (oci_request(c, &q, deadline, &resp, NULL, &e2) < 0)
+		return;
+	if (resp.status != 200 && resp.status != 401)
+		oci_err_prefix(err, "%s does not look like an OCI registry (GET /v2/ answered HTTP "
+				    "%ld)", c->shown, resp.status);
+}
+
+static int fetch_manifest(struct oci_client *c, const char *reference, const char *expect_digest,
+			  uint64_t deadline, struct util_buf *body, char *ctype, size_t ctlen,
+			  char digest_out[UTIL_DIGEST_STR_LEN], struct oci_error *err)
+{
+	struct oci_req q = { .method = "GET", .body_fd = -1, .accept = MANIFEST_ACCEPT,
+			     .registry_auth = true, .follow = true, .max_body = OCI_MANIFEST_MAX };
+	_cleanup_free_ char *url = NULL;
+	uint8_t d[UTIL_SHA256_LEN];
+	struct oci_resp resp;
+	char what[600];
+	int r;
+
+	if (asprintf(&url, "%s/v2/%s/manifests/%s", c->base_url, c->ref->repository, reference) < 0)
+		return -ENOMEM;
+	q.url = url;
+	oci_fmt(what, sizeof(what), "registry %s: manifest %s%c%s", c->shown, c->ref->repository,
+		util_startswith(reference, "sha256:") ? '@' : ':', reference);
+	r = oci_request(c, &q, deadline, &resp, body, err);
+	if (r < 0) {
+		if (r == -EFBIG)
+			oci_err_set(err, 200, NULL, "%s: larger than %d bytes", what,
+				    OCI_MANIFEST_MAX);
+		else if (!strstr(err->message, c->shown))
+			oci_err_prefix(err, "registry %s", c->shown);
+		return r;
+	}
+	if (resp.status != 200) {
+		char code[64] = "", msg[8] = "";
+
+		r = oci_status_error(c, &resp, body, what, err);
+		if (resp.status == 404 &&
+		    oci_registry_error_parse(body->data, body->len, code, sizeof(code), msg,
+					     sizeof(msg)) < 0)
+			explain_404(c, deadline, err);
+		return r;
+	}
+	util_sha256_buf(body->data, body->len, d);
+	util_digest_format(d, digest_out);
+	if (expect_digest && strcmp(digest_out, expect_digest) != 0) {
+		oci_err_set(err, 200, NULL,
+			    "%s: digest mismatch: the registry sent a manifest whose sha256 is %s",
+			    what, digest_out);
+		return -EILSEQ;
+	}
+	oci_fmt(ctype, ctlen, "%s", resp.content_type);
+	return 0;
+}
+
+int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *err)
+{
+	struct util_buf body = UTIL_BUF_INIT(OCI_MANIFEST_MAX);
+	_cleanup_free_ char *reference = NULL, *expect = NULL;
+	struct oci_manifest *m = NULL;
+	struct oci_platform want;
+	char ctype[256], digest[UTIL_DIGEST_STR_LEN], why[1024], platform_shown[100] = "";
+	uint64_t deadline = oci_now_ms() + c->timeout_ms;
+	const struct oci_descriptor *layer;
+	size_t idx;
+	int r;
+
+	oci_err_clear(err);
+	memset(ret, 0, sizeof(*ret));
+	if (c->ref->is_url) {
+		r = oci_url_resolve(c, ret, err);
+		if (r < 0)
+			return r;
+		return oci_client_set_blob(c, ret);
+	}
+	if (c->opts.platform) {
+		if (oci_platform_parse(c->opts.platform, &want) < 0) {
+			oci_err_set(err, 0, NULL, "platform '%s' is not OS/ARCH[/VARIANT]",
+				    c->opts.platform);
+			return -EINVAL;
+		}
+	} else {
+		r = oci_platform_host(&want);
+		if (r < 0)
+			return r;
+	}
+	reference = strdup(c->ref->digest ? c->ref->digest : c->ref->tag ? c->ref->tag : "latest");
+	expect = c->ref->digest ? strdup(c->ref->digest) : NULL;
+	if (!reference || (c->ref->digest && !expect))
+		return -ENOMEM;
+	for (int depth = 0;; depth++) {
+		r = fetch_manifest(c, reference, expect, deadline, &body, ctype, sizeof(ctype), digest,
+				   err);
+		if (r < 0)
+			goto out;
+		oci_manifest_free(m);
+		m = NULL;
+		why[0] = 0;
+		r = oci_manifest_parse(body.data, body.len, ctype[0] ? ctype : NULL, &m, why,
+				       sizeof(why));
+		if (r < 0) {
+			oci_err_set(err, 200, NULL, "registry %s: manifest %s of %s: %s", c->shown,
+				    reference, c->ref->repository, why);
+			goto out;
+		}
+		if (m->kind == OCI_KIND_MANIFEST)
+			break;
+		if (depth + 1 >= INDEX_DEPTH_MAX) {
+			oci_err_set(err, 200, NULL, "registry %s: indexes nested too deeply in %s",
+				    c->shown, c->ref->repository);
+			r = -EBADMSG;
+			goto out;
+		}
+		r = oci_platform_select(m, &want, &idx, why, sizeof(why));
+		if (r < 0) {
+			oci_err_set(err, 0, NULL, "%s/%s: %s", c->shown, c->ref->repository, why);
+			goto out;
+		}
+		oci_platform_format(&m->items[idx].platform, platform_shown, sizeof(platform_shown));
+		free(reference);
+		free(expect);
+		reference = strdup(m->items[idx].digest);
+		expect = strdup(m->items[idx].digest);
+		if (!reference || !expect) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	r = oci_layer_select(m, c->opts.blob, c->opts.layer, &idx, why, sizeof(why));
+	if (r < 0) {
+		oci_err_set(err, 0, NULL, "%s/%s: %s", c->shown, c->ref->repository, why);
+		goto out;
+	}
+	layer = &m->items[idx];
+	r = oci_layer_check_media_type(layer->media_type, why, sizeof(why));
+	if (r < 0) {
+		oci_err_set(err, 0, NULL, "%s/%s: layer %zu (%s): %s", c->shown, c->ref->repository,
+			    idx, layer->digest, why);
+		goto out;
+	}
+	memcpy(ret->digest, layer->digest, sizeof(ret->digest));
+	ret->size = layer->size;
+	oci_fmt(ret->media_type, sizeof(ret->media_type), "%s", layer->media_type);
+	oci_fmt(ret->cache_key, sizeof(ret->cache_key), "%s", layer->digest + strlen("sha256:"));
+	memcpy(ret->manifest_digest, digest, sizeof(ret->manifest_digest));
+	log_debug("oci: %s resolved to layer %zu %s (%llu bytes)%s%s", c->shown, idx,
+		  layer->digest, (unsigned long long)layer->size, platform_shown[0] ? " for " : "",
+		  platform_shown);
+	r = oci_client_set_blob(c, ret);
+out:
+	oci_manifest_free(m);
+	util_buf_free(&body);
+	return r;
+}
+
+void oci_client_stats(const struct oci_client *c, uint64_t *requests)
+{
+	*requests = atomic_load(&c->ctl_requests) + atomic_load(&c->auth_requests);
+}

@@ -1,0 +1,857 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The data path: reading byte ranges of the resolved blob. One reader per thread, each with
+ * its own libcurl multi handle (its own kept-alive connections) and up to `parallel`
+ * transfers in flight. Scattered ranges travel several to a request (multipart/byteranges,
+ * at most 64 a request); large ones one to a request, in parallel. Every range keeps a count
+ * of the bytes already handed to the sink, so whatever the server does (one part instead of
+ * several, parts coalesced or missing, the whole blob with 200, a reset mid-body) each byte
+ * reaches the sink exactly once, in order within its range, and a retry asks only for what
+ * is still missing. Redirects to blob storage are followed here, without the registry's
+ * Authorization, and the storage location is remembered for a while.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "oci/internal.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/strutil.h"
+
+#define READER_DEFAULT_PARALLEL 4
+#define READER_MAX_PARALLEL 16
+#define RANGES_PER_REQUEST 64
+#define GROUP_MIN_BYTES (1ULL << 20)
+#define GROUP_MAX_BYTES (16ULL << 20)
+#define LOCATION_TTL_MS (5ULL * 60 * 1000)
+#define MAX_FAILURES 30 /* per request, progress or not */
+
+struct rrange {
+	uint64_t off, len, done;
+};
+
+enum body_mode {
+	BODY_UNKNOWN,
+	BODY_SINGLE,  /* 206 with one Content-Range */
+	BODY_MULTI,   /* 206 multipart/byteranges */
+	BODY_WHOLE,   /* 200: the whole blob from offset 0 */
+	BODY_DISCARD, /* a redirect or 401: the body does not matter */
+	BODY_ERROR,   /* an error reply: keep its start for the message */
+};
+
+struct rreq {
+	struct oci_reader *r;
+	struct rreq *next;
+	struct rrange *rg; /* a slice of the call's ranges */
+	size_t n;
+	uint64_t not_before;
+	int no_progress; /* failures in a row without progress */
+	int failures;
+	int auth_rounds;
+	int hops;
+	char *url;       /* NULL: the blob URL (or the remembered location) */
+	bool storage;    /* url is not the registry: no registry Authorization */
+	bool from_cache; /* url is the remembered location */
+	bool asked_multi;
+	uint64_t gen;
+
+	/* one transfer */
+	int slot;
+	struct curl_slist *hdrs;
+	struct oci_resp resp;
+	enum body_mode mode;
+	uint64_t pos, end, need_end;
+	bool whole_done;
+	struct oci_multipart mp;
+	struct util_buf errbody;
+	int fail; /* set by callbacks: -errno */
+	bool fail_retryable;
+	char fail_msg[300];
+	bool progressed;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+struct oci_reader {
+	struct oci_client *c;
+	CURLM *multi;
+	CURL *easy[READER_MAX_PARALLEL];
+	struct rreq *busy[READER_MAX_PARALLEL];
+	unsigned parallel;
+	uint64_t requests, bytes;
+	char *loc_url; /* where the registry last redirected the blob to */
+	uint64_t loc_expires;
+
+	/* the current call */
+	oci_sink_fn sink;
+	void *ctx;
+	uint64_t deadline;
+	char last_error[300];
+};
+
+int oci_reader_new(struct oci_client *c, struct oci_reader **ret)
+{
+	struct oci_reader *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	r->c = c;
+	r->parallel = READER_DEFAULT_PARALLEL;
+	r->multi = curl_multi_init();
+	if (!r->multi) {
+		free(r);
+		return -ENOMEM;
+	}
+	curl_multi_setopt(r->multi, CURLMOPT_MAXCONNECTS, (long)READER_MAX_PARALLEL * 2);
+	*ret = r;
+	return 0;
+}
+
+void oci_reader_free(struct oci_reader *r)
+{
+	if (!r)
+		return;
+	for (size_t i = 0; i < READER_MAX_PARALLEL; i++)
+		if (r->easy[i])
+			curl_easy_cleanup(r->easy[i]);
+	curl_multi_cleanup(r->multi);
+	free(r->loc_url);
+	free(r);
+}
+
+void oci_reader_set_parallel(struct oci_reader *r, unsigned n)
+{
+	r->parallel = n < 1 ? 1 : n > READER_MAX_PARALLEL ? READER_MAX_PARALLEL : n;
+}
+
+void oci_reader_stats(const struct oci_reader *r, uint64_t *requests, uint64_t *bytes)
+{
+	if (requests)
+		*requests = r->requests;
+	if (bytes)
+		*bytes = r->bytes;
+}
+
+static void rreq_free(struct rreq *q)
+{
+	if (!q)
+		return;
+	curl_slist_free_all(q->hdrs);
+	util_buf_free(&q->errbody);
+	free(q->url);
+	free(q);
+}
+
+static struct rreq *rreq_new(struct oci_reader *r, struct rrange *rg, size_t n)
+{
+	struct rreq *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return NULL;
+	q->r = r;
+	q->rg = rg;
+	q->n = n;
+	q->slot = -1;
+	util_buf_init(&q->errbody, OCI_ERROR_BODY_MAX);
+	return q;
+}
+
+static size_t remaining_ranges(const struct rreq *q)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < q->n; i++)
+		k += q->rg[i].done < q->rg[i].len;
+	return k;
+}
+
+/* ---- receiving ------------------------------------------------------------------------------ */
+
+static void fail_cb(struct rreq *q, int r, bool retryable, const char *fmt, ...) _printf_(4, 5);
+static void fail_cb(struct rreq *q, int r, bool retryable, const char *fmt, ...)
+{
+	va_list ap;
+
+	q->fail = r;
+	q->fail_retryable = retryable;
+	va_start(ap, fmt);
+	vsnprintf(q->fail_msg, sizeof(q->fail_msg), fmt, ap);
+	va_end(ap);
+}
+
+/* Hand the part of [off, off + len) that each range expects next to the sink. */
+static int deliver(struct rreq *q, uint64_t off, const uint8_t *data, size_t len)
+{
+	struct oci_reader *r = q->r;
+	uint64_t end = off + len;
+
+	for (size_t i = 0; i < q->n; i++) {
+		struct rrange *g = &q->rg[i];
+		uint64_t exp = g->off + g->done, stop;
+		int k;
+
+		if (g->done == g->len || exp < off || exp >= end)
+			continue;
+		stop = MIN(end, g->off + g->len);
+		k = r->sink(r->ctx, exp, data + (exp - off), (size_t)(stop - exp));
+		if (k < 0) {
+			fail_cb(q, k, false, "the receiver of the data failed: %s", strerror(-k));
+			return k;
+		}
+		g->done += stop - exp;
+		q->progressed = true;
+	}
+	return 0;
+}
+
+static int part_cb(void *ctx, uint64_t offset, const uint8_t *data, size_t len)
+{
+	struct rreq *q = ctx;
+
+	q->r->bytes += len;
+	return deliver(q, offset, data, len);
+}
+
+/* URL sources: a reply for another version of the object. */
+static bool stale_reply(struct rreq *q, uint64_t total)
+{
+	struct oci_client *c = q->r->c;
+	const char *v = c->blob.validator;
+
+	if (!c->ref->is_url)
+		return false;
+	if (total != UINT64_MAX && total != c->blob.size)
+		return true;
+	if (q->resp.etag[0] && (v[0] == '"' || util_startswith(v, "W/")) && strcmp(q->resp.etag, v))
+		return true;
+	if (q->resp.last_modified[0] && v[0] != '"' && !util_startswith(v, "W/") &&
+	    strcmp(q->resp.last_modified, v))
+		return true;
+	return false;
+}
+
+static void classify(struct rreq *q)
+{
+	struct oci_client *c = q->r->c;
+	long st = q->resp.status;
+
+	if (st == 206) {
+		char boundary[OCI_BOUNDARY_MAX + 1];
+		uint64_t f, l, t;
+		int k;
+
+		k = oci_content_type_boundary(q->resp.content_type, strlen(q->resp.content_type),
+					      boundary, sizeof(boundary));
+		if (k == 0) {
+			if (stale_reply(q, UINT64_MAX)) {
+				fail_cb(q, -ESTALE, false, "the object changed on the server");
+				return;
+			}
+			oci_multipart_init(&q->mp, boundary);
+			q->mode = BODY_MULTI;
+			return;
+		}
+		if (k != -ENOENT) {
+			fail_cb(q, -EBADMSG, true, "multipart reply without a usable boundary");
+			return;
+		}
+		if (oci_content_range_parse(q->resp.content_range, strlen(q->resp.content_range), &f,
+					    &l, &t) < 0) {
+			fail_cb(q, -EBADMSG, true, "HTTP 206 with a bad Content-Range '%.100s'",
+				q->resp.content_range);
+			return;
+		}
+		if (stale_reply(q, t)) {
+			fail_cb(q, -ESTALE, false, "the object changed on the server (now %llu bytes)",
+				(unsigned long long)t);
+			return;
+		}
+		if (t != UINT64_MAX && c->blob.size && t != c->blob.size) {
+			fail_cb(q, -EBADMSG, false,
+				"the server says the blob has %llu bytes, the manifest %llu",
+				(unsigned long long)t, (unsigned long long)c->blob.size);
+			return;
+		}
+		q->mode = BODY_SINGLE;
+		q->pos = f;
+		q->end = l + 1;
+		return;
+	}
+	if (st == 200) {
+		if (stale_reply(q, q->resp.has_content_length ? q->resp.content_length : UINT64_MAX)) {
+			fail_cb(q, -ESTALE, false, "the object changed on the server");
+			return;
+		}
+		atomic_store(&c->ranges_ignored, true);
+		q->need_end = 0;
+		for (size_t i = 0; i < q->n; i++)
+			if (q->rg[i].done < q->rg[i].len)
+				q->need_end = MAX(q->need_end, q->rg[i].off + q->rg[i].len);
+		if (q->need_end > OCI_WHOLE_BODY_MAX) {
+			fail_cb(q, -EMEDIUMTYPE, false,
+				"the server ignores byte ranges (HTTP 200 with the whole blob): reading "
+				"up to offset %llu would download that much for every read",
+				(unsigned long long)q->need_end);
+			return;
+		}
+		q->mode = BODY_WHOLE;
+		q->pos = 0;
+		return;
+	}
+	if ((st >= 300 && st < 400) || st == 401)
+		q->mode = BODY_DISCARD;
+	else
+		q->mode = BODY_ERROR;
+}
+
+static size_t body_cb(char *p, size_t size, size_t nm, void *ud)
+{
+	struct rreq *q = ud;
+	size_t len = size * nm;
+	const uint8_t *data = (const uint8_t *)p;
+	int k;
+
+	if (q->mode == BODY_UNKNOWN)
+		classify(q);
+	if (q->fail)
+		return 0;
+	switch (q->mode) {
+	case BODY_SINGLE:
+		if (len > q->end - q->pos) {
+			fail_cb(q, -EBADMSG, true, "more bytes than the Content-Range announced");
+			return 0;
+		}
+		q->r->bytes += len;
+		if (deliver(q, q->pos, data, len) < 0)
+			return 0;
+		q->pos += len;
+		return len;
+	case BODY_MULTI:
+		k = oci_multipart_feed(&q->mp, data, len, part_cb, q);
+		if (k < 0 && !q->fail)
+			fail_cb(q, k, k == -EBADMSG, "malformed multipart/byteranges reply");
+		return q->fail ? 0 : len;
+	case BODY_WHOLE:
+		q->r->bytes += len;
+		if (deliver(q, q->pos, data, len) < 0)
+			return 0;
+		q->pos += len;
+		if (q->pos >= q->need_end) {
+			q->whole_done = true; /* the rest of the blob is not wanted */
+			return 0;
+		}
+		return len;
+	case BODY_ERROR:
+		if (q->errbody.len < OCI_ERROR_BODY_MAX)
+			util_buf_append(&q->errbody, p, MIN(len, OCI_ERROR_BODY_MAX - q->errbody.len));
+		return len;
+	default:
+		return len;
+	}
+}
+
+/* ---- sending -------------------------------------------------------------------------------- */
+
+static const char *blob_url_now(struct rreq *q)
+{
+	struct oci_reader *r = q->r;
+
+	if (q->url)
+		return q->url;
+	if (r->loc_url && oci_now_ms() < r->loc_expires) {
+		q->from_cache = true;
+		q->storage = true;
+		return r->loc_url;
+	}
+	q->from_cache = false;
+	q->storage = r->c->ref->is_url;
+	return r->c->blob_url;
+}
+
+static int start(struct rreq *q, struct oci_error *err)
+{
+	struct oci_reader *r = q->r;
+	struct oci_client *c = r->c;
+	struct util_buf range = UTIL_BUF_INIT(64 * 1024);
+	const char *url = blob_url_now(q);
+	char *auth = NULL;
+	CURL *e;
+	int slot = -1, k;
+
+	for (unsigned i = 0; i < r->parallel; i++)
+		if (!r->busy[i]) {
+			slot = (int)i;
+			break;
+		}
+	if (slot < 0)
+		return -EBUSY;
+	if (!r->easy[slot] && !(r->easy[slot] = curl_easy_init()))
+		return -ENOMEM;
+	e = r->easy[slot];
+
+	/* The ranges still missing; against a server known to ignore ranges, one span. */
+	q->asked_multi = remaining_ranges(q) > 1;
+	if (atomic_load(&c->ranges_ignored) && q->asked_multi) {
+		uint64_t lo = UINT64_MAX, hi = 0;
+
+		for (size_t i = 0; i < q->n; i++)
+			if (q->rg[i].done < q->rg[i].len) {
+				lo = MIN(lo, q->rg[i].off + q->rg[i].done);
+				hi = MAX(hi, q->rg[i].off + q->rg[i].len - 1);
+			}
+		k = util_buf_appendf(&range, "Range: bytes=%llu-%llu", (unsigned long long)lo,
+				     (unsigned long long)hi);
+	} else {
+		k = util_buf_appendf(&range, "Range: bytes=");
+		for (size_t i = 0, first = 1; i < q->n && k == 0; i++) {
+			const struct rrange *g = &q->rg[i];
+
+			if (g->done == g->len)
+				continue;
+			k = util_buf_appendf(&range, "%s%llu-%llu", first ? "" : ",",
+					     (unsigned long long)(g->off + g->done),
+					     (unsigned long long)(g->off + g->len - 1));
+			first = 0;
+		}
+	}
+	curl_slist_free_all(q->hdrs);
+	q->hdrs = NULL;
+	if (k < 0 || !oci_slist_add(&q->hdrs, "%s", (char *)range.data)) {
+		util_buf_free(&range);
+		return -ENOMEM;
+	}
+	util_buf_free(&range);
+	if (!q->storage && !c->ref->is_url) {
+		k = oci_auth_header(c, false, r->deadline, &auth, &q->gen, err);
+		if (k < 0)
+			return k;
+		if (auth) {
+			bool ok = oci_slist_add(&q->hdrs, "%s", auth);
+
+			explicit_bzero(auth, strlen(auth));
+			free(auth);
+			if (!ok)
+				return -ENOMEM;
+		}
+	}
+	if ((c->cond_match && !oci_slist_add(&q->hdrs, "%s", c->cond_match)) ||
+	    (c->cond_range && !oci_slist_add(&q->hdrs, "%s", c->cond_range)))
+		return -ENOMEM;
+
+	oci_easy_setup(c, e, r->deadline);
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->hdrs);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, &q->resp);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, q);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->errbuf);
+	q->errbuf[0] = 0;
+	oci_resp_reset(&q->resp);
+	q->mode = BODY_UNKNOWN;
+	q->pos = q->end = q->need_end = 0;
+	q->whole_done = false;
+	q->fail = 0;
+	q->fail_retryable = false;
+	q->fail_msg[0] = 0;
+	q->progressed = false;
+	util_buf_reset(&q->errbody);
+	if (curl_multi_add_handle(r->multi, e) != CURLM_OK)
+		return -ENOMEM;
+	r->busy[slot] = q;
+	q->slot = slot;
+	r->requests++;
+	return 0;
+}
+
+/* ---- one call ------------------------------------------------------------------------------- */
+
+struct call {
+	struct oci_reader *r;
+	struct rreq *pending; /* not in flight */
+	unsigned active;
+	struct oci_error *err;
+	char what[400];
+};
+
+static void push_pending(struct call *k, struct rreq *q)
+{
+	q->next = k->pending;
+	k->pending = q;
+}
+
+enum outcome { DONE, AGAIN, FATAL };
+
+/* Decide what a finished transfer means: DONE (every range complete), AGAIN (q is queued to
+ * continue, possibly split) or FATAL (err filled, returned in *ret). */
+static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret)
+{
+	struct oci_reader *r = k->r;
+	struct oci_client *c = r->c;
+	CURL *e = r->easy[q->slot];
+	long st = q->resp.status;
+	uint64_t wait = 0, ra;
+	char range_shown[64];
+	size_t left;
+
+	curl_multi_remove_handle(r->multi, e);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	r->busy[q->slot] = NULL;
+	q->slot = -1;
+	k->active--;
+	left = remaining_ranges(q);
+	oci_fmt(range_shown, sizeof(range_shown), "%zu range%s from offset %llu", left,
+		left == 1 ? "" : "s", (unsigned long long)q->rg[0].off);
+
+	if (q->fail && !q->fail_retryable) {
+		oci_err_set(k->err, (int)st, NULL, "%s: %s", k->what, q->fail_msg);
+		*ret = q->fail;
+		return FATAL;
+	}
+	if (rc == CURLE_WRITE_ERROR && q->whole_done)
+		rc = CURLE_OK;
+	if (q->fail) {
+		oci_fmt(r->last_error, sizeof(r->last_error), "%s", q->fail_msg);
+	} else if (rc != CURLE_OK) {
+		if (q->resp.overflow) {
+			oci_err_set(k->err, (int)st, NULL, "%s: reply headers too large", k->what);
+			*ret = -EBADMSG;
+			return FATAL;
+		}
+		if (!oci_curl_retryable(rc) || oci_now_ms() >= r->deadline) {
+			*ret = oci_curl_error(c, rc, q->errbuf, k->what, k->err);
+			if (r->last_error[0] && rc == CURLE_OPERATION_TIMEDOUT)
+				oci_err_prefix(k->err, "after: %s;", r->last_error);
+			return FATAL;
+		}
+		oci_fmt(r->last_error, sizeof(r->last_error), "%s",
+			q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc));
+	} else if (st == 206 || st == 200) {
+		if (q->mode == BODY_MULTI && oci_multipart_finish(&q->mp) < 0 && left)
+			oci_fmt(r->last_error, sizeof(r->last_error), "truncated multipart reply");
+		if (left == 0) {
+			if (q->url && !q->from_cache && !c->ref->is_url) {
+				/* Remember where the registry sent us, to skip the redirect. */
+				free(r->loc_url);
+				r->loc_url = TAKE_PTR(q->url);
+				r->loc_expires = oci_now_ms() + LOCATION_TTL_MS;
+			}
+			return DONE;
+		}
+		if (q->mode == BODY_SINGLE && q->asked_multi) {
+			/* One part for several ranges: this server (or storage) does not do
+			 * multipart/byteranges. Ask for the rest one range a request. */
+			atomic_store(&c->no_multirange, true);
+			log_debug("oci: %s answers one range at a time", k->what);
+		}
+		if (!q->progressed)
+			oci_fmt(r->last_error, sizeof(r->last_error),
+				"HTTP %ld without the requested bytes", st);
+		else
+			oci_fmt(r->last_error, sizeof(r->last_error), "short reply");
+	} else if (st >= 300 && st < 400 && st != 304) {
+		char *next = NULL;
+
+		curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &next);
+		if (!next || ++q->hops > OCI_MAX_REDIRECTS) {
+			oci_err_set(k->err, (int)st, NULL, "%s: %s", k->what,
+				    next ? "too many redirects" : "redirect without a Location");
+			*ret = -EBADMSG;
+			return FATAL;
+		}
+		/* Blob storage elsewhere gets no registry credentials. */
+		q->storage = q->storage || !oci_same_origin(next, c->blob_url);
+		free(q->url);
+		q->url = strdup(next);
+		if (!q->url) {
+			*ret = -ENOMEM;
+			return FATAL;
+		}
+		push_pending(k, q);
+		return AGAIN;
+	} else if (q->from_cache && st >= 400 && st < 500) {
+		/* The remembered storage URL expired: back to the registry. */
+		free(r->loc_url);
+		r->loc_url = NULL;
+		free(q->url);
+		q->url = NULL;
+		q->from_cache = q->storage = false;
+		q->hops = 0;
+		push_pending(k, q);
+		return AGAIN;
+	} else if (st == 401 && !q->storage && !c->ref->is_url) {
+		int a = oci_auth_challenged(c, q->resp.www_auth, false, q->gen, ++q->auth_rounds,
+					    r->deadline, k->err);
+
+		if (a < 0) {
+			oci_err_prefix(k->err, "%s", k->what);
+			*ret = a;
+			return FATAL;
+		}
+		push_pending(k, q);
+		return AGAIN;
+	} else if (st == 429 || st == 408 || st >= 500) {
+		oci_status_error(c, &q->resp, &q->errbody, k->what, k->err);
+		oci_fmt(r->last_error, sizeof(r->last_error), "%s", k->err->message);
+		if (q->resp.retry_after[0] &&
+		    oci_retry_after_parse(q->resp.retry_after, strlen(q->resp.retry_after), time(NULL),
+					  &ra) == 0) {
+			if (oci_now_ms() + ra >= r->deadline) {
+				oci_err_prefix(k->err, "gave up (the server asks to retry after %llu s, "
+						       "past the deadline)",
+					       (unsigned long long)(ra / 1000));
+				*ret = -EAGAIN;
+				return FATAL;
+			}
+			wait = ra;
+		}
+	} else {
+		if (st == 412 || (st == 416 && c->ref->is_url)) {
+			oci_err_set(k->err, (int)st, NULL,
+				    "%s: the object changed on the server since it was resolved "
+				    "(HTTP %ld)", k->what, st);
+			*ret = -ESTALE;
+			return FATAL;
+		}
+		*ret = oci_status_error(c, &q->resp, &q->errbody, k->what, k->err);
+		if (st == 416)
+			*ret = -EBADMSG;
+		return FATAL;
+	}
+
+	/* A failure to retry. */
+	q->failures++;
+	if (q->progressed)
+		q->no_progress = 0;
+	else
+		q->no_progress++;
+	if (q->no_progress >= OCI_MAX_ATTEMPTS || q->failures >= MAX_FAILURES) {
+		oci_err_set(k->err, (int)st, k->err->code, "%s: gave up after %d attempts: %s",
+			    k->what, q->failures, r->last_error);
+		*ret = -EAGAIN;
+		return FATAL;
+	}
+	if (!q->progressed)
+		wait = MAX(wait, oci_backoff_ms(q->no_progress - 1));
+	q->not_before = oci_now_ms() + wait;
+	log_debug("oci: %s: %s; retrying %s in %llu ms", k->what, r->last_error, range_shown,
+		  (unsigned long long)wait);
+
+	if (atomic_load(&c->no_multirange) && remaining_ranges(q) > 1) {
+		/* Split what is left into single-range requests. */
+		for (size_t i = 0; i < q->n; i++) {
+			struct rreq *s;
+
+			if (q->rg[i].done == q->rg[i].len)
+				continue;
+			s = rreq_new(r, &q->rg[i], 1);
+			if (!s) {
+				*ret = -ENOMEM;
+				return FATAL;
+			}
+			s->not_before = q->not_before;
+			s->failures = q->failures;
+			s->no_progress = q->no_progress;
+			push_pending(k, s);
+		}
+		rreq_free(q);
+		return AGAIN;
+	}
+	push_pending(k, q);
+	return AGAIN;
+}
+
+static int validate(struct oci_reader *r, const struct util_extent *v, size_t n,
+		    struct oci_error *err)
+{
+	uint64_t prev_end = 0;
+
+	if (!r->c->have_blob) {
+		oci_err_set(err, 0, NULL, "no blob resolved yet");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!v[i].length)
+			continue;
+		if (!util_range_within(v[i].offset, v[i].length, r->c->blob.size)) {
+			oci_err_set(err, 0, NULL,
+				    "range %llu+%llu is beyond the end of the blob (%llu bytes)",
+				    (unsigned long long)v[i].offset, (unsigned long long)v[i].length,
+				    (unsigned long long)r->c->blob.size);
+			return -EINVAL;
+		}
+		if (v[i].offset < prev_end) {
+			oci_err_set(err, 0, NULL, "ranges must be sorted and must not overlap");
+			return -EINVAL;
+		}
+		prev_end = v[i].offset + v[i].length;
+	}
+	return 0;
+}
+
+int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n, oci_sink_fn sink,
+		    void *ctx, struct oci_error *err)
+{
+	struct oci_client *c = r->c;
+	struct call k = { .r = r, .err = err };
+	_cleanup_free_ struct rrange *rg = NULL;
+	size_t m = 0, i;
+	uint64_t total = 0, target;
+	int ret = 0;
+
+	oci_err_clear(err);
+	ret = validate(r, v, n, err);
+	if (ret < 0)
+		return ret;
+	rg = calloc(n ? n : 1, sizeof(*rg));
+	if (!rg)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		if (v[i].length) {
+			rg[m].off = v[i].offset;
+			rg[m].len = v[i].length;
+			total += v[i].length;
+			m++;
+		}
+	if (m == 0)
+		return 0;
+	r->sink = sink;
+	r->ctx = ctx;
+	r->deadline = oci_now_ms() + c->timeout_ms;
+	r->last_error[0] = 0;
+	if (c->ref->is_url)
+		oci_fmt(k.what, sizeof(k.what), "%s", c->shown);
+	else
+		oci_fmt(k.what, sizeof(k.what), "registry %s: blob %s", c->shown, c->blob.digest);
+
+	/* Group neighbouring ranges: at most 64 a request, about total/parallel bytes each (at
+	 * least 1 MiB, at most 16 MiB) so that the work spreads over the transfers in flight;
+	 * a large range is a request of its own. */
+	target = MIN(MAX(total / r->parallel, GROUP_MIN_BYTES), GROUP_MAX_BYTES);
+	for (i = 0; i < m;) {
+		size_t j = i + 1;
+		uint64_t bytes = rg[i].len;
+		struct rreq *q;
+
+		if (atomic_load(&c->ranges_ignored)) {
+			j = m;
+		} else if (!atomic_load(&c->no_multirange)) {
+			while (j < m && j - i < RANGES_PER_REQUEST && bytes + rg[j].len <= target) {
+				bytes += rg[j].len;
+				j++;
+			}
+		}
+		q = rreq_new(r, &rg[i], j - i);
+		if (!q) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		/* keep the queue in offset order: the list is LIFO, so build it backwards */
+		q->next = NULL;
+		if (!k.pending) {
+			k.pending = q;
+		} else {
+			struct rreq *t = k.pending;
+
+			while (t->next)
+				t = t->next;
+			t->next = q;
+		}
+		i = j;
+	}
+
+	while (k.pending || k.active) {
+		uint64_t now = oci_now_ms(), next_ready = UINT64_MAX;
+		struct rreq **pp = &k.pending;
+		CURLMsg *msg;
+		int running, left, timeout;
+
+		if (now >= r->deadline && !k.active) {
+			if (r->last_error[0])
+				oci_err_set(err, 0, NULL, "%s: timed out after %llu ms: %s", k.what,
+					    (unsigned long long)c->timeout_ms, r->last_error);
+			else
+				oci_err_set(err, 0, NULL, "%s: timed out after %llu ms", k.what,
+					    (unsigned long long)c->timeout_ms);
+			ret = -EAGAIN;
+			goto out;
+		}
+		while (*pp && k.active < r->parallel) {
+			struct rreq *q = *pp;
+
+			if (q->not_before > now) {
+				next_ready = MIN(next_ready, q->not_before);
+				pp = &q->next;
+				continue;
+			}
+			*pp = q->next;
+			q->next = NULL;
+			ret = start(q, err);
+			if (ret < 0) {
+				if (!err->message[0])
+					oci_err_set(err, 0, NULL, "%s: cannot start a request: %s",
+						    k.what, strerror(-ret));
+				rreq_free(q);
+				goto out;
+			}
+			k.active++;
+		}
+		curl_multi_perform(r->multi, &running);
+		while ((msg = curl_multi_info_read(r->multi, &left))) {
+			struct rreq *q = NULL;
+			enum outcome o;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+			o = finish(&k, q, msg->data.result, &ret);
+			if (o == DONE)
+				rreq_free(q);
+			if (o == FATAL) {
+				rreq_free(q);
+				goto out;
+			}
+		}
+		if (!k.pending && !k.active)
+			break;
+		now = oci_now_ms();
+		for (struct rreq *q = k.pending; q; q = q->next)
+			next_ready = MIN(next_ready, q->not_before);
+		if (next_ready <= now && k.active < r->parallel)
+			continue;
+		timeout = 1000;
+		if (next_ready != UINT64_MAX)
+			timeout = (int)MIN((uint64_t)timeout, next_ready > now ? next_ready - now : 0);
+		if (r->deadline > now)
+			timeout = (int)MIN((uint64_t)timeout, r->deadline - now);
+		else
+			timeout = 0;
+		if (k.active)
+			curl_multi_poll(r->multi, NULL, 0, timeout, NULL);
+		else if (timeout > 0)
+			oci_sleep_ms((uint64_t)timeout);
+	}
+	ret = 0;
+out:
+	/* On failure: stop what is in flight; the connections may be mid-body, curl closes them. */
+	for (unsigned s = 0; s < READER_MAX_PARALLEL; s++)
+		if (r->busy[s]) {
+			curl_multi_remove_handle(r->multi, r->easy[s]);
+			curl_easy_setopt(r->easy[s], CURLOPT_HTTPHEADER, NULL);
+			rreq_free(r->busy[s]);
+			r->busy[s] = NULL;
+		}
+	while (k.pending) {
+		struct rreq *q = k.pending;
+
+		k.pending = q->next;
+		rreq_free(q);
+	}
+	r->sink = NULL;
+	r->ctx = NULL;
+	return ret;
+}

@@ -1,0 +1,426 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * oci-get: the registry client from the command line, for the integration tests and the
+ * benchmark. Resolves SOURCE, reads byte ranges (or the whole blob in chunks with several
+ * readers in threads), optionally writes the bytes to a file, and prints one JSON line:
+ *
+ *   oci-get [-o OPTS] [--out FILE] SOURCE [OFFSET:LENGTH ...]
+ *   oci-get [-o OPTS] [--out FILE] --all [--chunk BYTES] [--parallel N] SOURCE
+ *
+ * {"digest","size","media_type","requests","bytes","seconds","sha256", ...}: requests and
+ * bytes of the range reads, seconds they took, sha256 of the bytes read. With --all the
+ * blob's digest (when known) is verified. Errors: one line "oci-get: ..." on stderr, exit 2;
+ * usage errors exit 1.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "oci/oci.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/macro.h"
+#include "util/sha256.h"
+#include "util/strutil.h"
+
+#define RANGES_TOTAL_MAX (1ULL << 30)
+
+static _printf_(1, 2) int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("oci-get: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\n", stderr);
+	return 1;
+}
+
+static int fail(const struct oci_error *err, int r, const char *what)
+{
+	if (err && err->message[0])
+		fprintf(stderr, "oci-get: %s\n", err->message);
+	else
+		fprintf(stderr, "oci-get: %s: %s\n", what, strerror(-r));
+	return 2;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int parse_opts(struct oci_options *o, const char *s)
+{
+	_cleanup_free_ char *copy = strdup(s);
+	char *save = NULL;
+
+	if (!copy)
+		return 2;
+	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		struct oci_error err;
+		char *eq = strchr(kv, '=');
+		int r;
+
+		if (eq)
+			*eq = 0;
+		r = oci_options_set(o, kv, eq ? eq + 1 : NULL, &err);
+		if (r == -ENOENT)
+			return usage_error("unknown option '%s'", kv);
+		if (r < 0)
+			return usage_error("%s", err.message);
+		if (r > 0)
+			fprintf(stderr, "oci-get: warning: %s\n", err.message);
+	}
+	return 0;
+}
+
+/* ---- explicit ranges ------------------------------------------------------------------------ */
+
+struct wanted {
+	uint64_t off, len, at; /* at: where in the output buffer */
+};
+
+struct ranges_ctx {
+	struct wanted *w; /* sorted by offset for one call */
+	size_t n;
+	uint8_t *buf;
+};
+
+static int ranges_sink(void *ctx, uint64_t offset, const void *data, size_t len)
+{
+	struct ranges_ctx *k = ctx;
+	size_t lo = 0, hi = k->n;
+
+	/* the range holding offset */
+	while (hi - lo > 1) {
+		size_t mid = (lo + hi) / 2;
+
+		if (k->w[mid].off <= offset)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if (offset < k->w[lo].off || offset + len > k->w[lo].off + k->w[lo].len)
+		return -ERANGE;
+	memcpy(k->buf + k->w[lo].at + (offset - k->w[lo].off), data, len);
+	return 0;
+}
+
+/* ---- --all ----------------------------------------------------------------------------------- */
+
+struct all_ctx {
+	struct oci_client *c;
+	uint64_t size, chunk, nchunks;
+	int out_fd;
+	pthread_mutex_t lock;
+	pthread_cond_t turn;
+	uint64_t next_chunk;    /* next chunk to fetch; under lock */
+	uint64_t next_hash;     /* next chunk to hash and write; under lock */
+	bool failed;            /* under lock */
+	int error;
+	struct oci_error err;
+	struct util_sha256 *sha;
+	uint64_t requests, bytes; /* under lock */
+};
+
+struct chunk_buf {
+	uint8_t *buf;
+	uint64_t base;
+};
+
+static int chunk_sink(void *ctx, uint64_t offset, const void *data, size_t len)
+{
+	struct chunk_buf *b = ctx;
+
+	memcpy(b->buf + (offset - b->base), data, len);
+	return 0;
+}
+
+static void *all_worker(void *arg)
+{
+	struct all_ctx *a = arg;
+	struct oci_reader *rd = NULL;
+	struct chunk_buf cb = { 0 };
+	struct oci_error err;
+	uint64_t req = 0, bytes = 0;
+	int r;
+
+	r = oci_reader_new(a->c, &rd);
+	if (r == 0)
+		cb.buf = malloc(a->chunk ? a->chunk : 1);
+	if (r < 0 || !cb.buf) {
+		pthread_mutex_lock(&a->lock);
+		if (!a->failed) {
+			a->failed = true;
+			a->error = r < 0 ? r : -ENOMEM;
+		}
+		pthread_cond_broadcast(&a->turn);
+		pthread_mutex_unlock(&a->lock);
+		oci_reader_free(rd);
+		free(cb.buf);
+		return NULL;
+	}
+	for (;;) {
+		struct util_extent e;
+		uint64_t k;
+
+		pthread_mutex_lock(&a->lock);
+		if (a->failed || a->next_chunk >= a->nchunks) {
+			pthread_mutex_unlock(&a->lock);
+			break;
+		}
+		k = a->next_chunk++;
+		pthread_mutex_unlock(&a->lock);
+
+		e.offset = k * a->chunk;
+		e.length = MIN(a->chunk, a->size - e.offset);
+		cb.base = e.offset;
+		r = oci_read_ranges(rd, &e, 1, chunk_sink, &cb, &err);
+
+		pthread_mutex_lock(&a->lock);
+		while (!a->failed && r == 0 && a->next_hash != k)
+			pthread_cond_wait(&a->turn, &a->lock);
+		if (r < 0 && !a->failed) {
+			a->failed = true;
+			a->error = r;
+			a->err = err;
+		}
+		if (!a->failed) {
+			util_sha256_update(a->sha, cb.buf, e.length);
+			if (a->out_fd >= 0 &&
+			    (r = util_pwrite_full(a->out_fd, cb.buf, e.length, e.offset)) < 0) {
+				a->failed = true;
+				a->error = r;
+				snprintf(a->err.message, sizeof(a->err.message),
+					 "writing the output: %s", strerror(-r));
+			}
+			a->next_hash++;
+		}
+		pthread_cond_broadcast(&a->turn);
+		pthread_mutex_unlock(&a->lock);
+	}
+	oci_reader_stats(rd, &req, &bytes);
+	pthread_mutex_lock(&a->lock);
+	a->requests += req;
+	a->bytes += bytes;
+	pthread_mutex_unlock(&a->lock);
+	oci_reader_free(rd);
+	free(cb.buf);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "all", no_argument, NULL, 'a' },     { "chunk", required_argument, NULL, 'c' },
+		{ "parallel", required_argument, NULL, 'p' }, { "out", required_argument, NULL, 'O' },
+		{ "help", no_argument, NULL, 'h' },    { NULL, 0, NULL, 0 },
+	};
+	struct oci_options opts;
+	struct oci_ref *ref = NULL;
+	struct oci_client *c = NULL;
+	struct oci_blob blob;
+	struct oci_error err;
+	const char *out = NULL;
+	uint64_t chunk = 4ULL << 20, parallel = 1, requests = 0, bytes = 0, resolve_req = 0;
+	uint8_t digest[UTIL_SHA256_LEN];
+	char sha[UTIL_DIGEST_STR_LEN];
+	bool all = false;
+	double t0, t1, t2;
+	int opt, r, ret = 2, out_fd = -1;
+	json_t *j;
+	char *line;
+
+	oci_options_init(&opts);
+	while ((opt = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'o':
+			r = parse_opts(&opts, optarg);
+			if (r)
+				return r;
+			break;
+		case 'a':
+			all = true;
+			break;
+		case 'c':
+			if (util_parse_u64(optarg, &chunk) < 0 || chunk == 0 || chunk > (1ULL << 30))
+				return usage_error("--chunk: '%s' is not a byte count (1..1 GiB)",
+						   optarg);
+			break;
+		case 'p':
+			if (util_parse_u64(optarg, &parallel) < 0 || parallel == 0 || parallel > 64)
+				return usage_error("--parallel: '%s' is not 1..64", optarg);
+			break;
+		case 'O':
+			out = optarg;
+			break;
+		case 'h':
+			printf("Usage: oci-get [-o OPTS] [--out FILE] SOURCE [OFFSET:LENGTH ...]\n"
+			       "       oci-get [-o OPTS] [--out FILE] --all [--chunk BYTES] "
+			       "[--parallel N] SOURCE\n");
+			return 0;
+		default:
+			return 1;
+		}
+	}
+	if (optind >= argc)
+		return usage_error("no SOURCE given");
+	if (all && optind + 1 < argc)
+		return usage_error("--all takes no ranges");
+	if (oci_global_init() < 0)
+		return usage_error("cannot initialise libcurl");
+	r = oci_ref_parse(argv[optind], &ref, &err);
+	if (r < 0)
+		return usage_error("%s", err.message);
+
+	/* The ranges, checked before any network traffic. */
+	size_t nw = (size_t)(argc - optind - 1);
+	struct wanted *w = calloc(nw ? nw : 1, sizeof(*w));
+	uint64_t total = 0;
+
+	if (!w)
+		return 2;
+	for (size_t i = 0; i < nw; i++) {
+		char *a = argv[optind + 1 + i], *colon = strchr(a, ':');
+
+		if (!colon)
+			return usage_error("range '%s' is not OFFSET:LENGTH", a);
+		*colon = 0;
+		if (util_parse_u64(a, &w[i].off) < 0 || util_parse_u64(colon + 1, &w[i].len) < 0) {
+			*colon = ':';
+			return usage_error("range '%s' is not OFFSET:LENGTH", a);
+		}
+		w[i].at = total;
+		total += w[i].len;
+		if (total > RANGES_TOTAL_MAX)
+			return usage_error("ranges add up to more than 1 GiB");
+	}
+
+	r = oci_client_new(ref, &opts, &c);
+	if (r < 0)
+		return fail(NULL, r, "cannot create the client");
+	if (out) {
+		out_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (out_fd < 0) {
+			fprintf(stderr, "oci-get: cannot open '%s': %m\n", out);
+			return 2;
+		}
+	}
+	t0 = now_s();
+	r = oci_resolve(c, &blob, &err);
+	if (r < 0)
+		return fail(&err, r, "resolve");
+	t1 = now_s();
+	oci_client_stats(c, &resolve_req);
+
+	if (all) {
+		struct all_ctx a = { .c = c, .size = blob.size, .chunk = chunk, .out_fd = out_fd };
+		pthread_t th[64];
+
+		a.nchunks = (blob.size + chunk - 1) / chunk;
+		pthread_mutex_init(&a.lock, NULL);
+		pthread_cond_init(&a.turn, NULL);
+		if (util_sha256_new(&a.sha) < 0)
+			return 2;
+		for (uint64_t i = 0; i < parallel; i++)
+			pthread_create(&th[i], NULL, all_worker, &a);
+		for (uint64_t i = 0; i < parallel; i++)
+			pthread_join(th[i], NULL);
+		if (a.failed)
+			return fail(&a.err, a.error, "reading the blob");
+		util_sha256_final(a.sha, digest);
+		util_sha256_free(a.sha);
+		requests = a.requests;
+		bytes = a.bytes;
+		util_digest_format(digest, sha);
+		if (blob.digest[0] && strcmp(sha, blob.digest) != 0) {
+			fprintf(stderr, "oci-get: digest mismatch: the blob should be %s but its "
+					"bytes hash to %s\n", blob.digest, sha);
+			return 2;
+		}
+	} else {
+		struct oci_reader *rd = NULL;
+		struct ranges_ctx k;
+		bool sorted = true;
+		uint8_t *buf = malloc(total ? total : 1);
+
+		if (!buf)
+			return 2;
+		r = oci_reader_new(c, &rd);
+		if (r < 0)
+			return fail(NULL, r, "reader");
+		for (size_t i = 1; i < nw; i++)
+			if (w[i].off < w[i - 1].off + w[i - 1].len)
+				sorted = false;
+		k.buf = buf;
+		if (sorted && nw) {
+			struct util_extent *e = calloc(nw, sizeof(*e));
+
+			for (size_t i = 0; i < nw; i++) {
+				e[i].offset = w[i].off;
+				e[i].length = w[i].len;
+			}
+			k.w = w;
+			k.n = nw;
+			r = oci_read_ranges(rd, e, nw, ranges_sink, &k, &err);
+			free(e);
+			if (r < 0)
+				return fail(&err, r, "reading ranges");
+		} else {
+			for (size_t i = 0; i < nw; i++) {
+				struct util_extent e = { w[i].off, w[i].len };
+
+				k.w = &w[i];
+				k.n = 1;
+				r = oci_read_ranges(rd, &e, 1, ranges_sink, &k, &err);
+				if (r < 0)
+					return fail(&err, r, "reading ranges");
+			}
+		}
+		oci_reader_stats(rd, &requests, &bytes);
+		oci_reader_free(rd);
+		util_sha256_buf(buf, total, digest);
+		util_digest_format(digest, sha);
+		if (out_fd >= 0 && (r = util_pwrite_full(out_fd, buf, total, 0)) < 0) {
+			fprintf(stderr, "oci-get: writing '%s': %s\n", out, strerror(-r));
+			return 2;
+		}
+		free(buf);
+	}
+	t2 = now_s();
+	if (out_fd >= 0 && close(out_fd) < 0) {
+		fprintf(stderr, "oci-get: writing '%s': %m\n", out);
+		return 2;
+	}
+	j = json_pack("{s:s, s:I, s:s, s:I, s:I, s:f, s:s, s:I, s:f, s:s, s:s, s:s}", "digest",
+		      blob.digest, "size", (json_int_t)blob.size, "media_type", blob.media_type,
+		      "requests", (json_int_t)requests, "bytes", (json_int_t)bytes, "seconds", t2 - t1,
+		      "sha256", sha, "resolve_requests", (json_int_t)resolve_req, "resolve_seconds",
+		      t1 - t0, "cache_key", blob.cache_key, "manifest_digest", blob.manifest_digest,
+		      "validator", blob.validator);
+	line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	if (!line)
+		return 2;
+	printf("%s\n", line);
+	free(line);
+	json_decref(j);
+	free(w);
+	oci_client_free(c);
+	oci_ref_free(ref);
+	oci_options_free(&opts);
+	ret = 0;
+	return ret;
+}
