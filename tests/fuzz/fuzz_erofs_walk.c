@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/* Fuzz the whole metadata walk over a memory image (checksum repaired so mutations of the
+ * first block get through), exact and aligned, with a prefetch hook that checks its ranges. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "erofs/internal.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static uint64_t image_size;
+
+static int check_prefetch(void *ctx, const struct util_extent *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!v[i].length || v[i].offset + v[i].length > image_size)
+			abort();
+	return 0;
+}
+
+static int read_mem(void *ctx, void *buf, uint64_t len, uint64_t off)
+{
+	if (off + len > image_size || off + len < off)
+		abort(); /* the walker must never read outside the image */
+	memcpy(buf, (const uint8_t *)ctx + off, len);
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct erofs_walk_opts opts = { .merge_gap = 4096, .max_inodes = 100000 };
+	struct erofs_walk_stats st;
+	struct util_extents ext;
+	struct erofs_io io;
+	char err[256];
+	uint8_t *img;
+
+	if (size > (4u << 20))
+		return 0;
+	img = malloc(size ? size : 1);
+	if (!img)
+		return 0;
+	memcpy(img, data, size);
+	if (size >= EROFS_SB_OFFSET + EROFS_SB_BASE_SIZE) {
+		unsigned int bits = img[EROFS_SB_OFFSET + 12];
+		size_t bs = bits >= 9 && bits <= 12 ? (size_t)1 << bits : 4096;
+		size_t clen = bs > EROFS_SB_OFFSET ? bs - EROFS_SB_OFFSET : bs;
+		uint32_t crc;
+
+		if (EROFS_SB_OFFSET + clen <= size) {
+			memset(img + EROFS_SB_OFFSET + 4, 0, 4);
+			crc = erofs_crc32c(~0u, img + EROFS_SB_OFFSET, clen);
+			memcpy(img + EROFS_SB_OFFSET + 4, &crc, 4);
+		}
+	}
+	image_size = size;
+	io = (struct erofs_io){ .ctx = img, .size = size, .read = read_mem,
+				.prefetch = check_prefetch };
+	util_extents_init(&ext);
+	if (erofs_walk(&io, &opts, &ext, &st, err, sizeof(err)) == 0) {
+		for (size_t i = 0; i < ext.n; i++)
+			if (ext.v[i].offset + ext.v[i].length > size)
+				abort();
+	}
+	util_extents_free(&ext);
+	opts.align = 1;
+	opts.merge_gap = 0;
+	(void)erofs_walk(&io, &opts, &ext, &st, err, sizeof(err));
+	util_extents_free(&ext);
+	free(img);
+	return 0;
+}
