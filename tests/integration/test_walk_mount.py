@@ -16,7 +16,8 @@ import pytest
 from common import run, assert_one_line_error, BIN, FIXTURES, FIXTURE_IMAGES
 from trees import (ALL_IMAGES, MKFS_IMAGES, KITCHEN_BIGFILE_SIZE, snapshot, diff_snapshots,
                    format_diff, getfattr_dump, diff_getfattr, parse_extents, sparse_copy,
-                   record_share, mount_source)
+                   record_share, mount_source, EventFiller, markable_dir,
+                   file_digests_in_subprocess)
 
 EROFS_MAGIC = 0xE0F5E1E2
 SB_OFFSET = 1024
@@ -37,6 +38,12 @@ class WalkContext:
         self.trees = trees
         self._sources = {}
         self._extents = {}
+        self._digests = {}
+
+    def digests(self, tree):
+        if tree not in self._digests:
+            self._digests[tree] = file_digests_in_subprocess(tree)
+        return self._digests[tree]
 
     def source(self, tree):
         if tree not in self._sources:
@@ -128,6 +135,48 @@ def test_sparse_copy_of_extents_mounts_as_source(name, gap, trees, walk, file_mo
     src = mount_source(mp)
     assert src == ("erofs", sparse), f"not a file-backed mount of the sparse copy: {src}"
     _assert_same_tree(img.tree, mp, walk, f"the sparse copy of {name} (only --extents present)")
+
+
+@pytest.fixture
+def markable_scratch():
+    d = tempfile.mkdtemp(prefix="lazyerofs-walk-", dir=markable_dir())
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@needs_inspect
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_data_reads_with_only_extents_prefetched(name, trees, walk, file_mounts,
+                                                 markable_scratch):
+    """Beyond the tree walk, the ranges must hold everything the kernel reads WITHOUT a
+    pre-content event (kernel fact 2): compression indexes, chunk indexes, inline and
+    compressed tails, the packed inode's metadata. A stand-in for the daemon answers the
+    events by copying the requested range from the image; then reading every file must give
+    the source's bytes. A metadata block the walk missed stays a hole and shows up as wrong
+    data or EIO."""
+    img = trees.image(name)
+    extents = walk.extents(img, 0)
+    sparse = os.path.join(markable_scratch, "sparse.erofs")
+    sparse_copy(img.path, extents, sparse)
+    filler = EventFiller(sparse, img.path)
+    try:
+        mp = file_mounts.mount(sparse)
+        got = file_digests_in_subprocess(mp)
+        file_mounts.cleanup()
+    finally:
+        filler.close()
+    assert not filler.errors, filler.errors
+    want = walk.digests(img.tree)
+    bad = [f"{p!r}: " + ("missing" if p not in got else
+                         got[p] if got[p].startswith("<") else "wrong data")
+           for p in sorted(want) if got.get(p) != want[p]]
+    bad += [f"{p!r}: unexpected" for p in sorted(got.keys() - want.keys())]
+    if bad:
+        pytest.fail(format_diff(bad, title=f"files of {name} read wrongly with only the "
+                                            f"extents prefetched ({filler.events} events)"),
+                    pytrace=False)
+    # The data really came through events, not from the extents.
+    assert filler.events > 0 and filler.filled > 0
 
 
 def _find_block(path, needle):
