@@ -16,4 +16,3 @@ int cli_mount(int argc, char **argv) { return not_yet("mount", CLI_EXIT_MOUNT); 
 int cli_mount_helper(int argc, char **argv) { return not_yet("mount", CLI_EXIT_MOUNT); }
 int cli_umount(int argc, char **argv) { return not_yet("umount", CLI_EXIT_MOUNT); }
 int cli_status(int argc, char **argv) { return not_yet("status", CLI_EXIT_FAILURE); }
-int cli_push(int argc, char **argv) { return not_yet("push", CLI_EXIT_FAILURE); }

@@ -453,7 +453,8 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 		struct curl_slist *hdrs = NULL;
 		char *auth = NULL;
 		uint64_t gen = 0, wait;
-		bool use_auth = q->registry_auth && hops == 0;
+		bool use_auth = q->registry_auth && hops == 0 && c->base_url &&
+				oci_same_origin(url, c->base_url);
 		CURLcode rc;
 		long status;
 

@@ -117,4 +117,28 @@ void oci_reader_set_parallel(struct oci_reader *r, unsigned n);
 /* HTTP requests the client itself made (resolve, tokens, push), since it was made. */
 void oci_client_stats(const struct oci_client *c, uint64_t *requests);
 
+/* ---- publishing (lazyerofs push) ---- */
+
+/* Upload progress: bytes sent so far of total. */
+typedef void (*oci_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* The config and manifest (compact JSON, deterministic) of a one-layer OCI image whose layer
+ * is an EROFS blob (application/vnd.erofs.layer.v1); platform "OS/ARCH[/VARIANT]" or NULL for
+ * the host's. Caller frees both. */
+int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *platform,
+		    char **ret_config, char **ret_manifest);
+/* 1 when the client's repository has the blob, 0 when not, -errno on failure. */
+int oci_blob_exists(struct oci_client *c, const char *digest, struct oci_error *err);
+/* Upload size bytes of fd (from offset 0) or of a buffer as blob `digest`: one PUT for small
+ * blobs, PATCH chunks for big ones; fn (may be NULL) sees the progress. */
+int oci_blob_upload_fd(struct oci_client *c, int fd, uint64_t size, const char *digest,
+		       oci_progress_fn fn, void *ctx, struct oci_error *err);
+int oci_blob_upload_buf(struct oci_client *c, const void *data, size_t len, const char *digest,
+			struct oci_error *err);
+/* PUT a manifest under reference (a tag; NULL: its own digest). ret_digest gets its digest;
+ * -EILSEQ when the registry reports another. */
+int oci_manifest_put(struct oci_client *c, const char *reference, const char *media_type,
+		     const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
+		     struct oci_error *err);
+
 #endif

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/* `lazyerofs push [-o OPTS] IMAGE.erofs REFERENCE`: publish a local EROFS image as a one-layer
+ * OCI image (layer application/vnd.erofs.layer.v1, an OCI image config, an OCI manifest),
+ * skipping blobs the registry already has; prints the manifest and layer digests. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "erofs/erofs.h"
+#include "oci/oci.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/sha256.h"
+#include "util/strutil.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: lazyerofs push [-o OPTS] IMAGE.erofs REFERENCE\n\n"
+		"Publish an EROFS image as a one-layer OCI image: the layer (media type\n"
+		"application/vnd.erofs.layer.v1), an OCI image config and an OCI manifest, stored\n"
+		"under REFERENCE's tag (or under its own digest when REFERENCE has no tag). Blobs\n"
+		"the registry already has are not uploaded again. Prints the digests:\n"
+		"  manifest sha256:...\n  config sha256:...\n  layer sha256:...\n\n"
+		"REFERENCE: [oci://]REGISTRY/REPOSITORY[:TAG]\n\n"
+		"Options (-o, comma-separated):\n"
+		"  insecure              plain-HTTP registry\n"
+		"  ca=PATH               CA certificate(s) for the registry's TLS\n"
+		"  username=NAME         with password-file=PATH: registry credentials (else\n"
+		"                        containers' auth.json or Docker's config.json are used)\n"
+		"  platform=OS/ARCH[/V]  platform recorded in the config (default: this host's)\n"
+		"  timeout=SECONDS       deadline for each request, retries included (default 60)\n"
+		"  -h, --help            show this help\n");
+}
+
+struct progress {
+	bool tty;
+	int last;
+	const char *name;
+};
+
+static void on_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	struct progress *p = ctx;
+	char a[32], b[32];
+	int pct = total ? (int)(done * 100 / total) : 100, bars;
+
+	if (!p->tty || pct == p->last)
+		return;
+	p->last = pct;
+	bars = pct / 4;
+	fprintf(stderr, "\rpushing %s [%.*s%*s] %3d%% %s / %s ", p->name, bars,
+		"#########################", 25 - bars, "", pct,
+		util_format_bytes(done, a, sizeof(a)), util_format_bytes(total, b, sizeof(b)));
+	if (done >= total)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static int parse_opts(struct oci_options *o, const char *s)
+{
+	_cleanup_free_ char *copy = strdup(s);
+	char *save = NULL;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		struct oci_error err;
+		char *eq = strchr(kv, '=');
+		int r;
+
+		if (eq)
+			*eq = 0;
+		r = oci_options_set(o, kv, eq ? eq + 1 : NULL, &err);
+		if (r == -ENOENT) {
+			log_error("push: unknown option '%s'; run 'lazyerofs push --help'", kv);
+			return -EINVAL;
+		}
+		if (r < 0) {
+			log_error("push: %s", err.message);
+			return r;
+		}
+		if (r > 0)
+			log_warning("%s", err.message);
+	}
+	return 0;
+}
+
+/* The image must at least be an EROFS filesystem. */
+static int check_image(const char *path, int fd, uint64_t *ret_size)
+{
+	struct erofs_info info;
+	struct erofs_io io;
+	struct stat st;
+	char why[256] = "";
+	int r;
+
+	if (fstat(fd, &st) < 0) {
+		log_error("push: cannot stat '%s': %m", path);
+		return -errno;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		log_error("push: '%s' is not a regular file", path);
+		return -EINVAL;
+	}
+	r = erofs_io_from_fd(&io, fd);
+	if (r == 0)
+		r = erofs_probe(&io, &info, why, sizeof(why));
+	if (r == -EOPNOTSUPP) {
+		log_warning("push: '%s': %s; pushing it anyway", path, why[0] ? why : "unsupported feature");
+	} else if (r < 0) {
+		log_error("push: '%s' is not an EROFS image: %s", path, why[0] ? why : strerror(-r));
+		return -EINVAL;
+	} else if (info.extra_devices) {
+		log_warning("push: '%s' has %u extra devices, which lazy mounts do not support yet",
+			    path, info.extra_devices);
+	}
+	*ret_size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int cli_push(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct oci_options opts;
+	struct oci_ref *ref = NULL;
+	struct oci_client *c = NULL;
+	struct oci_error err;
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *config = NULL, *manifest = NULL;
+	char layer_digest[UTIL_DIGEST_STR_LEN], config_digest[UTIL_DIGEST_STR_LEN];
+	char manifest_digest[UTIL_DIGEST_STR_LEN];
+	uint8_t d[UTIL_SHA256_LEN];
+	struct progress prog = { .tty = isatty(STDERR_FILENO), .last = -1 };
+	const char *image, *name;
+	uint64_t size = 0;
+	int opt, r, ret = CLI_EXIT_FAILURE;
+
+	oci_options_init(&opts);
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "+o:hv", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'o':
+			if (parse_opts(&opts, optarg) < 0) {
+				oci_options_free(&opts);
+				return CLI_EXIT_USAGE;
+			}
+			break;
+		case 'v':
+			cli_verbose_inc();
+			break;
+		case 'h':
+			usage(stdout);
+			oci_options_free(&opts);
+			return CLI_EXIT_OK;
+		default:
+			log_error("push: run 'lazyerofs push --help' for usage");
+			oci_options_free(&opts);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 2) {
+		log_error("push: expected IMAGE.erofs and REFERENCE; run 'lazyerofs push --help'");
+		oci_options_free(&opts);
+		return CLI_EXIT_USAGE;
+	}
+	image = argv[optind];
+	r = oci_ref_parse(argv[optind + 1], &ref, &err);
+	if (r < 0) {
+		log_error("push: %s", err.message);
+		oci_options_free(&opts);
+		return CLI_EXIT_USAGE;
+	}
+	if (ref->is_url || ref->digest) {
+		log_error("push: '%s': give REGISTRY/REPOSITORY[:TAG] (not a URL, not a digest)",
+			  argv[optind + 1]);
+		ret = CLI_EXIT_USAGE;
+		goto out;
+	}
+
+	fd = open(image, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		log_error("push: cannot open '%s': %m", image);
+		goto out;
+	}
+	if (check_image(image, fd, &size) < 0)
+		goto out;
+	name = strrchr(image, '/') ? strrchr(image, '/') + 1 : image;
+	prog.name = name;
+	r = util_sha256_fd(fd, size, d);
+	if (r < 0) {
+		log_error("push: reading '%s': %s", image, strerror(-r));
+		goto out;
+	}
+	util_digest_format(d, layer_digest);
+	r = oci_image_build(layer_digest, size, opts.platform, &config, &manifest);
+	if (r < 0) {
+		log_error("push: building the image manifest: %s", strerror(-r));
+		goto out;
+	}
+	util_sha256_buf(config, strlen(config), d);
+	util_digest_format(d, config_digest);
+
+	r = oci_client_new(ref, &opts, &c);
+	if (r < 0) {
+		log_error("push: %s", strerror(-r));
+		goto out;
+	}
+	r = oci_blob_exists(c, layer_digest, &err);
+	if (r < 0)
+		goto fail;
+	if (r > 0) {
+		log_info("push: layer %s is already in %s, not uploading it", layer_digest,
+			 ref->repository);
+	} else {
+		r = oci_blob_upload_fd(c, fd, size, layer_digest, on_progress, &prog, &err);
+		if (r < 0)
+			goto fail;
+	}
+	r = oci_blob_exists(c, config_digest, &err);
+	if (r == 0)
+		r = oci_blob_upload_buf(c, config, strlen(config), config_digest, &err);
+	if (r < 0)
+		goto fail;
+	r = oci_manifest_put(c, ref->tag, "application/vnd.oci.image.manifest.v1+json", manifest,
+			     strlen(manifest), manifest_digest, &err);
+	if (r < 0)
+		goto fail;
+	printf("manifest %s\nconfig %s\nlayer %s\n", manifest_digest, config_digest, layer_digest);
+	if (fflush(stdout) != 0) {
+		log_error("push: writing the result: %m");
+		goto out;
+	}
+	ret = CLI_EXIT_OK;
+	goto out;
+fail:
+	if (prog.tty && prog.last >= 0 && prog.last < 100)
+		fputc('\n', stderr);
+	log_error("push: %s", err.message[0] ? err.message : strerror(-r));
+out:
+	oci_client_free(c);
+	oci_ref_free(ref);
+	oci_options_free(&opts);
+	return ret;
+}
