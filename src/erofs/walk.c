@@ -112,6 +112,9 @@ static int wave_flush(struct walker *w)
 		util_extents_merge(&w->wave, w->opts ? w->opts->merge_gap : 0);
 		w->st->prefetches++;
 		r = io->prefetch(io->ctx, w->wave.v, w->wave.n);
+		if (r < 0 && w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
+			snprintf(w->ctx->err, w->ctx->errlen, "prefetch of %zu ranges failed: %s",
+				 w->wave.n, strerror(-r));
 	}
 	w->wave.n = 0;
 	return r;
