@@ -296,9 +296,16 @@ static int data_walk(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t off
 		return erofs_corrupt(ctx, "inode %llu: data nested too deeply",
 				     (unsigned long long)vi->nid);
 	if (s->buf) {
+		/* real images hold at most a few times their size in directories and symlinks
+		 * (directories cannot share blocks); hostile ones could make us decode the same
+		 * blocks again and again */
+		uint64_t limit = MIN(EROFS_MAX_DATA_WORK,
+				     MAX(UINT64_C(256) << 20, ctx->io->size * 32));
+
 		ctx->data_work += len;
-		if (ctx->data_work > EROFS_MAX_DATA_WORK)
-			return erofs_corrupt(ctx, "too much directory and symlink data");
+		if (ctx->data_work > limit)
+			return erofs_corrupt(ctx, "more than %llu bytes of directories and symlinks",
+					     (unsigned long long)limit);
 	}
 	ctx->depth++;
 	if (erofs_inode_is_compressed(vi))

@@ -112,6 +112,10 @@ int erofs_readdir(struct erofs_ctx *ctx, struct erofs_inode *dir, erofs_dirent_c
 					 (unsigned long long)dir->size);
 	if (dir->size == 0)
 		return 0;
+	if (dir->size > ctx->io->size * 64 + (UINT64_C(1) << 20))
+		return erofs_corrupt(ctx, "inode %llu: directory of %llu bytes in a %llu-byte image",
+				     (unsigned long long)dir->nid, (unsigned long long)dir->size,
+				     (unsigned long long)ctx->io->size);
 	buf = malloc(dir->size);
 	if (!buf)
 		return -ENOMEM;
