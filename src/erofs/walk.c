@@ -302,7 +302,10 @@ static int walk_special(struct walker *w)
 		struct erofs_inode vi;
 
 		/* the metabox inode, then everything it holds (all of it is metadata) */
-		r = wave_add(w, erofs_iloc(ctx, ctx->metabox_nid), ctx->bs);
+		uint64_t iloc = erofs_iloc(ctx, ctx->metabox_nid);
+
+		if (iloc < ctx->io->size)
+			r = wave_add(w, iloc, MIN((uint64_t)ctx->bs, ctx->io->size - iloc));
 		if (r >= 0)
 			r = wave_flush(w);
 		if (r >= 0)
@@ -316,8 +319,16 @@ static int walk_special(struct walker *w)
 		if (r >= 0)
 			r = erofs_mbox_load(ctx);
 	}
-	if (r >= 0 && ctx->packed_nid)
-		r = erofs_packed_inode(ctx, &packed);
+	if (r >= 0 && ctx->packed_nid) {
+		uint64_t iloc = erofs_iloc(ctx, ctx->packed_nid);
+
+		if (iloc < ctx->io->size)
+			r = wave_add(w, iloc, MIN((uint64_t)ctx->bs, ctx->io->size - iloc));
+		if (r >= 0)
+			r = wave_flush(w);
+		if (r >= 0)
+			r = erofs_packed_inode(ctx, &packed);
+	}
 	if (r >= 0)
 		r = erofs_prefixes_load(ctx);
 	return r;
