@@ -121,7 +121,7 @@ int cli_inspect(int argc, char **argv)
 		return fail(path, -errno, "cannot open");
 	r = erofs_io_from_fd(&io, fd);
 	if (r < 0)
-		return fail(path, r, r == -EISDIR ? "is a directory" : "not a regular file");
+		return fail(path, r, r == -EISDIR ? NULL : "not a regular file");
 	r = erofs_probe(&io, &info, err, sizeof(err));
 	if (r < 0)
 		return fail(path, r, err);
