@@ -27,6 +27,11 @@ struct fetch_config {
 	struct oci_blob blob;            /* resolved blob: digest/cache key and size */
 	bool prefetch_all;               /* prefetch=all */
 	uint64_t timeout_ms;             /* per-read deadline before FAN_DENY_ERRNO(EIO) */
+	/* Tunables; 0 = default (env LAZYEROFS_CHUNK_SIZE, LAZYEROFS_FETCH_THREADS,
+	 * LAZYEROFS_READAHEAD_MAX override the defaults, for benchmarks). */
+	uint64_t chunk_size;             /* demand fetch unit of a read (power of two) */
+	unsigned fetch_threads;          /* parallel fetches (each its own connections) */
+	uint64_t readahead_max;          /* largest read-ahead window of a sequential reader */
 };
 
 struct fetch_handle {
@@ -34,11 +39,17 @@ struct fetch_handle {
 	char data_path[PATH_MAX];        /* the cache data file: the mount source */
 	char socket_path[PATH_MAX];      /* the daemon's control socket */
 	int ctl_fd;                      /* connected control socket, O_CLOEXEC */
+	bool holding;                    /* this handle keeps the daemon alive */
 };
 
 /* Start the daemon of cfg->blob's cache entry, or join the running one. Returns once the
  * data file is marked and events are served. -EOPNOTSUPP when the cache directory's
- * filesystem refuses pre-content marks (tmpfs, overlayfs), with the reason in errbuf. */
+ * filesystem refuses pre-content marks (tmpfs, overlayfs), with the reason in errbuf.
+ *
+ * The returned handle keeps the daemon alive (it "holds" it) until fetch_handle_free(), so a
+ * mount helper can walk, mount and attach without the daemon leaving in between. The daemon
+ * is forked from the caller (secrets stay in memory): call this while single-threaded.
+ * A handle is not thread-safe; use one handle per thread (fetch_connect). */
 int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret, char *errbuf,
 			size_t errlen);
 void fetch_handle_free(struct fetch_handle *h);
@@ -48,19 +59,32 @@ void fetch_handle_free(struct fetch_handle *h);
 int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
 			char *errbuf, size_t errlen);
 
-/* Register / unregister a mount of the entry (mnt_id from STATX_MNT_ID_UNIQUE). */
+/* Register / unregister a mount of the entry (mnt_id from STATX_MNT_ID_UNIQUE). attach opens
+ * the mountpoint (O_PATH, in the caller's mount namespace) and passes it to the daemon, which
+ * watches that superblock: the daemon lives until the superblock is released (after umount,
+ * or after umount -l once the last open file closes), detach or not. */
 int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint,
 		 const char *source);
 /* Connect to a daemon by its socket path (from a state file). */
 int fetch_connect(const char *socket_path, struct fetch_handle **ret);
 int fetch_detach(struct fetch_handle *h, uint64_t mnt_id);
 
-/* Live status (DESIGN "status --json" keys). */
+/* Live status (DESIGN "status --json" keys, then more). */
 struct fetch_status {
 	char digest[UTIL_DIGEST_STR_LEN];
 	uint64_t size, present_bytes, fetched_bytes, requests, events, errors;
 	pid_t pid;
 	char state[16]; /* running | complete | verified | bad */
+	/* more */
+	uint64_t answers;      /* events answered (== events once idle: exactly once each) */
+	uint64_t fast_answers; /* answered from the bitmap at once */
+	uint64_t denied;       /* answered FAN_DENY_ERRNO (fetch failed within the deadline) */
+	uint64_t pending;      /* events and ensure requests waiting now */
+	pid_t worker_pid;      /* the process serving events now */
+	unsigned restarts;     /* workers replaced after a crash */
+	unsigned mounts;       /* superblocks using the entry */
+	uint64_t chunk_size;
+	bool marked;           /* the fanotify mark is in place (dropped once verified) */
 };
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
 

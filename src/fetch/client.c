@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The fetch API as seen by callers (mount helper, status, umount): find or start the entry's
+ * daemon, and talk to it over its control socket.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fetch/internal.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/macro.h"
+
+#define ENSURE_BATCH 50000 /* ranges per request line */
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static int connect_unix(const char *path, int *ret_fd)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = -1;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno == EINTR)
+			continue;
+		return -errno;
+	}
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+void fetch_handle_free(struct fetch_handle *h)
+{
+	if (!h)
+		return;
+	if (h->ctl_fd >= 0)
+		close(h->ctl_fd);
+	free(h);
+}
+
+DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
+
+/* Say hello (or hold) on a connected socket and build the handle from the answer. */
+static int greet(int fd, bool hold, struct fetch_handle **ret, char *errbuf, size_t errlen)
+{
+	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", hold ? "hold" : "hello");
+	_cleanup_json_ json_t *reply = NULL;
+	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
+	const char *data = NULL, *sock = NULL;
+	uint64_t pid = 0;
+	int r;
+
+	if (!req)
+		return -ENOMEM;
+	r = fetch_proto_call(fd, req, -1, &reply, errbuf, errlen);
+	if (r < 0)
+		return r;
+	if (util_json_get_string(reply, "data_path", &data) < 0 ||
+	    util_json_get_string(reply, "socket", &sock) < 0 ||
+	    util_json_get_u64(reply, "pid", &pid) < 0)
+		return -EBADMSG;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->ctl_fd = fd;
+	h->pid = (pid_t)pid;
+	h->holding = hold;
+	if (snprintf(h->data_path, sizeof(h->data_path), "%s", data) >= (int)sizeof(h->data_path) ||
+	    snprintf(h->socket_path, sizeof(h->socket_path), "%s", sock) >=
+		    (int)sizeof(h->socket_path)) {
+		h->ctl_fd = -1;
+		return -ENAMETOOLONG;
+	}
+	*ret = TAKE_PTR(h);
+	return 0;
+}
+
+static bool key_ok(const char *k)
+{
+	if (strlen(k) != CACHE_KEY_LEN)
+		return false;
+	for (; *k; k++)
+		if (!((*k >= '0' && *k <= '9') || (*k >= 'a' && *k <= 'f')))
+			return false;
+	return true;
+}
+
+static void dir_error(const char *what, const char *path, int r, char *errbuf, size_t errlen)
+{
+	if (r == -EPERM)
+		snprintf(errbuf, errlen, "%s '%s' must be a directory owned by root with mode 0700",
+			 what, path);
+	else
+		snprintf(errbuf, errlen, "%s '%s': %s", what, path, strerror(-r));
+}
+
+int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret, char *errbuf,
+			size_t errlen)
+{
+	_cleanup_close_ int cache_dirfd = -1, run_dirfd = -1;
+	char sock[PATH_MAX];
+	uint64_t deadline;
+	bool spawned = false;
+	int r;
+
+	if (errlen)
+		errbuf[0] = 0;
+	if (!cfg->cache_dir || !cfg->run_dir || cfg->cache_dir[0] != '/' || cfg->run_dir[0] != '/' ||
+	    !key_ok(cfg->blob.cache_key) || cfg->blob.size == 0 || !cfg->ref) {
+		snprintf(errbuf, errlen, "invalid daemon configuration");
+		return -EINVAL;
+	}
+	r = cache_dir_open(cfg->cache_dir, &cache_dirfd);
+	if (r < 0) {
+		dir_error("cache directory", cfg->cache_dir, r, errbuf, errlen);
+		return r;
+	}
+	r = util_open_private_dir(cfg->run_dir, &run_dirfd);
+	if (r < 0) {
+		dir_error("run directory", cfg->run_dir, r, errbuf, errlen);
+		return r;
+	}
+	if (snprintf(sock, sizeof(sock), "%s/daemon-%s.sock", cfg->run_dir, cfg->blob.cache_key) >=
+	    (int)sizeof(sock) || strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		snprintf(errbuf, errlen, "run directory path '%s' is too long for a unix socket",
+			 cfg->run_dir);
+		return -ENAMETOOLONG;
+	}
+
+	deadline = fetch_now_ms() + 30000;
+	for (;;) {
+		_cleanup_close_ int fd = -1, lock = -1;
+		char ignored[256];
+		pid_t pid;
+
+		r = connect_unix(sock, &fd);
+		if (r >= 0) {
+			r = greet(fd, true, ret, ignored, sizeof(ignored));
+			if (r >= 0) {
+				fd = -1; /* now owned by the handle */
+				return 0;
+			}
+			/* The daemon is leaving (it stopped taking holds) or its worker is being
+			 * replaced: try again shortly. */
+		} else if (r != -ENOENT && r != -ECONNREFUSED) {
+			snprintf(errbuf, errlen, "connecting to the daemon at '%s': %s", sock,
+				 strerror(-r));
+			return r;
+		}
+		if (fetch_now_ms() > deadline) {
+			snprintf(errbuf, errlen,
+				 "the daemon of cache entry %s did not answer within 30 s; see "
+				 "%s/daemon-%s.log",
+				 cfg->blob.cache_key, cfg->run_dir, cfg->blob.cache_key);
+			return -ETIMEDOUT;
+		}
+		if (r < 0 && !spawned) {
+			r = cache_entry_lock(cache_dirfd, cfg->blob.cache_key, false, &lock);
+			if (r == 0) {
+				/* Nobody serves the entry and nobody is starting to: start it. */
+				r = fetch_spawn(cfg, cache_dirfd, run_dirfd, TAKE_FD(lock), &pid, errbuf,
+						errlen);
+				if (r < 0)
+					return r;
+				spawned = true;
+				continue;
+			}
+			if (r != -EWOULDBLOCK) {
+				snprintf(errbuf, errlen, "locking cache entry %s: %s",
+					 cfg->blob.cache_key, strerror(-r));
+				return r;
+			}
+		}
+		spawned = false; /* a daemon we started and cannot reach may have left: retry */
+		sleep_ms(20);
+	}
+}
+
+int fetch_connect(const char *socket_path, struct fetch_handle **ret)
+{
+	_cleanup_close_ int fd = -1;
+	char err[256];
+	int r;
+
+	r = connect_unix(socket_path, &fd);
+	if (r < 0)
+		return r;
+	r = greet(fd, false, ret, err, sizeof(err));
+	if (r < 0)
+		return r;
+	fd = -1;
+	return 0;
+}
+
+/* The worker serving a handle's connection can be replaced after a crash: reconnect to the
+ * daemon's stable socket (and hold it again if the handle did). */
+static int reconnect(struct fetch_handle *h)
+{
+	struct fetch_handle *n = NULL;
+	_cleanup_close_ int fd = -1;
+	char err[256];
+	int r;
+
+	for (int i = 0; i < 100; i++) {
+		r = connect_unix(h->socket_path, &fd);
+		if (r >= 0)
+			break;
+		sleep_ms(50);
+	}
+	if (r < 0)
+		return r;
+	r = greet(fd, h->holding, &n, err, sizeof(err));
+	if (r < 0)
+		return r;
+	fd = -1;
+	close(h->ctl_fd);
+	h->ctl_fd = n->ctl_fd;
+	n->ctl_fd = -1;
+	fetch_handle_free(n);
+	return 0;
+}
+
+static bool conn_lost(int r)
+{
+	return r == -ECONNRESET || r == -EPIPE || r == -ENOTCONN;
+}
+
+static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret, char *errbuf,
+		size_t errlen)
+{
+	int r = fetch_proto_call(h->ctl_fd, req, pass_fd, ret, errbuf, errlen);
+
+	for (int i = 0; i < 3 && conn_lost(r); i++) {
+		if (reconnect(h) < 0)
+			break;
+		r = fetch_proto_call(h->ctl_fd, req, pass_fd, ret, errbuf, errlen);
+	}
+	if (conn_lost(r) && errbuf && errlen)
+		snprintf(errbuf, errlen, "the daemon (pid %d) went away", (int)h->pid);
+	return r;
+}
+
+int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			char *errbuf, size_t errlen)
+{
+	for (size_t at = 0; at < n;) {
+		size_t m = MIN(n - at, (size_t)ENSURE_BATCH);
+		_cleanup_json_ json_t *req = json_object(), *reply = NULL;
+		json_t *arr = json_array();
+		int r;
+
+		if (!req || !arr || json_object_set_new(req, "ranges", arr) < 0 ||
+		    json_object_set_new(req, "op", json_string("ensure")) < 0)
+			return -ENOMEM;
+		for (size_t i = at; i < at + m; i++)
+			if (json_array_append_new(arr, json_pack("[II]", (json_int_t)v[i].offset,
+								  (json_int_t)v[i].length)) < 0)
+				return -ENOMEM;
+		r = call(h, req, -1, &reply, errbuf, errlen);
+		if (r < 0)
+			return r;
+		at += m;
+	}
+	return 0;
+}
+
+int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint,
+		 const char *source)
+{
+	_cleanup_json_ json_t *req = NULL, *reply = NULL;
+	_cleanup_close_ int fd = -1;
+	char err[256];
+
+	fd = open(mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	req = json_pack("{s:s,s:I,s:s,s:s}", "op", "attach", "mnt_id", (json_int_t)mnt_id,
+			"mountpoint", mountpoint, "source", source ? source : "");
+	if (!req)
+		return -ENOMEM;
+	return call(h, req, fd, &reply, err, sizeof(err));
+}
+
+int fetch_detach(struct fetch_handle *h, uint64_t mnt_id)
+{
+	_cleanup_json_ json_t *req = NULL, *reply = NULL;
+	char err[256];
+
+	req = json_pack("{s:s,s:I}", "op", "detach", "mnt_id", (json_int_t)mnt_id);
+	if (!req)
+		return -ENOMEM;
+	return call(h, req, -1, &reply, err, sizeof(err));
+}
+
+static uint64_t getu(json_t *o, const char *k)
+{
+	uint64_t v = 0;
+
+	(void)util_json_get_u64(o, k, &v);
+	return v;
+}
+
+int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
+{
+	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "status"), *reply = NULL;
+	const char *digest = "", *state = "running";
+	char err[256];
+	int r;
+
+	if (!req)
+		return -ENOMEM;
+	r = call(h, req, -1, &reply, err, sizeof(err));
+	if (r < 0)
+		return r;
+	*ret = (struct fetch_status){ 0 };
+	(void)util_json_get_string(reply, "digest", &digest);
+	(void)util_json_get_string(reply, "state", &state);
+	snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
+	snprintf(ret->state, sizeof(ret->state), "%s", state);
+	ret->size = getu(reply, "size");
+	ret->present_bytes = getu(reply, "present_bytes");
+	ret->fetched_bytes = getu(reply, "fetched_bytes");
+	ret->requests = getu(reply, "requests");
+	ret->events = getu(reply, "events");
+	ret->errors = getu(reply, "errors");
+	ret->pid = (pid_t)getu(reply, "pid");
+	ret->answers = getu(reply, "answers");
+	ret->fast_answers = getu(reply, "fast_answers");
+	ret->denied = getu(reply, "denied");
+	ret->pending = getu(reply, "pending");
+	ret->worker_pid = (pid_t)getu(reply, "worker_pid");
+	ret->restarts = (unsigned)getu(reply, "restarts");
+	ret->mounts = (unsigned)getu(reply, "mounts");
+	ret->chunk_size = getu(reply, "chunk_size");
+	ret->marked = json_is_true(json_object_get(reply, "marked"));
+	return 0;
+}

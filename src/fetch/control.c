@@ -1,0 +1,577 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The worker's main loop: the control socket (root only, line-delimited JSON: hello, hold,
+ * status, ensure, attach, detach), the superblocks that use the data file, and the decision
+ * to leave.
+ *
+ * Lifetime (DESIGN fact 13): the daemon must outlive every EROFS superblock that reads the
+ * data file. A count of FAN_OPEN/FAN_CLOSE_NOWRITE notifications cannot tell that reliably:
+ * fanotify merges events of one process on one file while they wait in the queue (five
+ * opens and three closes read back as one event with both bits). Instead each superblock is
+ * watched with inotify on its root directory: IN_UNMOUNT arrives exactly when the superblock
+ * is shut down — at umount, or after `umount -l` only once the last open file is closed —
+ * and the watch does not keep the mount busy. Superblocks come from `attach` (an O_PATH fd of
+ * the mountpoint, so any mount namespace works) and from /proc/self/mountinfo, rescanned
+ * whenever a FAN_OPEN notification says someone opened the data file. Connections that
+ * "hold" (a mount helper between ensure and attach) and waiting requests count as users too.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "fetch/fanotify.h"
+#include "fetch/internal.h"
+#include "util/cleanup.h"
+#include "util/extents.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/macro.h"
+
+/* ---- superblock records (all under d->lock) ------------------------------------------------ */
+
+static struct fetch_mount_rec *rec_by_dev(struct fetch_daemon *d, uint64_t dev)
+{
+	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++)
+		if (d->sh->mounts[i].used && d->sh->mounts[i].dev == dev)
+			return &d->sh->mounts[i];
+	return NULL;
+}
+
+static struct fetch_mount_rec *rec_new(struct fetch_daemon *d)
+{
+	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++)
+		if (!d->sh->mounts[i].used) {
+			d->sh->mounts[i] = (struct fetch_mount_rec){ .used = 1, .wd = -1 };
+			return &d->sh->mounts[i];
+		}
+	return NULL;
+}
+
+static unsigned rec_count(struct fetch_daemon *d)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++)
+		n += d->sh->mounts[i].used ? 1 : 0;
+	return n;
+}
+
+/* Watch the superblock whose root is `path` (a mountpoint, or /proc/self/fd/N). */
+static int watch_root(struct fetch_daemon *d, const char *path, int *ret_wd)
+{
+	/* IN_UNMOUNT and IN_IGNORED come with any mask; IN_DELETE_SELF never fires on a
+	 * read-only filesystem. */
+	int wd = inotify_add_watch(d->ino_fd, path, IN_DELETE_SELF | IN_ONLYDIR);
+
+	if (wd < 0)
+		return -errno;
+	*ret_wd = wd;
+	return 0;
+}
+
+static void set_str(char *dst, size_t len, const char *src)
+{
+	snprintf(dst, len, "%s", src ? src : "");
+}
+
+/* ---- mountinfo --------------------------------------------------------------------------- */
+
+/* Undo mountinfo's octal escapes (\040 for a space, ...) in place. */
+static void unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = 0;
+}
+
+void fetch_mounts_rescan(struct fetch_daemon *d)
+{
+	_cleanup_free_ char *text = NULL;
+	char *save = NULL;
+	size_t len;
+
+	if (util_read_file(AT_FDCWD, "/proc/self/mountinfo", 16u << 20, 0, &text, &len) < 0)
+		return;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *f[16], *sep, *after, *save2 = NULL;
+		unsigned maj, min, nf = 0;
+		struct fetch_mount_rec *m;
+		struct stat st;
+		uint64_t dev;
+		int wd = -1;
+
+		sep = strstr(line, " - ");
+		if (!sep)
+			continue;
+		*sep = 0;
+		after = sep + 3;
+		for (char *t = strtok_r(line, " ", &save2); t && nf < 6; t = strtok_r(NULL, " ", &save2))
+			f[nf++] = t;
+		if (nf < 5 || sscanf(f[2], "%u:%u", &maj, &min) != 2)
+			continue;
+		save2 = NULL;
+		f[6] = strtok_r(after, " ", &save2); /* fstype */
+		f[7] = f[6] ? strtok_r(NULL, " ", &save2) : NULL; /* source */
+		if (!f[6] || !f[7] || strcmp(f[6], "erofs") != 0)
+			continue;
+		unescape(f[7]);
+		if (strcmp(f[7], d->entry->data_path) != 0)
+			continue;
+		dev = makedev(maj, min);
+		pthread_mutex_lock(&d->lock);
+		m = rec_by_dev(d, dev);
+		pthread_mutex_unlock(&d->lock);
+		if (m)
+			continue;
+		unescape(f[4]);
+		/* Looking up the mountpoint reads no data (the root inode is in memory). */
+		if (stat(f[4], &st) < 0 || st.st_dev != dev || watch_root(d, f[4], &wd) < 0)
+			continue;
+		pthread_mutex_lock(&d->lock);
+		if (!rec_by_dev(d, dev) && (m = rec_new(d))) {
+			m->wd = wd;
+			m->dev = dev;
+			set_str(m->mountpoint, sizeof(m->mountpoint), f[4]);
+			d->sh->had_user = 1;
+			log_info("found a mount of the entry at '%s'", m->mountpoint);
+		}
+		pthread_mutex_unlock(&d->lock);
+	}
+}
+
+static void read_inotify(struct fetch_daemon *d)
+{
+	uint64_t buf[512];
+
+	for (;;) {
+		ssize_t n = read(d->ino_fd, buf, sizeof(buf));
+		size_t pos = 0;
+
+		if (n <= 0)
+			return;
+		while ((size_t)n - pos >= sizeof(struct inotify_event)) {
+			struct inotify_event ev;
+
+			memcpy(&ev, (char *)buf + pos, sizeof(ev));
+			if (ev.len > (size_t)n - pos - sizeof(ev))
+				break;
+			pos += sizeof(ev) + ev.len;
+			if (!(ev.mask & (IN_UNMOUNT | IN_IGNORED)))
+				continue;
+			pthread_mutex_lock(&d->lock);
+			for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++) {
+				struct fetch_mount_rec *m = &d->sh->mounts[i];
+
+				if (!m->used || m->wd != ev.wd)
+					continue;
+				log_info("superblock of '%s' released", m->mountpoint);
+				m->used = 0;
+			}
+			pthread_mutex_unlock(&d->lock);
+		}
+	}
+}
+
+static bool read_notif(struct fetch_daemon *d)
+{
+	uint64_t buf[256];
+	bool opened = false;
+
+	for (;;) {
+		struct fetch_event evs[64];
+		ssize_t n = read(d->notif_fd, buf, sizeof(buf));
+		size_t k;
+		bool bad;
+
+		if (n <= 0)
+			return opened;
+		k = fetch_events_parse(buf, (size_t)n, evs, ARRAY_SIZE(evs), &bad);
+		for (size_t i = 0; i < k; i++) {
+			if (evs[i].fd >= 0)
+				close(evs[i].fd);
+			if (evs[i].pid != d->sh->holder_pid && evs[i].pid != getpid())
+				opened = true;
+		}
+	}
+}
+
+/* ---- connections -------------------------------------------------------------------------- */
+
+struct conn {
+	struct fetch_daemon *d;
+	int fd;
+	bool holding;
+};
+
+static int reply_error(int fd, int err, const char *fmt, ...) _printf_(3, 4);
+
+static int reply_error(int fd, int err, const char *fmt, ...)
+{
+	_cleanup_json_ json_t *o = NULL;
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	o = json_pack("{s:b,s:i,s:s}", "ok", 0, "errno", err < 0 ? -err : err, "error", msg);
+	return o ? fetch_proto_send(fd, o, -1) : -ENOMEM;
+}
+
+static int reply_hello(struct conn *c)
+{
+	struct fetch_daemon *d = c->d;
+	_cleanup_json_ json_t *o = json_pack(
+		"{s:b,s:i,s:i,s:s,s:s,s:s}", "ok", 1, "pid", (int)d->sh->holder_pid, "worker_pid",
+		(int)getpid(), "data_path", d->entry->data_path, "socket", d->sock2_path, "state",
+		fetch_state_name(__atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE)));
+
+	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
+}
+
+static int do_ensure(struct conn *c, json_t *req)
+{
+	struct fetch_daemon *d = c->d;
+	struct util_extents ext;
+	struct fetch_ensure en = { 0 };
+	json_t *arr = json_object_get(req, "ranges"), *it;
+	size_t i;
+	int q, r = 0;
+
+	if (!json_is_array(arr) || json_array_size(arr) > FETCH_ENSURE_MAX_RANGES)
+		return reply_error(c->fd, EINVAL, "ensure: 'ranges' must be an array of at most %u "
+						  "[offset, length] pairs",
+				   FETCH_ENSURE_MAX_RANGES);
+	util_extents_init(&ext);
+	json_array_foreach(arr, i, it) {
+		json_t *o = json_array_get(it, 0), *l = json_array_get(it, 1);
+
+		if (!json_is_integer(o) || !json_is_integer(l) || json_integer_value(o) < 0 ||
+		    json_integer_value(l) < 0 ||
+		    !util_range_within((uint64_t)json_integer_value(o),
+				       (uint64_t)json_integer_value(l), d->cfg.blob.size)) {
+			util_extents_free(&ext);
+			return reply_error(c->fd, EINVAL, "ensure: range %zu is outside the blob", i);
+		}
+		if (util_extents_add(&ext, (uint64_t)json_integer_value(o),
+				     (uint64_t)json_integer_value(l)) < 0) {
+			util_extents_free(&ext);
+			return reply_error(c->fd, ENOMEM, "ensure: too many ranges");
+		}
+	}
+	util_extents_merge(&ext, 0);
+	if (ext.n == 0) {
+		util_extents_free(&ext);
+		goto ok;
+	}
+	en.req = (struct fetch_req){ .kind = FETCH_REQ_ENSURE, .fd = -1, .slot = -1, .v = ext.v,
+				     .n = ext.n, .owner = &en };
+	pthread_mutex_lock(&d->lock);
+	while (d->nensure >= FETCH_MAX_ENSURE && !d->stopping)
+		pthread_cond_wait(&d->done_cond, &d->lock);
+	q = fetch_sched_add(&d->sched, &en.req, fetch_now_ms());
+	if (q == 0) {
+		d->nensure++;
+		fetch_kick(d);
+		while (!en.done)
+			pthread_cond_wait(&d->done_cond, &d->lock);
+		d->nensure--;
+		pthread_cond_broadcast(&d->done_cond);
+		r = en.req.result;
+	} else if (q < 0) {
+		r = q;
+	}
+	pthread_mutex_unlock(&d->lock);
+	util_extents_free(&ext);
+	if (r < 0)
+		return reply_error(c->fd, r,
+				   "fetching %zu range(s) from the registry failed: %s (see %s)",
+				   en.req.n, strerror(-r), d->log_path);
+ok:
+	{
+		_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
+
+		return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
+	}
+}
+
+static int do_attach(struct conn *c, json_t *req, int fd)
+{
+	struct fetch_daemon *d = c->d;
+	const char *mp = "", *src = "";
+	struct fetch_mount_rec *m;
+	uint64_t mnt_id = 0;
+	char path[64];
+	struct stat st;
+	int wd = -1, r;
+
+	(void)util_json_get_u64(req, "mnt_id", &mnt_id);
+	(void)util_json_get_string(req, "mountpoint", &mp);
+	(void)util_json_get_string(req, "source", &src);
+	if (fd < 0)
+		return reply_error(c->fd, EINVAL, "attach: the mountpoint's fd was not passed");
+	if (fstat(fd, &st) < 0)
+		return reply_error(c->fd, errno, "attach: %s", strerror(errno));
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	r = watch_root(d, path, &wd);
+	if (r < 0)
+		return reply_error(c->fd, r, "attach: watching the mount: %s", strerror(-r));
+	pthread_mutex_lock(&d->lock);
+	m = rec_by_dev(d, (uint64_t)st.st_dev);
+	if (!m)
+		m = rec_new(d);
+	if (m) {
+		m->wd = wd;
+		m->dev = (uint64_t)st.st_dev;
+		m->mnt_id = mnt_id;
+		set_str(m->mountpoint, sizeof(m->mountpoint), mp);
+		set_str(m->source, sizeof(m->source), src);
+		d->sh->had_user = 1;
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (!m)
+		return reply_error(c->fd, ENOSPC, "attach: too many mounts of one entry (%d)",
+				   FETCH_MAX_MOUNTS);
+	log_info("attached mount %" PRIu64 " at '%s'", mnt_id, mp);
+	{
+		_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
+
+		return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
+	}
+}
+
+static int do_detach(struct conn *c, json_t *req)
+{
+	struct fetch_daemon *d = c->d;
+	uint64_t mnt_id = 0;
+	bool found = false;
+
+	(void)util_json_get_u64(req, "mnt_id", &mnt_id);
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < FETCH_MAX_MOUNTS && mnt_id; i++) {
+		struct fetch_mount_rec *m = &d->sh->mounts[i];
+
+		/* The superblock's own end (IN_UNMOUNT) removes the record; a detached
+		 * mount may still be in use (umount -l with open files). */
+		if (m->used && m->mnt_id == mnt_id) {
+			m->mnt_id = 0;
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (found)
+		log_info("detached mount %" PRIu64, mnt_id);
+	{
+		_cleanup_json_ json_t *o = json_pack("{s:b,s:b}", "ok", 1, "found", found);
+
+		return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
+	}
+}
+
+static void *conn_thread(void *arg)
+{
+	struct conn *c = arg;
+	struct fetch_daemon *d = c->d;
+	struct fetch_linebuf lb = { 0 };
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 || cred.uid != 0) {
+		reply_error(c->fd, EPERM, "only root may talk to the daemon");
+		goto out;
+	}
+	for (;;) {
+		_cleanup_free_ char *line = NULL;
+		_cleanup_json_ json_t *req = NULL;
+		_cleanup_close_ int pfd = -1;
+		const char *op = NULL;
+		size_t len;
+		int r;
+
+		r = fetch_proto_recv_line(c->fd, &lb, FETCH_LINE_MAX, &line, &len, &pfd);
+		if (r < 0)
+			break;
+		if (util_json_parse(line, len, FETCH_LINE_MAX, &req) < 0 ||
+		    util_json_get_string(req, "op", &op) < 0) {
+			r = reply_error(c->fd, EBADMSG, "malformed request");
+		} else if (!strcmp(op, "hello")) {
+			r = reply_hello(c);
+		} else if (!strcmp(op, "hold")) {
+			pthread_mutex_lock(&d->lock);
+			if (d->stopping) {
+				pthread_mutex_unlock(&d->lock);
+				r = reply_error(c->fd, ESHUTDOWN, "the daemon is leaving");
+				break;
+			}
+			if (!c->holding)
+				d->holds++;
+			c->holding = true;
+			d->sh->had_user = 1;
+			pthread_mutex_unlock(&d->lock);
+			r = reply_hello(c);
+		} else if (!strcmp(op, "status")) {
+			_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
+
+			if (o)
+				fetch_fill_status(d, o);
+			r = o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
+		} else if (!strcmp(op, "ensure")) {
+			r = do_ensure(c, req);
+		} else if (!strcmp(op, "attach")) {
+			r = do_attach(c, req, pfd);
+		} else if (!strcmp(op, "detach")) {
+			r = do_detach(c, req);
+		} else {
+			r = reply_error(c->fd, EINVAL, "unknown request '%s'", op);
+		}
+		if (r < 0)
+			break;
+	}
+out:
+	fetch_linebuf_free(&lb);
+	pthread_mutex_lock(&d->lock);
+	if (c->holding)
+		d->holds--;
+	d->conns--;
+	pthread_mutex_unlock(&d->lock);
+	close(c->fd);
+	free(c);
+	return NULL;
+}
+
+static void accept_conn(struct fetch_daemon *d, int lfd)
+{
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		struct conn *c;
+		pthread_attr_t at;
+		pthread_t t;
+		bool full;
+
+		if (fd < 0)
+			return;
+		pthread_mutex_lock(&d->lock);
+		full = d->conns >= FETCH_MAX_CONNS;
+		if (!full)
+			d->conns++;
+		pthread_mutex_unlock(&d->lock);
+		c = full ? NULL : calloc(1, sizeof(*c));
+		if (!c) {
+			if (!full) {
+				pthread_mutex_lock(&d->lock);
+				d->conns--;
+				pthread_mutex_unlock(&d->lock);
+			}
+			close(fd);
+			continue;
+		}
+		c->d = d;
+		c->fd = fd;
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&at, 256 << 10);
+		if (pthread_create(&t, &at, conn_thread, c) != 0) {
+			pthread_mutex_lock(&d->lock);
+			d->conns--;
+			pthread_mutex_unlock(&d->lock);
+			close(fd);
+			free(c);
+		}
+		pthread_attr_destroy(&at);
+	}
+}
+
+/* ---- the loop ------------------------------------------------------------------------------- */
+
+void fetch_control_loop(struct fetch_daemon *d)
+{
+	uint64_t not_before = fetch_now_ms() + (d->sh->restarts ? 10000 : 0);
+	bool term_logged = false;
+
+	/* Superblocks that already use the file (a replacement worker, or a daemon restarted
+	 * under live mounts). */
+	fetch_mounts_rescan(d);
+	for (;;) {
+		struct pollfd pfd[4];
+		unsigned np = 0, users;
+		uint64_t now;
+
+		pfd[np++] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
+		pfd[np++] = (struct pollfd){ .fd = d->listen2_fd, .events = POLLIN };
+		pfd[np++] = (struct pollfd){ .fd = d->ino_fd, .events = POLLIN };
+		pfd[np++] = (struct pollfd){ .fd = d->notif_fd, .events = POLLIN };
+		if (poll(pfd, np, 200) < 0 && errno != EINTR)
+			log_error("poll: %m");
+		now = fetch_now_ms();
+		if (pfd[0].revents & POLLIN)
+			accept_conn(d, d->listen_fd);
+		if (pfd[1].revents & POLLIN)
+			accept_conn(d, d->listen2_fd);
+		if (pfd[2].revents & POLLIN)
+			read_inotify(d);
+		if (d->notif_fd >= 0 && (pfd[3].revents & POLLIN) && read_notif(d)) {
+			/* Someone opened the data file: maybe a mount that never attaches. The
+			 * mount appears in mountinfo only once mount(2) returns. */
+			d->rescan_at[0] = now + 100;
+			d->rescan_at[1] = now + 1000;
+			d->rescan_at[2] = now + 5000;
+		}
+		for (size_t i = 0; i < ARRAY_SIZE(d->rescan_at); i++)
+			if (d->rescan_at[i] && now >= d->rescan_at[i]) {
+				d->rescan_at[i] = 0;
+				fetch_mounts_rescan(d);
+			}
+
+		pthread_mutex_lock(&d->lock);
+		users = d->holds + rec_count(d) + (unsigned)d->sched.nreqs + d->nensure;
+		pthread_mutex_unlock(&d->lock);
+		if (fetch_term_requested() && users > 0 && !term_logged) {
+			log_warning("SIGTERM: still used by %u superblock(s) or client(s); leaving "
+				    "only when they are gone (readers would get zeros otherwise)",
+				    users);
+			term_logged = true;
+		}
+		if (users > 0 || now < not_before)
+			continue;
+		if (!d->sh->had_user && now - d->sh->started_ms < FETCH_GRACE_MS &&
+		    !fetch_term_requested())
+			continue;
+		/* A last look for a mount that is just being made; then stop taking holds. */
+		fetch_mounts_rescan(d);
+		pthread_mutex_lock(&d->lock);
+		users = d->holds + rec_count(d) + (unsigned)d->sched.nreqs + d->nensure;
+		if (users == 0)
+			d->stopping = true;
+		pthread_mutex_unlock(&d->lock);
+		if (users == 0)
+			break;
+	}
+	log_info("no superblock or client uses the entry any more");
+	close(d->listen_fd);
+	close(d->listen2_fd);
+	pthread_mutex_lock(&d->lock);
+	if (!d->well_known_gone)
+		(void)unlinkat(d->run_dirfd, d->sock_name, 0);
+	d->well_known_gone = true;
+	pthread_mutex_unlock(&d->lock);
+	(void)unlinkat(d->run_dirfd, d->sock2_name, 0);
+}

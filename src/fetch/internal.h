@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/*
+ * Internals of the fetch daemon, shared by its files:
+ *   holder.c   fork/detach, the holder process, worker supervision and takeover
+ *   worker.c   the worker process: event dispatch, fetchers, housekeeping, verification
+ *   control.c  the control socket, mount bookkeeping, lifetime, exit
+ *   client.c   the public API (runs in the caller)
+ *   proto.c    line-delimited JSON over a unix socket, fd passing
+ *
+ * Process layout: the holder opens the pre-mark write fd, creates the fanotify group and marks
+ * the data file, creates the inotify fd and the listening sockets, maps `struct fetch_shared`,
+ * and forks the worker. The holder only waits for the worker and starts a replacement when it
+ * dies; its copies of the fds keep the group alive, so no reader ever gets zeros (fact 6).
+ */
+#ifndef LAZYEROFS_FETCH_INTERNAL_H
+#define LAZYEROFS_FETCH_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cache/cache.h"
+#include "fetch/fetch.h"
+#include "fetch/sched.h"
+#include "util/json.h"
+
+#define FETCH_MAX_EVENTS 1024  /* events read from the group and not yet answered */
+#define FETCH_MAX_ENSURE 64    /* ensure requests waiting at once */
+#define FETCH_MAX_MOUNTS 64    /* superblocks tracked */
+#define FETCH_MAX_CONNS 64     /* control connections */
+#define FETCH_LINE_MAX (8u << 20) /* a control request line */
+#define FETCH_REPLY_MAX (1u << 20)
+#define FETCH_ENSURE_MAX_RANGES 200000
+#define FETCH_GRACE_MS 30000   /* exit if nobody ever used a started daemon */
+#define FETCH_FLUSH_MS 300     /* bitmap persistence period */
+#define FETCH_TICK_MS 100      /* deadline checks */
+
+enum fetch_state {
+	FETCH_STATE_RUNNING = 0,
+	FETCH_STATE_COMPLETE = 1,
+	FETCH_STATE_VERIFIED = 2,
+	FETCH_STATE_BAD = 3,
+};
+
+const char *fetch_state_name(uint32_t state);
+
+/* An event read from the group and not yet answered, in shared memory: if the worker dies,
+ * its replacement answers it with the same fd number (fact 6). */
+struct fetch_journal_slot {
+	uint32_t state; /* SLOT_FREE / SLOT_ACTIVE, atomic */
+	int32_t fd;
+	uint64_t off, len;
+};
+
+enum { SLOT_FREE = 0, SLOT_ACTIVE = 1 };
+
+/* A superblock using the data file: an attached mount, or one found in mountinfo. */
+struct fetch_mount_rec {
+	uint32_t used;
+	int32_t wd;      /* inotify watch on its root: IN_UNMOUNT when the superblock dies */
+	uint64_t mnt_id; /* STATX_MNT_ID_UNIQUE of the attached mount, 0 if discovered */
+	uint64_t dev;    /* st_dev of the root: one per superblock */
+	char mountpoint[512];
+	char source[512];
+};
+
+/* Shared between the holder and successive workers (MAP_SHARED, made before fork). Fields
+ * written by the worker only; counters are updated with atomics. */
+struct fetch_shared {
+	pid_t holder_pid;
+	pid_t worker_pid;
+	uint32_t ready;     /* the first worker reported readiness */
+	uint32_t restarts;
+	uint32_t state;     /* enum fetch_state */
+	uint32_t had_user;  /* a hold, attach or superblock was ever seen */
+	uint32_t marked;    /* the pre-content mark is in place */
+	uint32_t exiting;   /* the worker decided to exit: do not replace it */
+	int32_t hiwater_fd; /* highest event fd number ever read */
+	uint64_t started_ms;
+	uint64_t events, answers, fast, denied, requests, fetched_bytes, errors;
+	struct fetch_mount_rec mounts[FETCH_MAX_MOUNTS]; /* guarded by fetch_daemon.lock */
+	struct fetch_journal_slot journal[FETCH_MAX_EVENTS];
+};
+
+/* An ensure batch waiting in the scheduler. */
+struct fetch_ensure {
+	struct fetch_req req;
+	bool done; /* guarded by fetch_daemon.lock */
+};
+
+struct fetch_daemon {
+	/* ---- set up by the holder, inherited by every worker ---- */
+	struct fetch_config cfg;
+	struct oci_options oopts;  /* cfg->opts with the request timeout bounded by ours */
+	struct fetch_policy pol;
+	unsigned nfetchers;
+	struct cache_entry *entry;
+	int fan_fd;      /* pre-content group; -1 when the entry needed no mark */
+	int notif_fd;    /* FAN_OPEN notifications: a hint to look for new superblocks */
+	int ino_fd;      /* inotify: superblock lifetime */
+	int listen_fd;   /* daemon-<key>.sock: how new mounts find the daemon */
+	int listen2_fd;  /* daemon-<key>-<pid>.sock: stable for this daemon's whole life */
+	int run_dirfd;
+	int devnull_fd;
+	int ready_fd;    /* readiness pipe to fetch_daemon_ensure; first worker only */
+	char sock_name[128], sock2_name[128];
+	char sock2_path[PATH_MAX];
+	char log_path[PATH_MAX];
+	struct fetch_shared *sh;
+
+	/* ---- worker only ---- */
+	pthread_mutex_t lock;       /* guards everything below marked (lock) and sh->mounts */
+	pthread_cond_t fetch_cond;  /* fetchers wait for work (lock) */
+	pthread_cond_t done_cond;   /* dispatchers wait for free slots, ensure waiters (lock) */
+	struct fetch_sched sched;   /* (lock) */
+	struct fetch_req pool[FETCH_MAX_EVENTS]; /* index == journal slot */
+	int free_slots[FETCH_MAX_EVENTS];        /* (lock) */
+	size_t nfree;                            /* (lock) */
+	unsigned nensure;  /* (lock) ensure requests waiting */
+	unsigned holds;    /* (lock) connections holding the daemon */
+	unsigned conns;    /* (lock) open control connections */
+	bool stopping;     /* (lock) */
+	bool well_known_gone; /* (lock) the discovery socket was unlinked (bad entry) */
+	bool verify_started;  /* housekeeping thread only */
+	int stop_efd;      /* eventfd: wakes poll loops at exit */
+	struct oci_client *client; /* NULL when the entry is complete (nothing to fetch) */
+	uint64_t rescan_at[3];     /* main loop only: mountinfo rescans due */
+};
+
+/* holder.c */
+int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, int lock_fd,
+		pid_t *ret_pid, char *errbuf, size_t errlen);
+uint64_t fetch_now_ms(void);
+
+/* worker.c */
+_Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover);
+void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n);
+void fetch_kick(struct fetch_daemon *d); /* wake fetchers (call with lock held) */
+void fetch_fill_status(struct fetch_daemon *d, json_t *o);
+int fetch_remove_mark(struct fetch_daemon *d);
+bool fetch_term_requested(void); /* SIGTERM received */
+
+/* control.c */
+void fetch_control_loop(struct fetch_daemon *d);
+void fetch_mounts_rescan(struct fetch_daemon *d);
+
+/* proto.c */
+int fetch_proto_send(int fd, json_t *msg, int pass_fd);
+/* Read one line (without the newline) up to max bytes; *ret_fd receives an fd passed with
+ * it (or -1). -ECONNRESET on EOF. */
+struct fetch_linebuf {
+	char *buf;
+	size_t len, alloc;
+};
+int fetch_proto_recv_line(int fd, struct fetch_linebuf *lb, size_t max, char **ret_line,
+			  size_t *ret_len, int *ret_fd);
+void fetch_linebuf_free(struct fetch_linebuf *lb);
+int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, char *errbuf,
+		     size_t errlen);
+
+#endif

@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The control protocol's wire format: one JSON object per line over a unix stream socket,
+ * with an optional fd passed (SCM_RIGHTS) alongside a request. Lines are size-capped.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "fetch/internal.h"
+#include "util/cleanup.h"
+
+int fetch_proto_send(int fd, json_t *msg, int pass_fd)
+{
+	_cleanup_free_ char *text = json_dumps(msg, JSON_COMPACT);
+	size_t len, off = 0;
+
+	if (!text)
+		return -ENOMEM;
+	len = strlen(text);
+	text[len++] = '\n'; /* replaces the NUL; the buffer is not used as a string again */
+	while (off < len) {
+		struct iovec iov = { .iov_base = text + off, .iov_len = len - off };
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(sizeof(int))];
+		} c;
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		ssize_t n;
+
+		if (pass_fd >= 0 && off == 0) {
+			struct cmsghdr *cm;
+
+			memset(&c, 0, sizeof(c));
+			mh.msg_control = c.buf;
+			mh.msg_controllen = sizeof(c.buf);
+			cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
+		}
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		off += (size_t)n;
+	}
+	return 0;
+}
+
+void fetch_linebuf_free(struct fetch_linebuf *lb)
+{
+	free(lb->buf);
+	*lb = (struct fetch_linebuf){ 0 };
+}
+
+int fetch_proto_recv_line(int fd, struct fetch_linebuf *lb, size_t max, char **ret_line,
+			  size_t *ret_len, int *ret_fd)
+{
+	int got_fd = -1;
+
+	*ret_fd = -1;
+	for (;;) {
+		char *nl = lb->len ? memchr(lb->buf, '\n', lb->len) : NULL;
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(sizeof(int) * 4)];
+		} c;
+		struct msghdr mh = { 0 };
+		struct iovec iov;
+		ssize_t n;
+
+		if (nl) {
+			size_t l = (size_t)(nl - lb->buf);
+			char *line = malloc(l + 1);
+
+			if (!line) {
+				if (got_fd >= 0)
+					close(got_fd);
+				return -ENOMEM;
+			}
+			memcpy(line, lb->buf, l);
+			line[l] = 0;
+			memmove(lb->buf, nl + 1, lb->len - l - 1);
+			lb->len -= l + 1;
+			*ret_line = line;
+			*ret_len = l;
+			*ret_fd = got_fd;
+			return 0;
+		}
+		if (lb->len >= max) {
+			if (got_fd >= 0)
+				close(got_fd);
+			return -EFBIG;
+		}
+		if (lb->alloc - lb->len < 4096) {
+			size_t na = lb->alloc ? lb->alloc * 2 : 8192;
+			char *p;
+
+			if (na > max + 4096)
+				na = max + 4096;
+			p = realloc(lb->buf, na);
+			if (!p) {
+				if (got_fd >= 0)
+					close(got_fd);
+				return -ENOMEM;
+			}
+			lb->buf = p;
+			lb->alloc = na;
+		}
+		iov = (struct iovec){ .iov_base = lb->buf + lb->len, .iov_len = lb->alloc - lb->len };
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = c.buf;
+		mh.msg_controllen = sizeof(c.buf);
+		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (got_fd >= 0)
+				close(got_fd);
+			return -errno;
+		}
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+			size_t nfds;
+
+			if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+				continue;
+			nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < nfds; i++) {
+				int x;
+
+				memcpy(&x, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+				/* Keep the first fd; a peer sending more gets them closed. */
+				if (got_fd < 0)
+					got_fd = x;
+				else
+					close(x);
+			}
+		}
+		if (n == 0) {
+			if (got_fd >= 0)
+				close(got_fd);
+			return -ECONNRESET;
+		}
+		lb->len += (size_t)n;
+	}
+}
+
+int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, char *errbuf,
+		     size_t errlen)
+{
+	struct fetch_linebuf lb = { 0 };
+	_cleanup_free_ char *line = NULL;
+	json_t *reply = NULL, *ok;
+	size_t len;
+	int r, rfd = -1;
+
+	r = fetch_proto_send(fd, req, pass_fd);
+	if (r < 0)
+		return r;
+	r = fetch_proto_recv_line(fd, &lb, FETCH_REPLY_MAX, &line, &len, &rfd);
+	fetch_linebuf_free(&lb);
+	if (rfd >= 0)
+		close(rfd);
+	if (r < 0)
+		return r;
+	r = util_json_parse(line, len, FETCH_REPLY_MAX, &reply);
+	if (r < 0)
+		return r;
+	ok = json_object_get(reply, "ok");
+	if (!json_is_true(ok)) {
+		const char *msg = NULL;
+		uint64_t e = 0;
+
+		(void)util_json_get_string(reply, "error", &msg);
+		(void)util_json_get_u64(reply, "errno", &e);
+		if (errbuf && errlen)
+			snprintf(errbuf, errlen, "%s", msg ? msg : "the daemon refused the request");
+		json_decref(reply);
+		return e > 0 && e < 4096 ? -(int)e : -EIO;
+	}
+	*ret_reply = reply;
+	return 0;
+}

@@ -1,0 +1,604 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The daemon's scheduler: which bytes to fetch next, which requests wait for which fetch, and
+ * when a request is done or has failed. Pure logic over the presence bitmap; every call is
+ * made under the daemon's scheduler mutex. Works in 4 KiB blocks; jobs carry byte ranges.
+ */
+#include "fetch/sched.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/macro.h"
+
+#define KiB (UINT64_C(1) << 10)
+#define MiB (UINT64_C(1) << 20)
+
+/* A read counts as continuing a stream when it starts this close to where one left off
+ * (readers and the kernel's readahead do not always issue reads in exact order). */
+#define STREAM_BEHIND (256 * KiB)
+#define STREAM_AHEAD (1 * MiB)
+
+void fetch_policy_default(struct fetch_policy *p)
+{
+	*p = (struct fetch_policy){
+		.chunk_size = 1 * MiB,
+		.max_job_bytes = 16 * MiB,
+		.ra_initial = 4 * MiB,
+		.ra_max = 32 * MiB,
+		.max_side_jobs = 2,
+		.timeout_ms = 60000,
+		.prefetch_all = false,
+	};
+}
+
+static uint64_t pow2_floor(uint64_t v)
+{
+	return v ? UINT64_C(1) << (63 - __builtin_clzll(v)) : 0;
+}
+
+void fetch_policy_fix(struct fetch_policy *p)
+{
+	struct fetch_policy d;
+
+	fetch_policy_default(&d);
+	if (!p->chunk_size)
+		p->chunk_size = d.chunk_size;
+	p->chunk_size = pow2_floor(p->chunk_size);
+	p->chunk_size = MAX(p->chunk_size, (uint64_t)CACHE_BLOCK_SIZE);
+	p->chunk_size = MIN(p->chunk_size, 64 * MiB);
+	if (!p->max_job_bytes)
+		p->max_job_bytes = d.max_job_bytes;
+	p->max_job_bytes = ROUND_DOWN(p->max_job_bytes, CACHE_BLOCK_SIZE);
+	p->max_job_bytes = MAX(p->max_job_bytes, p->chunk_size);
+	p->max_job_bytes = MIN(p->max_job_bytes, 256 * MiB);
+	if (!p->ra_initial)
+		p->ra_initial = d.ra_initial;
+	if (!p->ra_max)
+		p->ra_max = d.ra_max;
+	p->ra_initial = MAX(p->ra_initial, (uint64_t)CACHE_BLOCK_SIZE);
+	p->ra_max = MAX(p->ra_max, p->ra_initial);
+	p->ra_max = MIN(p->ra_max, 1024 * MiB);
+	if (!p->max_side_jobs)
+		p->max_side_jobs = d.max_side_jobs;
+	p->max_side_jobs = MIN(p->max_side_jobs, FETCH_MAX_JOBS / 2);
+	if (!p->timeout_ms)
+		p->timeout_ms = d.timeout_ms;
+}
+
+uint64_t fetch_backoff_ms(unsigned attempt)
+{
+	uint64_t ms = 100;
+
+	while (attempt-- > 1 && ms < 2000)
+		ms *= 2;
+	return MIN(ms, (uint64_t)2000);
+}
+
+bool fetch_error_permanent(int err)
+{
+	return err == -ENOENT || err == -EACCES || err == -ESTALE || err == -EMEDIUMTYPE ||
+	       err == -EPERM || err == -EINVAL;
+}
+
+void fetch_chunk_window(uint64_t off, uint64_t chunk, uint64_t size, uint64_t *ret_start,
+			uint64_t *ret_end)
+{
+	uint64_t start = off & ~(chunk - 1), end;
+
+	if (util_add_overflow_u64(start, chunk, &end) || end > size)
+		end = size;
+	*ret_start = start;
+	*ret_end = end;
+}
+
+int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,
+		     const struct fetch_policy *pol, size_t max_reqs)
+{
+	*s = (struct fetch_sched){ 0 };
+	s->reqs = calloc(max_reqs ? max_reqs : 1, sizeof(*s->reqs));
+	if (!s->reqs)
+		return -ENOMEM;
+	s->bm = bm;
+	s->size = size;
+	s->nblocks = DIV_ROUND_UP(size, CACHE_BLOCK_SIZE);
+	s->max_reqs = max_reqs;
+	s->pol = *pol;
+	fetch_policy_fix(&s->pol);
+	return 0;
+}
+
+void fetch_sched_destroy(struct fetch_sched *s)
+{
+	free(s->reqs);
+	s->reqs = NULL;
+}
+
+/* ---- in-flight table ------------------------------------------------------------------ */
+
+static inline uint64_t blk_lo(uint64_t off)
+{
+	return off >> CACHE_BLOCK_SHIFT;
+}
+
+static inline uint64_t blk_hi(uint64_t end)
+{
+	return DIV_ROUND_UP(end, CACHE_BLOCK_SIZE);
+}
+
+/* If block b is inside a run in flight, the end block of that run. */
+static bool inflight_at(const struct fetch_sched *s, uint64_t b, uint64_t *ret_end)
+{
+	for (size_t j = 0; j < FETCH_MAX_JOBS; j++) {
+		const struct fetch_job *job = &s->jobs[j];
+
+		if (!job->busy)
+			continue;
+		for (size_t k = 0; k < job->nruns; k++) {
+			uint64_t lo = blk_lo(job->runs[k].offset);
+			uint64_t hi = blk_hi(job->runs[k].offset + job->runs[k].length);
+
+			if (b >= lo && b < hi) {
+				*ret_end = hi;
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+/* First block > b where a run in flight starts, or limit. */
+static uint64_t inflight_next_start(const struct fetch_sched *s, uint64_t b, uint64_t limit)
+{
+	uint64_t best = limit;
+
+	for (size_t j = 0; j < FETCH_MAX_JOBS; j++) {
+		const struct fetch_job *job = &s->jobs[j];
+
+		if (!job->busy)
+			continue;
+		for (size_t k = 0; k < job->nruns; k++) {
+			uint64_t lo = blk_lo(job->runs[k].offset);
+
+			if (lo > b && lo < best)
+				best = lo;
+		}
+	}
+	return best;
+}
+
+bool fetch_sched_in_flight(const struct fetch_sched *s, uint64_t first_block, uint64_t n)
+{
+	uint64_t b = first_block, end = first_block + n;
+
+	while (b < end) {
+		uint64_t e;
+
+		if (!inflight_at(s, b, &e))
+			return false;
+		b = e;
+	}
+	return true;
+}
+
+/* First block of [from, limit) that is missing and not being fetched; limit when none. */
+static uint64_t next_needed(const struct fetch_sched *s, uint64_t from, uint64_t limit)
+{
+	while (from < limit) {
+		uint64_t m = cache_bitmap_find(s->bm, from, limit, false), e;
+
+		if (m >= limit)
+			return limit;
+		if (!inflight_at(s, m, &e))
+			return m;
+		from = e;
+	}
+	return limit;
+}
+
+/* Append the needed runs of blocks [from, limit) to job, up to max_bytes in all and
+ * FETCH_MAX_RUNS runs. Returns the block where it stopped. */
+static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job, uint64_t from,
+			     uint64_t limit, uint64_t max_bytes)
+{
+	limit = MIN(limit, s->nblocks);
+	while (from < limit && job->nruns < FETCH_MAX_RUNS && job->bytes < max_bytes) {
+		uint64_t b = next_needed(s, from, limit), e, room, off, end;
+
+		if (b >= limit)
+			return limit;
+		e = cache_bitmap_find(s->bm, b, limit, true);
+		e = MIN(e, inflight_next_start(s, b, limit));
+		room = (max_bytes - job->bytes) / CACHE_BLOCK_SIZE;
+		if (room == 0)
+			return b;
+		e = MIN(e, b + room);
+		off = b * CACHE_BLOCK_SIZE;
+		end = MIN(e * CACHE_BLOCK_SIZE, s->size);
+		job->runs[job->nruns++] = (struct util_extent){ .offset = off, .length = end - off };
+		job->bytes += end - off;
+		from = e;
+	}
+	return from;
+}
+
+static struct fetch_job *job_slot(struct fetch_sched *s)
+{
+	for (size_t j = 0; j < FETCH_MAX_JOBS; j++)
+		if (!s->jobs[j].busy)
+			return &s->jobs[j];
+	return NULL;
+}
+
+static void job_commit(struct fetch_sched *s, struct fetch_job *job, enum fetch_job_kind kind)
+{
+	job->busy = true;
+	job->kind = kind;
+	s->njobs++;
+	if (kind != FETCH_JOB_DEMAND)
+		s->nside++;
+	if (kind == FETCH_JOB_BACKGROUND)
+		s->nbackground++;
+}
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+bool fetch_req_satisfied(struct fetch_sched *s, struct fetch_req *req)
+{
+	while (req->cursor < req->n) {
+		const struct util_extent *x = &req->v[req->cursor];
+		uint64_t f, n;
+
+		if (cache_blocks_of(x->offset, x->length, s->size, &f, &n) &&
+		    !cache_bitmap_test_range(s->bm, f, n))
+			return false;
+		req->cursor++;
+	}
+	return true;
+}
+
+int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_ms)
+{
+	if (req->kind == FETCH_REQ_EVENT || !req->v) {
+		req->v = &req->one;
+		req->n = 1;
+	}
+	req->cursor = 0;
+	req->attempts = 0;
+	req->error = 0;
+	req->result = 0;
+	req->next_try_ms = 0;
+	if (fetch_req_satisfied(s, req))
+		return 1;
+	if (s->nreqs >= s->max_reqs)
+		return -ENOSPC;
+	if (!req->deadline_ms)
+		req->deadline_ms = now_ms + s->pol.timeout_ms;
+	s->reqs[s->nreqs++] = req;
+	return 0;
+}
+
+/* The first needed block of a request, or false. */
+static bool req_first_needed(const struct fetch_sched *s, const struct fetch_req *req,
+			     size_t *ret_idx, uint64_t *ret_block)
+{
+	for (size_t k = req->cursor; k < req->n; k++) {
+		uint64_t f, n, b;
+
+		if (!cache_blocks_of(req->v[k].offset, req->v[k].length, s->size, &f, &n))
+			continue;
+		b = next_needed(s, f, f + n);
+		if (b < f + n) {
+			*ret_idx = k;
+			*ret_block = b;
+			return true;
+		}
+	}
+	return false;
+}
+
+static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uint64_t *wake)
+{
+	for (size_t i = 0; i < s->nreqs; i++) {
+		struct fetch_req *r = s->reqs[i];
+		struct fetch_job *job;
+		size_t k;
+		uint64_t b;
+
+		if (r->next_try_ms > now_ms) {
+			*wake = MIN(*wake, r->next_try_ms);
+			continue;
+		}
+		if (!req_first_needed(s, r, &k, &b))
+			continue; /* everything it lacks is already on its way */
+		job = job_slot(s);
+		if (!job)
+			return NULL;
+		*job = (struct fetch_job){ 0 };
+		if (r->kind == FETCH_REQ_EVENT) {
+			uint64_t ws, we;
+
+			/* A read fetches its whole chunk: neighbouring reads are likely. */
+			fetch_chunk_window(b * CACHE_BLOCK_SIZE, s->pol.chunk_size, s->size, &ws, &we);
+			job_add_runs(s, job, blk_lo(ws), blk_hi(we), s->pol.chunk_size);
+		} else {
+			/* An ensure batch (metadata) fetches exactly what it lists, many ranges
+			 * per request. */
+			uint64_t from = b;
+
+			for (; k < r->n && job->nruns < FETCH_MAX_RUNS &&
+			       job->bytes < s->pol.max_job_bytes;
+			     k++) {
+				uint64_t f, n;
+
+				if (!cache_blocks_of(r->v[k].offset, r->v[k].length, s->size, &f, &n))
+					continue;
+				job_add_runs(s, job, MAX(f, from), f + n, s->pol.max_job_bytes);
+			}
+		}
+		if (job->nruns == 0)
+			continue;
+		job_commit(s, job, FETCH_JOB_DEMAND);
+		return job;
+	}
+	return NULL;
+}
+
+static struct fetch_job *pick_readahead(struct fetch_sched *s)
+{
+	while (s->nra > 0) {
+		struct util_extent *w = &s->ra[0];
+		struct fetch_job *job = job_slot(s);
+		uint64_t stop, lo, hi;
+
+		if (!job)
+			return NULL;
+		*job = (struct fetch_job){ 0 };
+		lo = blk_lo(w->offset);
+		hi = blk_hi(w->offset + w->length);
+		stop = job_add_runs(s, job, lo, hi, s->pol.max_job_bytes);
+		if (job->nruns > 0 && stop < hi) {
+			/* The rest of the window stays queued for the next fetcher. */
+			uint64_t off = stop * CACHE_BLOCK_SIZE;
+
+			w->length = w->offset + w->length - off;
+			w->offset = off;
+		} else {
+			memmove(&s->ra[0], &s->ra[1], (s->nra - 1) * sizeof(s->ra[0]));
+			s->nra--;
+		}
+		if (job->nruns > 0) {
+			job_commit(s, job, FETCH_JOB_READAHEAD);
+			return job;
+		}
+	}
+	return NULL;
+}
+
+static struct fetch_job *pick_background(struct fetch_sched *s, uint64_t now_ms, uint64_t *wake)
+{
+	struct fetch_job *job;
+	uint64_t b, span;
+
+	if (!s->pol.prefetch_all)
+		return NULL;
+	/* Yield to readers: while any request waits, at most one background fetch. */
+	if (s->nreqs > 0 && s->nbackground > 0)
+		return NULL;
+	if (s->bg_next_try_ms > now_ms) {
+		*wake = MIN(*wake, s->bg_next_try_ms);
+		return NULL;
+	}
+	b = next_needed(s, s->bg_cursor, s->nblocks);
+	if (b >= s->nblocks && s->bg_cursor > 0)
+		b = next_needed(s, 0, s->nblocks); /* wrap: pick up what failed earlier */
+	if (b >= s->nblocks)
+		return NULL;
+	job = job_slot(s);
+	if (!job)
+		return NULL;
+	*job = (struct fetch_job){ 0 };
+	span = s->pol.max_job_bytes / CACHE_BLOCK_SIZE;
+	s->bg_cursor = job_add_runs(s, job, b, MIN(s->nblocks, b + span), s->pol.max_job_bytes);
+	if (job->nruns == 0)
+		return NULL;
+	job_commit(s, job, FETCH_JOB_BACKGROUND);
+	return job;
+}
+
+struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint64_t *ret_wake_ms)
+{
+	struct fetch_job *job;
+	uint64_t wake = UINT64_MAX;
+
+	job = pick_demand(s, now_ms, &wake);
+	if (!job && s->nside < s->pol.max_side_jobs) {
+		job = pick_readahead(s);
+		if (!job)
+			job = pick_background(s, now_ms, &wake);
+	}
+	if (ret_wake_ms)
+		*ret_wake_ms = wake;
+	return job;
+}
+
+/* Does the request still need anything inside the job's runs? Both lists are sorted. */
+static bool req_overlaps_job(const struct fetch_sched *s, const struct fetch_req *r,
+			     const struct fetch_job *job)
+{
+	size_t k = r->cursor, j = 0;
+
+	while (k < r->n && j < job->nruns) {
+		uint64_t a0 = r->v[k].offset, a1 = a0 + r->v[k].length;
+		uint64_t b0 = job->runs[j].offset, b1 = b0 + job->runs[j].length;
+
+		/* Compare at block granularity: a request's partial block needs the whole. */
+		a0 = blk_lo(a0) * CACHE_BLOCK_SIZE;
+		a1 = blk_hi(a1) * CACHE_BLOCK_SIZE;
+		b1 = blk_hi(b1) * CACHE_BLOCK_SIZE;
+		if (a1 <= b0)
+			k++;
+		else if (b1 <= a0)
+			j++;
+		else
+			return true;
+	}
+	(void)s;
+	return false;
+}
+
+void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err, uint64_t now_ms)
+{
+	if (err < 0) {
+		bool permanent = fetch_error_permanent(err);
+
+		for (size_t i = 0; i < s->nreqs; i++) {
+			struct fetch_req *r = s->reqs[i];
+
+			if (!req_overlaps_job(s, r, job))
+				continue;
+			r->error = err;
+			if (permanent) {
+				r->attempts = FETCH_MAX_ATTEMPTS;
+			} else {
+				r->attempts++;
+				r->next_try_ms = now_ms + fetch_backoff_ms(r->attempts);
+			}
+		}
+		if (job->kind == FETCH_JOB_BACKGROUND) {
+			s->bg_attempts++;
+			s->bg_next_try_ms = now_ms + (permanent ? 60000 : fetch_backoff_ms(s->bg_attempts));
+			if (job->nruns)
+				s->bg_cursor = MIN(s->bg_cursor, blk_lo(job->runs[0].offset));
+		}
+	} else if (job->kind == FETCH_JOB_BACKGROUND) {
+		s->bg_attempts = 0;
+	}
+	if (job->busy) {
+		s->njobs--;
+		if (job->kind != FETCH_JOB_DEMAND)
+			s->nside--;
+		if (job->kind == FETCH_JOB_BACKGROUND)
+			s->nbackground--;
+	}
+	job->busy = false;
+	job->nruns = 0;
+	job->bytes = 0;
+}
+
+size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_req **out,
+			   size_t max)
+{
+	size_t n = 0, keep = 0;
+
+	for (size_t i = 0; i < s->nreqs; i++) {
+		struct fetch_req *r = s->reqs[i];
+		bool leave = false;
+
+		if (n < max) {
+			if (fetch_req_satisfied(s, r)) {
+				r->result = 0;
+				leave = true;
+			} else if (r->attempts >= FETCH_MAX_ATTEMPTS) {
+				r->result = r->error < 0 ? r->error : -EIO;
+				leave = true;
+			} else if (now_ms >= r->deadline_ms) {
+				r->result = r->error < 0 ? r->error : -ETIMEDOUT;
+				leave = true;
+			}
+		}
+		if (leave)
+			out[n++] = r;
+		else
+			s->reqs[keep++] = r;
+	}
+	s->nreqs = keep;
+	return n;
+}
+
+size_t fetch_sched_drain(struct fetch_sched *s, struct fetch_req **out, size_t max)
+{
+	size_t n = MIN(max, s->nreqs);
+
+	for (size_t i = 0; i < n; i++) {
+		out[i] = s->reqs[i];
+		out[i]->result = fetch_req_satisfied(s, out[i]) ? 0 : -EIO;
+	}
+	memmove(s->reqs, s->reqs + n, (s->nreqs - n) * sizeof(*s->reqs));
+	s->nreqs -= n;
+	return n;
+}
+
+/* ---- sequential streams and read-ahead ------------------------------------------------------ */
+
+static void ra_queue(struct fetch_sched *s, uint64_t off, uint64_t end)
+{
+	struct util_extent *last;
+
+	if (end > s->size)
+		end = s->size;
+	if (off >= end)
+		return;
+	last = s->nra ? &s->ra[s->nra - 1] : NULL;
+	if (last && off <= last->offset + last->length && end >= last->offset) {
+		uint64_t lo = MIN(last->offset, off), hi = MAX(last->offset + last->length, end);
+
+		*last = (struct util_extent){ .offset = lo, .length = hi - lo };
+		return;
+	}
+	if (s->nra == FETCH_RA_QUEUE) {
+		/* The oldest window is the least useful: its reader has moved on. */
+		memmove(&s->ra[0], &s->ra[1], (FETCH_RA_QUEUE - 1) * sizeof(s->ra[0]));
+		s->nra--;
+	}
+	s->ra[s->nra++] = (struct util_extent){ .offset = off, .length = end - off };
+}
+
+bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len)
+{
+	struct fetch_stream *st = NULL, *lru = NULL;
+	uint64_t end;
+
+	if (len == 0 || off >= s->size)
+		return false;
+	end = util_add_overflow_u64(off, len, &end) ? s->size : MIN(end, s->size);
+	s->clock++;
+	for (size_t i = 0; i < FETCH_MAX_STREAMS; i++) {
+		struct fetch_stream *c = &s->streams[i];
+
+		if (!c->used) {
+			if (!lru || lru->used)
+				lru = c;
+			continue;
+		}
+		if (!lru || (lru->used && c->stamp < lru->stamp))
+			lru = c;
+		if (off + STREAM_BEHIND >= c->next && off <= c->next + STREAM_AHEAD) {
+			st = c;
+			break;
+		}
+	}
+	if (!st) {
+		*lru = (struct fetch_stream){ .used = true, .next = end, .stamp = s->clock };
+		return false;
+	}
+	st->stamp = s->clock;
+	st->hits++;
+	st->next = MAX(st->next, end);
+	if (st->ra_end < end)
+		st->ra_end = end; /* the reader overtook what was asked for */
+	if (st->ra_end >= s->size)
+		return false;
+	/* Like the kernel's async readahead: once the reader comes within half a window of
+	 * what has been asked for, ask for the next window, twice as large. */
+	if (st->window == 0)
+		st->window = s->pol.ra_initial;
+	else if (st->ra_end - end > st->window / 2)
+		return false;
+	else
+		st->window = MIN(st->window * 2, s->pol.ra_max);
+	ra_queue(s, st->ra_end, st->ra_end + st->window);
+	st->ra_end = MIN(st->ra_end + st->window, s->size);
+	return true;
+}

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/*
+ * The daemon's scheduler, pure logic without threads or I/O: requests waiting for byte ranges
+ * (fanotify events, ensure batches), fetch jobs in flight (the coalescing table), the choice
+ * of the next job (demand first, then read-ahead, then background fill), sequential-stream
+ * detection, retries with backoff and deadlines. The caller serializes every call with one
+ * mutex and does the fetching, the writing and the answering itself.
+ */
+#ifndef LAZYEROFS_FETCH_SCHED_H
+#define LAZYEROFS_FETCH_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/cache.h"
+#include "util/extents.h"
+
+#define FETCH_MAX_RUNS 64     /* ranges in one job (one multi-range request) */
+#define FETCH_MAX_JOBS 16     /* jobs in flight */
+#define FETCH_MAX_STREAMS 8   /* sequential readers tracked */
+#define FETCH_RA_QUEUE 16     /* read-ahead windows waiting for a fetcher */
+#define FETCH_MAX_ATTEMPTS 8  /* fetch attempts for one request before it fails */
+
+struct fetch_policy {
+	uint64_t chunk_size;    /* demand unit for reads: power of two, >= 4 KiB */
+	uint64_t max_job_bytes; /* payload cap of one job (read-ahead, background, ensure) */
+	uint64_t ra_initial;    /* first read-ahead window of a sequential stream */
+	uint64_t ra_max;        /* largest read-ahead window */
+	unsigned max_side_jobs; /* read-ahead + background jobs in flight at once */
+	uint64_t timeout_ms;    /* per-request deadline */
+	bool prefetch_all;      /* background fill */
+};
+
+void fetch_policy_default(struct fetch_policy *p);
+/* Round and clamp a policy to sane values (tests and env overrides feed it anything). */
+void fetch_policy_fix(struct fetch_policy *p);
+
+enum fetch_req_kind {
+	FETCH_REQ_EVENT,  /* a fanotify permission event: one range */
+	FETCH_REQ_ENSURE, /* an ensure batch from the control socket: many ranges */
+};
+
+struct fetch_req {
+	enum fetch_req_kind kind;
+	int fd;                      /* event fd to answer (events) */
+	int slot;                    /* caller's slot index (journal / pool) */
+	const struct util_extent *v; /* byte ranges, sorted, within the blob */
+	size_t n;
+	struct util_extent one;      /* storage for a single range */
+	size_t cursor;               /* v[0..cursor) are known present */
+	uint64_t deadline_ms;
+	uint64_t next_try_ms;
+	unsigned attempts;
+	int error;   /* last fetch error, -errno */
+	int result;  /* set when leaving the scheduler: 0 present, -errno failed */
+	void *owner; /* caller's cookie */
+};
+
+enum fetch_job_kind {
+	FETCH_JOB_DEMAND,
+	FETCH_JOB_READAHEAD,
+	FETCH_JOB_BACKGROUND,
+};
+
+struct fetch_job {
+	bool busy;
+	enum fetch_job_kind kind;
+	struct util_extent runs[FETCH_MAX_RUNS]; /* byte ranges, block aligned, clamped to size */
+	size_t nruns;
+	uint64_t bytes;
+};
+
+struct fetch_stream {
+	bool used;
+	uint64_t next;   /* where the next sequential read is expected */
+	uint64_t window; /* current read-ahead window, 0 until the stream is sequential */
+	uint64_t ra_end; /* how far read-ahead has been asked for */
+	unsigned hits;
+	uint64_t stamp;  /* LRU */
+};
+
+struct fetch_sched {
+	struct cache_bitmap *bm; /* present blocks (bits set by the caller as data lands) */
+	uint64_t size, nblocks;
+	struct fetch_policy pol;
+	struct fetch_req **reqs; /* waiting requests, in arrival order */
+	size_t nreqs, max_reqs;
+	struct fetch_job jobs[FETCH_MAX_JOBS];
+	unsigned njobs, nside, nbackground;
+	struct util_extent ra[FETCH_RA_QUEUE]; /* read-ahead byte windows, oldest first */
+	size_t nra;
+	struct fetch_stream streams[FETCH_MAX_STREAMS];
+	uint64_t clock;
+	uint64_t bg_cursor; /* next block the background fill looks at */
+	uint64_t bg_next_try_ms;
+	unsigned bg_attempts;
+};
+
+int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,
+		     const struct fetch_policy *pol, size_t max_reqs);
+void fetch_sched_destroy(struct fetch_sched *s);
+
+/* Is every byte of req present? Advances req->cursor. */
+bool fetch_req_satisfied(struct fetch_sched *s, struct fetch_req *req);
+
+/* Queue a request. 1: already satisfied (not queued; answer it now); 0 queued; -ENOSPC full. */
+int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_ms);
+
+/* Choose the next job for an idle fetcher and mark its ranges in flight; NULL when there is
+ * nothing to do now (then *ret_wake_ms says when a retry becomes due, or UINT64_MAX). */
+struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint64_t *ret_wake_ms);
+
+/* A job ended: err 0 (all its ranges were written and their bits set) or -errno. Requests
+ * touching a failed job back off and retry, or fail at once on a permanent error. */
+void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err, uint64_t now_ms);
+
+/* Remove up to max requests that are now satisfied (result 0) or have failed (result < 0:
+ * permanent error, too many attempts, or deadline passed). Returns how many. */
+size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_req **out,
+			   size_t max);
+
+/* Remove every waiting request (shutdown), result -EIO. */
+size_t fetch_sched_drain(struct fetch_sched *s, struct fetch_req **out, size_t max);
+
+/* Record a read at [off, off + len): detects sequential streams and queues read-ahead.
+ * Returns true when read-ahead was queued (wake a fetcher). */
+bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len);
+
+/* Is [first, first + n) (blocks) covered by jobs in flight? */
+bool fetch_sched_in_flight(const struct fetch_sched *s, uint64_t first_block, uint64_t n);
+
+/* The chunk-aligned window [start, end) holding byte `off`, clamped to size. */
+void fetch_chunk_window(uint64_t off, uint64_t chunk, uint64_t size, uint64_t *ret_start,
+			uint64_t *ret_end);
+
+/* Backoff before retry number `attempt` (1-based), in ms. */
+uint64_t fetch_backoff_ms(unsigned attempt);
+/* Errors that no retry can cure (404, 401/403, changed URL object, bad media type). */
+bool fetch_error_permanent(int err);
+
+#endif

@@ -1,0 +1,767 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The worker process: dispatcher threads read permission events and answer present ranges at
+ * once (fast path); the rest wait in the scheduler while fetcher threads fetch chunks and
+ * write them through the pre-mark fd; a housekeeping thread enforces deadlines, persists the
+ * bitmap and starts the verification. Every event leaves through fetch_answer_batch(), the
+ * one exit path, exactly once.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fetch/fanotify.h"
+#include "fetch/internal.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/macro.h"
+
+#define DISPATCHERS 2
+#define READ_BATCH 64 /* events per read(): a read never returns more than we have slots for */
+#define COLLECT_BATCH 256
+#define WAKE_EVERY (1u << 20) /* let waiting readers go every MiB of a job's progress */
+
+static inline void add64(uint64_t *p, uint64_t v)
+{
+	__atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t get64(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static void abs_deadline(struct timespec *ts, uint64_t ms_from_now)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += (time_t)(ms_from_now / 1000);
+	ts->tv_nsec += (long)(ms_from_now % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+void fetch_kick(struct fetch_daemon *d)
+{
+	pthread_cond_broadcast(&d->fetch_cond);
+}
+
+/* ---- the one exit path of every request ------------------------------------------------- */
+
+static uint32_t deny_errno(int result)
+{
+	/* Only some errnos may travel back (fact 5); everything else is EIO. */
+	if (result == -ENOSPC || result == -EDQUOT)
+		return (uint32_t)-result;
+	return EIO;
+}
+
+void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n)
+{
+	bool any_ensure = false;
+
+	for (size_t i = 0; i < n; i++) {
+		struct fetch_req *r = v[i];
+		struct fanotify_response resp;
+
+		if (r->kind != FETCH_REQ_EVENT) {
+			any_ensure = true;
+			continue;
+		}
+		resp.fd = r->fd;
+		resp.response = r->result == 0 ? FAN_ALLOW : FAN_DENY_ERRNO(deny_errno(r->result));
+		while (write(d->fan_fd, &resp, sizeof(resp)) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_warning("answering event fd %d: %m", r->fd);
+			break;
+		}
+		/* Journal slot first, fd second: a replacement worker then never sees a
+		 * finished event whose fd number was already reused. */
+		__atomic_store_n(&d->sh->journal[r->slot].state, SLOT_FREE, __ATOMIC_RELEASE);
+		close(r->fd);
+		add64(&d->sh->answers, 1);
+		if (r->result != 0) {
+			add64(&d->sh->denied, 1);
+			add64(&d->sh->errors, 1);
+		}
+	}
+	if (n == 0)
+		return;
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct fetch_req *r = v[i];
+
+		if (r->kind == FETCH_REQ_EVENT)
+			d->free_slots[d->nfree++] = r->slot;
+		else
+			((struct fetch_ensure *)r->owner)->done = true;
+	}
+	pthread_cond_broadcast(&d->done_cond);
+	(void)any_ensure;
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* Collect and answer whatever is finished now. */
+static void settle(struct fetch_daemon *d)
+{
+	struct fetch_req *out[COLLECT_BATCH];
+	size_t n;
+
+	do {
+		pthread_mutex_lock(&d->lock);
+		n = fetch_sched_collect(&d->sched, fetch_now_ms(), out, COLLECT_BATCH);
+		pthread_mutex_unlock(&d->lock);
+		fetch_answer_batch(d, out, n);
+	} while (n == COLLECT_BATCH);
+}
+
+/* ---- dispatchers ---------------------------------------------------------------------------- */
+
+static bool own_pid(struct fetch_daemon *d, pid_t pid)
+{
+	return pid == d->sh->holder_pid || pid == getpid();
+}
+
+static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const struct fetch_event *ev)
+{
+	uint64_t size = d->cfg.blob.size, off, len, first, nblk;
+	bool ra;
+	int q;
+
+	if (own_pid(d, ev->pid)) {
+		/* Our own read of the marked file would wait on itself: refuse it loudly. */
+		log_error("event from the daemon itself (pid %d); denying", (int)ev->pid);
+		r->result = -EIO;
+		fetch_answer_batch(d, &r, 1);
+		return;
+	}
+	off = ev->has_range ? ev->offset : 0;
+	len = ev->has_range ? ev->count : size;
+	if (!cache_blocks_of(off, len, size, &first, &nblk)) {
+		r->result = 0; /* nothing inside the blob: the read sees EOF */
+		fetch_answer_batch(d, &r, 1);
+		return;
+	}
+	len = MIN(len, size - off);
+	r->one = (struct util_extent){ .offset = off, .length = len };
+	if (cache_bitmap_test_range(&d->entry->present, first, nblk)) {
+		/* Fast path: present in the bitmap, answer at once. */
+		pthread_mutex_lock(&d->lock);
+		ra = fetch_sched_note_read(&d->sched, off, len);
+		if (ra)
+			fetch_kick(d);
+		pthread_mutex_unlock(&d->lock);
+		add64(&d->sh->fast, 1);
+		r->result = 0;
+		fetch_answer_batch(d, &r, 1);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	(void)fetch_sched_note_read(&d->sched, off, len);
+	r->deadline_ms = 0;
+	q = fetch_sched_add(&d->sched, r, fetch_now_ms());
+	if (q == 0)
+		fetch_kick(d);
+	pthread_mutex_unlock(&d->lock);
+	if (q != 0) {
+		r->result = q > 0 ? 0 : -EIO;
+		fetch_answer_batch(d, &r, 1);
+	}
+}
+
+static void *dispatcher(void *arg)
+{
+	struct fetch_daemon *d = arg;
+	uint64_t buf[READ_BATCH * sizeof(struct fanotify_event_metadata) / 8];
+	struct fetch_event evs[READ_BATCH];
+	struct fetch_req *reqs[READ_BATCH];
+
+	prctl(PR_SET_NAME, "lzfetch-events", 0, 0, 0);
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = d->fan_fd, .events = POLLIN },
+					 { .fd = d->stop_efd, .events = POLLIN } };
+		size_t n, k = 0;
+		bool bad;
+		ssize_t got;
+		int maxfd = -1;
+
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (pfd[1].revents)
+			break;
+		if (!(pfd[0].revents & POLLIN))
+			continue;
+		/* Back-pressure: read only as many events as there are slots to hold them
+		 * (every event is at least a metadata record long). */
+		pthread_mutex_lock(&d->lock);
+		while (d->nfree < READ_BATCH && !d->stopping)
+			pthread_cond_wait(&d->done_cond, &d->lock);
+		pthread_mutex_unlock(&d->lock);
+		got = read(d->fan_fd, buf, sizeof(buf));
+		if (got < 0) {
+			if (errno != EAGAIN && errno != EINTR) {
+				log_error("reading fanotify events: %m");
+				usleep(10000);
+			}
+			continue;
+		}
+		n = fetch_events_parse(buf, (size_t)got, evs, READ_BATCH, &bad);
+		if (bad)
+			log_error("malformed fanotify event buffer (%zd bytes)", got);
+		/* Journal every event before anything else: if this process dies from here on,
+		 * the replacement worker finds and answers them. */
+		pthread_mutex_lock(&d->lock);
+		for (size_t i = 0; i < n; i++) {
+			struct fetch_req *r;
+			int slot;
+
+			if (evs[i].fd < 0)
+				continue; /* not a permission event: nothing to answer */
+			slot = d->free_slots[--d->nfree];
+			r = &d->pool[slot];
+			*r = (struct fetch_req){ .kind = FETCH_REQ_EVENT, .fd = evs[i].fd, .slot = slot };
+			d->sh->journal[slot].fd = evs[i].fd;
+			d->sh->journal[slot].off = evs[i].has_range ? evs[i].offset : 0;
+			d->sh->journal[slot].len = evs[i].has_range ? evs[i].count : d->cfg.blob.size;
+			__atomic_store_n(&d->sh->journal[slot].state, SLOT_ACTIVE, __ATOMIC_RELEASE);
+			maxfd = MAX(maxfd, evs[i].fd);
+			reqs[k] = r;
+			evs[k] = evs[i];
+			k++;
+		}
+		pthread_mutex_unlock(&d->lock);
+		if (maxfd > __atomic_load_n(&d->sh->hiwater_fd, __ATOMIC_RELAXED))
+			__atomic_store_n(&d->sh->hiwater_fd, maxfd, __ATOMIC_RELAXED);
+		add64(&d->sh->events, k);
+		for (size_t i = 0; i < k; i++) {
+			if (!(evs[i].mask & FAN_PRE_ACCESS))
+				log_warning("unexpected permission event mask 0x%" PRIx64,
+					    (uint64_t)evs[i].mask);
+			handle_event(d, reqs[i], &evs[i]);
+		}
+	}
+	return NULL;
+}
+
+/* ---- fetchers ---------------------------------------------------------------------------------- */
+
+struct sink_ctx {
+	struct fetch_daemon *d;
+	struct fetch_job *job;
+	uint64_t written[FETCH_MAX_RUNS];
+	uint64_t since_wake;
+};
+
+static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
+{
+	struct sink_ctx *c = ctx;
+	struct fetch_job *job = c->job;
+	size_t lo = 0, hi = job->nruns;
+	const struct util_extent *run;
+	uint64_t done_end, first;
+	int r;
+
+	/* The run holding `offset` (runs are sorted and disjoint). */
+	while (hi - lo > 1) {
+		size_t mid = (lo + hi) / 2;
+
+		if (job->runs[mid].offset <= offset)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	run = &job->runs[lo];
+	if (offset != run->offset + c->written[lo] || len > run->length - c->written[lo])
+		return -EBADMSG; /* not the bytes asked for, or not in order */
+	r = util_pwrite_full(c->d->entry->data_fd, data, len, offset);
+	if (r < 0)
+		return r;
+	c->written[lo] += len;
+	add64(&c->d->sh->fetched_bytes, len);
+	/* Whole blocks written so far become present now: a reader waiting on the start of a
+	 * large read-ahead job need not wait for its end. The page cache makes the bytes
+	 * visible at once; durability is the flusher's business. */
+	done_end = c->written[lo] == run->length
+			   ? DIV_ROUND_UP(run->offset + run->length, CACHE_BLOCK_SIZE)
+			   : (run->offset + c->written[lo]) / CACHE_BLOCK_SIZE;
+	first = run->offset / CACHE_BLOCK_SIZE;
+	if (done_end > first)
+		cache_bitmap_set_range(&c->d->entry->present, first, done_end - first);
+	c->since_wake += len;
+	if (c->since_wake >= WAKE_EVERY) {
+		c->since_wake = 0;
+		settle(c->d);
+	}
+	return 0;
+}
+
+static int run_job(struct fetch_daemon *d, struct oci_reader *reader, struct fetch_job *job)
+{
+	struct sink_ctx ctx = { .d = d, .job = job };
+	struct oci_error oerr = { 0 };
+	uint64_t req0 = 0, req1 = 0, b0, b1;
+	int r;
+
+	if (!reader)
+		return -EIO;
+	oci_reader_stats(reader, &req0, &b0);
+	r = oci_read_ranges(reader, job->runs, job->nruns, job_sink, &ctx, &oerr);
+	oci_reader_stats(reader, &req1, &b1);
+	add64(&d->sh->requests, req1 - req0);
+	if (r >= 0) {
+		for (size_t i = 0; i < job->nruns; i++)
+			if (ctx.written[i] != job->runs[i].length)
+				r = -EIO; /* the client promised every byte */
+	}
+	if (r < 0) {
+		static uint64_t last_log;
+		uint64_t now = fetch_now_ms();
+
+		/* Rate-limited: a dead registry fails every retry of every reader. */
+		if (now - __atomic_load_n(&last_log, __ATOMIC_RELAXED) > 5000) {
+			__atomic_store_n(&last_log, now, __ATOMIC_RELAXED);
+			log_warning("fetching %zu range(s) at offset %" PRIu64 " (%" PRIu64
+				    " bytes) failed: %s%s%s",
+				    job->nruns, job->runs[0].offset, job->bytes, strerror(-r),
+				    oerr.message[0] ? ": " : "", oerr.message);
+		}
+	}
+	return r;
+}
+
+static void *fetcher(void *arg)
+{
+	struct fetch_daemon *d = arg;
+	struct oci_reader *reader = NULL;
+
+	prctl(PR_SET_NAME, "lzfetch-fetch", 0, 0, 0);
+	if (d->client && oci_reader_new(d->client, &reader) < 0)
+		log_error("creating a registry reader: %m");
+	for (;;) {
+		struct fetch_job *job = NULL;
+		int err;
+
+		pthread_mutex_lock(&d->lock);
+		for (;;) {
+			uint64_t wake, now = fetch_now_ms();
+			struct timespec ts;
+
+			if (d->stopping && d->sched.nreqs == 0)
+				break;
+			job = fetch_sched_pick(&d->sched, now, &wake);
+			if (job)
+				break;
+			abs_deadline(&ts, wake > now ? MIN(wake - now, (uint64_t)1000) : 1000);
+			pthread_cond_timedwait(&d->fetch_cond, &d->lock, &ts);
+		}
+		pthread_mutex_unlock(&d->lock);
+		if (!job)
+			break;
+		err = run_job(d, reader, job);
+		if (err < 0)
+			add64(&d->sh->errors, 1);
+		pthread_mutex_lock(&d->lock);
+		fetch_sched_job_done(&d->sched, job, err, fetch_now_ms());
+		fetch_kick(d);
+		pthread_mutex_unlock(&d->lock);
+		settle(d);
+	}
+	oci_reader_free(reader);
+	return NULL;
+}
+
+/* ---- housekeeping and verification --------------------------------------------------------------- */
+
+int fetch_remove_mark(struct fetch_daemon *d)
+{
+	if (d->fan_fd < 0 || !d->sh->marked)
+		return 0;
+	if (fanotify_mark(d->fan_fd, FAN_MARK_REMOVE, FAN_PRE_ACCESS, d->entry->data_fd, NULL) < 0)
+		return -errno;
+	d->sh->marked = 0;
+	return 0;
+}
+
+static void *verifier(void *arg)
+{
+	struct fetch_daemon *d = arg;
+	struct cache_entry *e = d->entry;
+	uint8_t sum[UTIL_SHA256_LEN];
+	char got[UTIL_DIGEST_STR_LEN];
+	uint64_t t0 = fetch_now_ms();
+	int r;
+
+	prctl(PR_SET_NAME, "lzfetch-verify", 0, 0, 0);
+	r = cache_entry_flush(e, true);
+	if (r < 0) {
+		log_error("persisting the bitmap before verification: %s", strerror(-r));
+		__atomic_store_n(&d->verify_started, false, __ATOMIC_RELEASE);
+		return NULL;
+	}
+	if (!d->cfg.blob.digest[0]) {
+		/* An unpinned URL source: complete is as good as it gets. */
+		r = cache_entry_set_flags(e, CACHE_FLAG_COMPLETE, 0);
+		__atomic_store_n(&d->sh->state, FETCH_STATE_COMPLETE, __ATOMIC_RELEASE);
+		if (fetch_remove_mark(d) >= 0)
+			log_info("entry complete (no digest to verify); fanotify mark removed");
+		return NULL;
+	}
+	/* Hash through the pre-mark fd: its reads raise no events. */
+	r = util_sha256_fd(e->data_fd, e->hdr.size, sum);
+	if (r < 0) {
+		log_error("hashing the cache file: %s", strerror(-r));
+		__atomic_store_n(&d->verify_started, false, __ATOMIC_RELEASE);
+		return NULL;
+	}
+	util_digest_format(sum, got);
+	if (strcmp(got, d->cfg.blob.digest) == 0) {
+		r = cache_entry_set_flags(e, CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED, 0);
+		if (r < 0)
+			log_error("recording the verified entry: %s", strerror(-r));
+		__atomic_store_n(&d->sh->state, FETCH_STATE_VERIFIED, __ATOMIC_RELEASE);
+		r = fetch_remove_mark(d);
+		log_info("verified %s in %" PRIu64 " ms%s", got, fetch_now_ms() - t0,
+			 r >= 0 ? "; fanotify mark removed" : "");
+		return NULL;
+	}
+	log_error("digest mismatch for the cache entry: expected %s, got %s; the entry is marked "
+		  "bad and set aside, new mounts fetch a fresh copy",
+		  d->cfg.blob.digest, got);
+	pthread_mutex_lock(&d->lock);
+	r = cache_entry_mark_bad(e);
+	if (r < 0)
+		log_error("marking the entry bad: %s", strerror(-r));
+	if (!d->well_known_gone) {
+		(void)unlinkat(d->run_dirfd, d->sock_name, 0);
+		d->well_known_gone = true;
+	}
+	__atomic_store_n(&d->sh->state, FETCH_STATE_BAD, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
+}
+
+static void *housekeeper(void *arg)
+{
+	struct fetch_daemon *d = arg;
+	uint64_t last_flush = fetch_now_ms(), last_err = 0;
+
+	prctl(PR_SET_NAME, "lzfetch-house", 0, 0, 0);
+	for (;;) {
+		struct pollfd pfd = { .fd = d->stop_efd, .events = POLLIN };
+		uint64_t now;
+
+		if (poll(&pfd, 1, FETCH_TICK_MS) > 0)
+			break;
+		settle(d); /* deadlines */
+		now = fetch_now_ms();
+		if (now - last_flush >= FETCH_FLUSH_MS) {
+			int r = cache_entry_flush(d->entry, false);
+
+			last_flush = now;
+			if (r < 0 && now - last_err > 10000) {
+				last_err = now;
+				log_error("persisting the presence bitmap: %s", strerror(-r));
+			}
+		}
+		if (!__atomic_load_n(&d->verify_started, __ATOMIC_ACQUIRE) &&
+		    __atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_RUNNING &&
+		    cache_entry_complete(d->entry)) {
+			pthread_t t;
+
+			__atomic_store_n(&d->verify_started, true, __ATOMIC_RELEASE);
+			if (pthread_create(&t, NULL, verifier, d) == 0)
+				pthread_detach(t);
+			else
+				__atomic_store_n(&d->verify_started, false, __ATOMIC_RELEASE);
+		}
+	}
+	return NULL;
+}
+
+/* ---- status ----------------------------------------------------------------------------------- */
+
+void fetch_fill_status(struct fetch_daemon *d, json_t *o)
+{
+	struct fetch_shared *sh = d->sh;
+	json_t *list = json_array();
+	uint64_t pending;
+	unsigned mounts = 0;
+
+	pthread_mutex_lock(&d->lock);
+	pending = d->sched.nreqs;
+	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++) {
+		struct fetch_mount_rec *m = &sh->mounts[i];
+
+		if (!m->used)
+			continue;
+		mounts++;
+		if (list)
+			json_array_append_new(list, json_pack("{s:I,s:s,s:s}", "mnt_id",
+							      (json_int_t)m->mnt_id, "mountpoint",
+							      m->mountpoint, "source", m->source));
+	}
+	pthread_mutex_unlock(&d->lock);
+	json_object_set_new(o, "digest", json_string(d->cfg.blob.digest));
+	json_object_set_new(o, "size", json_integer((json_int_t)d->cfg.blob.size));
+	json_object_set_new(o, "present_bytes",
+			    json_integer((json_int_t)cache_entry_present_bytes(d->entry)));
+	json_object_set_new(o, "fetched_bytes", json_integer((json_int_t)get64(&sh->fetched_bytes)));
+	json_object_set_new(o, "requests", json_integer((json_int_t)get64(&sh->requests)));
+	json_object_set_new(o, "events", json_integer((json_int_t)get64(&sh->events)));
+	json_object_set_new(o, "answers", json_integer((json_int_t)get64(&sh->answers)));
+	json_object_set_new(o, "fast_answers", json_integer((json_int_t)get64(&sh->fast)));
+	json_object_set_new(o, "denied", json_integer((json_int_t)get64(&sh->denied)));
+	json_object_set_new(o, "errors", json_integer((json_int_t)get64(&sh->errors)));
+	json_object_set_new(o, "pending", json_integer((json_int_t)pending));
+	json_object_set_new(o, "pid", json_integer(sh->holder_pid));
+	json_object_set_new(o, "worker_pid", json_integer(getpid()));
+	json_object_set_new(o, "restarts", json_integer(sh->restarts));
+	json_object_set_new(o, "state",
+			    json_string(fetch_state_name(__atomic_load_n(&sh->state,
+									 __ATOMIC_ACQUIRE))));
+	json_object_set_new(o, "marked", json_boolean(sh->marked));
+	json_object_set_new(o, "mounts", json_integer(mounts));
+	json_object_set_new(o, "mount_list", list ? list : json_null());
+	json_object_set_new(o, "chunk_size", json_integer((json_int_t)d->pol.chunk_size));
+	json_object_set_new(o, "fetch_threads", json_integer(d->nfetchers));
+	json_object_set_new(o, "timeout_ms", json_integer((json_int_t)d->pol.timeout_ms));
+	json_object_set_new(o, "prefetch_all", json_boolean(d->pol.prefetch_all));
+	json_object_set_new(o, "data_path", json_string(d->entry->data_path));
+	json_object_set_new(o, "socket", json_string(d->sock2_path));
+	json_object_set_new(o, "log", json_string(d->log_path));
+}
+
+/* ---- takeover ----------------------------------------------------------------------------------- */
+
+/* A replacement worker: the dead one's journaled events are re-served with their own fd
+ * numbers (fact 6). Those numbers are occupied by placeholders first, so no new event can get
+ * one of them while the old event is pending. An event read but not yet journaled cannot be
+ * known: every other fd number the dead worker might have used is answered EIO (never zeros;
+ * numbers with no pending event just get ENOENT). Runs before this process opens any fd. */
+static void takeover_prepare(struct fetch_daemon *d)
+{
+	struct fetch_shared *sh = d->sh;
+	int limit = MAX(sh->hiwater_fd + 64, 1024);
+	unsigned known = 0, unknown = 0;
+
+	for (size_t i = 0; i < FETCH_MAX_EVENTS; i++) {
+		struct fetch_journal_slot *s = &sh->journal[i];
+
+		if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != SLOT_ACTIVE)
+			continue;
+		if (s->fd < 0 || s->fd > (1 << 20) || dup2(d->devnull_fd, s->fd) < 0) {
+			s->state = SLOT_FREE;
+			continue;
+		}
+		known++;
+	}
+	for (int fd = 0; fd <= limit; fd++) {
+		struct fanotify_response resp = { .fd = fd, .response = FAN_DENY_ERRNO(EIO) };
+		bool journaled = false;
+
+		if (d->fan_fd < 0)
+			break;
+		for (size_t i = 0; i < FETCH_MAX_EVENTS && !journaled; i++)
+			journaled = sh->journal[i].state == SLOT_ACTIVE && sh->journal[i].fd == fd;
+		if (journaled)
+			continue;
+		if (write(d->fan_fd, &resp, sizeof(resp)) == (ssize_t)sizeof(resp)) {
+			unknown++;
+			add64(&sh->events, 1);
+			add64(&sh->answers, 1);
+			add64(&sh->denied, 1);
+		}
+	}
+	log_info("worker %d took over: %u event(s) to serve again, %u unrecorded one(s) denied",
+		 (int)getpid(), known, unknown);
+}
+
+/* ---- the worker ----------------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t term_requested;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	term_requested = 1;
+}
+
+bool fetch_term_requested(void)
+{
+	return term_requested != 0;
+}
+
+static _Noreturn void worker_fail(struct fetch_daemon *d, int err, const char *fmt, ...)
+	_printf_(3, 4);
+
+static _Noreturn void worker_fail(struct fetch_daemon *d, int err, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_error("%s", msg);
+	if (d->ready_fd >= 0)
+		dprintf(d->ready_fd, "ERR %d %s\n", err < 0 ? -err : err, msg);
+	_exit(2);
+}
+
+static void start_thread(struct fetch_daemon *d, void *(*fn)(void *), pthread_t *ret)
+{
+	int r = pthread_create(ret, NULL, fn, d);
+
+	if (r != 0)
+		worker_fail(d, r, "starting a daemon thread: %s", strerror(r));
+}
+
+_Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
+{
+	struct fetch_shared *sh = d->sh;
+	pthread_condattr_t ca;
+	pthread_t disp[DISPATCHERS], house, *fetchers;
+	struct sigaction sa = { .sa_handler = on_term };
+	unsigned ndisp = 0;
+	int r;
+
+	__atomic_store_n(&sh->worker_pid, getpid(), __ATOMIC_RELEASE);
+	prctl(PR_SET_NAME, "lazyerofs-fetch", 0, 0, 0);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	if (takeover)
+		takeover_prepare(d);
+
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&d->fetch_cond, &ca);
+	pthread_cond_init(&d->done_cond, &ca);
+	r = fetch_sched_init(&d->sched, &d->entry->present, d->cfg.blob.size, &d->pol,
+			     FETCH_MAX_EVENTS + FETCH_MAX_ENSURE);
+	if (r < 0)
+		worker_fail(d, r, "scheduler: %s", strerror(-r));
+	d->nfree = 0;
+	for (int i = FETCH_MAX_EVENTS - 1; i >= 0; i--) {
+		struct fetch_journal_slot *s = &sh->journal[i];
+		struct fetch_req *req = &d->pool[i];
+
+		if (s->state != SLOT_ACTIVE) {
+			d->free_slots[d->nfree++] = i;
+			continue;
+		}
+		/* An event the dead worker had read: serve it like a new one. */
+		*req = (struct fetch_req){ .kind = FETCH_REQ_EVENT, .fd = s->fd, .slot = i,
+					   .one = { .offset = s->off, .length = s->len } };
+		if (s->off >= d->cfg.blob.size || s->len == 0 ||
+		    fetch_sched_add(&d->sched, req, fetch_now_ms()) != 0) {
+			req->result = 0; /* present (or outside the blob) */
+			fetch_answer_batch(d, &req, 1);
+		}
+	}
+
+	if (!cache_entry_complete(d->entry)) {
+		r = oci_global_init();
+		if (r >= 0)
+			r = oci_client_new(d->cfg.ref, d->cfg.opts, &d->client);
+		if (r >= 0)
+			r = oci_client_set_blob(d->client, &d->cfg.blob);
+		if (r < 0) {
+			if (!takeover)
+				worker_fail(d, r, "registry client: %s", strerror(-r));
+			log_error("registry client: %s; reads of missing data will fail",
+				  strerror(-r));
+		}
+	}
+	d->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->stop_efd < 0)
+		worker_fail(d, errno, "eventfd: %s", strerror(errno));
+	snprintf(d->log_path, sizeof(d->log_path), "%s/daemon-%s.log", d->cfg.run_dir,
+		 d->cfg.blob.cache_key);
+
+	fetchers = calloc(d->nfetchers, sizeof(*fetchers));
+	if (!fetchers)
+		worker_fail(d, ENOMEM, "out of memory");
+	for (unsigned i = 0; i < d->nfetchers; i++)
+		start_thread(d, fetcher, &fetchers[i]);
+	if (d->fan_fd >= 0)
+		for (; ndisp < DISPATCHERS; ndisp++)
+			start_thread(d, dispatcher, &disp[ndisp]);
+	start_thread(d, housekeeper, &house);
+
+	sh->ready = 1;
+	if (d->ready_fd >= 0) {
+		dprintf(d->ready_fd, "OK %d\n", (int)sh->holder_pid);
+		close(d->ready_fd);
+		d->ready_fd = -1;
+	}
+	if (!takeover)
+		log_info("ready: pid %d (worker %d), data %s", (int)sh->holder_pid, (int)getpid(),
+			 d->entry->data_path);
+
+	fetch_control_loop(d); /* returns when no superblock or client uses the entry */
+
+	/* Leave: no new events can come from users (there are none); finish what is queued. */
+	sh->exiting = 1;
+	pthread_mutex_lock(&d->lock);
+	d->stopping = true;
+	pthread_cond_broadcast(&d->done_cond);
+	fetch_kick(d);
+	pthread_mutex_unlock(&d->lock);
+	{
+		uint64_t one = 1;
+
+		if (write(d->stop_efd, &one, sizeof(one)) < 0)
+			log_debug("eventfd write: %m");
+	}
+	for (unsigned i = 0; i < ndisp; i++)
+		pthread_join(disp[i], NULL);
+	settle(d);
+	pthread_mutex_lock(&d->lock);
+	while (d->sched.nreqs > 0) {
+		struct timespec ts;
+
+		abs_deadline(&ts, 200);
+		pthread_mutex_unlock(&d->lock);
+		settle(d);
+		pthread_mutex_lock(&d->lock);
+		pthread_cond_timedwait(&d->done_cond, &d->lock, &ts);
+	}
+	pthread_mutex_unlock(&d->lock);
+	/* A complete entry is verified before leaving, so the next mount needs no mark. */
+	if (__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_RUNNING &&
+	    cache_entry_complete(d->entry)) {
+		if (!__atomic_exchange_n(&d->verify_started, true, __ATOMIC_ACQ_REL))
+			(void)verifier(d);
+		for (int i = 0; i < 1200 && __atomic_load_n(&d->verify_started, __ATOMIC_ACQUIRE) &&
+				__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_RUNNING;
+		     i++)
+			usleep(50000);
+	}
+	r = cache_entry_flush(d->entry, true);
+	if (r < 0)
+		log_error("persisting the presence bitmap at exit: %s", strerror(-r));
+	else if (cache_entry_complete(d->entry) && sh->state != FETCH_STATE_BAD)
+		(void)cache_entry_set_flags(d->entry, CACHE_FLAG_COMPLETE, 0);
+	if (sh->state == FETCH_STATE_BAD)
+		cache_entry_remove_aside(d->entry);
+	log_info("exiting: %" PRIu64 " events, %" PRIu64 " answers (%" PRIu64 " fast, %" PRIu64
+		 " denied), %" PRIu64 " requests, %" PRIu64 " bytes fetched, %" PRIu64
+		 " of %" PRIu64 " bytes present",
+		 get64(&sh->events), get64(&sh->answers), get64(&sh->fast), get64(&sh->denied),
+		 get64(&sh->requests), get64(&sh->fetched_bytes),
+		 cache_entry_present_bytes(d->entry), d->cfg.blob.size);
+	_exit(0);
+}

@@ -1,0 +1,414 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/* Unit tests for the daemon's scheduler: chunk alignment, coalescing, never refetching present
+ * blocks, ensure batches, retries/deadlines, read-ahead detection, background fill. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "fetch/sched.h"
+
+#define KiB (UINT64_C(1) << 10)
+#define MiB (UINT64_C(1) << 20)
+
+struct env {
+	struct cache_bitmap bm;
+	struct fetch_sched s;
+};
+
+static void env_init(struct env *e, uint64_t size, bool prefetch_all)
+{
+	struct fetch_policy p;
+
+	fetch_policy_default(&p);
+	p.chunk_size = 1 * MiB;
+	p.max_job_bytes = 4 * MiB;
+	p.ra_initial = 2 * MiB;
+	p.ra_max = 8 * MiB;
+	p.max_side_jobs = 2;
+	p.timeout_ms = 1000;
+	p.prefetch_all = prefetch_all;
+	assert_int_equal(cache_bitmap_init(&e->bm, (size + 4095) / 4096, false), 0);
+	assert_int_equal(fetch_sched_init(&e->s, &e->bm, size, &p, 8), 0);
+}
+
+static void env_free(struct env *e)
+{
+	fetch_sched_destroy(&e->s);
+	cache_bitmap_destroy(&e->bm);
+}
+
+static void event(struct fetch_req *r, uint64_t off, uint64_t len)
+{
+	*r = (struct fetch_req){ .kind = FETCH_REQ_EVENT, .one = { off, len } };
+}
+
+/* What a fetcher does after a successful job: write and set the bits. */
+static void complete(struct env *e, struct fetch_job *job)
+{
+	for (size_t i = 0; i < job->nruns; i++)
+		cache_bitmap_set_range(&e->bm, job->runs[i].offset / 4096,
+				       (job->runs[i].length + 4095) / 4096);
+	fetch_sched_job_done(&e->s, job, 0, 0);
+}
+
+static void test_chunk_window(void **state)
+{
+	uint64_t a, b;
+
+	fetch_chunk_window(0, MiB, 10 * MiB, &a, &b);
+	assert_int_equal(a, 0);
+	assert_int_equal(b, MiB);
+	fetch_chunk_window(3 * MiB + 5, MiB, 10 * MiB, &a, &b);
+	assert_int_equal(a, 3 * MiB);
+	assert_int_equal(b, 4 * MiB);
+	fetch_chunk_window(10 * MiB - 1, 4 * MiB, 10 * MiB, &a, &b); /* last, short chunk */
+	assert_int_equal(a, 8 * MiB);
+	assert_int_equal(b, 10 * MiB);
+	fetch_chunk_window(UINT64_MAX - 10, 4 * MiB, UINT64_MAX, &a, &b);
+	assert_int_equal(b, UINT64_MAX);
+}
+
+static void test_policy_fix(void **state)
+{
+	struct fetch_policy p = { .chunk_size = 3 * MiB, .max_job_bytes = 5, .ra_initial = 1,
+				  .ra_max = 0, .max_side_jobs = 100 };
+
+	fetch_policy_fix(&p);
+	assert_int_equal(p.chunk_size, 2 * MiB); /* power of two */
+	assert_int_equal(p.max_job_bytes, 2 * MiB);
+	assert_true(p.ra_max >= p.ra_initial);
+	assert_true(p.max_side_jobs <= FETCH_MAX_JOBS / 2);
+	assert_int_equal(p.timeout_ms, 60000);
+	p = (struct fetch_policy){ .chunk_size = 100 };
+	fetch_policy_fix(&p);
+	assert_int_equal(p.chunk_size, 4096);
+}
+
+static void test_coalescing(void **state)
+{
+	struct env e;
+	struct fetch_req r1, r2, r3, *out[8];
+	struct fetch_job *job, *job2;
+	uint64_t wake;
+
+	env_init(&e, 10 * MiB + 100, false);
+	event(&r1, 1 * MiB + 8192, 128 * KiB);
+	event(&r2, 1 * MiB + 512 * KiB, 128 * KiB); /* same chunk */
+	event(&r3, 5 * MiB, 4096);                  /* another chunk */
+	assert_int_equal(fetch_sched_add(&e.s, &r1, 0), 0);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, 0), 0);
+
+	job = fetch_sched_pick(&e.s, 0, &wake);
+	assert_non_null(job);
+	assert_int_equal(job->kind, FETCH_JOB_DEMAND);
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 1 * MiB); /* the whole chunk */
+	assert_int_equal(job->runs[0].length, 1 * MiB);
+	assert_true(fetch_sched_in_flight(&e.s, 256, 256));
+	/* The second reader of the chunk waits for the first fetch: no second job. */
+	assert_null(fetch_sched_pick(&e.s, 0, &wake));
+	assert_int_equal(wake, UINT64_MAX);
+
+	/* A reader of another chunk is not blocked by the first fetch. */
+	assert_int_equal(fetch_sched_add(&e.s, &r3, 0), 0);
+	job2 = fetch_sched_pick(&e.s, 0, &wake);
+	assert_non_null(job2);
+	assert_int_equal(job2->runs[0].offset, 5 * MiB);
+
+	assert_int_equal(fetch_sched_collect(&e.s, 0, out, 8), 0);
+	complete(&e, job);
+	assert_int_equal(fetch_sched_collect(&e.s, 0, out, 8), 2);
+	assert_ptr_equal(out[0], &r1);
+	assert_ptr_equal(out[1], &r2);
+	assert_int_equal(r1.result, 0);
+	assert_int_equal(r2.result, 0);
+	complete(&e, job2);
+	assert_int_equal(fetch_sched_collect(&e.s, 0, out, 8), 1);
+	assert_int_equal(e.s.njobs, 0);
+
+	/* Present now: a new reader is satisfied without queueing. */
+	event(&r1, 1 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r1, 0), 1);
+	env_free(&e);
+}
+
+static void test_never_refetch_present(void **state)
+{
+	struct env e;
+	struct fetch_req r;
+	struct fetch_job *job;
+
+	env_init(&e, 4 * MiB, false);
+	/* Blocks 10..19 and 100..255 of chunk 0 are present already. */
+	cache_bitmap_set_range(&e.bm, 10, 10);
+	cache_bitmap_set_range(&e.bm, 100, 156);
+	event(&r, 0, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 2);
+	assert_int_equal(job->runs[0].offset, 0);
+	assert_int_equal(job->runs[0].length, 10 * 4096);
+	assert_int_equal(job->runs[1].offset, 20 * 4096);
+	assert_int_equal(job->runs[1].length, 80 * 4096);
+	assert_int_equal(job->bytes, 90 * 4096);
+	env_free(&e);
+}
+
+static void test_short_last_block(void **state)
+{
+	struct env e;
+	struct fetch_req r, *out[2];
+	struct fetch_job *job;
+
+	env_init(&e, 3 * MiB + 100, false);
+	event(&r, 3 * MiB + 50, 1000); /* crosses EOF: clamped */
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->runs[0].offset, 3 * MiB);
+	assert_int_equal(job->runs[0].length, 100); /* never past the blob */
+	complete(&e, job);
+	assert_int_equal(fetch_sched_collect(&e.s, 0, out, 2), 1);
+	env_free(&e);
+}
+
+static void test_ensure_batches(void **state)
+{
+	struct env e;
+	struct util_extent v[100];
+	struct fetch_req r = { .kind = FETCH_REQ_ENSURE, .v = v, .n = 100 }, *out[2];
+	struct fetch_job *j1, *j2;
+
+	env_init(&e, 100 * MiB, false);
+	for (int i = 0; i < 100; i++)
+		v[i] = (struct util_extent){ .offset = (uint64_t)i * MiB + 100, .length = 200 };
+	cache_bitmap_set_range(&e.bm, 256 * 3, 1); /* range 3 is present */
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	/* Exact ranges (block-aligned), not chunks: metadata must not drag whole chunks in. */
+	j1 = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(j1);
+	assert_int_equal(j1->nruns, FETCH_MAX_RUNS);
+	assert_int_equal(j1->runs[0].offset, 0);
+	assert_int_equal(j1->runs[0].length, 4096);
+	assert_int_equal(j1->runs[3].offset, 4 * MiB); /* range 3 skipped */
+	/* The rest goes to a second fetcher in parallel. */
+	j2 = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(j2);
+	assert_int_equal(j2->nruns, 99 - FETCH_MAX_RUNS);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	complete(&e, j1);
+	assert_int_equal(fetch_sched_collect(&e.s, 0, out, 2), 0);
+	complete(&e, j2);
+	assert_int_equal(fetch_sched_collect(&e.s, 0, out, 2), 1);
+	assert_int_equal(r.result, 0);
+	env_free(&e);
+}
+
+static void test_retry_backoff_and_failures(void **state)
+{
+	struct env e;
+	struct fetch_req r, r2, *out[4];
+	struct fetch_job *job;
+	uint64_t wake, now = 1000;
+
+	env_init(&e, 8 * MiB, false);
+	event(&r, 0, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r, now), 0);
+	assert_int_equal(r.deadline_ms, now + 1000);
+	job = fetch_sched_pick(&e.s, now, NULL);
+	fetch_sched_job_done(&e.s, job, -EAGAIN, now);
+	assert_int_equal(r.attempts, 1);
+	/* Backing off: nothing to do until the retry is due. */
+	assert_null(fetch_sched_pick(&e.s, now + 10, &wake));
+	assert_int_equal(wake, now + fetch_backoff_ms(1));
+	assert_int_equal(fetch_sched_collect(&e.s, now + 10, out, 4), 0);
+	job = fetch_sched_pick(&e.s, wake, NULL);
+	assert_non_null(job);
+	fetch_sched_job_done(&e.s, job, -EAGAIN, wake);
+	/* The deadline ends it with the last error. */
+	assert_int_equal(fetch_sched_collect(&e.s, now + 1000, out, 4), 1);
+	assert_int_equal(r.result, -EAGAIN);
+
+	/* A permanent error (404) fails at once, without waiting for the deadline. */
+	event(&r2, 4 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, now), 0);
+	job = fetch_sched_pick(&e.s, now, NULL);
+	fetch_sched_job_done(&e.s, job, -ENOENT, now);
+	assert_int_equal(fetch_sched_collect(&e.s, now, out, 4), 1);
+	assert_int_equal(r2.result, -ENOENT);
+
+	/* Bounded attempts. */
+	event(&r2, 4 * MiB, 4096);
+	r2.deadline_ms = UINT64_MAX;
+	assert_int_equal(fetch_sched_add(&e.s, &r2, now), 0);
+	for (unsigned i = 0; i < FETCH_MAX_ATTEMPTS; i++) {
+		job = fetch_sched_pick(&e.s, UINT64_MAX / 2, NULL);
+		assert_non_null(job);
+		fetch_sched_job_done(&e.s, job, -EIO, now);
+	}
+	assert_int_equal(fetch_sched_collect(&e.s, now, out, 4), 1);
+	assert_int_equal(r2.result, -EIO);
+	assert_int_equal(e.s.njobs, 0);
+	assert_true(fetch_backoff_ms(1) < fetch_backoff_ms(3));
+	assert_int_equal(fetch_backoff_ms(50), 2000);
+	env_free(&e);
+}
+
+static void test_capacity(void **state)
+{
+	struct env e;
+	struct fetch_req r[9];
+
+	env_init(&e, 100 * MiB, false);
+	for (int i = 0; i < 8; i++) {
+		event(&r[i], (uint64_t)i * MiB, 10);
+		assert_int_equal(fetch_sched_add(&e.s, &r[i], 0), 0);
+	}
+	event(&r[8], 50 * MiB, 10);
+	assert_int_equal(fetch_sched_add(&e.s, &r[8], 0), -ENOSPC);
+	env_free(&e);
+}
+
+static void test_readahead_detection(void **state)
+{
+	struct env e;
+	struct fetch_job *job;
+	struct fetch_req r;
+
+	env_init(&e, 64 * MiB, false);
+	/* Random reads queue nothing. */
+	assert_false(fetch_sched_note_read(&e.s, 40 * MiB, 128 * KiB));
+	assert_false(fetch_sched_note_read(&e.s, 7 * MiB, 128 * KiB));
+	assert_false(fetch_sched_note_read(&e.s, 22 * MiB, 128 * KiB));
+	assert_int_equal(e.s.nra, 0);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+
+	/* A sequential reader: the second read in a row starts read-ahead. */
+	assert_false(fetch_sched_note_read(&e.s, 0, 128 * KiB));
+	assert_true(fetch_sched_note_read(&e.s, 128 * KiB, 128 * KiB));
+	assert_int_equal(e.s.nra, 1);
+	assert_int_equal(e.s.ra[0].offset, 256 * KiB);
+	assert_int_equal(e.s.ra[0].length, 2 * MiB);
+	/* Not again while the reader is far from the frontier. */
+	assert_false(fetch_sched_note_read(&e.s, 256 * KiB, 128 * KiB));
+
+	/* Demand comes first: a waiting reader's chunk is picked before read-ahead. */
+	event(&r, 30 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_int_equal(job->kind, FETCH_JOB_DEMAND);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->kind, FETCH_JOB_READAHEAD);
+	assert_int_equal(job->runs[0].offset, 256 * KiB);
+	assert_int_equal(job->bytes, 2 * MiB);
+	complete(&e, job);
+
+	/* Close to the frontier (within half a window): the next, larger window, once. */
+	{
+		unsigned triggers = 0;
+		uint64_t at = 0;
+
+		for (uint64_t off = 384 * KiB; off <= 1536 * KiB; off += 128 * KiB)
+			if (fetch_sched_note_read(&e.s, off, 128 * KiB)) {
+				triggers++;
+				at = off;
+			}
+		assert_int_equal(triggers, 1);
+		assert_int_equal(at, 1152 * KiB); /* its end is half a window (1 MiB) from 2304 KiB */
+	}
+	assert_int_equal(e.s.ra[0].offset, 2304 * KiB);
+	assert_int_equal(e.s.ra[0].length, 4 * MiB);
+	/* Windows grow up to ra_max and jobs are capped at max_job_bytes. */
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_int_equal(job->kind, FETCH_JOB_READAHEAD);
+	assert_int_equal(job->bytes, 4 * MiB);
+	/* Not while the reader is far from the new frontier. */
+	assert_false(fetch_sched_note_read(&e.s, 1664 * KiB, 128 * KiB));
+	/* Other sequential readers get their own streams; side jobs are limited
+	 * (max_side_jobs = 2, one is running). */
+	assert_true(fetch_sched_note_read(&e.s, 40 * MiB + 128 * KiB, 128 * KiB));
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->runs[0].offset, 40 * MiB + 256 * KiB);
+	assert_true(fetch_sched_note_read(&e.s, 7 * MiB + 128 * KiB, 128 * KiB));
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	assert_int_equal(e.s.nra, 1);
+	env_free(&e);
+}
+
+static void test_background_yields(void **state)
+{
+	struct env e;
+	struct fetch_job *b1, *b2, *d;
+	struct fetch_req r;
+
+	env_init(&e, 32 * MiB, true);
+	/* Idle: background fill in order, up to the side-job limit. */
+	b1 = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(b1);
+	assert_int_equal(b1->kind, FETCH_JOB_BACKGROUND);
+	assert_int_equal(b1->runs[0].offset, 0);
+	assert_int_equal(b1->bytes, 4 * MiB);
+	b2 = fetch_sched_pick(&e.s, 0, NULL);
+	assert_int_equal(b2->runs[0].offset, 4 * MiB);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	/* A reader arrives: its chunk goes first, and no new background job starts while it
+	 * waits, even after a background job ends. */
+	event(&r, 20 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	d = fetch_sched_pick(&e.s, 0, NULL);
+	assert_int_equal(d->kind, FETCH_JOB_DEMAND);
+	complete(&e, b1);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL)); /* b2 still running */
+	complete(&e, b2);
+	b1 = fetch_sched_pick(&e.s, 0, NULL); /* one background job while the reader waits */
+	assert_non_null(b1);
+	assert_int_equal(b1->kind, FETCH_JOB_BACKGROUND);
+	assert_int_equal(b1->runs[0].offset, 8 * MiB);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	/* A failed background job backs off and is retried from where it failed. */
+	fetch_sched_job_done(&e.s, b1, -EAGAIN, 0);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	b1 = fetch_sched_pick(&e.s, 10000, NULL);
+	assert_non_null(b1);
+	assert_int_equal(b1->runs[0].offset, 8 * MiB);
+	/* Background never fetches what the reader's job is fetching. */
+	complete(&e, b1);
+	b1 = fetch_sched_pick(&e.s, 10000, NULL);
+	assert_int_equal(b1->runs[0].offset, 12 * MiB);
+	b2 = fetch_sched_pick(&e.s, 10000, NULL);
+	assert_null(b2); /* reader still waits: only one background job */
+	complete(&e, d);
+	complete(&e, b1);
+	b1 = fetch_sched_pick(&e.s, 10000, NULL);
+	assert_int_equal(b1->runs[0].offset, 16 * MiB);
+	assert_int_equal(b1->runs[0].length, 4 * MiB);
+	complete(&e, b1);
+	b1 = fetch_sched_pick(&e.s, 10000, NULL); /* the reader's chunk is not fetched again */
+	assert_int_equal(b1->runs[0].offset, 21 * MiB);
+	env_free(&e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_chunk_window),
+		cmocka_unit_test(test_policy_fix),
+		cmocka_unit_test(test_coalescing),
+		cmocka_unit_test(test_never_refetch_present),
+		cmocka_unit_test(test_short_last_block),
+		cmocka_unit_test(test_ensure_batches),
+		cmocka_unit_test(test_retry_backoff_and_failures),
+		cmocka_unit_test(test_capacity),
+		cmocka_unit_test(test_readahead_detection),
+		cmocka_unit_test(test_background_yields),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
