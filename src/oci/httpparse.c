@@ -51,16 +51,17 @@ int oci_header_split(const char *line, size_t len, const char **name, size_t *na
 	return 0;
 }
 
-/* Decimal digits [*p, end) -> u64; at least one digit, at most 19 (no overflow). */
+/* Decimal digits [*p, end) -> u64; at least one digit, no overflow. */
 static int parse_dec(const char **p, const char *end, uint64_t *ret)
 {
 	uint64_t v = 0;
 	int n = 0;
 
 	while (*p < end && **p >= '0' && **p <= '9') {
-		if (++n > 19)
+		if (__builtin_mul_overflow(v, 10, &v) ||
+		    __builtin_add_overflow(v, (uint64_t)(**p - '0'), &v))
 			return -EBADMSG;
-		v = v * 10 + (uint64_t)(**p - '0');
+		n++;
 		(*p)++;
 	}
 	if (n == 0)
