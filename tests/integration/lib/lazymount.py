@@ -69,6 +69,14 @@ def pid_alive(pid):
         return False
 
 
+def ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def wait_until(pred, timeout, step=0.05):
     deadline = time.monotonic() + timeout
     while True:
@@ -104,7 +112,7 @@ class LazyEnv:
     """One test's cache and run directories, and everything started with them."""
 
     def __init__(self, base):
-        self.root = tempfile.mkdtemp(prefix="lazyerofs-mnt-", dir=base)
+        self.root = tempfile.mkdtemp(prefix="lz-", dir=base)
         os.chmod(self.root, 0o700)
         self.cache = os.path.join(self.root, "cache")
         self.run_dir = os.path.join(self.root, "run")
@@ -219,6 +227,11 @@ class LazyEnv:
                 found.add(pid)
         return found
 
+    def daemon_roots(self):
+        """The daemons' top processes (their helpers and workers are their children)."""
+        pids = self.daemon_pids()
+        return {p for p in pids if ppid(p) not in pids}
+
     def assert_nothing_left(self, timeout=10):
         """No mount, no daemon, no state file of this test (daemons get `timeout` to exit)."""
         assert self.our_mounts() == [], self.our_mounts()
@@ -278,5 +291,23 @@ def build_busybox_image(dest_dir):
             f.write(f"line {i} of a big text file\n")
     image = os.path.join(dest_dir, "busybox.erofs")
     subprocess.run(["mkfs.erofs", "-T0", "-zlz4hc", image, tree], check=True, capture_output=True,
+                   timeout=300)
+    return image, tree
+
+
+def build_big_image(dest_dir, files=3, mib=16):
+    """An uncompressed EROFS image much larger than the daemon's fetch chunks: a few text
+    files and `files` random files of `mib` MiB each (data/rN.bin), so that a cold mount holds
+    little of it and each read has to fetch. Returns (image, tree)."""
+    tree = os.path.join(dest_dir, "bigtree")
+    os.makedirs(os.path.join(tree, "data"), exist_ok=True)
+    os.makedirs(os.path.join(tree, "etc"), exist_ok=True)
+    with open(os.path.join(tree, "etc", "motd"), "w") as f:
+        f.write("hello from a big lazy image\n")
+    for i in range(files):
+        with open(os.path.join(tree, "data", f"r{i}.bin"), "wb") as f:
+            f.write(os.urandom(mib << 20))
+    image = os.path.join(dest_dir, "big.erofs")
+    subprocess.run(["mkfs.erofs", "-T0", image, tree], check=True, capture_output=True,
                    timeout=300)
     return image, tree

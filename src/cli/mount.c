@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * `lazyerofs mount [-o OPTS] SOURCE MOUNTPOINT` and the mount(8) helper entry
+ * (`/sbin/mount.erofs.lazy SOURCE DIR [-sfnv] [-o OPTS]`): argument parsing and the one-line
+ * report; the work is mount_do() in src/mount/.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "mount/mount.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/strutil.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: lazyerofs mount [-v] [-o OPTS] SOURCE MOUNTPOINT\n"
+		"\n"
+		"Mount an EROFS image from an OCI registry or an http(s) URL; its bytes are\n"
+		"fetched when first read. SOURCE is [oci://]REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST]\n"
+		"or an http(s):// URL of an image file served with byte ranges.\n"
+		"\n"
+		"Options (-o, comma-separated, may be repeated):\n"
+		"  insecure              plain-HTTP registry\n"
+		"  ca=PATH               trust this CA for the registry's TLS certificate\n"
+		"  username=NAME,password-file=PATH   registry credentials\n"
+		"  blob=sha256:...       mount this layer blob; layer=N  the N-th layer (0-based)\n"
+		"  platform=OS/ARCH[/VARIANT]   pick from a multi-platform index\n"
+		"  digest=sha256:...     pin the content of a URL source\n"
+		"  prefetch=none|all     all: fetch the whole image in the background and verify it\n"
+		"  timeout=SECONDS       a read that cannot be fetched in time fails with EIO (60)\n"
+		"  cache=DIR             cache directory (default $LAZYEROFS_CACHE_DIR or\n"
+		"                        " MOUNT_DEFAULT_CACHE_DIR "); must not be tmpfs or overlayfs\n"
+		"  ro nosuid nodev noexec noatime relatime strictatime nodiratime defaults\n"
+		"                        mount flags (the mount is always read-only)\n"
+		"  oci.blob= oci.layer= oci.platform= oci.username= oci.insecure   erofs-utils aliases\n"
+		"\n"
+		"Environment: LAZYEROFS_CACHE_DIR, LAZYEROFS_RUN_DIR (default " MOUNT_DEFAULT_RUN_DIR ").\n"
+		"Also installed as /sbin/mount.erofs.lazy: mount -t erofs.lazy -o OPTS SOURCE DIR.\n"
+		"Unmount with 'lazyerofs umount MOUNTPOINT' (or umount(8)).\n");
+}
+
+static void report(const char *source, const char *mountpoint, const struct mount_result *r)
+{
+	char b1[32], b2[32];
+
+	log_info("mounted '%s' (%s, %s) on '%s': mnt_id %llu, daemon pid %d, %llu ms%s",
+		 source, r->digest, util_format_bytes(r->size, b1, sizeof(b1)), mountpoint,
+		 (unsigned long long)r->mnt_id, (int)r->daemon_pid,
+		 (unsigned long long)r->total_ms, r->offline ? " (offline, from the cache)" : "");
+	log_info("timing: resolve %llu ms, daemon %llu ms, metadata %llu ms, kernel mount %llu ms",
+		 (unsigned long long)r->resolve_ms, (unsigned long long)r->daemon_ms,
+		 (unsigned long long)r->walk_ms, (unsigned long long)r->kmount_ms);
+	log_info("metadata walk: %llu inodes, %u levels, %llu ranges (%s), %llu prefetch batches, "
+		 "%llu HTTP requests, %s fetched",
+		 (unsigned long long)r->walk.inodes, r->walk.levels,
+		 (unsigned long long)r->walk_ranges, util_format_bytes(r->walk.meta_bytes, b1, sizeof(b1)),
+		 (unsigned long long)r->walk.prefetches, (unsigned long long)r->walk_requests,
+		 util_format_bytes(r->walk_fetched, b2, sizeof(b2)));
+}
+
+/* The common part of both entries: options collected, two positional arguments. */
+static int do_mount(const char *source, const char *mountpoint, const char *const *optv,
+		    size_t optn, bool sloppy, bool helper)
+{
+	struct mount_opts mo;
+	struct oci_options oo;
+	struct mount_result res;
+	struct mount_request req = { .source = source, .mountpoint = mountpoint };
+	char err[MOUNT_ERR_LEN] = "";
+	int class, r, code = CLI_EXIT_OK;
+
+	mount_opts_init(&mo);
+	oci_options_init(&oo);
+	mo.sloppy = sloppy;
+	mo.helper = helper;
+	for (size_t i = 0; i < optn; i++) {
+		r = mount_opts_parse(optv[i], &mo, &oo, err, sizeof(err));
+		if (r < 0) {
+			log_error("mount: %s", err);
+			code = CLI_EXIT_USAGE;
+			goto out;
+		}
+	}
+	req.opts = &mo;
+	req.oci = &oo;
+	r = mount_do(&req, &res, &class, err, sizeof(err));
+	if (r < 0) {
+		log_error("mount: %s", err);
+		code = class == MOUNT_FAIL_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_MOUNT;
+		goto out;
+	}
+	report(source, mountpoint, &res);
+out:
+	mount_opts_free(&mo);
+	oci_options_free(&oo);
+	return code;
+}
+
+#define MAX_OPT_ARGS 64
+
+int cli_mount(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "options", required_argument, NULL, 'o' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *optv[MAX_OPT_ARGS];
+	size_t optn = 0;
+	int c;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+ho:v", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			usage(stdout);
+			return CLI_EXIT_OK;
+		case 'o':
+			if (optn == MAX_OPT_ARGS) {
+				log_error("mount: too many -o arguments (at most %d)", MAX_OPT_ARGS);
+				return CLI_EXIT_USAGE;
+			}
+			optv[optn++] = optarg;
+			break;
+		case 'v':
+			cli_verbose_inc();
+			break;
+		default:
+			if (optopt == 'o')
+				log_error("mount: option -o needs a value; see 'lazyerofs mount --help'");
+			else
+				log_error("mount: unknown option '%s'; see 'lazyerofs mount --help'",
+					  argv[optind - 1]);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 2) {
+		log_error("mount: expected SOURCE and MOUNTPOINT; see 'lazyerofs mount --help'");
+		return CLI_EXIT_USAGE;
+	}
+	return do_mount(argv[optind], argv[optind + 1], optv, optn, false, false);
+}
+
+/* mount(8) runs `/sbin/mount.erofs.lazy SOURCE DIR [-sfnv] [-N NS] [-o OPTS] [-t TYPE]`. */
+int cli_mount_helper(int argc, char **argv)
+{
+	const char *optv[MAX_OPT_ARGS];
+	const char *pos[2];
+	size_t optn = 0, npos = 0;
+	bool sloppy = false, fake = false;
+	int c;
+
+	opterr = 0;
+	optind = 1;
+	/* Leading '-': positionals come back as option 1, in order, wherever they are. */
+	while ((c = getopt(argc, argv, "-sfnvho:t:N:")) != -1) {
+		switch (c) {
+		case 1:
+			if (npos == 2) {
+				log_error("mount: unexpected argument '%s'", optarg);
+				return CLI_EXIT_USAGE;
+			}
+			pos[npos++] = optarg;
+			break;
+		case 's':
+			sloppy = true;
+			break;
+		case 'f':
+			fake = true;
+			break;
+		case 'n':
+			break; /* no mtab to write: the kernel's mount table is the truth */
+		case 'v':
+			cli_verbose_inc();
+			break;
+		case 'h':
+			usage(stdout);
+			return CLI_EXIT_OK;
+		case 'o':
+			if (optn == MAX_OPT_ARGS) {
+				log_error("mount: too many -o arguments (at most %d)", MAX_OPT_ARGS);
+				return CLI_EXIT_USAGE;
+			}
+			optv[optn++] = optarg;
+			break;
+		case 't':
+			if (strcmp(optarg, "erofs.lazy") != 0 && strcmp(optarg, "erofs") != 0 &&
+			    strcmp(optarg, "lazy") != 0) {
+				log_error("mount: filesystem type '%s' is not handled by this helper "
+					  "(erofs.lazy)", optarg);
+				return CLI_EXIT_USAGE;
+			}
+			break;
+		case 'N':
+			log_error("mount: -N (mount namespaces) is not supported by mount.erofs.lazy");
+			return CLI_EXIT_USAGE;
+		default:
+			log_error("mount: unknown option '%s' for mount.erofs.lazy", argv[optind - 1]);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (npos != 2) {
+		log_error("mount: expected SOURCE and DIR (mount -t erofs.lazy SOURCE DIR)");
+		return CLI_EXIT_USAGE;
+	}
+	if (fake)
+		return CLI_EXIT_OK;
+	return do_mount(pos[0], pos[1], optv, optn, sloppy, true);
+}

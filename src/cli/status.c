@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * `lazyerofs status [--json] [MOUNTPOINT]`: every mount's live numbers from its daemon, as
+ * the JSON keys of DESIGN.md ("status --json") or as a table for people.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "mount/mount.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/strutil.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: lazyerofs status [-v] [--json] [MOUNTPOINT]\n"
+		   "\n"
+		   "Show every lazyerofs mount (or just MOUNTPOINT): source, digest, how much of\n"
+		   "the image is present in the cache, what was fetched, request/event/error\n"
+		   "counts and the daemon's state (running, complete, verified, bad).\n"
+		   "\n"
+		   "  --json   one JSON object: {\"mounts\":[{\"mountpoint\",\"source\",\"digest\",\n"
+		   "           \"size\",\"present_bytes\",\"fetched_bytes\",\"requests\",\"events\",\n"
+		   "           \"errors\",\"pid\",\"state\",...}]}\n"
+		   "\n"
+		   "Environment: LAZYEROFS_RUN_DIR (default " MOUNT_DEFAULT_RUN_DIR ").\n");
+}
+
+/* A mount whose daemon does not answer serves zeros from holes (DESIGN fact 6): it is shown
+ * as bad, with the reason. */
+static const char *entry_state(const struct mount_status_entry *e)
+{
+	return e->daemon_alive ? e->fs.state : "bad";
+}
+
+static const char *entry_digest(const struct mount_status_entry *e)
+{
+	if (e->daemon_alive && e->fs.digest[0])
+		return e->fs.digest;
+	return e->st.digest ? e->st.digest : "";
+}
+
+static json_t *entry_json(const struct mount_status_entry *e)
+{
+	const struct fetch_status *s = &e->fs;
+	bool a = e->daemon_alive;
+	json_t *o;
+
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:s, s:I, s:s, s:s}",
+		      "mountpoint", e->st.mountpoint, "source", e->st.source, "digest",
+		      entry_digest(e), "size", (json_int_t)(a ? s->size : e->st.size),
+		      "present_bytes", (json_int_t)(a ? s->present_bytes : 0), "fetched_bytes",
+		      (json_int_t)(a ? s->fetched_bytes : 0), "requests",
+		      (json_int_t)(a ? s->requests : 0), "events", (json_int_t)(a ? s->events : 0),
+		      "errors", (json_int_t)(a ? s->errors : 0), "pid",
+		      (int)(a && s->pid ? s->pid : e->st.pid), "state", entry_state(e), "mnt_id",
+		      (json_int_t)e->st.mnt_id, "cache", e->st.cache ? e->st.cache : "", "options",
+		      e->st.options ? e->st.options : "");
+	if (o && !a)
+		json_object_set_new(o, "problem",
+				    json_string("the fetch daemon is not running; unmount with "
+						"'lazyerofs umount'"));
+	return o;
+}
+
+static int print_json(const struct mount_status_entry *v, size_t n)
+{
+	_cleanup_json_ json_t *root = json_object();
+	json_t *arr = json_array();
+	char *text;
+
+	if (!root || !arr || json_object_set_new(root, "mounts", arr) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = entry_json(&v[i]);
+
+		if (!o || json_array_append_new(arr, o) < 0)
+			return -1;
+	}
+	text = json_dumps(root, JSON_COMPACT);
+	if (!text)
+		return -1;
+	puts(text);
+	free(text);
+	return 0;
+}
+
+enum { COL_MNT, COL_SRC, COL_DIGEST, COL_SIZE, COL_PRESENT, COL_FETCHED, COL_REQ, COL_EV,
+       COL_ERR, COL_STATE, COL_PID, NCOLS };
+
+static const char *const headers[NCOLS] = { "MOUNTPOINT", "SOURCE", "DIGEST", "SIZE",
+					    "PRESENT", "FETCHED", "REQUESTS", "EVENTS",
+					    "ERRORS", "STATE", "PID" };
+
+#define CELL 160
+
+static void fill_row(const struct mount_status_entry *e, char cells[NCOLS][CELL])
+{
+	const struct fetch_status *s = &e->fs;
+	uint64_t size = e->daemon_alive ? s->size : e->st.size;
+	const char *dg = entry_digest(e);
+	char b[32];
+
+	snprintf(cells[COL_MNT], CELL, "%s", e->st.mountpoint);
+	snprintf(cells[COL_SRC], CELL, "%s", e->st.source);
+	/* sha256: plus 12 hex digits is enough to tell blobs apart at a glance. */
+	snprintf(cells[COL_DIGEST], CELL, "%.19s", dg[0] ? dg : "-");
+	snprintf(cells[COL_SIZE], CELL, "%s", util_format_bytes(size, b, sizeof(b)));
+	if (!e->daemon_alive) {
+		for (int c = COL_PRESENT; c <= COL_ERR; c++)
+			snprintf(cells[c], CELL, "-");
+		snprintf(cells[COL_STATE], CELL, "bad (daemon gone)");
+		snprintf(cells[COL_PID], CELL, "%d", (int)e->st.pid);
+		return;
+	}
+	snprintf(cells[COL_PRESENT], CELL, "%s (%.0f%%)",
+		 util_format_bytes(s->present_bytes, b, sizeof(b)),
+		 size ? 100.0 * (double)s->present_bytes / (double)size : 100.0);
+	snprintf(cells[COL_FETCHED], CELL, "%s", util_format_bytes(s->fetched_bytes, b, sizeof(b)));
+	snprintf(cells[COL_REQ], CELL, "%llu", (unsigned long long)s->requests);
+	snprintf(cells[COL_EV], CELL, "%llu", (unsigned long long)s->events);
+	snprintf(cells[COL_ERR], CELL, "%llu", (unsigned long long)s->errors);
+	snprintf(cells[COL_STATE], CELL, "%s", s->state);
+	snprintf(cells[COL_PID], CELL, "%d", (int)s->pid);
+}
+
+static int print_table(const struct mount_status_entry *v, size_t n)
+{
+	static char cells[64][NCOLS][CELL];
+	int width[NCOLS];
+	size_t done = 0;
+
+	if (n == 0) {
+		printf("No lazyerofs mounts.\n");
+		return 0;
+	}
+	/* In pages of 64 rows, each page aligned on its own. */
+	while (done < n) {
+		size_t rows = MIN(n - done, ARRAY_SIZE(cells));
+
+		for (int c = 0; c < NCOLS; c++)
+			width[c] = (int)strlen(headers[c]);
+		for (size_t i = 0; i < rows; i++) {
+			fill_row(&v[done + i], cells[i]);
+			for (int c = 0; c < NCOLS; c++)
+				width[c] = MAX(width[c], (int)strlen(cells[i][c]));
+		}
+		for (int c = 0; c < NCOLS; c++)
+			printf("%-*s%s", c == NCOLS - 1 ? 0 : width[c], headers[c],
+			       c == NCOLS - 1 ? "\n" : "  ");
+		for (size_t i = 0; i < rows; i++)
+			for (int c = 0; c < NCOLS; c++) {
+				bool num = c >= COL_SIZE && c <= COL_ERR;
+
+				printf(num ? "%*s%s" : "%-*s%s", c == NCOLS - 1 ? 0 : width[c],
+				       cells[i][c], c == NCOLS - 1 ? "\n" : "  ");
+			}
+		done += rows;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!v[i].daemon_alive)
+			printf("\n%s: the fetch daemon is not running, so unread data would come back "
+			       "as zeros; unmount it with 'lazyerofs umount %s'\n",
+			       v[i].st.mountpoint, v[i].st.mountpoint);
+	return 0;
+}
+
+int cli_status(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct mount_status_entry *v = NULL;
+	char err[MOUNT_ERR_LEN] = "";
+	bool json = false;
+	size_t n = 0;
+	int c, r;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+hv", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			usage(stdout);
+			return CLI_EXIT_OK;
+		case 'j':
+			json = true;
+			break;
+		case 'v':
+			cli_verbose_inc();
+			break;
+		default:
+			log_error("status: unknown option '%s'; see 'lazyerofs status --help'",
+				  argv[optind - 1]);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (argc - optind > 1) {
+		log_error("status: expected at most one MOUNTPOINT; see 'lazyerofs status --help'");
+		return CLI_EXIT_USAGE;
+	}
+	r = mount_status_collect(mount_env_run_dir(), argc - optind == 1 ? argv[optind] : NULL, &v,
+				 &n, err, sizeof(err));
+	if (r < 0) {
+		log_error("status: %s", err);
+		return CLI_EXIT_FAILURE;
+	}
+	r = json ? print_json(v, n) : print_table(v, n);
+	mount_status_free(v, n);
+	if (r < 0) {
+		log_error("status: out of memory");
+		return CLI_EXIT_FAILURE;
+	}
+	return CLI_EXIT_OK;
+}
