@@ -308,11 +308,17 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             try:
                 self.upconn.request(method, self.path, body=body, headers=headers)
                 return self.upconn.getresponse()
-            except (http.client.HTTPException, OSError):
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # A kept-alive upstream connection the server had closed: retry once on a
+                # fresh one (never after other errors: the request may have gone through).
                 self.upconn.close()
                 self.upconn = None
                 if attempt == 1:
                     raise
+            except (http.client.HTTPException, OSError):
+                self.upconn.close()
+                self.upconn = None
+                raise
         raise AssertionError("unreachable")
 
     def _send(self, data):
@@ -418,6 +424,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             while True:
                 data = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
                 if not data:
+                    resp.read()  # marks the response done so the connection can be reused
                     complete = True
                     break
                 if kind in ("reset", "short", "stall") and sent + len(data) >= after:

@@ -102,10 +102,11 @@ class TokenServer:
 
     # --- counters ---
 
-    def count(self, scope=None, user=None):
+    def count(self, scope=None, user=Ellipsis):
+        """Token requests seen, for a scope and/or a user (None: anonymous; default: any)."""
         with self.lock:
             return sum(1 for s, u in self.hits
-                       if (scope is None or scope in s) and (user is None or u == user))
+                       if (scope is None or scope in s) and (user is Ellipsis or u == user))
 
     def reset(self):
         with self.lock:
