@@ -30,12 +30,13 @@ static void sleep_ms(unsigned ms)
 
 static int connect_unix(const char *path, int *ret_fd)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = -1;
+	struct sockaddr_un sa;
+	_cleanup_close_ int fd = -1, dfd = -1;
+	int r;
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
+	r = fetch_unix_addr(path, &sa, &dfd);
+	if (r < 0)
+		return r;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
@@ -140,7 +141,7 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 		return r;
 	}
 	if (snprintf(sock, sizeof(sock), "%s/daemon-%s.sock", cfg->run_dir, cfg->blob.cache_key) >=
-	    (int)sizeof(sock) || strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+	    (int)sizeof(sock)) {
 		snprintf(errbuf, errlen, "run directory path '%s' is too long for a unix socket",
 			 cfg->run_dir);
 		return -ENAMETOOLONG;

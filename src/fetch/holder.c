@@ -131,7 +131,8 @@ static int bind_socket(struct fetch_daemon *d, const char *name, int *ret_fd)
 	_cleanup_close_ int fd = -1;
 	int n;
 
-	n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", d->cfg.run_dir, name);
+	/* Through the run directory's fd: short enough for sun_path whatever its depth. */
+	n = snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", d->run_dirfd, name);
 	if (n < 0 || (size_t)n >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

@@ -146,6 +146,10 @@ void fetch_control_loop(struct fetch_daemon *d);
 void fetch_mounts_rescan(struct fetch_daemon *d);
 
 /* proto.c */
+struct sockaddr_un;
+/* A unix socket address for path; paths longer than sun_path go through /proc/self/fd of an
+ * opened parent directory (*ret_dirfd, to close after bind/connect). */
+int fetch_unix_addr(const char *path, struct sockaddr_un *sa, int *ret_dirfd);
 int fetch_proto_send(int fd, json_t *msg, int pass_fd);
 /* Read one line (without the newline) up to max bytes; *ret_fd receives an fd passed with
  * it (or -1). -ECONNRESET on EOF. */

@@ -7,11 +7,44 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "fetch/internal.h"
 #include "util/cleanup.h"
+
+int fetch_unix_addr(const char *path, struct sockaddr_un *sa, int *ret_dirfd)
+{
+	const char *slash;
+	_cleanup_free_ char *dir = NULL;
+	int dfd, n;
+
+	*sa = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	*ret_dirfd = -1;
+	if (strlen(path) < sizeof(sa->sun_path)) {
+		memcpy(sa->sun_path, path, strlen(path) + 1);
+		return 0;
+	}
+	/* Too long for sun_path (a deep run directory): go through the directory's fd. */
+	slash = strrchr(path, '/');
+	if (!slash)
+		return -ENAMETOOLONG;
+	dir = strndup(path, (size_t)(slash - path));
+	if (!dir)
+		return -ENOMEM;
+	dfd = open(dir[0] ? dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	n = snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", dfd, slash + 1);
+	if (n < 0 || (size_t)n >= sizeof(sa->sun_path)) {
+		close(dfd);
+		return -ENAMETOOLONG;
+	}
+	*ret_dirfd = dfd;
+	return 0;
+}
 
 int fetch_proto_send(int fd, json_t *msg, int pass_fd)
 {

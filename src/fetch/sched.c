@@ -18,7 +18,7 @@
 /* A read counts as continuing a stream when it starts this close to where one left off
  * (readers and the kernel's readahead do not always issue reads in exact order). */
 #define STREAM_BEHIND (256 * KiB)
-#define STREAM_AHEAD (1 * MiB)
+#define STREAM_AHEAD (64 * KiB)
 
 void fetch_policy_default(struct fetch_policy *p)
 {

@@ -6,7 +6,11 @@
  * each:
  *
  *   daemon-ctl [-o OPTS] --cache DIR --run DIR [--timeout SEC] [--prefetch-all]
- *              [--chunk BYTES] SOURCE COMMAND...
+ *              [--chunk BYTES] [--threads N] [--blob sha256:HEX:SIZE] SOURCE COMMAND...
+ *
+ * --blob skips resolving SOURCE (the registry may be down: the daemon may already run).
+ *   daemon-ctl --socket PATH COMMAND...   talks to a running daemon (fetch_connect: no hold,
+ *                                          no SOURCE)
  *
  *   read OFF LEN     pread through a fresh fd (opened after the mark: raises events)
  *                    -> {"cmd":"read","ok":true,"sha256":"..","bytes":N,"ms":T}
@@ -18,6 +22,8 @@
  *   sleep MS         wait
  *   wait-stdin       wait until stdin reaches EOF (keeps the daemon held)
  *   info             pid, data_path, socket_path
+ *   attach MNT       fetch_attach (mnt_id from statx STATX_MNT_ID_UNIQUE)
+ *   detach MNT_ID    fetch_detach
  *
  * Exit 0 when every command ran (a failed read is a result, not an error); 2 on setup errors.
  */
@@ -29,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -188,6 +195,8 @@ int main(int argc, char **argv)
 		{ "prefetch-all", no_argument, NULL, 'p' },
 		{ "chunk", required_argument, NULL, 'k' },
 		{ "threads", required_argument, NULL, 'n' },
+		{ "blob", required_argument, NULL, 'b' },
+		{ "socket", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct oci_options opts;
@@ -196,7 +205,8 @@ int main(int argc, char **argv)
 	struct fetch_config cfg = { 0 };
 	struct fetch_handle *h = NULL;
 	struct oci_error oerr = { 0 };
-	const char *cache = NULL, *run = NULL;
+	const char *cache = NULL, *run = NULL, *blob = NULL, *sock = NULL;
+	int first_cmd;
 	char err[1024];
 	uint64_t timeout_s = 0;
 	int c, r;
@@ -236,6 +246,12 @@ int main(int argc, char **argv)
 			if (util_parse_u64(optarg, &cfg.chunk_size) < 0)
 				return die("bad --chunk");
 			break;
+		case 'b':
+			blob = optarg;
+			break;
+		case 's':
+			sock = optarg;
+			break;
 		case 'n': {
 			uint64_t n;
 
@@ -248,6 +264,13 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (sock) {
+		r = fetch_connect(sock, &h);
+		if (r < 0)
+			return die("connecting to '%s': %s", sock, strerror(-r));
+		first_cmd = optind;
+		goto commands;
+	}
 	if (optind >= argc || !cache || !run)
 		return die("usage: daemon-ctl [-o OPTS] --cache DIR --run DIR SOURCE COMMAND...");
 	r = oci_global_init();
@@ -258,7 +281,20 @@ int main(int argc, char **argv)
 	r = oci_client_new(ref, &opts, &client);
 	if (r < 0)
 		return die("client: %s", strerror(-r));
-	r = oci_resolve(client, &cfg.blob, &oerr);
+	if (blob) {
+		const char *colon = strrchr(blob, ':');
+
+		if (!colon || colon - blob != UTIL_DIGEST_STR_LEN - 1 ||
+		    util_parse_u64(colon + 1, &cfg.blob.size) < 0)
+			return die("--blob wants sha256:HEX:SIZE");
+		memcpy(cfg.blob.digest, blob, UTIL_DIGEST_STR_LEN - 1);
+		memcpy(cfg.blob.cache_key, blob + 7, UTIL_SHA256_HEX_LEN);
+		if (!util_digest_valid(cfg.blob.digest))
+			return die("--blob: bad digest");
+		r = oci_client_set_blob(client, &cfg.blob);
+	} else {
+		r = oci_resolve(client, &cfg.blob, &oerr);
+	}
 	if (r < 0)
 		return die("resolve: %s", oerr.message[0] ? oerr.message : strerror(-r));
 	cfg.cache_dir = cache;
@@ -269,8 +305,9 @@ int main(int argc, char **argv)
 	r = fetch_daemon_ensure(&cfg, &h, err, sizeof(err));
 	if (r < 0)
 		return die("%s", err[0] ? err : strerror(-r));
-
-	for (int i = optind + 1; i < argc; i++) {
+	first_cmd = optind + 1;
+commands:
+	for (int i = first_cmd; i < argc; i++) {
 		const char *cmd = argv[i];
 
 		if (!strcmp(cmd, "read") && i + 2 < argc) {
@@ -302,6 +339,25 @@ int main(int argc, char **argv)
 
 			while (read(0, b, sizeof(b)) > 0)
 				;
+		} else if (!strcmp(cmd, "attach") && i + 1 < argc) {
+			struct statx stx;
+			uint64_t id = 0;
+
+			if (statx(AT_FDCWD, argv[i + 1], 0, 0x4000 /* STATX_MNT_ID_UNIQUE */, &stx) == 0)
+				id = stx.stx_mnt_id;
+			r = fetch_attach(h, id, argv[i + 1], "daemon-ctl");
+			printf("{\"cmd\":\"attach\",\"ok\":%s,\"errno\":%d,\"mnt_id\":%" PRIu64 "}\n",
+			       r < 0 ? "false" : "true", r < 0 ? -r : 0, id);
+			fflush(stdout);
+			i++;
+		} else if (!strcmp(cmd, "detach") && i + 1 < argc) {
+			uint64_t id;
+
+			if (util_parse_u64(argv[++i], &id) < 0)
+				return die("detach: bad id");
+			r = fetch_detach(h, id);
+			printf("{\"cmd\":\"detach\",\"ok\":%s}\n", r < 0 ? "false" : "true");
+			fflush(stdout);
 		} else if (!strcmp(cmd, "info")) {
 			printf("{\"cmd\":\"info\",\"pid\":%d,\"data_path\":\"%s\",\"socket\":\"%s\"}\n",
 			       (int)h->pid, h->data_path, h->socket_path);

@@ -1,0 +1,171 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""The fetch daemon driven without the mount CLI, through build/tests/tools/daemon-ctl.
+
+`DaemonEnv` owns a private cache and run directory on a filesystem that takes pre-content
+marks (ext4 under /var/tmp), runs daemon-ctl (one JSON line per command), and on teardown
+unmounts whatever is mounted from its cache and kills every process that still holds a file
+under its directory (daemons, background daemon-ctl runs) — even when the test failed."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from common import ROOT
+
+DAEMON_CTL = os.environ.get("LAZYEROFS_DAEMON_CTL",
+                            os.path.join(ROOT, "build", "tests", "tools", "daemon-ctl"))
+MARKABLE = {"ext2/ext3", "ext4", "xfs", "btrfs"}
+
+
+def fs_type(path):
+    return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def mounts_of(prefix):
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            dec = lambda s: s.encode().decode("unicode_escape")  # noqa: E731
+            mp, src = dec(fields[4]), dec(fields[sep + 2])
+            if mp.startswith(prefix) or src.startswith(prefix):
+                out.append(mp)
+    return out
+
+
+class DaemonEnv:
+    def __init__(self, base=None):
+        base = base or "/var/tmp"
+        if fs_type(base) not in MARKABLE:
+            pytest.skip(f"{base} is not on ext4/xfs/btrfs")
+        self.root = tempfile.mkdtemp(prefix="lzd-", dir=base)
+        os.chmod(self.root, 0o700)
+        self.cache = os.path.join(self.root, "cache")
+        self.run_dir = os.path.join(self.root, "run")
+        self.procs = []
+
+    def args(self, source, cmds, opts="insecure", timeout=None, extra=(), cache=None):
+        a = [DAEMON_CTL]
+        if opts:
+            a += ["-o", opts]
+        a += ["--cache", cache or self.cache, "--run", self.run_dir]
+        if timeout:
+            a += ["--timeout", str(timeout)]
+        a += list(extra)
+        return a + [source] + [str(c) for c in cmds]
+
+    def ctl(self, source, *cmds, check=True, proc_timeout=180, **kw):
+        """Run daemon-ctl; returns (returncode, [json lines], stderr)."""
+        r = subprocess.run(self.args(source, cmds, **kw), capture_output=True, text=True,
+                           timeout=proc_timeout, stdin=subprocess.DEVNULL)
+        out = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+        if check:
+            assert r.returncode == 0, f"daemon-ctl failed ({r.returncode}): {r.stderr}"
+        return r.returncode, out, r.stderr
+
+    def sock(self, socket, *cmds, check=True):
+        """daemon-ctl --socket: commands to a running daemon, without holding it."""
+        r = subprocess.run([DAEMON_CTL, "--socket", socket, *[str(c) for c in cmds]],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        if check:
+            assert r.returncode == 0, r.stderr
+        return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+
+    def ctl_bg(self, source, *cmds, **kw):
+        """Start daemon-ctl in the background; stdin is a pipe (for wait-stdin)."""
+        p = subprocess.Popen(self.args(source, cmds, **kw), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def finish(p, timeout=120):
+        """Close a background run's stdin and collect (returncode, [json lines], stderr)."""
+        out, err = p.communicate(timeout=timeout)  # closes stdin first
+        return p.returncode, [json.loads(l) for l in out.splitlines() if l.strip()], err
+
+    @staticmethod
+    def read_line(p, timeout=60):
+        """Next JSON line of a background run."""
+        import select
+        r, _, _ = select.select([p.stdout], [], [], timeout)
+        assert r, "daemon-ctl printed nothing in time"
+        line = p.stdout.readline()
+        assert line, f"daemon-ctl ended: {p.stderr.read()}"
+        return json.loads(line)
+
+    def log(self):
+        try:
+            return "".join(open(os.path.join(self.run_dir, n)).read()
+                           for n in os.listdir(self.run_dir) if n.endswith(".log"))
+        except OSError:
+            return ""
+
+    def holders(self):
+        """Processes (other than us) holding a file under our directory: the daemons."""
+        found = set()
+        me = os.getpid()
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == me:
+                continue
+            try:
+                for fd in os.listdir(f"/proc/{d}/fd"):
+                    try:
+                        if os.readlink(f"/proc/{d}/fd/{fd}").startswith(self.root + "/"):
+                            found.add(int(d))
+                            break
+                    except OSError:
+                        pass
+            except OSError:
+                pass
+        return {p for p in found if pid_alive(p)}
+
+    def cleanup(self):
+        for mp in reversed(mounts_of(self.root + "/")):
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        pids = self.holders()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda: not any(pid_alive(p) for p in pids), 5)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def dctl():
+    e = DaemonEnv()
+    try:
+        yield e
+    finally:
+        e.cleanup()

@@ -1,0 +1,355 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""The fetch daemon on its own (no mount CLI), against the real registry: reads through a
+fresh fd of the marked cache file raise fanotify events the daemon serves; correctness of the
+bytes, exactly one answer per event, coalescing, deadlines (EIO, never zeros) and recovery,
+a worker killed mid-read, prefetch=all with verification or a bad entry, the lifetime of the
+daemon around real file-backed EROFS mounts (umount, umount -l with an open file), and a
+cache directory on tmpfs."""
+
+import ctypes
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from common import BIN, FIXTURES
+from daemonctl import pid_alive, wait_until
+from registry import MT_EROFS
+
+MiB = 1 << 20
+MS_RDONLY = 1
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def blob(registry):
+    """A random 24 MiB + 12345 byte blob as the EROFS layer of daemon/blob:v1."""
+    data = os.urandom(24 * MiB + 12345)
+    im = registry.client.push_image("daemon/blob", "v1", [(data, MT_EROFS)])
+    digest = im["layers"][0]["digest"]
+    return data, digest, f"{digest}:{len(data)}"
+
+
+def status(dctl, ref, **kw):
+    _, out, _ = dctl.ctl(ref, "status", **kw)
+    assert out[0]["ok"], out
+    return out[0]
+
+
+def test_cold_reads_are_right_and_every_event_answered_once(dctl, registry, blob):
+    data, digest, _ = blob
+    ref = registry.ref("daemon/blob", "v1")
+    ranges = [(0, 4096), (5 * MiB + 100, 70000), (len(data) - 1000, 1000), (3 * MiB, 10),
+              (3 * MiB + 4096, 100), (len(data) - 10, 50)]
+    cmds = []
+    for o, l in ranges:
+        cmds += ["read", o, l]
+    _, out, _ = dctl.ctl(ref, *cmds, "status", "readall", "status")
+    for (o, l), r in zip(ranges, out):
+        assert r["ok"], r
+        assert r["sha256"] == sha(data[o:o + l]), (o, l)
+    st = out[len(ranges)]
+    assert st["events"] == st["answers"] >= len(ranges) - 1
+    assert st["pending"] == 0 and st["denied"] == 0
+    # Lazy: a few chunks, not the blob; what was fetched is what is present.
+    assert 0 < st["fetched_bytes"] <= 6 * MiB
+    assert st["present_bytes"] == st["fetched_bytes"]
+    assert st["digest"] == digest and st["size"] == len(data) and st["state"] == "running"
+    ra = out[len(ranges) + 1]
+    assert ra["ok"] and ra["sha256"] == sha(data) and ra["bytes"] == len(data)
+    st = out[-1]
+    assert st["events"] == st["answers"]
+    # Never a present block fetched again: the fetched bytes add up to the blob exactly.
+    assert st["fetched_bytes"] == len(data) == st["present_bytes"]
+
+    # Nobody holds the daemon any more: it leaves at once, with its sockets.
+    assert wait_until(lambda: not dctl.holders(), 10), dctl.holders()
+    assert sorted(os.listdir(dctl.run_dir)) == [f"daemon-{digest[7:]}.log"]
+
+    # The entry was verified on the way out: the next daemon needs no mark and no registry.
+    _, out, _ = dctl.ctl(ref, "read", 5 * MiB, 4096, "status")
+    assert out[0]["ok"] and out[0]["sha256"] == sha(data[5 * MiB:5 * MiB + 4096])
+    st = out[1]
+    assert st["state"] == "verified" and st["marked"] is False
+    assert st["requests"] == 0 and st["fetched_bytes"] == 0 and st["events"] == 0
+
+
+def test_bitmap_survives_restart_and_nothing_is_fetched_twice(dctl, registry, blob):
+    data, _, _ = blob
+    ref = registry.ref("daemon/blob", "v1")
+    _, out, _ = dctl.ctl(ref, "read", 7 * MiB, 8192, "status")
+    first = out[1]["fetched_bytes"]
+    assert out[0]["sha256"] == sha(data[7 * MiB:7 * MiB + 8192]) and first > 0
+    assert wait_until(lambda: not dctl.holders(), 10)
+    # A new daemon: the persisted bitmap says the chunk is there.
+    _, out, _ = dctl.ctl(ref, "read", 7 * MiB + 100, 8192, "status")
+    assert out[0]["sha256"] == sha(data[7 * MiB + 100:7 * MiB + 100 + 8192])
+    assert out[1]["fetched_bytes"] == 0 and out[1]["requests"] == 0
+    assert out[1]["present_bytes"] == first
+    assert out[1]["events"] == out[1]["answers"] == out[1]["fast_answers"] == 1
+
+
+def test_two_readers_of_one_chunk_cause_one_request(dctl, faultproxy, blob):
+    data, _, _ = blob
+    ref = faultproxy.ref("daemon/blob", "v1")
+    faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=1.0, count=None)
+    holder = dctl.ctl_bg(ref, "info", "wait-stdin")
+    dctl.read_line(holder)
+    faultproxy.reset_counts()
+    a = dctl.ctl_bg(ref, "read", 9 * MiB + 4096, 4096)
+    b = dctl.ctl_bg(ref, "read", 9 * MiB + 300000, 5000)
+    _, ra, _ = dctl.finish(a)
+    _, rb, _ = dctl.finish(b)
+    assert ra[0]["ok"] and ra[0]["sha256"] == sha(data[9 * MiB + 4096:9 * MiB + 8192])
+    assert rb[0]["ok"] and rb[0]["sha256"] == sha(data[9 * MiB + 300000:9 * MiB + 305000])
+    assert faultproxy.count(method="GET", ranged=True) == 1, faultproxy.seen()
+    dctl.finish(holder)
+
+
+def test_a_slow_range_does_not_block_other_readers(dctl, faultproxy, blob):
+    data, _, _ = blob
+    ref = faultproxy.ref("daemon/blob", "v1")
+    faultproxy.add("delay", path="/blobs/", method="GET", range=r"^bytes=16777216-",
+                   seconds=4.0, count=None)
+    holder = dctl.ctl_bg(ref, "info", "wait-stdin")
+    dctl.read_line(holder)
+    slow = dctl.ctl_bg(ref, "read", 16 * MiB + 5, 100)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    _, out, _ = dctl.ctl(ref, "read", 2 * MiB + 7, 100)
+    fast_s = time.monotonic() - t0
+    assert out[0]["ok"] and out[0]["sha256"] == sha(data[2 * MiB + 7:2 * MiB + 107])
+    assert fast_s < 2.5, fast_s
+    assert slow.poll() is None  # still waiting for its delayed range
+    _, out, _ = dctl.finish(slow)
+    assert out[0]["ok"] and out[0]["sha256"] == sha(data[16 * MiB + 5:16 * MiB + 105])
+    assert out[0]["ms"] > 3000
+    dctl.finish(holder)
+
+
+def test_registry_down_gives_eio_within_deadline_then_recovers(dctl, registry, blob):
+    data, _, spec = blob
+    ref = registry.ref("daemon/blob", "v1")
+    holder = dctl.ctl_bg(ref, "info", "wait-stdin", timeout=3)
+    dctl.read_line(holder)
+    registry.stop()
+    try:
+        _, out, _ = dctl.ctl(ref, "read", 12 * MiB, 4096, "read", 12 * MiB, 4096, "status",
+                             extra=["--blob", spec])
+        for r in out[:2]:
+            # EIO, not zeros and not a hang: within the 3 s deadline plus a tick.
+            assert not r["ok"] and r["errno"] == errno.EIO, r
+            assert 2500 <= r["ms"] < 6000, r
+        st = out[2]
+        assert st["denied"] >= 2 and st["events"] == st["answers"] and st["pending"] == 0
+    finally:
+        registry.start()
+    _, out, _ = dctl.ctl(ref, "read", 12 * MiB, 4096, "status")
+    assert out[0]["ok"] and out[0]["sha256"] == sha(data[12 * MiB:12 * MiB + 4096])
+    assert out[1]["events"] == out[1]["answers"]
+    dctl.finish(holder)
+
+
+def test_worker_killed_mid_read_never_gives_zeros(dctl, faultproxy, blob):
+    data, _, _ = blob
+    ref = faultproxy.ref("daemon/blob", "v1")
+    faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=1.5, count=None)
+    holder = dctl.ctl_bg(ref, "info", "status", "wait-stdin")
+    dctl.read_line(holder)
+    before = dctl.read_line(holder)
+    off, length = 4 * MiB + 123, 300000
+    reader = dctl.ctl_bg(ref, "read", off, length)
+    time.sleep(0.7)  # its event is read and its fetch is under way
+    os.kill(before["worker_pid"], signal.SIGKILL)
+    _, out, err = dctl.finish(reader)
+    assert out[0]["ok"], (out, err, dctl.log())
+    assert out[0]["sha256"] == sha(data[off:off + length]), "wrong bytes after the worker died"
+    assert out[0]["ms"] > 700
+    st = status(dctl, ref)
+    assert st["restarts"] == 1 and st["worker_pid"] != before["worker_pid"]
+    assert st["pid"] == before["pid"]
+    assert st["events"] == st["answers"] and st["pending"] == 0
+    # And the replacement serves new reads.
+    _, out, _ = dctl.ctl(ref, "read", 20 * MiB, 4096)
+    assert out[0]["sha256"] == sha(data[20 * MiB:20 * MiB + 4096])
+    assert "took over" in dctl.log()
+    dctl.finish(holder)
+
+
+def test_prefetch_all_verifies_and_drops_the_mark(dctl, registry, blob):
+    data, digest, _ = blob
+    ref = registry.ref("daemon/blob", "v1")
+    holder = dctl.ctl_bg(ref, "info", "wait-stdin", extra=["--prefetch-all"])
+    dctl.read_line(holder)
+    st = wait_until(lambda: (lambda s: s if s["state"] == "verified" else None)(status(dctl, ref)),
+                    60, step=0.2)
+    assert st, status(dctl, ref)
+    assert st["marked"] is False and st["present_bytes"] == len(data)
+    assert st["fetched_bytes"] == len(data)
+    events = st["events"]
+    # Without the mark, reads raise no events at all.
+    _, out, _ = dctl.ctl(ref, "read", 0, 1 << 20, "status")
+    assert out[0]["sha256"] == sha(data[:1 << 20])
+    assert out[1]["events"] == events == out[1]["answers"]
+    dctl.finish(holder)
+
+
+def test_prefetch_all_through_a_corrupting_proxy_marks_the_entry_bad(dctl, registry, faultproxy,
+                                                                      blob):
+    data, digest, _ = blob
+    ref = faultproxy.ref("daemon/blob", "v1")
+    faultproxy.add("corrupt", path="/blobs/", method="GET", range=".", offsets=[5 * MiB + 17],
+                   count=None)
+    holder = dctl.ctl_bg(ref, "info", "wait-stdin", extra=["--prefetch-all"])
+    info = dctl.read_line(holder)
+
+    def bad():
+        st = dctl.sock(info["socket"], "status")[0]
+        return st if st["state"] == "bad" else None
+
+    # The bad daemon stays reachable by its own socket for its users.
+    st = wait_until(bad, 60, step=0.2)
+    assert st, (dctl.sock(info["socket"], "status"), dctl.log())
+    assert st["present_bytes"] == len(data)
+    assert "digest mismatch" in dctl.log()
+    key = digest[7:]
+    names = os.listdir(os.path.join(dctl.cache, "sha256"))
+    assert key not in names and any(n.startswith(key + ".bad-") for n in names), names
+    # A new user never gets the bad entry: a fresh daemon and entry, right bytes.
+    _, out, _ = dctl.ctl(registry.ref("daemon/blob", "v1"), "status", "read", 5 * MiB, 4096)
+    assert out[0]["pid"] != info["pid"] and out[0]["state"] == "running"
+    assert out[0]["present_bytes"] == 0
+    assert out[1]["sha256"] == sha(data[5 * MiB:5 * MiB + 4096])
+    dctl.finish(holder)
+    # The bad copy is removed when its daemon leaves.
+    assert wait_until(lambda: not any(".bad-" in n for n in os.listdir(
+        os.path.join(dctl.cache, "sha256"))), 15)
+
+
+def test_cache_on_tmpfs_is_refused_clearly(dctl, registry, blob):
+    d = tempfile.mkdtemp(prefix="lzd-", dir="/dev/shm")
+    try:
+        os.chmod(d, 0o700)
+        assert subprocess.run(["stat", "-f", "-c", "%T", d], capture_output=True,
+                              text=True).stdout.strip() == "tmpfs"
+        rc, out, err = dctl.ctl(registry.ref("daemon/blob", "v1"), "info", check=False,
+                                cache=os.path.join(d, "cache"))
+        assert rc == 2, err
+        assert "tmpfs" in err and "cache=DIR" in err and "pre-content" in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert not dctl.holders()
+        assert not [n for n in os.listdir(dctl.run_dir) if n.endswith(".sock")]
+    finally:
+        subprocess.run(["rm", "-rf", d])
+
+
+# ---- real file-backed EROFS mounts of the cache file ------------------------------------------
+
+@pytest.fixture(scope="module")
+def plain_image(registry):
+    """tests/fixtures/plain.erofs pushed as a layer, with its metadata extents."""
+    path = os.path.join(FIXTURES, "plain.erofs")
+    with open(path, "rb") as f:
+        data = f.read()
+    registry.client.push_image("daemon/plain", "v1", [(data, MT_EROFS)])
+    r = subprocess.run([BIN, "inspect", "--extents", path], capture_output=True, text=True,
+                       check=True)
+    spec = ",".join(f"{o}:{l}" for o, l in (line.split() for line in r.stdout.splitlines()))
+    return path, registry.ref("daemon/plain", "v1"), spec
+
+
+def mount_file(src, mp):
+    if libc.mount(src.encode(), mp.encode(), b"erofs", MS_RDONLY, None) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount {src} on {mp}: {os.strerror(e)}")
+
+
+def tree_hashes(root):
+    out = {}
+    for dp, dirs, files in os.walk(root):
+        dirs.sort()
+        for n in sorted(files):
+            p = os.path.join(dp, n)
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    out[os.path.relpath(p, root)] = sha(f.read())
+    return out
+
+
+@pytest.fixture
+def reference_tree(plain_image, tmp_path):
+    """The fixture image mounted directly (no daemon) for comparison."""
+    mp = str(tmp_path / "ref")
+    os.mkdir(mp)
+    mount_file(plain_image[0], mp)
+    try:
+        yield mp
+    finally:
+        subprocess.run(["umount", "-l", mp])
+
+
+def test_daemon_lives_as_long_as_an_attached_mount(dctl, plain_image, reference_tree):
+    _, ref, spec = plain_image
+    mp = os.path.join(dctl.root, "mnt")
+    os.mkdir(mp)
+    holder = dctl.ctl_bg(ref, "ensure", spec, "info", "wait-stdin")
+    assert dctl.read_line(holder)["ok"]
+    info = dctl.read_line(holder)
+    mount_file(info["data_path"], mp)
+    _, out, _ = dctl.ctl(ref, "attach", mp)
+    assert out[0]["ok"], out
+    # The caller's pipes are not inherited by the daemon: this returns while it lives on.
+    t0 = time.monotonic()
+    dctl.finish(holder, timeout=20)
+    assert time.monotonic() - t0 < 10
+    time.sleep(1)
+    assert pid_alive(info["pid"])
+    # Every file reads right through the lazily filled cache file.
+    assert tree_hashes(mp) == tree_hashes(reference_tree)
+    st = status(dctl, ref)
+    assert st["events"] == st["answers"] > 0 and st["mounts"] == 1
+    # umount(8) without any detach: the superblock's end ends the daemon, promptly.
+    subprocess.run(["umount", mp], check=True)
+    assert wait_until(lambda: not pid_alive(info["pid"]), 3), dctl.log()
+    assert not [n for n in os.listdir(dctl.run_dir) if n.endswith(".sock")]
+
+
+def test_lazy_umount_with_an_open_file_keeps_serving_it(dctl, plain_image, reference_tree):
+    _, ref, spec = plain_image
+    mp = os.path.join(dctl.root, "mnt")
+    os.mkdir(mp)
+    holder = dctl.ctl_bg(ref, "ensure", spec, "info", "wait-stdin")
+    assert dctl.read_line(holder)["ok"]
+    info = dctl.read_line(holder)
+    mount_file(info["data_path"], mp)
+    # No attach: the daemon finds the mount in mountinfo when the kernel opens its file.
+    want = tree_hashes(reference_tree)
+    big = max(want, key=lambda p: os.path.getsize(os.path.join(reference_tree, p)))
+    fd = os.open(os.path.join(mp, big), os.O_RDONLY)
+    dctl.finish(holder, timeout=20)
+    subprocess.run(["umount", "-l", mp], check=True)
+    time.sleep(1.5)
+    assert pid_alive(info["pid"]), dctl.log()
+    # The file is still served, with its data fetched now (it was never read before).
+    chunks = []
+    while True:
+        b = os.read(fd, 1 << 20)
+        if not b:
+            break
+        chunks.append(b)
+    assert sha(b"".join(chunks)) == want[big]
+    st = status(dctl, ref)
+    assert st["fetched_bytes"] > 0 and st["events"] == st["answers"]
+    assert pid_alive(info["pid"])
+    os.close(fd)
+    # The last close releases the superblock, and the daemon goes.
+    assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()
