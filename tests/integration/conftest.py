@@ -15,4 +15,5 @@ pytest_plugins = [
     "webserver",
     "trees",
     "lazymount",
+    "daemonctl",
 ]
