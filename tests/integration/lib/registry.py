@@ -539,13 +539,15 @@ def oci_opts(**kw):
     return ",".join(parts)
 
 
-CRED_ENV = ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR")
+CRED_ENV = ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "http_proxy", "https_proxy",
+            "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY")
 _EMPTY_HOME = None
 
 
 def clean_env(extra=None):
     """The environment for a client run: no credential sources of the machine (Docker or
-    containers config, a HOME with ~/.docker) unless the test passes them in `extra`."""
+    containers config, a HOME with ~/.docker) and no proxy settings, unless the test passes
+    them in `extra`."""
     global _EMPTY_HOME
     if _EMPTY_HOME is None or not os.path.isdir(_EMPTY_HOME):
         _EMPTY_HOME = tempfile.mkdtemp(prefix="lazyerofs-home-")

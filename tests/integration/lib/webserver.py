@@ -7,7 +7,7 @@ honours byte ranges (nginx's default, including multipart answers), `norange_url
 disabled (`max_ranges 0`: every GET answers 200 with the whole file). `put()` adds a file,
 `replace()` changes one in place the way an object store would (new bytes, new
 Last-Modified, so a new ETag). The access log records each request's method, URI, Range
-header and status for `count()`."""
+header, status and whether an Authorization header was sent, for `count()`."""
 
 import os
 import shutil
@@ -37,7 +37,8 @@ http {{
     fastcgi_temp_path {d}/tmp/fastcgi;
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
-    log_format t '$server_port "$request_method" "$uri" "$http_range" "$http_if_range" $status $body_bytes_sent';
+    map $http_authorization $has_auth {{ "" 0; default 1; }}
+    log_format t '$server_port "$request_method" "$uri" "$http_range" "$http_if_range" $status $body_bytes_sent $has_auth';
     access_log {d}/access.log t;
     server {{
         listen 127.0.0.1:{port};
@@ -119,8 +120,9 @@ class WebServer:
         t = max(time.time(), old + 5)
         os.utime(self.path(name), (t, t))
 
-    def count(self, name=None, ranged=None, port=None):
-        """Requests in the access log, filtered by file name, Range header presence, port."""
+    def count(self, name=None, ranged=None, port=None, auth=None):
+        """Requests in the access log, filtered by file name, Range header presence, port, and
+        whether an Authorization header came along."""
         n = 0
         try:
             with open(self.access_log) as f:
@@ -134,6 +136,8 @@ class WebServer:
                     if ranged is not None and (rng not in ("", "-")) != ranged:
                         continue
                     if port is not None and lport != str(port):
+                        continue
+                    if auth is not None and (parts[8].split()[-1] == "1") != auth:
                         continue
                     n += 1
         except FileNotFoundError:
