@@ -304,9 +304,11 @@ def test_plain_umount8_ends_daemon(lazy, images):
     lazy.assert_nothing_left()
 
 
-def test_umount_busy_and_lazy(lazy, images, big_image):
-    """A busy mount is refused with a clear line; --lazy detaches it, the open file keeps
-    reading real bytes from the still-running daemon, and the daemon exits once it closes."""
+@pytest.mark.parametrize("how", ["lazyerofs", "umount8"])
+def test_umount_busy_and_lazy(lazy, images, big_image, how):
+    """A busy mount is refused with a clear line; a lazy unmount (`lazyerofs umount --lazy`
+    or `umount -l`) detaches it, the open file keeps reading real bytes from the
+    still-running daemon, and the daemon exits once it closes."""
     rel, data = big_data(big_image)
     mp = lazy.mount(images["big"]["ref"])
     pid = lazy.status_of(mp)["pid"]
@@ -316,9 +318,11 @@ def test_umount_busy_and_lazy(lazy, images, big_image):
         assert_one_line_error(r, 32)
         assert "busy" in r.stderr
         assert is_mounted(mp)
-        lazy.umount(mp, extra=["--lazy"])
+        if how == "lazyerofs":
+            lazy.umount(mp, extra=["--lazy"])
+        else:
+            subprocess.run(["umount", "-l", mp], check=True, capture_output=True)
         assert not is_mounted(mp)
-        assert lazy.state_files() == []
         time.sleep(0.5)
         assert pid_alive(pid), "daemon exited while a file of the detached mount is open"
         assert f.read() == data  # cold data: fetched after the detach
@@ -326,6 +330,42 @@ def test_umount_busy_and_lazy(lazy, images, big_image):
     finally:
         f.close()
     assert lazy.wait_daemon_gone(pid, timeout=10), "daemon outlived the last open file"
+    assert lazy.status() == []  # umount(8) left a stale state file: status removed it
+    lazy.assert_nothing_left()
+
+
+def test_concurrent_mounts_of_one_image(lazy, images, expected_tree):
+    """Two mounts of one cold image started at the same time: both work, one daemon."""
+    mps = [lazy.mountpoint(f"c{i}") for i in range(2)]
+    procs = [subprocess.Popen([BIN, "mount", "-o", "insecure", images["lz4hc"]["ref"], mp],
+                              env=lazy.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for mp in mps]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    pids = {lazy.status_of(mp)["pid"] for mp in mps}
+    assert len(pids) == 1, lazy.status()
+    for mp in mps:
+        compare_tree(mp, expected_tree)
+    for mp in mps:
+        lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_stale_state_after_daemon_death(lazy, images):
+    """A daemon killed outright (all its processes) leaves a mount that would read zeros:
+    status says so (state bad, pid, the reason); `lazyerofs umount` still unmounts and cleans
+    the state file."""
+    mp = lazy.mount(images["big"]["ref"])
+    pids = lazy.daemon_pids()
+    for p in pids:
+        os.kill(p, signal.SIGKILL)
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), 10)
+    st = lazy.status_of(mp)
+    assert st["state"] == "bad" and "daemon" in st.get("problem", ""), st
+    r = lazy.run(["status"])
+    assert r.returncode == 0 and "not running" in r.stdout, r.stdout
+    lazy.umount(mp)
     lazy.assert_nothing_left()
 
 
@@ -519,6 +559,15 @@ def test_corrupting_proxy_marks_entry_bad(lazy, images, faultproxy, big_image):
     assert st, lazy.status_of(mp)
     r = lazy.run(["status"])
     assert "bad" in r.stdout
+    lazy.umount(mp)
+    assert lazy.wait_daemon_gone(st["pid"])
+    # A bad entry is never used again: a new mount (no proxy) gets a fresh one and verifies.
+    faultproxy.clear()
+    mp = lazy.mount(images["big"]["ref"], mp=mp, opts="insecure,prefetch=all")
+    st = wait_until(lambda: (lambda s: s if s["state"] == "verified" else None)(lazy.status_of(mp)),
+                    60)
+    assert st, lazy.status_of(mp)
+    assert read_file(mp + rel) == data
     lazy.umount(mp)
     lazy.assert_nothing_left()
 
