@@ -59,7 +59,7 @@ static void format_oci_error(char *err, size_t errlen, const char *what, const c
 
 		snprintf(num, sizeof(num), "%d", oerr->http_status);
 		/* Do not repeat what the registry client already put in its message. */
-		if (strncmp(oerr->message, num, strlen(num)) != 0) {
+		if (!strstr(oerr->message, num)) {
 			if (oerr->code[0] && !strstr(oerr->message, oerr->code))
 				snprintf(status, sizeof(status), "%d %s: ", oerr->http_status,
 					 oerr->code);
@@ -267,8 +267,11 @@ int mount_do(const struct mount_request *req, struct mount_result *res, int *ret
 	r = oci_ref_parse(req->source, &ref, &oerr);
 	if (r < 0) {
 		*ret_class = MOUNT_FAIL_USAGE;
-		snprintf(err, errlen, "invalid source '%s': %s", req->source,
-			 oerr.message[0] ? oerr.message : strerror(-r));
+		/* The reference parser names the source and its bad part itself. */
+		if (oerr.message[0])
+			snprintf(err, errlen, "%s", oerr.message);
+		else
+			snprintf(err, errlen, "invalid source '%s': %s", req->source, strerror(-r));
 		return r;
 	}
 	pub_source = mount_public_source(req->source, ref->is_url);
