@@ -131,9 +131,14 @@ static int walk_prefetch(void *ctx, const struct util_extent *v, size_t n)
 	struct walk_ctx *c = ctx;
 	int r;
 
+	uint64_t t0 = now_ms();
+
 	r = fetch_ensure_ranges(c->h, v, n, c->err, sizeof(c->err));
 	if (r < 0)
 		c->prefetch_r = r;
+	log_debug("metadata prefetch: %zu range(s) from %llu: %llu ms%s", n,
+		  n ? (unsigned long long)v[0].offset : 0ULL, (unsigned long long)(now_ms() - t0),
+		  r < 0 ? " (failed)" : "");
 	return r;
 }
 
