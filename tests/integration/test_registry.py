@@ -659,16 +659,19 @@ def test_url_digest_pin(webserver, url_image):
     one_line_error(r, r"digest|mismatch")
 
 
-def test_url_object_replaced_is_detected(webserver, tmp):
+@pytest.mark.parametrize("ranges", [True, False], ids=["ranges", "no-ranges"])
+def test_url_object_replaced_is_detected(webserver, tmp, ranges):
     """The object changes between resolve and a range read: the read fails with a clear
-    "changed" error (-ESTALE), it never mixes versions."""
+    "changed" error (-ESTALE), it never mixes versions — also when the server ignores Range
+    and sends the whole (new) object."""
+    name = f"img/changing-{ranges}.erofs"
     old = rand(512 * 1024, "url-old")
     new = rand(512 * 1024, "url-new")
-    webserver.put("img/changing.erofs", old)
-    proxy = FaultProxy("127.0.0.1", webserver.port).start()
+    webserver.put(name, old)
+    proxy = FaultProxy("127.0.0.1", webserver.port if ranges else webserver.port2).start()
     try:
-        proxy.add("hook", method="GET", range=r"8192-", fn=lambda seen: webserver.replace("img/changing.erofs", new))
-        r = oci_get(f"{proxy.url}/img/changing.erofs", (8192, 4096), opts="timeout=20")
+        proxy.add("hook", method="GET", range=r"8192-", fn=lambda seen: webserver.replace(name, new))
+        r = oci_get(f"{proxy.url}/{name}", (8192, 4096), opts="timeout=20")
         one_line_error(r, r"chang|stale|modified")
     finally:
         proxy.stop()
