@@ -785,11 +785,16 @@ def test_corrupting_proxy_is_visible(faultproxy, fault_blob, tmp):
             one_line_error(r, r"digest|mismatch|corrupt")
 
 
-def test_no_secret_in_verbose_push(tls_registry):
-    reg = tls_registry
-    r = subprocess.run([BIN, "-v", "push", "-o", f"ca={reg.ca},username={reg.username},"
-                        f"password-file={reg.password_file}", PLAIN, reg.ref("push/verbose", "v1")],
+@pytest.mark.parametrize("flavour", ["tls", "token"])
+def test_no_secret_in_verbose_push(request, flavour):
+    """With -v -v the requests are logged; passwords, Basic credentials and bearer tokens
+    (JWTs start with "eyJ") never are."""
+    reg = request.getfixturevalue("tls_registry" if flavour == "tls" else "token_registry")
+    opts = f"username={reg.username},password-file={reg.password_file}"
+    opts += f",ca={reg.ca}" if flavour == "tls" else ",insecure"
+    r = subprocess.run([BIN, "-v", "-v", "push", "-o", opts, PLAIN, reg.ref("push/verbose", "v1")],
                        capture_output=True, text=True, timeout=120, env=clean_env())
     assert r.returncode == 0, r.stderr
-    for secret in (reg.password, _auth_b64(reg)):
+    assert "debug" in r.stderr
+    for secret in (reg.password, _auth_b64(reg), "eyJ"):
         assert secret not in r.stdout + r.stderr
