@@ -14,6 +14,9 @@
 #include "erofs/internal.h"
 #include "util/extents.h"
 
+/* Inodes decoded per prefetch wave at most (a level larger than this takes several). */
+#define WALK_SLICE 65536u
+
 /* Open-addressing set of 64-bit keys. */
 struct u64set {
 	uint64_t *v; /* key + 1; 0 = empty */
@@ -376,7 +379,9 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 		cur = w.next;
 		w.next = t;
 		w.next.n = 0;
-		r = do_level(&w, cur.v, cur.n);
+		/* a huge level goes in slices, so decoded inodes take bounded memory */
+		for (size_t k = 0; r >= 0 && k < cur.n; k += WALK_SLICE)
+			r = do_level(&w, cur.v + k, MIN(cur.n - k, (size_t)WALK_SLICE));
 	}
 	stats->inodes = w.visited.n;
 	stats->reads = ctx.reads;
