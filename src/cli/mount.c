@@ -61,6 +61,9 @@ static void report(const char *source, const char *mountpoint, const struct moun
 		 (unsigned long long)r->walk_ranges, util_format_bytes(r->walk.meta_bytes, b1, sizeof(b1)),
 		 (unsigned long long)r->walk.prefetches, (unsigned long long)r->walk_requests,
 		 util_format_bytes(r->walk_fetched, b2, sizeof(b2)));
+	log_info("metadata reads: %llu, raising %llu events (%llu answered from the bitmap)",
+		 (unsigned long long)r->walk.reads, (unsigned long long)r->walk_events,
+		 (unsigned long long)r->walk_fast);
 }
 
 /* The common part of both entries: options collected, two positional arguments. */

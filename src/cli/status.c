@@ -60,6 +60,22 @@ static json_t *entry_json(const struct mount_status_entry *e)
 		      (int)(a && s->pid ? s->pid : e->st.pid), "state", entry_state(e), "mnt_id",
 		      (json_int_t)e->st.mnt_id, "cache", e->st.cache ? e->st.cache : "", "options",
 		      e->st.options ? e->st.options : "");
+	if (o && a) {
+		json_t *more = json_pack("{s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:b}", "answers",
+					 (json_int_t)s->answers, "fast_answers",
+					 (json_int_t)s->fast_answers, "denied", (json_int_t)s->denied,
+					 "pending", (json_int_t)s->pending, "worker_pid",
+					 (int)s->worker_pid, "restarts", (int)s->restarts, "mounts",
+					 (int)s->mounts, "chunk_size", (json_int_t)s->chunk_size,
+					 "marked", (int)s->marked);
+
+		if (!more || json_object_update(o, more) < 0) {
+			json_decref(more);
+			json_decref(o);
+			return NULL;
+		}
+		json_decref(more);
+	}
 	if (o && !a)
 		json_object_set_new(o, "problem",
 				    json_string("the fetch daemon is not running; unmount with "

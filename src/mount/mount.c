@@ -163,6 +163,10 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		snprintf(err, errlen, "opening the cache file '%s': %s", h->data_path, strerror(-r));
 		return r;
 	}
+	/* No kernel readahead on this fd: the walker reads scattered small pieces, and a
+	 * readahead window reaching past what was prefetched would make the daemon fetch whole
+	 * chunks of file data around every inode block. */
+	(void)posix_fadvise(c.fd, 0, 0, POSIX_FADV_RANDOM);
 	have_before = fetch_status(h, &before) >= 0;
 
 	r = erofs_probe(&io, &info, werr, sizeof(werr));
@@ -212,6 +216,8 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	if (have_before && fetch_status(h, &after) >= 0) {
 		res->walk_requests = after.requests - before.requests;
 		res->walk_fetched = after.fetched_bytes - before.fetched_bytes;
+		res->walk_events = after.events - before.events;
+		res->walk_fast = after.fast_answers - before.fast_answers;
 	}
 	return 0;
 }

@@ -69,6 +69,8 @@ struct mount_result {
 	uint64_t walk_ranges;             /* ranges the walk listed */
 	uint64_t walk_requests;           /* HTTP requests the daemon made during the walk */
 	uint64_t walk_fetched;            /* bytes the daemon fetched during the walk */
+	uint64_t walk_events;             /* pre-content events the walk's reads raised */
+	uint64_t walk_fast;               /* ... of which were answered from the bitmap at once */
 	uint64_t resolve_ms, daemon_ms, walk_ms, kmount_ms, total_ms;
 };
 

@@ -200,6 +200,9 @@ def test_status_numbers_follow_reads(lazy, images, big_image):
     assert after["events"] > before["events"]
     assert after["requests"] > before["requests"]
     assert after["errors"] == 0 and after["state"] == "running"
+    # Every event answered exactly once (once idle).
+    idle = wait_until(lambda: (lambda m: m if m["pending"] == 0 else None)(lazy.status_of(mp)), 10)
+    assert idle and idle["answers"] == idle["events"], idle
     for k in ("mountpoint", "source", "digest", "size", "present_bytes", "fetched_bytes",
               "requests", "events", "errors", "pid", "state"):
         assert k in after
