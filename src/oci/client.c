@@ -220,9 +220,12 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *er
 	char ctype[256], digest[UTIL_DIGEST_STR_LEN], why[1024], platform_shown[100] = "";
 	uint64_t deadline = oci_now_ms() + c->timeout_ms;
 	const struct oci_descriptor *layer;
+	struct oci_error local;
 	size_t idx;
 	int r;
 
+	if (!err)
+		err = &local;
 	oci_err_clear(err);
 	memset(ret, 0, sizeof(*ret));
 	if (c->ref->is_url) {

@@ -190,6 +190,15 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 	oci_err_clear(err);
 	if (!key)
 		return -EINVAL;
+	for (const char *p = key; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return -ENOENT; /* no key of ours */
+	for (const char *p = value ? value : ""; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			oci_err_set(err, 0, NULL, "option '%s': the value contains a control character",
+				    key);
+			return -EINVAL;
+		}
 	/* erofs-utils spellings */
 	if (util_startswith(key, "oci.")) {
 		const char *k = key + 4;

@@ -68,9 +68,12 @@ int oci_blob_exists(struct oci_client *c, const char *digest, struct oci_error *
 			     .follow = true };
 	_cleanup_free_ char *url = NULL;
 	struct oci_resp resp;
+	struct oci_error local;
 	char what[400];
 	int r;
 
+	if (!err)
+		err = &local;
 	if (asprintf(&url, "%s/v2/%s/blobs/%s", c->base_url, c->ref->repository, digest) < 0)
 		return -ENOMEM;
 	q.url = url;
@@ -235,8 +238,11 @@ static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, 
 	/* A big upload gets time in proportion to its size (at least 10 MB/s), on top of the
 	 * timeout for one request. */
 	uint64_t deadline = oci_now_ms() + c->timeout_ms + size / 10000;
+	struct oci_error local;
 	int r = 0;
 
+	if (!err)
+		err = &local;
 	for (int i = 0; i < UPLOAD_TRIES; i++) {
 		r = upload_once(c, fd, mem, size, digest, &prog, deadline, err);
 		if (r != -EAGAIN || oci_now_ms() >= deadline)
@@ -270,9 +276,12 @@ int oci_manifest_put(struct oci_client *c, const char *reference, const char *me
 	_cleanup_free_ char *url = NULL;
 	uint8_t d[UTIL_SHA256_LEN];
 	struct oci_resp resp;
+	struct oci_error local;
 	char what[400];
 	int r;
 
+	if (!err)
+		err = &local;
 	oci_err_clear(err);
 	util_sha256_buf(data, len, d);
 	util_digest_format(d, ret_digest);

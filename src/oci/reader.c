@@ -630,8 +630,11 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 	else
 		q->no_progress++;
 	if (q->no_progress >= OCI_MAX_ATTEMPTS || q->failures >= MAX_FAILURES) {
-		oci_err_set(k->err, (int)st, k->err->code, "%s: gave up after %d attempts: %s",
-			    k->what, q->failures, r->last_error);
+		char code[sizeof(k->err->code)];
+
+		oci_fmt(code, sizeof(code), "%s", k->err ? k->err->code : "");
+		oci_err_set(k->err, (int)st, code, "%s: gave up after %d attempts: %s", k->what,
+			    q->failures, r->last_error);
 		*ret = -EAGAIN;
 		return FATAL;
 	}
@@ -701,8 +704,11 @@ int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n,
 	_cleanup_free_ struct rrange *rg = NULL;
 	size_t m = 0, i;
 	uint64_t total = 0, target;
+	struct oci_error local;
 	int ret = 0;
 
+	if (!err)
+		err = k.err = &local;
 	oci_err_clear(err);
 	ret = validate(r, v, n, err);
 	if (ret < 0)

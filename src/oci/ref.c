@@ -205,7 +205,7 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 {
 	_cleanup_(oci_ref_freep) struct oci_ref *ref = NULL;
 	_cleanup_free_ char *copy = NULL;
-	char *name, *at, *slash, *colon, *first_end;
+	char *name, *at, *slash, *colon, *first_end, shown[256];
 	const char *why = NULL;
 	size_t len;
 	int r;
@@ -221,6 +221,11 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 			    OCI_REF_MAX);
 		return -EINVAL;
 	}
+	/* What messages quote: the input up to 200 bytes, control characters shown as '?'. */
+	oci_fmt(shown, sizeof(shown), "%.200s", s);
+	for (char *p = shown; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	ref = calloc(1, sizeof(*ref));
 	if (!ref)
 		return -ENOMEM;
@@ -235,15 +240,15 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 		s += strlen("oci://");
 	else if (strstr(s, "://")) {
 		oci_err_set(err, 0, NULL,
-			    "invalid reference '%.200s': unsupported scheme (use oci://, http:// or "
-			    "https://, or none)", s);
+			    "invalid reference '%s': unsupported scheme (use oci://, http:// or "
+			    "https://, or none)", shown);
 		return -EINVAL;
 	}
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
 			oci_err_set(err, 0, NULL,
-				    "invalid reference '%.200s': contains a space or control character",
-				    s);
+				    "invalid reference '%s': contains a space or control character",
+				    shown);
 			return -EINVAL;
 		}
 	copy = strdup(s);
@@ -256,14 +261,14 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 		*at = 0;
 		if (!util_startswith(at + 1, "sha256:")) {
 			oci_err_set(err, 0, NULL,
-				    "invalid reference '%.200s': digest '%.100s' is not sha256:<64 hex "
-				    "digits> (only sha256 digests are supported)", s, at + 1);
+				    "invalid reference '%s': digest '%.100s' is not sha256:<64 hex "
+				    "digits> (only sha256 digests are supported)", shown, at + 1);
 			return -EINVAL;
 		}
 		if (!util_digest_valid(at + 1)) {
 			oci_err_set(err, 0, NULL,
-				    "invalid reference '%.200s': digest '%.100s' must be sha256: "
-				    "followed by 64 lowercase hex digits", s, at + 1);
+				    "invalid reference '%s': digest '%.100s' must be sha256: "
+				    "followed by 64 lowercase hex digits", shown, at + 1);
 			return -EINVAL;
 		}
 		ref->digest = strdup(at + 1);
@@ -278,9 +283,9 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 		*colon = 0;
 		if (!oci_tag_valid(colon + 1)) {
 			oci_err_set(err, 0, NULL,
-				    "invalid reference '%.200s': tag '%.150s' is not valid (1-128 of "
+				    "invalid reference '%s': tag '%.150s' is not valid (1-128 of "
 				    "letters, digits, '_', '.', '-'; not starting with '.' or '-')",
-				    s, colon + 1);
+				    shown, colon + 1);
 			return -EINVAL;
 		}
 		ref->tag = strdup(colon + 1);
@@ -288,7 +293,7 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 			return -ENOMEM;
 	}
 	if (!*name) {
-		oci_err_set(err, 0, NULL, "invalid reference '%.200s': no repository name", s);
+		oci_err_set(err, 0, NULL, "invalid reference '%s': no repository name", shown);
 		return -EINVAL;
 	}
 
@@ -303,7 +308,7 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 		if (is_domain) {
 			if (!domain_valid(name, n, &why)) {
 				oci_err_set(err, 0, NULL,
-					    "invalid reference '%.200s': registry '%.*s': %s", s,
+					    "invalid reference '%s': registry '%.*s': %s", shown,
 					    (int)MIN(n, (size_t)200), name, why);
 				return -EINVAL;
 			}
@@ -337,20 +342,20 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 			if (*p >= 'A' && *p <= 'Z')
 				upper = true;
 		if (!*name)
-			oci_err_set(err, 0, NULL, "invalid reference '%.200s': no repository name after the registry", s);
+			oci_err_set(err, 0, NULL, "invalid reference '%s': no repository name after the registry", shown);
 		else if (upper)
 			oci_err_set(err, 0, NULL,
-				    "invalid reference '%.200s': repository '%.200s' must be lowercase",
-				    s, ref->repository);
+				    "invalid reference '%s': repository '%.200s' must be lowercase",
+				    shown, ref->repository);
 		else if (strlen(ref->repository) > OCI_NAME_MAX)
 			oci_err_set(err, 0, NULL,
-				    "invalid reference '%.200s': repository name is longer than %d "
-				    "characters", s, OCI_NAME_MAX);
+				    "invalid reference '%s': repository name is longer than %d "
+				    "characters", shown, OCI_NAME_MAX);
 		else
 			oci_err_set(err, 0, NULL,
-				    "invalid reference '%.200s': repository '%.200s' is not valid "
+				    "invalid reference '%s': repository '%.200s' is not valid "
 				    "(path components of a-z, 0-9 joined by '.', '_', '__' or '-', "
-				    "separated by '/')", s, ref->repository);
+				    "separated by '/')", shown, ref->repository);
 		return -EINVAL;
 	}
 	*ret = TAKE_PTR(ref);
