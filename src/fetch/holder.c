@@ -73,6 +73,7 @@ static void policy_from(const struct fetch_config *cfg, struct fetch_policy *p, 
 	p->ra_max = cfg->readahead_max ? cfg->readahead_max
 				       : env_u64("LAZYEROFS_READAHEAD_MAX", p->ra_max);
 	p->max_job_bytes = env_u64("LAZYEROFS_MAX_JOB", p->max_job_bytes);
+	p->max_side_jobs = (unsigned)env_u64("LAZYEROFS_SIDE_JOBS", p->max_side_jobs);
 	p->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 60000;
 	p->prefetch_all = cfg->prefetch_all;
 	fetch_policy_fix(p);
@@ -219,6 +220,8 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	util_log_set_prefix("lazyerofs-daemon");
 	if (util_log_get_level() < UTIL_LOG_INFO)
 		util_log_set_level(UTIL_LOG_INFO);
+	if (getenv("LAZYEROFS_DAEMON_DEBUG"))
+		util_log_set_level(UTIL_LOG_DEBUG);
 	util_log_set_target(logfd >= 0 ? logfd : d->devnull_fd, 1);
 	log_info("starting: entry %s, %s, %" PRIu64 " bytes, chunk %" PRIu64 " KiB, %u fetchers%s",
 		 d->cfg.blob.cache_key, d->cfg.blob.digest[0] ? d->cfg.blob.digest : "no digest",

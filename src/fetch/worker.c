@@ -81,6 +81,12 @@ void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n)
 		}
 		resp.fd = r->fd;
 		resp.response = r->result == 0 ? FAN_ALLOW : FAN_DENY_ERRNO(deny_errno(r->result));
+		/* Counted before the write: once answered, the reader may ask for status. */
+		add64(&d->sh->answers, 1);
+		if (r->result != 0) {
+			add64(&d->sh->denied, 1);
+			add64(&d->sh->errors, 1);
+		}
 		while (write(d->fan_fd, &resp, sizeof(resp)) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -91,11 +97,6 @@ void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n)
 		 * finished event whose fd number was already reused. */
 		__atomic_store_n(&d->sh->journal[r->slot].state, SLOT_FREE, __ATOMIC_RELEASE);
 		close(r->fd);
-		add64(&d->sh->answers, 1);
-		if (r->result != 0) {
-			add64(&d->sh->denied, 1);
-			add64(&d->sh->errors, 1);
-		}
 	}
 	if (n == 0)
 		return;
@@ -314,11 +315,17 @@ static int run_job(struct fetch_daemon *d, struct oci_reader *reader, struct fet
 	uint64_t req0 = 0, req1 = 0, b0, b1;
 	int r;
 
+	uint64_t t0 = fetch_now_ms();
+
 	if (!reader)
 		return -EIO;
 	oci_reader_stats(reader, &req0, &b0);
 	r = oci_read_ranges(reader, job->runs, job->nruns, job_sink, &ctx, &oerr);
 	oci_reader_stats(reader, &req1, &b1);
+	log_debug("job %s: %zu run(s) from %" PRIu64 ", %" PRIu64 " KiB, %" PRIu64 " ms: %d",
+		  job->kind == FETCH_JOB_DEMAND ? "demand" : job->kind == FETCH_JOB_READAHEAD
+		  ? "readahead" : "background", job->nruns, job->runs[0].offset, job->bytes >> 10,
+		  fetch_now_ms() - t0, r);
 	add64(&d->sh->requests, req1 - req0);
 	if (r >= 0) {
 		for (size_t i = 0; i < job->nruns; i++)
@@ -455,9 +462,12 @@ static void *verifier(void *arg)
 static void *housekeeper(void *arg)
 {
 	struct fetch_daemon *d = arg;
-	uint64_t last_flush = fetch_now_ms(), last_err = 0;
+	uint64_t last_flush = fetch_now_ms(), last_err = 0, period = FETCH_FLUSH_MS;
+	const char *env = getenv("LAZYEROFS_FLUSH_MS");
 
 	prctl(PR_SET_NAME, "lzfetch-house", 0, 0, 0);
+	if (env && atoi(env) > 0)
+		period = (uint64_t)atoi(env);
 	for (;;) {
 		struct pollfd pfd = { .fd = d->stop_efd, .events = POLLIN };
 		uint64_t now;
@@ -466,7 +476,7 @@ static void *housekeeper(void *arg)
 			break;
 		settle(d); /* deadlines */
 		now = fetch_now_ms();
-		if (now - last_flush >= FETCH_FLUSH_MS) {
+		if (now - last_flush >= period) {
 			int r = cache_entry_flush(d->entry, false);
 
 			last_flush = now;

@@ -111,13 +111,16 @@ class DaemonEnv:
 
     @staticmethod
     def read_line(p, timeout=60):
-        """Next JSON line of a background run."""
-        import select
-        r, _, _ = select.select([p.stdout], [], [], timeout)
-        assert r, "daemon-ctl printed nothing in time"
-        line = p.stdout.readline()
-        assert line, f"daemon-ctl ended: {p.stderr.read()}"
-        return json.loads(line)
+        """Next JSON line of a background run (readline in a thread: a select() on the pipe
+        would miss lines already in the file object's buffer)."""
+        import threading
+        box = []
+        t = threading.Thread(target=lambda: box.append(p.stdout.readline()), daemon=True)
+        t.start()
+        t.join(timeout)
+        assert box, "daemon-ctl printed nothing in time"
+        assert box[0], f"daemon-ctl ended: {p.stderr.read()}"
+        return json.loads(box[0])
 
     def log(self):
         try:
