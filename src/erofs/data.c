@@ -300,7 +300,7 @@ static int data_walk(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t off
 		 * (directories cannot share blocks); hostile ones could make us decode the same
 		 * blocks again and again */
 		uint64_t limit = MIN(EROFS_MAX_DATA_WORK,
-				     MAX(UINT64_C(256) << 20, ctx->io->size * 32));
+				     MAX(UINT64_C(1) << 20, ctx->io->size * 32));
 
 		ctx->data_work += len;
 		if (ctx->data_work > limit)
