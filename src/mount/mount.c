@@ -252,8 +252,8 @@ static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs, 
 	return 0;
 }
 
-int mount_do(const struct mount_request *req, struct mount_result *res, int *ret_class,
-	     char *err, size_t errlen)
+static int do_mount(const struct mount_request *req, struct mount_result *res, int *ret_class,
+		    char *err, size_t errlen)
 {
 	_cleanup_(oci_ref_freep) struct oci_ref *ref = NULL;
 	_cleanup_(oci_client_freep) struct oci_client *client = NULL;
@@ -399,5 +399,15 @@ undo:
 		(void)mount_state_remove(run_fd, res->mnt_id);
 	/* The daemon notices the superblock's release (DESIGN fact 13) and, with no mount
 	 * attached, exits on its own once our handle goes. */
+	return r;
+}
+
+int mount_do(const struct mount_request *req, struct mount_result *res, int *ret_class,
+	     char *err, size_t errlen)
+{
+	int r = do_mount(req, res, ret_class, err, errlen);
+
+	if (r < 0)
+		mount_sanitize_line(err);
 	return r;
 }

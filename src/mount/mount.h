@@ -47,6 +47,10 @@ void mount_opts_free(struct mount_opts *m);
 int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o, char *err,
 		     size_t errlen);
 
+/* Error lines quote what the user typed: replace control characters so that each stays one
+ * printable line. */
+void mount_sanitize_line(char *s);
+
 /* Render the mount flags in m->attr as mount(8)-style text ("ro,nosuid,noatime"). */
 const char *mount_attr_format(uint64_t attr, char *buf, size_t len);
 

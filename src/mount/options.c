@@ -180,7 +180,14 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 	return 0;
 }
 
-int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o, char *err,
+void mount_sanitize_line(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
+static int parse_all(const char *s, struct mount_opts *m, struct oci_options *o, char *err,
 		     size_t errlen)
 {
 	_cleanup_free_ char *copy = NULL;
@@ -214,6 +221,16 @@ int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o,
 	/* The registry client's own deadline follows timeout= as well. */
 	o->timeout_ms = m->timeout_ms;
 	return 0;
+}
+
+int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o, char *err,
+		     size_t errlen)
+{
+	int r = parse_all(s, m, o, err, errlen);
+
+	if (r < 0)
+		mount_sanitize_line(err);
+	return r;
 }
 
 const char *mount_attr_format(uint64_t attr, char *buf, size_t len)

@@ -108,8 +108,8 @@ static int cmp_entry(const void *a, const void *b)
 	return strcmp(x->st.mountpoint, y->st.mountpoint);
 }
 
-int mount_status_collect(const char *run_dir, const char *only_mountpoint,
-			 struct mount_status_entry **ret, size_t *ret_n, char *err, size_t errlen)
+static int collect(const char *run_dir, const char *only_mountpoint,
+		   struct mount_status_entry **ret, size_t *ret_n, char *err, size_t errlen)
 {
 	_cleanup_close_ int run_fd = -1;
 	struct mount_status_entry *v = NULL;
@@ -183,4 +183,14 @@ int mount_status_collect(const char *run_dir, const char *only_mountpoint,
 	*ret = v;
 	*ret_n = n;
 	return 0;
+}
+
+int mount_status_collect(const char *run_dir, const char *only_mountpoint,
+			 struct mount_status_entry **ret, size_t *ret_n, char *err, size_t errlen)
+{
+	int r = collect(run_dir, only_mountpoint, ret, ret_n, err, errlen);
+
+	if (r < 0)
+		mount_sanitize_line(err);
+	return r;
 }

@@ -33,7 +33,8 @@ static int open_run_dir(const char *run_dir, int *ret_fd)
 	return 0;
 }
 
-int mount_umount(const char *run_dir, const char *mountpoint, bool lazy, char *err, size_t errlen)
+static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, char *err,
+		     size_t errlen)
 {
 	_cleanup_close_ int run_fd = -1;
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
@@ -93,4 +94,13 @@ int mount_umount(const char *run_dir, const char *mountpoint, bool lazy, char *e
 			    strerror(-r));
 	mount_state_done(&st);
 	return 0;
+}
+
+int mount_umount(const char *run_dir, const char *mountpoint, bool lazy, char *err, size_t errlen)
+{
+	int r = do_umount(run_dir, mountpoint, lazy, err, errlen);
+
+	if (r < 0)
+		mount_sanitize_line(err);
+	return r;
 }
