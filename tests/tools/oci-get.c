@@ -222,6 +222,28 @@ static void *all_worker(void *arg)
 	return NULL;
 }
 
+/* What main owns, freed by done() on every way out (the sanitizer build checks leaks). */
+static struct oci_options g_opts;
+static struct oci_ref *g_ref;
+static struct oci_client *g_client;
+static struct wanted *g_w;
+static uint8_t *g_buf;
+static struct oci_reader *g_reader;
+static int g_out_fd = -1;
+
+static int done(int code)
+{
+	oci_reader_free(g_reader);
+	oci_client_free(g_client);
+	oci_ref_free(g_ref);
+	oci_options_free(&g_opts);
+	free(g_w);
+	free(g_buf);
+	if (g_out_fd >= 0)
+		close(g_out_fd);
+	return code;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -229,9 +251,6 @@ int main(int argc, char **argv)
 		{ "parallel", required_argument, NULL, 'p' }, { "out", required_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },    { NULL, 0, NULL, 0 },
 	};
-	struct oci_options opts;
-	struct oci_ref *ref = NULL;
-	struct oci_client *c = NULL;
 	struct oci_blob blob;
 	struct oci_error err;
 	const char *out = NULL;
@@ -240,29 +259,29 @@ int main(int argc, char **argv)
 	char sha[UTIL_DIGEST_STR_LEN];
 	bool all = false;
 	double t0, t1, t2;
-	int opt, r, ret = 2, out_fd = -1;
+	int opt, r;
 	json_t *j;
 	char *line;
 
-	oci_options_init(&opts);
+	oci_options_init(&g_opts);
 	while ((opt = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'o':
-			r = parse_opts(&opts, optarg);
+			r = parse_opts(&g_opts, optarg);
 			if (r)
-				return r;
+				return done(r);
 			break;
 		case 'a':
 			all = true;
 			break;
 		case 'c':
 			if (util_parse_u64(optarg, &chunk) < 0 || chunk == 0 || chunk > (1ULL << 30))
-				return usage_error("--chunk: '%s' is not a byte count (1..1 GiB)",
-						   optarg);
+				return done(usage_error("--chunk: '%s' is not a byte count (1..1 GiB)",
+						   optarg));
 			break;
 		case 'p':
 			if (util_parse_u64(optarg, &parallel) < 0 || parallel == 0 || parallel > 64)
-				return usage_error("--parallel: '%s' is not 1..64", optarg);
+				return done(usage_error("--parallel: '%s' is not 1..64", optarg));
 			break;
 		case 'O':
 			out = optarg;
@@ -271,76 +290,79 @@ int main(int argc, char **argv)
 			printf("Usage: oci-get [-o OPTS] [--out FILE] SOURCE [OFFSET:LENGTH ...]\n"
 			       "       oci-get [-o OPTS] [--out FILE] --all [--chunk BYTES] "
 			       "[--parallel N] SOURCE\n");
-			return 0;
+			return done(0);
 		default:
-			return 1;
+			return done(1);
 		}
 	}
 	if (optind >= argc)
-		return usage_error("no SOURCE given");
+		return done(usage_error("no SOURCE given"));
 	if (all && optind + 1 < argc)
-		return usage_error("--all takes no ranges");
+		return done(usage_error("--all takes no ranges"));
 	if (oci_global_init() < 0)
-		return usage_error("cannot initialise libcurl");
-	r = oci_ref_parse(argv[optind], &ref, &err);
+		return done(usage_error("cannot initialise libcurl"));
+	r = oci_ref_parse(argv[optind], &g_ref, &err);
 	if (r < 0)
-		return usage_error("%s", err.message);
+		return done(usage_error("%s", err.message));
 
 	/* The ranges, checked before any network traffic. */
 	size_t nw = (size_t)(argc - optind - 1);
-	struct wanted *w = calloc(nw ? nw : 1, sizeof(*w));
+	struct wanted *w = g_w = calloc(nw ? nw : 1, sizeof(*w));
 	uint64_t total = 0;
 
 	if (!w)
-		return 2;
+		return done(2);
 	for (size_t i = 0; i < nw; i++) {
 		char *a = argv[optind + 1 + i], *colon = strchr(a, ':');
 
 		if (!colon)
-			return usage_error("range '%s' is not OFFSET:LENGTH", a);
+			return done(usage_error("range '%s' is not OFFSET:LENGTH", a));
 		*colon = 0;
 		if (util_parse_u64(a, &w[i].off) < 0 || util_parse_u64(colon + 1, &w[i].len) < 0) {
 			*colon = ':';
-			return usage_error("range '%s' is not OFFSET:LENGTH", a);
+			return done(usage_error("range '%s' is not OFFSET:LENGTH", a));
 		}
 		w[i].at = total;
 		total += w[i].len;
 		if (total > RANGES_TOTAL_MAX)
-			return usage_error("ranges add up to more than 1 GiB");
+			return done(usage_error("ranges add up to more than 1 GiB"));
 	}
 
-	r = oci_client_new(ref, &opts, &c);
+	r = oci_client_new(g_ref, &g_opts, &g_client);
 	if (r < 0)
-		return fail(NULL, r, "cannot create the client");
+		return done(fail(NULL, r, "cannot create the client"));
 	if (out) {
-		out_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (out_fd < 0) {
+		g_out_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (g_out_fd < 0) {
 			fprintf(stderr, "oci-get: cannot open '%s': %m\n", out);
-			return 2;
+			return done(2);
 		}
 	}
 	t0 = now_s();
-	r = oci_resolve(c, &blob, &err);
+	r = oci_resolve(g_client, &blob, &err);
 	if (r < 0)
-		return fail(&err, r, "resolve");
+		return done(fail(&err, r, "resolve"));
 	t1 = now_s();
-	oci_client_stats(c, &resolve_req);
+	oci_client_stats(g_client, &resolve_req);
 
 	if (all) {
-		struct all_ctx a = { .c = c, .size = blob.size, .chunk = chunk, .out_fd = out_fd };
+		struct all_ctx a = { .c = g_client, .size = blob.size, .chunk = chunk,
+				      .out_fd = g_out_fd };
 		pthread_t th[64];
 
 		a.nchunks = (blob.size + chunk - 1) / chunk;
 		pthread_mutex_init(&a.lock, NULL);
 		pthread_cond_init(&a.turn, NULL);
 		if (util_sha256_new(&a.sha) < 0)
-			return 2;
+			return done(2);
 		for (uint64_t i = 0; i < parallel; i++)
 			pthread_create(&th[i], NULL, all_worker, &a);
 		for (uint64_t i = 0; i < parallel; i++)
 			pthread_join(th[i], NULL);
-		if (a.failed)
-			return fail(&a.err, a.error, "reading the blob");
+		if (a.failed) {
+			util_sha256_free(a.sha);
+			return done(fail(&a.err, a.error, "reading the blob"));
+		}
 		util_sha256_final(a.sha, digest);
 		util_sha256_free(a.sha);
 		requests = a.requests;
@@ -349,19 +371,20 @@ int main(int argc, char **argv)
 		if (blob.digest[0] && strcmp(sha, blob.digest) != 0) {
 			fprintf(stderr, "oci-get: digest mismatch: the blob should be %s but its "
 					"bytes hash to %s\n", blob.digest, sha);
-			return 2;
+			return done(2);
 		}
 	} else {
 		struct oci_reader *rd = NULL;
 		struct ranges_ctx k;
 		bool sorted = true;
-		uint8_t *buf = malloc(total ? total : 1);
+		uint8_t *buf = g_buf = malloc(total ? total : 1);
 
 		if (!buf)
-			return 2;
-		r = oci_reader_new(c, &rd);
+			return done(2);
+		r = oci_reader_new(g_client, &g_reader);
+		rd = g_reader;
 		if (r < 0)
-			return fail(NULL, r, "reader");
+			return done(fail(NULL, r, "reader"));
 		for (size_t i = 1; i < nw; i++)
 			if (w[i].off < w[i - 1].off + w[i - 1].len)
 				sorted = false;
@@ -378,7 +401,7 @@ int main(int argc, char **argv)
 			r = oci_read_ranges(rd, e, nw, ranges_sink, &k, &err);
 			free(e);
 			if (r < 0)
-				return fail(&err, r, "reading ranges");
+				return done(fail(&err, r, "reading ranges"));
 		} else {
 			for (size_t i = 0; i < nw; i++) {
 				struct util_extent e = { w[i].off, w[i].len };
@@ -387,23 +410,21 @@ int main(int argc, char **argv)
 				k.n = 1;
 				r = oci_read_ranges(rd, &e, 1, ranges_sink, &k, &err);
 				if (r < 0)
-					return fail(&err, r, "reading ranges");
+					return done(fail(&err, r, "reading ranges"));
 			}
 		}
 		oci_reader_stats(rd, &requests, &bytes);
-		oci_reader_free(rd);
 		util_sha256_buf(buf, total, digest);
 		util_digest_format(digest, sha);
-		if (out_fd >= 0 && (r = util_pwrite_full(out_fd, buf, total, 0)) < 0) {
+		if (g_out_fd >= 0 && (r = util_pwrite_full(g_out_fd, buf, total, 0)) < 0) {
 			fprintf(stderr, "oci-get: writing '%s': %s\n", out, strerror(-r));
-			return 2;
+			return done(2);
 		}
-		free(buf);
 	}
 	t2 = now_s();
-	if (out_fd >= 0 && close(out_fd) < 0) {
+	if (g_out_fd >= 0 && close(TAKE_FD(g_out_fd)) < 0) {
 		fprintf(stderr, "oci-get: writing '%s': %m\n", out);
-		return 2;
+		return done(2);
 	}
 	j = json_pack("{s:s, s:I, s:s, s:I, s:I, s:f, s:s, s:I, s:f, s:s, s:s, s:s}", "digest",
 		      blob.digest, "size", (json_int_t)blob.size, "media_type", blob.media_type,
@@ -413,14 +434,9 @@ int main(int argc, char **argv)
 		      "validator", blob.validator);
 	line = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	if (!line)
-		return 2;
+		return done(2);
 	printf("%s\n", line);
 	free(line);
 	json_decref(j);
-	free(w);
-	oci_client_free(c);
-	oci_ref_free(ref);
-	oci_options_free(&opts);
-	ret = 0;
-	return ret;
+	return done(0);
 }
