@@ -113,6 +113,7 @@ struct cache_entry {
 	bool preallocated; /* fallocate succeeded on creation */
 	bool aside;        /* renamed aside after being marked bad */
 	char aside_name[CACHE_KEY_LEN + 32];
+	int owner_pid;     /* the process that opened it: names the aside files */
 };
 
 struct cache_open_params {
@@ -141,6 +142,9 @@ int cache_entry_set_flags(struct cache_entry *e, uint32_t set, uint32_t clear);
 int cache_entry_mark_bad(struct cache_entry *e);
 /* Unlink the files of an entry that was renamed aside (its last user is leaving). */
 void cache_entry_remove_aside(struct cache_entry *e);
+/* For a process sharing the entry with the one that changed it (a forked child): re-read the
+ * header from disk, and when it says bad, take note that the files were set aside. */
+int cache_entry_reload(struct cache_entry *e);
 
 bool cache_entry_complete(const struct cache_entry *e);
 uint64_t cache_entry_present_bytes(const struct cache_entry *e);

@@ -270,6 +270,7 @@ int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_p
 		return -ENOMEM;
 	e->data_fd = e->bitmap_fd = e->lock_fd = -1;
 	e->lock_fd = TAKE_FD(lock);
+	e->owner_pid = (int)getpid();
 	e->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
 	if (e->dirfd < 0) {
 		r = -errno;
@@ -386,6 +387,16 @@ int cache_entry_set_flags(struct cache_entry *e, uint32_t set, uint32_t clear)
 	return r;
 }
 
+static void note_aside(struct cache_entry *e)
+{
+	char *slash = strrchr(e->data_path, '/');
+
+	e->aside = true;
+	if (slash)
+		snprintf(slash + 1, sizeof(e->data_path) - (size_t)(slash + 1 - e->data_path), "%s",
+			 e->aside_name);
+}
+
 int cache_entry_mark_bad(struct cache_entry *e)
 {
 	static const char *const suffix[] = { "", ".bitmap", ".lock" };
@@ -398,22 +409,37 @@ int cache_entry_mark_bad(struct cache_entry *e)
 		return r;
 	if (e->aside)
 		return 0;
-	snprintf(e->aside_name, sizeof(e->aside_name), "%s.bad-%d", key, (int)getpid());
+	snprintf(e->aside_name, sizeof(e->aside_name), "%s.bad-%d", key, e->owner_pid);
 	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
 		snprintf(from, sizeof(from), "%s%s", key, suffix[i]);
 		snprintf(to, sizeof(to), "%s%s", e->aside_name, suffix[i]);
 		if (renameat(e->dirfd, from, e->dirfd, to) < 0 && errno != ENOENT)
 			return -errno;
 	}
-	e->aside = true;
-	{
-		char *slash = strrchr(e->data_path, '/');
-
-		if (slash)
-			snprintf(slash + 1, sizeof(e->data_path) - (size_t)(slash + 1 - e->data_path),
-				 "%s", e->aside_name);
-	}
+	note_aside(e);
 	return fsync_dir(e->dirfd);
+}
+
+int cache_entry_reload(struct cache_entry *e)
+{
+	uint8_t raw[CACHE_HEADER_SIZE];
+	struct cache_header h;
+	int r;
+
+	r = util_pread_full(e->bitmap_fd, raw, sizeof(raw), 0);
+	if (r < 0)
+		return r;
+	r = cache_header_decode(raw, sizeof(raw), &h);
+	if (r < 0)
+		return r;
+	if (strcmp(h.key, e->hdr.key) != 0 || h.size != e->hdr.size)
+		return -EUCLEAN;
+	e->hdr.flags = h.flags;
+	if ((h.flags & CACHE_FLAG_BAD) && !e->aside) {
+		snprintf(e->aside_name, sizeof(e->aside_name), "%s.bad-%d", e->hdr.key, e->owner_pid);
+		note_aside(e);
+	}
+	return 0;
 }
 
 void cache_entry_remove_aside(struct cache_entry *e)

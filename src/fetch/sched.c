@@ -216,7 +216,12 @@ static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job,
 		e = MIN(e, b + room);
 		off = b * CACHE_BLOCK_SIZE;
 		end = MIN(e * CACHE_BLOCK_SIZE, s->size);
-		job->runs[job->nruns++] = (struct util_extent){ .offset = off, .length = end - off };
+		if (job->nruns > 0 &&
+		    job->runs[job->nruns - 1].offset + job->runs[job->nruns - 1].length == off)
+			job->runs[job->nruns - 1].length += end - off; /* adjacent: one range */
+		else
+			job->runs[job->nruns++] = (struct util_extent){ .offset = off,
+									 .length = end - off };
 		job->bytes += end - off;
 		from = e;
 	}
@@ -327,14 +332,17 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 			 * per request. */
 			uint64_t from = b;
 
+			/* Two ranges may share a block: never list a block twice (the runs of a
+			 * job are sorted and disjoint). */
 			for (; k < r->n && job->nruns < FETCH_MAX_RUNS &&
 			       job->bytes < s->pol.max_job_bytes;
 			     k++) {
 				uint64_t f, n;
 
-				if (!cache_blocks_of(r->v[k].offset, r->v[k].length, s->size, &f, &n))
+				if (!cache_blocks_of(r->v[k].offset, r->v[k].length, s->size, &f, &n) ||
+				    f + n <= from)
 					continue;
-				job_add_runs(s, job, MAX(f, from), f + n, s->pol.max_job_bytes);
+				from = job_add_runs(s, job, MAX(f, from), f + n, s->pol.max_job_bytes);
 			}
 		}
 		if (job->nruns == 0)

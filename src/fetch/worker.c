@@ -653,6 +653,12 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	sigaction(SIGTERM, &sa, NULL);
 	if (takeover)
 		takeover_prepare(d);
+	/* A dead predecessor may have changed the entry (verified, bad and set aside). */
+	r = cache_entry_reload(d->entry);
+	if (r < 0)
+		log_warning("re-reading the cache entry's header: %s", strerror(-r));
+	if (__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_BAD)
+		d->well_known_gone = true; /* the name may belong to a fresh daemon now */
 
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_condattr_init(&ca);

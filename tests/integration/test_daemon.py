@@ -353,3 +353,31 @@ def test_lazy_umount_with_an_open_file_keeps_serving_it(dctl, plain_image, refer
     os.close(fd)
     # The last close releases the superblock, and the daemon goes.
     assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()
+
+
+def test_concurrent_starts_share_one_daemon_and_many_readers_get_right_bytes(dctl, registry, blob):
+    data, _, _ = blob
+    ref = registry.ref("daemon/blob", "v1")
+    rnd = __import__("random").Random(4)
+    procs = []
+    for i in range(6):
+        cmds = ["info"]
+        for _ in range(25):
+            o = rnd.randrange(len(data))
+            cmds += ["read", o, rnd.randrange(1, 300000)]
+        procs.append((dctl.ctl_bg(ref, *cmds, "wait-stdin"), cmds))
+    pids = set()
+    for p, cmds in procs:
+        info = dctl.read_line(p)
+        pids.add(info["pid"])
+        for k in range(25):
+            o, l = cmds[2 + 3 * k], cmds[3 + 3 * k]
+            r = dctl.read_line(p)
+            assert r["ok"], r
+            assert r["sha256"] == sha(data[o:o + l]), (o, l)
+    assert len(pids) == 1  # six simultaneous starts, one daemon
+    st = status(dctl, ref)
+    assert st["events"] == st["answers"] and st["pending"] == 0 and st["denied"] == 0
+    assert st["present_bytes"] == st["fetched_bytes"] <= len(data)
+    for p, _ in procs:
+        assert dctl.finish(p)[0] == 0

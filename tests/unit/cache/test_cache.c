@@ -403,6 +403,20 @@ static void test_entry_bad_never_reused(void **state)
 	assert_int_equal(cache_bitmap_count(&e2->present), 0);
 	assert_int_equal(fstat(e2->data_fd, &b), 0);
 	assert_true(a.st_ino != b.st_ino);
+	/* A process holding a stale copy of the entry (a forked sibling of the one that marked
+	 * it) catches up from the header. */
+	{
+		bool was = e->aside;
+		char path[PATH_MAX];
+
+		memcpy(path, e->data_path, sizeof(path));
+		e->aside = false;
+		e->hdr.flags = 0;
+		assert_int_equal(cache_entry_reload(e), 0);
+		assert_true(e->aside && was);
+		assert_int_equal(e->hdr.flags & CACHE_FLAG_BAD, CACHE_FLAG_BAD);
+		assert_string_equal(e->data_path, path);
+	}
 	cache_entry_remove_aside(e);
 	assert_int_equal(fstatat(f->dirfd, bad_data, &b, 0), -1);
 	cache_entry_free(e);

@@ -209,6 +209,31 @@ static void test_ensure_batches(void **state)
 	env_free(&e);
 }
 
+static void test_ensure_ranges_sharing_blocks(void **state)
+{
+	struct env e;
+	/* Sorted, disjoint byte ranges, but several share 4 KiB blocks. */
+	struct util_extent v[] = { { 0, 100 }, { 200, 100 }, { 4000, 200 }, { 8192, 10 },
+				   { 8300, 5000 }, { 20480, 4096 } };
+	struct fetch_req r = { .kind = FETCH_REQ_ENSURE, .v = v, .n = 6 };
+	struct fetch_job *job;
+
+	env_init(&e, 1 * MiB, false);
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	/* Blocks 0-1 and 2-3 are adjacent: one run [0, 16 KiB); then block 5. */
+	assert_int_equal(job->nruns, 2);
+	assert_int_equal(job->runs[0].offset, 0);
+	assert_int_equal(job->runs[0].length, 16384);
+	assert_int_equal(job->runs[1].offset, 20480);
+	assert_int_equal(job->runs[1].length, 4096);
+	for (size_t i = 1; i < job->nruns; i++)
+		assert_true(job->runs[i - 1].offset + job->runs[i - 1].length < job->runs[i].offset);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	env_free(&e);
+}
+
 static void test_retry_backoff_and_failures(void **state)
 {
 	struct env e;
@@ -404,6 +429,7 @@ int main(void)
 		cmocka_unit_test(test_never_refetch_present),
 		cmocka_unit_test(test_short_last_block),
 		cmocka_unit_test(test_ensure_batches),
+		cmocka_unit_test(test_ensure_ranges_sharing_blocks),
 		cmocka_unit_test(test_retry_backoff_and_failures),
 		cmocka_unit_test(test_capacity),
 		cmocka_unit_test(test_readahead_detection),
