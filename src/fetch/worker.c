@@ -188,13 +188,14 @@ static void *dispatcher(void *arg)
 	uint64_t buf[READ_BATCH * sizeof(struct fanotify_event_metadata) / 8];
 	struct fetch_event evs[READ_BATCH];
 	struct fetch_req *reqs[READ_BATCH];
+	int slots[READ_BATCH];
 
 	prctl(PR_SET_NAME, "lzfetch-events", 0, 0, 0);
 	for (;;) {
 		struct pollfd pfd[2] = { { .fd = d->fan_fd, .events = POLLIN },
 					 { .fd = d->stop_efd, .events = POLLIN } };
 		size_t n, k = 0;
-		bool bad;
+		bool bad = false;
 		ssize_t got;
 		int maxfd = -1;
 
@@ -204,33 +205,35 @@ static void *dispatcher(void *arg)
 			break;
 		if (!(pfd[0].revents & POLLIN))
 			continue;
-		/* Back-pressure: read only as many events as there are slots to hold them
+		/* Back-pressure: take the slots first, then read at most that many events
 		 * (every event is at least a metadata record long). */
 		pthread_mutex_lock(&d->lock);
 		while (d->nfree < READ_BATCH && !d->stopping)
 			pthread_cond_wait(&d->done_cond, &d->lock);
+		if (d->stopping) {
+			pthread_mutex_unlock(&d->lock);
+			break;
+		}
+		for (size_t i = 0; i < READ_BATCH; i++)
+			slots[i] = d->free_slots[--d->nfree];
 		pthread_mutex_unlock(&d->lock);
 		got = read(d->fan_fd, buf, sizeof(buf));
-		if (got < 0) {
-			if (errno != EAGAIN && errno != EINTR) {
-				log_error("reading fanotify events: %m");
-				usleep(10000);
-			}
-			continue;
+		if (got < 0 && errno != EAGAIN && errno != EINTR) {
+			log_error("reading fanotify events: %m");
+			usleep(10000);
 		}
-		n = fetch_events_parse(buf, (size_t)got, evs, READ_BATCH, &bad);
-		if (bad)
+		n = got > 0 ? fetch_events_parse(buf, (size_t)got, evs, READ_BATCH, &bad) : 0;
+		if (got > 0 && bad)
 			log_error("malformed fanotify event buffer (%zd bytes)", got);
 		/* Journal every event before anything else: if this process dies from here on,
 		 * the replacement worker finds and answers them. */
-		pthread_mutex_lock(&d->lock);
 		for (size_t i = 0; i < n; i++) {
 			struct fetch_req *r;
 			int slot;
 
 			if (evs[i].fd < 0)
 				continue; /* not a permission event: nothing to answer */
-			slot = d->free_slots[--d->nfree];
+			slot = slots[k];
 			r = &d->pool[slot];
 			*r = (struct fetch_req){ .kind = FETCH_REQ_EVENT, .fd = evs[i].fd, .slot = slot };
 			d->sh->journal[slot].fd = evs[i].fd;
@@ -242,6 +245,11 @@ static void *dispatcher(void *arg)
 			evs[k] = evs[i];
 			k++;
 		}
+		pthread_mutex_lock(&d->lock);
+		for (size_t i = k; i < READ_BATCH; i++)
+			d->free_slots[d->nfree++] = slots[i];
+		if (k < READ_BATCH)
+			pthread_cond_broadcast(&d->done_cond);
 		pthread_mutex_unlock(&d->lock);
 		if (maxfd > __atomic_load_n(&d->sh->hiwater_fd, __ATOMIC_RELAXED))
 			__atomic_store_n(&d->sh->hiwater_fd, maxfd, __ATOMIC_RELAXED);
