@@ -102,6 +102,7 @@ int oci_client_new(const struct oci_ref *ref, const struct oci_options *opts,
 	if (r < 0)
 		return r;
 	c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : OCI_DEFAULT_TIMEOUT_MS;
+	c->data_http2 = getenv("LAZYEROFS_HTTP2") && !strcmp(getenv("LAZYEROFS_HTTP2"), "1");
 	if (ref->is_url) {
 		oci_url_redact(ref->url, c->shown, sizeof(c->shown));
 	} else {

@@ -73,6 +73,7 @@ struct oci_client {
 	char *base_url; /* "https://host[:port]" of a registry */
 	char shown[512]; /* registry host or redacted URL, for messages */
 	uint64_t timeout_ms;
+	bool data_http2; /* blob ranges over HTTP/2 too ($LAZYEROFS_HTTP2=1) */
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 
