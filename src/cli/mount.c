@@ -13,6 +13,7 @@
 #include "mount/mount.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "util/macro.h"
 #include "util/strutil.h"
 
 static void usage(FILE *f)
@@ -61,9 +62,16 @@ static void report(const char *source, const char *mountpoint, const struct moun
 		 (unsigned long long)r->walk_ranges, util_format_bytes(r->walk.meta_bytes, b1, sizeof(b1)),
 		 (unsigned long long)r->walk.prefetches, (unsigned long long)r->walk_requests,
 		 util_format_bytes(r->walk_fetched, b2, sizeof(b2)));
-	log_info("metadata reads: %llu, raising %llu events (%llu answered from the bitmap)",
-		 (unsigned long long)r->walk.reads, (unsigned long long)r->walk_events,
-		 (unsigned long long)r->walk_fast);
+	log_info("metadata reads: %llu (%llu from %s loaded in %llu reads, %llu direct), raising "
+		 "%llu events (%llu answered from the bitmap)",
+		 (unsigned long long)r->walk.reads, (unsigned long long)r->io.cached_reads,
+		 util_format_bytes(r->io.loaded_bytes, b1, sizeof(b1)),
+		 (unsigned long long)r->io.preads, (unsigned long long)r->io.direct_reads,
+		 (unsigned long long)r->walk_events, (unsigned long long)r->walk_fast);
+	log_info("metadata time: %llu ms waiting for the daemon's batches, %llu ms loading, "
+		 "%llu ms walking",
+		 (unsigned long long)r->io.ensure_us / 1000, (unsigned long long)r->io.load_us / 1000,
+		 (unsigned long long)(r->walk_ms - MIN(r->walk_ms, (r->io.ensure_us + r->io.load_us) / 1000)));
 }
 
 /* The common part of both entries: options collected, two positional arguments. */

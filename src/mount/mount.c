@@ -19,6 +19,7 @@
 
 #include "mount/mount.h"
 #include "mount/offline.h"
+#include "mount/walkio.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -37,9 +38,12 @@
 DEFINE_CLEANUP_FUNC(struct oci_ref, oci_ref_free);
 DEFINE_CLEANUP_FUNC(struct oci_client, oci_client_free);
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
+DEFINE_CLEANUP_FUNC(struct mount_walkio, mount_walkio_free);
 
 /* Bridge small gaps in the walk's list: fewer, larger ranges for the final check. */
 #define WALK_MERGE_GAP EROFS_DEFAULT_MERGE_GAP
+/* Memory for the metadata loaded during the walk (a Debian minbase has 8-16 MiB). */
+#define WALK_MEMORY_CAP (256ULL << 20)
 
 static uint64_t now_ms(void)
 {
@@ -110,76 +114,48 @@ static int check_cache_fs(const char *cache_dir, char *err, size_t errlen)
 	return 0;
 }
 
-struct walk_ctx {
-	int fd;
-	struct fetch_handle *h;
-	char err[MOUNT_ERR_LEN];
-	int prefetch_r;
-};
-
-static int walk_read(void *ctx, void *buf, uint64_t len, uint64_t off)
-{
-	struct walk_ctx *c = ctx;
-
-	/* A missing range raises FAN_PRE_ACCESS; the daemon fetches it before the read
-	 * returns, or denies it with EIO after its deadline. */
-	return util_pread_full(c->fd, buf, (size_t)len, off);
-}
-
-static int walk_prefetch(void *ctx, const struct util_extent *v, size_t n)
-{
-	struct walk_ctx *c = ctx;
-	int r;
-
-	uint64_t t0 = now_ms();
-
-	r = fetch_ensure_ranges(c->h, v, n, c->err, sizeof(c->err));
-	if (r < 0)
-		c->prefetch_r = r;
-	log_debug("metadata prefetch: %zu range(s) from %llu: %llu ms%s", n,
-		  n ? (unsigned long long)v[0].offset : 0ULL, (unsigned long long)(now_ms() - t0),
-		  r < 0 ? " (failed)" : "");
-	return r;
-}
-
 /* Make every structure the kernel reads without an event present in the cache file. */
 static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount_result *res,
 			     char *err, size_t errlen)
 {
-	struct walk_ctx c = { .fd = -1, .h = h };
-	struct erofs_io io = { .ctx = &c, .size = size, .read = walk_read,
-			       .prefetch = walk_prefetch };
+	_cleanup_(mount_walkio_freep) struct mount_walkio *w = NULL;
+	_cleanup_close_ int fd = -1;
+	struct erofs_io io;
 	struct erofs_walk_opts wopts = { .merge_gap = WALK_MERGE_GAP };
 	struct util_extents ext;
 	struct fetch_status before = { 0 }, after = { 0 };
 	struct erofs_info info;
-	char werr[512] = "";
+	char werr[512] = "", ferr[MOUNT_ERR_LEN] = "";
 	bool have_before;
 	int r;
 
-	c.fd = open(h->data_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (c.fd < 0) {
+	fd = open(h->data_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
 		r = -errno;
 		snprintf(err, errlen, "opening the cache file '%s': %s", h->data_path, strerror(-r));
 		return r;
 	}
-	/* No kernel readahead on this fd: the walker reads scattered small pieces, and a
-	 * readahead window reaching past what was prefetched would make the daemon fetch whole
-	 * chunks of file data around every inode block. */
-	(void)posix_fadvise(c.fd, 0, 0, POSIX_FADV_RANDOM);
+	/* No kernel readahead on this fd: a window reaching past what was prefetched would
+	 * make the daemon fetch file data around every metadata block. */
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+	r = mount_walkio_new(fd, h, size, WALK_MEMORY_CAP, ferr, sizeof(ferr), &w);
+	if (r < 0) {
+		snprintf(err, errlen, "out of memory");
+		return r;
+	}
+	mount_walkio_io(w, &io);
 	have_before = fetch_status(h, &before) >= 0;
 
 	r = erofs_probe(&io, &info, werr, sizeof(werr));
 	if (r < 0) {
-		if (c.err[0])
-			snprintf(err, errlen, "reading the image's superblock: %s", c.err);
+		if (ferr[0])
+			snprintf(err, errlen, "reading the image's superblock: %s", ferr);
 		else if (r == -EIO || r == -EAGAIN)
 			snprintf(err, errlen, "reading the image's superblock: %s%s%s", strerror(-r),
 				 werr[0] ? ": " : "", werr);
 		else
 			snprintf(err, errlen, "the blob is not a usable EROFS image: %s",
 				 werr[0] ? werr : strerror(-r));
-		close(c.fd);
 		return r;
 	}
 	if (info.extra_devices > 0) {
@@ -187,7 +163,6 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 			 "the image uses %u extra device(s) (a device table); lazyerofs cannot "
 			 "mount multi-device images yet",
 			 (unsigned)info.extra_devices);
-		close(c.fd);
 		return -EOPNOTSUPP;
 	}
 
@@ -197,15 +172,12 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		/* The walk read everything it listed, but a range it only listed (not read) must
 		 * be present as well: one more batch, normally answered from the bitmap. */
 		res->walk_ranges = ext.n;
-		r = fetch_ensure_ranges(h, ext.v, ext.n, c.err, sizeof(c.err));
-		if (r < 0)
-			c.prefetch_r = r;
+		r = fetch_ensure_ranges(h, ext.v, ext.n, ferr, sizeof(ferr));
 	}
 	util_extents_free(&ext);
-	close(c.fd);
 	if (r < 0) {
-		if (c.err[0])
-			snprintf(err, errlen, "fetching the image's metadata: %s", c.err);
+		if (ferr[0])
+			snprintf(err, errlen, "fetching the image's metadata: %s", ferr);
 		else if (r == -EUCLEAN)
 			snprintf(err, errlen, "the image is corrupt: %s", werr[0] ? werr : strerror(-r));
 		else
@@ -213,6 +185,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 				 werr[0] ? ": " : "", werr);
 		return r;
 	}
+	res->io = *mount_walkio_stats(w);
 	if (have_before && fetch_status(h, &after) >= 0) {
 		res->walk_requests = after.requests - before.requests;
 		res->walk_fetched = after.fetched_bytes - before.fetched_bytes;

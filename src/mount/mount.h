@@ -15,6 +15,7 @@
 
 #include "erofs/erofs.h"
 #include "fetch/fetch.h"
+#include "mount/walkio.h"
 #include "oci/oci.h"
 
 #define MOUNT_DEFAULT_CACHE_DIR "/var/cache/lazyerofs"
@@ -75,6 +76,7 @@ struct mount_result {
 	uint64_t walk_fetched;            /* bytes the daemon fetched during the walk */
 	uint64_t walk_events;             /* pre-content events the walk's reads raised */
 	uint64_t walk_fast;               /* ... of which were answered from the bitmap at once */
+	struct mount_walkio_stats io;     /* how the walker's reads were served */
 	uint64_t resolve_ms, daemon_ms, walk_ms, kmount_ms, total_ms;
 };
 

@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The metadata walker's view of the cache file. Every read of the (marked) data file raises
+ * one FAN_PRE_ACCESS event, and even a fast-path answer costs a round trip through the daemon
+ * (tens of microseconds, far more on a loaded machine); the walker of a root filesystem makes
+ * tens of thousands of small reads. So each prefetch wave is made present (one ensure batch),
+ * then read in a few large preads -- one event each -- into memory, and the walker's small
+ * reads are served from there. Anything outside the loaded waves is read directly (the daemon
+ * fetches it if needed). Memory is capped; the oldest waves are dropped first.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mount/walkio.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/macro.h"
+
+#define WIO_BLOCK 4096ULL
+#define WIO_PREAD_MAX (8ULL << 20) /* one event per pread: large, but bounded */
+
+struct wio_buf {
+	uint8_t *data;
+	uint64_t off, len; /* block-aligned */
+};
+
+struct wio_slot {
+	uint64_t key; /* block number + 1; 0 = empty */
+	const uint8_t *ptr;
+};
+
+struct mount_walkio {
+	int fd;
+	struct fetch_handle *h;
+	uint64_t size, cap;
+	struct wio_buf *bufs; /* oldest first */
+	size_t nbufs, abufs;
+	uint64_t bytes;       /* sum of buffer lengths */
+	struct wio_slot *map; /* block -> its bytes in one of the buffers */
+	size_t mapcap, mapn;
+	struct mount_walkio_stats st;
+	char *err;
+	size_t errlen;
+};
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static size_t slot_of(uint64_t key, size_t cap)
+{
+	return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
+}
+
+static const uint8_t *map_get(const struct mount_walkio *w, uint64_t block)
+{
+	uint64_t key = block + 1;
+
+	if (!w->mapcap)
+		return NULL;
+	for (size_t i = slot_of(key, w->mapcap);; i = (i + 1) & (w->mapcap - 1)) {
+		if (w->map[i].key == key)
+			return w->map[i].ptr;
+		if (!w->map[i].key)
+			return NULL;
+	}
+}
+
+static int map_grow(struct mount_walkio *w, size_t want)
+{
+	size_t ncap = w->mapcap ? w->mapcap : 1024;
+	struct wio_slot *nm;
+
+	while (want * 2 > ncap)
+		ncap *= 2;
+	if (ncap == w->mapcap)
+		return 0;
+	nm = calloc(ncap, sizeof(*nm));
+	if (!nm)
+		return -ENOMEM;
+	for (size_t k = 0; k < w->mapcap; k++) {
+		size_t i;
+
+		if (!w->map[k].key)
+			continue;
+		for (i = slot_of(w->map[k].key, ncap); nm[i].key; i = (i + 1) & (ncap - 1))
+			;
+		nm[i] = w->map[k];
+	}
+	free(w->map);
+	w->map = nm;
+	w->mapcap = ncap;
+	return 0;
+}
+
+/* Add a block unless some buffer already holds it (the first copy wins). */
+static void map_put(struct mount_walkio *w, uint64_t block, const uint8_t *ptr)
+{
+	uint64_t key = block + 1;
+	size_t i;
+
+	for (i = slot_of(key, w->mapcap); w->map[i].key; i = (i + 1) & (w->mapcap - 1))
+		if (w->map[i].key == key)
+			return;
+	w->map[i].key = key;
+	w->map[i].ptr = ptr;
+	w->mapn++;
+}
+
+static int map_add_buf(struct mount_walkio *w, const struct wio_buf *b)
+{
+	uint64_t n = b->len / WIO_BLOCK;
+	int r = map_grow(w, w->mapn + (size_t)n);
+
+	if (r < 0)
+		return r;
+	for (uint64_t k = 0; k < n; k++)
+		map_put(w, b->off / WIO_BLOCK + k, b->data + k * WIO_BLOCK);
+	return 0;
+}
+
+/* Drop the oldest buffers until `need` more bytes fit under the cap; rebuild the map. */
+static int make_room(struct mount_walkio *w, uint64_t need)
+{
+	size_t drop = 0;
+
+	while (drop < w->nbufs && w->bytes + need > w->cap) {
+		w->bytes -= w->bufs[drop].len;
+		free(w->bufs[drop].data);
+		drop++;
+	}
+	if (!drop)
+		return 0;
+	memmove(w->bufs, w->bufs + drop, (w->nbufs - drop) * sizeof(*w->bufs));
+	w->nbufs -= drop;
+	w->st.evicted += drop;
+	memset(w->map, 0, w->mapcap * sizeof(*w->map));
+	w->mapn = 0;
+	for (size_t i = 0; i < w->nbufs; i++) {
+		int r = map_add_buf(w, &w->bufs[i]);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Whether every block of [off, off + len) is loaded already. */
+static bool loaded(const struct mount_walkio *w, uint64_t off, uint64_t len)
+{
+	for (uint64_t b = off / WIO_BLOCK; b * WIO_BLOCK < off + len; b++)
+		if (!map_get(w, b))
+			return false;
+	return true;
+}
+
+static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len)
+{
+	struct wio_buf b;
+	int r;
+
+	if (loaded(w, off, len))
+		return 0;
+	if (len > w->cap)
+		return 0; /* too big to keep: the walker's reads of it go straight to the file */
+	r = make_room(w, len);
+	if (r < 0)
+		return r;
+	if (w->nbufs == w->abufs) {
+		size_t na = w->abufs ? w->abufs * 2 : 64;
+		struct wio_buf *nb = realloc(w->bufs, na * sizeof(*nb));
+
+		if (!nb)
+			return -ENOMEM;
+		w->bufs = nb;
+		w->abufs = na;
+	}
+	b.off = off;
+	b.len = len;
+	b.data = malloc(len);
+	if (!b.data)
+		return -ENOMEM;
+	for (uint64_t done = 0; done < len;) {
+		uint64_t n = MIN(len - done, WIO_PREAD_MAX);
+
+		r = util_pread_full(w->fd, b.data + done, (size_t)n, off + done);
+		if (r < 0) {
+			free(b.data);
+			return r;
+		}
+		w->st.preads++;
+		done += n;
+	}
+	r = map_add_buf(w, &b);
+	if (r < 0) {
+		free(b.data);
+		return r;
+	}
+	w->bufs[w->nbufs++] = b;
+	w->bytes += len;
+	w->st.loaded_bytes += len;
+	return 0;
+}
+
+static int wio_prefetch(void *ctx, const struct util_extent *v, size_t n)
+{
+	struct mount_walkio *w = ctx;
+	int r;
+
+	uint64_t t0 = now_us(), t1;
+
+	r = fetch_ensure_ranges(w->h, v, n, w->err, w->errlen);
+	w->st.batches++;
+	t1 = now_us();
+	w->st.ensure_us += t1 - t0;
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t start = ROUND_DOWN(v[i].offset, WIO_BLOCK);
+		uint64_t end = MIN(ROUND_UP(v[i].offset + v[i].length, WIO_BLOCK),
+				   ROUND_UP(w->size, WIO_BLOCK));
+
+		/* A tail beyond the file's end reads short: keep whole blocks inside it. */
+		if (end > w->size)
+			end = ROUND_DOWN(w->size, WIO_BLOCK);
+		if (end <= start)
+			continue;
+		r = load_range(w, start, end - start);
+		if (r < 0)
+			return r;
+	}
+	w->st.load_us += now_us() - t1;
+	log_debug("metadata wave: %zu range(s): ensure %llu us, load %llu us", n,
+		  (unsigned long long)(t1 - t0), (unsigned long long)(now_us() - t1));
+	return 0;
+}
+
+static int wio_read(void *ctx, void *buf, uint64_t len, uint64_t off)
+{
+	struct mount_walkio *w = ctx;
+	uint8_t *out = buf;
+	uint64_t end;
+
+	if (util_add_overflow_u64(off, len, &end))
+		return -EINVAL;
+	if (loaded(w, off, len)) {
+		for (uint64_t pos = off; pos < end;) {
+			const uint8_t *p = map_get(w, pos / WIO_BLOCK);
+			uint64_t in = pos % WIO_BLOCK, n = MIN(WIO_BLOCK - in, end - pos);
+
+			memcpy(out + (pos - off), p + in, n);
+			pos += n;
+		}
+		w->st.cached_reads++;
+		return 0;
+	}
+	/* Not loaded: the read raises an event and the daemon fetches what is missing. */
+	w->st.direct_reads++;
+	return util_pread_full(w->fd, buf, (size_t)len, off);
+}
+
+int mount_walkio_new(int fd, struct fetch_handle *h, uint64_t size, uint64_t cap, char *err,
+		     size_t errlen, struct mount_walkio **ret)
+{
+	struct mount_walkio *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return -ENOMEM;
+	w->fd = fd;
+	w->h = h;
+	w->size = size;
+	w->cap = cap;
+	w->err = err;
+	w->errlen = errlen;
+	*ret = w;
+	return 0;
+}
+
+void mount_walkio_free(struct mount_walkio *w)
+{
+	if (!w)
+		return;
+	for (size_t i = 0; i < w->nbufs; i++)
+		free(w->bufs[i].data);
+	free(w->bufs);
+	free(w->map);
+	free(w);
+}
+
+void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io)
+{
+	memset(io, 0, sizeof(*io));
+	io->ctx = w;
+	io->size = w->size;
+	io->read = wio_read;
+	io->prefetch = wio_prefetch;
+}
+
+const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w)
+{
+	return &w->st;
+}

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/* The metadata walker's I/O over the cache file: prefetch waves loaded in large reads
+ * (internal to the mount module). */
+#ifndef LAZYEROFS_MOUNT_WALKIO_H
+#define LAZYEROFS_MOUNT_WALKIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "erofs/erofs.h"
+#include "fetch/fetch.h"
+
+struct mount_walkio_stats {
+	uint64_t batches;      /* ensure batches sent to the daemon */
+	uint64_t preads;       /* large reads that loaded waves (one event each) */
+	uint64_t loaded_bytes; /* bytes loaded into memory */
+	uint64_t cached_reads; /* walker reads served from memory */
+	uint64_t direct_reads; /* walker reads that went to the file (one event each) */
+	uint64_t evicted;      /* buffers dropped to stay under the cap */
+	uint64_t ensure_us;    /* time waiting for ensure batches */
+	uint64_t load_us;      /* time loading waves */
+};
+
+struct mount_walkio;
+
+/* fd: the data file, opened for reading after the daemon marked it (reads raise events);
+ * cap: memory for loaded waves. err receives the daemon's message when a batch fails. */
+int mount_walkio_new(int fd, struct fetch_handle *h, uint64_t size, uint64_t cap, char *err,
+		     size_t errlen, struct mount_walkio **ret);
+void mount_walkio_free(struct mount_walkio *w);
+void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io);
+const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w);
+
+#endif
