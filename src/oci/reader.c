@@ -17,80 +17,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "oci/internal.h"
+#include "oci/reader.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/strutil.h"
-
-#define READER_DEFAULT_PARALLEL 4
-#define READER_MAX_PARALLEL 16
-#define RANGES_PER_REQUEST 64
-#define GROUP_MIN_BYTES (1ULL << 20)
-#define GROUP_MAX_BYTES (16ULL << 20)
-#define LOCATION_TTL_MS (5ULL * 60 * 1000)
-#define MAX_FAILURES 30 /* per request, progress or not */
-
-struct rrange {
-	uint64_t off, len, done;
-};
-
-enum body_mode {
-	BODY_UNKNOWN,
-	BODY_SINGLE,  /* 206 with one Content-Range */
-	BODY_MULTI,   /* 206 multipart/byteranges */
-	BODY_WHOLE,   /* 200: the whole blob from offset 0 */
-	BODY_DISCARD, /* a redirect or 401: the body does not matter */
-	BODY_ERROR,   /* an error reply: keep its start for the message */
-};
-
-struct rreq {
-	struct oci_reader *r;
-	struct rreq *next;
-	struct rrange *rg; /* a slice of the call's ranges */
-	size_t n;
-	uint64_t not_before;
-	int no_progress; /* failures in a row without progress */
-	int failures;
-	int auth_rounds;
-	int hops;
-	char *url;       /* NULL: the blob URL (or the remembered location) */
-	bool storage;    /* url is not the registry: no registry Authorization */
-	bool from_cache; /* url is the remembered location */
-	bool asked_multi;
-	uint64_t gen;
-
-	/* one transfer */
-	int slot;
-	struct curl_slist *hdrs;
-	struct oci_resp resp;
-	enum body_mode mode;
-	uint64_t pos, end, need_end;
-	bool whole_done;
-	struct oci_multipart mp;
-	struct util_buf errbody;
-	int fail; /* set by callbacks: -errno */
-	bool fail_retryable;
-	char fail_msg[300];
-	bool progressed;
-	char errbuf[CURL_ERROR_SIZE];
-};
-
-struct oci_reader {
-	struct oci_client *c;
-	CURLM *multi;
-	CURL *easy[READER_MAX_PARALLEL];
-	struct rreq *busy[READER_MAX_PARALLEL];
-	unsigned parallel;
-	uint64_t requests, bytes;
-	char *loc_url; /* where the registry last redirected the blob to */
-	uint64_t loc_expires;
-
-	/* the current call */
-	oci_sink_fn sink;
-	void *ctx;
-	uint64_t deadline;
-	char last_error[300];
-};
 
 int oci_reader_new(struct oci_client *c, struct oci_reader **ret)
 {
@@ -159,7 +89,7 @@ static struct rreq *rreq_new(struct oci_reader *r, struct rrange *rg, size_t n)
 	return q;
 }
 
-static size_t remaining_ranges(const struct rreq *q)
+size_t oci_rreq_remaining(const struct rreq *q)
 {
 	size_t k = 0;
 
@@ -167,192 +97,6 @@ static size_t remaining_ranges(const struct rreq *q)
 		k += q->rg[i].done < q->rg[i].len;
 	return k;
 }
-
-/* ---- receiving ------------------------------------------------------------------------------ */
-
-static void fail_cb(struct rreq *q, int r, bool retryable, const char *fmt, ...) _printf_(4, 5);
-static void fail_cb(struct rreq *q, int r, bool retryable, const char *fmt, ...)
-{
-	va_list ap;
-
-	q->fail = r;
-	q->fail_retryable = retryable;
-	va_start(ap, fmt);
-	vsnprintf(q->fail_msg, sizeof(q->fail_msg), fmt, ap);
-	va_end(ap);
-}
-
-/* Hand the part of [off, off + len) that each range expects next to the sink. */
-static int deliver(struct rreq *q, uint64_t off, const uint8_t *data, size_t len)
-{
-	struct oci_reader *r = q->r;
-	uint64_t end = off + len;
-
-	for (size_t i = 0; i < q->n; i++) {
-		struct rrange *g = &q->rg[i];
-		uint64_t exp = g->off + g->done, stop;
-		int k;
-
-		if (g->done == g->len || exp < off || exp >= end)
-			continue;
-		stop = MIN(end, g->off + g->len);
-		k = r->sink(r->ctx, exp, data + (exp - off), (size_t)(stop - exp));
-		if (k < 0) {
-			fail_cb(q, k, false, "the receiver of the data failed: %s", strerror(-k));
-			return k;
-		}
-		g->done += stop - exp;
-		q->progressed = true;
-	}
-	return 0;
-}
-
-static int part_cb(void *ctx, uint64_t offset, const uint8_t *data, size_t len)
-{
-	struct rreq *q = ctx;
-
-	q->r->bytes += len;
-	return deliver(q, offset, data, len);
-}
-
-/* URL sources: a reply for another version of the object. */
-static bool stale_reply(struct rreq *q, uint64_t total)
-{
-	struct oci_client *c = q->r->c;
-	const char *v = c->blob.validator;
-
-	if (!c->ref->is_url)
-		return false;
-	if (total != UINT64_MAX && total != c->blob.size)
-		return true;
-	if (q->resp.etag[0] && (v[0] == '"' || util_startswith(v, "W/")) && strcmp(q->resp.etag, v))
-		return true;
-	if (q->resp.last_modified[0] && v[0] != '"' && !util_startswith(v, "W/") &&
-	    strcmp(q->resp.last_modified, v))
-		return true;
-	return false;
-}
-
-static void classify(struct rreq *q)
-{
-	struct oci_client *c = q->r->c;
-	long st = q->resp.status;
-
-	if (st == 206) {
-		char boundary[OCI_BOUNDARY_MAX + 1];
-		uint64_t f, l, t;
-		int k;
-
-		k = oci_content_type_boundary(q->resp.content_type, strlen(q->resp.content_type),
-					      boundary, sizeof(boundary));
-		if (k == 0) {
-			if (stale_reply(q, UINT64_MAX)) {
-				fail_cb(q, -ESTALE, false, "the object changed on the server");
-				return;
-			}
-			oci_multipart_init(&q->mp, boundary);
-			q->mode = BODY_MULTI;
-			return;
-		}
-		if (k != -ENOENT) {
-			fail_cb(q, -EBADMSG, true, "multipart reply without a usable boundary");
-			return;
-		}
-		if (oci_content_range_parse(q->resp.content_range, strlen(q->resp.content_range), &f,
-					    &l, &t) < 0) {
-			fail_cb(q, -EBADMSG, true, "HTTP 206 with a bad Content-Range '%.100s'",
-				q->resp.content_range);
-			return;
-		}
-		if (stale_reply(q, t)) {
-			fail_cb(q, -ESTALE, false, "the object changed on the server (now %llu bytes)",
-				(unsigned long long)t);
-			return;
-		}
-		if (t != UINT64_MAX && c->blob.size && t != c->blob.size) {
-			fail_cb(q, -EBADMSG, false,
-				"the server says the blob has %llu bytes, the manifest %llu",
-				(unsigned long long)t, (unsigned long long)c->blob.size);
-			return;
-		}
-		q->mode = BODY_SINGLE;
-		q->pos = f;
-		q->end = l + 1;
-		return;
-	}
-	if (st == 200) {
-		if (stale_reply(q, q->resp.has_content_length ? q->resp.content_length : UINT64_MAX)) {
-			fail_cb(q, -ESTALE, false, "the object changed on the server");
-			return;
-		}
-		atomic_store(&c->ranges_ignored, true);
-		q->need_end = 0;
-		for (size_t i = 0; i < q->n; i++)
-			if (q->rg[i].done < q->rg[i].len)
-				q->need_end = MAX(q->need_end, q->rg[i].off + q->rg[i].len);
-		if (q->need_end > OCI_WHOLE_BODY_MAX) {
-			fail_cb(q, -EMEDIUMTYPE, false,
-				"the server ignores byte ranges (HTTP 200 with the whole blob): reading "
-				"up to offset %llu would download that much for every read",
-				(unsigned long long)q->need_end);
-			return;
-		}
-		q->mode = BODY_WHOLE;
-		q->pos = 0;
-		return;
-	}
-	if ((st >= 300 && st < 400) || st == 401)
-		q->mode = BODY_DISCARD;
-	else
-		q->mode = BODY_ERROR;
-}
-
-static size_t body_cb(char *p, size_t size, size_t nm, void *ud)
-{
-	struct rreq *q = ud;
-	size_t len = size * nm;
-	const uint8_t *data = (const uint8_t *)p;
-	int k;
-
-	if (q->mode == BODY_UNKNOWN)
-		classify(q);
-	if (q->fail)
-		return 0;
-	switch (q->mode) {
-	case BODY_SINGLE:
-		if (len > q->end - q->pos) {
-			fail_cb(q, -EBADMSG, true, "more bytes than the Content-Range announced");
-			return 0;
-		}
-		q->r->bytes += len;
-		if (deliver(q, q->pos, data, len) < 0)
-			return 0;
-		q->pos += len;
-		return len;
-	case BODY_MULTI:
-		k = oci_multipart_feed(&q->mp, data, len, part_cb, q);
-		if (k < 0 && !q->fail)
-			fail_cb(q, k, k == -EBADMSG, "malformed multipart/byteranges reply");
-		return q->fail ? 0 : len;
-	case BODY_WHOLE:
-		q->r->bytes += len;
-		if (deliver(q, q->pos, data, len) < 0)
-			return 0;
-		q->pos += len;
-		if (q->pos >= q->need_end) {
-			q->whole_done = true; /* the rest of the blob is not wanted */
-			return 0;
-		}
-		return len;
-	case BODY_ERROR:
-		if (q->errbody.len < OCI_ERROR_BODY_MAX)
-			util_buf_append(&q->errbody, p, MIN(len, OCI_ERROR_BODY_MAX - q->errbody.len));
-		return len;
-	default:
-		return len;
-	}
-}
-
 /* ---- sending -------------------------------------------------------------------------------- */
 
 static const char *blob_url_now(struct rreq *q)
@@ -393,7 +137,7 @@ static int start(struct rreq *q, struct oci_error *err)
 	e = r->easy[slot];
 
 	/* The ranges still missing; against a server known to ignore ranges, one span. */
-	q->asked_multi = remaining_ranges(q) > 1;
+	q->asked_multi = oci_rreq_remaining(q) > 1;
 	if (atomic_load(&c->ranges_ignored) && q->asked_multi) {
 		uint64_t lo = UINT64_MAX, hi = 0;
 
@@ -453,7 +197,7 @@ static int start(struct rreq *q, struct oci_error *err)
 	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->hdrs);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, &q->resp);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, oci_rreq_body_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, q);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->errbuf);
@@ -510,7 +254,7 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 	r->busy[q->slot] = NULL;
 	q->slot = -1;
 	k->active--;
-	left = remaining_ranges(q);
+	left = oci_rreq_remaining(q);
 	oci_fmt(range_shown, sizeof(range_shown), "%zu range%s from offset %llu", left,
 		left == 1 ? "" : "s", (unsigned long long)q->rg[0].off);
 
@@ -651,7 +395,7 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 	log_debug("oci: %s: %s; retrying %s in %llu ms", k->what, r->last_error, range_shown,
 		  (unsigned long long)wait);
 
-	if (atomic_load(&c->no_multirange) && remaining_ranges(q) > 1) {
+	if (atomic_load(&c->no_multirange) && oci_rreq_remaining(q) > 1) {
 		/* Split what is left into single-range requests. */
 		for (size_t i = 0; i < q->n; i++) {
 			struct rreq *s;

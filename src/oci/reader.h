@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
+/* The range reader's state, shared by reader.c (requests, retries, scheduling) and
+ * reader_body.c (turning reply bodies into sink calls). Not a public interface. */
+#ifndef LAZYEROFS_OCI_READER_H
+#define LAZYEROFS_OCI_READER_H
+
+#include "oci/internal.h"
+
+#define READER_DEFAULT_PARALLEL 4
+#define READER_MAX_PARALLEL 16
+#define RANGES_PER_REQUEST 64
+#define GROUP_MIN_BYTES (1ULL << 20)
+#define GROUP_MAX_BYTES (16ULL << 20)
+#define LOCATION_TTL_MS (5ULL * 60 * 1000)
+#define MAX_FAILURES 30 /* per request, progress or not */
+
+struct rrange {
+	uint64_t off, len, done;
+};
+
+enum body_mode {
+	BODY_UNKNOWN,
+	BODY_SINGLE,  /* 206 with one Content-Range */
+	BODY_MULTI,   /* 206 multipart/byteranges */
+	BODY_WHOLE,   /* 200: the whole blob from offset 0 */
+	BODY_DISCARD, /* a redirect or 401: the body does not matter */
+	BODY_ERROR,   /* an error reply: keep its start for the message */
+};
+
+struct rreq {
+	struct oci_reader *r;
+	struct rreq *next;
+	struct rrange *rg; /* a slice of the call's ranges */
+	size_t n;
+	uint64_t not_before;
+	int no_progress; /* failures in a row without progress */
+	int failures;
+	int auth_rounds;
+	int hops;
+	char *url;       /* NULL: the blob URL (or the remembered location) */
+	bool storage;    /* url is not the registry: no registry Authorization */
+	bool from_cache; /* url is the remembered location */
+	bool asked_multi;
+	uint64_t gen;
+
+	/* one transfer */
+	int slot;
+	struct curl_slist *hdrs;
+	struct oci_resp resp;
+	enum body_mode mode;
+	uint64_t pos, end, need_end;
+	bool whole_done;
+	struct oci_multipart mp;
+	struct util_buf errbody;
+	int fail; /* set by callbacks: -errno */
+	bool fail_retryable;
+	char fail_msg[300];
+	bool progressed;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+struct oci_reader {
+	struct oci_client *c;
+	CURLM *multi;
+	CURL *easy[READER_MAX_PARALLEL];
+	struct rreq *busy[READER_MAX_PARALLEL];
+	unsigned parallel;
+	uint64_t requests, bytes;
+	char *loc_url; /* where the registry last redirected the blob to */
+	uint64_t loc_expires;
+
+	/* the current call */
+	oci_sink_fn sink;
+	void *ctx;
+	uint64_t deadline;
+	char last_error[300];
+};
+
+size_t oci_rreq_remaining(const struct rreq *q);
+/* CURLOPT_WRITEFUNCTION of a range request (userdata: the struct rreq). */
+size_t oci_rreq_body_cb(char *p, size_t size, size_t nm, void *ud);
+
+#endif
