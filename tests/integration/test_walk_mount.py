@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from common import run, assert_one_line_error, BIN, FIXTURES, FIXTURE_IMAGES
+from common import run, assert_one_line_error, FIXTURES, FIXTURE_IMAGES
 from trees import (ALL_IMAGES, MKFS_IMAGES, KITCHEN_BIGFILE_SIZE, snapshot, diff_snapshots,
                    format_diff, getfattr_dump, diff_getfattr, parse_extents, sparse_copy,
                    record_share, mount_source, EventFiller, markable_dir,
@@ -21,14 +21,6 @@ from trees import (ALL_IMAGES, MKFS_IMAGES, KITCHEN_BIGFILE_SIZE, snapshot, diff
 
 EROFS_MAGIC = 0xE0F5E1E2
 SB_OFFSET = 1024
-
-# Until `inspect` is implemented (its stub fails even on --help) the tests that need it are
-# skipped, saying so; once `inspect --help` works they all run. test_cli.py separately
-# requires every subcommand's --help to work, so this cannot hide a regression.
-_inspect_help = run(["inspect", "--help"]) if os.path.exists(BIN) else None
-needs_inspect = pytest.mark.skipif(
-    _inspect_help is None or _inspect_help.returncode != 0,
-    reason="lazyerofs inspect is not implemented in this build yet")
 
 
 class WalkContext:
@@ -110,7 +102,6 @@ def test_full_image_mount_matches_source(name, trees, walk, file_mounts):
     _assert_same_tree(img.tree, mp, walk, f"the full image {name}")
 
 
-@needs_inspect
 @pytest.mark.parametrize("gap", [None, 0], ids=["default-gap", "gap0"])
 @pytest.mark.parametrize("name", ALL_IMAGES)
 def test_sparse_copy_of_extents_mounts_as_source(name, gap, trees, walk, file_mounts, scratch):
@@ -144,7 +135,6 @@ def markable_scratch():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@needs_inspect
 @pytest.mark.parametrize("name", ALL_IMAGES)
 def test_data_reads_with_only_extents_prefetched(name, trees, walk, file_mounts,
                                                  markable_scratch):
@@ -185,7 +175,6 @@ def _find_block(path, needle):
     return data.find(needle)
 
 
-@needs_inspect
 @pytest.mark.parametrize("name", [f"mkfs/{n}" for n in MKFS_IMAGES])
 def test_extents_are_metadata_not_a_copy(name, trees, walk):
     """Images with a 6 MiB random file: the ranges are a small share of the image, and none
@@ -237,7 +226,6 @@ def _numbers(line):
     return {w for w in cleaned.split() if w.isdigit()}
 
 
-@needs_inspect
 @pytest.mark.parametrize("name", ALL_IMAGES)
 def test_inspect_summary(name, trees, walk):
     img = trees.image(name)
@@ -258,7 +246,6 @@ def test_inspect_summary(name, trees, walk):
         f"summary does not give the image size ({img.size}):\n{r.stdout}"
 
 
-@needs_inspect
 @pytest.mark.parametrize("name", ALL_IMAGES)
 def test_inspect_extents_well_formed(name, trees):
     img = trees.image(name)
@@ -316,7 +303,6 @@ BAD_KINDS = ["missing", "directory", "passwd", "empty", "zeros", "truncated-sb",
              "flipped-magic"]
 
 
-@needs_inspect
 @pytest.mark.parametrize("extents", [False, True], ids=["summary", "extents"])
 @pytest.mark.parametrize("kind", BAD_KINDS)
 def test_inspect_bad_input(kind, extents, scratch):
@@ -326,7 +312,6 @@ def test_inspect_bad_input(kind, extents, scratch):
     assert r.stdout == "" or not extents, f"partial output on failure: {r.stdout[:500]}"
 
 
-@needs_inspect
 @pytest.mark.parametrize("extents", [False, True], ids=["summary", "extents"])
 @pytest.mark.parametrize("cut", ["in-metadata", "half", "last-byte"])
 @pytest.mark.parametrize("name", FIXTURE_IMAGES)
@@ -346,7 +331,6 @@ def test_inspect_truncated_fixture(name, cut, extents, trees, walk, scratch):
     assert r.stdout == "" or not extents, f"partial output on failure: {r.stdout[:500]}"
 
 
-@needs_inspect
 @pytest.mark.parametrize("args", [["--no-such-option", "x.erofs"], ["--extents"], [],
                                   ["a.erofs", "b.erofs"], ["-x"]])
 def test_inspect_usage_errors(args):
