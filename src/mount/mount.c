@@ -40,8 +40,11 @@ DEFINE_CLEANUP_FUNC(struct oci_client, oci_client_free);
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 DEFINE_CLEANUP_FUNC(struct mount_walkio, mount_walkio_free);
 
-/* Bridge small gaps in the walk's list: fewer, larger ranges for the final check. */
-#define WALK_MERGE_GAP EROFS_DEFAULT_MERGE_GAP
+/* Bridge gaps up to this size when merging each prefetch wave: every range request costs the
+ * registry a few ms whatever its size, so fewer, larger ranges win. Measured on a Debian
+ * minbase (lz4hc, 119 MiB, cold): 16 KiB: ~1.3 s, 56 MiB fetched, 50+ requests; 64 KiB:
+ * ~0.55 s, 23 MiB, 30 requests; 256 KiB: ~0.65 s, 28 MiB; 1 MiB: ~0.75 s, 69 MiB. */
+#define WALK_MERGE_GAP (64ULL << 10)
 /* Memory for the metadata loaded during the walk (a Debian minbase has 8-16 MiB). */
 #define WALK_MEMORY_CAP (256ULL << 20)
 

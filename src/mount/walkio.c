@@ -218,6 +218,8 @@ static int wio_prefetch(void *ctx, const struct util_extent *v, size_t n)
 
 	r = fetch_ensure_ranges(w->h, v, n, w->err, w->errlen);
 	w->st.batches++;
+	for (size_t i = 0; i < n; i++)
+		w->st.ensured_bytes += v[i].length;
 	t1 = now_us();
 	w->st.ensure_us += t1 - t0;
 	if (r < 0)
@@ -237,7 +239,9 @@ static int wio_prefetch(void *ctx, const struct util_extent *v, size_t n)
 			return r;
 	}
 	w->st.load_us += now_us() - t1;
-	log_debug("metadata wave: %zu range(s): ensure %llu us, load %llu us", n,
+	log_debug("metadata wave: %zu range(s) from %llu to %llu: ensure %llu us, load %llu us", n,
+		  n ? (unsigned long long)v[0].offset : 0ULL,
+		  n ? (unsigned long long)(v[n - 1].offset + v[n - 1].length) : 0ULL,
 		  (unsigned long long)(t1 - t0), (unsigned long long)(now_us() - t1));
 	return 0;
 }
