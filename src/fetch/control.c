@@ -513,13 +513,17 @@ void fetch_control_loop(struct fetch_daemon *d)
 	for (;;) {
 		struct pollfd pfd[4];
 		unsigned np = 0, users;
-		uint64_t now;
+		uint64_t now = fetch_now_ms(), wait = 200;
+		bool rescan_soon = false;
 
 		pfd[np++] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
 		pfd[np++] = (struct pollfd){ .fd = d->listen2_fd, .events = POLLIN };
 		pfd[np++] = (struct pollfd){ .fd = d->ino_fd, .events = POLLIN };
 		pfd[np++] = (struct pollfd){ .fd = d->notif_fd, .events = POLLIN };
-		if (poll(pfd, np, 200) < 0 && errno != EINTR)
+		for (size_t i = 0; i < ARRAY_SIZE(d->rescan_at); i++)
+			if (d->rescan_at[i])
+				wait = MIN(wait, d->rescan_at[i] > now ? d->rescan_at[i] - now : 0);
+		if (poll(pfd, np, (int)wait) < 0 && errno != EINTR)
 			log_error("poll: %m");
 		now = fetch_now_ms();
 		if (pfd[0].revents & POLLIN)
@@ -540,6 +544,9 @@ void fetch_control_loop(struct fetch_daemon *d)
 				d->rescan_at[i] = 0;
 				fetch_mounts_rescan(d);
 			}
+		/* Someone opened the file within the last second and its mount may not be
+		 * listed yet: do not leave before looking again. */
+		rescan_soon = d->rescan_at[0] || d->rescan_at[1];
 
 		pthread_mutex_lock(&d->lock);
 		users = d->holds + rec_count(d) + (unsigned)d->sched.nreqs + d->nensure;
@@ -550,7 +557,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 				    users);
 			term_logged = true;
 		}
-		if (users > 0 || now < not_before)
+		if (users > 0 || now < not_before || rescan_soon)
 			continue;
 		if (!d->sh->had_user && now - d->sh->started_ms < FETCH_GRACE_MS &&
 		    !fetch_term_requested())

@@ -331,7 +331,8 @@ def test_lazy_umount_with_an_open_file_keeps_serving_it(dctl, plain_image, refer
     assert dctl.read_line(holder)["ok"]
     info = dctl.read_line(holder)
     mount_file(info["data_path"], mp)
-    # No attach: the daemon finds the mount in mountinfo when the kernel opens its file.
+    _, out, _ = dctl.ctl(ref, "attach", mp)
+    assert out[0]["ok"], out
     want = tree_hashes(reference_tree)
     big = max(want, key=lambda p: os.path.getsize(os.path.join(reference_tree, p)))
     fd = os.open(os.path.join(mp, big), os.O_RDONLY)
@@ -347,11 +348,30 @@ def test_lazy_umount_with_an_open_file_keeps_serving_it(dctl, plain_image, refer
             break
         chunks.append(b)
     assert sha(b"".join(chunks)) == want[big]
-    st = status(dctl, ref)
+    st = dctl.sock(info["socket"], "status")[0]
     assert st["fetched_bytes"] > 0 and st["events"] == st["answers"]
     assert pid_alive(info["pid"])
     os.close(fd)
     # The last close releases the superblock, and the daemon goes.
+    assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()
+
+
+def test_a_mount_never_attached_is_found_and_kept_alive(dctl, plain_image, reference_tree):
+    """A mount made without telling the daemon (e.g. its helper died after mount(2)) is
+    found in mountinfo when the kernel opens the cache file, and keeps the daemon."""
+    _, ref, spec = plain_image
+    mp = os.path.join(dctl.root, "mnt")
+    os.mkdir(mp)
+    holder = dctl.ctl_bg(ref, "ensure", spec, "info", "wait-stdin")
+    assert dctl.read_line(holder)["ok"]
+    info = dctl.read_line(holder)
+    mount_file(info["data_path"], mp)
+    assert wait_until(lambda: dctl.sock(info["socket"], "status")[0]["mounts"] == 1, 5)
+    dctl.finish(holder, timeout=20)
+    time.sleep(1)
+    assert pid_alive(info["pid"]), dctl.log()
+    assert tree_hashes(mp) == tree_hashes(reference_tree)
+    subprocess.run(["umount", mp], check=True)
     assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()
 
 
