@@ -147,6 +147,7 @@ int cli_push(int argc, char **argv)
 
 	oci_options_init(&opts);
 	optind = 1;
+	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "+o:hv", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'o':
@@ -163,7 +164,11 @@ int cli_push(int argc, char **argv)
 			oci_options_free(&opts);
 			return CLI_EXIT_OK;
 		default:
-			log_error("push: run 'lazyerofs push --help' for usage");
+			if (optopt == 'o')
+				log_error("push: option -o needs a value; run 'lazyerofs push --help'");
+			else
+				log_error("push: unknown option '%s'; run 'lazyerofs push --help'",
+					  argv[optind - 1]);
 			oci_options_free(&opts);
 			return CLI_EXIT_USAGE;
 		}
