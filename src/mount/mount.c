@@ -149,6 +149,18 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	mount_walkio_io(w, &io);
 	have_before = fetch_status(h, &before) >= 0;
 
+	/* The superblock's block as a batch of its own: exactly that block is fetched (a plain
+	 * read would fetch a whole demand chunk around it). */
+	{
+		struct util_extent sb = { 0, MIN(size, (uint64_t)4096) };
+
+		r = io.prefetch(io.ctx, &sb, 1);
+		if (r < 0) {
+			snprintf(err, errlen, "reading the image's superblock: %s",
+				 ferr[0] ? ferr : strerror(-r));
+			return r;
+		}
+	}
 	r = erofs_probe(&io, &info, werr, sizeof(werr));
 	if (r < 0) {
 		if (ferr[0])
