@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,16 +104,26 @@ static void unescape(char *s)
 	*o = 0;
 }
 
-void fetch_mounts_rescan(struct fetch_daemon *d)
+/* Look for erofs mounts of the data file in the mountinfo of `pid` (0: our own), and watch
+ * the superblocks not known yet. Another namespace's paths are reached via /proc/PID/root. */
+static void rescan_ns(struct fetch_daemon *d, pid_t pid)
 {
 	_cleanup_free_ char *text = NULL;
+	char path[64], root[32] = "";
 	char *save = NULL;
 	size_t len;
 
-	if (util_read_file(AT_FDCWD, "/proc/self/mountinfo", 16u << 20, 0, &text, &len) < 0)
+	if (pid > 0) {
+		snprintf(path, sizeof(path), "/proc/%d/mountinfo", (int)pid);
+		snprintf(root, sizeof(root), "/proc/%d/root", (int)pid);
+	} else {
+		snprintf(path, sizeof(path), "/proc/self/mountinfo");
+	}
+	if (util_read_file(AT_FDCWD, path, 16u << 20, 0, &text, &len) < 0)
 		return;
 	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *f[16], *sep, *after, *save2 = NULL;
+		char *f[8], *sep, *after, *save2 = NULL;
+		char where[PATH_MAX];
 		unsigned maj, min, nf = 0;
 		struct fetch_mount_rec *m;
 		struct stat st;
@@ -143,8 +154,10 @@ void fetch_mounts_rescan(struct fetch_daemon *d)
 		if (m)
 			continue;
 		unescape(f[4]);
+		if (snprintf(where, sizeof(where), "%s%s", root, f[4]) >= (int)sizeof(where))
+			continue;
 		/* Looking up the mountpoint reads no data (the root inode is in memory). */
-		if (stat(f[4], &st) < 0 || st.st_dev != dev || watch_root(d, f[4], &wd) < 0)
+		if (stat(where, &st) < 0 || st.st_dev != dev || watch_root(d, where, &wd) < 0)
 			continue;
 		pthread_mutex_lock(&d->lock);
 		if (!rec_by_dev(d, dev) && (m = rec_new(d))) {
@@ -152,10 +165,23 @@ void fetch_mounts_rescan(struct fetch_daemon *d)
 			m->dev = dev;
 			set_str(m->mountpoint, sizeof(m->mountpoint), f[4]);
 			d->sh->had_user = 1;
-			log_info("found a mount of the entry at '%s'", m->mountpoint);
+			log_info("found a mount of the entry at '%s'%s", m->mountpoint,
+				 pid > 0 ? " (in an opener's mount namespace)" : "");
 		}
 		pthread_mutex_unlock(&d->lock);
 	}
+}
+
+void fetch_mounts_rescan(struct fetch_daemon *d)
+{
+	rescan_ns(d, 0);
+	for (size_t i = 0; i < ARRAY_SIZE(d->openers); i++)
+		if (d->openers[i] > 0) {
+			if (kill(d->openers[i], 0) < 0 && errno == ESRCH)
+				d->openers[i] = 0;
+			else
+				rescan_ns(d, d->openers[i]);
+		}
 }
 
 static void read_inotify(struct fetch_daemon *d)
@@ -206,10 +232,20 @@ static bool read_notif(struct fetch_daemon *d)
 			return opened;
 		k = fetch_events_parse(buf, (size_t)n, evs, ARRAY_SIZE(evs), &bad);
 		for (size_t i = 0; i < k; i++) {
+			bool known = false;
+
 			if (evs[i].fd >= 0)
 				close(evs[i].fd);
-			if (evs[i].pid != d->sh->holder_pid && evs[i].pid != getpid())
-				opened = true;
+			if (evs[i].pid == d->sh->holder_pid || evs[i].pid == getpid() || evs[i].pid <= 0)
+				continue;
+			opened = true;
+			for (size_t j = 0; j < ARRAY_SIZE(d->openers); j++)
+				known = known || d->openers[j] == evs[i].pid;
+			if (!known) {
+				memmove(&d->openers[1], &d->openers[0],
+					sizeof(d->openers) - sizeof(d->openers[0]));
+				d->openers[0] = evs[i].pid;
+			}
 		}
 	}
 }

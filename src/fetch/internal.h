@@ -126,6 +126,8 @@ struct fetch_daemon {
 	int stop_efd;      /* eventfd: wakes poll loops at exit */
 	struct oci_client *client; /* NULL when the entry is complete (nothing to fetch) */
 	uint64_t rescan_at[3];     /* main loop only: mountinfo rescans due */
+	pid_t openers[8];          /* main loop only: recent openers of the data file (their
+				    * mount namespace may not be ours) */
 };
 
 /* holder.c */

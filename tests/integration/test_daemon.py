@@ -401,3 +401,35 @@ def test_concurrent_starts_share_one_daemon_and_many_readers_get_right_bytes(dct
     assert st["present_bytes"] == st["fetched_bytes"] <= len(data)
     for p, _ in procs:
         assert dctl.finish(p)[0] == 0
+
+
+def test_a_mount_in_another_mount_namespace_is_found(dctl, plain_image, reference_tree):
+    """A never-attached mount made in a private mount namespace (a container) is found
+    through its opener's /proc/PID/mountinfo; the daemon leaves when that namespace dies."""
+    _, ref, spec = plain_image
+    mp = os.path.join(dctl.root, "mnt")
+    os.mkdir(mp)
+    holder = dctl.ctl_bg(ref, "ensure", spec, "info", "wait-stdin")
+    assert dctl.read_line(holder)["ok"]
+    info = dctl.read_line(holder)
+    code = ("import ctypes,sys\n"
+            "l=ctypes.CDLL(None,use_errno=True)\n"
+            f"r=l.mount({info['data_path']!r}.encode(),{mp!r}.encode(),b'erofs',1,None)\n"
+            "print('mounted' if r==0 else 'failed %d' % ctypes.get_errno(),flush=True)\n"
+            "sys.stdin.read()\n")
+    ns = subprocess.Popen(["unshare", "-m", "--propagation", "private", "/usr/bin/python3", "-c",
+                           code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    dctl.procs.append(ns)
+    try:
+        assert ns.stdout.readline().strip() == "mounted"
+        assert not os.path.ismount(mp)  # not in our namespace
+        assert wait_until(lambda: dctl.sock(info["socket"], "status")[0]["mounts"] == 1, 5), \
+            dctl.log()
+        dctl.finish(holder, timeout=20)
+        time.sleep(1)
+        assert pid_alive(info["pid"])
+        inside = f"/proc/{ns.pid}/root{mp}"
+        assert tree_hashes(inside) == tree_hashes(reference_tree)
+    finally:
+        ns.communicate(timeout=20)  # the namespace goes, and its mount with it
+    assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()
