@@ -112,10 +112,11 @@ class LazyEnv:
     """One test's cache and run directories, and everything started with them."""
 
     def __init__(self, base):
-        self.root = tempfile.mkdtemp(prefix="lz-", dir=base)
+        # Short names: the daemon's socket path (run dir + ~80 bytes) must fit sun_path.
+        self.root = tempfile.mkdtemp(prefix="lz", dir=base)
         os.chmod(self.root, 0o700)
-        self.cache = os.path.join(self.root, "cache")
-        self.run_dir = os.path.join(self.root, "run")
+        self.cache = os.path.join(self.root, "c")
+        self.run_dir = os.path.join(self.root, "r")
         self.env = dict(os.environ, LAZYEROFS_CACHE_DIR=self.cache,
                         LAZYEROFS_RUN_DIR=self.run_dir)
         self.points = []
