@@ -30,14 +30,15 @@ int cache_bitmap_init(struct cache_bitmap *b, uint64_t nbits, bool shared)
 	uint64_t nwords = DIV_ROUND_UP(nbits, 64);
 	size_t bytes;
 
-	*b = (struct cache_bitmap){ 0 };
+	*b = (struct cache_bitmap){0};
 	if (nwords == 0)
 		nwords = 1;
 	if (nwords > SIZE_MAX / 8)
 		return -EFBIG;
 	bytes = (size_t)nwords * 8;
 	if (shared) {
-		void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		void *p =
+		    mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 
 		if (p == MAP_FAILED)
 			return -errno;
@@ -61,7 +62,7 @@ void cache_bitmap_destroy(struct cache_bitmap *b)
 		munmap(b->words, b->nwords * 8);
 	else
 		free(b->words);
-	*b = (struct cache_bitmap){ 0 };
+	*b = (struct cache_bitmap){0};
 }
 
 bool cache_bitmap_test(const struct cache_bitmap *b, uint64_t bit)
@@ -93,7 +94,8 @@ void cache_bitmap_set_range(struct cache_bitmap *b, uint64_t first, uint64_t n)
 	while (first < end) {
 		size_t w = first / 64;
 		unsigned lo = first % 64;
-		unsigned hi = end - (uint64_t)w * 64 >= 64 ? 64 : (unsigned)(end - (uint64_t)w * 64);
+		unsigned hi =
+		    end - (uint64_t)w * 64 >= 64 ? 64 : (unsigned)(end - (uint64_t)w * 64);
 
 		__atomic_fetch_or(&b->words[w], word_mask(lo, hi), __ATOMIC_RELEASE);
 		first = (uint64_t)w * 64 + hi;

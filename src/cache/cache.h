@@ -20,8 +20,8 @@
 #include "util/sha256.h"
 
 #define CACHE_BLOCK_SHIFT 12
-#define CACHE_BLOCK_SIZE (1u << CACHE_BLOCK_SHIFT)
-#define CACHE_KEY_LEN UTIL_SHA256_HEX_LEN
+#define CACHE_BLOCK_SIZE  (1u << CACHE_BLOCK_SHIFT)
+#define CACHE_KEY_LEN	  UTIL_SHA256_HEX_LEN
 
 /* ---- presence bitmap ------------------------------------------------------------------- */
 
@@ -60,8 +60,8 @@ bool cache_blocks_of(uint64_t off, uint64_t len, uint64_t size, uint64_t *ret_fi
 
 /* ---- on-disk header ---------------------------------------------------------------------- */
 
-#define CACHE_HEADER_SIZE 512
-#define CACHE_BITMAP_OFFSET 4096 /* the bits start here in <key>.bitmap */
+#define CACHE_HEADER_SIZE    512
+#define CACHE_BITMAP_OFFSET  4096 /* the bits start here in <key>.bitmap */
 #define CACHE_FORMAT_VERSION 1
 
 enum {
@@ -77,7 +77,7 @@ struct cache_header {
 	uint32_t flags;
 	uint64_t size;
 	uint64_t nblocks;
-	char key[CACHE_KEY_LEN + 1];     /* 64 lowercase hex */
+	char key[CACHE_KEY_LEN + 1];	  /* 64 lowercase hex */
 	char digest[UTIL_DIGEST_STR_LEN]; /* "sha256:<hex>" or "" (unpinned URL source) */
 };
 
@@ -101,25 +101,25 @@ int cache_dir_open(const char *cache_dir, int *ret_fd);
 int cache_entry_lock(int dirfd, const char *key, bool wait, int *ret_fd);
 
 struct cache_entry {
-	int dirfd;        /* <cache-dir>/sha256 */
-	int data_fd;      /* O_RDWR; opened before any fanotify mark: writes raise no events */
-	int bitmap_fd;    /* O_RDWR */
-	int lock_fd;      /* the entry lock (owned) */
-	struct cache_header hdr; /* hdr.flags: what is on disk */
+	int dirfd;     /* <cache-dir>/sha256 */
+	int data_fd;   /* O_RDWR; opened before any fanotify mark: writes raise no events */
+	int bitmap_fd; /* O_RDWR */
+	int lock_fd;   /* the entry lock (owned) */
+	struct cache_header hdr;     /* hdr.flags: what is on disk */
 	struct cache_bitmap present; /* shared mapping; the in-memory truth */
-	uint64_t *persisted;         /* copy of the bits on disk (flush diffs against it) */
+	uint64_t *persisted;	     /* copy of the bits on disk (flush diffs against it) */
 	char data_path[PATH_MAX];
-	bool rebuilt;      /* the entry was created or rebuilt by this open */
+	bool rebuilt;	   /* the entry was created or rebuilt by this open */
 	bool preallocated; /* fallocate succeeded on creation */
-	bool aside;        /* renamed aside after being marked bad */
+	bool aside;	   /* renamed aside after being marked bad */
 	char aside_name[CACHE_KEY_LEN + 32];
-	int owner_pid;     /* the process that opened it: names the aside files */
+	int owner_pid; /* the process that opened it: names the aside files */
 };
 
 struct cache_open_params {
 	const char *key;    /* 64 lowercase hex */
 	const char *digest; /* "sha256:<hex>" or NULL/"" */
-	uint64_t size;      /* > 0 */
+	uint64_t size;	    /* > 0 */
 	bool preallocate;   /* fallocate a new data file (falls back to sparse) */
 };
 

@@ -199,7 +199,8 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 	if (r < 0)
 		return r;
 
-	e->data_fd = openat(e->dirfd, key, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	e->data_fd =
+	    openat(e->dirfd, key, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (e->data_fd < 0)
 		return -errno;
 	if (ftruncate(e->data_fd, (off_t)p->size) < 0)
@@ -219,11 +220,11 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 		return -errno;
 
 	e->hdr = (struct cache_header){
-		.version = CACHE_FORMAT_VERSION,
-		.block_size = CACHE_BLOCK_SIZE,
-		.flags = 0,
-		.size = p->size,
-		.nblocks = DIV_ROUND_UP(p->size, CACHE_BLOCK_SIZE),
+	    .version = CACHE_FORMAT_VERSION,
+	    .block_size = CACHE_BLOCK_SIZE,
+	    .flags = 0,
+	    .size = p->size,
+	    .nblocks = DIV_ROUND_UP(p->size, CACHE_BLOCK_SIZE),
 	};
 	memcpy(e->hdr.key, key, CACHE_KEY_LEN + 1);
 	snprintf(e->hdr.digest, sizeof(e->hdr.digest), "%s", p->digest ? p->digest : "");
@@ -235,7 +236,8 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 	e->bitmap_fd = bfd;
 	r = write_header(e); /* also fsyncs */
 	e->bitmap_fd = -1;
-	if (r >= 0 && ftruncate(bfd, (off_t)(CACHE_BITMAP_OFFSET + cache_bitmap_bytes(p->size))) < 0)
+	if (r >= 0 &&
+	    ftruncate(bfd, (off_t)(CACHE_BITMAP_OFFSET + cache_bitmap_bytes(p->size))) < 0)
 		r = -errno;
 	if (r >= 0 && fsync(bfd) < 0)
 		r = -errno;
@@ -359,7 +361,8 @@ int cache_entry_flush(struct cache_entry *e, bool final)
 			buf[k++] = htole64(snap[j] | e->persisted[j]);
 			j++;
 		}
-		r = util_pwrite_full(e->bitmap_fd, buf, k * 8, CACHE_BITMAP_OFFSET + (uint64_t)i * 8);
+		r = util_pwrite_full(e->bitmap_fd, buf, k * 8,
+				     CACHE_BITMAP_OFFSET + (uint64_t)i * 8);
 		if (r < 0)
 			return r;
 		for (size_t x = i; x < j; x++) {
@@ -399,7 +402,7 @@ static void note_aside(struct cache_entry *e)
 
 int cache_entry_mark_bad(struct cache_entry *e)
 {
-	static const char *const suffix[] = { "", ".bitmap", ".lock" };
+	static const char *const suffix[] = {"", ".bitmap", ".lock"};
 	const char *key = e->hdr.key;
 	char from[CACHE_KEY_LEN + 48], to[CACHE_KEY_LEN + 48];
 	int r;
@@ -436,7 +439,8 @@ int cache_entry_reload(struct cache_entry *e)
 		return -EUCLEAN;
 	e->hdr.flags = h.flags;
 	if ((h.flags & CACHE_FLAG_BAD) && !e->aside) {
-		snprintf(e->aside_name, sizeof(e->aside_name), "%s.bad-%d", e->hdr.key, e->owner_pid);
+		snprintf(e->aside_name, sizeof(e->aside_name), "%s.bad-%d", e->hdr.key,
+			 e->owner_pid);
 		note_aside(e);
 	}
 	return 0;
@@ -444,7 +448,7 @@ int cache_entry_reload(struct cache_entry *e)
 
 void cache_entry_remove_aside(struct cache_entry *e)
 {
-	static const char *const suffix[] = { "", ".bitmap", ".lock" };
+	static const char *const suffix[] = {"", ".bitmap", ".lock"};
 	char name[CACHE_KEY_LEN + 48];
 
 	if (!e->aside)
@@ -502,11 +506,11 @@ const char *cache_fs_name(int fd, char *buf, size_t len)
 		unsigned long magic;
 		const char *name;
 	} names[] = {
-		{ 0xEF53, "ext4" },          { 0x58465342, "xfs" },      { 0x9123683E, "btrfs" },
-		{ 0x01021994, "tmpfs" },     { 0x794c7630, "overlayfs" }, { 0x858458f6, "ramfs" },
-		{ 0x6969, "nfs" },           { 0x65735546, "fuse" },      { 0x2fc12fc1, "zfs" },
-		{ 0xF2F52010, "f2fs" },      { 0x73717368, "squashfs" },  { 0xE0F5E1E2, "erofs" },
-		{ 0xFF534D42, "cifs" },      { 0x01021997, "9p" },
+	    {0xEF53, "ext4"},	   {0x58465342, "xfs"},	      {0x9123683E, "btrfs"},
+	    {0x01021994, "tmpfs"}, {0x794c7630, "overlayfs"}, {0x858458f6, "ramfs"},
+	    {0x6969, "nfs"},	   {0x65735546, "fuse"},      {0x2fc12fc1, "zfs"},
+	    {0xF2F52010, "f2fs"},  {0x73717368, "squashfs"},  {0xE0F5E1E2, "erofs"},
+	    {0xFF534D42, "cifs"},  {0x01021997, "9p"},
 	};
 	struct statfs sfs;
 

@@ -12,7 +12,7 @@
 
 #include "util/macro.h"
 
-static const char header_magic[8] = { 'L', 'Z', 'E', 'R', 'O', 'F', 'S', 'C' };
+static const char header_magic[8] = {'L', 'Z', 'E', 'R', 'O', 'F', 'S', 'C'};
 
 enum {
 	OFF_MAGIC = 0,
@@ -23,8 +23,8 @@ enum {
 	OFF_SIZE = 24,
 	OFF_NBLOCKS = 32,
 	OFF_BITMAP_OFFSET = 40,
-	OFF_KEY = 48,                             /* 64 bytes */
-	OFF_DIGEST = OFF_KEY + CACHE_KEY_LEN,     /* 72 bytes, NUL padded */
+	OFF_KEY = 48,			      /* 64 bytes */
+	OFF_DIGEST = OFF_KEY + CACHE_KEY_LEN, /* 72 bytes, NUL padded */
 	OFF_RESERVED = OFF_DIGEST + UTIL_DIGEST_STR_LEN,
 	OFF_CHECKSUM = CACHE_HEADER_SIZE - UTIL_SHA256_LEN,
 };
@@ -96,7 +96,7 @@ int cache_header_decode(const void *buf, size_t len, struct cache_header *ret)
 {
 	const uint8_t *p = buf;
 	uint8_t sum[UTIL_SHA256_LEN];
-	struct cache_header h = { 0 };
+	struct cache_header h = {0};
 	const char *digest;
 	size_t dlen;
 

@@ -22,7 +22,7 @@
 
 static void sleep_ms(unsigned ms)
 {
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
@@ -87,7 +87,7 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, char *errbuf, siz
 	h->holding = hold;
 	if (snprintf(h->data_path, sizeof(h->data_path), "%s", data) >= (int)sizeof(h->data_path) ||
 	    snprintf(h->socket_path, sizeof(h->socket_path), "%s", sock) >=
-		    (int)sizeof(h->socket_path)) {
+		(int)sizeof(h->socket_path)) {
 		h->ctl_fd = -1;
 		return -ENAMETOOLONG;
 	}
@@ -125,8 +125,9 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 
 	if (errlen)
 		errbuf[0] = 0;
-	if (!cfg->cache_dir || !cfg->run_dir || cfg->cache_dir[0] != '/' || cfg->run_dir[0] != '/' ||
-	    !key_ok(cfg->blob.cache_key) || cfg->blob.size == 0 || !cfg->ref) {
+	if (!cfg->cache_dir || !cfg->run_dir || cfg->cache_dir[0] != '/' ||
+	    cfg->run_dir[0] != '/' || !key_ok(cfg->blob.cache_key) || cfg->blob.size == 0 ||
+	    !cfg->ref) {
 		snprintf(errbuf, errlen, "invalid daemon configuration");
 		return -EINVAL;
 	}
@@ -178,8 +179,8 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 			r = cache_entry_lock(cache_dirfd, cfg->blob.cache_key, false, &lock);
 			if (r == 0) {
 				/* Nobody serves the entry and nobody is starting to: start it. */
-				r = fetch_spawn(cfg, cache_dirfd, run_dirfd, TAKE_FD(lock), &pid, errbuf,
-						errlen);
+				r = fetch_spawn(cfg, cache_dirfd, run_dirfd, TAKE_FD(lock), &pid,
+						errbuf, errlen);
 				if (r < 0)
 					return r;
 				spawned = true;
@@ -260,8 +261,8 @@ static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret, 
 	return r;
 }
 
-int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
-			char *errbuf, size_t errlen)
+int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n, char *errbuf,
+			size_t errlen)
 {
 	for (size_t at = 0; at < n;) {
 		size_t m = MIN(n - at, (size_t)ENSURE_BATCH);
@@ -274,7 +275,7 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
 			return -ENOMEM;
 		for (size_t i = at; i < at + m; i++)
 			if (json_array_append_new(arr, json_pack("[II]", (json_int_t)v[i].offset,
-								  (json_int_t)v[i].length)) < 0)
+								 (json_int_t)v[i].length)) < 0)
 				return -ENOMEM;
 		r = call(h, req, -1, &reply, errbuf, errlen);
 		if (r < 0)
@@ -332,7 +333,7 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 	r = call(h, req, -1, &reply, err, sizeof(err));
 	if (r < 0)
 		return r;
-	*ret = (struct fetch_status){ 0 };
+	*ret = (struct fetch_status){0};
 	(void)util_json_get_string(reply, "digest", &digest);
 	(void)util_json_get_string(reply, "state", &state);
 	snprintf(ret->digest, sizeof(ret->digest), "%s", digest);

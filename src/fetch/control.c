@@ -52,7 +52,7 @@ static struct fetch_mount_rec *rec_new(struct fetch_daemon *d)
 {
 	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++)
 		if (!d->sh->mounts[i].used) {
-			d->sh->mounts[i] = (struct fetch_mount_rec){ .used = 1, .wd = -1 };
+			d->sh->mounts[i] = (struct fetch_mount_rec){.used = 1, .wd = -1};
 			return &d->sh->mounts[i];
 		}
 	return NULL;
@@ -135,12 +135,13 @@ static void rescan_ns(struct fetch_daemon *d, pid_t pid)
 			continue;
 		*sep = 0;
 		after = sep + 3;
-		for (char *t = strtok_r(line, " ", &save2); t && nf < 6; t = strtok_r(NULL, " ", &save2))
+		for (char *t = strtok_r(line, " ", &save2); t && nf < 6;
+		     t = strtok_r(NULL, " ", &save2))
 			f[nf++] = t;
 		if (nf < 5 || sscanf(f[2], "%u:%u", &maj, &min) != 2)
 			continue;
 		save2 = NULL;
-		f[6] = strtok_r(after, " ", &save2); /* fstype */
+		f[6] = strtok_r(after, " ", &save2);		  /* fstype */
 		f[7] = f[6] ? strtok_r(NULL, " ", &save2) : NULL; /* source */
 		if (!f[6] || !f[7] || strcmp(f[6], "erofs") != 0)
 			continue;
@@ -236,7 +237,8 @@ static bool read_notif(struct fetch_daemon *d)
 
 			if (evs[i].fd >= 0)
 				close(evs[i].fd);
-			if (evs[i].pid == d->sh->holder_pid || evs[i].pid == getpid() || evs[i].pid <= 0)
+			if (evs[i].pid == d->sh->holder_pid || evs[i].pid == getpid() ||
+			    evs[i].pid <= 0)
 				continue;
 			opened = true;
 			for (size_t j = 0; j < ARRAY_SIZE(d->openers); j++)
@@ -277,9 +279,9 @@ static int reply_hello(struct conn *c)
 {
 	struct fetch_daemon *d = c->d;
 	_cleanup_json_ json_t *o = json_pack(
-		"{s:b,s:i,s:i,s:s,s:s,s:s}", "ok", 1, "pid", (int)d->sh->holder_pid, "worker_pid",
-		(int)getpid(), "data_path", d->entry->data_path, "socket", d->sock2_path, "state",
-		fetch_state_name(__atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE)));
+	    "{s:b,s:i,s:i,s:s,s:s,s:s}", "ok", 1, "pid", (int)d->sh->holder_pid, "worker_pid",
+	    (int)getpid(), "data_path", d->entry->data_path, "socket", d->sock2_path, "state",
+	    fetch_state_name(__atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE)));
 
 	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
@@ -288,17 +290,19 @@ static int do_ensure(struct conn *c, json_t *req)
 {
 	struct fetch_daemon *d = c->d;
 	struct util_extents ext;
-	struct fetch_ensure en = { 0 };
+	struct fetch_ensure en = {0};
 	json_t *arr = json_object_get(req, "ranges"), *it;
 	size_t i;
 	int q, r = 0;
 
 	if (!json_is_array(arr) || json_array_size(arr) > FETCH_ENSURE_MAX_RANGES)
-		return reply_error(c->fd, EINVAL, "ensure: 'ranges' must be an array of at most %u "
-						  "[offset, length] pairs",
+		return reply_error(c->fd, EINVAL,
+				   "ensure: 'ranges' must be an array of at most %u "
+				   "[offset, length] pairs",
 				   FETCH_ENSURE_MAX_RANGES);
 	util_extents_init(&ext);
-	json_array_foreach(arr, i, it) {
+	json_array_foreach(arr, i, it)
+	{
 		json_t *o = json_array_get(it, 0), *l = json_array_get(it, 1);
 
 		if (!json_is_integer(o) || !json_is_integer(l) || json_integer_value(o) < 0 ||
@@ -306,7 +310,8 @@ static int do_ensure(struct conn *c, json_t *req)
 		    !util_range_within((uint64_t)json_integer_value(o),
 				       (uint64_t)json_integer_value(l), d->cfg.blob.size)) {
 			util_extents_free(&ext);
-			return reply_error(c->fd, EINVAL, "ensure: range %zu is outside the blob", i);
+			return reply_error(c->fd, EINVAL, "ensure: range %zu is outside the blob",
+					   i);
 		}
 		if (util_extents_add(&ext, (uint64_t)json_integer_value(o),
 				     (uint64_t)json_integer_value(l)) < 0) {
@@ -319,8 +324,8 @@ static int do_ensure(struct conn *c, json_t *req)
 		util_extents_free(&ext);
 		goto ok;
 	}
-	en.req = (struct fetch_req){ .kind = FETCH_REQ_ENSURE, .fd = -1, .slot = -1, .v = ext.v,
-				     .n = ext.n, .owner = &en };
+	en.req = (struct fetch_req){
+	    .kind = FETCH_REQ_ENSURE, .fd = -1, .slot = -1, .v = ext.v, .n = ext.n, .owner = &en};
 	pthread_mutex_lock(&d->lock);
 	while (d->nensure >= FETCH_MAX_ENSURE && !d->stopping)
 		pthread_cond_wait(&d->done_cond, &d->lock);
@@ -342,12 +347,11 @@ static int do_ensure(struct conn *c, json_t *req)
 		return reply_error(c->fd, r,
 				   "fetching %zu range(s) from the registry failed: %s (see %s)",
 				   en.req.n, strerror(-r), d->log_path);
-ok:
-	{
-		_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
+ok : {
+	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
 
-		return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
-	}
+	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
+}
 }
 
 static int do_attach(struct conn *c, json_t *req, int fd)
@@ -427,7 +431,7 @@ static void *conn_thread(void *arg)
 {
 	struct conn *c = arg;
 	struct fetch_daemon *d = c->d;
-	struct fetch_linebuf lb = { 0 };
+	struct fetch_linebuf lb = {0};
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
 
@@ -552,10 +556,10 @@ void fetch_control_loop(struct fetch_daemon *d)
 		uint64_t now = fetch_now_ms(), wait = 200;
 		bool rescan_soon = false;
 
-		pfd[np++] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
-		pfd[np++] = (struct pollfd){ .fd = d->listen2_fd, .events = POLLIN };
-		pfd[np++] = (struct pollfd){ .fd = d->ino_fd, .events = POLLIN };
-		pfd[np++] = (struct pollfd){ .fd = d->notif_fd, .events = POLLIN };
+		pfd[np++] = (struct pollfd){.fd = d->listen_fd, .events = POLLIN};
+		pfd[np++] = (struct pollfd){.fd = d->listen2_fd, .events = POLLIN};
+		pfd[np++] = (struct pollfd){.fd = d->ino_fd, .events = POLLIN};
+		pfd[np++] = (struct pollfd){.fd = d->notif_fd, .events = POLLIN};
 		for (size_t i = 0; i < ARRAY_SIZE(d->rescan_at); i++)
 			if (d->rescan_at[i])
 				wait = MIN(wait, d->rescan_at[i] > now ? d->rescan_at[i] - now : 0);

@@ -26,12 +26,13 @@ size_t fetch_events_parse(const void *buf, size_t len, struct fetch_event *out, 
 			*ret_bad = true;
 			/* The fd still needs an answer if the record is at least whole. */
 			if (m.event_len >= sizeof(m) && m.fd >= 0 && m.event_len <= len - pos) {
-				*ev = (struct fetch_event){ .mask = m.mask, .fd = m.fd, .pid = m.pid };
+				*ev =
+				    (struct fetch_event){.mask = m.mask, .fd = m.fd, .pid = m.pid};
 				n++;
 			}
 			break;
 		}
-		*ev = (struct fetch_event){ .mask = m.mask, .fd = m.fd, .pid = m.pid };
+		*ev = (struct fetch_event){.mask = m.mask, .fd = m.fd, .pid = m.pid};
 		if (m.vers != FANOTIFY_METADATA_VERSION)
 			*ret_bad = true;
 		ipos = pos + m.metadata_len;

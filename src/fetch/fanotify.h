@@ -35,7 +35,7 @@ struct fetch_fan_range {
 
 struct fetch_event {
 	uint64_t mask;
-	int fd;        /* -1 (FAN_NOFD) when none */
+	int fd; /* -1 (FAN_NOFD) when none */
 	pid_t pid;
 	bool has_range;
 	uint64_t offset, count;

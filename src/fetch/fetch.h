@@ -20,26 +20,26 @@
 #include "util/extents.h"
 
 struct fetch_config {
-	const char *cache_dir;           /* cache root (validated root-owned 0700 by the callee) */
-	const char *run_dir;             /* run root (same rules) */
-	const struct oci_ref *ref;       /* what to fetch from (the daemon re-creates its client) */
-	const struct oci_options *opts;  /* secrets reach the daemon in memory, never via argv */
-	struct oci_blob blob;            /* resolved blob: digest/cache key and size */
-	bool prefetch_all;               /* prefetch=all */
-	uint64_t timeout_ms;             /* per-read deadline before FAN_DENY_ERRNO(EIO) */
+	const char *cache_dir;		/* cache root (validated root-owned 0700 by the callee) */
+	const char *run_dir;		/* run root (same rules) */
+	const struct oci_ref *ref;	/* what to fetch from (the daemon re-creates its client) */
+	const struct oci_options *opts; /* secrets reach the daemon in memory, never via argv */
+	struct oci_blob blob;		/* resolved blob: digest/cache key and size */
+	bool prefetch_all;		/* prefetch=all */
+	uint64_t timeout_ms;		/* per-read deadline before FAN_DENY_ERRNO(EIO) */
 	/* Tunables; 0 = default (env LAZYEROFS_CHUNK_SIZE, LAZYEROFS_FETCH_THREADS,
 	 * LAZYEROFS_READAHEAD_MAX override the defaults, for benchmarks). */
-	uint64_t chunk_size;             /* demand fetch unit of a read (power of two) */
-	unsigned fetch_threads;          /* parallel fetches (each its own connections) */
-	uint64_t readahead_max;          /* largest read-ahead window of a sequential reader */
+	uint64_t chunk_size;	/* demand fetch unit of a read (power of two) */
+	unsigned fetch_threads; /* parallel fetches (each its own connections) */
+	uint64_t readahead_max; /* largest read-ahead window of a sequential reader */
 };
 
 struct fetch_handle {
-	pid_t pid;                       /* the daemon's pid (the holder process) */
-	char data_path[PATH_MAX];        /* the cache data file: the mount source */
-	char socket_path[PATH_MAX];      /* the daemon's control socket */
-	int ctl_fd;                      /* connected control socket, O_CLOEXEC */
-	bool holding;                    /* this handle keeps the daemon alive */
+	pid_t pid;		    /* the daemon's pid (the holder process) */
+	char data_path[PATH_MAX];   /* the cache data file: the mount source */
+	char socket_path[PATH_MAX]; /* the daemon's control socket */
+	int ctl_fd;		    /* connected control socket, O_CLOEXEC */
+	bool holding;		    /* this handle keeps the daemon alive */
 };
 
 /* Start the daemon of cfg->blob's cache entry, or join the running one. Returns once the
@@ -56,8 +56,8 @@ void fetch_handle_free(struct fetch_handle *h);
 
 /* Make the ranges present in the cache (one batch: several ranges per request, several
  * requests in flight); returns when all are present, or -errno. */
-int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
-			char *errbuf, size_t errlen);
+int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n, char *errbuf,
+			size_t errlen);
 
 /* Register / unregister a mount of the entry (mnt_id from STATX_MNT_ID_UNIQUE). attach opens
  * the mountpoint (O_PATH, in the caller's mount namespace) and passes it to the daemon, which
@@ -84,7 +84,7 @@ struct fetch_status {
 	unsigned restarts;     /* workers replaced after a crash */
 	unsigned mounts;       /* superblocks using the entry */
 	uint64_t chunk_size;
-	bool marked;           /* the fanotify mark is in place (dropped once verified) */
+	bool marked; /* the fanotify mark is in place (dropped once verified) */
 };
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
 

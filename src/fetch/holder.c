@@ -68,10 +68,10 @@ static uint64_t env_u64(const char *name, uint64_t dflt)
 static void policy_from(const struct fetch_config *cfg, struct fetch_policy *p, unsigned *nfetch)
 {
 	fetch_policy_default(p);
-	p->chunk_size = cfg->chunk_size ? cfg->chunk_size
-					: env_u64("LAZYEROFS_CHUNK_SIZE", p->chunk_size);
-	p->ra_max = cfg->readahead_max ? cfg->readahead_max
-				       : env_u64("LAZYEROFS_READAHEAD_MAX", p->ra_max);
+	p->chunk_size =
+	    cfg->chunk_size ? cfg->chunk_size : env_u64("LAZYEROFS_CHUNK_SIZE", p->chunk_size);
+	p->ra_max =
+	    cfg->readahead_max ? cfg->readahead_max : env_u64("LAZYEROFS_READAHEAD_MAX", p->ra_max);
 	p->max_job_bytes = env_u64("LAZYEROFS_MAX_JOB", p->max_job_bytes);
 	p->max_side_jobs = (unsigned)env_u64("LAZYEROFS_SIDE_JOBS", p->max_side_jobs);
 	p->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 60000;
@@ -85,7 +85,7 @@ static void policy_from(const struct fetch_config *cfg, struct fetch_policy *p, 
 /* ---- the holder process ------------------------------------------------------------------ */
 
 static _Noreturn void startup_fail(struct fetch_daemon *d, int err, const char *fmt, ...)
-	_printf_(3, 4);
+    _printf_(3, 4);
 
 static _Noreturn void startup_fail(struct fetch_daemon *d, int err, const char *fmt, ...)
 {
@@ -128,7 +128,7 @@ static void close_all_but(const int *keep, size_t n)
 
 static int bind_socket(struct fetch_daemon *d, const char *name, int *ret_fd)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	_cleanup_close_ int fd = -1;
 	int n;
 
@@ -156,14 +156,15 @@ static void setup_marks(struct fetch_daemon *d)
 	struct cache_entry *e = d->entry;
 	char fs[32];
 
-	d->fan_fd = fanotify_init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK |
-					  FAN_UNLIMITED_QUEUE,
-				  O_RDONLY | O_LARGEFILE | O_CLOEXEC);
+	d->fan_fd =
+	    fanotify_init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_UNLIMITED_QUEUE,
+			  O_RDONLY | O_LARGEFILE | O_CLOEXEC);
 	if (d->fan_fd < 0) {
 		int err = errno;
 
 		if (err == EPERM)
-			startup_fail(d, err, "fanotify_init: permission denied; mounting needs root");
+			startup_fail(d, err,
+				     "fanotify_init: permission denied; mounting needs root");
 		startup_fail(d, err,
 			     "fanotify_init(FAN_CLASS_PRE_CONTENT): %s; this kernel lacks fanotify "
 			     "pre-content events (Linux 6.14 or later is needed)",
@@ -188,13 +189,13 @@ static void setup_marks(struct fetch_daemon *d)
 static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int lock_fd)
 {
 	struct cache_open_params p = {
-		.key = d->cfg.blob.cache_key,
-		.digest = d->cfg.blob.digest,
-		.size = d->cfg.blob.size,
-		.preallocate = getenv("LAZYEROFS_NO_PREALLOCATE") == NULL,
+	    .key = d->cfg.blob.cache_key,
+	    .digest = d->cfg.blob.digest,
+	    .size = d->cfg.blob.size,
+	    .preallocate = getenv("LAZYEROFS_NO_PREALLOCATE") == NULL,
 	};
 	char name[128];
-	int keep[8] = { d->devnull_fd, cache_dirfd, d->run_dirfd, lock_fd, d->ready_fd, 0, 1, 2 };
+	int keep[8] = {d->devnull_fd, cache_dirfd, d->run_dirfd, lock_fd, d->ready_fd, 0, 1, 2};
 	int logfd, r;
 	uint64_t window_start = 0;
 	unsigned window_restarts = 0;
@@ -228,8 +229,8 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		 d->cfg.blob.size, d->pol.chunk_size >> 10, d->nfetchers,
 		 d->pol.prefetch_all ? ", prefetch=all" : "");
 
-	d->sh = mmap(NULL, sizeof(*d->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
-		     0);
+	d->sh =
+	    mmap(NULL, sizeof(*d->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (d->sh == MAP_FAILED)
 		startup_fail(d, errno, "mapping the daemon's shared state: %s", strerror(errno));
 	memset(d->sh, 0, sizeof(*d->sh));
@@ -316,8 +317,8 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 			log_error("worker %d killed by signal %d; starting a replacement", (int)pid,
 				  WTERMSIG(st));
 		else
-			log_error("worker %d exited with status %d; starting a replacement", (int)pid,
-				  WEXITSTATUS(st));
+			log_error("worker %d exited with status %d; starting a replacement",
+				  (int)pid, WEXITSTATUS(st));
 		__atomic_fetch_add(&d->sh->restarts, 1, __ATOMIC_RELAXED);
 		/* Crash loops must not spin, but the holder never gives up: without a worker the
 		 * events would wait, and without the holder readers would get zeros. */
@@ -394,12 +395,13 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 	/* Wait for "OK <pid>" or "ERR <errno> <message>", or EOF if the daemon died. */
 	deadline = fetch_now_ms() + 120000;
 	for (;;) {
-		struct pollfd pfd = { .fd = rd, .events = POLLIN };
+		struct pollfd pfd = {.fd = rd, .events = POLLIN};
 		uint64_t now = fetch_now_ms();
 		ssize_t n;
 
 		if (now >= deadline) {
-			snprintf(errbuf, errlen, "the daemon did not report readiness within 120 s");
+			snprintf(errbuf, errlen,
+				 "the daemon did not report readiness within 120 s");
 			return -ETIMEDOUT;
 		}
 		if (poll(&pfd, 1, (int)MIN(deadline - now, (uint64_t)1000)) <= 0)

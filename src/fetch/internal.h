@@ -25,16 +25,16 @@
 #include "fetch/sched.h"
 #include "util/json.h"
 
-#define FETCH_MAX_EVENTS 1024  /* events read from the group and not yet answered */
-#define FETCH_MAX_ENSURE 64    /* ensure requests waiting at once */
-#define FETCH_MAX_MOUNTS 64    /* superblocks tracked */
-#define FETCH_MAX_CONNS 64     /* control connections */
-#define FETCH_LINE_MAX (8u << 20) /* a control request line */
-#define FETCH_REPLY_MAX (1u << 20)
+#define FETCH_MAX_EVENTS	1024	   /* events read from the group and not yet answered */
+#define FETCH_MAX_ENSURE	64	   /* ensure requests waiting at once */
+#define FETCH_MAX_MOUNTS	64	   /* superblocks tracked */
+#define FETCH_MAX_CONNS		64	   /* control connections */
+#define FETCH_LINE_MAX		(8u << 20) /* a control request line */
+#define FETCH_REPLY_MAX		(1u << 20)
 #define FETCH_ENSURE_MAX_RANGES 200000
-#define FETCH_GRACE_MS 30000   /* exit if nobody ever used a started daemon */
-#define FETCH_FLUSH_MS 300     /* bitmap persistence period */
-#define FETCH_TICK_MS 100      /* deadline checks */
+#define FETCH_GRACE_MS		30000 /* exit if nobody ever used a started daemon */
+#define FETCH_FLUSH_MS		300   /* bitmap persistence period */
+#define FETCH_TICK_MS		100   /* deadline checks */
 
 enum fetch_state {
 	FETCH_STATE_RUNNING = 0,
@@ -58,9 +58,9 @@ enum { SLOT_FREE = 0, SLOT_ACTIVE = 1 };
 /* A superblock using the data file: an attached mount, or one found in mountinfo. */
 struct fetch_mount_rec {
 	uint32_t used;
-	int32_t wd;      /* inotify watch on its root: IN_UNMOUNT when the superblock dies */
+	int32_t wd;	 /* inotify watch on its root: IN_UNMOUNT when the superblock dies */
 	uint64_t mnt_id; /* STATX_MNT_ID_UNIQUE of the attached mount, 0 if discovered */
-	uint64_t dev;    /* st_dev of the root: one per superblock */
+	uint64_t dev;	 /* st_dev of the root: one per superblock */
 	char mountpoint[512];
 	char source[512];
 };
@@ -70,9 +70,9 @@ struct fetch_mount_rec {
 struct fetch_shared {
 	pid_t holder_pid;
 	pid_t worker_pid;
-	uint32_t ready;     /* the first worker reported readiness */
+	uint32_t ready; /* the first worker reported readiness */
 	uint32_t restarts;
-	uint32_t state;     /* enum fetch_state */
+	uint32_t state;	    /* enum fetch_state */
 	uint32_t had_user;  /* a hold, attach or superblock was ever seen */
 	uint32_t marked;    /* the pre-content mark is in place */
 	uint32_t exiting;   /* the worker decided to exit: do not replace it */
@@ -92,41 +92,41 @@ struct fetch_ensure {
 struct fetch_daemon {
 	/* ---- set up by the holder, inherited by every worker ---- */
 	struct fetch_config cfg;
-	struct oci_options oopts;  /* cfg->opts with the request timeout bounded by ours */
+	struct oci_options oopts; /* cfg->opts with the request timeout bounded by ours */
 	struct fetch_policy pol;
 	unsigned nfetchers;
 	struct cache_entry *entry;
-	int fan_fd;      /* pre-content group; -1 when the entry needed no mark */
-	int notif_fd;    /* FAN_OPEN notifications: a hint to look for new superblocks */
-	int ino_fd;      /* inotify: superblock lifetime */
-	int listen_fd;   /* daemon-<key>.sock: how new mounts find the daemon */
-	int listen2_fd;  /* daemon-<key>-<pid>.sock: stable for this daemon's whole life */
+	int fan_fd;	/* pre-content group; -1 when the entry needed no mark */
+	int notif_fd;	/* FAN_OPEN notifications: a hint to look for new superblocks */
+	int ino_fd;	/* inotify: superblock lifetime */
+	int listen_fd;	/* daemon-<key>.sock: how new mounts find the daemon */
+	int listen2_fd; /* daemon-<key>-<pid>.sock: stable for this daemon's whole life */
 	int run_dirfd;
 	int devnull_fd;
-	int ready_fd;    /* readiness pipe to fetch_daemon_ensure; first worker only */
+	int ready_fd; /* readiness pipe to fetch_daemon_ensure; first worker only */
 	char sock_name[128], sock2_name[128];
 	char sock2_path[PATH_MAX];
 	char log_path[PATH_MAX];
 	struct fetch_shared *sh;
 
 	/* ---- worker only ---- */
-	pthread_mutex_t lock;       /* guards everything below marked (lock) and sh->mounts */
-	pthread_cond_t fetch_cond;  /* fetchers wait for work (lock) */
-	pthread_cond_t done_cond;   /* dispatchers wait for free slots, ensure waiters (lock) */
-	struct fetch_sched sched;   /* (lock) */
+	pthread_mutex_t lock;	   /* guards everything below marked (lock) and sh->mounts */
+	pthread_cond_t fetch_cond; /* fetchers wait for work (lock) */
+	pthread_cond_t done_cond;  /* dispatchers wait for free slots, ensure waiters (lock) */
+	struct fetch_sched sched;  /* (lock) */
 	struct fetch_req pool[FETCH_MAX_EVENTS]; /* index == journal slot */
-	int free_slots[FETCH_MAX_EVENTS];        /* (lock) */
-	size_t nfree;                            /* (lock) */
-	unsigned nensure;  /* (lock) ensure requests waiting */
-	unsigned holds;    /* (lock) connections holding the daemon */
-	unsigned conns;    /* (lock) open control connections */
-	bool stopping;     /* (lock) */
-	bool well_known_gone; /* (lock) the discovery socket was unlinked (bad entry) */
-	bool verify_started;  /* housekeeping thread only */
-	int stop_efd;      /* eventfd: wakes poll loops at exit */
+	int free_slots[FETCH_MAX_EVENTS];	 /* (lock) */
+	size_t nfree;				 /* (lock) */
+	unsigned nensure;			 /* (lock) ensure requests waiting */
+	unsigned holds;				 /* (lock) connections holding the daemon */
+	unsigned conns;				 /* (lock) open control connections */
+	bool stopping;				 /* (lock) */
+	bool well_known_gone;	   /* (lock) the discovery socket was unlinked (bad entry) */
+	bool verify_started;	   /* housekeeping thread only */
+	int stop_efd;		   /* eventfd: wakes poll loops at exit */
 	struct oci_client *client; /* NULL when the entry is complete (nothing to fetch) */
-	uint64_t rescan_at[3];     /* main loop only: mountinfo rescans due */
-	pid_t openers[8];          /* main loop only: recent openers of the data file (their
+	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */
+	pid_t openers[8];	   /* main loop only: recent openers of the data file (their
 				    * mount namespace may not be ours) */
 };
 

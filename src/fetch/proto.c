@@ -21,7 +21,7 @@ int fetch_unix_addr(const char *path, struct sockaddr_un *sa, int *ret_dirfd)
 	_cleanup_free_ char *dir = NULL;
 	int dfd, n;
 
-	*sa = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
 	*ret_dirfd = -1;
 	if (strlen(path) < sizeof(sa->sun_path)) {
 		memcpy(sa->sun_path, path, strlen(path) + 1);
@@ -56,12 +56,12 @@ int fetch_proto_send(int fd, json_t *msg, int pass_fd)
 	len = strlen(text);
 	text[len++] = '\n'; /* replaces the NUL; the buffer is not used as a string again */
 	while (off < len) {
-		struct iovec iov = { .iov_base = text + off, .iov_len = len - off };
+		struct iovec iov = {.iov_base = text + off, .iov_len = len - off};
 		union {
 			struct cmsghdr h;
 			char buf[CMSG_SPACE(sizeof(int))];
 		} c;
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
 		ssize_t n;
 
 		if (pass_fd >= 0 && off == 0) {
@@ -90,7 +90,7 @@ int fetch_proto_send(int fd, json_t *msg, int pass_fd)
 void fetch_linebuf_free(struct fetch_linebuf *lb)
 {
 	free(lb->buf);
-	*lb = (struct fetch_linebuf){ 0 };
+	*lb = (struct fetch_linebuf){0};
 }
 
 int fetch_proto_recv_line(int fd, struct fetch_linebuf *lb, size_t max, char **ret_line,
@@ -105,7 +105,7 @@ int fetch_proto_recv_line(int fd, struct fetch_linebuf *lb, size_t max, char **r
 			struct cmsghdr h;
 			char buf[CMSG_SPACE(sizeof(int) * 4)];
 		} c;
-		struct msghdr mh = { 0 };
+		struct msghdr mh = {0};
 		struct iovec iov;
 		ssize_t n;
 
@@ -147,7 +147,7 @@ int fetch_proto_recv_line(int fd, struct fetch_linebuf *lb, size_t max, char **r
 			lb->buf = p;
 			lb->alloc = na;
 		}
-		iov = (struct iovec){ .iov_base = lb->buf + lb->len, .iov_len = lb->alloc - lb->len };
+		iov = (struct iovec){.iov_base = lb->buf + lb->len, .iov_len = lb->alloc - lb->len};
 		mh.msg_iov = &iov;
 		mh.msg_iovlen = 1;
 		mh.msg_control = c.buf;
@@ -189,7 +189,7 @@ int fetch_proto_recv_line(int fd, struct fetch_linebuf *lb, size_t max, char **r
 int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, char *errbuf,
 		     size_t errlen)
 {
-	struct fetch_linebuf lb = { 0 };
+	struct fetch_linebuf lb = {0};
 	_cleanup_free_ char *line = NULL;
 	json_t *reply = NULL, *ok;
 	size_t len;
@@ -215,7 +215,8 @@ int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, char 
 		(void)util_json_get_string(reply, "error", &msg);
 		(void)util_json_get_u64(reply, "errno", &e);
 		if (errbuf && errlen)
-			snprintf(errbuf, errlen, "%s", msg ? msg : "the daemon refused the request");
+			snprintf(errbuf, errlen, "%s",
+				 msg ? msg : "the daemon refused the request");
 		json_decref(reply);
 		return e > 0 && e < 4096 ? -(int)e : -EIO;
 	}

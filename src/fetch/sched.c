@@ -18,18 +18,18 @@
 /* A read counts as continuing a stream when it starts this close to where one left off
  * (readers and the kernel's readahead do not always issue reads in exact order). */
 #define STREAM_BEHIND (256 * KiB)
-#define STREAM_AHEAD (64 * KiB)
+#define STREAM_AHEAD  (64 * KiB)
 
 void fetch_policy_default(struct fetch_policy *p)
 {
 	*p = (struct fetch_policy){
-		.chunk_size = 1 * MiB,
-		.max_job_bytes = 16 * MiB,
-		.ra_initial = 4 * MiB,
-		.ra_max = 32 * MiB,
-		.max_side_jobs = 2,
-		.timeout_ms = 60000,
-		.prefetch_all = false,
+	    .chunk_size = 1 * MiB,
+	    .max_job_bytes = 16 * MiB,
+	    .ra_initial = 4 * MiB,
+	    .ra_max = 32 * MiB,
+	    .max_side_jobs = 2,
+	    .timeout_ms = 60000,
+	    .prefetch_all = false,
 	};
 }
 
@@ -96,7 +96,7 @@ void fetch_chunk_window(uint64_t off, uint64_t chunk, uint64_t size, uint64_t *r
 int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,
 		     const struct fetch_policy *pol, size_t max_reqs)
 {
-	*s = (struct fetch_sched){ 0 };
+	*s = (struct fetch_sched){0};
 	s->reqs = calloc(max_reqs ? max_reqs : 1, sizeof(*s->reqs));
 	if (!s->reqs)
 		return -ENOMEM;
@@ -220,8 +220,8 @@ static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job,
 		    job->runs[job->nruns - 1].offset + job->runs[job->nruns - 1].length == off)
 			job->runs[job->nruns - 1].length += end - off; /* adjacent: one range */
 		else
-			job->runs[job->nruns++] = (struct util_extent){ .offset = off,
-									 .length = end - off };
+			job->runs[job->nruns++] =
+			    (struct util_extent){.offset = off, .length = end - off};
 		job->bytes += end - off;
 		from = e;
 	}
@@ -320,12 +320,13 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		job = job_slot(s);
 		if (!job)
 			return NULL;
-		*job = (struct fetch_job){ 0 };
+		*job = (struct fetch_job){0};
 		if (r->kind == FETCH_REQ_EVENT) {
 			uint64_t ws, we;
 
 			/* A read fetches its whole chunk: neighbouring reads are likely. */
-			fetch_chunk_window(b * CACHE_BLOCK_SIZE, s->pol.chunk_size, s->size, &ws, &we);
+			fetch_chunk_window(b * CACHE_BLOCK_SIZE, s->pol.chunk_size, s->size, &ws,
+					   &we);
 			job_add_runs(s, job, blk_lo(ws), blk_hi(we), s->pol.chunk_size);
 		} else {
 			/* An ensure batch (metadata) fetches exactly what it lists, many ranges
@@ -339,10 +340,12 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 			     k++) {
 				uint64_t f, n;
 
-				if (!cache_blocks_of(r->v[k].offset, r->v[k].length, s->size, &f, &n) ||
+				if (!cache_blocks_of(r->v[k].offset, r->v[k].length, s->size, &f,
+						     &n) ||
 				    f + n <= from)
 					continue;
-				from = job_add_runs(s, job, MAX(f, from), f + n, s->pol.max_job_bytes);
+				from =
+				    job_add_runs(s, job, MAX(f, from), f + n, s->pol.max_job_bytes);
 			}
 		}
 		if (job->nruns == 0)
@@ -362,7 +365,7 @@ static struct fetch_job *pick_readahead(struct fetch_sched *s)
 
 		if (!job)
 			return NULL;
-		*job = (struct fetch_job){ 0 };
+		*job = (struct fetch_job){0};
 		lo = blk_lo(w->offset);
 		hi = blk_hi(w->offset + w->length);
 		stop = job_add_runs(s, job, lo, hi, s->pol.max_job_bytes);
@@ -406,7 +409,7 @@ static struct fetch_job *pick_background(struct fetch_sched *s, uint64_t now_ms,
 	job = job_slot(s);
 	if (!job)
 		return NULL;
-	*job = (struct fetch_job){ 0 };
+	*job = (struct fetch_job){0};
 	span = s->pol.max_job_bytes / CACHE_BLOCK_SIZE;
 	s->bg_cursor = job_add_runs(s, job, b, MIN(s->nblocks, b + span), s->pol.max_job_bytes);
 	if (job->nruns == 0)
@@ -432,8 +435,7 @@ struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint6
 }
 
 /* Does the request still need anything inside the job's runs? Both lists are sorted. */
-static bool req_overlaps_job(const struct fetch_sched *s, const struct fetch_req *r,
-			     const struct fetch_job *job)
+static bool req_overlaps_job(const struct fetch_req *r, const struct fetch_job *job)
 {
 	size_t k = r->cursor, j = 0;
 
@@ -452,7 +454,6 @@ static bool req_overlaps_job(const struct fetch_sched *s, const struct fetch_req
 		else
 			return true;
 	}
-	(void)s;
 	return false;
 }
 
@@ -464,7 +465,7 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 		for (size_t i = 0; i < s->nreqs; i++) {
 			struct fetch_req *r = s->reqs[i];
 
-			if (!req_overlaps_job(s, r, job))
+			if (!req_overlaps_job(r, job))
 				continue;
 			r->error = err;
 			if (permanent) {
@@ -476,7 +477,8 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 		}
 		if (job->kind == FETCH_JOB_BACKGROUND) {
 			s->bg_attempts++;
-			s->bg_next_try_ms = now_ms + (permanent ? 60000 : fetch_backoff_ms(s->bg_attempts));
+			s->bg_next_try_ms =
+			    now_ms + (permanent ? 60000 : fetch_backoff_ms(s->bg_attempts));
 			if (job->nruns)
 				s->bg_cursor = MIN(s->bg_cursor, blk_lo(job->runs[0].offset));
 		}
@@ -552,7 +554,7 @@ static void ra_queue(struct fetch_sched *s, uint64_t off, uint64_t end)
 	if (last && off <= last->offset + last->length && end >= last->offset) {
 		uint64_t lo = MIN(last->offset, off), hi = MAX(last->offset + last->length, end);
 
-		*last = (struct util_extent){ .offset = lo, .length = hi - lo };
+		*last = (struct util_extent){.offset = lo, .length = hi - lo};
 		return;
 	}
 	if (s->nra == FETCH_RA_QUEUE) {
@@ -560,7 +562,7 @@ static void ra_queue(struct fetch_sched *s, uint64_t off, uint64_t end)
 		memmove(&s->ra[0], &s->ra[1], (FETCH_RA_QUEUE - 1) * sizeof(s->ra[0]));
 		s->nra--;
 	}
-	s->ra[s->nra++] = (struct util_extent){ .offset = off, .length = end - off };
+	s->ra[s->nra++] = (struct util_extent){.offset = off, .length = end - off};
 }
 
 bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len)
@@ -588,7 +590,7 @@ bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len)
 		}
 	}
 	if (!st) {
-		*lru = (struct fetch_stream){ .used = true, .next = end, .stamp = s->clock };
+		*lru = (struct fetch_stream){.used = true, .next = end, .stamp = s->clock};
 		return false;
 	}
 	st->stamp = s->clock;

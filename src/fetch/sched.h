@@ -16,20 +16,20 @@
 #include "cache/cache.h"
 #include "util/extents.h"
 
-#define FETCH_MAX_RUNS 64     /* ranges in one job (one multi-range request) */
-#define FETCH_MAX_JOBS 16     /* jobs in flight */
-#define FETCH_MAX_STREAMS 8   /* sequential readers tracked */
-#define FETCH_RA_QUEUE 16     /* read-ahead windows waiting for a fetcher */
+#define FETCH_MAX_RUNS	   64 /* ranges in one job (one multi-range request) */
+#define FETCH_MAX_JOBS	   16 /* jobs in flight */
+#define FETCH_MAX_STREAMS  8  /* sequential readers tracked */
+#define FETCH_RA_QUEUE	   16 /* read-ahead windows waiting for a fetcher */
 #define FETCH_MAX_ATTEMPTS 8  /* fetch attempts for one request before it fails */
 
 struct fetch_policy {
-	uint64_t chunk_size;    /* demand unit for reads: power of two, >= 4 KiB */
+	uint64_t chunk_size;	/* demand unit for reads: power of two, >= 4 KiB */
 	uint64_t max_job_bytes; /* payload cap of one job (read-ahead, background, ensure) */
-	uint64_t ra_initial;    /* first read-ahead window of a sequential stream */
-	uint64_t ra_max;        /* largest read-ahead window */
+	uint64_t ra_initial;	/* first read-ahead window of a sequential stream */
+	uint64_t ra_max;	/* largest read-ahead window */
 	unsigned max_side_jobs; /* read-ahead + background jobs in flight at once */
-	uint64_t timeout_ms;    /* per-request deadline */
-	bool prefetch_all;      /* background fill */
+	uint64_t timeout_ms;	/* per-request deadline */
+	bool prefetch_all;	/* background fill */
 };
 
 void fetch_policy_default(struct fetch_policy *p);
@@ -43,12 +43,12 @@ enum fetch_req_kind {
 
 struct fetch_req {
 	enum fetch_req_kind kind;
-	int fd;                      /* event fd to answer (events) */
-	int slot;                    /* caller's slot index (journal / pool) */
+	int fd;			     /* event fd to answer (events) */
+	int slot;		     /* caller's slot index (journal / pool) */
 	const struct util_extent *v; /* byte ranges, sorted, within the blob */
 	size_t n;
-	struct util_extent one;      /* storage for a single range */
-	size_t cursor;               /* v[0..cursor) are known present */
+	struct util_extent one; /* storage for a single range */
+	size_t cursor;		/* v[0..cursor) are known present */
 	uint64_t deadline_ms;
 	uint64_t next_try_ms;
 	unsigned attempts;
@@ -73,11 +73,11 @@ struct fetch_job {
 
 struct fetch_stream {
 	bool used;
-	uint64_t next;   /* where the next sequential read is expected */
+	uint64_t next;	 /* where the next sequential read is expected */
 	uint64_t window; /* current read-ahead window, 0 until the stream is sequential */
 	uint64_t ra_end; /* how far read-ahead has been asked for */
 	unsigned hits;
-	uint64_t stamp;  /* LRU */
+	uint64_t stamp; /* LRU */
 };
 
 struct fetch_sched {

@@ -26,10 +26,10 @@
 #include "util/log.h"
 #include "util/macro.h"
 
-#define DISPATCHERS 2
-#define READ_BATCH 64 /* events per read(): a read never returns more than we have slots for */
+#define DISPATCHERS   2
+#define READ_BATCH    64 /* events per read(): a read never returns more than we have slots for */
 #define COLLECT_BATCH 256
-#define WAKE_EVERY (1u << 20) /* let waiting readers go every MiB of a job's progress */
+#define WAKE_EVERY    (1u << 20) /* let waiting readers go every MiB of a job's progress */
 
 static inline void add64(uint64_t *p, uint64_t v)
 {
@@ -69,16 +69,12 @@ static uint32_t deny_errno(int result)
 
 void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n)
 {
-	bool any_ensure = false;
-
 	for (size_t i = 0; i < n; i++) {
 		struct fetch_req *r = v[i];
 		struct fanotify_response resp;
 
-		if (r->kind != FETCH_REQ_EVENT) {
-			any_ensure = true;
-			continue;
-		}
+		if (r->kind != FETCH_REQ_EVENT)
+			continue; /* its waiter is woken below */
 		resp.fd = r->fd;
 		resp.response = r->result == 0 ? FAN_ALLOW : FAN_DENY_ERRNO(deny_errno(r->result));
 		/* Counted before the write: once answered, the reader may ask for status. */
@@ -110,7 +106,6 @@ void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n)
 			((struct fetch_ensure *)r->owner)->done = true;
 	}
 	pthread_cond_broadcast(&d->done_cond);
-	(void)any_ensure;
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -156,7 +151,7 @@ static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const stru
 		return;
 	}
 	len = MIN(len, size - off);
-	r->one = (struct util_extent){ .offset = off, .length = len };
+	r->one = (struct util_extent){.offset = off, .length = len};
 	if (cache_bitmap_test_range(&d->entry->present, first, nblk)) {
 		/* Fast path: present in the bitmap, answer at once. */
 		pthread_mutex_lock(&d->lock);
@@ -192,8 +187,8 @@ static void *dispatcher(void *arg)
 
 	prctl(PR_SET_NAME, "lzfetch-events", 0, 0, 0);
 	for (;;) {
-		struct pollfd pfd[2] = { { .fd = d->fan_fd, .events = POLLIN },
-					 { .fd = d->stop_efd, .events = POLLIN } };
+		struct pollfd pfd[2] = {{.fd = d->fan_fd, .events = POLLIN},
+					{.fd = d->stop_efd, .events = POLLIN}};
 		size_t n, k = 0;
 		bool bad = false;
 		ssize_t got;
@@ -235,11 +230,14 @@ static void *dispatcher(void *arg)
 				continue; /* not a permission event: nothing to answer */
 			slot = slots[k];
 			r = &d->pool[slot];
-			*r = (struct fetch_req){ .kind = FETCH_REQ_EVENT, .fd = evs[i].fd, .slot = slot };
+			*r = (struct fetch_req){
+			    .kind = FETCH_REQ_EVENT, .fd = evs[i].fd, .slot = slot};
 			d->sh->journal[slot].fd = evs[i].fd;
 			d->sh->journal[slot].off = evs[i].has_range ? evs[i].offset : 0;
-			d->sh->journal[slot].len = evs[i].has_range ? evs[i].count : d->cfg.blob.size;
-			__atomic_store_n(&d->sh->journal[slot].state, SLOT_ACTIVE, __ATOMIC_RELEASE);
+			d->sh->journal[slot].len =
+			    evs[i].has_range ? evs[i].count : d->cfg.blob.size;
+			__atomic_store_n(&d->sh->journal[slot].state, SLOT_ACTIVE,
+					 __ATOMIC_RELEASE);
 			maxfd = MAX(maxfd, evs[i].fd);
 			reqs[k] = r;
 			evs[k] = evs[i];
@@ -264,7 +262,8 @@ static void *dispatcher(void *arg)
 	return NULL;
 }
 
-/* ---- fetchers ---------------------------------------------------------------------------------- */
+/* ---- fetchers ----------------------------------------------------------------------------------
+ */
 
 struct sink_ctx {
 	struct fetch_daemon *d;
@@ -303,8 +302,8 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	 * large read-ahead job need not wait for its end. The page cache makes the bytes
 	 * visible at once; durability is the flusher's business. */
 	done_end = c->written[lo] == run->length
-			   ? DIV_ROUND_UP(run->offset + run->length, CACHE_BLOCK_SIZE)
-			   : (run->offset + c->written[lo]) / CACHE_BLOCK_SIZE;
+		       ? DIV_ROUND_UP(run->offset + run->length, CACHE_BLOCK_SIZE)
+		       : (run->offset + c->written[lo]) / CACHE_BLOCK_SIZE;
 	first = run->offset / CACHE_BLOCK_SIZE;
 	if (done_end > first)
 		cache_bitmap_set_range(&c->d->entry->present, first, done_end - first);
@@ -318,12 +317,10 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 
 static int run_job(struct fetch_daemon *d, struct oci_reader *reader, struct fetch_job *job)
 {
-	struct sink_ctx ctx = { .d = d, .job = job };
-	struct oci_error oerr = { 0 };
-	uint64_t req0 = 0, req1 = 0, b0, b1;
+	struct sink_ctx ctx = {.d = d, .job = job};
+	struct oci_error oerr = {0};
+	uint64_t req0 = 0, req1 = 0, b0, b1, t0 = fetch_now_ms();
 	int r;
-
-	uint64_t t0 = fetch_now_ms();
 
 	if (!reader)
 		return -EIO;
@@ -331,9 +328,10 @@ static int run_job(struct fetch_daemon *d, struct oci_reader *reader, struct fet
 	r = oci_read_ranges(reader, job->runs, job->nruns, job_sink, &ctx, &oerr);
 	oci_reader_stats(reader, &req1, &b1);
 	log_debug("job %s: %zu run(s) from %" PRIu64 ", %" PRIu64 " KiB, %" PRIu64 " ms: %d",
-		  job->kind == FETCH_JOB_DEMAND ? "demand" : job->kind == FETCH_JOB_READAHEAD
-		  ? "readahead" : "background", job->nruns, job->runs[0].offset, job->bytes >> 10,
-		  fetch_now_ms() - t0, r);
+		  job->kind == FETCH_JOB_DEMAND	     ? "demand"
+		  : job->kind == FETCH_JOB_READAHEAD ? "readahead"
+						     : "background",
+		  job->nruns, job->runs[0].offset, job->bytes >> 10, fetch_now_ms() - t0, r);
 	add64(&d->sh->requests, req1 - req0);
 	if (r >= 0) {
 		for (size_t i = 0; i < job->nruns; i++)
@@ -397,7 +395,8 @@ static void *fetcher(void *arg)
 	return NULL;
 }
 
-/* ---- housekeeping and verification --------------------------------------------------------------- */
+/* ---- housekeeping and verification
+ * --------------------------------------------------------------- */
 
 int fetch_remove_mark(struct fetch_daemon *d)
 {
@@ -477,7 +476,7 @@ static void *housekeeper(void *arg)
 	if (env && atoi(env) > 0)
 		period = (uint64_t)atoi(env);
 	for (;;) {
-		struct pollfd pfd = { .fd = d->stop_efd, .events = POLLIN };
+		struct pollfd pfd = {.fd = d->stop_efd, .events = POLLIN};
 		uint64_t now;
 
 		if (poll(&pfd, 1, FETCH_TICK_MS) > 0)
@@ -508,7 +507,8 @@ static void *housekeeper(void *arg)
 	return NULL;
 }
 
-/* ---- status ----------------------------------------------------------------------------------- */
+/* ---- status -----------------------------------------------------------------------------------
+ */
 
 void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 {
@@ -535,7 +535,8 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "size", json_integer((json_int_t)d->cfg.blob.size));
 	json_object_set_new(o, "present_bytes",
 			    json_integer((json_int_t)cache_entry_present_bytes(d->entry)));
-	json_object_set_new(o, "fetched_bytes", json_integer((json_int_t)get64(&sh->fetched_bytes)));
+	json_object_set_new(o, "fetched_bytes",
+			    json_integer((json_int_t)get64(&sh->fetched_bytes)));
 	json_object_set_new(o, "requests", json_integer((json_int_t)get64(&sh->requests)));
 	json_object_set_new(o, "events", json_integer((json_int_t)get64(&sh->events)));
 	json_object_set_new(o, "answers", json_integer((json_int_t)get64(&sh->answers)));
@@ -546,9 +547,9 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "pid", json_integer(sh->holder_pid));
 	json_object_set_new(o, "worker_pid", json_integer(getpid()));
 	json_object_set_new(o, "restarts", json_integer(sh->restarts));
-	json_object_set_new(o, "state",
-			    json_string(fetch_state_name(__atomic_load_n(&sh->state,
-									 __ATOMIC_ACQUIRE))));
+	json_object_set_new(
+	    o, "state",
+	    json_string(fetch_state_name(__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE))));
 	json_object_set_new(o, "marked", json_boolean(sh->marked));
 	json_object_set_new(o, "mounts", json_integer(mounts));
 	json_object_set_new(o, "mount_list", list ? list : json_null());
@@ -561,7 +562,8 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "log", json_string(d->log_path));
 }
 
-/* ---- takeover ----------------------------------------------------------------------------------- */
+/* ---- takeover -----------------------------------------------------------------------------------
+ */
 
 /* A replacement worker: the dead one's journaled events are re-served with their own fd
  * numbers (fact 6). Those numbers are occupied by placeholders first, so no new event can get
@@ -586,7 +588,7 @@ static void takeover_prepare(struct fetch_daemon *d)
 		known++;
 	}
 	for (int fd = 0; fd <= limit; fd++) {
-		struct fanotify_response resp = { .fd = fd, .response = FAN_DENY_ERRNO(EIO) };
+		struct fanotify_response resp = {.fd = fd, .response = FAN_DENY_ERRNO(EIO)};
 		bool journaled = false;
 
 		if (d->fan_fd < 0)
@@ -606,7 +608,8 @@ static void takeover_prepare(struct fetch_daemon *d)
 		 (int)getpid(), known, unknown);
 }
 
-/* ---- the worker ----------------------------------------------------------------------------------- */
+/* ---- the worker
+ * ----------------------------------------------------------------------------------- */
 
 static volatile sig_atomic_t term_requested;
 
@@ -622,7 +625,7 @@ bool fetch_term_requested(void)
 }
 
 static _Noreturn void worker_fail(struct fetch_daemon *d, int err, const char *fmt, ...)
-	_printf_(3, 4);
+    _printf_(3, 4);
 
 static _Noreturn void worker_fail(struct fetch_daemon *d, int err, const char *fmt, ...)
 {
@@ -651,7 +654,7 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	struct fetch_shared *sh = d->sh;
 	pthread_condattr_t ca;
 	pthread_t disp[DISPATCHERS], house, *fetchers;
-	struct sigaction sa = { .sa_handler = on_term };
+	struct sigaction sa = {.sa_handler = on_term};
 	unsigned ndisp = 0;
 	int r;
 
@@ -687,8 +690,10 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 			continue;
 		}
 		/* An event the dead worker had read: serve it like a new one. */
-		*req = (struct fetch_req){ .kind = FETCH_REQ_EVENT, .fd = s->fd, .slot = i,
-					   .one = { .offset = s->off, .length = s->len } };
+		*req = (struct fetch_req){.kind = FETCH_REQ_EVENT,
+					  .fd = s->fd,
+					  .slot = i,
+					  .one = {.offset = s->off, .length = s->len}};
 		if (s->off >= d->cfg.blob.size || s->len == 0 ||
 		    fetch_sched_add(&d->sched, req, fetch_now_ms()) != 0) {
 			req->result = 0; /* present (or outside the blob) */
@@ -769,8 +774,9 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	    cache_entry_complete(d->entry)) {
 		if (!__atomic_exchange_n(&d->verify_started, true, __ATOMIC_ACQ_REL))
 			(void)verifier(d);
-		for (int i = 0; i < 1200 && __atomic_load_n(&d->verify_started, __ATOMIC_ACQUIRE) &&
-				__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_RUNNING;
+		for (int i = 0;
+		     i < 1200 && __atomic_load_n(&d->verify_started, __ATOMIC_ACQUIRE) &&
+		     __atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_RUNNING;
 		     i++)
 			usleep(50000);
 	}

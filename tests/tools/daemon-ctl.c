@@ -151,8 +151,9 @@ static int cmd_ensure(struct fetch_handle *h, const char *spec)
 	r = fetch_ensure_ranges(h, e.v, e.n, err, sizeof(err));
 	util_extents_free(&e);
 	if (r < 0) {
-		_cleanup_json_ json_t *o = json_pack("{s:s,s:b,s:i,s:s,s:f}", "cmd", "ensure", "ok", 0,
-						     "errno", -r, "error", err, "ms", now_ms() - t0);
+		_cleanup_json_ json_t *o =
+		    json_pack("{s:s,s:b,s:i,s:s,s:f}", "cmd", "ensure", "ok", 0, "errno", -r,
+			      "error", err, "ms", now_ms() - t0);
 		char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
 		printf("%s\n", s ? s : "{}");
@@ -177,10 +178,11 @@ static void cmd_status(struct fetch_handle *h)
 		       ",\"requests\":%" PRIu64 ",\"events\":%" PRIu64 ",\"answers\":%" PRIu64
 		       ",\"fast_answers\":%" PRIu64 ",\"denied\":%" PRIu64 ",\"errors\":%" PRIu64
 		       ",\"pending\":%" PRIu64 ",\"pid\":%d,\"worker_pid\":%d,\"restarts\":%u"
-		       ",\"mounts\":%u,\"state\":\"%s\",\"marked\":%s,\"chunk_size\":%" PRIu64 "}\n",
-		       st.digest, st.size, st.present_bytes, st.fetched_bytes, st.requests, st.events,
-		       st.answers, st.fast_answers, st.denied, st.errors, st.pending, (int)st.pid,
-		       (int)st.worker_pid, st.restarts, st.mounts, st.state,
+		       ",\"mounts\":%u,\"state\":\"%s\",\"marked\":%s,\"chunk_size\":%" PRIu64
+		       "}\n",
+		       st.digest, st.size, st.present_bytes, st.fetched_bytes, st.requests,
+		       st.events, st.answers, st.fast_answers, st.denied, st.errors, st.pending,
+		       (int)st.pid, (int)st.worker_pid, st.restarts, st.mounts, st.state,
 		       st.marked ? "true" : "false", st.chunk_size);
 	}
 	fflush(stdout);
@@ -189,22 +191,22 @@ static void cmd_status(struct fetch_handle *h)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "cache", required_argument, NULL, 'c' },
-		{ "run", required_argument, NULL, 'r' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "prefetch-all", no_argument, NULL, 'p' },
-		{ "chunk", required_argument, NULL, 'k' },
-		{ "threads", required_argument, NULL, 'n' },
-		{ "blob", required_argument, NULL, 'b' },
-		{ "socket", required_argument, NULL, 's' },
-		{ NULL, 0, NULL, 0 },
+	    {"cache", required_argument, NULL, 'c'},
+	    {"run", required_argument, NULL, 'r'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"prefetch-all", no_argument, NULL, 'p'},
+	    {"chunk", required_argument, NULL, 'k'},
+	    {"threads", required_argument, NULL, 'n'},
+	    {"blob", required_argument, NULL, 'b'},
+	    {"socket", required_argument, NULL, 's'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct oci_options opts;
 	struct oci_ref *ref = NULL;
 	struct oci_client *client = NULL;
-	struct fetch_config cfg = { 0 };
+	struct fetch_config cfg = {0};
 	struct fetch_handle *h = NULL;
-	struct oci_error oerr = { 0 };
+	struct oci_error oerr = {0};
 	const char *cache = NULL, *run = NULL, *blob = NULL, *sock = NULL;
 	int first_cmd;
 	char err[1024];
@@ -313,7 +315,8 @@ commands:
 		if (!strcmp(cmd, "read") && i + 2 < argc) {
 			uint64_t off, len;
 
-			if (util_parse_u64(argv[i + 1], &off) < 0 || util_parse_u64(argv[i + 2], &len) < 0)
+			if (util_parse_u64(argv[i + 1], &off) < 0 ||
+			    util_parse_u64(argv[i + 2], &len) < 0)
 				return die("read: bad numbers");
 			cmd_read(h->data_path, off, len, MAX(len, (uint64_t)1), false);
 			i += 2;
@@ -343,10 +346,12 @@ commands:
 			struct statx stx;
 			uint64_t id = 0;
 
-			if (statx(AT_FDCWD, argv[i + 1], 0, 0x4000 /* STATX_MNT_ID_UNIQUE */, &stx) == 0)
+			if (statx(AT_FDCWD, argv[i + 1], 0, 0x4000 /* STATX_MNT_ID_UNIQUE */,
+				  &stx) == 0)
 				id = stx.stx_mnt_id;
 			r = fetch_attach(h, id, argv[i + 1], "daemon-ctl");
-			printf("{\"cmd\":\"attach\",\"ok\":%s,\"errno\":%d,\"mnt_id\":%" PRIu64 "}\n",
+			printf("{\"cmd\":\"attach\",\"ok\":%s,\"errno\":%d,\"mnt_id\":%" PRIu64
+			       "}\n",
 			       r < 0 ? "false" : "true", r < 0 ? -r : 0, id);
 			fflush(stdout);
 			i++;
@@ -359,7 +364,8 @@ commands:
 			printf("{\"cmd\":\"detach\",\"ok\":%s}\n", r < 0 ? "false" : "true");
 			fflush(stdout);
 		} else if (!strcmp(cmd, "info")) {
-			printf("{\"cmd\":\"info\",\"pid\":%d,\"data_path\":\"%s\",\"socket\":\"%s\"}\n",
+			printf("{\"cmd\":\"info\",\"pid\":%d,\"data_path\":\"%s\",\"socket\":\"%"
+			       "s\"}\n",
 			       (int)h->pid, h->data_path, h->socket_path);
 			fflush(stdout);
 		} else {

@@ -19,7 +19,7 @@
 
 static const char key1[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 static const char dig1[] =
-	"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /* ---- bitmap ------------------------------------------------------------------------- */
 
@@ -124,11 +124,11 @@ static void test_blocks_of(void **state)
 static struct cache_header sample_header(void)
 {
 	struct cache_header h = {
-		.version = CACHE_FORMAT_VERSION,
-		.block_size = CACHE_BLOCK_SIZE,
-		.flags = CACHE_FLAG_COMPLETE,
-		.size = 10000,
-		.nblocks = 3,
+	    .version = CACHE_FORMAT_VERSION,
+	    .block_size = CACHE_BLOCK_SIZE,
+	    .flags = CACHE_FLAG_COMPLETE,
+	    .size = 10000,
+	    .nblocks = 3,
 	};
 
 	memcpy(h.key, key1, sizeof(key1));
@@ -227,8 +227,8 @@ static int teardown_dir(void **state)
 
 static struct cache_entry *open_entry(struct fixture *f, const char *digest, uint64_t size)
 {
-	struct cache_open_params p = { .key = key1, .digest = digest, .size = size,
-				       .preallocate = true };
+	struct cache_open_params p = {
+	    .key = key1, .digest = digest, .size = size, .preallocate = true};
 	struct cache_entry *e = NULL;
 	int lock = -1;
 
@@ -381,7 +381,7 @@ static void test_entry_bad_never_reused(void **state)
 {
 	struct fixture *f = *state;
 	struct cache_entry *e = open_entry(f, dig1, 100000), *e2;
-	struct cache_open_params p = { .key = key1, .digest = dig1, .size = 100000 };
+	struct cache_open_params p = {.key = key1, .digest = dig1, .size = 100000};
 	struct stat a, b;
 	char bad_data[128];
 	int lock = -1;
@@ -436,7 +436,7 @@ static void test_entry_bad_never_reused(void **state)
 static void test_entry_refuses_bad_input(void **state)
 {
 	struct fixture *f = *state;
-	struct cache_open_params p = { .key = "../etc", .size = 100 };
+	struct cache_open_params p = {.key = "../etc", .size = 100};
 	struct cache_entry *e = NULL;
 	int lock = -1, dfd = -1;
 	char path[PATH_MAX];
@@ -479,19 +479,19 @@ static void test_fs_name(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_bitmap_set_test),
-		cmocka_unit_test(test_bitmap_runs),
-		cmocka_unit_test(test_bitmap_shared_survives_fork),
-		cmocka_unit_test(test_blocks_of),
-		cmocka_unit_test(test_header_roundtrip),
-		cmocka_unit_test(test_header_damage),
-		cmocka_unit_test_setup_teardown(test_entry_create_and_persist, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_entry_flags_not_believed_without_bits, setup_dir,
-						teardown_dir),
-		cmocka_unit_test_setup_teardown(test_entry_rebuild_on_damage, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_entry_bad_never_reused, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_entry_refuses_bad_input, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_fs_name, setup_dir, teardown_dir),
+	    cmocka_unit_test(test_bitmap_set_test),
+	    cmocka_unit_test(test_bitmap_runs),
+	    cmocka_unit_test(test_bitmap_shared_survives_fork),
+	    cmocka_unit_test(test_blocks_of),
+	    cmocka_unit_test(test_header_roundtrip),
+	    cmocka_unit_test(test_header_damage),
+	    cmocka_unit_test_setup_teardown(test_entry_create_and_persist, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_entry_flags_not_believed_without_bits, setup_dir,
+					    teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_entry_rebuild_on_damage, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_entry_bad_never_reused, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_entry_refuses_bad_input, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_fs_name, setup_dir, teardown_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

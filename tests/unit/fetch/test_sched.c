@@ -43,7 +43,7 @@ static void env_free(struct env *e)
 
 static void event(struct fetch_req *r, uint64_t off, uint64_t len)
 {
-	*r = (struct fetch_req){ .kind = FETCH_REQ_EVENT, .one = { off, len } };
+	*r = (struct fetch_req){.kind = FETCH_REQ_EVENT, .one = {off, len}};
 }
 
 /* What a fetcher does after a successful job: write and set the bits. */
@@ -74,8 +74,11 @@ static void test_chunk_window(void **state)
 
 static void test_policy_fix(void **state)
 {
-	struct fetch_policy p = { .chunk_size = 3 * MiB, .max_job_bytes = 5, .ra_initial = 1,
-				  .ra_max = 0, .max_side_jobs = 100 };
+	struct fetch_policy p = {.chunk_size = 3 * MiB,
+				 .max_job_bytes = 5,
+				 .ra_initial = 1,
+				 .ra_max = 0,
+				 .max_side_jobs = 100};
 
 	fetch_policy_fix(&p);
 	assert_int_equal(p.chunk_size, 2 * MiB); /* power of two */
@@ -83,7 +86,7 @@ static void test_policy_fix(void **state)
 	assert_true(p.ra_max >= p.ra_initial);
 	assert_true(p.max_side_jobs <= FETCH_MAX_JOBS / 2);
 	assert_int_equal(p.timeout_ms, 60000);
-	p = (struct fetch_policy){ .chunk_size = 100 };
+	p = (struct fetch_policy){.chunk_size = 100};
 	fetch_policy_fix(&p);
 	assert_int_equal(p.chunk_size, 4096);
 }
@@ -98,7 +101,7 @@ static void test_coalescing(void **state)
 	env_init(&e, 10 * MiB + 100, false);
 	event(&r1, 1 * MiB + 8192, 128 * KiB);
 	event(&r2, 1 * MiB + 512 * KiB, 128 * KiB); /* same chunk */
-	event(&r3, 5 * MiB, 4096);                  /* another chunk */
+	event(&r3, 5 * MiB, 4096);		    /* another chunk */
 	assert_int_equal(fetch_sched_add(&e.s, &r1, 0), 0);
 	assert_int_equal(fetch_sched_add(&e.s, &r2, 0), 0);
 
@@ -181,12 +184,12 @@ static void test_ensure_batches(void **state)
 {
 	struct env e;
 	struct util_extent v[100];
-	struct fetch_req r = { .kind = FETCH_REQ_ENSURE, .v = v, .n = 100 }, *out[2];
+	struct fetch_req r = {.kind = FETCH_REQ_ENSURE, .v = v, .n = 100}, *out[2];
 	struct fetch_job *j1, *j2;
 
 	env_init(&e, 100 * MiB, false);
 	for (int i = 0; i < 100; i++)
-		v[i] = (struct util_extent){ .offset = (uint64_t)i * MiB + 100, .length = 200 };
+		v[i] = (struct util_extent){.offset = (uint64_t)i * MiB + 100, .length = 200};
 	cache_bitmap_set_range(&e.bm, 256 * 3, 1); /* range 3 is present */
 	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
 	/* Exact ranges (block-aligned), not chunks: metadata must not drag whole chunks in. */
@@ -213,9 +216,9 @@ static void test_ensure_ranges_sharing_blocks(void **state)
 {
 	struct env e;
 	/* Sorted, disjoint byte ranges, but several share 4 KiB blocks. */
-	struct util_extent v[] = { { 0, 100 }, { 200, 100 }, { 4000, 200 }, { 8192, 10 },
-				   { 8300, 5000 }, { 20480, 4096 } };
-	struct fetch_req r = { .kind = FETCH_REQ_ENSURE, .v = v, .n = 6 };
+	struct util_extent v[] = {{0, 100},   {200, 100},   {4000, 200},
+				  {8192, 10}, {8300, 5000}, {20480, 4096}};
+	struct fetch_req r = {.kind = FETCH_REQ_ENSURE, .v = v, .n = 6};
 	struct fetch_job *job;
 
 	env_init(&e, 1 * MiB, false);
@@ -229,7 +232,8 @@ static void test_ensure_ranges_sharing_blocks(void **state)
 	assert_int_equal(job->runs[1].offset, 20480);
 	assert_int_equal(job->runs[1].length, 4096);
 	for (size_t i = 1; i < job->nruns; i++)
-		assert_true(job->runs[i - 1].offset + job->runs[i - 1].length < job->runs[i].offset);
+		assert_true(job->runs[i - 1].offset + job->runs[i - 1].length <
+			    job->runs[i].offset);
 	assert_null(fetch_sched_pick(&e.s, 0, NULL));
 	env_free(&e);
 }
@@ -345,7 +349,8 @@ static void test_readahead_detection(void **state)
 				at = off;
 			}
 		assert_int_equal(triggers, 1);
-		assert_int_equal(at, 1152 * KiB); /* its end is half a window (1 MiB) from 2304 KiB */
+		assert_int_equal(at,
+				 1152 * KiB); /* its end is half a window (1 MiB) from 2304 KiB */
 	}
 	assert_int_equal(e.s.ra[0].offset, 2304 * KiB);
 	assert_int_equal(e.s.ra[0].length, 4 * MiB);
@@ -423,17 +428,17 @@ static void test_background_yields(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_chunk_window),
-		cmocka_unit_test(test_policy_fix),
-		cmocka_unit_test(test_coalescing),
-		cmocka_unit_test(test_never_refetch_present),
-		cmocka_unit_test(test_short_last_block),
-		cmocka_unit_test(test_ensure_batches),
-		cmocka_unit_test(test_ensure_ranges_sharing_blocks),
-		cmocka_unit_test(test_retry_backoff_and_failures),
-		cmocka_unit_test(test_capacity),
-		cmocka_unit_test(test_readahead_detection),
-		cmocka_unit_test(test_background_yields),
+	    cmocka_unit_test(test_chunk_window),
+	    cmocka_unit_test(test_policy_fix),
+	    cmocka_unit_test(test_coalescing),
+	    cmocka_unit_test(test_never_refetch_present),
+	    cmocka_unit_test(test_short_last_block),
+	    cmocka_unit_test(test_ensure_batches),
+	    cmocka_unit_test(test_ensure_ranges_sharing_blocks),
+	    cmocka_unit_test(test_retry_backoff_and_failures),
+	    cmocka_unit_test(test_capacity),
+	    cmocka_unit_test(test_readahead_detection),
+	    cmocka_unit_test(test_background_yields),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
