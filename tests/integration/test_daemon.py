@@ -166,14 +166,15 @@ def test_worker_killed_mid_read_never_gives_zeros(dctl, faultproxy, blob):
     holder = dctl.ctl_bg(ref, "info", "status", "wait-stdin")
     dctl.read_line(holder)
     before = dctl.read_line(holder)
-    off, length = 4 * MiB + 123, 300000
-    reader = dctl.ctl_bg(ref, "read", off, length)
-    time.sleep(0.7)  # its event is read and its fetch is under way
+    wanted = [(4 * MiB + 123, 300000), (11 * MiB, 4096), (17 * MiB + 5000, 2 * MiB)]
+    readers = [dctl.ctl_bg(ref, "read", o, l) for o, l in wanted]
+    time.sleep(0.7)  # their events are read and their fetches are under way
     os.kill(before["worker_pid"], signal.SIGKILL)
-    _, out, err = dctl.finish(reader)
-    assert out[0]["ok"], (out, err, dctl.log())
-    assert out[0]["sha256"] == sha(data[off:off + length]), "wrong bytes after the worker died"
-    assert out[0]["ms"] > 700
+    for (off, length), reader in zip(wanted, readers):
+        _, out, err = dctl.finish(reader)
+        assert out[0]["ok"], (out, err, dctl.log())
+        assert out[0]["sha256"] == sha(data[off:off + length]), "wrong bytes after the worker died"
+        assert out[0]["ms"] > 700
     st = status(dctl, ref)
     assert st["restarts"] == 1 and st["worker_pid"] != before["worker_pid"]
     assert st["pid"] == before["pid"]
