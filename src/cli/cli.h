@@ -19,6 +19,10 @@ int cli_status(int argc, char **argv);
 int cli_push(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 
+/* After getopt returned '?' (with opterr = 0): log one line naming the bad or incomplete
+ * option and return CLI_EXIT_USAGE. */
+int cli_option_error(const char *cmd, const char *optstring, char **argv);
+
 /* Count leading -v / --verbose flags handled globally; returns the new verbosity. */
 void cli_verbose_inc(void);
 

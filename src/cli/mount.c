@@ -146,12 +146,7 @@ int cli_mount(int argc, char **argv)
 			cli_verbose_inc();
 			break;
 		default:
-			if (optopt == 'o')
-				log_error("mount: option -o needs a value; see 'lazyerofs mount --help'");
-			else
-				log_error("mount: unknown option '%s'; see 'lazyerofs mount --help'",
-					  argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+			return cli_option_error("mount", "+ho:v", argv);
 		}
 	}
 	if (argc - optind != 2) {
@@ -215,8 +210,7 @@ int cli_mount_helper(int argc, char **argv)
 			log_error("mount: -N (mount namespaces) is not supported by mount.erofs.lazy");
 			return CLI_EXIT_USAGE;
 		default:
-			log_error("mount: unknown option '%s' for mount.erofs.lazy", argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+			return cli_option_error("mount", "-sfnvho:t:N:", argv);
 		}
 	}
 	if (npos != 2) {

@@ -164,13 +164,8 @@ int cli_push(int argc, char **argv)
 			oci_options_free(&opts);
 			return CLI_EXIT_OK;
 		default:
-			if (optopt == 'o')
-				log_error("push: option -o needs a value; run 'lazyerofs push --help'");
-			else
-				log_error("push: unknown option '%s'; run 'lazyerofs push --help'",
-					  argv[optind - 1]);
 			oci_options_free(&opts);
-			return CLI_EXIT_USAGE;
+			return cli_option_error("push", "+o:hv", argv);
 		}
 	}
 	if (argc - optind != 2) {

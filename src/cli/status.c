@@ -213,9 +213,7 @@ int cli_status(int argc, char **argv)
 			cli_verbose_inc();
 			break;
 		default:
-			log_error("status: unknown option '%s'; see 'lazyerofs status --help'",
-				  argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+			return cli_option_error("status", "+hv", argv);
 		}
 	}
 	if (argc - optind > 1) {

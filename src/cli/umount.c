@@ -46,9 +46,7 @@ int cli_umount(int argc, char **argv)
 			cli_verbose_inc();
 			break;
 		default:
-			log_error("umount: unknown option '%s'; see 'lazyerofs umount --help'",
-				  argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+			return cli_option_error("umount", "+hlv", argv);
 		}
 	}
 	if (argc - optind != 1) {
