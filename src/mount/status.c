@@ -15,6 +15,7 @@
 
 #include "mount/mount.h"
 #include "util/cleanup.h"
+#include "util/fs.h"
 #include "util/log.h"
 #include "util/strutil.h"
 
@@ -63,21 +64,6 @@ static int probe_one(int run_fd, struct mount_status_entry *e)
 	return 1;
 }
 
-static int open_run_dir_ro(const char *run_dir, int *ret_fd)
-{
-	int fd = open(run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct stat st;
-
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0 || st.st_uid != 0 || (st.st_mode & 0077)) {
-		close(fd);
-		return -EPERM;
-	}
-	*ret_fd = fd;
-	return 0;
-}
-
 static int collect_one(int run_fd, uint64_t mnt_id, struct mount_status_entry **v, size_t *n)
 {
 	struct mount_status_entry e = { 0 }, *nv;
@@ -119,7 +105,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 
 	*ret = NULL;
 	*ret_n = 0;
-	r = open_run_dir_ro(run_dir, &run_fd);
+	r = util_open_existing_private_dir(run_dir, O_RDONLY, &run_fd);
 	if (r == -EPERM) {
 		snprintf(err, errlen, "run directory '%s' must be owned by root with mode 0700",
 			 run_dir);

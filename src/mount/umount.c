@@ -14,24 +14,10 @@
 
 #include "mount/mount.h"
 #include "util/cleanup.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
-
-static int open_run_dir(const char *run_dir, int *ret_fd)
-{
-	int fd = open(run_dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct stat st;
-
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0 || st.st_uid != 0 || (st.st_mode & 0077)) {
-		close(fd);
-		return -EPERM;
-	}
-	*ret_fd = fd;
-	return 0;
-}
 
 static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, char *err,
 		     size_t errlen)
@@ -51,7 +37,7 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, cha
 		snprintf(err, errlen, "'%s': %s", mountpoint, strerror(-r));
 		return r;
 	}
-	r = open_run_dir(run_dir, &run_fd);
+	r = util_open_existing_private_dir(run_dir, O_PATH, &run_fd);
 	if (r >= 0)
 		r = mount_state_read(run_fd, mnt_id, &st);
 	if (r == -ENOENT || r == -EPERM) {

@@ -34,16 +34,12 @@ static int mkdir_parents(const char *path)
 	return 0;
 }
 
-int util_open_private_dir(const char *path, int *ret_fd)
+int util_open_existing_private_dir(const char *path, int flags, int *ret_fd)
 {
 	_cleanup_close_ int fd = -1;
 	struct stat st;
-	int r;
 
-	r = mkdir_parents(path);
-	if (r < 0)
-		return r;
-	fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = open(path, flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ELOOP ? -ENOTDIR : -errno;
 	if (fstat(fd, &st) < 0)
@@ -54,6 +50,15 @@ int util_open_private_dir(const char *path, int *ret_fd)
 		return -EPERM;
 	*ret_fd = TAKE_FD(fd);
 	return 0;
+}
+
+int util_open_private_dir(const char *path, int *ret_fd)
+{
+	int r = mkdir_parents(path);
+
+	if (r < 0)
+		return r;
+	return util_open_existing_private_dir(path, O_PATH, ret_fd);
 }
 
 int util_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)

@@ -9,8 +9,12 @@
 
 /* Create `path` (and missing parents, mode 0700) if needed; then require a real directory
  * (not a symlink), owned by root (uid 0) and not accessible by group/other. Returns an
- * O_PATH|O_DIRECTORY fd on success; -EPERM when ownership or mode is wrong, -ENOTDIR... */
+ * O_PATH|O_DIRECTORY fd on success; -EPERM when ownership or mode is wrong, -ENOTDIR when
+ * it is not a directory (or is a symlink). */
 int util_open_private_dir(const char *path, int *ret_fd);
+/* The same checks on a directory that must already exist, opened with `flags` (O_PATH to hold
+ * it, O_RDONLY to list it); -ENOENT when it does not exist. */
+int util_open_existing_private_dir(const char *path, int flags, int *ret_fd);
 
 /* Write data to dirfd/name atomically: temp file, fsync, rename, fsync dir. mode e.g. 0600. */
 int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
