@@ -21,6 +21,34 @@
 #include "util/buf.h"
 #include "util/extents.h"
 
+/* Finds one xattr by full name through erofs_listxattr. */
+struct xfind {
+	const char *name;
+	char value[4096];
+	size_t len;
+	int found;
+};
+
+static inline int xfind_cb(void *opaque, const char *name, size_t namelen, const void *value,
+			   size_t valuelen)
+{
+	struct xfind *x = opaque;
+
+	if (strlen(x->name) == namelen && !memcmp(x->name, name, namelen)) {
+		x->found++;
+		x->len = valuelen;
+		memcpy(x->value, value, valuelen < sizeof(x->value) ? valuelen : sizeof(x->value));
+	}
+	return 0;
+}
+
+/* Counts directory entries through erofs_readdir. */
+static inline int count_cb(void *opaque, const struct erofs_dirent_view *de)
+{
+	(*(unsigned int *)opaque)++;
+	return 0;
+}
+
 struct timage {
 	uint8_t *buf;
 	size_t len;

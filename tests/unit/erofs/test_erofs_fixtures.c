@@ -209,32 +209,6 @@ static void test_walk_all(void **state)
 	}
 }
 
-static int count_cb(void *opaque, const struct erofs_dirent_view *de)
-{
-	(*(unsigned int *)opaque)++;
-	return 0;
-}
-
-struct xfind {
-	const char *name;
-	char value[4096];
-	size_t len;
-	int found;
-};
-
-static int xfind_cb(void *opaque, const char *name, size_t namelen, const void *value,
-		    size_t valuelen)
-{
-	struct xfind *x = opaque;
-
-	if (strlen(x->name) == namelen && !memcmp(x->name, name, namelen)) {
-		x->found++;
-		x->len = valuelen;
-		memcpy(x->value, value, MIN(valuelen, sizeof(x->value)));
-	}
-	return 0;
-}
-
 static void get_xattr(struct erofs_ctx *ctx, const char *path, const char *name,
 		      struct xfind *x)
 {

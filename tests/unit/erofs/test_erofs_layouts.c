@@ -25,26 +25,6 @@ static void load(struct timage *t, const char *name)
 	assert_int_equal(timage_load_path(t, path), 0);
 }
 
-struct xfind {
-	const char *name;
-	char value[256];
-	size_t len;
-	int found;
-};
-
-static int xfind_cb(void *opaque, const char *name, size_t namelen, const void *value,
-		    size_t valuelen)
-{
-	struct xfind *x = opaque;
-
-	if (strlen(x->name) == namelen && !memcmp(x->name, name, namelen)) {
-		x->found++;
-		x->len = valuelen;
-		memcpy(x->value, value, MIN(valuelen, sizeof(x->value)));
-	}
-	return 0;
-}
-
 static void xattr_is(struct erofs_ctx *ctx, const char *path, const char *name,
 		     const char *value, size_t len)
 {

@@ -142,32 +142,6 @@ static void build(const char *name, const char *opts, struct timage *t)
 	assert_int_equal(timage_load_path(t, img), 0);
 }
 
-struct xfind {
-	const char *name;
-	char value[256];
-	size_t len;
-	int found;
-};
-
-static int xfind_cb(void *opaque, const char *name, size_t namelen, const void *value,
-		    size_t valuelen)
-{
-	struct xfind *x = opaque;
-
-	if (strlen(x->name) == namelen && !memcmp(x->name, name, namelen)) {
-		x->found++;
-		x->len = valuelen;
-		memcpy(x->value, value, MIN(valuelen, sizeof(x->value)));
-	}
-	return 0;
-}
-
-static int count_cb(void *opaque, const struct erofs_dirent_view *de)
-{
-	(*(unsigned int *)opaque)++;
-	return 0;
-}
-
 static void check_image(const char *name, struct timage *t)
 {
 	struct erofs_walk_opts opts = { .merge_gap = EROFS_DEFAULT_MERGE_GAP };
