@@ -33,7 +33,8 @@
 #define FETCH_REPLY_MAX		(1u << 20)
 #define FETCH_ENSURE_MAX_RANGES 200000
 #define FETCH_GRACE_MS		30000 /* exit if nobody ever used a started daemon */
-#define FETCH_FLUSH_MS		300   /* bitmap persistence period */
+#define FETCH_FLUSH_MS		300   /* bitmap persistence period once fetching pauses */
+#define FETCH_FLUSH_BUSY_MS	5000  /* ... and while it streams */
 #define FETCH_TICK_MS		100   /* deadline checks */
 
 enum fetch_state {

@@ -466,24 +466,37 @@ static void *verifier(void *arg)
 	return NULL;
 }
 
+/* When to persist the bitmap: within FETCH_FLUSH_MS of the last write once fetching pauses,
+ * and at least every FETCH_FLUSH_BUSY_MS while it streams. Each flush is an fdatasync of the
+ * data written so far, i.e. synchronous disk writes; every 300 ms during a 1 GiB stream they
+ * halve the reader's throughput (measured: 330-430 vs 580-650 MB/s), while the page cache
+ * already serves every byte. A crash loses at most the bits of the last few seconds. */
 static void *housekeeper(void *arg)
 {
 	struct fetch_daemon *d = arg;
 	uint64_t last_flush = fetch_now_ms(), last_err = 0, period = FETCH_FLUSH_MS;
+	uint64_t busy_period = FETCH_FLUSH_BUSY_MS, last_fetched = 0, last_change = 0;
 	const char *env = getenv("LAZYEROFS_FLUSH_MS");
 
 	prctl(PR_SET_NAME, "lzfetch-house", 0, 0, 0);
 	if (env && atoi(env) > 0)
-		period = (uint64_t)atoi(env);
+		period = busy_period = (uint64_t)atoi(env);
 	for (;;) {
 		struct pollfd pfd = {.fd = d->stop_efd, .events = POLLIN};
-		uint64_t now;
+		uint64_t now, fetched;
+		bool streaming;
 
 		if (poll(&pfd, 1, FETCH_TICK_MS) > 0)
 			break;
 		settle(d); /* deadlines */
 		now = fetch_now_ms();
-		if (now - last_flush >= period) {
+		fetched = get64(&d->sh->fetched_bytes);
+		if (fetched != last_fetched) {
+			last_fetched = fetched;
+			last_change = now;
+		}
+		streaming = now - last_change < period;
+		if (now - last_flush >= (streaming ? busy_period : period)) {
 			int r = cache_entry_flush(d->entry, false);
 
 			last_flush = now;
