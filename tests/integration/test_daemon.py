@@ -434,3 +434,51 @@ def test_a_mount_in_another_mount_namespace_is_found(dctl, plain_image, referenc
     finally:
         ns.communicate(timeout=20)  # the namespace goes, and its mount with it
     assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()
+
+
+def test_control_socket_rejects_bad_requests_and_stays_up(dctl, registry, blob):
+    import json
+    import socket
+    data, _, _ = blob
+    ref = registry.ref("daemon/blob", "v1")
+    holder = dctl.ctl_bg(ref, "info", "wait-stdin")
+    info = dctl.read_line(holder)
+
+    dirfd = os.open(os.path.dirname(info["socket"]), os.O_PATH)
+    short = f"/proc/self/fd/{dirfd}/{os.path.basename(info['socket'])}"  # sun_path is short
+
+    def ask(payload):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(20)
+            s.connect(short)
+            s.sendall(payload)
+            buf = b""
+            while not buf.endswith(b"\n"):
+                b = s.recv(65536)
+                if not b:
+                    break
+                buf += b
+            return json.loads(buf) if buf else None
+
+    r = ask(b"this is not json\n")
+    assert r["ok"] is False and r["errno"] == errno.EBADMSG
+    r = ask(b'{"op":"launch-missiles"}\n')
+    assert r["ok"] is False and r["errno"] == errno.EINVAL
+    r = ask(json.dumps({"op": "ensure", "ranges": [[len(data) - 10, 11]]}).encode() + b"\n")
+    assert r["ok"] is False and r["errno"] == errno.EINVAL and "outside" in r["error"]
+    r = ask(json.dumps({"op": "ensure", "ranges": [[0, "x"]]}).encode() + b"\n")
+    assert r["ok"] is False
+    r = ask(json.dumps({"op": "attach", "mnt_id": 5}).encode() + b"\n")  # no fd passed
+    assert r["ok"] is False and r["errno"] == errno.EINVAL
+    # An over-long line is cut off, not buffered without bound.
+    try:
+        assert ask(b"{" + b" " * (9 << 20)) is None
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    # Still serving.
+    r = ask(json.dumps({"op": "ensure", "ranges": [[100, 10], [0, 50]]}).encode() + b"\n")
+    assert r["ok"] is True
+    st = dctl.sock(info["socket"], "status")[0]
+    assert st["present_bytes"] == 4096 and st["pid"] == info["pid"]
+    os.close(dirfd)
+    dctl.finish(holder)
