@@ -60,9 +60,10 @@ def test_cold_reads_are_right_and_every_event_answered_once(dctl, registry, blob
     st = out[len(ranges)]
     assert st["events"] == st["answers"] >= len(ranges) - 1
     assert st["pending"] == 0 and st["denied"] == 0
-    # Lazy: a few chunks, not the blob; what was fetched is what is present.
-    assert 0 < st["fetched_bytes"] <= 6 * MiB
-    assert st["present_bytes"] == st["fetched_bytes"]
+    # Lazy: a few chunks (plus a read-ahead window: the reads at 3 MiB look sequential), not
+    # the whole blob.
+    assert 0 < st["fetched_bytes"] <= 12 * MiB
+    assert st["present_bytes"] <= st["fetched_bytes"]
     assert st["digest"] == digest and st["size"] == len(data) and st["state"] == "running"
     ra = out[len(ranges) + 1]
     assert ra["ok"] and ra["sha256"] == sha(data) and ra["bytes"] == len(data)
