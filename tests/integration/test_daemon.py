@@ -400,7 +400,7 @@ def test_concurrent_starts_share_one_daemon_and_many_readers_get_right_bytes(dct
     assert len(pids) == 1  # six simultaneous starts, one daemon
     st = status(dctl, ref)
     assert st["events"] == st["answers"] and st["pending"] == 0 and st["denied"] == 0
-    assert st["present_bytes"] == st["fetched_bytes"] <= len(data)
+    assert st["present_bytes"] <= st["fetched_bytes"] <= len(data)  # read-ahead may be in flight
     for p, _ in procs:
         assert dctl.finish(p)[0] == 0
 
