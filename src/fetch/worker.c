@@ -527,9 +527,13 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 {
 	struct fetch_shared *sh = d->sh;
 	json_t *list = json_array();
+	uint32_t state = __atomic_load_n(&sh->state, __ATOMIC_ACQUIRE);
 	uint64_t pending;
 	unsigned mounts = 0;
 
+	/* Every byte present, the hash not checked yet: complete. */
+	if (state == FETCH_STATE_RUNNING && cache_entry_complete(d->entry))
+		state = FETCH_STATE_COMPLETE;
 	pthread_mutex_lock(&d->lock);
 	pending = d->sched.nreqs;
 	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++) {
@@ -560,9 +564,7 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "pid", json_integer(sh->holder_pid));
 	json_object_set_new(o, "worker_pid", json_integer(getpid()));
 	json_object_set_new(o, "restarts", json_integer(sh->restarts));
-	json_object_set_new(
-	    o, "state",
-	    json_string(fetch_state_name(__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE))));
+	json_object_set_new(o, "state", json_string(fetch_state_name(state)));
 	json_object_set_new(o, "marked", json_boolean(sh->marked));
 	json_object_set_new(o, "mounts", json_integer(mounts));
 	json_object_set_new(o, "mount_list", list ? list : json_null());
