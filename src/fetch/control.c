@@ -38,6 +38,11 @@
 #include "util/log.h"
 #include "util/macro.h"
 
+static inline uint64_t get64(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
 /* ---- superblock records (all under d->lock) ------------------------------------------------ */
 
 static struct fetch_mount_rec *rec_by_dev(struct fetch_daemon *d, uint64_t dev)
@@ -250,6 +255,63 @@ static bool read_notif(struct fetch_daemon *d)
 			}
 		}
 	}
+}
+
+/* ---- status -----------------------------------------------------------------------------------
+ */
+
+void fetch_fill_status(struct fetch_daemon *d, json_t *o)
+{
+	struct fetch_shared *sh = d->sh;
+	json_t *list = json_array();
+	uint32_t state = __atomic_load_n(&sh->state, __ATOMIC_ACQUIRE);
+	uint64_t pending;
+	unsigned mounts = 0;
+
+	/* Every byte present, the hash not checked yet: complete. */
+	if (state == FETCH_STATE_RUNNING && cache_entry_complete(d->entry))
+		state = FETCH_STATE_COMPLETE;
+	pthread_mutex_lock(&d->lock);
+	pending = d->sched.nreqs;
+	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++) {
+		struct fetch_mount_rec *m = &sh->mounts[i];
+
+		if (!m->used)
+			continue;
+		mounts++;
+		if (list)
+			json_array_append_new(list, json_pack("{s:I,s:s,s:s}", "mnt_id",
+							      (json_int_t)m->mnt_id, "mountpoint",
+							      m->mountpoint, "source", m->source));
+	}
+	pthread_mutex_unlock(&d->lock);
+	json_object_set_new(o, "digest", json_string(d->cfg.blob.digest));
+	json_object_set_new(o, "size", json_integer((json_int_t)d->cfg.blob.size));
+	json_object_set_new(o, "present_bytes",
+			    json_integer((json_int_t)cache_entry_present_bytes(d->entry)));
+	json_object_set_new(o, "fetched_bytes",
+			    json_integer((json_int_t)get64(&sh->fetched_bytes)));
+	json_object_set_new(o, "requests", json_integer((json_int_t)get64(&sh->requests)));
+	json_object_set_new(o, "events", json_integer((json_int_t)get64(&sh->events)));
+	json_object_set_new(o, "answers", json_integer((json_int_t)get64(&sh->answers)));
+	json_object_set_new(o, "fast_answers", json_integer((json_int_t)get64(&sh->fast)));
+	json_object_set_new(o, "denied", json_integer((json_int_t)get64(&sh->denied)));
+	json_object_set_new(o, "errors", json_integer((json_int_t)get64(&sh->errors)));
+	json_object_set_new(o, "pending", json_integer((json_int_t)pending));
+	json_object_set_new(o, "pid", json_integer(sh->holder_pid));
+	json_object_set_new(o, "worker_pid", json_integer(getpid()));
+	json_object_set_new(o, "restarts", json_integer(sh->restarts));
+	json_object_set_new(o, "state", json_string(fetch_state_name(state)));
+	json_object_set_new(o, "marked", json_boolean(sh->marked));
+	json_object_set_new(o, "mounts", json_integer(mounts));
+	json_object_set_new(o, "mount_list", list ? list : json_null());
+	json_object_set_new(o, "chunk_size", json_integer((json_int_t)d->pol.chunk_size));
+	json_object_set_new(o, "fetch_threads", json_integer(d->nfetchers));
+	json_object_set_new(o, "timeout_ms", json_integer((json_int_t)d->pol.timeout_ms));
+	json_object_set_new(o, "prefetch_all", json_boolean(d->pol.prefetch_all));
+	json_object_set_new(o, "data_path", json_string(d->entry->data_path));
+	json_object_set_new(o, "socket", json_string(d->sock2_path));
+	json_object_set_new(o, "log", json_string(d->log_path));
 }
 
 /* ---- connections -------------------------------------------------------------------------- */

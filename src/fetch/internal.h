@@ -2,8 +2,9 @@
 /*
  * Internals of the fetch daemon, shared by its files:
  *   holder.c   fork/detach, the holder process, worker supervision and takeover
- *   worker.c   the worker process: event dispatch, fetchers, housekeeping, verification
- *   control.c  the control socket, mount bookkeeping, lifetime, exit
+ *   worker.c   the worker process: event dispatch, fetchers, housekeeping, verification,
+ *              takeover
+ *   control.c  the control socket, status, mount bookkeeping, lifetime, exit
  *   client.c   the public API (runs in the caller)
  *   proto.c    line-delimited JSON over a unix socket, fd passing
  *
