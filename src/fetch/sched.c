@@ -565,7 +565,11 @@ static void ra_queue(struct fetch_sched *s, uint64_t off, uint64_t end)
 	s->ra[s->nra++] = (struct util_extent){.offset = off, .length = end - off};
 }
 
-bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len)
+/* Stream detection. Only missing reads create streams and start read-ahead; a fast-path hit
+ * follows an existing stream and feeds one whose read-ahead has started -- loads of bytes
+ * that an ensure batch just fetched (the mount's metadata walk) look sequential but need no
+ * read-ahead. */
+static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hit)
 {
 	struct fetch_stream *st = NULL, *lru = NULL;
 	uint64_t end;
@@ -590,12 +594,15 @@ bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len)
 		}
 	}
 	if (!st) {
-		*lru = (struct fetch_stream){.used = true, .next = end, .stamp = s->clock};
+		if (!hit)
+			*lru = (struct fetch_stream){.used = true, .next = end, .stamp = s->clock};
 		return false;
 	}
 	st->stamp = s->clock;
-	st->hits++;
 	st->next = MAX(st->next, end);
+	if (hit && st->window == 0)
+		return false; /* follow the reader; the next miss starts the read-ahead */
+	st->hits++;
 	if (st->ra_end < end)
 		st->ra_end = end; /* the reader overtook what was asked for */
 	if (st->ra_end >= s->size)
@@ -611,4 +618,14 @@ bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len)
 	ra_queue(s, st->ra_end, st->ra_end + st->window);
 	st->ra_end = MIN(st->ra_end + st->window, s->size);
 	return true;
+}
+
+bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len)
+{
+	return note_read(s, off, len, false);
+}
+
+bool fetch_sched_note_hit(struct fetch_sched *s, uint64_t off, uint64_t len)
+{
+	return note_read(s, off, len, true);
 }

@@ -126,6 +126,10 @@ size_t fetch_sched_drain(struct fetch_sched *s, struct fetch_req **out, size_t m
 /* Record a read at [off, off + len): detects sequential streams and queues read-ahead.
  * Returns true when read-ahead was queued (wake a fetcher). */
 bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len);
+/* Record a read that was answered from present blocks (fast path): it only advances a stream
+ * whose read-ahead a missing read already started, and never creates or starts one. Returns
+ * true when read-ahead was queued. */
+bool fetch_sched_note_hit(struct fetch_sched *s, uint64_t off, uint64_t len);
 
 /* Is [first, first + n) (blocks) covered by jobs in flight? */
 bool fetch_sched_in_flight(const struct fetch_sched *s, uint64_t first_block, uint64_t n);

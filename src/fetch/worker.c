@@ -155,7 +155,7 @@ static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const stru
 	if (cache_bitmap_test_range(&d->entry->present, first, nblk)) {
 		/* Fast path: present in the bitmap, answer at once. */
 		pthread_mutex_lock(&d->lock);
-		ra = fetch_sched_note_read(&d->sched, off, len);
+		ra = fetch_sched_note_hit(&d->sched, off, len);
 		if (ra)
 			fetch_kick(d);
 		pthread_mutex_unlock(&d->lock);

@@ -372,6 +372,42 @@ static void test_readahead_detection(void **state)
 	env_free(&e);
 }
 
+/* Fast-path hits (bytes already present, e.g. the mount loading what an ensure batch fetched)
+ * never create or start a stream; they follow a stream that a miss created, and feed one
+ * whose read-ahead has started. */
+static void test_readahead_hits(void **state)
+{
+	struct env e;
+
+	env_init(&e, 64 * MiB, false);
+	for (uint64_t off = 0; off < 8 * MiB; off += 128 * KiB)
+		assert_false(fetch_sched_note_hit(&e.s, off, 128 * KiB));
+	assert_int_equal(e.s.nra, 0);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+
+	/* A miss, hits through its chunk, then the next chunk's miss: read-ahead starts. */
+	assert_false(fetch_sched_note_read(&e.s, 16 * MiB, 128 * KiB));
+	for (uint64_t off = 16 * MiB + 128 * KiB; off < 17 * MiB; off += 128 * KiB)
+		assert_false(fetch_sched_note_hit(&e.s, off, 128 * KiB));
+	assert_int_equal(e.s.nra, 0);
+	assert_true(fetch_sched_note_read(&e.s, 17 * MiB, 128 * KiB));
+	assert_int_equal(e.s.nra, 1);
+	assert_int_equal(e.s.ra[0].offset, 17 * MiB + 128 * KiB);
+	assert_int_equal(e.s.ra[0].length, 2 * MiB);
+	/* Hits inside the window feed it: near its end, the next window. */
+	{
+		unsigned triggers = 0;
+
+		for (uint64_t off = 17 * MiB + 128 * KiB; off < 19 * MiB; off += 128 * KiB)
+			triggers += fetch_sched_note_hit(&e.s, off, 128 * KiB);
+		assert_int_equal(triggers, 1);
+	}
+	/* (the queued windows merge: 2 MiB, then 4 MiB) */
+	assert_int_equal(e.s.nra, 1);
+	assert_int_equal(e.s.ra[0].offset + e.s.ra[0].length, 17 * MiB + 128 * KiB + 6 * MiB);
+	env_free(&e);
+}
+
 static void test_background_yields(void **state)
 {
 	struct env e;
@@ -438,6 +474,7 @@ int main(void)
 	    cmocka_unit_test(test_retry_backoff_and_failures),
 	    cmocka_unit_test(test_capacity),
 	    cmocka_unit_test(test_readahead_detection),
+	    cmocka_unit_test(test_readahead_hits),
 	    cmocka_unit_test(test_background_yields),
 	};
 
