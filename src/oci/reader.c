@@ -383,9 +383,15 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 	if (q->no_progress >= OCI_MAX_ATTEMPTS || q->failures >= MAX_FAILURES) {
 		char code[sizeof(k->err->code)];
 
+		const char *last = r->last_error;
+		size_t wl = strlen(k->what);
+
+		/* The last error may already name what failed; say it once. */
+		if (strncmp(last, k->what, wl) == 0 && strncmp(last + wl, ": ", 2) == 0)
+			last += wl + 2;
 		oci_fmt(code, sizeof(code), "%s", k->err ? k->err->code : "");
 		oci_err_set(k->err, (int)st, code, "%s: gave up after %d attempts: %s", k->what,
-			    q->failures, r->last_error);
+			    q->failures, last);
 		*ret = -EAGAIN;
 		return FATAL;
 	}

@@ -742,6 +742,9 @@ def test_persistent_fault_fails_clearly_in_time(faultproxy, fault_blob, kind, pa
     r = read_through(faultproxy, opts=f"insecure,timeout={deadline}", timeout=60)
     one_line_error(r, pattern)
     assert r.elapsed < deadline * 2 + 3, f"took {r.elapsed:.1f}s with timeout={deadline}"
+    # What failed is named once, not repeated inside the reason.
+    line = r.stderr.strip()
+    assert line.count("blob sha256:") <= 1, line
 
 
 @pytest.mark.parametrize("params", [{"seconds": 120}, {"seconds": 120, "after": 30000}])
