@@ -229,8 +229,17 @@ bool oci_same_origin(const char *a, const char *b)
 	return same;
 }
 
-bool oci_curl_retryable(CURLcode rc)
+/* A TLS handshake answered by a plain-HTTP server: permanent, whatever the retries. */
+static bool tls_protocol_mismatch(const char *why)
 {
+	return why && (strstr(why, "wrong version number") || strstr(why, "packet length too long") ||
+		       strstr(why, "record layer failure"));
+}
+
+bool oci_curl_retryable(CURLcode rc, const char *errbuf)
+{
+	if (rc == CURLE_SSL_CONNECT_ERROR && tls_protocol_mismatch(errbuf))
+		return false;
 	switch (rc) {
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_SEND_ERROR:
@@ -256,9 +265,7 @@ int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const 
 
 	switch (rc) {
 	case CURLE_SSL_CONNECT_ERROR:
-		if (!c->opts.insecure && (strstr(why, "wrong version number") ||
-					  strstr(why, "packet length too long") ||
-					  strstr(why, "record layer failure")))
+		if (!c->opts.insecure && tls_protocol_mismatch(why))
 			hint = " (the server may speak plain HTTP: use -o insecure if you trust the "
 			       "network)";
 		oci_err_set(err, 0, NULL, "%s: TLS handshake failed: %s%s", what, why, hint);
@@ -560,7 +567,7 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 					    strerror(-src.error));
 				return src.error;
 			}
-			if (oci_curl_retryable(rc) && !q->no_retry && attempts + 1 < OCI_MAX_ATTEMPTS) {
+			if (oci_curl_retryable(rc, errbuf) && !q->no_retry && attempts + 1 < OCI_MAX_ATTEMPTS) {
 				last_rc = rc;
 				wait = oci_backoff_ms(attempts++);
 				if (oci_now_ms() + wait < deadline_ms) {

@@ -120,7 +120,7 @@ bool oci_same_origin(const char *a, const char *b);
 /* Turn a failed curl transfer into -errno and a message ("what: why"). */
 int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const char *what,
 		   struct oci_error *err);
-bool oci_curl_retryable(CURLcode rc);
+bool oci_curl_retryable(CURLcode rc, const char *errbuf);
 /* A non-2xx reply as -errno and a message with the status and the registry's error. */
 int oci_status_error(struct oci_client *c, const struct oci_resp *resp, const struct util_buf *body,
 		     const char *what, struct oci_error *err);

@@ -273,7 +273,7 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 			*ret = -EBADMSG;
 			return FATAL;
 		}
-		if (!oci_curl_retryable(rc) || oci_now_ms() >= r->deadline) {
+		if (!oci_curl_retryable(rc, q->errbuf) || oci_now_ms() >= r->deadline) {
 			*ret = oci_curl_error(c, rc, q->errbuf, k->what, k->err);
 			if (r->last_error[0] && rc == CURLE_OPERATION_TIMEDOUT)
 				oci_err_prefix(k->err, "after: %s;", r->last_error);

@@ -401,6 +401,8 @@ def test_tls_untrusted_certificate(tls_registry, pki, tls_image, which):
 def test_plain_http_needs_insecure(registry, published):
     r = oci_get(registry.ref("res/docker", "v1"), opts="timeout=10")
     one_line_error(r, r"insecure")
+    # A plain-HTTP answer to a TLS handshake is permanent: no retries before saying so.
+    assert r.elapsed < 1.5, f"took {r.elapsed:.1f}s"
     ok(oci_get(registry.ref("res/docker", "v1"), opts="oci.insecure"))
 
 
