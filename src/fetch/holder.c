@@ -73,6 +73,7 @@ static void policy_from(const struct fetch_config *cfg, struct fetch_policy *p, 
 	p->ra_max =
 	    cfg->readahead_max ? cfg->readahead_max : env_u64("LAZYEROFS_READAHEAD_MAX", p->ra_max);
 	p->max_job_bytes = env_u64("LAZYEROFS_MAX_JOB", p->max_job_bytes);
+	p->ra_initial = env_u64("LAZYEROFS_READAHEAD_INITIAL", p->ra_initial);
 	p->max_side_jobs = (unsigned)env_u64("LAZYEROFS_SIDE_JOBS", p->max_side_jobs);
 	p->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 60000;
 	p->prefetch_all = cfg->prefetch_all;

@@ -23,9 +23,13 @@
 void fetch_policy_default(struct fetch_policy *p)
 {
 	*p = (struct fetch_policy){
-	    .chunk_size = 1 * MiB,
+	    /* Small demand chunks and a small first read-ahead window keep random reads
+	     * (exec, dpkg) cheap; a sequential stream still ramps up to ra_max windows in
+	     * max_job_bytes jobs (cold 1 GiB read: same speed as with 1 MiB / 4 MiB, while
+	     * mount + dpkg -l of a minbase fetched 10.5 % of the image instead of 17.8 %). */
+	    .chunk_size = 256 * KiB,
 	    .max_job_bytes = 16 * MiB,
-	    .ra_initial = 4 * MiB,
+	    .ra_initial = 256 * KiB,
 	    .ra_max = 32 * MiB,
 	    .max_side_jobs = 2,
 	    .timeout_ms = 60000,
@@ -322,12 +326,18 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 			return NULL;
 		*job = (struct fetch_job){0};
 		if (r->kind == FETCH_REQ_EVENT) {
-			uint64_t ws, we;
+			uint64_t ws, we, xs, xe, cap;
 
-			/* A read fetches its whole chunk: neighbouring reads are likely. */
+			/* A read fetches its whole chunk: neighbouring reads are likely. A read
+			 * reaching into further chunks (the kernel's readahead) fetches those in
+			 * the same job: one request, not one per chunk. */
 			fetch_chunk_window(b * CACHE_BLOCK_SIZE, s->pol.chunk_size, s->size, &ws,
 					   &we);
-			job_add_runs(s, job, blk_lo(ws), blk_hi(we), s->pol.chunk_size);
+			fetch_chunk_window(r->v[k].offset + r->v[k].length - 1, s->pol.chunk_size,
+					   s->size, &xs, &xe);
+			cap = MAX(s->pol.chunk_size, s->pol.max_job_bytes);
+			we = MIN(MAX(we, xe), ws + cap);
+			job_add_runs(s, job, blk_lo(ws), blk_hi(we), cap);
 		} else {
 			/* An ensure batch (metadata) fetches exactly what it lists, many ranges
 			 * per request. */

@@ -103,11 +103,14 @@ def test_two_readers_of_one_chunk_cause_one_request(dctl, faultproxy, blob):
     data, _, _ = blob
     ref = faultproxy.ref("daemon/blob", "v1")
     faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=1.0, count=None)
-    holder = dctl.ctl_bg(ref, "info", "wait-stdin")
+    # 1 MiB chunks: the two reads, their kernel readahead and the read-ahead window their
+    # closeness starts all stay inside one chunk.
+    chunk = ("--chunk", str(MiB))
+    holder = dctl.ctl_bg(ref, "info", "wait-stdin", extra=chunk)
     dctl.read_line(holder)
     faultproxy.reset_counts()
-    a = dctl.ctl_bg(ref, "read", 9 * MiB + 4096, 4096)
-    b = dctl.ctl_bg(ref, "read", 9 * MiB + 300000, 5000)
+    a = dctl.ctl_bg(ref, "read", 9 * MiB + 4096, 4096, extra=chunk)
+    b = dctl.ctl_bg(ref, "read", 9 * MiB + 300000, 5000, extra=chunk)
     _, ra, _ = dctl.finish(a)
     _, rb, _ = dctl.finish(b)
     assert ra[0]["ok"] and ra[0]["sha256"] == sha(data[9 * MiB + 4096:9 * MiB + 8192])

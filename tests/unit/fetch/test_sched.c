@@ -372,6 +372,26 @@ static void test_readahead_detection(void **state)
 	env_free(&e);
 }
 
+/* A read reaching into the next chunk fetches both chunks in one job. */
+static void test_event_spanning_chunks(void **state)
+{
+	struct env e;
+	struct fetch_job *job;
+	struct fetch_req r;
+
+	env_init(&e, 64 * MiB, false);
+	event(&r, 3 * MiB - 8192, 64 * KiB);
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 2 * MiB);
+	assert_int_equal(job->runs[0].length, 2 * MiB);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	complete(&e, job);
+	env_free(&e);
+}
+
 /* Fast-path hits (bytes already present, e.g. the mount loading what an ensure batch fetched)
  * never create or start a stream; they follow a stream that a miss created, and feed one
  * whose read-ahead has started. */
@@ -474,6 +494,7 @@ int main(void)
 	    cmocka_unit_test(test_retry_backoff_and_failures),
 	    cmocka_unit_test(test_capacity),
 	    cmocka_unit_test(test_readahead_detection),
+	    cmocka_unit_test(test_event_spanning_chunks),
 	    cmocka_unit_test(test_readahead_hits),
 	    cmocka_unit_test(test_background_yields),
 	};
