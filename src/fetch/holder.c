@@ -85,10 +85,7 @@ static void policy_from(const struct fetch_config *cfg, struct fetch_policy *p, 
 
 /* ---- the holder process ------------------------------------------------------------------ */
 
-static _Noreturn void startup_fail(struct fetch_daemon *d, int err, const char *fmt, ...)
-    _printf_(3, 4);
-
-static _Noreturn void startup_fail(struct fetch_daemon *d, int err, const char *fmt, ...)
+_Noreturn void fetch_fatal(struct fetch_daemon *d, int err, const char *fmt, ...)
 {
 	char msg[768];
 	va_list ap;
@@ -164,9 +161,9 @@ static void setup_marks(struct fetch_daemon *d)
 		int err = errno;
 
 		if (err == EPERM)
-			startup_fail(d, err,
+			fetch_fatal(d, err,
 				     "fanotify_init: permission denied; mounting needs root");
-		startup_fail(d, err,
+		fetch_fatal(d, err,
 			     "fanotify_init(FAN_CLASS_PRE_CONTENT): %s; this kernel lacks fanotify "
 			     "pre-content events (Linux 6.14 or later is needed)",
 			     strerror(err));
@@ -176,12 +173,12 @@ static void setup_marks(struct fetch_daemon *d)
 
 		cache_fs_name(e->data_fd, fs, sizeof(fs));
 		if (err == EOPNOTSUPP || err == EINVAL || err == EXDEV)
-			startup_fail(d, EOPNOTSUPP,
+			fetch_fatal(d, EOPNOTSUPP,
 				     "cache directory '%s' is on %s, which refuses fanotify "
 				     "pre-content marks; use cache=DIR (or LAZYEROFS_CACHE_DIR) on "
 				     "ext4, xfs or btrfs",
 				     d->cfg.cache_dir, fs);
-		startup_fail(d, err, "fanotify_mark of the cache file '%s': %s", e->data_path,
+		fetch_fatal(d, err, "fanotify_mark of the cache file '%s': %s", e->data_path,
 			     strerror(err));
 	}
 	d->sh->marked = 1;
@@ -233,7 +230,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	d->sh =
 	    mmap(NULL, sizeof(*d->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (d->sh == MAP_FAILED)
-		startup_fail(d, errno, "mapping the daemon's shared state: %s", strerror(errno));
+		fetch_fatal(d, errno, "mapping the daemon's shared state: %s", strerror(errno));
 	memset(d->sh, 0, sizeof(*d->sh));
 	d->sh->holder_pid = getpid();
 	d->sh->started_ms = fetch_now_ms();
@@ -241,7 +238,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 
 	r = cache_entry_open(cache_dirfd, d->cfg.cache_dir, &p, lock_fd, &d->entry);
 	if (r < 0)
-		startup_fail(d, r, "opening cache entry %s in '%s': %s", p.key, d->cfg.cache_dir,
+		fetch_fatal(d, r, "opening cache entry %s in '%s': %s", p.key, d->cfg.cache_dir,
 			     strerror(-r));
 	close(cache_dirfd);
 	if (d->entry->rebuilt)
@@ -269,7 +266,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	}
 	d->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (d->ino_fd < 0)
-		startup_fail(d, errno, "inotify_init1: %s", strerror(errno));
+		fetch_fatal(d, errno, "inotify_init1: %s", strerror(errno));
 
 	snprintf(d->sock_name, sizeof(d->sock_name), "daemon-%s.sock", d->cfg.blob.cache_key);
 	snprintf(d->sock2_name, sizeof(d->sock2_name), "daemon-%s-%d.sock", d->cfg.blob.cache_key,
@@ -279,7 +276,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	if (r >= 0)
 		r = bind_socket(d, d->sock_name, &d->listen_fd);
 	if (r < 0)
-		startup_fail(d, r, "control socket in '%s': %s", d->cfg.run_dir, strerror(-r));
+		fetch_fatal(d, r, "control socket in '%s': %s", d->cfg.run_dir, strerror(-r));
 
 	for (;;) {
 		bool takeover = d->sh->restarts > 0;
@@ -289,7 +286,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		pid = fork();
 		if (pid < 0) {
 			if (!d->sh->ready)
-				startup_fail(d, errno, "fork: %s", strerror(errno));
+				fetch_fatal(d, errno, "fork: %s", strerror(errno));
 			log_error("fork of a replacement worker: %m; retrying");
 			sleep(1);
 			continue;

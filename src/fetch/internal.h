@@ -25,6 +25,7 @@
 #include "fetch/fetch.h"
 #include "fetch/sched.h"
 #include "util/json.h"
+#include "util/macro.h"
 
 #define FETCH_MAX_EVENTS	1024	   /* events read from the group and not yet answered */
 #define FETCH_MAX_ENSURE	64	   /* ensure requests waiting at once */
@@ -144,6 +145,9 @@ void fetch_kick(struct fetch_daemon *d); /* wake fetchers (call with lock held) 
 void fetch_fill_status(struct fetch_daemon *d, json_t *o);
 int fetch_remove_mark(struct fetch_daemon *d);
 bool fetch_term_requested(void); /* SIGTERM received */
+/* A daemon process (holder or worker) cannot go on: log why, tell whoever waits for readiness
+ * ("ERR <errno> <message>" on the ready pipe) and exit. */
+_Noreturn void fetch_fatal(struct fetch_daemon *d, int err, const char *fmt, ...) _printf_(3, 4);
 
 /* control.c */
 void fetch_control_loop(struct fetch_daemon *d);

@@ -582,29 +582,12 @@ bool fetch_term_requested(void)
 	return term_requested != 0;
 }
 
-static _Noreturn void worker_fail(struct fetch_daemon *d, int err, const char *fmt, ...)
-    _printf_(3, 4);
-
-static _Noreturn void worker_fail(struct fetch_daemon *d, int err, const char *fmt, ...)
-{
-	char msg[768];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	log_error("%s", msg);
-	if (d->ready_fd >= 0)
-		dprintf(d->ready_fd, "ERR %d %s\n", err < 0 ? -err : err, msg);
-	_exit(2);
-}
-
 static void start_thread(struct fetch_daemon *d, void *(*fn)(void *), pthread_t *ret)
 {
 	int r = pthread_create(ret, NULL, fn, d);
 
 	if (r != 0)
-		worker_fail(d, r, "starting a daemon thread: %s", strerror(r));
+		fetch_fatal(d, r, "starting a daemon thread: %s", strerror(r));
 }
 
 _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
@@ -637,7 +620,7 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	r = fetch_sched_init(&d->sched, &d->entry->present, d->cfg.blob.size, &d->pol,
 			     FETCH_MAX_EVENTS + FETCH_MAX_ENSURE);
 	if (r < 0)
-		worker_fail(d, r, "scheduler: %s", strerror(-r));
+		fetch_fatal(d, r, "scheduler: %s", strerror(-r));
 	d->nfree = 0;
 	for (int i = FETCH_MAX_EVENTS - 1; i >= 0; i--) {
 		struct fetch_journal_slot *s = &sh->journal[i];
@@ -667,20 +650,20 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 			r = oci_client_set_blob(d->client, &d->cfg.blob);
 		if (r < 0) {
 			if (!takeover)
-				worker_fail(d, r, "registry client: %s", strerror(-r));
+				fetch_fatal(d, r, "registry client: %s", strerror(-r));
 			log_error("registry client: %s; reads of missing data will fail",
 				  strerror(-r));
 		}
 	}
 	d->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->stop_efd < 0)
-		worker_fail(d, errno, "eventfd: %s", strerror(errno));
+		fetch_fatal(d, errno, "eventfd: %s", strerror(errno));
 	snprintf(d->log_path, sizeof(d->log_path), "%s/daemon-%s.log", d->cfg.run_dir,
 		 d->cfg.blob.cache_key);
 
 	fetchers = calloc(d->nfetchers, sizeof(*fetchers));
 	if (!fetchers)
-		worker_fail(d, ENOMEM, "out of memory");
+		fetch_fatal(d, ENOMEM, "out of memory");
 	for (unsigned i = 0; i < d->nfetchers; i++)
 		start_thread(d, fetcher, &fetchers[i]);
 	if (d->fan_fd >= 0)
