@@ -4,6 +4,7 @@
  * (`/sbin/mount.erofs.lazy SOURCE DIR [-sfnv] [-o OPTS]`): argument parsing and the one-line
  * report; the work is mount_do() in src/mount/.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,17 @@ out:
 
 #define MAX_OPT_ARGS 64
 
+/* Several -o arguments add up, as with mount(8). */
+static int add_opt_arg(const char **optv, size_t *optn, const char *arg)
+{
+	if (*optn == MAX_OPT_ARGS) {
+		log_error("mount: too many -o arguments (at most %d)", MAX_OPT_ARGS);
+		return -E2BIG;
+	}
+	optv[(*optn)++] = arg;
+	return 0;
+}
+
 int cli_mount(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -136,11 +148,8 @@ int cli_mount(int argc, char **argv)
 			usage(stdout);
 			return CLI_EXIT_OK;
 		case 'o':
-			if (optn == MAX_OPT_ARGS) {
-				log_error("mount: too many -o arguments (at most %d)", MAX_OPT_ARGS);
+			if (add_opt_arg(optv, &optn, optarg) < 0)
 				return CLI_EXIT_USAGE;
-			}
-			optv[optn++] = optarg;
 			break;
 		case 'v':
 			cli_verbose_inc();
@@ -192,11 +201,8 @@ int cli_mount_helper(int argc, char **argv)
 			usage(stdout);
 			return CLI_EXIT_OK;
 		case 'o':
-			if (optn == MAX_OPT_ARGS) {
-				log_error("mount: too many -o arguments (at most %d)", MAX_OPT_ARGS);
+			if (add_opt_arg(optv, &optn, optarg) < 0)
 				return CLI_EXIT_USAGE;
-			}
-			optv[optn++] = optarg;
 			break;
 		case 't':
 			if (strcmp(optarg, "erofs.lazy") != 0 && strcmp(optarg, "erofs") != 0 &&
