@@ -208,6 +208,10 @@ int erofs_xattr_ibody_parse(struct erofs_ctx *ctx, uint64_t nid, const uint8_t *
 /* Length of the shared xattr entry at id (reads its header), for the walk. */
 int erofs_shared_xattr_extent(struct erofs_ctx *ctx, uint32_t id, uint64_t *ret_off,
 			      uint64_t *ret_len);
+/* Read an inode's xattr ibody and parse it: inline entries go to cb (may be NULL), the shared
+ * entries' ids to shared_ids (room for 256). */
+int erofs_xattr_ibody_read(struct erofs_ctx *ctx, struct erofs_inode *vi, uint32_t *shared_ids,
+			   unsigned int *nshared, erofs_xattr_cb cb, void *opaque);
 int erofs_listxattr(struct erofs_ctx *ctx, struct erofs_inode *vi, erofs_xattr_cb cb, void *opaque);
 
 /* dev_t of an erofs-encoded device number */

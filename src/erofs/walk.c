@@ -163,25 +163,6 @@ static int child_cb(void *opaque, const struct erofs_dirent_view *de)
 	return vec_push(&w->next, de->nid, w->cur_dir);
 }
 
-static int xattrs_of(struct walker *w, struct erofs_inode *vi, uint32_t *ids, unsigned int *n)
-{
-	uint8_t *buf;
-	int r;
-
-	*n = 0;
-	if (!vi->xattr_isize)
-		return 0;
-	buf = malloc(vi->xattr_isize);
-	if (!buf)
-		return -ENOMEM;
-	r = erofs_meta_read(w->ctx, vi->in_mbox, buf, vi->xattr_isize, vi->iloc + vi->isize);
-	if (r >= 0)
-		r = erofs_xattr_ibody_parse(w->ctx, vi->nid, buf, vi->xattr_isize, ids, n, NULL,
-					    NULL);
-	free(buf);
-	return r;
-}
-
 static int do_level(struct walker *w, struct pending *lv, size_t count)
 {
 	struct erofs_ctx *ctx = w->ctx;
@@ -235,7 +216,7 @@ static int do_level(struct walker *w, struct pending *lv, size_t count)
 		default:
 			w->st->special++;
 		}
-		r = xattrs_of(w, vi, ids, &n);
+		r = erofs_xattr_ibody_read(w->ctx, vi, ids, &n, NULL, NULL);
 		for (unsigned int k = 0; k < n && r >= 0; k++) {
 			bool fresh;
 

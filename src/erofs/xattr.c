@@ -177,13 +177,13 @@ static int list_shared(struct erofs_ctx *ctx, uint64_t nid, uint32_t id, erofs_x
 	return r < 0 ? r : 0;
 }
 
-int erofs_listxattr(struct erofs_ctx *ctx, struct erofs_inode *vi, erofs_xattr_cb cb, void *opaque)
+int erofs_xattr_ibody_read(struct erofs_ctx *ctx, struct erofs_inode *vi, uint32_t *shared_ids,
+			   unsigned int *nshared, erofs_xattr_cb cb, void *opaque)
 {
-	uint32_t ids[256];
-	unsigned int n = 0;
 	uint8_t *buf;
 	int r;
 
+	*nshared = 0;
 	if (!vi->xattr_isize)
 		return 0;
 	buf = malloc(vi->xattr_isize);
@@ -191,8 +191,19 @@ int erofs_listxattr(struct erofs_ctx *ctx, struct erofs_inode *vi, erofs_xattr_c
 		return -ENOMEM;
 	r = erofs_meta_read(ctx, vi->in_mbox, buf, vi->xattr_isize, vi->iloc + vi->isize);
 	if (r >= 0)
-		r = erofs_xattr_ibody_parse(ctx, vi->nid, buf, vi->xattr_isize, ids, &n, cb, opaque);
+		r = erofs_xattr_ibody_parse(ctx, vi->nid, buf, vi->xattr_isize, shared_ids, nshared,
+					    cb, opaque);
 	free(buf);
+	return r;
+}
+
+int erofs_listxattr(struct erofs_ctx *ctx, struct erofs_inode *vi, erofs_xattr_cb cb, void *opaque)
+{
+	uint32_t ids[256];
+	unsigned int n = 0;
+	int r;
+
+	r = erofs_xattr_ibody_read(ctx, vi, ids, &n, cb, opaque);
 	for (unsigned int i = 0; r >= 0 && i < n; i++)
 		r = list_shared(ctx, vi->nid, ids[i], cb, opaque);
 	return r;
