@@ -123,6 +123,26 @@ static void on_progress(void *ctx, uint64_t sent)
 		p->fn(p->ctx, p->base + sent, p->total);
 }
 
+/* One step of an upload session (the POST that opens it, or a PATCH): the registry answers
+ * 202 Accepted with the Location of the next step, resolved against `base`. */
+static int upload_step(struct oci_client *c, const struct oci_req *q, uint64_t deadline,
+		       const char *base, struct util_buf *body, const char *what,
+		       const char *no_location, char **ret_loc, struct oci_error *err)
+{
+	struct oci_resp resp;
+	int r;
+
+	r = oci_request(c, q, deadline, &resp, body, err);
+	if (r < 0)
+		return r;
+	if (resp.status != 202)
+		return oci_status_error(c, &resp, body, what, err);
+	r = upload_location(base, &resp, ret_loc);
+	if (r < 0)
+		oci_err_set(err, (int)resp.status, NULL, "%s: %s", what, no_location);
+	return r;
+}
+
 static int upload_once(struct oci_client *c, int fd, const void *mem, uint64_t size,
 		       const char *digest, struct upload_progress *prog, uint64_t deadline,
 		       struct oci_error *err)
@@ -142,19 +162,10 @@ static int upload_once(struct oci_client *c, int fd, const void *mem, uint64_t s
 		return -ENOMEM;
 	q.method = "POST";
 	q.url = start;
-	r = oci_request(c, &q, deadline, &resp, &body, err);
+	r = upload_step(c, &q, deadline, start, &body, what, "upload started without a Location",
+			&loc, err);
 	if (r < 0)
 		goto out;
-	if (resp.status != 202) {
-		r = oci_status_error(c, &resp, &body, what, err);
-		goto out;
-	}
-	r = upload_location(start, &resp, &loc);
-	if (r < 0) {
-		oci_err_set(err, (int)resp.status, NULL, "%s: upload started without a Location",
-			    what);
-		goto out;
-	}
 	if (size > MONOLITHIC_MAX) {
 		/* chunked: PATCH with Content-Range, each reply gives the next Location */
 		while (off < size) {
@@ -178,21 +189,12 @@ static int upload_once(struct oci_client *c, int fd, const void *mem, uint64_t s
 				q.body_fd = -1;
 			}
 			prog->base = off;
-			r = oci_request(c, &q, deadline, &resp, &body, err);
+			r = upload_step(c, &q, deadline, loc, &body, what,
+					"chunk accepted without a Location", &next, err);
 			curl_slist_free_all(extra);
 			extra = NULL;
 			if (r < 0)
 				goto out;
-			if (resp.status != 202) {
-				r = oci_status_error(c, &resp, &body, what, err);
-				goto out;
-			}
-			r = upload_location(loc, &resp, &next);
-			if (r < 0) {
-				oci_err_set(err, (int)resp.status, NULL,
-					    "%s: chunk accepted without a Location", what);
-				goto out;
-			}
 			free(loc);
 			loc = next;
 			off += n;
