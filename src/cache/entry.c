@@ -179,7 +179,9 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 			const char *bitmap_name)
 {
 	char tmp[CACHE_KEY_LEN + 32];
+	uint8_t raw[CACHE_HEADER_SIZE];
 	_cleanup_close_ int bfd = -1;
+	bool removed = false;
 	struct stat st;
 	int r;
 
@@ -191,13 +193,20 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 		close(e->bitmap_fd);
 		e->bitmap_fd = -1;
 	}
-	if (unlinkat(e->dirfd, bitmap_name, 0) < 0 && errno != ENOENT)
+	if (unlinkat(e->dirfd, bitmap_name, 0) == 0)
+		removed = true;
+	else if (errno != ENOENT)
 		return -errno;
-	if (unlinkat(e->dirfd, key, 0) < 0 && errno != ENOENT)
+	if (unlinkat(e->dirfd, key, 0) == 0)
+		removed = true;
+	else if (errno != ENOENT)
 		return -errno;
-	r = fsync_dir(e->dirfd);
-	if (r < 0)
-		return r;
+	/* Only a removal needs to be durable before the new files exist. */
+	if (removed) {
+		r = fsync_dir(e->dirfd);
+		if (r < 0)
+			return r;
+	}
 
 	e->data_fd =
 	    openat(e->dirfd, key, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -214,8 +223,8 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 		else
 			log_debug("fallocate of cache entry %s: %m; keeping it sparse", key);
 	}
-	if (fsync(e->data_fd) < 0)
-		return -errno;
+	/* No fsync of the new data file here: the bitmap claims nothing yet, and every later
+	 * bitmap flush is preceded by an fdatasync of the data file. */
 	if (fstat(e->data_fd, &st) < 0)
 		return -errno;
 
@@ -233,9 +242,9 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 	bfd = openat(e->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (bfd < 0)
 		return -errno;
-	e->bitmap_fd = bfd;
-	r = write_header(e); /* also fsyncs */
-	e->bitmap_fd = -1;
+	/* Header and empty bitmap, made durable by one fsync before the rename. */
+	cache_header_encode(&e->hdr, raw);
+	r = util_pwrite_full(bfd, raw, sizeof(raw), 0);
 	if (r >= 0 &&
 	    ftruncate(bfd, (off_t)(CACHE_BITMAP_OFFSET + cache_bitmap_bytes(p->size))) < 0)
 		r = -errno;
