@@ -1,9 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
- * The metadata walk: breadth-first from the root, each directory level in two prefetch
- * waves (the inode blocks of the level; then the directory blocks, symlink targets and
- * shared xattrs they point to), visiting every inode once. Everything read is recorded;
- * the result is the sorted, block-aligned, merged list of those ranges.
+ * The metadata walk, in rounds: process locally until blocked, then fetch everything the
+ * blocked work needs in one prefetch call, and repeat.
+ *
+ * The walker knows which blocks are present (those it passed to a successful io->prefetch;
+ * all of them when there is no prefetch). Every read goes through a checking wrapper: a read
+ * of bytes that are not present fails (the work item is "blocked") and its missing blocks
+ * join the next round's prefetch. Before reading, a work item also asks for what it knows it
+ * will need (its inode record; a directory's or symlink's data ranges), so one round gets all
+ * of them at once. A blocked item is simply tried again in the next round, from its last
+ * completed step: the decoders have no side effects but the recorded ranges (a set) and a few
+ * bounded counters, and a directory's entries are only parsed once all its data was read.
+ *
+ * Work items are small (nid, parent, depth, step); decoded inodes live only while one item
+ * is processed, so a huge directory costs 24 bytes per pending entry, no more.
+ *
+ * Everything read is recorded; the result is the sorted, block-aligned, merged list of those
+ * ranges, the same whatever the order of processing.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,307 +27,602 @@
 #include "erofs/internal.h"
 #include "util/extents.h"
 
-/* Inodes decoded per prefetch wave at most (a level larger than this takes several). */
-#define WALK_SLICE 65536u
+/* Bytes of an inode asked for before decoding it: the record itself (compact or extended);
+ * what follows it (xattrs, map header) is nearly always in the same block. */
+#define WALK_INODE_WANT 64u
 
-/* Open-addressing set of 64-bit keys. */
-struct u64set {
-	uint64_t *v; /* key + 1; 0 = empty */
+/* Attempts at parsing the superblock (each may fetch more of the image's start). */
+#define WALK_INIT_TRIES 8
+
+/* Open-addressing map of 64-bit keys to 16-bit values. */
+struct u64map {
+	uint64_t *k; /* key + 1; 0 = empty */
+	uint16_t *val;
 	size_t cap, n;
 };
 
-static int set_add(struct u64set *s, uint64_t key, bool *ret_new)
+static size_t map_slot(uint64_t key, size_t cap)
 {
-	size_t mask, i;
+	return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+}
 
-	if ((s->n + 1) * 2 > s->cap) {
-		size_t ncap = s->cap ? s->cap * 2 : 1024;
-		uint64_t *nv = calloc(ncap, sizeof(*nv));
+/* Find or insert key; *ret_new tells which, *ret_val points at its value. */
+static int map_add(struct u64map *m, uint64_t key, bool *ret_new, uint16_t **ret_val)
+{
+	size_t i;
 
-		if (!nv)
+	if ((m->n + 1) * 2 > m->cap) {
+		size_t ncap = m->cap ? m->cap * 2 : 1024;
+		uint64_t *nk = calloc(ncap, sizeof(*nk));
+		uint16_t *nv = calloc(ncap, sizeof(*nv));
+
+		if (!nk || !nv) {
+			free(nk);
+			free(nv);
 			return -ENOMEM;
-		for (size_t k = 0; k < s->cap; k++) {
-			if (!s->v[k])
-				continue;
-			i = (size_t)((s->v[k] * 0x9E3779B97F4A7C15ull) >> 20) & (ncap - 1);
-			while (nv[i])
-				i = (i + 1) & (ncap - 1);
-			nv[i] = s->v[k];
 		}
-		free(s->v);
-		s->v = nv;
-		s->cap = ncap;
+		for (size_t j = 0; j < m->cap; j++) {
+			if (!m->k[j])
+				continue;
+			for (i = map_slot(m->k[j], ncap); nk[i]; i = (i + 1) & (ncap - 1))
+				;
+			nk[i] = m->k[j];
+			nv[i] = m->val[j];
+		}
+		free(m->k);
+		free(m->val);
+		m->k = nk;
+		m->val = nv;
+		m->cap = ncap;
 	}
-	mask = s->cap - 1;
 	key += 1;
-	i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & mask;
-	while (s->v[i]) {
-		if (s->v[i] == key) {
+	for (i = map_slot(key, m->cap); m->k[i]; i = (i + 1) & (m->cap - 1)) {
+		if (m->k[i] == key) {
 			*ret_new = false;
+			*ret_val = &m->val[i];
 			return 0;
 		}
-		i = (i + 1) & mask;
 	}
-	s->v[i] = key;
-	s->n++;
+	m->k[i] = key;
+	m->val[i] = 0;
+	m->n++;
 	*ret_new = true;
+	*ret_val = &m->val[i];
 	return 0;
 }
 
-struct pending {
-	uint64_t nid;
-	uint64_t parent;
-};
-
-struct vec {
-	struct pending *v;
-	size_t n, alloc;
-};
-
-static int vec_push(struct vec *q, uint64_t nid, uint64_t parent)
+static void map_free(struct u64map *m)
 {
+	free(m->k);
+	free(m->val);
+}
+
+/* visited map values: BFS depth (root = 1) and whether a dirent of type dir reached it */
+#define DEPTH_MASK 0x7fffu
+#define REACHED_AS_DIR 0x8000u
+
+enum step {
+	STEP_INODE, /* decode the record (count it) */
+	STEP_XATTR, /* its xattr ibody: collect the shared xattrs */
+	STEP_DATA,  /* directory entries / symlink target */
+};
+
+struct item {
+	uint64_t nid;
+	uint64_t parent; /* UINT64_MAX for the root */
+	uint32_t depth;
+	uint32_t step;
+};
+
+struct itemq {
+	struct item *v;
+	size_t head, n, alloc;
+};
+
+static int q_push(struct itemq *q, const struct item *it)
+{
+	if (q->n == q->alloc && q->head > q->n / 2) {
+		memmove(q->v, q->v + q->head, (q->n - q->head) * sizeof(*q->v));
+		q->n -= q->head;
+		q->head = 0;
+	}
 	if (q->n == q->alloc) {
 		size_t na = q->alloc ? q->alloc * 2 : 256;
-		struct pending *nv = realloc(q->v, na * sizeof(*nv));
+		struct item *nv = realloc(q->v, na * sizeof(*nv));
 
 		if (!nv)
 			return -ENOMEM;
 		q->v = nv;
 		q->alloc = na;
 	}
-	q->v[q->n++] = (struct pending){ nid, parent };
+	q->v[q->n++] = *it;
 	return 0;
 }
 
 struct walker {
 	struct erofs_ctx *ctx;
+	const struct erofs_io *io; /* the caller's */
+	struct erofs_io wio;       /* the checking wrapper the decoders read through */
 	const struct erofs_walk_opts *opts;
 	struct erofs_walk_stats *st;
 	uint64_t max_inodes;
-	struct u64set visited;
-	struct u64set shared;
-	struct vec next;
-	uint64_t cur_dir;
-	struct util_extents wave;
+	struct u64map visited;
+	struct u64map shared;
+	struct itemq ready, blocked;
+	uint32_t *sids; /* shared xattrs still to note */
+	size_t nsids, asids;
+	unsigned int special; /* steps of the special inodes done */
+
+	/* presence: a bitmap of image blocks once the superblock is known, before that a list */
+	bool all_present;
+	uint64_t *bitmap;
+	unsigned int gbits;
+	struct util_extents pre;
+
+	struct util_extents wave; /* what the blocked work needs */
+	bool stuck;               /* the current attempt hit or asked for absent bytes */
+	uint64_t blocked_reads;
+	const struct item *cur;
 };
 
-static int wave_add(void *opaque, uint64_t off, uint64_t len)
+static bool gran_present(const struct walker *w, uint64_t g)
 {
-	struct walker *w = opaque;
-
-	return util_extents_add(&w->wave, off, len) == -EOVERFLOW ? -EUCLEAN : 0;
+	return w->bitmap[g >> 6] & (UINT64_C(1) << (g & 63));
 }
 
-static int wave_flush(struct walker *w)
+static bool is_present(const struct walker *w, uint64_t off, uint64_t len)
 {
-	const struct erofs_io *io = w->ctx->io;
+	if (w->all_present || len == 0)
+		return true;
+	if (!w->bitmap) {
+		for (size_t i = 0; i < w->pre.n; i++)
+			if (off >= w->pre.v[i].offset &&
+			    off + len <= w->pre.v[i].offset + w->pre.v[i].length)
+				return true;
+		return false;
+	}
+	for (uint64_t g = off >> w->gbits; g <= (off + len - 1) >> w->gbits; g++)
+		if (!gran_present(w, g))
+			return false;
+	return true;
+}
+
+/* Ask for [off, off + len) (within the image): its absent blocks join the next round.
+ * Returns 1 when all of it is present, 0 when not (the attempt is then blocked). */
+static int want(struct walker *w, uint64_t off, uint64_t len)
+{
+	uint64_t g, last, run = UINT64_MAX;
 	int r = 0;
 
-	if (w->wave.n && io->prefetch) {
-		util_extents_align(&w->wave, w->ctx->bs, io->size);
-		util_extents_merge(&w->wave, w->opts ? w->opts->merge_gap : 0);
-		w->st->prefetches++;
-		r = io->prefetch(io->ctx, w->wave.v, w->wave.n);
-		if (r < 0 && w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
-			snprintf(w->ctx->err, w->ctx->errlen, "prefetch of %zu ranges failed: %s",
-				 w->wave.n, strerror(-r));
+	if (is_present(w, off, len))
+		return 1;
+	w->stuck = true;
+	if (!w->bitmap)
+		return util_extents_add(&w->wave, off, len);
+	last = (off + len - 1) >> w->gbits;
+	for (g = off >> w->gbits; g <= last && r >= 0; g++) {
+		if (!gran_present(w, g)) {
+			if (run == UINT64_MAX)
+				run = g;
+			continue;
+		}
+		if (run != UINT64_MAX)
+			r = util_extents_add(&w->wave, run << w->gbits, (g - run) << w->gbits);
+		run = UINT64_MAX;
 	}
-	w->wave.n = 0;
-	return r;
+	if (r >= 0 && run != UINT64_MAX)
+		r = util_extents_add(&w->wave, run << w->gbits, (last + 1 - run) << w->gbits);
+	return r < 0 ? r : 0;
 }
 
-static int visit(struct walker *w, uint64_t nid, bool *ret_new)
+static int want_cb(void *opaque, uint64_t off, uint64_t len)
 {
-	int r = set_add(&w->visited, nid, ret_new);
+	int r = want(opaque, off, len);
+
+	return r < 0 ? r : 0;
+}
+
+/* io->read for the decoders: only bytes already present */
+static int checked_read(void *opaque, void *buf, uint64_t len, uint64_t off)
+{
+	struct walker *w = opaque;
+	int r;
+
+	if (is_present(w, off, len))
+		return w->io->read(w->io->ctx, buf, len, off);
+	w->blocked_reads++;
+	r = want(w, off, len);
+	return r < 0 ? r : -EAGAIN;
+}
+
+/* Before an attempt; after a blocked one, forget the error text it left. */
+static void attempt_begin(struct walker *w)
+{
+	w->stuck = false;
+}
+
+static bool attempt_blocked(struct walker *w)
+{
+	if (!w->stuck)
+		return false;
+	if (w->ctx->err && w->ctx->errlen)
+		w->ctx->err[0] = 0;
+	return true;
+}
+
+/* One round's prefetch: everything the blocked work asked for, aligned and merged. */
+static int flush(struct walker *w, uint64_t align)
+{
+	const struct erofs_io *io = w->io;
+	int r;
+
+	if (!w->wave.n)
+		return 0;
+	util_extents_align(&w->wave, align, io->size);
+	util_extents_merge(&w->wave, w->opts ? w->opts->merge_gap : 0);
+	w->st->prefetches++;
+	r = io->prefetch(io->ctx, w->wave.v, w->wave.n);
+	if (r < 0) {
+		if (w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
+			snprintf(w->ctx->err, w->ctx->errlen, "prefetch of %zu ranges failed: %s",
+				 w->wave.n, strerror(-r));
+		return r;
+	}
+	for (size_t i = 0; i < w->wave.n; i++) {
+		const struct util_extent *e = &w->wave.v[i];
+
+		if (!w->bitmap) {
+			r = util_extents_add(&w->pre, e->offset, e->length);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		/* aligned to the block size, or ending at the image's end */
+		for (uint64_t g = e->offset >> w->gbits;
+		     g <= (e->offset + e->length - 1) >> w->gbits; g++)
+			w->bitmap[g >> 6] |= UINT64_C(1) << (g & 63);
+	}
+	if (!w->bitmap)
+		util_extents_merge(&w->pre, 0);
+	w->wave.n = 0;
+	return 0;
+}
+
+/* The superblock is known: from now on presence is a bitmap of its blocks. */
+static int presence_init(struct walker *w)
+{
+	uint64_t ngran;
+
+	if (w->all_present)
+		return 0;
+	w->gbits = w->ctx->blkbits;
+	ngran = (w->io->size >> w->gbits) + 1;
+	w->bitmap = calloc((size_t)(ngran / 64 + 1), sizeof(*w->bitmap));
+	if (!w->bitmap)
+		return -ENOMEM;
+	for (size_t i = 0; i < w->pre.n; i++) {
+		uint64_t s = ROUND_UP(w->pre.v[i].offset, (uint64_t)w->ctx->bs);
+		uint64_t e = w->pre.v[i].offset + w->pre.v[i].length;
+
+		/* whole blocks only (or up to the image's end) */
+		if (e != w->io->size)
+			e = ROUND_DOWN(e, (uint64_t)w->ctx->bs);
+		for (uint64_t g = s >> w->gbits; s < e && g <= (e - 1) >> w->gbits; g++)
+			w->bitmap[g >> 6] |= UINT64_C(1) << (g & 63);
+	}
+	return 0;
+}
+
+/* Mark nid reached at `depth` by a dirent (as_dir: of type directory) or as the root. */
+static int visit(struct walker *w, uint64_t nid, uint32_t depth, bool as_dir, bool *ret_new,
+		 bool *ret_dir_conflict)
+{
+	uint16_t *val;
+	int r = map_add(&w->visited, nid, ret_new, &val);
 
 	if (r < 0)
 		return r;
-	if (*ret_new && w->visited.n > w->max_inodes) {
-		if (w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
-			snprintf(w->ctx->err, w->ctx->errlen, "more than %llu inodes (limit)",
-				 (unsigned long long)w->max_inodes);
-		return -EFBIG;
+	*ret_dir_conflict = false;
+	if (*ret_new) {
+		if (w->visited.n > w->max_inodes) {
+			if (w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
+				snprintf(w->ctx->err, w->ctx->errlen, "more than %llu inodes (limit)",
+					 (unsigned long long)w->max_inodes);
+			return -EFBIG;
+		}
+		*val = (uint16_t)(MIN(depth, (uint32_t)DEPTH_MASK) | (as_dir ? REACHED_AS_DIR : 0));
+		return 0;
 	}
+	/* reached again: a hardlink (its level is its shallowest), unless a directory */
+	*ret_dir_conflict = as_dir || (*val & REACHED_AS_DIR);
+	if (depth < (*val & DEPTH_MASK))
+		*val = (uint16_t)((*val & REACHED_AS_DIR) | depth);
 	return 0;
 }
 
 static int child_cb(void *opaque, const struct erofs_dirent_view *de)
 {
 	struct walker *w = opaque;
-	bool fresh;
+	struct item it = { .nid = de->nid, .parent = w->cur->nid, .depth = w->cur->depth + 1 };
+	bool fresh, conflict;
 	int r;
 
 	if ((de->namelen == 1 && de->name[0] == '.') ||
 	    (de->namelen == 2 && de->name[0] == '.' && de->name[1] == '.'))
 		return 0;
 	w->st->dirents++;
-	r = visit(w, de->nid, &fresh);
+	r = visit(w, de->nid, it.depth, de->file_type == EROFS_FT_DIR, &fresh, &conflict);
 	if (r < 0)
 		return r;
-	if (!fresh) {
-		if (de->file_type == EROFS_FT_DIR)
-			return erofs_corrupt(w->ctx, "inode %llu: directory entry '%.*s' reaches "
-					     "directory %llu a second time (cycle or hardlinked "
-					     "directory)",
-					     (unsigned long long)w->cur_dir, (int)de->namelen,
-					     de->name, (unsigned long long)de->nid);
+	if (conflict)
+		return erofs_corrupt(w->ctx, "inode %llu: directory entry '%.*s' reaches "
+				     "directory %llu a second time (cycle or hardlinked "
+				     "directory)",
+				     (unsigned long long)w->cur->nid, (int)de->namelen, de->name,
+				     (unsigned long long)de->nid);
+	if (!fresh)
 		return 0; /* a hardlink: visited once */
-	}
-	return vec_push(&w->next, de->nid, w->cur_dir);
+	if (it.depth > EROFS_MAX_DEPTH)
+		return erofs_corrupt(w->ctx, "directory tree deeper than %u levels",
+				     EROFS_MAX_DEPTH);
+	return q_push(&w->ready, &it);
 }
 
-static int do_level(struct walker *w, struct pending *lv, size_t count)
+static int add_shared(struct walker *w, const uint32_t *ids, unsigned int n)
+{
+	for (unsigned int k = 0; k < n; k++) {
+		uint16_t *val;
+		bool fresh;
+		int r = map_add(&w->shared, ids[k], &fresh, &val);
+
+		if (r < 0)
+			return r;
+		if (!fresh)
+			continue;
+		if (w->nsids == w->asids) {
+			size_t na = w->asids ? w->asids * 2 : 64;
+			uint32_t *nv = realloc(w->sids, na * sizeof(*nv));
+
+			if (!nv)
+				return -ENOMEM;
+			w->sids = nv;
+			w->asids = na;
+		}
+		w->sids[w->nsids++] = ids[k];
+	}
+	return 0;
+}
+
+static void count_mode(struct erofs_walk_stats *st, uint16_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFDIR:
+		st->dirs++;
+		break;
+	case S_IFREG:
+		st->regular++;
+		break;
+	case S_IFLNK:
+		st->symlinks++;
+		break;
+	default:
+		st->special++;
+	}
+}
+
+/* Advance one item as far as the present bytes allow: 1 = done, 0 = blocked, <0 = error. */
+static int item_step(struct walker *w, struct item *it)
 {
 	struct erofs_ctx *ctx = w->ctx;
-	struct erofs_inode *inodes;
-	uint32_t *sids = NULL;
-	size_t nsids = 0, asids = 0;
+	struct util_extents *record = ctx->record;
+	struct erofs_inode vi;
+	int r;
+
+	if (it->step == STEP_INODE && !(it->nid >> EROFS_DIRENT_NID_MBOX_BIT)) {
+		uint64_t iloc = erofs_iloc(ctx, it->nid);
+
+		if (iloc < ctx->io->size) {
+			r = want(w, iloc, MIN((uint64_t)WALK_INODE_WANT, ctx->io->size - iloc));
+			if (r <= 0)
+				return r;
+		}
+	}
+	/* decoded (and recorded) before when past the first step: decode again, quietly */
+	if (it->step != STEP_INODE)
+		ctx->record = NULL;
+	r = erofs_inode_load(ctx, it->nid, &vi);
+	ctx->record = record;
+	if (attempt_blocked(w))
+		return 0;
+	if (r == -EUCLEAN && it->parent != UINT64_MAX && ctx->err &&
+	    strlen(ctx->err) + 40 < ctx->errlen)
+		snprintf(ctx->err + strlen(ctx->err), ctx->errlen - strlen(ctx->err),
+			 " (entry of directory %llu)", (unsigned long long)it->parent);
+	if (r < 0)
+		return r;
+	if (it->step == STEP_INODE) {
+		if (it->parent == UINT64_MAX && !S_ISDIR(vi.mode))
+			return erofs_corrupt(ctx, "root inode %llu is not a directory",
+					     (unsigned long long)vi.nid);
+		count_mode(w->st, vi.mode);
+		it->step = STEP_XATTR;
+	}
+	if (it->step == STEP_XATTR) {
+		uint32_t ids[256];
+		unsigned int n = 0;
+
+		r = erofs_xattr_ibody_read(ctx, &vi, ids, &n, NULL, NULL);
+		if (attempt_blocked(w))
+			return 0;
+		if (r >= 0)
+			r = add_shared(w, ids, n);
+		if (r < 0)
+			return r;
+		it->step = STEP_DATA;
+	}
+	if (!S_ISDIR(vi.mode) && !S_ISLNK(vi.mode))
+		return 1;
+
+	/* all of the data first (mapping it may read indexes), then the entries, at once */
+	r = erofs_data_ranges(ctx, &vi, vi.size, 0, want_cb, w);
+	if (attempt_blocked(w))
+		return 0;
+	if (r < 0)
+		return r;
+	if (S_ISDIR(vi.mode)) {
+		w->cur = it;
+		r = erofs_readdir(ctx, &vi, child_cb, w);
+	} else {
+		char target[EROFS_MAX_SYMLINK + 1];
+
+		r = erofs_read_symlink(ctx, &vi, target, sizeof(target));
+		if (r == -ENAMETOOLONG)
+			r = erofs_corrupt(ctx, "inode %llu: symlink too long",
+					  (unsigned long long)vi.nid);
+	}
+	/* the entries are parsed only after all the data was read: nothing seen yet */
+	if (attempt_blocked(w))
+		return 0;
+	return r < 0 ? r : 1;
+}
+
+/* The metabox, the packed inode, the long xattr prefixes: 1 = done, 0 = blocked. */
+static int special_step(struct walker *w)
+{
+	struct erofs_ctx *ctx = w->ctx;
 	int r = 0;
 
-	inodes = calloc(count ? count : 1, sizeof(*inodes));
-	if (!inodes)
-		return -ENOMEM;
+	if (w->special == 0) {
+		if (ctx->has_metabox && !ctx->mbox_loaded) {
+			struct erofs_inode vi;
+			uint64_t iloc = erofs_iloc(ctx, ctx->metabox_nid);
 
-	/* wave 1: the blocks holding this level's inode records */
-	for (size_t i = 0; i < count && r >= 0; i++) {
-		uint64_t iloc = erofs_iloc(ctx, lv[i].nid);
-
-		if (!(lv[i].nid >> EROFS_DIRENT_NID_MBOX_BIT) && iloc < ctx->io->size)
-			r = wave_add(w, iloc, MIN((uint64_t)ctx->bs, ctx->io->size - iloc));
-	}
-	if (r >= 0)
-		r = wave_flush(w);
-
-	/* decode the inodes; note their metadata; collect shared xattrs */
-	for (size_t i = 0; i < count && r >= 0; i++) {
-		struct erofs_inode *vi = &inodes[i];
-		uint32_t ids[256];
-		unsigned int n;
-
-		r = erofs_inode_load(ctx, lv[i].nid, vi);
-		if (r == -EUCLEAN && lv[i].parent != UINT64_MAX && ctx->err &&
-		    strlen(ctx->err) + 40 < ctx->errlen)
-			snprintf(ctx->err + strlen(ctx->err), ctx->errlen - strlen(ctx->err),
-				 " (entry of directory %llu)", (unsigned long long)lv[i].parent);
-		if (r < 0)
-			break;
-		if (lv[i].parent == UINT64_MAX && !S_ISDIR(vi->mode)) {
-			r = erofs_corrupt(ctx, "root inode %llu is not a directory",
-					  (unsigned long long)vi->nid);
-			break;
-		}
-		switch (vi->mode & S_IFMT) {
-		case S_IFDIR:
-			w->st->dirs++;
-			break;
-		case S_IFREG:
-			w->st->regular++;
-			break;
-		case S_IFLNK:
-			w->st->symlinks++;
-			break;
-		default:
-			w->st->special++;
-		}
-		r = erofs_xattr_ibody_read(w->ctx, vi, ids, &n, NULL, NULL);
-		for (unsigned int k = 0; k < n && r >= 0; k++) {
-			bool fresh;
-
-			r = set_add(&w->shared, ids[k], &fresh);
-			if (r < 0 || !fresh)
-				continue;
-			if (nsids == asids) {
-				size_t na = asids ? asids * 2 : 64;
-				uint32_t *nv = realloc(sids, na * sizeof(*nv));
-
-				if (!nv) {
-					r = -ENOMEM;
-					break;
-				}
-				sids = nv;
-				asids = na;
+			/* its inode, then all of its data at once, then decompress it */
+			if (iloc < ctx->io->size) {
+				r = want(w, iloc, MIN((uint64_t)ctx->bs, ctx->io->size - iloc));
+				if (r <= 0)
+					return r;
 			}
-			sids[nsids++] = ids[k];
+			r = erofs_inode_read(ctx, ctx->metabox_nid, &vi);
+			if (r >= 0)
+				r = erofs_inode_meta_extent(ctx, &vi);
+			if (r >= 0 && vi.size <= EROFS_MAX_MBOX_SIZE)
+				r = erofs_data_ranges(ctx, &vi, vi.size, 0, want_cb, w);
+			if (!w->stuck && r >= 0)
+				r = erofs_mbox_load(ctx);
+			if (attempt_blocked(w))
+				return 0;
+			if (r < 0)
+				return r;
 		}
-		if (r >= 0 && (S_ISDIR(vi->mode) || S_ISLNK(vi->mode)))
-			r = erofs_data_ranges(ctx, vi, vi->size, 0, wave_add, w);
+		w->special = 1;
 	}
+	if (w->special == 1) {
+		if (ctx->packed_nid) {
+			struct erofs_inode *packed;
+			uint64_t iloc = erofs_iloc(ctx, ctx->packed_nid);
 
-	/* wave 2: directory blocks, symlink targets, shared xattr entries */
-	for (size_t i = 0; i < nsids && r >= 0; i++) {
-		uint64_t off = ctx->xattr_base + (uint64_t)sids[i] * 4;
-
-		if (!ctx->xattr_in_mbox && off < ctx->io->size)
-			r = wave_add(w, off, MIN((uint64_t)ctx->bs, ctx->io->size - off));
+			if (!(ctx->packed_nid >> EROFS_DIRENT_NID_MBOX_BIT) && iloc < ctx->io->size) {
+				r = want(w, iloc, MIN((uint64_t)WALK_INODE_WANT, ctx->io->size - iloc));
+				if (r <= 0)
+					return r;
+			}
+			r = erofs_packed_inode(ctx, &packed);
+			if (attempt_blocked(w))
+				return 0;
+			if (r < 0)
+				return r;
+		}
+		w->special = 2;
 	}
-	if (r >= 0)
-		r = wave_flush(w);
-	for (size_t i = 0; i < nsids && r >= 0; i++) {
+	if (w->special == 2) {
+		/* a blocked attempt leaves the table allocated: start afresh */
+		free(ctx->prefixes);
+		ctx->prefixes = NULL;
+		r = erofs_prefixes_load(ctx);
+		if (attempt_blocked(w))
+			return 0;
+		if (r < 0)
+			return r;
+		w->special = 3;
+	}
+	return 1;
+}
+
+/* Note the shared xattr entries whose headers are present; keep the others for later. */
+static int shared_step(struct walker *w)
+{
+	struct erofs_ctx *ctx = w->ctx;
+	size_t keep = 0;
+	int r = 0;
+
+	for (size_t i = 0; i < w->nsids && r >= 0; i++) {
 		uint64_t off, len;
 
-		r = erofs_shared_xattr_extent(ctx, sids[i], &off, &len);
+		attempt_begin(w);
+		r = erofs_shared_xattr_extent(ctx, w->sids[i], &off, &len);
+		if (attempt_blocked(w)) {
+			w->sids[keep++] = w->sids[i];
+			r = 0;
+			continue;
+		}
 		if (r >= 0 && !ctx->xattr_in_mbox)
 			r = erofs_note(ctx, off, len);
 	}
-	for (size_t i = 0; i < count && r >= 0; i++) {
-		struct erofs_inode *vi = &inodes[i];
-
-		if (S_ISDIR(vi->mode)) {
-			w->cur_dir = vi->nid;
-			r = erofs_readdir(ctx, vi, child_cb, w);
-		} else if (S_ISLNK(vi->mode)) {
-			char target[EROFS_MAX_SYMLINK + 1];
-
-			r = erofs_read_symlink(ctx, vi, target, sizeof(target));
-			if (r == -ENAMETOOLONG)
-				r = erofs_corrupt(ctx, "inode %llu: symlink too long",
-						  (unsigned long long)vi->nid);
-		}
-	}
-	free(sids);
-	free(inodes);
-	return r < 0 ? r : 0;
+	w->nsids = keep;
+	return r;
 }
 
-static int walk_special(struct walker *w)
+/* Process locally until everything left is blocked (its needs are then in w->wave). */
+static int process(struct walker *w)
 {
-	struct erofs_ctx *ctx = w->ctx;
-	struct erofs_inode *packed;
+	int r;
+
+	if (w->special < 3) {
+		attempt_begin(w);
+		r = special_step(w);
+		if (r < 0)
+			return r;
+	}
+	while (w->ready.head < w->ready.n) {
+		struct item it = w->ready.v[w->ready.head++];
+
+		attempt_begin(w);
+		r = item_step(w, &it);
+		if (r < 0)
+			return r;
+		if (r == 0) {
+			r = q_push(&w->blocked, &it);
+			if (r < 0)
+				return r;
+		}
+	}
+	w->ready.head = w->ready.n = 0;
+	return shared_step(w);
+}
+
+static int walk_init(struct walker *w, struct erofs_ctx *ctx, char *errbuf, size_t errlen)
+{
 	int r = 0;
 
-	if (ctx->has_metabox) {
-		struct erofs_inode vi;
-
-		/* the metabox inode, then everything it holds (all of it is metadata) */
-		uint64_t iloc = erofs_iloc(ctx, ctx->metabox_nid);
-
-		if (iloc < ctx->io->size)
-			r = wave_add(w, iloc, MIN((uint64_t)ctx->bs, ctx->io->size - iloc));
-		if (r >= 0)
-			r = wave_flush(w);
-		if (r >= 0)
-			r = erofs_inode_read(ctx, ctx->metabox_nid, &vi);
-		if (r >= 0)
-			r = erofs_inode_meta_extent(ctx, &vi);
-		if (r >= 0 && vi.size <= EROFS_MAX_MBOX_SIZE)
-			r = erofs_data_ranges(ctx, &vi, vi.size, 0, wave_add, w);
-		if (r >= 0)
-			r = wave_flush(w);
-		if (r >= 0)
-			r = erofs_mbox_load(ctx);
-	}
-	if (r >= 0 && ctx->packed_nid) {
-		uint64_t iloc = erofs_iloc(ctx, ctx->packed_nid);
-
-		if (iloc < ctx->io->size)
-			r = wave_add(w, iloc, MIN((uint64_t)ctx->bs, ctx->io->size - iloc));
-		if (r >= 0)
-			r = wave_flush(w);
-		if (r >= 0)
-			r = erofs_packed_inode(ctx, &packed);
+	/* the superblock (and what follows it) is read before the block size is known */
+	for (unsigned int tries = 0;; tries++) {
+		attempt_begin(w);
+		r = erofs_ctx_init(ctx, &w->wio, errbuf, errlen);
+		if (!attempt_blocked(w))
+			break;
+		erofs_ctx_done(ctx);
+		if (tries == WALK_INIT_TRIES) {
+			r = erofs_corrupt(ctx, "superblock area not prefetched after %u rounds",
+					  WALK_INIT_TRIES);
+			break;
+		}
+		r = flush(w, 4096);
+		if (r < 0)
+			break;
 	}
 	if (r >= 0)
-		r = erofs_prefixes_load(ctx);
+		r = presence_init(w);
 	return r;
 }
 
@@ -323,12 +631,11 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	       size_t errlen)
 {
 	struct erofs_walk_stats dummy;
-	struct erofs_ctx ctx;
-	struct walker w = { .ctx = &ctx, .opts = opts };
+	struct erofs_ctx ctx = { .io = io, .err = errbuf, .errlen = errlen };
+	struct walker w = { .ctx = &ctx, .io = io, .opts = opts };
 	struct util_extents rec;
-	struct vec cur = { 0 };
 	uint64_t align;
-	bool fresh;
+	bool fresh, conflict;
 	int r;
 
 	if (!stats)
@@ -338,34 +645,42 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	w.max_inodes = opts && opts->max_inodes ? opts->max_inodes : EROFS_DEFAULT_MAX_INODES;
 	util_extents_init(&rec);
 	util_extents_init(&w.wave);
+	util_extents_init(&w.pre);
+	if (!io || !io->read)
+		return -EINVAL;
+	w.all_present = !io->prefetch;
+	w.wio = (struct erofs_io){ .ctx = &w, .size = io->size, .read = checked_read };
 
-	r = erofs_ctx_init(&ctx, io, errbuf, errlen);
+	r = walk_init(&w, &ctx, errbuf, errlen);
 	ctx.record = &rec;
 	if (r >= 0)
 		r = erofs_ctx_note_super(&ctx);
 	if (r >= 0)
-		r = walk_special(&w);
+		r = visit(&w, ctx.root_nid, 1, false, &fresh, &conflict);
 	if (r >= 0)
-		r = visit(&w, ctx.root_nid, &fresh);
-	if (r >= 0)
-		r = vec_push(&w.next, ctx.root_nid, UINT64_MAX);
-	while (r >= 0 && w.next.n) {
-		struct vec t = cur;
+		r = q_push(&w.ready, &(struct item){ .nid = ctx.root_nid, .parent = UINT64_MAX,
+						      .depth = 1 });
+	while (r >= 0) {
+		struct itemq t;
 
-		if (++stats->levels > EROFS_MAX_DEPTH) {
-			r = erofs_corrupt(&ctx, "directory tree deeper than %u levels",
-					  EROFS_MAX_DEPTH);
+		r = process(&w);
+		if (r < 0 || (w.special == 3 && !w.blocked.n && !w.nsids))
+			break;
+		if (!w.wave.n) {
+			r = erofs_corrupt(&ctx, "metadata walk stalled with %zu items left",
+					  w.blocked.n + w.nsids);
 			break;
 		}
-		cur = w.next;
-		w.next = t;
-		w.next.n = 0;
-		/* a huge level goes in slices, so decoded inodes take bounded memory */
-		for (size_t k = 0; r >= 0 && k < cur.n; k += WALK_SLICE)
-			r = do_level(&w, cur.v + k, MIN(cur.n - k, (size_t)WALK_SLICE));
+		r = flush(&w, ctx.bs);
+		t = w.ready;
+		w.ready = w.blocked;
+		w.blocked = t;
 	}
 	stats->inodes = w.visited.n;
-	stats->reads = ctx.reads;
+	stats->reads = ctx.reads - w.blocked_reads;
+	for (size_t i = 0; i < w.visited.cap; i++)
+		if (w.visited.k[i] && (w.visited.val[i] & DEPTH_MASK) > stats->levels)
+			stats->levels = w.visited.val[i] & DEPTH_MASK;
 	if (r >= 0) {
 		align = opts && opts->align ? opts->align : 4096;
 		if (align & (align - 1))
@@ -379,10 +694,13 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	}
 	util_extents_free(&rec);
 	util_extents_free(&w.wave);
-	free(w.visited.v);
-	free(w.shared.v);
-	free(w.next.v);
-	free(cur.v);
+	util_extents_free(&w.pre);
+	free(w.bitmap);
+	map_free(&w.visited);
+	map_free(&w.shared);
+	free(w.ready.v);
+	free(w.blocked.v);
+	free(w.sids);
 	erofs_ctx_done(&ctx);
 	return r < 0 ? r : 0;
 }

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The walk's rounds, over an io that counts prefetch calls and checks every read: each
+ * byte the walk reads must have been prefetched before (on a real mount an unprefetched
+ * metadata read raises pre-content events one by one), and the walk takes at most one round
+ * per directory level plus two (the superblock, and one more). Also: the result does not
+ * depend on prefetching, a failing prefetch fails the walk, and the checker itself notices a
+ * prefetch that leaves something out.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "erofs_test.h"
+
+static const char *const fixtures[] = {
+	"plain",    "lz4hc",        "lzma",   "deflate",     "zstd",
+	"chunked",  "ztailpacking", "fragments", "allfragments", "metazone",
+	"metacompress", "extended-inodes", "bs1k",
+};
+
+#define GRAN 512u
+
+struct counting {
+	const struct timage *t;
+	uint8_t *present; /* per 512 bytes */
+	uint64_t rounds, ranges, bytes;
+	uint64_t reads, unprefetched; /* reads; those touching bytes never prefetched */
+	uint64_t refetched;           /* 512-byte units prefetched a second time */
+	int fail_after;               /* prefetch call that fails (0 = none) */
+	int drop_last;                /* "succeed" without making the last range present */
+	bool verbose;
+};
+
+static int c_read(void *opaque, void *buf, uint64_t len, uint64_t off)
+{
+	struct counting *c = opaque;
+
+	assert_true(off + len <= c->t->len);
+	c->reads++;
+	for (uint64_t g = off / GRAN; g * GRAN < off + len; g++)
+		if (!c->present[g]) {
+			c->unprefetched++;
+			break;
+		}
+	memcpy(buf, c->t->buf + off, len);
+	return 0;
+}
+
+static int c_prefetch(void *opaque, const struct util_extent *v, size_t n)
+{
+	struct counting *c = opaque;
+	uint64_t bytes = 0;
+
+	c->rounds++;
+	if (c->fail_after && c->rounds == (uint64_t)c->fail_after)
+		return -EIO;
+	assert_true(n > 0);
+	for (size_t i = 0; i < n; i++) {
+		assert_true(v[i].length > 0);
+		assert_true(v[i].offset + v[i].length <= c->t->len);
+		if (i) /* sorted, merged */
+			assert_true(v[i - 1].offset + v[i - 1].length < v[i].offset);
+		bytes += v[i].length;
+		if (c->drop_last && i == n - 1)
+			continue;
+		for (uint64_t g = v[i].offset / GRAN; g * GRAN < v[i].offset + v[i].length; g++) {
+			c->refetched += c->present[g];
+			c->present[g] = 1;
+		}
+	}
+	c->ranges += n;
+	c->bytes += bytes;
+	if (c->verbose)
+		print_message("      round %" PRIu64 ": %zu ranges, %" PRIu64 " bytes\n", c->rounds,
+			      n, bytes);
+	return 0;
+}
+
+static int walk_counting(const struct timage *t, struct counting *c, uint64_t gap,
+			 struct util_extents *ext, struct erofs_walk_stats *st, char *err,
+			 size_t errlen)
+{
+	struct erofs_io io = { .ctx = c, .size = t->len, .read = c_read, .prefetch = c_prefetch };
+	struct erofs_walk_opts opts = { .merge_gap = gap };
+
+	c->t = t;
+	c->present = calloc(t->len / GRAN + 1, 1);
+	assert_non_null(c->present);
+	util_extents_init(ext);
+	return erofs_walk(&io, &opts, ext, st, err, errlen);
+}
+
+static void check_rounds(const char *name, const struct timage *t, bool verbose)
+{
+	struct counting c = { .verbose = verbose };
+	struct erofs_walk_stats st, st2;
+	struct util_extents ext, plain;
+	char err[256] = "";
+
+	if (walk_counting(t, &c, EROFS_DEFAULT_MERGE_GAP, &ext, &st, err, sizeof(err)) < 0)
+		fail_msg("%s: walk failed: %s", name, err);
+	print_message("  %-40s %u levels: %" PRIu64 " rounds, %" PRIu64 " ranges, %" PRIu64
+		      " bytes prefetched; %zu extents, %" PRIu64 " bytes of metadata\n",
+		      name, st.levels, c.rounds, c.ranges, c.bytes, ext.n, st.meta_bytes);
+	assert_int_equal(c.unprefetched, 0);
+	assert_true(c.reads > 0);
+	assert_int_equal(st.prefetches, c.rounds);
+	assert_true(c.rounds >= 1);
+	assert_true(c.rounds <= st.levels + 2);
+	/* the same result as without any prefetching */
+	{
+		struct erofs_io io;
+
+		erofs_io_from_memory(&io, t->buf, t->len);
+		util_extents_init(&plain);
+		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){
+						       .merge_gap = EROFS_DEFAULT_MERGE_GAP },
+					    &plain, &st2, err, sizeof(err)),
+				 0);
+		assert_int_equal(st2.prefetches, 0);
+		assert_int_equal(st2.levels, st.levels);
+		assert_int_equal(st2.inodes, st.inodes);
+		assert_int_equal(st2.dirents, st.dirents);
+		assert_int_equal(ext.n, plain.n);
+		assert_memory_equal(ext.v, plain.v, ext.n * sizeof(*ext.v));
+		util_extents_free(&plain);
+	}
+	free(c.present);
+	util_extents_free(&ext);
+}
+
+static void test_rounds_fixtures(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(fixtures); i++) {
+		struct timage t;
+
+		assert_int_equal(timage_load_fixture(&t, fixtures[i]), 0);
+		check_rounds(fixtures[i], &t, false);
+		timage_free(&t);
+	}
+}
+
+/* The Debian minbase images of the benchmark (mkfs.erofs 1.5: metadata spread over the whole
+ * image), when they were built. */
+static void test_rounds_bench(void **state)
+{
+	static const char *const names[] = {
+		"bench/out/rootfs-bookworm-minbase-lz4hc.erofs",
+		"bench/out/rootfs-bookworm-minbase-uncompressed.erofs",
+	};
+	int found = 0;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		struct timage t;
+
+		if (timage_load_path(&t, names[i]) < 0)
+			continue;
+		found++;
+		check_rounds(names[i], &t, true);
+		timage_free(&t);
+	}
+	if (!found)
+		skip();
+}
+
+/* The checker notices a prefetch that does not make everything present; a prefetch error
+ * fails the walk with a message. */
+static void test_broken_prefetch(void **state)
+{
+	struct erofs_walk_stats st;
+	struct util_extents ext;
+	struct timage t;
+	char err[256] = "";
+	int r;
+
+	(void)state;
+	assert_int_equal(timage_load_fixture(&t, "plain"), 0);
+	{
+		struct counting c = { .drop_last = 1 };
+
+		/* the walker believes the blocks are there: the reads are not prefetched */
+		r = walk_counting(&t, &c, EROFS_DEFAULT_MERGE_GAP, &ext, &st, err, sizeof(err));
+		assert_int_equal(r, 0);
+		assert_true(c.unprefetched > 0);
+		free(c.present);
+		util_extents_free(&ext);
+	}
+	for (int k = 1; k <= 3; k++) {
+		struct counting c = { .fail_after = k };
+
+		err[0] = 0;
+		r = walk_counting(&t, &c, EROFS_DEFAULT_MERGE_GAP, &ext, &st, err, sizeof(err));
+		assert_int_equal(r, -EIO);
+		assert_non_null(strstr(err, "prefetch of"));
+		assert_non_null(strstr(err, "failed"));
+		assert_int_equal(c.rounds, (uint64_t)k);
+		free(c.present);
+		util_extents_free(&ext);
+	}
+	timage_free(&t);
+}
+
+/* Without merging (gap 0) every round asks only for blocks not asked for before. */
+static void test_no_refetch(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(fixtures); i++) {
+		struct counting c = { 0 };
+		struct erofs_walk_stats st;
+		struct util_extents ext;
+		struct timage t;
+		char err[256] = "";
+
+		assert_int_equal(timage_load_fixture(&t, fixtures[i]), 0);
+		assert_int_equal(walk_counting(&t, &c, 0, &ext, &st, err, sizeof(err)), 0);
+		assert_int_equal(c.unprefetched, 0);
+		assert_int_equal(c.refetched, 0);
+		assert_true(c.bytes <= t.len);
+		assert_true(c.rounds <= st.levels + 2);
+		free(c.present);
+		util_extents_free(&ext);
+		timage_free(&t);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rounds_fixtures),
+		cmocka_unit_test(test_rounds_bench),
+		cmocka_unit_test(test_broken_prefetch),
+		cmocka_unit_test(test_no_refetch),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
