@@ -382,6 +382,7 @@ int erofs_prefixes_load(struct erofs_ctx *ctx)
 		ctx->prefixes_loaded = true;
 		return 0;
 	}
+	free(ctx->prefixes); /* an earlier attempt may have stopped half-way */
 	ctx->prefixes = calloc(ctx->xattr_prefix_count, sizeof(*ctx->prefixes));
 	if (!ctx->prefixes)
 		return -ENOMEM;

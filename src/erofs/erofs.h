@@ -22,8 +22,10 @@ struct erofs_io {
 	uint64_t size; /* image size in bytes */
 	/* Read exactly len bytes at off; 0 or -errno. */
 	int (*read)(void *ctx, void *buf, uint64_t len, uint64_t off);
-	/* Optional hint, may be NULL: the walker is about to read these ranges (one batch per
-	 * step of a breadth-first walk), so a fetching backend can get them in one round trip. */
+	/* Optional, may be NULL: make these ranges present (sorted, disjoint, aligned). The walk
+	 * goes in rounds: it processes whatever is present, then asks for everything its blocked
+	 * work needs in one call, and never reads a byte it did not pass to a successful call
+	 * before. Without it, every byte counts as present. */
 	int (*prefetch)(void *ctx, const struct util_extent *v, size_t n);
 };
 
@@ -52,7 +54,13 @@ struct erofs_walk_opts {
 	uint64_t merge_gap;  /* bridge gaps up to this many bytes when merging (0 = exact) */
 	uint64_t max_inodes; /* 0 = default bound (16M); more inodes: -EFBIG */
 	uint64_t align;      /* align ranges outward to this power of two; 0 = 4096, 1 = exact */
+	/* With io->prefetch: bytes the walk may prefetch in all, beyond its merged ranges, to
+	 * bridge gaps of up to EROFS_BRIDGE_MAX_GAP between a round's ranges (smallest first),
+	 * so that a round asks for fewer ranges; 0 = none. Does not change the result. */
+	uint64_t bridge_budget;
 };
+
+#define EROFS_BRIDGE_MAX_GAP (64u * 1024u)
 
 /* A merge gap that keeps the range count low without fetching much in between. */
 #define EROFS_DEFAULT_MERGE_GAP (16u * 1024u)
@@ -64,7 +72,7 @@ struct erofs_walk_stats {
 	unsigned int levels;  /* depth of the breadth-first walk */
 	uint64_t meta_bytes;  /* total of the returned extents */
 	uint64_t reads;       /* calls to io->read */
-	uint64_t prefetches;  /* calls to io->prefetch */
+	uint64_t prefetches;  /* calls to io->prefetch (rounds) */
 };
 
 /* Walk the whole image from the root; on success *ret holds the sorted, merged ranges.

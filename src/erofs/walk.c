@@ -163,6 +163,7 @@ struct walker {
 	bool stuck;               /* the current attempt hit or asked for absent bytes */
 	uint64_t blocked_reads;
 	const struct item *cur;
+	uint64_t bridge_left; /* bytes opts->bridge_budget still allows */
 };
 
 static bool gran_present(const struct walker *w, uint64_t g)
@@ -250,6 +251,60 @@ static bool attempt_blocked(struct walker *w)
 	return true;
 }
 
+static int gap_cmp(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+
+	if (x[0] != y[0])
+		return x[0] < y[0] ? -1 : 1;
+	return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+/* Bridge the smallest gaps left between the round's ranges while the walk's budget lasts
+ * (opts->bridge_budget): a range costs a registry about as much as a large payload, and
+ * the bridged blocks may serve later rounds. */
+static int bridge(struct walker *w)
+{
+	size_t n = w->wave.n, out = 0, ngaps = 0;
+	uint64_t (*gaps)[2];
+	bool *join;
+
+	if (n < 2 || w->bridge_left == 0)
+		return 0;
+	gaps = calloc(n - 1, sizeof(*gaps));
+	join = calloc(n, sizeof(*join));
+	if (!gaps || !join) {
+		free(gaps);
+		free(join);
+		return -ENOMEM;
+	}
+	for (size_t i = 1; i < n; i++) {
+		uint64_t gap = w->wave.v[i].offset -
+			       (w->wave.v[i - 1].offset + w->wave.v[i - 1].length);
+
+		if (gap <= EROFS_BRIDGE_MAX_GAP && gap <= w->bridge_left) {
+			gaps[ngaps][0] = gap;
+			gaps[ngaps++][1] = i;
+		}
+	}
+	qsort(gaps, ngaps, sizeof(*gaps), gap_cmp);
+	for (size_t k = 0; k < ngaps && gaps[k][0] <= w->bridge_left; k++) {
+		w->bridge_left -= gaps[k][0];
+		join[gaps[k][1]] = true;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if (join[i])
+			w->wave.v[out].length = w->wave.v[i].offset + w->wave.v[i].length -
+						w->wave.v[out].offset;
+		else
+			w->wave.v[++out] = w->wave.v[i];
+	}
+	w->wave.n = out + 1;
+	free(gaps);
+	free(join);
+	return 0;
+}
+
 /* One round's prefetch: everything the blocked work asked for, aligned and merged. */
 static int flush(struct walker *w, uint64_t align)
 {
@@ -260,6 +315,9 @@ static int flush(struct walker *w, uint64_t align)
 		return 0;
 	util_extents_align(&w->wave, align, io->size);
 	util_extents_merge(&w->wave, w->opts ? w->opts->merge_gap : 0);
+	r = bridge(w);
+	if (r < 0)
+		return r;
 	w->st->prefetches++;
 	r = io->prefetch(io->ctx, w->wave.v, w->wave.n);
 	if (r < 0) {
@@ -536,9 +594,6 @@ static int special_step(struct walker *w)
 		w->special = 2;
 	}
 	if (w->special == 2) {
-		/* a blocked attempt leaves the table allocated: start afresh */
-		free(ctx->prefixes);
-		ctx->prefixes = NULL;
 		r = erofs_prefixes_load(ctx);
 		if (attempt_blocked(w))
 			return 0;
@@ -643,6 +698,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	*stats = (struct erofs_walk_stats){ 0 };
 	w.st = stats;
 	w.max_inodes = opts && opts->max_inodes ? opts->max_inodes : EROFS_DEFAULT_MAX_INODES;
+	w.bridge_left = opts ? opts->bridge_budget : 0;
 	util_extents_init(&rec);
 	util_extents_init(&w.wave);
 	util_extents_init(&w.pre);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /* Fuzz the whole metadata walk over a memory image (checksum repaired so mutations of the
- * first block get through), exact and aligned, with a prefetch hook that checks its ranges. */
+ * first block get through), exact and aligned, with a prefetch hook that checks its ranges
+ * and a read hook that checks every read was prefetched first (whatever the image). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,12 +11,16 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uint64_t image_size;
+static uint8_t *present; /* per 512 bytes: prefetched */
 
 static int check_prefetch(void *ctx, const struct util_extent *v, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		if (!v[i].length || v[i].offset + v[i].length > image_size)
 			abort();
+		for (uint64_t g = v[i].offset >> 9; g << 9 < v[i].offset + v[i].length; g++)
+			present[g] = 1;
+	}
 	return 0;
 }
 
@@ -23,13 +28,17 @@ static int read_mem(void *ctx, void *buf, uint64_t len, uint64_t off)
 {
 	if (off + len > image_size || off + len < off)
 		abort(); /* the walker must never read outside the image */
+	for (uint64_t g = off >> 9; g << 9 < off + len; g++)
+		if (!present[g])
+			abort(); /* nor anything it did not prefetch first */
 	memcpy(buf, (const uint8_t *)ctx + off, len);
 	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct erofs_walk_opts opts = { .merge_gap = 4096, .max_inodes = 100000 };
+	struct erofs_walk_opts opts = { .merge_gap = 4096, .max_inodes = 100000,
+					.bridge_budget = 65536 };
 	struct erofs_walk_stats st;
 	struct util_extents ext;
 	struct erofs_io io;
@@ -39,8 +48,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size > (4u << 20))
 		return 0;
 	img = malloc(size ? size : 1);
-	if (!img)
+	present = calloc(size / 512 + 1, 1);
+	if (!img || !present) {
+		free(img);
+		free(present);
 		return 0;
+	}
 	memcpy(img, data, size);
 	if (size >= EROFS_SB_OFFSET + EROFS_SB_BASE_SIZE) {
 		unsigned int bits = img[EROFS_SB_OFFSET + 12];
@@ -66,8 +79,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	util_extents_free(&ext);
 	opts.align = 1;
 	opts.merge_gap = 0;
+	memset(present, 0, size / 512 + 1);
 	(void)erofs_walk(&io, &opts, &ext, &st, err, sizeof(err));
 	util_extents_free(&ext);
+	free(present);
 	free(img);
 	return 0;
 }
