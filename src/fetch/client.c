@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,7 +73,7 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, char *errbuf, siz
 
 	if (!req)
 		return -ENOMEM;
-	r = fetch_proto_call(fd, req, -1, &reply, errbuf, errlen);
+	r = fetch_proto_call(fd, req, -1, &reply, NULL, errbuf, errlen);
 	if (r < 0)
 		return r;
 	if (util_json_get_string(reply, "data_path", &data) < 0 ||
@@ -246,19 +247,25 @@ static bool conn_lost(int r)
 	return r == -ECONNRESET || r == -EPIPE || r == -ENOTCONN;
 }
 
-static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret, char *errbuf,
-		size_t errlen)
+static int call_fd(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret, int *ret_fd,
+		   char *errbuf, size_t errlen)
 {
-	int r = fetch_proto_call(h->ctl_fd, req, pass_fd, ret, errbuf, errlen);
+	int r = fetch_proto_call(h->ctl_fd, req, pass_fd, ret, ret_fd, errbuf, errlen);
 
 	for (int i = 0; i < 3 && conn_lost(r); i++) {
 		if (reconnect(h) < 0)
 			break;
-		r = fetch_proto_call(h->ctl_fd, req, pass_fd, ret, errbuf, errlen);
+		r = fetch_proto_call(h->ctl_fd, req, pass_fd, ret, ret_fd, errbuf, errlen);
 	}
 	if (conn_lost(r) && errbuf && errlen)
 		snprintf(errbuf, errlen, "the daemon (pid %d) went away", (int)h->pid);
 	return r;
+}
+
+static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret, char *errbuf,
+		size_t errlen)
+{
+	return call_fd(h, req, pass_fd, ret, NULL, errbuf, errlen);
 }
 
 int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n, char *errbuf,
@@ -282,6 +289,28 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
 			return r;
 		at += m;
 	}
+	return 0;
+}
+
+int fetch_data_fd(struct fetch_handle *h, int *ret_fd, char *errbuf, size_t errlen)
+{
+	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "data_fd"), *reply = NULL;
+	_cleanup_close_ int fd = -1;
+	struct stat a, b;
+	int r;
+
+	if (!req)
+		return -ENOMEM;
+	r = call_fd(h, req, -1, &reply, &fd, errbuf, errlen);
+	if (r < 0)
+		return r;
+	/* It must be the entry's data file, for reading only: anything else is a daemon bug. */
+	if (fd < 0 || fstat(fd, &a) < 0 || stat(h->data_path, &b) < 0 || !S_ISREG(a.st_mode) ||
+	    a.st_dev != b.st_dev || a.st_ino != b.st_ino || (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY) {
+		snprintf(errbuf, errlen, "the daemon passed no read-only fd of '%s'", h->data_path);
+		return -EBADMSG;
+	}
+	*ret_fd = TAKE_FD(fd);
 	return 0;
 }
 

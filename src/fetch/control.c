@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
  * The worker's main loop: the control socket (root only, line-delimited JSON: hello, hold,
- * status, ensure, attach, detach), the superblocks that use the data file, and the decision
+ * status, ensure, data_fd, attach, detach), the superblocks that use the data file, and the decision
  * to leave.
  *
  * Lifetime (DESIGN fact 13): the daemon must outlive every EROFS superblock that reads the
@@ -416,6 +416,18 @@ ok : {
 }
 }
 
+/* The pre-mark read-only data fd (root clients only, like every request): the client reads
+ * through it only what an ensure confirmed present. */
+static int do_data_fd(struct conn *c)
+{
+	_cleanup_json_ json_t *o = NULL;
+
+	if (c->d->rd_fd < 0)
+		return reply_error(c->fd, EBADF, "data_fd: the daemon has no pre-mark read fd");
+	o = json_pack("{s:b}", "ok", 1);
+	return o ? fetch_proto_send(c->fd, o, c->d->rd_fd) : -ENOMEM;
+}
+
 static int do_attach(struct conn *c, json_t *req, int fd)
 {
 	struct fetch_daemon *d = c->d;
@@ -538,6 +550,8 @@ static void *conn_thread(void *arg)
 			r = o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 		} else if (!strcmp(op, "ensure")) {
 			r = do_ensure(c, req);
+		} else if (!strcmp(op, "data_fd")) {
+			r = do_data_fd(c);
 		} else if (!strcmp(op, "attach")) {
 			r = do_attach(c, req, pfd);
 		} else if (!strcmp(op, "detach")) {

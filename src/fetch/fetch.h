@@ -59,6 +59,14 @@ void fetch_handle_free(struct fetch_handle *h);
 int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n, char *errbuf,
 			size_t errlen);
 
+/* A read-only fd of the data file that the daemon opened BEFORE it marked the file: reads
+ * through it raise no fanotify events, so they never wait for the daemon -- and read zeros
+ * from holes where a block is absent. Use it only for ranges fetch_ensure_ranges() has just
+ * confirmed present; read anything else through an fd of your own (h->data_path), whose
+ * reads make the daemon fetch. Root only (like every request). -EINVAL from a daemon that
+ * predates the request (the caller falls back to its own fd). */
+int fetch_data_fd(struct fetch_handle *h, int *ret_fd, char *errbuf, size_t errlen);
+
 /* Register / unregister a mount of the entry (mnt_id from STATX_MNT_ID_UNIQUE). attach opens
  * the mountpoint (O_PATH, in the caller's mount namespace) and passes it to the daemon, which
  * watches that superblock: the daemon lives until the superblock is released (after umount,

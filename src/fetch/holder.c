@@ -249,6 +249,20 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	else if ((d->entry->hdr.flags & CACHE_FLAG_COMPLETE) && !d->cfg.blob.digest[0])
 		d->sh->state = FETCH_STATE_COMPLETE;
 
+	/* A read-only fd opened before the mark raises no events either (fact 4): mount helpers
+	 * get it (op data_fd) to load what an ensure batch made present without an event per
+	 * read. Reopened through /proc so it is the very inode of data_fd. */
+	{
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", d->entry->data_fd);
+		d->rd_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		if (d->rd_fd < 0)
+			log_warning("opening a read-only fd of '%s': %m; mount helpers read through "
+				    "events",
+				    d->entry->data_path);
+	}
+
 	/* Mark before any mount (fact 3). A verified (or complete, unpinned) entry has every
 	 * byte: its mark goes at once, so reads cost nothing extra (fact 8); marking it first
 	 * still checks the filesystem, so a bad cache directory fails the same way. */
@@ -371,7 +385,7 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		d.cfg = *cfg;
 		d.ready_fd = p[1];
 		d.run_dirfd = run_dirfd;
-		d.listen_fd = d.listen2_fd = d.notif_fd = d.ino_fd = d.fan_fd = -1;
+		d.listen_fd = d.listen2_fd = d.notif_fd = d.ino_fd = d.fan_fd = d.rd_fd = -1;
 		d.devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (d.devnull_fd < 0)
 			_exit(1);

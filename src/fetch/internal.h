@@ -8,7 +8,7 @@
  *   client.c   the public API (runs in the caller)
  *   proto.c    line-delimited JSON over a unix socket, fd passing
  *
- * Process layout: the holder opens the pre-mark write fd, creates the fanotify group and marks
+ * Process layout: the holder opens the pre-mark write and read fds, creates the fanotify group and marks
  * the data file, creates the inotify fd and the listening sockets, maps `struct fetch_shared`,
  * and forks the worker. The holder only waits for the worker and starts a replacement when it
  * dies; its copies of the fds keep the group alive, so no reader ever gets zeros (fact 6).
@@ -100,6 +100,8 @@ struct fetch_daemon {
 	unsigned nfetchers;
 	struct cache_entry *entry;
 	int fan_fd;	/* pre-content group; -1 when the entry needed no mark */
+	int rd_fd;	/* O_RDONLY data fd opened before the mark: handed to mount helpers
+			 * for reading what an ensure made present, without events */
 	int notif_fd;	/* FAN_OPEN notifications: a hint to look for new superblocks */
 	int ino_fd;	/* inotify: superblock lifetime */
 	int listen_fd;	/* daemon-<key>.sock: how new mounts find the daemon */
@@ -168,7 +170,9 @@ struct fetch_linebuf {
 int fetch_proto_recv_line(int fd, struct fetch_linebuf *lb, size_t max, char **ret_line,
 			  size_t *ret_len, int *ret_fd);
 void fetch_linebuf_free(struct fetch_linebuf *lb);
-int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, char *errbuf,
-		     size_t errlen);
+/* Send a request (with pass_fd unless -1) and read its reply; an fd passed with the reply goes
+ * to *ret_fd (-1 if none), or is closed when ret_fd is NULL. */
+int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, int *ret_fd,
+		     char *errbuf, size_t errlen);
 
 #endif

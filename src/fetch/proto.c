@@ -186,22 +186,24 @@ int fetch_proto_recv_line(int fd, struct fetch_linebuf *lb, size_t max, char **r
 	}
 }
 
-int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, char *errbuf,
-		     size_t errlen)
+int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, int *ret_fd,
+		     char *errbuf, size_t errlen)
 {
+	_cleanup_close_ int got_fd = -1;
 	struct fetch_linebuf lb = {0};
 	_cleanup_free_ char *line = NULL;
 	json_t *reply = NULL, *ok;
 	size_t len;
 	int r, rfd = -1;
 
+	if (ret_fd)
+		*ret_fd = -1;
 	r = fetch_proto_send(fd, req, pass_fd);
 	if (r < 0)
 		return r;
 	r = fetch_proto_recv_line(fd, &lb, FETCH_REPLY_MAX, &line, &len, &rfd);
 	fetch_linebuf_free(&lb);
-	if (rfd >= 0)
-		close(rfd);
+	got_fd = rfd;
 	if (r < 0)
 		return r;
 	r = util_json_parse(line, len, FETCH_REPLY_MAX, &reply);
@@ -221,5 +223,7 @@ int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, char 
 		return e > 0 && e < 4096 ? -(int)e : -EIO;
 	}
 	*ret_reply = reply;
+	if (ret_fd)
+		*ret_fd = TAKE_FD(got_fd);
 	return 0;
 }

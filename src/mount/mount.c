@@ -124,7 +124,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 			     char *err, size_t errlen)
 {
 	_cleanup_(mount_walkio_freep) struct mount_walkio *w = NULL;
-	_cleanup_close_ int fd = -1;
+	_cleanup_close_ int fd = -1, premark = -1;
 	struct erofs_io io;
 	struct erofs_walk_opts wopts = { .merge_gap = WALK_MERGE_GAP };
 	struct util_extents ext;
@@ -143,7 +143,18 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	/* No kernel readahead on this fd: a window reaching past what was prefetched would
 	 * make the daemon fetch file data around every metadata block. */
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
-	r = mount_walkio_new(fd, h, size, WALK_MEMORY_CAP, ferr, sizeof(ferr), &w);
+	/* The daemon's pre-mark read fd loads what each batch made present without an event per
+	 * read; a daemon that cannot give it leaves every read on the marked fd. */
+	r = fetch_data_fd(h, &premark, ferr, sizeof(ferr));
+	if (r < 0) {
+		log_debug("no pre-mark read fd from the daemon (%s); loading waves through events",
+			  ferr[0] ? ferr : strerror(-r));
+		premark = -1;
+		ferr[0] = 0;
+	} else {
+		(void)posix_fadvise(premark, 0, 0, POSIX_FADV_RANDOM);
+	}
+	r = mount_walkio_new(fd, premark, h, size, WALK_MEMORY_CAP, ferr, sizeof(ferr), &w);
 	if (r < 0) {
 		snprintf(err, errlen, "out of memory");
 		return r;

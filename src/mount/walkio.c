@@ -7,13 +7,21 @@
  * then read in a few large preads -- one event each -- into memory, and the walker's small
  * reads are served from there. Anything outside the loaded waves is read directly (the daemon
  * fetches it if needed). Memory is capped; the oldest waves are dropped first.
+ *
+ * Waves load through the daemon's pre-mark read fd when it gives one (fetch_data_fd): those
+ * reads raise no event at all. That fd reads zeros from holes, so it reads nothing but the
+ * blocks of ranges an ensure batch has just confirmed present; every other read goes through
+ * the marked fd, whose events make the daemon fetch.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "cache/cache.h"
 #include "mount/walkio.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -22,10 +30,23 @@
 #define WIO_BLOCK 4096ULL
 #define WIO_PREAD_MAX (8ULL << 20) /* one event per pread: large, but bounded */
 
+/* Presence is tracked per cache block: a block-aligned span of an ensured range is present. */
+_Static_assert(WIO_BLOCK == CACHE_BLOCK_SIZE, "walk blocks are cache blocks");
+
 struct wio_buf {
 	uint8_t *data;
 	uint64_t off, len; /* block-aligned */
+	bool mapped;	   /* data is a read-only mapping of the pre-mark fd (else malloc'd) */
 };
+
+static void buf_release(struct wio_buf *b)
+{
+	if (b->mapped)
+		munmap(b->data, (size_t)b->len);
+	else
+		free(b->data);
+	b->data = NULL;
+}
 
 struct wio_slot {
 	uint64_t key; /* block number + 1; 0 = empty */
@@ -33,7 +54,8 @@ struct wio_slot {
 };
 
 struct mount_walkio {
-	int fd;
+	int fd;	     /* marked: reads raise events (the daemon fetches what is absent) */
+	int premark; /* the daemon's pre-mark read fd, or -1: only for ensured blocks */
 	struct fetch_handle *h;
 	uint64_t size, cap;
 	struct wio_buf *bufs; /* oldest first */
@@ -133,7 +155,7 @@ static int make_room(struct mount_walkio *w, uint64_t need)
 
 	while (drop < w->nbufs && w->bytes + need > w->cap) {
 		w->bytes -= w->bufs[drop].len;
-		free(w->bufs[drop].data);
+		buf_release(&w->bufs[drop]);
 		drop++;
 	}
 	if (!drop)
@@ -161,8 +183,11 @@ static bool loaded(const struct mount_walkio *w, uint64_t off, uint64_t len)
 	return true;
 }
 
-static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len)
+/* Load [off, off + len): through the pre-mark fd only when `ensured` (every block of it was
+ * confirmed present by the batch just returned). */
+static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len, bool ensured)
 {
+	int fd = ensured && w->premark >= 0 ? w->premark : w->fd;
 	struct wio_buf b;
 	int r;
 
@@ -184,23 +209,42 @@ static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len)
 	}
 	b.off = off;
 	b.len = len;
-	b.data = malloc(len);
-	if (!b.data)
-		return -ENOMEM;
-	for (uint64_t done = 0; done < len;) {
+	b.mapped = false;
+	/* Through the pre-mark fd the page cache can be mapped instead of copied: faulting in
+	 * fresh anonymous memory for a copy costs several times the read itself. The file is
+	 * never truncated while the daemon lives, and every mapped block is present. */
+	if (fd == w->premark && sysconf(_SC_PAGESIZE) == (long)WIO_BLOCK) {
+		void *p = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd,
+			       (off_t)off);
+
+		if (p != MAP_FAILED) {
+			b.data = p;
+			b.mapped = true;
+			w->st.preads++;
+			w->st.premark_preads++;
+		}
+	}
+	if (!b.mapped) {
+		b.data = malloc(len);
+		if (!b.data)
+			return -ENOMEM;
+	}
+	for (uint64_t done = 0; !b.mapped && done < len;) {
 		uint64_t n = MIN(len - done, WIO_PREAD_MAX);
 
-		r = util_pread_full(w->fd, b.data + done, (size_t)n, off + done);
+		r = util_pread_full(fd, b.data + done, (size_t)n, off + done);
 		if (r < 0) {
 			free(b.data);
 			return r;
 		}
 		w->st.preads++;
+		if (fd != w->fd)
+			w->st.premark_preads++;
 		done += n;
 	}
 	r = map_add_buf(w, &b);
 	if (r < 0) {
-		free(b.data);
+		buf_release(&b);
 		return r;
 	}
 	w->bufs[w->nbufs++] = b;
@@ -234,7 +278,9 @@ static int wio_prefetch(void *ctx, const struct util_extent *v, size_t n)
 			end = ROUND_DOWN(w->size, WIO_BLOCK);
 		if (end <= start)
 			continue;
-		r = load_range(w, start, end - start);
+		/* Blocks are present or absent as a whole (the cache's 4 KiB bitmap): the
+		 * block-aligned span is as present as the range. */
+		r = load_range(w, start, end - start, true);
 		if (r < 0)
 			return r;
 	}
@@ -270,14 +316,15 @@ static int wio_read(void *ctx, void *buf, uint64_t len, uint64_t off)
 	return util_pread_full(w->fd, buf, (size_t)len, off);
 }
 
-int mount_walkio_new(int fd, struct fetch_handle *h, uint64_t size, uint64_t cap, char *err,
-		     size_t errlen, struct mount_walkio **ret)
+int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t size, uint64_t cap,
+		     char *err, size_t errlen, struct mount_walkio **ret)
 {
 	struct mount_walkio *w = calloc(1, sizeof(*w));
 
 	if (!w)
 		return -ENOMEM;
 	w->fd = fd;
+	w->premark = premark_fd;
 	w->h = h;
 	w->size = size;
 	w->cap = cap;
@@ -292,7 +339,7 @@ void mount_walkio_free(struct mount_walkio *w)
 	if (!w)
 		return;
 	for (size_t i = 0; i < w->nbufs; i++)
-		free(w->bufs[i].data);
+		buf_release(&w->bufs[i]);
 	free(w->bufs);
 	free(w->map);
 	free(w);

@@ -13,7 +13,8 @@
 struct mount_walkio_stats {
 	uint64_t batches;      /* ensure batches sent to the daemon */
 	uint64_t ensured_bytes; /* sum of the ranges they asked for */
-	uint64_t preads;       /* large reads that loaded waves (one event each) */
+	uint64_t preads;	 /* large reads (or mappings) that loaded waves */
+	uint64_t premark_preads; /* ... of them through the pre-mark fd: no event */
 	uint64_t loaded_bytes; /* bytes loaded into memory */
 	uint64_t cached_reads; /* walker reads served from memory */
 	uint64_t direct_reads; /* walker reads that went to the file (one event each) */
@@ -25,9 +26,11 @@ struct mount_walkio_stats {
 struct mount_walkio;
 
 /* fd: the data file, opened for reading after the daemon marked it (reads raise events);
+ * premark_fd: the daemon's pre-mark read fd (fetch_data_fd) or -1, used only for blocks an
+ * ensure batch has just made present (no events); neither fd is owned.
  * cap: memory for loaded waves. err receives the daemon's message when a batch fails. */
-int mount_walkio_new(int fd, struct fetch_handle *h, uint64_t size, uint64_t cap, char *err,
-		     size_t errlen, struct mount_walkio **ret);
+int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t size, uint64_t cap,
+		     char *err, size_t errlen, struct mount_walkio **ret);
 void mount_walkio_free(struct mount_walkio *w);
 void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io);
 const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w);

@@ -166,6 +166,39 @@ def test_fixture_tree_cold(lazy, images, expected_tree, name):
     lazy.assert_nothing_left()
 
 
+@pytest.mark.parametrize("name", ["busybox", "big"])
+def test_cold_mount_metadata_raises_no_events(lazy, images, big_image, name):
+    """Loading the metadata walk's waves raises no fanotify events: they are read through the
+    daemon's pre-mark fd once an ensure batch made them present (each event costs a round
+    trip through the daemon). Right after a cold mount, before anything reads the mount, the
+    daemon has seen no event at all; the mount still shows the right bytes afterwards."""
+    im = images[name]
+    mp, r = lazy.mount(im["ref"], extra=["-v"], check=False)
+    assert r.returncode == 0, r.stderr
+    lazy.pids.update(lazy.daemon_pids())
+    # The walk's own count (status "events" before and after it), then the daemon's total.
+    m = re.search(r"metadata reads: \d+ \(\d+ from .* loaded in (\d+) reads, (\d+) direct\), "
+                  r"raising (\d+) events", r.stderr)
+    assert m, r.stderr
+    loads, direct, walk_events = (int(g) for g in m.groups())
+    assert loads > 0, r.stderr
+    assert walk_events == 0, f"the metadata walk raised {walk_events} events: {r.stderr}"
+    st = lazy.status_of(mp)
+    assert st["events"] == 0, st
+    assert st["fetched_bytes"] > 0 and st["errors"] == 0, st
+    assert st["present_bytes"] < st["size"], "the walk should not have fetched everything"
+    if name == "big":
+        rel, data = big_data(big_image)
+        assert read_file(mp + rel) == data
+    else:
+        r2 = subprocess.run([os.path.join(mp, "bin", "busybox"), "echo", "ok"],
+                            capture_output=True, text=True, timeout=60)
+        assert r2.returncode == 0 and r2.stdout == "ok\n", (r2.returncode, r2.stderr)
+    assert lazy.status_of(mp)["events"] > 0
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
 def test_busybox_runs_from_mount(lazy, images):
     """A static binary executes straight from the lazy mount (exec and page faults)."""
     mp = lazy.mount(images["busybox"]["ref"])
