@@ -131,22 +131,35 @@ static inline uint64_t blk_hi(uint64_t end)
 	return DIV_ROUND_UP(end, CACHE_BLOCK_SIZE);
 }
 
+/* Index of the first run of job whose end block is > b (runs are sorted and disjoint). */
+static size_t run_after(const struct fetch_job *job, uint64_t b)
+{
+	size_t lo = 0, hi = job->nruns;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (blk_hi(job->runs[mid].offset + job->runs[mid].length) <= b)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* If block b is inside a run in flight, the end block of that run. */
 static bool inflight_at(const struct fetch_sched *s, uint64_t b, uint64_t *ret_end)
 {
 	for (size_t j = 0; j < FETCH_MAX_JOBS; j++) {
 		const struct fetch_job *job = &s->jobs[j];
+		size_t k;
 
 		if (!job->busy)
 			continue;
-		for (size_t k = 0; k < job->nruns; k++) {
-			uint64_t lo = blk_lo(job->runs[k].offset);
-			uint64_t hi = blk_hi(job->runs[k].offset + job->runs[k].length);
-
-			if (b >= lo && b < hi) {
-				*ret_end = hi;
-				return true;
-			}
+		k = run_after(job, b);
+		if (k < job->nruns && blk_lo(job->runs[k].offset) <= b) {
+			*ret_end = blk_hi(job->runs[k].offset + job->runs[k].length);
+			return true;
 		}
 	}
 	return false;
@@ -162,11 +175,13 @@ static uint64_t inflight_next_start(const struct fetch_sched *s, uint64_t b, uin
 
 		if (!job->busy)
 			continue;
-		for (size_t k = 0; k < job->nruns; k++) {
+		for (size_t k = run_after(job, b); k < job->nruns; k++) {
 			uint64_t lo = blk_lo(job->runs[k].offset);
 
-			if (lo > b && lo < best)
-				best = lo;
+			if (lo > b) {
+				best = MIN(best, lo);
+				break;
+			}
 		}
 	}
 	return best;
@@ -201,14 +216,21 @@ static uint64_t next_needed(const struct fetch_sched *s, uint64_t from, uint64_t
 	return limit;
 }
 
-/* Append the needed runs of blocks [from, limit) to job, up to max_bytes in all and
- * FETCH_MAX_RUNS runs. Returns the block where it stopped. */
+/* Append the needed runs of blocks [from, limit) to job, up to max_bytes in all, and
+ * FETCH_MAX_RUNS runs (a batch job: FETCH_BATCH_RUNS runs and a Range header within
+ * OCI_RANGE_HEADER_MAX, after which it is full). Returns the block where it stopped. */
 static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job, uint64_t from,
 			     uint64_t limit, uint64_t max_bytes)
 {
+	size_t max_runs = job->batch ? FETCH_BATCH_RUNS : FETCH_MAX_RUNS;
+
+	if (!job->header)
+		job->header = strlen("bytes=");
 	limit = MIN(limit, s->nblocks);
-	while (from < limit && job->nruns < FETCH_MAX_RUNS && job->bytes < max_bytes) {
+	while (from < limit && job->nruns < max_runs && job->bytes < max_bytes && !job->full) {
 		uint64_t b = next_needed(s, from, limit), e, room, off, end;
+		struct util_extent *last = job->nruns ? &job->runs[job->nruns - 1] : NULL;
+		size_t header;
 
 		if (b >= limit)
 			return limit;
@@ -220,9 +242,18 @@ static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job,
 		e = MIN(e, b + room);
 		off = b * CACHE_BLOCK_SIZE;
 		end = MIN(e * CACHE_BLOCK_SIZE, s->size);
-		if (job->nruns > 0 &&
-		    job->runs[job->nruns - 1].offset + job->runs[job->nruns - 1].length == off)
-			job->runs[job->nruns - 1].length += end - off; /* adjacent: one range */
+		if (last && last->offset + last->length == off)
+			header = job->header - oci_range_spec_len(last->offset, last->length) +
+				 oci_range_spec_len(last->offset, end - last->offset);
+		else
+			header = job->header + oci_range_spec_len(off, end - off);
+		if (header > OCI_RANGE_HEADER_MAX) {
+			job->full = true;
+			return b;
+		}
+		job->header = header;
+		if (last && last->offset + last->length == off)
+			last->length += end - off; /* adjacent: one range */
 		else
 			job->runs[job->nruns++] =
 			    (struct util_extent){.offset = off, .length = end - off};
@@ -339,13 +370,15 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 			we = MIN(MAX(we, xe), ws + cap);
 			job_add_runs(s, job, blk_lo(ws), blk_hi(we), cap);
 		} else {
-			/* An ensure batch (metadata) fetches exactly what it lists, many ranges
-			 * per request. */
+			/* An ensure batch (metadata) fetches exactly what it lists: one request
+			 * with as many ranges as its Range header takes (a registry's cost is per
+			 * range, not per request: splitting only adds requests). */
 			uint64_t from = b;
 
+			job->batch = true;
 			/* Two ranges may share a block: never list a block twice (the runs of a
 			 * job are sorted and disjoint). */
-			for (; k < r->n && job->nruns < FETCH_MAX_RUNS &&
+			for (; k < r->n && job->nruns < FETCH_BATCH_RUNS && !job->full &&
 			       job->bytes < s->pol.max_job_bytes;
 			     k++) {
 				uint64_t f, n;
@@ -505,6 +538,8 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 	job->busy = false;
 	job->nruns = 0;
 	job->bytes = 0;
+	job->header = 0;
+	job->batch = job->full = false;
 }
 
 size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_req **out,

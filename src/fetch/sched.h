@@ -14,9 +14,12 @@
 #include <stdint.h>
 
 #include "cache/cache.h"
+#include "oci/oci.h"
 #include "util/extents.h"
 
-#define FETCH_MAX_RUNS	   64 /* ranges in one job (one multi-range request) */
+#define FETCH_MAX_RUNS	   64	/* ranges in a demand, read-ahead or background job */
+#define FETCH_BATCH_RUNS   1024 /* ranges in an ensure job: one request, as many ranges as
+				 * its Range header takes (OCI_RANGE_HEADER_MAX) */
 #define FETCH_MAX_JOBS	   16 /* jobs in flight */
 #define FETCH_MAX_STREAMS  8  /* sequential readers tracked */
 #define FETCH_RA_QUEUE	   16 /* read-ahead windows waiting for a fetcher */
@@ -66,9 +69,13 @@ enum fetch_job_kind {
 struct fetch_job {
 	bool busy;
 	enum fetch_job_kind kind;
-	struct util_extent runs[FETCH_MAX_RUNS]; /* byte ranges, block aligned, clamped to size */
+	bool batch; /* for an ensure batch: one request (oci_reader_set_batch) */
+	bool full;  /* its Range header has no room for another range */
+	struct util_extent runs[FETCH_BATCH_RUNS]; /* byte ranges, sorted, block aligned, clamped
+						    * to size */
 	size_t nruns;
 	uint64_t bytes;
+	size_t header; /* characters of its Range header value ("bytes=" and the ranges) */
 };
 
 struct fetch_stream {

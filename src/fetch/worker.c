@@ -268,7 +268,7 @@ static void *dispatcher(void *arg)
 struct sink_ctx {
 	struct fetch_daemon *d;
 	struct fetch_job *job;
-	uint64_t written[FETCH_MAX_RUNS];
+	uint64_t written[FETCH_BATCH_RUNS];
 	uint64_t since_wake;
 };
 
@@ -325,10 +325,12 @@ static int run_job(struct fetch_daemon *d, struct oci_reader *reader, struct fet
 	if (!reader)
 		return -EIO;
 	oci_reader_stats(reader, &req0, &b0);
+	oci_reader_set_batch(reader, job->batch); /* an ensure batch: one request */
 	r = oci_read_ranges(reader, job->runs, job->nruns, job_sink, &ctx, &oerr);
 	oci_reader_stats(reader, &req1, &b1);
 	log_debug("job %s: %zu run(s) from %" PRIu64 ", %" PRIu64 " KiB, %" PRIu64 " ms: %d",
-		  job->kind == FETCH_JOB_DEMAND	     ? "demand"
+		  job->batch			     ? "ensure"
+		  : job->kind == FETCH_JOB_DEMAND    ? "demand"
 		  : job->kind == FETCH_JOB_READAHEAD ? "readahead"
 						     : "background",
 		  job->nruns, job->runs[0].offset, job->bytes >> 10, fetch_now_ms() - t0, r);

@@ -114,6 +114,20 @@ void oci_reader_stats(const struct oci_reader *r, uint64_t *requests, uint64_t *
 /* How many requests one oci_read_ranges() call keeps in flight (default 4, at most 16). */
 void oci_reader_set_parallel(struct oci_reader *r, unsigned n);
 
+/* Batch mode (default off): group the ranges of each oci_read_ranges() call into as few
+ * requests as the Range header allows (OCI_RANGE_HEADER_MAX), however many bytes they
+ * carry, instead of at most 64 ranges a request spread over the transfers in flight by size.
+ * For scattered small ranges (metadata), where a registry's cost is per range and more
+ * requests only add round trips. The fallbacks stay: a server that refuses or ignores
+ * multi-range requests still gets single-range or whole-span requests. */
+void oci_reader_set_batch(struct oci_reader *r, bool on);
+
+/* The largest Range header value ("bytes=a-b,c-d,...") one request carries: nginx, for one,
+ * refuses header lines over 8 KiB by default. Ranges beyond it go out in further requests. */
+#define OCI_RANGE_HEADER_MAX 7000
+/* Characters the range [off, off + len) adds to a Range header value, with its comma. */
+size_t oci_range_spec_len(uint64_t off, uint64_t len);
+
 /* HTTP requests the client itself made (resolve, tokens, push), since it was made. */
 void oci_client_stats(const struct oci_client *c, uint64_t *requests);
 

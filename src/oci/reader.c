@@ -3,7 +3,8 @@
  * The data path: reading byte ranges of the resolved blob. One reader per thread, each with
  * its own libcurl multi handle (its own kept-alive connections) and up to `parallel`
  * transfers in flight. Scattered ranges travel several to a request (multipart/byteranges,
- * at most 64 a request); large ones one to a request, in parallel. Every range keeps a count
+ * at most 64 a request, or in batch mode as many as a Range header of OCI_RANGE_HEADER_MAX
+ * takes); large ones one to a request, in parallel. Every range keeps a count
  * of the bytes already handed to the sink, so whatever the server does (one part instead of
  * several, parts coalesced or missing, the whole blob with 200, a reset mid-body) each byte
  * reaches the sink exactly once, in order within its range, and a retry asks only for what
@@ -55,6 +56,29 @@ void oci_reader_free(struct oci_reader *r)
 void oci_reader_set_parallel(struct oci_reader *r, unsigned n)
 {
 	r->parallel = n < 1 ? 1 : n > READER_MAX_PARALLEL ? READER_MAX_PARALLEL : n;
+}
+
+void oci_reader_set_batch(struct oci_reader *r, bool on)
+{
+	r->batch = on;
+}
+
+static size_t digits(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 10) {
+		v /= 10;
+		n++;
+	}
+	return n;
+}
+
+size_t oci_range_spec_len(uint64_t off, uint64_t len)
+{
+	uint64_t last = len ? off + len - 1 : off;
+
+	return digits(off) + 1 + digits(last) + 1; /* "a-b," */
 }
 
 void oci_reader_stats(const struct oci_reader *r, uint64_t *requests, uint64_t *bytes)
@@ -493,17 +517,23 @@ int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n,
 
 	/* Group neighbouring ranges: at most 64 a request, about total/parallel bytes each (at
 	 * least 1 MiB, at most 16 MiB) so that the work spreads over the transfers in flight;
-	 * a large range is a request of its own. */
+	 * a large range is a request of its own. In batch mode as many as the Range header
+	 * takes, whatever their size. Either way the header stays under OCI_RANGE_HEADER_MAX. */
 	target = MIN(MAX(total / r->parallel, GROUP_MIN_BYTES), GROUP_MAX_BYTES);
 	for (i = 0; i < m;) {
 		size_t j = i + 1;
+		size_t hdr = strlen("bytes=") + oci_range_spec_len(rg[i].off, rg[i].len);
 		uint64_t bytes = rg[i].len;
 		struct rreq *q;
 
 		if (atomic_load(&c->ranges_ignored)) {
 			j = m;
 		} else if (!atomic_load(&c->no_multirange)) {
-			while (j < m && j - i < RANGES_PER_REQUEST && bytes + rg[j].len <= target) {
+			while (j < m &&
+			       hdr + oci_range_spec_len(rg[j].off, rg[j].len) <= OCI_RANGE_HEADER_MAX &&
+			       (r->batch ||
+				(j - i < RANGES_PER_REQUEST && bytes + rg[j].len <= target))) {
+				hdr += oci_range_spec_len(rg[j].off, rg[j].len);
 				bytes += rg[j].len;
 				j++;
 			}

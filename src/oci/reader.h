@@ -8,7 +8,7 @@
 
 #define READER_DEFAULT_PARALLEL 4
 #define READER_MAX_PARALLEL 16
-#define RANGES_PER_REQUEST 64
+#define RANGES_PER_REQUEST 64 /* without batch mode */
 #define GROUP_MIN_BYTES (1ULL << 20)
 #define GROUP_MAX_BYTES (16ULL << 20)
 #define LOCATION_TTL_MS (5ULL * 60 * 1000)
@@ -65,6 +65,7 @@ struct oci_reader {
 	CURL *easy[READER_MAX_PARALLEL];
 	struct rreq *busy[READER_MAX_PARALLEL];
 	unsigned parallel;
+	bool batch; /* oci_reader_set_batch */
 	uint64_t requests, bytes;
 	char *loc_url; /* where the registry last redirected the blob to */
 	uint64_t loc_expires;

@@ -119,6 +119,80 @@ def test_two_readers_of_one_chunk_cause_one_request(dctl, faultproxy, blob):
     dctl.finish(holder)
 
 
+def test_an_ensure_batch_is_one_request_until_the_range_header_is_full(dctl, faultproxy, blob):
+    """An ensure batch of scattered ranges (the mount's metadata waves) goes out as ONE
+    multi-range request: a registry's cost is per range, more requests only add round
+    trips. Beyond ~7,000 bytes of Range header (nginx refuses lines over 8 KiB) it splits."""
+    data, _, _ = blob
+    ref = faultproxy.ref("daemon/blob", "v1")
+    holder = dctl.ctl_bg(ref, "info", "wait-stdin")
+    info = dctl.read_line(holder)
+    # 200 blocks, 100 KiB apart: no two share a demand chunk, a job or a read-ahead window.
+    offs = [i * 100 * 1024 + 512 for i in range(200)]
+    faultproxy.reset_counts()
+    out = dctl.sock(info["socket"], "ensure", ",".join(f"{o}:3000" for o in offs))
+    assert out[0]["ok"], out
+    gets = [r for r in faultproxy.seen() if r.method == "GET" and r.range]
+    assert len(gets) == 1, [(r.range or "")[:80] for r in gets]
+    assert gets[0].range.count(",") == 199, gets[0].range[:200]
+    st = dctl.sock(info["socket"], "status")[0]
+    assert st["requests"] == 1 and st["present_bytes"] == 200 * 4096, st
+    assert st["events"] == 0
+    # The bytes are right (read through a fresh fd: events, answered from the bitmap).
+    out = dctl.sock(info["socket"], "read", offs[123], 3000)
+    assert out[0]["ok"] and out[0]["sha256"] == sha(data[offs[123]:offs[123] + 3000])
+
+    # 1,500 more scattered blocks: ~18 characters of header each, at most ~388 a request.
+    offs2 = [i * 16 * 1024 + 8192 for i in range(1500)]
+    faultproxy.reset_counts()
+    out = dctl.sock(info["socket"], "ensure", ",".join(f"{o}:100" for o in offs2))
+    assert out[0]["ok"], out
+    gets = [r for r in faultproxy.seen() if r.method == "GET" and r.range]
+    assert all(len("Range: " + r.range) <= 7100 for r in gets), [len(r.range) for r in gets]
+    assert 4 <= len(gets) <= 5, [len(r.range) for r in gets]
+    assert sum(r.range.count(",") + 1 for r in gets) == 1500 - sum(
+        1 for o in offs2 if any(a <= o < a + 4096 for a in (x - 512 for x in offs)))
+    out = dctl.sock(info["socket"], "read", offs2[777], 100)
+    assert out[0]["ok"] and out[0]["sha256"] == sha(data[offs2[777]:offs2[777] + 100])
+    dctl.finish(holder)
+
+
+def test_data_fd_is_a_read_only_pre_mark_fd(dctl, registry, blob):
+    """op data_fd passes a read-only fd of the data file opened before the mark: reads
+    through it raise no event (and read zeros where nothing was fetched: only for what an
+    ensure made present)."""
+    import array
+    import json
+    import socket
+    data, _, _ = blob
+    ref = registry.ref("daemon/blob", "v1")
+    holder = dctl.ctl_bg(ref, "info", "wait-stdin")
+    info = dctl.read_line(holder)
+    dirfd = os.open(os.path.dirname(info["socket"]), os.O_PATH)
+    short = f"/proc/self/fd/{dirfd}/{os.path.basename(info['socket'])}"
+    out = dctl.sock(info["socket"], "ensure", f"{5 * MiB}:8192")
+    assert out[0]["ok"], out
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(20)
+        s.connect(short)
+        s.sendall(b'{"op":"data_fd"}\n')
+        msg, fds, _, _ = socket.recv_fds(s, 4096, 1)
+    os.close(dirfd)
+    assert json.loads(msg)["ok"] is True and len(fds) == 1
+    fd = fds[0]
+    try:
+        assert os.fstat(fd).st_ino == os.stat(info["data_path"]).st_ino
+        with pytest.raises(OSError):
+            os.pwrite(fd, b"x", 0)
+        assert os.pread(fd, 8192, 5 * MiB) == data[5 * MiB:5 * MiB + 8192]
+        assert os.pread(fd, 4096, 20 * MiB) == bytes(4096)  # absent: a hole, no fetch
+    finally:
+        os.close(fd)
+    st = dctl.sock(info["socket"], "status")[0]
+    assert st["events"] == 0 and st["present_bytes"] == 8192, st
+    dctl.finish(holder)
+
+
 def test_a_slow_range_does_not_block_other_readers(dctl, faultproxy, blob):
     data, _, _ = blob
     ref = faultproxy.ref("daemon/blob", "v1")

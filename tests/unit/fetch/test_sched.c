@@ -185,30 +185,97 @@ static void test_ensure_batches(void **state)
 	struct env e;
 	struct util_extent v[100];
 	struct fetch_req r = {.kind = FETCH_REQ_ENSURE, .v = v, .n = 100}, *out[2];
-	struct fetch_job *j1, *j2;
+	struct fetch_job *j1;
 
 	env_init(&e, 100 * MiB, false);
 	for (int i = 0; i < 100; i++)
 		v[i] = (struct util_extent){.offset = (uint64_t)i * MiB + 100, .length = 200};
 	cache_bitmap_set_range(&e.bm, 256 * 3, 1); /* range 3 is present */
 	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
-	/* Exact ranges (block-aligned), not chunks: metadata must not drag whole chunks in. */
+	/* Exact ranges (block-aligned), not chunks: metadata must not drag whole chunks in;
+	 * all of them in one job (one request): more than a demand job's 64 runs. */
 	j1 = fetch_sched_pick(&e.s, 0, NULL);
 	assert_non_null(j1);
-	assert_int_equal(j1->nruns, FETCH_MAX_RUNS);
+	assert_true(j1->batch);
+	assert_int_equal(j1->nruns, 99);
 	assert_int_equal(j1->runs[0].offset, 0);
 	assert_int_equal(j1->runs[0].length, 4096);
 	assert_int_equal(j1->runs[3].offset, 4 * MiB); /* range 3 skipped */
-	/* The rest goes to a second fetcher in parallel. */
-	j2 = fetch_sched_pick(&e.s, 0, NULL);
-	assert_non_null(j2);
-	assert_int_equal(j2->nruns, 99 - FETCH_MAX_RUNS);
 	assert_null(fetch_sched_pick(&e.s, 0, NULL));
 	complete(&e, j1);
-	assert_int_equal(fetch_sched_collect(&e.s, 0, out, 2), 0);
-	complete(&e, j2);
 	assert_int_equal(fetch_sched_collect(&e.s, 0, out, 2), 1);
 	assert_int_equal(r.result, 0);
+	env_free(&e);
+}
+
+/* The Range header a job's request carries. */
+static size_t header_of(const struct fetch_job *job)
+{
+	size_t n = strlen("bytes=");
+
+	for (size_t i = 0; i < job->nruns; i++)
+		n += oci_range_spec_len(job->runs[i].offset, job->runs[i].length);
+	return n;
+}
+
+static void test_ensure_batch_split_by_header(void **state)
+{
+	enum { N = 2000 };
+	struct env e;
+	static struct util_extent v[N];
+	struct fetch_req r = {.kind = FETCH_REQ_ENSURE, .v = v, .n = N}, *out[2];
+	struct fetch_job *jobs[FETCH_MAX_JOBS];
+	size_t njobs = 0, runs = 0;
+	uint64_t prev_end = 0;
+
+	/* 2,000 scattered blocks of a 4 GiB blob: ~22 characters of Range header each, far
+	 * more than one header line of OCI_RANGE_HEADER_MAX takes. */
+	env_init(&e, 4096ull * MiB, false);
+	for (int i = 0; i < N; i++)
+		v[i] = (struct util_extent){.offset = (uint64_t)i * MiB + 1000000000ull,
+					    .length = 4096};
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	while ((jobs[njobs] = fetch_sched_pick(&e.s, 0, NULL)) != NULL) {
+		struct fetch_job *j = jobs[njobs++];
+
+		assert_true(j->batch);
+		assert_true(header_of(j) <= OCI_RANGE_HEADER_MAX);
+		assert_int_equal(header_of(j), j->header);
+		assert_true(j->runs[0].offset >= prev_end);
+		prev_end = j->runs[j->nruns - 1].offset + j->runs[j->nruns - 1].length;
+		runs += j->nruns;
+		assert_true(njobs < FETCH_MAX_JOBS);
+	}
+	/* As few requests as the header limit allows: ~317 ranges each; every job but the
+	 * last has no room for one more range of this size. */
+	assert_int_equal(runs, N);
+	assert_int_equal(njobs, 7);
+	for (size_t i = 0; i + 1 < njobs; i++)
+		assert_true(header_of(jobs[i]) + 22 > OCI_RANGE_HEADER_MAX);
+	for (size_t i = 0; i < njobs; i++)
+		complete(&e, jobs[i]);
+	assert_int_equal(fetch_sched_collect(&e.s, 0, out, 2), 1);
+	assert_int_equal(r.result, 0);
+	env_free(&e);
+}
+
+static void test_demand_jobs_keep_run_cap(void **state)
+{
+	struct env e;
+	struct fetch_req r = {.kind = FETCH_REQ_EVENT, .fd = 3};
+	struct fetch_job *job;
+
+	/* Every other block of the first chunk present: a demand job for the chunk would need
+	 * 128 runs; it stops at FETCH_MAX_RUNS (the rest follows in another job). */
+	env_init(&e, 64 * MiB, false);
+	for (uint64_t b = 0; b < 256; b += 2)
+		cache_bitmap_set_range(&e.bm, b, 1);
+	r.one = (struct util_extent){.offset = 4096, .length = 4096};
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_false(job->batch);
+	assert_int_equal(job->nruns, FETCH_MAX_RUNS);
 	env_free(&e);
 }
 
@@ -490,6 +557,8 @@ int main(void)
 	    cmocka_unit_test(test_never_refetch_present),
 	    cmocka_unit_test(test_short_last_block),
 	    cmocka_unit_test(test_ensure_batches),
+	    cmocka_unit_test(test_ensure_batch_split_by_header),
+	    cmocka_unit_test(test_demand_jobs_keep_run_cap),
 	    cmocka_unit_test(test_ensure_ranges_sharing_blocks),
 	    cmocka_unit_test(test_retry_backoff_and_failures),
 	    cmocka_unit_test(test_capacity),
