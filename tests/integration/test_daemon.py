@@ -157,6 +157,28 @@ def test_an_ensure_batch_is_one_request_until_the_range_header_is_full(dctl, fau
     dctl.finish(holder)
 
 
+def test_an_ensure_batch_through_nginx_splits_before_its_header_limit(dctl, webserver):
+    """nginx refuses header lines over 8 KiB (large_client_header_buffers): an ensure batch
+    of 3,000 scattered ranges goes out in a few requests whose Range headers it accepts,
+    as multi-range requests (not one per range), and every byte is right."""
+    data = os.urandom(48 * MiB)
+    url = webserver.put("daemon/batch.erofs", data)
+    holder = dctl.ctl_bg(url, "info", "wait-stdin", opts="")
+    info = dctl.read_line(holder)
+    offs = [i * 16 * 1024 + 777 for i in range(3000)]
+    out = dctl.sock(info["socket"], "ensure", ",".join(f"{o}:200" for o in offs))
+    assert out[0]["ok"], out
+    st = dctl.sock(info["socket"], "status")[0]
+    # ~19 characters of header a range: 8 or 9 requests of ~370 ranges.
+    assert 8 <= st["requests"] <= 10 and st["errors"] == 0, (st, dctl.log()[-3000:])
+    assert webserver.count(name="daemon/batch.erofs", ranged=True) == st["requests"]
+    assert st["present_bytes"] == 3000 * 4096
+    for i in (0, 1234, 2999):
+        out = dctl.sock(info["socket"], "read", offs[i], 200)
+        assert out[0]["ok"] and out[0]["sha256"] == sha(data[offs[i]:offs[i] + 200]), out
+    dctl.finish(holder)
+
+
 def test_data_fd_is_a_read_only_pre_mark_fd(dctl, registry, blob):
     """op data_fd passes a read-only fd of the data file opened before the mark: reads
     through it raise no event (and read zeros where nothing was fetched: only for what an
