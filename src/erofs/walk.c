@@ -13,10 +13,14 @@
  * bounded counters, and a directory's entries are only parsed once all its data was read.
  *
  * Work items are small (nid, parent, depth, step); decoded inodes live only while one item
- * is processed, so a huge directory costs 24 bytes per pending entry, no more.
+ * is processed, so a huge directory costs 24 bytes per pending entry, no more. Processing is
+ * not level by level, so an inode's level is kept with it (the shallowest of its names).
  *
- * Everything read is recorded; the result is the sorted, block-aligned, merged list of those
- * ranges, the same whatever the order of processing.
+ * Everything read (or listed: an inode's indexes and tails) is recorded; the result is the
+ * sorted, block-aligned, merged list of those ranges, the same whatever the order of
+ * processing. What was listed but not read joins the next round, and a last round asks for
+ * whatever of the result is still missing, so that the whole result was prefetched when the
+ * walk returns.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -164,6 +168,7 @@ struct walker {
 	uint64_t blocked_reads;
 	const struct item *cur;
 	uint64_t bridge_left; /* bytes opts->bridge_budget still allows */
+	size_t rec_seen;      /* entries of the record already asked for */
 };
 
 static bool gran_present(const struct walker *w, uint64_t g)
@@ -344,6 +349,28 @@ static int flush(struct walker *w, uint64_t align)
 		util_extents_merge(&w->pre, 0);
 	w->wave.n = 0;
 	return 0;
+}
+
+/* What was recorded since the last round (listed, not necessarily read: the rest of an
+ * inode's record, indexes, tails) joins this round, since the caller needs all of the result
+ * present; this catches up when the list was compacted meanwhile. */
+static int want_recorded(struct walker *w)
+{
+	const struct util_extents *rec = w->ctx->record;
+	size_t from;
+	int r = 0;
+
+	if (w->all_present || !rec || !w->bitmap)
+		return 0;
+	from = rec->n < w->rec_seen ? 0 : (w->rec_seen ? w->rec_seen - 1 : 0);
+	for (size_t i = from; i < rec->n && r >= 0; i++) {
+		uint64_t off = rec->v[i].offset, len = rec->v[i].length;
+
+		if (off < w->io->size && len)
+			r = want(w, off, MIN(len, w->io->size - off));
+	}
+	w->rec_seen = rec->n;
+	return r < 0 ? r : 0;
 }
 
 /* The superblock is known: from now on presence is a bitmap of its blocks. */
@@ -676,6 +703,7 @@ static int walk_init(struct walker *w, struct erofs_ctx *ctx, char *errbuf, size
 		if (r < 0)
 			break;
 	}
+	w->blocked_reads = 0; /* ctx->reads counts the last attempt only */
 	if (r >= 0)
 		r = presence_init(w);
 	return r;
@@ -727,7 +755,9 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 					  w.blocked.n + w.nsids);
 			break;
 		}
-		r = flush(&w, ctx.bs);
+		r = want_recorded(&w);
+		if (r >= 0)
+			r = flush(&w, ctx.bs);
 		t = w.ready;
 		w.ready = w.blocked;
 		w.blocked = t;
@@ -744,6 +774,13 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 		util_extents_align(&rec, align, io->size);
 		util_extents_merge(&rec, opts ? opts->merge_gap : 0);
 		stats->meta_bytes = util_extents_total(&rec);
+		/* a last round for what the rounds left out: listed, or bridged by the merge */
+		for (size_t i = 0; i < rec.n && r >= 0 && !w.all_present; i++)
+			r = want(&w, rec.v[i].offset, rec.v[i].length);
+		if (r >= 0)
+			r = flush(&w, ctx.bs);
+	}
+	if (r >= 0) {
 		util_extents_free(ret);
 		*ret = rec;
 		util_extents_init(&rec);
