@@ -17,9 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "cache/cache.h"
 #include "mount/walkio.h"
@@ -36,15 +34,11 @@ _Static_assert(WIO_BLOCK == CACHE_BLOCK_SIZE, "walk blocks are cache blocks");
 struct wio_buf {
 	uint8_t *data;
 	uint64_t off, len; /* block-aligned */
-	bool mapped;	   /* data is a read-only mapping of the pre-mark fd (else malloc'd) */
 };
 
 static void buf_release(struct wio_buf *b)
 {
-	if (b->mapped)
-		munmap(b->data, (size_t)b->len);
-	else
-		free(b->data);
+	free(b->data);
 	b->data = NULL;
 }
 
@@ -209,27 +203,12 @@ static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len, bool e
 	}
 	b.off = off;
 	b.len = len;
-	b.mapped = false;
-	/* Through the pre-mark fd the page cache can be mapped instead of copied: faulting in
-	 * fresh anonymous memory for a copy costs several times the read itself. The file is
-	 * never truncated while the daemon lives, and every mapped block is present. */
-	if (fd == w->premark && sysconf(_SC_PAGESIZE) == (long)WIO_BLOCK) {
-		void *p = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd,
-			       (off_t)off);
-
-		if (p != MAP_FAILED) {
-			b.data = p;
-			b.mapped = true;
-			w->st.preads++;
-			w->st.premark_preads++;
-		}
-	}
-	if (!b.mapped) {
-		b.data = malloc(len);
-		if (!b.data)
-			return -ENOMEM;
-	}
-	for (uint64_t done = 0; !b.mapped && done < len;) {
+	/* (Mapping the page cache through the pre-mark fd instead of copying measured no
+	 * better: the walker's reads then paid the page faults the copy saved.) */
+	b.data = malloc(len);
+	if (!b.data)
+		return -ENOMEM;
+	for (uint64_t done = 0; done < len;) {
 		uint64_t n = MIN(len - done, WIO_PREAD_MAX);
 
 		r = util_pread_full(fd, b.data + done, (size_t)n, off + done);

@@ -13,7 +13,7 @@
 struct mount_walkio_stats {
 	uint64_t batches;      /* ensure batches sent to the daemon */
 	uint64_t ensured_bytes; /* sum of the ranges they asked for */
-	uint64_t preads;	 /* large reads (or mappings) that loaded waves */
+	uint64_t preads;	 /* large reads that loaded waves */
 	uint64_t premark_preads; /* ... of them through the pre-mark fd: no event */
 	uint64_t loaded_bytes; /* bytes loaded into memory */
 	uint64_t cached_reads; /* walker reads served from memory */
