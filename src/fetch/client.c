@@ -306,7 +306,8 @@ int fetch_data_fd(struct fetch_handle *h, int *ret_fd, char *errbuf, size_t errl
 		return r;
 	/* It must be the entry's data file, for reading only: anything else is a daemon bug. */
 	if (fd < 0 || fstat(fd, &a) < 0 || stat(h->data_path, &b) < 0 || !S_ISREG(a.st_mode) ||
-	    a.st_dev != b.st_dev || a.st_ino != b.st_ino || (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY) {
+	    a.st_dev != b.st_dev || a.st_ino != b.st_ino ||
+	    (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY) {
 		snprintf(errbuf, errlen, "the daemon passed no read-only fd of '%s'", h->data_path);
 		return -EBADMSG;
 	}

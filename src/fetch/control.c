@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
  * The worker's main loop: the control socket (root only, line-delimited JSON: hello, hold,
- * status, ensure, data_fd, attach, detach), the superblocks that use the data file, and the decision
- * to leave.
+ * status, ensure, data_fd, attach, detach), the superblocks that use the data file, and the
+ * decision to leave.
  *
  * Lifetime (DESIGN fact 13): the daemon must outlive every EROFS superblock that reads the
  * data file. A count of FAN_OPEN/FAN_CLOSE_NOWRITE notifications cannot tell that reliably:

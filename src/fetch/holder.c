@@ -258,8 +258,8 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", d->entry->data_fd);
 		d->rd_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 		if (d->rd_fd < 0)
-			log_warning("opening a read-only fd of '%s': %m; mount helpers read through "
-				    "events",
+			log_warning("opening a read-only fd of '%s': %m; mount helpers read "
+				    "through events",
 				    d->entry->data_path);
 	}
 

@@ -8,10 +8,11 @@
  *   client.c   the public API (runs in the caller)
  *   proto.c    line-delimited JSON over a unix socket, fd passing
  *
- * Process layout: the holder opens the pre-mark write and read fds, creates the fanotify group and marks
- * the data file, creates the inotify fd and the listening sockets, maps `struct fetch_shared`,
- * and forks the worker. The holder only waits for the worker and starts a replacement when it
- * dies; its copies of the fds keep the group alive, so no reader ever gets zeros (fact 6).
+ * Process layout: the holder opens the pre-mark write and read fds, creates the fanotify group
+ * and marks the data file, creates the inotify fd and the listening sockets, maps
+ * `struct fetch_shared`, and forks the worker. The holder only waits for the worker and starts
+ * a replacement when it dies; its copies of the fds keep the group alive, so no reader ever
+ * gets zeros (fact 6).
  */
 #ifndef LAZYEROFS_FETCH_INTERNAL_H
 #define LAZYEROFS_FETCH_INTERNAL_H

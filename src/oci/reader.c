@@ -529,11 +529,14 @@ int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n,
 		if (atomic_load(&c->ranges_ignored)) {
 			j = m;
 		} else if (!atomic_load(&c->no_multirange)) {
-			while (j < m &&
-			       hdr + oci_range_spec_len(rg[j].off, rg[j].len) <= OCI_RANGE_HEADER_MAX &&
-			       (r->batch ||
-				(j - i < RANGES_PER_REQUEST && bytes + rg[j].len <= target))) {
-				hdr += oci_range_spec_len(rg[j].off, rg[j].len);
+			while (j < m) {
+				size_t spec = oci_range_spec_len(rg[j].off, rg[j].len);
+
+				if (hdr + spec > OCI_RANGE_HEADER_MAX ||
+				    (!r->batch && (j - i >= RANGES_PER_REQUEST ||
+						   bytes + rg[j].len > target)))
+					break;
+				hdr += spec;
 				bytes += rg[j].len;
 				j++;
 			}
