@@ -310,6 +310,35 @@ static int bridge(struct walker *w)
 	return 0;
 }
 
+/* A range that comes within the merge gap of present blocks extends to them: the result
+ * bridges such gaps anyway, and fetched now the gap costs no range of its own later. */
+static void fill_to_present(struct walker *w)
+{
+	uint64_t gap = w->opts ? w->opts->merge_gap : 0;
+	uint64_t ngran = ((w->io->size - 1) >> w->gbits) + 1;
+	uint64_t reach = gap >> w->gbits;
+
+	if (!w->bitmap || !reach)
+		return;
+	for (size_t i = 0; i < w->wave.n; i++) {
+		struct util_extent *e = &w->wave.v[i];
+		uint64_t first = e->offset >> w->gbits;
+		uint64_t last = (e->offset + e->length - 1) >> w->gbits;
+
+		for (uint64_t k = 1; k <= reach && k <= first; k++)
+			if (gran_present(w, first - k)) {
+				e->length += (k - 1) << w->gbits;
+				e->offset -= (k - 1) << w->gbits;
+				break;
+			}
+		for (uint64_t k = 1; k <= reach && last + k < ngran; k++)
+			if (gran_present(w, last + k)) {
+				e->length += (k - 1) << w->gbits;
+				break;
+			}
+	}
+}
+
 /* One round's prefetch: everything the blocked work asked for, aligned and merged. */
 static int flush(struct walker *w, uint64_t align)
 {
@@ -319,6 +348,7 @@ static int flush(struct walker *w, uint64_t align)
 	if (!w->wave.n)
 		return 0;
 	util_extents_align(&w->wave, align, io->size);
+	fill_to_present(w);
 	util_extents_merge(&w->wave, w->opts ? w->opts->merge_gap : 0);
 	r = bridge(w);
 	if (r < 0)

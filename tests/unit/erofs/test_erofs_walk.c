@@ -30,6 +30,8 @@ struct counting {
 	uint64_t rounds, ranges, bytes;
 	uint64_t reads, unprefetched; /* reads; those touching bytes never prefetched */
 	uint64_t refetched;           /* 512-byte units prefetched a second time */
+	uint64_t runs;                /* runs of units not present before: what a fetcher that
+				       * skips present data asks its source for */
 	int fail_after;               /* prefetch call that fails (0 = none) */
 	int drop_last;                /* "succeed" without making the last range present */
 	bool verbose;
@@ -65,6 +67,9 @@ static int c_prefetch(void *opaque, const struct util_extent *v, size_t n)
 		if (i) /* sorted, merged */
 			assert_true(v[i - 1].offset + v[i - 1].length < v[i].offset);
 		bytes += v[i].length;
+		for (uint64_t g = v[i].offset / GRAN; g * GRAN < v[i].offset + v[i].length; g++)
+			if (!c->present[g] && (g * GRAN == v[i].offset || c->present[g - 1]))
+				c->runs++;
 		if (c->drop_last && i == n - 1)
 			continue;
 		for (uint64_t g = v[i].offset / GRAN; g * GRAN < v[i].offset + v[i].length; g++) {
@@ -112,9 +117,10 @@ static void check_rounds(const char *name, const struct timage *t, bool verbose,
 	if (walk_budget(t, &c, EROFS_DEFAULT_MERGE_GAP, budget, &ext, &st, err, sizeof(err)) < 0)
 		fail_msg("%s: walk failed: %s", name, err);
 	print_message("  %-40s %u levels, budget %" PRIu64 ": %" PRIu64 " rounds, %" PRIu64
-		      " ranges, %" PRIu64 " bytes prefetched; %zu extents, %" PRIu64
-		      " bytes of metadata\n",
-		      name, st.levels, budget, c.rounds, c.ranges, c.bytes, ext.n, st.meta_bytes);
+		      " ranges (%" PRIu64 " runs not present), %" PRIu64
+		      " bytes prefetched; %zu extents, %" PRIu64 " bytes of metadata\n",
+		      name, st.levels, budget, c.rounds, c.ranges, c.runs, c.bytes, ext.n,
+		      st.meta_bytes);
 	assert_int_equal(c.unprefetched, 0);
 	assert_true(c.reads > 0);
 	/* and the whole result was prefetched: the caller needs no batch of its own */
