@@ -166,6 +166,21 @@ class LazyEnv:
         assert len(ms) == 1, self.status()
         return ms[0]
 
+    def settled_status_of(self, mp, quiet=0.5, timeout=20):
+        """Status once the daemon is idle: nothing pending and no bytes or requests added for
+        `quiet` seconds (read-ahead a read started may still run after the read returned)."""
+        last, since = None, time.monotonic()
+        deadline = since + timeout
+        while True:
+            st = self.status_of(mp)
+            key = (st["fetched_bytes"], st["requests"], st["pending"])
+            if key != last:
+                last, since = key, time.monotonic()
+            elif st["pending"] == 0 and time.monotonic() - since >= quiet:
+                return st
+            assert time.monotonic() < deadline, f"the daemon did not settle: {st}"
+            time.sleep(0.05)
+
     # --- what exists ---
 
     def state_files(self):
