@@ -110,6 +110,14 @@ int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t si
 	s->max_reqs = max_reqs;
 	s->pol = *pol;
 	fetch_policy_fix(&s->pol);
+	/* How long a failed range is answered EIO without a new fetch. The kernel asks again
+	 * for the bytes of a failed read at once: the rest of its readahead, piece by piece,
+	 * then a single-page read of the first page (measured: each within 1 ms of the deny,
+	 * and each would otherwise wait a whole deadline). 2 s covers those follow-ups even on
+	 * a loaded machine, yet a registry that comes back is used again within 2 s. Never
+	 * longer than the timeout: a reader is never refused for longer than the last one was
+	 * made to try. */
+	s->fail_window_ms = MIN((uint64_t)FETCH_FAIL_WINDOW_MS, s->pol.timeout_ms);
 	return 0;
 }
 
@@ -298,8 +306,65 @@ bool fetch_req_satisfied(struct fetch_sched *s, struct fetch_req *req)
 	return true;
 }
 
+/* ---- recently failed ranges ------------------------------------------------------------- */
+
+/* Remember the chunk windows of a failed event: its fetch jobs asked for those (pick_demand),
+ * and the kernel's next reads of them (the rest of its readahead) start inside them. */
+static void fail_record(struct fetch_sched *s, const struct fetch_req *r, uint64_t now_ms)
+{
+	uint64_t ws, we, xs, xe;
+	const struct util_extent *a, *z;
+
+	if (r->cursor >= r->n || s->size == 0)
+		return;
+	a = &r->v[r->cursor];
+	z = &r->v[r->n - 1];
+	if (a->offset >= s->size || z->length == 0)
+		return;
+	fetch_chunk_window(a->offset, s->pol.chunk_size, s->size, &ws, &we);
+	fetch_chunk_window(MIN(z->offset + z->length - 1, s->size - 1), s->pol.chunk_size, s->size,
+			   &xs, &xe);
+	s->failed[s->fail_next] = (struct fetch_failure){
+	    .first = blk_lo(ws), .end = blk_hi(MAX(we, xe)), .when_ms = now_ms, .error = r->error};
+	s->fail_next = (s->fail_next + 1) % FETCH_FAIL_RING;
+}
+
+static void fail_forget(struct fetch_sched *s)
+{
+	memset(s->failed, 0, sizeof(s->failed));
+	s->fail_next = 0;
+}
+
+/* Does a missing block of the event lie in a range that failed less than the window ago? The
+ * event is answered as a whole: if part of it could not be had moments ago, it fails (unless
+ * the registry came back since: the window is short, and any success forgets). Returns the
+ * remembered error (-errno) or 0. */
+static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req, uint64_t now_ms)
+{
+	for (size_t i = 0; i < FETCH_FAIL_RING; i++) {
+		const struct fetch_failure *f = &s->failed[i];
+
+		if (f->end <= f->first || now_ms < f->when_ms ||
+		    now_ms - f->when_ms >= s->fail_window_ms)
+			continue;
+		for (size_t k = req->cursor; k < req->n; k++) {
+			uint64_t b, n, lo, hi;
+
+			if (!cache_blocks_of(req->v[k].offset, req->v[k].length, s->size, &b, &n))
+				continue;
+			lo = MAX(b, f->first);
+			hi = MIN(b + n, f->end);
+			if (lo < hi && cache_bitmap_find(s->bm, lo, hi, false) < hi)
+				return f->error < 0 ? f->error : -EIO;
+		}
+	}
+	return 0;
+}
+
 int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_ms)
 {
+	int err;
+
 	if (req->kind == FETCH_REQ_EVENT || !req->v) {
 		req->v = &req->one;
 		req->n = 1;
@@ -311,6 +376,12 @@ int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_m
 	req->next_try_ms = 0;
 	if (fetch_req_satisfied(s, req))
 		return 1;
+	/* Only events: an ensure batch (the mount's metadata walk) always fetches. */
+	if (req->kind == FETCH_REQ_EVENT && (err = fail_recent(s, req, now_ms)) < 0) {
+		req->error = err;
+		req->result = err;
+		return -EIO;
+	}
 	if (s->nreqs >= s->max_reqs)
 		return -ENOSPC;
 	if (!req->deadline_ms)
@@ -525,8 +596,11 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 			if (job->nruns)
 				s->bg_cursor = MIN(s->bg_cursor, blk_lo(job->runs[0].offset));
 		}
-	} else if (job->kind == FETCH_JOB_BACKGROUND) {
-		s->bg_attempts = 0;
+	} else {
+		if (job->kind == FETCH_JOB_BACKGROUND)
+			s->bg_attempts = 0;
+		if (job->nruns > 0)
+			fail_forget(s); /* the registry answers again */
 	}
 	if (job->busy) {
 		s->njobs--;
@@ -562,6 +636,10 @@ size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_
 				r->result = r->error < 0 ? r->error : -ETIMEDOUT;
 				leave = true;
 			}
+			/* Remember it only when fetches did fail: a slow fetch still under way
+			 * may yet serve the kernel's retry. */
+			if (leave && r->result < 0 && r->error < 0 && r->kind == FETCH_REQ_EVENT)
+				fail_record(s, r, now_ms);
 		}
 		if (leave)
 			out[n++] = r;

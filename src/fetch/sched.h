@@ -24,6 +24,11 @@
 #define FETCH_MAX_STREAMS  8  /* sequential readers tracked */
 #define FETCH_RA_QUEUE	   16 /* read-ahead windows waiting for a fetcher */
 #define FETCH_MAX_ATTEMPTS 8  /* fetch attempts for one request before it fails */
+#define FETCH_FAIL_RING	   16 /* recently failed ranges remembered */
+
+/* How long, at most, a range that failed to fetch is denied without a new fetch (the window is
+ * the smaller of this and the timeout; the reasoning is in fetch_sched_init). */
+#define FETCH_FAIL_WINDOW_MS 2000
 
 struct fetch_policy {
 	uint64_t chunk_size;	/* demand unit for reads: power of two, >= 4 KiB */
@@ -87,6 +92,13 @@ struct fetch_stream {
 	uint64_t stamp; /* LRU */
 };
 
+/* Blocks [first, end) whose fetch failed for a reader (after the bounded retries) at when_ms. */
+struct fetch_failure {
+	uint64_t first, end;
+	uint64_t when_ms;
+	int error; /* -errno */
+};
+
 struct fetch_sched {
 	struct cache_bitmap *bm; /* present blocks (bits set by the caller as data lands) */
 	uint64_t size, nblocks;
@@ -102,6 +114,9 @@ struct fetch_sched {
 	uint64_t bg_cursor; /* next block the background fill looks at */
 	uint64_t bg_next_try_ms;
 	unsigned bg_attempts;
+	struct fetch_failure failed[FETCH_FAIL_RING]; /* ring, overwritten oldest first */
+	unsigned fail_next;			      /* next slot to overwrite */
+	uint64_t fail_window_ms;		      /* MIN(FETCH_FAIL_WINDOW_MS, timeout) */
 };
 
 int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,
@@ -111,7 +126,9 @@ void fetch_sched_destroy(struct fetch_sched *s);
 /* Is every byte of req present? Advances req->cursor. */
 bool fetch_req_satisfied(struct fetch_sched *s, struct fetch_req *req);
 
-/* Queue a request. 1: already satisfied (not queued; answer it now); 0 queued; -ENOSPC full. */
+/* Queue a request. 1: already satisfied (not queued; answer it now); 0 queued; -ENOSPC full;
+ * for an event only, -EIO (req->result set; not queued, no fetch: deny it now) when one of its
+ * missing blocks failed to fetch less than fail_window_ms ago (see fetch_sched_collect). */
 int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_ms);
 
 /* Choose the next job for an idle fetcher and mark its ranges in flight; NULL when there is
@@ -123,7 +140,10 @@ struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint6
 void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err, uint64_t now_ms);
 
 /* Remove up to max requests that are now satisfied (result 0) or have failed (result < 0:
- * permanent error, too many attempts, or deadline passed). Returns how many. */
+ * permanent error, too many attempts, or deadline passed). Returns how many. A failed event
+ * whose fetches failed (not one that merely ran out of time while its fetch was under way) is
+ * remembered for fail_window_ms: the chunk windows its reads fetch. A job that succeeds
+ * forgets every remembered failure (the registry answers again). */
 size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_req **out,
 			   size_t max);
 

@@ -165,12 +165,19 @@ static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const stru
 		return;
 	}
 	pthread_mutex_lock(&d->lock);
-	(void)fetch_sched_note_read(&d->sched, off, len);
 	r->deadline_ms = 0;
 	q = fetch_sched_add(&d->sched, r, fetch_now_ms());
+	/* A read of bytes that just failed to fetch is denied at once: no stream, no
+	 * read-ahead towards a registry that is not answering. */
+	if (q != -EIO)
+		(void)fetch_sched_note_read(&d->sched, off, len);
 	if (q == 0)
 		fetch_kick(d);
 	pthread_mutex_unlock(&d->lock);
+	if (q == -EIO)
+		log_debug("read at %" PRIu64 " (%" PRIu64 " bytes): those bytes failed to fetch "
+			  "moments ago (%s); denied without a new fetch",
+			  off, len, strerror(-r->result));
 	if (q != 0) {
 		r->result = q > 0 ? 0 : -EIO;
 		fetch_answer_batch(d, &r, 1);
@@ -637,9 +644,11 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 					  .fd = s->fd,
 					  .slot = i,
 					  .one = {.offset = s->off, .length = s->len}};
-		if (s->off >= d->cfg.blob.size || s->len == 0 ||
-		    fetch_sched_add(&d->sched, req, fetch_now_ms()) != 0) {
-			req->result = 0; /* present (or outside the blob) */
+		if (s->off >= d->cfg.blob.size || s->len == 0) {
+			req->result = 0; /* outside the blob: the read sees EOF */
+			fetch_answer_batch(d, &req, 1);
+		} else if ((r = fetch_sched_add(&d->sched, req, fetch_now_ms())) != 0) {
+			req->result = r > 0 ? 0 : -EIO; /* present, or never zeros */
 			fetch_answer_batch(d, &req, 1);
 		}
 	}

@@ -338,8 +338,9 @@ static void test_retry_backoff_and_failures(void **state)
 	assert_int_equal(fetch_sched_collect(&e.s, now, out, 4), 1);
 	assert_int_equal(r2.result, -ENOENT);
 
-	/* Bounded attempts. */
-	event(&r2, 4 * MiB, 4096);
+	/* Bounded attempts (other blocks: those at 4 MiB just failed and are denied at once
+	 * for a while, see test_recent_failure_fails_fast). */
+	event(&r2, 6 * MiB, 4096);
 	r2.deadline_ms = UINT64_MAX;
 	assert_int_equal(fetch_sched_add(&e.s, &r2, now), 0);
 	for (unsigned i = 0; i < FETCH_MAX_ATTEMPTS; i++) {
@@ -353,6 +354,149 @@ static void test_retry_backoff_and_failures(void **state)
 	assert_true(fetch_backoff_ms(1) < fetch_backoff_ms(3));
 	assert_int_equal(fetch_backoff_ms(50), 2000);
 	env_free(&e);
+}
+
+/* Fail a fresh event at [off, off + len) whose fetch fails: one attempt, then the deadline. */
+static void fail_event(struct env *e, struct fetch_req *r, uint64_t off, uint64_t len, uint64_t now)
+{
+	struct fetch_req *out[4];
+	struct fetch_job *job;
+
+	event(r, off, len);
+	assert_int_equal(fetch_sched_add(&e->s, r, now), 0);
+	job = fetch_sched_pick(&e->s, now, NULL);
+	assert_non_null(job);
+	fetch_sched_job_done(&e->s, job, -EAGAIN, now + 900);
+	assert_int_equal(fetch_sched_collect(&e->s, now + 1000, out, 4), 1);
+	assert_ptr_equal(out[0], r);
+	assert_int_equal(r->result, -EAGAIN);
+}
+
+static void test_recent_failure_fails_fast(void **state)
+{
+	struct env e;
+	struct fetch_req r, r2, *out[4];
+	struct fetch_job *job;
+	uint64_t now = 5000, t;
+
+	env_init(&e, 8 * MiB, false); /* 1 MiB chunks, timeout 1000 ms: window 1000 ms */
+	assert_int_equal(e.s.fail_window_ms, 1000);
+	fail_event(&e, &r, 64 * KiB, 64 * KiB, now);
+	t = now + 1000; /* the failure */
+
+	/* The kernel's retry of one page of it: denied at once, nothing queued or fetched. */
+	event(&r2, 64 * KiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1), -EIO);
+	assert_int_equal(r2.result, -EAGAIN);
+	assert_int_equal(e.s.nreqs, 0);
+	assert_null(fetch_sched_pick(&e.s, t + 1, NULL));
+	/* The rest of the kernel's readahead: elsewhere in the failed chunk, or reaching past
+	 * its end (the read needs a block that just failed either way). */
+	event(&r2, 512 * KiB, 64 * KiB);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 10), -EIO);
+	event(&r2, MiB - 8 * KiB, 64 * KiB);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 999), -EIO);
+	assert_int_equal(e.s.nreqs, 0);
+	/* Present blocks inside the failed range are served as ever. */
+	cache_bitmap_set_range(&e.bm, 200, 2);
+	event(&r2, 200 * 4096, 8192);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 10), 1);
+
+	/* Other blocks fetch normally, inside the window too. */
+	event(&r2, 4 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 10), 0);
+	job = fetch_sched_pick(&e.s, t + 10, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->runs[0].offset, 4 * MiB);
+	fetch_sched_job_done(&e.s, job, -EAGAIN, t + 10);
+	assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
+	/* An ensure batch (the mount's walk) fetches even inside the window. */
+	r2 = (struct fetch_req){
+	    .kind = FETCH_REQ_ENSURE, .v = &r2.one, .n = 1, .one = {128 * KiB, 4096}};
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 10), 0);
+	job = fetch_sched_pick(&e.s, t + 10, NULL);
+	assert_non_null(job);
+	assert_true(job->batch);
+	fetch_sched_job_done(&e.s, job, -EAGAIN, t + 10);
+	assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
+
+	/* Once the window has passed, the same bytes are fetched again. */
+	event(&r2, 64 * KiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1000), 0);
+	job = fetch_sched_pick(&e.s, t + 1000, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->runs[0].offset, 0);
+	complete(&e, job);
+	assert_int_equal(fetch_sched_collect(&e.s, t + 1000, out, 4), 1);
+	assert_int_equal(r2.result, 0);
+	env_free(&e);
+}
+
+static void test_recent_failure_forgotten(void **state)
+{
+	struct env e;
+	struct fetch_req r, r2, *out[4];
+	struct fetch_job *job;
+	uint64_t now = 5000, t = now + 1000;
+
+	/* A deadline that passes while the fetch is still under way is not remembered: that
+	 * fetch may yet serve the kernel's retry. */
+	env_init(&e, 8 * MiB, false);
+	event(&r, 0, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r, now), 0);
+	job = fetch_sched_pick(&e.s, now, NULL);
+	assert_non_null(job);
+	assert_int_equal(fetch_sched_collect(&e.s, t, out, 4), 1);
+	assert_int_equal(r.result, -ETIMEDOUT);
+	event(&r2, 0, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1), 0); /* waits for that fetch */
+	assert_null(fetch_sched_pick(&e.s, t + 1, NULL));
+	complete(&e, job);
+	assert_int_equal(fetch_sched_collect(&e.s, t + 2, out, 4), 1);
+	assert_int_equal(r2.result, 0);
+	env_free(&e);
+
+	/* Any successful fetch forgets the failures: the registry answers again. */
+	env_init(&e, 8 * MiB, false);
+	fail_event(&e, &r, 0, 4096, now);
+	event(&r2, 4096, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1), -EIO);
+	event(&r2, 4 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1), 0);
+	complete(&e, fetch_sched_pick(&e.s, t + 1, NULL));
+	assert_int_equal(fetch_sched_collect(&e.s, t + 2, out, 4), 1);
+	event(&r2, 4096, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 3), 0);
+	env_free(&e);
+
+	/* The window is at most 2 s, however long the timeout; more failures than the ring
+	 * holds forget the oldest. */
+	{
+		struct fetch_policy p;
+		struct fetch_req rs[FETCH_FAIL_RING + 1];
+
+		fetch_policy_default(&p);
+		p.chunk_size = 64 * KiB;
+		assert_int_equal(cache_bitmap_init(&e.bm, 8 * MiB / 4096, false), 0);
+		assert_int_equal(fetch_sched_init(&e.s, &e.bm, 8 * MiB, &p, 8), 0);
+		assert_int_equal(e.s.fail_window_ms, FETCH_FAIL_WINDOW_MS);
+		for (unsigned i = 0; i <= FETCH_FAIL_RING; i++) {
+			event(&rs[i], i * 64 * KiB, 4096);
+			assert_int_equal(fetch_sched_add(&e.s, &rs[i], now), 0);
+			job = fetch_sched_pick(&e.s, now, NULL);
+			assert_non_null(job);
+			fetch_sched_job_done(&e.s, job, -ECONNREFUSED, now);
+			rs[i].attempts = FETCH_MAX_ATTEMPTS;
+			assert_int_equal(fetch_sched_collect(&e.s, now, out, 4), 1);
+		}
+		event(&r2, (FETCH_FAIL_RING * 64 + 8) * KiB, 4096); /* the newest */
+		assert_int_equal(fetch_sched_add(&e.s, &r2, now + FETCH_FAIL_WINDOW_MS - 1), -EIO);
+		assert_int_equal(fetch_sched_add(&e.s, &r2, now + FETCH_FAIL_WINDOW_MS), 0);
+		assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
+		event(&r2, 8 * KiB, 4096); /* the oldest, overwritten */
+		assert_int_equal(fetch_sched_add(&e.s, &r2, now + 1), 0);
+		env_free(&e);
+	}
 }
 
 static void test_capacity(void **state)
@@ -561,6 +705,8 @@ int main(void)
 	    cmocka_unit_test(test_demand_jobs_keep_run_cap),
 	    cmocka_unit_test(test_ensure_ranges_sharing_blocks),
 	    cmocka_unit_test(test_retry_backoff_and_failures),
+	    cmocka_unit_test(test_recent_failure_fails_fast),
+	    cmocka_unit_test(test_recent_failure_forgotten),
 	    cmocka_unit_test(test_capacity),
 	    cmocka_unit_test(test_readahead_detection),
 	    cmocka_unit_test(test_event_spanning_chunks),
