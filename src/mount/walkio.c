@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "cache/cache.h"
@@ -31,16 +32,26 @@
 /* Presence is tracked per cache block: a block-aligned span of an ensured range is present. */
 _Static_assert(WIO_BLOCK == CACHE_BLOCK_SIZE, "walk blocks are cache blocks");
 
+/*
+ * The loaded bytes live in large chunks advised for transparent huge pages: on a virtual
+ * machine a page fault can cost 10 us or more, and faulting in 4 KiB pages one by one cost
+ * more than reading the bytes (Debian minbase lz4hc: 7.5 MiB in 500 ranges, 35-55 ms of
+ * loading with a malloc per range). Buffers are carved from the newest chunk and released
+ * oldest first (the eviction order), so a chunk is unmapped when its last buffer goes.
+ */
+#define WIO_CHUNK (4ULL << 20)
+#define WIO_HUGE (2ULL << 20)
+
+struct wio_chunk {
+	uint8_t *base; /* NULL once unmapped */
+	size_t size, used, live;
+};
+
 struct wio_buf {
 	uint8_t *data;
 	uint64_t off, len; /* block-aligned */
+	size_t chunk;	   /* index into the chunks */
 };
-
-static void buf_release(struct wio_buf *b)
-{
-	free(b->data);
-	b->data = NULL;
-}
 
 struct wio_slot {
 	uint64_t key; /* block number + 1; 0 = empty */
@@ -54,6 +65,8 @@ struct mount_walkio {
 	uint64_t size, cap;
 	struct wio_buf *bufs; /* oldest first */
 	size_t nbufs, abufs;
+	struct wio_chunk *chunks; /* oldest first; the last one takes new buffers */
+	size_t nchunks, achunks;
 	uint64_t bytes;       /* sum of buffer lengths */
 	struct wio_slot *map; /* block -> its bytes in one of the buffers */
 	size_t mapcap, mapn;
@@ -61,6 +74,70 @@ struct mount_walkio {
 	char *err;
 	size_t errlen;
 };
+
+/* A 2 MiB-aligned anonymous mapping of `size` (a multiple of 2 MiB), advised for huge pages. */
+static uint8_t *chunk_map(size_t size)
+{
+	uint8_t *p = mmap(NULL, size + WIO_HUGE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uintptr_t a;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	a = ROUND_UP((uintptr_t)p, WIO_HUGE);
+	if (a > (uintptr_t)p)
+		munmap(p, a - (uintptr_t)p);
+	munmap((uint8_t *)a + size, (uintptr_t)p + WIO_HUGE - a);
+	/* Best effort: without huge pages the chunk still works, page by page. */
+	(void)madvise((void *)a, size, MADV_HUGEPAGE);
+	return (uint8_t *)a;
+}
+
+static int buf_alloc(struct mount_walkio *w, struct wio_buf *b)
+{
+	struct wio_chunk *c = w->nchunks ? &w->chunks[w->nchunks - 1] : NULL;
+
+	if (!c || !c->base || c->size - c->used < b->len) {
+		size_t size = (size_t)ROUND_UP(MAX(b->len, WIO_CHUNK), WIO_HUGE);
+
+		if (w->nchunks == w->achunks) {
+			size_t na = w->achunks ? w->achunks * 2 : 16;
+			struct wio_chunk *nc = realloc(w->chunks, na * sizeof(*nc));
+
+			if (!nc)
+				return -ENOMEM;
+			w->chunks = nc;
+			w->achunks = na;
+		}
+		c = &w->chunks[w->nchunks];
+		*c = (struct wio_chunk){ .base = chunk_map(size), .size = size };
+		if (!c->base)
+			return -ENOMEM;
+		w->nchunks++;
+	}
+	b->data = c->base + c->used;
+	b->chunk = w->nchunks - 1;
+	c->used += (size_t)b->len;
+	c->live++;
+	return 0;
+}
+
+static void chunk_unmap(struct wio_chunk *c)
+{
+	if (c->base)
+		munmap(c->base, c->size);
+	c->base = NULL;
+}
+
+static void buf_release(struct mount_walkio *w, struct wio_buf *b)
+{
+	struct wio_chunk *c = &w->chunks[b->chunk];
+
+	/* The newest chunk stays for the buffers still to come. */
+	if (--c->live == 0 && b->chunk + 1 < w->nchunks)
+		chunk_unmap(c);
+	b->data = NULL;
+}
 
 static uint64_t now_us(void)
 {
@@ -149,7 +226,7 @@ static int make_room(struct mount_walkio *w, uint64_t need)
 
 	while (drop < w->nbufs && w->bytes + need > w->cap) {
 		w->bytes -= w->bufs[drop].len;
-		buf_release(&w->bufs[drop]);
+		buf_release(w, &w->bufs[drop]);
 		drop++;
 	}
 	if (!drop)
@@ -205,15 +282,15 @@ static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len, bool e
 	b.len = len;
 	/* (Mapping the page cache through the pre-mark fd instead of copying measured no
 	 * better: the walker's reads then paid the page faults the copy saved.) */
-	b.data = malloc(len);
-	if (!b.data)
-		return -ENOMEM;
+	r = buf_alloc(w, &b);
+	if (r < 0)
+		return r;
 	for (uint64_t done = 0; done < len;) {
 		uint64_t n = MIN(len - done, WIO_PREAD_MAX);
 
 		r = util_pread_full(fd, b.data + done, (size_t)n, off + done);
 		if (r < 0) {
-			free(b.data);
+			buf_release(w, &b);
 			return r;
 		}
 		w->st.preads++;
@@ -223,7 +300,7 @@ static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len, bool e
 	}
 	r = map_add_buf(w, &b);
 	if (r < 0) {
-		buf_release(&b);
+		buf_release(w, &b);
 		return r;
 	}
 	w->bufs[w->nbufs++] = b;
@@ -317,8 +394,9 @@ void mount_walkio_free(struct mount_walkio *w)
 {
 	if (!w)
 		return;
-	for (size_t i = 0; i < w->nbufs; i++)
-		buf_release(&w->bufs[i]);
+	for (size_t i = 0; i < w->nchunks; i++)
+		chunk_unmap(&w->chunks[i]);
+	free(w->chunks);
 	free(w->bufs);
 	free(w->map);
 	free(w);
