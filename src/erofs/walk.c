@@ -19,8 +19,8 @@
  * Everything read (or listed: an inode's indexes and tails) is recorded; the result is the
  * sorted, block-aligned, merged list of those ranges, the same whatever the order of
  * processing. What was listed but not read joins the next round, and a last round asks for
- * whatever of the result is still missing, so that the whole result was prefetched when the
- * walk returns.
+ * whatever of the exact result (before its merge bridges gaps) is still missing, so that all
+ * of it was prefetched when the walk returns.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -802,13 +802,15 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 		if (align & (align - 1))
 			align = 4096;
 		util_extents_align(&rec, align, io->size);
-		util_extents_merge(&rec, opts ? opts->merge_gap : 0);
-		stats->meta_bytes = util_extents_total(&rec);
-		/* a last round for what the rounds left out: listed, or bridged by the merge */
+		util_extents_merge(&rec, 0);
+		/* a last round for what the rounds left out (listed, not read); not for the gaps
+		 * the merge below bridges: nothing reads those */
 		for (size_t i = 0; i < rec.n && r >= 0 && !w.all_present; i++)
 			r = want(&w, rec.v[i].offset, rec.v[i].length);
 		if (r >= 0)
 			r = flush(&w, ctx.bs);
+		util_extents_merge(&rec, opts ? opts->merge_gap : 0);
+		stats->meta_bytes = util_extents_total(&rec);
 	}
 	if (r >= 0) {
 		util_extents_free(ret);

@@ -200,13 +200,11 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	}
 
 	util_extents_init(&ext);
+	/* When the walk succeeds, it has made present all it read or listed (its last round);
+	 * the gaps its result's merge bridges are not needed. */
 	r = erofs_walk(&io, &wopts, &ext, &res->walk, werr, sizeof(werr));
-	if (r >= 0) {
-		/* The walk read everything it listed, but a range it only listed (not read) must
-		 * be present as well: one more batch, normally answered from the bitmap. */
+	if (r >= 0)
 		res->walk_ranges = ext.n;
-		r = fetch_ensure_ranges(h, ext.v, ext.n, ferr, sizeof(ferr));
-	}
 	util_extents_free(&ext);
 	if (r < 0) {
 		if (ferr[0])
