@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 
 #include "erofs/internal.h"
+#include "util/array.h"
 #include "util/extents.h"
 
 /* Bytes of an inode asked for before decoding it: the record itself (compact or extended);
@@ -130,15 +131,8 @@ static int q_push(struct itemq *q, const struct item *it)
 		q->n -= q->head;
 		q->head = 0;
 	}
-	if (q->n == q->alloc) {
-		size_t na = q->alloc ? q->alloc * 2 : 256;
-		struct item *nv = realloc(q->v, na * sizeof(*nv));
-
-		if (!nv)
-			return -ENOMEM;
-		q->v = nv;
-		q->alloc = na;
-	}
+	if (UTIL_ARRAY_RESERVE(q->v, q->alloc, q->n, 256) < 0)
+		return -ENOMEM;
 	q->v[q->n++] = *it;
 	return 0;
 }
@@ -494,15 +488,8 @@ static int add_shared(struct walker *w, const uint32_t *ids, unsigned int n)
 			return r;
 		if (!fresh)
 			continue;
-		if (w->nsids == w->asids) {
-			size_t na = w->asids ? w->asids * 2 : 64;
-			uint32_t *nv = realloc(w->sids, na * sizeof(*nv));
-
-			if (!nv)
-				return -ENOMEM;
-			w->sids = nv;
-			w->asids = na;
-		}
+		if (UTIL_ARRAY_RESERVE(w->sids, w->asids, w->nsids, 64) < 0)
+			return -ENOMEM;
 		w->sids[w->nsids++] = ids[k];
 	}
 	return 0;

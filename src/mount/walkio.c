@@ -22,6 +22,7 @@
 
 #include "cache/cache.h"
 #include "mount/walkio.h"
+#include "util/array.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -100,15 +101,8 @@ static int buf_alloc(struct mount_walkio *w, struct wio_buf *b)
 	if (!c || !c->base || c->size - c->used < b->len) {
 		size_t size = (size_t)ROUND_UP(MAX(b->len, WIO_CHUNK), WIO_HUGE);
 
-		if (w->nchunks == w->achunks) {
-			size_t na = w->achunks ? w->achunks * 2 : 16;
-			struct wio_chunk *nc = realloc(w->chunks, na * sizeof(*nc));
-
-			if (!nc)
-				return -ENOMEM;
-			w->chunks = nc;
-			w->achunks = na;
-		}
+		if (UTIL_ARRAY_RESERVE(w->chunks, w->achunks, w->nchunks, 16) < 0)
+			return -ENOMEM;
 		c = &w->chunks[w->nchunks];
 		*c = (struct wio_chunk){ .base = chunk_map(size), .size = size };
 		if (!c->base)
@@ -269,15 +263,8 @@ static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len, bool e
 	r = make_room(w, len);
 	if (r < 0)
 		return r;
-	if (w->nbufs == w->abufs) {
-		size_t na = w->abufs ? w->abufs * 2 : 64;
-		struct wio_buf *nb = realloc(w->bufs, na * sizeof(*nb));
-
-		if (!nb)
-			return -ENOMEM;
-		w->bufs = nb;
-		w->abufs = na;
-	}
+	if (UTIL_ARRAY_RESERVE(w->bufs, w->abufs, w->nbufs, 64) < 0)
+		return -ENOMEM;
 	b.off = off;
 	b.len = len;
 	/* (Mapping the page cache through the pre-mark fd instead of copying measured no

@@ -5,9 +5,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
+#include "util/array.h"
 #include "util/buf.h"
 #include "util/extents.h"
 #include "util/json.h"
@@ -81,6 +83,29 @@ static void test_parse_u64(void **state)
 	assert_int_equal(util_parse_u64("12a", &v), -EINVAL);
 }
 
+static void test_array_reserve(void **state)
+{
+	uint64_t *v = NULL;
+	size_t n = 0, alloc = 0;
+	void *big = NULL;
+	size_t balloc = SIZE_MAX / 2 + 1;
+
+	(void)state;
+	for (uint64_t i = 0; i < 1000; i++) {
+		assert_int_equal(UTIL_ARRAY_RESERVE(v, alloc, n, 8), 0);
+		assert_true(alloc > n);
+		v[n++] = i;
+	}
+	assert_int_equal(alloc, 1024); /* 8, doubled */
+	for (uint64_t i = 0; i < 1000; i++)
+		assert_int_equal(v[i], i);
+	free(v);
+	/* doubling past SIZE_MAX fails cleanly, the array untouched */
+	assert_int_equal(util_array_reserve(&big, &balloc, balloc, 1, 8), -ENOMEM);
+	assert_null(big);
+	assert_int_equal(balloc, SIZE_MAX / 2 + 1);
+}
+
 static void test_json_caps(void **state)
 {
 	char deep[400];
@@ -111,6 +136,7 @@ int main(void)
 		cmocka_unit_test(test_digest),
 		cmocka_unit_test(test_parse_u64),
 		cmocka_unit_test(test_json_caps),
+		cmocka_unit_test(test_array_reserve),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
