@@ -6,9 +6,11 @@
  */
 #include "cache/cache.h"
 
+#include <dirent.h>
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,6 +265,47 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 	return fsync_dir(e->dirfd);
 }
 
+/* Remove the files a bad entry's holder set aside ("<key>.bad-<pid>", ".bitmap", ".lock")
+ * when that holder is gone: it removes them itself when it leaves, but not when it was killed.
+ * A mount still using such a data file keeps its inode; a live pid (ours, or one reused) keeps
+ * its files. Called with the entry's lock held. */
+static void sweep_aside(int dirfd, const char *key)
+{
+	size_t klen = strlen(key);
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		const char *tail;
+		char *end;
+		long pid;
+
+		if (strncmp(de->d_name, key, klen) != 0 || strncmp(de->d_name + klen, ".bad-", 5))
+			continue;
+		tail = de->d_name + klen + 5;
+		errno = 0;
+		pid = strtol(tail, &end, 10);
+		if (errno || end == tail || pid <= 0 || pid > INT32_MAX ||
+		    (*end && strcmp(end, ".bitmap") && strcmp(end, ".lock")))
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		if (unlinkat(dirfd, de->d_name, 0) == 0)
+			log_debug("removed '%s', left by a bad entry's holder that is gone",
+				  de->d_name);
+	}
+	closedir(d);
+}
+
 int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_params *p,
 		     int lock_fd, struct cache_entry **ret)
 {
@@ -301,6 +344,7 @@ int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_p
 		goto fail;
 	}
 	snprintf(bitmap_name, sizeof(bitmap_name), "%s.bitmap", p->key);
+	sweep_aside(e->dirfd, p->key);
 	r = entry_load(e, p, p->key, bitmap_name);
 	if (r < 0) {
 		if (r == -EILSEQ)

@@ -16,6 +16,7 @@
 
 #include "cache/cache.h"
 #include "util/fs.h"
+#include "util/macro.h"
 
 static const char key1[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 static const char dig1[] =
@@ -377,6 +378,49 @@ static void test_entry_rebuild_on_damage(void **state)
 	cache_entry_free(e);
 }
 
+/* Files a killed holder set aside are removed by the next open of the entry; a live
+ * holder's, another key's and unrelated names stay. */
+static void test_entry_sweeps_aside_of_dead_holder(void **state)
+{
+	static const char key2[] =
+	    "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+	struct fixture *f = *state;
+	char dead[CACHE_KEY_LEN + 48], alive[CACHE_KEY_LEN + 48], other[CACHE_KEY_LEN + 48];
+	char name[CACHE_KEY_LEN + 64];
+	const char *const keep[] = {alive, other, name};
+	const char *const sfx[] = {"", ".bitmap", ".lock"};
+	struct cache_entry *e;
+	struct stat st;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	snprintf(dead, sizeof(dead), "%s.bad-%d", key1, (int)pid);
+	snprintf(alive, sizeof(alive), "%s.bad-%d", key1, (int)getpid());
+	snprintf(other, sizeof(other), "%s.bad-%d", key2, (int)pid);
+	for (size_t i = 0; i < ARRAY_SIZE(sfx); i++) {
+		snprintf(name, sizeof(name), "%s%s", dead, sfx[i]);
+		close(openat(f->dirfd, name, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+	}
+	close(openat(f->dirfd, alive, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+	close(openat(f->dirfd, other, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+	snprintf(name, sizeof(name), "%s.bad-%d.old", key1, (int)pid);
+	close(openat(f->dirfd, name, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+
+	e = open_entry(f, NULL, 100000);
+	for (size_t i = 0; i < ARRAY_SIZE(sfx); i++) {
+		char gone[CACHE_KEY_LEN + 64];
+
+		snprintf(gone, sizeof(gone), "%s%s", dead, sfx[i]);
+		assert_int_equal(fstatat(f->dirfd, gone, &st, 0), -1);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(keep); i++)
+		assert_int_equal(fstatat(f->dirfd, keep[i], &st, 0), 0);
+	cache_entry_free(e);
+}
+
 static void test_entry_bad_never_reused(void **state)
 {
 	struct fixture *f = *state;
@@ -490,6 +534,8 @@ int main(void)
 					    teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_entry_rebuild_on_damage, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_entry_bad_never_reused, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_entry_sweeps_aside_of_dead_holder, setup_dir,
+					    teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_entry_refuses_bad_input, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_fs_name, setup_dir, teardown_dir),
 	};
