@@ -183,7 +183,6 @@ def test_data_fd_is_a_read_only_pre_mark_fd(dctl, registry, blob):
     """op data_fd passes a read-only fd of the data file opened before the mark: reads
     through it raise no event (and read zeros where nothing was fetched: only for what an
     ensure made present)."""
-    import array
     import json
     import socket
     data, _, _ = blob
@@ -402,13 +401,19 @@ def reference_tree(plain_image, tmp_path):
         subprocess.run(["umount", "-l", mp])
 
 
-def test_daemon_lives_as_long_as_an_attached_mount(dctl, plain_image, reference_tree):
+def held_daemon(dctl, plain_image):
+    """A daemon for the plain image, held by a background client that has ensured the whole
+    image: (ref, mountpoint to use, the holding client, the daemon's info)."""
     _, ref, spec = plain_image
     mp = os.path.join(dctl.root, "mnt")
     os.mkdir(mp)
     holder = dctl.ctl_bg(ref, "ensure", spec, "info", "wait-stdin")
     assert dctl.read_line(holder)["ok"]
-    info = dctl.read_line(holder)
+    return ref, mp, holder, dctl.read_line(holder)
+
+
+def test_daemon_lives_as_long_as_an_attached_mount(dctl, plain_image, reference_tree):
+    ref, mp, holder, info = held_daemon(dctl, plain_image)
     mount_file(info["data_path"], mp)
     _, out, _ = dctl.ctl(ref, "attach", mp)
     assert out[0]["ok"], out
@@ -429,12 +434,7 @@ def test_daemon_lives_as_long_as_an_attached_mount(dctl, plain_image, reference_
 
 
 def test_lazy_umount_with_an_open_file_keeps_serving_it(dctl, plain_image, reference_tree):
-    _, ref, spec = plain_image
-    mp = os.path.join(dctl.root, "mnt")
-    os.mkdir(mp)
-    holder = dctl.ctl_bg(ref, "ensure", spec, "info", "wait-stdin")
-    assert dctl.read_line(holder)["ok"]
-    info = dctl.read_line(holder)
+    ref, mp, holder, info = held_daemon(dctl, plain_image)
     mount_file(info["data_path"], mp)
     _, out, _ = dctl.ctl(ref, "attach", mp)
     assert out[0]["ok"], out
@@ -464,12 +464,7 @@ def test_lazy_umount_with_an_open_file_keeps_serving_it(dctl, plain_image, refer
 def test_a_mount_never_attached_is_found_and_kept_alive(dctl, plain_image, reference_tree):
     """A mount made without telling the daemon (e.g. its helper died after mount(2)) is
     found in mountinfo when the kernel opens the cache file, and keeps the daemon."""
-    _, ref, spec = plain_image
-    mp = os.path.join(dctl.root, "mnt")
-    os.mkdir(mp)
-    holder = dctl.ctl_bg(ref, "ensure", spec, "info", "wait-stdin")
-    assert dctl.read_line(holder)["ok"]
-    info = dctl.read_line(holder)
+    ref, mp, holder, info = held_daemon(dctl, plain_image)
     mount_file(info["data_path"], mp)
     assert wait_until(lambda: dctl.sock(info["socket"], "status")[0]["mounts"] == 1, 5)
     dctl.finish(holder, timeout=20)
@@ -511,12 +506,7 @@ def test_concurrent_starts_share_one_daemon_and_many_readers_get_right_bytes(dct
 def test_a_mount_in_another_mount_namespace_is_found(dctl, plain_image, reference_tree):
     """A never-attached mount made in a private mount namespace (a container) is found
     through its opener's /proc/PID/mountinfo; the daemon leaves when that namespace dies."""
-    _, ref, spec = plain_image
-    mp = os.path.join(dctl.root, "mnt")
-    os.mkdir(mp)
-    holder = dctl.ctl_bg(ref, "ensure", spec, "info", "wait-stdin")
-    assert dctl.read_line(holder)["ok"]
-    info = dctl.read_line(holder)
+    ref, mp, holder, info = held_daemon(dctl, plain_image)
     code = ("import ctypes,sys\n"
             "l=ctypes.CDLL(None,use_errno=True)\n"
             f"r=l.mount({info['data_path']!r}.encode(),{mp!r}.encode(),b'erofs',1,None)\n"
