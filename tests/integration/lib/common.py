@@ -3,6 +3,7 @@
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -37,3 +38,41 @@ def lazyerofs():
 @pytest.fixture(scope="session")
 def fixtures_dir():
     return FIXTURES
+
+
+def wait_until(pred, timeout, step=0.05):
+    """pred()'s first true value, or its last value once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def mountinfo():
+    """(mount id, mountpoint, fstype, source) of every mount in our namespace."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            dec = lambda s: s.encode().decode("unicode_escape")  # noqa: E731
+            out.append((int(fields[0]), dec(fields[4]), fields[sep + 1], dec(fields[sep + 2])))
+    return out
+
+
+def fs_type(path):
+    return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def pid_alive(pid):
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # A zombie has exited; only its parent's wait is missing.
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -12,50 +12,18 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 
 import pytest
 
-from common import ROOT
+from common import ROOT, fs_type, mountinfo, pid_alive, wait_until  # noqa: F401
 
 DAEMON_CTL = os.environ.get("LAZYEROFS_DAEMON_CTL",
                             os.path.join(ROOT, "build", "tests", "tools", "daemon-ctl"))
 MARKABLE = {"ext2/ext3", "ext4", "xfs", "btrfs"}
 
 
-def fs_type(path):
-    return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def pid_alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
-
-
 def mounts_of(prefix):
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            dec = lambda s: s.encode().decode("unicode_escape")  # noqa: E731
-            mp, src = dec(fields[4]), dec(fields[sep + 2])
-            if mp.startswith(prefix) or src.startswith(prefix):
-                out.append(mp)
-    return out
+    return [mp for _, mp, _, src in mountinfo() if mp.startswith(prefix) or src.startswith(prefix)]
 
 
 class DaemonEnv:

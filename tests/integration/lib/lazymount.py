@@ -8,7 +8,6 @@ Daemons are found three ways, so that none escapes: the pids in state files, pro
 our binary whose environment names this test's run directory, and processes holding files
 under this test's directory open."""
 
-import errno
 import hashlib
 import json
 import os
@@ -21,16 +20,12 @@ import time
 
 import pytest
 
-from common import BIN, ROOT, run
+from common import (ROOT, fs_type, mountinfo, pid_alive, run,  # noqa: F401
+                    wait_until)
 
 # /var/tmp (or the build dir): ext4/xfs/btrfs, never tmpfs.
 BASE_DIRS = ["/var/tmp", os.path.join(ROOT, "build")]
 MARKABLE_FS = {"ext2/ext3", "ext4", "xfs", "btrfs"}
-
-
-def fs_type(path):
-    return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 def markable_base():
@@ -41,32 +36,9 @@ def markable_base():
     pytest.skip(f"no directory on ext4/xfs/btrfs among {BASE_DIRS}")
 
 
-def mountinfo():
-    """(mount id, mountpoint, fstype, source) of every mount in our namespace."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            dec = lambda s: s.encode().decode("unicode_escape")  # noqa: E731
-            out.append((int(fields[0]), dec(fields[4]), fields[sep + 1], dec(fields[sep + 2])))
-    return out
-
-
 def is_mounted(path):
     path = os.path.realpath(path)
     return any(mp == path for _, mp, _, _ in mountinfo())
-
-
-def pid_alive(pid):
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            # A zombie has exited; only its parent's wait is missing.
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def ppid(pid):
@@ -75,17 +47,6 @@ def ppid(pid):
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
 
 
 def sha256_file(path):
