@@ -170,6 +170,13 @@ static bool gran_present(const struct walker *w, uint64_t g)
 	return w->bitmap[g >> 6] & (UINT64_C(1) << (g & 63));
 }
 
+/* Mark granules [first, last] present. */
+static void gran_set_range(struct walker *w, uint64_t first, uint64_t last)
+{
+	for (uint64_t g = first; g <= last; g++)
+		w->bitmap[g >> 6] |= UINT64_C(1) << (g & 63);
+}
+
 static bool is_present(const struct walker *w, uint64_t off, uint64_t len)
 {
 	if (w->all_present || len == 0)
@@ -213,6 +220,18 @@ static int want(struct walker *w, uint64_t off, uint64_t len)
 	if (r >= 0 && run != UINT64_MAX)
 		r = util_extents_add(&w->wave, run << w->gbits, (last + 1 - run) << w->gbits);
 	return r < 0 ? r : 0;
+}
+
+/* Ask for the first `len` bytes of inode nid's record (none for an inode in the metabox: the
+ * metabox is loaded whole). Like want(): 1 present, 0 blocked, <0 error. */
+static int want_inode(struct walker *w, uint64_t nid, uint64_t len)
+{
+	const struct erofs_ctx *ctx = w->ctx;
+	uint64_t iloc = erofs_iloc(ctx, nid);
+
+	if ((nid >> EROFS_DIRENT_NID_MBOX_BIT) || iloc >= ctx->io->size)
+		return 1;
+	return want(w, iloc, MIN(len, ctx->io->size - iloc));
 }
 
 static int want_cb(void *opaque, uint64_t off, uint64_t len)
@@ -365,9 +384,7 @@ static int flush(struct walker *w, uint64_t align)
 			continue;
 		}
 		/* aligned to the block size, or ending at the image's end */
-		for (uint64_t g = e->offset >> w->gbits;
-		     g <= (e->offset + e->length - 1) >> w->gbits; g++)
-			w->bitmap[g >> 6] |= UINT64_C(1) << (g & 63);
+		gran_set_range(w, e->offset >> w->gbits, (e->offset + e->length - 1) >> w->gbits);
 	}
 	if (!w->bitmap)
 		util_extents_merge(&w->pre, 0);
@@ -416,8 +433,8 @@ static int presence_init(struct walker *w)
 		/* whole blocks only (or up to the image's end) */
 		if (e != w->io->size)
 			e = ROUND_DOWN(e, (uint64_t)w->ctx->bs);
-		for (uint64_t g = s >> w->gbits; s < e && g <= (e - 1) >> w->gbits; g++)
-			w->bitmap[g >> 6] |= UINT64_C(1) << (g & 63);
+		if (s < e)
+			gran_set_range(w, s >> w->gbits, (e - 1) >> w->gbits);
 	}
 	return 0;
 }
@@ -520,14 +537,10 @@ static int item_step(struct walker *w, struct item *it)
 	struct erofs_inode vi;
 	int r;
 
-	if (it->step == STEP_INODE && !(it->nid >> EROFS_DIRENT_NID_MBOX_BIT)) {
-		uint64_t iloc = erofs_iloc(ctx, it->nid);
-
-		if (iloc < ctx->io->size) {
-			r = want(w, iloc, MIN((uint64_t)WALK_INODE_WANT, ctx->io->size - iloc));
-			if (r <= 0)
-				return r;
-		}
+	if (it->step == STEP_INODE) {
+		r = want_inode(w, it->nid, WALK_INODE_WANT);
+		if (r <= 0)
+			return r;
 	}
 	/* decoded (and recorded) before when past the first step: decode again, quietly */
 	if (it->step != STEP_INODE)
@@ -597,14 +610,11 @@ static int special_step(struct walker *w)
 	if (w->special == 0) {
 		if (ctx->has_metabox && !ctx->mbox_loaded) {
 			struct erofs_inode vi;
-			uint64_t iloc = erofs_iloc(ctx, ctx->metabox_nid);
 
 			/* its inode, then all of its data at once, then decompress it */
-			if (iloc < ctx->io->size) {
-				r = want(w, iloc, MIN((uint64_t)ctx->bs, ctx->io->size - iloc));
-				if (r <= 0)
-					return r;
-			}
+			r = want_inode(w, ctx->metabox_nid, ctx->bs);
+			if (r <= 0)
+				return r;
 			r = erofs_inode_read(ctx, ctx->metabox_nid, &vi);
 			if (r >= 0)
 				r = erofs_inode_meta_extent(ctx, &vi);
@@ -622,13 +632,10 @@ static int special_step(struct walker *w)
 	if (w->special == 1) {
 		if (ctx->packed_nid) {
 			struct erofs_inode *packed;
-			uint64_t iloc = erofs_iloc(ctx, ctx->packed_nid);
 
-			if (!(ctx->packed_nid >> EROFS_DIRENT_NID_MBOX_BIT) && iloc < ctx->io->size) {
-				r = want(w, iloc, MIN((uint64_t)WALK_INODE_WANT, ctx->io->size - iloc));
-				if (r <= 0)
-					return r;
-			}
+			r = want_inode(w, ctx->packed_nid, WALK_INODE_WANT);
+			if (r <= 0)
+				return r;
 			r = erofs_packed_inode(ctx, &packed);
 			if (attempt_blocked(w))
 				return 0;

@@ -238,6 +238,7 @@ static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job,
 	while (from < limit && job->nruns < max_runs && job->bytes < max_bytes && !job->full) {
 		uint64_t b = next_needed(s, from, limit), e, room, off, end;
 		struct util_extent *last = job->nruns ? &job->runs[job->nruns - 1] : NULL;
+		bool adjacent;
 		size_t header;
 
 		if (b >= limit)
@@ -250,7 +251,8 @@ static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job,
 		e = MIN(e, b + room);
 		off = b * CACHE_BLOCK_SIZE;
 		end = MIN(e * CACHE_BLOCK_SIZE, s->size);
-		if (last && last->offset + last->length == off)
+		adjacent = last && last->offset + last->length == off; /* then one range */
+		if (adjacent)
 			header = job->header - oci_range_spec_len(last->offset, last->length) +
 				 oci_range_spec_len(last->offset, end - last->offset);
 		else
@@ -260,8 +262,8 @@ static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job,
 			return b;
 		}
 		job->header = header;
-		if (last && last->offset + last->length == off)
-			last->length += end - off; /* adjacent: one range */
+		if (adjacent)
+			last->length += end - off;
 		else
 			job->runs[job->nruns++] =
 			    (struct util_extent){.offset = off, .length = end - off};
