@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from common import BIN, FIXTURES
+from common import BIN, FIXTURES, content_hashes
 from daemonctl import pid_alive, wait_until
 from registry import MT_EROFS
 
@@ -377,18 +377,6 @@ def mount_file(src, mp):
         raise OSError(e, f"mount {src} on {mp}: {os.strerror(e)}")
 
 
-def tree_hashes(root):
-    out = {}
-    for dp, dirs, files in os.walk(root):
-        dirs.sort()
-        for n in sorted(files):
-            p = os.path.join(dp, n)
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb") as f:
-                    out[os.path.relpath(p, root)] = sha(f.read())
-    return out
-
-
 @pytest.fixture
 def reference_tree(plain_image, tmp_path):
     """The fixture image mounted directly (no daemon) for comparison."""
@@ -424,7 +412,7 @@ def test_daemon_lives_as_long_as_an_attached_mount(dctl, plain_image, reference_
     time.sleep(1)
     assert pid_alive(info["pid"])
     # Every file reads right through the lazily filled cache file.
-    assert tree_hashes(mp) == tree_hashes(reference_tree)
+    assert content_hashes(mp) == content_hashes(reference_tree)
     st = status(dctl, ref)
     assert st["events"] == st["answers"] > 0 and st["mounts"] == 1
     # umount(8) without any detach: the superblock's end ends the daemon, promptly.
@@ -438,9 +426,9 @@ def test_lazy_umount_with_an_open_file_keeps_serving_it(dctl, plain_image, refer
     mount_file(info["data_path"], mp)
     _, out, _ = dctl.ctl(ref, "attach", mp)
     assert out[0]["ok"], out
-    want = tree_hashes(reference_tree)
-    big = max(want, key=lambda p: os.path.getsize(os.path.join(reference_tree, p)))
-    fd = os.open(os.path.join(mp, big), os.O_RDONLY)
+    want = content_hashes(reference_tree)
+    big = max(want, key=lambda p: os.path.getsize(reference_tree + p))  # keys start with "/"
+    fd = os.open(mp + big, os.O_RDONLY)
     dctl.finish(holder, timeout=20)
     subprocess.run(["umount", "-l", mp], check=True)
     time.sleep(1.5)
@@ -470,7 +458,7 @@ def test_a_mount_never_attached_is_found_and_kept_alive(dctl, plain_image, refer
     dctl.finish(holder, timeout=20)
     time.sleep(1)
     assert pid_alive(info["pid"]), dctl.log()
-    assert tree_hashes(mp) == tree_hashes(reference_tree)
+    assert content_hashes(mp) == content_hashes(reference_tree)
     subprocess.run(["umount", mp], check=True)
     assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()
 
@@ -524,7 +512,7 @@ def test_a_mount_in_another_mount_namespace_is_found(dctl, plain_image, referenc
         time.sleep(1)
         assert pid_alive(info["pid"])
         inside = f"/proc/{ns.pid}/root{mp}"
-        assert tree_hashes(inside) == tree_hashes(reference_tree)
+        assert content_hashes(inside) == content_hashes(reference_tree)
     finally:
         ns.communicate(timeout=20)  # the namespace goes, and its mount with it
     assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()

@@ -20,9 +20,9 @@ import time
 
 import pytest
 
-from common import BIN, FIXTURE_IMAGES, FIXTURES, ROOT, assert_one_line_error
-from lazymount import (build_big_image, build_busybox_image, content_hashes, is_mounted,
-                       pid_alive, sha256_file, wait_until)
+from common import (BIN, FIXTURE_IMAGES, FIXTURES, ROOT, assert_one_line_error, content_hashes,
+                    sha256_file)
+from lazymount import build_big_image, build_busybox_image, is_mounted, pid_alive, wait_until
 from registry import MT_EROFS, Registry, free_port
 from trees import diff_snapshots, format_diff, snapshot
 

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 """Basics every integration test uses: the binary under test, fixture images, running it."""
 
+import hashlib
 import os
+import stat
 import subprocess
 import time
 
@@ -76,3 +78,32 @@ def pid_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def kill_all(pids, sig):
+    """Send sig to each of pids that still exists."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_hashes(root):
+    """sha256 of every regular file under root, by relative path (reads every byte)."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for n in sorted(files):
+            p = os.path.join(dirpath, n)
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                out["/" + os.path.relpath(p, root)] = sha256_file(p)
+    return out

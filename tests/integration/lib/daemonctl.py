@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from common import ROOT, fs_type, mountinfo, pid_alive, wait_until  # noqa: F401
+from common import ROOT, fs_type, kill_all, mountinfo, pid_alive, wait_until  # noqa: F401
 
 DAEMON_CTL = os.environ.get("LAZYEROFS_DAEMON_CTL",
                             os.path.join(ROOT, "build", "tests", "tools", "daemon-ctl"))
@@ -124,11 +124,7 @@ class DaemonEnv:
                 p.kill()
                 p.wait()
         pids = self.holders()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(pids, signal.SIGKILL)
         wait_until(lambda: not any(pid_alive(p) for p in pids), 5)
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -8,20 +8,17 @@ Daemons are found three ways, so that none escapes: the pids in state files, pro
 our binary whose environment names this test's run directory, and processes holding files
 under this test's directory open."""
 
-import hashlib
 import json
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-from common import (ROOT, fs_type, mountinfo, pid_alive, run,  # noqa: F401
-                    wait_until)
+from common import ROOT, fs_type, kill_all, mountinfo, pid_alive, run, wait_until  # noqa: F401
 
 # /var/tmp (or the build dir): ext4/xfs/btrfs, never tmpfs.
 BASE_DIRS = ["/var/tmp", os.path.join(ROOT, "build")]
@@ -47,26 +44,6 @@ def ppid(pid):
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def content_hashes(root):
-    """sha256 of every regular file under root, by relative path (reads every byte)."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        dirs.sort()
-        for n in sorted(files):
-            p = os.path.join(dirpath, n)
-            if stat.S_ISREG(os.lstat(p).st_mode):
-                out["/" + os.path.relpath(p, root)] = sha256_file(p)
-    return out
 
 
 class LazyEnv:
@@ -225,17 +202,9 @@ class LazyEnv:
         for mp, _ in reversed(self.our_mounts()):
             subprocess.run(["umount", "-l", mp], capture_output=True)
         pids = self.daemon_pids() | {p for p in self.pids if pid_alive(p)}
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        kill_all(pids, signal.SIGTERM)
         if not wait_until(lambda: not any(pid_alive(p) for p in pids), 5):
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_all(pids, signal.SIGKILL)
             wait_until(lambda: not any(pid_alive(p) for p in pids), 5)
         for mp, _ in reversed(self.our_mounts()):
             subprocess.run(["umount", "-l", mp], capture_output=True)
