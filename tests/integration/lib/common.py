@@ -107,3 +107,88 @@ def content_hashes(root):
             if stat.S_ISREG(os.lstat(p).st_mode):
                 out["/" + os.path.relpath(p, root)] = sha256_file(p)
     return out
+
+
+# --- reads that could hang run in a child process -------------------------------------------
+#
+# A read of a lazy mount waits for the daemon's answer to a fanotify permission event. If an
+# event were never answered, a read inside the pytest process would hang the whole run; in a
+# child it is killed at its deadline (permission waits are killable) and the test fails by
+# name. The child is also the witness from outside the daemon that every event got an answer.
+
+_READER = r"""
+import hashlib, json, os, stat, sys
+op, path = sys.argv[1], sys.argv[2]
+try:
+    if op == "read":
+        off, n = int(sys.argv[3]), int(sys.argv[4])
+        fd = os.open(path, os.O_RDONLY)
+        out, pos = [], off
+        while n < 0 or pos - off < n:
+            b = os.pread(fd, (1 << 20) if n < 0 else min(1 << 20, off + n - pos), pos)
+            if not b:
+                break
+            out.append(b)
+            pos += len(b)
+        sys.stdout.buffer.write(b"".join(out))
+    else:
+        def h(p):
+            d = hashlib.sha256()
+            with open(p, "rb") as f:
+                for c in iter(lambda: f.read(1 << 20), b""):
+                    d.update(c)
+            return d.hexdigest()
+        if op == "sha256":
+            res = h(path)
+            sys.stdout.write(res)
+            sys.exit(0)
+        else:
+            res = {}
+            for dp, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    p = os.path.join(dp, name)
+                    if stat.S_ISREG(os.lstat(p).st_mode):
+                        res["/" + os.path.relpath(p, path)] = h(p)
+        sys.stdout.write(json.dumps(res))
+except OSError as e:
+    sys.stderr.write(f"{e.errno} {e.strerror}: {e.filename}\n")
+    sys.exit(3)
+"""
+
+CHILD_READ_TIMEOUT = 120
+
+
+def _child(args, timeout):
+    timeout = timeout or CHILD_READ_TIMEOUT
+    p = subprocess.Popen(["/usr/bin/python3", "-c", _READER, *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise AssertionError(f"a read of {args[1]} ({args[0]}) hung for {timeout} s: "
+                             "an event was never answered") from None
+    if p.returncode == 3:
+        no, _, msg = err.decode(errors="replace").strip().partition(" ")
+        raise OSError(int(no), msg)
+    if p.returncode != 0:
+        raise AssertionError(f"reader of {args[1]} exited {p.returncode}: {err.decode()!r}")
+    return out
+
+
+def child_read(path, offset=0, length=-1, timeout=None):
+    """The bytes of path at [offset, offset+length) (to EOF if length < 0), read in a child
+    process under a deadline; OSError with the reader's errno on a failed read."""
+    return _child(["read", path, str(offset), str(length)], timeout)
+
+
+def child_sha256(path, timeout=None):
+    return _child(["sha256", path], timeout).decode()
+
+
+def child_hashes(root, timeout=None):
+    """content_hashes(root), computed in a child process under a deadline."""
+    import json
+    return json.loads(_child(["tree", root], timeout))
