@@ -17,3 +17,9 @@ pytest_plugins = [
     "lazymount",
     "daemonctl",
 ]
+
+
+def pytest_configure(config):
+    # `make check` runs the tests marked `san` a second time against the
+    # SANITIZE=address,undefined build (daemon included).
+    config.addinivalue_line("markers", "san: also run against the sanitizer build in make check")
