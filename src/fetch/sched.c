@@ -331,10 +331,30 @@ static void fail_record(struct fetch_sched *s, const struct fetch_req *r, uint64
 	s->fail_next = (s->fail_next + 1) % FETCH_FAIL_RING;
 }
 
+/* The probe is over: events waiting for it go on (err 0) or fail with it. */
+static void probe_end(struct fetch_sched *s, int err)
+{
+	for (size_t i = 0; i < s->nreqs; i++) {
+		struct fetch_req *r = s->reqs[i];
+
+		if (!r->held)
+			continue;
+		r->held = false;
+		if (err < 0) {
+			r->error = err;
+			r->attempts = FETCH_MAX_ATTEMPTS;
+		}
+	}
+	if (s->probe)
+		s->probe->probe = false;
+	s->probe = NULL;
+}
+
 static void fail_forget(struct fetch_sched *s)
 {
 	memset(s->failed, 0, sizeof(s->failed));
 	s->fail_next = 0;
+	probe_end(s, 0);
 }
 
 /* Does a missing block of the event lie in a range that failed less than the window ago? The
@@ -376,16 +396,25 @@ int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_m
 	req->error = 0;
 	req->result = 0;
 	req->next_try_ms = 0;
+	req->probe = req->held = false;
 	if (fetch_req_satisfied(s, req))
 		return 1;
-	/* Only events: an ensure batch (the mount's metadata walk) always fetches. */
-	if (req->kind == FETCH_REQ_EVENT && (err = fail_recent(s, req, now_ms)) < 0) {
-		req->error = err;
-		req->result = err;
-		return -EIO;
-	}
 	if (s->nreqs >= s->max_reqs)
 		return -ENOSPC;
+	/* Bytes that failed moments ago (only events: an ensure batch, the mount's metadata
+	 * walk, always fetches). The kernel asks again at once for the rest of a failed read,
+	 * piece by piece: one probe, a single fetch attempt, answers for all of them. While it
+	 * runs the others wait for its outcome; if it fails they fail with it, and if the
+	 * registry answers again every read goes on. */
+	if (req->kind == FETCH_REQ_EVENT && (err = fail_recent(s, req, now_ms)) < 0) {
+		req->error = err;
+		if (s->probe) {
+			req->held = true;
+		} else {
+			req->probe = true;
+			s->probe = req;
+		}
+	}
 	if (!req->deadline_ms)
 		req->deadline_ms = now_ms + s->pol.timeout_ms;
 	s->reqs[s->nreqs++] = req;
@@ -419,6 +448,8 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		size_t k;
 		uint64_t b;
 
+		if (r->held)
+			continue; /* the probe's outcome decides */
 		if (r->next_try_ms > now_ms) {
 			*wake = MIN(*wake, r->next_try_ms);
 			continue;
@@ -466,6 +497,7 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		}
 		if (job->nruns == 0)
 			continue;
+		job->probe = r->probe;
 		job_commit(s, job, FETCH_JOB_DEMAND);
 		return job;
 	}
@@ -584,7 +616,7 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 			if (!req_overlaps_job(r, job))
 				continue;
 			r->error = err;
-			if (permanent) {
+			if (permanent || r->probe) {
 				r->attempts = FETCH_MAX_ATTEMPTS;
 			} else {
 				r->attempts++;
@@ -615,7 +647,7 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 	job->nruns = 0;
 	job->bytes = 0;
 	job->header = 0;
-	job->batch = job->full = false;
+	job->batch = job->full = job->probe = false;
 }
 
 size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_req **out,
@@ -623,6 +655,14 @@ size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_
 {
 	size_t n = 0, keep = 0;
 
+	if (s->probe) {
+		struct fetch_req *p = s->probe;
+
+		if (fetch_req_satisfied(s, p))
+			probe_end(s, 0);
+		else if (p->attempts >= FETCH_MAX_ATTEMPTS || now_ms >= p->deadline_ms)
+			probe_end(s, p->error < 0 ? p->error : -ETIMEDOUT);
+	}
 	for (size_t i = 0; i < s->nreqs; i++) {
 		struct fetch_req *r = s->reqs[i];
 		bool leave = false;
@@ -659,6 +699,8 @@ size_t fetch_sched_drain(struct fetch_sched *s, struct fetch_req **out, size_t m
 	for (size_t i = 0; i < n; i++) {
 		out[i] = s->reqs[i];
 		out[i]->result = fetch_req_satisfied(s, out[i]) ? 0 : -EIO;
+		if (out[i] == s->probe)
+			probe_end(s, -EIO);
 	}
 	memmove(s->reqs, s->reqs + n, (s->nreqs - n) * sizeof(*s->reqs));
 	s->nreqs -= n;

@@ -62,6 +62,9 @@ struct fetch_req {
 	unsigned attempts;
 	int error;   /* last fetch error, -errno */
 	int result;  /* set when leaving the scheduler: 0 present, -errno failed */
+	bool probe;  /* an event for bytes that failed moments ago: one fetch attempt tells
+		      * whether the registry answers again */
+	bool held;   /* such an event while a probe is under way: waits for its outcome */
 	void *owner; /* caller's cookie */
 };
 
@@ -76,6 +79,7 @@ struct fetch_job {
 	enum fetch_job_kind kind;
 	bool batch; /* for an ensure batch: one request (oci_reader_set_batch) */
 	bool full;  /* its Range header has no room for another range */
+	bool probe; /* fetched for a probe: one attempt, no retries */
 	struct util_extent runs[FETCH_BATCH_RUNS]; /* byte ranges, sorted, block aligned, clamped
 						    * to size */
 	size_t nruns;
@@ -117,6 +121,7 @@ struct fetch_sched {
 	struct fetch_failure failed[FETCH_FAIL_RING]; /* ring, overwritten oldest first */
 	unsigned fail_next;			      /* next slot to overwrite */
 	uint64_t fail_window_ms;		      /* MIN(FETCH_FAIL_WINDOW_MS, timeout) */
+	struct fetch_req *probe;		      /* the probe under way, or NULL */
 };
 
 int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,

@@ -137,7 +137,7 @@ static bool own_pid(struct fetch_daemon *d, pid_t pid)
 static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const struct fetch_event *ev)
 {
 	uint64_t size = d->cfg.blob.size, off, len, first, nblk;
-	bool ra;
+	bool ra, probe, held;
 	int q;
 
 	if (own_pid(d, ev->pid)) {
@@ -171,17 +171,19 @@ static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const stru
 	pthread_mutex_lock(&d->lock);
 	r->deadline_ms = 0;
 	q = fetch_sched_add(&d->sched, r, fetch_now_ms());
-	/* A read of bytes that just failed to fetch is denied at once: no stream, no
-	 * read-ahead towards a registry that is not answering. */
-	if (q != -EIO)
+	/* A read of bytes that just failed to fetch starts no stream and no read-ahead towards
+	 * a registry that is not answering: it probes, or waits for the probe under way. */
+	probe = q == 0 && r->probe;
+	held = q == 0 && r->held;
+	if (q == 0 && !probe && !held)
 		(void)fetch_sched_note_read(&d->sched, off, len);
 	if (q == 0)
 		fetch_kick(d);
 	pthread_mutex_unlock(&d->lock);
-	if (q == -EIO)
+	if (probe || held)
 		log_debug("read at %" PRIu64 " (%" PRIu64 " bytes): those bytes failed to fetch "
-			  "moments ago (%s); denied without a new fetch",
-			  off, len, strerror(-r->result));
+			  "moments ago; %s",
+			  off, len, probe ? "probing the registry" : "waiting for the probe");
 	if (q != 0) {
 		r->result = q > 0 ? 0 : -EIO;
 		fetch_answer_batch(d, &r, 1);
@@ -337,6 +339,7 @@ static int run_job(struct fetch_daemon *d, struct oci_reader *reader, struct fet
 		return -EIO;
 	oci_reader_stats(reader, &req0, &b0);
 	oci_reader_set_batch(reader, job->batch); /* an ensure batch: one request */
+	oci_reader_set_single_attempt(reader, job->probe);
 	r = oci_read_ranges(reader, job->runs, job->nruns, job_sink, &ctx, &oerr);
 	oci_reader_stats(reader, &req1, &b1);
 	log_debug("job %s: %zu run(s) from %" PRIu64 ", %" PRIu64 " KiB, %" PRIu64 " ms: %d",

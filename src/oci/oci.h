@@ -121,6 +121,9 @@ void oci_reader_set_parallel(struct oci_reader *r, unsigned n);
  * requests only add round trips. The fallbacks stay: a server that refuses or ignores
  * multi-range requests still gets single-range or whole-span requests. */
 void oci_reader_set_batch(struct oci_reader *r, bool on);
+/* The next calls make one attempt: a failure is returned at once, without retries (a probe of
+ * whether the registry answers again). */
+void oci_reader_set_single_attempt(struct oci_reader *r, bool on);
 
 /* The largest Range header value ("bytes=a-b,c-d,...") one request carries: nginx, for one,
  * refuses header lines over 8 KiB by default. Ranges beyond it go out in further requests. */

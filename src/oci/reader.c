@@ -63,6 +63,11 @@ void oci_reader_set_batch(struct oci_reader *r, bool on)
 	r->batch = on;
 }
 
+void oci_reader_set_single_attempt(struct oci_reader *r, bool on)
+{
+	r->single_attempt = on;
+}
+
 static size_t digits(uint64_t v)
 {
 	size_t n = 1;
@@ -404,7 +409,7 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 		q->no_progress = 0;
 	else
 		q->no_progress++;
-	if (q->no_progress >= OCI_MAX_ATTEMPTS || q->failures >= MAX_FAILURES) {
+	if (q->no_progress >= OCI_MAX_ATTEMPTS || q->failures >= MAX_FAILURES || r->single_attempt) {
 		char code[sizeof(k->err->code)];
 
 		const char *last = r->last_error;

@@ -65,7 +65,8 @@ struct oci_reader {
 	CURL *easy[READER_MAX_PARALLEL];
 	struct rreq *busy[READER_MAX_PARALLEL];
 	unsigned parallel;
-	bool batch; /* oci_reader_set_batch */
+	bool batch;	     /* oci_reader_set_batch */
+	bool single_attempt; /* oci_reader_set_single_attempt */
 	uint64_t requests, bytes;
 	char *loc_url; /* where the registry last redirected the blob to */
 	uint64_t loc_expires;

@@ -372,10 +372,10 @@ static void fail_event(struct env *e, struct fetch_req *r, uint64_t off, uint64_
 	assert_int_equal(r->result, -EAGAIN);
 }
 
-static void test_recent_failure_fails_fast(void **state)
+static void test_recent_failure_probes_once(void **state)
 {
 	struct env e;
-	struct fetch_req r, r2, *out[4];
+	struct fetch_req r, r2, r3, r4, *out[4];
 	struct fetch_job *job;
 	uint64_t now = 5000, t;
 
@@ -384,51 +384,92 @@ static void test_recent_failure_fails_fast(void **state)
 	fail_event(&e, &r, 64 * KiB, 64 * KiB, now);
 	t = now + 1000; /* the failure */
 
-	/* The kernel's retry of one page of it: denied at once, nothing queued or fetched. */
+	/* The kernel's retry of one page of it becomes the probe: one job, a single attempt. */
 	event(&r2, 64 * KiB, 4096);
-	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1), -EIO);
-	assert_int_equal(r2.result, -EAGAIN);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1), 0);
+	assert_true(r2.probe);
+	assert_ptr_equal(e.s.probe, &r2);
+	job = fetch_sched_pick(&e.s, t + 1, NULL);
+	assert_non_null(job);
+	assert_true(job->probe);
+	/* The rest of the kernel's readahead, elsewhere in the failed chunk or reaching past
+	 * its end, waits for the probe: nothing more is fetched. */
+	event(&r3, 512 * KiB, 64 * KiB);
+	assert_int_equal(fetch_sched_add(&e.s, &r3, t + 10), 0);
+	assert_true(r3.held);
+	event(&r4, MiB - 8 * KiB, 64 * KiB);
+	assert_int_equal(fetch_sched_add(&e.s, &r4, t + 10), 0);
+	assert_true(r4.held);
+	assert_null(fetch_sched_pick(&e.s, t + 10, NULL));
+	/* The probe fails (one attempt, no backoff): every waiting read fails with it, at
+	 * once, long before its own deadline. */
+	fetch_sched_job_done(&e.s, job, -ECONNREFUSED, t + 20);
+	assert_int_equal(fetch_sched_collect(&e.s, t + 20, out, 4), 3);
+	assert_int_equal(r2.result, -ECONNREFUSED);
+	assert_int_equal(r3.result, -ECONNREFUSED);
+	assert_int_equal(r4.result, -ECONNREFUSED);
+	assert_null(e.s.probe);
 	assert_int_equal(e.s.nreqs, 0);
-	assert_null(fetch_sched_pick(&e.s, t + 1, NULL));
-	/* The rest of the kernel's readahead: elsewhere in the failed chunk, or reaching past
-	 * its end (the read needs a block that just failed either way). */
-	event(&r2, 512 * KiB, 64 * KiB);
-	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 10), -EIO);
-	event(&r2, MiB - 8 * KiB, 64 * KiB);
-	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 999), -EIO);
-	assert_int_equal(e.s.nreqs, 0);
+
 	/* Present blocks inside the failed range are served as ever. */
 	cache_bitmap_set_range(&e.bm, 200, 2);
 	event(&r2, 200 * 4096, 8192);
-	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 10), 1);
-
-	/* Other blocks fetch normally, inside the window too. */
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 30), 1);
+	/* Other blocks fetch normally, inside the window too: no probe. */
 	event(&r2, 4 * MiB, 4096);
-	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 10), 0);
-	job = fetch_sched_pick(&e.s, t + 10, NULL);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 30), 0);
+	assert_false(r2.probe);
+	assert_false(r2.held);
+	job = fetch_sched_pick(&e.s, t + 30, NULL);
 	assert_non_null(job);
+	assert_false(job->probe);
 	assert_int_equal(job->runs[0].offset, 4 * MiB);
-	fetch_sched_job_done(&e.s, job, -EAGAIN, t + 10);
+	fetch_sched_job_done(&e.s, job, -EAGAIN, t + 30);
 	assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
 	/* An ensure batch (the mount's walk) fetches even inside the window. */
 	r2 = (struct fetch_req){
 	    .kind = FETCH_REQ_ENSURE, .v = &r2.one, .n = 1, .one = {128 * KiB, 4096}};
-	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 10), 0);
-	job = fetch_sched_pick(&e.s, t + 10, NULL);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 30), 0);
+	assert_false(r2.probe);
+	job = fetch_sched_pick(&e.s, t + 30, NULL);
 	assert_non_null(job);
 	assert_true(job->batch);
-	fetch_sched_job_done(&e.s, job, -EAGAIN, t + 10);
+	fetch_sched_job_done(&e.s, job, -EAGAIN, t + 30);
 	assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
 
-	/* Once the window has passed, the same bytes are fetched again. */
+	/* The registry answers again: the next read probes, the probe succeeds, and the reads
+	 * that waited for it go on and get their bytes. */
 	event(&r2, 64 * KiB, 4096);
-	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1000), 0);
-	job = fetch_sched_pick(&e.s, t + 1000, NULL);
-	assert_non_null(job);
-	assert_int_equal(job->runs[0].offset, 0);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 40), 0);
+	assert_true(r2.probe);
+	job = fetch_sched_pick(&e.s, t + 40, NULL);
+	event(&r3, MiB - 4096, 8192); /* reaches into a chunk the probe does not fetch */
+	assert_int_equal(fetch_sched_add(&e.s, &r3, t + 41), 0);
+	assert_true(r3.held);
 	complete(&e, job);
-	assert_int_equal(fetch_sched_collect(&e.s, t + 1000, out, 4), 1);
+	assert_null(e.s.probe);
+	assert_false(r3.held);
+	assert_int_equal(fetch_sched_collect(&e.s, t + 42, out, 4), 1);
+	assert_ptr_equal(out[0], &r2);
 	assert_int_equal(r2.result, 0);
+	job = fetch_sched_pick(&e.s, t + 42, NULL);
+	assert_non_null(job);
+	complete(&e, job);
+	assert_int_equal(fetch_sched_collect(&e.s, t + 43, out, 4), 1);
+	assert_int_equal(r3.result, 0);
+
+	/* A probe that outlives its deadline ends the wait of the others too. */
+	fail_event(&e, &r, 6 * MiB, 4096, t + 100);
+	event(&r2, 6 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1101), 0);
+	assert_true(r2.probe);
+	assert_non_null(fetch_sched_pick(&e.s, t + 1101, NULL)); /* stalls */
+	event(&r3, 6 * MiB + 8192, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r3, t + 1102), 0);
+	assert_true(r3.held);
+	assert_int_equal(fetch_sched_collect(&e.s, t + 2101, out, 4), 2);
+	assert_int_equal(r2.result, -EAGAIN);
+	assert_int_equal(r3.result, -EAGAIN);
 	env_free(&e);
 }
 
@@ -460,13 +501,17 @@ static void test_recent_failure_forgotten(void **state)
 	env_init(&e, 8 * MiB, false);
 	fail_event(&e, &r, 0, 4096, now);
 	event(&r2, 4096, 4096);
-	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1), -EIO);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1), 0);
+	assert_true(r2.probe);
+	assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
+	assert_null(e.s.probe);
 	event(&r2, 4 * MiB, 4096);
 	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 1), 0);
 	complete(&e, fetch_sched_pick(&e.s, t + 1, NULL));
 	assert_int_equal(fetch_sched_collect(&e.s, t + 2, out, 4), 1);
 	event(&r2, 4096, 4096);
 	assert_int_equal(fetch_sched_add(&e.s, &r2, t + 3), 0);
+	assert_false(r2.probe);
 	env_free(&e);
 
 	/* The window is at most 2 s, however long the timeout; more failures than the ring
@@ -490,11 +535,15 @@ static void test_recent_failure_forgotten(void **state)
 			assert_int_equal(fetch_sched_collect(&e.s, now, out, 4), 1);
 		}
 		event(&r2, (FETCH_FAIL_RING * 64 + 8) * KiB, 4096); /* the newest */
-		assert_int_equal(fetch_sched_add(&e.s, &r2, now + FETCH_FAIL_WINDOW_MS - 1), -EIO);
+		assert_int_equal(fetch_sched_add(&e.s, &r2, now + FETCH_FAIL_WINDOW_MS - 1), 0);
+		assert_true(r2.probe);
+		assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
 		assert_int_equal(fetch_sched_add(&e.s, &r2, now + FETCH_FAIL_WINDOW_MS), 0);
+		assert_false(r2.probe);
 		assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
 		event(&r2, 8 * KiB, 4096); /* the oldest, overwritten */
 		assert_int_equal(fetch_sched_add(&e.s, &r2, now + 1), 0);
+		assert_false(r2.probe);
 		env_free(&e);
 	}
 }
@@ -705,7 +754,7 @@ int main(void)
 	    cmocka_unit_test(test_demand_jobs_keep_run_cap),
 	    cmocka_unit_test(test_ensure_ranges_sharing_blocks),
 	    cmocka_unit_test(test_retry_backoff_and_failures),
-	    cmocka_unit_test(test_recent_failure_fails_fast),
+	    cmocka_unit_test(test_recent_failure_probes_once),
 	    cmocka_unit_test(test_recent_failure_forgotten),
 	    cmocka_unit_test(test_capacity),
 	    cmocka_unit_test(test_readahead_detection),
