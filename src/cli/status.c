@@ -25,16 +25,25 @@ static void usage(FILE *f)
 		   "\n"
 		   "  --json   one JSON object: {\"mounts\":[{\"mountpoint\",\"source\",\"digest\",\n"
 		   "           \"size\",\"present_bytes\",\"fetched_bytes\",\"requests\",\"events\",\n"
-		   "           \"errors\",\"pid\",\"state\",...}]}\n"
+		   "           \"errors\",\"pid\",\"state\",\"integrity\",...}]}\n"
 		   "\n"
 		   "Environment: LAZYEROFS_RUN_DIR (default " MOUNT_DEFAULT_RUN_DIR ").\n");
 }
 
-/* A mount whose daemon does not answer serves zeros from holes (DESIGN fact 6): it is shown
- * as bad, with the reason. */
+/* A mount whose daemon does not answer is lost (DESIGN "status --json"): nothing serves its
+ * missing bytes any more; it is shown with the reason. */
 static const char *entry_state(const struct mount_status_entry *e)
 {
-	return e->daemon_alive ? e->fs.state : "bad";
+	return e->daemon_alive ? e->fs.state : "lost";
+}
+
+/* What the mount's bytes are checked against: the whole blob against its digest, else the
+ * connection they came over (an entry holds bytes of one kind only). */
+static const char *entry_integrity(const struct mount_status_entry *e)
+{
+	if (e->daemon_alive && !strcmp(e->fs.state, "verified"))
+		return "verified";
+	return e->st.transport && !strcmp(e->st.transport, "insecure") ? "insecure" : "tls";
 }
 
 static const char *entry_digest(const struct mount_status_entry *e)
@@ -50,14 +59,15 @@ static json_t *entry_json(const struct mount_status_entry *e)
 	bool a = e->daemon_alive;
 	json_t *o;
 
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:s, s:I, s:s, s:s}",
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:s, s:s, s:I, s:s, s:s}",
 		      "mountpoint", e->st.mountpoint, "source", e->st.source, "digest",
 		      entry_digest(e), "size", (json_int_t)(a ? s->size : e->st.size),
 		      "present_bytes", (json_int_t)(a ? s->present_bytes : 0), "fetched_bytes",
 		      (json_int_t)(a ? s->fetched_bytes : 0), "requests",
 		      (json_int_t)(a ? s->requests : 0), "events", (json_int_t)(a ? s->events : 0),
 		      "errors", (json_int_t)(a ? s->errors : 0), "pid",
-		      (int)(a && s->pid ? s->pid : e->st.pid), "state", entry_state(e), "mnt_id",
+		      (int)(a && s->pid ? s->pid : e->st.pid), "state", entry_state(e),
+		      "integrity", entry_integrity(e), "mnt_id",
 		      (json_int_t)e->st.mnt_id, "cache", e->st.cache ? e->st.cache : "", "options",
 		      e->st.options ? e->st.options : "");
 	if (o && a) {
@@ -129,7 +139,7 @@ static void fill_row(const struct mount_status_entry *e, char cells[NCOLS][CELL]
 	if (!e->daemon_alive) {
 		for (int c = COL_PRESENT; c <= COL_ERR; c++)
 			snprintf(cells[c], CELL, "-");
-		snprintf(cells[COL_STATE], CELL, "bad (daemon gone)");
+		snprintf(cells[COL_STATE], CELL, "lost (daemon gone)");
 		snprintf(cells[COL_PID], CELL, "%d", (int)e->st.pid);
 		return;
 	}

@@ -269,7 +269,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	struct mount_state st = { 0 };
 	char optbuf[128];
 	const char *cache_dir, *run_dir;
-	bool mounted = false, state_written = false;
+	bool mounted = false, state_written = false, weak_entry = false;
 	uint64_t t0 = now_ms(), t;
 	int r;
 
@@ -330,6 +330,18 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		r = mount_offline_record(cache_dir, ref, req->oci, &cfg.blob);
 		if (r < 0)
 			log_debug("remembering the blob of '%s': %s", pub_source, strerror(-r));
+		/* Bytes fetched without TLS go to an entry of their own. */
+		weak_entry = mount_source_weak(ref, req->oci);
+		if (weak_entry) {
+			r = mount_weak_key(cfg.blob.cache_key, cfg.blob.cache_key);
+			if (r < 0) {
+				snprintf(err, errlen, "naming the cache entry: %s", strerror(-r));
+				return r;
+			}
+		}
+	} else {
+		/* An offline weak source may be served from the TLS entry of its digest. */
+		weak_entry = strcmp(cfg.blob.cache_key, cfg.blob.digest + 7) != 0;
 	}
 	res->resolve_ms = now_ms() - t;
 	snprintf(res->digest, sizeof(res->digest), "%s", cfg.blob.digest);
@@ -380,6 +392,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	st.socket = h->socket_path;
 	st.options = (char *)mount_attr_format(req->opts->attr, optbuf, sizeof(optbuf));
 	st.size = cfg.blob.size;
+	st.transport = (char *)(weak_entry ? "insecure" : "tls");
 	r = mount_state_write(run_fd, &st);
 	if (r < 0) {
 		snprintf(err, errlen, "writing the state file in '%s': %s", run_dir, strerror(-r));

@@ -105,6 +105,7 @@ struct mount_state {
 	char *cache;        /* the cache data file */
 	char *socket;       /* the daemon's control socket */
 	char *options;      /* mount flags, e.g. "ro,nosuid" */
+	char *transport;    /* how the entry's bytes came: "tls" or "insecure" (no TLS) */
 	uint64_t size;
 	pid_t mounted_by;   /* the mount command's pid */
 };

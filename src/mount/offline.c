@@ -31,7 +31,6 @@ static int record_name(const struct oci_ref *ref, const struct oci_options *o, c
 {
 	_cleanup_free_ char *text = NULL;
 	uint8_t h[UTIL_SHA256_LEN];
-	static const char hex[] = "0123456789abcdef";
 	int n;
 
 	n = asprintf(&text, "v1\n%s\n%s\n%s\n%ld\n", ref->registry ? ref->registry : "",
@@ -40,28 +39,37 @@ static int record_name(const struct oci_ref *ref, const struct oci_options *o, c
 		return -ENOMEM;
 	if (util_sha256_buf(text, (size_t)n, h) < 0)
 		return -EIO;
-	for (int i = 0; i < UTIL_SHA256_LEN; i++) {
-		out[2 * i] = hex[h[i] >> 4];
-		out[2 * i + 1] = hex[h[i] & 15];
-	}
-	out[64] = 0;
+	util_sha256_hex(h, out);
 	return 0;
 }
 
-/* Is the entry for `digest` complete and usable? Fills blob on success. */
-static int entry_ready(const char *cache_dir, const char *digest, struct oci_blob *blob)
+bool mount_source_weak(const struct oci_ref *ref, const struct oci_options *o)
 {
-	_cleanup_close_ int dfd = -1;
-	struct cache_header hdr;
-	int r;
+	if (ref->is_url)
+		return strncasecmp(ref->url, "https://", 8) != 0;
+	return o->insecure;
+}
 
-	if (!util_digest_valid(digest))
-		return 0;
-	r = cache_dir_open(cache_dir, &dfd);
-	if (r < 0)
-		return 0;
-	r = cache_entry_peek(dfd, digest + 7, &hdr);
-	if (r < 0)
+int mount_weak_key(const char *key, char out[65])
+{
+	_cleanup_free_ char *text = NULL;
+	uint8_t h[UTIL_SHA256_LEN];
+	int n = asprintf(&text, "insecure\n%s", key);
+
+	if (n < 0)
+		return -ENOMEM;
+	if (util_sha256_buf(text, (size_t)n, h) < 0)
+		return -EIO;
+	util_sha256_hex(h, out);
+	return 0;
+}
+
+/* Is the entry `key` of `digest` complete and usable? Fills blob on success. */
+static int entry_ready(int dfd, const char *key, const char *digest, struct oci_blob *blob)
+{
+	struct cache_header hdr;
+
+	if (cache_entry_peek(dfd, key, &hdr) < 0)
 		return 0;
 	if (!(hdr.flags & CACHE_FLAG_COMPLETE) || (hdr.flags & CACHE_FLAG_BAD))
 		return 0;
@@ -69,9 +77,25 @@ static int entry_ready(const char *cache_dir, const char *digest, struct oci_blo
 		return 0;
 	memset(blob, 0, sizeof(*blob));
 	snprintf(blob->digest, sizeof(blob->digest), "%s", digest);
-	snprintf(blob->cache_key, sizeof(blob->cache_key), "%s", digest + 7);
+	snprintf(blob->cache_key, sizeof(blob->cache_key), "%s", key);
 	blob->size = hdr.size;
 	return 1;
+}
+
+/* The TLS entry of `digest`, or for a weak source its own entry. */
+static int digest_ready(const char *cache_dir, const char *digest, bool weak,
+			struct oci_blob *blob)
+{
+	_cleanup_close_ int dfd = -1;
+	char key[65];
+
+	if (!util_digest_valid(digest) || cache_dir_open(cache_dir, &dfd) < 0)
+		return 0;
+	if (entry_ready(dfd, digest + 7, digest, blob))
+		return 1;
+	if (!weak || mount_weak_key(digest + 7, key) < 0)
+		return 0;
+	return entry_ready(dfd, key, digest, blob);
 }
 
 int mount_offline_lookup(const char *cache_dir, const struct oci_ref *ref,
@@ -88,7 +112,7 @@ int mount_offline_lookup(const char *cache_dir, const struct oci_ref *ref,
 	if (ref->is_url)
 		return 0;
 	if (o->blob)
-		return entry_ready(cache_dir, o->blob, ret);
+		return digest_ready(cache_dir, o->blob, mount_source_weak(ref, o), ret);
 	if (!ref->digest)
 		return 0;
 	if (record_name(ref, o, name) < 0)
@@ -105,7 +129,7 @@ int mount_offline_lookup(const char *cache_dir, const struct oci_ref *ref,
 		return 0;
 	if (util_json_get_string(j, "digest", &digest) < 0)
 		return 0;
-	r = entry_ready(cache_dir, digest, ret);
+	r = digest_ready(cache_dir, digest, mount_source_weak(ref, o), ret);
 	if (r > 0 && util_json_get_string(j, "media_type", &mt) == 0)
 		snprintf(ret->media_type, sizeof(ret->media_type), "%s", mt);
 	return r;

@@ -5,8 +5,16 @@
 
 #include "oci/oci.h"
 
+/* Whether a source's bytes travel without TLS (`insecure`, or an http:// URL). Such bytes
+ * fill an entry of their own (mount_weak_key): a mount that asked for TLS is never served
+ * bytes that came over a weaker connection, until an entry is verified against its digest. */
+bool mount_source_weak(const struct oci_ref *ref, const struct oci_options *o);
+/* The cache key of a weak source's entry: sha256("insecure\n" + key), 64 hex characters. */
+int mount_weak_key(const char *key, char out[65]);
+
 /* 1 and *ret filled when the source's blob is known and its cache entry is complete (not
- * bad): mount it without the registry. 0 otherwise (never an error: go online). */
+ * bad): mount it without the registry. A weak source may use the TLS entry too. 0 otherwise
+ * (never an error: go online). */
 int mount_offline_lookup(const char *cache_dir, const struct oci_ref *ref,
 			 const struct oci_options *o, struct oci_blob *ret);
 /* Remember which blob a digest-pinned source resolved to. */

@@ -30,6 +30,7 @@ void mount_state_done(struct mount_state *s)
 	free(s->cache);
 	free(s->socket);
 	free(s->options);
+	free(s->transport);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -63,6 +64,8 @@ int mount_state_to_json(const struct mount_state *s, char **ret)
 		r = set_str(o, "socket", s->socket);
 	if (r >= 0)
 		r = set_str(o, "options", s->options);
+	if (r >= 0)
+		r = set_str(o, "transport", s->transport);
 	if (r < 0)
 		return r;
 	text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
@@ -120,6 +123,8 @@ int mount_state_from_json(const char *buf, size_t len, struct mount_state *ret)
 		r = dup_member(o, "socket", true, &s.socket);
 	if (r >= 0)
 		r = dup_member(o, "options", false, &s.options);
+	if (r >= 0)
+		r = dup_member(o, "transport", false, &s.transport);
 	if (r < 0) {
 		mount_state_done(&s);
 		return r;

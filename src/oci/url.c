@@ -140,7 +140,6 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error
 		keysrc = k2;
 	}
 	util_sha256_buf(keysrc, strlen(keysrc), d);
-	for (size_t i = 0; i < UTIL_SHA256_LEN; i++)
-		oci_fmt(ret->cache_key + 2 * i, 3, "%02x", d[i]);
+	util_sha256_hex(d, ret->cache_key);
 	return 0;
 }

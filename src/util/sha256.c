@@ -100,16 +100,21 @@ int util_sha256_fd(int fd, uint64_t size, uint8_t out[UTIL_SHA256_LEN])
 	return util_sha256_final(s, out);
 }
 
-void util_digest_format(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_DIGEST_STR_LEN])
+void util_sha256_hex(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_SHA256_HEX_LEN + 1])
 {
 	static const char hex[] = "0123456789abcdef";
 
-	memcpy(out, "sha256:", 7);
 	for (size_t i = 0; i < UTIL_SHA256_LEN; i++) {
-		out[7 + 2 * i] = hex[d[i] >> 4];
-		out[7 + 2 * i + 1] = hex[d[i] & 15];
+		out[2 * i] = hex[d[i] >> 4];
+		out[2 * i + 1] = hex[d[i] & 15];
 	}
-	out[UTIL_DIGEST_STR_LEN - 1] = 0;
+	out[UTIL_SHA256_HEX_LEN] = 0;
+}
+
+void util_digest_format(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_DIGEST_STR_LEN])
+{
+	memcpy(out, "sha256:", 7);
+	util_sha256_hex(d, out + 7);
 }
 
 static int hexval(char c)

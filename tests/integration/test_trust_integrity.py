@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""Bytes of different trust stay apart. A blob fetched over plain HTTP (`insecure`) fills a
+cache entry of its own; a later mount of the same digest over TLS never reads it, and
+`status` says what each mount's bytes are checked against (`integrity`: verified, tls or
+insecure), with `state` `lost` once no daemon answers for a mount."""
+
+import os
+import signal
+
+import pytest
+
+from common import child_read, child_hashes, content_hashes, wait_until
+from lazymount import build_busybox_image
+from registry import MT_EROFS, Registry, RegistryClient
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    return build_busybox_image(str(tmp_path_factory.mktemp("integrity")))
+
+
+@pytest.fixture(scope="module")
+def plain_reg():
+    r = Registry().start()
+    r.client = RegistryClient(r.url)
+    try:
+        yield r
+    finally:
+        r.cleanup()
+
+
+def entries(lazy):
+    d = os.path.join(lazy.cache, "sha256")
+    return sorted(n for n in os.listdir(d) if len(n) == 64) if os.path.isdir(d) else []
+
+
+def test_insecure_bytes_never_serve_a_tls_mount(lazy, plain_reg, tls_registry, image):
+    path, tree = image
+    im = plain_reg.client.push_image("trust/bb", "v1", [(path, MT_EROFS)])
+    tls_registry.client.push_image("trust/bb", "v1", [(path, MT_EROFS)])
+    digest = im["layers"][0]["digest"]
+
+    weak = lazy.mount(plain_reg.ref("trust/bb", "v1"), opts="insecure")
+    st = lazy.status_of(weak)
+    assert st["integrity"] == "insecure" and st["state"] == "running", st
+    assert child_hashes(weak) == content_hashes(tree)
+    assert st["digest"] == digest
+    assert len(entries(lazy)) == 1 and entries(lazy)[0] != digest[7:]
+
+    opts = (f"ca={tls_registry.ca},username={tls_registry.username},"
+            f"password-file={tls_registry.password_file}")
+    strong = lazy.mount(tls_registry.ref("trust/bb", "v1"), opts=opts)
+    st2 = lazy.status_of(strong)
+    assert st2["integrity"] == "tls", st2
+    assert st2["pid"] != st["pid"], "a TLS mount joined the daemon of the insecure entry"
+    # Its entry is the digest's own, filled over TLS: it fetches what it reads.
+    assert digest[7:] in entries(lazy) and len(entries(lazy)) == 2
+    before = st2["fetched_bytes"]
+    assert child_read(strong + "/etc/big.txt") == open(tree + "/etc/big.txt", "rb").read()
+    assert lazy.status_of(strong)["fetched_bytes"] > before
+    lazy.umount(strong)
+    lazy.umount(weak)
+    lazy.assert_nothing_left()
+
+
+def test_verified_entry_says_verified(lazy, plain_reg, image):
+    path, tree = image
+    plain_reg.client.push_image("trust/ver", "v1", [(path, MT_EROFS)])
+    mp = lazy.mount(plain_reg.ref("trust/ver", "v1"), opts="insecure,prefetch=all")
+    st = wait_until(lambda: (lambda s: s if s["state"] == "verified" else None)(
+        lazy.status_of(mp)), 60)
+    assert st and st["integrity"] == "verified", lazy.status_of(mp)
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_a_mount_without_its_daemon_is_lost(lazy, plain_reg, image):
+    path, tree = image
+    plain_reg.client.push_image("trust/lost", "v1", [(path, MT_EROFS)])
+    mp = lazy.mount(plain_reg.ref("trust/lost", "v1"), opts="insecure")
+    st = lazy.status_of(mp)
+    for pid in {st["pid"], st["worker_pid"]}:
+        os.kill(pid, signal.SIGKILL)
+    st = wait_until(lambda: (lambda s: s if s["state"] == "lost" else None)(lazy.status_of(mp)),
+                    30)
+    assert st, lazy.status_of(mp)
+    assert st["integrity"] == "insecure" and "daemon" in st["problem"], st
+    lazy.umount(mp)
