@@ -256,13 +256,46 @@ static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs, 
 	return 0;
 }
 
+/* The cache data file the daemon serves, opened once (no symlink) and checked: a regular
+ * file of root's that nobody else may write. */
+static int open_data_file(const char *path, int *ret_fd, char *err, size_t errlen)
+{
+	_cleanup_close_ int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	struct stat sb;
+
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		int e = errno;
+
+		snprintf(err, errlen, "opening the cache file '%s': %s", path, strerror(e));
+		return -e;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_uid != 0 || (sb.st_mode & 022) || sb.st_nlink == 0) {
+		snprintf(err, errlen,
+			 "the cache file '%s' is not a regular file of root's that only root may "
+			 "write; remove it and mount again",
+			 path);
+		return -EPERM;
+	}
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static int same_file(const char *path, int fd)
+{
+	struct stat a, b;
+
+	if (lstat(path, &a) < 0 || fstat(fd, &b) < 0)
+		return -errno;
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
+}
+
 static int do_mount(const struct mount_request *req, struct mount_result *res, int *ret_class,
 		    char *err, size_t errlen)
 {
 	_cleanup_(oci_ref_freep) struct oci_ref *ref = NULL;
 	_cleanup_(oci_client_freep) struct oci_client *client = NULL;
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
-	_cleanup_close_ int target_fd = -1, run_fd = -1;
+	_cleanup_close_ int target_fd = -1, run_fd = -1, data_fd = -1;
 	_cleanup_free_ char *mnt_abs = NULL, *pub_source = NULL;
 	struct oci_error oerr = { 0 };
 	struct fetch_config cfg = { 0 };
@@ -376,10 +409,21 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	res->walk_ms = now_ms() - t;
 
 	t = now_ms();
+	r = open_data_file(h->data_path, &data_fd, err, errlen);
+	if (r < 0)
+		goto undo;
+	/* By path: mountinfo shows it, and the daemon finds its superblocks by it. The path
+	 * must still name the file checked above once the kernel has opened it. */
 	r = mount_kernel_erofs(h->data_path, target_fd, req->opts->attr, &res->mnt_id, err, errlen);
 	if (r < 0)
 		goto undo;
 	mounted = true;
+	r = same_file(h->data_path, data_fd);
+	if (r < 0) {
+		snprintf(err, errlen, "the cache file '%s' was replaced while it was mounted",
+			 h->data_path);
+		goto undo;
+	}
 	res->kmount_ms = now_ms() - t;
 
 	st.mnt_id = res->mnt_id;
