@@ -28,11 +28,25 @@ def test_subcommand_help(cmd):
     assert "Usage: lazyerofs " + cmd in r.stdout
 
 
-@pytest.mark.parametrize("args", [[], ["frobnicate"], ["--bogus"]])
-def test_usage_errors(args):
-    assert_one_line_error(run(args), 1)
+@pytest.mark.parametrize("args,words", [([], ["no command"]),
+                                        (["frobnicate"], ["unknown command", "'frobnicate'"]),
+                                        (["--bogus"], ["unknown option", "'--bogus'"])])
+def test_usage_errors(args, words):
+    """Exit 1 (DESIGN.md: usage error) and one line that says what was wrong and where to
+    look."""
+    r = run(args)
+    assert_one_line_error(r, 1)
+    for w in words + ["--help"]:
+        assert w in r.stderr, (w, r.stderr)
 
 
-@pytest.mark.parametrize("cmd,code", [("mount", 1), ("umount", 1), ("push", 1), ("inspect", 1)])
-def test_subcommand_unknown_option(cmd, code):
-    assert_one_line_error(run([cmd, "--no-such-option"]), code)
+@pytest.mark.parametrize("cmd", SUBCOMMANDS)
+def test_subcommand_unknown_option(cmd):
+    """Every subcommand: an unknown option is a usage error (exit 1) naming the subcommand,
+    the option and the subcommand's --help."""
+    r = run([cmd, "--no-such-option"])
+    assert_one_line_error(r, 1)
+    line = r.stderr.strip()
+    assert line.startswith(f"lazyerofs: {cmd}: "), line
+    assert "unknown option '--no-such-option'" in line, line
+    assert f"lazyerofs {cmd} --help" in line, line

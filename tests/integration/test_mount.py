@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -20,11 +21,12 @@ import time
 
 import pytest
 
-from common import (BIN, FIXTURE_IMAGES, FIXTURES, ROOT, assert_one_line_error, content_hashes,
-                    sha256_file)
+from common import (BIN, CHILD_READ_TIMEOUT, FIXTURE_IMAGES, FIXTURES, ROOT,
+                    assert_one_line_error, child_hashes, child_read, child_sha256,
+                    content_hashes)
 from lazymount import build_big_image, build_busybox_image, is_mounted, pid_alive, wait_until
-from registry import MT_EROFS, Registry, free_port
-from trees import diff_snapshots, format_diff, snapshot
+from registry import MT_EROFS, Registry, closed_port
+from trees import child_snapshot, diff_snapshots, format_diff, snapshot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
 
@@ -97,16 +99,126 @@ def big_data(big_image, n=0):
         return rel, f.read()
 
 
+# Every read of a lazy mount runs in a child process under a deadline (common.child_read &
+# co.): an event the daemon never answered fails the test by name instead of hanging the run.
+# Only the source trees and images are read in this process.
+
 def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
+    return child_read(path)
+
+
+_CHILD = r"""
+import errno, hashlib, os, sys
+op, path = sys.argv[1], sys.argv[2]
+if op == "sequential":
+    # Read from the start in 1 MiB pieces until EOF or the first error: the bytes that came
+    # back on stdout, the errno (or 0) on stderr.
+    fd, off, out = os.open(path, os.O_RDONLY), 0, []
+    try:
+        while True:
+            b = os.pread(fd, 1 << 20, off)
+            if not b:
+                break
+            out.append(b)
+            off += len(b)
+        err = 0
+    except OSError as e:
+        err = e.errno
+    sys.stdout.buffer.write(b"".join(out))
+    sys.stderr.write(str(err))
+elif op == "hold":
+    # Open the file, say so, wait for a line on stdin, then read it all: "ok SHA256" or
+    # "err ERRNO".
+    f = open(path, "rb")
+    print("open", flush=True)
+    sys.stdin.readline()
+    try:
+        print("ok", hashlib.sha256(f.read()).hexdigest(), flush=True)
+    except OSError as e:
+        print("err", e.errno, flush=True)
+"""
+
+
+def read_until_error(path, timeout=CHILD_READ_TIMEOUT):
+    """(bytes read from the start until the first failure, its errno or 0), in a child."""
+    p = subprocess.run(["/usr/bin/python3", "-c", _CHILD, "sequential", path],
+                       capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    return p.stdout, int(p.stderr.decode().strip().splitlines()[-1])
+
+
+class HeldOpen:
+    """A child process holding `path` open (opened before it returns); read_all() lets it
+    read the whole file and returns ("ok", sha256) or ("err", errno)."""
+
+    def __init__(self, path):
+        self.p = subprocess.Popen(["/usr/bin/python3", "-c", _CHILD, "hold", path],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self._line()
+        assert line == "open", f"could not open {path}: {line!r}"
+
+    def _line(self, timeout=CHILD_READ_TIMEOUT):
+        box = []
+        t = threading.Thread(target=lambda: box.append(self.p.stdout.readline()), daemon=True)
+        t.start()
+        t.join(timeout)
+        if not box:
+            self.close()
+            raise AssertionError(f"the reader hung for {timeout} s: an event was never answered")
+        return box[0].strip()
+
+    def read_all(self):
+        self.p.stdin.write("go\n")
+        self.p.stdin.flush()
+        kind, value = self._line().split()
+        return kind, value if kind == "ok" else int(value)
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+
+
+def read_eventually(path, data, timeout=30):
+    """Poll a read of `path` until it returns `data`: EIO is all it may give meanwhile (a
+    range that failed moments ago is denied at once for a short window), never other
+    bytes."""
+    def attempt():
+        try:
+            got = child_read(path)
+        except OSError as e:
+            assert e.errno == errno.EIO, e
+            return False
+        assert got == data, f"{path}: wrong bytes ({got.count(0)} zeros of {len(got)})"
+        return True
+    return wait_until(attempt, timeout, step=0.2)
+
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+STATES = {"running", "complete", "verified", "bad", "lost"}
+COUNTS = ("size", "present_bytes", "fetched_bytes", "requests", "events", "errors", "pid")
+
+
+def check_status(lazy, st, mp, im, source):
+    """One `status --json` entry against DESIGN.md's contract and what was mounted (these
+    tests mount plain-HTTP registries with `insecure`)."""
+    for k in COUNTS:
+        assert type(st[k]) is int and st[k] >= 0, (k, st)
+    assert DIGEST.fullmatch(st["digest"]) and st["digest"] == im["digest"], st
+    assert st["size"] == im["size"] == os.path.getsize(im["path"]), st
+    assert 0 < st["present_bytes"] <= st["size"], st  # the metadata, at least
+    assert st["mountpoint"] == os.path.realpath(mp), st
+    assert st["source"] == source, st
+    assert st["state"] in STATES, st
+    assert st["integrity"] == ("verified" if st["state"] == "verified" else "insecure"), st
+    assert pid_alive(st["pid"]) and st["pid"] in lazy.daemon_roots(), (st, lazy.daemon_roots())
 
 
 def compare_tree(mp, expected_tree):
     root, snap, hashes = expected_tree
-    diff = diff_snapshots(snap, snapshot(mp))
+    diff = diff_snapshots(snap, child_snapshot(mp))
     assert not diff, format_diff(diff)
-    got = content_hashes(mp)
+    got = child_hashes(mp)
     bad = sorted(p for p in hashes if got.get(p) != hashes[p])
     assert not bad and set(got) == set(hashes), f"content differs: {bad[:10]}"
 
@@ -153,8 +265,7 @@ def test_fixture_tree_cold(lazy, images, expected_tree, name):
     record_numbers(f"cold mount {name}: {elapsed * 1000:.0f} ms wall, {n}")
     compare_tree(mp, expected_tree)
     st = lazy.status_of(mp)
-    assert st["digest"] == im["digest"]
-    assert st["size"] == im["size"]
+    check_status(lazy, st, mp, im, im["ref"])
     assert st["errors"] == 0
     assert st["events"] > 0 and st["fetched_bytes"] > 0
     assert 0 < st["present_bytes"] <= st["size"]
@@ -210,7 +321,7 @@ def test_busybox_runs_from_mount(lazy, images):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("hello from a lazy mount\n")
-    assert sha256_file(os.path.join(mp, "etc", "big.txt")) in r.stdout
+    assert child_sha256(os.path.join(mp, "etc", "big.txt")) in r.stdout
     assert lazy.status_of(mp)["errors"] == 0
     lazy.umount(mp)
     lazy.assert_nothing_left()
@@ -221,8 +332,8 @@ def test_status_numbers_follow_reads(lazy, images, big_image):
     rel, data = big_data(big_image)
     mp = lazy.mount(images["big"]["ref"])
     before = lazy.status_of(mp)
+    check_status(lazy, before, mp, images["big"], images["big"]["ref"])
     assert before["state"] == "running" and before["errors"] == 0
-    assert before["pid"] > 0 and pid_alive(before["pid"])
     assert before["present_bytes"] < before["size"], "a cold mount should not hold everything"
     got = read_file(mp + rel)
     assert got == data
@@ -236,11 +347,8 @@ def test_status_numbers_follow_reads(lazy, images, big_image):
     # Every event answered exactly once (once idle).
     idle = wait_until(lambda: (lambda m: m if m["pending"] == 0 else None)(lazy.status_of(mp)), 10)
     assert idle and idle["answers"] == idle["events"], idle
-    for k in ("mountpoint", "source", "digest", "size", "present_bytes", "fetched_bytes",
-              "requests", "events", "errors", "pid", "state"):
-        assert k in after
-    assert after["source"] == images["big"]["ref"]
-    assert after["digest"].startswith("sha256:") and len(after["digest"]) == 71
+    check_status(lazy, after, mp, images["big"], images["big"]["ref"])
+    assert after["pid"] == before["pid"]
     # Reading the same bytes again fetches nothing (once the read-ahead it started is done).
     settled = lazy.settled_status_of(mp)
     assert read_file(mp + rel) == data
@@ -263,18 +371,16 @@ def test_status_numbers_follow_reads(lazy, images, big_image):
 def test_mount_returns_without_holding_stdout(lazy, images):
     """A caller's `$(lazyerofs mount ...)` returns: the daemon keeps no inherited fd."""
     mp = lazy.mountpoint()
-    t0 = time.monotonic()
     p = subprocess.Popen([BIN, "mount", "-o", "insecure", images["plain"]["ref"], mp],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=lazy.env)
     try:
-        out, err = p.communicate(timeout=30)  # reads until EOF on both pipes
+        out, err = p.communicate(timeout=120)  # reads until EOF on both pipes
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
         pytest.fail("lazyerofs mount's stdout/stderr stayed open (inherited by the daemon?)")
     assert p.returncode == 0, err
-    assert time.monotonic() - t0 < 30
     pid = lazy.status_of(mp)["pid"]
     assert pid_alive(pid)
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -335,7 +441,7 @@ def test_plain_umount8_ends_daemon(lazy, images):
     r = subprocess.run(["umount", mp], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     t0 = time.monotonic()
-    assert lazy.wait_daemon_gone(pid, timeout=10), "daemon outlived its only mount"
+    assert lazy.wait_daemon_gone(pid, timeout=60), "daemon outlived its only mount"
     record_numbers(f"daemon exit after umount(8): {(time.monotonic() - t0) * 1000:.0f} ms")
     # The state file is stale now; status notices and removes it.
     assert lazy.status() == []
@@ -350,24 +456,25 @@ def test_umount_busy_and_lazy(lazy, images, big_image, how):
     rel, data = big_data(big_image)
     mp = lazy.mount(images["big"]["ref"])
     pid = lazy.status_of(mp)["pid"]
-    f = open(mp + rel, "rb")
+    f = HeldOpen(mp + rel)  # a child holds the file open; its read comes later
     try:
         r = lazy.umount(mp, check=False)
         assert_one_line_error(r, 32)
-        assert "busy" in r.stderr
+        assert "busy" in r.stderr and os.path.realpath(mp) in r.stderr, r.stderr
         assert is_mounted(mp)
         if how == "lazyerofs":
             lazy.umount(mp, extra=["--lazy"])
         else:
-            subprocess.run(["umount", "-l", mp], check=True, capture_output=True)
+            subprocess.run(["umount", "-l", mp], check=True, capture_output=True, timeout=60)
         assert not is_mounted(mp)
-        time.sleep(0.5)
         assert pid_alive(pid), "daemon exited while a file of the detached mount is open"
-        assert f.read() == data  # cold data: fetched after the detach
+        # Cold data, fetched after the detach: only a live daemon gives the real bytes (a
+        # dead one would leave zeros).
+        assert f.read_all() == ("ok", hashlib.sha256(data).hexdigest())
         assert pid_alive(pid)
     finally:
         f.close()
-    assert lazy.wait_daemon_gone(pid, timeout=10), "daemon outlived the last open file"
+    assert lazy.wait_daemon_gone(pid, timeout=60), "daemon outlived the last open file"
     assert lazy.status() == []  # umount(8) left a stale state file: status removed it
     lazy.assert_nothing_left()
 
@@ -400,42 +507,114 @@ def test_stale_state_after_daemon_death(lazy, images):
         os.kill(p, signal.SIGKILL)
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), 10)
     st = lazy.status_of(mp)
-    assert st["state"] == "bad" and "daemon" in st.get("problem", ""), st
+    assert st["state"] == "lost" and "daemon" in st.get("problem", ""), st
     r = lazy.run(["status"])
     assert r.returncode == 0 and "not running" in r.stdout, r.stdout
     lazy.umount(mp)
     lazy.assert_nothing_left()
 
 
+HELPER = "/sbin/mount.erofs.lazy"
+
+
+class HelperNamespace:
+    """A private mount namespace in which /sbin/mount.erofs.lazy is this build's binary: the
+    directory behind /sbin is covered (in that namespace only) by a read-only overlay whose
+    top layer holds the helper, so the host's /sbin is never written and an installed helper
+    is shadowed rather than skipped. A child `cat` keeps the namespace alive; run() runs a
+    command inside it (nsenter). The daemon that the helper starts lives in it too."""
+
+    def __init__(self, workdir):
+        self.layer = tempfile.mkdtemp(prefix="helper-", dir=workdir)
+        os.symlink(os.path.realpath(BIN), os.path.join(self.layer, os.path.basename(HELPER)))
+        sbin = os.path.realpath(os.path.dirname(HELPER))
+        script = (f"mount -t overlay overlay -o lowerdir={self.layer}:{sbin} {sbin} && "
+                  "echo ready && exec cat")
+        self.p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                                   script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline().strip()  # EOF if the overlay mount failed
+        if line != "ready":
+            self.p.kill()
+            _, err = self.p.communicate(timeout=30)
+            raise AssertionError(f"no private namespace with the helper: {err}")
+
+    def run(self, args, **kw):
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("timeout", 120)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.run(["nsenter", "-t", str(self.p.pid), "-m", "--", *args], **kw)
+
+    def close(self):
+        # Closing cat's stdin ends the namespace's last process of ours; a daemon still in it
+        # is the lazy fixture's to stop (and with it the namespace goes).
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            try:
+                self.p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        shutil.rmtree(self.layer, ignore_errors=True)
+
+
+_NS_TREE = r"""
+import pickle, sys
+sys.path.insert(0, sys.argv[1])
+from common import content_hashes
+from trees import snapshot
+sys.stdout.buffer.write(pickle.dumps((snapshot(sys.argv[2]), content_hashes(sys.argv[2]))))
+"""
+
+
 @pytest.fixture
-def mount_helper_link():
-    link = "/sbin/mount.erofs.lazy"
-    if os.path.lexists(link):
-        if os.path.realpath(link) != os.path.realpath(BIN):
-            pytest.skip(f"{link} exists and is not this build's binary")
-        yield link
-        return
-    os.symlink(os.path.realpath(BIN), link)
+def helper_ns(lazy, workdir):
+    host_had = os.path.lexists(HELPER)
+    host_target = os.path.realpath(HELPER) if host_had else None
+    ns = HelperNamespace(workdir)
     try:
-        yield link
+        yield ns
     finally:
-        os.unlink(link)
+        for mp in lazy.points:  # whatever the test left mounted in there
+            ns.run(["umount", "-l", mp])
+        ns.close()
+    # The host's /sbin is as it was.
+    assert os.path.lexists(HELPER) == host_had
+    assert not host_had or os.path.realpath(HELPER) == host_target
 
 
-def test_mount_t_erofs_lazy(lazy, images, expected_tree, mount_helper_link):
-    """mount(8) runs /sbin/mount.erofs.lazy with its helper argument convention."""
+def test_mount_t_erofs_lazy(lazy, images, expected_tree, helper_ns):
+    """mount(8) runs /sbin/mount.erofs.lazy with its helper argument convention (in a private
+    mount namespace where that path is this build's binary)."""
+    ns = helper_ns
     mp = lazy.mountpoint()
-    r = subprocess.run(["mount", "-t", "erofs.lazy", "-o", "insecure,nodev,nosuid",
-                        images["plain"]["ref"], mp], capture_output=True, text=True,
-                       env=lazy.env, stdin=subprocess.DEVNULL, timeout=120)
+    assert ns.run(["readlink", "-f", HELPER]).stdout.strip() == os.path.realpath(BIN)
+    r = ns.run(["mount", "-t", "erofs.lazy", "-o", "insecure,nodev,nosuid",
+                images["plain"]["ref"], mp], env=lazy.env)
     assert r.returncode == 0, r.stderr
-    compare_tree(mp, expected_tree)
-    with open("/proc/self/mountinfo") as f:
-        opts = next(l for l in f if l.split()[4] == os.path.realpath(mp)).split()[5].split(",")
-    assert {"ro", "nosuid", "nodev"} <= set(opts), opts
-    st = lazy.status_of(mp)
+    assert not is_mounted(mp), "the mount leaked out of the private namespace"
+    lazy.pids.update(lazy.daemon_pids())
+    # The tree, read inside the namespace by a child under a deadline.
+    lib = os.path.dirname(os.path.abspath(child_snapshot.__code__.co_filename))
+    out = ns.run(["/usr/bin/python3", "-c", _NS_TREE, lib, mp], text=False,
+                 timeout=CHILD_READ_TIMEOUT)
+    assert out.returncode == 0, out.stderr
+    snap, hashes = pickle.loads(out.stdout)
+    diff = diff_snapshots(expected_tree[1], snap)
+    assert not diff, format_diff(diff)
+    assert hashes == expected_tree[2], "content differs"
+    mi = ns.run(["cat", "/proc/self/mountinfo"]).stdout
+    opts = next(l for l in mi.splitlines() if l.split()[4] == os.path.realpath(mp)).split()[5]
+    assert {"ro", "nosuid", "nodev"} <= set(opts.split(",")), opts
+    r = ns.run([BIN, "status", "--json", mp], env=lazy.env)
+    assert r.returncode == 0, r.stderr
+    (st,) = json.loads(r.stdout)["mounts"]
+    check_status(lazy, st, mp, images["plain"], images["plain"]["ref"])
     assert st["state"] in ("running", "complete", "verified") and st["errors"] == 0
-    lazy.umount(mp)
+    r = ns.run([BIN, "umount", mp], env=lazy.env)
+    assert r.returncode == 0, r.stderr
+    assert lazy.wait_daemon_gone(st["pid"], timeout=60), "daemon outlived its mount"
     lazy.assert_nothing_left()
 
 
@@ -445,7 +624,8 @@ def test_mount_flags_applied(lazy, images):
         opts = next(l for l in f if l.split()[4] == os.path.realpath(mp)).split()[5].split(",")
     assert {"ro", "noexec", "nodev", "noatime"} <= set(opts), opts
     with pytest.raises(PermissionError):  # noexec
-        subprocess.run([os.path.join(mp, "bin", "busybox"), "true"], capture_output=True)
+        subprocess.run([os.path.join(mp, "bin", "busybox"), "true"], capture_output=True,
+                       timeout=60)
     assert read_file(os.path.join(mp, "etc", "motd")) == b"hello from a lazy mount\n"
     lazy.umount(mp)
     lazy.assert_nothing_left()
@@ -496,74 +676,52 @@ def test_registry_stopped_gives_eio_not_zeros(lazy, private_registry, big_image)
     reg.client.push_image("fail/big", "v1", [(big_image[0], MT_EROFS)])
     mp = lazy.mount(reg.ref("fail/big", "v1"), opts="insecure,timeout=3")
     reg.stop()
-    fd = os.open(mp + rel, os.O_RDONLY)
-    try:
-        # One cold page: EIO, never zeros or a hang.
-        t0 = time.monotonic()
-        with pytest.raises(OSError) as e:
-            got = os.pread(fd, 4096, 8 << 20)
-            pytest.fail(f"read succeeded with the registry down: {got.count(0)} of "
-                        f"{len(got)} bytes are zeros (expected {data[8 << 20:][:4096].count(0)})")
-        elapsed = time.monotonic() - t0
-        assert e.value.errno == errno.EIO, e.value
-        record_numbers(f"registry down: EIO for a 4 KiB read after {elapsed:.2f} s (timeout=3)")
-        # The kernel retries a failed readahead page synchronously: the daemon denies that
-        # retry at once (the bytes failed moments ago) instead of waiting one more deadline.
-        assert elapsed < 3 + 2, elapsed
-        # The whole file from the start: whatever comes back is the real bytes (what the
-        # read-ahead already fetched), and the first missing part fails with EIO.
-        off, t0 = 0, time.monotonic()
-        with pytest.raises(OSError) as e:
-            while off < len(data):
-                got = os.pread(fd, 1 << 20, off)
-                assert got, f"EOF at {off} of {len(data)}"
-                assert got == data[off:off + len(got)], f"wrong bytes at {off}"
-                off += len(got)
-        assert e.value.errno == errno.EIO, e.value
-        record_numbers(f"registry down: sequential read: {off} real bytes, then EIO after "
-                       f"{time.monotonic() - t0:.2f} s")
-    finally:
-        os.close(fd)
+    # One cold page: EIO, never zeros or a hang. (How soon: bench/fail-bench.)
+    with pytest.raises(OSError) as e:
+        got = child_read(mp + rel, 8 << 20, 4096)
+        pytest.fail(f"read succeeded with the registry down: {got.count(0)} of "
+                    f"{len(got)} bytes are zeros (expected {data[8 << 20:][:4096].count(0)})")
+    assert e.value.errno == errno.EIO, e.value
+    # The whole file from the start: whatever comes back is the real bytes (what the
+    # read-ahead already fetched), and the first missing part fails with EIO.
+    got, err = read_until_error(mp + rel)
+    assert err == errno.EIO, (err, len(got))
+    assert len(got) < len(data) and got == data[:len(got)], f"wrong bytes among {len(got)}"
+    record_numbers(f"registry down: sequential read: {len(got)} real bytes, then EIO")
     st = lazy.status_of(mp)
     assert st["errors"] > 0
     reg.start()
     # Bytes that failed to fetch are denied without a new fetch for up to 2 s (the kernel's
     # own follow-up reads); after that the same read fetches again.
-    time.sleep(2.5)
-    assert read_file(mp + rel) == data
+    assert read_eventually(mp + rel, data), "the read never succeeded with the registry back"
     lazy.umount(mp)
     lazy.assert_nothing_left()
 
 
 def test_registry_stopped_cold_cat_fails_within_one_deadline(lazy, private_registry, big_image):
-    """A cold `cat` with the registry gone gets EIO within about one timeout= deadline: the
-    kernel's retry of the failed readahead (a single-page read of the same bytes) is denied at
-    once instead of waiting a second deadline. Never zeros; every event answered once; once
-    the registry is back, the file reads back right."""
+    """A cold `cat` with the registry gone gets EIO (within about one timeout= deadline: the
+    kernel's retry of the failed readahead is denied at once; bench/fail-bench measures it).
+    Never zeros; every event answered once; once the registry is back, the file reads back
+    right."""
     reg = private_registry
     timeout = 2
     rel, data = big_data(big_image, 1)
     reg.client.push_image("fail/cat", "v1", [(big_image[0], MT_EROFS)])
     mp = lazy.mount(reg.ref("fail/cat", "v1"), opts=f"insecure,timeout={timeout}")
     reg.stop()
-    t0 = time.monotonic()
     r = subprocess.run(["cat", mp + rel], capture_output=True, timeout=120)
-    elapsed = time.monotonic() - t0
     assert r.returncode != 0, f"cat succeeded with the registry down ({len(r.stdout)} bytes)"
     assert b"Input/output error" in r.stderr, r.stderr
     assert r.stdout == data[:len(r.stdout)], "cat printed bytes that are not the file's"
-    record_numbers(f"registry down: cold cat: EIO after {elapsed:.2f} s (timeout={timeout})")
-    # Before: one deadline for the readahead, one more for the kernel's single-page retry.
-    assert elapsed < 2 * timeout + 1, elapsed
+    # How soon (about one deadline, not two): bench/fail-bench measures it.
     st = wait_until(lambda: (lambda s: s if s["answers"] == s["events"] else None)(
         lazy.status_of(mp)), 10)
     assert st, lazy.status_of(mp)
     assert st["denied"] >= 1, st
     reg.start()
-    # Past the short window (the smaller of 2 s and timeout=) in which a just-failed range is
-    # denied without a new fetch.
-    time.sleep(min(2, timeout) + 0.5)
-    assert read_file(mp + rel) == data
+    # Once past the short window (the smaller of 2 s and timeout=) in which a just-failed
+    # range is denied without a new fetch, the read fetches again.
+    assert read_eventually(mp + rel, data), "the read never succeeded with the registry back"
     st = lazy.status_of(mp)
     assert st["answers"] == st["events"], st
     lazy.umount(mp)
@@ -600,7 +758,8 @@ def test_worker_killed_never_zeros(lazy, images, faultproxy, big_image):
          "except OSError as e:\n"
          "    print('err', e.errno)\n", mp + rel],
         stdout=subprocess.PIPE, text=True)
-    time.sleep(0.7)
+    # The reader's event is with the worker (its fetch is slowed down by 2 s) before the kill.
+    assert wait_until(lambda: lazy.status_of(mp)["pending"] >= 1, 30), lazy.status_of(mp)
     for w in workers:
         os.kill(w, signal.SIGKILL)
     try:
@@ -616,7 +775,7 @@ def test_worker_killed_never_zeros(lazy, images, faultproxy, big_image):
     else:
         assert int(rest[0]) == errno.EIO, out
     # The mount keeps working (a replacement worker) and never serves zeros.
-    assert wait_until(lambda: read_file(mp + rel) == data, 20, step=0.5)
+    assert read_eventually(mp + rel, data, 60), "the mount does not read right again"
     lazy.umount(mp)
     lazy.assert_nothing_left()
 
@@ -668,10 +827,10 @@ def test_unknown_tag(lazy, images, registry):
 
 def test_unreachable_registry(lazy):
     mp = lazy.mountpoint()
-    t0 = time.monotonic()
-    r = lazy.run(["mount", "-o", "insecure,timeout=3", f"127.0.0.1:{free_port()}/x/y:z", mp])
+    with closed_port() as port:  # refused for as long as the test runs: nobody listens there
+        r = lazy.run(["mount", "-o", "insecure,timeout=3", f"127.0.0.1:{port}/x/y:z", mp])
     assert_one_line_error(r, 32)
-    assert time.monotonic() - t0 < 20
+    assert f"127.0.0.1:{port}" in r.stderr, r.stderr
     lazy.assert_nothing_left()
 
 

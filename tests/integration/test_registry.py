@@ -20,10 +20,10 @@ import time
 import pytest
 
 from common import BIN, FIXTURES
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, TcpCounter
 from registry import (MT_DOCKER_MANIFEST, MT_EROFS, MT_EROFS_ZSTD, MT_OCI_CONFIG, MT_OCI_MANIFEST,
-                      MT_OCI_TAR, MT_OCI_TAR_GZIP, RegistryClient, clean_env, file_digest,
-                      oci_get, sha256_digest)
+                      MT_OCI_TAR, MT_OCI_TAR_GZIP, RegistryClient, clean_env, closed_port,
+                      file_digest, oci_get, sha256_digest)
 
 HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
              "s390x": "s390x", "riscv64": "riscv64"}.get(os.uname().machine, os.uname().machine)
@@ -347,10 +347,11 @@ def test_manifest_by_digest_is_verified(registry, faultproxy, published):
 
 
 def test_unreachable_registry_is_a_clear_error():
-    from registry import free_port
-    r = oci_get(f"127.0.0.1:{free_port()}/x/y:v1", opts="insecure,timeout=5")
-    one_line_error(r, r"127\.0\.0\.1|connect")
-    assert r.elapsed < 15
+    # How long it takes is measured by bench/fail-bench; oci_get's timeout is the hang bound.
+    with closed_port() as port:
+        r = oci_get(f"127.0.0.1:{port}/x/y:v1", opts="insecure,timeout=5", timeout=60)
+    line = one_line_error(r, r"connect")
+    assert f"127.0.0.1:{port}" in line, line
 
 
 # --- TLS and credentials ------------------------------------------------------------------
@@ -399,10 +400,16 @@ def test_tls_untrusted_certificate(tls_registry, pki, tls_image, which):
 
 
 def test_plain_http_needs_insecure(registry, published):
-    r = oci_get(registry.ref("res/docker", "v1"), opts="timeout=10")
-    one_line_error(r, r"insecure")
-    # A plain-HTTP answer to a TLS handshake is permanent: no retries before saying so.
-    assert r.elapsed < 1.5, f"took {r.elapsed:.1f}s"
+    # Through a counting TCP forwarder: a plain-HTTP answer to a TLS handshake is permanent,
+    # so the client says so after one connection, without retries (how long that takes is
+    # measured by bench/fail-bench, not asserted here).
+    fwd = TcpCounter(registry.port)
+    try:
+        r = oci_get(fwd.ref("res/docker", "v1"), opts="timeout=10", timeout=60)
+        one_line_error(r, r"insecure")
+        assert fwd.count() == 1, f"{fwd.count()} connections: the TLS handshake was retried"
+    finally:
+        fwd.stop()
     ok(oci_get(registry.ref("res/docker", "v1"), opts="oci.insecure"))
 
 
@@ -620,10 +627,23 @@ def test_read_whole_blob_in_parallel(registry, big_blob, tmp):
     assert file_digest(out) == l["digest"]
 
 
-def test_ranges_beyond_the_blob_are_refused(registry, big_blob):
+@pytest.mark.parametrize("back", [5, 0])
+def test_ranges_beyond_the_blob_are_refused(registry, big_blob, back):
+    """A well-formed range that the blob turns out not to hold: a failure (exit 2, known
+    only once the blob's size is), naming the range and the blob's size; nothing printed."""
     l, data = big_blob
-    r = oci_get(registry.ref("ranges/big", "v1"), f"{len(data) - 5}:10", opts="insecure")
-    assert r.returncode in (1, 2) and len([x for x in r.stderr.splitlines() if x.strip()]) == 1, r
+    off = len(data) - back
+    r = oci_get(registry.ref("ranges/big", "v1"), f"{off}:10", opts="insecure")
+    line = one_line_error(r, r"beyond|past|outside")
+    assert f"{off}+10" in line and f"{len(data)} bytes" in line, line
+    assert r.stdout == "", r.stdout
+
+
+@pytest.mark.parametrize("rng", ["5:-1", "abc", "1:"])
+def test_malformed_range_is_a_usage_error(registry, big_blob, rng):
+    r = oci_get(registry.ref("ranges/big", "v1"), rng, opts="insecure")
+    line = one_line_error(r, r"OFFSET:LENGTH", code=1)
+    assert repr(rng) in line or rng in line, line
 
 
 # --- URL sources (nginx) ------------------------------------------------------------------
@@ -710,7 +730,6 @@ def test_transient_fault_recovers(faultproxy, fault_blob, kind, params):
     l, data = fault_blob
     f = faultproxy.add(kind, path=BLOB, method="GET", count=2 if kind == "status" else 1, **params)
     r = read_through(faultproxy)
-    assert r.elapsed < 25, r
     j = ok(r)
     assert f.fired >= 1
     assert sha(j["sha256"]) == l["digest"]
@@ -738,12 +757,13 @@ def test_429_retry_after_is_honoured(faultproxy, fault_blob):
     ("stall", {"seconds": 120, "after": 20000}, r"tim|stall|slow"),
     ("reset", {"after": 1000}, r"reset|connection|recv|receiv|transfer"),
 ])
-def test_persistent_fault_fails_clearly_in_time(faultproxy, fault_blob, kind, params, pattern):
+def test_persistent_fault_fails_clearly(faultproxy, fault_blob, kind, params, pattern):
+    # A failure, never a hang (read_through's 60 s is the hang bound); how close to timeout=
+    # it comes is bench/fail-bench's number, not an assertion on a shared machine.
     deadline = 4
     faultproxy.add(kind, path=BLOB, method="GET", count=None, **params)
     r = read_through(faultproxy, opts=f"insecure,timeout={deadline}", timeout=60)
     one_line_error(r, pattern)
-    assert r.elapsed < deadline * 2 + 3, f"took {r.elapsed:.1f}s with timeout={deadline}"
     # What failed is named once, not repeated inside the reason.
     line = r.stderr.strip()
     assert line.count("blob sha256:") <= 1, line
@@ -752,11 +772,10 @@ def test_persistent_fault_fails_clearly_in_time(faultproxy, fault_blob, kind, pa
 @pytest.mark.parametrize("params", [{"seconds": 120}, {"seconds": 120, "after": 30000}])
 def test_single_stall_bounded(faultproxy, fault_blob, params):
     """One request that stalls (nothing back, or stops mid-body): either retried once the
-    low-speed timeout passes, or a clear error — within the overall deadline, never a hang."""
+    low-speed timeout passes, or a clear error — never a hang (read_through's 90 s bound)."""
     l, data = fault_blob
     faultproxy.add("stall", path=BLOB, method="GET", count=1, **params)
     r = read_through(faultproxy, opts="insecure,timeout=30", timeout=90)
-    assert r.elapsed < 35, r
     if r.returncode == 0:
         assert sha(r.json["sha256"]) == l["digest"]
     else:

@@ -480,3 +480,69 @@ def faultproxy(registry):
         yield p
     finally:
         p.stop()
+
+
+class TcpCounter:
+    """A byte-for-byte TCP forwarder to 127.0.0.1:upstream_port that counts the connections
+    made to it (`connections`): what the HTTP proxy cannot see, e.g. a client retrying a TLS
+    handshake that the plain-HTTP server in front of it can never answer."""
+
+    def __init__(self, upstream_port):
+        self.upstream_port = upstream_port
+        self.connections = 0
+        self.lock = threading.Lock()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = self._sock.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self._sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            try:
+                u = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+            except OSError:
+                c.close()
+                continue
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                b = src.recv(65536)
+                if not b:
+                    break
+                dst.sendall(b)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def count(self):
+        with self.lock:
+            return self.connections
+
+    def ref(self, repo, tag=None):
+        return f"{self.host}/{repo}" + (f":{tag}" if tag else "")
+
+    def stop(self):
+        self._stop.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()

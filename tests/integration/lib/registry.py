@@ -10,6 +10,7 @@ tool build/tests/tools/oci-get."""
 
 import atexit
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -43,15 +44,69 @@ MT_OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
 MT_OCI_TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 nobody listens on now (never 5000, which the package's own
-    registry service may hold)."""
+def pick_port():
+    """A TCP port on 127.0.0.1 that nobody listens on at this moment (never 5000, which the
+    package's own registry service may hold). Racy by nature: someone may bind it before the
+    caller does, so a caller must retry with a fresh port on "address in use" (WebServer
+    does). Servers that can bind port 0 do that instead (Registry, FaultProxy, TokenServer)."""
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         if port != 5000:
             return port
+
+
+@contextlib.contextmanager
+def closed_port():
+    """A port on 127.0.0.1 where a connection is refused for as long as the `with` lasts: we
+    hold it bound without listening, so nobody else can start listening there meanwhile."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def listening_ports(pid):
+    """Ports of the TCP sockets on 127.0.0.1 that process `pid` has open and listens on."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                t = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if t.startswith("socket:["):
+                inodes.add(t[len("socket:["):-1])
+    except OSError:
+        return set()
+    ports = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            addr, _, port = local.partition(":")
+            # 0A: LISTEN; 0100007F: 127.0.0.1 in the kernel's (little-endian) hex.
+            if state == "0A" and addr == "0100007F" and inode in inodes:
+                ports.add(int(port, 16))
+    return ports
+
+
+def wait_listening(proc, ports=(), timeout=15):
+    """Wait until `proc` itself listens on 127.0.0.1 at every port of `ports` (at some port if
+    empty): the set of ports it listens on, or None if it exited or the time ran out. Asking
+    the kernel who owns the socket, not connecting, so a stranger on the port never counts."""
+    want = set(ports)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        got = listening_ports(proc.pid)
+        if got and want <= got:
+            return got
+        time.sleep(0.05)
+    return None
 
 
 def wait_port(port, proc=None, timeout=15, what="server", log=None):
@@ -65,11 +120,14 @@ def wait_port(port, proc=None, timeout=15, what="server", log=None):
                 return
         except OSError:
             time.sleep(0.05)
-    tail = ""
+    raise RuntimeError(f"{what} did not start on port {port}: {_tail(log)}")
+
+
+def _tail(log, n=2000):
     if log and os.path.exists(log):
         with open(log, errors="replace") as f:
-            tail = f.read()[-2000:]
-    raise RuntimeError(f"{what} did not start on port {port}: {tail}")
+            return f.read()[-n:]
+    return ""
 
 
 def stop_process(proc, sig=signal.SIGTERM, timeout=10):
@@ -158,10 +216,10 @@ class Registry:
 
     def __init__(self, auth=None, tls=None, port=None):
         self.dir = tempfile.mkdtemp(prefix="lazyerofs-registry-")
-        self.port = port or free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        # None: the first start binds port 0 and learns the port the kernel gave it (no
+        # pick-then-bind race); restarts keep that port, since references name it.
+        self.port = port
         self.scheme = "https" if tls else "http"
-        self.url = f"{self.scheme}://{self.host}"
         self.storage = os.path.join(self.dir, "storage")
         self.log = os.path.join(self.dir, "registry.log")
         self.proc = None
@@ -173,16 +231,30 @@ class Registry:
                 "delete": {"enabled": True},
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
-            "http": {"addr": f"127.0.0.1:{self.port}", "secret": "lazyerofs-test-secret"},
+            "http": {"addr": "", "secret": "lazyerofs-test-secret"},
         }
         if tls:
             cfg["http"]["tls"] = {"certificate": tls[0], "key": tls[1]}
         if auth:
             cfg["auth"] = auth
-        # JSON is YAML: the registry reads this file as its YAML config.
+        self._cfg = cfg
         self.config = os.path.join(self.dir, "config.yml")
+        self._write_config()
+
+    def _write_config(self):
+        self._cfg["http"]["addr"] = f"127.0.0.1:{self.port or 0}"
+        # JSON is YAML: the registry reads this file as its YAML config.
         with open(self.config, "w") as f:
-            json.dump(cfg, f, indent=1)
+            json.dump(self._cfg, f, indent=1)
+
+    @property
+    def host(self):
+        assert self.port, "the registry has no port before its first start"
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        return f"{self.scheme}://{self.host}"
 
     def start(self):
         logf = open(self.log, "ab")
@@ -191,7 +263,15 @@ class Registry:
                                          stdout=logf, stderr=logf, start_new_session=True)
         finally:
             logf.close()
-        wait_port(self.port, self.proc, what="docker-registry", log=self.log)
+        ports = wait_listening(self.proc, [self.port] if self.port else [])
+        if not ports:
+            self.stop()
+            raise RuntimeError(f"docker-registry did not start on 127.0.0.1:{self.port or 0}: "
+                               f"{self.log_tail(2000)}")
+        if not self.port:
+            assert len(ports) == 1, ports
+            self.port = ports.pop()
+            self._write_config()  # a restart (or a copy of this config) keeps the port
         self._wait_v2()
         return self
 

@@ -400,6 +400,7 @@ class EventFiller:
         self.events = 0
         self.filled = 0
         self.errors = []
+        self.ranges = []  # (offset, count) of every range record, in arrival order
         self.size = os.path.getsize(original)
         self.src = os.open(original, os.O_RDONLY | os.O_CLOEXEC)
         self.wfd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -439,6 +440,7 @@ class EventFiller:
                     break
                 if info_type == FAN_EVENT_INFO_TYPE_RANGE and ilen >= 24:
                     _pad2, roff, rcount = struct.unpack_from("<IQQ", buf, p + 4)
+                    self.ranges.append((roff, rcount))
                     self._fill(roff, rcount)
                 p += ilen
         except OSError as e:
@@ -589,6 +591,35 @@ def snapshot(root):
             stack.extend(f"{base}/{n}" for n in reversed(names))
     snap.links = {frozenset(p) for p in inodes.values() if len(p) > 1}
     return snap
+
+
+_SNAPSHOT_CHILD = r"""
+import os, pickle, sys
+sys.path.insert(0, sys.argv[1])
+from trees import snapshot
+sys.stdout.buffer.write(pickle.dumps(snapshot(sys.argv[2])))
+"""
+
+
+def child_snapshot(root, timeout=300):
+    """snapshot(root) taken in a child process under a deadline: on a lazy mount, directory
+    blocks and symlink targets that are not inline are read through pre-content events, and
+    an unanswered one would hang the pytest process (an AssertionError names it instead)."""
+    import pickle
+    p = subprocess.Popen(["/usr/bin/python3", "-c", _SNAPSHOT_CHILD,
+                          os.path.dirname(os.path.abspath(__file__)), root],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise AssertionError(f"a metadata walk of {root} hung for {timeout} s: "
+                             "an event was never answered") from None
+    if p.returncode != 0:
+        raise AssertionError(f"snapshot of {root} failed ({p.returncode}): "
+                             f"{err.decode(errors='replace')[-2000:]}")
+    return pickle.loads(out)
 
 
 def _short(v, width=100):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from registry import free_port, stop_process, wait_port
+from registry import pick_port, stop_process, wait_listening
 
 NGINX = "/usr/sbin/nginx"
 
@@ -59,27 +59,38 @@ class WebServer:
         self.root = os.path.join(self.dir, "www")
         os.makedirs(self.root)
         os.makedirs(os.path.join(self.dir, "tmp"))
-        self.port = free_port()
-        self.port2 = free_port()
-        while self.port2 == self.port:
-            self.port2 = free_port()
+        self.port = self.port2 = None
         self.conf = os.path.join(self.dir, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(CONF.format(d=self.dir, root=self.root, port=self.port, port2=self.port2))
         self.access_log = os.path.join(self.dir, "access.log")
         self.proc = None
 
-    def start(self):
+    def start(self, attempts=10):
+        """nginx cannot listen on port 0, so its ports are picked first; a port someone else
+        bound in between fails nginx's bind, and then it starts again on fresh ports."""
         import subprocess
         log = os.path.join(self.dir, "stderr.log")
-        with open(log, "ab") as logf:
-            self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", self.conf,
-                                          "-e", os.path.join(self.dir, "error.log")],
-                                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                         start_new_session=True)
-        wait_port(self.port, self.proc, what="nginx", log=log)
-        wait_port(self.port2, self.proc, what="nginx", log=log)
-        return self
+        for _ in range(attempts):
+            self.port = pick_port()
+            self.port2 = pick_port()
+            if self.port2 == self.port:
+                continue
+            with open(self.conf, "w") as f:
+                f.write(CONF.format(d=self.dir, root=self.root, port=self.port, port2=self.port2))
+            start = os.path.getsize(log) if os.path.exists(log) else 0
+            with open(log, "ab") as logf:
+                self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", self.conf,
+                                              "-e", os.path.join(self.dir, "error.log")],
+                                             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                             start_new_session=True)
+            if wait_listening(self.proc, [self.port, self.port2]):
+                return self
+            self.stop()
+            with open(log, errors="replace") as f:
+                f.seek(start)
+                why = f.read()
+            if "Address already in use" not in why:
+                raise RuntimeError(f"nginx did not start: {why[-2000:]}")
+        raise RuntimeError(f"nginx found no free pair of ports in {attempts} attempts")
 
     def stop(self):
         stop_process(self.proc)
