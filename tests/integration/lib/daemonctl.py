@@ -1,10 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
-"""The fetch daemon driven without the mount CLI, through build/tests/tools/daemon-ctl.
+"""The fetch daemon driven without the mount CLI, through <build>/tests/tools/daemon-ctl.
 
 `DaemonEnv` owns a private cache and run directory on a filesystem that takes pre-content
 marks (ext4 under /var/tmp), runs daemon-ctl (one JSON line per command), and on teardown
 unmounts whatever is mounted from its cache and kills every process that still holds a file
-under its directory (daemons, background daemon-ctl runs) — even when the test failed."""
+under its directory (daemons, background daemon-ctl runs) — even when the test failed.
+
+The tool comes from the same build as the binary under test (LAZYEROFS_BIN's directory:
+build/ or build-san/), so the sanitizer run drives a sanitized daemon. Every process a test
+starts gets ASAN_OPTIONS/UBSAN_OPTIONS that write any sanitizer report to `<test dir>/san.PID`
+(the daemon's stderr is /dev/null), and the teardown fails the test on such a report or on a
+daemon log line saying an event could not be answered (`daemon_problems`)."""
 
 import json
 import os
@@ -15,10 +21,20 @@ import tempfile
 
 import pytest
 
-from common import ROOT, fs_type, kill_all, mountinfo, pid_alive, wait_until  # noqa: F401
+from common import BIN, ROOT, fs_type, kill_all, mountinfo, pid_alive, wait_until  # noqa: F401
+# (lazymount is loaded first, as a plugin: importing it here keeps its asserts rewritten)
+from lazymount import daemon_problems, sanitizer_env
+
+
+def _tool_build_dir():
+    """The build directory of the binary under test when it is one of this tree's builds
+    (build/, build-san/), else build/ (an installed binary: the tools are not installed)."""
+    d = os.path.dirname(os.path.realpath(BIN))
+    return d if os.path.isdir(os.path.join(d, "tests")) else os.path.join(ROOT, "build")
+
 
 DAEMON_CTL = os.environ.get("LAZYEROFS_DAEMON_CTL",
-                            os.path.join(ROOT, "build", "tests", "tools", "daemon-ctl"))
+                            os.path.join(_tool_build_dir(), "tests", "tools", "daemon-ctl"))
 MARKABLE = {"ext2/ext3", "ext4", "xfs", "btrfs"}
 
 
@@ -29,6 +45,9 @@ def mounts_of(prefix):
 class DaemonEnv:
     def __init__(self, base=None):
         base = base or "/var/tmp"
+        if not os.access(DAEMON_CTL, os.X_OK):
+            pytest.fail(f"{DAEMON_CTL} is missing: `make tools-build` (with the SANITIZE= of "
+                        f"{BIN})")
         if fs_type(base) not in MARKABLE:
             pytest.skip(f"{base} is not on ext4/xfs/btrfs")
         self.root = tempfile.mkdtemp(prefix="lzd-", dir=base)
@@ -36,6 +55,7 @@ class DaemonEnv:
         self.cache = os.path.join(self.root, "cache")
         self.run_dir = os.path.join(self.root, "run")
         self.procs = []
+        self.env = sanitizer_env(os.environ, self.root)
 
     def args(self, source, cmds, opts="insecure", timeout=None, extra=(), cache=None):
         a = [DAEMON_CTL]
@@ -50,7 +70,7 @@ class DaemonEnv:
     def ctl(self, source, *cmds, check=True, proc_timeout=180, **kw):
         """Run daemon-ctl; returns (returncode, [json lines], stderr)."""
         r = subprocess.run(self.args(source, cmds, **kw), capture_output=True, text=True,
-                           timeout=proc_timeout, stdin=subprocess.DEVNULL)
+                           timeout=proc_timeout, stdin=subprocess.DEVNULL, env=self.env)
         out = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
         if check:
             assert r.returncode == 0, f"daemon-ctl failed ({r.returncode}): {r.stderr}"
@@ -59,7 +79,8 @@ class DaemonEnv:
     def sock(self, socket, *cmds, check=True):
         """daemon-ctl --socket: commands to a running daemon, without holding it."""
         r = subprocess.run([DAEMON_CTL, "--socket", socket, *[str(c) for c in cmds]],
-                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                           env=self.env)
         if check:
             assert r.returncode == 0, r.stderr
         return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
@@ -67,7 +88,8 @@ class DaemonEnv:
     def ctl_bg(self, source, *cmds, **kw):
         """Start daemon-ctl in the background; stdin is a pipe (for wait-stdin)."""
         p = subprocess.Popen(self.args(source, cmds, **kw), stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=self.env)
         self.procs.append(p)
         return p
 
@@ -116,7 +138,24 @@ class DaemonEnv:
                 pass
         return {p for p in found if pid_alive(p)}
 
+    def settled(self, socket, timeout=60):
+        """The daemon's status once it is idle: nothing pending and every event it counted
+        answered (an answer is counted after the kernel took it, so a reader may see its
+        bytes a moment before). Fails, showing the status, if that never happens."""
+        last = []
+
+        def idle():
+            last[:] = self.sock(socket, "status", check=False)
+            st = last[0] if last and last[0].get("ok") else None
+            return st if st and st["pending"] == 0 and st["events"] == st["answers"] else None
+
+        st = wait_until(idle, timeout)
+        assert st, f"the daemon did not settle (an event left unanswered?): {last}"
+        return st
+
     def cleanup(self):
+        """Tear everything down; the problems daemon_problems() finds (a failed answer, a
+        sanitizer report), for the fixture to fail the test with."""
         for mp in reversed(mounts_of(self.root + "/")):
             subprocess.run(["umount", "-l", mp], capture_output=True)
         for p in self.procs:
@@ -126,7 +165,9 @@ class DaemonEnv:
         pids = self.holders()
         kill_all(pids, signal.SIGKILL)
         wait_until(lambda: not any(pid_alive(p) for p in pids), 5)
+        problems = daemon_problems(self.run_dir, self.root)
         shutil.rmtree(self.root, ignore_errors=True)
+        return problems
 
 
 @pytest.fixture
@@ -135,4 +176,6 @@ def dctl():
     try:
         yield e
     finally:
-        e.cleanup()
+        problems = e.cleanup()
+    # A teardown failure is an error of the test: it fails the run even when the test passed.
+    assert not problems, "\n".join(problems)

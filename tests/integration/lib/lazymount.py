@@ -6,10 +6,16 @@ file behind even when the test fails.
 
 Daemons are found three ways, so that none escapes: the pids in state files, processes of
 our binary whose environment names this test's run directory, and processes holding files
-under this test's directory open."""
+under this test's directory open.
 
+The binary runs with sanitizer options that write any report (of the CLI or of the daemon it
+forks, whose stderr is /dev/null) to `<test dir>/san.PID`; the teardown fails the test on such
+a report or on a daemon log line saying an event could not be answered."""
+
+import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +29,67 @@ from common import ROOT, fs_type, kill_all, mountinfo, pid_alive, run, wait_unti
 # /var/tmp (or the build dir): ext4/xfs/btrfs, never tmpfs.
 BASE_DIRS = ["/var/tmp", os.path.join(ROOT, "build")]
 MARKABLE_FS = {"ext2/ext3", "ext4", "xfs", "btrfs"}
+
+# The daemon's log lines that fail any test: an event it could not answer (worker.c), and a
+# worker that died other than by the SIGKILL a takeover test sends (holder.c): a crash, or a
+# sanitizer's abort.
+ANSWER_ERROR = "answering event"
+WORKER_DEATH = re.compile(r"worker \d+ killed by signal (\d+)|worker \d+ exited with status (\d+)"
+                          r"|the worker died while leaving \(status (0x[0-9a-f]+)\)")
+
+
+def sanitizer_env(env, san_dir):
+    """env plus sanitizer options for a sanitized binary and every process it forks (the
+    daemon, its workers): ASan writes its report to san_dir/san.PID (the daemon's stderr is
+    /dev/null). GCC's UBSan beside ASan ignores log_path (it writes to stderr): it aborts
+    instead, and the holder logs the worker's SIGABRT. No leak check: the daemon leaves
+    through _exit(), and what a forked child still holds then is no leak."""
+    env = dict(env)
+    path = os.path.join(san_dir, "san")
+    for var, opts in (("ASAN_OPTIONS", f"log_path={path}:abort_on_error=1:detect_leaks=0"),
+                      ("UBSAN_OPTIONS", f"log_path={path}:halt_on_error=1:abort_on_error=1:"
+                                        "print_stacktrace=1")):
+        env[var] = ":".join(o for o in (env.get(var), opts) if o)  # ours win: they come last
+    return env
+
+
+def _bad_death(m):
+    if m[1]:
+        return int(m[1]) != signal.SIGKILL
+    if m[2]:
+        return True
+    st = int(m[3], 16)
+    return (st & 0x7f) not in (0, signal.SIGKILL) or (st & 0x7f == 0 and st >> 8 != 0)
+
+
+def daemon_problems(run_dir, san_dir):
+    """What must fail a test whatever it asserted: a daemon log line saying an event could
+    not be answered or a worker crashed, and any sanitizer report. A list of messages (empty:
+    all well)."""
+    out = []
+    for log in sorted(glob.glob(os.path.join(run_dir, "*.log"))):
+        try:
+            with open(log, errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        bad = [line for line in lines if ANSWER_ERROR in line]
+        if bad:
+            out.append(f"{os.path.basename(log)}: an event was not answered:\n  "
+                       + "\n  ".join(bad[:20]))
+        bad = [line for line in lines
+               if any(_bad_death(m) for m in WORKER_DEATH.finditer(line))]
+        if bad:
+            out.append(f"{os.path.basename(log)}: a worker crashed (a sanitizer abort is "
+                       "SIGABRT, 6):\n  " + "\n  ".join(bad[:20]))
+    for rep in sorted(glob.glob(os.path.join(san_dir, "san.*"))):
+        try:
+            with open(rep, errors="replace") as f:
+                text = f.read()
+        except OSError as e:
+            text = f"(unreadable: {e})"
+        out.append(f"sanitizer report {os.path.basename(rep)}:\n{text[-8000:]}")
+    return out
 
 
 def markable_base():
@@ -55,8 +122,8 @@ class LazyEnv:
         os.chmod(self.root, 0o700)
         self.cache = os.path.join(self.root, "c")
         self.run_dir = os.path.join(self.root, "r")
-        self.env = dict(os.environ, LAZYEROFS_CACHE_DIR=self.cache,
-                        LAZYEROFS_RUN_DIR=self.run_dir)
+        self.env = sanitizer_env(dict(os.environ, LAZYEROFS_CACHE_DIR=self.cache,
+                                      LAZYEROFS_RUN_DIR=self.run_dir), self.root)
         self.points = []
         self.pids = set()
 
@@ -104,17 +171,20 @@ class LazyEnv:
         assert len(ms) == 1, self.status()
         return ms[0]
 
-    def settled_status_of(self, mp, quiet=0.5, timeout=20):
-        """Status once the daemon is idle: nothing pending and no bytes or requests added for
-        `quiet` seconds (read-ahead a read started may still run after the read returned)."""
+    def settled_status_of(self, mp, quiet=0.5, timeout=60):
+        """Status once the daemon is idle: nothing pending, every event it counted answered
+        (an answer is counted once the kernel took it, a moment after the reader may have
+        its bytes) and no bytes or requests added for `quiet` seconds (read-ahead a read
+        started may still run after the read returned)."""
         last, since = None, time.monotonic()
         deadline = since + timeout
         while True:
             st = self.status_of(mp)
-            key = (st["fetched_bytes"], st["requests"], st["pending"])
+            key = (st["fetched_bytes"], st["requests"], st["pending"], st["events"], st["answers"])
             if key != last:
                 last, since = key, time.monotonic()
-            elif st["pending"] == 0 and time.monotonic() - since >= quiet:
+            elif (st["pending"] == 0 and st["answers"] == st["events"]
+                  and time.monotonic() - since >= quiet):
                 return st
             assert time.monotonic() < deadline, f"the daemon did not settle: {st}"
             time.sleep(0.05)
@@ -199,6 +269,8 @@ class LazyEnv:
     # --- teardown ---
 
     def cleanup(self):
+        """Tear everything down; the problems daemon_problems() finds (a failed answer, a
+        sanitizer report), for the fixture to fail the test with."""
         for mp, _ in reversed(self.our_mounts()):
             subprocess.run(["umount", "-l", mp], capture_output=True)
         pids = self.daemon_pids() | {p for p in self.pids if pid_alive(p)}
@@ -208,17 +280,21 @@ class LazyEnv:
             wait_until(lambda: not any(pid_alive(p) for p in pids), 5)
         for mp, _ in reversed(self.our_mounts()):
             subprocess.run(["umount", "-l", mp], capture_output=True)
+        problems = daemon_problems(self.run_dir, self.root)
         shutil.rmtree(self.root, ignore_errors=True)
+        return problems
 
 
 @pytest.fixture
 def lazy():
-    """A LazyEnv: private cache/run dirs on ext4; everything torn down afterwards."""
+    """A LazyEnv: private cache/run dirs on ext4; everything torn down afterwards, and the
+    test fails if a daemon could not answer an event or a sanitizer reported anything."""
     e = LazyEnv(markable_base())
     try:
         yield e
     finally:
-        e.cleanup()
+        problems = e.cleanup()
+    assert not problems, "\n".join(problems)
 
 
 def build_busybox_image(dest_dir):
