@@ -396,7 +396,7 @@ int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_m
 	req->error = 0;
 	req->result = 0;
 	req->next_try_ms = 0;
-	req->probe = req->held = false;
+	req->probe = req->held = req->probe_sent = false;
 	if (fetch_req_satisfied(s, req))
 		return 1;
 	if (s->nreqs >= s->max_reqs)
@@ -440,6 +440,31 @@ static bool req_first_needed(const struct fetch_sched *s, const struct fetch_req
 	return false;
 }
 
+/* A probe's job: the missing part of its own range, whether or not a fetch of it is under
+ * way. Such a fetch started before the failure and may still be retrying against the
+ * registry; a probe answers at once, so it does not wait for it (the same bytes land twice
+ * at most). False when nothing is missing. */
+static bool probe_run(const struct fetch_sched *s, const struct fetch_req *r, struct fetch_job *job)
+{
+	for (size_t k = r->cursor; k < r->n; k++) {
+		uint64_t f, n, m, off, end;
+
+		if (!cache_blocks_of(r->v[k].offset, r->v[k].length, s->size, &f, &n))
+			continue;
+		m = cache_bitmap_find(s->bm, f, f + n, false);
+		if (m >= f + n)
+			continue;
+		off = m * CACHE_BLOCK_SIZE;
+		end = MIN((f + n) * CACHE_BLOCK_SIZE, s->size);
+		job->runs[0] = (struct util_extent){.offset = off, .length = end - off};
+		job->nruns = 1;
+		job->bytes = end - off;
+		job->header = strlen("bytes=") + oci_range_spec_len(off, end - off);
+		return true;
+	}
+	return false;
+}
+
 static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uint64_t *wake)
 {
 	for (size_t i = 0; i < s->nreqs; i++) {
@@ -453,6 +478,20 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		if (r->next_try_ms > now_ms) {
 			*wake = MIN(*wake, r->next_try_ms);
 			continue;
+		}
+		if (r->probe) {
+			if (r->probe_sent)
+				continue;
+			job = job_slot(s);
+			if (!job)
+				return NULL;
+			*job = (struct fetch_job){0};
+			if (!probe_run(s, r, job))
+				continue; /* present now: collect answers it */
+			r->probe_sent = true;
+			job->probe = true;
+			job_commit(s, job, FETCH_JOB_DEMAND);
+			return job;
 		}
 		if (!req_first_needed(s, r, &k, &b))
 			continue; /* everything it lacks is already on its way */

@@ -65,6 +65,7 @@ struct fetch_req {
 	bool probe;  /* an event for bytes that failed moments ago: one fetch attempt tells
 		      * whether the registry answers again */
 	bool held;   /* such an event while a probe is under way: waits for its outcome */
+	bool probe_sent; /* the probe's fetch went out */
 	void *owner; /* caller's cookie */
 };
 

@@ -278,15 +278,14 @@ def test_registry_down_gives_eio_within_deadline_then_recovers(dctl, registry, b
         for r in out[:2]:
             # EIO, not zeros and not a hang
             assert not r["ok"] and r["errno"] == errno.EIO, r
-        # the first read within the 3 s deadline plus a tick; the same bytes asked again
-        # right after their fetch failed fail at once (the fail-fast window)
-        assert 2500 <= out[0]["ms"] < 6000, out[0]
-        assert out[1]["ms"] < 1000, (out[1], dctl.log()[-3000:])
+        # The first read tries until its 3 s deadline. How fast the same bytes asked again
+        # fail (one probe, tests/unit/fetch/test_sched.c) is measured by bench/fail-bench.
+        assert out[0]["ms"] >= 2500, out[0]
         st = dctl.settled(info["socket"])
         assert st["denied"] >= 2 and st["events"] == st["answers"]
     finally:
         registry.start()
-    time.sleep(2.5)  # past the fail-fast window (min(2 s, timeout)): the next read fetches
+    # At once, inside what used to be a fail-fast window: the probe finds the registry back.
     _, out, _ = dctl.ctl(ref, "read", 12 * MiB, 4096)
     assert out[0]["ok"] and out[0]["sha256"] == sha(data[12 * MiB:12 * MiB + 4096])
     st = dctl.settled(info["socket"])

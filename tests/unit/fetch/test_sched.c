@@ -376,7 +376,7 @@ static void test_recent_failure_probes_once(void **state)
 {
 	struct env e;
 	struct fetch_req r, r2, r3, r4, *out[4];
-	struct fetch_job *job;
+	struct fetch_job *job, *probe;
 	uint64_t now = 5000, t;
 
 	env_init(&e, 8 * MiB, false); /* 1 MiB chunks, timeout 1000 ms: window 1000 ms */
@@ -470,6 +470,33 @@ static void test_recent_failure_probes_once(void **state)
 	assert_int_equal(fetch_sched_collect(&e.s, t + 2101, out, 4), 2);
 	assert_int_equal(r2.result, -EAGAIN);
 	assert_int_equal(r3.result, -EAGAIN);
+	env_free(&e);
+
+	/* A read fails while the retry of its fetch is still under way. A probe of those bytes
+	 * fetches them itself, at once, instead of waiting for that older fetch to give up. */
+	env_init(&e, 8 * MiB, false);
+	event(&r, 0, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r, now), 0);
+	fetch_sched_job_done(&e.s, fetch_sched_pick(&e.s, now, NULL), -EAGAIN, now + 10);
+	job = fetch_sched_pick(&e.s, now + 900, NULL); /* the retry, still running ... */
+	assert_non_null(job);
+	assert_int_equal(fetch_sched_collect(&e.s, now + 1000, out, 4), 1); /* ... at the deadline */
+	assert_int_equal(r.result, -EAGAIN);
+	event(&r2, 4096, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r2, now + 1001), 0);
+	assert_true(r2.probe);
+	probe = fetch_sched_pick(&e.s, now + 1001, NULL);
+	assert_non_null(probe);
+	assert_true(probe->probe);
+	assert_int_equal(probe->nruns, 1);
+	assert_int_equal(probe->runs[0].offset, 4096);
+	assert_int_equal(probe->runs[0].length, 4096);
+	assert_null(fetch_sched_pick(&e.s, now + 1001, NULL)); /* one probe fetch */
+	fetch_sched_job_done(&e.s, probe, -ECONNREFUSED, now + 1002);
+	assert_int_equal(fetch_sched_collect(&e.s, now + 1002, out, 4), 1);
+	assert_int_equal(r2.result, -ECONNREFUSED);
+	assert_null(e.s.probe);
+	fetch_sched_job_done(&e.s, job, -EAGAIN, now + 1003);
 	env_free(&e);
 }
 
