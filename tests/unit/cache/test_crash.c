@@ -75,9 +75,10 @@ static uint64_t rnd_below(uint64_t n)
 
 static void read_real(int fd, uint8_t *buf, uint64_t off, uint64_t len)
 {
+	if (len == 0)
+		return;
 	memset(buf, 0, len);
-	if (len)
-		assert_true(pread(fd, buf, len, (off_t)off) >= 0);
+	assert_true(pread(fd, buf, len, (off_t)off) >= 0);
 }
 
 static void grow(struct simfile *f, uint64_t size)
@@ -125,7 +126,8 @@ static void crash_now(void)
 
 		f->image = malloc(f->size ? f->size : 1);
 		assert_non_null(f->image);
-		memcpy(f->image, f->durable, f->size);
+		if (f->size)
+			memcpy(f->image, f->durable, f->size);
 	}
 }
 
