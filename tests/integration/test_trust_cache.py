@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from common import child_hashes, child_read, pid_alive, wait_until
+from common import child_hashes, child_read, kill_all, pid_alive, wait_until
 from lazymount import build_big_image
 from registry import MT_EROFS
 
@@ -317,7 +317,8 @@ def test_kill9_during_fills_never_leaves_a_wrong_claim(lazy, big):
     rng = random.Random(int(os.environ.get("LAZYEROFS_SEED", "0")) or None)
     claimed_total, partial = 0, 0
     for i in range(KILLS):
-        mp = lazy.mount(big["ref"], opts="insecure,prefetch=all")
+        mp, r = lazy.mount(big["ref"], opts="insecure,prefetch=all", check=False)
+        assert r.returncode == 0, (r.stderr, daemon_log(lazy, big["digest"])[-3000:])
         st = lazy.status_of(mp)
         pids = [st["pid"]] + ([st["worker_pid"]] if st.get("worker_pid") else [])
         time.sleep(rng.uniform(0, 0.3))
@@ -326,12 +327,19 @@ def test_kill9_during_fills_never_leaves_a_wrong_claim(lazy, big):
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        assert wait_until(lambda: not any(pid_alive(p) for p in pids), 10)
+        # A worker replaced by a holder that was still alive is killed too: no process of
+        # the daemon survives to flush.
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids) and
+                          not kill_all(lazy.daemon_pids(), signal.SIGKILL) and
+                          not lazy.daemon_pids(), 10), lazy.daemon_pids()
         # The mount would now read zeros (fact 6): never read it, take it away (with its
         # state file).
         if lazy.umount(mp, check=False).returncode != 0:
             subprocess.run(["umount", "-l", mp], check=True)
         assert wait_until(lambda: not lazy.daemon_pids(), 10), lazy.daemon_pids()
+        if not os.path.exists(entry_files(lazy.cache, big["digest"])[1]):
+            pytest.fail(f"round {i}: no bitmap; daemon log: {daemon_log(lazy, big['digest'])[-3000:]}"
+                        f"; files: {os.listdir(os.path.join(lazy.cache, 'sha256'))}")
         n = check_claims(lazy.cache, big["digest"], blob)
         claimed_total += n
         if n < (len(blob) + BLOCK - 1) // BLOCK:
