@@ -102,6 +102,13 @@ void cache_bitmap_set_range(struct cache_bitmap *b, uint64_t first, uint64_t n)
 	}
 }
 
+uint64_t cache_bitmap_clear_word(struct cache_bitmap *b, size_t w, uint64_t mask)
+{
+	if (w >= b->nwords)
+		return 0;
+	return __atomic_fetch_and(&b->words[w], ~mask, __ATOMIC_ACQ_REL) & mask;
+}
+
 void cache_bitmap_clear_all(struct cache_bitmap *b)
 {
 	memset(b->words, 0, b->nwords * 8);

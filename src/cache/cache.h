@@ -13,9 +13,11 @@
 #define LAZYEROFS_CACHE_CACHE_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "util/sha256.h"
 
@@ -26,7 +28,9 @@
 /* ---- presence bitmap ------------------------------------------------------------------- */
 
 /* One bit per block. Words are read and set with atomics so a reader may test bits without a
- * lock while another thread sets them; bits are only ever set (never cleared) while shared.
+ * lock while another thread sets them. While shared, bits are only cleared when a flush failed
+ * (their data may never reach the disk): a reader then finds them missing and they are fetched
+ * again.
  * With `shared`, the words live in a MAP_SHARED anonymous mapping that survives fork(): a
  * process and its children see the same bits. */
 struct cache_bitmap {
@@ -43,6 +47,8 @@ bool cache_bitmap_test(const struct cache_bitmap *b, uint64_t bit);
 bool cache_bitmap_test_range(const struct cache_bitmap *b, uint64_t first, uint64_t n);
 /* Set [first, first + n), clamped to nbits. */
 void cache_bitmap_set_range(struct cache_bitmap *b, uint64_t first, uint64_t n);
+/* Clear the bits of `mask` in word `w`; returns those of them that were set. */
+uint64_t cache_bitmap_clear_word(struct cache_bitmap *b, size_t w, uint64_t mask);
 /* Clear everything (only while nobody else looks: rebuild, tests). */
 void cache_bitmap_clear_all(struct cache_bitmap *b);
 /* First bit in [from, limit) whose value is `value`; `limit` when none. */
@@ -62,7 +68,7 @@ bool cache_blocks_of(uint64_t off, uint64_t len, uint64_t size, uint64_t *ret_fi
 
 #define CACHE_HEADER_SIZE    512
 #define CACHE_BITMAP_OFFSET  4096 /* the bits start here in <key>.bitmap */
-#define CACHE_FORMAT_VERSION 1
+#define CACHE_FORMAT_VERSION 1 /* any other version is refused (-EPROTO), never interpreted */
 
 enum {
 	CACHE_FLAG_COMPLETE = 1u << 0, /* every block present (and durable) */
@@ -84,10 +90,36 @@ struct cache_header {
 /* Serialize (little-endian fields, sha256 checksum at the end) into exactly
  * CACHE_HEADER_SIZE bytes. */
 void cache_header_encode(const struct cache_header *h, uint8_t out[CACHE_HEADER_SIZE]);
-/* Parse untrusted bytes: -EUCLEAN when the magic, checksum, version or any field is wrong. */
+/* Parse untrusted bytes: -EPROTO when the header is ours but of another format version (an
+ * older or newer lazyerofs wrote it; its fields are not looked at), -EUCLEAN when the magic,
+ * checksum or any field is wrong. */
 int cache_header_decode(const void *buf, size_t len, struct cache_header *ret);
 /* Bytes of the bitmap area for a blob of `size` bytes (whole 64-bit words). */
 uint64_t cache_bitmap_bytes(uint64_t size);
+
+/* ---- the I/O the entry's persistence goes through ------------------------------------------ */
+
+/* Every write, sync, resize and rename of an entry's files goes through this table, so that a
+ * unit test can put a simulated filesystem underneath (power loss at any point, a failing
+ * fdatasync) without touching the real disk's behaviour. Production uses cache_io_real, the
+ * plain syscalls: one indirect call per syscall. Each returns what the syscall returns (-1 and
+ * errno on failure). */
+struct cache_io_ops {
+	ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
+	int (*fdatasync)(int fd);
+	int (*fsync)(int fd);
+	int (*ftruncate)(int fd, off_t len);
+	int (*fallocate)(int fd, int mode, off_t off, off_t len);
+	int (*renameat)(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+};
+
+extern const struct cache_io_ops cache_io_real;
+/* Use `ops` (NULL: the real syscalls) for every entry of this process. Tests only. */
+void cache_io_set(const struct cache_io_ops *ops);
+
+/* Pre-allocate a new data file only when the blob fits in the free space minus this share of
+ * the filesystem: a lazily loaded image may be far larger than anyone wants stored. */
+#define CACHE_PREALLOC_RESERVE_PERCENT 10
 
 /* ---- the entry ----------------------------------------------------------------------------- */
 
@@ -99,6 +131,13 @@ int cache_dir_open(const char *cache_dir, int *ret_fd);
 /* Take the entry's lock (<key>.lock, flock exclusive). With `wait` false, -EWOULDBLOCK when
  * someone else holds it. The lock lasts while the returned fd (or a dup / fork copy) is open. */
 int cache_entry_lock(int dirfd, const char *key, bool wait, int *ret_fd);
+
+/* What every process of the entry's daemon sees (a MAP_SHARED page, like the bits). */
+struct cache_entry_shared {
+	uint32_t broken;       /* atomic: the files were changed by someone else */
+	uint64_t lost_blocks;  /* atomic: blocks dropped because a flush failed */
+	uint64_t sync_errors;  /* atomic: failed flushes of the data file */
+};
 
 struct cache_entry {
 	int dirfd;     /* <cache-dir>/sha256 */
@@ -114,13 +153,20 @@ struct cache_entry {
 	bool aside;	   /* renamed aside after being marked bad */
 	char aside_name[CACHE_KEY_LEN + 32];
 	int owner_pid; /* the process that opened it: names the aside files */
+	/* Stores take it shared (write, then set bits); a flush whose fdatasync failed takes it
+	 * exclusive to drop every bit not yet persisted: no store can slip its bits between the
+	 * failed sync and the drop. Per process (only the worker stores and flushes). */
+	pthread_rwlock_t store_lock;
+	struct cache_entry_shared *sh;
+	char rebuild_reason[96]; /* why an existing entry was rebuilt ("" if it was not) */
 };
 
 struct cache_open_params {
 	const char *key;    /* 64 lowercase hex */
 	const char *digest; /* "sha256:<hex>" or NULL/"" */
 	uint64_t size;	    /* > 0 */
-	bool preallocate;   /* fallocate a new data file (falls back to sparse) */
+	bool preallocate;   /* fallocate a new data file when it fits with room to spare
+			     * (CACHE_PREALLOC_RESERVE_PERCENT), sparse otherwise */
 };
 
 /* Open the entry with the lock (taken by cache_entry_lock, ownership passes to the entry).
@@ -131,11 +177,20 @@ int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_p
 		     int lock_fd, struct cache_entry **ret);
 void cache_entry_free(struct cache_entry *e);
 
+/* Store blob bytes [off, off + len) through the pre-mark fd, then mark blocks
+ * [first, first + n) present (the caller knows which blocks this write completes; n may be 0).
+ * 0, or -errno with nothing marked (ENOSPC on a full disk). */
+int cache_entry_store(struct cache_entry *e, const void *buf, size_t len, uint64_t off,
+		      uint64_t first, uint64_t n);
 /* Persist: fdatasync the data file, then write every bitmap word that gained bits since the
  * last flush. With `final`, also fsync the bitmap file. Returns the number of newly persisted
- * blocks, or -errno (nothing claimed on failure). Single caller at a time. */
+ * blocks, or -errno (nothing claimed on failure). When the fdatasync fails, every block not
+ * yet persisted is dropped from the in-memory bitmap as well (Linux reports a writeback error
+ * once: a retry would succeed without the data ever reaching the disk); readers fetch those
+ * blocks again. Single caller at a time. */
 int cache_entry_flush(struct cache_entry *e, bool final);
-/* Rewrite the header with new flags (fsync'd). */
+/* Rewrite the header with new flags (fsync'd). COMPLETE and VERIFIED are refused (-EAGAIN)
+ * unless every block is persisted, i.e. durable. */
 int cache_entry_set_flags(struct cache_entry *e, uint32_t set, uint32_t clear);
 /* Mark bad (header flag) and rename the files aside so that a new mount gets a fresh entry at
  * the original names, while live users keep the renamed inodes. */
@@ -145,6 +200,15 @@ void cache_entry_remove_aside(struct cache_entry *e);
 /* For a process sharing the entry with the one that changed it (a forked child): re-read the
  * header from disk, and when it says bad, take note that the files were set aside. */
 int cache_entry_reload(struct cache_entry *e);
+
+/* Whether the files are still as this entry left them: 0, or -ESTALE with *ret_why saying
+ * what happened ("deleted", "truncated or extended", "renamed or replaced", ...). A few
+ * fstat calls: cheap enough to run every tick. */
+int cache_entry_check(struct cache_entry *e, const char **ret_why);
+/* The files were changed by someone else: remember it (every process of the daemon sees it),
+ * mark the entry bad and set it aside so that new mounts get a fresh one. */
+int cache_entry_mark_broken(struct cache_entry *e);
+bool cache_entry_broken(const struct cache_entry *e);
 
 bool cache_entry_complete(const struct cache_entry *e);
 uint64_t cache_entry_present_bytes(const struct cache_entry *e);

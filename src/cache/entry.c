@@ -4,7 +4,7 @@
  * durable, flags, and setting a bad entry aside. Paths are opened relative to the private
  * <cache-dir>/sha256 directory without following symlinks.
  */
-#include "cache/cache.h"
+#include "cache/internal.h"
 
 #include <dirent.h>
 #include <endian.h>
@@ -15,8 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "util/cleanup.h"
@@ -101,12 +103,10 @@ static int write_header(struct cache_entry *e)
 	int r;
 
 	cache_header_encode(&e->hdr, raw);
-	r = util_pwrite_full(e->bitmap_fd, raw, sizeof(raw), 0);
+	r = cache_io_pwrite_full(e->bitmap_fd, raw, sizeof(raw), 0);
 	if (r < 0)
 		return r;
-	if (fsync(e->bitmap_fd) < 0)
-		return -errno;
-	return 0;
+	return cache_io_fsync(e->bitmap_fd);
 }
 
 /* Load an existing entry; -EUCLEAN (or any error) means "rebuild". */
@@ -128,6 +128,14 @@ static int entry_load(struct cache_entry *e, const struct cache_open_params *p, 
 	if (r < 0)
 		return r == -EIO ? -EUCLEAN : r;
 	r = cache_header_decode(raw, sizeof(raw), &h);
+	if (r == -EPROTO) {
+		uint32_t v;
+
+		memcpy(&v, raw + 8, sizeof(v));
+		snprintf(e->rebuild_reason, sizeof(e->rebuild_reason),
+			 "its bitmap has format version %u, this lazyerofs reads version %u",
+			 le32toh(v), CACHE_FORMAT_VERSION);
+	}
 	if (r < 0)
 		return r;
 	if (strcmp(h.key, key) != 0 || strcmp(h.digest, p->digest ? p->digest : "") != 0 ||
@@ -169,9 +177,23 @@ static int fsync_dir(int dirfd)
 
 	if (fd < 0)
 		return -errno;
-	if (fsync(fd) < 0)
-		return -errno;
-	return 0;
+	return cache_io_fsync(fd);
+}
+
+/* Whether `size` more bytes leave the filesystem of fd at least CACHE_PREALLOC_RESERVE_PERCENT
+ * free. */
+static bool fits_with_reserve(int fd, uint64_t size)
+{
+	struct statvfs sv;
+	uint64_t total, avail, reserve;
+
+	if (fstatvfs(fd, &sv) < 0)
+		return false;
+	if (util_mul_overflow_u64(sv.f_blocks, sv.f_frsize, &total) ||
+	    util_mul_overflow_u64(sv.f_bavail, sv.f_frsize, &avail))
+		return false;
+	reserve = total / 100 * CACHE_PREALLOC_RESERVE_PERCENT;
+	return avail > reserve && size <= avail - reserve;
 }
 
 /* Create the entry from scratch. The old files are unlinked, never truncated in place: a
@@ -214,16 +236,26 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 	    openat(e->dirfd, key, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (e->data_fd < 0)
 		return -errno;
-	if (ftruncate(e->data_fd, (off_t)p->size) < 0)
-		return -errno;
+	r = cache_io_ftruncate(e->data_fd, p->size);
+	if (r < 0)
+		return r;
 	e->preallocated = false;
-	if (p->preallocate) {
-		/* Allocated extents make the daemon's writes faster (DESIGN registry facts); a
-		 * filesystem that cannot (or is short of space) gets a sparse file. */
-		if (fallocate(e->data_fd, 0, 0, (off_t)p->size) == 0)
+	if (p->preallocate && fits_with_reserve(e->data_fd, p->size)) {
+		/* Allocated extents make the daemon's writes faster (DESIGN registry facts). A
+		 * filesystem that cannot, or space taken meanwhile, gets a sparse file: a failed
+		 * fallocate may keep what it allocated (ext4 does), so give every block back. */
+		r = cache_io_fallocate(e->data_fd, 0, 0, p->size);
+		if (r == 0)
 			e->preallocated = true;
-		else
-			log_debug("fallocate of cache entry %s: %m; keeping it sparse", key);
+		else {
+			log_debug("fallocate of cache entry %s: %s; keeping it sparse", key,
+				  strerror(-r));
+			r = cache_io_ftruncate(e->data_fd, 0);
+			if (r >= 0)
+				r = cache_io_ftruncate(e->data_fd, p->size);
+			if (r < 0)
+				return r;
+		}
 	}
 	/* No fsync of the new data file here: the bitmap claims nothing yet, and every later
 	 * bitmap flush is preceded by an fdatasync of the data file. */
@@ -250,12 +282,16 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 	 * later only ever claim data an fdatasync made durable first. Only the removal of an
 	 * old entry above must be durable before the new files exist. */
 	cache_header_encode(&e->hdr, raw);
-	r = util_pwrite_full(bfd, raw, sizeof(raw), 0);
+	r = cache_io_pwrite_full(bfd, raw, sizeof(raw), 0);
+	if (r >= 0)
+		r = cache_io_ftruncate(bfd, CACHE_BITMAP_OFFSET + cache_bitmap_bytes(p->size));
+	/* The bits get their blocks now (a few KiB per GiB of blob), so that persisting them
+	 * never fails for want of space while the data file fills the disk. Best effort. */
 	if (r >= 0 &&
-	    ftruncate(bfd, (off_t)(CACHE_BITMAP_OFFSET + cache_bitmap_bytes(p->size))) < 0)
-		r = -errno;
-	if (r >= 0 && renameat(e->dirfd, tmp, e->dirfd, bitmap_name) < 0)
-		r = -errno;
+	    cache_io_fallocate(bfd, 0, 0, CACHE_BITMAP_OFFSET + cache_bitmap_bytes(p->size)) < 0)
+		log_debug("fallocate of the bitmap of %s: %m", key);
+	if (r >= 0)
+		r = cache_io_renameat(e->dirfd, tmp, bitmap_name);
 	if (r < 0) {
 		unlinkat(e->dirfd, tmp, 0);
 		return r;
@@ -326,6 +362,22 @@ int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_p
 		return -ENOMEM;
 	e->data_fd = e->bitmap_fd = e->lock_fd = -1;
 	e->lock_fd = TAKE_FD(lock);
+	{
+		pthread_rwlockattr_t a;
+
+		/* A failed flush must not wait behind an endless stream of stores. */
+		pthread_rwlockattr_init(&a);
+		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&e->store_lock, &a);
+		pthread_rwlockattr_destroy(&a);
+	}
+	e->sh = mmap(NULL, sizeof(*e->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+		     0);
+	if (e->sh == MAP_FAILED) {
+		e->sh = NULL;
+		r = -errno;
+		goto fail;
+	}
 	e->owner_pid = (int)getpid();
 	e->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
 	if (e->dirfd < 0) {
@@ -354,6 +406,10 @@ int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_p
 		else if (r != -ENOENT)
 			log_debug("cache entry %s is damaged or stale (%s); rebuilding", p->key,
 				  strerror(-r));
+		if (r != -ENOENT && !e->rebuild_reason[0])
+			snprintf(e->rebuild_reason, sizeof(e->rebuild_reason), "%s",
+				 r == -EILSEQ ? "it was marked bad"
+					      : "it was damaged or did not match the blob");
 		r = entry_create(e, p, p->key, bitmap_name);
 		if (r < 0)
 			goto fail;
@@ -379,7 +435,50 @@ void cache_entry_free(struct cache_entry *e)
 		close(e->dirfd);
 	cache_bitmap_destroy(&e->present);
 	free(e->persisted);
+	if (e->sh)
+		munmap(e->sh, sizeof(*e->sh));
+	pthread_rwlock_destroy(&e->store_lock);
 	free(e);
+}
+
+int cache_entry_store(struct cache_entry *e, const void *buf, size_t len, uint64_t off,
+		      uint64_t first, uint64_t n)
+{
+	int r;
+
+	pthread_rwlock_rdlock(&e->store_lock);
+	r = cache_io_pwrite_full(e->data_fd, buf, len, off);
+	/* Blocks only become present once every byte of them is written: a write that failed
+	 * part-way (a full disk) claims nothing. */
+	if (r >= 0 && n > 0)
+		cache_bitmap_set_range(&e->present, first, n);
+	pthread_rwlock_unlock(&e->store_lock);
+	return r;
+}
+
+/* A flush of the data file failed. The kernel has reported its writeback error to us once
+ * and will not again: a later fdatasync succeeds whether or not the pages reached the disk,
+ * and the failed pages may sit in the page cache, clean, until they are evicted. So every
+ * block not yet persisted is now of unknown durability: drop it from the in-memory bitmap so
+ * that it is fetched (and written, and synced) again, and never claimed on that basis. Stores
+ * in progress finish first (exclusive lock): a store that wrote before the failed sync has its
+ * bits set by then, and is dropped with the rest. */
+static void drop_unpersisted(struct cache_entry *e)
+{
+	uint64_t lost = 0;
+
+	pthread_rwlock_wrlock(&e->store_lock);
+	for (size_t i = 0; i < e->present.nwords; i++) {
+		uint64_t w = __atomic_load_n(&e->present.words[i], __ATOMIC_ACQUIRE);
+		uint64_t m = w & ~e->persisted[i];
+
+		if (m)
+			lost += (uint64_t)__builtin_popcountll(
+			    cache_bitmap_clear_word(&e->present, i, m));
+	}
+	pthread_rwlock_unlock(&e->store_lock);
+	__atomic_fetch_add(&e->sh->lost_blocks, lost, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&e->sh->sync_errors, 1, __ATOMIC_RELAXED);
 }
 
 int cache_entry_flush(struct cache_entry *e, bool final)
@@ -402,8 +501,15 @@ int cache_entry_flush(struct cache_entry *e, bool final)
 	}
 	if (!dirty && !final)
 		return 0;
-	if (dirty && fdatasync(e->data_fd) < 0)
-		return -errno;
+	if (cache_entry_broken(e))
+		return -ESTALE; /* someone else changed the files: claim nothing more */
+	if (dirty) {
+		r = cache_io_fdatasync(e->data_fd);
+		if (r < 0) {
+			drop_unpersisted(e);
+			return r;
+		}
+	}
 	for (size_t i = 0; i < n;) {
 		uint64_t buf[512];
 		size_t j = i, k = 0;
@@ -416,7 +522,7 @@ int cache_entry_flush(struct cache_entry *e, bool final)
 			buf[k++] = htole64(snap[j] | e->persisted[j]);
 			j++;
 		}
-		r = util_pwrite_full(e->bitmap_fd, buf, k * 8,
+		r = cache_io_pwrite_full(e->bitmap_fd, buf, k * 8,
 				     CACHE_BITMAP_OFFSET + (uint64_t)i * 8);
 		if (r < 0)
 			return r;
@@ -426,9 +532,28 @@ int cache_entry_flush(struct cache_entry *e, bool final)
 		}
 		i = j;
 	}
-	if (final && fsync(e->bitmap_fd) < 0)
-		return -errno;
+	if (final) {
+		r = cache_io_fsync(e->bitmap_fd);
+		if (r < 0)
+			return r;
+	}
 	return fresh > INT32_MAX ? INT32_MAX : (int)fresh;
+}
+
+/* Every block persisted (the flush that wrote the last bits synced their data first). */
+static bool all_persisted(const struct cache_entry *e)
+{
+	uint64_t nbits = e->present.nbits;
+
+	for (size_t i = 0; i < e->present.nwords; i++) {
+		uint64_t want = (i == e->present.nwords - 1 && nbits % 64)
+				    ? (UINT64_C(1) << (nbits % 64)) - 1
+				    : ~UINT64_C(0);
+
+		if ((e->persisted[i] & want) != want)
+			return false;
+	}
+	return true;
 }
 
 int cache_entry_set_flags(struct cache_entry *e, uint32_t set, uint32_t clear)
@@ -436,6 +561,10 @@ int cache_entry_set_flags(struct cache_entry *e, uint32_t set, uint32_t clear)
 	uint32_t old = e->hdr.flags;
 	int r;
 
+	/* "complete" and "verified" speak of what is on disk: never on the basis of bytes that
+	 * may only live in the page cache. */
+	if ((set & (CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED)) && !all_persisted(e))
+		return -EAGAIN;
 	e->hdr.flags = (old | set) & ~clear;
 	if (e->hdr.flags == old)
 		return 0;
@@ -471,8 +600,9 @@ int cache_entry_mark_bad(struct cache_entry *e)
 	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
 		snprintf(from, sizeof(from), "%s%s", key, suffix[i]);
 		snprintf(to, sizeof(to), "%s%s", e->aside_name, suffix[i]);
-		if (renameat(e->dirfd, from, e->dirfd, to) < 0 && errno != ENOENT)
-			return -errno;
+		r = cache_io_renameat(e->dirfd, from, to);
+		if (r < 0 && r != -ENOENT)
+			return r;
 	}
 	note_aside(e);
 	return fsync_dir(e->dirfd);
@@ -512,6 +642,37 @@ void cache_entry_remove_aside(struct cache_entry *e)
 		snprintf(name, sizeof(name), "%s%s", e->aside_name, suffix[i]);
 		(void)unlinkat(e->dirfd, name, 0);
 	}
+}
+
+int cache_entry_check(struct cache_entry *e, const char **ret_why)
+{
+	const char *name = e->aside ? e->aside_name : e->hdr.key;
+	struct stat st, named;
+
+	*ret_why = NULL;
+	if (fstat(e->data_fd, &st) < 0)
+		return -errno;
+	if (st.st_nlink == 0)
+		*ret_why = "deleted";
+	else if ((uint64_t)st.st_size != e->hdr.size)
+		*ret_why = "truncated or extended";
+	else if (fstatat(e->dirfd, name, &named, AT_SYMLINK_NOFOLLOW) < 0 ||
+		 named.st_ino != st.st_ino || named.st_dev != st.st_dev)
+		*ret_why = "renamed or replaced";
+	else if (fstat(e->bitmap_fd, &st) < 0 || st.st_nlink == 0)
+		*ret_why = "left without its bitmap (deleted)";
+	return *ret_why ? -ESTALE : 0;
+}
+
+int cache_entry_mark_broken(struct cache_entry *e)
+{
+	__atomic_store_n(&e->sh->broken, 1, __ATOMIC_RELEASE);
+	return cache_entry_mark_bad(e);
+}
+
+bool cache_entry_broken(const struct cache_entry *e)
+{
+	return __atomic_load_n(&e->sh->broken, __ATOMIC_ACQUIRE) != 0;
 }
 
 bool cache_entry_complete(const struct cache_entry *e)

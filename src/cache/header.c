@@ -104,6 +104,10 @@ int cache_header_decode(const void *buf, size_t len, struct cache_header *ret)
 		return -EUCLEAN;
 	if (memcmp(p + OFF_MAGIC, header_magic, sizeof(header_magic)) != 0)
 		return -EUCLEAN;
+	/* The version comes before anything else: another format may place its checksum and
+	 * fields elsewhere, so nothing more of it is read. */
+	if (get32(p + OFF_VERSION) != CACHE_FORMAT_VERSION)
+		return -EPROTO;
 	if (util_sha256_buf(p, OFF_CHECKSUM, sum) < 0)
 		return -ENOMEM;
 	if (memcmp(sum, p + OFF_CHECKSUM, UTIL_SHA256_LEN) != 0)
@@ -113,7 +117,7 @@ int cache_header_decode(const void *buf, size_t len, struct cache_header *ret)
 	h.flags = get32(p + OFF_FLAGS);
 	h.size = get64(p + OFF_SIZE);
 	h.nblocks = get64(p + OFF_NBLOCKS);
-	if (h.version != CACHE_FORMAT_VERSION || get32(p + OFF_HEADER_SIZE) != CACHE_HEADER_SIZE)
+	if (get32(p + OFF_HEADER_SIZE) != CACHE_HEADER_SIZE)
 		return -EUCLEAN;
 	if (h.block_size != CACHE_BLOCK_SIZE || (h.flags & ~(uint32_t)CACHE_FLAGS_KNOWN))
 		return -EUCLEAN;

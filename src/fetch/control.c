@@ -245,6 +245,9 @@ static bool read_notif(struct fetch_daemon *d)
 			if (evs[i].pid == d->sh->holder_pid || evs[i].pid == getpid() ||
 			    evs[i].pid <= 0)
 				continue;
+			/* Only the daemon writes the data file, through fds it never closes. */
+			if (evs[i].mask & FAN_CLOSE_WRITE)
+				fetch_entry_tampered(d, "opened for writing by another process");
 			opened = true;
 			for (size_t j = 0; j < ARRAY_SIZE(d->openers); j++)
 				known = known || d->openers[j] == evs[i].pid;

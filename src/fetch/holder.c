@@ -242,8 +242,10 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 			     strerror(-r));
 	close(cache_dirfd);
 	if (d->entry->rebuilt)
-		log_info("created cache entry %s (%s)", d->entry->data_path,
-			 d->entry->preallocated ? "pre-allocated" : "sparse");
+		log_info("created cache entry %s (%s)%s%s", d->entry->data_path,
+			 d->entry->preallocated ? "pre-allocated" : "sparse",
+			 d->entry->rebuild_reason[0] ? "; the old one was discarded: " : "",
+			 d->entry->rebuild_reason);
 	if (d->entry->hdr.flags & CACHE_FLAG_VERIFIED)
 		d->sh->state = FETCH_STATE_VERIFIED;
 	else if ((d->entry->hdr.flags & CACHE_FLAG_COMPLETE) && !d->cfg.blob.digest[0])
@@ -273,7 +275,8 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	d->notif_fd = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK,
 				    O_RDONLY | O_LARGEFILE | O_CLOEXEC);
 	if (d->notif_fd >= 0 &&
-	    fanotify_mark(d->notif_fd, FAN_MARK_ADD, FAN_OPEN, d->entry->data_fd, NULL) < 0) {
+	    fanotify_mark(d->notif_fd, FAN_MARK_ADD, FAN_OPEN | FAN_CLOSE_WRITE, d->entry->data_fd,
+			  NULL) < 0) {
 		log_warning("fanotify notification mark: %m; relying on attach alone");
 		close(d->notif_fd);
 		d->notif_fd = -1;

@@ -147,6 +147,9 @@ void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n);
 void fetch_kick(struct fetch_daemon *d); /* wake fetchers (call with lock held) */
 void fetch_fill_status(struct fetch_daemon *d, json_t *o);
 int fetch_remove_mark(struct fetch_daemon *d);
+/* Someone else changed the cache files (`why`): deny every read with EIO from now on, set the
+ * entry aside as bad, and let new mounts start a fresh one. */
+void fetch_entry_tampered(struct fetch_daemon *d, const char *why);
 bool fetch_term_requested(void); /* SIGTERM received */
 /* A daemon process (holder or worker) cannot go on: log why, tell whoever waits for readiness
  * ("ERR <errno> <message>" on the ready pipe) and exit. */

@@ -156,6 +156,11 @@ static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const stru
 	}
 	len = MIN(len, size - off);
 	r->one = (struct util_extent){.offset = off, .length = len};
+	if (cache_entry_broken(d->entry)) {
+		r->result = -EIO; /* the file was changed behind our back: never its bytes */
+		fetch_answer_batch(d, &r, 1);
+		return;
+	}
 	if (cache_bitmap_test_range(&d->entry->present, first, nblk)) {
 		/* Fast path: present in the bitmap, answer at once. */
 		pthread_mutex_lock(&d->lock);
@@ -306,20 +311,19 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	run = &job->runs[lo];
 	if (offset != run->offset + c->written[lo] || len > run->length - c->written[lo])
 		return -EBADMSG; /* not the bytes asked for, or not in order */
-	r = util_pwrite_full(c->d->entry->data_fd, data, len, offset);
+	/* Whole blocks written so far become present with this write: a reader waiting on the
+	 * start of a large read-ahead job need not wait for its end. The page cache makes the
+	 * bytes visible at once; durability is the flusher's business. */
+	done_end = c->written[lo] + len == run->length
+		       ? DIV_ROUND_UP(run->offset + run->length, CACHE_BLOCK_SIZE)
+		       : (run->offset + c->written[lo] + len) / CACHE_BLOCK_SIZE;
+	first = run->offset / CACHE_BLOCK_SIZE;
+	r = cache_entry_store(c->d->entry, data, len, offset, first,
+			      done_end > first ? done_end - first : 0);
 	if (r < 0)
 		return r;
 	c->written[lo] += len;
 	add64(&c->d->sh->fetched_bytes, len);
-	/* Whole blocks written so far become present now: a reader waiting on the start of a
-	 * large read-ahead job need not wait for its end. The page cache makes the bytes
-	 * visible at once; durability is the flusher's business. */
-	done_end = c->written[lo] == run->length
-		       ? DIV_ROUND_UP(run->offset + run->length, CACHE_BLOCK_SIZE)
-		       : (run->offset + c->written[lo]) / CACHE_BLOCK_SIZE;
-	first = run->offset / CACHE_BLOCK_SIZE;
-	if (done_end > first)
-		cache_bitmap_set_range(&c->d->entry->present, first, done_end - first);
 	c->since_wake += len;
 	if (c->since_wake >= WAKE_EVERY) {
 		c->since_wake = 0;
@@ -424,6 +428,24 @@ int fetch_remove_mark(struct fetch_daemon *d)
 	return 0;
 }
 
+/* Mark the entry bad (broken: changed by someone else), set it aside, and let new mounts
+ * find no daemon so that they start a fresh entry. */
+static void set_bad(struct fetch_daemon *d, bool broken)
+{
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	r = broken ? cache_entry_mark_broken(d->entry) : cache_entry_mark_bad(d->entry);
+	if (r < 0)
+		log_error("marking the entry bad: %s", strerror(-r));
+	if (!d->well_known_gone) {
+		(void)unlinkat(d->run_dirfd, d->sock_name, 0);
+		d->well_known_gone = true;
+	}
+	__atomic_store_n(&d->sh->state, FETCH_STATE_BAD, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&d->lock);
+}
+
 static void *verifier(void *arg)
 {
 	struct fetch_daemon *d = arg;
@@ -469,17 +491,18 @@ static void *verifier(void *arg)
 	log_error("digest mismatch for the cache entry: expected %s, got %s; the entry is marked "
 		  "bad and set aside, new mounts fetch a fresh copy",
 		  d->cfg.blob.digest, got);
-	pthread_mutex_lock(&d->lock);
-	r = cache_entry_mark_bad(e);
-	if (r < 0)
-		log_error("marking the entry bad: %s", strerror(-r));
-	if (!d->well_known_gone) {
-		(void)unlinkat(d->run_dirfd, d->sock_name, 0);
-		d->well_known_gone = true;
-	}
-	__atomic_store_n(&d->sh->state, FETCH_STATE_BAD, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&d->lock);
+	set_bad(d, false);
 	return NULL;
+}
+
+void fetch_entry_tampered(struct fetch_daemon *d, const char *why)
+{
+	if (cache_entry_broken(d->entry))
+		return;
+	log_error("the cache file %s was %s: reads of missing or present data now fail with "
+		  "EIO; the entry is set aside as bad, new mounts fetch a fresh copy",
+		  d->entry->data_path, why);
+	set_bad(d, true);
 }
 
 /* When to persist the bitmap: within FETCH_FLUSH_MS of the last write once fetching pauses,
@@ -502,9 +525,13 @@ static void *housekeeper(void *arg)
 		uint64_t now, fetched;
 		bool streaming;
 
+		const char *why;
+
 		if (poll(&pfd, 1, FETCH_TICK_MS) > 0)
 			break;
 		settle(d); /* deadlines */
+		if (!cache_entry_broken(d->entry) && cache_entry_check(d->entry, &why) == -ESTALE)
+			fetch_entry_tampered(d, why);
 		now = fetch_now_ms();
 		fetched = get64(&d->sh->fetched_bytes);
 		if (fetched != last_fetched) {

@@ -180,7 +180,10 @@ static void test_header_damage(void **state)
 	h = sample_header();
 	h.version = 2;
 	cache_header_encode(&h, raw);
-	assert_int_equal(cache_header_decode(raw, sizeof(raw), &d), -EUCLEAN);
+	assert_int_equal(cache_header_decode(raw, sizeof(raw), &d), -EPROTO);
+	/* Another version is refused before its checksum is even looked at. */
+	raw[100] ^= 1;
+	assert_int_equal(cache_header_decode(raw, sizeof(raw), &d), -EPROTO);
 	h = sample_header();
 	h.key[3] = 'X';
 	cache_header_encode(&h, raw);
@@ -294,10 +297,17 @@ static void test_entry_flags_not_believed_without_bits(void **state)
 	struct cache_entry *e = open_entry(f, dig1, 50000);
 	struct cache_header h;
 
+	uint8_t raw[CACHE_HEADER_SIZE];
+
 	cache_bitmap_set_range(&e->present, 0, 3);
 	assert_int_equal(cache_entry_flush(e, true), 3);
-	/* A header claiming completeness over a partial bitmap is corrected on open. */
-	assert_int_equal(cache_entry_set_flags(e, CACHE_FLAG_COMPLETE, 0), 0);
+	/* Completeness is never recorded over a partial bitmap... */
+	assert_int_equal(cache_entry_set_flags(e, CACHE_FLAG_COMPLETE, 0), -EAGAIN);
+	/* ... and a header claiming it anyway (written by hand) is corrected on open. */
+	h = e->hdr;
+	h.flags |= CACHE_FLAG_COMPLETE;
+	cache_header_encode(&h, raw);
+	assert_int_equal(util_pwrite_full(e->bitmap_fd, raw, sizeof(raw), 0), 0);
 	cache_entry_free(e);
 	e = open_entry(f, dig1, 50000);
 	assert_int_equal(e->hdr.flags & CACHE_FLAG_COMPLETE, 0);
