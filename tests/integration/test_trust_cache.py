@@ -146,9 +146,15 @@ def small_cache(lazy):
         fs.cleanup()
 
 
+def entry_key(digest):
+    """The cache key of a blob mounted with `insecure` (as every test here does): bytes that
+    came without TLS have an entry of their own, sha256("insecure\\n" + the digest's hex)."""
+    return hashlib.sha256(b"insecure\n" + digest.split(":", 1)[1].encode()).hexdigest()
+
+
 def entry_files(cache, digest):
-    hexd = digest.split(":", 1)[1]
-    return os.path.join(cache, "sha256", hexd), os.path.join(cache, "sha256", hexd + ".bitmap")
+    key = entry_key(digest)
+    return os.path.join(cache, "sha256", key), os.path.join(cache, "sha256", key + ".bitmap")
 
 
 def read_expect_error(path, off, n):
@@ -249,7 +255,7 @@ def drop_caches():
 
 def daemon_log(lazy, digest):
     try:
-        with open(os.path.join(lazy.run_dir, f"daemon-{digest.split(':', 1)[1]}.log")) as f:
+        with open(os.path.join(lazy.run_dir, f"daemon-{entry_key(digest)}.log")) as f:
             return f.read()
     except FileNotFoundError:
         return ""
