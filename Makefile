@@ -8,6 +8,8 @@
 #   make check           install missing Debian packages, build, run every test
 #   make demo            local registry + sample image mounted lazily
 #   make fuzz FUZZ_SECONDS=60   run the libFuzzer targets (clang)
+#   make stress          long kill/fault/scale runs (minutes; not in make check)
+#   make tsan            the daemon's integration tests under ThreadSanitizer (build-tsan/)
 #   make install DESTDIR=... PREFIX=/usr/local
 #
 # Modules and their dependencies (DESIGN.md "Architecture"). A unit test of a
@@ -30,6 +32,8 @@ SBINDIR ?= /sbin
 CC ?= cc
 ifeq ($(SANITIZE),)
 BUILD ?= build
+else ifeq ($(SANITIZE),thread)
+BUILD ?= build-tsan
 else
 BUILD ?= build-san
 endif
@@ -162,15 +166,31 @@ demo: deps all
 bench: deps all
 	$(Q)./bench/run-bench
 
+# Long runs, not part of `make check`: kills of the daemon's processes under parallel readers
+# and injected faults, kill -9 during fills, 100 images and 200 mounts at once.
+STRESS_PYTEST := /usr/bin/python3 -m pytest -q -s -p no:cacheprovider
+stress: deps all tools-build
+	LAZYEROFS_BIN=$(CURDIR)/build/lazyerofs $(STRESS_PYTEST) tests/stress
+	LAZYEROFS_BIN=$(CURDIR)/build/lazyerofs LAZYEROFS_KILLS=$${LAZYEROFS_KILLS:-100} \
+		$(STRESS_PYTEST) tests/integration/test_trust_cache.py -k kill9
+
+# The daemon under ThreadSanitizer: the integration tests marked `san` (mounts, reads,
+# takeovers, umount) against the SANITIZE=thread build.
+tsan: deps
+	$(MAKE) SANITIZE=thread all tools-build
+	LAZYEROFS_BIN=$(CURDIR)/build-tsan/lazyerofs /usr/bin/python3 -m pytest -q \
+		-p no:cacheprovider -m san tests/integration
+
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SBINDIR)
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/lazyerofs
 	ln -sf $(PREFIX)/bin/lazyerofs $(DESTDIR)$(SBINDIR)/mount.erofs.lazy
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-tsan build-fuzz
 
-.PHONY: all check demo bench deps install clean fuzz fuzz-build unit-build tools-build
+.PHONY: all check demo bench stress tsan deps install clean fuzz fuzz-build unit-build \
+	tools-build
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
