@@ -19,17 +19,15 @@ import errno
 import hashlib
 import os
 import random
-import re
 import signal
 import subprocess
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from common import BIN, FIXTURES, child_hashes, child_read, content_hashes
+from common import BIN, FIXTURES, child_hashes, child_read, content_hashes, events_taken_over
 from daemonctl import pid_alive, wait_until
 from registry import MT_EROFS
 
@@ -64,6 +62,42 @@ def status_now(dctl, socket):
     except (subprocess.TimeoutExpired, ValueError):
         return None
     return out[0] if out and out[0].get("ok") else None
+
+
+# What the daemon logs once it decided to leave (control.c).
+LEAVING = "no superblock or client uses the entry any more"
+
+
+def client_connections(worker):
+    """How many client connections the daemon's worker still has open on its sockets: an
+    accepted socket is listed in /proc/net/unix under its listener's name, connected (state
+    03), until the worker closes it, also after its client is gone. The worker drops a
+    client's hold before it closes the connection."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{worker}/fd"):
+        try:
+            link = os.readlink(f"/proc/{worker}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:["):-1])
+    with open("/proc/net/unix") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for r in rows
+               if len(r) >= 8 and r[6] in inodes and r[5] == "03" and r[7].endswith(".sock"))
+
+
+def release_holder(dctl, holder, socket):
+    """End the background client that holds the daemon and wait until the daemon let go of
+    its connection (and with it its hold). The client's end of its pipes must come: the
+    daemon inherits none of them."""
+    worker = dctl.sock(socket, "status")[0]["worker_pid"]
+    try:
+        dctl.finish(holder, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the holding client's pipes stayed open: inherited by the daemon?")
+    assert wait_until(lambda: client_connections(worker) == 0, 60), \
+        f"the daemon never closed the holding client's connection ({client_connections(worker)})"
 
 
 @pytest.mark.san
@@ -246,23 +280,31 @@ def test_data_fd_is_a_read_only_pre_mark_fd(dctl, registry, blob):
 
 
 def test_a_slow_range_does_not_block_other_readers(dctl, faultproxy, blob):
+    """A fetch that does not come back (held at the proxy until the end) blocks only its own
+    reader: a read of another range is served meanwhile."""
     data, _, _ = blob
     ref = faultproxy.ref("daemon/blob", "v1")
-    faultproxy.add("delay", path="/blobs/", method="GET", range=r"^bytes=16777216-",
-                   seconds=4.0, count=None)
-    holder = dctl.ctl_bg(ref, "info", "wait-stdin")
-    dctl.read_line(holder)
-    slow = dctl.ctl_bg(ref, "read", 16 * MiB + 5, 100)
-    time.sleep(0.3)
-    t0 = time.monotonic()
-    _, out, _ = dctl.ctl(ref, "read", 2 * MiB + 7, 100)
-    fast_s = time.monotonic() - t0
-    assert out[0]["ok"] and out[0]["sha256"] == sha(data[2 * MiB + 7:2 * MiB + 107])
-    assert fast_s < 2.5, fast_s
-    assert slow.poll() is None  # still waiting for its delayed range
+    held, gate = threading.Event(), threading.Event()
+
+    def hold(seen):
+        held.set()
+        gate.wait(120)
+
+    faultproxy.add("hook", path="/blobs/", method="GET", range=r"^bytes=16777216-",
+                   count=None, fn=hold)
+    try:
+        holder = dctl.ctl_bg(ref, "info", "wait-stdin")
+        dctl.read_line(holder)
+        slow = dctl.ctl_bg(ref, "read", 16 * MiB + 5, 100)
+        # The slow reader's fetch is at the proxy, and stays there.
+        assert held.wait(60), ("the slow range was never fetched", faultproxy.seen())
+        _, out, _ = dctl.ctl(ref, "read", 2 * MiB + 7, 100)
+        assert out[0]["ok"] and out[0]["sha256"] == sha(data[2 * MiB + 7:2 * MiB + 107])
+        assert slow.poll() is None  # still waiting for its held range
+    finally:
+        gate.set()
     _, out, _ = dctl.finish(slow)
     assert out[0]["ok"] and out[0]["sha256"] == sha(data[16 * MiB + 5:16 * MiB + 105])
-    assert out[0]["ms"] > 3000
     dctl.finish(holder)
 
 
@@ -291,10 +333,6 @@ def test_registry_down_gives_eio_within_deadline_then_recovers(dctl, registry, b
     st = dctl.settled(info["socket"])
     assert st["events"] == st["answers"]
     dctl.finish(holder)
-
-
-TAKEOVER = re.compile(r"worker (\d+) took over: (\d+) event\(s\) to serve again, "
-                      r"(\d+) unrecorded one\(s\) denied")
 
 
 @pytest.mark.san
@@ -332,9 +370,8 @@ def test_worker_killed_mid_read_is_taken_over_and_never_gives_zeros(dctl, faultp
     assert st["restarts"] >= 1 and st["worker_pid"] != before["worker_pid"]
     assert st["pid"] == before["pid"]
     # The replacement says it took over the event(s) the dead worker held.
-    took = [m for m in TAKEOVER.finditer(dctl.log())]
-    assert took, dctl.log()
-    assert sum(int(m[2]) + int(m[3]) for m in took) >= 1, [m[0] for m in took]
+    took, events = events_taken_over(dctl.log())
+    assert took and events >= 1, (took, dctl.log())
     # And the replacement serves new reads.
     _, out, _ = dctl.ctl(ref, "read", 20 * MiB, 4096)
     assert out[0]["sha256"] == sha(data[20 * MiB:20 * MiB + 4096])
@@ -509,18 +546,16 @@ def test_daemon_lives_as_long_as_an_attached_mount(dctl, plain_image, reference_
     _, out, _ = dctl.ctl(ref, "attach", mp)
     assert out[0]["ok"], out
     # The caller's pipes are not inherited by the daemon: this returns while it lives on.
-    t0 = time.monotonic()
-    dctl.finish(holder, timeout=20)
-    assert time.monotonic() - t0 < 10
-    time.sleep(1)
+    release_holder(dctl, holder, info["socket"])
     assert pid_alive(info["pid"])
-    # Every file reads right through the lazily filled cache file.
+    # Every file reads right through the lazily filled cache file: the daemon serves them.
     assert child_hashes(mp) == content_hashes(reference_tree)
     st = dctl.settled(info["socket"])
     assert st["events"] == st["answers"] > 0 and st["mounts"] == 1
-    # umount(8) without any detach: the superblock's end ends the daemon, promptly.
+    assert pid_alive(info["pid"]) and LEAVING not in dctl.log(), dctl.log()
+    # umount(8) without any detach: the superblock's end ends the daemon.
     subprocess.run(["umount", mp], check=True)
-    assert wait_until(lambda: not pid_alive(info["pid"]), 3), dctl.log()
+    assert wait_until(lambda: not pid_alive(info["pid"]), 60), dctl.log()
     assert not [n for n in os.listdir(dctl.run_dir) if n.endswith(".sock")]
 
 
@@ -533,19 +568,18 @@ def test_lazy_umount_with_an_open_file_keeps_serving_it(dctl, plain_image, refer
     want = content_hashes(reference_tree)
     big = max(want, key=lambda p: os.path.getsize(reference_tree + p))  # keys start with "/"
     fd = os.open(mp + big, os.O_RDONLY)
-    dctl.finish(holder, timeout=20)
+    release_holder(dctl, holder, info["socket"])
     subprocess.run(["umount", "-l", mp], check=True)
-    time.sleep(1.5)
     assert pid_alive(info["pid"]), dctl.log()
     # The file is still served, with its data fetched now (it was never read before): read
     # in a child through our open file (/proc/PID/fd reopens it on the detached mount).
     assert sha(child_read(f"/proc/{os.getpid()}/fd/{fd}")) == want[big]
     st = dctl.settled(info["socket"])
     assert st["fetched_bytes"] > 0 and st["events"] == st["answers"]
-    assert pid_alive(info["pid"])
+    assert pid_alive(info["pid"]) and LEAVING not in dctl.log(), dctl.log()
     os.close(fd)
     # The last close releases the superblock, and the daemon goes.
-    assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()
+    assert wait_until(lambda: not pid_alive(info["pid"]), 60), dctl.log()
 
 
 def test_a_mount_never_attached_is_found_and_kept_alive(dctl, plain_image, reference_tree):
@@ -553,13 +587,15 @@ def test_a_mount_never_attached_is_found_and_kept_alive(dctl, plain_image, refer
     found in mountinfo when the kernel opens the cache file, and keeps the daemon."""
     ref, mp, holder, info = held_daemon(dctl, plain_image)
     mount_file(info["data_path"], mp)
-    assert wait_until(lambda: dctl.sock(info["socket"], "status")[0]["mounts"] == 1, 5)
-    dctl.finish(holder, timeout=20)
-    time.sleep(1)
+    assert wait_until(lambda: dctl.sock(info["socket"], "status")[0]["mounts"] == 1, 60)
+    release_holder(dctl, holder, info["socket"])
     assert pid_alive(info["pid"]), dctl.log()
     assert child_hashes(mp) == content_hashes(reference_tree)
+    st = dctl.settled(info["socket"])
+    assert st["events"] == st["answers"] > 0 and st["mounts"] == 1, st
+    assert pid_alive(info["pid"]) and LEAVING not in dctl.log(), dctl.log()
     subprocess.run(["umount", mp], check=True)
-    assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()
+    assert wait_until(lambda: not pid_alive(info["pid"]), 60), dctl.log()
 
 
 @pytest.mark.san
@@ -606,16 +642,18 @@ def test_a_mount_in_another_mount_namespace_is_found(dctl, plain_image, referenc
     try:
         assert ns.stdout.readline().strip() == "mounted"
         assert not os.path.ismount(mp)  # not in our namespace
-        assert wait_until(lambda: dctl.sock(info["socket"], "status")[0]["mounts"] == 1, 5), \
+        assert wait_until(lambda: dctl.sock(info["socket"], "status")[0]["mounts"] == 1, 60), \
             dctl.log()
-        dctl.finish(holder, timeout=20)
-        time.sleep(1)
+        release_holder(dctl, holder, info["socket"])
         assert pid_alive(info["pid"])
         inside = f"/proc/{ns.pid}/root{mp}"
         assert child_hashes(inside) == content_hashes(reference_tree)
+        st = dctl.settled(info["socket"])
+        assert st["events"] == st["answers"] > 0 and st["mounts"] == 1, st
+        assert pid_alive(info["pid"]) and LEAVING not in dctl.log(), dctl.log()
     finally:
-        ns.communicate(timeout=20)  # the namespace goes, and its mount with it
-    assert wait_until(lambda: not pid_alive(info["pid"]), 5), dctl.log()
+        ns.communicate(timeout=60)  # the namespace goes, and its mount with it
+    assert wait_until(lambda: not pid_alive(info["pid"]), 60), dctl.log()
 
 
 def test_control_socket_rejects_bad_requests_and_stays_up(dctl, registry, blob):

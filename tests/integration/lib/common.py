@@ -1,8 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
-"""Basics every integration test uses: the binary under test, fixture images, running it."""
+"""Basics every integration test uses: the binary under test, fixture images, running it,
+waiting on conditions, reads in child processes under deadlines, and what fails any test
+that ran the daemon (sanitizer options for it and every process it forks; its log lines
+and sanitizer reports: daemon_problems)."""
 
+import glob
 import hashlib
 import os
+import re
+import signal
 import stat
 import subprocess
 import time
@@ -106,6 +112,81 @@ def content_hashes(root):
             p = os.path.join(dirpath, n)
             if stat.S_ISREG(os.lstat(p).st_mode):
                 out["/" + os.path.relpath(p, root)] = sha256_file(p)
+    return out
+
+
+# --- what fails any test that ran the daemon ----------------------------------------------
+
+# The daemon's log lines that fail any test: an event it could not answer (worker.c), and a
+# worker that died other than by the SIGKILL a takeover test sends (holder.c): a crash, or a
+# sanitizer's abort.
+ANSWER_ERROR = "answering event"
+WORKER_DEATH = re.compile(r"worker \d+ killed by signal (\d+)|worker \d+ exited with status (\d+)"
+                          r"|the worker died while leaving \(status (0x[0-9a-f]+)\)")
+# A replacement worker's account of the events its dead predecessor held (worker.c): a
+# takeover test requires one with at least one event.
+TAKEOVER = re.compile(r"worker (\d+) took over: (\d+) event\(s\) to serve again, "
+                      r"(\d+) unrecorded one\(s\) denied")
+
+
+def events_taken_over(log):
+    """The events that replacement workers took over, by the daemon log text `log`: the
+    'took over' lines and their total (served again and denied)."""
+    took = [m[0] for m in TAKEOVER.finditer(log)]
+    return took, sum(int(m[2]) + int(m[3]) for m in TAKEOVER.finditer(log))
+
+
+def sanitizer_env(env, san_dir):
+    """env plus sanitizer options for a sanitized binary and every process it forks (the
+    daemon, its workers): ASan writes its report to san_dir/san.PID (the daemon's stderr is
+    /dev/null). GCC's UBSan beside ASan ignores log_path (it writes to stderr): it aborts
+    instead, and the holder logs the worker's SIGABRT. No leak check: the daemon leaves
+    through _exit(), and what a forked child still holds then is no leak."""
+    env = dict(env)
+    path = os.path.join(san_dir, "san")
+    for var, opts in (("ASAN_OPTIONS", f"log_path={path}:abort_on_error=1:detect_leaks=0"),
+                      ("UBSAN_OPTIONS", f"log_path={path}:halt_on_error=1:abort_on_error=1:"
+                                        "print_stacktrace=1")):
+        env[var] = ":".join(o for o in (env.get(var), opts) if o)  # ours win: they come last
+    return env
+
+
+def _bad_death(m):
+    if m[1]:
+        return int(m[1]) != signal.SIGKILL
+    if m[2]:
+        return True
+    st = int(m[3], 16)
+    return (st & 0x7f) not in (0, signal.SIGKILL) or (st & 0x7f == 0 and st >> 8 != 0)
+
+
+def daemon_problems(run_dir, san_dir):
+    """What must fail a test whatever it asserted: a daemon log line saying an event could
+    not be answered or a worker crashed, and any sanitizer report. A list of messages (empty:
+    all well)."""
+    out = []
+    for log in sorted(glob.glob(os.path.join(run_dir, "*.log"))):
+        try:
+            with open(log, errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        bad = [line for line in lines if ANSWER_ERROR in line]
+        if bad:
+            out.append(f"{os.path.basename(log)}: an event was not answered:\n  "
+                       + "\n  ".join(bad[:20]))
+        bad = [line for line in lines
+               if any(_bad_death(m) for m in WORKER_DEATH.finditer(line))]
+        if bad:
+            out.append(f"{os.path.basename(log)}: a worker crashed (a sanitizer abort is "
+                       "SIGABRT, 6):\n  " + "\n  ".join(bad[:20]))
+    for rep in sorted(glob.glob(os.path.join(san_dir, "san.*"))):
+        try:
+            with open(rep, errors="replace") as f:
+                text = f.read()
+        except OSError as e:
+            text = f"(unreadable: {e})"
+        out.append(f"sanitizer report {os.path.basename(rep)}:\n{text[-8000:]}")
     return out
 
 

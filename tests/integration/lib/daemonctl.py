@@ -21,9 +21,8 @@ import tempfile
 
 import pytest
 
-from common import BIN, ROOT, fs_type, kill_all, mountinfo, pid_alive, wait_until  # noqa: F401
-# (lazymount is loaded first, as a plugin: importing it here keeps its asserts rewritten)
-from lazymount import daemon_problems, sanitizer_env
+from common import (BIN, ROOT, daemon_problems, fs_type, kill_all, mountinfo,  # noqa: F401
+                    pid_alive, sanitizer_env, wait_until)
 
 
 def _tool_build_dir():

@@ -10,12 +10,11 @@ under this test's directory open.
 
 The binary runs with sanitizer options that write any report (of the CLI or of the daemon it
 forks, whose stderr is /dev/null) to `<test dir>/san.PID`; the teardown fails the test on such
-a report or on a daemon log line saying an event could not be answered."""
+a report or on a daemon log line saying an event could not be answered (common's
+sanitizer_env and daemon_problems, which daemonctl shares)."""
 
-import glob
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -24,73 +23,12 @@ import time
 
 import pytest
 
-from common import ROOT, fs_type, kill_all, mountinfo, pid_alive, run, wait_until  # noqa: F401
+from common import (ROOT, daemon_problems, fs_type, kill_all, mountinfo,  # noqa: F401
+                    pid_alive, run, sanitizer_env, wait_until)
 
 # /var/tmp (or the build dir): ext4/xfs/btrfs, never tmpfs.
 BASE_DIRS = ["/var/tmp", os.path.join(ROOT, "build")]
 MARKABLE_FS = {"ext2/ext3", "ext4", "xfs", "btrfs"}
-
-# The daemon's log lines that fail any test: an event it could not answer (worker.c), and a
-# worker that died other than by the SIGKILL a takeover test sends (holder.c): a crash, or a
-# sanitizer's abort.
-ANSWER_ERROR = "answering event"
-WORKER_DEATH = re.compile(r"worker \d+ killed by signal (\d+)|worker \d+ exited with status (\d+)"
-                          r"|the worker died while leaving \(status (0x[0-9a-f]+)\)")
-
-
-def sanitizer_env(env, san_dir):
-    """env plus sanitizer options for a sanitized binary and every process it forks (the
-    daemon, its workers): ASan writes its report to san_dir/san.PID (the daemon's stderr is
-    /dev/null). GCC's UBSan beside ASan ignores log_path (it writes to stderr): it aborts
-    instead, and the holder logs the worker's SIGABRT. No leak check: the daemon leaves
-    through _exit(), and what a forked child still holds then is no leak."""
-    env = dict(env)
-    path = os.path.join(san_dir, "san")
-    for var, opts in (("ASAN_OPTIONS", f"log_path={path}:abort_on_error=1:detect_leaks=0"),
-                      ("UBSAN_OPTIONS", f"log_path={path}:halt_on_error=1:abort_on_error=1:"
-                                        "print_stacktrace=1")):
-        env[var] = ":".join(o for o in (env.get(var), opts) if o)  # ours win: they come last
-    return env
-
-
-def _bad_death(m):
-    if m[1]:
-        return int(m[1]) != signal.SIGKILL
-    if m[2]:
-        return True
-    st = int(m[3], 16)
-    return (st & 0x7f) not in (0, signal.SIGKILL) or (st & 0x7f == 0 and st >> 8 != 0)
-
-
-def daemon_problems(run_dir, san_dir):
-    """What must fail a test whatever it asserted: a daemon log line saying an event could
-    not be answered or a worker crashed, and any sanitizer report. A list of messages (empty:
-    all well)."""
-    out = []
-    for log in sorted(glob.glob(os.path.join(run_dir, "*.log"))):
-        try:
-            with open(log, errors="replace") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
-        bad = [line for line in lines if ANSWER_ERROR in line]
-        if bad:
-            out.append(f"{os.path.basename(log)}: an event was not answered:\n  "
-                       + "\n  ".join(bad[:20]))
-        bad = [line for line in lines
-               if any(_bad_death(m) for m in WORKER_DEATH.finditer(line))]
-        if bad:
-            out.append(f"{os.path.basename(log)}: a worker crashed (a sanitizer abort is "
-                       "SIGABRT, 6):\n  " + "\n  ".join(bad[:20]))
-    for rep in sorted(glob.glob(os.path.join(san_dir, "san.*"))):
-        try:
-            with open(rep, errors="replace") as f:
-                text = f.read()
-        except OSError as e:
-            text = f"(unreadable: {e})"
-        out.append(f"sanitizer report {os.path.basename(rep)}:\n{text[-8000:]}")
-    return out
-
 
 def markable_base():
     for d in BASE_DIRS:
@@ -188,6 +126,18 @@ class LazyEnv:
                 return st
             assert time.monotonic() < deadline, f"the daemon did not settle: {st}"
             time.sleep(0.05)
+
+    def log(self):
+        """The text of every daemon log in the run directory."""
+        out = []
+        for n in sorted(os.listdir(self.run_dir)) if os.path.isdir(self.run_dir) else []:
+            if n.endswith(".log"):
+                try:
+                    with open(os.path.join(self.run_dir, n), errors="replace") as f:
+                        out.append(f.read())
+                except OSError:
+                    pass
+        return "".join(out)
 
     # --- what exists ---
 
