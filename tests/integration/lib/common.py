@@ -146,7 +146,9 @@ def sanitizer_env(env, san_dir):
     path = os.path.join(san_dir, "san")
     for var, opts in (("ASAN_OPTIONS", f"log_path={path}:abort_on_error=1:detect_leaks=0"),
                       ("UBSAN_OPTIONS", f"log_path={path}:halt_on_error=1:abort_on_error=1:"
-                                        "print_stacktrace=1")):
+                                        "print_stacktrace=1"),
+                      # `make tsan`: every report is a finding (written, then the run goes on).
+                      ("TSAN_OPTIONS", f"log_path={path}")):
         env[var] = ":".join(o for o in (env.get(var), opts) if o)  # ours win: they come last
     return env
 
