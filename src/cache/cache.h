@@ -157,6 +157,9 @@ struct cache_entry {
 	 * exclusive to drop every bit not yet persisted: no store can slip its bits between the
 	 * failed sync and the drop. Per process (only the worker stores and flushes). */
 	pthread_rwlock_t store_lock;
+	/* Flushes and header writes, one at a time (the housekeeper, the verifier and the exit
+	 * path all flush): guards persisted and hdr. */
+	pthread_mutex_t flush_lock;
 	struct cache_entry_shared *sh;
 	char rebuild_reason[96]; /* why an existing entry was rebuilt ("" if it was not) */
 };

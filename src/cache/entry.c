@@ -370,6 +370,7 @@ int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_p
 		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 		pthread_rwlock_init(&e->store_lock, &a);
 		pthread_rwlockattr_destroy(&a);
+		pthread_mutex_init(&e->flush_lock, NULL);
 	}
 	e->sh = mmap(NULL, sizeof(*e->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
 		     0);
@@ -438,6 +439,7 @@ void cache_entry_free(struct cache_entry *e)
 	if (e->sh)
 		munmap(e->sh, sizeof(*e->sh));
 	pthread_rwlock_destroy(&e->store_lock);
+	pthread_mutex_destroy(&e->flush_lock);
 	free(e);
 }
 
@@ -481,7 +483,7 @@ static void drop_unpersisted(struct cache_entry *e)
 	__atomic_fetch_add(&e->sh->sync_errors, 1, __ATOMIC_RELAXED);
 }
 
-int cache_entry_flush(struct cache_entry *e, bool final)
+static int flush_locked(struct cache_entry *e, bool final)
 {
 	size_t n = e->present.nwords;
 	_cleanup_free_ uint64_t *snap = NULL;
@@ -540,6 +542,16 @@ int cache_entry_flush(struct cache_entry *e, bool final)
 	return fresh > INT32_MAX ? INT32_MAX : (int)fresh;
 }
 
+int cache_entry_flush(struct cache_entry *e, bool final)
+{
+	int r;
+
+	pthread_mutex_lock(&e->flush_lock);
+	r = flush_locked(e, final);
+	pthread_mutex_unlock(&e->flush_lock);
+	return r;
+}
+
 /* Every block persisted (the flush that wrote the last bits synced their data first). */
 static bool all_persisted(const struct cache_entry *e)
 {
@@ -558,19 +570,21 @@ static bool all_persisted(const struct cache_entry *e)
 
 int cache_entry_set_flags(struct cache_entry *e, uint32_t set, uint32_t clear)
 {
-	uint32_t old = e->hdr.flags;
-	int r;
+	uint32_t old;
+	int r = 0;
 
+	pthread_mutex_lock(&e->flush_lock);
+	old = e->hdr.flags;
 	/* "complete" and "verified" speak of what is on disk: never on the basis of bytes that
 	 * may only live in the page cache. */
-	if ((set & (CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED)) && !all_persisted(e))
-		return -EAGAIN;
-	e->hdr.flags = (old | set) & ~clear;
-	if (e->hdr.flags == old)
-		return 0;
-	r = write_header(e);
-	if (r < 0)
-		e->hdr.flags = old;
+	if ((set & (CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED)) && !all_persisted(e)) {
+		r = -EAGAIN;
+	} else {
+		e->hdr.flags = (old | set) & ~clear;
+		if (e->hdr.flags != old && (r = write_header(e)) < 0)
+			e->hdr.flags = old;
+	}
+	pthread_mutex_unlock(&e->flush_lock);
 	return r;
 }
 
