@@ -50,6 +50,17 @@ static int connect_unix(const char *path, int *ret_fd)
 	return 0;
 }
 
+bool fetch_socket_is_stale(const char *path)
+{
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+
+	/* A daemon's sockets are renamed into place only once they listen, and every process
+	 * of a live daemon holds the listening fd: a refused connection means it is gone. */
+	return lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+	       connect_unix(path, &fd) == -ECONNREFUSED;
+}
+
 void fetch_handle_free(struct fetch_handle *h)
 {
 	if (!h)
@@ -205,6 +216,11 @@ int fetch_connect(const char *socket_path, struct fetch_handle **ret)
 	int r;
 
 	r = connect_unix(socket_path, &fd);
+	if (r == -ECONNREFUSED && fetch_socket_is_stale(socket_path)) {
+		/* Whoever finds a dead daemon's socket removes it. */
+		(void)unlink(socket_path);
+		return r;
+	}
 	if (r < 0)
 		return r;
 	r = greet(fd, false, ret, err, sizeof(err));

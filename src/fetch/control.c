@@ -304,6 +304,7 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "pid", json_integer(sh->holder_pid));
 	json_object_set_new(o, "worker_pid", json_integer(getpid()));
 	json_object_set_new(o, "restarts", json_integer(sh->restarts));
+	json_object_set_new(o, "holder_restarts", json_integer(sh->holder_restarts));
 	json_object_set_new(o, "state", json_string(fetch_state_name(state)));
 	json_object_set_new(o, "marked", json_boolean(sh->marked));
 	json_object_set_new(o, "mounts", json_integer(mounts));
@@ -338,6 +339,22 @@ static int reply_error(int fd, int err, const char *fmt, ...)
 	va_end(ap);
 	o = json_pack("{s:b,s:i,s:s}", "ok", 0, "errno", err < 0 ? -err : err, "error", msg);
 	return o ? fetch_proto_send(fd, o, -1) : -ENOMEM;
+}
+
+/* The data file is gone from the cache directory (removed, or replaced by a new entry):
+ * this daemon keeps serving the superblocks that use its inode, but a new mount must not
+ * join it (it would open the name and find nothing, or another file). */
+static bool entry_removed(struct fetch_daemon *d)
+{
+	struct stat a, b;
+
+	if (fstat(d->entry->data_fd, &a) < 0)
+		return false;
+	if (a.st_nlink == 0)
+		return true;
+	if (stat(d->entry->data_path, &b) < 0)
+		return errno == ENOENT;
+	return a.st_dev != b.st_dev || a.st_ino != b.st_ino;
 }
 
 static int reply_hello(struct conn *c)
@@ -392,7 +409,7 @@ static int do_ensure(struct conn *c, json_t *req)
 	en.req = (struct fetch_req){
 	    .kind = FETCH_REQ_ENSURE, .fd = -1, .slot = -1, .v = ext.v, .n = ext.n, .owner = &en};
 	pthread_mutex_lock(&d->lock);
-	while (d->nensure >= FETCH_MAX_ENSURE && !d->stopping)
+	while (d->nensure >= FETCH_MAX_ENSURE && !d->stopping && !d->leaving)
 		pthread_cond_wait(&d->done_cond, &d->lock);
 	q = fetch_sched_add(&d->sched, &en.req, fetch_now_ms());
 	if (q == 0) {
@@ -533,10 +550,21 @@ static void *conn_thread(void *arg)
 		} else if (!strcmp(op, "hello")) {
 			r = reply_hello(c);
 		} else if (!strcmp(op, "hold")) {
+			bool removed = entry_removed(d);
+
 			pthread_mutex_lock(&d->lock);
-			if (d->stopping) {
+			if (removed && !d->well_known_gone) {
+				/* New mounts must start a new daemon with a new entry. */
+				log_info("the cache entry's data file was removed; new mounts get "
+					 "a new daemon");
+				fetch_unlink_discovery(d);
+				d->well_known_gone = true;
+			}
+			if (d->leaving || removed) {
 				pthread_mutex_unlock(&d->lock);
-				r = reply_error(c->fd, ESHUTDOWN, "the daemon is leaving");
+				r = reply_error(c->fd, ESHUTDOWN,
+						removed ? "the daemon's cache entry was removed"
+							: "the daemon is leaving");
 				break;
 			}
 			if (!c->holding)
@@ -681,23 +709,24 @@ void fetch_control_loop(struct fetch_daemon *d)
 		if (!d->sh->had_user && now - d->sh->started_ms < FETCH_GRACE_MS &&
 		    !fetch_term_requested())
 			continue;
-		/* A last look for a mount that is just being made; then stop taking holds. */
+		/* A last look for a mount that is just being made; then stop taking holds, and
+		 * unlink the discovery socket at once: a mount arriving from now on starts a new
+		 * daemon (once we give the entry lock up) instead of joining one that leaves. */
 		fetch_mounts_rescan(d);
 		pthread_mutex_lock(&d->lock);
 		users = d->holds + rec_count(d) + (unsigned)d->sched.nreqs + d->nensure;
-		if (users == 0)
-			d->stopping = true;
+		if (users == 0) {
+			d->leaving = true;
+			if (!d->well_known_gone)
+				fetch_unlink_discovery(d);
+			d->well_known_gone = true;
+		}
 		pthread_mutex_unlock(&d->lock);
 		if (users == 0)
 			break;
 	}
 	log_info("no superblock or client uses the entry any more");
+	(void)unlinkat(d->run_dirfd, d->sock2_name, 0);
 	close(d->listen_fd);
 	close(d->listen2_fd);
-	pthread_mutex_lock(&d->lock);
-	if (!d->well_known_gone)
-		(void)unlinkat(d->run_dirfd, d->sock_name, 0);
-	d->well_known_gone = true;
-	pthread_mutex_unlock(&d->lock);
-	(void)unlinkat(d->run_dirfd, d->sock2_name, 0);
 }

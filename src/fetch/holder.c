@@ -2,11 +2,13 @@
 /*
  * Starting the daemon and its holder process. fetch_spawn() forks twice (setsid in between)
  * so the daemon is detached from the caller, and waits on a pipe until the daemon reports
- * readiness or an error. The holder opens the cache entry (its O_RDWR data fd is opened
- * before the mark: fact 4), creates the fanotify group and marks the data file (fact 3: before
- * any mount), then forks the worker and waits for it; when a worker dies, the holder starts a
- * replacement that inherits every fd and takes over the events the dead one had read (fact 6).
+ * readiness or an error. The daemon first sheds what it inherited from its caller (signal
+ * dispositions and mask, cgroup, fds: fact 15), then the holder opens the cache entry (its
+ * O_RDWR data fd is opened before the mark: fact 4), creates the fanotify group and marks the
+ * data file (fact 3: before any mount), and becomes the holder role of guard.c: it forks the
+ * worker and replaces it whenever it dies, and the worker does the same for the holder.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -19,6 +21,7 @@
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -29,6 +32,7 @@
 #include "fetch/fanotify.h"
 #include "fetch/internal.h"
 #include "util/cleanup.h"
+#include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/strutil.h"
@@ -101,11 +105,12 @@ _Noreturn void fetch_fatal(struct fetch_daemon *d, int err, const char *fmt, ...
 
 /* Close everything inherited from the caller but what the daemon needs: a mount helper's
  * other fds (a pipe of `$(lazyerofs mount ...)`, registry connections) must not leak. */
-static void close_all_but(const int *keep, size_t n)
+void fetch_close_all_but(const int *keep, size_t n)
 {
-	int sorted[16];
+	int sorted[32];
 	unsigned lo = 0;
 
+	n = MIN(n, ARRAY_SIZE(sorted));
 	memcpy(sorted, keep, n * sizeof(int));
 	for (size_t i = 1; i < n; i++)
 		for (size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
@@ -115,8 +120,8 @@ static void close_all_but(const int *keep, size_t n)
 			sorted[j - 1] = t;
 		}
 	for (size_t i = 0; i < n; i++) {
-		if (sorted[i] < 0)
-			continue;
+		if (sorted[i] < 0 || (unsigned)sorted[i] < lo)
+			continue; /* unused, or a duplicate */
 		if ((unsigned)sorted[i] > lo)
 			close_range(lo, (unsigned)sorted[i] - 1, 0);
 		lo = (unsigned)sorted[i] + 1;
@@ -124,29 +129,139 @@ static void close_all_but(const int *keep, size_t n)
 	close_range(lo, ~0u, 0);
 }
 
-static int bind_socket(struct fetch_daemon *d, const char *name, int *ret_fd)
+/* Bind a listening socket at `name` in the run directory. It is bound under a temporary name
+ * and renamed into place once it listens: whoever finds a socket by a daemon's name that
+ * refuses connections knows that daemon is gone (fetch_remove_stale). */
+static int bind_socket(struct fetch_daemon *d, const char *name, int *ret_fd, uint64_t *ret_ino)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	_cleanup_close_ int fd = -1;
+	char tmp[160];
+	struct stat st;
 	int n;
 
+	static unsigned seq;
+
+	/* Short: the final name alone nearly fills sun_path. */
+	snprintf(tmp, sizeof(tmp), ".bind-%d-%u", (int)getpid(), seq++);
 	/* Through the run directory's fd: short enough for sun_path whatever its depth. */
-	n = snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", d->run_dirfd, name);
+	n = snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", d->run_dirfd, tmp);
 	if (n < 0 || (size_t)n >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	/* We hold the entry lock: a socket by this name is a dead daemon's leftover. */
-	(void)unlinkat(d->run_dirfd, name, 0);
+	(void)unlinkat(d->run_dirfd, tmp, 0);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return -errno;
-	if (fchmodat(d->run_dirfd, name, 0600, 0) < 0)
-		return -errno;
-	if (listen(fd, 64) < 0)
-		return -errno;
+	if (fchmodat(d->run_dirfd, tmp, 0600, 0) < 0 || listen(fd, 64) < 0 ||
+	    fstatat(d->run_dirfd, tmp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		int err = errno;
+
+		(void)unlinkat(d->run_dirfd, tmp, 0);
+		return -err;
+	}
+	/* We hold the entry lock: a socket by this name is a dead daemon's leftover, or one
+	 * that is leaving (it refuses new users and unlinked the name before leaving). */
+	if (renameat(d->run_dirfd, tmp, d->run_dirfd, name) < 0) {
+		int err = errno;
+
+		(void)unlinkat(d->run_dirfd, tmp, 0);
+		return -err;
+	}
+	if (ret_ino)
+		*ret_ino = (uint64_t)st.st_ino;
 	*ret_fd = TAKE_FD(fd);
 	return 0;
+}
+
+void fetch_unlink_discovery(struct fetch_daemon *d)
+{
+	struct stat st;
+
+	if (fstatat(d->run_dirfd, d->sock_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    (uint64_t)st.st_ino == d->sock_ino)
+		(void)unlinkat(d->run_dirfd, d->sock_name, 0);
+}
+
+/* Remove the stable sockets (daemon-<key>-<pid>.sock) of this entry's dead daemons: a socket
+ * that refuses connections has no process listening (sockets are renamed into place only once
+ * they listen, and every process of a live daemon holds the listening fd). */
+static void remove_stale_sockets(struct fetch_daemon *d)
+{
+	_cleanup_close_ int dfd = openat(d->run_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char prefix[128];
+	size_t plen;
+	DIR *dir;
+	struct dirent *de;
+
+	if (dfd < 0)
+		return;
+	plen = (size_t)snprintf(prefix, sizeof(prefix), "daemon-%s-", d->cfg.blob.cache_key);
+	dir = fdopendir(dfd);
+	if (!dir)
+		return;
+	dfd = -1; /* owned by dir */
+	while ((de = readdir(dir))) {
+		char path[PATH_MAX];
+
+		size_t len = strlen(de->d_name);
+
+		if (strncmp(de->d_name, prefix, plen) != 0 || len < 5 ||
+		    strcmp(de->d_name + len - 5, ".sock") != 0)
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", d->cfg.run_dir, de->d_name) >=
+		    (int)sizeof(path))
+			continue;
+		if (fetch_socket_is_stale(path)) {
+			log_info("removing the socket of a dead daemon: %s", de->d_name);
+			(void)unlinkat(d->run_dirfd, de->d_name, 0);
+		}
+	}
+	closedir(dir);
+}
+
+size_t fetch_essential_fds(const struct fetch_daemon *d, int *out, size_t max)
+{
+	const int v[] = {0,
+			 1,
+			 2,
+			 d->devnull_fd,
+			 d->log_fd,
+			 d->run_dirfd,
+			 d->fan_fd,
+			 d->rd_fd,
+			 d->notif_fd,
+			 d->ino_fd,
+			 d->listen_fd,
+			 d->listen2_fd,
+			 d->entry ? d->entry->dirfd : -1,
+			 d->entry ? d->entry->data_fd : -1,
+			 d->entry ? d->entry->bitmap_fd : -1,
+			 d->entry ? d->entry->lock_fd : -1};
+	size_t n = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(v) && n < max; i++)
+		if (v[i] >= 0)
+			out[n++] = v[i];
+	return n;
+}
+
+/* fanotify_init and inotify_init1 fail with EMFILE when the per-user limit of groups or
+ * instances is reached (or the fd table is full), ENFILE / ENOMEM on a system-wide shortage. */
+static _Noreturn void init_failed(struct fetch_daemon *d, int err, const char *what,
+				  const char *sysctl)
+{
+	if (err == EMFILE)
+		fetch_fatal(d, err,
+			    "%s: too many %s instances (%s); every daemon (one per mounted "
+			    "image) takes one: raise it, e.g. sysctl -w %s=1024",
+			    what, util_startswith(what, "fanotify") ? "fanotify" : "inotify", sysctl,
+			    sysctl);
+	if (err == ENFILE || err == ENOMEM)
+		fetch_fatal(d, err, "%s: %s (the system is short of %s)", what, strerror(err),
+			    err == ENFILE ? "open files (fs.file-max)" : "memory");
+	fetch_fatal(d, err, "%s: %s", what, strerror(err));
 }
 
 static void setup_marks(struct fetch_daemon *d)
@@ -162,11 +277,14 @@ static void setup_marks(struct fetch_daemon *d)
 
 		if (err == EPERM)
 			fetch_fatal(d, err,
-				     "fanotify_init: permission denied; mounting needs root");
-		fetch_fatal(d, err,
-			     "fanotify_init(FAN_CLASS_PRE_CONTENT): %s; this kernel lacks fanotify "
-			     "pre-content events (Linux 6.14 or later is needed)",
-			     strerror(err));
+				    "fanotify_init: permission denied; mounting needs root");
+		if (err == EINVAL || err == ENOSYS)
+			fetch_fatal(d, err,
+				    "fanotify_init(FAN_CLASS_PRE_CONTENT): %s; this kernel lacks "
+				    "fanotify pre-content events (Linux 6.14 or later is needed)",
+				    strerror(err));
+		init_failed(d, err, "fanotify_init(FAN_CLASS_PRE_CONTENT)",
+			    "fs.fanotify.max_user_groups");
 	}
 	if (fanotify_mark(d->fan_fd, FAN_MARK_ADD, FAN_PRE_ACCESS, e->data_fd, NULL) < 0) {
 		int err = errno;
@@ -174,14 +292,122 @@ static void setup_marks(struct fetch_daemon *d)
 		cache_fs_name(e->data_fd, fs, sizeof(fs));
 		if (err == EOPNOTSUPP || err == EINVAL || err == EXDEV)
 			fetch_fatal(d, EOPNOTSUPP,
-				     "cache directory '%s' is on %s, which refuses fanotify "
-				     "pre-content marks; use cache=DIR (or LAZYEROFS_CACHE_DIR) on "
-				     "ext4, xfs or btrfs",
-				     d->cfg.cache_dir, fs);
+				    "cache directory '%s' is on %s, which refuses fanotify "
+				    "pre-content marks; use cache=DIR (or LAZYEROFS_CACHE_DIR) on "
+				    "ext4, xfs or btrfs",
+				    d->cfg.cache_dir, fs);
+		if (err == ENOSPC)
+			fetch_fatal(d, err,
+				    "fanotify_mark of the cache file '%s': too many marks; raise "
+				    "fs.fanotify.max_user_marks",
+				    e->data_path);
 		fetch_fatal(d, err, "fanotify_mark of the cache file '%s': %s", e->data_path,
-			     strerror(err));
+			    strerror(err));
 	}
 	d->sh->marked = 1;
+}
+
+/* ---- what the daemon must not inherit from its caller (fact 15) -------------------------- */
+
+/* Default dispositions and an empty mask: a caller that ignores SIGCHLD would otherwise make
+ * every wait fail, one that blocks SIGTERM would make the daemon deaf to it. */
+static void reset_signals(void)
+{
+	struct sigaction sa = {.sa_handler = SIG_DFL};
+	sigset_t none;
+
+	sigemptyset(&sa.sa_mask);
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)sigaction(sig, &sa, NULL); /* EINVAL for libc's own signals */
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* The cgroup v2 hierarchy's mount point, or false when there is none. */
+static bool cgroup2_root(char *buf, size_t len)
+{
+	_cleanup_free_ char *text = NULL;
+	char *save = NULL;
+	size_t n;
+
+	if (util_read_file(AT_FDCWD, "/proc/self/mountinfo", 16u << 20, 0, &text, &n) < 0)
+		return false;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *sep = strstr(line, " - "), *f[5], *s2 = NULL;
+		unsigned nf = 0;
+
+		if (!sep || !util_startswith(sep + 3, "cgroup2 "))
+			continue;
+		*sep = 0;
+		for (char *t = strtok_r(line, " ", &s2); t && nf < 5; t = strtok_r(NULL, " ", &s2))
+			f[nf++] = t;
+		if (nf == 5 && snprintf(buf, len, "%s", f[4]) < (int)len)
+			return true;
+	}
+	return false;
+}
+
+/* Leave the caller's cgroup, so that stopping the caller's unit (or cgroup.kill) does not
+ * take the daemon, which must outlive it while mounts use the entry. Silently skipped when
+ * there is no writable cgroup v2 hierarchy (the daemon then shares its caller's fate there).
+ * Below the root, in a cgroup without controllers: no internal-process conflict. */
+static void leave_caller_cgroup(void)
+{
+	char root[PATH_MAX], path[PATH_MAX + 64];
+	int fd;
+
+	if (!cgroup2_root(root, sizeof(root)))
+		return;
+	snprintf(path, sizeof(path), "%s/lazyerofs.daemons", root);
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return;
+	snprintf(path, sizeof(path), "%s/lazyerofs.daemons/cgroup.procs", root);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (dprintf(fd, "%d\n", (int)getpid()) < 0)
+		log_debug("moving into %s: %m", path);
+	close(fd);
+}
+
+/* The OOM killer picks the daemon last: killing it would turn reads into errors for every
+ * mount of the image, and since one process survives the other's death (guard.c) even an
+ * OOM kill is survived. Not -1000: that would exempt it entirely, and a daemon that grew
+ * without bound would then have everything else on the host killed instead. */
+static void set_oom_score(void)
+{
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (dprintf(fd, "-900\n") < 0)
+		log_debug("oom_score_adj: %m");
+	close(fd);
+}
+
+/* Each unanswered event holds an fd: allow FETCH_NOFILE. Exactly that, not the hard limit: a
+ * takeover answers every fd number below the limit the dead worker could have used. */
+static void raise_nofile(struct fetch_daemon *d)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		rl = (struct rlimit){1024, 1024};
+	if (rl.rlim_max < FETCH_NOFILE)
+		rl.rlim_max = FETCH_NOFILE;
+	rl.rlim_cur = FETCH_NOFILE;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		/* Not allowed to raise the hard limit: up to it, and say so. */
+		(void)getrlimit(RLIMIT_NOFILE, &rl);
+		rl.rlim_cur = MIN(rl.rlim_max, (rlim_t)FETCH_NOFILE);
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+		log_warning("RLIMIT_NOFILE could not be raised to %d (%m): at most about %d "
+			    "reads can wait for the registry at once",
+			    FETCH_NOFILE, (int)rl.rlim_cur - 4096);
+	}
+	(void)getrlimit(RLIMIT_NOFILE, &rl);
+	d->sh->fd_limit = (int32_t)MIN(rl.rlim_cur, (rlim_t)(1 << 24));
 }
 
 static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int lock_fd)
@@ -194,9 +420,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	};
 	char name[128];
 	int keep[8] = {d->devnull_fd, cache_dirfd, d->run_dirfd, lock_fd, d->ready_fd, 0, 1, 2};
-	int logfd, r;
-	uint64_t window_start = 0;
-	unsigned window_restarts = 0;
+	int r;
 
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
@@ -210,18 +434,20 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	dup2(d->devnull_fd, 0);
 	dup2(d->devnull_fd, 1);
 	dup2(d->devnull_fd, 2);
-	close_all_but(keep, ARRAY_SIZE(keep));
+	fetch_close_all_but(keep, ARRAY_SIZE(keep));
 	prctl(PR_SET_NAME, "lazyerofs-hold", 0, 0, 0);
 
 	snprintf(name, sizeof(name), "daemon-%s.log", d->cfg.blob.cache_key);
-	logfd = openat(d->run_dirfd, name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-		       0600);
+	d->log_fd = openat(d->run_dirfd, name,
+			   O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	util_log_set_prefix("lazyerofs-daemon");
 	if (util_log_get_level() < UTIL_LOG_INFO)
 		util_log_set_level(UTIL_LOG_INFO);
 	if (getenv("LAZYEROFS_DAEMON_DEBUG"))
 		util_log_set_level(UTIL_LOG_DEBUG);
-	util_log_set_target(logfd >= 0 ? logfd : d->devnull_fd, 1);
+	if (d->log_fd < 0)
+		d->log_fd = d->devnull_fd;
+	util_log_set_target(d->log_fd, 1);
 	log_info("starting: entry %s, %s, %" PRIu64 " bytes, chunk %" PRIu64 " KiB, %u fetchers%s",
 		 d->cfg.blob.cache_key, d->cfg.blob.digest[0] ? d->cfg.blob.digest : "no digest",
 		 d->cfg.blob.size, d->pol.chunk_size >> 10, d->nfetchers,
@@ -231,15 +457,16 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	    mmap(NULL, sizeof(*d->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (d->sh == MAP_FAILED)
 		fetch_fatal(d, errno, "mapping the daemon's shared state: %s", strerror(errno));
-	memset(d->sh, 0, sizeof(*d->sh));
+	/* Fresh anonymous memory is zero: only what is touched gets backed (the mount table). */
 	d->sh->holder_pid = getpid();
 	d->sh->started_ms = fetch_now_ms();
 	d->sh->hiwater_fd = -1;
+	raise_nofile(d);
 
 	r = cache_entry_open(cache_dirfd, d->cfg.cache_dir, &p, lock_fd, &d->entry);
 	if (r < 0)
 		fetch_fatal(d, r, "opening cache entry %s in '%s': %s", p.key, d->cfg.cache_dir,
-			     strerror(-r));
+			    strerror(-r));
 	close(cache_dirfd);
 	if (d->entry->rebuilt)
 		log_info("created cache entry %s (%s)%s%s", d->entry->data_path,
@@ -274,6 +501,9 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		d->sh->marked = 0;
 	d->notif_fd = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK,
 				    O_RDONLY | O_LARGEFILE | O_CLOEXEC);
+	if (d->notif_fd < 0)
+		log_warning("fanotify_init(FAN_CLASS_NOTIF): %m; relying on attach alone%s",
+			    errno == EMFILE ? " (raise fs.fanotify.max_user_groups)" : "");
 	if (d->notif_fd >= 0 &&
 	    fanotify_mark(d->notif_fd, FAN_MARK_ADD, FAN_OPEN | FAN_CLOSE_WRITE, d->entry->data_fd,
 			  NULL) < 0) {
@@ -283,69 +513,20 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	}
 	d->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (d->ino_fd < 0)
-		fetch_fatal(d, errno, "inotify_init1: %s", strerror(errno));
+		init_failed(d, errno, "inotify_init1", "fs.inotify.max_user_instances");
 
 	snprintf(d->sock_name, sizeof(d->sock_name), "daemon-%s.sock", d->cfg.blob.cache_key);
 	snprintf(d->sock2_name, sizeof(d->sock2_name), "daemon-%s-%d.sock", d->cfg.blob.cache_key,
 		 (int)getpid());
 	snprintf(d->sock2_path, sizeof(d->sock2_path), "%s/%s", d->cfg.run_dir, d->sock2_name);
-	r = bind_socket(d, d->sock2_name, &d->listen2_fd);
+	remove_stale_sockets(d);
+	r = bind_socket(d, d->sock2_name, &d->listen2_fd, NULL);
 	if (r >= 0)
-		r = bind_socket(d, d->sock_name, &d->listen_fd);
+		r = bind_socket(d, d->sock_name, &d->listen_fd, &d->sock_ino);
 	if (r < 0)
 		fetch_fatal(d, r, "control socket in '%s': %s", d->cfg.run_dir, strerror(-r));
 
-	for (;;) {
-		bool takeover = d->sh->restarts > 0;
-		pid_t pid;
-		int st;
-
-		pid = fork();
-		if (pid < 0) {
-			if (!d->sh->ready)
-				fetch_fatal(d, errno, "fork: %s", strerror(errno));
-			log_error("fork of a replacement worker: %m; retrying");
-			sleep(1);
-			continue;
-		}
-		if (pid == 0)
-			fetch_worker_main(d, takeover);
-		if (d->ready_fd >= 0) {
-			/* The worker reports readiness; the caller sees EOF if it dies first. */
-			close(d->ready_fd);
-			d->ready_fd = -1;
-		}
-		while (waitpid(pid, &st, 0) < 0)
-			if (errno != EINTR)
-				_exit(3);
-		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-			break;
-		if (!d->sh->ready) {
-			log_error("the worker failed to start (status 0x%x)", st);
-			_exit(2);
-		}
-		if (d->sh->exiting) {
-			log_warning("the worker died while leaving (status 0x%x)", st);
-			break;
-		}
-		if (WIFSIGNALED(st))
-			log_error("worker %d killed by signal %d; starting a replacement", (int)pid,
-				  WTERMSIG(st));
-		else
-			log_error("worker %d exited with status %d; starting a replacement",
-				  (int)pid, WEXITSTATUS(st));
-		__atomic_fetch_add(&d->sh->restarts, 1, __ATOMIC_RELAXED);
-		/* Crash loops must not spin, but the holder never gives up: without a worker the
-		 * events would wait, and without the holder readers would get zeros. */
-		if (fetch_now_ms() - window_start > 10000) {
-			window_start = fetch_now_ms();
-			window_restarts = 0;
-		}
-		if (++window_restarts > 5)
-			sleep(1);
-	}
-	log_info("holder exiting");
-	_exit(0);
+	fetch_holder_loop(d, 0, -1);
 }
 
 /* ---- fetch_spawn ------------------------------------------------------------------------- */
@@ -376,6 +557,8 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		pid_t pid2;
 
 		close(p[0]);
+		reset_signals();
+		/* Its own session and process group: nothing aimed at the caller's reaches it. */
 		if (setsid() < 0)
 			_exit(1);
 		pid2 = fork();
@@ -385,10 +568,13 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		}
 		if (pid2 > 0)
 			_exit(0);
+		leave_caller_cgroup();
+		set_oom_score();
 		d.cfg = *cfg;
 		d.ready_fd = p[1];
 		d.run_dirfd = run_dirfd;
 		d.listen_fd = d.listen2_fd = d.notif_fd = d.ino_fd = d.fan_fd = d.rd_fd = -1;
+		d.log_fd = -1;
 		d.devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (d.devnull_fd < 0)
 			_exit(1);

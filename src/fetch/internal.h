@@ -1,18 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
 /*
  * Internals of the fetch daemon, shared by its files:
- *   holder.c   fork/detach, the holder process, worker supervision and takeover
- *   worker.c   the worker process: event dispatch, fetchers, housekeeping, verification,
- *              takeover
+ *   holder.c   fork/detach, the holder's setup (signals, cgroup, limits, fds, the mark)
+ *   guard.c    holder and worker watch each other (pidfds); the survivor replaces the other
+ *   worker.c   the worker process: event dispatch, fetchers, housekeeping, verification
+ *   takeover.c a replacement worker serves the events its predecessor left unanswered
  *   control.c  the control socket, status, mount bookkeeping, lifetime, exit
  *   client.c   the public API (runs in the caller)
  *   proto.c    line-delimited JSON over a unix socket, fd passing
  *
  * Process layout: the holder opens the pre-mark write and read fds, creates the fanotify group
  * and marks the data file, creates the inotify fd and the listening sockets, maps
- * `struct fetch_shared`, and forks the worker. The holder only waits for the worker and starts
+ * `struct fetch_shared`, and forks the worker. The holder only watches the worker and starts
  * a replacement when it dies; its copies of the fds keep the group alive, so no reader ever
- * gets zeros (fact 6).
+ * gets zeros (fact 6). The worker watches the holder the same way and forks a new holder
+ * when the holder dies (guard.c): only both dying at once fails open.
  */
 #ifndef LAZYEROFS_FETCH_INTERNAL_H
 #define LAZYEROFS_FETCH_INTERNAL_H
@@ -28,9 +30,19 @@
 #include "util/json.h"
 #include "util/macro.h"
 
-#define FETCH_MAX_EVENTS	1024	   /* events read from the group and not yet answered */
+#define FETCH_DISPATCHERS	2
+#define FETCH_READ_BATCH	64 /* events per read() of the group */
+/* Events read and not yet answered that wait for a fetch: reading pauses only beyond this.
+ * The slots above it are the dispatchers' read batches, so a read of present data is read
+ * and answered at once however many reads wait for the registry. Each pending event holds
+ * an fd: RLIMIT_NOFILE is raised to FETCH_NOFILE. */
+#define FETCH_MAX_PENDING	16384
+#define FETCH_MAX_EVENTS	(FETCH_MAX_PENDING + FETCH_DISPATCHERS * FETCH_READ_BATCH)
+#define FETCH_NOFILE		(FETCH_MAX_EVENTS + 4096) /* + sockets, connections, files */
 #define FETCH_MAX_ENSURE	64	   /* ensure requests waiting at once */
-#define FETCH_MAX_MOUNTS	64	   /* superblocks tracked */
+/* Superblocks tracked. The table lives in anonymous shared memory, whose pages are only
+ * backed once touched: it grows with use up to this bound (~4 MiB). */
+#define FETCH_MAX_MOUNTS	4096
 #define FETCH_MAX_CONNS		64	   /* control connections */
 #define FETCH_LINE_MAX		(8u << 20) /* a control request line */
 #define FETCH_REPLY_MAX		(1u << 20)
@@ -55,6 +67,7 @@ struct fetch_journal_slot {
 	uint32_t state; /* SLOT_FREE / SLOT_ACTIVE, atomic */
 	int32_t fd;
 	uint64_t off, len;
+	uint64_t deadline_ms; /* absolute (CLOCK_MONOTONIC): a takeover does not extend it */
 };
 
 enum { SLOT_FREE = 0, SLOT_ACTIVE = 1 };
@@ -72,10 +85,13 @@ struct fetch_mount_rec {
 /* Shared between the holder and successive workers (MAP_SHARED, made before fork). Fields
  * written by the worker only; counters are updated with atomics. */
 struct fetch_shared {
-	pid_t holder_pid;
+	pid_t holder_pid; /* the current holder (a replacement has a new pid) */
 	pid_t worker_pid;
 	uint32_t ready; /* the first worker reported readiness */
-	uint32_t restarts;
+	uint32_t restarts;	  /* workers replaced */
+	uint32_t holder_restarts; /* holders replaced (by the worker) */
+	uint32_t worker_done;	  /* the worker left normally (set just before its exit) */
+	int32_t fd_limit;	  /* RLIMIT_NOFILE of every worker: event fds are below it */
 	uint32_t state;	    /* enum fetch_state */
 	uint32_t had_user;  /* a hold, attach or superblock was ever seen */
 	uint32_t marked;    /* the pre-content mark is in place */
@@ -109,7 +125,9 @@ struct fetch_daemon {
 	int listen2_fd; /* daemon-<key>-<pid>.sock: stable for this daemon's whole life */
 	int run_dirfd;
 	int devnull_fd;
+	int log_fd;   /* the daemon's log file (or devnull_fd) */
 	int ready_fd; /* readiness pipe to fetch_daemon_ensure; first worker only */
+	uint64_t sock_ino; /* inode of the discovery socket we bound (unlink only our own) */
 	char sock_name[128], sock2_name[128];
 	char sock2_path[PATH_MAX];
 	char log_path[PATH_MAX];
@@ -126,7 +144,9 @@ struct fetch_daemon {
 	unsigned nensure;			 /* (lock) ensure requests waiting */
 	unsigned holds;				 /* (lock) connections holding the daemon */
 	unsigned conns;				 /* (lock) open control connections */
-	bool stopping;				 /* (lock) */
+	bool leaving;	/* (lock) no more holds: the daemon is about to leave */
+	bool stopping;	/* (lock) threads finish what is queued and end */
+	bool unlocked;	/* (lock) the entry lock was given up for the exit verification */
 	bool well_known_gone;	   /* (lock) the discovery socket was unlinked (bad entry) */
 	bool verify_started;	   /* housekeeping thread only */
 	int stop_efd;		   /* eventfd: wakes poll loops at exit */
@@ -140,6 +160,28 @@ struct fetch_daemon {
 int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, int lock_fd,
 		pid_t *ret_pid, char *errbuf, size_t errlen);
 uint64_t fetch_now_ms(void);
+/* The fds every daemon process keeps (same numbers in all of them); returns how many. */
+size_t fetch_essential_fds(const struct fetch_daemon *d, int *out, size_t max);
+void fetch_close_all_but(const int *keep, size_t n);
+/* Unlink the discovery socket if the name is still ours (a newer daemon may have it). */
+void fetch_unlink_discovery(struct fetch_daemon *d);
+
+/* client.c */
+/* A socket path nobody listens on any more (connect: ECONNREFUSED). */
+bool fetch_socket_is_stale(const char *path);
+
+/* guard.c */
+int fetch_pidfd_open(pid_t pid);
+/* The holder role: watch the worker (pid, pidfd; 0/-1: start one) and replace it when it
+ * dies; returns when the worker left normally. */
+_Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd);
+/* The worker's thread that watches the holder and forks a new one when it dies. */
+void *fetch_guard_thread(void *arg);
+
+/* takeover.c */
+void fetch_takeover_prepare(struct fetch_daemon *d);
+/* Serve the journaled events again (called once the scheduler exists). */
+void fetch_takeover_serve(struct fetch_daemon *d);
 
 /* worker.c */
 _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover);

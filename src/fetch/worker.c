@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,8 +28,8 @@
 #include "util/log.h"
 #include "util/macro.h"
 
-#define DISPATCHERS   2
-#define READ_BATCH    64 /* events per read(): a read never returns more than we have slots for */
+#define DISPATCHERS   FETCH_DISPATCHERS
+#define READ_BATCH    FETCH_READ_BATCH /* a read never returns more than we have slots for */
 #define COLLECT_BATCH 256
 #define WAKE_EVERY    (1u << 20) /* let waiting readers go every MiB of a job's progress */
 
@@ -174,8 +176,7 @@ static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const stru
 		return;
 	}
 	pthread_mutex_lock(&d->lock);
-	r->deadline_ms = 0;
-	q = fetch_sched_add(&d->sched, r, fetch_now_ms());
+	q = fetch_sched_add(&d->sched, r, fetch_now_ms()); /* by the journaled deadline */
 	/* A read of bytes that just failed to fetch starts no stream and no read-ahead towards
 	 * a registry that is not answering: it probes, or waits for the probe under way. */
 	probe = q == 0 && r->probe;
@@ -203,6 +204,8 @@ static void *dispatcher(void *arg)
 	struct fetch_req *reqs[READ_BATCH];
 	int slots[READ_BATCH];
 
+	bool draining = false;
+
 	prctl(PR_SET_NAME, "lzfetch-events", 0, 0, 0);
 	for (;;) {
 		struct pollfd pfd[2] = {{.fd = d->fan_fd, .events = POLLIN},
@@ -211,12 +214,15 @@ static void *dispatcher(void *arg)
 		bool bad = false;
 		ssize_t got;
 		int maxfd = -1;
+		uint64_t deadline;
 
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+		if (!draining && poll(pfd, 2, -1) < 0 && errno != EINTR)
 			break;
+		/* Leaving: the mark is gone, so nothing new arrives; read what is queued until
+		 * the group is empty (an event left unread would be allowed at exit: zeros). */
 		if (pfd[1].revents)
-			break;
-		if (!(pfd[0].revents & POLLIN))
+			draining = true;
+		if (!draining && !(pfd[0].revents & POLLIN))
 			continue;
 		/* Back-pressure: take the slots first, then read at most that many events
 		 * (every event is at least a metadata record long). */
@@ -232,9 +238,19 @@ static void *dispatcher(void *arg)
 		pthread_mutex_unlock(&d->lock);
 		got = read(d->fan_fd, buf, sizeof(buf));
 		if (got < 0 && errno != EAGAIN && errno != EINTR) {
+			/* EMFILE: the kernel denied that event (EPERM for its reader), no zeros. */
 			log_error("reading fanotify events: %m");
 			usleep(10000);
 		}
+		if (draining && got <= 0 && (got == 0 || errno != EINTR)) {
+			pthread_mutex_lock(&d->lock);
+			for (size_t i = 0; i < READ_BATCH; i++)
+				d->free_slots[d->nfree++] = slots[i];
+			pthread_cond_broadcast(&d->done_cond);
+			pthread_mutex_unlock(&d->lock);
+			break;
+		}
+		deadline = fetch_now_ms() + d->pol.timeout_ms;
 		n = got > 0 ? fetch_events_parse(buf, (size_t)got, evs, READ_BATCH, &bad) : 0;
 		if (got > 0 && bad)
 			log_error("malformed fanotify event buffer (%zd bytes)", got);
@@ -248,12 +264,15 @@ static void *dispatcher(void *arg)
 				continue; /* not a permission event: nothing to answer */
 			slot = slots[k];
 			r = &d->pool[slot];
-			*r = (struct fetch_req){
-			    .kind = FETCH_REQ_EVENT, .fd = evs[i].fd, .slot = slot};
+			*r = (struct fetch_req){.kind = FETCH_REQ_EVENT,
+						.fd = evs[i].fd,
+						.slot = slot,
+						.deadline_ms = deadline};
 			d->sh->journal[slot].fd = evs[i].fd;
 			d->sh->journal[slot].off = evs[i].has_range ? evs[i].offset : 0;
 			d->sh->journal[slot].len =
 			    evs[i].has_range ? evs[i].count : d->cfg.blob.size;
+			d->sh->journal[slot].deadline_ms = deadline;
 			__atomic_store_n(&d->sh->journal[slot].state, SLOT_ACTIVE,
 					 __ATOMIC_RELEASE);
 			maxfd = MAX(maxfd, evs[i].fd);
@@ -439,11 +458,56 @@ static void set_bad(struct fetch_daemon *d, bool broken)
 	if (r < 0)
 		log_error("marking the entry bad: %s", strerror(-r));
 	if (!d->well_known_gone) {
-		(void)unlinkat(d->run_dirfd, d->sock_name, 0);
+		fetch_unlink_discovery(d);
 		d->well_known_gone = true;
 	}
 	__atomic_store_n(&d->sh->state, FETCH_STATE_BAD, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&d->lock);
+}
+
+/* Bitmap flushes come from the housekeeper, the verifier and the exit path: one at a time.
+ * Once the entry lock was given up (leaving), the entry may be a new daemon's: no writes. */
+static pthread_mutex_t flush_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+static int entry_flush(struct fetch_daemon *d, bool full)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&flush_mutex);
+	if (!__atomic_load_n(&d->unlocked, __ATOMIC_ACQUIRE))
+		r = cache_entry_flush(d->entry, full);
+	pthread_mutex_unlock(&flush_mutex);
+	return r;
+}
+
+static bool same_file(int dirfd, const char *name, int fd)
+{
+	struct stat a, b;
+
+	return fstat(fd, &a) == 0 && fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* Before writing the entry's header: is the entry still ours? A leaving daemon gives its lock
+ * up while it verifies (exit_verify); it may write the result only if it gets the lock back
+ * and its files still have their names (not removed, not replaced by a new daemon's). */
+static bool entry_owned(struct fetch_daemon *d)
+{
+	struct cache_entry *e = d->entry;
+	char lock_name[CACHE_KEY_LEN + 8];
+
+	if (!__atomic_load_n(&d->unlocked, __ATOMIC_ACQUIRE))
+		return true;
+	snprintf(lock_name, sizeof(lock_name), "%s.lock", d->cfg.blob.cache_key);
+	if (flock(e->lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return false;
+	if (!same_file(e->dirfd, lock_name, e->lock_fd) ||
+	    !same_file(e->dirfd, d->cfg.blob.cache_key, e->data_fd)) {
+		(void)flock(e->lock_fd, LOCK_UN);
+		return false;
+	}
+	__atomic_store_n(&d->unlocked, false, __ATOMIC_RELEASE);
+	return true;
 }
 
 static void *verifier(void *arg)
@@ -456,7 +520,7 @@ static void *verifier(void *arg)
 	int r;
 
 	prctl(PR_SET_NAME, "lzfetch-verify", 0, 0, 0);
-	r = cache_entry_flush(e, true);
+	r = entry_flush(d, true);
 	if (r < 0) {
 		log_error("persisting the bitmap before verification: %s", strerror(-r));
 		__atomic_store_n(&d->verify_started, false, __ATOMIC_RELEASE);
@@ -464,7 +528,8 @@ static void *verifier(void *arg)
 	}
 	if (!d->cfg.blob.digest[0]) {
 		/* An unpinned URL source: complete is as good as it gets. */
-		r = cache_entry_set_flags(e, CACHE_FLAG_COMPLETE, 0);
+		if (entry_owned(d))
+			r = cache_entry_set_flags(e, CACHE_FLAG_COMPLETE, 0);
 		__atomic_store_n(&d->sh->state, FETCH_STATE_COMPLETE, __ATOMIC_RELEASE);
 		if (fetch_remove_mark(d) >= 0)
 			log_info("entry complete (no digest to verify); fanotify mark removed");
@@ -478,8 +543,18 @@ static void *verifier(void *arg)
 		return NULL;
 	}
 	util_digest_format(sum, got);
+	pthread_mutex_lock(&flush_mutex);
+	if (!entry_owned(d)) {
+		pthread_mutex_unlock(&flush_mutex);
+		log_info("verification done (%s), but a new daemon owns the entry now: it records "
+			 "its own",
+			 strcmp(got, d->cfg.blob.digest) == 0 ? "right" : "MISMATCH");
+		__atomic_store_n(&d->verify_started, false, __ATOMIC_RELEASE);
+		return NULL;
+	}
 	if (strcmp(got, d->cfg.blob.digest) == 0) {
 		r = cache_entry_set_flags(e, CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED, 0);
+		pthread_mutex_unlock(&flush_mutex);
 		if (r < 0)
 			log_error("recording the verified entry: %s", strerror(-r));
 		__atomic_store_n(&d->sh->state, FETCH_STATE_VERIFIED, __ATOMIC_RELEASE);
@@ -492,6 +567,7 @@ static void *verifier(void *arg)
 		  "bad and set aside, new mounts fetch a fresh copy",
 		  d->cfg.blob.digest, got);
 	set_bad(d, false);
+	pthread_mutex_unlock(&flush_mutex);
 	return NULL;
 }
 
@@ -540,7 +616,7 @@ static void *housekeeper(void *arg)
 		}
 		streaming = now - last_change < period;
 		if (now - last_flush >= (streaming ? busy_period : period)) {
-			int r = cache_entry_flush(d->entry, false);
+			int r = entry_flush(d, false);
 
 			last_flush = now;
 			if (r < 0 && now - last_err > 10000) {
@@ -561,52 +637,6 @@ static void *housekeeper(void *arg)
 		}
 	}
 	return NULL;
-}
-
-/* ---- takeover -----------------------------------------------------------------------------------
- */
-
-/* A replacement worker: the dead one's journaled events are re-served with their own fd
- * numbers (fact 6). Those numbers are occupied by placeholders first, so no new event can get
- * one of them while the old event is pending. An event read but not yet journaled cannot be
- * known: every other fd number the dead worker might have used is answered EIO (never zeros;
- * numbers with no pending event just get ENOENT). Runs before this process opens any fd. */
-static void takeover_prepare(struct fetch_daemon *d)
-{
-	struct fetch_shared *sh = d->sh;
-	int limit = MAX(sh->hiwater_fd + 64, 1024);
-	unsigned known = 0, unknown = 0;
-
-	for (size_t i = 0; i < FETCH_MAX_EVENTS; i++) {
-		struct fetch_journal_slot *s = &sh->journal[i];
-
-		if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != SLOT_ACTIVE)
-			continue;
-		if (s->fd < 0 || s->fd > (1 << 20) || dup2(d->devnull_fd, s->fd) < 0) {
-			s->state = SLOT_FREE;
-			continue;
-		}
-		known++;
-	}
-	for (int fd = 0; fd <= limit; fd++) {
-		struct fanotify_response resp = {.fd = fd, .response = FAN_DENY_ERRNO(EIO)};
-		bool journaled = false;
-
-		if (d->fan_fd < 0)
-			break;
-		for (size_t i = 0; i < FETCH_MAX_EVENTS && !journaled; i++)
-			journaled = sh->journal[i].state == SLOT_ACTIVE && sh->journal[i].fd == fd;
-		if (journaled)
-			continue;
-		if (write(d->fan_fd, &resp, sizeof(resp)) == (ssize_t)sizeof(resp)) {
-			unknown++;
-			add64(&sh->events, 1);
-			add64(&sh->answers, 1);
-			add64(&sh->denied, 1);
-		}
-	}
-	log_info("worker %d took over: %u event(s) to serve again, %u unrecorded one(s) denied",
-		 (int)getpid(), known, unknown);
 }
 
 /* ---- the worker
@@ -633,11 +663,109 @@ static void start_thread(struct fetch_daemon *d, void *(*fn)(void *), pthread_t 
 		fetch_fatal(d, r, "starting a daemon thread: %s", strerror(r));
 }
 
+/* Reset what a worker owns: the process that forked us may have been a worker itself (a
+ * holder started by a worker after the old holder died), with its state in memory. */
+static void worker_state_init(struct fetch_daemon *d)
+{
+	pthread_condattr_t ca;
+
+	d->client = NULL;
+	d->nensure = d->holds = d->conns = 0;
+	d->leaving = d->stopping = d->unlocked = false;
+	d->well_known_gone = false;
+	d->verify_started = false;
+	d->stop_efd = -1;
+	memset(d->rescan_at, 0, sizeof(d->rescan_at));
+	memset(d->openers, 0, sizeof(d->openers));
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_mutex_init(&flush_mutex, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&d->fetch_cond, &ca);
+	pthread_cond_init(&d->done_cond, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+/* A complete entry is verified before leaving, so the next mount needs no mark. The entry lock
+ * is given up first: hashing a large image takes seconds, and a mount arriving meanwhile must
+ * be able to start a new daemon (the result is recorded only if the entry is still ours). */
+static void exit_verify(struct fetch_daemon *d)
+{
+	struct fetch_shared *sh = d->sh;
+
+	if (__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) != FETCH_STATE_RUNNING ||
+	    !cache_entry_complete(d->entry) || !d->cfg.blob.digest[0])
+		return;
+	pthread_mutex_lock(&flush_mutex);
+	if (flock(d->entry->lock_fd, LOCK_UN) == 0)
+		__atomic_store_n(&d->unlocked, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&flush_mutex);
+	if (!__atomic_exchange_n(&d->verify_started, true, __ATOMIC_ACQ_REL))
+		(void)verifier(d);
+	/* Or the housekeeper's verifier is under way: let it finish (it needs no lock). */
+	for (int i = 0; i < 1200 && __atomic_load_n(&d->verify_started, __ATOMIC_ACQUIRE) &&
+			__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_RUNNING;
+	     i++)
+		usleep(50000);
+}
+
+/* Leave: no user is left. Remove the mark (nothing new can arrive, and a new daemon's
+ * mounts of this file will not wait on us), read and answer what is queued, persist. */
+static _Noreturn void worker_leave(struct fetch_daemon *d, pthread_t *disp, unsigned ndisp,
+				   pthread_t guard)
+{
+	struct fetch_shared *sh = d->sh;
+	uint64_t one = 1;
+	int r;
+
+	__atomic_store_n(&sh->exiting, 1, __ATOMIC_RELEASE);
+	r = fetch_remove_mark(d);
+	if (r < 0)
+		log_warning("removing the fanotify mark: %s", strerror(-r));
+	if (write(d->stop_efd, &one, sizeof(one)) < 0)
+		log_debug("eventfd write: %m");
+	for (unsigned i = 0; i < ndisp; i++)
+		pthread_join(disp[i], NULL);
+	pthread_join(guard, NULL);
+	pthread_mutex_lock(&d->lock);
+	d->stopping = true;
+	pthread_cond_broadcast(&d->done_cond);
+	fetch_kick(d);
+	pthread_mutex_unlock(&d->lock);
+	settle(d);
+	pthread_mutex_lock(&d->lock);
+	while (d->sched.nreqs > 0) {
+		struct timespec ts;
+
+		abs_deadline(&ts, 200);
+		pthread_mutex_unlock(&d->lock);
+		settle(d);
+		pthread_mutex_lock(&d->lock);
+		pthread_cond_timedwait(&d->done_cond, &d->lock, &ts);
+	}
+	pthread_mutex_unlock(&d->lock);
+	r = entry_flush(d, true);
+	if (r < 0)
+		log_error("persisting the presence bitmap at exit: %s", strerror(-r));
+	else if (cache_entry_complete(d->entry) && sh->state != FETCH_STATE_BAD)
+		(void)cache_entry_set_flags(d->entry, CACHE_FLAG_COMPLETE, 0);
+	exit_verify(d);
+	if (sh->state == FETCH_STATE_BAD)
+		cache_entry_remove_aside(d->entry);
+	log_info("exiting: %" PRIu64 " events, %" PRIu64 " answers (%" PRIu64 " fast, %" PRIu64
+		 " denied), %" PRIu64 " requests, %" PRIu64 " bytes fetched, %" PRIu64
+		 " of %" PRIu64 " bytes present",
+		 get64(&sh->events), get64(&sh->answers), get64(&sh->fast), get64(&sh->denied),
+		 get64(&sh->requests), get64(&sh->fetched_bytes),
+		 cache_entry_present_bytes(d->entry), d->cfg.blob.size);
+	__atomic_store_n(&sh->worker_done, 1, __ATOMIC_RELEASE);
+	_exit(0);
+}
+
 _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 {
 	struct fetch_shared *sh = d->sh;
-	pthread_condattr_t ca;
-	pthread_t disp[DISPATCHERS], house, *fetchers;
+	pthread_t disp[DISPATCHERS], house, guard, *fetchers;
 	struct sigaction sa = {.sa_handler = on_term};
 	unsigned ndisp = 0;
 	int r;
@@ -647,7 +775,8 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	if (takeover)
-		takeover_prepare(d);
+		fetch_takeover_prepare(d);
+	worker_state_init(d);
 	/* A dead predecessor may have changed the entry (verified, bad and set aside). */
 	r = cache_entry_reload(d->entry);
 	if (r < 0)
@@ -655,37 +784,16 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	if (__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_BAD)
 		d->well_known_gone = true; /* the name may belong to a fresh daemon now */
 
-	pthread_mutex_init(&d->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&d->fetch_cond, &ca);
-	pthread_cond_init(&d->done_cond, &ca);
 	r = fetch_sched_init(&d->sched, &d->entry->present, d->cfg.blob.size, &d->pol,
 			     FETCH_MAX_EVENTS + FETCH_MAX_ENSURE);
 	if (r < 0)
 		fetch_fatal(d, r, "scheduler: %s", strerror(-r));
 	d->nfree = 0;
-	for (int i = FETCH_MAX_EVENTS - 1; i >= 0; i--) {
-		struct fetch_journal_slot *s = &sh->journal[i];
-		struct fetch_req *req = &d->pool[i];
-
-		if (s->state != SLOT_ACTIVE) {
+	for (int i = FETCH_MAX_EVENTS - 1; i >= 0; i--)
+		if (__atomic_load_n(&sh->journal[i].state, __ATOMIC_ACQUIRE) != SLOT_ACTIVE)
 			d->free_slots[d->nfree++] = i;
-			continue;
-		}
-		/* An event the dead worker had read: serve it like a new one. */
-		*req = (struct fetch_req){.kind = FETCH_REQ_EVENT,
-					  .fd = s->fd,
-					  .slot = i,
-					  .one = {.offset = s->off, .length = s->len}};
-		if (s->off >= d->cfg.blob.size || s->len == 0) {
-			req->result = 0; /* outside the blob: the read sees EOF */
-			fetch_answer_batch(d, &req, 1);
-		} else if ((r = fetch_sched_add(&d->sched, req, fetch_now_ms())) != 0) {
-			req->result = r > 0 ? 0 : -EIO; /* present, or never zeros */
-			fetch_answer_batch(d, &req, 1);
-		}
-	}
+	if (takeover)
+		fetch_takeover_serve(d);
 
 	if (!cache_entry_complete(d->entry)) {
 		r = oci_global_init();
@@ -715,6 +823,7 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 		for (; ndisp < DISPATCHERS; ndisp++)
 			start_thread(d, dispatcher, &disp[ndisp]);
 	start_thread(d, housekeeper, &house);
+	start_thread(d, fetch_guard_thread, &guard);
 
 	sh->ready = 1;
 	if (d->ready_fd >= 0) {
@@ -727,57 +836,5 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 			 d->entry->data_path);
 
 	fetch_control_loop(d); /* returns when no superblock or client uses the entry */
-
-	/* Leave: no new events can come from users (there are none); finish what is queued. */
-	sh->exiting = 1;
-	pthread_mutex_lock(&d->lock);
-	d->stopping = true;
-	pthread_cond_broadcast(&d->done_cond);
-	fetch_kick(d);
-	pthread_mutex_unlock(&d->lock);
-	{
-		uint64_t one = 1;
-
-		if (write(d->stop_efd, &one, sizeof(one)) < 0)
-			log_debug("eventfd write: %m");
-	}
-	for (unsigned i = 0; i < ndisp; i++)
-		pthread_join(disp[i], NULL);
-	settle(d);
-	pthread_mutex_lock(&d->lock);
-	while (d->sched.nreqs > 0) {
-		struct timespec ts;
-
-		abs_deadline(&ts, 200);
-		pthread_mutex_unlock(&d->lock);
-		settle(d);
-		pthread_mutex_lock(&d->lock);
-		pthread_cond_timedwait(&d->done_cond, &d->lock, &ts);
-	}
-	pthread_mutex_unlock(&d->lock);
-	/* A complete entry is verified before leaving, so the next mount needs no mark. */
-	if (__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_RUNNING &&
-	    cache_entry_complete(d->entry)) {
-		if (!__atomic_exchange_n(&d->verify_started, true, __ATOMIC_ACQ_REL))
-			(void)verifier(d);
-		for (int i = 0;
-		     i < 1200 && __atomic_load_n(&d->verify_started, __ATOMIC_ACQUIRE) &&
-		     __atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_RUNNING;
-		     i++)
-			usleep(50000);
-	}
-	r = cache_entry_flush(d->entry, true);
-	if (r < 0)
-		log_error("persisting the presence bitmap at exit: %s", strerror(-r));
-	else if (cache_entry_complete(d->entry) && sh->state != FETCH_STATE_BAD)
-		(void)cache_entry_set_flags(d->entry, CACHE_FLAG_COMPLETE, 0);
-	if (sh->state == FETCH_STATE_BAD)
-		cache_entry_remove_aside(d->entry);
-	log_info("exiting: %" PRIu64 " events, %" PRIu64 " answers (%" PRIu64 " fast, %" PRIu64
-		 " denied), %" PRIu64 " requests, %" PRIu64 " bytes fetched, %" PRIu64
-		 " of %" PRIu64 " bytes present",
-		 get64(&sh->events), get64(&sh->answers), get64(&sh->fast), get64(&sh->denied),
-		 get64(&sh->requests), get64(&sh->fetched_bytes),
-		 cache_entry_present_bytes(d->entry), d->cfg.blob.size);
-	_exit(0);
+	worker_leave(d, disp, ndisp, guard);
 }
