@@ -125,7 +125,7 @@ WORKER_DEATH = re.compile(r"worker \d+ killed by signal (\d+)|worker \d+ exited 
                           r"|the worker died while leaving \(status (0x[0-9a-f]+)\)")
 # A replacement worker's account of the events its dead predecessor held (worker.c): a
 # takeover test requires one with at least one event.
-TAKEOVER = re.compile(r"worker (\d+) took over: (\d+) event\(s\) to serve again, "
+TAKEOVER = re.compile(r"worker (\d+) took over(?: \(restart \d+\))?: (\d+) event\(s\) to serve again, "
                       r"(\d+) unrecorded one\(s\) denied")
 
 
