@@ -386,6 +386,19 @@ static void set_oom_score(void)
 	close(fd);
 }
 
+/* The daemon holds registry credentials and tokens in memory: a crash must not write them
+ * into a core file, and no other user may read its memory through /proc (not dumpable:
+ * /proc/PID files are root's, ptrace needs CAP_SYS_PTRACE). Forks inherit both. */
+static void no_core_dumps(void)
+{
+	struct rlimit rl = {0, 0};
+
+	if (setrlimit(RLIMIT_CORE, &rl) < 0)
+		log_debug("RLIMIT_CORE: %m");
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		log_debug("PR_SET_DUMPABLE: %m");
+}
+
 /* Each unanswered event holds an fd: allow FETCH_NOFILE. Exactly that, not the hard limit: a
  * takeover answers every fd number below the limit the dead worker could have used. */
 static void raise_nofile(struct fetch_daemon *d)
@@ -570,6 +583,7 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 			_exit(0);
 		leave_caller_cgroup();
 		set_oom_score();
+		no_core_dumps();
 		d.cfg = *cfg;
 		d.ready_fd = p[1];
 		d.run_dirfd = run_dirfd;

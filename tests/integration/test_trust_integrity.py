@@ -85,3 +85,17 @@ def test_a_mount_without_its_daemon_is_lost(lazy, plain_reg, image):
     assert st, lazy.status_of(mp)
     assert st["integrity"] == "insecure" and "daemon" in st["problem"], st
     lazy.umount(mp)
+
+
+def test_the_daemon_never_dumps_core(lazy, plain_reg, image):
+    """The daemon holds credentials and tokens in memory: no core file, whatever kills it."""
+    path, tree = image
+    plain_reg.client.push_image("trust/core", "v1", [(path, MT_EROFS)])
+    mp = lazy.mount(plain_reg.ref("trust/core", "v1"), opts="insecure")
+    st = lazy.status_of(mp)
+    for pid in (st["pid"], st["worker_pid"]):
+        with open(f"/proc/{pid}/limits") as f:
+            core = [line.split() for line in f if line.startswith("Max core file size")]
+        assert core and core[0][4:6] == ["0", "0"], core
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
