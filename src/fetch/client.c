@@ -75,16 +75,27 @@ DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 /* Say hello (or hold) on a connected socket and build the handle from the answer. */
 static int greet(int fd, bool hold, struct fetch_handle **ret, char *errbuf, size_t errlen)
 {
-	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", hold ? "hold" : "hello");
+	_cleanup_json_ json_t *req =
+	    json_pack("{s:s,s:i}", "op", hold ? "hold" : "hello", "proto", FETCH_PROTO_VERSION);
 	_cleanup_json_ json_t *reply = NULL;
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 	const char *data = NULL, *sock = NULL;
-	uint64_t pid = 0;
+	uint64_t pid = 0, proto = 1;
 	int r;
 
 	if (!req)
 		return -ENOMEM;
 	r = fetch_proto_call(fd, req, -1, &reply, NULL, errbuf, errlen);
+	if (r == -EPROTO || (r >= 0 && (util_json_get_u64(reply, "proto", &proto) < 0 ||
+					proto != FETCH_PROTO_VERSION))) {
+		/* A daemon of another version: it keeps serving its mounts; we never talk to it. */
+		snprintf(errbuf, errlen,
+			 "the running daemon of this image was started by another version of "
+			 "lazyerofs (control protocol %s, this one speaks %d); unmount the image's "
+			 "mounts so that it leaves, then mount again",
+			 r == -EPROTO ? "unknown" : proto == 1 ? "1" : "newer", FETCH_PROTO_VERSION);
+		return -EPROTO;
+	}
 	if (r < 0)
 		return r;
 	if (util_json_get_string(reply, "data_path", &data) < 0 ||
@@ -163,16 +174,17 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 	deadline = fetch_now_ms() + 30000;
 	for (;;) {
 		_cleanup_close_ int fd = -1, lock = -1;
-		char ignored[256];
 		pid_t pid;
 
 		r = connect_unix(sock, &fd);
 		if (r >= 0) {
-			r = greet(fd, true, ret, ignored, sizeof(ignored));
+			r = greet(fd, true, ret, errbuf, errlen);
 			if (r >= 0) {
 				fd = -1; /* now owned by the handle */
 				return 0;
 			}
+			if (r == -EPROTO)
+				return r;
 			/* The daemon is leaving (it stopped taking holds) or its worker is being
 			 * replaced: try again shortly. */
 		} else if (r != -ENOENT && r != -ECONNREFUSED) {

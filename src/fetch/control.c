@@ -361,7 +361,8 @@ static int reply_hello(struct conn *c)
 {
 	struct fetch_daemon *d = c->d;
 	_cleanup_json_ json_t *o = json_pack(
-	    "{s:b,s:i,s:i,s:s,s:s,s:s}", "ok", 1, "pid", (int)d->sh->holder_pid, "worker_pid",
+	    "{s:b,s:i,s:i,s:i,s:s,s:s,s:s}", "ok", 1, "proto", FETCH_PROTO_VERSION, "pid",
+	    (int)d->sh->holder_pid, "worker_pid",
 	    (int)getpid(), "data_path", d->entry->data_path, "socket", d->sock2_path, "state",
 	    fetch_state_name(__atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE)));
 
@@ -538,6 +539,7 @@ static void *conn_thread(void *arg)
 		_cleanup_json_ json_t *req = NULL;
 		_cleanup_close_ int pfd = -1;
 		const char *op = NULL;
+		uint64_t proto = 0;
 		size_t len;
 		int r;
 
@@ -547,6 +549,13 @@ static void *conn_thread(void *arg)
 		if (util_json_parse(line, len, FETCH_LINE_MAX, &req) < 0 ||
 		    util_json_get_string(req, "op", &op) < 0) {
 			r = reply_error(c->fd, EBADMSG, "malformed request");
+		} else if ((!strcmp(op, "hello") || !strcmp(op, "hold")) &&
+			   (util_json_get_u64(req, "proto", &proto) < 0 ||
+			    proto != FETCH_PROTO_VERSION)) {
+			r = reply_error(c->fd, EPROTO,
+					"this daemon speaks control protocol version %d: it was "
+					"started by another version of lazyerofs",
+					FETCH_PROTO_VERSION);
 		} else if (!strcmp(op, "hello")) {
 			r = reply_hello(c);
 		} else if (!strcmp(op, "hold")) {

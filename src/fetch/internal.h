@@ -39,6 +39,10 @@
 #define FETCH_MAX_PENDING	16384
 #define FETCH_MAX_EVENTS	(FETCH_MAX_PENDING + FETCH_DISPATCHERS * FETCH_READ_BATCH)
 #define FETCH_NOFILE		(FETCH_MAX_EVENTS + 4096) /* + sockets, connections, files */
+/* The control protocol's version, in every hello and hold and its answer. A daemon started by
+ * another version of lazyerofs (a package upgrade while it runs) is refused, never misread:
+ * 2 = leaving daemons refuse holds, probes, "proto" itself (1: no "proto"). */
+#define FETCH_PROTO_VERSION	2
 #define FETCH_MAX_ENSURE	64	   /* ensure requests waiting at once */
 /* Superblocks tracked. The table lives in anonymous shared memory, whose pages are only
  * backed once touched: it grows with use up to this bound (~4 MiB). */
