@@ -223,41 +223,35 @@ static void read_inotify(struct fetch_daemon *d)
 	}
 }
 
-static bool read_notif(struct fetch_daemon *d)
+/* Opens of the data file the event threads saw (note_open in worker.c). */
+static bool read_opens(struct fetch_daemon *d)
 {
-	uint64_t buf[256];
-	bool opened = false;
+	struct fetch_open_note v[ARRAY_SIZE(d->opens)];
+	uint64_t count;
+	unsigned n;
 
-	for (;;) {
-		struct fetch_event evs[64];
-		ssize_t n = read(d->notif_fd, buf, sizeof(buf));
-		size_t k;
-		bool bad;
+	if (read(d->open_efd, &count, sizeof(count)) < 0)
+		return false;
+	pthread_mutex_lock(&d->lock);
+	n = d->nopens;
+	memcpy(v, d->opens, n * sizeof(v[0]));
+	d->nopens = 0;
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned i = 0; i < n; i++) {
+		bool known = false;
 
-		if (n <= 0)
-			return opened;
-		k = fetch_events_parse(buf, (size_t)n, evs, ARRAY_SIZE(evs), &bad);
-		for (size_t i = 0; i < k; i++) {
-			bool known = false;
-
-			if (evs[i].fd >= 0)
-				close(evs[i].fd);
-			if (evs[i].pid == d->sh->holder_pid || evs[i].pid == getpid() ||
-			    evs[i].pid <= 0)
-				continue;
-			/* Only the daemon writes the data file, through fds it never closes. */
-			if (evs[i].mask & FAN_CLOSE_WRITE)
-				fetch_entry_tampered(d, "opened for writing by another process");
-			opened = true;
-			for (size_t j = 0; j < ARRAY_SIZE(d->openers); j++)
-				known = known || d->openers[j] == evs[i].pid;
-			if (!known) {
-				memmove(&d->openers[1], &d->openers[0],
-					sizeof(d->openers) - sizeof(d->openers[0]));
-				d->openers[0] = evs[i].pid;
-			}
+		/* Only the daemon writes the data file, through fds it never closes. */
+		if (v[i].mask & FAN_CLOSE_WRITE)
+			fetch_entry_tampered(d, "opened for writing by another process");
+		for (size_t j = 0; j < ARRAY_SIZE(d->openers); j++)
+			known = known || d->openers[j] == v[i].pid;
+		if (!known) {
+			memmove(&d->openers[1], &d->openers[0],
+				sizeof(d->openers) - sizeof(d->openers[0]));
+			d->openers[0] = v[i].pid;
 		}
 	}
+	return n > 0;
 }
 
 /* ---- status -----------------------------------------------------------------------------------
@@ -675,7 +669,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 		pfd[np++] = (struct pollfd){.fd = d->listen_fd, .events = POLLIN};
 		pfd[np++] = (struct pollfd){.fd = d->listen2_fd, .events = POLLIN};
 		pfd[np++] = (struct pollfd){.fd = d->ino_fd, .events = POLLIN};
-		pfd[np++] = (struct pollfd){.fd = d->notif_fd, .events = POLLIN};
+		pfd[np++] = (struct pollfd){.fd = d->open_efd, .events = POLLIN};
 		for (size_t i = 0; i < ARRAY_SIZE(d->rescan_at); i++)
 			if (d->rescan_at[i])
 				wait = MIN(wait, d->rescan_at[i] > now ? d->rescan_at[i] - now : 0);
@@ -688,7 +682,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 			accept_conn(d, d->listen2_fd);
 		if (pfd[2].revents & POLLIN)
 			read_inotify(d);
-		if (d->notif_fd >= 0 && (pfd[3].revents & POLLIN) && read_notif(d)) {
+		if ((pfd[3].revents & POLLIN) && read_opens(d)) {
 			/* Someone opened the data file: maybe a mount that never attaches. The
 			 * mount appears in mountinfo only once mount(2) returns. */
 			d->rescan_at[0] = now + 100;

@@ -231,7 +231,6 @@ size_t fetch_essential_fds(const struct fetch_daemon *d, int *out, size_t max)
 			 d->run_dirfd,
 			 d->fan_fd,
 			 d->rd_fd,
-			 d->notif_fd,
 			 d->ino_fd,
 			 d->listen_fd,
 			 d->listen2_fd,
@@ -286,7 +285,11 @@ static void setup_marks(struct fetch_daemon *d)
 		init_failed(d, err, "fanotify_init(FAN_CLASS_PRE_CONTENT)",
 			    "fs.fanotify.max_user_groups");
 	}
-	if (fanotify_mark(d->fan_fd, FAN_MARK_ADD, FAN_PRE_ACCESS, e->data_fd, NULL) < 0) {
+	/* One group for everything: pre-content events, and opens of the data file (a hint to
+	 * look for superblocks; a close after writing means someone else wrote it). A daemon
+	 * takes one fanotify group of the per-user limit (fs.fanotify.max_user_groups). */
+	if (fanotify_mark(d->fan_fd, FAN_MARK_ADD, FAN_PRE_ACCESS | FETCH_NOTIFY_EVENTS, e->data_fd,
+			  NULL) < 0) {
 		int err = errno;
 
 		cache_fs_name(e->data_fd, fs, sizeof(fs));
@@ -512,18 +515,6 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	if (d->sh->state != FETCH_STATE_RUNNING &&
 	    fanotify_mark(d->fan_fd, FAN_MARK_REMOVE, FAN_PRE_ACCESS, d->entry->data_fd, NULL) == 0)
 		d->sh->marked = 0;
-	d->notif_fd = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK,
-				    O_RDONLY | O_LARGEFILE | O_CLOEXEC);
-	if (d->notif_fd < 0)
-		log_warning("fanotify_init(FAN_CLASS_NOTIF): %m; relying on attach alone%s",
-			    errno == EMFILE ? " (raise fs.fanotify.max_user_groups)" : "");
-	if (d->notif_fd >= 0 &&
-	    fanotify_mark(d->notif_fd, FAN_MARK_ADD, FAN_OPEN | FAN_CLOSE_WRITE, d->entry->data_fd,
-			  NULL) < 0) {
-		log_warning("fanotify notification mark: %m; relying on attach alone");
-		close(d->notif_fd);
-		d->notif_fd = -1;
-	}
 	d->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (d->ino_fd < 0)
 		init_failed(d, errno, "inotify_init1", "fs.inotify.max_user_instances");
@@ -587,7 +578,7 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		d.cfg = *cfg;
 		d.ready_fd = p[1];
 		d.run_dirfd = run_dirfd;
-		d.listen_fd = d.listen2_fd = d.notif_fd = d.ino_fd = d.fan_fd = d.rd_fd = -1;
+		d.listen_fd = d.listen2_fd = d.ino_fd = d.fan_fd = d.rd_fd = -1;
 		d.log_fd = -1;
 		d.devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (d.devnull_fd < 0)

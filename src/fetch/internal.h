@@ -123,7 +123,6 @@ struct fetch_daemon {
 	int fan_fd;	/* pre-content group; -1 when the entry needed no mark */
 	int rd_fd;	/* O_RDONLY data fd opened before the mark: handed to mount helpers
 			 * for reading what an ensure made present, without events */
-	int notif_fd;	/* FAN_OPEN notifications: a hint to look for new superblocks */
 	int ino_fd;	/* inotify: superblock lifetime */
 	int listen_fd;	/* daemon-<key>.sock: how new mounts find the daemon */
 	int listen2_fd; /* daemon-<key>-<pid>.sock: stable for this daemon's whole life */
@@ -154,6 +153,15 @@ struct fetch_daemon {
 	bool well_known_gone;	   /* (lock) the discovery socket was unlinked (bad entry) */
 	bool verify_started;	   /* housekeeping thread only */
 	int stop_efd;		   /* eventfd: wakes poll loops at exit */
+	/* Opens of the data file seen by the event threads (FAN_OPEN, FAN_CLOSE_WRITE arrive on
+	 * the pre-content group too: one fanotify group per daemon), for the control loop,
+	 * which open_efd wakes. */
+	struct fetch_open_note {
+		pid_t pid;
+		uint32_t mask;
+	} opens[16];		   /* (lock) */
+	unsigned nopens;	   /* (lock) */
+	int open_efd;
 	struct oci_client *client; /* NULL when the entry is complete (nothing to fetch) */
 	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */
 	pid_t openers[8];	   /* main loop only: recent openers of the data file (their
@@ -192,6 +200,8 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover);
 void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n);
 void fetch_kick(struct fetch_daemon *d); /* wake fetchers (call with lock held) */
 void fetch_fill_status(struct fetch_daemon *d, json_t *o);
+/* Events of the group that are notifications (open, close after writing): no answer. */
+#define FETCH_NOTIFY_EVENTS (FAN_OPEN | FAN_CLOSE_WRITE)
 int fetch_remove_mark(struct fetch_daemon *d);
 /* Someone else changed the cache files (`why`): deny every read with EIO from now on, set the
  * entry aside as bad, and let new mounts start a fresh one. */

@@ -196,6 +196,30 @@ static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const stru
 	}
 }
 
+/* Tell the control loop who opened the data file (the daemon's own opens aside). */
+static void note_open(struct fetch_daemon *d, const struct fetch_event *ev)
+{
+	uint64_t one = 1;
+	bool known = false;
+
+	if (own_pid(d, ev->pid) || ev->pid <= 0)
+		return;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < d->nopens; i++)
+		if (d->opens[i].pid == ev->pid) {
+			d->opens[i].mask |= (uint32_t)ev->mask;
+			known = true;
+		}
+	if (!known && d->nopens < ARRAY_SIZE(d->opens))
+		d->opens[d->nopens++] = (struct fetch_open_note){ev->pid, (uint32_t)ev->mask};
+	else if (!known) /* full: the newest replaces the oldest, the masks add up */
+		d->opens[ARRAY_SIZE(d->opens) - 1] = (struct fetch_open_note){
+		    ev->pid, (uint32_t)ev->mask | d->opens[ARRAY_SIZE(d->opens) - 1].mask};
+	pthread_mutex_unlock(&d->lock);
+	if (write(d->open_efd, &one, sizeof(one)) < 0)
+		log_debug("eventfd write: %m");
+}
+
 static void *dispatcher(void *arg)
 {
 	struct fetch_daemon *d = arg;
@@ -262,6 +286,11 @@ static void *dispatcher(void *arg)
 
 			if (evs[i].fd < 0)
 				continue; /* not a permission event: nothing to answer */
+			if (!(evs[i].mask & ~(uint64_t)FETCH_NOTIFY_EVENTS)) {
+				note_open(d, &evs[i]); /* a notification: no answer */
+				close(evs[i].fd);
+				continue;
+			}
 			slot = slots[k];
 			r = &d->pool[slot];
 			*r = (struct fetch_req){.kind = FETCH_REQ_EVENT,
@@ -809,7 +838,8 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 		}
 	}
 	d->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (d->stop_efd < 0)
+	d->open_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->stop_efd < 0 || d->open_efd < 0)
 		fetch_fatal(d, errno, "eventfd: %s", strerror(errno));
 	snprintf(d->log_path, sizeof(d->log_path), "%s/daemon-%s.log", d->cfg.run_dir,
 		 d->cfg.blob.cache_key);
