@@ -353,6 +353,31 @@ int oci_creds_helper_reply_parse(const void *buf, size_t len, struct oci_creds *
 
 /* ---- looking in the files and asking helpers ----------------------------------------------- */
 
+/* write(2) to a pipe whose reader may be gone, without SIGPIPE killing the caller (a helper
+ * that exits without reading its stdin): EPIPE instead. A library leaves the process's
+ * dispositions alone: SIGPIPE is blocked for this thread and a pending one taken back. */
+static ssize_t write_nosigpipe(int fd, const void *buf, size_t len)
+{
+	sigset_t pipe_set, old;
+	ssize_t k;
+	int err;
+
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	k = write(fd, buf, len);
+	err = errno;
+	if (k < 0 && err == EPIPE && !sigismember(&old, SIGPIPE)) {
+		struct timespec zero = {0, 0};
+
+		while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+			;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = err;
+	return k;
+}
+
 static int run_helper(const char *helper, const char *server, struct oci_creds *ret, char *errbuf,
 		      size_t errlen)
 {
@@ -415,7 +440,7 @@ static int run_helper(const char *helper, const char *server, struct oci_creds *
 		if (n < 0 && errno != EINTR)
 			break;
 		if (in_w >= 0 && (p[1].revents & (POLLOUT | POLLERR | POLLHUP))) {
-			k = write(in_w, server + written, slen - written);
+			k = write_nosigpipe(in_w, server + written, slen - written);
 			if (k > 0)
 				written += (size_t)k;
 			if (k < 0 || written == slen) {

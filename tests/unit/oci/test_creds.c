@@ -262,6 +262,12 @@ static void test_find(void **state)
 	why[0] = 0;
 	assert_true(oci_creds_find(c, &cr, &src, why, sizeof(why)) < 0);
 	assert_non_null(strstr(why, "docker-credential-unit"));
+	/* one that closes its stdin unread: the server name meets a pipe without a reader,
+	 * which fails the lookup instead of killing the caller with SIGPIPE */
+	write_file("docker-credential-unit", "#!/bin/sh\nexec 0<&-\nsleep 0.3\nexit 1\n", 0755);
+	why[0] = 0;
+	assert_true(oci_creds_find(c, &cr, &src, why, sizeof(why)) < 0);
+	assert_non_null(strstr(why, "docker-credential-unit"));
 	write_file("config.json", "{\"credsStore\":\"nonexistent\"}", 0600);
 	why[0] = 0;
 	assert_true(oci_creds_find(c, &cr, &src, why, sizeof(why)) < 0);
