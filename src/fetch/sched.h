@@ -66,6 +66,7 @@ struct fetch_req {
 		      * whether the registry answers again */
 	bool held;   /* such an event while a probe is under way: waits for its outcome */
 	bool probe_sent; /* the probe's fetch went out */
+	bool taken_over; /* read by a worker that died: it may have answered it already */
 	void *owner; /* caller's cookie */
 };
 

@@ -105,7 +105,8 @@ void fetch_takeover_serve(struct fetch_daemon *d)
 					  .fd = s->fd,
 					  .slot = i,
 					  .deadline_ms = s->deadline_ms ? s->deadline_ms : now,
-					  .one = {.offset = s->off, .length = s->len}};
+					  .one = {.offset = s->off, .length = s->len},
+					  .taken_over = true};
 		if (s->off >= d->cfg.blob.size || s->len == 0) {
 			req->result = 0; /* outside the blob: the read sees EOF */
 			fetch_answer_batch(d, &req, 1);

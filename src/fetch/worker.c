@@ -74,6 +74,7 @@ void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		struct fetch_req *r = v[i];
 		struct fanotify_response resp;
+		bool answered;
 
 		if (r->kind != FETCH_REQ_EVENT)
 			continue; /* its waiter is woken below */
@@ -85,19 +86,32 @@ void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n)
 		}
 		/* Only a response the kernel took counts as an answer; a failed one is logged
 		 * (tests fail on that line) and the event stays unanswered in the count. */
+		answered = false;
 		for (;;) {
 			if (write(d->fan_fd, &resp, sizeof(resp)) == (ssize_t)sizeof(resp)) {
-				add64(&d->sh->answers, 1);
+				answered = true;
 				break;
 			}
 			if (errno == EINTR)
 				continue;
+			if (errno == ENOENT && r->taken_over) {
+				/* The dead worker's answer reached the kernel, then it died before
+				 * it could free the journal slot: answered once, by it. */
+				log_info("event fd %d had been answered by the worker that died",
+					 r->fd);
+				answered = true;
+				break;
+			}
 			log_error("answering event fd %d: %m", r->fd);
 			break;
 		}
 		/* Journal slot first, fd second: a replacement worker then never sees a
-		 * finished event whose fd number was already reused. */
+		 * finished event whose fd number was already reused. The count comes after the
+		 * slot: a worker that dies between the two is taken over without this event and
+		 * leaves the count one short, never counts it twice. */
 		__atomic_store_n(&d->sh->journal[r->slot].state, SLOT_FREE, __ATOMIC_RELEASE);
+		if (answered)
+			add64(&d->sh->answers, 1);
 		close(r->fd);
 	}
 	if (n == 0)

@@ -69,7 +69,7 @@ print(f"ok {ok} eio {eio}")
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    return build_big_image(str(tmp_path_factory.mktemp("stress")), files=4, mib=16)
+    return build_big_image(str(tmp_path_factory.mktemp("stress")), files=8, mib=32)
 
 
 class FaultInjector(threading.Thread):
