@@ -170,7 +170,7 @@ static void rescan_ns(struct fetch_daemon *d, pid_t pid)
 			m->wd = wd;
 			m->dev = dev;
 			set_str(m->mountpoint, sizeof(m->mountpoint), f[4]);
-			d->sh->had_user = 1;
+			SH_STORE(d->sh->had_user, 1);
 			log_info("found a mount of the entry at '%s'%s", m->mountpoint,
 				 pid > 0 ? " (in an opener's mount namespace)" : "");
 		}
@@ -295,12 +295,12 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "denied", json_integer((json_int_t)get64(&sh->denied)));
 	json_object_set_new(o, "errors", json_integer((json_int_t)get64(&sh->errors)));
 	json_object_set_new(o, "pending", json_integer((json_int_t)pending));
-	json_object_set_new(o, "pid", json_integer(sh->holder_pid));
+	json_object_set_new(o, "pid", json_integer(SH_LOAD(sh->holder_pid)));
 	json_object_set_new(o, "worker_pid", json_integer(getpid()));
-	json_object_set_new(o, "restarts", json_integer(sh->restarts));
-	json_object_set_new(o, "holder_restarts", json_integer(sh->holder_restarts));
+	json_object_set_new(o, "restarts", json_integer(SH_LOAD(sh->restarts)));
+	json_object_set_new(o, "holder_restarts", json_integer(SH_LOAD(sh->holder_restarts)));
 	json_object_set_new(o, "state", json_string(fetch_state_name(state)));
-	json_object_set_new(o, "marked", json_boolean(sh->marked));
+	json_object_set_new(o, "marked", json_boolean(SH_LOAD(sh->marked)));
 	json_object_set_new(o, "mounts", json_integer(mounts));
 	json_object_set_new(o, "mount_list", list ? list : json_null());
 	json_object_set_new(o, "chunk_size", json_integer((json_int_t)d->pol.chunk_size));
@@ -356,7 +356,7 @@ static int reply_hello(struct conn *c)
 	struct fetch_daemon *d = c->d;
 	_cleanup_json_ json_t *o = json_pack(
 	    "{s:b,s:i,s:i,s:i,s:s,s:s,s:s}", "ok", 1, "proto", FETCH_PROTO_VERSION, "pid",
-	    (int)d->sh->holder_pid, "worker_pid",
+	    (int)SH_LOAD(d->sh->holder_pid), "worker_pid",
 	    (int)getpid(), "data_path", d->entry->data_path, "socket", d->sock2_path, "state",
 	    fetch_state_name(__atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE)));
 
@@ -474,7 +474,7 @@ static int do_attach(struct conn *c, json_t *req, int fd)
 		m->mnt_id = mnt_id;
 		set_str(m->mountpoint, sizeof(m->mountpoint), mp);
 		set_str(m->source, sizeof(m->source), src);
-		d->sh->had_user = 1;
+		SH_STORE(d->sh->had_user, 1);
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (!m)
@@ -573,7 +573,7 @@ static void *conn_thread(void *arg)
 			if (!c->holding)
 				d->holds++;
 			c->holding = true;
-			d->sh->had_user = 1;
+			SH_STORE(d->sh->had_user, 1);
 			pthread_mutex_unlock(&d->lock);
 			r = reply_hello(c);
 		} else if (!strcmp(op, "status")) {
@@ -654,7 +654,7 @@ static void accept_conn(struct fetch_daemon *d, int lfd)
 
 void fetch_control_loop(struct fetch_daemon *d)
 {
-	uint64_t not_before = fetch_now_ms() + (d->sh->restarts ? 10000 : 0);
+	uint64_t not_before = fetch_now_ms() + (SH_LOAD(d->sh->restarts) ? 10000 : 0);
 	bool term_logged = false;
 
 	/* Superblocks that already use the file (a replacement worker, or a daemon restarted
@@ -709,7 +709,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 		}
 		if (users > 0 || now < not_before || rescan_soon)
 			continue;
-		if (!d->sh->had_user && now - d->sh->started_ms < FETCH_GRACE_MS &&
+		if (!SH_LOAD(d->sh->had_user) && now - d->sh->started_ms < FETCH_GRACE_MS &&
 		    !fetch_term_requested())
 			continue;
 		/* A last look for a mount that is just being made; then stop taking holds, and

@@ -89,7 +89,7 @@ _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd
 			pid_t pid = fork();
 
 			if (pid < 0) {
-				if (!d->sh->ready)
+				if (!SH_LOAD(d->sh->ready))
 					fetch_fatal(d, errno, "fork: %s", strerror(errno));
 				log_error("fork of a replacement worker: %m; retrying");
 				sleep(1);
@@ -125,11 +125,11 @@ _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd
 		pidfd = -1;
 		if (__atomic_load_n(&d->sh->worker_done, __ATOMIC_ACQUIRE))
 			break;
-		if (!d->sh->ready) {
+		if (!SH_LOAD(d->sh->ready)) {
 			log_error("the worker failed to start (status 0x%x)", st);
 			_exit(2);
 		}
-		if (d->sh->exiting) {
+		if (SH_LOAD(d->sh->exiting)) {
 			log_warning("the worker died while leaving (status 0x%x)", st);
 			break;
 		}

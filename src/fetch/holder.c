@@ -307,7 +307,7 @@ static void setup_marks(struct fetch_daemon *d)
 		fetch_fatal(d, err, "fanotify_mark of the cache file '%s': %s", e->data_path,
 			    strerror(err));
 	}
-	d->sh->marked = 1;
+	SH_STORE(d->sh->marked, 1);
 }
 
 /* ---- what the daemon must not inherit from its caller (fact 15) -------------------------- */
@@ -474,7 +474,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	if (d->sh == MAP_FAILED)
 		fetch_fatal(d, errno, "mapping the daemon's shared state: %s", strerror(errno));
 	/* Fresh anonymous memory is zero: only what is touched gets backed (the mount table). */
-	d->sh->holder_pid = getpid();
+	SH_STORE(d->sh->holder_pid, getpid());
 	d->sh->started_ms = fetch_now_ms();
 	d->sh->hiwater_fd = -1;
 	raise_nofile(d);
@@ -514,7 +514,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	setup_marks(d);
 	if (d->sh->state != FETCH_STATE_RUNNING &&
 	    fanotify_mark(d->fan_fd, FAN_MARK_REMOVE, FAN_PRE_ACCESS, d->entry->data_fd, NULL) == 0)
-		d->sh->marked = 0;
+		SH_STORE(d->sh->marked, 0);
 	d->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (d->ino_fd < 0)
 		init_failed(d, errno, "inotify_init1", "fs.inotify.max_user_instances");

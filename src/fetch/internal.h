@@ -86,6 +86,11 @@ struct fetch_mount_rec {
 	char source[512];
 };
 
+/* Fields of struct fetch_shared that several threads or processes touch: read and written
+ * whole, atomically (the counters use atomic adds). */
+#define SH_LOAD(field)	      __atomic_load_n(&(field), __ATOMIC_ACQUIRE)
+#define SH_STORE(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELEASE)
+
 /* Shared between the holder and successive workers (MAP_SHARED, made before fork). Fields
  * written by the worker only; counters are updated with atomics. */
 struct fetch_shared {

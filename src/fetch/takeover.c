@@ -82,7 +82,7 @@ void fetch_takeover_prepare(struct fetch_daemon *d)
 	free(journaled);
 	log_info("worker %d took over (restart %u): %u event(s) to serve again, %u unrecorded "
 		 "one(s) denied%s",
-		 (int)getpid(), sh->restarts, known, unknown,
+		 (int)getpid(), SH_LOAD(sh->restarts), known, unknown,
 		 dropped ? ", inconsistent journal slots dropped" : "");
 }
 

@@ -147,7 +147,7 @@ static void settle(struct fetch_daemon *d)
 
 static bool own_pid(struct fetch_daemon *d, pid_t pid)
 {
-	return pid == d->sh->holder_pid || pid == getpid();
+	return pid == SH_LOAD(d->sh->holder_pid) || pid == getpid();
 }
 
 static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const struct fetch_event *ev)
@@ -482,11 +482,11 @@ static void *fetcher(void *arg)
 
 int fetch_remove_mark(struct fetch_daemon *d)
 {
-	if (d->fan_fd < 0 || !d->sh->marked)
+	if (d->fan_fd < 0 || !SH_LOAD(d->sh->marked))
 		return 0;
 	if (fanotify_mark(d->fan_fd, FAN_MARK_REMOVE, FAN_PRE_ACCESS, d->entry->data_fd, NULL) < 0)
 		return -errno;
-	d->sh->marked = 0;
+	SH_STORE(d->sh->marked, 0);
 	return 0;
 }
 
@@ -869,14 +869,14 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	start_thread(d, housekeeper, &house);
 	start_thread(d, fetch_guard_thread, &guard);
 
-	sh->ready = 1;
+	SH_STORE(sh->ready, 1);
 	if (d->ready_fd >= 0) {
-		dprintf(d->ready_fd, "OK %d\n", (int)sh->holder_pid);
+		dprintf(d->ready_fd, "OK %d\n", (int)SH_LOAD(sh->holder_pid));
 		close(d->ready_fd);
 		d->ready_fd = -1;
 	}
 	if (!takeover)
-		log_info("ready: pid %d (worker %d), data %s", (int)sh->holder_pid, (int)getpid(),
+		log_info("ready: pid %d (worker %d), data %s", (int)SH_LOAD(sh->holder_pid), (int)getpid(),
 			 d->entry->data_path);
 
 	fetch_control_loop(d); /* returns when no superblock or client uses the entry */
