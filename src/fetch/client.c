@@ -344,7 +344,7 @@ int fetch_data_fd(struct fetch_handle *h, int *ret_fd, char *errbuf, size_t errl
 }
 
 int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint,
-		 const char *source)
+		 const char *source, const char *state_file)
 {
 	_cleanup_json_ json_t *req = NULL, *reply = NULL;
 	_cleanup_close_ int fd = -1;
@@ -353,8 +353,9 @@ int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint
 	fd = open(mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	req = json_pack("{s:s,s:I,s:s,s:s}", "op", "attach", "mnt_id", (json_int_t)mnt_id,
-			"mountpoint", mountpoint, "source", source ? source : "");
+	req = json_pack("{s:s,s:I,s:s,s:s,s:s}", "op", "attach", "mnt_id", (json_int_t)mnt_id,
+			"mountpoint", mountpoint, "source", source ? source : "", "state",
+			state_file ? state_file : "");
 	if (!req)
 		return -ENOMEM;
 	return call(h, req, fd, &reply, err, sizeof(err));

@@ -216,6 +216,10 @@ static void read_inotify(struct fetch_daemon *d)
 				if (!m->used || m->wd != ev.wd)
 					continue;
 				log_info("superblock of '%s' released", m->mountpoint);
+				/* Its mount is gone, maybe by a plain umount(8): so is its state. */
+				if (m->state[0] && unlinkat(d->run_dirfd, m->state, 0) == 0)
+					log_info("removed the state file %s of '%s'", m->state,
+						 m->mountpoint);
 				m->used = 0;
 			}
 			pthread_mutex_unlock(&d->lock);
@@ -446,7 +450,7 @@ static int do_data_fd(struct conn *c)
 static int do_attach(struct conn *c, json_t *req, int fd)
 {
 	struct fetch_daemon *d = c->d;
-	const char *mp = "", *src = "";
+	const char *mp = "", *src = "", *state = "";
 	struct fetch_mount_rec *m;
 	uint64_t mnt_id = 0;
 	char path[64];
@@ -456,6 +460,9 @@ static int do_attach(struct conn *c, json_t *req, int fd)
 	(void)util_json_get_u64(req, "mnt_id", &mnt_id);
 	(void)util_json_get_string(req, "mountpoint", &mp);
 	(void)util_json_get_string(req, "source", &src);
+	(void)util_json_get_string(req, "state", &state);
+	if (strlen(state) >= sizeof(m->state) || strspn(state, "0123456789") != strlen(state))
+		return reply_error(c->fd, EINVAL, "attach: 'state' must be a state file's name");
 	if (fd < 0)
 		return reply_error(c->fd, EINVAL, "attach: the mountpoint's fd was not passed");
 	if (fstat(fd, &st) < 0)
@@ -474,6 +481,7 @@ static int do_attach(struct conn *c, json_t *req, int fd)
 		m->mnt_id = mnt_id;
 		set_str(m->mountpoint, sizeof(m->mountpoint), mp);
 		set_str(m->source, sizeof(m->source), src);
+		set_str(m->state, sizeof(m->state), state);
 		SH_STORE(d->sh->had_user, 1);
 	}
 	pthread_mutex_unlock(&d->lock);

@@ -70,9 +70,12 @@ int fetch_data_fd(struct fetch_handle *h, int *ret_fd, char *errbuf, size_t errl
 /* Register / unregister a mount of the entry (mnt_id from STATX_MNT_ID_UNIQUE). attach opens
  * the mountpoint (O_PATH, in the caller's mount namespace) and passes it to the daemon, which
  * watches that superblock: the daemon lives until the superblock is released (after umount,
- * or after umount -l once the last open file closes), detach or not. */
+ * or after umount -l once the last open file closes), detach or not. state_file names the
+ * mount's state file in the run directory (digits only, or NULL): when the superblock is
+ * released -- also after a plain umount(8) that no lazyerofs command saw -- the daemon
+ * removes it. */
 int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint,
-		 const char *source);
+		 const char *source, const char *state_file);
 /* Connect to a daemon by its socket path (from a state file). */
 int fetch_connect(const char *socket_path, struct fetch_handle **ret);
 int fetch_detach(struct fetch_handle *h, uint64_t mnt_id);

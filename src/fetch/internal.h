@@ -84,6 +84,7 @@ struct fetch_mount_rec {
 	uint64_t dev;	 /* st_dev of the root: one per superblock */
 	char mountpoint[512];
 	char source[512];
+	char state[24]; /* the mount's state file in the run directory ("" if none) */
 };
 
 /* Fields of struct fetch_shared that several threads or processes touch: read and written

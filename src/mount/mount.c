@@ -300,7 +300,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	struct oci_error oerr = { 0 };
 	struct fetch_config cfg = { 0 };
 	struct mount_state st = { 0 };
-	char optbuf[128];
+	char optbuf[128], state_file[32];
 	const char *cache_dir, *run_dir;
 	bool mounted = false, state_written = false, weak_entry = false;
 	uint64_t t0 = now_ms(), t;
@@ -444,7 +444,8 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	}
 	state_written = true;
 
-	r = fetch_attach(h, res->mnt_id, mnt_abs, pub_source);
+	mount_state_name(res->mnt_id, state_file);
+	r = fetch_attach(h, res->mnt_id, mnt_abs, pub_source, state_file);
 	if (r < 0) {
 		snprintf(err, errlen, "registering the mount with the fetch daemon: %s",
 			 strerror(-r));

@@ -118,6 +118,8 @@ int mount_state_write(int run_dirfd, const struct mount_state *s);
 /* -ENOENT when there is no state file for mnt_id; -EBADMSG when it is damaged. */
 int mount_state_read(int run_dirfd, uint64_t mnt_id, struct mount_state *ret);
 int mount_state_remove(int run_dirfd, uint64_t mnt_id);
+/* The state file's name in the run directory: the decimal mnt_id. */
+void mount_state_name(uint64_t mnt_id, char name[32]);
 /* Serialise / parse (pure; used by the above and the unit tests). */
 int mount_state_to_json(const struct mount_state *s, char **ret);
 int mount_state_from_json(const char *buf, size_t len, struct mount_state *ret);

@@ -158,7 +158,7 @@ char *mount_public_source(const char *source, bool is_url)
 	return out;
 }
 
-static void state_name(uint64_t mnt_id, char name[32])
+void mount_state_name(uint64_t mnt_id, char name[32])
 {
 	snprintf(name, 32, "%" PRIu64, mnt_id);
 }
@@ -172,7 +172,7 @@ int mount_state_write(int run_dirfd, const struct mount_state *s)
 	r = mount_state_to_json(s, &text);
 	if (r < 0)
 		return r;
-	state_name(s->mnt_id, name);
+	mount_state_name(s->mnt_id, name);
 	return util_write_file_atomic(run_dirfd, name, text, strlen(text), 0600);
 }
 
@@ -183,7 +183,7 @@ int mount_state_read(int run_dirfd, uint64_t mnt_id, struct mount_state *ret)
 	char name[32];
 	int r;
 
-	state_name(mnt_id, name);
+	mount_state_name(mnt_id, name);
 	r = util_read_file(run_dirfd, name, STATE_MAX, 1, &text, &len);
 	if (r < 0)
 		return r == -ELOOP ? -EBADMSG : r;
@@ -201,7 +201,7 @@ int mount_state_remove(int run_dirfd, uint64_t mnt_id)
 {
 	char name[32];
 
-	state_name(mnt_id, name);
+	mount_state_name(mnt_id, name);
 	if (unlinkat(run_dirfd, name, 0) < 0 && errno != ENOENT)
 		return -errno;
 	return 0;

@@ -452,7 +452,8 @@ def test_plain_umount8_ends_daemon(lazy, images):
     t0 = time.monotonic()
     assert lazy.wait_daemon_gone(pid, timeout=60), "daemon outlived its only mount"
     record_numbers(f"daemon exit after umount(8): {(time.monotonic() - t0) * 1000:.0f} ms")
-    # The state file is stale now; status notices and removes it.
+    # The daemon removed the state of the mount it lost, before any lazyerofs command ran.
+    assert lazy.state_files() == []
     assert lazy.status() == []
     lazy.assert_nothing_left()
 

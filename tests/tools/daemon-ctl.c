@@ -349,7 +349,7 @@ commands:
 			if (statx(AT_FDCWD, argv[i + 1], 0, 0x4000 /* STATX_MNT_ID_UNIQUE */,
 				  &stx) == 0)
 				id = stx.stx_mnt_id;
-			r = fetch_attach(h, id, argv[i + 1], "daemon-ctl");
+			r = fetch_attach(h, id, argv[i + 1], "daemon-ctl", NULL);
 			printf("{\"cmd\":\"attach\",\"ok\":%s,\"errno\":%d,\"mnt_id\":%" PRIu64
 			       "}\n",
 			       r < 0 ? "false" : "true", r < 0 ? -r : 0, id);
