@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "util/fs.h"
+
 static ssize_t real_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
 	return pwrite(fd, buf, len, off);
@@ -38,23 +40,7 @@ void cache_io_set(const struct cache_io_ops *ops)
 
 int cache_io_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = cache_io->pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	return util_pwrite_full_with(cache_io->pwrite, fd, buf, len, off);
 }
 
 static int ret_errno(int r)

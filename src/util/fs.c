@@ -61,12 +61,12 @@ int util_open_private_dir(const char *path, int *ret_fd)
 	return util_open_existing_private_dir(path, O_PATH, ret_fd);
 }
 
-int util_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+int util_pwrite_full_with(util_pwrite_fn pw, int fd, const void *buf, size_t len, uint64_t off)
 {
 	const uint8_t *p = buf;
 
 	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		ssize_t n = pw(fd, p, len, (off_t)off);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -80,6 +80,11 @@ int util_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 		off += (uint64_t)n;
 	}
 	return 0;
+}
+
+int util_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	return util_pwrite_full_with(pwrite, fd, buf, len, off);
 }
 
 int util_pread_full(int fd, void *buf, size_t len, uint64_t off)

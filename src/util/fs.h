@@ -26,5 +26,8 @@ int util_read_file(int dirfd, const char *path, size_t max, int nofollow, char *
 /* pread/pwrite the full length, retrying on EINTR and short transfers. pread returns -EIO at EOF. */
 int util_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int util_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/* The same through another pwrite (a test's I/O layer): every byte, retrying short writes. */
+typedef ssize_t (*util_pwrite_fn)(int fd, const void *buf, size_t len, off_t off);
+int util_pwrite_full_with(util_pwrite_fn pw, int fd, const void *buf, size_t len, uint64_t off);
 
 #endif
