@@ -30,17 +30,13 @@
 static int record_name(const struct oci_ref *ref, const struct oci_options *o, char out[65])
 {
 	_cleanup_free_ char *text = NULL;
-	uint8_t h[UTIL_SHA256_LEN];
 	int n;
 
 	n = asprintf(&text, "v1\n%s\n%s\n%s\n%ld\n", ref->registry ? ref->registry : "",
 		     ref->digest, o->platform ? o->platform : "", o->layer);
 	if (n < 0)
 		return -ENOMEM;
-	if (util_sha256_buf(text, (size_t)n, h) < 0)
-		return -EIO;
-	util_sha256_hex(h, out);
-	return 0;
+	return util_sha256_buf_hex(text, (size_t)n, out);
 }
 
 bool mount_source_weak(const struct oci_ref *ref, const struct oci_options *o)
@@ -53,15 +49,11 @@ bool mount_source_weak(const struct oci_ref *ref, const struct oci_options *o)
 int mount_weak_key(const char *key, char out[65])
 {
 	_cleanup_free_ char *text = NULL;
-	uint8_t h[UTIL_SHA256_LEN];
 	int n = asprintf(&text, "insecure\n%s", key);
 
 	if (n < 0)
 		return -ENOMEM;
-	if (util_sha256_buf(text, (size_t)n, h) < 0)
-		return -EIO;
-	util_sha256_hex(h, out);
-	return 0;
+	return util_sha256_buf_hex(text, (size_t)n, out);
 }
 
 /* Is the entry `key` of `digest` complete and usable? Fills blob on success. */

@@ -58,7 +58,6 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error
 	uint64_t deadline = oci_now_ms() + c->timeout_ms, size = 0, f, l, t;
 	bool have_size = false, ranges = true;
 	struct oci_resp resp;
-	uint8_t d[UTIL_SHA256_LEN];
 	_cleanup_free_ char *keysrc = NULL;
 	int r;
 
@@ -139,7 +138,6 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error
 		free(keysrc);
 		keysrc = k2;
 	}
-	util_sha256_buf(keysrc, strlen(keysrc), d);
-	util_sha256_hex(d, ret->cache_key);
+	util_sha256_buf_hex(keysrc, strlen(keysrc), ret->cache_key);
 	return 0;
 }

@@ -111,6 +111,17 @@ void util_sha256_hex(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_SHA256_HEX_
 	out[UTIL_SHA256_HEX_LEN] = 0;
 }
 
+int util_sha256_buf_hex(const void *data, size_t len, char out[UTIL_SHA256_HEX_LEN + 1])
+{
+	uint8_t d[UTIL_SHA256_LEN];
+	int r = util_sha256_buf(data, len, d);
+
+	if (r < 0)
+		return r;
+	util_sha256_hex(d, out);
+	return 0;
+}
+
 void util_digest_format(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_DIGEST_STR_LEN])
 {
 	memcpy(out, "sha256:", 7);

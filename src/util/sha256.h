@@ -24,6 +24,8 @@ int util_sha256_buf(const void *data, size_t len, uint8_t out[UTIL_SHA256_LEN]);
 int util_sha256_fd(int fd, uint64_t size, uint8_t out[UTIL_SHA256_LEN]);
 
 /* "sha256:<64 lowercase hex>" */
+/* The sha256 of data as 64 lowercase hex characters and a NUL. */
+int util_sha256_buf_hex(const void *data, size_t len, char out[UTIL_SHA256_HEX_LEN + 1]);
 /* 64 lowercase hex characters and a NUL. */
 void util_sha256_hex(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_SHA256_HEX_LEN + 1]);
 void util_digest_format(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_DIGEST_STR_LEN]);

@@ -25,7 +25,7 @@ from common import (BIN, CHILD_READ_TIMEOUT, FIXTURE_IMAGES, FIXTURES, ROOT,
                     assert_one_line_error, child_hashes, child_read, child_sha256,
                     content_hashes, events_taken_over)
 from lazymount import build_big_image, build_busybox_image, is_mounted, pid_alive, wait_until
-from registry import MT_EROFS, Registry, closed_port
+from registry import MT_EROFS, closed_port
 from trees import child_snapshot, diff_snapshots, format_diff, snapshot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
@@ -642,17 +642,6 @@ def test_mount_flags_applied(lazy, images):
 
 
 # --- offline ---------------------------------------------------------------------------------
-
-@pytest.fixture
-def private_registry():
-    reg = Registry().start()
-    from registry import RegistryClient
-    reg.client = RegistryClient(reg.url)
-    try:
-        yield reg
-    finally:
-        reg.cleanup()
-
 
 def test_prefetch_all_then_offline_by_digest(lazy, private_registry, expected_tree):
     """prefetch=all completes and verifies the entry; then a digest-pinned source mounts

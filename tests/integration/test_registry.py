@@ -22,7 +22,7 @@ import pytest
 from common import BIN, FIXTURES
 from faultproxy import FaultProxy, TcpCounter
 from registry import (MT_DOCKER_MANIFEST, MT_EROFS, MT_EROFS_ZSTD, MT_OCI_CONFIG, MT_OCI_MANIFEST,
-                      MT_OCI_TAR, MT_OCI_TAR_GZIP, RegistryClient, clean_env, closed_port,
+                      MT_OCI_TAR, MT_OCI_TAR_GZIP, clean_env, closed_port,
                       file_digest, oci_get, sha256_digest)
 
 HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",

@@ -11,7 +11,7 @@ import pytest
 
 from common import child_read, child_hashes, content_hashes, wait_until
 from lazymount import build_busybox_image
-from registry import MT_EROFS, Registry, RegistryClient
+from registry import MT_EROFS
 
 
 @pytest.fixture(scope="module")
@@ -19,28 +19,18 @@ def image(tmp_path_factory):
     return build_busybox_image(str(tmp_path_factory.mktemp("integrity")))
 
 
-@pytest.fixture(scope="module")
-def plain_reg():
-    r = Registry().start()
-    r.client = RegistryClient(r.url)
-    try:
-        yield r
-    finally:
-        r.cleanup()
-
-
 def entries(lazy):
     d = os.path.join(lazy.cache, "sha256")
     return sorted(n for n in os.listdir(d) if len(n) == 64) if os.path.isdir(d) else []
 
 
-def test_insecure_bytes_never_serve_a_tls_mount(lazy, plain_reg, tls_registry, image):
+def test_insecure_bytes_never_serve_a_tls_mount(lazy, registry, tls_registry, image):
     path, tree = image
-    im = plain_reg.client.push_image("trust/bb", "v1", [(path, MT_EROFS)])
+    im = registry.client.push_image("trust/bb", "v1", [(path, MT_EROFS)])
     tls_registry.client.push_image("trust/bb", "v1", [(path, MT_EROFS)])
     digest = im["layers"][0]["digest"]
 
-    weak = lazy.mount(plain_reg.ref("trust/bb", "v1"), opts="insecure")
+    weak = lazy.mount(registry.ref("trust/bb", "v1"), opts="insecure")
     st = lazy.status_of(weak)
     assert st["integrity"] == "insecure" and st["state"] == "running", st
     assert child_hashes(weak) == content_hashes(tree)
@@ -63,10 +53,10 @@ def test_insecure_bytes_never_serve_a_tls_mount(lazy, plain_reg, tls_registry, i
     lazy.assert_nothing_left()
 
 
-def test_verified_entry_says_verified(lazy, plain_reg, image):
+def test_verified_entry_says_verified(lazy, registry, image):
     path, tree = image
-    plain_reg.client.push_image("trust/ver", "v1", [(path, MT_EROFS)])
-    mp = lazy.mount(plain_reg.ref("trust/ver", "v1"), opts="insecure,prefetch=all")
+    registry.client.push_image("trust/ver", "v1", [(path, MT_EROFS)])
+    mp = lazy.mount(registry.ref("trust/ver", "v1"), opts="insecure,prefetch=all")
     st = wait_until(lambda: (lambda s: s if s["state"] == "verified" else None)(
         lazy.status_of(mp)), 60)
     assert st and st["integrity"] == "verified", lazy.status_of(mp)
@@ -74,10 +64,10 @@ def test_verified_entry_says_verified(lazy, plain_reg, image):
     lazy.assert_nothing_left()
 
 
-def test_a_mount_without_its_daemon_is_lost(lazy, plain_reg, image):
+def test_a_mount_without_its_daemon_is_lost(lazy, registry, image):
     path, tree = image
-    plain_reg.client.push_image("trust/lost", "v1", [(path, MT_EROFS)])
-    mp = lazy.mount(plain_reg.ref("trust/lost", "v1"), opts="insecure")
+    registry.client.push_image("trust/lost", "v1", [(path, MT_EROFS)])
+    mp = lazy.mount(registry.ref("trust/lost", "v1"), opts="insecure")
     # Both processes at once (one alone is replaced by the other): their process group.
     os.killpg(os.getpgid(lazy.status_of(mp)["pid"]), signal.SIGKILL)
     st = wait_until(lambda: (lambda s: s if s["state"] == "lost" else None)(lazy.status_of(mp)),
@@ -87,11 +77,11 @@ def test_a_mount_without_its_daemon_is_lost(lazy, plain_reg, image):
     lazy.umount(mp)
 
 
-def test_the_daemon_never_dumps_core(lazy, plain_reg, image):
+def test_the_daemon_never_dumps_core(lazy, registry, image):
     """The daemon holds credentials and tokens in memory: no core file, whatever kills it."""
     path, tree = image
-    plain_reg.client.push_image("trust/core", "v1", [(path, MT_EROFS)])
-    mp = lazy.mount(plain_reg.ref("trust/core", "v1"), opts="insecure")
+    registry.client.push_image("trust/core", "v1", [(path, MT_EROFS)])
+    mp = lazy.mount(registry.ref("trust/core", "v1"), opts="insecure")
     st = lazy.status_of(mp)
     for pid in (st["pid"], st["worker_pid"]):
         with open(f"/proc/{pid}/limits") as f:

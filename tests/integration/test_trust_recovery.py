@@ -13,7 +13,7 @@ import pytest
 
 from common import child_read, wait_until
 from lazymount import build_big_image
-from registry import MT_EROFS, Registry, RegistryClient
+from registry import MT_EROFS
 
 MiB = 1 << 20
 
@@ -23,21 +23,6 @@ def big(tmp_path_factory):
     image, tree = build_big_image(str(tmp_path_factory.mktemp("recovery")), files=2, mib=16)
     with open(os.path.join(tree, "data", "r0.bin"), "rb") as f:
         return image, f.read()
-
-
-@pytest.fixture
-def reg():
-    r = Registry().start()
-    r.client = RegistryClient(r.url)
-    try:
-        yield r
-    finally:
-        if r.proc:
-            try:
-                os.killpg(r.proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-        r.cleanup()
 
 
 def assert_eio(path, off, data, timeout):
@@ -59,7 +44,8 @@ def settled(lazy, mp):
 
 
 @pytest.mark.parametrize("outage", ["stopped", "restarted"])
-def test_a_read_right_after_recovery_succeeds(lazy, reg, big, outage):
+def test_a_read_right_after_recovery_succeeds(lazy, private_registry, big, outage):
+    reg = private_registry
     image, data = big
     reg.client.push_image("rec/big", "v1", [(image, MT_EROFS)])
     mp = lazy.mount(reg.ref("rec/big", "v1"), opts="insecure,timeout=3")
@@ -85,7 +71,8 @@ def test_a_read_right_after_recovery_succeeds(lazy, reg, big, outage):
     lazy.assert_nothing_left()
 
 
-def test_reads_during_an_outage_fail_fast_and_never_give_zeros(lazy, reg, big):
+def test_reads_during_an_outage_fail_fast_and_never_give_zeros(lazy, private_registry, big):
+    reg = private_registry
     """With the registry refusing connections, a cold sequential read fails with EIO, never
     zeros; the kernel's retries of the failed pages each cost one probe (a single refused
     attempt) instead of a deadline each. Once the registry is back the file reads right."""

@@ -131,10 +131,12 @@ def _tail(log, n=2000):
 
 
 def stop_process(proc, sig=signal.SIGTERM, timeout=10):
-    """Stop a process this module started; SIGKILL if it does not go."""
+    """Stop a process this module started (a test may have SIGSTOPped it); SIGKILL if it
+    does not go."""
     if proc is None or proc.poll() is not None:
         return
     try:
+        proc.send_signal(signal.SIGCONT)
         proc.send_signal(sig)
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -322,6 +324,17 @@ def _start(reg):
     except BaseException:
         reg.cleanup()
         raise
+
+
+@pytest.fixture
+def private_registry():
+    """A plain-HTTP registry of the test's own, which it may stop, stall or restart."""
+    reg = _start(Registry())
+    reg.client = RegistryClient(reg.url)
+    try:
+        yield reg
+    finally:
+        reg.cleanup()
 
 
 @pytest.fixture(scope="module")
