@@ -7,7 +7,7 @@
 #   make V=1             show the commands
 #   make check           install missing Debian packages, build, run every test
 #   make demo            local registry + sample image mounted lazily
-#   make fuzz FUZZ_SECONDS=60   run the libFuzzer targets (clang)
+#   make fuzz FUZZ_SECONDS=60   run the libFuzzer targets (clang), corpora and ledger kept
 #   make stress          long kill/fault/scale runs (minutes; not in make check)
 #   make tsan            the daemon's integration tests under ThreadSanitizer (build-tsan/)
 #   make install DESTDIR=... PREFIX=/usr/local
@@ -148,10 +148,13 @@ $(BUILD)/tests/tools/%: tests/tools/%.c $(call libs_for,mount)
 
 tools-build: $(TOOL_BINS)
 
+# Each run merges what it found into tests/fuzz/corpus/ and appends to tests/fuzz/ledger.tsv
+# (commit both). FUZZ_TARGETS picks targets: make fuzz FUZZ_TARGETS="fuzz_oci_ref" FUZZ_SECONDS=600
 FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
+FUZZ_TARGETS ?= $(FUZZ_NAMES)
 fuzz:
-	$(Q)./tests/fuzz/run-fuzzers $(FUZZ_SECONDS) $(FUZZ_NAMES)
+	$(Q)FUZZ_CC=$(FUZZ_CC) ./tests/fuzz/run-fuzzers $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # --- check / demo / bench -------------------------------------------------
 deps:

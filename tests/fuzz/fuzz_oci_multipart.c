@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /* Fuzz the multipart/byteranges parser, fed in pieces whose sizes come from the input, plus
- * the other HTTP header parsers on the same bytes. The callback checks that every byte it gets
- * lies inside the part that announced it. Input: 1 byte boundary length, boundary, 1 byte
- * split seed, body. */
+ * the other HTTP header parsers (line split, dates, ranges, boundary) on the same bytes. The
+ * callback checks that every byte it gets lies inside the part that announced it. Input: 1
+ * byte boundary length, boundary, 1 byte split seed, body. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +24,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct oci_multipart m;
 	char boundary[OCI_BOUNDARY_MAX + 1];
+	const char *name, *value;
 	uint64_t a, b, c;
 	time_t t;
-	size_t bl, pos;
+	size_t bl, pos, nl, vl;
 	uint8_t seed;
 
 	/* the header parsers, on the raw input */
+	if (oci_header_split((const char *)data, size, &name, &nl, &value, &vl) == 0 &&
+	    (!nl || name < (const char *)data || name + nl > (const char *)data + size ||
+	     value < (const char *)data || value + vl > (const char *)data + size))
+		abort();
+	oci_http_date_parse((const char *)data, size, &t);
 	oci_content_range_parse((const char *)data, size, &a, &b, &c);
 	oci_retry_after_parse((const char *)data, size, 1700000000, &a);
 	oci_rfc3339_parse((const char *)data, size, &t);
