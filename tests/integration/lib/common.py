@@ -5,15 +5,15 @@ that ran the daemon (sanitizer options for it and every process it forks; its lo
 and sanitizer reports: daemon_problems)."""
 
 import glob
-import hashlib
 import os
 import re
 import signal
-import stat
 import subprocess
 import time
 
 import pytest
+
+from hashing import content_hashes, sha256_file  # noqa: F401 (the tests import them from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -93,26 +93,6 @@ def kill_all(pids, sig):
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def content_hashes(root):
-    """sha256 of every regular file under root, by relative path (reads every byte)."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        dirs.sort()
-        for n in sorted(files):
-            p = os.path.join(dirpath, n)
-            if stat.S_ISREG(os.lstat(p).st_mode):
-                out["/" + os.path.relpath(p, root)] = sha256_file(p)
-    return out
 
 
 # --- what fails any test that ran the daemon ----------------------------------------------
@@ -201,11 +181,13 @@ def daemon_problems(run_dir, san_dir):
 # name. The child is also the witness from outside the daemon that every event got an answer.
 
 _READER = r"""
-import hashlib, json, os, stat, sys
-op, path = sys.argv[1], sys.argv[2]
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from hashing import content_hashes, sha256_file
+op, path = sys.argv[2], sys.argv[3]
 try:
     if op == "read":
-        off, n = int(sys.argv[3]), int(sys.argv[4])
+        off, n = int(sys.argv[4]), int(sys.argv[5])
         fd = os.open(path, os.O_RDONLY)
         out, pos = [], off
         while n < 0 or pos - off < n:
@@ -215,26 +197,10 @@ try:
             out.append(b)
             pos += len(b)
         sys.stdout.buffer.write(b"".join(out))
+    elif op == "sha256":
+        sys.stdout.write(sha256_file(path))
     else:
-        def h(p):
-            d = hashlib.sha256()
-            with open(p, "rb") as f:
-                for c in iter(lambda: f.read(1 << 20), b""):
-                    d.update(c)
-            return d.hexdigest()
-        if op == "sha256":
-            res = h(path)
-            sys.stdout.write(res)
-            sys.exit(0)
-        else:
-            res = {}
-            for dp, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    p = os.path.join(dp, name)
-                    if stat.S_ISREG(os.lstat(p).st_mode):
-                        res["/" + os.path.relpath(p, path)] = h(p)
-        sys.stdout.write(json.dumps(res))
+        sys.stdout.write(json.dumps(content_hashes(path)))
 except OSError as e:
     sys.stderr.write(f"{e.errno} {e.strerror}: {e.filename}\n")
     sys.exit(3)
@@ -245,8 +211,9 @@ CHILD_READ_TIMEOUT = 120
 
 def _child(args, timeout):
     timeout = timeout or CHILD_READ_TIMEOUT
-    p = subprocess.Popen(["/usr/bin/python3", "-c", _READER, *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    lib = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.Popen(["/usr/bin/python3", "-c", _READER, lib, *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -326,26 +326,25 @@ def _start(reg):
         raise
 
 
-@pytest.fixture
-def private_registry():
-    """A plain-HTTP registry of the test's own, which it may stop, stall or restart."""
+def _plain_registry():
     reg = _start(Registry())
     reg.client = RegistryClient(reg.url)
     try:
         yield reg
     finally:
         reg.cleanup()
+
+
+@pytest.fixture
+def private_registry():
+    """A plain-HTTP registry of the test's own, which it may stop, stall or restart."""
+    yield from _plain_registry()
 
 
 @pytest.fixture(scope="module")
 def registry():
     """Plain-HTTP, anonymous registry (clients need `-o insecure`)."""
-    reg = _start(Registry())
-    reg.client = RegistryClient(reg.url)
-    try:
-        yield reg
-    finally:
-        reg.cleanup()
+    yield from _plain_registry()
 
 
 @pytest.fixture(scope="module")
