@@ -86,13 +86,7 @@ _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd
 
 		if (worker <= 0) {
 			bool takeover = __atomic_load_n(&d->sh->ready, __ATOMIC_ACQUIRE) != 0;
-			pid_t pid;
-
-			if (takeover && d->ready_fd >= 0) {
-				close(d->ready_fd); /* the caller has had its answer */
-				d->ready_fd = -1;
-			}
-			pid = fork();
+			pid_t pid = fork();
 
 			if (pid < 0) {
 				if (!SH_LOAD(d->sh->ready))
@@ -103,9 +97,12 @@ _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd
 			}
 			if (pid == 0)
 				fetch_worker_main(d, takeover);
-			/* The worker reports readiness. The holder keeps its end of the pipe:
-			 * if the start fails, the caller sees EOF only once the holder is gone
-			 * too, so a failed mount leaves no daemon behind. */
+			if (d->ready_fd >= 0) {
+				/* The worker reports readiness; the caller sees EOF if it dies
+				 * first. */
+				close(d->ready_fd);
+				d->ready_fd = -1;
+			}
 			worker = pid;
 			pidfd = fetch_pidfd_open(pid); /* our child: its pid stays until we reap */
 		}

@@ -633,15 +633,6 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 
 		if (nl)
 			*nl = 0;
-		/* A failed start leaves no daemon behind: the pipe's last writer (the holder)
-		 * closes it as it exits. */
-		for (uint64_t until = fetch_now_ms() + 10000; fetch_now_ms() < until;) {
-			struct pollfd pfd = {.fd = rd, .events = POLLIN};
-			char drain[256];
-
-			if (poll(&pfd, 1, 1000) > 0 && read(rd, drain, sizeof(drain)) == 0)
-				break;
-		}
 		snprintf(errbuf, errlen, "%s", end && *end == ' ' ? end + 1 : msg);
 		return e > 0 && e < 4096 ? -(int)e : -EIO;
 	}
