@@ -98,8 +98,10 @@ _Noreturn void fetch_fatal(struct fetch_daemon *d, int err, const char *fmt, ...
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	log_error("%s", msg);
+	/* With the holder's pid: the caller returns once it is gone (it follows its worker). */
 	if (d->ready_fd >= 0)
-		dprintf(d->ready_fd, "ERR %d %s\n", err < 0 ? -err : err, msg);
+		dprintf(d->ready_fd, "ERR %d %d %s\n", err < 0 ? -err : err,
+			d->sh ? (int)SH_LOAD(d->sh->holder_pid) : (int)getpid(), msg);
 	_exit(2);
 }
 
@@ -567,7 +569,7 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 			_exit(1);
 		pid2 = fork();
 		if (pid2 < 0) {
-			dprintf(p[1], "ERR %d fork: %s\n", errno, strerror(errno));
+			dprintf(p[1], "ERR %d 0 fork: %s\n", errno, strerror(errno));
 			_exit(1);
 		}
 		if (pid2 > 0)
@@ -598,7 +600,8 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 	close(p[1]);
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
-	/* Wait for "OK <pid>" or "ERR <errno> <message>", or EOF if the daemon died. */
+	/* Wait for "OK <pid>" or "ERR <errno> <holder pid> <message>", or EOF if the daemon
+	 * died. */
 	deadline = fetch_now_ms() + 120000;
 	for (;;) {
 		struct pollfd pfd = {.fd = rd, .events = POLLIN};
@@ -627,12 +630,26 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		return 0;
 	}
 	if (util_startswith(msg, "ERR ")) {
-		char *end = NULL;
-		long e = strtol(msg + 4, &end, 10);
+		char *end = NULL, *end2 = NULL;
+		long e = strtol(msg + 4, &end, 10), holder = 0;
 		char *nl = strchr(msg, '\n');
 
 		if (nl)
 			*nl = 0;
+		if (end && *end == ' ')
+			holder = strtol(end + 1, &end2, 10);
+		if (end2 && *end2 == ' ')
+			end = end2;
+		/* A failed start leaves no daemon behind: return once the holder is gone. */
+		if (holder > 0) {
+			int pfd = fetch_pidfd_open((pid_t)holder);
+			struct pollfd pp = {.fd = pfd, .events = POLLIN};
+
+			if (pfd >= 0) {
+				(void)poll(&pp, 1, 10000);
+				close(pfd);
+			}
+		}
 		snprintf(errbuf, errlen, "%s", end && *end == ' ' ? end + 1 : msg);
 		return e > 0 && e < 4096 ? -(int)e : -EIO;
 	}
