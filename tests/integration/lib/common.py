@@ -209,23 +209,31 @@ except OSError as e:
 CHILD_READ_TIMEOUT = 120
 
 
-def _child(args, timeout):
-    timeout = timeout or CHILD_READ_TIMEOUT
+def run_child(script, args, timeout, what):
+    """Run a Python script (given this directory as argv[1], then args) in a child process
+    under a deadline; (returncode, stdout, stderr). A child that outlives it is killed and
+    the test fails naming `what`: an event was never answered."""
     lib = os.path.dirname(os.path.abspath(__file__))
-    p = subprocess.Popen(["/usr/bin/python3", "-c", _READER, lib, *args],
+    p = subprocess.Popen(["/usr/bin/python3", "-c", script, lib, *args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
-        raise AssertionError(f"a read of {args[1]} ({args[0]}) hung for {timeout} s: "
-                             "an event was never answered") from None
-    if p.returncode == 3:
+        raise AssertionError(f"{what} hung for {timeout} s: an event was never answered") \
+            from None
+    return p.returncode, out, err
+
+
+def _child(args, timeout):
+    timeout = timeout or CHILD_READ_TIMEOUT
+    rc, out, err = run_child(_READER, args, timeout, f"a read of {args[1]} ({args[0]})")
+    if rc == 3:
         no, _, msg = err.decode(errors="replace").strip().partition(" ")
         raise OSError(int(no), msg)
-    if p.returncode != 0:
-        raise AssertionError(f"reader of {args[1]} exited {p.returncode}: {err.decode()!r}")
+    if rc != 0:
+        raise AssertionError(f"reader of {args[1]} exited {rc}: {err.decode()!r}")
     return out
 
 

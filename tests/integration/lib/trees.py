@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from common import ROOT, FIXTURES, FIXTURE_IMAGES
+from common import ROOT, FIXTURES, FIXTURE_IMAGES, run_child
 
 MKFS = "/usr/bin/mkfs.erofs"
 
@@ -606,18 +606,9 @@ def child_snapshot(root, timeout=300):
     blocks and symlink targets that are not inline are read through pre-content events, and
     an unanswered one would hang the pytest process (an AssertionError names it instead)."""
     import pickle
-    p = subprocess.Popen(["/usr/bin/python3", "-c", _SNAPSHOT_CHILD,
-                          os.path.dirname(os.path.abspath(__file__)), root],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        raise AssertionError(f"a metadata walk of {root} hung for {timeout} s: "
-                             "an event was never answered") from None
-    if p.returncode != 0:
-        raise AssertionError(f"snapshot of {root} failed ({p.returncode}): "
+    rc, out, err = run_child(_SNAPSHOT_CHILD, [root], timeout, f"a metadata walk of {root}")
+    if rc != 0:
+        raise AssertionError(f"snapshot of {root} failed ({rc}): "
                              f"{err.decode(errors='replace')[-2000:]}")
     return pickle.loads(out)
 
