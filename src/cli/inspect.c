@@ -14,6 +14,7 @@
 #include "util/extents.h"
 #include "util/log.h"
 #include "util/strutil.h"
+#include "util/time.h"
 
 static void usage(FILE *f)
 {
@@ -77,7 +78,7 @@ int cli_inspect(int argc, char **argv)
 	struct util_extents ext;
 	struct erofs_info info;
 	struct erofs_io io;
-	struct timespec t0, t1;
+	uint64_t t0, t1;
 	const char *path = NULL;
 	bool extents = false;
 	char err[512] = "";
@@ -126,14 +127,14 @@ int cli_inspect(int argc, char **argv)
 	if (r < 0)
 		return fail(path, r, err);
 	util_extents_init(&ext);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = util_now_us();
 	r = erofs_walk(&io, &opts, &ext, &st, err, sizeof(err));
-	clock_gettime(CLOCK_MONOTONIC, &t1);
+	t1 = util_now_us();
 	if (r < 0) {
 		util_extents_free(&ext);
 		return fail(path, r, err);
 	}
-	ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	ms = (double)(t1 - t0) / 1e3;
 
 	if (extents) {
 		for (size_t i = 0; i < ext.n; i++)

@@ -18,16 +18,9 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/macro.h"
+#include "util/time.h"
 
 #define ENSURE_BATCH 50000 /* ranges per request line */
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
 
 static int connect_unix(const char *path, int *ret_fd)
 {
@@ -171,7 +164,7 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 		return -ENAMETOOLONG;
 	}
 
-	deadline = fetch_now_ms() + 30000;
+	deadline = util_now_ms() + 30000;
 	for (;;) {
 		_cleanup_close_ int fd = -1, lock = -1;
 		pid_t pid;
@@ -192,7 +185,7 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 				 strerror(-r));
 			return r;
 		}
-		if (fetch_now_ms() > deadline) {
+		if (util_now_ms() > deadline) {
 			snprintf(errbuf, errlen,
 				 "the daemon of cache entry %s did not answer within 30 s; see "
 				 "%s/daemon-%s.log",
@@ -217,7 +210,7 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 			}
 		}
 		spawned = false; /* a daemon we started and cannot reach may have left: retry */
-		sleep_ms(20);
+		util_sleep_ms(20);
 	}
 }
 
@@ -255,7 +248,7 @@ static int reconnect(struct fetch_handle *h)
 		r = connect_unix(h->socket_path, &fd);
 		if (r >= 0)
 			break;
-		sleep_ms(50);
+		util_sleep_ms(50);
 	}
 	if (r < 0)
 		return r;

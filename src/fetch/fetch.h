@@ -27,10 +27,10 @@ struct fetch_config {
 	struct oci_blob blob;		/* resolved blob: digest/cache key and size */
 	bool prefetch_all;		/* prefetch=all */
 	uint64_t timeout_ms;		/* per-read deadline before FAN_DENY_ERRNO(EIO) */
-	/* Tunables; 0 = default (env LAZYEROFS_CHUNK_SIZE, LAZYEROFS_FETCH_THREADS,
+	/* Tunables; 0 = default (env LAZYEROFS_CHUNK_SIZE, LAZYEROFS_MAX_REQUESTS,
 	 * LAZYEROFS_READAHEAD_MAX override the defaults, for benchmarks). */
 	uint64_t chunk_size;	/* demand fetch unit of a read (power of two) */
-	unsigned fetch_threads; /* parallel fetches (each its own connections) */
+	unsigned max_requests;	/* HTTP requests in flight at once */
 	uint64_t readahead_max; /* largest read-ahead window of a sequential reader */
 };
 

@@ -34,6 +34,7 @@
 #include "fetch/internal.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/time.h"
 
 int fetch_pidfd_open(pid_t pid)
 {
@@ -146,8 +147,8 @@ _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd
 		/* Crash loops must not spin, but the holder never gives up: without a worker the
 		 * events would wait (each until its own deadline, which a replacement honours),
 		 * and without the holder readers would get zeros. */
-		if (fetch_now_ms() - window_start > 10000) {
-			window_start = fetch_now_ms();
+		if (util_now_ms() - window_start > 10000) {
+			window_start = util_now_ms();
 			window_restarts = 0;
 		}
 		if (++window_restarts > 5)

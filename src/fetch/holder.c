@@ -36,14 +36,7 @@
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/strutil.h"
-
-uint64_t fetch_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+#include "util/time.h"
 
 const char *fetch_state_name(uint32_t state)
 {
@@ -69,7 +62,7 @@ static uint64_t env_u64(const char *name, uint64_t dflt)
 	return dflt;
 }
 
-static void policy_from(const struct fetch_config *cfg, struct fetch_policy *p, unsigned *nfetch)
+static void policy_from(const struct fetch_config *cfg, struct fetch_policy *p)
 {
 	fetch_policy_default(p);
 	p->chunk_size =
@@ -79,12 +72,13 @@ static void policy_from(const struct fetch_config *cfg, struct fetch_policy *p, 
 	p->max_job_bytes = env_u64("LAZYEROFS_MAX_JOB", p->max_job_bytes);
 	p->ra_initial = env_u64("LAZYEROFS_READAHEAD_INITIAL", p->ra_initial);
 	p->max_side_jobs = (unsigned)env_u64("LAZYEROFS_SIDE_JOBS", p->max_side_jobs);
+	p->max_requests = cfg->max_requests ? cfg->max_requests
+					    : (unsigned)env_u64("LAZYEROFS_MAX_REQUESTS", p->max_requests);
+	p->host_connections =
+	    (unsigned)env_u64("LAZYEROFS_HOST_CONNECTIONS", p->host_connections);
 	p->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 60000;
 	p->prefetch_all = cfg->prefetch_all;
 	fetch_policy_fix(p);
-	*nfetch = cfg->fetch_threads ? cfg->fetch_threads
-				     : (unsigned)env_u64("LAZYEROFS_FETCH_THREADS", 4);
-	*nfetch = MAX(1u, MIN(*nfetch, 16u));
 }
 
 /* ---- the holder process ------------------------------------------------------------------ */
@@ -466,9 +460,9 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	if (d->log_fd < 0)
 		d->log_fd = d->devnull_fd;
 	util_log_set_target(d->log_fd, 1);
-	log_info("starting: entry %s, %s, %" PRIu64 " bytes, chunk %" PRIu64 " KiB, %u fetchers%s",
+	log_info("starting: entry %s, %s, %" PRIu64 " bytes, chunk %" PRIu64 " KiB, %u requests in flight%s",
 		 d->cfg.blob.cache_key, d->cfg.blob.digest[0] ? d->cfg.blob.digest : "no digest",
-		 d->cfg.blob.size, d->pol.chunk_size >> 10, d->nfetchers,
+		 d->cfg.blob.size, d->pol.chunk_size >> 10, d->pol.max_requests,
 		 d->pol.prefetch_all ? ", prefetch=all" : "");
 
 	d->sh =
@@ -477,7 +471,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		fetch_fatal(d, errno, "mapping the daemon's shared state: %s", strerror(errno));
 	/* Fresh anonymous memory is zero: only what is touched gets backed (the mount table). */
 	SH_STORE(d->sh->holder_pid, getpid());
-	d->sh->started_ms = fetch_now_ms();
+	d->sh->started_ms = util_now_ms();
 	d->sh->hiwater_fd = -1;
 	raise_nofile(d);
 
@@ -585,7 +579,7 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		d.devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (d.devnull_fd < 0)
 			_exit(1);
-		policy_from(cfg, &d.pol, &d.nfetchers);
+		policy_from(cfg, &d.pol);
 		if (cfg->opts)
 			d.oopts = *cfg->opts;
 		else
@@ -602,10 +596,10 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		;
 	/* Wait for "OK <pid>" or "ERR <errno> <holder pid> <message>", or EOF if the daemon
 	 * died. */
-	deadline = fetch_now_ms() + 120000;
+	deadline = util_now_ms() + 120000;
 	for (;;) {
 		struct pollfd pfd = {.fd = rd, .events = POLLIN};
-		uint64_t now = fetch_now_ms();
+		uint64_t now = util_now_ms();
 		ssize_t n;
 
 		if (now >= deadline) {

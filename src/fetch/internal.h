@@ -3,9 +3,13 @@
  * Internals of the fetch daemon, shared by its files:
  *   holder.c   fork/detach, the holder's setup (signals, cgroup, limits, fds, the mark)
  *   guard.c    holder and worker watch each other (pidfds); the survivor replaces the other
- *   worker.c   the worker process: event dispatch, fetchers, housekeeping, verification
+ *   worker.c   the worker process: its threads, its lifetime and its exit
+ *   dispatch.c event dispatch: read, journal, fast path, the one exit path of every event
+ *   transfer.c the transfer engine: scheduler jobs become HTTP requests (libcurl multi)
+ *   verify.c   housekeeping (deadlines, bitmap persistence, tampering) and verification
  *   takeover.c a replacement worker serves the events its predecessor left unanswered
- *   control.c  the control socket, status, mount bookkeeping, lifetime, exit
+ *   control.c  the control socket, mount bookkeeping, lifetime decisions
+ *   status.c   the status reply
  *   client.c   the public API (runs in the caller)
  *   proto.c    line-delimited JSON over a unix socket, fd passing
  *
@@ -91,6 +95,7 @@ struct fetch_mount_rec {
  * whole, atomically (the counters use atomic adds). */
 #define SH_LOAD(field)	      __atomic_load_n(&(field), __ATOMIC_ACQUIRE)
 #define SH_STORE(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELEASE)
+#define SH_ADD(field, value)   __atomic_fetch_add(&(field), (value), __ATOMIC_RELAXED)
 
 /* Shared between the holder and successive workers (MAP_SHARED, made before fork). Fields
  * written by the worker only; counters are updated with atomics. */
@@ -124,7 +129,6 @@ struct fetch_daemon {
 	struct fetch_config cfg;
 	struct oci_options oopts; /* cfg->opts with the request timeout bounded by ours */
 	struct fetch_policy pol;
-	unsigned nfetchers;
 	struct cache_entry *entry;
 	int fan_fd;	/* pre-content group; -1 when the entry needed no mark */
 	int rd_fd;	/* O_RDONLY data fd opened before the mark: handed to mount helpers
@@ -144,7 +148,8 @@ struct fetch_daemon {
 
 	/* ---- worker only ---- */
 	pthread_mutex_t lock;	   /* guards everything below marked (lock) and sh->mounts */
-	pthread_cond_t fetch_cond; /* fetchers wait for work (lock) */
+	pthread_mutex_t flush_mutex; /* one bitmap flush at a time (verify.c) */
+	pthread_cond_t kick_cond;    /* new work, when there is no reader to wake (lock) */
 	pthread_cond_t done_cond;  /* dispatchers wait for free slots, ensure waiters (lock) */
 	struct fetch_sched sched;  /* (lock) */
 	struct fetch_req pool[FETCH_MAX_EVENTS]; /* index == journal slot */
@@ -169,6 +174,16 @@ struct fetch_daemon {
 	unsigned nopens;	   /* (lock) */
 	int open_efd;
 	struct oci_client *client; /* NULL when the entry is complete (nothing to fetch) */
+	struct oci_reader *reader; /* the transfer engine's; set before the threads start */
+	/* The transfer engine's state of each scheduler job in flight (index == job index):
+	 * transfer thread only. */
+	struct fetch_xfer {
+		struct fetch_daemon *d;
+		struct fetch_job *job;
+		uint64_t written[FETCH_BATCH_RUNS]; /* bytes of each run received */
+		uint64_t since_wake;
+		uint64_t started_us, first_byte_us; /* request sent, first byte received */
+	} xfers[FETCH_MAX_JOBS];
 	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */
 	pid_t openers[8];	   /* main loop only: recent openers of the data file (their
 				    * mount namespace may not be ours) */
@@ -177,7 +192,6 @@ struct fetch_daemon {
 /* holder.c */
 int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, int lock_fd,
 		pid_t *ret_pid, char *errbuf, size_t errlen);
-uint64_t fetch_now_ms(void);
 /* The fds every daemon process keeps (same numbers in all of them); returns how many. */
 size_t fetch_essential_fds(const struct fetch_daemon *d, int *out, size_t max);
 void fetch_close_all_but(const int *keep, size_t n);
@@ -203,23 +217,52 @@ void fetch_takeover_serve(struct fetch_daemon *d);
 
 /* worker.c */
 _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover);
+bool fetch_term_requested(void); /* SIGTERM received */
+
+/* dispatch.c */
+void *fetch_dispatcher_thread(void *arg);
+/* The one exit path of every request: answer events (exactly once), wake ensure waiters. */
 void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n);
-void fetch_kick(struct fetch_daemon *d); /* wake fetchers (call with lock held) */
-void fetch_fill_status(struct fetch_daemon *d, json_t *o);
+/* Collect from the scheduler and answer whatever is finished now. */
+void fetch_settle(struct fetch_daemon *d);
 /* Events of the group that are notifications (open, close after writing): no answer. */
 #define FETCH_NOTIFY_EVENTS (FAN_OPEN | FAN_CLOSE_WRITE)
+
+/* transfer.c */
+void *fetch_transfer_thread(void *arg);
+void fetch_kick(struct fetch_daemon *d); /* new work for the transfer engine (any thread) */
+
+/* verify.c */
+void *fetch_housekeeper_thread(void *arg);
+int fetch_entry_flush(struct fetch_daemon *d, bool full);
+/* A complete entry is verified before the daemon leaves (the entry lock given up first). */
+void fetch_exit_verify(struct fetch_daemon *d);
 int fetch_remove_mark(struct fetch_daemon *d);
 /* Someone else changed the cache files (`why`): deny every read with EIO from now on, set the
  * entry aside as bad, and let new mounts start a fresh one. */
 void fetch_entry_tampered(struct fetch_daemon *d, const char *why);
-bool fetch_term_requested(void); /* SIGTERM received */
 /* A daemon process (holder or worker) cannot go on: log why, tell whoever waits for readiness
  * ("ERR <errno> <message>" on the ready pipe) and exit. */
 _Noreturn void fetch_fatal(struct fetch_daemon *d, int err, const char *fmt, ...) _printf_(3, 4);
 
+/* status.c */
+void fetch_fill_status(struct fetch_daemon *d, json_t *o);
+
+/* mounts.c (all under d->lock unless said otherwise) */
+struct fetch_mount_rec *fetch_rec_by_dev(struct fetch_daemon *d, uint64_t dev);
+struct fetch_mount_rec *fetch_rec_new(struct fetch_daemon *d);
+unsigned fetch_rec_count(struct fetch_daemon *d);
+/* An inotify watch on a superblock's root (path: the mountpoint or /proc/self/fd/N). */
+int fetch_watch_root(struct fetch_daemon *d, const char *path, int *ret_wd);
+void fetch_set_str(char *dst, size_t len, const char *src);
+/* Rescan the mount namespaces of recent openers for superblocks of the data file. */
+void fetch_mounts_rescan(struct fetch_daemon *d);
+/* Main loop only (they take d->lock themselves): superblocks released, opens reported. */
+void fetch_read_inotify(struct fetch_daemon *d);
+bool fetch_read_opens(struct fetch_daemon *d);
+
 /* control.c */
 void fetch_control_loop(struct fetch_daemon *d);
-void fetch_mounts_rescan(struct fetch_daemon *d);
 
 /* proto.c */
 struct sockaddr_un;

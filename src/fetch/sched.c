@@ -31,7 +31,12 @@ void fetch_policy_default(struct fetch_policy *p)
 	    .max_job_bytes = 16 * MiB,
 	    .ra_initial = 256 * KiB,
 	    .ra_max = 32 * MiB,
-	    .max_side_jobs = 2,
+	    /* Requests in flight are cheap (one libcurl multi handle); what limits them is the
+	     * registry's patience with parallel connections. 64 requests over at most 32
+	     * connections: 32 readers of distinct files on a long link each get their own. */
+	    .max_requests = 64,
+	    .host_connections = 32,
+	    .max_side_jobs = 16,
 	    .timeout_ms = 60000,
 	    .prefetch_all = false,
 	};
@@ -64,9 +69,17 @@ void fetch_policy_fix(struct fetch_policy *p)
 	p->ra_initial = MAX(p->ra_initial, (uint64_t)CACHE_BLOCK_SIZE);
 	p->ra_max = MAX(p->ra_max, p->ra_initial);
 	p->ra_max = MIN(p->ra_max, 1024 * MiB);
+	if (!p->max_requests)
+		p->max_requests = d.max_requests;
+	p->max_requests = MIN(p->max_requests, (unsigned)FETCH_MAX_JOBS);
+	if (!p->host_connections)
+		p->host_connections = d.host_connections;
+	p->host_connections = MIN(p->host_connections, p->max_requests);
 	if (!p->max_side_jobs)
 		p->max_side_jobs = d.max_side_jobs;
-	p->max_side_jobs = MIN(p->max_side_jobs, FETCH_MAX_JOBS / 2);
+	/* Read-ahead and background fill never take more than half the budget: demand reads
+	 * always find a free request. */
+	p->max_side_jobs = MAX(1u, MIN(p->max_side_jobs, p->max_requests / 2));
 	if (!p->timeout_ms)
 		p->timeout_ms = d.timeout_ms;
 }
@@ -275,6 +288,8 @@ static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job,
 
 static struct fetch_job *job_slot(struct fetch_sched *s)
 {
+	if (s->njobs >= s->pol.max_requests)
+		return NULL;
 	for (size_t j = 0; j < FETCH_MAX_JOBS; j++)
 		if (!s->jobs[j].busy)
 			return &s->jobs[j];
@@ -465,8 +480,96 @@ static bool probe_run(const struct fetch_sched *s, const struct fetch_req *r, st
 	return false;
 }
 
+/* The byte window a read's fetch asks for: the whole chunk holding its first missing block
+ * (neighbouring reads are likely), reaching into the further chunks the read spans (the
+ * kernel's readahead): one request, not one per chunk. */
+static struct util_extent event_window(const struct fetch_sched *s, const struct fetch_req *r,
+				       size_t k, uint64_t b)
+{
+	uint64_t ws, we, xs, xe, cap = MAX(s->pol.chunk_size, s->pol.max_job_bytes);
+
+	fetch_chunk_window(b * CACHE_BLOCK_SIZE, s->pol.chunk_size, s->size, &ws, &we);
+	fetch_chunk_window(r->v[k].offset + r->v[k].length - 1, s->pol.chunk_size, s->size, &xs,
+			   &xe);
+	we = MIN(MAX(we, xe), ws + cap);
+	return (struct util_extent){.offset = ws, .length = we - ws};
+}
+
+/* Can this waiting event get a fetch now (not held, not a probe, not backing off)? */
+static bool event_ready(const struct fetch_req *r, uint64_t now_ms)
+{
+	return r->kind == FETCH_REQ_EVENT && !r->held && !r->probe && r->next_try_ms <= now_ms;
+}
+
+/* How many more waiting reads (after reqs[i]) the job for reqs[i] should carry: when more
+ * reads wait than requests are free, they share requests (several ranges each) so that all
+ * of them are on their way within one round trip instead of queueing behind each other. */
+static size_t demand_share(const struct fetch_sched *s, size_t i, uint64_t now_ms)
+{
+	size_t free_after = s->pol.max_requests - s->njobs - 1, count = 0, per;
+
+	if (s->nreqs - i - 1 <= free_after)
+		return 0; /* a request each */
+	for (size_t j = i + 1; j < s->nreqs && count < FETCH_MAX_RUNS * (free_after + 1); j++) {
+		size_t k;
+		uint64_t b;
+
+		if (event_ready(s->reqs[j], now_ms) && req_first_needed(s, s->reqs[j], &k, &b))
+			count++;
+	}
+	per = DIV_ROUND_UP(count + 1, free_after + 1);
+	return MIN(per, (size_t)FETCH_MAX_RUNS) - 1;
+}
+
+static int cmp_extent(const void *a, const void *b)
+{
+	const struct util_extent *x = a, *y = b;
+
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* The job of a read (reqs[i], first needed block b in its range k) and of `extra` more waiting
+ * reads: their windows, sorted and merged, as the runs of one request. */
+static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_t i, size_t k,
+			     uint64_t b, uint64_t now_ms)
+{
+	struct util_extent w[FETCH_MAX_RUNS];
+	size_t nw = 0, extra = demand_share(s, i, now_ms), m = 0;
+
+	w[nw++] = event_window(s, s->reqs[i], k, b);
+	for (size_t j = i + 1; j < s->nreqs && nw < 1 + extra; j++) {
+		struct fetch_req *r = s->reqs[j];
+		size_t k2;
+		uint64_t b2;
+
+		if (event_ready(r, now_ms) && req_first_needed(s, r, &k2, &b2))
+			w[nw++] = event_window(s, r, k2, b2);
+	}
+	if (nw > 1) {
+		qsort(w, nw, sizeof(w[0]), cmp_extent);
+		for (size_t j = 1; j < nw; j++) {
+			struct util_extent *last = &w[m];
+
+			if (w[j].offset <= last->offset + last->length) {
+				uint64_t end = MAX(last->offset + last->length,
+						   w[j].offset + w[j].length);
+
+				last->length = end - last->offset;
+			} else {
+				w[++m] = w[j];
+			}
+		}
+		nw = m + 1;
+	}
+	for (size_t j = 0; j < nw && !job->full; j++)
+		job_add_runs(s, job, blk_lo(w[j].offset), blk_hi(w[j].offset + w[j].length),
+			     s->pol.max_job_bytes);
+}
+
 static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uint64_t *wake)
 {
+	if (s->njobs >= s->pol.max_requests)
+		return NULL; /* the budget is spent: the next job to end frees a request */
 	for (size_t i = 0; i < s->nreqs; i++) {
 		struct fetch_req *r = s->reqs[i];
 		struct fetch_job *job;
@@ -500,18 +603,7 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 			return NULL;
 		*job = (struct fetch_job){0};
 		if (r->kind == FETCH_REQ_EVENT) {
-			uint64_t ws, we, xs, xe, cap;
-
-			/* A read fetches its whole chunk: neighbouring reads are likely. A read
-			 * reaching into further chunks (the kernel's readahead) fetches those in
-			 * the same job: one request, not one per chunk. */
-			fetch_chunk_window(b * CACHE_BLOCK_SIZE, s->pol.chunk_size, s->size, &ws,
-					   &we);
-			fetch_chunk_window(r->v[k].offset + r->v[k].length - 1, s->pol.chunk_size,
-					   s->size, &xs, &xe);
-			cap = MAX(s->pol.chunk_size, s->pol.max_job_bytes);
-			we = MIN(MAX(we, xe), ws + cap);
-			job_add_runs(s, job, blk_lo(ws), blk_hi(we), cap);
+			demand_event_job(s, job, i, k, b, now_ms);
 		} else {
 			/* An ensure batch (metadata) fetches exactly what it lists: one request
 			 * with as many ranges as its Range header takes (a registry's cost is per
@@ -543,6 +635,46 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 	return NULL;
 }
 
+void fetch_sched_link_sample(struct fetch_sched *s, uint64_t ttfb_us, uint64_t body_us,
+			     uint64_t bytes)
+{
+	/* Exponential smoothing, 1/4 weight to the new sample. */
+	s->link_rtt_us = s->link_rtt_us ? (3 * s->link_rtt_us + ttfb_us) / 4 : ttfb_us;
+	/* Throughput only from requests long enough to tell (a small one is all latency). */
+	if (bytes >= MiB && body_us >= 1000) {
+		uint64_t rate = bytes * 1000000 / body_us;
+
+		s->link_bytes_per_s =
+		    s->link_bytes_per_s ? (3 * s->link_bytes_per_s + rate) / 4 : rate;
+	}
+}
+
+uint64_t fetch_sched_bdp(const struct fetch_sched *s)
+{
+	if (!s->link_rtt_us || !s->link_bytes_per_s)
+		return 0;
+	return s->link_bytes_per_s / 1000 * s->link_rtt_us / 1000;
+}
+
+/* The largest read-ahead window: the policy's, or more on a link whose bandwidth-delay
+ * product needs it (at most 256 MiB). */
+static uint64_t ra_limit(const struct fetch_sched *s)
+{
+	return MAX(s->pol.ra_max, MIN(4 * fetch_sched_bdp(s), 256 * MiB));
+}
+
+/* Bytes of one read-ahead request: large on a fast, short link (fewer requests, less
+ * per-request cost), about one bandwidth-delay product on a long one, so that a window
+ * travels over several connections at once instead of one slowly opening TCP window. */
+static uint64_t ra_piece(const struct fetch_sched *s)
+{
+	uint64_t bdp = fetch_sched_bdp(s);
+
+	if (!bdp || s->link_rtt_us < 5000)
+		return s->pol.max_job_bytes;
+	return ROUND_UP(MAX(MIN(bdp, s->pol.max_job_bytes), s->pol.chunk_size), CACHE_BLOCK_SIZE);
+}
+
 static struct fetch_job *pick_readahead(struct fetch_sched *s)
 {
 	while (s->nra > 0) {
@@ -555,7 +687,7 @@ static struct fetch_job *pick_readahead(struct fetch_sched *s)
 		*job = (struct fetch_job){0};
 		lo = blk_lo(w->offset);
 		hi = blk_hi(w->offset + w->length);
-		stop = job_add_runs(s, job, lo, hi, s->pol.max_job_bytes);
+		stop = job_add_runs(s, job, lo, hi, ra_piece(s));
 		if (job->nruns > 0 && stop < hi) {
 			/* The rest of the window stays queued for the next fetcher. */
 			uint64_t off = stop * CACHE_BLOCK_SIZE;
@@ -819,8 +951,8 @@ static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hi
 		st->window = s->pol.ra_initial;
 	else if (st->ra_end - end > st->window / 2)
 		return false;
-	else
-		st->window = MIN(st->window * 2, s->pol.ra_max);
+	else /* at least two bandwidth-delay products once the stream is established */
+		st->window = MIN(MAX(st->window * 2, 2 * fetch_sched_bdp(s)), ra_limit(s));
 	ra_queue(s, st->ra_end, st->ra_end + st->window);
 	st->ra_end = MIN(st->ra_end + st->window, s->size);
 	return true;

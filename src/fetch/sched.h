@@ -20,9 +20,9 @@
 #define FETCH_MAX_RUNS	   64	/* ranges in a demand, read-ahead or background job */
 #define FETCH_BATCH_RUNS   1024 /* ranges in an ensure job: one request, as many ranges as
 				 * its Range header takes (OCI_RANGE_HEADER_MAX) */
-#define FETCH_MAX_JOBS	   16 /* jobs in flight */
-#define FETCH_MAX_STREAMS  8  /* sequential readers tracked */
-#define FETCH_RA_QUEUE	   16 /* read-ahead windows waiting for a fetcher */
+#define FETCH_MAX_JOBS	   128 /* jobs in flight, at most (the policy's budget is lower) */
+#define FETCH_MAX_STREAMS  64  /* sequential readers tracked */
+#define FETCH_RA_QUEUE	   64  /* read-ahead windows waiting for a request */
 #define FETCH_MAX_ATTEMPTS 8  /* fetch attempts for one request before it fails */
 #define FETCH_FAIL_RING	   16 /* recently failed ranges remembered */
 
@@ -35,7 +35,9 @@ struct fetch_policy {
 	uint64_t max_job_bytes; /* payload cap of one job (read-ahead, background, ensure) */
 	uint64_t ra_initial;	/* first read-ahead window of a sequential stream */
 	uint64_t ra_max;	/* largest read-ahead window */
-	unsigned max_side_jobs; /* read-ahead + background jobs in flight at once */
+	unsigned max_requests;	   /* jobs (HTTP requests) in flight at once: the budget */
+	unsigned host_connections; /* connections to the registry at once (0: max_requests) */
+	unsigned max_side_jobs;	   /* read-ahead + background jobs in flight at once */
 	uint64_t timeout_ms;	/* per-request deadline */
 	bool prefetch_all;	/* background fill */
 };
@@ -124,6 +126,10 @@ struct fetch_sched {
 	unsigned fail_next;			      /* next slot to overwrite */
 	uint64_t fail_window_ms;		      /* MIN(FETCH_FAIL_WINDOW_MS, timeout) */
 	struct fetch_req *probe;		      /* the probe under way, or NULL */
+	/* The link as measured by the jobs that ended (fetch_sched_link_sample): round trip
+	 * (request sent to first byte) and throughput of one request, smoothed; 0 = unknown. */
+	uint64_t link_rtt_us;
+	uint64_t link_bytes_per_s;
 };
 
 int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,
@@ -164,6 +170,15 @@ bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len);
  * whose read-ahead a missing read already started, and never creates or starts one. Returns
  * true when read-ahead was queued. */
 bool fetch_sched_note_hit(struct fetch_sched *s, uint64_t off, uint64_t len);
+
+/* A job ended well: it took ttfb_us from its request to its first byte, then body_us for its
+ * bytes. Feeds the link estimate that sizes read-ahead: windows of at least two
+ * bandwidth-delay products, so that a sequential reader on a long link never waits a round
+ * trip, split into requests that keep several connections busy. */
+void fetch_sched_link_sample(struct fetch_sched *s, uint64_t ttfb_us, uint64_t body_us,
+			     uint64_t bytes);
+/* Bytes in flight that keep the link busy for one round trip (0 while unknown). */
+uint64_t fetch_sched_bdp(const struct fetch_sched *s);
 
 /* Is [first, first + n) (blocks) covered by jobs in flight? */
 bool fetch_sched_in_flight(const struct fetch_sched *s, uint64_t first_block, uint64_t n);

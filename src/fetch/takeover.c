@@ -32,6 +32,7 @@
 #include "fetch/internal.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/time.h"
 
 void fetch_takeover_prepare(struct fetch_daemon *d)
 {
@@ -89,7 +90,7 @@ void fetch_takeover_prepare(struct fetch_daemon *d)
 void fetch_takeover_serve(struct fetch_daemon *d)
 {
 	struct fetch_shared *sh = d->sh;
-	uint64_t now = fetch_now_ms();
+	uint64_t now = util_now_ms();
 	unsigned expired = 0;
 
 	for (int i = FETCH_MAX_EVENTS - 1; i >= 0; i--) {

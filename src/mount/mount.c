@@ -24,6 +24,7 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/time.h"
 
 #ifndef TMPFS_MAGIC
 #define TMPFS_MAGIC 0x01021994
@@ -51,14 +52,6 @@ DEFINE_CLEANUP_FUNC(struct mount_walkio, mount_walkio_free);
 #define WALK_BRIDGE_DIVISOR 100
 /* Memory for the metadata loaded during the walk (a Debian minbase has 8-16 MiB). */
 #define WALK_MEMORY_CAP (256ULL << 20)
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void format_oci_error(char *err, size_t errlen, const char *what, const char *source,
 			     const struct oci_error *oerr, int r)
@@ -303,7 +296,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	char optbuf[128], state_file[32];
 	const char *cache_dir, *run_dir;
 	bool mounted = false, state_written = false, weak_entry = false;
-	uint64_t t0 = now_ms(), t;
+	uint64_t t0 = util_now_ms(), t;
 	int r;
 
 	memset(res, 0, sizeof(*res));
@@ -341,7 +334,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 
 	/* Resolve the reference to one blob (a digest-pinned source whose entry is complete
 	 * needs no registry at all). */
-	t = now_ms();
+	t = util_now_ms();
 	r = oci_global_init();
 	if (r < 0) {
 		snprintf(err, errlen, "initialising the HTTP client: %s", strerror(-r));
@@ -376,12 +369,12 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		/* An offline weak source may be served from the TLS entry of its digest. */
 		weak_entry = strcmp(cfg.blob.cache_key, cfg.blob.digest + 7) != 0;
 	}
-	res->resolve_ms = now_ms() - t;
+	res->resolve_ms = util_now_ms() - t;
 	snprintf(res->digest, sizeof(res->digest), "%s", cfg.blob.digest);
 	res->size = cfg.blob.size;
 
 	/* Start or join the entry's daemon: the data file is marked before anything mounts it. */
-	t = now_ms();
+	t = util_now_ms();
 	cfg.cache_dir = cache_dir;
 	cfg.run_dir = run_dir;
 	cfg.ref = ref;
@@ -399,16 +392,16 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		}
 	}
 	res->daemon_pid = h->pid;
-	res->daemon_ms = now_ms() - t;
+	res->daemon_ms = util_now_ms() - t;
 
 	/* From here on the daemon exists: every failure path below undoes what it made. */
-	t = now_ms();
+	t = util_now_ms();
 	r = prefetch_metadata(h, cfg.blob.size, res, err, errlen);
 	if (r < 0)
 		goto undo;
-	res->walk_ms = now_ms() - t;
+	res->walk_ms = util_now_ms() - t;
 
-	t = now_ms();
+	t = util_now_ms();
 	r = open_data_file(h->data_path, &data_fd, err, errlen);
 	if (r < 0)
 		goto undo;
@@ -424,7 +417,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 			 h->data_path);
 		goto undo;
 	}
-	res->kmount_ms = now_ms() - t;
+	res->kmount_ms = util_now_ms() - t;
 
 	st.mnt_id = res->mnt_id;
 	st.pid = h->pid;
@@ -451,7 +444,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 			 strerror(-r));
 		goto undo;
 	}
-	res->total_ms = now_ms() - t0;
+	res->total_ms = util_now_ms() - t0;
 	return 0;
 
 undo:

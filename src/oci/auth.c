@@ -16,6 +16,7 @@
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/strutil.h"
+#include "util/time.h"
 
 static void free_secret(char **p)
 {
@@ -245,7 +246,7 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 		goto out;
 	}
 	/* Renew a little before the server's expiry: a quarter of the life, at most 30 s. */
-	now = oci_now_ms();
+	now = util_now_ms();
 	margin = MIN(lifetime * 1000 / 4, 30000ULL);
 	slot->expires_ms = now + lifetime * 1000 - margin;
 	slot->fetched_ms = now;
@@ -274,7 +275,7 @@ int oci_auth_header(struct oci_client *c, bool push, uint64_t deadline_ms, char 
 {
 	_cleanup_free_ char *scope = NULL, *pull_scope = NULL;
 	struct oci_token *t = NULL;
-	uint64_t now = oci_now_ms();
+	uint64_t now = util_now_ms();
 	int r = 0;
 
 	*ret_header = NULL;

@@ -18,6 +18,7 @@
 #include "util/log.h"
 #include "util/sha256.h"
 #include "util/strutil.h"
+#include "util/time.h"
 
 #define MANIFEST_ACCEPT                                                             \
 	OCI_MT_OCI_MANIFEST ", " OCI_MT_OCI_INDEX ", " OCI_MT_DOCKER_MANIFEST ", " \
@@ -225,7 +226,7 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *er
 	struct oci_manifest *m = NULL;
 	struct oci_platform want;
 	char ctype[256], digest[UTIL_DIGEST_STR_LEN], why[1024], platform_shown[100] = "";
-	uint64_t deadline = oci_now_ms() + c->timeout_ms;
+	uint64_t deadline = util_now_ms() + c->timeout_ms;
 	const struct oci_descriptor *layer;
 	struct oci_error local;
 	size_t idx;

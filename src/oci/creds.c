@@ -23,6 +23,7 @@
 #include "util/json.h"
 #include "util/log.h"
 #include "util/strutil.h"
+#include "util/time.h"
 
 #define HELPER_REPLY_MAX (64 * 1024)
 #define HELPER_TIMEOUT_MS 30000
@@ -385,7 +386,7 @@ static int run_helper(const char *helper, const char *server, struct oci_creds *
 	struct util_buf reply = UTIL_BUF_INIT(HELPER_REPLY_MAX);
 	posix_spawn_file_actions_t fa;
 	char prog[128], *argv[3];
-	uint64_t deadline = oci_now_ms() + HELPER_TIMEOUT_MS;
+	uint64_t deadline = util_now_ms() + HELPER_TIMEOUT_MS;
 	int fds[2], status = 0, r;
 	size_t written = 0, slen = strlen(server);
 	pid_t pid;
@@ -423,7 +424,7 @@ static int run_helper(const char *helper, const char *server, struct oci_creds *
 	/* Write the server name, read the reply, both bounded in time. */
 	for (;;) {
 		struct pollfd p[2] = { { .fd = out_r, .events = POLLIN }, { .fd = in_w, .events = POLLOUT } };
-		uint64_t now = oci_now_ms();
+		uint64_t now = util_now_ms();
 		char buf[4096];
 		ssize_t k;
 		int n;

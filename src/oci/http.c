@@ -19,35 +19,18 @@
 #include "oci/internal.h"
 #include "util/cleanup.h"
 #include "util/log.h"
-
-uint64_t oci_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-void oci_sleep_ms(uint64_t ms)
-{
-	struct timespec ts = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
+#include "util/time.h"
 
 uint64_t oci_backoff_ms(int attempt)
 {
 	uint64_t ms = OCI_BACKOFF_MIN_MS;
-	struct timespec ts;
 
 	for (int i = 0; i < attempt && ms < OCI_BACKOFF_MAX_MS; i++)
 		ms *= 2;
 	if (ms > OCI_BACKOFF_MAX_MS)
 		ms = OCI_BACKOFF_MAX_MS;
 	/* up to 25 % jitter so that parallel readers do not retry in lockstep */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ms - (ms / 4) * ((uint64_t)ts.tv_nsec % 1000) / 1000;
+	return ms - (ms / 4) * (util_now_us() % 1000) / 1000;
 }
 
 void oci_resp_reset(struct oci_resp *r)
@@ -183,7 +166,7 @@ void oci_share_free(struct oci_client *c)
 
 void oci_easy_setup(struct oci_client *c, CURL *easy, uint64_t deadline_ms)
 {
-	uint64_t now = oci_now_ms();
+	uint64_t now = util_now_ms();
 	long remaining = deadline_ms > now ? (long)MIN(deadline_ms - now, (uint64_t)LONG_MAX) : 1;
 
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
@@ -466,7 +449,7 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 		long status;
 
 		oci_url_redact(url, shown, sizeof(shown));
-		if (oci_now_ms() >= deadline_ms) {
+		if (util_now_ms() >= deadline_ms) {
 			if (last_rc != CURLE_OK)
 				return oci_curl_error(c, last_rc, errbuf, shown, err);
 			if (resp->status)
@@ -570,10 +553,10 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 			if (oci_curl_retryable(rc, errbuf) && !q->no_retry && attempts + 1 < OCI_MAX_ATTEMPTS) {
 				last_rc = rc;
 				wait = oci_backoff_ms(attempts++);
-				if (oci_now_ms() + wait < deadline_ms) {
+				if (util_now_ms() + wait < deadline_ms) {
 					log_debug("oci: %s %s failed (%s), retrying", method, shown,
 						  curl_easy_strerror(rc));
-					oci_sleep_ms(wait);
+					util_sleep_ms(wait);
 					continue;
 				}
 			}
@@ -626,11 +609,11 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 			    oci_retry_after_parse(resp->retry_after, strlen(resp->retry_after),
 						  time(NULL), &ra) == 0)
 				wait = MAX(ra, wait);
-			if (oci_now_ms() + wait < deadline_ms) {
+			if (util_now_ms() + wait < deadline_ms) {
 				attempts++;
 				log_debug("oci: %s %s: HTTP %ld, retrying in %llu ms", method, shown,
 					  resp->status, (unsigned long long)wait);
-				oci_sleep_ms(wait);
+				util_sleep_ms(wait);
 				continue;
 			}
 		}

@@ -30,7 +30,7 @@ int oci_options_copy(struct oci_options *dst, const struct oci_options *src);
 #define OCI_WHOLE_BODY_MAX (64ULL << 20) /* a 200 reply is streamed for ranges up to here */
 
 uint64_t oci_now_ms(void); /* CLOCK_MONOTONIC */
-void oci_sleep_ms(uint64_t ms);
+void util_sleep_ms(uint64_t ms);
 uint64_t oci_backoff_ms(int attempt);
 
 /* Headers of one HTTP response, kept as they stream in (header callback). */

@@ -95,35 +95,57 @@ int oci_client_set_blob(struct oci_client *c, const struct oci_blob *b);
  * return 0 to continue or -errno to abort the transfer. */
 typedef int (*oci_sink_fn)(void *ctx, uint64_t offset, const void *data, size_t len);
 
+/* A read is over: result 0 (every byte of every range reached the sink exactly once) or
+ * -errno with err filled; requests: the HTTP requests it took. */
+typedef void (*oci_done_fn)(void *ctx, int result, const struct oci_error *err,
+			    uint64_t requests);
+
 struct oci_reader;
 
+/* A reader is an event-driven transfer engine over one libcurl multi handle: any number of
+ * reads submitted, up to `parallel` HTTP requests in flight over all of them, connections kept
+ * alive between them. One thread drives it (oci_reader_perform); submit from that thread or
+ * with the driving thread's own serialization. */
 int oci_reader_new(struct oci_client *c, struct oci_reader **ret);
-void oci_reader_free(struct oci_reader *r);
+void oci_reader_free(struct oci_reader *r); /* reads not done are dropped, no callbacks */
 
-/* Read the given ranges of the resolved blob (sorted, non-overlapping), using several ranges
- * per request (multipart/byteranges) and several requests in flight where the server allows,
- * with bounded retries and backoff. Every byte of every range reaches the sink exactly once
- * on success. Errors: -EACCES (401/403), -ENOENT (404), -EAGAIN (retries exhausted on
- * 429/5xx/timeouts/resets), -EBADMSG (malformed reply), -ESTALE (URL object changed). */
+#define OCI_READ_BATCH 1u /* group the ranges into as few requests as the Range header allows,
+			   * however many bytes they carry, instead of at most 64 ranges a
+			   * request spread over the requests in flight by size: for scattered
+			   * small ranges (metadata), where a registry's cost is per range */
+#define OCI_READ_ONCE 2u  /* one attempt: a failure ends the read at once, without retries
+			   * (a probe of whether the registry answers again) */
+
+/* Read the given ranges of the resolved blob (sorted, non-overlapping): several ranges a
+ * request (multipart/byteranges), several requests in flight, bounded retries with backoff,
+ * a deadline of the client's timeout. Returns 0 when queued; done() is called exactly once,
+ * from oci_reader_perform(). A server that refuses or ignores multi-range requests gets
+ * single-range or whole-span requests. Errors: -EACCES (401/403), -ENOENT (404), -EAGAIN
+ * (retries exhausted on 429/5xx/timeouts/resets), -EBADMSG (malformed reply), -ESTALE (URL
+ * object changed), -EINVAL (bad ranges; then done is not called). */
+int oci_reader_submit(struct oci_reader *r, const struct util_extent *v, size_t n, unsigned flags,
+		      oci_sink_fn sink, oci_done_fn done, void *ctx, struct oci_error *err);
+/* Send what may be sent, receive what arrived (sinks and done callbacks run here), then wait
+ * up to timeout_ms for network activity or oci_reader_wakeup(). */
+void oci_reader_perform(struct oci_reader *r, int timeout_ms);
+/* Make a waiting oci_reader_perform() return now; any thread. */
+void oci_reader_wakeup(struct oci_reader *r);
+/* Reads submitted and not done. */
+unsigned oci_reader_reads(const struct oci_reader *r);
+
+/* One read, start to end (submit, then perform until it is done). */
 int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n, oci_sink_fn sink,
 		    void *ctx, struct oci_error *err);
 
 /* Counters since the reader was made: HTTP requests sent and payload bytes received. */
 void oci_reader_stats(const struct oci_reader *r, uint64_t *requests, uint64_t *bytes);
 
-/* How many requests one oci_read_ranges() call keeps in flight (default 4, at most 16). */
+#define OCI_READER_MAX_PARALLEL 256
+/* Requests in flight over all reads (default 4, at most OCI_READER_MAX_PARALLEL), and
+ * connections to one host (0: as many as requests; more requests than connections wait
+ * inside libcurl for a connection to come free). */
 void oci_reader_set_parallel(struct oci_reader *r, unsigned n);
-
-/* Batch mode (default off): group the ranges of each oci_read_ranges() call into as few
- * requests as the Range header allows (OCI_RANGE_HEADER_MAX), however many bytes they
- * carry, instead of at most 64 ranges a request spread over the transfers in flight by size.
- * For scattered small ranges (metadata), where a registry's cost is per range and more
- * requests only add round trips. The fallbacks stay: a server that refuses or ignores
- * multi-range requests still gets single-range or whole-span requests. */
-void oci_reader_set_batch(struct oci_reader *r, bool on);
-/* The next calls make one attempt: a failure is returned at once, without retries (a probe of
- * whether the registry answers again). */
-void oci_reader_set_single_attempt(struct oci_reader *r, bool on);
+void oci_reader_set_host_connections(struct oci_reader *r, unsigned n);
 
 /* The largest Range header value ("bytes=a-b,c-d,...") one request carries: nginx, for one,
  * refuses header lines over 8 KiB by default. Ranges beyond it go out in further requests. */

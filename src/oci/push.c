@@ -14,6 +14,7 @@
 #include "util/cleanup.h"
 #include "util/json.h"
 #include "util/sha256.h"
+#include "util/time.h"
 
 #define MONOLITHIC_MAX (32ULL << 20)
 #define PATCH_CHUNK (16ULL << 20)
@@ -77,7 +78,7 @@ int oci_blob_exists(struct oci_client *c, const char *digest, struct oci_error *
 	if (asprintf(&url, "%s/v2/%s/blobs/%s", c->base_url, c->ref->repository, digest) < 0)
 		return -ENOMEM;
 	q.url = url;
-	r = oci_request(c, &q, oci_now_ms() + c->timeout_ms, &resp, NULL, err);
+	r = oci_request(c, &q, util_now_ms() + c->timeout_ms, &resp, NULL, err);
 	if (r < 0)
 		return r;
 	if (resp.status == 200)
@@ -239,7 +240,7 @@ static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, 
 	struct upload_progress prog = { .fn = fn, .ctx = ctx, .total = size };
 	/* A big upload gets time in proportion to its size (at least 10 MB/s), on top of the
 	 * timeout for one request. */
-	uint64_t deadline = oci_now_ms() + c->timeout_ms + size / 10000;
+	uint64_t deadline = util_now_ms() + c->timeout_ms + size / 10000;
 	struct oci_error local;
 	int r = 0;
 
@@ -247,9 +248,9 @@ static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, 
 		err = &local;
 	for (int i = 0; i < UPLOAD_TRIES; i++) {
 		r = upload_once(c, fd, mem, size, digest, &prog, deadline, err);
-		if (r != -EAGAIN || oci_now_ms() >= deadline)
+		if (r != -EAGAIN || util_now_ms() >= deadline)
 			return r;
-		oci_sleep_ms(oci_backoff_ms(i));
+		util_sleep_ms(oci_backoff_ms(i));
 	}
 	return r;
 }
@@ -293,7 +294,7 @@ int oci_manifest_put(struct oci_client *c, const char *reference, const char *me
 	q.url = url;
 	oci_fmt(what, sizeof(what), "registry %s: storing the manifest as %s%c%s", c->shown,
 		c->ref->repository, reference ? ':' : '@', reference ? reference : ret_digest);
-	r = oci_request(c, &q, oci_now_ms() + c->timeout_ms, &resp, &body, err);
+	r = oci_request(c, &q, util_now_ms() + c->timeout_ms, &resp, &body, err);
 	if (r < 0)
 		goto out;
 	if (resp.status != 201 && resp.status != 200 && resp.status != 204) {

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
- * The data path: reading byte ranges of the resolved blob. One reader per thread, each with
- * its own libcurl multi handle (its own kept-alive connections) and up to `parallel`
- * transfers in flight. Scattered ranges travel several to a request (multipart/byteranges,
+ * The data path: reading byte ranges of the resolved blob. A reader is an event-driven
+ * transfer engine: one libcurl multi handle (its own kept-alive connections), any number of
+ * reads submitted, up to `parallel` requests in flight over all of them, driven by one thread
+ * through oci_reader_perform(). Scattered ranges travel several to a request (multipart/byteranges,
  * at most 64 a request, or in batch mode as many as a Range header of OCI_RANGE_HEADER_MAX
  * takes); large ones one to a request, in parallel. Every range keeps a count
  * of the bytes already handed to the sink, so whatever the server does (one part instead of
@@ -16,12 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <time.h>
 
 #include "oci/reader.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/strutil.h"
+#include "util/time.h"
 
 int oci_reader_new(struct oci_client *c, struct oci_reader **ret)
 {
@@ -30,21 +33,26 @@ int oci_reader_new(struct oci_client *c, struct oci_reader **ret)
 	if (!r)
 		return -ENOMEM;
 	r->c = c;
-	r->parallel = READER_DEFAULT_PARALLEL;
+	r->pending_tail = &r->pending;
 	r->multi = curl_multi_init();
 	if (!r->multi) {
 		free(r);
 		return -ENOMEM;
 	}
-	curl_multi_setopt(r->multi, CURLMOPT_MAXCONNECTS, (long)READER_MAX_PARALLEL * 2);
+	oci_reader_set_parallel(r, READER_DEFAULT_PARALLEL);
 	*ret = r;
 	return 0;
 }
+
+static void rreq_free(struct rreq *q);
+static void read_end(struct oci_read *k, int result, bool call);
 
 void oci_reader_free(struct oci_reader *r)
 {
 	if (!r)
 		return;
+	while (r->reads)
+		read_end(r->reads, -ECANCELED, false);
 	for (size_t i = 0; i < READER_MAX_PARALLEL; i++)
 		if (r->easy[i])
 			curl_easy_cleanup(r->easy[i]);
@@ -56,16 +64,23 @@ void oci_reader_free(struct oci_reader *r)
 void oci_reader_set_parallel(struct oci_reader *r, unsigned n)
 {
 	r->parallel = n < 1 ? 1 : n > READER_MAX_PARALLEL ? READER_MAX_PARALLEL : n;
+	/* Keep a connection per request in flight alive between requests. */
+	curl_multi_setopt(r->multi, CURLMOPT_MAXCONNECTS, (long)r->parallel * 2);
 }
 
-void oci_reader_set_batch(struct oci_reader *r, bool on)
+void oci_reader_set_host_connections(struct oci_reader *r, unsigned n)
 {
-	r->batch = on;
+	curl_multi_setopt(r->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)n);
 }
 
-void oci_reader_set_single_attempt(struct oci_reader *r, bool on)
+void oci_reader_wakeup(struct oci_reader *r)
 {
-	r->single_attempt = on;
+	curl_multi_wakeup(r->multi);
+}
+
+unsigned oci_reader_reads(const struct oci_reader *r)
+{
+	return r->nreads;
 }
 
 static size_t digits(uint64_t v)
@@ -104,13 +119,14 @@ static void rreq_free(struct rreq *q)
 	free(q);
 }
 
-static struct rreq *rreq_new(struct oci_reader *r, struct rrange *rg, size_t n)
+static struct rreq *rreq_new(struct oci_read *k, struct rrange *rg, size_t n)
 {
 	struct rreq *q = calloc(1, sizeof(*q));
 
 	if (!q)
 		return NULL;
-	q->r = r;
+	q->r = k->r;
+	q->k = k;
 	q->rg = rg;
 	q->n = n;
 	q->slot = -1;
@@ -134,7 +150,7 @@ static const char *blob_url_now(struct rreq *q)
 
 	if (q->url)
 		return q->url;
-	if (r->loc_url && oci_now_ms() < r->loc_expires) {
+	if (r->loc_url && util_now_ms() < r->loc_expires) {
 		q->from_cache = true;
 		q->storage = true;
 		return r->loc_url;
@@ -144,9 +160,11 @@ static const char *blob_url_now(struct rreq *q)
 	return r->c->blob_url;
 }
 
-static int start(struct rreq *q, struct oci_error *err)
+static int start(struct rreq *q)
 {
 	struct oci_reader *r = q->r;
+	struct oci_read *kr = q->k;
+	struct oci_error *err = &kr->err;
 	struct oci_client *c = r->c;
 	struct util_buf range = UTIL_BUF_INIT(64 * 1024);
 	const char *url = blob_url_now(q);
@@ -198,7 +216,7 @@ static int start(struct rreq *q, struct oci_error *err)
 	}
 	util_buf_free(&range);
 	if (!q->storage && !c->ref->is_url) {
-		k = oci_auth_header(c, false, r->deadline, &auth, &q->gen, err);
+		k = oci_auth_header(c, false, kr->deadline, &auth, &q->gen, err);
 		if (k < 0)
 			return k;
 		if (auth) {
@@ -214,7 +232,7 @@ static int start(struct rreq *q, struct oci_error *err)
 	    (c->cond_range && !oci_slist_add(&q->hdrs, "%s", c->cond_range)))
 		return -ENOMEM;
 
-	oci_easy_setup(c, e, r->deadline);
+	oci_easy_setup(c, e, kr->deadline);
 	/* Blob bytes go over HTTP/1.1, one connection per transfer in flight: measured against
 	 * the distribution registry over TLS on loopback, HTTP/2 (one TCP connection, 16 KiB
 	 * frames, flow control) moved 16 MiB ranges at 220-280 MiB/s where HTTP/1.1 did 300-350,
@@ -245,30 +263,91 @@ static int start(struct rreq *q, struct oci_error *err)
 	r->busy[slot] = q;
 	q->slot = slot;
 	r->requests++;
+	r->active++;
+	kr->requests++;
+	kr->active++;
 	return 0;
 }
 
-/* ---- one call ------------------------------------------------------------------------------- */
+/* ---- reads and their requests ---------------------------------------------------------- */
 
-struct call {
-	struct oci_reader *r;
-	struct rreq *pending; /* not in flight */
-	unsigned active;
-	struct oci_error *err;
-	char what[400];
-};
-
-static void push_pending(struct call *k, struct rreq *q)
+/* Queue a request of read k: at the front (a retry or a continuation goes before what was
+ * queued after it) or at the back. */
+static void push_pending(struct oci_read *k, struct rreq *q)
 {
-	q->next = k->pending;
-	k->pending = q;
+	struct oci_reader *r = k->r;
+
+	q->next = r->pending;
+	r->pending = q;
+	if (r->pending_tail == &r->pending)
+		r->pending_tail = &q->next;
+	k->waiting++;
+}
+
+static void append_pending(struct oci_read *k, struct rreq *q)
+{
+	struct oci_reader *r = k->r;
+
+	q->next = NULL;
+	*r->pending_tail = q;
+	r->pending_tail = &q->next;
+	k->waiting++;
+}
+
+/* Take q out of the waiting list (pp points at the link to it). */
+static void unlink_pending(struct oci_reader *r, struct rreq **pp)
+{
+	struct rreq *q = *pp;
+
+	*pp = q->next;
+	if (r->pending_tail == &q->next)
+		r->pending_tail = pp;
+	q->next = NULL;
+	q->k->waiting--;
+}
+
+/* Read k is over: stop its requests (in flight: curl closes those connections mid-body),
+ * unlink it, tell its owner (unless call is false: the reader is being freed), free it. */
+static void read_end(struct oci_read *k, int result, bool call)
+{
+	struct oci_reader *r = k->r;
+
+	for (unsigned s = 0; s < READER_MAX_PARALLEL && k->active; s++)
+		if (r->busy[s] && r->busy[s]->k == k) {
+			curl_multi_remove_handle(r->multi, r->easy[s]);
+			curl_easy_setopt(r->easy[s], CURLOPT_HTTPHEADER, NULL);
+			rreq_free(r->busy[s]);
+			r->busy[s] = NULL;
+			r->active--;
+			k->active--;
+		}
+	for (struct rreq **pp = &r->pending; *pp && k->waiting;) {
+		if ((*pp)->k == k) {
+			struct rreq *q = *pp;
+
+			unlink_pending(r, pp);
+			rreq_free(q);
+		} else {
+			pp = &(*pp)->next;
+		}
+	}
+	for (struct oci_read **pk = &r->reads; *pk; pk = &(*pk)->next)
+		if (*pk == k) {
+			*pk = k->next;
+			r->nreads--;
+			break;
+		}
+	if (call && k->done)
+		k->done(k->ctx, result, result < 0 ? &k->err : NULL, k->requests);
+	free(k->rg);
+	free(k);
 }
 
 enum outcome { DONE, AGAIN, FATAL };
 
 /* Decide what a finished transfer means: DONE (every range complete), AGAIN (q is queued to
  * continue, possibly split) or FATAL (err filled, returned in *ret). */
-static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret)
+static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int *ret)
 {
 	struct oci_reader *r = k->r;
 	struct oci_client *c = r->c;
@@ -283,42 +362,43 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 	r->busy[q->slot] = NULL;
 	q->slot = -1;
 	k->active--;
+	r->active--;
 	left = oci_rreq_remaining(q);
 	oci_fmt(range_shown, sizeof(range_shown), "%zu range%s from offset %llu", left,
 		left == 1 ? "" : "s", (unsigned long long)q->rg[0].off);
 
 	if (q->fail && !q->fail_retryable) {
-		oci_err_set(k->err, (int)st, NULL, "%s: %s", k->what, q->fail_msg);
+		oci_err_set(&k->err, (int)st, NULL, "%s: %s", k->what, q->fail_msg);
 		*ret = q->fail;
 		return FATAL;
 	}
 	if (rc == CURLE_WRITE_ERROR && q->whole_done)
 		rc = CURLE_OK;
 	if (q->fail) {
-		oci_fmt(r->last_error, sizeof(r->last_error), "%s", q->fail_msg);
+		oci_fmt(k->last_error, sizeof(k->last_error), "%s", q->fail_msg);
 	} else if (rc != CURLE_OK) {
 		if (q->resp.overflow) {
-			oci_err_set(k->err, (int)st, NULL, "%s: reply headers too large", k->what);
+			oci_err_set(&k->err, (int)st, NULL, "%s: reply headers too large", k->what);
 			*ret = -EBADMSG;
 			return FATAL;
 		}
-		if (!oci_curl_retryable(rc, q->errbuf) || oci_now_ms() >= r->deadline) {
-			*ret = oci_curl_error(c, rc, q->errbuf, k->what, k->err);
-			if (r->last_error[0] && rc == CURLE_OPERATION_TIMEDOUT)
-				oci_err_prefix(k->err, "after: %s;", r->last_error);
+		if (!oci_curl_retryable(rc, q->errbuf) || util_now_ms() >= k->deadline) {
+			*ret = oci_curl_error(c, rc, q->errbuf, k->what, &k->err);
+			if (k->last_error[0] && rc == CURLE_OPERATION_TIMEDOUT)
+				oci_err_prefix(&k->err, "after: %s;", k->last_error);
 			return FATAL;
 		}
-		oci_fmt(r->last_error, sizeof(r->last_error), "%s",
+		oci_fmt(k->last_error, sizeof(k->last_error), "%s",
 			q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc));
 	} else if (st == 206 || st == 200) {
 		if (q->mode == BODY_MULTI && oci_multipart_finish(&q->mp) < 0 && left)
-			oci_fmt(r->last_error, sizeof(r->last_error), "truncated multipart reply");
+			oci_fmt(k->last_error, sizeof(k->last_error), "truncated multipart reply");
 		if (left == 0) {
 			if (q->url && !q->from_cache && !c->ref->is_url) {
 				/* Remember where the registry sent us, to skip the redirect. */
 				free(r->loc_url);
 				r->loc_url = TAKE_PTR(q->url);
-				r->loc_expires = oci_now_ms() + LOCATION_TTL_MS;
+				r->loc_expires = util_now_ms() + LOCATION_TTL_MS;
 			}
 			return DONE;
 		}
@@ -329,16 +409,16 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 			log_debug("oci: %s answers one range at a time", k->what);
 		}
 		if (!q->progressed)
-			oci_fmt(r->last_error, sizeof(r->last_error),
+			oci_fmt(k->last_error, sizeof(k->last_error),
 				"HTTP %ld without the requested bytes", st);
 		else
-			oci_fmt(r->last_error, sizeof(r->last_error), "short reply");
+			oci_fmt(k->last_error, sizeof(k->last_error), "short reply");
 	} else if (st >= 300 && st < 400 && st != 304) {
 		char *next = NULL;
 
 		curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &next);
 		if (!next || ++q->hops > OCI_MAX_REDIRECTS) {
-			oci_err_set(k->err, (int)st, NULL, "%s: %s", k->what,
+			oci_err_set(&k->err, (int)st, NULL, "%s: %s", k->what,
 				    next ? "too many redirects" : "redirect without a Location");
 			*ret = -EBADMSG;
 			return FATAL;
@@ -365,23 +445,23 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 		return AGAIN;
 	} else if (st == 401 && !q->storage && !c->ref->is_url) {
 		int a = oci_auth_challenged(c, q->resp.www_auth, false, q->gen, ++q->auth_rounds,
-					    r->deadline, k->err);
+					    k->deadline, &k->err);
 
 		if (a < 0) {
-			oci_err_prefix(k->err, "%s", k->what);
+			oci_err_prefix(&k->err, "%s", k->what);
 			*ret = a;
 			return FATAL;
 		}
 		push_pending(k, q);
 		return AGAIN;
 	} else if (st == 429 || st == 408 || st >= 500) {
-		oci_status_error(c, &q->resp, &q->errbody, k->what, k->err);
-		oci_fmt(r->last_error, sizeof(r->last_error), "%s", k->err->message);
+		oci_status_error(c, &q->resp, &q->errbody, k->what, &k->err);
+		oci_fmt(k->last_error, sizeof(k->last_error), "%s", k->err.message);
 		if (q->resp.retry_after[0] &&
 		    oci_retry_after_parse(q->resp.retry_after, strlen(q->resp.retry_after), time(NULL),
 					  &ra) == 0) {
-			if (oci_now_ms() + ra >= r->deadline) {
-				oci_err_prefix(k->err, "gave up (the server asks to retry after %llu s, "
+			if (util_now_ms() + ra >= k->deadline) {
+				oci_err_prefix(&k->err, "gave up (the server asks to retry after %llu s, "
 						       "past the deadline)",
 					       (unsigned long long)(ra / 1000));
 				*ret = -EAGAIN;
@@ -391,13 +471,13 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 		}
 	} else {
 		if (st == 412 || (st == 416 && c->ref->is_url)) {
-			oci_err_set(k->err, (int)st, NULL,
+			oci_err_set(&k->err, (int)st, NULL,
 				    "%s: the object changed on the server since it was resolved "
 				    "(HTTP %ld)", k->what, st);
 			*ret = -ESTALE;
 			return FATAL;
 		}
-		*ret = oci_status_error(c, &q->resp, &q->errbody, k->what, k->err);
+		*ret = oci_status_error(c, &q->resp, &q->errbody, k->what, &k->err);
 		if (st == 416)
 			*ret = -EBADMSG;
 		return FATAL;
@@ -409,25 +489,25 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 		q->no_progress = 0;
 	else
 		q->no_progress++;
-	if (q->no_progress >= OCI_MAX_ATTEMPTS || q->failures >= MAX_FAILURES || r->single_attempt) {
-		char code[sizeof(k->err->code)];
+	if (q->no_progress >= OCI_MAX_ATTEMPTS || q->failures >= MAX_FAILURES || k->single_attempt) {
+		char code[sizeof(k->err.code)];
 
-		const char *last = r->last_error;
+		const char *last = k->last_error;
 		size_t wl = strlen(k->what);
 
 		/* The last error may already name what failed; say it once. */
 		if (strncmp(last, k->what, wl) == 0 && strncmp(last + wl, ": ", 2) == 0)
 			last += wl + 2;
-		oci_fmt(code, sizeof(code), "%s", k->err ? k->err->code : "");
-		oci_err_set(k->err, (int)st, code, "%s: gave up after %d attempts: %s", k->what,
+		oci_fmt(code, sizeof(code), "%s", k->err.code);
+		oci_err_set(&k->err, (int)st, code, "%s: gave up after %d attempts: %s", k->what,
 			    q->failures, last);
 		*ret = -EAGAIN;
 		return FATAL;
 	}
 	if (!q->progressed)
 		wait = MAX(wait, oci_backoff_ms(q->no_progress - 1));
-	q->not_before = oci_now_ms() + wait;
-	log_debug("oci: %s: %s; retrying %s in %llu ms", k->what, r->last_error, range_shown,
+	q->not_before = util_now_ms() + wait;
+	log_debug("oci: %s: %s; retrying %s in %llu ms", k->what, k->last_error, range_shown,
 		  (unsigned long long)wait);
 
 	if (atomic_load(&c->no_multirange) && oci_rreq_remaining(q) > 1) {
@@ -437,7 +517,7 @@ static enum outcome finish(struct call *k, struct rreq *q, CURLcode rc, int *ret
 
 			if (q->rg[i].done == q->rg[i].len)
 				continue;
-			s = rreq_new(r, &q->rg[i], 1);
+			s = rreq_new(k, &q->rg[i], 1);
 			if (!s) {
 				*ret = -ENOMEM;
 				return FATAL;
@@ -482,177 +562,220 @@ static int validate(struct oci_reader *r, const struct util_extent *v, size_t n,
 	return 0;
 }
 
-int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n, oci_sink_fn sink,
-		    void *ctx, struct oci_error *err)
+int oci_reader_submit(struct oci_reader *r, const struct util_extent *v, size_t n, unsigned flags,
+		      oci_sink_fn sink, oci_done_fn done, void *ctx, struct oci_error *err)
 {
 	struct oci_client *c = r->c;
-	struct call k = { .r = r, .err = err };
-	_cleanup_free_ struct rrange *rg = NULL;
+	struct oci_read *k;
 	size_t m = 0, i;
 	uint64_t total = 0, target;
 	struct oci_error local;
-	int ret = 0;
+	int ret;
 
 	if (!err)
-		err = k.err = &local;
+		err = &local;
 	oci_err_clear(err);
 	ret = validate(r, v, n, err);
 	if (ret < 0)
 		return ret;
-	rg = calloc(n ? n : 1, sizeof(*rg));
-	if (!rg)
+	k = calloc(1, sizeof(*k));
+	if (!k)
 		return -ENOMEM;
+	k->rg = calloc(n ? n : 1, sizeof(*k->rg));
+	if (!k->rg) {
+		free(k);
+		return -ENOMEM;
+	}
+	k->r = r;
+	k->sink = sink;
+	k->done = done;
+	k->ctx = ctx;
+	k->batch = flags & OCI_READ_BATCH;
+	k->single_attempt = flags & OCI_READ_ONCE;
+	k->deadline = util_now_ms() + c->timeout_ms;
 	for (i = 0; i < n; i++)
 		if (v[i].length) {
-			rg[m].off = v[i].offset;
-			rg[m].len = v[i].length;
+			k->rg[m].off = v[i].offset;
+			k->rg[m].len = v[i].length;
 			total += v[i].length;
 			m++;
 		}
-	if (m == 0)
-		return 0;
-	r->sink = sink;
-	r->ctx = ctx;
-	r->deadline = oci_now_ms() + c->timeout_ms;
-	r->last_error[0] = 0;
+	k->m = m;
 	if (c->ref->is_url)
-		oci_fmt(k.what, sizeof(k.what), "%s", c->shown);
+		oci_fmt(k->what, sizeof(k->what), "%s", c->shown);
 	else
-		oci_fmt(k.what, sizeof(k.what), "registry %s: blob %s", c->shown, c->blob.digest);
+		oci_fmt(k->what, sizeof(k->what), "registry %s: blob %s", c->shown, c->blob.digest);
+	k->next = r->reads;
+	r->reads = k;
+	r->nreads++;
 
 	/* Group neighbouring ranges: at most 64 a request, about total/parallel bytes each (at
-	 * least 1 MiB, at most 16 MiB) so that the work spreads over the transfers in flight;
+	 * least 1 MiB, at most 16 MiB) so that the work spreads over the requests in flight;
 	 * a large range is a request of its own. In batch mode as many as the Range header
 	 * takes, whatever their size. Either way the header stays under OCI_RANGE_HEADER_MAX. */
 	target = MIN(MAX(total / r->parallel, GROUP_MIN_BYTES), GROUP_MAX_BYTES);
 	for (i = 0; i < m;) {
 		size_t j = i + 1;
-		size_t hdr = strlen("bytes=") + oci_range_spec_len(rg[i].off, rg[i].len);
-		uint64_t bytes = rg[i].len;
+		size_t hdr = strlen("bytes=") + oci_range_spec_len(k->rg[i].off, k->rg[i].len);
+		uint64_t bytes = k->rg[i].len;
 		struct rreq *q;
 
 		if (atomic_load(&c->ranges_ignored)) {
 			j = m;
 		} else if (!atomic_load(&c->no_multirange)) {
 			while (j < m) {
-				size_t spec = oci_range_spec_len(rg[j].off, rg[j].len);
+				size_t spec = oci_range_spec_len(k->rg[j].off, k->rg[j].len);
 
 				if (hdr + spec > OCI_RANGE_HEADER_MAX ||
-				    (!r->batch && (j - i >= RANGES_PER_REQUEST ||
-						   bytes + rg[j].len > target)))
+				    (!k->batch && (j - i >= RANGES_PER_REQUEST ||
+						   bytes + k->rg[j].len > target)))
 					break;
 				hdr += spec;
-				bytes += rg[j].len;
+				bytes += k->rg[j].len;
 				j++;
 			}
 		}
-		q = rreq_new(r, &rg[i], j - i);
+		q = rreq_new(k, &k->rg[i], j - i);
 		if (!q) {
-			ret = -ENOMEM;
-			goto out;
+			read_end(k, -ENOMEM, false);
+			oci_err_set(err, 0, NULL, "out of memory");
+			return -ENOMEM;
 		}
-		/* keep the queue in offset order: the list is LIFO, so build it backwards */
-		q->next = NULL;
-		if (!k.pending) {
-			k.pending = q;
-		} else {
-			struct rreq *t = k.pending;
-
-			while (t->next)
-				t = t->next;
-			t->next = q;
-		}
+		append_pending(k, q);
 		i = j;
 	}
+	if (m == 0) {
+		/* Nothing to read: done at the next perform (never from inside submit). */
+		k->deadline = 0;
+	}
+	return 0;
+}
 
-	while (k.pending || k.active) {
-		uint64_t now = oci_now_ms(), next_ready = UINT64_MAX;
-		struct rreq **pp = &k.pending;
-		CURLMsg *msg;
-		int running, left, timeout;
+/* Send what may be sent now; returns when the next waiting request becomes due. */
+static uint64_t start_ready(struct oci_reader *r, uint64_t now)
+{
+	uint64_t next_ready = UINT64_MAX;
 
-		if (now >= r->deadline && !k.active) {
-			if (r->last_error[0])
-				oci_err_set(err, 0, NULL, "%s: timed out after %llu ms: %s", k.what,
-					    (unsigned long long)c->timeout_ms, r->last_error);
-			else
-				oci_err_set(err, 0, NULL, "%s: timed out after %llu ms", k.what,
-					    (unsigned long long)c->timeout_ms);
-			ret = -EAGAIN;
-			goto out;
-		}
-		while (*pp && k.active < r->parallel) {
-			struct rreq *q = *pp;
+	for (struct rreq **pp = &r->pending; *pp && r->active < r->parallel;) {
+		struct rreq *q = *pp;
+		struct oci_read *k = q->k;
+		int ret;
 
-			if (q->not_before > now) {
-				next_ready = MIN(next_ready, q->not_before);
-				pp = &q->next;
-				continue;
-			}
-			*pp = q->next;
-			q->next = NULL;
-			ret = start(q, err);
-			if (ret < 0) {
-				if (!err->message[0])
-					oci_err_set(err, 0, NULL, "%s: cannot start a request: %s",
-						    k.what, strerror(-ret));
-				rreq_free(q);
-				goto out;
-			}
-			k.active++;
-		}
-		curl_multi_perform(r->multi, &running);
-		while ((msg = curl_multi_info_read(r->multi, &left))) {
-			struct rreq *q = NULL;
-			enum outcome o;
-
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&q);
-			o = finish(&k, q, msg->data.result, &ret);
-			if (o == DONE)
-				rreq_free(q);
-			if (o == FATAL) {
-				rreq_free(q);
-				goto out;
-			}
-		}
-		if (!k.pending && !k.active)
-			break;
-		now = oci_now_ms();
-		for (struct rreq *q = k.pending; q; q = q->next)
+		if (q->not_before > now) {
 			next_ready = MIN(next_ready, q->not_before);
-		if (next_ready <= now && k.active < r->parallel)
+			pp = &q->next;
 			continue;
-		timeout = 1000;
-		if (next_ready != UINT64_MAX)
-			timeout = (int)MIN((uint64_t)timeout, next_ready > now ? next_ready - now : 0);
-		if (r->deadline > now)
-			timeout = (int)MIN((uint64_t)timeout, r->deadline - now);
-		else
-			timeout = 0;
-		if (k.active)
-			curl_multi_poll(r->multi, NULL, 0, timeout, NULL);
-		else if (timeout > 0)
-			oci_sleep_ms((uint64_t)timeout);
-	}
-	ret = 0;
-out:
-	/* On failure: stop what is in flight; the connections may be mid-body, curl closes them. */
-	for (unsigned s = 0; s < READER_MAX_PARALLEL; s++)
-		if (r->busy[s]) {
-			curl_multi_remove_handle(r->multi, r->easy[s]);
-			curl_easy_setopt(r->easy[s], CURLOPT_HTTPHEADER, NULL);
-			rreq_free(r->busy[s]);
-			r->busy[s] = NULL;
 		}
-	while (k.pending) {
-		struct rreq *q = k.pending;
-
-		k.pending = q->next;
-		rreq_free(q);
+		unlink_pending(r, pp);
+		ret = start(q);
+		if (ret < 0) {
+			if (!k->err.message[0] || ret == -ENOMEM || ret == -EBUSY)
+				oci_err_set(&k->err, 0, NULL, "%s: cannot start a request: %s",
+					    k->what, strerror(-ret));
+			rreq_free(q);
+			read_end(k, ret, true);
+			pp = &r->pending; /* the list changed under us */
+		}
 	}
-	r->sink = NULL;
-	r->ctx = NULL;
-	return ret;
+	return next_ready;
+}
+
+/* Reads whose time is up with nothing in flight, and reads with nothing left. */
+static void sweep(struct oci_reader *r, uint64_t now)
+{
+	for (struct oci_read *k = r->reads, *next; k; k = next) {
+		next = k->next;
+		if (!k->active && !k->waiting) {
+			read_end(k, 0, true);
+			next = r->reads; /* a callback may have submitted: start over */
+			continue;
+		}
+		if (now >= k->deadline && !k->active) {
+			if (k->last_error[0])
+				oci_err_set(&k->err, 0, NULL, "%s: timed out after %llu ms: %s",
+					    k->what, (unsigned long long)r->c->timeout_ms,
+					    k->last_error);
+			else
+				oci_err_set(&k->err, 0, NULL, "%s: timed out after %llu ms", k->what,
+					    (unsigned long long)r->c->timeout_ms);
+			read_end(k, -EAGAIN, true);
+			next = r->reads;
+		}
+	}
+}
+
+void oci_reader_perform(struct oci_reader *r, int timeout_ms)
+{
+	uint64_t now = util_now_ms(), next_ready, wake;
+	CURLMsg *msg;
+	int running, left;
+
+	next_ready = start_ready(r, now);
+	curl_multi_perform(r->multi, &running);
+	while ((msg = curl_multi_info_read(r->multi, &left))) {
+		struct rreq *q = NULL;
+		struct oci_read *k;
+		enum outcome o;
+		int ret = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+		k = q->k;
+		o = finish(k, q, msg->data.result, &ret);
+		if (o == DONE) {
+			rreq_free(q);
+			if (!k->active && !k->waiting)
+				read_end(k, 0, true);
+		} else if (o == FATAL) {
+			rreq_free(q);
+			read_end(k, ret, true);
+		}
+	}
+	now = util_now_ms();
+	sweep(r, now);
+	next_ready = MIN(next_ready, start_ready(r, now));
+	for (struct rreq *q = r->pending; q; q = q->next)
+		next_ready = MIN(next_ready, q->not_before);
+	wake = timeout_ms < 0 ? 0 : now + (uint64_t)timeout_ms;
+	if (next_ready != UINT64_MAX && r->active < r->parallel)
+		wake = MIN(wake, next_ready);
+	for (struct oci_read *k = r->reads; k; k = k->next)
+		if (!k->active)
+			wake = MIN(wake, k->deadline);
+	if (wake > now)
+		curl_multi_poll(r->multi, NULL, 0, (int)MIN(wake - now, (uint64_t)INT_MAX), NULL);
+}
+
+struct one_read {
+	bool done;
+	int result;
+	struct oci_error *err;
+};
+
+static void one_done(void *ctx, int result, const struct oci_error *err, uint64_t requests)
+{
+	struct one_read *o = ctx;
+
+	o->done = true;
+	o->result = result;
+	if (err && o->err)
+		*o->err = *err;
+}
+
+int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n, oci_sink_fn sink,
+		    void *ctx, struct oci_error *err)
+{
+	struct oci_error local;
+	struct one_read o = {.err = err ? err : &local};
+	int ret;
+
+	ret = oci_reader_submit(r, v, n, 0, sink, one_done, ctx, o.err);
+	if (ret < 0)
+		return ret;
+	/* The sink of this call is used by this thread only: a multi-read reader is not
+	 * expected here, but another read's callbacks may run meanwhile. */
+	while (!o.done)
+		oci_reader_perform(r, 1000);
+	return o.result;
 }

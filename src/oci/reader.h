@@ -7,7 +7,7 @@
 #include "oci/internal.h"
 
 #define READER_DEFAULT_PARALLEL 4
-#define READER_MAX_PARALLEL 16
+#define READER_MAX_PARALLEL OCI_READER_MAX_PARALLEL
 #define RANGES_PER_REQUEST 64 /* without batch mode */
 #define GROUP_MIN_BYTES (1ULL << 20)
 #define GROUP_MAX_BYTES (16ULL << 20)
@@ -27,10 +27,31 @@ enum body_mode {
 	BODY_ERROR,   /* an error reply: keep its start for the message */
 };
 
+/* One submitted read (oci_reader_submit): its ranges, its sink and its outcome. */
+struct oci_read {
+	struct oci_reader *r;
+	struct oci_read *next; /* the reader's reads not done yet */
+	struct rrange *rg;
+	size_t m;
+	oci_sink_fn sink;
+	oci_done_fn done;
+	void *ctx;
+	uint64_t deadline;
+	bool batch;	     /* OCI_READ_BATCH */
+	bool single_attempt; /* OCI_READ_ONCE */
+	unsigned active;     /* its requests in flight */
+	unsigned waiting;    /* its requests waiting to be sent (retries, queued) */
+	uint64_t requests;   /* HTTP requests sent for it */
+	struct oci_error err;
+	char what[400];
+	char last_error[300];
+};
+
 struct rreq {
 	struct oci_reader *r;
+	struct oci_read *k; /* the read it serves */
 	struct rreq *next;
-	struct rrange *rg; /* a slice of the call's ranges */
+	struct rrange *rg; /* a slice of the read's ranges */
 	size_t n;
 	uint64_t not_before;
 	int no_progress; /* failures in a row without progress */
@@ -59,23 +80,20 @@ struct rreq {
 	char errbuf[CURL_ERROR_SIZE];
 };
 
+/* Used by one thread at a time (oci_reader_wakeup aside). */
 struct oci_reader {
 	struct oci_client *c;
 	CURLM *multi;
 	CURL *easy[READER_MAX_PARALLEL];
 	struct rreq *busy[READER_MAX_PARALLEL];
-	unsigned parallel;
-	bool batch;	     /* oci_reader_set_batch */
-	bool single_attempt; /* oci_reader_set_single_attempt */
+	unsigned parallel; /* requests in flight, over all reads */
+	unsigned active;
+	struct rreq *pending, **pending_tail; /* requests waiting to be sent, in order */
+	struct oci_read *reads;		      /* submitted and not done */
+	unsigned nreads;
 	uint64_t requests, bytes;
 	char *loc_url; /* where the registry last redirected the blob to */
 	uint64_t loc_expires;
-
-	/* the current call */
-	oci_sink_fn sink;
-	void *ctx;
-	uint64_t deadline;
-	char last_error[300];
 };
 
 size_t oci_rreq_remaining(const struct rreq *q);

@@ -30,7 +30,6 @@ static void fail_cb(struct rreq *q, int r, bool retryable, const char *fmt, ...)
 /* Hand the part of [off, off + len) that each range expects next to the sink. */
 static int deliver(struct rreq *q, uint64_t off, const uint8_t *data, size_t len)
 {
-	struct oci_reader *r = q->r;
 	uint64_t end = off + len;
 
 	for (size_t i = 0; i < q->n; i++) {
@@ -41,7 +40,7 @@ static int deliver(struct rreq *q, uint64_t off, const uint8_t *data, size_t len
 		if (g->done == g->len || exp < off || exp >= end)
 			continue;
 		stop = MIN(end, g->off + g->len);
-		k = r->sink(r->ctx, exp, data + (exp - off), (size_t)(stop - exp));
+		k = q->k->sink(q->k->ctx, exp, data + (exp - off), (size_t)(stop - exp));
 		if (k < 0) {
 			fail_cb(q, k, false, "the receiver of the data failed: %s", strerror(-k));
 			return k;

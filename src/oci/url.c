@@ -15,6 +15,7 @@
 #include "util/cleanup.h"
 #include "util/sha256.h"
 #include "util/strutil.h"
+#include "util/time.h"
 
 static bool strong_etag(const char *v)
 {
@@ -55,7 +56,7 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error
 {
 	struct oci_req q = { .method = "HEAD", .url = c->ref->url, .body_fd = -1, .follow = true };
 	struct curl_slist *probe = NULL;
-	uint64_t deadline = oci_now_ms() + c->timeout_ms, size = 0, f, l, t;
+	uint64_t deadline = util_now_ms() + c->timeout_ms, size = 0, f, l, t;
 	bool have_size = false, ranges = true;
 	struct oci_resp resp;
 	_cleanup_free_ char *keysrc = NULL;

@@ -259,7 +259,7 @@ int main(int argc, char **argv)
 
 			if (util_parse_u64(optarg, &n) < 0)
 				return die("bad --threads");
-			cfg.fetch_threads = (unsigned)n;
+			cfg.max_requests = (unsigned)n;
 			break;
 		}
 		default:

@@ -715,6 +715,59 @@ static void test_readahead_hits(void **state)
 	env_free(&e);
 }
 
+/* More reads wait than requests are free: they share requests, several windows each, so that
+ * every one of them is on its way at once; with few waiting, one request each. */
+static void test_demand_shares_budget(void **state)
+{
+	enum { N = 1019 };
+	static struct fetch_req r[N];
+	static struct fetch_req *out[N];
+	struct cache_bitmap bm;
+	struct fetch_sched s;
+	struct fetch_policy p;
+	struct fetch_job *job;
+	uint64_t size = 2048 * 256 * KiB; /* 512 MiB: 2048 chunks */
+	unsigned jobs = 0;
+
+	fetch_policy_default(&p);
+	p.max_requests = 64;
+	assert_int_equal(cache_bitmap_init(&bm, size / 4096, false), 0);
+	assert_int_equal(fetch_sched_init(&s, &bm, size, &p, N), 0);
+	/* Two reads first: a request each. */
+	event(&r[0], 0, 4096);
+	event(&r[1], 7 * 256 * KiB, 4096);
+	assert_int_equal(fetch_sched_add(&s, &r[0], 0), 0);
+	assert_int_equal(fetch_sched_add(&s, &r[1], 0), 0);
+	job = fetch_sched_pick(&s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->bytes, 256 * KiB);
+	job = fetch_sched_pick(&s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 1);
+	assert_null(fetch_sched_pick(&s, 0, NULL));
+	/* Then many at distinct chunks (every other one): they all go out within the budget. */
+	for (size_t i = 2; i < N; i++) {
+		event(&r[i], (uint64_t)(2 * i) * 256 * KiB + 8192, 4096);
+		assert_int_equal(fetch_sched_add(&s, &r[i], 0), 0);
+	}
+	while ((job = fetch_sched_pick(&s, 0, NULL))) {
+		assert_true(job->nruns <= FETCH_MAX_RUNS);
+		for (size_t k = 1; k < job->nruns; k++) /* sorted, disjoint */
+			assert_true(job->runs[k - 1].offset + job->runs[k - 1].length <
+				    job->runs[k].offset);
+		jobs++;
+	}
+	assert_int_equal(jobs + 2, 64); /* the whole budget, no more */
+	assert_int_equal(s.njobs, 64);
+	for (size_t i = 0; i < N; i++)
+		assert_true(fetch_sched_in_flight(&s, r[i].one.offset / 4096, 1));
+	/* Nothing is answered before its bytes are there. */
+	assert_int_equal(fetch_sched_collect(&s, 0, out, N), 0);
+	fetch_sched_destroy(&s);
+	cache_bitmap_destroy(&bm);
+}
+
 static void test_background_yields(void **state)
 {
 	struct env e;
@@ -788,6 +841,7 @@ int main(void)
 	    cmocka_unit_test(test_event_spanning_chunks),
 	    cmocka_unit_test(test_readahead_hits),
 	    cmocka_unit_test(test_background_yields),
+	    cmocka_unit_test(test_demand_shares_budget),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The daemon's lifetime, as seen from the superblocks that use the data file (DESIGN fact
+ * 13): records of attached and discovered superblocks (in shared memory), each watched with
+ * inotify on its root (IN_UNMOUNT when the superblock is shut down), /proc/<pid>/mountinfo
+ * rescans when someone opens the data file, and the opens the event threads report.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "fetch/fanotify.h"
+#include "fetch/internal.h"
+#include "util/cleanup.h"
+#include "util/extents.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/time.h"
+/* ---- superblock records (all under d->lock) ------------------------------------------------ */
+
+struct fetch_mount_rec *fetch_rec_by_dev(struct fetch_daemon *d, uint64_t dev)
+{
+	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++)
+		if (d->sh->mounts[i].used && d->sh->mounts[i].dev == dev)
+			return &d->sh->mounts[i];
+	return NULL;
+}
+
+struct fetch_mount_rec *fetch_rec_new(struct fetch_daemon *d)
+{
+	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++)
+		if (!d->sh->mounts[i].used) {
+			d->sh->mounts[i] = (struct fetch_mount_rec){.used = 1, .wd = -1};
+			return &d->sh->mounts[i];
+		}
+	return NULL;
+}
+
+unsigned fetch_rec_count(struct fetch_daemon *d)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++)
+		n += d->sh->mounts[i].used ? 1 : 0;
+	return n;
+}
+
+/* Watch the superblock whose root is `path` (a mountpoint, or /proc/self/fd/N). */
+int fetch_watch_root(struct fetch_daemon *d, const char *path, int *ret_wd)
+{
+	/* IN_UNMOUNT and IN_IGNORED come with any mask; IN_DELETE_SELF never fires on a
+	 * read-only filesystem. */
+	int wd = inotify_add_watch(d->ino_fd, path, IN_DELETE_SELF | IN_ONLYDIR);
+
+	if (wd < 0)
+		return -errno;
+	*ret_wd = wd;
+	return 0;
+}
+
+void fetch_set_str(char *dst, size_t len, const char *src)
+{
+	snprintf(dst, len, "%s", src ? src : "");
+}
+
+/* ---- mountinfo --------------------------------------------------------------------------- */
+
+/* Undo mountinfo's octal escapes (\040 for a space, ...) in place. */
+static void unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = 0;
+}
+
+/* Look for erofs mounts of the data file in the mountinfo of `pid` (0: our own), and watch
+ * the superblocks not known yet. Another namespace's paths are reached via /proc/PID/root. */
+static void rescan_ns(struct fetch_daemon *d, pid_t pid)
+{
+	_cleanup_free_ char *text = NULL;
+	char path[64], root[32] = "";
+	char *save = NULL;
+	size_t len;
+
+	if (pid > 0) {
+		snprintf(path, sizeof(path), "/proc/%d/mountinfo", (int)pid);
+		snprintf(root, sizeof(root), "/proc/%d/root", (int)pid);
+	} else {
+		snprintf(path, sizeof(path), "/proc/self/mountinfo");
+	}
+	if (util_read_file(AT_FDCWD, path, 16u << 20, 0, &text, &len) < 0)
+		return;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *f[8], *sep, *after, *save2 = NULL;
+		char where[PATH_MAX];
+		unsigned maj, min, nf = 0;
+		struct fetch_mount_rec *m;
+		struct stat st;
+		uint64_t dev;
+		int wd = -1;
+
+		sep = strstr(line, " - ");
+		if (!sep)
+			continue;
+		*sep = 0;
+		after = sep + 3;
+		for (char *t = strtok_r(line, " ", &save2); t && nf < 6;
+		     t = strtok_r(NULL, " ", &save2))
+			f[nf++] = t;
+		if (nf < 5 || sscanf(f[2], "%u:%u", &maj, &min) != 2)
+			continue;
+		save2 = NULL;
+		f[6] = strtok_r(after, " ", &save2);		  /* fstype */
+		f[7] = f[6] ? strtok_r(NULL, " ", &save2) : NULL; /* source */
+		if (!f[6] || !f[7] || strcmp(f[6], "erofs") != 0)
+			continue;
+		unescape(f[7]);
+		if (strcmp(f[7], d->entry->data_path) != 0)
+			continue;
+		dev = makedev(maj, min);
+		pthread_mutex_lock(&d->lock);
+		m = fetch_rec_by_dev(d, dev);
+		pthread_mutex_unlock(&d->lock);
+		if (m)
+			continue;
+		unescape(f[4]);
+		if (snprintf(where, sizeof(where), "%s%s", root, f[4]) >= (int)sizeof(where))
+			continue;
+		/* Looking up the mountpoint reads no data (the root inode is in memory). */
+		if (stat(where, &st) < 0 || st.st_dev != dev || fetch_watch_root(d, where, &wd) < 0)
+			continue;
+		pthread_mutex_lock(&d->lock);
+		if (!fetch_rec_by_dev(d, dev) && (m = fetch_rec_new(d))) {
+			m->wd = wd;
+			m->dev = dev;
+			fetch_set_str(m->mountpoint, sizeof(m->mountpoint), f[4]);
+			SH_STORE(d->sh->had_user, 1);
+			log_info("found a mount of the entry at '%s'%s", m->mountpoint,
+				 pid > 0 ? " (in an opener's mount namespace)" : "");
+		}
+		pthread_mutex_unlock(&d->lock);
+	}
+}
+
+void fetch_mounts_rescan(struct fetch_daemon *d)
+{
+	rescan_ns(d, 0);
+	for (size_t i = 0; i < ARRAY_SIZE(d->openers); i++)
+		if (d->openers[i] > 0) {
+			if (kill(d->openers[i], 0) < 0 && errno == ESRCH)
+				d->openers[i] = 0;
+			else
+				rescan_ns(d, d->openers[i]);
+		}
+}
+
+void fetch_read_inotify(struct fetch_daemon *d)
+{
+	uint64_t buf[512];
+
+	for (;;) {
+		ssize_t n = read(d->ino_fd, buf, sizeof(buf));
+		size_t pos = 0;
+
+		if (n <= 0)
+			return;
+		while ((size_t)n - pos >= sizeof(struct inotify_event)) {
+			struct inotify_event ev;
+
+			memcpy(&ev, (char *)buf + pos, sizeof(ev));
+			if (ev.len > (size_t)n - pos - sizeof(ev))
+				break;
+			pos += sizeof(ev) + ev.len;
+			if (!(ev.mask & (IN_UNMOUNT | IN_IGNORED)))
+				continue;
+			pthread_mutex_lock(&d->lock);
+			for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++) {
+				struct fetch_mount_rec *m = &d->sh->mounts[i];
+
+				if (!m->used || m->wd != ev.wd)
+					continue;
+				log_info("superblock of '%s' released", m->mountpoint);
+				/* Its mount is gone, maybe by a plain umount(8): so is its state. */
+				if (m->state[0] && unlinkat(d->run_dirfd, m->state, 0) == 0)
+					log_info("removed the state file %s of '%s'", m->state,
+						 m->mountpoint);
+				m->used = 0;
+			}
+			pthread_mutex_unlock(&d->lock);
+		}
+	}
+}
+
+/* Opens of the data file the event threads saw (note_open in worker.c). */
+bool fetch_read_opens(struct fetch_daemon *d)
+{
+	struct fetch_open_note v[ARRAY_SIZE(d->opens)];
+	uint64_t count;
+	unsigned n;
+
+	if (read(d->open_efd, &count, sizeof(count)) < 0)
+		return false;
+	pthread_mutex_lock(&d->lock);
+	n = d->nopens;
+	memcpy(v, d->opens, n * sizeof(v[0]));
+	d->nopens = 0;
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned i = 0; i < n; i++) {
+		bool known = false;
+
+		/* Only the daemon writes the data file, through fds it never closes. */
+		if (v[i].mask & FAN_CLOSE_WRITE)
+			fetch_entry_tampered(d, "opened for writing by another process");
+		for (size_t j = 0; j < ARRAY_SIZE(d->openers); j++)
+			known = known || d->openers[j] == v[i].pid;
+		if (!known) {
+			memmove(&d->openers[1], &d->openers[0],
+				sizeof(d->openers) - sizeof(d->openers[0]));
+			d->openers[0] = v[i].pid;
+		}
+	}
+	return n > 0;
+}
+

@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/* The daemon's status reply (DESIGN `status --json` keys, then more). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "fetch/fanotify.h"
+#include "fetch/internal.h"
+#include "util/cleanup.h"
+#include "util/extents.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/time.h"
+/* ---- status -----------------------------------------------------------------------------------
+ */
+
+void fetch_fill_status(struct fetch_daemon *d, json_t *o)
+{
+	struct fetch_shared *sh = d->sh;
+	json_t *list = json_array();
+	uint32_t state = __atomic_load_n(&sh->state, __ATOMIC_ACQUIRE);
+	uint64_t pending;
+	unsigned mounts = 0, in_flight;
+	uint64_t rtt_us, rate;
+
+	/* Every byte present, the hash not checked yet: complete. */
+	if (state == FETCH_STATE_RUNNING && cache_entry_complete(d->entry))
+		state = FETCH_STATE_COMPLETE;
+	pthread_mutex_lock(&d->lock);
+	pending = d->sched.nreqs;
+	in_flight = d->sched.njobs;
+	rtt_us = d->sched.link_rtt_us;
+	rate = d->sched.link_bytes_per_s;
+	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++) {
+		struct fetch_mount_rec *m = &sh->mounts[i];
+
+		if (!m->used)
+			continue;
+		mounts++;
+		if (list)
+			json_array_append_new(list, json_pack("{s:I,s:s,s:s}", "mnt_id",
+							      (json_int_t)m->mnt_id, "mountpoint",
+							      m->mountpoint, "source", m->source));
+	}
+	pthread_mutex_unlock(&d->lock);
+	json_object_set_new(o, "digest", json_string(d->cfg.blob.digest));
+	json_object_set_new(o, "size", json_integer((json_int_t)d->cfg.blob.size));
+	json_object_set_new(o, "present_bytes",
+			    json_integer((json_int_t)cache_entry_present_bytes(d->entry)));
+	json_object_set_new(o, "fetched_bytes",
+			    json_integer((json_int_t)SH_LOAD(sh->fetched_bytes)));
+	json_object_set_new(o, "requests", json_integer((json_int_t)SH_LOAD(sh->requests)));
+	json_object_set_new(o, "events", json_integer((json_int_t)SH_LOAD(sh->events)));
+	json_object_set_new(o, "answers", json_integer((json_int_t)SH_LOAD(sh->answers)));
+	json_object_set_new(o, "fast_answers", json_integer((json_int_t)SH_LOAD(sh->fast)));
+	json_object_set_new(o, "denied", json_integer((json_int_t)SH_LOAD(sh->denied)));
+	json_object_set_new(o, "errors", json_integer((json_int_t)SH_LOAD(sh->errors)));
+	json_object_set_new(o, "pending", json_integer((json_int_t)pending));
+	json_object_set_new(o, "pid", json_integer(SH_LOAD(sh->holder_pid)));
+	json_object_set_new(o, "worker_pid", json_integer(getpid()));
+	json_object_set_new(o, "restarts", json_integer(SH_LOAD(sh->restarts)));
+	json_object_set_new(o, "holder_restarts", json_integer(SH_LOAD(sh->holder_restarts)));
+	json_object_set_new(o, "state", json_string(fetch_state_name(state)));
+	json_object_set_new(o, "marked", json_boolean(SH_LOAD(sh->marked)));
+	json_object_set_new(o, "mounts", json_integer(mounts));
+	json_object_set_new(o, "mount_list", list ? list : json_null());
+	json_object_set_new(o, "chunk_size", json_integer((json_int_t)d->pol.chunk_size));
+	json_object_set_new(o, "max_requests", json_integer(d->pol.max_requests));
+	json_object_set_new(o, "host_connections", json_integer(d->pol.host_connections));
+	json_object_set_new(o, "in_flight", json_integer(in_flight));
+	/* The link as the transfers measured it (0 until known). */
+	json_object_set_new(o, "link_rtt_us", json_integer((json_int_t)rtt_us));
+	json_object_set_new(o, "link_bytes_per_s", json_integer((json_int_t)rate));
+	json_object_set_new(o, "timeout_ms", json_integer((json_int_t)d->pol.timeout_ms));
+	json_object_set_new(o, "prefetch_all", json_boolean(d->pol.prefetch_all));
+	json_object_set_new(o, "data_path", json_string(d->entry->data_path));
+	json_object_set_new(o, "socket", json_string(d->sock2_path));
+	json_object_set_new(o, "log", json_string(d->log_path));
+}
+

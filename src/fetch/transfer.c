@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The transfer engine: one thread turns the scheduler's jobs into HTTP range requests on one
+ * libcurl multi handle (oci_reader), up to the policy's budget of requests in flight, and
+ * writes what arrives through the pre-mark fd. Concurrency is bounded by requests, not by
+ * threads: a reader waiting on a slow registry never holds up another reader's request, and
+ * the dispatchers (dispatch.c) never wait on the network. Every job ends in
+ * fetch_sched_job_done(), then the requests it served are answered (fetch_settle).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include "fetch/internal.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/time.h"
+
+#define WAKE_EVERY (1u << 20) /* let waiting readers go every MiB of a job's progress */
+
+void fetch_kick(struct fetch_daemon *d)
+{
+	if (d->reader)
+		oci_reader_wakeup(d->reader);
+	else
+		pthread_cond_broadcast(&d->kick_cond);
+}
+
+/* Bytes of a job arrive: write them, and let whole blocks count as present at once. */
+static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
+{
+	struct fetch_xfer *x = ctx;
+	struct fetch_job *job = x->job;
+	size_t lo = 0, hi = job->nruns;
+	const struct util_extent *run;
+	uint64_t done_end, first;
+	int r;
+
+	/* The run holding `offset` (runs are sorted and disjoint). */
+	while (hi - lo > 1) {
+		size_t mid = (lo + hi) / 2;
+
+		if (job->runs[mid].offset <= offset)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	run = &job->runs[lo];
+	if (offset != run->offset + x->written[lo] || len > run->length - x->written[lo])
+		return -EBADMSG; /* not the bytes asked for, or not in order */
+	/* Whole blocks written so far become present with this write: a reader waiting on the
+	 * start of a large read-ahead job need not wait for its end. The page cache makes the
+	 * bytes visible at once; durability is the flusher's business. */
+	done_end = x->written[lo] + len == run->length
+		       ? DIV_ROUND_UP(run->offset + run->length, CACHE_BLOCK_SIZE)
+		       : (run->offset + x->written[lo] + len) / CACHE_BLOCK_SIZE;
+	first = run->offset / CACHE_BLOCK_SIZE;
+	r = cache_entry_store(x->d->entry, data, len, offset, first,
+			      done_end > first ? done_end - first : 0);
+	if (r < 0)
+		return r;
+	if (!x->first_byte_us)
+		x->first_byte_us = util_now_us();
+	x->written[lo] += len;
+	SH_ADD(x->d->sh->fetched_bytes, len);
+	x->since_wake += len;
+	if (x->since_wake >= WAKE_EVERY) {
+		x->since_wake = 0;
+		fetch_settle(x->d);
+	}
+	return 0;
+}
+
+static const char *job_kind(const struct fetch_job *job)
+{
+	if (job->batch)
+		return "ensure";
+	switch (job->kind) {
+	case FETCH_JOB_DEMAND:
+		return "demand";
+	case FETCH_JOB_READAHEAD:
+		return "readahead";
+	default:
+		return "background";
+	}
+}
+
+/* A job is over: account for it, tell the scheduler, answer whom it served. */
+static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r, const struct oci_error *err,
+		    uint64_t requests)
+{
+	struct fetch_job *job = x->job;
+
+	if (r >= 0)
+		for (size_t i = 0; i < job->nruns; i++)
+			if (x->written[i] != job->runs[i].length)
+				r = -EIO; /* the client promised every byte */
+	log_debug("job %s: %zu run(s) from %" PRIu64 ", %" PRIu64 " KiB, %" PRIu64 " ms: %d",
+		  job_kind(job), job->nruns, job->runs[0].offset, job->bytes >> 10,
+		  (util_now_us() - x->started_us) / 1000, r);
+	if (r < 0) {
+		static uint64_t last_log; /* transfer thread only */
+		uint64_t now = util_now_ms();
+
+		SH_ADD(d->sh->errors, 1);
+		/* Rate-limited: a dead registry fails every retry of every reader. */
+		if (now - last_log > 5000) {
+			last_log = now;
+			log_warning("fetching %zu range(s) at offset %" PRIu64 " (%" PRIu64
+				    " bytes) failed: %s%s%s",
+				    job->nruns, job->runs[0].offset, job->bytes, strerror(-r),
+				    err && err->message[0] ? ": " : "", err ? err->message : "");
+		}
+	}
+	pthread_mutex_lock(&d->lock);
+	if (r >= 0 && requests == 1 && x->first_byte_us) {
+		uint64_t now = util_now_us();
+
+		fetch_sched_link_sample(&d->sched, x->first_byte_us - x->started_us,
+					now - x->first_byte_us, job->bytes);
+	}
+	fetch_sched_job_done(&d->sched, job, r, util_now_ms());
+	pthread_mutex_unlock(&d->lock);
+	x->job = NULL;
+	fetch_settle(d);
+}
+
+static void job_done_cb(void *ctx, int result, const struct oci_error *err, uint64_t requests)
+{
+	struct fetch_xfer *x = ctx;
+
+	SH_ADD(x->d->sh->requests, requests);
+	job_end(x->d, x, result, err, requests);
+}
+
+/* Hand a job picked under d->lock to the engine. Returns false if it could not be sent (then
+ * it is ended with the error once the lock is dropped: *ret_err). */
+static bool job_submit(struct fetch_daemon *d, struct fetch_job *job, int *ret_err)
+{
+	struct fetch_xfer *x = &d->xfers[job - d->sched.jobs];
+	struct oci_error oerr = {0};
+	int r;
+
+	memset(x->written, 0, job->nruns * sizeof(x->written[0]));
+	x->d = d;
+	x->job = job;
+	x->since_wake = 0;
+	x->started_us = util_now_us();
+	x->first_byte_us = 0;
+	if (!d->reader) {
+		*ret_err = -EIO; /* no registry client: nothing can be fetched */
+		return false;
+	}
+	r = oci_reader_submit(d->reader, job->runs, job->nruns,
+			      (job->batch ? OCI_READ_BATCH : 0) | (job->probe ? OCI_READ_ONCE : 0),
+			      job_sink, job_done_cb, x, &oerr);
+	if (r < 0) {
+		log_error("starting a fetch: %s", oerr.message[0] ? oerr.message : strerror(-r));
+		*ret_err = r;
+		return false;
+	}
+	return true;
+}
+
+void *fetch_transfer_thread(void *arg)
+{
+	struct fetch_daemon *d = arg;
+
+	prctl(PR_SET_NAME, "lzfetch-xfer", 0, 0, 0);
+	if (d->reader) {
+		oci_reader_set_parallel(d->reader, d->pol.max_requests);
+		oci_reader_set_host_connections(d->reader, d->pol.host_connections);
+	}
+	for (;;) {
+		struct fetch_job *failed[FETCH_MAX_JOBS];
+		int errs[FETCH_MAX_JOBS];
+		size_t nfailed = 0;
+		uint64_t wake = UINT64_MAX, now, timeout;
+		struct fetch_job *job;
+
+		pthread_mutex_lock(&d->lock);
+		if (d->stopping && d->sched.nreqs == 0) {
+			pthread_mutex_unlock(&d->lock);
+			break;
+		}
+		now = util_now_ms();
+		while ((job = fetch_sched_pick(&d->sched, now, &wake)))
+			if (!job_submit(d, job, &errs[nfailed]))
+				failed[nfailed++] = job;
+		if (!d->reader && nfailed == 0) {
+			struct timespec ts;
+
+			util_deadline_ts(&ts, wake > now ? MIN(wake - now, (uint64_t)1000) : 0);
+			pthread_cond_timedwait(&d->kick_cond, &d->lock, &ts);
+		}
+		pthread_mutex_unlock(&d->lock);
+		for (size_t i = 0; i < nfailed; i++)
+			job_end(d, &d->xfers[failed[i] - d->sched.jobs], errs[i], NULL, 0);
+		if (!d->reader || nfailed)
+			continue;
+		timeout = wake > now ? MIN(wake - now, (uint64_t)1000) : 0;
+		oci_reader_perform(d->reader, (int)timeout);
+	}
+	return NULL;
+}
