@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
  * The worker's main loop: the control socket (root only, line-delimited JSON: hello, hold,
- * status, ensure, data_fd, attach, detach), the superblocks that use the data file, and the
- * decision to leave.
+ * status, ensure, data_fd, attach, detach, files), the superblocks that use the data file,
+ * and the decision to leave.
  *
  * Lifetime (DESIGN fact 13): the daemon must outlive every EROFS superblock that reads the
  * data file. A count of FAN_OPEN/FAN_CLOSE_NOWRITE notifications cannot tell that reliably:
@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "fetch/fanotify.h"
+#include "fetch/files.h"
 #include "fetch/internal.h"
 #include "util/cleanup.h"
 #include "util/extents.h"
@@ -266,7 +267,7 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	struct fetch_shared *sh = d->sh;
 	json_t *list = json_array();
 	uint32_t state = __atomic_load_n(&sh->state, __ATOMIC_ACQUIRE);
-	uint64_t pending;
+	uint64_t pending, files, file_ranges;
 	unsigned mounts = 0;
 
 	/* Every byte present, the hash not checked yet: complete. */
@@ -274,6 +275,8 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 		state = FETCH_STATE_COMPLETE;
 	pthread_mutex_lock(&d->lock);
 	pending = d->sched.nreqs;
+	files = fetch_files_count(d->files);
+	file_ranges = fetch_files_nranges(d->files);
 	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++) {
 		struct fetch_mount_rec *m = &sh->mounts[i];
 
@@ -314,6 +317,8 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "data_path", json_string(d->entry->data_path));
 	json_object_set_new(o, "socket", json_string(d->sock2_path));
 	json_object_set_new(o, "log", json_string(d->log_path));
+	json_object_set_new(o, "files", json_integer((json_int_t)files));
+	json_object_set_new(o, "file_ranges", json_integer((json_int_t)file_ranges));
 }
 
 /* ---- connections -------------------------------------------------------------------------- */
@@ -598,6 +603,8 @@ static void *conn_thread(void *arg)
 			r = do_attach(c, req, pfd);
 		} else if (!strcmp(op, "detach")) {
 			r = do_detach(c, req);
+		} else if (!strcmp(op, "files")) {
+			r = fetch_files_request(d, c->fd, pfd);
 		} else {
 			r = reply_error(c->fd, EINVAL, "unknown request '%s'", op);
 		}
@@ -737,6 +744,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 			break;
 	}
 	log_info("no superblock or client uses the entry any more");
+	fetch_files_drop(d);
 	(void)unlinkat(d->run_dirfd, d->sock2_name, 0);
 	close(d->listen_fd);
 	close(d->listen2_fd);

@@ -169,6 +169,8 @@ struct fetch_daemon {
 	unsigned nopens;	   /* (lock) */
 	int open_efd;
 	struct oci_client *client; /* NULL when the entry is complete (nothing to fetch) */
+	struct fetch_files *files; /* (lock) the mount's file index (files.h), or NULL */
+	uint8_t files_digest[32];  /* (lock) sha256 of its encoding */
 	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */
 	pid_t openers[8];	   /* main loop only: recent openers of the data file (their
 				    * mount namespace may not be ours) */
@@ -219,6 +221,12 @@ _Noreturn void fetch_fatal(struct fetch_daemon *d, int err, const char *fmt, ...
 
 /* control.c */
 void fetch_control_loop(struct fetch_daemon *d);
+
+/* files_ctl.c: the "files" request (fd: the sealed memfd passed with it), and freeing the
+ * index at exit */
+struct fetch_files;
+int fetch_files_request(struct fetch_daemon *d, int cfd, int fd);
+void fetch_files_drop(struct fetch_daemon *d);
 void fetch_mounts_rescan(struct fetch_daemon *d);
 
 /* proto.c */
