@@ -5,9 +5,11 @@
  * parses the bytes as untrusted input and keeps the result in d->files (replacing an older
  * index; the same content again is not parsed again).
  *
- * The index lives in the worker only: a worker that replaces a crashed one starts without
- * one (the next mount of the blob sends it again). Nothing depends on having it: it only
- * shapes what is fetched, never whether a read is answered.
+ * The index lives in the worker's memory only: a worker that replaces a crashed one starts
+ * without one (the next mount of the blob sends it again) -- unless its holder was itself
+ * forked by a worker (guard.c), whose index at that moment it then inherits, a consistent
+ * copy (d->files only ever points at a whole parsed index). Nothing depends on having it:
+ * it only shapes what is fetched, never whether a read is answered.
  */
 #include <errno.h>
 #include <fcntl.h>
