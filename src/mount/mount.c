@@ -209,6 +209,16 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	/* When the walk succeeds, it has made present all it read or listed (its last round);
 	 * the gaps its result's merge bridges are not needed. */
 	r = erofs_walk(&io, &wopts, &ext, &res->walk, werr, sizeof(werr));
+	if (r == -EUCLEAN && files) {
+		/* Maybe only a file's data map is corrupt: that costs the index, not the mount
+		 * (the kernel fails that file's reads). Everything is present now. */
+		log_debug("walking without the file index (%s)", werr);
+		mount_files_free(TAKE_PTR(files));
+		wopts.on_file = NULL;
+		werr[0] = 0;
+		util_extents_free(&ext);
+		r = erofs_walk(&io, &wopts, &ext, &res->walk, werr, sizeof(werr));
+	}
 	if (r >= 0)
 		res->walk_ranges = ext.n;
 	util_extents_free(&ext);

@@ -20,7 +20,7 @@ import tempfile
 
 import pytest
 
-from common import child_read, pid_alive
+from common import BIN, child_read, pid_alive
 from registry import MT_EROFS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
@@ -84,6 +84,38 @@ def images(workdir, tree, registry):
         out[name] = {"ref": registry.ref(f"files/{name}", "v1"), "path": path,
                      "size": os.path.getsize(path)}
     return out
+
+
+def crc32c(data, crc=0xFFFFFFFF):
+    """As EROFS's superblock checksum: no final inversion."""
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc
+
+
+def corrupt_data_map(path, tree, rel):
+    """Point the flat file `rel`'s block address (i_u) past the image's end: the metadata
+    stays sound (the kernel fails only that file's reads). The inode is the record whose
+    i_size (offset 8) is the file's size and whose i_u (offset 16) is the block holding the
+    file's first bytes."""
+    with open(os.path.join(tree, rel), "rb") as f:
+        head = f.read(4096)
+    size = os.path.getsize(os.path.join(tree, rel))
+    img = bytearray(open(path, "rb").read())
+    blk = img.find(head)
+    assert blk > 0 and blk % 4096 == 0
+    pat = struct.pack("<I", size)
+    at = [p for p in range(0, len(img) - 20, 32) if img[p + 8:p + 12] == pat
+          and img[p + 16:p + 20] == struct.pack("<I", blk // 4096)]
+    assert len(at) == 1, at
+    img[at[0] + 16:at[0] + 20] = struct.pack("<I", 0x0FFFFFF0)
+    if at[0] < 4096:
+        img[1024 + 4:1024 + 8] = b"\0" * 4
+        img[1024 + 4:1024 + 8] = struct.pack("<I", crc32c(bytes(img[1024:4096])))
+    with open(path, "wb") as f:
+        f.write(img)
 
 
 def daemon_call(sock_path, req, fd=None):
@@ -155,6 +187,30 @@ def test_index_counts_match_tree(lazy, images, tree, name):
     assert (st2["files"], st2["file_ranges"]) == (files, files)
     assert "replacing" not in lazy.log()
     lazy.umount(mp2)
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_corrupt_file_map_still_mounts(lazy, workdir, tree, registry):
+    """An image whose metadata is sound but one file's blocks lie past its end mounts as it
+    did before the index existed (the kernel fails that file's reads); no index is sent."""
+    path = os.path.join(workdir, "corrupt.erofs")
+    subprocess.run(["mkfs.erofs", "-T0", "-Enoinline_data", path, tree], check=True,
+                   capture_output=True, timeout=300)
+    corrupt_data_map(path, tree, "big/random1.bin")
+    r = subprocess.run([BIN, "inspect", path], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    registry.client.push_image("files/corrupt", "v1", [(path, MT_EROFS)])
+    mp, r = lazy.mount(registry.ref("files/corrupt", "v1"), extra=["-vv"], check=False)
+    lazy.pids.update(lazy.daemon_pids())
+    assert r.returncode == 0, r.stderr
+    assert "walking without the file index" in r.stderr and "beyond the image" in r.stderr
+    st = lazy.status_of(mp)
+    assert (st["files"], st["file_ranges"]) == (0, 0), st
+    with open(os.path.join(tree, "d1/f0001"), "rb") as f:
+        assert child_read(os.path.join(mp, "d1/f0001")) == f.read()
+    with pytest.raises(OSError):
+        child_read(os.path.join(mp, "big/random1.bin"))
     lazy.umount(mp)
     lazy.assert_nothing_left()
 

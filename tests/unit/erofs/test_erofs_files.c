@@ -309,6 +309,42 @@ static void test_files_plain_contiguous(void **state)
 	timage_free(&t);
 }
 
+/* A file whose data map is corrupt (its blocks beyond the image) fails the walk with
+ * EUCLEAN only when the walk maps files' data: the metadata walk alone does not look. */
+static void test_files_corrupt_map(void **state)
+{
+	struct timage t;
+	struct tfiles a = { 0 };
+	struct util_extents ext;
+	struct erofs_walk_opts opts = { .on_file = collect, .file_ctx = &a };
+	struct erofs_ctx ctx;
+	struct erofs_inode vi;
+	char err[256] = "";
+
+	(void)state;
+	assert_int_equal(timage_load_fixture(&t, "plain"), 0);
+	assert_int_equal(erofs_ctx_init(&ctx, &t.io, err, sizeof(err)), 0);
+	assert_int_equal(erofs_lookup_path(&ctx, "/random.bin", &vi), 0);
+	assert_int_equal(vi.layout, EROFS_LAYOUT_FLAT_PLAIN);
+	erofs_ctx_done(&ctx);
+	memcpy(t.buf + vi.iloc + 16, "\xf0\xff\xff\x0f", 4); /* i_u: the first block */
+	if (vi.iloc < 4096) { /* in the superblock's block: repair its checksum */
+		uint32_t crc;
+
+		memset(t.buf + EROFS_SB_OFFSET + 4, 0, 4);
+		crc = erofs_crc32c(~0u, t.buf + EROFS_SB_OFFSET, 4096 - EROFS_SB_OFFSET);
+		memcpy(t.buf + EROFS_SB_OFFSET + 4, &crc, 4);
+	}
+	util_extents_init(&ext);
+	if (erofs_walk(&t.io, NULL, &ext, NULL, err, sizeof(err)) < 0)
+		fail_msg("metadata walk: %s", err);
+	assert_int_equal(erofs_walk(&t.io, &opts, &ext, NULL, err, sizeof(err)), -EUCLEAN);
+	assert_non_null(strstr(err, "beyond the image"));
+	tfiles_free(&a);
+	util_extents_free(&ext);
+	timage_free(&t);
+}
+
 /* An error from on_file stops the walk with that error. */
 static void test_files_callback_error(void **state)
 {
@@ -334,6 +370,7 @@ int main(void)
 		cmocka_unit_test(test_files_fixtures),
 		cmocka_unit_test(test_contents_as_plain),
 		cmocka_unit_test(test_files_plain_contiguous),
+		cmocka_unit_test(test_files_corrupt_map),
 		cmocka_unit_test(test_files_callback_error),
 	};
 
