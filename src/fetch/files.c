@@ -57,8 +57,7 @@ struct fetch_files_builder {
 	uint64_t dropped, empty;
 };
 
-int fetch_files_builder_new(uint64_t blob_size, size_t max_bytes,
-			    struct fetch_files_builder **ret)
+int fetch_files_builder_new(uint64_t blob_size, size_t max_bytes, struct fetch_files_builder **ret)
 {
 	struct fetch_files_builder *b = calloc(1, sizeof(*b));
 
@@ -150,8 +149,7 @@ static int cap(struct fetch_files_builder *b, uint64_t limit)
 	return 0;
 }
 
-int fetch_files_builder_add(struct fetch_files_builder *b, const struct util_extent *v,
-			    size_t n)
+int fetch_files_builder_add(struct fetch_files_builder *b, const struct util_extent *v, size_t n)
 {
 	uint64_t bytes = 0;
 	int r;
@@ -176,7 +174,7 @@ int fetch_files_builder_add(struct fetch_files_builder *b, const struct util_ext
 			return -ENOMEM;
 		b->r[b->nr + i] = v[i];
 	}
-	b->f[b->nf++] = (struct bfile){ .bytes = bytes, .first = b->nr, .n = n, .seq = b->seq };
+	b->f[b->nf++] = (struct bfile){.bytes = bytes, .first = b->nr, .n = n, .seq = b->seq};
 	b->nr += n;
 	/* memory: collect up to twice the cap, then keep the smallest files within it */
 	if (encoded_size(b->nf, b->nr) > 2 * (uint64_t)b->max_bytes) {
@@ -254,10 +252,10 @@ static int trim(struct fetch_files_builder *b, struct fetch_files_build_stats *s
 	return 0;
 }
 
-int fetch_files_builder_finish(struct fetch_files_builder *b, uint8_t **ret_buf,
-			       size_t *ret_len, struct fetch_files_build_stats *ret_stats)
+int fetch_files_builder_finish(struct fetch_files_builder *b, uint8_t **ret_buf, size_t *ret_len,
+			       struct fetch_files_build_stats *ret_stats)
 {
-	struct fetch_files_build_stats st = { 0 };
+	struct fetch_files_build_stats st = {0};
 	uint64_t len, at;
 	uint8_t *buf;
 	int r;
@@ -305,7 +303,7 @@ struct fetch_files {
 	uint32_t nfiles, nranges;
 	uint32_t *first;       /* nfiles + 1: file i has ranges [first[i], first[i + 1]) */
 	struct util_extent *r; /* every file's ranges, file 0's first, each in file order */
-	uint64_t *cum;         /* nranges + 1: data bytes in the ranges before r[k] */
+	uint64_t *cum;	       /* nranges + 1: data bytes in the ranges before r[k] */
 	uint32_t *order;       /* indexes of r by offset */
 };
 
@@ -400,7 +398,8 @@ int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fe
 		f->r[k].offset = get_le(p + at, 8);
 		f->r[k].length = get_le(p + at + 8, 8);
 		f->order[k] = (uint32_t)k;
-		if (!f->r[k].length || !util_range_within(f->r[k].offset, f->r[k].length, blob_size))
+		if (!f->r[k].length ||
+		    !util_range_within(f->r[k].offset, f->r[k].length, blob_size))
 			r = bad(errbuf, errlen,
 				"file index range %llu (%llu+%llu) is empty or outside the blob",
 				(unsigned long long)k, (unsigned long long)f->r[k].offset,
@@ -529,7 +528,7 @@ int fetch_files_follow(const struct fetch_files *f, uint64_t off, uint64_t max_b
 		uint64_t from = n ? f->r[k].offset : off;
 		uint64_t len = MIN(f->r[k].offset + f->r[k].length - from, left);
 
-		out[n++] = (struct util_extent){ from, len };
+		out[n++] = (struct util_extent){from, len};
 		left -= len;
 	}
 	return (int)n;

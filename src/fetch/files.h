@@ -45,25 +45,25 @@
 struct fetch_files_builder;
 
 struct fetch_files_build_stats {
-	uint64_t files, ranges;  /* in the encoded index */
-	uint64_t dropped_files;  /* left out to stay within the size cap (largest first) */
-	uint64_t empty_files;    /* no range of their own (inline, empty, or bytes that an
-				  * earlier file's range holds: shared fragments, dedupe) */
-	uint64_t trimmed_bytes;  /* range bytes given to the file that had them first */
+	uint64_t files, ranges; /* in the encoded index */
+	uint64_t dropped_files; /* left out to stay within the size cap (largest first) */
+	uint64_t empty_files;	/* no range of their own (inline, empty, or bytes that an
+				 * earlier file's range holds: shared fragments, dedupe) */
+	uint64_t trimmed_bytes; /* range bytes given to the file that had them first */
 };
 
 /* max_bytes: cap of the encoded index (0: FETCH_FILES_MAX_BYTES; at least the header). The
- * builder's own memory stays within about twice that. */
-int fetch_files_builder_new(uint64_t blob_size, size_t max_bytes,
-			    struct fetch_files_builder **ret);
+ * builder collects up to twice that (in encoded bytes) before it drops the largest files, so
+ * its memory stays below about five times the cap (array slack, the copy while dropping):
+ * ~40 MiB at the default cap, whatever the image. */
+int fetch_files_builder_new(uint64_t blob_size, size_t max_bytes, struct fetch_files_builder **ret);
 void fetch_files_builder_free(struct fetch_files_builder *b);
 /* One file's ranges in file order (within the blob, else -EINVAL; may be empty). */
-int fetch_files_builder_add(struct fetch_files_builder *b, const struct util_extent *v,
-			    size_t n);
+int fetch_files_builder_add(struct fetch_files_builder *b, const struct util_extent *v, size_t n);
 /* Encode: overlapping ranges are trimmed (the lowest-numbered file that holds a byte keeps
  * it), files left without ranges dropped, then the cap applied. *ret_buf is malloc'ed. */
-int fetch_files_builder_finish(struct fetch_files_builder *b, uint8_t **ret_buf,
-			       size_t *ret_len, struct fetch_files_build_stats *ret_stats);
+int fetch_files_builder_finish(struct fetch_files_builder *b, uint8_t **ret_buf, size_t *ret_len,
+			       struct fetch_files_build_stats *ret_stats);
 
 /* ---- parsing and queries (the daemon) ---- */
 

@@ -28,8 +28,7 @@
 
 #define SEALS_WANTED (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW)
 
-static int reply(int cfd, int err, uint32_t files, uint32_t ranges, bool unchanged,
-		 const char *msg)
+static int reply(int cfd, int err, uint32_t files, uint32_t ranges, bool unchanged, const char *msg)
 {
 	_cleanup_json_ json_t *o = NULL;
 

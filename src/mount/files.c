@@ -37,8 +37,7 @@ void mount_files_free(struct mount_files *mf)
 	free(mf);
 }
 
-static int on_file(void *ctx, uint64_t nid, uint64_t size, const struct util_extent *v,
-		   size_t n)
+static int on_file(void *ctx, uint64_t nid, uint64_t size, const struct util_extent *v, size_t n)
 {
 	struct mount_files *mf = ctx;
 

@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!v || n == 0)
 			abort();
 		for (uint32_t k = 0; k < n; k++) {
-			uint64_t ends[2] = { v[k].offset, v[k].offset + v[k].length - 1 };
+			uint64_t ends[2] = {v[k].offset, v[k].offset + v[k].length - 1};
 
 			if (!v[k].length || v[k].offset + v[k].length > blob)
 				abort();

@@ -49,15 +49,13 @@ static void test_roundtrip_and_lookups(void **state)
 	(void)state;
 	assert_int_equal(fetch_files_builder_new(100 * MiB, 0, &b), 0);
 	/* file 0: two ranges, the second before the first in the blob */
-	add(b, (struct util_extent[]){ { 40 * MiB, 8 * KiB }, { 10 * MiB, 4 * KiB } }, 2);
+	add(b, (struct util_extent[]){{40 * MiB, 8 * KiB}, {10 * MiB, 4 * KiB}}, 2);
 	/* an empty / inline-only file: no number */
 	add(b, NULL, 0);
 	/* file 1: one range, adjacent to file 0's first one (not merged across files) */
-	add(b, (struct util_extent[]){ { 40 * MiB + 8 * KiB, 4 * KiB } }, 1);
+	add(b, (struct util_extent[]){{40 * MiB + 8 * KiB, 4 * KiB}}, 1);
 	/* file 2: three ranges */
-	add(b,
-	    (struct util_extent[]){ { 1 * MiB, 1 * MiB }, { 5 * MiB, 1 * MiB }, { 3 * MiB, 100 } },
-	    3);
+	add(b, (struct util_extent[]){{1 * MiB, 1 * MiB}, {5 * MiB, 1 * MiB}, {3 * MiB, 100}}, 3);
 	f = build_parse(b, 100 * MiB, &st);
 	assert_int_equal(st.files, 3);
 	assert_int_equal(st.ranges, 6);
@@ -123,10 +121,10 @@ static void test_overlaps_trimmed(void **state)
 
 	(void)state;
 	assert_int_equal(fetch_files_builder_new(1 * MiB, 0, &b), 0);
-	add(b, (struct util_extent[]){ { 0, 8 * KiB } }, 1);
-	add(b, (struct util_extent[]){ { 4 * KiB, 8 * KiB } }, 1);		/* keeps 8-12K */
-	add(b, (struct util_extent[]){ { 1 * KiB, 2 * KiB } }, 1);		/* inside file 0 */
-	add(b, (struct util_extent[]){ { 64 * KiB, 4 * KiB }, { 0, 4 * KiB } }, 2); /* one left */
+	add(b, (struct util_extent[]){{0, 8 * KiB}}, 1);
+	add(b, (struct util_extent[]){{4 * KiB, 8 * KiB}}, 1);		      /* keeps 8-12K */
+	add(b, (struct util_extent[]){{1 * KiB, 2 * KiB}}, 1);		      /* inside file 0 */
+	add(b, (struct util_extent[]){{64 * KiB, 4 * KiB}, {0, 4 * KiB}}, 2); /* one left */
 	f = build_parse(b, 1 * MiB, &st);
 	assert_int_equal(st.files, 3);
 	assert_int_equal(st.empty_files, 1);
@@ -156,7 +154,7 @@ static void test_cap_keeps_smallest(void **state)
 		/* sizes 1..10000 blocks, in a scrambled order */
 		uint64_t size = ((i * 7919) % 10000 + 1) * 4 * KiB;
 
-		add(b, (struct util_extent[]){ { i << 26, size } }, 1);
+		add(b, (struct util_extent[]){{i << 26, size}}, 1);
 	}
 	f = build_parse(b, 1ull << 40, &st);
 	assert_int_equal(st.files, 100);
@@ -164,8 +162,8 @@ static void test_cap_keeps_smallest(void **state)
 	for (uint32_t i = 0; i < 100; i++) {
 		assert_true(fetch_files_data_bytes(f, i) <= 100 * 4 * KiB);
 		if (i)
-			assert_true(fetch_files_ranges(f, i, &(uint32_t){ 0 })->offset >
-				    fetch_files_ranges(f, i - 1, &(uint32_t){ 0 })->offset);
+			assert_true(fetch_files_ranges(f, i, &(uint32_t){0})->offset >
+				    fetch_files_ranges(f, i - 1, &(uint32_t){0})->offset);
 	}
 	fetch_files_free(f);
 }
@@ -176,13 +174,11 @@ static void test_builder_refuses_outside(void **state)
 
 	(void)state;
 	assert_int_equal(fetch_files_builder_new(1 * MiB, 0, &b), 0);
-	assert_int_equal(fetch_files_builder_add(b, (struct util_extent[]){ { MiB - 1, 2 } }, 1),
+	assert_int_equal(fetch_files_builder_add(b, (struct util_extent[]){{MiB - 1, 2}}, 1),
 			 -EINVAL);
-	assert_int_equal(fetch_files_builder_add(b, (struct util_extent[]){ { 0, 0 } }, 1),
+	assert_int_equal(fetch_files_builder_add(b, (struct util_extent[]){{0, 0}}, 1), -EINVAL);
+	assert_int_equal(fetch_files_builder_add(b, (struct util_extent[]){{UINT64_MAX - 1, 4}}, 1),
 			 -EINVAL);
-	assert_int_equal(
-	    fetch_files_builder_add(b, (struct util_extent[]){ { UINT64_MAX - 1, 4 } }, 1),
-	    -EINVAL);
 	fetch_files_builder_free(b);
 }
 
@@ -193,8 +189,8 @@ static size_t good(uint8_t **ret)
 	size_t len;
 
 	assert_int_equal(fetch_files_builder_new(1 * MiB, 0, &b), 0);
-	add(b, (struct util_extent[]){ { 0, 4 * KiB }, { 16 * KiB, 4 * KiB } }, 2);
-	add(b, (struct util_extent[]){ { 8 * KiB, 4 * KiB } }, 1);
+	add(b, (struct util_extent[]){{0, 4 * KiB}, {16 * KiB, 4 * KiB}}, 2);
+	add(b, (struct util_extent[]){{8 * KiB, 4 * KiB}}, 1);
 	assert_int_equal(fetch_files_builder_finish(b, ret, &len, NULL), 0);
 	fetch_files_builder_free(b);
 	assert_int_equal(len, 32 + 8 + 48);
@@ -233,36 +229,36 @@ static void test_parser_refuses(void **state)
 	(void)state;
 	x = malloc(FETCH_FILES_MAX_BYTES + 16);
 	assert_non_null(x);
-#define MUT(stmt, want)                                                                         \
-	do {                                                                                   \
-		memcpy(x, g, len);                                                             \
-		stmt;                                                                          \
-		assert_int_equal(parse(x, len), want);                                         \
+#define MUT(stmt, want)                                                                            \
+	do {                                                                                       \
+		memcpy(x, g, len);                                                                 \
+		stmt;                                                                              \
+		assert_int_equal(parse(x, len), want);                                             \
 	} while (0)
 	MUT((void)0, 0);
-	MUT(x[0] ^= 1, -EBADMSG);		   /* magic */
-	MUT(x[4] = 2, -EBADMSG);		   /* version */
-	MUT(x[6] = 40, -EBADMSG);		   /* header size */
-	MUT(x[24] = 1, -EBADMSG);		   /* reserved */
-	MUT(put64(x + 8, 2 * MiB), -EBADMSG);	   /* another blob */
-	MUT(put32(x + 16, 3), -EBADMSG);	   /* more files than the bytes hold */
-	MUT(put32(x + 20, 0xffffffffu), -EBADMSG); /* a huge count */
-	MUT(put32(x + 32, 0), -EBADMSG);	   /* a file without ranges */
-	MUT(put32(x + 32, 3), -EBADMSG);	   /* counts beyond the ranges */
-	MUT(put32(x + 36, 0xffffffffu), -EBADMSG); /* a count that would wrap a sum */
-	MUT(put64(x + 40 + 8, 0), -EBADMSG);	   /* an empty range */
-	MUT(put64(x + 40, MiB - 1), -EBADMSG);	   /* a range past the blob's end */
+	MUT(x[0] ^= 1, -EBADMSG);			/* magic */
+	MUT(x[4] = 2, -EBADMSG);			/* version */
+	MUT(x[6] = 40, -EBADMSG);			/* header size */
+	MUT(x[24] = 1, -EBADMSG);			/* reserved */
+	MUT(put64(x + 8, 2 * MiB), -EBADMSG);		/* another blob */
+	MUT(put32(x + 16, 3), -EBADMSG);		/* more files than the bytes hold */
+	MUT(put32(x + 20, 0xffffffffu), -EBADMSG);	/* a huge count */
+	MUT(put32(x + 32, 0), -EBADMSG);		/* a file without ranges */
+	MUT(put32(x + 32, 3), -EBADMSG);		/* counts beyond the ranges */
+	MUT(put32(x + 36, 0xffffffffu), -EBADMSG);	/* a count that would wrap a sum */
+	MUT(put64(x + 40 + 8, 0), -EBADMSG);		/* an empty range */
+	MUT(put64(x + 40, MiB - 1), -EBADMSG);		/* a range past the blob's end */
 	MUT(put64(x + 40, UINT64_MAX - 100), -EBADMSG); /* ... wrapping */
-	MUT(put64(x + 72, 2 * KiB), -EBADMSG);	   /* file 1 overlaps file 0 */
-	MUT(put64(x + 56, 2 * KiB), -EBADMSG);	   /* file 0 overlaps itself */
-	assert_int_equal(parse(g, len - 1), -EBADMSG); /* truncated */
+	MUT(put64(x + 72, 2 * KiB), -EBADMSG);		/* file 1 overlaps file 0 */
+	MUT(put64(x + 56, 2 * KiB), -EBADMSG);		/* file 0 overlaps itself */
+	assert_int_equal(parse(g, len - 1), -EBADMSG);	/* truncated */
 	assert_int_equal(parse(g, 31), -EBADMSG);
 	assert_int_equal(parse(g, 0), -EBADMSG);
 	memset(x, 0, FETCH_FILES_MAX_BYTES + 16);
 	assert_int_equal(parse(x, FETCH_FILES_MAX_BYTES + 8), -EFBIG);
 	/* one file of 2 ranges with padding not zero */
 	{
-		uint8_t one[32 + 8 + 32] = { 0 };
+		uint8_t one[32 + 8 + 32] = {0};
 		struct fetch_files *f = NULL;
 
 		put32(one, FETCH_FILES_MAGIC);
@@ -284,7 +280,7 @@ static void test_parser_refuses(void **state)
 	}
 	/* an empty index is fine */
 	{
-		uint8_t zero[32] = { 0 };
+		uint8_t zero[32] = {0};
 		struct fetch_files *f = NULL;
 
 		put32(zero, FETCH_FILES_MAGIC);
@@ -304,11 +300,11 @@ static void test_parser_refuses(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip_and_lookups),
-		cmocka_unit_test(test_overlaps_trimmed),
-		cmocka_unit_test(test_cap_keeps_smallest),
-		cmocka_unit_test(test_builder_refuses_outside),
-		cmocka_unit_test(test_parser_refuses),
+	    cmocka_unit_test(test_roundtrip_and_lookups),
+	    cmocka_unit_test(test_overlaps_trimmed),
+	    cmocka_unit_test(test_cap_keeps_smallest),
+	    cmocka_unit_test(test_builder_refuses_outside),
+	    cmocka_unit_test(test_parser_refuses),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
