@@ -71,13 +71,15 @@ static json_t *entry_json(const struct mount_status_entry *e)
 		      (json_int_t)e->st.mnt_id, "cache", e->st.cache ? e->st.cache : "", "options",
 		      e->st.options ? e->st.options : "");
 	if (o && a) {
-		json_t *more = json_pack("{s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:b}", "answers",
+		json_t *more = json_pack("{s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:b, s:I, s:I}",
+					 "answers",
 					 (json_int_t)s->answers, "fast_answers",
 					 (json_int_t)s->fast_answers, "denied", (json_int_t)s->denied,
 					 "pending", (json_int_t)s->pending, "worker_pid",
 					 (int)s->worker_pid, "restarts", (int)s->restarts, "mounts",
 					 (int)s->mounts, "chunk_size", (json_int_t)s->chunk_size,
-					 "marked", (int)s->marked);
+					 "marked", (int)s->marked, "files", (json_int_t)s->files,
+					 "file_ranges", (json_int_t)s->file_ranges);
 
 		if (!more || json_object_update(o, more) < 0) {
 			json_decref(more);

@@ -136,8 +136,10 @@ struct sink {
 static int data_walk(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t off, uint64_t len,
 		     struct sink *s);
 
-static int fragment_part(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t pos,
-			 uint64_t n, struct sink *s)
+/* File bytes [pos, pos + n) of the fragment extent that starts at file offset la: the
+ * fragment holds that extent's bytes from z_fragmentoff on (as the kernel reads it). */
+static int fragment_part(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t la,
+			 uint64_t pos, uint64_t n, struct sink *s)
 {
 	struct erofs_inode *packed;
 	struct sink sub = *s;
@@ -149,7 +151,7 @@ static int fragment_part(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t
 	r = erofs_packed_inode(ctx, &packed);
 	if (r < 0)
 		return r;
-	if (util_add_overflow_u64(vi->z_fragmentoff, pos, &at) ||
+	if (util_add_overflow_u64(vi->z_fragmentoff, pos - la, &at) ||
 	    !util_range_within(at, n, packed->size))
 		return erofs_corrupt(ctx, "inode %llu: fragment at %llu beyond the packed inode "
 				     "(%llu bytes)",
@@ -228,7 +230,7 @@ static int z_walk(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t off, u
 		length = MIN(e, map.la + map.llen) - map.la;
 		start = MAX(map.la, off);
 		if (map.flags & EROFS_MAP_FRAGMENT) {
-			r = fragment_part(ctx, vi, start, e - start, s);
+			r = fragment_part(ctx, vi, map.la, start, e - start, s);
 		} else if (!(map.flags & EROFS_MAP_MAPPED)) {
 			if (s->buf)
 				memset(s->buf + (start - s->off), 0, e - start);

@@ -58,7 +58,24 @@ struct erofs_walk_opts {
 	 * bridge gaps of up to EROFS_BRIDGE_MAX_GAP between a round's ranges (smallest first),
 	 * so that a round asks for fewer ranges; 0 = none. Does not change the result. */
 	uint64_t bridge_budget;
+	/* Optional: called once for each regular file the walk visits (a hardlinked file once),
+	 * with the byte ranges of the image that hold its data, in file order, adjacent ones
+	 * merged: flat blocks, chunks (holes left out), the pclusters of compressed files and,
+	 * for a fragment, the ranges of the packed inode that hold it. Inline tails (plain or
+	 * ztailpacking) are left out: they sit in the inode's metadata block, which the walk
+	 * makes present anyway. n may be 0 (empty, inline-only or sparse files). Costs no reads
+	 * beyond the walk's own ranges; a file whose index bytes are not present yet is reported
+	 * after the last round. Returning < 0 stops the walk with that error. Files beyond
+	 * EROFS_FILES_MAX_MAPS extent mappings, or on extra devices, are not reported. */
+	int (*on_file)(void *ctx, uint64_t nid, uint64_t size, const struct util_extent *v,
+		       size_t n);
+	void *file_ctx;
 };
+
+/* Extent mappings (erofs_map_blocks calls) spent on on_file's ranges in one walk. Each costs
+ * a few index reads from memory; a file whose worst case (one mapping per lcluster or chunk)
+ * exceeds what is left is skipped, so the largest files go first when an image is huge. */
+#define EROFS_FILES_MAX_MAPS (1ull << 21)
 
 #define EROFS_BRIDGE_MAX_GAP (64u * 1024u)
 
@@ -73,6 +90,8 @@ struct erofs_walk_stats {
 	uint64_t meta_bytes;  /* total of the returned extents */
 	uint64_t reads;       /* calls to io->read */
 	uint64_t prefetches;  /* calls to io->prefetch (rounds) */
+	uint64_t files;         /* regular files reported to on_file */
+	uint64_t files_skipped; /* regular files not reported (budget, extra device) */
 };
 
 /* Walk the whole image from the root; on success *ret holds the sorted, merged ranges.

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "erofs/files.h"
 #include "erofs/internal.h"
 #include "util/array.h"
 #include "util/extents.h"
@@ -163,6 +164,7 @@ struct walker {
 	const struct item *cur;
 	uint64_t bridge_left; /* bytes opts->bridge_budget still allows */
 	size_t rec_seen;      /* entries of the record already asked for */
+	struct erofs_files *files; /* opts->on_file's state (files.c), or NULL */
 };
 
 static bool gran_present(const struct walker *w, uint64_t g)
@@ -529,6 +531,46 @@ static void count_mode(struct erofs_walk_stats *st, uint16_t mode)
 	}
 }
 
+/* A regular file's data ranges for opts->on_file; one whose mapping would read absent index
+ * bytes is mapped after the last round instead (files_finish), so on_file adds no round. */
+static int file_step(struct walker *w, struct erofs_inode *vi)
+{
+	int r = erofs_files_map(w->ctx, w->files, vi);
+
+	if (attempt_blocked(w))
+		return erofs_files_defer(w->files, vi->nid) < 0 ? -ENOMEM : 1;
+	if (r > 0)
+		r = erofs_files_emit(w->files, vi);
+	return r < 0 ? r : 1;
+}
+
+/* The deferred files, once everything recorded is present; nothing more is recorded. */
+static int files_finish(struct walker *w)
+{
+	struct erofs_ctx *ctx = w->ctx;
+	struct util_extents *record = ctx->record;
+	int r = 0;
+
+	ctx->record = NULL;
+	for (size_t i = 0; i < w->files->ndef && r >= 0; i++) {
+		struct erofs_inode vi;
+
+		attempt_begin(w);
+		r = erofs_inode_load(ctx, w->files->deferred[i], &vi);
+		if (r >= 0)
+			r = erofs_files_map(ctx, w->files, &vi);
+		if (attempt_blocked(w)) {
+			w->files->skipped++; /* cannot happen: the last round made it present */
+			r = 0;
+		} else if (r > 0) {
+			r = erofs_files_emit(w->files, &vi);
+		}
+	}
+	ctx->record = record;
+	w->wave.n = 0;
+	return r;
+}
+
 /* Advance one item as far as the present bytes allow: 1 = done, 0 = blocked, <0 = error. */
 static int item_step(struct walker *w, struct item *it)
 {
@@ -576,7 +618,7 @@ static int item_step(struct walker *w, struct item *it)
 		it->step = STEP_DATA;
 	}
 	if (!S_ISDIR(vi.mode) && !S_ISLNK(vi.mode))
-		return 1;
+		return S_ISREG(vi.mode) && w->files ? file_step(w, &vi) : 1;
 
 	/* all of the data first (mapping it may read indexes), then the entries, at once */
 	r = erofs_data_ranges(ctx, &vi, vi.size, 0, want_cb, w);
@@ -741,6 +783,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	struct erofs_ctx ctx = { .io = io, .err = errbuf, .errlen = errlen };
 	struct walker w = { .ctx = &ctx, .io = io, .opts = opts };
 	struct util_extents rec;
+	struct erofs_files files;
 	uint64_t align;
 	bool fresh, conflict;
 	int r;
@@ -751,6 +794,8 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	w.st = stats;
 	w.max_inodes = opts && opts->max_inodes ? opts->max_inodes : EROFS_DEFAULT_MAX_INODES;
 	w.bridge_left = opts ? opts->bridge_budget : 0;
+	erofs_files_init(&files, opts);
+	w.files = files.on_file ? &files : NULL;
 	util_extents_init(&rec);
 	util_extents_init(&w.wave);
 	util_extents_init(&w.pre);
@@ -803,6 +848,10 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 			r = want(&w, rec.v[i].offset, rec.v[i].length);
 		if (r >= 0)
 			r = flush(&w, ctx.bs);
+		if (r >= 0 && w.files)
+			r = files_finish(&w);
+		stats->files = files.reported;
+		stats->files_skipped = files.skipped;
 		util_extents_merge(&rec, opts ? opts->merge_gap : 0);
 		stats->meta_bytes = util_extents_total(&rec);
 	}
@@ -820,6 +869,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	free(w.ready.v);
 	free(w.blocked.v);
 	free(w.sids);
+	erofs_files_done(&files);
 	erofs_ctx_done(&ctx);
 	return r < 0 ? r : 0;
 }

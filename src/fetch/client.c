@@ -406,5 +406,7 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 	ret->mounts = (unsigned)getu(reply, "mounts");
 	ret->chunk_size = getu(reply, "chunk_size");
 	ret->marked = json_is_true(json_object_get(reply, "marked"));
+	ret->files = getu(reply, "files");
+	ret->file_ranges = getu(reply, "file_ranges");
 	return 0;
 }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
  * The worker's main loop: the control socket (root only, line-delimited JSON: hello, hold,
- * status, ensure, data_fd, attach, detach) and the decision to leave: the daemon leaves when
- * no superblock (mounts.c), no holding connection and no waiting request uses the entry.
+ * status, ensure, data_fd, attach, detach, files) and the decision to leave: the daemon
+ * leaves when no superblock (mounts.c), no holding connection and no waiting request uses
+ * the entry.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "fetch/fanotify.h"
+#include "fetch/files.h"
 #include "fetch/internal.h"
 #include "util/cleanup.h"
 #include "util/extents.h"
@@ -310,6 +312,8 @@ static void *conn_thread(void *arg)
 			r = do_attach(c, req, pfd);
 		} else if (!strcmp(op, "detach")) {
 			r = do_detach(c, req);
+		} else if (!strcmp(op, "files")) {
+			r = fetch_files_request(d, c->fd, pfd);
 		} else {
 			r = reply_error(c->fd, EINVAL, "unknown request '%s'", op);
 		}
@@ -449,6 +453,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 			break;
 	}
 	log_info("no superblock or client uses the entry any more");
+	fetch_files_drop(d);
 	(void)unlinkat(d->run_dirfd, d->sock2_name, 0);
 	close(d->listen_fd);
 	close(d->listen2_fd);

@@ -80,6 +80,11 @@ int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint
 int fetch_connect(const char *socket_path, struct fetch_handle **ret);
 int fetch_detach(struct fetch_handle *h, uint64_t mnt_id);
 
+/* Hand the daemon the image's file index (fetch/files.h encoding) in a sealed memfd.
+ * -EINVAL from a daemon that predates the request; -EBADMSG if it refused the bytes. */
+int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, char *errbuf,
+		     size_t errlen);
+
 /* Live status (DESIGN "status --json" keys, then more). */
 struct fetch_status {
 	char digest[UTIL_DIGEST_STR_LEN];
@@ -96,6 +101,7 @@ struct fetch_status {
 	unsigned mounts;       /* superblocks using the entry */
 	uint64_t chunk_size;
 	bool marked; /* the fanotify mark is in place (dropped once verified) */
+	uint64_t files, file_ranges; /* the file index the daemon holds (0, 0: none) */
 };
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
 

@@ -184,6 +184,8 @@ struct fetch_daemon {
 		uint64_t since_wake;
 		uint64_t started_us, first_byte_us; /* request sent, first byte received */
 	} xfers[FETCH_MAX_JOBS];
+	struct fetch_files *files; /* (lock) the mount's file index (files.h), or NULL */
+	uint8_t files_digest[32];  /* (lock) sha256 of its encoding */
 	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */
 	pid_t openers[8];	   /* main loop only: recent openers of the data file (their
 				    * mount namespace may not be ours) */
@@ -263,6 +265,12 @@ bool fetch_read_opens(struct fetch_daemon *d);
 
 /* control.c */
 void fetch_control_loop(struct fetch_daemon *d);
+
+/* files_ctl.c: the "files" request (fd: the sealed memfd passed with it), and freeing the
+ * index at exit */
+struct fetch_files;
+int fetch_files_request(struct fetch_daemon *d, int cfd, int fd);
+void fetch_files_drop(struct fetch_daemon *d);
 
 /* proto.c */
 struct sockaddr_un;

@@ -4,6 +4,17 @@
  * 13): records of attached and discovered superblocks (in shared memory), each watched with
  * inotify on its root (IN_UNMOUNT when the superblock is shut down), /proc/<pid>/mountinfo
  * rescans when someone opens the data file, and the opens the event threads report.
+ *
+ * Lifetime (DESIGN fact 13): the daemon must outlive every EROFS superblock that reads the
+ * data file. A count of FAN_OPEN/FAN_CLOSE_NOWRITE notifications cannot tell that reliably:
+ * fanotify merges events of one process on one file while they wait in the queue (five
+ * opens and three closes read back as one event with both bits). Instead each superblock is
+ * watched with inotify on its root directory: IN_UNMOUNT arrives exactly when the superblock
+ * is shut down — at umount, or after `umount -l` only once the last open file is closed —
+ * and the watch does not keep the mount busy. Superblocks come from `attach` (an O_PATH fd of
+ * the mountpoint, so any mount namespace works) and from /proc/self/mountinfo, rescanned
+ * whenever a FAN_OPEN notification says someone opened the data file. Connections that
+ * "hold" (a mount helper between ensure and attach) and waiting requests count as users too.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fetch/fanotify.h"
+#include "fetch/files.h"
 #include "fetch/internal.h"
 #include "util/cleanup.h"
 #include "util/extents.h"
@@ -31,7 +32,7 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	struct fetch_shared *sh = d->sh;
 	json_t *list = json_array();
 	uint32_t state = __atomic_load_n(&sh->state, __ATOMIC_ACQUIRE);
-	uint64_t pending;
+	uint64_t pending, files, file_ranges;
 	unsigned mounts = 0, in_flight;
 	uint64_t rtt_us, rate;
 
@@ -40,6 +41,8 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 		state = FETCH_STATE_COMPLETE;
 	pthread_mutex_lock(&d->lock);
 	pending = d->sched.nreqs;
+	files = fetch_files_count(d->files);
+	file_ranges = fetch_files_nranges(d->files);
 	in_flight = d->sched.njobs;
 	rtt_us = d->sched.link_rtt_us;
 	rate = d->sched.link_bytes_per_s;
@@ -88,5 +91,7 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "data_path", json_string(d->entry->data_path));
 	json_object_set_new(o, "socket", json_string(d->sock2_path));
 	json_object_set_new(o, "log", json_string(d->log_path));
+	json_object_set_new(o, "files", json_integer((json_int_t)files));
+	json_object_set_new(o, "file_ranges", json_integer((json_int_t)file_ranges));
 }
 

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mount/files.h"
 #include "mount/mount.h"
 #include "mount/offline.h"
 #include "mount/walkio.h"
@@ -40,6 +41,7 @@ DEFINE_CLEANUP_FUNC(struct oci_ref, oci_ref_free);
 DEFINE_CLEANUP_FUNC(struct oci_client, oci_client_free);
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 DEFINE_CLEANUP_FUNC(struct mount_walkio, mount_walkio_free);
+DEFINE_CLEANUP_FUNC(struct mount_files, mount_files_free);
 
 /* Bridge gaps up to this size when merging a walk round's ranges. A round goes out as one
  * multi-range request, and a registry's cost grows with the ranges (docker-registry on
@@ -119,6 +121,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 			     char *err, size_t errlen)
 {
 	_cleanup_(mount_walkio_freep) struct mount_walkio *w = NULL;
+	_cleanup_(mount_files_freep) struct mount_files *files = NULL;
 	_cleanup_close_ int fd = -1, premark = -1;
 	struct erofs_io io;
 	struct erofs_walk_opts wopts = { .merge_gap = WALK_MERGE_GAP,
@@ -193,9 +196,22 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	}
 
 	util_extents_init(&ext);
+	/* The walk also lists each file's data ranges, for the daemon (issue 10). */
+	files = mount_files_new(size);
+	mount_files_hook(files, &wopts);
 	/* When the walk succeeds, it has made present all it read or listed (its last round);
 	 * the gaps its result's merge bridges are not needed. */
 	r = erofs_walk(&io, &wopts, &ext, &res->walk, werr, sizeof(werr));
+	if (r == -EUCLEAN && files) {
+		/* Maybe only a file's data map is corrupt: that costs the index, not the mount
+		 * (the kernel fails that file's reads). Everything is present now. */
+		log_debug("walking without the file index (%s)", werr);
+		mount_files_free(TAKE_PTR(files));
+		wopts.on_file = NULL;
+		werr[0] = 0;
+		util_extents_free(&ext);
+		r = erofs_walk(&io, &wopts, &ext, &res->walk, werr, sizeof(werr));
+	}
 	if (r >= 0)
 		res->walk_ranges = ext.n;
 	util_extents_free(&ext);
@@ -210,6 +226,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		return r;
 	}
 	res->io = *mount_walkio_stats(w);
+	mount_files_send(files, h);
 	if (have_before && fetch_status(h, &after) >= 0) {
 		res->walk_requests = after.requests - before.requests;
 		res->walk_fetched = after.fetched_bytes - before.fetched_bytes;

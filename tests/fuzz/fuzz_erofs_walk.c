@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /* Fuzz the whole metadata walk over a memory image (checksum repaired so mutations of the
  * first block get through), exact and aligned, with a prefetch hook that checks its ranges
- * and a read hook that checks every read was prefetched first (whatever the image). */
+ * and a read hook that checks every read was prefetched first (whatever the image); every
+ * regular file's data ranges (on_file) must lie in the image, non-empty and merged. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +36,23 @@ static int read_mem(void *ctx, void *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
+static int check_file(void *ctx, uint64_t nid, uint64_t size, const struct util_extent *v,
+		      size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!v[i].length || v[i].offset + v[i].length > image_size ||
+		    v[i].offset + v[i].length < v[i].offset)
+			abort();
+		if (i && v[i].offset == v[i - 1].offset + v[i - 1].length)
+			abort(); /* adjacent ranges are merged */
+	}
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct erofs_walk_opts opts = { .merge_gap = 4096, .max_inodes = 100000,
-					.bridge_budget = 65536 };
+					.bridge_budget = 65536, .on_file = check_file };
 	struct erofs_walk_stats st;
 	struct util_extents ext;
 	struct erofs_io io;

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * Delivering the file index (files.h) to the daemon: the client puts the encoded index in a
+ * sealed memfd and passes it with a "files" request; the worker checks the seals and the size,
+ * parses the bytes as untrusted input and keeps the result in d->files (replacing an older
+ * index; the same content again is not parsed again).
+ *
+ * The index lives in the worker's memory only: a worker that replaces a crashed one starts
+ * without one (the next mount of the blob sends it again) -- unless its holder was itself
+ * forked by a worker (guard.c), whose index at that moment it then inherits, a consistent
+ * copy (d->files only ever points at a whole parsed index). Nothing depends on having it:
+ * it only shapes what is fetched, never whether a read is answered.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fetch/files.h"
+#include "fetch/internal.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/sha256.h"
+
+#define SEALS_WANTED (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW)
+
+static int reply(int cfd, int err, uint32_t files, uint32_t ranges, bool unchanged, const char *msg)
+{
+	_cleanup_json_ json_t *o = NULL;
+
+	if (err)
+		o = json_pack("{s:b,s:i,s:s}", "ok", 0, "errno", err, "error", msg);
+	else
+		o = json_pack("{s:b,s:I,s:I,s:b}", "ok", 1, "files", (json_int_t)files,
+			      "file_ranges", (json_int_t)ranges, "unchanged", unchanged);
+	return o ? fetch_proto_send(cfd, o, -1) : -ENOMEM;
+}
+
+static int read_index(int fd, uint8_t **ret_buf, size_t *ret_len, char *msg, size_t msglen)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+	size_t off = 0;
+
+	if (seals < 0 || (seals & SEALS_WANTED) != SEALS_WANTED) {
+		snprintf(msg, msglen, "files: the index must come in a sealed memfd");
+		return -EPERM;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(msg, msglen, "files: the index fd is not a file");
+		return -EINVAL;
+	}
+	if ((uint64_t)st.st_size > FETCH_FILES_MAX_BYTES) {
+		snprintf(msg, msglen, "files: index of %llu bytes (limit %u)",
+			 (unsigned long long)st.st_size, FETCH_FILES_MAX_BYTES);
+		return -EFBIG;
+	}
+	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!buf)
+		return -ENOMEM;
+	while (off < (size_t)st.st_size) {
+		ssize_t n = pread(fd, buf + off, (size_t)st.st_size - off, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			snprintf(msg, msglen, "files: reading the index failed");
+			return -EIO;
+		}
+		off += (size_t)n;
+	}
+	*ret_buf = TAKE_PTR(buf);
+	*ret_len = off;
+	return 0;
+}
+
+int fetch_files_request(struct fetch_daemon *d, int cfd, int fd)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	struct fetch_files *f = NULL, *old;
+	uint8_t digest[UTIL_SHA256_LEN];
+	char msg[400] = "", why[256] = "";
+	uint32_t nf, nr;
+	size_t len = 0;
+	bool same;
+	int r;
+
+	if (fd < 0)
+		return reply(cfd, EINVAL, 0, 0, false, "files: no index fd was passed");
+	r = read_index(fd, &buf, &len, msg, sizeof(msg));
+	if (r == -ENOMEM)
+		snprintf(msg, sizeof(msg), "files: out of memory");
+	if (r >= 0)
+		r = util_sha256_buf(buf, len, digest);
+	if (r < 0)
+		return reply(cfd, -r, 0, 0, false, msg[0] ? msg : "files: hashing failed");
+	pthread_mutex_lock(&d->lock);
+	same = d->files && !memcmp(d->files_digest, digest, sizeof(digest));
+	nf = fetch_files_count(d->files);
+	nr = fetch_files_nranges(d->files);
+	pthread_mutex_unlock(&d->lock);
+	if (same)
+		return reply(cfd, 0, nf, nr, true, NULL);
+	r = fetch_files_parse(buf, len, d->cfg.blob.size, &f, why, sizeof(why));
+	if (r < 0) {
+		log_warning("refused a file index of %zu bytes: %s", len,
+			    why[0] ? why : strerror(-r));
+		snprintf(msg, sizeof(msg), "files: %s", why[0] ? why : strerror(-r));
+		return reply(cfd, -r, 0, 0, false, msg);
+	}
+	nf = fetch_files_count(f);
+	nr = fetch_files_nranges(f);
+	pthread_mutex_lock(&d->lock);
+	old = d->files;
+	d->files = f;
+	memcpy(d->files_digest, digest, sizeof(digest));
+	pthread_mutex_unlock(&d->lock);
+	fetch_files_free(old);
+	log_info("file index: %u files, %u ranges (%zu bytes)%s", nf, nr, len,
+		 old ? ", replacing the previous one" : "");
+	return reply(cfd, 0, nf, nr, false, NULL);
+}
+
+void fetch_files_drop(struct fetch_daemon *d)
+{
+	struct fetch_files *f;
+
+	pthread_mutex_lock(&d->lock);
+	f = d->files;
+	d->files = NULL;
+	pthread_mutex_unlock(&d->lock);
+	fetch_files_free(f);
+}
+
+int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, char *errbuf,
+		     size_t errlen)
+{
+	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "files"), *rep = NULL;
+	_cleanup_close_ int fd = memfd_create("lazyerofs-files", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	size_t off = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (!req)
+		return -ENOMEM;
+	while (off < len) {
+		ssize_t n = write(fd, (const uint8_t *)buf + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		off += (size_t)n;
+	}
+	if (fcntl(fd, F_ADD_SEALS, SEALS_WANTED | F_SEAL_SEAL) < 0)
+		return -errno;
+	return fetch_proto_call(h->ctl_fd, req, fd, &rep, NULL, errbuf, errlen);
+}
