@@ -118,6 +118,7 @@ int fetch_files_request(struct fetch_daemon *d, int cfd, int fd)
 	pthread_mutex_lock(&d->lock);
 	old = d->files;
 	d->files = f;
+	d->sched.files = f;
 	memcpy(d->files_digest, digest, sizeof(digest));
 	pthread_mutex_unlock(&d->lock);
 	fetch_files_free(old);
@@ -133,6 +134,7 @@ void fetch_files_drop(struct fetch_daemon *d)
 	pthread_mutex_lock(&d->lock);
 	f = d->files;
 	d->files = NULL;
+	d->sched.files = NULL;
 	pthread_mutex_unlock(&d->lock);
 	fetch_files_free(f);
 }

@@ -6,6 +6,8 @@
  */
 #include "fetch/sched.h"
 
+#include "fetch/files.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -480,9 +482,9 @@ static bool probe_run(const struct fetch_sched *s, const struct fetch_req *r, st
 	return false;
 }
 
-/* The byte window a read's fetch asks for: the whole chunk holding its first missing block
- * (neighbouring reads are likely), reaching into the further chunks the read spans (the
- * kernel's readahead): one request, not one per chunk. */
+/* The byte window a read's fetch asks for without a file index: the whole chunk holding its
+ * first missing block (neighbouring reads are likely), reaching into the further chunks the
+ * read spans (the kernel's readahead): one request, not one per chunk. */
 static struct util_extent event_window(const struct fetch_sched *s, const struct fetch_req *r,
 				       size_t k, uint64_t b)
 {
@@ -493,6 +495,40 @@ static struct util_extent event_window(const struct fetch_sched *s, const struct
 			   &xe);
 	we = MIN(MAX(we, xe), ws + cap);
 	return (struct util_extent){.offset = ws, .length = we - ws};
+}
+
+/* With a file index, what a read fetches follows the file it falls in: a small file (at most
+ * a chunk of data) whole, in one request; in a larger one, a chunk's worth of its data from
+ * the first missing block on (as much as the read spans, if more), in file order, never past
+ * the file's end. Bytes outside every file (metadata) fall back to the chunk window. Returns
+ * how many windows it wrote to out (max at least 1). */
+static size_t event_windows(const struct fetch_sched *s, const struct fetch_req *r, size_t k,
+			    uint64_t b, struct util_extent *out, size_t max)
+{
+	uint64_t off = b * CACHE_BLOCK_SIZE, want, cap = MAX(s->pol.chunk_size, s->pol.max_job_bytes);
+	uint32_t file, range;
+	int n;
+
+	if (!s->files || fetch_files_find(s->files, off, &file, &range) < 0) {
+		out[0] = event_window(s, r, k, b);
+		return 1;
+	}
+	if (fetch_files_data_bytes(s->files, file) <= s->pol.chunk_size) {
+		uint32_t nr;
+		const struct util_extent *v = fetch_files_ranges(s->files, file, &nr);
+
+		if (nr <= max) {
+			memcpy(out, v, nr * sizeof(*v));
+			return nr;
+		}
+	}
+	want = MAX(s->pol.chunk_size, r->v[k].offset + r->v[k].length - off);
+	n = fetch_files_follow(s->files, off, MIN(want, cap), out, max);
+	if (n <= 0) {
+		out[0] = event_window(s, r, k, b);
+		return 1;
+	}
+	return (size_t)n;
 }
 
 /* Can this waiting event get a fetch now (not held, not a probe, not backing off)? */
@@ -534,16 +570,18 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 			     uint64_t b, uint64_t now_ms)
 {
 	struct util_extent w[FETCH_MAX_RUNS];
-	size_t nw = 0, extra = demand_share(s, i, now_ms), m = 0;
+	size_t nw = 0, extra = demand_share(s, i, now_ms), m = 0, reads = 1;
 
-	w[nw++] = event_window(s, s->reqs[i], k, b);
-	for (size_t j = i + 1; j < s->nreqs && nw < 1 + extra; j++) {
+	nw += event_windows(s, s->reqs[i], k, b, w, FETCH_MAX_RUNS);
+	for (size_t j = i + 1; j < s->nreqs && reads < 1 + extra && nw < FETCH_MAX_RUNS; j++) {
 		struct fetch_req *r = s->reqs[j];
 		size_t k2;
 		uint64_t b2;
 
-		if (event_ready(r, now_ms) && req_first_needed(s, r, &k2, &b2))
-			w[nw++] = event_window(s, r, k2, b2);
+		if (event_ready(r, now_ms) && req_first_needed(s, r, &k2, &b2)) {
+			nw += event_windows(s, r, k2, b2, w + nw, FETCH_MAX_RUNS - nw);
+			reads++;
+		}
 	}
 	if (nw > 1) {
 		qsort(w, nw, sizeof(w[0]), cmp_extent);
@@ -903,6 +941,35 @@ static void ra_queue(struct fetch_sched *s, uint64_t off, uint64_t end)
 	s->ra[s->nra++] = (struct util_extent){.offset = off, .length = end - off};
 }
 
+/* Queue the stream's next read-ahead window. With a file index, a stream inside a file
+ * follows that file's data and stops at its end: the blob bytes after it belong to another
+ * file (or to none), which nobody asked for. */
+static bool ra_window(struct fetch_sched *s, struct fetch_stream *st, uint64_t end)
+{
+	struct util_extent v[8];
+	uint32_t file, f2, range;
+	int n;
+
+	if (!s->files || fetch_files_find(s->files, end - 1, &file, &range) < 0) {
+		ra_queue(s, st->ra_end, st->ra_end + st->window);
+		st->ra_end = MIN(st->ra_end + st->window, s->size);
+		return true;
+	}
+	if (fetch_files_find(s->files, st->ra_end, &f2, &range) < 0 || f2 != file) {
+		/* The file ends here: no read-ahead past it. The stream starts over if the
+		 * reader goes on into the next file. */
+		st->window = 0;
+		return false;
+	}
+	n = fetch_files_follow(s->files, st->ra_end, st->window, v, ARRAY_SIZE(v));
+	for (int i = 0; i < n; i++)
+		ra_queue(s, v[i].offset, v[i].offset + v[i].length);
+	if (n <= 0)
+		return false;
+	st->ra_end = v[n - 1].offset + v[n - 1].length;
+	return true;
+}
+
 /* Stream detection. Only missing reads create streams and start read-ahead; a fast-path hit
  * follows an existing stream and feeds one whose read-ahead has started -- loads of bytes
  * that an ensure batch just fetched (the mount's metadata walk) look sequential but need no
@@ -953,9 +1020,7 @@ static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hi
 		return false;
 	else /* at least two bandwidth-delay products once the stream is established */
 		st->window = MIN(MAX(st->window * 2, 2 * fetch_sched_bdp(s)), ra_limit(s));
-	ra_queue(s, st->ra_end, st->ra_end + st->window);
-	st->ra_end = MIN(st->ra_end + st->window, s->size);
-	return true;
+	return ra_window(s, st, end);
 }
 
 bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len)

@@ -130,6 +130,9 @@ struct fetch_sched {
 	 * (request sent to first byte) and throughput of one request, smoothed; 0 = unknown. */
 	uint64_t link_rtt_us;
 	uint64_t link_bytes_per_s;
+	/* The mount's file index (files.h), or NULL: a read fetches its file's data, not the
+	 * blob bytes that happen to sit next to it. Owned by the caller. */
+	const struct fetch_files *files;
 };
 
 int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,

@@ -6,9 +6,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
+#include "fetch/files.h"
 #include "fetch/sched.h"
 
 #define KiB (UINT64_C(1) << 10)
@@ -768,6 +770,86 @@ static void test_demand_shares_budget(void **state)
 	cache_bitmap_destroy(&bm);
 }
 
+static struct fetch_files *make_files(uint64_t size, const struct util_extent *const *files,
+				      const size_t *counts, size_t n)
+{
+	struct fetch_files_builder *b;
+	struct fetch_files *f;
+	uint8_t *buf;
+	size_t len;
+	char err[128];
+
+	assert_int_equal(fetch_files_builder_new(size, 0, &b), 0);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(fetch_files_builder_add(b, files[i], counts[i]), 0);
+	assert_int_equal(fetch_files_builder_finish(b, &buf, &len, NULL), 0);
+	fetch_files_builder_free(b);
+	assert_int_equal(fetch_files_parse(buf, len, size, &f, err, sizeof(err)), 0);
+	free(buf);
+	return f;
+}
+
+/* With a file index a read fetches its file: a small one whole (both of its ranges, nothing
+ * between them), a big one a chunk's worth of its own data, read-ahead never past its end. */
+static void test_file_aware_fetching(void **state)
+{
+	static const struct util_extent small[] = {{100 * KiB, 8 * KiB}, {300 * KiB, 4 * KiB}};
+	static const struct util_extent big[] = {{1 * MiB, 3 * MiB}};
+	const struct util_extent *const files[] = {small, big};
+	const size_t counts[] = {2, 1};
+	struct fetch_req r[8];
+	struct fetch_job *job;
+	struct fetch_files *f;
+	struct env e;
+
+	env_init(&e, 16 * MiB, false); /* 1 MiB chunks, read-ahead 2..8 MiB */
+	f = make_files(16 * MiB, files, counts, 2);
+	e.s.files = f;
+	event(&r[0], 300 * KiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r[0], 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 2);
+	assert_int_equal(job->runs[0].offset, 100 * KiB);
+	assert_int_equal(job->runs[0].length, 8 * KiB);
+	assert_int_equal(job->runs[1].offset, 300 * KiB);
+	assert_int_equal(job->runs[1].length, 4 * KiB);
+	complete(&e, job);
+	/* A big file: from the missing block, one chunk of its data. */
+	event(&r[1], 3 * MiB + 512 * KiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r[1], 0), 0);
+	assert_true(fetch_sched_note_read(&e.s, 3 * MiB + 512 * KiB, 4096) == false);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 3 * MiB + 512 * KiB);
+	assert_int_equal(job->runs[0].length, 512 * KiB); /* the file ends at 4 MiB */
+	complete(&e, job);
+	/* A sequential reader near its end: read-ahead stops at the file's end. */
+	event(&r[2], 1 * MiB, 64 * KiB);
+	assert_int_equal(fetch_sched_add(&e.s, &r[2], 0), 0);
+	(void)fetch_sched_note_read(&e.s, 1 * MiB, 64 * KiB);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	complete(&e, job);
+	for (uint64_t o = 1 * MiB + 64 * KiB; o < 2 * MiB; o += 64 * KiB)
+		(void)fetch_sched_note_hit(&e.s, o, 64 * KiB); /* present: the reader goes on */
+	event(&r[3], 2 * MiB, 64 * KiB);
+	assert_int_equal(fetch_sched_add(&e.s, &r[3], 0), 0);
+	assert_true(fetch_sched_note_read(&e.s, 2 * MiB, 64 * KiB));
+	while ((job = fetch_sched_pick(&e.s, 0, NULL))) {
+		for (size_t i = 0; i < job->nruns; i++)
+			assert_true(job->runs[i].offset + job->runs[i].length <= 4 * MiB);
+		complete(&e, job);
+	}
+	assert_true(cache_bitmap_test_range(&e.bm, 2 * MiB / 4096, 2 * MiB / 4096)); /* to the end */
+	assert_int_equal(cache_bitmap_find(&e.bm, 4 * MiB / 4096, 16 * MiB / 4096, true),
+			 16 * MiB / 4096); /* nothing past it */
+	e.s.files = NULL;
+	fetch_files_free(f);
+	env_free(&e);
+}
+
 static void test_background_yields(void **state)
 {
 	struct env e;
@@ -842,6 +924,7 @@ int main(void)
 	    cmocka_unit_test(test_readahead_hits),
 	    cmocka_unit_test(test_background_yields),
 	    cmocka_unit_test(test_demand_shares_budget),
+	    cmocka_unit_test(test_file_aware_fetching),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
