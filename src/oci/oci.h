@@ -119,7 +119,7 @@ void oci_reader_free(struct oci_reader *r); /* reads not done are dropped, no ca
 /* Read the given ranges of the resolved blob (sorted, non-overlapping): several ranges a
  * request (multipart/byteranges), several requests in flight, bounded retries with backoff,
  * a deadline of the client's timeout. Returns 0 when queued; done() is called exactly once,
- * from oci_reader_perform(). A server that refuses or ignores multi-range requests gets
+ * from oci_reader_perform(). ctx goes to both sink and done. A server that refuses or ignores multi-range requests gets
  * single-range or whole-span requests. Errors: -EACCES (401/403), -ENOENT (404), -EAGAIN
  * (retries exhausted on 429/5xx/timeouts/resets), -EBADMSG (malformed reply), -ESTALE (URL
  * object changed), -EINVAL (bad ranges; then done is not called). */

@@ -240,6 +240,11 @@ static int start(struct rreq *q)
 	 * LAZYEROFS_HTTP2=1 puts the data on HTTP/2 as well. */
 	if (!c->data_http2)
 		curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	/* Receive buffers share a fixed budget, however many requests are in flight: memory
+	 * stays bounded (64 requests: 128 KiB each; a few: libcurl's largest, 512 KiB). */
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE,
+			 (long)MIN((uint64_t)CURL_MAX_READ_SIZE,
+				   MAX(READER_BUFFER_BUDGET / r->parallel, (uint64_t)(64 << 10))));
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->hdrs);
@@ -751,7 +756,16 @@ struct one_read {
 	bool done;
 	int result;
 	struct oci_error *err;
+	oci_sink_fn sink;
+	void *ctx;
 };
+
+static int one_sink(void *ctx, uint64_t offset, const void *data, size_t len)
+{
+	struct one_read *o = ctx;
+
+	return o->sink(o->ctx, offset, data, len);
+}
 
 static void one_done(void *ctx, int result, const struct oci_error *err, uint64_t requests)
 {
@@ -767,14 +781,13 @@ int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n,
 		    void *ctx, struct oci_error *err)
 {
 	struct oci_error local;
-	struct one_read o = {.err = err ? err : &local};
+	struct one_read o = {.err = err ? err : &local, .sink = sink, .ctx = ctx};
 	int ret;
 
-	ret = oci_reader_submit(r, v, n, 0, sink, one_done, ctx, o.err);
+	ret = oci_reader_submit(r, v, n, 0, one_sink, one_done, &o, o.err);
 	if (ret < 0)
 		return ret;
-	/* The sink of this call is used by this thread only: a multi-read reader is not
-	 * expected here, but another read's callbacks may run meanwhile. */
+	/* Other reads submitted to this reader go on meanwhile (their callbacks run here). */
 	while (!o.done)
 		oci_reader_perform(r, 1000);
 	return o.result;
