@@ -31,6 +31,7 @@
 #include "erofs/internal.h"
 #include "util/array.h"
 #include "util/extents.h"
+#include "util/u64map.h"
 
 /* Bytes of an inode asked for before decoding it: the record itself (compact or extended);
  * what follows it (xattrs, map header) is nearly always in the same block. */
@@ -38,69 +39,6 @@
 
 /* Attempts at parsing the superblock (each may fetch more of the image's start). */
 #define WALK_INIT_TRIES 8
-
-/* Open-addressing map of 64-bit keys to 16-bit values. */
-struct u64map {
-	uint64_t *k; /* key + 1; 0 = empty */
-	uint16_t *val;
-	size_t cap, n;
-};
-
-static size_t map_slot(uint64_t key, size_t cap)
-{
-	return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
-}
-
-/* Find or insert key; *ret_new tells which, *ret_val points at its value. */
-static int map_add(struct u64map *m, uint64_t key, bool *ret_new, uint16_t **ret_val)
-{
-	size_t i;
-
-	if ((m->n + 1) * 2 > m->cap) {
-		size_t ncap = m->cap ? m->cap * 2 : 1024;
-		uint64_t *nk = calloc(ncap, sizeof(*nk));
-		uint16_t *nv = calloc(ncap, sizeof(*nv));
-
-		if (!nk || !nv) {
-			free(nk);
-			free(nv);
-			return -ENOMEM;
-		}
-		for (size_t j = 0; j < m->cap; j++) {
-			if (!m->k[j])
-				continue;
-			for (i = map_slot(m->k[j], ncap); nk[i]; i = (i + 1) & (ncap - 1))
-				;
-			nk[i] = m->k[j];
-			nv[i] = m->val[j];
-		}
-		free(m->k);
-		free(m->val);
-		m->k = nk;
-		m->val = nv;
-		m->cap = ncap;
-	}
-	key += 1;
-	for (i = map_slot(key, m->cap); m->k[i]; i = (i + 1) & (m->cap - 1)) {
-		if (m->k[i] == key) {
-			*ret_new = false;
-			*ret_val = &m->val[i];
-			return 0;
-		}
-	}
-	m->k[i] = key;
-	m->val[i] = 0;
-	m->n++;
-	*ret_new = true;
-	*ret_val = &m->val[i];
-	return 0;
-}
-
-static void map_free(struct u64map *m)
-{
-	free(m->k);
-	free(m->val);
-}
 
 /* visited map values: BFS depth (root = 1) and whether a dirent of type dir reached it */
 #define DEPTH_MASK 0x7fffu
@@ -144,8 +82,8 @@ struct walker {
 	const struct erofs_walk_opts *opts;
 	struct erofs_walk_stats *st;
 	uint64_t max_inodes;
-	struct u64map visited;
-	struct u64map shared;
+	struct util_u64map visited; /* nid -> depth | REACHED_AS_DIR */
+	struct util_u64map shared;  /* shared xattr ids seen */
 	struct itemq ready, blocked;
 	uint32_t *sids; /* shared xattrs still to note */
 	size_t nsids, asids;
@@ -443,8 +381,8 @@ static int presence_init(struct walker *w)
 static int visit(struct walker *w, uint64_t nid, uint32_t depth, bool as_dir, bool *ret_new,
 		 bool *ret_dir_conflict)
 {
-	uint16_t *val;
-	int r = map_add(&w->visited, nid, ret_new, &val);
+	uint64_t *val;
+	int r = util_u64map_add(&w->visited, nid, ret_new, &val);
 
 	if (r < 0)
 		return r;
@@ -456,13 +394,13 @@ static int visit(struct walker *w, uint64_t nid, uint32_t depth, bool as_dir, bo
 					 (unsigned long long)w->max_inodes);
 			return -EFBIG;
 		}
-		*val = (uint16_t)(MIN(depth, (uint32_t)DEPTH_MASK) | (as_dir ? REACHED_AS_DIR : 0));
+		*val = MIN(depth, (uint32_t)DEPTH_MASK) | (as_dir ? REACHED_AS_DIR : 0);
 		return 0;
 	}
 	/* reached again: a hardlink (its level is its shallowest), unless a directory */
 	*ret_dir_conflict = as_dir || (*val & REACHED_AS_DIR);
 	if (depth < (*val & DEPTH_MASK))
-		*val = (uint16_t)((*val & REACHED_AS_DIR) | depth);
+		*val = (*val & REACHED_AS_DIR) | depth;
 	return 0;
 }
 
@@ -497,9 +435,9 @@ static int child_cb(void *opaque, const struct erofs_dirent_view *de)
 static int add_shared(struct walker *w, const uint32_t *ids, unsigned int n)
 {
 	for (unsigned int k = 0; k < n; k++) {
-		uint16_t *val;
+		uint64_t *val;
 		bool fresh;
-		int r = map_add(&w->shared, ids[k], &fresh, &val);
+		int r = util_u64map_add(&w->shared, ids[k], &fresh, &val);
 
 		if (r < 0)
 			return r;
@@ -788,9 +726,13 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	}
 	stats->inodes = w.visited.n;
 	stats->reads = ctx.reads - w.blocked_reads;
-	for (size_t i = 0; i < w.visited.cap; i++)
-		if (w.visited.k[i] && (w.visited.val[i] & DEPTH_MASK) > stats->levels)
-			stats->levels = w.visited.val[i] & DEPTH_MASK;
+	{
+		uint64_t nid, val;
+		size_t it = 0;
+
+		while (util_u64map_next(&w.visited, &it, &nid, &val))
+			stats->levels = MAX(stats->levels, (unsigned int)(val & DEPTH_MASK));
+	}
 	if (r >= 0) {
 		align = opts && opts->align ? opts->align : 4096;
 		if (align & (align - 1))
@@ -815,8 +757,8 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	util_extents_free(&w.wave);
 	util_extents_free(&w.pre);
 	free(w.bitmap);
-	map_free(&w.visited);
-	map_free(&w.shared);
+	util_u64map_free(&w.visited);
+	util_u64map_free(&w.shared);
 	free(w.ready.v);
 	free(w.blocked.v);
 	free(w.sids);

@@ -29,6 +29,7 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/u64map.h"
 
 #define WIO_BLOCK 4096ULL
 #define WIO_PREAD_MAX (8ULL << 20) /* one event per pread: large, but bounded */
@@ -63,11 +64,6 @@ struct wio_buf {
 	size_t chunk;	   /* index into the chunks */
 };
 
-struct wio_slot {
-	uint64_t key; /* block number + 1; 0 = empty */
-	const uint8_t *ptr;
-};
-
 struct mount_walkio {
 	int fd;	     /* marked: reads raise events (the daemon fetches what is absent) */
 	int premark; /* the daemon's pre-mark read fd, or -1: only for ensured blocks */
@@ -83,8 +79,7 @@ struct mount_walkio {
 	size_t reserve_size;
 	atomic_bool stop_populating;
 	uint64_t bytes;       /* sum of buffer lengths */
-	struct wio_slot *map; /* block -> its bytes in one of the buffers */
-	size_t mapcap, mapn;
+	struct util_u64map map; /* block -> its bytes in one of the buffers */
 	struct mount_walkio_stats st;
 	char *err;
 	size_t errlen;
@@ -207,76 +202,28 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-static size_t slot_of(uint64_t key, size_t cap)
-{
-	return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
-}
-
 static const uint8_t *map_get(const struct mount_walkio *w, uint64_t block)
 {
-	uint64_t key = block + 1;
+	const uint64_t *p = util_u64map_find(&w->map, block);
 
-	if (!w->mapcap)
-		return NULL;
-	for (size_t i = slot_of(key, w->mapcap);; i = (i + 1) & (w->mapcap - 1)) {
-		if (w->map[i].key == key)
-			return w->map[i].ptr;
-		if (!w->map[i].key)
-			return NULL;
-	}
-}
-
-static int map_grow(struct mount_walkio *w, size_t want)
-{
-	size_t ncap = w->mapcap ? w->mapcap : 1024;
-	struct wio_slot *nm;
-
-	while (want * 2 > ncap)
-		ncap *= 2;
-	if (ncap == w->mapcap)
-		return 0;
-	nm = calloc(ncap, sizeof(*nm));
-	if (!nm)
-		return -ENOMEM;
-	for (size_t k = 0; k < w->mapcap; k++) {
-		size_t i;
-
-		if (!w->map[k].key)
-			continue;
-		for (i = slot_of(w->map[k].key, ncap); nm[i].key; i = (i + 1) & (ncap - 1))
-			;
-		nm[i] = w->map[k];
-	}
-	free(w->map);
-	w->map = nm;
-	w->mapcap = ncap;
-	return 0;
-}
-
-/* Add a block unless some buffer already holds it (the first copy wins). */
-static void map_put(struct mount_walkio *w, uint64_t block, const uint8_t *ptr)
-{
-	uint64_t key = block + 1;
-	size_t i;
-
-	for (i = slot_of(key, w->mapcap); w->map[i].key; i = (i + 1) & (w->mapcap - 1))
-		if (w->map[i].key == key)
-			return;
-	w->map[i].key = key;
-	w->map[i].ptr = ptr;
-	w->mapn++;
+	return p ? (const uint8_t *)(uintptr_t)*p : NULL;
 }
 
 static int map_add_buf(struct mount_walkio *w, const struct wio_buf *b)
 {
 	uint64_t n = b->len / WIO_BLOCK;
-	int r = map_grow(w, w->mapn + (size_t)n);
+	int r = util_u64map_reserve(&w->map, w->map.n + (size_t)n);
 
-	if (r < 0)
-		return r;
-	for (uint64_t k = 0; k < n; k++)
-		map_put(w, b->off / WIO_BLOCK + k, b->data + k * WIO_BLOCK);
-	return 0;
+	for (uint64_t k = 0; k < n && r >= 0; k++) {
+		uint64_t *p;
+		bool fresh;
+
+		/* a block some buffer holds already keeps that copy (the first one wins) */
+		r = util_u64map_add(&w->map, b->off / WIO_BLOCK + k, &fresh, &p);
+		if (r >= 0 && fresh)
+			*p = (uintptr_t)(b->data + k * WIO_BLOCK);
+	}
+	return r;
 }
 
 /* Drop the oldest buffers until `need` more bytes fit under the cap; rebuild the map. */
@@ -294,8 +241,7 @@ static int make_room(struct mount_walkio *w, uint64_t need)
 	memmove(w->bufs, w->bufs + drop, (w->nbufs - drop) * sizeof(*w->bufs));
 	w->nbufs -= drop;
 	w->st.evicted += drop;
-	memset(w->map, 0, w->mapcap * sizeof(*w->map));
-	w->mapn = 0;
+	util_u64map_clear(&w->map);
 	for (size_t i = 0; i < w->nbufs; i++) {
 		int r = map_add_buf(w, &w->bufs[i]);
 
@@ -456,7 +402,7 @@ void mount_walkio_free(struct mount_walkio *w)
 		chunk_unmap(w, i);
 	free(w->chunks);
 	free(w->bufs);
-	free(w->map);
+	util_u64map_free(&w->map);
 	free(w);
 }
 
