@@ -45,7 +45,7 @@ DEFINE_CLEANUP_FUNC(struct mount_walkio, mount_walkio_free);
  * loopback: ~0.75 ms of its CPU per range, whatever the range's size up to ~256 KiB), so small
  * gaps are worth bridging; large ones cost bytes. */
 #define WALK_MERGE_GAP (16ULL << 10)
-/* On top of that, each round may bridge its smallest gaps up to EROFS_BRIDGE_MAX_GAP while the
+/* On top of that, each round may bridge its smallest gaps up to MOUNT_ROUND_MAX_GAP while the
  * bytes added stay within this share of the image (1/WALK_BRIDGE_DIVISOR): fewer ranges for
  * about 1 % more bytes (Debian minbase lz4hc: 565 -> 469 ranges, +0.25 % of the image). */
 #define WALK_BRIDGE_DIVISOR 100
@@ -128,8 +128,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	_cleanup_(mount_walkio_freep) struct mount_walkio *w = NULL;
 	_cleanup_close_ int fd = -1, premark = -1;
 	struct erofs_io io;
-	struct erofs_walk_opts wopts = { .merge_gap = WALK_MERGE_GAP,
-					 .bridge_budget = size / WALK_BRIDGE_DIVISOR };
+	struct erofs_walk_opts wopts = { .merge_gap = WALK_MERGE_GAP };
 	struct util_extents ext;
 	struct fetch_status before = { 0 }, after = { 0 };
 	struct erofs_info info;
@@ -163,6 +162,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		return r;
 	}
 	mount_walkio_io(w, &io);
+	mount_walkio_set_grouping(w, WALK_MERGE_GAP, size / WALK_BRIDGE_DIVISOR);
 	have_before = fetch_status(h, &before) >= 0;
 
 	/* The superblock's block as a batch of its own: exactly that block is fetched (a plain

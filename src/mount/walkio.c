@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
- * The metadata walker's view of the cache file. Every read of the (marked) data file raises
+ * The metadata walker's view of the cache file, and the walk's one record of presence: the
+ * blocks an ensure batch made present (a bitmap; the walker asks it through io->present).
+ * Each round the walker lists what it needs; here those ranges are grouped into requests
+ * (mount/rounds.c) and sent to the daemon as one ensure batch.
+ *
+ * Every read of the (marked) data file raises
  * one FAN_PRE_ACCESS event, and even a fast-path answer costs a round trip through the daemon
  * (tens of microseconds, far more on a loaded machine); the walker of a root filesystem makes
  * tens of thousands of small reads. So each prefetch wave is made present (one ensure batch),
@@ -24,6 +29,7 @@
 #include <time.h>
 
 #include "cache/cache.h"
+#include "mount/rounds.h"
 #include "mount/walkio.h"
 #include "util/array.h"
 #include "util/fs.h"
@@ -80,6 +86,9 @@ struct mount_walkio {
 	atomic_bool stop_populating;
 	uint64_t bytes;       /* sum of buffer lengths */
 	struct util_u64map map; /* block -> its bytes in one of the buffers */
+	struct cache_bitmap present; /* blocks an ensure batch made present */
+	struct mount_grouping grouping;
+	struct util_extents round; /* the current round, grouped */
 	struct mount_walkio_stats st;
 	char *err;
 	size_t errlen;
@@ -308,13 +317,43 @@ static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len, bool e
 	return 0;
 }
 
-static int wio_prefetch(void *ctx, const struct util_extent *v, size_t n)
+static bool wio_present(void *ctx, uint64_t off, uint64_t len)
+{
+	const struct mount_walkio *w = ctx;
+	uint64_t end;
+
+	if (len == 0)
+		return true;
+	if (util_add_overflow_u64(off, len, &end) || end > w->size)
+		return false;
+	return cache_bitmap_test_range(&w->present, off / WIO_BLOCK,
+				       DIV_ROUND_UP(end, WIO_BLOCK) - off / WIO_BLOCK);
+}
+
+static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 {
 	struct mount_walkio *w = ctx;
+	const struct util_extent *v;
+	size_t n;
 	int r;
 
 	uint64_t t0 = now_us(), t1;
 
+	w->round.n = 0;
+	for (size_t i = 0; i < nin; i++) {
+		if (!util_range_within(in[i].offset, in[i].length, w->size))
+			return -EINVAL;
+		r = util_extents_add(&w->round, in[i].offset, in[i].length);
+		if (r < 0)
+			return r;
+	}
+	r = mount_group_round(&w->round, w->size, &w->grouping, wio_present, w);
+	if (r < 0)
+		return r;
+	v = w->round.v;
+	n = w->round.n;
+	if (!n)
+		return 0;
 	r = fetch_ensure_ranges(w->h, v, n, w->err, w->errlen);
 	w->st.batches++;
 	for (size_t i = 0; i < n; i++)
@@ -323,6 +362,10 @@ static int wio_prefetch(void *ctx, const struct util_extent *v, size_t n)
 	w->st.ensure_us += t1 - t0;
 	if (r < 0)
 		return r;
+	for (size_t i = 0; i < n; i++)
+		cache_bitmap_set_range(&w->present, v[i].offset / WIO_BLOCK,
+				       DIV_ROUND_UP(v[i].offset + v[i].length, WIO_BLOCK) -
+					   v[i].offset / WIO_BLOCK);
 	for (size_t i = 0; i < n; i++) {
 		uint64_t start = ROUND_DOWN(v[i].offset, WIO_BLOCK);
 		uint64_t end = MIN(ROUND_UP(v[i].offset + v[i].length, WIO_BLOCK),
@@ -385,7 +428,9 @@ int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t si
 	w->cap = cap;
 	w->err = err;
 	w->errlen = errlen;
-	if (reserve_init(w) < 0) {
+	util_extents_init(&w->round);
+	if (cache_bitmap_init(&w->present, DIV_ROUND_UP(size, WIO_BLOCK), false) < 0 ||
+	    reserve_init(w) < 0) {
 		mount_walkio_free(w);
 		return -ENOMEM;
 	}
@@ -403,6 +448,8 @@ void mount_walkio_free(struct mount_walkio *w)
 	free(w->chunks);
 	free(w->bufs);
 	util_u64map_free(&w->map);
+	cache_bitmap_destroy(&w->present);
+	util_extents_free(&w->round);
 	free(w);
 }
 
@@ -412,7 +459,13 @@ void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io)
 	io->ctx = w;
 	io->size = w->size;
 	io->read = wio_read;
+	io->present = wio_present;
 	io->prefetch = wio_prefetch;
+}
+
+void mount_walkio_set_grouping(struct mount_walkio *w, uint64_t merge_gap, uint64_t budget)
+{
+	w->grouping = (struct mount_grouping){ .merge_gap = merge_gap, .budget = budget };
 }
 
 const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
-/* The metadata walker's I/O over the cache file: prefetch waves loaded in large reads
- * (internal to the mount module). */
+/* The metadata walker's I/O over the cache file: the walk's record of presence, its rounds
+ * grouped into ensure batches and loaded in large reads (internal to the mount module). */
 #ifndef LAZYEROFS_MOUNT_WALKIO_H
 #define LAZYEROFS_MOUNT_WALKIO_H
 
@@ -33,6 +33,9 @@ int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t si
 		     char *err, size_t errlen, struct mount_walkio **ret);
 void mount_walkio_free(struct mount_walkio *w);
 void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io);
+/* How rounds become requests (mount/rounds.h); without a call, ranges are only aligned and
+ * merged where they touch. */
+void mount_walkio_set_grouping(struct mount_walkio *w, uint64_t merge_gap, uint64_t budget);
 const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w);
 
 #endif

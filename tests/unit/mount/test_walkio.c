@@ -27,6 +27,8 @@
 static int image_fd = -1, cache_fd = -1;
 static uint64_t image_size;
 static unsigned ensure_calls;
+static uint64_t ensure_ranges, ensure_bytes;
+static uint64_t group_gap, group_budget; /* the grouping walk_cached sets */
 
 static void copy_range(uint64_t off, uint64_t len)
 {
@@ -48,8 +50,13 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
 			char *errbuf, size_t errlen)
 {
 	ensure_calls++;
-	for (size_t i = 0; i < n; i++)
+	ensure_ranges += n;
+	for (size_t i = 0; i < n; i++) {
+		if (i) /* sorted, disjoint */
+			assert_true(v[i - 1].offset + v[i - 1].length < v[i].offset);
+		ensure_bytes += v[i].length;
 		copy_range(v[i].offset, v[i].length);
+	}
 	return 0;
 }
 
@@ -94,6 +101,7 @@ static void walk_cached(int fd, int premark, uint64_t size, uint64_t cap,
 
 	assert_int_equal(mount_walkio_new(fd, premark, NULL, size, cap, ferr, sizeof(ferr), &w), 0);
 	mount_walkio_io(w, &io);
+	mount_walkio_set_grouping(w, group_gap, group_budget);
 	util_extents_init(ret);
 	assert_int_equal(erofs_walk(&io, &o, ret, st, err, sizeof(err)), 0);
 	*ws = *mount_walkio_stats(w);
@@ -119,6 +127,7 @@ static void check_layout_with(const char *name, uint64_t cap, bool premark)
 	assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
 	copy_range(0, 4096);
 	ensure_calls = 0;
+	ensure_ranges = ensure_bytes = 0;
 
 	if (premark) {
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", cache_fd);
@@ -186,11 +195,37 @@ static void test_tiny_cap_evicts(void **state)
 	check_layout("lz4hc", 16384);
 }
 
+/* The mount's grouping of rounds (mount/rounds.c) changes how many ranges go to the daemon,
+ * never the walk's result: merging and bridging gaps asks for fewer ranges, a few more bytes. */
+static void test_grouping(void **state)
+{
+	static const char *const names[] = { "plain", "lz4hc", "bs1k", "metazone" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		uint64_t ranges0, bytes0;
+
+		group_gap = group_budget = 0;
+		check_layout_with(names[i], 256u << 20, true);
+		ranges0 = ensure_ranges;
+		bytes0 = ensure_bytes;
+		group_gap = 16384;
+		group_budget = image_size / 10;
+		check_layout_with(names[i], 256u << 20, true);
+		print_message("%-10s exact: %llu ranges, %llu bytes; grouped: %llu ranges, %llu bytes\n",
+			      names[i], (unsigned long long)ranges0, (unsigned long long)bytes0,
+			      (unsigned long long)ensure_ranges, (unsigned long long)ensure_bytes);
+		assert_true(ensure_ranges <= ranges0);
+		assert_true(ensure_bytes >= bytes0 || ensure_ranges < ranges0);
+	}
+	group_gap = group_budget = 0;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_layouts),
 		cmocka_unit_test(test_tiny_cap_evicts),
+		cmocka_unit_test(test_grouping),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
