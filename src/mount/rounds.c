@@ -77,7 +77,7 @@ static int bridge(struct util_extents *v, struct mount_grouping *g)
 	for (size_t i = 1; i < n; i++) {
 		uint64_t gap = v->v[i].offset - (v->v[i - 1].offset + v->v[i - 1].length);
 
-		if (gap <= MOUNT_ROUND_MAX_GAP && gap <= g->budget) {
+		if (gap <= g->max_gap && gap <= g->budget) {
 			gaps[ngaps][0] = gap;
 			gaps[ngaps++][1] = i;
 		}
@@ -97,6 +97,35 @@ static int bridge(struct util_extents *v, struct mount_grouping *g)
 	free(gaps);
 	free(join);
 	return 0;
+}
+
+uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
+			       uint64_t range_cost_us)
+{
+	uint64_t fixed = UINT64_MAX, rate = 0;
+
+	for (size_t i = 0; i < n; i++)
+		fixed = MIN(fixed, v[i].us);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t spent = v[i].us - fixed, per_range;
+
+		if (v[i].bytes < MOUNT_RATE_MIN_BYTES)
+			continue;
+		/* What is left for the bytes once the ranges are paid for; at least an eighth of
+		 * the round, since both terms are estimates (on loopback the ranges are nearly
+		 * all of it). */
+		per_range = v[i].ranges > UINT64_MAX / MAX(range_cost_us, 1) ?
+				    UINT64_MAX :
+				    v[i].ranges * range_cost_us;
+		spent = spent > per_range ? spent - per_range : 0;
+		spent = MAX(spent, MAX(v[i].us / 8, UINT64_C(1)));
+		rate = MAX(rate, v[i].bytes > UINT64_MAX / 1000000 ?
+					 UINT64_MAX / spent :
+					 v[i].bytes * 1000000 / spent);
+	}
+	if (!rate || rate > UINT64_MAX / MAX(range_cost_us, 1))
+		return rate ? UINT64_MAX : 0;
+	return rate * range_cost_us / 1000000;
 }
 
 int mount_group_round(struct util_extents *v, uint64_t size, struct mount_grouping *g,

@@ -10,15 +10,31 @@
 
 #include "util/extents.h"
 
-/* Bridged gaps of a round never exceed this (a gap this large holds file data, not the
- * next round's metadata). */
-#define MOUNT_ROUND_MAX_GAP (64u * 1024u)
-
 struct mount_grouping {
 	uint64_t merge_gap; /* gaps up to this are always bridged (and reaching present blocks) */
-	uint64_t budget;    /* bytes all budgeted bridges (gaps up to MOUNT_ROUND_MAX_GAP,
-			     * smallest first) may still add; each round spends from it */
+	uint64_t max_gap;   /* budgeted bridges: gaps up to this, smallest first ... */
+	uint64_t budget;    /* ... while they add at most this many bytes in all; each round
+			     * spends from it */
+	/* With a server's cost per range (microseconds; 0: max_gap as is), the walk I/O lowers
+	 * max_gap to the gap worth fetching at the link's rate (mount_round_worth_gap), and to 0
+	 * until a round told that rate. */
+	uint64_t range_cost_us;
 };
+
+/* What one round cost: its time, ranges and bytes as sent. */
+struct mount_round_cost {
+	uint64_t us, ranges, bytes;
+};
+
+/* Rounds of at least this many bytes tell the link's rate. */
+#define MOUNT_RATE_MIN_BYTES (256u << 10)
+
+/* The largest gap worth fetching rather than splitting a range, after these rounds: what the
+ * link moves in the time one range costs the server (range_cost_us), with the link's rate
+ * estimated from the rounds (model: time = fixed + ranges * range_cost + bytes / rate; the
+ * fixed part is taken as the quickest round's time). 0 while no round tells the rate. */
+uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
+			       uint64_t range_cost_us);
 
 /* Group one round's ranges (sorted or not) in place: align them to 4 KiB blocks within the
  * image of `size` bytes, extend each to present blocks within merge_gap, merge across gaps up

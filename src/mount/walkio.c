@@ -39,6 +39,7 @@
 
 #define WIO_BLOCK 4096ULL
 #define WIO_PREAD_MAX (8ULL << 20) /* one event per pread: large, but bounded */
+#define WIO_MAX_COSTS 64	   /* rounds whose cost tells the link's rate */
 
 /* Presence is tracked per cache block: a block-aligned span of an ensured range is present. */
 _Static_assert(WIO_BLOCK == CACHE_BLOCK_SIZE, "walk blocks are cache blocks");
@@ -89,6 +90,8 @@ struct mount_walkio {
 	struct cache_bitmap present; /* blocks an ensure batch made present */
 	struct mount_grouping grouping;
 	struct util_extents round; /* the current round, grouped */
+	struct mount_round_cost costs[WIO_MAX_COSTS]; /* the first rounds': what they cost */
+	size_t ncosts;
 	struct mount_walkio_stats st;
 	char *err;
 	size_t errlen;
@@ -347,7 +350,17 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 		if (r < 0)
 			return r;
 	}
-	r = mount_group_round(&w->round, w->size, &w->grouping, wio_present, w);
+	if (w->grouping.range_cost_us) {
+		struct mount_grouping g = w->grouping;
+
+		g.max_gap = MIN(g.max_gap, mount_round_worth_gap(w->costs, w->ncosts,
+								  g.range_cost_us));
+		r = mount_group_round(&w->round, w->size, &g, wio_present, w);
+		w->grouping.budget = g.budget;
+		w->st.bridge_gap = g.max_gap;
+	} else {
+		r = mount_group_round(&w->round, w->size, &w->grouping, wio_present, w);
+	}
 	if (r < 0)
 		return r;
 	v = w->round.v;
@@ -362,13 +375,23 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 	w->st.ensure_us += t1 - t0;
 	if (r < 0)
 		return r;
+	w->st.ranges += n;
+	if (w->ncosts < WIO_MAX_COSTS) {
+		struct mount_round_cost *c = &w->costs[w->ncosts++];
+
+		*c = (struct mount_round_cost){ .us = t1 - t0, .ranges = n };
+		for (size_t i = 0; i < n; i++)
+			c->bytes += v[i].length;
+	}
 	for (size_t i = 0; i < n; i++)
 		cache_bitmap_set_range(&w->present, v[i].offset / WIO_BLOCK,
 				       DIV_ROUND_UP(v[i].offset + v[i].length, WIO_BLOCK) -
 					   v[i].offset / WIO_BLOCK);
-	for (size_t i = 0; i < n; i++) {
-		uint64_t start = ROUND_DOWN(v[i].offset, WIO_BLOCK);
-		uint64_t end = MIN(ROUND_UP(v[i].offset + v[i].length, WIO_BLOCK),
+	/* Load what the walk asked for, not the gaps bridged around it (file data, mostly): a
+	 * bridged block it needs later is present and loads on its first read. */
+	for (size_t i = 0; i < nin; i++) {
+		uint64_t start = ROUND_DOWN(in[i].offset, WIO_BLOCK);
+		uint64_t end = MIN(ROUND_UP(in[i].offset + in[i].length, WIO_BLOCK),
 				   ROUND_UP(w->size, WIO_BLOCK));
 
 		/* A tail beyond the file's end reads short: keep whole blocks inside it. */
@@ -398,6 +421,20 @@ static int wio_read(void *ctx, void *buf, uint64_t len, uint64_t off)
 
 	if (util_add_overflow_u64(off, len, &end))
 		return -EINVAL;
+	/* Present but not loaded (a bridged block, or one dropped under the memory cap): load
+	 * its blocks now, in one read. */
+	if (len && !loaded(w, off, len) && wio_present(w, off, len)) {
+		uint64_t start = ROUND_DOWN(off, WIO_BLOCK);
+		uint64_t stop = MIN(ROUND_UP(end, WIO_BLOCK), ROUND_DOWN(w->size, WIO_BLOCK));
+
+		if (stop > start) {
+			int r = load_range(w, start, stop - start, true);
+
+			if (r < 0)
+				return r;
+			w->st.lazy_loads++;
+		}
+	}
 	if (loaded(w, off, len)) {
 		for (uint64_t pos = off; pos < end;) {
 			const uint8_t *p = map_get(w, pos / WIO_BLOCK);
@@ -463,9 +500,9 @@ void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io)
 	io->prefetch = wio_prefetch;
 }
 
-void mount_walkio_set_grouping(struct mount_walkio *w, uint64_t merge_gap, uint64_t budget)
+void mount_walkio_set_grouping(struct mount_walkio *w, const struct mount_grouping *g)
 {
-	w->grouping = (struct mount_grouping){ .merge_gap = merge_gap, .budget = budget };
+	w->grouping = *g;
 }
 
 const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w)

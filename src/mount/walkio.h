@@ -9,16 +9,20 @@
 
 #include "erofs/erofs.h"
 #include "fetch/fetch.h"
+#include "mount/rounds.h"
 
 struct mount_walkio_stats {
 	uint64_t batches;      /* ensure batches sent to the daemon */
 	uint64_t ensured_bytes; /* sum of the ranges they asked for */
+	uint64_t ranges;	/* ... and their number */
+	uint64_t bridge_gap;	/* the largest gap the last round could bridge */
 	uint64_t preads;	 /* large reads that loaded waves */
 	uint64_t premark_preads; /* ... of them through the pre-mark fd: no event */
 	uint64_t loaded_bytes; /* bytes loaded into memory */
 	uint64_t cached_reads; /* walker reads served from memory */
 	uint64_t direct_reads; /* walker reads that went to the file (one event each) */
 	uint64_t evicted;      /* buffers dropped to stay under the cap */
+	uint64_t lazy_loads;   /* present blocks loaded on a read (bridged, or dropped) */
 	uint64_t ensure_us;    /* time waiting for ensure batches */
 	uint64_t load_us;      /* time loading waves */
 };
@@ -35,7 +39,7 @@ void mount_walkio_free(struct mount_walkio *w);
 void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io);
 /* How rounds become requests (mount/rounds.h); without a call, ranges are only aligned and
  * merged where they touch. */
-void mount_walkio_set_grouping(struct mount_walkio *w, uint64_t merge_gap, uint64_t budget);
+void mount_walkio_set_grouping(struct mount_walkio *w, const struct mount_grouping *g);
 const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w);
 
 #endif

@@ -90,7 +90,7 @@ static void test_fill_to_present(void **state)
 
 static void test_budget(void **state)
 {
-	struct mount_grouping g = { .merge_gap = 0, .budget = 13 * K };
+	struct mount_grouping g = { .merge_gap = 0, .max_gap = 64 * K, .budget = 13 * K };
 	struct util_extents v;
 
 	(void)state;
@@ -100,13 +100,13 @@ static void test_budget(void **state)
 	add(&v, 9 * K, K);
 	add(&v, 15 * K, K);
 	add(&v, 23 * K, K);
-	add(&v, 24 * K + MOUNT_ROUND_MAX_GAP + K, K);
+	add(&v, 24 * K + (64 * K) + K, K);
 	assert_int_equal(mount_group_round(&v, 1000 * K, &g, NULL, NULL), 0);
 	/* smallest first: 5 (budget 13 -> 8), 7 (8 -> 1); 8 no longer fits */
 	assert_int_equal(v.n, 3);
 	expect(&v, 0, 0, K);
 	expect(&v, 1, 9 * K, 15 * K);
-	expect(&v, 2, 24 * K + MOUNT_ROUND_MAX_GAP + K, K);
+	expect(&v, 2, 24 * K + (64 * K) + K, K);
 	assert_int_equal(g.budget, K);
 	/* the budget is spent across rounds: 1 block left bridges a gap of one block */
 	v.n = 0;
@@ -121,10 +121,36 @@ static void test_budget(void **state)
 	g.budget = UINT64_MAX;
 	v.n = 0;
 	add(&v, 0, K);
-	add(&v, 2 * K + MOUNT_ROUND_MAX_GAP, K);
+	add(&v, 2 * K + (64 * K), K);
 	assert_int_equal(mount_group_round(&v, 1000 * K, &g, NULL, NULL), 0);
 	assert_int_equal(v.n, 2);
 	util_extents_free(&v);
+}
+
+/* The gap worth bridging follows the link's rate: ~0.3 ms per range is ~120 KiB on a fast
+ * link whose rounds are nearly all per-range cost, ~5 KiB at 100 Mbit/s with 50 ms RTT. */
+static void test_worth_gap(void **state)
+{
+	const struct mount_round_cost none[] = { { 5000, 1, 8192 }, { 6000, 9, 68 << 10 } };
+	const struct mount_round_cost fast[] = { { 5000, 1, 8192 }, { 46000, 146, 2288 << 10 },
+						 { 22000, 58, 808 << 10 } };
+	const struct mount_round_cost slow[] = { { 111000, 1, 8192 },
+						 { 299000, 146, 2288 << 10 },
+						 { 196000, 58, 808 << 10 } };
+	const struct mount_round_cost odd[] = { { 0, 0, UINT64_MAX }, { UINT64_MAX, UINT64_MAX, 1 } };
+	uint64_t g;
+
+	(void)state;
+	assert_int_equal(mount_round_worth_gap(NULL, 0, 300), 0);
+	assert_int_equal(mount_round_worth_gap(none, 2, 300), 0); /* no round tells the rate */
+	g = mount_round_worth_gap(fast, 3, 300);
+	assert_true(g >= (64u << 10) && g <= (256u << 10));
+	g = mount_round_worth_gap(slow, 3, 300);
+	assert_true(g >= 2048 && g <= 8192);
+	/* extreme numbers: no overflow, no division by zero */
+	(void)mount_round_worth_gap(odd, 2, 300);
+	(void)mount_round_worth_gap(odd, 2, UINT64_MAX);
+	assert_int_equal(mount_round_worth_gap(fast, 3, 0), 0);
 }
 
 int main(void)
@@ -133,6 +159,7 @@ int main(void)
 		cmocka_unit_test(test_align_merge),
 		cmocka_unit_test(test_fill_to_present),
 		cmocka_unit_test(test_budget),
+		cmocka_unit_test(test_worth_gap),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -101,7 +101,9 @@ static void walk_cached(int fd, int premark, uint64_t size, uint64_t cap,
 
 	assert_int_equal(mount_walkio_new(fd, premark, NULL, size, cap, ferr, sizeof(ferr), &w), 0);
 	mount_walkio_io(w, &io);
-	mount_walkio_set_grouping(w, group_gap, group_budget);
+	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = group_gap,
+							       .max_gap = 64u << 10,
+							       .budget = group_budget });
 	util_extents_init(ret);
 	assert_int_equal(erofs_walk(&io, &o, ret, st, err, sizeof(err)), 0);
 	*ws = *mount_walkio_stats(w);
@@ -220,12 +222,66 @@ static void test_grouping(void **state)
 	group_gap = group_budget = 0;
 }
 
+/* A bridged gap is present but not loaded: a read of it loads it then (through the pre-mark
+ * fd: no event), and later reads of it come from memory. */
+static void test_bridged_lazy_load(void **state)
+{
+	char path[] = "/tmp/lazyerofs-walkio-XXXXXX", proc[64];
+	struct util_extent want[2] = { { 0, 4096 }, { 5 * 4096, 4096 } };
+	const struct mount_walkio_stats *ws;
+	struct mount_walkio *w = NULL;
+	char ferr[256] = "", a[100], b[100];
+	struct erofs_io io;
+	int rfd;
+
+	image_fd = open_fixture("plain", &image_size);
+	cache_fd = mkstemp(path);
+	assert_true(cache_fd >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", cache_fd);
+	rfd = open(proc, O_RDONLY | O_CLOEXEC);
+	assert_true(rfd >= 0);
+	ensure_ranges = ensure_bytes = 0;
+	/* the marked fd is the image itself, as in check_layout_with(): a direct read would
+	 * still see the right bytes, so count them instead */
+	assert_int_equal(mount_walkio_new(image_fd, rfd, NULL, image_size, 256u << 20, ferr,
+					  sizeof(ferr), &w),
+			 0);
+	mount_walkio_io(w, &io);
+	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 16384 });
+	assert_false(io.present(io.ctx, 2 * 4096, 10));
+	assert_int_equal(io.prefetch(io.ctx, want, 2), 0);
+	/* one range went out, the gap bridged: blocks 0-5 present, 6 not */
+	assert_int_equal(ensure_ranges, 1);
+	assert_int_equal(ensure_bytes, 6 * 4096);
+	assert_true(io.present(io.ctx, 2 * 4096, 10));
+	assert_false(io.present(io.ctx, 6 * 4096, 10));
+	assert_false(io.present(io.ctx, image_size - 1, 2)); /* beyond the end */
+	ws = mount_walkio_stats(w);
+	assert_int_equal(ws->loaded_bytes, 2 * 4096); /* only what was asked for */
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(io.read(io.ctx, a, sizeof(a), 2 * 4096 + 50), 0);
+		assert_int_equal(pread(image_fd, b, sizeof(b), 2 * 4096 + 50), (ssize_t)sizeof(b));
+		assert_memory_equal(a, b, sizeof(a));
+	}
+	assert_int_equal(ws->lazy_loads, 1);
+	assert_int_equal(ws->direct_reads, 0);
+	assert_int_equal(ws->cached_reads, 2);
+	assert_true(ws->premark_preads == ws->preads);
+	mount_walkio_free(w);
+	close(rfd);
+	close(cache_fd);
+	close(image_fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_layouts),
 		cmocka_unit_test(test_tiny_cap_evicts),
 		cmocka_unit_test(test_grouping),
+		cmocka_unit_test(test_bridged_lazy_load),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
