@@ -145,6 +145,8 @@ struct fetch_daemon {
 	/* ---- worker only ---- */
 	pthread_mutex_t lock;	   /* guards everything below marked (lock) and sh->mounts */
 	pthread_cond_t fetch_cond; /* fetchers wait for work (lock) */
+	unsigned warm_idle;        /* lock: fetchers waiting for work whose reader made a
+				    * request already (its connection is likely open) */
 	pthread_cond_t done_cond;  /* dispatchers wait for free slots, ensure waiters (lock) */
 	struct fetch_sched sched;  /* (lock) */
 	struct fetch_req pool[FETCH_MAX_EVENTS]; /* index == journal slot */

@@ -436,10 +436,18 @@ static int run_job(struct fetch_daemon *d, struct oci_reader *reader, struct fet
 	return r;
 }
 
+/*
+ * A fetcher whose reader has not made a request yet has no connection: its first request
+ * pays a connection set-up (a round trip, two or three with TLS). So while a fetcher that
+ * made one waits idle, the others leave the work to it; when none is idle, anyone takes it.
+ * One request at a time (the mount's metadata rounds, a reader's misses one by one) keeps
+ * going over one warm connection, and parallel work still spreads over all fetchers.
+ */
 static void *fetcher(void *arg)
 {
 	struct fetch_daemon *d = arg;
 	struct oci_reader *reader = NULL;
+	bool warm = false;
 
 	prctl(PR_SET_NAME, "lzfetch-fetch", 0, 0, 0);
 	if (d->client && oci_reader_new(d->client, &reader) < 0)
@@ -450,21 +458,31 @@ static void *fetcher(void *arg)
 
 		pthread_mutex_lock(&d->lock);
 		for (;;) {
-			uint64_t wake, now = fetch_now_ms();
+			uint64_t wake = UINT64_MAX, now = fetch_now_ms();
 			struct timespec ts;
 
 			if (d->stopping && d->sched.nreqs == 0)
 				break;
-			job = fetch_sched_pick(&d->sched, now, &wake);
-			if (job)
-				break;
+			if (warm || d->warm_idle == 0) {
+				job = fetch_sched_pick(&d->sched, now, &wake);
+				if (job)
+					break;
+			}
 			abs_deadline(&ts, wake > now ? MIN(wake - now, (uint64_t)1000) : 1000);
+			d->warm_idle += warm;
 			pthread_cond_timedwait(&d->fetch_cond, &d->lock, &ts);
+			d->warm_idle -= warm;
 		}
 		pthread_mutex_unlock(&d->lock);
 		if (!job)
 			break;
 		err = run_job(d, reader, job);
+		if (!warm && reader) {
+			uint64_t requests = 0;
+
+			oci_reader_stats(reader, &requests, NULL);
+			warm = requests > 0;
+		}
 		if (err < 0)
 			add64(&d->sh->errors, 1);
 		pthread_mutex_lock(&d->lock);
@@ -713,7 +731,7 @@ static void worker_state_init(struct fetch_daemon *d)
 	pthread_condattr_t ca;
 
 	d->client = NULL;
-	d->nensure = d->holds = d->conns = 0;
+	d->nensure = d->holds = d->conns = d->warm_idle = 0;
 	d->leaving = d->stopping = d->unlocked = false;
 	d->well_known_gone = false;
 	d->verify_started = false;
