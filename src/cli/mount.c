@@ -74,6 +74,9 @@ static void report(const char *source, const char *mountpoint, const struct moun
 		 (unsigned long long)r->io.batches, (unsigned long long)r->io.ranges,
 		 util_format_bytes(r->io.ensured_bytes, b1, sizeof(b1)),
 		 util_format_bytes(MAX(r->io.bridge_gap, 16384), b2, sizeof(b2)));
+	if (r->zone_bytes)
+		log_info("metadata zone: %s fetched whole before the walk",
+			 util_format_bytes(r->zone_bytes, b1, sizeof(b1)));
 	log_info("metadata time: %llu ms waiting for the daemon's batches, %llu ms loading, "
 		 "%llu ms walking",
 		 (unsigned long long)r->io.ensure_us / 1000, (unsigned long long)r->io.load_us / 1000,

@@ -45,6 +45,9 @@ struct erofs_info {
 	uint64_t blocks;          /* superblock block count */
 	uint64_t inodes;          /* superblock inode count */
 	uint16_t extra_devices;   /* device table entries (mount needs -o device=) */
+	uint64_t meta_offset;     /* where the inode records start (meta_blkaddr); past 0 with a
+				   * metadata zone (mkfs.erofs --MZ), which lies from there to the
+				   * image's end */
 	bool has_checksum;        /* superblock crc32c present and verified */
 	char features[256];       /* human-readable feature list, e.g. "lz4 ztailpacking" */
 	char volume_name[17];

@@ -207,6 +207,21 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		return -EOPNOTSUPP;
 	}
 
+	/* A metadata zone comes whole, in one round, rather than level by level. */
+	{
+		struct util_extent zone;
+
+		if (mount_metadata_zone(info.meta_offset, size, &zone)) {
+			r = io.prefetch(io.ctx, &zone, 1);
+			if (r < 0) {
+				snprintf(err, errlen, "fetching the image's metadata zone: %s",
+					 ferr[0] ? ferr : strerror(-r));
+				return r;
+			}
+			res->zone_bytes = zone.length;
+		}
+	}
+
 	util_extents_init(&ext);
 	/* When the walk succeeds, it has made present all it read or listed (its last round);
 	 * the gaps its result's merge bridges are not needed. */

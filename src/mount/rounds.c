@@ -128,6 +128,16 @@ uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
 	return rate * range_cost_us / 1000000;
 }
 
+bool mount_metadata_zone(uint64_t meta_offset, uint64_t size, struct util_extent *ret)
+{
+	uint64_t start = ROUND_DOWN(meta_offset, ROUND_BLOCK);
+
+	if (meta_offset == 0 || meta_offset >= size || size - start > size / 2)
+		return false;
+	*ret = (struct util_extent){ .offset = start, .length = size - start };
+	return true;
+}
+
 int mount_group_round(struct util_extents *v, uint64_t size, struct mount_grouping *g,
 		      bool (*present)(void *ctx, uint64_t off, uint64_t len), void *ctx)
 {

@@ -36,6 +36,13 @@ struct mount_round_cost {
 uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
 			       uint64_t range_cost_us);
 
+/* A metadata zone (mkfs.erofs >= 1.9 --MZ: every inode, directory and xattr from meta_offset
+ * to the image's end) is fetched whole in one round before the walk, which then finds nearly
+ * everything present instead of going level by level. True and the range when the image
+ * seems to have one: meta_offset past 0 and the span from it at most half the image (mkfs
+ * 1.5 images start their inodes at 0, mixed with the data). */
+bool mount_metadata_zone(uint64_t meta_offset, uint64_t size, struct util_extent *ret);
+
 /* Group one round's ranges (sorted or not) in place: align them to 4 KiB blocks within the
  * image of `size` bytes, extend each to present blocks within merge_gap, merge across gaps up
  * to merge_gap, then bridge the smallest remaining gaps while g->budget lasts. present (may

@@ -153,6 +153,25 @@ static void test_worth_gap(void **state)
 	assert_int_equal(mount_round_worth_gap(fast, 3, 0), 0);
 }
 
+/* A metadata zone: from meta_offset (block-aligned down) to the end, when that is at most half
+ * of the image; none at 0 (mkfs 1.5), past the end, or spanning most of the image. */
+static void test_metadata_zone(void **state)
+{
+	struct util_extent z;
+
+	(void)state;
+	assert_false(mount_metadata_zone(0, 100 * K, &z));
+	assert_false(mount_metadata_zone(100 * K, 100 * K, &z));
+	assert_false(mount_metadata_zone(UINT64_MAX, 100 * K, &z));
+	assert_false(mount_metadata_zone(10 * K, 100 * K, &z));
+	assert_true(mount_metadata_zone(480 * K, 549 * K, &z));
+	assert_int_equal(z.offset, 480 * K);
+	assert_int_equal(z.length, 69 * K);
+	assert_true(mount_metadata_zone(60 * K + 100, 100 * K + 5, &z));
+	assert_int_equal(z.offset, 60 * K);
+	assert_int_equal(z.length, 40 * K + 5);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -160,6 +179,7 @@ int main(void)
 		cmocka_unit_test(test_fill_to_present),
 		cmocka_unit_test(test_budget),
 		cmocka_unit_test(test_worth_gap),
+		cmocka_unit_test(test_metadata_zone),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
