@@ -95,7 +95,7 @@ struct walker {
 	bool all_present;  /* no io->present: no rounds */
 	unsigned int gbits; /* presence is asked per block of 1 << gbits bytes */
 
-	struct util_extents wave; /* what the blocked work needs */
+	struct util_extents round; /* what the blocked work needs */
 	bool stuck;               /* the current attempt hit or asked for absent bytes */
 	uint64_t blocked_reads;
 	const struct item *cur;
@@ -134,12 +134,12 @@ static int want(struct walker *w, uint64_t off, uint64_t len)
 			continue;
 		}
 		if (run != UINT64_MAX)
-			r = util_extents_add(&w->wave, run << w->gbits,
+			r = util_extents_add(&w->round, run << w->gbits,
 					     MIN((g - run) << w->gbits, w->io->size - (run << w->gbits)));
 		run = UINT64_MAX;
 	}
 	if (r >= 0 && run != UINT64_MAX)
-		r = util_extents_add(&w->wave, run << w->gbits,
+		r = util_extents_add(&w->round, run << w->gbits,
 				     MIN((last + 1 - run) << w->gbits, w->io->size - (run << w->gbits)));
 	return r < 0 ? r : 0;
 }
@@ -198,21 +198,21 @@ static int flush(struct walker *w)
 	const struct erofs_io *io = w->io;
 	int r;
 
-	if (!w->wave.n)
+	if (!w->round.n)
 		return 0;
-	util_extents_align(&w->wave, UINT64_C(1) << w->gbits, io->size);
-	util_extents_merge(&w->wave, 0);
+	util_extents_align(&w->round, UINT64_C(1) << w->gbits, io->size);
+	util_extents_merge(&w->round, 0);
 	w->st->prefetches++;
-	r = io->prefetch(io->ctx, w->wave.v, w->wave.n);
+	r = io->prefetch(io->ctx, w->round.v, w->round.n);
 	if (r < 0) {
 		if (w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
 			snprintf(w->ctx->err, w->ctx->errlen, "prefetch of %zu ranges failed: %s",
-				 w->wave.n, strerror(-r));
+				 w->round.n, strerror(-r));
 		return r;
 	}
 	/* A round that left a range absent would come back forever. */
-	for (size_t i = 0; i < w->wave.n; i++) {
-		const struct util_extent *e = &w->wave.v[i];
+	for (size_t i = 0; i < w->round.n; i++) {
+		const struct util_extent *e = &w->round.v[i];
 
 		if (!is_present(w, e->offset, e->length)) {
 			if (w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
@@ -223,7 +223,7 @@ static int flush(struct walker *w)
 			return -EIO;
 		}
 	}
-	w->wave.n = 0;
+	w->round.n = 0;
 	return 0;
 }
 
@@ -489,7 +489,7 @@ static int shared_step(struct walker *w)
 	return r;
 }
 
-/* Process locally until everything left is blocked (its needs are then in w->wave). */
+/* Process locally until everything left is blocked (its needs are then in w->round). */
 static int process(struct walker *w)
 {
 	int r;
@@ -562,7 +562,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	w.st = stats;
 	w.max_inodes = opts && opts->max_inodes ? opts->max_inodes : EROFS_DEFAULT_MAX_INODES;
 	util_extents_init(&rec);
-	util_extents_init(&w.wave);
+	util_extents_init(&w.round);
 	if (!io || !io->read)
 		return -EINVAL;
 	w.all_present = !io->present || !io->prefetch;
@@ -584,7 +584,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 		r = process(&w);
 		if (r < 0 || (w.special == 3 && !w.blocked.n && !w.nsids))
 			break;
-		if (!w.wave.n) {
+		if (!w.round.n) {
 			r = erofs_corrupt(&ctx, "metadata walk stalled with %zu items left",
 					  w.blocked.n + w.nsids);
 			break;
@@ -626,7 +626,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 		util_extents_init(&rec);
 	}
 	util_extents_free(&rec);
-	util_extents_free(&w.wave);
+	util_extents_free(&w.round);
 	util_u64map_free(&w.visited);
 	util_u64map_free(&w.shared);
 	free(w.ready.v);

@@ -153,7 +153,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	 * read; a daemon that cannot give it leaves every read on the marked fd. */
 	r = fetch_data_fd(h, &premark, ferr, sizeof(ferr));
 	if (r < 0) {
-		log_debug("no pre-mark read fd from the daemon (%s); loading waves through events",
+		log_debug("no pre-mark read fd from the daemon (%s); loading rounds through events",
 			  ferr[0] ? ferr : strerror(-r));
 		premark = -1;
 		ferr[0] = 0;

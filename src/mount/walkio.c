@@ -8,12 +8,13 @@
  * Every read of the (marked) data file raises
  * one FAN_PRE_ACCESS event, and even a fast-path answer costs a round trip through the daemon
  * (tens of microseconds, far more on a loaded machine); the walker of a root filesystem makes
- * tens of thousands of small reads. So each prefetch wave is made present (one ensure batch),
+ * tens of thousands of small reads. So each round is made present (one ensure batch),
  * then read in a few large preads -- one event each -- into memory, and the walker's small
- * reads are served from there. Anything outside the loaded waves is read directly (the daemon
- * fetches it if needed). Memory is capped; the oldest waves are dropped first.
+ * reads are served from there. A present block not loaded (bridged, or dropped) loads on its
+ * first read; anything else is read directly (the daemon fetches it if needed). Memory is
+ * capped; the oldest rounds are dropped first.
  *
- * Waves load through the daemon's pre-mark read fd when it gives one (fetch_data_fd): those
+ * Rounds load through the daemon's pre-mark read fd when it gives one (fetch_data_fd): those
  * reads raise no event at all. That fd reads zeros from holes, so it reads nothing but the
  * blocks of ranges an ensure batch has just confirmed present; every other read goes through
  * the marked fd, whose events make the daemon fetch.
@@ -406,7 +407,7 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 			return r;
 	}
 	w->st.load_us += now_us() - t1;
-	log_debug("metadata wave: %zu range(s) from %llu to %llu: ensure %llu us, load %llu us", n,
+	log_debug("metadata round: %zu range(s) from %llu to %llu: ensure %llu us, load %llu us", n,
 		  n ? (unsigned long long)v[0].offset : 0ULL,
 		  n ? (unsigned long long)(v[n - 1].offset + v[n - 1].length) : 0ULL,
 		  (unsigned long long)(t1 - t0), (unsigned long long)(now_us() - t1));

@@ -16,7 +16,7 @@ struct mount_walkio_stats {
 	uint64_t ensured_bytes; /* sum of the ranges they asked for */
 	uint64_t ranges;	/* ... and their number */
 	uint64_t bridge_gap;	/* the largest gap the last round could bridge */
-	uint64_t preads;	 /* large reads that loaded waves */
+	uint64_t preads;	 /* large reads that loaded rounds */
 	uint64_t premark_preads; /* ... of them through the pre-mark fd: no event */
 	uint64_t loaded_bytes; /* bytes loaded into memory */
 	uint64_t cached_reads; /* walker reads served from memory */
@@ -24,7 +24,7 @@ struct mount_walkio_stats {
 	uint64_t evicted;      /* buffers dropped to stay under the cap */
 	uint64_t lazy_loads;   /* present blocks loaded on a read (bridged, or dropped) */
 	uint64_t ensure_us;    /* time waiting for ensure batches */
-	uint64_t load_us;      /* time loading waves */
+	uint64_t load_us;      /* time loading rounds */
 };
 
 struct mount_walkio;
@@ -32,7 +32,7 @@ struct mount_walkio;
 /* fd: the data file, opened for reading after the daemon marked it (reads raise events);
  * premark_fd: the daemon's pre-mark read fd (fetch_data_fd) or -1, used only for blocks an
  * ensure batch has just made present (no events); neither fd is owned.
- * cap: memory for loaded waves. err receives the daemon's message when a batch fails. */
+ * cap: memory for loaded rounds. err receives the daemon's message when a batch fails. */
 int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t size, uint64_t cap,
 		     char *err, size_t errlen, struct mount_walkio **ret);
 void mount_walkio_free(struct mount_walkio *w);
