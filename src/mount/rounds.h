@@ -17,7 +17,7 @@ struct mount_grouping {
 			     * spends from it */
 	/* With a server's cost per range (microseconds; 0: max_gap as is), the walk I/O lowers
 	 * max_gap to the gap worth fetching at the link's rate (mount_round_worth_gap), and to 0
-	 * until a round told that rate. */
+	 * until a round told that rate; merge_gap too, once it is known. */
 	uint64_t range_cost_us;
 };
 

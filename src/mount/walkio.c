@@ -353,9 +353,13 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 	}
 	if (w->grouping.range_cost_us) {
 		struct mount_grouping g = w->grouping;
+		uint64_t worth = mount_round_worth_gap(w->costs, w->ncosts, g.range_cost_us);
 
-		g.max_gap = MIN(g.max_gap, mount_round_worth_gap(w->costs, w->ncosts,
-								  g.range_cost_us));
+		/* Once the rate is known, a slow link merges across less than the default gap
+		 * too. */
+		g.max_gap = MIN(g.max_gap, worth);
+		if (worth)
+			g.merge_gap = MIN(g.merge_gap, MAX(worth, WIO_BLOCK));
 		r = mount_group_round(&w->round, w->size, &g, wio_present, w);
 		w->grouping.budget = g.budget;
 		w->st.bridge_gap = g.max_gap;
