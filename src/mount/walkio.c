@@ -338,10 +338,12 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 {
 	struct mount_walkio *w = ctx;
 	const struct util_extent *v;
+	struct fetch_status s0;
+	bool counted;
 	size_t n;
 	int r;
 
-	uint64_t t0 = now_us(), t1;
+	uint64_t t0 = now_us(), t1, te;
 
 	w->round.n = 0;
 	for (size_t i = 0; i < nin; i++) {
@@ -372,6 +374,10 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 	n = w->round.n;
 	if (!n)
 		return 0;
+	/* What the round fetched, for the link's rate: blocks the cache held already (an entry
+	 * filled before) cost no time and must not count. */
+	counted = w->grouping.range_cost_us && fetch_status(w->h, &s0) >= 0;
+	te = now_us();
 	r = fetch_ensure_ranges(w->h, v, n, w->err, w->errlen);
 	w->st.batches++;
 	for (size_t i = 0; i < n; i++)
@@ -383,10 +389,14 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 	w->st.ranges += n;
 	if (w->ncosts < WIO_MAX_COSTS) {
 		struct mount_round_cost *c = &w->costs[w->ncosts++];
+		struct fetch_status s1;
 
-		*c = (struct mount_round_cost){ .us = t1 - t0, .ranges = n };
+		*c = (struct mount_round_cost){ .us = t1 - te, .ranges = n };
 		for (size_t i = 0; i < n; i++)
 			c->bytes += v[i].length;
+		if (counted && fetch_status(w->h, &s1) >= 0)
+			c->bytes = MIN(c->bytes, s1.fetched_bytes - MIN(s1.fetched_bytes,
+									s0.fetched_bytes));
 	}
 	for (size_t i = 0; i < n; i++)
 		cache_bitmap_set_range(&w->present, v[i].offset / WIO_BLOCK,

@@ -60,6 +60,17 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
 	return 0;
 }
 
+/* The daemon's counters, as the walk I/O reads them to tell the link's rate: everything an
+ * ensure asked for counts as fetched, unless `cached` (a cache entry filled before). */
+static bool cached;
+
+int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->fetched_bytes = cached ? 0 : ensure_bytes;
+	return 0;
+}
+
 static const char *fixtures(void)
 {
 	const char *d = getenv("LAZYEROFS_FIXTURES");
@@ -222,6 +233,57 @@ static void test_grouping(void **state)
 	group_gap = group_budget = 0;
 }
 
+/* The gap worth bridging follows what rounds fetched: with every block in the cache already,
+ * fast rounds tell nothing of the link and nothing is bridged beyond the merge gap; fetched,
+ * the same rounds tell a fast link. On the Debian minbase image of bench/walk-bench (its
+ * rounds are large enough to tell a rate), when it was built. */
+static void test_rate_from_fetched(void **state)
+{
+	const char *name = "bench/out/rootfs-bookworm-minbase-lz4hc.erofs";
+	uint64_t gap[2];
+
+	image_fd = open(name, O_RDONLY | O_CLOEXEC);
+	if (image_fd < 0)
+		skip();
+	image_size = (uint64_t)lseek(image_fd, 0, SEEK_END);
+	for (int c = 0; c < 2; c++) {
+		char path[] = "/tmp/lazyerofs-walkio-XXXXXX", err[256] = "", ferr[256] = "";
+		struct mount_walkio *w = NULL;
+		struct erofs_walk_stats st;
+		struct util_extents ext;
+		struct erofs_io io;
+
+		cached = c;
+		cache_fd = mkstemp(path);
+		assert_true(cache_fd >= 0);
+		unlink(path);
+		assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+		copy_range(0, 4096);
+		assert_int_equal(mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, ferr,
+						  sizeof(ferr), &w),
+				 0);
+		mount_walkio_io(w, &io);
+		mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 16384,
+								       .max_gap = 1u << 20,
+								       .budget = image_size / 10,
+								       .range_cost_us = 300 });
+		util_extents_init(&ext);
+		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){ 0 }, &ext, &st, err,
+					    sizeof(err)),
+				 0);
+		gap[c] = mount_walkio_stats(w)->bridge_gap;
+		util_extents_free(&ext);
+		mount_walkio_free(w);
+		close(cache_fd);
+	}
+	close(image_fd);
+	cached = false;
+	print_message("gap worth bridging: %llu fetched, %llu cached\n", (unsigned long long)gap[0],
+		      (unsigned long long)gap[1]);
+	assert_true(gap[0] > 16384 && gap[0] <= (1u << 20));
+	assert_int_equal(gap[1], 0);
+}
+
 /* A bridged gap is present but not loaded: a read of it loads it then (through the pre-mark
  * fd: no event), and later reads of it come from memory. */
 static void test_bridged_lazy_load(void **state)
@@ -282,6 +344,7 @@ int main(void)
 		cmocka_unit_test(test_tiny_cap_evicts),
 		cmocka_unit_test(test_grouping),
 		cmocka_unit_test(test_bridged_lazy_load),
+		cmocka_unit_test(test_rate_from_fetched),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
