@@ -69,8 +69,14 @@ static void report(const char *source, const char *mountpoint, const struct moun
 		 util_format_bytes(r->io.loaded_bytes, b1, sizeof(b1)),
 		 (unsigned long long)r->io.preads, (unsigned long long)r->io.direct_reads,
 		 (unsigned long long)r->walk_events, (unsigned long long)r->walk_fast);
-	log_info("metadata batches asked for %s in total",
-		 util_format_bytes(r->io.ensured_bytes, b1, sizeof(b1)));
+	log_info("metadata batches: %llu, asking for %llu ranges, %s in total (the last one "
+		 "bridging gaps up to %s)",
+		 (unsigned long long)r->io.batches, (unsigned long long)r->io.ranges,
+		 util_format_bytes(r->io.ensured_bytes, b1, sizeof(b1)),
+		 util_format_bytes(MAX(r->io.bridge_gap, 16384), b2, sizeof(b2)));
+	if (r->zone_bytes)
+		log_info("metadata zone: %s fetched whole before the walk",
+			 util_format_bytes(r->zone_bytes, b1, sizeof(b1)));
 	log_info("metadata time: %llu ms waiting for the daemon's batches, %llu ms loading, "
 		 "%llu ms walking",
 		 (unsigned long long)r->io.ensure_us / 1000, (unsigned long long)r->io.load_us / 1000,

@@ -22,10 +22,15 @@ struct erofs_io {
 	uint64_t size; /* image size in bytes */
 	/* Read exactly len bytes at off; 0 or -errno. */
 	int (*read)(void *ctx, void *buf, uint64_t len, uint64_t off);
-	/* Optional, may be NULL: make these ranges present (sorted, disjoint, aligned). The walk
-	 * goes in rounds: it processes whatever is present, then asks for everything its blocked
-	 * work needs in one call, and never reads a byte it did not pass to a successful call
-	 * before. Without it, every byte counts as present. */
+	/* Optional (NULL: every byte counts present, the walk never prefetches): whether all of
+	 * [off, off + len) is present. The walk reads nothing else; it asks again after a round,
+	 * so this is the one record of presence. */
+	bool (*present)(void *ctx, uint64_t off, uint64_t len);
+	/* With present: make these ranges present (sorted, disjoint, aligned to the image's
+	 * block size or clamped to its end). The walk goes in rounds: it processes whatever is
+	 * present, then lists everything its blocked work needs in one call. It lists only what
+	 * it needs, exactly; how the ranges become requests (merging, bridging gaps) is the io's
+	 * business. A call that succeeds but leaves a listed byte absent fails the walk (-EIO). */
 	int (*prefetch)(void *ctx, const struct util_extent *v, size_t n);
 };
 
@@ -40,6 +45,9 @@ struct erofs_info {
 	uint64_t blocks;          /* superblock block count */
 	uint64_t inodes;          /* superblock inode count */
 	uint16_t extra_devices;   /* device table entries (mount needs -o device=) */
+	uint64_t meta_offset;     /* where the inode records start (meta_blkaddr); past 0 with a
+				   * metadata zone (mkfs.erofs --MZ), which lies from there to the
+				   * image's end */
 	bool has_checksum;        /* superblock crc32c present and verified */
 	char features[256];       /* human-readable feature list, e.g. "lz4 ztailpacking" */
 	char volume_name[17];
@@ -51,13 +59,9 @@ struct erofs_info {
 int erofs_probe(const struct erofs_io *io, struct erofs_info *ret, char *errbuf, size_t errlen);
 
 struct erofs_walk_opts {
-	uint64_t merge_gap;  /* bridge gaps up to this many bytes when merging (0 = exact) */
+	uint64_t merge_gap;  /* bridge gaps of the result up to this many bytes (0 = exact) */
 	uint64_t max_inodes; /* 0 = default bound (16M); more inodes: -EFBIG */
 	uint64_t align;      /* align ranges outward to this power of two; 0 = 4096, 1 = exact */
-	/* With io->prefetch: bytes the walk may prefetch in all, beyond its merged ranges, to
-	 * bridge gaps of up to EROFS_BRIDGE_MAX_GAP between a round's ranges (smallest first),
-	 * so that a round asks for fewer ranges; 0 = none. Does not change the result. */
-	uint64_t bridge_budget;
 	/* Optional: called once for each regular file the walk visits (a hardlinked file once),
 	 * with the byte ranges of the image that hold its data, in file order, adjacent ones
 	 * merged: flat blocks, chunks (holes left out), the pclusters of compressed files and,
@@ -77,9 +81,7 @@ struct erofs_walk_opts {
  * exceeds what is left is skipped, so the largest files go first when an image is huge. */
 #define EROFS_FILES_MAX_MAPS (1ull << 21)
 
-#define EROFS_BRIDGE_MAX_GAP (64u * 1024u)
-
-/* A merge gap that keeps the range count low without fetching much in between. */
+/* A merge gap for the result that keeps its range count low without much in between. */
 #define EROFS_DEFAULT_MERGE_GAP (16u * 1024u)
 
 struct erofs_walk_stats {

@@ -208,6 +208,7 @@ int erofs_super_decode(struct erofs_ctx *ctx, const uint8_t *buf, size_t len)
 	ctx->epoch = (int64_t)erofs_le64(sb.epoch);
 	ctx->fixed_nsec = erofs_le32(sb.fixed_nsec);
 	ctx->meta_base = (uint64_t)erofs_le32(sb.meta_blkaddr) << ctx->blkbits;
+	ctx->info.meta_offset = ctx->meta_base;
 	ctx->xattr_base = (uint64_t)erofs_le32(sb.xattr_blkaddr) << ctx->blkbits;
 	ctx->packed_nid = erofs_le64(sb.packed_nid);
 	if (ctx->packed_nid >> EROFS_DIRENT_NID_MBOX_BIT)

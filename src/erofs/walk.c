@@ -3,10 +3,10 @@
  * The metadata walk, in rounds: process locally until blocked, then fetch everything the
  * blocked work needs in one prefetch call, and repeat.
  *
- * The walker knows which blocks are present (those it passed to a successful io->prefetch;
- * all of them when there is no prefetch). Every read goes through a checking wrapper: a read
- * of bytes that are not present fails (the work item is "blocked") and its missing blocks
- * join the next round's prefetch. Before reading, a work item also asks for what it knows it
+ * The io knows which bytes are present (io->present: the one record of presence; everything
+ * counts present without it). Every read goes through a checking wrapper: a read of bytes
+ * that are not present fails (the work item is "blocked") and its missing blocks join the
+ * next round's prefetch. Before reading, a work item also asks for what it knows it
  * will need (its inode record; a directory's or symlink's data ranges), so one round gets all
  * of them at once. A blocked item is simply tried again in the next round, from its last
  * completed step: the decoders have no side effects but the recorded ranges (a set) and a few
@@ -21,6 +21,9 @@
  * processing. What was listed but not read joins the next round, and a last round asks for
  * whatever of the exact result (before its merge bridges gaps) is still missing, so that all
  * of it was prefetched when the walk returns.
+ *
+ * A round lists exactly the missing blocks its work needs (aligned to the image's blocks,
+ * merged only where they touch); how they become requests is the io's business.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -32,6 +35,7 @@
 #include "erofs/internal.h"
 #include "util/array.h"
 #include "util/extents.h"
+#include "util/u64map.h"
 
 /* Bytes of an inode asked for before decoding it: the record itself (compact or extended);
  * what follows it (xattrs, map header) is nearly always in the same block. */
@@ -39,69 +43,6 @@
 
 /* Attempts at parsing the superblock (each may fetch more of the image's start). */
 #define WALK_INIT_TRIES 8
-
-/* Open-addressing map of 64-bit keys to 16-bit values. */
-struct u64map {
-	uint64_t *k; /* key + 1; 0 = empty */
-	uint16_t *val;
-	size_t cap, n;
-};
-
-static size_t map_slot(uint64_t key, size_t cap)
-{
-	return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
-}
-
-/* Find or insert key; *ret_new tells which, *ret_val points at its value. */
-static int map_add(struct u64map *m, uint64_t key, bool *ret_new, uint16_t **ret_val)
-{
-	size_t i;
-
-	if ((m->n + 1) * 2 > m->cap) {
-		size_t ncap = m->cap ? m->cap * 2 : 1024;
-		uint64_t *nk = calloc(ncap, sizeof(*nk));
-		uint16_t *nv = calloc(ncap, sizeof(*nv));
-
-		if (!nk || !nv) {
-			free(nk);
-			free(nv);
-			return -ENOMEM;
-		}
-		for (size_t j = 0; j < m->cap; j++) {
-			if (!m->k[j])
-				continue;
-			for (i = map_slot(m->k[j], ncap); nk[i]; i = (i + 1) & (ncap - 1))
-				;
-			nk[i] = m->k[j];
-			nv[i] = m->val[j];
-		}
-		free(m->k);
-		free(m->val);
-		m->k = nk;
-		m->val = nv;
-		m->cap = ncap;
-	}
-	key += 1;
-	for (i = map_slot(key, m->cap); m->k[i]; i = (i + 1) & (m->cap - 1)) {
-		if (m->k[i] == key) {
-			*ret_new = false;
-			*ret_val = &m->val[i];
-			return 0;
-		}
-	}
-	m->k[i] = key;
-	m->val[i] = 0;
-	m->n++;
-	*ret_new = true;
-	*ret_val = &m->val[i];
-	return 0;
-}
-
-static void map_free(struct u64map *m)
-{
-	free(m->k);
-	free(m->val);
-}
 
 /* visited map values: BFS depth (root = 1) and whether a dirent of type dir reached it */
 #define DEPTH_MASK 0x7fffu
@@ -145,55 +86,36 @@ struct walker {
 	const struct erofs_walk_opts *opts;
 	struct erofs_walk_stats *st;
 	uint64_t max_inodes;
-	struct u64map visited;
-	struct u64map shared;
+	struct util_u64map visited; /* nid -> depth | REACHED_AS_DIR */
+	struct util_u64map shared;  /* shared xattr ids seen */
 	struct itemq ready, blocked;
 	uint32_t *sids; /* shared xattrs still to note */
 	size_t nsids, asids;
 	unsigned int special; /* steps of the special inodes done */
 
-	/* presence: a bitmap of image blocks once the superblock is known, before that a list */
-	bool all_present;
-	uint64_t *bitmap;
-	unsigned int gbits;
-	struct util_extents pre;
+	bool all_present;  /* no io->present: no rounds */
+	unsigned int gbits; /* presence is asked per block of 1 << gbits bytes */
 
-	struct util_extents wave; /* what the blocked work needs */
+	struct util_extents round; /* what the blocked work needs */
 	bool stuck;               /* the current attempt hit or asked for absent bytes */
 	uint64_t blocked_reads;
 	const struct item *cur;
-	uint64_t bridge_left; /* bytes opts->bridge_budget still allows */
 	size_t rec_seen;      /* entries of the record already asked for */
 	struct erofs_files *files; /* opts->on_file's state (files.c), or NULL */
 };
-
-static bool gran_present(const struct walker *w, uint64_t g)
-{
-	return w->bitmap[g >> 6] & (UINT64_C(1) << (g & 63));
-}
-
-/* Mark granules [first, last] present. */
-static void gran_set_range(struct walker *w, uint64_t first, uint64_t last)
-{
-	for (uint64_t g = first; g <= last; g++)
-		w->bitmap[g >> 6] |= UINT64_C(1) << (g & 63);
-}
 
 static bool is_present(const struct walker *w, uint64_t off, uint64_t len)
 {
 	if (w->all_present || len == 0)
 		return true;
-	if (!w->bitmap) {
-		for (size_t i = 0; i < w->pre.n; i++)
-			if (off >= w->pre.v[i].offset &&
-			    off + len <= w->pre.v[i].offset + w->pre.v[i].length)
-				return true;
-		return false;
-	}
-	for (uint64_t g = off >> w->gbits; g <= (off + len - 1) >> w->gbits; g++)
-		if (!gran_present(w, g))
-			return false;
-	return true;
+	return w->io->present(w->io->ctx, off, len);
+}
+
+static bool gran_present(const struct walker *w, uint64_t g)
+{
+	uint64_t off = g << w->gbits;
+
+	return is_present(w, off, MIN(UINT64_C(1) << w->gbits, w->io->size - off));
 }
 
 /* Ask for [off, off + len) (within the image): its absent blocks join the next round.
@@ -206,8 +128,6 @@ static int want(struct walker *w, uint64_t off, uint64_t len)
 	if (is_present(w, off, len))
 		return 1;
 	w->stuck = true;
-	if (!w->bitmap)
-		return util_extents_add(&w->wave, off, len);
 	last = (off + len - 1) >> w->gbits;
 	for (g = off >> w->gbits; g <= last && r >= 0; g++) {
 		if (!gran_present(w, g)) {
@@ -216,11 +136,13 @@ static int want(struct walker *w, uint64_t off, uint64_t len)
 			continue;
 		}
 		if (run != UINT64_MAX)
-			r = util_extents_add(&w->wave, run << w->gbits, (g - run) << w->gbits);
+			r = util_extents_add(&w->round, run << w->gbits,
+					     MIN((g - run) << w->gbits, w->io->size - (run << w->gbits)));
 		run = UINT64_MAX;
 	}
 	if (r >= 0 && run != UINT64_MAX)
-		r = util_extents_add(&w->wave, run << w->gbits, (last + 1 - run) << w->gbits);
+		r = util_extents_add(&w->round, run << w->gbits,
+				     MIN((last + 1 - run) << w->gbits, w->io->size - (run << w->gbits)));
 	return r < 0 ? r : 0;
 }
 
@@ -271,126 +193,39 @@ static bool attempt_blocked(struct walker *w)
 	return true;
 }
 
-static int gap_cmp(const void *a, const void *b)
-{
-	const uint64_t *x = a, *y = b;
-
-	if (x[0] != y[0])
-		return x[0] < y[0] ? -1 : 1;
-	return x[1] < y[1] ? -1 : x[1] > y[1];
-}
-
-/* Bridge the smallest gaps left between the round's ranges while the walk's budget lasts
- * (opts->bridge_budget): a range costs a registry about as much as a large payload, and
- * the bridged blocks may serve later rounds. */
-static int bridge(struct walker *w)
-{
-	size_t n = w->wave.n, out = 0, ngaps = 0;
-	uint64_t (*gaps)[2];
-	bool *join;
-
-	if (n < 2 || w->bridge_left == 0)
-		return 0;
-	gaps = calloc(n - 1, sizeof(*gaps));
-	join = calloc(n, sizeof(*join));
-	if (!gaps || !join) {
-		free(gaps);
-		free(join);
-		return -ENOMEM;
-	}
-	for (size_t i = 1; i < n; i++) {
-		uint64_t gap = w->wave.v[i].offset -
-			       (w->wave.v[i - 1].offset + w->wave.v[i - 1].length);
-
-		if (gap <= EROFS_BRIDGE_MAX_GAP && gap <= w->bridge_left) {
-			gaps[ngaps][0] = gap;
-			gaps[ngaps++][1] = i;
-		}
-	}
-	qsort(gaps, ngaps, sizeof(*gaps), gap_cmp);
-	for (size_t k = 0; k < ngaps && gaps[k][0] <= w->bridge_left; k++) {
-		w->bridge_left -= gaps[k][0];
-		join[gaps[k][1]] = true;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if (join[i])
-			w->wave.v[out].length = w->wave.v[i].offset + w->wave.v[i].length -
-						w->wave.v[out].offset;
-		else
-			w->wave.v[++out] = w->wave.v[i];
-	}
-	w->wave.n = out + 1;
-	free(gaps);
-	free(join);
-	return 0;
-}
-
-/* A range that comes within the merge gap of present blocks extends to them: the result
- * bridges such gaps anyway, and fetched now the gap costs no range of its own later. */
-static void fill_to_present(struct walker *w)
-{
-	uint64_t gap = w->opts ? w->opts->merge_gap : 0;
-	uint64_t ngran = ((w->io->size - 1) >> w->gbits) + 1;
-	uint64_t reach = gap >> w->gbits;
-
-	if (!w->bitmap || !reach)
-		return;
-	for (size_t i = 0; i < w->wave.n; i++) {
-		struct util_extent *e = &w->wave.v[i];
-		uint64_t first = e->offset >> w->gbits;
-		uint64_t last = (e->offset + e->length - 1) >> w->gbits;
-
-		for (uint64_t k = 1; k <= reach && k <= first; k++)
-			if (gran_present(w, first - k)) {
-				e->length += (k - 1) << w->gbits;
-				e->offset -= (k - 1) << w->gbits;
-				break;
-			}
-		for (uint64_t k = 1; k <= reach && last + k < ngran; k++)
-			if (gran_present(w, last + k)) {
-				e->length += (k - 1) << w->gbits;
-				break;
-			}
-	}
-}
-
-/* One round's prefetch: everything the blocked work asked for, aligned and merged. */
-static int flush(struct walker *w, uint64_t align)
+/* One round's prefetch: everything the blocked work asked for, block-aligned, merged where
+ * ranges touch (never across a gap: grouping is the io's business). */
+static int flush(struct walker *w)
 {
 	const struct erofs_io *io = w->io;
 	int r;
 
-	if (!w->wave.n)
+	if (!w->round.n)
 		return 0;
-	util_extents_align(&w->wave, align, io->size);
-	fill_to_present(w);
-	util_extents_merge(&w->wave, w->opts ? w->opts->merge_gap : 0);
-	r = bridge(w);
-	if (r < 0)
-		return r;
+	util_extents_align(&w->round, UINT64_C(1) << w->gbits, io->size);
+	util_extents_merge(&w->round, 0);
 	w->st->prefetches++;
-	r = io->prefetch(io->ctx, w->wave.v, w->wave.n);
+	r = io->prefetch(io->ctx, w->round.v, w->round.n);
 	if (r < 0) {
 		if (w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
 			snprintf(w->ctx->err, w->ctx->errlen, "prefetch of %zu ranges failed: %s",
-				 w->wave.n, strerror(-r));
+				 w->round.n, strerror(-r));
 		return r;
 	}
-	for (size_t i = 0; i < w->wave.n; i++) {
-		const struct util_extent *e = &w->wave.v[i];
+	/* A round that left a range absent would come back forever. */
+	for (size_t i = 0; i < w->round.n; i++) {
+		const struct util_extent *e = &w->round.v[i];
 
-		if (!w->bitmap) {
-			r = util_extents_add(&w->pre, e->offset, e->length);
-			if (r < 0)
-				return r;
-			continue;
+		if (!is_present(w, e->offset, e->length)) {
+			if (w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
+				snprintf(w->ctx->err, w->ctx->errlen,
+					 "prefetch left %llu+%llu absent",
+					 (unsigned long long)e->offset,
+					 (unsigned long long)e->length);
+			return -EIO;
 		}
-		/* aligned to the block size, or ending at the image's end */
-		gran_set_range(w, e->offset >> w->gbits, (e->offset + e->length - 1) >> w->gbits);
 	}
-	if (!w->bitmap)
-		util_extents_merge(&w->pre, 0);
-	w->wave.n = 0;
+	w->round.n = 0;
 	return 0;
 }
 
@@ -403,7 +238,7 @@ static int want_recorded(struct walker *w)
 	size_t from;
 	int r = 0;
 
-	if (w->all_present || !rec || !w->bitmap)
+	if (w->all_present || !rec)
 		return 0;
 	from = rec->n < w->rec_seen ? 0 : (w->rec_seen ? w->rec_seen - 1 : 0);
 	for (size_t i = from; i < rec->n && r >= 0; i++) {
@@ -416,37 +251,12 @@ static int want_recorded(struct walker *w)
 	return r < 0 ? r : 0;
 }
 
-/* The superblock is known: from now on presence is a bitmap of its blocks. */
-static int presence_init(struct walker *w)
-{
-	uint64_t ngran;
-
-	if (w->all_present)
-		return 0;
-	w->gbits = w->ctx->blkbits;
-	ngran = (w->io->size >> w->gbits) + 1;
-	w->bitmap = calloc((size_t)(ngran / 64 + 1), sizeof(*w->bitmap));
-	if (!w->bitmap)
-		return -ENOMEM;
-	for (size_t i = 0; i < w->pre.n; i++) {
-		uint64_t s = ROUND_UP(w->pre.v[i].offset, (uint64_t)w->ctx->bs);
-		uint64_t e = w->pre.v[i].offset + w->pre.v[i].length;
-
-		/* whole blocks only (or up to the image's end) */
-		if (e != w->io->size)
-			e = ROUND_DOWN(e, (uint64_t)w->ctx->bs);
-		if (s < e)
-			gran_set_range(w, s >> w->gbits, (e - 1) >> w->gbits);
-	}
-	return 0;
-}
-
 /* Mark nid reached at `depth` by a dirent (as_dir: of type directory) or as the root. */
 static int visit(struct walker *w, uint64_t nid, uint32_t depth, bool as_dir, bool *ret_new,
 		 bool *ret_dir_conflict)
 {
-	uint16_t *val;
-	int r = map_add(&w->visited, nid, ret_new, &val);
+	uint64_t *val;
+	int r = util_u64map_add(&w->visited, nid, ret_new, &val);
 
 	if (r < 0)
 		return r;
@@ -458,13 +268,13 @@ static int visit(struct walker *w, uint64_t nid, uint32_t depth, bool as_dir, bo
 					 (unsigned long long)w->max_inodes);
 			return -EFBIG;
 		}
-		*val = (uint16_t)(MIN(depth, (uint32_t)DEPTH_MASK) | (as_dir ? REACHED_AS_DIR : 0));
+		*val = MIN(depth, (uint32_t)DEPTH_MASK) | (as_dir ? REACHED_AS_DIR : 0);
 		return 0;
 	}
 	/* reached again: a hardlink (its level is its shallowest), unless a directory */
 	*ret_dir_conflict = as_dir || (*val & REACHED_AS_DIR);
 	if (depth < (*val & DEPTH_MASK))
-		*val = (uint16_t)((*val & REACHED_AS_DIR) | depth);
+		*val = (*val & REACHED_AS_DIR) | depth;
 	return 0;
 }
 
@@ -499,9 +309,9 @@ static int child_cb(void *opaque, const struct erofs_dirent_view *de)
 static int add_shared(struct walker *w, const uint32_t *ids, unsigned int n)
 {
 	for (unsigned int k = 0; k < n; k++) {
-		uint16_t *val;
+		uint64_t *val;
 		bool fresh;
-		int r = map_add(&w->shared, ids[k], &fresh, &val);
+		int r = util_u64map_add(&w->shared, ids[k], &fresh, &val);
 
 		if (r < 0)
 			return r;
@@ -567,7 +377,7 @@ static int files_finish(struct walker *w)
 		}
 	}
 	ctx->record = record;
-	w->wave.n = 0;
+	w->round.n = 0;
 	return r;
 }
 
@@ -721,7 +531,7 @@ static int shared_step(struct walker *w)
 	return r;
 }
 
-/* Process locally until everything left is blocked (its needs are then in w->wave). */
+/* Process locally until everything left is blocked (its needs are then in w->round). */
 static int process(struct walker *w)
 {
 	int r;
@@ -765,13 +575,14 @@ static int walk_init(struct walker *w, struct erofs_ctx *ctx, char *errbuf, size
 					  WALK_INIT_TRIES);
 			break;
 		}
-		r = flush(w, 4096);
+		r = flush(w);
 		if (r < 0)
 			break;
 	}
 	w->blocked_reads = 0; /* ctx->reads counts the last attempt only */
+	/* the superblock is known: from now on, ask per image block */
 	if (r >= 0)
-		r = presence_init(w);
+		w->gbits = ctx->blkbits;
 	return r;
 }
 
@@ -793,15 +604,14 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	*stats = (struct erofs_walk_stats){ 0 };
 	w.st = stats;
 	w.max_inodes = opts && opts->max_inodes ? opts->max_inodes : EROFS_DEFAULT_MAX_INODES;
-	w.bridge_left = opts ? opts->bridge_budget : 0;
 	erofs_files_init(&files, opts);
 	w.files = files.on_file ? &files : NULL;
 	util_extents_init(&rec);
-	util_extents_init(&w.wave);
-	util_extents_init(&w.pre);
+	util_extents_init(&w.round);
 	if (!io || !io->read)
 		return -EINVAL;
-	w.all_present = !io->prefetch;
+	w.all_present = !io->present || !io->prefetch;
+	w.gbits = 12; /* before the superblock is known */
 	w.wio = (struct erofs_io){ .ctx = &w, .size = io->size, .read = checked_read };
 
 	r = walk_init(&w, &ctx, errbuf, errlen);
@@ -819,23 +629,27 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 		r = process(&w);
 		if (r < 0 || (w.special == 3 && !w.blocked.n && !w.nsids))
 			break;
-		if (!w.wave.n) {
+		if (!w.round.n) {
 			r = erofs_corrupt(&ctx, "metadata walk stalled with %zu items left",
 					  w.blocked.n + w.nsids);
 			break;
 		}
 		r = want_recorded(&w);
 		if (r >= 0)
-			r = flush(&w, ctx.bs);
+			r = flush(&w);
 		t = w.ready;
 		w.ready = w.blocked;
 		w.blocked = t;
 	}
 	stats->inodes = w.visited.n;
 	stats->reads = ctx.reads - w.blocked_reads;
-	for (size_t i = 0; i < w.visited.cap; i++)
-		if (w.visited.k[i] && (w.visited.val[i] & DEPTH_MASK) > stats->levels)
-			stats->levels = w.visited.val[i] & DEPTH_MASK;
+	{
+		uint64_t nid, val;
+		size_t it = 0;
+
+		while (util_u64map_next(&w.visited, &it, &nid, &val))
+			stats->levels = MAX(stats->levels, (unsigned int)(val & DEPTH_MASK));
+	}
 	if (r >= 0) {
 		align = opts && opts->align ? opts->align : 4096;
 		if (align & (align - 1))
@@ -847,7 +661,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 		for (size_t i = 0; i < rec.n && r >= 0 && !w.all_present; i++)
 			r = want(&w, rec.v[i].offset, rec.v[i].length);
 		if (r >= 0)
-			r = flush(&w, ctx.bs);
+			r = flush(&w);
 		if (r >= 0 && w.files)
 			r = files_finish(&w);
 		stats->files = files.reported;
@@ -861,11 +675,9 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 		util_extents_init(&rec);
 	}
 	util_extents_free(&rec);
-	util_extents_free(&w.wave);
-	util_extents_free(&w.pre);
-	free(w.bitmap);
-	map_free(&w.visited);
-	map_free(&w.shared);
+	util_extents_free(&w.round);
+	util_u64map_free(&w.visited);
+	util_u64map_free(&w.shared);
 	free(w.ready.v);
 	free(w.blocked.v);
 	free(w.sids);

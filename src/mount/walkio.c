@@ -1,14 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
- * The metadata walker's view of the cache file. Every read of the (marked) data file raises
+ * The metadata walker's view of the cache file, and the walk's one record of presence: the
+ * blocks an ensure batch made present (a bitmap; the walker asks it through io->present).
+ * Each round the walker lists what it needs; here those ranges are grouped into requests
+ * (mount/rounds.c) and sent to the daemon as one ensure batch.
+ *
+ * Every read of the (marked) data file raises
  * one FAN_PRE_ACCESS event, and even a fast-path answer costs a round trip through the daemon
  * (tens of microseconds, far more on a loaded machine); the walker of a root filesystem makes
- * tens of thousands of small reads. So each prefetch wave is made present (one ensure batch),
+ * tens of thousands of small reads. So each round is made present (one ensure batch),
  * then read in a few large preads -- one event each -- into memory, and the walker's small
- * reads are served from there. Anything outside the loaded waves is read directly (the daemon
- * fetches it if needed). Memory is capped; the oldest waves are dropped first.
+ * reads are served from there. A present block not loaded (bridged, or dropped) loads on its
+ * first read; anything else is read directly (the daemon fetches it if needed). Memory is
+ * capped; the oldest rounds are dropped first.
  *
- * Waves load through the daemon's pre-mark read fd when it gives one (fetch_data_fd): those
+ * Rounds load through the daemon's pre-mark read fd when it gives one (fetch_data_fd): those
  * reads raise no event at all. That fd reads zeros from holes, so it reads nothing but the
  * blocks of ranges an ensure batch has just confirmed present; every other read goes through
  * the marked fd, whose events make the daemon fetch.
@@ -24,14 +30,17 @@
 #include <time.h>
 
 #include "cache/cache.h"
+#include "mount/rounds.h"
 #include "mount/walkio.h"
 #include "util/array.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/u64map.h"
 
 #define WIO_BLOCK 4096ULL
 #define WIO_PREAD_MAX (8ULL << 20) /* one event per pread: large, but bounded */
+#define WIO_MAX_COSTS 64	   /* rounds whose cost tells the link's rate */
 
 /* Presence is tracked per cache block: a block-aligned span of an ensured range is present. */
 _Static_assert(WIO_BLOCK == CACHE_BLOCK_SIZE, "walk blocks are cache blocks");
@@ -63,11 +72,6 @@ struct wio_buf {
 	size_t chunk;	   /* index into the chunks */
 };
 
-struct wio_slot {
-	uint64_t key; /* block number + 1; 0 = empty */
-	const uint8_t *ptr;
-};
-
 struct mount_walkio {
 	int fd;	     /* marked: reads raise events (the daemon fetches what is absent) */
 	int premark; /* the daemon's pre-mark read fd, or -1: only for ensured blocks */
@@ -83,8 +87,12 @@ struct mount_walkio {
 	size_t reserve_size;
 	atomic_bool stop_populating;
 	uint64_t bytes;       /* sum of buffer lengths */
-	struct wio_slot *map; /* block -> its bytes in one of the buffers */
-	size_t mapcap, mapn;
+	struct util_u64map map; /* block -> its bytes in one of the buffers */
+	struct cache_bitmap present; /* blocks an ensure batch made present */
+	struct mount_grouping grouping;
+	struct util_extents round; /* the current round, grouped */
+	struct mount_round_cost costs[WIO_MAX_COSTS]; /* the first rounds': what they cost */
+	size_t ncosts;
 	struct mount_walkio_stats st;
 	char *err;
 	size_t errlen;
@@ -207,76 +215,28 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-static size_t slot_of(uint64_t key, size_t cap)
-{
-	return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
-}
-
 static const uint8_t *map_get(const struct mount_walkio *w, uint64_t block)
 {
-	uint64_t key = block + 1;
+	const uint64_t *p = util_u64map_find(&w->map, block);
 
-	if (!w->mapcap)
-		return NULL;
-	for (size_t i = slot_of(key, w->mapcap);; i = (i + 1) & (w->mapcap - 1)) {
-		if (w->map[i].key == key)
-			return w->map[i].ptr;
-		if (!w->map[i].key)
-			return NULL;
-	}
-}
-
-static int map_grow(struct mount_walkio *w, size_t want)
-{
-	size_t ncap = w->mapcap ? w->mapcap : 1024;
-	struct wio_slot *nm;
-
-	while (want * 2 > ncap)
-		ncap *= 2;
-	if (ncap == w->mapcap)
-		return 0;
-	nm = calloc(ncap, sizeof(*nm));
-	if (!nm)
-		return -ENOMEM;
-	for (size_t k = 0; k < w->mapcap; k++) {
-		size_t i;
-
-		if (!w->map[k].key)
-			continue;
-		for (i = slot_of(w->map[k].key, ncap); nm[i].key; i = (i + 1) & (ncap - 1))
-			;
-		nm[i] = w->map[k];
-	}
-	free(w->map);
-	w->map = nm;
-	w->mapcap = ncap;
-	return 0;
-}
-
-/* Add a block unless some buffer already holds it (the first copy wins). */
-static void map_put(struct mount_walkio *w, uint64_t block, const uint8_t *ptr)
-{
-	uint64_t key = block + 1;
-	size_t i;
-
-	for (i = slot_of(key, w->mapcap); w->map[i].key; i = (i + 1) & (w->mapcap - 1))
-		if (w->map[i].key == key)
-			return;
-	w->map[i].key = key;
-	w->map[i].ptr = ptr;
-	w->mapn++;
+	return p ? (const uint8_t *)(uintptr_t)*p : NULL;
 }
 
 static int map_add_buf(struct mount_walkio *w, const struct wio_buf *b)
 {
 	uint64_t n = b->len / WIO_BLOCK;
-	int r = map_grow(w, w->mapn + (size_t)n);
+	int r = util_u64map_reserve(&w->map, w->map.n + (size_t)n);
 
-	if (r < 0)
-		return r;
-	for (uint64_t k = 0; k < n; k++)
-		map_put(w, b->off / WIO_BLOCK + k, b->data + k * WIO_BLOCK);
-	return 0;
+	for (uint64_t k = 0; k < n && r >= 0; k++) {
+		uint64_t *p;
+		bool fresh;
+
+		/* a block some buffer holds already keeps that copy (the first one wins) */
+		r = util_u64map_add(&w->map, b->off / WIO_BLOCK + k, &fresh, &p);
+		if (r >= 0 && fresh)
+			*p = (uintptr_t)(b->data + k * WIO_BLOCK);
+	}
+	return r;
 }
 
 /* Drop the oldest buffers until `need` more bytes fit under the cap; rebuild the map. */
@@ -294,8 +254,7 @@ static int make_room(struct mount_walkio *w, uint64_t need)
 	memmove(w->bufs, w->bufs + drop, (w->nbufs - drop) * sizeof(*w->bufs));
 	w->nbufs -= drop;
 	w->st.evicted += drop;
-	memset(w->map, 0, w->mapcap * sizeof(*w->map));
-	w->mapn = 0;
+	util_u64map_clear(&w->map);
 	for (size_t i = 0; i < w->nbufs; i++) {
 		int r = map_add_buf(w, &w->bufs[i]);
 
@@ -362,13 +321,63 @@ static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len, bool e
 	return 0;
 }
 
-static int wio_prefetch(void *ctx, const struct util_extent *v, size_t n)
+static bool wio_present(void *ctx, uint64_t off, uint64_t len)
+{
+	const struct mount_walkio *w = ctx;
+	uint64_t end;
+
+	if (len == 0)
+		return true;
+	if (util_add_overflow_u64(off, len, &end) || end > w->size)
+		return false;
+	return cache_bitmap_test_range(&w->present, off / WIO_BLOCK,
+				       DIV_ROUND_UP(end, WIO_BLOCK) - off / WIO_BLOCK);
+}
+
+static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 {
 	struct mount_walkio *w = ctx;
+	const struct util_extent *v;
+	struct fetch_status s0;
+	bool counted;
+	size_t n;
 	int r;
 
-	uint64_t t0 = now_us(), t1;
+	uint64_t t0 = now_us(), t1, te;
 
+	w->round.n = 0;
+	for (size_t i = 0; i < nin; i++) {
+		if (!util_range_within(in[i].offset, in[i].length, w->size))
+			return -EINVAL;
+		r = util_extents_add(&w->round, in[i].offset, in[i].length);
+		if (r < 0)
+			return r;
+	}
+	if (w->grouping.range_cost_us) {
+		struct mount_grouping g = w->grouping;
+		uint64_t worth = mount_round_worth_gap(w->costs, w->ncosts, g.range_cost_us);
+
+		/* Once the rate is known, a slow link merges across less than the default gap
+		 * too. */
+		g.max_gap = MIN(g.max_gap, worth);
+		if (worth)
+			g.merge_gap = MIN(g.merge_gap, MAX(worth, WIO_BLOCK));
+		r = mount_group_round(&w->round, w->size, &g, wio_present, w);
+		w->grouping.budget = g.budget;
+		w->st.bridge_gap = g.max_gap;
+	} else {
+		r = mount_group_round(&w->round, w->size, &w->grouping, wio_present, w);
+	}
+	if (r < 0)
+		return r;
+	v = w->round.v;
+	n = w->round.n;
+	if (!n)
+		return 0;
+	/* What the round fetched, for the link's rate: blocks the cache held already (an entry
+	 * filled before) cost no time and must not count. */
+	counted = w->grouping.range_cost_us && fetch_status(w->h, &s0) >= 0;
+	te = now_us();
 	r = fetch_ensure_ranges(w->h, v, n, w->err, w->errlen);
 	w->st.batches++;
 	for (size_t i = 0; i < n; i++)
@@ -377,9 +386,27 @@ static int wio_prefetch(void *ctx, const struct util_extent *v, size_t n)
 	w->st.ensure_us += t1 - t0;
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < n; i++) {
-		uint64_t start = ROUND_DOWN(v[i].offset, WIO_BLOCK);
-		uint64_t end = MIN(ROUND_UP(v[i].offset + v[i].length, WIO_BLOCK),
+	w->st.ranges += n;
+	if (w->ncosts < WIO_MAX_COSTS) {
+		struct mount_round_cost *c = &w->costs[w->ncosts++];
+		struct fetch_status s1;
+
+		*c = (struct mount_round_cost){ .us = t1 - te, .ranges = n };
+		for (size_t i = 0; i < n; i++)
+			c->bytes += v[i].length;
+		if (counted && fetch_status(w->h, &s1) >= 0)
+			c->bytes = MIN(c->bytes, s1.fetched_bytes - MIN(s1.fetched_bytes,
+									s0.fetched_bytes));
+	}
+	for (size_t i = 0; i < n; i++)
+		cache_bitmap_set_range(&w->present, v[i].offset / WIO_BLOCK,
+				       DIV_ROUND_UP(v[i].offset + v[i].length, WIO_BLOCK) -
+					   v[i].offset / WIO_BLOCK);
+	/* Load what the walk asked for, not the gaps bridged around it (file data, mostly): a
+	 * bridged block it needs later is present and loads on its first read. */
+	for (size_t i = 0; i < nin; i++) {
+		uint64_t start = ROUND_DOWN(in[i].offset, WIO_BLOCK);
+		uint64_t end = MIN(ROUND_UP(in[i].offset + in[i].length, WIO_BLOCK),
 				   ROUND_UP(w->size, WIO_BLOCK));
 
 		/* A tail beyond the file's end reads short: keep whole blocks inside it. */
@@ -394,7 +421,7 @@ static int wio_prefetch(void *ctx, const struct util_extent *v, size_t n)
 			return r;
 	}
 	w->st.load_us += now_us() - t1;
-	log_debug("metadata wave: %zu range(s) from %llu to %llu: ensure %llu us, load %llu us", n,
+	log_debug("metadata round: %zu range(s) from %llu to %llu: ensure %llu us, load %llu us", n,
 		  n ? (unsigned long long)v[0].offset : 0ULL,
 		  n ? (unsigned long long)(v[n - 1].offset + v[n - 1].length) : 0ULL,
 		  (unsigned long long)(t1 - t0), (unsigned long long)(now_us() - t1));
@@ -409,6 +436,20 @@ static int wio_read(void *ctx, void *buf, uint64_t len, uint64_t off)
 
 	if (util_add_overflow_u64(off, len, &end))
 		return -EINVAL;
+	/* Present but not loaded (a bridged block, or one dropped under the memory cap): load
+	 * its blocks now, in one read. */
+	if (len && !loaded(w, off, len) && wio_present(w, off, len)) {
+		uint64_t start = ROUND_DOWN(off, WIO_BLOCK);
+		uint64_t stop = MIN(ROUND_UP(end, WIO_BLOCK), ROUND_DOWN(w->size, WIO_BLOCK));
+
+		if (stop > start) {
+			int r = load_range(w, start, stop - start, true);
+
+			if (r < 0)
+				return r;
+			w->st.lazy_loads++;
+		}
+	}
 	if (loaded(w, off, len)) {
 		for (uint64_t pos = off; pos < end;) {
 			const uint8_t *p = map_get(w, pos / WIO_BLOCK);
@@ -439,7 +480,9 @@ int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t si
 	w->cap = cap;
 	w->err = err;
 	w->errlen = errlen;
-	if (reserve_init(w) < 0) {
+	util_extents_init(&w->round);
+	if (cache_bitmap_init(&w->present, DIV_ROUND_UP(size, WIO_BLOCK), false) < 0 ||
+	    reserve_init(w) < 0) {
 		mount_walkio_free(w);
 		return -ENOMEM;
 	}
@@ -456,7 +499,9 @@ void mount_walkio_free(struct mount_walkio *w)
 		chunk_unmap(w, i);
 	free(w->chunks);
 	free(w->bufs);
-	free(w->map);
+	util_u64map_free(&w->map);
+	cache_bitmap_destroy(&w->present);
+	util_extents_free(&w->round);
 	free(w);
 }
 
@@ -466,7 +511,13 @@ void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io)
 	io->ctx = w;
 	io->size = w->size;
 	io->read = wio_read;
+	io->present = wio_present;
 	io->prefetch = wio_prefetch;
+}
+
+void mount_walkio_set_grouping(struct mount_walkio *w, const struct mount_grouping *g)
+{
+	w->grouping = *g;
 }
 
 const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
-/* The metadata walker's I/O over the cache file: prefetch waves loaded in large reads
- * (internal to the mount module). */
+/* The metadata walker's I/O over the cache file: the walk's record of presence, its rounds
+ * grouped into ensure batches and loaded in large reads (internal to the mount module). */
 #ifndef LAZYEROFS_MOUNT_WALKIO_H
 #define LAZYEROFS_MOUNT_WALKIO_H
 
@@ -9,18 +9,22 @@
 
 #include "erofs/erofs.h"
 #include "fetch/fetch.h"
+#include "mount/rounds.h"
 
 struct mount_walkio_stats {
 	uint64_t batches;      /* ensure batches sent to the daemon */
 	uint64_t ensured_bytes; /* sum of the ranges they asked for */
-	uint64_t preads;	 /* large reads that loaded waves */
+	uint64_t ranges;	/* ... and their number */
+	uint64_t bridge_gap;	/* the largest gap the last round could bridge */
+	uint64_t preads;	 /* large reads that loaded rounds */
 	uint64_t premark_preads; /* ... of them through the pre-mark fd: no event */
 	uint64_t loaded_bytes; /* bytes loaded into memory */
 	uint64_t cached_reads; /* walker reads served from memory */
 	uint64_t direct_reads; /* walker reads that went to the file (one event each) */
 	uint64_t evicted;      /* buffers dropped to stay under the cap */
+	uint64_t lazy_loads;   /* present blocks loaded on a read (bridged, or dropped) */
 	uint64_t ensure_us;    /* time waiting for ensure batches */
-	uint64_t load_us;      /* time loading waves */
+	uint64_t load_us;      /* time loading rounds */
 };
 
 struct mount_walkio;
@@ -28,11 +32,14 @@ struct mount_walkio;
 /* fd: the data file, opened for reading after the daemon marked it (reads raise events);
  * premark_fd: the daemon's pre-mark read fd (fetch_data_fd) or -1, used only for blocks an
  * ensure batch has just made present (no events); neither fd is owned.
- * cap: memory for loaded waves. err receives the daemon's message when a batch fails. */
+ * cap: memory for loaded rounds. err receives the daemon's message when a batch fails. */
 int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t size, uint64_t cap,
 		     char *err, size_t errlen, struct mount_walkio **ret);
 void mount_walkio_free(struct mount_walkio *w);
 void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io);
+/* How rounds become requests (mount/rounds.h); without a call, ranges are only aligned and
+ * merged where they touch. */
+void mount_walkio_set_grouping(struct mount_walkio *w, const struct mount_grouping *g);
 const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w);
 
 #endif

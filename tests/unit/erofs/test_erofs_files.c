@@ -96,6 +96,17 @@ static int pio_read(void *ctx, void *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
+/* The io's presence record, which the walk asks (it keeps none of its own). */
+static bool pio_present(void *ctx, uint64_t off, uint64_t len)
+{
+	struct pio *p = ctx;
+
+	for (uint64_t g = off >> 9; g << 9 < off + len; g++)
+		if (!p->present[g])
+			return false;
+	return true;
+}
+
 /* An io that serves only the bytes in a or b. */
 struct rio {
 	const struct timage *t;
@@ -140,7 +151,7 @@ static void walk_files(const struct timage *t, bool rounds, struct tfiles *out,
 {
 	struct pio p = { .t = t, .present = calloc(t->len / 512 + 1, 1) };
 	struct erofs_io io = { .ctx = &p, .size = t->len, .read = pio_read,
-			       .prefetch = rounds ? pio_prefetch : NULL };
+			       .prefetch = rounds ? pio_prefetch : NULL, .present = pio_present };
 	struct erofs_walk_opts opts = { .align = 1, .on_file = collect, .file_ctx = out };
 	char err[256] = "";
 

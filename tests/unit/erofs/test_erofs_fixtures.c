@@ -104,12 +104,23 @@ static int log_prefetch(void *ctx, const struct util_extent *v, size_t n)
 	return 0;
 }
 
+static bool log_present(void *ctx, uint64_t off, uint64_t len)
+{
+	struct util_extents *f = &cur_log->fetched;
+
+	util_extents_merge(f, 0);
+	for (size_t i = 0; i < f->n; i++)
+		if (off >= f->v[i].offset && off + len <= f->v[i].offset + f->v[i].length)
+			return true;
+	return false;
+}
+
 static void check_walk(const char *name, struct timage *t)
 {
 	struct erofs_walk_opts opts = { .merge_gap = EROFS_DEFAULT_MERGE_GAP };
 	struct prefetch_log log = { 0 };
 	struct erofs_io io = { .ctx = NULL, .size = t->len, .read = log_read,
-			       .prefetch = log_prefetch };
+			       .present = log_present, .prefetch = log_prefetch };
 	struct erofs_walk_stats st;
 	struct util_extents ext, exact;
 	struct timage sparse;

@@ -27,6 +27,8 @@
 static int image_fd = -1, cache_fd = -1;
 static uint64_t image_size;
 static unsigned ensure_calls;
+static uint64_t ensure_ranges, ensure_bytes;
+static uint64_t group_gap, group_budget; /* the grouping walk_cached sets */
 
 static void copy_range(uint64_t off, uint64_t len)
 {
@@ -48,8 +50,24 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
 			char *errbuf, size_t errlen)
 {
 	ensure_calls++;
-	for (size_t i = 0; i < n; i++)
+	ensure_ranges += n;
+	for (size_t i = 0; i < n; i++) {
+		if (i) /* sorted, disjoint */
+			assert_true(v[i - 1].offset + v[i - 1].length < v[i].offset);
+		ensure_bytes += v[i].length;
 		copy_range(v[i].offset, v[i].length);
+	}
+	return 0;
+}
+
+/* The daemon's counters, as the walk I/O reads them to tell the link's rate: everything an
+ * ensure asked for counts as fetched, unless `cached` (a cache entry filled before). */
+static bool cached;
+
+int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->fetched_bytes = cached ? 0 : ensure_bytes;
 	return 0;
 }
 
@@ -94,6 +112,9 @@ static void walk_cached(int fd, int premark, uint64_t size, uint64_t cap,
 
 	assert_int_equal(mount_walkio_new(fd, premark, NULL, size, cap, ferr, sizeof(ferr), &w), 0);
 	mount_walkio_io(w, &io);
+	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = group_gap,
+							       .max_gap = 64u << 10,
+							       .budget = group_budget });
 	util_extents_init(ret);
 	assert_int_equal(erofs_walk(&io, &o, ret, st, err, sizeof(err)), 0);
 	*ws = *mount_walkio_stats(w);
@@ -119,6 +140,7 @@ static void check_layout_with(const char *name, uint64_t cap, bool premark)
 	assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
 	copy_range(0, 4096);
 	ensure_calls = 0;
+	ensure_ranges = ensure_bytes = 0;
 
 	if (premark) {
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", cache_fd);
@@ -186,11 +208,143 @@ static void test_tiny_cap_evicts(void **state)
 	check_layout("lz4hc", 16384);
 }
 
+/* The mount's grouping of rounds (mount/rounds.c) changes how many ranges go to the daemon,
+ * never the walk's result: merging and bridging gaps asks for fewer ranges, a few more bytes. */
+static void test_grouping(void **state)
+{
+	static const char *const names[] = { "plain", "lz4hc", "bs1k", "metazone" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		uint64_t ranges0, bytes0;
+
+		group_gap = group_budget = 0;
+		check_layout_with(names[i], 256u << 20, true);
+		ranges0 = ensure_ranges;
+		bytes0 = ensure_bytes;
+		group_gap = 16384;
+		group_budget = image_size / 10;
+		check_layout_with(names[i], 256u << 20, true);
+		print_message("%-10s exact: %llu ranges, %llu bytes; grouped: %llu ranges, %llu bytes\n",
+			      names[i], (unsigned long long)ranges0, (unsigned long long)bytes0,
+			      (unsigned long long)ensure_ranges, (unsigned long long)ensure_bytes);
+		assert_true(ensure_ranges <= ranges0);
+		assert_true(ensure_bytes >= bytes0 || ensure_ranges < ranges0);
+	}
+	group_gap = group_budget = 0;
+}
+
+/* The gap worth bridging follows what rounds fetched: with every block in the cache already,
+ * fast rounds tell nothing of the link and nothing is bridged beyond the merge gap; fetched,
+ * the same rounds tell a fast link. On the Debian minbase image of bench/walk-bench (its
+ * rounds are large enough to tell a rate), when it was built. */
+static void test_rate_from_fetched(void **state)
+{
+	const char *name = "bench/out/rootfs-bookworm-minbase-lz4hc.erofs";
+	uint64_t gap[2];
+
+	image_fd = open(name, O_RDONLY | O_CLOEXEC);
+	if (image_fd < 0)
+		skip();
+	image_size = (uint64_t)lseek(image_fd, 0, SEEK_END);
+	for (int c = 0; c < 2; c++) {
+		char path[] = "/tmp/lazyerofs-walkio-XXXXXX", err[256] = "", ferr[256] = "";
+		struct mount_walkio *w = NULL;
+		struct erofs_walk_stats st;
+		struct util_extents ext;
+		struct erofs_io io;
+
+		cached = c;
+		cache_fd = mkstemp(path);
+		assert_true(cache_fd >= 0);
+		unlink(path);
+		assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+		copy_range(0, 4096);
+		assert_int_equal(mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, ferr,
+						  sizeof(ferr), &w),
+				 0);
+		mount_walkio_io(w, &io);
+		mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 16384,
+								       .max_gap = 1u << 20,
+								       .budget = image_size / 10,
+								       .range_cost_us = 300 });
+		util_extents_init(&ext);
+		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){ 0 }, &ext, &st, err,
+					    sizeof(err)),
+				 0);
+		gap[c] = mount_walkio_stats(w)->bridge_gap;
+		util_extents_free(&ext);
+		mount_walkio_free(w);
+		close(cache_fd);
+	}
+	close(image_fd);
+	cached = false;
+	print_message("gap worth bridging: %llu fetched, %llu cached\n", (unsigned long long)gap[0],
+		      (unsigned long long)gap[1]);
+	assert_true(gap[0] > 16384 && gap[0] <= (1u << 20));
+	assert_int_equal(gap[1], 0);
+}
+
+/* A bridged gap is present but not loaded: a read of it loads it then (through the pre-mark
+ * fd: no event), and later reads of it come from memory. */
+static void test_bridged_lazy_load(void **state)
+{
+	char path[] = "/tmp/lazyerofs-walkio-XXXXXX", proc[64];
+	struct util_extent want[2] = { { 0, 4096 }, { 5 * 4096, 4096 } };
+	const struct mount_walkio_stats *ws;
+	struct mount_walkio *w = NULL;
+	char ferr[256] = "", a[100], b[100];
+	struct erofs_io io;
+	int rfd;
+
+	image_fd = open_fixture("plain", &image_size);
+	cache_fd = mkstemp(path);
+	assert_true(cache_fd >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", cache_fd);
+	rfd = open(proc, O_RDONLY | O_CLOEXEC);
+	assert_true(rfd >= 0);
+	ensure_ranges = ensure_bytes = 0;
+	/* the marked fd is the image itself, as in check_layout_with(): a direct read would
+	 * still see the right bytes, so count them instead */
+	assert_int_equal(mount_walkio_new(image_fd, rfd, NULL, image_size, 256u << 20, ferr,
+					  sizeof(ferr), &w),
+			 0);
+	mount_walkio_io(w, &io);
+	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 16384 });
+	assert_false(io.present(io.ctx, 2 * 4096, 10));
+	assert_int_equal(io.prefetch(io.ctx, want, 2), 0);
+	/* one range went out, the gap bridged: blocks 0-5 present, 6 not */
+	assert_int_equal(ensure_ranges, 1);
+	assert_int_equal(ensure_bytes, 6 * 4096);
+	assert_true(io.present(io.ctx, 2 * 4096, 10));
+	assert_false(io.present(io.ctx, 6 * 4096, 10));
+	assert_false(io.present(io.ctx, image_size - 1, 2)); /* beyond the end */
+	ws = mount_walkio_stats(w);
+	assert_int_equal(ws->loaded_bytes, 2 * 4096); /* only what was asked for */
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(io.read(io.ctx, a, sizeof(a), 2 * 4096 + 50), 0);
+		assert_int_equal(pread(image_fd, b, sizeof(b), 2 * 4096 + 50), (ssize_t)sizeof(b));
+		assert_memory_equal(a, b, sizeof(a));
+	}
+	assert_int_equal(ws->lazy_loads, 1);
+	assert_int_equal(ws->direct_reads, 0);
+	assert_int_equal(ws->cached_reads, 2);
+	assert_true(ws->premark_preads == ws->preads);
+	mount_walkio_free(w);
+	close(rfd);
+	close(cache_fd);
+	close(image_fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_layouts),
 		cmocka_unit_test(test_tiny_cap_evicts),
+		cmocka_unit_test(test_grouping),
+		cmocka_unit_test(test_bridged_lazy_load),
+		cmocka_unit_test(test_rate_from_fetched),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
