@@ -34,10 +34,12 @@ void fetch_policy_default(struct fetch_policy *p)
 	    .ra_initial = 256 * KiB,
 	    .ra_max = 32 * MiB,
 	    /* Requests in flight are cheap (one libcurl multi handle); what limits them is the
-	     * registry's patience with parallel connections. 64 requests over at most 32
-	     * connections: 32 readers of distinct files on a long link each get their own. */
+	     * registry's patience with parallel connections. 64 requests, each on a connection
+	     * of its own: a request queued behind another on one HTTP/1.1 connection waits a
+	     * whole round trip (1,019 waiting reads at RTT 1 s: 11.2 s with 32 connections,
+	     * 6.7 s with 64). */
 	    .max_requests = 64,
-	    .host_connections = 32,
+	    .host_connections = 64,
 	    .max_side_jobs = 16,
 	    .timeout_ms = 60000,
 	    .prefetch_all = false,
@@ -941,6 +943,19 @@ static void ra_queue(struct fetch_sched *s, uint64_t off, uint64_t end)
 	s->ra[s->nra++] = (struct util_extent){.offset = off, .length = end - off};
 }
 
+/* Is off (a missing read) the start of a file's data? */
+static bool file_start(const struct fetch_sched *s, uint64_t off)
+{
+	uint32_t file, range, n;
+	const struct util_extent *v;
+
+	if (!s->files || fetch_files_find(s->files, off, &file, &range) < 0 || range != 0)
+		return false;
+	v = fetch_files_ranges(s->files, file, &n);
+	return n > 0 && off < v[0].offset + CACHE_BLOCK_SIZE &&
+	       fetch_files_data_bytes(s->files, file) > s->pol.chunk_size; /* else fetched whole */
+}
+
 /* Queue the stream's next read-ahead window. With a file index, a stream inside a file
  * follows that file's data and stops at its end: the blob bytes after it belong to another
  * file (or to none), which nobody asked for. */
@@ -999,9 +1014,20 @@ static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hi
 		}
 	}
 	if (!st) {
-		if (!hit)
-			*lru = (struct fetch_stream){.used = true, .next = end, .stamp = s->clock};
-		return false;
+		if (hit)
+			return false;
+		*lru = (struct fetch_stream){.used = true, .next = end, .stamp = s->clock};
+		if (!file_start(s, off))
+			return false;
+		/* A file read from its first byte is most likely read on: read-ahead starts at
+		 * once, in parallel with the read's own fetch, four chunks (1 MiB) or as much as
+		 * the link needs, but never past the file's end (ra_window). Programs that only
+		 * map a library's header and fault in pages cost at most those four chunks. */
+		st = lru;
+		st->ra_end = end;
+		st->hits = 1;
+		st->window = MIN(MAX(4 * s->pol.chunk_size, 2 * fetch_sched_bdp(s)), ra_limit(s));
+		return ra_window(s, st, end);
 	}
 	st->stamp = s->clock;
 	st->next = MAX(st->next, end);
