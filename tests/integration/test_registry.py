@@ -822,3 +822,37 @@ def test_no_secret_in_verbose_push(request, flavour):
     assert "debug" in r.stderr
     for secret in (reg.password, _auth_b64(reg), "eyJ"):
         assert secret not in r.stdout + r.stderr
+
+
+def test_many_reads_at_once_on_one_engine(faultproxy, fault_blob, tmp):
+    """One reader, 40 reads submitted at once (oci-get --separate), 8 requests in flight, with
+    a reset, a 503 and a slow answer among them: every byte right, and the failed requests
+    retried while the other reads go on."""
+    l, data = fault_blob
+    faultproxy.add("reset", path=BLOB, method="GET", count=1, skip=3, after=1000)
+    faultproxy.add("status", path=BLOB, method="GET", count=1, skip=10, code=503)
+    faultproxy.add("delay", path=BLOB, method="GET", count=1, skip=1, seconds=1)
+    ranges = [(i * 25000 + i, 20000 - i * 7) for i in range(40)]
+    out = os.path.join(tmp, "sep")
+    r = oci_get(faultproxy.ref("faults/img", "v1"), *ranges, opts="insecure,timeout=30",
+                extra=["--out", out, "--separate", "--parallel", "8"], timeout=90)
+    j = ok(r)
+    with open(out, "rb") as f:
+        assert f.read() == b"".join(data[o:o + n] for o, n in ranges)
+    assert j["requests"] >= 42, j  # one per read, plus the two retried
+    assert faultproxy.count(method="GET", path=BLOB) >= 42
+
+
+def test_one_read_failing_leaves_the_others(faultproxy, fault_blob, tmp):
+    """A read whose range the registry refuses for good fails with a clear message; the reads
+    beside it on the same engine still complete (oci-get reports the first failure)."""
+    l, data = fault_blob
+    faultproxy.add("status", path=BLOB, method="GET", count=None, range=r"^bytes=500000-", code=403)
+    ranges = [(0, 1000), (500000, 1000), (900000, 1000)]
+    r = oci_get(faultproxy.ref("faults/img", "v1"), *ranges, opts="insecure,timeout=20",
+                extra=["--out", os.path.join(tmp, "x"), "--separate", "--parallel", "4"],
+                timeout=60)
+    one_line_error(r, r"403")
+    gets = [s.range for s in faultproxy.seen() if s.method == "GET" and BLOB in s.path]
+    assert any(g and g.startswith("bytes=0-") for g in gets), gets
+    assert any(g and g.startswith("bytes=900000-") for g in gets), gets

@@ -119,6 +119,66 @@ static int ranges_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	return 0;
 }
 
+/* ---- --separate: every range a read of its own, all submitted at once --------------------------- */
+
+struct sep_read {
+	struct ranges_ctx k;
+	bool done;
+	int result;
+	struct oci_error err;
+};
+
+static int sep_sink(void *ctx, uint64_t offset, const void *data, size_t len)
+{
+	return ranges_sink(&((struct sep_read *)ctx)->k, offset, data, len);
+}
+
+static void sep_done(void *ctx, int result, const struct oci_error *err, uint64_t requests)
+{
+	struct sep_read *s = ctx;
+
+	s->done = true;
+	s->result = result;
+	if (err)
+		s->err = *err;
+}
+
+/* Submit every range as its own read to one reader, then drive them all together; the first
+ * failure (in range order) is returned. */
+static int read_separately(struct oci_reader *rd, struct wanted *w, size_t nw, uint8_t *buf,
+			   struct oci_error *err)
+{
+	struct sep_read *v = calloc(nw ? nw : 1, sizeof(*v));
+	size_t left = nw;
+	int r = 0;
+
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < nw; i++) {
+		struct util_extent e = { w[i].off, w[i].len };
+
+		v[i].k = (struct ranges_ctx){ .buf = buf, .w = &w[i], .n = 1 };
+		r = oci_reader_submit(rd, &e, 1, 0, sep_sink, sep_done, &v[i], err);
+		if (r < 0) {
+			free(v);
+			return r;
+		}
+	}
+	while (left) {
+		oci_reader_perform(rd, 1000);
+		left = 0;
+		for (size_t i = 0; i < nw; i++)
+			left += !v[i].done;
+	}
+	for (size_t i = 0; i < nw && r == 0; i++)
+		if (v[i].result < 0) {
+			r = v[i].result;
+			*err = v[i].err;
+		}
+	free(v);
+	return r;
+}
+
 /* ---- --all ----------------------------------------------------------------------------------- */
 
 struct all_ctx {
@@ -249,7 +309,8 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "all", no_argument, NULL, 'a' },     { "chunk", required_argument, NULL, 'c' },
 		{ "parallel", required_argument, NULL, 'p' }, { "out", required_argument, NULL, 'O' },
-		{ "help", no_argument, NULL, 'h' },    { NULL, 0, NULL, 0 },
+		{ "separate", no_argument, NULL, 'S' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	struct oci_blob blob;
 	struct oci_error err;
@@ -257,7 +318,7 @@ int main(int argc, char **argv)
 	uint64_t chunk = 4ULL << 20, parallel = 1, requests = 0, bytes = 0, resolve_req = 0;
 	uint8_t digest[UTIL_SHA256_LEN];
 	char sha[UTIL_DIGEST_STR_LEN];
-	bool all = false;
+	bool all = false, separate = false;
 	double t0, t1, t2;
 	int opt, r;
 	json_t *j;
@@ -286,8 +347,12 @@ int main(int argc, char **argv)
 		case 'O':
 			out = optarg;
 			break;
+		case 'S':
+			separate = true;
+			break;
 		case 'h':
-			printf("Usage: oci-get [-o OPTS] [--out FILE] SOURCE [OFFSET:LENGTH ...]\n"
+			printf("Usage: oci-get [-o OPTS] [--out FILE] [--separate [--parallel N]] SOURCE "
+			       "[OFFSET:LENGTH ...]\n"
 			       "       oci-get [-o OPTS] [--out FILE] --all [--chunk BYTES] "
 			       "[--parallel N] SOURCE\n");
 			return done(0);
@@ -389,7 +454,12 @@ int main(int argc, char **argv)
 			if (w[i].off < w[i - 1].off + w[i - 1].len)
 				sorted = false;
 		k.buf = buf;
-		if (sorted && nw) {
+		if (separate) {
+			oci_reader_set_parallel(rd, (unsigned)parallel);
+			r = read_separately(rd, w, nw, buf, &err);
+			if (r < 0)
+				return done(fail(&err, r, "reading ranges"));
+		} else if (sorted && nw) {
 			struct util_extent *e = calloc(nw, sizeof(*e));
 
 			for (size_t i = 0; i < nw; i++) {
