@@ -136,6 +136,29 @@ struct sink {
 static int data_walk(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t off, uint64_t len,
 		     struct sink *s);
 
+int erofs_fragment_locate(struct erofs_ctx *ctx, const struct erofs_inode *vi, uint64_t rel,
+			  uint64_t n, struct erofs_inode **ret_packed, uint64_t *ret_at)
+{
+	struct erofs_inode *packed;
+	uint64_t at;
+	int r;
+
+	if (vi->nid == ctx->packed_nid)
+		return erofs_corrupt(ctx, "the packed inode has fragments itself");
+	r = erofs_packed_inode(ctx, &packed);
+	if (r < 0)
+		return r;
+	if (util_add_overflow_u64(vi->z_fragmentoff, rel, &at) ||
+	    !util_range_within(at, n, packed->size))
+		return erofs_corrupt(ctx, "inode %llu: fragment at %llu beyond the packed inode "
+				     "(%llu bytes)",
+				     (unsigned long long)vi->nid, (unsigned long long)at,
+				     (unsigned long long)packed->size);
+	*ret_packed = packed;
+	*ret_at = at;
+	return 0;
+}
+
 /* File bytes [pos, pos + n) of the fragment extent that starts at file offset la: the
  * fragment holds that extent's bytes from z_fragmentoff on (as the kernel reads it). */
 static int fragment_part(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t la,
@@ -146,17 +169,9 @@ static int fragment_part(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t
 	uint64_t at;
 	int r;
 
-	if (vi->nid == ctx->packed_nid)
-		return erofs_corrupt(ctx, "the packed inode has fragments itself");
-	r = erofs_packed_inode(ctx, &packed);
+	r = erofs_fragment_locate(ctx, vi, pos - la, n, &packed, &at);
 	if (r < 0)
 		return r;
-	if (util_add_overflow_u64(vi->z_fragmentoff, pos - la, &at) ||
-	    !util_range_within(at, n, packed->size))
-		return erofs_corrupt(ctx, "inode %llu: fragment at %llu beyond the packed inode "
-				     "(%llu bytes)",
-				     (unsigned long long)vi->nid, (unsigned long long)at,
-				     (unsigned long long)packed->size);
 	if (sub.buf)
 		sub.buf += pos - s->off;
 	sub.off = at;

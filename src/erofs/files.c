@@ -90,19 +90,10 @@ static int map_fragment(struct erofs_ctx *ctx, struct erofs_files *f, struct ero
 {
 	struct erofs_inode *packed;
 	uint64_t at;
-	int r;
+	int r = erofs_fragment_locate(ctx, vi, pos, n, &packed, &at);
 
-	if (vi->nid == ctx->packed_nid)
-		return erofs_corrupt(ctx, "the packed inode has fragments itself");
-	r = erofs_packed_inode(ctx, &packed);
 	if (r < 0)
 		return r;
-	if (util_add_overflow_u64(vi->z_fragmentoff, pos, &at) ||
-	    !util_range_within(at, n, packed->size))
-		return erofs_corrupt(ctx, "inode %llu: fragment at %llu beyond the packed inode "
-				     "(%llu bytes)",
-				     (unsigned long long)vi->nid, (unsigned long long)at,
-				     (unsigned long long)packed->size);
 	return map_range(ctx, f, packed, at, at + n);
 }
 

@@ -180,6 +180,10 @@ int erofs_decompress(struct erofs_ctx *ctx, unsigned int alg, const uint8_t *in,
 
 /* The packed inode (fragments), loaded on first use. */
 int erofs_packed_inode(struct erofs_ctx *ctx, struct erofs_inode **ret);
+/* Where bytes [rel, rel + n) of vi's fragment (its tail, kept in the packed inode) lie: the
+ * packed inode and the offset in it; -EUCLEAN when beyond it. */
+int erofs_fragment_locate(struct erofs_ctx *ctx, const struct erofs_inode *vi, uint64_t rel,
+			  uint64_t n, struct erofs_inode **ret_packed, uint64_t *ret_at);
 /* Metabox and long prefixes */
 int erofs_mbox_load(struct erofs_ctx *ctx);
 int erofs_prefixes_load(struct erofs_ctx *ctx);
