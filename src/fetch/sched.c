@@ -499,10 +499,41 @@ static struct util_extent event_window(const struct fetch_sched *s, const struct
 	return (struct util_extent){.offset = ws, .length = we - ws};
 }
 
+/* A small file's ranges, then those of the small files whose data follows it in the blob
+ * (mkfs lays files out in directory order: those are mostly its siblings, which programs
+ * read next: dpkg's lists, a package's modules), whole files only, a chunk in all: several
+ * small files share one request, and no file is fetched in part. Returns how many ranges
+ * (0: the file alone does not fit in max). */
+static size_t small_files(const struct fetch_sched *s, uint32_t file, struct util_extent *out,
+			  size_t max)
+{
+	uint64_t total = 0;
+	size_t n = 0;
+
+	for (;;) {
+		uint32_t nr, range;
+		const struct util_extent *v = fetch_files_ranges(s->files, file, &nr);
+		uint64_t bytes = fetch_files_data_bytes(s->files, file), end;
+
+		if (nr == 0 || n + nr > max || (n && total + bytes > s->pol.chunk_size))
+			return n;
+		memcpy(out + n, v, nr * sizeof(*v));
+		n += nr;
+		total += bytes;
+		end = v[nr - 1].offset + v[nr - 1].length;
+		/* The next file: its data starts where this one's ends (or in the next block). */
+		if (fetch_files_find(s->files, end, &file, &range) < 0 &&
+		    fetch_files_find(s->files, ROUND_UP(end, CACHE_BLOCK_SIZE), &file, &range) < 0)
+			return n;
+		if (range != 0 || fetch_files_data_bytes(s->files, file) > s->pol.chunk_size)
+			return n;
+	}
+}
+
 /* With a file index, what a read fetches follows the file it falls in: a small file (at most
- * a chunk of data) whole, in one request; in a larger one, a chunk's worth of its data from
- * the first missing block on (as much as the read spans, if more), in file order, never past
- * the file's end. Bytes outside every file (metadata) fall back to the chunk window. Returns
+ * a chunk of data) whole, with the small files after it (small_files); in a larger one, a
+ * chunk's worth of its data from the first missing block on (as much as the read spans, if
+ * more), in file order, never past the file's end. Bytes outside every file (metadata) fall back to the chunk window. Returns
  * how many windows it wrote to out (max at least 1). */
 static size_t event_windows(const struct fetch_sched *s, const struct fetch_req *r, size_t k,
 			    uint64_t b, struct util_extent *out, size_t max)
@@ -516,13 +547,10 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 		return 1;
 	}
 	if (fetch_files_data_bytes(s->files, file) <= s->pol.chunk_size) {
-		uint32_t nr;
-		const struct util_extent *v = fetch_files_ranges(s->files, file, &nr);
+		size_t got = small_files(s, file, out, max);
 
-		if (nr <= max) {
-			memcpy(out, v, nr * sizeof(*v));
-			return nr;
-		}
+		if (got)
+			return got;
 	}
 	want = MAX(s->pol.chunk_size, r->v[k].offset + r->v[k].length - off);
 	n = fetch_files_follow(s->files, off, MIN(want, cap), out, max);
