@@ -757,7 +757,7 @@ static struct fetch_job *pick_readahead(struct fetch_sched *s)
 		hi = blk_hi(w->offset + w->length);
 		stop = job_add_runs(s, job, lo, hi, ra_piece(s));
 		if (job->nruns > 0 && stop < hi) {
-			/* The rest of the window stays queued for the next fetcher. */
+			/* The rest of the window stays queued for the next request. */
 			uint64_t off = stop * CACHE_BLOCK_SIZE;
 
 			w->length = w->offset + w->length - off;

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later */
 /*
  * The daemon's scheduler, pure logic without threads or I/O: requests waiting for byte ranges
- * (fanotify events, ensure batches), fetch jobs in flight (the coalescing table), the choice
- * of the next job (demand first, then read-ahead, then background fill), sequential-stream
- * detection, retries with backoff and deadlines. The caller serializes every call with one
- * mutex and does the fetching, the writing and the answering itself.
+ * (fanotify events, ensure batches), fetch jobs in flight (the coalescing table, at most the
+ * policy's budget of requests), the choice of the next job (demand first, waiting reads
+ * sharing requests when they outnumber the free ones; then read-ahead; then background
+ * fill), what a read fetches (by file with the mount's file index, else by chunk),
+ * sequential-stream detection, read-ahead sized by the measured link, retries with backoff
+ * and deadlines. The caller serializes every call with one mutex and does the fetching, the
+ * writing and the answering itself.
  */
 #ifndef LAZYEROFS_FETCH_SCHED_H
 #define LAZYEROFS_FETCH_SCHED_H
@@ -147,7 +150,7 @@ bool fetch_req_satisfied(struct fetch_sched *s, struct fetch_req *req);
  * missing blocks failed to fetch less than fail_window_ms ago (see fetch_sched_collect). */
 int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_ms);
 
-/* Choose the next job for an idle fetcher and mark its ranges in flight; NULL when there is
+/* Choose the next job for a free request and mark its ranges in flight; NULL when there is
  * nothing to do now (then *ret_wake_ms says when a retry becomes due, or UINT64_MAX). */
 struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint64_t *ret_wake_ms);
 
@@ -167,7 +170,7 @@ size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_
 size_t fetch_sched_drain(struct fetch_sched *s, struct fetch_req **out, size_t max);
 
 /* Record a read at [off, off + len): detects sequential streams and queues read-ahead.
- * Returns true when read-ahead was queued (wake a fetcher). */
+ * Returns true when read-ahead was queued (kick the transfer engine). */
 bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len);
 /* Record a read that was answered from present blocks (fast path): it only advances a stream
  * whose read-ahead a missing read already started, and never creates or starts one. Returns
