@@ -37,6 +37,7 @@
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/u64map.h"
+#include "util/time.h"
 
 #define WIO_BLOCK 4096ULL
 #define WIO_PREAD_MAX (8ULL << 20) /* one event per pread: large, but bounded */
@@ -207,14 +208,6 @@ static int reserve_init(struct mount_walkio *w)
 	return 0;
 }
 
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static const uint8_t *map_get(const struct mount_walkio *w, uint64_t block)
 {
 	const uint64_t *p = util_u64map_find(&w->map, block);
@@ -343,7 +336,7 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 	size_t n;
 	int r;
 
-	uint64_t t0 = now_us(), t1, te;
+	uint64_t t0 = util_now_us(), t1, te;
 
 	w->round.n = 0;
 	for (size_t i = 0; i < nin; i++) {
@@ -377,12 +370,12 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 	/* What the round fetched, for the link's rate: blocks the cache held already (an entry
 	 * filled before) cost no time and must not count. */
 	counted = w->grouping.range_cost_us && fetch_status(w->h, &s0) >= 0;
-	te = now_us();
+	te = util_now_us();
 	r = fetch_ensure_ranges(w->h, v, n, w->err, w->errlen);
 	w->st.batches++;
 	for (size_t i = 0; i < n; i++)
 		w->st.ensured_bytes += v[i].length;
-	t1 = now_us();
+	t1 = util_now_us();
 	w->st.ensure_us += t1 - t0;
 	if (r < 0)
 		return r;
@@ -420,11 +413,11 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 		if (r < 0)
 			return r;
 	}
-	w->st.load_us += now_us() - t1;
+	w->st.load_us += util_now_us() - t1;
 	log_debug("metadata round: %zu range(s) from %llu to %llu: ensure %llu us, load %llu us", n,
 		  n ? (unsigned long long)v[0].offset : 0ULL,
 		  n ? (unsigned long long)(v[n - 1].offset + v[n - 1].length) : 0ULL,
-		  (unsigned long long)(t1 - t0), (unsigned long long)(now_us() - t1));
+		  (unsigned long long)(t1 - t0), (unsigned long long)(util_now_us() - t1));
 	return 0;
 }
 
