@@ -471,6 +471,37 @@ static uint32_t range_at(const struct fetch_files *f, uint64_t off)
 	return off - e->offset < e->length ? f->order[lo] : UINT32_MAX;
 }
 
+int fetch_files_beside(const struct fetch_files *f, uint64_t off, bool after,
+		       uint32_t *ret_file, const struct util_extent **ret_range)
+{
+	uint32_t lo = 0, hi = f ? f->nranges : 0, k;
+
+	if (!f || !f->nranges)
+		return -ENOENT;
+	while (lo < hi) { /* the first range in offset order that starts at or after off */
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (f->r[f->order[mid]].offset < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (after) {
+		if (lo == f->nranges)
+			return -ENOENT;
+		k = f->order[lo];
+	} else {
+		if (lo == 0)
+			return -ENOENT;
+		k = f->order[lo - 1];
+		if (f->r[k].offset + f->r[k].length > off)
+			return -ENOENT; /* off is inside it */
+	}
+	*ret_file = file_of(f, k);
+	*ret_range = &f->r[k];
+	return 0;
+}
+
 int fetch_files_find(const struct fetch_files *f, uint64_t off, uint32_t *ret_file,
 		     uint32_t *ret_range)
 {

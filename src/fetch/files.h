@@ -30,6 +30,7 @@
 #ifndef LAZYEROFS_FETCH_FILES_H
 #define LAZYEROFS_FETCH_FILES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -82,6 +83,10 @@ uint32_t fetch_files_nranges(const struct fetch_files *f);
  * 0, or -ENOENT when no file's data holds it. O(log n). */
 int fetch_files_find(const struct fetch_files *f, uint64_t off, uint32_t *ret_file,
 		     uint32_t *ret_range);
+/* The range nearest to off in blob order: the first one starting at or after it (after), or
+ * the last one ending at or before it; its file. -ENOENT when there is none. O(log n). */
+int fetch_files_beside(const struct fetch_files *f, uint64_t off, bool after,
+		       uint32_t *ret_file, const struct util_extent **ret_range);
 /* A file's ranges in file order (points into f). */
 const struct util_extent *fetch_files_ranges(const struct fetch_files *f, uint32_t file,
 					     uint32_t *ret_n);

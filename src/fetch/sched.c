@@ -499,35 +499,59 @@ static struct util_extent event_window(const struct fetch_sched *s, const struct
 	return (struct util_extent){.offset = ws, .length = we - ws};
 }
 
-/* A small file's ranges, then those of the small files whose data follows it in the blob
- * (mkfs lays files out in directory order: those are mostly its siblings, which programs
- * read next: dpkg's lists, a package's modules), whole files only, a chunk in all: several
- * small files share one request, and no file is fetched in part. Returns how many ranges
- * (0: the file alone does not fit in max). */
+/* Neighbours of a small file worth fetching with it: small files of one range whose data
+ * lies within this distance of what is taken so far. */
+#define NEIGHBOUR_GAP (64 * KiB)
+
+/* A small file's ranges, and those of the small files whose data lies beside it in the blob,
+ * both ways, whole files only, a chunk or one bandwidth-delay product in all. mkfs lays files out by directory, so those are
+ * mostly its siblings, which programs read together and in their own order (dpkg's lists,
+ * an interpreter's modules): several small files share one request, and no file is fetched
+ * in part. Returns how many ranges (0: the file alone does not fit in max). */
 static size_t small_files(const struct fetch_sched *s, uint32_t file, struct util_extent *out,
 			  size_t max)
 {
-	uint64_t total = 0;
+	uint32_t nr;
+	const struct util_extent *v = fetch_files_ranges(s->files, file, &nr);
+	uint64_t total = fetch_files_data_bytes(s->files, file), lo = UINT64_MAX, hi = 0;
+	/* As much as one round trip of the link carries (at least a chunk): on a long link the
+	 * neighbours come nearly free, and each one read later would cost a round trip. */
+	uint64_t budget = MAX(s->pol.chunk_size, fetch_sched_bdp(s));
+	bool dir_open[2] = {true, true}; /* [0] before, [1] after */
 	size_t n = 0;
 
-	for (;;) {
-		uint32_t nr, range;
-		const struct util_extent *v = fetch_files_ranges(s->files, file, &nr);
-		uint64_t bytes = fetch_files_data_bytes(s->files, file), end;
-
-		if (nr == 0 || n + nr > max || (n && total + bytes > s->pol.chunk_size))
-			return n;
-		memcpy(out + n, v, nr * sizeof(*v));
-		n += nr;
-		total += bytes;
-		end = v[nr - 1].offset + v[nr - 1].length;
-		/* The next file: its data starts where this one's ends (or in the next block). */
-		if (fetch_files_find(s->files, end, &file, &range) < 0 &&
-		    fetch_files_find(s->files, ROUND_UP(end, CACHE_BLOCK_SIZE), &file, &range) < 0)
-			return n;
-		if (range != 0 || fetch_files_data_bytes(s->files, file) > s->pol.chunk_size)
-			return n;
+	if (nr == 0 || nr > max)
+		return 0;
+	for (uint32_t i = 0; i < nr; i++) {
+		out[n++] = v[i];
+		lo = MIN(lo, v[i].offset);
+		hi = MAX(hi, v[i].offset + v[i].length);
 	}
+	while ((dir_open[0] || dir_open[1]) && n < max) {
+		for (int after = 0; after < 2 && n < max; after++) {
+			const struct util_extent *g;
+			uint32_t gf, gn;
+			uint64_t bytes, gap;
+
+			if (!dir_open[after])
+				continue;
+			dir_open[after] = false;
+			if (fetch_files_beside(s->files, after ? hi : lo, after, &gf, &g) < 0)
+				continue;
+			(void)fetch_files_ranges(s->files, gf, &gn);
+			bytes = fetch_files_data_bytes(s->files, gf);
+			gap = after ? g->offset - hi : lo - (g->offset + g->length);
+			if (gn != 1 || gap > NEIGHBOUR_GAP || bytes > s->pol.chunk_size ||
+			    total + bytes > budget)
+				continue;
+			out[n++] = *g;
+			total += bytes;
+			lo = MIN(lo, g->offset);
+			hi = MAX(hi, g->offset + g->length);
+			dir_open[after] = true;
+		}
+	}
+	return n;
 }
 
 /* With a file index, what a read fetches follows the file it falls in: a small file (at most

@@ -852,8 +852,8 @@ static void test_file_aware_fetching(void **state)
 	env_free(&e);
 }
 
-/* Small files whose data follows each other share one request, whole files only, up to a
- * chunk; a larger file after them is not dragged in. */
+/* Small files whose data lies beside each other share one request, whole files only, up to
+ * a chunk, both ways; a larger file after them is not dragged in. */
 static void test_small_files_share_a_request(void **state)
 {
 	static const struct util_extent a[] = {{0, 300 * KiB}};
@@ -870,13 +870,13 @@ static void test_small_files_share_a_request(void **state)
 	env_init(&e, 16 * MiB, false); /* 1 MiB chunks */
 	f = make_files(16 * MiB, files, counts, 4);
 	e.s.files = f;
-	event(&r, 310 * KiB, 4096); /* in b: b and c come whole (600 KiB); a is before it */
+	event(&r, 310 * KiB, 4096); /* in b: a, b and c come whole (900 KiB), not big */
 	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
 	job = fetch_sched_pick(&e.s, 0, NULL);
 	assert_non_null(job);
 	assert_int_equal(job->nruns, 1); /* adjacent: one range */
-	assert_int_equal(job->runs[0].offset, 300 * KiB);
-	assert_int_equal(job->runs[0].length, 600 * KiB);
+	assert_int_equal(job->runs[0].offset, 0);
+	assert_int_equal(job->runs[0].length, 900 * KiB);
 	complete(&e, job);
 	e.s.files = NULL;
 	fetch_files_free(f);
