@@ -13,6 +13,8 @@
 #include "erofs/internal.h"
 #include "util/extents.h"
 
+static int vreport(struct erofs_ctx *ctx, int code, const char *fmt, va_list ap) _printf_(3, 0);
+
 static int vreport(struct erofs_ctx *ctx, int code, const char *fmt, va_list ap)
 {
 	/* the first reason is the precise one; later ones are consequences */
