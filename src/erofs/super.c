@@ -73,7 +73,8 @@ int erofs_ctx_read(struct erofs_ctx *ctx, void *buf, uint64_t len, uint64_t off)
 	if (r < 0) {
 		if (ctx->err && !util_err_has_msg(ctx->err))
 			util_err_set(ctx->err, r, "cannot read %llu bytes at offset %llu: %s",
-				     (unsigned long long)len, (unsigned long long)off, strerror(-r));
+				     (unsigned long long)len, (unsigned long long)off,
+				     strerror(-r));
 		return r;
 	}
 	return erofs_note(ctx, off, len);
@@ -313,7 +314,7 @@ int erofs_ctx_init(struct erofs_ctx *ctx, const struct erofs_io *io, struct util
 	size_t hlen;
 	int r;
 
-	*ctx = (struct erofs_ctx){ .io = io, .err = err };
+	*ctx = (struct erofs_ctx){.io = io, .err = err};
 	util_err_clear(err);
 	if (!io || !io->read)
 		return -EINVAL;

@@ -207,8 +207,8 @@ static int flush(struct walker *w)
 	r = io->prefetch(io->ctx, w->round.v, w->round.n);
 	if (r < 0) {
 		if (!util_err_has_msg(w->ctx->err))
-			util_err_set(w->ctx->err, r, "prefetch of %zu ranges failed: %s", w->round.n,
-				     strerror(-r));
+			util_err_set(w->ctx->err, r, "prefetch of %zu ranges failed: %s",
+				     w->round.n, strerror(-r));
 		return r;
 	}
 	/* A round that left a range absent would come back forever. */
@@ -591,7 +591,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	       struct util_extents *ret, struct erofs_walk_stats *stats, struct util_error *err)
 {
 	struct erofs_walk_stats dummy;
-	struct erofs_ctx ctx = { .io = io, .err = err };
+	struct erofs_ctx ctx = {.io = io, .err = err};
 	struct walker w = { .ctx = &ctx, .io = io, .opts = opts };
 	struct util_extents rec;
 	struct erofs_files files;

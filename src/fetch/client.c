@@ -82,11 +82,15 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 	if (r == -EPROTO || (r >= 0 && (util_json_get_u64(reply, "proto", &proto) < 0 ||
 					proto != FETCH_PROTO_VERSION))) {
 		/* A daemon of another version: it keeps serving its mounts; we never talk to it. */
-		return util_err_set(err, -EPROTO,
-			 "the running daemon of this image was started by another version of "
-			 "lazyerofs (control protocol %s, this one speaks %d); unmount the image's "
-			 "mounts so that it leaves, then mount again",
-			 r == -EPROTO ? "unknown" : proto == 1 ? "1" : "newer", FETCH_PROTO_VERSION);
+		return util_err_set(
+		    err, -EPROTO,
+		    "the running daemon of this image was started by another version of "
+		    "lazyerofs (control protocol %s, this one speaks %d); unmount the image's "
+		    "mounts so that it leaves, then mount again",
+		    r == -EPROTO ? "unknown"
+		    : proto == 1 ? "1"
+				 : "newer",
+		    FETCH_PROTO_VERSION);
 	}
 	if (r < 0)
 		return r;
@@ -123,12 +127,13 @@ static bool key_ok(const char *k)
 static int dir_error(const char *what, const char *path, int r, struct util_error *err)
 {
 	if (r == -EPERM)
-		return util_err_set(err, r, "%s '%s' must be a directory owned by root with mode 0700",
-				    what, path);
+		return util_err_set(
+		    err, r, "%s '%s' must be a directory owned by root with mode 0700", what, path);
 	return util_err_set(err, r, "%s '%s': %s", what, path, strerror(-r));
 }
 
-int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret, struct util_error *err)
+int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret,
+			struct util_error *err)
 {
 	_cleanup_close_ int cache_dirfd = -1, run_dirfd = -1;
 	char sock[PATH_MAX];
@@ -150,8 +155,9 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 		return dir_error("run directory", cfg->run_dir, r, err);
 	if (snprintf(sock, sizeof(sock), "%s/daemon-%s.sock", cfg->run_dir, cfg->blob.cache_key) >=
 	    (int)sizeof(sock)) {
-		return util_err_set(err, -ENAMETOOLONG, "run directory path '%s' is too long for a unix socket",
-			 cfg->run_dir);
+		return util_err_set(err, -ENAMETOOLONG,
+				    "run directory path '%s' is too long for a unix socket",
+				    cfg->run_dir);
 	}
 
 	deadline = util_now_ms() + 30000;
@@ -172,13 +178,14 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 			 * replaced: try again shortly. */
 		} else if (r != -ENOENT && r != -ECONNREFUSED) {
 			return util_err_set(err, r, "connecting to the daemon at '%s': %s", sock,
-				 strerror(-r));
+					    strerror(-r));
 		}
 		if (util_now_ms() > deadline) {
-			return util_err_set(err, -ETIMEDOUT,
-				 "the daemon of cache entry %s did not answer within 30 s; see "
-				 "%s/daemon-%s.log",
-				 cfg->blob.cache_key, cfg->run_dir, cfg->blob.cache_key);
+			return util_err_set(
+			    err, -ETIMEDOUT,
+			    "the daemon of cache entry %s did not answer within 30 s; see "
+			    "%s/daemon-%s.log",
+			    cfg->blob.cache_key, cfg->run_dir, cfg->blob.cache_key);
 		}
 		if (r < 0 && !spawned) {
 			r = cache_entry_lock(cache_dirfd, cfg->blob.cache_key, false, &lock);
@@ -193,7 +200,7 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 			}
 			if (r != -EWOULDBLOCK) {
 				return util_err_set(err, r, "locking cache entry %s: %s",
-					 cfg->blob.cache_key, strerror(-r));
+						    cfg->blob.cache_key, strerror(-r));
 			}
 		}
 		spawned = false; /* a daemon we started and cannot reach may have left: retry */
@@ -268,12 +275,14 @@ static int call_fd(struct fetch_handle *h, json_t *req, int pass_fd, json_t **re
 	return r;
 }
 
-static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret, struct util_error *err)
+static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret,
+		struct util_error *err)
 {
 	return call_fd(h, req, pass_fd, ret, NULL, err);
 }
 
-int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n, struct util_error *err)
+int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			struct util_error *err)
 {
 	for (size_t at = 0; at < n;) {
 		size_t m = MIN(n - at, (size_t)ENSURE_BATCH);
@@ -312,7 +321,8 @@ int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err)
 	if (fd < 0 || fstat(fd, &a) < 0 || stat(h->data_path, &b) < 0 || !S_ISREG(a.st_mode) ||
 	    a.st_dev != b.st_dev || a.st_ino != b.st_ino ||
 	    (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY) {
-		return util_err_set(err, -EBADMSG, "the daemon passed no read-only fd of '%s'", h->data_path);
+		return util_err_set(err, -EBADMSG, "the daemon passed no read-only fd of '%s'",
+				    h->data_path);
 	}
 	*ret_fd = TAKE_FD(fd);
 	return 0;

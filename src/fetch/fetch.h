@@ -51,12 +51,14 @@ struct fetch_handle {
  * mount helper can walk, mount and attach without the daemon leaving in between. The daemon
  * is forked from the caller (secrets stay in memory): call this while single-threaded.
  * A handle is not thread-safe; use one handle per thread (fetch_connect). */
-int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret, struct util_error *err);
+int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret,
+			struct util_error *err);
 void fetch_handle_free(struct fetch_handle *h);
 
 /* Make the ranges present in the cache (one batch: several ranges per request, several
  * requests in flight); returns when all are present, or -errno. */
-int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n, struct util_error *err);
+int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			struct util_error *err);
 
 /* A read-only fd of the data file that the daemon opened BEFORE it marked the file: reads
  * through it raise no fanotify events, so they never wait for the daemon -- and read zeros

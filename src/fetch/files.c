@@ -355,8 +355,7 @@ int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fe
 	nranges = get_le(p + 20, 4);
 	/* both at most a few hundred thousands here, so none of this can overflow */
 	if (nfiles > nranges || encoded_size(nfiles, nranges) != len)
-		return bad(err,
-			   "file index of %llu files and %llu ranges has %zu bytes, not %llu",
+		return bad(err, "file index of %llu files and %llu ranges has %zu bytes, not %llu",
 			   (unsigned long long)nfiles, (unsigned long long)nranges, len,
 			   (unsigned long long)encoded_size(nfiles, nranges));
 	f = calloc(1, sizeof(*f));

@@ -603,7 +603,7 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 
 		if (now >= deadline) {
 			return util_err_set(err, -ETIMEDOUT,
-				 "the daemon did not report readiness within 120 s");
+					    "the daemon did not report readiness within 120 s");
 		}
 		if (poll(&pfd, 1, (int)MIN(deadline - now, (uint64_t)1000)) <= 0)
 			continue;
@@ -646,5 +646,5 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 				    end && *end == ' ' ? end + 1 : msg);
 	}
 	return util_err_set(err, -EIO, "the daemon exited during startup; see %s/daemon-%s.log",
-		 cfg->run_dir, cfg->blob.cache_key);
+			    cfg->run_dir, cfg->blob.cache_key);
 }

@@ -88,8 +88,8 @@ static const char *job_kind(const struct fetch_job *job)
 }
 
 /* A job is over: account for it, tell the scheduler, answer whom it served. */
-static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r, const struct util_error *err,
-		    uint64_t requests)
+static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
+		    const struct util_error *err, uint64_t requests)
 {
 	struct fetch_job *job = x->job;
 

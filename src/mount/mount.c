@@ -102,7 +102,8 @@ static int check_cache_fs(const char *cache_dir, struct util_error *err)
 	if (r < 0) {
 		if (r == -EPERM)
 			util_err_set(err, r,
-				 "cache directory '%s' must be owned by root with mode 0700", cache_dir);
+				     "cache directory '%s' must be owned by root with mode 0700",
+				     cache_dir);
 		else
 			util_err_set(err, r, "cache directory '%s': %s", cache_dir, strerror(-r));
 		return r;
@@ -118,10 +119,11 @@ static int check_cache_fs(const char *cache_dir, struct util_error *err)
 	else if ((unsigned long)sfs.f_type == (unsigned long)OVERLAYFS_SUPER_MAGIC)
 		name = "overlayfs";
 	if (name) {
-		return util_err_set(err, -EOPNOTSUPP,
-			 "cache directory '%s' is on %s, which refuses fanotify pre-content marks; "
-			 "use cache=DIR (or LAZYEROFS_CACHE_DIR) on ext4, xfs or btrfs",
-			 cache_dir, name);
+		return util_err_set(
+		    err, -EOPNOTSUPP,
+		    "cache directory '%s' is on %s, which refuses fanotify pre-content marks; "
+		    "use cache=DIR (or LAZYEROFS_CACHE_DIR) on ext4, xfs or btrfs",
+		    cache_dir, name);
 	}
 	return 0;
 }
@@ -145,7 +147,8 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	fd = open(h->data_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		r = -errno;
-		return util_err_set(err, r, "opening the cache file '%s': %s", h->data_path, strerror(-r));
+		return util_err_set(err, r, "opening the cache file '%s': %s", h->data_path,
+				    strerror(-r));
 	}
 	/* No kernel readahead on this fd: a window reaching past what was prefetched would
 	 * make the daemon fetch file data around every metadata block. */
@@ -183,7 +186,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		r = io.prefetch(io.ctx, &sb, 1);
 		if (r < 0) {
 			return util_err_set(err, r, "reading the image's superblock: %s",
-				 util_err_msg(&ferr, r));
+					    util_err_msg(&ferr, r));
 		}
 	}
 	r = erofs_probe(&io, &info, &werr);
@@ -192,17 +195,18 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 			util_err_set(err, r, "reading the image's superblock: %s", ferr.message);
 		else if (r == -EIO || r == -EAGAIN)
 			util_err_set(err, r, "reading the image's superblock: %s%s%s", strerror(-r),
-				 werr.message[0] ? ": " : "", werr.message);
+				     werr.message[0] ? ": " : "", werr.message);
 		else
 			util_err_set(err, r, "the blob is not a usable EROFS image: %s",
-				 util_err_msg(&werr, r));
+				     util_err_msg(&werr, r));
 		return r;
 	}
 	if (info.extra_devices > 0) {
-		return util_err_set(err, -EOPNOTSUPP,
-			 "the image uses %u extra device(s) (a device table); lazyerofs cannot "
-			 "mount multi-device images yet",
-			 (unsigned)info.extra_devices);
+		return util_err_set(
+		    err, -EOPNOTSUPP,
+		    "the image uses %u extra device(s) (a device table); lazyerofs cannot "
+		    "mount multi-device images yet",
+		    (unsigned)info.extra_devices);
 	}
 
 	/* A metadata zone comes whole, in one round, rather than level by level. */
@@ -212,8 +216,9 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		if (mount_metadata_zone(info.meta_offset, size, &zone)) {
 			r = io.prefetch(io.ctx, &zone, 1);
 			if (r < 0) {
-				return util_err_set(err, r, "fetching the image's metadata zone: %s",
-					 util_err_msg(&ferr, r));
+				return util_err_set(err, r,
+						    "fetching the image's metadata zone: %s",
+						    util_err_msg(&ferr, r));
 			}
 			res->zone_bytes = zone.length;
 		}
@@ -246,7 +251,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 			util_err_set(err, r, "the image is corrupt: %s", util_err_msg(&werr, r));
 		else
 			util_err_set(err, r, "walking the image's metadata: %s%s%s", strerror(-r),
-				 werr.message[0] ? ": " : "", werr.message);
+				     werr.message[0] ? ": " : "", werr.message);
 		return r;
 	}
 	res->io = *mount_walkio_stats(w);
@@ -260,7 +265,8 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	return 0;
 }
 
-static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs, struct util_error *err)
+static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs,
+			   struct util_error *err)
 {
 	_cleanup_close_ int fd = -1;
 	char *abs;
@@ -271,7 +277,7 @@ static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs, 
 		r = -errno;
 		if (r == -ENOENT)
 			util_err_set(err, r, "mountpoint '%s' does not exist; create it first",
-				 mountpoint);
+				     mountpoint);
 		else if (r == -ENOTDIR)
 			util_err_set(err, r, "mountpoint '%s' is not a directory", mountpoint);
 		else
@@ -301,10 +307,11 @@ static int open_data_file(const char *path, int *ret_fd, struct util_error *err)
 		return util_err_set(err, -e, "opening the cache file '%s': %s", path, strerror(e));
 	}
 	if (!S_ISREG(sb.st_mode) || sb.st_uid != 0 || (sb.st_mode & 022) || sb.st_nlink == 0) {
-		return util_err_set(err, -EPERM,
-			 "the cache file '%s' is not a regular file of root's that only root may "
-			 "write; remove it and mount again",
-			 path);
+		return util_err_set(
+		    err, -EPERM,
+		    "the cache file '%s' is not a regular file of root's that only root may "
+		    "write; remove it and mount again",
+		    path);
 	}
 	*ret_fd = TAKE_FD(fd);
 	return 0;
@@ -363,7 +370,8 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = util_open_private_dir(run_dir, &run_fd);
 	if (r < 0) {
 		return util_err_set(err, r, "run directory '%s': %s", run_dir,
-			 r == -EPERM ? "must be owned by root with mode 0700" : strerror(-r));
+				    r == -EPERM ? "must be owned by root with mode 0700"
+						: strerror(-r));
 	}
 
 	/* Resolve the reference to one blob (a digest-pinned source whose entry is complete
@@ -378,7 +386,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		r = oci_client_new(ref, req->oci, &client);
 		if (r < 0) {
 			return util_err_set(err, r, "setting up the registry client for '%s': %s",
-				 pub_source, strerror(-r));
+					    pub_source, strerror(-r));
 		}
 		util_err_clear(err);
 		r = oci_resolve(client, &cfg.blob, err);
@@ -392,7 +400,8 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		if (weak_entry) {
 			r = mount_weak_key(cfg.blob.cache_key, cfg.blob.cache_key);
 			if (r < 0) {
-				return util_err_set(err, r, "naming the cache entry: %s", strerror(-r));
+				return util_err_set(err, r, "naming the cache entry: %s",
+						    strerror(-r));
 			}
 		}
 	} else {
@@ -417,7 +426,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		r = fetch_daemon_ensure(&cfg, &h, &ferr);
 		if (r < 0) {
 			return util_err_set(err, r, "starting the fetch daemon: %s",
-				 util_err_msg(&ferr, r));
+					    util_err_msg(&ferr, r));
 		}
 	}
 	res->daemon_pid = h->pid;
@@ -443,7 +452,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = same_file(h->data_path, data_fd);
 	if (r < 0) {
 		util_err_set(err, r, "the cache file '%s' was replaced while it was mounted",
-			 h->data_path);
+			     h->data_path);
 		goto undo;
 	}
 	res->kmount_ms = util_now_ms() - t;
@@ -470,7 +479,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = fetch_attach(h, res->mnt_id, mnt_abs, pub_source, state_file);
 	if (r < 0) {
 		util_err_set(err, r, "registering the mount with the fetch daemon: %s",
-			 strerror(-r));
+			     strerror(-r));
 		goto undo;
 	}
 	res->total_ms = util_now_ms() - t0;

@@ -45,7 +45,8 @@ void mount_opts_free(struct mount_opts *m);
 /* Parse one comma-separated option string (may be called once per -o). Mount flags and the
  * keys above land in m; everything else goes to oci_options_set(). -EINVAL with one line in
  * err for an unknown option, a refused one (rw, loop) or a bad value. */
-int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o, struct util_error *err);
+int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o,
+		     struct util_error *err);
 
 /* Error lines quote what the user typed: replace control characters so that each stays one
  * printable line. */

@@ -112,7 +112,8 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 		return 0;
 	for (size_t i = 0; i < ARRAY_SIZE(refused_opts); i++)
 		if (strcmp(key, refused_opts[i].name) == 0) {
-			return util_err_set(err, -EINVAL, "option '%s' refused: %s", key, refused_opts[i].why);
+			return util_err_set(err, -EINVAL, "option '%s' refused: %s", key,
+					    refused_opts[i].why);
 		}
 	for (size_t i = 0; i < ARRAY_SIZE(ignored_opts); i++)
 		if (strcmp(key, ignored_opts[i]) == 0)
@@ -126,8 +127,9 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 		else if (value && strcmp(value, "none") == 0)
 			m->prefetch_all = false;
 		else {
-			return util_err_set(err, -EINVAL, "option 'prefetch' wants 'none' or 'all', not '%s'",
-				 value ? value : "");
+			return util_err_set(err, -EINVAL,
+					    "option 'prefetch' wants 'none' or 'all', not '%s'",
+					    value ? value : "");
 		}
 		return 0;
 	}
@@ -135,17 +137,20 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 		uint64_t s;
 
 		if (!value || util_parse_u64(value, &s) < 0 || s == 0 || s > TIMEOUT_MAX_S) {
-			return util_err_set(err, -EINVAL,
-				 "option 'timeout' wants whole seconds between 1 and %d, not '%s'",
-				 TIMEOUT_MAX_S, value ? value : "");
+			return util_err_set(
+			    err, -EINVAL,
+			    "option 'timeout' wants whole seconds between 1 and %d, not '%s'",
+			    TIMEOUT_MAX_S, value ? value : "");
 		}
 		m->timeout_ms = s * 1000;
 		return 0;
 	}
 	if (strcmp(key, "cache") == 0) {
 		if (!value || value[0] != '/') {
-			return util_err_set(err, -EINVAL, "option 'cache' wants an absolute directory path, not '%s'",
-				 value ? value : "");
+			return util_err_set(
+			    err, -EINVAL,
+			    "option 'cache' wants an absolute directory path, not '%s'",
+			    value ? value : "");
 		}
 		free(m->cache_dir);
 		m->cache_dir = strdup(value);
@@ -159,7 +164,8 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 	if (r == -ENOENT) {
 		if (m->sloppy)
 			return 0;
-		return util_err_set(err, -EINVAL, "unknown option '%s'; see 'lazyerofs mount --help'", key);
+		return util_err_set(err, -EINVAL,
+				    "unknown option '%s'; see 'lazyerofs mount --help'", key);
 	}
 	if (r < 0) {
 		r = r == -ENOMEM ? r : -EINVAL;
@@ -182,7 +188,8 @@ void mount_sanitize_line(char *s)
 			*s = '?';
 }
 
-static int parse_all(const char *s, struct mount_opts *m, struct oci_options *o, struct util_error *err)
+static int parse_all(const char *s, struct mount_opts *m, struct oci_options *o,
+		     struct util_error *err)
 {
 	_cleanup_free_ char *copy = NULL;
 	char *save = NULL;
@@ -214,7 +221,8 @@ static int parse_all(const char *s, struct mount_opts *m, struct oci_options *o,
 	return 0;
 }
 
-int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o, struct util_error *err)
+int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o,
+		     struct util_error *err)
 {
 	int r = parse_all(s, m, o, err);
 

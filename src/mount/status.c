@@ -107,8 +107,8 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 	*ret_n = 0;
 	r = util_open_existing_private_dir(run_dir, O_RDONLY, &run_fd);
 	if (r == -EPERM) {
-		return util_err_set(err, r, "run directory '%s' must be owned by root with mode 0700",
-			 run_dir);
+		return util_err_set(
+		    err, r, "run directory '%s' must be owned by root with mode 0700", run_dir);
 	}
 
 	if (only_mountpoint) {
@@ -122,12 +122,13 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 			r = collect_one(run_fd, id, &v, &n);
 		if (r < 0 && r != -ENOENT && r != -ENOTCONN) {
 			util_err_set(err, r, "reading the state of '%s': %s", only_mountpoint,
-				 strerror(-r));
+				     strerror(-r));
 			mount_status_free(v, n);
 			return r;
 		}
 		if (n == 0) {
-			return util_err_set(err, -ENOTCONN, "'%s' is not a lazyerofs mount", only_mountpoint);
+			return util_err_set(err, -ENOTCONN, "'%s' is not a lazyerofs mount",
+					    only_mountpoint);
 		}
 		*ret = v;
 		*ret_n = n;
@@ -139,7 +140,8 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 	d = fdopendir(fcntl(run_fd, F_DUPFD_CLOEXEC, 3));
 	if (!d) {
 		r = -errno;
-		return util_err_set(err, r, "reading run directory '%s': %s", run_dir, strerror(-r));
+		return util_err_set(err, r, "reading run directory '%s': %s", run_dir,
+				    strerror(-r));
 	}
 	for (struct dirent *de; (de = readdir(d));) {
 		uint64_t id;

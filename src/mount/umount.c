@@ -38,21 +38,23 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, str
 	if (r >= 0)
 		r = mount_state_read(run_fd, mnt_id, &st);
 	if (r == -ENOENT || r == -EPERM) {
-		return util_err_set(err, -ENOTCONN, "'%s' is not a lazyerofs mount (no state in '%s')", mountpoint,
-			 run_dir);
+		return util_err_set(err, -ENOTCONN,
+				    "'%s' is not a lazyerofs mount (no state in '%s')", mountpoint,
+				    run_dir);
 	}
 	if (r < 0) {
-		return util_err_set(err, r, "reading the state of '%s' in '%s': %s", mountpoint, run_dir,
-			 strerror(-r));
+		return util_err_set(err, r, "reading the state of '%s' in '%s': %s", mountpoint,
+				    run_dir, strerror(-r));
 	}
 
 	if (umount2(mountpoint, (lazy ? MNT_DETACH : 0) | UMOUNT_NOFOLLOW) < 0) {
 		r = -errno;
 		if (r == -EBUSY)
-			util_err_set(err, r,
-				 "'%s' is busy (files or directories in it are in use); close them, or "
-				 "use 'lazyerofs umount --lazy' to detach it now and finish later",
-				 mountpoint);
+			util_err_set(
+			    err, r,
+			    "'%s' is busy (files or directories in it are in use); close them, or "
+			    "use 'lazyerofs umount --lazy' to detach it now and finish later",
+			    mountpoint);
 		else
 			util_err_set(err, r, "unmounting '%s': %s", mountpoint, strerror(-r));
 		mount_state_done(&st);

@@ -137,17 +137,20 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 
 	oci_url_redact(realm, shown, sizeof(shown));
 	if (!util_startswith(realm, "https://") && !util_startswith(realm, "http://")) {
-		return util_err_set_http(err, -EACCES, 401, NULL, "registry %s: token realm '%s' is not an http(s) URL",
-			    c->shown, shown);
+		return util_err_set_http(err, -EACCES, 401, NULL,
+					 "registry %s: token realm '%s' is not an http(s) URL",
+					 c->shown, shown);
 	}
 	if (!c->auth_easy && !(c->auth_easy = curl_easy_init()))
 		return -ENOMEM;
 	load_creds(c);
 	if ((have_password(c) || c->creds.identity_token) && util_startswith(realm, "http://") &&
 	    !c->opts.insecure) {
-		return util_err_set_http(err, -EACCES, 401, NULL,
-			    "registry %s: token server %s is plain HTTP; not sending credentials "
-			    "there (use -o insecure to allow)", c->shown, shown);
+		return util_err_set_http(
+		    err, -EACCES, 401, NULL,
+		    "registry %s: token server %s is plain HTTP; not sending credentials "
+		    "there (use -o insecure to allow)",
+		    c->shown, shown);
 	}
 	if (c->challenge.service[0] &&
 	    (r = add_param(&params, c->auth_easy, "service", c->challenge.service)) < 0)
@@ -202,9 +205,10 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 		char code[64] = "", msg[300] = "";
 
 		oci_registry_error_parse(body.data, body.len, code, sizeof(code), msg, sizeof(msg));
-		util_err_set_http(err, -EACCES, (int)resp.status, code,
-			    "registry %s: token server %s refused a token %s for %s: HTTP %ld%s%s",
-			    c->shown, shown, who, scope, resp.status, msg[0] ? " " : "", msg);
+		util_err_set_http(
+		    err, -EACCES, (int)resp.status, code,
+		    "registry %s: token server %s refused a token %s for %s: HTTP %ld%s%s",
+		    c->shown, shown, who, scope, resp.status, msg[0] ? " " : "", msg);
 		r = -EACCES;
 		goto out;
 	}
@@ -218,8 +222,9 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 	r = oci_token_reply_parse(body.data, body.len, time(NULL), &token, &lifetime,
 				  c->creds.identity_token ? &refresh : NULL);
 	if (r < 0) {
-		util_err_set_http(err, r == -ENOMEM ? r : -EBADMSG, 200, NULL, "registry %s: token server %s sent a malformed reply",
-			    c->shown, shown);
+		util_err_set_http(err, r == -ENOMEM ? r : -EBADMSG, 200, NULL,
+				  "registry %s: token server %s sent a malformed reply", c->shown,
+				  shown);
 		r = r == -ENOMEM ? r : -EBADMSG;
 		goto out;
 	}
@@ -325,31 +330,37 @@ int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, u
 	}
 	r = oci_challenge_parse(www_auth, strlen(www_auth), &ch);
 	if (r < 0) {
-		util_err_set_http(err, -EACCES, 401, NULL,
-			    "registry %s: HTTP 401 without a usable authentication challenge%s",
-			    c->shown, r == -ENOENT && www_auth[0] ? " (unsupported scheme)" : "");
+		util_err_set_http(
+		    err, -EACCES, 401, NULL,
+		    "registry %s: HTTP 401 without a usable authentication challenge%s", c->shown,
+		    r == -ENOENT && www_auth[0] ? " (unsupported scheme)" : "");
 		r = -EACCES;
 		goto out;
 	}
 	if (ch.scheme == OCI_AUTH_BASIC) {
 		load_creds(c);
 		if (c->scheme == OCI_AUTH_BASIC || round > 1) {
-			util_err_set_http(err, -EACCES, 401, NULL,
-				    "registry %s: HTTP 401: the credentials for user '%s' (from %s) "
-				    "were refused", c->shown, c->creds.username ? c->creds.username : "",
-				    c->creds_source ? c->creds_source : "?");
+			util_err_set_http(
+			    err, -EACCES, 401, NULL,
+			    "registry %s: HTTP 401: the credentials for user '%s' (from %s) "
+			    "were refused",
+			    c->shown, c->creds.username ? c->creds.username : "",
+			    c->creds_source ? c->creds_source : "?");
 			r = -EACCES;
 			goto out;
 		}
 		if (!have_password(c)) {
 			if (c->creds_error)
-				util_err_set_http(err, -EACCES, 401, NULL, "registry %s: HTTP 401 and %s", c->shown,
-					    c->creds_error_msg);
-			else
 				util_err_set_http(err, -EACCES, 401, NULL,
-					    "registry %s: HTTP 401: a login is required (give -o "
-					    "username=...,password-file=..., or log in with docker or "
-					    "podman)", c->shown);
+						  "registry %s: HTTP 401 and %s", c->shown,
+						  c->creds_error_msg);
+			else
+				util_err_set_http(
+				    err, -EACCES, 401, NULL,
+				    "registry %s: HTTP 401: a login is required (give -o "
+				    "username=...,password-file=..., or log in with docker or "
+				    "podman)",
+				    c->shown);
 			r = -EACCES;
 			goto out;
 		}
@@ -365,11 +376,11 @@ int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, u
 	if (round > 1) {
 		/* A token obtained for this very request was refused: no access. */
 		load_creds(c);
-		util_err_set_http(err, -EACCES, 401, NULL,
-			    "registry %s: HTTP 401: access to %s denied%s%s%s", c->shown,
-			    ch.scope[0] ? ch.scope : c->ref->repository,
-			    have_password(c) ? " for user '" : " (no credentials given)",
-			    have_password(c) ? c->creds.username : "", have_password(c) ? "'" : "");
+		util_err_set_http(
+		    err, -EACCES, 401, NULL, "registry %s: HTTP 401: access to %s denied%s%s%s",
+		    c->shown, ch.scope[0] ? ch.scope : c->ref->repository,
+		    have_password(c) ? " for user '" : " (no credentials given)",
+		    have_password(c) ? c->creds.username : "", have_password(c) ? "'" : "");
 		r = -EACCES;
 		goto out;
 	}

@@ -167,8 +167,10 @@ static void explain_404(struct oci_client *c, uint64_t deadline, struct util_err
 	if (oci_request(c, &q, deadline, &resp, NULL, &e2) < 0)
 		return;
 	if (resp.status != 200 && resp.status != 401)
-		util_err_prefix(err, "%s does not look like an OCI registry (GET /v2/ answered HTTP "
-				    "%ld)", c->shown, resp.status);
+		util_err_prefix(err,
+				"%s does not look like an OCI registry (GET /v2/ answered HTTP "
+				"%ld)",
+				c->shown, resp.status);
 }
 
 static int fetch_manifest(struct oci_client *c, const char *reference, const char *expect_digest,
@@ -192,7 +194,7 @@ static int fetch_manifest(struct oci_client *c, const char *reference, const cha
 	if (r < 0) {
 		if (r == -EFBIG)
 			util_err_set_http(err, r, 200, NULL, "%s: larger than %d bytes", what,
-				    OCI_MANIFEST_MAX);
+					  OCI_MANIFEST_MAX);
 		else if (!strstr(err->message, c->shown))
 			util_err_prefix(err, "registry %s", c->shown);
 		return r;
@@ -210,9 +212,10 @@ static int fetch_manifest(struct oci_client *c, const char *reference, const cha
 	util_sha256_buf(body->data, body->len, d);
 	util_digest_format(d, digest_out);
 	if (expect_digest && strcmp(digest_out, expect_digest) != 0) {
-		return util_err_set_http(err, -EILSEQ, 200, NULL,
-			    "%s: digest mismatch: the registry sent a manifest whose sha256 is %s",
-			    what, digest_out);
+		return util_err_set_http(
+		    err, -EILSEQ, 200, NULL,
+		    "%s: digest mismatch: the registry sent a manifest whose sha256 is %s", what,
+		    digest_out);
 	}
 	oci_fmt(ctype, ctlen, "%s", resp.content_type);
 	return 0;
@@ -244,7 +247,7 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	if (c->opts.platform) {
 		if (oci_platform_parse(c->opts.platform, &want) < 0) {
 			return util_err_set(err, -EINVAL, "platform '%s' is not OS/ARCH[/VARIANT]",
-				    c->opts.platform);
+					    c->opts.platform);
 		}
 	} else {
 		r = oci_platform_host(&want);
@@ -266,15 +269,16 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 		r = oci_manifest_parse(body.data, body.len, ctype[0] ? ctype : NULL, &m, why,
 				       sizeof(why));
 		if (r < 0) {
-			util_err_set_http(err, r, 200, NULL, "registry %s: manifest %s of %s: %s", c->shown,
-				    reference, c->ref->repository, why);
+			util_err_set_http(err, r, 200, NULL, "registry %s: manifest %s of %s: %s",
+					  c->shown, reference, c->ref->repository, why);
 			goto out;
 		}
 		if (m->kind == OCI_KIND_MANIFEST)
 			break;
 		if (depth + 1 >= INDEX_DEPTH_MAX) {
-			util_err_set_http(err, -EBADMSG, 200, NULL, "registry %s: indexes nested too deeply in %s",
-				    c->shown, c->ref->repository);
+			util_err_set_http(err, -EBADMSG, 200, NULL,
+					  "registry %s: indexes nested too deeply in %s", c->shown,
+					  c->ref->repository);
 			r = -EBADMSG;
 			goto out;
 		}
@@ -301,8 +305,8 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	layer = &m->items[idx];
 	r = oci_layer_check_media_type(layer->media_type, why, sizeof(why));
 	if (r < 0) {
-		util_err_set(err, r, "%s/%s: layer %zu (%s): %s", c->shown, c->ref->repository,
-			    idx, layer->digest, why);
+		util_err_set(err, r, "%s/%s: layer %zu (%s): %s", c->shown, c->ref->repository, idx,
+			     layer->digest, why);
 		goto out;
 	}
 	memcpy(ret->digest, layer->digest, sizeof(ret->digest));

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
- * Error detail of the oci module (carried in a struct util_error): registry error bodies, URL redaction (no query strings or user info in messages) and the mapping of
- * HTTP statuses to the errno vocabulary of STYLE.md.
+ * Error detail of the oci module (carried in a struct util_error): registry error bodies, URL
+ * redaction (no query strings or user info in messages) and the mapping of HTTP statuses to the
+ * errno vocabulary of STYLE.md.
  */
 #include <errno.h>
 #include <stdarg.h>

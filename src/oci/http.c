@@ -251,13 +251,16 @@ int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const 
 		if (!c->opts.insecure && tls_protocol_mismatch(why))
 			hint = " (the server may speak plain HTTP: use -o insecure if you trust the "
 			       "network)";
-		return util_err_set(err, -EPROTO, "%s: TLS handshake failed: %s%s", what, why, hint);
+		return util_err_set(err, -EPROTO, "%s: TLS handshake failed: %s%s", what, why,
+				    hint);
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
 	case CURLE_SSL_CERTPROBLEM:
-		return util_err_set(err, -EPROTO,
-			    "%s: TLS certificate not trusted: %s (give the registry's CA with -o "
-			    "ca=PATH)", what, why);
+		return util_err_set(
+		    err, -EPROTO,
+		    "%s: TLS certificate not trusted: %s (give the registry's CA with -o "
+		    "ca=PATH)",
+		    what, why);
 	case CURLE_WEIRD_SERVER_REPLY:
 	case CURLE_UNSUPPORTED_PROTOCOL:
 		if (c->opts.insecure)
@@ -287,9 +290,11 @@ int oci_status_error(struct oci_client *c, const struct oci_resp *resp, const st
 
 	if (body && body->len &&
 	    oci_registry_error_parse(body->data, body->len, code, sizeof(code), msg, sizeof(msg)) == 0)
-		util_err_set_http(err, r, (int)resp->status, code, "%s: HTTP %ld %s", what, resp->status, msg);
+		util_err_set_http(err, r, (int)resp->status, code, "%s: HTTP %ld %s", what,
+				  resp->status, msg);
 	else
-		util_err_set_http(err, r, (int)resp->status, NULL, "%s: HTTP %ld", what, resp->status);
+		util_err_set_http(err, r, (int)resp->status, NULL, "%s: HTTP %ld", what,
+				  resp->status);
 	return r;
 }
 
@@ -526,16 +531,17 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 			rc = CURLE_OK;
 		if (rc != CURLE_OK) {
 			if (resp->overflow) {
-				return util_err_set(err, -EBADMSG, "%s %s: reply headers too large", method, shown);
+				return util_err_set(err, -EBADMSG, "%s %s: reply headers too large",
+						    method, shown);
 			}
 			if (sink.overflow) {
 				return util_err_set_http(err, -EFBIG, (int)resp->status, NULL,
-					    "%s %s: reply larger than %zu bytes", method, shown,
-					    q->max_body);
+							 "%s %s: reply larger than %zu bytes",
+							 method, shown, q->max_body);
 			}
 			if (src.error) {
-				util_err_set(err, src.error, "%s %s: reading the upload: %s", method, shown,
-					    strerror(-src.error));
+				util_err_set(err, src.error, "%s %s: reading the upload: %s",
+					     method, shown, strerror(-src.error));
 				return src.error;
 			}
 			if (oci_curl_retryable(rc, errbuf) && !q->no_retry && attempts + 1 < OCI_MAX_ATTEMPTS) {
@@ -563,7 +569,8 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 				    oci_registry_error_parse(body->data, body->len, code, sizeof(code),
 							     msg, sizeof(msg)) == 0) {
 					err->http_status = 401;
-					oci_fmt(err->registry_code, sizeof(err->registry_code), "%s", code);
+					oci_fmt(err->registry_code, sizeof(err->registry_code),
+						"%s", code);
 				}
 			}
 			if (r < 0)
@@ -576,8 +583,9 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 			curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &next);
 			if (!next || ++hops > OCI_MAX_REDIRECTS) {
 				return util_err_set_http(err, -EBADMSG, (int)resp->status, NULL,
-					    "%s %s: %s", method, shown,
-					    next ? "too many redirects" : "redirect without a Location");
+							 "%s %s: %s", method, shown,
+							 next ? "too many redirects"
+							      : "redirect without a Location");
 			}
 			free(url);
 			url = strdup(next);

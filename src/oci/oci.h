@@ -91,8 +91,7 @@ typedef int (*oci_sink_fn)(void *ctx, uint64_t offset, const void *data, size_t 
 
 /* A read is over: result 0 (every byte of every range reached the sink exactly once) or
  * -errno with err filled; requests: the HTTP requests it took. */
-typedef void (*oci_done_fn)(void *ctx, int result, const struct util_error *err,
-			    uint64_t requests);
+typedef void (*oci_done_fn)(void *ctx, int result, const struct util_error *err, uint64_t requests);
 
 struct oci_reader;
 

@@ -140,8 +140,8 @@ static int read_password_file(const char *path, char **ret, struct util_error *e
 
 	r = util_read_file(AT_FDCWD, path, PASSWORD_MAX, 0, &buf, &len);
 	if (r == -EFBIG) {
-		return util_err_set(err, -EINVAL, "password-file '%s' is larger than %d bytes", path,
-			    PASSWORD_MAX);
+		return util_err_set(err, -EINVAL, "password-file '%s' is larger than %d bytes",
+				    path, PASSWORD_MAX);
 	}
 	if (r < 0) {
 		util_err_set(err, r, "cannot read password-file '%s': %s", path, strerror(-r));
@@ -155,8 +155,8 @@ static int read_password_file(const char *path, char **ret, struct util_error *e
 	}
 	if (len == 0 || strlen(buf) != len) {
 		explicit_bzero(buf, len);
-		return util_err_set(err, -EINVAL, "password-file '%s' is empty or contains a NUL byte",
-			    path);
+		return util_err_set(err, -EINVAL,
+				    "password-file '%s' is empty or contains a NUL byte", path);
 	}
 	*ret = TAKE_PTR(buf);
 	return 0;
@@ -193,8 +193,9 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 			return -ENOENT; /* no key of ours */
 	for (const char *p = value ? value : ""; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-			return util_err_set(err, -EINVAL, "option '%s': the value contains a control character",
-				    key);
+			return util_err_set(err, -EINVAL,
+					    "option '%s': the value contains a control character",
+					    key);
 		}
 	/* erofs-utils spellings */
 	if (util_startswith(key, "oci.")) {
@@ -205,32 +206,35 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 			key = k;
 		else if (!strcmp(k, "password")) {
 			if (!value || !*value) {
-				return util_err_set(err, -EINVAL, "option 'oci.password' needs a value");
+				return util_err_set(err, -EINVAL,
+						    "option 'oci.password' needs a value");
 			}
 			free_secret(&o->password);
 			o->password = strdup(value);
 			if (!o->password)
 				return -ENOMEM;
-			util_err_set(err, 0, /* a warning: accepted */
-				    "option 'oci.password=' puts the password on the command line, "
-				    "where other users can see it; use 'password-file=PATH' instead");
+			util_err_set(
+			    err, 0, /* a warning: accepted */
+			    "option 'oci.password=' puts the password on the command line, "
+			    "where other users can see it; use 'password-file=PATH' instead");
 			return 1;
 		} else
 			return -ENOENT;
 	}
 
-#define NEED_VALUE()                                                                  \
-	do {                                                                          \
-		if (!value || !*value) {                                              \
-			util_err_set(err, -EINVAL, "option '%s' needs a value (%s=...)", key, \
-				    key);                                             \
-			return -EINVAL;                                               \
-		}                                                                     \
+#define NEED_VALUE()                                                                               \
+	do {                                                                                       \
+		if (!value || !*value) {                                                           \
+			util_err_set(err, -EINVAL, "option '%s' needs a value (%s=...)", key,      \
+				     key);                                                         \
+			return -EINVAL;                                                            \
+		}                                                                                  \
 	} while (0)
 
 	if (!strcmp(key, "insecure")) {
 		if (parse_bool(value, &b) < 0) {
-			return util_err_set(err, -EINVAL, "option 'insecure' takes no value or yes/no");
+			return util_err_set(err, -EINVAL,
+					    "option 'insecure' takes no value or yes/no");
 		}
 		o->insecure = b;
 		return 0;
@@ -239,17 +243,19 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 		NEED_VALUE();
 		if (access(value, R_OK) < 0) {
 			r = -errno;
-			return util_err_set(err, -EINVAL, "ca='%s': cannot read the CA file: %s", value,
-				    strerror(-r));
+			return util_err_set(err, -EINVAL, "ca='%s': cannot read the CA file: %s",
+					    value, strerror(-r));
 		}
 		return set_string(&o->ca_file, value);
 	}
 	if (!strcmp(key, "blob") || !strcmp(key, "digest")) {
 		NEED_VALUE();
 		if (!util_digest_valid(value)) {
-			return util_err_set(err, -EINVAL,
-				    "option '%s': '%.100s' is not sha256: followed by 64 lowercase "
-				    "hex digits", key, value);
+			return util_err_set(
+			    err, -EINVAL,
+			    "option '%s': '%.100s' is not sha256: followed by 64 lowercase "
+			    "hex digits",
+			    key, value);
 		}
 		return set_string(!strcmp(key, "blob") ? &o->blob : &o->digest, value);
 	}
@@ -258,8 +264,9 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 
 		NEED_VALUE();
 		if (util_parse_u64(value, &v) < 0 || v > 1000000) {
-			return util_err_set(err, -EINVAL,
-				    "option 'layer': '%.50s' is not a layer number (0-based)", value);
+			return util_err_set(
+			    err, -EINVAL, "option 'layer': '%.50s' is not a layer number (0-based)",
+			    value);
 		}
 		o->layer = (long)v;
 		return 0;
@@ -267,17 +274,20 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 	if (!strcmp(key, "platform")) {
 		NEED_VALUE();
 		if (!platform_text_valid(value)) {
-			return util_err_set(err, -EINVAL,
-				    "option 'platform': '%.100s' is not OS/ARCH[/VARIANT], e.g. "
-				    "linux/arm64/v8", value);
+			return util_err_set(
+			    err, -EINVAL,
+			    "option 'platform': '%.100s' is not OS/ARCH[/VARIANT], e.g. "
+			    "linux/arm64/v8",
+			    value);
 		}
 		return set_string(&o->platform, value);
 	}
 	if (!strcmp(key, "username")) {
 		NEED_VALUE();
 		if (strchr(value, ':') || strlen(value) > 256) {
-			return util_err_set(err, -EINVAL, "option 'username': must not contain ':' and be "
-						  "at most 256 characters");
+			return util_err_set(err, -EINVAL,
+					    "option 'username': must not contain ':' and be "
+					    "at most 256 characters");
 		}
 		return set_string(&o->username, value);
 	}
@@ -297,9 +307,11 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 
 		NEED_VALUE();
 		if (parse_timeout(value, &ms) < 0) {
-			return util_err_set(err, -EINVAL,
-				    "option 'timeout': '%.50s' is not a number of seconds between 0 "
-				    "and 86400", value);
+			return util_err_set(
+			    err, -EINVAL,
+			    "option 'timeout': '%.50s' is not a number of seconds between 0 "
+			    "and 86400",
+			    value);
 		}
 		o->timeout_ms = ms;
 		return 0;

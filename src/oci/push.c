@@ -303,8 +303,8 @@ int oci_manifest_put(struct oci_client *c, const char *reference, const char *me
 	}
 	if (resp.docker_digest[0] && strcmp(resp.docker_digest, ret_digest) != 0) {
 		util_err_set_http(err, -EILSEQ, (int)resp.status, NULL,
-			    "%s: the registry stored it as %.80s, not %s", what, resp.docker_digest,
-			    ret_digest);
+				  "%s: the registry stored it as %.80s, not %s", what,
+				  resp.docker_digest, ret_digest);
 		r = -EILSEQ;
 		goto out;
 	}

@@ -383,7 +383,8 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		oci_fmt(k->last_error, sizeof(k->last_error), "%s", q->fail_msg);
 	} else if (rc != CURLE_OK) {
 		if (q->resp.overflow) {
-			util_err_set_http(&k->err, -EBADMSG, (int)st, NULL, "%s: reply headers too large", k->what);
+			util_err_set_http(&k->err, -EBADMSG, (int)st, NULL,
+					  "%s: reply headers too large", k->what);
 			*ret = -EBADMSG;
 			return FATAL;
 		}
@@ -424,7 +425,8 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &next);
 		if (!next || ++q->hops > OCI_MAX_REDIRECTS) {
 			util_err_set_http(&k->err, -EBADMSG, (int)st, NULL, "%s: %s", k->what,
-				    next ? "too many redirects" : "redirect without a Location");
+					  next ? "too many redirects"
+					       : "redirect without a Location");
 			*ret = -EBADMSG;
 			return FATAL;
 		}
@@ -466,9 +468,10 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		    oci_retry_after_parse(q->resp.retry_after, strlen(q->resp.retry_after), time(NULL),
 					  &ra) == 0) {
 			if (util_now_ms() + ra >= k->deadline) {
-				util_err_prefix(&k->err, "gave up (the server asks to retry after %llu s, "
-						       "past the deadline)",
-					       (unsigned long long)(ra / 1000));
+				util_err_prefix(&k->err,
+						"gave up (the server asks to retry after %llu s, "
+						"past the deadline)",
+						(unsigned long long)(ra / 1000));
 				*ret = -EAGAIN;
 				return FATAL;
 			}
@@ -476,9 +479,11 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		}
 	} else {
 		if (st == 412 || (st == 416 && c->ref->is_url)) {
-			util_err_set_http(&k->err, -ESTALE, (int)st, NULL,
-				    "%s: the object changed on the server since it was resolved "
-				    "(HTTP %ld)", k->what, st);
+			util_err_set_http(
+			    &k->err, -ESTALE, (int)st, NULL,
+			    "%s: the object changed on the server since it was resolved "
+			    "(HTTP %ld)",
+			    k->what, st);
 			*ret = -ESTALE;
 			return FATAL;
 		}
@@ -504,8 +509,8 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		if (strncmp(last, k->what, wl) == 0 && strncmp(last + wl, ": ", 2) == 0)
 			last += wl + 2;
 		oci_fmt(code, sizeof(code), "%s", k->err.registry_code);
-		util_err_set_http(&k->err, -EAGAIN, (int)st, code, "%s: gave up after %d attempts: %s", k->what,
-			    q->failures, last);
+		util_err_set_http(&k->err, -EAGAIN, (int)st, code,
+				  "%s: gave up after %d attempts: %s", k->what, q->failures, last);
 		*ret = -EAGAIN;
 		return FATAL;
 	}
@@ -551,13 +556,15 @@ static int validate(struct oci_reader *r, const struct util_extent *v, size_t n,
 		if (!v[i].length)
 			continue;
 		if (!util_range_within(v[i].offset, v[i].length, r->c->blob.size)) {
-			return util_err_set(err, -EINVAL,
-				    "range %llu+%llu is beyond the end of the blob (%llu bytes)",
-				    (unsigned long long)v[i].offset, (unsigned long long)v[i].length,
-				    (unsigned long long)r->c->blob.size);
+			return util_err_set(
+			    err, -EINVAL,
+			    "range %llu+%llu is beyond the end of the blob (%llu bytes)",
+			    (unsigned long long)v[i].offset, (unsigned long long)v[i].length,
+			    (unsigned long long)r->c->blob.size);
 		}
 		if (v[i].offset < prev_end) {
-			return util_err_set(err, -EINVAL, "ranges must be sorted and must not overlap");
+			return util_err_set(err, -EINVAL,
+					    "ranges must be sorted and must not overlap");
 		}
 		prev_end = v[i].offset + v[i].length;
 	}
@@ -672,7 +679,7 @@ static uint64_t start_ready(struct oci_reader *r, uint64_t now)
 		if (ret < 0) {
 			if (!k->err.message[0] || ret == -ENOMEM || ret == -EBUSY)
 				util_err_set(&k->err, ret, "%s: cannot start a request: %s",
-					    k->what, strerror(-ret));
+					     k->what, strerror(-ret));
 			rreq_free(q);
 			read_end(k, ret, true);
 			pp = &r->pending; /* the list changed under us */
@@ -694,11 +701,11 @@ static void sweep(struct oci_reader *r, uint64_t now)
 		if (now >= k->deadline && !k->active) {
 			if (k->last_error[0])
 				util_err_set(&k->err, -EAGAIN, "%s: timed out after %llu ms: %s",
-					    k->what, (unsigned long long)r->c->timeout_ms,
-					    k->last_error);
+					     k->what, (unsigned long long)r->c->timeout_ms,
+					     k->last_error);
 			else
-				util_err_set(&k->err, -EAGAIN, "%s: timed out after %llu ms", k->what,
-					    (unsigned long long)r->c->timeout_ms);
+				util_err_set(&k->err, -EAGAIN, "%s: timed out after %llu ms",
+					     k->what, (unsigned long long)r->c->timeout_ms);
 			read_end(k, -EAGAIN, true);
 			next = r->reads;
 		}

@@ -187,9 +187,11 @@ static int parse_url(const char *s, struct oci_ref *ref, struct util_error *err)
 	oci_url_redact(s, shown, sizeof(shown));
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-			return util_err_set(err, -EINVAL,
-				    "invalid URL '%s': spaces and control characters must be "
-				    "percent-encoded", shown);
+			return util_err_set(
+			    err, -EINVAL,
+			    "invalid URL '%s': spaces and control characters must be "
+			    "percent-encoded",
+			    shown);
 		}
 	if (hostlen == 0) {
 		return util_err_set(err, -EINVAL, "invalid URL '%s': no host", shown);
@@ -214,8 +216,9 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct util_error *err)
 	}
 	len = strlen(s);
 	if (len > OCI_REF_MAX) {
-		return util_err_set(err, -EINVAL, "image reference is too long (%zu bytes, at most %d)", len,
-			    OCI_REF_MAX);
+		return util_err_set(err, -EINVAL,
+				    "image reference is too long (%zu bytes, at most %d)", len,
+				    OCI_REF_MAX);
 	}
 	/* What messages quote: the input up to 200 bytes, control characters shown as '?'. */
 	oci_fmt(shown, sizeof(shown), "%.200s", s);
@@ -235,15 +238,17 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct util_error *err)
 	if (util_startswith(s, "oci://"))
 		s += strlen("oci://");
 	else if (strstr(s, "://")) {
-		return util_err_set(err, -EINVAL,
-			    "invalid reference '%s': unsupported scheme (use oci://, http:// or "
-			    "https://, or none)", shown);
+		return util_err_set(
+		    err, -EINVAL,
+		    "invalid reference '%s': unsupported scheme (use oci://, http:// or "
+		    "https://, or none)",
+		    shown);
 	}
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-			return util_err_set(err, -EINVAL,
-				    "invalid reference '%s': contains a space or control character",
-				    shown);
+			return util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': contains a space or control character", shown);
 		}
 	copy = strdup(s);
 	if (!copy)
@@ -254,14 +259,18 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct util_error *err)
 	if (at) {
 		*at = 0;
 		if (!util_startswith(at + 1, "sha256:")) {
-			return util_err_set(err, -EINVAL,
-				    "invalid reference '%s': digest '%.100s' is not sha256:<64 hex "
-				    "digits> (only sha256 digests are supported)", shown, at + 1);
+			return util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': digest '%.100s' is not sha256:<64 hex "
+			    "digits> (only sha256 digests are supported)",
+			    shown, at + 1);
 		}
 		if (!util_digest_valid(at + 1)) {
-			return util_err_set(err, -EINVAL,
-				    "invalid reference '%s': digest '%.100s' must be sha256: "
-				    "followed by 64 lowercase hex digits", shown, at + 1);
+			return util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': digest '%.100s' must be sha256: "
+			    "followed by 64 lowercase hex digits",
+			    shown, at + 1);
 		}
 		ref->digest = strdup(at + 1);
 		if (!ref->digest)
@@ -274,17 +283,19 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct util_error *err)
 	if (colon && (!slash || colon > slash)) {
 		*colon = 0;
 		if (!oci_tag_valid(colon + 1)) {
-			return util_err_set(err, -EINVAL,
-				    "invalid reference '%s': tag '%.150s' is not valid (1-128 of "
-				    "letters, digits, '_', '.', '-'; not starting with '.' or '-')",
-				    shown, colon + 1);
+			return util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': tag '%.150s' is not valid (1-128 of "
+			    "letters, digits, '_', '.', '-'; not starting with '.' or '-')",
+			    shown, colon + 1);
 		}
 		ref->tag = strdup(colon + 1);
 		if (!ref->tag)
 			return -ENOMEM;
 	}
 	if (!*name) {
-		return util_err_set(err, -EINVAL, "invalid reference '%s': no repository name", shown);
+		return util_err_set(err, -EINVAL, "invalid reference '%s': no repository name",
+				    shown);
 	}
 
 	/* The first component is a registry when it has a '.' or ':', starts with '[' or is
@@ -298,8 +309,8 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct util_error *err)
 		if (is_domain) {
 			if (!domain_valid(name, n, &why)) {
 				return util_err_set(err, -EINVAL,
-					    "invalid reference '%s': registry '%.*s': %s", shown,
-					    (int)MIN(n, (size_t)200), name, why);
+						    "invalid reference '%s': registry '%.*s': %s",
+						    shown, (int)MIN(n, (size_t)200), name, why);
 			}
 			ref->registry = strndup(name, n);
 			name = first_end + 1;
@@ -331,20 +342,26 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct util_error *err)
 			if (*p >= 'A' && *p <= 'Z')
 				upper = true;
 		if (!*name)
-			util_err_set(err, -EINVAL, "invalid reference '%s': no repository name after the registry", shown);
+			util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': no repository name after the registry", shown);
 		else if (upper)
-			util_err_set(err, -EINVAL,
-				    "invalid reference '%s': repository '%.200s' must be lowercase",
-				    shown, ref->repository);
+			util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': repository '%.200s' must be lowercase", shown,
+			    ref->repository);
 		else if (strlen(ref->repository) > OCI_NAME_MAX)
 			util_err_set(err, -EINVAL,
-				    "invalid reference '%s': repository name is longer than %d "
-				    "characters", shown, OCI_NAME_MAX);
+				     "invalid reference '%s': repository name is longer than %d "
+				     "characters",
+				     shown, OCI_NAME_MAX);
 		else
-			util_err_set(err, -EINVAL,
-				    "invalid reference '%s': repository '%.200s' is not valid "
-				    "(path components of a-z, 0-9 joined by '.', '_', '__' or '-', "
-				    "separated by '/')", shown, ref->repository);
+			util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': repository '%.200s' is not valid "
+			    "(path components of a-z, 0-9 joined by '.', '_', '__' or '-', "
+			    "separated by '/')",
+			    shown, ref->repository);
 		return -EINVAL;
 	}
 	*ret = TAKE_PTR(ref);

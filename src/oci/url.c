@@ -91,8 +91,9 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct util_erro
 			size = resp.content_length;
 			ranges = false;
 		} else if (resp.status == 200 || resp.status == 206) {
-			return util_err_set_http(err, -EBADMSG, (int)resp.status, NULL,
-				    "%s: the server does not tell the size of the object", c->shown);
+			return util_err_set_http(
+			    err, -EBADMSG, (int)resp.status, NULL,
+			    "%s: the server does not tell the size of the object", c->shown);
 		} else {
 			return oci_status_error(c, &resp, NULL, c->shown, err);
 		}
@@ -100,9 +101,11 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct util_erro
 	if (!ranges) {
 		atomic_store(&c->ranges_ignored, true);
 		if (size > OCI_WHOLE_BODY_MAX) {
-			return util_err_set_http(err, -EMEDIUMTYPE, (int)resp.status, NULL,
-				    "%s: the server does not support byte ranges, which lazy reading "
-				    "of a %llu-byte image needs", c->shown, (unsigned long long)size);
+			return util_err_set_http(
+			    err, -EMEDIUMTYPE, (int)resp.status, NULL,
+			    "%s: the server does not support byte ranges, which lazy reading "
+			    "of a %llu-byte image needs",
+			    c->shown, (unsigned long long)size);
 		}
 	}
 	memset(ret, 0, sizeof(*ret));
@@ -120,10 +123,11 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct util_erro
 		return 0;
 	}
 	if (!ret->validator[0]) {
-		return util_err_set_http(err, -EMEDIUMTYPE, (int)resp.status, NULL,
-			    "%s: the server gives neither ETag nor Last-Modified, so a changed object "
-			    "could not be detected; pin the content with -o digest=sha256:...",
-			    c->shown);
+		return util_err_set_http(
+		    err, -EMEDIUMTYPE, (int)resp.status, NULL,
+		    "%s: the server gives neither ETag nor Last-Modified, so a changed object "
+		    "could not be detected; pin the content with -o digest=sha256:...",
+		    c->shown);
 	}
 	/* The entry is this URL in this version: ETag, or Last-Modified and size. */
 	if (asprintf(&keysrc, "%s\n%s", c->ref->url, ret->validator) < 0)

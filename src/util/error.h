@@ -14,13 +14,13 @@
 #include "util/macro.h"
 
 struct util_error {
-	int code;               /* -errno; 0 while nothing was recorded */
-	int http_status;        /* 0 when no HTTP answer */
+	int code;		/* -errno; 0 while nothing was recorded */
+	int http_status;	/* 0 when no HTTP answer */
 	char registry_code[64]; /* registry error code, e.g. MANIFEST_UNKNOWN; "" when none */
-	char message[1024];     /* one line, ready to print; never a secret */
+	char message[1024];	/* one line, ready to print; never a secret */
 };
 
-#define UTIL_ERROR_INIT ((struct util_error){ 0 })
+#define UTIL_ERROR_INIT ((struct util_error){0})
 
 /* Forget everything recorded. */
 void util_err_clear(struct util_error *e);

@@ -12,7 +12,7 @@ static inline void fuzz_ctx(struct erofs_ctx *ctx, struct erofs_io *io, const ui
 			    size_t size, struct util_error *err)
 {
 	erofs_io_from_memory(io, data, size);
-	*ctx = (struct erofs_ctx){ .io = io, .err = err };
+	*ctx = (struct erofs_ctx){.io = io, .err = err};
 	util_err_clear(err);
 	ctx->blkbits = 9;
 	ctx->bs = 512;

@@ -50,7 +50,8 @@ static void expect(struct timage *t, int code, const char *needle)
 		fix_csum(t->buf);
 	r = walk_err(&t->io, &err);
 	if (r != code || (needle && !strstr(err.message, needle)))
-		fail_msg("expected %d with '%s', got %d: '%s'", code, needle ? needle : "", r, err.message);
+		fail_msg("expected %d with '%s', got %d: '%s'", code, needle ? needle : "", r,
+			 err.message);
 	assert_true(err.message[0] != 0);
 }
 
@@ -67,9 +68,8 @@ static void test_truncated(void **state)
 		assert_int_equal(timage_load_fixture(&t, names[i]), 0);
 		full = t.len;
 		util_extents_init(&ext);
-		assert_int_equal(erofs_walk(&t.io, &(struct erofs_walk_opts){ .align = 1 }, &ext,
-					    NULL, NULL),
-				 0);
+		assert_int_equal(
+		    erofs_walk(&t.io, &(struct erofs_walk_opts){.align = 1}, &ext, NULL, NULL), 0);
 		last = ext.v[ext.n - 1].offset + ext.v[ext.n - 1].length;
 		util_extents_free(&ext);
 		for (size_t cut = 0; cut < full; cut = cut < 4096 ? cut + 500 : cut * 3 / 2) {
@@ -93,7 +93,8 @@ static void test_truncated(void **state)
 				erofs_io_from_memory(&io, copy, cut);
 				r = walk_err(&io, &err);
 				if (r != -EUCLEAN)
-					fail_msg("%s cut at %zu: %d %s", names[i], cut, r, err.message);
+					fail_msg("%s cut at %zu: %d %s", names[i], cut, r,
+						 err.message);
 				free(copy);
 			}
 		}
@@ -147,7 +148,7 @@ static void test_superblock(void **state)
 		util_extents_free(&ext);
 
 		/* and the walk's own cap holds */
-		assert_int_equal(erofs_walk(&t.io, &(struct erofs_walk_opts){ .max_inodes = 100 },
+		assert_int_equal(erofs_walk(&t.io, &(struct erofs_walk_opts){.max_inodes = 100},
 					    &ext, &st, &err),
 				 -EFBIG);
 		assert_non_null(strstr(err.message, "100"));
@@ -337,9 +338,8 @@ static void test_random_flips(void **state)
 
 		assert_int_equal(timage_load_fixture(&t, names[i]), 0);
 		util_extents_init(&ext);
-		assert_int_equal(erofs_walk(&t.io, &(struct erofs_walk_opts){ .align = 1 }, &ext,
-					    NULL, &err),
-				 0);
+		assert_int_equal(
+		    erofs_walk(&t.io, &(struct erofs_walk_opts){.align = 1}, &ext, NULL, &err), 0);
 		copy = malloc(t.len);
 		for (unsigned int it = 0; it < 60; it++) {
 			struct erofs_io io;
@@ -361,7 +361,8 @@ static void test_random_flips(void **state)
 				ok++;
 			} else {
 				if (r != -EUCLEAN && r != -EOPNOTSUPP && r != -EFBIG)
-					fail_msg("%s: flip %u: %d %s", names[i], it, r, err.message);
+					fail_msg("%s: flip %u: %d %s", names[i], it, r,
+						 err.message);
 				assert_true(err.message[0] != 0);
 				bad++;
 			}

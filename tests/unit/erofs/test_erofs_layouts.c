@@ -52,8 +52,7 @@ static void test_layouts(void **state)
 
 		load(&t, name);
 		util_extents_init(&ext);
-		if (erofs_walk(&t.io, &(struct erofs_walk_opts){ .align = 1 }, &ext, &st,
-			       &err) < 0)
+		if (erofs_walk(&t.io, &(struct erofs_walk_opts){.align = 1}, &ext, &st, &err) < 0)
 			fail_msg("%s: %s", name, err.message);
 		assert_int_equal(st.inodes, 21);
 		assert_int_equal(st.dirs, 3);

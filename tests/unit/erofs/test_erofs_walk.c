@@ -136,9 +136,9 @@ static void check_rounds(const char *name, const struct timage *t, bool verbose,
 
 		erofs_io_from_memory(&io, t->buf, t->len);
 		util_extents_init(&plain);
-		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){ .merge_gap = 0 },
-					    &plain, &st2, &err),
-				 0);
+		assert_int_equal(
+		    erofs_walk(&io, &(struct erofs_walk_opts){.merge_gap = 0}, &plain, &st2, &err),
+		    0);
 		for (size_t i = 0; i < plain.n; i++)
 			for (uint64_t g = plain.v[i].offset / GRAN;
 			     g * GRAN < plain.v[i].offset + plain.v[i].length; g++)
@@ -157,10 +157,10 @@ static void check_rounds(const char *name, const struct timage *t, bool verbose,
 
 		erofs_io_from_memory(&io, t->buf, t->len);
 		util_extents_init(&plain);
-		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){
-						       .merge_gap = EROFS_DEFAULT_MERGE_GAP },
-					    &plain, &st2, &err),
-				 0);
+		assert_int_equal(
+		    erofs_walk(&io, &(struct erofs_walk_opts){.merge_gap = EROFS_DEFAULT_MERGE_GAP},
+			       &plain, &st2, &err),
+		    0);
 		assert_int_equal(st2.prefetches, 0);
 		assert_int_equal(st2.levels, st.levels);
 		assert_int_equal(st2.inodes, st.inodes);

@@ -261,16 +261,15 @@ static void test_rate_from_fetched(void **state)
 		unlink(path);
 		assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
 		copy_range(0, 4096);
-		assert_int_equal(mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, &ferr, &w),
-				 0);
+		assert_int_equal(
+		    mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, &ferr, &w), 0);
 		mount_walkio_io(w, &io);
 		mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 16384,
 								       .max_gap = 1u << 20,
 								       .budget = image_size / 10,
 								       .range_cost_us = 300 });
 		util_extents_init(&ext);
-		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){ 0 }, &ext, &st, &err),
-				 0);
+		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){0}, &ext, &st, &err), 0);
 		gap[c] = mount_walkio_stats(w)->bridge_gap;
 		util_extents_free(&ext);
 		mount_walkio_free(w);

@@ -95,11 +95,9 @@ static void test_msg_falls_back(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_set_returns_code),
-		cmocka_unit_test(test_http_and_prefix),
-		cmocka_unit_test(test_truncation),
-		cmocka_unit_test(test_null_carrier),
-		cmocka_unit_test(test_msg_falls_back),
+	    cmocka_unit_test(test_set_returns_code), cmocka_unit_test(test_http_and_prefix),
+	    cmocka_unit_test(test_truncation),	     cmocka_unit_test(test_null_carrier),
+	    cmocka_unit_test(test_msg_falls_back),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
