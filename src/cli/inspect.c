@@ -81,7 +81,7 @@ int cli_inspect(int argc, char **argv)
 	uint64_t t0, t1;
 	const char *path = NULL;
 	bool extents = false;
-	char err[512] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 	char hb[32], mb[32];
 	double ms;
 	int r;
@@ -123,16 +123,16 @@ int cli_inspect(int argc, char **argv)
 	r = erofs_io_from_fd(&io, fd);
 	if (r < 0)
 		return fail(path, r, r == -EISDIR ? NULL : "not a regular file");
-	r = erofs_probe(&io, &info, err, sizeof(err));
+	r = erofs_probe(&io, &info, &err);
 	if (r < 0)
-		return fail(path, r, err);
+		return fail(path, r, err.message);
 	util_extents_init(&ext);
 	t0 = util_now_us();
-	r = erofs_walk(&io, &opts, &ext, &st, err, sizeof(err));
+	r = erofs_walk(&io, &opts, &ext, &st, &err);
 	t1 = util_now_us();
 	if (r < 0) {
 		util_extents_free(&ext);
-		return fail(path, r, err);
+		return fail(path, r, err.message);
 	}
 	ms = (double)(t1 - t0) / 1e3;
 

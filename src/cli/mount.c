@@ -91,7 +91,7 @@ static int do_mount(const char *source, const char *mountpoint, const char *cons
 	struct oci_options oo;
 	struct mount_result res;
 	struct mount_request req = { .source = source, .mountpoint = mountpoint };
-	char err[MOUNT_ERR_LEN] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 	int class, r, code = CLI_EXIT_OK;
 
 	mount_opts_init(&mo);
@@ -99,18 +99,18 @@ static int do_mount(const char *source, const char *mountpoint, const char *cons
 	mo.sloppy = sloppy;
 	mo.helper = helper;
 	for (size_t i = 0; i < optn; i++) {
-		r = mount_opts_parse(optv[i], &mo, &oo, err, sizeof(err));
+		r = mount_opts_parse(optv[i], &mo, &oo, &err);
 		if (r < 0) {
-			log_error("mount: %s", err);
+			log_error("mount: %s", err.message);
 			code = CLI_EXIT_USAGE;
 			goto out;
 		}
 	}
 	req.opts = &mo;
 	req.oci = &oo;
-	r = mount_do(&req, &res, &class, err, sizeof(err));
+	r = mount_do(&req, &res, &class, &err);
 	if (r < 0) {
-		log_error("mount: %s", err);
+		log_error("mount: %s", err.message);
 		code = class == MOUNT_FAIL_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_MOUNT;
 		goto out;
 	}

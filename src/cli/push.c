@@ -71,7 +71,7 @@ static int parse_opts(struct oci_options *o, const char *s)
 	if (!copy)
 		return -ENOMEM;
 	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-		struct oci_error err;
+		struct util_error err;
 		char *eq = strchr(kv, '=');
 		int r;
 
@@ -98,7 +98,7 @@ static int check_image(const char *path, int fd, uint64_t *ret_size)
 	struct erofs_info info;
 	struct erofs_io io;
 	struct stat st;
-	char why[256] = "";
+	struct util_error why = UTIL_ERROR_INIT;
 	int r;
 
 	if (fstat(fd, &st) < 0) {
@@ -111,11 +111,12 @@ static int check_image(const char *path, int fd, uint64_t *ret_size)
 	}
 	r = erofs_io_from_fd(&io, fd);
 	if (r == 0)
-		r = erofs_probe(&io, &info, why, sizeof(why));
+		r = erofs_probe(&io, &info, &why);
 	if (r == -EOPNOTSUPP) {
-		log_warning("push: '%s': %s; pushing it anyway", path, why[0] ? why : "unsupported feature");
+		log_warning("push: '%s': %s; pushing it anyway", path,
+			    util_err_has_msg(&why) ? why.message : "unsupported feature");
 	} else if (r < 0) {
-		log_error("push: '%s' is not an EROFS image: %s", path, why[0] ? why : strerror(-r));
+		log_error("push: '%s' is not an EROFS image: %s", path, util_err_msg(&why, r));
 		return -EINVAL;
 	} else if (info.extra_devices) {
 		log_warning("push: '%s' has %u extra devices, which lazy mounts do not support yet",
@@ -134,7 +135,7 @@ int cli_push(int argc, char **argv)
 	struct oci_options opts;
 	struct oci_ref *ref = NULL;
 	struct oci_client *c = NULL;
-	struct oci_error err;
+	struct util_error err;
 	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *config = NULL, *manifest = NULL;
 	char layer_digest[UTIL_DIGEST_STR_LEN], config_digest[UTIL_DIGEST_STR_LEN];

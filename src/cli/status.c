@@ -206,7 +206,7 @@ int cli_status(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct mount_status_entry *v = NULL;
-	char err[MOUNT_ERR_LEN] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 	bool json = false;
 	size_t n = 0;
 	int c, r;
@@ -233,9 +233,9 @@ int cli_status(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	}
 	r = mount_status_collect(mount_env_run_dir(), argc - optind == 1 ? argv[optind] : NULL, &v,
-				 &n, err, sizeof(err));
+				 &n, &err);
 	if (r < 0) {
-		log_error("status: %s", err);
+		log_error("status: %s", err.message);
 		return CLI_EXIT_FAILURE;
 	}
 	r = json ? print_json(v, n) : print_table(v, n);

@@ -28,7 +28,7 @@ int cli_umount(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char err[MOUNT_ERR_LEN] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 	bool lazy = false;
 	int c, r;
 
@@ -53,9 +53,9 @@ int cli_umount(int argc, char **argv)
 		log_error("umount: expected one MOUNTPOINT; see 'lazyerofs umount --help'");
 		return CLI_EXIT_USAGE;
 	}
-	r = mount_umount(mount_env_run_dir(), argv[optind], lazy, err, sizeof(err));
+	r = mount_umount(mount_env_run_dir(), argv[optind], lazy, &err);
 	if (r < 0) {
-		log_error("umount: %s", err);
+		log_error("umount: %s", err.message);
 		return CLI_EXIT_MOUNT;
 	}
 	return CLI_EXIT_OK;

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/error.h"
 #include "util/extents.h"
 
 struct erofs_io {
@@ -54,9 +55,9 @@ struct erofs_info {
 	uint8_t uuid[16];
 };
 
-/* Read and validate the superblock. -EUCLEAN (with reason in errbuf) on corruption,
+/* Read and validate the superblock. -EUCLEAN (with the reason in err) on corruption,
  * -EOPNOTSUPP for features this reader does not understand. */
-int erofs_probe(const struct erofs_io *io, struct erofs_info *ret, char *errbuf, size_t errlen);
+int erofs_probe(const struct erofs_io *io, struct erofs_info *ret, struct util_error *err);
 
 struct erofs_walk_opts {
 	uint64_t merge_gap;  /* bridge gaps of the result up to this many bytes (0 = exact) */
@@ -97,9 +98,8 @@ struct erofs_walk_stats {
 };
 
 /* Walk the whole image from the root; on success *ret holds the sorted, merged ranges.
- * -EUCLEAN with a precise reason in errbuf on corruption. ret must be initialised. */
+ * -EUCLEAN with a precise reason in err on corruption. ret must be initialised. */
 int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
-	       struct util_extents *ret, struct erofs_walk_stats *stats, char *errbuf,
-	       size_t errlen);
+	       struct util_extents *ret, struct erofs_walk_stats *stats, struct util_error *err);
 
 #endif

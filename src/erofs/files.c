@@ -213,8 +213,7 @@ int erofs_files_map(struct erofs_ctx *ctx, struct erofs_files *f, struct erofs_i
 	r = map_range(ctx, f, vi, 0, vi->size);
 	if (r == -EOPNOTSUPP || r == -ENOSPC) {
 		/* the kernel may still read it: the index is best effort */
-		if (ctx->err && ctx->errlen)
-			ctx->err[0] = 0;
+		util_err_clear(ctx->err);
 		f->n = 0;
 		f->skipped++;
 		return 0;

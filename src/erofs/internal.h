@@ -70,8 +70,7 @@ struct erofs_ctx {
 	uint64_t data_work;          /* bytes of directory/symlink data decoded so far */
 	unsigned int depth;          /* nested data reads (fragments, metabox) */
 
-	char *err;
-	size_t errlen;
+	struct util_error *err; /* may be NULL; the first reason recorded wins */
 };
 
 struct erofs_inode {
@@ -131,7 +130,7 @@ int erofs_unsupported(struct erofs_ctx *ctx, const char *fmt, ...) _printf_(2, 3
 uint32_t erofs_crc32c(uint32_t crc, const void *buf, size_t len);
 
 /* Context: parse the superblock (reads the first block through io). */
-int erofs_ctx_init(struct erofs_ctx *ctx, const struct erofs_io *io, char *errbuf, size_t errlen);
+int erofs_ctx_init(struct erofs_ctx *ctx, const struct erofs_io *io, struct util_error *err);
 void erofs_ctx_done(struct erofs_ctx *ctx);
 /* Read again, recording, what the superblock implies: its block, compression
  * configurations, the device table. */

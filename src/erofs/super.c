@@ -13,10 +13,13 @@
 #include "erofs/internal.h"
 #include "util/extents.h"
 
+static int vreport(struct erofs_ctx *ctx, int code, const char *fmt, va_list ap) _printf_(3, 0);
+
 static int vreport(struct erofs_ctx *ctx, int code, const char *fmt, va_list ap)
 {
-	if (ctx->err && ctx->errlen > 0 && !ctx->err[0])
-		vsnprintf(ctx->err, ctx->errlen, fmt, ap);
+	/* the first reason is the precise one; later ones are consequences */
+	if (ctx->err && !util_err_has_msg(ctx->err))
+		util_err_vset(ctx->err, code, fmt, ap);
 	return code;
 }
 
@@ -68,9 +71,10 @@ int erofs_ctx_read(struct erofs_ctx *ctx, void *buf, uint64_t len, uint64_t off)
 	ctx->reads++;
 	r = ctx->io->read(ctx->io->ctx, buf, len, off);
 	if (r < 0) {
-		if (ctx->err && ctx->errlen > 0 && !ctx->err[0])
-			snprintf(ctx->err, ctx->errlen, "cannot read %llu bytes at offset %llu: %s",
-				 (unsigned long long)len, (unsigned long long)off, strerror(-r));
+		if (ctx->err && !util_err_has_msg(ctx->err))
+			util_err_set(ctx->err, r, "cannot read %llu bytes at offset %llu: %s",
+				     (unsigned long long)len, (unsigned long long)off,
+				     strerror(-r));
 		return r;
 	}
 	return erofs_note(ctx, off, len);
@@ -304,15 +308,14 @@ static int read_device_table(struct erofs_ctx *ctx, uint64_t slotoff)
 	return 0;
 }
 
-int erofs_ctx_init(struct erofs_ctx *ctx, const struct erofs_io *io, char *errbuf, size_t errlen)
+int erofs_ctx_init(struct erofs_ctx *ctx, const struct erofs_io *io, struct util_error *err)
 {
 	uint8_t *head;
 	size_t hlen;
 	int r;
 
-	*ctx = (struct erofs_ctx){ .io = io, .err = errbuf, .errlen = errlen };
-	if (errbuf && errlen)
-		errbuf[0] = 0;
+	*ctx = (struct erofs_ctx){.io = io, .err = err};
+	util_err_clear(err);
 	if (!io || !io->read)
 		return -EINVAL;
 	hlen = (size_t)MIN(io->size, (uint64_t)4096);
@@ -375,12 +378,12 @@ void erofs_ctx_done(struct erofs_ctx *ctx)
 	ctx->packed = NULL;
 }
 
-int erofs_probe(const struct erofs_io *io, struct erofs_info *ret, char *errbuf, size_t errlen)
+int erofs_probe(const struct erofs_io *io, struct erofs_info *ret, struct util_error *err)
 {
 	struct erofs_ctx ctx;
 	int r;
 
-	r = erofs_ctx_init(&ctx, io, errbuf, errlen);
+	r = erofs_ctx_init(&ctx, io, err);
 	if (r >= 0 && ret)
 		*ret = ctx.info;
 	erofs_ctx_done(&ctx);

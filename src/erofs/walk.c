@@ -188,8 +188,7 @@ static bool attempt_blocked(struct walker *w)
 {
 	if (!w->stuck)
 		return false;
-	if (w->ctx->err && w->ctx->errlen)
-		w->ctx->err[0] = 0;
+	util_err_clear(w->ctx->err);
 	return true;
 }
 
@@ -207,9 +206,9 @@ static int flush(struct walker *w)
 	w->st->prefetches++;
 	r = io->prefetch(io->ctx, w->round.v, w->round.n);
 	if (r < 0) {
-		if (w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
-			snprintf(w->ctx->err, w->ctx->errlen, "prefetch of %zu ranges failed: %s",
-				 w->round.n, strerror(-r));
+		if (!util_err_has_msg(w->ctx->err))
+			util_err_set(w->ctx->err, r, "prefetch of %zu ranges failed: %s",
+				     w->round.n, strerror(-r));
 		return r;
 	}
 	/* A round that left a range absent would come back forever. */
@@ -217,11 +216,10 @@ static int flush(struct walker *w)
 		const struct util_extent *e = &w->round.v[i];
 
 		if (!is_present(w, e->offset, e->length)) {
-			if (w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
-				snprintf(w->ctx->err, w->ctx->errlen,
-					 "prefetch left %llu+%llu absent",
-					 (unsigned long long)e->offset,
-					 (unsigned long long)e->length);
+			if (!util_err_has_msg(w->ctx->err))
+				util_err_set(w->ctx->err, -EIO, "prefetch left %llu+%llu absent",
+					     (unsigned long long)e->offset,
+					     (unsigned long long)e->length);
 			return -EIO;
 		}
 	}
@@ -263,9 +261,9 @@ static int visit(struct walker *w, uint64_t nid, uint32_t depth, bool as_dir, bo
 	*ret_dir_conflict = false;
 	if (*ret_new) {
 		if (w->visited.n > w->max_inodes) {
-			if (w->ctx->err && w->ctx->errlen && !w->ctx->err[0])
-				snprintf(w->ctx->err, w->ctx->errlen, "more than %llu inodes (limit)",
-					 (unsigned long long)w->max_inodes);
+			if (!util_err_has_msg(w->ctx->err))
+				util_err_set(w->ctx->err, -EFBIG, "more than %llu inodes (limit)",
+					     (unsigned long long)w->max_inodes);
 			return -EFBIG;
 		}
 		*val = MIN(depth, (uint32_t)DEPTH_MASK) | (as_dir ? REACHED_AS_DIR : 0);
@@ -402,9 +400,12 @@ static int item_step(struct walker *w, struct item *it)
 	if (attempt_blocked(w))
 		return 0;
 	if (r == -EUCLEAN && it->parent != UINT64_MAX && ctx->err &&
-	    strlen(ctx->err) + 40 < ctx->errlen)
-		snprintf(ctx->err + strlen(ctx->err), ctx->errlen - strlen(ctx->err),
+	    strlen(ctx->err->message) + 40 < sizeof(ctx->err->message)) {
+		size_t used = strlen(ctx->err->message);
+
+		snprintf(ctx->err->message + used, sizeof(ctx->err->message) - used,
 			 " (entry of directory %llu)", (unsigned long long)it->parent);
+	}
 	if (r < 0)
 		return r;
 	if (it->step == STEP_INODE) {
@@ -559,14 +560,14 @@ static int process(struct walker *w)
 	return shared_step(w);
 }
 
-static int walk_init(struct walker *w, struct erofs_ctx *ctx, char *errbuf, size_t errlen)
+static int walk_init(struct walker *w, struct erofs_ctx *ctx, struct util_error *err)
 {
 	int r = 0;
 
 	/* the superblock (and what follows it) is read before the block size is known */
 	for (unsigned int tries = 0;; tries++) {
 		attempt_begin(w);
-		r = erofs_ctx_init(ctx, &w->wio, errbuf, errlen);
+		r = erofs_ctx_init(ctx, &w->wio, err);
 		if (!attempt_blocked(w))
 			break;
 		erofs_ctx_done(ctx);
@@ -587,11 +588,10 @@ static int walk_init(struct walker *w, struct erofs_ctx *ctx, char *errbuf, size
 }
 
 int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
-	       struct util_extents *ret, struct erofs_walk_stats *stats, char *errbuf,
-	       size_t errlen)
+	       struct util_extents *ret, struct erofs_walk_stats *stats, struct util_error *err)
 {
 	struct erofs_walk_stats dummy;
-	struct erofs_ctx ctx = { .io = io, .err = errbuf, .errlen = errlen };
+	struct erofs_ctx ctx = {.io = io, .err = err};
 	struct walker w = { .ctx = &ctx, .io = io, .opts = opts };
 	struct util_extents rec;
 	struct erofs_files files;
@@ -614,7 +614,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	w.gbits = 12; /* before the superblock is known */
 	w.wio = (struct erofs_io){ .ctx = &w, .size = io->size, .read = checked_read };
 
-	r = walk_init(&w, &ctx, errbuf, errlen);
+	r = walk_init(&w, &ctx, err);
 	ctx.record = &rec;
 	if (r >= 0)
 		r = erofs_ctx_note_super(&ctx);

@@ -66,7 +66,7 @@ void fetch_handle_free(struct fetch_handle *h)
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 
 /* Say hello (or hold) on a connected socket and build the handle from the answer. */
-static int greet(int fd, bool hold, struct fetch_handle **ret, char *errbuf, size_t errlen)
+static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error *err)
 {
 	_cleanup_json_ json_t *req =
 	    json_pack("{s:s,s:i}", "op", hold ? "hold" : "hello", "proto", FETCH_PROTO_VERSION);
@@ -78,16 +78,19 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, char *errbuf, siz
 
 	if (!req)
 		return -ENOMEM;
-	r = fetch_proto_call(fd, req, -1, &reply, NULL, errbuf, errlen);
+	r = fetch_proto_call(fd, req, -1, &reply, NULL, err);
 	if (r == -EPROTO || (r >= 0 && (util_json_get_u64(reply, "proto", &proto) < 0 ||
 					proto != FETCH_PROTO_VERSION))) {
 		/* A daemon of another version: it keeps serving its mounts; we never talk to it. */
-		snprintf(errbuf, errlen,
-			 "the running daemon of this image was started by another version of "
-			 "lazyerofs (control protocol %s, this one speaks %d); unmount the image's "
-			 "mounts so that it leaves, then mount again",
-			 r == -EPROTO ? "unknown" : proto == 1 ? "1" : "newer", FETCH_PROTO_VERSION);
-		return -EPROTO;
+		return util_err_set(
+		    err, -EPROTO,
+		    "the running daemon of this image was started by another version of "
+		    "lazyerofs (control protocol %s, this one speaks %d); unmount the image's "
+		    "mounts so that it leaves, then mount again",
+		    r == -EPROTO ? "unknown"
+		    : proto == 1 ? "1"
+				 : "newer",
+		    FETCH_PROTO_VERSION);
 	}
 	if (r < 0)
 		return r;
@@ -121,17 +124,16 @@ static bool key_ok(const char *k)
 	return true;
 }
 
-static void dir_error(const char *what, const char *path, int r, char *errbuf, size_t errlen)
+static int dir_error(const char *what, const char *path, int r, struct util_error *err)
 {
 	if (r == -EPERM)
-		snprintf(errbuf, errlen, "%s '%s' must be a directory owned by root with mode 0700",
-			 what, path);
-	else
-		snprintf(errbuf, errlen, "%s '%s': %s", what, path, strerror(-r));
+		return util_err_set(
+		    err, r, "%s '%s' must be a directory owned by root with mode 0700", what, path);
+	return util_err_set(err, r, "%s '%s': %s", what, path, strerror(-r));
 }
 
-int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret, char *errbuf,
-			size_t errlen)
+int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret,
+			struct util_error *err)
 {
 	_cleanup_close_ int cache_dirfd = -1, run_dirfd = -1;
 	char sock[PATH_MAX];
@@ -139,29 +141,23 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 	bool spawned = false;
 	int r;
 
-	if (errlen)
-		errbuf[0] = 0;
+	util_err_clear(err);
 	if (!cfg->cache_dir || !cfg->run_dir || cfg->cache_dir[0] != '/' ||
 	    cfg->run_dir[0] != '/' || !key_ok(cfg->blob.cache_key) || cfg->blob.size == 0 ||
 	    !cfg->ref) {
-		snprintf(errbuf, errlen, "invalid daemon configuration");
-		return -EINVAL;
+		return util_err_set(err, -EINVAL, "invalid daemon configuration");
 	}
 	r = cache_dir_open(cfg->cache_dir, &cache_dirfd);
-	if (r < 0) {
-		dir_error("cache directory", cfg->cache_dir, r, errbuf, errlen);
-		return r;
-	}
+	if (r < 0)
+		return dir_error("cache directory", cfg->cache_dir, r, err);
 	r = util_open_private_dir(cfg->run_dir, &run_dirfd);
-	if (r < 0) {
-		dir_error("run directory", cfg->run_dir, r, errbuf, errlen);
-		return r;
-	}
+	if (r < 0)
+		return dir_error("run directory", cfg->run_dir, r, err);
 	if (snprintf(sock, sizeof(sock), "%s/daemon-%s.sock", cfg->run_dir, cfg->blob.cache_key) >=
 	    (int)sizeof(sock)) {
-		snprintf(errbuf, errlen, "run directory path '%s' is too long for a unix socket",
-			 cfg->run_dir);
-		return -ENAMETOOLONG;
+		return util_err_set(err, -ENAMETOOLONG,
+				    "run directory path '%s' is too long for a unix socket",
+				    cfg->run_dir);
 	}
 
 	deadline = util_now_ms() + 30000;
@@ -171,7 +167,7 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 
 		r = connect_unix(sock, &fd);
 		if (r >= 0) {
-			r = greet(fd, true, ret, errbuf, errlen);
+			r = greet(fd, true, ret, err);
 			if (r >= 0) {
 				fd = -1; /* now owned by the handle */
 				return 0;
@@ -181,32 +177,30 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 			/* The daemon is leaving (it stopped taking holds) or its worker is being
 			 * replaced: try again shortly. */
 		} else if (r != -ENOENT && r != -ECONNREFUSED) {
-			snprintf(errbuf, errlen, "connecting to the daemon at '%s': %s", sock,
-				 strerror(-r));
-			return r;
+			return util_err_set(err, r, "connecting to the daemon at '%s': %s", sock,
+					    strerror(-r));
 		}
 		if (util_now_ms() > deadline) {
-			snprintf(errbuf, errlen,
-				 "the daemon of cache entry %s did not answer within 30 s; see "
-				 "%s/daemon-%s.log",
-				 cfg->blob.cache_key, cfg->run_dir, cfg->blob.cache_key);
-			return -ETIMEDOUT;
+			return util_err_set(
+			    err, -ETIMEDOUT,
+			    "the daemon of cache entry %s did not answer within 30 s; see "
+			    "%s/daemon-%s.log",
+			    cfg->blob.cache_key, cfg->run_dir, cfg->blob.cache_key);
 		}
 		if (r < 0 && !spawned) {
 			r = cache_entry_lock(cache_dirfd, cfg->blob.cache_key, false, &lock);
 			if (r == 0) {
 				/* Nobody serves the entry and nobody is starting to: start it. */
 				r = fetch_spawn(cfg, cache_dirfd, run_dirfd, TAKE_FD(lock), &pid,
-						errbuf, errlen);
+						err);
 				if (r < 0)
 					return r;
 				spawned = true;
 				continue;
 			}
 			if (r != -EWOULDBLOCK) {
-				snprintf(errbuf, errlen, "locking cache entry %s: %s",
-					 cfg->blob.cache_key, strerror(-r));
-				return r;
+				return util_err_set(err, r, "locking cache entry %s: %s",
+						    cfg->blob.cache_key, strerror(-r));
 			}
 		}
 		spawned = false; /* a daemon we started and cannot reach may have left: retry */
@@ -217,7 +211,6 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 int fetch_connect(const char *socket_path, struct fetch_handle **ret)
 {
 	_cleanup_close_ int fd = -1;
-	char err[256];
 	int r;
 
 	r = connect_unix(socket_path, &fd);
@@ -228,7 +221,7 @@ int fetch_connect(const char *socket_path, struct fetch_handle **ret)
 	}
 	if (r < 0)
 		return r;
-	r = greet(fd, false, ret, err, sizeof(err));
+	r = greet(fd, false, ret, NULL);
 	if (r < 0)
 		return r;
 	fd = -1;
@@ -241,7 +234,6 @@ static int reconnect(struct fetch_handle *h)
 {
 	struct fetch_handle *n = NULL;
 	_cleanup_close_ int fd = -1;
-	char err[256];
 	int r;
 
 	for (int i = 0; i < 100; i++) {
@@ -252,7 +244,7 @@ static int reconnect(struct fetch_handle *h)
 	}
 	if (r < 0)
 		return r;
-	r = greet(fd, h->holding, &n, err, sizeof(err));
+	r = greet(fd, h->holding, &n, NULL);
 	if (r < 0)
 		return r;
 	fd = -1;
@@ -269,28 +261,28 @@ static bool conn_lost(int r)
 }
 
 static int call_fd(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret, int *ret_fd,
-		   char *errbuf, size_t errlen)
+		   struct util_error *err)
 {
-	int r = fetch_proto_call(h->ctl_fd, req, pass_fd, ret, ret_fd, errbuf, errlen);
+	int r = fetch_proto_call(h->ctl_fd, req, pass_fd, ret, ret_fd, err);
 
 	for (int i = 0; i < 3 && conn_lost(r); i++) {
 		if (reconnect(h) < 0)
 			break;
-		r = fetch_proto_call(h->ctl_fd, req, pass_fd, ret, ret_fd, errbuf, errlen);
+		r = fetch_proto_call(h->ctl_fd, req, pass_fd, ret, ret_fd, err);
 	}
-	if (conn_lost(r) && errbuf && errlen)
-		snprintf(errbuf, errlen, "the daemon (pid %d) went away", (int)h->pid);
+	if (conn_lost(r))
+		util_err_set(err, r, "the daemon (pid %d) went away", (int)h->pid);
 	return r;
 }
 
-static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret, char *errbuf,
-		size_t errlen)
+static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret,
+		struct util_error *err)
 {
-	return call_fd(h, req, pass_fd, ret, NULL, errbuf, errlen);
+	return call_fd(h, req, pass_fd, ret, NULL, err);
 }
 
-int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n, char *errbuf,
-			size_t errlen)
+int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			struct util_error *err)
 {
 	for (size_t at = 0; at < n;) {
 		size_t m = MIN(n - at, (size_t)ENSURE_BATCH);
@@ -305,7 +297,7 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
 			if (json_array_append_new(arr, json_pack("[II]", (json_int_t)v[i].offset,
 								 (json_int_t)v[i].length)) < 0)
 				return -ENOMEM;
-		r = call(h, req, -1, &reply, errbuf, errlen);
+		r = call(h, req, -1, &reply, err);
 		if (r < 0)
 			return r;
 		at += m;
@@ -313,7 +305,7 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
 	return 0;
 }
 
-int fetch_data_fd(struct fetch_handle *h, int *ret_fd, char *errbuf, size_t errlen)
+int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err)
 {
 	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "data_fd"), *reply = NULL;
 	_cleanup_close_ int fd = -1;
@@ -322,15 +314,15 @@ int fetch_data_fd(struct fetch_handle *h, int *ret_fd, char *errbuf, size_t errl
 
 	if (!req)
 		return -ENOMEM;
-	r = call_fd(h, req, -1, &reply, &fd, errbuf, errlen);
+	r = call_fd(h, req, -1, &reply, &fd, err);
 	if (r < 0)
 		return r;
 	/* It must be the entry's data file, for reading only: anything else is a daemon bug. */
 	if (fd < 0 || fstat(fd, &a) < 0 || stat(h->data_path, &b) < 0 || !S_ISREG(a.st_mode) ||
 	    a.st_dev != b.st_dev || a.st_ino != b.st_ino ||
 	    (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY) {
-		snprintf(errbuf, errlen, "the daemon passed no read-only fd of '%s'", h->data_path);
-		return -EBADMSG;
+		return util_err_set(err, -EBADMSG, "the daemon passed no read-only fd of '%s'",
+				    h->data_path);
 	}
 	*ret_fd = TAKE_FD(fd);
 	return 0;
@@ -341,7 +333,6 @@ int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint
 {
 	_cleanup_json_ json_t *req = NULL, *reply = NULL;
 	_cleanup_close_ int fd = -1;
-	char err[256];
 
 	fd = open(mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -351,18 +342,17 @@ int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint
 			state_file ? state_file : "");
 	if (!req)
 		return -ENOMEM;
-	return call(h, req, fd, &reply, err, sizeof(err));
+	return call(h, req, fd, &reply, NULL);
 }
 
 int fetch_detach(struct fetch_handle *h, uint64_t mnt_id)
 {
 	_cleanup_json_ json_t *req = NULL, *reply = NULL;
-	char err[256];
 
 	req = json_pack("{s:s,s:I}", "op", "detach", "mnt_id", (json_int_t)mnt_id);
 	if (!req)
 		return -ENOMEM;
-	return call(h, req, -1, &reply, err, sizeof(err));
+	return call(h, req, -1, &reply, NULL);
 }
 
 static uint64_t getu(json_t *o, const char *k)
@@ -377,12 +367,11 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 {
 	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "status"), *reply = NULL;
 	const char *digest = "", *state = "running";
-	char err[256];
 	int r;
 
 	if (!req)
 		return -ENOMEM;
-	r = call(h, req, -1, &reply, err, sizeof(err));
+	r = call(h, req, -1, &reply, NULL);
 	if (r < 0)
 		return r;
 	*ret = (struct fetch_status){0};

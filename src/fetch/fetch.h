@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "oci/oci.h"
+#include "util/error.h"
 #include "util/extents.h"
 
 struct fetch_config {
@@ -44,20 +45,20 @@ struct fetch_handle {
 
 /* Start the daemon of cfg->blob's cache entry, or join the running one. Returns once the
  * data file is marked and events are served. -EOPNOTSUPP when the cache directory's
- * filesystem refuses pre-content marks (tmpfs, overlayfs), with the reason in errbuf.
+ * filesystem refuses pre-content marks (tmpfs, overlayfs), with the reason in err.
  *
  * The returned handle keeps the daemon alive (it "holds" it) until fetch_handle_free(), so a
  * mount helper can walk, mount and attach without the daemon leaving in between. The daemon
  * is forked from the caller (secrets stay in memory): call this while single-threaded.
  * A handle is not thread-safe; use one handle per thread (fetch_connect). */
-int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret, char *errbuf,
-			size_t errlen);
+int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret,
+			struct util_error *err);
 void fetch_handle_free(struct fetch_handle *h);
 
 /* Make the ranges present in the cache (one batch: several ranges per request, several
  * requests in flight); returns when all are present, or -errno. */
-int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n, char *errbuf,
-			size_t errlen);
+int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			struct util_error *err);
 
 /* A read-only fd of the data file that the daemon opened BEFORE it marked the file: reads
  * through it raise no fanotify events, so they never wait for the daemon -- and read zeros
@@ -65,7 +66,7 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
  * confirmed present; read anything else through an fd of your own (h->data_path), whose
  * reads make the daemon fetch. Root only (like every request). -EINVAL from a daemon that
  * predates the request (the caller falls back to its own fd). */
-int fetch_data_fd(struct fetch_handle *h, int *ret_fd, char *errbuf, size_t errlen);
+int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err);
 
 /* Register / unregister a mount of the entry (mnt_id from STATX_MNT_ID_UNIQUE). attach opens
  * the mountpoint (O_PATH, in the caller's mount namespace) and passes it to the daemon, which
@@ -82,8 +83,7 @@ int fetch_detach(struct fetch_handle *h, uint64_t mnt_id);
 
 /* Hand the daemon the image's file index (fetch/files.h encoding) in a sealed memfd.
  * -EINVAL from a daemon that predates the request; -EBADMSG if it refused the bytes. */
-int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, char *errbuf,
-		     size_t errlen);
+int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, struct util_error *err);
 
 /* Live status (DESIGN "status --json" keys, then more). */
 struct fetch_status {

@@ -318,22 +318,20 @@ void fetch_files_free(struct fetch_files *f)
 	free(f);
 }
 
-static int bad(char *errbuf, size_t errlen, const char *fmt, ...) _printf_(3, 4);
+static int bad(struct util_error *err, const char *fmt, ...) _printf_(2, 3);
 
-static int bad(char *errbuf, size_t errlen, const char *fmt, ...)
+static int bad(struct util_error *err, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (errbuf && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(errbuf, errlen, fmt, ap);
-		va_end(ap);
-	}
+	va_start(ap, fmt);
+	util_err_vset(err, -EBADMSG, fmt, ap);
+	va_end(ap);
 	return -EBADMSG;
 }
 
 int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fetch_files **ret,
-		      char *errbuf, size_t errlen)
+		      struct util_error *err)
 {
 	const uint8_t *p = buf;
 	struct fetch_files *f;
@@ -341,26 +339,23 @@ int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fe
 	int r = 0;
 
 	if (len > FETCH_FILES_MAX_BYTES) {
-		if (errbuf && errlen)
-			snprintf(errbuf, errlen, "file index of %zu bytes (limit %u)", len,
-				 FETCH_FILES_MAX_BYTES);
-		return -EFBIG;
+		return util_err_set(err, -EFBIG, "file index of %zu bytes (limit %u)", len,
+				    FETCH_FILES_MAX_BYTES);
 	}
 	if (len < FETCH_FILES_HDR_SIZE || get_le(p, 4) != FETCH_FILES_MAGIC)
-		return bad(errbuf, errlen, "not a file index (no magic)");
+		return bad(err, "not a file index (no magic)");
 	if (get_le(p + 4, 2) != FETCH_FILES_VERSION || get_le(p + 6, 2) != FETCH_FILES_HDR_SIZE ||
 	    get_le(p + 24, 8) != 0)
-		return bad(errbuf, errlen, "file index version %u (header %u) not understood",
+		return bad(err, "file index version %u (header %u) not understood",
 			   (unsigned)get_le(p + 4, 2), (unsigned)get_le(p + 6, 2));
 	if (get_le(p + 8, 8) != blob_size)
-		return bad(errbuf, errlen, "file index of a blob of %llu bytes, not %llu",
+		return bad(err, "file index of a blob of %llu bytes, not %llu",
 			   (unsigned long long)get_le(p + 8, 8), (unsigned long long)blob_size);
 	nfiles = get_le(p + 16, 4);
 	nranges = get_le(p + 20, 4);
 	/* both at most a few hundred thousands here, so none of this can overflow */
 	if (nfiles > nranges || encoded_size(nfiles, nranges) != len)
-		return bad(errbuf, errlen,
-			   "file index of %llu files and %llu ranges has %zu bytes, not %llu",
+		return bad(err, "file index of %llu files and %llu ranges has %zu bytes, not %llu",
 			   (unsigned long long)nfiles, (unsigned long long)nranges, len,
 			   (unsigned long long)encoded_size(nfiles, nranges));
 	f = calloc(1, sizeof(*f));
@@ -381,16 +376,16 @@ int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fe
 
 		f->first[i] = (uint32_t)sum;
 		if (n == 0 || n > nranges - sum)
-			r = bad(errbuf, errlen, "file %llu of the index has %llu ranges",
+			r = bad(err, "file %llu of the index has %llu ranges",
 				(unsigned long long)i, (unsigned long long)n);
 		sum += n;
 	}
 	if (r >= 0 && sum != nranges)
-		r = bad(errbuf, errlen, "the index's files have %llu ranges, not %llu",
+		r = bad(err, "the index's files have %llu ranges, not %llu",
 			(unsigned long long)sum, (unsigned long long)nranges);
 	for (at = FETCH_FILES_HDR_SIZE + 4 * nfiles; r >= 0 && at < ranges_at(nfiles); at++)
 		if (p[at])
-			r = bad(errbuf, errlen, "file index padding not zero");
+			r = bad(err, "file index padding not zero");
 	f->first[nfiles] = (uint32_t)nranges;
 	at = ranges_at(nfiles);
 	f->cum[0] = 0;
@@ -400,7 +395,7 @@ int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fe
 		f->order[k] = (uint32_t)k;
 		if (!f->r[k].length ||
 		    !util_range_within(f->r[k].offset, f->r[k].length, blob_size))
-			r = bad(errbuf, errlen,
+			r = bad(err,
 				"file index range %llu (%llu+%llu) is empty or outside the blob",
 				(unsigned long long)k, (unsigned long long)f->r[k].offset,
 				(unsigned long long)f->r[k].length);
@@ -411,7 +406,7 @@ int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fe
 		const struct util_extent *a = &f->r[f->order[k - 1]], *b = &f->r[f->order[k]];
 
 		if (a->offset + a->length > b->offset)
-			r = bad(errbuf, errlen, "file index ranges overlap at blob offset %llu",
+			r = bad(err, "file index ranges overlap at blob offset %llu",
 				(unsigned long long)b->offset);
 	}
 	/* disjoint and within the blob: the sums stay within the blob size */

@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/error.h"
 #include "util/extents.h"
 
 #define FETCH_FILES_MAGIC     0x49465a4cu /* "LZFI" */
@@ -71,9 +72,9 @@ int fetch_files_builder_finish(struct fetch_files_builder *b, uint8_t **ret_buf,
 struct fetch_files;
 
 /* Parse and check an encoded index of a blob of blob_size bytes. -EBADMSG (the reason in
- * errbuf) on anything malformed, -EFBIG over FETCH_FILES_MAX_BYTES. Pure. */
+ * err) on anything malformed, -EFBIG over FETCH_FILES_MAX_BYTES. Pure. */
 int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fetch_files **ret,
-		      char *errbuf, size_t errlen);
+		      struct util_error *err);
 void fetch_files_free(struct fetch_files *f);
 
 uint32_t fetch_files_count(const struct fetch_files *f);

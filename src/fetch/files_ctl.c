@@ -40,38 +40,30 @@ static int reply(int cfd, int err, uint32_t files, uint32_t ranges, bool unchang
 	return o ? fetch_proto_send(cfd, o, -1) : -ENOMEM;
 }
 
-static int read_index(int fd, uint8_t **ret_buf, size_t *ret_len, char *msg, size_t msglen)
+static int read_index(int fd, uint8_t **ret_buf, size_t *ret_len, struct util_error *err)
 {
 	_cleanup_free_ uint8_t *buf = NULL;
 	struct stat st;
 	int seals = fcntl(fd, F_GET_SEALS);
 	size_t off = 0;
 
-	if (seals < 0 || (seals & SEALS_WANTED) != SEALS_WANTED) {
-		snprintf(msg, msglen, "files: the index must come in a sealed memfd");
-		return -EPERM;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(msg, msglen, "files: the index fd is not a file");
-		return -EINVAL;
-	}
-	if ((uint64_t)st.st_size > FETCH_FILES_MAX_BYTES) {
-		snprintf(msg, msglen, "files: index of %llu bytes (limit %u)",
-			 (unsigned long long)st.st_size, FETCH_FILES_MAX_BYTES);
-		return -EFBIG;
-	}
+	if (seals < 0 || (seals & SEALS_WANTED) != SEALS_WANTED)
+		return util_err_set(err, -EPERM, "files: the index must come in a sealed memfd");
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return util_err_set(err, -EINVAL, "files: the index fd is not a file");
+	if ((uint64_t)st.st_size > FETCH_FILES_MAX_BYTES)
+		return util_err_set(err, -EFBIG, "files: index of %llu bytes (limit %u)",
+				    (unsigned long long)st.st_size, FETCH_FILES_MAX_BYTES);
 	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
 	if (!buf)
-		return -ENOMEM;
+		return util_err_set(err, -ENOMEM, "files: out of memory");
 	while (off < (size_t)st.st_size) {
 		ssize_t n = pread(fd, buf + off, (size_t)st.st_size - off, (off_t)off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0) {
-			snprintf(msg, msglen, "files: reading the index failed");
-			return -EIO;
-		}
+		if (n <= 0)
+			return util_err_set(err, -EIO, "files: reading the index failed");
 		off += (size_t)n;
 	}
 	*ret_buf = TAKE_PTR(buf);
@@ -84,7 +76,7 @@ int fetch_files_request(struct fetch_daemon *d, int cfd, int fd)
 	_cleanup_free_ uint8_t *buf = NULL;
 	struct fetch_files *f = NULL, *old;
 	uint8_t digest[UTIL_SHA256_LEN];
-	char msg[400] = "", why[256] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 	uint32_t nf, nr;
 	size_t len = 0;
 	bool same;
@@ -92,13 +84,12 @@ int fetch_files_request(struct fetch_daemon *d, int cfd, int fd)
 
 	if (fd < 0)
 		return reply(cfd, EINVAL, 0, 0, false, "files: no index fd was passed");
-	r = read_index(fd, &buf, &len, msg, sizeof(msg));
-	if (r == -ENOMEM)
-		snprintf(msg, sizeof(msg), "files: out of memory");
+	r = read_index(fd, &buf, &len, &err);
 	if (r >= 0)
 		r = util_sha256_buf(buf, len, digest);
 	if (r < 0)
-		return reply(cfd, -r, 0, 0, false, msg[0] ? msg : "files: hashing failed");
+		return reply(cfd, -r, 0, 0, false,
+			     util_err_has_msg(&err) ? err.message : "files: hashing failed");
 	pthread_mutex_lock(&d->lock);
 	same = d->files && !memcmp(d->files_digest, digest, sizeof(digest));
 	nf = fetch_files_count(d->files);
@@ -106,12 +97,13 @@ int fetch_files_request(struct fetch_daemon *d, int cfd, int fd)
 	pthread_mutex_unlock(&d->lock);
 	if (same)
 		return reply(cfd, 0, nf, nr, true, NULL);
-	r = fetch_files_parse(buf, len, d->cfg.blob.size, &f, why, sizeof(why));
+	r = fetch_files_parse(buf, len, d->cfg.blob.size, &f, &err);
 	if (r < 0) {
-		log_warning("refused a file index of %zu bytes: %s", len,
-			    why[0] ? why : strerror(-r));
-		snprintf(msg, sizeof(msg), "files: %s", why[0] ? why : strerror(-r));
-		return reply(cfd, -r, 0, 0, false, msg);
+		log_warning("refused a file index of %zu bytes: %s", len, util_err_msg(&err, r));
+		if (!util_err_has_msg(&err))
+			util_err_set(&err, r, "%s", strerror(-r));
+		util_err_prefix(&err, "files");
+		return reply(cfd, -r, 0, 0, false, err.message);
 	}
 	nf = fetch_files_count(f);
 	nr = fetch_files_nranges(f);
@@ -139,8 +131,7 @@ void fetch_files_drop(struct fetch_daemon *d)
 	fetch_files_free(f);
 }
 
-int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, char *errbuf,
-		     size_t errlen)
+int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, struct util_error *err)
 {
 	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "files"), *rep = NULL;
 	_cleanup_close_ int fd = memfd_create("lazyerofs-files", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -161,5 +152,5 @@ int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, char *
 	}
 	if (fcntl(fd, F_ADD_SEALS, SEALS_WANTED | F_SEAL_SEAL) < 0)
 		return -errno;
-	return fetch_proto_call(h->ctl_fd, req, fd, &rep, NULL, errbuf, errlen);
+	return fetch_proto_call(h->ctl_fd, req, fd, &rep, NULL, err);
 }

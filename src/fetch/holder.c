@@ -532,7 +532,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 /* ---- fetch_spawn ------------------------------------------------------------------------- */
 
 int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, int lock_fd,
-		pid_t *ret_pid, char *errbuf, size_t errlen)
+		pid_t *ret_pid, struct util_error *err)
 {
 	_cleanup_close_ int lock = lock_fd, rd = -1;
 	char msg[1024];
@@ -546,11 +546,10 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 	rd = p[0];
 	pid = fork();
 	if (pid < 0) {
-		int err = errno;
+		int e = errno;
 
 		close(p[1]);
-		snprintf(errbuf, errlen, "fork: %s", strerror(err));
-		return -err;
+		return util_err_set(err, -e, "fork: %s", strerror(e));
 	}
 	if (pid == 0) {
 		static struct fetch_daemon d;
@@ -603,9 +602,8 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		ssize_t n;
 
 		if (now >= deadline) {
-			snprintf(errbuf, errlen,
-				 "the daemon did not report readiness within 120 s");
-			return -ETIMEDOUT;
+			return util_err_set(err, -ETIMEDOUT,
+					    "the daemon did not report readiness within 120 s");
 		}
 		if (poll(&pfd, 1, (int)MIN(deadline - now, (uint64_t)1000)) <= 0)
 			continue;
@@ -644,10 +642,9 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 				close(pfd);
 			}
 		}
-		snprintf(errbuf, errlen, "%s", end && *end == ' ' ? end + 1 : msg);
-		return e > 0 && e < 4096 ? -(int)e : -EIO;
+		return util_err_set(err, e > 0 && e < 4096 ? -(int)e : -EIO, "%s",
+				    end && *end == ' ' ? end + 1 : msg);
 	}
-	snprintf(errbuf, errlen, "the daemon exited during startup; see %s/daemon-%s.log",
-		 cfg->run_dir, cfg->blob.cache_key);
-	return -EIO;
+	return util_err_set(err, -EIO, "the daemon exited during startup; see %s/daemon-%s.log",
+			    cfg->run_dir, cfg->blob.cache_key);
 }

@@ -193,7 +193,7 @@ struct fetch_daemon {
 
 /* holder.c */
 int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, int lock_fd,
-		pid_t *ret_pid, char *errbuf, size_t errlen);
+		pid_t *ret_pid, struct util_error *err);
 /* The fds every daemon process keeps (same numbers in all of them); returns how many. */
 size_t fetch_essential_fds(const struct fetch_daemon *d, int *out, size_t max);
 void fetch_close_all_but(const int *keep, size_t n);
@@ -290,6 +290,6 @@ void fetch_linebuf_free(struct fetch_linebuf *lb);
 /* Send a request (with pass_fd unless -1) and read its reply; an fd passed with the reply goes
  * to *ret_fd (-1 if none), or is closed when ret_fd is NULL. */
 int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, int *ret_fd,
-		     char *errbuf, size_t errlen);
+		     struct util_error *err);
 
 #endif

@@ -187,7 +187,7 @@ int fetch_proto_recv_line(int fd, struct fetch_linebuf *lb, size_t max, char **r
 }
 
 int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, int *ret_fd,
-		     char *errbuf, size_t errlen)
+		     struct util_error *err)
 {
 	_cleanup_close_ int got_fd = -1;
 	struct fetch_linebuf lb = {0};
@@ -216,11 +216,10 @@ int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, int *
 
 		(void)util_json_get_string(reply, "error", &msg);
 		(void)util_json_get_u64(reply, "errno", &e);
-		if (errbuf && errlen)
-			snprintf(errbuf, errlen, "%s",
+		r = util_err_set(err, e > 0 && e < 4096 ? -(int)e : -EIO, "%s",
 				 msg ? msg : "the daemon refused the request");
 		json_decref(reply);
-		return e > 0 && e < 4096 ? -(int)e : -EIO;
+		return r;
 	}
 	*ret_reply = reply;
 	if (ret_fd)

@@ -88,8 +88,8 @@ static const char *job_kind(const struct fetch_job *job)
 }
 
 /* A job is over: account for it, tell the scheduler, answer whom it served. */
-static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r, const struct oci_error *err,
-		    uint64_t requests)
+static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
+		    const struct util_error *err, uint64_t requests)
 {
 	struct fetch_job *job = x->job;
 
@@ -127,7 +127,7 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r, const s
 	fetch_settle(d);
 }
 
-static void job_done_cb(void *ctx, int result, const struct oci_error *err, uint64_t requests)
+static void job_done_cb(void *ctx, int result, const struct util_error *err, uint64_t requests)
 {
 	struct fetch_xfer *x = ctx;
 
@@ -140,7 +140,7 @@ static void job_done_cb(void *ctx, int result, const struct oci_error *err, uint
 static bool job_submit(struct fetch_daemon *d, struct fetch_job *job, int *ret_err)
 {
 	struct fetch_xfer *x = &d->xfers[job - d->sched.jobs];
-	struct oci_error oerr = {0};
+	struct util_error oerr = {0};
 	int r;
 
 	memset(x->written, 0, job->nruns * sizeof(x->written[0]));

@@ -59,7 +59,7 @@ void mount_files_send(struct mount_files *mf, struct fetch_handle *h)
 	struct fetch_files_build_stats st;
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	char err[512] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 	int r;
 
 	if (!mf)
@@ -71,13 +71,13 @@ void mount_files_send(struct mount_files *mf, struct fetch_handle *h)
 		log_debug("no file index for the daemon: %s", strerror(-r));
 		return;
 	}
-	r = fetch_send_files(h, buf, len, err, sizeof(err));
+	r = fetch_send_files(h, buf, len, &err);
 	free(buf);
 	if (r == -EINVAL)
-		log_debug("the daemon took no file index: %s", err[0] ? err : strerror(-r));
+		log_debug("the daemon took no file index: %s", util_err_msg(&err, r));
 	else if (r < 0)
 		log_warning("handing the file index to the daemon failed: %s",
-			    err[0] ? err : strerror(-r));
+			    util_err_msg(&err, r));
 	else
 		log_debug("file index: %llu files, %llu ranges, %zu bytes (%llu files without "
 			  "ranges of their own, %llu left out for the size cap)",

@@ -109,7 +109,7 @@ static void read_fs_messages(int fsfd, char *out, size_t len)
 }
 
 int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, uint64_t *ret_mnt_id,
-		       char *err, size_t errlen)
+		       struct util_error *err)
 {
 	_cleanup_close_ int fsfd = -1, mfd = -1;
 	char kmsg[512] = "";
@@ -120,9 +120,9 @@ int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, uint64_
 	fsfd = fsopen("erofs", FSOPEN_CLOEXEC);
 	if (fsfd < 0) {
 		r = -errno;
-		snprintf(err, errlen, "cannot create an EROFS mount: %s%s", strerror(-r),
-			 r == -ENODEV ? " (is the erofs module available? try 'modprobe erofs')" : "");
-		return r;
+		return util_err_set(
+		    err, r, "cannot create an EROFS mount: %s%s", strerror(-r),
+		    r == -ENODEV ? " (is the erofs module available? try 'modprobe erofs')" : "");
 	}
 	step = "source";
 	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "source", source, 0) < 0)
@@ -140,9 +140,9 @@ int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, uint64_
 	/* The id of this very mount, before anything else can be mounted over the target. */
 	r = statx_mnt(mfd, "", AT_EMPTY_PATH, &id, NULL);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot read the new mount's id: %s (needs Linux 6.8 or later)",
-			 strerror(-r));
-		return r;
+		return util_err_set(err, r,
+				    "cannot read the new mount's id: %s (needs Linux 6.8 or later)",
+				    strerror(-r));
 	}
 	step = "move_mount";
 	if (move_mount(mfd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
@@ -152,7 +152,6 @@ int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, uint64_
 fail:
 	r = -errno;
 	read_fs_messages(fsfd, kmsg, sizeof(kmsg));
-	snprintf(err, errlen, "the kernel refused the EROFS mount (%s): %s%s%s", step, strerror(-r),
-		 kmsg[0] ? ": " : "", kmsg);
-	return r;
+	return util_err_set(err, r, "the kernel refused the EROFS mount (%s): %s%s%s", step,
+			    strerror(-r), kmsg[0] ? ": " : "", kmsg);
 }

@@ -59,31 +59,39 @@ DEFINE_CLEANUP_FUNC(struct mount_files, mount_files_free);
 /* Memory for the metadata loaded during the walk (a Debian minbase has 8-16 MiB). */
 #define WALK_MEMORY_CAP (256ULL << 20)
 
-static void format_oci_error(char *err, size_t errlen, const char *what, const char *source,
-			     const struct oci_error *oerr, int r)
+/* "what 'source': STATUS CODE: message" from what the registry client recorded in err. */
+static int registry_error(struct util_error *err, const char *what, const char *source, int r)
 {
 	char status[96] = "";
 
-	if (oerr->http_status > 0) {
+	if (!err)
+		return r;
+	err->code = r;
+	if (err->http_status > 0) {
 		char num[16];
 
-		snprintf(num, sizeof(num), "%d", oerr->http_status);
+		snprintf(num, sizeof(num), "%d", err->http_status);
 		/* Do not repeat what the registry client already put in its message. */
-		if (!strstr(oerr->message, num)) {
-			if (oerr->code[0] && !strstr(oerr->message, oerr->code))
-				snprintf(status, sizeof(status), "%d %s: ", oerr->http_status,
-					 oerr->code);
+		if (!strstr(err->message, num)) {
+			if (err->registry_code[0] && !strstr(err->message, err->registry_code))
+				snprintf(status, sizeof(status), "%d %s", err->http_status,
+					 err->registry_code);
 			else
-				snprintf(status, sizeof(status), "%d: ", oerr->http_status);
+				snprintf(status, sizeof(status), "%d", err->http_status);
 		}
 	}
-	snprintf(err, errlen, "%s '%s': %s%s", what, source, status,
-		 oerr->message[0] ? oerr->message : strerror(-r));
+	if (!err->message[0])
+		snprintf(err->message, sizeof(err->message), "%s", strerror(-r));
+	if (status[0])
+		util_err_prefix(err, "%s '%s': %s", what, source, status);
+	else
+		util_err_prefix(err, "%s '%s'", what, source);
+	return r;
 }
 
 /* Fail early and clearly on filesystems that refuse pre-content marks (DESIGN fact 11); the
  * daemon's own mark attempt is the authoritative check for anything else. */
-static int check_cache_fs(const char *cache_dir, char *err, size_t errlen)
+static int check_cache_fs(const char *cache_dir, struct util_error *err)
 {
 	_cleanup_close_ int fd = -1;
 	struct statfs sfs;
@@ -93,16 +101,16 @@ static int check_cache_fs(const char *cache_dir, char *err, size_t errlen)
 	r = util_open_private_dir(cache_dir, &fd);
 	if (r < 0) {
 		if (r == -EPERM)
-			snprintf(err, errlen,
-				 "cache directory '%s' must be owned by root with mode 0700", cache_dir);
+			util_err_set(err, r,
+				     "cache directory '%s' must be owned by root with mode 0700",
+				     cache_dir);
 		else
-			snprintf(err, errlen, "cache directory '%s': %s", cache_dir, strerror(-r));
+			util_err_set(err, r, "cache directory '%s': %s", cache_dir, strerror(-r));
 		return r;
 	}
 	if (fstatfs(fd, &sfs) < 0) {
 		r = -errno;
-		snprintf(err, errlen, "cache directory '%s': %s", cache_dir, strerror(-r));
-		return r;
+		return util_err_set(err, r, "cache directory '%s': %s", cache_dir, strerror(-r));
 	}
 	if ((unsigned long)sfs.f_type == (unsigned long)TMPFS_MAGIC)
 		name = "tmpfs";
@@ -111,18 +119,18 @@ static int check_cache_fs(const char *cache_dir, char *err, size_t errlen)
 	else if ((unsigned long)sfs.f_type == (unsigned long)OVERLAYFS_SUPER_MAGIC)
 		name = "overlayfs";
 	if (name) {
-		snprintf(err, errlen,
-			 "cache directory '%s' is on %s, which refuses fanotify pre-content marks; "
-			 "use cache=DIR (or LAZYEROFS_CACHE_DIR) on ext4, xfs or btrfs",
-			 cache_dir, name);
-		return -EOPNOTSUPP;
+		return util_err_set(
+		    err, -EOPNOTSUPP,
+		    "cache directory '%s' is on %s, which refuses fanotify pre-content marks; "
+		    "use cache=DIR (or LAZYEROFS_CACHE_DIR) on ext4, xfs or btrfs",
+		    cache_dir, name);
 	}
 	return 0;
 }
 
 /* Make every structure the kernel reads without an event present in the cache file. */
 static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount_result *res,
-			     char *err, size_t errlen)
+			     struct util_error *err)
 {
 	_cleanup_(mount_walkio_freep) struct mount_walkio *w = NULL;
 	_cleanup_(mount_files_freep) struct mount_files *files = NULL;
@@ -132,34 +140,33 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	struct util_extents ext;
 	struct fetch_status before = { 0 }, after = { 0 };
 	struct erofs_info info;
-	char werr[512] = "", ferr[MOUNT_ERR_LEN] = "";
+	struct util_error werr = UTIL_ERROR_INIT, ferr = UTIL_ERROR_INIT;
 	bool have_before;
 	int r;
 
 	fd = open(h->data_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		r = -errno;
-		snprintf(err, errlen, "opening the cache file '%s': %s", h->data_path, strerror(-r));
-		return r;
+		return util_err_set(err, r, "opening the cache file '%s': %s", h->data_path,
+				    strerror(-r));
 	}
 	/* No kernel readahead on this fd: a window reaching past what was prefetched would
 	 * make the daemon fetch file data around every metadata block. */
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 	/* The daemon's pre-mark read fd loads what each batch made present without an event per
 	 * read; a daemon that cannot give it leaves every read on the marked fd. */
-	r = fetch_data_fd(h, &premark, ferr, sizeof(ferr));
+	r = fetch_data_fd(h, &premark, &ferr);
 	if (r < 0) {
 		log_debug("no pre-mark read fd from the daemon (%s); loading rounds through events",
-			  ferr[0] ? ferr : strerror(-r));
+			  util_err_msg(&ferr, r));
 		premark = -1;
-		ferr[0] = 0;
+		util_err_clear(&ferr);
 	} else {
 		(void)posix_fadvise(premark, 0, 0, POSIX_FADV_RANDOM);
 	}
-	r = mount_walkio_new(fd, premark, h, size, WALK_MEMORY_CAP, ferr, sizeof(ferr), &w);
+	r = mount_walkio_new(fd, premark, h, size, WALK_MEMORY_CAP, &ferr, &w);
 	if (r < 0) {
-		snprintf(err, errlen, "out of memory");
-		return r;
+		return util_err_set(err, r, "out of memory");
 	}
 	mount_walkio_io(w, &io);
 	mount_walkio_set_grouping(w, &(struct mount_grouping){
@@ -178,29 +185,28 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 
 		r = io.prefetch(io.ctx, &sb, 1);
 		if (r < 0) {
-			snprintf(err, errlen, "reading the image's superblock: %s",
-				 ferr[0] ? ferr : strerror(-r));
-			return r;
+			return util_err_set(err, r, "reading the image's superblock: %s",
+					    util_err_msg(&ferr, r));
 		}
 	}
-	r = erofs_probe(&io, &info, werr, sizeof(werr));
+	r = erofs_probe(&io, &info, &werr);
 	if (r < 0) {
-		if (ferr[0])
-			snprintf(err, errlen, "reading the image's superblock: %s", ferr);
+		if (util_err_has_msg(&ferr))
+			util_err_set(err, r, "reading the image's superblock: %s", ferr.message);
 		else if (r == -EIO || r == -EAGAIN)
-			snprintf(err, errlen, "reading the image's superblock: %s%s%s", strerror(-r),
-				 werr[0] ? ": " : "", werr);
+			util_err_set(err, r, "reading the image's superblock: %s%s%s", strerror(-r),
+				     werr.message[0] ? ": " : "", werr.message);
 		else
-			snprintf(err, errlen, "the blob is not a usable EROFS image: %s",
-				 werr[0] ? werr : strerror(-r));
+			util_err_set(err, r, "the blob is not a usable EROFS image: %s",
+				     util_err_msg(&werr, r));
 		return r;
 	}
 	if (info.extra_devices > 0) {
-		snprintf(err, errlen,
-			 "the image uses %u extra device(s) (a device table); lazyerofs cannot "
-			 "mount multi-device images yet",
-			 (unsigned)info.extra_devices);
-		return -EOPNOTSUPP;
+		return util_err_set(
+		    err, -EOPNOTSUPP,
+		    "the image uses %u extra device(s) (a device table); lazyerofs cannot "
+		    "mount multi-device images yet",
+		    (unsigned)info.extra_devices);
 	}
 
 	/* A metadata zone comes whole, in one round, rather than level by level. */
@@ -210,9 +216,9 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		if (mount_metadata_zone(info.meta_offset, size, &zone)) {
 			r = io.prefetch(io.ctx, &zone, 1);
 			if (r < 0) {
-				snprintf(err, errlen, "fetching the image's metadata zone: %s",
-					 ferr[0] ? ferr : strerror(-r));
-				return r;
+				return util_err_set(err, r,
+						    "fetching the image's metadata zone: %s",
+						    util_err_msg(&ferr, r));
 			}
 			res->zone_bytes = zone.length;
 		}
@@ -224,28 +230,28 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	mount_files_hook(files, &wopts);
 	/* When the walk succeeds, it has made present all it read or listed (its last round);
 	 * the gaps its result's merge bridges are not needed. */
-	r = erofs_walk(&io, &wopts, &ext, &res->walk, werr, sizeof(werr));
+	r = erofs_walk(&io, &wopts, &ext, &res->walk, &werr);
 	if (r == -EUCLEAN && files) {
 		/* Maybe only a file's data map is corrupt: that costs the index, not the mount
 		 * (the kernel fails that file's reads). Everything is present now. */
-		log_debug("walking without the file index (%s)", werr);
+		log_debug("walking without the file index (%s)", werr.message);
 		mount_files_free(TAKE_PTR(files));
 		wopts.on_file = NULL;
-		werr[0] = 0;
+		util_err_clear(&werr);
 		util_extents_free(&ext);
-		r = erofs_walk(&io, &wopts, &ext, &res->walk, werr, sizeof(werr));
+		r = erofs_walk(&io, &wopts, &ext, &res->walk, &werr);
 	}
 	if (r >= 0)
 		res->walk_ranges = ext.n;
 	util_extents_free(&ext);
 	if (r < 0) {
-		if (ferr[0])
-			snprintf(err, errlen, "fetching the image's metadata: %s", ferr);
+		if (util_err_has_msg(&ferr))
+			util_err_set(err, r, "fetching the image's metadata: %s", ferr.message);
 		else if (r == -EUCLEAN)
-			snprintf(err, errlen, "the image is corrupt: %s", werr[0] ? werr : strerror(-r));
+			util_err_set(err, r, "the image is corrupt: %s", util_err_msg(&werr, r));
 		else
-			snprintf(err, errlen, "walking the image's metadata: %s%s%s", strerror(-r),
-				 werr[0] ? ": " : "", werr);
+			util_err_set(err, r, "walking the image's metadata: %s%s%s", strerror(-r),
+				     werr.message[0] ? ": " : "", werr.message);
 		return r;
 	}
 	res->io = *mount_walkio_stats(w);
@@ -259,8 +265,8 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	return 0;
 }
 
-static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs, char *err,
-			   size_t errlen)
+static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs,
+			   struct util_error *err)
 {
 	_cleanup_close_ int fd = -1;
 	char *abs;
@@ -270,19 +276,18 @@ static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs, 
 	if (fd < 0) {
 		r = -errno;
 		if (r == -ENOENT)
-			snprintf(err, errlen, "mountpoint '%s' does not exist; create it first",
-				 mountpoint);
+			util_err_set(err, r, "mountpoint '%s' does not exist; create it first",
+				     mountpoint);
 		else if (r == -ENOTDIR)
-			snprintf(err, errlen, "mountpoint '%s' is not a directory", mountpoint);
+			util_err_set(err, r, "mountpoint '%s' is not a directory", mountpoint);
 		else
-			snprintf(err, errlen, "mountpoint '%s': %s", mountpoint, strerror(-r));
+			util_err_set(err, r, "mountpoint '%s': %s", mountpoint, strerror(-r));
 		return r;
 	}
 	abs = realpath(mountpoint, NULL);
 	if (!abs) {
 		r = -errno;
-		snprintf(err, errlen, "mountpoint '%s': %s", mountpoint, strerror(-r));
-		return r;
+		return util_err_set(err, r, "mountpoint '%s': %s", mountpoint, strerror(-r));
 	}
 	*ret_fd = TAKE_FD(fd);
 	*ret_abs = abs;
@@ -291,7 +296,7 @@ static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs, 
 
 /* The cache data file the daemon serves, opened once (no symlink) and checked: a regular
  * file of root's that nobody else may write. */
-static int open_data_file(const char *path, int *ret_fd, char *err, size_t errlen)
+static int open_data_file(const char *path, int *ret_fd, struct util_error *err)
 {
 	_cleanup_close_ int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	struct stat sb;
@@ -299,15 +304,14 @@ static int open_data_file(const char *path, int *ret_fd, char *err, size_t errle
 	if (fd < 0 || fstat(fd, &sb) < 0) {
 		int e = errno;
 
-		snprintf(err, errlen, "opening the cache file '%s': %s", path, strerror(e));
-		return -e;
+		return util_err_set(err, -e, "opening the cache file '%s': %s", path, strerror(e));
 	}
 	if (!S_ISREG(sb.st_mode) || sb.st_uid != 0 || (sb.st_mode & 022) || sb.st_nlink == 0) {
-		snprintf(err, errlen,
-			 "the cache file '%s' is not a regular file of root's that only root may "
-			 "write; remove it and mount again",
-			 path);
-		return -EPERM;
+		return util_err_set(
+		    err, -EPERM,
+		    "the cache file '%s' is not a regular file of root's that only root may "
+		    "write; remove it and mount again",
+		    path);
 	}
 	*ret_fd = TAKE_FD(fd);
 	return 0;
@@ -323,14 +327,13 @@ static int same_file(const char *path, int fd)
 }
 
 static int do_mount(const struct mount_request *req, struct mount_result *res, int *ret_class,
-		    char *err, size_t errlen)
+		    struct util_error *err)
 {
 	_cleanup_(oci_ref_freep) struct oci_ref *ref = NULL;
 	_cleanup_(oci_client_freep) struct oci_client *client = NULL;
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 	_cleanup_close_ int target_fd = -1, run_fd = -1, data_fd = -1;
 	_cleanup_free_ char *mnt_abs = NULL, *pub_source = NULL;
-	struct oci_error oerr = { 0 };
 	struct fetch_config cfg = { 0 };
 	struct mount_state st = { 0 };
 	char optbuf[128], state_file[32];
@@ -345,31 +348,30 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		    : req->opts->cache_dir ? req->opts->cache_dir : mount_env_cache_dir();
 	run_dir = req->run_dir ? req->run_dir : mount_env_run_dir();
 
-	r = oci_ref_parse(req->source, &ref, &oerr);
+	util_err_clear(err);
+	r = oci_ref_parse(req->source, &ref, err);
 	if (r < 0) {
 		*ret_class = MOUNT_FAIL_USAGE;
 		/* The reference parser names the source and its bad part itself. */
-		if (oerr.message[0])
-			snprintf(err, errlen, "%s", oerr.message);
-		else
-			snprintf(err, errlen, "invalid source '%s': %s", req->source, strerror(-r));
+		if (!util_err_has_msg(err))
+			util_err_set(err, r, "invalid source '%s': %s", req->source, strerror(-r));
 		return r;
 	}
 	pub_source = mount_public_source(req->source, ref->is_url);
 	if (!pub_source)
 		return -ENOMEM;
 
-	r = open_mountpoint(req->mountpoint, &target_fd, &mnt_abs, err, errlen);
+	r = open_mountpoint(req->mountpoint, &target_fd, &mnt_abs, err);
 	if (r < 0)
 		return r;
-	r = check_cache_fs(cache_dir, err, errlen);
+	r = check_cache_fs(cache_dir, err);
 	if (r < 0)
 		return r;
 	r = util_open_private_dir(run_dir, &run_fd);
 	if (r < 0) {
-		snprintf(err, errlen, "run directory '%s': %s", run_dir,
-			 r == -EPERM ? "must be owned by root with mode 0700" : strerror(-r));
-		return r;
+		return util_err_set(err, r, "run directory '%s': %s", run_dir,
+				    r == -EPERM ? "must be owned by root with mode 0700"
+						: strerror(-r));
 	}
 
 	/* Resolve the reference to one blob (a digest-pinned source whose entry is complete
@@ -377,22 +379,19 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	t = util_now_ms();
 	r = oci_global_init();
 	if (r < 0) {
-		snprintf(err, errlen, "initialising the HTTP client: %s", strerror(-r));
-		return r;
+		return util_err_set(err, r, "initialising the HTTP client: %s", strerror(-r));
 	}
 	res->offline = mount_offline_lookup(cache_dir, ref, req->oci, &cfg.blob) > 0;
 	if (!res->offline) {
 		r = oci_client_new(ref, req->oci, &client);
 		if (r < 0) {
-			snprintf(err, errlen, "setting up the registry client for '%s': %s",
-				 pub_source, strerror(-r));
-			return r;
+			return util_err_set(err, r, "setting up the registry client for '%s': %s",
+					    pub_source, strerror(-r));
 		}
-		r = oci_resolve(client, &cfg.blob, &oerr);
-		if (r < 0) {
-			format_oci_error(err, errlen, "resolving", pub_source, &oerr, r);
-			return r;
-		}
+		util_err_clear(err);
+		r = oci_resolve(client, &cfg.blob, err);
+		if (r < 0)
+			return registry_error(err, "resolving", pub_source, r);
 		r = mount_offline_record(cache_dir, ref, req->oci, &cfg.blob);
 		if (r < 0)
 			log_debug("remembering the blob of '%s': %s", pub_source, strerror(-r));
@@ -401,8 +400,8 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		if (weak_entry) {
 			r = mount_weak_key(cfg.blob.cache_key, cfg.blob.cache_key);
 			if (r < 0) {
-				snprintf(err, errlen, "naming the cache entry: %s", strerror(-r));
-				return r;
+				return util_err_set(err, r, "naming the cache entry: %s",
+						    strerror(-r));
 			}
 		}
 	} else {
@@ -422,13 +421,12 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	cfg.prefetch_all = req->opts->prefetch_all;
 	cfg.timeout_ms = req->opts->timeout_ms;
 	{
-		char ferr[MOUNT_ERR_LEN] = "";
+		struct util_error ferr = UTIL_ERROR_INIT;
 
-		r = fetch_daemon_ensure(&cfg, &h, ferr, sizeof(ferr));
+		r = fetch_daemon_ensure(&cfg, &h, &ferr);
 		if (r < 0) {
-			snprintf(err, errlen, "starting the fetch daemon: %s",
-				 ferr[0] ? ferr : strerror(-r));
-			return r;
+			return util_err_set(err, r, "starting the fetch daemon: %s",
+					    util_err_msg(&ferr, r));
 		}
 	}
 	res->daemon_pid = h->pid;
@@ -436,25 +434,25 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 
 	/* From here on the daemon exists: every failure path below undoes what it made. */
 	t = util_now_ms();
-	r = prefetch_metadata(h, cfg.blob.size, res, err, errlen);
+	r = prefetch_metadata(h, cfg.blob.size, res, err);
 	if (r < 0)
 		goto undo;
 	res->walk_ms = util_now_ms() - t;
 
 	t = util_now_ms();
-	r = open_data_file(h->data_path, &data_fd, err, errlen);
+	r = open_data_file(h->data_path, &data_fd, err);
 	if (r < 0)
 		goto undo;
 	/* By path: mountinfo shows it, and the daemon finds its superblocks by it. The path
 	 * must still name the file checked above once the kernel has opened it. */
-	r = mount_kernel_erofs(h->data_path, target_fd, req->opts->attr, &res->mnt_id, err, errlen);
+	r = mount_kernel_erofs(h->data_path, target_fd, req->opts->attr, &res->mnt_id, err);
 	if (r < 0)
 		goto undo;
 	mounted = true;
 	r = same_file(h->data_path, data_fd);
 	if (r < 0) {
-		snprintf(err, errlen, "the cache file '%s' was replaced while it was mounted",
-			 h->data_path);
+		util_err_set(err, r, "the cache file '%s' was replaced while it was mounted",
+			     h->data_path);
 		goto undo;
 	}
 	res->kmount_ms = util_now_ms() - t;
@@ -472,7 +470,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	st.transport = (char *)(weak_entry ? "insecure" : "tls");
 	r = mount_state_write(run_fd, &st);
 	if (r < 0) {
-		snprintf(err, errlen, "writing the state file in '%s': %s", run_dir, strerror(-r));
+		util_err_set(err, r, "writing the state file in '%s': %s", run_dir, strerror(-r));
 		goto undo;
 	}
 	state_written = true;
@@ -480,8 +478,8 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	mount_state_name(res->mnt_id, state_file);
 	r = fetch_attach(h, res->mnt_id, mnt_abs, pub_source, state_file);
 	if (r < 0) {
-		snprintf(err, errlen, "registering the mount with the fetch daemon: %s",
-			 strerror(-r));
+		util_err_set(err, r, "registering the mount with the fetch daemon: %s",
+			     strerror(-r));
 		goto undo;
 	}
 	res->total_ms = util_now_ms() - t0;
@@ -498,11 +496,11 @@ undo:
 }
 
 int mount_do(const struct mount_request *req, struct mount_result *res, int *ret_class,
-	     char *err, size_t errlen)
+	     struct util_error *err)
 {
-	int r = do_mount(req, res, ret_class, err, errlen);
+	int r = do_mount(req, res, ret_class, err);
 
 	if (r < 0)
-		mount_sanitize_line(err);
+		mount_sanitize_line(err ? err->message : NULL);
 	return r;
 }

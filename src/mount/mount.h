@@ -45,8 +45,8 @@ void mount_opts_free(struct mount_opts *m);
 /* Parse one comma-separated option string (may be called once per -o). Mount flags and the
  * keys above land in m; everything else goes to oci_options_set(). -EINVAL with one line in
  * err for an unknown option, a refused one (rw, loop) or a bad value. */
-int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o, char *err,
-		     size_t errlen);
+int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o,
+		     struct util_error *err);
 
 /* Error lines quote what the user typed: replace control characters so that each stays one
  * printable line. */
@@ -89,12 +89,12 @@ enum { MOUNT_FAIL_OTHER = 0, MOUNT_FAIL_USAGE = 1 };
  * "lazyerofs: mount: " prefix), *ret_class set, and nothing left behind (no mount, no state
  * file, no attachment to the daemon). */
 int mount_do(const struct mount_request *req, struct mount_result *ret, int *ret_class,
-	     char *err, size_t errlen);
+	     struct util_error *err);
 
 /* Unmount a lazyerofs mount found through its state file (no directory scan): umount2(),
  * tell the daemon, remove the state file. lazy: MNT_DETACH. -EBUSY when files are open,
  * -ENOTCONN when mountpoint is not a lazyerofs mount (one line in err either way). */
-int mount_umount(const char *run_dir, const char *mountpoint, bool lazy, char *err, size_t errlen);
+int mount_umount(const char *run_dir, const char *mountpoint, bool lazy, struct util_error *err);
 
 /* The state file of one mount: `<run-dir>/<mnt_id>`, JSON, no secrets. */
 struct mount_state {
@@ -135,7 +135,7 @@ int mount_id_exists(uint64_t mnt_id, const char *mountpoint);
  * (O_PATH), with the MOUNT_ATTR_* flags; the kernel's own messages land in err.
  * Returns the new mount's unique id. */
 int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, uint64_t *ret_mnt_id,
-		       char *err, size_t errlen);
+		       struct util_error *err);
 
 /* One mount as `status` shows it. */
 struct mount_status_entry {
@@ -148,7 +148,7 @@ struct mount_status_entry {
  * not a lazyerofs mount). State files whose mount is gone are cleaned up (the daemon is told)
  * on the way. An absent run dir means no mounts. */
 int mount_status_collect(const char *run_dir, const char *only_mountpoint,
-			 struct mount_status_entry **ret, size_t *ret_n, char *err, size_t errlen);
+			 struct mount_status_entry **ret, size_t *ret_n, struct util_error *err);
 void mount_status_free(struct mount_status_entry *v, size_t n);
 
 #endif

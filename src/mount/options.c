@@ -91,17 +91,16 @@ static const struct {
 };
 
 static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_options *o,
-		     char *err, size_t errlen)
+		     struct util_error *err)
 {
-	struct oci_error oerr = { 0 };
+	struct util_error oerr = UTIL_ERROR_INIT;
 	int r;
 
 	for (size_t i = 0; i < ARRAY_SIZE(flag_opts); i++) {
 		if (strcmp(key, flag_opts[i].name) != 0)
 			continue;
 		if (value) {
-			snprintf(err, errlen, "option '%s' takes no value", key);
-			return -EINVAL;
+			return util_err_set(err, -EINVAL, "option '%s' takes no value", key);
 		}
 		m->attr &= ~flag_opts[i].clear;
 		m->attr |= flag_opts[i].set | MOUNT_ATTR_RDONLY;
@@ -113,8 +112,8 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 		return 0;
 	for (size_t i = 0; i < ARRAY_SIZE(refused_opts); i++)
 		if (strcmp(key, refused_opts[i].name) == 0) {
-			snprintf(err, errlen, "option '%s' refused: %s", key, refused_opts[i].why);
-			return -EINVAL;
+			return util_err_set(err, -EINVAL, "option '%s' refused: %s", key,
+					    refused_opts[i].why);
 		}
 	for (size_t i = 0; i < ARRAY_SIZE(ignored_opts); i++)
 		if (strcmp(key, ignored_opts[i]) == 0)
@@ -128,9 +127,9 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 		else if (value && strcmp(value, "none") == 0)
 			m->prefetch_all = false;
 		else {
-			snprintf(err, errlen, "option 'prefetch' wants 'none' or 'all', not '%s'",
-				 value ? value : "");
-			return -EINVAL;
+			return util_err_set(err, -EINVAL,
+					    "option 'prefetch' wants 'none' or 'all', not '%s'",
+					    value ? value : "");
 		}
 		return 0;
 	}
@@ -138,25 +137,25 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 		uint64_t s;
 
 		if (!value || util_parse_u64(value, &s) < 0 || s == 0 || s > TIMEOUT_MAX_S) {
-			snprintf(err, errlen,
-				 "option 'timeout' wants whole seconds between 1 and %d, not '%s'",
-				 TIMEOUT_MAX_S, value ? value : "");
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "option 'timeout' wants whole seconds between 1 and %d, not '%s'",
+			    TIMEOUT_MAX_S, value ? value : "");
 		}
 		m->timeout_ms = s * 1000;
 		return 0;
 	}
 	if (strcmp(key, "cache") == 0) {
 		if (!value || value[0] != '/') {
-			snprintf(err, errlen, "option 'cache' wants an absolute directory path, not '%s'",
-				 value ? value : "");
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "option 'cache' wants an absolute directory path, not '%s'",
+			    value ? value : "");
 		}
 		free(m->cache_dir);
 		m->cache_dir = strdup(value);
 		if (!m->cache_dir) {
-			snprintf(err, errlen, "out of memory");
-			return -ENOMEM;
+			return util_err_set(err, -ENOMEM, "out of memory");
 		}
 		return 0;
 	}
@@ -165,30 +164,32 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 	if (r == -ENOENT) {
 		if (m->sloppy)
 			return 0;
-		snprintf(err, errlen, "unknown option '%s'; see 'lazyerofs mount --help'", key);
-		return -EINVAL;
+		return util_err_set(err, -EINVAL,
+				    "unknown option '%s'; see 'lazyerofs mount --help'", key);
 	}
 	if (r < 0) {
-		if (oerr.message[0])
-			snprintf(err, errlen, "%s", oerr.message);
-		else
-			snprintf(err, errlen, "option '%s': %s", key, strerror(-r));
-		return r == -ENOMEM ? r : -EINVAL;
+		r = r == -ENOMEM ? r : -EINVAL;
+		if (!util_err_has_msg(&oerr))
+			util_err_set(&oerr, r, "option '%s': %s", key, strerror(-r));
+		oerr.code = r;
+		if (err)
+			*err = oerr; /* the oci module's words, as they are */
+		return r;
 	}
-	if (r > 0 && oerr.message[0])
+	if (r > 0 && util_err_has_msg(&oerr))
 		log_warning("%s", oerr.message);
 	return 0;
 }
 
 void mount_sanitize_line(char *s)
 {
-	for (; *s; s++)
+	for (; s && *s; s++)
 		if ((unsigned char)*s < 0x20 || *s == 0x7f)
 			*s = '?';
 }
 
-static int parse_all(const char *s, struct mount_opts *m, struct oci_options *o, char *err,
-		     size_t errlen)
+static int parse_all(const char *s, struct mount_opts *m, struct oci_options *o,
+		     struct util_error *err)
 {
 	_cleanup_free_ char *copy = NULL;
 	char *save = NULL;
@@ -197,13 +198,11 @@ static int parse_all(const char *s, struct mount_opts *m, struct oci_options *o,
 	if (!s)
 		return 0;
 	if (strlen(s) > OPTS_MAX) {
-		snprintf(err, errlen, "mount options longer than %d bytes", OPTS_MAX);
-		return -EINVAL;
+		return util_err_set(err, -EINVAL, "mount options longer than %d bytes", OPTS_MAX);
 	}
 	copy = strdup(s);
 	if (!copy) {
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
+		return util_err_set(err, -ENOMEM, "out of memory");
 	}
 	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(tok, '=');
@@ -211,10 +210,9 @@ static int parse_all(const char *s, struct mount_opts *m, struct oci_options *o,
 		if (eq)
 			*eq = 0;
 		if (!*tok) {
-			snprintf(err, errlen, "empty option name in '%s'", s);
-			return -EINVAL;
+			return util_err_set(err, -EINVAL, "empty option name in '%s'", s);
 		}
-		r = parse_one(tok, eq ? eq + 1 : NULL, m, o, err, errlen);
+		r = parse_one(tok, eq ? eq + 1 : NULL, m, o, err);
 		if (r < 0)
 			return r;
 	}
@@ -223,13 +221,13 @@ static int parse_all(const char *s, struct mount_opts *m, struct oci_options *o,
 	return 0;
 }
 
-int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o, char *err,
-		     size_t errlen)
+int mount_opts_parse(const char *s, struct mount_opts *m, struct oci_options *o,
+		     struct util_error *err)
 {
-	int r = parse_all(s, m, o, err, errlen);
+	int r = parse_all(s, m, o, err);
 
 	if (r < 0)
-		mount_sanitize_line(err);
+		mount_sanitize_line(err ? err->message : NULL);
 	return r;
 }
 

@@ -95,7 +95,7 @@ static int cmp_entry(const void *a, const void *b)
 }
 
 static int collect(const char *run_dir, const char *only_mountpoint,
-		   struct mount_status_entry **ret, size_t *ret_n, char *err, size_t errlen)
+		   struct mount_status_entry **ret, size_t *ret_n, struct util_error *err)
 {
 	_cleanup_close_ int run_fd = -1;
 	struct mount_status_entry *v = NULL;
@@ -107,9 +107,8 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 	*ret_n = 0;
 	r = util_open_existing_private_dir(run_dir, O_RDONLY, &run_fd);
 	if (r == -EPERM) {
-		snprintf(err, errlen, "run directory '%s' must be owned by root with mode 0700",
-			 run_dir);
-		return r;
+		return util_err_set(
+		    err, r, "run directory '%s' must be owned by root with mode 0700", run_dir);
 	}
 
 	if (only_mountpoint) {
@@ -117,20 +116,19 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 
 		r = mount_path_mnt_id(only_mountpoint, &id);
 		if (r < 0 && r != -ENOTCONN) {
-			snprintf(err, errlen, "'%s': %s", only_mountpoint, strerror(-r));
-			return r;
+			return util_err_set(err, r, "'%s': %s", only_mountpoint, strerror(-r));
 		}
 		if (r >= 0 && run_fd >= 0)
 			r = collect_one(run_fd, id, &v, &n);
 		if (r < 0 && r != -ENOENT && r != -ENOTCONN) {
-			snprintf(err, errlen, "reading the state of '%s': %s", only_mountpoint,
-				 strerror(-r));
+			util_err_set(err, r, "reading the state of '%s': %s", only_mountpoint,
+				     strerror(-r));
 			mount_status_free(v, n);
 			return r;
 		}
 		if (n == 0) {
-			snprintf(err, errlen, "'%s' is not a lazyerofs mount", only_mountpoint);
-			return -ENOTCONN;
+			return util_err_set(err, -ENOTCONN, "'%s' is not a lazyerofs mount",
+					    only_mountpoint);
 		}
 		*ret = v;
 		*ret_n = n;
@@ -142,8 +140,8 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 	d = fdopendir(fcntl(run_fd, F_DUPFD_CLOEXEC, 3));
 	if (!d) {
 		r = -errno;
-		snprintf(err, errlen, "reading run directory '%s': %s", run_dir, strerror(-r));
-		return r;
+		return util_err_set(err, r, "reading run directory '%s': %s", run_dir,
+				    strerror(-r));
 	}
 	for (struct dirent *de; (de = readdir(d));) {
 		uint64_t id;
@@ -156,8 +154,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 		if (r == -ENOMEM) {
 			closedir(d);
 			mount_status_free(v, n);
-			snprintf(err, errlen, "out of memory");
-			return r;
+			return util_err_set(err, r, "out of memory");
 		}
 		if (r < 0 && r != -ENOENT)
 			log_warning("skipping damaged state file '%s/%s': %s", run_dir, de->d_name,
@@ -172,11 +169,11 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 }
 
 int mount_status_collect(const char *run_dir, const char *only_mountpoint,
-			 struct mount_status_entry **ret, size_t *ret_n, char *err, size_t errlen)
+			 struct mount_status_entry **ret, size_t *ret_n, struct util_error *err)
 {
-	int r = collect(run_dir, only_mountpoint, ret, ret_n, err, errlen);
+	int r = collect(run_dir, only_mountpoint, ret, ret_n, err);
 
 	if (r < 0)
-		mount_sanitize_line(err);
+		mount_sanitize_line(err ? err->message : NULL);
 	return r;
 }

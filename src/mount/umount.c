@@ -19,8 +19,7 @@
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 
-static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, char *err,
-		     size_t errlen)
+static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, struct util_error *err)
 {
 	_cleanup_close_ int run_fd = -1;
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
@@ -30,36 +29,34 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, cha
 
 	r = mount_path_mnt_id(mountpoint, &mnt_id);
 	if (r == -ENOTCONN) {
-		snprintf(err, errlen, "'%s' is not a mount point", mountpoint);
-		return r;
+		return util_err_set(err, r, "'%s' is not a mount point", mountpoint);
 	}
 	if (r < 0) {
-		snprintf(err, errlen, "'%s': %s", mountpoint, strerror(-r));
-		return r;
+		return util_err_set(err, r, "'%s': %s", mountpoint, strerror(-r));
 	}
 	r = util_open_existing_private_dir(run_dir, O_PATH, &run_fd);
 	if (r >= 0)
 		r = mount_state_read(run_fd, mnt_id, &st);
 	if (r == -ENOENT || r == -EPERM) {
-		snprintf(err, errlen, "'%s' is not a lazyerofs mount (no state in '%s')", mountpoint,
-			 run_dir);
-		return -ENOTCONN;
+		return util_err_set(err, -ENOTCONN,
+				    "'%s' is not a lazyerofs mount (no state in '%s')", mountpoint,
+				    run_dir);
 	}
 	if (r < 0) {
-		snprintf(err, errlen, "reading the state of '%s' in '%s': %s", mountpoint, run_dir,
-			 strerror(-r));
-		return r;
+		return util_err_set(err, r, "reading the state of '%s' in '%s': %s", mountpoint,
+				    run_dir, strerror(-r));
 	}
 
 	if (umount2(mountpoint, (lazy ? MNT_DETACH : 0) | UMOUNT_NOFOLLOW) < 0) {
 		r = -errno;
 		if (r == -EBUSY)
-			snprintf(err, errlen,
-				 "'%s' is busy (files or directories in it are in use); close them, or "
-				 "use 'lazyerofs umount --lazy' to detach it now and finish later",
-				 mountpoint);
+			util_err_set(
+			    err, r,
+			    "'%s' is busy (files or directories in it are in use); close them, or "
+			    "use 'lazyerofs umount --lazy' to detach it now and finish later",
+			    mountpoint);
 		else
-			snprintf(err, errlen, "unmounting '%s': %s", mountpoint, strerror(-r));
+			util_err_set(err, r, "unmounting '%s': %s", mountpoint, strerror(-r));
 		mount_state_done(&st);
 		return r;
 	}
@@ -82,11 +79,11 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, cha
 	return 0;
 }
 
-int mount_umount(const char *run_dir, const char *mountpoint, bool lazy, char *err, size_t errlen)
+int mount_umount(const char *run_dir, const char *mountpoint, bool lazy, struct util_error *err)
 {
-	int r = do_umount(run_dir, mountpoint, lazy, err, errlen);
+	int r = do_umount(run_dir, mountpoint, lazy, err);
 
 	if (r < 0)
-		mount_sanitize_line(err);
+		mount_sanitize_line(err ? err->message : NULL);
 	return r;
 }

@@ -95,8 +95,7 @@ struct mount_walkio {
 	struct mount_round_cost costs[WIO_MAX_COSTS]; /* the first rounds': what they cost */
 	size_t ncosts;
 	struct mount_walkio_stats st;
-	char *err;
-	size_t errlen;
+	struct util_error *err; /* the daemon's words when a round fails; may be NULL */
 };
 
 /* A 2 MiB-aligned anonymous mapping of `size` (a multiple of 2 MiB), advised for huge pages. */
@@ -371,7 +370,7 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 	 * filled before) cost no time and must not count. */
 	counted = w->grouping.range_cost_us && fetch_status(w->h, &s0) >= 0;
 	te = util_now_us();
-	r = fetch_ensure_ranges(w->h, v, n, w->err, w->errlen);
+	r = fetch_ensure_ranges(w->h, v, n, w->err);
 	w->st.batches++;
 	for (size_t i = 0; i < n; i++)
 		w->st.ensured_bytes += v[i].length;
@@ -460,7 +459,7 @@ static int wio_read(void *ctx, void *buf, uint64_t len, uint64_t off)
 }
 
 int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t size, uint64_t cap,
-		     char *err, size_t errlen, struct mount_walkio **ret)
+		     struct util_error *err, struct mount_walkio **ret)
 {
 	struct mount_walkio *w = calloc(1, sizeof(*w));
 
@@ -472,7 +471,6 @@ int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t si
 	w->size = size;
 	w->cap = cap;
 	w->err = err;
-	w->errlen = errlen;
 	util_extents_init(&w->round);
 	if (cache_bitmap_init(&w->present, DIV_ROUND_UP(size, WIO_BLOCK), false) < 0 ||
 	    reserve_init(w) < 0) {

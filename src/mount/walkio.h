@@ -34,7 +34,7 @@ struct mount_walkio;
  * ensure batch has just made present (no events); neither fd is owned.
  * cap: memory for loaded rounds. err receives the daemon's message when a batch fails. */
 int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t size, uint64_t cap,
-		     char *err, size_t errlen, struct mount_walkio **ret);
+		     struct util_error *err, struct mount_walkio **ret);
 void mount_walkio_free(struct mount_walkio *w);
 void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io);
 /* How rounds become requests (mount/rounds.h); without a call, ranges are only aligned and

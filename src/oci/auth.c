@@ -121,7 +121,7 @@ static int add_param(struct util_buf *b, CURL *easy, const char *name, const cha
 
 /* Called with auth_lock held: ask the token server for scope; store it. */
 static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadline_ms,
-		       struct oci_token **ret, struct oci_error *err)
+		       struct oci_token **ret, struct util_error *err)
 {
 	struct util_buf params = UTIL_BUF_INIT(64 * 1024), body = UTIL_BUF_INIT(OCI_TOKEN_REPLY_MAX);
 	_cleanup_free_ char *url = NULL, *basic = NULL, *scopes = NULL;
@@ -137,19 +137,20 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 
 	oci_url_redact(realm, shown, sizeof(shown));
 	if (!util_startswith(realm, "https://") && !util_startswith(realm, "http://")) {
-		oci_err_set(err, 401, NULL, "registry %s: token realm '%s' is not an http(s) URL",
-			    c->shown, shown);
-		return -EACCES;
+		return util_err_set_http(err, -EACCES, 401, NULL,
+					 "registry %s: token realm '%s' is not an http(s) URL",
+					 c->shown, shown);
 	}
 	if (!c->auth_easy && !(c->auth_easy = curl_easy_init()))
 		return -ENOMEM;
 	load_creds(c);
 	if ((have_password(c) || c->creds.identity_token) && util_startswith(realm, "http://") &&
 	    !c->opts.insecure) {
-		oci_err_set(err, 401, NULL,
-			    "registry %s: token server %s is plain HTTP; not sending credentials "
-			    "there (use -o insecure to allow)", c->shown, shown);
-		return -EACCES;
+		return util_err_set_http(
+		    err, -EACCES, 401, NULL,
+		    "registry %s: token server %s is plain HTTP; not sending credentials "
+		    "there (use -o insecure to allow)",
+		    c->shown, shown);
 	}
 	if (c->challenge.service[0] &&
 	    (r = add_param(&params, c->auth_easy, "service", c->challenge.service)) < 0)
@@ -197,16 +198,17 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 	r = oci_request_easy(c, c->auth_easy, &q, deadline_ms, &resp, &body, err,
 			     &c->auth_requests);
 	if (r < 0) {
-		oci_err_prefix(err, "registry %s: token request", c->shown);
+		util_err_prefix(err, "registry %s: token request", c->shown);
 		goto out;
 	}
 	if (resp.status == 401 || resp.status == 403) {
 		char code[64] = "", msg[300] = "";
 
 		oci_registry_error_parse(body.data, body.len, code, sizeof(code), msg, sizeof(msg));
-		oci_err_set(err, (int)resp.status, code,
-			    "registry %s: token server %s refused a token %s for %s: HTTP %ld%s%s",
-			    c->shown, shown, who, scope, resp.status, msg[0] ? " " : "", msg);
+		util_err_set_http(
+		    err, -EACCES, (int)resp.status, code,
+		    "registry %s: token server %s refused a token %s for %s: HTTP %ld%s%s",
+		    c->shown, shown, who, scope, resp.status, msg[0] ? " " : "", msg);
 		r = -EACCES;
 		goto out;
 	}
@@ -220,8 +222,9 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 	r = oci_token_reply_parse(body.data, body.len, time(NULL), &token, &lifetime,
 				  c->creds.identity_token ? &refresh : NULL);
 	if (r < 0) {
-		oci_err_set(err, 200, NULL, "registry %s: token server %s sent a malformed reply",
-			    c->shown, shown);
+		util_err_set_http(err, r == -ENOMEM ? r : -EBADMSG, 200, NULL,
+				  "registry %s: token server %s sent a malformed reply", c->shown,
+				  shown);
 		r = r == -ENOMEM ? r : -EBADMSG;
 		goto out;
 	}
@@ -271,7 +274,7 @@ out:
 }
 
 int oci_auth_header(struct oci_client *c, bool push, uint64_t deadline_ms, char **ret_header,
-		    uint64_t *ret_gen, struct oci_error *err)
+		    uint64_t *ret_gen, struct util_error *err)
 {
 	_cleanup_free_ char *scope = NULL, *pull_scope = NULL;
 	struct oci_token *t = NULL;
@@ -312,7 +315,7 @@ out:
 }
 
 int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, uint64_t gen,
-			int round, uint64_t deadline_ms, struct oci_error *err)
+			int round, uint64_t deadline_ms, struct util_error *err)
 {
 	_cleanup_free_ char *scope = NULL;
 	struct oci_challenge ch;
@@ -327,31 +330,37 @@ int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, u
 	}
 	r = oci_challenge_parse(www_auth, strlen(www_auth), &ch);
 	if (r < 0) {
-		oci_err_set(err, 401, NULL,
-			    "registry %s: HTTP 401 without a usable authentication challenge%s",
-			    c->shown, r == -ENOENT && www_auth[0] ? " (unsupported scheme)" : "");
+		util_err_set_http(
+		    err, -EACCES, 401, NULL,
+		    "registry %s: HTTP 401 without a usable authentication challenge%s", c->shown,
+		    r == -ENOENT && www_auth[0] ? " (unsupported scheme)" : "");
 		r = -EACCES;
 		goto out;
 	}
 	if (ch.scheme == OCI_AUTH_BASIC) {
 		load_creds(c);
 		if (c->scheme == OCI_AUTH_BASIC || round > 1) {
-			oci_err_set(err, 401, NULL,
-				    "registry %s: HTTP 401: the credentials for user '%s' (from %s) "
-				    "were refused", c->shown, c->creds.username ? c->creds.username : "",
-				    c->creds_source ? c->creds_source : "?");
+			util_err_set_http(
+			    err, -EACCES, 401, NULL,
+			    "registry %s: HTTP 401: the credentials for user '%s' (from %s) "
+			    "were refused",
+			    c->shown, c->creds.username ? c->creds.username : "",
+			    c->creds_source ? c->creds_source : "?");
 			r = -EACCES;
 			goto out;
 		}
 		if (!have_password(c)) {
 			if (c->creds_error)
-				oci_err_set(err, 401, NULL, "registry %s: HTTP 401 and %s", c->shown,
-					    c->creds_error_msg);
+				util_err_set_http(err, -EACCES, 401, NULL,
+						  "registry %s: HTTP 401 and %s", c->shown,
+						  c->creds_error_msg);
 			else
-				oci_err_set(err, 401, NULL,
-					    "registry %s: HTTP 401: a login is required (give -o "
-					    "username=...,password-file=..., or log in with docker or "
-					    "podman)", c->shown);
+				util_err_set_http(
+				    err, -EACCES, 401, NULL,
+				    "registry %s: HTTP 401: a login is required (give -o "
+				    "username=...,password-file=..., or log in with docker or "
+				    "podman)",
+				    c->shown);
 			r = -EACCES;
 			goto out;
 		}
@@ -367,11 +376,11 @@ int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, u
 	if (round > 1) {
 		/* A token obtained for this very request was refused: no access. */
 		load_creds(c);
-		oci_err_set(err, 401, NULL,
-			    "registry %s: HTTP 401: access to %s denied%s%s%s", c->shown,
-			    ch.scope[0] ? ch.scope : c->ref->repository,
-			    have_password(c) ? " for user '" : " (no credentials given)",
-			    have_password(c) ? c->creds.username : "", have_password(c) ? "'" : "");
+		util_err_set_http(
+		    err, -EACCES, 401, NULL, "registry %s: HTTP 401: access to %s denied%s%s%s",
+		    c->shown, ch.scope[0] ? ch.scope : c->ref->repository,
+		    have_password(c) ? " for user '" : " (no credentials given)",
+		    have_password(c) ? c->creds.username : "", have_password(c) ? "'" : "");
 		r = -EACCES;
 		goto out;
 	}

@@ -154,12 +154,12 @@ int oci_client_set_blob(struct oci_client *c, const struct oci_blob *b)
 }
 
 /* A 404 that is not a registry's error reply: say whether this is a registry at all. */
-static void explain_404(struct oci_client *c, uint64_t deadline, struct oci_error *err)
+static void explain_404(struct oci_client *c, uint64_t deadline, struct util_error *err)
 {
 	struct oci_req q = { .method = "GET", .body_fd = -1 };
 	_cleanup_free_ char *url = NULL;
 	struct oci_resp resp;
-	struct oci_error e2;
+	struct util_error e2;
 
 	if (asprintf(&url, "%s/v2/", c->base_url) < 0)
 		return;
@@ -167,13 +167,15 @@ static void explain_404(struct oci_client *c, uint64_t deadline, struct oci_erro
 	if (oci_request(c, &q, deadline, &resp, NULL, &e2) < 0)
 		return;
 	if (resp.status != 200 && resp.status != 401)
-		oci_err_prefix(err, "%s does not look like an OCI registry (GET /v2/ answered HTTP "
-				    "%ld)", c->shown, resp.status);
+		util_err_prefix(err,
+				"%s does not look like an OCI registry (GET /v2/ answered HTTP "
+				"%ld)",
+				c->shown, resp.status);
 }
 
 static int fetch_manifest(struct oci_client *c, const char *reference, const char *expect_digest,
 			  uint64_t deadline, struct util_buf *body, char *ctype, size_t ctlen,
-			  char digest_out[UTIL_DIGEST_STR_LEN], struct oci_error *err)
+			  char digest_out[UTIL_DIGEST_STR_LEN], struct util_error *err)
 {
 	struct oci_req q = { .method = "GET", .body_fd = -1, .accept = MANIFEST_ACCEPT,
 			     .registry_auth = true, .follow = true, .max_body = OCI_MANIFEST_MAX };
@@ -191,10 +193,10 @@ static int fetch_manifest(struct oci_client *c, const char *reference, const cha
 	r = oci_request(c, &q, deadline, &resp, body, err);
 	if (r < 0) {
 		if (r == -EFBIG)
-			oci_err_set(err, 200, NULL, "%s: larger than %d bytes", what,
-				    OCI_MANIFEST_MAX);
+			util_err_set_http(err, r, 200, NULL, "%s: larger than %d bytes", what,
+					  OCI_MANIFEST_MAX);
 		else if (!strstr(err->message, c->shown))
-			oci_err_prefix(err, "registry %s", c->shown);
+			util_err_prefix(err, "registry %s", c->shown);
 		return r;
 	}
 	if (resp.status != 200) {
@@ -210,16 +212,16 @@ static int fetch_manifest(struct oci_client *c, const char *reference, const cha
 	util_sha256_buf(body->data, body->len, d);
 	util_digest_format(d, digest_out);
 	if (expect_digest && strcmp(digest_out, expect_digest) != 0) {
-		oci_err_set(err, 200, NULL,
-			    "%s: digest mismatch: the registry sent a manifest whose sha256 is %s",
-			    what, digest_out);
-		return -EILSEQ;
+		return util_err_set_http(
+		    err, -EILSEQ, 200, NULL,
+		    "%s: digest mismatch: the registry sent a manifest whose sha256 is %s", what,
+		    digest_out);
 	}
 	oci_fmt(ctype, ctlen, "%s", resp.content_type);
 	return 0;
 }
 
-int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *err)
+int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *err)
 {
 	struct util_buf body = UTIL_BUF_INIT(OCI_MANIFEST_MAX);
 	_cleanup_free_ char *reference = NULL, *expect = NULL;
@@ -228,13 +230,13 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *er
 	char ctype[256], digest[UTIL_DIGEST_STR_LEN], why[1024], platform_shown[100] = "";
 	uint64_t deadline = util_now_ms() + c->timeout_ms;
 	const struct oci_descriptor *layer;
-	struct oci_error local;
+	struct util_error local;
 	size_t idx;
 	int r;
 
 	if (!err)
 		err = &local;
-	oci_err_clear(err);
+	util_err_clear(err);
 	memset(ret, 0, sizeof(*ret));
 	if (c->ref->is_url) {
 		r = oci_url_resolve(c, ret, err);
@@ -244,9 +246,8 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *er
 	}
 	if (c->opts.platform) {
 		if (oci_platform_parse(c->opts.platform, &want) < 0) {
-			oci_err_set(err, 0, NULL, "platform '%s' is not OS/ARCH[/VARIANT]",
-				    c->opts.platform);
-			return -EINVAL;
+			return util_err_set(err, -EINVAL, "platform '%s' is not OS/ARCH[/VARIANT]",
+					    c->opts.platform);
 		}
 	} else {
 		r = oci_platform_host(&want);
@@ -268,21 +269,22 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *er
 		r = oci_manifest_parse(body.data, body.len, ctype[0] ? ctype : NULL, &m, why,
 				       sizeof(why));
 		if (r < 0) {
-			oci_err_set(err, 200, NULL, "registry %s: manifest %s of %s: %s", c->shown,
-				    reference, c->ref->repository, why);
+			util_err_set_http(err, r, 200, NULL, "registry %s: manifest %s of %s: %s",
+					  c->shown, reference, c->ref->repository, why);
 			goto out;
 		}
 		if (m->kind == OCI_KIND_MANIFEST)
 			break;
 		if (depth + 1 >= INDEX_DEPTH_MAX) {
-			oci_err_set(err, 200, NULL, "registry %s: indexes nested too deeply in %s",
-				    c->shown, c->ref->repository);
+			util_err_set_http(err, -EBADMSG, 200, NULL,
+					  "registry %s: indexes nested too deeply in %s", c->shown,
+					  c->ref->repository);
 			r = -EBADMSG;
 			goto out;
 		}
 		r = oci_platform_select(m, &want, &idx, why, sizeof(why));
 		if (r < 0) {
-			oci_err_set(err, 0, NULL, "%s/%s: %s", c->shown, c->ref->repository, why);
+			util_err_set(err, r, "%s/%s: %s", c->shown, c->ref->repository, why);
 			goto out;
 		}
 		oci_platform_format(&m->items[idx].platform, platform_shown, sizeof(platform_shown));
@@ -297,14 +299,14 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *er
 	}
 	r = oci_layer_select(m, c->opts.blob, c->opts.layer, &idx, why, sizeof(why));
 	if (r < 0) {
-		oci_err_set(err, 0, NULL, "%s/%s: %s", c->shown, c->ref->repository, why);
+		util_err_set(err, r, "%s/%s: %s", c->shown, c->ref->repository, why);
 		goto out;
 	}
 	layer = &m->items[idx];
 	r = oci_layer_check_media_type(layer->media_type, why, sizeof(why));
 	if (r < 0) {
-		oci_err_set(err, 0, NULL, "%s/%s: layer %zu (%s): %s", c->shown, c->ref->repository,
-			    idx, layer->digest, why);
+		util_err_set(err, r, "%s/%s: layer %zu (%s): %s", c->shown, c->ref->repository, idx,
+			     layer->digest, why);
 		goto out;
 	}
 	memcpy(ret->digest, layer->digest, sizeof(ret->digest));

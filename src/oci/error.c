@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
- * Error detail of the oci module: the struct oci_error the CLI prints as one line, registry
- * error bodies, URL redaction (no query strings or user info in messages) and the mapping of
- * HTTP statuses to the errno vocabulary of STYLE.md.
+ * Error detail of the oci module (carried in a struct util_error): registry error bodies, URL
+ * redaction (no query strings or user info in messages) and the mapping of HTTP statuses to the
+ * errno vocabulary of STYLE.md.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -22,39 +22,6 @@ void oci_fmt(char *buf, size_t len, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, len, fmt, ap);
 	va_end(ap);
-}
-
-void oci_err_clear(struct oci_error *err)
-{
-	if (err)
-		memset(err, 0, sizeof(*err));
-}
-
-void oci_err_set(struct oci_error *err, int http_status, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err)
-		return;
-	err->http_status = http_status;
-	oci_fmt(err->code, sizeof(err->code), "%s", code ? code : "");
-	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
-	va_end(ap);
-}
-
-void oci_err_prefix(struct oci_error *err, const char *fmt, ...)
-{
-	char prefix[256], old[sizeof(err->message)];
-	va_list ap;
-
-	if (!err)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(prefix, sizeof(prefix), fmt, ap);
-	va_end(ap);
-	memcpy(old, err->message, sizeof(old));
-	oci_fmt(err->message, sizeof(err->message), "%s: %s", prefix, old);
 }
 
 bool oci_span_eq(const char *s, size_t len, const char *lit)

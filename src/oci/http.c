@@ -241,7 +241,7 @@ bool oci_curl_retryable(CURLcode rc, const char *errbuf)
 }
 
 int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const char *what,
-		   struct oci_error *err)
+		   struct util_error *err)
 {
 	const char *why = errbuf && *errbuf ? errbuf : curl_easy_strerror(rc);
 	const char *hint = "";
@@ -251,54 +251,50 @@ int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const 
 		if (!c->opts.insecure && tls_protocol_mismatch(why))
 			hint = " (the server may speak plain HTTP: use -o insecure if you trust the "
 			       "network)";
-		oci_err_set(err, 0, NULL, "%s: TLS handshake failed: %s%s", what, why, hint);
-		return -EPROTO;
+		return util_err_set(err, -EPROTO, "%s: TLS handshake failed: %s%s", what, why,
+				    hint);
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
 	case CURLE_SSL_CERTPROBLEM:
-		oci_err_set(err, 0, NULL,
-			    "%s: TLS certificate not trusted: %s (give the registry's CA with -o "
-			    "ca=PATH)", what, why);
-		return -EPROTO;
+		return util_err_set(
+		    err, -EPROTO,
+		    "%s: TLS certificate not trusted: %s (give the registry's CA with -o "
+		    "ca=PATH)",
+		    what, why);
 	case CURLE_WEIRD_SERVER_REPLY:
 	case CURLE_UNSUPPORTED_PROTOCOL:
 		if (c->opts.insecure)
 			hint = " (the server may need HTTPS: drop -o insecure)";
-		oci_err_set(err, 0, NULL, "%s: unexpected reply: %s%s", what, why, hint);
-		return -EPROTO;
+		return util_err_set(err, -EPROTO, "%s: unexpected reply: %s%s", what, why, hint);
 	case CURLE_URL_MALFORMAT:
-		oci_err_set(err, 0, NULL, "%s: bad URL: %s", what, why);
-		return -EINVAL;
+		return util_err_set(err, -EINVAL, "%s: bad URL: %s", what, why);
 	case CURLE_OPERATION_TIMEDOUT:
-		oci_err_set(err, 0, NULL, "%s: timed out: %s", what, why);
-		return -EAGAIN;
+		return util_err_set(err, -EAGAIN, "%s: timed out: %s", what, why);
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
-		oci_err_set(err, 0, NULL, "%s: cannot resolve host: %s", what, why);
-		return -EAGAIN;
+		return util_err_set(err, -EAGAIN, "%s: cannot resolve host: %s", what, why);
 	case CURLE_COULDNT_CONNECT:
-		oci_err_set(err, 0, NULL, "%s: cannot connect: %s", what, why);
-		return -EAGAIN;
+		return util_err_set(err, -EAGAIN, "%s: cannot connect: %s", what, why);
 	case CURLE_OUT_OF_MEMORY:
-		oci_err_set(err, 0, NULL, "%s: out of memory", what);
-		return -ENOMEM;
+		return util_err_set(err, -ENOMEM, "%s: out of memory", what);
 	default:
-		oci_err_set(err, 0, NULL, "%s: %s", what, why);
-		return -EAGAIN;
+		return util_err_set(err, -EAGAIN, "%s: %s", what, why);
 	}
 }
 
 int oci_status_error(struct oci_client *c, const struct oci_resp *resp, const struct util_buf *body,
-		     const char *what, struct oci_error *err)
+		     const char *what, struct util_error *err)
 {
 	char code[64] = "", msg[300] = "";
 	int r = oci_errno_from_status(resp->status);
 
 	if (body && body->len &&
 	    oci_registry_error_parse(body->data, body->len, code, sizeof(code), msg, sizeof(msg)) == 0)
-		oci_err_set(err, (int)resp->status, code, "%s: HTTP %ld %s", what, resp->status, msg);
+		util_err_set_http(err, r, (int)resp->status, code, "%s: HTTP %ld %s", what,
+				  resp->status, msg);
 	else
-		oci_err_set(err, (int)resp->status, NULL, "%s: HTTP %ld", what, resp->status);
+		util_err_set_http(err, r, (int)resp->status, NULL, "%s: HTTP %ld", what,
+				  resp->status);
 	return r;
 }
 
@@ -423,7 +419,7 @@ static bool is_redirect(long status)
 
 int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 		     uint64_t deadline_ms, struct oci_resp *resp, struct util_buf *body,
-		     struct oci_error *err, atomic_ullong *counter)
+		     struct util_error *err, atomic_ullong *counter)
 {
 	_cleanup_free_ char *url = strdup(q->url);
 	char shown[300], errbuf[CURL_ERROR_SIZE];
@@ -454,8 +450,7 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 				return oci_curl_error(c, last_rc, errbuf, shown, err);
 			if (resp->status)
 				return oci_status_error(c, resp, body, shown, err);
-			oci_err_set(err, 0, NULL, "%s %s: timed out", method, shown);
-			return -EAGAIN;
+			return util_err_set(err, -EAGAIN, "%s %s: timed out", method, shown);
 		}
 		if (use_auth) {
 			r = oci_auth_header(c, q->push, deadline_ms, &auth, &gen, err);
@@ -536,18 +531,17 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 			rc = CURLE_OK;
 		if (rc != CURLE_OK) {
 			if (resp->overflow) {
-				oci_err_set(err, 0, NULL, "%s %s: reply headers too large", method, shown);
-				return -EBADMSG;
+				return util_err_set(err, -EBADMSG, "%s %s: reply headers too large",
+						    method, shown);
 			}
 			if (sink.overflow) {
-				oci_err_set(err, (int)resp->status, NULL,
-					    "%s %s: reply larger than %zu bytes", method, shown,
-					    q->max_body);
-				return -EFBIG;
+				return util_err_set_http(err, -EFBIG, (int)resp->status, NULL,
+							 "%s %s: reply larger than %zu bytes",
+							 method, shown, q->max_body);
 			}
 			if (src.error) {
-				oci_err_set(err, 0, NULL, "%s %s: reading the upload: %s", method, shown,
-					    strerror(-src.error));
+				util_err_set(err, src.error, "%s %s: reading the upload: %s",
+					     method, shown, strerror(-src.error));
 				return src.error;
 			}
 			if (oci_curl_retryable(rc, errbuf) && !q->no_retry && attempts + 1 < OCI_MAX_ATTEMPTS) {
@@ -575,7 +569,8 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 				    oci_registry_error_parse(body->data, body->len, code, sizeof(code),
 							     msg, sizeof(msg)) == 0) {
 					err->http_status = 401;
-					oci_fmt(err->code, sizeof(err->code), "%s", code);
+					oci_fmt(err->registry_code, sizeof(err->registry_code),
+						"%s", code);
 				}
 			}
 			if (r < 0)
@@ -587,10 +582,10 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 
 			curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &next);
 			if (!next || ++hops > OCI_MAX_REDIRECTS) {
-				oci_err_set(err, (int)resp->status, NULL,
-					    "%s %s: %s", method, shown,
-					    next ? "too many redirects" : "redirect without a Location");
-				return -EBADMSG;
+				return util_err_set_http(err, -EBADMSG, (int)resp->status, NULL,
+							 "%s %s: %s", method, shown,
+							 next ? "too many redirects"
+							      : "redirect without a Location");
 			}
 			free(url);
 			url = strdup(next);
@@ -622,7 +617,7 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 }
 
 int oci_request(struct oci_client *c, const struct oci_req *q, uint64_t deadline_ms,
-		struct oci_resp *resp, struct util_buf *body, struct oci_error *err)
+		struct oci_resp *resp, struct util_buf *body, struct util_error *err)
 {
 	int r;
 

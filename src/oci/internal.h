@@ -119,11 +119,11 @@ void oci_easy_setup(struct oci_client *c, CURL *easy, uint64_t deadline_ms);
 bool oci_same_origin(const char *a, const char *b);
 /* Turn a failed curl transfer into -errno and a message ("what: why"). */
 int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const char *what,
-		   struct oci_error *err);
+		   struct util_error *err);
 bool oci_curl_retryable(CURLcode rc, const char *errbuf);
 /* A non-2xx reply as -errno and a message with the status and the registry's error. */
 int oci_status_error(struct oci_client *c, const struct oci_resp *resp, const struct util_buf *body,
-		     const char *what, struct oci_error *err);
+		     const char *what, struct util_error *err);
 /* Add "Name: value" to a list; false on allocation failure. */
 bool oci_slist_add(struct curl_slist **l, const char *fmt, ...) _printf_(2, 3);
 
@@ -153,25 +153,25 @@ struct oci_req {
 };
 
 int oci_request(struct oci_client *c, const struct oci_req *q, uint64_t deadline_ms,
-		struct oci_resp *resp, struct util_buf *body, struct oci_error *err);
+		struct oci_resp *resp, struct util_buf *body, struct util_error *err);
 /* The same on a given handle, without the control lock; counter (may be NULL) counts
  * requests sent. */
 int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 		     uint64_t deadline_ms, struct oci_resp *resp, struct util_buf *body,
-		     struct oci_error *err, atomic_ullong *counter);
+		     struct util_error *err, atomic_ullong *counter);
 int oci_share_init(struct oci_client *c);
 void oci_share_free(struct oci_client *c);
 
 /* Auth (auth.c). The header to send now, or NULL; *ret_gen identifies it for
  * oci_auth_challenged(). */
 int oci_auth_header(struct oci_client *c, bool push, uint64_t deadline_ms, char **ret_header,
-		    uint64_t *ret_gen, struct oci_error *err);
+		    uint64_t *ret_gen, struct util_error *err);
 /* A registry request answered 401 with this WWW-Authenticate value while gen was current:
  * learn the scheme, get new credentials or a new token. 0 = retry the request. round counts
  * the 401s this request has had (1 for the first): from the second on, credentials that
  * were just obtained were refused, so it fails with -EACCES instead of asking again. */
 int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, uint64_t gen,
-			int round, uint64_t deadline_ms, struct oci_error *err);
+			int round, uint64_t deadline_ms, struct util_error *err);
 void oci_auth_free(struct oci_client *c);
 
 /* Credentials for the client's registry (creds.c): options, auth.json, config.json,
@@ -182,7 +182,7 @@ char *oci_base64_encode(const void *data, size_t len);
 int oci_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);
 
 /* URL sources (url.c). */
-int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *err);
+int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *err);
 int oci_url_conditions(struct oci_client *c, const struct oci_blob *b);
 
 #endif

@@ -15,15 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/error.h"
 #include "util/extents.h"
 #include "util/sha256.h"
-
-/* Detail of a failure, for one clear line at the CLI; never holds a secret. */
-struct oci_error {
-	int http_status;     /* 0 when no HTTP answer */
-	char code[64];       /* registry error code, e.g. MANIFEST_UNKNOWN */
-	char message[512];   /* what failed and why, ready to print */
-};
 
 struct oci_ref {
 	bool is_url;         /* http(s):// source */
@@ -34,7 +28,7 @@ struct oci_ref {
 	char *digest;        /* "sha256:<hex>" or NULL */
 };
 
-int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err);
+int oci_ref_parse(const char *s, struct oci_ref **ret, struct util_error *err);
 void oci_ref_free(struct oci_ref *r);
 /* Canonical text form "registry/repository[:tag][@digest]" or the URL; caller frees. */
 char *oci_ref_format(const struct oci_ref *r);
@@ -61,7 +55,7 @@ void oci_options_free(struct oci_options *o);
  * parser can route it on), -EINVAL with err->message for a bad value. A key given twice: the
  * last one wins. */
 int oci_options_set(struct oci_options *o, const char *key, const char *value,
-		    struct oci_error *err);
+		    struct util_error *err);
 
 /* What a reference resolves to: one blob and how to identify its cache entry. */
 struct oci_blob {
@@ -85,7 +79,7 @@ void oci_client_free(struct oci_client *c);
 
 /* Resolve the reference (manifest / index / platform / layer selection, or HEAD of a URL) to
  * one blob. Refuses layers that cannot be range-read with -EMEDIUMTYPE and a clear message. */
-int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *err);
+int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *err);
 
 /* Tell a client about a blob already known (e.g. a daemon that inherited the resolution), so
  * ranges can be read without resolving again. */
@@ -97,8 +91,7 @@ typedef int (*oci_sink_fn)(void *ctx, uint64_t offset, const void *data, size_t 
 
 /* A read is over: result 0 (every byte of every range reached the sink exactly once) or
  * -errno with err filled; requests: the HTTP requests it took. */
-typedef void (*oci_done_fn)(void *ctx, int result, const struct oci_error *err,
-			    uint64_t requests);
+typedef void (*oci_done_fn)(void *ctx, int result, const struct util_error *err, uint64_t requests);
 
 struct oci_reader;
 
@@ -124,7 +117,7 @@ void oci_reader_free(struct oci_reader *r); /* reads not done are dropped, no ca
  * (retries exhausted on 429/5xx/timeouts/resets), -EBADMSG (malformed reply), -ESTALE (URL
  * object changed), -EINVAL (bad ranges; then done is not called). */
 int oci_reader_submit(struct oci_reader *r, const struct util_extent *v, size_t n, unsigned flags,
-		      oci_sink_fn sink, oci_done_fn done, void *ctx, struct oci_error *err);
+		      oci_sink_fn sink, oci_done_fn done, void *ctx, struct util_error *err);
 /* Send what may be sent, receive what arrived (sinks and done callbacks run here), then wait
  * up to timeout_ms for network activity or oci_reader_wakeup(). */
 void oci_reader_perform(struct oci_reader *r, int timeout_ms);
@@ -135,7 +128,7 @@ unsigned oci_reader_reads(const struct oci_reader *r);
 
 /* One read, start to end (submit, then perform until it is done). */
 int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n, oci_sink_fn sink,
-		    void *ctx, struct oci_error *err);
+		    void *ctx, struct util_error *err);
 
 /* Counters since the reader was made: HTTP requests sent and payload bytes received. */
 void oci_reader_stats(const struct oci_reader *r, uint64_t *requests, uint64_t *bytes);
@@ -167,17 +160,17 @@ typedef void (*oci_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *platform,
 		    char **ret_config, char **ret_manifest);
 /* 1 when the client's repository has the blob, 0 when not, -errno on failure. */
-int oci_blob_exists(struct oci_client *c, const char *digest, struct oci_error *err);
+int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error *err);
 /* Upload size bytes of fd (from offset 0) or of a buffer as blob `digest`: one PUT for small
  * blobs, PATCH chunks for big ones; fn (may be NULL) sees the progress. */
 int oci_blob_upload_fd(struct oci_client *c, int fd, uint64_t size, const char *digest,
-		       oci_progress_fn fn, void *ctx, struct oci_error *err);
+		       oci_progress_fn fn, void *ctx, struct util_error *err);
 int oci_blob_upload_buf(struct oci_client *c, const void *data, size_t len, const char *digest,
-			struct oci_error *err);
+			struct util_error *err);
 /* PUT a manifest under reference (a tag; NULL: its own digest). ret_digest gets its digest;
  * -EILSEQ when the registry reports another. */
 int oci_manifest_put(struct oci_client *c, const char *reference, const char *media_type,
 		     const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
-		     struct oci_error *err);
+		     struct util_error *err);
 
 #endif

@@ -132,7 +132,7 @@ static int parse_timeout(const char *v, uint64_t *ret_ms)
 	return 0;
 }
 
-static int read_password_file(const char *path, char **ret, struct oci_error *err)
+static int read_password_file(const char *path, char **ret, struct util_error *err)
 {
 	_cleanup_free_ char *buf = NULL;
 	size_t len = 0;
@@ -140,12 +140,11 @@ static int read_password_file(const char *path, char **ret, struct oci_error *er
 
 	r = util_read_file(AT_FDCWD, path, PASSWORD_MAX, 0, &buf, &len);
 	if (r == -EFBIG) {
-		oci_err_set(err, 0, NULL, "password-file '%s' is larger than %d bytes", path,
-			    PASSWORD_MAX);
-		return -EINVAL;
+		return util_err_set(err, -EINVAL, "password-file '%s' is larger than %d bytes",
+				    path, PASSWORD_MAX);
 	}
 	if (r < 0) {
-		oci_err_set(err, 0, NULL, "cannot read password-file '%s': %s", path, strerror(-r));
+		util_err_set(err, r, "cannot read password-file '%s': %s", path, strerror(-r));
 		return r;
 	}
 	/* One trailing newline (as `echo` writes) is not part of the password. */
@@ -156,9 +155,8 @@ static int read_password_file(const char *path, char **ret, struct oci_error *er
 	}
 	if (len == 0 || strlen(buf) != len) {
 		explicit_bzero(buf, len);
-		oci_err_set(err, 0, NULL, "password-file '%s' is empty or contains a NUL byte",
-			    path);
-		return -EINVAL;
+		return util_err_set(err, -EINVAL,
+				    "password-file '%s' is empty or contains a NUL byte", path);
 	}
 	*ret = TAKE_PTR(buf);
 	return 0;
@@ -182,12 +180,12 @@ static bool platform_text_valid(const char *v)
 }
 
 int oci_options_set(struct oci_options *o, const char *key, const char *value,
-		    struct oci_error *err)
+		    struct util_error *err)
 {
 	bool b;
 	int r;
 
-	oci_err_clear(err);
+	util_err_clear(err);
 	if (!key)
 		return -EINVAL;
 	for (const char *p = key; *p; p++)
@@ -195,9 +193,9 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 			return -ENOENT; /* no key of ours */
 	for (const char *p = value ? value : ""; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-			oci_err_set(err, 0, NULL, "option '%s': the value contains a control character",
-				    key);
-			return -EINVAL;
+			return util_err_set(err, -EINVAL,
+					    "option '%s': the value contains a control character",
+					    key);
 		}
 	/* erofs-utils spellings */
 	if (util_startswith(key, "oci.")) {
@@ -208,34 +206,35 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 			key = k;
 		else if (!strcmp(k, "password")) {
 			if (!value || !*value) {
-				oci_err_set(err, 0, NULL, "option 'oci.password' needs a value");
-				return -EINVAL;
+				return util_err_set(err, -EINVAL,
+						    "option 'oci.password' needs a value");
 			}
 			free_secret(&o->password);
 			o->password = strdup(value);
 			if (!o->password)
 				return -ENOMEM;
-			oci_err_set(err, 0, NULL,
-				    "option 'oci.password=' puts the password on the command line, "
-				    "where other users can see it; use 'password-file=PATH' instead");
+			util_err_set(
+			    err, 0, /* a warning: accepted */
+			    "option 'oci.password=' puts the password on the command line, "
+			    "where other users can see it; use 'password-file=PATH' instead");
 			return 1;
 		} else
 			return -ENOENT;
 	}
 
-#define NEED_VALUE()                                                                  \
-	do {                                                                          \
-		if (!value || !*value) {                                              \
-			oci_err_set(err, 0, NULL, "option '%s' needs a value (%s=...)", key, \
-				    key);                                             \
-			return -EINVAL;                                               \
-		}                                                                     \
+#define NEED_VALUE()                                                                               \
+	do {                                                                                       \
+		if (!value || !*value) {                                                           \
+			util_err_set(err, -EINVAL, "option '%s' needs a value (%s=...)", key,      \
+				     key);                                                         \
+			return -EINVAL;                                                            \
+		}                                                                                  \
 	} while (0)
 
 	if (!strcmp(key, "insecure")) {
 		if (parse_bool(value, &b) < 0) {
-			oci_err_set(err, 0, NULL, "option 'insecure' takes no value or yes/no");
-			return -EINVAL;
+			return util_err_set(err, -EINVAL,
+					    "option 'insecure' takes no value or yes/no");
 		}
 		o->insecure = b;
 		return 0;
@@ -244,19 +243,19 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 		NEED_VALUE();
 		if (access(value, R_OK) < 0) {
 			r = -errno;
-			oci_err_set(err, 0, NULL, "ca='%s': cannot read the CA file: %s", value,
-				    strerror(-r));
-			return -EINVAL;
+			return util_err_set(err, -EINVAL, "ca='%s': cannot read the CA file: %s",
+					    value, strerror(-r));
 		}
 		return set_string(&o->ca_file, value);
 	}
 	if (!strcmp(key, "blob") || !strcmp(key, "digest")) {
 		NEED_VALUE();
 		if (!util_digest_valid(value)) {
-			oci_err_set(err, 0, NULL,
-				    "option '%s': '%.100s' is not sha256: followed by 64 lowercase "
-				    "hex digits", key, value);
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "option '%s': '%.100s' is not sha256: followed by 64 lowercase "
+			    "hex digits",
+			    key, value);
 		}
 		return set_string(!strcmp(key, "blob") ? &o->blob : &o->digest, value);
 	}
@@ -265,9 +264,9 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 
 		NEED_VALUE();
 		if (util_parse_u64(value, &v) < 0 || v > 1000000) {
-			oci_err_set(err, 0, NULL,
-				    "option 'layer': '%.50s' is not a layer number (0-based)", value);
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL, "option 'layer': '%.50s' is not a layer number (0-based)",
+			    value);
 		}
 		o->layer = (long)v;
 		return 0;
@@ -275,19 +274,20 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 	if (!strcmp(key, "platform")) {
 		NEED_VALUE();
 		if (!platform_text_valid(value)) {
-			oci_err_set(err, 0, NULL,
-				    "option 'platform': '%.100s' is not OS/ARCH[/VARIANT], e.g. "
-				    "linux/arm64/v8", value);
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "option 'platform': '%.100s' is not OS/ARCH[/VARIANT], e.g. "
+			    "linux/arm64/v8",
+			    value);
 		}
 		return set_string(&o->platform, value);
 	}
 	if (!strcmp(key, "username")) {
 		NEED_VALUE();
 		if (strchr(value, ':') || strlen(value) > 256) {
-			oci_err_set(err, 0, NULL, "option 'username': must not contain ':' and be "
-						  "at most 256 characters");
-			return -EINVAL;
+			return util_err_set(err, -EINVAL,
+					    "option 'username': must not contain ':' and be "
+					    "at most 256 characters");
 		}
 		return set_string(&o->username, value);
 	}
@@ -307,10 +307,11 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 
 		NEED_VALUE();
 		if (parse_timeout(value, &ms) < 0) {
-			oci_err_set(err, 0, NULL,
-				    "option 'timeout': '%.50s' is not a number of seconds between 0 "
-				    "and 86400", value);
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "option 'timeout': '%.50s' is not a number of seconds between 0 "
+			    "and 86400",
+			    value);
 		}
 		o->timeout_ms = ms;
 		return 0;

@@ -17,12 +17,6 @@
 
 /* ---- errors (error.c) -------------------------------------------------------------------- */
 
-void oci_err_clear(struct oci_error *err);
-/* Fill err (may be NULL); code may be NULL. Returns nothing: callers return their -errno. */
-void oci_err_set(struct oci_error *err, int http_status, const char *code, const char *fmt, ...)
-	_printf_(4, 5);
-/* Prefix err->message with "what: " (keeps status and code). */
-void oci_err_prefix(struct oci_error *err, const char *fmt, ...) _printf_(2, 3);
 /* snprintf that may truncate by design (messages): no truncation warning at call sites. */
 void oci_fmt(char *buf, size_t len, const char *fmt, ...) _printf_(3, 4);
 /* Registry error body {"errors":[{"code","message","detail"}]}: first code and a message

@@ -63,13 +63,13 @@ int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *p
 	return 0;
 }
 
-int oci_blob_exists(struct oci_client *c, const char *digest, struct oci_error *err)
+int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error *err)
 {
 	struct oci_req q = { .method = "HEAD", .body_fd = -1, .registry_auth = true, .push = true,
 			     .follow = true };
 	_cleanup_free_ char *url = NULL;
 	struct oci_resp resp;
-	struct oci_error local;
+	struct util_error local;
 	char what[400];
 	int r;
 
@@ -128,7 +128,7 @@ static void on_progress(void *ctx, uint64_t sent)
  * 202 Accepted with the Location of the next step, resolved against `base`. */
 static int upload_step(struct oci_client *c, const struct oci_req *q, uint64_t deadline,
 		       const char *base, struct util_buf *body, const char *what,
-		       const char *no_location, char **ret_loc, struct oci_error *err)
+		       const char *no_location, char **ret_loc, struct util_error *err)
 {
 	struct oci_resp resp;
 	int r;
@@ -140,13 +140,13 @@ static int upload_step(struct oci_client *c, const struct oci_req *q, uint64_t d
 		return oci_status_error(c, &resp, body, what, err);
 	r = upload_location(base, &resp, ret_loc);
 	if (r < 0)
-		oci_err_set(err, (int)resp.status, NULL, "%s: %s", what, no_location);
+		util_err_set_http(err, r, (int)resp.status, NULL, "%s: %s", what, no_location);
 	return r;
 }
 
 static int upload_once(struct oci_client *c, int fd, const void *mem, uint64_t size,
 		       const char *digest, struct upload_progress *prog, uint64_t deadline,
-		       struct oci_error *err)
+		       struct util_error *err)
 {
 	struct oci_req q = { .body_fd = -1, .registry_auth = true, .push = true };
 	struct util_buf body = UTIL_BUF_INIT(OCI_ERROR_BODY_MAX);
@@ -235,13 +235,13 @@ out:
 }
 
 static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, const char *digest,
-		  oci_progress_fn fn, void *ctx, struct oci_error *err)
+		  oci_progress_fn fn, void *ctx, struct util_error *err)
 {
 	struct upload_progress prog = { .fn = fn, .ctx = ctx, .total = size };
 	/* A big upload gets time in proportion to its size (at least 10 MB/s), on top of the
 	 * timeout for one request. */
 	uint64_t deadline = util_now_ms() + c->timeout_ms + size / 10000;
-	struct oci_error local;
+	struct util_error local;
 	int r = 0;
 
 	if (!err)
@@ -256,22 +256,22 @@ static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, 
 }
 
 int oci_blob_upload_fd(struct oci_client *c, int fd, uint64_t size, const char *digest,
-		       oci_progress_fn fn, void *ctx, struct oci_error *err)
+		       oci_progress_fn fn, void *ctx, struct util_error *err)
 {
-	oci_err_clear(err);
+	util_err_clear(err);
 	return upload(c, fd, NULL, size, digest, fn, ctx, err);
 }
 
 int oci_blob_upload_buf(struct oci_client *c, const void *data, size_t len, const char *digest,
-			struct oci_error *err)
+			struct util_error *err)
 {
-	oci_err_clear(err);
+	util_err_clear(err);
 	return upload(c, -1, data, len, digest, NULL, NULL, err);
 }
 
 int oci_manifest_put(struct oci_client *c, const char *reference, const char *media_type,
 		     const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
-		     struct oci_error *err)
+		     struct util_error *err)
 {
 	struct oci_req q = { .method = "PUT", .body = data, .body_len = len, .body_fd = -1,
 			     .content_type = media_type, .registry_auth = true, .push = true };
@@ -279,13 +279,13 @@ int oci_manifest_put(struct oci_client *c, const char *reference, const char *me
 	_cleanup_free_ char *url = NULL;
 	uint8_t d[UTIL_SHA256_LEN];
 	struct oci_resp resp;
-	struct oci_error local;
+	struct util_error local;
 	char what[400];
 	int r;
 
 	if (!err)
 		err = &local;
-	oci_err_clear(err);
+	util_err_clear(err);
 	util_sha256_buf(data, len, d);
 	util_digest_format(d, ret_digest);
 	if (asprintf(&url, "%s/v2/%s/manifests/%s", c->base_url, c->ref->repository,
@@ -302,9 +302,9 @@ int oci_manifest_put(struct oci_client *c, const char *reference, const char *me
 		goto out;
 	}
 	if (resp.docker_digest[0] && strcmp(resp.docker_digest, ret_digest) != 0) {
-		oci_err_set(err, (int)resp.status, NULL,
-			    "%s: the registry stored it as %.80s, not %s", what, resp.docker_digest,
-			    ret_digest);
+		util_err_set_http(err, -EILSEQ, (int)resp.status, NULL,
+				  "%s: the registry stored it as %.80s, not %s", what,
+				  resp.docker_digest, ret_digest);
 		r = -EILSEQ;
 		goto out;
 	}

@@ -164,7 +164,7 @@ static int start(struct rreq *q)
 {
 	struct oci_reader *r = q->r;
 	struct oci_read *kr = q->k;
-	struct oci_error *err = &kr->err;
+	struct util_error *err = &kr->err;
 	struct oci_client *c = r->c;
 	struct util_buf range = UTIL_BUF_INIT(64 * 1024);
 	const char *url = blob_url_now(q);
@@ -373,7 +373,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		left == 1 ? "" : "s", (unsigned long long)q->rg[0].off);
 
 	if (q->fail && !q->fail_retryable) {
-		oci_err_set(&k->err, (int)st, NULL, "%s: %s", k->what, q->fail_msg);
+		util_err_set_http(&k->err, q->fail, (int)st, NULL, "%s: %s", k->what, q->fail_msg);
 		*ret = q->fail;
 		return FATAL;
 	}
@@ -383,14 +383,15 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		oci_fmt(k->last_error, sizeof(k->last_error), "%s", q->fail_msg);
 	} else if (rc != CURLE_OK) {
 		if (q->resp.overflow) {
-			oci_err_set(&k->err, (int)st, NULL, "%s: reply headers too large", k->what);
+			util_err_set_http(&k->err, -EBADMSG, (int)st, NULL,
+					  "%s: reply headers too large", k->what);
 			*ret = -EBADMSG;
 			return FATAL;
 		}
 		if (!oci_curl_retryable(rc, q->errbuf) || util_now_ms() >= k->deadline) {
 			*ret = oci_curl_error(c, rc, q->errbuf, k->what, &k->err);
 			if (k->last_error[0] && rc == CURLE_OPERATION_TIMEDOUT)
-				oci_err_prefix(&k->err, "after: %s;", k->last_error);
+				util_err_prefix(&k->err, "after: %s;", k->last_error);
 			return FATAL;
 		}
 		oci_fmt(k->last_error, sizeof(k->last_error), "%s",
@@ -423,8 +424,9 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 
 		curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &next);
 		if (!next || ++q->hops > OCI_MAX_REDIRECTS) {
-			oci_err_set(&k->err, (int)st, NULL, "%s: %s", k->what,
-				    next ? "too many redirects" : "redirect without a Location");
+			util_err_set_http(&k->err, -EBADMSG, (int)st, NULL, "%s: %s", k->what,
+					  next ? "too many redirects"
+					       : "redirect without a Location");
 			*ret = -EBADMSG;
 			return FATAL;
 		}
@@ -453,7 +455,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 					    k->deadline, &k->err);
 
 		if (a < 0) {
-			oci_err_prefix(&k->err, "%s", k->what);
+			util_err_prefix(&k->err, "%s", k->what);
 			*ret = a;
 			return FATAL;
 		}
@@ -466,9 +468,10 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		    oci_retry_after_parse(q->resp.retry_after, strlen(q->resp.retry_after), time(NULL),
 					  &ra) == 0) {
 			if (util_now_ms() + ra >= k->deadline) {
-				oci_err_prefix(&k->err, "gave up (the server asks to retry after %llu s, "
-						       "past the deadline)",
-					       (unsigned long long)(ra / 1000));
+				util_err_prefix(&k->err,
+						"gave up (the server asks to retry after %llu s, "
+						"past the deadline)",
+						(unsigned long long)(ra / 1000));
 				*ret = -EAGAIN;
 				return FATAL;
 			}
@@ -476,9 +479,11 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		}
 	} else {
 		if (st == 412 || (st == 416 && c->ref->is_url)) {
-			oci_err_set(&k->err, (int)st, NULL,
-				    "%s: the object changed on the server since it was resolved "
-				    "(HTTP %ld)", k->what, st);
+			util_err_set_http(
+			    &k->err, -ESTALE, (int)st, NULL,
+			    "%s: the object changed on the server since it was resolved "
+			    "(HTTP %ld)",
+			    k->what, st);
 			*ret = -ESTALE;
 			return FATAL;
 		}
@@ -495,7 +500,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 	else
 		q->no_progress++;
 	if (q->no_progress >= OCI_MAX_ATTEMPTS || q->failures >= MAX_FAILURES || k->single_attempt) {
-		char code[sizeof(k->err.code)];
+		char code[sizeof(k->err.registry_code)];
 
 		const char *last = k->last_error;
 		size_t wl = strlen(k->what);
@@ -503,9 +508,9 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		/* The last error may already name what failed; say it once. */
 		if (strncmp(last, k->what, wl) == 0 && strncmp(last + wl, ": ", 2) == 0)
 			last += wl + 2;
-		oci_fmt(code, sizeof(code), "%s", k->err.code);
-		oci_err_set(&k->err, (int)st, code, "%s: gave up after %d attempts: %s", k->what,
-			    q->failures, last);
+		oci_fmt(code, sizeof(code), "%s", k->err.registry_code);
+		util_err_set_http(&k->err, -EAGAIN, (int)st, code,
+				  "%s: gave up after %d attempts: %s", k->what, q->failures, last);
 		*ret = -EAGAIN;
 		return FATAL;
 	}
@@ -540,27 +545,26 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 }
 
 static int validate(struct oci_reader *r, const struct util_extent *v, size_t n,
-		    struct oci_error *err)
+		    struct util_error *err)
 {
 	uint64_t prev_end = 0;
 
 	if (!r->c->have_blob) {
-		oci_err_set(err, 0, NULL, "no blob resolved yet");
-		return -EINVAL;
+		return util_err_set(err, -EINVAL, "no blob resolved yet");
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (!v[i].length)
 			continue;
 		if (!util_range_within(v[i].offset, v[i].length, r->c->blob.size)) {
-			oci_err_set(err, 0, NULL,
-				    "range %llu+%llu is beyond the end of the blob (%llu bytes)",
-				    (unsigned long long)v[i].offset, (unsigned long long)v[i].length,
-				    (unsigned long long)r->c->blob.size);
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "range %llu+%llu is beyond the end of the blob (%llu bytes)",
+			    (unsigned long long)v[i].offset, (unsigned long long)v[i].length,
+			    (unsigned long long)r->c->blob.size);
 		}
 		if (v[i].offset < prev_end) {
-			oci_err_set(err, 0, NULL, "ranges must be sorted and must not overlap");
-			return -EINVAL;
+			return util_err_set(err, -EINVAL,
+					    "ranges must be sorted and must not overlap");
 		}
 		prev_end = v[i].offset + v[i].length;
 	}
@@ -568,18 +572,18 @@ static int validate(struct oci_reader *r, const struct util_extent *v, size_t n,
 }
 
 int oci_reader_submit(struct oci_reader *r, const struct util_extent *v, size_t n, unsigned flags,
-		      oci_sink_fn sink, oci_done_fn done, void *ctx, struct oci_error *err)
+		      oci_sink_fn sink, oci_done_fn done, void *ctx, struct util_error *err)
 {
 	struct oci_client *c = r->c;
 	struct oci_read *k;
 	size_t m = 0, i;
 	uint64_t total = 0, target;
-	struct oci_error local;
+	struct util_error local;
 	int ret;
 
 	if (!err)
 		err = &local;
-	oci_err_clear(err);
+	util_err_clear(err);
 	ret = validate(r, v, n, err);
 	if (ret < 0)
 		return ret;
@@ -643,8 +647,7 @@ int oci_reader_submit(struct oci_reader *r, const struct util_extent *v, size_t 
 		q = rreq_new(k, &k->rg[i], j - i);
 		if (!q) {
 			read_end(k, -ENOMEM, false);
-			oci_err_set(err, 0, NULL, "out of memory");
-			return -ENOMEM;
+			return util_err_set(err, -ENOMEM, "out of memory");
 		}
 		append_pending(k, q);
 		i = j;
@@ -675,8 +678,8 @@ static uint64_t start_ready(struct oci_reader *r, uint64_t now)
 		ret = start(q);
 		if (ret < 0) {
 			if (!k->err.message[0] || ret == -ENOMEM || ret == -EBUSY)
-				oci_err_set(&k->err, 0, NULL, "%s: cannot start a request: %s",
-					    k->what, strerror(-ret));
+				util_err_set(&k->err, ret, "%s: cannot start a request: %s",
+					     k->what, strerror(-ret));
 			rreq_free(q);
 			read_end(k, ret, true);
 			pp = &r->pending; /* the list changed under us */
@@ -697,12 +700,12 @@ static void sweep(struct oci_reader *r, uint64_t now)
 		}
 		if (now >= k->deadline && !k->active) {
 			if (k->last_error[0])
-				oci_err_set(&k->err, 0, NULL, "%s: timed out after %llu ms: %s",
-					    k->what, (unsigned long long)r->c->timeout_ms,
-					    k->last_error);
+				util_err_set(&k->err, -EAGAIN, "%s: timed out after %llu ms: %s",
+					     k->what, (unsigned long long)r->c->timeout_ms,
+					     k->last_error);
 			else
-				oci_err_set(&k->err, 0, NULL, "%s: timed out after %llu ms", k->what,
-					    (unsigned long long)r->c->timeout_ms);
+				util_err_set(&k->err, -EAGAIN, "%s: timed out after %llu ms",
+					     k->what, (unsigned long long)r->c->timeout_ms);
 			read_end(k, -EAGAIN, true);
 			next = r->reads;
 		}
@@ -755,7 +758,7 @@ void oci_reader_perform(struct oci_reader *r, int timeout_ms)
 struct one_read {
 	bool done;
 	int result;
-	struct oci_error *err;
+	struct util_error *err;
 	oci_sink_fn sink;
 	void *ctx;
 };
@@ -767,7 +770,7 @@ static int one_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	return o->sink(o->ctx, offset, data, len);
 }
 
-static void one_done(void *ctx, int result, const struct oci_error *err, uint64_t requests)
+static void one_done(void *ctx, int result, const struct util_error *err, uint64_t requests)
 {
 	struct one_read *o = ctx;
 
@@ -778,9 +781,9 @@ static void one_done(void *ctx, int result, const struct oci_error *err, uint64_
 }
 
 int oci_read_ranges(struct oci_reader *r, const struct util_extent *v, size_t n, oci_sink_fn sink,
-		    void *ctx, struct oci_error *err)
+		    void *ctx, struct util_error *err)
 {
-	struct oci_error local;
+	struct util_error local;
 	struct one_read o = {.err = err ? err : &local, .sink = sink, .ctx = ctx};
 	int ret;
 

@@ -43,7 +43,7 @@ struct oci_read {
 	unsigned active;     /* its requests in flight */
 	unsigned waiting;    /* its requests waiting to be sent (retries, queued) */
 	uint64_t requests;   /* HTTP requests sent for it */
-	struct oci_error err;
+	struct util_error err;
 	char what[400];
 	char last_error[300];
 };

@@ -178,7 +178,7 @@ void oci_ref_free(struct oci_ref *r)
 
 DEFINE_CLEANUP_FUNC(struct oci_ref, oci_ref_free);
 
-static int parse_url(const char *s, struct oci_ref *ref, struct oci_error *err)
+static int parse_url(const char *s, struct oci_ref *ref, struct util_error *err)
 {
 	const char *host = strstr(s, "://") + 3;
 	size_t hostlen = strcspn(host, "/?#");
@@ -187,21 +187,21 @@ static int parse_url(const char *s, struct oci_ref *ref, struct oci_error *err)
 	oci_url_redact(s, shown, sizeof(shown));
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-			oci_err_set(err, 0, NULL,
-				    "invalid URL '%s': spaces and control characters must be "
-				    "percent-encoded", shown);
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "invalid URL '%s': spaces and control characters must be "
+			    "percent-encoded",
+			    shown);
 		}
 	if (hostlen == 0) {
-		oci_err_set(err, 0, NULL, "invalid URL '%s': no host", shown);
-		return -EINVAL;
+		return util_err_set(err, -EINVAL, "invalid URL '%s': no host", shown);
 	}
 	ref->is_url = true;
 	ref->url = strdup(s);
 	return ref->url ? 0 : -ENOMEM;
 }
 
-int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
+int oci_ref_parse(const char *s, struct oci_ref **ret, struct util_error *err)
 {
 	_cleanup_(oci_ref_freep) struct oci_ref *ref = NULL;
 	_cleanup_free_ char *copy = NULL;
@@ -210,16 +210,15 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 	size_t len;
 	int r;
 
-	oci_err_clear(err);
+	util_err_clear(err);
 	if (!s || !*s) {
-		oci_err_set(err, 0, NULL, "empty image reference");
-		return -EINVAL;
+		return util_err_set(err, -EINVAL, "empty image reference");
 	}
 	len = strlen(s);
 	if (len > OCI_REF_MAX) {
-		oci_err_set(err, 0, NULL, "image reference is too long (%zu bytes, at most %d)", len,
-			    OCI_REF_MAX);
-		return -EINVAL;
+		return util_err_set(err, -EINVAL,
+				    "image reference is too long (%zu bytes, at most %d)", len,
+				    OCI_REF_MAX);
 	}
 	/* What messages quote: the input up to 200 bytes, control characters shown as '?'. */
 	oci_fmt(shown, sizeof(shown), "%.200s", s);
@@ -239,17 +238,17 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 	if (util_startswith(s, "oci://"))
 		s += strlen("oci://");
 	else if (strstr(s, "://")) {
-		oci_err_set(err, 0, NULL,
-			    "invalid reference '%s': unsupported scheme (use oci://, http:// or "
-			    "https://, or none)", shown);
-		return -EINVAL;
+		return util_err_set(
+		    err, -EINVAL,
+		    "invalid reference '%s': unsupported scheme (use oci://, http:// or "
+		    "https://, or none)",
+		    shown);
 	}
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-			oci_err_set(err, 0, NULL,
-				    "invalid reference '%s': contains a space or control character",
-				    shown);
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': contains a space or control character", shown);
 		}
 	copy = strdup(s);
 	if (!copy)
@@ -260,16 +259,18 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 	if (at) {
 		*at = 0;
 		if (!util_startswith(at + 1, "sha256:")) {
-			oci_err_set(err, 0, NULL,
-				    "invalid reference '%s': digest '%.100s' is not sha256:<64 hex "
-				    "digits> (only sha256 digests are supported)", shown, at + 1);
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': digest '%.100s' is not sha256:<64 hex "
+			    "digits> (only sha256 digests are supported)",
+			    shown, at + 1);
 		}
 		if (!util_digest_valid(at + 1)) {
-			oci_err_set(err, 0, NULL,
-				    "invalid reference '%s': digest '%.100s' must be sha256: "
-				    "followed by 64 lowercase hex digits", shown, at + 1);
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': digest '%.100s' must be sha256: "
+			    "followed by 64 lowercase hex digits",
+			    shown, at + 1);
 		}
 		ref->digest = strdup(at + 1);
 		if (!ref->digest)
@@ -282,19 +283,19 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 	if (colon && (!slash || colon > slash)) {
 		*colon = 0;
 		if (!oci_tag_valid(colon + 1)) {
-			oci_err_set(err, 0, NULL,
-				    "invalid reference '%s': tag '%.150s' is not valid (1-128 of "
-				    "letters, digits, '_', '.', '-'; not starting with '.' or '-')",
-				    shown, colon + 1);
-			return -EINVAL;
+			return util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': tag '%.150s' is not valid (1-128 of "
+			    "letters, digits, '_', '.', '-'; not starting with '.' or '-')",
+			    shown, colon + 1);
 		}
 		ref->tag = strdup(colon + 1);
 		if (!ref->tag)
 			return -ENOMEM;
 	}
 	if (!*name) {
-		oci_err_set(err, 0, NULL, "invalid reference '%s': no repository name", shown);
-		return -EINVAL;
+		return util_err_set(err, -EINVAL, "invalid reference '%s': no repository name",
+				    shown);
 	}
 
 	/* The first component is a registry when it has a '.' or ':', starts with '[' or is
@@ -307,10 +308,9 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 
 		if (is_domain) {
 			if (!domain_valid(name, n, &why)) {
-				oci_err_set(err, 0, NULL,
-					    "invalid reference '%s': registry '%.*s': %s", shown,
-					    (int)MIN(n, (size_t)200), name, why);
-				return -EINVAL;
+				return util_err_set(err, -EINVAL,
+						    "invalid reference '%s': registry '%.*s': %s",
+						    shown, (int)MIN(n, (size_t)200), name, why);
 			}
 			ref->registry = strndup(name, n);
 			name = first_end + 1;
@@ -342,20 +342,26 @@ int oci_ref_parse(const char *s, struct oci_ref **ret, struct oci_error *err)
 			if (*p >= 'A' && *p <= 'Z')
 				upper = true;
 		if (!*name)
-			oci_err_set(err, 0, NULL, "invalid reference '%s': no repository name after the registry", shown);
+			util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': no repository name after the registry", shown);
 		else if (upper)
-			oci_err_set(err, 0, NULL,
-				    "invalid reference '%s': repository '%.200s' must be lowercase",
-				    shown, ref->repository);
+			util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': repository '%.200s' must be lowercase", shown,
+			    ref->repository);
 		else if (strlen(ref->repository) > OCI_NAME_MAX)
-			oci_err_set(err, 0, NULL,
-				    "invalid reference '%s': repository name is longer than %d "
-				    "characters", shown, OCI_NAME_MAX);
+			util_err_set(err, -EINVAL,
+				     "invalid reference '%s': repository name is longer than %d "
+				     "characters",
+				     shown, OCI_NAME_MAX);
 		else
-			oci_err_set(err, 0, NULL,
-				    "invalid reference '%s': repository '%.200s' is not valid "
-				    "(path components of a-z, 0-9 joined by '.', '_', '__' or '-', "
-				    "separated by '/')", shown, ref->repository);
+			util_err_set(
+			    err, -EINVAL,
+			    "invalid reference '%s': repository '%.200s' is not valid "
+			    "(path components of a-z, 0-9 joined by '.', '_', '__' or '-', "
+			    "separated by '/')",
+			    shown, ref->repository);
 		return -EINVAL;
 	}
 	*ret = TAKE_PTR(ref);

@@ -52,7 +52,7 @@ static bool header_value_ok(const char *v)
 	return true;
 }
 
-int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error *err)
+int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *err)
 {
 	struct oci_req q = { .method = "HEAD", .url = c->ref->url, .body_fd = -1, .follow = true };
 	struct curl_slist *probe = NULL;
@@ -91,9 +91,9 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error
 			size = resp.content_length;
 			ranges = false;
 		} else if (resp.status == 200 || resp.status == 206) {
-			oci_err_set(err, (int)resp.status, NULL,
-				    "%s: the server does not tell the size of the object", c->shown);
-			return -EBADMSG;
+			return util_err_set_http(
+			    err, -EBADMSG, (int)resp.status, NULL,
+			    "%s: the server does not tell the size of the object", c->shown);
 		} else {
 			return oci_status_error(c, &resp, NULL, c->shown, err);
 		}
@@ -101,10 +101,11 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error
 	if (!ranges) {
 		atomic_store(&c->ranges_ignored, true);
 		if (size > OCI_WHOLE_BODY_MAX) {
-			oci_err_set(err, (int)resp.status, NULL,
-				    "%s: the server does not support byte ranges, which lazy reading "
-				    "of a %llu-byte image needs", c->shown, (unsigned long long)size);
-			return -EMEDIUMTYPE;
+			return util_err_set_http(
+			    err, -EMEDIUMTYPE, (int)resp.status, NULL,
+			    "%s: the server does not support byte ranges, which lazy reading "
+			    "of a %llu-byte image needs",
+			    c->shown, (unsigned long long)size);
 		}
 	}
 	memset(ret, 0, sizeof(*ret));
@@ -122,11 +123,11 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct oci_error
 		return 0;
 	}
 	if (!ret->validator[0]) {
-		oci_err_set(err, (int)resp.status, NULL,
-			    "%s: the server gives neither ETag nor Last-Modified, so a changed object "
-			    "could not be detected; pin the content with -o digest=sha256:...",
-			    c->shown);
-		return -EMEDIUMTYPE;
+		return util_err_set_http(
+		    err, -EMEDIUMTYPE, (int)resp.status, NULL,
+		    "%s: the server gives neither ETag nor Last-Modified, so a changed object "
+		    "could not be detected; pin the content with -o digest=sha256:...",
+		    c->shown);
 	}
 	/* The entry is this URL in this version: ETag, or Last-Modified and size. */
 	if (asprintf(&keysrc, "%s\n%s", c->ref->url, ret->validator) < 0)

@@ -9,11 +9,11 @@
 #include "erofs/internal.h"
 
 static inline void fuzz_ctx(struct erofs_ctx *ctx, struct erofs_io *io, const uint8_t *data,
-			    size_t size, char *err, size_t errlen)
+			    size_t size, struct util_error *err)
 {
 	erofs_io_from_memory(io, data, size);
-	*ctx = (struct erofs_ctx){ .io = io, .err = err, .errlen = errlen };
-	err[0] = 0;
+	*ctx = (struct erofs_ctx){.io = io, .err = err};
+	util_err_clear(err);
 	ctx->blkbits = 9;
 	ctx->bs = 512;
 	ctx->info.block_size = 512;

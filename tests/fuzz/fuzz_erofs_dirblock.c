@@ -23,11 +23,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct erofs_ctx ctx;
 	struct erofs_io io;
 	unsigned int sum = 0;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 
 	if (size > 65536)
 		return 0;
-	fuzz_ctx(&ctx, &io, data, size, err, sizeof(err));
+	fuzz_ctx(&ctx, &io, data, size, &err);
 	(void)erofs_dir_block_parse(&ctx, 1, 0, data, size, touch, &sum);
 	return (int)(sum & 0);
 }

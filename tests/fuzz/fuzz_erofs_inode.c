@@ -15,9 +15,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct erofs_ctx ctx;
 	struct erofs_inode vi;
 	struct erofs_io io;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 
-	fuzz_ctx(&ctx, &io, data, size, err, sizeof(err));
+	fuzz_ctx(&ctx, &io, data, size, &err);
 	if (erofs_inode_load(&ctx, 0, &vi) >= 0) {
 		for (uint64_t la = 0; la < vi.size && la < (64u << 10); la += 4096) {
 			struct erofs_map map;

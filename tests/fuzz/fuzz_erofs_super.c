@@ -13,11 +13,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct erofs_info info;
 	struct erofs_io io;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 	uint8_t *copy;
 
 	erofs_io_from_memory(&io, data, size);
-	(void)erofs_probe(&io, &info, err, sizeof(err));
+	(void)erofs_probe(&io, &info, &err);
 	if (size < EROFS_SB_OFFSET + EROFS_SB_BASE_SIZE || size > (1u << 20))
 		return 0;
 	copy = malloc(size);
@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	erofs_io_from_memory(&io, copy, size);
-	(void)erofs_probe(&io, &info, err, sizeof(err));
+	(void)erofs_probe(&io, &info, &err);
 	free(copy);
 	return 0;
 }

@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct erofs_walk_stats st;
 	struct util_extents ext;
 	struct erofs_io io;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 	uint8_t *img;
 
 	if (size > (4u << 20))
@@ -96,7 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	io = (struct erofs_io){ .ctx = img, .size = size, .read = read_mem,
 				.present = is_present, .prefetch = check_prefetch };
 	util_extents_init(&ext);
-	if (erofs_walk(&io, &opts, &ext, &st, err, sizeof(err)) == 0) {
+	if (erofs_walk(&io, &opts, &ext, &st, &err) == 0) {
 		for (size_t i = 0; i < ext.n; i++)
 			if (ext.v[i].offset + ext.v[i].length > size)
 				abort();
@@ -105,7 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	opts.align = 1;
 	opts.merge_gap = 0;
 	memset(present, 0, size / 512 + 1);
-	(void)erofs_walk(&io, &opts, &ext, &st, err, sizeof(err));
+	(void)erofs_walk(&io, &opts, &ext, &st, &err);
 	util_extents_free(&ext);
 	free(present);
 	free(img);

@@ -27,11 +27,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct erofs_inode vi = { 0 };
 	struct erofs_io io;
 	unsigned int sum = 0, icount;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 
 	if (size < 4 || size > (1u << 20))
 		return 0;
-	fuzz_ctx(&ctx, &io, data, size, err, sizeof(err));
+	fuzz_ctx(&ctx, &io, data, size, &err);
 	icount = data[0] | (data[1] & 0x3) << 8;
 	vi.mode = S_IFREG | 0644;
 	vi.iloc = 4;

@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct erofs_ctx ctx;
 	struct erofs_inode vi;
 	struct erofs_io io;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 	uint8_t *img;
 
 	if (size < 1 + 32 + 8 || size > (1u << 20))
@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	img[1] = 0;
 	img[4] = 0x80 | (img[4] & 0x7f);
 	img[5] = 0x81;
-	fuzz_ctx(&ctx, &io, img, size - 1, err, sizeof(err));
+	fuzz_ctx(&ctx, &io, img, size - 1, &err);
 	if (data[0] & 2)
 		ctx.blkbits = 12, ctx.bs = 4096;
 	if (erofs_inode_load(&ctx, 0, &vi) >= 0 && vi.size <= (1u << 20)) {

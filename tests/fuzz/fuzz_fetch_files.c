@@ -15,12 +15,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fetch_files *f = NULL;
 	struct util_extent out[4];
 	uint64_t blob = 0, total = 0;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 
 	if (size >= 16)
 		for (int i = 0; i < 8; i++)
 			blob |= (uint64_t)data[8 + i] << (8 * i);
-	if (fetch_files_parse(data, size, blob, &f, err, sizeof(err)) < 0)
+	if (fetch_files_parse(data, size, blob, &f, &err) < 0)
 		return 0;
 	for (uint32_t file = 0; file < fetch_files_count(f); file++) {
 		uint32_t n, got_file, got_range;

@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct mount_opts m;
 	struct oci_options o;
-	char err[MOUNT_ERR_LEN] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 	char *s;
 	int r;
 
@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* The first byte picks the helper/sloppy flavours. */
 	m.helper = size > 0 && (data[0] & 1);
 	m.sloppy = size > 0 && (data[0] & 2);
-	r = mount_opts_parse(s, &m, &o, err, sizeof(err));
+	r = mount_opts_parse(s, &m, &o, &err);
 	if (r == 0) {
 		if (!(m.attr & MOUNT_ATTR_RDONLY))
 			abort();
@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (m.cache_dir && m.cache_dir[0] != '/')
 			abort();
-	} else if (!err[0] || strchr(err, '\n')) {
+	} else if (!err.message[0] || strchr(err.message, '\n')) {
 		abort();
 	}
 	mount_opts_free(&m);

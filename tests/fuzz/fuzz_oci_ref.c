@@ -10,7 +10,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void one_line(const struct oci_error *err)
+static void one_line(const struct util_error *err)
 {
 	if (memchr(err->message, '\n', sizeof(err->message)) ||
 	    !memchr(err->message, 0, sizeof(err->message)))
@@ -19,7 +19,7 @@ static void one_line(const struct oci_error *err)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct oci_error err;
+	struct util_error err;
 	struct oci_ref *r = NULL, *r2 = NULL;
 	char *s, *f, *f2;
 

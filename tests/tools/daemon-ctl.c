@@ -132,7 +132,8 @@ static int cmd_ensure(struct fetch_handle *h, const char *spec)
 {
 	_cleanup_free_ char *copy = strdup(spec);
 	struct util_extents e;
-	char err[512] = "", *save = NULL;
+	struct util_error err = UTIL_ERROR_INIT;
+	char *save = NULL;
 	double t0 = now_ms();
 	int r;
 
@@ -148,12 +149,12 @@ static int cmd_ensure(struct fetch_handle *h, const char *spec)
 			return die("ensure: bad numbers in '%s'", spec);
 		util_extents_add(&e, o, l);
 	}
-	r = fetch_ensure_ranges(h, e.v, e.n, err, sizeof(err));
+	r = fetch_ensure_ranges(h, e.v, e.n, &err);
 	util_extents_free(&e);
 	if (r < 0) {
 		_cleanup_json_ json_t *o =
 		    json_pack("{s:s,s:b,s:i,s:s,s:f}", "cmd", "ensure", "ok", 0, "errno", -r,
-			      "error", err, "ms", now_ms() - t0);
+			      "error", err.message, "ms", now_ms() - t0);
 		char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
 		printf("%s\n", s ? s : "{}");
@@ -206,10 +207,10 @@ int main(int argc, char **argv)
 	struct oci_client *client = NULL;
 	struct fetch_config cfg = {0};
 	struct fetch_handle *h = NULL;
-	struct oci_error oerr = {0};
+	struct util_error oerr = {0};
 	const char *cache = NULL, *run = NULL, *blob = NULL, *sock = NULL;
 	int first_cmd;
-	char err[1024];
+	struct util_error err = UTIL_ERROR_INIT;
 	uint64_t timeout_s = 0;
 	int c, r;
 
@@ -304,9 +305,9 @@ int main(int argc, char **argv)
 	cfg.ref = ref;
 	cfg.opts = &opts;
 	cfg.timeout_ms = timeout_s * 1000;
-	r = fetch_daemon_ensure(&cfg, &h, err, sizeof(err));
+	r = fetch_daemon_ensure(&cfg, &h, &err);
 	if (r < 0)
-		return die("%s", err[0] ? err : strerror(-r));
+		return die("%s", util_err_msg(&err, r));
 	first_cmd = optind + 1;
 commands:
 	for (int i = first_cmd; i < argc; i++) {

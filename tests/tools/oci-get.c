@@ -45,7 +45,7 @@ static _printf_(1, 2) int usage_error(const char *fmt, ...)
 	return 1;
 }
 
-static int fail(const struct oci_error *err, int r, const char *what)
+static int fail(const struct util_error *err, int r, const char *what)
 {
 	if (err && err->message[0])
 		fprintf(stderr, "oci-get: %s\n", err->message);
@@ -70,7 +70,7 @@ static int parse_opts(struct oci_options *o, const char *s)
 	if (!copy)
 		return 2;
 	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-		struct oci_error err;
+		struct util_error err;
 		char *eq = strchr(kv, '=');
 		int r;
 
@@ -125,7 +125,7 @@ struct sep_read {
 	struct ranges_ctx k;
 	bool done;
 	int result;
-	struct oci_error err;
+	struct util_error err;
 };
 
 static int sep_sink(void *ctx, uint64_t offset, const void *data, size_t len)
@@ -133,7 +133,7 @@ static int sep_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	return ranges_sink(&((struct sep_read *)ctx)->k, offset, data, len);
 }
 
-static void sep_done(void *ctx, int result, const struct oci_error *err, uint64_t requests)
+static void sep_done(void *ctx, int result, const struct util_error *err, uint64_t requests)
 {
 	struct sep_read *s = ctx;
 
@@ -146,7 +146,7 @@ static void sep_done(void *ctx, int result, const struct oci_error *err, uint64_
 /* Submit every range as its own read to one reader, then drive them all together; the first
  * failure (in range order) is returned. */
 static int read_separately(struct oci_reader *rd, struct wanted *w, size_t nw, uint8_t *buf,
-			   struct oci_error *err)
+			   struct util_error *err)
 {
 	struct sep_read *v = calloc(nw ? nw : 1, sizeof(*v));
 	size_t left = nw;
@@ -191,7 +191,7 @@ struct all_ctx {
 	uint64_t next_hash;     /* next chunk to hash and write; under lock */
 	bool failed;            /* under lock */
 	int error;
-	struct oci_error err;
+	struct util_error err;
 	struct util_sha256 *sha;
 	uint64_t requests, bytes; /* under lock */
 };
@@ -214,7 +214,7 @@ static void *all_worker(void *arg)
 	struct all_ctx *a = arg;
 	struct oci_reader *rd = NULL;
 	struct chunk_buf cb = { 0 };
-	struct oci_error err;
+	struct util_error err;
 	uint64_t req = 0, bytes = 0;
 	int r;
 
@@ -313,7 +313,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct oci_blob blob;
-	struct oci_error err;
+	struct util_error err;
 	const char *out = NULL;
 	uint64_t chunk = 4ULL << 20, parallel = 1, requests = 0, bytes = 0, resolve_req = 0;
 	uint8_t digest[UTIL_SHA256_LEN];

@@ -189,12 +189,12 @@ static inline int tdump_dir(struct erofs_ctx *ctx, struct util_buf *out, const c
 }
 
 /* Dump the whole tree of an image into *ret (malloc'ed text). */
-static inline int tdump_image(const struct erofs_io *io, char **ret, char *err, size_t errlen)
+static inline int tdump_image(const struct erofs_io *io, char **ret, struct util_error *err)
 {
 	struct util_buf out = UTIL_BUF_INIT(256u << 20);
 	struct erofs_ctx ctx;
 	struct erofs_inode root;
-	int r = erofs_ctx_init(&ctx, io, err, errlen);
+	int r = erofs_ctx_init(&ctx, io, err);
 
 	if (r >= 0)
 		r = erofs_inode_read(&ctx, ctx.root_nid, &root);

@@ -25,15 +25,15 @@ static void fix_csum(uint8_t *img)
 		img[EROFS_SB_OFFSET + 4 + i] = (uint8_t)(crc >> (8 * i));
 }
 
-static int walk_err(const struct erofs_io *io, char *err, size_t errlen)
+static int walk_err(const struct erofs_io *io, struct util_error *err)
 {
 	struct erofs_walk_opts opts = { .merge_gap = 4096 };
 	struct util_extents ext;
 	int r;
 
 	util_extents_init(&ext);
-	err[0] = 0;
-	r = erofs_walk(io, &opts, &ext, NULL, err, errlen);
+	util_err_clear(err);
+	r = erofs_walk(io, &opts, &ext, NULL, err);
 	if (r < 0)
 		assert_int_equal(ext.n, 0);
 	util_extents_free(&ext);
@@ -42,16 +42,17 @@ static int walk_err(const struct erofs_io *io, char *err, size_t errlen)
 
 static void expect(struct timage *t, int code, const char *needle)
 {
-	char err[512];
+	struct util_error err = UTIL_ERROR_INIT;
 	int r;
 
 	/* the superblock checksum covers the rest of block 0 (inodes, inline data) too */
 	if (!needle || strcmp(needle, "checksum"))
 		fix_csum(t->buf);
-	r = walk_err(&t->io, err, sizeof(err));
-	if (r != code || (needle && !strstr(err, needle)))
-		fail_msg("expected %d with '%s', got %d: '%s'", code, needle ? needle : "", r, err);
-	assert_true(err[0] != 0);
+	r = walk_err(&t->io, &err);
+	if (r != code || (needle && !strstr(err.message, needle)))
+		fail_msg("expected %d with '%s', got %d: '%s'", code, needle ? needle : "", r,
+			 err.message);
+	assert_true(err.message[0] != 0);
 }
 
 static void test_truncated(void **state)
@@ -63,24 +64,22 @@ static void test_truncated(void **state)
 		struct timage t;
 		struct util_extents ext;
 		size_t full, last;
-		char e0[256];
 
 		assert_int_equal(timage_load_fixture(&t, names[i]), 0);
 		full = t.len;
 		util_extents_init(&ext);
-		assert_int_equal(erofs_walk(&t.io, &(struct erofs_walk_opts){ .align = 1 }, &ext,
-					    NULL, e0, sizeof(e0)),
-				 0);
+		assert_int_equal(
+		    erofs_walk(&t.io, &(struct erofs_walk_opts){.align = 1}, &ext, NULL, NULL), 0);
 		last = ext.v[ext.n - 1].offset + ext.v[ext.n - 1].length;
 		util_extents_free(&ext);
 		for (size_t cut = 0; cut < full; cut = cut < 4096 ? cut + 500 : cut * 3 / 2) {
 			struct erofs_io io;
-			char err[512];
+			struct util_error err = UTIL_ERROR_INIT;
 
 			/* as cut, and with a block count that agrees (so reads run off the end) */
 			erofs_io_from_memory(&io, t.buf, cut);
-			assert_true(walk_err(&io, err, sizeof(err)) == -EUCLEAN);
-			assert_true(err[0] != 0);
+			assert_true(walk_err(&io, &err) == -EUCLEAN);
+			assert_true(err.message[0] != 0);
 			/* past the last metadata byte only file data is missing: not our business */
 			if (cut > 4096 && cut < last) {
 				uint8_t *copy = malloc(cut);
@@ -92,9 +91,10 @@ static void test_truncated(void **state)
 				memcpy(copy + EROFS_SB_OFFSET + 36, &blocks, 4);
 				fix_csum(copy);
 				erofs_io_from_memory(&io, copy, cut);
-				r = walk_err(&io, err, sizeof(err));
+				r = walk_err(&io, &err);
 				if (r != -EUCLEAN)
-					fail_msg("%s cut at %zu: %d %s", names[i], cut, r, err);
+					fail_msg("%s cut at %zu: %d %s", names[i], cut, r,
+						 err.message);
 				free(copy);
 			}
 		}
@@ -126,7 +126,7 @@ static void test_superblock(void **state)
 
 	t.buf[EROFS_SB_OFFSET + 12] = 20; /* block size 1 MiB */
 	fix_csum(t.buf);
-	assert_true(walk_err(&t.io, (char[256]){ 0 }, 256) < 0);
+	assert_true(walk_err(&t.io, NULL) < 0);
 	t.buf[EROFS_SB_OFFSET + 12] = 12;
 
 	t.buf[EROFS_SB_OFFSET + 13] = 250; /* superblock extension slots */
@@ -140,18 +140,18 @@ static void test_superblock(void **state)
 	{
 		struct erofs_walk_stats st;
 		struct util_extents ext;
-		char err[256];
+		struct util_error err = UTIL_ERROR_INIT;
 
 		util_extents_init(&ext);
-		assert_int_equal(erofs_walk(&t.io, NULL, &ext, &st, err, sizeof(err)), 0);
+		assert_int_equal(erofs_walk(&t.io, NULL, &ext, &st, &err), 0);
 		assert_int_equal(st.inodes, 2536);
 		util_extents_free(&ext);
 
 		/* and the walk's own cap holds */
-		assert_int_equal(erofs_walk(&t.io, &(struct erofs_walk_opts){ .max_inodes = 100 },
-					    &ext, &st, err, sizeof(err)),
+		assert_int_equal(erofs_walk(&t.io, &(struct erofs_walk_opts){.max_inodes = 100},
+					    &ext, &st, &err),
 				 -EFBIG);
-		assert_non_null(strstr(err, "100"));
+		assert_non_null(strstr(err.message, "100"));
 		util_extents_free(&ext);
 	}
 	timage_free(&t);
@@ -163,10 +163,10 @@ static uint64_t dir_data(struct timage *t, const char *path, uint64_t *ret_nid)
 	struct erofs_ctx ctx;
 	struct erofs_inode vi;
 	struct erofs_map map;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 
 	fix_csum(t->buf);
-	assert_int_equal(erofs_ctx_init(&ctx, &t->io, err, sizeof(err)), 0);
+	assert_int_equal(erofs_ctx_init(&ctx, &t->io, &err), 0);
 	assert_int_equal(erofs_lookup_path(&ctx, path, &vi), 0);
 	assert_int_equal(erofs_map_blocks(&ctx, &vi, 0, &map), 0);
 	assert_true(map.flags & EROFS_MAP_MAPPED);
@@ -247,11 +247,11 @@ static void test_dirents(void **state)
 
 	/* the whole fixture still walks after the repairs */
 	{
-		char err[256];
+		struct util_error err = UTIL_ERROR_INIT;
 
 		fix_csum(t.buf);
-		if (walk_err(&t.io, err, sizeof(err)) != 0)
-			fail_msg("after repairs: %s", err);
+		if (walk_err(&t.io, &err) != 0)
+			fail_msg("after repairs: %s", err.message);
 	}
 	timage_free(&t);
 }
@@ -260,11 +260,11 @@ static uint64_t inode_at(struct timage *t, const char *path)
 {
 	struct erofs_ctx ctx;
 	struct erofs_inode vi;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 	uint64_t iloc;
 
 	fix_csum(t->buf);
-	assert_int_equal(erofs_ctx_init(&ctx, &t->io, err, sizeof(err)), 0);
+	assert_int_equal(erofs_ctx_init(&ctx, &t->io, &err), 0);
 	assert_int_equal(erofs_lookup_path(&ctx, path, &vi), 0);
 	assert_false(vi.in_mbox);
 	iloc = vi.iloc;
@@ -312,7 +312,7 @@ static void test_inodes(void **state)
 	t.buf[at + 2] = 0xff;
 	t.buf[at + 3] = 0xff;
 	fix_csum(t.buf);
-	assert_true(walk_err(&t.io, (char[256]){ 0 }, 256) == -EUCLEAN);
+	assert_true(walk_err(&t.io, NULL) == -EUCLEAN);
 	memcpy(t.buf + at, save, 64);
 	/* a symlink longer than a page */
 	at = inode_at(&t, "/long-link");
@@ -333,14 +333,13 @@ static void test_random_flips(void **state)
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
 		struct timage t;
 		struct util_extents ext;
-		char err[512];
+		struct util_error err = UTIL_ERROR_INIT;
 		uint8_t *copy;
 
 		assert_int_equal(timage_load_fixture(&t, names[i]), 0);
 		util_extents_init(&ext);
-		assert_int_equal(erofs_walk(&t.io, &(struct erofs_walk_opts){ .align = 1 }, &ext,
-					    NULL, err, sizeof(err)),
-				 0);
+		assert_int_equal(
+		    erofs_walk(&t.io, &(struct erofs_walk_opts){.align = 1}, &ext, NULL, &err), 0);
 		copy = malloc(t.len);
 		for (unsigned int it = 0; it < 60; it++) {
 			struct erofs_io io;
@@ -357,13 +356,14 @@ static void test_random_flips(void **state)
 			if (it % 2)
 				fix_csum(copy);
 			erofs_io_from_memory(&io, copy, t.len);
-			r = walk_err(&io, err, sizeof(err));
+			r = walk_err(&io, &err);
 			if (r == 0) {
 				ok++;
 			} else {
 				if (r != -EUCLEAN && r != -EOPNOTSUPP && r != -EFBIG)
-					fail_msg("%s: flip %u: %d %s", names[i], it, r, err);
-				assert_true(err[0] != 0);
+					fail_msg("%s: flip %u: %d %s", names[i], it, r,
+						 err.message);
+				assert_true(err.message[0] != 0);
 				bad++;
 			}
 		}

@@ -153,14 +153,14 @@ static void walk_files(const struct timage *t, bool rounds, struct tfiles *out,
 	struct erofs_io io = { .ctx = &p, .size = t->len, .read = pio_read,
 			       .prefetch = rounds ? pio_prefetch : NULL, .present = pio_present };
 	struct erofs_walk_opts opts = { .align = 1, .on_file = collect, .file_ctx = out };
-	char err[256] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 
 	assert_non_null(p.present);
 	if (!rounds)
 		memset(p.present, 1, t->len / 512 + 1);
 	util_extents_init(ext);
-	if (erofs_walk(&io, &opts, ext, st, err, sizeof(err)) < 0)
-		fail_msg("walk failed: %s", err);
+	if (erofs_walk(&io, &opts, ext, st, &err) < 0)
+		fail_msg("walk failed: %s", err.message);
 	free(p.present);
 	qsort(out->f, out->n, sizeof(*out->f), by_nid);
 }
@@ -172,7 +172,7 @@ static void check_fixture(const char *name)
 	struct util_extents ext, ext2;
 	struct erofs_walk_stats st, st2;
 	struct erofs_ctx full;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 	uint64_t ranges = 0, bytes = 0;
 
 	assert_int_equal(timage_load_fixture(&t, name), 0);
@@ -193,7 +193,7 @@ static void check_fixture(const char *name)
 	assert_int_equal(ext.n, ext2.n);
 	assert_memory_equal(ext.v, ext2.v, ext.n * sizeof(*ext.v));
 
-	assert_int_equal(erofs_ctx_init(&full, &t.io, err, sizeof(err)), 0);
+	assert_int_equal(erofs_ctx_init(&full, &t.io, &err), 0);
 	for (size_t i = 0; i < a.n; i++) {
 		const struct tfile *f = &a.f[i];
 		struct rio r = { .t = &t, .a = ext.v, .na = ext.n, .b = f->v, .nb = f->n,
@@ -219,7 +219,7 @@ static void check_fixture(const char *name)
 		assert_int_equal(vf.size, f->size);
 		assert_int_equal(erofs_read_data(&full, &vf, want, f->size, 0), 0);
 		/* the walk's metadata plus this file's ranges are enough to read it */
-		assert_int_equal(erofs_ctx_init(&ctx, &io, err, sizeof(err)), 0);
+		assert_int_equal(erofs_ctx_init(&ctx, &io, &err), 0);
 		r.open = false;
 		assert_int_equal(erofs_inode_load(&ctx, f->nid, &vi), 0);
 		if (erofs_read_data(&ctx, &vi, got, f->size, 0) < 0)
@@ -258,17 +258,17 @@ static void test_contents_as_plain(void **state)
 					     "/holes.bin", "/sizes/f65659" };
 	struct timage plain;
 	struct erofs_ctx pc;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 
 	(void)state;
 	assert_int_equal(timage_load_fixture(&plain, "plain"), 0);
-	assert_int_equal(erofs_ctx_init(&pc, &plain.io, err, sizeof(err)), 0);
+	assert_int_equal(erofs_ctx_init(&pc, &plain.io, &err), 0);
 	for (size_t i = 0; i < ARRAY_SIZE(fixtures); i++) {
 		struct timage t;
 		struct erofs_ctx ctx;
 
 		assert_int_equal(timage_load_fixture(&t, fixtures[i]), 0);
-		assert_int_equal(erofs_ctx_init(&ctx, &t.io, err, sizeof(err)), 0);
+		assert_int_equal(erofs_ctx_init(&ctx, &t.io, &err), 0);
 		for (size_t k = 0; k < ARRAY_SIZE(paths); k++) {
 			struct erofs_inode a, b;
 			uint8_t *x, *y;
@@ -282,7 +282,7 @@ static void test_contents_as_plain(void **state)
 			assert_int_equal(erofs_read_data(&pc, &a, x, a.size, 0), 0);
 			r = erofs_read_data(&ctx, &b, y, b.size, 0);
 			if (r < 0)
-				fail_msg("%s %s: %s", fixtures[i], paths[k], err);
+				fail_msg("%s %s: %s", fixtures[i], paths[k], err.message);
 			assert_memory_equal(x, y, a.size);
 			free(x);
 			free(y);
@@ -330,11 +330,11 @@ static void test_files_corrupt_map(void **state)
 	struct erofs_walk_opts opts = { .on_file = collect, .file_ctx = &a };
 	struct erofs_ctx ctx;
 	struct erofs_inode vi;
-	char err[256] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 
 	(void)state;
 	assert_int_equal(timage_load_fixture(&t, "plain"), 0);
-	assert_int_equal(erofs_ctx_init(&ctx, &t.io, err, sizeof(err)), 0);
+	assert_int_equal(erofs_ctx_init(&ctx, &t.io, &err), 0);
 	assert_int_equal(erofs_lookup_path(&ctx, "/random.bin", &vi), 0);
 	assert_int_equal(vi.layout, EROFS_LAYOUT_FLAT_PLAIN);
 	erofs_ctx_done(&ctx);
@@ -347,10 +347,10 @@ static void test_files_corrupt_map(void **state)
 		memcpy(t.buf + EROFS_SB_OFFSET + 4, &crc, 4);
 	}
 	util_extents_init(&ext);
-	if (erofs_walk(&t.io, NULL, &ext, NULL, err, sizeof(err)) < 0)
-		fail_msg("metadata walk: %s", err);
-	assert_int_equal(erofs_walk(&t.io, &opts, &ext, NULL, err, sizeof(err)), -EUCLEAN);
-	assert_non_null(strstr(err, "beyond the image"));
+	if (erofs_walk(&t.io, NULL, &ext, NULL, &err) < 0)
+		fail_msg("metadata walk: %s", err.message);
+	assert_int_equal(erofs_walk(&t.io, &opts, &ext, NULL, &err), -EUCLEAN);
+	assert_non_null(strstr(err.message, "beyond the image"));
 	tfiles_free(&a);
 	util_extents_free(&ext);
 	timage_free(&t);
@@ -363,12 +363,12 @@ static void test_files_callback_error(void **state)
 	struct tfiles a = { .fail_at = 3 };
 	struct util_extents ext;
 	struct erofs_walk_opts opts = { .on_file = collect, .file_ctx = &a };
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 
 	(void)state;
 	assert_int_equal(timage_load_fixture(&t, "lz4hc"), 0);
 	util_extents_init(&ext);
-	assert_int_equal(erofs_walk(&t.io, &opts, &ext, NULL, err, sizeof(err)), -ECANCELED);
+	assert_int_equal(erofs_walk(&t.io, &opts, &ext, NULL, &err), -ECANCELED);
 	assert_int_equal(a.n, 2);
 	tfiles_free(&a);
 	util_extents_free(&ext);

@@ -43,10 +43,10 @@ static void test_probe(void **state)
 	for (size_t i = 0; i < ARRAY_SIZE(fixtures); i++) {
 		struct timage t;
 		struct erofs_info info;
-		char err[256];
+		struct util_error err = UTIL_ERROR_INIT;
 
 		assert_int_equal(timage_load_fixture(&t, fixtures[i]), 0);
-		assert_int_equal(erofs_probe(&t.io, &info, err, sizeof(err)), 0);
+		assert_int_equal(erofs_probe(&t.io, &info, &err), 0);
 		assert_int_equal(info.block_size, strcmp(fixtures[i], "bs1k") ? 4096 : 1024);
 		assert_true(info.has_checksum);
 		assert_int_equal(info.inodes, strstr(fixtures[i], "fragments") ||
@@ -124,14 +124,15 @@ static void check_walk(const char *name, struct timage *t)
 	struct erofs_walk_stats st;
 	struct util_extents ext, exact;
 	struct timage sparse;
-	char err[256] = "", *full = NULL, *part = NULL;
+	struct util_error err = UTIL_ERROR_INIT;
+	char *full = NULL, *part = NULL;
 
 	util_extents_init(&ext);
 	util_extents_init(&exact);
 	util_extents_init(&log.fetched);
 	cur_image = t;
 	cur_log = &log;
-	assert_int_equal(erofs_walk(&io, &opts, &ext, &st, err, sizeof(err)), 0);
+	assert_int_equal(erofs_walk(&io, &opts, &ext, &st, &err), 0);
 	/* the tree of tree.tar: 17 dirs, 2514 files, 2 symlinks, fifo + 2 devices */
 	assert_int_equal(st.inodes, 2536);
 	assert_int_equal(st.dirs, 17);
@@ -166,14 +167,14 @@ static void check_walk(const char *name, struct timage *t)
 	/* exact ranges (no alignment, no gap) are a subset, and also suffice for our reader */
 	opts = (struct erofs_walk_opts){ .align = 1 };
 	io.prefetch = NULL;
-	assert_int_equal(erofs_walk(&io, &opts, &exact, &st, err, sizeof(err)), 0);
+	assert_int_equal(erofs_walk(&io, &opts, &exact, &st, &err), 0);
 	assert_true(util_extents_total(&exact) <= util_extents_total(&ext));
 
 	/* the closure property: a copy with only the extents reads as the same tree */
-	assert_int_equal(tdump_image(&t->io, &full, err, sizeof(err)), 0);
+	assert_int_equal(tdump_image(&t->io, &full, &err), 0);
 	timage_sparse(t, &exact, &sparse);
-	if (tdump_image(&sparse.io, &part, err, sizeof(err)) < 0)
-		fail_msg("%s: sparse copy unreadable: %s", name, err);
+	if (tdump_image(&sparse.io, &part, &err) < 0)
+		fail_msg("%s: sparse copy unreadable: %s", name, err.message);
 	assert_string_equal(full, part);
 	assert_true(strlen(full) > 100000);
 	free(part);
@@ -185,7 +186,7 @@ static void check_walk(const char *name, struct timage *t)
 		struct erofs_ctx ctx;
 		uint64_t iloc;
 
-		assert_int_equal(erofs_ctx_init(&ctx, &t->io, err, sizeof(err)), 0);
+		assert_int_equal(erofs_ctx_init(&ctx, &t->io, &err), 0);
 		iloc = erofs_iloc(&ctx, ctx.root_nid);
 		if (ctx.root_nid >> EROFS_DIRENT_NID_MBOX_BIT) /* in the metabox: drop its inode */
 			iloc = erofs_iloc(&ctx, ctx.metabox_nid);
@@ -198,7 +199,7 @@ static void check_walk(const char *name, struct timage *t)
 		assert_int_equal(fewer.n + 1, exact.n);
 		timage_sparse(t, &fewer, &sparse);
 		part = NULL;
-		if (tdump_image(&sparse.io, &part, err, sizeof(err)) == 0)
+		if (tdump_image(&sparse.io, &part, &err) == 0)
 			assert_string_not_equal(full, part);
 		free(part);
 		timage_free(&sparse);
@@ -243,11 +244,12 @@ static void test_tree_contents(void **state)
 		struct erofs_inode vi, vi2;
 		struct timage t;
 		struct xfind x;
-		char err[256], target[4097];
+		struct util_error err = UTIL_ERROR_INIT;
+		char target[4097];
 		unsigned int n = 0;
 
 		assert_int_equal(timage_load_fixture(&t, fixtures[i]), 0);
-		assert_int_equal(erofs_ctx_init(&ctx, &t.io, err, sizeof(err)), 0);
+		assert_int_equal(erofs_ctx_init(&ctx, &t.io, &err), 0);
 
 		/* the 2,500-entry directory (plus . and ..), in many blocks */
 		assert_int_equal(erofs_lookup_path(&ctx, "/bigdir", &vi), 0);
@@ -332,11 +334,11 @@ static void test_shared_xattr_found_on_its_files(void **state)
 	struct timage t;
 	struct erofs_ctx ctx;
 	struct erofs_inode dir;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 	unsigned int sharers = 0;
 
 	assert_int_equal(timage_load_fixture(&t, "plain"), 0);
-	assert_int_equal(erofs_ctx_init(&ctx, &t.io, err, sizeof(err)), 0);
+	assert_int_equal(erofs_ctx_init(&ctx, &t.io, &err), 0);
 	assert_int_equal(erofs_lookup_path(&ctx, "/bigdir", &dir), 0);
 	for (unsigned int i = 0; i < 2500; i++) {
 		char name[128];

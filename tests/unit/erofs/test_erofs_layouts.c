@@ -47,20 +47,20 @@ static void test_layouts(void **state)
 		struct erofs_ctx ctx;
 		struct erofs_inode vi;
 		struct timage t, sparse;
-		char err[256] = "", buf[2048], expect[2048], q[40], *full, *part;
+		struct util_error err = UTIL_ERROR_INIT;
+		char buf[2048], expect[2048], q[40], *full, *part;
 
 		load(&t, name);
 		util_extents_init(&ext);
-		if (erofs_walk(&t.io, &(struct erofs_walk_opts){ .align = 1 }, &ext, &st, err,
-			       sizeof(err)) < 0)
-			fail_msg("%s: %s", name, err);
+		if (erofs_walk(&t.io, &(struct erofs_walk_opts){.align = 1}, &ext, &st, &err) < 0)
+			fail_msg("%s: %s", name, err.message);
 		assert_int_equal(st.inodes, 21);
 		assert_int_equal(st.dirs, 3);
 		assert_int_equal(st.regular, 14);
 		assert_int_equal(st.symlinks, 2);
 		assert_int_equal(st.special, 2);
 
-		assert_int_equal(erofs_ctx_init(&ctx, &t.io, err, sizeof(err)), 0);
+		assert_int_equal(erofs_ctx_init(&ctx, &t.io, &err), 0);
 		assert_int_equal(ctx.bs, 1024);
 		assert_int_equal(erofs_lookup_path(&ctx, "/sub", &vi), 0);
 		if (strstr("zd lzma deflate zstd frag bigpcl", name))
@@ -96,10 +96,10 @@ static void test_layouts(void **state)
 		erofs_ctx_done(&ctx);
 
 		/* closure: only the extents, and the tree reads the same */
-		assert_int_equal(tdump_image(&t.io, &full, err, sizeof(err)), 0);
+		assert_int_equal(tdump_image(&t.io, &full, &err), 0);
 		timage_sparse(&t, &ext, &sparse);
-		if (tdump_image(&sparse.io, &part, err, sizeof(err)) < 0)
-			fail_msg("%s: sparse copy unreadable: %s", name, err);
+		if (tdump_image(&sparse.io, &part, &err) < 0)
+			fail_msg("%s: sparse copy unreadable: %s", name, err.message);
 		assert_string_equal(full, part);
 		print_message("  %-9s %zu bytes, %zu exact extents, %" PRIu64 " bytes\n", name,
 			      t.len, ext.n, st.meta_bytes);
@@ -117,14 +117,14 @@ static void test_device_table(void **state)
 	struct erofs_walk_stats st;
 	struct util_extents ext;
 	struct timage t;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 
 	load(&t, "devtable");
-	assert_int_equal(erofs_probe(&t.io, &info, err, sizeof(err)), 0);
+	assert_int_equal(erofs_probe(&t.io, &info, &err), 0);
 	assert_int_equal(info.extra_devices, 1);
 	assert_non_null(strstr(info.features, "device_table"));
 	util_extents_init(&ext);
-	assert_int_equal(erofs_walk(&t.io, NULL, &ext, &st, err, sizeof(err)), 0);
+	assert_int_equal(erofs_walk(&t.io, NULL, &ext, &st, &err), 0);
 	assert_int_equal(st.inodes, 21);
 	util_extents_free(&ext);
 	timage_free(&t);

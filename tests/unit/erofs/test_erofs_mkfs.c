@@ -151,12 +151,13 @@ static void check_image(const char *name, struct timage *t)
 	struct erofs_inode vi, vi2;
 	struct timage sparse;
 	struct xfind x = { .name = "user.shared" };
-	char err[256] = "", target[4097], path[512], *full = NULL, *part = NULL;
+	struct util_error err = UTIL_ERROR_INIT;
+	char target[4097], path[512], *full = NULL, *part = NULL;
 	unsigned int n = 0;
 
 	util_extents_init(&ext);
-	if (erofs_walk(&t->io, &opts, &ext, &st, err, sizeof(err)) < 0)
-		fail_msg("%s: walk failed: %s", name, err);
+	if (erofs_walk(&t->io, &opts, &ext, &st, &err) < 0)
+		fail_msg("%s: walk failed: %s", name, err.message);
 	assert_int_equal(st.dirs, 2 + DEPTH + 1);
 	assert_int_equal(st.symlinks, 2);
 	assert_int_equal(st.special, is_root ? 3 : 1);
@@ -168,7 +169,7 @@ static void check_image(const char *name, struct timage *t)
 	print_message("  %-10s %zu extents, %" PRIu64 " of %zu bytes (%.1f%%)\n", name, ext.n,
 		      st.meta_bytes, t->len, 100.0 * (double)st.meta_bytes / (double)t->len);
 
-	assert_int_equal(erofs_ctx_init(&ctx, &t->io, err, sizeof(err)), 0);
+	assert_int_equal(erofs_ctx_init(&ctx, &t->io, &err), 0);
 	assert_int_equal(erofs_lookup_path(&ctx, "/big", &vi), 0);
 	assert_int_equal(erofs_readdir(&ctx, &vi, count_cb, &n), 0);
 	assert_int_equal(n, BIGDIR_ENTRIES + 2);
@@ -222,10 +223,10 @@ static void check_image(const char *name, struct timage *t)
 	erofs_ctx_done(&ctx);
 
 	/* a copy holding only the extents reads as the same tree */
-	assert_int_equal(tdump_image(&t->io, &full, err, sizeof(err)), 0);
+	assert_int_equal(tdump_image(&t->io, &full, &err), 0);
 	timage_sparse(t, &ext, &sparse);
-	if (tdump_image(&sparse.io, &part, err, sizeof(err)) < 0)
-		fail_msg("%s: sparse copy unreadable: %s", name, err);
+	if (tdump_image(&sparse.io, &part, &err) < 0)
+		fail_msg("%s: sparse copy unreadable: %s", name, err.message);
 	assert_string_equal(full, part);
 	free(full);
 	free(part);
@@ -251,10 +252,10 @@ static void test_lz4hc(void **state)
 {
 	struct erofs_info info;
 	struct timage t;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 
 	build("lz4hc", "-zlz4hc", &t);
-	assert_int_equal(erofs_probe(&t.io, &info, err, sizeof(err)), 0);
+	assert_int_equal(erofs_probe(&t.io, &info, &err), 0);
 	assert_true(strstr(info.features, "lz4") != NULL);
 	check_image("lz4hc", &t);
 	timage_free(&t);
@@ -265,10 +266,10 @@ static void test_chunked(void **state)
 	struct erofs_ctx ctx;
 	struct erofs_inode vi;
 	struct timage t;
-	char err[256];
+	struct util_error err = UTIL_ERROR_INIT;
 
 	build("chunked", "--chunksize=4096", &t);
-	assert_int_equal(erofs_ctx_init(&ctx, &t.io, err, sizeof(err)), 0);
+	assert_int_equal(erofs_ctx_init(&ctx, &t.io, &err), 0);
 	assert_int_equal(erofs_lookup_path(&ctx, "/multi.bin", &vi), 0);
 	assert_int_equal(vi.layout, EROFS_LAYOUT_CHUNK_BASED);
 	assert_int_equal(erofs_inode_meta_extent(&ctx, &vi), 0);

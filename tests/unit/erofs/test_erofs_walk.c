@@ -98,8 +98,8 @@ static int c_prefetch(void *opaque, const struct util_extent *v, size_t n)
 }
 
 static int walk_counting(const struct timage *t, struct counting *c, uint64_t gap,
-			 struct util_extents *ext, struct erofs_walk_stats *st, char *err,
-			 size_t errlen)
+			 struct util_extents *ext, struct erofs_walk_stats *st,
+			 struct util_error *err)
 {
 	struct erofs_io io = { .ctx = c, .size = t->len, .read = c_read, .present = c_present,
 			       .prefetch = c_prefetch };
@@ -109,7 +109,7 @@ static int walk_counting(const struct timage *t, struct counting *c, uint64_t ga
 	c->present = calloc(t->len / GRAN + 1, 1);
 	assert_non_null(c->present);
 	util_extents_init(ext);
-	return erofs_walk(&io, &opts, ext, st, err, errlen);
+	return erofs_walk(&io, &opts, ext, st, err);
 }
 
 static void check_rounds(const char *name, const struct timage *t, bool verbose,
@@ -118,10 +118,10 @@ static void check_rounds(const char *name, const struct timage *t, bool verbose,
 	struct counting c = { .verbose = verbose };
 	struct erofs_walk_stats st, st2;
 	struct util_extents ext, plain;
-	char err[256] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 
-	if (walk_counting(t, &c, EROFS_DEFAULT_MERGE_GAP, &ext, &st, err, sizeof(err)) < 0)
-		fail_msg("%s: walk failed: %s", name, err);
+	if (walk_counting(t, &c, EROFS_DEFAULT_MERGE_GAP, &ext, &st, &err) < 0)
+		fail_msg("%s: walk failed: %s", name, err.message);
 	print_message("  %-40s %u levels: %" PRIu64 " rounds, %" PRIu64
 		      " ranges (%" PRIu64 " runs not present), %" PRIu64
 		      " bytes prefetched; %zu extents, %" PRIu64 " bytes of metadata\n",
@@ -136,9 +136,9 @@ static void check_rounds(const char *name, const struct timage *t, bool verbose,
 
 		erofs_io_from_memory(&io, t->buf, t->len);
 		util_extents_init(&plain);
-		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){ .merge_gap = 0 },
-					    &plain, &st2, err, sizeof(err)),
-				 0);
+		assert_int_equal(
+		    erofs_walk(&io, &(struct erofs_walk_opts){.merge_gap = 0}, &plain, &st2, &err),
+		    0);
 		for (size_t i = 0; i < plain.n; i++)
 			for (uint64_t g = plain.v[i].offset / GRAN;
 			     g * GRAN < plain.v[i].offset + plain.v[i].length; g++)
@@ -157,10 +157,10 @@ static void check_rounds(const char *name, const struct timage *t, bool verbose,
 
 		erofs_io_from_memory(&io, t->buf, t->len);
 		util_extents_init(&plain);
-		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){
-						       .merge_gap = EROFS_DEFAULT_MERGE_GAP },
-					    &plain, &st2, err, sizeof(err)),
-				 0);
+		assert_int_equal(
+		    erofs_walk(&io, &(struct erofs_walk_opts){.merge_gap = EROFS_DEFAULT_MERGE_GAP},
+			       &plain, &st2, &err),
+		    0);
 		assert_int_equal(st2.prefetches, 0);
 		assert_int_equal(st2.levels, st.levels);
 		assert_int_equal(st2.inodes, st.inodes);
@@ -218,7 +218,7 @@ static void test_broken_prefetch(void **state)
 	struct erofs_walk_stats st;
 	struct util_extents ext;
 	struct timage t;
-	char err[256] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 	int r;
 
 	(void)state;
@@ -226,9 +226,9 @@ static void test_broken_prefetch(void **state)
 	{
 		struct counting c = { .drop_last = 1 };
 
-		r = walk_counting(&t, &c, EROFS_DEFAULT_MERGE_GAP, &ext, &st, err, sizeof(err));
+		r = walk_counting(&t, &c, EROFS_DEFAULT_MERGE_GAP, &ext, &st, &err);
 		assert_int_equal(r, -EIO);
-		assert_non_null(strstr(err, "absent"));
+		assert_non_null(strstr(err.message, "absent"));
 		assert_int_equal(c.unprefetched, 0);
 		free(c.present);
 		util_extents_free(&ext);
@@ -236,11 +236,11 @@ static void test_broken_prefetch(void **state)
 	for (int k = 1; k <= 3; k++) {
 		struct counting c = { .fail_after = k };
 
-		err[0] = 0;
-		r = walk_counting(&t, &c, EROFS_DEFAULT_MERGE_GAP, &ext, &st, err, sizeof(err));
+		err.message[0] = 0;
+		r = walk_counting(&t, &c, EROFS_DEFAULT_MERGE_GAP, &ext, &st, &err);
 		assert_int_equal(r, -EIO);
-		assert_non_null(strstr(err, "prefetch of"));
-		assert_non_null(strstr(err, "failed"));
+		assert_non_null(strstr(err.message, "prefetch of"));
+		assert_non_null(strstr(err.message, "failed"));
 		assert_int_equal(c.rounds, (uint64_t)k);
 		free(c.present);
 		util_extents_free(&ext);
@@ -257,10 +257,10 @@ static void test_no_refetch(void **state)
 		struct erofs_walk_stats st;
 		struct util_extents ext;
 		struct timage t;
-		char err[256] = "";
+		struct util_error err = UTIL_ERROR_INIT;
 
 		assert_int_equal(timage_load_fixture(&t, fixtures[i]), 0);
-		assert_int_equal(walk_counting(&t, &c, 0, &ext, &st, err, sizeof(err)), 0);
+		assert_int_equal(walk_counting(&t, &c, 0, &ext, &st, &err), 0);
 		assert_int_equal(c.unprefetched, 0);
 		assert_int_equal(c.refetched, 0);
 		assert_true(c.bytes <= t.len);

@@ -22,11 +22,11 @@ static struct fetch_files *build_parse(struct fetch_files_builder *b, uint64_t b
 	struct fetch_files *f = NULL;
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	char err[256] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 
 	assert_int_equal(fetch_files_builder_finish(b, &buf, &len, st), 0);
-	if (fetch_files_parse(buf, len, blob, &f, err, sizeof(err)) < 0)
-		fail_msg("parse: %s", err);
+	if (fetch_files_parse(buf, len, blob, &f, &err) < 0)
+		fail_msg("parse: %s", err.message);
 	free(buf);
 	fetch_files_builder_free(b);
 	return f;
@@ -212,11 +212,11 @@ static void put32(uint8_t *p, uint32_t v)
 static int parse(const uint8_t *buf, size_t len)
 {
 	struct fetch_files *f = NULL;
-	char err[256] = "";
-	int r = fetch_files_parse(buf, len, 1 * MiB, &f, err, sizeof(err));
+	struct util_error err = UTIL_ERROR_INIT;
+	int r = fetch_files_parse(buf, len, 1 * MiB, &f, &err);
 
 	if (r < 0)
-		assert_true(err[0] != 0);
+		assert_true(err.message[0] != 0);
 	fetch_files_free(f);
 	return r;
 }
@@ -272,7 +272,7 @@ static void test_parser_refuses(void **state)
 		put64(one + 48, 4096);
 		put64(one + 56, 8192);
 		put64(one + 64, 4096);
-		assert_int_equal(fetch_files_parse(one, sizeof(one), 1 * MiB, &f, NULL, 0), 0);
+		assert_int_equal(fetch_files_parse(one, sizeof(one), 1 * MiB, &f, NULL), 0);
 		assert_int_equal(fetch_files_count(f), 1);
 		fetch_files_free(f);
 		one[36] = 1;
@@ -287,7 +287,7 @@ static void test_parser_refuses(void **state)
 		zero[4] = 1;
 		zero[6] = 32;
 		put64(zero + 8, 1 * MiB);
-		assert_int_equal(fetch_files_parse(zero, sizeof(zero), 1 * MiB, &f, NULL, 0), 0);
+		assert_int_equal(fetch_files_parse(zero, sizeof(zero), 1 * MiB, &f, NULL), 0);
 		assert_int_equal(fetch_files_count(f), 0);
 		assert_int_equal(fetch_files_find(f, 0, NULL, NULL), -ENOENT);
 		fetch_files_free(f);

@@ -777,14 +777,14 @@ static struct fetch_files *make_files(uint64_t size, const struct util_extent *c
 	struct fetch_files *f;
 	uint8_t *buf;
 	size_t len;
-	char err[128];
+	struct util_error err = UTIL_ERROR_INIT;
 
 	assert_int_equal(fetch_files_builder_new(size, 0, &b), 0);
 	for (size_t i = 0; i < n; i++)
 		assert_int_equal(fetch_files_builder_add(b, files[i], counts[i]), 0);
 	assert_int_equal(fetch_files_builder_finish(b, &buf, &len, NULL), 0);
 	fetch_files_builder_free(b);
-	assert_int_equal(fetch_files_parse(buf, len, size, &f, err, sizeof(err)), 0);
+	assert_int_equal(fetch_files_parse(buf, len, size, &f, &err), 0);
 	free(buf);
 	return f;
 }

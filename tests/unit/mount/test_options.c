@@ -21,13 +21,13 @@
 struct opts_fixture {
 	struct mount_opts m;
 	struct oci_options o;
-	char err[MOUNT_ERR_LEN];
+	struct util_error err;
 };
 
 static int parse(struct opts_fixture *f, const char *s)
 {
-	f->err[0] = 0;
-	return mount_opts_parse(s, &f->m, &f->o, f->err, sizeof(f->err));
+	util_err_clear(&f->err);
+	return mount_opts_parse(s, &f->m, &f->o, &f->err);
 }
 
 static int setup(void **state)
@@ -108,10 +108,10 @@ static void test_refused(void **state)
 	struct opts_fixture *f = *state;
 
 	assert_int_equal(parse(f, "ro,rw"), -EINVAL);
-	assert_non_null(strstr(f->err, "'rw'"));
-	assert_non_null(strstr(f->err, "read-only"));
+	assert_non_null(strstr(f->err.message, "'rw'"));
+	assert_non_null(strstr(f->err.message, "read-only"));
 	assert_int_equal(parse(f, "loop"), -EINVAL);
-	assert_non_null(strstr(f->err, "'loop'"));
+	assert_non_null(strstr(f->err.message, "'loop'"));
 	/* As mount(8)'s helper, "rw" is mount(8)'s default, not a request: still read-only. */
 	f->m.helper = true;
 	assert_int_equal(parse(f, "rw,nosuid"), 0);
@@ -124,7 +124,7 @@ static void test_bad_values(void **state)
 	struct opts_fixture *f = *state;
 
 	assert_int_equal(parse(f, "prefetch=some"), -EINVAL);
-	assert_non_null(strstr(f->err, "prefetch"));
+	assert_non_null(strstr(f->err.message, "prefetch"));
 	assert_int_equal(parse(f, "prefetch"), -EINVAL);
 	assert_int_equal(parse(f, "timeout=0"), -EINVAL);
 	assert_int_equal(parse(f, "timeout=-1"), -EINVAL);
@@ -142,7 +142,7 @@ static void test_unknown_and_sloppy(void **state)
 	struct opts_fixture *f = *state;
 
 	assert_int_equal(parse(f, "ro,frobnicate=3"), -EINVAL);
-	assert_non_null(strstr(f->err, "unknown option 'frobnicate'"));
+	assert_non_null(strstr(f->err.message, "unknown option 'frobnicate'"));
 	f->m.sloppy = true;
 	assert_int_equal(parse(f, "ro,frobnicate=3"), 0);
 }
@@ -157,8 +157,8 @@ static void test_routed_to_oci(void **state)
 	assert_string_equal(f->o.platform, "linux/arm64/v8");
 	/* A bad value for an oci key is the oci module's message, not "unknown option". */
 	assert_int_equal(parse(f, "layer=banana"), -EINVAL);
-	assert_null(strstr(f->err, "unknown option"));
-	assert_true(f->err[0] != 0);
+	assert_null(strstr(f->err.message, "unknown option"));
+	assert_true(f->err.message[0] != 0);
 }
 
 static void test_public_source(void **state)

@@ -47,7 +47,7 @@ static void copy_range(uint64_t off, uint64_t len)
 }
 
 int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
-			char *errbuf, size_t errlen)
+			struct util_error *err)
 {
 	ensure_calls++;
 	ensure_ranges += n;
@@ -94,11 +94,11 @@ static void walk_plain(int fd, struct util_extents *ret, struct erofs_walk_stats
 {
 	struct erofs_io io;
 	struct erofs_walk_opts o = { .merge_gap = EROFS_DEFAULT_MERGE_GAP };
-	char err[256] = "";
+	struct util_error err = UTIL_ERROR_INIT;
 
 	assert_int_equal(erofs_io_from_fd(&io, fd), 0);
 	util_extents_init(ret);
-	assert_int_equal(erofs_walk(&io, &o, ret, st, err, sizeof(err)), 0);
+	assert_int_equal(erofs_walk(&io, &o, ret, st, &err), 0);
 }
 
 static void walk_cached(int fd, int premark, uint64_t size, uint64_t cap,
@@ -108,15 +108,16 @@ static void walk_cached(int fd, int premark, uint64_t size, uint64_t cap,
 	struct mount_walkio *w = NULL;
 	struct erofs_io io;
 	struct erofs_walk_opts o = { .merge_gap = EROFS_DEFAULT_MERGE_GAP };
-	char err[256] = "", ferr[256] = "";
+	struct util_error err = UTIL_ERROR_INIT;
+	struct util_error ferr = UTIL_ERROR_INIT;
 
-	assert_int_equal(mount_walkio_new(fd, premark, NULL, size, cap, ferr, sizeof(ferr), &w), 0);
+	assert_int_equal(mount_walkio_new(fd, premark, NULL, size, cap, &ferr, &w), 0);
 	mount_walkio_io(w, &io);
 	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = group_gap,
 							       .max_gap = 64u << 10,
 							       .budget = group_budget });
 	util_extents_init(ret);
-	assert_int_equal(erofs_walk(&io, &o, ret, st, err, sizeof(err)), 0);
+	assert_int_equal(erofs_walk(&io, &o, ret, st, &err), 0);
 	*ws = *mount_walkio_stats(w);
 	mount_walkio_free(w);
 }
@@ -247,7 +248,8 @@ static void test_rate_from_fetched(void **state)
 		skip();
 	image_size = (uint64_t)lseek(image_fd, 0, SEEK_END);
 	for (int c = 0; c < 2; c++) {
-		char path[] = "/tmp/lazyerofs-walkio-XXXXXX", err[256] = "", ferr[256] = "";
+		struct util_error err = UTIL_ERROR_INIT, ferr = UTIL_ERROR_INIT;
+		char path[] = "/tmp/lazyerofs-walkio-XXXXXX";
 		struct mount_walkio *w = NULL;
 		struct erofs_walk_stats st;
 		struct util_extents ext;
@@ -259,18 +261,15 @@ static void test_rate_from_fetched(void **state)
 		unlink(path);
 		assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
 		copy_range(0, 4096);
-		assert_int_equal(mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, ferr,
-						  sizeof(ferr), &w),
-				 0);
+		assert_int_equal(
+		    mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, &ferr, &w), 0);
 		mount_walkio_io(w, &io);
 		mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 16384,
 								       .max_gap = 1u << 20,
 								       .budget = image_size / 10,
 								       .range_cost_us = 300 });
 		util_extents_init(&ext);
-		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){ 0 }, &ext, &st, err,
-					    sizeof(err)),
-				 0);
+		assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){0}, &ext, &st, &err), 0);
 		gap[c] = mount_walkio_stats(w)->bridge_gap;
 		util_extents_free(&ext);
 		mount_walkio_free(w);
@@ -292,7 +291,8 @@ static void test_bridged_lazy_load(void **state)
 	struct util_extent want[2] = { { 0, 4096 }, { 5 * 4096, 4096 } };
 	const struct mount_walkio_stats *ws;
 	struct mount_walkio *w = NULL;
-	char ferr[256] = "", a[100], b[100];
+	struct util_error ferr = UTIL_ERROR_INIT;
+	char a[100], b[100];
 	struct erofs_io io;
 	int rfd;
 
@@ -307,8 +307,7 @@ static void test_bridged_lazy_load(void **state)
 	ensure_ranges = ensure_bytes = 0;
 	/* the marked fd is the image itself, as in check_layout_with(): a direct read would
 	 * still see the right bytes, so count them instead */
-	assert_int_equal(mount_walkio_new(image_fd, rfd, NULL, image_size, 256u << 20, ferr,
-					  sizeof(ferr), &w),
+	assert_int_equal(mount_walkio_new(image_fd, rfd, NULL, image_size, 256u << 20, &ferr, &w),
 			 0);
 	mount_walkio_io(w, &io);
 	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 16384 });

@@ -180,7 +180,7 @@ static void write_file(const char *name, const char *content, mode_t mode)
 static struct oci_client *client_for(const char *ref_s, const char *user, const char *pw)
 {
 	struct oci_options o;
-	struct oci_error err;
+	struct util_error err;
 	struct oci_ref *ref = NULL;
 	struct oci_client *c = NULL;
 

@@ -53,7 +53,7 @@ static void test_ref_good(void **state)
 {
 	for (size_t i = 0; i < sizeof(goods) / sizeof(goods[0]); i++) {
 		const struct good *g = &goods[i];
-		struct oci_error err;
+		struct util_error err;
 		struct oci_ref *r = NULL;
 		char *f;
 
@@ -133,7 +133,7 @@ static const struct bad bads[] = {
 static void test_ref_bad(void **state)
 {
 	for (size_t i = 0; i < sizeof(bads) / sizeof(bads[0]); i++) {
-		struct oci_error err;
+		struct util_error err;
 		struct oci_ref *r = NULL;
 		int ret = oci_ref_parse(bads[i].in, &r, &err);
 
@@ -150,7 +150,7 @@ static void test_ref_bad(void **state)
 static void test_ref_long(void **state)
 {
 	char name[300], *s;
-	struct oci_error err;
+	struct util_error err;
 	struct oci_ref *r = NULL;
 
 	memset(name, 'a', sizeof(name) - 1);
@@ -169,7 +169,7 @@ static void test_ref_long(void **state)
 
 static void test_ref_url(void **state)
 {
-	struct oci_error err;
+	struct util_error err;
 	struct oci_ref *r = NULL;
 
 	assert_int_equal(oci_ref_parse("https://bucket.s3.example.com/img.erofs?X-Sig=secret", &r,
@@ -200,7 +200,7 @@ static void test_redact(void **state)
 static void test_options(void **state)
 {
 	struct oci_options o;
-	struct oci_error err;
+	struct util_error err;
 	char path[] = "/tmp/lazyerofs-test-pw-XXXXXX";
 	int fd;
 
