@@ -1096,8 +1096,10 @@ static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hi
 		st->window = s->pol.ra_initial;
 	else if (st->ra_end - end > st->window / 2)
 		return false;
-	else /* at least two bandwidth-delay products once the stream is established */
-		st->window = MIN(MAX(st->window * 2, 2 * fetch_sched_bdp(s)), ra_limit(s));
+	else /* at least two bandwidth-delay products once the stream is established; four
+	      * times larger when the reader had to wait (a miss): it outruns the read-ahead */
+		st->window = MIN(MAX(st->window * (hit ? 2 : 4), 2 * fetch_sched_bdp(s)),
+				 ra_limit(s));
 	return ra_window(s, st, end);
 }
 

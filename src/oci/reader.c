@@ -240,11 +240,12 @@ static int start(struct rreq *q)
 	 * LAZYEROFS_HTTP2=1 puts the data on HTTP/2 as well. */
 	if (!c->data_http2)
 		curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-	/* Receive buffers share a fixed budget, however many requests are in flight: memory
-	 * stays bounded (64 requests: 128 KiB each; a few: libcurl's largest, 512 KiB). */
+	/* Receive buffers stay within a fixed budget however many requests are in flight: the
+	 * first few slots (a sequential reader's few large transfers land there: start() takes
+	 * the lowest free slot) get libcurl's largest buffer, fewer system calls per byte; the
+	 * others a small one. 8 x 512 KiB + 248 x 64 KiB at most. */
 	curl_easy_setopt(e, CURLOPT_BUFFERSIZE,
-			 (long)MIN((uint64_t)CURL_MAX_READ_SIZE,
-				   MAX(READER_BUFFER_BUDGET / r->parallel, (uint64_t)(64 << 10))));
+			 (long)(slot < READER_BIG_BUFFERS ? CURL_MAX_READ_SIZE : 64 << 10));
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->hdrs);

@@ -11,7 +11,7 @@
 #define RANGES_PER_REQUEST 64 /* without batch mode */
 #define GROUP_MIN_BYTES (1ULL << 20)
 #define GROUP_MAX_BYTES (16ULL << 20)
-#define READER_BUFFER_BUDGET (8ULL << 20) /* receive buffers of all requests in flight */
+#define READER_BIG_BUFFERS 8 /* slots with libcurl's largest receive buffer */
 #define LOCATION_TTL_MS (5ULL * 60 * 1000)
 #define MAX_FAILURES 30 /* per request, progress or not */
 
