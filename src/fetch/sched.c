@@ -562,7 +562,10 @@ static size_t small_files(const struct fetch_sched *s, uint32_t file, struct uti
 static size_t event_windows(const struct fetch_sched *s, const struct fetch_req *r, size_t k,
 			    uint64_t b, struct util_extent *out, size_t max)
 {
-	uint64_t off = b * CACHE_BLOCK_SIZE, want, cap = MAX(s->pol.chunk_size, s->pol.max_job_bytes);
+	/* The read's own offset when the block holds it (a block may hold several files of a
+	 * 1 KiB-block image, or metadata and then a file). */
+	uint64_t off = MAX(b * CACHE_BLOCK_SIZE, r->v[k].offset), want;
+	uint64_t cap = MAX(s->pol.chunk_size, s->pol.max_job_bytes);
 	uint32_t file, range;
 	int n;
 
@@ -636,6 +639,14 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 			nw += event_windows(s, r, k2, b2, w + nw, FETCH_MAX_RUNS - nw);
 			reads++;
 		}
+	}
+	/* In whole blocks: two files' windows may share a block (1 KiB-block images), and a
+	 * job lists each block once. */
+	for (size_t j = 0; j < nw; j++) {
+		uint64_t lo = blk_lo(w[j].offset) * CACHE_BLOCK_SIZE;
+		uint64_t hi = MIN(blk_hi(w[j].offset + w[j].length) * CACHE_BLOCK_SIZE, s->size);
+
+		w[j] = (struct util_extent){.offset = lo, .length = hi - lo};
 	}
 	if (nw > 1) {
 		qsort(w, nw, sizeof(w[0]), cmp_extent);

@@ -904,6 +904,35 @@ static void test_readahead_grows_faster_on_misses(void **state)
 	env_free(&e);
 }
 
+/* Files of a 1 KiB-block image share 4 KiB blocks: a job lists each block once. */
+static void test_files_sharing_a_block(void **state)
+{
+	static const struct util_extent a[] = {{1024, 1024}};
+	static const struct util_extent b[] = {{3072, 1024}};
+	static const struct util_extent c[] = {{5120, 2048}};
+	const struct util_extent *const files[] = {a, b, c};
+	const size_t counts[] = {1, 1, 1};
+	struct fetch_req r;
+	struct fetch_job *job;
+	struct fetch_files *f;
+	struct env e;
+
+	env_init(&e, 1 * MiB, false);
+	f = make_files(1 * MiB, files, counts, 3);
+	e.s.files = f;
+	event(&r, 3072, 1024);
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 0);
+	assert_int_equal(job->runs[0].length, 8192);
+	complete(&e, job);
+	e.s.files = NULL;
+	fetch_files_free(f);
+	env_free(&e);
+}
+
 static void test_background_yields(void **state)
 {
 	struct env e;
@@ -981,6 +1010,7 @@ int main(void)
 	    cmocka_unit_test(test_file_aware_fetching),
 	    cmocka_unit_test(test_small_files_share_a_request),
 	    cmocka_unit_test(test_readahead_grows_faster_on_misses),
+	    cmocka_unit_test(test_files_sharing_a_block),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
