@@ -241,8 +241,23 @@ bool fetch_read_opens(struct fetch_daemon *d)
 		bool known = false;
 
 		/* Only the daemon writes the data file, through fds it never closes. */
-		if (v[i].mask & FAN_CLOSE_WRITE)
-			fetch_entry_tampered(d, "opened for writing by another process");
+		if (v[i].mask & FAN_CLOSE_WRITE) {
+			char why[160], comm[32] = "?", path[64];
+			int fd;
+
+			snprintf(path, sizeof(path), "/proc/%d/comm", (int)v[i].pid);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd >= 0) {
+				ssize_t k = read(fd, comm, sizeof(comm) - 1);
+
+				comm[k > 0 ? k : 0] = 0;
+				comm[strcspn(comm, "\n")] = 0;
+				close(fd);
+			}
+			snprintf(why, sizeof(why), "opened for writing by another process (%d, %s)",
+				 (int)v[i].pid, comm[0] ? comm : "?");
+			fetch_entry_tampered(d, why);
+		}
 		for (size_t j = 0; j < ARRAY_SIZE(d->openers); j++)
 			known = known || d->openers[j] == v[i].pid;
 		if (!known) {
