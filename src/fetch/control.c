@@ -218,7 +218,7 @@ static int do_detach(struct conn *c, json_t *req)
 
 	(void)util_json_get_u64(req, "mnt_id", &mnt_id);
 	pthread_mutex_lock(&d->lock);
-	for (size_t i = 0; i < FETCH_MAX_MOUNTS && mnt_id; i++) {
+	for (size_t i = 0; i < FETCH_MOUNTS_USED(d->sh) && mnt_id; i++) {
 		struct fetch_mount_rec *m = &d->sh->mounts[i];
 
 		/* The superblock's own end (IN_UNMOUNT) removes the record; a detached

@@ -96,6 +96,8 @@ struct fetch_mount_rec {
 #define SH_LOAD(field)	      __atomic_load_n(&(field), __ATOMIC_ACQUIRE)
 #define SH_STORE(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELEASE)
 #define SH_ADD(field, value)   __atomic_fetch_add(&(field), (value), __ATOMIC_RELAXED)
+/* How many mounts[] slots to look at (see mounts_hi). */
+#define FETCH_MOUNTS_USED(sh) MIN(SH_LOAD((sh)->mounts_hi), (uint32_t)FETCH_MAX_MOUNTS)
 
 /* Shared between the holder and successive workers (MAP_SHARED, made before fork). Fields
  * written by the worker only; counters are updated with atomics. */
@@ -114,6 +116,9 @@ struct fetch_shared {
 	int32_t hiwater_fd; /* highest event fd number ever read */
 	uint64_t started_ms;
 	uint64_t events, answers, fast, denied, requests, fetched_bytes, errors;
+	/* Slots [0, mounts_hi) of mounts[] have been used: loops stop there, so the table's
+	 * pages are only backed (and counted in the daemon's memory) once used. */
+	uint32_t mounts_hi;				 /* guarded by fetch_daemon.lock */
 	struct fetch_mount_rec mounts[FETCH_MAX_MOUNTS]; /* guarded by fetch_daemon.lock */
 	struct fetch_journal_slot journal[FETCH_MAX_EVENTS];
 };

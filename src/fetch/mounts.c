@@ -43,7 +43,7 @@
 
 struct fetch_mount_rec *fetch_rec_by_dev(struct fetch_daemon *d, uint64_t dev)
 {
-	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++)
+	for (size_t i = 0; i < FETCH_MOUNTS_USED(d->sh); i++)
 		if (d->sh->mounts[i].used && d->sh->mounts[i].dev == dev)
 			return &d->sh->mounts[i];
 	return NULL;
@@ -51,9 +51,13 @@ struct fetch_mount_rec *fetch_rec_by_dev(struct fetch_daemon *d, uint64_t dev)
 
 struct fetch_mount_rec *fetch_rec_new(struct fetch_daemon *d)
 {
-	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++)
-		if (!d->sh->mounts[i].used) {
+	uint32_t hi = FETCH_MOUNTS_USED(d->sh);
+
+	for (size_t i = 0; i <= hi && i < FETCH_MAX_MOUNTS; i++)
+		if (i == hi || !d->sh->mounts[i].used) {
 			d->sh->mounts[i] = (struct fetch_mount_rec){.used = 1, .wd = -1};
+			if (i == hi)
+				SH_STORE(d->sh->mounts_hi, hi + 1);
 			return &d->sh->mounts[i];
 		}
 	return NULL;
@@ -63,7 +67,7 @@ unsigned fetch_rec_count(struct fetch_daemon *d)
 {
 	unsigned n = 0;
 
-	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++)
+	for (size_t i = 0; i < FETCH_MOUNTS_USED(d->sh); i++)
 		n += d->sh->mounts[i].used ? 1 : 0;
 	return n;
 }
@@ -206,7 +210,7 @@ void fetch_read_inotify(struct fetch_daemon *d)
 			if (!(ev.mask & (IN_UNMOUNT | IN_IGNORED)))
 				continue;
 			pthread_mutex_lock(&d->lock);
-			for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++) {
+			for (size_t i = 0; i < FETCH_MOUNTS_USED(d->sh); i++) {
 				struct fetch_mount_rec *m = &d->sh->mounts[i];
 
 				if (!m->used || m->wd != ev.wd)

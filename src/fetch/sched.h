@@ -130,7 +130,8 @@ struct fetch_sched {
 	uint64_t fail_window_ms;		      /* MIN(FETCH_FAIL_WINDOW_MS, timeout) */
 	struct fetch_req *probe;		      /* the probe under way, or NULL */
 	/* The link as measured by the jobs that ended (fetch_sched_link_sample): round trip
-	 * (request sent to first byte) and throughput of one request, smoothed; 0 = unknown. */
+	 * (the smallest time from request to first byte) and throughput of one request
+	 * (smoothed); 0 = unknown. */
 	uint64_t link_rtt_us;
 	uint64_t link_bytes_per_s;
 	/* The mount's file index (files.h), or NULL: a read fetches its file's data, not the

@@ -46,7 +46,7 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	in_flight = d->sched.njobs;
 	rtt_us = d->sched.link_rtt_us;
 	rate = d->sched.link_bytes_per_s;
-	for (size_t i = 0; i < FETCH_MAX_MOUNTS; i++) {
+	for (size_t i = 0; i < FETCH_MOUNTS_USED(d->sh); i++) {
 		struct fetch_mount_rec *m = &sh->mounts[i];
 
 		if (!m->used)

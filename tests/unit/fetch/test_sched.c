@@ -884,26 +884,6 @@ static void test_small_files_share_a_request(void **state)
 	env_free(&e);
 }
 
-/* A sequential reader that has to wait (its reads miss) outruns the read-ahead: the next
- * window is four times larger, not two. */
-static void test_readahead_grows_faster_on_misses(void **state)
-{
-	struct env e;
-
-	env_init(&e, 64 * MiB, false); /* read-ahead 2 MiB .. 8 MiB */
-	assert_false(fetch_sched_note_read(&e.s, 0, 128 * KiB));
-	assert_true(fetch_sched_note_read(&e.s, 128 * KiB, 128 * KiB));
-	assert_int_equal(e.s.ra[0].length, 2 * MiB); /* [256 KiB, 2304 KiB) */
-	e.s.nra = 0;
-	for (uint64_t off = 256 * KiB; off < 1152 * KiB; off += 128 * KiB)
-		assert_false(fetch_sched_note_hit(&e.s, off, 128 * KiB)); /* far from the frontier */
-	/* a miss within half a window of the frontier */
-	assert_true(fetch_sched_note_read(&e.s, 1152 * KiB, 128 * KiB));
-	assert_int_equal(e.s.ra[0].offset, 2304 * KiB);
-	assert_int_equal(e.s.ra[0].length, 8 * MiB);
-	env_free(&e);
-}
-
 /* Files of a 1 KiB-block image share 4 KiB blocks: a job lists each block once. */
 static void test_files_sharing_a_block(void **state)
 {
@@ -1009,7 +989,6 @@ int main(void)
 	    cmocka_unit_test(test_demand_shares_budget),
 	    cmocka_unit_test(test_file_aware_fetching),
 	    cmocka_unit_test(test_small_files_share_a_request),
-	    cmocka_unit_test(test_readahead_grows_faster_on_misses),
 	    cmocka_unit_test(test_files_sharing_a_block),
 	};
 
