@@ -80,8 +80,13 @@ def pid_alive(pid):
         return False
     try:
         with open(f"/proc/{pid}/stat") as f:
-            # A zombie has exited; only its parent's wait is missing.
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            # A zombie has exited; only its parent's wait is missing. But a thread-group
+            # leader turns zombie as soon as its own thread exits, while the process's other
+            # threads may still be exiting -- and its files (sockets, the data file) are
+            # released only when the last one has: still alive until then.
+            if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
     except OSError:
         return False
 
