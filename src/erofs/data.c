@@ -102,6 +102,18 @@ int erofs_map_blocks(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t la,
 	return map_flat(ctx, vi, la, map);
 }
 
+int erofs_map_at(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t la, struct erofs_map *map)
+{
+	int r = erofs_map_blocks(ctx, vi, la, map);
+
+	if (r < 0)
+		return r;
+	if (map->llen == 0 || map->la > la || map->la + map->llen <= la)
+		return erofs_corrupt(ctx, "inode %llu: cannot map offset %llu",
+				     (unsigned long long)vi->nid, (unsigned long long)la);
+	return 0;
+}
+
 int erofs_packed_inode(struct erofs_ctx *ctx, struct erofs_inode **ret)
 {
 	struct erofs_inode *vi;
@@ -186,13 +198,10 @@ static int flat_walk(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t off
 	while (ptr < end) {
 		struct erofs_map map;
 		uint64_t n, skip;
-		int r = erofs_map_blocks(ctx, vi, ptr, &map);
+		int r = erofs_map_at(ctx, vi, ptr, &map);
 
 		if (r < 0)
 			return r;
-		if (map.llen == 0 || map.la > ptr || map.la + map.llen <= ptr)
-			return erofs_corrupt(ctx, "inode %llu: cannot map offset %llu",
-					     (unsigned long long)vi->nid, (unsigned long long)ptr);
 		n = MIN(end, map.la + map.llen) - ptr;
 		skip = ptr - map.la;
 		if (map.flags & EROFS_MAP_META) {

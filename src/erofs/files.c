@@ -170,12 +170,9 @@ static int map_range(struct erofs_ctx *ctx, struct erofs_files *f, struct erofs_
 
 		r = spend(f);
 		if (r >= 0)
-			r = erofs_map_blocks(ctx, vi, la, &map);
+			r = erofs_map_at(ctx, vi, la, &map);
 		if (r < 0)
 			return r;
-		if (map.llen == 0 || map.la > la || map.la + map.llen <= la)
-			return erofs_corrupt(ctx, "inode %llu: cannot map offset %llu",
-					     (unsigned long long)vi->nid, (unsigned long long)la);
 		n = MIN(end, map.la + map.llen) - la;
 		skip = la - map.la;
 		if ((map.flags & EROFS_MAP_MAPPED) && !(map.flags & EROFS_MAP_META)) {

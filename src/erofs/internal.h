@@ -159,6 +159,8 @@ bool erofs_inode_is_compressed(const struct erofs_inode *vi);
 /* Data: map one logical extent; read (or, with ranges_cb, list the physical ranges of) data. */
 int erofs_map_blocks(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t la,
 		     struct erofs_map *map);
+/* The same, and the extent must hold la (-EUCLEAN otherwise). */
+int erofs_map_at(struct erofs_ctx *ctx, struct erofs_inode *vi, uint64_t la, struct erofs_map *map);
 typedef int (*erofs_range_cb)(void *opaque, uint64_t off, uint64_t len);
 int erofs_read_data(struct erofs_ctx *ctx, struct erofs_inode *vi, void *buf, uint64_t len,
 		    uint64_t off);

@@ -246,20 +246,15 @@ bool fetch_read_opens(struct fetch_daemon *d)
 
 		/* Only the daemon writes the data file, through fds it never closes. */
 		if (v[i].mask & FAN_CLOSE_WRITE) {
-			char why[160], comm[32] = "?", path[64];
-			int fd;
+			_cleanup_free_ char *comm = NULL;
+			char why[160], path[64];
+			size_t len = 0;
 
 			snprintf(path, sizeof(path), "/proc/%d/comm", (int)v[i].pid);
-			fd = open(path, O_RDONLY | O_CLOEXEC);
-			if (fd >= 0) {
-				ssize_t k = read(fd, comm, sizeof(comm) - 1);
-
-				comm[k > 0 ? k : 0] = 0;
+			if (util_read_file(AT_FDCWD, path, 64, 0, &comm, &len) >= 0 && comm)
 				comm[strcspn(comm, "\n")] = 0;
-				close(fd);
-			}
 			snprintf(why, sizeof(why), "opened for writing by another process (%d, %s)",
-				 (int)v[i].pid, comm[0] ? comm : "?");
+				 (int)v[i].pid, comm && comm[0] ? comm : "?");
 			fetch_entry_tampered(d, why);
 		}
 		for (size_t j = 0; j < ARRAY_SIZE(d->openers); j++)
