@@ -151,4 +151,11 @@ int mount_status_collect(const char *run_dir, const char *only_mountpoint,
 			 struct mount_status_entry **ret, size_t *ret_n, struct util_error *err);
 void mount_status_free(struct mount_status_entry *v, size_t n);
 
+/* `lazyerofs profile save`: ask the daemon of the lazyerofs mount at mountpoint for what its
+ * cache entry's readers have needed so far, in first-access order (fetch/profile.h), and
+ * write it to path. -ENOTCONN when mountpoint is not a lazyerofs mount; -ENODATA when
+ * nothing was recorded yet. One line in err. */
+int mount_profile_save(const char *run_dir, const char *mountpoint, const char *path,
+		       struct util_error *err);
+
 #endif

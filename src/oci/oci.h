@@ -67,6 +67,8 @@ struct oci_blob {
 	char cache_key[UTIL_SHA256_HEX_LEN + 1];
 	char validator[256];  /* ETag or Last-Modified of a URL source; empty otherwise */
 	char manifest_digest[UTIL_DIGEST_STR_LEN]; /* the image manifest resolved; empty for URLs */
+	uint64_t manifest_size;			   /* its size in bytes, 0 for URLs */
+	char manifest_media_type[128];		   /* its media type, "" for URLs */
 };
 
 int oci_global_init(void);
@@ -172,5 +174,43 @@ int oci_blob_upload_buf(struct oci_client *c, const void *data, size_t len, cons
 int oci_manifest_put(struct oci_client *c, const char *reference, const char *media_type,
 		     const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
 		     struct util_error *err);
+
+/* ---- referrers (OCI 1.1: artifacts attached to an image manifest) ---- */
+
+/* One referrer of an image manifest, as the referrers API or the fallback tag lists it. */
+struct oci_referrer {
+	char digest[UTIL_DIGEST_STR_LEN]; /* the artifact's manifest */
+	uint64_t size;
+	char artifact_type[128];
+	char created[64]; /* annotation org.opencontainers.image.created (RFC 3339), or "" */
+};
+
+/* Attach len bytes of data to the image manifest the client resolved (oci_resolve first) as
+ * an OCI artifact: the data as one blob of layer_media_type, the empty config
+ * (application/vnd.oci.empty.v1+json), a manifest with artifactType artifact_type, subject
+ * the image manifest, annotation org.opencontainers.image.created (now). Through the
+ * referrers API when the registry supports it (it answers the manifest PUT with an
+ * OCI-Subject header), else by the referrers tag schema: the index under the tag
+ * "sha256-<hex of the subject>" gains the artifact's descriptor (read, add, write back; an
+ * index there that is not one is refused, never overwritten). Each push adds an artifact.
+ * ret_digest: the artifact manifest's digest; *ret_via_tag: the fallback tag was written. */
+int oci_referrer_push(struct oci_client *c, const char *artifact_type,
+		      const char *layer_media_type, const void *data, size_t len,
+		      char ret_digest[UTIL_DIGEST_STR_LEN], bool *ret_via_tag,
+		      struct util_error *err);
+/* The newest referrer of artifact_type of the resolved image manifest: the referrers API
+ * (filtered by artifactType), else the fallback tag when the registry has no API. Newest:
+ * the latest `created`, then the last listed. Everything within timeout_ms (0: the
+ * client's timeout), without retries past it. 0 found; -ENOENT when there is none (no API
+ * and no fallback tag, or nothing of that type); -errno with err otherwise. */
+int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_t timeout_ms,
+			struct oci_referrer *ret, struct util_error *err);
+/* The bytes of the first layer of media type media_type in the artifact manifest
+ * manifest_digest of the client's repository: manifest and blob both digest-checked, at
+ * most max bytes (-EFBIG beyond), within timeout_ms (0: the client's). Caller frees *ret.
+ * -ENOENT when the manifest has no such layer. */
+int oci_artifact_fetch(struct oci_client *c, const char *manifest_digest, const char *media_type,
+		       size_t max, uint64_t timeout_ms, void **ret, size_t *ret_len,
+		       struct util_error *err);
 
 #endif
