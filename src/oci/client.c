@@ -314,6 +314,11 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	oci_fmt(ret->media_type, sizeof(ret->media_type), "%s", layer->media_type);
 	oci_fmt(ret->cache_key, sizeof(ret->cache_key), "%s", layer->digest + strlen("sha256:"));
 	memcpy(ret->manifest_digest, digest, sizeof(ret->manifest_digest));
+	/* The image manifest picked is the subject of its referrers (profiles): their
+	 * descriptor of it needs its size and media type too. */
+	ret->manifest_size = body.len;
+	oci_fmt(ret->manifest_media_type, sizeof(ret->manifest_media_type), "%s",
+		m->media_type[0] ? m->media_type : OCI_MT_OCI_MANIFEST);
 	log_debug("oci: %s resolved to layer %zu %s (%llu bytes)%s%s", c->shown, idx,
 		  layer->digest, (unsigned long long)layer->size, platform_shown[0] ? " for " : "",
 		  platform_shown);
