@@ -173,9 +173,9 @@ static void explain_404(struct oci_client *c, uint64_t deadline, struct util_err
 				c->shown, resp.status);
 }
 
-static int fetch_manifest(struct oci_client *c, const char *reference, const char *expect_digest,
-			  uint64_t deadline, struct util_buf *body, char *ctype, size_t ctlen,
-			  char digest_out[UTIL_DIGEST_STR_LEN], struct util_error *err)
+int oci_manifest_get(struct oci_client *c, const char *reference, const char *expect_digest,
+		     uint64_t deadline, struct util_buf *body, char *ctype, size_t ctlen,
+		     char digest_out[UTIL_DIGEST_STR_LEN], struct util_error *err)
 {
 	struct oci_req q = { .method = "GET", .body_fd = -1, .accept = MANIFEST_ACCEPT,
 			     .registry_auth = true, .follow = true, .max_body = OCI_MANIFEST_MAX };
@@ -259,8 +259,8 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	if (!reference || (c->ref->digest && !expect))
 		return -ENOMEM;
 	for (int depth = 0;; depth++) {
-		r = fetch_manifest(c, reference, expect, deadline, &body, ctype, sizeof(ctype), digest,
-				   err);
+		r = oci_manifest_get(c, reference, expect, deadline, &body, ctype, sizeof(ctype),
+				     digest, err);
 		if (r < 0)
 			goto out;
 		oci_manifest_free(m);

@@ -48,6 +48,18 @@ static void set_field(char *field, size_t size, const char *v, size_t n, bool *o
 	field[n] = 0;
 }
 
+/* Repeated headers are one comma-separated list. */
+static void append_field(char *field, size_t size, const char *v, size_t n, bool *overflow)
+{
+	size_t used = strlen(field);
+
+	if (used && used + 2 < size) {
+		memcpy(field + used, ", ", 3);
+		used += 2;
+	}
+	set_field(field + used, size - used, v, n, overflow);
+}
+
 size_t oci_resp_header_cb(char *buf, size_t size, size_t n, void *userdata)
 {
 	struct oci_resp *r = userdata;
@@ -83,16 +95,13 @@ size_t oci_resp_header_cb(char *buf, size_t size, size_t n, void *userdata)
 		set_field(r->content_range, sizeof(r->content_range), value, vl, &ov);
 	else if (oci_span_eq(name, nl, "Location"))
 		set_field(r->location, sizeof(r->location), value, vl, &ov);
-	else if (oci_span_eq(name, nl, "WWW-Authenticate")) {
-		size_t used = strlen(r->www_auth);
-
-		/* Repeated headers are one comma-separated list. */
-		if (used && used + 2 < sizeof(r->www_auth)) {
-			memcpy(r->www_auth + used, ", ", 3);
-			used += 2;
-		}
-		set_field(r->www_auth + used, sizeof(r->www_auth) - used, value, vl, &ov);
-	} else if (oci_span_eq(name, nl, "Retry-After"))
+	else if (oci_span_eq(name, nl, "WWW-Authenticate"))
+		append_field(r->www_auth, sizeof(r->www_auth), value, vl, &ov);
+	else if (oci_span_eq(name, nl, "Link"))
+		append_field(r->link, sizeof(r->link), value, vl, &ov);
+	else if (oci_span_eq(name, nl, "OCI-Subject"))
+		set_field(r->oci_subject, sizeof(r->oci_subject), value, vl, &ov);
+	else if (oci_span_eq(name, nl, "Retry-After"))
 		set_field(r->retry_after, sizeof(r->retry_after), value, vl, &ov);
 	else if (oci_span_eq(name, nl, "ETag"))
 		set_field(r->etag, sizeof(r->etag), value, vl, &ov);
@@ -185,6 +194,25 @@ void oci_easy_setup(struct oci_client *c, CURL *easy, uint64_t deadline_ms)
 	curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, (long)CURL_MAX_READ_SIZE);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, oci_resp_header_cb);
+}
+
+int oci_url_join(const char *base, const char *ref, char **ret)
+{
+	CURLU *u = curl_url();
+	char *s = NULL;
+	int r = -EBADMSG;
+
+	if (!u)
+		return -ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
+	    curl_url_set(u, CURLUPART_URL, ref, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_URL, &s, 0) == CURLUE_OK) {
+		*ret = strdup(s);
+		r = *ret ? 0 : -ENOMEM;
+	}
+	curl_free(s);
+	curl_url_cleanup(u);
+	return r;
 }
 
 bool oci_same_origin(const char *a, const char *b)

@@ -122,6 +122,102 @@ int oci_upload_range_parse(const char *s, size_t len, uint64_t *ret_received)
 	return 0;
 }
 
+/* Whether a rel value (space-separated relation types) lists want. */
+static bool rel_lists(const char *v, size_t len, const char *want)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		size_t n = 0;
+
+		while (i < len && is_ws(v[i]))
+			i++;
+		while (i + n < len && !is_ws(v[i + n]))
+			n++;
+		if (n && oci_span_eq(v + i, n, want))
+			return true;
+		i += n;
+	}
+	return false;
+}
+
+static void skip_ws(const char **p, const char *end)
+{
+	while (*p < end && is_ws(**p))
+		(*p)++;
+}
+
+int oci_link_next(const char *s, size_t len, char *out, size_t outlen)
+{
+	const char *p = s, *end = s + len;
+
+	for (;;) {
+		const char *url, *url_end;
+		bool next = false;
+
+		while (p < end && (is_ws(*p) || *p == ','))
+			p++;
+		if (p == end)
+			return -ENOENT;
+		if (*p != '<')
+			return -EBADMSG;
+		url = ++p;
+		url_end = memchr(p, '>', (size_t)(end - p));
+		if (!url_end)
+			return -EBADMSG;
+		p = url_end + 1;
+		/* parameters: ; name [= token | "quoted"] ... up to the comma that ends the link */
+		for (;;) {
+			const char *name, *name_end, *v = NULL, *v_end = NULL;
+
+			skip_ws(&p, end);
+			if (p == end || *p == ',')
+				break;
+			if (*p != ';')
+				return -EBADMSG;
+			p++;
+			skip_ws(&p, end);
+			name = p;
+			while (p < end && *p != '=' && *p != ';' && *p != ',' && !is_ws(*p))
+				p++;
+			name_end = p;
+			skip_ws(&p, end);
+			if (p < end && *p == '=') {
+				p++;
+				skip_ws(&p, end);
+				if (p < end && *p == '"') {
+					v = ++p;
+					while (p < end && *p != '"')
+						p += (*p == '\\' && p + 1 < end) ? 2 : 1;
+					if (p >= end)
+						return -EBADMSG;
+					v_end = p++;
+				} else {
+					v = p;
+					while (p < end && *p != ';' && *p != ',' && !is_ws(*p))
+						p++;
+					v_end = p;
+				}
+			}
+			if (v && oci_span_eq(name, (size_t)(name_end - name), "rel") &&
+			    rel_lists(v, (size_t)(v_end - v), "next"))
+				next = true;
+		}
+		if (!next)
+			continue;
+		if ((size_t)(url_end - url) + 1 > outlen)
+			return -EFBIG;
+		for (const char *c = url; c < url_end; c++)
+			if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+				return -EBADMSG;
+		if (url_end == url)
+			return -EBADMSG;
+		memcpy(out, url, (size_t)(url_end - url));
+		out[url_end - url] = 0;
+		return 0;
+	}
+}
+
 static const char *const months[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
 				      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
 
@@ -244,7 +340,15 @@ int oci_http_date_parse(const char *s, size_t len, time_t *ret)
 
 int oci_rfc3339_parse(const char *s, size_t len, time_t *ret)
 {
+	uint32_t ns;
+
+	return oci_rfc3339_parse_ns(s, len, ret, &ns);
+}
+
+int oci_rfc3339_parse_ns(const char *s, size_t len, time_t *ret, uint32_t *ret_ns)
+{
 	int y, mon, d, h, mi, sec, oh = 0, om = 0;
+	uint32_t ns = 0, scale = 100000000;
 	size_t at = 19;
 	time_t t;
 
@@ -258,8 +362,8 @@ int oci_rfc3339_parse(const char *s, size_t len, time_t *ret)
 		at++;
 		if (at >= len || s[at] < '0' || s[at] > '9')
 			return -EBADMSG;
-		while (at < len && s[at] >= '0' && s[at] <= '9')
-			at++;
+		for (; at < len && s[at] >= '0' && s[at] <= '9'; at++, scale /= 10)
+			ns += (uint32_t)(s[at] - '0') * scale; /* digits past the 9th add 0 */
 	}
 	if (at < len && (s[at] == 'Z' || s[at] == 'z')) {
 		at++;
@@ -278,6 +382,7 @@ int oci_rfc3339_parse(const char *s, size_t len, time_t *ret)
 	if (at != len || make_time(y, mon, d, h, mi, sec, &t) < 0)
 		return -EBADMSG;
 	*ret = t - (time_t)(oh * 3600 + om * 60);
+	*ret_ns = ns;
 	return 0;
 }
 

@@ -46,6 +46,8 @@ struct oci_resp {
 	char docker_digest[128];
 	char range[64];
 	char accept_ranges[32];
+	char link[2048];       /* Link (pagination), several joined by ", " */
+	char oci_subject[128]; /* OCI-Subject: the registry processed a manifest's subject */
 	uint64_t content_length;
 	bool has_content_length;
 	size_t header_bytes;
@@ -115,6 +117,9 @@ struct oci_client {
 /* Fixed options of every easy handle of this client: TLS, CA, timeouts for a deadline,
  * protocols, share, user agent, buffer size. */
 void oci_easy_setup(struct oci_client *c, CURL *easy, uint64_t deadline_ms);
+/* ref (absolute, or relative as a Location or Link may be) resolved against base; caller
+ * frees. -EBADMSG when either does not parse. */
+int oci_url_join(const char *base, const char *ref, char **ret);
 /* Whether a and b have the same scheme, host and port. */
 bool oci_same_origin(const char *a, const char *b);
 /* Turn a failed curl transfer into -errno and a message ("what: why"). */
@@ -180,6 +185,17 @@ int oci_creds_find(const struct oci_client *c, struct oci_creds *ret, char **ret
 		   char *errbuf, size_t errlen);
 char *oci_base64_encode(const void *data, size_t len);
 int oci_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);
+
+/* oci_manifest_put, handing back the reply's headers too (OCI-Subject) (push.c). */
+int oci_manifest_put_resp(struct oci_client *c, const char *reference, const char *media_type,
+			  const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
+			  struct oci_resp *ret_resp, struct util_error *err);
+/* GET a manifest or index by tag or digest (MANIFEST_ACCEPT: OCI and Docker manifests and
+ * indexes) into body, with its Content-Type and sha256; checked against expect_digest when
+ * given (-EILSEQ). A non-200 is -errno with the status and the registry's error (client.c). */
+int oci_manifest_get(struct oci_client *c, const char *reference, const char *expect_digest,
+		     uint64_t deadline, struct util_buf *body, char *ctype, size_t ctlen,
+		     char digest_out[UTIL_DIGEST_STR_LEN], struct util_error *err);
 
 /* URL sources (url.c). */
 int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *err);

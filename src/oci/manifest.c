@@ -24,8 +24,6 @@ void oci_manifest_free(struct oci_manifest *m)
 	free(m);
 }
 
-DEFINE_CLEANUP_FUNC(struct oci_manifest, oci_manifest_free);
-
 static bool is_index_type(const char *t)
 {
 	return !strcmp(t, OCI_MT_OCI_INDEX) || !strcmp(t, OCI_MT_DOCKER_LIST);
@@ -73,6 +71,41 @@ static int copy_str(char *dst, size_t size, const char *s)
 	return 0;
 }
 
+/* An optional string member that is informative only: absent, or too long or unprintable to
+ * be a value we look for, leaves "" (another tool's entry must not make a whole list
+ * unreadable); present but not a string is -EBADMSG. */
+static int copy_optional(json_t *o, const char *key, char *dst, size_t size)
+{
+	const char *v = NULL;
+	int r = util_json_get_string(o, key, &v);
+
+	dst[0] = 0;
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return -EBADMSG;
+	if (copy_str(dst, size, v) < 0)
+		dst[0] = 0;
+	return 0;
+}
+
+/* artifactType and the created annotation of a descriptor or a manifest. */
+static int parse_artifact_fields(json_t *o, char *artifact_type, size_t atlen, char *created,
+				 size_t crlen)
+{
+	json_t *ann = json_object_get(o, "annotations");
+
+	if (copy_optional(o, "artifactType", artifact_type, atlen) < 0)
+		return -EBADMSG;
+	if (created)
+		created[0] = 0;
+	if (!ann)
+		return 0;
+	if (!json_is_object(ann))
+		return -EBADMSG;
+	return created ? copy_optional(ann, OCI_ANNOTATION_CREATED, created, crlen) : 0;
+}
+
 static int parse_descriptor(json_t *o, struct oci_descriptor *d, const char *what, size_t idx,
 			    char *errbuf, size_t errlen)
 {
@@ -105,6 +138,12 @@ static int parse_descriptor(json_t *o, struct oci_descriptor *d, const char *wha
 		return -EBADMSG;
 	}
 	d->size = size;
+	if (parse_artifact_fields(o, d->artifact_type, sizeof(d->artifact_type), d->created,
+				  sizeof(d->created)) < 0) {
+		oci_fmt(errbuf, errlen, "%s %zu has an invalid artifactType or annotations", what,
+			idx);
+		return -EBADMSG;
+	}
 	plat = json_object_get(o, "platform");
 	if (plat) {
 		const char *os = NULL, *arch = NULL, *variant = NULL;
@@ -200,6 +239,17 @@ int oci_manifest_parse(const void *buf, size_t len, const char *content_type,
 			if (r < 0)
 				return r;
 		}
+	}
+	if (parse_artifact_fields(j, m->artifact_type, sizeof(m->artifact_type), NULL, 0) < 0) {
+		oci_fmt(errbuf, errlen, "manifest has an invalid artifactType or annotations");
+		return -EBADMSG;
+	}
+	e = json_object_get(j, "subject");
+	if (e) {
+		r = parse_descriptor(e, &m->subject, "subject", 0, errbuf, errlen);
+		if (r < 0)
+			return r;
+		m->has_subject = true;
 	}
 	m->items = calloc(json_array_size(items) ? json_array_size(items) : 1, sizeof(*m->items));
 	if (!m->items)

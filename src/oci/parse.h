@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "oci/oci.h"
+#include "util/cleanup.h"
 #include "util/macro.h"
 
 /* ---- errors (error.c) -------------------------------------------------------------------- */
@@ -51,6 +52,8 @@ int oci_retry_after_parse(const char *s, size_t len, time_t now, uint64_t *ret_m
 int oci_http_date_parse(const char *s, size_t len, time_t *ret);
 /* RFC 3339 timestamp (as in a token reply's issued_at) -> time_t. */
 int oci_rfc3339_parse(const char *s, size_t len, time_t *ret);
+/* The same with the fraction of a second, in nanoseconds (digits past the ninth ignored). */
+int oci_rfc3339_parse_ns(const char *s, size_t len, time_t *ret, uint32_t *ret_ns);
 /* Content-Type "multipart/byteranges; boundary=..." -> boundary (unquoted).
  * -ENOENT when the type is not multipart/byteranges, -EBADMSG when the boundary is
  * missing or longer than outlen - 1 (or 200). */
@@ -63,6 +66,10 @@ int oci_header_split(const char *line, size_t len, const char **name, size_t *na
 		     const char **value, size_t *value_len);
 /* Upload progress "Range: 0-N" (distribution spec) -> N + 1 bytes received. */
 int oci_upload_range_parse(const char *s, size_t len, uint64_t *ret_received);
+/* Link header value(s) (RFC 8288, several joined by commas) -> the target of the first link
+ * whose rel lists "next" (a paginated list's next page; relative or absolute). -ENOENT when
+ * there is none, -EBADMSG when malformed, -EFBIG when it does not fit outlen. */
+int oci_link_next(const char *s, size_t len, char *out, size_t outlen);
 
 /* ---- multipart/byteranges (multipart.c) --------------------------------------------------- */
 
@@ -150,12 +157,18 @@ struct oci_platform {
 	char variant[32];
 };
 
+#define OCI_ANNOTATION_CREATED "org.opencontainers.image.created"
+
 struct oci_descriptor {
 	char media_type[128];
 	char digest[UTIL_DIGEST_STR_LEN];
 	uint64_t size;
 	bool has_platform;
 	struct oci_platform platform;
+	/* OCI 1.1: an index entry's artifactType and its annotation OCI_ANNOTATION_CREATED;
+	 * "" when absent, or when too long to be one we look for */
+	char artifact_type[128];
+	char created[64];
 };
 
 enum oci_manifest_kind {
@@ -169,6 +182,11 @@ struct oci_manifest {
 	struct oci_descriptor config; /* manifests only */
 	struct oci_descriptor *items; /* layers of a manifest, manifests of an index */
 	size_t n;
+	/* OCI 1.1 artifacts: artifactType ("" when absent or too long) and the manifest this
+	 * one refers to */
+	char artifact_type[128];
+	bool has_subject;
+	struct oci_descriptor subject;
 };
 
 /* Parse a manifest or index. The kind comes from the top-level mediaType, else from the
@@ -176,6 +194,7 @@ struct oci_manifest {
 int oci_manifest_parse(const void *buf, size_t len, const char *content_type,
 		       struct oci_manifest **ret, char *errbuf, size_t errlen);
 void oci_manifest_free(struct oci_manifest *m);
+DEFINE_CLEANUP_FUNC(struct oci_manifest, oci_manifest_free);
 
 /* "os/arch[/variant]" -> platform (normalised: x86_64 -> amd64, aarch64 -> arm64). */
 int oci_platform_parse(const char *s, struct oci_platform *ret);
@@ -194,6 +213,42 @@ int oci_layer_select(const struct oci_manifest *m, const char *blob, long layer,
 		     size_t *ret_idx, char *errbuf, size_t errlen);
 /* -EMEDIUMTYPE with the reason when a layer of this type cannot be read by byte ranges. */
 int oci_layer_check_media_type(const char *media_type, char *errbuf, size_t errlen);
+
+/* ---- OCI 1.1 artifacts and referrers lists (artifact.c) ------------------------------------ */
+
+#define OCI_MT_OCI_EMPTY "application/vnd.oci.empty.v1+json"
+/* The empty config of an artifact: the blob "{}" and its digest. */
+#define OCI_EMPTY_JSON "{}"
+#define OCI_EMPTY_DIGEST "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+#define OCI_REFERRERS_TAG_LEN (7 + UTIL_SHA256_HEX_LEN + 1)
+
+/* The referrers tag schema's tag of a manifest digest: "sha256-<hex>". -EINVAL unless digest
+ * is a sha256 digest and out holds OCI_REFERRERS_TAG_LEN. */
+int oci_referrers_tag(const char *digest, char *out, size_t outlen);
+/* The manifest (compact JSON, keys sorted) of an artifact of artifact_type carrying one
+ * layer, referring to subject: the empty config, annotation OCI_ANNOTATION_CREATED =
+ * created. Caller frees *ret. -EINVAL for an empty type or created, or a descriptor without
+ * media type or sha256 digest. */
+int oci_artifact_build(const char *artifact_type, const struct oci_descriptor *subject,
+		       const struct oci_descriptor *layer, const char *created, char **ret);
+/* A referrers list (the referrers API's answer or the fallback tag's content): an OCI image
+ * index, whose entries of artifact_type (NULL: all) come back in list order. content_type
+ * (may be NULL) as for oci_manifest_parse. Caller frees *ret. -EBADMSG with the reason in
+ * errbuf when it is not an OCI image index or is malformed; -EFBIG over the caps. */
+int oci_referrers_parse(const void *buf, size_t len, const char *content_type,
+			const char *artifact_type, struct oci_referrer **ret, size_t *ret_n,
+			char *errbuf, size_t errlen);
+/* The newest of v: the latest created (RFC 3339; a missing or unreadable one is older than
+ * any other), of equals the one listed last. -ENOENT when n is 0. */
+int oci_referrers_newest(const struct oci_referrer *v, size_t n, size_t *ret_idx);
+/* A fallback tag's index with d (mediaType, digest, size, artifactType and created when set)
+ * appended: old is the tag's content (NULL: the tag does not exist, start an empty index).
+ * Entries already there are kept as they are. *ret_added false (and *ret untouched) when d's
+ * digest is listed already. -EEXIST when old is not an OCI image index (errbuf says what it
+ * is): it must not be overwritten. -EFBIG when the index is full. Caller frees *ret. */
+int oci_referrers_index_add(const void *old, size_t old_len, const char *content_type,
+			    const struct oci_descriptor *d, char **ret, bool *ret_added,
+			    char *errbuf, size_t errlen);
 
 /* ---- credentials (creds.c) ----------------------------------------------------------------- */
 

@@ -93,21 +93,7 @@ int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error 
 /* Location of an upload reply, made absolute against the URL it answered. */
 static int upload_location(const char *base, const struct oci_resp *resp, char **ret)
 {
-	CURLU *u = curl_url();
-	char *s = NULL;
-	int r = -EBADMSG;
-
-	if (!u)
-		return -ENOMEM;
-	if (resp->location[0] && curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
-	    curl_url_set(u, CURLUPART_URL, resp->location, 0) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_URL, &s, 0) == CURLUE_OK) {
-		*ret = strdup(s);
-		r = *ret ? 0 : -ENOMEM;
-	}
-	curl_free(s);
-	curl_url_cleanup(u);
-	return r;
+	return resp->location[0] ? oci_url_join(base, resp->location, ret) : -EBADMSG;
 }
 
 struct upload_progress {
@@ -273,6 +259,15 @@ int oci_manifest_put(struct oci_client *c, const char *reference, const char *me
 		     const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
 		     struct util_error *err)
 {
+	struct oci_resp resp;
+
+	return oci_manifest_put_resp(c, reference, media_type, data, len, ret_digest, &resp, err);
+}
+
+int oci_manifest_put_resp(struct oci_client *c, const char *reference, const char *media_type,
+			  const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
+			  struct oci_resp *ret_resp, struct util_error *err)
+{
 	struct oci_req q = { .method = "PUT", .body = data, .body_len = len, .body_fd = -1,
 			     .content_type = media_type, .registry_auth = true, .push = true };
 	struct util_buf body = UTIL_BUF_INIT(OCI_ERROR_BODY_MAX);
@@ -308,6 +303,7 @@ int oci_manifest_put(struct oci_client *c, const char *reference, const char *me
 		r = -EILSEQ;
 		goto out;
 	}
+	*ret_resp = resp;
 	r = 0;
 out:
 	util_buf_free(&body);

@@ -1,0 +1,441 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * OCI 1.1 referrers of the image manifest a client resolved, over the network: attaching an
+ * artifact (its blob, the empty config, its manifest with the image manifest as subject,
+ * then, unless the registry answered with OCI-Subject, the referrers tag schema's index),
+ * finding the newest referrer of a type (the referrers API, else the fallback tag), and
+ * fetching an artifact's layer, digest-checked. The JSON work is in artifact.c.
+ *
+ * Lookups serve a mount that must not wait long for an optional profile: they run under
+ * the caller's deadline and say nothing; "there is none" is -ENOENT.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "oci/internal.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/sha256.h"
+#include "util/time.h"
+
+/* Pages of a paginated referrers list followed at the most (the artifactType filter keeps
+ * ours to one page in practice). */
+#define REFERRERS_PAGES_MAX 16
+
+/* The descriptor of the image manifest the client resolved: the subject. */
+static int subject_of(const struct oci_client *c, struct oci_descriptor *ret,
+		      struct util_error *err)
+{
+	memset(ret, 0, sizeof(*ret));
+	if (c->ref->is_url || !c->have_blob || !util_digest_valid(c->blob.manifest_digest))
+		return util_err_set(err, -EINVAL, "%s: no image manifest was resolved to refer to",
+				    c->shown);
+	oci_fmt(ret->media_type, sizeof(ret->media_type), "%s",
+		c->blob.manifest_media_type[0] ? c->blob.manifest_media_type : OCI_MT_OCI_MANIFEST);
+	memcpy(ret->digest, c->blob.manifest_digest, sizeof(ret->digest));
+	ret->size = c->blob.manifest_size;
+	return 0;
+}
+
+static uint64_t deadline_of(const struct oci_client *c, uint64_t timeout_ms)
+{
+	return util_now_ms() + (timeout_ms ? timeout_ms : c->timeout_ms);
+}
+
+/* Upload data as a blob unless the repository has it already; digest gets its digest. */
+static int blob_ensure(struct oci_client *c, const void *data, size_t len,
+		       char digest[UTIL_DIGEST_STR_LEN], struct util_error *err)
+{
+	uint8_t d[UTIL_SHA256_LEN];
+	int r;
+
+	util_sha256_buf(data, len, d);
+	util_digest_format(d, digest);
+	r = oci_blob_exists(c, digest, err);
+	if (r == 0)
+		r = oci_blob_upload_buf(c, data, len, digest, err);
+	return r < 0 ? r : 0;
+}
+
+/* Now, as an RFC 3339 UTC time with milliseconds (two pushes in one second stay ordered). */
+static void format_now(char *out, size_t outlen)
+{
+	struct timespec ts;
+	struct tm tm;
+	char s[32];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm);
+	oci_fmt(out, outlen, "%s.%03ldZ", s, ts.tv_nsec / 1000000);
+}
+
+/* The referrers tag schema: add the artifact's descriptor to the index under the subject's
+ * tag (read, add, write back). What is there and is not an index is left alone. Two clients
+ * adding at once may lose one entry: the schema has no lock (a registry with the referrers
+ * API has no such race). */
+static int tag_index_add(struct oci_client *c, const struct oci_descriptor *subject,
+			 const struct oci_descriptor *artifact, struct util_error *err)
+{
+	struct util_buf body = UTIL_BUF_INIT(OCI_MANIFEST_MAX);
+	_cleanup_free_ char *index = NULL;
+	char tag[OCI_REFERRERS_TAG_LEN], ctype[256] = "", digest[UTIL_DIGEST_STR_LEN],
+					 why[512] = "";
+	bool exists = true, added = false;
+	int r;
+
+	r = oci_referrers_tag(subject->digest, tag, sizeof(tag));
+	if (r < 0)
+		goto out;
+	r = oci_manifest_get(c, tag, NULL, util_now_ms() + c->timeout_ms, &body, ctype,
+			     sizeof(ctype), digest, err);
+	if (r == -ENOENT) {
+		exists = false;
+		util_err_clear(err);
+	} else if (r < 0) {
+		goto out;
+	}
+	r = oci_referrers_index_add(exists ? body.data : NULL, exists ? body.len : 0,
+				    ctype[0] ? ctype : NULL, artifact, &index, &added, why,
+				    sizeof(why));
+	if (r == -EEXIST) {
+		util_err_set(err, r,
+			     "registry %s: the referrers tag %s:%s holds something other than a "
+			     "referrers index (%s); it is left as it is (delete that tag if it is "
+			     "not needed)",
+			     c->shown, c->ref->repository, tag, why);
+		goto out;
+	}
+	if (r < 0) {
+		util_err_set(err, r, "registry %s: the referrers index %s:%s: %s", c->shown,
+			     c->ref->repository, tag, why[0] ? why : strerror(-r));
+		goto out;
+	}
+	if (added)
+		r = oci_manifest_put(c, tag, OCI_MT_OCI_INDEX, index, strlen(index), digest, err);
+out:
+	util_buf_free(&body);
+	return r;
+}
+
+int oci_referrer_push(struct oci_client *c, const char *artifact_type, const char *layer_media_type,
+		      const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
+		      bool *ret_via_tag, struct util_error *err)
+{
+	struct oci_descriptor subject, layer = {0}, artifact = {0};
+	_cleanup_free_ char *manifest = NULL;
+	char config_digest[UTIL_DIGEST_STR_LEN];
+	struct util_error local;
+	struct oci_resp resp;
+	int r;
+
+	if (!err)
+		err = &local;
+	util_err_clear(err);
+	*ret_via_tag = false;
+	r = subject_of(c, &subject, err);
+	if (r < 0)
+		return r;
+	oci_fmt(layer.media_type, sizeof(layer.media_type), "%s", layer_media_type);
+	layer.size = len;
+	r = blob_ensure(c, data, len, layer.digest, err);
+	if (r < 0)
+		return r;
+	r = blob_ensure(c, OCI_EMPTY_JSON, strlen(OCI_EMPTY_JSON), config_digest, err);
+	if (r < 0)
+		return r;
+	oci_fmt(artifact.media_type, sizeof(artifact.media_type), "%s", OCI_MT_OCI_MANIFEST);
+	oci_fmt(artifact.artifact_type, sizeof(artifact.artifact_type), "%s", artifact_type);
+	format_now(artifact.created, sizeof(artifact.created));
+	r = oci_artifact_build(artifact_type, &subject, &layer, artifact.created, &manifest);
+	if (r < 0)
+		return util_err_set(err, r, "building the artifact manifest: %s", strerror(-r));
+	artifact.size = strlen(manifest);
+	r = oci_manifest_put_resp(c, NULL, OCI_MT_OCI_MANIFEST, manifest, artifact.size,
+				  artifact.digest, &resp, err);
+	if (r < 0)
+		return r;
+	memcpy(ret_digest, artifact.digest, UTIL_DIGEST_STR_LEN);
+	if (resp.oci_subject[0]) {
+		/* The registry lists it among the subject's referrers itself. */
+		log_debug("oci: %s took the subject of %s (OCI-Subject: %s)", c->shown,
+			  artifact.digest, resp.oci_subject);
+		return 0;
+	}
+	r = tag_index_add(c, &subject, &artifact, err);
+	if (r < 0)
+		return r;
+	*ret_via_tag = true;
+	return 0;
+}
+
+/* A list's newest entry of its type goes into *best unless *best is newer (a tie goes to the
+ * later list). */
+static void keep_newest(struct oci_referrer *best, bool *have, const struct oci_referrer *v,
+			size_t n)
+{
+	struct oci_referrer two[2];
+	size_t i;
+
+	if (oci_referrers_newest(v, n, &i) < 0)
+		return;
+	if (!*have) {
+		*best = v[i];
+		*have = true;
+		return;
+	}
+	two[0] = *best;
+	two[1] = v[i];
+	if (oci_referrers_newest(two, 2, &i) == 0)
+		*best = two[i];
+}
+
+/* One list (an API page or the tag's index) into *best. */
+static int take_list(const struct util_buf *body, const char *ctype, const char *artifact_type,
+		     const char *what, struct oci_referrer *best, bool *have,
+		     struct util_error *err)
+{
+	struct oci_referrer *v = NULL;
+	char why[512] = "";
+	size_t n = 0;
+	int r;
+
+	r = oci_referrers_parse(body->data, body->len, ctype[0] ? ctype : NULL, artifact_type, &v,
+				&n, why, sizeof(why));
+	if (r < 0)
+		return util_err_set_http(err, r, 200, NULL, "%s: %s", what, why);
+	keep_newest(best, have, v, n);
+	free(v);
+	return 0;
+}
+
+/* The referrers API, page after page. 1 when the registry has no such API (the spec's 404;
+ * 400, 405 and 406 too, which an API never answers for a valid digest but an older registry
+ * may for a path it does not know). */
+static int api_newest(struct oci_client *c, const struct oci_descriptor *subject,
+		      const char *artifact_type, uint64_t deadline, struct oci_referrer *best,
+		      bool *have, struct util_error *err)
+{
+	struct oci_req q = {.method = "GET",
+			    .body_fd = -1,
+			    .accept = OCI_MT_OCI_INDEX,
+			    .registry_auth = true,
+			    .follow = true,
+			    .max_body = OCI_MANIFEST_MAX};
+	struct util_buf body = UTIL_BUF_INIT(OCI_MANIFEST_MAX);
+	_cleanup_free_ char *url = NULL;
+	char *esc, what[400], next[2048];
+	struct oci_resp resp;
+	int r = 0;
+
+	esc = curl_easy_escape(NULL, artifact_type, 0);
+	if (!esc)
+		return -ENOMEM;
+	if (asprintf(&url, "%s/v2/%s/referrers/%s?artifactType=%s", c->base_url, c->ref->repository,
+		     subject->digest, esc) < 0)
+		url = NULL;
+	curl_free(esc);
+	if (!url)
+		return -ENOMEM;
+	oci_fmt(what, sizeof(what), "registry %s: referrers of %s@%s", c->shown, c->ref->repository,
+		subject->digest);
+	for (int page = 0; page < REFERRERS_PAGES_MAX; page++) {
+		char *joined = NULL;
+
+		q.url = url;
+		r = oci_request(c, &q, deadline, &resp, &body, err);
+		if (r < 0)
+			break;
+		if (page == 0 && (resp.status == 404 || resp.status == 400 || resp.status == 405 ||
+				  resp.status == 406)) {
+			log_debug("oci: %s has no referrers API (HTTP %ld)", c->shown, resp.status);
+			r = 1;
+			break;
+		}
+		if (resp.status != 200) {
+			r = oci_status_error(c, &resp, &body, what, err);
+			break;
+		}
+		r = take_list(&body, resp.content_type, artifact_type, what, best, have, err);
+		if (r < 0 || !resp.link[0])
+			break;
+		r = oci_link_next(resp.link, strlen(resp.link), next, sizeof(next));
+		if (r == -ENOENT) {
+			r = 0;
+			break;
+		}
+		if (r == 0)
+			r = oci_url_join(url, next, &joined);
+		if (r < 0) {
+			util_err_set_http(err, r, 200, NULL, "%s: unusable Link header", what);
+			break;
+		}
+		free(url);
+		url = joined;
+		if (page + 1 == REFERRERS_PAGES_MAX)
+			log_debug("oci: %s: more than %d pages of referrers, the rest unread", what,
+				  REFERRERS_PAGES_MAX);
+	}
+	util_buf_free(&body);
+	return r;
+}
+
+/* The referrers tag schema's index. A tag that holds something else lists nothing (as the
+ * spec says to assume). */
+static int tag_newest(struct oci_client *c, const struct oci_descriptor *subject,
+		      const char *artifact_type, uint64_t deadline, struct oci_referrer *best,
+		      bool *have, struct util_error *err)
+{
+	struct util_buf body = UTIL_BUF_INIT(OCI_MANIFEST_MAX);
+	char tag[OCI_REFERRERS_TAG_LEN], ctype[256] = "", digest[UTIL_DIGEST_STR_LEN], what[400];
+	int r;
+
+	r = oci_referrers_tag(subject->digest, tag, sizeof(tag));
+	if (r == 0)
+		r = oci_manifest_get(c, tag, NULL, deadline, &body, ctype, sizeof(ctype), digest,
+				     err);
+	if (r == 0) {
+		oci_fmt(what, sizeof(what), "registry %s: referrers tag %s:%s", c->shown,
+			c->ref->repository, tag);
+		r = take_list(&body, ctype, artifact_type, what, best, have, err);
+		if (r == -EBADMSG)
+			r = -ENOENT;
+	}
+	util_buf_free(&body);
+	return r;
+}
+
+int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_t timeout_ms,
+			struct oci_referrer *ret, struct util_error *err)
+{
+	uint64_t deadline = deadline_of(c, timeout_ms);
+	struct oci_descriptor subject;
+	struct oci_referrer best;
+	struct util_error local;
+	bool have = false;
+	int r;
+
+	if (!err)
+		err = &local;
+	util_err_clear(err);
+	r = subject_of(c, &subject, err);
+	if (r < 0)
+		return r;
+	r = api_newest(c, &subject, artifact_type, deadline, &best, &have, err);
+	if (r == 1) {
+		util_err_clear(err);
+		r = tag_newest(c, &subject, artifact_type, deadline, &best, &have, err);
+	}
+	if (r < 0)
+		return r;
+	if (!have)
+		return util_err_set(err, -ENOENT, "registry %s: %s@%s has no referrer of type %s",
+				    c->shown, c->ref->repository, subject.digest, artifact_type);
+	*ret = best;
+	return 0;
+}
+
+/* GET a blob of known size and digest, whole, into *ret (NUL-terminated). */
+static int blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t deadline,
+		    void **ret, size_t *ret_len, struct util_error *err)
+{
+	struct oci_req q = {.method = "GET",
+			    .body_fd = -1,
+			    .registry_auth = true,
+			    .follow = true,
+			    .max_body = d->size};
+	struct util_buf body = UTIL_BUF_INIT(MAX(d->size, OCI_ERROR_BODY_MAX));
+	_cleanup_free_ char *url = NULL;
+	uint8_t sum[UTIL_SHA256_LEN];
+	char got[UTIL_DIGEST_STR_LEN], what[400];
+	struct oci_resp resp;
+	char *data = NULL;
+	int r;
+
+	if (asprintf(&url, "%s/v2/%s/blobs/%s", c->base_url, c->ref->repository, d->digest) < 0)
+		return -ENOMEM;
+	oci_fmt(what, sizeof(what), "registry %s: blob %s@%s", c->shown, c->ref->repository,
+		d->digest);
+	q.url = url;
+	r = oci_request(c, &q, deadline, &resp, &body, err);
+	if (r < 0)
+		goto out;
+	if (resp.status != 200) {
+		r = oci_status_error(c, &resp, &body, what, err);
+		goto out;
+	}
+	util_sha256_buf(body.data, body.len, sum);
+	util_digest_format(sum, got);
+	if (body.len != d->size || strcmp(got, d->digest) != 0) {
+		r = util_err_set_http(err, -EILSEQ, 200, NULL,
+				      "%s: the registry sent %zu bytes whose sha256 is %s", what,
+				      body.len, got);
+		goto out;
+	}
+	r = util_buf_steal(&body, &data);
+	if (r < 0)
+		goto out;
+	*ret = data;
+	*ret_len = (size_t)d->size;
+out:
+	util_buf_free(&body);
+	return r;
+}
+
+int oci_artifact_fetch(struct oci_client *c, const char *manifest_digest, const char *media_type,
+		       size_t max, uint64_t timeout_ms, void **ret, size_t *ret_len,
+		       struct util_error *err)
+{
+	uint64_t deadline = deadline_of(c, timeout_ms);
+	struct util_buf body = UTIL_BUF_INIT(OCI_MANIFEST_MAX);
+	_cleanup_(oci_manifest_freep) struct oci_manifest *m = NULL;
+	char ctype[256] = "", digest[UTIL_DIGEST_STR_LEN], why[512] = "";
+	const struct oci_descriptor *layer = NULL;
+	struct util_error local;
+	int r;
+
+	if (!err)
+		err = &local;
+	util_err_clear(err);
+	if (c->ref->is_url || !util_digest_valid(manifest_digest))
+		return util_err_set(err, -EINVAL, "%s: '%.80s' is not an artifact of a registry",
+				    c->shown, manifest_digest);
+	r = oci_manifest_get(c, manifest_digest, manifest_digest, deadline, &body, ctype,
+			     sizeof(ctype), digest, err);
+	if (r < 0)
+		goto out;
+	r = oci_manifest_parse(body.data, body.len, ctype[0] ? ctype : NULL, &m, why, sizeof(why));
+	if (r == 0 && m->kind != OCI_KIND_MANIFEST) {
+		oci_fmt(why, sizeof(why), "an index, not an artifact manifest");
+		r = -EBADMSG;
+	}
+	if (r < 0) {
+		util_err_set_http(err, r, 200, NULL, "registry %s: artifact %s@%s: %s", c->shown,
+				  c->ref->repository, manifest_digest, why);
+		goto out;
+	}
+	for (size_t i = 0; i < m->n && !layer; i++)
+		if (!strcmp(m->items[i].media_type, media_type))
+			layer = &m->items[i];
+	if (!layer) {
+		r = util_err_set(err, -ENOENT,
+				 "registry %s: artifact %s@%s has no layer of type %s", c->shown,
+				 c->ref->repository, manifest_digest, media_type);
+		goto out;
+	}
+	if (layer->size > max) {
+		r = util_err_set(err, -EFBIG,
+				 "registry %s: artifact %s@%s: its %s layer has %llu bytes, more "
+				 "than %zu",
+				 c->shown, c->ref->repository, manifest_digest, media_type,
+				 (unsigned long long)layer->size, max);
+		goto out;
+	}
+	r = blob_get(c, layer, deadline, ret, ret_len, err);
+out:
+	util_buf_free(&body);
+	return r;
+}
