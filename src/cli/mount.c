@@ -34,6 +34,9 @@ static void usage(FILE *f)
 		"  platform=OS/ARCH[/VARIANT]   pick from a multi-platform index\n"
 		"  digest=sha256:...     pin the content of a URL source\n"
 		"  prefetch=none|all     all: fetch the whole image in the background and verify it\n"
+		"  profile=auto|none|PATH   replay a startup profile: auto (default) the newest one\n"
+		"                        attached to the image in the registry, or the file PATH\n"
+		"                        (see 'lazyerofs profile --help')\n"
 		"  timeout=SECONDS       a read that cannot be fetched in time fails with EIO (60)\n"
 		"  cache=DIR             cache directory (default $LAZYEROFS_CACHE_DIR or\n"
 		"                        " MOUNT_DEFAULT_CACHE_DIR "); must not be tmpfs or overlayfs\n"
@@ -74,6 +77,11 @@ static void report(const char *source, const char *mountpoint, const struct moun
 		 (unsigned long long)r->io.batches, (unsigned long long)r->io.ranges,
 		 util_format_bytes(r->io.ensured_bytes, b1, sizeof(b1)),
 		 util_format_bytes(MAX(r->io.bridge_gap, 16384), b2, sizeof(b2)));
+	if (r->profile_from[0])
+		log_info("startup profile %s: %llu ranges, %s, replaying (lookup %llu ms)",
+			 r->profile_from, (unsigned long long)r->profile_ranges,
+			 util_format_bytes(r->profile_bytes, b1, sizeof(b1)),
+			 (unsigned long long)r->profile_lookup_ms);
 	if (r->zone_bytes)
 		log_info("metadata zone: %s fetched whole before the walk",
 			 util_format_bytes(r->zone_bytes, b1, sizeof(b1)));
@@ -113,6 +121,10 @@ static int do_mount(const char *source, const char *mountpoint, const char *cons
 		log_error("mount: %s", err.message);
 		code = class == MOUNT_FAIL_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_MOUNT;
 		goto out;
+	}
+	if (res.profile_warning[0]) {
+		mount_sanitize_line(res.profile_warning);
+		log_warning("mount: %s", res.profile_warning);
 	}
 	report(source, mountpoint, &res);
 out:

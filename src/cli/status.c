@@ -53,6 +53,17 @@ static const char *entry_digest(const struct mount_status_entry *e)
 	return e->st.digest ? e->st.digest : "";
 }
 
+/* Move the keys of more (consumed) into o; on failure o is released too. */
+static int add_keys(json_t *o, json_t *more)
+{
+	int r = more ? json_object_update(o, more) : -1;
+
+	json_decref(more);
+	if (r < 0)
+		json_decref(o);
+	return r;
+}
+
 static json_t *entry_json(const struct mount_status_entry *e)
 {
 	const struct fetch_status *s = &e->fs;
@@ -81,12 +92,23 @@ static json_t *entry_json(const struct mount_status_entry *e)
 					 "marked", (int)s->marked, "files", (json_int_t)s->files,
 					 "file_ranges", (json_int_t)s->file_ranges);
 
-		if (!more || json_object_update(o, more) < 0) {
-			json_decref(more);
-			json_decref(o);
+		if (add_keys(o, more) < 0)
 			return NULL;
-		}
-		json_decref(more);
+	}
+	if (o && a) {
+		json_t *prof = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+					 "profile_state", s->profile_state, "profile_ranges",
+					 (json_int_t)s->profile_ranges, "profile_ranges_done",
+					 (json_int_t)s->profile_ranges_done, "profile_bytes",
+					 (json_int_t)s->profile_bytes, "profile_fetched_bytes",
+					 (json_int_t)s->profile_fetched_bytes, "profile_requests",
+					 (json_int_t)s->profile_requests, "profile_served",
+					 (json_int_t)s->profile_served, "profile_ms",
+					 (json_int_t)s->profile_ms, "recorded_ranges",
+					 (json_int_t)s->recorded_ranges);
+
+		if (add_keys(o, prof) < 0)
+			return NULL;
 	}
 	if (o && !a)
 		json_object_set_new(o, "problem",

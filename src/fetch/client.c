@@ -397,5 +397,15 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 	ret->marked = json_is_true(json_object_get(reply, "marked"));
 	ret->files = getu(reply, "files");
 	ret->file_ranges = getu(reply, "file_ranges");
+	snprintf(ret->profile_state, sizeof(ret->profile_state), "%s",
+		 util_json_get_string(reply, "profile_state", &state) >= 0 ? state : "none");
+	ret->profile_ranges = getu(reply, "profile_ranges");
+	ret->profile_ranges_done = getu(reply, "profile_ranges_done");
+	ret->profile_bytes = getu(reply, "profile_bytes");
+	ret->profile_fetched_bytes = getu(reply, "profile_fetched_bytes");
+	ret->profile_requests = getu(reply, "profile_requests");
+	ret->profile_served = getu(reply, "profile_served");
+	ret->profile_ms = getu(reply, "profile_ms");
+	ret->recorded_ranges = getu(reply, "recorded_ranges");
 	return 0;
 }

@@ -38,21 +38,6 @@ struct conn {
 	bool holding;
 };
 
-static int reply_error(int fd, int err, const char *fmt, ...) _printf_(3, 4);
-
-static int reply_error(int fd, int err, const char *fmt, ...)
-{
-	_cleanup_json_ json_t *o = NULL;
-	char msg[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	o = json_pack("{s:b,s:i,s:s}", "ok", 0, "errno", err < 0 ? -err : err, "error", msg);
-	return o ? fetch_proto_send(fd, o, -1) : -ENOMEM;
-}
-
 /* The data file is gone from the cache directory (removed, or replaced by a new entry):
  * this daemon keeps serving the superblocks that use its inode, but a new mount must not
  * join it (it would open the name and find nothing, or another file). */
@@ -91,7 +76,7 @@ static int do_ensure(struct conn *c, json_t *req)
 	int q, r = 0;
 
 	if (!json_is_array(arr) || json_array_size(arr) > FETCH_ENSURE_MAX_RANGES)
-		return reply_error(c->fd, EINVAL,
+		return fetch_reply_error(c->fd, EINVAL,
 				   "ensure: 'ranges' must be an array of at most %u "
 				   "[offset, length] pairs",
 				   FETCH_ENSURE_MAX_RANGES);
@@ -105,13 +90,13 @@ static int do_ensure(struct conn *c, json_t *req)
 		    !util_range_within((uint64_t)json_integer_value(o),
 				       (uint64_t)json_integer_value(l), d->cfg.blob.size)) {
 			util_extents_free(&ext);
-			return reply_error(c->fd, EINVAL, "ensure: range %zu is outside the blob",
+			return fetch_reply_error(c->fd, EINVAL, "ensure: range %zu is outside the blob",
 					   i);
 		}
 		if (util_extents_add(&ext, (uint64_t)json_integer_value(o),
 				     (uint64_t)json_integer_value(l)) < 0) {
 			util_extents_free(&ext);
-			return reply_error(c->fd, ENOMEM, "ensure: too many ranges");
+			return fetch_reply_error(c->fd, ENOMEM, "ensure: too many ranges");
 		}
 	}
 	util_extents_merge(&ext, 0);
@@ -139,7 +124,7 @@ static int do_ensure(struct conn *c, json_t *req)
 	pthread_mutex_unlock(&d->lock);
 	util_extents_free(&ext);
 	if (r < 0)
-		return reply_error(c->fd, r,
+		return fetch_reply_error(c->fd, r,
 				   "fetching %zu range(s) from the registry failed: %s (see %s)",
 				   en.req.n, strerror(-r), d->log_path);
 ok : {
@@ -156,7 +141,7 @@ static int do_data_fd(struct conn *c)
 	_cleanup_json_ json_t *o = NULL;
 
 	if (c->d->rd_fd < 0)
-		return reply_error(c->fd, EBADF, "data_fd: the daemon has no pre-mark read fd");
+		return fetch_reply_error(c->fd, EBADF, "data_fd: the daemon has no pre-mark read fd");
 	o = json_pack("{s:b}", "ok", 1);
 	return o ? fetch_proto_send(c->fd, o, c->d->rd_fd) : -ENOMEM;
 }
@@ -176,15 +161,15 @@ static int do_attach(struct conn *c, json_t *req, int fd)
 	(void)util_json_get_string(req, "source", &src);
 	(void)util_json_get_string(req, "state", &state);
 	if (strlen(state) >= sizeof(m->state) || strspn(state, "0123456789") != strlen(state))
-		return reply_error(c->fd, EINVAL, "attach: 'state' must be a state file's name");
+		return fetch_reply_error(c->fd, EINVAL, "attach: 'state' must be a state file's name");
 	if (fd < 0)
-		return reply_error(c->fd, EINVAL, "attach: the mountpoint's fd was not passed");
+		return fetch_reply_error(c->fd, EINVAL, "attach: the mountpoint's fd was not passed");
 	if (fstat(fd, &st) < 0)
-		return reply_error(c->fd, errno, "attach: %s", strerror(errno));
+		return fetch_reply_error(c->fd, errno, "attach: %s", strerror(errno));
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	r = fetch_watch_root(d, path, &wd);
 	if (r < 0)
-		return reply_error(c->fd, r, "attach: watching the mount: %s", strerror(-r));
+		return fetch_reply_error(c->fd, r, "attach: watching the mount: %s", strerror(-r));
 	pthread_mutex_lock(&d->lock);
 	m = fetch_rec_by_dev(d, (uint64_t)st.st_dev);
 	if (!m)
@@ -200,7 +185,7 @@ static int do_attach(struct conn *c, json_t *req, int fd)
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (!m)
-		return reply_error(c->fd, ENOSPC, "attach: too many mounts of one entry (%d)",
+		return fetch_reply_error(c->fd, ENOSPC, "attach: too many mounts of one entry (%d)",
 				   FETCH_MAX_MOUNTS);
 	log_info("attached mount %" PRIu64 " at '%s'", mnt_id, mp);
 	{
@@ -247,7 +232,7 @@ static void *conn_thread(void *arg)
 	socklen_t clen = sizeof(cred);
 
 	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 || cred.uid != 0) {
-		reply_error(c->fd, EPERM, "only root may talk to the daemon");
+		fetch_reply_error(c->fd, EPERM, "only root may talk to the daemon");
 		goto out;
 	}
 	for (;;) {
@@ -264,11 +249,11 @@ static void *conn_thread(void *arg)
 			break;
 		if (util_json_parse(line, len, FETCH_LINE_MAX, &req) < 0 ||
 		    util_json_get_string(req, "op", &op) < 0) {
-			r = reply_error(c->fd, EBADMSG, "malformed request");
+			r = fetch_reply_error(c->fd, EBADMSG, "malformed request");
 		} else if ((!strcmp(op, "hello") || !strcmp(op, "hold")) &&
 			   (util_json_get_u64(req, "proto", &proto) < 0 ||
 			    proto != FETCH_PROTO_VERSION)) {
-			r = reply_error(c->fd, EPROTO,
+			r = fetch_reply_error(c->fd, EPROTO,
 					"this daemon speaks control protocol version %d: it was "
 					"started by another version of lazyerofs",
 					FETCH_PROTO_VERSION);
@@ -287,7 +272,7 @@ static void *conn_thread(void *arg)
 			}
 			if (d->leaving || removed) {
 				pthread_mutex_unlock(&d->lock);
-				r = reply_error(c->fd, ESHUTDOWN,
+				r = fetch_reply_error(c->fd, ESHUTDOWN,
 						removed ? "the daemon's cache entry was removed"
 							: "the daemon is leaving");
 				break;
@@ -314,8 +299,12 @@ static void *conn_thread(void *arg)
 			r = do_detach(c, req);
 		} else if (!strcmp(op, "files")) {
 			r = fetch_files_request(d, c->fd, pfd);
+		} else if (!strcmp(op, "profile_get")) {
+			r = fetch_profile_get_request(d, c->fd);
+		} else if (!strcmp(op, "profile_replay")) {
+			r = fetch_profile_replay_request(d, c->fd, pfd);
 		} else {
-			r = reply_error(c->fd, EINVAL, "unknown request '%s'", op);
+			r = fetch_reply_error(c->fd, EINVAL, "unknown request '%s'", op);
 		}
 		if (r < 0)
 			break;
@@ -454,6 +443,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 	}
 	log_info("no superblock or client uses the entry any more");
 	fetch_files_drop(d);
+	fetch_profile_drop(d);
 	(void)unlinkat(d->run_dirfd, d->sock2_name, 0);
 	close(d->listen_fd);
 	close(d->listen2_fd);

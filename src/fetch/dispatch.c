@@ -81,8 +81,10 @@ void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n)
 		 * slot: a worker that dies between the two is taken over without this event and
 		 * leaves the count one short, never counts it twice. */
 		__atomic_store_n(&d->sh->journal[r->slot].state, SLOT_FREE, __ATOMIC_RELEASE);
-		if (answered)
+		if (answered) {
 			SH_ADD(d->sh->answers, 1);
+			fetch_profile_answered(d, r);
+		}
 		close(r->fd);
 	}
 	if (n == 0)
@@ -143,6 +145,7 @@ static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const stru
 	}
 	len = MIN(len, size - off);
 	r->one = (struct util_extent){.offset = off, .length = len};
+	fetch_profile_note(d, first, nblk);
 	if (cache_entry_broken(d->entry)) {
 		r->result = -EIO; /* the file was changed behind our back: never its bytes */
 		fetch_answer_batch(d, &r, 1);

@@ -85,6 +85,18 @@ int fetch_detach(struct fetch_handle *h, uint64_t mnt_id);
  * -EINVAL from a daemon that predates the request; -EBADMSG if it refused the bytes. */
 int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, struct util_error *err);
 
+/* Startup profiles (profile.h). The daemon's record of first accesses as a profile
+ * (profile_free it); *ret_truncated: the record reached its cap. -ENODATA when the blob has
+ * no digest. */
+struct profile;
+int fetch_profile_get(struct fetch_handle *h, struct profile *ret, bool *ret_truncated,
+		      struct util_error *err);
+/* Hand the daemon a profile's text to replay. *ret_started is false when a replay was
+ * already under way or done, or when the entry is complete. -EILSEQ: another blob's;
+ * -EBADMSG and the like: the daemon refused the bytes (err says why). */
+int fetch_profile_replay(struct fetch_handle *h, const void *buf, size_t len, bool *ret_started,
+			 struct util_error *err);
+
 /* Live status (DESIGN "status --json" keys, then more). */
 struct fetch_status {
 	char digest[UTIL_DIGEST_STR_LEN];
@@ -102,6 +114,11 @@ struct fetch_status {
 	uint64_t chunk_size;
 	bool marked; /* the fanotify mark is in place (dropped once verified) */
 	uint64_t files, file_ranges; /* the file index the daemon holds (0, 0: none) */
+	/* The startup profile replayed: state "none", "replaying", "done" or "failed". */
+	char profile_state[16];
+	uint64_t profile_ranges, profile_ranges_done, profile_bytes, profile_fetched_bytes;
+	uint64_t profile_requests, profile_served, profile_ms;
+	uint64_t recorded_ranges; /* the record of first accesses */
 };
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
 

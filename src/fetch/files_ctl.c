@@ -26,8 +26,6 @@
 #include "util/log.h"
 #include "util/sha256.h"
 
-#define SEALS_WANTED (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW)
-
 static int reply(int cfd, int err, uint32_t files, uint32_t ranges, bool unchanged, const char *msg)
 {
 	_cleanup_json_ json_t *o = NULL;
@@ -38,37 +36,6 @@ static int reply(int cfd, int err, uint32_t files, uint32_t ranges, bool unchang
 		o = json_pack("{s:b,s:I,s:I,s:b}", "ok", 1, "files", (json_int_t)files,
 			      "file_ranges", (json_int_t)ranges, "unchanged", unchanged);
 	return o ? fetch_proto_send(cfd, o, -1) : -ENOMEM;
-}
-
-static int read_index(int fd, uint8_t **ret_buf, size_t *ret_len, struct util_error *err)
-{
-	_cleanup_free_ uint8_t *buf = NULL;
-	struct stat st;
-	int seals = fcntl(fd, F_GET_SEALS);
-	size_t off = 0;
-
-	if (seals < 0 || (seals & SEALS_WANTED) != SEALS_WANTED)
-		return util_err_set(err, -EPERM, "files: the index must come in a sealed memfd");
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-		return util_err_set(err, -EINVAL, "files: the index fd is not a file");
-	if ((uint64_t)st.st_size > FETCH_FILES_MAX_BYTES)
-		return util_err_set(err, -EFBIG, "files: index of %llu bytes (limit %u)",
-				    (unsigned long long)st.st_size, FETCH_FILES_MAX_BYTES);
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf)
-		return util_err_set(err, -ENOMEM, "files: out of memory");
-	while (off < (size_t)st.st_size) {
-		ssize_t n = pread(fd, buf + off, (size_t)st.st_size - off, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return util_err_set(err, -EIO, "files: reading the index failed");
-		off += (size_t)n;
-	}
-	*ret_buf = TAKE_PTR(buf);
-	*ret_len = off;
-	return 0;
 }
 
 int fetch_files_request(struct fetch_daemon *d, int cfd, int fd)
@@ -84,7 +51,7 @@ int fetch_files_request(struct fetch_daemon *d, int cfd, int fd)
 
 	if (fd < 0)
 		return reply(cfd, EINVAL, 0, 0, false, "files: no index fd was passed");
-	r = read_index(fd, &buf, &len, &err);
+	r = fetch_sealed_read(fd, FETCH_FILES_MAX_BYTES, "files", &buf, &len, &err);
 	if (r >= 0)
 		r = util_sha256_buf(buf, len, digest);
 	if (r < 0)
@@ -134,23 +101,13 @@ void fetch_files_drop(struct fetch_daemon *d)
 int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, struct util_error *err)
 {
 	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "files"), *rep = NULL;
-	_cleanup_close_ int fd = memfd_create("lazyerofs-files", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	size_t off = 0;
+	_cleanup_close_ int fd = -1;
+	int r;
 
-	if (fd < 0)
-		return -errno;
 	if (!req)
 		return -ENOMEM;
-	while (off < len) {
-		ssize_t n = write(fd, (const uint8_t *)buf + off, len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		off += (size_t)n;
-	}
-	if (fcntl(fd, F_ADD_SEALS, SEALS_WANTED | F_SEAL_SEAL) < 0)
-		return -errno;
+	r = fetch_sealed_new("lazyerofs-files", buf, len, &fd);
+	if (r < 0)
+		return r;
 	return fetch_proto_call(h->ctl_fd, req, fd, &rep, NULL, err);
 }

@@ -30,6 +30,7 @@
 
 #include "cache/cache.h"
 #include "fetch/fetch.h"
+#include "fetch/record.h"
 #include "fetch/sched.h"
 #include "util/json.h"
 #include "util/macro.h"
@@ -190,6 +191,11 @@ struct fetch_daemon {
 		uint64_t started_us, first_byte_us; /* request sent, first byte received */
 	} xfers[FETCH_MAX_JOBS];
 	struct fetch_files *files; /* (lock) the mount's file index (files.h), or NULL */
+	struct fetch_record record;	 /* first accesses (record.h; its own lock) */
+	struct fetch_replay replay;	 /* (lock) the startup profile replayed (sched.h) */
+	struct util_extent *replay_v;	 /* (lock) its ranges */
+	struct cache_bitmap replay_mine; /* blocks the replay fetched (atomic bits) */
+	uint64_t replay_served;		 /* (atomic) reads answered with bytes replay brought */
 	uint8_t files_digest[32];  /* (lock) sha256 of its encoding */
 	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */
 	pid_t openers[8];	   /* main loop only: recent openers of the data file (their
@@ -277,12 +283,30 @@ struct fetch_files;
 int fetch_files_request(struct fetch_daemon *d, int cfd, int fd);
 void fetch_files_drop(struct fetch_daemon *d);
 
+/* profile_ctl.c: the record of first accesses and the replay of a startup profile (control
+ * requests "profile_get" and "profile_replay" with a sealed memfd), their status keys. */
+int fetch_profile_init(struct fetch_daemon *d);
+void fetch_profile_note(struct fetch_daemon *d, uint64_t first, uint64_t nblk);
+/* An event answered well: count it when replay brought some of its bytes. */
+void fetch_profile_answered(struct fetch_daemon *d, const struct fetch_req *r);
+int fetch_profile_get_request(struct fetch_daemon *d, int cfd);
+int fetch_profile_replay_request(struct fetch_daemon *d, int cfd, int fd);
+void fetch_profile_status(struct fetch_daemon *d, json_t *o);
+void fetch_profile_drop(struct fetch_daemon *d);
+
 /* proto.c */
 struct sockaddr_un;
 /* A unix socket address for path; paths longer than sun_path go through /proc/self/fd of an
  * opened parent directory (*ret_dirfd, to close after bind/connect). */
 int fetch_unix_addr(const char *path, struct sockaddr_un *sa, int *ret_dirfd);
 int fetch_proto_send(int fd, json_t *msg, int pass_fd);
+/* An error reply {"ok":false,"errno":err,"error":message}. */
+int fetch_reply_error(int fd, int err, const char *fmt, ...) _printf_(3, 4);
+/* Data handed over in a memfd sealed against writes and resizing: made by the sender... */
+int fetch_sealed_new(const char *name, const void *buf, size_t len, int *ret_fd);
+/* ... and read by the receiver, which checks the seals and a size cap (what: for messages). */
+int fetch_sealed_read(int fd, size_t max, const char *what, uint8_t **ret_buf, size_t *ret_len,
+		      struct util_error *err);
 /* Read one line (without the newline) up to max bytes; *ret_fd receives an fd passed with
  * it (or -1). -ECONNRESET on EOF. */
 struct fetch_linebuf {

@@ -5,7 +5,8 @@
  * file, `profile push` attaches it to the image as an OCI referrer, and a later cold mount
  * replays it (fetches its ranges, in order, ahead of the workload).
  *
- * File format, version 1: UTF-8 text, lines ending in "\n".
+ * File format, version 1: UTF-8 text, lines ending in "\n" (a last line without one is
+ * read all the same; the formatter always ends one).
  *
  *   lazyerofs-profile 1
  *   blob sha256:<64 lowercase hex> <blob size in bytes>
@@ -16,11 +17,14 @@
  *   written by a newer lazyerofs); so is anything else there (-EBADMSG).
  * - Then keyword lines, before the first range: "blob DIGEST SIZE" is required (once);
  *   other keyword lines (a lowercase word, a space, anything) are ignored, so later
- *   versions of this one may add information; lines starting with '#' are comments.
+ *   versions of this one may add information; lines starting with '#' are comments, here
+ *   and between ranges (their bytes are not looked at). Any other line (an empty one too)
+ *   is malformed; so is a NUL byte anywhere.
  * - Each range line: three unsigned decimals separated by one space. t_ms: milliseconds
  *   since the first range was needed (non-decreasing from line to line); offset and length
  *   in bytes, length > 0 and at most PROFILE_RANGE_MAX, offset + length within the blob.
- *   Ranges may overlap (a replay skips what is present).
+ *   Ranges may overlap (a replay skips what is present). No ranges at all is a valid,
+ *   empty profile.
  * - At most PROFILE_MAX_RANGES ranges and PROFILE_MAX_BYTES bytes in all.
  *
  * Every profile comes from outside (a file, a registry): the parser checks everything above
@@ -62,17 +66,21 @@ struct profile {
  * -EPROTONOSUPPORT (a newer version), -EFBIG (over a cap), -ENOMEM. On failure *ret is
  * left empty (nothing to free). */
 int profile_parse(const void *buf, size_t len, struct profile *ret, struct util_error *err);
-/* The text of p (caller frees *ret; *ret_len excludes the NUL it ends with). */
+/* The text of p (caller frees *ret; *ret_len excludes the NUL it ends with), which parses
+ * back to p. -EBADMSG when p breaks a rule above (the parser would refuse it), -EFBIG when
+ * the text would exceed PROFILE_MAX_BYTES, -ENOMEM. */
 int profile_format(const struct profile *p, char **ret, size_t *ret_len);
+/* Free p's ranges and leave it empty (p may be NULL). */
 void profile_free(struct profile *p);
 /* Sum of the lengths of p's ranges. */
 uint64_t profile_bytes(const struct profile *p);
 
 /* Read and parse a profile file (at most PROFILE_MAX_BYTES are read; a larger file is
- * -EFBIG). err names the path. */
+ * -EFBIG), the errors of profile_parse and of open/read (-errno). err names the path; on
+ * failure *ret is left empty. */
 int profile_read_file(const char *path, struct profile *ret, struct util_error *err);
-/* Write p to path atomically (a temporary file in the same directory, then rename), mode
- * 0644. err names the path. */
+/* Write p to path atomically (a temporary file in the same directory, fsync, rename; the
+ * temporary file is removed on failure), mode 0644 less the umask. err names the path. */
 int profile_write_file(const char *path, const struct profile *p, struct util_error *err);
 
 #endif

@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -224,5 +227,74 @@ int fetch_proto_call(int fd, json_t *req, int pass_fd, json_t **ret_reply, int *
 	*ret_reply = reply;
 	if (ret_fd)
 		*ret_fd = TAKE_FD(got_fd);
+	return 0;
+}
+
+int fetch_reply_error(int fd, int err, const char *fmt, ...)
+{
+	_cleanup_json_ json_t *o = NULL;
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	o = json_pack("{s:b,s:i,s:s}", "ok", 0, "errno", err < 0 ? -err : err, "error", msg);
+	return o ? fetch_proto_send(fd, o, -1) : -ENOMEM;
+}
+
+#define SEALS_WANTED (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW)
+
+int fetch_sealed_new(const char *name, const void *buf, size_t len, int *ret_fd)
+{
+	_cleanup_close_ int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	size_t off = 0;
+
+	if (fd < 0)
+		return -errno;
+	while (off < len) {
+		ssize_t n = write(fd, (const uint8_t *)buf + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		off += (size_t)n;
+	}
+	if (fcntl(fd, F_ADD_SEALS, SEALS_WANTED | F_SEAL_SEAL) < 0)
+		return -errno;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int fetch_sealed_read(int fd, size_t max, const char *what, uint8_t **ret_buf, size_t *ret_len,
+		      struct util_error *err)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+	size_t off = 0;
+
+	if (seals < 0 || (seals & SEALS_WANTED) != SEALS_WANTED)
+		return util_err_set(err, -EPERM, "%s: the data must come in a sealed memfd", what);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return util_err_set(err, -EINVAL, "%s: the fd passed is not a file", what);
+	if ((uint64_t)st.st_size > max)
+		return util_err_set(err, -EFBIG, "%s: %llu bytes (limit %zu)", what,
+				    (unsigned long long)st.st_size, max);
+	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!buf)
+		return util_err_set(err, -ENOMEM, "%s: out of memory", what);
+	while (off < (size_t)st.st_size) {
+		ssize_t n = pread(fd, buf + off, (size_t)st.st_size - off, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return util_err_set(err, -EIO, "%s: reading the memfd failed", what);
+		off += (size_t)n;
+	}
+	*ret_buf = TAKE_PTR(buf);
+	*ret_len = off;
 	return 0;
 }

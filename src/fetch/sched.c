@@ -5,6 +5,7 @@
  * made under the daemon's scheduler mutex. Works in 4 KiB blocks; jobs carry byte ranges.
  */
 #include "fetch/sched.h"
+#include "fetch/sched_internal.h"
 
 #include "fetch/files.h"
 
@@ -14,8 +15,6 @@
 
 #include "util/macro.h"
 
-#define KiB (UINT64_C(1) << 10)
-#define MiB (UINT64_C(1) << 20)
 
 /* A read counts as continuing a stream when it starts this close to where one left off
  * (readers and the kernel's readahead do not always issue reads in exact order). */
@@ -146,16 +145,6 @@ void fetch_sched_destroy(struct fetch_sched *s)
 
 /* ---- in-flight table ------------------------------------------------------------------ */
 
-static inline uint64_t blk_lo(uint64_t off)
-{
-	return off >> CACHE_BLOCK_SHIFT;
-}
-
-static inline uint64_t blk_hi(uint64_t end)
-{
-	return DIV_ROUND_UP(end, CACHE_BLOCK_SIZE);
-}
-
 /* Index of the first run of job whose end block is > b (runs are sorted and disjoint). */
 static size_t run_after(const struct fetch_job *job, uint64_t b)
 {
@@ -191,7 +180,7 @@ static bool inflight_at(const struct fetch_sched *s, uint64_t b, uint64_t *ret_e
 }
 
 /* First block > b where a run in flight starts, or limit. */
-static uint64_t inflight_next_start(const struct fetch_sched *s, uint64_t b, uint64_t limit)
+uint64_t sched_inflight_next_start(const struct fetch_sched *s, uint64_t b, uint64_t limit)
 {
 	uint64_t best = limit;
 
@@ -227,7 +216,7 @@ bool fetch_sched_in_flight(const struct fetch_sched *s, uint64_t first_block, ui
 }
 
 /* First block of [from, limit) that is missing and not being fetched; limit when none. */
-static uint64_t next_needed(const struct fetch_sched *s, uint64_t from, uint64_t limit)
+uint64_t sched_next_needed(const struct fetch_sched *s, uint64_t from, uint64_t limit)
 {
 	while (from < limit) {
 		uint64_t m = cache_bitmap_find(s->bm, from, limit, false), e;
@@ -253,7 +242,7 @@ static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job,
 		job->header = strlen("bytes=");
 	limit = MIN(limit, s->nblocks);
 	while (from < limit && job->nruns < max_runs && job->bytes < max_bytes && !job->full) {
-		uint64_t b = next_needed(s, from, limit), e, room, off, end;
+		uint64_t b = sched_next_needed(s, from, limit), e, room, off, end;
 		struct util_extent *last = job->nruns ? &job->runs[job->nruns - 1] : NULL;
 		bool adjacent;
 		size_t header;
@@ -261,7 +250,7 @@ static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job,
 		if (b >= limit)
 			return limit;
 		e = cache_bitmap_find(s->bm, b, limit, true);
-		e = MIN(e, inflight_next_start(s, b, limit));
+		e = MIN(e, sched_inflight_next_start(s, b, limit));
 		room = (max_bytes - job->bytes) / CACHE_BLOCK_SIZE;
 		if (room == 0)
 			return b;
@@ -290,7 +279,7 @@ static uint64_t job_add_runs(const struct fetch_sched *s, struct fetch_job *job,
 	return from;
 }
 
-static struct fetch_job *job_slot(struct fetch_sched *s)
+struct fetch_job *sched_job_slot(struct fetch_sched *s)
 {
 	if (s->njobs >= s->pol.max_requests)
 		return NULL;
@@ -300,7 +289,7 @@ static struct fetch_job *job_slot(struct fetch_sched *s)
 	return NULL;
 }
 
-static void job_commit(struct fetch_sched *s, struct fetch_job *job, enum fetch_job_kind kind)
+void sched_job_commit(struct fetch_sched *s, struct fetch_job *job, enum fetch_job_kind kind)
 {
 	job->busy = true;
 	job->kind = kind;
@@ -309,6 +298,8 @@ static void job_commit(struct fetch_sched *s, struct fetch_job *job, enum fetch_
 		s->nside++;
 	if (kind == FETCH_JOB_BACKGROUND)
 		s->nbackground++;
+	if (kind == FETCH_JOB_REPLAY)
+		s->replay->in_flight++;
 }
 
 /* ---- requests ---------------------------------------------------------------------------- */
@@ -449,7 +440,7 @@ static bool req_first_needed(const struct fetch_sched *s, const struct fetch_req
 
 		if (!cache_blocks_of(req->v[k].offset, req->v[k].length, s->size, &f, &n))
 			continue;
-		b = next_needed(s, f, f + n);
+		b = sched_next_needed(s, f, f + n);
 		if (b < f + n) {
 			*ret_idx = k;
 			*ret_block = b;
@@ -688,7 +679,7 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		if (r->probe) {
 			if (r->probe_sent)
 				continue;
-			job = job_slot(s);
+			job = sched_job_slot(s);
 			if (!job)
 				return NULL;
 			*job = (struct fetch_job){0};
@@ -696,12 +687,12 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 				continue; /* present now: collect answers it */
 			r->probe_sent = true;
 			job->probe = true;
-			job_commit(s, job, FETCH_JOB_DEMAND);
+			sched_job_commit(s, job, FETCH_JOB_DEMAND);
 			return job;
 		}
 		if (!req_first_needed(s, r, &k, &b))
 			continue; /* everything it lacks is already on its way */
-		job = job_slot(s);
+		job = sched_job_slot(s);
 		if (!job)
 			return NULL;
 		*job = (struct fetch_job){0};
@@ -732,7 +723,7 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		if (job->nruns == 0)
 			continue;
 		job->probe = r->probe;
-		job_commit(s, job, FETCH_JOB_DEMAND);
+		sched_job_commit(s, job, FETCH_JOB_DEMAND);
 		return job;
 	}
 	return NULL;
@@ -785,7 +776,7 @@ static struct fetch_job *pick_readahead(struct fetch_sched *s)
 {
 	while (s->nra > 0) {
 		struct util_extent *w = &s->ra[0];
-		struct fetch_job *job = job_slot(s);
+		struct fetch_job *job = sched_job_slot(s);
 		uint64_t stop, lo, hi;
 
 		if (!job)
@@ -805,7 +796,7 @@ static struct fetch_job *pick_readahead(struct fetch_sched *s)
 			s->nra--;
 		}
 		if (job->nruns > 0) {
-			job_commit(s, job, FETCH_JOB_READAHEAD);
+			sched_job_commit(s, job, FETCH_JOB_READAHEAD);
 			return job;
 		}
 	}
@@ -826,12 +817,12 @@ static struct fetch_job *pick_background(struct fetch_sched *s, uint64_t now_ms,
 		*wake = MIN(*wake, s->bg_next_try_ms);
 		return NULL;
 	}
-	b = next_needed(s, s->bg_cursor, s->nblocks);
+	b = sched_next_needed(s, s->bg_cursor, s->nblocks);
 	if (b >= s->nblocks && s->bg_cursor > 0)
-		b = next_needed(s, 0, s->nblocks); /* wrap: pick up what failed earlier */
+		b = sched_next_needed(s, 0, s->nblocks); /* wrap: pick up what failed earlier */
 	if (b >= s->nblocks)
 		return NULL;
-	job = job_slot(s);
+	job = sched_job_slot(s);
 	if (!job)
 		return NULL;
 	*job = (struct fetch_job){0};
@@ -839,7 +830,7 @@ static struct fetch_job *pick_background(struct fetch_sched *s, uint64_t now_ms,
 	s->bg_cursor = job_add_runs(s, job, b, MIN(s->nblocks, b + span), s->pol.max_job_bytes);
 	if (job->nruns == 0)
 		return NULL;
-	job_commit(s, job, FETCH_JOB_BACKGROUND);
+	sched_job_commit(s, job, FETCH_JOB_BACKGROUND);
 	return job;
 }
 
@@ -851,6 +842,8 @@ struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint6
 	job = pick_demand(s, now_ms, &wake);
 	if (!job && s->nside < s->pol.max_side_jobs) {
 		job = pick_readahead(s);
+		if (!job)
+			job = sched_pick_replay(s, now_ms, &wake);
 		if (!job)
 			job = pick_background(s, now_ms, &wake);
 	}
@@ -913,6 +906,8 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 		if (job->nruns > 0)
 			fail_forget(s); /* the registry answers again */
 	}
+	if (job->kind == FETCH_JOB_REPLAY && job->busy)
+		sched_replay_job_done(s, job, err, now_ms);
 	if (job->busy) {
 		s->njobs--;
 		if (job->kind != FETCH_JOB_DEMAND)
@@ -924,6 +919,7 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 	job->nruns = 0;
 	job->bytes = 0;
 	job->header = 0;
+	job->received = 0;
 	job->batch = job->full = job->probe = false;
 }
 

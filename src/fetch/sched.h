@@ -79,6 +79,7 @@ enum fetch_job_kind {
 	FETCH_JOB_DEMAND,
 	FETCH_JOB_READAHEAD,
 	FETCH_JOB_BACKGROUND,
+	FETCH_JOB_REPLAY, /* a startup profile's ranges, ahead of the workload (replay.c) */
 };
 
 struct fetch_job {
@@ -92,7 +93,31 @@ struct fetch_job {
 	size_t nruns;
 	uint64_t bytes;
 	size_t header; /* characters of its Range header value ("bytes=" and the ranges) */
+	uint64_t received; /* payload bytes arrived so far (the transfer thread's) */
+	size_t replay_from; /* a replay job: the profile range it started at */
 };
+
+/* A startup profile being replayed (replay.c): its ranges are fetched in their order (the
+ * order a workload first needed them), in multi-range jobs, keeping about one
+ * bandwidth-delay product of them in flight, behind demand reads and read-ahead. */
+struct fetch_replay {
+	const struct util_extent *v; /* block-aligned byte ranges, in first-access order; the
+				      * caller's (kept until the daemon exits) */
+	size_t n;
+	size_t cursor;		   /* the next range to look at */
+	uint64_t pos;		   /* ... and the block within it */
+	struct cache_bitmap *mine; /* blocks replay fetched (for "reads served"); the caller's */
+	uint64_t bytes;		   /* sum of the ranges' lengths */
+	uint64_t fetched_bytes;	   /* fetched by replay jobs */
+	uint64_t requests;	   /* replay jobs that ended well */
+	unsigned in_flight;	   /* replay jobs in flight */
+	unsigned attempts;	   /* failures in a row */
+	uint64_t next_try_ms;
+	uint64_t started_ms, done_ms; /* done_ms: 0 while under way */
+	bool failed;		      /* gave up after FETCH_REPLAY_ATTEMPTS failures in a row */
+};
+
+#define FETCH_REPLAY_ATTEMPTS 4
 
 struct fetch_stream {
 	bool used;
@@ -137,6 +162,8 @@ struct fetch_sched {
 	/* The mount's file index (files.h), or NULL: a read fetches its file's data, not the
 	 * blob bytes that happen to sit next to it. Owned by the caller. */
 	const struct fetch_files *files;
+	/* A startup profile replayed, or NULL (the caller's, set by fetch_sched_replay). */
+	struct fetch_replay *replay;
 };
 
 int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,
@@ -186,6 +213,11 @@ void fetch_sched_link_sample(struct fetch_sched *s, uint64_t ttfb_us, uint64_t b
 			     uint64_t bytes);
 /* Bytes in flight that keep the link busy for one round trip (0 while unknown). */
 uint64_t fetch_sched_bdp(const struct fetch_sched *s);
+
+/* Start replaying rp->v[0..n) (replay.c; rp->mine, v, n and bytes set by the caller). */
+void fetch_sched_replay(struct fetch_sched *s, struct fetch_replay *rp, uint64_t now_ms);
+/* 1 while a replay is under way, 0 when there is none or it is over. */
+bool fetch_replay_active(const struct fetch_replay *rp);
 
 /* Is [first, first + n) (blocks) covered by jobs in flight? */
 bool fetch_sched_in_flight(const struct fetch_sched *s, uint64_t first_block, uint64_t n);

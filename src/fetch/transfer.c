@@ -64,6 +64,7 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	if (!x->first_byte_us)
 		x->first_byte_us = util_now_us();
 	x->written[lo] += len;
+	job->received += len;
 	SH_ADD(x->d->sh->fetched_bytes, len);
 	x->since_wake += len;
 	if (x->since_wake >= WAKE_EVERY) {
@@ -82,6 +83,8 @@ static const char *job_kind(const struct fetch_job *job)
 		return "demand";
 	case FETCH_JOB_READAHEAD:
 		return "readahead";
+	case FETCH_JOB_REPLAY:
+		return "replay";
 	default:
 		return "background";
 	}

@@ -155,6 +155,9 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 			     FETCH_MAX_EVENTS + FETCH_MAX_ENSURE);
 	if (r < 0)
 		fetch_fatal(d, r, "scheduler: %s", strerror(-r));
+	r = fetch_profile_init(d);
+	if (r < 0)
+		fetch_fatal(d, r, "record of first accesses: %s", strerror(-r));
 	d->nfree = 0;
 	for (int i = FETCH_MAX_EVENTS - 1; i >= 0; i--)
 		if (__atomic_load_n(&sh->journal[i].state, __ATOMIC_ACQUIRE) != SLOT_ACTIVE)

@@ -37,7 +37,11 @@ struct mount_opts {
 	uint64_t attr;       /* MOUNT_ATTR_* for fsmount(2); always has MOUNT_ATTR_RDONLY */
 	bool sloppy;         /* mount(8) -s: ignore options nobody knows */
 	bool helper;         /* run as mount.erofs.lazy: "rw" (mount(8)'s default) is accepted */
+	int profile;         /* profile=: MOUNT_PROFILE_AUTO (default), _NONE or _PATH */
+	char *profile_path;  /* profile=PATH */
 };
+
+enum { MOUNT_PROFILE_AUTO = 0, MOUNT_PROFILE_NONE, MOUNT_PROFILE_PATH };
 
 void mount_opts_init(struct mount_opts *m);
 void mount_opts_free(struct mount_opts *m);
@@ -79,6 +83,12 @@ struct mount_result {
 	uint64_t walk_fast;               /* ... of which were answered from the bitmap at once */
 	struct mount_walkio_stats io;     /* how the walker's reads were served */
 	uint64_t resolve_ms, daemon_ms, walk_ms, kmount_ms, total_ms;
+	/* The startup profile: where it came from ("" none; "registry sha256:..." or the path),
+	 * its ranges and bytes when replay started, how long the lookup took, and a warning
+	 * line when one was found but not used (for the caller to print). */
+	char profile_from[128];
+	uint64_t profile_ranges, profile_bytes, profile_lookup_ms;
+	char profile_warning[512];
 };
 
 /* Exit-code classes of a failed mount_do(): usage errors (bad reference) are

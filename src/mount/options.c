@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
- * `mount -o` parsing: the mount flags, our own keys (prefetch=, cache=, timeout=) and the
+ * `mount -o` parsing: the mount flags, our own keys (prefetch=, cache=, timeout=, profile=) and the
  * noise mount(8) and fstab pass to helpers; everything else belongs to the registry client
  * (oci_options_set), which says -ENOENT for keys it does not own.
  */
@@ -45,6 +45,8 @@ void mount_opts_free(struct mount_opts *m)
 {
 	free(m->cache_dir);
 	m->cache_dir = NULL;
+	free(m->profile_path);
+	m->profile_path = NULL;
 }
 
 struct flag_opt {
@@ -130,6 +132,25 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 			return util_err_set(err, -EINVAL,
 					    "option 'prefetch' wants 'none' or 'all', not '%s'",
 					    value ? value : "");
+		}
+		return 0;
+	}
+	if (strcmp(key, "profile") == 0) {
+		if (!value || !value[0]) {
+			return util_err_set(err, -EINVAL,
+					    "option 'profile' wants 'auto', 'none' or a file path");
+		}
+		free(m->profile_path);
+		m->profile_path = NULL;
+		if (strcmp(value, "auto") == 0) {
+			m->profile = MOUNT_PROFILE_AUTO;
+		} else if (strcmp(value, "none") == 0) {
+			m->profile = MOUNT_PROFILE_NONE;
+		} else {
+			m->profile = MOUNT_PROFILE_PATH;
+			m->profile_path = strdup(value);
+			if (!m->profile_path)
+				return util_err_set(err, -ENOMEM, "out of memory");
 		}
 		return 0;
 	}

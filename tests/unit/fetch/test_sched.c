@@ -12,6 +12,7 @@
 
 #include "fetch/files.h"
 #include "fetch/sched.h"
+#include "util/macro.h"
 
 #define KiB (UINT64_C(1) << 10)
 #define MiB (UINT64_C(1) << 20)
@@ -966,6 +967,91 @@ static void test_background_yields(void **state)
 	env_free(&e);
 }
 
+/* Replaying a startup profile: its missing ranges, in its order, sent sorted in one
+ * multi-range job; present ones skipped; demand first; about one window in flight. */
+static void test_replay(void **state)
+{
+	static const struct util_extent prof[] = {
+	    {10 * MiB, 32 * KiB}, {0, 64 * KiB}, {5 * MiB, 16 * KiB}, {10 * MiB, 8 * KiB},
+	};
+	struct cache_bitmap mine;
+	struct fetch_replay rp = {.v = prof, .n = ARRAY_SIZE(prof), .bytes = 120 * KiB,
+				  .mine = &mine};
+	struct fetch_job *j, *d;
+	struct fetch_req r;
+	struct env e;
+
+	env_init(&e, 32 * MiB, false);
+	assert_int_equal(cache_bitmap_init(&mine, 32 * MiB / 4096, false), 0);
+	cache_bitmap_set_range(&e.bm, 0, 16); /* the second range is present */
+	event(&r, 20 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	fetch_sched_replay(&e.s, &rp, 1);
+	assert_true(fetch_replay_active(&rp));
+	d = fetch_sched_pick(&e.s, 1, NULL);
+	assert_int_equal(d->kind, FETCH_JOB_DEMAND); /* the waiting reader first */
+	j = fetch_sched_pick(&e.s, 1, NULL);
+	assert_non_null(j);
+	assert_int_equal(j->kind, FETCH_JOB_REPLAY);
+	assert_int_equal(j->nruns, 2);
+	assert_int_equal(j->runs[0].offset, 5 * MiB);
+	assert_int_equal(j->runs[0].length, 16 * KiB);
+	assert_int_equal(j->runs[1].offset, 10 * MiB);
+	assert_int_equal(j->runs[1].length, 32 * KiB); /* the overlapping range folded in */
+	assert_null(fetch_sched_pick(&e.s, 1, NULL)); /* nothing else to replay */
+	complete(&e, j);
+	assert_false(fetch_replay_active(&rp));
+	assert_int_equal(rp.done_ms, 1);
+	assert_int_equal(rp.fetched_bytes, 48 * KiB);
+	assert_true(cache_bitmap_test_range(&mine, 5 * MiB / 4096, 4));
+	assert_false(cache_bitmap_test(&mine, 0)); /* present before: not replay's */
+	complete(&e, d);
+	cache_bitmap_destroy(&mine);
+	env_free(&e);
+}
+
+static void test_replay_window_and_failures(void **state)
+{
+	struct util_extent prof[8];
+	struct fetch_replay rp = {.v = prof, .n = ARRAY_SIZE(prof)};
+	struct fetch_job *j, *k;
+	struct env e;
+
+	for (size_t i = 0; i < ARRAY_SIZE(prof); i++)
+		prof[i] = (struct util_extent){(7 - i) * 2 * MiB, 1 * MiB};
+	env_init(&e, 32 * MiB, false);
+	fetch_sched_replay(&e.s, &rp, 1);
+	/* The link is not measured: a window of 1 MiB, requests of 1 MiB. */
+	j = fetch_sched_pick(&e.s, 1, NULL);
+	assert_non_null(j);
+	assert_int_equal(j->bytes, 1 * MiB);
+	assert_int_equal(j->runs[0].offset, 14 * MiB); /* profile order */
+	assert_null(fetch_sched_pick(&e.s, 1, NULL)); /* a window in flight */
+	j->received = j->bytes / 2;		      /* half of it arrived */
+	k = fetch_sched_pick(&e.s, 1, NULL);
+	assert_non_null(k);
+	assert_int_equal(k->runs[0].offset, 12 * MiB);
+	/* A failure goes back to where the failed job started, after a backoff. */
+	fetch_sched_job_done(&e.s, k, -EAGAIN, 1);
+	assert_null(fetch_sched_pick(&e.s, 1, NULL));
+	complete(&e, j);
+	k = fetch_sched_pick(&e.s, 10000, NULL);
+	assert_non_null(k);
+	assert_int_equal(k->runs[0].offset, 12 * MiB);
+	/* Failures in a row end the replay; readers fetch for themselves. (j's success reset
+	 * the count.) */
+	for (unsigned i = 1; i < FETCH_REPLAY_ATTEMPTS; i++) {
+		fetch_sched_job_done(&e.s, k, -EAGAIN, 10000 * i);
+		k = fetch_sched_pick(&e.s, 10000 * (i + 1), NULL);
+		assert_non_null(k);
+	}
+	fetch_sched_job_done(&e.s, k, -EAGAIN, 90000);
+	assert_true(rp.failed);
+	assert_false(fetch_replay_active(&rp));
+	assert_null(fetch_sched_pick(&e.s, 100000, NULL));
+	env_free(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -990,6 +1076,8 @@ int main(void)
 	    cmocka_unit_test(test_file_aware_fetching),
 	    cmocka_unit_test(test_small_files_share_a_request),
 	    cmocka_unit_test(test_files_sharing_a_block),
+	    cmocka_unit_test(test_replay),
+	    cmocka_unit_test(test_replay_window_and_failures),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * Startup profiles in the daemon: every event's blocks go to the record of first accesses
+ * (record.h), "profile_get" hands the record out as a profile (a sealed memfd), and
+ * "profile_replay" takes a profile (a sealed memfd, parsed as untrusted input), checks that
+ * it is for this blob and starts replaying it (replay.c). One replay per daemon: a second
+ * mount of the same blob finds it started (or done) and the profile is not taken again.
+ *
+ * Like the file index, the record and the replay live in the worker's memory: a worker that
+ * replaces a crashed one starts a new record and replays nothing.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fetch/internal.h"
+#include "fetch/profile.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/time.h"
+
+int fetch_profile_init(struct fetch_daemon *d)
+{
+	return fetch_record_init(&d->record, d->cfg.blob.size);
+}
+
+void fetch_profile_note(struct fetch_daemon *d, uint64_t first, uint64_t nblk)
+{
+	fetch_record_note(&d->record, first, nblk, util_now_ms());
+}
+
+void fetch_profile_answered(struct fetch_daemon *d, const struct fetch_req *r)
+{
+	uint64_t first, n;
+
+	if (!d->replay_mine.words || r->result != 0 ||
+	    !cache_blocks_of(r->one.offset, r->one.length, d->cfg.blob.size, &first, &n))
+		return;
+	if (cache_bitmap_find(&d->replay_mine, first, first + n, true) < first + n)
+		__atomic_fetch_add(&d->replay_served, 1, __ATOMIC_RELAXED);
+}
+
+void fetch_profile_drop(struct fetch_daemon *d)
+{
+	pthread_mutex_lock(&d->lock);
+	d->sched.replay = NULL;
+	free(d->replay_v);
+	d->replay_v = NULL;
+	pthread_mutex_unlock(&d->lock);
+}
+
+int fetch_profile_get_request(struct fetch_daemon *d, int cfd)
+{
+	_cleanup_json_ json_t *o = NULL;
+	_cleanup_free_ char *text = NULL;
+	_cleanup_close_ int fd = -1;
+	struct profile p;
+	size_t len, n = 0;
+	bool truncated;
+	int r;
+
+	if (!d->cfg.blob.digest[0])
+		return fetch_reply_error(cfd, ENODATA,
+					 "the image has no digest (an http(s) source without "
+					 "digest=sha256:...), and a profile names its blob by digest");
+	r = fetch_record_profile(&d->record, d->cfg.blob.digest, &p);
+	if (r >= 0) {
+		n = p.n;
+		r = profile_format(&p, &text, &len);
+		profile_free(&p);
+	}
+	if (r >= 0)
+		r = fetch_sealed_new("lazyerofs-profile", text, len, &fd);
+	if (r < 0)
+		return fetch_reply_error(cfd, r, "profile: %s", strerror(-r));
+	(void)fetch_record_count(&d->record, &truncated);
+	o = json_pack("{s:b,s:I,s:b}", "ok", 1, "ranges", (json_int_t)n, "truncated",
+		      truncated);
+	return o ? fetch_proto_send(cfd, o, fd) : -ENOMEM;
+}
+
+/* The profile's ranges as whole blocks within the blob, in its order. */
+static struct util_extent *replay_ranges(const struct profile *p, uint64_t size,
+					 uint64_t *ret_bytes)
+{
+	struct util_extent *v = malloc((p->n ? p->n : 1) * sizeof(*v));
+
+	*ret_bytes = 0;
+	if (!v)
+		return NULL;
+	for (size_t i = 0; i < p->n; i++) {
+		uint64_t lo = p->v[i].offset / CACHE_BLOCK_SIZE * CACHE_BLOCK_SIZE;
+		uint64_t hi = MIN(ROUND_UP(p->v[i].offset + p->v[i].length, CACHE_BLOCK_SIZE), size);
+
+		v[i] = (struct util_extent){.offset = lo, .length = hi - lo};
+		*ret_bytes += hi - lo;
+	}
+	return v;
+}
+
+static int reply_replay(struct fetch_daemon *d, int cfd, bool started)
+{
+	_cleanup_json_ json_t *o = NULL;
+
+	pthread_mutex_lock(&d->lock);
+	o = json_pack("{s:b,s:b,s:I,s:I}", "ok", 1, "started", started, "ranges",
+		      (json_int_t)d->replay.n, "bytes", (json_int_t)d->replay.bytes);
+	pthread_mutex_unlock(&d->lock);
+	return o ? fetch_proto_send(cfd, o, -1) : -ENOMEM;
+}
+
+int fetch_profile_replay_request(struct fetch_daemon *d, int cfd, int fd)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	_cleanup_free_ struct util_extent *v = NULL;
+	struct util_error err = UTIL_ERROR_INIT;
+	struct profile p = {0};
+	uint64_t bytes;
+	size_t len = 0, n;
+	bool busy;
+	int r;
+
+	if (fd < 0)
+		return fetch_reply_error(cfd, EINVAL, "profile: no memfd was passed");
+	pthread_mutex_lock(&d->lock);
+	busy = d->replay_v != NULL;
+	pthread_mutex_unlock(&d->lock);
+	/* One replay per daemon; a complete entry has nothing to fetch. */
+	if (busy || cache_entry_complete(d->entry))
+		return reply_replay(d, cfd, false);
+	r = fetch_sealed_read(fd, PROFILE_MAX_BYTES, "profile", &buf, &len, &err);
+	if (r >= 0)
+		r = profile_parse(buf, len, &p, &err);
+	if (r < 0)
+		return fetch_reply_error(cfd, r, "%s", util_err_msg(&err, r));
+	if (strcmp(p.digest, d->cfg.blob.digest) != 0 || p.size != d->cfg.blob.size) {
+		r = fetch_reply_error(cfd, EILSEQ,
+				      "the profile is for blob %s (%" PRIu64 " bytes), not this "
+				      "image's %s (%" PRIu64 " bytes)",
+				      p.digest, p.size,
+				      d->cfg.blob.digest[0] ? d->cfg.blob.digest : "(no digest)",
+				      d->cfg.blob.size);
+		profile_free(&p);
+		return r;
+	}
+	v = replay_ranges(&p, d->cfg.blob.size, &bytes);
+	n = p.n;
+	profile_free(&p);
+	if (!v)
+		return fetch_reply_error(cfd, ENOMEM, "profile: out of memory");
+	if (!d->replay_mine.words) {
+		r = cache_bitmap_init(&d->replay_mine, d->sched.nblocks, false);
+		if (r < 0)
+			return fetch_reply_error(cfd, r, "profile: out of memory");
+	}
+	pthread_mutex_lock(&d->lock);
+	busy = d->replay_v != NULL;
+	if (!busy) {
+		d->replay = (struct fetch_replay){.v = v, .n = n, .bytes = bytes,
+						  .mine = &d->replay_mine};
+		d->replay_v = TAKE_PTR(v);
+		fetch_sched_replay(&d->sched, &d->replay, util_now_ms());
+		fetch_kick(d);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (!busy)
+		log_info("replaying a startup profile: %zu ranges, %" PRIu64 " KiB", d->replay.n,
+			 bytes >> 10);
+	return reply_replay(d, cfd, !busy);
+}
+
+void fetch_profile_status(struct fetch_daemon *d, json_t *o)
+{
+	const char *state = "none";
+	struct fetch_replay rp;
+	uint64_t now = util_now_ms();
+	bool truncated;
+	size_t recorded = fetch_record_count(&d->record, &truncated);
+
+	pthread_mutex_lock(&d->lock);
+	rp = d->replay;
+	pthread_mutex_unlock(&d->lock);
+	if (rp.failed)
+		state = "failed";
+	else if (rp.done_ms)
+		state = "done";
+	else if (rp.started_ms)
+		state = "replaying";
+	json_object_set_new(o, "profile_state", json_string(state));
+	json_object_set_new(o, "profile_ranges", json_integer((json_int_t)rp.n));
+	json_object_set_new(o, "profile_ranges_done", json_integer((json_int_t)rp.cursor));
+	json_object_set_new(o, "profile_bytes", json_integer((json_int_t)rp.bytes));
+	json_object_set_new(o, "profile_fetched_bytes", json_integer((json_int_t)rp.fetched_bytes));
+	json_object_set_new(o, "profile_requests", json_integer((json_int_t)rp.requests));
+	json_object_set_new(o, "profile_served",
+			    json_integer((json_int_t)__atomic_load_n(&d->replay_served,
+								     __ATOMIC_RELAXED)));
+	json_object_set_new(o, "profile_ms",
+			    json_integer(rp.started_ms ? (json_int_t)((rp.done_ms ? rp.done_ms : now) -
+								     rp.started_ms)
+						       : 0));
+	json_object_set_new(o, "recorded_ranges", json_integer((json_int_t)recorded));
+	json_object_set_new(o, "record_truncated", json_boolean(truncated));
+}
+
+/* ---- the client's side ---- */
+
+int fetch_profile_get(struct fetch_handle *h, struct profile *ret, bool *ret_truncated,
+		      struct util_error *err)
+{
+	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "profile_get"), *rep = NULL;
+	_cleanup_free_ uint8_t *buf = NULL;
+	_cleanup_close_ int fd = -1;
+	size_t len = 0;
+	int r;
+
+	if (!req)
+		return -ENOMEM;
+	r = fetch_proto_call(h->ctl_fd, req, -1, &rep, &fd, err);
+	if (r < 0)
+		return r;
+	if (fd < 0)
+		return util_err_set(err, -EBADMSG, "the daemon passed no profile");
+	r = fetch_sealed_read(fd, PROFILE_MAX_BYTES, "the daemon's profile", &buf, &len, err);
+	if (r < 0)
+		return r;
+	*ret_truncated = json_is_true(json_object_get(rep, "truncated"));
+	return profile_parse(buf, len, ret, err);
+}
+
+int fetch_profile_replay(struct fetch_handle *h, const void *buf, size_t len, bool *ret_started,
+			 struct util_error *err)
+{
+	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "profile_replay"), *rep = NULL;
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	if (!req)
+		return -ENOMEM;
+	r = fetch_sealed_new("lazyerofs-profile", buf, len, &fd);
+	if (r < 0)
+		return util_err_set(err, r, "passing the profile: %s", strerror(-r));
+	r = fetch_proto_call(h->ctl_fd, req, fd, &rep, NULL, err);
+	if (r < 0)
+		return r;
+	*ret_started = json_is_true(json_object_get(rep, "started"));
+	return 0;
+}

@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/* The record of first accesses (record.h). */
+#include "fetch/record.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/macro.h"
+
+int fetch_record_init(struct fetch_record *rec, uint64_t size)
+{
+	int r;
+
+	*rec = (struct fetch_record){.size = size};
+	r = cache_bitmap_init(&rec->seen, DIV_ROUND_UP(size, CACHE_BLOCK_SIZE), false);
+	if (r < 0)
+		return r;
+	pthread_mutex_init(&rec->lock, NULL);
+	return 0;
+}
+
+void fetch_record_destroy(struct fetch_record *rec)
+{
+	if (!rec->seen.words)
+		return;
+	cache_bitmap_destroy(&rec->seen);
+	free(rec->v);
+	pthread_mutex_destroy(&rec->lock);
+	*rec = (struct fetch_record){0};
+}
+
+/* Append blocks [b, b + n) (lock held); false once the cap is reached. */
+static bool record_append(struct fetch_record *rec, uint64_t b, uint64_t n, uint32_t t)
+{
+	uint64_t off = b * CACHE_BLOCK_SIZE, len = MIN(n * CACHE_BLOCK_SIZE, rec->size - off);
+	struct profile_range *last = rec->n ? &rec->v[rec->n - 1] : NULL;
+
+	if (last && last->offset + last->length == off &&
+	    (uint64_t)last->length + len <= PROFILE_RANGE_MAX) {
+		last->length += (uint32_t)len;
+		return true;
+	}
+	if (rec->n >= FETCH_RECORD_MAX_RANGES) {
+		rec->truncated = true;
+		return false;
+	}
+	if (rec->n == rec->alloc) {
+		size_t alloc = rec->alloc ? rec->alloc * 2 : 256;
+		struct profile_range *v;
+
+		alloc = MIN(alloc, (size_t)FETCH_RECORD_MAX_RANGES);
+		v = realloc(rec->v, alloc * sizeof(*v));
+		if (!v) {
+			rec->truncated = true;
+			return false;
+		}
+		rec->v = v;
+		rec->alloc = alloc;
+	}
+	rec->v[rec->n++] = (struct profile_range){.offset = off, .length = (uint32_t)len, .t_ms = t};
+	return true;
+}
+
+void fetch_record_note(struct fetch_record *rec, uint64_t first, uint64_t n, uint64_t now_ms)
+{
+	uint64_t end, at, run_start, run_len;
+	uint32_t t;
+
+	if (!rec->seen.words || n == 0 || first >= rec->seen.nbits)
+		return;
+	end = MIN(first + n, rec->seen.nbits);
+	if (cache_bitmap_test_range(&rec->seen, first, end - first))
+		return; /* the common case: seen before, no lock */
+	pthread_mutex_lock(&rec->lock);
+	if (rec->truncated)
+		goto out;
+	if (rec->n == 0 && !rec->t0_ms)
+		rec->t0_ms = now_ms;
+	t = (uint32_t)MIN(now_ms - MIN(now_ms, rec->t0_ms), (uint64_t)UINT32_MAX);
+	for (at = first;
+	     cache_bitmap_next_run(&rec->seen, at, end, false, &run_start, &run_len);
+	     at = run_start + run_len) {
+		/* Long runs are split so that no range exceeds PROFILE_RANGE_MAX. */
+		for (uint64_t b = run_start; b < run_start + run_len;) {
+			uint64_t k = MIN(run_start + run_len - b,
+					 (uint64_t)PROFILE_RANGE_MAX / CACHE_BLOCK_SIZE);
+
+			if (!record_append(rec, b, k, t))
+				goto out;
+			cache_bitmap_set_range(&rec->seen, b, k);
+			b += k;
+		}
+	}
+out:
+	pthread_mutex_unlock(&rec->lock);
+}
+
+int fetch_record_profile(struct fetch_record *rec, const char *digest, struct profile *ret)
+{
+	*ret = (struct profile){.size = rec->size};
+	snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
+	pthread_mutex_lock(&rec->lock);
+	if (rec->n) {
+		ret->v = malloc(rec->n * sizeof(*ret->v));
+		if (!ret->v) {
+			pthread_mutex_unlock(&rec->lock);
+			return -ENOMEM;
+		}
+		memcpy(ret->v, rec->v, rec->n * sizeof(*ret->v));
+		ret->n = rec->n;
+	}
+	pthread_mutex_unlock(&rec->lock);
+	return 0;
+}
+
+size_t fetch_record_count(struct fetch_record *rec, bool *ret_truncated)
+{
+	size_t n;
+
+	if (!rec->seen.words) {
+		*ret_truncated = false;
+		return 0;
+	}
+	pthread_mutex_lock(&rec->lock);
+	n = rec->n;
+	*ret_truncated = rec->truncated;
+	pthread_mutex_unlock(&rec->lock);
+	return n;
+}

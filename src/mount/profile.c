@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * Startup profiles on the mount's side (fetch/profile.h): find the profile to replay
+ * (`profile=auto`: the newest one attached to the image in the registry, looked up by a
+ * thread while the metadata walk runs; `profile=PATH`: a file), check it, and hand it to the
+ * daemon; and `lazyerofs profile save`. A profile only ever makes a mount faster: whatever
+ * is wrong with it (another blob's, malformed, an artifact of another type, a registry that
+ * refuses the lookup) costs one warning line, or nothing when there simply is none, never
+ * the mount.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fetch/profile.h"
+#include "fetch/record.h"
+#include "mount/mount.h"
+#include "mount/profile.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/time.h"
+
+DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
+
+/* The whole lookup (referrers, the artifact's manifest, the profile blob) must fit in this,
+ * however slow the registry: it overlaps the metadata walk, and the mount waits for what
+ * is left of it after the walk. */
+#define LOOKUP_MAX_MS 3000
+
+struct mount_profile_lookup {
+	pthread_t thread;
+	bool running;
+	struct oci_client *client;
+	uint64_t started_ms;
+	/* The thread's results: */
+	int result; /* 0 found, -ENOENT none, -errno */
+	struct util_error err;
+	char artifact[UTIL_DIGEST_STR_LEN];
+	void *buf;
+	size_t len;
+};
+
+static void *lookup_thread(void *arg)
+{
+	struct mount_profile_lookup *l = arg;
+	struct oci_referrer ref;
+	uint64_t used;
+	int r;
+
+	r = oci_referrer_newest(l->client, PROFILE_ARTIFACT_TYPE, LOOKUP_MAX_MS, &ref, &l->err);
+	used = util_now_ms() - l->started_ms;
+	if (r >= 0 && used >= LOOKUP_MAX_MS)
+		r = util_err_set(&l->err, -ETIMEDOUT, "the lookup took longer than %d ms",
+				 LOOKUP_MAX_MS);
+	if (r >= 0) {
+		snprintf(l->artifact, sizeof(l->artifact), "%s", ref.digest);
+		r = oci_artifact_fetch(l->client, ref.digest, PROFILE_MEDIA_TYPE, PROFILE_MAX_BYTES,
+				       LOOKUP_MAX_MS - used, &l->buf, &l->len, &l->err);
+		if (r == -ENOENT)
+			util_err_set(&l->err, -EMEDIUMTYPE,
+				     "the artifact %s holds no layer of type %s", ref.digest,
+				     PROFILE_MEDIA_TYPE);
+		if (r == -ENOENT)
+			r = -EMEDIUMTYPE;
+	}
+	l->result = r;
+	return NULL;
+}
+
+int mount_profile_lookup_start(const struct oci_ref *ref, const struct oci_options *opts,
+			       const struct oci_blob *blob, struct mount_profile_lookup **ret)
+{
+	struct mount_profile_lookup *l = calloc(1, sizeof(*l));
+	int r;
+
+	if (!l)
+		return -ENOMEM;
+	l->started_ms = util_now_ms();
+	r = oci_client_new(ref, opts, &l->client);
+	if (r >= 0)
+		r = oci_client_set_blob(l->client, blob);
+	if (r >= 0) {
+		r = -pthread_create(&l->thread, NULL, lookup_thread, l);
+		l->running = r == 0;
+	}
+	if (r < 0) {
+		mount_profile_lookup_free(l);
+		return r;
+	}
+	*ret = l;
+	return 0;
+}
+
+void mount_profile_lookup_free(struct mount_profile_lookup *l)
+{
+	if (!l)
+		return;
+	if (l->running)
+		pthread_join(l->thread, NULL);
+	oci_client_free(l->client);
+	free(l->buf);
+	free(l);
+}
+
+/* Hand a profile's text to the daemon; a refusal becomes the warning. */
+static void replay(struct fetch_handle *h, const void *buf, size_t len, const char *from,
+		   const struct oci_blob *blob, struct mount_result *res)
+{
+	struct util_error err = UTIL_ERROR_INIT;
+	struct profile p;
+	bool started = false;
+	int r;
+
+	/* Checked here too, so that the warning names the profile the user gave. */
+	r = profile_parse(buf, len, &p, &err);
+	if (r < 0) {
+		snprintf(res->profile_warning, sizeof(res->profile_warning),
+			 "ignoring the startup profile %s: %s", from, util_err_msg(&err, r));
+		return;
+	}
+	if (strcmp(p.digest, blob->digest) != 0 || p.size != blob->size) {
+		snprintf(res->profile_warning, sizeof(res->profile_warning),
+			 "ignoring the startup profile %s: it was recorded for blob %s, and this "
+			 "image is %s",
+			 from, p.digest, blob->digest[0] ? blob->digest : "an http(s) source");
+		profile_free(&p);
+		return;
+	}
+	res->profile_ranges = p.n;
+	res->profile_bytes = profile_bytes(&p);
+	profile_free(&p);
+	r = fetch_profile_replay(h, buf, len, &started, &err);
+	if (r < 0) {
+		snprintf(res->profile_warning, sizeof(res->profile_warning),
+			 "the fetch daemon refused the startup profile %s: %s", from,
+			 util_err_msg(&err, r));
+		return;
+	}
+	snprintf(res->profile_from, sizeof(res->profile_from), "%s", from);
+	if (!started)
+		log_debug("profile %s: a replay was under way or done, or the entry is complete",
+			  from);
+}
+
+void mount_profile_apply(struct fetch_handle *h, const struct mount_opts *opts,
+			 struct mount_profile_lookup *l, const struct oci_blob *blob,
+			 struct mount_result *res)
+{
+	if (opts->profile == MOUNT_PROFILE_PATH) {
+		struct util_error err = UTIL_ERROR_INIT;
+		struct profile p;
+		_cleanup_free_ char *text = NULL;
+		size_t len;
+		int r;
+
+		/* Read through the same checks as a profile from the registry. */
+		r = profile_read_file(opts->profile_path, &p, &err);
+		if (r < 0) {
+			snprintf(res->profile_warning, sizeof(res->profile_warning),
+				 "ignoring the startup profile: %s", util_err_msg(&err, r));
+			return;
+		}
+		r = profile_format(&p, &text, &len);
+		profile_free(&p);
+		if (r >= 0)
+			replay(h, text, len, opts->profile_path, blob, res);
+		return;
+	}
+	if (!l)
+		return;
+	if (l->running) {
+		pthread_join(l->thread, NULL);
+		l->running = false;
+	}
+	res->profile_lookup_ms = util_now_ms() - l->started_ms;
+	if (l->result == -ENOENT) {
+		log_debug("no startup profile is attached to the image");
+		return;
+	}
+	if (l->result < 0) {
+		/* A registry that refuses or cannot answer the lookup is no reason to speak up:
+		 * the mount works without a profile; -v tells why. An artifact of our type that
+		 * holds something else is worth a warning. */
+		if (l->result == -EMEDIUMTYPE || l->result == -EFBIG || l->result == -EILSEQ)
+			snprintf(res->profile_warning, sizeof(res->profile_warning),
+				 "ignoring the startup profile attached to the image: %s",
+				 util_err_msg(&l->err, l->result));
+		else
+			log_debug("looking up a startup profile: %s",
+				  util_err_msg(&l->err, l->result));
+		return;
+	}
+	{
+		char from[128];
+
+		snprintf(from, sizeof(from), "%.110s (registry)", l->artifact);
+		replay(h, l->buf, l->len, from, blob, res);
+	}
+}
+
+int mount_profile_save(const char *run_dir, const char *mountpoint, const char *path,
+		       struct util_error *err)
+{
+	struct mount_status_entry *v = NULL;
+	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
+	struct profile p = {0};
+	bool truncated = false;
+	size_t n = 0;
+	int r;
+
+	r = mount_status_collect(run_dir, mountpoint, &v, &n, err);
+	if (r < 0)
+		return r;
+	if (!v[0].daemon_alive) {
+		r = util_err_set(err, -ENOTCONN,
+				 "the fetch daemon of '%s' is not running; nothing was recorded",
+				 mountpoint);
+		goto out;
+	}
+	r = fetch_connect(v[0].st.socket, &h);
+	if (r < 0) {
+		util_err_set(err, r, "connecting to the fetch daemon of '%s': %s", mountpoint,
+			     strerror(-r));
+		goto out;
+	}
+	r = fetch_profile_get(h, &p, &truncated, err);
+	if (r < 0) {
+		util_err_prefix(err, "the fetch daemon of '%s'", mountpoint);
+		goto out;
+	}
+	if (p.n == 0) {
+		r = util_err_set(err, -ENODATA,
+				 "nothing was read from '%s' (or from other mounts of its image) "
+				 "since its daemon started; run the workload first",
+				 mountpoint);
+		goto out;
+	}
+	if (truncated)
+		log_warning("the record of '%s' reached its cap of %u ranges; the profile holds "
+			    "the first ones",
+			    mountpoint, FETCH_RECORD_MAX_RANGES);
+	r = profile_write_file(path, &p, err);
+out:
+	profile_free(&p);
+	mount_status_free(v, n);
+	if (r < 0)
+		mount_sanitize_line(err ? err->message : NULL);
+	return r;
+}

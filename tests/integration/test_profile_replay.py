@@ -1,0 +1,188 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""Startup profiles, recorded and replayed (issue 11). A workload reads some files of a lazy
+mount; `profile save` writes what the daemon saw it need, in first-access order; on a fresh
+cache, a mount replays it -- from `profile=PATH`, or (`profile=auto`, the default) from the
+registry after `profile push` attached it to the image -- and the same workload then finds its
+bytes present (status: the replay's progress and the reads it served). A profile of another
+blob, a malformed or hostile one: one warning line, and a mount without replay."""
+
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from common import run
+from registry import MT_EROFS
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
+
+FILES = 120
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    d = tempfile.mkdtemp(prefix="lazyerofs-proftest-", dir="/var/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make_tree(root, seed):
+    rnd = random.Random(seed)
+    for i in range(FILES):
+        d = os.path.join(root, f"d{i % 6}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i:03d}"), "wb") as f:
+            f.write(rnd.randbytes(rnd.randint(1, 40) * 1024))
+    with open(os.path.join(root, "big.bin"), "wb") as f:
+        f.write(rnd.randbytes(8 << 20))
+
+
+@pytest.fixture(scope="module")
+def images(workdir, registry):
+    out = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        tree = os.path.join(workdir, f"tree-{name}")
+        make_tree(tree, seed)
+        path = os.path.join(workdir, f"{name}.erofs")
+        subprocess.run(["mkfs.erofs", "-T0", path, tree], check=True, capture_output=True,
+                       timeout=300)
+        registry.client.push_image(f"prof/{name}", "v1", [(path, MT_EROFS)])
+        out[name] = {"ref": registry.ref(f"prof/{name}", "v1"), "path": path}
+    return out
+
+
+def workload(mp):
+    """Reads every third small file, whole: a program's start, in miniature."""
+    for i in range(0, FILES, 3):
+        with open(os.path.join(mp, f"d{i % 6}", f"f{i:03d}"), "rb") as f:
+            f.read()
+
+
+def record(lazy, ref, workdir, name):
+    mp = lazy.mount(ref, opts="insecure,profile=none")
+    workload(mp)
+    path = os.path.join(workdir, name)
+    r = lazy.run(["profile", "save", mp, path])
+    assert r.returncode == 0, r.stderr
+    lazy.umount(mp)
+    return path
+
+
+def parse(path):
+    with open(path) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "lazyerofs-profile 1"
+    blob = [l.split() for l in lines if l.startswith("blob ")]
+    assert len(blob) == 1
+    ranges = [tuple(map(int, l.split())) for l in lines if l[:1].isdigit()]
+    return blob[0][1], int(blob[0][2]), ranges
+
+
+def warnings(r):
+    return [l for l in r.stderr.splitlines() if l.strip()]
+
+
+def test_record_and_replay_from_file(lazy, images, workdir):
+    path = record(lazy, images["a"]["ref"], workdir, "a.prof")
+    digest, size, ranges = parse(path)
+    st = lazy.status()  # nothing mounted any more
+    assert st == []
+    assert digest.startswith("sha256:") and size == os.path.getsize(images["a"]["path"])
+    # Every file read is in it: at least one range per file, in first-access order (times
+    # never go down).
+    assert len(ranges) >= FILES // 3 // 2, len(ranges)
+    assert [t for t, _, _ in ranges] == sorted(t for t, _, _ in ranges)
+
+    # A fresh cache: the profile is replayed, and the workload's reads find their bytes.
+    fresh = type(lazy)(os.path.dirname(lazy.root))
+    try:
+        mp, r = fresh.mount(images["a"]["ref"], opts=f"insecure,profile={path}", check=False)
+        assert r.returncode == 0, r.stderr
+        assert warnings(r) == [], r.stderr
+        st = fresh.settled_status_of(mp)
+        assert st["profile_state"] == "done", st
+        assert st["profile_ranges"] == len(ranges)
+        assert st["profile_ranges_done"] == len(ranges)
+        assert st["profile_fetched_bytes"] > 0
+        before = st["requests"]
+        workload(mp)
+        st = fresh.settled_status_of(mp)
+        assert st["profile_served"] >= FILES // 3 // 2, st
+        # The workload needed (almost) nothing more from the registry.
+        assert st["requests"] - before <= 2, (before, st)
+        fresh.umount(mp)
+    finally:
+        problems = fresh.cleanup()
+    assert not problems, problems
+
+
+def test_wrong_blob_and_bad_profiles_warn(lazy, images, workdir):
+    path = record(lazy, images["a"]["ref"], workdir, "a2.prof")
+    bad = os.path.join(workdir, "bad.prof")
+    hostile = os.path.join(workdir, "hostile.prof")
+    with open(bad, "wb") as f:
+        f.write(b"\x7fELF not a profile at all\n")
+    digest, size, _ = parse(path)
+    with open(hostile, "w") as f:
+        f.write(f"lazyerofs-profile 1\nblob {digest} {size}\n0 {size - 4096} 999999999\n")
+    for prof, what in ((path, "recorded for blob"), (bad, "line 1"), (hostile, "line 3"),
+                       ("/nonexistent/x.prof", "No such file")):
+        ref = images["b"]["ref"] if prof == path else images["a"]["ref"]
+        mp, r = lazy.mount(ref, opts=f"insecure,profile={prof}", check=False)
+        assert r.returncode == 0, r.stderr
+        lines = warnings(r)
+        assert len(lines) == 1 and "profile" in lines[0] and what in lines[0], r.stderr
+        st = lazy.status_of(mp)
+        assert st["profile_state"] == "none", st
+        with open(os.path.join(mp, "d0", "f000"), "rb") as f:
+            f.read()
+        lazy.umount(mp)
+
+
+def test_profile_auto_from_the_registry(lazy, images, workdir):
+    ref = images["a"]["ref"]
+    # Nothing attached yet: auto is quiet.
+    mp, r = lazy.mount(ref, check=False)
+    assert r.returncode == 0 and warnings(r) == [], r.stderr
+    assert lazy.status_of(mp)["profile_state"] == "none"
+    workload(mp)
+    path = os.path.join(workdir, "auto.prof")
+    r = lazy.run(["profile", "save", mp, path])
+    assert r.returncode == 0, r.stderr
+    lazy.umount(mp)
+    r = lazy.run(["profile", "push", "-o", "insecure", path, ref])
+    assert r.returncode == 0, r.stderr
+    _, _, ranges = parse(path)
+
+    fresh = type(lazy)(os.path.dirname(lazy.root))
+    try:
+        mp, r = fresh.mount(ref, check=False)
+        assert r.returncode == 0 and warnings(r) == [], r.stderr
+        st = fresh.settled_status_of(mp)
+        assert st["profile_state"] == "done" and st["profile_ranges"] == len(ranges), st
+        # profile=none: no lookup, no replay.
+        fresh.umount(mp)
+    finally:
+        problems = fresh.cleanup()
+    assert not problems, problems
+    mp = lazy.mount(ref, opts="insecure,profile=none")
+    assert lazy.status_of(mp)["profile_state"] == "none"
+    lazy.umount(mp)
+
+
+def test_profile_save_errors(lazy, images, workdir):
+    r = lazy.run(["profile", "save", workdir, os.path.join(workdir, "x.prof")])
+    assert r.returncode == 2 and len(warnings(r)) == 1, r.stderr
+    mp = lazy.mount(images["b"]["ref"], opts="insecure,profile=none")
+    # Nothing read yet: nothing to save, and no file is written.
+    out = os.path.join(workdir, "empty.prof")
+    r = lazy.run(["profile", "save", mp, out])
+    assert r.returncode == 2 and len(warnings(r)) == 1 and "nothing" in r.stderr, r.stderr
+    assert not os.path.exists(out)
+    r = lazy.run(["profile", "save", mp])
+    assert r.returncode == 1, r.stderr
+    lazy.umount(mp)
+    assert run(["profile", "--help"]).returncode == 0
