@@ -3,6 +3,8 @@
 #ifndef LAZYEROFS_CLI_CLI_H
 #define LAZYEROFS_CLI_CLI_H
 
+#include "oci/oci.h"
+
 enum {
 	CLI_EXIT_OK = 0,
 	CLI_EXIT_USAGE = 1,   /* bad syntax, unknown option, invalid reference */
@@ -18,10 +20,16 @@ int cli_umount(int argc, char **argv);
 int cli_status(int argc, char **argv);
 int cli_push(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
+int cli_profile(int argc, char **argv); /* profile save | profile push */
 
 /* After getopt returned '?' (with opterr = 0): log one line naming the bad or incomplete
  * option and return CLI_EXIT_USAGE. */
 int cli_option_error(const char *cmd, const char *optstring, char **argv);
+
+/* Set the keys of a comma-separated -o list that the registry client owns (oci_options_set);
+ * an unknown key or a bad value is logged as one line naming cmd ("push", "profile push")
+ * and is -EINVAL (a usage error). */
+int cli_oci_options_parse(const char *cmd, struct oci_options *o, const char *s);
 
 /* Count leading -v / --verbose flags handled globally; returns the new verbosity. */
 void cli_verbose_inc(void);

@@ -19,6 +19,7 @@ static const struct cli_command commands[] = {
 	{ "status", cli_status, "show mounts, cache fill and fetch counters" },
 	{ "push", cli_push, "publish an EROFS image as a one-layer OCI image" },
 	{ "inspect", cli_inspect, "summarise a local EROFS image; --extents lists its metadata" },
+	{ "profile", cli_profile, "save a mount's startup profile, or attach one to its image" },
 };
 
 static void usage(FILE *f)

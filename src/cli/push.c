@@ -63,35 +63,6 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total)
 	fflush(stderr);
 }
 
-static int parse_opts(struct oci_options *o, const char *s)
-{
-	_cleanup_free_ char *copy = strdup(s);
-	char *save = NULL;
-
-	if (!copy)
-		return -ENOMEM;
-	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-		struct util_error err;
-		char *eq = strchr(kv, '=');
-		int r;
-
-		if (eq)
-			*eq = 0;
-		r = oci_options_set(o, kv, eq ? eq + 1 : NULL, &err);
-		if (r == -ENOENT) {
-			log_error("push: unknown option '%s'; run 'lazyerofs push --help'", kv);
-			return -EINVAL;
-		}
-		if (r < 0) {
-			log_error("push: %s", err.message);
-			return r;
-		}
-		if (r > 0)
-			log_warning("%s", err.message);
-	}
-	return 0;
-}
-
 /* The image must at least be an EROFS filesystem. */
 static int check_image(const char *path, int fd, uint64_t *ret_size)
 {
@@ -152,7 +123,7 @@ int cli_push(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "+o:hv", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'o':
-			if (parse_opts(&opts, optarg) < 0) {
+			if (cli_oci_options_parse("push", &opts, optarg) < 0) {
 				oci_options_free(&opts);
 				return CLI_EXIT_USAGE;
 			}
