@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "oci/internal.h"
 #include "util/cleanup.h"
@@ -58,19 +57,6 @@ static int blob_ensure(struct oci_client *c, const void *data, size_t len,
 	if (r == 0)
 		r = oci_blob_upload_buf(c, data, len, digest, err);
 	return r < 0 ? r : 0;
-}
-
-/* Now, as an RFC 3339 UTC time with milliseconds (two pushes in one second stay ordered). */
-static void format_now(char *out, size_t outlen)
-{
-	struct timespec ts;
-	struct tm tm;
-	char s[32];
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm);
-	oci_fmt(out, outlen, "%s.%03ldZ", s, ts.tv_nsec / 1000000);
 }
 
 /* The referrers tag schema: add the artifact's descriptor to the index under the subject's
@@ -149,7 +135,8 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 		return r;
 	oci_fmt(artifact.media_type, sizeof(artifact.media_type), "%s", OCI_MT_OCI_MANIFEST);
 	oci_fmt(artifact.artifact_type, sizeof(artifact.artifact_type), "%s", artifact_type);
-	format_now(artifact.created, sizeof(artifact.created));
+	/* with milliseconds, so that two pushes in one second stay ordered */
+	util_timestamp_now(artifact.created);
 	r = oci_artifact_build(artifact_type, &subject, &layer, artifact.created, &manifest);
 	if (r < 0)
 		return util_err_set(err, r, "building the artifact manifest: %s", strerror(-r));

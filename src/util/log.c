@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /* Logging to stderr, or to a daemon's log file plus syslog. */
 #include "util/log.h"
+#include "util/time.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -63,15 +64,10 @@ void util_log(int level, const char *fmt, ...)
 	va_end(ap);
 
 	if (log_fd >= 0) {
-		struct timespec ts;
-		struct tm tm;
-		char stamp[32];
+		char stamp[UTIL_TIMESTAMP_LEN];
 
-		clock_gettime(CLOCK_REALTIME, &ts);
-		gmtime_r(&ts.tv_sec, &tm);
-		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-		dprintf(log_fd, "%s.%03ldZ [%d] %s: %s\n", stamp, ts.tv_nsec / 1000000L,
-			(int)getpid(), level_names[level], msg);
+		util_timestamp_now(stamp);
+		dprintf(log_fd, "%s [%d] %s: %s\n", stamp, (int)getpid(), level_names[level], msg);
 		if (log_syslog)
 			syslog(syslog_prio[level], "%s", msg);
 	} else if (level == UTIL_LOG_ERROR) {

@@ -2,6 +2,7 @@
 #include "util/time.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <time.h>
 
 uint64_t util_now_us(void)
@@ -34,4 +35,19 @@ void util_deadline_ts(struct timespec *ts, uint64_t ms_from_now)
 		ts->tv_sec++;
 		ts->tv_nsec -= 1000000000L;
 	}
+}
+
+void util_timestamp_now(char out[UTIL_TIMESTAMP_LEN])
+{
+	struct timespec ts;
+	struct tm tm;
+	char s[UTIL_TIMESTAMP_LEN];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	if (strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm) != 19 || tm.tm_year > 9999 - 1900) {
+		snprintf(out, UTIL_TIMESTAMP_LEN, "1970-01-01T00:00:00.000Z");
+		return;
+	}
+	snprintf(out, UTIL_TIMESTAMP_LEN, "%.19s.%03dZ", s, (int)(ts.tv_nsec / 1000000L));
 }

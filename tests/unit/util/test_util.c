@@ -15,6 +15,7 @@
 #include "util/json.h"
 #include "util/sha256.h"
 #include "util/strutil.h"
+#include "util/time.h"
 
 static void test_buf_cap(void **state)
 {
@@ -128,6 +129,28 @@ static void test_json_caps(void **state)
 	json_decref(j);
 }
 
+/* The wall-clock stamp of logs and records: RFC 3339, UTC, milliseconds, and now. */
+static void test_timestamp(void **state)
+{
+	char s[UTIL_TIMESTAMP_LEN];
+	struct tm tm = { 0 };
+	time_t before = time(NULL), t;
+
+	util_timestamp_now(s);
+	assert_int_equal(strlen(s), UTIL_TIMESTAMP_LEN - 1);
+	for (size_t i = 0; i < strlen(s); i++) {
+		const char want = "0000-00-00T00:00:00.000Z"[i];
+
+		if (want == '0')
+			assert_true(s[i] >= '0' && s[i] <= '9');
+		else
+			assert_int_equal(s[i], want);
+	}
+	assert_non_null(strptime(s, "%Y-%m-%dT%H:%M:%S", &tm));
+	t = timegm(&tm);
+	assert_true(t >= before && t <= time(NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -137,6 +160,7 @@ int main(void)
 		cmocka_unit_test(test_parse_u64),
 		cmocka_unit_test(test_json_caps),
 		cmocka_unit_test(test_array_reserve),
+		cmocka_unit_test(test_timestamp),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
