@@ -3,6 +3,8 @@
 #ifndef LAZYEROFS_CLI_CLI_H
 #define LAZYEROFS_CLI_CLI_H
 
+#include <stdio.h>
+
 #include "oci/oci.h"
 
 enum {
@@ -30,6 +32,12 @@ int cli_option_error(const char *cmd, const char *optstring, char **argv);
  * an unknown key or a bad value is logged as one line naming cmd ("push", "profile push")
  * and is -EINVAL (a usage error). */
 int cli_oci_options_parse(const char *cmd, struct oci_options *o, const char *s);
+
+/* The command line of a subcommand that talks to a registry: [-o OPTS] [-v] [-h|--help], then
+ * nargs arguments (what names them for the message). -1: go on with the arguments at
+ * argv[optind]; else the exit code to return (help printed, or one usage line logged). */
+int cli_registry_args(const char *cmd, int argc, char **argv, int nargs, const char *what,
+		      struct oci_options *opts, void (*usage)(FILE *f));
 
 /* Count leading -v / --verbose flags handled globally; returns the new verbosity. */
 void cli_verbose_inc(void);

@@ -3,11 +3,10 @@
  * registry client's options. */
 #include <errno.h>
 #include <getopt.h>
-#include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
-#include "util/cleanup.h"
 #include "util/log.h"
 
 int cli_option_error(const char *cmd, const char *optstring, char **argv)
@@ -25,31 +24,55 @@ int cli_option_error(const char *cmd, const char *optstring, char **argv)
 	return CLI_EXIT_USAGE;
 }
 
+static void log_warning_line(void *ctx, const char *message)
+{
+	log_warning("%s", message);
+}
+
 int cli_oci_options_parse(const char *cmd, struct oci_options *o, const char *s)
 {
-	_cleanup_free_ char *copy = strdup(s);
-	char *save = NULL;
+	struct util_error err = UTIL_ERROR_INIT;
+	int r;
 
-	if (!copy)
-		return -ENOMEM;
-	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-		struct util_error err;
-		char *eq = strchr(kv, '=');
-		int r;
+	r = oci_options_set_list(o, s, log_warning_line, NULL, &err);
+	if (r == -ENOENT)
+		log_error("%s: %s; run 'lazyerofs %s --help'", cmd, err.message, cmd);
+	else if (r < 0)
+		log_error("%s: %s", cmd, util_err_msg(&err, r));
+	return r < 0 ? -EINVAL : 0;
+}
 
-		if (eq)
-			*eq = 0;
-		r = oci_options_set(o, kv, eq ? eq + 1 : NULL, &err);
-		if (r == -ENOENT) {
-			log_error("%s: unknown option '%s'; run 'lazyerofs %s --help'", cmd, kv, cmd);
-			return -EINVAL;
+int cli_registry_args(const char *cmd, int argc, char **argv, int nargs, const char *what,
+		      struct oci_options *opts, void (*usage)(FILE *f))
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int opt;
+
+	optind = 1;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "+o:hv", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'o':
+			if (cli_oci_options_parse(cmd, opts, optarg) < 0)
+				return CLI_EXIT_USAGE;
+			break;
+		case 'v':
+			cli_verbose_inc();
+			break;
+		case 'h':
+			usage(stdout);
+			return CLI_EXIT_OK;
+		default:
+			return cli_option_error(cmd, "+o:hv", argv);
 		}
-		if (r < 0) {
-			log_error("%s: %s", cmd, err.message);
-			return r;
-		}
-		if (r > 0)
-			log_warning("%s", err.message);
 	}
-	return 0;
+	if (argc - optind != nargs) {
+		log_error("%s: expected %s; run 'lazyerofs %s --help'", cmd, what, cmd);
+		return CLI_EXIT_USAGE;
+	}
+	return -1;
 }

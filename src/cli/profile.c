@@ -143,11 +143,6 @@ static int read_profile(const char *path, struct profile *p, char **ret, size_t 
 
 static int profile_push(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct util_error err = UTIL_ERROR_INIT;
 	struct oci_options opts;
 	struct oci_ref *ref = NULL;
@@ -159,35 +154,13 @@ static int profile_push(int argc, char **argv)
 	const char *path, *reference;
 	bool via_tag = false;
 	size_t len = 0;
-	int opt, r, ret = CLI_EXIT_FAILURE;
+	int r, ret = CLI_EXIT_FAILURE;
 
 	oci_options_init(&opts);
-	optind = 1;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "+o:hv", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'o':
-			if (cli_oci_options_parse("profile push", &opts, optarg) < 0) {
-				ret = CLI_EXIT_USAGE;
-				goto out;
-			}
-			break;
-		case 'v':
-			cli_verbose_inc();
-			break;
-		case 'h':
-			usage_push(stdout);
-			ret = CLI_EXIT_OK;
-			goto out;
-		default:
-			ret = cli_option_error("profile push", "+o:hv", argv);
-			goto out;
-		}
-	}
-	if (argc - optind != 2) {
-		log_error("profile push: expected FILE and REFERENCE; run 'lazyerofs profile push "
-			  "--help'");
-		ret = CLI_EXIT_USAGE;
+	r = cli_registry_args("profile push", argc, argv, 2, "FILE and REFERENCE", &opts,
+			      usage_push);
+	if (r >= 0) {
+		ret = r;
 		goto out;
 	}
 	path = argv[optind];

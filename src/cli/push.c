@@ -4,7 +4,6 @@
  * skipping blobs the registry already has; prints the manifest and layer digests. */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,10 +98,6 @@ static int check_image(const char *path, int fd, uint64_t *ret_size)
 
 int cli_push(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct oci_options opts;
 	struct oci_ref *ref = NULL;
 	struct oci_client *c = NULL;
@@ -115,35 +110,13 @@ int cli_push(int argc, char **argv)
 	struct progress prog = { .tty = isatty(STDERR_FILENO), .last = -1 };
 	const char *image, *name;
 	uint64_t size = 0;
-	int opt, r, ret = CLI_EXIT_FAILURE;
+	int r, ret = CLI_EXIT_FAILURE;
 
 	oci_options_init(&opts);
-	optind = 1;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "+o:hv", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'o':
-			if (cli_oci_options_parse("push", &opts, optarg) < 0) {
-				oci_options_free(&opts);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'v':
-			cli_verbose_inc();
-			break;
-		case 'h':
-			usage(stdout);
-			oci_options_free(&opts);
-			return CLI_EXIT_OK;
-		default:
-			oci_options_free(&opts);
-			return cli_option_error("push", "+o:hv", argv);
-		}
-	}
-	if (argc - optind != 2) {
-		log_error("push: expected IMAGE.erofs and REFERENCE; run 'lazyerofs push --help'");
+	r = cli_registry_args("push", argc, argv, 2, "IMAGE.erofs and REFERENCE", &opts, usage);
+	if (r >= 0) {
 		oci_options_free(&opts);
-		return CLI_EXIT_USAGE;
+		return r;
 	}
 	image = argv[optind];
 	r = oci_ref_parse(argv[optind + 1], &ref, &err);

@@ -56,6 +56,13 @@ void oci_options_free(struct oci_options *o);
  * last one wins. */
 int oci_options_set(struct oci_options *o, const char *key, const char *value,
 		    struct util_error *err);
+/* oci_options_set for each KEY or KEY=VALUE of a comma-separated -o list, in order. 0, or 1
+ * when some key was accepted with a warning (warn, may be NULL, gets each one's text);
+ * -ENOENT with "unknown option 'KEY'" in err for the first key oci does not own; a bad
+ * value's error as oci_options_set gives it. */
+int oci_options_set_list(struct oci_options *o, const char *list,
+			 void (*warn)(void *ctx, const char *message), void *ctx,
+			 struct util_error *err);
 
 /* What a reference resolves to: one blob and how to identify its cache entry. */
 struct oci_blob {

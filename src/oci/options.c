@@ -319,3 +319,38 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 #undef NEED_VALUE
 	return -ENOENT;
 }
+
+int oci_options_set_list(struct oci_options *o, const char *list,
+			 void (*warn)(void *ctx, const char *message), void *ctx,
+			 struct util_error *err)
+{
+	_cleanup_free_ char *copy = strdup(list);
+	char *save = NULL;
+	int ret = 0;
+
+	util_err_clear(err);
+	if (!copy)
+		return -ENOMEM;
+	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		struct util_error e = UTIL_ERROR_INIT;
+		char *eq = strchr(kv, '=');
+		int r;
+
+		if (eq)
+			*eq = 0;
+		r = oci_options_set(o, kv, eq ? eq + 1 : NULL, &e);
+		if (r == -ENOENT)
+			return util_err_set(err, r, "unknown option '%s'", kv);
+		if (r < 0) {
+			if (err)
+				*err = e;
+			return r;
+		}
+		if (r > 0) {
+			if (warn)
+				warn(ctx, e.message);
+			ret = 1;
+		}
+	}
+	return ret;
+}

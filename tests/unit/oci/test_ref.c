@@ -279,12 +279,50 @@ static void test_options(void **state)
 	assert_null(o.password);
 }
 
+static void count_warning(void *ctx, const char *message)
+{
+	(*(int *)ctx)++;
+	assert_null(strstr(message, "hunter2"));
+}
+
+/* A whole -o list: keys in order, the last of a key wins, the first unknown key or bad value
+ * stops it with a message naming it, a warning reaches the callback. */
+static void test_options_list(void **state)
+{
+	struct oci_options o;
+	struct util_error err;
+	int warnings = 0;
+
+	oci_options_init(&o);
+	assert_int_equal(oci_options_set_list(&o, "insecure,layer=2,,timeout=1.5,layer=1", NULL,
+					      NULL, &err),
+			 0);
+	assert_true(o.insecure);
+	assert_int_equal(o.layer, 1);
+	assert_int_equal(o.timeout_ms, 1500);
+	assert_int_equal(oci_options_set_list(&o, "oci.password=hunter2,insecure=no",
+					      count_warning, &warnings, &err),
+			 1);
+	assert_int_equal(warnings, 1);
+	assert_false(o.insecure);
+	assert_int_equal(oci_options_set_list(&o, "insecure,bogus=1,layer=7", NULL, NULL, &err),
+			 -ENOENT);
+	assert_string_equal(err.message, "unknown option 'bogus'");
+	assert_true(o.insecure);
+	assert_int_equal(o.layer, 1); /* nothing after the bad key */
+	assert_int_equal(oci_options_set_list(&o, "layer=x", NULL, NULL, &err), -EINVAL);
+	assert_non_null(strstr(err.message, "layer"));
+	assert_int_equal(oci_options_set_list(&o, "", NULL, NULL, &err), 0);
+	oci_options_free(&o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ref_good),  cmocka_unit_test(test_ref_bad),
 		cmocka_unit_test(test_ref_long),  cmocka_unit_test(test_ref_url),
 		cmocka_unit_test(test_redact),    cmocka_unit_test(test_options),
+		cmocka_unit_test(test_options_list),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
