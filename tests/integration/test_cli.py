@@ -5,7 +5,7 @@ import pytest
 
 from common import run, assert_one_line_error
 
-SUBCOMMANDS = ["mount", "umount", "status", "push", "inspect"]
+SUBCOMMANDS = ["mount", "umount", "status", "push", "inspect", "profile"]
 
 
 def test_version():

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 
 import pytest
 
@@ -23,7 +22,7 @@ from common import BIN, FIXTURES
 from faultproxy import FaultProxy, TcpCounter
 from registry import (MT_DOCKER_MANIFEST, MT_EROFS, MT_EROFS_ZSTD, MT_OCI_CONFIG, MT_OCI_MANIFEST,
                       MT_OCI_TAR, MT_OCI_TAR_GZIP, clean_env, closed_port,
-                      file_digest, oci_get, sha256_digest)
+                      file_digest, oci_get, push, push_ok, sha256_digest)
 
 HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
              "s390x": "s390x", "riscv64": "riscv64"}.get(os.uname().machine, os.uname().machine)
@@ -81,27 +80,6 @@ def read_ranges(source, data, ranges, opts, tmp, **kw):
 def read_all(source, opts, chunk=256 * 1024, parallel=1, timeout=120, env=None):
     return oci_get(source, opts=opts, extra=["--all", "--chunk", str(chunk), "--parallel", str(parallel)],
                    timeout=timeout, env=env)
-
-
-def push(image, ref, opts="insecure", env=None):
-    args = [BIN, "push"]
-    if opts:
-        args += ["-o", opts]
-    args += [image, ref]
-    t0 = time.monotonic()
-    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=clean_env(env),
-                       stdin=subprocess.DEVNULL)
-    r.elapsed = time.monotonic() - t0
-    return r
-
-
-def push_ok(image, ref, opts="insecure", env=None):
-    r = push(image, ref, opts, env)
-    assert r.returncode == 0, (r.returncode, r.stderr)
-    got = dict(l.split(None, 1) for l in r.stdout.splitlines() if l.startswith(("manifest ", "layer ")))
-    assert re.fullmatch(r"sha256:[0-9a-f]{64}", got.get("manifest", "")), r.stdout
-    assert re.fullmatch(r"sha256:[0-9a-f]{64}", got.get("layer", "")), r.stdout
-    return got["manifest"], got["layer"], r
 
 
 @pytest.fixture

@@ -6,11 +6,16 @@
  *
  *   oci-get [-o OPTS] [--out FILE] SOURCE [OFFSET:LENGTH ...]
  *   oci-get [-o OPTS] [--out FILE] --all [--chunk BYTES] [--parallel N] SOURCE
+ *   oci-get [-o OPTS] --referrer TYPE [--layer-type MEDIA_TYPE] [--timeout MS] SOURCE
  *
  * {"digest","size","media_type","requests","bytes","seconds","sha256", ...}: requests and
  * bytes of the range reads, seconds they took, sha256 of the bytes read. With --all the
- * blob's digest (when known) is verified. Errors: one line "oci-get: ..." on stderr, exit 2;
- * usage errors exit 1.
+ * blob's digest (when known) is verified. With --referrer: the newest referrer of TYPE of the
+ * resolved image manifest (oci_referrer_newest, within --timeout) and, with --layer-type, its
+ * layer of that type (oci_artifact_fetch, in the time left):
+ * {"referrer","referrer_size","artifact_type","created","seconds"[,"layer_size","layer_sha256",
+ * "layer"]}; none is exit 3. Errors: one line "oci-get: ..." on stderr, exit 2; usage errors
+ * exit 1.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -62,29 +67,17 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static void warn_line(void *ctx, const char *message)
+{
+	fprintf(stderr, "oci-get: warning: %s\n", message);
+}
+
 static int parse_opts(struct oci_options *o, const char *s)
 {
-	_cleanup_free_ char *copy = strdup(s);
-	char *save = NULL;
+	struct util_error err = UTIL_ERROR_INIT;
+	int r = oci_options_set_list(o, s, warn_line, NULL, &err);
 
-	if (!copy)
-		return 2;
-	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-		struct util_error err;
-		char *eq = strchr(kv, '=');
-		int r;
-
-		if (eq)
-			*eq = 0;
-		r = oci_options_set(o, kv, eq ? eq + 1 : NULL, &err);
-		if (r == -ENOENT)
-			return usage_error("unknown option '%s'", kv);
-		if (r < 0)
-			return usage_error("%s", err.message);
-		if (r > 0)
-			fprintf(stderr, "oci-get: warning: %s\n", err.message);
-	}
-	return 0;
+	return r < 0 ? usage_error("%s", util_err_msg(&err, r)) : 0;
 }
 
 /* ---- explicit ranges ------------------------------------------------------------------------ */
@@ -282,6 +275,63 @@ static void *all_worker(void *arg)
 	return NULL;
 }
 
+/* ---- --referrer ------------------------------------------------------------------------------ */
+
+static int print_referrer(struct oci_client *c, const char *type, const char *layer_type,
+			  uint64_t timeout_ms)
+{
+	struct oci_referrer ref;
+	struct util_error err;
+	char sha[UTIL_DIGEST_STR_LEN];
+	uint8_t d[UTIL_SHA256_LEN];
+	double t0 = now_s(), used;
+	void *buf = NULL;
+	size_t len = 0;
+	json_t *j;
+	char *line;
+	int r;
+
+	r = oci_referrer_newest(c, type, timeout_ms, &ref, &err);
+	if (r == -ENOENT) {
+		fprintf(stderr, "oci-get: %s\n", err.message);
+		return 3;
+	}
+	if (r < 0)
+		return fail(&err, r, "referrers");
+	j = json_pack("{s:s, s:I, s:s, s:s}", "referrer", ref.digest, "referrer_size",
+		      (json_int_t)ref.size, "artifact_type", ref.artifact_type, "created",
+		      ref.created);
+	if (!j)
+		return 2;
+	if (layer_type) {
+		/* what is left of the time (0: the client's timeout, as for the lookup) */
+		used = (now_s() - t0) * 1000;
+		r = oci_artifact_fetch(c, ref.digest, layer_type, 1 << 20,
+				       !timeout_ms	       ? 0
+				       : timeout_ms > used ? timeout_ms - (uint64_t)used
+							   : 1,
+				       &buf, &len, &err);
+		if (r < 0) {
+			json_decref(j);
+			return fail(&err, r, "artifact");
+		}
+		util_sha256_buf(buf, len, d);
+		util_digest_format(d, sha);
+		json_object_set_new(j, "layer_size", json_integer((json_int_t)len));
+		json_object_set_new(j, "layer_sha256", json_string(sha));
+		json_object_set_new(j, "layer", json_stringn(buf, len));
+		free(buf);
+	}
+	json_object_set_new(j, "seconds", json_real(now_s() - t0));
+	line = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!line)
+		return 2;
+	printf("%s\n", line);
+	free(line);
+	return 0;
+}
+
 /* What main owns, freed by done() on every way out (the sanitizer build checks leaks). */
 static struct oci_options g_opts;
 static struct oci_ref *g_ref;
@@ -310,8 +360,13 @@ int main(int argc, char **argv)
 		{ "all", no_argument, NULL, 'a' },     { "chunk", required_argument, NULL, 'c' },
 		{ "parallel", required_argument, NULL, 'p' }, { "out", required_argument, NULL, 'O' },
 		{ "separate", no_argument, NULL, 'S' }, { "help", no_argument, NULL, 'h' },
+		{ "referrer", required_argument, NULL, 'R' },
+		{ "layer-type", required_argument, NULL, 'L' },
+		{ "timeout", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *referrer = NULL, *layer_type = NULL;
+	uint64_t referrer_timeout = 0;
 	struct oci_blob blob;
 	struct util_error err;
 	const char *out = NULL;
@@ -350,11 +405,23 @@ int main(int argc, char **argv)
 		case 'S':
 			separate = true;
 			break;
+		case 'R':
+			referrer = optarg;
+			break;
+		case 'L':
+			layer_type = optarg;
+			break;
+		case 'T':
+			if (util_parse_u64(optarg, &referrer_timeout) < 0)
+				return done(usage_error("--timeout: '%s' is not milliseconds", optarg));
+			break;
 		case 'h':
 			printf("Usage: oci-get [-o OPTS] [--out FILE] [--separate [--parallel N]] SOURCE "
 			       "[OFFSET:LENGTH ...]\n"
 			       "       oci-get [-o OPTS] [--out FILE] --all [--chunk BYTES] "
-			       "[--parallel N] SOURCE\n");
+			       "[--parallel N] SOURCE\n"
+			       "       oci-get [-o OPTS] --referrer TYPE [--layer-type MEDIA_TYPE] "
+			       "[--timeout MS] SOURCE\n");
 			return done(0);
 		default:
 			return done(1);
@@ -409,6 +476,8 @@ int main(int argc, char **argv)
 		return done(fail(&err, r, "resolve"));
 	t1 = now_s();
 	oci_client_stats(g_client, &resolve_req);
+	if (referrer)
+		return done(print_referrer(g_client, referrer, layer_type, referrer_timeout));
 
 	if (all) {
 		struct all_ctx a = { .c = g_client, .size = blob.size, .chunk = chunk,
@@ -502,6 +571,11 @@ int main(int argc, char **argv)
 		      "sha256", sha, "resolve_requests", (json_int_t)resolve_req, "resolve_seconds",
 		      t1 - t0, "cache_key", blob.cache_key, "manifest_digest", blob.manifest_digest,
 		      "validator", blob.validator);
+	if (j && (json_object_set_new(j, "manifest_size",
+				      json_integer((json_int_t)blob.manifest_size)) < 0 ||
+		  json_object_set_new(j, "manifest_media_type",
+				      json_string(blob.manifest_media_type)) < 0))
+		return done(2);
 	line = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	if (!line)
 		return done(2);

@@ -21,6 +21,9 @@ skipping the first `skip` matches:
            of `every`; works on 200, single-range 206 and multipart/byteranges answers;
            lengths and headers stay intact
 
+A forwarded answer (delay, hook) also carries the rule's `add_headers` (a dict), e.g. the
+`OCI-Subject` of a registry that has the referrers API.
+
 `requests` logs every request seen (method, path, range, status, fault); count() filters it.
 The `faultproxy` fixture puts a fresh proxy in front of the module's plain registry."""
 
@@ -405,6 +408,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         for k, v in resp.getheaders():
             if k.lower() not in HOP_BY_HOP:
                 self.send_header(k, v)
+        for k, v in (fault.params.get("add_headers", {}) if fault else {}).items():
+            self.send_header(k, str(v))
         if chunked_out:
             self.send_header("Transfer-Encoding", "chunked")
         if resp.will_close:

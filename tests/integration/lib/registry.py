@@ -6,7 +6,7 @@ flavours: plain HTTP and anonymous (`registry`), TLS with a CA made here plus ht
 auth (`tls_registry`), and bearer tokens from the token server in tokenserver.py
 (`token_registry`). `RegistryClient` pushes blobs, manifests and indexes with plain urllib so
 that test setup never depends on the code under test. `oci_get()` runs the range-reading test
-tool build/tests/tools/oci-get."""
+tool build/tests/tools/oci-get; `push()` and `push_ok()` run `lazyerofs push`."""
 
 import atexit
 import base64
@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,7 +28,7 @@ import urllib.request
 
 import pytest
 
-from common import ROOT
+from common import BIN, ROOT
 
 OCI_GET = os.environ.get("LAZYEROFS_OCI_GET", os.path.join(ROOT, "build", "tests", "tools", "oci-get"))
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -667,3 +668,28 @@ def oci_get(source, *ranges, opts=None, extra=(), env=None, timeout=120):
     p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=full_env,
                        stdin=subprocess.DEVNULL)
     return OciGetResult(p, time.monotonic() - t0)
+
+
+# --- lazyerofs push ---------------------------------------------------------------------------
+
+def push(image, ref, opts="insecure", env=None):
+    """Run `lazyerofs push [-o opts] image ref` with a clean environment (.elapsed: seconds)."""
+    args = [BIN, "push"]
+    if opts:
+        args += ["-o", opts]
+    args += [image, ref]
+    t0 = time.monotonic()
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=clean_env(env),
+                       stdin=subprocess.DEVNULL)
+    r.elapsed = time.monotonic() - t0
+    return r
+
+
+def push_ok(image, ref, opts="insecure", env=None):
+    """push() that must succeed: (manifest digest, layer digest, CompletedProcess)."""
+    r = push(image, ref, opts, env)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    got = dict(l.split(None, 1) for l in r.stdout.splitlines() if l.startswith(("manifest ", "layer ")))
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", got.get("manifest", "")), r.stdout
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", got.get("layer", "")), r.stdout
+    return got["manifest"], got["layer"], r

@@ -234,37 +234,35 @@ static size_t newest(const struct oci_referrer *v, size_t n)
 
 static void test_newest(void **state)
 {
-	struct oci_referrer v[4];
+	static const struct {
+		const char *created[3];
+		size_t want;
+	} cases[] = {
+		/* the latest created wins wherever it is listed */
+		{ { "2024-05-01T10:00:00Z", "2024-06-01T10:00:00Z", "2024-04-01T10:00:00Z" }, 1 },
+		/* time zones are compared as instants: 12:00+03:00 is 09:00Z */
+		{ { "2024-05-01T10:00:00Z", "2024-05-01T12:00:00+03:00", "2024-04-01T10:00:00Z" }, 0 },
+		/* fractions of a second count */
+		{ { "2024-05-01T10:00:00.25Z", "2024-05-01T10:00:00.125Z", "2024-05-01T10:00:00.2Z" },
+		  0 },
+		/* equal times: the one listed last */
+		{ { "2024-05-01T10:00:00Z", "2024-05-01T10:00:00Z", "2024-05-01T10:00:00.000Z" }, 2 },
+		/* no created (or one that does not parse) is older than any with one */
+		{ { "", "1970-01-01T00:00:01Z", "yesterday" }, 1 },
+		/* none has one: the last listed */
+		{ { "", "", "" }, 2 },
+	};
+	struct oci_referrer v[3] = { 0 };
 	size_t i;
 
-	memset(v, 0, sizeof(v));
 	assert_int_equal(oci_referrers_newest(v, 0, &i), -ENOENT);
-	/* the latest created wins wherever it is listed */
-	strcpy(v[0].created, "2024-05-01T10:00:00Z");
-	strcpy(v[1].created, "2024-06-01T10:00:00Z");
-	strcpy(v[2].created, "2024-04-01T10:00:00Z");
-	assert_int_equal(newest(v, 3), 1);
-	/* time zones are compared as instants: 12:00+03:00 is 09:00Z */
-	strcpy(v[1].created, "2024-05-01T12:00:00+03:00");
-	assert_int_equal(newest(v, 3), 0);
-	/* fractions of a second count */
-	strcpy(v[0].created, "2024-05-01T10:00:00.25Z");
-	strcpy(v[1].created, "2024-05-01T10:00:00.125Z");
-	strcpy(v[2].created, "2024-05-01T10:00:00.2Z");
-	assert_int_equal(newest(v, 3), 0);
-	/* equal times: the one listed last */
-	strcpy(v[0].created, "2024-05-01T10:00:00Z");
-	strcpy(v[1].created, "2024-05-01T10:00:00Z");
-	strcpy(v[2].created, "2024-05-01T10:00:00.000Z");
-	assert_int_equal(newest(v, 3), 2);
-	/* no created (or one that does not parse) is older than any with one */
-	strcpy(v[0].created, "");
-	strcpy(v[1].created, "1970-01-01T00:00:01Z");
-	strcpy(v[2].created, "yesterday");
-	assert_int_equal(newest(v, 3), 1);
-	/* none has one: the last listed */
-	memset(v, 0, sizeof(v));
-	assert_int_equal(newest(v, 4), 3);
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		memset(v, 0, sizeof(v));
+		for (size_t j = 0; j < 3; j++)
+			snprintf(v[j].created, sizeof(v[j].created), "%s", cases[k].created[j]);
+		if (newest(v, 3) != cases[k].want)
+			fail_msg("case %zu: the newest is not entry %zu", k, cases[k].want);
+	}
 	assert_int_equal(newest(v, 1), 0);
 }
 
