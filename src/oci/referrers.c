@@ -111,7 +111,7 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 		      const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
 		      bool *ret_via_tag, struct util_error *err)
 {
-	struct oci_descriptor subject, layer = {0}, artifact = {0};
+	struct oci_descriptor subject, layer = { 0 }, artifact = { 0 };
 	_cleanup_free_ char *manifest = NULL;
 	char config_digest[UTIL_DIGEST_STR_LEN];
 	struct util_error local;
