@@ -125,6 +125,9 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 	r = subject_of(c, &subject, err);
 	if (r < 0)
 		return r;
+	if (!subject.size) /* a blob handed over without its manifest's size */
+		return util_err_set(err, -EINVAL, "%s: the image manifest's size is unknown",
+				    c->shown);
 	oci_fmt(layer.media_type, sizeof(layer.media_type), "%s", layer_media_type);
 	layer.size = len;
 	r = blob_ensure(c, data, len, layer.digest, err);
