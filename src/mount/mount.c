@@ -43,7 +43,7 @@ DEFINE_CLEANUP_FUNC(struct oci_client, oci_client_free);
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 DEFINE_CLEANUP_FUNC(struct mount_walkio, mount_walkio_free);
 DEFINE_CLEANUP_FUNC(struct mount_files, mount_files_free);
-DEFINE_CLEANUP_FUNC(struct mount_profile_lookup, mount_profile_lookup_free);
+DEFINE_CLEANUP_FUNC(struct mount_profile, mount_profile_free);
 
 /* How the walk's rounds become requests (mount/rounds.c). A round goes out as one multi-range
  * request, and a registry's cost grows with the ranges, whatever their size: docker-registry
@@ -334,7 +334,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	_cleanup_(oci_ref_freep) struct oci_ref *ref = NULL;
 	_cleanup_(oci_client_freep) struct oci_client *client = NULL;
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
-	_cleanup_(mount_profile_lookup_freep) struct mount_profile_lookup *lookup = NULL;
+	_cleanup_(mount_profile_freep) struct mount_profile *profile = NULL;
 	_cleanup_close_ int target_fd = -1, run_fd = -1, data_fd = -1;
 	_cleanup_free_ char *mnt_abs = NULL, *pub_source = NULL;
 	struct fetch_config cfg = { 0 };
@@ -436,24 +436,25 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	res->daemon_ms = util_now_ms() - t;
 
 	/* From here on the daemon exists: every failure path below undoes what it made.
-	 * A startup profile attached to the image is looked up while the walk runs (not for an
-	 * entry that is complete or used offline: nothing would be fetched). */
-	if (req->opts->profile == MOUNT_PROFILE_AUTO && client && !ref->is_url) {
+	 * A startup profile's replay starts now, while the walk runs: a profile=PATH at once, one
+	 * attached to the image as soon as a lookup thread finds it (no lookup for an entry that
+	 * is complete or used offline: nothing would be fetched). */
+	if (req->opts->profile != MOUNT_PROFILE_NONE) {
 		struct fetch_status fst;
+		bool lookup = client && !ref->is_url &&
+			      (fetch_status(h, &fst) < 0 || fst.present_bytes < fst.size);
 
-		if (fetch_status(h, &fst) < 0 || fst.present_bytes < fst.size) {
-			r = mount_profile_lookup_start(ref, req->oci, &cfg.blob, &lookup);
-			if (r < 0)
-				log_debug("not looking up a startup profile: %s", strerror(-r));
-		}
+		r = mount_profile_start(h, req->opts, ref, req->oci, &cfg.blob, lookup, res,
+					&profile);
+		if (r < 0)
+			log_debug("not looking up a startup profile: %s", strerror(-r));
 	}
 	t = util_now_ms();
 	r = prefetch_metadata(h, cfg.blob.size, res, err);
 	if (r < 0)
 		goto undo;
 	res->walk_ms = util_now_ms() - t;
-	if (req->opts->profile != MOUNT_PROFILE_NONE)
-		mount_profile_apply(h, req->opts, lookup, &cfg.blob, res);
+	mount_profile_finish(profile, res);
 
 	t = util_now_ms();
 	r = open_data_file(h->data_path, &data_fd, err);

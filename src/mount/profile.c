@@ -9,6 +9,7 @@
  * the mount.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,80 +30,16 @@ DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
  * is left of it after the walk. */
 #define LOOKUP_MAX_MS 3000
 
-struct mount_profile_lookup {
+struct mount_profile {
 	pthread_t thread;
 	bool running;
 	struct oci_client *client;
+	char socket[PATH_MAX]; /* the daemon's: the thread talks to it on its own connection */
+	struct oci_blob blob;
 	uint64_t started_ms;
-	/* The thread's results: */
-	int result; /* 0 found, -ENOENT none, -errno */
-	struct util_error err;
-	char artifact[UTIL_DIGEST_STR_LEN];
-	void *buf;
-	size_t len;
+	/* What the thread found and did (read once it is joined): */
+	struct mount_result out; /* only the profile_* fields */
 };
-
-static void *lookup_thread(void *arg)
-{
-	struct mount_profile_lookup *l = arg;
-	struct oci_referrer ref;
-	uint64_t used;
-	int r;
-
-	r = oci_referrer_newest(l->client, PROFILE_ARTIFACT_TYPE, LOOKUP_MAX_MS, &ref, &l->err);
-	used = util_now_ms() - l->started_ms;
-	if (r >= 0 && used >= LOOKUP_MAX_MS)
-		r = util_err_set(&l->err, -ETIMEDOUT, "the lookup took longer than %d ms",
-				 LOOKUP_MAX_MS);
-	if (r >= 0) {
-		snprintf(l->artifact, sizeof(l->artifact), "%s", ref.digest);
-		r = oci_artifact_fetch(l->client, ref.digest, PROFILE_MEDIA_TYPE, PROFILE_MAX_BYTES,
-				       LOOKUP_MAX_MS - used, &l->buf, &l->len, &l->err);
-		if (r == -ENOENT)
-			util_err_set(&l->err, -EMEDIUMTYPE,
-				     "the artifact %s holds no layer of type %s", ref.digest,
-				     PROFILE_MEDIA_TYPE);
-		if (r == -ENOENT)
-			r = -EMEDIUMTYPE;
-	}
-	l->result = r;
-	return NULL;
-}
-
-int mount_profile_lookup_start(const struct oci_ref *ref, const struct oci_options *opts,
-			       const struct oci_blob *blob, struct mount_profile_lookup **ret)
-{
-	struct mount_profile_lookup *l = calloc(1, sizeof(*l));
-	int r;
-
-	if (!l)
-		return -ENOMEM;
-	l->started_ms = util_now_ms();
-	r = oci_client_new(ref, opts, &l->client);
-	if (r >= 0)
-		r = oci_client_set_blob(l->client, blob);
-	if (r >= 0) {
-		r = -pthread_create(&l->thread, NULL, lookup_thread, l);
-		l->running = r == 0;
-	}
-	if (r < 0) {
-		mount_profile_lookup_free(l);
-		return r;
-	}
-	*ret = l;
-	return 0;
-}
-
-void mount_profile_lookup_free(struct mount_profile_lookup *l)
-{
-	if (!l)
-		return;
-	if (l->running)
-		pthread_join(l->thread, NULL);
-	oci_client_free(l->client);
-	free(l->buf);
-	free(l);
-}
 
 /* Hand a profile's text to the daemon; a refusal becomes the warning. */
 static void replay(struct fetch_handle *h, const void *buf, size_t len, const char *from,
@@ -144,60 +81,136 @@ static void replay(struct fetch_handle *h, const void *buf, size_t len, const ch
 			  from);
 }
 
-void mount_profile_apply(struct fetch_handle *h, const struct mount_opts *opts,
-			 struct mount_profile_lookup *l, const struct oci_blob *blob,
-			 struct mount_result *res)
+/* Find the newest profile attached to the image, fetch it, hand it to the daemon: all while
+ * the mount walks the metadata, so that the replay starts as early as it can. */
+static void *lookup_thread(void *arg)
 {
+	struct mount_profile *l = arg;
+	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
+	struct util_error err = UTIL_ERROR_INIT;
+	_cleanup_free_ void *buf = NULL;
+	struct oci_referrer ref;
+	char from[128];
+	size_t len = 0;
+	uint64_t used;
+	int r;
+
+	r = oci_referrer_newest(l->client, PROFILE_ARTIFACT_TYPE, LOOKUP_MAX_MS, &ref, &err);
+	used = util_now_ms() - l->started_ms;
+	if (r >= 0 && used >= LOOKUP_MAX_MS)
+		r = util_err_set(&err, -ETIMEDOUT, "the lookup took longer than %d ms",
+				 LOOKUP_MAX_MS);
+	if (r >= 0) {
+		r = oci_artifact_fetch(l->client, ref.digest, PROFILE_MEDIA_TYPE, PROFILE_MAX_BYTES,
+				       LOOKUP_MAX_MS - used, &buf, &len, &err);
+		if (r == -ENOENT)
+			r = util_err_set(&err, -EMEDIUMTYPE,
+					 "the artifact %s holds no layer of type %s", ref.digest,
+					 PROFILE_MEDIA_TYPE);
+	}
+	l->out.profile_lookup_ms = util_now_ms() - l->started_ms;
+	if (r == -ENOENT) {
+		log_debug("no startup profile is attached to the image");
+		return NULL;
+	}
+	if (r < 0) {
+		/* A registry that refuses or cannot answer the lookup is no reason to speak up:
+		 * the mount works without a profile; -v tells why. An artifact of our type that
+		 * holds something else is worth a warning. */
+		if (r == -EMEDIUMTYPE || r == -EFBIG || r == -EILSEQ)
+			snprintf(l->out.profile_warning, sizeof(l->out.profile_warning),
+				 "ignoring the startup profile attached to the image: %s",
+				 util_err_msg(&err, r));
+		else
+			log_debug("looking up a startup profile: %s", util_err_msg(&err, r));
+		return NULL;
+	}
+	r = fetch_connect(l->socket, &h);
+	if (r < 0) {
+		snprintf(l->out.profile_warning, sizeof(l->out.profile_warning),
+			 "the startup profile was not replayed: connecting to the fetch daemon: %s",
+			 strerror(-r));
+		return NULL;
+	}
+	snprintf(from, sizeof(from), "%.110s (registry)", ref.digest);
+	replay(h, buf, len, from, &l->blob, &l->out);
+	return NULL;
+}
+
+int mount_profile_start(struct fetch_handle *h, const struct mount_opts *opts,
+			const struct oci_ref *ref, const struct oci_options *oci,
+			const struct oci_blob *blob, bool lookup, struct mount_result *res,
+			struct mount_profile **ret)
+{
+	struct mount_profile *l;
+	int r;
+
+	*ret = NULL;
 	if (opts->profile == MOUNT_PROFILE_PATH) {
 		struct util_error err = UTIL_ERROR_INIT;
-		struct profile p;
 		_cleanup_free_ char *text = NULL;
+		struct profile p;
 		size_t len;
-		int r;
 
-		/* Read through the same checks as a profile from the registry. */
+		/* Through the same checks as a profile from the registry. */
 		r = profile_read_file(opts->profile_path, &p, &err);
 		if (r < 0) {
 			snprintf(res->profile_warning, sizeof(res->profile_warning),
 				 "ignoring the startup profile: %s", util_err_msg(&err, r));
-			return;
+			return 0;
 		}
 		r = profile_format(&p, &text, &len);
 		profile_free(&p);
 		if (r >= 0)
 			replay(h, text, len, opts->profile_path, blob, res);
-		return;
+		return 0;
 	}
+	if (opts->profile != MOUNT_PROFILE_AUTO || !lookup)
+		return 0;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->started_ms = util_now_ms();
+	l->blob = *blob;
+	snprintf(l->socket, sizeof(l->socket), "%s", h->socket_path);
+	r = oci_client_new(ref, oci, &l->client);
+	if (r >= 0)
+		r = oci_client_set_blob(l->client, blob);
+	if (r >= 0) {
+		r = -pthread_create(&l->thread, NULL, lookup_thread, l);
+		l->running = r == 0;
+	}
+	if (r < 0) {
+		mount_profile_free(l);
+		return r;
+	}
+	*ret = l;
+	return 0;
+}
+
+void mount_profile_finish(struct mount_profile *l, struct mount_result *res)
+{
 	if (!l)
 		return;
 	if (l->running) {
 		pthread_join(l->thread, NULL);
 		l->running = false;
 	}
-	res->profile_lookup_ms = util_now_ms() - l->started_ms;
-	if (l->result == -ENOENT) {
-		log_debug("no startup profile is attached to the image");
-		return;
-	}
-	if (l->result < 0) {
-		/* A registry that refuses or cannot answer the lookup is no reason to speak up:
-		 * the mount works without a profile; -v tells why. An artifact of our type that
-		 * holds something else is worth a warning. */
-		if (l->result == -EMEDIUMTYPE || l->result == -EFBIG || l->result == -EILSEQ)
-			snprintf(res->profile_warning, sizeof(res->profile_warning),
-				 "ignoring the startup profile attached to the image: %s",
-				 util_err_msg(&l->err, l->result));
-		else
-			log_debug("looking up a startup profile: %s",
-				  util_err_msg(&l->err, l->result));
-		return;
-	}
-	{
-		char from[128];
+	memcpy(res->profile_from, l->out.profile_from, sizeof(res->profile_from));
+	memcpy(res->profile_warning, l->out.profile_warning, sizeof(res->profile_warning));
+	res->profile_ranges = l->out.profile_ranges;
+	res->profile_bytes = l->out.profile_bytes;
+	res->profile_lookup_ms = l->out.profile_lookup_ms;
+}
 
-		snprintf(from, sizeof(from), "%.110s (registry)", l->artifact);
-		replay(h, l->buf, l->len, from, blob, res);
-	}
+void mount_profile_free(struct mount_profile *l)
+{
+	if (!l)
+		return;
+	if (l->running)
+		pthread_join(l->thread, NULL);
+	oci_client_free(l->client);
+	free(l);
 }
 
 int mount_profile_save(const char *run_dir, const char *mountpoint, const char *path,
