@@ -104,6 +104,16 @@ static int do_ensure(struct conn *c, json_t *req)
 		util_extents_free(&ext);
 		goto ok;
 	}
+	/* What a mount's metadata walk needs goes into the record too: a profile that starts
+	 * with it lets the replay bring the metadata a later mount walks in one stream, ahead
+	 * of the walk's rounds. */
+	for (size_t k = 0; k < ext.n; k++) {
+		uint64_t first, nblk;
+
+		if (cache_blocks_of(ext.v[k].offset, ext.v[k].length, d->cfg.blob.size, &first,
+				    &nblk))
+			fetch_profile_note(d, first, nblk);
+	}
 	en.req = (struct fetch_req){
 	    .kind = FETCH_REQ_ENSURE, .fd = -1, .slot = -1, .v = ext.v, .n = ext.n, .owner = &en};
 	pthread_mutex_lock(&d->lock);

@@ -73,6 +73,15 @@ static void test_own_keys(void **state)
 	assert_int_equal(parse(f, "prefetch=none,cache=/other"), 0);
 	assert_false(f->m.prefetch_all);
 	assert_string_equal(f->m.cache_dir, "/other");
+	assert_int_equal(f->m.profile, MOUNT_PROFILE_AUTO); /* the default */
+	assert_int_equal(parse(f, "profile=/var/tmp/app.prof"), 0);
+	assert_int_equal(f->m.profile, MOUNT_PROFILE_PATH);
+	assert_string_equal(f->m.profile_path, "/var/tmp/app.prof");
+	assert_int_equal(parse(f, "profile=none"), 0);
+	assert_int_equal(f->m.profile, MOUNT_PROFILE_NONE);
+	assert_null(f->m.profile_path);
+	assert_int_equal(parse(f, "profile=auto"), 0);
+	assert_int_equal(f->m.profile, MOUNT_PROFILE_AUTO);
 }
 
 static void test_flags(void **state)
@@ -126,6 +135,9 @@ static void test_bad_values(void **state)
 	assert_int_equal(parse(f, "prefetch=some"), -EINVAL);
 	assert_non_null(strstr(f->err.message, "prefetch"));
 	assert_int_equal(parse(f, "prefetch"), -EINVAL);
+	assert_int_equal(parse(f, "profile"), -EINVAL);
+	assert_int_equal(parse(f, "profile="), -EINVAL);
+	assert_non_null(strstr(f->err.message, "profile"));
 	assert_int_equal(parse(f, "timeout=0"), -EINVAL);
 	assert_int_equal(parse(f, "timeout=-1"), -EINVAL);
 	assert_int_equal(parse(f, "timeout=1e3"), -EINVAL);
