@@ -195,6 +195,7 @@ void fetch_profile_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "profile_bytes", json_integer((json_int_t)rp.bytes));
 	json_object_set_new(o, "profile_fetched_bytes", json_integer((json_int_t)rp.fetched_bytes));
 	json_object_set_new(o, "profile_requests", json_integer((json_int_t)rp.requests));
+	json_object_set_new(o, "profile_in_flight", json_integer(rp.in_flight));
 	json_object_set_new(o, "profile_served",
 			    json_integer((json_int_t)__atomic_load_n(&d->replay_served,
 								     __ATOMIC_RELAXED)));

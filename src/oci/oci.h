@@ -128,7 +128,8 @@ void oci_reader_free(struct oci_reader *r); /* reads not done are dropped, no ca
 int oci_reader_submit(struct oci_reader *r, const struct util_extent *v, size_t n, unsigned flags,
 		      oci_sink_fn sink, oci_done_fn done, void *ctx, struct util_error *err);
 /* Send what may be sent, receive what arrived (sinks and done callbacks run here), then wait
- * up to timeout_ms for network activity or oci_reader_wakeup(). */
+ * up to timeout_ms for network activity or oci_reader_wakeup() -- unless a read ended: then
+ * it returns at once, so that the caller can submit what that read's end allows. */
 void oci_reader_perform(struct oci_reader *r, int timeout_ms);
 /* Make a waiting oci_reader_perform() return now; any thread. */
 void oci_reader_wakeup(struct oci_reader *r);

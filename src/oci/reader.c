@@ -343,8 +343,10 @@ static void read_end(struct oci_read *k, int result, bool call)
 			r->nreads--;
 			break;
 		}
-	if (call && k->done)
+	if (call && k->done) {
+		r->ended++;
 		k->done(k->ctx, result, result < 0 ? &k->err : NULL, k->requests);
+	}
 	free(k->rg);
 	free(k);
 }
@@ -715,7 +717,7 @@ static void sweep(struct oci_reader *r, uint64_t now)
 
 void oci_reader_perform(struct oci_reader *r, int timeout_ms)
 {
-	uint64_t now = util_now_ms(), next_ready, wake;
+	uint64_t now = util_now_ms(), next_ready, wake, ended = r->ended;
 	CURLMsg *msg;
 	int running, left;
 
@@ -746,7 +748,9 @@ void oci_reader_perform(struct oci_reader *r, int timeout_ms)
 	next_ready = MIN(next_ready, start_ready(r, now));
 	for (struct rreq *q = r->pending; q; q = q->next)
 		next_ready = MIN(next_ready, q->not_before);
-	wake = timeout_ms < 0 ? 0 : now + (uint64_t)timeout_ms;
+	/* A read that ended may free the way for the caller's next one (its next job): no
+	 * waiting then, the caller decides. */
+	wake = timeout_ms < 0 || r->ended != ended ? 0 : now + (uint64_t)timeout_ms;
 	if (next_ready != UINT64_MAX && r->active < r->parallel)
 		wake = MIN(wake, next_ready);
 	for (struct oci_read *k = r->reads; k; k = k->next)

@@ -93,6 +93,7 @@ struct oci_reader {
 	struct oci_read *reads;		      /* submitted and not done */
 	unsigned nreads;
 	uint64_t requests, bytes;
+	uint64_t ended; /* reads whose done callback ran */
 	char *loc_url; /* where the registry last redirected the blob to */
 	uint64_t loc_expires;
 };
