@@ -9,13 +9,13 @@ blob, a malformed or hostile one: one warning line, and a mount without replay."
 import os
 import random
 import shutil
+import socket
 import subprocess
-import time
 import tempfile
 
 import pytest
 
-from common import run, wait_until
+from common import run
 from registry import MT_EROFS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
@@ -80,6 +80,16 @@ def parse(path):
     assert len(blob) == 1
     ranges = [tuple(map(int, l.split())) for l in lines if l[:1].isdigit()]
     return blob[0][1], int(blob[0][2]), ranges
+
+
+def daemon_status(env):
+    """The daemon's own status reply (more keys than `status --json`), for a failure's
+    message."""
+    with socket.socket(socket.AF_UNIX) as so:
+        so.settimeout(10)
+        so.connect(env.states()[0]["socket"])
+        so.sendall(b'{"op":"status"}\n')
+        return so.makefile().readline()
 
 
 def warnings(r):
@@ -163,15 +173,8 @@ def test_profile_auto_from_the_registry(lazy, images, workdir):
         mp, r = fresh.mount(ref, check=False)
         assert r.returncode == 0 and warnings(r) == [], r.stderr
         st = fresh.settled_status_of(mp)
-        if st["profile_state"] != "done":
-            import socket, json as js
-            sock = fresh.states()[0]["socket"]
-            with socket.socket(socket.AF_UNIX) as so:
-                so.connect(sock)
-                so.sendall(b'{"op":"status"}\n')
-                time.sleep(0.5)
-                open("/tmp/replay-fail.log", "w").write(so.recv(100000).decode())
-        assert st["profile_state"] == "done" and st["profile_ranges"] == len(ranges), " ".join(f"{k}={v}" for k, v in st.items() if "profile" in k or k in ("in_flight", "pending", "requests", "log"))
+        assert st["profile_state"] == "done" and st["profile_ranges"] == len(ranges), \
+            daemon_status(fresh)
         # profile=none: no lookup, no replay.
         fresh.umount(mp)
     finally:
@@ -185,21 +188,14 @@ def test_profile_auto_from_the_registry(lazy, images, workdir):
 def test_profile_save_errors(lazy, images, workdir):
     r = lazy.run(["profile", "save", workdir, os.path.join(workdir, "x.prof")])
     assert r.returncode == 2 and len(warnings(r)) == 1, r.stderr
-    # A mount records what its metadata walk asks for: on a cold cache all of it, and the
-    # profile of a mount where nothing was read yet holds just that.
+    # A mount records what its metadata walk asks for: the profile of a mount where nothing
+    # was read yet starts with the superblock's block and holds the walk's ranges.
     mp = lazy.mount(images["b"]["ref"], opts="insecure,profile=none")
     out = os.path.join(workdir, "meta.prof")
     r = lazy.run(["profile", "save", mp, out])
     assert r.returncode == 0, r.stderr
     _, _, meta = parse(out)
-    lazy.umount(mp)
-    assert wait_until(lambda: not lazy.daemon_pids(), 10)
-    # Once the metadata is present, a new daemon records only the superblock's block.
-    mp = lazy.mount(images["b"]["ref"], opts="insecure,profile=none")
-    r = lazy.run(["profile", "save", mp, out])
-    assert r.returncode == 0, r.stderr
-    _, _, warm = parse(out)
-    assert len(warm) == 1 and warm[0][1] == 0 and len(meta) >= 1, (warm, meta)
+    assert meta[0][1] == 0 and len(meta) > 1, meta
     r = lazy.run(["profile", "save", mp])
     assert r.returncode == 1, r.stderr
     lazy.umount(mp)
