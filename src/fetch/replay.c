@@ -13,13 +13,15 @@
 
 #include "fetch/sched_internal.h"
 
-/* Replay in flight (requested, not yet arrived): one bandwidth-delay product, at least this
- * much (the link is not measured yet, or it is so short that a request's own cost is what
- * counts). */
-#define REPLAY_MIN_WINDOW (1 * MiB)
-/* Bytes of one replay request, at least: a request this large also measures the link's
- * throughput (fetch_sched_link_sample), which sizes the window. */
-#define REPLAY_MIN_PIECE (1 * MiB)
+/* Replay in flight (requested, not yet arrived): a little over one bandwidth-delay product,
+ * enough to keep the link busy and little enough that the bottleneck's queue stays short for
+ * a reader's request that comes meanwhile (what is queued ahead of it delays it by that many
+ * bytes at the link's rate). Until the link is measured: REPLAY_UNKNOWN_WINDOW. */
+#define REPLAY_UNKNOWN_WINDOW (1 * MiB)
+#define REPLAY_MIN_WINDOW     (256 * KiB)
+/* A window goes out in requests of a quarter of it, at least this much: as the bytes of one
+ * arrive, the next is sent, so the window stays full without overshooting it. */
+#define REPLAY_MIN_PIECE (64 * KiB)
 
 void fetch_sched_replay(struct fetch_sched *s, struct fetch_replay *rp, uint64_t now_ms)
 {
@@ -131,11 +133,12 @@ struct fetch_job *sched_pick_replay(struct fetch_sched *s, uint64_t now_ms, uint
 		*wake = MIN(*wake, rp->next_try_ms);
 		return NULL;
 	}
-	window = MAX(fetch_sched_bdp(s), REPLAY_MIN_WINDOW);
+	window = fetch_sched_bdp(s);
+	window = window ? MAX(window + window / 4, REPLAY_MIN_WINDOW) : REPLAY_UNKNOWN_WINDOW;
+	piece = MIN(MAX(window / 4, REPLAY_MIN_PIECE), s->pol.max_job_bytes);
 	unreceived = replay_unreceived(s);
-	if (unreceived >= window)
+	if (unreceived && unreceived + piece > window)
 		return NULL;
-	piece = MIN(MAX(window / 2, REPLAY_MIN_PIECE), s->pol.max_job_bytes);
 	job = sched_job_slot(s);
 	if (!job)
 		return NULL;

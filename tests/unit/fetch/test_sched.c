@@ -1014,32 +1014,39 @@ static void test_replay_window_and_failures(void **state)
 {
 	struct util_extent prof[8];
 	struct fetch_replay rp = {.v = prof, .n = ARRAY_SIZE(prof)};
-	struct fetch_job *j, *k;
+	struct fetch_job *j[4], *k;
 	struct env e;
 
 	for (size_t i = 0; i < ARRAY_SIZE(prof); i++)
 		prof[i] = (struct util_extent){(7 - i) * 2 * MiB, 1 * MiB};
 	env_init(&e, 32 * MiB, false);
+	e.s.pol.max_side_jobs = 8;
 	fetch_sched_replay(&e.s, &rp, 1);
-	/* The link is not measured: a window of 1 MiB, requests of 1 MiB. */
-	j = fetch_sched_pick(&e.s, 1, NULL);
-	assert_non_null(j);
-	assert_int_equal(j->bytes, 1 * MiB);
-	assert_int_equal(j->runs[0].offset, 14 * MiB); /* profile order */
+	/* The link is not measured: a window of 1 MiB, in requests of 256 KiB, in profile
+	 * order. */
+	for (size_t i = 0; i < 4; i++) {
+		j[i] = fetch_sched_pick(&e.s, 1, NULL);
+		assert_non_null(j[i]);
+		assert_int_equal(j[i]->kind, FETCH_JOB_REPLAY);
+		assert_int_equal(j[i]->bytes, 256 * KiB);
+		assert_int_equal(j[i]->runs[0].offset, 14 * MiB + i * 256 * KiB);
+	}
 	assert_null(fetch_sched_pick(&e.s, 1, NULL)); /* a window in flight */
-	j->received = j->bytes / 2;		      /* half of it arrived */
+	j[0]->received = j[0]->bytes;		      /* the first one's bytes arrived */
 	k = fetch_sched_pick(&e.s, 1, NULL);
 	assert_non_null(k);
 	assert_int_equal(k->runs[0].offset, 12 * MiB);
+	assert_null(fetch_sched_pick(&e.s, 1, NULL));
 	/* A failure goes back to where the failed job started, after a backoff. */
 	fetch_sched_job_done(&e.s, k, -EAGAIN, 1);
+	for (size_t i = 0; i < 4; i++)
+		complete(&e, j[i]);
 	assert_null(fetch_sched_pick(&e.s, 1, NULL));
-	complete(&e, j);
 	k = fetch_sched_pick(&e.s, 10000, NULL);
 	assert_non_null(k);
 	assert_int_equal(k->runs[0].offset, 12 * MiB);
-	/* Failures in a row end the replay; readers fetch for themselves. (j's success reset
-	 * the count.) */
+	/* Failures in a row end the replay; readers fetch for themselves. (The successes
+	 * above reset the count.) */
 	for (unsigned i = 1; i < FETCH_REPLAY_ATTEMPTS; i++) {
 		fetch_sched_job_done(&e.s, k, -EAGAIN, 10000 * i);
 		k = fetch_sched_pick(&e.s, 10000 * (i + 1), NULL);
