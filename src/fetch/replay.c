@@ -14,14 +14,14 @@
 #include "fetch/sched_internal.h"
 
 /* Replay in flight (requested, not yet arrived): a little over one bandwidth-delay product,
- * enough to keep the link busy and little enough that the bottleneck's queue stays short for
- * a reader's request that comes meanwhile (what is queued ahead of it delays it by that many
- * bytes at the link's rate). Until the link is measured: REPLAY_UNKNOWN_WINDOW. */
-#define REPLAY_UNKNOWN_WINDOW (1 * MiB)
-#define REPLAY_MIN_WINDOW     (256 * KiB)
-/* A window goes out in requests of a quarter of it, at least this much: as the bytes of one
- * arrive, the next is sent, so the window stays full without overshooting it. */
-#define REPLAY_MIN_PIECE (64 * KiB)
+ * at least REPLAY_MIN_WINDOW, enough to keep the link busy and little enough that the
+ * bottleneck's queue stays short for a reader's request that comes meanwhile (what is queued
+ * ahead of it delays it by that many bytes at the link's rate). It goes out in requests of
+ * half of it: as the bytes of one arrive, the next is sent. Smaller requests kept the queue
+ * shorter but cost more than they saved (100 Mbit/s, RTT 50 ms: 117 requests instead of 18
+ * for the same profile, the replay 2.4 s instead of 1.1 s on a loaded machine). */
+#define REPLAY_MIN_WINDOW (1 * MiB)
+#define REPLAY_MIN_PIECE  (256 * KiB)
 
 void fetch_sched_replay(struct fetch_sched *s, struct fetch_replay *rp, uint64_t now_ms)
 {
@@ -134,8 +134,8 @@ struct fetch_job *sched_pick_replay(struct fetch_sched *s, uint64_t now_ms, uint
 		return NULL;
 	}
 	window = fetch_sched_bdp(s);
-	window = window ? MAX(window + window / 4, REPLAY_MIN_WINDOW) : REPLAY_UNKNOWN_WINDOW;
-	piece = MIN(MAX(window / 4, REPLAY_MIN_PIECE), s->pol.max_job_bytes);
+	window = MAX(window + window / 4, REPLAY_MIN_WINDOW);
+	piece = MIN(MAX(window / 2, REPLAY_MIN_PIECE), s->pol.max_job_bytes);
 	unreceived = replay_unreceived(s);
 	if (unreceived && unreceived + piece > window)
 		return NULL;

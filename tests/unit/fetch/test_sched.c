@@ -1014,7 +1014,7 @@ static void test_replay_window_and_failures(void **state)
 {
 	struct util_extent prof[8];
 	struct fetch_replay rp = {.v = prof, .n = ARRAY_SIZE(prof)};
-	struct fetch_job *j[4], *k;
+	struct fetch_job *j[2], *k;
 	struct env e;
 
 	for (size_t i = 0; i < ARRAY_SIZE(prof); i++)
@@ -1022,14 +1022,14 @@ static void test_replay_window_and_failures(void **state)
 	env_init(&e, 32 * MiB, false);
 	e.s.pol.max_side_jobs = 8;
 	fetch_sched_replay(&e.s, &rp, 1);
-	/* The link is not measured: a window of 1 MiB, in requests of 256 KiB, in profile
+	/* The link is not measured: a window of 1 MiB, in requests of 512 KiB, in profile
 	 * order. */
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < 2; i++) {
 		j[i] = fetch_sched_pick(&e.s, 1, NULL);
 		assert_non_null(j[i]);
 		assert_int_equal(j[i]->kind, FETCH_JOB_REPLAY);
-		assert_int_equal(j[i]->bytes, 256 * KiB);
-		assert_int_equal(j[i]->runs[0].offset, 14 * MiB + i * 256 * KiB);
+		assert_int_equal(j[i]->bytes, 512 * KiB);
+		assert_int_equal(j[i]->runs[0].offset, 14 * MiB + i * 512 * KiB);
 	}
 	assert_null(fetch_sched_pick(&e.s, 1, NULL)); /* a window in flight */
 	j[0]->received = j[0]->bytes;		      /* the first one's bytes arrived */
@@ -1039,7 +1039,7 @@ static void test_replay_window_and_failures(void **state)
 	assert_null(fetch_sched_pick(&e.s, 1, NULL));
 	/* A failure goes back to where the failed job started, after a backoff. */
 	fetch_sched_job_done(&e.s, k, -EAGAIN, 1);
-	for (size_t i = 0; i < 4; i++)
+	for (size_t i = 0; i < 2; i++)
 		complete(&e, j[i]);
 	assert_null(fetch_sched_pick(&e.s, 1, NULL));
 	k = fetch_sched_pick(&e.s, 10000, NULL);
