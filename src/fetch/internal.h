@@ -186,9 +186,11 @@ struct fetch_daemon {
 	struct fetch_xfer {
 		struct fetch_daemon *d;
 		struct fetch_job *job;
-		uint64_t written[FETCH_BATCH_RUNS]; /* bytes of each run received */
 		uint64_t since_wake;
 		uint64_t started_us, first_byte_us; /* request sent, first byte received */
+		/* Bytes of each run received; last, like the job's runs: only the entries of
+		 * the runs a job has are touched (8 KiB each, mostly never backed). */
+		uint64_t written[FETCH_BATCH_RUNS];
 	} xfers[FETCH_MAX_JOBS];
 	struct fetch_files *files; /* (lock) the mount's file index (files.h), or NULL */
 	struct fetch_record record;	 /* first accesses (record.h; its own lock) */
