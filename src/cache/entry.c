@@ -109,7 +109,15 @@ static int write_header(struct cache_entry *e)
 	return cache_io_fsync(e->bitmap_fd);
 }
 
-/* Load an existing entry; -EUCLEAN (or any error) means "rebuild". */
+/* Bits entry_load had put into memory before it failed. */
+static void entry_drop_bits(struct cache_entry *e)
+{
+	cache_bitmap_clear_all(&e->present);
+	memset(e->persisted, 0, e->present.nwords * 8);
+}
+
+/* Load an existing entry; -EUCLEAN (or any error) means "rebuild". On failure the bits in
+ * memory are zero again, as they were. */
 static int entry_load(struct cache_entry *e, const struct cache_open_params *p, const char *key,
 		      const char *bitmap_name)
 {
@@ -150,8 +158,10 @@ static int entry_load(struct cache_entry *e, const struct cache_open_params *p, 
 		return -EUCLEAN;
 	e->hdr = h;
 	r = util_pread_full(e->bitmap_fd, e->persisted, bytes, CACHE_BITMAP_OFFSET);
-	if (r < 0)
+	if (r < 0) {
+		entry_drop_bits(e);
 		return r == -EIO ? -EUCLEAN : r;
+	}
 	for (size_t i = 0; i < e->present.nwords; i++) {
 		uint64_t w = le64toh(e->persisted[i]);
 
@@ -165,8 +175,10 @@ static int entry_load(struct cache_entry *e, const struct cache_open_params *p, 
 		/* A header that claims more than the bits is not believed. */
 		e->hdr.flags &= ~(uint32_t)(CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED);
 		r = write_header(e);
-		if (r < 0)
+		if (r < 0) {
+			entry_drop_bits(e);
 			return r;
+		}
 	}
 	return 0;
 }
@@ -297,8 +309,9 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 		return r;
 	}
 	e->bitmap_fd = TAKE_FD(bfd);
-	cache_bitmap_clear_all(&e->present);
-	memset(e->persisted, 0, e->present.nwords * 8);
+	/* The bits in memory are zero: fresh memory, which a failed entry_load leaves so.
+	 * Clearing them again would back every page of both copies (a holder holding 640 KiB
+	 * of zeros for a 10 GiB blob). */
 	e->rebuilt = true;
 	return 0;
 }

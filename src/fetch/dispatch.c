@@ -30,6 +30,34 @@
 #define READ_BATCH    FETCH_READ_BATCH /* a read never returns more than we have slots for */
 #define COLLECT_BATCH 256
 
+/* ---- journal slots ------------------------------------------------------------------------ */
+
+void fetch_slots_init(struct fetch_daemon *d)
+{
+	d->nfree = 0;
+	for (int i = (int)FETCH_JOURNAL_USED(d->sh) - 1; i >= 0; i--)
+		if (__atomic_load_n(&d->sh->journal[i].state, __ATOMIC_ACQUIRE) != SLOT_ACTIVE)
+			d->free_slots[d->nfree++] = i;
+}
+
+/* Slots that can be taken now (d->lock held). */
+static size_t slots_free(const struct fetch_daemon *d)
+{
+	return d->nfree + (FETCH_MAX_EVENTS - FETCH_JOURNAL_USED(d->sh));
+}
+
+/* Take a slot (d->lock held, slots_free() > 0): a freed one, else the lowest never used. */
+static int slot_take(struct fetch_daemon *d)
+{
+	uint32_t hi;
+
+	if (d->nfree > 0)
+		return d->free_slots[--d->nfree];
+	hi = FETCH_JOURNAL_USED(d->sh);
+	SH_STORE(d->sh->journal_hi, hi + 1);
+	return (int)hi;
+}
+
 /* ---- the one exit path of every request ------------------------------------------------- */
 
 static uint32_t deny_errno(int result)
@@ -239,14 +267,14 @@ void *fetch_dispatcher_thread(void *arg)
 		/* Back-pressure: take the slots first, then read at most that many events
 		 * (every event is at least a metadata record long). */
 		pthread_mutex_lock(&d->lock);
-		while (d->nfree < READ_BATCH && !d->stopping)
+		while (slots_free(d) < READ_BATCH && !d->stopping)
 			pthread_cond_wait(&d->done_cond, &d->lock);
 		if (d->stopping) {
 			pthread_mutex_unlock(&d->lock);
 			break;
 		}
 		for (size_t i = 0; i < READ_BATCH; i++)
-			slots[i] = d->free_slots[--d->nfree];
+			slots[i] = slot_take(d);
 		pthread_mutex_unlock(&d->lock);
 		got = read(d->fan_fd, buf, sizeof(buf));
 		if (got < 0 && errno != EAGAIN && errno != EINTR) {

@@ -99,6 +99,8 @@ struct fetch_mount_rec {
 #define SH_ADD(field, value)   __atomic_fetch_add(&(field), (value), __ATOMIC_RELAXED)
 /* How many mounts[] slots to look at (see mounts_hi). */
 #define FETCH_MOUNTS_USED(sh) MIN(SH_LOAD((sh)->mounts_hi), (uint32_t)FETCH_MAX_MOUNTS)
+/* How many journal[] slots to look at (see journal_hi). */
+#define FETCH_JOURNAL_USED(sh) MIN(SH_LOAD((sh)->journal_hi), (uint32_t)FETCH_MAX_EVENTS)
 
 /* Shared between the holder and successive workers (MAP_SHARED, made before fork). Fields
  * written by the worker only; counters are updated with atomics. */
@@ -121,6 +123,10 @@ struct fetch_shared {
 	 * pages are only backed (and counted in the daemon's memory) once used. */
 	uint32_t mounts_hi;				 /* guarded by fetch_daemon.lock */
 	struct fetch_mount_rec mounts[FETCH_MAX_MOUNTS]; /* guarded by fetch_daemon.lock */
+	/* Slots [0, journal_hi) of journal[] have been handed out, lowest first (dispatch.c):
+	 * the slots above are free without a look, so a worker's start and a takeover never
+	 * touch (and back) the journal's pages beyond the most events ever pending at once. */
+	uint32_t journal_hi; /* guarded by fetch_daemon.lock */
 	struct fetch_journal_slot journal[FETCH_MAX_EVENTS];
 };
 
@@ -159,7 +165,9 @@ struct fetch_daemon {
 	pthread_cond_t done_cond;  /* dispatchers wait for free slots, ensure waiters (lock) */
 	struct fetch_sched sched;  /* (lock) */
 	struct fetch_req pool[FETCH_MAX_EVENTS]; /* index == journal slot */
-	int free_slots[FETCH_MAX_EVENTS];	 /* (lock) */
+	/* (lock) Free slots below sh->journal_hi, a stack: the lowest are handed out first
+	 * (fetch_slots_init), and sh->journal_hi when it is empty. */
+	int free_slots[FETCH_MAX_EVENTS];
 	size_t nfree;				 /* (lock) */
 	unsigned nensure;			 /* (lock) ensure requests waiting */
 	unsigned holds;				 /* (lock) connections holding the daemon */
@@ -186,9 +194,11 @@ struct fetch_daemon {
 	struct fetch_xfer {
 		struct fetch_daemon *d;
 		struct fetch_job *job;
-		uint64_t written[FETCH_BATCH_RUNS]; /* bytes of each run received */
 		uint64_t since_wake;
 		uint64_t started_us, first_byte_us; /* request sent, first byte received */
+		/* Bytes of each run received; last, like the job's runs: only the entries of
+		 * the runs a job has are touched (8 KiB each, mostly never backed). */
+		uint64_t written[FETCH_BATCH_RUNS];
 	} xfers[FETCH_MAX_JOBS];
 	struct fetch_files *files; /* (lock) the mount's file index (files.h), or NULL */
 	struct fetch_record record;	 /* first accesses (record.h; its own lock) */
@@ -233,6 +243,9 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover);
 bool fetch_term_requested(void); /* SIGTERM received */
 
 /* dispatch.c */
+/* The free journal slots of a starting worker: those below sh->journal_hi that no event holds
+ * (a dead predecessor's events keep theirs). */
+void fetch_slots_init(struct fetch_daemon *d);
 void *fetch_dispatcher_thread(void *arg);
 /* The one exit path of every request: answer events (exactly once), wake ensure waiters. */
 void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n);

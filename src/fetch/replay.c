@@ -148,7 +148,7 @@ struct fetch_job *sched_pick_replay(struct fetch_sched *s, uint64_t now_ms, uint
 	if (n == 0)
 		return NULL;
 	n = runs_normalize(runs, n);
-	*job = (struct fetch_job){0};
+	sched_job_reset(job);
 	job->header = strlen("bytes=");
 	for (size_t i = 0; i < n; i++) {
 		job->runs[i] = runs[i];

@@ -118,8 +118,11 @@ int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t si
 {
 	*s = (struct fetch_sched){0};
 	s->reqs = calloc(max_reqs ? max_reqs : 1, sizeof(*s->reqs));
-	if (!s->reqs)
+	s->jobs = calloc(FETCH_MAX_JOBS, sizeof(*s->jobs));
+	if (!s->reqs || !s->jobs) {
+		fetch_sched_destroy(s);
 		return -ENOMEM;
+	}
 	s->bm = bm;
 	s->size = size;
 	s->nblocks = DIV_ROUND_UP(size, CACHE_BLOCK_SIZE);
@@ -141,6 +144,8 @@ void fetch_sched_destroy(struct fetch_sched *s)
 {
 	free(s->reqs);
 	s->reqs = NULL;
+	free(s->jobs);
+	s->jobs = NULL;
 }
 
 /* ---- in-flight table ------------------------------------------------------------------ */
@@ -682,7 +687,7 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 			job = sched_job_slot(s);
 			if (!job)
 				return NULL;
-			*job = (struct fetch_job){0};
+			sched_job_reset(job);
 			if (!probe_run(s, r, job))
 				continue; /* present now: collect answers it */
 			r->probe_sent = true;
@@ -695,7 +700,7 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		job = sched_job_slot(s);
 		if (!job)
 			return NULL;
-		*job = (struct fetch_job){0};
+		sched_job_reset(job);
 		if (r->kind == FETCH_REQ_EVENT) {
 			demand_event_job(s, job, i, k, b, now_ms);
 		} else {
@@ -781,7 +786,7 @@ static struct fetch_job *pick_readahead(struct fetch_sched *s)
 
 		if (!job)
 			return NULL;
-		*job = (struct fetch_job){0};
+		sched_job_reset(job);
 		lo = blk_lo(w->offset);
 		hi = blk_hi(w->offset + w->length);
 		stop = job_add_runs(s, job, lo, hi, ra_piece(s));
@@ -825,7 +830,7 @@ static struct fetch_job *pick_background(struct fetch_sched *s, uint64_t now_ms,
 	job = sched_job_slot(s);
 	if (!job)
 		return NULL;
-	*job = (struct fetch_job){0};
+	sched_job_reset(job);
 	span = s->pol.max_job_bytes / CACHE_BLOCK_SIZE;
 	s->bg_cursor = job_add_runs(s, job, b, MIN(s->nblocks, b + span), s->pol.max_job_bytes);
 	if (job->nruns == 0)

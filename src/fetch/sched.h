@@ -88,13 +88,14 @@ struct fetch_job {
 	bool batch; /* for an ensure batch: one request (oci_reader_set_batch) */
 	bool full;  /* its Range header has no room for another range */
 	bool probe; /* fetched for a probe: one attempt, no retries */
-	struct util_extent runs[FETCH_BATCH_RUNS]; /* byte ranges, sorted, block aligned, clamped
-						    * to size */
 	size_t nruns;
 	uint64_t bytes;
 	size_t header; /* characters of its Range header value ("bytes=" and the ranges) */
 	uint64_t received; /* payload bytes arrived so far (the transfer thread's) */
 	size_t replay_from; /* a replay job: the profile range it started at */
+	/* Byte ranges, sorted, block aligned, clamped to size. Last, and never cleared beyond
+	 * nruns: a job of a few ranges keeps one page of its 16 KiB in memory. */
+	struct util_extent runs[FETCH_BATCH_RUNS];
 };
 
 /* A startup profile being replayed (replay.c): its ranges are fetched in their order (the
@@ -141,7 +142,10 @@ struct fetch_sched {
 	struct fetch_policy pol;
 	struct fetch_req **reqs; /* waiting requests, in arrival order */
 	size_t nreqs, max_reqs;
-	struct fetch_job jobs[FETCH_MAX_JOBS];
+	/* FETCH_MAX_JOBS jobs (2 MiB), allocated apart and never cleared whole: its pages are
+	 * only backed once used, and the lowest free job is always taken, so the jobs in flight
+	 * at once (the policy's budget) are all that ever is. */
+	struct fetch_job *jobs;
 	unsigned njobs, nside, nbackground;
 	struct util_extent ra[FETCH_RA_QUEUE]; /* read-ahead byte windows, oldest first */
 	size_t nra;

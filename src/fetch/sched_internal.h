@@ -6,6 +6,9 @@
 #ifndef LAZYEROFS_FETCH_SCHED_INTERNAL_H
 #define LAZYEROFS_FETCH_SCHED_INTERNAL_H
 
+#include <stddef.h>
+#include <string.h>
+
 #include "fetch/sched.h"
 #include "util/macro.h"
 
@@ -20,6 +23,12 @@ static inline uint64_t blk_lo(uint64_t off)
 static inline uint64_t blk_hi(uint64_t end)
 {
 	return DIV_ROUND_UP(end, CACHE_BLOCK_SIZE);
+}
+
+/* A free job again: every field but the runs, which nruns = 0 makes unused. */
+static inline void sched_job_reset(struct fetch_job *job)
+{
+	memset(job, 0, offsetof(struct fetch_job, runs));
 }
 
 /* First block of [from, limit) that is missing and not being fetched; limit when none. */

@@ -52,7 +52,7 @@ void fetch_takeover_prepare(struct fetch_daemon *d)
 	for (size_t i = 0; i < nkeep; i++)
 		if (keep[i] < limit)
 			journaled[keep[i]] = 2; /* ours: never an event's number */
-	for (size_t i = 0; i < FETCH_MAX_EVENTS; i++) {
+	for (size_t i = 0; i < FETCH_JOURNAL_USED(sh); i++) {
 		struct fetch_journal_slot *s = &sh->journal[i];
 		int fd = s->fd;
 
@@ -93,7 +93,7 @@ void fetch_takeover_serve(struct fetch_daemon *d)
 	uint64_t now = util_now_ms();
 	unsigned expired = 0;
 
-	for (int i = FETCH_MAX_EVENTS - 1; i >= 0; i--) {
+	for (int i = (int)FETCH_JOURNAL_USED(sh) - 1; i >= 0; i--) {
 		struct fetch_journal_slot *s = &sh->journal[i];
 		struct fetch_req *req = &d->pool[i];
 		int r;

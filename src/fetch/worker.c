@@ -158,10 +158,7 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	r = fetch_profile_init(d);
 	if (r < 0)
 		fetch_fatal(d, r, "record of first accesses: %s", strerror(-r));
-	d->nfree = 0;
-	for (int i = FETCH_MAX_EVENTS - 1; i >= 0; i--)
-		if (__atomic_load_n(&sh->journal[i].state, __ATOMIC_ACQUIRE) != SLOT_ACTIVE)
-			d->free_slots[d->nfree++] = i;
+	fetch_slots_init(d);
 	if (takeover)
 		fetch_takeover_serve(d);
 

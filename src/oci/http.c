@@ -191,7 +191,7 @@ void oci_easy_setup(struct oci_client *c, CURL *easy, uint64_t deadline_ms)
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, remaining);
 	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, OCI_LOW_SPEED_LIMIT);
 	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, OCI_LOW_SPEED_TIME_S);
-	curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, (long)CURL_MAX_READ_SIZE);
+	curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, (long)OCI_RECV_BUFFER);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, oci_resp_header_cb);
 }

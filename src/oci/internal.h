@@ -28,6 +28,11 @@ int oci_options_copy(struct oci_options *dst, const struct oci_options *src);
 #define OCI_BACKOFF_MIN_MS 100
 #define OCI_BACKOFF_MAX_MS 4000
 #define OCI_WHOLE_BODY_MAX (64ULL << 20) /* a 200 reply is streamed for ranges up to here */
+/* libcurl's receive buffer of a transfer, allocated when it starts and freed when it ends. Our
+ * own size, not CURL_MAX_READ_SIZE: that is libcurl's upper bound, 10 MiB since 7.88 (512 KiB
+ * before), and a recv() on a fast link fills megabytes of it (the daemon's 8 large buffers
+ * were ~15 MiB resident after 2 GiB of random reads; a cold sequential read was no faster). */
+#define OCI_RECV_BUFFER (512 * 1024)
 
 uint64_t oci_now_ms(void); /* CLOCK_MONOTONIC */
 void util_sleep_ms(uint64_t ms);

@@ -242,10 +242,11 @@ static int start(struct rreq *q)
 		curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 	/* Receive buffers stay within a fixed budget however many requests are in flight: the
 	 * first few slots (a sequential reader's few large transfers land there: start() takes
-	 * the lowest free slot) get libcurl's largest buffer, fewer system calls per byte; the
-	 * others a small one. 8 x 512 KiB + 248 x 64 KiB at most. */
+	 * the lowest free slot) get a large buffer, fewer system calls per byte; the others a
+	 * small one. 8 x 512 KiB + 248 x 64 KiB at most (and only while their transfers run:
+	 * libcurl frees the buffer when a transfer ends). */
 	curl_easy_setopt(e, CURLOPT_BUFFERSIZE,
-			 (long)(slot < READER_BIG_BUFFERS ? CURL_MAX_READ_SIZE : 64 << 10));
+			 (long)(slot < READER_BIG_BUFFERS ? OCI_RECV_BUFFER : READER_SMALL_BUFFER));
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->hdrs);

@@ -11,7 +11,8 @@
 #define RANGES_PER_REQUEST 64 /* without batch mode */
 #define GROUP_MIN_BYTES (1ULL << 20)
 #define GROUP_MAX_BYTES (16ULL << 20)
-#define READER_BIG_BUFFERS 8 /* slots with libcurl's largest receive buffer */
+#define READER_BIG_BUFFERS 8 /* slots with an OCI_RECV_BUFFER receive buffer ... */
+#define READER_SMALL_BUFFER (64 * 1024) /* ... the others this */
 #define LOCATION_TTL_MS (5ULL * 60 * 1000)
 #define MAX_FAILURES 30 /* per request, progress or not */
 
