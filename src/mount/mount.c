@@ -483,7 +483,11 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	st.socket = h->socket_path;
 	st.options = (char *)mount_attr_format(req->opts->attr, optbuf, sizeof(optbuf));
 	st.size = cfg.blob.size;
-	st.transport = (char *)(weak_entry ? "insecure" : "tls");
+	/* A tag only a mirror could resolve: the image is that mirror's word, whatever the
+	 * connection and even once its blob matches the digest the mirror named. */
+	st.transport = (char *)(cfg.blob.resolved_by_mirror ? "mirror"
+				: weak_entry		   ? "insecure"
+							   : "tls");
 	r = mount_state_write(run_fd, &st);
 	if (r < 0) {
 		util_err_set(err, r, "writing the state file in '%s': %s", run_dir, strerror(-r));
