@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "mount/mount.h"
 #include "util/cleanup.h"
+#include "util/config.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/strutil.h"
@@ -48,6 +49,8 @@ static void usage(FILE *f)
 		"  oci.blob= oci.layer= oci.platform= oci.username= oci.insecure   erofs-utils aliases\n"
 		"\n"
 		"Environment: LAZYEROFS_CACHE_DIR, LAZYEROFS_RUN_DIR (default " MOUNT_DEFAULT_RUN_DIR ").\n"
+		"Configuration: " UTIL_CONFIG_PATH " ($LAZYEROFS_CONFIG): proxy, mirrors per\n"
+		"registry; mirrors from -o come first, then the file's.\n"
 		"Also installed as /sbin/mount.erofs.lazy: mount -t erofs.lazy -o OPTS SOURCE DIR.\n"
 		"Unmount with 'lazyerofs umount MOUNTPOINT' (or umount(8)).\n");
 }

@@ -91,6 +91,12 @@ int oci_options_copy(struct oci_options *dst, const struct oci_options *src);
 /* Append a copy of m to o->mirrors, unless a mirror of the same url is there already (the
  * first one configured wins). 1 added, 0 already there, -ENOMEM. */
 int oci_options_add_mirror(struct oci_options *o, const struct oci_mirror *m);
+/* Add what lazyerofs's configuration file says about pulls of ref (util/config.h): its
+ * proxy and no-proxy unless o has them, and its mirrors of ref's registry after o's own (all
+ * of the file's mirrors are checked). -EINVAL with "PATH: line N: ..." for a bad mirror. */
+struct util_config;
+int oci_options_apply_config(struct oci_options *o, const struct oci_ref *ref,
+			     const struct util_config *cfg, struct util_error *err);
 /* Whether a pull with these options may take bytes of the reference's registry over a
  * connection without verified TLS: `insecure`, a plain-HTTP or skip_verify mirror or server. */
 bool oci_options_weak(const struct oci_options *o);

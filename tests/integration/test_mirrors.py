@@ -247,3 +247,85 @@ def test_plain_http_mirror_never_serves_a_tls_mount(lazy, image, tls_registry, p
         plain.cleanup()
         if tls:
             tls.cleanup()
+
+
+# --- the configuration file --------------------------------------------------------------------
+
+def test_config_file_mirrors_after_option_mirrors(lazy, image, pushed, upstream, pullthrough,
+                                                  empty_registry):
+    """-o mirrors first, then the file's: the 404ing one from -o is asked first, then the
+    pull-through cache from the file serves; the registry sends no bytes."""
+    lazy.write_config(f"""# mirrors for the test's registry
+[registry."{upstream.host}"]
+mirrors = [
+  "http://{pullthrough.host}",   # the pull-through cache
+]
+[registry."docker.io"]
+mirrors = ["https://mirror.gcr.io"]
+""")
+    mp = lazy.mount(ref_of(upstream.host), opts=f"insecure,mirror=http://{empty_registry.host}")
+    check_reads(mp, image[1])
+    layer = pushed["layers"][0]["digest"]
+    assert f"/v2/{REPO}/manifests/{pushed['digest']}" in empty_registry.log_tail(10 ** 7)
+    assert "/blobs/" + layer in pullthrough.log_tail(10 ** 7)
+    assert upstream.count(path="/blobs/") == 0, upstream.seen()
+
+
+def test_config_file_proxy(lazy, image, pushed, registry):
+    """Mounts from fstab at boot have no environment: the file's proxy carries every request
+    of the mount and of its daemon."""
+    from connectproxy import ConnectProxy
+
+    proxy = ConnectProxy().start()
+    try:
+        lazy.write_config(f'proxy = "{proxy.url}"\n')
+        mp = lazy.mount(ref_of(registry.host), opts="insecure")
+        check_reads(mp, image[1])
+        assert proxy.count("HEAD", f"{registry.host}/v2/{REPO}/manifests/v1") == 0
+        assert proxy.count("GET", f"http://{registry.host}/v2/{REPO}/manifests/v1") == 1
+        assert proxy.count("GET", f"http://{registry.host}/v2/{REPO}/blobs/") >= 1
+    finally:
+        proxy.stop()
+
+
+def test_config_file_proxy_tunnels_tls(lazy, image, tls_registry):
+    """https:// goes through the proxy's CONNECT tunnel; no-proxy names hosts reached
+    directly."""
+    from connectproxy import ConnectProxy
+
+    tls_registry.client.push_image(REPO, "tunnel", [(image[0], MT_EROFS)])
+    login = (f"ca={tls_registry.ca},username={tls_registry.username},"
+             f"password-file={tls_registry.password_file}")
+    proxy = ConnectProxy().start()
+    try:
+        lazy.write_config(f'proxy = "{proxy.url}"\n')
+        mp = lazy.mount(tls_registry.ref(REPO, "tunnel"), opts=login)
+        check_reads(mp, image[1])
+        assert proxy.count("CONNECT", tls_registry.host) >= 1, proxy.seen
+        assert all(m == "CONNECT" for m, _ in proxy.seen), proxy.seen
+        lazy.umount(mp)
+        n = len(proxy.seen)
+        lazy.write_config(f'proxy = "{proxy.url}"\nno-proxy = "127.0.0.1"\n')
+        mp = lazy.mount(tls_registry.ref(REPO, "tunnel"), opts=login)
+        assert len(proxy.seen) == n
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("text,line,why", [
+    ('[registry."{host}"]\nmirrors = ["http://m1"\n', 3, "closing ']'"),
+    ('\n[registry."{host}"]\nmirrors = ["ftp://m1"]\n', 3, "scheme"),
+    ('[registry."quay.io"]\nmirrors = ["https://"]\n', 2, "host name"),
+    ('proxy = 3128\n', 1, "'proxy' must be a string"),
+    ('cache-max = "lots"\n', 1, "'cache-max' must be a size"),
+    ('mirrors = m1\n', 1, "needs quotes"),
+])
+def test_bad_config_file(lazy, upstream, text, line, why):
+    """A broken file: one line naming it and the line, exit 32, nothing asked of the
+    registry."""
+    lazy.write_config(text.replace("{host}", upstream.host))
+    mp = lazy.mountpoint()
+    r = lazy.run(["mount", "-o", "insecure", ref_of(upstream.host), mp])
+    assert_one_line_error(r, 32)
+    assert f"{lazy.config}: line {line}: " in r.stderr and why in r.stderr, r.stderr
+    assert upstream.count() == 0

@@ -3,7 +3,8 @@
  * dropped) and its refusals, deep copies of the options, which options are weak (plain HTTP,
  * skip_verify), a client's host table (mirror URLs with their path before /v2, override_path,
  * the ns query, Docker Hub's namespace, the registry last), and the choice of the next host
- * (capabilities, a mirror resting after a failed connection, the registry always last). */
+ * (capabilities, a mirror resting after a failed connection, the registry always last); what
+ * the configuration file adds, in which order, and its errors. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <cmocka.h>
 
 #include "oci/internal.h"
+#include "util/config.h"
 
 static char *parse_ok(const char *text)
 {
@@ -284,6 +286,75 @@ static void test_server(void **state)
 	oci_options_free(&o);
 }
 
+static struct oci_ref *ref_of(const char *source)
+{
+	struct util_error err = UTIL_ERROR_INIT;
+	struct oci_ref *ref = NULL;
+
+	assert_int_equal(oci_ref_parse(source, &ref, &err), 0);
+	return ref;
+}
+
+static void test_config_file(void **state)
+{
+	const char *text = "proxy = \"http://proxy:3128\"\n"
+			   "[registry.\"docker.io\"]\n"
+			   "mirrors = [\"m1\", \"http://m2:5000/p\"]\n"
+			   "[registry.\"reg.example.com:444\"]\n"
+			   "mirrors = [\"https://m3\"]\n";
+	struct util_error err = UTIL_ERROR_INIT;
+	struct oci_ref *hub = ref_of("debian"), *other = ref_of("reg.example.com:444/a:b"),
+		       *url = ref_of("https://files.example.com/x.erofs");
+	struct util_config cfg;
+	struct oci_options o;
+
+	assert_int_equal(util_config_parse(text, strlen(text), "/etc/lazyerofs/config", &cfg, &err),
+			 0);
+	oci_options_init(&o);
+	assert_int_equal(oci_options_set(&o, "mirror", "m9", &err), 0);
+	assert_int_equal(oci_options_apply_config(&o, hub, &cfg, &err), 0);
+	/* -o's first, then the file's for Docker Hub (configured as docker.io) */
+	assert_int_equal(o.n_mirrors, 3);
+	assert_string_equal(o.mirrors[0].url, "https://m9");
+	assert_string_equal(o.mirrors[1].url, "https://m1");
+	assert_string_equal(o.mirrors[2].url, "http://m2:5000/p");
+	assert_string_equal(o.mirrors[2].from, "/etc/lazyerofs/config line 3");
+	assert_int_equal(o.mirrors[2].caps, OCI_CAP_PULL | OCI_CAP_RESOLVE);
+	assert_string_equal(o.proxy, "http://proxy:3128");
+	oci_options_free(&o);
+
+	/* a proxy given before is kept; other registries get their own mirrors */
+	oci_options_init(&o);
+	o.proxy = strdup("http://mine:1");
+	assert_int_equal(oci_options_apply_config(&o, other, &cfg, &err), 0);
+	assert_int_equal(o.n_mirrors, 1);
+	assert_string_equal(o.mirrors[0].url, "https://m3");
+	assert_string_equal(o.proxy, "http://mine:1");
+	oci_options_free(&o);
+
+	/* URL sources: the proxy only */
+	oci_options_init(&o);
+	assert_int_equal(oci_options_apply_config(&o, url, &cfg, &err), 0);
+	assert_int_equal(o.n_mirrors, 0);
+	assert_non_null(o.proxy);
+	oci_options_free(&o);
+	util_config_free(&cfg);
+
+	/* a bad mirror anywhere in the file stops every mount, naming its line */
+	text = "[registry.\"quay.io\"]\nmirrors = [\"https://ok\",\n\"ftp://bad\\n\"]\n";
+	assert_int_equal(util_config_parse(text, strlen(text), "/c", &cfg, &err), 0);
+	oci_options_init(&o);
+	assert_int_equal(oci_options_apply_config(&o, hub, &cfg, &err), -EINVAL);
+	assert_non_null(strstr(err.message, "/c: line 3: a mirror of quay.io: "));
+	assert_non_null(strstr(err.message, "scheme"));
+	assert_null(strchr(err.message, '\n'));
+	oci_options_free(&o);
+	util_config_free(&cfg);
+	oci_ref_free(hub);
+	oci_ref_free(other);
+	oci_ref_free(url);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -293,6 +364,7 @@ int main(void)
 		cmocka_unit_test(test_weak),
 		cmocka_unit_test(test_hosts),
 		cmocka_unit_test(test_server),
+		cmocka_unit_test(test_config_file),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
