@@ -329,7 +329,8 @@ static int same_file(const char *path, int fd)
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
 }
 
-/* The options of this pull: -o's, then what the configuration file adds for ref. */
+/* The options of this pull: -o's, then what lazyerofs's configuration file and containerd's
+ * hosts.toml add for ref (mirrors in that order). */
 static int pull_options(const struct mount_request *req, const struct oci_ref *ref,
 			struct oci_options *ret, struct util_error *err)
 {
@@ -344,7 +345,9 @@ static int pull_options(const struct mount_request *req, const struct oci_ref *r
 		return r;
 	r = oci_options_apply_config(ret, ref, &cfg, err);
 	util_config_free(&cfg);
-	return r;
+	if (r < 0)
+		return r;
+	return oci_options_apply_hosts(ret, ref, oci_certs_d_path(), err);
 }
 
 static int do_mount(const struct mount_request *req, struct mount_result *res, int *ret_class,

@@ -97,6 +97,18 @@ int oci_options_add_mirror(struct oci_options *o, const struct oci_mirror *m);
 struct util_config;
 int oci_options_apply_config(struct oci_options *o, const struct oci_ref *ref,
 			     const struct util_config *cfg, struct util_error *err);
+/* containerd's host configuration directory: $LAZYEROFS_CERTS_D, else
+ * /etc/containerd/certs.d. */
+const char *oci_certs_d_path(void);
+/* Add what certs_d/NAMESPACE/hosts.toml says about ref's registry (NAMESPACE: host_port_,
+ * host:port, then _default, the first that has one; Docker Hub's is docker.io): its server
+ * (unless o has one) and its hosts with pull or resolve, after o's mirrors. A missing file
+ * adds nothing; a bad one is -EINVAL (or the read's -errno) with "PATH: line N: ..." in err. */
+int oci_options_apply_hosts(struct oci_options *o, const struct oci_ref *ref, const char *certs_d,
+			    struct util_error *err);
+/* The same for the text of one hosts.toml at path (relative ca paths start in its directory). */
+int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t len,
+				 const char *path, struct util_error *err);
 /* Whether a pull with these options may take bytes of the reference's registry over a
  * connection without verified TLS: `insecure`, a plain-HTTP or skip_verify mirror or server. */
 bool oci_options_weak(const struct oci_options *o);

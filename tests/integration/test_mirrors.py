@@ -329,3 +329,122 @@ def test_bad_config_file(lazy, upstream, text, line, why):
     assert_one_line_error(r, 32)
     assert f"{lazy.config}: line {line}: " in r.stderr and why in r.stderr, r.stderr
     assert upstream.count() == 0
+
+
+# --- containerd's hosts.toml -------------------------------------------------------------------
+
+def write_hosts(lazy, namespace, text):
+    d = os.path.join(lazy.certs_d, namespace)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "hosts.toml"), "w") as f:
+        f.write(text)
+
+
+def namespace_of(host):
+    """containerd's first directory name for host:port."""
+    h, _, port = host.rpartition(":")
+    return f"{h}_{port}_"
+
+
+def test_precedence_option_config_hosts_toml(lazy, image, pushed, upstream, pullthrough,
+                                             empty_registry):
+    """-o mirrors, then the configuration file's, then hosts.toml's, then the registry: the
+    404ing one (-o) and the dead one (file) pass every request on to the pull-through cache
+    (hosts.toml), which serves it."""
+    with closed_port() as dead:
+        lazy.write_config(f'[registry."{upstream.host}"]\nmirrors = ["http://127.0.0.1:{dead}"]\n')
+        write_hosts(lazy, namespace_of(upstream.host), f"""server = "http://{upstream.host}"
+[host."http://{pullthrough.host}"]
+  capabilities = ["pull", "resolve"]
+""")
+        mp = lazy.mount(ref_of(upstream.host), opts=f"insecure,mirror=http://{empty_registry.host}")
+        check_reads(mp, image[1])
+    layer = pushed["layers"][0]["digest"]
+    assert f"/v2/{REPO}/manifests/{pushed['digest']}?ns={upstream.host}" in \
+        empty_registry.log_tail(10 ** 7)
+    assert "/blobs/" + layer in pullthrough.log_tail(10 ** 7)
+    assert upstream.count(path="/blobs/") == 0, upstream.seen()
+    assert upstream.count(method="HEAD", path="/manifests/v1") == 1
+
+
+def test_hosts_toml_server_is_plain_http(lazy, image, pushed, upstream):
+    """containerd's way to name a plain-HTTP registry: `server = "http://..."` (no -o
+    insecure); its bytes are insecure."""
+    write_hosts(lazy, namespace_of(upstream.host), f'server = "http://{upstream.host}"\n')
+    mp = lazy.mount(ref_of(upstream.host), opts=None)
+    check_reads(mp, image[1])
+    assert lazy.status_of(mp)["integrity"] == "insecure"
+
+
+def test_hosts_toml_capabilities(lazy, image, private_registry):
+    """A host with "pull" only is never asked to resolve a tag: with the registry down, the
+    tag cannot be resolved; with "resolve" too it can (and status says the image is the
+    mirror's word)."""
+    im = private_registry.client.push_image(REPO, "v1", [(image[0], MT_EROFS)])
+    cache = _registry(proxy={"remoteurl": private_registry.url})
+    try:
+        ns = namespace_of(private_registry.host)
+        ref = ref_of(private_registry.host)
+        # Other clients pulled the image through the mirror: it has the tag and the blob.
+        mc = RegistryClient(cache.url)
+        mc.get_manifest(REPO, "v1")
+        layer = im["layers"][0]["digest"]
+        mc.get(f"/v2/{REPO}/blobs/{layer}")
+        assert wait_until(lambda: cache.has_blob(layer), 30)
+        private_registry.stop()
+        write_hosts(lazy, ns, f'[host."http://{cache.host}"]\ncapabilities = ["pull"]\n')
+        mp = lazy.mountpoint()
+        r = lazy.run(["mount", "-o", "insecure", ref, mp])
+        assert_one_line_error(r, 32)
+        assert f"{private_registry.host}/v2/{REPO}/manifests/v1" in r.stderr, r.stderr
+        write_hosts(lazy, ns, f'[host."http://{cache.host}"]\n'
+                              f'capabilities = ["pull", "resolve"]\n')
+        mp = lazy.mount(ref, mp=mp, opts="insecure")
+        check_reads(mp, image[1])
+        assert lazy.status_of(mp)["integrity"] == "mirror"
+    finally:
+        cache.cleanup()
+
+
+def test_hosts_toml_ca(lazy, image, pushed, upstream, registry, pki):
+    """A TLS mirror whose CA only hosts.toml names (relative to the file; a [header] table
+    beside it): used; without the CA it fails verification and every request passes on."""
+    tls = _registry(proxy={"remoteurl": registry.url}, tls=(pki.cert, pki.key))
+    try:
+        ns = namespace_of(upstream.host)
+        write_hosts(lazy, ns, f'[host."https://{tls.host}"]\n')
+        mp = lazy.mount(ref_of(upstream.host), opts="insecure")
+        check_reads(mp, image[1])
+        assert "/blobs/" not in tls.log_tail(10 ** 7)
+        assert upstream.count(path="/blobs/") >= 1
+        lazy.umount(mp)
+        shutil.copy(pki.ca, os.path.join(lazy.certs_d, ns, "mirror-ca.pem"))
+        write_hosts(lazy, ns, f"""[host."https://{tls.host}"]
+  ca = "mirror-ca.pem"
+  [host."https://{tls.host}".header]
+    x-lazyerofs-test = "1"
+""")
+        upstream.reset_counts()
+        # (by digest: the manifest comes from a mirror, not the tag's HEAD from the registry)
+        mp = lazy.mount(ref_of(upstream.host, tag="v1", digest=pushed["digest"]), opts="insecure")
+        check_reads(mp, image[1])
+        assert f"/v2/{REPO}/manifests/{pushed['digest']}" in tls.log_tail(10 ** 7)
+        assert upstream.count(path="/manifests/sha256") == 0
+    finally:
+        tls.cleanup()
+
+
+@pytest.mark.parametrize("text,line,why", [
+    ('[host."http://m1"]\ncapabilities = ["pull", "fetch"]\n', 2, "unknown capability"),
+    ('[host."https://m1"]\nca = "missing.pem"\n', 2, "missing.pem"),
+    ('server = "ftp://x"\n', 1, "scheme"),
+    ('[host."https://m1"\n', 1, "expected ']'"),
+])
+def test_bad_hosts_toml(lazy, upstream, text, line, why):
+    write_hosts(lazy, namespace_of(upstream.host), text)
+    path = os.path.join(lazy.certs_d, namespace_of(upstream.host), "hosts.toml")
+    mp = lazy.mountpoint()
+    r = lazy.run(["mount", "-o", "insecure", ref_of(upstream.host), mp])
+    assert_one_line_error(r, 32)
+    assert f"{path}: line {line}: " in r.stderr and why in r.stderr, r.stderr
+    assert upstream.count() == 0

@@ -4,8 +4,9 @@
  * skip_verify), a client's host table (mirror URLs with their path before /v2, override_path,
  * the ns query, Docker Hub's namespace, the registry last), and the choice of the next host
  * (capabilities, a mirror resting after a failed connection, the registry always last); what
- * the configuration file adds, in which order, and its errors. */
+ * the configuration file and containerd's hosts.toml add, in which order, and their errors. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "oci/internal.h"
@@ -286,6 +289,35 @@ static void test_server(void **state)
 	oci_options_free(&o);
 }
 
+static char tmpdir[64];
+
+static void write_file(const char *rel, const char *text)
+{
+	char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, rel);
+	if (strchr(rel, '/')) {
+		char dir[256];
+
+		snprintf(dir, sizeof(dir), "%s", path);
+		*strrchr(dir, '/') = 0;
+		mkdir(dir, 0700);
+	}
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void cleanup_tmpdir(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static struct oci_ref *ref_of(const char *source)
 {
 	struct util_error err = UTIL_ERROR_INIT;
@@ -355,6 +387,168 @@ static void test_config_file(void **state)
 	oci_ref_free(url);
 }
 
+#define PEM_A "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+#define PEM_B "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
+
+/* a hosts.toml; %s: the test directory */
+#define HOSTS_DOC \
+	    "# containerd's format\n" \
+	    "server = \"https://docker.io\"\n" \
+	    "ca = \"server.pem\"\n" \
+	    "[header]\n" \
+	    "  x-server = \"s\"\n" \
+	    "[host.\"https://m1\"]\n" \
+	    "  capabilities = [\"pull\"]\n" \
+	    "  ca = [\"a.pem\", \"%s/b.pem\"]\n" \
+	    "  dial_timeout = \"1.5s\"\n" \
+	    "  client = [[\"/c.cert\", \"/c.key\"]]\n" \
+	    "  [host.\"https://m1\".header]\n" \
+	    "    x-one = \"1\"\n" \
+	    "    x-two = [\"a\", \"b\"]\n" \
+	    "[host.\"http://M2:5000/v2/up\"]\n" \
+	    "  capabilities = [\"pull\", \"resolve\"]\n" \
+	    "  override_path = true\n" \
+	    "  proxy = \"http://proxy:3128\"\n" \
+	    "[host.\"https://pushonly\"]\n" \
+	    "  capabilities = [\"push\"]\n" \
+	    "[host.\"https://everything\"]\n" \
+	    "  skip_verify = true\n"
+
+static void test_hosts_toml(void **state)
+{
+	struct util_error err = UTIL_ERROR_INIT;
+	char doc[2048], path[128];
+	struct oci_options o;
+	struct oci_client *c;
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/lazyerofs-hosts-XXXXXX");
+	assert_non_null(mkdtemp(tmpdir));
+	write_file("docker.io/server.pem", PEM_A);
+	write_file("docker.io/a.pem", PEM_A);
+	write_file("b.pem", PEM_B);
+	snprintf(doc, sizeof(doc), HOSTS_DOC, tmpdir);
+	snprintf(path, sizeof(path), "%s/docker.io/hosts.toml", tmpdir);
+
+	oci_options_init(&o);
+	assert_int_equal(oci_options_set(&o, "mirror", "m0", &err), 0);
+	assert_int_equal(oci_options_apply_hosts_toml(&o, doc, strlen(doc), path, &err), 0);
+	assert_int_equal(o.n_mirrors, 4); /* m0, m1, m2, everything: not the push-only host */
+	assert_string_equal(o.mirrors[1].url, "https://m1");
+	assert_int_equal(o.mirrors[1].caps, OCI_CAP_PULL);
+	assert_int_equal(o.mirrors[1].dial_timeout_ms, 1500);
+	assert_int_equal(o.mirrors[1].ca_pem_len, strlen(PEM_A PEM_B) + 2);
+	assert_non_null(strstr(o.mirrors[1].ca_pem, "AAAA"));
+	assert_non_null(strstr(o.mirrors[1].ca_pem, "BBBB"));
+	assert_string_equal(o.mirrors[1].headers[0], "x-one: 1");
+	assert_string_equal(o.mirrors[1].headers[2], "x-two: b");
+	assert_null(o.mirrors[1].headers[3]);
+	assert_string_equal(o.mirrors[2].url, "http://m2:5000/v2/up");
+	assert_true(o.mirrors[2].override_path);
+	assert_int_equal(o.mirrors[2].caps, OCI_CAP_PULL | OCI_CAP_RESOLVE);
+	assert_string_equal(o.mirrors[2].proxy, "http://proxy:3128");
+	assert_non_null(strstr(o.mirrors[2].from, "hosts.toml line 14"));
+	/* no capabilities listed: all of them, as containerd does */
+	assert_int_equal(o.mirrors[3].caps, OCI_CAP_PULL | OCI_CAP_RESOLVE);
+	assert_true(o.mirrors[3].skip_verify);
+	assert_true(oci_options_weak(&o));
+	/* the top level is the registry's server: Docker Hub's API host */
+	assert_non_null(o.server);
+	assert_string_equal(o.server->url, "https://registry-1.docker.io");
+	assert_non_null(strstr(o.server->ca_pem, "AAAA"));
+	assert_string_equal(o.server->headers[0], "x-server: s");
+
+	c = client("debian", &o);
+	assert_int_equal(c->nhosts, 5);
+	assert_string_equal(c->hosts[2].api, "http://m2:5000/v2/up");
+	assert_string_equal(c->hosts[2].query, "?ns=docker.io");
+	assert_non_null(c->hosts[1].ca_blob.data);
+	assert_int_equal(c->hosts[1].connect_timeout_ms, 1500);
+	assert_int_equal(c->hosts[0].connect_timeout_ms, OCI_MIRROR_CONNECT_TIMEOUT_MS);
+	assert_true(c->hosts[3].skip_verify);
+	assert_string_equal(c->up->api, "https://registry-1.docker.io/v2");
+	assert_non_null(c->up->ca_blob.data);
+	oci_client_free(c);
+	oci_options_free(&o);
+	cleanup_tmpdir();
+}
+
+static void hosts_bad(const char *text, unsigned line, const char *why)
+{
+	struct util_error err = UTIL_ERROR_INIT;
+	struct oci_options o;
+	char want[160];
+
+	oci_options_init(&o);
+	assert_int_equal(
+	    oci_options_apply_hosts_toml(&o, text, strlen(text), "/x/hosts.toml", &err),
+	    line ? -EINVAL : -EBADMSG);
+	snprintf(want, sizeof(want), "/x/hosts.toml: line %u: ", line ? line : 1);
+	if (strncmp(err.message, want, strlen(want)) || !strstr(err.message, why))
+		fail_msg("%s: got '%s', want '%s...%s'", text, err.message, want, why);
+	assert_null(strchr(err.message, '\n'));
+	oci_options_free(&o);
+}
+
+static void test_hosts_toml_refused(void **state)
+{
+	hosts_bad("[host.\"https://m1\"]\ncapabilities = [\"pull\", \"fetch\"]\n", 2,
+		  "unknown capability 'fetch'");
+	hosts_bad("[host.\"https://m1\"]\ncapabilities = \"pull\"\n", 2, "must be an array");
+	hosts_bad("\n[host.\"ftp://m1\"]\n", 2, "scheme");
+	hosts_bad("[host.\"https://m1\"]\nca = \"missing.pem\"\n", 2,
+		  "ca '/x/missing.pem': No such file");
+	hosts_bad("[host.\"https://m1\"]\nca = 5\n", 2, "'ca' must be a path");
+	hosts_bad("[host.\"https://m1\"]\ndial_timeout = \"soon\"\n", 2, "'dial_timeout'");
+	hosts_bad("[host.\"https://m1\"]\ndial_timeout = \"1e3s\"\n", 2, "'dial_timeout'");
+	hosts_bad("[host.\"https://m1\"]\nskip_verify = \"yes\"\n", 2, "true or false");
+	hosts_bad("[host.\"https://m1\".header]\n\"a b\" = \"1\"\n", 2, "not a header name");
+	hosts_bad("[host.\"https://m1\".header]\nx = \"1\\r\\nEvil: 2\"\n", 2, "one line");
+	hosts_bad("server = 5\n", 1, "'server' must be a URL");
+	hosts_bad("host = 5\n", 1, "'host' must be tables");
+	hosts_bad("[host]\nm1 = 5\n", 2, "must be a table");
+	hosts_bad("[host.\"https://m1\"\n", 0, "expected ']'");
+}
+
+static void test_hosts_dir(void **state)
+{
+	struct util_error err = UTIL_ERROR_INIT;
+	struct oci_ref *ported = ref_of("127.0.0.1:5000/a:b"), *plain = ref_of("quay.io/a:b"),
+		       *hub = ref_of("library/debian");
+	struct oci_options o;
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/lazyerofs-certsd-XXXXXX");
+	assert_non_null(mkdtemp(tmpdir));
+	write_file("127.0.0.1_5000_/hosts.toml", "[host.\"https://first\"]\n");
+	write_file("127.0.0.1:5000/hosts.toml", "[host.\"https://second\"]\n");
+	write_file("_default/hosts.toml", "[host.\"https://fallback\"]\n");
+	write_file("docker.io/hosts.toml", "[host.\"https://hub-mirror\"]\n");
+
+	oci_options_init(&o);
+	assert_int_equal(oci_options_apply_hosts(&o, ported, tmpdir, &err), 0);
+	assert_int_equal(o.n_mirrors, 1);
+	assert_string_equal(o.mirrors[0].url, "https://first");
+	oci_options_free(&o);
+	oci_options_init(&o);
+	assert_int_equal(oci_options_apply_hosts(&o, plain, tmpdir, &err), 0);
+	assert_string_equal(o.mirrors[0].url, "https://fallback");
+	oci_options_free(&o);
+	oci_options_init(&o);
+	assert_int_equal(oci_options_apply_hosts(&o, hub, tmpdir, &err), 0);
+	assert_string_equal(o.mirrors[0].url, "https://hub-mirror");
+	oci_options_free(&o);
+	cleanup_tmpdir();
+
+	/* no directory at all: nothing added */
+	oci_options_init(&o);
+	assert_int_equal(oci_options_apply_hosts(&o, ported, "/nonexistent/certs.d", &err), 0);
+	assert_int_equal(o.n_mirrors, 0);
+	assert_null(o.server);
+	oci_options_free(&o);
+	oci_ref_free(ported);
+	oci_ref_free(plain);
+	oci_ref_free(hub);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -365,6 +559,9 @@ int main(void)
 		cmocka_unit_test(test_hosts),
 		cmocka_unit_test(test_server),
 		cmocka_unit_test(test_config_file),
+		cmocka_unit_test(test_hosts_toml),
+		cmocka_unit_test(test_hosts_toml_refused),
+		cmocka_unit_test(test_hosts_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
