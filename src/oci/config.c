@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,20 +116,6 @@ struct hosts_file {
 	struct util_error *err;
 };
 
-static int hbad(struct hosts_file *f, const struct util_toml *v, const char *fmt, ...)
-	_printf_(3, 4);
-static int hbad(struct hosts_file *f, const struct util_toml *v, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	util_err_vset(f->err, -EINVAL, fmt, ap);
-	va_end(ap);
-	util_err_prefix(f->err, "%s: line %u", f->path, v->line);
-	util_err_printable(f->err);
-	return -EINVAL;
-}
-
 /* A Go duration as containerd writes dial_timeout: "1s", "500ms", "1m30s", "1.5s". */
 static int parse_duration_ms(const char *s, uint64_t *ret)
 {
@@ -176,14 +161,16 @@ static int read_cas(struct hosts_file *f, const struct util_toml *v, struct oci_
 	int r = 0;
 
 	if (v->type != UTIL_TOML_STRING && v->type != UTIL_TOML_ARRAY)
-		return hbad(f, v, "'ca' must be a path or an array of paths");
+		return util_toml_error(f->err, f->path, v,
+				       "'ca' must be a path or an array of paths");
 	for (size_t i = 0; i < n && r >= 0; i++) {
 		const struct util_toml *p = v->type == UTIL_TOML_ARRAY ? v->items[i] : v;
 		_cleanup_free_ char *text = NULL, *abs = NULL;
 		size_t len = 0;
 
 		if (p->type != UTIL_TOML_STRING || !p->str[0])
-			r = hbad(f, p, "'ca' must be a path or an array of paths");
+			r = util_toml_error(f->err, f->path, p,
+					    "'ca' must be a path or an array of paths");
 		else if (asprintf(&abs, "%s%s%s", p->str[0] == '/' ? "" : f->dir,
 				  p->str[0] == '/' ? "" : "/", p->str) < 0)
 			r = -ENOMEM;
@@ -191,11 +178,13 @@ static int read_cas(struct hosts_file *f, const struct util_toml *v, struct oci_
 			break;
 		r = util_read_file(AT_FDCWD, abs, CA_FILE_MAX, 0, &text, &len);
 		if (r < 0)
-			r = hbad(f, p, "ca '%s': %s", abs, strerror(-r));
+			r = util_toml_error(f->err, f->path, p, "ca '%s': %s", abs, strerror(-r));
 		else if (!strstr(text, "-----BEGIN CERTIFICATE-----"))
-			r = hbad(f, p, "ca '%s' is not a PEM certificate file", abs);
+			r = util_toml_error(f->err, f->path, p,
+					    "ca '%s' is not a PEM certificate file", abs);
 		else if (util_buf_append(&pem, text, len) < 0 || util_buf_append(&pem, "\n", 1) < 0)
-			r = hbad(f, p, "ca: the certificates are too large");
+			r = util_toml_error(f->err, f->path, p,
+					    "ca: the certificates are too large");
 	}
 	if (r >= 0) {
 		m->ca_pem_len = pem.len;
@@ -229,7 +218,8 @@ static int read_headers(struct hosts_file *f, const struct util_toml *t, struct 
 	size_t lines = 0;
 
 	if (t->type != UTIL_TOML_TABLE)
-		return hbad(f, t, "'header' must be a table of names and values");
+		return util_toml_error(f->err, f->path, t,
+				       "'header' must be a table of names and values");
 	for (size_t i = 0; i < t->n; i++)
 		lines += t->items[i]->type == UTIL_TOML_ARRAY ? t->items[i]->n : 1;
 	m->headers = calloc(lines + 1, sizeof(char *));
@@ -241,15 +231,16 @@ static int read_headers(struct hosts_file *f, const struct util_toml *t, struct 
 		size_t n = h->type == UTIL_TOML_ARRAY ? h->n : 1;
 
 		if (!header_name_ok(h->key))
-			return hbad(f, h, "'%s' is not a header name", h->key);
+			return util_toml_error(f->err, f->path, h, "'%s' is not a header name",
+					       h->key);
 		for (size_t j = 0; j < n; j++) {
 			const struct util_toml *v = h->type == UTIL_TOML_ARRAY ? h->items[j] : h;
 
 			if (v->type != UTIL_TOML_STRING || !header_value_ok(v->str) ||
 			    strlen(v->str) > HEADER_LINE_MAX)
-				return hbad(f, v,
-					    "header '%s': a value must be a string of one line",
-					    h->key);
+				return util_toml_error(
+				    f->err, f->path, v,
+				    "header '%s': a value must be a string of one line", h->key);
 			if (asprintf(&m->headers[lines], "%s: %s", h->key, v->str) < 0) {
 				m->headers[lines] = NULL;
 				return -ENOMEM;
@@ -267,7 +258,7 @@ static int get_bool(struct hosts_file *f, const struct util_toml *t, const char 
 	if (!v)
 		return 0;
 	if (v->type != UTIL_TOML_BOOLEAN)
-		return hbad(f, v, "'%s' must be true or false", key);
+		return util_toml_error(f->err, f->path, v, "'%s' must be true or false", key);
 	*ret = v->boolean;
 	return 0;
 }
@@ -287,31 +278,36 @@ static int read_host(struct hosts_file *f, const struct util_toml *t, struct oci
 		r = read_headers(f, v, m);
 	if (r >= 0 && (v = util_toml_get(t, "proxy"))) {
 		if (v->type != UTIL_TOML_STRING || !v->str[0] || !header_value_ok(v->str))
-			r = hbad(f, v, "'proxy' must be a URL");
+			r = util_toml_error(f->err, f->path, v, "'proxy' must be a URL");
 		else if (!(m->proxy = strdup(v->str)))
 			r = -ENOMEM;
 	}
 	if (r >= 0 && (v = util_toml_get(t, "dial_timeout")) &&
 	    (v->type != UTIL_TOML_STRING || parse_duration_ms(v->str, &m->dial_timeout_ms) < 0))
-		r = hbad(f, v, "'dial_timeout' must be a duration from 1ms to 1h, e.g. \"2s\"");
+		r = util_toml_error(
+		    f->err, f->path, v,
+		    "'dial_timeout' must be a duration from 1ms to 1h, e.g. \"2s\"");
 	if (r >= 0 && (v = util_toml_get(t, "capabilities"))) {
 		if (v->type != UTIL_TOML_ARRAY)
-			return hbad(f, v,
-				    "'capabilities' must be an array, e.g. [\"pull\", \"resolve\"]");
+			return util_toml_error(
+			    f->err, f->path, v,
+			    "'capabilities' must be an array, e.g. [\"pull\", \"resolve\"]");
 		m->caps = 0;
 		for (size_t i = 0; i < v->n; i++) {
 			const struct util_toml *c = v->items[i];
 
 			if (c->type != UTIL_TOML_STRING)
-				return hbad(f, c, "'capabilities' must be an array of strings");
+				return util_toml_error(
+				    f->err, f->path, c,
+				    "'capabilities' must be an array of strings");
 			if (!strcmp(c->str, "pull"))
 				m->caps |= OCI_CAP_PULL;
 			else if (!strcmp(c->str, "resolve"))
 				m->caps |= OCI_CAP_RESOLVE;
 			else if (strcmp(c->str, "push"))
-				return hbad(f, c,
-					    "unknown capability '%.40s' (pull, resolve, push)",
-					    c->str);
+				return util_toml_error(
+				    f->err, f->path, c,
+				    "unknown capability '%.40s' (pull, resolve, push)", c->str);
 		}
 	}
 	return r;
@@ -327,7 +323,7 @@ static int host_url(struct hosts_file *f, const struct util_toml *at, const char
 	if (r == -ENOMEM)
 		return r;
 	if (r < 0)
-		return hbad(f, at, "%s", e.message);
+		return util_toml_error(f->err, f->path, at, "%s", e.message);
 	return 0;
 }
 
@@ -353,7 +349,7 @@ int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t 
 	r = read_host(&f, root, &server);
 	if (r >= 0 && (v = util_toml_get(root, "server"))) {
 		if (v->type != UTIL_TOML_STRING)
-			r = hbad(&f, v, "'server' must be a URL");
+			r = util_toml_error(f.err, f.path, v, "'server' must be a URL");
 		else
 			r = host_url(&f, v, v->str, &server.url);
 		/* containerd's name for Docker Hub's namespace is not its API host */
@@ -381,13 +377,15 @@ int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t 
 	if (!hosts)
 		return 0;
 	if (hosts->type != UTIL_TOML_TABLE)
-		return hbad(&f, hosts, "'host' must be tables, e.g. [host.\"https://mirror\"]");
+		return util_toml_error(f.err, f.path, hosts,
+				       "'host' must be tables, e.g. [host.\"https://mirror\"]");
 	for (size_t i = 0; i < hosts->n; i++) {
 		const struct util_toml *t = hosts->items[i];
 		struct oci_mirror m = { .caps = OCI_CAP_PULL | OCI_CAP_RESOLVE };
 
 		if (t->type != UTIL_TOML_TABLE)
-			return hbad(&f, t, "'host.%s' must be a table [host.\"URL\"]", t->key);
+			return util_toml_error(f.err, f.path, t,
+					       "'host.%s' must be a table [host.\"URL\"]", t->key);
 		r = host_url(&f, t, t->key, &m.url);
 		if (r >= 0)
 			r = read_host(&f, t, &m);

@@ -5,7 +5,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,20 +59,6 @@ struct ctx {
 	struct util_error *err;
 };
 
-/* "PATH: line N: what" for the value v. */
-static int bad(struct ctx *x, const struct util_toml *v, const char *fmt, ...) _printf_(3, 4);
-static int bad(struct ctx *x, const struct util_toml *v, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	util_err_vset(x->err, -EINVAL, fmt, ap);
-	va_end(ap);
-	util_err_prefix(x->err, "%s: line %u", x->path, v->line);
-	util_err_printable(x->err);
-	return -EINVAL;
-}
-
 /* A string of printable characters (no control character, no space), as a proxy URL or a
  * path must be. */
 static bool plain_text(const char *s)
@@ -92,10 +77,11 @@ static int get_text(struct ctx *x, const struct util_toml *v, const char *key, c
 	if (!v)
 		return 0;
 	if (v->type != UTIL_TOML_STRING)
-		return bad(x, v, "'%s' must be a string", key);
+		return util_toml_error(x->err, x->path, v, "'%s' must be a string", key);
 	if (!plain_text(v->str))
-		return bad(x, v, "'%s' must be non-empty, without spaces or control characters",
-			   key);
+		return util_toml_error(
+		    x->err, x->path, v,
+		    "'%s' must be non-empty, without spaces or control characters", key);
 	free(*ret);
 	*ret = strdup(v->str);
 	if (!*ret)
@@ -111,10 +97,12 @@ static int get_registry(struct ctx *x, const struct util_toml *t, struct util_co
 	struct util_config_registry *reg, *v;
 
 	if (t->type != UTIL_TOML_TABLE)
-		return bad(x, t, "'registry.%s' must be a table, e.g. [registry.\"docker.io\"]",
-			   t->key);
+		return util_toml_error(
+		    x->err, x->path, t,
+		    "'registry.%s' must be a table, e.g. [registry.\"docker.io\"]", t->key);
 	if (!*t->key || !plain_text(t->key))
-		return bad(x, t, "[registry.\"%s\"]: not a registry's name", t->key);
+		return util_toml_error(x->err, x->path, t,
+				       "[registry.\"%s\"]: not a registry's name", t->key);
 	v = realloc(c->registries, (c->n_registries + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -127,8 +115,9 @@ static int get_registry(struct ctx *x, const struct util_toml *t, struct util_co
 	if (!mirrors)
 		return 0;
 	if (mirrors->type != UTIL_TOML_ARRAY)
-		return bad(x, mirrors, "'mirrors' must be an array of strings, e.g. [\"%s\"]",
-			   "https://mirror.example.com");
+		return util_toml_error(x->err, x->path, mirrors,
+				       "'mirrors' must be an array of strings, e.g. [\"%s\"]",
+				       "https://mirror.example.com");
 	reg->mirrors = calloc(mirrors->n ? mirrors->n : 1, sizeof(char *));
 	reg->lines = calloc(mirrors->n ? mirrors->n : 1, sizeof(unsigned));
 	if (!reg->mirrors || !reg->lines)
@@ -137,8 +126,9 @@ static int get_registry(struct ctx *x, const struct util_toml *t, struct util_co
 		const struct util_toml *m = mirrors->items[i];
 
 		if (m->type != UTIL_TOML_STRING)
-			return bad(x, m, "'mirrors' must be an array of strings, not of %s",
-				   util_toml_type_name(m->type));
+			return util_toml_error(x->err, x->path, m,
+					       "'mirrors' must be an array of strings, not of %s",
+					       util_toml_type_name(m->type));
 		reg->mirrors[i] = strdup(m->str);
 		if (!reg->mirrors[i])
 			return -ENOMEM;
@@ -157,9 +147,10 @@ static int get_cache_max(struct ctx *x, const struct util_toml *v, struct util_c
 		c->cache_max.percent = 0;
 	} else if (v->type != UTIL_TOML_STRING || util_parse_size(v->str, &c->cache_max) < 0 ||
 		   (!c->cache_max.percent && !c->cache_max.bytes)) {
-		return bad(x, v, "'%s' must be a size: a number with an optional K, M, G or T "
-				 "suffix, or a percentage (\"10G\", \"50%%\")",
-			   "cache-max");
+		return util_toml_error(
+		    x->err, x->path, v,
+		    "'%s' must be a size: a number with an optional K, M, G or T suffix, or a "
+		    "percentage (\"10G\", \"50%%\")", "cache-max");
 	}
 	c->have_cache_max = true;
 	return 0;
@@ -179,13 +170,15 @@ static int get_all(struct ctx *x, const struct util_toml *root, struct util_conf
 	if (r >= 0)
 		r = get_text(x, md, "metrics-dir", &c->metrics_dir, NULL);
 	if (r >= 0 && c->metrics_dir && c->metrics_dir[0] != '/')
-		r = bad(x, md, "'%s' must be an absolute directory path", "metrics-dir");
+		r = util_toml_error(x->err, x->path, md, "'%s' must be an absolute directory path",
+				    "metrics-dir");
 	if (r < 0 || !regs)
 		return r;
 	if (regs->type != UTIL_TOML_TABLE)
-		return bad(x, regs,
-			   "'%s' must be a table of registries, e.g. [registry.\"docker.io\"]",
-			   "registry");
+		return util_toml_error(
+		    x->err, x->path, regs,
+		    "'%s' must be a table of registries, e.g. [registry.\"docker.io\"]",
+		    "registry");
 	for (size_t i = 0; i < regs->n && r >= 0; i++)
 		r = get_registry(x, regs->items[i], c);
 	return r;

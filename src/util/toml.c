@@ -34,6 +34,19 @@ static int fail(struct parser *ps, const char *fmt, ...)
 	return -EBADMSG;
 }
 
+int util_toml_error(struct util_error *err, const char *path, const struct util_toml *v,
+		    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	util_err_vset(err, -EINVAL, fmt, ap);
+	va_end(ap);
+	util_err_prefix(err, "%s: line %u", path, v->line);
+	util_err_printable(err);
+	return -EINVAL;
+}
+
 const char *util_toml_type_name(enum util_toml_type type)
 {
 	switch (type) {

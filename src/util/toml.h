@@ -51,6 +51,10 @@ void util_toml_free(struct util_toml *t);
 DEFINE_CLEANUP_FUNC(struct util_toml, util_toml_free);
 /* The member `key` of a table, or NULL (also when t is not a table). */
 const struct util_toml *util_toml_get(const struct util_toml *t, const char *key);
+/* "PATH: line N: <formatted>" in err for the value v of the file at path, as one printable
+ * line (what it quotes of the file may hold control characters); returns -EINVAL. */
+int util_toml_error(struct util_error *err, const char *path, const struct util_toml *v,
+		    const char *fmt, ...) _printf_(4, 5);
 /* "a string", "an integer", ...: for messages. */
 const char *util_toml_type_name(enum util_toml_type type);
 

@@ -88,15 +88,6 @@ def upstream(registry):
         p.stop()
 
 
-def ref_of(host, tag="v1", digest=None):
-    s = f"{host}/{REPO}"
-    if tag:
-        s += f":{tag}"
-    if digest:
-        s += f"@{digest}"
-    return s
-
-
 def check_reads(mp, tree):
     """Every data file of the mount reads back as the tree's."""
     for rel in ("etc/motd", "data/r0.bin", "data/r1.bin"):
@@ -113,7 +104,7 @@ def blob_gets(proxy, digest):
 
 def test_mount_through_pull_through_cache(lazy, image, pushed, upstream, pullthrough):
     layer = pushed["layers"][0]["digest"]
-    mp = lazy.mount(ref_of(upstream.host), opts=f"insecure,mirror=http://{pullthrough.host}")
+    mp = lazy.mount(upstream.ref(REPO, "v1"), opts=f"insecure,mirror=http://{pullthrough.host}")
     check_reads(mp, image[1])
     # The registry named the tag's digest (a HEAD); the manifest and every byte came from the
     # mirror, which answered the first ranges of a blob it had not cached with 200 and the
@@ -136,7 +127,7 @@ def test_dead_mirrors_fall_back(lazy, image, pushed, upstream, registry):
     try:
         with closed_port() as port:
             t0 = time.monotonic()
-            mp = lazy.mount(ref_of(upstream.host),
+            mp = lazy.mount(upstream.ref(REPO, "v1"),
                             opts=f"insecure,mirror=http://{stopped.host},"
                                  f"mirror=http://127.0.0.1:{port}/cache")
             check_reads(mp, image[1])
@@ -149,7 +140,7 @@ def test_dead_mirrors_fall_back(lazy, image, pushed, upstream, registry):
 
 
 def test_404_mirror_falls_back(lazy, image, pushed, upstream, empty_registry):
-    mp = lazy.mount(ref_of(upstream.host, tag=None, digest=pushed["digest"]),
+    mp = lazy.mount(upstream.ref(REPO, digest=pushed["digest"]),
                     opts=f"insecure,mirror=http://{empty_registry.host}")
     check_reads(mp, image[1])
     log = empty_registry.log_tail(10 ** 7)
@@ -165,7 +156,7 @@ def test_mirror_with_other_manifest_is_refused(lazy, image, pushed, upstream, re
     liar = FaultProxy("127.0.0.1", registry.port).start()
     try:
         liar.add("corrupt", path="/manifests/", count=None, offsets=[0, 1])
-        mp = lazy.mount(ref_of(upstream.host, tag=None, digest=pushed["digest"]),
+        mp = lazy.mount(upstream.ref(REPO, digest=pushed["digest"]),
                         opts=f"insecure,mirror=http://{liar.host}")
         check_reads(mp, image[1])
         assert liar.count(method="GET", path="/manifests/" + pushed["digest"]) == 1
@@ -183,7 +174,7 @@ def test_tag_resolved_by_mirror_when_registry_is_down(lazy, image, private_regis
     private_registry.client.push_image(REPO, "v1", [(image[0], MT_EROFS)])
     cache = _registry(proxy={"remoteurl": private_registry.url})
     try:
-        ref = ref_of(private_registry.host)
+        ref = private_registry.ref(REPO, "v1")
         opts = f"insecure,mirror=http://{cache.host}"
         mp = lazy.mount(ref, opts=opts)
         check_reads(mp, image[1])
@@ -204,14 +195,14 @@ def test_tag_resolved_by_mirror_when_registry_is_down(lazy, image, private_regis
 def test_bad_mirror_value_is_a_usage_error(lazy, upstream):
     mp = lazy.mountpoint()
     for bad in ("mirror=ftp://m1", "mirror=", "mirror=m1:99999", "mirror=https://u:p@m1"):
-        r = lazy.run(["mount", "-o", f"insecure,{bad}", ref_of(upstream.host), mp])
+        r = lazy.run(["mount", "-o", f"insecure,{bad}", upstream.ref(REPO, "v1"), mp])
         assert_one_line_error(r, 1)
         assert "mirror" in r.stderr, r.stderr
     assert upstream.count() == 0
 
 
 def test_push_refuses_mirrors(workdir, image, upstream):
-    r = push(image[0], ref_of(upstream.host, tag="pushed"), opts="insecure,mirror=m1")
+    r = push(image[0], upstream.ref(REPO, "pushed"), opts="insecure,mirror=m1")
     assert_one_line_error(r, 1)
     assert "pulling" in r.stderr, r.stderr
     assert upstream.count() == 0
@@ -263,7 +254,7 @@ mirrors = [
 [registry."docker.io"]
 mirrors = ["https://mirror.gcr.io"]
 """)
-    mp = lazy.mount(ref_of(upstream.host), opts=f"insecure,mirror=http://{empty_registry.host}")
+    mp = lazy.mount(upstream.ref(REPO, "v1"), opts=f"insecure,mirror=http://{empty_registry.host}")
     check_reads(mp, image[1])
     layer = pushed["layers"][0]["digest"]
     assert f"/v2/{REPO}/manifests/{pushed['digest']}" in empty_registry.log_tail(10 ** 7)
@@ -279,7 +270,7 @@ def test_config_file_proxy(lazy, image, pushed, registry):
     proxy = ConnectProxy().start()
     try:
         lazy.write_config(f'proxy = "{proxy.url}"\n')
-        mp = lazy.mount(ref_of(registry.host), opts="insecure")
+        mp = lazy.mount(registry.ref(REPO, "v1"), opts="insecure")
         check_reads(mp, image[1])
         assert proxy.count("HEAD", f"{registry.host}/v2/{REPO}/manifests/v1") == 0
         assert proxy.count("GET", f"http://{registry.host}/v2/{REPO}/manifests/v1") == 1
@@ -321,13 +312,17 @@ def test_config_file_proxy_tunnels_tls(lazy, image, tls_registry):
     ('mirrors = m1\n', 1, "needs quotes"),
 ])
 def test_bad_config_file(lazy, upstream, text, line, why):
+    lazy.write_config(text.replace("{host}", upstream.host))
+    mount_refused_by(lazy, upstream, lazy.config, line, why)
+
+
+def mount_refused_by(lazy, upstream, path, line, why):
     """A broken file: one line naming it and the line, exit 32, nothing asked of the
     registry."""
-    lazy.write_config(text.replace("{host}", upstream.host))
     mp = lazy.mountpoint()
-    r = lazy.run(["mount", "-o", "insecure", ref_of(upstream.host), mp])
+    r = lazy.run(["mount", "-o", "insecure", upstream.ref(REPO, "v1"), mp])
     assert_one_line_error(r, 32)
-    assert f"{lazy.config}: line {line}: " in r.stderr and why in r.stderr, r.stderr
+    assert f"{path}: line {line}: " in r.stderr and why in r.stderr, r.stderr
     assert upstream.count() == 0
 
 
@@ -357,7 +352,7 @@ def test_precedence_option_config_hosts_toml(lazy, image, pushed, upstream, pull
 [host."http://{pullthrough.host}"]
   capabilities = ["pull", "resolve"]
 """)
-        mp = lazy.mount(ref_of(upstream.host), opts=f"insecure,mirror=http://{empty_registry.host}")
+        mp = lazy.mount(upstream.ref(REPO, "v1"), opts=f"insecure,mirror=http://{empty_registry.host}")
         check_reads(mp, image[1])
     layer = pushed["layers"][0]["digest"]
     assert f"/v2/{REPO}/manifests/{pushed['digest']}?ns={upstream.host}" in \
@@ -371,7 +366,7 @@ def test_hosts_toml_server_is_plain_http(lazy, image, pushed, upstream):
     """containerd's way to name a plain-HTTP registry: `server = "http://..."` (no -o
     insecure); its bytes are insecure."""
     write_hosts(lazy, namespace_of(upstream.host), f'server = "http://{upstream.host}"\n')
-    mp = lazy.mount(ref_of(upstream.host), opts=None)
+    mp = lazy.mount(upstream.ref(REPO, "v1"), opts=None)
     check_reads(mp, image[1])
     assert lazy.status_of(mp)["integrity"] == "insecure"
 
@@ -384,7 +379,7 @@ def test_hosts_toml_capabilities(lazy, image, private_registry):
     cache = _registry(proxy={"remoteurl": private_registry.url})
     try:
         ns = namespace_of(private_registry.host)
-        ref = ref_of(private_registry.host)
+        ref = private_registry.ref(REPO, "v1")
         # Other clients pulled the image through the mirror: it has the tag and the blob.
         mc = RegistryClient(cache.url)
         mc.get_manifest(REPO, "v1")
@@ -413,7 +408,7 @@ def test_hosts_toml_ca(lazy, image, pushed, upstream, registry, pki):
     try:
         ns = namespace_of(upstream.host)
         write_hosts(lazy, ns, f'[host."https://{tls.host}"]\n')
-        mp = lazy.mount(ref_of(upstream.host), opts="insecure")
+        mp = lazy.mount(upstream.ref(REPO, "v1"), opts="insecure")
         check_reads(mp, image[1])
         assert "/blobs/" not in tls.log_tail(10 ** 7)
         assert upstream.count(path="/blobs/") >= 1
@@ -426,7 +421,7 @@ def test_hosts_toml_ca(lazy, image, pushed, upstream, registry, pki):
 """)
         upstream.reset_counts()
         # (by digest: the manifest comes from a mirror, not the tag's HEAD from the registry)
-        mp = lazy.mount(ref_of(upstream.host, tag="v1", digest=pushed["digest"]), opts="insecure")
+        mp = lazy.mount(upstream.ref(REPO, "v1", pushed["digest"]), opts="insecure")
         check_reads(mp, image[1])
         assert f"/v2/{REPO}/manifests/{pushed['digest']}" in tls.log_tail(10 ** 7)
         assert upstream.count(path="/manifests/sha256") == 0
@@ -442,9 +437,6 @@ def test_hosts_toml_ca(lazy, image, pushed, upstream, registry, pki):
 ])
 def test_bad_hosts_toml(lazy, upstream, text, line, why):
     write_hosts(lazy, namespace_of(upstream.host), text)
-    path = os.path.join(lazy.certs_d, namespace_of(upstream.host), "hosts.toml")
-    mp = lazy.mountpoint()
-    r = lazy.run(["mount", "-o", "insecure", ref_of(upstream.host), mp])
-    assert_one_line_error(r, 32)
-    assert f"{path}: line {line}: " in r.stderr and why in r.stderr, r.stderr
-    assert upstream.count() == 0
+    mount_refused_by(lazy, upstream,
+                     os.path.join(lazy.certs_d, namespace_of(upstream.host), "hosts.toml"),
+                     line, why)
