@@ -28,9 +28,10 @@ int cli_profile(int argc, char **argv); /* profile save | profile push */
  * option and return CLI_EXIT_USAGE. */
 int cli_option_error(const char *cmd, const char *optstring, char **argv);
 
-/* Set the keys of a comma-separated -o list that the registry client owns (oci_options_set);
- * an unknown key or a bad value is logged as one line naming cmd ("push", "profile push")
- * and is -EINVAL (a usage error). */
+/* Set the keys of a comma-separated -o list that the registry client owns (oci_options_set)
+ * for a command that publishes; an unknown key, a bad value or a mirror (mirrors serve
+ * pulls) is logged as one line naming cmd ("push", "profile push") and is -EINVAL (a usage
+ * error). */
 int cli_oci_options_parse(const char *cmd, struct oci_options *o, const char *s);
 
 /* The command line of a subcommand that talks to a registry: [-o OPTS] [-v] [-h|--help], then

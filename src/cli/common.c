@@ -39,6 +39,13 @@ int cli_oci_options_parse(const char *cmd, struct oci_options *o, const char *s)
 		log_error("%s: %s; run 'lazyerofs %s --help'", cmd, err.message, cmd);
 	else if (r < 0)
 		log_error("%s: %s", cmd, util_err_msg(&err, r));
+	else if (o->n_mirrors) {
+		/* Mirrors serve pulls; what is published goes to the registry itself. */
+		log_error("%s: option 'mirror' is for pulling (mount); %s writes to the registry "
+			  "itself",
+			  cmd, cmd);
+		r = -EINVAL;
+	}
 	return r < 0 ? -EINVAL : 0;
 }
 

@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "mount/mount.h"
 #include "util/cleanup.h"
+#include "util/config.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/strutil.h"
@@ -29,6 +30,9 @@ static void usage(FILE *f)
 		"Options (-o, comma-separated, may be repeated):\n"
 		"  insecure              plain-HTTP registry\n"
 		"  ca=PATH               trust this CA for the registry's TLS certificate\n"
+		"  mirror=[http(s)://]HOST[:PORT][/PATH]   pull through this mirror first\n"
+		"                        (repeatable, tried in order, then the registry; PATH\n"
+		"                        goes before /v2; http:// is plain HTTP for that mirror)\n"
 		"  username=NAME,password-file=PATH   registry credentials\n"
 		"  blob=sha256:...       mount this layer blob; layer=N  the N-th layer (0-based)\n"
 		"  platform=OS/ARCH[/VARIANT]   pick from a multi-platform index\n"
@@ -45,6 +49,10 @@ static void usage(FILE *f)
 		"  oci.blob= oci.layer= oci.platform= oci.username= oci.insecure   erofs-utils aliases\n"
 		"\n"
 		"Environment: LAZYEROFS_CACHE_DIR, LAZYEROFS_RUN_DIR (default " MOUNT_DEFAULT_RUN_DIR ").\n"
+		"Configuration: " UTIL_CONFIG_PATH " ($LAZYEROFS_CONFIG): proxy, mirrors per\n"
+		"registry; containerd's /etc/containerd/certs.d/HOST/hosts.toml\n"
+		"($LAZYEROFS_CERTS_D). Mirrors from -o come first, then the file's, then\n"
+		"hosts.toml's, then the registry.\n"
 		"Also installed as /sbin/mount.erofs.lazy: mount -t erofs.lazy -o OPTS SOURCE DIR.\n"
 		"Unmount with 'lazyerofs umount MOUNTPOINT' (or umount(8)).\n");
 }

@@ -38,12 +38,17 @@ static const char *entry_state(const struct mount_status_entry *e)
 }
 
 /* What the mount's bytes are checked against: the whole blob against its digest, else the
- * connection they came over (an entry holds bytes of one kind only). */
+ * connection they came over (an entry holds bytes of one kind only). A tag that only a
+ * mirror resolved makes the image that mirror's word, verified or not. */
 static const char *entry_integrity(const struct mount_status_entry *e)
 {
+	const char *t = e->st.transport ? e->st.transport : "";
+
+	if (!strcmp(t, "mirror"))
+		return "mirror";
 	if (e->daemon_alive && !strcmp(e->fs.state, "verified"))
 		return "verified";
-	return e->st.transport && !strcmp(e->st.transport, "insecure") ? "insecure" : "tls";
+	return !strcmp(t, "insecure") ? "insecure" : "tls";
 }
 
 static const char *entry_digest(const struct mount_status_entry *e)

@@ -23,6 +23,7 @@
 #include "mount/profile.h"
 #include "mount/walkio.h"
 #include "util/cleanup.h"
+#include "util/config.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -328,9 +329,31 @@ static int same_file(const char *path, int fd)
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
 }
 
+/* The options of this pull: -o's, then what lazyerofs's configuration file and containerd's
+ * hosts.toml add for ref (mirrors in that order). */
+static int pull_options(const struct mount_request *req, const struct oci_ref *ref,
+			struct oci_options *ret, struct util_error *err)
+{
+	struct util_config cfg;
+	int r;
+
+	r = oci_options_copy(ret, req->oci);
+	if (r < 0)
+		return util_err_set(err, r, "out of memory");
+	r = util_config_load(util_config_path(), &cfg, err);
+	if (r < 0)
+		return r;
+	r = oci_options_apply_config(ret, ref, &cfg, err);
+	util_config_free(&cfg);
+	if (r < 0)
+		return r;
+	return oci_options_apply_hosts(ret, ref, oci_certs_d_path(), err);
+}
+
 static int do_mount(const struct mount_request *req, struct mount_result *res, int *ret_class,
 		    struct util_error *err)
 {
+	_cleanup_(oci_options_free) struct oci_options oo = { .layer = -1 };
 	_cleanup_(oci_ref_freep) struct oci_ref *ref = NULL;
 	_cleanup_(oci_client_freep) struct oci_client *client = NULL;
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
@@ -363,6 +386,9 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	pub_source = mount_public_source(req->source, ref->is_url);
 	if (!pub_source)
 		return -ENOMEM;
+	r = pull_options(req, ref, &oo, err);
+	if (r < 0)
+		return r;
 
 	r = open_mountpoint(req->mountpoint, &target_fd, &mnt_abs, err);
 	if (r < 0)
@@ -384,9 +410,9 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	if (r < 0) {
 		return util_err_set(err, r, "initialising the HTTP client: %s", strerror(-r));
 	}
-	res->offline = mount_offline_lookup(cache_dir, ref, req->oci, &cfg.blob) > 0;
+	res->offline = mount_offline_lookup(cache_dir, ref, &oo, &cfg.blob) > 0;
 	if (!res->offline) {
-		r = oci_client_new(ref, req->oci, &client);
+		r = oci_client_new(ref, &oo, &client);
 		if (r < 0) {
 			return util_err_set(err, r, "setting up the registry client for '%s': %s",
 					    pub_source, strerror(-r));
@@ -395,11 +421,11 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		r = oci_resolve(client, &cfg.blob, err);
 		if (r < 0)
 			return registry_error(err, "resolving", pub_source, r);
-		r = mount_offline_record(cache_dir, ref, req->oci, &cfg.blob);
+		r = mount_offline_record(cache_dir, ref, &oo, &cfg.blob);
 		if (r < 0)
 			log_debug("remembering the blob of '%s': %s", pub_source, strerror(-r));
 		/* Bytes fetched without TLS go to an entry of their own. */
-		weak_entry = mount_source_weak(ref, req->oci);
+		weak_entry = mount_source_weak(ref, &oo);
 		if (weak_entry) {
 			r = mount_weak_key(cfg.blob.cache_key, cfg.blob.cache_key);
 			if (r < 0) {
@@ -420,7 +446,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	cfg.cache_dir = cache_dir;
 	cfg.run_dir = run_dir;
 	cfg.ref = ref;
-	cfg.opts = req->oci;
+	cfg.opts = &oo;
 	cfg.prefetch_all = req->opts->prefetch_all;
 	cfg.timeout_ms = req->opts->timeout_ms;
 	{
@@ -444,7 +470,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		bool lookup = client && !ref->is_url &&
 			      (fetch_status(h, &fst) < 0 || fst.present_bytes < fst.size);
 
-		r = mount_profile_start(h, req->opts, ref, req->oci, &cfg.blob, lookup, res,
+		r = mount_profile_start(h, req->opts, ref, &oo, &cfg.blob, lookup, res,
 					&profile);
 		if (r < 0)
 			log_debug("not looking up a startup profile: %s", strerror(-r));
@@ -484,7 +510,11 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	st.socket = h->socket_path;
 	st.options = (char *)mount_attr_format(req->opts->attr, optbuf, sizeof(optbuf));
 	st.size = cfg.blob.size;
-	st.transport = (char *)(weak_entry ? "insecure" : "tls");
+	/* A tag only a mirror could resolve: the image is that mirror's word, whatever the
+	 * connection and even once its blob matches the digest the mirror named. */
+	st.transport = (char *)(cfg.blob.resolved_by_mirror ? "mirror"
+				: weak_entry		   ? "insecure"
+							   : "tls");
 	r = mount_state_write(run_fd, &st);
 	if (r < 0) {
 		util_err_set(err, r, "writing the state file in '%s': %s", run_dir, strerror(-r));

@@ -116,7 +116,8 @@ struct mount_state {
 	char *cache;        /* the cache data file */
 	char *socket;       /* the daemon's control socket */
 	char *options;      /* mount flags, e.g. "ro,nosuid" */
-	char *transport;    /* how the entry's bytes came: "tls" or "insecure" (no TLS) */
+	char *transport;    /* how the entry's bytes came: "tls", "insecure" (no verified TLS)
+			     * or "mirror" (the tag was resolved by a mirror alone) */
 	uint64_t size;
 	pid_t mounted_by;   /* the mount command's pid */
 };

@@ -43,7 +43,7 @@ bool mount_source_weak(const struct oci_ref *ref, const struct oci_options *o)
 {
 	if (ref->is_url)
 		return strncasecmp(ref->url, "https://", 8) != 0;
-	return o->insecure;
+	return oci_options_weak(o);
 }
 
 int mount_weak_key(const char *key, char out[65])

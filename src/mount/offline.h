@@ -5,7 +5,8 @@
 
 #include "oci/oci.h"
 
-/* Whether a source's bytes travel without TLS (`insecure`, or an http:// URL). Such bytes
+/* Whether a source's bytes may travel without verified TLS (`insecure`, an http:// URL, a
+ * plain-HTTP or skip_verify mirror or server: oci_options_weak). Such bytes
  * fill an entry of their own (mount_weak_key): a mount that asked for TLS is never served
  * bytes that came over a weaker connection, until an entry is verified against its digest. */
 bool mount_source_weak(const struct oci_ref *ref, const struct oci_options *o);

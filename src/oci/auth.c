@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
- * Registry authentication shared by every thread of a client: the scheme learned from the
- * first 401 (Basic, or Bearer with the token flow of the distribution spec), credentials
- * looked up once, bearer tokens cached per scope until shortly before they expire and
- * refreshed once per rejection. auth_lock guards all of it, so concurrent readers that hit
- * an expired token cause one token request, not one each.
+ * Registry authentication shared by every thread of a client, per host (a mirror has its
+ * own): the scheme learned from the host's first 401 (Basic, or Bearer with the token flow
+ * of the distribution spec), credentials looked up once, bearer tokens cached per scope until
+ * shortly before they expire and refreshed once per rejection. auth_lock guards all of it, so
+ * concurrent readers that hit an expired token cause one token request, not one each.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,17 +34,17 @@ static void token_clear(struct oci_token *t)
 	memset(t, 0, sizeof(*t));
 }
 
-void oci_auth_free(struct oci_client *c)
+void oci_auth_free(struct oci_auth *a)
 {
 	for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++)
-		token_clear(&c->tokens[i]);
-	free_secret(&c->basic_header);
-	oci_creds_free(&c->creds);
-	free(c->creds_source);
-	c->creds_source = NULL;
-	if (c->auth_easy)
-		curl_easy_cleanup(c->auth_easy);
-	c->auth_easy = NULL;
+		token_clear(&a->tokens[i]);
+	free_secret(&a->basic_header);
+	oci_creds_free(&a->creds);
+	free(a->creds_source);
+	a->creds_source = NULL;
+	if (a->easy)
+		curl_easy_cleanup(a->easy);
+	a->easy = NULL;
 }
 
 static int default_scope(const struct oci_client *c, bool push, char **ret)
@@ -54,11 +54,11 @@ static int default_scope(const struct oci_client *c, bool push, char **ret)
 	return 0;
 }
 
-static struct oci_token *token_for(struct oci_client *c, const char *scope)
+static struct oci_token *token_for(struct oci_auth *a, const char *scope)
 {
 	for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++)
-		if (c->tokens[i].scope && !strcmp(c->tokens[i].scope, scope))
-			return &c->tokens[i];
+		if (a->tokens[i].scope && !strcmp(a->tokens[i].scope, scope))
+			return &a->tokens[i];
 	return NULL;
 }
 
@@ -68,22 +68,23 @@ static bool token_valid(const struct oci_token *t, uint64_t now)
 }
 
 /* Called with auth_lock held. */
-static void load_creds(struct oci_client *c)
+static void load_creds(struct oci_client *c, struct oci_host *h)
 {
+	struct oci_auth *a = &h->auth;
 	int r;
 
-	if (c->creds_loaded)
+	if (a->creds_loaded)
 		return;
-	c->creds_loaded = true;
-	r = oci_creds_find(c, &c->creds, &c->creds_source, c->creds_error_msg,
-			   sizeof(c->creds_error_msg));
+	a->creds_loaded = true;
+	r = oci_creds_find(c, h, &a->creds, &a->creds_source, a->creds_error_msg,
+			   sizeof(a->creds_error_msg));
 	if (r < 0 && r != -ENOENT)
-		c->creds_error = r;
+		a->creds_error = r;
 }
 
-static bool have_password(const struct oci_client *c)
+static bool have_password(const struct oci_auth *a)
 {
-	return c->creds.username && c->creds.password;
+	return a->creds.username && a->creds.password;
 }
 
 static int make_basic(const char *user, const char *pass, char **ret)
@@ -120,17 +121,19 @@ static int add_param(struct util_buf *b, CURL *easy, const char *name, const cha
 }
 
 /* Called with auth_lock held: ask the token server for scope; store it. */
-static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadline_ms,
-		       struct oci_token **ret, struct util_error *err)
+static int fetch_token(struct oci_client *c, struct oci_host *h, const char *scope,
+		       uint64_t deadline_ms, struct oci_token **ret, struct util_error *err)
 {
 	struct util_buf params = UTIL_BUF_INIT(64 * 1024), body = UTIL_BUF_INIT(OCI_TOKEN_REPLY_MAX);
 	_cleanup_free_ char *url = NULL, *basic = NULL, *scopes = NULL;
 	_cleanup_free_ char *token = NULL, *refresh = NULL;
 	struct oci_req q = { .method = "GET", .body_fd = -1, .follow = true,
-			     .max_body = OCI_TOKEN_REPLY_MAX, .accept = "application/json" };
+			     .max_body = OCI_TOKEN_REPLY_MAX, .accept = "application/json",
+			     .host = h };
 	struct oci_resp resp;
 	struct oci_token *slot = NULL;
-	const char *realm = c->challenge.realm;
+	struct oci_auth *a = &h->auth;
+	const char *realm = a->challenge.realm;
 	char shown[300], who[300];
 	uint64_t lifetime, now, margin;
 	int r;
@@ -139,21 +142,21 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 	if (!util_startswith(realm, "https://") && !util_startswith(realm, "http://")) {
 		return util_err_set_http(err, -EACCES, 401, NULL,
 					 "registry %s: token realm '%s' is not an http(s) URL",
-					 c->shown, shown);
+					 h->shown, shown);
 	}
-	if (!c->auth_easy && !(c->auth_easy = curl_easy_init()))
+	if (!a->easy && !(a->easy = curl_easy_init()))
 		return -ENOMEM;
-	load_creds(c);
-	if ((have_password(c) || c->creds.identity_token) && util_startswith(realm, "http://") &&
-	    !c->opts.insecure) {
+	load_creds(c, h);
+	if ((have_password(a) || a->creds.identity_token) && util_startswith(realm, "http://") &&
+	    !(h->origin && util_startswith(h->origin, "http://"))) {
 		return util_err_set_http(
 		    err, -EACCES, 401, NULL,
 		    "registry %s: token server %s is plain HTTP; not sending credentials "
 		    "there (use -o insecure to allow)",
-		    c->shown, shown);
+		    h->shown, shown);
 	}
-	if (c->challenge.service[0] &&
-	    (r = add_param(&params, c->auth_easy, "service", c->challenge.service)) < 0)
+	if (a->challenge.service[0] &&
+	    (r = add_param(&params, a->easy, "service", a->challenge.service)) < 0)
 		goto out;
 	/* Several scopes are separated by spaces; each is its own parameter. */
 	scopes = strdup(scope);
@@ -162,29 +165,29 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 		goto out;
 	}
 	for (char *save = NULL, *s = strtok_r(scopes, " ", &save); s; s = strtok_r(NULL, " ", &save))
-		if ((r = add_param(&params, c->auth_easy, "scope", s)) < 0)
+		if ((r = add_param(&params, a->easy, "scope", s)) < 0)
 			goto out;
-	if (c->creds.identity_token) {
+	if (a->creds.identity_token) {
 		/* OAuth2 refresh-token grant, as Docker does with an identity token. */
-		if ((r = add_param(&params, c->auth_easy, "grant_type", "refresh_token")) < 0 ||
-		    (r = add_param(&params, c->auth_easy, "client_id", "lazyerofs")) < 0 ||
-		    (r = add_param(&params, c->auth_easy, "refresh_token",
-				   c->creds.identity_token)) < 0)
+		if ((r = add_param(&params, a->easy, "grant_type", "refresh_token")) < 0 ||
+		    (r = add_param(&params, a->easy, "client_id", "lazyerofs")) < 0 ||
+		    (r = add_param(&params, a->easy, "refresh_token",
+				   a->creds.identity_token)) < 0)
 			goto out;
 		q.method = "POST";
 		q.url = realm;
 		q.body = params.data;
 		q.body_len = params.len;
 		q.content_type = "application/x-www-form-urlencoded";
-		oci_fmt(who, sizeof(who), "with the identity token from %s", c->creds_source);
+		oci_fmt(who, sizeof(who), "with the identity token from %s", a->creds_source);
 	} else {
-		if (have_password(c)) {
-			if ((r = add_param(&params, c->auth_easy, "account", c->creds.username)) < 0 ||
-			    (r = make_basic(c->creds.username, c->creds.password, &basic)) < 0)
+		if (have_password(a)) {
+			if ((r = add_param(&params, a->easy, "account", a->creds.username)) < 0 ||
+			    (r = make_basic(a->creds.username, a->creds.password, &basic)) < 0)
 				goto out;
 			q.origin_auth = basic;
-			oci_fmt(who, sizeof(who), "for user '%s' (from %s)", c->creds.username,
-				c->creds_source);
+			oci_fmt(who, sizeof(who), "for user '%s' (from %s)", a->creds.username,
+				a->creds_source);
 		} else {
 			oci_fmt(who, sizeof(who), "anonymously");
 		}
@@ -195,10 +198,10 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 		}
 		q.url = url;
 	}
-	r = oci_request_easy(c, c->auth_easy, &q, deadline_ms, &resp, &body, err,
+	r = oci_request_easy(c, a->easy, &q, deadline_ms, &resp, &body, err,
 			     &c->auth_requests);
 	if (r < 0) {
-		util_err_prefix(err, "registry %s: token request", c->shown);
+		util_err_prefix(err, "registry %s: token request", h->shown);
 		goto out;
 	}
 	if (resp.status == 401 || resp.status == 403) {
@@ -208,37 +211,37 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 		util_err_set_http(
 		    err, -EACCES, (int)resp.status, code,
 		    "registry %s: token server %s refused a token %s for %s: HTTP %ld%s%s",
-		    c->shown, shown, who, scope, resp.status, msg[0] ? " " : "", msg);
+		    h->shown, shown, who, scope, resp.status, msg[0] ? " " : "", msg);
 		r = -EACCES;
 		goto out;
 	}
 	if (resp.status != 200) {
 		char what[400];
 
-		oci_fmt(what, sizeof(what), "registry %s: token server %s", c->shown, shown);
+		oci_fmt(what, sizeof(what), "registry %s: token server %s", h->shown, shown);
 		r = oci_status_error(c, &resp, &body, what, err);
 		goto out;
 	}
 	r = oci_token_reply_parse(body.data, body.len, time(NULL), &token, &lifetime,
-				  c->creds.identity_token ? &refresh : NULL);
+				  a->creds.identity_token ? &refresh : NULL);
 	if (r < 0) {
 		util_err_set_http(err, r == -ENOMEM ? r : -EBADMSG, 200, NULL,
-				  "registry %s: token server %s sent a malformed reply", c->shown,
+				  "registry %s: token server %s sent a malformed reply", h->shown,
 				  shown);
 		r = r == -ENOMEM ? r : -EBADMSG;
 		goto out;
 	}
-	slot = token_for(c, scope);
+	slot = token_for(a, scope);
 	if (!slot) {
 		/* a free slot, else the one that expires first */
-		slot = &c->tokens[0];
+		slot = &a->tokens[0];
 		for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++) {
-			if (!c->tokens[i].scope) {
-				slot = &c->tokens[i];
+			if (!a->tokens[i].scope) {
+				slot = &a->tokens[i];
 				break;
 			}
-			if (c->tokens[i].expires_ms < slot->expires_ms)
-				slot = &c->tokens[i];
+			if (a->tokens[i].expires_ms < slot->expires_ms)
+				slot = &a->tokens[i];
 		}
 	}
 	token_clear(slot);
@@ -253,7 +256,7 @@ static int fetch_token(struct oci_client *c, const char *scope, uint64_t deadlin
 	margin = MIN(lifetime * 1000 / 4, 30000ULL);
 	slot->expires_ms = now + lifetime * 1000 - margin;
 	slot->fetched_ms = now;
-	c->auth_gen++;
+	a->gen++;
 	log_debug("oci: token for %s, valid %llu s", scope, (unsigned long long)lifetime);
 	*ret = slot;
 	r = 0;
@@ -273,9 +276,10 @@ out:
 	return r;
 }
 
-int oci_auth_header(struct oci_client *c, bool push, uint64_t deadline_ms, char **ret_header,
-		    uint64_t *ret_gen, struct util_error *err)
+int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_t deadline_ms,
+		    char **ret_header, uint64_t *ret_gen, struct util_error *err)
 {
+	struct oci_auth *a = &h->auth;
 	_cleanup_free_ char *scope = NULL, *pull_scope = NULL;
 	struct oci_token *t = NULL;
 	uint64_t now = util_now_ms();
@@ -283,29 +287,29 @@ int oci_auth_header(struct oci_client *c, bool push, uint64_t deadline_ms, char 
 
 	*ret_header = NULL;
 	pthread_mutex_lock(&c->auth_lock);
-	*ret_gen = c->auth_gen;
-	if (c->scheme == OCI_AUTH_BASIC) {
-		*ret_header = strdup(c->basic_header);
+	*ret_gen = a->gen;
+	if (a->scheme == OCI_AUTH_BASIC) {
+		*ret_header = strdup(a->basic_header);
 		r = *ret_header ? 0 : -ENOMEM;
-	} else if (c->scheme == OCI_AUTH_BEARER) {
+	} else if (a->scheme == OCI_AUTH_BEARER) {
 		r = default_scope(c, push, &scope);
 		if (r < 0)
 			goto out;
-		t = token_for(c, scope);
+		t = token_for(a, scope);
 		if (!token_valid(t, now) && !push) {
 			/* a pull,push token serves reads too */
 			r = default_scope(c, true, &pull_scope);
 			if (r < 0)
 				goto out;
-			if (token_valid(token_for(c, pull_scope), now))
-				t = token_for(c, pull_scope);
+			if (token_valid(token_for(a, pull_scope), now))
+				t = token_for(a, pull_scope);
 		}
 		if (!token_valid(t, now)) {
-			r = fetch_token(c, scope, deadline_ms, &t, err);
+			r = fetch_token(c, h, scope, deadline_ms, &t, err);
 			if (r < 0)
 				goto out;
 		}
-		*ret_gen = c->auth_gen;
+		*ret_gen = a->gen;
 		*ret_header = strdup(t->header);
 		r = *ret_header ? 0 : -ENOMEM;
 	}
@@ -314,16 +318,17 @@ out:
 	return r;
 }
 
-int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, uint64_t gen,
-			int round, uint64_t deadline_ms, struct util_error *err)
+int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *www_auth, bool push,
+			uint64_t gen, int round, uint64_t deadline_ms, struct util_error *err)
 {
+	struct oci_auth *a = &h->auth;
 	_cleanup_free_ char *scope = NULL;
 	struct oci_challenge ch;
 	struct oci_token *t;
 	int r;
 
 	pthread_mutex_lock(&c->auth_lock);
-	if (gen != c->auth_gen && round <= 2) {
+	if (gen != a->gen && round <= 2) {
 		/* Another thread changed the credentials since this request went out. */
 		r = 0;
 		goto out;
@@ -332,60 +337,60 @@ int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, u
 	if (r < 0) {
 		util_err_set_http(
 		    err, -EACCES, 401, NULL,
-		    "registry %s: HTTP 401 without a usable authentication challenge%s", c->shown,
+		    "registry %s: HTTP 401 without a usable authentication challenge%s", h->shown,
 		    r == -ENOENT && www_auth[0] ? " (unsupported scheme)" : "");
 		r = -EACCES;
 		goto out;
 	}
 	if (ch.scheme == OCI_AUTH_BASIC) {
-		load_creds(c);
-		if (c->scheme == OCI_AUTH_BASIC || round > 1) {
+		load_creds(c, h);
+		if (a->scheme == OCI_AUTH_BASIC || round > 1) {
 			util_err_set_http(
 			    err, -EACCES, 401, NULL,
 			    "registry %s: HTTP 401: the credentials for user '%s' (from %s) "
 			    "were refused",
-			    c->shown, c->creds.username ? c->creds.username : "",
-			    c->creds_source ? c->creds_source : "?");
+			    h->shown, a->creds.username ? a->creds.username : "",
+			    a->creds_source ? a->creds_source : "?");
 			r = -EACCES;
 			goto out;
 		}
-		if (!have_password(c)) {
-			if (c->creds_error)
+		if (!have_password(a)) {
+			if (a->creds_error)
 				util_err_set_http(err, -EACCES, 401, NULL,
-						  "registry %s: HTTP 401 and %s", c->shown,
-						  c->creds_error_msg);
+						  "registry %s: HTTP 401 and %s", h->shown,
+						  a->creds_error_msg);
 			else
 				util_err_set_http(
 				    err, -EACCES, 401, NULL,
 				    "registry %s: HTTP 401: a login is required (give -o "
 				    "username=...,password-file=..., or log in with docker or "
 				    "podman)",
-				    c->shown);
+				    h->shown);
 			r = -EACCES;
 			goto out;
 		}
-		free_secret(&c->basic_header);
-		r = make_basic(c->creds.username, c->creds.password, &c->basic_header);
+		free_secret(&a->basic_header);
+		r = make_basic(a->creds.username, a->creds.password, &a->basic_header);
 		if (r < 0)
 			goto out;
-		c->scheme = OCI_AUTH_BASIC;
-		c->auth_gen++;
+		a->scheme = OCI_AUTH_BASIC;
+		a->gen++;
 		goto out;
 	}
 	/* Bearer */
 	if (round > 1) {
 		/* A token obtained for this very request was refused: no access. */
-		load_creds(c);
+		load_creds(c, h);
 		util_err_set_http(
 		    err, -EACCES, 401, NULL, "registry %s: HTTP 401: access to %s denied%s%s%s",
-		    c->shown, ch.scope[0] ? ch.scope : c->ref->repository,
-		    have_password(c) ? " for user '" : " (no credentials given)",
-		    have_password(c) ? c->creds.username : "", have_password(c) ? "'" : "");
+		    h->shown, ch.scope[0] ? ch.scope : c->ref->repository,
+		    have_password(a) ? " for user '" : " (no credentials given)",
+		    have_password(a) ? a->creds.username : "", have_password(a) ? "'" : "");
 		r = -EACCES;
 		goto out;
 	}
-	c->challenge = ch;
-	c->scheme = OCI_AUTH_BEARER;
+	a->challenge = ch;
+	a->scheme = OCI_AUTH_BEARER;
 	if (ch.scope[0])
 		scope = strdup(ch.scope);
 	else
@@ -394,10 +399,10 @@ int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, u
 		r = -ENOMEM;
 		goto out;
 	}
-	t = token_for(c, scope);
+	t = token_for(a, scope);
 	if (t)
 		token_clear(t); /* the one just refused, or expired on the server's clock */
-	r = fetch_token(c, scope, deadline_ms, &t, err);
+	r = fetch_token(c, h, scope, deadline_ms, &t, err);
 out:
 	pthread_mutex_unlock(&c->auth_lock);
 	return r;

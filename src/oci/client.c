@@ -68,7 +68,7 @@ void oci_client_free(struct oci_client *c)
 {
 	if (!c)
 		return;
-	oci_auth_free(c);
+	oci_hosts_free(c);
 	if (c->ctl)
 		curl_easy_cleanup(c->ctl);
 	oci_share_free(c);
@@ -76,8 +76,6 @@ void oci_client_free(struct oci_client *c)
 	pthread_mutex_destroy(&c->auth_lock);
 	oci_ref_free(c->ref);
 	oci_options_free(&c->opts);
-	free(c->base_url);
-	free(c->blob_url);
 	free(c->cond_match);
 	free(c->cond_range);
 	free(c);
@@ -110,28 +108,29 @@ int oci_client_new(const struct oci_ref *ref, const struct oci_options *opts,
 		return r;
 	c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : OCI_DEFAULT_TIMEOUT_MS;
 	c->data_http2 = getenv("LAZYEROFS_HTTP2") && !strcmp(getenv("LAZYEROFS_HTTP2"), "1");
-	if (ref->is_url) {
+	if (ref->is_url)
 		oci_url_redact(ref->url, c->shown, sizeof(c->shown));
-	} else {
+	else
 		oci_fmt(c->shown, sizeof(c->shown), "%s", ref->registry);
-		if (asprintf(&c->base_url, "%s://%s", opts->insecure ? "http" : "https",
-			     ref->registry) < 0)
-			return -ENOMEM;
-	}
+	r = oci_hosts_init(c);
+	if (r < 0)
+		return r;
 	*ret = TAKE_PTR(c);
 	return 0;
 }
 
 static int set_blob_url(struct oci_client *c, const char *digest)
 {
-	free(c->blob_url);
-	c->blob_url = NULL;
-	if (c->ref->is_url)
-		c->blob_url = strdup(c->ref->url);
-	else if (asprintf(&c->blob_url, "%s/v2/%s/blobs/%s", c->base_url, c->ref->repository,
-			  digest) < 0)
-		c->blob_url = NULL;
-	return c->blob_url ? 0 : -ENOMEM;
+	for (size_t i = 0; i < c->nhosts; i++) {
+		struct oci_host *h = &c->hosts[i];
+
+		free(h->blob_url);
+		h->blob_url = c->ref->is_url ? strdup(c->ref->url)
+					     : oci_host_url(c, h, "blobs", digest);
+		if (!h->blob_url)
+			return -ENOMEM;
+	}
+	return 0;
 }
 
 int oci_client_set_blob(struct oci_client *c, const struct oci_blob *b)
@@ -161,7 +160,7 @@ static void explain_404(struct oci_client *c, uint64_t deadline, struct util_err
 	struct oci_resp resp;
 	struct util_error e2;
 
-	if (asprintf(&url, "%s/v2/", c->base_url) < 0)
+	if (asprintf(&url, "%s/", c->up->api) < 0)
 		return;
 	q.url = url;
 	if (oci_request(c, &q, deadline, &resp, NULL, &e2) < 0)
@@ -173,37 +172,40 @@ static void explain_404(struct oci_client *c, uint64_t deadline, struct util_err
 				c->shown, resp.status);
 }
 
-int oci_manifest_get(struct oci_client *c, const char *reference, const char *expect_digest,
-		     uint64_t deadline, struct util_buf *body, char *ctype, size_t ctlen,
-		     char digest_out[UTIL_DIGEST_STR_LEN], struct util_error *err)
+/* oci_manifest_get at one host. */
+static int manifest_get_at(struct oci_client *c, struct oci_host *h, const char *reference,
+			   const char *expect_digest, uint64_t deadline, struct util_buf *body,
+			   char *ctype, size_t ctlen, char digest_out[UTIL_DIGEST_STR_LEN],
+			   struct util_error *err)
 {
 	struct oci_req q = { .method = "GET", .body_fd = -1, .accept = MANIFEST_ACCEPT,
-			     .registry_auth = true, .follow = true, .max_body = OCI_MANIFEST_MAX };
-	_cleanup_free_ char *url = NULL;
+			     .registry_auth = true, .follow = true, .max_body = OCI_MANIFEST_MAX,
+			     .host = h, .no_retry = h->mirror };
+	_cleanup_free_ char *url = oci_host_url(c, h, "manifests", reference);
 	uint8_t d[UTIL_SHA256_LEN];
 	struct oci_resp resp;
 	char what[600];
 	int r;
 
-	if (asprintf(&url, "%s/v2/%s/manifests/%s", c->base_url, c->ref->repository, reference) < 0)
+	if (!url)
 		return -ENOMEM;
 	q.url = url;
-	oci_fmt(what, sizeof(what), "registry %s: manifest %s%c%s", c->shown, c->ref->repository,
+	oci_fmt(what, sizeof(what), "registry %s: manifest %s%c%s", h->shown, c->ref->repository,
 		util_startswith(reference, "sha256:") ? '@' : ':', reference);
 	r = oci_request(c, &q, deadline, &resp, body, err);
 	if (r < 0) {
 		if (r == -EFBIG)
 			util_err_set_http(err, r, 200, NULL, "%s: larger than %d bytes", what,
 					  OCI_MANIFEST_MAX);
-		else if (!strstr(err->message, c->shown))
-			util_err_prefix(err, "registry %s", c->shown);
+		else if (!strstr(err->message, h->shown))
+			util_err_prefix(err, "registry %s", h->shown);
 		return r;
 	}
 	if (resp.status != 200) {
 		char code[64] = "", msg[8] = "";
 
 		r = oci_status_error(c, &resp, body, what, err);
-		if (resp.status == 404 &&
+		if (resp.status == 404 && !h->mirror &&
 		    oci_registry_error_parse(body->data, body->len, code, sizeof(code), msg,
 					     sizeof(msg)) < 0)
 			explain_404(c, deadline, err);
@@ -221,6 +223,74 @@ int oci_manifest_get(struct oci_client *c, const char *reference, const char *ex
 	return 0;
 }
 
+/* A manifest from the first host with any of caps that has it (mirrors in order, then the
+ * registry). *ret_host: the host that answered. */
+static int manifest_get_any(struct oci_client *c, unsigned caps, const char *reference,
+			    const char *expect_digest, uint64_t deadline, struct util_buf *body,
+			    char *ctype, size_t ctlen, char digest_out[UTIL_DIGEST_STR_LEN],
+			    struct oci_host **ret_host, struct util_error *err)
+{
+	for (size_t i = oci_host_next(c, 0, caps);; i = oci_host_next(c, i + 1, caps)) {
+		struct oci_host *h = &c->hosts[i];
+		int r;
+
+		util_err_clear(err);
+		r = manifest_get_at(c, h, reference, expect_digest, deadline, body, ctype, ctlen,
+				    digest_out, err);
+		if (r >= 0 && ret_host)
+			*ret_host = h;
+		if (r >= 0 || !oci_host_failed(c, h, r, util_err_msg(err, r)))
+			return r;
+	}
+}
+
+int oci_manifest_get(struct oci_client *c, const char *reference, const char *expect_digest,
+		     uint64_t deadline, struct util_buf *body, char *ctype, size_t ctlen,
+		     char digest_out[UTIL_DIGEST_STR_LEN], struct util_error *err)
+{
+	if (!expect_digest)
+		return manifest_get_at(c, c->up, reference, NULL, deadline, body, ctype, ctlen,
+				       digest_out, err);
+	return manifest_get_any(c, OCI_CAP_PULL, reference, expect_digest, deadline, body, ctype,
+				ctlen, digest_out, NULL, err);
+}
+
+enum { TAG_DIGEST, TAG_VIA_MIRRORS, TAG_VIA_REGISTRY };
+
+/* Which manifest a tag names, when mirrors may serve it: the registry's word (a HEAD, which
+ * Docker Hub does not count as a pull), so that the manifest itself can come by digest from
+ * a mirror. TAG_DIGEST with ret_digest; TAG_VIA_MIRRORS when the registry cannot be reached
+ * (the hosts that may resolve tags are asked); TAG_VIA_REGISTRY when it answered without a
+ * digest or refused (its GET says why, with the registry's own error). */
+static int tag_digest(struct oci_client *c, const char *tag, uint64_t deadline,
+		      char ret_digest[UTIL_DIGEST_STR_LEN])
+{
+	struct oci_req q = { .method = "HEAD", .body_fd = -1, .accept = MANIFEST_ACCEPT,
+			     .registry_auth = true, .follow = true, .no_retry = true };
+	_cleanup_free_ char *url = oci_host_url(c, c->up, "manifests", tag);
+	struct util_error e = UTIL_ERROR_INIT;
+	struct oci_resp resp;
+	int r;
+
+	if (!url)
+		return -ENOMEM;
+	q.url = url;
+	r = oci_request(c, &q, deadline, &resp, NULL, &e);
+	if (r == -ENOMEM)
+		return r;
+	if (r == -EAGAIN || r == -EPROTO ||
+	    (r >= 0 && (resp.status == 429 || resp.status >= 500))) {
+		log_debug("oci: registry %s cannot confirm the tag %s (%s); a mirror resolves it",
+			  c->shown, tag, r < 0 ? e.message : "busy");
+		return TAG_VIA_MIRRORS;
+	}
+	if (r >= 0 && resp.status == 200 && util_digest_valid(resp.docker_digest)) {
+		memcpy(ret_digest, resp.docker_digest, UTIL_DIGEST_STR_LEN);
+		return TAG_DIGEST;
+	}
+	return TAG_VIA_REGISTRY;
+}
+
 int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *err)
 {
 	struct util_buf body = UTIL_BUF_INIT(OCI_MANIFEST_MAX);
@@ -232,7 +302,7 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	const struct oci_descriptor *layer;
 	struct util_error local;
 	size_t idx;
-	int r;
+	int r, tag_how = TAG_VIA_REGISTRY;
 
 	if (!err)
 		err = &local;
@@ -258,9 +328,30 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	expect = c->ref->digest ? strdup(c->ref->digest) : NULL;
 	if (!reference || (c->ref->digest && !expect))
 		return -ENOMEM;
+	if (!expect && c->nhosts > 1) {
+		/* Mirrors: the registry names the tag's digest, a mirror may send the bytes. */
+		tag_how = tag_digest(c, reference, deadline, digest);
+		if (tag_how < 0)
+			return tag_how;
+		if (tag_how == TAG_DIGEST) {
+			free(reference);
+			reference = strdup(digest);
+			expect = strdup(digest);
+			if (!reference || !expect)
+				return -ENOMEM;
+		}
+	}
 	for (int depth = 0;; depth++) {
-		r = oci_manifest_get(c, reference, expect, deadline, &body, ctype, sizeof(ctype),
-				     digest, err);
+		if (depth == 0 && tag_how == TAG_VIA_MIRRORS) {
+			struct oci_host *from = NULL;
+
+			r = manifest_get_any(c, OCI_CAP_RESOLVE, reference, NULL, deadline, &body,
+					     ctype, sizeof(ctype), digest, &from, err);
+			ret->resolved_by_mirror = r >= 0 && from->mirror;
+		} else {
+			r = oci_manifest_get(c, reference, expect, deadline, &body, ctype,
+					     sizeof(ctype), digest, err);
+		}
 		if (r < 0)
 			goto out;
 		oci_manifest_free(m);
@@ -319,9 +410,9 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	ret->manifest_size = body.len;
 	oci_fmt(ret->manifest_media_type, sizeof(ret->manifest_media_type), "%s",
 		m->media_type[0] ? m->media_type : OCI_MT_OCI_MANIFEST);
-	log_debug("oci: %s resolved to layer %zu %s (%llu bytes)%s%s", c->shown, idx,
+	log_debug("oci: %s resolved to layer %zu %s (%llu bytes)%s%s%s", c->shown, idx,
 		  layer->digest, (unsigned long long)layer->size, platform_shown[0] ? " for " : "",
-		  platform_shown);
+		  platform_shown, ret->resolved_by_mirror ? ", the tag by a mirror alone" : "");
 	r = oci_client_set_blob(c, ret);
 out:
 	oci_manifest_free(m);

@@ -480,8 +480,8 @@ static int run_helper(const char *helper, const char *server, struct oci_creds *
 	return r;
 }
 
-static int try_file(const char *path, const struct oci_client *c, struct oci_creds *ret,
-		    char **ret_source, char *errbuf, size_t errlen)
+static int try_file(const char *path, const struct oci_client *c, const char *registry,
+		    struct oci_creds *ret, char **ret_source, char *errbuf, size_t errlen)
 {
 	_cleanup_free_ char *buf = NULL;
 	struct oci_creds found = { 0 };
@@ -491,7 +491,7 @@ static int try_file(const char *path, const struct oci_client *c, struct oci_cre
 	r = util_read_file(AT_FDCWD, path, OCI_CREDS_FILE_MAX, 0, &buf, &len);
 	if (r < 0)
 		return -ENOENT;
-	r = oci_creds_lookup(buf, len, c->ref->registry, c->ref->repository, &found);
+	r = oci_creds_lookup(buf, len, registry, c->ref->repository, &found);
 	explicit_bzero(buf, len);
 	if (r == -ENOENT)
 		return r;
@@ -501,7 +501,7 @@ static int try_file(const char *path, const struct oci_client *c, struct oci_cre
 	}
 	if (found.helper) {
 		struct oci_creds h = { 0 };
-		const char *server = oci_creds_server_name(c->ref->registry);
+		const char *server = oci_creds_server_name(registry);
 
 		r = run_helper(found.helper, server, &h, errbuf, errlen);
 		oci_creds_free(&found);
@@ -520,15 +520,16 @@ static int try_file(const char *path, const struct oci_client *c, struct oci_cre
 	return 0;
 }
 
-int oci_creds_find(const struct oci_client *c, struct oci_creds *ret, char **ret_source,
-		   char *errbuf, size_t errlen)
+int oci_creds_find(const struct oci_client *c, const struct oci_host *h, struct oci_creds *ret,
+		   char **ret_source, char *errbuf, size_t errlen)
 {
 	const char *e, *home = getenv("HOME");
 	char path[4096];
 	int r, first_error = 0;
 
 	memset(ret, 0, sizeof(*ret));
-	if (c->opts.username && c->opts.password) {
+	/* The credentials given on the command line are the registry's: never a mirror's. */
+	if (!h->mirror && c->opts.username && c->opts.password) {
 		ret->username = strdup(c->opts.username);
 		ret->password = strdup(c->opts.password);
 		*ret_source = strdup("-o username/password-file");
@@ -538,7 +539,7 @@ int oci_creds_find(const struct oci_client *c, struct oci_creds *ret, char **ret
 		}
 		return 0;
 	}
-	if (!c->ref->registry)
+	if (!h->name[0])
 		return -ENOENT;
 	/* containers-auth.json(5) order, then Docker's */
 	for (int i = 0; i < 5; i++) {
@@ -555,7 +556,7 @@ int oci_creds_find(const struct oci_client *c, struct oci_creds *ret, char **ret
 			oci_fmt(path, sizeof(path), "%s/.docker/config.json", home);
 		if (!path[0])
 			continue;
-		r = try_file(path, c, ret, ret_source, errbuf, errlen);
+		r = try_file(path, c, h->name, ret, ret_source, errbuf, errlen);
 		if (r == 0)
 			return 0;
 		if (r != -ENOENT && !first_error)

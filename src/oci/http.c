@@ -173,21 +173,34 @@ void oci_share_free(struct oci_client *c)
 		pthread_mutex_destroy(&c->share_locks[i]);
 }
 
-void oci_easy_setup(struct oci_client *c, CURL *easy, uint64_t deadline_ms)
+void oci_easy_setup(struct oci_client *c, const struct oci_host *h, CURL *easy,
+		    uint64_t deadline_ms)
 {
 	uint64_t now = util_now_ms();
 	long remaining = deadline_ms > now ? (long)MIN(deadline_ms - now, (uint64_t)LONG_MAX) : 1;
 
+	if (!h)
+		h = c->up;
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "lazyerofs/" LAZYEROFS_VERSION);
 	curl_easy_setopt(easy, CURLOPT_SHARE, c->share);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (c->opts.ca_file)
-		curl_easy_setopt(easy, CURLOPT_CAINFO, c->opts.ca_file);
+	/* hosts.toml's skip_verify: that host's bytes count as insecure (oci_options_weak). */
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, h->skip_verify ? 0L : 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, h->skip_verify ? 0L : 2L);
+	/* A CA of the host's own, else ca=; the system's CA directory stays trusted either way
+	 * (libcurl's CAPATH). */
+	if (h->ca_blob.data)
+		curl_easy_setopt(easy, CURLOPT_CAINFO_BLOB, &h->ca_blob);
+	else if (h->ca_file)
+		curl_easy_setopt(easy, CURLOPT_CAINFO, h->ca_file);
+	/* Without a proxy of ours, libcurl's http_proxy/https_proxy/no_proxy apply. */
+	if (h->proxy)
+		curl_easy_setopt(easy, CURLOPT_PROXY, h->proxy);
+	if (c->opts.no_proxy)
+		curl_easy_setopt(easy, CURLOPT_NOPROXY, c->opts.no_proxy);
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, MIN(remaining, OCI_CONNECT_TIMEOUT_MS));
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, MIN(remaining, h->connect_timeout_ms));
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, remaining);
 	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, OCI_LOW_SPEED_LIMIT);
 	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, OCI_LOW_SPEED_TIME_S);
@@ -450,6 +463,7 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 		     struct util_error *err, atomic_ullong *counter)
 {
 	_cleanup_free_ char *url = strdup(q->url);
+	struct oci_host *host = q->host ? q->host : c->up;
 	char shown[300], errbuf[CURL_ERROR_SIZE];
 	int attempts = 0, auth_rounds = 0, hops = 0;
 	CURLcode last_rc = CURLE_OK;
@@ -467,8 +481,8 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 		struct curl_slist *hdrs = NULL;
 		char *auth = NULL;
 		uint64_t gen = 0, wait;
-		bool use_auth = q->registry_auth && hops == 0 && c->base_url &&
-				oci_same_origin(url, c->base_url);
+		bool at_host = hops == 0 && host->origin && oci_same_origin(url, host->origin);
+		bool use_auth = q->registry_auth && at_host;
 		CURLcode rc;
 		long status;
 
@@ -481,7 +495,7 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 			return util_err_set(err, -EAGAIN, "%s %s: timed out", method, shown);
 		}
 		if (use_auth) {
-			r = oci_auth_header(c, q->push, deadline_ms, &auth, &gen, err);
+			r = oci_auth_header(c, host, q->push, deadline_ms, &auth, &gen, err);
 			if (r < 0)
 				return r;
 		}
@@ -503,9 +517,14 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 				curl_slist_free_all(hdrs);
 				return -ENOMEM;
 			}
+		for (struct curl_slist *e = at_host ? host->headers : NULL; e; e = e->next)
+			if (!oci_slist_add(&hdrs, "%s", e->data)) {
+				curl_slist_free_all(hdrs);
+				return -ENOMEM;
+			}
 
 		curl_easy_reset(easy);
-		oci_easy_setup(c, easy, deadline_ms);
+		oci_easy_setup(c, host, easy, deadline_ms);
 		curl_easy_setopt(easy, CURLOPT_URL, url);
 		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
 		curl_easy_setopt(easy, CURLOPT_HEADERDATA, resp);
@@ -587,8 +606,8 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 		last_rc = CURLE_OK;
 		if (resp->status == 401 && use_auth && auth_rounds < 3) {
 			auth_rounds++;
-			r = oci_auth_challenged(c, resp->www_auth, q->push, gen, auth_rounds, deadline_ms,
-						err);
+			r = oci_auth_challenged(c, host, resp->www_auth, q->push, gen, auth_rounds,
+						deadline_ms, err);
 			if (r == -EACCES && err && !err->http_status) {
 				/* The registry's own words, e.g. UNAUTHORIZED, when it has them. */
 				char code[64] = "", msg[300] = "";

@@ -15,8 +15,6 @@
 #include "oci/parse.h"
 #include "util/buf.h"
 
-int oci_options_copy(struct oci_options *dst, const struct oci_options *src);
-
 #define OCI_DEFAULT_TIMEOUT_MS 60000ULL
 #define OCI_CONNECT_TIMEOUT_MS 10000L
 #define OCI_LOW_SPEED_TIME_S 15L
@@ -73,11 +71,61 @@ struct oci_token {
 
 #define OCI_TOKEN_SLOTS 4
 
+/* Authentication with one host: the scheme its first 401 asked for, its credentials, its
+ * tokens. Guarded by the client's auth_lock. */
+struct oci_auth {
+	enum oci_auth_scheme scheme;
+	struct oci_challenge challenge;
+	bool creds_loaded;
+	int creds_error;            /* a lookup that failed, reported on the next challenge */
+	char creds_error_msg[256];
+	struct oci_creds creds;
+	char *creds_source;         /* where they came from, for messages */
+	char *basic_header;         /* "Authorization: Basic ..." (secret) */
+	struct oci_token tokens[OCI_TOKEN_SLOTS];
+	uint64_t gen;               /* bumped whenever the header to send changes */
+	CURL *easy;                 /* token requests */
+};
+
+#define OCI_MIRROR_DOWN_MS 30000ULL        /* a mirror that failed to connect is skipped */
+#define OCI_MIRROR_CONNECT_TIMEOUT_MS 3000L /* a mirror's default; the registry's is above */
+
+/* One host a request can go to: a mirror, or the registry itself (the last of a client's
+ * hosts, also for URL sources, where only the flags below are used). */
+struct oci_host {
+	/* Set at creation, read-only afterwards. */
+	char *api;      /* API root, e.g. "https://m1:5000/path/v2"; NULL for URL sources */
+	char *origin;   /* "scheme://host[:port]": credentials and headers go only there */
+	char query[300]; /* "?ns=REGISTRY" appended to a mirror's URLs (containerd's), or "" */
+	char name[256]; /* "host[:port]": whose credentials */
+	char shown[300]; /* for messages */
+	unsigned caps;  /* OCI_CAP_* */
+	bool mirror;
+	bool skip_verify;
+	const char *ca_file;       /* -o ca=, for a host without a CA of its own */
+	struct curl_blob ca_blob;  /* its own CA (hosts.toml ca), data NULL when none */
+	struct curl_slist *headers; /* hosts.toml [header] */
+	const char *proxy;         /* NULL: the client's, else libcurl's environment */
+	long connect_timeout_ms;
+	/* The resolved blob's URL here (the URL itself for URL sources): written by
+	 * oci_client_set_blob before readers are made. */
+	char *blob_url;
+
+	struct oci_auth auth; /* guarded by the client's auth_lock */
+
+	/* Learned while reading; atomics, any thread. */
+	atomic_ullong down_until; /* a mirror that failed to connect: skipped until then */
+	atomic_bool no_multirange;
+	atomic_bool ranges_ignored;
+};
+
 struct oci_client {
 	/* Set at creation, read-only afterwards. */
 	struct oci_ref *ref;
 	struct oci_options opts;
-	char *base_url; /* "https://host[:port]" of a registry */
+	struct oci_host *hosts; /* the mirrors that apply, in order, then the registry */
+	size_t nhosts;
+	struct oci_host *up;    /* the registry: hosts[nhosts - 1] */
 	char shown[512]; /* registry host or redacted URL, for messages */
 	uint64_t timeout_ms;
 	bool data_http2; /* blob ranges over HTTP/2 too ($LAZYEROFS_HTTP2=1) */
@@ -88,7 +136,6 @@ struct oci_client {
 	 * made, read-only while readers exist. */
 	bool have_blob;
 	struct oci_blob blob;
-	char *blob_url;
 	/* URL sources: conditional headers sent with every range ("If-Match: ..."), NULL when
 	 * the server gave no usable validator. */
 	char *cond_match;
@@ -99,29 +146,30 @@ struct oci_client {
 	CURL *ctl;          /* guarded by ctl_lock */
 	atomic_ullong ctl_requests;
 
-	/* Authentication: everything below is guarded by auth_lock. */
+	/* Authentication: each host's struct oci_auth is guarded by auth_lock. */
 	pthread_mutex_t auth_lock;
-	enum oci_auth_scheme scheme;
-	struct oci_challenge challenge;
-	bool creds_loaded;
-	int creds_error;            /* a lookup that failed, reported on the next challenge */
-	char creds_error_msg[256];
-	struct oci_creds creds;
-	char *creds_source;         /* where they came from, for messages */
-	char *basic_header;         /* "Authorization: Basic ..." (secret) */
-	struct oci_token tokens[OCI_TOKEN_SLOTS];
-	uint64_t auth_gen;          /* bumped whenever the header to send changes */
-	CURL *auth_easy;            /* token requests */
 	atomic_ullong auth_requests;
-
-	/* Learned about the server while reading; atomics, any thread. */
-	atomic_bool no_multirange;
-	atomic_bool ranges_ignored;
 };
 
-/* Fixed options of every easy handle of this client: TLS, CA, timeouts for a deadline,
- * protocols, share, user agent, buffer size. */
-void oci_easy_setup(struct oci_client *c, CURL *easy, uint64_t deadline_ms);
+/* ---- hosts (hosts.c) ---- */
+
+/* The client's hosts from its options (mirrors with some capability, then the registry). */
+int oci_hosts_init(struct oci_client *c);
+void oci_hosts_free(struct oci_client *c);
+/* The first host from index i on that has any of caps and is not resting after a failed
+ * connection (the registry, last, always qualifies); its index. */
+size_t oci_host_next(struct oci_client *c, size_t i, unsigned caps);
+/* A request to host h failed with r: whether to pass it on to the next host (h is a mirror)
+ * -- a mirror that could not be reached (-EAGAIN, -EPROTO) then rests OCI_MIRROR_DOWN_MS. */
+bool oci_host_failed(struct oci_client *c, struct oci_host *h, int r, const char *why);
+/* "API/REPOSITORY/KIND/REFERENCE" plus the host's query, e.g. the URL of a blob. */
+char *oci_host_url(const struct oci_client *c, const struct oci_host *h, const char *kind,
+		   const char *reference);
+
+/* Fixed options of every easy handle of this client talking to host h: TLS, CA, proxy,
+ * timeouts for a deadline, protocols, share, user agent, buffer size. */
+void oci_easy_setup(struct oci_client *c, const struct oci_host *h, CURL *easy,
+		    uint64_t deadline_ms);
 /* ref (absolute, or relative as a Location or Link may be) resolved against base; caller
  * frees. -EBADMSG when either does not parse. */
 int oci_url_join(const char *base, const char *ref, char **ret);
@@ -142,6 +190,7 @@ bool oci_slist_add(struct curl_slist **l, const char *fmt, ...) _printf_(2, 3);
 struct oci_req {
 	const char *method; /* GET, HEAD, PUT, POST, PATCH */
 	const char *url;
+	struct oci_host *host; /* whose URL (auth, TLS, headers); NULL: the registry */
 	const char *accept;
 	const char *content_type;
 	struct curl_slist *extra; /* more headers, not owned */
@@ -154,7 +203,8 @@ struct oci_req {
 	const char *origin_auth; /* an Authorization header for q->url's origin only (secret) */
 	bool push;          /* needs push access */
 	bool follow;        /* follow redirects */
-	bool no_retry;      /* not safe to repeat */
+	bool no_retry;      /* one attempt: not safe to repeat, or a mirror (the next host is
+			     * the retry) */
 	size_t max_body;    /* cap on a 2xx reply body; 0 = discard */
 	bool headers_only;  /* stop a 2xx reply at its first body byte (a probe) */
 	/* progress of an upload: bytes of body sent so far */
@@ -172,22 +222,22 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 int oci_share_init(struct oci_client *c);
 void oci_share_free(struct oci_client *c);
 
-/* Auth (auth.c). The header to send now, or NULL; *ret_gen identifies it for
+/* Auth (auth.c) with host h. The header to send now, or NULL; *ret_gen identifies it for
  * oci_auth_challenged(). */
-int oci_auth_header(struct oci_client *c, bool push, uint64_t deadline_ms, char **ret_header,
-		    uint64_t *ret_gen, struct util_error *err);
-/* A registry request answered 401 with this WWW-Authenticate value while gen was current:
+int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_t deadline_ms,
+		    char **ret_header, uint64_t *ret_gen, struct util_error *err);
+/* A request to h answered 401 with this WWW-Authenticate value while gen was current:
  * learn the scheme, get new credentials or a new token. 0 = retry the request. round counts
  * the 401s this request has had (1 for the first): from the second on, credentials that
  * were just obtained were refused, so it fails with -EACCES instead of asking again. */
-int oci_auth_challenged(struct oci_client *c, const char *www_auth, bool push, uint64_t gen,
-			int round, uint64_t deadline_ms, struct util_error *err);
-void oci_auth_free(struct oci_client *c);
+int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *www_auth, bool push,
+			uint64_t gen, int round, uint64_t deadline_ms, struct util_error *err);
+void oci_auth_free(struct oci_auth *a);
 
-/* Credentials for the client's registry (creds.c): options, auth.json, config.json,
- * credential helpers. -ENOENT when none are configured. */
-int oci_creds_find(const struct oci_client *c, struct oci_creds *ret, char **ret_source,
-		   char *errbuf, size_t errlen);
+/* Credentials for host h (creds.c): for the registry itself the options first; then
+ * auth.json, config.json, credential helpers under h's name. -ENOENT when none. */
+int oci_creds_find(const struct oci_client *c, const struct oci_host *h, struct oci_creds *ret,
+		   char **ret_source, char *errbuf, size_t errlen);
 char *oci_base64_encode(const void *data, size_t len);
 int oci_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);
 
@@ -197,7 +247,9 @@ int oci_manifest_put_resp(struct oci_client *c, const char *reference, const cha
 			  struct oci_resp *ret_resp, struct util_error *err);
 /* GET a manifest or index by tag or digest (MANIFEST_ACCEPT: OCI and Docker manifests and
  * indexes) into body, with its Content-Type and sha256; checked against expect_digest when
- * given (-EILSEQ). A non-200 is -errno with the status and the registry's error (client.c). */
+ * given (-EILSEQ). A non-200 is -errno with the status and the registry's error (client.c).
+ * With expect_digest, the hosts that may pull are tried in order (a mirror that fails or
+ * sends other bytes passes it on); a tag goes to the registry only. */
 int oci_manifest_get(struct oci_client *c, const char *reference, const char *expect_digest,
 		     uint64_t deadline, struct util_buf *body, char *ctype, size_t ctlen,
 		     char digest_out[UTIL_DIGEST_STR_LEN], struct util_error *err);

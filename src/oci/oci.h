@@ -33,6 +33,35 @@ void oci_ref_free(struct oci_ref *r);
 /* Canonical text form "registry/repository[:tag][@digest]" or the URL; caller frees. */
 char *oci_ref_format(const struct oci_ref *r);
 
+/* What a registry host may be asked for (containerd's hosts.toml capabilities): resolve =
+ * manifests by tag, pull = blobs and manifests by digest. */
+#define OCI_CAP_PULL 1u
+#define OCI_CAP_RESOLVE 2u
+
+/* A host a pull tries before the registry itself: `-o mirror=`, the configuration file's
+ * mirrors, a hosts.toml [host."..."] table (which also describes the registry's own server,
+ * see oci_options.server). Everything but url is optional. */
+struct oci_mirror {
+	char *url;              /* "http(s)://HOST[:PORT][/PATH]", no trailing '/' */
+	unsigned caps;          /* OCI_CAP_* */
+	bool override_path;     /* url is the API root itself: no "/v2" is added */
+	bool skip_verify;       /* TLS without certificate verification: bytes count as insecure */
+	char *ca_pem;           /* CA certificates (PEM text) trusted for this host, or NULL */
+	size_t ca_pem_len;
+	char **headers;         /* "Name: value" lines for this host, NULL-terminated, or NULL */
+	char *proxy;            /* this host's proxy URL; NULL: the global one */
+	uint64_t dial_timeout_ms; /* connect timeout; 0: the default */
+	char *from;             /* where it was configured, for messages ("-o mirror", a path) */
+};
+
+void oci_mirror_free(struct oci_mirror *m);
+int oci_mirror_copy(struct oci_mirror *dst, const struct oci_mirror *src);
+/* Parse "[http(s)://]HOST[:PORT][/PATH]" (no scheme: https) into m->url (normalized: scheme
+ * lowercased, no trailing '/'). -EINVAL with a reason in err (without the option's name). */
+int oci_mirror_url_parse(const char *text, char **ret_url, struct util_error *err);
+/* Whether the host's bytes travel without verified TLS (http://, skip_verify). */
+bool oci_mirror_weak(const struct oci_mirror *m);
+
 struct oci_options {
 	bool insecure;        /* plain-HTTP registry allowed */
 	char *ca_file;        /* ca=PATH */
@@ -43,12 +72,49 @@ struct oci_options {
 	char *password;       /* from password-file= (or oci.password=); never logged */
 	char *digest;         /* digest=sha256:... pin for URL sources */
 	uint64_t timeout_ms;  /* overall deadline for one request including retries; 0 = default */
+	/* Pulls: these hosts first, in order, then the registry (per request: a host that fails
+	 * or lacks what is asked passes the request on to the next). */
+	struct oci_mirror *mirrors;
+	size_t n_mirrors;
+	/* The registry's own server as hosts.toml describes it (its url may be NULL: the
+	 * reference's registry), or NULL. */
+	struct oci_mirror *server;
+	char *proxy;          /* proxy URL for every host without its own; NULL: libcurl's
+			       * http_proxy/https_proxy/no_proxy environment */
+	char *no_proxy;       /* hosts reached without the proxy (libcurl's NOPROXY list) */
 };
 
 void oci_options_init(struct oci_options *o);
 void oci_options_free(struct oci_options *o);
+/* A deep copy; -ENOMEM. */
+int oci_options_copy(struct oci_options *dst, const struct oci_options *src);
+/* Append a copy of m to o->mirrors, unless a mirror of the same url is there already (the
+ * first one configured wins). 1 added, 0 already there, -ENOMEM. */
+int oci_options_add_mirror(struct oci_options *o, const struct oci_mirror *m);
+/* Add what lazyerofs's configuration file says about pulls of ref (util/config.h): its
+ * proxy and no-proxy unless o has them, and its mirrors of ref's registry after o's own (all
+ * of the file's mirrors are checked). -EINVAL with "PATH: line N: ..." for a bad mirror. */
+struct util_config;
+int oci_options_apply_config(struct oci_options *o, const struct oci_ref *ref,
+			     const struct util_config *cfg, struct util_error *err);
+/* containerd's host configuration directory: $LAZYEROFS_CERTS_D, else
+ * /etc/containerd/certs.d. */
+const char *oci_certs_d_path(void);
+/* Add what certs_d/NAMESPACE/hosts.toml says about ref's registry (NAMESPACE: host_port_,
+ * host:port, then _default, the first that has one; Docker Hub's is docker.io): its server
+ * (unless o has one) and its hosts with pull or resolve, after o's mirrors. A missing file
+ * adds nothing; a bad one is -EINVAL (or the read's -errno) with "PATH: line N: ..." in err. */
+int oci_options_apply_hosts(struct oci_options *o, const struct oci_ref *ref, const char *certs_d,
+			    struct util_error *err);
+/* The same for the text of one hosts.toml at path (relative ca paths start in its directory). */
+int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t len,
+				 const char *path, struct util_error *err);
+/* Whether a pull with these options may take bytes of the reference's registry over a
+ * connection without verified TLS: `insecure`, a plain-HTTP or skip_verify mirror or server. */
+bool oci_options_weak(const struct oci_options *o);
 /* Set one -o key the oci module owns: insecure, ca, blob, layer, platform, username,
- * password-file, digest, timeout (seconds, may have a fraction) and the aliases oci.blob,
+ * password-file, digest, timeout (seconds, may have a fraction), mirror (repeatable: each
+ * adds one, with pull and resolve; `ca=` applies to it too) and the aliases oci.blob,
  * oci.layer, oci.platform, oci.username, oci.insecure, oci.password. value is NULL for a bare
  * flag. Returns 0; 1 when accepted with a warning in err->message (oci.password: visible to
  * other users) for the caller to print; -ENOENT for a key oci does not own (so a mount option
@@ -76,6 +142,9 @@ struct oci_blob {
 	char manifest_digest[UTIL_DIGEST_STR_LEN]; /* the image manifest resolved; empty for URLs */
 	uint64_t manifest_size;			   /* its size in bytes, 0 for URLs */
 	char manifest_media_type[128];		   /* its media type, "" for URLs */
+	/* The tag was resolved by a mirror alone (the registry could not be reached to
+	 * confirm its digest): the image is only as trustworthy as that mirror. */
+	bool resolved_by_mirror;
 };
 
 int oci_global_init(void);

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
  * The -o keys the oci module owns (DESIGN.md "Command-line contract"), with erofs-utils'
- * oci.* spellings as aliases. Keys oci does not own answer -ENOENT so that a mount option
- * parser can route them elsewhere.
+ * oci.* spellings as aliases. `mirror=` adds up; any other key given twice: the last wins.
+ * Keys oci does not own answer -ENOENT so that a mount option parser can route them
+ * elsewhere.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +46,13 @@ void oci_options_free(struct oci_options *o)
 	free(o->username);
 	free_secret(&o->password);
 	free(o->digest);
+	for (size_t i = 0; i < o->n_mirrors; i++)
+		oci_mirror_free(&o->mirrors[i]);
+	free(o->mirrors);
+	oci_mirror_free(o->server);
+	free(o->server);
+	free(o->proxy);
+	free(o->no_proxy);
 	oci_options_init(o);
 }
 
@@ -67,7 +75,23 @@ int oci_options_copy(struct oci_options *dst, const struct oci_options *src)
 	DUP(username);
 	DUP(password);
 	DUP(digest);
+	DUP(proxy);
+	DUP(no_proxy);
 #undef DUP
+	for (size_t i = 0; i < src->n_mirrors; i++)
+		if (oci_options_add_mirror(dst, &src->mirrors[i]) < 0) {
+			oci_options_free(dst);
+			return -ENOMEM;
+		}
+	if (src->server) {
+		dst->server = calloc(1, sizeof(*dst->server));
+		if (!dst->server || oci_mirror_copy(dst->server, src->server) < 0) {
+			free(dst->server);
+			dst->server = NULL;
+			oci_options_free(dst);
+			return -ENOMEM;
+		}
+	}
 	return 0;
 }
 
@@ -301,6 +325,24 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 		free_secret(&o->password);
 		o->password = pw;
 		return 0;
+	}
+	if (!strcmp(key, "mirror")) {
+		struct oci_mirror m = { .caps = OCI_CAP_PULL | OCI_CAP_RESOLVE };
+		struct util_error e = UTIL_ERROR_INIT;
+
+		NEED_VALUE();
+		r = oci_mirror_url_parse(value, &m.url, &e);
+		if (r < 0) {
+			if (r == -ENOMEM)
+				return r;
+			return util_err_set(
+			    err, -EINVAL,
+			    "option 'mirror': %s (want [http(s)://]HOST[:PORT][/PATH])", e.message);
+		}
+		m.from = strdup("-o mirror");
+		r = m.from ? oci_options_add_mirror(o, &m) : -ENOMEM;
+		oci_mirror_free(&m);
+		return r < 0 ? r : 0;
 	}
 	if (!strcmp(key, "timeout")) {
 		uint64_t ms;

@@ -75,7 +75,7 @@ int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error 
 
 	if (!err)
 		err = &local;
-	if (asprintf(&url, "%s/v2/%s/blobs/%s", c->base_url, c->ref->repository, digest) < 0)
+	if (asprintf(&url, "%s/%s/blobs/%s", c->up->api, c->ref->repository, digest) < 0)
 		return -ENOMEM;
 	q.url = url;
 	r = oci_request(c, &q, util_now_ms() + c->timeout_ms, &resp, NULL, err);
@@ -145,7 +145,7 @@ static int upload_once(struct oci_client *c, int fd, const void *mem, uint64_t s
 
 	oci_fmt(what, sizeof(what), "registry %s: uploading blob %s to %s", c->shown, digest,
 		c->ref->repository);
-	if (asprintf(&start, "%s/v2/%s/blobs/uploads/", c->base_url, c->ref->repository) < 0)
+	if (asprintf(&start, "%s/%s/blobs/uploads/", c->up->api, c->ref->repository) < 0)
 		return -ENOMEM;
 	q.method = "POST";
 	q.url = start;
@@ -283,7 +283,7 @@ int oci_manifest_put_resp(struct oci_client *c, const char *reference, const cha
 	util_err_clear(err);
 	util_sha256_buf(data, len, d);
 	util_digest_format(d, ret_digest);
-	if (asprintf(&url, "%s/v2/%s/manifests/%s", c->base_url, c->ref->repository,
+	if (asprintf(&url, "%s/%s/manifests/%s", c->up->api, c->ref->repository,
 		     reference ? reference : ret_digest) < 0)
 		return -ENOMEM;
 	q.url = url;

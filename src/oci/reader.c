@@ -10,7 +10,10 @@
  * several, parts coalesced or missing, the whole blob with 200, a reset mid-body) each byte
  * reaches the sink exactly once, in order within its range, and a retry asks only for what
  * is still missing. Redirects to blob storage are followed here, without the registry's
- * Authorization, and the storage location is remembered for a while.
+ * Authorization, and the storage location is remembered for a while. With mirrors, each
+ * request goes to the first host that may pull and is not resting; a mirror that fails
+ * (unreachable, 404, an error, a reply that does not fit the blob) passes the request on to
+ * the next host at once, for the bytes still missing, so the registry is the last word.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -150,14 +153,14 @@ static const char *blob_url_now(struct rreq *q)
 
 	if (q->url)
 		return q->url;
-	if (r->loc_url && util_now_ms() < r->loc_expires) {
+	if (r->loc_url && r->loc_host == q->host && util_now_ms() < r->loc_expires) {
 		q->from_cache = true;
 		q->storage = true;
 		return r->loc_url;
 	}
 	q->from_cache = false;
 	q->storage = r->c->ref->is_url;
-	return r->c->blob_url;
+	return r->c->hosts[q->host].blob_url;
 }
 
 static int start(struct rreq *q)
@@ -166,6 +169,7 @@ static int start(struct rreq *q)
 	struct oci_read *kr = q->k;
 	struct util_error *err = &kr->err;
 	struct oci_client *c = r->c;
+	struct oci_host *h = &c->hosts[q->host];
 	struct util_buf range = UTIL_BUF_INIT(64 * 1024);
 	const char *url = blob_url_now(q);
 	char *auth = NULL;
@@ -185,7 +189,7 @@ static int start(struct rreq *q)
 
 	/* The ranges still missing; against a server known to ignore ranges, one span. */
 	q->asked_multi = oci_rreq_remaining(q) > 1;
-	if (atomic_load(&c->ranges_ignored) && q->asked_multi) {
+	if (atomic_load(&h->ranges_ignored) && q->asked_multi) {
 		uint64_t lo = UINT64_MAX, hi = 0;
 
 		for (size_t i = 0; i < q->n; i++)
@@ -216,7 +220,7 @@ static int start(struct rreq *q)
 	}
 	util_buf_free(&range);
 	if (!q->storage && !c->ref->is_url) {
-		k = oci_auth_header(c, false, kr->deadline, &auth, &q->gen, err);
+		k = oci_auth_header(c, h, false, kr->deadline, &auth, &q->gen, err);
 		if (k < 0)
 			return k;
 		if (auth) {
@@ -227,12 +231,15 @@ static int start(struct rreq *q)
 			if (!ok)
 				return -ENOMEM;
 		}
+		for (struct curl_slist *l = h->headers; l; l = l->next)
+			if (!oci_slist_add(&q->hdrs, "%s", l->data))
+				return -ENOMEM;
 	}
 	if ((c->cond_match && !oci_slist_add(&q->hdrs, "%s", c->cond_match)) ||
 	    (c->cond_range && !oci_slist_add(&q->hdrs, "%s", c->cond_range)))
 		return -ENOMEM;
 
-	oci_easy_setup(c, e, kr->deadline);
+	oci_easy_setup(c, h, e, kr->deadline);
 	/* Blob bytes go over HTTP/1.1, one connection per transfer in flight: measured against
 	 * the distribution registry over TLS on loopback, HTTP/2 (one TCP connection, 16 KiB
 	 * frames, flow control) moved 16 MiB ranges at 220-280 MiB/s where HTTP/1.1 did 300-350,
@@ -354,12 +361,35 @@ static void read_end(struct oci_read *k, int result, bool call)
 
 enum outcome { DONE, AGAIN, FATAL };
 
+/* q failed at a mirror with code (why: its words): pass q on to the next host that may pull,
+ * at once, for the ranges still missing. False when q's host is the registry itself. */
+static bool next_host(struct oci_read *k, struct rreq *q, int code, const char *why)
+{
+	struct oci_client *c = k->r->c;
+	struct oci_host *h = &c->hosts[q->host];
+
+	if (!oci_host_failed(c, h, code, why))
+		return false;
+	oci_fmt(k->last_error, sizeof(k->last_error), "%s: %s", h->shown, why);
+	q->host = oci_host_next(c, q->host + 1, OCI_CAP_PULL);
+	free(q->url);
+	q->url = NULL;
+	q->storage = q->from_cache = false;
+	q->hops = q->auth_rounds = 0;
+	q->failures = q->no_progress = 0;
+	q->not_before = 0;
+	push_pending(k, q);
+	return true;
+}
+
 /* Decide what a finished transfer means: DONE (every range complete), AGAIN (q is queued to
- * continue, possibly split) or FATAL (err filled, returned in *ret). */
+ * continue, possibly split, or passed on to the next host) or FATAL (err filled, returned in
+ * *ret). */
 static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int *ret)
 {
 	struct oci_reader *r = k->r;
 	struct oci_client *c = r->c;
+	struct oci_host *h = &c->hosts[q->host];
 	CURL *e = r->easy[q->slot];
 	long st = q->resp.status;
 	uint64_t wait = 0, ra;
@@ -377,6 +407,8 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		left == 1 ? "" : "s", (unsigned long long)q->rg[0].off);
 
 	if (q->fail && !q->fail_retryable) {
+		if (!q->sink_failed && next_host(k, q, q->fail, q->fail_msg))
+			return AGAIN;
 		util_err_set_http(&k->err, q->fail, (int)st, NULL, "%s: %s", k->what, q->fail_msg);
 		*ret = q->fail;
 		return FATAL;
@@ -387,10 +419,20 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		oci_fmt(k->last_error, sizeof(k->last_error), "%s", q->fail_msg);
 	} else if (rc != CURLE_OK) {
 		if (q->resp.overflow) {
+			if (next_host(k, q, -EBADMSG, "reply headers too large"))
+				return AGAIN;
 			util_err_set_http(&k->err, -EBADMSG, (int)st, NULL,
 					  "%s: reply headers too large", k->what);
 			*ret = -EBADMSG;
 			return FATAL;
+		}
+		if (h->mirror && util_now_ms() < k->deadline &&
+		    (!q->progressed || !oci_curl_retryable(rc, q->errbuf))) {
+			struct util_error me = UTIL_ERROR_INIT;
+			int code = oci_curl_error(c, rc, q->errbuf, h->shown, &me);
+
+			if (next_host(k, q, code, me.message))
+				return AGAIN;
 		}
 		if (!oci_curl_retryable(rc, q->errbuf) || util_now_ms() >= k->deadline) {
 			*ret = oci_curl_error(c, rc, q->errbuf, k->what, &k->err);
@@ -405,9 +447,10 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 			oci_fmt(k->last_error, sizeof(k->last_error), "truncated multipart reply");
 		if (left == 0) {
 			if (q->url && !q->from_cache && !c->ref->is_url) {
-				/* Remember where the registry sent us, to skip the redirect. */
+				/* Remember where the host sent us, to skip the redirect. */
 				free(r->loc_url);
 				r->loc_url = TAKE_PTR(q->url);
+				r->loc_host = q->host;
 				r->loc_expires = util_now_ms() + LOCATION_TTL_MS;
 			}
 			return DONE;
@@ -415,7 +458,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		if (q->mode == BODY_SINGLE && q->asked_multi) {
 			/* One part for several ranges: this server (or storage) does not do
 			 * multipart/byteranges. Ask for the rest one range a request. */
-			atomic_store(&c->no_multirange, true);
+			atomic_store(&h->no_multirange, true);
 			log_debug("oci: %s answers one range at a time", k->what);
 		}
 		if (!q->progressed)
@@ -428,14 +471,17 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 
 		curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &next);
 		if (!next || ++q->hops > OCI_MAX_REDIRECTS) {
-			util_err_set_http(&k->err, -EBADMSG, (int)st, NULL, "%s: %s", k->what,
-					  next ? "too many redirects"
-					       : "redirect without a Location");
+			const char *why =
+			    next ? "too many redirects" : "redirect without a Location";
+
+			if (next_host(k, q, -EBADMSG, why))
+				return AGAIN;
+			util_err_set_http(&k->err, -EBADMSG, (int)st, NULL, "%s: %s", k->what, why);
 			*ret = -EBADMSG;
 			return FATAL;
 		}
 		/* Blob storage elsewhere gets no registry credentials. */
-		q->storage = q->storage || !oci_same_origin(next, c->blob_url);
+		q->storage = q->storage || !oci_same_origin(next, h->blob_url);
 		free(q->url);
 		q->url = strdup(next);
 		if (!q->url) {
@@ -445,7 +491,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		push_pending(k, q);
 		return AGAIN;
 	} else if (q->from_cache && st >= 400 && st < 500) {
-		/* The remembered storage URL expired: back to the registry. */
+		/* The remembered storage URL expired: back to the host. */
 		free(r->loc_url);
 		r->loc_url = NULL;
 		free(q->url);
@@ -455,10 +501,14 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		push_pending(k, q);
 		return AGAIN;
 	} else if (st == 401 && !q->storage && !c->ref->is_url) {
-		int a = oci_auth_challenged(c, q->resp.www_auth, false, q->gen, ++q->auth_rounds,
+		int a = oci_auth_challenged(c, h, q->resp.www_auth, false, q->gen, ++q->auth_rounds,
 					    k->deadline, &k->err);
 
 		if (a < 0) {
+			if (next_host(k, q, a, k->err.message)) {
+				util_err_clear(&k->err);
+				return AGAIN;
+			}
 			util_err_prefix(&k->err, "%s", k->what);
 			*ret = a;
 			return FATAL;
@@ -471,7 +521,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		if (q->resp.retry_after[0] &&
 		    oci_retry_after_parse(q->resp.retry_after, strlen(q->resp.retry_after), time(NULL),
 					  &ra) == 0) {
-			if (util_now_ms() + ra >= k->deadline) {
+			if (util_now_ms() + ra >= k->deadline && !h->mirror) {
 				util_err_prefix(&k->err,
 						"gave up (the server asks to retry after %llu s, "
 						"past the deadline)",
@@ -494,15 +544,24 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		*ret = oci_status_error(c, &q->resp, &q->errbody, k->what, &k->err);
 		if (st == 416)
 			*ret = -EBADMSG;
+		if (next_host(k, q, *ret, k->err.message)) {
+			util_err_clear(&k->err);
+			return AGAIN;
+		}
 		return FATAL;
 	}
 
-	/* A failure to retry. */
+	/* A failure to retry: at a mirror, the next host is the retry unless this one is
+	 * making progress. */
 	q->failures++;
 	if (q->progressed)
 		q->no_progress = 0;
 	else
 		q->no_progress++;
+	if (h->mirror && (!q->progressed || q->failures >= MAX_FAILURES) &&
+	    next_host(k, q, st >= 500 || st == 429 || st == 408 || !st ? -EAGAIN : -EBADMSG,
+		      k->last_error))
+		return AGAIN;
 	if (q->no_progress >= OCI_MAX_ATTEMPTS || q->failures >= MAX_FAILURES || k->single_attempt) {
 		char code[sizeof(k->err.registry_code)];
 
@@ -524,7 +583,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 	log_debug("oci: %s: %s; retrying %s in %llu ms", k->what, k->last_error, range_shown,
 		  (unsigned long long)wait);
 
-	if (atomic_load(&c->no_multirange) && oci_rreq_remaining(q) > 1) {
+	if (atomic_load(&h->no_multirange) && oci_rreq_remaining(q) > 1) {
 		/* Split what is left into single-range requests. */
 		for (size_t i = 0; i < q->n; i++) {
 			struct rreq *s;
@@ -536,6 +595,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 				*ret = -ENOMEM;
 				return FATAL;
 			}
+			s->host = q->host;
 			s->not_before = q->not_before;
 			s->failures = q->failures;
 			s->no_progress = q->no_progress;
@@ -579,6 +639,8 @@ int oci_reader_submit(struct oci_reader *r, const struct util_extent *v, size_t 
 		      oci_sink_fn sink, oci_done_fn done, void *ctx, struct util_error *err)
 {
 	struct oci_client *c = r->c;
+	size_t first = oci_host_next(c, 0, OCI_CAP_PULL);
+	struct oci_host *h = &c->hosts[first];
 	struct oci_read *k;
 	size_t m = 0, i;
 	uint64_t total = 0, target;
@@ -633,9 +695,9 @@ int oci_reader_submit(struct oci_reader *r, const struct util_extent *v, size_t 
 		uint64_t bytes = k->rg[i].len;
 		struct rreq *q;
 
-		if (atomic_load(&c->ranges_ignored)) {
+		if (atomic_load(&h->ranges_ignored)) {
 			j = m;
-		} else if (!atomic_load(&c->no_multirange)) {
+		} else if (!atomic_load(&h->no_multirange)) {
 			while (j < m) {
 				size_t spec = oci_range_spec_len(k->rg[j].off, k->rg[j].len);
 
@@ -653,6 +715,7 @@ int oci_reader_submit(struct oci_reader *r, const struct util_extent *v, size_t 
 			read_end(k, -ENOMEM, false);
 			return util_err_set(err, -ENOMEM, "out of memory");
 		}
+		q->host = first;
 		append_pending(k, q);
 		i = j;
 	}

@@ -60,7 +60,8 @@ struct rreq {
 	int failures;
 	int auth_rounds;
 	int hops;
-	char *url;       /* NULL: the blob URL (or the remembered location) */
+	size_t host;     /* index of the client's host asked (mirrors first, the registry last) */
+	char *url;       /* NULL: the host's blob URL (or the remembered location) */
 	bool storage;    /* url is not the registry: no registry Authorization */
 	bool from_cache; /* url is the remembered location */
 	bool asked_multi;
@@ -77,6 +78,7 @@ struct rreq {
 	struct util_buf errbody;
 	int fail; /* set by callbacks: -errno */
 	bool fail_retryable;
+	bool sink_failed; /* the fail is the receiver's, not the server's */
 	char fail_msg[300];
 	bool progressed;
 	char errbuf[CURL_ERROR_SIZE];
@@ -95,7 +97,8 @@ struct oci_reader {
 	unsigned nreads;
 	uint64_t requests, bytes;
 	uint64_t ended; /* reads whose done callback ran */
-	char *loc_url; /* where the registry last redirected the blob to */
+	char *loc_url; /* where a host last redirected the blob to */
+	size_t loc_host; /* ... that host */
 	uint64_t loc_expires;
 };
 

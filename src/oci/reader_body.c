@@ -43,6 +43,7 @@ static int deliver(struct rreq *q, uint64_t off, const uint8_t *data, size_t len
 		k = q->k->sink(q->k->ctx, exp, data + (exp - off), (size_t)(stop - exp));
 		if (k < 0) {
 			fail_cb(q, k, false, "the receiver of the data failed: %s", strerror(-k));
+			q->sink_failed = true;
 			return k;
 		}
 		g->done += stop - exp;
@@ -80,9 +81,13 @@ static bool stale_reply(struct rreq *q, uint64_t total)
 static void classify(struct rreq *q)
 {
 	struct oci_client *c = q->r->c;
+	struct oci_host *h = &c->hosts[q->host];
 	long st = q->resp.status;
 
 	if (st == 206) {
+		/* Ranges honoured (again: a pull-through cache that answered 200 while it had
+		 * not cached the blob answers 206 once it has). */
+		atomic_store(&h->ranges_ignored, false);
 		char boundary[OCI_BOUNDARY_MAX + 1];
 		uint64_t f, l, t;
 		int k;
@@ -129,7 +134,7 @@ static void classify(struct rreq *q)
 			fail_cb(q, -ESTALE, false, "the object changed on the server");
 			return;
 		}
-		atomic_store(&c->ranges_ignored, true);
+		atomic_store(&h->ranges_ignored, true);
 		q->need_end = 0;
 		for (size_t i = 0; i < q->n; i++)
 			if (q->rg[i].done < q->rg[i].len)

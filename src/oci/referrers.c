@@ -224,7 +224,7 @@ static int api_newest(struct oci_client *c, const struct oci_descriptor *subject
 	esc = curl_easy_escape(NULL, artifact_type, 0);
 	if (!esc)
 		return -ENOMEM;
-	if (asprintf(&url, "%s/v2/%s/referrers/%s?artifactType=%s", c->base_url, c->ref->repository,
+	if (asprintf(&url, "%s/%s/referrers/%s?artifactType=%s", c->up->api, c->ref->repository,
 		     subject->digest, esc) < 0)
 		url = NULL;
 	curl_free(esc);
@@ -328,26 +328,28 @@ int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_
 	return 0;
 }
 
-/* GET a blob of known size and digest, whole, into *ret (NUL-terminated). */
-static int blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t deadline,
-		    void **ret, size_t *ret_len, struct util_error *err)
+/* GET a blob of known size and digest, whole, into *ret (NUL-terminated), from host h. */
+static int blob_get_at(struct oci_client *c, struct oci_host *h, const struct oci_descriptor *d,
+		       uint64_t deadline, void **ret, size_t *ret_len, struct util_error *err)
 {
 	struct oci_req q = {.method = "GET",
 			    .body_fd = -1,
 			    .registry_auth = true,
 			    .follow = true,
-			    .max_body = d->size};
+			    .max_body = d->size,
+			    .host = h,
+			    .no_retry = h->mirror};
 	struct util_buf body = UTIL_BUF_INIT(MAX(d->size, OCI_ERROR_BODY_MAX));
-	_cleanup_free_ char *url = NULL;
+	_cleanup_free_ char *url = oci_host_url(c, h, "blobs", d->digest);
 	uint8_t sum[UTIL_SHA256_LEN];
 	char got[UTIL_DIGEST_STR_LEN], what[400];
 	struct oci_resp resp;
 	char *data = NULL;
 	int r;
 
-	if (asprintf(&url, "%s/v2/%s/blobs/%s", c->base_url, c->ref->repository, d->digest) < 0)
+	if (!url)
 		return -ENOMEM;
-	oci_fmt(what, sizeof(what), "registry %s: blob %s@%s", c->shown, c->ref->repository,
+	oci_fmt(what, sizeof(what), "registry %s: blob %s@%s", h->shown, c->ref->repository,
 		d->digest);
 	q.url = url;
 	r = oci_request(c, &q, deadline, &resp, &body, err);
@@ -373,6 +375,21 @@ static int blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64
 out:
 	util_buf_free(&body);
 	return r;
+}
+
+/* blob_get_at the first host that may pull and has it. */
+static int blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t deadline,
+		    void **ret, size_t *ret_len, struct util_error *err)
+{
+	for (size_t i = oci_host_next(c, 0, OCI_CAP_PULL);;
+	     i = oci_host_next(c, i + 1, OCI_CAP_PULL)) {
+		int r;
+
+		util_err_clear(err);
+		r = blob_get_at(c, &c->hosts[i], d, deadline, ret, ret_len, err);
+		if (r >= 0 || !oci_host_failed(c, &c->hosts[i], r, util_err_msg(err, r)))
+			return r;
+	}
 }
 
 int oci_artifact_fetch(struct oci_client *c, const char *manifest_digest, const char *media_type,

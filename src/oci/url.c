@@ -99,7 +99,7 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct util_erro
 		}
 	}
 	if (!ranges) {
-		atomic_store(&c->ranges_ignored, true);
+		atomic_store(&c->up->ranges_ignored, true);
 		if (size > OCI_WHOLE_BODY_MAX) {
 			return util_err_set_http(
 			    err, -EMEDIUMTYPE, (int)resp.status, NULL,

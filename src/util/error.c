@@ -87,3 +87,12 @@ const char *util_err_msg(const struct util_error *e, int code)
 		return e->message;
 	return strerror(code < 0 ? -code : code);
 }
+
+void util_err_printable(struct util_error *e)
+{
+	if (!e)
+		return;
+	for (char *p = e->message; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+}

@@ -36,6 +36,9 @@ int util_err_set_http(struct util_error *e, int code, int http_status, const cha
 void util_err_prefix(struct util_error *e, const char *fmt, ...) _printf_(2, 3);
 /* Whether a message was recorded (false for NULL). */
 bool util_err_has_msg(const struct util_error *e);
+/* Replace the message's control characters with '?': a message that quotes untrusted text
+ * (a key of a configuration file, a URL) stays one printable line. */
+void util_err_printable(struct util_error *e);
 /* The message, or strerror(-code) when there is none (e may be NULL). */
 const char *util_err_msg(const struct util_error *e, int code);
 

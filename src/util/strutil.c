@@ -43,3 +43,41 @@ const char *util_format_bytes(uint64_t n, char *buf, size_t len)
 		snprintf(buf, len, "%.1f %s", v, units[u]);
 	return buf;
 }
+
+int util_parse_size(const char *s, struct util_size *ret)
+{
+	static const char units[] = "KMGT";
+	char num[24];
+	size_t n = s ? strlen(s) : 0;
+	uint64_t v, mul = 1;
+	const char *u;
+	int r;
+
+	if (n == 0 || n >= sizeof(num))
+		return -EINVAL;
+	memcpy(num, s, n + 1);
+	if (num[n - 1] == '%') {
+		num[n - 1] = 0;
+		r = util_parse_u64(num, &v);
+		if (r < 0)
+			return r;
+		if (v == 0 || v > 100)
+			return -ERANGE;
+		ret->bytes = 0;
+		ret->percent = (unsigned)v;
+		return 0;
+	}
+	u = strchr(units, num[n - 1]);
+	if (u && *u) {
+		num[n - 1] = 0;
+		mul = 1ULL << (10 * (u - units + 1));
+	}
+	r = util_parse_u64(num, &v);
+	if (r < 0)
+		return r;
+	if (__builtin_mul_overflow(v, mul, &v))
+		return -ERANGE;
+	ret->bytes = v;
+	ret->percent = 0;
+	return 0;
+}

@@ -60,10 +60,21 @@ class LazyEnv:
         os.chmod(self.root, 0o700)
         self.cache = os.path.join(self.root, "c")
         self.run_dir = os.path.join(self.root, "r")
+        # The machine's own configuration (/etc/lazyerofs/config, containerd's certs.d) stays
+        # out of tests: these paths exist only when a test writes them.
+        self.config = os.path.join(self.root, "config")
+        self.certs_d = os.path.join(self.root, "certs.d")
         self.env = sanitizer_env(dict(os.environ, LAZYEROFS_CACHE_DIR=self.cache,
-                                      LAZYEROFS_RUN_DIR=self.run_dir), self.root)
+                                      LAZYEROFS_RUN_DIR=self.run_dir,
+                                      LAZYEROFS_CONFIG=self.config,
+                                      LAZYEROFS_CERTS_D=self.certs_d), self.root)
         self.points = []
         self.pids = set()
+
+    def write_config(self, text):
+        """Write the configuration file this test's commands read."""
+        with open(self.config, "w") as f:
+            f.write(text)
 
     # --- driving the binary ---
 

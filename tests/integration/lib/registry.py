@@ -217,8 +217,13 @@ class Registry:
     host: "127.0.0.1:PORT" (for references), url: "http(s)://127.0.0.1:PORT", client: a
     RegistryClient with whatever credentials the flavour needs."""
 
-    def __init__(self, auth=None, tls=None, port=None):
+    def __init__(self, auth=None, tls=None, port=None, proxy=None, env=None):
+        """proxy: the registry is a pull-through cache of another one, the distribution
+        registry's `proxy:` section ({"remoteurl": URL} plus "username"/"password" when that
+        one wants a login); it then refuses pushes. env: more environment for the process
+        (SSL_CERT_FILE, to trust a test CA upstream)."""
         self.dir = tempfile.mkdtemp(prefix="lazyerofs-registry-")
+        self.env = env
         # None: the first start binds port 0 and learns the port the kernel gave it (no
         # pick-then-bind race); restarts keep that port, since references name it.
         self.port = port
@@ -240,6 +245,8 @@ class Registry:
             cfg["http"]["tls"] = {"certificate": tls[0], "key": tls[1]}
         if auth:
             cfg["auth"] = auth
+        if proxy:
+            cfg["proxy"] = proxy
         self._cfg = cfg
         self.config = os.path.join(self.dir, "config.yml")
         self._write_config()
@@ -263,7 +270,8 @@ class Registry:
         logf = open(self.log, "ab")
         try:
             self.proc = subprocess.Popen([REGISTRY_BIN, "serve", self.config], stdin=subprocess.DEVNULL,
-                                         stdout=logf, stderr=logf, start_new_session=True)
+                                         stdout=logf, stderr=logf, start_new_session=True,
+                                         env=dict(os.environ, **self.env) if self.env else None)
         finally:
             logf.close()
         ports = wait_listening(self.proc, [self.port] if self.port else [])
@@ -317,6 +325,14 @@ class Registry:
         if digest:
             s += f"@{digest}"
         return s
+
+
+    def has_blob(self, digest):
+        """Whether the registry's storage holds the blob's bytes (a pull-through cache stores
+        what it passed on, in the background)."""
+        hexd = digest.split(":", 1)[1]
+        return os.path.exists(os.path.join(self.storage, "docker", "registry", "v2", "blobs",
+                                           "sha256", hexd[:2], hexd, "data"))
 
 
 def _start(reg):
