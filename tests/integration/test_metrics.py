@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 
 import pytest
 
@@ -105,22 +104,15 @@ def entry_labels(st):
 # --- fixtures ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def workdir():
-    d = tempfile.mkdtemp(prefix="lazyerofs-metrics-", dir="/var/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def busybox(workdir, registry):
-    path, tree = build_busybox_image(workdir)
+def busybox(tmp_path_factory, registry):
+    path, tree = build_busybox_image(str(tmp_path_factory.mktemp("metrics")))
     registry.client.push_image("metrics/bb", "v1", [(path, MT_EROFS)])
     return registry.ref("metrics/bb", "v1"), tree
 
 
 @pytest.fixture(scope="module")
-def big(workdir, registry):
-    path, tree = build_big_image(workdir, files=4, mib=2)
+def big(tmp_path_factory, registry):
+    path, tree = build_big_image(str(tmp_path_factory.mktemp("metrics-big")), files=4, mib=2)
     registry.client.push_image("metrics/big", "v1", [(path, MT_EROFS)])
     return "metrics/big", tree
 

@@ -181,12 +181,13 @@ static struct mount_status_entry mount(const char *mp, const char *key, const ch
 	return e;
 }
 
-static size_t count_lines(const char *s, const char *prefix)
+/* Lines of s that start with prefix (whole: that are prefix). */
+static size_t count_lines(const char *s, const char *prefix, bool whole)
 {
 	size_t n = 0, len = strlen(prefix);
 
 	for (const char *p = s; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-		n += !strncmp(p, prefix, len);
+		n += !strncmp(p, prefix, len) && (!whole || p[len] == '\n');
 	return n;
 }
 
@@ -199,48 +200,46 @@ static void test_status_groups_by_entry(void **state)
 	    mount("/m/two \"q\"\n", KEY_A, "tls", true),
 	    mount("/m/three", KEY_B, "insecure", false),
 	};
+	/* A mount each, the lost ones down; an entry each, whatever its mounts: the counters
+	 * come from the live daemon. */
+	static const char *const lines[] = {
+	    "lazyerofs_mount_info{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\",mountpoint=\"/m/two \\\"q\\\"\\n\",source=\"127.0.0.1:5000/r/x:1\"} 1",
+	    "lazyerofs_daemon_up{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\",mountpoint=\"/m/one\"} 0",
+	    "lazyerofs_daemon_up{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\",mountpoint=\"/m/two \\\"q\\\"\\n\"} 1",
+	    "lazyerofs_fetched_bytes_total{digest=\"" DIGEST "\",entry=\"" KEY_A "\"} 4096",
+	    "lazyerofs_entry_state{digest=\"" DIGEST "\",entry=\"" KEY_A "\",state=\"running\"} 1",
+	    "lazyerofs_entry_state{digest=\"" DIGEST "\",entry=\"" KEY_B "\",state=\"lost\"} 1",
+	    "lazyerofs_entry_integrity{digest=\"" DIGEST "\",entry=\"" KEY_B
+	    "\",integrity=\"insecure\"} 1",
+	    "lazyerofs_errors_total{digest=\"" DIGEST "\",entry=\"" KEY_A "\",kind=\"5xx\"} 2",
+	    "lazyerofs_errors_total{digest=\"" DIGEST "\",entry=\"" KEY_A "\",kind=\"denied\"} 1",
+	    "lazyerofs_daemon_restarts_total{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\",process=\"worker\"} 1",
+	    "lazyerofs_event_latency_seconds_bucket{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\",le=\"60\"} 8",
+	    "lazyerofs_event_latency_seconds_count{digest=\"" DIGEST "\",entry=\"" KEY_A "\"} 9",
+	    "lazyerofs_event_latency_seconds_sum{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\"} 61.0005",
+	};
 	struct out o;
 	char *s;
 
 	out_open(&o);
 	assert_int_equal(cli_status_prometheus(o.f, v, 3), 0);
 	s = out_close(&o);
-	/* A mount each; the lost ones are down. */
-	assert_int_equal(count_lines(s, "lazyerofs_mount_info{"), 3);
-	assert_non_null(strstr(s, "lazyerofs_mount_info{digest=\"" DIGEST "\",entry=\"" KEY_A
-				  "\",mountpoint=\"/m/two \\\"q\\\"\\n\",source=\"127.0.0.1:5000/r/"
-				  "x:1\"} 1\n"));
-	assert_non_null(strstr(s, "lazyerofs_daemon_up{digest=\"" DIGEST "\",entry=\"" KEY_A
-				  "\",mountpoint=\"/m/one\"} 0\n"));
-	assert_non_null(strstr(s, "lazyerofs_daemon_up{digest=\"" DIGEST "\",entry=\"" KEY_A
-				  "\",mountpoint=\"/m/two \\\"q\\\"\\n\"} 1\n"));
-	/* An entry each, whatever its mounts: the counters come from the live daemon. */
-	assert_int_equal(count_lines(s, "lazyerofs_blob_size_bytes{"), 2);
-	assert_int_equal(count_lines(s, "lazyerofs_fetched_bytes_total{"), 1);
-	assert_non_null(strstr(s, "lazyerofs_fetched_bytes_total{digest=\"" DIGEST
-				  "\",entry=\"" KEY_A "\"} 4096\n"));
-	assert_non_null(strstr(s, "lazyerofs_entry_state{digest=\"" DIGEST "\",entry=\"" KEY_A
-				  "\",state=\"running\"} 1\n"));
-	assert_non_null(strstr(s, "lazyerofs_entry_state{digest=\"" DIGEST "\",entry=\"" KEY_B
-				  "\",state=\"lost\"} 1\n"));
-	assert_non_null(strstr(s, "lazyerofs_entry_integrity{digest=\"" DIGEST "\",entry=\"" KEY_B
-				  "\",integrity=\"insecure\"} 1\n"));
-	assert_int_equal(count_lines(s, "lazyerofs_entry_state{"), 10);
-	assert_non_null(strstr(s, "lazyerofs_errors_total{digest=\"" DIGEST "\",entry=\"" KEY_A
-				  "\",kind=\"5xx\"} 2\n"));
-	assert_non_null(strstr(s, "lazyerofs_errors_total{digest=\"" DIGEST "\",entry=\"" KEY_A
-				  "\",kind=\"denied\"} 1\n"));
-	assert_non_null(strstr(s, "lazyerofs_daemon_restarts_total{digest=\"" DIGEST
-				  "\",entry=\"" KEY_A "\",process=\"worker\"} 1\n"));
-	assert_non_null(strstr(s, "lazyerofs_event_latency_seconds_bucket{digest=\"" DIGEST
-				  "\",entry=\"" KEY_A "\",le=\"60\"} 8\n"));
-	assert_non_null(strstr(s, "lazyerofs_event_latency_seconds_count{digest=\"" DIGEST
-				  "\",entry=\"" KEY_A "\"} 9\n"));
-	assert_non_null(strstr(s, "lazyerofs_event_latency_seconds_sum{digest=\"" DIGEST
-				  "\",entry=\"" KEY_A "\"} 61.0005\n"));
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		if (count_lines(s, lines[i], true) != 1)
+			fail_msg("not once in the output: %s\n%s", lines[i], s);
+	assert_int_equal(count_lines(s, "lazyerofs_mount_info{", false), 3);
+	assert_int_equal(count_lines(s, "lazyerofs_blob_size_bytes{", false), 2);
+	assert_int_equal(count_lines(s, "lazyerofs_fetched_bytes_total{", false), 1);
+	assert_int_equal(count_lines(s, "lazyerofs_entry_state{", false), 10);
 	/* Every family once, HELP before TYPE before its samples. */
-	assert_int_equal(count_lines(s, "# TYPE lazyerofs_errors_total counter"), 1);
-	assert_int_equal(count_lines(s, "# HELP "), count_lines(s, "# TYPE "));
+	assert_int_equal(count_lines(s, "# TYPE lazyerofs_errors_total counter", false), 1);
+	assert_int_equal(count_lines(s, "# HELP ", false), count_lines(s, "# TYPE ", false));
 	assert_true(s[strlen(s) - 1] == '\n');
 	free(s);
 
@@ -248,8 +247,8 @@ static void test_status_groups_by_entry(void **state)
 	out_open(&o);
 	assert_int_equal(cli_status_prometheus(o.f, NULL, 0), 0);
 	s = out_close(&o);
-	assert_int_equal(count_lines(s, "lazyerofs_"), 0);
-	assert_true(count_lines(s, "# TYPE lazyerofs_") > 10);
+	assert_int_equal(count_lines(s, "lazyerofs_", false), 0);
+	assert_true(count_lines(s, "# TYPE lazyerofs_", false) > 10);
 	free(s);
 }
 
