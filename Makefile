@@ -115,13 +115,15 @@ $(BUILD)/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Itests/unit -c -o $@ $<
 
+# cli has no archive: its tests link its objects (but main's) and the modules below it.
+unit_libs = $(if $(filter cli,$(1)),$(filter-out $(BUILD)/obj/cli/main.o,$(CLI_OBJS)) \
+	$(call libs_for,mount),$(call libs_for,$(1)))
 define unit_test
-$(BUILD)/tests/unit/$(1)/%: tests/unit/$(1)/%.c $(call libs_for,$(1)) $(UNIT_HELPER_OBJS)
+$(BUILD)/tests/unit/$(1)/%: tests/unit/$(1)/%.c $(call unit_libs,$(1)) $(UNIT_HELPER_OBJS)
 	@mkdir -p $$(dir $$@)
 	@$$(if $$(Q),echo "  TEST    $$@")
 	$$(Q)$$(CC) $$(ALL_CFLAGS) -Itests/unit -o $$@ $$< $(UNIT_HELPER_OBJS) \
-		$(if $(filter cli,$(1)),$(filter-out $(BUILD)/obj/cli/main.o,$(CLI_OBJS))) \
-		$(call libs_for,$(1)) $$(ALL_LDFLAGS) $$(PKG_LIBS) -lcmocka
+		$(call unit_libs,$(1)) $$(ALL_LDFLAGS) $$(PKG_LIBS) -lcmocka
 endef
 $(foreach m,$(MODULES),$(eval $(call unit_test,$(m))))
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
-/* Helpers shared by the subcommands: the one-line answer to a bad option, and -o lists of the
- * registry client's options. */
+/* Helpers shared by the subcommands: -v, the one-line answer to a bad option, and -o lists
+ * of the registry client's options. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -8,6 +8,11 @@
 
 #include "cli/cli.h"
 #include "util/log.h"
+
+void cli_verbose_inc(void)
+{
+	util_log_set_level(util_log_get_level() + 1);
+}
 
 int cli_option_error(const char *cmd, const char *optstring, char **argv)
 {

@@ -33,11 +33,6 @@ static void usage(FILE *f)
 	fprintf(f, "\nRun 'lazyerofs COMMAND --help' for a command's options.\n");
 }
 
-void cli_verbose_inc(void)
-{
-	util_log_set_level(util_log_get_level() + 1);
-}
-
 int main(int argc, char **argv)
 {
 	const char *prog = argc > 0 ? argv[0] : "lazyerofs";

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
- * `lazyerofs status [--json] [MOUNTPOINT]`: every mount's live numbers from its daemon, as
- * the JSON keys of DESIGN.md ("status --json") or as a table for people.
+ * `lazyerofs status [--json | --prometheus] [MOUNTPOINT]`: every mount's live numbers from
+ * its daemon, as the JSON keys of DESIGN.md ("status --json"), as the Prometheus text format
+ * (status_prom.c) or as a table for people.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/status.h"
 #include "mount/mount.h"
 #include "util/json.h"
 #include "util/log.h"
@@ -17,22 +20,28 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: lazyerofs status [-v] [--json] [MOUNTPOINT]\n"
+	fprintf(f, "Usage: lazyerofs status [-v] [--json | --prometheus] [MOUNTPOINT]\n"
 		   "\n"
 		   "Show every lazyerofs mount (or just MOUNTPOINT): source, digest, how much of\n"
 		   "the image is present in the cache, what was fetched, request/event/error\n"
 		   "counts and the daemon's state (running, complete, verified, bad).\n"
 		   "\n"
-		   "  --json   one JSON object: {\"mounts\":[{\"mountpoint\",\"source\",\"digest\",\n"
-		   "           \"size\",\"present_bytes\",\"fetched_bytes\",\"requests\",\"events\",\n"
-		   "           \"errors\",\"pid\",\"state\",\"integrity\",...}]}\n"
+		   "  --json        one JSON object: {\"mounts\":[{\"mountpoint\",\"source\",\n"
+		   "                \"digest\",\"size\",\"present_bytes\",\"fetched_bytes\",\n"
+		   "                \"requests\",\"events\",\"errors\",\"pid\",\"state\",\n"
+		   "                \"integrity\",...}]}\n"
+		   "  --prometheus  the Prometheus text exposition format (for node_exporter's\n"
+		   "                textfile collector, say): lazyerofs_* metrics of each cache\n"
+		   "                entry labelled digest and entry (a blob mounted twice counts\n"
+		   "                once), one lazyerofs_mount_info series a mount, and\n"
+		   "                lazyerofs_daemon_up 0 for a mount whose daemon is gone\n"
 		   "\n"
 		   "Environment: LAZYEROFS_RUN_DIR (default " MOUNT_DEFAULT_RUN_DIR ").\n");
 }
 
 /* A mount whose daemon does not answer is lost (DESIGN "status --json"): nothing serves its
  * missing bytes any more; it is shown with the reason. */
-static const char *entry_state(const struct mount_status_entry *e)
+const char *cli_status_state(const struct mount_status_entry *e)
 {
 	return e->daemon_alive ? e->fs.state : "lost";
 }
@@ -40,7 +49,7 @@ static const char *entry_state(const struct mount_status_entry *e)
 /* What the mount's bytes are checked against: the whole blob against its digest, else the
  * connection they came over (an entry holds bytes of one kind only). A tag that only a
  * mirror resolved makes the image that mirror's word, verified or not. */
-static const char *entry_integrity(const struct mount_status_entry *e)
+const char *cli_status_integrity(const struct mount_status_entry *e)
 {
 	const char *t = e->st.transport ? e->st.transport : "";
 
@@ -51,7 +60,7 @@ static const char *entry_integrity(const struct mount_status_entry *e)
 	return !strcmp(t, "insecure") ? "insecure" : "tls";
 }
 
-static const char *entry_digest(const struct mount_status_entry *e)
+const char *cli_status_digest(const struct mount_status_entry *e)
 {
 	if (e->daemon_alive && e->fs.digest[0])
 		return e->fs.digest;
@@ -77,13 +86,13 @@ static json_t *entry_json(const struct mount_status_entry *e)
 
 	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:s, s:s, s:I, s:s, s:s}",
 		      "mountpoint", e->st.mountpoint, "source", e->st.source, "digest",
-		      entry_digest(e), "size", (json_int_t)(a ? s->size : e->st.size),
+		      cli_status_digest(e), "size", (json_int_t)(a ? s->size : e->st.size),
 		      "present_bytes", (json_int_t)(a ? s->present_bytes : 0), "fetched_bytes",
 		      (json_int_t)(a ? s->fetched_bytes : 0), "requests",
 		      (json_int_t)(a ? s->requests : 0), "events", (json_int_t)(a ? s->events : 0),
 		      "errors", (json_int_t)(a ? s->errors : 0), "pid",
-		      (int)(a && s->pid ? s->pid : e->st.pid), "state", entry_state(e),
-		      "integrity", entry_integrity(e), "mnt_id",
+		      (int)(a && s->pid ? s->pid : e->st.pid), "state", cli_status_state(e),
+		      "integrity", cli_status_integrity(e), "mnt_id",
 		      (json_int_t)e->st.mnt_id, "cache", e->st.cache ? e->st.cache : "", "options",
 		      e->st.options ? e->st.options : "");
 	if (o && a) {
@@ -115,6 +124,15 @@ static json_t *entry_json(const struct mount_status_entry *e)
 		if (add_keys(o, prof) < 0)
 			return NULL;
 	}
+	if (o && a) {
+		json_t *more = fetch_metrics_json(s);
+
+		if (more)
+			json_object_set_new(more, "holder_restarts",
+					    json_integer((json_int_t)s->holder_restarts));
+		if (add_keys(o, more) < 0)
+			return NULL;
+	}
 	if (o && !a)
 		json_object_set_new(o, "problem",
 				    json_string("the fetch daemon is not running; unmount with "
@@ -129,16 +147,16 @@ static int print_json(const struct mount_status_entry *v, size_t n)
 	char *text;
 
 	if (!root || !arr || json_object_set_new(root, "mounts", arr) < 0)
-		return -1;
+		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		json_t *o = entry_json(&v[i]);
 
 		if (!o || json_array_append_new(arr, o) < 0)
-			return -1;
+			return -ENOMEM;
 	}
 	text = json_dumps(root, JSON_COMPACT);
 	if (!text)
-		return -1;
+		return -ENOMEM;
 	puts(text);
 	free(text);
 	return 0;
@@ -157,7 +175,7 @@ static void fill_row(const struct mount_status_entry *e, char cells[NCOLS][CELL]
 {
 	const struct fetch_status *s = &e->fs;
 	uint64_t size = e->daemon_alive ? s->size : e->st.size;
-	const char *dg = entry_digest(e);
+	const char *dg = cli_status_digest(e);
 	char b[32];
 
 	snprintf(cells[COL_MNT], CELL, "%s", e->st.mountpoint);
@@ -229,12 +247,13 @@ int cli_status(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "prometheus", no_argument, NULL, 'p' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct mount_status_entry *v = NULL;
 	struct util_error err = UTIL_ERROR_INIT;
-	bool json = false;
+	bool json = false, prom = false;
 	size_t n = 0;
 	int c, r;
 
@@ -248,12 +267,20 @@ int cli_status(int argc, char **argv)
 		case 'j':
 			json = true;
 			break;
+		case 'p':
+			prom = true;
+			break;
 		case 'v':
 			cli_verbose_inc();
 			break;
 		default:
 			return cli_option_error("status", "+hv", argv);
 		}
+	}
+	if (json && prom) {
+		log_error("status: --json and --prometheus exclude each other; see 'lazyerofs "
+			  "status --help'");
+		return CLI_EXIT_USAGE;
 	}
 	if (argc - optind > 1) {
 		log_error("status: expected at most one MOUNTPOINT; see 'lazyerofs status --help'");
@@ -265,10 +292,12 @@ int cli_status(int argc, char **argv)
 		log_error("status: %s", err.message);
 		return CLI_EXIT_FAILURE;
 	}
-	r = json ? print_json(v, n) : print_table(v, n);
+	r = json   ? print_json(v, n)
+	    : prom ? cli_status_prometheus(stdout, v, n)
+		   : print_table(v, n);
 	mount_status_free(v, n);
 	if (r < 0) {
-		log_error("status: out of memory");
+		log_error("status: %s", strerror(-r));
 		return CLI_EXIT_FAILURE;
 	}
 	return CLI_EXIT_OK;

@@ -392,6 +392,7 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 	ret->pending = getu(reply, "pending");
 	ret->worker_pid = (pid_t)getu(reply, "worker_pid");
 	ret->restarts = (unsigned)getu(reply, "restarts");
+	ret->holder_restarts = (unsigned)getu(reply, "holder_restarts");
 	ret->mounts = (unsigned)getu(reply, "mounts");
 	ret->chunk_size = getu(reply, "chunk_size");
 	ret->marked = json_is_true(json_object_get(reply, "marked"));
@@ -407,5 +408,6 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 	ret->profile_served = getu(reply, "profile_served");
 	ret->profile_ms = getu(reply, "profile_ms");
 	ret->recorded_ranges = getu(reply, "recorded_ranges");
+	fetch_metrics_parse(reply, ret);
 	return 0;
 }

@@ -110,6 +110,7 @@ void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n)
 		 * leaves the count one short, never counts it twice. */
 		__atomic_store_n(&d->sh->journal[r->slot].state, SLOT_FREE, __ATOMIC_RELEASE);
 		if (answered) {
+			fetch_latency_observe(d->sh, r->read_us);
 			SH_ADD(d->sh->answers, 1);
 			fetch_profile_answered(d, r);
 		}
@@ -254,7 +255,7 @@ void *fetch_dispatcher_thread(void *arg)
 		bool bad = false;
 		ssize_t got;
 		int maxfd = -1;
-		uint64_t deadline;
+		uint64_t deadline, read_us;
 
 		if (!draining && poll(pfd, 2, -1) < 0 && errno != EINTR)
 			break;
@@ -290,7 +291,8 @@ void *fetch_dispatcher_thread(void *arg)
 			pthread_mutex_unlock(&d->lock);
 			break;
 		}
-		deadline = util_now_ms() + d->pol.timeout_ms;
+		read_us = util_now_us();
+		deadline = read_us / 1000 + d->pol.timeout_ms;
 		n = got > 0 ? fetch_events_parse(buf, (size_t)got, evs, READ_BATCH, &bad) : 0;
 		if (got > 0 && bad)
 			log_error("malformed fanotify event buffer (%zd bytes)", got);
@@ -312,12 +314,14 @@ void *fetch_dispatcher_thread(void *arg)
 			*r = (struct fetch_req){.kind = FETCH_REQ_EVENT,
 						.fd = evs[i].fd,
 						.slot = slot,
-						.deadline_ms = deadline};
+						.deadline_ms = deadline,
+						.read_us = read_us};
 			d->sh->journal[slot].fd = evs[i].fd;
 			d->sh->journal[slot].off = evs[i].has_range ? evs[i].offset : 0;
 			d->sh->journal[slot].len =
 			    evs[i].has_range ? evs[i].count : d->cfg.blob.size;
 			d->sh->journal[slot].deadline_ms = deadline;
+			d->sh->journal[slot].read_us = read_us;
 			__atomic_store_n(&d->sh->journal[slot].state, SLOT_ACTIVE,
 					 __ATOMIC_RELEASE);
 			maxfd = MAX(maxfd, evs[i].fd);

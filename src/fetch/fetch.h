@@ -19,6 +19,7 @@
 #include "oci/oci.h"
 #include "util/error.h"
 #include "util/extents.h"
+#include "util/json.h"
 
 struct fetch_config {
 	const char *cache_dir;		/* cache root (validated root-owned 0700 by the callee) */
@@ -97,6 +98,33 @@ int fetch_profile_get(struct fetch_handle *h, struct profile *ret, bool *ret_tru
 int fetch_profile_replay(struct fetch_handle *h, const void *buf, size_t len, bool *ret_started,
 			 struct util_error *err);
 
+/* The event latency histogram: how long a read event waited from being read to being
+ * answered. Fixed upper bounds (microseconds, "less or equal"), then +Inf: bucket i counts
+ * latencies in (bound[i-1], bound[i]]. */
+#define FETCH_LATENCY_BOUNDS  10
+#define FETCH_LATENCY_BUCKETS (FETCH_LATENCY_BOUNDS + 1)
+extern const uint64_t fetch_latency_bounds_us[FETCH_LATENCY_BOUNDS];
+/* The bucket of a latency of us microseconds (FETCH_LATENCY_BOUNDS: +Inf). */
+size_t fetch_latency_bucket(uint64_t us);
+
+/* Why a fetch (one scheduler job: one read of one or more ranges, retries included) failed. */
+enum fetch_fail_kind {
+	FETCH_FAIL_TIMEOUT, /* it ran out of its request deadline */
+	FETCH_FAIL_5XX,	    /* the registry kept answering 5xx, 429 or 408 */
+	FETCH_FAIL_4XX,	    /* the registry refused it for good (401, 403, 404, 412, 416...) */
+	FETCH_FAIL_NETWORK, /* no HTTP answer: connect, reset, DNS or TLS errors */
+	FETCH_FAIL_WRITE,   /* the cache file refused the bytes (ENOSPC, EIO) */
+	FETCH_FAIL_OTHER,   /* anything else (a malformed reply, out of memory) */
+	FETCH_FAIL_KINDS,
+};
+/* "timeout", "5xx", "4xx", "network", "write", "other". */
+const char *fetch_fail_kind_name(enum fetch_fail_kind k);
+/* The kind of a failure: err (-errno) and the HTTP status of the last answer (0: none) as the
+ * registry client reported them; write_failed: the cache file refused bytes; timed_out: the
+ * fetch ran until its deadline. */
+enum fetch_fail_kind fetch_fail_kind_of(int err, int http_status, bool write_failed,
+					bool timed_out);
+
 /* Live status (DESIGN "status --json" keys, then more). */
 struct fetch_status {
 	char digest[UTIL_DIGEST_STR_LEN];
@@ -119,7 +147,21 @@ struct fetch_status {
 	uint64_t profile_ranges, profile_ranges_done, profile_bytes, profile_fetched_bytes;
 	uint64_t profile_requests, profile_served, profile_ms;
 	uint64_t recorded_ranges; /* the record of first accesses */
+	unsigned holder_restarts; /* holders replaced after a crash */
+	uint64_t retries;	  /* HTTP requests sent again after a failed one */
+	/* Failed fetches by kind (errors = denied + these). */
+	uint64_t failures[FETCH_FAIL_KINDS];
+	/* Answered events by latency bucket (not cumulative) and the sum of their latencies;
+	 * has_latency: the daemon reported a histogram with our bounds. */
+	bool has_latency;
+	uint64_t latency[FETCH_LATENCY_BUCKETS];
+	uint64_t latency_sum_us;
 };
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
+/* The keys of s's measurements (retries, failures by kind and, with has_latency, the latency
+ * histogram) as the status reply carries them: "retries", "failures" {kind: count},
+ * "latency_bounds_us" [...], "latency_buckets" [...] (not cumulative) and "latency_sum_us".
+ * NULL when out of memory. */
+json_t *fetch_metrics_json(const struct fetch_status *s);
 
 #endif

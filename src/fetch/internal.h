@@ -10,6 +10,7 @@
  *   takeover.c a replacement worker serves the events its predecessor left unanswered
  *   control.c  the control socket, mount bookkeeping, lifetime decisions
  *   status.c   the status reply
+ *   metrics.c  the event latency histogram and the kinds of failed fetches
  *   client.c   the public API (runs in the caller)
  *   proto.c    line-delimited JSON over a unix socket, fd passing
  *
@@ -77,6 +78,7 @@ struct fetch_journal_slot {
 	int32_t fd;
 	uint64_t off, len;
 	uint64_t deadline_ms; /* absolute (CLOCK_MONOTONIC): a takeover does not extend it */
+	uint64_t read_us;     /* when it was read (CLOCK_MONOTONIC), for its answer's latency */
 };
 
 enum { SLOT_FREE = 0, SLOT_ACTIVE = 1 };
@@ -119,6 +121,12 @@ struct fetch_shared {
 	int32_t hiwater_fd; /* highest event fd number ever read */
 	uint64_t started_ms;
 	uint64_t events, answers, fast, denied, requests, fetched_bytes, errors;
+	/* HTTP requests sent again after a failure; failed fetches by kind; answered events
+	 * by latency bucket and the sum of their latencies (metrics.c). */
+	uint64_t retries;
+	uint64_t failures[FETCH_FAIL_KINDS];
+	uint64_t latency[FETCH_LATENCY_BUCKETS];
+	uint64_t latency_sum_us;
 	/* Slots [0, mounts_hi) of mounts[] have been used: loops stop there, so the table's
 	 * pages are only backed (and counted in the daemon's memory) once used. */
 	uint32_t mounts_hi;				 /* guarded by fetch_daemon.lock */
@@ -196,6 +204,7 @@ struct fetch_daemon {
 		struct fetch_job *job;
 		uint64_t since_wake;
 		uint64_t started_us, first_byte_us; /* request sent, first byte received */
+		bool write_failed;		    /* the cache file refused bytes */
 		/* Bytes of each run received; last, like the job's runs: only the entries of
 		 * the runs a job has are touched (8 KiB each, mostly never backed). */
 		uint64_t written[FETCH_BATCH_RUNS];
@@ -273,6 +282,15 @@ _Noreturn void fetch_fatal(struct fetch_daemon *d, int err, const char *fmt, ...
 
 /* status.c */
 void fetch_fill_status(struct fetch_daemon *d, json_t *o);
+
+/* metrics.c: the latency histogram and the failure kinds, recorded in struct fetch_shared
+ * (atomics), reported in the status reply and read back from it by the client. */
+/* An event read at read_us (util_now_us) was answered now. */
+void fetch_latency_observe(struct fetch_shared *sh, uint64_t read_us);
+void fetch_failure_count(struct fetch_shared *sh, enum fetch_fail_kind k);
+/* fetch_metrics_json's keys from the shared counters into o; and read back from a reply. */
+void fetch_metrics_status(struct fetch_shared *sh, json_t *o);
+void fetch_metrics_parse(json_t *reply, struct fetch_status *ret);
 
 /* mounts.c (all under d->lock unless said otherwise) */
 struct fetch_mount_rec *fetch_rec_by_dev(struct fetch_daemon *d, uint64_t dev);

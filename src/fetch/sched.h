@@ -63,6 +63,7 @@ struct fetch_req {
 	struct util_extent one; /* storage for a single range */
 	size_t cursor;		/* v[0..cursor) are known present */
 	uint64_t deadline_ms;
+	uint64_t read_us; /* events: when the event was read (util_now_us), for its latency */
 	uint64_t next_try_ms;
 	unsigned attempts;
 	int error;   /* last fetch error, -errno */

@@ -73,11 +73,14 @@ void fetch_takeover_prepare(struct fetch_daemon *d)
 
 		if (journaled[fd] == 1)
 			continue;
+		/* A denied read is an error like any other; it stays out of the latency
+		 * histogram (nobody noted when it was read). */
 		if (write(d->fan_fd, &resp, sizeof(resp)) == (ssize_t)sizeof(resp)) {
 			unknown++;
-			__atomic_fetch_add(&sh->events, 1, __ATOMIC_RELAXED);
-			__atomic_fetch_add(&sh->answers, 1, __ATOMIC_RELAXED);
-			__atomic_fetch_add(&sh->denied, 1, __ATOMIC_RELAXED);
+			SH_ADD(sh->events, 1);
+			SH_ADD(sh->answers, 1);
+			SH_ADD(sh->denied, 1);
+			SH_ADD(sh->errors, 1);
 		}
 	}
 	free(journaled);
@@ -106,6 +109,7 @@ void fetch_takeover_serve(struct fetch_daemon *d)
 					  .fd = s->fd,
 					  .slot = i,
 					  .deadline_ms = s->deadline_ms ? s->deadline_ms : now,
+					  .read_us = s->read_us, /* waiting since then */
 					  .one = {.offset = s->off, .length = s->len},
 					  .taken_over = true};
 		if (s->off >= d->cfg.blob.size || s->len == 0) {

@@ -59,8 +59,10 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	first = run->offset / CACHE_BLOCK_SIZE;
 	r = cache_entry_store(x->d->entry, data, len, offset, first,
 			      done_end > first ? done_end - first : 0);
-	if (r < 0)
+	if (r < 0) {
+		x->write_failed = true;
 		return r;
+	}
 	if (!x->first_byte_us)
 		x->first_byte_us = util_now_us();
 	x->written[lo] += len;
@@ -92,7 +94,7 @@ static const char *job_kind(const struct fetch_job *job)
 
 /* A job is over: account for it, tell the scheduler, answer whom it served. */
 static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
-		    const struct util_error *err, uint64_t requests)
+		    const struct util_error *err, const struct oci_read_stats *stats)
 {
 	struct fetch_job *job = x->job;
 
@@ -106,8 +108,13 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
 	if (r < 0) {
 		static uint64_t last_log; /* transfer thread only */
 		uint64_t now = util_now_ms();
+		/* The registry client gives up at the latest when its deadline (our timeout)
+		 * has passed since the submit (to the millisecond). */
+		bool timed_out = util_now_us() - x->started_us + 1000 >= d->oopts.timeout_ms * 1000;
 
 		SH_ADD(d->sh->errors, 1);
+		fetch_failure_count(d->sh, fetch_fail_kind_of(r, err ? err->http_status : 0,
+							      x->write_failed, timed_out));
 		/* Rate-limited: a dead registry fails every retry of every reader. */
 		if (now - last_log > 5000) {
 			last_log = now;
@@ -118,7 +125,7 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
 		}
 	}
 	pthread_mutex_lock(&d->lock);
-	if (r >= 0 && requests == 1 && x->first_byte_us) {
+	if (r >= 0 && stats && stats->requests == 1 && x->first_byte_us) {
 		uint64_t now = util_now_us();
 
 		fetch_sched_link_sample(&d->sched, x->first_byte_us - x->started_us,
@@ -130,12 +137,14 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
 	fetch_settle(d);
 }
 
-static void job_done_cb(void *ctx, int result, const struct util_error *err, uint64_t requests)
+static void job_done_cb(void *ctx, int result, const struct util_error *err,
+			const struct oci_read_stats *stats)
 {
 	struct fetch_xfer *x = ctx;
 
-	SH_ADD(x->d->sh->requests, requests);
-	job_end(x->d, x, result, err, requests);
+	SH_ADD(x->d->sh->requests, stats->requests);
+	SH_ADD(x->d->sh->retries, stats->retries);
+	job_end(x->d, x, result, err, stats);
 }
 
 /* Hand a job picked under d->lock to the engine. Returns false if it could not be sent (then
@@ -152,6 +161,7 @@ static bool job_submit(struct fetch_daemon *d, struct fetch_job *job, int *ret_e
 	x->since_wake = 0;
 	x->started_us = util_now_us();
 	x->first_byte_us = 0;
+	x->write_failed = false;
 	if (!d->reader) {
 		*ret_err = -EIO; /* no registry client: nothing can be fetched */
 		return false;
@@ -200,7 +210,7 @@ void *fetch_transfer_thread(void *arg)
 		}
 		pthread_mutex_unlock(&d->lock);
 		for (size_t i = 0; i < nfailed; i++)
-			job_end(d, &d->xfers[failed[i] - d->sched.jobs], errs[i], NULL, 0);
+			job_end(d, &d->xfers[failed[i] - d->sched.jobs], errs[i], NULL, NULL);
 		if (!d->reader || nfailed)
 			continue;
 		timeout = wake > now ? MIN(wake - now, (uint64_t)1000) : 0;

@@ -167,9 +167,17 @@ int oci_client_set_blob(struct oci_client *c, const struct oci_blob *b);
  * return 0 to continue or -errno to abort the transfer. */
 typedef int (*oci_sink_fn)(void *ctx, uint64_t offset, const void *data, size_t len);
 
+/* What a read cost: the HTTP requests it took, and how many of them were sent again after a
+ * failed one (a reset, a timeout, 429/5xx, a short reply). */
+struct oci_read_stats {
+	uint64_t requests;
+	uint64_t retries;
+};
+
 /* A read is over: result 0 (every byte of every range reached the sink exactly once) or
- * -errno with err filled; requests: the HTTP requests it took. */
-typedef void (*oci_done_fn)(void *ctx, int result, const struct util_error *err, uint64_t requests);
+ * -errno with err filled. */
+typedef void (*oci_done_fn)(void *ctx, int result, const struct util_error *err,
+			    const struct oci_read_stats *stats);
 
 struct oci_reader;
 

@@ -278,7 +278,7 @@ static int start(struct rreq *q)
 	q->slot = slot;
 	r->requests++;
 	r->active++;
-	kr->requests++;
+	kr->stats.requests++;
 	kr->active++;
 	return 0;
 }
@@ -353,7 +353,7 @@ static void read_end(struct oci_read *k, int result, bool call)
 		}
 	if (call && k->done) {
 		r->ended++;
-		k->done(k->ctx, result, result < 0 ? &k->err : NULL, k->requests);
+		k->done(k->ctx, result, result < 0 ? &k->err : NULL, &k->stats);
 	}
 	free(k->rg);
 	free(k);
@@ -580,6 +580,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 	if (!q->progressed)
 		wait = MAX(wait, oci_backoff_ms(q->no_progress - 1));
 	q->not_before = util_now_ms() + wait;
+	k->stats.retries++;
 	log_debug("oci: %s: %s; retrying %s in %llu ms", k->what, k->last_error, range_shown,
 		  (unsigned long long)wait);
 
@@ -839,7 +840,8 @@ static int one_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	return o->sink(o->ctx, offset, data, len);
 }
 
-static void one_done(void *ctx, int result, const struct util_error *err, uint64_t requests)
+static void one_done(void *ctx, int result, const struct util_error *err,
+		     const struct oci_read_stats *stats)
 {
 	struct one_read *o = ctx;
 

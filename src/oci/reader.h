@@ -43,7 +43,8 @@ struct oci_read {
 	bool single_attempt; /* OCI_READ_ONCE */
 	unsigned active;     /* its requests in flight */
 	unsigned waiting;    /* its requests waiting to be sent (retries, queued) */
-	uint64_t requests;   /* HTTP requests sent for it */
+	/* HTTP requests sent for it, and the retries among them */
+	struct oci_read_stats stats;
 	struct util_error err;
 	char what[400];
 	char last_error[300];

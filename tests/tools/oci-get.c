@@ -126,7 +126,8 @@ static int sep_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	return ranges_sink(&((struct sep_read *)ctx)->k, offset, data, len);
 }
 
-static void sep_done(void *ctx, int result, const struct util_error *err, uint64_t requests)
+static void sep_done(void *ctx, int result, const struct util_error *err,
+		     const struct oci_read_stats *stats)
 {
 	struct sep_read *s = ctx;
 

@@ -1,0 +1,281 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""`lazyerofs status --prometheus`: the Prometheus text exposition format, checked by the
+Prometheus project's own `promtool check metrics`, with the same numbers as `status --json`:
+per cache entry (a blob mounted twice is counted once), one lazyerofs_mount_info series a
+mount, the event latency histogram counting every answered event, fetch failures by kind
+(registry 5xx, 4xx, no answer, timeout) and lazyerofs_daemon_up 0 for a mount whose daemon
+was killed. Label values are escaped as the format says (a mountpoint with a double quote,
+a backslash and a line feed reads back exactly)."""
+
+import errno
+import os
+import re
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from common import assert_one_line_error, child_hashes, child_read, content_hashes, run, \
+    wait_until
+from lazymount import build_big_image, build_busybox_image
+from registry import MT_EROFS
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
+
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+ERROR_KINDS = {"denied", "timeout", "5xx", "4xx", "network", "write", "other"}
+
+
+# --- the exposition, read back --------------------------------------------------------------
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="')
+UNESCAPE = {"\\": "\\", '"': '"', "n": "\n"}
+
+
+def parse_labels(s):
+    out, i = {}, 0
+    while i < len(s):
+        m = LABEL.match(s, i)
+        assert m, f"bad labels at {s[i:]!r}"
+        i, val = m.end(), []
+        while s[i] != '"':
+            if s[i] == "\\":
+                assert s[i + 1] in UNESCAPE, f"bad escape in {s!r}"
+                val.append(UNESCAPE[s[i + 1]])
+                i += 2
+            else:
+                val.append(s[i])
+                i += 1
+        out[m.group(1)] = "".join(val)
+        i += 1
+        if i < len(s):
+            assert s[i] == ",", s
+            i += 1
+    return out
+
+
+class Exposition:
+    def __init__(self, text):
+        self.text = text
+        self.samples = []  # (name, labels, value)
+        self.types = {}
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, typ = line.split(" ")
+                assert name not in self.types, f"family {name} twice"
+                self.types[name] = typ
+            elif line and not line.startswith("#"):
+                m = SAMPLE.match(line)
+                assert m, f"bad sample line {line!r}"
+                self.samples.append((m[1], parse_labels(m[2] or ""), float(m[3])))
+
+    def find(self, name, **labels):
+        return [(l, v) for n, l, v in self.samples
+                if n == name and all(l.get(k) == w for k, w in labels.items())]
+
+    def value(self, name, **labels):
+        found = self.find(name, **labels)
+        assert len(found) == 1, (name, labels, found)
+        return found[0][1]
+
+
+def promtool_check(text):
+    """`promtool check metrics`: the format and the Prometheus naming conventions."""
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+        f"promtool: {r.stdout}{r.stderr}\n{text}"
+
+
+def prometheus(lazy, mp=None):
+    r = lazy.run(["status", "--prometheus"] + ([mp] if mp else []))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("\n"), r.stdout
+    promtool_check(r.stdout)
+    return Exposition(r.stdout)
+
+
+def entry_labels(st):
+    return {"digest": st["digest"], "entry": os.path.basename(st["cache"])}
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def busybox(tmp_path_factory, registry):
+    path, tree = build_busybox_image(str(tmp_path_factory.mktemp("metrics")))
+    registry.client.push_image("metrics/bb", "v1", [(path, MT_EROFS)])
+    return registry.ref("metrics/bb", "v1"), tree
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory, registry):
+    path, tree = build_big_image(str(tmp_path_factory.mktemp("metrics-big")), files=4, mib=2)
+    registry.client.push_image("metrics/big", "v1", [(path, MT_EROFS)])
+    return "metrics/big", tree
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+def test_usage_and_help():
+    r = run(["status", "--json", "--prometheus"])
+    assert_one_line_error(r, 1)
+    assert "--json" in r.stderr and "--prometheus" in r.stderr, r.stderr
+    r = run(["status", "--help"])
+    assert r.returncode == 0 and "--prometheus" in r.stdout, r.stdout
+
+
+def test_no_mounts_is_valid_and_empty(lazy):
+    exp = prometheus(lazy)
+    assert exp.samples == [], exp.text
+    assert exp.types["lazyerofs_event_latency_seconds"] == "histogram"
+
+
+@pytest.mark.san
+def test_prometheus_agrees_with_json(lazy, busybox):
+    """Two mounts of one blob: one entry's numbers (not counted twice), two mount_info
+    series; every number the same as status --json says; the latency histogram counts each
+    answered event once."""
+    ref, tree = busybox
+    one, two = lazy.mount(ref), lazy.mount(ref)
+    want = content_hashes(tree)
+    assert child_hashes(one) == want
+    assert child_read(two + "/etc/motd") == b"hello from a lazy mount\n"
+    st = lazy.settled_status_of(one)
+    assert st["events"] > 0 and st["requests"] > 0 and st["fetched_bytes"] > 0, st
+    exp = prometheus(lazy)
+    assert lazy.status_of(one) == st, "the daemon was not idle"
+
+    labels = entry_labels(st)
+    for mp in (one, two):
+        m = exp.find("lazyerofs_mount_info", mountpoint=os.path.realpath(mp))
+        assert m == [(dict(labels, mountpoint=os.path.realpath(mp), source=st["source"]), 1)], m
+        assert exp.value("lazyerofs_daemon_up", mountpoint=os.path.realpath(mp)) == 1
+    # One entry: each of its series once, labelled by the entry alone.
+    for name, key in (("lazyerofs_fetched_bytes_total", "fetched_bytes"),
+                      ("lazyerofs_http_requests_total", "requests"),
+                      ("lazyerofs_http_retries_total", "retries"),
+                      ("lazyerofs_events_total", "events"),
+                      ("lazyerofs_fast_answers_total", "fast_answers"),
+                      ("lazyerofs_pending_events", "pending"),
+                      ("lazyerofs_present_bytes", "present_bytes"),
+                      ("lazyerofs_blob_size_bytes", "size"),
+                      ("lazyerofs_profile_ranges", "profile_ranges"),
+                      ("lazyerofs_profile_reads_served_total", "profile_served")):
+        assert exp.find(name) == [(labels, st[key])], (name, exp.find(name), st[key])
+    assert exp.value("lazyerofs_entry_state", state=st["state"], **labels) == 1
+    assert sum(v for _, v in exp.find("lazyerofs_entry_state", **labels)) == 1
+    assert exp.value("lazyerofs_entry_integrity", integrity=st["integrity"]) == 1
+    assert exp.value("lazyerofs_profile_replay_state", state=st["profile_state"]) == 1
+    assert exp.value("lazyerofs_daemon_restarts_total", process="worker") == st["restarts"]
+    # Errors by kind add up to "errors"; the JSON has the same kinds.
+    kinds = {l["kind"]: v for l, v in exp.find("lazyerofs_errors_total", **labels)}
+    assert set(kinds) == ERROR_KINDS, kinds
+    assert sum(kinds.values()) == st["errors"], (kinds, st)
+    assert kinds["denied"] == st["denied"]
+    assert {k: kinds[k] for k in st["failures"]} == st["failures"], (kinds, st["failures"])
+
+    # The histogram: cumulative buckets up to +Inf == count == events answered.
+    buckets = exp.find("lazyerofs_event_latency_seconds_bucket", **labels)
+    les = [l["le"] for l, _ in buckets]
+    assert les == ["0.0001", "0.001", "0.01", "0.05", "0.1", "0.5", "1", "5", "30", "60",
+                   "+Inf"], les
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts), counts
+    count = exp.value("lazyerofs_event_latency_seconds_count", **labels)
+    assert counts[-1] == count == st["answers"] == st["events"], (counts, st)
+    assert 0 < exp.value("lazyerofs_event_latency_seconds_sum", **labels) < 60 * count
+    # ... and the JSON's histogram is the same one, not cumulative.
+    assert st["latency_bounds_us"][:2] == [100, 1000], st
+    assert sum(st["latency_buckets"]) == st["answers"], st
+    assert abs(st["latency_sum_us"] / 1e6
+               - exp.value("lazyerofs_event_latency_seconds_sum", **labels)) < 1e-6
+
+    # Just one mount: its series and its entry's.
+    exp1 = prometheus(lazy, two)
+    assert [l["mountpoint"] for l, _ in exp1.find("lazyerofs_mount_info")] == \
+        [os.path.realpath(two)]
+    assert exp1.value("lazyerofs_events_total", **labels) == st["events"]
+    lazy.umount(one)
+    lazy.umount(two)
+    lazy.assert_nothing_left()
+
+
+def test_fetch_failures_by_kind(lazy, registry, faultproxy, big):
+    """A registry answering 503, then 404, then closing connections without an answer, then
+    answering nothing at all: each failed read is a denied read, each failed fetch counts
+    under its kind, and JSON and Prometheus agree."""
+    repo, tree = big
+    mp = lazy.mount(faultproxy.ref(repo, "v1"), opts="insecure,timeout=5")
+    st = lazy.settled_status_of(mp)
+    labels = entry_labels(st)
+
+    def kinds():
+        return {l["kind"]: v for l, v in
+                prometheus(lazy, mp).find("lazyerofs_errors_total", **labels)}
+
+    before = kinds()
+    assert all(v == 0 for v in before.values()), before
+    phases = [("5xx", dict(kind="status", code=503)), ("4xx", dict(kind="status", code=404)),
+              ("network", dict(kind="drop")), ("timeout", dict(kind="stall", seconds=30))]
+    for i, (kind, fault) in enumerate(phases):
+        faultproxy.clear()
+        faultproxy.add(path="/blobs/sha256:", method="GET", count=None, **fault)
+        with pytest.raises(OSError) as e:
+            child_read(f"{mp}/data/r{i}.bin", 1 << 20, 4096, timeout=60)
+        assert e.value.errno == errno.EIO, (kind, e.value)
+        now = wait_until(lambda: (lambda k: k if k[kind] > before[kind] else None)(kinds()), 30)
+        assert now, (kind, kinds())
+        assert now["denied"] > before["denied"], (kind, now)
+        before = now
+    faultproxy.clear()
+    st = lazy.settled_status_of(mp, quiet=1)
+    exp = prometheus(lazy, mp)
+    got = {l["kind"]: v for l, v in exp.find("lazyerofs_errors_total", **labels)}
+    assert sum(got.values()) == st["errors"], (got, st)
+    assert got["denied"] == st["denied"] and got["write"] == 0, got
+    assert {k: got[k] for k in st["failures"]} == st["failures"], (got, st)
+    # 503 and dropped connections were retried.
+    assert exp.value("lazyerofs_http_retries_total", **labels) == st["retries"] > 0, st
+    assert exp.value("lazyerofs_event_latency_seconds_count", **labels) == st["answers"]
+    # The slow denials are in the histogram's upper buckets.
+    assert exp.value("lazyerofs_event_latency_seconds_bucket", le="1", **labels) < st["answers"]
+    # No assert_nothing_left(): over this test's half minute, a private mount namespace made
+    # elsewhere on the machine (unshare -m) copies the mount and keeps its superblock, and
+    # with it the daemon, alive past the umount. The fixture's teardown still checks the log.
+    lazy.umount(mp)
+
+
+def test_lost_mount_is_down(lazy, busybox):
+    """A mount whose daemon was killed (holder and worker at once): daemon_up 0, its entry
+    lost, no counters (nobody has them); the format stays valid."""
+    ref, _ = busybox
+    mp = lazy.mount(ref)
+    st = lazy.status_of(mp)
+    os.killpg(os.getpgid(st["pid"]), signal.SIGKILL)
+    assert wait_until(lambda: lazy.status_of(mp)["state"] == "lost", 30), lazy.status_of(mp)
+    exp = prometheus(lazy)
+    labels = entry_labels(st)
+    assert exp.value("lazyerofs_daemon_up", mountpoint=os.path.realpath(mp), **labels) == 0
+    assert exp.value("lazyerofs_mount_info", mountpoint=os.path.realpath(mp)) == 1
+    assert exp.value("lazyerofs_entry_state", state="lost", **labels) == 1
+    assert exp.value("lazyerofs_entry_state", state="running", **labels) == 0
+    assert exp.value("lazyerofs_blob_size_bytes", **labels) == st["size"]
+    assert exp.find("lazyerofs_fetched_bytes_total") == []
+    assert exp.find("lazyerofs_event_latency_seconds_count") == []
+    lazy.umount(mp)
+
+
+def test_label_values_are_escaped(lazy, busybox):
+    """A mountpoint with a double quote, a backslash and a line feed in its name: promtool
+    takes the output, and the label reads back as the very name."""
+    ref, _ = busybox
+    mp = lazy.mount(ref, mp=lazy.mountpoint('we"ird\\na\nme'))
+    exp = prometheus(lazy)
+    got = [l["mountpoint"] for l, _ in exp.find("lazyerofs_mount_info")]
+    assert got == [os.path.realpath(mp)], got
+    assert exp.value("lazyerofs_daemon_up", mountpoint=os.path.realpath(mp)) == 1
+    lazy.umount(mp)
+    lazy.assert_nothing_left()

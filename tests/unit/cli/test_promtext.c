@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/* Unit tests for the Prometheus text format (cli/promtext.c) and `status --prometheus`
+ * (cli/status_prom.c): escaping of label values and HELP texts, exact decimal seconds,
+ * cumulative histogram buckets, and the exposition of mounts grouped by cache entry. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cli/promtext.h"
+#include "cli/status.h"
+
+/* What fn wrote to a memory stream, NUL-terminated (free it). */
+struct out {
+	char *buf;
+	size_t len;
+	FILE *f;
+};
+
+static void out_open(struct out *o)
+{
+	o->buf = NULL;
+	o->len = 0;
+	o->f = open_memstream(&o->buf, &o->len);
+	assert_non_null(o->f);
+}
+
+static char *out_close(struct out *o)
+{
+	assert_int_equal(fclose(o->f), 0);
+	return o->buf;
+}
+
+static void test_escape(void **state)
+{
+	static const struct {
+		const char *in, *label, *help;
+	} cases[] = {
+	    {"plain /mnt/a b", "plain /mnt/a b", "plain /mnt/a b"},
+	    {"a\\b", "a\\\\b", "a\\\\b"},
+	    {"say \"hi\"", "say \\\"hi\\\"", "say \"hi\""},
+	    {"two\nlines", "two\\nlines", "two\\nlines"},
+	    {"\\n\"\n", "\\\\n\\\"\\n", "\\\\n\"\\n"},
+	    {"tab\there, UTF-8 \xc3\xa9", "tab\there, UTF-8 \xc3\xa9", "tab\there, UTF-8 \xc3\xa9"},
+	    {"", "", ""},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct out o;
+		char *s;
+
+		out_open(&o);
+		cli_prom_escape(o.f, cases[i].in, false);
+		s = out_close(&o);
+		assert_string_equal(s, cases[i].label);
+		free(s);
+		out_open(&o);
+		cli_prom_escape(o.f, cases[i].in, true);
+		s = out_close(&o);
+		assert_string_equal(s, cases[i].help);
+		free(s);
+	}
+}
+
+static void test_family_and_samples(void **state)
+{
+	struct cli_prom_label l[] = {{"digest", "sha256:ab"}, {"mountpoint", "/m\"x\\\n"}};
+	struct out o;
+	char *s;
+
+	out_open(&o);
+	cli_prom_family(o.f, "x_bytes", "gauge", "Bytes \"of\" a\\b\nc.");
+	cli_prom_sample(o.f, "x_bytes", NULL, 0, 0);
+	cli_prom_sample(o.f, "x_bytes", l, 1, UINT64_MAX);
+	cli_prom_sample(o.f, "x_bytes", l, 2, 42);
+	s = out_close(&o);
+	assert_string_equal(s, "# HELP x_bytes Bytes \"of\" a\\\\b\\nc.\n"
+			       "# TYPE x_bytes gauge\n"
+			       "x_bytes 0\n"
+			       "x_bytes{digest=\"sha256:ab\"} 18446744073709551615\n"
+			       "x_bytes{digest=\"sha256:ab\",mountpoint=\"/m\\\"x\\\\\\n\"} 42\n");
+	free(s);
+}
+
+static void test_seconds(void **state)
+{
+	static const struct {
+		uint64_t us;
+		const char *text;
+	} cases[] = {
+	    {0, "0"},
+	    {1, "0.000001"},
+	    {100, "0.0001"},
+	    {1000, "0.001"},
+	    {50000, "0.05"},
+	    {100000, "0.1"},
+	    {1000000, "1"},
+	    {1500000, "1.5"},
+	    {30000000, "30"},
+	    {1234567, "1.234567"},
+	    {60000010, "60.00001"},
+	    {UINT64_MAX, "18446744073709.551615"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char buf[CLI_PROM_SECONDS_LEN];
+
+		cli_prom_seconds(buf, cases[i].us);
+		assert_string_equal(buf, cases[i].text);
+	}
+}
+
+static void test_histogram_is_cumulative(void **state)
+{
+	static const uint64_t bounds[] = {100, 50000, 2000000};
+	static const uint64_t counts[] = {3, 0, 5, 2};
+	struct cli_prom_label l[] = {{"digest", "sha256:ab"}};
+	struct out o;
+	char *s;
+
+	out_open(&o);
+	cli_prom_histogram(o.f, "lat_seconds", l, 1, bounds, counts, 3, 7250000);
+	s = out_close(&o);
+	assert_string_equal(s, "lat_seconds_bucket{digest=\"sha256:ab\",le=\"0.0001\"} 3\n"
+			       "lat_seconds_bucket{digest=\"sha256:ab\",le=\"0.05\"} 3\n"
+			       "lat_seconds_bucket{digest=\"sha256:ab\",le=\"2\"} 8\n"
+			       "lat_seconds_bucket{digest=\"sha256:ab\",le=\"+Inf\"} 10\n"
+			       "lat_seconds_sum{digest=\"sha256:ab\"} 7.25\n"
+			       "lat_seconds_count{digest=\"sha256:ab\"} 10\n");
+	free(s);
+	/* No labels but le; nothing observed. */
+	out_open(&o);
+	cli_prom_histogram(o.f, "h", NULL, 0, bounds, (const uint64_t[]){0, 0, 0, 0}, 3, 0);
+	s = out_close(&o);
+	assert_string_equal(s,
+			    "h_bucket{le=\"0.0001\"} 0\nh_bucket{le=\"0.05\"} 0\n"
+			    "h_bucket{le=\"2\"} 0\nh_bucket{le=\"+Inf\"} 0\nh_sum 0\nh_count 0\n");
+	free(s);
+}
+
+/* ---- status --prometheus ---- */
+
+#define KEY_A  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define KEY_B  "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define DIGEST "sha256:" KEY_A
+
+static struct mount_status_entry mount(const char *mp, const char *key, const char *transport,
+				       bool alive)
+{
+	struct mount_status_entry e = {0};
+
+	e.st.mountpoint = (char *)mp;
+	e.st.source = (char *)"127.0.0.1:5000/r/x:1";
+	e.st.digest = (char *)DIGEST;
+	e.st.cache = (char *)(!strcmp(key, KEY_A) ? "/c/sha256/" KEY_A : "/c/sha256/" KEY_B);
+	e.st.transport = (char *)transport;
+	e.st.size = 12288;
+	e.daemon_alive = alive;
+	if (alive) {
+		snprintf(e.fs.digest, sizeof(e.fs.digest), "%s", DIGEST);
+		snprintf(e.fs.state, sizeof(e.fs.state), "running");
+		snprintf(e.fs.profile_state, sizeof(e.fs.profile_state), "none");
+		e.fs.size = 12288;
+		e.fs.present_bytes = 8192;
+		e.fs.fetched_bytes = 4096;
+		e.fs.requests = 3;
+		e.fs.events = 9;
+		e.fs.denied = 1;
+		e.fs.failures[FETCH_FAIL_5XX] = 2;
+		e.fs.restarts = 1;
+		e.fs.has_latency = true;
+		e.fs.latency[0] = 8;
+		e.fs.latency[FETCH_LATENCY_BOUNDS] = 1;
+		e.fs.latency_sum_us = 61000500;
+	}
+	return e;
+}
+
+/* Lines of s that start with prefix (whole: that are prefix). */
+static size_t count_lines(const char *s, const char *prefix, bool whole)
+{
+	size_t n = 0, len = strlen(prefix);
+
+	for (const char *p = s; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		n += !strncmp(p, prefix, len) && (!whole || p[len] == '\n');
+	return n;
+}
+
+static void test_status_groups_by_entry(void **state)
+{
+	/* Entry A mounted twice (once lost: its daemon was replaced), entry B (same digest,
+	 * insecure) lost. */
+	struct mount_status_entry v[] = {
+	    mount("/m/one", KEY_A, "tls", false),
+	    mount("/m/two \"q\"\n", KEY_A, "tls", true),
+	    mount("/m/three", KEY_B, "insecure", false),
+	};
+	/* A mount each, the lost ones down; an entry each, whatever its mounts: the counters
+	 * come from the live daemon. */
+	static const char *const lines[] = {
+	    "lazyerofs_mount_info{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\",mountpoint=\"/m/two \\\"q\\\"\\n\",source=\"127.0.0.1:5000/r/x:1\"} 1",
+	    "lazyerofs_daemon_up{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\",mountpoint=\"/m/one\"} 0",
+	    "lazyerofs_daemon_up{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\",mountpoint=\"/m/two \\\"q\\\"\\n\"} 1",
+	    "lazyerofs_fetched_bytes_total{digest=\"" DIGEST "\",entry=\"" KEY_A "\"} 4096",
+	    "lazyerofs_entry_state{digest=\"" DIGEST "\",entry=\"" KEY_A "\",state=\"running\"} 1",
+	    "lazyerofs_entry_state{digest=\"" DIGEST "\",entry=\"" KEY_B "\",state=\"lost\"} 1",
+	    "lazyerofs_entry_integrity{digest=\"" DIGEST "\",entry=\"" KEY_B
+	    "\",integrity=\"insecure\"} 1",
+	    "lazyerofs_errors_total{digest=\"" DIGEST "\",entry=\"" KEY_A "\",kind=\"5xx\"} 2",
+	    "lazyerofs_errors_total{digest=\"" DIGEST "\",entry=\"" KEY_A "\",kind=\"denied\"} 1",
+	    "lazyerofs_daemon_restarts_total{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\",process=\"worker\"} 1",
+	    "lazyerofs_event_latency_seconds_bucket{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\",le=\"60\"} 8",
+	    "lazyerofs_event_latency_seconds_count{digest=\"" DIGEST "\",entry=\"" KEY_A "\"} 9",
+	    "lazyerofs_event_latency_seconds_sum{digest=\"" DIGEST "\",entry=\"" KEY_A
+	    "\"} 61.0005",
+	};
+	struct out o;
+	char *s;
+
+	out_open(&o);
+	assert_int_equal(cli_status_prometheus(o.f, v, 3), 0);
+	s = out_close(&o);
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		if (count_lines(s, lines[i], true) != 1)
+			fail_msg("not once in the output: %s\n%s", lines[i], s);
+	assert_int_equal(count_lines(s, "lazyerofs_mount_info{", false), 3);
+	assert_int_equal(count_lines(s, "lazyerofs_blob_size_bytes{", false), 2);
+	assert_int_equal(count_lines(s, "lazyerofs_fetched_bytes_total{", false), 1);
+	assert_int_equal(count_lines(s, "lazyerofs_entry_state{", false), 10);
+	/* Every family once, HELP before TYPE before its samples. */
+	assert_int_equal(count_lines(s, "# TYPE lazyerofs_errors_total counter", false), 1);
+	assert_int_equal(count_lines(s, "# HELP ", false), count_lines(s, "# TYPE ", false));
+	assert_true(s[strlen(s) - 1] == '\n');
+	free(s);
+
+	/* No mounts: the families and no samples. */
+	out_open(&o);
+	assert_int_equal(cli_status_prometheus(o.f, NULL, 0), 0);
+	s = out_close(&o);
+	assert_int_equal(count_lines(s, "lazyerofs_", false), 0);
+	assert_true(count_lines(s, "# TYPE lazyerofs_", false) > 10);
+	free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_escape),
+	    cmocka_unit_test(test_family_and_samples),
+	    cmocka_unit_test(test_seconds),
+	    cmocka_unit_test(test_histogram_is_cumulative),
+	    cmocka_unit_test(test_status_groups_by_entry),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
