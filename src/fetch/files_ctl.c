@@ -100,14 +100,7 @@ void fetch_files_drop(struct fetch_daemon *d)
 
 int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, struct util_error *err)
 {
-	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "files"), *rep = NULL;
-	_cleanup_close_ int fd = -1;
-	int r;
+	_cleanup_json_ json_t *rep = NULL;
 
-	if (!req)
-		return -ENOMEM;
-	r = fetch_sealed_new("lazyerofs-files", buf, len, &fd);
-	if (r < 0)
-		return r;
-	return fetch_proto_call(h->ctl_fd, req, fd, &rep, NULL, err);
+	return fetch_proto_call_sealed(h->ctl_fd, "files", buf, len, &rep, err);
 }

@@ -335,6 +335,9 @@ int fetch_proto_send(int fd, json_t *msg, int pass_fd);
 int fetch_reply_error(int fd, int err, const char *fmt, ...) _printf_(3, 4);
 /* Data handed over in a memfd sealed against writes and resizing: made by the sender... */
 int fetch_sealed_new(const char *name, const void *buf, size_t len, int *ret_fd);
+/* A request {"op": op} with buf in a sealed memfd; its reply. */
+int fetch_proto_call_sealed(int fd, const char *op, const void *buf, size_t len,
+			    json_t **ret_reply, struct util_error *err);
 /* ... and read by the receiver, which checks the seals and a size cap (what: for messages). */
 int fetch_sealed_read(int fd, size_t max, const char *what, uint8_t **ret_buf, size_t *ret_len,
 		      struct util_error *err);

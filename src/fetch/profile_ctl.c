@@ -235,16 +235,9 @@ int fetch_profile_get(struct fetch_handle *h, struct profile *ret, bool *ret_tru
 int fetch_profile_replay(struct fetch_handle *h, const void *buf, size_t len, bool *ret_started,
 			 struct util_error *err)
 {
-	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "profile_replay"), *rep = NULL;
-	_cleanup_close_ int fd = -1;
-	int r;
+	_cleanup_json_ json_t *rep = NULL;
+	int r = fetch_proto_call_sealed(h->ctl_fd, "profile_replay", buf, len, &rep, err);
 
-	if (!req)
-		return -ENOMEM;
-	r = fetch_sealed_new("lazyerofs-profile", buf, len, &fd);
-	if (r < 0)
-		return util_err_set(err, r, "passing the profile: %s", strerror(-r));
-	r = fetch_proto_call(h->ctl_fd, req, fd, &rep, NULL, err);
 	if (r < 0)
 		return r;
 	*ret_started = json_is_true(json_object_get(rep, "started"));

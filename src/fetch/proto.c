@@ -298,3 +298,20 @@ int fetch_sealed_read(int fd, size_t max, const char *what, uint8_t **ret_buf, s
 	*ret_len = off;
 	return 0;
 }
+
+int fetch_proto_call_sealed(int fd, const char *op, const void *buf, size_t len,
+			    json_t **ret_reply, struct util_error *err)
+{
+	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", op);
+	_cleanup_close_ int mfd = -1;
+	char name[64];
+	int r;
+
+	if (!req)
+		return -ENOMEM;
+	snprintf(name, sizeof(name), "lazyerofs-%s", op);
+	r = fetch_sealed_new(name, buf, len, &mfd);
+	if (r < 0)
+		return util_err_set(err, r, "%s: passing the data: %s", op, strerror(-r));
+	return fetch_proto_call(fd, req, mfd, ret_reply, NULL, err);
+}
