@@ -281,28 +281,46 @@ static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret,
 	return call_fd(h, req, pass_fd, ret, NULL, err);
 }
 
-int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
-			struct util_error *err)
+static json_t *ranges_json(const struct util_extent *v, size_t n)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr && i < n; i++)
+		if (json_array_append_new(arr, json_pack("[II]", (json_int_t)v[i].offset,
+							 (json_int_t)v[i].length)) < 0) {
+			json_decref(arr);
+			return NULL;
+		}
+	return arr;
+}
+
+int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			const struct util_extent *need, size_t nneed, struct util_error *err)
 {
 	for (size_t at = 0; at < n;) {
 		size_t m = MIN(n - at, (size_t)ENSURE_BATCH);
-		_cleanup_json_ json_t *req = json_object(), *reply = NULL;
-		json_t *arr = json_array();
+		_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "ensure"), *reply = NULL;
 		int r;
 
-		if (!req || !arr || json_object_set_new(req, "ranges", arr) < 0 ||
-		    json_object_set_new(req, "op", json_string("ensure")) < 0)
+		if (!req || json_object_set_new(req, "ranges", ranges_json(v + at, m)) < 0)
 			return -ENOMEM;
-		for (size_t i = at; i < at + m; i++)
-			if (json_array_append_new(arr, json_pack("[II]", (json_int_t)v[i].offset,
-								 (json_int_t)v[i].length)) < 0)
-				return -ENOMEM;
+		/* What is needed goes with the first batch, whole. */
+		if (at == 0 && need &&
+		    json_object_set_new(req, "need",
+					ranges_json(need, MIN(nneed, (size_t)FETCH_NEED_MAX))) < 0)
+			return -ENOMEM;
 		r = call(h, req, -1, &reply, err);
 		if (r < 0)
 			return r;
 		at += m;
 	}
 	return 0;
+}
+
+int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			struct util_error *err)
+{
+	return fetch_ensure_needed(h, v, n, NULL, 0, err);
 }
 
 int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err)

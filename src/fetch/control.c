@@ -66,21 +66,20 @@ static int reply_hello(struct conn *c)
 	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
 
-static int do_ensure(struct conn *c, json_t *req)
+/* An array of [offset, length] pairs within the blob, appended to ext; -errno with a reply
+ * sent. */
+static int parse_ranges(struct conn *c, json_t *arr, const char *key, struct util_extents *ext)
 {
 	struct fetch_daemon *d = c->d;
-	struct util_extents ext;
-	struct fetch_ensure en = {0};
-	json_t *arr = json_object_get(req, "ranges"), *it;
+	json_t *it;
 	size_t i;
-	int q, r = 0;
 
-	if (!json_is_array(arr) || json_array_size(arr) > FETCH_ENSURE_MAX_RANGES)
-		return fetch_reply_error(c->fd, EINVAL,
-				   "ensure: 'ranges' must be an array of at most %u "
-				   "[offset, length] pairs",
-				   FETCH_ENSURE_MAX_RANGES);
-	util_extents_init(&ext);
+	if (!json_is_array(arr) || json_array_size(arr) > FETCH_ENSURE_MAX_RANGES) {
+		fetch_reply_error(c->fd, EINVAL,
+				  "ensure: '%s' must be an array of at most %u [offset, length] pairs",
+				  key, FETCH_ENSURE_MAX_RANGES);
+		return -EINVAL;
+	}
 	json_array_foreach(arr, i, it)
 	{
 		json_t *o = json_array_get(it, 0), *l = json_array_get(it, 1);
@@ -89,30 +88,67 @@ static int do_ensure(struct conn *c, json_t *req)
 		    json_integer_value(l) < 0 ||
 		    !util_range_within((uint64_t)json_integer_value(o),
 				       (uint64_t)json_integer_value(l), d->cfg.blob.size)) {
-			util_extents_free(&ext);
-			return fetch_reply_error(c->fd, EINVAL, "ensure: range %zu is outside the blob",
-					   i);
+			fetch_reply_error(c->fd, EINVAL, "ensure: %s %zu is outside the blob", key, i);
+			return -EINVAL;
 		}
-		if (util_extents_add(&ext, (uint64_t)json_integer_value(o),
+		if (util_extents_add(ext, (uint64_t)json_integer_value(o),
 				     (uint64_t)json_integer_value(l)) < 0) {
-			util_extents_free(&ext);
-			return fetch_reply_error(c->fd, ENOMEM, "ensure: too many ranges");
+			fetch_reply_error(c->fd, ENOMEM, "ensure: too many ranges");
+			return -ENOMEM;
 		}
 	}
-	util_extents_merge(&ext, 0);
-	if (ext.n == 0) {
+	return 0;
+}
+
+/* Note ranges in the record of first accesses, in their order. */
+static void record_ranges(struct fetch_daemon *d, const struct util_extent *v, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		uint64_t first, nblk;
+
+		if (cache_blocks_of(v[k].offset, v[k].length, d->cfg.blob.size, &first, &nblk))
+			fetch_profile_note(d, first, nblk);
+	}
+}
+
+static int do_ensure(struct conn *c, json_t *req)
+{
+	struct fetch_daemon *d = c->d;
+	struct util_extents ext;
+	struct fetch_ensure en = {0};
+	json_t *need = json_object_get(req, "need");
+	int q, r = 0;
+
+	util_extents_init(&ext);
+	r = parse_ranges(c, json_object_get(req, "ranges"), "ranges", &ext);
+	if (r < 0) {
 		util_extents_free(&ext);
-		goto ok;
+		return 0; /* answered */
 	}
 	/* What a mount's metadata walk needs goes into the record too: a profile that starts
 	 * with it lets the replay bring the metadata a later mount walks in one stream, ahead
-	 * of the walk's rounds. */
-	for (size_t k = 0; k < ext.n; k++) {
-		uint64_t first, nblk;
+	 * of the walk's rounds. The walk says what it needs ("need", in its order) apart from
+	 * what it fetches (gaps bridged for the link it was on, which another link may not
+	 * want). */
+	if (need) {
+		struct util_extents nv;
 
-		if (cache_blocks_of(ext.v[k].offset, ext.v[k].length, d->cfg.blob.size, &first,
-				    &nblk))
-			fetch_profile_note(d, first, nblk);
+		util_extents_init(&nv);
+		r = parse_ranges(c, need, "need", &nv);
+		if (r >= 0)
+			record_ranges(d, nv.v, nv.n);
+		util_extents_free(&nv);
+		if (r < 0) {
+			util_extents_free(&ext);
+			return 0;
+		}
+	}
+	util_extents_merge(&ext, 0);
+	if (!need)
+		record_ranges(d, ext.v, ext.n);
+	if (ext.n == 0) {
+		util_extents_free(&ext);
+		goto ok;
 	}
 	en.req = (struct fetch_req){
 	    .kind = FETCH_REQ_ENSURE, .fd = -1, .slot = -1, .v = ext.v, .n = ext.n, .owner = &en};

@@ -60,6 +60,12 @@ void fetch_handle_free(struct fetch_handle *h);
  * requests in flight); returns when all are present, or -errno. */
 int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
 			struct util_error *err);
+/* The same, saying what of it the caller needs (the rest: gaps bridged to save requests), in
+ * the order it needs it: the daemon's record of first accesses (startup profiles) takes
+ * `need` (at most FETCH_NEED_MAX ranges) instead of v. */
+#define FETCH_NEED_MAX 100000
+int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			const struct util_extent *need, size_t nneed, struct util_error *err);
 
 /* A read-only fd of the data file that the daemon opened BEFORE it marked the file: reads
  * through it raise no fanotify events, so they never wait for the daemon -- and read zeros

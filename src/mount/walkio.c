@@ -370,7 +370,7 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 	 * filled before) cost no time and must not count. */
 	counted = w->grouping.range_cost_us && fetch_status(w->h, &s0) >= 0;
 	te = util_now_us();
-	r = fetch_ensure_ranges(w->h, v, n, w->err);
+	r = fetch_ensure_needed(w->h, v, n, in, nin, w->err);
 	w->st.batches++;
 	for (size_t i = 0; i < n; i++)
 		w->st.ensured_bytes += v[i].length;

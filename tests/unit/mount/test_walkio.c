@@ -2,7 +2,7 @@
 /* Unit tests for the walker's I/O over the cache file: the same walk result as a plain file
  * read on every fixture layout, with every wave ensured before it is loaded, and correct with
  * a memory cap small enough to force evictions, and with waves loaded through a pre-mark fd
- * that never reads what was not ensured. fetch_ensure_ranges is replaced here by a
+ * that never reads what was not ensured. fetch_ensure_needed is replaced here by a
  * recorder (the real one talks to a daemon). */
 #include <errno.h>
 #include <stdbool.h>
@@ -46,8 +46,8 @@ static void copy_range(uint64_t off, uint64_t len)
 	}
 }
 
-int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
-			struct util_error *err)
+int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			const struct util_extent *need, size_t nneed, struct util_error *err)
 {
 	ensure_calls++;
 	ensure_ranges += n;
