@@ -10,7 +10,7 @@
 #   make fuzz FUZZ_SECONDS=60   run the libFuzzer targets (clang), corpora and ledger kept
 #   make stress          long kill/fault/scale runs (minutes; not in make check)
 #   make tsan            the daemon's integration tests under ThreadSanitizer (build-tsan/)
-#   make install DESTDIR=... PREFIX=/usr/local
+#   make install DESTDIR=... PREFIX=/usr/local   (binary, mount.erofs.lazy, man page)
 #
 # Modules and their dependencies (DESIGN.md "Architecture"). A unit test of a
 # module links only that module and the ones below it, so a layering
@@ -28,6 +28,7 @@ DEPS_cli   := mount fetch cache oci erofs util
 VERSION := 0.1.0
 PREFIX ?= /usr/local
 SBINDIR ?= /sbin
+MANDIR ?= $(PREFIX)/share/man
 
 CC ?= cc
 ifeq ($(SANITIZE),)
@@ -186,10 +187,15 @@ tsan: deps
 	LAZYEROFS_BIN=$(CURDIR)/build-tsan/lazyerofs /usr/bin/python3 -m pytest -q \
 		-p no:cacheprovider -m san tests/integration
 
+# The man page lazyerofs(8) (doc/lazyerofs.8, hand-written roff), and mount.erofs.lazy(8) as
+# a .so link to it.
 install: $(BIN)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SBINDIR)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/lazyerofs
 	ln -sf $(PREFIX)/bin/lazyerofs $(DESTDIR)$(SBINDIR)/mount.erofs.lazy
+	install -m 0644 doc/lazyerofs.8 $(DESTDIR)$(MANDIR)/man8/lazyerofs.8
+	echo '.so man8/lazyerofs.8' > $(DESTDIR)$(MANDIR)/man8/mount.erofs.lazy.8
+	chmod 0644 $(DESTDIR)$(MANDIR)/man8/mount.erofs.lazy.8
 
 clean:
 	rm -rf build build-san build-tsan build-fuzz
