@@ -30,10 +30,21 @@ DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
  * is left of it after the walk. */
 #define LOOKUP_MAX_MS 3000
 
+/* The fallback tag, asked in a thread of its own while the lookup asks the referrers API. */
+struct tag_query {
+	pthread_t thread;
+	struct oci_client *client;
+	uint64_t timeout_ms;
+	int result;
+	struct util_error err;
+	struct oci_referrer ref;
+};
+
 struct mount_profile {
 	pthread_t thread;
 	bool running;
 	struct oci_client *client;
+	struct oci_client *tag_client; /* NULL: no parallel tag query */
 	char socket[PATH_MAX]; /* the daemon's: the thread talks to it on its own connection */
 	struct oci_blob blob;
 	uint64_t started_ms;
@@ -81,6 +92,40 @@ static void replay(struct fetch_handle *h, const void *buf, size_t len, const ch
 			  from);
 }
 
+static void *tag_thread(void *arg)
+{
+	struct tag_query *t = arg;
+
+	t->result = oci_referrer_find(t->client, PROFILE_ARTIFACT_TYPE, OCI_REFERRERS_TAG,
+				      t->timeout_ms, &t->ref, &t->err);
+	return NULL;
+}
+
+/* The newest profile attached to the image: the referrers API and, at the same time, the
+ * fallback tag (a registry without the API, like the distribution registry 2.8, then costs
+ * no extra round trip); the API's answer wins when there is one. */
+static int find_newest(struct mount_profile *l, struct oci_referrer *ref, struct util_error *err)
+{
+	struct tag_query t = {.client = l->tag_client, .timeout_ms = LOOKUP_MAX_MS};
+	bool started = false;
+	int r;
+
+	if (t.client)
+		started = pthread_create(&t.thread, NULL, tag_thread, &t) == 0;
+	r = oci_referrer_find(l->client, PROFILE_ARTIFACT_TYPE,
+			      OCI_REFERRERS_API | (started ? 0 : OCI_REFERRERS_TAG), LOOKUP_MAX_MS,
+			      ref, err);
+	if (started) {
+		pthread_join(t.thread, NULL);
+		if (r == 1) {
+			r = t.result;
+			*ref = t.ref;
+			*err = t.err;
+		}
+	}
+	return r;
+}
+
 /* Find the newest profile attached to the image, fetch it, hand it to the daemon: all while
  * the mount walks the metadata, so that the replay starts as early as it can. */
 static void *lookup_thread(void *arg)
@@ -95,7 +140,7 @@ static void *lookup_thread(void *arg)
 	uint64_t used;
 	int r;
 
-	r = oci_referrer_newest(l->client, PROFILE_ARTIFACT_TYPE, LOOKUP_MAX_MS, &ref, &err);
+	r = find_newest(l, &ref, &err);
 	used = util_now_ms() - l->started_ms;
 	if (r >= 0 && used >= LOOKUP_MAX_MS)
 		r = util_err_set(&err, -ETIMEDOUT, "the lookup took longer than %d ms",
@@ -176,6 +221,13 @@ int mount_profile_start(struct fetch_handle *h, const struct mount_opts *opts,
 	r = oci_client_new(ref, oci, &l->client);
 	if (r >= 0)
 		r = oci_client_set_blob(l->client, blob);
+	/* A second client (its own connection) for the fallback tag; without it, one after the
+	 * other. */
+	if (r >= 0 && (oci_client_new(ref, oci, &l->tag_client) < 0 ||
+		       oci_client_set_blob(l->tag_client, blob) < 0)) {
+		oci_client_free(l->tag_client);
+		l->tag_client = NULL;
+	}
 	if (r >= 0) {
 		r = -pthread_create(&l->thread, NULL, lookup_thread, l);
 		l->running = r == 0;
@@ -210,6 +262,7 @@ void mount_profile_free(struct mount_profile *l)
 	if (l->running)
 		pthread_join(l->thread, NULL);
 	oci_client_free(l->client);
+	oci_client_free(l->tag_client);
 	free(l);
 }
 

@@ -290,6 +290,13 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type,
  * and no fallback tag, or nothing of that type); -errno with err otherwise. */
 int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_t timeout_ms,
 			struct oci_referrer *ret, struct util_error *err);
+/* The same, asking only where `how` says: the referrers API (returns 1 when the registry has
+ * none and OCI_REFERRERS_TAG is not set), the fallback tag, or both in that order. Two
+ * clients may ask both ways at once, to save the round trip the fallback costs. */
+#define OCI_REFERRERS_API 1u
+#define OCI_REFERRERS_TAG 2u
+int oci_referrer_find(struct oci_client *c, const char *artifact_type, unsigned how,
+		      uint64_t timeout_ms, struct oci_referrer *ret, struct util_error *err);
 /* The bytes of the first layer of media type media_type in the artifact manifest
  * manifest_digest of the client's repository: manifest and blob both digest-checked, at
  * most max bytes (-EFBIG beyond), within timeout_ms (0: the client's). Caller frees *ret.

@@ -298,15 +298,15 @@ static int tag_newest(struct oci_client *c, const struct oci_descriptor *subject
 	return r;
 }
 
-int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_t timeout_ms,
-			struct oci_referrer *ret, struct util_error *err)
+int oci_referrer_find(struct oci_client *c, const char *artifact_type, unsigned how,
+		      uint64_t timeout_ms, struct oci_referrer *ret, struct util_error *err)
 {
 	uint64_t deadline = deadline_of(c, timeout_ms);
 	struct oci_descriptor subject;
 	struct oci_referrer best;
 	struct util_error local;
 	bool have = false;
-	int r;
+	int r = 1;
 
 	if (!err)
 		err = &local;
@@ -314,7 +314,11 @@ int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_
 	r = subject_of(c, &subject, err);
 	if (r < 0)
 		return r;
-	r = api_newest(c, &subject, artifact_type, deadline, &best, &have, err);
+	r = 1;
+	if (how & OCI_REFERRERS_API)
+		r = api_newest(c, &subject, artifact_type, deadline, &best, &have, err);
+	if (r == 1 && !(how & OCI_REFERRERS_TAG))
+		return 1; /* no API, and the caller looks at the tag itself */
 	if (r == 1) {
 		util_err_clear(err);
 		r = tag_newest(c, &subject, artifact_type, deadline, &best, &have, err);
@@ -326,6 +330,13 @@ int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_
 				    c->shown, c->ref->repository, subject.digest, artifact_type);
 	*ret = best;
 	return 0;
+}
+
+int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_t timeout_ms,
+			struct oci_referrer *ret, struct util_error *err)
+{
+	return oci_referrer_find(c, artifact_type, OCI_REFERRERS_API | OCI_REFERRERS_TAG,
+				 timeout_ms, ret, err);
 }
 
 /* GET a blob of known size and digest, whole, into *ret (NUL-terminated), from host h. */
