@@ -12,6 +12,7 @@
 #define LAZYEROFS_FETCH_FETCH_H
 
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -54,6 +55,10 @@ struct fetch_handle {
 int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret,
 			struct util_error *err);
 void fetch_handle_free(struct fetch_handle *h);
+/* Free the handle; when it was the daemon's only user (no mount, no other client, nothing
+ * waiting), wait up to wait_ms for the daemon to leave, so that whatever runs next (gc, a
+ * test, a script) finds the entry unlocked and the daemon gone. */
+void fetch_handle_release(struct fetch_handle *h, uint64_t wait_ms);
 
 /* Make the ranges present in the cache (one batch: several ranges per request, several
  * requests in flight); returns when all are present, or -errno. */
@@ -97,6 +102,28 @@ int fetch_profile_get(struct fetch_handle *h, struct profile *ret, bool *ret_tru
 int fetch_profile_replay(struct fetch_handle *h, const void *buf, size_t len, bool *ret_started,
 			 struct util_error *err);
 
+/* Ask the daemon to fetch every missing block in the background (as prefetch=all does,
+ * yielding to readers) for as long as this handle's connection lasts; the daemon verifies the
+ * entry once it is complete. Asking again is harmless. -EINVAL from a daemon that predates
+ * the request. */
+int fetch_fill(struct fetch_handle *h, struct util_error *err);
+
+/* Watching a fill (fill.c). */
+struct fetch_status;
+struct fetch_fill_watch {
+	uint64_t stall_ms; /* give up when no byte arrives for this long */
+	void (*progress)(void *ctx, const struct fetch_status *st); /* each poll; may be NULL */
+	void *ctx;
+	const volatile sig_atomic_t *cancel; /* stop when it becomes non-zero (a signal handler's flag) */
+};
+/* Fill the entry (fetch_fill) and wait until it is verified against its digest (or, for an
+ * unpinned URL source, complete). 0 then; -EILSEQ when its bytes do not match the digest (the
+ * daemon set the entry aside as bad); -EINTR when *cancel was set; -ETIMEDOUT after stall_ms
+ * without progress; a permanent fetch error (401/403, 404, a changed URL object) at once.
+ * One line in err; *ret_st: the last status seen. */
+int fetch_fill_wait(struct fetch_handle *h, const struct fetch_fill_watch *w,
+		    struct fetch_status *ret_st, struct util_error *err);
+
 /* Live status (DESIGN "status --json" keys, then more). */
 struct fetch_status {
 	char digest[UTIL_DIGEST_STR_LEN];
@@ -119,6 +146,10 @@ struct fetch_status {
 	uint64_t profile_ranges, profile_ranges_done, profile_bytes, profile_fetched_bytes;
 	uint64_t profile_requests, profile_served, profile_ms;
 	uint64_t recorded_ranges; /* the record of first accesses */
+	unsigned holds;		  /* connections holding the daemon (a mount being made, a fill) */
+	bool filling;		  /* the background fill runs */
+	int last_errno;		  /* the last failed fetch: -errno (0: none) */
+	char last_error[256];	  /* ... and what the registry client said */
 };
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
 

@@ -59,7 +59,9 @@ static void worker_state_init(struct fetch_daemon *d)
 
 	d->client = NULL;
 	d->reader = NULL;
-	d->nensure = d->holds = d->conns = 0;
+	d->nensure = d->holds = d->conns = d->fills = 0;
+	d->last_errno = 0;
+	d->last_error[0] = 0;
 	d->leaving = d->stopping = d->unlocked = false;
 	d->well_known_gone = false;
 	d->verify_started = false;
