@@ -26,6 +26,7 @@ int cli_push(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 int cli_profile(int argc, char **argv); /* profile save | profile push */
 int cli_fetch(int argc, char **argv);
+int cli_gc(int argc, char **argv);
 
 /* After getopt returned '?' (with opterr = 0): log one line naming the bad or incomplete
  * option and return CLI_EXIT_USAGE. */

@@ -18,6 +18,7 @@
 #include "fetch/fetch.h"
 #include "mount/walkio.h"
 #include "oci/oci.h"
+#include "util/strutil.h"
 
 #define MOUNT_DEFAULT_CACHE_DIR "/var/cache/lazyerofs"
 #define MOUNT_DEFAULT_RUN_DIR "/run/lazyerofs"
@@ -29,6 +30,15 @@
 /* $LAZYEROFS_CACHE_DIR / $LAZYEROFS_RUN_DIR or the defaults above. */
 const char *mount_env_cache_dir(void);
 const char *mount_env_run_dir(void);
+
+/* cache-max, the budget of the whole cache directory: from $LAZYEROFS_CACHE_MAX (the
+ * configuration file is to feed this same function). 1 and *ret when one is set, 0 when none,
+ * -EINVAL with one line in err when it is not a SIZE (util_parse_size). */
+int mount_cache_max(struct util_size *ret, struct util_error *err);
+/* Before a new entry is made for key: when the cache is over its budget, evict entries no
+ * mount uses, least recently used first (cache_gc). Logged; never fails (a bad budget is a
+ * warning). */
+void mount_cache_max_apply(const char *cache_dir, const char *key);
 
 /* Options of `mount -o` that are not the registry client's. */
 struct mount_opts {

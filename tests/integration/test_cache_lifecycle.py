@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -64,9 +65,9 @@ def push(reg, repo, image):
 
 @pytest.fixture(scope="module")
 def images(workdir):
-    """Three images of different sizes (not pushed: each test pushes to its registry)."""
+    """Four images of different sizes (not pushed: each test pushes to its registry)."""
     return {"a": make_image(workdir, "a", 6), "b": make_image(workdir, "b", 3),
-            "c": make_image(workdir, "c", 2)}
+            "c": make_image(workdir, "c", 2), "d": make_image(workdir, "d", 1)}
 
 
 # --- the entry's files as the tests see them -------------------------------------------------
@@ -242,3 +243,196 @@ def test_fetch_bad_input(lazy, registry, images):
     assert not [n for n in os.listdir(os.path.join(lazy.cache, "sha256"))
                 if not n.endswith(".lock")] if os.path.isdir(
                     os.path.join(lazy.cache, "sha256")) else True
+
+
+# --- gc and the cache-max budget -------------------------------------------------------------
+
+def entry_bytes(cache, digest):
+    """Disk space of an entry's files, as gc counts it (allocated blocks)."""
+    data, bitmap = entry_paths(cache, digest)
+    total = 0
+    for p in (data, bitmap, data + ".lock"):
+        try:
+            total += os.stat(p).st_blocks * 512
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def present(cache, im):
+    data, bitmap = entry_paths(cache, im["digest"])
+    return os.path.exists(data) or os.path.exists(bitmap)
+
+
+def stamp(cache, im, when):
+    """Set an entry's last use (its bitmap file's times) to `when`."""
+    _, bitmap = entry_paths(cache, im["digest"])
+    os.utime(bitmap, (when, when))
+
+
+def gc(lazy, *args, check=True, env=None):
+    r = lazy.run(["gc", *args], env=env or lazy.env)
+    if check:
+        assert r.returncode == 0, f"gc {args} failed ({r.returncode}): {r.stderr}"
+    return r
+
+
+def evicted(out, dry=False):
+    """The digests gc says it evicted (or would), in its order."""
+    word = "would evict" if dry else "evicted"
+    return [m[1] for m in re.finditer(rf"^{word} (sha256:[0-9a-f]{{64}}) \(", out, re.M)]
+
+
+@pytest.fixture
+def three(lazy, private_registry, images):
+    """a (6 MiB), b (3 MiB), c (2 MiB) pushed and fetched into the cache, last used in that
+    order (a oldest)."""
+    out = {}
+    now = time.time()
+    for i, name in enumerate("abc"):
+        out[name] = push(private_registry, f"gc/{name}", images[name])
+        fetch(lazy, out[name]["ref"])
+        stamp(lazy.cache, out[name], now - 3000 + 1000 * i)
+    return out
+
+
+def test_gc_dry_run_lists_and_removes_nothing(lazy, three):
+    before = {n: entry_bytes(lazy.cache, im["digest"]) for n, im in three.items()}
+    r = gc(lazy, "--dry-run")
+    assert evicted(r.stdout, dry=True) == [three[n]["digest"] for n in "abc"], r.stdout
+    assert re.search(r"^would evict 3 of 3 entries", r.stdout, re.M), r.stdout
+    assert r.stderr == ""
+    r = gc(lazy, "-n", "--max-size", "0")
+    assert len(evicted(r.stdout, dry=True)) == 3
+    for n, im in three.items():
+        assert present(lazy.cache, im) and entry_bytes(lazy.cache, im["digest"]) == before[n]
+    # A budget everything fits: nothing would go.
+    r = gc(lazy, "--dry-run", "--max-size", "100%")
+    assert evicted(r.stdout, dry=True) == [], r.stdout
+    lazy.assert_nothing_left()
+
+
+def test_gc_max_size_evicts_lru_unused_never_mounted(lazy, three):
+    """b is mounted and the least recently used: gc skips it and evicts the oldest unused
+    entries, only as many as the budget needs; --max-size 0 leaves only b (and says it is
+    over budget); once b is unmounted it goes too. The mount reads the right bytes all
+    along."""
+    a, b, c = three["a"], three["b"], three["c"]
+    mp = lazy.mount(b["ref"])
+    stamp(lazy.cache, b, time.time() - 10000)
+    total = sum(entry_bytes(lazy.cache, im["digest"]) for im in three.values())
+    # Just over the budget: a (the oldest unused) goes, and that is enough.
+    r = gc(lazy, "--max-size", str(total - 1))
+    assert evicted(r.stdout) == [a["digest"]], r.stdout
+    assert not present(lazy.cache, a) and present(lazy.cache, b) and present(lazy.cache, c)
+    assert not os.path.exists(entry_paths(lazy.cache, a["digest"])[0] + ".lock")
+    assert child_read(mp + "/data/f.bin") == expected(b, "/data/f.bin")
+    # Nothing fits: everything unused goes; b stays, and gc says why the cache is over.
+    r = gc(lazy, "--max-size", "0")
+    assert evicted(r.stdout) == [c["digest"]], r.stdout
+    assert "over budget: 1 entry in use" in r.stdout, r.stdout
+    assert present(lazy.cache, b)
+    assert child_read(mp + "/data/f.bin") == expected(b, "/data/f.bin")
+    st = lazy.status_of(mp)
+    assert st["errors"] == 0, st
+    lazy.umount(mp)
+    assert wait_until(lambda: not lazy.daemon_pids(), 10)
+    r = gc(lazy, "--max-size", "0K")
+    assert evicted(r.stdout) == [b["digest"]], r.stdout
+    assert os.listdir(os.path.join(lazy.cache, "sha256")) == []
+    # An evicted image mounts again from the registry, into a fresh entry.
+    mp = lazy.mount(a["ref"])
+    assert child_read(mp + "/data/f.bin") == expected(a, "/data/f.bin")
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_gc_racing_mounts_of_the_same_blob(lazy, private_registry, images):
+    """gc runs over and over (budget 0) while the same blob is mounted, read and unmounted:
+    every mount succeeds and reads the right bytes, every gc exits 0; each gc either evicts
+    the unused entry or skips it, never one a mount is opening or using."""
+    im = push(private_registry, "gc/race", images["b"])
+    want = expected(im, "/data/f.bin")
+    fetch(lazy, im["ref"])
+    stop = time.monotonic() + 600
+    results = []
+    done = threading.Event()
+
+    def loop():
+        while not done.is_set() and time.monotonic() < stop:
+            r = lazy.run(["gc", "--max-size", "0"])
+            results.append((r.returncode, r.stdout, r.stderr))
+            time.sleep(0.005)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        for i in range(8):
+            mp = lazy.mount(im["ref"], mp=lazy.mountpoint(f"race{i}"))
+            assert child_read(mp + "/data/f.bin") == want, f"round {i}: wrong bytes"
+            assert child_read(mp + "/etc/name") == b"b\n"
+            assert lazy.status_of(mp)["errors"] == 0
+            lazy.umount(mp)
+            # The daemon leaves, the entry is unused: the next mount races gc's eviction.
+            assert wait_until(lambda: not lazy.daemon_pids(), 10)
+            time.sleep(0.05 * (i % 3))
+    finally:
+        done.set()
+        t.join(120)
+    assert results and all(rc == 0 for rc, _, _ in results), \
+        [x for x in results if x[0] != 0][:3]
+    assert any(evicted(out) for _, out, _ in results), "gc never evicted the unused entry"
+    lazy.assert_nothing_left()
+
+
+def test_cache_max_applied_at_mount(lazy, private_registry, images, three):
+    """LAZYEROFS_CACHE_MAX: a mount that makes a new entry first evicts unused entries, least
+    recently used first, while the cache is over the budget -- never one that is mounted; a
+    mount of an existing entry evicts nothing; a bad value is a warning, not a failed mount."""
+    a, b, c = three["a"], three["b"], three["c"]
+    d = push(private_registry, "gc/d", images["d"])
+    lazy.env["LAZYEROFS_CACHE_MAX"] = "0"
+    mp_c = lazy.mount(c["ref"])  # an existing entry: nothing is evicted
+    assert all(present(lazy.cache, im) for im in three.values())
+    stamp(lazy.cache, c, time.time() - 10000)  # the least recently used, but mounted
+    budget = entry_bytes(lazy.cache, b["digest"]) + entry_bytes(lazy.cache, c["digest"])
+    lazy.env["LAZYEROFS_CACHE_MAX"] = str(budget)
+    mp_d = lazy.mount(d["ref"])  # a new entry: a (the oldest unused) makes room
+    assert not present(lazy.cache, a)
+    assert present(lazy.cache, b) and present(lazy.cache, c) and present(lazy.cache, d)
+    assert child_read(mp_c + "/data/f.bin") == expected(c, "/data/f.bin")
+    assert child_read(mp_d + "/data/f.bin") == expected(d, "/data/f.bin")
+    # A budget in percent of the cache filesystem, all of it: nothing goes.
+    lazy.env["LAZYEROFS_CACHE_MAX"] = "100%"
+    mp_a = lazy.mount(a["ref"])
+    assert present(lazy.cache, b)
+    lazy.umount(mp_a)
+    # Not a size: the mount goes on, with a warning.
+    lazy.env["LAZYEROFS_CACHE_MAX"] = "lots"
+    lazy.run(["gc", "--max-size", "0"], env=dict(lazy.env, LAZYEROFS_CACHE_MAX="1G"))
+    mp_a, r = lazy.mount(a["ref"], check=False)
+    assert r.returncode == 0, r.stderr
+    assert "LAZYEROFS_CACHE_MAX='lots'" in r.stderr and "warning" in r.stderr, r.stderr
+    assert child_read(mp_a + "/etc/name") == b"a\n"
+    for mp in (mp_a, mp_c, mp_d):
+        lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_gc_bad_input(lazy, three):
+    """Bad usage: one line, exit 1, nothing evicted."""
+    for args in (["--max-size", "1.5G"], ["--max-size", "101%"], ["--max-size", "-1"],
+                 ["--max-size", ""], ["--max-size"], ["--bogus"], ["extra"]):
+        r = lazy.run(["gc", *args])
+        assert_one_line_error(r, 1)
+    r = lazy.run(["gc"], env=dict(lazy.env, LAZYEROFS_CACHE_MAX="ten gigs"))
+    assert_one_line_error(r, 1)
+    assert "LAZYEROFS_CACHE_MAX" in r.stderr
+    bad = os.path.join(lazy.root, "open")
+    os.makedirs(bad, mode=0o755)
+    os.chmod(bad, 0o755)
+    r = lazy.run(["gc"], env=dict(lazy.env, LAZYEROFS_CACHE_DIR=bad))
+    assert_one_line_error(r, 2)
+    assert all(present(lazy.cache, im) for im in three.values())
+    r = lazy.run(["gc", "--help"])
+    assert r.returncode == 0 and "Usage: lazyerofs gc" in r.stdout
