@@ -127,7 +127,7 @@ static int fill(const char *source, const char *const *optv, size_t optn)
 		code = CLI_EXIT_FAILURE;
 	} else if (r < 0) {
 		mount_sanitize_line(err.message);
-		if (res.size)
+		if (res.size && r != -EILSEQ)
 			log_error("fetch: %s (%s of %s are in the cache)", err.message, a, b);
 		else
 			log_error("fetch: %s", err.message);

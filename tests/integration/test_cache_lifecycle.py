@@ -221,6 +221,30 @@ def test_fetch_interrupted_leaves_consistent_entry(lazy, faultproxy, registry, i
     assert check_claims(lazy.cache, im) == (im["size"] + BLOCK - 1) // BLOCK
 
 
+def test_fetch_digest_mismatch_sets_entry_aside(lazy, faultproxy, registry, images):
+    """Bytes that do not hash to the digest (the proxy flips one): fetch fails with one line
+    naming the digest, exit 2, no daemon left, no verified entry under the blob's name; with
+    honest bytes a second fetch starts afresh and verifies."""
+    im = push(registry, "life/corrupt", images["c"])
+    faultproxy.add("corrupt", path="/blobs/sha256:", method="GET", range=".", count=None,
+                   offsets=[im["size"] // 2 + 7])
+    ref = faultproxy.ref("life/corrupt", "v1")
+    r = fetch(lazy, ref, check=False)
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("lazyerofs:")]
+    assert len(lines) == 1, r.stderr
+    assert "do not match its digest" in lines[0] and im["digest"] in lines[0], r.stderr
+    lazy.assert_nothing_left()
+    data, bitmap = entry_paths(lazy.cache, im["digest"])
+    assert not os.path.exists(bitmap) or not header_flags(lazy.cache, im["digest"]) & FLAG_VERIFIED
+    faultproxy.clear()
+    r = fetch(lazy, ref)
+    assert "verified" in r.stdout, r.stdout
+    with open(data, "rb") as f:
+        assert f.read() == im["blob"]
+    lazy.assert_nothing_left()
+
+
 def test_fetch_bad_input(lazy, registry, images):
     """Usage errors exit 1, other failures 2: one line each, no daemon, no entry."""
     im = push(registry, "life/bad", images["c"])
