@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include "util/sha256.h"
+#include "util/strutil.h"
 
 #define CACHE_BLOCK_SHIFT 12
 #define CACHE_BLOCK_SIZE  (1u << CACHE_BLOCK_SHIFT)
@@ -216,9 +217,58 @@ bool cache_entry_broken(const struct cache_entry *e);
 bool cache_entry_complete(const struct cache_entry *e);
 uint64_t cache_entry_present_bytes(const struct cache_entry *e);
 
+/* Record a use of the entry now: the bitmap file's times, which `gc` evicts by (least recently
+ * used first). At open and when the last user leaves. Best effort. */
+void cache_entry_touch(struct cache_entry *e);
+
+/* Remove the files of entry `key`, whose lock the caller holds (lock_fd, from
+ * cache_entry_lock): the bitmap first (a crash then leaves a data file without one, which the
+ * next open rebuilds), then the data file, then the lock file's name, so that whoever waits
+ * for the lock retries on a new lock file and creates a fresh entry, never opening
+ * half-removed files. Also removes what a dead holder of a bad entry left aside. */
+int cache_entry_remove(int dirfd, const char *key, int lock_fd);
+
 /* Read an entry's header without taking its lock (e.g. to find the size of a complete entry
  * for an offline mount). -ENOENT when there is no entry, -EUCLEAN when damaged. */
 int cache_entry_peek(int dirfd, const char *key, struct cache_header *ret);
+
+/* ---- eviction (gc.c) ----------------------------------------------------------------------- */
+
+/* One entry as eviction sees it. */
+struct cache_gc_entry {
+	char key[CACHE_KEY_LEN + 1];
+	char digest[UTIL_DIGEST_STR_LEN]; /* from its header; "" when none or unreadable */
+	uint64_t bytes;			  /* disk space its files take (allocated blocks) */
+	int64_t last_use;		  /* seconds since the epoch: the LRU stamp */
+	bool in_use;			  /* its lock is held: a daemon (a mount) uses it */
+	bool evict;			  /* chosen (cache_gc_plan) */
+	bool gone;			  /* evicted */
+};
+
+/* Order entries least recently used first (ties: the larger first, then by key). */
+void cache_gc_sort(struct cache_gc_entry *v, size_t n);
+/* Choose, in order, entries neither in use nor gone to evict until the bytes of all entries
+ * left (in use ones included, gone ones not) are at most budget: their `evict` is set, every
+ * other's cleared. Returns the bytes that stay. Pure: the unit tests run it. */
+uint64_t cache_gc_plan(struct cache_gc_entry *v, size_t n, uint64_t budget);
+
+/* The budget in bytes: size->bytes, or size->percent of the cache filesystem's size. */
+int cache_gc_budget(const char *cache_dir, const struct util_size *size, uint64_t *ret);
+
+struct cache_gc_result {
+	size_t entries, evicted, in_use; /* entries seen; evicted (or would be); in use */
+	uint64_t total, freed, in_use_bytes, budget; /* bytes: before, freed, held in use */
+};
+
+/* Evict entries of cache_dir that no mount uses, least recently used first, until the cache
+ * takes at most `size` (a percentage: of its filesystem). An entry's lock is taken without
+ * waiting and it is skipped when held (a daemon serves it, or a mount is opening it); it is
+ * removed while locked (cache_entry_remove). dry_run: only report what would go. each (may be
+ * NULL) sees every evicted entry. A missing cache directory holds nothing. -errno on failure
+ * (what was evicted so far stays evicted, and was reported). */
+int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
+	     void (*each)(void *ctx, const struct cache_gc_entry *e), void *ctx,
+	     struct cache_gc_result *ret);
 
 /* Name the filesystem type of fd ("ext4", "tmpfs", "overlayfs", ... or "0x<magic>"). */
 const char *cache_fs_name(int fd, char *buf, size_t len);

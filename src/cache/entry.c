@@ -428,6 +428,7 @@ int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_p
 		if (r < 0)
 			goto fail;
 	}
+	cache_entry_touch(e);
 	*ret = e;
 	return 0;
 fail:
@@ -716,6 +717,35 @@ uint64_t cache_entry_present_bytes(const struct cache_entry *e)
 	if (e->present.nbits && cache_bitmap_test(&e->present, e->present.nbits - 1))
 		bytes -= e->present.nbits * CACHE_BLOCK_SIZE - e->hdr.size;
 	return bytes;
+}
+
+void cache_entry_touch(struct cache_entry *e)
+{
+	if (futimens(e->bitmap_fd, NULL) < 0)
+		log_debug("stamping the use of cache entry %s: %m", e->hdr.key);
+}
+
+int cache_entry_remove(int dirfd, const char *key, int lock_fd)
+{
+	static const char *const suffix[] = { ".bitmap", "", ".lock" };
+	char name[CACHE_KEY_LEN + 16];
+	struct stat a, b;
+
+	if (!key_valid(key))
+		return -EINVAL;
+	/* The lock must be the one the name has (cache_entry_lock checked it, and nobody
+	 * renames a lock file it does not hold). */
+	snprintf(name, sizeof(name), "%s.lock", key);
+	if (fstat(lock_fd, &a) < 0 || fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+		return -ESTALE;
+	sweep_aside(dirfd, key);
+	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
+		snprintf(name, sizeof(name), "%s%s", key, suffix[i]);
+		if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+			return -errno;
+	}
+	return fsync_dir(dirfd);
 }
 
 int cache_entry_peek(int dirfd, const char *key, struct cache_header *ret)

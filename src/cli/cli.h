@@ -3,6 +3,8 @@
 #ifndef LAZYEROFS_CLI_CLI_H
 #define LAZYEROFS_CLI_CLI_H
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "oci/oci.h"
@@ -23,6 +25,8 @@ int cli_status(int argc, char **argv);
 int cli_push(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 int cli_profile(int argc, char **argv); /* profile save | profile push */
+int cli_fetch(int argc, char **argv);
+int cli_gc(int argc, char **argv);
 
 /* After getopt returned '?' (with opterr = 0): log one line naming the bad or incomplete
  * option and return CLI_EXIT_USAGE. */
@@ -39,6 +43,38 @@ int cli_oci_options_parse(const char *cmd, struct oci_options *o, const char *s)
  * argv[optind]; else the exit code to return (help printed, or one usage line logged). */
 int cli_registry_args(const char *cmd, int argc, char **argv, int nargs, const char *what,
 		      struct oci_options *opts, void (*usage)(FILE *f));
+
+/* The command line of mount and fetch: [-o OPTS]... [-v] [-h|--help], then nargs arguments
+ * (what names them for the message). Each -o is collected in optv (at most CLI_MAX_OPT_ARGS:
+ * several add up, as with mount(8)). -1: go on with the arguments at argv[optind]; else the
+ * exit code to return (help printed, or one usage line logged). */
+#define CLI_MAX_OPT_ARGS 64
+int cli_opt_args(const char *cmd, int argc, char **argv, int nargs, const char *what,
+		 const char **optv, size_t *optn, void (*usage)(FILE *f));
+/* Parse each -o argument of optv into mo and oo (mount_opts_parse, after mount_opts_init and
+ * oci_options_init); a bad one is logged as one line naming cmd: -EINVAL. */
+struct mount_opts;
+int cli_mount_opts(const char *cmd, const char *const *optv, size_t optn, struct mount_opts *mo,
+		   struct oci_options *oo);
+/* Add one -o argument to optv: -E2BIG (logged, naming cmd) when there are too many. */
+int cli_add_opt_arg(const char *cmd, const char **optv, size_t *optn, const char *arg);
+
+/* Progress on stderr: on a terminal a bar redrawn in place; otherwise, with `lines`, a plain
+ * line at every tenth of the way (and every CLI_PROGRESS_LINE_MS while it moves), else
+ * nothing. */
+#define CLI_PROGRESS_LINE_MS 10000
+struct cli_progress {
+	const char *verb; /* "pushing", "fetching" */
+	const char *name; /* what, as the lines name it */
+	bool tty, lines;
+	bool open; /* a bar is drawn on the current line: end it before printing */
+	int last_pct;
+	uint64_t last_line_ms;
+};
+void cli_progress_init(struct cli_progress *p, const char *verb, const char *name, bool lines);
+void cli_progress_update(struct cli_progress *p, uint64_t done, uint64_t total);
+/* Finish the bar's line (before anything else is printed). */
+void cli_progress_end(struct cli_progress *p);
 
 /* Count leading -v / --verbose flags handled globally; returns the new verbosity. */
 void cli_verbose_inc(void);

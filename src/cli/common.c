@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
-/* Helpers shared by the subcommands: -v, the one-line answer to a bad option, and -o lists
- * of the registry client's options. */
+/* Helpers shared by the subcommands: -v, the one-line answer to a bad option, -o lists of
+ * the registry client's options, and progress on stderr. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "mount/mount.h"
 #include "util/log.h"
+#include "util/strutil.h"
+#include "util/time.h"
 
 void cli_verbose_inc(void)
 {
@@ -54,37 +58,120 @@ int cli_oci_options_parse(const char *cmd, struct oci_options *o, const char *s)
 	return r < 0 ? -EINVAL : 0;
 }
 
-int cli_registry_args(const char *cmd, int argc, char **argv, int nargs, const char *what,
-		      struct oci_options *opts, void (*usage)(FILE *f))
+int cli_add_opt_arg(const char *cmd, const char **optv, size_t *optn, const char *arg)
+{
+	if (*optn == CLI_MAX_OPT_ARGS) {
+		log_error("%s: too many -o arguments (at most %d)", cmd, CLI_MAX_OPT_ARGS);
+		return -E2BIG;
+	}
+	optv[(*optn)++] = arg;
+	return 0;
+}
+
+int cli_opt_args(const char *cmd, int argc, char **argv, int nargs, const char *what,
+		 const char **optv, size_t *optn, void (*usage)(FILE *f))
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "options", required_argument, NULL, 'o' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int opt;
+	int c;
 
-	optind = 1;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "+o:hv", longopts, NULL)) != -1) {
-		switch (opt) {
+	optind = 1;
+	*optn = 0;
+	while ((c = getopt_long(argc, argv, "+ho:v", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			usage(stdout);
+			return CLI_EXIT_OK;
 		case 'o':
-			if (cli_oci_options_parse(cmd, opts, optarg) < 0)
+			if (cli_add_opt_arg(cmd, optv, optn, optarg) < 0)
 				return CLI_EXIT_USAGE;
 			break;
 		case 'v':
 			cli_verbose_inc();
 			break;
-		case 'h':
-			usage(stdout);
-			return CLI_EXIT_OK;
 		default:
-			return cli_option_error(cmd, "+o:hv", argv);
+			return cli_option_error(cmd, "+ho:v", argv);
 		}
 	}
 	if (argc - optind != nargs) {
-		log_error("%s: expected %s; run 'lazyerofs %s --help'", cmd, what, cmd);
+		log_error("%s: expected %s; see 'lazyerofs %s --help'", cmd, what, cmd);
 		return CLI_EXIT_USAGE;
 	}
 	return -1;
+}
+
+int cli_registry_args(const char *cmd, int argc, char **argv, int nargs, const char *what,
+		      struct oci_options *opts, void (*usage)(FILE *f))
+{
+	const char *optv[CLI_MAX_OPT_ARGS];
+	size_t optn = 0;
+	int r = cli_opt_args(cmd, argc, argv, nargs, what, optv, &optn, usage);
+
+	if (r >= 0)
+		return r;
+	for (size_t i = 0; i < optn; i++)
+		if (cli_oci_options_parse(cmd, opts, optv[i]) < 0)
+			return CLI_EXIT_USAGE;
+	return -1;
+}
+
+int cli_mount_opts(const char *cmd, const char *const *optv, size_t optn, struct mount_opts *mo,
+		   struct oci_options *oo)
+{
+	struct util_error err = UTIL_ERROR_INIT;
+
+	for (size_t i = 0; i < optn; i++)
+		if (mount_opts_parse(optv[i], mo, oo, &err) < 0) {
+			log_error("%s: %s", cmd, err.message);
+			return -EINVAL;
+		}
+	return 0;
+}
+
+void cli_progress_init(struct cli_progress *p, const char *verb, const char *name, bool lines)
+{
+	*p = (struct cli_progress){ .verb = verb, .name = name, .lines = lines, .last_pct = -1 };
+	p->tty = isatty(STDERR_FILENO) == 1;
+}
+
+void cli_progress_update(struct cli_progress *p, uint64_t done, uint64_t total)
+{
+	char a[32], b[32];
+	int pct = total ? (int)(MIN(done, total) * 100 / total) : 100, bars;
+	uint64_t now = util_now_ms();
+
+	if (pct == p->last_pct)
+		return;
+	util_format_bytes(done, a, sizeof(a));
+	util_format_bytes(total, b, sizeof(b));
+	if (p->tty) {
+		bars = pct / 4;
+		fprintf(stderr, "\r%s %s [%.*s%*s] %3d%% %s / %s ", p->verb, p->name, bars,
+			"#########################", 25 - bars, "", pct, a, b);
+		p->open = pct < 100;
+		if (!p->open)
+			fputc('\n', stderr);
+	} else if (p->lines) {
+		if (p->last_pct >= 0 && pct / 10 == p->last_pct / 10 && pct < 100 &&
+		    now - p->last_line_ms < CLI_PROGRESS_LINE_MS)
+			return;
+		fprintf(stderr, "%s %s: %d%% (%s of %s)\n", p->verb, p->name, pct, a, b);
+		p->last_line_ms = now;
+	} else {
+		return;
+	}
+	p->last_pct = pct;
+	fflush(stderr);
+}
+
+void cli_progress_end(struct cli_progress *p)
+{
+	if (p->open)
+		fputc('\n', stderr);
+	p->open = false;
 }

@@ -20,6 +20,8 @@ static const struct cli_command commands[] = {
 	{ "push", cli_push, "publish an EROFS image as a one-layer OCI image" },
 	{ "inspect", cli_inspect, "summarise a local EROFS image; --extents lists its metadata" },
 	{ "profile", cli_profile, "save a mount's startup profile, or attach one to its image" },
+	{ "fetch", cli_fetch, "fetch and verify a whole image into the cache ahead of time" },
+	{ "gc", cli_gc, "evict cache entries no mount uses, least recently used first" },
 };
 
 static void usage(FILE *f)

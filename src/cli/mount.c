@@ -114,13 +114,9 @@ static int do_mount(const char *source, const char *mountpoint, const char *cons
 	oci_options_init(&oo);
 	mo.sloppy = sloppy;
 	mo.helper = helper;
-	for (size_t i = 0; i < optn; i++) {
-		r = mount_opts_parse(optv[i], &mo, &oo, &err);
-		if (r < 0) {
-			log_error("mount: %s", err.message);
-			code = CLI_EXIT_USAGE;
-			goto out;
-		}
+	if (cli_mount_opts("mount", optv, optn, &mo, &oo) < 0) {
+		code = CLI_EXIT_USAGE;
+		goto out;
 	}
 	req.opts = &mo;
 	req.oci = &oo;
@@ -141,60 +137,21 @@ out:
 	return code;
 }
 
-#define MAX_OPT_ARGS 64
-
-/* Several -o arguments add up, as with mount(8). */
-static int add_opt_arg(const char **optv, size_t *optn, const char *arg)
-{
-	if (*optn == MAX_OPT_ARGS) {
-		log_error("mount: too many -o arguments (at most %d)", MAX_OPT_ARGS);
-		return -E2BIG;
-	}
-	optv[(*optn)++] = arg;
-	return 0;
-}
-
 int cli_mount(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "options", required_argument, NULL, 'o' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *optv[MAX_OPT_ARGS];
+	const char *optv[CLI_MAX_OPT_ARGS];
 	size_t optn = 0;
-	int c;
+	int r = cli_opt_args("mount", argc, argv, 2, "SOURCE and MOUNTPOINT", optv, &optn, usage);
 
-	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+ho:v", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			usage(stdout);
-			return CLI_EXIT_OK;
-		case 'o':
-			if (add_opt_arg(optv, &optn, optarg) < 0)
-				return CLI_EXIT_USAGE;
-			break;
-		case 'v':
-			cli_verbose_inc();
-			break;
-		default:
-			return cli_option_error("mount", "+ho:v", argv);
-		}
-	}
-	if (argc - optind != 2) {
-		log_error("mount: expected SOURCE and MOUNTPOINT; see 'lazyerofs mount --help'");
-		return CLI_EXIT_USAGE;
-	}
+	if (r >= 0)
+		return r;
 	return do_mount(argv[optind], argv[optind + 1], optv, optn, false, false);
 }
 
 /* mount(8) runs `/sbin/mount.erofs.lazy SOURCE DIR [-sfnv] [-N NS] [-o OPTS] [-t TYPE]`. */
 int cli_mount_helper(int argc, char **argv)
 {
-	const char *optv[MAX_OPT_ARGS];
+	const char *optv[CLI_MAX_OPT_ARGS];
 	const char *pos[2];
 	size_t optn = 0, npos = 0;
 	bool sloppy = false, fake = false;
@@ -227,7 +184,7 @@ int cli_mount_helper(int argc, char **argv)
 			usage(stdout);
 			return CLI_EXIT_OK;
 		case 'o':
-			if (add_opt_arg(optv, &optn, optarg) < 0)
+			if (cli_add_opt_arg("mount", optv, &optn, optarg) < 0)
 				return CLI_EXIT_USAGE;
 			break;
 		case 't':

@@ -38,28 +38,9 @@ static void usage(FILE *f)
 		"  -h, --help            show this help\n");
 }
 
-struct progress {
-	bool tty;
-	int last;
-	const char *name;
-};
-
 static void on_progress(void *ctx, uint64_t done, uint64_t total)
 {
-	struct progress *p = ctx;
-	char a[32], b[32];
-	int pct = total ? (int)(done * 100 / total) : 100, bars;
-
-	if (!p->tty || pct == p->last)
-		return;
-	p->last = pct;
-	bars = pct / 4;
-	fprintf(stderr, "\rpushing %s [%.*s%*s] %3d%% %s / %s ", p->name, bars,
-		"#########################", 25 - bars, "", pct,
-		util_format_bytes(done, a, sizeof(a)), util_format_bytes(total, b, sizeof(b)));
-	if (done >= total)
-		fputc('\n', stderr);
-	fflush(stderr);
+	cli_progress_update(ctx, done, total);
 }
 
 /* The image must at least be an EROFS filesystem. */
@@ -107,12 +88,13 @@ int cli_push(int argc, char **argv)
 	char layer_digest[UTIL_DIGEST_STR_LEN], config_digest[UTIL_DIGEST_STR_LEN];
 	char manifest_digest[UTIL_DIGEST_STR_LEN];
 	uint8_t d[UTIL_SHA256_LEN];
-	struct progress prog = { .tty = isatty(STDERR_FILENO), .last = -1 };
+	struct cli_progress prog;
 	const char *image, *name;
 	uint64_t size = 0;
 	int r, ret = CLI_EXIT_FAILURE;
 
 	oci_options_init(&opts);
+	cli_progress_init(&prog, "pushing", "", false);
 	r = cli_registry_args("push", argc, argv, 2, "IMAGE.erofs and REFERENCE", &opts, usage);
 	if (r >= 0) {
 		oci_options_free(&opts);
@@ -188,8 +170,7 @@ int cli_push(int argc, char **argv)
 	ret = CLI_EXIT_OK;
 	goto out;
 fail:
-	if (prog.tty && prog.last >= 0 && prog.last < 100)
-		fputc('\n', stderr);
+	cli_progress_end(&prog);
 	log_error("push: %s", err.message[0] ? err.message : strerror(-r));
 out:
 	oci_client_free(c);

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,5 +428,43 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 	ret->profile_ms = getu(reply, "profile_ms");
 	ret->recorded_ranges = getu(reply, "recorded_ranges");
 	fetch_metrics_parse(reply, ret);
+	ret->holds = (unsigned)getu(reply, "holds");
+	ret->filling = json_is_true(json_object_get(reply, "filling"));
+	ret->last_errno = -(int)MIN(getu(reply, "last_errno"), (uint64_t)4095);
+	if (util_json_get_string(reply, "last_error", &state) >= 0)
+		snprintf(ret->last_error, sizeof(ret->last_error), "%s", state);
 	return 0;
+}
+
+int fetch_fill(struct fetch_handle *h, struct util_error *err)
+{
+	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "fill"), *reply = NULL;
+
+	if (!req)
+		return -ENOMEM;
+	return call(h, req, -1, &reply, err);
+}
+
+void fetch_handle_release(struct fetch_handle *h, uint64_t wait_ms)
+{
+	struct fetch_status st;
+	uint64_t deadline = util_now_ms() + wait_ms;
+	int pidfd = -1;
+
+	if (!h)
+		return;
+	if (wait_ms && fetch_status(h, &st) >= 0 && st.mounts == 0 && st.pending == 0 &&
+	    st.holds <= (h->holding ? 1u : 0u))
+		pidfd = fetch_pidfd_open(h->pid);
+	fetch_handle_free(h);
+	if (pidfd < 0)
+		return;
+	for (;;) {
+		struct pollfd p = { .fd = pidfd, .events = POLLIN };
+		uint64_t now = util_now_ms();
+
+		if (now >= deadline || poll(&p, 1, (int)MIN(deadline - now, (uint64_t)1000)) > 0)
+			break;
+	}
+	close(pidfd);
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
  * The worker's main loop: the control socket (root only, line-delimited JSON: hello, hold,
- * status, ensure, data_fd, attach, detach, files) and the decision to leave: the daemon
+ * status, ensure, data_fd, attach, detach, files, fill) and the decision to leave: the daemon
  * leaves when no superblock (mounts.c), no holding connection and no waiting request uses
  * the entry.
  */
@@ -36,6 +36,7 @@ struct conn {
 	struct fetch_daemon *d;
 	int fd;
 	bool holding;
+	bool filling; /* asked for the background fill: it lasts while the connection does */
 };
 
 /* The data file is gone from the cache directory (removed, or replaced by a new entry):
@@ -190,6 +191,36 @@ static int do_data_fd(struct conn *c)
 		return fetch_reply_error(c->fd, EBADF, "data_fd: the daemon has no pre-mark read fd");
 	o = json_pack("{s:b}", "ok", 1);
 	return o ? fetch_proto_send(c->fd, o, c->d->rd_fd) : -ENOMEM;
+}
+
+/* The background fill (prefetch=all) runs while the daemon was started with it or any
+ * connection asks for it. Under d->lock. */
+static void fill_update(struct fetch_daemon *d)
+{
+	bool want = d->pol.prefetch_all || d->fills > 0;
+
+	if (d->sched.pol.prefetch_all != want) {
+		d->sched.pol.prefetch_all = want;
+		log_info("background fill %s", want ? "started" : "stopped");
+		fetch_kick(d);
+	}
+}
+
+/* `lazyerofs fetch`: fetch every missing block in the background for as long as this
+ * connection lasts; the housekeeper verifies the entry once it is complete. */
+static int do_fill(struct conn *c)
+{
+	struct fetch_daemon *d = c->d;
+	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
+
+	pthread_mutex_lock(&d->lock);
+	if (!c->filling) {
+		c->filling = true;
+		d->fills++;
+	}
+	fill_update(d);
+	pthread_mutex_unlock(&d->lock);
+	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
 
 static int do_attach(struct conn *c, json_t *req, int fd)
@@ -349,6 +380,8 @@ static void *conn_thread(void *arg)
 			r = fetch_profile_get_request(d, c->fd);
 		} else if (!strcmp(op, "profile_replay")) {
 			r = fetch_profile_replay_request(d, c->fd, pfd);
+		} else if (!strcmp(op, "fill")) {
+			r = do_fill(c);
 		} else {
 			r = fetch_reply_error(c->fd, EINVAL, "unknown request '%s'", op);
 		}
@@ -360,6 +393,10 @@ out:
 	pthread_mutex_lock(&d->lock);
 	if (c->holding)
 		d->holds--;
+	if (c->filling) {
+		d->fills--;
+		fill_update(d);
+	}
 	d->conns--;
 	pthread_mutex_unlock(&d->lock);
 	close(c->fd);

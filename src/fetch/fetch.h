@@ -12,6 +12,7 @@
 #define LAZYEROFS_FETCH_FETCH_H
 
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -55,6 +56,10 @@ struct fetch_handle {
 int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret,
 			struct util_error *err);
 void fetch_handle_free(struct fetch_handle *h);
+/* Free the handle; when it was the daemon's only user (no mount, no other client, nothing
+ * waiting), wait up to wait_ms for the daemon to leave, so that whatever runs next (gc, a
+ * test, a script) finds the entry unlocked and the daemon gone. */
+void fetch_handle_release(struct fetch_handle *h, uint64_t wait_ms);
 
 /* Make the ranges present in the cache (one batch: several ranges per request, several
  * requests in flight); returns when all are present, or -errno. */
@@ -131,6 +136,28 @@ const char *fetch_fail_kind_name(enum fetch_fail_kind k);
 enum fetch_fail_kind fetch_fail_kind_of(int err, int http_status, bool write_failed,
 					bool timed_out);
 
+/* Ask the daemon to fetch every missing block in the background (as prefetch=all does,
+ * yielding to readers) for as long as this handle's connection lasts; the daemon verifies the
+ * entry once it is complete. Asking again is harmless. -EINVAL from a daemon that predates
+ * the request. */
+int fetch_fill(struct fetch_handle *h, struct util_error *err);
+
+/* Watching a fill (fill.c). */
+struct fetch_status;
+struct fetch_fill_watch {
+	uint64_t stall_ms; /* give up when no byte arrives for this long */
+	void (*progress)(void *ctx, const struct fetch_status *st); /* each poll; may be NULL */
+	void *ctx;
+	const volatile sig_atomic_t *cancel; /* stop when it becomes non-zero (a signal handler's flag) */
+};
+/* Fill the entry (fetch_fill) and wait until it is verified against its digest (or, for an
+ * unpinned URL source, complete). 0 then; -EILSEQ when its bytes do not match the digest (the
+ * daemon set the entry aside as bad); -EINTR when *cancel was set; -ETIMEDOUT after stall_ms
+ * without progress; a permanent fetch error (401/403, 404, a changed URL object) at once.
+ * One line in err; *ret_st: the last status seen. */
+int fetch_fill_wait(struct fetch_handle *h, const struct fetch_fill_watch *w,
+		    struct fetch_status *ret_st, struct util_error *err);
+
 /* Live status (DESIGN "status --json" keys, then more). */
 struct fetch_status {
 	char digest[UTIL_DIGEST_STR_LEN];
@@ -162,6 +189,11 @@ struct fetch_status {
 	bool has_latency;
 	uint64_t latency[FETCH_LATENCY_BUCKETS];
 	uint64_t latency_sum_us;
+
+	unsigned holds;		  /* connections holding the daemon (a mount being made, a fill) */
+	bool filling;		  /* the background fill runs */
+	int last_errno;		  /* the last failed fetch: -errno (0: none) */
+	char last_error[256];	  /* ... and what the registry client said */
 };
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
 /* The keys of s's measurements (retries, failures by kind and, with has_latency, the latency

@@ -179,6 +179,9 @@ struct fetch_daemon {
 	size_t nfree;				 /* (lock) */
 	unsigned nensure;			 /* (lock) ensure requests waiting */
 	unsigned holds;				 /* (lock) connections holding the daemon */
+	unsigned fills;	/* (lock) connections that asked for the background fill ("fill") */
+	int last_errno;	/* (lock) the last failed fetch: -errno (0: none yet) */
+	char last_error[256]; /* (lock) ... and what the registry client said */
 	unsigned conns;				 /* (lock) open control connections */
 	bool leaving;	/* (lock) no more holds: the daemon is about to leave */
 	bool stopping;	/* (lock) threads finish what is queued and end */

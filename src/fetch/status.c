@@ -35,6 +35,10 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	uint64_t pending, files, file_ranges;
 	unsigned mounts = 0, in_flight;
 	uint64_t rtt_us, rate;
+	unsigned holds;
+	bool filling;
+	int last_errno;
+	char last_error[sizeof(d->last_error)];
 
 	/* Every byte present, the hash not checked yet: complete. */
 	if (state == FETCH_STATE_RUNNING && cache_entry_complete(d->entry))
@@ -46,6 +50,10 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	in_flight = d->sched.njobs;
 	rtt_us = d->sched.link_rtt_us;
 	rate = d->sched.link_bytes_per_s;
+	holds = d->holds;
+	filling = d->sched.pol.prefetch_all;
+	last_errno = d->last_errno;
+	memcpy(last_error, d->last_error, sizeof(last_error));
 	for (size_t i = 0; i < FETCH_MOUNTS_USED(d->sh); i++) {
 		struct fetch_mount_rec *m = &sh->mounts[i];
 
@@ -88,6 +96,13 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "link_bytes_per_s", json_integer((json_int_t)rate));
 	json_object_set_new(o, "timeout_ms", json_integer((json_int_t)d->pol.timeout_ms));
 	json_object_set_new(o, "prefetch_all", json_boolean(d->pol.prefetch_all));
+	/* The background fill runs now (prefetch=all, or a `lazyerofs fetch` asked for it). */
+	json_object_set_new(o, "filling", json_boolean(filling));
+	json_object_set_new(o, "holds", json_integer(holds));
+	if (last_errno) {
+		json_object_set_new(o, "last_errno", json_integer(-last_errno));
+		json_object_set_new(o, "last_error", json_string(last_error));
+	}
 	json_object_set_new(o, "data_path", json_string(d->entry->data_path));
 	json_object_set_new(o, "socket", json_string(d->sock2_path));
 	json_object_set_new(o, "log", json_string(d->log_path));

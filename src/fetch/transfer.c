@@ -125,6 +125,11 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
 		}
 	}
 	pthread_mutex_lock(&d->lock);
+	if (r < 0) {
+		d->last_errno = r;
+		fetch_set_str(d->last_error, sizeof(d->last_error),
+			      err && err->message[0] ? err->message : strerror(-r));
+	}
 	if (r >= 0 && stats && stats->requests == 1 && x->first_byte_us) {
 		uint64_t now = util_now_us();
 

@@ -59,7 +59,9 @@ static void worker_state_init(struct fetch_daemon *d)
 
 	d->client = NULL;
 	d->reader = NULL;
-	d->nensure = d->holds = d->conns = 0;
+	d->nensure = d->holds = d->conns = d->fills = 0;
+	d->last_errno = 0;
+	d->last_error[0] = 0;
 	d->leaving = d->stopping = d->unlocked = false;
 	d->well_known_gone = false;
 	d->verify_started = false;
@@ -116,6 +118,8 @@ static _Noreturn void worker_leave(struct fetch_daemon *d, pthread_t *disp, unsi
 		log_error("persisting the presence bitmap at exit: %s", strerror(-r));
 	else if (cache_entry_complete(d->entry) && sh->state != FETCH_STATE_BAD)
 		(void)cache_entry_set_flags(d->entry, CACHE_FLAG_COMPLETE, 0);
+	/* The last user left now: gc evicts least recently used entries first. */
+	cache_entry_touch(d->entry);
 	fetch_exit_verify(d);
 	if (sh->state == FETCH_STATE_BAD)
 		cache_entry_remove_aside(d->entry);

@@ -13,14 +13,13 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "mount/files.h"
 #include "mount/mount.h"
-#include "mount/offline.h"
 #include "mount/profile.h"
+#include "mount/resolve.h"
 #include "mount/walkio.h"
 #include "util/cleanup.h"
 #include "util/config.h"
@@ -29,18 +28,7 @@
 #include "util/macro.h"
 #include "util/time.h"
 
-#ifndef TMPFS_MAGIC
-#define TMPFS_MAGIC 0x01021994
-#endif
-#ifndef RAMFS_MAGIC
-#define RAMFS_MAGIC 0x858458f6
-#endif
-#ifndef OVERLAYFS_SUPER_MAGIC
-#define OVERLAYFS_SUPER_MAGIC 0x794c7630
-#endif
-
 DEFINE_CLEANUP_FUNC(struct oci_ref, oci_ref_free);
-DEFINE_CLEANUP_FUNC(struct oci_client, oci_client_free);
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 DEFINE_CLEANUP_FUNC(struct mount_walkio, mount_walkio_free);
 DEFINE_CLEANUP_FUNC(struct mount_files, mount_files_free);
@@ -61,75 +49,6 @@ DEFINE_CLEANUP_FUNC(struct mount_profile, mount_profile_free);
 #define WALK_RANGE_COST_US 300
 /* Memory for the metadata loaded during the walk (a Debian minbase has 8-16 MiB). */
 #define WALK_MEMORY_CAP (256ULL << 20)
-
-/* "what 'source': STATUS CODE: message" from what the registry client recorded in err. */
-static int registry_error(struct util_error *err, const char *what, const char *source, int r)
-{
-	char status[96] = "";
-
-	if (!err)
-		return r;
-	err->code = r;
-	if (err->http_status > 0) {
-		char num[16];
-
-		snprintf(num, sizeof(num), "%d", err->http_status);
-		/* Do not repeat what the registry client already put in its message. */
-		if (!strstr(err->message, num)) {
-			if (err->registry_code[0] && !strstr(err->message, err->registry_code))
-				snprintf(status, sizeof(status), "%d %s", err->http_status,
-					 err->registry_code);
-			else
-				snprintf(status, sizeof(status), "%d", err->http_status);
-		}
-	}
-	if (!err->message[0])
-		snprintf(err->message, sizeof(err->message), "%s", strerror(-r));
-	if (status[0])
-		util_err_prefix(err, "%s '%s': %s", what, source, status);
-	else
-		util_err_prefix(err, "%s '%s'", what, source);
-	return r;
-}
-
-/* Fail early and clearly on filesystems that refuse pre-content marks (DESIGN fact 11); the
- * daemon's own mark attempt is the authoritative check for anything else. */
-static int check_cache_fs(const char *cache_dir, struct util_error *err)
-{
-	_cleanup_close_ int fd = -1;
-	struct statfs sfs;
-	const char *name = NULL;
-	int r;
-
-	r = util_open_private_dir(cache_dir, &fd);
-	if (r < 0) {
-		if (r == -EPERM)
-			util_err_set(err, r,
-				     "cache directory '%s' must be owned by root with mode 0700",
-				     cache_dir);
-		else
-			util_err_set(err, r, "cache directory '%s': %s", cache_dir, strerror(-r));
-		return r;
-	}
-	if (fstatfs(fd, &sfs) < 0) {
-		r = -errno;
-		return util_err_set(err, r, "cache directory '%s': %s", cache_dir, strerror(-r));
-	}
-	if ((unsigned long)sfs.f_type == (unsigned long)TMPFS_MAGIC)
-		name = "tmpfs";
-	else if ((unsigned long)sfs.f_type == (unsigned long)RAMFS_MAGIC)
-		name = "ramfs";
-	else if ((unsigned long)sfs.f_type == (unsigned long)OVERLAYFS_SUPER_MAGIC)
-		name = "overlayfs";
-	if (name) {
-		return util_err_set(
-		    err, -EOPNOTSUPP,
-		    "cache directory '%s' is on %s, which refuses fanotify pre-content marks; "
-		    "use cache=DIR (or LAZYEROFS_CACHE_DIR) on ext4, xfs or btrfs",
-		    cache_dir, name);
-	}
-	return 0;
-}
 
 /* Make every structure the kernel reads without an event present in the cache file. */
 static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount_result *res,
@@ -329,33 +248,12 @@ static int same_file(const char *path, int fd)
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
 }
 
-/* The options of this pull: -o's, then what lazyerofs's configuration file and containerd's
- * hosts.toml add for ref (mirrors in that order). */
-static int pull_options(const struct mount_request *req, const struct oci_ref *ref,
-			struct oci_options *ret, struct util_error *err)
-{
-	struct util_config cfg;
-	int r;
-
-	r = oci_options_copy(ret, req->oci);
-	if (r < 0)
-		return util_err_set(err, r, "out of memory");
-	r = util_config_load(util_config_path(), &cfg, err);
-	if (r < 0)
-		return r;
-	r = oci_options_apply_config(ret, ref, &cfg, err);
-	util_config_free(&cfg);
-	if (r < 0)
-		return r;
-	return oci_options_apply_hosts(ret, ref, oci_certs_d_path(), err);
-}
-
 static int do_mount(const struct mount_request *req, struct mount_result *res, int *ret_class,
 		    struct util_error *err)
 {
 	_cleanup_(oci_options_free) struct oci_options oo = { .layer = -1 };
 	_cleanup_(oci_ref_freep) struct oci_ref *ref = NULL;
-	_cleanup_(oci_client_freep) struct oci_client *client = NULL;
+	_cleanup_(mount_resolved_done) struct mount_resolved rs = { 0 };
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 	_cleanup_(mount_profile_freep) struct mount_profile *profile = NULL;
 	_cleanup_close_ int target_fd = -1, run_fd = -1, data_fd = -1;
@@ -370,77 +268,38 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 
 	memset(res, 0, sizeof(*res));
 	*ret_class = MOUNT_FAIL_OTHER;
-	cache_dir = req->cache_dir ? req->cache_dir
-		    : req->opts->cache_dir ? req->opts->cache_dir : mount_env_cache_dir();
+	cache_dir = mount_cache_dir_of(req->cache_dir, req->opts);
 	run_dir = req->run_dir ? req->run_dir : mount_env_run_dir();
-
-	util_err_clear(err);
-	r = oci_ref_parse(req->source, &ref, err);
-	if (r < 0) {
-		*ret_class = MOUNT_FAIL_USAGE;
-		/* The reference parser names the source and its bad part itself. */
-		if (!util_err_has_msg(err))
-			util_err_set(err, r, "invalid source '%s': %s", req->source, strerror(-r));
+	r = mount_parse_source(req->source, &ref, &pub_source, ret_class, err);
+	if (r < 0)
 		return r;
-	}
-	pub_source = mount_public_source(req->source, ref->is_url);
-	if (!pub_source)
-		return -ENOMEM;
-	r = pull_options(req, ref, &oo, err);
+	r = mount_pull_options(req->oci, ref, &oo, err);
 	if (r < 0)
 		return r;
 
 	r = open_mountpoint(req->mountpoint, &target_fd, &mnt_abs, err);
 	if (r < 0)
 		return r;
-	r = check_cache_fs(cache_dir, err);
+	r = mount_check_cache_fs(cache_dir, err);
 	if (r < 0)
 		return r;
-	r = util_open_private_dir(run_dir, &run_fd);
-	if (r < 0) {
-		return util_err_set(err, r, "run directory '%s': %s", run_dir,
-				    r == -EPERM ? "must be owned by root with mode 0700"
-						: strerror(-r));
-	}
+	r = mount_open_run_dir(run_dir, &run_fd, err);
+	if (r < 0)
+		return r;
 
-	/* Resolve the reference to one blob (a digest-pinned source whose entry is complete
-	 * needs no registry at all). */
+	/* Resolve the reference to one blob. */
 	t = util_now_ms();
-	r = oci_global_init();
-	if (r < 0) {
-		return util_err_set(err, r, "initialising the HTTP client: %s", strerror(-r));
-	}
-	res->offline = mount_offline_lookup(cache_dir, ref, &oo, &cfg.blob) > 0;
-	if (!res->offline) {
-		r = oci_client_new(ref, &oo, &client);
-		if (r < 0) {
-			return util_err_set(err, r, "setting up the registry client for '%s': %s",
-					    pub_source, strerror(-r));
-		}
-		util_err_clear(err);
-		r = oci_resolve(client, &cfg.blob, err);
-		if (r < 0)
-			return registry_error(err, "resolving", pub_source, r);
-		r = mount_offline_record(cache_dir, ref, &oo, &cfg.blob);
-		if (r < 0)
-			log_debug("remembering the blob of '%s': %s", pub_source, strerror(-r));
-		/* Bytes fetched without TLS go to an entry of their own. */
-		weak_entry = mount_source_weak(ref, &oo);
-		if (weak_entry) {
-			r = mount_weak_key(cfg.blob.cache_key, cfg.blob.cache_key);
-			if (r < 0) {
-				return util_err_set(err, r, "naming the cache entry: %s",
-						    strerror(-r));
-			}
-		}
-	} else {
-		/* An offline weak source may be served from the TLS entry of its digest. */
-		weak_entry = strcmp(cfg.blob.cache_key, cfg.blob.digest + 7) != 0;
-	}
+	r = mount_resolve(ref, &oo, cache_dir, pub_source, &rs, err);
+	if (r < 0)
+		return r;
+	cfg.blob = rs.blob;
+	res->offline = rs.offline;
+	weak_entry = rs.weak;
 	res->resolve_ms = util_now_ms() - t;
 	snprintf(res->digest, sizeof(res->digest), "%s", cfg.blob.digest);
 	res->size = cfg.blob.size;
 
+	mount_cache_max_apply(cache_dir, rs.blob.cache_key);
 	/* Start or join the entry's daemon: the data file is marked before anything mounts it. */
 	t = util_now_ms();
 	cfg.cache_dir = cache_dir;
@@ -467,7 +326,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	 * is complete or used offline: nothing would be fetched). */
 	if (req->opts->profile != MOUNT_PROFILE_NONE) {
 		struct fetch_status fst;
-		bool lookup = client && !ref->is_url &&
+		bool lookup = rs.client && !ref->is_url &&
 			      (fetch_status(h, &fst) < 0 || fst.present_bytes < fst.size);
 
 		r = mount_profile_start(h, req->opts, ref, &oo, &cfg.blob, lookup, res,

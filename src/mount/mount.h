@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -17,6 +18,7 @@
 #include "fetch/fetch.h"
 #include "mount/walkio.h"
 #include "oci/oci.h"
+#include "util/strutil.h"
 
 #define MOUNT_DEFAULT_CACHE_DIR "/var/cache/lazyerofs"
 #define MOUNT_DEFAULT_RUN_DIR "/run/lazyerofs"
@@ -29,6 +31,15 @@
 const char *mount_env_cache_dir(void);
 const char *mount_env_run_dir(void);
 
+/* cache-max, the budget of the whole cache directory: from $LAZYEROFS_CACHE_MAX, else the
+ * configuration file's cache-max. 1 and *ret when one is set, 0 when none, -EINVAL with one
+ * line in err when it is not a SIZE (util_parse_size) or the file is broken. */
+int mount_cache_max(struct util_size *ret, struct util_error *err);
+/* Before a new entry is made for key: when the cache is over its budget, evict entries no
+ * mount uses, least recently used first (cache_gc). Logged; never fails (a bad budget is a
+ * warning). */
+void mount_cache_max_apply(const char *cache_dir, const char *key);
+
 /* Options of `mount -o` that are not the registry client's. */
 struct mount_opts {
 	bool prefetch_all;   /* prefetch=all */
@@ -38,6 +49,8 @@ struct mount_opts {
 	bool sloppy;         /* mount(8) -s: ignore options nobody knows */
 	bool helper;         /* run as mount.erofs.lazy: "rw" (mount(8)'s default) is accepted */
 	int profile;         /* profile=: MOUNT_PROFILE_AUTO (default), _NONE or _PATH */
+	bool fill_only;      /* parsing for `lazyerofs fetch`: mount flags and mount-only keys
+			      * (prefetch=, profile=) are refused */
 	char *profile_path;  /* profile=PATH */
 };
 
@@ -100,6 +113,42 @@ enum { MOUNT_FAIL_OTHER = 0, MOUNT_FAIL_USAGE = 1 };
  * file, no attachment to the daemon). */
 int mount_do(const struct mount_request *req, struct mount_result *ret, int *ret_class,
 	     struct util_error *err);
+
+/* `lazyerofs fetch`: fill a cache entry ahead of time and have it verified, so that a later
+ * mount of the source (by digest: offline) needs no registry. */
+struct mount_fill_request {
+	const char *source;
+	const struct mount_opts *opts; /* cache=, timeout= (no progress for that long: fail) */
+	const struct oci_options *oci;
+	const char *cache_dir;	       /* NULL: opts->cache_dir, else the environment */
+	const char *run_dir;	       /* NULL: the environment */
+	void (*progress)(void *ctx, const struct fetch_status *st); /* may be NULL */
+	void *ctx;
+	/* Cancelling: *cancel, set by a signal handler, stops the fill (-EINTR) and releases the
+	 * daemon. *daemon_started (may be NULL) is set just before the daemon is started or
+	 * joined: until then nothing needs undoing, and the caller may let a signal kill it. */
+	const volatile sig_atomic_t *cancel;
+	volatile sig_atomic_t *daemon_started;
+};
+
+struct mount_fill_result {
+	char digest[UTIL_DIGEST_STR_LEN]; /* "" for an unpinned URL source */
+	char cache_key[UTIL_SHA256_HEX_LEN + 1];
+	uint64_t size;
+	bool already;		/* complete (and verified) before: nothing was done */
+	bool verified;		/* checked against the digest (false: nothing to check) */
+	bool offline;		/* resolved from the cache: no registry was asked */
+	uint64_t fetched_bytes; /* what the daemon fetched meanwhile */
+	uint64_t present_bytes; /* in the entry at the end (also after a failure) */
+	uint64_t ms;
+};
+
+/* 0 once the entry is complete and verified. On failure -errno, one line in err, *ret_class
+ * (MOUNT_FAIL_USAGE for a bad source), and the entry left as the daemon persisted it (its
+ * bitmap claims only durable data); the daemon leaves when nothing else uses it (waited
+ * for, briefly). */
+int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *ret,
+	       int *ret_class, struct util_error *err);
 
 /* Unmount a lazyerofs mount found through its state file (no directory scan): umount2(),
  * tell the daemon, remove the state file. lazy: MNT_DETACH. -EBUSY when files are open,

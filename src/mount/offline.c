@@ -27,13 +27,14 @@
 #define REF_RECORD_MAX 4096
 
 /* The record's name: what decides the blob (manifest digest, platform, layer). */
-static int record_name(const struct oci_ref *ref, const struct oci_options *o, char out[65])
+static int record_name(const struct oci_ref *ref, const char *digest, const struct oci_options *o,
+		       char out[65])
 {
 	_cleanup_free_ char *text = NULL;
 	int n;
 
-	n = asprintf(&text, "v1\n%s\n%s\n%s\n%ld\n", ref->registry ? ref->registry : "",
-		     ref->digest, o->platform ? o->platform : "", o->layer);
+	n = asprintf(&text, "v1\n%s\n%s\n%s\n%ld\n", ref->registry ? ref->registry : "", digest,
+		     o->platform ? o->platform : "", o->layer);
 	if (n < 0)
 		return -ENOMEM;
 	return util_sha256_buf_hex(text, (size_t)n, out);
@@ -107,7 +108,7 @@ int mount_offline_lookup(const char *cache_dir, const struct oci_ref *ref,
 		return digest_ready(cache_dir, o->blob, mount_source_weak(ref, o), ret);
 	if (!ref->digest)
 		return 0;
-	if (record_name(ref, o, name) < 0)
+	if (record_name(ref, ref->digest, o, name) < 0)
 		return 0;
 	r = util_open_private_dir(cache_dir, &dfd);
 	if (r < 0)
@@ -127,28 +128,18 @@ int mount_offline_lookup(const char *cache_dir, const struct oci_ref *ref,
 	return r;
 }
 
-int mount_offline_record(const char *cache_dir, const struct oci_ref *ref,
-			 const struct oci_options *o, const struct oci_blob *blob)
+/* Write the record of `digest` (a manifest's) naming blob. */
+static int record_write(int rfd, const struct oci_ref *ref, const char *digest,
+			const struct oci_options *o, const struct oci_blob *blob)
 {
-	_cleanup_close_ int dfd = -1, rfd = -1;
 	_cleanup_free_ char *text = NULL;
 	_cleanup_json_ json_t *j = NULL;
 	char name[65];
 	int r;
 
-	if (ref->is_url || !ref->digest || !util_digest_valid(blob->digest))
-		return 0;
-	r = record_name(ref, o, name);
+	r = record_name(ref, digest, o, name);
 	if (r < 0)
 		return r;
-	r = util_open_private_dir(cache_dir, &dfd);
-	if (r < 0)
-		return r;
-	if (mkdirat(dfd, REFS_DIR, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	rfd = openat(dfd, REFS_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (rfd < 0)
-		return -errno;
 	j = json_pack("{s:s, s:I, s:s}", "digest", blob->digest, "size", (json_int_t)blob->size,
 		      "media_type", blob->media_type);
 	if (!j)
@@ -157,4 +148,35 @@ int mount_offline_record(const char *cache_dir, const struct oci_ref *ref,
 	if (!text)
 		return -ENOMEM;
 	return util_write_file_atomic(rfd, name, text, strlen(text), 0600);
+}
+
+int mount_offline_record(const char *cache_dir, const struct oci_ref *ref,
+			 const struct oci_options *o, const struct oci_blob *blob)
+{
+	_cleanup_close_ int dfd = -1, rfd = -1;
+	const char *image = blob->manifest_digest;
+	int r;
+
+	/* The source's digest, and the image manifest it led to (through an index, or by a
+	 * tag): a later source naming either finds the blob. */
+	if (ref->is_url || !util_digest_valid(blob->digest))
+		return 0;
+	if (!ref->digest && !util_digest_valid(image))
+		return 0;
+	r = util_open_private_dir(cache_dir, &dfd);
+	if (r < 0)
+		return r;
+	if (mkdirat(dfd, REFS_DIR, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	rfd = openat(dfd, REFS_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (rfd < 0)
+		return -errno;
+	if (ref->digest) {
+		r = record_write(rfd, ref, ref->digest, o, blob);
+		if (r < 0)
+			return r;
+	}
+	if (util_digest_valid(image) && (!ref->digest || strcmp(image, ref->digest) != 0))
+		r = record_write(rfd, ref, image, o, blob);
+	return r;
 }

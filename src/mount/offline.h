@@ -18,7 +18,8 @@ int mount_weak_key(const char *key, char out[65]);
  * (never an error: go online). */
 int mount_offline_lookup(const char *cache_dir, const struct oci_ref *ref,
 			 const struct oci_options *o, struct oci_blob *ret);
-/* Remember which blob a digest-pinned source resolved to. */
+/* Remember which blob a source resolved to, under the digest it names and under the image
+ * manifest it led to (a source by tag is found later by that manifest's digest). */
 int mount_offline_record(const char *cache_dir, const struct oci_ref *ref,
 			 const struct oci_options *o, const struct oci_blob *blob);
 

@@ -92,11 +92,33 @@ static const struct {
 	{ "bind", "bind mounts are made with mount --bind on an existing lazyerofs mount" },
 };
 
+/* Keys that only mean something to a mount: flags, fstab noise and our mount-only keys. */
+static bool mount_only_key(const char *key)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(flag_opts); i++)
+		if (strcmp(key, flag_opts[i].name) == 0)
+			return true;
+	for (size_t i = 0; i < ARRAY_SIZE(refused_opts); i++)
+		if (strcmp(key, refused_opts[i].name) == 0)
+			return true;
+	for (size_t i = 0; i < ARRAY_SIZE(ignored_opts); i++)
+		if (strcmp(key, ignored_opts[i]) == 0)
+			return true;
+	return util_startswith(key, "x-") || strcmp(key, "comment") == 0 ||
+	       strcmp(key, "prefetch") == 0 || strcmp(key, "profile") == 0;
+}
+
 static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_options *o,
 		     struct util_error *err)
 {
 	struct util_error oerr = UTIL_ERROR_INIT;
 	int r;
+
+	if (m->fill_only && mount_only_key(key))
+		return util_err_set(err, -EINVAL,
+				    "option '%s' applies to mounts, not to 'lazyerofs fetch'; see "
+				    "'lazyerofs fetch --help'",
+				    key);
 
 	for (size_t i = 0; i < ARRAY_SIZE(flag_opts); i++) {
 		if (strcmp(key, flag_opts[i].name) != 0)
@@ -185,8 +207,8 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 	if (r == -ENOENT) {
 		if (m->sloppy)
 			return 0;
-		return util_err_set(err, -EINVAL,
-				    "unknown option '%s'; see 'lazyerofs mount --help'", key);
+		return util_err_set(err, -EINVAL, "unknown option '%s'; see 'lazyerofs %s --help'",
+				    key, m->fill_only ? "fetch" : "mount");
 	}
 	if (r < 0) {
 		r = r == -ENOMEM ? r : -EINVAL;

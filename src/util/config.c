@@ -144,9 +144,9 @@ static int get_cache_max(struct ctx *x, const struct util_toml *v, struct util_c
 		return 0;
 	if (v->type == UTIL_TOML_INTEGER && v->integer > 0) {
 		c->cache_max.bytes = (uint64_t)v->integer;
-		c->cache_max.percent = 0;
+		c->cache_max.is_percent = false;
 	} else if (v->type != UTIL_TOML_STRING || util_parse_size(v->str, &c->cache_max) < 0 ||
-		   (!c->cache_max.percent && !c->cache_max.bytes)) {
+		   (c->cache_max.is_percent ? !c->cache_max.percent : !c->cache_max.bytes)) {
 		return util_toml_error(
 		    x->err, x->path, v,
 		    "'%s' must be a size: a number with an optional K, M, G or T suffix, or a "

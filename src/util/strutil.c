@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /* Small string helpers. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +20,38 @@ int util_parse_u64(const char *s, uint64_t *ret)
 			return -ERANGE;
 	}
 	*ret = v;
+	return 0;
+}
+
+int util_parse_size(const char *s, struct util_size *ret)
+{
+	static const char units[] = "KMGT";
+	const char *p = s, *u;
+	uint64_t v = 0, mul = 1;
+
+	if (!s)
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++)
+		if (__builtin_mul_overflow(v, 10, &v) ||
+		    __builtin_add_overflow(v, (uint64_t)(*p - '0'), &v))
+			return -ERANGE;
+	if (p == s)
+		return -EINVAL;
+	if (strcmp(p, "%") == 0) {
+		if (v > 100)
+			return -ERANGE;
+		*ret = (struct util_size){ .percent = (unsigned)v, .is_percent = true };
+		return 0;
+	}
+	if (*p) {
+		u = strchr(units, toupper((unsigned char)p[0]));
+		if (!u || (p[1] && strcmp(p + 1, "iB") != 0))
+			return -EINVAL;
+		mul = UINT64_C(1) << (10 * (u - units + 1));
+	}
+	if (__builtin_mul_overflow(v, mul, &v))
+		return -ERANGE;
+	*ret = (struct util_size){ .bytes = v };
 	return 0;
 }
 
@@ -44,40 +77,3 @@ const char *util_format_bytes(uint64_t n, char *buf, size_t len)
 	return buf;
 }
 
-int util_parse_size(const char *s, struct util_size *ret)
-{
-	static const char units[] = "KMGT";
-	char num[24];
-	size_t n = s ? strlen(s) : 0;
-	uint64_t v, mul = 1;
-	const char *u;
-	int r;
-
-	if (n == 0 || n >= sizeof(num))
-		return -EINVAL;
-	memcpy(num, s, n + 1);
-	if (num[n - 1] == '%') {
-		num[n - 1] = 0;
-		r = util_parse_u64(num, &v);
-		if (r < 0)
-			return r;
-		if (v == 0 || v > 100)
-			return -ERANGE;
-		ret->bytes = 0;
-		ret->percent = (unsigned)v;
-		return 0;
-	}
-	u = strchr(units, num[n - 1]);
-	if (u && *u) {
-		num[n - 1] = 0;
-		mul = 1ULL << (10 * (u - units + 1));
-	}
-	r = util_parse_u64(num, &v);
-	if (r < 0)
-		return r;
-	if (__builtin_mul_overflow(v, mul, &v))
-		return -ERANGE;
-	ret->bytes = v;
-	ret->percent = 0;
-	return 0;
-}

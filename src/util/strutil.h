@@ -9,15 +9,23 @@
 
 /* Decimal only, whole string, no sign, no overflow; -EINVAL / -ERANGE otherwise. */
 int util_parse_u64(const char *s, uint64_t *ret);
-bool util_startswith(const char *s, const char *prefix);
-/* A SIZE (DESIGN "cache-max"): an integer with an optional K, M, G or T suffix (powers of
- * 1024), or a percentage "1%".."100%" (of the cache filesystem, for the caller to apply). */
+/* A size as users write it (cache-max, gc --max-size): an integer of bytes with an optional
+ * K, M, G or T suffix (powers of 1024; either case, "KiB" ... "TiB" too), or a percentage of
+ * something ("10%", 0 to 100). */
 struct util_size {
-	uint64_t bytes;	  /* when percent is 0 */
-	unsigned percent; /* 1..100, or 0 */
+	uint64_t bytes;	  /* when !is_percent */
+	unsigned percent; /* when is_percent */
+	bool is_percent;
 };
-/* -EINVAL for anything else, -ERANGE for a size past 2^64 or a percentage past 100. */
+/* -EINVAL for anything else (empty, signs, spaces, fractions, other suffixes), -ERANGE past
+ * 2^64-1 bytes or 100 %. */
 int util_parse_size(const char *s, struct util_size *ret);
+/* What util_parse_size takes, for messages. */
+#define UTIL_SIZE_SYNTAX \
+	"an integer with an optional K, M, G or T suffix (powers of 1024), or a percentage such " \
+	"as 10%"
+
+bool util_startswith(const char *s, const char *prefix);
 /* Format a byte count for humans ("1.5 MiB") into buf. */
 const char *util_format_bytes(uint64_t n, char *buf, size_t len);
 

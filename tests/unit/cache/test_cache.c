@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "cache/cache.h"
+#include "cache_test.h"
 #include "util/fs.h"
 #include "util/macro.h"
 
@@ -195,38 +196,16 @@ static void test_header_damage(void **state)
 
 /* ---- entries --------------------------------------------------------------------------- */
 
-struct fixture {
-	char root[256];
-	char cache[PATH_MAX];
-	int dirfd;
-};
+#define fixture cache_test_dir
 
 static int setup_dir(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-	const char *base = getenv("LAZYEROFS_TEST_TMP") ? getenv("LAZYEROFS_TEST_TMP") : "/var/tmp";
-
-	snprintf(f->root, sizeof(f->root), "%s/lazyerofs-cache-test-XXXXXX", base);
-	if (!mkdtemp(f->root))
-		return -1;
-	snprintf(f->cache, sizeof(f->cache), "%s/cache", f->root);
-	if (cache_dir_open(f->cache, &f->dirfd) < 0)
-		return -1;
-	*state = f;
-	return 0;
+	return cache_test_dir_make("cache", (struct cache_test_dir **)state);
 }
 
 static int teardown_dir(void **state)
 {
-	struct fixture *f = *state;
-	char cmd[PATH_MAX + 16];
-
-	close(f->dirfd);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->root);
-	if (system(cmd) != 0)
-		return -1;
-	free(f);
-	return 0;
+	return cache_test_dir_remove(*state);
 }
 
 static struct cache_entry *open_entry(struct fixture *f, const char *digest, uint64_t size)

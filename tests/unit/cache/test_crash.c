@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "cache/cache.h"
+#include "cache_test.h"
 #include "util/fs.h"
 #include "util/macro.h"
 
@@ -341,41 +342,21 @@ static void reboot(void)
 
 /* ---- fixture ------------------------------------------------------------------------------ */
 
-struct fixture {
-	char root[256];
-	char cache[PATH_MAX];
-	int dirfd;
-};
+#define fixture cache_test_dir
 
 static int setup_dir(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-	const char *base = getenv("LAZYEROFS_TEST_TMP") ? getenv("LAZYEROFS_TEST_TMP") : "/var/tmp";
-
-	snprintf(f->root, sizeof(f->root), "%s/lazyerofs-crash-test-XXXXXX", base);
-	if (!mkdtemp(f->root))
+	if (cache_test_dir_make("crash", (struct cache_test_dir **)state) < 0)
 		return -1;
-	snprintf(f->cache, sizeof(f->cache), "%s/cache", f->root);
-	if (cache_dir_open(f->cache, &f->dirfd) < 0)
-		return -1;
-	dirfd_g = f->dirfd;
-	*state = f;
+	dirfd_g = ((struct cache_test_dir *)*state)->dirfd;
 	return 0;
 }
 
 static int teardown_dir(void **state)
 {
-	struct fixture *f = *state;
-	char cmd[PATH_MAX + 16];
-
 	cache_io_set(NULL);
 	sim_reset(0);
-	close(f->dirfd);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->root);
-	if (system(cmd) != 0)
-		return -1;
-	free(f);
-	return 0;
+	return cache_test_dir_remove(*state);
 }
 
 static struct cache_entry *open_entry(struct fixture *f, uint64_t size, bool prealloc)

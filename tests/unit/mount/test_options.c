@@ -173,6 +173,33 @@ static void test_routed_to_oci(void **state)
 	assert_true(f->err.message[0] != 0);
 }
 
+/* `lazyerofs fetch`: the keys that choose and fetch a blob, nothing of a mount's. */
+static void test_fill_only(void **state)
+{
+	static const char *const refused[] = { "ro", "nosuid", "noatime", "defaults", "rw",
+					       "loop", "_netdev", "x-systemd.automount",
+					       "prefetch=all", "profile=none", "comment=x" };
+	struct opts_fixture *f = *state;
+
+	f->m.fill_only = true;
+	assert_int_equal(parse(f, "insecure,layer=1,platform=linux/arm64,timeout=5,"
+				  "cache=/var/tmp/c,username=u,digest=sha256:"
+				  "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+			 0);
+	assert_true(f->o.insecure);
+	assert_int_equal(f->o.layer, 1);
+	assert_int_equal(f->m.timeout_ms, 5000);
+	assert_string_equal(f->m.cache_dir, "/var/tmp/c");
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		assert_int_equal(parse(f, refused[i]), -EINVAL);
+		assert_non_null(strstr(f->err.message, "applies to mounts"));
+		assert_non_null(strstr(f->err.message, "lazyerofs fetch --help"));
+	}
+	assert_int_equal(parse(f, "bogus"), -EINVAL);
+	assert_non_null(strstr(f->err.message, "unknown option 'bogus'"));
+	assert_non_null(strstr(f->err.message, "lazyerofs fetch --help"));
+}
+
 static void test_public_source(void **state)
 {
 	char *s;
@@ -271,6 +298,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_values, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_and_sloppy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_routed_to_oci, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fill_only, setup, teardown),
 		cmocka_unit_test(test_public_source),
 		cmocka_unit_test(test_state_roundtrip),
 		cmocka_unit_test(test_state_damaged),

@@ -229,31 +229,6 @@ static void test_caps(void **state)
 	}
 }
 
-static void test_size(void **state)
-{
-	struct util_size s;
-
-	assert_int_equal(util_parse_size("10G", &s), 0);
-	assert_true(s.bytes == 10ULL << 30 && s.percent == 0);
-	assert_int_equal(util_parse_size("512", &s), 0);
-	assert_int_equal(s.bytes, 512);
-	assert_int_equal(util_parse_size("3K", &s), 0);
-	assert_int_equal(s.bytes, 3072);
-	assert_int_equal(util_parse_size("2T", &s), 0);
-	assert_true(s.bytes == 2ULL << 40);
-	assert_int_equal(util_parse_size("50%", &s), 0);
-	assert_true(s.percent == 50 && s.bytes == 0);
-	assert_int_equal(util_parse_size("100%", &s), 0);
-	assert_int_equal(util_parse_size("101%", &s), -ERANGE);
-	assert_int_equal(util_parse_size("0%", &s), -ERANGE);
-	assert_int_equal(util_parse_size("16777216T", &s), -ERANGE);
-	assert_int_equal(util_parse_size("", &s), -EINVAL);
-	assert_int_equal(util_parse_size("G", &s), -EINVAL);
-	assert_int_equal(util_parse_size("10GB", &s), -EINVAL);
-	assert_int_equal(util_parse_size("-1", &s), -EINVAL);
-	assert_int_equal(util_parse_size("1.5G", &s), -EINVAL);
-	assert_int_equal(util_parse_size("%", &s), -EINVAL);
-}
 
 static int config(const char *text, struct util_config *c, struct util_error *err)
 {
@@ -367,7 +342,6 @@ int main(void)
 		cmocka_unit_test(test_strings_and_numbers),
 		cmocka_unit_test(test_refused),
 		cmocka_unit_test(test_caps),
-		cmocka_unit_test(test_size),
 		cmocka_unit_test(test_config),
 	};
 

@@ -84,6 +84,69 @@ static void test_parse_u64(void **state)
 	assert_int_equal(util_parse_u64("12a", &v), -EINVAL);
 }
 
+static void test_parse_size(void **state)
+{
+	static const struct {
+		const char *s;
+		int r;
+		uint64_t bytes;
+		int percent; /* -1: a byte count */
+	} cases[] = {
+		{ "0", 0, 0, -1 },
+		{ "4096", 0, 4096, -1 },
+		{ "1K", 0, 1024, -1 },
+		{ "1k", 0, 1024, -1 },
+		{ "3M", 0, 3ULL << 20, -1 },
+		{ "10G", 0, 10ULL << 30, -1 },
+		{ "2T", 0, 2ULL << 40, -1 },
+		{ "5MiB", 0, 5ULL << 20, -1 },
+		{ "7giB", 0, 7ULL << 30, -1 },
+		{ "18446744073709551615", 0, UINT64_MAX, -1 },
+		{ "16777215T", 0, 16777215ULL << 40, -1 },
+		{ "0%", 0, 0, 0 },
+		{ "10%", 0, 0, 10 },
+		{ "100%", 0, 0, 100 },
+		{ "101%", -ERANGE, 0, 0 },
+		{ "18446744073709551616", -ERANGE, 0, 0 },
+		{ "16777216T", -ERANGE, 0, 0 },
+		{ "99999999999999999999%", -ERANGE, 0, 0 },
+		{ "", -EINVAL, 0, 0 },
+		{ "G", -EINVAL, 0, 0 },
+		{ "%", -EINVAL, 0, 0 },
+		{ "-1", -EINVAL, 0, 0 },
+		{ "+1", -EINVAL, 0, 0 },
+		{ " 1", -EINVAL, 0, 0 },
+		{ "1 ", -EINVAL, 0, 0 },
+		{ "1 G", -EINVAL, 0, 0 },
+		{ "1.5G", -EINVAL, 0, 0 },
+		{ "1P", -EINVAL, 0, 0 },
+		{ "1GB", -EINVAL, 0, 0 },
+		{ "1Gi", -EINVAL, 0, 0 },
+		{ "1GiBx", -EINVAL, 0, 0 },
+		{ "1B", -EINVAL, 0, 0 },
+		{ "10%%", -EINVAL, 0, 0 },
+		{ "10 %", -EINVAL, 0, 0 },
+		{ "0x10", -EINVAL, 0, 0 },
+		{ "1K%", -EINVAL, 0, 0 },
+	};
+	struct util_size sz;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int r = util_parse_size(cases[i].s, &sz);
+
+		if (r != cases[i].r)
+			fail_msg("'%s': %d, expected %d", cases[i].s, r, cases[i].r);
+		if (r < 0)
+			continue;
+		assert_int_equal(sz.is_percent, cases[i].percent >= 0);
+		if (cases[i].percent >= 0)
+			assert_int_equal(sz.percent, cases[i].percent);
+		else
+			assert_int_equal(sz.bytes, cases[i].bytes);
+	}
+	assert_int_equal(util_parse_size(NULL, &sz), -EINVAL);
+}
+
 static void test_array_reserve(void **state)
 {
 	uint64_t *v = NULL;
@@ -158,6 +221,7 @@ int main(void)
 		cmocka_unit_test(test_extents_merge),
 		cmocka_unit_test(test_digest),
 		cmocka_unit_test(test_parse_u64),
+		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_json_caps),
 		cmocka_unit_test(test_array_reserve),
 		cmocka_unit_test(test_timestamp),

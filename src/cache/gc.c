@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * Eviction of whole cache entries (`lazyerofs gc`, the cache-max budget): list the entries of
+ * <cache-dir>/sha256, order them least recently used first (the bitmap file's times, stamped
+ * when a daemon opens the entry and when its last user leaves), and remove those no mount
+ * uses until the cache fits its budget. An entry is in use while its lock is held: a daemon
+ * holds it from before it opens the entry until it leaves, and a mount takes it (or joins the
+ * daemon that holds it) before it opens anything, so an entry whose lock we win is not used
+ * and cannot be until we let go -- and by then its files are gone, and the next user creates
+ * a fresh entry.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "cache/internal.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/macro.h"
+
+/* Entries looked at in one run, at most (a cache of 64 Ki images is far beyond any use). */
+#define GC_MAX_ENTRIES 65536
+
+static int cmp_lru(const void *a, const void *b)
+{
+	const struct cache_gc_entry *x = a, *y = b;
+
+	if (x->last_use != y->last_use)
+		return x->last_use < y->last_use ? -1 : 1;
+	if (x->bytes != y->bytes)
+		return x->bytes > y->bytes ? -1 : 1;
+	return strcmp(x->key, y->key);
+}
+
+void cache_gc_sort(struct cache_gc_entry *v, size_t n)
+{
+	if (n > 1)
+		qsort(v, n, sizeof(*v), cmp_lru);
+}
+
+uint64_t cache_gc_plan(struct cache_gc_entry *v, size_t n, uint64_t budget)
+{
+	uint64_t total = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		v[i].evict = false;
+		if (!v[i].gone)
+			total += v[i].bytes;
+	}
+	for (size_t i = 0; i < n && total > budget; i++) {
+		if (v[i].gone || v[i].in_use)
+			continue;
+		v[i].evict = true;
+		total -= v[i].bytes;
+	}
+	return total;
+}
+
+int cache_gc_budget(const char *cache_dir, const struct util_size *size, uint64_t *ret)
+{
+	_cleanup_close_ int fd = -1;
+	struct statvfs sv;
+	uint64_t total;
+	int r;
+
+	if (!size->is_percent) {
+		*ret = size->bytes;
+		return 0;
+	}
+	r = util_open_private_dir(cache_dir, &fd);
+	if (r < 0)
+		return r;
+	if (fstatvfs(fd, &sv) < 0)
+		return -errno;
+	if (util_mul_overflow_u64(sv.f_blocks, sv.f_frsize, &total))
+		total = UINT64_MAX;
+	*ret = total / 100 * size->percent + total % 100 * size->percent / 100;
+	return 0;
+}
+
+static bool is_key(const char *s, size_t len)
+{
+	if (len != CACHE_KEY_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* The key a file of an entry belongs to ("<key>", "<key>.bitmap", "<key>.lock"), or NULL. */
+static bool entry_file_key(const char *name, char key[CACHE_KEY_LEN + 1])
+{
+	const char *dot = strchr(name, '.');
+	size_t len = dot ? (size_t)(dot - name) : strlen(name);
+
+	if (!is_key(name, len) || (dot && strcmp(dot, ".bitmap") && strcmp(dot, ".lock")))
+		return false;
+	memcpy(key, name, CACHE_KEY_LEN);
+	key[CACHE_KEY_LEN] = 0;
+	return true;
+}
+
+/* Size and last use of an entry from its files' metadata; its digest from its header. False
+ * when it has neither data nor bitmap file (only a lock file, or nothing any more). */
+static bool entry_stat(int dirfd, struct cache_gc_entry *e)
+{
+	static const char *const suffix[] = {"", ".bitmap", ".lock"};
+	char name[CACHE_KEY_LEN + 16];
+	struct cache_header h;
+	bool stamped = false, files = false;
+
+	e->bytes = 0;
+	e->last_use = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
+		struct stat st;
+
+		snprintf(name, sizeof(name), "%s%s", e->key, suffix[i]);
+		if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		e->bytes += (uint64_t)st.st_blocks * 512;
+		files = files || i < 2;
+		/* The bitmap's times are the stamp; a lone data or lock file (a broken or
+		 * half-made entry) goes by its own. */
+		if (i == 1) {
+			e->last_use = st.st_mtim.tv_sec;
+			stamped = true;
+		} else if (!stamped) {
+			e->last_use = MAX(e->last_use, (int64_t)st.st_mtim.tv_sec);
+		}
+	}
+	e->digest[0] = 0;
+	if (cache_entry_peek(dirfd, e->key, &h) == 0)
+		memcpy(e->digest, h.digest, sizeof(e->digest));
+	return files;
+}
+
+/* The entries of the directory, one per key. */
+static int list_entries(int dirfd, struct cache_gc_entry **ret, size_t *ret_n)
+{
+	_cleanup_free_ struct cache_gc_entry *v = NULL;
+	size_t n = 0, alloc = 0;
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while ((de = readdir(d))) {
+		char key[CACHE_KEY_LEN + 1];
+		bool seen = false;
+
+		if (!entry_file_key(de->d_name, key))
+			continue;
+		/* A directory lists an entry's files in no particular order: look back. */
+		for (size_t i = 0; i < n && !seen; i++)
+			seen = strcmp(v[i].key, key) == 0;
+		if (seen)
+			continue;
+		if (n == GC_MAX_ENTRIES) {
+			closedir(d);
+			return -E2BIG;
+		}
+		if (n == alloc) {
+			size_t na = alloc ? alloc * 2 : 64;
+			struct cache_gc_entry *nv = reallocarray(v, na, sizeof(*v));
+
+			if (!nv) {
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+			alloc = na;
+		}
+		v[n] = (struct cache_gc_entry){0};
+		memcpy(v[n].key, key, sizeof(key));
+		n++;
+	}
+	closedir(d);
+	*ret = TAKE_PTR(v);
+	*ret_n = n;
+	return 0;
+}
+
+/* Whether someone holds the entry's lock now (a peek: the lock is let go at once). */
+static bool entry_locked(int dirfd, const char *key)
+{
+	_cleanup_close_ int lock = -1;
+
+	return cache_entry_lock(dirfd, key, false, &lock) == -EWOULDBLOCK;
+}
+
+/* Evict one entry: 1 when it was, 0 when it had gone meanwhile (another gc), -EWOULDBLOCK
+ * when it is in use. Its size is taken again under the lock (it may have changed since). */
+static int evict(int dirfd, struct cache_gc_entry *e)
+{
+	_cleanup_close_ int lock = -1;
+	bool files;
+	int r;
+
+	r = cache_entry_lock(dirfd, e->key, false, &lock);
+	if (r < 0)
+		return r;
+	files = entry_stat(dirfd, e);
+	r = cache_entry_remove(dirfd, e->key, lock);
+	return r < 0 ? r : files;
+}
+
+int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
+	     void (*each)(void *ctx, const struct cache_gc_entry *e), void *ctx,
+	     struct cache_gc_result *ret)
+{
+	_cleanup_close_ int root = -1, dirfd = -1;
+	_cleanup_free_ struct cache_gc_entry *v = NULL;
+	char path[PATH_MAX];
+	size_t n = 0;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	if (!cache_dir || cache_dir[0] != '/')
+		return -EINVAL;
+	ret->budget = size->is_percent ? 0 : size->bytes;
+	if (snprintf(path, sizeof(path), "%s/sha256", cache_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	/* Both must be private already: gc creates nothing. */
+	r = util_open_existing_private_dir(cache_dir, O_PATH, &root);
+	if (r >= 0)
+		r = util_open_existing_private_dir(path, O_PATH, &dirfd);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	r = cache_gc_budget(cache_dir, size, &ret->budget);
+	if (r < 0)
+		return r;
+	r = list_entries(dirfd, &v, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		bool files = entry_stat(dirfd, &v[i]);
+
+		v[i].in_use = entry_locked(dirfd, v[i].key);
+		if (!files && !v[i].in_use) {
+			/* A lock file alone (a start that failed before creating the entry):
+			 * no entry to count or report, but no reason to keep it. */
+			if (!dry_run)
+				(void)evict(dirfd, &v[i]);
+			v[i].gone = true;
+			continue;
+		}
+		ret->entries++;
+		ret->total += v[i].bytes;
+	}
+	cache_gc_sort(v, n);
+	for (;;) {
+		size_t i = 0;
+
+		cache_gc_plan(v, n, ret->budget);
+		while (i < n && !v[i].evict)
+			i++;
+		if (i == n)
+			break;
+		if (!dry_run) {
+			r = evict(dirfd, &v[i]);
+			if (r == -EWOULDBLOCK) {
+				/* A mount took it since we looked: keep it, choose again. */
+				v[i].in_use = true;
+				continue;
+			}
+			if (r < 0)
+				break;
+			v[i].gone = true;
+			if (r == 0)
+				continue;
+		}
+		v[i].gone = true;
+		ret->evicted++;
+		ret->freed += v[i].bytes;
+		if (each)
+			each(ctx, &v[i]);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (v[i].in_use && !v[i].gone) {
+			ret->in_use++;
+			ret->in_use_bytes += v[i].bytes;
+		}
+	return r < 0 && r != -EWOULDBLOCK ? r : 0;
+}

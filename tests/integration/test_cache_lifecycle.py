@@ -1,0 +1,462 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""The cache entry's life ("Fits the user's world", point 4): `lazyerofs fetch` fills and
+verifies an entry ahead of time (then a mount by digest works with the registry gone), and
+`lazyerofs gc` / the LAZYEROFS_CACHE_MAX budget evict the least recently used entries that no
+mount uses, never one a mount uses or is opening. Runs as root, against the real registry."""
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from common import BIN, assert_one_line_error, child_read, pid_alive, wait_until
+from lazymount import build_big_image
+from registry import MT_EROFS
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
+
+MiB = 1 << 20
+BLOCK = 4096
+BITMAP_OFFSET = 4096
+FLAG_COMPLETE, FLAG_VERIFIED, FLAG_BAD = 1, 2, 4
+
+
+# --- module fixtures -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def workdir():
+    d = tempfile.mkdtemp(prefix="lazyerofs-life-", dir="/var/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make_image(workdir, name, mib):
+    """An uncompressed image of one random file data/f.bin of `mib` MiB (and etc/name):
+    dict(path, tree, blob)."""
+    tree = os.path.join(workdir, name + "-tree")
+    os.makedirs(os.path.join(tree, "data"), exist_ok=True)
+    os.makedirs(os.path.join(tree, "etc"), exist_ok=True)
+    with open(os.path.join(tree, "etc", "name"), "w") as f:
+        f.write(name + "\n")
+    with open(os.path.join(tree, "data", "f.bin"), "wb") as f:
+        f.write(os.urandom(mib * MiB))
+    path = os.path.join(workdir, name + ".erofs")
+    subprocess.run(["mkfs.erofs", "-T0", path, tree], check=True, capture_output=True)
+    with open(path, "rb") as f:
+        blob = f.read()
+    return {"path": path, "tree": tree, "blob": blob}
+
+
+def push(reg, repo, image):
+    """Push image as repo:v1; the image dict plus ref, digest (the layer's), size, manifest."""
+    im = reg.client.push_image(repo, "v1", [(image["path"], MT_EROFS)])
+    layer = im["layers"][0]
+    return dict(image, ref=reg.ref(repo, "v1"), by_digest=reg.ref(repo, digest=im["digest"]),
+                digest=layer["digest"], size=layer["size"], manifest=im["digest"])
+
+
+@pytest.fixture(scope="module")
+def images(workdir):
+    """Four images of different sizes (not pushed: each test pushes to its registry)."""
+    return {"a": make_image(workdir, "a", 6), "b": make_image(workdir, "b", 3),
+            "c": make_image(workdir, "c", 2), "d": make_image(workdir, "d", 1)}
+
+
+# --- the entry's files as the tests see them -------------------------------------------------
+
+def entry_key(digest, insecure=True):
+    """The cache key of a blob fetched with `insecure` (as the tests do): bytes that came
+    without TLS have an entry of their own, sha256("insecure\\n" + the digest's hex)."""
+    hexd = digest.split(":", 1)[1]
+    return hashlib.sha256(b"insecure\n" + hexd.encode()).hexdigest() if insecure else hexd
+
+
+def entry_paths(cache, digest):
+    key = entry_key(digest)
+    base = os.path.join(cache, "sha256", key)
+    return base, base + ".bitmap"
+
+
+def header_flags(cache, digest):
+    _, bitmap = entry_paths(cache, digest)
+    with open(bitmap, "rb") as f:
+        raw = f.read(64)
+    assert raw[:8] == b"LZEROFSC", raw[:8]
+    # magic (8), version, header size, block size, flags: little-endian u32 each
+    return struct.unpack_from("<I", raw, 20)[0]
+
+
+def claimed_blocks(cache, digest, size):
+    _, bitmap = entry_paths(cache, digest)
+    with open(bitmap, "rb") as f:
+        bits = f.read()[BITMAP_OFFSET:]
+    nblocks = (size + BLOCK - 1) // BLOCK
+    return [b for b in range(nblocks) if bits[b // 8] >> (b % 8) & 1]
+
+
+def check_claims(cache, image):
+    """Every block the persisted bitmap claims holds the blob's bytes (read with no daemon:
+    no mark); returns how many blocks it claims."""
+    data, _ = entry_paths(cache, image["digest"])
+    claims = claimed_blocks(cache, image["digest"], image["size"])
+    blob = image["blob"]
+    with open(data, "rb") as f:
+        for b in claims:
+            f.seek(b * BLOCK)
+            assert f.read(BLOCK) == blob[b * BLOCK:(b + 1) * BLOCK], f"block {b} is wrong"
+    return len(claims)
+
+
+def expected(image, rel):
+    with open(image["tree"] + rel, "rb") as f:
+        return f.read()
+
+
+# --- fetch -----------------------------------------------------------------------------------
+
+def fetch(lazy, source, opts="insecure", check=True, timeout=120, extra=()):
+    args = ["fetch", *extra] + (["-o", opts] if opts else []) + [source]
+    r = lazy.run(args, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"fetch {source} failed ({r.returncode}): {r.stderr}"
+    return r
+
+
+def test_fetch_then_offline_mount_by_digest(lazy, private_registry, images):
+    """fetch by tag fills and verifies the whole entry (progress lines on stderr without a
+    terminal), leaves no daemon; then, with the registry stopped, a mount by digest is local
+    and reads the right bytes."""
+    im = push(private_registry, "life/a", images["a"])
+    r = fetch(lazy, im["ref"])
+    assert f"{im['digest']} fetched" in r.stdout and "verified" in r.stdout, r.stdout
+    assert re.search(r"^fetching sha256:[0-9a-f]{12}: 100% ", r.stderr, re.M), r.stderr
+    assert "verifying" in r.stderr, r.stderr
+    lazy.assert_nothing_left()
+    flags = header_flags(lazy.cache, im["digest"])
+    assert flags & FLAG_COMPLETE and flags & FLAG_VERIFIED and not flags & FLAG_BAD, flags
+    assert check_claims(lazy.cache, im) == (im["size"] + BLOCK - 1) // BLOCK
+    data, _ = entry_paths(lazy.cache, im["digest"])
+    with open(data, "rb") as f:
+        assert f.read() == im["blob"]
+
+    private_registry.stop()
+    mp = lazy.mount(im["by_digest"])
+    assert child_read(mp + "/data/f.bin") == expected(im, "/data/f.bin")
+    st = lazy.status_of(mp)
+    assert st["state"] == "verified" and st["fetched_bytes"] == 0 and st["errors"] == 0, st
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_fetch_of_complete_entry_says_so(lazy, private_registry, images):
+    """A second fetch finds the entry complete and verified: it says so, exits 0, fetches
+    nothing, starts no daemon; by digest it needs no registry either."""
+    im = push(private_registry, "life/b", images["b"])
+    fetch(lazy, im["by_digest"])
+    r = fetch(lazy, im["ref"])
+    assert "already in the cache, complete and verified" in r.stdout, r.stdout
+    assert r.stderr == "", r.stderr
+    private_registry.stop()
+    r = fetch(lazy, im["by_digest"])
+    assert "already in the cache" in r.stdout, r.stdout
+    lazy.assert_nothing_left()
+
+
+def test_fetch_joins_a_mounts_daemon(lazy, private_registry, images):
+    """A mount uses the entry: fetch joins its daemon (one daemon, one lock), fills and
+    verifies the entry under the mount, which keeps reading the right bytes; the daemon
+    stays for the mount."""
+    im = push(private_registry, "life/c", images["c"])
+    mp = lazy.mount(im["ref"])
+    pid = lazy.status_of(mp)["pid"]
+    assert child_read(mp + "/etc/name") == b"c\n"
+    fetch(lazy, im["ref"])
+    st = lazy.status_of(mp)
+    assert st["state"] == "verified" and st["present_bytes"] == st["size"], st
+    assert st["pid"] == pid and pid_alive(pid)
+    assert child_read(mp + "/data/f.bin") == expected(im, "/data/f.bin")
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_fetch_interrupted_leaves_consistent_entry(lazy, faultproxy, registry, images):
+    """SIGINT during a slow fill: one line, exit 2, no daemon left, the persisted bitmap claims
+    only right bytes; a second fetch goes on from there and completes."""
+    im = push(registry, "life/slow", images["a"])
+    # 256 KiB requests, each held 0.2 s by the proxy: the fill takes several seconds.
+    lazy.env["LAZYEROFS_MAX_JOB"] = str(256 * 1024)
+    faultproxy.add("delay", path=r"/blobs/", method="GET", count=10000, seconds=0.2)
+    ref = faultproxy.ref("life/slow", "v1")
+    p = subprocess.Popen([BIN, "fetch", "-o", "insecure", ref], env=lazy.env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        _, bitmap = entry_paths(lazy.cache, im["digest"])
+        assert wait_until(lambda: os.path.exists(bitmap) and
+                          claimed_blocks(lazy.cache, im["digest"], im["size"]), 60, step=0.1)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 2, (p.returncode, err)
+    lines = [l for l in err.splitlines() if l.startswith("lazyerofs:")]
+    assert len(lines) == 1 and "interrupted" in lines[0], err
+    lazy.assert_nothing_left()
+    claimed = check_claims(lazy.cache, im)
+    assert 0 < claimed < (im["size"] + BLOCK - 1) // BLOCK, claimed
+    faultproxy.clear()
+    r = fetch(lazy, ref)
+    assert "verified" in r.stdout, r.stdout
+    lazy.assert_nothing_left()
+    assert check_claims(lazy.cache, im) == (im["size"] + BLOCK - 1) // BLOCK
+
+
+def test_fetch_digest_mismatch_sets_entry_aside(lazy, faultproxy, registry, images):
+    """Bytes that do not hash to the digest (the proxy flips one): fetch fails with one line
+    naming the digest, exit 2, no daemon left, no verified entry under the blob's name; with
+    honest bytes a second fetch starts afresh and verifies."""
+    im = push(registry, "life/corrupt", images["c"])
+    faultproxy.add("corrupt", path="/blobs/sha256:", method="GET", range=".", count=None,
+                   offsets=[im["size"] // 2 + 7])
+    ref = faultproxy.ref("life/corrupt", "v1")
+    r = fetch(lazy, ref, check=False)
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("lazyerofs:")]
+    assert len(lines) == 1, r.stderr
+    assert "do not match its digest" in lines[0] and im["digest"] in lines[0], r.stderr
+    lazy.assert_nothing_left()
+    data, bitmap = entry_paths(lazy.cache, im["digest"])
+    assert not os.path.exists(bitmap) or not header_flags(lazy.cache, im["digest"]) & FLAG_VERIFIED
+    faultproxy.clear()
+    r = fetch(lazy, ref)
+    assert "verified" in r.stdout, r.stdout
+    with open(data, "rb") as f:
+        assert f.read() == im["blob"]
+    lazy.assert_nothing_left()
+
+
+def test_fetch_bad_input(lazy, registry, images):
+    """Usage errors exit 1, other failures 2: one line each, no daemon, no entry."""
+    im = push(registry, "life/bad", images["c"])
+    assert_one_line_error(lazy.run(["fetch"]), 1)
+    assert_one_line_error(lazy.run(["fetch", im["ref"], "extra"]), 1)
+    assert_one_line_error(lazy.run(["fetch", "-x", im["ref"]]), 1)
+    r = lazy.run(["fetch", "-o", "insecure,nosuid", im["ref"]])
+    assert_one_line_error(r, 1)
+    assert "applies to mounts" in r.stderr, r.stderr
+    assert_one_line_error(lazy.run(["fetch", "-o", "insecure,bogus=1", im["ref"]]), 1)
+    assert_one_line_error(lazy.run(["fetch", "-o", "timeout=0", im["ref"]]), 1)
+    assert_one_line_error(lazy.run(["fetch", "-o", "insecure", "Bad Ref!!"]), 1)
+    r = lazy.run(["fetch", "-o", "insecure", registry.ref("life/none", "v1")])
+    assert_one_line_error(r, 2)
+    r = lazy.run(["fetch", "-o", "insecure,timeout=3", "127.0.0.1:1/x/y:v1"])
+    assert_one_line_error(r, 2)
+    r = lazy.run(["fetch", "--help"])
+    assert r.returncode == 0 and "Usage: lazyerofs fetch" in r.stdout
+    lazy.assert_nothing_left()
+    assert not [n for n in os.listdir(os.path.join(lazy.cache, "sha256"))
+                if not n.endswith(".lock")] if os.path.isdir(
+                    os.path.join(lazy.cache, "sha256")) else True
+
+
+# --- gc and the cache-max budget -------------------------------------------------------------
+
+def entry_bytes(cache, digest):
+    """Disk space of an entry's files, as gc counts it (allocated blocks)."""
+    data, bitmap = entry_paths(cache, digest)
+    total = 0
+    for p in (data, bitmap, data + ".lock"):
+        try:
+            total += os.stat(p).st_blocks * 512
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def present(cache, im):
+    data, bitmap = entry_paths(cache, im["digest"])
+    return os.path.exists(data) or os.path.exists(bitmap)
+
+
+def stamp(cache, im, when):
+    """Set an entry's last use (its bitmap file's times) to `when`."""
+    _, bitmap = entry_paths(cache, im["digest"])
+    os.utime(bitmap, (when, when))
+
+
+def gc(lazy, *args, check=True, env=None):
+    r = lazy.run(["gc", *args], env=env or lazy.env)
+    if check:
+        assert r.returncode == 0, f"gc {args} failed ({r.returncode}): {r.stderr}"
+    return r
+
+
+def evicted(out, dry=False):
+    """The digests gc says it evicted (or would), in its order."""
+    word = "would evict" if dry else "evicted"
+    return [m[1] for m in re.finditer(rf"^{word} (sha256:[0-9a-f]{{64}}) \(", out, re.M)]
+
+
+@pytest.fixture
+def three(lazy, private_registry, images):
+    """a (6 MiB), b (3 MiB), c (2 MiB) pushed and fetched into the cache, last used in that
+    order (a oldest)."""
+    out = {}
+    now = time.time()
+    for i, name in enumerate("abc"):
+        out[name] = push(private_registry, f"gc/{name}", images[name])
+        fetch(lazy, out[name]["ref"])
+        stamp(lazy.cache, out[name], now - 3000 + 1000 * i)
+    return out
+
+
+def test_gc_dry_run_lists_and_removes_nothing(lazy, three):
+    before = {n: entry_bytes(lazy.cache, im["digest"]) for n, im in three.items()}
+    r = gc(lazy, "--dry-run")
+    assert evicted(r.stdout, dry=True) == [three[n]["digest"] for n in "abc"], r.stdout
+    assert re.search(r"^would evict 3 of 3 entries", r.stdout, re.M), r.stdout
+    assert r.stderr == ""
+    r = gc(lazy, "-n", "--max-size", "0")
+    assert len(evicted(r.stdout, dry=True)) == 3
+    for n, im in three.items():
+        assert present(lazy.cache, im) and entry_bytes(lazy.cache, im["digest"]) == before[n]
+    # A budget everything fits: nothing would go.
+    r = gc(lazy, "--dry-run", "--max-size", "100%")
+    assert evicted(r.stdout, dry=True) == [], r.stdout
+    lazy.assert_nothing_left()
+
+
+def test_gc_max_size_evicts_lru_unused_never_mounted(lazy, three):
+    """b is mounted and the least recently used: gc skips it and evicts the oldest unused
+    entries, only as many as the budget needs; --max-size 0 leaves only b (and says it is
+    over budget); once b is unmounted it goes too. The mount reads the right bytes all
+    along."""
+    a, b, c = three["a"], three["b"], three["c"]
+    mp = lazy.mount(b["ref"])
+    stamp(lazy.cache, b, time.time() - 10000)
+    total = sum(entry_bytes(lazy.cache, im["digest"]) for im in three.values())
+    # Just over the budget: a (the oldest unused) goes, and that is enough.
+    r = gc(lazy, "--max-size", str(total - 1))
+    assert evicted(r.stdout) == [a["digest"]], r.stdout
+    assert not present(lazy.cache, a) and present(lazy.cache, b) and present(lazy.cache, c)
+    assert not os.path.exists(entry_paths(lazy.cache, a["digest"])[0] + ".lock")
+    assert child_read(mp + "/data/f.bin") == expected(b, "/data/f.bin")
+    # Nothing fits: everything unused goes; b stays, and gc says why the cache is over.
+    r = gc(lazy, "--max-size", "0")
+    assert evicted(r.stdout) == [c["digest"]], r.stdout
+    assert "over budget: 1 entry in use" in r.stdout, r.stdout
+    assert present(lazy.cache, b)
+    assert child_read(mp + "/data/f.bin") == expected(b, "/data/f.bin")
+    st = lazy.status_of(mp)
+    assert st["errors"] == 0, st
+    lazy.umount(mp)
+    assert wait_until(lambda: not lazy.daemon_pids(), 10)
+    r = gc(lazy, "--max-size", "0K")
+    assert evicted(r.stdout) == [b["digest"]], r.stdout
+    assert os.listdir(os.path.join(lazy.cache, "sha256")) == []
+    # An evicted image mounts again from the registry, into a fresh entry.
+    mp = lazy.mount(a["ref"])
+    assert child_read(mp + "/data/f.bin") == expected(a, "/data/f.bin")
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_gc_racing_mounts_of_the_same_blob(lazy, private_registry, images):
+    """gc runs over and over (budget 0) while the same blob is mounted, read and unmounted:
+    every mount succeeds and reads the right bytes, every gc exits 0; each gc either evicts
+    the unused entry or skips it, never one a mount is opening or using."""
+    im = push(private_registry, "gc/race", images["b"])
+    want = expected(im, "/data/f.bin")
+    fetch(lazy, im["ref"])
+    stop = time.monotonic() + 600
+    results = []
+    done = threading.Event()
+
+    def loop():
+        while not done.is_set() and time.monotonic() < stop:
+            r = lazy.run(["gc", "--max-size", "0"])
+            results.append((r.returncode, r.stdout, r.stderr))
+            time.sleep(0.005)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        for i in range(8):
+            mp = lazy.mount(im["ref"], mp=lazy.mountpoint(f"race{i}"))
+            assert child_read(mp + "/data/f.bin") == want, f"round {i}: wrong bytes"
+            assert child_read(mp + "/etc/name") == b"b\n"
+            assert lazy.status_of(mp)["errors"] == 0
+            lazy.umount(mp)
+            # The daemon leaves, the entry is unused: the next mount races gc's eviction.
+            assert wait_until(lambda: not lazy.daemon_pids(), 10)
+            time.sleep(0.05 * (i % 3))
+    finally:
+        done.set()
+        t.join(120)
+    assert results and all(rc == 0 for rc, _, _ in results), \
+        [x for x in results if x[0] != 0][:3]
+    assert any(evicted(out) for _, out, _ in results), "gc never evicted the unused entry"
+    lazy.assert_nothing_left()
+
+
+def test_cache_max_applied_at_mount(lazy, private_registry, images, three):
+    """LAZYEROFS_CACHE_MAX: a mount that makes a new entry first evicts unused entries, least
+    recently used first, while the cache is over the budget -- never one that is mounted; a
+    mount of an existing entry evicts nothing; a bad value is a warning, not a failed mount."""
+    a, b, c = three["a"], three["b"], three["c"]
+    d = push(private_registry, "gc/d", images["d"])
+    lazy.env["LAZYEROFS_CACHE_MAX"] = "0"
+    mp_c = lazy.mount(c["ref"])  # an existing entry: nothing is evicted
+    assert all(present(lazy.cache, im) for im in three.values())
+    stamp(lazy.cache, c, time.time() - 10000)  # the least recently used, but mounted
+    budget = entry_bytes(lazy.cache, b["digest"]) + entry_bytes(lazy.cache, c["digest"])
+    lazy.env["LAZYEROFS_CACHE_MAX"] = str(budget)
+    mp_d = lazy.mount(d["ref"])  # a new entry: a (the oldest unused) makes room
+    assert not present(lazy.cache, a)
+    assert present(lazy.cache, b) and present(lazy.cache, c) and present(lazy.cache, d)
+    assert child_read(mp_c + "/data/f.bin") == expected(c, "/data/f.bin")
+    assert child_read(mp_d + "/data/f.bin") == expected(d, "/data/f.bin")
+    # A budget in percent of the cache filesystem, all of it: nothing goes.
+    lazy.env["LAZYEROFS_CACHE_MAX"] = "100%"
+    mp_a = lazy.mount(a["ref"])
+    assert present(lazy.cache, b)
+    lazy.umount(mp_a)
+    # Not a size: the mount goes on, with a warning.
+    lazy.env["LAZYEROFS_CACHE_MAX"] = "lots"
+    lazy.run(["gc", "--max-size", "0"], env=dict(lazy.env, LAZYEROFS_CACHE_MAX="1G"))
+    mp_a, r = lazy.mount(a["ref"], check=False)
+    assert r.returncode == 0, r.stderr
+    assert "LAZYEROFS_CACHE_MAX='lots'" in r.stderr and "warning" in r.stderr, r.stderr
+    assert child_read(mp_a + "/etc/name") == b"a\n"
+    for mp in (mp_a, mp_c, mp_d):
+        lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_gc_bad_input(lazy, three):
+    """Bad usage: one line, exit 1, nothing evicted."""
+    for args in (["--max-size", "1.5G"], ["--max-size", "101%"], ["--max-size", "-1"],
+                 ["--max-size", ""], ["--max-size"], ["--bogus"], ["extra"]):
+        r = lazy.run(["gc", *args])
+        assert_one_line_error(r, 1)
+    r = lazy.run(["gc"], env=dict(lazy.env, LAZYEROFS_CACHE_MAX="ten gigs"))
+    assert_one_line_error(r, 1)
+    assert "LAZYEROFS_CACHE_MAX" in r.stderr
+    bad = os.path.join(lazy.root, "open")
+    os.makedirs(bad, mode=0o755)
+    os.chmod(bad, 0o755)
+    r = lazy.run(["gc"], env=dict(lazy.env, LAZYEROFS_CACHE_DIR=bad))
+    assert_one_line_error(r, 2)
+    assert all(present(lazy.cache, im) for im in three.values())
+    r = lazy.run(["gc", "--help"])
+    assert r.returncode == 0 and "Usage: lazyerofs gc" in r.stdout
