@@ -216,7 +216,8 @@ struct fetch_daemon {
 	struct fetch_record record;	 /* first accesses (record.h; its own lock) */
 	struct fetch_replay replay;	 /* (lock) the startup profile replayed (sched.h) */
 	struct util_extent *replay_v;	 /* (lock) its ranges */
-	struct cache_bitmap replay_mine; /* blocks the replay fetched (atomic bits) */
+	struct cache_bitmap *replay_mine; /* blocks the replay fetched (atomic bits); published
+					   * once, with an atomic store, when a replay starts */
 	uint64_t replay_served;		 /* (atomic) reads answered with bytes replay brought */
 	uint8_t files_digest[32];  /* (lock) sha256 of its encoding */
 	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */

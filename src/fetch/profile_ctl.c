@@ -34,12 +34,13 @@ void fetch_profile_note(struct fetch_daemon *d, uint64_t first, uint64_t nblk)
 
 void fetch_profile_answered(struct fetch_daemon *d, const struct fetch_req *r)
 {
+	struct cache_bitmap *mine = __atomic_load_n(&d->replay_mine, __ATOMIC_ACQUIRE);
 	uint64_t first, n;
 
-	if (!d->replay_mine.words || r->result != 0 ||
+	if (!mine || r->result != 0 ||
 	    !cache_blocks_of(r->one.offset, r->one.length, d->cfg.blob.size, &first, &n))
 		return;
-	if (cache_bitmap_find(&d->replay_mine, first, first + n, true) < first + n)
+	if (cache_bitmap_find(mine, first, first + n, true) < first + n)
 		__atomic_fetch_add(&d->replay_served, 1, __ATOMIC_RELAXED);
 }
 
@@ -116,6 +117,7 @@ int fetch_profile_replay_request(struct fetch_daemon *d, int cfd, int fd)
 {
 	_cleanup_free_ uint8_t *buf = NULL;
 	_cleanup_free_ struct util_extent *v = NULL;
+	struct cache_bitmap *mine = NULL;
 	struct util_error err = UTIL_ERROR_INIT;
 	struct profile p = {0};
 	uint64_t bytes;
@@ -151,23 +153,27 @@ int fetch_profile_replay_request(struct fetch_daemon *d, int cfd, int fd)
 	profile_free(&p);
 	if (!v)
 		return fetch_reply_error(cfd, ENOMEM, "profile: out of memory");
-	if (!d->replay_mine.words) {
-		r = cache_bitmap_init(&d->replay_mine, d->sched.nblocks, false);
-		if (r < 0)
-			return fetch_reply_error(cfd, r, "profile: out of memory");
+	mine = calloc(1, sizeof(*mine));
+	if (!mine || cache_bitmap_init(mine, d->sched.nblocks, false) < 0) {
+		free(mine);
+		return fetch_reply_error(cfd, ENOMEM, "profile: out of memory");
 	}
 	pthread_mutex_lock(&d->lock);
 	busy = d->replay_v != NULL;
 	if (!busy) {
-		d->replay = (struct fetch_replay){.v = v, .n = n, .bytes = bytes,
-						  .mine = &d->replay_mine};
+		d->replay = (struct fetch_replay){.v = v, .n = n, .bytes = bytes, .mine = mine};
 		d->replay_v = TAKE_PTR(v);
+		__atomic_store_n(&d->replay_mine, TAKE_PTR(mine), __ATOMIC_RELEASE);
 		fetch_sched_replay(&d->sched, &d->replay, util_now_ms());
 		fetch_kick(d);
 	}
 	pthread_mutex_unlock(&d->lock);
+	if (mine) { /* another replay started meanwhile */
+		cache_bitmap_destroy(mine);
+		free(mine);
+	}
 	if (!busy)
-		log_info("replaying a startup profile: %zu ranges, %" PRIu64 " KiB", d->replay.n,
+		log_info("replaying a startup profile: %zu ranges, %" PRIu64 " KiB", n,
 			 bytes >> 10);
 	return reply_replay(d, cfd, !busy);
 }
