@@ -161,6 +161,14 @@ static int parse_descriptor(json_t *o, struct oci_descriptor *d, const char *wha
 			return -EBADMSG;
 		}
 		normalize_arch(d->platform.arch, sizeof(d->platform.arch));
+		{
+			json_t *features = json_object_get(plat, "os.features"), *f;
+			size_t k;
+
+			json_array_foreach(features, k, f)
+				if (json_is_string(f) && !strcmp(json_string_value(f), "erofs"))
+					d->platform.erofs = true;
+		}
 		d->has_platform = true;
 	}
 	return 0;
@@ -357,14 +365,22 @@ int oci_platform_select(const struct oci_manifest *index, const struct oci_platf
 	char wanted[100];
 	size_t used;
 
+	size_t found = SIZE_MAX;
+
+	/* The first entry for the platform; an index carrying the same image as a tar image and
+	 * as an EROFS image marks the latter with os.features ["erofs"] (containerd's convention):
+	 * that one. */
 	for (size_t i = 0; i < index->n; i++) {
 		const struct oci_descriptor *d = &index->items[i];
 
 		if (d->has_platform && platform_match(&d->platform, want) &&
-		    (is_manifest_type(d->media_type) || is_index_type(d->media_type))) {
-			*ret_idx = i;
-			return 0;
-		}
+		    (is_manifest_type(d->media_type) || is_index_type(d->media_type)) &&
+		    (found == SIZE_MAX || (d->platform.erofs && !index->items[found].platform.erofs)))
+			found = i;
+	}
+	if (found != SIZE_MAX) {
+		*ret_idx = found;
+		return 0;
 	}
 	oci_platform_format(want, wanted, sizeof(wanted));
 	oci_fmt(errbuf, errlen, "no image for platform %s in the index (use -o platform=); it has:",

@@ -155,6 +155,7 @@ struct oci_platform {
 	char os[32];
 	char arch[32];
 	char variant[32];
+	bool erofs; /* os.features lists "erofs": containerd's mark of a native EROFS image */
 };
 
 #define OCI_ANNOTATION_CREATED "org.opencontainers.image.created"

@@ -234,6 +234,22 @@ def test_index_platforms(registry, published, platform, key):
     expect_blob(ok(oci_get(registry.ref("res/multi", "index"), opts=opts)), want["digest"], want["size"])
 
 
+def test_index_prefers_the_erofs_image(registry):
+    """An index carrying one platform's image as a tar image and as an EROFS image marked
+    os.features ["erofs"] (containerd's convention): the EROFS one, whatever the order."""
+    c = registry.client
+    tar = c.push_image("res/native", None, [(rand(3000, "native-tar"), MT_OCI_TAR)],
+                       arch=HOST_ARCH)
+    ero = c.push_image("res/native", None, [(rand(4000, "native-erofs"), MT_EROFS)],
+                       arch=HOST_ARCH)
+    ero["platform"] = dict(ero["platform"], **{"os.features": ["erofs"]})
+    for tag, order in (("tar-first", [tar, ero]), ("erofs-first", [ero, tar])):
+        c.push_index("res/native", tag, order)
+        want = ero["layers"][0]
+        expect_blob(ok(oci_get(registry.ref("res/native", tag), opts="insecure")),
+                    want["digest"], want["size"])
+
+
 def test_index_unknown_platform(registry, published):
     r = oci_get(registry.ref("res/multi", "index"), opts="insecure,platform=linux/s390x")
     one_line_error(r, r"platform|s390x")

@@ -189,6 +189,30 @@ static void test_platforms(void **state)
 	oci_platform_parse("windows/amd64", &want);
 	assert_int_equal(oci_platform_select(idx, &want, &i, why, sizeof(why)), -ENOENT);
 	oci_manifest_free(idx);
+
+	/* A tar image and an EROFS image of one platform: the one marked os.features erofs,
+	 * wherever it is listed; other features do not count. */
+	idx = parse("{\"schemaVersion\":2,\"mediaType\":\"" OCI_MT_OCI_INDEX "\",\"manifests\":["
+		    "{\"mediaType\":\"" OCI_MT_OCI_MANIFEST "\",\"digest\":\"" DA "\",\"size\":1,"
+		    "\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}},"
+		    "{\"mediaType\":\"" OCI_MT_OCI_MANIFEST "\",\"digest\":\"" DB "\",\"size\":1,"
+		    "\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\","
+		    "\"os.features\":[\"win32k\"]}},"
+		    "{\"mediaType\":\"" OCI_MT_OCI_MANIFEST "\",\"digest\":\"" DC "\",\"size\":1,"
+		    "\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\","
+		    "\"os.features\":[\"x\",\"erofs\"]}},"
+		    "{\"mediaType\":\"" OCI_MT_OCI_MANIFEST "\",\"digest\":\"" DD "\",\"size\":1,"
+		    "\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\","
+		    "\"os.features\":\"erofs\"}}]}",
+		    NULL, 0);
+	oci_platform_parse("linux/amd64", &want);
+	assert_int_equal(oci_platform_select(idx, &want, &i, why, sizeof(why)), 0);
+	assert_int_equal(i, 2);
+	oci_platform_parse("linux/arm64", &want); /* a malformed os.features marks nothing */
+	assert_int_equal(oci_platform_select(idx, &want, &i, why, sizeof(why)), 0);
+	assert_int_equal(i, 3);
+	assert_false(idx->items[3].platform.erofs);
+	oci_manifest_free(idx);
 }
 
 static void test_layer_select(void **state)
