@@ -52,40 +52,35 @@ struct mount_profile {
 	struct mount_result out; /* only the profile_* fields */
 };
 
-/* Hand a profile's text to the daemon; a refusal becomes the warning. */
-static void replay(struct fetch_handle *h, const void *buf, size_t len, const char *from,
+/* Hand a parsed profile to the daemon, when it is this blob's; what keeps it from being
+ * replayed becomes the warning. */
+static void replay(struct fetch_handle *h, const struct profile *p, const char *from,
 		   const struct oci_blob *blob, struct mount_result *res)
 {
 	struct util_error err = UTIL_ERROR_INIT;
-	struct profile p;
+	_cleanup_free_ char *text = NULL;
 	bool started = false;
+	size_t len;
 	int r;
 
-	/* Checked here too, so that the warning names the profile the user gave. */
-	r = profile_parse(buf, len, &p, &err);
-	if (r < 0) {
-		snprintf(res->profile_warning, sizeof(res->profile_warning),
-			 "ignoring the startup profile %s: %s", from, util_err_msg(&err, r));
-		return;
-	}
-	if (strcmp(p.digest, blob->digest) != 0 || p.size != blob->size) {
+	if (strcmp(p->digest, blob->digest) != 0 || p->size != blob->size) {
 		snprintf(res->profile_warning, sizeof(res->profile_warning),
 			 "ignoring the startup profile %s: it was recorded for blob %s, and this "
 			 "image is %s",
-			 from, p.digest, blob->digest[0] ? blob->digest : "an http(s) source");
-		profile_free(&p);
+			 from, p->digest, blob->digest[0] ? blob->digest : "an http(s) source");
 		return;
 	}
-	res->profile_ranges = p.n;
-	res->profile_bytes = profile_bytes(&p);
-	profile_free(&p);
-	r = fetch_profile_replay(h, buf, len, &started, &err);
+	r = profile_format(p, &text, &len);
+	if (r >= 0)
+		r = fetch_profile_replay(h, text, len, &started, &err);
 	if (r < 0) {
 		snprintf(res->profile_warning, sizeof(res->profile_warning),
 			 "the fetch daemon refused the startup profile %s: %s", from,
 			 util_err_msg(&err, r));
 		return;
 	}
+	res->profile_ranges = p->n;
+	res->profile_bytes = profile_bytes(p);
 	snprintf(res->profile_from, sizeof(res->profile_from), "%s", from);
 	if (!started)
 		log_debug("profile %s: a replay was under way or done, or the entry is complete",
@@ -135,6 +130,7 @@ static void *lookup_thread(void *arg)
 	struct util_error err = UTIL_ERROR_INIT;
 	_cleanup_free_ void *buf = NULL;
 	struct oci_referrer ref;
+	struct profile p;
 	char from[128];
 	size_t len = 0;
 	uint64_t used;
@@ -178,7 +174,14 @@ static void *lookup_thread(void *arg)
 		return NULL;
 	}
 	snprintf(from, sizeof(from), "%.110s (registry)", ref.digest);
-	replay(h, buf, len, from, &l->blob, &l->out);
+	r = profile_parse(buf, len, &p, &err);
+	if (r < 0) {
+		snprintf(l->out.profile_warning, sizeof(l->out.profile_warning),
+			 "ignoring the startup profile %s: %s", from, util_err_msg(&err, r));
+		return NULL;
+	}
+	replay(h, &p, from, &l->blob, &l->out);
+	profile_free(&p);
 	return NULL;
 }
 
@@ -193,21 +196,16 @@ int mount_profile_start(struct fetch_handle *h, const struct mount_opts *opts,
 	*ret = NULL;
 	if (opts->profile == MOUNT_PROFILE_PATH) {
 		struct util_error err = UTIL_ERROR_INIT;
-		_cleanup_free_ char *text = NULL;
 		struct profile p;
-		size_t len;
 
-		/* Through the same checks as a profile from the registry. */
 		r = profile_read_file(opts->profile_path, &p, &err);
 		if (r < 0) {
 			snprintf(res->profile_warning, sizeof(res->profile_warning),
 				 "ignoring the startup profile: %s", util_err_msg(&err, r));
 			return 0;
 		}
-		r = profile_format(&p, &text, &len);
+		replay(h, &p, opts->profile_path, blob, res);
 		profile_free(&p);
-		if (r >= 0)
-			replay(h, text, len, opts->profile_path, blob, res);
 		return 0;
 	}
 	if (opts->profile != MOUNT_PROFILE_AUTO || !lookup)

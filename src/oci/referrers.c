@@ -306,7 +306,7 @@ int oci_referrer_find(struct oci_client *c, const char *artifact_type, unsigned 
 	struct oci_referrer best;
 	struct util_error local;
 	bool have = false;
-	int r = 1;
+	int r;
 
 	if (!err)
 		err = &local;
@@ -314,7 +314,7 @@ int oci_referrer_find(struct oci_client *c, const char *artifact_type, unsigned 
 	r = subject_of(c, &subject, err);
 	if (r < 0)
 		return r;
-	r = 1;
+	r = 1; /* as if the registry had no API */
 	if (how & OCI_REFERRERS_API)
 		r = api_newest(c, &subject, artifact_type, deadline, &best, &have, err);
 	if (r == 1 && !(how & OCI_REFERRERS_TAG))
