@@ -413,6 +413,10 @@ def test_hosts_toml_ca(lazy, image, pushed, upstream, registry, pki):
         assert "/blobs/" not in tls.log_tail(10 ** 7)
         assert upstream.count(path="/blobs/") >= 1
         lazy.umount(mp)
+        # Those reads may have completed the entry, and a complete entry answers a digest
+        # offline: empty the cache so the next mount asks a registry.
+        lazy.assert_nothing_left()
+        lazy.run(["gc", "--max-size", "0"])
         shutil.copy(pki.ca, os.path.join(lazy.certs_d, ns, "mirror-ca.pem"))
         write_hosts(lazy, ns, f"""[host."https://{tls.host}"]
   ca = "mirror-ca.pem"
@@ -424,7 +428,8 @@ def test_hosts_toml_ca(lazy, image, pushed, upstream, registry, pki):
         mp = lazy.mount(upstream.ref(REPO, "v1", pushed["digest"]), opts="insecure")
         check_reads(mp, image[1])
         assert f"/v2/{REPO}/manifests/{pushed['digest']}" in tls.log_tail(10 ** 7)
-        assert upstream.count(path="/manifests/sha256") == 0
+        # (the startup profile's lookup may still ask the upstream for its fallback tag)
+        assert upstream.count(path="/manifests/" + pushed["digest"]) == 0
     finally:
         tls.cleanup()
 
