@@ -138,15 +138,11 @@ int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t
 	return 0;
 }
 
-int util_read_file(int dirfd, const char *path, size_t max, int nofollow, char **ret, size_t *ret_len)
+int util_read_fd(int fd, size_t max, char **ret, size_t *ret_len)
 {
-	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *buf = NULL;
 	size_t len = 0, alloc = 0;
 
-	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
-	if (fd < 0)
-		return -errno;
 	for (;;) {
 		ssize_t n;
 
@@ -186,4 +182,14 @@ int util_read_file(int dirfd, const char *path, size_t max, int nofollow, char *
 	if (ret_len)
 		*ret_len = len;
 	return 0;
+}
+
+int util_read_file(int dirfd, const char *path, size_t max, int nofollow, char **ret, size_t *ret_len)
+{
+	_cleanup_close_ int fd = -1;
+
+	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+	if (fd < 0)
+		return -errno;
+	return util_read_fd(fd, max, ret, ret_len);
 }

@@ -22,6 +22,8 @@ int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t
 /* Read a whole file (not following a final symlink when nofollow) up to max bytes, NUL-terminated.
  * -EFBIG when larger. */
 int util_read_file(int dirfd, const char *path, size_t max, int nofollow, char **ret, size_t *ret_len);
+/* The same from an open fd (read from its current offset to EOF). */
+int util_read_fd(int fd, size_t max, char **ret, size_t *ret_len);
 
 /* pread/pwrite the full length, retrying on EINTR and short transfers. pread returns -EIO at EOF. */
 int util_pread_full(int fd, void *buf, size_t len, uint64_t off);
