@@ -4,7 +4,9 @@
  * own): the scheme learned from the host's first 401 (Basic, or Bearer with the token flow
  * of the distribution spec), credentials looked up once, bearer tokens cached per scope until
  * shortly before they expire and refreshed once per rejection. auth_lock guards all of it, so
- * concurrent readers that hit an expired token cause one token request, not one each.
+ * concurrent readers that hit an expired token cause one token request, not one each. With a
+ * run directory, tokens are also shared with other processes (tokencache.c): one obtained is
+ * written there, and one needed is looked for there before the token server is asked.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include "oci/internal.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "util/macro.h"
 #include "util/strutil.h"
 #include "util/time.h"
 
@@ -67,6 +70,82 @@ static bool token_valid(const struct oci_token *t, uint64_t now)
 	return t && t->header && now < t->expires_ms;
 }
 
+/* Renew a little before the server's expiry: a quarter of the life, at most 30 s. */
+static uint64_t token_margin_ms(uint64_t lifetime_s)
+{
+	return MIN(lifetime_s * 1000 / 4, 30000ULL);
+}
+
+/* Keep token for scope (its slot, else a free one, else the one that expires first), valid
+ * for remaining_ms of a life of lifetime_s. */
+static int token_put(struct oci_auth *a, const char *scope, const char *token,
+		     uint64_t remaining_ms, uint64_t lifetime_s, bool from_file,
+		     struct oci_token **ret)
+{
+	struct oci_token *slot = token_for(a, scope);
+	uint64_t now, margin = token_margin_ms(lifetime_s);
+
+	if (!slot) {
+		slot = &a->tokens[0];
+		for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++) {
+			if (!a->tokens[i].scope) {
+				slot = &a->tokens[i];
+				break;
+			}
+			if (a->tokens[i].expires_ms < slot->expires_ms)
+				slot = &a->tokens[i];
+		}
+	}
+	token_clear(slot);
+	slot->scope = strdup(scope);
+	if (!slot->scope || asprintf(&slot->header, "Authorization: Bearer %s", token) < 0) {
+		token_clear(slot);
+		return -ENOMEM;
+	}
+	now = util_now_ms();
+	slot->expires_ms = now + (remaining_ms > margin ? remaining_ms - margin : 0);
+	slot->fetched_ms = now;
+	slot->from_file = from_file;
+	a->gen++;
+	*ret = slot;
+	return 0;
+}
+
+static bool have_password(const struct oci_auth *a)
+{
+	return a->creds.username && a->creds.password;
+}
+
+/* Who the token server would see: the kind of credentials fetch_token sends and their values,
+ * hashed. Left empty (no token cache) when the hash cannot be made. */
+static void set_identity(struct oci_auth *a)
+{
+	const char *v[3] = { "anonymous", "", "" };
+	struct util_sha256 *s = NULL;
+	uint8_t d[UTIL_SHA256_LEN];
+	int r;
+
+	a->identity[0] = 0;
+	if (a->creds.identity_token) {
+		v[0] = "identity-token";
+		v[1] = a->creds.username ? a->creds.username : "";
+		v[2] = a->creds.identity_token;
+	} else if (have_password(a)) {
+		v[0] = "password";
+		v[1] = a->creds.username;
+		v[2] = a->creds.password;
+	}
+	r = util_sha256_new(&s);
+	for (size_t i = 0; r >= 0 && i < ARRAY_SIZE(v); i++)
+		r = util_sha256_update(s, v[i], strlen(v[i]) + 1);
+	if (r >= 0)
+		r = util_sha256_final(s, d);
+	util_sha256_free(s);
+	if (r >= 0)
+		util_sha256_hex(d, a->identity);
+	explicit_bzero(d, sizeof(d));
+}
+
 /* Called with auth_lock held. */
 static void load_creds(struct oci_client *c, struct oci_host *h)
 {
@@ -80,11 +159,7 @@ static void load_creds(struct oci_client *c, struct oci_host *h)
 			   sizeof(a->creds_error_msg));
 	if (r < 0 && r != -ENOENT)
 		a->creds_error = r;
-}
-
-static bool have_password(const struct oci_auth *a)
-{
-	return a->creds.username && a->creds.password;
+	set_identity(a);
 }
 
 static int make_basic(const char *user, const char *pass, char **ret)
@@ -120,6 +195,49 @@ static int add_param(struct util_buf *b, CURL *easy, const char *name, const cha
 	return r;
 }
 
+static bool cache_usable(const struct oci_client *c, const struct oci_auth *a)
+{
+	return c->opts.run_dir && a->identity[0];
+}
+
+static void token_key(const struct oci_host *h, const char *scope, struct oci_token_key *k)
+{
+	*k = (struct oci_token_key){ .host = h->name, .realm = h->auth.challenge.realm,
+				     .service = h->auth.challenge.service, .scope = scope,
+				     .identity = h->auth.identity };
+}
+
+/* Called with auth_lock held: the token for scope that a process cached (this one, or another
+ * with the same credentials), while it is valid for longer than the renewal margin. */
+static bool token_from_cache(struct oci_client *c, struct oci_host *h, const char *scope,
+			     struct oci_token **ret)
+{
+	struct oci_auth *a = &h->auth;
+	struct oci_token_key k;
+	char *token = NULL;
+	uint64_t remaining, lifetime;
+	int r;
+
+	load_creds(c, h);
+	if (!cache_usable(c, a))
+		return false;
+	token_key(h, scope, &k);
+	r = oci_token_cache_load(c->opts.run_dir, &k, time(NULL), &token, &remaining, &lifetime);
+	if (r < 0) {
+		log_debug("oci: no cached token for %s: %s", scope, strerror(-r));
+		return false;
+	}
+	r = -ESTALE;
+	if (remaining * 1000 > token_margin_ms(lifetime))
+		r = token_put(a, scope, token, remaining * 1000, lifetime, true, ret);
+	explicit_bzero(token, strlen(token));
+	free(token);
+	if (r >= 0)
+		log_debug("oci: cached token for %s, valid %llu s more", scope,
+			  (unsigned long long)remaining);
+	return r >= 0;
+}
+
 /* Called with auth_lock held: ask the token server for scope; store it. */
 static int fetch_token(struct oci_client *c, struct oci_host *h, const char *scope,
 		       uint64_t deadline_ms, struct oci_token **ret, struct util_error *err)
@@ -135,7 +253,8 @@ static int fetch_token(struct oci_client *c, struct oci_host *h, const char *sco
 	struct oci_auth *a = &h->auth;
 	const char *realm = a->challenge.realm;
 	char shown[300], who[300];
-	uint64_t lifetime, now, margin;
+	uint64_t lifetime;
+	time_t wall;
 	int r;
 
 	oci_url_redact(realm, shown, sizeof(shown));
@@ -222,7 +341,8 @@ static int fetch_token(struct oci_client *c, struct oci_host *h, const char *sco
 		r = oci_status_error(c, &resp, &body, what, err);
 		goto out;
 	}
-	r = oci_token_reply_parse(body.data, body.len, time(NULL), &token, &lifetime,
+	wall = time(NULL);
+	r = oci_token_reply_parse(body.data, body.len, wall, &token, &lifetime,
 				  a->creds.identity_token ? &refresh : NULL);
 	if (r < 0) {
 		util_err_set_http(err, r == -ENOMEM ? r : -EBADMSG, 200, NULL,
@@ -231,33 +351,18 @@ static int fetch_token(struct oci_client *c, struct oci_host *h, const char *sco
 		r = r == -ENOMEM ? r : -EBADMSG;
 		goto out;
 	}
-	slot = token_for(a, scope);
-	if (!slot) {
-		/* a free slot, else the one that expires first */
-		slot = &a->tokens[0];
-		for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++) {
-			if (!a->tokens[i].scope) {
-				slot = &a->tokens[i];
-				break;
-			}
-			if (a->tokens[i].expires_ms < slot->expires_ms)
-				slot = &a->tokens[i];
-		}
-	}
-	token_clear(slot);
-	slot->scope = strdup(scope);
-	if (!slot->scope || asprintf(&slot->header, "Authorization: Bearer %s", token) < 0) {
-		token_clear(slot);
-		r = -ENOMEM;
+	r = token_put(a, scope, token, lifetime * 1000, lifetime, false, &slot);
+	if (r < 0)
 		goto out;
-	}
-	/* Renew a little before the server's expiry: a quarter of the life, at most 30 s. */
-	now = util_now_ms();
-	margin = MIN(lifetime * 1000 / 4, 30000ULL);
-	slot->expires_ms = now + lifetime * 1000 - margin;
-	slot->fetched_ms = now;
-	a->gen++;
 	log_debug("oci: token for %s, valid %llu s", scope, (unsigned long long)lifetime);
+	if (cache_usable(c, a)) {
+		struct oci_token_key k;
+
+		token_key(h, scope, &k);
+		r = oci_token_cache_store(c->opts.run_dir, &k, token, wall, lifetime);
+		if (r < 0)
+			log_debug("oci: not caching the token for %s: %s", scope, strerror(-r));
+	}
 	*ret = slot;
 	r = 0;
 out:
@@ -304,7 +409,7 @@ int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_
 			if (token_valid(token_for(a, pull_scope), now))
 				t = token_for(a, pull_scope);
 		}
-		if (!token_valid(t, now)) {
+		if (!token_valid(t, now) && !token_from_cache(c, h, scope, &t)) {
 			r = fetch_token(c, h, scope, deadline_ms, &t, err);
 			if (r < 0)
 				goto out;
@@ -378,8 +483,18 @@ int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *ww
 		goto out;
 	}
 	/* Bearer */
-	if (round > 1) {
-		/* A token obtained for this very request was refused: no access. */
+	if (ch.scope[0])
+		scope = strdup(ch.scope);
+	else
+		r = default_scope(c, push, &scope);
+	if (!scope) {
+		r = -ENOMEM;
+		goto out;
+	}
+	t = token_for(a, scope);
+	/* A token obtained for this very request was refused: no access. One taken from the
+	 * token cache may have been revoked since; it gets one more try with a fresh token. */
+	if (round > 1 && !(t && t->from_file)) {
 		load_creds(c, h);
 		util_err_set_http(
 		    err, -EACCES, 401, NULL, "registry %s: HTTP 401: access to %s denied%s%s%s",
@@ -391,18 +506,19 @@ int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *ww
 	}
 	a->challenge = ch;
 	a->scheme = OCI_AUTH_BEARER;
-	if (ch.scope[0])
-		scope = strdup(ch.scope);
-	else
-		r = default_scope(c, push, &scope);
-	if (!scope) {
-		r = -ENOMEM;
-		goto out;
+	if (t) {
+		/* the one just refused, or expired on the server's clock: not from the cache */
+		if (cache_usable(c, a)) {
+			struct oci_token_key k;
+
+			token_key(h, scope, &k);
+			oci_token_cache_drop(c->opts.run_dir, &k);
+		}
+		token_clear(t);
+		r = fetch_token(c, h, scope, deadline_ms, &t, err);
+	} else if (!token_from_cache(c, h, scope, &t)) {
+		r = fetch_token(c, h, scope, deadline_ms, &t, err);
 	}
-	t = token_for(a, scope);
-	if (t)
-		token_clear(t); /* the one just refused, or expired on the server's clock */
-	r = fetch_token(c, h, scope, deadline_ms, &t, err);
 out:
 	pthread_mutex_unlock(&c->auth_lock);
 	return r;

@@ -152,7 +152,7 @@ int oci_challenge_parse(const char *s, size_t len, struct oci_challenge *ret)
 }
 
 /* Token strings go into an Authorization header: visible ASCII only. */
-static bool token_chars_ok(const char *t)
+bool oci_token_chars_ok(const char *t)
 {
 	for (; *t; t++)
 		if ((unsigned char)*t < 0x21 || (unsigned char)*t > 0x7e)
@@ -182,7 +182,7 @@ int oci_token_reply_parse(const void *buf, size_t len, time_t now, char **ret_to
 		return -EBADMSG;
 	if (strlen(t) > OCI_TOKEN_MAX)
 		return -EFBIG;
-	if (!token_chars_ok(t))
+	if (!oci_token_chars_ok(t))
 		return -EBADMSG;
 	e = json_object_get(j, "expires_in");
 	if (e) {
@@ -193,8 +193,8 @@ int oci_token_reply_parse(const void *buf, size_t len, time_t now, char **ret_to
 		else
 			return -EBADMSG;
 	}
-	if (expires > 365ULL * 86400)
-		expires = 365ULL * 86400;
+	if (expires > OCI_TOKEN_LIFETIME_MAX)
+		expires = OCI_TOKEN_LIFETIME_MAX;
 	if (util_json_get_string(j, "issued_at", &issued) == 0) {
 		time_t at;
 
@@ -205,7 +205,7 @@ int oci_token_reply_parse(const void *buf, size_t len, time_t now, char **ret_to
 			expires -= (uint64_t)(now - at);
 	}
 	if (ret_refresh && util_json_get_string(j, "refresh_token", &rt) == 0 && *rt) {
-		if (strlen(rt) > OCI_TOKEN_MAX || !token_chars_ok(rt))
+		if (strlen(rt) > OCI_TOKEN_MAX || !oci_token_chars_ok(rt))
 			return -EBADMSG;
 		refresh = strdup(rt);
 		if (!refresh)

@@ -67,6 +67,7 @@ struct oci_token {
 	char *header;        /* "Authorization: Bearer ..." (secret) */
 	uint64_t expires_ms; /* monotonic */
 	uint64_t fetched_ms;
+	bool from_file;      /* read from the token cache: a refusal may mean it was revoked */
 };
 
 #define OCI_TOKEN_SLOTS 4
@@ -81,6 +82,9 @@ struct oci_auth {
 	char creds_error_msg[256];
 	struct oci_creds creds;
 	char *creds_source;         /* where they came from, for messages */
+	/* sha256 hex of the kind of credentials and their values (none: anonymous): a token
+	 * cached by other credentials is never taken for these (tokencache.c). */
+	char identity[UTIL_SHA256_HEX_LEN + 1];
 	char *basic_header;         /* "Authorization: Basic ..." (secret) */
 	struct oci_token tokens[OCI_TOKEN_SLOTS];
 	uint64_t gen;               /* bumped whenever the header to send changes */
@@ -233,6 +237,26 @@ int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_
 int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *www_auth, bool push,
 			uint64_t gen, int round, uint64_t deadline_ms, struct util_error *err);
 void oci_auth_free(struct oci_auth *a);
+
+/* The token cache shared between processes (tokencache.c), under the run directory given in
+ * the client's options. What a token is for: */
+struct oci_token_key {
+	const char *host;     /* "host[:port]" */
+	const char *realm;    /* the token server */
+	const char *service;
+	const char *scope;
+	const char *identity; /* struct oci_auth's */
+};
+/* The token cached for k, if it is still valid at now (Unix time): the seconds it has left
+ * and the whole lifetime it was issued with. -errno when there is none (no usable directory,
+ * no file, a file that is not root's alone, malformed or expired): a miss. */
+int oci_token_cache_load(const char *run_dir, const struct oci_token_key *k, time_t now,
+			 char **ret_token, uint64_t *ret_remaining_s, uint64_t *ret_lifetime_s);
+/* Cache a token obtained at now, valid lifetime_s (atomically; sweeps out expired files). */
+int oci_token_cache_store(const char *run_dir, const struct oci_token_key *k, const char *token,
+			  time_t now, uint64_t lifetime_s);
+/* Forget k's token (the registry refused it). */
+void oci_token_cache_drop(const char *run_dir, const struct oci_token_key *k);
 
 /* Credentials for host h (creds.c): for the registry itself the options first; then
  * auth.json, config.json, credential helpers under h's name. -ENOENT when none. */

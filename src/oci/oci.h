@@ -82,6 +82,9 @@ struct oci_options {
 	char *proxy;          /* proxy URL for every host without its own; NULL: libcurl's
 			       * http_proxy/https_proxy/no_proxy environment */
 	char *no_proxy;       /* hosts reached without the proxy (libcurl's NOPROXY list) */
+	/* The run directory (root-owned, 0700): bearer tokens are cached for other processes in
+	 * its tokens/ when set (and we are root); NULL: tokens live in this client only. */
+	char *run_dir;
 };
 
 void oci_options_init(struct oci_options *o);

@@ -53,6 +53,7 @@ void oci_options_free(struct oci_options *o)
 	free(o->server);
 	free(o->proxy);
 	free(o->no_proxy);
+	free(o->run_dir);
 	oci_options_init(o);
 }
 
@@ -77,6 +78,7 @@ int oci_options_copy(struct oci_options *dst, const struct oci_options *src)
 	DUP(digest);
 	DUP(proxy);
 	DUP(no_proxy);
+	DUP(run_dir);
 #undef DUP
 	for (size_t i = 0; i < src->n_mirrors; i++)
 		if (oci_options_add_mirror(dst, &src->mirrors[i]) < 0) {

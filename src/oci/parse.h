@@ -130,6 +130,7 @@ int oci_challenge_parse(const char *s, size_t len, struct oci_challenge *ret);
 
 #define OCI_TOKEN_MAX (64 * 1024)       /* one token string */
 #define OCI_TOKEN_REPLY_MAX (256 * 1024) /* the whole reply */
+#define OCI_TOKEN_LIFETIME_MAX (365ULL * 86400) /* a longer expires_in is cut to this */
 
 /* Token server reply {"token"|"access_token", "expires_in", "issued_at", "refresh_token"}.
  * *ret_lifetime_s: seconds the token stays valid from now (expires_in, default 60, less the
@@ -137,6 +138,18 @@ int oci_challenge_parse(const char *s, size_t len, struct oci_challenge *ret);
  * over the caps. */
 int oci_token_reply_parse(const void *buf, size_t len, time_t now, char **ret_token,
 			  uint64_t *ret_lifetime_s, char **ret_refresh);
+/* Whether a token is fit for an Authorization header: visible ASCII only. */
+bool oci_token_chars_ok(const char *t);
+
+/* A token cache file (tokencache.c): {"v":1,"host","scope","token","expires" (Unix time, s),
+ * "lifetime" (s)}. Parsed only when it is for host and scope (-ESTALE for another's), the
+ * token a valid one and the lifetime at most OCI_TOKEN_LIFETIME_MAX; -EBADMSG otherwise. The
+ * expiry is the caller's to judge. */
+#define OCI_TOKEN_FILE_MAX (OCI_TOKEN_MAX + 4096)
+int oci_token_file_parse(const void *buf, size_t len, const char *host, const char *scope,
+			 char **ret_token, int64_t *ret_expires, uint64_t *ret_lifetime_s);
+int oci_token_file_format(const char *host, const char *scope, const char *token, int64_t expires,
+			  uint64_t lifetime_s, char **ret);
 
 /* ---- manifests and indexes (manifest.c) --------------------------------------------------- */
 
