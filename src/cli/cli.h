@@ -39,7 +39,8 @@ int cli_option_error(const char *cmd, const char *optstring, char **argv);
 int cli_oci_options_parse(const char *cmd, struct oci_options *o, const char *s);
 
 /* The command line of a subcommand that talks to a registry: [-o OPTS] [-v] [-h|--help], then
- * nargs arguments (what names them for the message). -1: go on with the arguments at
+ * nargs arguments (what names them for the message); opts->run_dir is the environment's run
+ * directory (its tokens are shared). -1: go on with the arguments at
  * argv[optind]; else the exit code to return (help printed, or one usage line logged). */
 int cli_registry_args(const char *cmd, int argc, char **argv, int nargs, const char *what,
 		      struct oci_options *opts, void (*usage)(FILE *f));

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -117,6 +118,11 @@ int cli_registry_args(const char *cmd, int argc, char **argv, int nargs, const c
 	for (size_t i = 0; i < optn; i++)
 		if (cli_oci_options_parse(cmd, opts, optv[i]) < 0)
 			return CLI_EXIT_USAGE;
+	/* Bearer tokens shared with mounts (and other pushes) through the run directory. */
+	if (!opts->run_dir && !(opts->run_dir = strdup(mount_env_run_dir()))) {
+		log_error("%s: out of memory", cmd);
+		return CLI_EXIT_FAILURE;
+	}
 	return -1;
 }
 

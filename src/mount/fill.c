@@ -62,7 +62,7 @@ int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *r
 	r = mount_parse_source(req->source, &ref, &pub_source, ret_class, err);
 	if (r < 0)
 		return r;
-	r = mount_pull_options(req->oci, ref, &oo, err);
+	r = mount_pull_options(req->oci, ref, run_dir, &oo, err);
 	if (r < 0)
 		return r;
 	r = mount_check_cache_fs(cache_dir, err);

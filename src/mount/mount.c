@@ -273,7 +273,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = mount_parse_source(req->source, &ref, &pub_source, ret_class, err);
 	if (r < 0)
 		return r;
-	r = mount_pull_options(req->oci, ref, &oo, err);
+	r = mount_pull_options(req->oci, ref, run_dir, &oo, err);
 	if (r < 0)
 		return r;
 

@@ -189,7 +189,7 @@ int mount_resolve(const struct oci_ref *ref, const struct oci_options *o, const 
 }
 
 int mount_pull_options(const struct oci_options *given, const struct oci_ref *ref,
-		       struct oci_options *ret, struct util_error *err)
+		       const char *run_dir, struct oci_options *ret, struct util_error *err)
 {
 	struct util_config cfg;
 	int r;
@@ -197,6 +197,8 @@ int mount_pull_options(const struct oci_options *given, const struct oci_ref *re
 	r = oci_options_copy(ret, given);
 	if (r < 0)
 		return util_err_set(err, r, "out of memory");
+	if (run_dir && !ret->run_dir && !(ret->run_dir = strdup(run_dir)))
+		return util_err_set(err, -ENOMEM, "out of memory");
 	r = util_config_load(util_config_path(), &cfg, err);
 	if (r < 0)
 		return r;

@@ -22,9 +22,10 @@ struct mount_resolved {
 };
 
 /* The options of a pull: the given -o ones, then what lazyerofs's configuration file and
- * containerd's hosts.toml add for ref (mirrors in that order). One line in err. */
+ * containerd's hosts.toml add for ref (mirrors in that order), and the run directory whose
+ * tokens/ the registry clients share bearer tokens in (NULL: none). One line in err. */
 int mount_pull_options(const struct oci_options *given, const struct oci_ref *ref,
-		       struct oci_options *ret, struct util_error *err);
+		       const char *run_dir, struct oci_options *ret, struct util_error *err);
 
 /* Resolve ref (source: the text to name in messages). -errno with one line in err. */
 int mount_resolve(const struct oci_ref *ref, const struct oci_options *o, const char *cache_dir,
