@@ -134,6 +134,15 @@ static int open_dir(const char *run_dir, int *ret_fd)
 	return util_open_existing_private_dir(path, O_RDONLY, ret_fd);
 }
 
+/* The directory and the name of k's file in it. */
+static int open_key(const char *run_dir, const struct oci_token_key *k, int *ret_dfd,
+		    char name[UTIL_SHA256_HEX_LEN + 1])
+{
+	int r = key_name(k, name);
+
+	return r < 0 ? r : open_dir(run_dir, ret_dfd);
+}
+
 int oci_token_cache_load(const char *run_dir, const struct oci_token_key *k, time_t now,
 			 char **ret_token, uint64_t *ret_remaining_s, uint64_t *ret_lifetime_s)
 {
@@ -145,10 +154,7 @@ int oci_token_cache_load(const char *run_dir, const struct oci_token_key *k, tim
 	int64_t expires;
 	int r;
 
-	r = open_dir(run_dir, &dfd);
-	if (r < 0)
-		return r;
-	r = key_name(k, name);
+	r = open_key(run_dir, k, &dfd, name);
 	if (r < 0)
 		return r;
 	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
@@ -215,10 +221,7 @@ int oci_token_cache_store(const char *run_dir, const struct oci_token_key *k, co
 
 	if (lifetime_s == 0 || lifetime_s > OCI_TOKEN_LIFETIME_MAX)
 		return -EINVAL;
-	r = open_dir(run_dir, &dfd);
-	if (r < 0)
-		return r;
-	r = key_name(k, name);
+	r = open_key(run_dir, k, &dfd, name);
 	if (r < 0)
 		return r;
 	r = oci_token_file_format(k->host, k->scope, token, expires, lifetime_s, &text);
@@ -243,7 +246,7 @@ void oci_token_cache_drop(const char *run_dir, const struct oci_token_key *k)
 	_cleanup_close_ int dfd = -1;
 	char name[UTIL_SHA256_HEX_LEN + 1];
 
-	if (open_dir(run_dir, &dfd) < 0 || key_name(k, name) < 0)
+	if (open_key(run_dir, k, &dfd, name) < 0)
 		return;
 	(void)unlinkat(dfd, name, 0);
 }
