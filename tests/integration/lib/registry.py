@@ -655,14 +655,17 @@ _EMPTY_HOME = None
 
 def clean_env(extra=None):
     """The environment for a client run: no credential sources of the machine (Docker or
-    containers config, a HOME with ~/.docker) and no proxy settings, unless the test passes
-    them in `extra`."""
+    containers config, a HOME with ~/.docker), no proxy settings and no token cache, unless
+    the test passes them in `extra`."""
     global _EMPTY_HOME
     if _EMPTY_HOME is None or not os.path.isdir(_EMPTY_HOME):
         _EMPTY_HOME = tempfile.mkdtemp(prefix="lazyerofs-home-")
         atexit.register(shutil.rmtree, _EMPTY_HOME, True)
     env = {k: v for k, v in os.environ.items() if k not in CRED_ENV}
     env["HOME"] = _EMPTY_HOME
+    # A run directory that does not exist: push shares no bearer tokens with the machine's
+    # /run/lazyerofs/tokens (test_token_cache tests that cache with private run directories).
+    env["LAZYEROFS_RUN_DIR"] = os.path.join(_EMPTY_HOME, "run")
     if extra:
         env.update(extra)
     return env
