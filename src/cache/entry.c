@@ -59,28 +59,9 @@ int cache_entry_lock(int dirfd, const char *key, bool wait, int *ret_fd)
 	if (!key_valid(key))
 		return -EINVAL;
 	snprintf(name, sizeof(name), "%s.lock", key);
-	for (;;) {
-		_cleanup_close_ int fd = -1;
-		struct stat a, b;
-
-		fd = openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (fd < 0)
-			return -errno;
-		while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
-			if (errno == EINTR)
-				continue;
-			return errno == EWOULDBLOCK ? -EWOULDBLOCK : -errno;
-		}
-		/* The holder of a bad entry renames its lock file aside; a lock won on such an
-		 * old inode guards nothing, so check we locked the file that has the name. */
-		if (fstat(fd, &a) < 0)
-			return -errno;
-		if (fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino &&
-		    a.st_dev == b.st_dev) {
-			*ret_fd = TAKE_FD(fd);
-			return 0;
-		}
-	}
+	/* The holder of a bad entry renames its lock file aside: util_lock_at checks it locked
+	 * the file that has the name. */
+	return util_lock_at(dirfd, name, wait, ret_fd);
 }
 
 static int open_regular(int dirfd, const char *name, int flags, int *ret_fd, struct stat *st)

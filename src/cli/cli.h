@@ -77,6 +77,30 @@ void cli_progress_update(struct cli_progress *p, uint64_t done, uint64_t total);
 /* Finish the bar's line (before anything else is printed). */
 void cli_progress_end(struct cli_progress *p);
 
+/* The record of an unfinished layer upload of `push` (push_record.c), in
+ * <cache-dir>/uploads: what lets a later push of the same blob to the same repository
+ * continue the registry's session. */
+struct cli_upload_record {
+	int dirfd;  /* the records' directory; -1: no records this time */
+	int lockfd; /* this record's lock, held */
+	char name[UTIL_SHA256_HEX_LEN + 8];
+	struct oci_upload_record rec; /* as found, then as last saved */
+	bool have;  /* a record of this upload was found */
+};
+void cli_upload_record_init(struct cli_upload_record *u);
+/* Find (and lock) the record of this upload. Problems with the directory or the record are
+ * logged and leave records off or ignored (a push works without them); -errno only for bad
+ * arguments. */
+int cli_upload_record_open(struct cli_upload_record *u, const char *registry,
+			   const char *repository, const char *digest, uint64_t size);
+/* The session URL found, or NULL. */
+const char *cli_upload_record_url(const struct cli_upload_record *u);
+/* An oci_session_fn (ctx: the record): the session moved; write it down. */
+void cli_upload_record_save(void *ctx, const char *url, uint64_t offset);
+/* The blob is stored: the record goes. */
+void cli_upload_record_done(struct cli_upload_record *u);
+void cli_upload_record_close(struct cli_upload_record *u);
+
 /* Count leading -v / --verbose flags handled globally; returns the new verbosity. */
 void cli_verbose_inc(void);
 

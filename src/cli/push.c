@@ -25,7 +25,10 @@ static void usage(FILE *f)
 		"Publish an EROFS image as a one-layer OCI image: the layer (media type\n"
 		"application/vnd.erofs.layer.v1), an OCI image config and an OCI manifest, stored\n"
 		"under REFERENCE's tag (or under its own digest when REFERENCE has no tag). Blobs\n"
-		"the registry already has are not uploaded again. Prints the digests:\n"
+		"the registry already has are not uploaded again. A failed chunk is sent again\n"
+		"from where the registry has the upload; run as root, an interrupted push is\n"
+		"continued by the next push of the same file to the same repository (a record\n"
+		"in $LAZYEROFS_CACHE_DIR/uploads). Prints the digests:\n"
 		"  manifest sha256:...\n  config sha256:...\n  layer sha256:...\n\n"
 		"REFERENCE: [oci://]REGISTRY/REPOSITORY[:TAG]\n\n"
 		"Options (-o, comma-separated):\n"
@@ -89,11 +92,13 @@ int cli_push(int argc, char **argv)
 	char manifest_digest[UTIL_DIGEST_STR_LEN];
 	uint8_t d[UTIL_SHA256_LEN];
 	struct cli_progress prog;
+	struct cli_upload_record record;
 	const char *image, *name;
 	uint64_t size = 0;
 	int r, ret = CLI_EXIT_FAILURE;
 
 	oci_options_init(&opts);
+	cli_upload_record_init(&record);
 	cli_progress_init(&prog, "pushing", "", false);
 	r = cli_registry_args("push", argc, argv, 2, "IMAGE.erofs and REFERENCE", &opts, usage);
 	if (r >= 0) {
@@ -142,6 +147,11 @@ int cli_push(int argc, char **argv)
 		log_error("push: %s", strerror(-r));
 		goto out;
 	}
+	r = cli_upload_record_open(&record, ref->registry, ref->repository, layer_digest, size);
+	if (r < 0) {
+		log_error("push: %s", strerror(-r));
+		goto out;
+	}
 	r = oci_blob_exists(c, layer_digest, &err);
 	if (r < 0)
 		goto fail;
@@ -149,10 +159,24 @@ int cli_push(int argc, char **argv)
 		log_info("push: layer %s is already in %s, not uploading it", layer_digest,
 			 ref->repository);
 	} else {
-		r = oci_blob_upload_fd(c, fd, size, layer_digest, on_progress, &prog, &err);
+		struct oci_upload_opts up = { .progress = on_progress, .progress_ctx = &prog,
+					      .resume_url = cli_upload_record_url(&record),
+					      .session = cli_upload_record_save,
+					      .session_ctx = &record };
+
+		r = oci_blob_upload_fd(c, fd, size, layer_digest, &up, &err);
 		if (r < 0)
 			goto fail;
+		if (up.resumed)
+			log_info("push: continued the interrupted upload of %s from byte %llu of %llu",
+				 layer_digest, (unsigned long long)up.resumed_at,
+				 (unsigned long long)size);
+		else if (up.resume_url)
+			log_info("push: the interrupted upload of %s could not be continued (the "
+				 "registry no longer has it); uploaded it again",
+				 layer_digest);
 	}
+	cli_upload_record_done(&record);
 	r = oci_blob_exists(c, config_digest, &err);
 	if (r == 0)
 		r = oci_blob_upload_buf(c, config, strlen(config), config_digest, &err);
@@ -173,6 +197,7 @@ fail:
 	cli_progress_end(&prog);
 	log_error("push: %s", err.message[0] ? err.message : strerror(-r));
 out:
+	cli_upload_record_close(&record);
 	oci_client_free(c);
 	oci_ref_free(ref);
 	oci_options_free(&opts);

@@ -251,12 +251,50 @@ int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *p
 		    char **ret_config, char **ret_manifest);
 /* 1 when the client's repository has the blob, 0 when not, -errno on failure. */
 int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error *err);
+/* An upload session as the registry last described it: the URL to continue at (its latest
+ * Location) and the bytes it holds. */
+typedef void (*oci_session_fn)(void *ctx, const char *url, uint64_t offset);
+struct oci_upload_opts {
+	oci_progress_fn progress; /* may be NULL */
+	void *progress_ctx;
+	/* The URL of a session an earlier process left (oci_upload_record), or NULL. It is
+	 * continued when it lies under the registry's API for the client's repository and the
+	 * registry still knows it (a GET says how many bytes it holds); else a new one starts. */
+	const char *resume_url;
+	/* Told where the session stands each time that changes (opened, a chunk committed), so
+	 * that a later process can continue it; may be NULL. Chunked uploads only. */
+	oci_session_fn session;
+	void *session_ctx;
+	/* Out: the recorded session was continued, from this byte on. */
+	bool resumed;
+	uint64_t resumed_at;
+};
 /* Upload size bytes of fd (from offset 0) or of a buffer as blob `digest`: one PUT for small
- * blobs, PATCH chunks for big ones; fn (may be NULL) sees the progress. */
+ * blobs, PATCH chunks for big ones. A chunk that fails (reset, timeout, 5xx, 416) is
+ * followed by a GET of the session, which tells the bytes the registry committed: the
+ * upload goes on from there, or starts over when the registry no longer knows the session.
+ * o may be NULL. */
 int oci_blob_upload_fd(struct oci_client *c, int fd, uint64_t size, const char *digest,
-		       oci_progress_fn fn, void *ctx, struct util_error *err);
+		       struct oci_upload_opts *o, struct util_error *err);
 int oci_blob_upload_buf(struct oci_client *c, const void *data, size_t len, const char *digest,
 			struct util_error *err);
+/* The record of an unfinished upload, kept by `lazyerofs push` between processes. No
+ * credentials: the URL is the registry's own Location. */
+#define OCI_UPLOAD_RECORD_MAX 16384
+struct oci_upload_record {
+	char registry[256];
+	char repository[256];
+	char digest[UTIL_DIGEST_STR_LEN];
+	uint64_t size;
+	uint64_t offset; /* bytes the registry held when the record was written */
+	char url[4096];
+};
+/* Compact JSON; caller frees. */
+int oci_upload_record_format(const struct oci_upload_record *rec, char **ret);
+/* Parse a record (untrusted: at most OCI_UPLOAD_RECORD_MAX bytes, every field checked, the URL
+ * http(s)); -EBADMSG when it is not one, -EFBIG when too large. */
+int oci_upload_record_parse(const void *buf, size_t len, struct oci_upload_record *ret);
+
 /* PUT a manifest under reference (a tag; NULL: its own digest). ret_digest gets its digest;
  * -EILSEQ when the registry reports another. */
 int oci_manifest_put(struct oci_client *c, const char *reference, const char *media_type,

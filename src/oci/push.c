@@ -2,8 +2,11 @@
 /*
  * Publishing: the one-layer OCI image that carries an EROFS blob (config and manifest built
  * deterministically, so pushing the same image twice gives the same digests), blob existence
- * checks, uploads (one PUT for small blobs, PATCH chunks with Content-Range for big ones; a
- * failed upload is started over a bounded number of times) and the manifest PUT.
+ * checks, uploads (one PUT for small blobs, PATCH chunks with Content-Range for big ones; after
+ * a failure the registry is asked how much of the session it holds and the upload goes on
+ * from there, or starts over when the session is gone, a bounded number of times without
+ * progress; a session an earlier process left is continued the same way) and the manifest
+ * PUT.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,12 +16,14 @@
 #include "oci/internal.h"
 #include "util/cleanup.h"
 #include "util/json.h"
+#include "util/log.h"
+#include "util/macro.h"
 #include "util/sha256.h"
 #include "util/time.h"
 
 #define MONOLITHIC_MAX (32ULL << 20)
 #define PATCH_CHUNK (16ULL << 20)
-#define UPLOAD_TRIES 3
+#define UPLOAD_TRIES 3 /* failures in a row without progress */
 
 int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *platform,
 		    char **ret_config, char **ret_manifest)
@@ -96,163 +101,338 @@ static int upload_location(const char *base, const struct oci_resp *resp, char *
 	return resp->location[0] ? oci_url_join(base, resp->location, ret) : -EBADMSG;
 }
 
-struct upload_progress {
-	oci_progress_fn fn;
-	void *ctx;
-	uint64_t base, total;
+/* One upload of a blob: the session it goes through and how far the registry has it. */
+struct upload {
+	struct oci_client *c;
+	int fd;
+	const void *mem;
+	uint64_t size;
+	const char *digest;
+	const struct oci_upload_opts *o;
+	uint64_t deadline;
+	char what[400];
+	char *loc;    /* the session's URL (its latest Location); NULL: no session open */
+	uint64_t off; /* bytes of the blob the registry holds */
+	bool resumed; /* the session was continued from where the registry had it */
+	uint64_t base; /* the body of the request in flight starts here (progress) */
 };
 
 static void on_progress(void *ctx, uint64_t sent)
 {
-	struct upload_progress *p = ctx;
+	struct upload *u = ctx;
 
-	if (p->fn)
-		p->fn(p->ctx, p->base + sent, p->total);
+	if (u->o && u->o->progress)
+		u->o->progress(u->o->progress_ctx, u->base + sent, u->size);
+}
+
+static bool chunked(const struct upload *u)
+{
+	return u->size > MONOLITHIC_MAX;
+}
+
+/* The session moved to loc with off bytes: remember it, and tell whoever keeps records. */
+static void session_moved(struct upload *u, char *loc, uint64_t off)
+{
+	free(u->loc);
+	u->loc = loc;
+	u->off = off;
+	if (u->o && u->o->session && chunked(u))
+		u->o->session(u->o->session_ctx, loc, off);
+}
+
+static void session_drop(struct upload *u)
+{
+	free(u->loc);
+	u->loc = NULL;
+	u->off = 0;
+	u->resumed = false;
 }
 
 /* One step of an upload session (the POST that opens it, or a PATCH): the registry answers
  * 202 Accepted with the Location of the next step, resolved against `base`. */
-static int upload_step(struct oci_client *c, const struct oci_req *q, uint64_t deadline,
-		       const char *base, struct util_buf *body, const char *what,
-		       const char *no_location, char **ret_loc, struct util_error *err)
+static int upload_step(struct upload *u, const struct oci_req *q, const char *base,
+		       struct util_buf *body, const char *no_location, char **ret_loc,
+		       struct util_error *err)
 {
 	struct oci_resp resp;
 	int r;
 
-	r = oci_request(c, q, deadline, &resp, body, err);
+	r = oci_request(u->c, q, u->deadline, &resp, body, err);
 	if (r < 0)
 		return r;
 	if (resp.status != 202)
-		return oci_status_error(c, &resp, body, what, err);
+		return oci_status_error(u->c, &resp, body, u->what, err);
 	r = upload_location(base, &resp, ret_loc);
 	if (r < 0)
-		util_err_set_http(err, r, (int)resp.status, NULL, "%s: %s", what, no_location);
+		util_err_set_http(err, r, (int)resp.status, NULL, "%s: %s", u->what, no_location);
 	return r;
 }
 
-static int upload_once(struct oci_client *c, int fd, const void *mem, uint64_t size,
-		       const char *digest, struct upload_progress *prog, uint64_t deadline,
-		       struct util_error *err)
+static int session_open(struct upload *u, struct util_buf *body, struct util_error *err)
 {
-	struct oci_req q = { .body_fd = -1, .registry_auth = true, .push = true };
-	struct util_buf body = UTIL_BUF_INIT(OCI_ERROR_BODY_MAX);
-	_cleanup_free_ char *start = NULL, *loc = NULL, *put = NULL, *esc = NULL;
-	struct curl_slist *extra = NULL;
-	struct oci_resp resp;
-	char what[400];
-	uint64_t off = 0;
+	struct oci_req q = { .method = "POST", .body_fd = -1, .registry_auth = true,
+			     .push = true };
+	_cleanup_free_ char *start = NULL;
+	char *loc = NULL;
 	int r;
 
-	oci_fmt(what, sizeof(what), "registry %s: uploading blob %s to %s", c->shown, digest,
-		c->ref->repository);
-	if (asprintf(&start, "%s/%s/blobs/uploads/", c->up->api, c->ref->repository) < 0)
+	if (asprintf(&start, "%s/%s/blobs/uploads/", u->c->up->api, u->c->ref->repository) < 0)
 		return -ENOMEM;
-	q.method = "POST";
 	q.url = start;
-	r = upload_step(c, &q, deadline, start, &body, what, "upload started without a Location",
-			&loc, err);
+	r = upload_step(u, &q, start, body, "upload started without a Location", &loc, err);
 	if (r < 0)
-		goto out;
-	if (size > MONOLITHIC_MAX) {
-		/* chunked: PATCH with Content-Range, each reply gives the next Location */
-		while (off < size) {
-			uint64_t n = size - off < PATCH_CHUNK ? size - off : PATCH_CHUNK;
-			char *next = NULL;
+		return r;
+	session_moved(u, loc, 0);
+	return 0;
+}
 
-			extra = NULL;
-			if (!oci_slist_add(&extra, "Content-Range: %llu-%llu", (unsigned long long)off,
-					   (unsigned long long)(off + n - 1))) {
-				r = -ENOMEM;
-				goto out;
-			}
-			q = (struct oci_req){ .method = "PATCH", .url = loc, .body_fd = fd,
-					      .body_off = off, .body_len = n, .body = NULL,
-					      .content_type = "application/octet-stream",
-					      .registry_auth = true, .push = true, .no_retry = true,
-					      .extra = extra, .progress = on_progress,
-					      .progress_ctx = prog };
-			if (mem) {
-				q.body = (const uint8_t *)mem + off;
-				q.body_fd = -1;
-			}
-			prog->base = off;
-			r = upload_step(c, &q, deadline, loc, &body, what,
-					"chunk accepted without a Location", &next, err);
-			curl_slist_free_all(extra);
-			extra = NULL;
-			if (r < 0)
-				goto out;
-			free(loc);
-			loc = next;
-			off += n;
+/* Whether url is a session under the registry's API for the client's repository (a record
+ * is untrusted: credentials must never go to another origin or path). */
+static bool session_url_ok(struct oci_client *c, const char *url)
+{
+	_cleanup_free_ char *want = NULL;
+	CURLU *a = curl_url(), *b = curl_url();
+	char *pa = NULL, *pb = NULL;
+	bool ok = false;
+
+	if (asprintf(&want, "%s/%s/blobs/uploads/", c->up->api, c->ref->repository) < 0)
+		want = NULL;
+	if (want && a && b && oci_same_origin(url, want) &&
+	    curl_url_set(a, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_set(b, CURLUPART_URL, want, 0) == CURLUE_OK &&
+	    curl_url_get(a, CURLUPART_PATH, &pa, 0) == CURLUE_OK &&
+	    curl_url_get(b, CURLUPART_PATH, &pb, 0) == CURLUE_OK)
+		ok = strncmp(pa, pb, strlen(pb)) == 0 && pa[strlen(pb)] &&
+		     !strchr(pa + strlen(pb), '/');
+	curl_free(pa);
+	curl_free(pb);
+	curl_url_cleanup(a);
+	curl_url_cleanup(b);
+	return ok;
+}
+
+/* Ask the registry where the session at url stands (GET: 204 with "Range: 0-N" and the
+ * Location to go on with) and continue it from there. -ENOENT when the registry no longer
+ * knows it (404: expired, cancelled, or -- the distribution registry -- its URL's state no
+ * longer matches the bytes it holds); -EBADMSG when the reply makes no sense for this blob. */
+static int session_status(struct upload *u, const char *url, struct util_buf *body,
+			  struct util_error *err)
+{
+	struct oci_req q = { .method = "GET", .url = url, .body_fd = -1, .registry_auth = true,
+			     .push = true };
+	struct oci_resp resp;
+	char *loc = NULL;
+	uint64_t have;
+	int r;
+
+	r = oci_request(u->c, &q, u->deadline, &resp, body, err);
+	if (r < 0)
+		return r;
+	if (resp.status != 204 && resp.status != 200)
+		return oci_status_error(u->c, &resp, body, u->what, err);
+	if (!resp.range[0] || oci_upload_range_parse(resp.range, strlen(resp.range), &have) < 0)
+		return util_err_set_http(err, -EBADMSG, (int)resp.status, NULL,
+					 "%s: session status without a usable Range (\"%.60s\")",
+					 u->what, resp.range);
+	/* "0-0" is also how the distribution registry says it holds nothing: read it so. One byte
+	 * too few is sent again; one too many would not match the digest. */
+	if (have == 1)
+		have = 0;
+	if (have > u->size)
+		return util_err_set_http(err, -EBADMSG, (int)resp.status, NULL,
+					 "%s: the registry holds %llu bytes of a %llu-byte blob",
+					 u->what, (unsigned long long)have,
+					 (unsigned long long)u->size);
+	r = resp.location[0] ? upload_location(url, &resp, &loc) : 0;
+	if (r < 0)
+		return util_err_set_http(err, r, (int)resp.status, NULL, "%s: bad Location",
+					 u->what);
+	if (!loc && !(loc = strdup(url)))
+		return -ENOMEM;
+	session_moved(u, loc, have);
+	u->resumed = true;
+	return 0;
+}
+
+/* PATCH the rest of the blob in chunks with Content-Range; each reply gives the next
+ * Location. */
+static int send_chunks(struct upload *u, struct util_buf *body, struct util_error *err)
+{
+	while (u->off < u->size) {
+		uint64_t n = MIN(u->size - u->off, PATCH_CHUNK);
+		struct curl_slist *extra = NULL;
+		struct oci_req q;
+		char *next = NULL;
+		int r;
+
+		if (!oci_slist_add(&extra, "Content-Range: %llu-%llu", (unsigned long long)u->off,
+				   (unsigned long long)(u->off + n - 1)))
+			return -ENOMEM;
+		q = (struct oci_req){ .method = "PATCH", .url = u->loc, .body_fd = u->fd,
+				      .body_off = u->off, .body_len = n,
+				      .content_type = "application/octet-stream",
+				      .registry_auth = true, .push = true, .no_retry = true,
+				      .extra = extra, .progress = on_progress, .progress_ctx = u };
+		if (u->mem) {
+			q.body = (const uint8_t *)u->mem + u->off;
+			q.body_fd = -1;
+		}
+		u->base = u->off;
+		r = upload_step(u, &q, u->loc, body, "chunk accepted without a Location", &next,
+				err);
+		curl_slist_free_all(extra);
+		if (r < 0)
+			return r;
+		session_moved(u, next, u->off + n);
+	}
+	return 0;
+}
+
+/* The final PUT with the digest: the rest of the body (small blobs), or nothing after the
+ * chunks. */
+static int finish(struct upload *u, struct util_buf *body, struct util_error *err)
+{
+	struct oci_req q = { .method = "PUT", .body_fd = -1, .registry_auth = true, .push = true,
+			     .no_retry = true, .content_type = "application/octet-stream" };
+	_cleanup_free_ char *put = NULL, *esc = NULL;
+	struct oci_resp resp;
+	int r;
+
+	esc = curl_easy_escape(NULL, u->digest, 0);
+	if (!esc ||
+	    asprintf(&put, "%s%cdigest=%s", u->loc, strchr(u->loc, '?') ? '&' : '?', esc) < 0)
+		return -ENOMEM;
+	q.url = put;
+	if (u->off < u->size) {
+		q.body = u->mem ? (const uint8_t *)u->mem + u->off : NULL;
+		q.body_fd = u->mem ? -1 : u->fd;
+		q.body_off = u->off;
+		q.body_len = u->size - u->off;
+		q.progress = on_progress;
+		q.progress_ctx = u;
+		u->base = u->off;
+	}
+	r = oci_request(u->c, &q, u->deadline, &resp, body, err);
+	if (r < 0)
+		return r;
+	if (resp.status != 201 && resp.status != 204)
+		return oci_status_error(u->c, &resp, body, u->what, err);
+	return 0;
+}
+
+/* A step failed with r: whether the session may still hold what was sent before it. A reset,
+ * a timeout or a 5xx leave the registry with some of the body or none; a 416 says the offset
+ * was not the registry's. */
+static bool ask_session(int r, const struct util_error *err)
+{
+	return r == -EAGAIN || (err->http_status == 416);
+}
+
+static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, const char *digest,
+		  struct oci_upload_opts *o, struct util_error *err)
+{
+	/* A big upload gets time in proportion to its size (at least 10 MB/s), on top of the
+	 * timeout for one request. */
+	struct upload u = { .c = c, .fd = fd, .mem = mem, .size = size, .digest = digest, .o = o,
+			    .deadline = util_now_ms() + c->timeout_ms + size / 10000 };
+	struct util_buf body = UTIL_BUF_INIT(OCI_ERROR_BODY_MAX);
+	struct util_error local;
+	uint64_t progress_mark = 0;
+	int failures = 0, r;
+
+	if (!err)
+		err = &local;
+	oci_fmt(u.what, sizeof(u.what), "registry %s: uploading blob %s to %s", c->shown, digest,
+		c->ref->repository);
+	if (o && o->resume_url) {
+		if (!session_url_ok(c, o->resume_url)) {
+			log_debug("oci: the recorded upload session is not under %s/%s: a new one",
+				  c->up->api, c->ref->repository);
+		} else if ((r = session_status(&u, o->resume_url, &body, err)) < 0) {
+			log_debug("oci: the recorded upload session is gone (%s): a new one",
+				  util_err_msg(err, r));
+			util_err_clear(err);
+			session_drop(&u);
+		} else {
+			log_debug("oci: continuing the recorded upload of %s at byte %llu", digest,
+				  (unsigned long long)u.off);
+			o->resumed = true;
+			o->resumed_at = u.off;
 		}
 	}
-	/* the final PUT: the whole body when small, nothing after chunks */
-	esc = curl_easy_escape(NULL, digest, 0);
-	if (!esc || asprintf(&put, "%s%cdigest=%s", loc, strchr(loc, '?') ? '&' : '?', esc) < 0) {
-		r = -ENOMEM;
-		goto out;
+	progress_mark = u.off;
+	for (;;) {
+		r = u.loc ? 0 : session_open(&u, &body, err);
+		if (r >= 0 && chunked(&u))
+			r = send_chunks(&u, &body, err);
+		if (r >= 0)
+			r = finish(&u, &body, err);
+		if (r >= 0)
+			break;
+		if (r == -ENOMEM)
+			goto out;
+		if (u.off > progress_mark) {
+			failures = 0;
+			progress_mark = u.off;
+		}
+		if (++failures >= UPLOAD_TRIES || util_now_ms() >= u.deadline)
+			goto out;
+		if (u.loc && u.resumed && !ask_session(r, err) && err->http_status == 400) {
+			/* A continued session whose bytes do not add up to the digest (a registry
+			 * that misreported its offset): once more from the start. */
+			log_debug("oci: the continued upload was refused (%s): a new one",
+				  util_err_msg(err, r));
+			session_drop(&u);
+			continue;
+		}
+		if (!ask_session(r, err))
+			goto out;
+		util_sleep_ms(oci_backoff_ms(failures - 1));
+		if (u.loc) {
+			_cleanup_free_ char *at = strdup(u.loc);
+			struct util_error why = UTIL_ERROR_INIT;
+			int k = at ? session_status(&u, at, &body, &why) : -ENOMEM;
+
+			if (k == -ENOMEM) {
+				r = k;
+				goto out;
+			}
+			if (k == -ENOENT && u.off == size && oci_blob_exists(c, digest, NULL) > 0) {
+				/* the final PUT went through, only its answer was lost */
+				break;
+			} else if (k < 0) {
+				log_debug("oci: the upload session is gone (%s): a new one",
+					  util_err_msg(&why, k));
+				session_drop(&u);
+			} else {
+				log_debug("oci: the registry holds %llu bytes of %s: going on from "
+					  "there",
+					  (unsigned long long)u.off, digest);
+			}
+		}
+		util_err_clear(err);
 	}
-	q = (struct oci_req){ .method = "PUT", .url = put, .body_fd = -1, .registry_auth = true,
-			      .push = true, .no_retry = true,
-			      .content_type = "application/octet-stream" };
-	if (off < size) {
-		q.body = mem;
-		q.body_fd = mem ? -1 : fd;
-		q.body_len = size;
-		q.progress = on_progress;
-		q.progress_ctx = prog;
-		prog->base = 0;
-	}
-	r = oci_request(c, &q, deadline, &resp, &body, err);
-	if (r < 0)
-		goto out;
-	if (resp.status != 201 && resp.status != 204) {
-		r = oci_status_error(c, &resp, &body, what, err);
-		goto out;
-	}
-	if (prog->fn)
-		prog->fn(prog->ctx, size, size);
+	if (o && o->progress)
+		o->progress(o->progress_ctx, size, size);
 	r = 0;
 out:
-	curl_slist_free_all(extra);
+	free(u.loc);
 	util_buf_free(&body);
 	return r;
 }
 
-static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, const char *digest,
-		  oci_progress_fn fn, void *ctx, struct util_error *err)
-{
-	struct upload_progress prog = { .fn = fn, .ctx = ctx, .total = size };
-	/* A big upload gets time in proportion to its size (at least 10 MB/s), on top of the
-	 * timeout for one request. */
-	uint64_t deadline = util_now_ms() + c->timeout_ms + size / 10000;
-	struct util_error local;
-	int r = 0;
-
-	if (!err)
-		err = &local;
-	for (int i = 0; i < UPLOAD_TRIES; i++) {
-		r = upload_once(c, fd, mem, size, digest, &prog, deadline, err);
-		if (r != -EAGAIN || util_now_ms() >= deadline)
-			return r;
-		util_sleep_ms(oci_backoff_ms(i));
-	}
-	return r;
-}
-
 int oci_blob_upload_fd(struct oci_client *c, int fd, uint64_t size, const char *digest,
-		       oci_progress_fn fn, void *ctx, struct util_error *err)
+		       struct oci_upload_opts *o, struct util_error *err)
 {
 	util_err_clear(err);
-	return upload(c, fd, NULL, size, digest, fn, ctx, err);
+	return upload(c, fd, NULL, size, digest, o, err);
 }
 
 int oci_blob_upload_buf(struct oci_client *c, const void *data, size_t len, const char *digest,
 			struct util_error *err)
 {
 	util_err_clear(err);
-	return upload(c, -1, data, len, digest, NULL, NULL, err);
+	return upload(c, -1, data, len, digest, NULL, err);
 }
 
 int oci_manifest_put(struct oci_client *c, const char *reference, const char *media_type,

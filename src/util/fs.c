@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -106,6 +107,30 @@ int util_pread_full(int fd, void *buf, size_t len, uint64_t off)
 		off += (uint64_t)n;
 	}
 	return 0;
+}
+
+int util_lock_at(int dirfd, const char *name, bool wait, int *ret_fd)
+{
+	for (;;) {
+		_cleanup_close_ int fd = -1;
+		struct stat a, b;
+
+		fd = openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return -errno;
+		while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EWOULDBLOCK ? -EWOULDBLOCK : -errno;
+		}
+		if (fstat(fd, &a) < 0)
+			return -errno;
+		if (fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino &&
+		    a.st_dev == b.st_dev) {
+			*ret_fd = TAKE_FD(fd);
+			return 0;
+		}
+	}
 }
 
 int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode)

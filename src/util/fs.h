@@ -3,6 +3,7 @@
 #ifndef LAZYEROFS_UTIL_FS_H
 #define LAZYEROFS_UTIL_FS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -15,6 +16,11 @@ int util_open_private_dir(const char *path, int *ret_fd);
 /* The same checks on a directory that must already exist, opened with `flags` (O_PATH to hold
  * it, O_RDONLY to list it); -ENOENT when it does not exist. */
 int util_open_existing_private_dir(const char *path, int flags, int *ret_fd);
+
+/* Create (0600) and flock dirfd/name exclusively: waiting when wait, else -EWOULDBLOCK when
+ * another holds it. A lock won on a file that lost the name meanwhile (its holder renamed or
+ * removed it) guards nothing: then the file the name leads to now is locked instead. */
+int util_lock_at(int dirfd, const char *name, bool wait, int *ret_fd);
 
 /* Write data to dirfd/name atomically: temp file, fsync, rename, fsync dir. mode e.g. 0600. */
 int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode);

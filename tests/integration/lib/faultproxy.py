@@ -16,7 +16,9 @@ skipping the first `skip` matches:
   delay    wait `seconds`, then forward normally (latency)
   reset    send `after` bytes of the body, then reset the connection (RST)
   short    send `after` bytes of the body although Content-Length promised more, then close
-  hook     call `fn(seen)` (a test's callback), then forward normally
+  hook     call `fn(seen)` (a test's callback), then forward normally; with
+           `before_body=True` the call comes before the request's body is read (a test may
+           kill the client while it is still sending)
   corrupt  flip bytes of the blob payload: blob offsets in `offsets` and/or every multiple
            of `every`; works on 200, single-range 206 and multipart/byteranges answers;
            lengths and headers stay intact
@@ -24,7 +26,11 @@ skipping the first `skip` matches:
 A forwarded answer (delay, hook) also carries the rule's `add_headers` (a dict), e.g. the
 `OCI-Subject` of a registry that has the referrers API.
 
-`requests` logs every request seen (method, path, range, status, fault); count() filters it.
+A request whose body ends before its Content-Length (the client went away) is never
+forwarded, as a buffering proxy (nginx's default) does not; its fault is "truncated".
+
+`requests` logs every request seen (method, path, range, Content-Range, body bytes, status,
+fault); count() filters it.
 The `faultproxy` fixture puts a fresh proxy in front of the module's plain registry."""
 
 import http.client
@@ -45,16 +51,21 @@ CHUNK = 64 * 1024
 
 
 class Seen:
-    __slots__ = ("method", "path", "range", "status", "fault", "time")
+    __slots__ = ("method", "path", "range", "content_range", "body_len", "status", "fault",
+                 "time")
 
-    def __init__(self, method, path, rng):
+    def __init__(self, method, path, rng, content_range=None):
         self.method, self.path, self.range = method, path, rng
+        self.content_range = content_range
+        self.body_len = 0
         self.status = None
         self.fault = None
         self.time = time.monotonic()
 
     def __repr__(self):
-        return f"<{self.method} {self.path} range={self.range} -> {self.status} fault={self.fault}>"
+        cr = f" content-range={self.content_range}" if self.content_range else ""
+        return (f"<{self.method} {self.path} range={self.range}{cr} -> {self.status} "
+                f"fault={self.fault}>")
 
 
 class Fault:
@@ -93,6 +104,10 @@ class Fault:
 
 class _Abort(Exception):
     """The fault ended the client connection."""
+
+
+class _Truncated(Exception):
+    """The client went away in the middle of the request's body."""
 
 
 class FaultProxy:
@@ -275,7 +290,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 out += self.rfile.read(size)
                 self.rfile.readline(65537)
         n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else None
+        if not n:
+            return None
+        data = self.rfile.read(n)
+        if len(data) < n:
+            raise _Truncated()
+        return data
 
     # --- faults that end the connection ---
 
@@ -330,13 +350,22 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def forward(self):
         p = self.proxy
         method = self.command
-        seen = Seen(method, self.path, self.headers.get("Range"))
+        seen = Seen(method, self.path, self.headers.get("Range"), self.headers.get("Content-Range"))
         with p.lock:
             p.requests.append(seen)
-        body = self._read_body()
         fault = p._match(method, self.path, seen.range)
         if fault:
             seen.fault = fault.kind
+        if fault and fault.kind == "hook" and fault.params.get("before_body"):
+            fault.params["fn"](seen)
+            fault = None
+        try:
+            body = self._read_body()
+        except (_Truncated, OSError):
+            seen.fault = "truncated"
+            self.close_connection = True
+            return
+        seen.body_len = len(body or b"")
         try:
             if fault and fault.kind in ("status", "drop", "stall", "delay", "hook"):
                 if self._pre_fault(fault, seen):

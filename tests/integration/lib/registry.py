@@ -691,11 +691,31 @@ def oci_get(source, *ranges, opts=None, extra=(), env=None, timeout=120):
 
 # --- lazyerofs push ---------------------------------------------------------------------------
 
-def push(image, ref, opts="insecure", env=None):
-    """Run `lazyerofs push [-o opts] image ref` with a clean environment (.elapsed: seconds)."""
+_PUSH_CACHE = None
+
+
+def push_cache_dir():
+    """The cache directory pushes keep their upload records in (<dir>/uploads) unless a test
+    gives its own LAZYEROFS_CACHE_DIR: a private one of the session, not the machine's."""
+    global _PUSH_CACHE
+    if _PUSH_CACHE is None or not os.path.isdir(_PUSH_CACHE):
+        _PUSH_CACHE = tempfile.mkdtemp(prefix="lazyerofs-push-")
+        atexit.register(shutil.rmtree, _PUSH_CACHE, True)
+    return _PUSH_CACHE
+
+
+def push_env(env=None):
+    return dict({"LAZYEROFS_CACHE_DIR": push_cache_dir()}, **(env or {}))
+
+
+def push(image, ref, opts="insecure", env=None, extra=()):
+    """Run `lazyerofs push [-o opts] [extra...] image ref` with a clean environment (.elapsed:
+    seconds)."""
+    env = push_env(env)
     args = [BIN, "push"]
     if opts:
         args += ["-o", opts]
+    args += list(extra)
     args += [image, ref]
     t0 = time.monotonic()
     r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=clean_env(env),
@@ -704,9 +724,9 @@ def push(image, ref, opts="insecure", env=None):
     return r
 
 
-def push_ok(image, ref, opts="insecure", env=None):
+def push_ok(image, ref, opts="insecure", env=None, extra=()):
     """push() that must succeed: (manifest digest, layer digest, CompletedProcess)."""
-    r = push(image, ref, opts, env)
+    r = push(image, ref, opts, env, extra)
     assert r.returncode == 0, (r.returncode, r.stderr)
     got = dict(l.split(None, 1) for l in r.stdout.splitlines() if l.startswith(("manifest ", "layer ")))
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", got.get("manifest", "")), r.stdout
