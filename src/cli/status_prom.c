@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/promtext.h"
+#include "util/prom.h"
 #include "cli/status.h"
 #include "util/macro.h"
 
@@ -148,14 +148,14 @@ static const struct state_set state_sets[] = {
 
 static void family(FILE *f, const struct family *fam)
 {
-	cli_prom_family(f, fam->name, fam->type, fam->help);
+	util_prom_family(f, fam->name, fam->type, fam->help);
 }
 
 /* The labels of an entry's series, with room for one more. */
-static size_t entry_labels(const struct entry *e, struct cli_prom_label l[3])
+static size_t entry_labels(const struct entry *e, struct util_prom_label l[3])
 {
-	l[0] = (struct cli_prom_label){"digest", cli_status_digest(e->m)};
-	l[1] = (struct cli_prom_label){"entry", e->key};
+	l[0] = (struct util_prom_label){"digest", cli_status_digest(e->m)};
+	l[1] = (struct util_prom_label){"entry", e->key};
 	return 2;
 }
 
@@ -171,20 +171,20 @@ static void print_mounts(FILE *f, const struct mount_status_entry *v, size_t n)
 
 	family(f, &info);
 	for (size_t i = 0; i < n; i++) {
-		struct cli_prom_label l[] = {{"digest", cli_status_digest(&v[i])},
+		struct util_prom_label l[] = {{"digest", cli_status_digest(&v[i])},
 					     {"entry", entry_key(&v[i])},
 					     {"mountpoint", v[i].st.mountpoint},
 					     {"source", v[i].st.source}};
 
-		cli_prom_sample(f, info.name, l, ARRAY_SIZE(l), 1);
+		util_prom_sample(f, info.name, l, ARRAY_SIZE(l), 1);
 	}
 	family(f, &up);
 	for (size_t i = 0; i < n; i++) {
-		struct cli_prom_label l[] = {{"digest", cli_status_digest(&v[i])},
+		struct util_prom_label l[] = {{"digest", cli_status_digest(&v[i])},
 					     {"entry", entry_key(&v[i])},
 					     {"mountpoint", v[i].st.mountpoint}};
 
-		cli_prom_sample(f, up.name, l, ARRAY_SIZE(l), v[i].daemon_alive);
+		util_prom_sample(f, up.name, l, ARRAY_SIZE(l), v[i].daemon_alive);
 	}
 }
 
@@ -192,7 +192,7 @@ static void print_state_set(FILE *f, const struct state_set *s, const struct ent
 {
 	family(f, &s->fam);
 	for (size_t i = 0; i < n; i++) {
-		struct cli_prom_label l[3];
+		struct util_prom_label l[3];
 		size_t nl = entry_labels(&v[i], l);
 		const char *cur;
 
@@ -200,8 +200,8 @@ static void print_state_set(FILE *f, const struct state_set *s, const struct ent
 			continue;
 		cur = s->current(v[i].m);
 		for (size_t j = 0; j < s->nvalues; j++) {
-			l[nl] = (struct cli_prom_label){s->label, s->values[j]};
-			cli_prom_sample(f, s->fam.name, l, nl + 1, !strcmp(cur, s->values[j]));
+			l[nl] = (struct util_prom_label){s->label, s->values[j]};
+			util_prom_sample(f, s->fam.name, l, nl + 1, !strcmp(cur, s->values[j]));
 		}
 	}
 }
@@ -219,16 +219,16 @@ static void print_errors(FILE *f, const struct entry *v, size_t n)
 	family(f, &fam);
 	for (size_t i = 0; i < n; i++) {
 		const struct fetch_status *s = &v[i].m->fs;
-		struct cli_prom_label l[3];
+		struct util_prom_label l[3];
 		size_t nl = entry_labels(&v[i], l);
 
 		if (!v[i].m->daemon_alive)
 			continue;
-		l[nl] = (struct cli_prom_label){"kind", "denied"};
-		cli_prom_sample(f, fam.name, l, nl + 1, s->denied);
+		l[nl] = (struct util_prom_label){"kind", "denied"};
+		util_prom_sample(f, fam.name, l, nl + 1, s->denied);
 		for (size_t k = 0; k < FETCH_FAIL_KINDS; k++) {
 			l[nl].value = fetch_fail_kind_name(k);
-			cli_prom_sample(f, fam.name, l, nl + 1, s->failures[k]);
+			util_prom_sample(f, fam.name, l, nl + 1, s->failures[k]);
 		}
 	}
 }
@@ -242,15 +242,15 @@ static void print_restarts(FILE *f, const struct entry *v, size_t n)
 
 	family(f, &fam);
 	for (size_t i = 0; i < n; i++) {
-		struct cli_prom_label l[3];
+		struct util_prom_label l[3];
 		size_t nl = entry_labels(&v[i], l);
 
 		if (!v[i].m->daemon_alive)
 			continue;
-		l[nl] = (struct cli_prom_label){"process", "worker"};
-		cli_prom_sample(f, fam.name, l, nl + 1, v[i].m->fs.restarts);
+		l[nl] = (struct util_prom_label){"process", "worker"};
+		util_prom_sample(f, fam.name, l, nl + 1, v[i].m->fs.restarts);
 		l[nl].value = "holder";
-		cli_prom_sample(f, fam.name, l, nl + 1, v[i].m->fs.holder_restarts);
+		util_prom_sample(f, fam.name, l, nl + 1, v[i].m->fs.holder_restarts);
 	}
 }
 
@@ -263,11 +263,11 @@ static void print_latency(FILE *f, const struct entry *v, size_t n)
 	family(f, &fam);
 	for (size_t i = 0; i < n; i++) {
 		const struct fetch_status *s = &v[i].m->fs;
-		struct cli_prom_label l[3];
+		struct util_prom_label l[3];
 		size_t nl = entry_labels(&v[i], l);
 
 		if (v[i].m->daemon_alive && s->has_latency)
-			cli_prom_histogram(f, fam.name, l, nl, fetch_latency_bounds_us, s->latency,
+			util_prom_histogram(f, fam.name, l, nl, fetch_latency_bounds_us, s->latency,
 					   FETCH_LATENCY_BOUNDS, s->latency_sum_us);
 	}
 }
@@ -286,21 +286,21 @@ int cli_status_prometheus(FILE *f, const struct mount_status_entry *v, size_t n)
 	family(f, &size);
 	for (size_t i = 0; i < ne; i++) {
 		const struct mount_status_entry *m = ents[i].m;
-		struct cli_prom_label l[3];
+		struct util_prom_label l[3];
 		size_t nl = entry_labels(&ents[i], l);
 
-		cli_prom_sample(f, size.name, l, nl, m->daemon_alive ? m->fs.size : m->st.size);
+		util_prom_sample(f, size.name, l, nl, m->daemon_alive ? m->fs.size : m->st.size);
 	}
 	for (size_t s = 0; s < ARRAY_SIZE(state_sets); s++)
 		print_state_set(f, &state_sets[s], ents, ne);
 	for (size_t k = 0; k < ARRAY_SIZE(numbers); k++) {
 		family(f, &numbers[k].fam);
 		for (size_t i = 0; i < ne; i++) {
-			struct cli_prom_label l[3];
+			struct util_prom_label l[3];
 			size_t nl = entry_labels(&ents[i], l);
 
 			if (ents[i].m->daemon_alive)
-				cli_prom_sample(f, numbers[k].fam.name, l, nl,
+				util_prom_sample(f, numbers[k].fam.name, l, nl,
 						number_of(ents[i].m, numbers[k].off));
 		}
 	}
