@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "oci/oci.h"
@@ -201,5 +202,28 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
  * "latency_bounds_us" [...], "latency_buckets" [...] (not cumulative) and "latency_sum_us".
  * NULL when out of memory. */
 json_t *fetch_metrics_json(const struct fetch_status *s);
+
+/* The Prometheus exposition (prom.c): mounts and cache entries, as `status --prometheus`
+ * prints them and each daemon writes its own entry into the metrics directory. */
+struct fetch_prom_mount {
+	const char *digest, *entry; /* sha256:<hex> ("" for a URL source without one); cache key */
+	const char *mountpoint, *source;
+	bool up; /* a daemon answers for the mount */
+};
+struct fetch_prom_entry {
+	const char *digest, *entry;
+	const struct fetch_status *fs; /* its daemon's numbers; NULL when none answers */
+	uint64_t size;
+	const char *state;     /* running, complete, verified, bad or lost */
+	const char *integrity; /* fetch_integrity() */
+};
+/* Every family with its HELP and TYPE, then the samples of m[0..nm) and v[0..n) (an entry
+ * once, however many mounts it has). -EIO when writing failed. */
+int fetch_prom_write(FILE *f, const struct fetch_prom_mount *m, size_t nm,
+		     const struct fetch_prom_entry *v, size_t n);
+/* What an entry's bytes are checked against: "mirror" when a mirror alone resolved the tag
+ * (transport "mirror"), else "verified" (state "verified": the whole blob against its
+ * digest), else the connection they came over: "insecure" or "tls". */
+const char *fetch_integrity(const char *transport, const char *state);
 
 #endif
