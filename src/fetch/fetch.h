@@ -36,6 +36,12 @@ struct fetch_config {
 	uint64_t chunk_size;	/* demand fetch unit of a read (power of two) */
 	unsigned max_requests;	/* HTTP requests in flight at once */
 	uint64_t readahead_max; /* largest read-ahead window of a sequential reader */
+	/* How the entry's bytes came ("tls", "insecure" or "mirror", as the mount's state file
+	 * says; NULL: "tls"), for the integrity its metrics show. */
+	const char *transport;
+	/* The configuration file's metrics-dir (absolute) or NULL: the daemon writes its
+	 * entry's metrics there (textfile.c). */
+	const char *metrics_dir;
 };
 
 struct fetch_handle {
