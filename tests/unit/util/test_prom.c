@@ -12,27 +12,7 @@
 #include <cmocka.h>
 
 #include "util/prom.h"
-
-/* What fn wrote to a memory stream, NUL-terminated (free it). */
-struct out {
-	char *buf;
-	size_t len;
-	FILE *f;
-};
-
-static void out_open(struct out *o)
-{
-	o->buf = NULL;
-	o->len = 0;
-	o->f = open_memstream(&o->buf, &o->len);
-	assert_non_null(o->f);
-}
-
-static char *out_close(struct out *o)
-{
-	assert_int_equal(fclose(o->f), 0);
-	return o->buf;
-}
+#include "memout.h"
 
 static void test_escape(void **state)
 {
