@@ -46,18 +46,9 @@ const char *cli_status_state(const struct mount_status_entry *e)
 	return e->daemon_alive ? e->fs.state : "lost";
 }
 
-/* What the mount's bytes are checked against: the whole blob against its digest, else the
- * connection they came over (an entry holds bytes of one kind only). A tag that only a
- * mirror resolved makes the image that mirror's word, verified or not. */
 const char *cli_status_integrity(const struct mount_status_entry *e)
 {
-	const char *t = e->st.transport ? e->st.transport : "";
-
-	if (!strcmp(t, "mirror"))
-		return "mirror";
-	if (e->daemon_alive && !strcmp(e->fs.state, "verified"))
-		return "verified";
-	return !strcmp(t, "insecure") ? "insecure" : "tls";
+	return fetch_integrity(e->st.transport, e->daemon_alive ? e->fs.state : NULL);
 }
 
 const char *cli_status_digest(const struct mount_status_entry *e)

@@ -382,17 +382,10 @@ static uint64_t getu(json_t *o, const char *k)
 	return v;
 }
 
-int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
+void fetch_status_parse(json_t *reply, struct fetch_status *ret)
 {
-	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "status"), *reply = NULL;
 	const char *digest = "", *state = "running";
-	int r;
 
-	if (!req)
-		return -ENOMEM;
-	r = call(h, req, -1, &reply, NULL);
-	if (r < 0)
-		return r;
 	*ret = (struct fetch_status){0};
 	(void)util_json_get_string(reply, "digest", &digest);
 	(void)util_json_get_string(reply, "state", &state);
@@ -433,6 +426,19 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 	ret->last_errno = -(int)MIN(getu(reply, "last_errno"), (uint64_t)4095);
 	if (util_json_get_string(reply, "last_error", &state) >= 0)
 		snprintf(ret->last_error, sizeof(ret->last_error), "%s", state);
+}
+
+int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
+{
+	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "status"), *reply = NULL;
+	int r;
+
+	if (!req)
+		return -ENOMEM;
+	r = call(h, req, -1, &reply, NULL);
+	if (r < 0)
+		return r;
+	fetch_status_parse(reply, ret);
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "oci/oci.h"
@@ -35,6 +36,12 @@ struct fetch_config {
 	uint64_t chunk_size;	/* demand fetch unit of a read (power of two) */
 	unsigned max_requests;	/* HTTP requests in flight at once */
 	uint64_t readahead_max; /* largest read-ahead window of a sequential reader */
+	/* How the entry's bytes came ("tls", "insecure" or "mirror", as the mount's state file
+	 * says; NULL: "tls"), for the integrity its metrics show. */
+	const char *transport;
+	/* The configuration file's metrics-dir (absolute) or NULL: the daemon writes its
+	 * entry's metrics there (textfile.c). */
+	const char *metrics_dir;
 };
 
 struct fetch_handle {
@@ -201,5 +208,28 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
  * "latency_bounds_us" [...], "latency_buckets" [...] (not cumulative) and "latency_sum_us".
  * NULL when out of memory. */
 json_t *fetch_metrics_json(const struct fetch_status *s);
+
+/* The Prometheus exposition (prom.c): mounts and cache entries, as `status --prometheus`
+ * prints them and each daemon writes its own entry into the metrics directory. */
+struct fetch_prom_mount {
+	const char *digest, *entry; /* sha256:<hex> ("" for a URL source without one); cache key */
+	const char *mountpoint, *source;
+	bool up; /* a daemon answers for the mount */
+};
+struct fetch_prom_entry {
+	const char *digest, *entry;
+	const struct fetch_status *fs; /* its daemon's numbers; NULL when none answers */
+	uint64_t size;
+	const char *state;     /* running, complete, verified, bad or lost */
+	const char *integrity; /* fetch_integrity() */
+};
+/* Every family with its HELP and TYPE, then the samples of m[0..nm) and v[0..n) (an entry
+ * once, however many mounts it has). -EIO when writing failed. */
+int fetch_prom_write(FILE *f, const struct fetch_prom_mount *m, size_t nm,
+		     const struct fetch_prom_entry *v, size_t n);
+/* What an entry's bytes are checked against: "mirror" when a mirror alone resolved the tag
+ * (transport "mirror"), else "verified" (state "verified": the whole blob against its
+ * digest), else the connection they came over: "insecure" or "tls". */
+const char *fetch_integrity(const char *transport, const char *state);
 
 #endif

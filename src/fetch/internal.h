@@ -223,6 +223,8 @@ struct fetch_daemon {
 	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */
 	pid_t openers[8];	   /* main loop only: recent openers of the data file (their
 				    * mount namespace may not be ours) */
+	pthread_t textfile;	   /* the metrics directory's writer (textfile.c), when */
+	bool textfile_started;	   /* ... started: main thread only */
 };
 
 /* holder.c */
@@ -237,6 +239,9 @@ void fetch_unlink_discovery(struct fetch_daemon *d);
 /* client.c */
 /* A socket path nobody listens on any more (connect: ECONNREFUSED). */
 bool fetch_socket_is_stale(const char *path);
+/* The status reply's keys (status.c: fetch_fill_status) read back: what fetch_status() gives a
+ * client, and the daemon's own metrics file. */
+void fetch_status_parse(json_t *reply, struct fetch_status *ret);
 
 /* guard.c */
 int fetch_pidfd_open(pid_t pid);
@@ -270,6 +275,11 @@ void fetch_settle(struct fetch_daemon *d);
 /* transfer.c */
 void *fetch_transfer_thread(void *arg);
 void fetch_kick(struct fetch_daemon *d); /* new work for the transfer engine (any thread) */
+
+/* textfile.c: the entry's metrics in the metrics directory (cfg.metrics_dir), written by a
+ * thread of their own until stop_efd is written; stop waits a little for the file's removal. */
+void fetch_textfile_start(struct fetch_daemon *d);
+void fetch_textfile_stop(struct fetch_daemon *d);
 
 /* verify.c */
 void *fetch_housekeeper_thread(void *arg);

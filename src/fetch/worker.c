@@ -96,6 +96,8 @@ static _Noreturn void worker_leave(struct fetch_daemon *d, pthread_t *disp, unsi
 	for (unsigned i = 0; i < ndisp; i++)
 		pthread_join(disp[i], NULL);
 	pthread_join(guard, NULL);
+	/* Before the entry lock is given up (fetch_exit_verify): the file is ours alone. */
+	fetch_textfile_stop(d);
 	pthread_mutex_lock(&d->lock);
 	d->stopping = true;
 	pthread_cond_broadcast(&d->done_cond);
@@ -194,6 +196,7 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 			start_thread(d, fetch_dispatcher_thread, &disp[ndisp]);
 	start_thread(d, fetch_housekeeper_thread, &house);
 	start_thread(d, fetch_guard_thread, &guard);
+	fetch_textfile_start(d);
 
 	SH_STORE(sh->ready, 1);
 	if (d->ready_fd >= 0) {

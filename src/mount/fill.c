@@ -44,7 +44,7 @@ int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *r
 	_cleanup_(oci_options_free) struct oci_options oo = {.layer = -1};
 	_cleanup_(oci_ref_freep) struct oci_ref *ref = NULL;
 	_cleanup_(mount_resolved_done) struct mount_resolved rs = {0};
-	_cleanup_free_ char *pub_source = NULL;
+	_cleanup_free_ char *pub_source = NULL, *metrics_dir = NULL;
 	_cleanup_close_ int run_fd = -1;
 	struct fetch_handle *h = NULL;
 	struct fetch_config cfg = {0};
@@ -62,7 +62,7 @@ int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *r
 	r = mount_parse_source(req->source, &ref, &pub_source, ret_class, err);
 	if (r < 0)
 		return r;
-	r = mount_pull_options(req->oci, ref, run_dir, &oo, err);
+	r = mount_pull_options(req->oci, ref, run_dir, &oo, &metrics_dir, err);
 	if (r < 0)
 		return r;
 	r = mount_check_cache_fs(cache_dir, err);
@@ -96,6 +96,8 @@ int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *r
 	cfg.opts = &oo;
 	cfg.blob = rs.blob;
 	cfg.timeout_ms = req->opts->timeout_ms;
+	cfg.transport = mount_transport(&rs);
+	cfg.metrics_dir = metrics_dir;
 	r = fetch_daemon_ensure(&cfg, &h, &ferr);
 	if (r < 0)
 		return util_err_set(err, r, "starting the fetch daemon: %s",

@@ -257,12 +257,12 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 	_cleanup_(mount_profile_freep) struct mount_profile *profile = NULL;
 	_cleanup_close_ int target_fd = -1, run_fd = -1, data_fd = -1;
-	_cleanup_free_ char *mnt_abs = NULL, *pub_source = NULL;
+	_cleanup_free_ char *mnt_abs = NULL, *pub_source = NULL, *metrics_dir = NULL;
 	struct fetch_config cfg = { 0 };
 	struct mount_state st = { 0 };
 	char optbuf[128], state_file[32];
 	const char *cache_dir, *run_dir;
-	bool mounted = false, state_written = false, weak_entry = false;
+	bool mounted = false, state_written = false;
 	uint64_t t0 = util_now_ms(), t;
 	int r;
 
@@ -273,7 +273,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = mount_parse_source(req->source, &ref, &pub_source, ret_class, err);
 	if (r < 0)
 		return r;
-	r = mount_pull_options(req->oci, ref, run_dir, &oo, err);
+	r = mount_pull_options(req->oci, ref, run_dir, &oo, &metrics_dir, err);
 	if (r < 0)
 		return r;
 
@@ -294,7 +294,6 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		return r;
 	cfg.blob = rs.blob;
 	res->offline = rs.offline;
-	weak_entry = rs.weak;
 	res->resolve_ms = util_now_ms() - t;
 	snprintf(res->digest, sizeof(res->digest), "%s", cfg.blob.digest);
 	res->size = cfg.blob.size;
@@ -308,6 +307,8 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	cfg.opts = &oo;
 	cfg.prefetch_all = req->opts->prefetch_all;
 	cfg.timeout_ms = req->opts->timeout_ms;
+	cfg.transport = mount_transport(&rs);
+	cfg.metrics_dir = metrics_dir;
 	{
 		struct util_error ferr = UTIL_ERROR_INIT;
 
@@ -369,11 +370,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	st.socket = h->socket_path;
 	st.options = (char *)mount_attr_format(req->opts->attr, optbuf, sizeof(optbuf));
 	st.size = cfg.blob.size;
-	/* A tag only a mirror could resolve: the image is that mirror's word, whatever the
-	 * connection and even once its blob matches the digest the mirror named. */
-	st.transport = (char *)(cfg.blob.resolved_by_mirror ? "mirror"
-				: weak_entry		   ? "insecure"
-							   : "tls");
+	st.transport = (char *)cfg.transport;
 	r = mount_state_write(run_fd, &st);
 	if (r < 0) {
 		util_err_set(err, r, "writing the state file in '%s': %s", run_dir, strerror(-r));

@@ -188,8 +188,16 @@ int mount_resolve(const struct oci_ref *ref, const struct oci_options *o, const 
 	return 0;
 }
 
+const char *mount_transport(const struct mount_resolved *r)
+{
+	/* A tag only a mirror could resolve: the image is that mirror's word, whatever the
+	 * connection and even once its blob matches the digest the mirror named. */
+	return r->blob.resolved_by_mirror ? "mirror" : r->weak ? "insecure" : "tls";
+}
+
 int mount_pull_options(const struct oci_options *given, const struct oci_ref *ref,
-		       const char *run_dir, struct oci_options *ret, struct util_error *err)
+		       const char *run_dir, struct oci_options *ret, char **ret_metrics_dir,
+		       struct util_error *err)
 {
 	struct util_config cfg;
 	int r;
@@ -203,6 +211,10 @@ int mount_pull_options(const struct oci_options *given, const struct oci_ref *re
 	if (r < 0)
 		return r;
 	r = oci_options_apply_config(ret, ref, &cfg, err);
+	if (r >= 0 && ret_metrics_dir) {
+		*ret_metrics_dir = cfg.metrics_dir; /* taken */
+		cfg.metrics_dir = NULL;
+	}
 	util_config_free(&cfg);
 	if (r < 0)
 		return r;

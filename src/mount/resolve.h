@@ -23,9 +23,15 @@ struct mount_resolved {
 
 /* The options of a pull: the given -o ones, then what lazyerofs's configuration file and
  * containerd's hosts.toml add for ref (mirrors in that order), and the run directory whose
- * tokens/ the registry clients share bearer tokens in (NULL: none). One line in err. */
+ * tokens/ the registry clients share bearer tokens in (NULL: none); and from the same file,
+ * the daemon's metrics-dir (*ret_metrics_dir, NULL when unset; free it). One line in err. */
 int mount_pull_options(const struct oci_options *given, const struct oci_ref *ref,
-		       const char *run_dir, struct oci_options *ret, struct util_error *err);
+		       const char *run_dir, struct oci_options *ret, char **ret_metrics_dir,
+		       struct util_error *err);
+
+/* How the entry's bytes come, as the state file and the daemon's metrics say it: "mirror"
+ * (the tag was resolved by a mirror alone), "insecure" (no verified TLS) or "tls". */
+const char *mount_transport(const struct mount_resolved *r);
 
 /* Resolve ref (source: the text to name in messages). -errno with one line in err. */
 int mount_resolve(const struct oci_ref *ref, const struct oci_options *o, const char *cache_dir,

@@ -2,9 +2,11 @@
 /*
  * The client of one reference: creation, and resolving a registry reference to one blob
  * (manifest or index by tag or digest, platform, layer, range-readable media type). A
- * manifest fetched by digest is verified against it. No /v2/ ping on the way: a registry
- * that needs no login answers the manifest at once (one round trip), one that does answers
- * 401 with the challenge the ping would have given. The ping is only made to explain a 404.
+ * manifest fetched by digest is verified against it. An explicit platform= is checked against
+ * the config of a single image manifest, the one blob resolution may read whole. No /v2/ ping
+ * on the way: a registry that needs no login answers the manifest at once (one round trip),
+ * one that does answers 401 with the challenge the ping would have given. The ping is only
+ * made to explain a 404.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -255,6 +257,69 @@ int oci_manifest_get(struct oci_client *c, const char *reference, const char *ex
 				ctlen, digest_out, NULL, err);
 }
 
+/* GET a blob of known size and digest, whole, into *ret (NUL-terminated), from host h. */
+static int blob_get_at(struct oci_client *c, struct oci_host *h, const struct oci_descriptor *d,
+		       uint64_t deadline, void **ret, size_t *ret_len, struct util_error *err)
+{
+	struct oci_req q = {.method = "GET",
+			    .body_fd = -1,
+			    .registry_auth = true,
+			    .follow = true,
+			    .max_body = d->size,
+			    .host = h,
+			    .no_retry = h->mirror};
+	struct util_buf body = UTIL_BUF_INIT(MAX(d->size, OCI_ERROR_BODY_MAX));
+	_cleanup_free_ char *url = oci_host_url(c, h, "blobs", d->digest);
+	uint8_t sum[UTIL_SHA256_LEN];
+	char got[UTIL_DIGEST_STR_LEN], what[400];
+	struct oci_resp resp;
+	char *data = NULL;
+	int r;
+
+	if (!url)
+		return -ENOMEM;
+	oci_fmt(what, sizeof(what), "registry %s: blob %s@%s", h->shown, c->ref->repository,
+		d->digest);
+	q.url = url;
+	r = oci_request(c, &q, deadline, &resp, &body, err);
+	if (r < 0)
+		goto out;
+	if (resp.status != 200) {
+		r = oci_status_error(c, &resp, &body, what, err);
+		goto out;
+	}
+	util_sha256_buf(body.data, body.len, sum);
+	util_digest_format(sum, got);
+	if (body.len != d->size || strcmp(got, d->digest) != 0) {
+		r = util_err_set_http(err, -EILSEQ, 200, NULL,
+				      "%s: the registry sent %zu bytes whose sha256 is %s", what,
+				      body.len, got);
+		goto out;
+	}
+	r = util_buf_steal(&body, &data);
+	if (r < 0)
+		goto out;
+	*ret = data;
+	*ret_len = (size_t)d->size;
+out:
+	util_buf_free(&body);
+	return r;
+}
+
+int oci_blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t deadline,
+		 void **ret, size_t *ret_len, struct util_error *err)
+{
+	for (size_t i = oci_host_next(c, 0, OCI_CAP_PULL);;
+	     i = oci_host_next(c, i + 1, OCI_CAP_PULL)) {
+		int r;
+
+		util_err_clear(err);
+		r = blob_get_at(c, &c->hosts[i], d, deadline, ret, ret_len, err);
+		if (r >= 0 || !oci_host_failed(c, &c->hosts[i], r, util_err_msg(err, r)))
+			return r;
+	}
+}
+
 enum { TAG_DIGEST, TAG_VIA_MIRRORS, TAG_VIA_REGISTRY };
 
 /* Which manifest a tag names, when mirrors may serve it: the registry's word (a HEAD, which
@@ -289,6 +354,51 @@ static int tag_digest(struct oci_client *c, const char *tag, uint64_t deadline,
 		return TAG_DIGEST;
 	}
 	return TAG_VIA_REGISTRY;
+}
+
+/* platform= given and the reference named an image manifest, not an index: the platform its
+ * config records must be the one asked for (one small blob more; without platform= nothing is
+ * asked, so a mount stays one manifest GET). A config of another type (an artifact's) or one
+ * recording no os and architecture says nothing about a platform: accepted. */
+static int check_config_platform(struct oci_client *c, const struct oci_manifest *m,
+				 const struct oci_platform *want, uint64_t deadline,
+				 struct util_error *err)
+{
+	_cleanup_free_ void *buf = NULL;
+	_cleanup_free_ char *shown = NULL;
+	struct oci_platform have;
+	char has[100], wanted[100];
+	size_t len;
+	int r;
+
+	if (!m->config.digest[0] || !oci_config_is_image(m->config.media_type))
+		return 0;
+	if (m->config.size > OCI_CONFIG_MAX)
+		return util_err_set(err, -EFBIG,
+				    "registry %s: the config of %s has %llu bytes, more than %d: "
+				    "its platform cannot be checked (platform=%s)",
+				    c->shown, c->ref->repository,
+				    (unsigned long long)m->config.size, OCI_CONFIG_MAX,
+				    c->opts.platform);
+	r = oci_blob_get(c, &m->config, deadline, &buf, &len, err);
+	if (r < 0)
+		return r;
+	r = oci_config_platform(buf, len, &have);
+	if (r == -ENOENT) {
+		log_debug("oci: the config of %s records no platform", c->ref->repository);
+		return 0;
+	}
+	if (r < 0)
+		return util_err_set_http(err, r, 200, NULL,
+					 "registry %s: config %s of %s is not a valid image config",
+					 c->shown, m->config.digest, c->ref->repository);
+	if (oci_platform_match(&have, want))
+		return 0;
+	shown = oci_ref_format(c->ref);
+	oci_platform_format(&have, has, sizeof(has));
+	oci_platform_format(want, wanted, sizeof(wanted));
+	return util_err_set(err, -ENOENT, "'%s' is an image for %s, not %s (platform=%s)",
+			    shown ? shown : c->ref->repository, has, wanted, c->opts.platform);
 }
 
 int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *err)
@@ -364,8 +474,13 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 					  c->shown, reference, c->ref->repository, why);
 			goto out;
 		}
-		if (m->kind == OCI_KIND_MANIFEST)
+		if (m->kind == OCI_KIND_MANIFEST) {
+			if (depth == 0 && c->opts.platform)
+				r = check_config_platform(c, m, &want, deadline, err);
+			if (r < 0)
+				goto out;
 			break;
+		}
 		if (depth + 1 >= INDEX_DEPTH_MAX) {
 			util_err_set_http(err, -EBADMSG, 200, NULL,
 					  "registry %s: indexes nested too deeply in %s", c->shown,

@@ -277,6 +277,11 @@ int oci_manifest_put_resp(struct oci_client *c, const char *reference, const cha
 int oci_manifest_get(struct oci_client *c, const char *reference, const char *expect_digest,
 		     uint64_t deadline, struct util_buf *body, char *ctype, size_t ctlen,
 		     char digest_out[UTIL_DIGEST_STR_LEN], struct util_error *err);
+/* GET a blob of known size and digest whole into *ret (NUL-terminated; caller frees),
+ * checked against both (-EILSEQ), from the first host that may pull and has it (client.c).
+ * For small blobs only: the caller bounds d->size. */
+int oci_blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t deadline,
+		 void **ret, size_t *ret_len, struct util_error *err);
 
 /* URL sources (url.c). */
 int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *err);

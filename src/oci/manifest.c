@@ -106,6 +106,36 @@ static int parse_artifact_fields(json_t *o, char *artifact_type, size_t atlen, c
 	return created ? copy_optional(ann, OCI_ANNOTATION_CREATED, created, crlen) : 0;
 }
 
+/* os, architecture (normalised), variant and os.features of a descriptor's platform or of an
+ * image config: -ENOENT when os or architecture is absent, -EBADMSG when one is not a string
+ * we can keep. A variant that is not a string is ignored; one too long or unprintable is
+ * -EBADMSG. */
+static int platform_from_json(json_t *o, struct oci_platform *p)
+{
+	const char *os = NULL, *arch = NULL, *variant = NULL;
+	json_t *features, *f;
+	size_t k;
+	int r;
+
+	memset(p, 0, sizeof(*p));
+	r = util_json_get_string(o, "os", &os);
+	if (r == 0)
+		r = util_json_get_string(o, "architecture", &arch);
+	if (r < 0)
+		return r == -ENOENT ? -ENOENT : -EBADMSG;
+	if (copy_str(p->os, sizeof(p->os), os) < 0 || copy_str(p->arch, sizeof(p->arch), arch) < 0)
+		return -EBADMSG;
+	if (util_json_get_string(o, "variant", &variant) == 0 &&
+	    copy_str(p->variant, sizeof(p->variant), variant) < 0)
+		return -EBADMSG;
+	normalize_arch(p->arch, sizeof(p->arch));
+	features = json_object_get(o, "os.features");
+	json_array_foreach(features, k, f)
+		if (json_is_string(f) && !strcmp(json_string_value(f), "erofs"))
+			p->erofs = true;
+	return 0;
+}
+
 static int parse_descriptor(json_t *o, struct oci_descriptor *d, const char *what, size_t idx,
 			    char *errbuf, size_t errlen)
 {
@@ -146,28 +176,9 @@ static int parse_descriptor(json_t *o, struct oci_descriptor *d, const char *wha
 	}
 	plat = json_object_get(o, "platform");
 	if (plat) {
-		const char *os = NULL, *arch = NULL, *variant = NULL;
-
-		if (!json_is_object(plat) || util_json_get_string(plat, "os", &os) < 0 ||
-		    util_json_get_string(plat, "architecture", &arch) < 0 ||
-		    copy_str(d->platform.os, sizeof(d->platform.os), os) < 0 ||
-		    copy_str(d->platform.arch, sizeof(d->platform.arch), arch) < 0) {
+		if (!json_is_object(plat) || platform_from_json(plat, &d->platform) < 0) {
 			oci_fmt(errbuf, errlen, "%s %zu has an invalid platform", what, idx);
 			return -EBADMSG;
-		}
-		if (util_json_get_string(plat, "variant", &variant) == 0 &&
-		    copy_str(d->platform.variant, sizeof(d->platform.variant), variant) < 0) {
-			oci_fmt(errbuf, errlen, "%s %zu has an invalid platform variant", what, idx);
-			return -EBADMSG;
-		}
-		normalize_arch(d->platform.arch, sizeof(d->platform.arch));
-		{
-			json_t *features = json_object_get(plat, "os.features"), *f;
-			size_t k;
-
-			json_array_foreach(features, k, f)
-				if (json_is_string(f) && !strcmp(json_string_value(f), "erofs"))
-					d->platform.erofs = true;
 		}
 		d->has_platform = true;
 	}
@@ -350,7 +361,7 @@ void oci_platform_format(const struct oci_platform *p, char *out, size_t outlen)
 	oci_fmt(out, outlen, "%s/%s%s%s", p->os, p->arch, p->variant[0] ? "/" : "", p->variant);
 }
 
-static bool platform_match(const struct oci_platform *have, const struct oci_platform *want)
+bool oci_platform_match(const struct oci_platform *have, const struct oci_platform *want)
 {
 	if (strcmp(have->os, want->os) || strcmp(have->arch, want->arch))
 		return false;
@@ -373,7 +384,7 @@ int oci_platform_select(const struct oci_manifest *index, const struct oci_platf
 	for (size_t i = 0; i < index->n; i++) {
 		const struct oci_descriptor *d = &index->items[i];
 
-		if (d->has_platform && platform_match(&d->platform, want) &&
+		if (d->has_platform && oci_platform_match(&d->platform, want) &&
 		    (is_manifest_type(d->media_type) || is_index_type(d->media_type)) &&
 		    (found == SIZE_MAX || (d->platform.erofs && !index->items[found].platform.erofs)))
 			found = i;
@@ -401,6 +412,29 @@ int oci_platform_select(const struct oci_manifest *index, const struct oci_platf
 	if (used + 1 < errlen && errbuf[used - 1] == ':')
 		oci_fmt(errbuf + used, errlen - used, " no platform entries");
 	return -ENOENT;
+}
+
+bool oci_config_is_image(const char *media_type)
+{
+	return !strcmp(media_type, OCI_MT_OCI_CONFIG) || !strcmp(media_type, OCI_MT_DOCKER_CONFIG);
+}
+
+int oci_config_platform(const void *buf, size_t len, struct oci_platform *ret)
+{
+	_cleanup_json_ json_t *j = NULL;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	r = util_json_parse(buf, len, OCI_CONFIG_MAX, &j);
+	if (r == -EFBIG)
+		return r;
+	if (r < 0 || !json_is_object(j))
+		return -EBADMSG;
+	r = platform_from_json(j, ret);
+	if (r < 0)
+		return r;
+	/* Some tools write the members empty: no platform recorded either. */
+	return ret->os[0] && ret->arch[0] ? 0 : -ENOENT;
 }
 
 static void list_layers(const struct oci_manifest *m, char *errbuf, size_t errlen)

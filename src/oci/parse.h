@@ -161,6 +161,7 @@ int oci_token_file_format(const char *host, const char *scope, const char *token
 #define OCI_MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
 #define OCI_MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define OCI_MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define OCI_MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
 #define OCI_MT_EROFS_LAYER "application/vnd.erofs.layer.v1"
 #define OCI_MT_EROFS_PREFIX "application/vnd.erofs.layer"
 
@@ -217,9 +218,21 @@ int oci_platform_parse(const char *s, struct oci_platform *ret);
 int oci_platform_from_machine(const char *machine, struct oci_platform *ret);
 int oci_platform_host(struct oci_platform *ret);
 void oci_platform_format(const struct oci_platform *p, char *out, size_t outlen);
+/* Whether an image for have runs where want is asked: same os and architecture and, when
+ * want names a variant, the same variant as containerd compares them (arm64 without one is
+ * v8, arm v7, amd64 v1). */
+bool oci_platform_match(const struct oci_platform *have, const struct oci_platform *want);
 /* First manifest of the index matching want. -ENOENT listing the platforms it has. */
 int oci_platform_select(const struct oci_manifest *index, const struct oci_platform *want,
 			size_t *ret_idx, char *errbuf, size_t errlen);
+/* An image config blob (OCI's or Docker's; any other config type is an artifact's, which
+ * records no platform). Configs are read whole, up to OCI_CONFIG_MAX bytes. */
+#define OCI_CONFIG_MAX (1024 * 1024)
+bool oci_config_is_image(const char *media_type);
+/* The platform an image config records (os, architecture, variant). -ENOENT when it records
+ * none (os or architecture absent or empty), -EBADMSG when it is not a JSON object or those
+ * members are not short printable strings, -EFBIG over OCI_CONFIG_MAX. */
+int oci_config_platform(const void *buf, size_t len, struct oci_platform *ret);
 /* Layer choice: blob (digest or NULL), else layer (>= 0, or -1), else the single layer whose
  * type starts with application/vnd.erofs.layer, else the only layer. -ENOENT when the asked
  * layer is not there, -ENOTUNIQ when the choice is ambiguous (errbuf lists candidates). */

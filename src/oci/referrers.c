@@ -339,70 +339,6 @@ int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_
 				 timeout_ms, ret, err);
 }
 
-/* GET a blob of known size and digest, whole, into *ret (NUL-terminated), from host h. */
-static int blob_get_at(struct oci_client *c, struct oci_host *h, const struct oci_descriptor *d,
-		       uint64_t deadline, void **ret, size_t *ret_len, struct util_error *err)
-{
-	struct oci_req q = {.method = "GET",
-			    .body_fd = -1,
-			    .registry_auth = true,
-			    .follow = true,
-			    .max_body = d->size,
-			    .host = h,
-			    .no_retry = h->mirror};
-	struct util_buf body = UTIL_BUF_INIT(MAX(d->size, OCI_ERROR_BODY_MAX));
-	_cleanup_free_ char *url = oci_host_url(c, h, "blobs", d->digest);
-	uint8_t sum[UTIL_SHA256_LEN];
-	char got[UTIL_DIGEST_STR_LEN], what[400];
-	struct oci_resp resp;
-	char *data = NULL;
-	int r;
-
-	if (!url)
-		return -ENOMEM;
-	oci_fmt(what, sizeof(what), "registry %s: blob %s@%s", h->shown, c->ref->repository,
-		d->digest);
-	q.url = url;
-	r = oci_request(c, &q, deadline, &resp, &body, err);
-	if (r < 0)
-		goto out;
-	if (resp.status != 200) {
-		r = oci_status_error(c, &resp, &body, what, err);
-		goto out;
-	}
-	util_sha256_buf(body.data, body.len, sum);
-	util_digest_format(sum, got);
-	if (body.len != d->size || strcmp(got, d->digest) != 0) {
-		r = util_err_set_http(err, -EILSEQ, 200, NULL,
-				      "%s: the registry sent %zu bytes whose sha256 is %s", what,
-				      body.len, got);
-		goto out;
-	}
-	r = util_buf_steal(&body, &data);
-	if (r < 0)
-		goto out;
-	*ret = data;
-	*ret_len = (size_t)d->size;
-out:
-	util_buf_free(&body);
-	return r;
-}
-
-/* blob_get_at the first host that may pull and has it. */
-static int blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t deadline,
-		    void **ret, size_t *ret_len, struct util_error *err)
-{
-	for (size_t i = oci_host_next(c, 0, OCI_CAP_PULL);;
-	     i = oci_host_next(c, i + 1, OCI_CAP_PULL)) {
-		int r;
-
-		util_err_clear(err);
-		r = blob_get_at(c, &c->hosts[i], d, deadline, ret, ret_len, err);
-		if (r >= 0 || !oci_host_failed(c, &c->hosts[i], r, util_err_msg(err, r)))
-			return r;
-	}
-}
-
 int oci_artifact_fetch(struct oci_client *c, const char *manifest_digest, const char *media_type,
 		       size_t max, uint64_t timeout_ms, void **ret, size_t *ret_len,
 		       struct util_error *err)
@@ -452,7 +388,7 @@ int oci_artifact_fetch(struct oci_client *c, const char *manifest_digest, const 
 				 (unsigned long long)layer->size, max);
 		goto out;
 	}
-	r = blob_get(c, layer, deadline, ret, ret_len, err);
+	r = oci_blob_get(c, layer, deadline, ret, ret_len, err);
 out:
 	util_buf_free(&body);
 	return r;

@@ -5,7 +5,7 @@
  *   proxy = "http://proxy:3128"         # every registry request (else libcurl's environment)
  *   no-proxy = "localhost,.internal"    # hosts reached directly
  *   cache-max = "10G"                   # the cache directory's budget (SIZE, for gc)
- *   metrics-dir = "/var/lib/node_exporter"
+ *   metrics-dir = "/var/lib/prometheus/node-exporter"   # each daemon's metrics
  *
  *   [registry."docker.io"]
  *   mirrors = ["https://m1", "http://m2:5000/path"]

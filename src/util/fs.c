@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +136,13 @@ int util_lock_at(int dirfd, const char *name, bool wait, int *ret_fd)
 
 int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode)
 {
+	return util_write_file_atomic_flags(dirfd, name, data, len, mode, 0);
+}
+
+int util_write_file_atomic_flags(int dirfd, const char *name, const void *data, size_t len,
+				 mode_t mode, unsigned flags)
+{
+	bool sync = !(flags & UTIL_WRITE_NO_SYNC);
 	char tmp[NAME_MAX + 1];
 	_cleanup_close_ int fd = -1;
 	int r;
@@ -144,8 +152,10 @@ int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0)
 		return -errno;
-	r = util_pwrite_full(fd, data, len, 0);
-	if (r >= 0 && fsync(fd) < 0)
+	r = (flags & UTIL_WRITE_EXACT_MODE) && fchmod(fd, mode) < 0 ? -errno : 0;
+	if (r >= 0)
+		r = util_pwrite_full(fd, data, len, 0);
+	if (r >= 0 && sync && fsync(fd) < 0)
 		r = -errno;
 	if (r >= 0 && renameat(dirfd, tmp, dirfd, name) < 0)
 		r = -errno;
@@ -154,7 +164,7 @@ int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t
 		return r;
 	}
 	/* Make the rename itself durable; a failure here does not undo the write. */
-	{
+	if (sync) {
 		_cleanup_close_ int dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 		if (dfd >= 0)

@@ -22,8 +22,15 @@ int util_open_existing_private_dir(const char *path, int flags, int *ret_fd);
  * removed it) guards nothing: then the file the name leads to now is locked instead. */
 int util_lock_at(int dirfd, const char *name, bool wait, int *ret_fd);
 
-/* Write data to dirfd/name atomically: temp file, fsync, rename, fsync dir. mode e.g. 0600. */
+/* Write data to dirfd/name atomically: temp file, fsync, rename, fsync dir. mode e.g. 0600
+ * (less the umask). */
 int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
+/* The same with flags: UTIL_WRITE_NO_SYNC skips both fsyncs (for what a crash may lose: the
+ * rename stays atomic), UTIL_WRITE_EXACT_MODE gives the file mode whatever the umask. */
+#define UTIL_WRITE_NO_SYNC    (1u << 0)
+#define UTIL_WRITE_EXACT_MODE (1u << 1)
+int util_write_file_atomic_flags(int dirfd, const char *name, const void *data, size_t len,
+				 mode_t mode, unsigned flags);
 
 /* Read a whole file (not following a final symlink when nofollow) up to max bytes, NUL-terminated.
  * -EFBIG when larger. */

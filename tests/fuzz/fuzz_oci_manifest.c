@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
-/* Fuzz manifest and index parsing, then platform and layer selection on what parsed. The
- * first line of the input is used as the Content-Type. */
+/* Fuzz manifest and index parsing, then platform and layer selection on what parsed; and the
+ * same bytes as an image config (its platform). The first line of the input is used as the
+ * Content-Type. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size -= (size_t)(nl - data) + 1;
 		data = nl + 1;
 	}
+	if (oci_config_platform(data, size, &want) == 0 && (!want.os[0] || !want.arch[0]))
+		abort();
 	if (oci_manifest_parse(data, size, ct[0] ? ct : NULL, &m, why, sizeof(why)) < 0)
 		return 0;
 	if (m->kind == OCI_KIND_INDEX) {

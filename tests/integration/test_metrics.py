@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -279,3 +280,143 @@ def test_label_values_are_escaped(lazy, busybox):
     assert exp.value("lazyerofs_daemon_up", mountpoint=os.path.realpath(mp)) == 1
     lazy.umount(mp)
     lazy.assert_nothing_left()
+
+
+# --- the metrics directory (node_exporter's textfile collector) --------------------------------
+
+METRICS_MS = 300  # LAZYEROFS_METRICS_MS: the daemons write every 0.3 s instead of 15 s
+
+
+def prom_files(d):
+    """{name: text} of the *.prom files in d (what node_exporter reads)."""
+    out = {}
+    for n in os.listdir(d):
+        if n.endswith(".prom"):
+            try:
+                with open(os.path.join(d, n)) as f:
+                    out[n] = f.read()
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def merged(texts):
+    """The files merged as node_exporter's textfile collector merges them: a family's samples
+    from every file under one HELP and TYPE, which must be the same in each file, and no
+    series twice."""
+    fams, order, seen = {}, [], set()
+    for text in texts:
+        name = None
+        for line in text.splitlines():
+            if line.startswith("# HELP "):
+                name, help_ = line[7:].split(" ", 1)
+                if name not in fams:
+                    fams[name] = {"help": help_, "type": None, "samples": []}
+                    order.append(name)
+                assert fams[name]["help"] == help_, f"{name}: HELP differs between files"
+            elif line.startswith("# TYPE "):
+                _, _, tname, typ = line.split(" ")
+                assert tname == name, line
+                assert fams[name]["type"] in (None, typ), f"{name}: TYPE differs between files"
+                fams[name]["type"] = typ
+            elif line:
+                series = line.rsplit(" ", 1)[0]
+                assert series not in seen, f"{series} in two files"
+                seen.add(series)
+                fams[name]["samples"].append(line)
+    return "".join(f"# HELP {n} {fams[n]['help']}\n# TYPE {n} {fams[n]['type']}\n"
+                   + "".join(s + "\n" for s in fams[n]["samples"]) for n in order)
+
+
+def series(exp):
+    return {(n, tuple(sorted(l.items()))): v for n, l, v in exp.samples}
+
+
+@pytest.fixture
+def metrics_dir(lazy):
+    """A metrics directory named by the test's configuration file, written every METRICS_MS."""
+    d = os.path.join(lazy.root, "textfile")
+    os.mkdir(d)
+    lazy.write_config(f'metrics-dir = "{d}"\n')
+    lazy.env["LAZYEROFS_METRICS_MS"] = str(METRICS_MS)
+    return d
+
+
+@pytest.mark.san
+def test_metrics_dir_files(lazy, registry, busybox, big, metrics_dir):
+    """Each daemon writes its entry's exposition into the configuration file's metrics-dir:
+    a lazyerofs-<entry>.prom file, readable by all, that promtool accepts, with the series
+    `status --prometheus` shows for that entry and its mount; its numbers follow the reads;
+    the files of two daemons merge without a conflict; a daemon's file goes when it exits."""
+    ref, tree = busybox
+    mp = lazy.mount(ref)
+    st = lazy.status_of(mp)
+    labels = entry_labels(st)
+    name = f"lazyerofs-{labels['entry'][:16]}.prom"
+    assert wait_until(lambda: name in prom_files(metrics_dir), 10), os.listdir(metrics_dir)
+    assert os.stat(os.path.join(metrics_dir, name)).st_mode & 0o777 == 0o644
+    text = prom_files(metrics_dir)[name]
+    promtool_check(text)
+    before = Exposition(text).value("lazyerofs_fetched_bytes_total", **labels)
+
+    # Reads: the file's numbers grow with the daemon's, and once it is idle they are the
+    # very series and values `status --prometheus` shows.
+    assert child_hashes(mp) == content_hashes(tree)
+    st = lazy.settled_status_of(mp)
+    assert st["fetched_bytes"] > before, (st, before)
+
+    def agrees():
+        files = prom_files(metrics_dir)
+        if name not in files:
+            return None
+        mine, theirs = Exposition(files[name]), prometheus(lazy, mp)
+        return (mine, theirs) if series(mine) == series(theirs) else None
+
+    got = wait_until(agrees, 10)
+    assert got, (prom_files(metrics_dir), prometheus(lazy, mp).text)
+    mine, _ = got
+    promtool_check(mine.text)
+    assert mine.value("lazyerofs_fetched_bytes_total", **labels) == st["fetched_bytes"]
+    assert mine.value("lazyerofs_events_total", **labels) == st["events"] > 0
+    assert mine.find("lazyerofs_mount_info") == \
+        [(dict(labels, mountpoint=os.path.realpath(mp), source=st["source"]), 1)]
+
+    # A second daemon (another blob): a file of its own; the two merge cleanly.
+    repo, _ = big
+    mp2 = lazy.mount(registry.ref(repo, "v1"))
+    st2 = lazy.status_of(mp2)
+    name2 = f"lazyerofs-{entry_labels(st2)['entry'][:16]}.prom"
+    assert wait_until(lambda: name2 in prom_files(metrics_dir), 10), os.listdir(metrics_dir)
+    files = prom_files(metrics_dir)
+    assert set(files) == {name, name2}, files
+    promtool_check(merged(files.values()))
+    assert not [n for n in os.listdir(metrics_dir) if n not in files], os.listdir(metrics_dir)
+
+    # Leaving for good: the file goes with the daemon; the other daemon's stays.
+    lazy.umount(mp)
+    assert lazy.wait_daemon_gone(st["pid"], 30)
+    assert wait_until(lambda: name not in prom_files(metrics_dir), 5), os.listdir(metrics_dir)
+    assert name2 in prom_files(metrics_dir)
+    lazy.umount(mp2)
+    lazy.assert_nothing_left(timeout=30)
+    assert os.listdir(metrics_dir) == [], os.listdir(metrics_dir)
+
+
+def test_metrics_dir_missing(lazy, busybox):
+    """A metrics-dir that does not exist costs the mount nothing: reads work, the daemon says
+    so once in its log, and writes its file as soon as the directory appears."""
+    ref, tree = busybox
+    d = os.path.join(lazy.root, "no-such-dir")
+    lazy.write_config(f'metrics-dir = "{d}"\n')
+    lazy.env["LAZYEROFS_METRICS_MS"] = str(METRICS_MS)
+    mp = lazy.mount(ref)
+    assert child_hashes(mp) == content_hashes(tree)
+    time.sleep(5 * METRICS_MS / 1000)
+    warned = [l for l in lazy.log().splitlines() if "metrics-dir" in l]
+    assert len(warned) == 1 and d in warned[0], warned
+    os.mkdir(d)
+    assert wait_until(lambda: prom_files(d), 10), os.listdir(d)
+    promtool_check(next(iter(prom_files(d).values())))
+    lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=30)
+    assert os.listdir(d) == [], os.listdir(d)

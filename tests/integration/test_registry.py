@@ -272,6 +272,112 @@ def test_docker_schema2_manifest(registry, published):
     expect_blob(ok(oci_get(registry.ref("res/docker", "v1"), opts="insecure")), l["digest"], l["size"])
 
 
+# --- platform= and a single image manifest (no index): the config's platform ---------------
+
+@pytest.fixture(scope="module")
+def single(registry):
+    """One-platform images without an index: OCI configs for linux/arm64 and linux/arm/v7, a
+    Docker config for linux/amd64, an OCI config recording no platform, and an artifact whose
+    config is the empty descriptor's."""
+    c = registry.client
+    p = {"arm64": c.push_image("res/single", "arm64", [(rand(3000, "s-arm64"), MT_EROFS)],
+                               arch="arm64"),
+         "armv7": c.push_image("res/single", "armv7", [(rand(3100, "s-armv7"), MT_EROFS)],
+                               arch="arm", variant="v7"),
+         "docker-amd64": c.push_image("res/single", "docker-amd64",
+                                      [(rand(3200, "s-docker"), MT_EROFS)], docker=True)}
+    for tag, cbody, cmt in (("no-platform", b"{}", MT_OCI_CONFIG),
+                            ("artifact", b"{}", "application/vnd.oci.empty.v1+json")):
+        layer = rand(3300 + len(tag), f"s-{tag}")
+        ld, cd = c.push_blob("res/single", layer), c.push_blob("res/single", cbody)
+        digest, body = c.push_manifest("res/single", tag, {
+            "schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+            "config": {"mediaType": cmt, "digest": cd, "size": len(cbody)},
+            "layers": [{"mediaType": MT_EROFS, "digest": ld, "size": len(layer)}]},
+            MT_OCI_MANIFEST)
+        p[tag] = {"digest": digest, "layers": [{"digest": ld, "size": len(layer)}]}
+    return p
+
+
+@pytest.mark.parametrize("tag,platform", [
+    ("arm64", "linux/arm64"), ("arm64", "linux/arm64/v8"), ("arm64", "linux/aarch64"),
+    ("armv7", "linux/arm"), ("armv7", "linux/arm/v7"), ("docker-amd64", "linux/amd64"),
+    ("docker-amd64", "linux/x86_64"),
+    # No platform recorded: nothing to check against.
+    ("no-platform", "linux/s390x"), ("artifact", "linux/s390x"),
+])
+def test_single_manifest_platform_matches(registry, faultproxy, single, tag, platform):
+    want = single[tag]["layers"][0]
+    faultproxy.clear()
+    r = oci_get(faultproxy.ref("res/single", tag), opts=f"insecure,platform={platform}")
+    expect_blob(ok(r), want["digest"], want["size"])
+    # The config is read (once) only when it is an image's.
+    configs = faultproxy.count(method="GET", path=r"/blobs/sha256:")
+    assert configs == (0 if tag == "artifact" else 1), faultproxy.seen()
+
+
+@pytest.mark.parametrize("tag,platform,has", [
+    ("arm64", "linux/amd64", "linux/arm64"),
+    ("arm64", "windows/arm64", "linux/arm64"),
+    ("armv7", "linux/arm/v6", "linux/arm/v7"),
+    ("armv7", "linux/arm64", "linux/arm/v7"),
+    ("docker-amd64", "linux/arm64", "linux/amd64"),
+])
+def test_single_manifest_platform_mismatch(registry, single, tag, platform, has):
+    ref = registry.ref("res/single", tag)
+    line = one_line_error(oci_get(ref, opts=f"insecure,platform={platform}"))
+    assert f"'{ref}' is an image for {has}, not " in line, line
+    assert f"(platform={platform})" in line, line
+
+
+def test_single_manifest_without_platform_reads_no_config(registry, faultproxy, single):
+    """Without platform= a single manifest is taken as it is, whatever its platform: one
+    manifest GET, no config."""
+    for tag in ("arm64", "armv7", "docker-amd64"):
+        faultproxy.clear()
+        want = single[tag]["layers"][0]
+        expect_blob(ok(oci_get(faultproxy.ref("res/single", tag), opts="insecure")),
+                    want["digest"], want["size"])
+        assert faultproxy.count(path=r"/blobs/") == 0, faultproxy.seen()
+        assert faultproxy.count(path=r"/manifests/") == 1, faultproxy.seen()
+
+
+def test_single_manifest_platform_by_digest_and_through_index(registry, faultproxy, single,
+                                                              published):
+    """By digest the check is the same; an image picked from an index by its platform entry
+    is not checked again against its config (no config GET)."""
+    digest = single["arm64"]["digest"]
+    line = one_line_error(oci_get(registry.ref("res/single", digest=digest),
+                                  opts="insecure,platform=linux/amd64"))
+    assert "is an image for linux/arm64, not linux/amd64" in line, line
+    faultproxy.clear()
+    want = published[("oci", "arm64", None)]
+    expect_blob(ok(oci_get(faultproxy.ref("res/multi", "index"),
+                           opts="insecure,platform=linux/arm64")), want["digest"], want["size"])
+    assert faultproxy.count(path=r"/blobs/") == 0, faultproxy.seen()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
+def test_mount_refuses_single_manifest_of_other_platform(lazy, registry, single):
+    """The mount says it in one line and exits 32, before any daemon or cache entry."""
+    ref = registry.ref("res/single", "arm64")
+    _, r = lazy.mount(ref, opts="insecure,platform=linux/amd64", check=False)
+    assert r.returncode == 32, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("lazyerofs: "), r.stderr
+    assert f"'{ref}' is an image for linux/arm64, not linux/amd64 (platform=linux/amd64)" \
+        in lines[0], lines[0]
+    lazy.assert_nothing_left()
+
+
+def test_single_manifest_config_mismatching_its_digest(registry, faultproxy, single):
+    """A config whose bytes do not match its descriptor's digest: refused, not trusted."""
+    faultproxy.clear()
+    faultproxy.add("corrupt", path="/blobs/sha256:", method="GET", offsets=[0])
+    r = oci_get(faultproxy.ref("res/single", "arm64"), opts="insecure,platform=linux/arm64")
+    one_line_error(r, r"sha256")
+
+
 @pytest.mark.parametrize("tag,opts,index", [
     ("three", "layer=1", 1),
     ("three", "layer=2", 2),

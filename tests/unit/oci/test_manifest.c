@@ -331,11 +331,73 @@ static void test_image_build(void **state)
 	assert_int_equal(oci_image_build("sha256:12", 1, NULL, &cfg, &man), -EINVAL);
 }
 
+/* The platform an image config records (a single manifest's, checked for platform=). */
+static void test_config_platform(void **state)
+{
+	struct oci_platform have, want;
+	char big[OCI_CONFIG_MAX + 16];
+	const char *s;
+
+	(void)state;
+	s = "{\"architecture\":\"arm64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\"}}";
+	assert_int_equal(oci_config_platform(s, strlen(s), &have), 0);
+	assert_string_equal(have.os, "linux");
+	assert_string_equal(have.arch, "arm64");
+	assert_string_equal(have.variant, "");
+	oci_platform_parse("linux/arm64/v8", &want);
+	assert_true(oci_platform_match(&have, &want)); /* arm64 without a variant is v8 */
+	oci_platform_parse("linux/arm64", &want);
+	assert_true(oci_platform_match(&have, &want));
+	oci_platform_parse("linux/amd64", &want);
+	assert_false(oci_platform_match(&have, &want));
+	oci_platform_parse("windows/arm64", &want);
+	assert_false(oci_platform_match(&have, &want));
+
+	/* Docker's spelling of the architecture, a variant. */
+	s = "{\"architecture\":\"x86_64\",\"os\":\"linux\"}";
+	assert_int_equal(oci_config_platform(s, strlen(s), &have), 0);
+	oci_platform_parse("linux/amd64", &want);
+	assert_true(oci_platform_match(&have, &want));
+	s = "{\"architecture\":\"arm\",\"os\":\"linux\",\"variant\":\"v6\"}";
+	assert_int_equal(oci_config_platform(s, strlen(s), &have), 0);
+	assert_string_equal(have.variant, "v6");
+	oci_platform_parse("linux/arm/v7", &want);
+	assert_false(oci_platform_match(&have, &want));
+	oci_platform_parse("linux/arm", &want); /* any variant */
+	assert_true(oci_platform_match(&have, &want));
+
+	/* No platform recorded: an artifact's empty config, empty members. */
+	assert_int_equal(oci_config_platform("{}", 2, &have), -ENOENT);
+	s = "{\"os\":\"linux\"}";
+	assert_int_equal(oci_config_platform(s, strlen(s), &have), -ENOENT);
+	s = "{\"architecture\":\"\",\"os\":\"\"}";
+	assert_int_equal(oci_config_platform(s, strlen(s), &have), -ENOENT);
+
+	/* Not a config. */
+	assert_int_equal(oci_config_platform("[]", 2, &have), -EBADMSG);
+	assert_int_equal(oci_config_platform("{", 1, &have), -EBADMSG);
+	s = "{\"architecture\":64,\"os\":\"linux\"}";
+	assert_int_equal(oci_config_platform(s, strlen(s), &have), -EBADMSG);
+	s = "{\"architecture\":\"amd64\",\"os\":\"li\\nnux\"}";
+	assert_int_equal(oci_config_platform(s, strlen(s), &have), -EBADMSG);
+	s = "{\"architecture\":\"amd64amd64amd64amd64amd64amd64amd64\",\"os\":\"linux\"}";
+	assert_int_equal(oci_config_platform(s, strlen(s), &have), -EBADMSG);
+	memset(big, ' ', sizeof(big));
+	big[0] = '{';
+	big[sizeof(big) - 1] = '}';
+	assert_int_equal(oci_config_platform(big, sizeof(big), &have), -EFBIG);
+
+	assert_true(oci_config_is_image(OCI_MT_OCI_CONFIG));
+	assert_true(oci_config_is_image(OCI_MT_DOCKER_CONFIG));
+	assert_false(oci_config_is_image(OCI_MT_OCI_EMPTY));
+	assert_false(oci_config_is_image("application/vnd.cncf.helm.config.v1+json"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_manifest_kinds), cmocka_unit_test(test_manifest_caps),
-		cmocka_unit_test(test_platforms),      cmocka_unit_test(test_layer_select),
+		cmocka_unit_test(test_platforms), cmocka_unit_test(test_config_platform),      cmocka_unit_test(test_layer_select),
 		cmocka_unit_test(test_media_types),    cmocka_unit_test(test_image_build),
 	};
 

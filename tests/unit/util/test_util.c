@@ -1,17 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /* Unit tests for util: capped buffers, extents, digests, number parsing, JSON caps. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "util/array.h"
 #include "util/buf.h"
 #include "util/extents.h"
+#include "util/fs.h"
 #include "util/json.h"
 #include "util/sha256.h"
 #include "util/strutil.h"
@@ -214,6 +218,36 @@ static void test_timestamp(void **state)
 	assert_true(t >= before && t <= time(NULL));
 }
 
+/* The atomic write: the whole text or the old one, no temporary left; the mode less the
+ * umask, or exactly (a metrics file must be readable by an unprivileged collector). */
+static void test_write_atomic(void **state)
+{
+	char dir[] = "/tmp/lazyerofs-test-XXXXXX", *text = NULL;
+	size_t len = 0;
+	struct stat st;
+	mode_t old = umask(077);
+	int dfd;
+
+	assert_non_null(mkdtemp(dir));
+	dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	assert_int_equal(util_write_file_atomic(dfd, "a.prom", "one\n", 4, 0644), 0);
+	assert_int_equal(fstatat(dfd, "a.prom", &st, 0), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(util_write_file_atomic_flags(dfd, "a.prom", "two\n", 4, 0644,
+						      UTIL_WRITE_NO_SYNC | UTIL_WRITE_EXACT_MODE),
+			 0);
+	assert_int_equal(fstatat(dfd, "a.prom", &st, 0), 0);
+	assert_int_equal(st.st_mode & 0777, 0644);
+	assert_int_equal(util_read_file(dfd, "a.prom", 100, 1, &text, &len), 0);
+	assert_string_equal(text, "two\n");
+	free(text);
+	assert_int_equal(unlinkat(dfd, "a.prom", 0), 0);
+	close(dfd);
+	assert_int_equal(rmdir(dir), 0); /* empty: no temporary file was left */
+	umask(old);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -225,6 +259,7 @@ int main(void)
 		cmocka_unit_test(test_json_caps),
 		cmocka_unit_test(test_array_reserve),
 		cmocka_unit_test(test_timestamp),
+		cmocka_unit_test(test_write_atomic),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
