@@ -43,7 +43,7 @@ DEFINE_CLEANUP_FUNC(struct mount_profile, mount_profile_free);
  * time than a range costs at the link's rate measured by the rounds so far (on loopback
  * ~100 KiB, on 100 Mbit/s ~4 KiB: nothing more), and the bytes added stay within
  * 1/WALK_BRIDGE_DIVISOR of the image. */
-#define WALK_MERGE_GAP (16ULL << 10)
+#define WALK_MERGE_GAP (4ULL << 10)
 #define WALK_BRIDGE_MAX_GAP (1ULL << 20)
 #define WALK_BRIDGE_DIVISOR 10
 #define WALK_RANGE_COST_US 300

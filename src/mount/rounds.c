@@ -102,27 +102,30 @@ static int bridge(struct util_extents *v, struct mount_grouping *g)
 uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
 			       uint64_t range_cost_us)
 {
-	uint64_t fixed = UINT64_MAX, rate = 0;
+	uint64_t fixed = UINT64_MAX, rate = 0, spent, per_range;
+	const struct mount_round_cost *big = NULL;
 
-	for (size_t i = 0; i < n; i++)
-		fixed = MIN(fixed, v[i].us);
 	for (size_t i = 0; i < n; i++) {
-		uint64_t spent = v[i].us - fixed, per_range;
-
-		if (v[i].bytes < MOUNT_RATE_MIN_BYTES)
-			continue;
-		/* What is left for the bytes once the ranges are paid for; at least an eighth of
-		 * the round, since both terms are estimates (on loopback the ranges are nearly
-		 * all of it). */
-		per_range = v[i].ranges > UINT64_MAX / MAX(range_cost_us, 1) ?
-				    UINT64_MAX :
-				    v[i].ranges * range_cost_us;
-		spent = spent > per_range ? spent - per_range : 0;
-		spent = MAX(spent, MAX(v[i].us / 8, UINT64_C(1)));
-		rate = MAX(rate, v[i].bytes > UINT64_MAX / 1000000 ?
-					 UINT64_MAX / spent :
-					 v[i].bytes * 1000000 / spent);
+		fixed = MIN(fixed, v[i].us);
+		/* The round that moved the most bytes tells the rate best (a small one is
+		 * mostly the fixed part, and an error there multiplies). */
+		if (v[i].bytes >= MOUNT_RATE_MIN_BYTES && (!big || v[i].bytes > big->bytes))
+			big = &v[i];
 	}
+	if (!big)
+		return 0;
+	spent = big->us - fixed;
+	per_range = big->ranges > UINT64_MAX / MAX(range_cost_us, 1) ? UINT64_MAX
+								      : big->ranges * range_cost_us;
+	/* Ranges that cost the server less than half the round overlap the bytes on the wire:
+	 * the link is what limits, and the round's time is the bytes'. Otherwise the server's
+	 * ranges are most of it (loopback): what is left once they are paid for, at least an
+	 * eighth of the round, since both terms are estimates. */
+	if (per_range > spent / 2)
+		spent = MAX(spent > per_range ? spent - per_range : 0, big->us / 8);
+	spent = MAX(spent, UINT64_C(1));
+	rate = big->bytes > UINT64_MAX / 1000000 ? UINT64_MAX / spent
+						  : big->bytes * 1000000 / spent;
 	if (!rate || rate > UINT64_MAX / MAX(range_cost_us, 1))
 		return rate ? UINT64_MAX : 0;
 	return rate * range_cost_us / 1000000;

@@ -326,6 +326,12 @@ static bool wio_present(void *ctx, uint64_t off, uint64_t len)
 				       DIV_ROUND_UP(end, WIO_BLOCK) - off / WIO_BLOCK);
 }
 
+/* Has the daemon replayed a startup profile (or is it replaying one)? */
+static bool replay_seen(const struct fetch_status *s)
+{
+	return s->profile_state[0] && strcmp(s->profile_state, "none") != 0;
+}
+
 static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 {
 	struct mount_walkio *w = ctx;
@@ -380,15 +386,24 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 		return r;
 	w->st.ranges += n;
 	if (w->ncosts < WIO_MAX_COSTS) {
-		struct mount_round_cost *c = &w->costs[w->ncosts++];
+		struct mount_round_cost c = { .us = t1 - te, .ranges = n };
 		struct fetch_status s1;
+		bool alone = true;
 
-		*c = (struct mount_round_cost){ .us = t1 - te, .ranges = n };
 		for (size_t i = 0; i < n; i++)
-			c->bytes += v[i].length;
-		if (counted && fetch_status(w->h, &s1) >= 0)
-			c->bytes = MIN(c->bytes, s1.fetched_bytes - MIN(s1.fetched_bytes,
-									s0.fetched_bytes));
+			c.bytes += v[i].length;
+		if (counted && fetch_status(w->h, &s1) >= 0) {
+			uint64_t fetched = s1.fetched_bytes - MIN(s1.fetched_bytes, s0.fetched_bytes);
+
+			/* A startup profile's replay (or more fetched than the round asked
+			 * for: other readers of the entry) shares the link, and may have made
+			 * the round's bytes present before it asked: its time tells nothing of
+			 * the link's rate. */
+			alone = fetched <= c.bytes && !replay_seen(&s0) && !replay_seen(&s1);
+			c.bytes = MIN(c.bytes, fetched);
+		}
+		if (alone)
+			w->costs[w->ncosts++] = c;
 	}
 	for (size_t i = 0; i < n; i++)
 		cache_bitmap_set_range(&w->present, v[i].offset / WIO_BLOCK,
