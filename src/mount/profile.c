@@ -142,7 +142,7 @@ static void *lookup_thread(void *arg)
 		r = util_err_set(&err, -ETIMEDOUT, "the lookup took longer than %d ms",
 				 LOOKUP_MAX_MS);
 	if (r >= 0) {
-		r = oci_artifact_fetch(l->client, ref.digest, PROFILE_MEDIA_TYPE, PROFILE_MAX_BYTES,
+		r = oci_artifact_fetch(l->client, &ref, PROFILE_MEDIA_TYPE, PROFILE_MAX_BYTES,
 				       LOOKUP_MAX_MS - used, &buf, &len, &err);
 		if (r == -ENOENT)
 			r = util_err_set(&err, -EMEDIUMTYPE,

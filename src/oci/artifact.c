@@ -32,18 +32,45 @@ static json_t *descriptor_json(const struct oci_descriptor *d)
 			 (json_int_t)d->size);
 }
 
-/* d, plus its artifactType and created annotation when it has them: an index entry. */
+/* The annotations of an artifact or its index entry: created and the layer's, those set
+ * (NULL: none). */
+static int annotations_json(const char *created, const struct oci_layer_hint *layer,
+			    json_t **ret)
+{
+	_cleanup_json_ json_t *a = NULL;
+	char size[24];
+
+	*ret = NULL;
+	if (!created[0] && !layer->digest[0])
+		return 0;
+	a = json_object();
+	if (!a || (created[0] &&
+		   json_object_set_new(a, OCI_ANNOTATION_CREATED, json_string(created)) < 0))
+		return -ENOMEM;
+	if (layer->digest[0]) {
+		snprintf(size, sizeof(size), "%llu", (unsigned long long)layer->size);
+		if (json_object_set_new(a, OCI_ANNOTATION_LAYER_TYPE,
+					json_string(layer->media_type)) < 0 ||
+		    json_object_set_new(a, OCI_ANNOTATION_LAYER_DIGEST,
+					json_string(layer->digest)) < 0 ||
+		    json_object_set_new(a, OCI_ANNOTATION_LAYER_SIZE, json_string(size)) < 0)
+			return -ENOMEM;
+	}
+	*ret = TAKE_PTR(a);
+	return 0;
+}
+
+/* d, plus its artifactType and annotations when it has them: an index entry. */
 static json_t *entry_json(const struct oci_descriptor *d)
 {
-	json_t *e = descriptor_json(d);
+	json_t *e = descriptor_json(d), *a = NULL;
 
 	if (!e)
 		return NULL;
 	if ((d->artifact_type[0] &&
 	     json_object_set_new(e, "artifactType", json_string(d->artifact_type)) < 0) ||
-	    (d->created[0] &&
-	     json_object_set_new(e, "annotations",
-				 json_pack("{s:s}", OCI_ANNOTATION_CREATED, d->created)) < 0)) {
+	    annotations_json(d->created, &d->layer, &a) < 0 ||
+	    (a && json_object_set_new(e, "annotations", a) < 0)) {
 		json_decref(e);
 		return NULL;
 	}
@@ -62,14 +89,20 @@ int oci_artifact_build(const char *artifact_type, const struct oci_descriptor *s
 	struct oci_descriptor empty = {.media_type = OCI_MT_OCI_EMPTY,
 				       .digest = OCI_EMPTY_DIGEST,
 				       .size = sizeof(OCI_EMPTY_JSON) - 1};
+	struct oci_layer_hint hint = {.size = layer->size};
+	json_t *ann = NULL;
 
 	if (!artifact_type[0] || !valid_descriptor(subject) || !valid_descriptor(layer) ||
 	    !created[0])
 		return -EINVAL;
-	m = json_pack("{s:i, s:s, s:s, s:o, s:[o], s:o, s:{s:s}}", "schemaVersion", 2, "mediaType",
+	oci_fmt(hint.media_type, sizeof(hint.media_type), "%s", layer->media_type);
+	memcpy(hint.digest, layer->digest, sizeof(hint.digest));
+	if (annotations_json(created, &hint, &ann) < 0)
+		return -ENOMEM;
+	m = json_pack("{s:i, s:s, s:s, s:o, s:[o], s:o, s:o}", "schemaVersion", 2, "mediaType",
 		      OCI_MT_OCI_MANIFEST, "artifactType", artifact_type, "config",
 		      descriptor_json(&empty), "layers", descriptor_json(layer), "subject",
-		      descriptor_json(subject), "annotations", OCI_ANNOTATION_CREATED, created);
+		      descriptor_json(subject), "annotations", ann);
 	if (!m)
 		return -ENOMEM;
 	*ret = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
@@ -123,6 +156,7 @@ int oci_referrers_parse(const void *buf, size_t len, const char *content_type,
 		v[n].size = d->size;
 		oci_fmt(v[n].artifact_type, sizeof(v[n].artifact_type), "%s", d->artifact_type);
 		oci_fmt(v[n].created, sizeof(v[n].created), "%s", d->created);
+		v[n].layer = d->layer;
 		n++;
 	}
 	*ret = v;

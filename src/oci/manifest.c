@@ -89,9 +89,35 @@ static int copy_optional(json_t *o, const char *key, char *dst, size_t size)
 	return 0;
 }
 
-/* artifactType and the created annotation of a descriptor or a manifest. */
+/* The layer annotations (OCI_ANNOTATION_LAYER_*): all three readable, or none (a hint is
+ * only ever an optimisation: anything odd in it means there is none). */
+static void parse_layer_hint(json_t *ann, struct oci_layer_hint *h)
+{
+	const char *mt = NULL, *digest = NULL, *size = NULL;
+	char *end = NULL;
+	unsigned long long v;
+
+	memset(h, 0, sizeof(*h));
+	if (util_json_get_string(ann, OCI_ANNOTATION_LAYER_TYPE, &mt) < 0 ||
+	    util_json_get_string(ann, OCI_ANNOTATION_LAYER_DIGEST, &digest) < 0 ||
+	    util_json_get_string(ann, OCI_ANNOTATION_LAYER_SIZE, &size) < 0 ||
+	    !util_digest_valid(digest) || size[0] < '0' || size[0] > '9')
+		return;
+	errno = 0;
+	v = strtoull(size, &end, 10);
+	if (errno || *end || v > (unsigned long long)INT64_MAX ||
+	    copy_str(h->media_type, sizeof(h->media_type), mt) < 0) {
+		memset(h, 0, sizeof(*h));
+		return;
+	}
+	memcpy(h->digest, digest, UTIL_DIGEST_STR_LEN);
+	h->size = v;
+}
+
+/* artifactType, the created annotation and the layer annotations of a descriptor or a
+ * manifest. */
 static int parse_artifact_fields(json_t *o, char *artifact_type, size_t atlen, char *created,
-				 size_t crlen)
+				 size_t crlen, struct oci_layer_hint *layer)
 {
 	json_t *ann = json_object_get(o, "annotations");
 
@@ -99,10 +125,14 @@ static int parse_artifact_fields(json_t *o, char *artifact_type, size_t atlen, c
 		return -EBADMSG;
 	if (created)
 		created[0] = 0;
+	if (layer)
+		memset(layer, 0, sizeof(*layer));
 	if (!ann)
 		return 0;
 	if (!json_is_object(ann))
 		return -EBADMSG;
+	if (layer)
+		parse_layer_hint(ann, layer);
 	return created ? copy_optional(ann, OCI_ANNOTATION_CREATED, created, crlen) : 0;
 }
 
@@ -169,7 +199,7 @@ static int parse_descriptor(json_t *o, struct oci_descriptor *d, const char *wha
 	}
 	d->size = size;
 	if (parse_artifact_fields(o, d->artifact_type, sizeof(d->artifact_type), d->created,
-				  sizeof(d->created)) < 0) {
+				  sizeof(d->created), &d->layer) < 0) {
 		oci_fmt(errbuf, errlen, "%s %zu has an invalid artifactType or annotations", what,
 			idx);
 		return -EBADMSG;
@@ -259,7 +289,8 @@ int oci_manifest_parse(const void *buf, size_t len, const char *content_type,
 				return r;
 		}
 	}
-	if (parse_artifact_fields(j, m->artifact_type, sizeof(m->artifact_type), NULL, 0) < 0) {
+	if (parse_artifact_fields(j, m->artifact_type, sizeof(m->artifact_type), NULL, 0,
+				  NULL) < 0) {
 		oci_fmt(errbuf, errlen, "manifest has an invalid artifactType or annotations");
 		return -EBADMSG;
 	}

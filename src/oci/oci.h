@@ -303,12 +303,23 @@ int oci_manifest_put(struct oci_client *c, const char *reference, const char *me
 
 /* ---- referrers (OCI 1.1: artifacts attached to an image manifest) ---- */
 
+/* The one layer of an artifact we push, as its manifest's annotations name it
+ * (OCI_ANNOTATION_LAYER_*: a registry's referrers API copies a manifest's annotations into
+ * its list, and so does our fallback index): a lookup fetches the layer at once instead of
+ * the manifest first. digest "" when the annotations are absent or unreadable. */
+struct oci_layer_hint {
+	char media_type[128];
+	char digest[UTIL_DIGEST_STR_LEN];
+	uint64_t size;
+};
+
 /* One referrer of an image manifest, as the referrers API or the fallback tag lists it. */
 struct oci_referrer {
 	char digest[UTIL_DIGEST_STR_LEN]; /* the artifact's manifest */
 	uint64_t size;
 	char artifact_type[128];
 	char created[64]; /* annotation org.opencontainers.image.created (RFC 3339), or "" */
+	struct oci_layer_hint layer;
 };
 
 /* Attach len bytes of data to the image manifest the client resolved (oci_resolve first) as
@@ -338,12 +349,13 @@ int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_
 #define OCI_REFERRERS_TAG 2u
 int oci_referrer_find(struct oci_client *c, const char *artifact_type, unsigned how,
 		      uint64_t timeout_ms, struct oci_referrer *ret, struct util_error *err);
-/* The bytes of the first layer of media type media_type in the artifact manifest
- * manifest_digest of the client's repository: manifest and blob both digest-checked, at
- * most max bytes (-EFBIG beyond), within timeout_ms (0: the client's). Caller frees *ret.
- * -ENOENT when the manifest has no such layer. */
-int oci_artifact_fetch(struct oci_client *c, const char *manifest_digest, const char *media_type,
-		       size_t max, uint64_t timeout_ms, void **ret, size_t *ret_len,
-		       struct util_error *err);
+/* The bytes of the first layer of media type media_type of the artifact ref names (of the
+ * client's repository): at once when the list named that layer (ref->layer), else through
+ * the artifact's manifest; manifest and blob digest-checked, at most max bytes (-EFBIG
+ * beyond), within timeout_ms (0: the client's). Caller frees *ret. -ENOENT when the manifest
+ * has no such layer. */
+int oci_artifact_fetch(struct oci_client *c, const struct oci_referrer *ref,
+		       const char *media_type, size_t max, uint64_t timeout_ms, void **ret,
+		       size_t *ret_len, struct util_error *err);
 
 #endif

@@ -173,6 +173,10 @@ struct oci_platform {
 };
 
 #define OCI_ANNOTATION_CREATED "org.opencontainers.image.created"
+/* The layer of an artifact we push, named by its manifest (struct oci_layer_hint). */
+#define OCI_ANNOTATION_LAYER_TYPE   "dev.lazyerofs.layer.mediaType"
+#define OCI_ANNOTATION_LAYER_DIGEST "dev.lazyerofs.layer.digest"
+#define OCI_ANNOTATION_LAYER_SIZE   "dev.lazyerofs.layer.size"
 
 struct oci_descriptor {
 	char media_type[128];
@@ -184,6 +188,7 @@ struct oci_descriptor {
 	 * "" when absent, or when too long to be one we look for */
 	char artifact_type[128];
 	char created[64];
+	struct oci_layer_hint layer; /* OCI_ANNOTATION_LAYER_*, of an artifact or its entry */
 };
 
 enum oci_manifest_kind {
@@ -253,8 +258,8 @@ int oci_layer_check_media_type(const char *media_type, char *errbuf, size_t errl
  * is a sha256 digest and out holds OCI_REFERRERS_TAG_LEN. */
 int oci_referrers_tag(const char *digest, char *out, size_t outlen);
 /* The manifest (compact JSON, keys sorted) of an artifact of artifact_type carrying one
- * layer, referring to subject: the empty config, annotation OCI_ANNOTATION_CREATED =
- * created. Caller frees *ret. -EINVAL for an empty type or created, or a descriptor without
+ * layer, referring to subject: the empty config, annotations OCI_ANNOTATION_CREATED =
+ * created and OCI_ANNOTATION_LAYER_* naming the layer. Caller frees *ret. -EINVAL for an empty type or created, or a descriptor without
  * media type or sha256 digest. */
 int oci_artifact_build(const char *artifact_type, const struct oci_descriptor *subject,
 		       const struct oci_descriptor *layer, const char *created, char **ret);
@@ -268,7 +273,8 @@ int oci_referrers_parse(const void *buf, size_t len, const char *content_type,
 /* The newest of v: the latest created (RFC 3339; a missing or unreadable one is older than
  * any other), of equals the one listed last. -ENOENT when n is 0. */
 int oci_referrers_newest(const struct oci_referrer *v, size_t n, size_t *ret_idx);
-/* A fallback tag's index with d (mediaType, digest, size, artifactType and created when set)
+/* A fallback tag's index with d (mediaType, digest, size, artifactType, created and the layer
+ * annotations when set)
  * appended: old is the tag's content (NULL: the tag does not exist, start an empty index).
  * Entries already there are kept as they are. *ret_added false (and *ret untouched) when d's
  * digest is listed already. -EEXIST when old is not an OCI image index (errbuf says what it

@@ -140,6 +140,12 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 	oci_fmt(artifact.artifact_type, sizeof(artifact.artifact_type), "%s", artifact_type);
 	/* with milliseconds, so that two pushes in one second stay ordered */
 	util_timestamp_now(artifact.created);
+	/* The fallback index's entry names the layer as the manifest does (the API's list
+	 * copies the manifest's annotations itself). */
+	oci_fmt(artifact.layer.media_type, sizeof(artifact.layer.media_type), "%s",
+		layer.media_type);
+	memcpy(artifact.layer.digest, layer.digest, sizeof(artifact.layer.digest));
+	artifact.layer.size = layer.size;
 	r = oci_artifact_build(artifact_type, &subject, &layer, artifact.created, &manifest);
 	if (r < 0)
 		return util_err_set(err, r, "building the artifact manifest: %s", strerror(-r));
@@ -339,14 +345,15 @@ int oci_referrer_newest(struct oci_client *c, const char *artifact_type, uint64_
 				 timeout_ms, ret, err);
 }
 
-int oci_artifact_fetch(struct oci_client *c, const char *manifest_digest, const char *media_type,
-		       size_t max, uint64_t timeout_ms, void **ret, size_t *ret_len,
-		       struct util_error *err)
+int oci_artifact_fetch(struct oci_client *c, const struct oci_referrer *ref,
+		       const char *media_type, size_t max, uint64_t timeout_ms, void **ret,
+		       size_t *ret_len, struct util_error *err)
 {
 	uint64_t deadline = deadline_of(c, timeout_ms);
 	struct util_buf body = UTIL_BUF_INIT(OCI_MANIFEST_MAX);
 	_cleanup_(oci_manifest_freep) struct oci_manifest *m = NULL;
 	char ctype[256] = "", digest[UTIL_DIGEST_STR_LEN], why[512] = "";
+	const char *manifest_digest = ref->digest;
 	const struct oci_descriptor *layer = NULL;
 	struct util_error local;
 	int r;
@@ -357,6 +364,23 @@ int oci_artifact_fetch(struct oci_client *c, const char *manifest_digest, const 
 	if (c->ref->is_url || !util_digest_valid(manifest_digest))
 		return util_err_set(err, -EINVAL, "%s: '%.80s' is not an artifact of a registry",
 				    c->shown, manifest_digest);
+	/* The layer the list named: one round trip less. The blob is checked against the digest
+	 * the list gave, as the manifest's would be; a registry that does not have it, or a
+	 * hint that does not hold, costs the manifest's way after all (which has the last word
+	 * on the size too). */
+	if (ref->layer.digest[0] && !strcmp(ref->layer.media_type, media_type) &&
+	    ref->layer.size <= max) {
+		struct oci_descriptor d = {.size = ref->layer.size};
+
+		memcpy(d.media_type, ref->layer.media_type, sizeof(d.media_type));
+		memcpy(d.digest, ref->layer.digest, sizeof(d.digest));
+		r = oci_blob_get(c, &d, deadline, ret, ret_len, err);
+		if (r >= 0 || r == -ENOMEM || util_now_ms() >= deadline)
+			return r;
+		log_debug("%s: the layer %s the referrers list named: %s; asking the artifact",
+			  c->shown, d.digest, util_err_msg(err, r));
+		util_err_clear(err);
+	}
 	r = oci_manifest_get(c, manifest_digest, manifest_digest, deadline, &body, ctype,
 			     sizeof(ctype), digest, err);
 	if (r < 0)

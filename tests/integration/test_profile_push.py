@@ -376,6 +376,49 @@ def test_referrers_api_registry(registry, faultproxy, tmp):
     assert r.returncode == 2 and "DENIED" in r.stderr, r
 
 
+LAYER_TYPE = "dev.lazyerofs.layer.mediaType"
+LAYER_DIGEST = "dev.lazyerofs.layer.digest"
+LAYER_SIZE = "dev.lazyerofs.layer.size"
+
+
+def test_lookup_takes_the_layer_the_list_names(registry, faultproxy, tmp):
+    """The artifact names its layer in its annotations, and the fallback index's entry copies
+    them (as the referrers API copies a manifest's): a lookup fetches the profile at once,
+    without the artifact's manifest (one round trip less for a mount). A hint that does not
+    hold (a blob the registry lacks) costs the manifest's way, never the profile."""
+    img = Image(registry, "prof/hint")
+    ref = faultproxy.ref(img.repo, "v1")
+    text = profile_text(img.layer, img.size)
+    out = pushed(profile_push(write(tmp, "a.prof", text), ref))
+    art, _ = get_manifest(img, out["profile"])
+    layer = art["layers"][0]
+    want = {LAYER_TYPE: MT_PROFILE, LAYER_DIGEST: layer["digest"], LAYER_SIZE: str(layer["size"])}
+    assert {k: art["annotations"].get(k) for k in want} == want, art
+    index, _ = get_index(img)
+    entry = index["manifests"][0]
+    assert {k: entry["annotations"].get(k) for k in want} == want, entry
+
+    faultproxy.reset_counts()
+    r = lookup(img, ref=ref)
+    assert r.returncode == 0, r
+    assert r.json["referrer"] == out["profile"] and r.json["layer"] == text
+    assert faultproxy.count(method="GET", path="/manifests/" + out["profile"]) == 0
+    assert faultproxy.count(method="GET", path="/blobs/" + layer["digest"]) == 1
+
+    # The list names a blob the registry does not have: the manifest says which it is.
+    bad = dict(entry, annotations=dict(entry["annotations"],
+                                       **{LAYER_DIGEST: "sha256:" + "3" * 64}))
+    faultproxy.add("status", path=r"/manifests/" + img.tag, code=200, count=None,
+                   body=json.dumps(dict(index, manifests=[bad])),
+                   headers={"Content-Type": MT_OCI_INDEX})
+    faultproxy.reset_counts()
+    r = lookup(img, ref=ref)
+    assert r.returncode == 0, r
+    assert r.json["layer"] == text
+    assert faultproxy.count(method="GET", path="/blobs/sha256:" + "3" * 64) >= 1
+    assert faultproxy.count(method="GET", path="/manifests/" + out["profile"]) == 1
+
+
 def test_lookup_keeps_its_deadline(registry, faultproxy, tmp):
     """The lookup a mount makes is capped: a registry that stalls costs the timeout given,
     not the client's 60 s."""

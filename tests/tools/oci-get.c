@@ -307,7 +307,7 @@ static int print_referrer(struct oci_client *c, const char *type, const char *la
 	if (layer_type) {
 		/* what is left of the time (0: the client's timeout, as for the lookup) */
 		used = (now_s() - t0) * 1000;
-		r = oci_artifact_fetch(c, ref.digest, layer_type, 1 << 20,
+		r = oci_artifact_fetch(c, &ref, layer_type, 1 << 20,
 				       !timeout_ms	       ? 0
 				       : timeout_ms > used ? timeout_ms - (uint64_t)used
 							   : 1,

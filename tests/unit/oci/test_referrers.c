@@ -370,6 +370,72 @@ static void test_index_add(void **state)
 			 -EINVAL);
 }
 
+/* The layer an artifact carries, named by its annotations: built into the manifest, kept in
+ * the fallback index's entry, read back from a referrers list; anything odd in it is no hint
+ * at all, never an error. */
+static void test_layer_hint(void **state)
+{
+	struct oci_descriptor subject = desc(OCI_MT_OCI_MANIFEST, DA, 555, NULL, NULL);
+	struct oci_descriptor layer = desc(TYPE "+text", DB, 42, NULL, NULL);
+	struct oci_descriptor entry = desc(OCI_MT_OCI_MANIFEST, DA, 700, TYPE, "2026-01-01T00:00:00Z");
+	struct oci_manifest *m = NULL;
+	struct oci_referrer *v;
+	char *s = NULL, *idx = NULL, why[512] = "";
+	bool added;
+	size_t n;
+	static const char *const odd[] = {
+		/* size not a number, negative, too large; digest not sha256; a key missing */
+		"\"" OCI_ANNOTATION_LAYER_SIZE "\":\"4x\"",
+		"\"" OCI_ANNOTATION_LAYER_SIZE "\":\"-1\"",
+		"\"" OCI_ANNOTATION_LAYER_SIZE "\":\"99999999999999999999\"",
+		"\"" OCI_ANNOTATION_LAYER_DIGEST "\":\"md5:00\"",
+		"\"" OCI_ANNOTATION_LAYER_TYPE "\":7",
+	};
+
+	(void)state;
+	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "2026-01-02T03:04:05Z", &s), 0);
+	assert_int_equal(oci_manifest_parse(s, strlen(s), NULL, &m, why, sizeof(why)), 0);
+	free(s);
+	/* (a manifest's own annotations are not kept by the parser: its layers say it all) */
+	oci_manifest_free(m);
+	/* the fallback index's entry carries it, and a list read back gives it */
+	memcpy(entry.layer.media_type, layer.media_type, sizeof(entry.layer.media_type));
+	memcpy(entry.layer.digest, layer.digest, sizeof(entry.layer.digest));
+	entry.layer.size = 42;
+	assert_int_equal(oci_referrers_index_add(NULL, 0, NULL, &entry, &idx, &added, why,
+						 sizeof(why)),
+			 0);
+	assert_non_null(strstr(idx, "\"" OCI_ANNOTATION_LAYER_SIZE "\":\"42\""));
+	v = index_entries(idx, &n);
+	assert_int_equal(n, 1);
+	assert_string_equal(v[0].layer.media_type, TYPE "+text");
+	assert_string_equal(v[0].layer.digest, DB);
+	assert_int_equal(v[0].layer.size, 42);
+	assert_string_equal(v[0].created, "2026-01-01T00:00:00Z");
+	free(v);
+	free(idx);
+	/* an entry without it, or with anything odd in it: no hint */
+	for (size_t i = 0; i <= sizeof(odd) / sizeof(odd[0]); i++) {
+		char list[2048];
+		const char *good_size = "\"" OCI_ANNOTATION_LAYER_SIZE "\":\"42\"";
+		const char *good_digest = "\"" OCI_ANNOTATION_LAYER_DIGEST "\":\"" DB "\"";
+		const char *good_type = "\"" OCI_ANNOTATION_LAYER_TYPE "\":\"t\"";
+		const char *bad = i < sizeof(odd) / sizeof(odd[0]) ? odd[i] : NULL;
+
+		snprintf(list, sizeof(list),
+			 "{\"schemaVersion\":2,\"mediaType\":\"" OCI_MT_OCI_INDEX "\","
+			 "\"manifests\":[{\"mediaType\":\"" OCI_MT_OCI_MANIFEST "\",\"size\":1,"
+			 "\"digest\":\"" DA "\",\"annotations\":{%s%s%s%s%s}}]}",
+			 bad && strstr(bad, "size") ? bad : good_size, ",",
+			 bad && strstr(bad, "digest") ? bad : good_digest, bad ? "," : "",
+			 bad ? (strstr(bad, "mediaType") ? bad : good_type) : "");
+		v = index_entries(list, &n);
+		assert_int_equal(n, 1);
+		assert_string_equal(v[0].layer.digest, "");
+		free(v);
+	}
+}
+
 /* An index at the entry cap takes no more. */
 static void test_index_full(void **state)
 {
@@ -475,6 +541,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tag),
 		cmocka_unit_test(test_artifact_build),
+		cmocka_unit_test(test_layer_hint),
 		cmocka_unit_test(test_referrers_parse),
 		cmocka_unit_test(test_newest),
 		cmocka_unit_test(test_index_add),
