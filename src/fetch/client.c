@@ -298,12 +298,17 @@ static json_t *ranges_json(const struct util_extent *v, size_t n)
 int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, size_t n,
 			const struct util_extent *need, size_t nneed, struct util_error *err)
 {
-	for (size_t at = 0; at < n;) {
+	size_t at = 0;
+
+	if (!n && !(need && nneed))
+		return 0;
+	do { /* (nothing to fetch but a need to tell: one request without ranges) */
 		size_t m = MIN(n - at, (size_t)ENSURE_BATCH);
 		_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "ensure"), *reply = NULL;
 		int r;
 
-		if (!req || json_object_set_new(req, "ranges", ranges_json(v + at, m)) < 0)
+		if (!req ||
+		    json_object_set_new(req, "ranges", ranges_json(v ? v + at : NULL, m)) < 0)
 			return -ENOMEM;
 		/* What is needed goes with the first batch, whole. */
 		if (at == 0 && need &&
@@ -314,7 +319,7 @@ int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, siz
 		if (r < 0)
 			return r;
 		at += m;
-	}
+	} while (at < n);
 	return 0;
 }
 

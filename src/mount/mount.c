@@ -176,6 +176,9 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 				     werr.message[0] ? ": " : "", werr.message);
 		return r;
 	}
+	r = mount_walkio_flush(w);
+	if (r < 0)
+		log_debug("telling the daemon what the walk read last: %s", util_err_msg(&ferr, r));
 	res->io = *mount_walkio_stats(w);
 	mount_files_send(files, h);
 	if (have_before && fetch_status(h, &after) >= 0) {

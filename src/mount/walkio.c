@@ -92,6 +92,11 @@ struct mount_walkio {
 	struct cache_bitmap present; /* blocks an ensure batch made present */
 	struct mount_grouping grouping;
 	struct util_extents round; /* the current round, grouped */
+	/* Blocks read without a round asking for them (present since a gap was bridged): what
+	 * the walk needed all the same, for the daemon's record (fetch_ensure_needed's need), at
+	 * the next round or mount_walkio_flush. */
+	struct util_extents late;
+	struct util_extents need; /* a round's need: late, then what it asks for */
 	struct mount_round_cost costs[WIO_MAX_COSTS]; /* the first rounds': what they cost */
 	size_t ncosts;
 	struct mount_walkio_stats st;
@@ -376,7 +381,21 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 	 * filled before) cost no time and must not count. */
 	counted = w->grouping.range_cost_us && fetch_status(w->h, &s0) >= 0;
 	te = util_now_us();
-	r = fetch_ensure_needed(w->h, v, n, in, nin, w->err);
+	if (w->late.n) {
+		w->need.n = 0;
+		for (size_t i = 0; i < w->late.n + nin; i++) {
+			const struct util_extent *e = i < w->late.n ? &w->late.v[i]
+								    : &in[i - w->late.n];
+
+			r = util_extents_add(&w->need, e->offset, e->length);
+			if (r < 0)
+				return r;
+		}
+		w->late.n = 0;
+		r = fetch_ensure_needed(w->h, v, n, w->need.v, w->need.n, w->err);
+	} else {
+		r = fetch_ensure_needed(w->h, v, n, in, nin, w->err);
+	}
 	w->st.batches++;
 	for (size_t i = 0; i < n; i++)
 		w->st.ensured_bytes += v[i].length;
@@ -455,6 +474,8 @@ static int wio_read(void *ctx, void *buf, uint64_t len, uint64_t off)
 			if (r < 0)
 				return r;
 			w->st.lazy_loads++;
+			/* (a record short of a range loses a profile one range, not the walk) */
+			(void)util_extents_add(&w->late, start, stop - start);
 		}
 	}
 	if (loaded(w, off, len)) {
@@ -487,6 +508,8 @@ int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t si
 	w->cap = cap;
 	w->err = err;
 	util_extents_init(&w->round);
+	util_extents_init(&w->late);
+	util_extents_init(&w->need);
 	if (cache_bitmap_init(&w->present, DIV_ROUND_UP(size, WIO_BLOCK), false) < 0 ||
 	    reserve_init(w) < 0) {
 		mount_walkio_free(w);
@@ -494,6 +517,16 @@ int mount_walkio_new(int fd, int premark_fd, struct fetch_handle *h, uint64_t si
 	}
 	*ret = w;
 	return 0;
+}
+
+int mount_walkio_flush(struct mount_walkio *w)
+{
+	int r = 0;
+
+	if (w->late.n && w->h)
+		r = fetch_ensure_needed(w->h, NULL, 0, w->late.v, w->late.n, w->err);
+	w->late.n = 0;
+	return r;
 }
 
 void mount_walkio_free(struct mount_walkio *w)
@@ -508,6 +541,8 @@ void mount_walkio_free(struct mount_walkio *w)
 	util_u64map_free(&w->map);
 	cache_bitmap_destroy(&w->present);
 	util_extents_free(&w->round);
+	util_extents_free(&w->late);
+	util_extents_free(&w->need);
 	free(w);
 }
 

@@ -41,5 +41,8 @@ void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io);
  * merged where they touch. */
 void mount_walkio_set_grouping(struct mount_walkio *w, const struct mount_grouping *g);
 const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w);
+/* Tell the daemon what the walk read since its last round without asking for it (blocks of
+ * bridged gaps), for its record of what a start needs. */
+int mount_walkio_flush(struct mount_walkio *w);
 
 #endif

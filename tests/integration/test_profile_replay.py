@@ -200,3 +200,53 @@ def test_profile_save_errors(lazy, images, workdir):
     assert r.returncode == 1, r.stderr
     lazy.umount(mp)
     assert run(["profile", "--help"]).returncode == 0
+
+
+def test_record_holds_all_the_walk_read(lazy, registry, workdir):
+    """A recording mount's walk bridges gaps (on loopback, up to its rate's worth) and reads
+    the blocks it bridged later without asking for them: they are in the record all the same,
+    so a replay brings all the metadata a mount walks (here: a profile without a workload is
+    the walk's, and it covers every metadata block of the image)."""
+    tree = os.path.join(workdir, "tree-meta")
+    rnd = random.Random(5)
+
+    def fill(d, depth):
+        os.makedirs(d, exist_ok=True)
+        for i in range(rnd.randint(5, 40)):
+            n = rnd.choice([rnd.randint(10, 3000), rnd.randint(4096, 30000),
+                            rnd.randint(30000, 100000)])
+            with open(os.path.join(d, f"f{i:03d}-" + "x" * rnd.randint(1, 30)), "wb") as f:
+                f.write(rnd.randbytes(200) * (n // 200 + 1))
+        if depth < 4:
+            for k in range(rnd.randint(1, 5)):
+                fill(os.path.join(d, f"d{k}"), depth + 1)
+
+    fill(tree, 0)
+    # (compressed: its cluster indexes give the walk gaps to bridge)
+    path = os.path.join(workdir, "meta.erofs")
+    subprocess.run(["mkfs.erofs", "-T0", "-zlz4hc", path, tree], check=True,
+                   capture_output=True, timeout=300)
+    shutil.rmtree(tree)
+    registry.client.push_image("prof/meta", "v1", [(path, MT_EROFS)])
+    r = run(["inspect", "--extents", "--gap=0", path])
+    assert r.returncode == 0, r.stderr
+    meta = set()
+    for line in r.stdout.splitlines():
+        off, length = map(int, line.split())
+        meta.update(range(off // 4096, (off + length + 4095) // 4096))
+    prof = record_walk(lazy, registry.ref("prof/meta", "v1"), workdir, "meta.prof")
+    got = set()
+    for _, off, length in parse(prof)[2]:
+        got.update(range(off // 4096, (off + length + 4095) // 4096))
+    missing = sorted(meta - got)
+    assert not missing, f"{len(missing)} of {len(meta)} metadata blocks not recorded: {missing[:8]}"
+
+
+def record_walk(lazy, ref, workdir, name):
+    """A mount's record with no workload: what its walk needed."""
+    mp = lazy.mount(ref, opts="insecure,profile=none")
+    path = os.path.join(workdir, name)
+    r = lazy.run(["profile", "save", mp, path])
+    assert r.returncode == 0, r.stderr
+    lazy.umount(mp)
+    return path
