@@ -550,10 +550,15 @@ static size_t small_files(const struct fetch_sched *s, uint32_t file, struct uti
 	return n;
 }
 
+static bool file_start(const struct fetch_sched *s, uint64_t off);
+static uint64_t first_window(const struct fetch_sched *s);
+
 /* With a file index, what a read fetches follows the file it falls in: a small file (at most
  * a chunk of data) whole, with the small files after it (small_files); in a larger one, a
  * chunk's worth of its data from the first missing block on (as much as the read spans, if
- * more), in file order, never past the file's end. Bytes outside every file (metadata) fall back to the chunk window. Returns
+ * more; from the file's first byte, the first read-ahead window of note_read with it: one
+ * request a demand, so that many readers starting files at once do not queue behind the
+ * side jobs' cap), in file order, never past the file's end. Bytes outside every file (metadata) fall back to the chunk window. Returns
  * how many windows it wrote to out (max at least 1). */
 static size_t event_windows(const struct fetch_sched *s, const struct fetch_req *r, size_t k,
 			    uint64_t b, struct util_extent *out, size_t max)
@@ -576,6 +581,8 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 			return got;
 	}
 	want = MAX(s->pol.chunk_size, r->v[k].offset + r->v[k].length - off);
+	if (file_start(s, off))
+		want = MAX(want, first_window(s));
 	n = fetch_files_follow(s->files, off, MIN(want, cap), out, max);
 	if (n <= 0) {
 		out[0] = event_window(s, r, k, b);
@@ -763,6 +770,13 @@ uint64_t fetch_sched_bdp(const struct fetch_sched *s)
 static uint64_t ra_limit(const struct fetch_sched *s)
 {
 	return MAX(s->pol.ra_max, MIN(4 * fetch_sched_bdp(s), 256 * MiB));
+}
+
+/* The read-ahead of a file read from its first byte: four chunks (1 MiB) or as much as the
+ * link needs. */
+static uint64_t first_window(const struct fetch_sched *s)
+{
+	return MIN(MAX(4 * s->pol.chunk_size, 2 * fetch_sched_bdp(s)), ra_limit(s));
 }
 
 /* Bytes of one read-ahead request: large on a fast, short link (fewer requests, less
@@ -1086,14 +1100,15 @@ static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hi
 		*lru = (struct fetch_stream){.used = true, .next = end, .stamp = s->clock};
 		if (!file_start(s, off))
 			return false;
-		/* A file read from its first byte is most likely read on: read-ahead starts at
-		 * once, in parallel with the read's own fetch, four chunks (1 MiB) or as much as
-		 * the link needs, but never past the file's end (ra_window). Programs that only
+		/* A file read from its first byte is most likely read on: its first read-ahead
+		 * window (first_window: four chunks, 1 MiB, or as much as the link needs, never
+		 * past the file's end) goes with the read's own fetch (event_windows), and the
+		 * stream asks for the next one as the reader nears its end. Programs that only
 		 * map a library's header and fault in pages cost at most those four chunks. */
 		st = lru;
 		st->ra_end = end;
 		st->hits = 1;
-		st->window = MIN(MAX(4 * s->pol.chunk_size, 2 * fetch_sched_bdp(s)), ra_limit(s));
+		st->window = first_window(s);
 		return ra_window(s, st, end);
 	}
 	st->stamp = s->clock;

@@ -827,15 +827,19 @@ static void test_file_aware_fetching(void **state)
 	assert_int_equal(job->runs[0].offset, 3 * MiB + 512 * KiB);
 	assert_int_equal(job->runs[0].length, 512 * KiB); /* the file ends at 4 MiB */
 	complete(&e, job);
-	/* A read from the file's first byte starts read-ahead at once (in parallel with its own
-	 * fetch), which stops at the file's end. */
+	/* A read from the file's first byte fetches the first read-ahead window with it, in one
+	 * demand request (four chunks; here what the file lacks: up to its last 512 KiB, fetched
+	 * above); the read-ahead queued for that window finds it on its way. */
 	event(&r[2], 1 * MiB, 64 * KiB);
 	assert_int_equal(fetch_sched_add(&e.s, &r[2], 0), 0);
 	assert_true(fetch_sched_note_read(&e.s, 1 * MiB, 64 * KiB));
-	job = fetch_sched_pick(&e.s, 0, NULL); /* the read's own chunk */
+	job = fetch_sched_pick(&e.s, 0, NULL);
 	assert_non_null(job);
 	assert_int_equal(job->kind, FETCH_JOB_DEMAND);
-	assert_non_null(fetch_sched_pick(&e.s, 0, NULL)); /* read-ahead, in flight with it */
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 1 * MiB);
+	assert_int_equal(job->runs[0].length, 2 * MiB + 512 * KiB);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
 	complete(&e, job);
 	while ((job = fetch_sched_pick(&e.s, 0, NULL)) || e.s.njobs) {
 		if (!job) /* the read-ahead picked above */
