@@ -282,8 +282,17 @@ static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret,
 	return call_fd(h, req, pass_fd, ret, NULL, err);
 }
 
-int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
-			struct util_error *err)
+static uint64_t getu(json_t *o, const char *k)
+{
+	uint64_t v = 0;
+
+	(void)util_json_get_u64(o, k, &v);
+	return v;
+}
+
+/* A request carrying ranges (ensure, pin), in lines of at most ENSURE_BATCH of them. */
+static int send_ranges(struct fetch_handle *h, const char *op, const struct util_extent *v,
+		       size_t n, struct util_error *err)
 {
 	for (size_t at = 0; at < n;) {
 		size_t m = MIN(n - at, (size_t)ENSURE_BATCH);
@@ -292,7 +301,7 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
 		int r;
 
 		if (!req || !arr || json_object_set_new(req, "ranges", arr) < 0 ||
-		    json_object_set_new(req, "op", json_string("ensure")) < 0)
+		    json_object_set_new(req, "op", json_string(op)) < 0)
 			return -ENOMEM;
 		for (size_t i = at; i < at + m; i++)
 			if (json_array_append_new(arr, json_pack("[II]", (json_int_t)v[i].offset,
@@ -304,6 +313,49 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
 		at += m;
 	}
 	return 0;
+}
+
+int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			struct util_error *err)
+{
+	return send_ranges(h, "ensure", v, n, err);
+}
+
+int fetch_pin(struct fetch_handle *h, const struct util_extent *v, size_t n,
+	      struct util_error *err)
+{
+	return send_ranges(h, "pin", v, n, err);
+}
+
+int fetch_trim(struct fetch_handle *h, uint64_t bytes, uint64_t cold_ms, uint64_t *ret_freed,
+	       char *why, size_t why_len, struct util_error *err)
+{
+	_cleanup_json_ json_t *req = NULL, *reply = NULL;
+	const char *w = NULL;
+	int r;
+
+	req = json_pack("{s:s,s:I}", "op", "trim", "bytes", (json_int_t)MIN(bytes, (uint64_t)INT64_MAX));
+	if (!req || (cold_ms && json_object_set_new(req, "cold_ms",
+						    json_integer((json_int_t)cold_ms)) < 0))
+		return -ENOMEM;
+	r = call(h, req, -1, &reply, err);
+	if (r < 0)
+		return r;
+	*ret_freed = getu(reply, "freed");
+	if (why_len)
+		snprintf(why, why_len, "%s",
+			 util_json_get_string(reply, "why", &w) >= 0 ? w : "");
+	return 0;
+}
+
+int fetch_connect_entry(const char *run_dir, const char *key, struct fetch_handle **ret)
+{
+	char path[PATH_MAX];
+
+	if (!key_ok(key) || snprintf(path, sizeof(path), "%s/daemon-%s.sock", run_dir, key) >=
+				(int)sizeof(path))
+		return -EINVAL;
+	return fetch_connect(path, ret);
 }
 
 int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err)
@@ -356,13 +408,6 @@ int fetch_detach(struct fetch_handle *h, uint64_t mnt_id)
 	return call(h, req, -1, &reply, NULL);
 }
 
-static uint64_t getu(json_t *o, const char *k)
-{
-	uint64_t v = 0;
-
-	(void)util_json_get_u64(o, k, &v);
-	return v;
-}
 
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 {
@@ -413,6 +458,11 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 	ret->last_errno = -(int)MIN(getu(reply, "last_errno"), (uint64_t)4095);
 	if (util_json_get_string(reply, "last_error", &state) >= 0)
 		snprintf(ret->last_error, sizeof(ret->last_error), "%s", state);
+	ret->trimmed_bytes = getu(reply, "trimmed_bytes");
+	ret->pinned_units = getu(reply, "pinned_units");
+	ret->trimmable = json_is_true(json_object_get(reply, "trimmable"));
+	if (util_json_get_string(reply, "trim_blocked", &state) >= 0)
+		snprintf(ret->trim_blocked, sizeof(ret->trim_blocked), "%s", state);
 	return 0;
 }
 

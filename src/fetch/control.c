@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
  * The worker's main loop: the control socket (root only, line-delimited JSON: hello, hold,
- * status, ensure, data_fd, attach, detach, files, fill) and the decision to leave: the daemon
+ * status, ensure, data_fd, attach, detach, files, fill, pin, trim) and the decision to leave: the daemon
  * leaves when no superblock (mounts.c), no holding connection and no waiting request uses
  * the entry.
  */
@@ -67,21 +67,21 @@ static int reply_hello(struct conn *c)
 	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
 
-static int do_ensure(struct conn *c, json_t *req)
+int fetch_ranges_request(struct fetch_daemon *d, int cfd, json_t *req, const char *op,
+			 struct util_extents *ext)
 {
-	struct fetch_daemon *d = c->d;
-	struct util_extents ext;
-	struct fetch_ensure en = {0};
 	json_t *arr = json_object_get(req, "ranges"), *it;
 	size_t i;
-	int q, r = 0;
+	int r;
 
-	if (!json_is_array(arr) || json_array_size(arr) > FETCH_ENSURE_MAX_RANGES)
-		return fetch_reply_error(c->fd, EINVAL,
-				   "ensure: 'ranges' must be an array of at most %u "
-				   "[offset, length] pairs",
-				   FETCH_ENSURE_MAX_RANGES);
-	util_extents_init(&ext);
+	util_extents_init(ext);
+	if (!json_is_array(arr) || json_array_size(arr) > FETCH_ENSURE_MAX_RANGES) {
+		r = fetch_reply_error(cfd, EINVAL,
+				      "%s: 'ranges' must be an array of at most %u [offset, length] "
+				      "pairs",
+				      op, FETCH_ENSURE_MAX_RANGES);
+		return r < 0 ? r : -EINVAL;
+	}
 	json_array_foreach(arr, i, it)
 	{
 		json_t *o = json_array_get(it, 0), *l = json_array_get(it, 1);
@@ -90,17 +90,31 @@ static int do_ensure(struct conn *c, json_t *req)
 		    json_integer_value(l) < 0 ||
 		    !util_range_within((uint64_t)json_integer_value(o),
 				       (uint64_t)json_integer_value(l), d->cfg.blob.size)) {
-			util_extents_free(&ext);
-			return fetch_reply_error(c->fd, EINVAL, "ensure: range %zu is outside the blob",
-					   i);
+			util_extents_free(ext);
+			r = fetch_reply_error(cfd, EINVAL, "%s: range %zu is outside the blob", op, i);
+			return r < 0 ? r : -EINVAL;
 		}
-		if (util_extents_add(&ext, (uint64_t)json_integer_value(o),
+		if (util_extents_add(ext, (uint64_t)json_integer_value(o),
 				     (uint64_t)json_integer_value(l)) < 0) {
-			util_extents_free(&ext);
-			return fetch_reply_error(c->fd, ENOMEM, "ensure: too many ranges");
+			util_extents_free(ext);
+			r = fetch_reply_error(cfd, ENOMEM, "%s: too many ranges", op);
+			return r < 0 ? r : -ENOMEM;
 		}
 	}
-	util_extents_merge(&ext, 0);
+	util_extents_merge(ext, 0);
+	return 0;
+}
+
+static int do_ensure(struct conn *c, json_t *req)
+{
+	struct fetch_daemon *d = c->d;
+	struct util_extents ext;
+	struct fetch_ensure en = {0};
+	int q, r = 0;
+
+	r = fetch_ranges_request(d, c->fd, req, "ensure", &ext);
+	if (r < 0)
+		return r == -EINVAL || r == -ENOMEM ? 0 : r;
 	if (ext.n == 0) {
 		util_extents_free(&ext);
 		goto ok;
@@ -133,6 +147,21 @@ ok : {
 
 	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
+}
+
+/* A mount's map of the image's metadata: never trimmed (trim.c). */
+static int do_pin(struct conn *c, json_t *req)
+{
+	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
+	struct util_extents ext;
+	int r;
+
+	r = fetch_ranges_request(c->d, c->fd, req, "pin", &ext);
+	if (r < 0)
+		return r == -EINVAL || r == -ENOMEM ? 0 : r;
+	fetch_trim_pin(c->d, ext.v, ext.n);
+	util_extents_free(&ext);
+	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
 
 /* The pre-mark read-only data fd (root clients only, like every request): the client reads
@@ -336,6 +365,10 @@ static void *conn_thread(void *arg)
 			r = fetch_profile_replay_request(d, c->fd, pfd);
 		} else if (!strcmp(op, "fill")) {
 			r = do_fill(c);
+		} else if (!strcmp(op, "pin")) {
+			r = do_pin(c, req);
+		} else if (!strcmp(op, "trim")) {
+			r = fetch_trim_request(d, c->fd, req);
 		} else {
 			r = fetch_reply_error(c->fd, EINVAL, "unknown request '%s'", op);
 		}
@@ -449,7 +482,8 @@ void fetch_control_loop(struct fetch_daemon *d)
 		rescan_soon = d->rescan_at[0] || d->rescan_at[1];
 
 		pthread_mutex_lock(&d->lock);
-		users = d->holds + fetch_rec_count(d) + (unsigned)d->sched.nreqs + d->nensure;
+		users = d->holds + fetch_rec_count(d) + (unsigned)d->sched.nreqs + d->nensure +
+			d->trimming;
 		pthread_mutex_unlock(&d->lock);
 		if (fetch_term_requested() && users > 0 && !term_logged) {
 			log_warning("SIGTERM: still used by %u superblock(s) or client(s); leaving "
@@ -467,7 +501,8 @@ void fetch_control_loop(struct fetch_daemon *d)
 		 * daemon (once we give the entry lock up) instead of joining one that leaves. */
 		fetch_mounts_rescan(d);
 		pthread_mutex_lock(&d->lock);
-		users = d->holds + fetch_rec_count(d) + (unsigned)d->sched.nreqs + d->nensure;
+		users = d->holds + fetch_rec_count(d) + (unsigned)d->sched.nreqs + d->nensure +
+			d->trimming;
 		if (users == 0) {
 			d->leaving = true;
 			if (!d->well_known_gone)
