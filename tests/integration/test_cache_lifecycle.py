@@ -131,6 +131,7 @@ def fetch(lazy, source, opts="insecure", check=True, timeout=120, extra=()):
     return r
 
 
+@pytest.mark.san
 def test_fetch_then_offline_mount_by_digest(lazy, private_registry, images):
     """fetch by tag fills and verifies the whole entry (progress lines on stderr without a
     terminal), leaves no daemon; then, with the registry stopped, a mount by digest is local
@@ -373,6 +374,7 @@ def test_gc_max_size_evicts_lru_unused_never_mounted(lazy, three):
     lazy.assert_nothing_left()
 
 
+@pytest.mark.san
 def test_gc_racing_mounts_of_the_same_blob(lazy, private_registry, images):
     """gc runs over and over (budget 0) while the same blob is mounted, read and unmounted:
     every mount succeeds and reads the right bytes, every gc exits 0; each gc either evicts
@@ -504,6 +506,7 @@ def trim_env(lazy):
                     LAZYEROFS_READAHEAD_INITIAL="65536", LAZYEROFS_READAHEAD_MAX="262144")
 
 
+@pytest.mark.san
 def test_gc_trims_cold_blocks_of_a_mounted_entry(lazy, private_registry, big):
     """The only entry is mounted and over the budget: gc asks its daemon to trim; the blocks
     read longest ago go (holes, bits cleared, on disk too), blocks read just now stay; every
@@ -626,6 +629,7 @@ print(reads)
 """
 
 
+@pytest.mark.san
 def test_trim_racing_readers(lazy, private_registry, big):
     """Readers read random ranges from cold caches while gc trims the mounted entry over and
     over: every read returns the right bytes (never zeros), every answer is given."""
