@@ -109,6 +109,28 @@ uint64_t cache_bitmap_clear_word(struct cache_bitmap *b, size_t w, uint64_t mask
 	return __atomic_fetch_and(&b->words[w], ~mask, __ATOMIC_ACQ_REL) & mask;
 }
 
+void cache_bitmap_set_word(struct cache_bitmap *b, size_t w, uint64_t mask)
+{
+	if (w >= b->nwords)
+		return;
+	if (w == b->nwords - 1 && b->nbits % 64)
+		mask &= (UINT64_C(1) << (b->nbits % 64)) - 1;
+	__atomic_fetch_or(&b->words[w], mask, __ATOMIC_ACQ_REL);
+}
+
+uint64_t cache_bitmap_word_mask(uint64_t first, uint64_t n, size_t w)
+{
+	uint64_t lo = (uint64_t)w * 64, hi = lo + 64, end;
+
+	if (__builtin_add_overflow(first, n, &end))
+		end = UINT64_MAX;
+	if (end <= lo || first >= hi)
+		return 0;
+	lo = MAX(lo, first) - lo;
+	hi = MIN(hi, end) - (uint64_t)w * 64;
+	return (hi - lo == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << (hi - lo)) - 1)) << lo;
+}
+
 void cache_bitmap_clear_all(struct cache_bitmap *b)
 {
 	memset(b->words, 0, b->nwords * 8);

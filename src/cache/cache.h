@@ -50,6 +50,10 @@ bool cache_bitmap_test_range(const struct cache_bitmap *b, uint64_t first, uint6
 void cache_bitmap_set_range(struct cache_bitmap *b, uint64_t first, uint64_t n);
 /* Clear the bits of `mask` in word `w`; returns those of them that were set. */
 uint64_t cache_bitmap_clear_word(struct cache_bitmap *b, size_t w, uint64_t mask);
+/* Set the bits of `mask` in word `w` (bits past nbits are ignored). */
+void cache_bitmap_set_word(struct cache_bitmap *b, size_t w, uint64_t mask);
+/* The mask of bits [first, first + n) that fall in word w. */
+uint64_t cache_bitmap_word_mask(uint64_t first, uint64_t n, size_t w);
 /* Clear everything (only while nobody else looks: rebuild, tests). */
 void cache_bitmap_clear_all(struct cache_bitmap *b);
 /* First bit in [from, limit) whose value is `value`; `limit` when none. */
@@ -159,7 +163,7 @@ struct cache_entry {
 	 * failed sync and the drop. Per process (only the worker stores and flushes). */
 	pthread_rwlock_t store_lock;
 	/* Flushes and header writes, one at a time (the housekeeper, the verifier and the exit
-	 * path all flush): guards persisted and hdr. */
+	 * path all flush): guards persisted and hdr. Taken before store_lock, never after. */
 	pthread_mutex_t flush_lock;
 	struct cache_entry_shared *sh;
 	char rebuild_reason[96]; /* why an existing entry was rebuilt ("" if it was not) */
@@ -193,6 +197,16 @@ int cache_entry_store(struct cache_entry *e, const void *buf, size_t len, uint64
  * once: a retry would succeed without the data ever reaching the disk); readers fetch those
  * blocks again. Single caller at a time. */
 int cache_entry_flush(struct cache_entry *e, bool final);
+/* Evict blocks of an entry that may be in use: their data goes (holes punched), their bits
+ * first. Stores and flushes wait meanwhile. clear(ctx, cleared) clears bits of e->present --
+ * under whatever excludes the caller's readers -- and adds each bit it cleared to
+ * cleared[word] (nwords words, zeroed); then those bits leave the persisted bitmap (written
+ * and synced: it never claims a block whose data is gone) and only then are the blocks'
+ * holes punched. *ret_blocks: the blocks evicted. -errno when the bitmap could not be
+ * persisted (then no data was removed; the cleared bits stay cleared in memory: those
+ * blocks are fetched again when read). */
+int cache_entry_evict(struct cache_entry *e, int (*clear)(void *ctx, uint64_t *cleared), void *ctx,
+		      uint64_t *ret_blocks);
 /* Rewrite the header with new flags (fsync'd). COMPLETE and VERIFIED are refused (-EAGAIN)
  * unless every block is persisted, i.e. durable. */
 int cache_entry_set_flags(struct cache_entry *e, uint32_t set, uint32_t clear);
@@ -243,6 +257,7 @@ struct cache_gc_entry {
 	bool in_use;			  /* its lock is held: a daemon (a mount) uses it */
 	bool evict;			  /* chosen (cache_gc_plan) */
 	bool gone;			  /* evicted */
+	uint64_t freed;			  /* what its eviction or trim gave back */
 };
 
 /* Order entries least recently used first (ties: the larger first, then by key). */
@@ -256,19 +271,30 @@ uint64_t cache_gc_plan(struct cache_gc_entry *v, size_t n, uint64_t budget);
 int cache_gc_budget(const char *cache_dir, const struct util_size *size, uint64_t *ret);
 
 struct cache_gc_result {
-	size_t entries, evicted, in_use; /* entries seen; evicted (or would be); in use */
-	uint64_t total, freed, in_use_bytes, budget; /* bytes: before, freed, held in use */
+	size_t entries, evicted, trimmed, in_use; /* seen; evicted (or would be); trimmed; in use */
+	uint64_t total, freed, in_use_bytes, budget; /* bytes: before, freed, held in use after */
+};
+
+struct cache_gc_hooks {
+	/* An entry evicted (or that would be, on a dry run): e->gone. Or trimmed: !e->gone,
+	 * e->freed what it gave back. May be NULL. */
+	void (*each)(void *ctx, const struct cache_gc_entry *e);
+	/* An entry in use, least recently used first, while the cache is still over its budget
+	 * by `over` bytes once every unused entry went: ask whoever uses it to give back up to
+	 * that much (trim its cold blocks). What it gave back is measured on disk. NULL: entries
+	 * in use stay whole. Never on a dry run. */
+	void (*trim)(void *ctx, const struct cache_gc_entry *e, uint64_t over);
+	void *ctx;
 };
 
 /* Evict entries of cache_dir that no mount uses, least recently used first, until the cache
  * takes at most `size` (a percentage: of its filesystem). An entry's lock is taken without
  * waiting and it is skipped when held (a daemon serves it, or a mount is opening it); it is
- * removed while locked (cache_entry_remove). dry_run: only report what would go. each (may be
- * NULL) sees every evicted entry. A missing cache directory holds nothing. -errno on failure
- * (what was evicted so far stays evicted, and was reported). */
+ * removed while locked (cache_entry_remove). Then, still over, entries in use are trimmed
+ * (hooks->trim). dry_run: only report what would be evicted. A missing cache directory holds
+ * nothing. -errno on failure (what was evicted so far stays evicted, and was reported). */
 int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
-	     void (*each)(void *ctx, const struct cache_gc_entry *e), void *ctx,
-	     struct cache_gc_result *ret);
+	     const struct cache_gc_hooks *hooks, struct cache_gc_result *ret);
 
 /* Name the filesystem type of fd ("ext4", "tmpfs", "overlayfs", ... or "0x<magic>"). */
 const char *cache_fs_name(int fd, char *buf, size_t len);

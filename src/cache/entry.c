@@ -10,6 +10,8 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -580,6 +582,95 @@ int cache_entry_set_flags(struct cache_entry *e, uint32_t set, uint32_t clear)
 			e->hdr.flags = old;
 	}
 	pthread_mutex_unlock(&e->flush_lock);
+	return r;
+}
+
+/* Write the words of the persisted bitmap that `cleared` changes (persisted &= ~cleared),
+ * then sync them. Under flush_lock. */
+static int unpersist(struct cache_entry *e, const uint64_t *cleared)
+{
+	size_t n = e->present.nwords;
+	bool wrote = false;
+	int r;
+
+	for (size_t i = 0; i < n;) {
+		uint64_t buf[512];
+		size_t j = i, k = 0;
+
+		if (!(e->persisted[i] & cleared[i])) {
+			i++;
+			continue;
+		}
+		while (j < n && k < ARRAY_SIZE(buf) && (e->persisted[j] & cleared[j])) {
+			buf[k++] = htole64(e->persisted[j] & ~cleared[j]);
+			j++;
+		}
+		r = cache_io_pwrite_full(e->bitmap_fd, buf, k * 8,
+					 CACHE_BITMAP_OFFSET + (uint64_t)i * 8);
+		if (r < 0)
+			return r;
+		for (size_t x = i; x < j; x++)
+			e->persisted[x] &= ~cleared[x];
+		wrote = true;
+		i = j;
+	}
+	return wrote ? cache_io_fdatasync(e->bitmap_fd) : 0;
+}
+
+int cache_entry_evict(struct cache_entry *e, int (*clear)(void *ctx, uint64_t *cleared), void *ctx,
+		      uint64_t *ret_blocks)
+{
+	_cleanup_free_ uint64_t *cleared = calloc(e->present.nwords, 8);
+	uint64_t blocks = 0, run = 0, start = 0;
+	int r;
+
+	*ret_blocks = 0;
+	if (!cleared)
+		return -ENOMEM;
+	/* flush_lock before store_lock, as a flush that drops unpersisted bits takes them. */
+	pthread_mutex_lock(&e->flush_lock);
+	pthread_rwlock_wrlock(&e->store_lock);
+	r = cache_entry_broken(e) ? -ESTALE : clear(ctx, cleared);
+	if (r >= 0)
+		r = unpersist(e, cleared);
+	/* Only now the data: a crash before this leaves data the bitmap does not claim. */
+	for (uint64_t b = 0; r >= 0 && b <= e->present.nbits; b++) {
+		bool gone = b < e->present.nbits && (cleared[b / 64] >> (b % 64) & 1);
+
+		if (!run && b % 64 == 0 && b < e->present.nbits && !cleared[b / 64]) {
+			b += 63; /* a word with nothing cleared */
+			continue;
+		}
+
+		if (gone) {
+			if (!run)
+				start = b;
+			run++;
+			blocks++;
+			continue;
+		}
+		if (!run)
+			continue;
+		/* A failed punch keeps the data: harmless, the bits are gone either way. */
+		if (cache_io_fallocate(e->data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				       start * CACHE_BLOCK_SIZE,
+				       MIN(run * CACHE_BLOCK_SIZE,
+					   e->hdr.size - start * CACHE_BLOCK_SIZE)) < 0)
+			log_debug("punching blocks %" PRIu64 "+%" PRIu64 " of %s: %m", start, run,
+				  e->hdr.key);
+		run = 0;
+	}
+	if (r >= 0 && blocks && (e->hdr.flags & (CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED))) {
+		uint32_t old = e->hdr.flags;
+
+		e->hdr.flags &= ~(uint32_t)(CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED);
+		r = write_header(e);
+		if (r < 0)
+			e->hdr.flags = old;
+	}
+	pthread_rwlock_unlock(&e->store_lock);
+	pthread_mutex_unlock(&e->flush_lock);
+	*ret_blocks = blocks;
 	return r;
 }
 

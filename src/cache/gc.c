@@ -218,9 +218,33 @@ static int evict(int dirfd, struct cache_gc_entry *e)
 	return r < 0 ? r : files;
 }
 
+/* Still over the budget with every unused entry gone: trim entries in use, least recently
+ * used first, measuring what each gave back on disk. */
+static void trim_in_use(int dirfd, struct cache_gc_entry *v, size_t n,
+			const struct cache_gc_hooks *hooks, struct cache_gc_result *ret)
+{
+	uint64_t left = ret->total - ret->freed;
+
+	for (size_t i = 0; i < n && left > ret->budget; i++) {
+		uint64_t before = v[i].bytes;
+
+		if (v[i].gone || !v[i].in_use)
+			continue;
+		hooks->trim(hooks->ctx, &v[i], left - ret->budget);
+		(void)entry_stat(dirfd, &v[i]);
+		if (v[i].bytes >= before)
+			continue;
+		v[i].freed = before - v[i].bytes;
+		left -= v[i].freed;
+		ret->freed += v[i].freed;
+		ret->trimmed++;
+		if (hooks->each)
+			hooks->each(hooks->ctx, &v[i]);
+	}
+}
+
 int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
-	     void (*each)(void *ctx, const struct cache_gc_entry *e), void *ctx,
-	     struct cache_gc_result *ret)
+	     const struct cache_gc_hooks *hooks, struct cache_gc_result *ret)
 {
 	_cleanup_close_ int root = -1, dirfd = -1;
 	_cleanup_free_ struct cache_gc_entry *v = NULL;
@@ -286,15 +310,20 @@ int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
 				continue;
 		}
 		v[i].gone = true;
+		v[i].freed = v[i].bytes;
 		ret->evicted++;
 		ret->freed += v[i].bytes;
-		if (each)
-			each(ctx, &v[i]);
+		if (hooks && hooks->each)
+			hooks->each(hooks->ctx, &v[i]);
 	}
+	if (r == -EWOULDBLOCK || r > 0)
+		r = 0; /* the last entry looked at was kept, or evicted */
+	if (!dry_run && hooks && hooks->trim && r == 0)
+		trim_in_use(dirfd, v, n, hooks, ret);
 	for (size_t i = 0; i < n; i++)
 		if (v[i].in_use && !v[i].gone) {
 			ret->in_use++;
 			ret->in_use_bytes += v[i].bytes;
 		}
-	return r < 0 && r != -EWOULDBLOCK ? r : 0;
+	return r;
 }

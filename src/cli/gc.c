@@ -24,14 +24,16 @@ static void usage(FILE *f)
 	       "\n"
 	       "Evict whole cache entries (images) that no mount uses, least recently used\n"
 	       "first, until the cache directory takes at most SIZE. An entry a mount uses, or\n"
-	       "one a mount or a fetch is opening right now, is never touched; a later mount of\n"
-	       "an evicted image fetches it again.\n"
+	       "one a mount or a fetch is opening right now, is never evicted; a later mount of\n"
+	       "an evicted image fetches it again. Still over SIZE, entries in use are trimmed:\n"
+	       "their daemons give back blocks nobody read for a minute or more (never the\n"
+	       "image's metadata, never of a verified entry); reads fetch them again.\n"
 	       "\n"
 	       "  --max-size SIZE   the budget: an integer with an optional K, M, G or T suffix\n"
 	       "                    (powers of 1024), or a percentage of the cache filesystem\n"
 	       "                    (10%%). Default: cache-max ($LAZYEROFS_CACHE_MAX, else the\n"
 	       "                    configuration file's); with none, every entry no mount uses\n"
-	       "                    is evicted\n"
+	       "                    is evicted (and nothing in use is trimmed)\n"
 	       "  -n, --dry-run     list what would be evicted; remove nothing\n"
 	       "  -v, --verbose     more output\n"
 	       "  -h, --help        show this help\n"
@@ -56,9 +58,13 @@ static void each(void *ctx, const struct cache_gc_entry *e)
 
 	if (e->last_use > 0 && localtime_r(&t, &tm))
 		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-	printf("%s %s%s (%s, last used %s)\n", rep->dry_run ? "would evict" : "evicted",
-	       e->digest[0] ? e->digest : "entry ", e->digest[0] ? "" : e->key,
-	       util_format_bytes(e->bytes, size, sizeof(size)), when);
+	util_format_bytes(e->freed, size, sizeof(size));
+	if (e->gone)
+		printf("%s %s%s (%s, last used %s)\n", rep->dry_run ? "would evict" : "evicted",
+		       e->digest[0] ? e->digest : "entry ", e->digest[0] ? "" : e->key, size, when);
+	else
+		printf("trimmed %s%s (%s of blocks not read lately; in use)\n",
+		       e->digest[0] ? e->digest : "entry ", e->digest[0] ? "" : e->key, size);
 }
 
 static int parse_args(int argc, char **argv, const char **ret_size, bool *ret_dry_run)
@@ -133,7 +139,9 @@ int cli_gc(int argc, char **argv)
 		}
 		no_budget = r == 0;
 	}
-	r = cache_gc(cache_dir, &max, rep.dry_run, each, &rep, &res);
+	/* Without any budget, unused entries go; entries in use are not trimmed to nothing. */
+	r = mount_cache_gc(cache_dir, mount_env_run_dir(), &max, rep.dry_run, !no_budget, each,
+			   &rep, &res);
 	if (r < 0) {
 		fflush(stdout); /* what was evicted before the failure, first */
 		if (r == -EPERM)
@@ -151,9 +159,12 @@ int cli_gc(int argc, char **argv)
 		snprintf(c, sizeof(c), "none: nothing unused is kept");
 	else
 		util_format_bytes(res.budget, c, sizeof(c));
-	printf("%s %zu of %zu entries, %s %s; the cache %s %s (budget %s)",
-	       rep.dry_run ? "would evict" : "evicted", res.evicted, res.entries, a,
-	       rep.dry_run ? "to free" : "freed", rep.dry_run ? "would hold" : "holds", b, c);
+	printf("%s %zu of %zu entries", rep.dry_run ? "would evict" : "evicted", res.evicted,
+	       res.entries);
+	if (res.trimmed)
+		printf(", trimmed %zu in use", res.trimmed);
+	printf(", %s %s; the cache %s %s (budget %s)", a, rep.dry_run ? "to free" : "freed",
+	       rep.dry_run ? "would hold" : "holds", b, c);
 	if (res.total - res.freed > res.budget)
 		printf("; over budget: %zu entr%s in use hold %s", res.in_use,
 		       res.in_use == 1 ? "y" : "ies",

@@ -124,6 +124,15 @@ static json_t *entry_json(const struct mount_status_entry *e)
 		if (add_keys(o, more) < 0)
 			return NULL;
 	}
+	if (o && a) {
+		json_t *trim = json_pack("{s:I, s:I, s:b, s:s}", "trimmed_bytes",
+					 (json_int_t)s->trimmed_bytes, "pinned_units",
+					 (json_int_t)s->pinned_units, "trimmable", (int)s->trimmable,
+					 "trim_blocked", s->trim_blocked);
+
+		if (add_keys(o, trim) < 0)
+			return NULL;
+	}
 	if (o && !a)
 		json_object_set_new(o, "problem",
 				    json_string("the fetch daemon is not running; unmount with "

@@ -295,8 +295,11 @@ static json_t *ranges_json(const struct util_extent *v, size_t n)
 	return arr;
 }
 
-int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, size_t n,
-			const struct util_extent *need, size_t nneed, struct util_error *err)
+/* A request carrying ranges (ensure, pin), in lines of at most ENSURE_BATCH of them; what is
+ * needed (ensure only) goes with the first line, whole. */
+static int send_ranges(struct fetch_handle *h, const char *op, const struct util_extent *v,
+		       size_t n, const struct util_extent *need, size_t nneed,
+		       struct util_error *err)
 {
 	size_t at = 0;
 
@@ -304,13 +307,12 @@ int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, siz
 		return 0;
 	do { /* (nothing to fetch but a need to tell: one request without ranges) */
 		size_t m = MIN(n - at, (size_t)ENSURE_BATCH);
-		_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "ensure"), *reply = NULL;
+		_cleanup_json_ json_t *req = json_pack("{s:s}", "op", op), *reply = NULL;
 		int r;
 
 		if (!req ||
 		    json_object_set_new(req, "ranges", ranges_json(v ? v + at : NULL, m)) < 0)
 			return -ENOMEM;
-		/* What is needed goes with the first batch, whole. */
 		if (at == 0 && need &&
 		    json_object_set_new(req, "need",
 					ranges_json(need, MIN(nneed, (size_t)FETCH_NEED_MAX))) < 0)
@@ -323,10 +325,31 @@ int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, siz
 	return 0;
 }
 
+int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, size_t n,
+			const struct util_extent *need, size_t nneed, struct util_error *err)
+{
+	return send_ranges(h, "ensure", v, n, need, nneed, err);
+}
+
 int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, size_t n,
 			struct util_error *err)
 {
 	return fetch_ensure_needed(h, v, n, NULL, 0, err);
+}
+
+int fetch_pin(struct fetch_handle *h, const struct util_extent *v, size_t n, struct util_error *err)
+{
+	return send_ranges(h, "pin", v, n, NULL, 0, err);
+}
+
+int fetch_connect_entry(const char *run_dir, const char *key, struct fetch_handle **ret)
+{
+	char path[PATH_MAX];
+
+	if (!key_ok(key) ||
+	    snprintf(path, sizeof(path), "%s/daemon-%s.sock", run_dir, key) >= (int)sizeof(path))
+		return -EINVAL;
+	return fetch_connect(path, ret);
 }
 
 int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err)
@@ -431,6 +454,11 @@ void fetch_status_parse(json_t *reply, struct fetch_status *ret)
 	ret->last_errno = -(int)MIN(getu(reply, "last_errno"), (uint64_t)4095);
 	if (util_json_get_string(reply, "last_error", &state) >= 0)
 		snprintf(ret->last_error, sizeof(ret->last_error), "%s", state);
+	ret->trimmed_bytes = getu(reply, "trimmed_bytes");
+	ret->pinned_units = getu(reply, "pinned_units");
+	ret->trimmable = json_is_true(json_object_get(reply, "trimmable"));
+	if (util_json_get_string(reply, "trim_blocked", &state) >= 0)
+		snprintf(ret->trim_blocked, sizeof(ret->trim_blocked), "%s", state);
 }
 
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
@@ -444,6 +472,27 @@ int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 	if (r < 0)
 		return r;
 	fetch_status_parse(reply, ret);
+	return 0;
+}
+
+int fetch_trim(struct fetch_handle *h, uint64_t bytes, uint64_t cold_ms, uint64_t *ret_freed,
+	       char *why, size_t why_len, struct util_error *err)
+{
+	_cleanup_json_ json_t *req = NULL, *reply = NULL;
+	const char *w = NULL;
+	int r;
+
+	req = json_pack("{s:s,s:I}", "op", "trim", "bytes",
+			(json_int_t)MIN(bytes, (uint64_t)INT64_MAX));
+	if (!req ||
+	    (cold_ms && json_object_set_new(req, "cold_ms", json_integer((json_int_t)cold_ms)) < 0))
+		return -ENOMEM;
+	r = call(h, req, -1, &reply, err);
+	if (r < 0)
+		return r;
+	*ret_freed = getu(reply, "freed");
+	if (why_len)
+		snprintf(why, why_len, "%s", util_json_get_string(reply, "why", &w) >= 0 ? w : "");
 	return 0;
 }
 

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
  * The worker's main loop: the control socket (root only, line-delimited JSON: hello, hold,
- * status, ensure, data_fd, attach, detach, files, fill) and the decision to leave: the daemon
- * leaves when no superblock (mounts.c), no holding connection and no waiting request uses
- * the entry.
+ * status, ensure, data_fd, attach, detach, files, profile_get, profile_replay, fill, pin,
+ * trim) and the decision to leave: the daemon leaves when no superblock (mounts.c), no
+ * holding connection, no waiting request and no trim uses the entry.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -68,8 +68,9 @@ static int reply_hello(struct conn *c)
 }
 
 /* An array of [offset, length] pairs within the blob, appended to ext; -errno with a reply
- * sent. */
-static int parse_ranges(struct conn *c, json_t *arr, const char *key, struct util_extents *ext)
+ * sent. op: the request, key: its member, for the messages. */
+static int parse_ranges(struct conn *c, const char *op, json_t *arr, const char *key,
+			struct util_extents *ext)
 {
 	struct fetch_daemon *d = c->d;
 	json_t *it;
@@ -77,8 +78,8 @@ static int parse_ranges(struct conn *c, json_t *arr, const char *key, struct uti
 
 	if (!json_is_array(arr) || json_array_size(arr) > FETCH_ENSURE_MAX_RANGES) {
 		fetch_reply_error(c->fd, EINVAL,
-				  "ensure: '%s' must be an array of at most %u [offset, length] pairs",
-				  key, FETCH_ENSURE_MAX_RANGES);
+				  "%s: '%s' must be an array of at most %u [offset, length] pairs",
+				  op, key, FETCH_ENSURE_MAX_RANGES);
 		return -EINVAL;
 	}
 	json_array_foreach(arr, i, it)
@@ -89,12 +90,13 @@ static int parse_ranges(struct conn *c, json_t *arr, const char *key, struct uti
 		    json_integer_value(l) < 0 ||
 		    !util_range_within((uint64_t)json_integer_value(o),
 				       (uint64_t)json_integer_value(l), d->cfg.blob.size)) {
-			fetch_reply_error(c->fd, EINVAL, "ensure: %s %zu is outside the blob", key, i);
+			fetch_reply_error(c->fd, EINVAL, "%s: %s %zu is outside the blob", op, key,
+					  i);
 			return -EINVAL;
 		}
 		if (util_extents_add(ext, (uint64_t)json_integer_value(o),
 				     (uint64_t)json_integer_value(l)) < 0) {
-			fetch_reply_error(c->fd, ENOMEM, "ensure: too many ranges");
+			fetch_reply_error(c->fd, ENOMEM, "%s: too many ranges", op);
 			return -ENOMEM;
 		}
 	}
@@ -121,7 +123,7 @@ static int do_ensure(struct conn *c, json_t *req)
 	int q, r = 0;
 
 	util_extents_init(&ext);
-	r = parse_ranges(c, json_object_get(req, "ranges"), "ranges", &ext);
+	r = parse_ranges(c, "ensure", json_object_get(req, "ranges"), "ranges", &ext);
 	if (r < 0) {
 		util_extents_free(&ext);
 		return 0; /* answered */
@@ -135,7 +137,7 @@ static int do_ensure(struct conn *c, json_t *req)
 		struct util_extents nv;
 
 		util_extents_init(&nv);
-		r = parse_ranges(c, need, "need", &nv);
+		r = parse_ranges(c, "ensure", need, "need", &nv);
 		if (r >= 0)
 			record_ranges(d, nv.v, nv.n);
 		util_extents_free(&nv);
@@ -179,6 +181,25 @@ ok : {
 
 	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
+}
+
+/* A mount's map of the image's metadata: never trimmed (trim.c). */
+static int do_pin(struct conn *c, json_t *req)
+{
+	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
+	struct util_extents ext;
+	int r;
+
+	util_extents_init(&ext);
+	r = parse_ranges(c, "pin", json_object_get(req, "ranges"), "ranges", &ext);
+	if (r < 0) {
+		util_extents_free(&ext);
+		return 0; /* answered */
+	}
+	util_extents_merge(&ext, 0);
+	fetch_trim_pin(c->d, ext.v, ext.n);
+	util_extents_free(&ext);
+	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
 
 /* The pre-mark read-only data fd (root clients only, like every request): the client reads
@@ -382,6 +403,10 @@ static void *conn_thread(void *arg)
 			r = fetch_profile_replay_request(d, c->fd, pfd);
 		} else if (!strcmp(op, "fill")) {
 			r = do_fill(c);
+		} else if (!strcmp(op, "pin")) {
+			r = do_pin(c, req);
+		} else if (!strcmp(op, "trim")) {
+			r = fetch_trim_request(d, c->fd, req);
 		} else {
 			r = fetch_reply_error(c->fd, EINVAL, "unknown request '%s'", op);
 		}
@@ -495,7 +520,8 @@ void fetch_control_loop(struct fetch_daemon *d)
 		rescan_soon = d->rescan_at[0] || d->rescan_at[1];
 
 		pthread_mutex_lock(&d->lock);
-		users = d->holds + fetch_rec_count(d) + (unsigned)d->sched.nreqs + d->nensure;
+		users = d->holds + fetch_rec_count(d) + (unsigned)d->sched.nreqs + d->nensure +
+			d->trimming;
 		pthread_mutex_unlock(&d->lock);
 		if (fetch_term_requested() && users > 0 && !term_logged) {
 			log_warning("SIGTERM: still used by %u superblock(s) or client(s); leaving "
@@ -513,7 +539,8 @@ void fetch_control_loop(struct fetch_daemon *d)
 		 * daemon (once we give the entry lock up) instead of joining one that leaves. */
 		fetch_mounts_rescan(d);
 		pthread_mutex_lock(&d->lock);
-		users = d->holds + fetch_rec_count(d) + (unsigned)d->sched.nreqs + d->nensure;
+		users = d->holds + fetch_rec_count(d) + (unsigned)d->sched.nreqs + d->nensure +
+			d->trimming;
 		if (users == 0) {
 			d->leaving = true;
 			if (!d->well_known_gone)

@@ -77,6 +77,9 @@ void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n)
 
 		if (r->kind != FETCH_REQ_EVENT)
 			continue; /* its waiter is woken below */
+		/* Before the answer: a trim leaves units alone that were read this recently. */
+		if (r->result == 0)
+			fetch_trim_note(d, r->one.offset, r->one.length);
 		resp.fd = r->fd;
 		resp.response = r->result == 0 ? FAN_ALLOW : FAN_DENY_ERRNO(deny_errno(r->result));
 		if (r->result != 0) {
@@ -138,10 +141,13 @@ void fetch_settle(struct fetch_daemon *d)
 	size_t n;
 
 	do {
+		/* From the test of the bits (collect) to the answer: no trim in between. */
+		pthread_rwlock_rdlock(&d->answer_gate);
 		pthread_mutex_lock(&d->lock);
 		n = fetch_sched_collect(&d->sched, util_now_ms(), out, COLLECT_BATCH);
 		pthread_mutex_unlock(&d->lock);
 		fetch_answer_batch(d, out, n);
+		pthread_rwlock_unlock(&d->answer_gate);
 	} while (n == COLLECT_BATCH);
 }
 
@@ -152,7 +158,8 @@ static bool own_pid(struct fetch_daemon *d, pid_t pid)
 	return pid == SH_LOAD(d->sh->holder_pid) || pid == getpid();
 }
 
-static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const struct fetch_event *ev)
+static void handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
+			       const struct fetch_event *ev)
 {
 	uint64_t size = d->cfg.blob.size, off, len, first, nblk;
 	bool ra, probe, held;
@@ -211,6 +218,14 @@ static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const stru
 		r->result = q > 0 ? 0 : -EIO;
 		fetch_answer_batch(d, &r, 1);
 	}
+}
+
+/* From the test of the bits to the answer: no trim in between (trim.c). */
+static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const struct fetch_event *ev)
+{
+	pthread_rwlock_rdlock(&d->answer_gate);
+	handle_event_gated(d, r, ev);
+	pthread_rwlock_unlock(&d->answer_gate);
 }
 
 /* Tell the control loop who opened the data file (the daemon's own opens aside). */

@@ -79,6 +79,19 @@ int fetch_ensure_ranges(struct fetch_handle *h, const struct util_extent *v, siz
 int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, size_t n,
 			const struct util_extent *need, size_t nneed, struct util_error *err);
 
+/* The image's metadata map (what a mount's walk made present: the kernel reads it without
+ * events), for the daemon never to trim. -EINVAL from a daemon that predates the request. */
+int fetch_pin(struct fetch_handle *h, const struct util_extent *v, size_t n,
+	      struct util_error *err);
+/* Ask the daemon of an entry in use to evict about `bytes` of its least recently read blocks
+ * (not read for cold_ms, 0: the default, FETCH_TRIM_COLD_MS in fetch/trim.h); *ret_freed
+ * what it evicted, why (may be "") what kept it from more. */
+int fetch_trim(struct fetch_handle *h, uint64_t bytes, uint64_t cold_ms, uint64_t *ret_freed,
+	       char *why, size_t why_len, struct util_error *err);
+/* Connect (without holding it) to the daemon of cache entry key, found in run_dir. -ENOENT or
+ * -ECONNREFUSED when there is none. */
+int fetch_connect_entry(const char *run_dir, const char *key, struct fetch_handle **ret);
+
 /* A read-only fd of the data file that the daemon opened BEFORE it marked the file: reads
  * through it raise no fanotify events, so they never wait for the daemon -- and read zeros
  * from holes where a block is absent. Use it only for ranges fetch_ensure_ranges() has just
@@ -201,6 +214,10 @@ struct fetch_status {
 	bool filling;		  /* the background fill runs */
 	int last_errno;		  /* the last failed fetch: -errno (0: none) */
 	char last_error[256];	  /* ... and what the registry client said */
+	uint64_t trimmed_bytes;	  /* evicted by trims while in use (trim.c) */
+	uint64_t pinned_units;	  /* units holding metadata, never trimmed */
+	bool trimmable;		  /* a trim may evict something now ... */
+	char trim_blocked[160];	  /* ... else why not */
 };
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
 /* The keys of s's measurements (retries, failures by kind and, with has_latency, the latency

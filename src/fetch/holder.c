@@ -480,6 +480,10 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		fetch_fatal(d, r, "opening cache entry %s in '%s': %s", p.key, d->cfg.cache_dir,
 			    strerror(-r));
 	close(cache_dirfd);
+	r = fetch_trim_init(d);
+	if (r < 0)
+		log_warning("no record of reads (%s): the entry cannot be trimmed while in use",
+			    strerror(-r));
 	if (d->entry->rebuilt)
 		log_info("created cache entry %s (%s)%s%s", d->entry->data_path,
 			 d->entry->preallocated ? "pre-allocated" : "sparse",
@@ -509,8 +513,10 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	 * still checks the filesystem, so a bad cache directory fails the same way. */
 	setup_marks(d);
 	if (d->sh->state != FETCH_STATE_RUNNING &&
-	    fanotify_mark(d->fan_fd, FAN_MARK_REMOVE, FAN_PRE_ACCESS, d->entry->data_fd, NULL) == 0)
+	    fanotify_mark(d->fan_fd, FAN_MARK_REMOVE, FAN_PRE_ACCESS, d->entry->data_fd, NULL) == 0) {
 		SH_STORE(d->sh->marked, 0);
+		SH_STORE(d->sh->mark_dropped, 1);
+	}
 	d->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (d->ino_fd < 0)
 		init_failed(d, errno, "inotify_init1", "fs.inotify.max_user_instances");

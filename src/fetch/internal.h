@@ -118,6 +118,9 @@ struct fetch_shared {
 	uint32_t had_user;  /* a hold, attach or superblock was ever seen */
 	uint32_t marked;    /* the pre-content mark is in place */
 	uint32_t exiting;   /* the worker decided to exit: do not replace it */
+	uint32_t mark_dropped; /* the pre-content mark was removed once: never trim (trim.c) */
+	uint32_t pinned;       /* a mount sent the image's metadata map (trim.c) */
+	uint64_t trimmed_bytes, trims; /* what trims evicted */
 	int32_t hiwater_fd; /* highest event fd number ever read */
 	uint64_t started_ms;
 	uint64_t events, answers, fast, denied, requests, fetched_bytes, errors;
@@ -165,10 +168,18 @@ struct fetch_daemon {
 	char sock2_path[PATH_MAX];
 	char log_path[PATH_MAX];
 	struct fetch_shared *sh;
+	/* Trimming (trim.c), made by the holder and shared by every worker (MAP_SHARED): */
+	uint64_t trim_unit, trim_nunits; /* the blob in units of trim_unit bytes */
+	uint64_t *last_read;		 /* per unit: ms of its last allowed read (atomic) */
+	struct cache_bitmap pinned;	 /* per unit: holds metadata, never trimmed */
 
 	/* ---- worker only ---- */
 	pthread_mutex_t lock;	   /* guards everything below marked (lock) and sh->mounts */
 	pthread_mutex_t flush_mutex; /* one bitmap flush at a time (verify.c) */
+	/* Held shared from the moment an event's bits are tested (or a request is collected) to
+	 * its answer; the trimmer holds it exclusively while it clears bits (trim.c). Taken
+	 * before d->lock, never while holding it. */
+	pthread_rwlock_t answer_gate;
 	pthread_cond_t kick_cond;    /* new work, when there is no reader to wake (lock) */
 	pthread_cond_t done_cond;  /* dispatchers wait for free slots, ensure waiters (lock) */
 	struct fetch_sched sched;  /* (lock) */
@@ -187,7 +198,8 @@ struct fetch_daemon {
 	bool stopping;	/* (lock) threads finish what is queued and end */
 	bool unlocked;	/* (lock) the entry lock was given up for the exit verification */
 	bool well_known_gone;	   /* (lock) the discovery socket was unlinked (bad entry) */
-	bool verify_started;	   /* housekeeping thread only */
+	bool verify_started;	   /* set under lock (with trimming); read atomically */
+	bool trimming;		   /* (lock) a trim is under way: no verification starts */
 	int stop_efd;		   /* eventfd: wakes poll loops at exit */
 	/* Opens of the data file seen by the event threads (FAN_OPEN, FAN_CLOSE_WRITE arrive on
 	 * the pre-content group too: one fanotify group per daemon), for the control loop,
@@ -293,6 +305,15 @@ void fetch_entry_tampered(struct fetch_daemon *d, const char *why);
 /* A daemon process (holder or worker) cannot go on: log why, tell whoever waits for readiness
  * ("ERR <errno> <message>" on the ready pipe) and exit. */
 _Noreturn void fetch_fatal(struct fetch_daemon *d, int err, const char *fmt, ...) _printf_(3, 4);
+
+/* trim.c (and trim.h) */
+int fetch_trim_init(struct fetch_daemon *d); /* the holder, once the entry is open */
+/* An allowed read of [off, off + len): stamps its units (under answer_gate). */
+void fetch_trim_note(struct fetch_daemon *d, uint64_t off, uint64_t len);
+/* The image's metadata: never trimmed. */
+void fetch_trim_pin(struct fetch_daemon *d, const struct util_extent *v, size_t n);
+int fetch_trim_request(struct fetch_daemon *d, int cfd, json_t *req);
+void fetch_trim_status(struct fetch_daemon *d, json_t *o);
 
 /* status.c */
 void fetch_fill_status(struct fetch_daemon *d, json_t *o);

@@ -220,6 +220,18 @@ bool fetch_sched_in_flight(const struct fetch_sched *s, uint64_t first_block, ui
 	return true;
 }
 
+bool fetch_sched_overlaps_flight(const struct fetch_sched *s, uint64_t first_block, uint64_t n)
+{
+	uint64_t b = first_block, end = first_block + n, e;
+
+	while (b < end) {
+		if (inflight_at(s, b, &e))
+			return true;
+		b = sched_inflight_next_start(s, b, end);
+	}
+	return false;
+}
+
 /* First block of [from, limit) that is missing and not being fetched; limit when none. */
 uint64_t sched_next_needed(const struct fetch_sched *s, uint64_t from, uint64_t limit)
 {

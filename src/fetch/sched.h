@@ -226,6 +226,8 @@ bool fetch_replay_active(const struct fetch_replay *rp);
 
 /* Is [first, first + n) (blocks) covered by jobs in flight? */
 bool fetch_sched_in_flight(const struct fetch_sched *s, uint64_t first_block, uint64_t n);
+/* Does any job in flight touch a block of [first, first + n)? */
+bool fetch_sched_overlaps_flight(const struct fetch_sched *s, uint64_t first_block, uint64_t n);
 
 /* The chunk-aligned window [start, end) holding byte `off`, clamped to size. */
 void fetch_chunk_window(uint64_t off, uint64_t chunk, uint64_t size, uint64_t *ret_start,

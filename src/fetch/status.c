@@ -110,5 +110,6 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "file_ranges", json_integer((json_int_t)file_ranges));
 	fetch_metrics_status(sh, o);
 	fetch_profile_status(d, o);
+	fetch_trim_status(d, o);
 }
 

@@ -39,6 +39,9 @@ int fetch_remove_mark(struct fetch_daemon *d)
 {
 	if (d->fan_fd < 0 || !SH_LOAD(d->sh->marked))
 		return 0;
+	/* Whatever happens next, this entry is never trimmed again: a superblock that opens the
+	 * file from now on does so unmarked, and never raises events (fact 3). */
+	SH_STORE(d->sh->mark_dropped, 1);
 	if (fanotify_mark(d->fan_fd, FAN_MARK_REMOVE, FAN_PRE_ACCESS, d->entry->data_fd, NULL) < 0)
 		return -errno;
 	SH_STORE(d->sh->marked, 0);
@@ -178,6 +181,22 @@ void fetch_entry_tampered(struct fetch_daemon *d, const char *why)
 	set_bad(d, true);
 }
 
+/* A complete entry not verified yet, and no trim under way (it would punch holes under the
+ * hash): mark the verification started. */
+static bool start_verifying(struct fetch_daemon *d)
+{
+	bool go;
+
+	pthread_mutex_lock(&d->lock);
+	go = !__atomic_load_n(&d->verify_started, __ATOMIC_ACQUIRE) && !d->trimming &&
+	     __atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_RUNNING &&
+	     cache_entry_complete(d->entry);
+	if (go)
+		__atomic_store_n(&d->verify_started, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&d->lock);
+	return go;
+}
+
 /* When to persist the bitmap: within FETCH_FLUSH_MS of the last write once fetching pauses,
  * and at least every FETCH_FLUSH_BUSY_MS while it streams. Each flush is an fdatasync of the
  * data written so far, i.e. synchronous disk writes; every 300 ms during a 1 GiB stream they
@@ -221,12 +240,9 @@ void *fetch_housekeeper_thread(void *arg)
 				log_error("persisting the presence bitmap: %s", strerror(-r));
 			}
 		}
-		if (!__atomic_load_n(&d->verify_started, __ATOMIC_ACQUIRE) &&
-		    __atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_RUNNING &&
-		    cache_entry_complete(d->entry)) {
+		if (start_verifying(d)) {
 			pthread_t t;
 
-			__atomic_store_n(&d->verify_started, true, __ATOMIC_RELEASE);
 			if (pthread_create(&t, NULL, verifier, d) == 0)
 				pthread_detach(t);
 			else

@@ -70,6 +70,16 @@ static void worker_state_init(struct fetch_daemon *d)
 	memset(d->openers, 0, sizeof(d->openers));
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->flush_mutex, NULL);
+	{
+		pthread_rwlockattr_t a;
+
+		/* The trimmer must get its turn however many events keep arriving. */
+		pthread_rwlockattr_init(&a);
+		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&d->answer_gate, &a);
+		pthread_rwlockattr_destroy(&a);
+	}
+	d->trimming = false;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&d->kick_cond, &ca);

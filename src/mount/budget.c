@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
  * The cache's budget (cache-max): where it comes from (LAZYEROFS_CACHE_MAX, else the
- * configuration file's cache-max), and its application before a mount or a fetch makes a
- * new entry: the eviction of `lazyerofs gc` (cache/gc.c), least recently used unused entries
- * first, while the cache is over the budget.
+ * configuration file's cache-max), the eviction `lazyerofs gc` runs (cache/gc.c: least
+ * recently used unused entries first) with the trimming of entries in use through their
+ * daemons (fetch/trim.c), and its application before a mount or a fetch makes a new entry.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,16 +40,67 @@ int mount_cache_max(struct util_size *ret, struct util_error *err)
 	return 1;
 }
 
+struct gc_ctx {
+	const char *run_dir;
+	uint64_t cold_ms; /* 0: the daemon's default */
+	void (*each)(void *ctx, const struct cache_gc_entry *e);
+	void *ctx;
+};
+
+static void each_entry(void *arg, const struct cache_gc_entry *e)
+{
+	struct gc_ctx *g = arg;
+
+	if (g->each)
+		g->each(g->ctx, e);
+}
+
+/* Ask the daemon of an entry in use to give back `over` bytes of blocks nobody read lately. */
+static void trim_entry(void *arg, const struct cache_gc_entry *e, uint64_t over)
+{
+	struct gc_ctx *g = arg;
+	struct fetch_handle *h = NULL;
+	struct util_error err = UTIL_ERROR_INIT;
+	char why[160] = "";
+	uint64_t freed = 0;
+	int r;
+
+	r = fetch_connect_entry(g->run_dir, e->key, &h);
+	if (r >= 0)
+		r = fetch_trim(h, over, g->cold_ms, &freed, why, sizeof(why), &err);
+	fetch_handle_free(h);
+	if (r < 0)
+		log_info("not trimming entry %s: %s", e->key,
+			 r == -ENOENT || r == -ECONNREFUSED ? "no daemon answers for it"
+							    : util_err_msg(&err, r));
+	else if (why[0])
+		log_info("entry %s: trimmed %" PRIu64 " bytes; %s", e->key, freed, why);
+}
+
+int mount_cache_gc(const char *cache_dir, const char *run_dir, const struct util_size *size,
+		   bool dry_run, bool trim, void (*each)(void *ctx, const struct cache_gc_entry *e),
+		   void *ctx, struct cache_gc_result *ret)
+{
+	const char *cold = getenv("LAZYEROFS_TRIM_COLD_MS");
+	struct gc_ctx g = {.run_dir = run_dir, .each = each, .ctx = ctx};
+	struct cache_gc_hooks hooks = {
+	    .each = each_entry, .trim = trim ? trim_entry : NULL, .ctx = &g};
+
+	if (cold && util_parse_u64(cold, &g.cold_ms) < 0)
+		g.cold_ms = 0;
+	return cache_gc(cache_dir, size, dry_run, &hooks, ret);
+}
+
 static void log_evicted(void *ctx, const struct cache_gc_entry *e)
 {
 	char b[32];
 
-	log_info("cache-max: evicted %s%s (%s), least recently used",
+	log_info("cache-max: %s %s%s (%s), least recently used", e->gone ? "evicted" : "trimmed",
 		 e->digest[0] ? e->digest : "entry ", e->digest[0] ? "" : e->key,
-		 util_format_bytes(e->bytes, b, sizeof(b)));
+		 util_format_bytes(e->freed, b, sizeof(b)));
 }
 
-void mount_cache_max_apply(const char *cache_dir, const char *key)
+void mount_cache_max_apply(const char *cache_dir, const char *run_dir, const char *key)
 {
 	struct util_error err = UTIL_ERROR_INIT;
 	struct cache_gc_result res;
@@ -66,7 +118,7 @@ void mount_cache_max_apply(const char *cache_dir, const char *key)
 	/* Only before a new entry: an entry that exists already takes its room. */
 	if (cache_dir_open(cache_dir, &dfd) < 0 || cache_entry_peek(dfd, key, &h) != -ENOENT)
 		return;
-	r = cache_gc(cache_dir, &max, false, log_evicted, NULL, &res);
+	r = mount_cache_gc(cache_dir, run_dir, &max, false, true, log_evicted, NULL, &res);
 	if (r < 0)
 		log_warning("cache-max: evicting unused entries of '%s': %s", cache_dir,
 			    strerror(-r));

@@ -50,6 +50,28 @@ DEFINE_CLEANUP_FUNC(struct mount_profile, mount_profile_free);
 /* Memory for the metadata loaded during the walk (a Debian minbase has 8-16 MiB). */
 #define WALK_MEMORY_CAP (256ULL << 20)
 
+/* Tell the daemon what the kernel reads without events (the walk's extents, the superblock's
+ * block and a metadata zone fetched whole): it never trims those while mounts use the entry.
+ * Best effort: a daemon without the request simply never trims. */
+static void pin_metadata(struct fetch_handle *h, struct util_extents *ext, uint64_t size,
+			 uint64_t zone_offset)
+{
+	struct util_error perr = UTIL_ERROR_INIT;
+	struct util_extent zone;
+	int r;
+
+	r = util_extents_add(ext, 0, MIN(size, (uint64_t)8192));
+	if (r >= 0 && zone_offset && mount_metadata_zone(zone_offset, size, &zone))
+		r = util_extents_add(ext, zone.offset, zone.length);
+	if (r >= 0) {
+		util_extents_merge(ext, 0);
+		r = fetch_pin(h, ext->v, ext->n, &perr);
+	}
+	if (r < 0)
+		log_debug("the daemon has no metadata map (%s): it will not trim the entry",
+			  util_err_msg(&perr, r));
+}
+
 /* Make every structure the kernel reads without an event present in the cache file. */
 static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount_result *res,
 			     struct util_error *err)
@@ -163,8 +185,10 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		util_extents_free(&ext);
 		r = erofs_walk(&io, &wopts, &ext, &res->walk, &werr);
 	}
-	if (r >= 0)
+	if (r >= 0) {
 		res->walk_ranges = ext.n;
+		pin_metadata(h, &ext, size, res->zone_bytes ? info.meta_offset : 0);
+	}
 	util_extents_free(&ext);
 	if (r < 0) {
 		if (util_err_has_msg(&ferr))
@@ -301,7 +325,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	snprintf(res->digest, sizeof(res->digest), "%s", cfg.blob.digest);
 	res->size = cfg.blob.size;
 
-	mount_cache_max_apply(cache_dir, rs.blob.cache_key);
+	mount_cache_max_apply(cache_dir, run_dir, rs.blob.cache_key);
 	/* Start or join the entry's daemon: the data file is marked before anything mounts it. */
 	t = util_now_ms();
 	cfg.cache_dir = cache_dir;

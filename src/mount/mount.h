@@ -17,6 +17,7 @@
 #include "erofs/erofs.h"
 #include "fetch/fetch.h"
 #include "mount/walkio.h"
+#include "cache/cache.h"
 #include "oci/oci.h"
 #include "util/strutil.h"
 
@@ -35,10 +36,16 @@ const char *mount_env_run_dir(void);
  * configuration file's cache-max. 1 and *ret when one is set, 0 when none, -EINVAL with one
  * line in err when it is not a SIZE (util_parse_size) or the file is broken. */
 int mount_cache_max(struct util_size *ret, struct util_error *err);
+/* `lazyerofs gc`: cache_gc(); with `trim`, entries in use are then trimmed through their
+ * daemons in run_dir (their least recently read blocks; $LAZYEROFS_TRIM_COLD_MS: how long
+ * unread, for tests). each (may be NULL) sees every entry evicted (e->gone) or trimmed. */
+int mount_cache_gc(const char *cache_dir, const char *run_dir, const struct util_size *size,
+		   bool dry_run, bool trim, void (*each)(void *ctx, const struct cache_gc_entry *e),
+		   void *ctx, struct cache_gc_result *ret);
 /* Before a new entry is made for key: when the cache is over its budget, evict entries no
- * mount uses, least recently used first (cache_gc). Logged; never fails (a bad budget is a
- * warning). */
-void mount_cache_max_apply(const char *cache_dir, const char *key);
+ * mount uses, least recently used first, then trim entries in use (mount_cache_gc). Logged;
+ * never fails (a bad budget is a warning). */
+void mount_cache_max_apply(const char *cache_dir, const char *run_dir, const char *key);
 
 /* Options of `mount -o` that are not the registry client's. */
 struct mount_opts {

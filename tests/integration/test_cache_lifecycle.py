@@ -17,9 +17,10 @@ import time
 
 import pytest
 
-from common import BIN, assert_one_line_error, child_read, pid_alive, wait_until
+from common import BIN, FIXTURES, assert_one_line_error, child_read, pid_alive, wait_until
 from lazymount import build_big_image
 from registry import MT_EROFS
+from trees import child_snapshot, compare_tree, diff_snapshots
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
 
@@ -130,6 +131,7 @@ def fetch(lazy, source, opts="insecure", check=True, timeout=120, extra=()):
     return r
 
 
+@pytest.mark.san
 def test_fetch_then_offline_mount_by_digest(lazy, private_registry, images):
     """fetch by tag fills and verifies the whole entry (progress lines on stderr without a
     terminal), leaves no daemon; then, with the registry stopped, a mount by digest is local
@@ -191,9 +193,10 @@ def test_fetch_interrupted_leaves_consistent_entry(lazy, faultproxy, registry, i
     """SIGINT during a slow fill: one line, exit 2, no daemon left, the persisted bitmap claims
     only right bytes; a second fetch goes on from there and completes."""
     im = push(registry, "life/slow", images["a"])
-    # 256 KiB requests, each held 0.2 s by the proxy: the fill takes several seconds.
-    lazy.env["LAZYEROFS_MAX_JOB"] = str(256 * 1024)
-    faultproxy.add("delay", path=r"/blobs/", method="GET", count=10000, seconds=0.2)
+    # 64 KiB requests, two at a time, each held 0.25 s by the proxy: the fill takes seconds.
+    lazy.env.update(LAZYEROFS_MAX_JOB=str(64 * 1024), LAZYEROFS_CHUNK_SIZE=str(64 * 1024),
+                    LAZYEROFS_SIDE_JOBS="2", LAZYEROFS_FLUSH_MS="100")
+    faultproxy.add("delay", path=r"/blobs/", method="GET", count=10000, seconds=0.25)
     ref = faultproxy.ref("life/slow", "v1")
     p = subprocess.Popen([BIN, "fetch", "-o", "insecure", ref], env=lazy.env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -371,6 +374,7 @@ def test_gc_max_size_evicts_lru_unused_never_mounted(lazy, three):
     lazy.assert_nothing_left()
 
 
+@pytest.mark.san
 def test_gc_racing_mounts_of_the_same_blob(lazy, private_registry, images):
     """gc runs over and over (budget 0) while the same blob is mounted, read and unmounted:
     every mount succeeds and reads the right bytes, every gc exits 0; each gc either evicts
@@ -460,3 +464,201 @@ def test_gc_bad_input(lazy, three):
     assert all(present(lazy.cache, im) for im in three.values())
     r = lazy.run(["gc", "--help"])
     assert r.returncode == 0 and "Usage: lazyerofs gc" in r.stdout
+
+
+# --- trimming entries in use -----------------------------------------------------------------
+
+
+COLD_MS = 1000  # LAZYEROFS_TRIM_COLD_MS: blocks unread for 1 s may be trimmed (default 60 s)
+UNIT_BLOCKS = 128 * 1024 // BLOCK  # blocks are trimmed in units of 128 KiB
+
+
+@pytest.fixture(scope="module")
+def big(workdir):
+    """An uncompressed 32 MiB image (data/r0.bin .. r3.bin, 8 MiB of random bytes each)."""
+    os.makedirs(os.path.join(workdir, "big"), exist_ok=True)
+    path, tree = build_big_image(os.path.join(workdir, "big"), files=4, mib=8)
+    with open(path, "rb") as f:
+        blob = f.read()
+    return {"path": path, "tree": tree, "blob": blob}
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("1\n")
+
+
+def file_blocks(im, rel):
+    """The blob's blocks that hold the data of file rel (uncompressed image: found by
+    content)."""
+    data = expected(im, rel)
+    off = im["blob"].find(data)
+    assert off >= 0 and off % BLOCK == 0, off
+    return range(off // BLOCK, (off + len(data) + BLOCK - 1) // BLOCK)
+
+
+def trim_env(lazy):
+    """Trim what was unread for COLD_MS; small read-ahead, so that reading some files does
+    not fetch the whole image (a complete entry is verified and loses its mark: never
+    trimmed)."""
+    lazy.env.update(LAZYEROFS_TRIM_COLD_MS=str(COLD_MS), LAZYEROFS_CHUNK_SIZE="65536",
+                    LAZYEROFS_READAHEAD_INITIAL="65536", LAZYEROFS_READAHEAD_MAX="262144")
+
+
+@pytest.mark.san
+def test_gc_trims_cold_blocks_of_a_mounted_entry(lazy, private_registry, big):
+    """The only entry is mounted and over the budget: gc asks its daemon to trim; the blocks
+    read longest ago go (holes, bits cleared, on disk too), blocks read just now stay; every
+    read afterwards, from cold caches, returns the right bytes (fetched again), and the
+    metadata is untouched."""
+    im = push(private_registry, "trim/big", big)
+    trim_env(lazy)
+    mp = lazy.mount(im["ref"])
+    names = [f"/data/r{i}.bin" for i in range(4)]
+    for n in names[:3]:
+        assert child_read(mp + n) == expected(im, n)
+    assert child_read(mp + names[3], 0, MiB) == expected(im, names[3])[:MiB]
+    snap = child_snapshot(mp)
+    st = lazy.status_of(mp)
+    assert st["state"] == "running" and st["trimmable"] is True, (st["trim_blocked"], st)
+    time.sleep(COLD_MS / 1000 + 0.5)
+    drop_caches()
+    assert child_read(mp + names[2]) == expected(im, names[2])  # read again: hot
+    before = entry_bytes(lazy.cache, im["digest"])
+    r = gc(lazy, "--max-size", str(before - 8 * MiB))
+    assert re.search(rf"^trimmed {im['digest']} \(", r.stdout, re.M), r.stdout
+    assert "trimmed 1 in use" in r.stdout, r.stdout
+    after = entry_bytes(lazy.cache, im["digest"])
+    assert after <= before - 8 * MiB, (before, after)
+    st = lazy.status_of(mp)
+    assert st["trimmed_bytes"] >= 8 * MiB and st["present_bytes"] < st["size"], st
+    # The least recently read went first; the one read just now stayed.
+    claims = set(claimed_blocks(lazy.cache, im["digest"], im["size"]))
+    assert set(file_blocks(im, names[2])) <= claims
+    # (all of it but the units it shares with metadata or with the file read after it)
+    assert len(set(file_blocks(im, names[0])) & claims) <= 2 * UNIT_BLOCKS
+    # Cold caches: every byte comes from the cache file or the registry, right.
+    fetched = st["fetched_bytes"]
+    drop_caches()
+    assert not diff_snapshots(snap, child_snapshot(mp))
+    for n in names:
+        assert child_read(mp + n) == expected(im, n), n
+    st = lazy.status_of(mp)
+    assert st["fetched_bytes"] >= fetched + 8 * MiB and st["errors"] == 0, st
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+    assert check_claims(lazy.cache, im) > 0
+
+
+@pytest.mark.parametrize("name", ["lz4hc", "ztailpacking", "fragments", "chunked", "metazone",
+                                  "bs1k", "metacompress"])
+def test_trim_keeps_metadata(lazy, private_registry, name, expected_tree):
+    """Everything cold trimmed away (budget 0), block by block, from a mounted fixture image of
+    which some files were read: with cold caches the tree (names, modes, xattrs, inline data) and every
+    file's content are still right."""
+    path = os.path.join(FIXTURES, name + ".erofs")
+    with open(path, "rb") as f:
+        blob = f.read()
+    im = push(private_registry, f"trim/{name}", {"path": path, "blob": blob, "tree": None})
+    trim_env(lazy)
+    lazy.env["LAZYEROFS_TRIM_UNIT"] = str(BLOCK)  # trim right up to the metadata
+    mp = lazy.mount(im["ref"])
+    root, snap, hashes = expected_tree
+    assert not diff_snapshots(snap, child_snapshot(mp))
+    # A few files, read whole: the largest (their data has blocks of its own) -- not so much
+    # that the entry is complete (then it is verified, and loses its mark).
+    paths = sorted(hashes, key=lambda p: -os.path.getsize(os.path.join(root, p.lstrip("/"))))
+    for p in paths[:3]:
+        child_read(os.path.join(mp, p.lstrip("/")))
+    time.sleep(COLD_MS / 1000 + 0.5)
+    r = gc(lazy, "-v", "--max-size", "0")
+    st = lazy.status_of(mp)
+    assert st["state"] == "running" and st["trimmed_bytes"] > 0, (r.stdout, r.stderr, st)
+    drop_caches()
+    compare_tree(mp, expected_tree)
+    assert lazy.status_of(mp)["errors"] == 0
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+    assert check_claims(lazy.cache, im) > 0
+
+
+def test_verified_entry_is_never_trimmed(lazy, private_registry, images):
+    """prefetch=all verified the entry and dropped its mark: gc leaves it whole (a hole would
+    be read as zeros), says the cache is over budget, and the mount reads right."""
+    im = push(private_registry, "trim/verified", images["c"])
+    trim_env(lazy)
+    mp = lazy.mount(im["ref"], opts="insecure,prefetch=all")
+    assert wait_until(lambda: lazy.status_of(mp)["state"] == "verified", 60)
+    time.sleep(COLD_MS / 1000 + 0.5)
+    before = entry_bytes(lazy.cache, im["digest"])
+    r = gc(lazy, "--max-size", "0")
+    assert "trimmed" not in r.stdout and "over budget: 1 entry in use" in r.stdout, r.stdout
+    assert entry_bytes(lazy.cache, im["digest"]) == before
+    st = lazy.status_of(mp)
+    assert st["trimmable"] is False and "mark" in st["trim_blocked"], st
+    drop_caches()
+    assert child_read(mp + "/data/f.bin") == expected(im, "/data/f.bin")
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+READER = r"""
+import os, random, sys, time
+mp, tree, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+names = [f"/data/r{i}.bin" for i in range(3)]  # r3 unread: the entry stays incomplete
+want = {n: open(tree + n, "rb").read() for n in names}
+end, reads, rng = time.monotonic() + seconds, 0, random.Random(os.getpid())
+while time.monotonic() < end:
+    n = rng.choice(names)
+    off = rng.randrange(0, len(want[n]) // 4096) * 4096
+    ln = rng.choice([4096, 65536, 1 << 20])
+    fd = os.open(mp + n, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # from the cache file, not RAM
+        got = os.pread(fd, ln, off)
+    finally:
+        os.close(fd)
+    if got != want[n][off:off + ln]:
+        zeros = got.count(0) == len(got)
+        print(f"WRONG {n} at {off}+{ln}{' (zeros)' if zeros else ''}", flush=True)
+        sys.exit(1)
+    reads += 1
+    time.sleep(0.01)  # units go cold between reads, and are trimmed under the readers
+print(reads)
+"""
+
+
+@pytest.mark.san
+def test_trim_racing_readers(lazy, private_registry, big):
+    """Readers read random ranges from cold caches while gc trims the mounted entry over and
+    over: every read returns the right bytes (never zeros), every answer is given."""
+    im = push(private_registry, "trim/race", big)
+    trim_env(lazy)
+    mp = lazy.mount(im["ref"])
+    for i in range(3):
+        assert child_read(mp + f"/data/r{i}.bin", 0, 4096)
+    readers = [subprocess.Popen(["/usr/bin/python3", "-c", READER, mp, big["tree"], "12"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(3)]
+    trims = 0
+    try:
+        end = time.monotonic() + 12
+        while time.monotonic() < end:
+            r = gc(lazy, "--max-size", "0")
+            trims += "trimmed" in r.stdout
+            time.sleep(0.1)
+        outs = [p.communicate(timeout=120) for p in readers]
+    finally:
+        for p in readers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (out, err) in zip(readers, outs):
+        assert p.returncode == 0, out + err
+    st = lazy.status_of(mp)
+    assert trims >= 10 and st["trimmed_bytes"] > MiB, (trims, st)
+    assert st["errors"] == 0 and st["answers"] == st["events"], st
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+    assert check_claims(lazy.cache, im) > 0

@@ -22,11 +22,10 @@ import time
 import pytest
 
 from common import (BIN, CHILD_READ_TIMEOUT, FIXTURE_IMAGES, FIXTURES, ROOT,
-                    assert_one_line_error, child_hashes, child_read, child_sha256,
-                    content_hashes, events_taken_over)
+                    assert_one_line_error, child_read, child_sha256, events_taken_over)
 from lazymount import build_big_image, build_busybox_image, is_mounted, pid_alive, wait_until
 from registry import MT_EROFS, closed_port
-from trees import child_snapshot, diff_snapshots, format_diff, snapshot
+from trees import child_snapshot, compare_tree, diff_snapshots, format_diff
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
 
@@ -67,14 +66,6 @@ def images(registry, busybox_image, big_image):
                      "size": layer["size"], "manifest": im["digest"], "path": path,
                      "repo": f"lazy/{name}"}
     return out
-
-
-@pytest.fixture(scope="module")
-def expected_tree(trees):
-    """The fixture tree (tests/fixtures/tree.tar extracted): metadata snapshot and content
-    hashes of every regular file."""
-    root = trees.tree("fixture")
-    return root, snapshot(root), content_hashes(root)
 
 
 def big_file(tree_root, min_size=100 * 1024):
@@ -212,15 +203,6 @@ def check_status(lazy, st, mp, im, source):
     assert st["state"] in STATES, st
     assert st["integrity"] == ("verified" if st["state"] == "verified" else "insecure"), st
     assert pid_alive(st["pid"]) and st["pid"] in lazy.daemon_roots(), (st, lazy.daemon_roots())
-
-
-def compare_tree(mp, expected_tree):
-    root, snap, hashes = expected_tree
-    diff = diff_snapshots(snap, child_snapshot(mp))
-    assert not diff, format_diff(diff)
-    got = child_hashes(mp)
-    bad = sorted(p for p in hashes if got.get(p) != hashes[p])
-    assert not bad and set(got) == set(hashes), f"content differs: {bad[:10]}"
 
 
 def record_numbers(line):

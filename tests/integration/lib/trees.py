@@ -774,6 +774,27 @@ def trees(trees_workdir):
     return Trees(trees_workdir)
 
 
+@pytest.fixture(scope="module")
+def expected_tree(trees):
+    """The fixture tree (tests/fixtures/tree.tar extracted): its root, metadata snapshot and
+    the content hash of every regular file, for compare_tree."""
+    from hashing import content_hashes
+    root = trees.tree("fixture")
+    return root, snapshot(root), content_hashes(root)
+
+
+def compare_tree(mp, expected_tree):
+    """The tree at mp (a lazy mount: walked and read in child processes) is expected_tree:
+    the same metadata and the same content."""
+    from common import child_hashes
+    root, snap, hashes = expected_tree
+    diff = diff_snapshots(snap, child_snapshot(mp))
+    assert not diff, format_diff(diff)
+    got = child_hashes(mp)
+    bad = sorted(p for p in hashes if got.get(p) != hashes[p])
+    assert not bad and set(got) == set(hashes), f"content differs: {bad[:10]}"
+
+
 @pytest.fixture
 def file_mounts(trees_workdir):
     """mount = file_mounts.mount(image); everything is unmounted after the test."""

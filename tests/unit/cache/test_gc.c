@@ -153,6 +153,8 @@ static void note(void *ctx, const struct cache_gc_entry *e)
 	assert_true(s->n < sizeof(s->keys));
 	s->keys[s->n++] = e->key[0];
 	s->bytes += e->bytes;
+	assert_true(e->gone);
+	assert_int_equal(e->freed, e->bytes);
 	assert_int_equal(strncmp(e->digest, "sha256:", 7), 0);
 	assert_int_equal(strcmp(e->digest + 7, e->key), 0);
 }
@@ -163,6 +165,7 @@ static void test_gc_lru_and_in_use(void **state)
 	struct cache_gc_result res;
 	struct util_size none = {.bytes = 0}, big = {.bytes = UINT64_MAX};
 	struct seen seen = {0};
+	struct cache_gc_hooks hn = {.each = note, .ctx = &seen};
 	struct cache_entry *busy;
 
 	/* a: oldest, b: in use (its lock held), c: middle, d: newest. */
@@ -172,7 +175,7 @@ static void test_gc_lru_and_in_use(void **state)
 	make(f, 'd', 8, 3000, false);
 
 	/* A budget nothing exceeds: nothing goes. */
-	assert_int_equal(cache_gc(f->cache, &big, false, note, &seen, &res), 0);
+	assert_int_equal(cache_gc(f->cache, &big, false, &hn, &res), 0);
 	assert_int_equal(res.entries, 4);
 	assert_int_equal(res.evicted, 0);
 	assert_int_equal(res.in_use, 1);
@@ -180,7 +183,7 @@ static void test_gc_lru_and_in_use(void **state)
 
 	/* Dry run with no budget: all but the busy one would go, oldest first; nothing is
 	 * removed. */
-	assert_int_equal(cache_gc(f->cache, &none, true, note, &seen, &res), 0);
+	assert_int_equal(cache_gc(f->cache, &none, true, &hn, &res), 0);
 	assert_int_equal(seen.n, 3);
 	assert_memory_equal(seen.keys, "acd", 3);
 	assert_int_equal(res.evicted, 3);
@@ -193,7 +196,7 @@ static void test_gc_lru_and_in_use(void **state)
 		struct util_size fit = {.bytes = res.total - 1};
 
 		seen = (struct seen){0};
-		assert_int_equal(cache_gc(f->cache, &fit, false, note, &seen, &res), 0);
+		assert_int_equal(cache_gc(f->cache, &fit, false, &hn, &res), 0);
 		assert_int_equal(seen.n, 1);
 		assert_int_equal(seen.keys[0], 'a');
 		assert_true(res.total - res.freed <= fit.bytes);
@@ -204,7 +207,7 @@ static void test_gc_lru_and_in_use(void **state)
 
 	/* No budget: every unused entry goes; the busy one stays, whole. */
 	seen = (struct seen){0};
-	assert_int_equal(cache_gc(f->cache, &none, false, note, &seen, &res), 0);
+	assert_int_equal(cache_gc(f->cache, &none, false, &hn, &res), 0);
 	assert_int_equal(seen.n, 2);
 	assert_memory_equal(seen.keys, "cd", 2);
 	assert_int_equal(res.in_use, 1);
@@ -214,11 +217,100 @@ static void test_gc_lru_and_in_use(void **state)
 	/* Once let go, it goes too. */
 	cache_entry_free(busy);
 	seen = (struct seen){0};
-	assert_int_equal(cache_gc(f->cache, &none, false, note, &seen, &res), 0);
+	assert_int_equal(cache_gc(f->cache, &none, false, &hn, &res), 0);
 	assert_int_equal(seen.n, 1);
 	assert_int_equal(seen.keys[0], 'b');
 	assert_int_equal(res.entries, 1);
 	assert_false(exists(f, 'b', "") || exists(f, 'b', ".lock"));
+}
+
+/* Over the budget with every unused entry gone: the trim hook is asked, least recently used
+ * entry in use first, for what is over; what it gives back is measured on disk. Here the
+ * hook trims the entry it holds open with cache_entry_evict (all its blocks). */
+struct trim_fixture {
+	struct cache_entry *busy;
+	unsigned calls;
+	uint64_t over;
+	size_t trimmed_seen;
+};
+
+static int clear_all(void *ctx, uint64_t *cleared)
+{
+	struct cache_entry *e = ctx;
+
+	for (size_t w = 0; w < e->present.nwords; w++)
+		cleared[w] |= cache_bitmap_clear_word(&e->present, w, ~UINT64_C(0));
+	return 0;
+}
+
+static void trim_hook(void *ctx, const struct cache_gc_entry *e, uint64_t over)
+{
+	struct trim_fixture *t = ctx;
+	uint64_t blocks;
+
+	t->calls++;
+	t->over = over;
+	assert_int_equal(e->key[0], 'b');
+	assert_true(e->in_use);
+	assert_int_equal(cache_entry_evict(t->busy, clear_all, t->busy, &blocks), 0);
+	assert_int_equal(blocks, 32);
+}
+
+static void trim_each(void *ctx, const struct cache_gc_entry *e)
+{
+	struct trim_fixture *t = ctx;
+
+	if (!e->gone) {
+		assert_int_equal(e->key[0], 'b');
+		assert_true(e->freed >= 32 * 4096);
+		t->trimmed_seen++;
+	}
+}
+
+static void test_gc_trims_in_use(void **state)
+{
+	struct fixture *f = *state;
+	struct trim_fixture t = {0};
+	struct cache_gc_hooks hooks = {.each = trim_each, .trim = trim_hook, .ctx = &t};
+	struct util_size none = {.bytes = 0};
+	struct cache_gc_result res;
+	char key[CACHE_KEY_LEN + 1], name[CACHE_KEY_LEN + 16];
+	uint64_t word;
+	struct stat st;
+	int fd;
+
+	make(f, 'a', 8, 1000, false);
+	t.busy = make(f, 'b', 32, 500, true);
+	/* A dry run asks nobody to trim. */
+	assert_int_equal(cache_gc(f->cache, &none, true, &hooks, &res), 0);
+	assert_int_equal(t.calls, 0);
+	assert_int_equal(cache_gc(f->cache, &none, false, &hooks, &res), 0);
+	assert_int_equal(res.evicted, 1);
+	assert_int_equal(t.calls, 1);
+	assert_int_equal(res.trimmed, 1);
+	assert_int_equal(t.trimmed_seen, 1);
+	assert_true(t.over > 32 * 4096);
+	assert_int_equal(res.in_use, 1);
+	/* The persisted bitmap claims nothing, and the data is gone from the disk. */
+	key_of('b', key);
+	snprintf(name, sizeof(name), "%s.bitmap", key);
+	fd = openat(f->dirfd, name, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &word, 8, 4096), 8);
+	assert_int_equal(word, 0);
+	close(fd);
+	assert_int_equal(fstatat(f->dirfd, key, &st, 0), 0);
+	assert_int_equal(st.st_blocks, 0);
+	assert_int_equal(cache_entry_present_bytes(t.busy), 0);
+	/* Stores after the trim are claimed again as usual. */
+	{
+		uint8_t buf[4096];
+
+		memset(buf, 'b', sizeof(buf));
+		assert_int_equal(cache_entry_store(t.busy, buf, sizeof(buf), 4096, 1, 1), 0);
+		assert_int_equal(cache_entry_flush(t.busy, true), 1);
+	}
+	cache_entry_free(t.busy);
 }
 
 /* A user arriving after the eviction gets a fresh entry, never the removed one's bits. */
@@ -230,7 +322,7 @@ static void test_gc_then_fresh_entry(void **state)
 	struct cache_entry *e;
 
 	make(f, 'e', 64, 1000, false);
-	assert_int_equal(cache_gc(f->cache, &none, false, NULL, NULL, &res), 0);
+	assert_int_equal(cache_gc(f->cache, &none, false, NULL, &res), 0);
 	assert_int_equal(res.evicted, 1);
 	e = make(f, 'e', 0, 2000, true);
 	assert_true(e->rebuilt);
@@ -246,13 +338,14 @@ static void test_gc_lone_lock(void **state)
 	struct util_size none = {.bytes = 0};
 	struct cache_gc_result res;
 	struct seen seen = {0};
+	struct cache_gc_hooks hn = {.each = note, .ctx = &seen};
 	char key[CACHE_KEY_LEN + 1];
 	int lock = -1;
 
 	key_of('f', key);
 	assert_int_equal(cache_entry_lock(f->dirfd, key, false, &lock), 0);
 	close(lock);
-	assert_int_equal(cache_gc(f->cache, &none, false, note, &seen, &res), 0);
+	assert_int_equal(cache_gc(f->cache, &none, false, &hn, &res), 0);
 	assert_int_equal(seen.n, 0);
 	assert_int_equal(res.evicted, 0);
 	assert_false(exists(f, 'f', ".lock"));
@@ -283,13 +376,13 @@ static void test_gc_missing_or_bad_dir(void **state)
 	char path[PATH_MAX + 16];
 
 	snprintf(path, sizeof(path), "%s/absent", f->root);
-	assert_int_equal(cache_gc(path, &none, false, NULL, NULL, &res), 0);
+	assert_int_equal(cache_gc(path, &none, false, NULL, &res), 0);
 	assert_int_equal(res.entries, 0);
 	assert_int_equal(access(path, F_OK), -1); /* gc creates nothing */
-	assert_int_equal(cache_gc("relative", &none, false, NULL, NULL, &res), -EINVAL);
+	assert_int_equal(cache_gc("relative", &none, false, NULL, &res), -EINVAL);
 	snprintf(path, sizeof(path), "%s/open", f->root);
 	assert_int_equal(mkdir(path, 0755), 0);
-	assert_int_equal(cache_gc(path, &none, false, NULL, NULL, &res), -EPERM);
+	assert_int_equal(cache_gc(path, &none, false, NULL, &res), -EPERM);
 }
 
 int main(void)
@@ -299,6 +392,7 @@ int main(void)
 	    cmocka_unit_test(test_plan),
 	    cmocka_unit_test_setup_teardown(test_gc_lru_and_in_use, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_gc_then_fresh_entry, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_gc_trims_in_use, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_gc_lone_lock, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_gc_budget, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_gc_missing_or_bad_dir, setup_dir, teardown_dir),
