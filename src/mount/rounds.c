@@ -99,6 +99,21 @@ static int bridge(struct util_extents *v, struct mount_grouping *g)
 	return 0;
 }
 
+/* A round's rate with the server's ranges paid for: what is left of its time once the ranges
+ * are, at least an eighth of the round, since both terms are estimates (on loopback the
+ * ranges are nearly all of it). */
+static uint64_t rate_past_ranges(const struct mount_round_cost *c, uint64_t fixed,
+				 uint64_t range_cost_us)
+{
+	uint64_t spent = c->us - fixed, per_range;
+
+	per_range = c->ranges > UINT64_MAX / MAX(range_cost_us, 1) ? UINT64_MAX
+								  : c->ranges * range_cost_us;
+	spent = spent > per_range ? spent - per_range : 0;
+	spent = MAX(spent, MAX(c->us / 8, UINT64_C(1)));
+	return c->bytes > UINT64_MAX / 1000000 ? UINT64_MAX / spent : c->bytes * 1000000 / spent;
+}
+
 uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
 			       uint64_t range_cost_us)
 {
@@ -107,25 +122,27 @@ uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
 
 	for (size_t i = 0; i < n; i++) {
 		fixed = MIN(fixed, v[i].us);
-		/* The round that moved the most bytes tells the rate best (a small one is
-		 * mostly the fixed part, and an error there multiplies). */
 		if (v[i].bytes >= MOUNT_RATE_MIN_BYTES && (!big || v[i].bytes > big->bytes))
 			big = &v[i];
 	}
 	if (!big)
 		return 0;
-	spent = big->us - fixed;
+	/* The round that moved the most bytes tells best which limits: when its ranges cost the
+	 * server less than half its time, they overlapped its bytes on the wire, and the link's
+	 * rate is its bytes over its time (a small round is mostly the fixed part, and an error
+	 * there multiplies: the others are not asked). Otherwise the server's ranges are what
+	 * costs (loopback): the fastest of the rounds with their ranges paid for. */
+	spent = MAX(big->us - fixed, UINT64_C(1));
 	per_range = big->ranges > UINT64_MAX / MAX(range_cost_us, 1) ? UINT64_MAX
 								      : big->ranges * range_cost_us;
-	/* Ranges that cost the server less than half the round overlap the bytes on the wire:
-	 * the link is what limits, and the round's time is the bytes'. Otherwise the server's
-	 * ranges are most of it (loopback): what is left once they are paid for, at least an
-	 * eighth of the round, since both terms are estimates. */
-	if (per_range > spent / 2)
-		spent = MAX(spent > per_range ? spent - per_range : 0, big->us / 8);
-	spent = MAX(spent, UINT64_C(1));
-	rate = big->bytes > UINT64_MAX / 1000000 ? UINT64_MAX / spent
-						  : big->bytes * 1000000 / spent;
+	if (per_range <= spent / 2) {
+		rate = big->bytes > UINT64_MAX / 1000000 ? UINT64_MAX / spent
+							  : big->bytes * 1000000 / spent;
+	} else {
+		for (size_t i = 0; i < n; i++)
+			if (v[i].bytes >= MOUNT_RATE_MIN_BYTES)
+				rate = MAX(rate, rate_past_ranges(&v[i], fixed, range_cost_us));
+	}
 	if (!rate || rate > UINT64_MAX / MAX(range_cost_us, 1))
 		return rate ? UINT64_MAX : 0;
 	return rate * range_cost_us / 1000000;
