@@ -63,6 +63,10 @@ static const struct number {
     {{"lazyerofs_profile_reads_served_total", "counter",
       "Read events answered with bytes the startup profile's replay had fetched."},
      offsetof(struct fetch_status, profile_served)},
+    {{"lazyerofs_trimmed_bytes_total", "counter",
+      "Bytes of the entry given back while it was in use (cold blocks, cache-max), to be "
+      "fetched again when read."},
+     offsetof(struct fetch_status, trimmed_bytes)},
 };
 
 static uint64_t number_of(const struct fetch_status *s, size_t off)

@@ -533,6 +533,12 @@ def test_gc_trims_cold_blocks_of_a_mounted_entry(lazy, private_registry, big):
     assert after <= before - 8 * MiB, (before, after)
     st = lazy.status_of(mp)
     assert st["trimmed_bytes"] >= 8 * MiB and st["present_bytes"] < st["size"], st
+    # ... and the metrics say as much.
+    r = lazy.run(["status", "--prometheus"])
+    assert r.returncode == 0, r.stderr
+    trimmed = [float(l.rsplit(None, 1)[1]) for l in r.stdout.splitlines()
+               if l.startswith("lazyerofs_trimmed_bytes_total{")]
+    assert trimmed == [st["trimmed_bytes"]], (trimmed, st["trimmed_bytes"])
     # The least recently read went first; the one read just now stayed.
     claims = set(claimed_blocks(lazy.cache, im["digest"], im["size"]))
     assert set(file_blocks(im, names[2])) <= claims

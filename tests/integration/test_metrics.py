@@ -164,7 +164,8 @@ def test_prometheus_agrees_with_json(lazy, busybox):
                       ("lazyerofs_present_bytes", "present_bytes"),
                       ("lazyerofs_blob_size_bytes", "size"),
                       ("lazyerofs_profile_ranges", "profile_ranges"),
-                      ("lazyerofs_profile_reads_served_total", "profile_served")):
+                      ("lazyerofs_profile_reads_served_total", "profile_served"),
+                      ("lazyerofs_trimmed_bytes_total", "trimmed_bytes")):
         assert exp.find(name) == [(labels, st[key])], (name, exp.find(name), st[key])
     assert exp.value("lazyerofs_entry_state", state=st["state"], **labels) == 1
     assert sum(v for _, v in exp.find("lazyerofs_entry_state", **labels)) == 1
