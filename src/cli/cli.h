@@ -100,6 +100,13 @@ void cli_upload_record_save(void *ctx, const char *url, uint64_t offset);
 /* The blob is stored: the record goes. */
 void cli_upload_record_done(struct cli_upload_record *u);
 void cli_upload_record_close(struct cli_upload_record *u);
+/* Records of uploads last moved more than CLI_UPLOAD_RECORD_MAX_AGE_S ago (a registry
+ * forgets such sessions: the distribution registry purges them after 7 days), and lock
+ * files without a record, that no push holds: removed (listed only, when dry_run). How many
+ * records in *ret_n. -errno only when the cache directory cannot be opened; no uploads
+ * directory is 0. */
+#define CLI_UPLOAD_RECORD_MAX_AGE_S (7 * 24 * 3600)
+int cli_upload_records_sweep(const char *cache_dir, bool dry_run, size_t *ret_n);
 
 /* Count leading -v / --verbose flags handled globally; returns the new verbosity. */
 void cli_verbose_inc(void);

@@ -38,6 +38,8 @@ static void usage(FILE *f)
 	       "  -v, --verbose     more output\n"
 	       "  -h, --help        show this help\n"
 	       "\n"
+	       "Records of pushes interrupted more than 7 days ago (a registry forgets\n"
+	       "their sessions) are removed too, one line each.\n"
 	       "Prints one line per evicted entry (digest, size, last use) and a total.\n"
 	       "The budget also applies to every mount and fetch: before one makes a new\n"
 	       "entry, unused entries are evicted the same way while the cache is over it.\n"
@@ -152,6 +154,15 @@ int cli_gc(int argc, char **argv)
 		else
 			log_error("gc: cache directory '%s': %s", cache_dir, strerror(-r));
 		return CLI_EXIT_FAILURE;
+	}
+	/* Records of pushes interrupted long ago (push_record.c) go too. */
+	{
+		size_t nrec;
+
+		r = cli_upload_records_sweep(cache_dir, rep.dry_run, &nrec);
+		if (r < 0)
+			log_warning("gc: upload records in '%s/uploads': %s", cache_dir,
+				    strerror(-r));
 	}
 	util_format_bytes(res.freed, a, sizeof(a));
 	util_format_bytes(res.total - res.freed, b, sizeof(b));

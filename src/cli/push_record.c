@@ -8,12 +8,15 @@
  * convenience: when the directory cannot be used (not root, a bad directory), a push works
  * as before and an interruption starts it over.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -154,4 +157,80 @@ void cli_upload_record_close(struct cli_upload_record *u)
 	if (u->dirfd >= 0)
 		close(u->dirfd);
 	u->lockfd = u->dirfd = -1;
+}
+
+/* One stale record (or a lock left without one) of the uploads directory, if no push holds
+ * its lock: removed, lock last (util_lock_at copes with a lock that goes while held). */
+static bool sweep_one(int dirfd, const char *hex, bool has_record, bool dry_run)
+{
+	char rec[UTIL_SHA256_HEX_LEN + 8], lock[UTIL_SHA256_HEX_LEN + 8];
+	_cleanup_close_ int fd = -1;
+
+	snprintf(rec, sizeof(rec), "%s.upload", hex);
+	snprintf(lock, sizeof(lock), "%s.lock", hex);
+	if (dry_run)
+		return has_record; /* (unless a push holds it now) */
+	if (util_lock_at(dirfd, lock, false, &fd) < 0)
+		return false; /* a push is on it (or the lock cannot be made: leave it) */
+	if (has_record && unlinkat(dirfd, rec, 0) < 0 && errno != ENOENT)
+		return false;
+	(void)unlinkat(dirfd, lock, 0);
+	return has_record;
+}
+
+int cli_upload_records_sweep(const char *cache_dir, bool dry_run, size_t *ret_n)
+{
+	char path[PATH_MAX];
+	_cleanup_close_ int root = -1;
+	int dirfd = -1, r;
+	time_t now = time(NULL);
+	struct dirent *de;
+	DIR *dir;
+
+	*ret_n = 0;
+	r = util_open_private_dir(cache_dir, &root);
+	if (r < 0)
+		return r;
+	if (snprintf(path, sizeof(path), "%s/" UPLOADS_DIR, cache_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	r = util_open_existing_private_dir(path, O_RDONLY, &dirfd);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	dir = fdopendir(dirfd);
+	if (!dir) {
+		r = -errno;
+		close(dirfd);
+		return r;
+	}
+	while ((de = readdir(dir))) {
+		char hex[UTIL_SHA256_HEX_LEN + 1], other[UTIL_SHA256_HEX_LEN + 8];
+		size_t len = strlen(de->d_name);
+		bool record = len == UTIL_SHA256_HEX_LEN + 7 &&
+			      !strcmp(de->d_name + UTIL_SHA256_HEX_LEN, ".upload");
+		bool lock = len == UTIL_SHA256_HEX_LEN + 5 &&
+			    !strcmp(de->d_name + UTIL_SHA256_HEX_LEN, ".lock");
+		struct stat st;
+
+		if ((!record && !lock) || fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		snprintf(hex, sizeof(hex), "%.*s", UTIL_SHA256_HEX_LEN, de->d_name);
+		if (lock) {
+			/* a lock whose record is gone (a push that ended without one) */
+			snprintf(other, sizeof(other), "%s.upload", hex);
+			if (faccessat(dirfd, other, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+				(void)sweep_one(dirfd, hex, false, dry_run);
+			continue;
+		}
+		if (st.st_mtime > now - CLI_UPLOAD_RECORD_MAX_AGE_S)
+			continue;
+		if (sweep_one(dirfd, hex, true, dry_run)) {
+			(*ret_n)++;
+			printf("%s the upload record %s/%s (an interrupted push, last moved %lld "
+			       "days ago)\n",
+			       dry_run ? "would remove" : "removed", path, de->d_name,
+			       (long long)((now - st.st_mtime) / 86400));
+		}
+	}
+	closedir(dir);
+	return 0;
 }

@@ -323,6 +323,47 @@ def three(lazy, private_registry, images):
     return out
 
 
+def test_gc_removes_old_upload_records(lazy):
+    """Records of pushes interrupted long ago (the registry has forgotten their sessions) go
+    with gc; a recent one, one a push holds (its lock taken), and anything else in the
+    directory stay; --dry-run lists and keeps; a lock left without a record goes."""
+    import fcntl
+    up = os.path.join(lazy.cache, "uploads")
+    os.makedirs(up, mode=0o700, exist_ok=True)
+    os.chmod(lazy.cache, 0o700)
+    old = time.time() - 8 * 86400
+    names = {k: hashlib.sha256(k.encode()).hexdigest() for k in ("old", "new", "held", "orphan")}
+    for k, h in names.items():
+        if k != "orphan":
+            with open(os.path.join(up, h + ".upload"), "w") as f:
+                f.write("{}")
+            if k != "new":
+                os.utime(os.path.join(up, h + ".upload"), (old, old))
+    for k in ("held", "orphan"):
+        open(os.path.join(up, names[k] + ".lock"), "w").close()
+    with open(os.path.join(up, "README"), "w") as f:
+        f.write("not ours")
+    held = os.open(os.path.join(up, names["held"] + ".lock"), os.O_RDWR)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        r = gc(lazy, "--dry-run")
+        assert re.search(rf"^would remove the upload record \S+/{names['old']}\.upload", r.stdout,
+                         re.M), r.stdout
+        before = sorted(os.listdir(up))
+        assert len(before) == 6, before
+        r = gc(lazy)
+        assert re.search(rf"^removed the upload record \S+/{names['old']}\.upload \(an "
+                         rf"interrupted push, last moved 8 days ago\)", r.stdout, re.M), r.stdout
+        assert names["held"] not in r.stdout and names["new"] not in r.stdout, r.stdout
+        assert sorted(os.listdir(up)) == sorted([names["new"] + ".upload",
+                                                 names["held"] + ".upload",
+                                                 names["held"] + ".lock", "README"])
+    finally:
+        os.close(held)
+    gc(lazy)
+    assert sorted(os.listdir(up)) == sorted([names["new"] + ".upload", "README"])
+
+
 def test_gc_dry_run_lists_and_removes_nothing(lazy, three):
     before = {n: entry_bytes(lazy.cache, im["digest"]) for n, im in three.items()}
     r = gc(lazy, "--dry-run")
