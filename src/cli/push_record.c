@@ -27,6 +27,19 @@
 #include "util/sha256.h"
 
 #define UPLOADS_DIR "uploads"
+#define RECORD_SUFFIX ".upload"
+#define LOCK_SUFFIX ".lock"
+#define NAME_LEN (UTIL_SHA256_HEX_LEN + 8)
+
+/* The file names of a record and of its lock, from the hex of its key (the first
+ * UTIL_SHA256_HEX_LEN characters of hex). */
+static void file_names(const char *hex, char rec[NAME_LEN], char lock[NAME_LEN])
+{
+	if (rec)
+		snprintf(rec, NAME_LEN, "%.*s" RECORD_SUFFIX, UTIL_SHA256_HEX_LEN, hex);
+	if (lock)
+		snprintf(lock, NAME_LEN, "%.*s" LOCK_SUFFIX, UTIL_SHA256_HEX_LEN, hex);
+}
 
 void cli_upload_record_init(struct cli_upload_record *u)
 {
@@ -38,7 +51,7 @@ void cli_upload_record_init(struct cli_upload_record *u)
 int cli_upload_record_open(struct cli_upload_record *u, const char *registry,
 			   const char *repository, const char *digest, uint64_t size)
 {
-	char path[PATH_MAX], hex[UTIL_SHA256_HEX_LEN + 1], lockname[UTIL_SHA256_HEX_LEN + 8];
+	char path[PATH_MAX], hex[UTIL_SHA256_HEX_LEN + 1], lockname[NAME_LEN];
 	_cleanup_free_ char *key = NULL, *data = NULL;
 	_cleanup_close_ int dirfd = -1;
 	struct oci_upload_record rec;
@@ -58,8 +71,7 @@ int cli_upload_record_open(struct cli_upload_record *u, const char *registry,
 	r = util_sha256_buf_hex(key, strlen(key), hex);
 	if (r < 0)
 		return r;
-	snprintf(u->name, sizeof(u->name), "%s.upload", hex);
-	snprintf(lockname, sizeof(lockname), "%s.lock", hex);
+	file_names(hex, u->name, lockname);
 	if (snprintf(path, sizeof(path), "%s/" UPLOADS_DIR, cache_dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
 	if (cache_dir[0] != '/')
@@ -139,14 +151,14 @@ void cli_upload_record_save(void *ctx, const char *url, uint64_t offset)
 
 void cli_upload_record_done(struct cli_upload_record *u)
 {
-	char lockname[UTIL_SHA256_HEX_LEN + 8];
+	char lockname[NAME_LEN];
 
 	if (u->dirfd < 0)
 		return;
 	if (unlinkat(u->dirfd, u->name, 0) < 0 && errno != ENOENT)
 		log_debug("push: removing the upload record: %m");
 	/* the lock goes too, while held (util_lock_at checks it locked the file that is there) */
-	snprintf(lockname, sizeof(lockname), "%.*s.lock", UTIL_SHA256_HEX_LEN, u->name);
+	file_names(u->name, NULL, lockname);
 	(void)unlinkat(u->dirfd, lockname, 0);
 }
 
@@ -163,11 +175,10 @@ void cli_upload_record_close(struct cli_upload_record *u)
  * its lock: removed, lock last (util_lock_at copes with a lock that goes while held). */
 static bool sweep_one(int dirfd, const char *hex, bool has_record, bool dry_run)
 {
-	char rec[UTIL_SHA256_HEX_LEN + 8], lock[UTIL_SHA256_HEX_LEN + 8];
+	char rec[NAME_LEN], lock[NAME_LEN];
 	_cleanup_close_ int fd = -1;
 
-	snprintf(rec, sizeof(rec), "%s.upload", hex);
-	snprintf(lock, sizeof(lock), "%s.lock", hex);
+	file_names(hex, rec, lock);
 	if (dry_run)
 		return has_record; /* (unless a push holds it now) */
 	if (util_lock_at(dirfd, lock, false, &fd) < 0)
@@ -203,12 +214,11 @@ int cli_upload_records_sweep(const char *cache_dir, bool dry_run, size_t *ret_n)
 		return r;
 	}
 	while ((de = readdir(dir))) {
-		char hex[UTIL_SHA256_HEX_LEN + 1], other[UTIL_SHA256_HEX_LEN + 8];
+		char hex[UTIL_SHA256_HEX_LEN + 1], other[NAME_LEN];
 		size_t len = strlen(de->d_name);
-		bool record = len == UTIL_SHA256_HEX_LEN + 7 &&
-			      !strcmp(de->d_name + UTIL_SHA256_HEX_LEN, ".upload");
-		bool lock = len == UTIL_SHA256_HEX_LEN + 5 &&
-			    !strcmp(de->d_name + UTIL_SHA256_HEX_LEN, ".lock");
+		bool ours = len > UTIL_SHA256_HEX_LEN;
+		bool record = ours && !strcmp(de->d_name + UTIL_SHA256_HEX_LEN, RECORD_SUFFIX);
+		bool lock = ours && !strcmp(de->d_name + UTIL_SHA256_HEX_LEN, LOCK_SUFFIX);
 		struct stat st;
 
 		if ((!record && !lock) || fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
@@ -216,7 +226,7 @@ int cli_upload_records_sweep(const char *cache_dir, bool dry_run, size_t *ret_n)
 		snprintf(hex, sizeof(hex), "%.*s", UTIL_SHA256_HEX_LEN, de->d_name);
 		if (lock) {
 			/* a lock whose record is gone (a push that ended without one) */
-			snprintf(other, sizeof(other), "%s.upload", hex);
+			file_names(hex, other, NULL);
 			if (faccessat(dirfd, other, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
 				(void)sweep_one(dirfd, hex, false, dry_run);
 			continue;

@@ -99,25 +99,36 @@ static int bridge(struct util_extents *v, struct mount_grouping *g)
 	return 0;
 }
 
+/* What the server spends on a round's ranges (saturating). */
+static uint64_t ranges_us(const struct mount_round_cost *c, uint64_t range_cost_us)
+{
+	uint64_t us;
+
+	return util_mul_overflow_u64(c->ranges, range_cost_us, &us) ? UINT64_MAX : us;
+}
+
+/* Bytes per second of bytes moved in us (> 0) microseconds (saturating). */
+static uint64_t rate_of(uint64_t bytes, uint64_t us)
+{
+	return bytes > UINT64_MAX / 1000000 ? UINT64_MAX / us : bytes * 1000000 / us;
+}
+
 /* A round's rate with the server's ranges paid for: what is left of its time once the ranges
  * are, at least an eighth of the round, since both terms are estimates (on loopback the
  * ranges are nearly all of it). */
 static uint64_t rate_past_ranges(const struct mount_round_cost *c, uint64_t fixed,
 				 uint64_t range_cost_us)
 {
-	uint64_t spent = c->us - fixed, per_range;
+	uint64_t spent = c->us - fixed, per_range = ranges_us(c, range_cost_us);
 
-	per_range = c->ranges > UINT64_MAX / MAX(range_cost_us, 1) ? UINT64_MAX
-								  : c->ranges * range_cost_us;
 	spent = spent > per_range ? spent - per_range : 0;
-	spent = MAX(spent, MAX(c->us / 8, UINT64_C(1)));
-	return c->bytes > UINT64_MAX / 1000000 ? UINT64_MAX / spent : c->bytes * 1000000 / spent;
+	return rate_of(c->bytes, MAX(spent, MAX(c->us / 8, UINT64_C(1))));
 }
 
 uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
 			       uint64_t range_cost_us)
 {
-	uint64_t fixed = UINT64_MAX, rate = 0, spent, per_range;
+	uint64_t fixed = UINT64_MAX, rate = 0, spent;
 	const struct mount_round_cost *big = NULL;
 
 	for (size_t i = 0; i < n; i++) {
@@ -133,11 +144,8 @@ uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
 	 * there multiplies: the others are not asked). Otherwise the server's ranges are what
 	 * costs (loopback): the fastest of the rounds with their ranges paid for. */
 	spent = MAX(big->us - fixed, UINT64_C(1));
-	per_range = big->ranges > UINT64_MAX / MAX(range_cost_us, 1) ? UINT64_MAX
-								      : big->ranges * range_cost_us;
-	if (per_range <= spent / 2) {
-		rate = big->bytes > UINT64_MAX / 1000000 ? UINT64_MAX / spent
-							  : big->bytes * 1000000 / spent;
+	if (ranges_us(big, range_cost_us) <= spent / 2) {
+		rate = rate_of(big->bytes, spent);
 	} else {
 		for (size_t i = 0; i < n; i++)
 			if (v[i].bytes >= MOUNT_RATE_MIN_BYTES)

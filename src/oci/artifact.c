@@ -77,6 +77,13 @@ static json_t *entry_json(const struct oci_descriptor *d)
 	return e;
 }
 
+void oci_layer_hint_of(const struct oci_descriptor *layer, struct oci_layer_hint *ret)
+{
+	*ret = (struct oci_layer_hint){.size = layer->size};
+	oci_fmt(ret->media_type, sizeof(ret->media_type), "%s", layer->media_type);
+	memcpy(ret->digest, layer->digest, sizeof(ret->digest));
+}
+
 static bool valid_descriptor(const struct oci_descriptor *d)
 {
 	return d->media_type[0] && util_digest_valid(d->digest) && d->size <= (uint64_t)INT64_MAX;
@@ -89,14 +96,13 @@ int oci_artifact_build(const char *artifact_type, const struct oci_descriptor *s
 	struct oci_descriptor empty = {.media_type = OCI_MT_OCI_EMPTY,
 				       .digest = OCI_EMPTY_DIGEST,
 				       .size = sizeof(OCI_EMPTY_JSON) - 1};
-	struct oci_layer_hint hint = {.size = layer->size};
+	struct oci_layer_hint hint;
 	json_t *ann = NULL;
 
 	if (!artifact_type[0] || !valid_descriptor(subject) || !valid_descriptor(layer) ||
 	    !created[0])
 		return -EINVAL;
-	oci_fmt(hint.media_type, sizeof(hint.media_type), "%s", layer->media_type);
-	memcpy(hint.digest, layer->digest, sizeof(hint.digest));
+	oci_layer_hint_of(layer, &hint);
 	if (annotations_json(created, &hint, &ann) < 0)
 		return -ENOMEM;
 	m = json_pack("{s:i, s:s, s:s, s:o, s:[o], s:o, s:o}", "schemaVersion", 2, "mediaType",

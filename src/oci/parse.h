@@ -257,6 +257,8 @@ int oci_layer_check_media_type(const char *media_type, char *errbuf, size_t errl
 /* The referrers tag schema's tag of a manifest digest: "sha256-<hex>". -EINVAL unless digest
  * is a sha256 digest and out holds OCI_REFERRERS_TAG_LEN. */
 int oci_referrers_tag(const char *digest, char *out, size_t outlen);
+/* The hint that names layer (struct oci_layer_hint), as an artifact's annotations carry it. */
+void oci_layer_hint_of(const struct oci_descriptor *layer, struct oci_layer_hint *ret);
 /* The manifest (compact JSON, keys sorted) of an artifact of artifact_type carrying one
  * layer, referring to subject: the empty config, annotations OCI_ANNOTATION_CREATED =
  * created and OCI_ANNOTATION_LAYER_* naming the layer. Caller frees *ret. -EINVAL for an empty type or created, or a descriptor without

@@ -142,10 +142,7 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 	util_timestamp_now(artifact.created);
 	/* The fallback index's entry names the layer as the manifest does (the API's list
 	 * copies the manifest's annotations itself). */
-	oci_fmt(artifact.layer.media_type, sizeof(artifact.layer.media_type), "%s",
-		layer.media_type);
-	memcpy(artifact.layer.digest, layer.digest, sizeof(artifact.layer.digest));
-	artifact.layer.size = layer.size;
+	oci_layer_hint_of(&layer, &artifact.layer);
 	r = oci_artifact_build(artifact_type, &subject, &layer, artifact.created, &manifest);
 	if (r < 0)
 		return util_err_set(err, r, "building the artifact manifest: %s", strerror(-r));
