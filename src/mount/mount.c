@@ -47,6 +47,8 @@ DEFINE_CLEANUP_FUNC(struct mount_profile, mount_profile_free);
 #define WALK_BRIDGE_MAX_GAP (1ULL << 20)
 #define WALK_BRIDGE_DIVISOR 10
 #define WALK_RANGE_COST_US 300
+/* Read-ahead of a mount whose entry is mostly present (readahead_kb()). */
+#define MOUNT_WARM_READAHEAD_KB 2048U
 /* Memory for the metadata loaded during the walk (a Debian minbase has 8-16 MiB). */
 #define WALK_MEMORY_CAP (256ULL << 20)
 
@@ -275,6 +277,23 @@ static int same_file(const char *path, int fd)
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
 }
 
+/*
+ * The read-ahead of the mount: 2 MiB once at least half of the entry is present, else the
+ * kernel's (128 KiB). Every read of a marked file raises an event, even of bytes that are
+ * present (DESIGN fact 8); larger reads make fewer of them (a warm sequential read of a
+ * half-present image: 0.8 of a local mount's speed with 128 KiB, 1.0 with 2 MiB). On a mostly
+ * missing entry a larger read would wait for more bytes to arrive, and fault-around of a
+ * program's pages would fetch more of them.
+ */
+static unsigned readahead_kb(struct fetch_handle *h)
+{
+	struct fetch_status s;
+
+	if (fetch_status(h, &s) < 0 || s.size == 0 || s.present_bytes < s.size / 2)
+		return 0;
+	return MOUNT_WARM_READAHEAD_KB;
+}
+
 static int do_mount(const struct mount_request *req, struct mount_result *res, int *ret_class,
 		    struct util_error *err)
 {
@@ -375,7 +394,8 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		goto undo;
 	/* By path: mountinfo shows it, and the daemon finds its superblocks by it. The path
 	 * must still name the file checked above once the kernel has opened it. */
-	r = mount_kernel_erofs(h->data_path, target_fd, req->opts->attr, &res->mnt_id, err);
+	r = mount_kernel_erofs(h->data_path, target_fd, req->opts->attr, readahead_kb(h),
+			       &res->mnt_id, err);
 	if (r < 0)
 		goto undo;
 	mounted = true;

@@ -199,10 +199,10 @@ int mount_path_mnt_id(const char *path, uint64_t *ret);
 /* 1 when a mount with this unique id exists in our mount namespace, 0 when not. */
 int mount_id_exists(uint64_t mnt_id, const char *mountpoint);
 /* Mount the regular file `source` as EROFS on the directory `target_fd` refers to
- * (O_PATH), with the MOUNT_ATTR_* flags; the kernel's own messages land in err.
- * Returns the new mount's unique id. */
-int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, uint64_t *ret_mnt_id,
-		       struct util_error *err);
+ * (O_PATH), with the MOUNT_ATTR_* flags and, unless 0, that read-ahead in KiB; the kernel's
+ * own messages land in err. Returns the new mount's unique id. */
+int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, unsigned readahead_kb,
+		       uint64_t *ret_mnt_id, struct util_error *err);
 
 /* One mount as `status` shows it. */
 struct mount_status_entry {
