@@ -52,8 +52,10 @@ static void usage(FILE *f)
 		"Environment: LAZYEROFS_CACHE_DIR, LAZYEROFS_RUN_DIR (default " MOUNT_DEFAULT_RUN_DIR ").\n"
 		"Configuration: " UTIL_CONFIG_PATH " ($LAZYEROFS_CONFIG): proxy, mirrors per\n"
 		"registry; containerd's /etc/containerd/certs.d/HOST/hosts.toml\n"
-		"($LAZYEROFS_CERTS_D). Mirrors from -o come first, then the file's, then\n"
-		"hosts.toml's, then the registry.\n"
+		"($LAZYEROFS_CERTS_D): server, host mirrors, capabilities, ca, client, skip_verify,\n"
+		"header, override_path, proxy, dial_timeout; without hosts.toml, its *.crt CAs and\n"
+		"*.cert/*.key client certificates. Mirrors from -o come first, then the file's,\n"
+		"then hosts.toml's, then the registry.\n"
 		"Also installed as /sbin/mount.erofs.lazy: mount -t erofs.lazy -o OPTS SOURCE DIR.\n"
 		"Unmount with 'lazyerofs umount MOUNTPOINT' (or umount(8)).\n");
 }

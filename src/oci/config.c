@@ -1,19 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /*
  * What the configuration files add to a pull's options: lazyerofs's own file (util/config.h:
- * the proxy, the mirrors of each registry), then containerd's hosts.toml of the registry
- * (its server, and its [host."..."] mirrors with their capabilities, CA, skip_verify,
- * headers, override_path, proxy and dial_timeout). Options given with -o come first: their
- * mirrors are tried before the file's, the file's before hosts.toml's, and a setting given
- * earlier is not replaced.
+ * the proxy, the mirrors of each registry), then containerd's host directory of the registry:
+ * its hosts.toml (its server, and its [host."..."] mirrors with their capabilities, CA, client
+ * certificates, skip_verify, headers, override_path, proxy and dial_timeout), or without one
+ * Docker's certificate files for the server. Options given with -o come first: their mirrors
+ * are tried before the file's, the file's before hosts.toml's, and a setting given earlier is
+ * not replaced.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "oci/internal.h"
 #include "util/cleanup.h"
@@ -153,6 +156,18 @@ static int parse_duration_ms(const char *s, uint64_t *ret)
 	return 0;
 }
 
+/* A path hosts.toml names: relative ones start in the file's directory (containerd's). */
+static int file_path(struct hosts_file *f, const char *p, char **ret)
+{
+	bool abs = p[0] == '/';
+
+	if (asprintf(ret, "%s%s%s", abs ? "" : f->dir, abs ? "" : "/", p) < 0) {
+		*ret = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* ca = "file" or ["file", ...]: the files' PEM text, one after the other. */
 static int read_cas(struct hosts_file *f, const struct util_toml *v, struct oci_mirror *m)
 {
@@ -165,32 +180,77 @@ static int read_cas(struct hosts_file *f, const struct util_toml *v, struct oci_
 				       "'ca' must be a path or an array of paths");
 	for (size_t i = 0; i < n && r >= 0; i++) {
 		const struct util_toml *p = v->type == UTIL_TOML_ARRAY ? v->items[i] : v;
-		_cleanup_free_ char *text = NULL, *abs = NULL;
-		size_t len = 0;
+		struct util_error e = UTIL_ERROR_INIT;
+		_cleanup_free_ char *path = NULL;
 
 		if (p->type != UTIL_TOML_STRING || !p->str[0])
 			r = util_toml_error(f->err, f->path, p,
 					    "'ca' must be a path or an array of paths");
-		else if (asprintf(&abs, "%s%s%s", p->str[0] == '/' ? "" : f->dir,
-				  p->str[0] == '/' ? "" : "/", p->str) < 0)
-			r = -ENOMEM;
-		if (r < 0)
-			break;
-		r = util_read_file(AT_FDCWD, abs, CA_FILE_MAX, 0, &text, &len);
-		if (r < 0)
-			r = util_toml_error(f->err, f->path, p, "ca '%s': %s", abs, strerror(-r));
-		else if (!strstr(text, "-----BEGIN CERTIFICATE-----"))
-			r = util_toml_error(f->err, f->path, p,
-					    "ca '%s' is not a PEM certificate file", abs);
-		else if (util_buf_append(&pem, text, len) < 0 || util_buf_append(&pem, "\n", 1) < 0)
-			r = util_toml_error(f->err, f->path, p,
-					    "ca: the certificates are too large");
+		else
+			r = file_path(f, p->str, &path);
+		if (r >= 0)
+			r = oci_ca_file_append(path, &pem, &e);
+		if (r < 0 && r != -ENOMEM && e.code)
+			r = util_toml_error(f->err, f->path, p, "%s", e.message);
 	}
 	if (r >= 0) {
 		m->ca_pem_len = pem.len;
 		r = util_buf_steal(&pem, &m->ca_pem);
 	}
 	util_buf_free(&pem);
+	return r;
+}
+
+#define CLIENT_TYPES "'client' must be a path, or an array of paths and [\"cert\", \"key\"] pairs"
+
+/* One client certificate: "file" (its key inside) or ["cert", "key"]. */
+static int read_client(struct hosts_file *f, const struct util_toml *v, struct oci_mirror *m)
+{
+	const struct util_toml *cert = v, *key = NULL;
+	_cleanup_free_ char *cert_path = NULL, *key_path = NULL;
+	struct util_error e = UTIL_ERROR_INIT;
+	int r;
+
+	if (v->type == UTIL_TOML_ARRAY) {
+		if (v->n != 2)
+			return util_toml_error(f->err, f->path, v,
+					       "a 'client' pair must be [\"cert\", \"key\"], two "
+					       "paths (it has %zu)",
+					       v->n);
+		cert = v->items[0];
+		key = v->items[1];
+	}
+	if (cert->type != UTIL_TOML_STRING || !cert->str[0] ||
+	    (key && (key->type != UTIL_TOML_STRING || !key->str[0])))
+		return util_toml_error(f->err, f->path, v, CLIENT_TYPES);
+	r = file_path(f, cert->str, &cert_path);
+	if (r >= 0 && key)
+		r = file_path(f, key->str, &key_path);
+	if (r >= 0)
+		r = oci_client_pair_load(cert_path, key_path, m, &e);
+	if (r < 0 && r != -ENOMEM && e.code)
+		r = util_toml_error(f->err, f->path, v, "%s", e.message);
+	return r;
+}
+
+/* client = "file", ["file", ...], [["cert", "key"], ...] or a mix of the two: containerd's
+ * forms. */
+static int read_clients(struct hosts_file *f, const struct util_toml *v, struct oci_mirror *m)
+{
+	int r = 0;
+
+	if (v->type == UTIL_TOML_STRING)
+		return read_client(f, v, m);
+	if (v->type != UTIL_TOML_ARRAY)
+		return util_toml_error(f->err, f->path, v, CLIENT_TYPES);
+	for (size_t i = 0; i < v->n && r >= 0; i++) {
+		const struct util_toml *c = v->items[i];
+
+		if (c->type != UTIL_TOML_STRING && c->type != UTIL_TOML_ARRAY)
+			r = util_toml_error(f->err, f->path, c, CLIENT_TYPES);
+		else
+			r = read_client(f, c, m);
+	}
 	return r;
 }
 
@@ -274,6 +334,8 @@ static int read_host(struct hosts_file *f, const struct util_toml *t, struct oci
 		r = get_bool(f, t, "override_path", &m->override_path);
 	if (r >= 0 && (v = util_toml_get(t, "ca")))
 		r = read_cas(f, v, m);
+	if (r >= 0 && (v = util_toml_get(t, "client")))
+		r = read_clients(f, v, m);
 	if (r >= 0 && (v = util_toml_get(t, "header")))
 		r = read_headers(f, v, m);
 	if (r >= 0 && (v = util_toml_get(t, "proxy"))) {
@@ -327,6 +389,22 @@ static int host_url(struct hosts_file *f, const struct util_toml *at, const char
 	return 0;
 }
 
+/* The registry's own server becomes what *server says (moved out of it), unless o has one
+ * already or *server says nothing. */
+static int take_server(struct oci_options *o, struct oci_mirror *server)
+{
+	if (o->server || !(server->url || server->ca_pem || server->client_cert ||
+			   server->headers || server->skip_verify || server->proxy ||
+			   server->dial_timeout_ms || server->override_path))
+		return 0;
+	o->server = calloc(1, sizeof(*o->server));
+	if (!o->server)
+		return -ENOMEM;
+	*o->server = *server;
+	memset(server, 0, sizeof(*server));
+	return 0;
+}
+
 int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t len,
 				 const char *path, struct util_error *err)
 {
@@ -360,16 +438,8 @@ int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t 
 			r = server.url ? 0 : -ENOMEM;
 		}
 	}
-	if (r >= 0 && !o->server && (server.url || server.ca_pem || server.headers ||
-				     server.skip_verify || server.proxy || server.dial_timeout_ms ||
-				     server.override_path)) {
-		o->server = calloc(1, sizeof(*o->server));
-		if (!o->server)
-			r = -ENOMEM;
-		else
-			*o->server = server;
-		memset(&server, 0, sizeof(server));
-	}
+	if (r >= 0)
+		r = take_server(o, &server);
 	oci_mirror_free(&server);
 	if (r < 0)
 		return r;
@@ -403,10 +473,94 @@ int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t 
 	return 0;
 }
 
+/* ---- Docker's layout: a host directory without hosts.toml ------------------------------- */
+
+#define CERT_FILES_MAX 64
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	return n > k && !strcmp(s + n - k, suffix);
+}
+
+static int cert_file_filter(const struct dirent *d)
+{
+	return d->d_type != DT_DIR &&
+	       (ends_with(d->d_name, ".crt") || ends_with(d->d_name, ".cert"));
+}
+
+/* Go's os.ReadDir order: bytes, not the locale's collation. */
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+	return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+/* What containerd reads from a host directory without hosts.toml, for the registry's own
+ * server: NAME.crt files are CAs, NAME.cert files client certificates with NAME.key their key
+ * when there is one (else in the .cert file itself). */
+static int apply_cert_files(struct oci_options *o, const char *dir, struct util_error *err)
+{
+	struct util_buf pem = UTIL_BUF_INIT(4 * CA_FILE_MAX);
+	struct oci_mirror server = { .caps = OCI_CAP_PULL | OCI_CAP_RESOLVE };
+	struct dirent **names = NULL;
+	int n, r = 0;
+
+	n = scandir(dir, &names, cert_file_filter, by_name);
+	if (n < 0) {
+		r = -errno;
+		return util_err_set(err, r, "%s: %s", dir, strerror(-r));
+	}
+	if (n > CERT_FILES_MAX)
+		r = util_err_set(err, -EFBIG, "%s: more than %d certificate files", dir,
+				 CERT_FILES_MAX);
+	for (int i = 0; i < n && r >= 0; i++) {
+		const char *name = names[i]->d_name;
+		_cleanup_free_ char *path = NULL, *key = NULL;
+		struct stat st;
+
+		if (asprintf(&path, "%s/%s", dir, name) < 0) {
+			path = NULL;
+			r = -ENOMEM;
+		} else if (ends_with(name, ".crt")) {
+			r = oci_ca_file_append(path, &pem, err);
+		} else if (asprintf(&key, "%s/%.*s.key", dir, (int)(strlen(name) - 5), name) < 0) {
+			key = NULL;
+			r = -ENOMEM;
+		} else {
+			if (stat(key, &st) < 0) {
+				r = -errno;
+				if (r == -ENOENT) {
+					free(key);
+					key = NULL;
+					r = 0;
+				} else {
+					util_err_set(err, r, "client key '%s': %s", key,
+						     strerror(-r));
+				}
+			}
+			if (r >= 0)
+				r = oci_client_pair_load(path, key, &server, err);
+		}
+	}
+	for (int i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	if (r >= 0 && pem.len) {
+		server.ca_pem_len = pem.len;
+		r = util_buf_steal(&pem, &server.ca_pem);
+	}
+	util_buf_free(&pem);
+	if (r >= 0)
+		r = take_server(o, &server);
+	oci_mirror_free(&server);
+	return r;
+}
+
 int oci_options_apply_hosts(struct oci_options *o, const struct oci_ref *ref, const char *certs_d,
 			    struct util_error *err)
 {
-	char names[3][300], path[PATH_MAX];
+	char names[3][300], dir[PATH_MAX], path[PATH_MAX];
 	size_t n = 0;
 	const char *colon;
 
@@ -421,18 +575,31 @@ int oci_options_apply_hosts(struct oci_options *o, const struct oci_ref *ref, co
 	oci_fmt(names[n++], sizeof(names[0]), "%s",
 		!strcmp(ref->registry, "registry-1.docker.io") ? "docker.io" : ref->registry);
 	oci_fmt(names[n++], sizeof(names[0]), "_default");
+	/* The first of those directories there is holds the whole configuration (containerd's
+	 * HostDirFromRoot): its hosts.toml, else (none, or an empty one) its certificate files;
+	 * the next names are not looked at. */
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *buf = NULL;
+		struct stat st;
 		size_t len = 0;
 		int r;
 
-		oci_fmt(path, sizeof(path), "%s/%s/hosts.toml", certs_d, names[i]);
-		r = util_read_file(AT_FDCWD, path, UTIL_TOML_MAX_SIZE, 0, &buf, &len);
-		if (r == -ENOENT || r == -ENOTDIR)
+		oci_fmt(dir, sizeof(dir), "%s/%s", certs_d, names[i]);
+		if (stat(dir, &st) < 0) {
+			r = -errno;
+			if (r == -ENOENT || r == -ENOTDIR)
+				continue;
+			return util_err_set(err, r, "%s: %s", dir, strerror(-r));
+		}
+		if (!S_ISDIR(st.st_mode))
 			continue;
-		if (r < 0)
+		oci_fmt(path, sizeof(path), "%s/hosts.toml", dir);
+		r = util_read_file(AT_FDCWD, path, UTIL_TOML_MAX_SIZE, 0, &buf, &len);
+		if (r < 0 && r != -ENOENT)
 			return util_err_set(err, r, "%s: %s", path,
 					    r == -EFBIG ? "too large" : strerror(-r));
+		if (r < 0 || len == 0)
+			return apply_cert_files(o, dir, err);
 		return oci_options_apply_hosts_toml(o, buf, len, path, err);
 	}
 	return 0;

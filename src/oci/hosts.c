@@ -27,6 +27,10 @@ void oci_mirror_free(struct oci_mirror *m)
 		return;
 	free(m->url);
 	free(m->ca_pem);
+	free(m->client_cert);
+	if (m->client_key)
+		explicit_bzero(m->client_key, m->client_key_len);
+	free(m->client_key);
 	for (char **h = m->headers; h && *h; h++)
 		free(*h);
 	free(m->headers);
@@ -35,24 +39,35 @@ void oci_mirror_free(struct oci_mirror *m)
 	memset(m, 0, sizeof(*m));
 }
 
+/* A copy of len bytes of text and a NUL; *ret NULL for NULL. */
+static int dup_text(const char *text, size_t len, char **ret)
+{
+	*ret = NULL;
+	if (!text)
+		return 0;
+	*ret = malloc(len + 1);
+	if (!*ret)
+		return -ENOMEM;
+	memcpy(*ret, text, len);
+	(*ret)[len] = 0;
+	return 0;
+}
+
 int oci_mirror_copy(struct oci_mirror *dst, const struct oci_mirror *src)
 {
 	size_t n = 0;
 
 	*dst = *src;
-	dst->url = dst->ca_pem = dst->proxy = dst->from = NULL;
+	dst->url = dst->ca_pem = dst->client_cert = dst->client_key = dst->proxy = dst->from = NULL;
 	dst->headers = NULL;
 	if ((src->url && !(dst->url = strdup(src->url))) ||
 	    (src->proxy && !(dst->proxy = strdup(src->proxy))) ||
 	    (src->from && !(dst->from = strdup(src->from))))
 		goto oom;
-	if (src->ca_pem) {
-		dst->ca_pem = malloc(src->ca_pem_len + 1);
-		if (!dst->ca_pem)
-			goto oom;
-		memcpy(dst->ca_pem, src->ca_pem, src->ca_pem_len);
-		dst->ca_pem[src->ca_pem_len] = 0;
-	}
+	if (dup_text(src->ca_pem, src->ca_pem_len, &dst->ca_pem) < 0 ||
+	    dup_text(src->client_cert, src->client_cert_len, &dst->client_cert) < 0 ||
+	    dup_text(src->client_key, src->client_key_len, &dst->client_key) < 0)
+		goto oom;
 	while (src->headers && src->headers[n])
 		n++;
 	if (src->headers) {
@@ -225,6 +240,14 @@ static int host_from(struct oci_client *c, struct oci_host *h, const struct oci_
 		h->ca_blob.data = m->ca_pem;
 		h->ca_blob.len = m->ca_pem_len;
 		h->ca_blob.flags = CURL_BLOB_NOCOPY;
+	}
+	if (m->client_cert) {
+		h->cert_blob = (struct curl_blob){ .data = m->client_cert,
+						   .len = m->client_cert_len,
+						   .flags = CURL_BLOB_NOCOPY };
+		h->key_blob = (struct curl_blob){ .data = m->client_key,
+						  .len = m->client_key_len,
+						  .flags = CURL_BLOB_NOCOPY };
 	}
 	if (m->proxy)
 		h->proxy = m->proxy;

@@ -194,6 +194,12 @@ void oci_easy_setup(struct oci_client *c, const struct oci_host *h, CURL *easy,
 		curl_easy_setopt(easy, CURLOPT_CAINFO_BLOB, &h->ca_blob);
 	else if (h->ca_file)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, h->ca_file);
+	/* hosts.toml's client (or Docker's NAME.cert and NAME.key): presented when the server
+	 * asks for a certificate. */
+	if (h->cert_blob.data) {
+		curl_easy_setopt(easy, CURLOPT_SSLCERT_BLOB, &h->cert_blob);
+		curl_easy_setopt(easy, CURLOPT_SSLKEY_BLOB, &h->key_blob);
+	}
 	/* Without a proxy of ours, libcurl's http_proxy/https_proxy/no_proxy apply. */
 	if (h->proxy)
 		curl_easy_setopt(easy, CURLOPT_PROXY, h->proxy);
@@ -260,9 +266,31 @@ static bool tls_protocol_mismatch(const char *why)
 		       strstr(why, "record layer failure"));
 }
 
+/* The server's TLS alert about the certificate we presented, or the lack of one (OpenSSL's
+ * words; with TLS 1.3 it comes on the first read, after the handshake): permanent too. */
+static bool client_cert_refused(const char *why)
+{
+	static const char *const alerts[] = {
+		"alert certificate required",
+		"alert bad certificate",
+		"alert unknown ca",
+		"alert certificate unknown",
+		"alert certificate expired",
+		"alert certificate revoked",
+		"alert unsupported certificate",
+	};
+
+	for (size_t i = 0; why && i < ARRAY_SIZE(alerts); i++)
+		if (strstr(why, alerts[i]))
+			return true;
+	return false;
+}
+
 bool oci_curl_retryable(CURLcode rc, const char *errbuf)
 {
 	if (rc == CURLE_SSL_CONNECT_ERROR && tls_protocol_mismatch(errbuf))
+		return false;
+	if (client_cert_refused(errbuf))
 		return false;
 	switch (rc) {
 	case CURLE_COULDNT_CONNECT:
@@ -287,6 +315,11 @@ int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const 
 	const char *why = errbuf && *errbuf ? errbuf : curl_easy_strerror(rc);
 	const char *hint = "";
 
+	if (client_cert_refused(why))
+		return util_err_set(err, -EPROTO,
+				    "%s: TLS: the server wants a client certificate it trusts: %s "
+				    "(hosts.toml's client, or NAME.cert and NAME.key beside it)",
+				    what, why);
 	switch (rc) {
 	case CURLE_SSL_CONNECT_ERROR:
 		if (!c->opts.insecure && tls_protocol_mismatch(why))
@@ -294,9 +327,10 @@ int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const 
 			       "network)";
 		return util_err_set(err, -EPROTO, "%s: TLS handshake failed: %s%s", what, why,
 				    hint);
+	case CURLE_SSL_CERTPROBLEM:
+		return util_err_set(err, -EPROTO, "%s: TLS client certificate: %s", what, why);
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_CERTPROBLEM:
 		return util_err_set(
 		    err, -EPROTO,
 		    "%s: TLS certificate not trusted: %s (give the registry's CA with -o "

@@ -108,6 +108,8 @@ struct oci_host {
 	bool skip_verify;
 	const char *ca_file;       /* -o ca=, for a host without a CA of its own */
 	struct curl_blob ca_blob;  /* its own CA (hosts.toml ca), data NULL when none */
+	struct curl_blob cert_blob; /* its client certificate and key (hosts.toml client), */
+	struct curl_blob key_blob;  /* data NULL when none */
 	struct curl_slist *headers; /* hosts.toml [header] */
 	const char *proxy;         /* NULL: the client's, else libcurl's environment */
 	long connect_timeout_ms;
@@ -169,6 +171,16 @@ bool oci_host_failed(struct oci_client *c, struct oci_host *h, int r, const char
 /* "API/REPOSITORY/KIND/REFERENCE" plus the host's query, e.g. the URL of a blob. */
 char *oci_host_url(const struct oci_client *c, const struct oci_host *h, const char *kind,
 		   const char *reference);
+
+/* ---- TLS files of a host's configuration (tlsfiles.c) ---- */
+
+/* Append the PEM text of the CA file at path to pem; -errno with "ca 'PATH': why" in err. */
+int oci_ca_file_append(const char *path, struct util_buf *pem, struct util_error *err);
+/* Check a client certificate (PEM, its chain may follow) and its private key (key_path NULL:
+ * in the certificate's file) belong together, and make them m's unless m has one already.
+ * -errno with one line naming the file and why in err. */
+int oci_client_pair_load(const char *cert_path, const char *key_path, struct oci_mirror *m,
+			 struct util_error *err);
 
 /* Fixed options of every easy handle of this client talking to host h: TLS, CA, proxy,
  * timeouts for a deadline, protocols, share, user agent, buffer size. */

@@ -48,6 +48,12 @@ struct oci_mirror {
 	bool skip_verify;       /* TLS without certificate verification: bytes count as insecure */
 	char *ca_pem;           /* CA certificates (PEM text) trusted for this host, or NULL */
 	size_t ca_pem_len;
+	/* The client certificate this host's TLS handshakes present (PEM text, its chain with
+	 * it) and its private key (PEM text; a secret, wiped when freed), or NULL. */
+	char *client_cert;
+	size_t client_cert_len;
+	char *client_key;
+	size_t client_key_len;
 	char **headers;         /* "Name: value" lines for this host, NULL-terminated, or NULL */
 	char *proxy;            /* this host's proxy URL; NULL: the global one */
 	uint64_t dial_timeout_ms; /* connect timeout; 0: the default */
@@ -103,13 +109,17 @@ int oci_options_apply_config(struct oci_options *o, const struct oci_ref *ref,
 /* containerd's host configuration directory: $LAZYEROFS_CERTS_D, else
  * /etc/containerd/certs.d. */
 const char *oci_certs_d_path(void);
-/* Add what certs_d/NAMESPACE/hosts.toml says about ref's registry (NAMESPACE: host_port_,
- * host:port, then _default, the first that has one; Docker Hub's is docker.io): its server
- * (unless o has one) and its hosts with pull or resolve, after o's mirrors. A missing file
- * adds nothing; a bad one is -EINVAL (or the read's -errno) with "PATH: line N: ..." in err. */
+/* Add what certs_d/NAMESPACE/ says about ref's registry (NAMESPACE: host_port_, host:port,
+ * then _default, the first directory there is; Docker Hub's is docker.io), as containerd
+ * reads it: its hosts.toml -- its server (unless o has one) and its hosts with pull or
+ * resolve, after o's mirrors --, or without one (or an empty one) Docker's layout of
+ * certificate files for the registry's server: NAME.crt CAs, NAME.cert client certificates
+ * with their NAME.key. No directory adds nothing; a bad file is -EINVAL (or the read's
+ * -errno) with "PATH: [line N: ]..." in err. */
 int oci_options_apply_hosts(struct oci_options *o, const struct oci_ref *ref, const char *certs_d,
 			    struct util_error *err);
-/* The same for the text of one hosts.toml at path (relative ca paths start in its directory). */
+/* The same for the text of one hosts.toml at path (relative ca and client paths start in its
+ * directory). */
 int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t len,
 				 const char *path, struct util_error *err);
 /* Whether a pull with these options may take bytes of the reference's registry over a

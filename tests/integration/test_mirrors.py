@@ -10,6 +10,7 @@ directly."""
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -434,14 +435,136 @@ def test_hosts_toml_ca(lazy, image, pushed, upstream, registry, pki):
         tls.cleanup()
 
 
+def _openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def client_pki(workdir):
+    """A client CA with a client certificate it signed ("client.cert", "client.key"), and a
+    self-signed certificate it did not ("stranger.cert", "stranger.key"), under one dir."""
+    d = os.path.join(workdir, "client-pki")
+    os.makedirs(d, exist_ok=True)
+    p = lambda name: os.path.join(d, name)  # noqa: E731
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=lazyerofs test client CA", "-keyout", p("client-ca.key"),
+             "-out", p("client-ca.pem"), "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=lazyerofs node",
+             "-keyout", p("client.key"), "-out", p("client.csr"))
+    with open(p("client.ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+                "extendedKeyUsage=clientAuth\n")
+    _openssl("x509", "-req", "-in", p("client.csr"), "-CA", p("client-ca.pem"),
+             "-CAkey", p("client-ca.key"), "-CAcreateserial", "-days", "2",
+             "-extfile", p("client.ext"), "-out", p("client.cert"))
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=stranger", "-keyout", p("stranger.key"), "-out", p("stranger.cert"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def mtls_registry(image, pki, client_pki):
+    """A TLS registry (the `pki` CA's certificate) that wants a client certificate signed by
+    the client CA (distribution's http.tls.clientcas), holding the image."""
+    c = lambda name: os.path.join(client_pki, name)  # noqa: E731
+    reg = _registry(tls=(pki.cert, pki.key),
+                    client_tls=(c("client-ca.pem"), c("client.cert"), c("client.key")))
+    try:
+        ctx = pki.context()
+        ctx.load_cert_chain(c("client.cert"), c("client.key"))
+        reg.client = RegistryClient(reg.url, context=ctx)
+        reg.pushed = reg.client.push_image(REPO, "v1", [(image[0], MT_EROFS)])
+        yield reg
+    finally:
+        reg.cleanup()
+
+
+def put_files(lazy, ns, client_pki, pki, names):
+    """Copy files into the host directory: {name there: name in client_pki, or "ca"}."""
+    d = os.path.join(lazy.certs_d, ns)
+    os.makedirs(d, exist_ok=True)
+    for dst, src in names.items():
+        shutil.copy(pki.ca if src == "ca" else os.path.join(client_pki, src),
+                    os.path.join(d, dst))
+
+
+def forget_image(lazy, mp):
+    """Unmount and empty the cache, so that the next mount reads from the registry again."""
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+    lazy.run(["gc", "--max-size", "0"])
+
+
+def test_hosts_toml_client_certificate(lazy, image, mtls_registry, pki, client_pki):
+    """A registry that wants a client certificate: without one, or with one its CA did not
+    sign, the mount fails with one line saying so (and leaves no daemon); hosts.toml's
+    `client` (paths relative to the file) lets it through, as its [cert, key] pair form and
+    as one file holding both."""
+    ns = namespace_of(mtls_registry.host)
+    ref = mtls_registry.ref(REPO, "v1")
+    put_files(lazy, ns, client_pki, pki, {"ca.pem": "ca", "client.cert": "client.cert",
+                                          "client.key": "client.key",
+                                          "stranger.cert": "stranger.cert",
+                                          "stranger.key": "stranger.key"})
+    for client in ("", 'client = [["stranger.cert", "stranger.key"]]\n'):
+        write_hosts(lazy, ns, 'ca = "ca.pem"\n' + client)
+        mp = lazy.mountpoint()
+        r = lazy.run(["mount", ref, mp], timeout=120)
+        assert_one_line_error(r, 32)
+        assert "the server wants a client certificate it trusts" in r.stderr, r.stderr
+        assert "hosts.toml's client" in r.stderr, r.stderr
+        lazy.assert_nothing_left()
+
+    write_hosts(lazy, ns, 'ca = "ca.pem"\nclient = [["client.cert", "client.key"]]\n')
+    mp = lazy.mount(ref, opts=None)
+    check_reads(mp, image[1])
+    assert lazy.status_of(mp)["integrity"] == "tls"
+    forget_image(lazy, mp)
+
+    with open(os.path.join(lazy.certs_d, ns, "both.pem"), "w") as f:
+        for name in ("client.key", "client.cert"):
+            with open(os.path.join(client_pki, name)) as src:
+                f.write(src.read())
+    write_hosts(lazy, ns, 'ca = "ca.pem"\nclient = "both.pem"\n')
+    mp = lazy.mount(ref, opts=None)
+    check_reads(mp, image[1])
+    forget_image(lazy, mp)
+
+
+def test_docker_certs_layout(lazy, image, mtls_registry, pki, client_pki):
+    """A host directory without hosts.toml: NAME.crt is a CA, NAME.cert with NAME.key a client
+    certificate (Docker's layout, which containerd reads then): the mount goes through. A
+    .key of another certificate: one line naming both files, nothing mounted."""
+    ns = namespace_of(mtls_registry.host)
+    put_files(lazy, ns, client_pki, pki, {"ca.crt": "ca", "node.cert": "client.cert",
+                                          "node.key": "client.key"})
+    mp = lazy.mount(mtls_registry.ref(REPO, "v1"), opts=None)
+    check_reads(mp, image[1])
+    forget_image(lazy, mp)
+
+    put_files(lazy, ns, client_pki, pki, {"node.key": "stranger.key"})
+    d = os.path.join(lazy.certs_d, ns)
+    r = lazy.run(["mount", mtls_registry.ref(REPO, "v1"), lazy.mountpoint()])
+    assert_one_line_error(r, 32)
+    assert (f"client key '{d}/node.key' does not belong to the certificate '{d}/node.cert'"
+            in r.stderr), r.stderr
+    lazy.assert_nothing_left()
+
+
 @pytest.mark.parametrize("text,line,why", [
     ('[host."http://m1"]\ncapabilities = ["pull", "fetch"]\n', 2, "unknown capability"),
     ('[host."https://m1"]\nca = "missing.pem"\n', 2, "missing.pem"),
+    ('\nclient = [["missing.cert", "missing.key"]]\n', 2,
+     "client certificate '{dir}/missing.cert': No such file"),
+    ('[host."https://m1"]\nclient = [["a.cert"]]\n', 2, "[\"cert\", \"key\"]"),
+    ('client = 5\n', 1, "'client' must be a path"),
     ('server = "ftp://x"\n', 1, "scheme"),
     ('[host."https://m1"\n', 1, "expected ']'"),
 ])
 def test_bad_hosts_toml(lazy, upstream, text, line, why):
     write_hosts(lazy, namespace_of(upstream.host), text)
+    why = why.replace("{dir}", os.path.join(lazy.certs_d, namespace_of(upstream.host)))
     mount_refused_by(lazy, upstream,
                      os.path.join(lazy.certs_d, namespace_of(upstream.host), "hosts.toml"),
                      line, why)

@@ -217,13 +217,16 @@ class Registry:
     host: "127.0.0.1:PORT" (for references), url: "http(s)://127.0.0.1:PORT", client: a
     RegistryClient with whatever credentials the flavour needs."""
 
-    def __init__(self, auth=None, tls=None, port=None, proxy=None, env=None):
+    def __init__(self, auth=None, tls=None, port=None, proxy=None, env=None, client_tls=None):
         """proxy: the registry is a pull-through cache of another one, the distribution
         registry's `proxy:` section ({"remoteurl": URL} plus "username"/"password" when that
         one wants a login); it then refuses pushes. env: more environment for the process
-        (SSL_CERT_FILE, to trust a test CA upstream)."""
+        (SSL_CERT_FILE, to trust a test CA upstream). client_tls: (client CA, cert, key): the
+        registry wants a client certificate that CA signed (`http.tls.clientcas`), and the
+        readiness probe presents cert and key."""
         self.dir = tempfile.mkdtemp(prefix="lazyerofs-registry-")
         self.env = env
+        self.client_tls = client_tls
         # None: the first start binds port 0 and learns the port the kernel gave it (no
         # pick-then-bind race); restarts keep that port, since references name it.
         self.port = port
@@ -243,6 +246,8 @@ class Registry:
         }
         if tls:
             cfg["http"]["tls"] = {"certificate": tls[0], "key": tls[1]}
+            if client_tls:
+                cfg["http"]["tls"]["clientcas"] = [client_tls[0]]
         if auth:
             cfg["auth"] = auth
         if proxy:
@@ -288,6 +293,8 @@ class Registry:
 
     def _wait_v2(self, timeout=15):
         ctx = ssl._create_unverified_context() if self.scheme == "https" else None
+        if ctx and self.client_tls:
+            ctx.load_cert_chain(self.client_tls[1], self.client_tls[2])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -401,7 +401,7 @@ static void test_config_file(void **state)
 	    "  capabilities = [\"pull\"]\n" \
 	    "  ca = [\"a.pem\", \"%s/b.pem\"]\n" \
 	    "  dial_timeout = \"1.5s\"\n" \
-	    "  client = [[\"/c.cert\", \"/c.key\"]]\n" \
+	    "  # client: test_tlsfiles.c\n" \
 	    "  [host.\"https://m1\".header]\n" \
 	    "    x-one = \"1\"\n" \
 	    "    x-two = [\"a\", \"b\"]\n" \

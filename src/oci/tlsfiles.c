@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * The TLS files a host's configuration names (hosts.toml's ca and client, Docker's *.crt,
+ * *.cert and *.key): read once, when the configuration is, and checked then -- a CA file
+ * holds a PEM certificate, a client certificate parses and its private key belongs to it --
+ * so that a mistake is one line naming the file before anything is asked of a registry, not
+ * a failed handshake later. libcurl gets the bytes (CURLOPT_*_BLOB), never the paths.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "oci/internal.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+
+#define TLS_FILE_MAX (1u << 20)
+
+/* Key files are secrets: wiped before they are freed (PEM text: no NUL inside). */
+static void free_secretp(char **p)
+{
+	if (*p) {
+		explicit_bzero(*p, strlen(*p));
+		free(*p);
+	}
+}
+
+static const char *read_cause(int r)
+{
+	return r == -EFBIG ? "larger than 1 MiB" : strerror(-r);
+}
+
+int oci_ca_file_append(const char *path, struct util_buf *pem, struct util_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	r = util_read_file(AT_FDCWD, path, TLS_FILE_MAX, 0, &text, &len);
+	if (r < 0)
+		return util_err_set(err, r, "ca '%s': %s", path, read_cause(r));
+	if (!strstr(text, "-----BEGIN CERTIFICATE-----"))
+		return util_err_set(err, -EINVAL, "ca '%s' is not a PEM certificate file", path);
+	if (util_buf_append(pem, text, len) < 0 || util_buf_append(pem, "\n", 1) < 0)
+		return util_err_set(err, -EFBIG, "ca '%s': the certificates are too large", path);
+	return 0;
+}
+
+/* A PEM passphrase is never asked for (OpenSSL's default would prompt on the terminal): an
+ * encrypted key is refused, as containerd refuses one. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	return -1;
+}
+
+enum pair_check { PAIR_OK, PAIR_NO_CERT, PAIR_NO_KEY, PAIR_MISMATCH };
+
+/* Whether the PEM text holds a certificate and a private key that belongs to it. */
+static enum pair_check check_pair(const char *cert_text, size_t cert_len, const char *key_text,
+				  size_t key_len)
+{
+	BIO *b = BIO_new_mem_buf(cert_text, (int)cert_len);
+	X509 *x = b ? PEM_read_bio_X509(b, NULL, no_passphrase, NULL) : NULL;
+	EVP_PKEY *k = NULL;
+	enum pair_check res = PAIR_OK;
+
+	BIO_free(b);
+	if (!x) {
+		res = PAIR_NO_CERT;
+	} else {
+		b = BIO_new_mem_buf(key_text, (int)key_len);
+		k = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
+		BIO_free(b);
+		if (!k)
+			res = PAIR_NO_KEY;
+		else if (X509_check_private_key(x, k) != 1)
+			res = PAIR_MISMATCH;
+	}
+	EVP_PKEY_free(k);
+	X509_free(x);
+	ERR_clear_error(); /* what OpenSSL queued is told in our words */
+	return res;
+}
+
+int oci_client_pair_load(const char *cert_path, const char *key_path, struct oci_mirror *m,
+			 struct util_error *err)
+{
+	_cleanup_(free_secretp) char *cert = NULL, *key = NULL;
+	size_t cert_len = 0, key_len = 0;
+	int r;
+
+	r = util_read_file(AT_FDCWD, cert_path, TLS_FILE_MAX, 0, &cert, &cert_len);
+	if (r < 0)
+		return util_err_set(err, r, "client certificate '%s': %s", cert_path,
+				    read_cause(r));
+	if (key_path) {
+		r = util_read_file(AT_FDCWD, key_path, TLS_FILE_MAX, 0, &key, &key_len);
+		if (r < 0)
+			return util_err_set(err, r, "client key '%s': %s", key_path, read_cause(r));
+	}
+	/* Without a key file, the certificate's file holds the key too (containerd's). */
+	switch (check_pair(cert, cert_len, key ? key : cert, key ? key_len : cert_len)) {
+	case PAIR_OK:
+		break;
+	case PAIR_NO_CERT:
+		r = util_err_set(err, -EINVAL, "client certificate '%s' holds no PEM certificate",
+				 cert_path);
+		break;
+	case PAIR_NO_KEY:
+		if (key_path)
+			r = util_err_set(err, -EINVAL,
+					 "client key '%s' holds no PEM private key (or one with a "
+					 "passphrase)",
+					 key_path);
+		else
+			r = util_err_set(err, -EINVAL,
+					 "client certificate '%s' holds no PEM private key (or one "
+					 "with a passphrase) and no key file is named with it",
+					 cert_path);
+		break;
+	case PAIR_MISMATCH:
+		r = util_err_set(err, -EINVAL,
+				 "client key '%s' does not belong to the certificate '%s'",
+				 key_path ? key_path : cert_path, cert_path);
+		break;
+	}
+	/* A host presents one certificate (libcurl's handshake takes one): the first; the
+	 * others are checked all the same. */
+	if (r < 0 || m->client_cert)
+		return r < 0 ? r : 0;
+	if (!key) {
+		key = malloc(cert_len + 1);
+		if (!key)
+			return -ENOMEM;
+		memcpy(key, cert, cert_len + 1);
+		key_len = cert_len;
+	}
+	m->client_cert_len = cert_len;
+	m->client_cert = TAKE_PTR(cert);
+	m->client_key_len = key_len;
+	m->client_key = TAKE_PTR(key);
+	return 0;
+}
