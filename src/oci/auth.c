@@ -21,19 +21,10 @@
 #include "util/strutil.h"
 #include "util/time.h"
 
-static void free_secret(char **p)
-{
-	if (*p) {
-		explicit_bzero(*p, strlen(*p));
-		free(*p);
-		*p = NULL;
-	}
-}
-
 static void token_clear(struct oci_token *t)
 {
 	free(t->scope);
-	free_secret(&t->header);
+	util_free_secret(&t->header);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -41,7 +32,7 @@ void oci_auth_free(struct oci_auth *a)
 {
 	for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++)
 		token_clear(&a->tokens[i]);
-	free_secret(&a->basic_header);
+	util_free_secret(&a->basic_header);
 	oci_creds_free(&a->creds);
 	free(a->creds_source);
 	a->creds_source = NULL;
@@ -474,7 +465,7 @@ int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *ww
 			r = -EACCES;
 			goto out;
 		}
-		free_secret(&a->basic_header);
+		util_free_secret(&a->basic_header);
 		r = make_basic(a->creds.username, a->creds.password, &a->basic_header);
 		if (r < 0)
 			goto out;

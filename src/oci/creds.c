@@ -30,22 +30,13 @@
 
 extern char **environ;
 
-static void free_secret(char **p)
-{
-	if (*p) {
-		explicit_bzero(*p, strlen(*p));
-		free(*p);
-		*p = NULL;
-	}
-}
-
 void oci_creds_free(struct oci_creds *c)
 {
 	if (!c)
 		return;
 	free(c->username);
-	free_secret(&c->password);
-	free_secret(&c->identity_token);
+	util_free_secret(&c->password);
+	util_free_secret(&c->identity_token);
 	free(c->helper);
 	memset(c, 0, sizeof(*c));
 }
@@ -252,7 +243,7 @@ static int parse_auth_entry(json_t *e, struct oci_creds *ret)
 	}
 	if (c.identity_token) {
 		/* Docker stores "<token>" as the user of an identity token; the token wins. */
-		free_secret(&c.password);
+		util_free_secret(&c.password);
 	}
 	if (!(c.username && c.password) && !c.identity_token) {
 		oci_creds_free(&c);

@@ -28,9 +28,7 @@ void oci_mirror_free(struct oci_mirror *m)
 	free(m->url);
 	free(m->ca_pem);
 	free(m->client_cert);
-	if (m->client_key)
-		explicit_bzero(m->client_key, m->client_key_len);
-	free(m->client_key);
+	util_free_secret_buf(m->client_key, m->client_key_len);
 	for (char **h = m->headers; h && *h; h++)
 		free(*h);
 	free(m->headers);

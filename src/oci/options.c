@@ -27,15 +27,6 @@ void oci_options_init(struct oci_options *o)
 	o->layer = -1;
 }
 
-static void free_secret(char **p)
-{
-	if (*p) {
-		explicit_bzero(*p, strlen(*p));
-		free(*p);
-		*p = NULL;
-	}
-}
-
 void oci_options_free(struct oci_options *o)
 {
 	if (!o)
@@ -44,7 +35,7 @@ void oci_options_free(struct oci_options *o)
 	free(o->blob);
 	free(o->platform);
 	free(o->username);
-	free_secret(&o->password);
+	util_free_secret(&o->password);
 	free(o->digest);
 	for (size_t i = 0; i < o->n_mirrors; i++)
 		oci_mirror_free(&o->mirrors[i]);
@@ -235,7 +226,7 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 				return util_err_set(err, -EINVAL,
 						    "option 'oci.password' needs a value");
 			}
-			free_secret(&o->password);
+			util_free_secret(&o->password);
 			o->password = strdup(value);
 			if (!o->password)
 				return -ENOMEM;
@@ -324,7 +315,7 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 		r = read_password_file(value, &pw, err);
 		if (r < 0)
 			return r == -ENOMEM ? r : -EINVAL;
-		free_secret(&o->password);
+		util_free_secret(&o->password);
 		o->password = pw;
 		return 0;
 	}

@@ -20,17 +20,9 @@
 #include "oci/internal.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "util/strutil.h"
 
 #define TLS_FILE_MAX (1u << 20)
-
-/* Key files are secrets: wiped before they are freed (PEM text: no NUL inside). */
-static void free_secretp(char **p)
-{
-	if (*p) {
-		explicit_bzero(*p, strlen(*p));
-		free(*p);
-	}
-}
 
 static const char *read_cause(int r)
 {
@@ -92,7 +84,7 @@ static enum pair_check check_pair(const char *cert_text, size_t cert_len, const 
 int oci_client_pair_load(const char *cert_path, const char *key_path, struct oci_mirror *m,
 			 struct util_error *err)
 {
-	_cleanup_(free_secretp) char *cert = NULL, *key = NULL;
+	_cleanup_(util_free_secret) char *cert = NULL, *key = NULL;
 	size_t cert_len = 0, key_len = 0;
 	int r;
 

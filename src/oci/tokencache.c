@@ -25,19 +25,12 @@
 #include "util/json.h"
 #include "util/macro.h"
 #include "util/sha256.h"
+#include "util/strutil.h"
 
 #define TOKEN_DIR "tokens"
 #define TOKEN_FILE_VERSION 1
 #define TOKEN_FILES_MAX 256  /* files kept in the directory; more are swept out */
 #define TOKEN_STALE_S 60     /* a file expired (or a temp file left) this long ago is swept */
-
-static void free_secret_buf(char *p, size_t len)
-{
-	if (p) {
-		explicit_bzero(p, len);
-		free(p);
-	}
-}
 
 int oci_token_file_parse(const void *buf, size_t len, const char *host, const char *scope,
 			 char **ret_token, int64_t *ret_expires, uint64_t *ret_lifetime_s)
@@ -171,12 +164,12 @@ int oci_token_cache_load(const char *run_dir, const struct oci_token_key *k, tim
 	if (r < 0)
 		return r;
 	r = oci_token_file_parse(buf, len, k->host, k->scope, ret_token, &expires, ret_lifetime_s);
-	free_secret_buf(buf, len);
+	util_free_secret_buf(buf, len);
 	if (r < 0)
 		return r;
 	/* Expired, or further away than the token lived: the clock went back, or a forgery. */
 	if (expires <= (int64_t)now || (uint64_t)(expires - now) > *ret_lifetime_s) {
-		free_secret_buf(*ret_token, strlen(*ret_token));
+		util_free_secret_buf(*ret_token, strlen(*ret_token));
 		*ret_token = NULL;
 		return -ESTALE;
 	}
@@ -228,7 +221,7 @@ int oci_token_cache_store(const char *run_dir, const struct oci_token_key *k, co
 	if (r < 0)
 		return r;
 	r = util_write_file_atomic(dfd, name, text, strlen(text), 0600);
-	free_secret_buf(text, strlen(text));
+	util_free_secret_buf(text, strlen(text));
 	if (r < 0)
 		return r;
 	{

@@ -26,6 +26,10 @@ int util_parse_size(const char *s, struct util_size *ret);
 	"as 10%"
 
 bool util_startswith(const char *s, const char *prefix);
+/* Secrets (passwords, tokens, keys) are wiped before they are freed. util_free_secret takes
+ * a NUL-terminated string, frees it and sets it to NULL (a _cleanup_ function too). */
+void util_free_secret(char **p);
+void util_free_secret_buf(void *p, size_t len);
 /* Format a byte count for humans ("1.5 MiB") into buf. */
 const char *util_format_bytes(uint64_t n, char *buf, size_t len);
 
