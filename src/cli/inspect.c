@@ -43,26 +43,12 @@ static const char *errname(int r)
 	}
 }
 
-static const char *errcode(int r)
-{
-	switch (r) {
-	case -EUCLEAN:
-		return "-EUCLEAN";
-	case -EOPNOTSUPP:
-		return "-EOPNOTSUPP";
-	case -EFBIG:
-		return "-EFBIG";
-	default:
-		return "";
-	}
-}
-
 static int fail(const char *path, int r, const char *detail)
 {
 	const char *what = errname(r);
 
 	if (what && detail && *detail)
-		log_error("inspect '%s': %s: %s (%s)", path, what, detail, errcode(r));
+		log_error("inspect '%s': %s: %s", path, what, detail);
 	else if (detail && *detail)
 		log_error("inspect '%s': %s: %s", path, detail, strerror(-r));
 	else

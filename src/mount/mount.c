@@ -143,7 +143,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 			util_err_set(err, r, "reading the image's superblock: %s%s%s", strerror(-r),
 				     werr.message[0] ? ": " : "", werr.message);
 		else
-			util_err_set(err, r, "the blob is not a usable EROFS image: %s",
+			util_err_set(err, r, "not a usable EROFS image: %s",
 				     util_err_msg(&werr, r));
 		return r;
 	}
@@ -214,6 +214,23 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		res->walk_fast = after.fast_answers - before.fast_answers;
 	}
 	return 0;
+}
+
+/* A lazyerofs mount already on the directory: a second one would hide it under itself. */
+static int refuse_mounted(const char *mnt_abs, const char *mountpoint, int run_fd,
+			  struct util_error *err)
+{
+	struct mount_state st = { 0 };
+	uint64_t mnt_id;
+
+	if (mount_path_mnt_id(mnt_abs, &mnt_id) < 0 || mount_state_read(run_fd, mnt_id, &st) < 0)
+		return 0;
+	util_err_set(err, -EBUSY,
+		     "mountpoint '%s' is already a lazyerofs mount of '%s'; unmount it first "
+		     "('lazyerofs umount %s')",
+		     mountpoint, st.source ? st.source : "?", mountpoint);
+	mount_state_done(&st);
+	return -EBUSY;
 }
 
 static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs,
@@ -332,6 +349,9 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = mount_open_run_dir(run_dir, &run_fd, err);
 	if (r < 0)
 		return r;
+	r = refuse_mounted(mnt_abs, req->mountpoint, run_fd, err);
+	if (r < 0)
+		return r;
 
 	/* Resolve the reference to one blob. */
 	t = util_now_ms();
@@ -383,8 +403,14 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	}
 	t = util_now_ms();
 	r = prefetch_metadata(h, cfg.blob.size, res, err);
-	if (r < 0)
+	if (r < 0) {
+		/* Its messages are about the image: name it. */
+		if (cfg.blob.digest[0])
+			util_err_prefix(err, "'%s' (blob %s)", pub_source, cfg.blob.digest);
+		else
+			util_err_prefix(err, "'%s'", pub_source);
 		goto undo;
+	}
 	res->walk_ms = util_now_ms() - t;
 	mount_profile_finish(profile, res);
 

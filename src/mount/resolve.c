@@ -31,8 +31,11 @@
 #define OVERLAYFS_SUPER_MAGIC 0x794c7630
 #endif
 
-/* "what 'source': STATUS CODE: message" from what the registry client recorded in err. */
-static int registry_error(struct util_error *err, const char *what, const char *source, int r)
+/* "what 'source': STATUS CODE: message" from what the registry client recorded in err; just
+ * the message when it names the source or its registry already (the client's messages say
+ * "registry HOST: manifest REPOSITORY:TAG: ..."), so that the line names the image once. */
+static int registry_error(struct util_error *err, const char *what, const struct oci_ref *ref,
+			  const char *source, int r)
 {
 	char status[96] = "";
 
@@ -56,7 +59,8 @@ static int registry_error(struct util_error *err, const char *what, const char *
 		snprintf(err->message, sizeof(err->message), "%s", strerror(-r));
 	if (status[0])
 		util_err_prefix(err, "%s '%s': %s", what, source, status);
-	else
+	else if (!strstr(err->message, source) &&
+		 (ref->is_url || !strstr(err->message, ref->registry)))
 		util_err_prefix(err, "%s '%s'", what, source);
 	return r;
 }
@@ -171,7 +175,7 @@ int mount_resolve(const struct oci_ref *ref, const struct oci_options *o, const 
 	r = oci_resolve(ret->client, &ret->blob, err);
 	if (r < 0) {
 		mount_resolved_done(ret);
-		return registry_error(err, "resolving", source, r);
+		return registry_error(err, "resolving", ref, source, r);
 	}
 	r = mount_offline_record(cache_dir, ref, o, &ret->blob);
 	if (r < 0)

@@ -19,6 +19,7 @@
 #include "oci/internal.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "util/strutil.h"
 #include "util/time.h"
 
 uint64_t oci_backoff_ms(int attempt)
@@ -259,6 +260,45 @@ bool oci_same_origin(const char *a, const char *b)
 	return same;
 }
 
+/* The registry's error code for a reply whose status the message already gives: recorded,
+ * and "HTTP 401" in the message becomes "HTTP 401 UNAUTHORIZED". */
+static void add_registry_code(struct util_error *err, int status, const char *code)
+{
+	char num[16], *at, rest[sizeof(err->message)];
+	size_t n;
+
+	err->http_status = status;
+	oci_fmt(err->registry_code, sizeof(err->registry_code), "%s", code);
+	n = (size_t)snprintf(num, sizeof(num), "HTTP %d", status);
+	at = strstr(err->message, num);
+	if (!at || strstr(err->message, code))
+		return;
+	at += n;
+	oci_fmt(rest, sizeof(rest), "%s", at);
+	oci_fmt(at, sizeof(err->message) - (size_t)(at - err->message), " %s%s", code, rest);
+}
+
+void oci_curl_explain(CURL *easy, CURLcode rc, char *errbuf, size_t len)
+{
+	static const char vague[] = ": Couldn't connect to server";
+	char why[CURL_ERROR_SIZE];
+	long os_errno = 0;
+	size_t n;
+
+	if (rc != CURLE_COULDNT_CONNECT ||
+	    curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno) != CURLE_OK || os_errno <= 0)
+		return;
+	oci_fmt(why, sizeof(why), "%s", strerror((int)os_errno));
+	if (strstr(errbuf, why))
+		return;
+	n = strlen(errbuf);
+	if (n >= sizeof(vague) - 1 && !strcmp(errbuf + n - (sizeof(vague) - 1), vague))
+		errbuf[n - (sizeof(vague) - 1)] = 0;
+	n = strlen(errbuf);
+	if (n < len)
+		oci_fmt(errbuf + n, len - n, "%s%s", n ? ": " : "", why);
+}
+
 /* A TLS handshake answered by a plain-HTTP server: permanent, whatever the retries. */
 static bool tls_protocol_mismatch(const char *why)
 {
@@ -331,6 +371,11 @@ int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const 
 		return util_err_set(err, -EPROTO, "%s: TLS client certificate: %s", what, why);
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
+		if (c->opts.ca_file)
+			return util_err_set(err, -EPROTO,
+					    "%s: TLS certificate not trusted: %s (ca=%s is not the "
+					    "CA that signed the registry's certificate)",
+					    what, why, c->opts.ca_file);
 		return util_err_set(
 		    err, -EPROTO,
 		    "%s: TLS certificate not trusted: %s (give the registry's CA with -o "
@@ -347,7 +392,10 @@ int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const 
 		return util_err_set(err, -EAGAIN, "%s: timed out: %s", what, why);
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
-		return util_err_set(err, -EAGAIN, "%s: cannot resolve host: %s", what, why);
+		/* curl's own text already says "Could not resolve host: NAME". */
+		return util_err_set(
+		    err, -EAGAIN, "%s: %s%s", what,
+		    util_startswith(why, "Could not resolve") ? "" : "cannot resolve host: ", why);
 	case CURLE_COULDNT_CONNECT:
 		return util_err_set(err, -EAGAIN, "%s: cannot connect: %s", what, why);
 	case CURLE_OUT_OF_MEMORY:
@@ -368,8 +416,12 @@ int oci_status_error(struct oci_client *c, const struct oci_resp *resp, const st
 		util_err_set_http(err, r, (int)resp->status, code, "%s: HTTP %ld %s", what,
 				  resp->status, msg);
 	else
-		util_err_set_http(err, r, (int)resp->status, NULL, "%s: HTTP %ld", what,
-				  resp->status);
+		/* A plain-HTTP request to an HTTPS port gets a bare 400 (Go's servers, nginx). */
+		util_err_set_http(err, r, (int)resp->status, NULL, "%s: HTTP %ld%s", what,
+				  resp->status,
+				  resp->status == 400 && c->opts.insecure
+					  ? " (the server may need HTTPS: drop -o insecure)"
+					  : "");
 	return r;
 }
 
@@ -601,6 +653,7 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 			util_buf_reset(body);
 		log_debug("oci: %s %s", method, shown);
 		rc = curl_easy_perform(easy);
+		oci_curl_explain(easy, rc, errbuf, sizeof(errbuf));
 		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
 		curl_slist_free_all(hdrs);
 		if (counter)
@@ -642,17 +695,14 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 			auth_rounds++;
 			r = oci_auth_challenged(c, host, resp->www_auth, q->push, gen, auth_rounds,
 						deadline_ms, err);
-			if (r == -EACCES && err && !err->http_status) {
+			if (r == -EACCES && err && !err->registry_code[0]) {
 				/* The registry's own words, e.g. UNAUTHORIZED, when it has them. */
 				char code[64] = "", msg[300] = "";
 
 				if (body && body->len &&
 				    oci_registry_error_parse(body->data, body->len, code, sizeof(code),
-							     msg, sizeof(msg)) == 0) {
-					err->http_status = 401;
-					oci_fmt(err->registry_code, sizeof(err->registry_code),
-						"%s", code);
-				}
+							     msg, sizeof(msg)) == 0 && code[0])
+					add_registry_code(err, 401, code);
 			}
 			if (r < 0)
 				return r;

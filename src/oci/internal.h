@@ -195,6 +195,9 @@ bool oci_same_origin(const char *a, const char *b);
 int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const char *what,
 		   struct util_error *err);
 bool oci_curl_retryable(CURLcode rc, const char *errbuf);
+/* After a transfer failed with rc: the system's word for a refused or unreachable connection
+ * ("Connection refused") into curl's error buffer, which Debian 12's libcurl leaves out. */
+void oci_curl_explain(CURL *easy, CURLcode rc, char *errbuf, size_t len);
 /* A non-2xx reply as -errno and a message with the status and the registry's error. */
 int oci_status_error(struct oci_client *c, const struct oci_resp *resp, const struct util_buf *body,
 		     const char *what, struct util_error *err);

@@ -798,6 +798,7 @@ void oci_reader_perform(struct oci_reader *r, int timeout_ms)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&q);
 		k = q->k;
+		oci_curl_explain(msg->easy_handle, msg->data.result, q->errbuf, sizeof(q->errbuf));
 		o = finish(k, q, msg->data.result, &ret);
 		if (o == DONE) {
 			rreq_free(q);
