@@ -158,6 +158,38 @@ def test_fetch_then_offline_mount_by_digest(lazy, private_registry, images):
     lazy.assert_nothing_left()
 
 
+def mount_readahead_kb(mp):
+    """The read-ahead of the mount at mp: its superblock's backing device info, named as the
+    superblock is in sysfs (FS_IOC_GETFSSYSFSPATH)."""
+    import fcntl
+    buf = bytearray(129)
+    fd = os.open(mp, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, (2 << 30) | (129 << 16) | (0x15 << 8) | 1, buf)
+    finally:
+        os.close(fd)
+    name = bytes(buf[1:1 + buf[0]]).decode().split("/")[-1]
+    with open(f"/sys/class/bdi/{name}/read_ahead_kb") as f:
+        return int(f.read())
+
+
+def test_mostly_present_entry_reads_ahead_more(lazy, private_registry, images):
+    """A mount of a cold entry keeps the kernel's read-ahead (a larger read there waits for
+    more bytes); once the entry is mostly present (here: fetched ahead), a mount reads ahead
+    2 MiB, so reads of the marked file raise fewer events; the bytes are right either way."""
+    im = push(private_registry, "life/ra", images["a"])
+    mp = lazy.mount(im["ref"])
+    cold = mount_readahead_kb(mp)
+    assert cold < 2048, cold
+    lazy.umount(mp)
+    fetch(lazy, im["ref"])
+    mp = lazy.mount(im["ref"])
+    assert mount_readahead_kb(mp) == 2048
+    assert child_read(mp + "/data/f.bin") == expected(im, "/data/f.bin")
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
 def test_fetch_of_complete_entry_says_so(lazy, private_registry, images):
     """A second fetch finds the entry complete and verified: it says so, exits 0, fetches
     nothing, starts no daemon; by digest it needs no registry either."""
