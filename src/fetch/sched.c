@@ -761,8 +761,10 @@ void fetch_sched_link_sample(struct fetch_sched *s, uint64_t ttfb_us, uint64_t b
 	 * average of such samples made read-ahead windows of 100 MiB on loopback: a 10 GiB
 	 * image read at random fetched 4.6 times what was read). */
 	s->link_rtt_us = s->link_rtt_us ? MIN(s->link_rtt_us, ttfb_us) : ttfb_us;
-	/* Throughput only from requests long enough to tell (a small one is all latency). */
-	if (bytes >= MiB && body_us >= 1000) {
+	/* Throughput only from requests long enough to tell (a small one is all latency): from
+	 * 512 KiB, so that a file's first read-ahead window (1 MiB less the read's own chunk)
+	 * counts, and the stream's next window is sized by the link one round trip sooner. */
+	if (bytes >= MiB / 2 && body_us >= 1000) {
 		uint64_t rate = bytes * 1000000 / body_us;
 
 		s->link_bytes_per_s =
