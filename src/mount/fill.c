@@ -11,10 +11,12 @@
 #include <string.h>
 
 #include "cache/cache.h"
+#include "erofs/erofs.h"
 #include "mount/mount.h"
 #include "mount/resolve.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "util/macro.h"
 #include "util/time.h"
 
 /* How long to wait for a daemon we leave unused to go (gc and scripts run next). */
@@ -36,6 +38,38 @@ static bool entry_done(const char *cache_dir, const struct oci_blob *b, bool *re
 	if (b->digest[0])
 		return *ret_verified;
 	return (h.flags & CACHE_FLAG_COMPLETE) != 0;
+}
+
+/* Before the whole blob: is it an EROFS image at all? Its superblock's block, fetched alone
+ * and read through the daemon's pre-mark fd (no event). A blob that is not one is refused
+ * before it takes the cache's space, as a mount would refuse it. */
+static int check_superblock(struct fetch_handle *h, const struct oci_blob *b, const char *source,
+			    struct util_error *err)
+{
+	struct util_extent sb = {0, MIN(b->size, (uint64_t)4096)};
+	struct util_error ferr = UTIL_ERROR_INIT, werr = UTIL_ERROR_INIT;
+	_cleanup_close_ int fd = -1;
+	struct erofs_info info;
+	struct erofs_io io;
+	int r;
+
+	r = fetch_ensure_ranges(h, &sb, 1, &ferr);
+	if (r >= 0)
+		r = fetch_data_fd(h, &fd, &ferr);
+	if (r < 0)
+		return util_err_set(err, r, "reading the image's superblock: %s",
+				    util_err_msg(&ferr, r));
+	r = erofs_io_from_fd(&io, fd);
+	if (r >= 0)
+		r = erofs_probe(&io, &info, &werr);
+	if (r == -EUCLEAN || r == -EOPNOTSUPP)
+		return util_err_set(err, r, "'%s' (blob %s): not a usable EROFS image: %s", source,
+				    b->digest[0] ? b->digest : "without a digest",
+				    util_err_msg(&werr, r));
+	if (r < 0)
+		return util_err_set(err, r, "reading the image's superblock: %s",
+				    util_err_msg(&werr, r));
+	return 0;
 }
 
 int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *res, int *ret_class,
@@ -102,6 +136,11 @@ int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *r
 	if (r < 0)
 		return util_err_set(err, r, "starting the fetch daemon: %s",
 				    util_err_msg(&ferr, r));
+	r = check_superblock(h, &rs.blob, pub_source, err);
+	if (r < 0) {
+		fetch_handle_release(h, FILL_RELEASE_WAIT_MS);
+		return r;
+	}
 	(void)fetch_status(h, &before);
 	watch.stall_ms = req->opts->timeout_ms;
 	watch.progress = req->progress;

@@ -223,6 +223,8 @@ CASES = [
     ("fetch-platform-mismatch",
      lambda c: ["fetch", "-o", "insecure,platform=linux/s390x", c.plain], 2,
      [lambda c: c.plain, "linux/s390x"], [], lambda c: c.plain),
+    ("fetch-not-erofs", lambda c: ["fetch", "-o", "insecure", c.reg.ref("err/junk", "v1")], 2,
+     [lambda c: c.reg.ref("err/junk", "v1"), "not a usable EROFS image", "magic"], [], None),
     ("gc-bad-size", lambda c: ["gc", "--max-size", "10X"], 1,
      ["'10X'", "not a size", "K, M, G or T"], [], None),
 ]
