@@ -6,8 +6,8 @@
  * (mount/rounds.c) and sent to the daemon as ensure batches, in the background.
  *
  * Rounds are pipelined: the walk's levels form a chain (a directory's blocks name its
- * children), but a round's transfer need not hold the chain up. A round goes out as a few
- * batches (a small one first, so that part of it arrives early), run by a small pool of
+ * children), but a round's transfer need not hold the chain up. On a slow link a round goes
+ * out as several batches (parts of it, so that some arrive early), run by a small pool of
  * workers, each on its own connection to the daemon (a handle is not thread-safe). A round
  * returns to the walker as soon as one batch is done (erofs.h allows it): the walker goes on
  * with what arrived, and lists again what it still lacks; what is on its way already is not

@@ -28,6 +28,8 @@
 static int image_fd = -1, cache_fd = -1;
 static uint64_t image_size;
 static unsigned ensure_calls;
+static unsigned ensure_running, ensure_overlap; /* batches in the fake now; most at once */
+static uint64_t link_us_per_kib; /* a slow fake link: each batch sleeps this per KiB + 1 ms */
 static uint64_t ensure_ranges, ensure_bytes;
 static uint64_t group_gap, group_budget; /* the grouping walk_cached sets */
 
@@ -53,6 +55,21 @@ static pthread_mutex_t fake_lock = PTHREAD_MUTEX_INITIALIZER;
 int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, size_t n,
 			const struct util_extent *need, size_t nneed, struct util_error *err)
 {
+	uint64_t kib = 0;
+
+	for (size_t i = 0; i < n; i++)
+		kib += v[i].length >> 10;
+	if (link_us_per_kib) {
+		pthread_mutex_lock(&fake_lock);
+		ensure_running++;
+		if (ensure_running > ensure_overlap)
+			ensure_overlap = ensure_running;
+		pthread_mutex_unlock(&fake_lock);
+		usleep((useconds_t)(1000 + kib * link_us_per_kib));
+		pthread_mutex_lock(&fake_lock);
+		ensure_running--;
+		pthread_mutex_unlock(&fake_lock);
+	}
 	pthread_mutex_lock(&fake_lock);
 	ensure_calls++;
 	ensure_ranges += n;
@@ -357,9 +374,68 @@ static void test_bridged_lazy_load(void **state)
 	close(image_fd);
 }
 
+/* Over a slow link (the fake sleeps per KiB) the rounds of a large image go out in parts, run
+ * by several workers at once, and the walk goes on as they come back: the same result. */
+static void test_pipelined(void **state)
+{
+	struct util_extents a, b;
+	struct erofs_walk_stats sa, sb;
+	struct mount_walkio *w = NULL;
+	struct erofs_io io;
+	struct erofs_walk_opts o = { .merge_gap = EROFS_DEFAULT_MERGE_GAP };
+	struct util_error err = UTIL_ERROR_INIT, ferr = UTIL_ERROR_INIT;
+	char path[] = "/tmp/lazyerofs-walkio-XXXXXX";
+	const struct mount_walkio_stats *ws;
+
+	(void)state;
+	image_fd = open("bench/out/rootfs-bookworm-minbase-lz4hc.erofs", O_RDONLY | O_CLOEXEC);
+	if (image_fd < 0)
+		skip();
+	image_size = (uint64_t)lseek(image_fd, 0, SEEK_END);
+	cache_fd = mkstemp(path);
+	assert_true(cache_fd >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+	copy_range(0, 4096);
+	ensure_calls = 0;
+	ensure_ranges = ensure_bytes = 0;
+	ensure_overlap = 0;
+	cached = false;
+	link_us_per_kib = 20; /* ~50 MB/s */
+
+	walk_plain(image_fd, &a, &sa);
+	assert_int_equal(mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, &ferr, &w),
+			 0);
+	mount_walkio_io(w, &io);
+	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 4096,
+							       .max_gap = 1u << 20,
+							       .budget = image_size / 10,
+							       .range_cost_us = 300 });
+	util_extents_init(&b);
+	assert_int_equal(erofs_walk(&io, &o, &b, &sb, &err), 0);
+	assert_int_equal(mount_walkio_flush(w), 0);
+	ws = mount_walkio_stats(w);
+	print_message("pipelined: %u batches for %llu walk rounds, at most %u at once\n",
+		      ensure_calls, (unsigned long long)sb.prefetches, ensure_overlap);
+	assert_int_equal(a.n, b.n);
+	assert_memory_equal(a.v, b.v, a.n * sizeof(*a.v));
+	assert_true(sa.inodes == sb.inodes && sa.dirents == sb.dirents);
+	assert_true(ensure_calls == ws->batches);
+	/* split, in flight together, and the walk went on before all of a round was back */
+	assert_true(ensure_overlap > 1);
+	assert_true(sb.prefetches > 9);
+	mount_walkio_free(w);
+	link_us_per_kib = 0;
+	util_extents_free(&a);
+	util_extents_free(&b);
+	close(cache_fd);
+	close(image_fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pipelined),
 		cmocka_unit_test(test_layouts),
 		cmocka_unit_test(test_tiny_cap_evicts),
 		cmocka_unit_test(test_grouping),
