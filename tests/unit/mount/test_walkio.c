@@ -31,6 +31,7 @@ static unsigned ensure_calls;
 static unsigned ensure_running, ensure_overlap; /* batches in the fake now; most at once */
 static uint64_t link_us_per_kib; /* a slow fake link: each batch sleeps this per KiB ... */
 static uint64_t link_fixed_us;   /* ... and this much */
+static unsigned fail_call;       /* the ensure call that fails (0: none) */
 static uint64_t ensure_ranges, ensure_bytes;
 static uint64_t group_gap, group_budget; /* the grouping walk_cached sets */
 
@@ -73,6 +74,10 @@ int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, siz
 	}
 	pthread_mutex_lock(&fake_lock);
 	ensure_calls++;
+	if (fail_call && ensure_calls == fail_call) {
+		pthread_mutex_unlock(&fake_lock);
+		return util_err_set(err, -EACCES, "the registry said no (batch %u)", fail_call);
+	}
 	ensure_ranges += n;
 	for (size_t i = 0; i < n; i++) {
 		if (i) /* sorted, disjoint */
@@ -378,7 +383,7 @@ static void test_bridged_lazy_load(void **state)
 /* Over a slow link (the fake sleeps per KiB, and 25 ms per batch) the rounds of a large image
  * go out in parts, run by several workers at once, and the walk goes on as they come back: the
  * same result. Where a round trip is quick (1 ms: loopback), a round stays one batch. */
-static void check_pipelined(uint64_t fixed_us)
+static void check_pipelined(uint64_t fixed_us, unsigned fail)
 {
 	struct util_extents a, b;
 	struct erofs_walk_stats sa, sb;
@@ -404,6 +409,7 @@ static void check_pipelined(uint64_t fixed_us)
 	cached = false;
 	link_us_per_kib = 20; /* ~50 MB/s */
 	link_fixed_us = fixed_us;
+	fail_call = fail;
 
 	walk_plain(image_fd, &a, &sa);
 	assert_int_equal(mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, &ferr, &w),
@@ -414,6 +420,23 @@ static void check_pipelined(uint64_t fixed_us)
 							       .budget = image_size / 10,
 							       .range_cost_us = 300 });
 	util_extents_init(&b);
+	if (fail) {
+		/* a batch fails while others are on their way: the walk fails with its words */
+		char want[64];
+
+		assert_int_equal(erofs_walk(&io, &o, &b, &sb, &err), -EACCES);
+		snprintf(want, sizeof(want), "the registry said no (batch %u)", fail);
+		assert_string_equal(ferr.message, want);
+		mount_walkio_free(w); /* waits for the batches still on their way */
+		print_message("pipelined, batch %u failing: %u batches sent\n", fail, ensure_calls);
+		fail_call = 0;
+		link_us_per_kib = 0;
+		util_extents_free(&a);
+		util_extents_free(&b);
+		close(cache_fd);
+		close(image_fd);
+		return;
+	}
 	assert_int_equal(erofs_walk(&io, &o, &b, &sb, &err), 0);
 	assert_int_equal(mount_walkio_flush(w), 0);
 	ws = mount_walkio_stats(w);
@@ -442,8 +465,9 @@ static void check_pipelined(uint64_t fixed_us)
 static void test_pipelined(void **state)
 {
 	(void)state;
-	check_pipelined(25000);
-	check_pipelined(1000);
+	check_pipelined(25000, 0);
+	check_pipelined(1000, 0);
+	check_pipelined(25000, 12);
 }
 
 int main(void)
