@@ -29,9 +29,16 @@ struct erofs_io {
 	bool (*present)(void *ctx, uint64_t off, uint64_t len);
 	/* With present: make these ranges present (sorted, disjoint, aligned to the image's
 	 * block size or clamped to its end). The walk goes in rounds: it processes whatever is
-	 * present, then lists everything its blocked work needs in one call. It lists only what
-	 * it needs, exactly; how the ranges become requests (merging, bridging gaps) is the io's
-	 * business. A call that succeeds but leaves a listed byte absent fails the walk (-EIO). */
+	 * present, then lists everything its blocked work needs in one call, with whatever
+	 * earlier calls listed that is still absent. It lists only what it needs, exactly; how
+	 * the ranges become requests (merging, bridging gaps, fetching in the background) is
+	 * the io's business.
+	 * A call may return before all of it is present, so that the walk goes on with what
+	 * arrived while the rest is on its way: but only once something listed became present
+	 * (or everything did), since the walk then calls again with the rest. A call that
+	 * succeeds with nothing listed made present fails the walk (-EIO). Every listed byte
+	 * is present when the walk returns successfully: it calls until they are. Presence
+	 * changes only within a call (the walk is single-threaded; so is present()). */
 	int (*prefetch)(void *ctx, const struct util_extent *v, size_t n);
 };
 

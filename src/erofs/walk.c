@@ -23,7 +23,10 @@
  * of it was prefetched when the walk returns.
  *
  * A round lists exactly the missing blocks its work needs (aligned to the image's blocks,
- * merged only where they touch); how they become requests is the io's business.
+ * merged only where they touch); how they become requests is the io's business. A prefetch
+ * may return once part of a round arrived (the io fetches the rest meanwhile): what is still
+ * absent stays pending and is listed again with the next round, and the work blocked on it
+ * simply stays blocked; only the superblock's rounds and the last one wait for all.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -97,6 +100,7 @@ struct walker {
 	unsigned int gbits; /* presence is asked per block of 1 << gbits bytes */
 
 	struct util_extents round; /* what the blocked work needs */
+	struct util_extents pending; /* asked for, still absent when the last prefetch returned */
 	bool stuck;               /* the current attempt hit or asked for absent bytes */
 	uint64_t blocked_reads;
 	const struct item *cur;
@@ -192,38 +196,88 @@ static bool attempt_blocked(struct walker *w)
 	return true;
 }
 
-/* One round's prefetch: everything the blocked work asked for, block-aligned, merged where
- * ranges touch (never across a gap: grouping is the io's business). */
-static int flush(struct walker *w)
+/* Keep in w->pending the blocks of v that are still absent; whether any block of it is present
+ * (progress: every block of v was absent when it was asked for). */
+static int keep_absent(struct walker *w, const struct util_extents *v, bool *ret_progress)
+{
+	int r = 0;
+
+	*ret_progress = false;
+	w->pending.n = 0;
+	for (size_t i = 0; i < v->n && r >= 0; i++) {
+		const struct util_extent *e = &v->v[i];
+		uint64_t g, last, run = UINT64_MAX;
+
+		if (is_present(w, e->offset, e->length)) {
+			*ret_progress = true;
+			continue;
+		}
+		last = (e->offset + e->length - 1) >> w->gbits;
+		for (g = e->offset >> w->gbits; g <= last + 1 && r >= 0; g++) {
+			if (g <= last && !gran_present(w, g)) {
+				if (run == UINT64_MAX)
+					run = g;
+				continue;
+			}
+			if (g <= last)
+				*ret_progress = true;
+			if (run != UINT64_MAX)
+				r = util_extents_add(&w->pending, run << w->gbits,
+						     MIN((g - run) << w->gbits,
+							 w->io->size - (run << w->gbits)));
+			run = UINT64_MAX;
+		}
+	}
+	return r < 0 ? r : 0;
+}
+
+/* One round's prefetch: everything the blocked work asked for, with what earlier rounds asked
+ * for and is still absent, block-aligned, merged where ranges touch (never across a gap:
+ * grouping is the io's business). The io may return once part of it arrived (erofs.h); what
+ * is still absent stays pending. With `all`, call again until nothing is pending: the walk's
+ * start and end need every byte. */
+static int flush(struct walker *w, bool all)
 {
 	const struct erofs_io *io = w->io;
+	bool progress;
 	int r;
 
-	if (!w->round.n)
-		return 0;
-	util_extents_align(&w->round, UINT64_C(1) << w->gbits, io->size);
-	util_extents_merge(&w->round, 0);
-	w->st->prefetches++;
-	r = io->prefetch(io->ctx, w->round.v, w->round.n);
-	if (r < 0) {
-		if (!util_err_has_msg(w->ctx->err))
-			util_err_set(w->ctx->err, r, "prefetch of %zu ranges failed: %s",
-				     w->round.n, strerror(-r));
-		return r;
-	}
-	/* A round that left a range absent would come back forever. */
-	for (size_t i = 0; i < w->round.n; i++) {
-		const struct util_extent *e = &w->round.v[i];
-
-		if (!is_present(w, e->offset, e->length)) {
+	do {
+		for (size_t i = 0; i < w->pending.n; i++) {
+			r = util_extents_add(&w->round, w->pending.v[i].offset,
+					     w->pending.v[i].length);
+			if (r < 0)
+				return r;
+		}
+		w->pending.n = 0;
+		if (!w->round.n)
+			return 0;
+		util_extents_align(&w->round, UINT64_C(1) << w->gbits, io->size);
+		util_extents_merge(&w->round, 0);
+		w->st->prefetches++;
+		r = io->prefetch(io->ctx, w->round.v, w->round.n);
+		if (r < 0) {
 			if (!util_err_has_msg(w->ctx->err))
-				util_err_set(w->ctx->err, -EIO, "prefetch left %llu+%llu absent",
+				util_err_set(w->ctx->err, r, "prefetch of %zu ranges failed: %s",
+					     w->round.n, strerror(-r));
+			return r;
+		}
+		r = keep_absent(w, &w->round, &progress);
+		if (r < 0)
+			return r;
+		/* A prefetch that made nothing present would come back forever. */
+		if (!progress) {
+			const struct util_extent *e = &w->pending.v[0];
+
+			if (!util_err_has_msg(w->ctx->err))
+				util_err_set(w->ctx->err, -EIO,
+					     "prefetch left %llu+%llu absent (nothing arrived)",
 					     (unsigned long long)e->offset,
 					     (unsigned long long)e->length);
 			return -EIO;
 		}
-	}
-	w->round.n = 0;
+		w->round.n = 0;
+	} while (all && w->pending.n);
 	return 0;
 }
 
@@ -576,7 +630,7 @@ static int walk_init(struct walker *w, struct erofs_ctx *ctx, struct util_error 
 					  WALK_INIT_TRIES);
 			break;
 		}
-		r = flush(w);
+		r = flush(w, true);
 		if (r < 0)
 			break;
 	}
@@ -608,6 +662,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	w.files = files.on_file ? &files : NULL;
 	util_extents_init(&rec);
 	util_extents_init(&w.round);
+	util_extents_init(&w.pending);
 	if (!io || !io->read)
 		return -EINVAL;
 	w.all_present = !io->present || !io->prefetch;
@@ -636,7 +691,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 		}
 		r = want_recorded(&w);
 		if (r >= 0)
-			r = flush(&w);
+			r = flush(&w, false);
 		t = w.ready;
 		w.ready = w.blocked;
 		w.blocked = t;
@@ -660,8 +715,9 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 		 * the merge below bridges: nothing reads those */
 		for (size_t i = 0; i < rec.n && r >= 0 && !w.all_present; i++)
 			r = want(&w, rec.v[i].offset, rec.v[i].length);
+		/* and the end waits for everything: nothing may be mounted with metadata absent */
 		if (r >= 0)
-			r = flush(&w);
+			r = flush(&w, true);
 		if (r >= 0 && w.files)
 			r = files_finish(&w);
 		stats->files = files.reported;
@@ -676,6 +732,7 @@ int erofs_walk(const struct erofs_io *io, const struct erofs_walk_opts *opts,
 	}
 	util_extents_free(&rec);
 	util_extents_free(&w.round);
+	util_extents_free(&w.pending);
 	util_u64map_free(&w.visited);
 	util_u64map_free(&w.shared);
 	free(w.ready.v);

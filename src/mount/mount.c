@@ -129,7 +129,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 	{
 		struct util_extent sb = { 0, MIN(size, (uint64_t)8192) };
 
-		r = io.prefetch(io.ctx, &sb, 1);
+		r = mount_walkio_prefetch_all(w, &sb, 1);
 		if (r < 0) {
 			return util_err_set(err, r, "reading the image's superblock: %s",
 					    util_err_msg(&ferr, r));
@@ -160,7 +160,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 		struct util_extent zone;
 
 		if (mount_metadata_zone(info.meta_offset, size, &zone)) {
-			r = io.prefetch(io.ctx, &zone, 1);
+			r = mount_walkio_prefetch_all(w, &zone, 1);
 			if (r < 0) {
 				return util_err_set(err, r,
 						    "fetching the image's metadata zone: %s",

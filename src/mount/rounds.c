@@ -125,8 +125,7 @@ static uint64_t rate_past_ranges(const struct mount_round_cost *c, uint64_t fixe
 	return rate_of(c->bytes, MAX(spent, MAX(c->us / 8, UINT64_C(1))));
 }
 
-uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
-			       uint64_t range_cost_us)
+uint64_t mount_round_rate(const struct mount_round_cost *v, size_t n, uint64_t range_cost_us)
 {
 	uint64_t fixed = UINT64_MAX, rate = 0, spent;
 	const struct mount_round_cost *big = NULL;
@@ -151,6 +150,14 @@ uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
 			if (v[i].bytes >= MOUNT_RATE_MIN_BYTES)
 				rate = MAX(rate, rate_past_ranges(&v[i], fixed, range_cost_us));
 	}
+	return rate;
+}
+
+uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
+			       uint64_t range_cost_us)
+{
+	uint64_t rate = mount_round_rate(v, n, range_cost_us);
+
 	if (!rate || rate > UINT64_MAX / MAX(range_cost_us, 1))
 		return rate ? UINT64_MAX : 0;
 	return rate * range_cost_us / 1000000;

@@ -29,12 +29,14 @@ struct mount_round_cost {
 /* Rounds of at least this many bytes tell the link's rate. */
 #define MOUNT_RATE_MIN_BYTES (256u << 10)
 
-/* The largest gap worth fetching rather than splitting a range, after these rounds: what the
+/* The link's rate in bytes per second as these rounds tell it (0 while none does), and the
+ * largest gap worth fetching rather than splitting a range, after these rounds: what the
  * link moves in the time one range costs the server (range_cost_us), with the link's rate
  * estimated from the rounds (model: time = fixed + the larger of ranges * range_cost and
  * bytes / rate, as the server's work on a range overlaps the bytes on the wire; the round
  * that moved the most bytes tells which; the fixed part is taken as the quickest round's
  * time). 0 while no round tells the rate. */
+uint64_t mount_round_rate(const struct mount_round_cost *v, size_t n, uint64_t range_cost_us);
 uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
 			       uint64_t range_cost_us);
 

@@ -12,7 +12,7 @@
 #include "mount/rounds.h"
 
 struct mount_walkio_stats {
-	uint64_t batches;      /* ensure batches sent to the daemon */
+	uint64_t batches;      /* ensure batches sent to the daemon (a round: one or more) */
 	uint64_t ensured_bytes; /* sum of the ranges they asked for */
 	uint64_t ranges;	/* ... and their number */
 	uint64_t bridge_gap;	/* the largest gap the last round could bridge */
@@ -23,7 +23,7 @@ struct mount_walkio_stats {
 	uint64_t direct_reads; /* walker reads that went to the file (one event each) */
 	uint64_t evicted;      /* buffers dropped to stay under the cap */
 	uint64_t lazy_loads;   /* present blocks loaded on a read (bridged, or dropped) */
-	uint64_t ensure_us;    /* time waiting for ensure batches */
+	uint64_t ensure_us;    /* time the walk waited for ensure batches (not loading) */
 	uint64_t load_us;      /* time loading rounds */
 };
 
@@ -41,7 +41,11 @@ void mount_walkio_io(struct mount_walkio *w, struct erofs_io *io);
  * merged where they touch. */
 void mount_walkio_set_grouping(struct mount_walkio *w, const struct mount_grouping *g);
 const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w);
-/* Tell the daemon what the walk read since its last round without asking for it (blocks of
+/* Make v[0, n) present, as the walk's io does, and wait for every batch on its way (the
+ * superblock, a metadata zone: read at once, not by the walk). */
+int mount_walkio_prefetch_all(struct mount_walkio *w, const struct util_extent *v, size_t n);
+/* Wait for the batches still on their way (their errors are the walk's), then tell the daemon
+ * what the walk read since its last round without asking for it (blocks of
  * bridged gaps), for its record of what a start needs. */
 int mount_walkio_flush(struct mount_walkio *w);
 

@@ -36,7 +36,23 @@ struct counting {
 	int fail_after;               /* prefetch call that fails (0 = none) */
 	int drop_last;                /* "succeed" without making the last range present */
 	bool verbose;
+	/* Partial arrival: a prefetch makes present a random part (at least one run) of all
+	 * that is outstanding, in random order, as a pipelined io may; the rest later. */
+	bool partial;
+	bool stingy;       /* ... one piece per prefetch, however much is outstanding */
+	uint32_t *asked;   /* per unit: the prefetch that first listed it (0: none) */
+	bool partial_left;
+	uint64_t rng;      /* xorshift state */
+	uint64_t partial_returns; /* prefetches that returned with something outstanding */
 };
+
+static uint64_t c_rand(struct counting *c)
+{
+	c->rng ^= c->rng << 13;
+	c->rng ^= c->rng >> 7;
+	c->rng ^= c->rng << 17;
+	return c->rng;
+}
 
 static int c_read(void *opaque, void *buf, uint64_t len, uint64_t off)
 {
@@ -64,6 +80,82 @@ static bool c_present(void *opaque, uint64_t off, uint64_t len)
 	return true;
 }
 
+/* Make present a random part of what is outstanding, at least one piece: the outstanding runs
+ * cut in pieces of 1..8 times 4 KiB (whole blocks: what was listed is block-aligned),
+ * shuffled; 1..all of them arrive (stingy: one). As on a link, what this call lists for the
+ * first time is still on its way while older requests are outstanding: those arrive first. */
+static void c_arrive(struct counting *c, const struct util_extent *v, size_t n)
+{
+	uint64_t units = c->t->len / GRAN + 1, npieces = 0, nold = 0, (*pieces)[2];
+	uint8_t *listed = calloc(units, 1);
+	uint32_t call = (uint32_t)c->rounds;
+
+	assert_non_null(listed);
+	for (size_t i = 0; i < n; i++)
+		for (uint64_t g = v[i].offset / GRAN; g * GRAN < v[i].offset + v[i].length; g++) {
+			listed[g] = 1;
+			if (!c->asked[g])
+				c->asked[g] = call;
+		}
+	pieces = calloc(units, sizeof(*pieces));
+	assert_non_null(pieces);
+	for (uint64_t g = 0; g < units;) {
+		uint64_t len = 0, max = (1 + c_rand(c) % 8) * (4096 / GRAN);
+		bool old;
+
+		if (!c->asked[g] || c->present[g]) {
+			g++;
+			continue;
+		}
+		old = c->asked[g] < call;
+		/* the walk lists again what it asked for before and did not get yet */
+		while (g + len < units && len < max && c->asked[g + len] && !c->present[g + len] &&
+		       (c->asked[g + len] < call) == old) {
+			if (!listed[g + len])
+				fail_msg("unit %" PRIu64 " outstanding but not listed again",
+					 g + len);
+			len++;
+		}
+		/* the old pieces first */
+		if (old) {
+			pieces[npieces][0] = pieces[nold][0];
+			pieces[npieces][1] = pieces[nold][1];
+			pieces[nold][0] = g;
+			pieces[nold++][1] = len;
+		} else {
+			pieces[npieces][0] = g;
+			pieces[npieces][1] = len;
+		}
+		npieces++;
+		g += len;
+	}
+	if (nold)
+		npieces = nold;
+	for (uint64_t i = npieces; i > 1; i--) {
+		uint64_t j = c_rand(c) % i, t0 = pieces[i - 1][0], t1 = pieces[i - 1][1];
+
+		pieces[i - 1][0] = pieces[j][0];
+		pieces[i - 1][1] = pieces[j][1];
+		pieces[j][0] = t0;
+		pieces[j][1] = t1;
+	}
+	if (npieces) {
+		uint64_t k = c->stingy		   ? 1
+			     : c_rand(c) % 8 == 0 ? npieces
+						  : 1 + c_rand(c) % npieces;
+
+		for (uint64_t i = 0; i < k; i++)
+			memset(c->present + pieces[i][0], 1, pieces[i][1]);
+	}
+	for (uint64_t g = 0; g < units && !c->partial_left; g++)
+		c->partial_left = c->asked[g] && !c->present[g];
+	if (c->partial_left)
+		c->partial_returns++;
+	c->partial_left = false;
+	free(pieces);
+	free(listed);
+}
+
 static int c_prefetch(void *opaque, const struct util_extent *v, size_t n)
 {
 	struct counting *c = opaque;
@@ -73,6 +165,10 @@ static int c_prefetch(void *opaque, const struct util_extent *v, size_t n)
 	if (c->fail_after && c->rounds == (uint64_t)c->fail_after)
 		return -EIO;
 	assert_true(n > 0);
+	if (c->partial) {
+		c_arrive(c, v, n);
+		return 0;
+	}
 	for (size_t i = 0; i < n; i++) {
 		assert_true(v[i].length > 0);
 		assert_true(v[i].offset + v[i].length <= c->t->len);
@@ -271,6 +367,116 @@ static void test_no_refetch(void **state)
 	}
 }
 
+/* The files and their ranges, folded into one number whatever their order: the same walk
+ * reports the same files. */
+static int fold_file(void *ctx, uint64_t nid, uint64_t size, const struct util_extent *v,
+		     size_t n)
+{
+	uint64_t *sum = ctx, h = nid * 31 + size;
+
+	for (size_t i = 0; i < n; i++)
+		h = h * 1000003 + v[i].offset * 7 + v[i].length;
+	*sum += h * 0x9e3779b97f4a7c15ull;
+	return 0;
+}
+
+/* A walk over an io whose prefetch returns when only part of what it was asked for arrived
+ * (in random order; the rest arrives in later calls), as the mount's pipelined io does: the
+ * same result, the same files and counts as a walk over an io that prefetches whole rounds,
+ * no read of an absent byte, and all of the exact result present when it returns. */
+static void check_partial(const char *name, const struct timage *t, uint64_t seed, bool stingy)
+{
+	struct counting c = { .partial = true, .stingy = stingy, .rng = seed }, s = { 0 };
+	struct erofs_walk_stats st, sst;
+	struct util_extents ext, sext, plain;
+	struct util_error err = UTIL_ERROR_INIT;
+	uint64_t fh = 0, sfh = 0;
+	struct erofs_io io = { .ctx = &c, .size = t->len, .read = c_read, .present = c_present,
+			       .prefetch = c_prefetch };
+	struct erofs_walk_opts opts = { .merge_gap = EROFS_DEFAULT_MERGE_GAP,
+					.on_file = fold_file, .file_ctx = &fh };
+
+	c.t = s.t = t;
+	c.present = calloc(t->len / GRAN + 1, 1);
+	c.asked = calloc(t->len / GRAN + 1, sizeof(*c.asked));
+	s.present = calloc(t->len / GRAN + 1, 1);
+	assert_non_null(c.present);
+	assert_non_null(c.asked);
+	assert_non_null(s.present);
+	util_extents_init(&ext);
+	util_extents_init(&sext);
+	if (erofs_walk(&io, &opts, &ext, &st, &err) < 0)
+		fail_msg("%s (seed %" PRIu64 "): walk failed: %s", name, seed, err.message);
+	io.ctx = &s;
+	opts.file_ctx = &sfh;
+	assert_int_equal(erofs_walk(&io, &opts, &sext, &sst, &err), 0);
+	assert_int_equal(c.unprefetched, 0);
+	assert_int_equal(ext.n, sext.n);
+	assert_memory_equal(ext.v, sext.v, ext.n * sizeof(*ext.v));
+	assert_int_equal(st.inodes, sst.inodes);
+	assert_int_equal(st.dirs, sst.dirs);
+	assert_int_equal(st.regular, sst.regular);
+	assert_int_equal(st.symlinks, sst.symlinks);
+	assert_int_equal(st.dirents, sst.dirents);
+	assert_int_equal(st.levels, sst.levels);
+	assert_int_equal(st.files, sst.files);
+	assert_int_equal(st.files_skipped, sst.files_skipped);
+	assert_int_equal(st.meta_bytes, sst.meta_bytes);
+	assert_true(fh == sfh);
+	assert_int_equal(st.prefetches, c.rounds);
+	/* everything of the exact result arrived before the walk returned */
+	erofs_io_from_memory(&io, t->buf, t->len);
+	util_extents_init(&plain);
+	assert_int_equal(erofs_walk(&io, &(struct erofs_walk_opts){ .merge_gap = 0 }, &plain,
+				    NULL, &err), 0);
+	for (size_t i = 0; i < plain.n; i++)
+		for (uint64_t g = plain.v[i].offset / GRAN;
+		     g * GRAN < plain.v[i].offset + plain.v[i].length; g++)
+			if (!c.present[g])
+				fail_msg("%s (seed %" PRIu64 "): result range %" PRIu64 "+%" PRIu64
+					 " absent when the walk returned",
+					 name, seed, plain.v[i].offset, plain.v[i].length);
+	for (uint64_t g = 0; g <= t->len / GRAN; g++)
+		if (c.asked[g] && !c.present[g])
+			fail_msg("%s (seed %" PRIu64 "): unit %" PRIu64
+				 " listed but absent when the walk returned", name, seed, g);
+	print_message("  %-40s seed %" PRIu64 ": %" PRIu64 " prefetches (%" PRIu64
+		      " returned early) vs %" PRIu64 "\n",
+		      name, seed, c.rounds, c.partial_returns, s.rounds);
+	util_extents_free(&plain);
+	util_extents_free(&ext);
+	util_extents_free(&sext);
+	free(c.present);
+	free(c.asked);
+	free(s.present);
+}
+
+static void test_partial_arrival(void **state)
+{
+	static const char *const bench[] = {
+		"bench/out/rootfs-bookworm-minbase-lz4hc.erofs",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(fixtures); i++) {
+		struct timage t;
+
+		assert_int_equal(timage_load_fixture(&t, fixtures[i]), 0);
+		for (uint64_t seed = 1; seed <= 6; seed++)
+			check_partial(fixtures[i], &t, seed * 0x9e3779b97f4a7c15ull, seed % 2);
+		timage_free(&t);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bench); i++) {
+		struct timage t;
+
+		if (timage_load_path(&t, bench[i]) < 0)
+			continue;
+		check_partial(bench[i], &t, 0x2545f4914f6cdd1dull, false);
+		check_partial(bench[i], &t, 0x2545f4914f6cdd1dull, true);
+		timage_free(&t);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -278,6 +484,7 @@ int main(void)
 		cmocka_unit_test(test_rounds_bench),
 		cmocka_unit_test(test_broken_prefetch),
 		cmocka_unit_test(test_no_refetch),
+		cmocka_unit_test(test_partial_arrival),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +28,10 @@
 static int image_fd = -1, cache_fd = -1;
 static uint64_t image_size;
 static unsigned ensure_calls;
+static unsigned ensure_running, ensure_overlap; /* batches in the fake now; most at once */
+static uint64_t link_us_per_kib; /* a slow fake link: each batch sleeps this per KiB ... */
+static uint64_t link_fixed_us;   /* ... and this much */
+static unsigned fail_call;       /* the ensure call that fails (0: none) */
 static uint64_t ensure_ranges, ensure_bytes;
 static uint64_t group_gap, group_budget; /* the grouping walk_cached sets */
 
@@ -46,10 +51,33 @@ static void copy_range(uint64_t off, uint64_t len)
 	}
 }
 
+/* The walk I/O calls it from its workers. */
+static pthread_mutex_t fake_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, size_t n,
 			const struct util_extent *need, size_t nneed, struct util_error *err)
 {
+	uint64_t kib = 0;
+
+	for (size_t i = 0; i < n; i++)
+		kib += v[i].length >> 10;
+	if (link_us_per_kib) {
+		pthread_mutex_lock(&fake_lock);
+		ensure_running++;
+		if (ensure_running > ensure_overlap)
+			ensure_overlap = ensure_running;
+		pthread_mutex_unlock(&fake_lock);
+		usleep((useconds_t)(link_fixed_us + kib * link_us_per_kib));
+		pthread_mutex_lock(&fake_lock);
+		ensure_running--;
+		pthread_mutex_unlock(&fake_lock);
+	}
+	pthread_mutex_lock(&fake_lock);
 	ensure_calls++;
+	if (fail_call && ensure_calls == fail_call) {
+		pthread_mutex_unlock(&fake_lock);
+		return util_err_set(err, -EACCES, "the registry said no (batch %u)", fail_call);
+	}
 	ensure_ranges += n;
 	for (size_t i = 0; i < n; i++) {
 		if (i) /* sorted, disjoint */
@@ -57,7 +85,21 @@ int fetch_ensure_needed(struct fetch_handle *h, const struct util_extent *v, siz
 		ensure_bytes += v[i].length;
 		copy_range(v[i].offset, v[i].length);
 	}
+	pthread_mutex_unlock(&fake_lock);
 	return 0;
+}
+
+/* Without a daemon (a NULL handle) the walk I/O's workers connect to nothing. */
+int fetch_connect(const char *socket_path, struct fetch_handle **ret)
+{
+	(void)socket_path;
+	*ret = NULL;
+	return -ENOSYS;
+}
+
+void fetch_handle_free(struct fetch_handle *h)
+{
+	assert_null(h);
 }
 
 /* The daemon's counters, as the walk I/O reads them to tell the link's rate: everything an
@@ -67,7 +109,9 @@ static bool cached;
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 {
 	memset(ret, 0, sizeof(*ret));
+	pthread_mutex_lock(&fake_lock);
 	ret->fetched_bytes = cached ? 0 : ensure_bytes;
+	pthread_mutex_unlock(&fake_lock);
 	return 0;
 }
 
@@ -245,7 +289,7 @@ static void test_rate_from_fetched(void **state)
 
 	image_fd = open(name, O_RDONLY | O_CLOEXEC);
 	if (image_fd < 0)
-		skip();
+		skip(); /* the benchmark's image, when it was built */
 	image_size = (uint64_t)lseek(image_fd, 0, SEEK_END);
 	for (int c = 0; c < 2; c++) {
 		struct util_error err = UTIL_ERROR_INIT, ferr = UTIL_ERROR_INIT;
@@ -336,9 +380,100 @@ static void test_bridged_lazy_load(void **state)
 	close(image_fd);
 }
 
+/* Over a slow link (the fake sleeps per KiB, and 25 ms per batch) the rounds of a large image
+ * go out in parts, run by several workers at once, and the walk goes on as they come back: the
+ * same result. Where a round trip is quick (1 ms: loopback), a round stays one batch. */
+static void check_pipelined(uint64_t fixed_us, unsigned fail)
+{
+	struct util_extents a, b;
+	struct erofs_walk_stats sa, sb;
+	struct mount_walkio *w = NULL;
+	struct erofs_io io;
+	struct erofs_walk_opts o = { .merge_gap = EROFS_DEFAULT_MERGE_GAP };
+	struct util_error err = UTIL_ERROR_INIT, ferr = UTIL_ERROR_INIT;
+	char path[] = "/tmp/lazyerofs-walkio-XXXXXX";
+	const struct mount_walkio_stats *ws;
+
+	image_fd = open("bench/out/rootfs-bookworm-minbase-lz4hc.erofs", O_RDONLY | O_CLOEXEC);
+	if (image_fd < 0)
+		skip(); /* the benchmark's image, when it was built */
+	image_size = (uint64_t)lseek(image_fd, 0, SEEK_END);
+	cache_fd = mkstemp(path);
+	assert_true(cache_fd >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+	copy_range(0, 4096);
+	ensure_calls = 0;
+	ensure_ranges = ensure_bytes = 0;
+	ensure_overlap = 0;
+	cached = false;
+	link_us_per_kib = 20; /* ~50 MB/s */
+	link_fixed_us = fixed_us;
+	fail_call = fail;
+
+	walk_plain(image_fd, &a, &sa);
+	assert_int_equal(mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, &ferr, &w),
+			 0);
+	mount_walkio_io(w, &io);
+	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 4096,
+							       .max_gap = 1u << 20,
+							       .budget = image_size / 10,
+							       .range_cost_us = 300 });
+	util_extents_init(&b);
+	if (fail) {
+		/* a batch fails while others are on their way: the walk fails with its words */
+		char want[64];
+
+		assert_int_equal(erofs_walk(&io, &o, &b, &sb, &err), -EACCES);
+		snprintf(want, sizeof(want), "the registry said no (batch %u)", fail);
+		assert_string_equal(ferr.message, want);
+		mount_walkio_free(w); /* waits for the batches still on their way */
+		print_message("pipelined, batch %u failing: %u batches sent\n", fail, ensure_calls);
+		fail_call = 0;
+		link_us_per_kib = 0;
+		util_extents_free(&a);
+		util_extents_free(&b);
+		close(cache_fd);
+		close(image_fd);
+		return;
+	}
+	assert_int_equal(erofs_walk(&io, &o, &b, &sb, &err), 0);
+	assert_int_equal(mount_walkio_flush(w), 0);
+	ws = mount_walkio_stats(w);
+	print_message("pipelined: %u batches for %llu walk rounds, at most %u at once\n",
+		      ensure_calls, (unsigned long long)sb.prefetches, ensure_overlap);
+	assert_int_equal(a.n, b.n);
+	assert_memory_equal(a.v, b.v, a.n * sizeof(*a.v));
+	assert_true(sa.inodes == sb.inodes && sa.dirents == sb.dirents);
+	assert_true(ensure_calls == ws->batches);
+	if (fixed_us >= 20000) {
+		/* split, in flight together, and the walk went on before a round was all back */
+		assert_true(ensure_overlap > 1);
+		assert_true(sb.prefetches > 9);
+	} else {
+		assert_int_equal(ensure_overlap, 1);
+		assert_true(ensure_calls == sb.prefetches);
+	}
+	mount_walkio_free(w);
+	link_us_per_kib = 0;
+	util_extents_free(&a);
+	util_extents_free(&b);
+	close(cache_fd);
+	close(image_fd);
+}
+
+static void test_pipelined(void **state)
+{
+	(void)state;
+	check_pipelined(25000, 0);
+	check_pipelined(1000, 0);
+	check_pipelined(25000, 12);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pipelined),
 		cmocka_unit_test(test_layouts),
 		cmocka_unit_test(test_tiny_cap_evicts),
 		cmocka_unit_test(test_grouping),
