@@ -789,29 +789,28 @@ static int wait_batches(struct mount_walkio *w, bool all)
 	return r;
 }
 
-static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
-{
-	struct mount_walkio *w = ctx;
-	uint64_t t0 = util_now_us(), load0 = w->st.load_us;
-	int r;
-
-	r = submit_round(w, in, nin);
-	if (r >= 0)
-		r = wait_batches(w, false);
-	w->st.ensure_us += util_now_us() - t0 - (w->st.load_us - load0);
-	return r;
-}
-
-int mount_walkio_prefetch_all(struct mount_walkio *w, const struct util_extent *v, size_t n)
+/* Submit a round, then wait for one batch of it (or of an earlier one) or for all; the time
+ * spent waiting, not loading, is the walk's ensure time. */
+static int prefetch_round(struct mount_walkio *w, const struct util_extent *v, size_t n, bool all)
 {
 	uint64_t t0 = util_now_us(), load0 = w->st.load_us;
 	int r;
 
 	r = submit_round(w, v, n);
 	if (r >= 0)
-		r = wait_batches(w, true);
+		r = wait_batches(w, all);
 	w->st.ensure_us += util_now_us() - t0 - (w->st.load_us - load0);
 	return r;
+}
+
+static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
+{
+	return prefetch_round(ctx, in, nin, false);
+}
+
+int mount_walkio_prefetch_all(struct mount_walkio *w, const struct util_extent *v, size_t n)
+{
+	return prefetch_round(w, v, n, true);
 }
 
 static int wio_read(void *ctx, void *buf, uint64_t len, uint64_t off)

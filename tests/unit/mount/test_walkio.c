@@ -166,6 +166,15 @@ static void walk_cached(int fd, int premark, uint64_t size, uint64_t cap,
 	mount_walkio_free(w);
 }
 
+/* An empty cache file of the image's size (unlinked: it goes with its fd), in cache_fd. */
+static void new_cache(char *path)
+{
+	cache_fd = mkstemp(path);
+	assert_true(cache_fd >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+}
+
 /* premark: load waves through a second, read-only fd of the cache file (the daemon's pre-mark
  * fd), and read everything else through the image itself (the marked fd: the real daemon
  * fetches what such a read lacks). A load of anything not ensured through the pre-mark fd
@@ -179,10 +188,7 @@ static void check_layout_with(const char *name, uint64_t cap, bool premark)
 	int rfd = -1;
 
 	image_fd = open_fixture(name, &image_size);
-	cache_fd = mkstemp(path);
-	assert_true(cache_fd >= 0);
-	unlink(path);
-	assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+	new_cache(path);
 	copy_range(0, 4096);
 	ensure_calls = 0;
 	ensure_ranges = ensure_bytes = 0;
@@ -300,10 +306,7 @@ static void test_rate_from_fetched(void **state)
 		struct erofs_io io;
 
 		cached = c;
-		cache_fd = mkstemp(path);
-		assert_true(cache_fd >= 0);
-		unlink(path);
-		assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+		new_cache(path);
 		copy_range(0, 4096);
 		assert_int_equal(
 		    mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, &ferr, &w), 0);
@@ -341,10 +344,7 @@ static void test_bridged_lazy_load(void **state)
 	int rfd;
 
 	image_fd = open_fixture("plain", &image_size);
-	cache_fd = mkstemp(path);
-	assert_true(cache_fd >= 0);
-	unlink(path);
-	assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+	new_cache(path);
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", cache_fd);
 	rfd = open(proc, O_RDONLY | O_CLOEXEC);
 	assert_true(rfd >= 0);
@@ -398,10 +398,7 @@ static void check_pipelined(uint64_t fixed_us, unsigned fail)
 	if (image_fd < 0)
 		skip(); /* the benchmark's image, when it was built */
 	image_size = (uint64_t)lseek(image_fd, 0, SEEK_END);
-	cache_fd = mkstemp(path);
-	assert_true(cache_fd >= 0);
-	unlink(path);
-	assert_int_equal(ftruncate(cache_fd, (off_t)image_size), 0);
+	new_cache(path);
 	copy_range(0, 4096);
 	ensure_calls = 0;
 	ensure_ranges = ensure_bytes = 0;

@@ -20,6 +20,7 @@
 
 #include "oci/internal.h"
 #include "util/config.h"
+#include "tmpfiles.h"
 
 static char *parse_ok(const char *text)
 {
@@ -293,21 +294,7 @@ static char tmpdir[64];
 
 static void write_file(const char *rel, const char *text)
 {
-	char path[256];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", tmpdir, rel);
-	if (strchr(rel, '/')) {
-		char dir[256];
-
-		snprintf(dir, sizeof(dir), "%s", path);
-		*strrchr(dir, '/') = 0;
-		mkdir(dir, 0700);
-	}
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
+	tmp_write_file(tmpdir, rel, text);
 }
 
 static void cleanup_tmpdir(void)

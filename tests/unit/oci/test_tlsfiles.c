@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "oci/internal.h"
+#include "tmpfiles.h"
 
 /* A self-signed EC certificate with its key, and the key of another one. */
 #define CERT_A                                                                                     \
@@ -50,21 +51,7 @@ static char tmpdir[64];
 
 static void write_file(const char *rel, const char *text)
 {
-	char path[256];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", tmpdir, rel);
-	if (strchr(rel, '/')) {
-		char dir[256];
-
-		snprintf(dir, sizeof(dir), "%s", path);
-		*strrchr(dir, '/') = 0;
-		mkdir(dir, 0700);
-	}
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
+	tmp_write_file(tmpdir, rel, text);
 }
 
 static int setup(void **state)
