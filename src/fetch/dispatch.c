@@ -252,35 +252,6 @@ static void note_open(struct fetch_daemon *d, const struct fetch_event *ev)
 		log_debug("eventfd write: %m");
 }
 
-/*
- * After answering events, one dispatcher at a time waits busily for the next event a short
- * while before it sleeps. A reader that reads again at once (random reads of present data:
- * ~4 us apart) then meets a dispatcher that is awake instead of waking one on an idle CPU:
- * an event of bytes in the backing file's page cache cost 32 us, now 20 us (median of 11
- * runs of 3,000 reads, side by side). Bounded: DISPATCH_SPIN_US of one CPU after the last
- * event, none while nothing reads. Longer spins catch no more (a read from disk takes
- * longer than any affordable spin) and took the reader's CPU.
- */
-#define DISPATCH_SPIN_US 50
-
-static bool spin_for_event(struct fetch_daemon *d, struct pollfd *pfd)
-{
-	uint64_t until;
-	bool got = false;
-
-	if (__atomic_exchange_n(&d->spinning, 1, __ATOMIC_ACQUIRE))
-		return false; /* the other one waits busily already */
-	until = util_now_us() + DISPATCH_SPIN_US;
-	do {
-		if (poll(pfd, 2, 0) > 0) {
-			got = true;
-			break;
-		}
-	} while (util_now_us() < until);
-	__atomic_store_n(&d->spinning, 0, __ATOMIC_RELEASE);
-	return got;
-}
-
 void *fetch_dispatcher_thread(void *arg)
 {
 	struct fetch_daemon *d = arg;
@@ -289,7 +260,7 @@ void *fetch_dispatcher_thread(void *arg)
 	struct fetch_req *reqs[READ_BATCH];
 	int slots[READ_BATCH];
 
-	bool draining = false, answered = false;
+	bool draining = false;
 
 	prctl(PR_SET_NAME, "lzfetch-events", 0, 0, 0);
 	for (;;) {
@@ -301,8 +272,7 @@ void *fetch_dispatcher_thread(void *arg)
 		int maxfd = -1;
 		uint64_t deadline, read_us;
 
-		if (!draining && !(answered && spin_for_event(d, pfd)) &&
-		    poll(pfd, 2, -1) < 0 && errno != EINTR)
+		if (!draining && poll(pfd, 2, -1) < 0 && errno != EINTR)
 			break;
 		/* Leaving: the mark is gone, so nothing new arrives; read what is queued until
 		 * the group is empty (an event left unread would be allowed at exit: zeros). */
@@ -383,7 +353,6 @@ void *fetch_dispatcher_thread(void *arg)
 		if (maxfd > __atomic_load_n(&d->sh->hiwater_fd, __ATOMIC_RELAXED))
 			__atomic_store_n(&d->sh->hiwater_fd, maxfd, __ATOMIC_RELAXED);
 		SH_ADD(d->sh->events, k);
-		answered = k > 0;
 		for (size_t i = 0; i < k; i++) {
 			if (!(evs[i].mask & FAN_PRE_ACCESS))
 				log_warning("unexpected permission event mask 0x%" PRIx64,

@@ -201,7 +201,6 @@ struct fetch_daemon {
 	bool verify_started;	   /* set under lock (with trimming); read atomically */
 	bool trimming;		   /* (lock) a trim is under way: no verification starts */
 	int stop_efd;		   /* eventfd: wakes poll loops at exit */
-	int spinning;		   /* (atomic) a dispatcher is waiting busily (dispatch.c) */
 	/* Opens of the data file seen by the event threads (FAN_OPEN, FAN_CLOSE_WRITE arrive on
 	 * the pre-content group too: one fanotify group per daemon), for the control loop,
 	 * which open_efd wakes. */
