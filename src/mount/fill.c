@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "cache/cache.h"
-#include "erofs/erofs.h"
 #include "mount/mount.h"
 #include "mount/resolve.h"
 #include "util/cleanup.h"
@@ -43,11 +42,10 @@ static bool entry_done(const char *cache_dir, const struct oci_blob *b, bool *re
 /* Before the whole blob: is it an EROFS image at all? Its superblock's block, fetched alone
  * and read through the daemon's pre-mark fd (no event). A blob that is not one is refused
  * before it takes the cache's space, as a mount would refuse it. */
-static int check_superblock(struct fetch_handle *h, const struct oci_blob *b, const char *source,
-			    struct util_error *err)
+static int check_superblock(struct fetch_handle *h, uint64_t size, struct util_error *err)
 {
-	struct util_extent sb = {0, MIN(b->size, (uint64_t)4096)};
-	struct util_error ferr = UTIL_ERROR_INIT, werr = UTIL_ERROR_INIT;
+	struct util_extent sb = {0, MIN(size, (uint64_t)4096)};
+	struct util_error ferr = UTIL_ERROR_INIT;
 	_cleanup_close_ int fd = -1;
 	struct erofs_info info;
 	struct erofs_io io;
@@ -56,20 +54,12 @@ static int check_superblock(struct fetch_handle *h, const struct oci_blob *b, co
 	r = fetch_ensure_ranges(h, &sb, 1, &ferr);
 	if (r >= 0)
 		r = fetch_data_fd(h, &fd, &ferr);
+	if (r >= 0)
+		r = erofs_io_from_fd(&io, fd);
 	if (r < 0)
 		return util_err_set(err, r, "reading the image's superblock: %s",
 				    util_err_msg(&ferr, r));
-	r = erofs_io_from_fd(&io, fd);
-	if (r >= 0)
-		r = erofs_probe(&io, &info, &werr);
-	if (r == -EUCLEAN || r == -EOPNOTSUPP)
-		return util_err_set(err, r, "'%s' (blob %s): not a usable EROFS image: %s", source,
-				    b->digest[0] ? b->digest : "without a digest",
-				    util_err_msg(&werr, r));
-	if (r < 0)
-		return util_err_set(err, r, "reading the image's superblock: %s",
-				    util_err_msg(&werr, r));
-	return 0;
+	return mount_probe_image(&io, NULL, &info, err);
 }
 
 int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *res, int *ret_class,
@@ -136,8 +126,9 @@ int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *r
 	if (r < 0)
 		return util_err_set(err, r, "starting the fetch daemon: %s",
 				    util_err_msg(&ferr, r));
-	r = check_superblock(h, &rs.blob, pub_source, err);
+	r = check_superblock(h, rs.blob.size, err);
 	if (r < 0) {
+		mount_err_name_image(err, pub_source, rs.blob.digest);
 		fetch_handle_release(h, FILL_RELEASE_WAIT_MS);
 		return r;
 	}

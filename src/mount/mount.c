@@ -135,18 +135,9 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, struct mount
 					    util_err_msg(&ferr, r));
 		}
 	}
-	r = erofs_probe(&io, &info, &werr);
-	if (r < 0) {
-		if (util_err_has_msg(&ferr))
-			util_err_set(err, r, "reading the image's superblock: %s", ferr.message);
-		else if (r == -EIO || r == -EAGAIN)
-			util_err_set(err, r, "reading the image's superblock: %s%s%s", strerror(-r),
-				     werr.message[0] ? ": " : "", werr.message);
-		else
-			util_err_set(err, r, "not a usable EROFS image: %s",
-				     util_err_msg(&werr, r));
+	r = mount_probe_image(&io, &ferr, &info, err);
+	if (r < 0)
 		return r;
-	}
 	if (info.extra_devices > 0) {
 		return util_err_set(
 		    err, -EOPNOTSUPP,
@@ -405,10 +396,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = prefetch_metadata(h, cfg.blob.size, res, err);
 	if (r < 0) {
 		/* Its messages are about the image: name it. */
-		if (cfg.blob.digest[0])
-			util_err_prefix(err, "'%s' (blob %s)", pub_source, cfg.blob.digest);
-		else
-			util_err_prefix(err, "'%s'", pub_source);
+		mount_err_name_image(err, pub_source, cfg.blob.digest);
 		goto undo;
 	}
 	res->walk_ms = util_now_ms() - t;

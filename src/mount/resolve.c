@@ -224,3 +224,27 @@ int mount_pull_options(const struct oci_options *given, const struct oci_ref *re
 		return r;
 	return oci_options_apply_hosts(ret, ref, oci_certs_d_path(), err);
 }
+
+int mount_probe_image(const struct erofs_io *io, const struct util_error *ferr,
+		      struct erofs_info *ret, struct util_error *err)
+{
+	struct util_error werr = UTIL_ERROR_INIT;
+	int r = erofs_probe(io, ret, &werr);
+
+	if (r >= 0)
+		return 0;
+	if (ferr && util_err_has_msg(ferr))
+		return util_err_set(err, r, "reading the image's superblock: %s", ferr->message);
+	if (r == -EIO || r == -EAGAIN)
+		return util_err_set(err, r, "reading the image's superblock: %s%s%s", strerror(-r),
+				    werr.message[0] ? ": " : "", werr.message);
+	return util_err_set(err, r, "not a usable EROFS image: %s", util_err_msg(&werr, r));
+}
+
+void mount_err_name_image(struct util_error *err, const char *source, const char *digest)
+{
+	if (digest && digest[0])
+		util_err_prefix(err, "'%s' (blob %s)", source, digest);
+	else
+		util_err_prefix(err, "'%s'", source);
+}

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 
+#include "erofs/erofs.h"
 #include "mount/mount.h"
 #include "oci/oci.h"
 #include "util/error.h"
@@ -54,5 +55,13 @@ const char *mount_cache_dir_of(const char *explicit_dir, const struct mount_opts
  * reference. */
 int mount_parse_source(const char *source, struct oci_ref **ret_ref, char **ret_public,
 		       int *ret_class, struct util_error *err);
+
+/* Read and check the image's superblock through io, once fetching it is done (ferr: what
+ * that said, or nothing). One line in err: why it could not be read, or why it is no usable
+ * EROFS image. */
+int mount_probe_image(const struct erofs_io *io, const struct util_error *ferr,
+		      struct erofs_info *ret, struct util_error *err);
+/* Name the image in err's message, which is about it: "'SOURCE' (blob DIGEST): ...". */
+void mount_err_name_image(struct util_error *err, const char *source, const char *digest);
 
 #endif

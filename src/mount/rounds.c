@@ -125,16 +125,23 @@ static uint64_t rate_past_ranges(const struct mount_round_cost *c, uint64_t fixe
 	return rate_of(c->bytes, MAX(spent, MAX(c->us / 8, UINT64_C(1))));
 }
 
+uint64_t mount_round_fixed_us(const struct mount_round_cost *v, size_t n)
+{
+	uint64_t fixed = UINT64_MAX;
+
+	for (size_t i = 0; i < n; i++)
+		fixed = MIN(fixed, v[i].us);
+	return fixed;
+}
+
 uint64_t mount_round_rate(const struct mount_round_cost *v, size_t n, uint64_t range_cost_us)
 {
-	uint64_t fixed = UINT64_MAX, rate = 0, spent;
+	uint64_t fixed = mount_round_fixed_us(v, n), rate = 0, spent;
 	const struct mount_round_cost *big = NULL;
 
-	for (size_t i = 0; i < n; i++) {
-		fixed = MIN(fixed, v[i].us);
+	for (size_t i = 0; i < n; i++)
 		if (v[i].bytes >= MOUNT_RATE_MIN_BYTES && (!big || v[i].bytes > big->bytes))
 			big = &v[i];
-	}
 	if (!big)
 		return 0;
 	/* The round that moved the most bytes tells best which limits: when its ranges cost the

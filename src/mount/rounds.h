@@ -37,6 +37,9 @@ struct mount_round_cost {
  * that moved the most bytes tells which; the fixed part is taken as the quickest round's
  * time). 0 while no round tells the rate. */
 uint64_t mount_round_rate(const struct mount_round_cost *v, size_t n, uint64_t range_cost_us);
+/* The quickest round's time (UINT64_MAX without one): the fixed part of the model above,
+ * about one round trip of the link. */
+uint64_t mount_round_fixed_us(const struct mount_round_cost *v, size_t n);
 uint64_t mount_round_worth_gap(const struct mount_round_cost *v, size_t n,
 			       uint64_t range_cost_us);
 

@@ -393,17 +393,36 @@ static int load_range(struct mount_walkio *w, uint64_t off, uint64_t len, bool e
 	return 0;
 }
 
-static bool wio_present(void *ctx, uint64_t off, uint64_t len)
+/* Are all blocks of [off, off + len) set in bm (present, or asked for)? An empty range is; one
+ * past the image's end is not. */
+static bool blocks_set(const struct mount_walkio *w, const struct cache_bitmap *bm, uint64_t off,
+		       uint64_t len)
 {
-	const struct mount_walkio *w = ctx;
 	uint64_t end;
 
 	if (len == 0)
 		return true;
 	if (util_add_overflow_u64(off, len, &end) || end > w->size)
 		return false;
-	return cache_bitmap_test_range(&w->present, off / WIO_BLOCK,
+	return cache_bitmap_test_range(bm, off / WIO_BLOCK,
 				       DIV_ROUND_UP(end, WIO_BLOCK) - off / WIO_BLOCK);
+}
+
+/* Set the blocks of [off, off + len) (within the image) in bm. */
+static void set_blocks(const struct mount_walkio *w, struct cache_bitmap *bm, uint64_t off,
+		       uint64_t len)
+{
+	uint64_t first, n;
+
+	if (cache_blocks_of(off, len, w->size, &first, &n))
+		cache_bitmap_set_range(bm, first, n);
+}
+
+static bool wio_present(void *ctx, uint64_t off, uint64_t len)
+{
+	const struct mount_walkio *w = ctx;
+
+	return blocks_set(w, &w->present, off, len);
 }
 
 /* Has the daemon replayed a startup profile (or is it replaying one)? */
@@ -528,9 +547,7 @@ static bool wio_asked(void *ctx, uint64_t off, uint64_t len)
 {
 	const struct mount_walkio *w = ctx;
 
-	return len == 0 || cache_bitmap_test_range(&w->asked, off / WIO_BLOCK,
-						    DIV_ROUND_UP(off + len, WIO_BLOCK) -
-							off / WIO_BLOCK);
+	return blocks_set(w, &w->asked, off, len);
 }
 
 /* A batch of the grouped round's ranges v[0, n), loading the fresh blocks within them; with
@@ -571,13 +588,11 @@ static int job_new(struct mount_walkio *w, const struct util_extent *v, size_t n
 /* How many bytes a part of a round is: see WIO_PART_MIN; UINT64_MAX while the rate is unknown */
 static uint64_t part_size(const struct mount_walkio *w, uint64_t range_cost_us)
 {
-	uint64_t rate = mount_round_rate(w->costs, w->ncosts, range_cost_us), fixed = UINT64_MAX;
+	uint64_t rate = mount_round_rate(w->costs, w->ncosts, range_cost_us);
+	uint64_t fixed = mount_round_fixed_us(w->costs, w->ncosts);
 
 	if (!rate)
 		return UINT64_MAX;
-	/* the quickest round: about one round trip */
-	for (size_t i = 0; i < w->ncosts; i++)
-		fixed = MIN(fixed, w->costs[i].us);
 	if (fixed < WIO_SPLIT_RTT_US)
 		return UINT64_MAX;
 	return MAX(MAX(WIO_PART_MIN, rate / 1000000 * WIO_BATCH_COST_US),
@@ -652,9 +667,7 @@ static int submit_round(struct mount_walkio *w, const struct util_extent *in, si
 		if (r < 0)
 			return r;
 		for (size_t k = from; k <= i; k++) {
-			cache_bitmap_set_range(&w->asked, v[k].offset / WIO_BLOCK,
-					       DIV_ROUND_UP(v[k].offset + v[k].length, WIO_BLOCK) -
-						   v[k].offset / WIO_BLOCK);
+			set_blocks(w, &w->asked, v[k].offset, v[k].length);
 			w->st.ensured_bytes += v[k].length;
 		}
 		w->st.batches++;
@@ -716,9 +729,7 @@ static int take_back(struct mount_walkio *w, struct wio_job *job)
 			w->costs[w->ncosts++] = c;
 	}
 	for (size_t i = 0; i < n; i++)
-		cache_bitmap_set_range(&w->present, v[i].offset / WIO_BLOCK,
-				       DIV_ROUND_UP(v[i].offset + v[i].length, WIO_BLOCK) -
-					   v[i].offset / WIO_BLOCK);
+		set_blocks(w, &w->present, v[i].offset, v[i].length);
 	/* Load what the walk asked for, not the gaps bridged around it (file data, mostly): a
 	 * bridged block it needs later is present and loads on its first read. */
 	for (size_t i = 0; i < job->load.n; i++) {
