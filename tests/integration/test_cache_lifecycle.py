@@ -134,13 +134,16 @@ def fetch(lazy, source, opts="insecure", check=True, timeout=120, extra=()):
 @pytest.mark.san
 def test_fetch_then_offline_mount_by_digest(lazy, private_registry, images):
     """fetch by tag fills and verifies the whole entry (progress lines on stderr without a
-    terminal), leaves no daemon; then, with the registry stopped, a mount by digest is local
+    terminal, any verifying line after the last of them), leaves no daemon; then, with the registry stopped, a mount by digest is local
     and reads the right bytes."""
     im = push(private_registry, "life/a", images["a"])
     r = fetch(lazy, im["ref"])
     assert f"{im['digest']} fetched" in r.stdout and "verified" in r.stdout, r.stdout
     assert re.search(r"^fetching sha256:[0-9a-f]{12}: 100% ", r.stderr, re.M), r.stderr
-    assert "verifying" in r.stderr, r.stderr
+    # The verifying line shows only when a look at the daemon finds the entry complete and not
+    # yet verified: hashing 6 MiB can end between two looks (100 ms apart).
+    if "verifying" in r.stderr:
+        assert r.stderr.index("verifying") > r.stderr.index("100% "), r.stderr
     lazy.assert_nothing_left()
     flags = header_flags(lazy.cache, im["digest"])
     assert flags & FLAG_COMPLETE and flags & FLAG_VERIFIED and not flags & FLAG_BAD, flags
