@@ -564,6 +564,29 @@ static size_t small_files(const struct fetch_sched *s, uint32_t file, struct uti
 
 static bool file_start(const struct fetch_sched *s, uint64_t off);
 static uint64_t first_window(const struct fetch_sched *s);
+static uint64_t ra_limit(const struct fetch_sched *s);
+
+/* A file read at a second place, away from its start, once some of it is here: programs map
+ * executables and libraries and fault their pages in at random, a round trip each (perl's
+ * 2 MiB binary: ten requests after its first window). When its data is not large (up to four
+ * bandwidth-delay products, at least 4 MiB), such a read fetches the rest of the file. */
+static bool file_faulted_in(const struct fetch_sched *s, uint32_t file)
+{
+	uint32_t nr;
+	const struct util_extent *v = fetch_files_ranges(s->files, file, &nr);
+
+	if (fetch_files_data_bytes(s->files, file) >
+	    MIN(ra_limit(s), MAX(4 * MiB, 4 * fetch_sched_bdp(s))))
+		return false;
+	for (uint32_t i = 0; i < nr; i++) {
+		uint64_t f, n;
+
+		if (cache_blocks_of(v[i].offset, v[i].length, s->size, &f, &n) &&
+		    cache_bitmap_find(s->bm, f, f + n, true) < f + n)
+			return true;
+	}
+	return false;
+}
 
 /* With a file index, what a read fetches follows the file it falls in: a small file (at most
  * a chunk of data) whole, with the small files after it (small_files); in a larger one, a
@@ -595,10 +618,19 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 	want = MAX(s->pol.chunk_size, r->v[k].offset + r->v[k].length - off);
 	if (file_start(s, off))
 		want = MAX(want, first_window(s));
+	else if (file_faulted_in(s, file))
+		want = fetch_files_data_bytes(s->files, file);
 	n = fetch_files_follow(s->files, off, MIN(want, cap), out, max);
 	if (n <= 0) {
 		out[0] = event_window(s, r, k, b);
 		return 1;
+	}
+	if (want == fetch_files_data_bytes(s->files, file) && (size_t)n < max) {
+		/* ... and the part before the read (what overlaps is merged away). */
+		const struct util_extent *v = fetch_files_ranges(s->files, file, &range);
+		int m = fetch_files_follow(s->files, v[0].offset, want, out + n, max - (size_t)n);
+
+		n += MAX(m, 0);
 	}
 	return (size_t)n;
 }

@@ -102,9 +102,10 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
 		for (size_t i = 0; i < job->nruns; i++)
 			if (x->written[i] != job->runs[i].length)
 				r = -EIO; /* the client promised every byte */
-	log_debug("job %s: %zu run(s) from %" PRIu64 ", %" PRIu64 " KiB, %" PRIu64 " ms: %d",
+	log_debug("job %s: %zu run(s) from %" PRIu64 ", %" PRIu64 " KiB, started at %" PRIu64
+		  " ms, %" PRIu64 " ms: %d",
 		  job_kind(job), job->nruns, job->runs[0].offset, job->bytes >> 10,
-		  (util_now_us() - x->started_us) / 1000, r);
+		  x->started_us / 1000, (util_now_us() - x->started_us) / 1000, r);
 	if (r < 0) {
 		static uint64_t last_log; /* transfer thread only */
 		uint64_t now = util_now_ms();

@@ -858,6 +858,59 @@ static void test_file_aware_fetching(void **state)
 	env_free(&e);
 }
 
+/* A read at a second place in a file that is partly here fetches all the file lacks (a
+ * program faulting in an executable's pages at random), both sides of the read, when the
+ * file is not large (4 MiB here, no link measured); a larger file keeps chunk windows. */
+static void test_second_fault_fetches_the_file(void **state)
+{
+	static const struct util_extent mid[] = {{1 * MiB, 3 * MiB}};
+	static const struct util_extent large[] = {{8 * MiB, 6 * MiB}};
+	const struct util_extent *const files[] = {mid, large};
+	const size_t counts[] = {1, 1};
+	struct fetch_req r[4];
+	struct fetch_job *job;
+	struct fetch_files *f;
+	struct env e;
+
+	env_init(&e, 16 * MiB, false); /* 1 MiB chunks */
+	f = make_files(16 * MiB, files, counts, 2);
+	e.s.files = f;
+	event(&r[0], 2 * MiB + 512 * KiB, 4096); /* nothing of it here: one chunk */
+	assert_int_equal(fetch_sched_add(&e.s, &r[0], 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 2 * MiB + 512 * KiB);
+	assert_int_equal(job->runs[0].length, 1 * MiB);
+	complete(&e, job);
+	event(&r[1], 1 * MiB + 256 * KiB, 4096); /* a second place: the rest, both sides */
+	assert_int_equal(fetch_sched_add(&e.s, &r[1], 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 2);
+	assert_int_equal(job->runs[0].offset, 1 * MiB);
+	assert_int_equal(job->runs[0].length, 1 * MiB + 512 * KiB);
+	assert_int_equal(job->runs[1].offset, 3 * MiB + 512 * KiB);
+	assert_int_equal(job->runs[1].length, 512 * KiB);
+	complete(&e, job);
+	event(&r[2], 10 * MiB, 4096); /* 6 MiB of data: over the limit */
+	assert_int_equal(fetch_sched_add(&e.s, &r[2], 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	complete(&e, job);
+	event(&r[3], 9 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r[3], 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 9 * MiB);
+	assert_int_equal(job->runs[0].length, 1 * MiB);
+	complete(&e, job);
+	e.s.files = NULL;
+	fetch_files_free(f);
+	env_free(&e);
+}
+
 /* Small files whose data lies beside each other share one request, whole files only, up to
  * a chunk, both ways; a larger file after them is not dragged in. */
 static void test_small_files_share_a_request(void **state)
@@ -1085,6 +1138,7 @@ int main(void)
 	    cmocka_unit_test(test_background_yields),
 	    cmocka_unit_test(test_demand_shares_budget),
 	    cmocka_unit_test(test_file_aware_fetching),
+	    cmocka_unit_test(test_second_fault_fetches_the_file),
 	    cmocka_unit_test(test_small_files_share_a_request),
 	    cmocka_unit_test(test_files_sharing_a_block),
 	    cmocka_unit_test(test_replay),
