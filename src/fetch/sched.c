@@ -786,7 +786,7 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 }
 
 void fetch_sched_link_sample(struct fetch_sched *s, uint64_t ttfb_us, uint64_t body_us,
-			     uint64_t bytes)
+			     uint64_t bytes, uint64_t link_bytes)
 {
 	/* The round trip is the smallest time to first byte seen: a request that waited for a
 	 * connection, or for a busy registry, says nothing about the link (and a smoothed
@@ -795,9 +795,12 @@ void fetch_sched_link_sample(struct fetch_sched *s, uint64_t ttfb_us, uint64_t b
 	s->link_rtt_us = s->link_rtt_us ? MIN(s->link_rtt_us, ttfb_us) : ttfb_us;
 	/* Throughput only from requests long enough to tell (a small one is all latency): from
 	 * 512 KiB, so that a file's first read-ahead window (1 MiB less the read's own chunk)
-	 * counts, and the stream's next window is sized by the link one round trip sooner. */
+	 * counts, and the stream's next window is sized by the link one round trip sooner. The
+	 * link's, not the request's: what all requests received meanwhile (the pieces of a
+	 * read-ahead window share the link; one piece's own rate made a 1 Gbit/s link look like
+	 * 12 MB/s, and the next windows' pieces and windows that small). */
 	if (bytes >= MiB / 2 && body_us >= 1000) {
-		uint64_t rate = bytes * 1000000 / body_us;
+		uint64_t rate = MAX(bytes, link_bytes) * 1000000 / body_us;
 
 		s->link_bytes_per_s =
 		    s->link_bytes_per_s ? (3 * s->link_bytes_per_s + rate) / 4 : rate;
@@ -809,6 +812,12 @@ uint64_t fetch_sched_bdp(const struct fetch_sched *s)
 	if (!s->link_rtt_us || !s->link_bytes_per_s)
 		return 0;
 	return s->link_bytes_per_s / 1000 * s->link_rtt_us / 1000;
+}
+
+/* A link whose round trip is worth splitting windows for (its rate known). */
+static bool long_link(const struct fetch_sched *s)
+{
+	return fetch_sched_bdp(s) && s->link_rtt_us >= 5000;
 }
 
 /* The largest read-ahead window: the policy's, or more on a link whose bandwidth-delay
@@ -826,15 +835,18 @@ static uint64_t first_window(const struct fetch_sched *s)
 }
 
 /* Bytes of one read-ahead request: large on a fast, short link (fewer requests, less
- * per-request cost), about one bandwidth-delay product on a long one, so that a window
- * travels over several connections at once instead of one slowly opening TCP window. */
+ * per-request cost), four bandwidth-delay products on a long one, so that a window travels
+ * over a few connections at once instead of one slowly opening TCP window, and not over so
+ * many that they crowd each other (1 Gbit/s + RTT 50 ms, windows of 32 MiB: pieces of one
+ * product 0.93 of curl, of two 0.95-0.99, of four 1.00). */
 static uint64_t ra_piece(const struct fetch_sched *s)
 {
 	uint64_t bdp = fetch_sched_bdp(s);
 
-	if (!bdp || s->link_rtt_us < 5000)
+	if (!long_link(s))
 		return s->pol.max_job_bytes;
-	return ROUND_UP(MAX(MIN(bdp, s->pol.max_job_bytes), s->pol.chunk_size), CACHE_BLOCK_SIZE);
+	return ROUND_UP(MAX(MIN(4 * bdp, s->pol.max_job_bytes), s->pol.chunk_size),
+			CACHE_BLOCK_SIZE);
 }
 
 static struct fetch_job *pick_readahead(struct fetch_sched *s)
@@ -1167,10 +1179,13 @@ static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hi
 	if (st->ra_end >= s->size)
 		return false;
 	/* Like the kernel's async readahead: once the reader comes within half a window of
-	 * what has been asked for, ask for the next window, twice as large. */
+	 * what has been asked for, ask for the next window, twice as large. On a long link,
+	 * within a whole window: there the pieces of a window travel at once (ra_piece) and
+	 * arrive together, so the reader crossed the second half as soon as it landed, and the
+	 * link sat idle a round trip per window (1 Gbit/s + RTT 50 ms: 0.90 of curl). */
 	if (st->window == 0)
 		st->window = s->pol.ra_initial;
-	else if (st->ra_end - end > st->window / 2)
+	else if (st->ra_end - end > (long_link(s) ? st->window : st->window / 2))
 		return false;
 	else /* at least two bandwidth-delay products once the stream is established */
 		st->window = MIN(MAX(st->window * 2, 2 * fetch_sched_bdp(s)), ra_limit(s));

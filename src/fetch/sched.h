@@ -160,8 +160,8 @@ struct fetch_sched {
 	uint64_t fail_window_ms;		      /* MIN(FETCH_FAIL_WINDOW_MS, timeout) */
 	struct fetch_req *probe;		      /* the probe under way, or NULL */
 	/* The link as measured by the jobs that ended (fetch_sched_link_sample): round trip
-	 * (the smallest time from request to first byte) and throughput of one request
-	 * (smoothed); 0 = unknown. */
+	 * (the smallest time from request to first byte) and throughput (what all requests
+	 * received while one's body arrived, smoothed); 0 = unknown. */
 	uint64_t link_rtt_us;
 	uint64_t link_bytes_per_s;
 	/* The mount's file index (files.h), or NULL: a read fetches its file's data, not the
@@ -210,12 +210,13 @@ bool fetch_sched_note_read(struct fetch_sched *s, uint64_t off, uint64_t len);
  * true when read-ahead was queued. */
 bool fetch_sched_note_hit(struct fetch_sched *s, uint64_t off, uint64_t len);
 
-/* A job ended well: it took ttfb_us from its request to its first byte, then body_us for its
- * bytes. Feeds the link estimate that sizes read-ahead: windows of at least two
- * bandwidth-delay products, so that a sequential reader on a long link never waits a round
- * trip, split into requests that keep several connections busy. */
+/* A job of `bytes` ended well: it took ttfb_us from its request to its first byte, then
+ * body_us for its bytes, while all jobs together received link_bytes (its own among them).
+ * Feeds the link estimate that sizes read-ahead: windows of at least two bandwidth-delay
+ * products, so that a sequential reader on a long link never waits a round trip, split into
+ * requests that keep several connections busy. */
 void fetch_sched_link_sample(struct fetch_sched *s, uint64_t ttfb_us, uint64_t body_us,
-			     uint64_t bytes);
+			     uint64_t bytes, uint64_t link_bytes);
 /* Bytes in flight that keep the link busy for one round trip (0 while unknown). */
 uint64_t fetch_sched_bdp(const struct fetch_sched *s);
 

@@ -663,6 +663,38 @@ static void test_readahead_detection(void **state)
 	env_free(&e);
 }
 
+/* On a long link: the rate is the link's (what all requests received while one's body
+ * arrived), the next window is asked for once the reader is within a whole window of the
+ * frontier (a window's pieces arrive together), and the pieces are four bandwidth-delay
+ * products. */
+static void test_long_link_readahead(void **state)
+{
+	struct env e;
+	struct fetch_job *job;
+
+	env_init(&e, 256 * MiB, false);
+	fetch_sched_link_sample(&e.s, 50000, 100000, 1 * MiB, 3 * MiB);
+	assert_int_equal(e.s.link_rtt_us, 50000);
+	assert_int_equal(e.s.link_bytes_per_s, 30 * MiB); /* not the request's 10 MiB/s */
+	e.s.link_bytes_per_s = 10 * MiB;		 /* one product: 524,250 bytes */
+	assert_false(fetch_sched_note_read(&e.s, 0, 128 * KiB));
+	assert_true(fetch_sched_note_read(&e.s, 128 * KiB, 128 * KiB));
+	assert_int_equal(e.s.ra[0].length, 2 * MiB);
+	/* 1,920 KiB from the frontier: within the window of 2 MiB, so the next one (4 MiB). */
+	assert_true(fetch_sched_note_read(&e.s, 256 * KiB, 128 * KiB));
+	assert_int_equal(e.s.nra, 1);
+	assert_int_equal(e.s.ra[0].offset, 256 * KiB);
+	assert_int_equal(e.s.ra[0].length, 6 * MiB);
+	for (int i = 0; i < 2; i++) { /* two side jobs at most (env) */
+		job = fetch_sched_pick(&e.s, 0, NULL);
+		assert_non_null(job);
+		assert_int_equal(job->kind, FETCH_JOB_READAHEAD);
+		assert_int_equal(job->runs[0].offset, 256 * KiB + (uint64_t)i * 2 * MiB);
+		assert_int_equal(job->bytes, 2 * MiB); /* 4 x 524,250 in whole blocks */
+	}
+	env_free(&e);
+}
+
 /* A read reaching into the next chunk fetches both chunks in one job. */
 static void test_event_spanning_chunks(void **state)
 {
@@ -1133,6 +1165,7 @@ int main(void)
 	    cmocka_unit_test(test_recent_failure_forgotten),
 	    cmocka_unit_test(test_capacity),
 	    cmocka_unit_test(test_readahead_detection),
+	    cmocka_unit_test(test_long_link_readahead),
 	    cmocka_unit_test(test_event_spanning_chunks),
 	    cmocka_unit_test(test_readahead_hits),
 	    cmocka_unit_test(test_background_yields),
