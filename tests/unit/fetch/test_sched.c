@@ -664,9 +664,9 @@ static void test_readahead_detection(void **state)
 }
 
 /* On a long link: the rate is the link's (what all requests received while one's body
- * arrived), the next window is asked for once the reader is within a whole window of the
- * frontier (a window's pieces arrive together), and the pieces are four bandwidth-delay
- * products. */
+ * arrived), read-ahead is asked for a piece of four bandwidth-delay products at a time,
+ * whenever less than a window is asked for ahead of the reader (a window's pieces asked for
+ * at once arrive together). */
 static void test_long_link_readahead(void **state)
 {
 	struct env e;
@@ -680,11 +680,21 @@ static void test_long_link_readahead(void **state)
 	assert_false(fetch_sched_note_read(&e.s, 0, 128 * KiB));
 	assert_true(fetch_sched_note_read(&e.s, 128 * KiB, 128 * KiB));
 	assert_int_equal(e.s.ra[0].length, 2 * MiB);
-	/* 1,920 KiB from the frontier: within the window of 2 MiB, so the next one (4 MiB). */
+	/* 1,920 KiB from the frontier: within the window of 2 MiB, so the window grows (4 MiB)
+	 * and one piece more is asked for (2 MiB), not the whole window. */
 	assert_true(fetch_sched_note_read(&e.s, 256 * KiB, 128 * KiB));
 	assert_int_equal(e.s.nra, 1);
 	assert_int_equal(e.s.ra[0].offset, 256 * KiB);
+	assert_int_equal(e.s.ra[0].length, 4 * MiB);
+	/* 3,840 KiB ahead, within the 4 MiB window: another piece as the reader moves on. */
+	assert_true(fetch_sched_note_read(&e.s, 384 * KiB, 128 * KiB));
 	assert_int_equal(e.s.ra[0].length, 6 * MiB);
+	/* 5,760 KiB ahead, within the window of 8 MiB: one more; then 7,680 KiB ahead of
+	 * 8 MiB: one more; then 9,600 KiB: enough. */
+	assert_true(fetch_sched_note_read(&e.s, 512 * KiB, 128 * KiB));
+	assert_true(fetch_sched_note_read(&e.s, 640 * KiB, 128 * KiB));
+	assert_false(fetch_sched_note_read(&e.s, 768 * KiB, 128 * KiB));
+	assert_int_equal(e.s.ra[0].length, 10 * MiB);
 	for (int i = 0; i < 2; i++) { /* two side jobs at most (env) */
 		job = fetch_sched_pick(&e.s, 0, NULL);
 		assert_non_null(job);
