@@ -135,9 +135,9 @@ int cli_gc(int argc, char **argv)
 		}
 	} else {
 		r = mount_cache_max(&max, &err);
-		if (r < 0) {
+		if (r < 0) { /* the configuration file: not the command line's fault */
 			log_error("gc: %s", err.message);
-			return CLI_EXIT_USAGE;
+			return CLI_EXIT_FAILURE;
 		}
 		no_budget = r == 0;
 	}

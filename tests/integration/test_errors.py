@@ -227,6 +227,11 @@ CASES = [
      [lambda c: c.reg.ref("err/junk", "v1"), "not a usable EROFS image", "magic"], [], None),
     ("gc-bad-size", lambda c: ["gc", "--max-size", "10X"], 1,
      ["'10X'", "not a size", "K, M, G or T"], [], None),
+    # a broken configuration file fails every subcommand that reads it alike (not a usage error)
+    ("gc-config-syntax", lambda c: (bad_config(c), ["gc"])[1], 2,
+     [lambda c: c.lazy.config, "line 2", "']'"], [], None),
+    ("fetch-config-syntax", lambda c: (bad_config(c), ["fetch", "-o", "insecure", c.plain])[1],
+     2, [lambda c: c.lazy.config, "line 2", "']'"], [], None),
 ]
 
 # Cases whose -o value is made here (None in the option's place).
