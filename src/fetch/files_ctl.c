@@ -5,11 +5,14 @@
  * parses the bytes as untrusted input and keeps the result in d->files (replacing an older
  * index; the same content again is not parsed again).
  *
- * The index lives in the worker's memory only: a worker that replaces a crashed one starts
- * without one (the next mount of the blob sends it again) -- unless its holder was itself
- * forked by a worker (guard.c), whose index at that moment it then inherits, a consistent
- * copy (d->files only ever points at a whole parsed index). Nothing depends on having it:
- * it only shapes what is fetched, never whether a read is answered.
+ * The parsed index lives in the worker's memory; its encoding also goes to memory shared
+ * with the holder (mapped before the holder forks anything, so every process of the daemon
+ * has it), and a worker that replaces a crashed one parses that copy again: it goes on
+ * fetching files whole and following them instead of falling back to blind chunks until the
+ * next mount of the blob. The copy is marked empty while it is rewritten, so a worker that
+ * dies meanwhile leaves none rather than half of one, and the parse checks it like any
+ * other. Nothing depends on having an index: it only shapes what is fetched, never whether a
+ * read is answered.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +39,60 @@ static int reply(int cfd, int err, uint32_t files, uint32_t ranges, bool unchang
 		o = json_pack("{s:b,s:I,s:I,s:b}", "ok", 1, "files", (json_int_t)files,
 			      "file_ranges", (json_int_t)ranges, "unchanged", unchanged);
 	return o ? fetch_proto_send(cfd, o, -1) : -ENOMEM;
+}
+
+int fetch_files_keep_init(struct fetch_daemon *d)
+{
+	/* Address space only: pages are backed as the worker writes an index (40 KiB for a
+	 * Debian minbase). */
+	void *p = mmap(NULL, sizeof(*d->files_kept) + FETCH_FILES_MAX_BYTES, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	d->files_kept = p;
+	return 0;
+}
+
+/* Main loop only (the control requests' thread): one writer at a time. */
+static void keep(struct fetch_daemon *d, const uint8_t *buf, size_t len, const uint8_t *digest)
+{
+	struct fetch_files_kept *k = d->files_kept;
+
+	if (!k || len > FETCH_FILES_MAX_BYTES)
+		return;
+	__atomic_store_n(&k->len, 0, __ATOMIC_RELEASE);
+	memcpy(k->buf, buf, len);
+	memcpy(k->digest, digest, sizeof(k->digest));
+	__atomic_store_n(&k->len, len, __ATOMIC_RELEASE);
+}
+
+void fetch_files_restore(struct fetch_daemon *d)
+{
+	struct fetch_files_kept *k = d->files_kept;
+	struct util_error err = UTIL_ERROR_INIT;
+	struct fetch_files *f = NULL;
+	uint64_t len = k ? __atomic_load_n(&k->len, __ATOMIC_ACQUIRE) : 0;
+	int r;
+
+	/* A worker forked through a holder that a worker forked inherits that worker's parsed
+	 * index; the shared copy is the one to trust (the latest). */
+	fetch_files_drop(d);
+	if (len == 0)
+		return;
+	r = fetch_files_parse(k->buf, len, d->cfg.blob.size, &f, &err);
+	if (r < 0) {
+		log_warning("the file index kept from the previous worker is unusable: %s",
+			    util_err_msg(&err, r));
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	d->files = f;
+	d->sched.files = f;
+	memcpy(d->files_digest, k->digest, sizeof(d->files_digest));
+	pthread_mutex_unlock(&d->lock);
+	log_info("file index kept from the previous worker: %u files, %u ranges",
+		 fetch_files_count(f), fetch_files_nranges(f));
 }
 
 int fetch_files_request(struct fetch_daemon *d, int cfd, int fd)
@@ -80,6 +137,7 @@ int fetch_files_request(struct fetch_daemon *d, int cfd, int fd)
 	d->sched.files = f;
 	memcpy(d->files_digest, digest, sizeof(digest));
 	pthread_mutex_unlock(&d->lock);
+	keep(d, buf, len, digest);
 	fetch_files_free(old);
 	log_info("file index: %u files, %u ranges (%zu bytes)%s", nf, nr, len,
 		 old ? ", replacing the previous one" : "");

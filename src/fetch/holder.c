@@ -480,6 +480,10 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		fetch_fatal(d, r, "opening cache entry %s in '%s': %s", p.key, d->cfg.cache_dir,
 			    strerror(-r));
 	close(cache_dirfd);
+	r = fetch_files_keep_init(d);
+	if (r < 0)
+		log_warning("no shared copy of the file index (%s): a worker replaced after a "
+			    "crash starts without one", strerror(-r));
 	r = fetch_trim_init(d);
 	if (r < 0)
 		log_warning("no record of reads (%s): the entry cannot be trimmed while in use",

@@ -234,6 +234,7 @@ struct fetch_daemon {
 					   * once, with an atomic store, when a replay starts */
 	uint64_t replay_served;		 /* (atomic) reads answered with bytes replay brought */
 	uint8_t files_digest[32];  /* (lock) sha256 of its encoding */
+	struct fetch_files_kept *files_kept; /* its encoding, shared with the holder, or NULL */
 	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */
 	pid_t openers[8];	   /* main loop only: recent openers of the data file (their
 				    * mount namespace may not be ours) */
@@ -346,9 +347,18 @@ bool fetch_read_opens(struct fetch_daemon *d);
 void fetch_control_loop(struct fetch_daemon *d);
 
 /* files_ctl.c: the "files" request (fd: the sealed memfd passed with it), and freeing the
- * index at exit */
+ * index at exit. The encoding the worker accepted last is kept in memory shared with the
+ * holder (fetch_files_keep_init, before the first fork), and a replacement worker parses it
+ * again (fetch_files_restore). */
 struct fetch_files;
+struct fetch_files_kept {
+	uint64_t len; /* (atomic) 0: none (or being replaced) */
+	uint8_t digest[32];
+	uint8_t buf[]; /* FETCH_FILES_MAX_BYTES, backed only as far as written */
+};
+int fetch_files_keep_init(struct fetch_daemon *d);
 int fetch_files_request(struct fetch_daemon *d, int cfd, int fd);
+void fetch_files_restore(struct fetch_daemon *d);
 void fetch_files_drop(struct fetch_daemon *d);
 
 /* profile_ctl.c: the record of first accesses and the replay of a startup profile (control

@@ -171,6 +171,7 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 			     FETCH_MAX_EVENTS + FETCH_MAX_ENSURE);
 	if (r < 0)
 		fetch_fatal(d, r, "scheduler: %s", strerror(-r));
+	fetch_files_restore(d);
 	r = fetch_profile_init(d);
 	if (r < 0)
 		fetch_fatal(d, r, "record of first accesses: %s", strerror(-r));

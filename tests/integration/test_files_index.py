@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -20,7 +21,7 @@ import tempfile
 
 import pytest
 
-from common import BIN, child_read, pid_alive
+from common import BIN, child_read, pid_alive, wait_until
 from registry import MT_EROFS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
@@ -189,6 +190,35 @@ def test_index_counts_match_tree(lazy, images, tree, name):
     lazy.umount(mp2)
     lazy.umount(mp)
     lazy.assert_nothing_left()
+
+
+def test_index_outlives_a_worker_crash(lazy, images, tree):
+    """A worker killed outright is replaced; the replacement parses the index kept in memory
+    shared with the holder instead of starting without one (and fetching blind chunks until
+    the next mount): the same counts, the same reads."""
+    im = images["lz4hc"]
+    files, _ = expected_counts(tree)
+    mp = lazy.mount(im["ref"])
+    before = lazy.status_of(mp)
+    assert (before["files"], before["restarts"]) == (files, 0), before
+
+    def replaced():
+        try:
+            st = lazy.status_of(mp)
+        except AssertionError:
+            return None  # no worker answers for a moment
+        return st if st["restarts"] >= 1 and st["worker_pid"] != before["worker_pid"] else None
+
+    os.kill(before["worker_pid"], signal.SIGKILL)
+    st = wait_until(replaced, 60)
+    assert st, ("no replacement worker", lazy.log())
+    assert (st["files"], st["file_ranges"]) == (files, files), st
+    assert f"file index kept from the previous worker: {files} files" in lazy.log()
+    for rel in ("d1/f0001", "big/random2.bin", "d6/f0020"):
+        with open(os.path.join(tree, rel), "rb") as f:
+            assert child_read(os.path.join(mp, rel)) == f.read(), rel
+    lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=30)  # a replacement worker stays 10 s at least
 
 
 def test_corrupt_file_map_still_mounts(lazy, workdir, tree, registry):
