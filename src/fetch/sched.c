@@ -512,10 +512,10 @@ static struct util_extent event_window(const struct fetch_sched *s, const struct
 #define NEIGHBOUR_GAP (64 * KiB)
 
 /* A small file's ranges, and those of the small files whose data lies beside it in the blob,
- * both ways, whole files only, a chunk or one bandwidth-delay product in all. mkfs lays files out by directory, so those are
- * mostly its siblings, which programs read together and in their own order (dpkg's lists,
- * an interpreter's modules): several small files share one request, and no file is fetched
- * in part. Returns how many ranges (0: the file alone does not fit in max). */
+ * both ways, whole files only, a chunk or one bandwidth-delay product in all. mkfs lays files out
+ * by directory, so those are mostly its siblings, which programs read together and in their own
+ * order (dpkg's lists, an interpreter's modules): several small files share one request, and no
+ * file is fetched in part. Returns how many ranges (0: the file alone does not fit in max). */
 static size_t small_files(const struct fetch_sched *s, uint32_t file, struct util_extent *out,
 			  size_t max)
 {
@@ -593,8 +593,9 @@ static bool file_faulted_in(const struct fetch_sched *s, uint32_t file)
  * chunk's worth of its data from the first missing block on (as much as the read spans, if
  * more; from the file's first byte, the first read-ahead window of note_read with it: one
  * request a demand, so that many readers starting files at once do not queue behind the
- * side jobs' cap), in file order, never past the file's end. Bytes outside every file (metadata) fall back to the chunk window. Returns
- * how many windows it wrote to out (max at least 1). */
+ * side jobs' cap), in file order, never past the file's end; when the file is partly here
+ * already and not large, all it lacks (file_faulted_in). Bytes outside every file (metadata)
+ * fall back to the chunk window. Returns how many windows it wrote to out (max at least 1). */
 static size_t event_windows(const struct fetch_sched *s, const struct fetch_req *r, size_t k,
 			    uint64_t b, struct util_extent *out, size_t max)
 {
@@ -1098,8 +1099,7 @@ static bool file_start(const struct fetch_sched *s, uint64_t off)
 /* Queue the stream's next `bytes` of read-ahead. With a file index, a stream inside a file
  * follows that file's data and stops at its end: the blob bytes after it belong to another
  * file (or to none), which nobody asked for. */
-static bool ra_window(struct fetch_sched *s, struct fetch_stream *st, uint64_t end,
-		      uint64_t bytes)
+static bool ra_window(struct fetch_sched *s, struct fetch_stream *st, uint64_t end, uint64_t bytes)
 {
 	struct util_extent v[8];
 	uint32_t file, f2, range;
