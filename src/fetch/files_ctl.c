@@ -61,7 +61,8 @@ static void keep(struct fetch_daemon *d, const uint8_t *buf, size_t len, const u
 
 	if (!k || len > FETCH_FILES_MAX_BYTES)
 		return;
-	__atomic_store_n(&k->len, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&k->len, 0, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE); /* emptied before any byte changes */
 	memcpy(k->buf, buf, len);
 	memcpy(k->digest, digest, sizeof(k->digest));
 	__atomic_store_n(&k->len, len, __ATOMIC_RELEASE);

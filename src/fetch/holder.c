@@ -480,6 +480,11 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		fetch_fatal(d, r, "opening cache entry %s in '%s': %s", p.key, d->cfg.cache_dir,
 			    strerror(-r));
 	close(cache_dirfd);
+	d->record_store = fetch_record_store_new();
+	if (!d->record_store)
+		log_warning("no shared record of first accesses (%s): a worker replaced after a "
+			    "crash starts a new one",
+			    strerror(errno));
 	r = fetch_files_keep_init(d);
 	if (r < 0)
 		log_warning("no shared copy of the file index (%s): a worker replaced after a "

@@ -228,6 +228,7 @@ struct fetch_daemon {
 	uint64_t received; /* transfer thread only: bytes all jobs received */
 	struct fetch_files *files; /* (lock) the mount's file index (files.h), or NULL */
 	struct fetch_record record;	 /* first accesses (record.h; its own lock) */
+	struct fetch_record_store *record_store; /* its ranges, shared with the holder */
 	struct fetch_replay replay;	 /* (lock) the startup profile replayed (sched.h) */
 	struct util_extent *replay_v;	 /* (lock) its ranges */
 	struct cache_bitmap *replay_mine; /* blocks the replay fetched (atomic bits); published

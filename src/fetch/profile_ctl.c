@@ -6,8 +6,9 @@
  * it is for this blob and starts replaying it (replay.c). One replay per daemon: a second
  * mount of the same blob finds it started (or done) and the profile is not taken again.
  *
- * Like the file index, the record and the replay live in the worker's memory: a worker that
- * replaces a crashed one starts a new record and replays nothing.
+ * The record's ranges live in memory shared with the holder, like the file index's encoding:
+ * a worker that replaces a crashed one goes on with the record. The replay lives in the
+ * worker's memory: the replacement replays nothing (reads fetch what they need).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -24,7 +25,7 @@
 
 int fetch_profile_init(struct fetch_daemon *d)
 {
-	return fetch_record_init(&d->record, d->cfg.blob.size);
+	return fetch_record_init(&d->record, d->cfg.blob.size, d->record_store);
 }
 
 void fetch_profile_note(struct fetch_daemon *d, uint64_t first, uint64_t nblk)

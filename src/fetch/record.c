@@ -6,17 +6,54 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "util/macro.h"
 
-int fetch_record_init(struct fetch_record *rec, uint64_t size)
+struct fetch_record_store *fetch_record_store_new(void)
 {
+	void *p = mmap(NULL, sizeof(struct fetch_record_store), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+int fetch_record_init(struct fetch_record *rec, uint64_t size, struct fetch_record_store *st)
+{
+	uint64_t n;
 	int r;
 
-	*rec = (struct fetch_record){.size = size};
+	*rec = (struct fetch_record){.size = size, .st = st};
+	if (!st) {
+		void *p = mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+		if (p == MAP_FAILED)
+			return -errno;
+		rec->st = st = p;
+		rec->own_store = true;
+	}
 	r = cache_bitmap_init(&rec->seen, DIV_ROUND_UP(size, CACHE_BLOCK_SIZE), false);
-	if (r < 0)
+	if (r < 0) {
+		if (rec->own_store)
+			munmap(st, sizeof(*st));
+		*rec = (struct fetch_record){0};
 		return r;
+	}
+	/* What a predecessor recorded: its blocks are seen. */
+	n = MIN(__atomic_load_n(&st->n, __ATOMIC_ACQUIRE), (uint64_t)FETCH_RECORD_MAX_RANGES);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t first, nblk;
+
+		if (!st->v[i].length ||
+		    !util_range_within(st->v[i].offset, st->v[i].length, size) ||
+		    !cache_blocks_of(st->v[i].offset, st->v[i].length, size, &first, &nblk)) {
+			n = i; /* not this blob's: keep what came before */
+			break;
+		}
+		cache_bitmap_set_range(&rec->seen, first, nblk);
+	}
+	st->n = n;
 	pthread_mutex_init(&rec->lock, NULL);
 	return 0;
 }
@@ -26,7 +63,8 @@ void fetch_record_destroy(struct fetch_record *rec)
 	if (!rec->seen.words)
 		return;
 	cache_bitmap_destroy(&rec->seen);
-	free(rec->v);
+	if (rec->own_store)
+		munmap(rec->st, sizeof(*rec->st));
 	pthread_mutex_destroy(&rec->lock);
 	*rec = (struct fetch_record){0};
 }
@@ -34,32 +72,21 @@ void fetch_record_destroy(struct fetch_record *rec)
 /* Append blocks [b, b + n) (lock held); false once the cap is reached. */
 static bool record_append(struct fetch_record *rec, uint64_t b, uint64_t n, uint32_t t)
 {
+	struct fetch_record_store *st = rec->st;
 	uint64_t off = b * CACHE_BLOCK_SIZE, len = MIN(n * CACHE_BLOCK_SIZE, rec->size - off);
-	struct profile_range *last = rec->n ? &rec->v[rec->n - 1] : NULL;
+	struct profile_range *last = st->n ? &st->v[st->n - 1] : NULL;
 
 	if (last && last->offset + last->length == off &&
 	    (uint64_t)last->length + len <= PROFILE_RANGE_MAX) {
 		last->length += (uint32_t)len;
 		return true;
 	}
-	if (rec->n >= FETCH_RECORD_MAX_RANGES) {
-		rec->truncated = true;
+	if (st->n >= FETCH_RECORD_MAX_RANGES) {
+		st->truncated = 1;
 		return false;
 	}
-	if (rec->n == rec->alloc) {
-		size_t alloc = rec->alloc ? rec->alloc * 2 : 256;
-		struct profile_range *v;
-
-		alloc = MIN(alloc, (size_t)FETCH_RECORD_MAX_RANGES);
-		v = realloc(rec->v, alloc * sizeof(*v));
-		if (!v) {
-			rec->truncated = true;
-			return false;
-		}
-		rec->v = v;
-		rec->alloc = alloc;
-	}
-	rec->v[rec->n++] = (struct profile_range){.offset = off, .length = (uint32_t)len, .t_ms = t};
+	st->v[st->n] = (struct profile_range){.offset = off, .length = (uint32_t)len, .t_ms = t};
+	__atomic_store_n(&st->n, st->n + 1, __ATOMIC_RELEASE); /* whole before it counts */
 	return true;
 }
 
@@ -74,11 +101,11 @@ void fetch_record_note(struct fetch_record *rec, uint64_t first, uint64_t n, uin
 	if (cache_bitmap_test_range(&rec->seen, first, end - first))
 		return; /* the common case: seen before, no lock */
 	pthread_mutex_lock(&rec->lock);
-	if (rec->truncated)
+	if (rec->st->truncated)
 		goto out;
-	if (rec->n == 0 && !rec->t0_ms)
-		rec->t0_ms = now_ms;
-	t = (uint32_t)MIN(now_ms - MIN(now_ms, rec->t0_ms), (uint64_t)UINT32_MAX);
+	if (rec->st->n == 0 && !rec->st->t0_ms)
+		rec->st->t0_ms = now_ms;
+	t = (uint32_t)MIN(now_ms - MIN(now_ms, rec->st->t0_ms), (uint64_t)UINT32_MAX);
 	for (at = first;
 	     cache_bitmap_next_run(&rec->seen, at, end, false, &run_start, &run_len);
 	     at = run_start + run_len) {
@@ -102,14 +129,14 @@ int fetch_record_profile(struct fetch_record *rec, const char *digest, struct pr
 	*ret = (struct profile){.size = rec->size};
 	snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
 	pthread_mutex_lock(&rec->lock);
-	if (rec->n) {
-		ret->v = malloc(rec->n * sizeof(*ret->v));
+	if (rec->st->n) {
+		ret->v = malloc(rec->st->n * sizeof(*ret->v));
 		if (!ret->v) {
 			pthread_mutex_unlock(&rec->lock);
 			return -ENOMEM;
 		}
-		memcpy(ret->v, rec->v, rec->n * sizeof(*ret->v));
-		ret->n = rec->n;
+		memcpy(ret->v, rec->st->v, rec->st->n * sizeof(*ret->v));
+		ret->n = rec->st->n;
 	}
 	pthread_mutex_unlock(&rec->lock);
 	return 0;
@@ -124,8 +151,8 @@ size_t fetch_record_count(struct fetch_record *rec, bool *ret_truncated)
 		return 0;
 	}
 	pthread_mutex_lock(&rec->lock);
-	n = rec->n;
-	*ret_truncated = rec->truncated;
+	n = rec->st->n;
+	*ret_truncated = rec->st->truncated;
 	pthread_mutex_unlock(&rec->lock);
 	return n;
 }

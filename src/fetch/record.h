@@ -9,6 +9,11 @@
  * FETCH_RECORD_MAX_RANGES ranges (4 MiB): a range extends the previous one when it follows
  * it in the blob, so a file read from start to end is one range. Past the cap the record
  * stops growing (`truncated`): a profile is for the start of a workload.
+ * The ranges live in a store of their own (address space for the cap, backed as they are
+ * written). The daemon maps one shared before it forks its processes, so that a worker that
+ * replaces a crashed one goes on with the record (fetch_record_init rebuilds the blocks seen
+ * from the store); a range becomes part of it only once it is whole (the count is raised
+ * after the range is written).
  * Threads: fetch_record_note may be called by any thread; a read of blocks already seen costs
  * a lock-free bitmap test.
  */
@@ -23,17 +28,27 @@
 
 #define FETCH_RECORD_MAX_RANGES (256u << 10)
 
+struct fetch_record_store {
+	uint64_t n;	    /* (atomic) ranges recorded */
+	uint64_t t0_ms;	    /* when the first range was needed (CLOCK_MONOTONIC: any process) */
+	uint32_t truncated; /* the cap was reached */
+	uint32_t reserved;
+	struct profile_range v[FETCH_RECORD_MAX_RANGES]; /* in first-access order */
+};
+
 struct fetch_record {
 	pthread_mutex_t lock;
 	struct cache_bitmap seen; /* blocks asked for so far */
 	uint64_t size;
-	struct profile_range *v; /* (lock) in first-access order */
-	size_t n, alloc;	 /* (lock) */
-	uint64_t t0_ms;		 /* (lock) when the first range was needed */
-	bool truncated;		 /* (lock) the cap was reached */
+	struct fetch_record_store *st; /* (lock) */
+	bool own_store;		       /* mapped by fetch_record_init: unmapped by destroy */
 };
 
-int fetch_record_init(struct fetch_record *rec, uint64_t size);
+/* A store shared with the processes this one forks from now on (NULL with errno). */
+struct fetch_record_store *fetch_record_store_new(void);
+/* A record of a blob of `size` bytes in store `st` (NULL: a private one of its own), going on
+ * from what the store holds (ranges not within the blob are dropped). */
+int fetch_record_init(struct fetch_record *rec, uint64_t size, struct fetch_record_store *st);
 void fetch_record_destroy(struct fetch_record *rec);
 /* A read needs blocks [first, first + n) at now_ms. */
 void fetch_record_note(struct fetch_record *rec, uint64_t first, uint64_t n, uint64_t now_ms);

@@ -9,13 +9,14 @@ blob, a malformed or hostile one: one warning line, and a mount without replay."
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 
 import pytest
 
-from common import run
+from common import run, wait_until
 from registry import MT_EROFS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
@@ -128,6 +129,45 @@ def test_record_and_replay_from_file(lazy, images, workdir):
     finally:
         problems = fresh.cleanup()
     assert not problems, problems
+
+
+def test_record_outlives_a_worker_crash(lazy, images, workdir):
+    """The record of first accesses lives in memory shared with the holder: a worker killed
+    outright is replaced, the replacement goes on with the record, and a profile saved
+    afterwards holds the reads from before the crash too, at their times."""
+    mp = lazy.mount(images["a"]["ref"], opts="insecure,profile=none")
+    for i in range(0, FILES // 2, 3):
+        with open(os.path.join(mp, f"d{i % 6}", f"f{i:03d}"), "rb") as f:
+            f.read()
+    before_path = os.path.join(workdir, "before-crash.prof")
+    r = lazy.run(["profile", "save", mp, before_path])
+    assert r.returncode == 0, r.stderr
+    _, _, before = parse(before_path)
+    st0 = lazy.status_of(mp)
+
+    def replaced():
+        try:
+            st = lazy.status_of(mp)
+        except AssertionError:
+            return None  # no worker answers for a moment
+        return st if st["restarts"] >= 1 and st["worker_pid"] != st0["worker_pid"] else None
+
+    os.kill(st0["worker_pid"], signal.SIGKILL)
+    assert wait_until(replaced, 60), ("no replacement worker", lazy.log())
+    for i in range(FILES // 2, FILES, 3):
+        with open(os.path.join(mp, f"d{i % 6}", f"f{i:03d}"), "rb") as f:
+            f.read()
+    after_path = os.path.join(workdir, "after-crash.prof")
+    r = lazy.run(["profile", "save", mp, after_path])
+    assert r.returncode == 0, r.stderr
+    _, _, after = parse(after_path)
+    assert len(after) > len(before), (len(before), len(after))
+    # The same ranges, in the same order, at the same times (the last one may have grown).
+    assert after[:len(before) - 1] == before[:-1]
+    assert after[len(before) - 1][:2] == before[-1][:2]
+    assert [t for t, _, _ in after] == sorted(t for t, _, _ in after)
+    lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=30)  # a replacement worker stays 10 s at least
 
 
 def test_wrong_blob_and_bad_profiles_warn(lazy, images, workdir):

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <cmocka.h>
 
 #include "fetch/record.h"
@@ -23,7 +24,7 @@ static void test_first_access_order(void **state)
 	struct profile p;
 	bool truncated;
 
-	assert_int_equal(fetch_record_init(&rec, 10 * MiB + 100), 0);
+	assert_int_equal(fetch_record_init(&rec, 10 * MiB + 100, NULL), 0);
 	fetch_record_note(&rec, 100, 4, 1000);	/* blocks 100-103 */
 	fetch_record_note(&rec, 104, 2, 1005);	/* follows it: the same range grows */
 	fetch_record_note(&rec, 10, 1, 1010);	/* elsewhere: a new range */
@@ -51,12 +52,47 @@ static void test_first_access_order(void **state)
 	fetch_record_destroy(&rec);
 }
 
+/* A record in a store that outlives it (a worker replaced after a crash): the next record of
+ * the store goes on from its ranges, their blocks seen; ranges not within the blob end what
+ * is taken over. */
+static void test_store_goes_on(void **state)
+{
+	struct fetch_record_store *st = fetch_record_store_new();
+	struct fetch_record rec;
+	struct profile p;
+	bool truncated;
+
+	assert_non_null(st);
+	assert_int_equal(fetch_record_init(&rec, 10 * MiB, st), 0);
+	fetch_record_note(&rec, 100, 4, 1000);
+	fetch_record_note(&rec, 10, 1, 1010);
+	/* a worker killed here: nothing is destroyed, the store stays */
+	assert_int_equal(fetch_record_init(&rec, 10 * MiB, st), 0);
+	assert_int_equal(fetch_record_count(&rec, &truncated), 2);
+	fetch_record_note(&rec, 101, 2, 1020); /* seen before the crash: nothing */
+	fetch_record_note(&rec, 104, 1, 1030); /* follows the first range: a new one (not last) */
+	assert_int_equal(fetch_record_profile(&rec, digest, &p), 0);
+	assert_int_equal(p.n, 3);
+	assert_int_equal(p.v[0].offset, 100 * 4096);
+	assert_int_equal(p.v[0].length, 4 * 4096);
+	assert_int_equal(p.v[1].t_ms, 10);
+	assert_int_equal(p.v[2].offset, 104 * 4096);
+	assert_int_equal(p.v[2].t_ms, 30); /* the same clock origin */
+	profile_free(&p);
+	fetch_record_destroy(&rec);
+	/* A store holding a range past a smaller blob: only what comes before it is taken. */
+	assert_int_equal(fetch_record_init(&rec, 104 * 4096, st), 0);
+	assert_int_equal(fetch_record_count(&rec, &truncated), 2);
+	fetch_record_destroy(&rec);
+	munmap(st, sizeof(*st));
+}
+
 static void test_cap(void **state)
 {
 	struct fetch_record rec;
 	bool truncated;
 
-	assert_int_equal(fetch_record_init(&rec, (uint64_t)FETCH_RECORD_MAX_RANGES * 2 * 4096 + 8192), 0);
+	assert_int_equal(fetch_record_init(&rec, (uint64_t)FETCH_RECORD_MAX_RANGES * 2 * 4096 + 8192, NULL), 0);
 	/* Every other block: no range can grow. */
 	for (uint64_t i = 0; i <= FETCH_RECORD_MAX_RANGES; i++)
 		fetch_record_note(&rec, 2 * i, 1, i);
@@ -72,6 +108,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_first_access_order),
+	    cmocka_unit_test(test_store_goes_on),
 	    cmocka_unit_test(test_cap),
 	};
 
