@@ -21,7 +21,7 @@ import tempfile
 
 import pytest
 
-from common import BIN, child_read, pid_alive, wait_until
+from common import BIN, child_read, pid_alive
 from registry import MT_EROFS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
@@ -201,17 +201,8 @@ def test_index_outlives_a_worker_crash(lazy, images, tree):
     mp = lazy.mount(im["ref"])
     before = lazy.status_of(mp)
     assert (before["files"], before["restarts"]) == (files, 0), before
-
-    def replaced():
-        try:
-            st = lazy.status_of(mp)
-        except AssertionError:
-            return None  # no worker answers for a moment
-        return st if st["restarts"] >= 1 and st["worker_pid"] != before["worker_pid"] else None
-
     os.kill(before["worker_pid"], signal.SIGKILL)
-    st = wait_until(replaced, 60)
-    assert st, ("no replacement worker", lazy.log())
+    st = lazy.wait_worker_replaced(mp, before["worker_pid"])
     assert (st["files"], st["file_ranges"]) == (files, files), st
     assert f"file index kept from the previous worker: {files} files" in lazy.log()
     for rel in ("d1/f0001", "big/random2.bin", "d6/f0020"):

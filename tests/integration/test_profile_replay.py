@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from common import run, wait_until
+from common import run
 from registry import MT_EROFS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
@@ -56,9 +56,9 @@ def images(workdir, registry):
     return out
 
 
-def workload(mp):
+def workload(mp, start=0, stop=FILES):
     """Reads every third small file, whole: a program's start, in miniature."""
-    for i in range(0, FILES, 3):
+    for i in range(start, stop, 3):
         with open(os.path.join(mp, f"d{i % 6}", f"f{i:03d}"), "rb") as f:
             f.read()
 
@@ -136,27 +136,15 @@ def test_record_outlives_a_worker_crash(lazy, images, workdir):
     outright is replaced, the replacement goes on with the record, and a profile saved
     afterwards holds the reads from before the crash too, at their times."""
     mp = lazy.mount(images["a"]["ref"], opts="insecure,profile=none")
-    for i in range(0, FILES // 2, 3):
-        with open(os.path.join(mp, f"d{i % 6}", f"f{i:03d}"), "rb") as f:
-            f.read()
+    workload(mp, stop=FILES // 2)
     before_path = os.path.join(workdir, "before-crash.prof")
     r = lazy.run(["profile", "save", mp, before_path])
     assert r.returncode == 0, r.stderr
     _, _, before = parse(before_path)
     st0 = lazy.status_of(mp)
-
-    def replaced():
-        try:
-            st = lazy.status_of(mp)
-        except AssertionError:
-            return None  # no worker answers for a moment
-        return st if st["restarts"] >= 1 and st["worker_pid"] != st0["worker_pid"] else None
-
     os.kill(st0["worker_pid"], signal.SIGKILL)
-    assert wait_until(replaced, 60), ("no replacement worker", lazy.log())
-    for i in range(FILES // 2, FILES, 3):
-        with open(os.path.join(mp, f"d{i % 6}", f"f{i:03d}"), "rb") as f:
-            f.read()
+    lazy.wait_worker_replaced(mp, st0["worker_pid"])
+    workload(mp, start=FILES // 2)
     after_path = os.path.join(workdir, "after-crash.prof")
     r = lazy.run(["profile", "save", mp, after_path])
     assert r.returncode == 0, r.stderr

@@ -217,6 +217,19 @@ class LazyEnv:
         pids = self.daemon_pids()
         return {p for p in pids if ppid(p) not in pids}
 
+    def wait_worker_replaced(self, mp, old_pid, timeout=60):
+        """The status of mp once a worker other than old_pid (killed) answers for it."""
+        def replaced():
+            try:
+                st = self.status_of(mp)
+            except AssertionError:
+                return None  # no worker answers for a moment
+            return st if st["restarts"] >= 1 and st["worker_pid"] != old_pid else None
+
+        st = wait_until(replaced, timeout)
+        assert st, ("no replacement worker", self.log())
+        return st
+
     def assert_nothing_left(self, timeout=10):
         """No mount, no daemon, no state file of this test (daemons get `timeout` to exit)."""
         assert self.our_mounts() == [], self.our_mounts()

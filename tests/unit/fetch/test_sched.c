@@ -900,6 +900,18 @@ static void test_file_aware_fetching(void **state)
 	env_free(&e);
 }
 
+/* The job picked for a read of a block at off, added now. */
+static struct fetch_job *demand_job(struct env *e, struct fetch_req *r, uint64_t off)
+{
+	struct fetch_job *job;
+
+	event(r, off, 4096);
+	assert_int_equal(fetch_sched_add(&e->s, r, 0), 0);
+	job = fetch_sched_pick(&e->s, 0, NULL);
+	assert_non_null(job);
+	return job;
+}
+
 /* A read at a second place in a file that is partly here fetches all the file lacks (a
  * program faulting in an executable's pages at random), both sides of the read, when the
  * file is not large (4 MiB here, no link measured); a larger file keeps chunk windows. */
@@ -917,33 +929,21 @@ static void test_second_fault_fetches_the_file(void **state)
 	env_init(&e, 16 * MiB, false); /* 1 MiB chunks */
 	f = make_files(16 * MiB, files, counts, 2);
 	e.s.files = f;
-	event(&r[0], 2 * MiB + 512 * KiB, 4096); /* nothing of it here: one chunk */
-	assert_int_equal(fetch_sched_add(&e.s, &r[0], 0), 0);
-	job = fetch_sched_pick(&e.s, 0, NULL);
-	assert_non_null(job);
+	job = demand_job(&e, &r[0], 2 * MiB + 512 * KiB); /* nothing of it here: one chunk */
 	assert_int_equal(job->nruns, 1);
 	assert_int_equal(job->runs[0].offset, 2 * MiB + 512 * KiB);
 	assert_int_equal(job->runs[0].length, 1 * MiB);
 	complete(&e, job);
-	event(&r[1], 1 * MiB + 256 * KiB, 4096); /* a second place: the rest, both sides */
-	assert_int_equal(fetch_sched_add(&e.s, &r[1], 0), 0);
-	job = fetch_sched_pick(&e.s, 0, NULL);
-	assert_non_null(job);
+	job = demand_job(&e, &r[1], 1 * MiB + 256 * KiB); /* a second place: the rest, both sides */
 	assert_int_equal(job->nruns, 2);
 	assert_int_equal(job->runs[0].offset, 1 * MiB);
 	assert_int_equal(job->runs[0].length, 1 * MiB + 512 * KiB);
 	assert_int_equal(job->runs[1].offset, 3 * MiB + 512 * KiB);
 	assert_int_equal(job->runs[1].length, 512 * KiB);
 	complete(&e, job);
-	event(&r[2], 10 * MiB, 4096); /* 6 MiB of data: over the limit */
-	assert_int_equal(fetch_sched_add(&e.s, &r[2], 0), 0);
-	job = fetch_sched_pick(&e.s, 0, NULL);
-	assert_non_null(job);
+	job = demand_job(&e, &r[2], 10 * MiB); /* 6 MiB of data: over the limit */
 	complete(&e, job);
-	event(&r[3], 9 * MiB, 4096);
-	assert_int_equal(fetch_sched_add(&e.s, &r[3], 0), 0);
-	job = fetch_sched_pick(&e.s, 0, NULL);
-	assert_non_null(job);
+	job = demand_job(&e, &r[3], 9 * MiB);
 	assert_int_equal(job->nruns, 1);
 	assert_int_equal(job->runs[0].offset, 9 * MiB);
 	assert_int_equal(job->runs[0].length, 1 * MiB);
