@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -134,10 +135,14 @@ int cli_gc(int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	} else {
+		const char *env = getenv("LAZYEROFS_CACHE_MAX");
+
 		r = mount_cache_max(&max, &err);
-		if (r < 0) { /* the configuration file: not the command line's fault */
+		if (r < 0) {
+			/* A bad LAZYEROFS_CACHE_MAX is bad usage, like a bad --max-size; a broken
+			 * configuration file is not the command line's fault. */
 			log_error("gc: %s", err.message);
-			return CLI_EXIT_FAILURE;
+			return env && *env ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
 		}
 		no_budget = r == 0;
 	}
