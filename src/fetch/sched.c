@@ -1189,8 +1189,11 @@ static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hi
 		st->window = s->pol.ra_initial;
 	else if (st->ra_end - end > (long_link(s) ? st->window : st->window / 2))
 		return false;
-	else /* at least two bandwidth-delay products once the stream is established */
-		st->window = MIN(MAX(st->window * 2, 2 * fetch_sched_bdp(s)), ra_limit(s));
+	else /* on a long link at least two bandwidth-delay products once it is established;
+	      * on a short one the product says little (a registry's own latency), and windows
+	      * of twice it overshot every random 1 MiB read by megabytes */
+		st->window = MIN(MAX(st->window * 2, long_link(s) ? 2 * fetch_sched_bdp(s) : 0),
+				 ra_limit(s));
 	return ra_window(s, st, end, long_link(s) ? MIN(st->window, ra_piece(s)) : st->window);
 }
 

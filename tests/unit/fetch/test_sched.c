@@ -705,6 +705,27 @@ static void test_long_link_readahead(void **state)
 	env_free(&e);
 }
 
+/* On a short link (RTT under 5 ms) windows double from the first one: a bandwidth-delay
+ * product measured there (4 MiB here) is no reason to jump to twice it (random 1 MiB reads
+ * on loopback fetched 2.9 times what they read). */
+static void test_short_link_windows_double(void **state)
+{
+	struct env e;
+
+	env_init(&e, 256 * MiB, false);
+	e.s.link_rtt_us = 1000;
+	e.s.link_bytes_per_s = 4000 * MiB; /* one product: 4,194,000 bytes */
+	assert_false(fetch_sched_note_read(&e.s, 0, 128 * KiB));
+	assert_true(fetch_sched_note_read(&e.s, 128 * KiB, 128 * KiB));
+	assert_int_equal(e.s.ra[0].length, 2 * MiB);
+	for (uint64_t off = 256 * KiB; off < 1152 * KiB; off += 128 * KiB)
+		assert_false(fetch_sched_note_read(&e.s, off, 128 * KiB));
+	assert_true(fetch_sched_note_read(&e.s, 1152 * KiB, 128 * KiB)); /* half a window left */
+	assert_int_equal(e.s.nra, 1);
+	assert_int_equal(e.s.ra[0].length, 6 * MiB); /* 2 MiB, then 4 (not 8) */
+	env_free(&e);
+}
+
 /* A read reaching into the next chunk fetches both chunks in one job. */
 static void test_event_spanning_chunks(void **state)
 {
@@ -1176,6 +1197,7 @@ int main(void)
 	    cmocka_unit_test(test_capacity),
 	    cmocka_unit_test(test_readahead_detection),
 	    cmocka_unit_test(test_long_link_readahead),
+	    cmocka_unit_test(test_short_link_windows_double),
 	    cmocka_unit_test(test_event_spanning_chunks),
 	    cmocka_unit_test(test_readahead_hits),
 	    cmocka_unit_test(test_background_yields),
