@@ -219,13 +219,12 @@ struct fetch_daemon {
 		struct fetch_job *job;
 		uint64_t since_wake;
 		uint64_t started_us, first_byte_us; /* request sent, first byte received */
-		uint64_t received_at_first; /* the daemon's `received` at that first byte */
+		uint64_t fetched_at_first; /* sh->fetched_bytes just before that first byte */
 		bool write_failed;		    /* the cache file refused bytes */
 		/* Bytes of each run received; last, like the job's runs: only the entries of
 		 * the runs a job has are touched (8 KiB each, mostly never backed). */
 		uint64_t written[FETCH_BATCH_RUNS];
 	} xfers[FETCH_MAX_JOBS];
-	uint64_t received; /* transfer thread only: bytes all jobs received */
 	struct fetch_files *files; /* (lock) the mount's file index (files.h), or NULL */
 	struct fetch_record record;	 /* first accesses (record.h; its own lock) */
 	struct fetch_record_store *record_store; /* its ranges, shared with the holder */

@@ -45,8 +45,7 @@ int fetch_record_init(struct fetch_record *rec, uint64_t size, struct fetch_reco
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t first, nblk;
 
-		if (!st->v[i].length ||
-		    !util_range_within(st->v[i].offset, st->v[i].length, size) ||
+		if (!util_range_within(st->v[i].offset, st->v[i].length, size) ||
 		    !cache_blocks_of(st->v[i].offset, st->v[i].length, size, &first, &nblk)) {
 			n = i; /* not this blob's: keep what came before */
 			break;

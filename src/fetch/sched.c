@@ -604,6 +604,7 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 	uint64_t off = MAX(b * CACHE_BLOCK_SIZE, r->v[k].offset), want;
 	uint64_t cap = MAX(s->pol.chunk_size, s->pol.max_job_bytes);
 	uint32_t file, range;
+	bool whole = false;
 	int n;
 
 	if (!s->files || fetch_files_find(s->files, off, &file, &range) < 0) {
@@ -619,14 +620,14 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 	want = MAX(s->pol.chunk_size, r->v[k].offset + r->v[k].length - off);
 	if (file_start(s, off))
 		want = MAX(want, first_window(s));
-	else if (file_faulted_in(s, file))
+	else if ((whole = file_faulted_in(s, file)))
 		want = fetch_files_data_bytes(s->files, file);
 	n = fetch_files_follow(s->files, off, MIN(want, cap), out, max);
 	if (n <= 0) {
 		out[0] = event_window(s, r, k, b);
 		return 1;
 	}
-	if (want == fetch_files_data_bytes(s->files, file) && (size_t)n < max) {
+	if (whole && (size_t)n < max) {
 		/* ... and the part before the read (what overlaps is merged away). */
 		const struct util_extent *v = fetch_files_ranges(s->files, file, &range);
 		int m = fetch_files_follow(s->files, v[0].offset, want, out + n, max - (size_t)n);

@@ -65,9 +65,8 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	}
 	if (!x->first_byte_us) {
 		x->first_byte_us = util_now_us();
-		x->received_at_first = x->d->received;
+		x->fetched_at_first = SH_LOAD(x->d->sh->fetched_bytes); /* only job_sink adds */
 	}
-	x->d->received += len;
 	x->written[lo] += len;
 	job->received += len;
 	SH_ADD(x->d->sh->fetched_bytes, len);
@@ -139,7 +138,7 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
 
 		fetch_sched_link_sample(&d->sched, x->first_byte_us - x->started_us,
 					now - x->first_byte_us, job->bytes,
-					d->received - x->received_at_first);
+					SH_LOAD(d->sh->fetched_bytes) - x->fetched_at_first);
 	}
 	fetch_sched_job_done(&d->sched, job, r, util_now_ms());
 	pthread_mutex_unlock(&d->lock);
