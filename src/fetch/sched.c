@@ -670,25 +670,68 @@ static int cmp_extent(const void *a, const void *b)
 	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* The job of a read (reqs[i], first needed block b in its range k) and of `extra` more waiting
- * reads: their windows, sorted and merged, as the runs of one request. */
+/* What reads that arrive together share of one request: what the link carries in 5 ms (4 MiB
+ * while its rate is unknown), from a chunk to a job's cap. A registry's cost is per request
+ * (docker-registry: ~3 ms of CPU for 4 KiB or 1 MiB alike; 32 reads of 1 MiB cost it 100-130
+ * ms as 32 requests, 20-30 as one), and on a slow link a few milliseconds of bytes delay the
+ * reads behind them little. */
+static uint64_t gather_bytes(const struct fetch_sched *s)
+{
+	if (!s->link_bytes_per_s)
+		return MIN(4 * MiB, s->pol.max_job_bytes);
+	return MIN(MAX(s->link_bytes_per_s / 200, s->pol.chunk_size), s->pol.max_job_bytes);
+}
+
+/* A read that arrives while another read's request has just left (and is still out) waits
+ * FETCH_GATHER_MS at most for the reads that come with it: threads of one program, a parallel
+ * loader. Then they leave together, sharing requests. A read that follows an answered one (a
+ * program's next file) never waits. */
+static bool gather_wait(struct fetch_sched *s, const struct fetch_req *r, uint64_t now_ms,
+			uint64_t *wake)
+{
+	uint64_t until = r->read_us / 1000 + FETCH_GATHER_MS;
+
+	if (r->kind != FETCH_REQ_EVENT || s->njobs == s->nside ||
+	    now_ms >= s->demand_sent_ms + FETCH_GATHER_MS || now_ms >= until)
+		return false;
+	*wake = MIN(*wake, until);
+	s->gathering = true;
+	return true;
+}
+
+/* The job of a read (reqs[i], first needed block b in its range k) and of more waiting reads:
+ * `extra` of them when the budget is short, else as many as gather_bytes() takes. Their
+ * windows, sorted and merged, are the runs of one request. */
 static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_t i, size_t k,
 			     uint64_t b, uint64_t now_ms)
 {
 	struct util_extent w[FETCH_MAX_RUNS];
 	size_t nw = 0, extra = demand_share(s, i, now_ms), m = 0, reads = 1;
+	uint64_t bytes = 0, gather = gather_bytes(s);
 
 	nw += event_windows(s, s->reqs[i], k, b, w, FETCH_MAX_RUNS);
-	for (size_t j = i + 1; j < s->nreqs && reads < 1 + extra && nw < FETCH_MAX_RUNS; j++) {
+	for (size_t j = 0; j < nw; j++)
+		bytes += w[j].length;
+	for (size_t j = i + 1; j < s->nreqs && nw < FETCH_MAX_RUNS &&
+			       (reads < 1 + extra || bytes < gather);
+	     j++) {
 		struct fetch_req *r = s->reqs[j];
-		size_t k2;
-		uint64_t b2;
+		size_t k2, got;
+		uint64_t b2, more = 0;
 
-		if (event_ready(r, now_ms) && req_first_needed(s, r, &k2, &b2)) {
-			nw += event_windows(s, r, k2, b2, w + nw, FETCH_MAX_RUNS - nw);
-			reads++;
-		}
+		if (!event_ready(r, now_ms) || !req_first_needed(s, r, &k2, &b2))
+			continue;
+		got = event_windows(s, r, k2, b2, w + nw, FETCH_MAX_RUNS - nw);
+		for (size_t g = nw; g < nw + got; g++)
+			more += w[g].length;
+		if (reads >= 1 + extra && bytes + more > gather)
+			break; /* the next request's */
+		nw += got;
+		bytes += more;
+		reads++;
 	}
+	/* Gathered reads travel in one request, not split again for parallel connections. */
+	job->batch = reads > 1;
 	/* In whole blocks: two files' windows may share a block (1 KiB-block images), and a
 	 * job lists each block once. */
 	for (size_t j = 0; j < nw; j++) {
@@ -720,6 +763,8 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 
 static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uint64_t *wake)
 {
+	bool gather = false;
+
 	if (s->njobs >= s->pol.max_requests)
 		return NULL; /* the budget is spent: the next job to end frees a request */
 	for (size_t i = 0; i < s->nreqs; i++) {
@@ -728,8 +773,8 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		size_t k;
 		uint64_t b;
 
-		if (r->held)
-			continue; /* the probe's outcome decides */
+		if (r->held || (gather && r->kind == FETCH_REQ_EVENT))
+			continue; /* the probe's outcome decides; arrived after a read that waits */
 		if (r->next_try_ms > now_ms) {
 			*wake = MIN(*wake, r->next_try_ms);
 			continue;
@@ -750,6 +795,10 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		}
 		if (!req_first_needed(s, r, &k, &b))
 			continue; /* everything it lacks is already on its way */
+		if (gather_wait(s, r, now_ms, wake)) {
+			gather = true; /* reads are in arrival order: all later ones wait too */
+			continue;
+		}
 		job = sched_job_slot(s);
 		if (!job)
 			return NULL;
@@ -781,6 +830,7 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		if (job->nruns == 0)
 			continue;
 		job->probe = r->probe;
+		s->demand_sent_ms = now_ms;
 		sched_job_commit(s, job, FETCH_JOB_DEMAND);
 		return job;
 	}
@@ -853,6 +903,8 @@ static uint64_t ra_piece(const struct fetch_sched *s)
 
 static struct fetch_job *pick_readahead(struct fetch_sched *s)
 {
+	if (s->gathering)
+		return NULL; /* it would run ahead of the reads it follows, a request each */
 	while (s->nra > 0) {
 		struct util_extent *w = &s->ra[0];
 		struct fetch_job *job = sched_job_slot(s);
@@ -918,6 +970,7 @@ struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint6
 	struct fetch_job *job;
 	uint64_t wake = UINT64_MAX;
 
+	s->gathering = false;
 	job = pick_demand(s, now_ms, &wake);
 	if (!job && s->nside < s->pol.max_side_jobs) {
 		job = pick_readahead(s);

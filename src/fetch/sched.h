@@ -32,6 +32,9 @@
 /* How long, at most, a range that failed to fetch is denied without a new fetch (the window is
  * the smaller of this and the timeout; the reasoning is in fetch_sched_init). */
 #define FETCH_FAIL_WINDOW_MS 2000
+/* A read that arrives while another read's request has just left waits this long at most for
+ * company (pick_demand). */
+#define FETCH_GATHER_MS 2
 
 struct fetch_policy {
 	uint64_t chunk_size;	/* demand unit for reads: power of two, >= 4 KiB */
@@ -86,7 +89,7 @@ enum fetch_job_kind {
 struct fetch_job {
 	bool busy;
 	enum fetch_job_kind kind;
-	bool batch; /* for an ensure batch: one request (oci_reader_set_batch) */
+	bool batch; /* one request (OCI_READ_BATCH): an ensure batch, or reads gathered */
 	bool full;  /* its Range header has no room for another range */
 	bool probe; /* fetched for a probe: one attempt, no retries */
 	size_t nruns;
@@ -164,6 +167,8 @@ struct fetch_sched {
 	 * received while one's body arrived, smoothed); 0 = unknown. */
 	uint64_t link_rtt_us;
 	uint64_t link_bytes_per_s;
+	uint64_t demand_sent_ms; /* when the last demand job went out */
+	bool gathering;		 /* reads wait for company: read-ahead waits with them */
 	/* The mount's file index (files.h), or NULL: a read fetches its file's data, not the
 	 * blob bytes that happen to sit next to it. Owned by the caller. */
 	const struct fetch_files *files;

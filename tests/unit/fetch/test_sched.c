@@ -50,12 +50,17 @@ static void event(struct fetch_req *r, uint64_t off, uint64_t len)
 }
 
 /* What a fetcher does after a successful job: write and set the bits. */
-static void complete(struct env *e, struct fetch_job *job)
+static void complete_job(struct cache_bitmap *bm, struct fetch_sched *s, struct fetch_job *job)
 {
 	for (size_t i = 0; i < job->nruns; i++)
-		cache_bitmap_set_range(&e->bm, job->runs[i].offset / 4096,
+		cache_bitmap_set_range(bm, job->runs[i].offset / 4096,
 				       (job->runs[i].length + 4095) / 4096);
-	fetch_sched_job_done(&e->s, job, 0, 0);
+	fetch_sched_job_done(s, job, 0, 0);
+}
+
+static void complete(struct env *e, struct fetch_job *job)
+{
+	complete_job(&e->bm, &e->s, job);
 }
 
 static void test_chunk_window(void **state)
@@ -119,9 +124,12 @@ static void test_coalescing(void **state)
 	assert_null(fetch_sched_pick(&e.s, 0, &wake));
 	assert_int_equal(wake, UINT64_MAX);
 
-	/* A reader of another chunk is not blocked by the first fetch. */
+	/* A reader of another chunk is not blocked by the first fetch: arriving with it, it
+	 * waits a moment for company, no longer. */
 	assert_int_equal(fetch_sched_add(&e.s, &r3, 0), 0);
-	job2 = fetch_sched_pick(&e.s, 0, &wake);
+	assert_null(fetch_sched_pick(&e.s, 0, &wake));
+	assert_int_equal(wake, FETCH_GATHER_MS);
+	job2 = fetch_sched_pick(&e.s, FETCH_GATHER_MS, &wake);
 	assert_non_null(job2);
 	assert_int_equal(job2->runs[0].offset, 5 * MiB);
 
@@ -800,37 +808,105 @@ static void test_demand_shares_budget(void **state)
 	p.max_requests = 64;
 	assert_int_equal(cache_bitmap_init(&bm, size / 4096, false), 0);
 	assert_int_equal(fetch_sched_init(&s, &bm, size, &p, N), 0);
-	/* Two reads first: a request each. */
+	/* A read first, alone: a request of its own at once. */
 	event(&r[0], 0, 4096);
-	event(&r[1], 7 * 256 * KiB, 4096);
 	assert_int_equal(fetch_sched_add(&s, &r[0], 0), 0);
-	assert_int_equal(fetch_sched_add(&s, &r[1], 0), 0);
 	job = fetch_sched_pick(&s, 0, NULL);
 	assert_non_null(job);
 	assert_int_equal(job->nruns, 1);
 	assert_int_equal(job->bytes, 256 * KiB);
-	job = fetch_sched_pick(&s, 0, NULL);
-	assert_non_null(job);
-	assert_int_equal(job->nruns, 1);
-	assert_null(fetch_sched_pick(&s, 0, NULL));
+	assert_false(job->batch);
 	/* Then many at distinct chunks (every other one): they all go out within the budget. */
-	for (size_t i = 2; i < N; i++) {
+	for (size_t i = 1; i < N; i++) {
 		event(&r[i], (uint64_t)(2 * i) * 256 * KiB + 8192, 4096);
 		assert_int_equal(fetch_sched_add(&s, &r[i], 0), 0);
 	}
-	while ((job = fetch_sched_pick(&s, 0, NULL))) {
+	while ((job = fetch_sched_pick(&s, FETCH_GATHER_MS, NULL))) {
 		assert_true(job->nruns <= FETCH_MAX_RUNS);
 		for (size_t k = 1; k < job->nruns; k++) /* sorted, disjoint */
 			assert_true(job->runs[k - 1].offset + job->runs[k - 1].length <
 				    job->runs[k].offset);
 		jobs++;
 	}
-	assert_int_equal(jobs + 2, 64); /* the whole budget, no more */
+	assert_int_equal(jobs + 1, 64); /* the whole budget, no more */
 	assert_int_equal(s.njobs, 64);
 	for (size_t i = 0; i < N; i++)
 		assert_true(fetch_sched_in_flight(&s, r[i].one.offset / 4096, 1));
 	/* Nothing is answered before its bytes are there. */
 	assert_int_equal(fetch_sched_collect(&s, 0, out, N), 0);
+	fetch_sched_destroy(&s);
+	cache_bitmap_destroy(&bm);
+}
+
+/* Reads that arrive together (threads of one program, a parallel loader) share requests: those
+ * that come while another's request has just left wait a moment, then travel as one request
+ * of up to 4 MiB of windows (the link's rate unknown), read-ahead waiting with them. A read
+ * that follows an answered one never waits; on a slow link each chunk still has a request. */
+static void test_reads_arriving_together_share_requests(void **state)
+{
+	enum { N = 24 };
+	struct fetch_req r[N], *out[N];
+	struct fetch_job *first, *job, *jobs[N];
+	struct cache_bitmap bm;
+	struct fetch_sched s;
+	struct fetch_policy p;
+	uint64_t size = 256 * MiB, wake, covered = 0;
+	size_t njobs = 0, ndemand = 0;
+
+	fetch_policy_default(&p);
+	assert_int_equal(cache_bitmap_init(&bm, size / 4096, false), 0);
+	assert_int_equal(fetch_sched_init(&s, &bm, size, &p, N), 0);
+	event(&r[0], 0, 4096);
+	assert_int_equal(fetch_sched_add(&s, &r[0], 0), 0);
+	first = fetch_sched_pick(&s, 0, &wake);
+	assert_non_null(first);
+	assert_false(first->batch);
+	/* 20 more at once, sequential from their first byte (read-ahead would follow each). */
+	for (size_t i = 1; i <= 20; i++) {
+		event(&r[i], i * 8 * MiB, 4096);
+		assert_int_equal(fetch_sched_add(&s, &r[i], 0), 0);
+		(void)fetch_sched_note_read(&s, i * 8 * MiB, 4096);
+		(void)fetch_sched_note_read(&s, i * 8 * MiB + 4096, 4096);
+	}
+	assert_null(fetch_sched_pick(&s, 1, &wake)); /* nothing leaves yet, read-ahead neither */
+	assert_int_equal(wake, FETCH_GATHER_MS);
+	while (njobs < N && (job = fetch_sched_pick(&s, FETCH_GATHER_MS, &wake))) {
+		jobs[njobs++] = job;
+		if (job->kind != FETCH_JOB_DEMAND)
+			continue; /* read-ahead, after them */
+		assert_true(job->batch);
+		assert_true(job->bytes <= 4 * MiB);
+		covered += job->nruns;
+		ndemand++;
+	}
+	assert_int_equal(covered, 20); /* every read on its way */
+	assert_int_equal(ndemand, 2);  /* in two requests, not twenty */
+	for (size_t i = 1; i <= 20; i++)
+		assert_true(fetch_sched_in_flight(&s, i * 8 * MiB / 4096, 1));
+	/* Answered, the next read goes at once. */
+	complete_job(&bm, &s, first);
+	for (size_t i = 0; i < njobs; i++)
+		complete_job(&bm, &s, jobs[i]);
+	while ((job = fetch_sched_pick(&s, FETCH_GATHER_MS, &wake)))
+		complete_job(&bm, &s, job); /* the rest of read-ahead */
+	assert_int_equal(fetch_sched_collect(&s, FETCH_GATHER_MS, out, N), 21);
+	event(&r[21], 200 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&s, &r[21], FETCH_GATHER_MS), 0);
+	job = fetch_sched_pick(&s, FETCH_GATHER_MS, &wake);
+	assert_non_null(job);
+	/* On a slow link (12.5 MB/s) two reads that come together still have a request each. */
+	s.link_bytes_per_s = 12500000;
+	event(&r[22], 220 * MiB, 4096);
+	event(&r[23], 230 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&s, &r[22], FETCH_GATHER_MS), 0);
+	assert_int_equal(fetch_sched_add(&s, &r[23], FETCH_GATHER_MS), 0);
+	job = fetch_sched_pick(&s, 2 * FETCH_GATHER_MS, &wake);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 1);
+	assert_false(job->batch);
+	job = fetch_sched_pick(&s, 2 * FETCH_GATHER_MS, &wake);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 1);
 	fetch_sched_destroy(&s);
 	cache_bitmap_destroy(&bm);
 }
@@ -1202,6 +1278,7 @@ int main(void)
 	    cmocka_unit_test(test_readahead_hits),
 	    cmocka_unit_test(test_background_yields),
 	    cmocka_unit_test(test_demand_shares_budget),
+	    cmocka_unit_test(test_reads_arriving_together_share_requests),
 	    cmocka_unit_test(test_file_aware_fetching),
 	    cmocka_unit_test(test_second_fault_fetches_the_file),
 	    cmocka_unit_test(test_small_files_share_a_request),
