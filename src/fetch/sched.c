@@ -670,6 +670,20 @@ static int cmp_extent(const void *a, const void *b)
 	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Where a read's range k ends, in whole blocks: its bytes are all there once a job has
+ * written up to it. */
+static uint64_t read_end(const struct fetch_sched *s, const struct fetch_req *r, size_t k)
+{
+	return MIN(blk_hi(r->v[k].offset + r->v[k].length) * CACHE_BLOCK_SIZE, s->size);
+}
+
 /* What reads that arrive together share of one request: what the link carries in 5 ms (4 MiB
  * while its rate is unknown), from a chunk to a job's cap. A registry's cost is per request
  * (docker-registry: ~3 ms of CPU for 4 KiB or 1 MiB alike; 32 reads of 1 MiB cost it 100-130
@@ -712,6 +726,8 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 	nw += event_windows(s, s->reqs[i], k, b, w, FETCH_MAX_RUNS);
 	for (size_t j = 0; j < nw; j++)
 		bytes += w[j].length;
+	/* (a read has a window at least: reads <= windows <= FETCH_MAX_RUNS) */
+	job->answer_at[job->nanswer++] = read_end(s, s->reqs[i], k);
 	for (size_t j = i + 1; j < s->nreqs && nw < FETCH_MAX_RUNS &&
 			       (reads < 1 + extra || bytes < gather);
 	     j++) {
@@ -729,7 +745,9 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 		nw += got;
 		bytes += more;
 		reads++;
+		job->answer_at[job->nanswer++] = read_end(s, r, k2);
 	}
+	qsort(job->answer_at, job->nanswer, sizeof(job->answer_at[0]), cmp_u64);
 	/* Gathered reads travel in one request, not split again for parallel connections. */
 	job->batch = reads > 1;
 	/* In whole blocks: two files' windows may share a block (1 KiB-block images), and a

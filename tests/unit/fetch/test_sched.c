@@ -876,6 +876,10 @@ static void test_reads_arriving_together_share_requests(void **state)
 			continue; /* read-ahead, after them */
 		assert_true(job->batch);
 		assert_true(job->bytes <= 4 * MiB);
+		/* Each read goes as soon as its own bytes are there: where they end. */
+		assert_int_equal(job->nanswer, job->nruns);
+		for (size_t k = 0; k < job->nruns; k++)
+			assert_int_equal(job->answer_at[k], job->runs[k].offset + 4096);
 		covered += job->nruns;
 		ndemand++;
 	}
