@@ -8,9 +8,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "util/macro.h"
+#include "util/shared.h"
 
 static inline uint64_t load_word(const struct cache_bitmap *b, size_t i)
 {
@@ -37,12 +37,9 @@ int cache_bitmap_init(struct cache_bitmap *b, uint64_t nbits, bool shared)
 		return -EFBIG;
 	bytes = (size_t)nwords * 8;
 	if (shared) {
-		void *p =
-		    mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-		if (p == MAP_FAILED)
+		b->words = util_shared_alloc(bytes);
+		if (!b->words)
 			return -errno;
-		b->words = p;
 	} else {
 		b->words = calloc(nwords, 8);
 		if (!b->words)
@@ -59,7 +56,7 @@ void cache_bitmap_destroy(struct cache_bitmap *b)
 	if (!b->words)
 		return;
 	if (b->shared)
-		munmap(b->words, b->nwords * 8);
+		util_shared_free(b->words, b->nwords * 8);
 	else
 		free(b->words);
 	*b = (struct cache_bitmap){0};

@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -27,6 +26,7 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/shared.h"
 
 static bool key_valid(const char *key)
 {
@@ -368,10 +368,8 @@ int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_p
 		pthread_rwlockattr_destroy(&a);
 		pthread_mutex_init(&e->flush_lock, NULL);
 	}
-	e->sh = mmap(NULL, sizeof(*e->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
-		     0);
-	if (e->sh == MAP_FAILED) {
-		e->sh = NULL;
+	e->sh = util_shared_alloc(sizeof(*e->sh));
+	if (!e->sh) {
 		r = -errno;
 		goto fail;
 	}
@@ -433,8 +431,7 @@ void cache_entry_free(struct cache_entry *e)
 		close(e->dirfd);
 	cache_bitmap_destroy(&e->present);
 	free(e->persisted);
-	if (e->sh)
-		munmap(e->sh, sizeof(*e->sh));
+	util_shared_free(e->sh, sizeof(*e->sh));
 	pthread_rwlock_destroy(&e->store_lock);
 	pthread_mutex_destroy(&e->flush_lock);
 	free(e);

@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +26,7 @@
 #include "fetch/internal.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "util/shared.h"
 #include "util/sha256.h"
 
 static int reply(int cfd, int err, uint32_t files, uint32_t ranges, bool unchanged, const char *msg)
@@ -45,13 +45,8 @@ int fetch_files_keep_init(struct fetch_daemon *d)
 {
 	/* Address space only: pages are backed as the worker writes an index (40 KiB for a
 	 * Debian minbase). */
-	void *p = mmap(NULL, sizeof(*d->files_kept) + FETCH_FILES_MAX_BYTES, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-
-	if (p == MAP_FAILED)
-		return -errno;
-	d->files_kept = p;
-	return 0;
+	d->files_kept = util_shared_alloc(sizeof(*d->files_kept) + FETCH_FILES_MAX_BYTES);
+	return d->files_kept ? 0 : -errno;
 }
 
 /* Main loop only (the control requests' thread): one writer at a time. */

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -35,6 +34,7 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/shared.h"
 #include "util/strutil.h"
 #include "util/time.h"
 
@@ -465,9 +465,8 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		 d->cfg.blob.size, d->pol.chunk_size >> 10, d->pol.max_requests,
 		 d->pol.prefetch_all ? ", prefetch=all" : "");
 
-	d->sh =
-	    mmap(NULL, sizeof(*d->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (d->sh == MAP_FAILED)
+	d->sh = util_shared_alloc(sizeof(*d->sh));
+	if (!d->sh)
 		fetch_fatal(d, errno, "mapping the daemon's shared state: %s", strerror(errno));
 	/* Fresh anonymous memory is zero: only what is touched gets backed (the mount table). */
 	SH_STORE(d->sh->holder_pid, getpid());

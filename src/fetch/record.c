@@ -6,16 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "util/macro.h"
+#include "util/shared.h"
 
 struct fetch_record_store *fetch_record_store_new(void)
 {
-	void *p = mmap(NULL, sizeof(struct fetch_record_store), PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-
-	return p == MAP_FAILED ? NULL : p;
+	return util_shared_alloc(sizeof(struct fetch_record_store));
 }
 
 int fetch_record_init(struct fetch_record *rec, uint64_t size, struct fetch_record_store *st)
@@ -25,18 +22,16 @@ int fetch_record_init(struct fetch_record *rec, uint64_t size, struct fetch_reco
 
 	*rec = (struct fetch_record){.size = size, .st = st};
 	if (!st) {
-		void *p = mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-
-		if (p == MAP_FAILED)
-			return -errno;
-		rec->st = st = p;
+		/* calloc: a large block is mapped, its pages backed as ranges are recorded */
+		rec->st = st = calloc(1, sizeof(*st));
+		if (!st)
+			return -ENOMEM;
 		rec->own_store = true;
 	}
 	r = cache_bitmap_init(&rec->seen, DIV_ROUND_UP(size, CACHE_BLOCK_SIZE), false);
 	if (r < 0) {
 		if (rec->own_store)
-			munmap(st, sizeof(*st));
+			free(st);
 		*rec = (struct fetch_record){0};
 		return r;
 	}
@@ -63,7 +58,7 @@ void fetch_record_destroy(struct fetch_record *rec)
 		return;
 	cache_bitmap_destroy(&rec->seen);
 	if (rec->own_store)
-		munmap(rec->st, sizeof(*rec->st));
+		free(rec->st);
 	pthread_mutex_destroy(&rec->lock);
 	*rec = (struct fetch_record){0};
 }

@@ -41,7 +41,7 @@ struct fetch_record {
 	struct cache_bitmap seen; /* blocks asked for so far */
 	uint64_t size;
 	struct fetch_record_store *st; /* (lock) */
-	bool own_store;		       /* mapped by fetch_record_init: unmapped by destroy */
+	bool own_store;		       /* allocated by fetch_record_init: freed by destroy */
 };
 
 /* A store shared with the processes this one forks from now on (NULL with errno). */

@@ -28,13 +28,13 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "fetch/internal.h"
 #include "fetch/trim.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/shared.h"
 #include "util/strutil.h"
 #include "util/time.h"
 
@@ -96,15 +96,13 @@ int fetch_trim_init(struct fetch_daemon *d)
 	    !(unit & (unit - 1)) && DIV_ROUND_UP(d->cfg.blob.size, unit) <= FETCH_TRIM_MAX_UNITS)
 		d->trim_unit = unit;
 	n = DIV_ROUND_UP(d->cfg.blob.size, d->trim_unit);
-	d->last_read = mmap(NULL, n * 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (d->last_read == MAP_FAILED) {
-		d->last_read = NULL;
+	d->last_read = util_shared_alloc(n * 8);
+	if (!d->last_read)
 		return -errno;
-	}
 	r = cache_bitmap_init(&d->pinned, n, true);
 	if (r < 0) {
 		/* Without the map of what is pinned, nothing may ever be trimmed. */
-		munmap(d->last_read, n * 8);
+		util_shared_free(d->last_read, n * 8);
 		d->last_read = NULL;
 		return r;
 	}
