@@ -1155,6 +1155,8 @@ static void ra_queue(struct fetch_sched *s, uint64_t off, uint64_t end)
 	s->ra[s->nra++] = (struct util_extent){.offset = off, .length = end - off};
 }
 
+#define FILE_START_PRESENT (4 * MiB)
+
 /* Is off (a missing read) the start of a file's data? */
 static bool file_start(const struct fetch_sched *s, uint64_t off)
 {
@@ -1164,8 +1166,16 @@ static bool file_start(const struct fetch_sched *s, uint64_t off)
 	if (!s->files || fetch_files_find(s->files, off, &file, &range) < 0 || range != 0)
 		return false;
 	v = fetch_files_ranges(s->files, file, &n);
-	return n > 0 && off < v[0].offset + CACHE_BLOCK_SIZE &&
-	       fetch_files_data_bytes(s->files, file) > s->pol.chunk_size; /* else fetched whole */
+	if (n == 0 || fetch_files_data_bytes(s->files, file) <= s->pol.chunk_size)
+		return false; /* fetched whole */
+	if (off < v[0].offset + CACHE_BLOCK_SIZE)
+		return true;
+	/* ... or its first missing byte, near its start: what comes before it arrived with
+	 * something else (the mount's first round takes the blob's first 256 KiB, where a
+	 * file may begin), and the reader that came along it from its first byte met no miss
+	 * until here (1 Gbit/s + RTT 50 ms: read-ahead that started small lost 2-3 %). */
+	return off < v[0].offset + FILE_START_PRESENT &&
+	       cache_bitmap_find(s->bm, blk_lo(v[0].offset), blk_lo(off), false) >= blk_lo(off);
 }
 
 /* Queue the stream's next `bytes` of read-ahead. With a file index, a stream inside a file

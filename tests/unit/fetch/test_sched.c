@@ -934,6 +934,46 @@ static struct fetch_files *make_files(uint64_t size, const struct util_extent *c
 	return f;
 }
 
+/* A file whose first bytes came with something else (the mount's first round): its first
+ * missing byte is where its reader starts missing, a file start (first window, read-ahead),
+ * when all before it is present; a miss after a hole is not. */
+static void test_file_start_after_present_head(void **state)
+{
+	static const struct util_extent a[] = {{1 * MiB, 8 * MiB}};
+	static const struct util_extent b[] = {{9 * MiB, 6 * MiB}};
+	const struct util_extent *const files[] = {a, b};
+	const size_t counts[] = {1, 1};
+	struct fetch_req r[2];
+	struct fetch_job *job;
+	struct fetch_files *f;
+	struct env e;
+
+	env_init(&e, 16 * MiB, false); /* 1 MiB chunks, read-ahead 2..8 MiB */
+	f = make_files(16 * MiB, files, counts, 2);
+	e.s.files = f;
+	cache_bitmap_set_range(&e.bm, 0, (1 * MiB + 256 * KiB) / 4096); /* a's first 256 KiB */
+	cache_bitmap_set_range(&e.bm, 9 * MiB / 4096, 256 * KiB / 4096); /* b's, and not ... */
+	cache_bitmap_set_range(&e.bm, (9 * MiB + 512 * KiB) / 4096, 1); /* ... a block beyond */
+	event(&r[0], 1 * MiB + 256 * KiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r[0], 0), 0);
+	assert_true(fetch_sched_note_read(&e.s, 1 * MiB + 256 * KiB, 4096)); /* read-ahead */
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->runs[0].offset, 1 * MiB + 256 * KiB);
+	assert_int_equal(job->bytes, 4 * MiB); /* the first window, not a chunk */
+	/* b: a hole between its present head and the read: a read in the middle of it. */
+	event(&r[1], 9 * MiB + 512 * KiB + 4096, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r[1], 0), 0);
+	assert_false(fetch_sched_note_read(&e.s, 9 * MiB + 512 * KiB + 4096, 4096));
+	job = fetch_sched_pick(&e.s, FETCH_GATHER_MS, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->runs[0].offset, 9 * MiB + 512 * KiB + 4096);
+	assert_true(job->bytes <= 1 * MiB);
+	e.s.files = NULL;
+	fetch_files_free(f);
+	env_free(&e);
+}
+
 /* With a file index a read fetches its file: a small one whole (both of its ranges, nothing
  * between them), a big one a chunk's worth of its own data, read-ahead never past its end. */
 static void test_file_aware_fetching(void **state)
@@ -1283,6 +1323,7 @@ int main(void)
 	    cmocka_unit_test(test_background_yields),
 	    cmocka_unit_test(test_demand_shares_budget),
 	    cmocka_unit_test(test_reads_arriving_together_share_requests),
+	    cmocka_unit_test(test_file_start_after_present_head),
 	    cmocka_unit_test(test_file_aware_fetching),
 	    cmocka_unit_test(test_second_fault_fetches_the_file),
 	    cmocka_unit_test(test_small_files_share_a_request),
