@@ -934,6 +934,18 @@ static struct fetch_files *make_files(uint64_t size, const struct util_extent *c
 	return f;
 }
 
+/* env_init's scheduler (16 MiB, 1 MiB chunks, read-ahead 2..8 MiB) with an index of n files. */
+static struct fetch_files *env_files(struct env *e, const struct util_extent *const *files,
+				     const size_t *counts, size_t n)
+{
+	struct fetch_files *f;
+
+	env_init(e, 16 * MiB, false);
+	f = make_files(16 * MiB, files, counts, n);
+	e->s.files = f;
+	return f;
+}
+
 /* A file whose first bytes came with something else (the mount's first round): its first
  * missing byte is where its reader starts missing, a file start (first window, read-ahead),
  * when all before it is present; a miss after a hole is not. */
@@ -948,9 +960,7 @@ static void test_file_start_after_present_head(void **state)
 	struct fetch_files *f;
 	struct env e;
 
-	env_init(&e, 16 * MiB, false); /* 1 MiB chunks, read-ahead 2..8 MiB */
-	f = make_files(16 * MiB, files, counts, 2);
-	e.s.files = f;
+	f = env_files(&e, files, counts, 2);
 	cache_bitmap_set_range(&e.bm, 0, (1 * MiB + 256 * KiB) / 4096); /* a's first 256 KiB */
 	cache_bitmap_set_range(&e.bm, 9 * MiB / 4096, 256 * KiB / 4096); /* b's, and not ... */
 	cache_bitmap_set_range(&e.bm, (9 * MiB + 512 * KiB) / 4096, 1); /* ... a block beyond */
@@ -987,9 +997,7 @@ static void test_file_aware_fetching(void **state)
 	struct fetch_files *f;
 	struct env e;
 
-	env_init(&e, 16 * MiB, false); /* 1 MiB chunks, read-ahead 2..8 MiB */
-	f = make_files(16 * MiB, files, counts, 2);
-	e.s.files = f;
+	f = env_files(&e, files, counts, 2);
 	event(&r[0], 300 * KiB, 4096);
 	assert_int_equal(fetch_sched_add(&e.s, &r[0], 0), 0);
 	job = fetch_sched_pick(&e.s, 0, NULL);
@@ -1067,9 +1075,7 @@ static void test_second_fault_fetches_the_file(void **state)
 	struct fetch_files *f;
 	struct env e;
 
-	env_init(&e, 16 * MiB, false); /* 1 MiB chunks */
-	f = make_files(16 * MiB, files, counts, 2);
-	e.s.files = f;
+	f = env_files(&e, files, counts, 2);
 	job = demand_job(&e, &r[0], 2 * MiB + 512 * KiB); /* nothing of it here: one chunk */
 	assert_int_equal(job->nruns, 1);
 	assert_int_equal(job->runs[0].offset, 2 * MiB + 512 * KiB);
@@ -1109,9 +1115,7 @@ static void test_small_files_share_a_request(void **state)
 	struct fetch_files *f;
 	struct env e;
 
-	env_init(&e, 16 * MiB, false); /* 1 MiB chunks */
-	f = make_files(16 * MiB, files, counts, 4);
-	e.s.files = f;
+	f = env_files(&e, files, counts, 4);
 	event(&r, 310 * KiB, 4096); /* in b: a, b and c come whole (900 KiB), not big */
 	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
 	job = fetch_sched_pick(&e.s, 0, NULL);
