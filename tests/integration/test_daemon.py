@@ -158,7 +158,9 @@ def test_bitmap_survives_restart_and_nothing_is_fetched_twice(dctl, registry, bl
     assert out[0]["sha256"] == sha(data[7 * MiB + 100:7 * MiB + 100 + 8192])
     st = dctl.settled(info["socket"])
     assert st["fetched_bytes"] == 0 and st["requests"] == 0
-    assert st["present_bytes"] == first
+    # At least what the first had when asked: a read goes on once its own bytes are there,
+    # and the rest of its request may still have been arriving.
+    assert st["present_bytes"] >= first
     assert st["events"] == st["answers"] == st["fast_answers"] == 1
     dctl.finish(holder)
 
