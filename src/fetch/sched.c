@@ -781,8 +781,6 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 
 static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uint64_t *wake)
 {
-	bool gather = false;
-
 	if (s->njobs >= s->pol.max_requests)
 		return NULL; /* the budget is spent: the next job to end frees a request */
 	for (size_t i = 0; i < s->nreqs; i++) {
@@ -791,7 +789,7 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		size_t k;
 		uint64_t b;
 
-		if (r->held || (gather && r->kind == FETCH_REQ_EVENT))
+		if (r->held || (s->gathering && r->kind == FETCH_REQ_EVENT))
 			continue; /* the probe's outcome decides; arrived after a read that waits */
 		if (r->next_try_ms > now_ms) {
 			*wake = MIN(*wake, r->next_try_ms);
@@ -813,10 +811,8 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		}
 		if (!req_first_needed(s, r, &k, &b))
 			continue; /* everything it lacks is already on its way */
-		if (gather_wait(s, r, now_ms, wake)) {
-			gather = true; /* reads are in arrival order: all later ones wait too */
-			continue;
-		}
+		if (gather_wait(s, r, now_ms, wake))
+			continue; /* reads are in arrival order: all later ones wait too */
 		job = sched_job_slot(s);
 		if (!job)
 			return NULL;

@@ -172,7 +172,8 @@ struct fetch_sched {
 	uint64_t link_rtt_us;
 	uint64_t link_bytes_per_s;
 	uint64_t demand_sent_ms; /* when the last demand job went out */
-	bool gathering;		 /* reads wait for company: read-ahead waits with them */
+	bool gathering;		 /* this pick: a read waits for company, and the reads after it
+				  * and read-ahead wait with it */
 	/* The mount's file index (files.h), or NULL: a read fetches its file's data, not the
 	 * blob bytes that happen to sit next to it. Owned by the caller. */
 	const struct fetch_files *files;

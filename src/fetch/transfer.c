@@ -36,6 +36,7 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	size_t lo = 0, hi = job->nruns;
 	const struct util_extent *run;
 	uint64_t done_end, first;
+	bool answered = false;
 	int r;
 
 	/* The run holding `offset` (runs are sorted and disjoint). */
@@ -75,9 +76,9 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	 * not after the neighbours and read-ahead the job carries after it. */
 	while (x->next_answer < job->nanswer && job->answer_at[x->next_answer] <= offset + len) {
 		x->next_answer++;
-		x->since_wake = WAKE_EVERY;
+		answered = true;
 	}
-	if (x->since_wake >= WAKE_EVERY) {
+	if (answered || x->since_wake >= WAKE_EVERY) {
 		x->since_wake = 0;
 		fetch_settle(x->d);
 	}
