@@ -114,13 +114,45 @@ static void record_ranges(struct fetch_daemon *d, const struct util_extent *v, s
 	}
 }
 
+int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n)
+{
+	struct fetch_ensure en = {0};
+	int q, r = 0;
+
+	if (n == 0)
+		return 0;
+	en.req = (struct fetch_req){.kind = FETCH_REQ_ENSURE,
+				    .fd = -1,
+				    .slot = -1,
+				    .v = v,
+				    .n = n,
+				    .owner = &en};
+	pthread_mutex_lock(&d->lock);
+	while (d->nensure >= FETCH_MAX_ENSURE && !d->stopping && !d->leaving)
+		pthread_cond_wait(&d->done_cond, &d->lock);
+	q = fetch_sched_add(&d->sched, &en.req, util_now_ms());
+	if (q == 0) {
+		d->nensure++;
+		fetch_kick(d);
+		while (!en.done)
+			pthread_cond_wait(&d->done_cond, &d->lock);
+		d->nensure--;
+		pthread_cond_broadcast(&d->done_cond);
+		r = en.req.result;
+	} else if (q < 0) {
+		r = q;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
 static int do_ensure(struct conn *c, json_t *req)
 {
 	struct fetch_daemon *d = c->d;
 	struct util_extents ext;
-	struct fetch_ensure en = {0};
 	json_t *need = json_object_get(req, "need");
-	int q, r = 0;
+	size_t n;
+	int r = 0;
 
 	util_extents_init(&ext);
 	r = parse_ranges(c, "ensure", json_object_get(req, "ranges"), "ranges", &ext);
@@ -153,29 +185,13 @@ static int do_ensure(struct conn *c, json_t *req)
 		util_extents_free(&ext);
 		goto ok;
 	}
-	en.req = (struct fetch_req){
-	    .kind = FETCH_REQ_ENSURE, .fd = -1, .slot = -1, .v = ext.v, .n = ext.n, .owner = &en};
-	pthread_mutex_lock(&d->lock);
-	while (d->nensure >= FETCH_MAX_ENSURE && !d->stopping && !d->leaving)
-		pthread_cond_wait(&d->done_cond, &d->lock);
-	q = fetch_sched_add(&d->sched, &en.req, util_now_ms());
-	if (q == 0) {
-		d->nensure++;
-		fetch_kick(d);
-		while (!en.done)
-			pthread_cond_wait(&d->done_cond, &d->lock);
-		d->nensure--;
-		pthread_cond_broadcast(&d->done_cond);
-		r = en.req.result;
-	} else if (q < 0) {
-		r = q;
-	}
-	pthread_mutex_unlock(&d->lock);
+	n = ext.n;
+	r = fetch_ensure(d, ext.v, n);
 	util_extents_free(&ext);
 	if (r < 0)
 		return fetch_reply_error(c->fd, r,
-				   "fetching %zu range(s) from the registry failed: %s (see %s)",
-				   en.req.n, strerror(-r), d->log_path);
+				   "fetching %zu range(s) from the registry failed: %s (see %s)", n,
+				   strerror(-r), d->log_path);
 ok : {
 	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
 

@@ -162,16 +162,9 @@ static void handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
 			       const struct fetch_event *ev)
 {
 	uint64_t size = d->cfg.blob.size, off, len, first, nblk;
-	bool ra, probe, held;
+	bool ra, probe, held, own = own_pid(d, ev->pid);
 	int q;
 
-	if (own_pid(d, ev->pid)) {
-		/* Our own read of the marked file would wait on itself: refuse it loudly. */
-		log_error("event from the daemon itself (pid %d); denying", (int)ev->pid);
-		r->result = -EIO;
-		fetch_answer_batch(d, &r, 1);
-		return;
-	}
 	off = ev->has_range ? ev->offset : 0;
 	len = ev->has_range ? ev->count : size;
 	if (!cache_blocks_of(off, len, size, &first, &nblk)) {
@@ -181,9 +174,25 @@ static void handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
 	}
 	len = MIN(len, size - off);
 	r->one = (struct util_extent){.offset = off, .length = len};
-	fetch_profile_note(d, first, nblk);
+	if (!own)
+		fetch_profile_note(d, first, nblk);
 	if (cache_entry_broken(d->entry)) {
 		r->result = -EIO; /* the file was changed behind our back: never its bytes */
+		fetch_answer_batch(d, &r, 1);
+		return;
+	}
+	if (own && !cache_bitmap_test_range(&d->entry->present, first, nblk)) {
+		/* Our own read (predict.c reads only what is present) would wait on itself:
+		 * refuse it loudly. */
+		log_warning("event from the daemon itself (pid %d) for missing bytes; denying",
+			    (int)ev->pid);
+		r->result = -EIO;
+		fetch_answer_batch(d, &r, 1);
+		return;
+	}
+	if (own) {
+		SH_ADD(d->sh->fast, 1);
+		r->result = 0;
 		fetch_answer_batch(d, &r, 1);
 		return;
 	}
@@ -207,8 +216,10 @@ static void handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
 	held = q == 0 && r->held;
 	if (q == 0 && !probe && !held)
 		(void)fetch_sched_note_read(&d->sched, off, len);
-	if (q == 0)
+	if (q == 0) {
 		fetch_kick(d);
+		fetch_predict_note(d, ev->pid);
+	}
 	pthread_mutex_unlock(&d->lock);
 	if (probe || held)
 		log_debug("read at %" PRIu64 " (%" PRIu64 " bytes): those bytes failed to fetch "

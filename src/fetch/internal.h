@@ -37,6 +37,7 @@
 #include "util/macro.h"
 
 #define FETCH_DISPATCHERS	2
+#define FETCH_PREDICT_QUEUE	16 /* readers queued for predict.c (more: dropped) */
 #define FETCH_READ_BATCH	64 /* events per read() of the group */
 /* Events read and not yet answered that wait for a fetch: reading pauses only beyond this.
  * The slots above it are the dispatchers' read batches, so a read of present data is read
@@ -235,6 +236,10 @@ struct fetch_daemon {
 					   * once, with an atomic store, when a replay starts */
 	uint64_t replay_served;		 /* (atomic) reads answered with bytes replay brought */
 	uint8_t files_digest[32];  /* (lock) sha256 of its encoding */
+	/* predict.c: readers waiting for the network whose program may be starting */
+	pid_t predict_q[FETCH_PREDICT_QUEUE]; /* (lock) */
+	unsigned predict_n;		       /* (lock) */
+	pthread_cond_t predict_cond;	       /* with d->lock: predict_q has a pid */
 	struct fetch_files_kept *files_kept; /* its encoding, shared with the holder, or NULL */
 	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */
 	pid_t openers[8];	   /* main loop only: recent openers of the data file (their
@@ -346,6 +351,15 @@ bool fetch_read_opens(struct fetch_daemon *d);
 
 /* control.c */
 void fetch_control_loop(struct fetch_daemon *d);
+/* Fetch what of v[0..n) is missing and wait until it is present (or failed: -errno), like a
+ * mount's "ensure" request; its bytes do not go into the record. */
+int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n);
+
+/* predict.c: a program started from one of our mounts gets its shared objects fetched ahead
+ * of its dynamic loader, a level of dependencies per round trip. */
+/* A read by pid is waiting for the network (d->lock held). */
+void fetch_predict_note(struct fetch_daemon *d, pid_t pid);
+void *fetch_predict_thread(void *arg);
 
 /* files_ctl.c: the "files" request (fd: the sealed memfd passed with it), and freeing the
  * index at exit. The encoding the worker accepted last is kept in memory shared with the

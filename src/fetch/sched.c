@@ -566,17 +566,21 @@ static bool file_start(const struct fetch_sched *s, uint64_t off);
 static uint64_t first_window(const struct fetch_sched *s);
 static uint64_t ra_limit(const struct fetch_sched *s);
 
+uint64_t fetch_sched_whole_limit(const struct fetch_sched *s)
+{
+	return MIN(ra_limit(s), MAX(4 * MiB, 4 * fetch_sched_bdp(s)));
+}
+
 /* A file read at a second place, away from its start, once some of it is here: programs map
  * executables and libraries and fault their pages in at random, a round trip each (perl's
- * 2 MiB binary: ten requests after its first window). When its data is not large (up to four
- * bandwidth-delay products, at least 4 MiB), such a read fetches the rest of the file. */
+ * 2 MiB binary: ten requests after its first window). When its data is not large (up to
+ * fetch_sched_whole_limit), such a read fetches the rest of the file. */
 static bool file_faulted_in(const struct fetch_sched *s, uint32_t file)
 {
 	uint32_t nr;
 	const struct util_extent *v = fetch_files_ranges(s->files, file, &nr);
 
-	if (fetch_files_data_bytes(s->files, file) >
-	    MIN(ra_limit(s), MAX(4 * MiB, 4 * fetch_sched_bdp(s))))
+	if (fetch_files_data_bytes(s->files, file) > fetch_sched_whole_limit(s))
 		return false;
 	for (uint32_t i = 0; i < nr; i++) {
 		uint64_t f, n;

@@ -84,6 +84,8 @@ static void worker_state_init(struct fetch_daemon *d)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&d->kick_cond, &ca);
 	pthread_cond_init(&d->done_cond, &ca);
+	pthread_cond_init(&d->predict_cond, &ca);
+	d->predict_n = 0;
 	pthread_condattr_destroy(&ca);
 }
 
@@ -111,6 +113,7 @@ static _Noreturn void worker_leave(struct fetch_daemon *d, pthread_t *disp, unsi
 	pthread_mutex_lock(&d->lock);
 	d->stopping = true;
 	pthread_cond_broadcast(&d->done_cond);
+	pthread_cond_broadcast(&d->predict_cond);
 	fetch_kick(d);
 	pthread_mutex_unlock(&d->lock);
 	fetch_settle(d);
@@ -205,6 +208,12 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	if (d->fan_fd >= 0)
 		for (; ndisp < DISPATCHERS; ndisp++)
 			start_thread(d, fetch_dispatcher_thread, &disp[ndisp]);
+	if (d->fan_fd >= 0) {
+		pthread_t predict;
+
+		start_thread(d, fetch_predict_thread, &predict);
+		pthread_detach(predict); /* it ends when the worker stops */
+	}
 	start_thread(d, fetch_housekeeper_thread, &house);
 	start_thread(d, fetch_guard_thread, &guard);
 	fetch_textfile_start(d);

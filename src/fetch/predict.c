@@ -1,0 +1,379 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+/*
+ * Shared objects ahead of the dynamic loader. A program started from one of our mounts has
+ * its loader open the objects it needs one after the other, each only once the one before
+ * it is mapped: on a long link a round trip each (apt-config: fifteen libraries, 1.2 s at
+ * 100 Mbit/s + RTT 50 ms). When a reader waits for the network, this thread looks at its
+ * executable (/proc/PID/exe); if that lies on one of our mounts, it reads the executable's
+ * needed objects (elf.h), finds them as the loader would (run path, then the system's
+ * library directories, inside the reader's root), and fetches them all at once, whole, as the
+ * scheduler fetches a file faulted in at several places (fetch_sched_whole_limit); then their
+ * own needed objects, a level per round trip.
+ *
+ * It reads only what is present (an object is read once its fetch has ended), through the
+ * mount, so its own events take the fast path (dispatch.c answers the daemon's own reads of
+ * present bytes and denies the others). It holds no fd on a mount while it waits for the
+ * network: a umount right after the program exits finds the mount free.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "fetch/elf.h"
+#include "fetch/files.h"
+#include "fetch/internal.h"
+#include "util/cleanup.h"
+#include "util/extents.h"
+#include "util/log.h"
+#include "util/macro.h"
+
+#define PREDICT_MAX_OBJECTS 128 /* objects looked at for one program */
+#define PREDICT_MAX_LEVELS  8	/* levels of dependencies followed */
+#define PREDICT_RECENT	    32	/* programs and readers remembered as done */
+
+struct object {
+	dev_t dev;
+	ino_t ino;
+	char path[ELF_DEPS_PATH_MAX]; /* inside the reader's root */
+	bool fetched;		      /* its data is present (or was asked for and came) */
+};
+
+struct predictor {
+	struct fetch_daemon *d;
+	pid_t pid;
+	dev_t dev; /* the mount's superblock */
+	struct object obj[PREDICT_MAX_OBJECTS];
+	size_t nobj;
+	struct elf_deps deps; /* of the object being read (large: not on the stack) */
+	/* recent readers and programs done (this thread only) */
+	pid_t pids[PREDICT_RECENT];
+	struct {
+		dev_t dev;
+		ino_t ino;
+	} exes[PREDICT_RECENT];
+	unsigned npids, nexes;
+};
+
+void fetch_predict_note(struct fetch_daemon *d, pid_t pid)
+{
+	if (pid <= 0)
+		return;
+	for (unsigned i = 0; i < d->predict_n; i++)
+		if (d->predict_q[i] == pid)
+			return;
+	if (d->predict_n == FETCH_PREDICT_QUEUE)
+		return; /* busy: this reader's next wait brings it back */
+	d->predict_q[d->predict_n++] = pid;
+	pthread_cond_signal(&d->predict_cond);
+}
+
+/* Our reads must stay within what is present: no read-ahead past them (the page cache would
+ * ask for the next bytes, ours to deny). */
+static void no_readahead(int fd)
+{
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+}
+
+static int open_in_root(int root, const char *path)
+{
+	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+	long fd = syscall(SYS_openat2, root, path, &how, sizeof(how));
+
+	if (fd < 0)
+		return -errno;
+	no_readahead((int)fd);
+	return (int)fd;
+}
+
+static int open_root(pid_t pid)
+{
+	char p[64];
+	int fd;
+
+	snprintf(p, sizeof(p), "/proc/%d/root", (int)pid);
+	fd = open(p, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static ssize_t fd_pread(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	ssize_t n;
+
+	do
+		n = pread(*(int *)ctx, buf, len, (off_t)off);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n;
+}
+
+/* The blob offset of the file's first data byte (its first extent), or -errno. */
+static int first_physical(int fd, uint64_t *ret)
+{
+	struct {
+		struct fiemap fm;
+		struct fiemap_extent fe[1];
+	} m = {.fm = {.fm_start = 0, .fm_length = FIEMAP_MAX_OFFSET, .fm_extent_count = 1}};
+
+	if (ioctl(fd, FS_IOC_FIEMAP, &m) < 0)
+		return -errno;
+	if (m.fm.fm_mapped_extents < 1)
+		return -ENODATA;
+	*ret = m.fe[0].fe_physical;
+	return 0;
+}
+
+/* Add the data ranges of the file open at fd to ext when the file index knows it and it is
+ * small enough to fetch whole; false when it is not to be read (not indexed, too large). */
+static bool object_ranges(struct predictor *p, int fd, struct util_extents *ext)
+{
+	struct fetch_daemon *d = p->d;
+	const struct util_extent *v;
+	uint32_t file, range, n;
+	uint64_t phys = 0;
+	bool ok = false;
+
+	if (first_physical(fd, &phys) < 0)
+		return false;
+	pthread_mutex_lock(&d->lock);
+	if (d->files && fetch_files_find(d->files, phys, &file, &range) == 0 &&
+	    fetch_files_data_bytes(d->files, file) <= fetch_sched_whole_limit(&d->sched)) {
+		v = fetch_files_ranges(d->files, file, &n);
+		ok = true;
+		for (uint32_t i = 0; i < n && ok; i++)
+			ok = util_extents_add(ext, v[i].offset, v[i].length) >= 0;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return ok;
+}
+
+/* Open path inside the reader's root: a regular file on the mount, not seen before. Adds it
+ * to the objects with its ranges in ext. */
+static void add_object(struct predictor *p, int root, const char *path, struct util_extents *ext,
+		       bool *ret_found)
+{
+	_cleanup_close_ int fd = -1;
+	struct object *o;
+	struct stat st;
+
+	*ret_found = false;
+	if (p->nobj == PREDICT_MAX_OBJECTS || strlen(path) >= sizeof(o->path))
+		return;
+	fd = open_in_root(root, path);
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return;
+	*ret_found = true;
+	if (st.st_dev != p->dev)
+		return; /* not ours: a bind mount of something else */
+	for (size_t i = 0; i < p->nobj; i++)
+		if (p->obj[i].dev == st.st_dev && p->obj[i].ino == st.st_ino)
+			return;
+	o = &p->obj[p->nobj];
+	*o = (struct object){.dev = st.st_dev, .ino = st.st_ino};
+	snprintf(o->path, sizeof(o->path), "%s", path);
+	if (object_ranges(p, fd, ext))
+		p->nobj++;
+}
+
+/* The directories the loader searches for a needed object without a slash, after the run
+ * path: the multiarch ones of the machine, then the classic ones. */
+static const char *multiarch(uint16_t machine)
+{
+	switch (machine) {
+	case 62: /* EM_X86_64 */
+		return "x86_64-linux-gnu";
+	case 183: /* EM_AARCH64 */
+		return "aarch64-linux-gnu";
+	case 3: /* EM_386 */
+		return "i386-linux-gnu";
+	case 40: /* EM_ARM */
+		return "arm-linux-gnueabihf";
+	case 243: /* EM_RISCV */
+		return "riscv64-linux-gnu";
+	case 21: /* EM_PPC64 */
+		return "powerpc64le-linux-gnu";
+	case 22: /* EM_S390 */
+		return "s390x-linux-gnu";
+	default:
+		return NULL;
+	}
+}
+
+static void resolve(struct predictor *p, int root, const struct elf_deps *deps,
+		    const char *name, struct util_extents *ext)
+{
+	static const char *const classic[] = {"/lib64", "/usr/lib64", "/lib", "/usr/lib",
+					      "/usr/local/lib"};
+	const char *arch = multiarch(deps->machine);
+	char path[ELF_DEPS_PATH_MAX], rp[ELF_DEPS_PATH_MAX];
+	char *save = NULL;
+	bool found = false;
+
+	if (strchr(name, '/')) {
+		if (name[0] == '/')
+			add_object(p, root, name, ext, &found);
+		return; /* (a relative one is relative to the program's directory of work) */
+	}
+	snprintf(rp, sizeof(rp), "%s", deps->runpath);
+	for (char *dir = strtok_r(rp, ":", &save); dir && !found; dir = strtok_r(NULL, ":", &save))
+		if (dir[0] == '/' && !strchr(dir, '$') &&
+		    (size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) < sizeof(path))
+			add_object(p, root, path, ext, &found);
+	for (int i = 0; arch && i < 2 && !found; i++)
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s/%s", i ? "/usr/lib" : "/lib", arch,
+				     name) < sizeof(path))
+			add_object(p, root, path, ext, &found);
+	for (size_t i = deps->class == 2 ? 0 : 2; i < ARRAY_SIZE(classic) && !found; i++)
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", classic[i], name) < sizeof(path))
+			add_object(p, root, path, ext, &found);
+}
+
+/* Read the objects [from, to) (present now) and add what they need to the objects. */
+static void next_level(struct predictor *p, size_t from, size_t to, struct util_extents *ext)
+{
+	_cleanup_close_ int root = open_root(p->pid);
+
+	if (root < 0)
+		return; /* the reader has exited */
+	for (size_t i = from; i < to; i++) {
+		_cleanup_close_ int fd = open_in_root(root, p->obj[i].path);
+		struct stat st;
+		bool found;
+
+		if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != p->obj[i].ino ||
+		    elf_deps_read(fd_pread, &fd, (uint64_t)st.st_size, &p->deps) < 0)
+			continue;
+		if (p->deps.interp[0])
+			add_object(p, root, p->deps.interp, ext, &found);
+		for (size_t k = 0; k < p->deps.nneeded; k++)
+			resolve(p, root, &p->deps, p->deps.needed[k], ext);
+	}
+}
+
+static bool recent_pid(struct predictor *p, pid_t pid)
+{
+	for (unsigned i = 0; i < MIN(p->npids, (unsigned)PREDICT_RECENT); i++)
+		if (p->pids[i] == pid)
+			return true;
+	return false;
+}
+
+/* A program of ours that was not seen lately: its objects, level by level. */
+static void predict(struct predictor *p)
+{
+	struct fetch_daemon *d = p->d;
+	char exe[64];
+	struct stat st;
+	size_t from = 0;
+	bool ours;
+	int fd;
+
+	if (recent_pid(p, p->pid))
+		return;
+	snprintf(exe, sizeof(exe), "/proc/%d/exe", (int)p->pid);
+	fd = open(exe, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	no_readahead(fd);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	ours = fetch_rec_by_dev(d, (uint64_t)st.st_dev) != NULL;
+	pthread_mutex_unlock(&d->lock);
+	if (!ours) {
+		/* Another program's (or one still in execve: its next wait asks again). */
+		close(fd);
+		return;
+	}
+	p->pids[p->npids++ % PREDICT_RECENT] = p->pid;
+	for (unsigned i = 0; i < MIN(p->nexes, (unsigned)PREDICT_RECENT); i++)
+		if (p->exes[i].dev == st.st_dev && p->exes[i].ino == st.st_ino) {
+			close(fd);
+			return; /* started lately: its objects came then */
+		}
+	p->exes[p->nexes % PREDICT_RECENT].dev = st.st_dev;
+	p->exes[p->nexes++ % PREDICT_RECENT].ino = st.st_ino;
+	p->dev = st.st_dev;
+	p->nobj = 0;
+	{
+		struct util_extents ext;
+
+		util_extents_init(&ext);
+		p->obj[0] = (struct object){.dev = st.st_dev, .ino = st.st_ino};
+		/* The executable's path inside its root is not known (readlink gives ours); it is
+		 * read through /proc/PID/exe below, at level 0. */
+		if (object_ranges(p, fd, &ext))
+			p->nobj = 1;
+		if (p->nobj && fetch_ensure(d, ext.v, ext.n) == 0 &&
+		    elf_deps_read(fd_pread, &fd, (uint64_t)st.st_size, &p->deps) == 0) {
+			_cleanup_close_ int root = open_root(p->pid);
+			bool found;
+
+			util_extents_free(&ext);
+			util_extents_init(&ext);
+			if (root >= 0) {
+				if (p->deps.interp[0])
+					add_object(p, root, p->deps.interp, &ext, &found);
+				for (size_t k = 0; k < p->deps.nneeded; k++)
+					resolve(p, root, &p->deps, p->deps.needed[k], &ext);
+			}
+		} else {
+			p->nobj = 0;
+		}
+		close(fd);
+		from = 1;
+		for (int level = 1; level < PREDICT_MAX_LEVELS && from < p->nobj; level++) {
+			size_t to = p->nobj;
+
+			util_extents_merge(&ext, 0);
+			log_debug("program of pid %d: level %d, %zu object(s), %" PRIu64 " KiB",
+				  (int)p->pid, level, to - from, util_extents_total(&ext) >> 10);
+			if (fetch_ensure(d, ext.v, ext.n) < 0)
+				break;
+			util_extents_free(&ext);
+			util_extents_init(&ext);
+			next_level(p, from, to, &ext);
+			from = to;
+		}
+		util_extents_free(&ext);
+	}
+}
+
+void *fetch_predict_thread(void *arg)
+{
+	struct fetch_daemon *d = arg;
+	struct predictor *p = calloc(1, sizeof(*p));
+
+	prctl(PR_SET_NAME, "lzfetch-predict", 0, 0, 0);
+	if (!p)
+		return NULL;
+	p->d = d;
+	pthread_mutex_lock(&d->lock);
+	for (;;) {
+		while (d->predict_n == 0 && !d->stopping && !d->leaving)
+			pthread_cond_wait(&d->predict_cond, &d->lock);
+		if (d->stopping || d->leaving)
+			break;
+		p->pid = d->predict_q[0];
+		memmove(&d->predict_q[0], &d->predict_q[1],
+			(--d->predict_n) * sizeof(d->predict_q[0]));
+		pthread_mutex_unlock(&d->lock);
+		predict(p);
+		pthread_mutex_lock(&d->lock);
+	}
+	pthread_mutex_unlock(&d->lock);
+	free(p);
+	return NULL;
+}

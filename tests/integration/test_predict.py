@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""Shared objects ahead of the dynamic loader (issue 10, "fetch what programs will read"). A
+program in the image needs six libraries of its own (each larger than a fetch chunk, so none
+comes along with another as a neighbour) besides the C library. Its loader opens them one
+after the other, each once the one before is mapped: without prediction, every library costs
+a request of its own, one after another. The daemon reads the program's needed objects as soon
+as it waits for the network, finds them inside the program's root (run path, then the system
+directories) and asks for them together: several libraries' first bytes travel in one
+request. The program runs and prints what its libraries return, nothing is denied, and the
+daemon never reads bytes that are not there."""
+
+import os
+import platform
+import random
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from registry import MT_EROFS
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root"),
+    pytest.mark.skipif(platform.machine() != "x86_64" or shutil.which("gcc") is None,
+                       reason="builds x86-64 programs with gcc"),
+]
+
+NLIBS = 6
+PAD = 384 << 10  # random bytes in each library: more than a chunk (256 KiB)
+LIBDIR = "/opt/p/lib"
+
+
+def sh(*cmd, cwd=None):
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    d = tempfile.mkdtemp(prefix="lazyerofs-predict-", dir="/var/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def copy_real(src, tree, dest):
+    """The file behind src (symlinks followed), at dest inside the tree."""
+    out = os.path.join(tree, dest.lstrip("/"))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    shutil.copy2(os.path.realpath(src), out)
+
+
+@pytest.fixture(scope="module")
+def image(workdir, registry):
+    """/bin/prog needs libp0..libp5 (run path /opt/p/lib) and the C library, which with the
+    loader comes from this machine. Each libpN.so holds PAD random bytes."""
+    src, tree = os.path.join(workdir, "src"), os.path.join(workdir, "tree")
+    os.makedirs(src)
+    os.makedirs(os.path.join(tree, LIBDIR.lstrip("/")))
+    os.makedirs(os.path.join(tree, "bin"))
+    rnd = random.Random(7)
+    for i in range(NLIBS):
+        pad = ",".join(str(b) for b in rnd.randbytes(PAD))
+        with open(os.path.join(src, f"p{i}.c"), "w") as f:
+            f.write(f"__attribute__((used)) static const unsigned char pad[] = {{{pad}}};\n"
+                    f"int p{i}(void) {{ return {i + 1} + (pad[{i}] & 0); }}\n")
+        sh("gcc", "-O0", "-shared", "-fPIC", "-o",
+           os.path.join(tree, LIBDIR.lstrip("/"), f"libp{i}.so"), f"p{i}.c", cwd=src)
+    calls = " + ".join(f"p{i}()" for i in range(NLIBS))
+    with open(os.path.join(src, "prog.c"), "w") as f:
+        f.write("#include <stdio.h>\n"
+                + "".join(f"int p{i}(void);\n" for i in range(NLIBS))
+                + f'int main(void) {{ printf("sum %d\\n", {calls}); return 0; }}\n')
+    sh("gcc", "-O0", "-o", os.path.join(tree, "bin", "prog"), "prog.c",
+       f"-L{os.path.join(tree, LIBDIR.lstrip('/'))}", *[f"-lp{i}" for i in range(NLIBS)],
+       f"-Wl,--enable-new-dtags,-rpath,{LIBDIR}", cwd=src)
+    interp = subprocess.run(["readelf", "-l", os.path.join(tree, "bin", "prog")], check=True,
+                            capture_output=True, text=True).stdout
+    interp = interp.split("[Requesting program interpreter: ", 1)[1].split("]", 1)[0]
+    copy_real(interp, tree, interp)
+    copy_real("/lib/x86_64-linux-gnu/libc.so.6", tree, "/lib/x86_64-linux-gnu/libc.so.6")
+    path = os.path.join(workdir, "prog.erofs")
+    sh("mkfs.erofs", "-T0", "-zlz4hc", path, tree)
+    registry.client.push_image("predict/prog", "v1", [(path, MT_EROFS)])
+    # Where each library's data begins in the blob (a local mount's FIEMAP).
+    starts = {}
+    mp = os.path.join(workdir, "local")
+    os.makedirs(mp)
+    sh("mount", "-t", "erofs", "-o", "loop,ro", path, mp)
+    try:
+        for i in range(NLIBS):
+            out = subprocess.run(["filefrag", "-e", "-b1",
+                                  os.path.join(mp, LIBDIR.lstrip("/"), f"libp{i}.so")],
+                                 check=True, capture_output=True, text=True).stdout
+            first = [l for l in out.splitlines() if l.strip().startswith("0:")][0]
+            starts[i] = int(first.split(":")[2].split("..")[0])
+    finally:
+        sh("umount", mp)
+    return {"path": path, "starts": starts, "tree": tree}
+
+
+def ranges_of(header):
+    """[(first, last)] of a Range header ("bytes=a-b,c-d")."""
+    out = []
+    for part in (header or "").split("=", 1)[-1].split(","):
+        if "-" in part:
+            a, b = part.strip().split("-", 1)
+            out.append((int(a), int(b) if b else 1 << 62))
+    return out
+
+
+def test_libraries_come_together(lazy, faultproxy, image):
+    # A round trip that the loader's one-after-another opens would each pay.
+    faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=0.15, count=None)
+    lazy.env["LAZYEROFS_DAEMON_DEBUG"] = "1"
+    mp = lazy.mount(faultproxy.ref("predict/prog", "v1"))
+    faultproxy.reset_counts()
+    r = subprocess.run(["chroot", mp, "/bin/prog"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"sum {sum(range(1, NLIBS + 1))}\n"
+    most = 0
+    for seen in faultproxy.seen():
+        rs = ranges_of(seen.range)
+        together = sum(1 for s in image["starts"].values()
+                       if any(a <= s <= b for a, b in rs))
+        most = max(most, together)
+    log = lazy.log()
+    assert most >= 3, (f"at most {most} of the {NLIBS} libraries' first bytes in one request:"
+                       f"\n{[s.range for s in faultproxy.seen()]}\n{log[-3000:]}")
+    assert "program of pid" in log
+    assert "event from the daemon itself" not in log
+    lazy.umount(mp)
+
+
+def test_program_off_the_mount_is_left_alone(lazy, faultproxy, image):
+    """A program of this machine reading the mount (cat) is not ours to predict: nothing is
+    fetched beyond what its reads ask for, and the mount stays free for umount."""
+    lazy.env["LAZYEROFS_DAEMON_DEBUG"] = "1"
+    mp = lazy.mount(faultproxy.ref("predict/prog", "v1"))
+    r = subprocess.run(["cat", os.path.join(mp, LIBDIR.lstrip("/"), "libp3.so")],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0
+    with open(os.path.join(image["tree"], LIBDIR.lstrip("/"), "libp3.so"), "rb") as f:
+        assert r.stdout == f.read()
+    assert "program of pid" not in lazy.log()
+    lazy.umount(mp)
