@@ -114,36 +114,50 @@ static void record_ranges(struct fetch_daemon *d, const struct util_extent *v, s
 	}
 }
 
-int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n)
+int fetch_ensure_start(struct fetch_daemon *d, struct fetch_ensure *en,
+		       const struct util_extent *v, size_t n)
 {
-	struct fetch_ensure en = {0};
-	int q, r = 0;
+	int q;
 
+	*en = (struct fetch_ensure){.req = {.kind = FETCH_REQ_ENSURE,
+					    .fd = -1,
+					    .slot = -1,
+					    .v = v,
+					    .n = n,
+					    .owner = en}};
 	if (n == 0)
-		return 0;
-	en.req = (struct fetch_req){.kind = FETCH_REQ_ENSURE,
-				    .fd = -1,
-				    .slot = -1,
-				    .v = v,
-				    .n = n,
-				    .owner = &en};
-	pthread_mutex_lock(&d->lock);
+		return 1;
 	while (d->nensure >= FETCH_MAX_ENSURE && !d->stopping && !d->leaving)
 		pthread_cond_wait(&d->done_cond, &d->lock);
-	q = fetch_sched_add(&d->sched, &en.req, util_now_ms());
-	if (q == 0) {
-		d->nensure++;
-		fetch_kick(d);
+	q = fetch_sched_add(&d->sched, &en->req, util_now_ms());
+	if (q != 0)
+		return q;
+	d->nensure++;
+	fetch_kick(d);
+	return 0;
+}
+
+int fetch_ensure_end(struct fetch_daemon *d, struct fetch_ensure *en)
+{
+	d->nensure--;
+	pthread_cond_broadcast(&d->done_cond);
+	return en->req.result;
+}
+
+int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n)
+{
+	struct fetch_ensure en;
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	r = fetch_ensure_start(d, &en, v, n);
+	if (r == 0) {
 		while (!en.done)
 			pthread_cond_wait(&d->done_cond, &d->lock);
-		d->nensure--;
-		pthread_cond_broadcast(&d->done_cond);
-		r = en.req.result;
-	} else if (q < 0) {
-		r = q;
+		r = fetch_ensure_end(d, &en);
 	}
 	pthread_mutex_unlock(&d->lock);
-	return r;
+	return MIN(r, 0);
 }
 
 static int do_ensure(struct conn *c, json_t *req)

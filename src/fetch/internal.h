@@ -356,9 +356,14 @@ void fetch_control_loop(struct fetch_daemon *d);
 /* Fetch what of v[0..n) is missing and wait until it is present (or failed: -errno), like a
  * mount's "ensure" request; its bytes do not go into the record. */
 int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n);
+/* The same in two steps, d->lock held: start (1: nothing to fetch; 0: queued, v stays valid
+ * and en in place until en->done, then fetch_ensure_end gives the result; -errno) ... */
+int fetch_ensure_start(struct fetch_daemon *d, struct fetch_ensure *en,
+		       const struct util_extent *v, size_t n);
+int fetch_ensure_end(struct fetch_daemon *d, struct fetch_ensure *en);
 
 /* predict.c: a program started from one of our mounts gets its shared objects fetched ahead
- * of its dynamic loader, a level of dependencies per round trip. */
+ * of its dynamic loader, all at once, and theirs as each arrives. */
 /* A read by pid is waiting for the network (d->lock held). */
 void fetch_predict_note(struct fetch_daemon *d, pid_t pid);
 void *fetch_predict_thread(void *arg);
