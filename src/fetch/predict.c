@@ -16,6 +16,7 @@
  * present bytes and denies the others). It holds no fd on a mount while it waits for the
  * network: a umount right after the program exits finds the mount free.
  */
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -191,27 +192,23 @@ static void add_object(struct predictor *p, int root, const char *path, bool *re
 }
 
 /* The directories the loader searches for a needed object without a slash, after the run
- * path: the multiarch ones of the machine, then the classic ones. */
+ * path: the multiarch ones of the machine (Debian's triplets), then the classic ones. */
 static const char *multiarch(uint16_t machine)
 {
-	switch (machine) {
-	case 62: /* EM_X86_64 */
-		return "x86_64-linux-gnu";
-	case 183: /* EM_AARCH64 */
-		return "aarch64-linux-gnu";
-	case 3: /* EM_386 */
-		return "i386-linux-gnu";
-	case 40: /* EM_ARM */
-		return "arm-linux-gnueabihf";
-	case 243: /* EM_RISCV */
-		return "riscv64-linux-gnu";
-	case 21: /* EM_PPC64 */
-		return "powerpc64le-linux-gnu";
-	case 22: /* EM_S390 */
-		return "s390x-linux-gnu";
-	default:
-		return NULL;
-	}
+	static const struct {
+		uint16_t machine;
+		const char *triplet;
+	} arch[] = {
+	    {EM_X86_64, "x86_64-linux-gnu"},	  {EM_AARCH64, "aarch64-linux-gnu"},
+	    {EM_386, "i386-linux-gnu"},		  {EM_ARM, "arm-linux-gnueabihf"},
+	    {EM_RISCV, "riscv64-linux-gnu"},	  {EM_PPC64, "powerpc64le-linux-gnu"},
+	    {EM_S390, "s390x-linux-gnu"},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(arch); i++)
+		if (arch[i].machine == machine)
+			return arch[i].triplet;
+	return NULL;
 }
 
 static void resolve(struct predictor *p, int root, const struct elf_deps *deps,
