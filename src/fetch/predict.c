@@ -32,6 +32,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cache/cache.h"
 #include "fetch/elf.h"
 #include "fetch/files.h"
 #include "fetch/internal.h"
@@ -247,6 +248,7 @@ static void read_object(struct predictor *p, size_t i, int fd)
 	_cleanup_close_ int root = open_root(p->pid), own = -1;
 	struct stat st;
 	bool found;
+	int r;
 
 	if (root < 0)
 		return; /* the reader has exited */
@@ -255,13 +257,39 @@ static void read_object(struct predictor *p, size_t i, int fd)
 		if (fd < 0)
 			return;
 	}
-	if (fstat(fd, &st) < 0 || st.st_ino != p->obj[i].ino ||
-	    elf_deps_read(fd_pread, &fd, (uint64_t)st.st_size, &p->deps) < 0)
+	if (fstat(fd, &st) < 0 || st.st_ino != p->obj[i].ino)
+		return;
+	r = elf_deps_read(fd_pread, &fd, (uint64_t)st.st_size, &p->deps);
+	if (r < 0)
 		return;
 	if (p->deps.interp[0])
 		add_object(p, root, p->deps.interp, &found);
 	for (size_t k = 0; k < p->deps.nneeded; k++)
 		resolve(p, root, &p->deps, p->deps.needed[k]);
+}
+
+/* After a startup profile's replay, an object of which some bytes are here was in the
+ * profile: what the programs read of it came with the replay, and fetching all of it would
+ * only add bytes (same programs: 0.16 -> 0.21 of pull). Only objects none of whose bytes are
+ * here are fetched then (the programs the profile did not see). d->lock held. */
+static bool left_to_profile(struct fetch_daemon *d, const struct util_extents *ext)
+{
+	bool some = false, all = true;
+
+	if (!d->replay.started_ms || d->replay.failed)
+		return false;
+	for (size_t i = 0; i < ext->n; i++) {
+		uint64_t first, n;
+
+		if (!cache_blocks_of(ext->v[i].offset, ext->v[i].length, d->cfg.blob.size, &first,
+				     &n))
+			continue;
+		if (cache_bitmap_find(&d->entry->present, first, first + n, true) < first + n)
+			some = true;
+		if (cache_bitmap_find(&d->entry->present, first, first + n, false) < first + n)
+			all = false;
+	}
+	return some && !all;
 }
 
 /* Fetch objects [from, nobj) and read each as it arrives, which may add more: at most
@@ -280,6 +308,10 @@ static void fetch_objects(struct predictor *p, size_t from)
 			int r;
 
 			util_extents_merge(&o->ext, 0);
+			if (left_to_profile(d, &o->ext)) {
+				next++;
+				continue;
+			}
 			r = fetch_ensure_start(d, &o->en, o->ext.v, o->ext.n);
 			if (r == 0) {
 				o->fetching = true;
@@ -328,7 +360,7 @@ static void predict(struct predictor *p)
 	struct fetch_daemon *d = p->d;
 	char exe[64];
 	struct stat st;
-	bool ours;
+	bool ours, replaying;
 	int fd;
 
 	if (recent_pid(p, p->pid))
@@ -344,8 +376,11 @@ static void predict(struct predictor *p)
 	}
 	pthread_mutex_lock(&d->lock);
 	ours = fetch_rec_by_dev(d, (uint64_t)st.st_dev) != NULL;
+	/* While a startup profile is replayed, what it has not brought yet may still come
+	 * with it: no guessing (its next wait asks again). */
+	replaying = d->replay.started_ms && !d->replay.done_ms && !d->replay.failed;
 	pthread_mutex_unlock(&d->lock);
-	if (!ours) {
+	if (!ours || replaying) {
 		/* Another program's (or one still in execve: its next wait asks again). */
 		close(fd);
 		return;
@@ -362,6 +397,12 @@ static void predict(struct predictor *p)
 	p->obj[0] = (struct object){.dev = st.st_dev, .ino = st.st_ino};
 	util_extents_init(&p->obj[0].ext);
 	p->nobj = object_ranges(p, fd, &p->obj[0].ext) ? 1 : 0;
+	if (p->nobj) {
+		pthread_mutex_lock(&d->lock);
+		if (left_to_profile(d, &p->obj[0].ext))
+			p->nobj = 0;
+		pthread_mutex_unlock(&d->lock);
+	}
 	if (!p->nobj)
 		util_extents_free(&p->obj[0].ext);
 	/* The executable is read through /proc/PID/exe (its path inside its root is not
