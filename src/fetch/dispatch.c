@@ -158,8 +158,7 @@ static bool own_pid(struct fetch_daemon *d, pid_t pid)
 	return pid == SH_LOAD(d->sh->holder_pid) || pid == getpid();
 }
 
-/* Returns whether the event was answered at once from the bitmap. */
-static bool handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
+static void handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
 			       const struct fetch_event *ev)
 {
 	uint64_t size = d->cfg.blob.size, off, len, first, nblk;
@@ -171,7 +170,7 @@ static bool handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
 	if (!cache_blocks_of(off, len, size, &first, &nblk)) {
 		r->result = 0; /* nothing inside the blob: the read sees EOF */
 		fetch_answer_batch(d, &r, 1);
-		return false;
+		return;
 	}
 	len = MIN(len, size - off);
 	r->one = (struct util_extent){.offset = off, .length = len};
@@ -182,7 +181,7 @@ static bool handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
 	if (cache_entry_broken(d->entry)) {
 		r->result = -EIO; /* the file was changed behind our back: never its bytes */
 		fetch_answer_batch(d, &r, 1);
-		return false;
+		return;
 	}
 	if (own && !cache_bitmap_test_range(&d->entry->present, first, nblk)) {
 		/* Our own read (predict.c reads only what is present) would wait on itself:
@@ -191,13 +190,13 @@ static bool handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
 			    (int)ev->pid);
 		r->result = -EIO;
 		fetch_answer_batch(d, &r, 1);
-		return false;
+		return;
 	}
 	if (own) {
 		SH_ADD(d->sh->fast, 1);
 		r->result = 0;
 		fetch_answer_batch(d, &r, 1);
-		return true;
+		return;
 	}
 	if (cache_bitmap_test_range(&d->entry->present, first, nblk)) {
 		/* Fast path: present in the bitmap, answer at once. */
@@ -209,7 +208,7 @@ static bool handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
 		SH_ADD(d->sh->fast, 1);
 		r->result = 0;
 		fetch_answer_batch(d, &r, 1);
-		return true;
+		return;
 	}
 	pthread_mutex_lock(&d->lock);
 	q = fetch_sched_add(&d->sched, r, util_now_ms()); /* by the journaled deadline */
@@ -232,18 +231,14 @@ static bool handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
 		r->result = q > 0 ? 0 : -EIO;
 		fetch_answer_batch(d, &r, 1);
 	}
-	return false;
 }
 
 /* From the test of the bits to the answer: no trim in between (trim.c). */
-static bool handle_event(struct fetch_daemon *d, struct fetch_req *r, const struct fetch_event *ev)
+static void handle_event(struct fetch_daemon *d, struct fetch_req *r, const struct fetch_event *ev)
 {
-	bool fast;
-
 	pthread_rwlock_rdlock(&d->answer_gate);
-	fast = handle_event_gated(d, r, ev);
+	handle_event_gated(d, r, ev);
 	pthread_rwlock_unlock(&d->answer_gate);
-	return fast;
 }
 
 /* Tell the control loop who opened the data file (the daemon's own opens aside). */
@@ -270,21 +265,6 @@ static void note_open(struct fetch_daemon *d, const struct fetch_event *ev)
 		log_debug("eventfd write: %m");
 }
 
-/* After events answered from the bitmap, look for the next one without sleeping, for a
- * while: a reader of present data (a warm cache) comes back within tens of microseconds, and
- * waking a sleeping thread costs about as much again (random 4 KiB reads: 96-107 us a read
- * with sleeps, 80-85 us with this; a local mount 52-67 us). Returns whether pfd has news. */
-static bool spin(struct pollfd *pfd, uint64_t until)
-{
-	while (util_now_us() < until) {
-		int n = poll(pfd, 2, 0);
-
-		if (n != 0)
-			return n > 0;
-	}
-	return false;
-}
-
 void *fetch_dispatcher_thread(void *arg)
 {
 	struct fetch_daemon *d = arg;
@@ -293,8 +273,7 @@ void *fetch_dispatcher_thread(void *arg)
 	struct fetch_req *reqs[READ_BATCH];
 	int slots[READ_BATCH];
 
-	bool draining = false, fast;
-	uint64_t spin_until = 0;
+	bool draining = false;
 
 	prctl(PR_SET_NAME, "lzfetch-events", 0, 0, 0);
 	for (;;) {
@@ -306,7 +285,7 @@ void *fetch_dispatcher_thread(void *arg)
 		int maxfd = -1;
 		uint64_t deadline, read_us;
 
-		if (!draining && !spin(pfd, spin_until) && poll(pfd, 2, -1) < 0 && errno != EINTR)
+		if (!draining && poll(pfd, 2, -1) < 0 && errno != EINTR)
 			break;
 		/* Leaving: the mark is gone, so nothing new arrives; read what is queued until
 		 * the group is empty (an event left unread would be allowed at exit: zeros). */
@@ -387,15 +366,12 @@ void *fetch_dispatcher_thread(void *arg)
 		if (maxfd > __atomic_load_n(&d->sh->hiwater_fd, __ATOMIC_RELAXED))
 			__atomic_store_n(&d->sh->hiwater_fd, maxfd, __ATOMIC_RELAXED);
 		SH_ADD(d->sh->events, k);
-		fast = k > 0;
 		for (size_t i = 0; i < k; i++) {
 			if (!(evs[i].mask & FAN_PRE_ACCESS))
 				log_warning("unexpected permission event mask 0x%" PRIx64,
 					    (uint64_t)evs[i].mask);
-			fast = handle_event(d, reqs[i], &evs[i]) && fast;
+			handle_event(d, reqs[i], &evs[i]);
 		}
-		if (fast)
-			spin_until = util_now_us() + FETCH_SPIN_US;
 	}
 	return NULL;
 }

@@ -36,9 +36,7 @@
 #include "util/json.h"
 #include "util/macro.h"
 
-#define FETCH_DISPATCHERS	1  /* one: the fast path takes d->lock anyway, and two
-				    * spinning on a 2-CPU machine starve the reader */
-#define FETCH_SPIN_US		200 /* a dispatcher's spin after fast answers (dispatch.c) */
+#define FETCH_DISPATCHERS	2
 #define FETCH_PREDICT_QUEUE	16 /* readers queued for predict.c (more: dropped) */
 #define FETCH_READ_BATCH	64 /* events per read() of the group */
 /* Events read and not yet answered that wait for a fetch: reading pauses only beyond this.
