@@ -183,18 +183,18 @@ static void handle_event_gated(struct fetch_daemon *d, struct fetch_req *r,
 		fetch_answer_batch(d, &r, 1);
 		return;
 	}
-	if (own && !cache_bitmap_test_range(&d->entry->present, first, nblk)) {
-		/* Our own read (predict.c reads only what is present) would wait on itself:
-		 * refuse it loudly. */
-		log_warning("event from the daemon itself (pid %d) for missing bytes; denying",
-			    (int)ev->pid);
-		r->result = -EIO;
-		fetch_answer_batch(d, &r, 1);
-		return;
-	}
 	if (own) {
-		SH_ADD(d->sh->fast, 1);
-		r->result = 0;
+		/* Our own read (predict.c reads only what is present): of missing bytes it would
+		 * wait on itself, so it is refused loudly; else answered at once, no stream. */
+		if (cache_bitmap_test_range(&d->entry->present, first, nblk)) {
+			SH_ADD(d->sh->fast, 1);
+			r->result = 0;
+		} else {
+			log_warning("event from the daemon itself (pid %d) for missing bytes; "
+				    "denying",
+				    (int)ev->pid);
+			r->result = -EIO;
+		}
 		fetch_answer_batch(d, &r, 1);
 		return;
 	}

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fetch/elf.h"
+#include "util/endian.h"
 #include "util/macro.h"
 
 #define PHDRS_MAX   256		/* program headers looked at */
@@ -31,15 +32,6 @@ static int read_exact(elf_pread_fn rd, void *ctx, uint64_t size, void *buf, size
 	if (got < 0)
 		return (int)got;
 	return (size_t)got == len ? 0 : -ENOEXEC;
-}
-
-static uint64_t le(const uint8_t *p, unsigned int n)
-{
-	uint64_t v = 0;
-
-	for (unsigned int i = 0; i < n; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
 }
 
 /* A NUL-terminated string of at most cap - 1 bytes at off (inside [off, end)); "" and
@@ -79,7 +71,7 @@ int elf_deps_read(elf_pread_fn rd, void *ctx, uint64_t size, struct elf_deps *ou
 {
 	uint8_t eh[sizeof(Elf64_Ehdr)], buf[sizeof(Elf64_Phdr)];
 	struct phdr ph[PHDRS_MAX];
-	uint64_t phoff, dyn_off = 0, dyn_len = 0, strtab = 0, strsz = UINT64_MAX, str_off;
+	uint64_t phoff, dyn_off = 0, dyn_len = 0, strtab = 0, strsz = UINT64_MAX, str_off, str_end;
 	uint64_t needed[ELF_DEPS_MAX_NEEDED], runpath = UINT64_MAX;
 	size_t nph, phent, nneeded = 0, dynent;
 	bool is64, have_strtab = false;
@@ -99,11 +91,11 @@ int elf_deps_read(elf_pread_fn rd, void *ctx, uint64_t size, struct elf_deps *ou
 	if (r < 0)
 		return r;
 	out->class = eh[EI_CLASS];
-	out->machine = (uint16_t)le(eh + 18, 2);
+	out->machine = (uint16_t)util_get_le(eh + 18, 2);
 	/* e_phoff, e_phentsize, e_phnum */
-	phoff = is64 ? le(eh + 32, 8) : le(eh + 28, 4);
-	phent = (size_t)(is64 ? le(eh + 54, 2) : le(eh + 42, 2));
-	nph = (size_t)(is64 ? le(eh + 56, 2) : le(eh + 44, 2));
+	phoff = is64 ? util_get_le(eh + 32, 8) : util_get_le(eh + 28, 4);
+	phent = (size_t)(is64 ? util_get_le(eh + 54, 2) : util_get_le(eh + 42, 2));
+	nph = (size_t)(is64 ? util_get_le(eh + 56, 2) : util_get_le(eh + 44, 2));
 	if (phent < (is64 ? sizeof(Elf64_Phdr) : sizeof(Elf32_Phdr)) || nph > PHDRS_MAX)
 		return nph == 0 ? 0 : -ENOEXEC;
 	for (size_t i = 0; i < nph; i++) {
@@ -115,10 +107,10 @@ int elf_deps_read(elf_pread_fn rd, void *ctx, uint64_t size, struct elf_deps *ou
 			       at);
 		if (r < 0)
 			return r;
-		ph[i].type = (uint32_t)le(buf, 4);
-		ph[i].offset = is64 ? le(buf + 8, 8) : le(buf + 4, 4);
-		ph[i].vaddr = is64 ? le(buf + 16, 8) : le(buf + 8, 4);
-		ph[i].filesz = is64 ? le(buf + 32, 8) : le(buf + 16, 4);
+		ph[i].type = (uint32_t)util_get_le(buf, 4);
+		ph[i].offset = is64 ? util_get_le(buf + 8, 8) : util_get_le(buf + 4, 4);
+		ph[i].vaddr = is64 ? util_get_le(buf + 16, 8) : util_get_le(buf + 8, 4);
+		ph[i].filesz = is64 ? util_get_le(buf + 32, 8) : util_get_le(buf + 16, 4);
 	}
 	for (size_t i = 0; i < nph; i++) {
 		if (ph[i].type == PT_INTERP && !out->interp[0])
@@ -139,8 +131,8 @@ int elf_deps_read(elf_pread_fn rd, void *ctx, uint64_t size, struct elf_deps *ou
 		r = read_exact(rd, ctx, size, buf, dynent, at);
 		if (r < 0)
 			return r;
-		tag = is64 ? le(buf, 8) : le(buf, 4);
-		val = is64 ? le(buf + 8, 8) : le(buf + 4, 4);
+		tag = is64 ? util_get_le(buf, 8) : util_get_le(buf, 4);
+		val = is64 ? util_get_le(buf + 8, 8) : util_get_le(buf + 4, 4);
 		if (tag == DT_NULL)
 			break;
 		if (tag == DT_NEEDED && nneeded < ELF_DEPS_MAX_NEEDED)
@@ -155,20 +147,20 @@ int elf_deps_read(elf_pread_fn rd, void *ctx, uint64_t size, struct elf_deps *ou
 	}
 	if (!have_strtab || vaddr_offset(ph, nph, strtab, &str_off) < 0)
 		return nneeded ? -ENOEXEC : 0;
+	/* Where the string table ends: its size, else the file's (read_string stops there). */
+	str_end = strsz == UINT64_MAX ? size : str_off + MIN(strsz, size);
 	for (size_t i = 0; i < nneeded; i++) {
 		char *name = out->needed[out->nneeded];
 
 		if (needed[i] >= strsz || str_off + needed[i] < str_off)
 			continue;
-		if (read_string(rd, ctx, size, str_off + needed[i],
-				strsz == UINT64_MAX ? size : str_off + MIN(strsz, size), name,
+		if (read_string(rd, ctx, size, str_off + needed[i], str_end, name,
 				ELF_DEPS_NAME_MAX) == 0 &&
 		    name[0])
 			out->nneeded++;
 	}
 	if (runpath != UINT64_MAX && runpath < strsz && str_off + runpath >= str_off)
-		(void)read_string(rd, ctx, size, str_off + runpath,
-				  strsz == UINT64_MAX ? size : str_off + MIN(strsz, size),
-				  out->runpath, sizeof(out->runpath));
+		(void)read_string(rd, ctx, size, str_off + runpath, str_end, out->runpath,
+				  sizeof(out->runpath));
 	return 0;
 }

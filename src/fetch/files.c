@@ -13,22 +13,8 @@
 
 #include "fetch/files.h"
 #include "util/array.h"
+#include "util/endian.h"
 #include "util/macro.h"
-
-static uint64_t get_le(const uint8_t *p, unsigned int n)
-{
-	uint64_t v = 0;
-
-	for (unsigned int i = 0; i < n; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
-static void put_le(uint8_t *p, uint64_t v, unsigned int n)
-{
-	for (unsigned int i = 0; i < n; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
 
 /* Bytes before the ranges: the header and the per-file counts, padded to 8. */
 static uint64_t ranges_at(uint64_t nfiles)
@@ -271,19 +257,19 @@ int fetch_files_builder_finish(struct fetch_files_builder *b, uint8_t **ret_buf,
 	buf = calloc(1, len);
 	if (!buf)
 		return -ENOMEM;
-	put_le(buf, FETCH_FILES_MAGIC, 4);
-	put_le(buf + 4, FETCH_FILES_VERSION, 2);
-	put_le(buf + 6, FETCH_FILES_HDR_SIZE, 2);
-	put_le(buf + 8, b->blob_size, 8);
-	put_le(buf + 16, b->nf, 4);
-	put_le(buf + 20, b->nr, 4);
+	util_put_le(buf, FETCH_FILES_MAGIC, 4);
+	util_put_le(buf + 4, FETCH_FILES_VERSION, 2);
+	util_put_le(buf + 6, FETCH_FILES_HDR_SIZE, 2);
+	util_put_le(buf + 8, b->blob_size, 8);
+	util_put_le(buf + 16, b->nf, 4);
+	util_put_le(buf + 20, b->nr, 4);
 	for (size_t i = 0; i < b->nf; i++)
-		put_le(buf + FETCH_FILES_HDR_SIZE + 4 * i, b->f[i].n, 4);
+		util_put_le(buf + FETCH_FILES_HDR_SIZE + 4 * i, b->f[i].n, 4);
 	at = ranges_at(b->nf);
 	for (size_t i = 0; i < b->nf; i++)
 		for (size_t k = b->f[i].first; k < b->f[i].first + b->f[i].n; k++) {
-			put_le(buf + at, b->r[k].offset, 8);
-			put_le(buf + at + 8, b->r[k].length, 8);
+			util_put_le(buf + at, b->r[k].offset, 8);
+			util_put_le(buf + at + 8, b->r[k].length, 8);
 			at += 16;
 		}
 	st.files = b->nf;
@@ -342,17 +328,17 @@ int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fe
 		return util_err_set(err, -EFBIG, "file index of %zu bytes (limit %u)", len,
 				    FETCH_FILES_MAX_BYTES);
 	}
-	if (len < FETCH_FILES_HDR_SIZE || get_le(p, 4) != FETCH_FILES_MAGIC)
+	if (len < FETCH_FILES_HDR_SIZE || util_get_le(p, 4) != FETCH_FILES_MAGIC)
 		return bad(err, "not a file index (no magic)");
-	if (get_le(p + 4, 2) != FETCH_FILES_VERSION || get_le(p + 6, 2) != FETCH_FILES_HDR_SIZE ||
-	    get_le(p + 24, 8) != 0)
+	if (util_get_le(p + 4, 2) != FETCH_FILES_VERSION || util_get_le(p + 6, 2) != FETCH_FILES_HDR_SIZE ||
+	    util_get_le(p + 24, 8) != 0)
 		return bad(err, "file index version %u (header %u) not understood",
-			   (unsigned)get_le(p + 4, 2), (unsigned)get_le(p + 6, 2));
-	if (get_le(p + 8, 8) != blob_size)
+			   (unsigned)util_get_le(p + 4, 2), (unsigned)util_get_le(p + 6, 2));
+	if (util_get_le(p + 8, 8) != blob_size)
 		return bad(err, "file index of a blob of %llu bytes, not %llu",
-			   (unsigned long long)get_le(p + 8, 8), (unsigned long long)blob_size);
-	nfiles = get_le(p + 16, 4);
-	nranges = get_le(p + 20, 4);
+			   (unsigned long long)util_get_le(p + 8, 8), (unsigned long long)blob_size);
+	nfiles = util_get_le(p + 16, 4);
+	nranges = util_get_le(p + 20, 4);
 	/* both at most a few hundred thousands here, so none of this can overflow */
 	if (nfiles > nranges || encoded_size(nfiles, nranges) != len)
 		return bad(err, "file index of %llu files and %llu ranges has %zu bytes, not %llu",
@@ -372,7 +358,7 @@ int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fe
 		return -ENOMEM;
 	}
 	for (uint64_t i = 0; i < nfiles && r >= 0; i++) {
-		uint64_t n = get_le(p + FETCH_FILES_HDR_SIZE + 4 * i, 4);
+		uint64_t n = util_get_le(p + FETCH_FILES_HDR_SIZE + 4 * i, 4);
 
 		f->first[i] = (uint32_t)sum;
 		if (n == 0 || n > nranges - sum)
@@ -390,8 +376,8 @@ int fetch_files_parse(const void *buf, size_t len, uint64_t blob_size, struct fe
 	at = ranges_at(nfiles);
 	f->cum[0] = 0;
 	for (uint64_t k = 0; k < nranges && r >= 0; k++, at += 16) {
-		f->r[k].offset = get_le(p + at, 8);
-		f->r[k].length = get_le(p + at + 8, 8);
+		f->r[k].offset = util_get_le(p + at, 8);
+		f->r[k].length = util_get_le(p + at + 8, 8);
 		f->order[k] = (uint32_t)k;
 		if (!f->r[k].length ||
 		    !util_range_within(f->r[k].offset, f->r[k].length, blob_size))

@@ -46,8 +46,7 @@
 #define PREDICT_RECENT	    32	/* programs and readers remembered as done */
 
 struct object {
-	dev_t dev;
-	ino_t ino;
+	ino_t ino; /* on the mount's superblock (predictor.dev) */
 	char path[ELF_DEPS_PATH_MAX]; /* inside the reader's root ("": the executable) */
 	struct util_extents ext;      /* its data in the blob */
 	struct fetch_ensure en;	      /* its fetch, while `fetching` */
@@ -180,10 +179,10 @@ static void add_object(struct predictor *p, int root, const char *path, bool *re
 	if (st.st_dev != p->dev)
 		return; /* not ours: a bind mount of something else */
 	for (size_t i = 0; i < p->nobj; i++)
-		if (p->obj[i].dev == st.st_dev && p->obj[i].ino == st.st_ino)
+		if (p->obj[i].ino == st.st_ino)
 			return;
 	o = &p->obj[p->nobj];
-	*o = (struct object){.dev = st.st_dev, .ino = st.st_ino};
+	*o = (struct object){.ino = st.st_ino};
 	snprintf(o->path, sizeof(o->path), "%s", path);
 	util_extents_init(&o->ext);
 	if (object_ranges(p, fd, &o->ext))
@@ -394,7 +393,7 @@ static void predict(struct predictor *p)
 	p->exes[p->nexes % PREDICT_RECENT].dev = st.st_dev;
 	p->exes[p->nexes++ % PREDICT_RECENT].ino = st.st_ino;
 	p->dev = st.st_dev;
-	p->obj[0] = (struct object){.dev = st.st_dev, .ino = st.st_ino};
+	p->obj[0] = (struct object){.ino = st.st_ino};
 	util_extents_init(&p->obj[0].ext);
 	p->nobj = object_ranges(p, fd, &p->obj[0].ext) ? 1 : 0;
 	if (p->nobj) {

@@ -205,12 +205,11 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 		 d->cfg.blob.cache_key);
 
 	start_thread(d, fetch_transfer_thread, &xfer);
-	if (d->fan_fd >= 0)
-		for (; ndisp < DISPATCHERS; ndisp++)
-			start_thread(d, fetch_dispatcher_thread, &disp[ndisp]);
 	if (d->fan_fd >= 0) {
 		pthread_t predict;
 
+		for (; ndisp < DISPATCHERS; ndisp++)
+			start_thread(d, fetch_dispatcher_thread, &disp[ndisp]);
 		start_thread(d, fetch_predict_thread, &predict);
 		pthread_detach(predict); /* it ends when the worker stops */
 	}

@@ -14,6 +14,7 @@
 
 #include "util/array.h"
 #include "util/buf.h"
+#include "util/endian.h"
 #include "util/extents.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -253,10 +254,30 @@ static void test_write_atomic(void **state)
 	umask(old);
 }
 
+/* Little-endian integers: byte order, every width, no bytes touched beyond n. */
+static void test_le(void **state)
+{
+	uint8_t b[10] = {0};
+
+	util_put_le(b + 1, 0x0807060504030201ULL, 8);
+	assert_int_equal(b[0], 0);
+	assert_int_equal(b[1], 1);
+	assert_int_equal(b[8], 8);
+	assert_int_equal(b[9], 0);
+	assert_true(util_get_le(b + 1, 8) == 0x0807060504030201ULL);
+	assert_int_equal(util_get_le(b + 1, 2), 0x0201);
+	assert_int_equal(util_get_le(b + 1, 4), 0x04030201);
+	util_put_le(b, 0xfffe, 2);
+	assert_int_equal(b[2], 2); /* left alone */
+	assert_int_equal(util_get_le(b, 2), 0xfffe);
+	assert_int_equal(util_get_le(b, 0), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buf_cap),
+		cmocka_unit_test(test_le),
 		cmocka_unit_test(test_extents_merge),
 		cmocka_unit_test(test_digest),
 		cmocka_unit_test(test_parse_u64),
