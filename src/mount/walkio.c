@@ -67,7 +67,11 @@
  * answers the quickest round in a few ms, and that time is the registry's and the daemon's
  * work (two cores here), which more batches only add to (measured: minbase lz4hc 210 -> 270
  * ms, plain 345 -> 465 ms with parts of ~100 KiB). So rounds are split only where the
- * quickest round took WIO_SPLIT_RTT_US or more: a network's round trip, not work.
+ * quickest round took WIO_SPLIT_RTT_US or more: a network's round trip, not work. A registry
+ * on a loaded machine takes 18-25 ms for the first requests on its own (its log's durations,
+ * minbase on loopback): at 20 ms, 1 mount in 8 split its rounds there and took 474 ms
+ * instead of 230-300 (32 batches instead of 6-7); a link with a round trip of 50 ms answers
+ * the quickest round in 65 ms or more.
  * (Measured on Debian minbase over 100 Mbit/s + RTT 50 ms: parts of 10-25 % of the BDP, 8-16
  * workers, oldest or newest round first, with or without a cap on the bytes running: all
  * within the noise of each other; 4 workers: slower.)
@@ -77,7 +81,7 @@
 #define WIO_PART_MIN (64ULL << 10)
 #define WIO_PART_BDP_DIV 10    /* parts: this fraction of the bandwidth-delay product */
 #define WIO_BATCH_COST_US 3000 /* what one more batch costs a registry */
-#define WIO_SPLIT_RTT_US 20000 /* rounds are split only over a link this slow to answer */
+#define WIO_SPLIT_RTT_US 35000 /* rounds are split only over a link this slow to answer */
 
 enum wio_job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
