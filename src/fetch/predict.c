@@ -5,8 +5,9 @@
  * it is mapped: on a long link a round trip each (apt-config: fifteen libraries, 1.2 s at
  * 100 Mbit/s + RTT 50 ms). When a reader waits for the network, this thread looks at its
  * executable (/proc/PID/exe); if that lies on one of our mounts, it reads the executable's
- * needed objects (elf.h), finds them as the loader would (run path, then the system's
- * library directories, inside the reader's root), and fetches them all at once, a request
+ * needed objects (elf.h), finds them as the loader would (run path, with $ORIGIN the
+ * directory of the object that names it, then the system's library directories, inside the
+ * reader's root), and fetches them all at once, a request
  * each, whole, as the scheduler fetches a file faulted in at several places
  * (fetch_sched_whole_limit). It reads each object as soon as it is present, and what that
  * one needs is on its way while the others still arrive (apt-config: 1,252 -> 669-748 ms).
@@ -16,10 +17,12 @@
  * present bytes and denies the others). It holds no fd on a mount while it waits for the
  * network: a umount right after the program exits finds the mount free.
  */
+#include <ctype.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
@@ -47,7 +50,7 @@
 
 struct object {
 	ino_t ino; /* on the mount's superblock (predictor.dev) */
-	char path[ELF_DEPS_PATH_MAX]; /* inside the reader's root ("": the executable) */
+	char path[ELF_DEPS_PATH_MAX]; /* inside the reader's root ("": not known) */
 	struct util_extents ext;      /* its data in the blob */
 	struct fetch_ensure en;	      /* its fetch, while `fetching` */
 	bool fetching;
@@ -211,13 +214,51 @@ static const char *multiarch(uint16_t machine)
 	return NULL;
 }
 
+/* A run path entry with $ORIGIN (or ${ORIGIN}) replaced by origin, the directory of the
+ * object it belongs to inside the reader's root; false when it names another dynamic string
+ * token ($LIB, $PLATFORM: the loader's own choices), when origin is unknown (NULL) or the
+ * result is too long. */
+static bool expand_origin(const char *dir, const char *origin, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	while (*dir) {
+		size_t skip = 0;
+		const char *add;
+
+		if (dir[0] != '$') {
+			if (o + 1 >= outlen)
+				return false;
+			out[o++] = *dir++;
+			continue;
+		}
+		if (!strncmp(dir, "$ORIGIN", 7) && !(isalnum((unsigned char)dir[7]) || dir[7] == '_'))
+			skip = 7;
+		else if (!strncmp(dir, "${ORIGIN}", 9))
+			skip = 9;
+		if (!skip || !origin)
+			return false;
+		add = origin;
+		if (o + strlen(add) >= outlen)
+			return false;
+		memcpy(out + o, add, strlen(add));
+		o += strlen(add);
+		dir += skip;
+	}
+	out[o] = 0;
+	return out[0] == '/';
+}
+
+/* Find a needed object as the loader would: a name with a slash as it is (when absolute);
+ * else in the run path of the object that needs it (origin: that object's directory inside
+ * the reader's root, or NULL), the multiarch directories, the classic ones. */
 static void resolve(struct predictor *p, int root, const struct elf_deps *deps,
-		    const char *name)
+		    const char *name, const char *origin)
 {
 	static const char *const classic[] = {"/lib64", "/usr/lib64", "/lib", "/usr/lib",
 					      "/usr/local/lib"};
 	const char *arch = multiarch(deps->machine);
-	char path[ELF_DEPS_PATH_MAX], rp[ELF_DEPS_PATH_MAX];
+	char path[ELF_DEPS_PATH_MAX], rp[ELF_DEPS_PATH_MAX], ex[ELF_DEPS_PATH_MAX];
 	char *save = NULL;
 	bool found = false;
 
@@ -228,8 +269,8 @@ static void resolve(struct predictor *p, int root, const struct elf_deps *deps,
 	}
 	snprintf(rp, sizeof(rp), "%s", deps->runpath);
 	for (char *dir = strtok_r(rp, ":", &save); dir && !found; dir = strtok_r(NULL, ":", &save))
-		if (dir[0] == '/' && !strchr(dir, '$') &&
-		    (size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) < sizeof(path))
+		if (expand_origin(dir, origin, ex, sizeof(ex)) &&
+		    (size_t)snprintf(path, sizeof(path), "%s/%s", ex, name) < sizeof(path))
 			add_object(p, root, path, &found);
 	for (int i = 0; arch && i < 2 && !found; i++)
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s/%s", i ? "/usr/lib" : "/lib", arch,
@@ -245,6 +286,7 @@ static void resolve(struct predictor *p, int root, const struct elf_deps *deps,
 static void read_object(struct predictor *p, size_t i, int fd)
 {
 	_cleanup_close_ int root = open_root(p->pid), own = -1;
+	char origin[ELF_DEPS_PATH_MAX];
 	struct stat st;
 	bool found;
 	int r;
@@ -263,8 +305,18 @@ static void read_object(struct predictor *p, size_t i, int fd)
 		return;
 	if (p->deps.interp[0])
 		add_object(p, root, p->deps.interp, &found);
+	/* $ORIGIN: the object's directory inside the reader's root, when its path is known */
+	if (p->obj[i].path[0] == '/') {
+		char *slash;
+
+		snprintf(origin, sizeof(origin), "%s", p->obj[i].path);
+		slash = strrchr(origin, '/');
+		slash[slash == origin] = 0;
+	} else {
+		origin[0] = 0;
+	}
 	for (size_t k = 0; k < p->deps.nneeded; k++)
-		resolve(p, root, &p->deps, p->deps.needed[k]);
+		resolve(p, root, &p->deps, p->deps.needed[k], origin[0] ? origin : NULL);
 }
 
 /* After a startup profile's replay, an object of which some bytes are here was in the
@@ -345,6 +397,41 @@ static void fetch_objects(struct predictor *p, size_t from)
 	pthread_mutex_unlock(&d->lock);
 }
 
+/* The executable's path inside the reader's root (for its $ORIGIN): /proc/PID/exe as we see
+ * it, less the reader's root as we see it, when that path inside the root is the same file;
+ * "" otherwise (a root in another mount namespace, a replaced file). */
+static void exe_in_root(pid_t pid, const struct stat *exe, char *out, size_t outlen)
+{
+	char link[64], rootp[PATH_MAX], exep[PATH_MAX];
+	_cleanup_close_ int root = -1, fd = -1;
+	const char *in = NULL;
+	struct stat st;
+	ssize_t n, m;
+	size_t rl;
+
+	out[0] = 0;
+	snprintf(link, sizeof(link), "/proc/%d/root", (int)pid);
+	n = readlink(link, rootp, sizeof(rootp) - 1);
+	snprintf(link, sizeof(link), "/proc/%d/exe", (int)pid);
+	m = readlink(link, exep, sizeof(exep) - 1);
+	if (n <= 0 || m <= 0)
+		return;
+	rootp[n] = exep[m] = 0;
+	rl = (size_t)n;
+	if (!strcmp(rootp, "/"))
+		in = exep;
+	else if (!strncmp(exep, rootp, rl) && exep[rl] == '/')
+		in = exep + rl;
+	if (!in || in[0] != '/' || strlen(in) >= outlen)
+		return;
+	root = open_root(pid);
+	if (root < 0)
+		return;
+	fd = open_in_root(root, in);
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == exe->st_dev && st.st_ino == exe->st_ino)
+		snprintf(out, outlen, "%s", in);
+}
+
 static bool recent_pid(struct predictor *p, pid_t pid)
 {
 	for (unsigned i = 0; i < MIN(p->npids, (unsigned)PREDICT_RECENT); i++)
@@ -394,6 +481,7 @@ static void predict(struct predictor *p)
 	p->exes[p->nexes++ % PREDICT_RECENT].ino = st.st_ino;
 	p->dev = st.st_dev;
 	p->obj[0] = (struct object){.ino = st.st_ino};
+	exe_in_root(p->pid, &st, p->obj[0].path, sizeof(p->obj[0].path));
 	util_extents_init(&p->obj[0].ext);
 	p->nobj = object_ranges(p, fd, &p->obj[0].ext) ? 1 : 0;
 	if (p->nobj) {
@@ -404,9 +492,8 @@ static void predict(struct predictor *p)
 	}
 	if (!p->nobj)
 		util_extents_free(&p->obj[0].ext);
-	/* The executable is read through /proc/PID/exe (its path inside its root is not
-	 * known: readlink gives ours); then each object as soon as it is present, so that what
-	 * it needs is on its way while the others still arrive. */
+	/* The executable is read through /proc/PID/exe; then each object as soon as it is
+	 * present, so that what it needs is on its way while the others still arrive. */
 	if (p->nobj && fetch_ensure(d, p->obj[0].ext.v, p->obj[0].ext.n) == 0)
 		read_object(p, 0, fd);
 	close(fd);

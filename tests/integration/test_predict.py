@@ -6,7 +6,8 @@ after the other, each once the one before is mapped: without prediction, every l
 a request of its own, one after another. The daemon reads the program's needed objects as soon
 as it waits for the network, finds them inside the program's root (run path, then the system
 directories) and asks for them together: several libraries' requests leave at once, not a
-round trip apart. The program runs and prints what its libraries return, nothing is denied, and the
+round trip apart. A second program finds the same libraries through a run path relative to
+its own directory ($ORIGIN/../lib), as relocatable toolchains do. The program runs and prints what its libraries return, nothing is denied, and the
 daemon never reads bytes that are not there."""
 
 import os
@@ -53,11 +54,14 @@ def copy_real(src, tree, dest):
 @pytest.fixture(scope="module")
 def image(workdir, registry):
     """/bin/prog needs libp0..libp5 (run path /opt/p/lib) and the C library, which with the
-    loader comes from this machine. Each libpN.so holds PAD random bytes."""
+    loader comes from this machine; /opt/p/bin/oprog is the same program with the run path
+    $ORIGIN/../lib. Each libpN.so holds PAD random bytes."""
     src, tree = os.path.join(workdir, "src"), os.path.join(workdir, "tree")
     os.makedirs(src)
     os.makedirs(os.path.join(tree, LIBDIR.lstrip("/")))
     os.makedirs(os.path.join(tree, "bin"))
+    os.makedirs(os.path.join(tree, "opt/p/bin"))
+    os.makedirs(os.path.join(tree, "proc"))  # the loader finds $ORIGIN in /proc/self/exe
     rnd = random.Random(7)
     for i in range(NLIBS):
         pad = ",".join(str(b) for b in rnd.randbytes(PAD))
@@ -71,9 +75,10 @@ def image(workdir, registry):
         f.write("#include <stdio.h>\n"
                 + "".join(f"int p{i}(void);\n" for i in range(NLIBS))
                 + f'int main(void) {{ printf("sum %d\\n", {calls}); return 0; }}\n')
-    sh("gcc", "-O0", "-o", os.path.join(tree, "bin", "prog"), "prog.c",
-       f"-L{os.path.join(tree, LIBDIR.lstrip('/'))}", *[f"-lp{i}" for i in range(NLIBS)],
-       f"-Wl,--enable-new-dtags,-rpath,{LIBDIR}", cwd=src)
+    for out, rpath in (("bin/prog", LIBDIR), ("opt/p/bin/oprog", "$ORIGIN/../lib")):
+        sh("gcc", "-O0", "-o", os.path.join(tree, out), "prog.c",
+           f"-L{os.path.join(tree, LIBDIR.lstrip('/'))}", *[f"-lp{i}" for i in range(NLIBS)],
+           f"-Wl,--enable-new-dtags,-rpath,{rpath}", cwd=src)
     interp = subprocess.run(["readelf", "-l", os.path.join(tree, "bin", "prog")], check=True,
                             capture_output=True, text=True).stdout
     interp = interp.split("[Requesting program interpreter: ", 1)[1].split("]", 1)[0]
@@ -109,13 +114,18 @@ def ranges_of(header):
     return out
 
 
-def test_libraries_come_together(lazy, faultproxy, image):
+@pytest.mark.parametrize("prog", ["/bin/prog", "/opt/p/bin/oprog"], ids=["runpath", "origin"])
+def test_libraries_come_together(lazy, faultproxy, image, prog):
     # A round trip that the loader's one-after-another opens would each pay.
     faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=DELAY, count=None)
     lazy.env["LAZYEROFS_DAEMON_DEBUG"] = "1"
     mp = lazy.mount(faultproxy.ref("predict/prog", "v1"))
     faultproxy.reset_counts()
-    r = subprocess.run(["chroot", mp, "/bin/prog"], capture_output=True, text=True, timeout=120)
+    sh("mount", "-t", "proc", "proc", os.path.join(mp, "proc"))
+    try:
+        r = subprocess.run(["chroot", mp, prog], capture_output=True, text=True, timeout=120)
+    finally:
+        sh("umount", os.path.join(mp, "proc"))
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"sum {sum(range(1, NLIBS + 1))}\n"
     # When each library's first bytes were asked for: one after another, a delay apart,
