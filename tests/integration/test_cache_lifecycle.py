@@ -7,11 +7,9 @@ mount uses, never one a mount uses or is opening. Runs as root, against the real
 import hashlib
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -31,13 +29,6 @@ FLAG_COMPLETE, FLAG_VERIFIED, FLAG_BAD = 1, 2, 4
 
 
 # --- module fixtures -------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def workdir():
-    d = tempfile.mkdtemp(prefix="lazyerofs-life-", dir="/var/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
 
 def make_image(workdir, name, mib):
     """An uncompressed image of one random file data/f.bin of `mib` MiB (and etc/name):

@@ -12,12 +12,10 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import struct
 import subprocess
-import tempfile
 
 import pytest
 
@@ -29,13 +27,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root
 MAGIC = 0x49465A4C
 SMALL = 400
 BIG = {"big/random1.bin": 6 << 20, "big/text.txt": 8 << 20, "big/random2.bin": 5 << 20}
-
-
-@pytest.fixture(scope="module")
-def workdir():
-    d = tempfile.mkdtemp(prefix="lazyerofs-filestest-", dir="/var/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ directly."""
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -27,13 +26,6 @@ REPO = "mirrored/big"
 
 
 # --- fixtures ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def workdir():
-    d = tempfile.mkdtemp(prefix="lazyerofs-mirrortest-", dir="/var/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
 
 @pytest.fixture(scope="module")
 def image(workdir):

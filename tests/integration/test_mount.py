@@ -35,13 +35,6 @@ NUMBERS = os.path.join(ROOT, "build", "mount-numbers.txt")
 # --- module fixtures -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def workdir():
-    d = tempfile.mkdtemp(prefix="lazyerofs-mounttest-", dir="/var/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 def busybox_image(workdir):
     return build_busybox_image(workdir)
 

@@ -15,7 +15,6 @@ import platform
 import random
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -35,13 +34,6 @@ DELAY = 0.15  # seconds the proxy holds each range request
 
 def sh(*cmd, cwd=None):
     subprocess.run(cmd, check=True, capture_output=True, timeout=300, cwd=cwd)
-
-
-@pytest.fixture(scope="module")
-def workdir():
-    d = tempfile.mkdtemp(prefix="lazyerofs-predict-", dir="/var/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def copy_real(src, tree, dest):

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 
 import pytest
 
@@ -22,13 +21,6 @@ from registry import MT_EROFS
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
 
 FILES = 120
-
-
-@pytest.fixture(scope="module")
-def workdir():
-    d = tempfile.mkdtemp(prefix="lazyerofs-proftest-", dir="/var/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def make_tree(root, seed):

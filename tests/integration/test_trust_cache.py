@@ -37,13 +37,6 @@ KILLS = int(os.environ.get("LAZYEROFS_KILLS", "10"))
 # --- module fixtures -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def workdir():
-    d = tempfile.mkdtemp(prefix="lazyerofs-trust-", dir="/var/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 def big(registry, workdir):
     """A 64 MiB image (four 16 MiB random files) pushed to the registry: dict(ref, digest,
     size, path, tree, blob)."""

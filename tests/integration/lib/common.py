@@ -7,8 +7,10 @@ and sanitizer reports: daemon_problems)."""
 import glob
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -41,6 +43,16 @@ def assert_one_line_error(r, code):
 @pytest.fixture
 def lazyerofs():
     return run
+
+
+@pytest.fixture(scope="module")
+def workdir(request):
+    """A scratch directory under /var/tmp for one test module (images, trees, local mounts),
+    named after the module, removed after its last test."""
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    d = tempfile.mkdtemp(prefix=f"lazyerofs-{name}-", dir="/var/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
