@@ -1211,6 +1211,50 @@ static void test_background_yields(void **state)
 	env_free(&e);
 }
 
+/* After a startup profile's replay brought some of a file, a read of it that misses at a
+ * second place fetches a chunk, not the rest of the file: what the recorded programs read of
+ * it came with the replay. A file the replay did not touch is still fetched whole. */
+static void test_replayed_file_not_fetched_whole(void **state)
+{
+	static const struct util_extent mid[] = {{1 * MiB, 3 * MiB}};
+	static const struct util_extent other[] = {{5 * MiB, 3 * MiB}};
+	static const struct util_extent prof[] = {{2 * MiB, 64 * KiB}};
+	const struct util_extent *const files[] = {mid, other};
+	const size_t counts[] = {1, 1};
+	struct fetch_replay rp = {.v = prof, .n = 1, .bytes = 64 * KiB};
+	struct cache_bitmap mine;
+	struct fetch_req r[3];
+	struct fetch_job *job;
+	struct fetch_files *f;
+	struct env e;
+
+	f = env_files(&e, files, counts, 2);
+	assert_int_equal(cache_bitmap_init(&mine, 16 * MiB / 4096, false), 0);
+	rp.mine = &mine;
+	fetch_sched_replay(&e.s, &rp, 1);
+	job = fetch_sched_pick(&e.s, 1, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->kind, FETCH_JOB_REPLAY);
+	complete(&e, job);
+	assert_false(fetch_replay_active(&rp));
+	job = demand_job(&e, &r[0], 3 * MiB); /* a second place of a file the replay brought */
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 3 * MiB);
+	assert_int_equal(job->runs[0].length, 1 * MiB); /* a chunk (to the file's end) */
+	complete(&e, job);
+	job = demand_job(&e, &r[1], 7 * MiB); /* not the replay's: one chunk first ... */
+	complete(&e, job);
+	job = demand_job(&e, &r[2], 5 * MiB + 512 * KiB); /* ... then all it lacks, at once */
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 5 * MiB);
+	assert_int_equal(job->runs[0].length, 2 * MiB);
+	complete(&e, job);
+	e.s.files = NULL;
+	fetch_files_free(f);
+	cache_bitmap_destroy(&mine);
+	env_free(&e);
+}
+
 /* Replaying a startup profile: its missing ranges, in its order, sent sorted in one
  * multi-range job; present ones skipped; demand first; about one window in flight. */
 static void test_replay(void **state)
@@ -1330,6 +1374,7 @@ int main(void)
 	    cmocka_unit_test(test_file_start_after_present_head),
 	    cmocka_unit_test(test_file_aware_fetching),
 	    cmocka_unit_test(test_second_fault_fetches_the_file),
+	    cmocka_unit_test(test_replayed_file_not_fetched_whole),
 	    cmocka_unit_test(test_small_files_share_a_request),
 	    cmocka_unit_test(test_files_sharing_a_block),
 	    cmocka_unit_test(test_replay),
