@@ -21,6 +21,7 @@ import pytest
 from registry import MT_EROFS
 
 pytestmark = [
+    pytest.mark.san,  # the daemon reads ELF files and /proc links: also under the sanitizers
     pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root"),
     pytest.mark.skipif(platform.machine() != "x86_64" or shutil.which("gcc") is None,
                        reason="builds x86-64 programs with gcc"),
