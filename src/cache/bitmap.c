@@ -186,6 +186,19 @@ uint64_t cache_bitmap_count(const struct cache_bitmap *b)
 	return n;
 }
 
+bool cache_bitmap_any_of(const struct cache_bitmap *b, const struct util_extent *v, size_t n,
+			 uint64_t size, bool value)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t first, k;
+
+		if (cache_blocks_of(v[i].offset, v[i].length, size, &first, &k) &&
+		    cache_bitmap_find(b, first, first + k, value) < first + k)
+			return true;
+	}
+	return false;
+}
+
 bool cache_blocks_of(uint64_t off, uint64_t len, uint64_t size, uint64_t *ret_first,
 		     uint64_t *ret_n)
 {

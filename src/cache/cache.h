@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util/extents.h"
 #include "util/sha256.h"
 #include "util/strutil.h"
 
@@ -68,6 +69,10 @@ uint64_t cache_bitmap_count(const struct cache_bitmap *b);
  * file: returns false when nothing of the range lies inside the file. */
 bool cache_blocks_of(uint64_t off, uint64_t len, uint64_t size, uint64_t *ret_first,
 		     uint64_t *ret_n);
+/* Whether any block of the byte ranges v[0, n) of a file of `size` bytes has the value
+ * `value` in b (the blocks of cache_blocks_of; ranges outside the file count for nothing). */
+bool cache_bitmap_any_of(const struct cache_bitmap *b, const struct util_extent *v, size_t n,
+			 uint64_t size, bool value);
 
 /* ---- on-disk header ---------------------------------------------------------------------- */
 

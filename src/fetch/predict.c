@@ -223,8 +223,7 @@ static bool expand_origin(const char *dir, const char *origin, char *out, size_t
 	size_t o = 0;
 
 	while (*dir) {
-		size_t skip = 0;
-		const char *add;
+		size_t skip = 0, olen;
 
 		if (dir[0] != '$') {
 			if (o + 1 >= outlen)
@@ -238,11 +237,11 @@ static bool expand_origin(const char *dir, const char *origin, char *out, size_t
 			skip = 9;
 		if (!skip || !origin)
 			return false;
-		add = origin;
-		if (o + strlen(add) >= outlen)
+		olen = strlen(origin);
+		if (o + olen >= outlen)
 			return false;
-		memcpy(out + o, add, strlen(add));
-		o += strlen(add);
+		memcpy(out + o, origin, olen);
+		o += olen;
 		dir += skip;
 	}
 	out[o] = 0;
@@ -325,22 +324,14 @@ static void read_object(struct predictor *p, size_t i, int fd)
  * here are fetched then (the programs the profile did not see). d->lock held. */
 static bool left_to_profile(struct fetch_daemon *d, const struct util_extents *ext)
 {
-	bool some = false, all = true;
+	const struct cache_bitmap *present = &d->entry->present;
+	uint64_t size = d->cfg.blob.size;
 
 	if (!d->replay.started_ms || d->replay.failed)
 		return false;
-	for (size_t i = 0; i < ext->n; i++) {
-		uint64_t first, n;
-
-		if (!cache_blocks_of(ext->v[i].offset, ext->v[i].length, d->cfg.blob.size, &first,
-				     &n))
-			continue;
-		if (cache_bitmap_find(&d->entry->present, first, first + n, true) < first + n)
-			some = true;
-		if (cache_bitmap_find(&d->entry->present, first, first + n, false) < first + n)
-			all = false;
-	}
-	return some && !all;
+	/* some of it here, not all of it */
+	return cache_bitmap_any_of(present, ext->v, ext->n, size, true) &&
+	       cache_bitmap_any_of(present, ext->v, ext->n, size, false);
 }
 
 /* Fetch objects [from, nobj) and read each as it arrives, which may add more: at most

@@ -571,20 +571,6 @@ uint64_t fetch_sched_whole_limit(const struct fetch_sched *s)
 	return MIN(ra_limit(s), MAX(4 * MiB, 4 * fetch_sched_bdp(s)));
 }
 
-/* Is any block of the ranges v[0, n) set in bm? */
-static bool any_block_set(const struct fetch_sched *s, const struct cache_bitmap *bm,
-			  const struct util_extent *v, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t f, k;
-
-		if (cache_blocks_of(v[i].offset, v[i].length, s->size, &f, &k) &&
-		    cache_bitmap_find(bm, f, f + k, true) < f + k)
-			return true;
-	}
-	return false;
-}
-
 /* Did a startup profile's replay bring some of these ranges? What the recorded programs read
  * of such a file came with it; a read of it that misses is most likely another page fault of
  * the same programs (the kernel's read-around differs from run to run), not a program that
@@ -595,7 +581,8 @@ static bool replay_brought(const struct fetch_sched *s, const struct util_extent
 {
 	const struct fetch_replay *rp = s->replay;
 
-	return rp && rp->started_ms && !rp->failed && rp->mine && any_block_set(s, rp->mine, v, n);
+	return rp && rp->started_ms && !rp->failed && rp->mine &&
+	       cache_bitmap_any_of(rp->mine, v, n, s->size, true);
 }
 
 /* A file read at a second place, away from its start, once some of it is here: programs map
@@ -609,7 +596,7 @@ static bool file_faulted_in(const struct fetch_sched *s, uint32_t file)
 
 	if (fetch_files_data_bytes(s->files, file) > fetch_sched_whole_limit(s))
 		return false;
-	return !replay_brought(s, v, nr) && any_block_set(s, s->bm, v, nr);
+	return !replay_brought(s, v, nr) && cache_bitmap_any_of(s->bm, v, nr, s->size, true);
 }
 
 /* With a file index, what a read fetches follows the file it falls in: a small file (at most

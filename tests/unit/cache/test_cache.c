@@ -121,6 +121,26 @@ static void test_blocks_of(void **state)
 	assert_int_equal(n, 2);
 }
 
+/* Any block of byte ranges with a value: the blocks a range touches (partial ones too),
+ * nothing past the file. */
+static void test_bitmap_any_of(void **state)
+{
+	static const struct util_extent v[] = {{100, 10}, {3 * 4096 + 5, 4096}, {9 * 4096, 100}};
+	uint64_t size = 8 * 4096;
+	struct cache_bitmap b;
+
+	assert_int_equal(cache_bitmap_init(&b, 8, false), 0);
+	assert_false(cache_bitmap_any_of(&b, v, 3, size, true));
+	assert_true(cache_bitmap_any_of(&b, v, 3, size, false));
+	cache_bitmap_set_range(&b, 4, 1); /* the second range's second block */
+	assert_true(cache_bitmap_any_of(&b, v, 3, size, true));
+	assert_false(cache_bitmap_any_of(&b, v + 2, 1, size, false)); /* past the file */
+	cache_bitmap_set_range(&b, 0, 8);
+	assert_false(cache_bitmap_any_of(&b, v, 3, size, false));
+	assert_false(cache_bitmap_any_of(&b, v, 0, size, true));
+	cache_bitmap_destroy(&b);
+}
+
 /* ---- header --------------------------------------------------------------------------- */
 
 static struct cache_header sample_header(void)
@@ -516,6 +536,7 @@ int main(void)
 	    cmocka_unit_test(test_bitmap_runs),
 	    cmocka_unit_test(test_bitmap_shared_survives_fork),
 	    cmocka_unit_test(test_blocks_of),
+	    cmocka_unit_test(test_bitmap_any_of),
 	    cmocka_unit_test(test_header_roundtrip),
 	    cmocka_unit_test(test_header_damage),
 	    cmocka_unit_test_setup_teardown(test_entry_create_and_persist, setup_dir, teardown_dir),
