@@ -6,10 +6,10 @@
  */
 #include "cache/cache.h"
 
-#include <endian.h>
 #include <errno.h>
 #include <string.h>
 
+#include "util/endian.h"
 #include "util/macro.h"
 
 static const char header_magic[8] = {'L', 'Z', 'E', 'R', 'O', 'F', 'S', 'C'};
@@ -32,34 +32,6 @@ enum {
 _Static_assert(OFF_RESERVED <= OFF_CHECKSUM, "header fields overflow the header");
 _Static_assert(CACHE_HEADER_SIZE <= CACHE_BITMAP_OFFSET, "header overlaps the bits");
 
-static void put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
 static bool is_hex_key(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
@@ -77,13 +49,13 @@ void cache_header_encode(const struct cache_header *h, uint8_t out[CACHE_HEADER_
 {
 	memset(out, 0, CACHE_HEADER_SIZE);
 	memcpy(out + OFF_MAGIC, header_magic, sizeof(header_magic));
-	put32(out + OFF_VERSION, h->version);
-	put32(out + OFF_HEADER_SIZE, CACHE_HEADER_SIZE);
-	put32(out + OFF_BLOCK_SIZE, h->block_size);
-	put32(out + OFF_FLAGS, h->flags);
-	put64(out + OFF_SIZE, h->size);
-	put64(out + OFF_NBLOCKS, h->nblocks);
-	put64(out + OFF_BITMAP_OFFSET, CACHE_BITMAP_OFFSET);
+	util_put_le(out + OFF_VERSION, h->version, 4);
+	util_put_le(out + OFF_HEADER_SIZE, CACHE_HEADER_SIZE, 4);
+	util_put_le(out + OFF_BLOCK_SIZE, h->block_size, 4);
+	util_put_le(out + OFF_FLAGS, h->flags, 4);
+	util_put_le(out + OFF_SIZE, h->size, 8);
+	util_put_le(out + OFF_NBLOCKS, h->nblocks, 8);
+	util_put_le(out + OFF_BITMAP_OFFSET, CACHE_BITMAP_OFFSET, 8);
 	memcpy(out + OFF_KEY, h->key, CACHE_KEY_LEN);
 	memcpy(out + OFF_DIGEST, h->digest, strnlen(h->digest, UTIL_DIGEST_STR_LEN - 1));
 	/* sha256 cannot fail on a buffer short of allocation failure; a zero checksum then
@@ -106,24 +78,24 @@ int cache_header_decode(const void *buf, size_t len, struct cache_header *ret)
 		return -EUCLEAN;
 	/* The version comes before anything else: another format may place its checksum and
 	 * fields elsewhere, so nothing more of it is read. */
-	if (get32(p + OFF_VERSION) != CACHE_FORMAT_VERSION)
+	if (util_get_le(p + OFF_VERSION, 4) != CACHE_FORMAT_VERSION)
 		return -EPROTO;
 	if (util_sha256_buf(p, OFF_CHECKSUM, sum) < 0)
 		return -ENOMEM;
 	if (memcmp(sum, p + OFF_CHECKSUM, UTIL_SHA256_LEN) != 0)
 		return -EUCLEAN;
-	h.version = get32(p + OFF_VERSION);
-	h.block_size = get32(p + OFF_BLOCK_SIZE);
-	h.flags = get32(p + OFF_FLAGS);
-	h.size = get64(p + OFF_SIZE);
-	h.nblocks = get64(p + OFF_NBLOCKS);
-	if (get32(p + OFF_HEADER_SIZE) != CACHE_HEADER_SIZE)
+	h.version = (uint32_t)util_get_le(p + OFF_VERSION, 4);
+	h.block_size = (uint32_t)util_get_le(p + OFF_BLOCK_SIZE, 4);
+	h.flags = (uint32_t)util_get_le(p + OFF_FLAGS, 4);
+	h.size = util_get_le(p + OFF_SIZE, 8);
+	h.nblocks = util_get_le(p + OFF_NBLOCKS, 8);
+	if (util_get_le(p + OFF_HEADER_SIZE, 4) != CACHE_HEADER_SIZE)
 		return -EUCLEAN;
 	if (h.block_size != CACHE_BLOCK_SIZE || (h.flags & ~(uint32_t)CACHE_FLAGS_KNOWN))
 		return -EUCLEAN;
 	if (h.size == 0 || h.nblocks != DIV_ROUND_UP(h.size, CACHE_BLOCK_SIZE))
 		return -EUCLEAN;
-	if (get64(p + OFF_BITMAP_OFFSET) != CACHE_BITMAP_OFFSET)
+	if (util_get_le(p + OFF_BITMAP_OFFSET, 8) != CACHE_BITMAP_OFFSET)
 		return -EUCLEAN;
 	if (!is_hex_key((const char *)p + OFF_KEY, CACHE_KEY_LEN))
 		return -EUCLEAN;

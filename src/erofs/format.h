@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "util/endian.h"
+
 #define EROFS_MAGIC        0xE0F5E1E2u
 #define EROFS_SB_OFFSET    1024u
 #define EROFS_SB_BASE_SIZE 128u /* plus sb_extslots * 16 */
@@ -264,24 +266,20 @@ _Static_assert(__builtin_offsetof(struct erofs_disk_super, feature_incompat) == 
 _Static_assert(__builtin_offsetof(struct erofs_disk_super, packed_nid) == 96, "sb layout");
 _Static_assert(__builtin_offsetof(struct erofs_disk_super, metabox_nid) == 128, "sb layout");
 
-/* Little-endian loads from unaligned bytes. */
+/* Little-endian loads from unaligned bytes (util/endian.h). */
 static inline uint16_t erofs_get_le16(const void *p)
 {
-	const uint8_t *b = p;
-
-	return (uint16_t)(b[0] | b[1] << 8);
+	return (uint16_t)util_get_le(p, 2);
 }
 
 static inline uint32_t erofs_get_le32(const void *p)
 {
-	const uint8_t *b = p;
-
-	return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+	return (uint32_t)util_get_le(p, 4);
 }
 
 static inline uint64_t erofs_get_le64(const void *p)
 {
-	return erofs_get_le32(p) | (uint64_t)erofs_get_le32((const uint8_t *)p + 4) << 32;
+	return util_get_le(p, 8);
 }
 
 #define erofs_le16(field) erofs_get_le16(&(field))
