@@ -280,10 +280,13 @@ int oci_creds_find(const struct oci_client *c, const struct oci_host *h, struct 
 char *oci_base64_encode(const void *data, size_t len);
 int oci_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);
 
-/* oci_manifest_put, handing back the reply's headers too (OCI-Subject) (push.c). */
+/* oci_manifest_put, handing back the reply's headers too (OCI-Subject) (push.c); with
+ * if_match (an entity tag, quoted) the write is conditional on it: a registry that honours
+ * it answers 412 when the stored manifest differs (-ESTALE). */
 int oci_manifest_put_resp(struct oci_client *c, const char *reference, const char *media_type,
-			  const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
-			  struct oci_resp *ret_resp, struct util_error *err);
+			  const void *data, size_t len, const char *if_match,
+			  char ret_digest[UTIL_DIGEST_STR_LEN], struct oci_resp *ret_resp,
+			  struct util_error *err);
 /* GET a manifest or index by tag or digest (MANIFEST_ACCEPT: OCI and Docker manifests and
  * indexes) into body, with its Content-Type and sha256; checked against expect_digest when
  * given (-EILSEQ). A non-200 is -errno with the status and the registry's error (client.c).

@@ -441,17 +441,20 @@ int oci_manifest_put(struct oci_client *c, const char *reference, const char *me
 {
 	struct oci_resp resp;
 
-	return oci_manifest_put_resp(c, reference, media_type, data, len, ret_digest, &resp, err);
+	return oci_manifest_put_resp(c, reference, media_type, data, len, NULL, ret_digest, &resp,
+				     err);
 }
 
 int oci_manifest_put_resp(struct oci_client *c, const char *reference, const char *media_type,
-			  const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
-			  struct oci_resp *ret_resp, struct util_error *err)
+			  const void *data, size_t len, const char *if_match,
+			  char ret_digest[UTIL_DIGEST_STR_LEN], struct oci_resp *ret_resp,
+			  struct util_error *err)
 {
 	struct oci_req q = { .method = "PUT", .body = data, .body_len = len, .body_fd = -1,
 			     .content_type = media_type, .registry_auth = true, .push = true };
 	struct util_buf body = UTIL_BUF_INIT(OCI_ERROR_BODY_MAX);
 	_cleanup_free_ char *url = NULL;
+	struct curl_slist *extra = NULL;
 	uint8_t d[UTIL_SHA256_LEN];
 	struct oci_resp resp;
 	struct util_error local;
@@ -467,6 +470,11 @@ int oci_manifest_put_resp(struct oci_client *c, const char *reference, const cha
 		     reference ? reference : ret_digest) < 0)
 		return -ENOMEM;
 	q.url = url;
+	if (if_match) {
+		if (!oci_slist_add(&extra, "If-Match: %s", if_match))
+			return -ENOMEM;
+		q.extra = extra;
+	}
 	oci_fmt(what, sizeof(what), "registry %s: storing the manifest as %s%c%s", c->shown,
 		c->ref->repository, reference ? ':' : '@', reference ? reference : ret_digest);
 	r = oci_request(c, &q, util_now_ms() + c->timeout_ms, &resp, &body, err);
@@ -486,6 +494,7 @@ int oci_manifest_put_resp(struct oci_client *c, const char *reference, const cha
 	*ret_resp = resp;
 	r = 0;
 out:
+	curl_slist_free_all(extra);
 	util_buf_free(&body);
 	return r;
 }

@@ -17,6 +17,7 @@
 #include "oci/internal.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "util/macro.h"
 #include "util/sha256.h"
 #include "util/time.h"
 
@@ -59,23 +60,27 @@ static int blob_ensure(struct oci_client *c, const void *data, size_t len,
 	return r < 0 ? r : 0;
 }
 
-/* The referrers tag schema: add the artifact's descriptor to the index under the subject's
- * tag (read, add, write back). What is there and is not an index is left alone. Two clients
- * adding at once may lose one entry: the schema has no lock (a registry with the referrers
- * API has no such race). */
-static int tag_index_add(struct oci_client *c, const struct oci_descriptor *subject,
-			 const struct oci_descriptor *artifact, struct util_error *err)
+/* Rounds of read, add, write of the referrers tag at the most before a push gives up. */
+#define TAG_ADD_ROUNDS 12
+
+/* One round of the referrers tag schema: read the index under the subject's tag, add the
+ * artifact's descriptor, write it back unless it was there already (*wrote says which).
+ * What is there and is not an index is left alone. The write is conditional on the index
+ * read (If-Match: its digest, the registry's ETag of a manifest): a registry that honours
+ * it refuses (412, -ESTALE) when another client wrote in between. */
+static int tag_index_round(struct oci_client *c, const char *tag,
+			   const struct oci_descriptor *artifact, bool *wrote,
+			   struct util_error *err)
 {
 	struct util_buf body = UTIL_BUF_INIT(OCI_MANIFEST_MAX);
 	_cleanup_free_ char *index = NULL;
-	char tag[OCI_REFERRERS_TAG_LEN], ctype[256] = "", digest[UTIL_DIGEST_STR_LEN],
-					 why[512] = "";
+	char ctype[256] = "", digest[UTIL_DIGEST_STR_LEN], put_digest[UTIL_DIGEST_STR_LEN],
+	     why[512] = "", if_match[UTIL_DIGEST_STR_LEN + 16];
 	bool exists = true, added = false;
+	struct oci_resp resp;
 	int r;
 
-	r = oci_referrers_tag(subject->digest, tag, sizeof(tag));
-	if (r < 0)
-		goto out;
+	*wrote = false;
 	r = oci_manifest_get(c, tag, NULL, util_now_ms() + c->timeout_ms, &body, ctype,
 			     sizeof(ctype), digest, err);
 	if (r == -ENOENT) {
@@ -100,11 +105,54 @@ static int tag_index_add(struct oci_client *c, const struct oci_descriptor *subj
 			     c->ref->repository, tag, why[0] ? why : strerror(-r));
 		goto out;
 	}
-	if (added)
-		r = oci_manifest_put(c, tag, OCI_MT_OCI_INDEX, index, strlen(index), digest, err);
+	if (!added)
+		goto out;
+	oci_fmt(if_match, sizeof(if_match), "\"%s\"", digest);
+	r = oci_manifest_put_resp(c, tag, OCI_MT_OCI_INDEX, index, strlen(index),
+				  exists ? if_match : NULL, put_digest, &resp, err);
+	*wrote = r >= 0;
 out:
 	util_buf_free(&body);
 	return r;
+}
+
+/* The referrers tag schema: add the artifact's descriptor to the index under the subject's
+ * tag. The schema has no lock: two clients that read the index before either writes it back
+ * would each write an index without the other's entry. So a push reads the index again
+ * after its write, once twice the time its own read and write took has passed (another
+ * client's read-to-write takes about as long), and adds its entry again if a concurrent
+ * write dropped it; a registry that honours If-Match refuses such a write outright. A
+ * registry with the referrers API has no such race. */
+static int tag_index_add(struct oci_client *c, const struct oci_descriptor *subject,
+			 const struct oci_descriptor *artifact, struct util_error *err)
+{
+	char tag[OCI_REFERRERS_TAG_LEN];
+	uint64_t deadline = util_now_ms() + c->timeout_ms;
+	int r;
+
+	r = oci_referrers_tag(subject->digest, tag, sizeof(tag));
+	if (r < 0)
+		return r;
+	for (unsigned round = 1;; round++) {
+		uint64_t t0 = util_now_ms(), took;
+		bool wrote;
+
+		r = tag_index_round(c, tag, artifact, &wrote, err);
+		if (r >= 0 && !wrote)
+			return 0; /* the index lists it */
+		if (r < 0 && r != -ESTALE)
+			return r;
+		if (round == TAG_ADD_ROUNDS || util_now_ms() >= deadline)
+			return util_err_set(err, -EAGAIN,
+					    "registry %s: the referrers index %s:%s kept changing "
+					    "under other pushes (%u rounds); push the profile again",
+					    c->shown, c->ref->repository, tag, round);
+		util_err_clear(err);
+		/* Wait, with up to as much again of jitter so that racing pushes spread out. */
+		took = MAX(util_now_ms() - t0, (uint64_t)10);
+		util_sleep_ms(MIN(2 * took + took * (util_now_us() % 1000) / 1000,
+				  (uint64_t)OCI_BACKOFF_MAX_MS));
+	}
 }
 
 int oci_referrer_push(struct oci_client *c, const char *artifact_type, const char *layer_media_type,
@@ -147,7 +195,7 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 	if (r < 0)
 		return util_err_set(err, r, "building the artifact manifest: %s", strerror(-r));
 	artifact.size = strlen(manifest);
-	r = oci_manifest_put_resp(c, NULL, OCI_MT_OCI_MANIFEST, manifest, artifact.size,
+	r = oci_manifest_put_resp(c, NULL, OCI_MT_OCI_MANIFEST, manifest, artifact.size, NULL,
 				  artifact.digest, &resp, err);
 	if (r < 0)
 		return r;

@@ -437,3 +437,25 @@ def test_lookup_keeps_its_deadline(registry, faultproxy, tmp):
         assert len([l for l in r.stderr.splitlines() if l.strip()]) == 1, r.stderr
         # (oci-get's start and its resolve, before the lookup's clock starts, take a few ms)
         assert took < 1.5 + 1.5, (path, took, r)
+
+
+def test_concurrent_pushes_keep_every_entry(registry, tmp):
+    """Pushes that update the referrers tag at once (two CI jobs of one image): each checks
+    that its entry made it into the index and adds it again if another push's write replaced
+    the index it had read, so no entry is lost."""
+    img = Image(registry, "prof/together")
+    n = 8
+    paths = [write(tmp, f"{i}.prof", profile_text(img.layer, img.size,
+                                                  ranges=((0, 4096 * i, 4096),)))
+             for i in range(n)]
+    procs = [subprocess.Popen([BIN, "profile", "push", "-o", "insecure", p, img.ref],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=clean_env(), stdin=subprocess.DEVNULL) for p in paths]
+    digests = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        r = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+        digests.append(pushed(r)["profile"])
+    index, _ = get_index(img)
+    listed = [e["digest"] for e in index["manifests"]]
+    assert sorted(listed) == sorted(digests), (listed, digests)
