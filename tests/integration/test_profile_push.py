@@ -459,3 +459,29 @@ def test_concurrent_pushes_keep_every_entry(registry, tmp):
     index, _ = get_index(img)
     listed = [e["digest"] for e in index["manifests"]]
     assert sorted(listed) == sorted(digests), (listed, digests)
+
+
+def test_a_refused_conditional_write_goes_round_again(registry, faultproxy, tmp):
+    """A registry that honours If-Match (played by the fault proxy) answers 412 when the
+    index changed between the push's read and its write: the push reads it again and writes
+    again; a tag that keeps changing ends in one line, not a loop."""
+    img = Image(registry, "prof/ifmatch")
+    ref = faultproxy.ref(img.repo, "v1")
+    first = pushed(profile_push(write(tmp, "a.prof", profile_text(img.layer, img.size)), ref))
+    faultproxy.reset_counts()
+    faultproxy.add("status", path=r"/manifests/sha256-", method="PUT", code=412,
+                   body='{"errors":[{"code":"UNKNOWN","message":"precondition failed"}]}')
+    text = profile_text(img.layer, img.size, ranges=((0, 8192, 4096),))
+    second = pushed(profile_push(write(tmp, "b.prof", text), ref))
+    assert faultproxy.count(method="PUT", path="/manifests/sha256-") == 2
+    index, _ = get_index(img)
+    assert [e["digest"] for e in index["manifests"]] == [first["profile"], second["profile"]]
+
+    faultproxy.clear()
+    faultproxy.add("status", path=r"/manifests/sha256-", method="PUT", code=412, count=None,
+                   body='{"errors":[{"code":"UNKNOWN","message":"precondition failed"}]}')
+    text = profile_text(img.layer, img.size, ranges=((0, 12288, 4096),))
+    r = profile_push(write(tmp, "c.prof", text), ref)
+    one_line_error(r, 2, "kept changing", "push the profile again")
+    index, _ = get_index(img)
+    assert len(index["manifests"]) == 2
