@@ -5,13 +5,10 @@
  * parses the bytes as untrusted input and keeps the result in d->files (replacing an older
  * index; the same content again is not parsed again).
  *
- * The parsed index lives in the worker's memory; its encoding also goes to memory shared
- * with the holder (mapped before the holder forks anything, so every process of the daemon
- * has it), and a worker that replaces a crashed one parses that copy again: it goes on
- * fetching files whole and following them instead of falling back to blind chunks until the
- * next mount of the blob. The copy is marked empty while it is rewritten, so a worker that
- * dies meanwhile leaves none rather than half of one, and the parse checks it like any
- * other. Nothing depends on having an index: it only shapes what is fetched, never whether a
+ * The parsed index lives in the worker's memory; its encoding is also kept (kept.c), and a
+ * worker that replaces a crashed one parses that copy again: it goes on fetching files whole
+ * and following them instead of falling back to blind chunks until the next mount of the
+ * blob. Nothing depends on having an index: it only shapes what is fetched, never whether a
  * read is answered.
  */
 #include <errno.h>
@@ -26,7 +23,6 @@
 #include "fetch/internal.h"
 #include "util/cleanup.h"
 #include "util/log.h"
-#include "util/shared.h"
 #include "util/sha256.h"
 
 static int reply(int cfd, int err, uint32_t files, uint32_t ranges, bool unchanged, const char *msg)
@@ -41,35 +37,12 @@ static int reply(int cfd, int err, uint32_t files, uint32_t ranges, bool unchang
 	return o ? fetch_proto_send(cfd, o, -1) : -ENOMEM;
 }
 
-int fetch_files_keep_init(struct fetch_daemon *d)
-{
-	/* Address space only: pages are backed as the worker writes an index (40 KiB for a
-	 * Debian minbase). */
-	d->files_kept = util_shared_alloc(sizeof(*d->files_kept) + FETCH_FILES_MAX_BYTES);
-	return d->files_kept ? 0 : -errno;
-}
-
-/* Main loop only (the control requests' thread): one writer at a time. */
-static void keep(struct fetch_daemon *d, const uint8_t *buf, size_t len, const uint8_t *digest)
-{
-	struct fetch_files_kept *k = d->files_kept;
-
-	if (!k || len > FETCH_FILES_MAX_BYTES)
-		return;
-	/* Emptied before any byte changes: the exchange's acquire keeps the copy below it (a
-	 * fence would do, but ThreadSanitizer does not take fences). */
-	(void)__atomic_exchange_n(&k->len, 0, __ATOMIC_ACQ_REL);
-	memcpy(k->buf, buf, len);
-	memcpy(k->digest, digest, sizeof(k->digest));
-	__atomic_store_n(&k->len, len, __ATOMIC_RELEASE);
-}
-
 void fetch_files_restore(struct fetch_daemon *d)
 {
-	struct fetch_files_kept *k = d->files_kept;
+	struct fetch_kept *k = d->files_kept;
 	struct util_error err = UTIL_ERROR_INIT;
 	struct fetch_files *f = NULL;
-	uint64_t len = k ? __atomic_load_n(&k->len, __ATOMIC_ACQUIRE) : 0;
+	size_t len = fetch_kept_len(k);
 	int r;
 
 	/* A worker forked through a holder that a worker forked inherits that worker's parsed
@@ -134,7 +107,7 @@ int fetch_files_request(struct fetch_daemon *d, int cfd, int fd)
 	d->sched.files = f;
 	memcpy(d->files_digest, digest, sizeof(digest));
 	pthread_mutex_unlock(&d->lock);
-	keep(d, buf, len, digest);
+	fetch_kept_put(d->files_kept, buf, len, digest);
 	fetch_files_free(old);
 	log_info("file index: %u files, %u ranges (%zu bytes)%s", nf, nr, len,
 		 old ? ", replacing the previous one" : "");

@@ -29,7 +29,9 @@
 #include <unistd.h>
 
 #include "fetch/fanotify.h"
+#include "fetch/files.h"
 #include "fetch/internal.h"
+#include "fetch/profile.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -484,10 +486,14 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		log_warning("no shared record of first accesses (%s): a worker replaced after a "
 			    "crash starts a new one",
 			    strerror(errno));
-	r = fetch_files_keep_init(d);
-	if (r < 0)
-		log_warning("no shared copy of the file index (%s): a worker replaced after a "
-			    "crash starts without one", strerror(-r));
+	/* (Address space only: 40 KiB of index are backed for a Debian minbase.) */
+	d->files_kept = fetch_kept_new(FETCH_FILES_MAX_BYTES);
+	d->profile_kept = fetch_kept_new(PROFILE_MAX_BYTES);
+	if (!d->files_kept || !d->profile_kept)
+		log_warning("no shared copy of %s (%s): a worker replaced after a crash starts "
+			    "without it",
+			    !d->files_kept ? "the file index" : "the profile replayed",
+			    strerror(errno));
 	r = fetch_trim_init(d);
 	if (r < 0)
 		log_warning("no record of reads (%s): the entry cannot be trimmed while in use",

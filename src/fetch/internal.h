@@ -240,7 +240,8 @@ struct fetch_daemon {
 	pid_t predict_q[FETCH_PREDICT_QUEUE]; /* (lock) */
 	unsigned predict_n;		       /* (lock) */
 	pthread_cond_t predict_cond;	       /* with d->lock: predict_q has a pid */
-	struct fetch_files_kept *files_kept; /* its encoding, shared with the holder, or NULL */
+	struct fetch_kept *files_kept;	 /* its encoding, shared with the holder, or NULL */
+	struct fetch_kept *profile_kept; /* the profile replayed, shared with the holder, or NULL */
 	uint64_t rescan_at[3];	   /* main loop only: mountinfo rescans due */
 	pid_t openers[8];	   /* main loop only: recent openers of the data file (their
 				    * mount namespace may not be ours) */
@@ -366,24 +367,32 @@ int fetch_ensure_end(struct fetch_daemon *d, struct fetch_ensure *en);
 void fetch_predict_note(struct fetch_daemon *d, pid_t pid);
 void *fetch_predict_thread(void *arg);
 
-/* files_ctl.c: the "files" request (fd: the sealed memfd passed with it), and freeing the
- * index at exit. The encoding the worker accepted last is kept in memory shared with the
- * holder (fetch_files_keep_init, before the first fork), and a replacement worker parses it
- * again (fetch_files_restore). */
-struct fetch_files;
-struct fetch_files_kept {
+/* kept.c: bytes a worker accepted that a replacement takes up again, in memory shared with
+ * the holder (allocated before the first fork). */
+struct fetch_kept {
 	uint64_t len; /* (atomic) 0: none (or being replaced) */
-	uint8_t digest[32];
-	uint8_t buf[]; /* FETCH_FILES_MAX_BYTES, backed only as far as written */
+	uint64_t max;
+	uint8_t digest[32]; /* of buf, when the writer gave one */
+	uint8_t buf[];	    /* max bytes, backed only as far as written */
 };
-int fetch_files_keep_init(struct fetch_daemon *d);
+struct fetch_kept *fetch_kept_new(size_t max);
+void fetch_kept_put(struct fetch_kept *k, const void *buf, size_t len, const uint8_t *digest);
+size_t fetch_kept_len(const struct fetch_kept *k);
+
+/* files_ctl.c: the "files" request (fd: the sealed memfd passed with it), and freeing the
+ * index at exit. The encoding the worker accepted last is kept (d->files_kept), and a
+ * replacement worker parses it again (fetch_files_restore). */
+struct fetch_files;
 int fetch_files_request(struct fetch_daemon *d, int cfd, int fd);
 void fetch_files_restore(struct fetch_daemon *d);
 void fetch_files_drop(struct fetch_daemon *d);
 
 /* profile_ctl.c: the record of first accesses and the replay of a startup profile (control
- * requests "profile_get" and "profile_replay" with a sealed memfd), their status keys. */
+ * requests "profile_get" and "profile_replay" with a sealed memfd), their status keys. The
+ * profile being replayed is kept (d->profile_kept), and a replacement worker replays it
+ * again (fetch_profile_restore: what is present is not fetched twice). */
 int fetch_profile_init(struct fetch_daemon *d);
+void fetch_profile_restore(struct fetch_daemon *d);
 void fetch_profile_note(struct fetch_daemon *d, uint64_t first, uint64_t nblk);
 /* An event answered well: count it when replay brought some of its bytes. */
 void fetch_profile_answered(struct fetch_daemon *d, const struct fetch_req *r);

@@ -6,9 +6,10 @@
  * it is for this blob and starts replaying it (replay.c). One replay per daemon: a second
  * mount of the same blob finds it started (or done) and the profile is not taken again.
  *
- * The record's ranges live in memory shared with the holder, like the file index's encoding:
- * a worker that replaces a crashed one goes on with the record. The replay lives in the
- * worker's memory: the replacement replays nothing (reads fetch what they need).
+ * The record's ranges live in memory shared with the holder: a worker that replaces a crashed
+ * one goes on with the record. The profile being replayed is kept there too (kept.c), and
+ * the replacement replays it again; what the first replay brought is present and is not
+ * fetched twice.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -114,38 +115,30 @@ static int reply_replay(struct fetch_daemon *d, int cfd, bool started)
 	return o ? fetch_proto_send(cfd, o, -1) : -ENOMEM;
 }
 
-int fetch_profile_replay_request(struct fetch_daemon *d, int cfd, int fd)
+/* Start replaying the profile text buf (untrusted) unless a replay is under way or done
+ * (*started says which; -errno and err when the profile is refused). Any thread. */
+static int replay_start(struct fetch_daemon *d, const uint8_t *buf, size_t len, bool *started,
+			struct util_error *err)
 {
-	_cleanup_free_ uint8_t *buf = NULL;
 	_cleanup_free_ struct util_extent *v = NULL;
 	struct cache_bitmap *mine = NULL;
-	struct util_error err = UTIL_ERROR_INIT;
 	struct profile p = {0};
 	uint64_t bytes;
-	size_t len = 0, n;
+	size_t n;
 	bool busy;
 	int r;
 
-	if (fd < 0)
-		return fetch_reply_error(cfd, EINVAL, "profile: no memfd was passed");
-	pthread_mutex_lock(&d->lock);
-	busy = d->replay_v != NULL;
-	pthread_mutex_unlock(&d->lock);
-	/* One replay per daemon; a complete entry has nothing to fetch. */
-	if (busy || cache_entry_complete(d->entry))
-		return reply_replay(d, cfd, false);
-	r = fetch_sealed_read(fd, PROFILE_MAX_BYTES, "profile", &buf, &len, &err);
-	if (r >= 0)
-		r = profile_parse(buf, len, &p, &err);
+	*started = false;
+	r = profile_parse(buf, len, &p, err);
 	if (r < 0)
-		return fetch_reply_error(cfd, r, "%s", util_err_msg(&err, r));
+		return r;
 	if (strcmp(p.digest, d->cfg.blob.digest) != 0 || p.size != d->cfg.blob.size) {
-		r = fetch_reply_error(cfd, EILSEQ,
-				      "the profile is for blob %s (%" PRIu64 " bytes), not this "
-				      "image's %s (%" PRIu64 " bytes)",
-				      p.digest, p.size,
-				      d->cfg.blob.digest[0] ? d->cfg.blob.digest : "(no digest)",
-				      d->cfg.blob.size);
+		r = util_err_set(err, -EILSEQ,
+				 "the profile is for blob %s (%" PRIu64 " bytes), not this "
+				 "image's %s (%" PRIu64 " bytes)",
+				 p.digest, p.size,
+				 d->cfg.blob.digest[0] ? d->cfg.blob.digest : "(no digest)",
+				 d->cfg.blob.size);
 		profile_free(&p);
 		return r;
 	}
@@ -153,11 +146,11 @@ int fetch_profile_replay_request(struct fetch_daemon *d, int cfd, int fd)
 	n = p.n;
 	profile_free(&p);
 	if (!v)
-		return fetch_reply_error(cfd, ENOMEM, "profile: out of memory");
+		return util_err_set(err, -ENOMEM, "profile: out of memory");
 	mine = calloc(1, sizeof(*mine));
 	if (!mine || cache_bitmap_init(mine, d->sched.nblocks, false) < 0) {
 		free(mine);
-		return fetch_reply_error(cfd, ENOMEM, "profile: out of memory");
+		return util_err_set(err, -ENOMEM, "profile: out of memory");
 	}
 	pthread_mutex_lock(&d->lock);
 	busy = d->replay_v != NULL;
@@ -173,10 +166,57 @@ int fetch_profile_replay_request(struct fetch_daemon *d, int cfd, int fd)
 		cache_bitmap_destroy(mine);
 		free(mine);
 	}
-	if (!busy)
+	if (!busy) {
+		/* Kept for a worker that replaces this one: it replays the profile again. */
+		fetch_kept_put(d->profile_kept, buf, len, NULL);
 		log_info("replaying a startup profile: %zu ranges, %" PRIu64 " KiB", n,
 			 bytes >> 10);
-	return reply_replay(d, cfd, !busy);
+	}
+	*started = !busy;
+	return 0;
+}
+
+int fetch_profile_replay_request(struct fetch_daemon *d, int cfd, int fd)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	struct util_error err = UTIL_ERROR_INIT;
+	size_t len = 0;
+	bool busy, started = false;
+	int r;
+
+	if (fd < 0)
+		return fetch_reply_error(cfd, EINVAL, "profile: no memfd was passed");
+	pthread_mutex_lock(&d->lock);
+	busy = d->replay_v != NULL;
+	pthread_mutex_unlock(&d->lock);
+	/* One replay per daemon; a complete entry has nothing to fetch. */
+	if (busy || cache_entry_complete(d->entry))
+		return reply_replay(d, cfd, false);
+	r = fetch_sealed_read(fd, PROFILE_MAX_BYTES, "profile", &buf, &len, &err);
+	if (r >= 0)
+		r = replay_start(d, buf, len, &started, &err);
+	if (r < 0)
+		return fetch_reply_error(cfd, r, "%s", util_err_msg(&err, r));
+	return reply_replay(d, cfd, started);
+}
+
+/* A worker that replaces a crashed one replays the profile its predecessor was replaying
+ * (or had replayed): the ranges already present are not fetched again, the rest is. */
+void fetch_profile_restore(struct fetch_daemon *d)
+{
+	struct util_error err = UTIL_ERROR_INIT;
+	size_t len = fetch_kept_len(d->profile_kept);
+	bool started;
+	int r;
+
+	if (!len || cache_entry_complete(d->entry))
+		return;
+	r = replay_start(d, d->profile_kept->buf, len, &started, &err);
+	if (r < 0)
+		log_warning("the startup profile kept from the previous worker is unusable: %s",
+			    util_err_msg(&err, r));
+	else if (started)
+		log_info("the previous worker was replaying a startup profile: replaying it again");
 }
 
 void fetch_profile_status(struct fetch_daemon *d, json_t *o)

@@ -59,6 +59,16 @@ static void worker_state_init(struct fetch_daemon *d)
 
 	d->client = NULL;
 	d->reader = NULL;
+	/* A replay in memory is the forking worker's; the kept profile is replayed again
+	 * (fetch_profile_restore). */
+	free(d->replay_v);
+	d->replay_v = NULL;
+	d->replay = (struct fetch_replay){0};
+	if (d->replay_mine) {
+		cache_bitmap_destroy(d->replay_mine);
+		free(d->replay_mine);
+		d->replay_mine = NULL;
+	}
 	d->nensure = d->holds = d->conns = d->fills = 0;
 	d->last_errno = 0;
 	d->last_error[0] = 0;
@@ -178,6 +188,7 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	r = fetch_profile_init(d);
 	if (r < 0)
 		fetch_fatal(d, r, "record of first accesses: %s", strerror(-r));
+	fetch_profile_restore(d);
 	fetch_slots_init(d);
 	if (takeover)
 		fetch_takeover_serve(d);

@@ -150,6 +150,46 @@ def test_record_outlives_a_worker_crash(lazy, images, workdir):
     lazy.assert_nothing_left(timeout=30)  # a replacement worker stays 10 s at least
 
 
+def test_replay_outlives_a_worker_crash(lazy, images, workdir, faultproxy):
+    """The profile being replayed is kept in memory shared with the holder: a worker killed
+    in the middle of a replay (every blob request takes 0.3 s here) is replaced, the
+    replacement replays the profile again (what is present is not fetched twice), and the
+    workload then finds its bytes present."""
+    mp = lazy.mount(images["a"]["ref"], opts="insecure,profile=none")
+    workload(mp)
+    with open(os.path.join(mp, "big.bin"), "rb") as f:
+        f.read()  # 8 MiB more: a replay of many requests
+    path = os.path.join(workdir, "a-crash.prof")
+    r = lazy.run(["profile", "save", mp, path])
+    assert r.returncode == 0, r.stderr
+    lazy.umount(mp)
+    _, _, ranges = parse(path)
+    fresh = type(lazy)(os.path.dirname(lazy.root))
+    try:
+        ref = faultproxy.ref("prof/a", "v1")
+        faultproxy.add("delay", path=r"/blobs/", method="GET", seconds=0.3, count=None)
+        mp, r = fresh.mount(ref, opts=f"insecure,profile={path}", check=False)
+        assert r.returncode == 0, r.stderr
+        st0 = fresh.status_of(mp)
+        assert st0["profile_state"] == "replaying", st0
+        os.kill(st0["worker_pid"], signal.SIGKILL)
+        fresh.wait_worker_replaced(mp, st0["worker_pid"])
+        faultproxy.clear()
+        st = fresh.settled_status_of(mp)
+        assert st["profile_state"] == "done", st
+        assert st["profile_ranges"] == len(ranges)
+        assert st["profile_ranges_done"] == len(ranges)
+        before = st["requests"]
+        workload(mp)
+        st = fresh.settled_status_of(mp)
+        assert st["requests"] - before <= 2, (before, st)
+        fresh.umount(mp)
+        fresh.assert_nothing_left(timeout=30)  # a replacement worker stays 10 s at least
+    finally:
+        problems = fresh.cleanup()
+    assert not problems, problems
+
+
 def test_wrong_blob_and_bad_profiles_warn(lazy, images, workdir):
     path = record(lazy, images["a"]["ref"], workdir, "a2.prof")
     bad = os.path.join(workdir, "bad.prof")
