@@ -39,11 +39,11 @@ else
 BUILD ?= build-san
 endif
 
-PKGS := libcurl jansson libcrypto liblz4 liblzma zlib libzstd
+PKGS := libcurl jansson libssl libcrypto liblz4 liblzma zlib libzstd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ifeq ($(PKG_LIBS),)
-PKG_LIBS := -lcurl -ljansson -lcrypto -llz4 -llzma -lz -lzstd
+PKG_LIBS := -lcurl -ljansson -lssl -lcrypto -llz4 -llzma -lz -lzstd
 endif
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \

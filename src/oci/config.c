@@ -393,7 +393,7 @@ static int host_url(struct hosts_file *f, const struct util_toml *at, const char
  * already or *server says nothing. */
 static int take_server(struct oci_options *o, struct oci_mirror *server)
 {
-	if (o->server || !(server->url || server->ca_pem || server->client_cert ||
+	if (o->server || !(server->url || server->ca_pem || server->nclients ||
 			   server->headers || server->skip_verify || server->proxy ||
 			   server->dial_timeout_ms || server->override_path))
 		return 0;

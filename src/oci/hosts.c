@@ -27,8 +27,11 @@ void oci_mirror_free(struct oci_mirror *m)
 		return;
 	free(m->url);
 	free(m->ca_pem);
-	free(m->client_cert);
-	util_free_secret_buf(m->client_key, m->client_key_len);
+	for (size_t i = 0; i < m->nclients; i++) {
+		free(m->clients[i].cert);
+		util_free_secret_buf(m->clients[i].key, m->clients[i].key_len);
+	}
+	free(m->clients);
 	for (char **h = m->headers; h && *h; h++)
 		free(*h);
 	free(m->headers);
@@ -56,16 +59,33 @@ int oci_mirror_copy(struct oci_mirror *dst, const struct oci_mirror *src)
 	size_t n = 0;
 
 	*dst = *src;
-	dst->url = dst->ca_pem = dst->client_cert = dst->client_key = dst->proxy = dst->from = NULL;
+	dst->url = dst->ca_pem = dst->proxy = dst->from = NULL;
 	dst->headers = NULL;
+	dst->clients = NULL;
+	dst->nclients = 0;
 	if ((src->url && !(dst->url = strdup(src->url))) ||
 	    (src->proxy && !(dst->proxy = strdup(src->proxy))) ||
 	    (src->from && !(dst->from = strdup(src->from))))
 		goto oom;
-	if (dup_text(src->ca_pem, src->ca_pem_len, &dst->ca_pem) < 0 ||
-	    dup_text(src->client_cert, src->client_cert_len, &dst->client_cert) < 0 ||
-	    dup_text(src->client_key, src->client_key_len, &dst->client_key) < 0)
+	if (dup_text(src->ca_pem, src->ca_pem_len, &dst->ca_pem) < 0)
 		goto oom;
+	if (src->nclients) {
+		dst->clients = calloc(src->nclients, sizeof(*dst->clients));
+		if (!dst->clients)
+			goto oom;
+		for (; dst->nclients < src->nclients; dst->nclients++) {
+			const struct oci_client_cert *a = &src->clients[dst->nclients];
+			struct oci_client_cert *b = &dst->clients[dst->nclients];
+
+			if (dup_text(a->cert, a->cert_len, &b->cert) < 0 ||
+			    dup_text(a->key, a->key_len, &b->key) < 0) {
+				free(b->cert);
+				goto oom;
+			}
+			b->cert_len = a->cert_len;
+			b->key_len = a->key_len;
+		}
+	}
 	while (src->headers && src->headers[n])
 		n++;
 	if (src->headers) {
@@ -239,13 +259,19 @@ static int host_from(struct oci_client *c, struct oci_host *h, const struct oci_
 		h->ca_blob.len = m->ca_pem_len;
 		h->ca_blob.flags = CURL_BLOB_NOCOPY;
 	}
-	if (m->client_cert) {
-		h->cert_blob = (struct curl_blob){ .data = m->client_cert,
-						   .len = m->client_cert_len,
+	if (m->nclients) {
+		/* The first for libcurl; with several, the handshake chooses (oci_tls_choice). */
+		h->cert_blob = (struct curl_blob){ .data = m->clients[0].cert,
+						   .len = m->clients[0].cert_len,
 						   .flags = CURL_BLOB_NOCOPY };
-		h->key_blob = (struct curl_blob){ .data = m->client_key,
-						  .len = m->client_key_len,
+		h->key_blob = (struct curl_blob){ .data = m->clients[0].key,
+						  .len = m->clients[0].key_len,
 						  .flags = CURL_BLOB_NOCOPY };
+	}
+	if (m->nclients > 1) {
+		r = oci_tls_choice_new(m->clients, m->nclients, &h->choice);
+		if (r < 0)
+			return r;
 	}
 	if (m->proxy)
 		h->proxy = m->proxy;
@@ -340,6 +366,7 @@ void oci_hosts_free(struct oci_client *c)
 		free(h->origin);
 		free(h->blob_url);
 		curl_slist_free_all(h->headers);
+		oci_tls_choice_free(h->choice);
 	}
 	free(c->hosts);
 	c->hosts = NULL;

@@ -196,11 +196,19 @@ void oci_easy_setup(struct oci_client *c, const struct oci_host *h, CURL *easy,
 	else if (h->ca_file)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, h->ca_file);
 	/* hosts.toml's client (or Docker's NAME.cert and NAME.key): presented when the server
-	 * asks for a certificate. */
-	if (h->cert_blob.data) {
-		curl_easy_setopt(easy, CURLOPT_SSLCERT_BLOB, &h->cert_blob);
-		curl_easy_setopt(easy, CURLOPT_SSLKEY_BLOB, &h->key_blob);
-	}
+	 * asks for a certificate. Several: the handshake chooses (OpenSSL; a libcurl built
+	 * with another TLS library presents the first). A handle goes to several hosts in its
+	 * life: each sets or clears all of it. */
+	bool chosen = h->choice && curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION,
+						    oci_tls_choice_ctx) == CURLE_OK;
+
+	if (!chosen)
+		curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, NULL);
+	curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, chosen ? h->choice : NULL);
+	curl_easy_setopt(easy, CURLOPT_SSLCERT_BLOB,
+			 !chosen && h->cert_blob.data ? &h->cert_blob : NULL);
+	curl_easy_setopt(easy, CURLOPT_SSLKEY_BLOB,
+			 !chosen && h->cert_blob.data ? &h->key_blob : NULL);
 	/* Without a proxy of ours, libcurl's http_proxy/https_proxy/no_proxy apply. */
 	if (h->proxy)
 		curl_easy_setopt(easy, CURLOPT_PROXY, h->proxy);

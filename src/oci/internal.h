@@ -108,8 +108,9 @@ struct oci_host {
 	bool skip_verify;
 	const char *ca_file;       /* -o ca=, for a host without a CA of its own */
 	struct curl_blob ca_blob;  /* its own CA (hosts.toml ca), data NULL when none */
-	struct curl_blob cert_blob; /* its client certificate and key (hosts.toml client), */
-	struct curl_blob key_blob;  /* data NULL when none */
+	struct curl_blob cert_blob; /* its (first) client certificate and key (hosts.toml */
+	struct curl_blob key_blob;  /* client), data NULL when none */
+	struct oci_tls_choice *choice; /* several client certificates, parsed; else NULL */
 	struct curl_slist *headers; /* hosts.toml [header] */
 	const char *proxy;         /* NULL: the client's, else libcurl's environment */
 	long connect_timeout_ms;
@@ -177,10 +178,18 @@ char *oci_host_url(const struct oci_client *c, const struct oci_host *h, const c
 /* Append the PEM text of the CA file at path to pem; -errno with "ca 'PATH': why" in err. */
 int oci_ca_file_append(const char *path, struct util_buf *pem, struct util_error *err);
 /* Check a client certificate (PEM, its chain may follow) and its private key (key_path NULL:
- * in the certificate's file) belong together, and make them m's unless m has one already.
- * -errno with one line naming the file and why in err. */
+ * in the certificate's file) belong together, and add them to m's (OCI_CLIENT_CERTS_MAX at
+ * most). -errno with one line naming the file and why in err. */
 int oci_client_pair_load(const char *cert_path, const char *key_path, struct oci_mirror *m,
 			 struct util_error *err);
+/* A host's several client certificates, parsed for its handshakes: each presents the first
+ * whose chain the server's list of acceptable CAs names an issuer of (the first when the
+ * list is empty), and none when it names no issuer of any (Go's rule, so containerd's).
+ * oci_tls_choice_ctx is a CURLOPT_SSL_CTX_FUNCTION (OpenSSL) with the choice as its data. */
+struct oci_tls_choice;
+int oci_tls_choice_new(const struct oci_client_cert *v, size_t n, struct oci_tls_choice **ret);
+void oci_tls_choice_free(struct oci_tls_choice *ch);
+CURLcode oci_tls_choice_ctx(CURL *curl, void *ssl_ctx, void *choice);
 
 /* Fixed options of every easy handle of this client talking to host h: TLS, CA, proxy,
  * timeouts for a deadline, protocols, share, user agent, buffer size. */

@@ -38,6 +38,16 @@ char *oci_ref_format(const struct oci_ref *r);
 #define OCI_CAP_PULL 1u
 #define OCI_CAP_RESOLVE 2u
 
+/* A client certificate: PEM text, its chain with it, and its private key (PEM text; a
+ * secret, wiped when freed). */
+struct oci_client_cert {
+	char *cert;
+	size_t cert_len;
+	char *key;
+	size_t key_len;
+};
+#define OCI_CLIENT_CERTS_MAX 16 /* per host */
+
 /* A host a pull tries before the registry itself: `-o mirror=`, the configuration file's
  * mirrors, a hosts.toml [host."..."] table (which also describes the registry's own server,
  * see oci_options.server). Everything but url is optional. */
@@ -48,12 +58,10 @@ struct oci_mirror {
 	bool skip_verify;       /* TLS without certificate verification: bytes count as insecure */
 	char *ca_pem;           /* CA certificates (PEM text) trusted for this host, or NULL */
 	size_t ca_pem_len;
-	/* The client certificate this host's TLS handshakes present (PEM text, its chain with
-	 * it) and its private key (PEM text; a secret, wiped when freed), or NULL. */
-	char *client_cert;
-	size_t client_cert_len;
-	char *client_key;
-	size_t client_key_len;
+	/* The client certificates this host's TLS handshakes may present, in the configured
+	 * order: a handshake presents the first one the server accepts (tlsfiles.c). */
+	struct oci_client_cert *clients;
+	size_t nclients;
 	char **headers;         /* "Name: value" lines for this host, NULL-terminated, or NULL */
 	char *proxy;            /* this host's proxy URL; NULL: the global one */
 	uint64_t dial_timeout_ms; /* connect timeout; 0: the default */

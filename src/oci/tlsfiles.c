@@ -4,7 +4,9 @@
  * *.cert and *.key): read once, when the configuration is, and checked then -- a CA file
  * holds a PEM certificate, a client certificate parses and its private key belongs to it --
  * so that a mistake is one line naming the file before anything is asked of a registry, not
- * a failed handshake later. libcurl gets the bytes (CURLOPT_*_BLOB), never the paths.
+ * a failed handshake later. libcurl gets the bytes (CURLOPT_*_BLOB), never the paths; a host
+ * with several client certificates chooses one per handshake, as containerd does: the first
+ * the server accepts.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +17,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "oci/internal.h"
@@ -86,6 +89,7 @@ int oci_client_pair_load(const char *cert_path, const char *key_path, struct oci
 {
 	_cleanup_(util_free_secret) char *cert = NULL, *key = NULL;
 	size_t cert_len = 0, key_len = 0;
+	struct oci_client_cert *v;
 	int r;
 
 	r = util_read_file(AT_FDCWD, cert_path, TLS_FILE_MAX, 0, &cert, &cert_len);
@@ -123,10 +127,11 @@ int oci_client_pair_load(const char *cert_path, const char *key_path, struct oci
 				 key_path ? key_path : cert_path, cert_path);
 		break;
 	}
-	/* A host presents one certificate (libcurl's handshake takes one): the first; the
-	 * others are checked all the same. */
-	if (r < 0 || m->client_cert)
-		return r < 0 ? r : 0;
+	if (r < 0)
+		return r;
+	if (m->nclients == OCI_CLIENT_CERTS_MAX)
+		return util_err_set(err, -E2BIG, "client certificate '%s': more than %d for one host",
+				    cert_path, OCI_CLIENT_CERTS_MAX);
 	if (!key) {
 		key = malloc(cert_len + 1);
 		if (!key)
@@ -134,9 +139,108 @@ int oci_client_pair_load(const char *cert_path, const char *key_path, struct oci
 		memcpy(key, cert, cert_len + 1);
 		key_len = cert_len;
 	}
-	m->client_cert_len = cert_len;
-	m->client_cert = TAKE_PTR(cert);
-	m->client_key_len = key_len;
-	m->client_key = TAKE_PTR(key);
+	v = realloc(m->clients, (m->nclients + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	m->clients = v;
+	m->clients[m->nclients++] = (struct oci_client_cert){
+	    .cert = TAKE_PTR(cert), .cert_len = cert_len, .key = TAKE_PTR(key), .key_len = key_len};
 	return 0;
+}
+
+/* ---- choosing among several client certificates ------------------------------------------- */
+
+struct tls_pair {
+	X509 *leaf;
+	STACK_OF(X509) *chain; /* the certificates after the leaf in its file */
+	EVP_PKEY *key;
+};
+
+struct oci_tls_choice {
+	size_t n;
+	struct tls_pair v[];
+};
+
+void oci_tls_choice_free(struct oci_tls_choice *ch)
+{
+	if (!ch)
+		return;
+	for (size_t i = 0; i < ch->n; i++) {
+		X509_free(ch->v[i].leaf);
+		sk_X509_pop_free(ch->v[i].chain, X509_free);
+		EVP_PKEY_free(ch->v[i].key);
+	}
+	free(ch);
+}
+
+int oci_tls_choice_new(const struct oci_client_cert *v, size_t n, struct oci_tls_choice **ret)
+{
+	struct oci_tls_choice *ch = calloc(1, sizeof(*ch) + n * sizeof(ch->v[0]));
+	int r = 0;
+
+	if (!ch)
+		return -ENOMEM;
+	for (; ch->n < n && r == 0; ch->n++) {
+		struct tls_pair *p = &ch->v[ch->n];
+		BIO *b = BIO_new_mem_buf(v[ch->n].cert, (int)v[ch->n].cert_len);
+		X509 *x;
+
+		p->chain = sk_X509_new_null();
+		p->leaf = b ? PEM_read_bio_X509(b, NULL, no_passphrase, NULL) : NULL;
+		while (b && p->chain && (x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)))
+			if (!sk_X509_push(p->chain, x)) {
+				X509_free(x);
+				r = -ENOMEM;
+			}
+		BIO_free(b);
+		b = BIO_new_mem_buf(v[ch->n].key, (int)v[ch->n].key_len);
+		p->key = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
+		BIO_free(b);
+		/* (checked when the configuration was read: only memory can fail here) */
+		if (!p->leaf || !p->chain || !p->key)
+			r = -ENOMEM;
+	}
+	ERR_clear_error();
+	if (r < 0) {
+		oci_tls_choice_free(ch);
+		return r;
+	}
+	*ret = ch;
+	return 0;
+}
+
+/* Whether the server's list of acceptable CAs names an issuer of the pair's chain. */
+static bool pair_accepted(const struct tls_pair *p, const STACK_OF(X509_NAME) *cas)
+{
+	for (int i = -1; i < sk_X509_num(p->chain); i++) {
+		X509 *x = i < 0 ? p->leaf : sk_X509_value(p->chain, i);
+
+		for (int j = 0; j < sk_X509_NAME_num(cas); j++)
+			if (!X509_NAME_cmp(X509_get_issuer_name(x), sk_X509_NAME_value(cas, j)))
+				return true;
+	}
+	return false;
+}
+
+/* OpenSSL asks when the server requests a certificate. */
+static int choose(SSL *ssl, void *arg)
+{
+	const struct oci_tls_choice *ch = arg;
+	const STACK_OF(X509_NAME) *cas = SSL_get_client_CA_list(ssl);
+
+	for (size_t i = 0; i < ch->n; i++) {
+		const struct tls_pair *p = &ch->v[i];
+
+		if (sk_X509_NAME_num(cas) > 0 && !pair_accepted(p, cas))
+			continue;
+		return SSL_use_cert_and_key(ssl, p->leaf, p->key, p->chain, 1) == 1;
+	}
+	return 1; /* none of ours: the server decides whether to go on without one */
+}
+
+CURLcode oci_tls_choice_ctx(CURL *curl, void *ssl_ctx, void *choice)
+{
+	(void)curl;
+	SSL_CTX_set_cert_cb(ssl_ctx, choose, choice);
+	return CURLE_OK;
 }

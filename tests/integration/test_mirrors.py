@@ -532,6 +532,30 @@ def test_hosts_toml_client_certificate(lazy, image, mtls_registry, pki, client_p
     forget_image(lazy, mp)
 
 
+def test_hosts_toml_several_client_certificates(lazy, image, mtls_registry, pki, client_pki):
+    """Several client certificates for one host (a node enrolled with two CAs): a handshake
+    presents the first one the server accepts (its list of acceptable CAs names the issuer),
+    as containerd does, not just the first configured; none it accepts: one line."""
+    ns = namespace_of(mtls_registry.host)
+    ref = mtls_registry.ref(REPO, "v1")
+    put_files(lazy, ns, client_pki, pki, {"ca.pem": "ca", "client.cert": "client.cert",
+                                          "client.key": "client.key",
+                                          "stranger.cert": "stranger.cert",
+                                          "stranger.key": "stranger.key"})
+    write_hosts(lazy, ns, 'ca = "ca.pem"\nclient = [["stranger.cert", "stranger.key"],\n'
+                          '  ["client.cert", "client.key"]]\n')
+    mp = lazy.mount(ref, opts=None)
+    check_reads(mp, image[1])
+    forget_image(lazy, mp)
+
+    write_hosts(lazy, ns, 'ca = "ca.pem"\nclient = [["stranger.cert", "stranger.key"],\n'
+                          '  ["stranger.cert", "stranger.key"]]\n')
+    r = lazy.run(["mount", ref, lazy.mountpoint()], timeout=120)
+    assert_one_line_error(r, 32)
+    assert "the server wants a client certificate it trusts" in r.stderr, r.stderr
+    lazy.assert_nothing_left()
+
+
 def test_docker_certs_layout(lazy, image, mtls_registry, pki, client_pki):
     """A host directory without hosts.toml: NAME.crt is a CA, NAME.cert with NAME.key a client
     certificate (Docker's layout, which containerd reads then): the mount goes through. A

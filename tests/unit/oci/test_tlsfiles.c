@@ -106,15 +106,19 @@ static void test_client_forms(void **state)
 		if (apply(&o, text, &err) != 0)
 			fail_msg("%s: %s", text, err.message);
 		assert_int_equal(o.n_mirrors, 1);
-		assert_non_null(strstr(o.mirrors[0].client_cert, "BEGIN CERTIFICATE"));
-		assert_non_null(strstr(o.mirrors[0].client_key, "BEGIN PRIVATE KEY"));
-		assert_int_equal(o.mirrors[0].client_key_len, strlen(o.mirrors[0].client_key));
+		assert_non_null(strstr(o.mirrors[0].clients[0].cert, "BEGIN CERTIFICATE"));
+		assert_non_null(strstr(o.mirrors[0].clients[0].key, "BEGIN PRIVATE KEY"));
+		assert_int_equal(o.mirrors[0].clients[0].key_len,
+				 strlen(o.mirrors[0].clients[0].key));
 		assert_null(o.server);
 
 		assert_int_equal(oci_ref_parse("reg.example/a:b", &ref, &err), 0);
 		assert_int_equal(oci_client_new(ref, &o, &c), 0);
-		assert_ptr_equal(c->hosts[0].cert_blob.data, c->opts.mirrors[0].client_cert);
-		assert_int_equal(c->hosts[0].key_blob.len, c->opts.mirrors[0].client_key_len);
+		assert_ptr_equal(c->hosts[0].cert_blob.data, c->opts.mirrors[0].clients[0].cert);
+		assert_int_equal(c->hosts[0].key_blob.len, c->opts.mirrors[0].clients[0].key_len);
+		/* two certificates (the same one twice): the handshake chooses */
+		assert_int_equal(o.mirrors[0].nclients, i == 0 || i == 2 ? 1 : 2);
+		assert_true((c->hosts[0].choice != NULL) == (o.mirrors[0].nclients > 1));
 		assert_null(c->up->cert_blob.data); /* per host: the registry presents none */
 		oci_client_free(c);
 		oci_ref_free(ref);
@@ -132,10 +136,11 @@ static void test_client_server(void **state)
 	assert_int_equal(apply(&o, "client = [[\"a.cert\", \"a.key\"]]\n", &err), 0);
 	assert_non_null(o.server);
 	assert_null(o.server->url);
-	assert_string_equal(o.server->client_key, KEY_A);
+	assert_string_equal(o.server->clients[0].key, KEY_A);
 	assert_int_equal(oci_options_copy(&copy, &o), 0);
-	assert_string_equal(copy.server->client_cert, CERT_A);
-	assert_string_equal(copy.server->client_key, KEY_A);
+	assert_int_equal(copy.server->nclients, 1);
+	assert_string_equal(copy.server->clients[0].cert, CERT_A);
+	assert_string_equal(copy.server->clients[0].key, KEY_A);
 	oci_options_free(&copy);
 	oci_options_free(&o);
 }
@@ -168,7 +173,7 @@ static void test_client_refused(void **state)
 		 "'%s/h/a.cert'",
 		 tmpdir, tmpdir);
 	refused("[host.\"https://m1\"]\nclient = [[\"a.cert\", \"b.key\"]]\n", 2, why);
-	/* a later pair is checked too, though only the first is presented */
+	/* a later pair is checked too */
 	refused("[host.\"https://m1\"]\nclient = [\"a.pem\",\n  [\"a.cert\", \"b.key\"]]\n", 3,
 		"does not belong");
 	refused("client = \"a.cert\"\n", 1, "holds no PEM private key");
@@ -205,8 +210,8 @@ static void test_cert_files(void **state)
 	assert_non_null(o.server);
 	assert_null(o.server->url);
 	assert_int_equal(o.server->ca_pem_len, 2 * (strlen(CA_PEM) + 1));
-	assert_string_equal(o.server->client_cert, CERT_A);
-	assert_string_equal(o.server->client_key, KEY_A);
+	assert_string_equal(o.server->clients[0].cert, CERT_A);
+	assert_string_equal(o.server->clients[0].key, KEY_A);
 	/* the first directory there is is the whole configuration: not _default's */
 	assert_int_equal(o.n_mirrors, 0);
 	oci_options_free(&o);
@@ -216,7 +221,7 @@ static void test_cert_files(void **state)
 	oci_options_init(&o);
 	assert_int_equal(oci_options_apply_hosts(&o, ref, certs_d, &err), 0);
 	assert_non_null(o.server);
-	assert_non_null(o.server->client_cert);
+	assert_int_equal(o.server->nclients, 1);
 	oci_options_free(&o);
 
 	/* with a hosts.toml, the files are not read: a broken one goes unnoticed */
@@ -240,7 +245,9 @@ static void test_cert_files(void **state)
 	write_file("certs.d/reg.example_5000_/broken.cert", CERT_A KEY_A);
 	oci_options_init(&o);
 	assert_int_equal(oci_options_apply_hosts(&o, ref, certs_d, &err), 0);
-	assert_string_equal(o.server->client_cert, CERT_A KEY_A); /* the first by name */
+	assert_int_equal(o.server->nclients, 2); /* in the order of their names */
+	assert_string_equal(o.server->clients[0].cert, CERT_A KEY_A);
+	assert_string_equal(o.server->clients[1].cert, CERT_A);
 	oci_options_free(&o);
 	oci_ref_free(ref);
 }
