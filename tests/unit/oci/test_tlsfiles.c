@@ -185,6 +185,14 @@ static void test_client_refused(void **state)
 	refused("client = [[\"a.cert\", \"a.key\", \"a.key\"]]\n", 1, "two paths (it has 3)");
 	refused("client = [[\"a.cert\", 5]]\n", 1, "'client' must be a path");
 	refused("client = \"\"\n", 1, "'client' must be a path");
+	{
+		char many[400] = "client = [\"a.pem\"";
+
+		for (int i = 0; i < OCI_CLIENT_CERTS_MAX; i++)
+			strcat(many, ", \"a.pem\"");
+		strcat(many, "]\n");
+		refused(many, 1, "more than 16 for one host");
+	}
 }
 
 /* A directory without hosts.toml: Docker's file names, for the registry's server. */
