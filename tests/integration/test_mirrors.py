@@ -480,6 +480,11 @@ def mtls_registry(image, pki, client_pki):
         reg.cleanup()
 
 
+# the server's CA and every client file, under their own names
+ALL_CLIENT_FILES = {"ca.pem": "ca", "client.cert": "client.cert", "client.key": "client.key",
+                    "stranger.cert": "stranger.cert", "stranger.key": "stranger.key"}
+
+
 def put_files(lazy, ns, client_pki, pki, names):
     """Copy files into the host directory: {name there: name in client_pki, or "ca"}."""
     d = os.path.join(lazy.certs_d, ns)
@@ -503,10 +508,7 @@ def test_hosts_toml_client_certificate(lazy, image, mtls_registry, pki, client_p
     as one file holding both."""
     ns = namespace_of(mtls_registry.host)
     ref = mtls_registry.ref(REPO, "v1")
-    put_files(lazy, ns, client_pki, pki, {"ca.pem": "ca", "client.cert": "client.cert",
-                                          "client.key": "client.key",
-                                          "stranger.cert": "stranger.cert",
-                                          "stranger.key": "stranger.key"})
+    put_files(lazy, ns, client_pki, pki, ALL_CLIENT_FILES)
     for client in ("", 'client = [["stranger.cert", "stranger.key"]]\n'):
         write_hosts(lazy, ns, 'ca = "ca.pem"\n' + client)
         mp = lazy.mountpoint()
@@ -538,10 +540,7 @@ def test_hosts_toml_several_client_certificates(lazy, image, mtls_registry, pki,
     as containerd does, not just the first configured; none it accepts: one line."""
     ns = namespace_of(mtls_registry.host)
     ref = mtls_registry.ref(REPO, "v1")
-    put_files(lazy, ns, client_pki, pki, {"ca.pem": "ca", "client.cert": "client.cert",
-                                          "client.key": "client.key",
-                                          "stranger.cert": "stranger.cert",
-                                          "stranger.key": "stranger.key"})
+    put_files(lazy, ns, client_pki, pki, ALL_CLIENT_FILES)
     write_hosts(lazy, ns, 'ca = "ca.pem"\nclient = [["stranger.cert", "stranger.key"],\n'
                           '  ["client.cert", "client.key"]]\n')
     mp = lazy.mount(ref, opts=None)
