@@ -63,14 +63,21 @@ static int blob_ensure(struct oci_client *c, const void *data, size_t len,
 /* Rounds of read, add, write of the referrers tag at the most before a push gives up. */
 #define TAG_ADD_ROUNDS 12
 
+/* What the rounds of one push learn. */
+struct tag_rounds {
+	char refused[UTIL_DIGEST_STR_LEN]; /* the index a conditional write was refused on */
+	bool unconditional; /* a refusal of an index nobody changed: the registry's ETag is not
+			     * the digest, so If-Match cannot be used there */
+};
+
 /* One round of the referrers tag schema: read the index under the subject's tag, add the
  * artifact's descriptor, write it back unless it was there already (*wrote says which).
  * What is there and is not an index is left alone. The write is conditional on the index
- * read (If-Match: its digest, the registry's ETag of a manifest): a registry that honours
- * it refuses (412, -ESTALE) when another client wrote in between. */
+ * read (If-Match: its digest, the distribution registry's ETag of a manifest): a registry
+ * that honours it refuses (412, -ESTALE) when another client wrote in between. */
 static int tag_index_round(struct oci_client *c, const char *tag,
-			   const struct oci_descriptor *artifact, bool *wrote,
-			   struct util_error *err)
+			   const struct oci_descriptor *artifact, struct tag_rounds *tr,
+			   bool *wrote, struct util_error *err)
 {
 	struct util_buf body = UTIL_BUF_INIT(OCI_MANIFEST_MAX);
 	_cleanup_free_ char *index = NULL;
@@ -107,10 +114,15 @@ static int tag_index_round(struct oci_client *c, const char *tag,
 	}
 	if (!added)
 		goto out;
+	if (exists && !strcmp(digest, tr->refused))
+		tr->unconditional = true;
 	oci_fmt(if_match, sizeof(if_match), "\"%s\"", digest);
 	r = oci_manifest_put_resp(c, tag, OCI_MT_OCI_INDEX, index, strlen(index),
-				  exists ? if_match : NULL, put_digest, &resp, err);
+				  exists && !tr->unconditional ? if_match : NULL, put_digest,
+				  &resp, err);
 	*wrote = r >= 0;
+	if (r == -ESTALE)
+		memcpy(tr->refused, digest, sizeof(tr->refused));
 out:
 	util_buf_free(&body);
 	return r;
@@ -128,6 +140,7 @@ static int tag_index_add(struct oci_client *c, const struct oci_descriptor *subj
 {
 	char tag[OCI_REFERRERS_TAG_LEN];
 	uint64_t deadline = util_now_ms() + c->timeout_ms;
+	struct tag_rounds tr = {.refused = ""};
 	int r;
 
 	r = oci_referrers_tag(subject->digest, tag, sizeof(tag));
@@ -137,7 +150,7 @@ static int tag_index_add(struct oci_client *c, const struct oci_descriptor *subj
 		uint64_t t0 = util_now_ms(), took;
 		bool wrote;
 
-		r = tag_index_round(c, tag, artifact, &wrote, err);
+		r = tag_index_round(c, tag, artifact, &tr, &wrote, err);
 		if (r >= 0 && !wrote)
 			return 0; /* the index lists it */
 		if (r < 0 && r != -ESTALE)

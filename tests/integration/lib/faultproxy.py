@@ -29,7 +29,7 @@ A forwarded answer (delay, hook) also carries the rule's `add_headers` (a dict),
 A request whose body ends before its Content-Length (the client went away) is never
 forwarded, as a buffering proxy (nginx's default) does not; its fault is "truncated".
 
-`requests` logs every request seen (method, path, range, Content-Range, body bytes, status,
+`requests` logs every request seen (method, path, range, Content-Range, If-Match, body bytes, status,
 fault); count() filters it.
 The `faultproxy` fixture puts a fresh proxy in front of the module's plain registry."""
 
@@ -52,11 +52,12 @@ CHUNK = 64 * 1024
 
 class Seen:
     __slots__ = ("method", "path", "range", "content_range", "body_len", "status", "fault",
-                 "time")
+                 "time", "if_match")
 
-    def __init__(self, method, path, rng, content_range=None):
+    def __init__(self, method, path, rng, content_range=None, if_match=None):
         self.method, self.path, self.range = method, path, rng
         self.content_range = content_range
+        self.if_match = if_match
         self.body_len = 0
         self.status = None
         self.fault = None
@@ -350,7 +351,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def forward(self):
         p = self.proxy
         method = self.command
-        seen = Seen(method, self.path, self.headers.get("Range"), self.headers.get("Content-Range"))
+        seen = Seen(method, self.path, self.headers.get("Range"), self.headers.get("Content-Range"),
+                    self.headers.get("If-Match"))
         with p.lock:
             p.requests.append(seen)
         fault = p._match(method, self.path, seen.range)
