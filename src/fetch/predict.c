@@ -318,20 +318,13 @@ static void read_object(struct predictor *p, size_t i, int fd)
 		resolve(p, root, &p->deps, p->deps.needed[k], origin[0] ? origin : NULL);
 }
 
-/* After a startup profile's replay, an object of which some bytes are here was in the
- * profile: what the programs read of it came with the replay, and fetching all of it would
- * only add bytes (same programs: 0.16 -> 0.21 of pull). Only objects none of whose bytes are
- * here are fetched then (the programs the profile did not see). d->lock held. */
+/* An object a startup profile's replay brought some of was in the profile: what the programs
+ * read of it came with the replay, and fetching all of it would only add bytes (same
+ * programs: 0.16 -> 0.21 of pull). Only objects the replay brought nothing of are fetched
+ * then (the programs the profile did not see), by the scheduler's own rule. d->lock held. */
 static bool left_to_profile(struct fetch_daemon *d, const struct util_extents *ext)
 {
-	const struct cache_bitmap *present = &d->entry->present;
-	uint64_t size = d->cfg.blob.size;
-
-	if (!d->replay.started_ms || d->replay.failed)
-		return false;
-	/* some of it here, not all of it */
-	return cache_bitmap_any_of(present, ext->v, ext->n, size, true) &&
-	       cache_bitmap_any_of(present, ext->v, ext->n, size, false);
+	return fetch_sched_replay_brought(&d->sched, ext->v, ext->n);
 }
 
 /* Fetch objects [from, nobj) and read each as it arrives, which may add more: at most

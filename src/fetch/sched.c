@@ -574,10 +574,11 @@ uint64_t fetch_sched_whole_limit(const struct fetch_sched *s)
 /* Did a startup profile's replay bring some of these ranges? What the recorded programs read
  * of such a file came with it; a read of it that misses is most likely another page fault of
  * the same programs (the kernel's read-around differs from run to run), not a program that
- * needs all of it, and gets a chunk (predict.c leaves such objects alone too). Fetched whole,
- * the libraries apt-config maps (libgcrypt, libsystemd, libhogweed, libidn2, ...) were 1.66
- * of the 16.4 MB a replay of the same programs fetched; now 15.9 MB. */
-static bool replay_brought(const struct fetch_sched *s, const struct util_extent *v, uint32_t n)
+ * needs all of it, and gets a chunk; the predictor leaves such objects alone too. Fetched
+ * whole, the libraries apt-config maps (libgcrypt, libsystemd, libhogweed, libidn2, ...) were
+ * 1.66 of the 16.4 MB a replay of the same programs fetched; now 15.9 MB. */
+bool fetch_sched_replay_brought(const struct fetch_sched *s, const struct util_extent *v,
+				size_t n)
 {
 	const struct fetch_replay *rp = s->replay;
 
@@ -596,7 +597,7 @@ static bool file_faulted_in(const struct fetch_sched *s, uint32_t file)
 
 	if (fetch_files_data_bytes(s->files, file) > fetch_sched_whole_limit(s))
 		return false;
-	return !replay_brought(s, v, nr) && cache_bitmap_any_of(s->bm, v, nr, s->size, true);
+	return !fetch_sched_replay_brought(s, v, nr) && cache_bitmap_any_of(s->bm, v, nr, s->size, true);
 }
 
 /* With a file index, what a read fetches follows the file it falls in: a small file (at most

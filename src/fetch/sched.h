@@ -232,6 +232,9 @@ uint64_t fetch_sched_bdp(const struct fetch_sched *s);
 /* The largest file fetched whole once a program reads it in several places (four
  * bandwidth-delay products, at least 4 MiB, at most the read-ahead limit). */
 uint64_t fetch_sched_whole_limit(const struct fetch_sched *s);
+/* Whether a startup profile's replay fetched some of these byte ranges (s->replay->mine). */
+bool fetch_sched_replay_brought(const struct fetch_sched *s, const struct util_extent *v,
+				size_t n);
 
 /* Start replaying rp->v[0..n) (replay.c; rp->mine, v, n and bytes set by the caller). */
 void fetch_sched_replay(struct fetch_sched *s, struct fetch_replay *rp, uint64_t now_ms);
