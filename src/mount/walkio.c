@@ -829,8 +829,13 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 	int r;
 
 	r = prefetch_round(w, in, nin, false);
-	while (r >= 0 && w->njobs && !cache_bitmap_any_of(&w->present, in, nin, w->size, true))
+	while (r >= 0 && w->njobs && !cache_bitmap_any_of(&w->present, in, nin, w->size, true)) {
+		w->st.rewaits++;
+		log_debug("a batch came back with none of the %zu range(s) the walk listed (from "
+			  "%llu): waiting for the next of %zu", nin,
+			  (unsigned long long)in[0].offset, w->njobs);
 		r = prefetch_round(w, in, nin, false);
+	}
 	return r;
 }
 

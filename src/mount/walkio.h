@@ -23,6 +23,7 @@ struct mount_walkio_stats {
 	uint64_t direct_reads; /* walker reads that went to the file (one event each) */
 	uint64_t evicted;      /* buffers dropped to stay under the cap */
 	uint64_t lazy_loads;   /* present blocks loaded on a read (bridged, or dropped) */
+	uint64_t rewaits;      /* batches that came back with nothing of the round asked */
 	uint64_t ensure_us;    /* time the walk waited for ensure batches (not loading) */
 	uint64_t load_us;      /* time loading rounds */
 };

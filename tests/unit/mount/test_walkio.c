@@ -439,8 +439,9 @@ static void check_pipelined(uint64_t fixed_us, uint64_t us_per_kib, unsigned fai
 	assert_int_equal(erofs_walk(&io, &o, &b, &sb, &err), 0);
 	assert_int_equal(mount_walkio_flush(w), 0);
 	ws = mount_walkio_stats(w);
-	print_message("pipelined: %u batches for %llu walk rounds, at most %u at once\n",
-		      ensure_calls, (unsigned long long)sb.prefetches, ensure_overlap);
+	print_message("pipelined: %u batches for %llu walk rounds, at most %u at once, %llu "
+		      "rewaits\n", ensure_calls, (unsigned long long)sb.prefetches, ensure_overlap,
+		      (unsigned long long)ws->rewaits);
 	assert_int_equal(a.n, b.n);
 	assert_memory_equal(a.v, b.v, a.n * sizeof(*a.v));
 	assert_true(sa.inodes == sb.inodes && sa.dirents == sb.dirents);
@@ -517,6 +518,8 @@ static void check_walk_again(unsigned fail_at)
 	if (erofs_walk(&io, &o, &b, &sb, &err) != 0)
 		fail_msg("the second walk: %s / %s", err.message, ferr.message);
 	assert_int_equal(mount_walkio_flush(w), 0);
+	print_message("walked again: %llu batch(es) came back with nothing of the round\n",
+		      (unsigned long long)mount_walkio_stats(w)->rewaits);
 	assert_int_equal(a.n, b.n);
 	assert_memory_equal(a.v, b.v, a.n * sizeof(*a.v));
 	mount_walkio_free(w);
