@@ -380,6 +380,51 @@ static void test_bridged_lazy_load(void **state)
 	close(image_fd);
 }
 
+/* The benchmark's minbase image (skips without it) behind the fake's slow link (fixed_us a
+ * batch, us_per_kib a KiB), a fresh cache file at path, the plain walk's result in *a and
+ * *sa, and a walk I/O over it that groups as a mount does. */
+static struct mount_walkio *slow_walkio(char *path, uint64_t fixed_us, uint64_t us_per_kib,
+					struct util_extents *a, struct erofs_walk_stats *sa,
+					struct util_error *ferr, struct erofs_io *io)
+{
+	struct mount_walkio *w = NULL;
+
+	image_fd = open("bench/out/rootfs-bookworm-minbase-lz4hc.erofs", O_RDONLY | O_CLOEXEC);
+	if (image_fd < 0)
+		skip(); /* the benchmark's image, when it was built */
+	image_size = (uint64_t)lseek(image_fd, 0, SEEK_END);
+	new_cache(path);
+	copy_range(0, 4096);
+	ensure_calls = 0;
+	ensure_ranges = ensure_bytes = 0;
+	ensure_overlap = 0;
+	cached = false;
+	link_us_per_kib = us_per_kib;
+	link_fixed_us = fixed_us;
+	walk_plain(image_fd, a, sa);
+	assert_int_equal(mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, ferr, &w),
+			 0);
+	mount_walkio_io(w, io);
+	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 4096,
+							       .max_gap = 1u << 20,
+							       .budget = image_size / 10,
+							       .range_cost_us = 300 });
+	return w;
+}
+
+/* The end of a slow_walkio: its batches still out waited for, everything closed. */
+static void slow_walkio_done(struct mount_walkio *w, struct util_extents *a,
+			     struct util_extents *b)
+{
+	mount_walkio_free(w); /* waits for the batches still on their way */
+	fail_call = 0;
+	link_us_per_kib = 0;
+	util_extents_free(a);
+	util_extents_free(b);
+	close(cache_fd);
+	close(image_fd);
+}
+
 /* Over a slow link (the fake sleeps per KiB, and 50 ms per batch) the rounds of a large image
  * go out in parts, run by several workers at once, and the walk goes on as they come back: the
  * same result. Where a round trip is quick (1 ms: loopback), or as slow as a loaded registry
@@ -396,28 +441,8 @@ static void check_pipelined(uint64_t fixed_us, uint64_t us_per_kib, unsigned fai
 	char path[] = "/tmp/lazyerofs-walkio-XXXXXX";
 	const struct mount_walkio_stats *ws;
 
-	image_fd = open("bench/out/rootfs-bookworm-minbase-lz4hc.erofs", O_RDONLY | O_CLOEXEC);
-	if (image_fd < 0)
-		skip(); /* the benchmark's image, when it was built */
-	image_size = (uint64_t)lseek(image_fd, 0, SEEK_END);
-	new_cache(path);
-	copy_range(0, 4096);
-	ensure_calls = 0;
-	ensure_ranges = ensure_bytes = 0;
-	ensure_overlap = 0;
-	cached = false;
-	link_us_per_kib = us_per_kib;
-	link_fixed_us = fixed_us;
 	fail_call = fail;
-
-	walk_plain(image_fd, &a, &sa);
-	assert_int_equal(mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, &ferr, &w),
-			 0);
-	mount_walkio_io(w, &io);
-	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 4096,
-							       .max_gap = 1u << 20,
-							       .budget = image_size / 10,
-							       .range_cost_us = 300 });
+	w = slow_walkio(path, fixed_us, us_per_kib, &a, &sa, &ferr, &io);
 	util_extents_init(&b);
 	if (fail) {
 		/* a batch fails while others are on their way: the walk fails with its words */
@@ -426,14 +451,8 @@ static void check_pipelined(uint64_t fixed_us, uint64_t us_per_kib, unsigned fai
 		assert_int_equal(erofs_walk(&io, &o, &b, &sb, &err), -EACCES);
 		snprintf(want, sizeof(want), "the registry said no (batch %u)", fail);
 		assert_string_equal(ferr.message, want);
-		mount_walkio_free(w); /* waits for the batches still on their way */
 		print_message("pipelined, batch %u failing: %u batches sent\n", fail, ensure_calls);
-		fail_call = 0;
-		link_us_per_kib = 0;
-		util_extents_free(&a);
-		util_extents_free(&b);
-		close(cache_fd);
-		close(image_fd);
+		slow_walkio_done(w, &a, &b);
 		return;
 	}
 	assert_int_equal(erofs_walk(&io, &o, &b, &sb, &err), 0);
@@ -454,12 +473,7 @@ static void check_pipelined(uint64_t fixed_us, uint64_t us_per_kib, unsigned fai
 		assert_int_equal(ensure_overlap, 1);
 		assert_true(ensure_calls == sb.prefetches);
 	}
-	mount_walkio_free(w);
-	link_us_per_kib = 0;
-	util_extents_free(&a);
-	util_extents_free(&b);
-	close(cache_fd);
-	close(image_fd);
+	slow_walkio_done(w, &a, &b);
 }
 
 /* A walk stopped by its file hook while its batches are on their way (mount.c walks again
@@ -485,25 +499,7 @@ static void check_walk_again(unsigned fail_at)
 	struct util_error err = UTIL_ERROR_INIT, ferr = UTIL_ERROR_INIT;
 	char path[] = "/tmp/lazyerofs-walkio-XXXXXX";
 
-	image_fd = open("bench/out/rootfs-bookworm-minbase-lz4hc.erofs", O_RDONLY | O_CLOEXEC);
-	if (image_fd < 0)
-		skip(); /* the benchmark's image, when it was built */
-	image_size = (uint64_t)lseek(image_fd, 0, SEEK_END);
-	new_cache(path);
-	copy_range(0, 4096);
-	ensure_calls = 0;
-	ensure_ranges = ensure_bytes = 0;
-	cached = false;
-	link_us_per_kib = 20;
-	link_fixed_us = 50000;
-	walk_plain(image_fd, &a, &sa);
-	assert_int_equal(mount_walkio_new(cache_fd, -1, NULL, image_size, 256u << 20, &ferr, &w),
-			 0);
-	mount_walkio_io(w, &io);
-	mount_walkio_set_grouping(w, &(struct mount_grouping){ .merge_gap = 4096,
-							       .max_gap = 1u << 20,
-							       .budget = image_size / 10,
-							       .range_cost_us = 300 });
+	w = slow_walkio(path, 50000, 20, &a, &sa, &ferr, &io);
 	util_extents_init(&b);
 	hook_calls = 0;
 	hook_fail_at = fail_at;
@@ -522,12 +518,7 @@ static void check_walk_again(unsigned fail_at)
 		      (unsigned long long)mount_walkio_stats(w)->rewaits);
 	assert_int_equal(a.n, b.n);
 	assert_memory_equal(a.v, b.v, a.n * sizeof(*a.v));
-	mount_walkio_free(w);
-	link_us_per_kib = 0;
-	util_extents_free(&a);
-	util_extents_free(&b);
-	close(cache_fd);
-	close(image_fd);
+	slow_walkio_done(w, &a, &b);
 }
 
 static void test_walk_again_with_batches_out(void **state)
