@@ -60,6 +60,9 @@ static int blob_ensure(struct oci_client *c, const void *data, size_t len,
 	return r < 0 ? r : 0;
 }
 
+/* Tries of the artifact manifest's PUT when the registry does not know its blobs yet. */
+#define MANIFEST_PUT_ATTEMPTS 4
+
 /* Rounds of read, add, write of the referrers tag at the most before a push gives up. */
 #define TAG_ADD_ROUNDS 12
 
@@ -208,8 +211,24 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 	if (r < 0)
 		return util_err_set(err, r, "building the artifact manifest: %s", strerror(-r));
 	artifact.size = strlen(manifest);
-	r = oci_manifest_put_resp(c, NULL, OCI_MT_OCI_MANIFEST, manifest, artifact.size, NULL,
-				  artifact.digest, &resp, err);
+	/* Pushes at once upload the same empty config at once, and the distribution registry
+	 * may then refuse a manifest for a blob it does not know yet (400 DIGEST_INVALID /
+	 * MANIFEST_BLOB_UNKNOWN, seen with 8 pushes at once on a loaded machine): upload what is
+	 * missing again and retry, a few times. */
+	for (int attempt = 0;; attempt++) {
+		r = oci_manifest_put_resp(c, NULL, OCI_MT_OCI_MANIFEST, manifest, artifact.size,
+					  NULL, artifact.digest, &resp, err);
+		if (r >= 0 || err->http_status != 400 || attempt == MANIFEST_PUT_ATTEMPTS - 1)
+			break;
+		util_sleep_ms(oci_backoff_ms(attempt));
+		util_err_clear(err);
+		r = blob_ensure(c, data, len, layer.digest, err);
+		if (r >= 0)
+			r = blob_ensure(c, OCI_EMPTY_JSON, strlen(OCI_EMPTY_JSON), config_digest,
+					err);
+		if (r < 0)
+			return r;
+	}
 	if (r < 0)
 		return r;
 	memcpy(ret_digest, artifact.digest, UTIL_DIGEST_STR_LEN);
