@@ -597,7 +597,8 @@ static bool file_faulted_in(const struct fetch_sched *s, uint32_t file)
 
 	if (fetch_files_data_bytes(s->files, file) > fetch_sched_whole_limit(s))
 		return false;
-	return !fetch_sched_replay_brought(s, v, nr) && cache_bitmap_any_of(s->bm, v, nr, s->size, true);
+	return !fetch_sched_replay_brought(s, v, nr) &&
+	       cache_bitmap_any_of(s->bm, v, nr, s->size, true);
 }
 
 /* With a file index, what a read fetches follows the file it falls in: a small file (at most

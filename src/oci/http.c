@@ -22,6 +22,11 @@
 #include "util/strutil.h"
 #include "util/time.h"
 
+uint64_t oci_jitter_ms(uint64_t ms)
+{
+	return ms * (util_now_us() % 1000) / 1000;
+}
+
 uint64_t oci_backoff_ms(int attempt)
 {
 	uint64_t ms = OCI_BACKOFF_MIN_MS;
@@ -31,7 +36,7 @@ uint64_t oci_backoff_ms(int attempt)
 	if (ms > OCI_BACKOFF_MAX_MS)
 		ms = OCI_BACKOFF_MAX_MS;
 	/* up to 25 % jitter so that parallel readers do not retry in lockstep */
-	return ms - (ms / 4) * (util_now_us() % 1000) / 1000;
+	return ms - oci_jitter_ms(ms / 4);
 }
 
 void oci_resp_reset(struct oci_resp *r)

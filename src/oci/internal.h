@@ -35,6 +35,9 @@
 uint64_t oci_now_ms(void); /* CLOCK_MONOTONIC */
 void util_sleep_ms(uint64_t ms);
 uint64_t oci_backoff_ms(int attempt);
+/* Some part of ms, from 0 to just under it, that differs from one client to the next (the
+ * clock's microseconds): so that parallel clients do not retry in lockstep. */
+uint64_t oci_jitter_ms(uint64_t ms);
 
 /* Headers of one HTTP response, kept as they stream in (header callback). */
 struct oci_resp {

@@ -60,6 +60,18 @@ static int blob_ensure(struct oci_client *c, const void *data, size_t len,
 	return r < 0 ? r : 0;
 }
 
+/* The artifact's two blobs: the profile (its digest into layer_digest) and the empty config
+ * (config_digest). */
+static int blobs_ensure(struct oci_client *c, const void *data, size_t len,
+			char layer_digest[UTIL_DIGEST_STR_LEN],
+			char config_digest[UTIL_DIGEST_STR_LEN], struct util_error *err)
+{
+	int r = blob_ensure(c, data, len, layer_digest, err);
+
+	return r < 0 ? r
+		     : blob_ensure(c, OCI_EMPTY_JSON, strlen(OCI_EMPTY_JSON), config_digest, err);
+}
+
 /* Tries of the artifact manifest's PUT when the registry does not know its blobs yet. */
 #define MANIFEST_PUT_ATTEMPTS 4
 
@@ -161,13 +173,13 @@ static int tag_index_add(struct oci_client *c, const struct oci_descriptor *subj
 		if (round == TAG_ADD_ROUNDS || util_now_ms() >= deadline)
 			return util_err_set(err, -EAGAIN,
 					    "registry %s: the referrers index %s:%s kept changing "
-					    "under other pushes (%u rounds); push the profile again",
+					    "under other pushes (%u rounds); push the profile "
+					    "again",
 					    c->shown, c->ref->repository, tag, round);
 		util_err_clear(err);
 		/* Wait, with up to as much again of jitter so that racing pushes spread out. */
 		took = MAX(util_now_ms() - t0, (uint64_t)10);
-		util_sleep_ms(MIN(2 * took + took * (util_now_us() % 1000) / 1000,
-				  (uint64_t)OCI_BACKOFF_MAX_MS));
+		util_sleep_ms(MIN(2 * took + oci_jitter_ms(took), (uint64_t)OCI_BACKOFF_MAX_MS));
 	}
 }
 
@@ -194,10 +206,7 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 				    c->shown);
 	oci_fmt(layer.media_type, sizeof(layer.media_type), "%s", layer_media_type);
 	layer.size = len;
-	r = blob_ensure(c, data, len, layer.digest, err);
-	if (r < 0)
-		return r;
-	r = blob_ensure(c, OCI_EMPTY_JSON, strlen(OCI_EMPTY_JSON), config_digest, err);
+	r = blobs_ensure(c, data, len, layer.digest, config_digest, err);
 	if (r < 0)
 		return r;
 	oci_fmt(artifact.media_type, sizeof(artifact.media_type), "%s", OCI_MT_OCI_MANIFEST);
@@ -222,10 +231,7 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 			break;
 		util_sleep_ms(oci_backoff_ms(attempt));
 		util_err_clear(err);
-		r = blob_ensure(c, data, len, layer.digest, err);
-		if (r >= 0)
-			r = blob_ensure(c, OCI_EMPTY_JSON, strlen(OCI_EMPTY_JSON), config_digest,
-					err);
+		r = blobs_ensure(c, data, len, layer.digest, config_digest, err);
 		if (r < 0)
 			return r;
 	}

@@ -55,31 +55,64 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
 	return -1;
 }
 
+/* A client certificate and its key, parsed. */
+struct tls_pair {
+	X509 *leaf;
+	STACK_OF(X509) *chain; /* the certificates after the leaf in its file, when asked for */
+	EVP_PKEY *key;
+};
+
+static void pair_free(struct tls_pair *p)
+{
+	X509_free(p->leaf);
+	sk_X509_pop_free(p->chain, X509_free);
+	EVP_PKEY_free(p->key);
+	*p = (struct tls_pair){0};
+}
+
+/* Parse a pair's PEM text: the leaf certificate, with_chain the ones after it in its file,
+ * and the private key; what the text does not hold stays NULL (so does what memory could not
+ * hold). OpenSSL's queued errors are dropped: the caller tells them in its own words. */
+static void pair_read(const char *cert_text, size_t cert_len, const char *key_text,
+		      size_t key_len, bool with_chain, struct tls_pair *p)
+{
+	BIO *b = BIO_new_mem_buf(cert_text, (int)cert_len);
+	X509 *x;
+
+	*p = (struct tls_pair){0};
+	p->leaf = b ? PEM_read_bio_X509(b, NULL, no_passphrase, NULL) : NULL;
+	if (with_chain && (p->chain = sk_X509_new_null()))
+		while (b && (x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)))
+			if (!sk_X509_push(p->chain, x)) {
+				X509_free(x);
+				sk_X509_pop_free(p->chain, X509_free);
+				p->chain = NULL;
+				break;
+			}
+	BIO_free(b);
+	b = BIO_new_mem_buf(key_text, (int)key_len);
+	p->key = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
+	BIO_free(b);
+	ERR_clear_error();
+}
+
 enum pair_check { PAIR_OK, PAIR_NO_CERT, PAIR_NO_KEY, PAIR_MISMATCH };
 
 /* Whether the PEM text holds a certificate and a private key that belongs to it. */
 static enum pair_check check_pair(const char *cert_text, size_t cert_len, const char *key_text,
 				  size_t key_len)
 {
-	BIO *b = BIO_new_mem_buf(cert_text, (int)cert_len);
-	X509 *x = b ? PEM_read_bio_X509(b, NULL, no_passphrase, NULL) : NULL;
-	EVP_PKEY *k = NULL;
+	struct tls_pair p;
 	enum pair_check res = PAIR_OK;
 
-	BIO_free(b);
-	if (!x) {
+	pair_read(cert_text, cert_len, key_text, key_len, false, &p);
+	if (!p.leaf)
 		res = PAIR_NO_CERT;
-	} else {
-		b = BIO_new_mem_buf(key_text, (int)key_len);
-		k = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
-		BIO_free(b);
-		if (!k)
-			res = PAIR_NO_KEY;
-		else if (X509_check_private_key(x, k) != 1)
-			res = PAIR_MISMATCH;
-	}
-	EVP_PKEY_free(k);
-	X509_free(x);
+	else if (!p.key)
+		res = PAIR_NO_KEY;
+	else if (X509_check_private_key(p.leaf, p.key) != 1)
+		res = PAIR_MISMATCH;
+	pair_free(&p);
 	ERR_clear_error(); /* what OpenSSL queued is told in our words */
 	return res;
 }
@@ -130,8 +163,9 @@ int oci_client_pair_load(const char *cert_path, const char *key_path, struct oci
 	if (r < 0)
 		return r;
 	if (m->nclients == OCI_CLIENT_CERTS_MAX)
-		return util_err_set(err, -E2BIG, "client certificate '%s': more than %d for one host",
-				    cert_path, OCI_CLIENT_CERTS_MAX);
+		return util_err_set(err, -E2BIG,
+				    "client certificate '%s': more than %d for one host", cert_path,
+				    OCI_CLIENT_CERTS_MAX);
 	if (!key) {
 		key = malloc(cert_len + 1);
 		if (!key)
@@ -150,12 +184,6 @@ int oci_client_pair_load(const char *cert_path, const char *key_path, struct oci
 
 /* ---- choosing among several client certificates ------------------------------------------- */
 
-struct tls_pair {
-	X509 *leaf;
-	STACK_OF(X509) *chain; /* the certificates after the leaf in its file */
-	EVP_PKEY *key;
-};
-
 struct oci_tls_choice {
 	size_t n;
 	struct tls_pair v[];
@@ -165,11 +193,8 @@ void oci_tls_choice_free(struct oci_tls_choice *ch)
 {
 	if (!ch)
 		return;
-	for (size_t i = 0; i < ch->n; i++) {
-		X509_free(ch->v[i].leaf);
-		sk_X509_pop_free(ch->v[i].chain, X509_free);
-		EVP_PKEY_free(ch->v[i].key);
-	}
+	for (size_t i = 0; i < ch->n; i++)
+		pair_free(&ch->v[i]);
 	free(ch);
 }
 
@@ -182,25 +207,13 @@ int oci_tls_choice_new(const struct oci_client_cert *v, size_t n, struct oci_tls
 		return -ENOMEM;
 	for (; ch->n < n && r == 0; ch->n++) {
 		struct tls_pair *p = &ch->v[ch->n];
-		BIO *b = BIO_new_mem_buf(v[ch->n].cert, (int)v[ch->n].cert_len);
-		X509 *x;
 
-		p->chain = sk_X509_new_null();
-		p->leaf = b ? PEM_read_bio_X509(b, NULL, no_passphrase, NULL) : NULL;
-		while (b && p->chain && (x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)))
-			if (!sk_X509_push(p->chain, x)) {
-				X509_free(x);
-				r = -ENOMEM;
-			}
-		BIO_free(b);
-		b = BIO_new_mem_buf(v[ch->n].key, (int)v[ch->n].key_len);
-		p->key = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
-		BIO_free(b);
+		pair_read(v[ch->n].cert, v[ch->n].cert_len, v[ch->n].key, v[ch->n].key_len, true,
+			  p);
 		/* (checked when the configuration was read: only memory can fail here) */
 		if (!p->leaf || !p->chain || !p->key)
 			r = -ENOMEM;
 	}
-	ERR_clear_error();
 	if (r < 0) {
 		oci_tls_choice_free(ch);
 		return r;
