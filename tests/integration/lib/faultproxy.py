@@ -29,8 +29,8 @@ A forwarded answer (delay, hook) also carries the rule's `add_headers` (a dict),
 A request whose body ends before its Content-Length (the client went away) is never
 forwarded, as a buffering proxy (nginx's default) does not; its fault is "truncated".
 
-`requests` logs every request seen (method, path, range, Content-Range, If-Match, body bytes, status,
-fault); count() filters it.
+`requests` logs every request seen (method, path, range, Content-Range, If-Match, body bytes,
+status, fault); count() filters it.
 The `faultproxy` fixture puts a fresh proxy in front of the module's plain registry."""
 
 import http.client
