@@ -93,6 +93,10 @@ static void report(const char *source, const char *mountpoint, const struct moun
 			 r->profile_from, (unsigned long long)r->profile_ranges,
 			 util_format_bytes(r->profile_bytes, b1, sizeof(b1)),
 			 (unsigned long long)r->profile_lookup_ms);
+	if (r->map_ranges)
+		log_info("metadata map: %llu ranges, %s, asked for before the walk",
+			 (unsigned long long)r->map_ranges,
+			 util_format_bytes(r->map_bytes, b1, sizeof(b1)));
 	if (r->zone_bytes)
 		log_info("metadata zone: %s fetched whole before the walk",
 			 util_format_bytes(r->zone_bytes, b1, sizeof(b1)));

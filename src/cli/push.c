@@ -80,6 +80,35 @@ static int check_image(const char *path, int fd, uint64_t *ret_size)
 	return 0;
 }
 
+/* The image's metadata map for its manifest (oci.h), or NULL: a push never fails for want of
+ * one (an image this reader cannot walk simply has none, and mounts walk it level by level). */
+static char *metadata_map(const char *path, int fd, uint64_t size)
+{
+	struct erofs_walk_opts wopts = { .merge_gap = OCI_METAMAP_UNIT };
+	struct util_error why = UTIL_ERROR_INIT;
+	struct erofs_walk_stats st;
+	struct util_extents ext;
+	struct erofs_io io;
+	char *text = NULL;
+	int r;
+
+	util_extents_init(&ext);
+	r = erofs_io_from_fd(&io, fd);
+	if (r >= 0)
+		r = erofs_walk(&io, &wopts, &ext, &st, &why);
+	if (r >= 0)
+		r = oci_metamap_encode(ext.v, ext.n, size, &text);
+	if (r < 0)
+		log_warning("push: '%s': no metadata map in the manifest (%s); mounts will find "
+			    "its metadata level by level",
+			    path, r == -E2BIG ? "too many ranges" : util_err_msg(&why, r));
+	else
+		log_debug("push: metadata map of %zu range(s), %llu bytes, in %zu characters",
+			  ext.n, (unsigned long long)util_extents_total(&ext), strlen(text));
+	util_extents_free(&ext);
+	return text;
+}
+
 int cli_push(int argc, char **argv)
 {
 	struct oci_options opts;
@@ -87,7 +116,7 @@ int cli_push(int argc, char **argv)
 	struct oci_client *c = NULL;
 	struct util_error err;
 	_cleanup_close_ int fd = -1;
-	_cleanup_free_ char *config = NULL, *manifest = NULL;
+	_cleanup_free_ char *config = NULL, *manifest = NULL, *metamap = NULL;
 	char layer_digest[UTIL_DIGEST_STR_LEN], config_digest[UTIL_DIGEST_STR_LEN];
 	char manifest_digest[UTIL_DIGEST_STR_LEN];
 	uint8_t d[UTIL_SHA256_LEN];
@@ -134,7 +163,8 @@ int cli_push(int argc, char **argv)
 		goto out;
 	}
 	util_digest_format(d, layer_digest);
-	r = oci_image_build(layer_digest, size, opts.platform, &config, &manifest);
+	metamap = metadata_map(image, fd, size);
+	r = oci_image_build(layer_digest, size, opts.platform, metamap, &config, &manifest);
 	if (r < 0) {
 		log_error("push: building the image manifest: %s", strerror(-r));
 		goto out;

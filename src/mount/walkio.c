@@ -82,6 +82,7 @@
 #define WIO_PART_BDP_DIV 10    /* parts: this fraction of the bandwidth-delay product */
 #define WIO_BATCH_COST_US 3000 /* what one more batch costs a registry */
 #define WIO_SPLIT_RTT_US 35000 /* rounds are split only over a link this slow to answer */
+#define WIO_AHEAD_PARTS 4
 
 enum wio_job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
@@ -603,8 +604,12 @@ static uint64_t part_size(const struct mount_walkio *w, uint64_t range_cost_us)
 		   rate / 1000 * (fixed / 1000) / WIO_PART_BDP_DIV);
 }
 
-/* Send what of in[] no batch fetches yet: grouped, then cut into parts (at range boundaries). */
-static int submit_round(struct mount_walkio *w, const struct util_extent *in, size_t nin)
+/* Send what of in[] no batch fetches yet: grouped, then cut into parts (at range boundaries).
+ * A map of what the walk will need (ahead) is cut, over a link slow to answer, into a part
+ * for each worker: its ranges are not a level the walk waits for first, and all of them
+ * are on the wire at once. */
+static int submit_round(struct mount_walkio *w, const struct util_extent *in, size_t nin,
+			bool ahead)
 {
 	uint64_t part = UINT64_MAX, acc = 0;
 	size_t from = 0;
@@ -649,10 +654,16 @@ static int submit_round(struct mount_walkio *w, const struct util_extent *in, si
 		g.max_gap = MIN(g.max_gap, worth);
 		if (worth)
 			g.merge_gap = MIN(g.merge_gap, MAX(worth, WIO_BLOCK));
+		if (ahead && !w->ncosts)
+			g.max_gap = 0; /* no round told the link's rate: nothing bridged */
 		r = mount_group_round(&w->round, w->size, &g, wio_asked, w);
 		w->grouping.budget = g.budget;
 		w->st.bridge_gap = g.max_gap;
 		part = part_size(w, g.range_cost_us);
+		if (ahead && (!w->ncosts || part != UINT64_MAX))
+			part = MAX(WIO_PART_MIN,
+				   DIV_ROUND_UP(util_extents_total(&w->round),
+						w->ncosts ? WIO_WORKERS : WIO_AHEAD_PARTS));
 	} else {
 		r = mount_group_round(&w->round, w->size, &w->grouping, wio_asked, w);
 	}
@@ -811,7 +822,7 @@ static int prefetch_round(struct mount_walkio *w, const struct util_extent *v, s
 	uint64_t t0 = util_now_us(), load0 = w->st.load_us;
 	int r;
 
-	r = submit_round(w, v, n);
+	r = submit_round(w, v, n, false);
 	if (r >= 0)
 		r = wait_batches(w, all);
 	w->st.ensure_us += util_now_us() - t0 - (w->st.load_us - load0);
@@ -842,6 +853,20 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 int mount_walkio_prefetch_all(struct mount_walkio *w, const struct util_extent *v, size_t n)
 {
 	return prefetch_round(w, v, n, true);
+}
+
+int mount_walkio_prefetch(struct mount_walkio *w, const struct util_extent *v, size_t n)
+{
+	return wio_prefetch(w, v, n);
+}
+
+int mount_walkio_prefetch_ahead(struct mount_walkio *w, const struct util_extent *v, size_t n)
+{
+	uint64_t t0 = util_now_us();
+	int r = n ? submit_round(w, v, n, true) : 0;
+
+	w->st.ensure_us += util_now_us() - t0;
+	return r;
 }
 
 static int wio_read(void *ctx, void *buf, uint64_t len, uint64_t off)

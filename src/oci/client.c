@@ -80,7 +80,13 @@ void oci_client_free(struct oci_client *c)
 	oci_options_free(&c->opts);
 	free(c->cond_match);
 	free(c->cond_range);
+	free(c->metamap);
 	free(c);
+}
+
+const char *oci_client_metamap(const struct oci_client *c)
+{
+	return c->metamap;
 }
 
 DEFINE_CLEANUP_FUNC(struct oci_client, oci_client_free);
@@ -528,6 +534,9 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	log_debug("oci: %s resolved to layer %zu %s (%llu bytes)%s%s%s", c->shown, idx,
 		  layer->digest, (unsigned long long)layer->size, platform_shown[0] ? " for " : "",
 		  platform_shown, ret->resolved_by_mirror ? ", the tag by a mirror alone" : "");
+	free(c->metamap);
+	c->metamap = m->items[idx].metamap; /* taken */
+	m->items[idx].metamap = NULL;
 	r = oci_client_set_blob(c, ret);
 out:
 	oci_manifest_free(m);

@@ -146,6 +146,7 @@ struct oci_client {
 	 * made, read-only while readers exist. */
 	bool have_blob;
 	struct oci_blob blob;
+	char *metamap; /* the layer's metadata map (oci_client_metamap), or NULL */
 	/* URL sources: conditional headers sent with every range ("If-Match: ..."), NULL when
 	 * the server gave no usable validator. */
 	char *cond_match;

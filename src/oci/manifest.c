@@ -20,6 +20,8 @@ void oci_manifest_free(struct oci_manifest *m)
 {
 	if (!m)
 		return;
+	for (size_t i = 0; m->items && i < m->n; i++)
+		free(m->items[i].metamap);
 	free(m->items);
 	free(m);
 }
@@ -211,6 +213,16 @@ static int parse_descriptor(json_t *o, struct oci_descriptor *d, const char *wha
 			return -EBADMSG;
 		}
 		d->has_platform = true;
+	}
+	if (!strcmp(what, "layer")) {
+		const char *map = NULL;
+
+		/* A hint: one that is not a string, or too long, is none. */
+		if (util_json_get_string(json_object_get(o, "annotations"), OCI_ANNOTATION_METADATA,
+					 &map) == 0 &&
+		    strnlen(map, OCI_METAMAP_MAX_TEXT + 1) <= OCI_METAMAP_MAX_TEXT &&
+		    !(d->metamap = strdup(map)))
+			return -ENOMEM;
 	}
 	return 0;
 }

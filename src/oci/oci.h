@@ -262,10 +262,30 @@ void oci_client_stats(const struct oci_client *c, uint64_t *requests);
 /* Upload progress: bytes sent so far of total. */
 typedef void (*oci_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
+/* The metadata map of an EROFS layer (metamap.c): the blob's byte ranges that hold its
+ * metadata, as the annotation OCI_ANNOTATION_METADATA of the layer's descriptor, so that a
+ * cold mount fetches them at once instead of level by level. Only ever a hint (the mount's
+ * walk still checks everything): ranges are aligned to OCI_METAMAP_UNIT, the text is at most
+ * OCI_METAMAP_MAX_TEXT bytes (an image whose exact map is longer gets a coarser one, gaps
+ * bridged; none when even that is too long). */
+#define OCI_ANNOTATION_METADATA "dev.lazyerofs.metadata"
+#define OCI_METAMAP_UNIT 4096u
+#define OCI_METAMAP_MAX_TEXT (512u << 10)
+/* v[0, n) sorted and disjoint, within a blob of `size` bytes (caller frees *ret). -EINVAL when
+ * not sorted, -E2BIG when no map fits, -ENOMEM. */
+int oci_metamap_encode(const struct util_extent *v, size_t n, uint64_t size, char **ret);
+/* Untrusted text -> ranges added to ret (sorted, disjoint, within the blob). -EPROTONOSUPPORT
+ * (another version), -EBADMSG (malformed, or reaching past the blob), -EFBIG, -ENOMEM. */
+int oci_metamap_decode(const char *text, uint64_t size, struct util_extents *ret);
+/* The metadata map of the layer oci_resolve picked (NULL when its descriptor has none). */
+const char *oci_client_metamap(const struct oci_client *c);
+
 /* The config and manifest (compact JSON, deterministic) of a one-layer OCI image whose layer
- * is an EROFS blob (application/vnd.erofs.layer.v1); platform "OS/ARCH[/VARIANT]" or NULL for
- * the host's. Caller frees both. */
+ * is an EROFS blob (application/vnd.erofs.layer.v1), its descriptor annotated with the
+ * metadata map `metamap` unless NULL; platform "OS/ARCH[/VARIANT]" or NULL for the host's.
+ * Caller frees both. */
 int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *platform,
+		    const char *metamap,
 		    char **ret_config, char **ret_manifest);
 /* 1 when the client's repository has the blob, 0 when not, -errno on failure. */
 int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error *err);

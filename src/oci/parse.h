@@ -189,6 +189,9 @@ struct oci_descriptor {
 	char artifact_type[128];
 	char created[64];
 	struct oci_layer_hint layer; /* OCI_ANNOTATION_LAYER_*, of an artifact or its entry */
+	/* A manifest's layer: its annotation OCI_ANNOTATION_METADATA, at most
+	 * OCI_METAMAP_MAX_TEXT bytes (NULL when absent or longer); freed with the manifest */
+	char *metamap;
 };
 
 enum oci_manifest_kind {

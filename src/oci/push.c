@@ -26,7 +26,7 @@
 #define UPLOAD_TRIES 3 /* failures in a row without progress */
 
 int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *platform,
-		    char **ret_config, char **ret_manifest)
+		    const char *metamap, char **ret_config, char **ret_manifest)
 {
 	_cleanup_json_ json_t *config = NULL, *manifest = NULL;
 	_cleanup_free_ char *cfg = NULL;
@@ -61,6 +61,13 @@ int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *p
 			     "size", (json_int_t)layer_size);
 	if (!manifest)
 		return -ENOMEM;
+	if (metamap) {
+		json_t *layer = json_array_get(json_object_get(manifest, "layers"), 0);
+
+		if (json_object_set_new(layer, "annotations",
+					json_pack("{s:s}", OCI_ANNOTATION_METADATA, metamap)) < 0)
+			return -ENOMEM;
+	}
 	*ret_manifest = json_dumps(manifest, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!*ret_manifest)
 		return -ENOMEM;

@@ -302,7 +302,7 @@ static void test_image_build(void **state)
 	struct oci_manifest *m = NULL;
 	uint8_t d[UTIL_SHA256_LEN];
 
-	assert_int_equal(oci_image_build(DA, 12345, "linux/arm64/v8", &cfg, &man), 0);
+	assert_int_equal(oci_image_build(DA, 12345, "linux/arm64/v8", NULL, &cfg, &man), 0);
 	assert_non_null(strstr(cfg, "\"architecture\":\"arm64\""));
 	assert_non_null(strstr(cfg, "\"os\":\"linux\""));
 	assert_non_null(strstr(cfg, "\"variant\":\"v8\""));
@@ -321,14 +321,39 @@ static void test_image_build(void **state)
 	assert_int_equal(m->items[0].size, 12345);
 	oci_manifest_free(m);
 	/* deterministic: the same image gives the same digests */
-	assert_int_equal(oci_image_build(DA, 12345, "linux/arm64/v8", &cfg2, &man2), 0);
+	assert_int_equal(oci_image_build(DA, 12345, "linux/arm64/v8", NULL, &cfg2, &man2), 0);
 	assert_string_equal(cfg, cfg2);
 	assert_string_equal(man, man2);
 	free(cfg);
 	free(man);
 	free(cfg2);
 	free(man2);
-	assert_int_equal(oci_image_build("sha256:12", 1, NULL, &cfg, &man), -EINVAL);
+	assert_int_equal(oci_image_build("sha256:12", 1, NULL, NULL, &cfg, &man), -EINVAL);
+}
+
+/* A metadata map rides on the layer's descriptor and comes back from the manifest as it went;
+ * a layer without one, or with one that is not a string, has none. */
+static void test_image_build_metamap(void **state)
+{
+	char *cfg = NULL, *man = NULL, why[256];
+	struct oci_manifest *m = NULL;
+	const char *other = "{\"schemaVersion\":2,\"mediaType\":\"" OCI_MT_OCI_MANIFEST "\","
+			    "\"config\":{\"mediaType\":\"" OCI_MT_OCI_CONFIG "\",\"digest\":"
+			    "\"" DA "\",\"size\":2},\"layers\":[{\"mediaType\":\""
+			    OCI_MT_EROFS_LAYER "\",\"digest\":\"" DA "\",\"size\":3,"
+			    "\"annotations\":{\"" OCI_ANNOTATION_METADATA "\":7}}]}";
+
+	assert_int_equal(oci_image_build(DA, 12345, NULL, "1:AQI=", &cfg, &man), 0);
+	assert_non_null(strstr(man, "\"annotations\":{\"" OCI_ANNOTATION_METADATA "\":\"1:AQI=\"}"));
+	assert_int_equal(oci_manifest_parse(man, strlen(man), NULL, &m, why, sizeof(why)), 0);
+	assert_string_equal(m->items[0].metamap, "1:AQI=");
+	assert_null(m->config.metamap);
+	oci_manifest_free(m);
+	free(cfg);
+	free(man);
+	assert_int_equal(oci_manifest_parse(other, strlen(other), NULL, &m, why, sizeof(why)), 0);
+	assert_null(m->items[0].metamap);
+	oci_manifest_free(m);
 }
 
 /* The platform an image config records (a single manifest's, checked for platform=). */
@@ -399,6 +424,7 @@ int main(void)
 		cmocka_unit_test(test_manifest_kinds), cmocka_unit_test(test_manifest_caps),
 		cmocka_unit_test(test_platforms), cmocka_unit_test(test_config_platform),      cmocka_unit_test(test_layer_select),
 		cmocka_unit_test(test_media_types),    cmocka_unit_test(test_image_build),
+		cmocka_unit_test(test_image_build_metamap),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

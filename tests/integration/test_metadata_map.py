@@ -1,0 +1,233 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""The metadata map (issue 10, "mount in fewer round trips"): `lazyerofs push` puts the byte
+ranges that hold an image's metadata on its layer's descriptor (annotation
+dev.lazyerofs.metadata), and a cold mount asks for all of them at once instead of walking the
+image level by level. A map is only a hint: one that lists too little, too much, or garbage
+costs bytes or nothing, never a wrong byte, and images pushed by other tools (no map) mount as
+before."""
+
+import base64
+import json
+import os
+import struct
+
+import pytest
+
+from common import FIXTURE_IMAGES, FIXTURES, child_read, run
+from registry import MT_EROFS, MT_OCI_MANIFEST
+from test_files_index import crc32c
+from test_mount import parse_verbose
+from trees import compare_tree, parse_extents
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
+
+ANNOTATION = "dev.lazyerofs.metadata"
+UNIT = 4096
+
+
+def leb(v):
+    out = bytearray()
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def encode(ranges):
+    """A map of (offset, length) pairs in units (sorted, disjoint), as push writes one."""
+    out, prev = bytearray(), 0
+    for start, length in ranges:
+        out += leb(start - prev) + leb(length)
+        prev = start + length
+    return "1:" + base64.b64encode(bytes(out)).decode()
+
+
+def decode(text, size):
+    """A map's ranges in bytes, checked as strictly as the mount reads them."""
+    assert text.startswith("1:"), text[:20]
+    raw, pos, i, out = base64.b64decode(text[2:], validate=True), 0, 0, []
+
+    def number():
+        nonlocal i
+        v = shift = 0
+        while True:
+            b = raw[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return v
+
+    while i < len(raw):
+        gap, length = number(), number()
+        assert length > 0
+        pos += gap
+        out.append((pos * UNIT, min((pos + length) * UNIT, size) - pos * UNIT))
+        pos += length
+    assert pos * UNIT < size + UNIT, "the map reaches past the blob"
+    return out
+
+
+def layer_descriptor(registry, repo, tag):
+    _, body = registry.client.get_manifest(repo, tag)
+    return json.loads(body)["layers"][0]
+
+
+def push(registry, path, repo, tag="v1"):
+    r = run(["push", "-o", "insecure", path, registry.ref(repo, tag)])
+    assert r.returncode == 0, r.stderr
+    return registry.ref(repo, tag)
+
+
+def covered(ranges, off, length):
+    return any(o <= off and off + length <= o + n for o, n in ranges)
+
+
+@pytest.mark.parametrize("name", FIXTURE_IMAGES)
+def test_push_maps_the_metadata(registry, name):
+    """The map push writes covers every range a mount's walk needs (inspect --extents, not
+    merged) and little else: what it adds is the alignment to 4 KiB and the gaps the walk's
+    own result bridges."""
+    path = os.path.join(FIXTURES, name + ".erofs")
+    size = os.path.getsize(path)
+    push(registry, path, f"map/{name}")
+    desc = layer_descriptor(registry, f"map/{name}", "v1")
+    assert desc["mediaType"] == MT_EROFS
+    ranges = decode(desc["annotations"][ANNOTATION], size)
+    r = run(["inspect", "--extents", "--gap=0", path])
+    assert r.returncode == 0, r.stderr
+    exact = parse_extents(r.stdout)
+    for off, length in exact:
+        assert covered(ranges, off, length), f"{name}: {off}+{length} is not in the map"
+    mapped = sum(n for _, n in ranges)
+    aligned = sum(-(-(o + n) // UNIT) * UNIT - o // UNIT * UNIT for o, n in exact)
+    assert mapped <= aligned + UNIT * len(exact), (name, mapped, aligned)
+    # pushing again gives the same manifest (the map is made from the image alone)
+    before = registry.client.get_manifest(f"map/{name}", "v1")[1]
+    push(registry, path, f"map/{name}")
+    assert registry.client.get_manifest(f"map/{name}", "v1")[1] == before
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.san)
+                                  if n in ("plain", "lz4hc") else n for n in FIXTURE_IMAGES])
+def test_cold_mount_asks_for_the_map_at_once(lazy, registry, expected_tree, name):
+    """With a map, the mount's walk goes out as the map's few batches (no round per level)
+    and the tree is exactly the source's; without one (LAZYEROFS_NO_METADATA_MAP, or an
+    image pushed by another tool) the walk goes level by level, as before."""
+    path = os.path.join(FIXTURES, name + ".erofs")
+    ref = push(registry, path, f"map/{name}")
+    mp, r = lazy.mount(ref, extra=["-v"], check=False)
+    assert r.returncode == 0, r.stderr
+    assert "metadata map:" in r.stderr, r.stderr
+    n = parse_verbose(r.stderr)
+    compare_tree(mp, expected_tree)
+    batches = int(r.stderr.split("metadata batches: ")[1].split(",")[0])
+    assert batches <= 4, f"{name}: {batches} batches with a map of {n.get('meta')}: {r.stderr}"
+    lazy.umount(mp)
+
+    env = dict(lazy.env, LAZYEROFS_NO_METADATA_MAP="1")
+    lazy_cache = os.path.join(lazy.root, "cache-nomap")
+    os.makedirs(lazy_cache, mode=0o700, exist_ok=True)
+    env["LAZYEROFS_CACHE_DIR"] = lazy_cache
+    mp2 = lazy.mountpoint("nomap")
+    r = lazy.run(["mount", "-v", "-o", "insecure", ref, mp2], env=env)
+    assert r.returncode == 0, r.stderr
+    assert "metadata map:" not in r.stderr, r.stderr
+    compare_tree(mp2, expected_tree)
+    r = lazy.run(["umount", mp2], env=env)
+    assert r.returncode == 0, r.stderr
+
+
+def push_with_map(registry, repo, path, text):
+    """The image as push would make it, but with the map `text` (None: no annotation)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    layer = registry.client.push_blob(repo, data)
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [layer]}}).encode()
+    cdigest = registry.client.push_blob(repo, config)
+    desc = {"mediaType": MT_EROFS, "digest": layer, "size": len(data)}
+    if text is not None:
+        desc["annotations"] = {ANNOTATION: text}
+    manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": cdigest, "size": len(config)},
+                "layers": [desc]}
+    registry.client.push_manifest(repo, "v1", manifest, MT_OCI_MANIFEST)
+    return registry.ref(repo, "v1")
+
+
+@pytest.mark.san
+@pytest.mark.parametrize("kind", ["too-little", "elsewhere", "whole-blob", "garbage",
+                                  "other-version", "past-the-end", "too-long"])
+def test_a_wrong_map_never_changes_a_byte(lazy, registry, expected_tree, kind):
+    """A map that lists too little (the walk asks for the rest), the wrong ranges or the whole
+    (small) blob (bytes wasted, nothing more), or that is not a map at all: the mount works,
+    silently, and shows exactly the source tree."""
+    path = os.path.join(FIXTURES, "lz4hc.erofs")
+    size = os.path.getsize(path)
+    units = -(-size // UNIT)
+    text = {
+        "too-little": encode([(0, 1)]),
+        "elsewhere": encode([(units - 2, 2)]),
+        "whole-blob": encode([(0, units)]),
+        "garbage": "1:!!!!",
+        "other-version": "2:" + base64.b64encode(b"\x00\x01").decode(),
+        "past-the-end": encode([(units, 1)]),
+        "too-long": "1:" + "AAAA" * (160 << 10),
+    }[kind]
+    ref = push_with_map(registry, f"badmap/{kind}", path, text)
+    mp, r = lazy.mount(ref, extra=["-v"], check=False)
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr and "error" not in r.stderr, r.stderr
+    if kind in ("garbage", "other-version", "past-the-end", "too-long"):
+        assert "metadata map:" not in r.stderr, r.stderr
+    else:
+        assert "metadata map:" in r.stderr, r.stderr
+    compare_tree(mp, expected_tree)
+    st = lazy.status_of(mp)
+    assert st["errors"] == 0, st
+    lazy.umount(mp)
+
+
+def test_a_map_larger_than_metadata_can_be_is_ignored(lazy, registry, workdir):
+    """A map of a whole 48 MiB image (metadata is never more than half an image, or 8 MiB of a
+    small one) is not followed: the mount fetches its metadata, not the image."""
+    from lazymount import build_big_image
+    path, tree = build_big_image(workdir)
+    size = os.path.getsize(path)
+    ref = push_with_map(registry, "badmap/big", path, encode([(0, -(-size // UNIT))]))
+    mp, r = lazy.mount(ref, extra=["-v"], check=False)
+    assert r.returncode == 0, r.stderr
+    assert "metadata map:" not in r.stderr, r.stderr
+    st = lazy.status_of(mp)
+    assert st["fetched_bytes"] < size // 4, st
+    with open(os.path.join(tree, "etc", "motd"), "rb") as f:
+        assert child_read(os.path.join(mp, "etc", "motd")) == f.read()
+    lazy.umount(mp)
+
+
+def test_push_of_an_image_it_cannot_walk_has_no_map(registry, workdir):
+    """An image whose superblock is sound but whose metadata cannot be walked (the root
+    inode's data layout is one EROFS does not have) is pushed all the same, without a map,
+    with one warning that says why."""
+    path = os.path.join(FIXTURES, "lz4hc.erofs")
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    root = struct.unpack_from("<H", data, 1024 + 14)[0]
+    meta = struct.unpack_from("<I", data, 1024 + 40)[0]
+    at = meta * 4096 + root * 32
+    struct.pack_into("<H", data, at, struct.unpack_from("<H", data, at)[0] | 0xE)
+    if at < 4096:
+        data[1024 + 4:1024 + 8] = b"\0" * 4
+        data[1024 + 4:1024 + 8] = struct.pack("<I", crc32c(bytes(data[1024:4096])))
+    bad = os.path.join(workdir, "badroot.erofs")
+    with open(bad, "wb") as f:
+        f.write(data)
+    r = run(["push", "-o", "insecure", bad, registry.ref("map/badroot", "v1")])
+    assert r.returncode == 0, r.stderr
+    warnings = [l for l in r.stderr.splitlines() if "metadata map" in l]
+    assert len(warnings) == 1 and "data layout" in warnings[0], r.stderr
+    desc = layer_descriptor(registry, "map/badroot", "v1")
+    assert ANNOTATION not in desc.get("annotations", {}), desc
