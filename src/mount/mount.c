@@ -156,13 +156,9 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 					     .range_cost_us = WALK_RANGE_COST_US });
 	have_before = fetch_status(h, &before) >= 0;
 
-	/* The superblock as a batch of its own (a plain read would fetch a whole demand chunk
-	 * around it), with what follows it to WALK_HEAD_BYTES: mkfs puts the root inode and
-	 * the first inodes and directories there (a Debian minbase: its first 188 KiB are all
-	 * metadata), which the walk's next two rounds would ask for. At 100 Mbit/s + RTT 50
-	 * ms the extra 248 KiB cost 20 ms and save two round trips (972-994 -> 899-913 ms);
-	 * the round is also large enough to tell the link's rate at once (loopback, lz4hc:
-	 * 197-208 -> 149-150 ms, 219 ranges instead of 329). */
+	/* With the image's metadata map, the walk's rounds find what they ask for on its way
+	 * already. Debian minbase lz4hc (375 ranges, 6.4 MiB): over 100 Mbit/s + RTT 50 ms
+	 * 1,060 -> 770-780 ms (4 requests instead of ~50), on loopback 290 -> 230 ms. */
 	util_extents_init(&map);
 	if (map_read(metamap, size, &map)) {
 		res->map_ranges = map.n;
@@ -170,8 +166,9 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 	}
 	if (map.n && map.n <= WALK_MAP_AT_ONCE) {
 		/* The whole map at once, superblock included, exactly as listed: no round has
-		 * told the link's rate, so no gap is worth bridging yet. Then wait for the
-		 * superblock alone. */
+		 * told the link's rate, so no gap is worth bridging yet (over a slow link a
+		 * bridged gap costs its bytes; on loopback a range costs the registry ~0.3 ms,
+		 * which a few hundred ranges afford). Then wait for the superblock alone. */
 		struct util_extent sb = { 0, MIN(size, WALK_SB_BYTES) };
 
 		r = util_extents_add(&map, sb.offset, sb.length);
@@ -183,6 +180,14 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 			r = mount_walkio_prefetch(w, &sb, 1);
 		map.n = 0;
 	} else {
+		/* The superblock as a batch of its own (a plain read would fetch a whole demand
+		 * chunk around it), with what follows it to WALK_HEAD_BYTES: mkfs puts the root
+		 * inode and the first inodes and directories there (a Debian minbase: its first
+		 * 188 KiB are all metadata), which the walk's next two rounds would ask for. At
+		 * 100 Mbit/s + RTT 50 ms the extra 248 KiB cost 20 ms and save two round trips
+		 * (972-994 -> 899-913 ms); the round is also large enough to tell the link's
+		 * rate at once (loopback, lz4hc: 197-208 -> 149-150 ms, 219 ranges instead of
+		 * 329). */
 		struct util_extent sb = { 0, MIN(size, WALK_HEAD_BYTES) };
 
 		r = mount_walkio_prefetch_all(w, &sb, 1);
@@ -222,7 +227,6 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 			res->zone_bytes = zone.length;
 		}
 	}
-
 
 	util_extents_init(&ext);
 	/* The walk also lists each file's data ranges, for the daemon (issue 10). */
