@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "erofs/erofs.h"
 #include "mount/mount.h"
+#include "oci/oci.h"
 #include "util/log.h"
 #include "util/strutil.h"
 #include "util/time.h"
@@ -180,4 +182,30 @@ void cli_progress_end(struct cli_progress *p)
 	if (p->open)
 		fputc('\n', stderr);
 	p->open = false;
+}
+
+int cli_metadata_map(int fd, uint64_t size, char **ret, struct util_error *err)
+{
+	struct erofs_walk_opts wopts = { .merge_gap = OCI_METAMAP_UNIT };
+	struct erofs_walk_stats st;
+	struct util_extents ext;
+	struct erofs_io io;
+	int r;
+
+	*ret = NULL;
+	util_extents_init(&ext);
+	r = erofs_io_from_fd(&io, fd);
+	if (r >= 0)
+		r = erofs_walk(&io, &wopts, &ext, &st, err);
+	if (r >= 0) {
+		r = oci_metamap_encode(ext.v, ext.n, size, ret);
+		if (r == -E2BIG)
+			util_err_set(err, r, "its metadata lies in too many ranges for a map of %u "
+					     "bytes", OCI_METAMAP_MAX_TEXT);
+		else if (r >= 0)
+			log_debug("metadata map of %zu range(s), %llu bytes, in %zu characters", ext.n,
+				  (unsigned long long)util_extents_total(&ext), strlen(*ret));
+	}
+	util_extents_free(&ext);
+	return r;
 }

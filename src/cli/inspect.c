@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "erofs/erofs.h"
+#include "oci/oci.h"
 #include "util/cleanup.h"
 #include "util/extents.h"
 #include "util/log.h"
@@ -19,11 +20,15 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: lazyerofs inspect [--extents] [--gap=BYTES] IMAGE.erofs\n\n"
+		"Usage: lazyerofs inspect [--extents | --metadata-map] [--gap=BYTES] IMAGE.erofs\n\n"
 		"Walk the metadata of a local EROFS image and summarise it: block size, features,\n"
 		"inodes, metadata bytes (what must be present before a lazy mount) and walk time.\n\n"
 		"  --extents     print only the metadata ranges, \"OFFSET LENGTH\" in decimal bytes,\n"
 		"                one per line, sorted and merged\n"
+		"  --metadata-map  print only the image's metadata map, the value of the layer\n"
+		"                annotation " OCI_ANNOTATION_METADATA " that lazyerofs push sets\n"
+		"                (for images published by other tools: a mount then fetches the\n"
+		"                metadata at once instead of level by level)\n"
 		"  --gap=BYTES   merge ranges separated by at most BYTES (default %u)\n"
 		"  -h, --help    show this help\n",
 		EROFS_DEFAULT_MERGE_GAP);
@@ -66,7 +71,7 @@ int cli_inspect(int argc, char **argv)
 	struct erofs_io io;
 	uint64_t t0, t1;
 	const char *path = NULL;
-	bool extents = false;
+	bool extents = false, map = false;
 	struct util_error err = UTIL_ERROR_INIT;
 	char hb[32], mb[32];
 	double ms;
@@ -80,6 +85,8 @@ int cli_inspect(int argc, char **argv)
 			return CLI_EXIT_OK;
 		} else if (strcmp(a, "--extents") == 0) {
 			extents = true;
+		} else if (strcmp(a, "--metadata-map") == 0) {
+			map = true;
 		} else if (strncmp(a, "--gap=", 6) == 0) {
 			if (util_parse_u64(a + 6, &opts.merge_gap) < 0) {
 				log_error("inspect: invalid --gap value '%s'; give a number of bytes",
@@ -102,6 +109,10 @@ int cli_inspect(int argc, char **argv)
 		log_error("inspect: no image given; run 'lazyerofs inspect --help'");
 		return CLI_EXIT_USAGE;
 	}
+	if (map && extents) {
+		log_error("inspect: --extents and --metadata-map print different things; give one");
+		return CLI_EXIT_USAGE;
+	}
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -112,6 +123,19 @@ int cli_inspect(int argc, char **argv)
 	r = erofs_probe(&io, &info, &err);
 	if (r < 0)
 		return fail(path, r, err.message);
+	if (map) {
+		_cleanup_free_ char *text = NULL;
+
+		r = cli_metadata_map(fd, io.size, &text, &err);
+		if (r < 0)
+			return fail(path, r, err.message);
+		printf("%s\n", text);
+		if (fflush(stdout) != 0 || ferror(stdout)) {
+			log_error("inspect: cannot write the output: %m");
+			return CLI_EXIT_FAILURE;
+		}
+		return CLI_EXIT_OK;
+	}
 	util_extents_init(&ext);
 	t0 = util_now_us();
 	r = erofs_walk(&io, &opts, &ext, &st, &err);

@@ -84,28 +84,14 @@ static int check_image(const char *path, int fd, uint64_t *ret_size)
  * one (an image this reader cannot walk simply has none, and mounts walk it level by level). */
 static char *metadata_map(const char *path, int fd, uint64_t size)
 {
-	struct erofs_walk_opts wopts = { .merge_gap = OCI_METAMAP_UNIT };
 	struct util_error why = UTIL_ERROR_INIT;
-	struct erofs_walk_stats st;
-	struct util_extents ext;
-	struct erofs_io io;
 	char *text = NULL;
-	int r;
+	int r = cli_metadata_map(fd, size, &text, &why);
 
-	util_extents_init(&ext);
-	r = erofs_io_from_fd(&io, fd);
-	if (r >= 0)
-		r = erofs_walk(&io, &wopts, &ext, &st, &why);
-	if (r >= 0)
-		r = oci_metamap_encode(ext.v, ext.n, size, &text);
 	if (r < 0)
 		log_warning("push: '%s': no metadata map in the manifest (%s); mounts will find "
 			    "its metadata level by level",
-			    path, r == -E2BIG ? "too many ranges" : util_err_msg(&why, r));
-	else
-		log_debug("push: metadata map of %zu range(s), %llu bytes, in %zu characters",
-			  ext.n, (unsigned long long)util_extents_total(&ext), strlen(text));
-	util_extents_free(&ext);
+			    path, util_err_msg(&why, r));
 	return text;
 }
 

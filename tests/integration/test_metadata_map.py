@@ -95,6 +95,9 @@ def test_push_maps_the_metadata(registry, name):
     desc = layer_descriptor(registry, f"map/{name}", "v1")
     assert desc["mediaType"] == MT_EROFS
     ranges = decode(desc["annotations"][ANNOTATION], size)
+    # the same text as inspect prints for other tools to set
+    r = run(["inspect", "--metadata-map", path])
+    assert r.returncode == 0 and r.stdout == desc["annotations"][ANNOTATION] + "\n", r
     r = run(["inspect", "--extents", "--gap=0", path])
     assert r.returncode == 0, r.stderr
     exact = parse_extents(r.stdout)
@@ -231,3 +234,14 @@ def test_push_of_an_image_it_cannot_walk_has_no_map(registry, workdir):
     assert len(warnings) == 1 and "data layout" in warnings[0], r.stderr
     desc = layer_descriptor(registry, "map/badroot", "v1")
     assert ANNOTATION not in desc.get("annotations", {}), desc
+
+
+def test_inspect_metadata_map_bad_input(workdir):
+    """inspect --metadata-map: one line and a non-zero exit for what it cannot map."""
+    r = run(["inspect", "--metadata-map", "--extents", os.path.join(FIXTURES, "lz4hc.erofs")])
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r
+    bad = os.path.join(workdir, "notafs.bin")
+    with open(bad, "wb") as f:
+        f.write(b"\0" * 8192)
+    r = run(["inspect", "--metadata-map", bad])
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r
