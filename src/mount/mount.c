@@ -194,8 +194,14 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 		/* A map of many ranges follows the first round, which tells the link's rate:
 		 * over a fast link (loopback) a registry's cost per range is worth bridging
 		 * gaps for (Debian minbase uncompressed: 1,277 ranges). */
-		if (r >= 0 && map.n)
+		if (r >= 0 && map.n) {
 			r = mount_walkio_prefetch_ahead(w, map.v, map.n);
+			if (r < 0) {
+				util_extents_free(&map);
+				return util_err_set(err, r, "fetching the image's metadata map: %s",
+						    util_err_msg(&ferr, r));
+			}
+		}
 	}
 	util_extents_free(&map);
 	if (r < 0) {
