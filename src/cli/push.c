@@ -95,6 +95,30 @@ static char *metadata_map(const char *path, int fd, uint64_t size)
 	return text;
 }
 
+/* The image's two blobs, made sure of again when the registry refuses its manifest for
+ * want of one (oci_manifest_put_ensured): uploaded again if missing. */
+struct image_blobs {
+	struct oci_client *c;
+	int fd;
+	uint64_t size;
+	const char *layer_digest, *config, *config_digest;
+};
+
+static int image_blobs_ensure(void *ctx, struct util_error *err)
+{
+	struct image_blobs *b = ctx;
+	struct oci_upload_opts up = { 0 };
+	int r = oci_blob_exists(b->c, b->layer_digest, err);
+
+	if (r == 0)
+		r = oci_blob_upload_fd(b->c, b->fd, b->size, b->layer_digest, &up, err);
+	if (r >= 0)
+		r = oci_blob_exists(b->c, b->config_digest, err);
+	if (r == 0)
+		r = oci_blob_upload_buf(b->c, b->config, strlen(b->config), b->config_digest, err);
+	return r < 0 ? r : 0;
+}
+
 int cli_push(int argc, char **argv)
 {
 	struct oci_options opts;
@@ -198,8 +222,16 @@ int cli_push(int argc, char **argv)
 		r = oci_blob_upload_buf(c, config, strlen(config), config_digest, &err);
 	if (r < 0)
 		goto fail;
-	r = oci_manifest_put(c, ref->tag, "application/vnd.oci.image.manifest.v1+json", manifest,
-			     strlen(manifest), manifest_digest, &err);
+	{
+		struct image_blobs blobs = { .c = c, .fd = fd, .size = size,
+					     .layer_digest = layer_digest, .config = config,
+					     .config_digest = config_digest };
+
+		r = oci_manifest_put_ensured(c, ref->tag,
+					     "application/vnd.oci.image.manifest.v1+json",
+					     manifest, strlen(manifest), image_blobs_ensure, &blobs,
+					     manifest_digest, NULL, &err);
+	}
 	if (r < 0)
 		goto fail;
 	printf("manifest %s\nconfig %s\nlayer %s\n", manifest_digest, config_digest, layer_digest);

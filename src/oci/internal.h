@@ -293,7 +293,7 @@ int oci_creds_find(const struct oci_client *c, const struct oci_host *h, struct 
 char *oci_base64_encode(const void *data, size_t len);
 int oci_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);
 
-/* oci_manifest_put, handing back the reply's headers too (OCI-Subject) (push.c); with
+/* One manifest PUT, handing back the reply's headers too (OCI-Subject) (push.c); with
  * if_match (an entity tag, quoted) the write is conditional on it: a registry that honours
  * it answers 412 when the stored manifest differs (-ESTALE). */
 int oci_manifest_put_resp(struct oci_client *c, const char *reference, const char *media_type,

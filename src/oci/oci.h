@@ -333,11 +333,20 @@ int oci_upload_record_format(const struct oci_upload_record *rec, char **ret);
  * http(s)); -EBADMSG when it is not one, -EFBIG when too large. */
 int oci_upload_record_parse(const void *buf, size_t len, struct oci_upload_record *ret);
 
-/* PUT a manifest under reference (a tag; NULL: its own digest). ret_digest gets its digest;
- * -EILSEQ when the registry reports another. */
-int oci_manifest_put(struct oci_client *c, const char *reference, const char *media_type,
-		     const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
-		     struct util_error *err);
+/* PUT a manifest under reference (a tag; NULL: its own digest) whose blobs the caller has just
+ * uploaded or found. ret_digest gets its digest; -EILSEQ when the registry reports another.
+ * The distribution registry may refuse it (HTTP 400: DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN)
+ * while another client uploads one of those blobs at the same moment (pushes of one image at
+ * once).
+ * Then ensure(ctx) uploads again what is missing, and the PUT goes again, up to
+ * OCI_MANIFEST_PUT_ATTEMPTS times in all. ret_resp (may be NULL): the last reply's headers. */
+#define OCI_MANIFEST_PUT_ATTEMPTS 4
+struct oci_resp;
+int oci_manifest_put_ensured(struct oci_client *c, const char *reference, const char *media_type,
+			     const void *data, size_t len,
+			     int (*ensure)(void *ctx, struct util_error *err), void *ctx,
+			     char ret_digest[UTIL_DIGEST_STR_LEN], struct oci_resp *ret_resp,
+			     struct util_error *err);
 
 /* ---- referrers (OCI 1.1: artifacts attached to an image manifest) ---- */
 

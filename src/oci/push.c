@@ -442,14 +442,31 @@ int oci_blob_upload_buf(struct oci_client *c, const void *data, size_t len, cons
 	return upload(c, -1, data, len, digest, NULL, err);
 }
 
-int oci_manifest_put(struct oci_client *c, const char *reference, const char *media_type,
-		     const void *data, size_t len, char ret_digest[UTIL_DIGEST_STR_LEN],
-		     struct util_error *err)
+int oci_manifest_put_ensured(struct oci_client *c, const char *reference, const char *media_type,
+			     const void *data, size_t len,
+			     int (*ensure)(void *ctx, struct util_error *err), void *ctx,
+			     char ret_digest[UTIL_DIGEST_STR_LEN], struct oci_resp *ret_resp,
+			     struct util_error *err)
 {
 	struct oci_resp resp;
+	struct util_error local;
+	int r;
 
-	return oci_manifest_put_resp(c, reference, media_type, data, len, NULL, ret_digest, &resp,
-				     err);
+	if (!err)
+		err = &local;
+	for (int attempt = 0;; attempt++) {
+		r = oci_manifest_put_resp(c, reference, media_type, data, len, NULL, ret_digest,
+					  ret_resp ? ret_resp : &resp, err);
+		if (r >= 0 || err->http_status != 400 || attempt == OCI_MANIFEST_PUT_ATTEMPTS - 1)
+			return r;
+		log_debug("oci: %s refused the manifest (%s); making sure of its blobs again",
+			  c->shown, err->message);
+		util_sleep_ms(oci_backoff_ms(attempt));
+		util_err_clear(err);
+		r = ensure(ctx, err);
+		if (r < 0)
+			return r;
+	}
 }
 
 int oci_manifest_put_resp(struct oci_client *c, const char *reference, const char *media_type,

@@ -62,18 +62,23 @@ static int blob_ensure(struct oci_client *c, const void *data, size_t len,
 
 /* The artifact's two blobs: the profile (its digest into layer_digest) and the empty config
  * (config_digest). */
-static int blobs_ensure(struct oci_client *c, const void *data, size_t len,
-			char layer_digest[UTIL_DIGEST_STR_LEN],
-			char config_digest[UTIL_DIGEST_STR_LEN], struct util_error *err)
+struct artifact_blobs {
+	struct oci_client *c;
+	const void *data;
+	size_t len;
+	char layer_digest[UTIL_DIGEST_STR_LEN];
+	char config_digest[UTIL_DIGEST_STR_LEN];
+};
+
+static int blobs_ensure(void *ctx, struct util_error *err)
 {
-	int r = blob_ensure(c, data, len, layer_digest, err);
+	struct artifact_blobs *b = ctx;
+	int r = blob_ensure(b->c, b->data, b->len, b->layer_digest, err);
 
 	return r < 0 ? r
-		     : blob_ensure(c, OCI_EMPTY_JSON, strlen(OCI_EMPTY_JSON), config_digest, err);
+		     : blob_ensure(b->c, OCI_EMPTY_JSON, strlen(OCI_EMPTY_JSON), b->config_digest,
+				   err);
 }
-
-/* Tries of the artifact manifest's PUT when the registry does not know its blobs yet. */
-#define MANIFEST_PUT_ATTEMPTS 4
 
 /* Rounds of read, add, write of the referrers tag at the most before a push gives up. */
 #define TAG_ADD_ROUNDS 12
@@ -188,8 +193,8 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 		      bool *ret_via_tag, struct util_error *err)
 {
 	struct oci_descriptor subject, layer = { 0 }, artifact = { 0 };
+	struct artifact_blobs blobs = { .c = c, .data = data, .len = len };
 	_cleanup_free_ char *manifest = NULL;
-	char config_digest[UTIL_DIGEST_STR_LEN];
 	struct util_error local;
 	struct oci_resp resp;
 	int r;
@@ -206,9 +211,10 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 				    c->shown);
 	oci_fmt(layer.media_type, sizeof(layer.media_type), "%s", layer_media_type);
 	layer.size = len;
-	r = blobs_ensure(c, data, len, layer.digest, config_digest, err);
+	r = blobs_ensure(&blobs, err);
 	if (r < 0)
 		return r;
+	memcpy(layer.digest, blobs.layer_digest, sizeof(layer.digest));
 	oci_fmt(artifact.media_type, sizeof(artifact.media_type), "%s", OCI_MT_OCI_MANIFEST);
 	oci_fmt(artifact.artifact_type, sizeof(artifact.artifact_type), "%s", artifact_type);
 	/* with milliseconds, so that two pushes in one second stay ordered */
@@ -220,21 +226,10 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 	if (r < 0)
 		return util_err_set(err, r, "building the artifact manifest: %s", strerror(-r));
 	artifact.size = strlen(manifest);
-	/* Pushes at once upload the same empty config at once, and the distribution registry
-	 * may then refuse a manifest for a blob it does not know yet (400 DIGEST_INVALID /
-	 * MANIFEST_BLOB_UNKNOWN, seen with 8 pushes at once on a loaded machine): upload what is
-	 * missing again and retry, a few times. */
-	for (int attempt = 0;; attempt++) {
-		r = oci_manifest_put_resp(c, NULL, OCI_MT_OCI_MANIFEST, manifest, artifact.size,
-					  NULL, artifact.digest, &resp, err);
-		if (r >= 0 || err->http_status != 400 || attempt == MANIFEST_PUT_ATTEMPTS - 1)
-			break;
-		util_sleep_ms(oci_backoff_ms(attempt));
-		util_err_clear(err);
-		r = blobs_ensure(c, data, len, layer.digest, config_digest, err);
-		if (r < 0)
-			return r;
-	}
+	/* Pushes at once upload the same empty config at once (seen: 400 DIGEST_INVALID /
+	 * MANIFEST_BLOB_UNKNOWN with 8 profile pushes at once on a loaded machine). */
+	r = oci_manifest_put_ensured(c, NULL, OCI_MT_OCI_MANIFEST, manifest, artifact.size,
+				     blobs_ensure, &blobs, artifact.digest, &resp, err);
 	if (r < 0)
 		return r;
 	memcpy(ret_digest, artifact.digest, UTIL_DIGEST_STR_LEN);

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from common import BIN
+from common import BIN, FIXTURES
 from faultproxy import FaultProxy
 from lazymount import build_big_image
 from registry import (Registry, RegistryClient, clean_env, file_digest, push, push_env, push_ok,
@@ -224,3 +224,32 @@ def test_broken_or_foreign_record_is_ignored(registry, faultproxy, big, cache_di
         assert patches(faultproxy)[0][0] == 0
     finally:
         other.stop()
+
+
+BLOB_UNKNOWN = ('{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to '
+                'registry"}]}')
+
+
+def test_manifest_refused_for_an_unknown_blob_goes_again(registry, faultproxy):
+    """The distribution registry may refuse a manifest whose blob another push of the same
+    image is uploading at that moment (400 MANIFEST_BLOB_UNKNOWN, played by the fault proxy):
+    the push makes sure of its blobs again and stores the manifest; a registry that keeps
+    refusing gets 4 tries, then one line."""
+    image = os.path.join(FIXTURES, "lz4hc.erofs")
+    ref = faultproxy.ref("resume/blobunknown", "v1")
+    faultproxy.add("status", path=r"/manifests/v1", method="PUT", code=400, body=BLOB_UNKNOWN)
+    manifest, _, _ = push_ok(image, ref)
+    puts = faultproxy.count(method="PUT", path=r"/manifests/v1")
+    assert puts == 2, faultproxy.seen()
+    _, body = registry.client.get_manifest("resume/blobunknown", "v1")
+    assert sha256_digest(body) == manifest
+
+    faultproxy.clear()
+    faultproxy.reset_counts()
+    faultproxy.add("status", path=r"/manifests/v2", method="PUT", code=400, count=None,
+                   body=BLOB_UNKNOWN)
+    r = push(image, faultproxy.ref("resume/blobunknown", "v2"))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "400" in lines[0] and "MANIFEST_BLOB_UNKNOWN" in lines[0], lines
+    assert faultproxy.count(method="PUT", path=r"/manifests/v2") == 4, faultproxy.seen()
