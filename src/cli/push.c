@@ -101,7 +101,8 @@ struct image_blobs {
 	struct oci_client *c;
 	int fd;
 	uint64_t size;
-	const char *layer_digest, *config, *config_digest;
+	const char *layer_digest, *config;
+	char *config_digest;
 };
 
 static int image_blobs_ensure(void *ctx, struct util_error *err)
@@ -113,9 +114,7 @@ static int image_blobs_ensure(void *ctx, struct util_error *err)
 	if (r == 0)
 		r = oci_blob_upload_fd(b->c, b->fd, b->size, b->layer_digest, &up, err);
 	if (r >= 0)
-		r = oci_blob_exists(b->c, b->config_digest, err);
-	if (r == 0)
-		r = oci_blob_upload_buf(b->c, b->config, strlen(b->config), b->config_digest, err);
+		r = oci_blob_ensure(b->c, b->config, strlen(b->config), b->config_digest, err);
 	return r < 0 ? r : 0;
 }
 
@@ -217,9 +216,7 @@ int cli_push(int argc, char **argv)
 				 layer_digest);
 	}
 	cli_upload_record_done(&record);
-	r = oci_blob_exists(c, config_digest, &err);
-	if (r == 0)
-		r = oci_blob_upload_buf(c, config, strlen(config), config_digest, &err);
+	r = oci_blob_ensure(c, config, strlen(config), config_digest, &err);
 	if (r < 0)
 		goto fail;
 	{

@@ -177,7 +177,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 			r = mount_walkio_prefetch_ahead(w, map.v, map.n);
 		}
 		if (r >= 0)
-			r = mount_walkio_prefetch(w, &sb, 1);
+			r = io.prefetch(io.ctx, &sb, 1);
 		map.n = 0;
 	} else {
 		/* The superblock as a batch of its own (a plain read would fetch a whole demand

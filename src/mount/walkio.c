@@ -654,12 +654,11 @@ static int submit_round(struct mount_walkio *w, const struct util_extent *in, si
 		uint64_t worth = mount_round_worth_gap(w->costs, w->ncosts, g.range_cost_us);
 
 		/* Once the rate is known, a slow link merges across less than the default gap
-		 * too. */
+		 * too; until a round told it (worth 0: a map asked for ahead of the first round,
+		 * too), nothing is bridged. */
 		g.max_gap = MIN(g.max_gap, worth);
 		if (worth)
 			g.merge_gap = MIN(g.merge_gap, MAX(worth, WIO_BLOCK));
-		if (ahead && !w->ncosts)
-			g.max_gap = 0; /* no round told the link's rate: nothing bridged */
 		r = mount_group_round(&w->round, w->size, &g, wio_asked, w);
 		w->grouping.budget = g.budget;
 		w->st.bridge_gap = g.max_gap;
@@ -857,11 +856,6 @@ static int wio_prefetch(void *ctx, const struct util_extent *in, size_t nin)
 int mount_walkio_prefetch_all(struct mount_walkio *w, const struct util_extent *v, size_t n)
 {
 	return prefetch_round(w, v, n, true);
-}
-
-int mount_walkio_prefetch(struct mount_walkio *w, const struct util_extent *v, size_t n)
-{
-	return wio_prefetch(w, v, n);
 }
 
 int mount_walkio_prefetch_ahead(struct mount_walkio *w, const struct util_extent *v, size_t n)

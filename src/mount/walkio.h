@@ -45,9 +45,6 @@ const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w
 /* Make v[0, n) present, as the walk's io does, and wait for every batch on its way (the
  * superblock, a metadata zone: read at once, not by the walk). */
 int mount_walkio_prefetch_all(struct mount_walkio *w, const struct util_extent *v, size_t n);
-/* Make something of v[0, n) present, as the walk's io does (erofs.h: it returns once
- * something listed is present). */
-int mount_walkio_prefetch(struct mount_walkio *w, const struct util_extent *v, size_t n);
 /* Ask for v[0, n) -- what the walk will need, as the image's metadata map says -- without
  * waiting, exactly (no gaps bridged: no round has told the link's rate yet), in a few
  * batches at once: the walk's rounds then wait for these instead of asking level by

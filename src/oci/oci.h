@@ -316,6 +316,11 @@ int oci_blob_upload_fd(struct oci_client *c, int fd, uint64_t size, const char *
 		       struct oci_upload_opts *o, struct util_error *err);
 int oci_blob_upload_buf(struct oci_client *c, const void *data, size_t len, const char *digest,
 			struct util_error *err);
+/* Upload data as a blob unless the repository has it already (HEAD first); digest gets its
+ * digest. */
+int oci_blob_ensure(struct oci_client *c, const void *data, size_t len,
+		    char digest[UTIL_DIGEST_STR_LEN], struct util_error *err);
+
 /* The record of an unfinished upload, kept by `lazyerofs push` between processes. No
  * credentials: the URL is the registry's own Location. */
 #define OCI_UPLOAD_RECORD_MAX 16384

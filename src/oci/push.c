@@ -442,6 +442,20 @@ int oci_blob_upload_buf(struct oci_client *c, const void *data, size_t len, cons
 	return upload(c, -1, data, len, digest, NULL, err);
 }
 
+int oci_blob_ensure(struct oci_client *c, const void *data, size_t len,
+		    char digest[UTIL_DIGEST_STR_LEN], struct util_error *err)
+{
+	uint8_t d[UTIL_SHA256_LEN];
+	int r;
+
+	util_sha256_buf(data, len, d);
+	util_digest_format(d, digest);
+	r = oci_blob_exists(c, digest, err);
+	if (r == 0)
+		r = oci_blob_upload_buf(c, data, len, digest, err);
+	return r < 0 ? r : 0;
+}
+
 int oci_manifest_put_ensured(struct oci_client *c, const char *reference, const char *media_type,
 			     const void *data, size_t len,
 			     int (*ensure)(void *ctx, struct util_error *err), void *ctx,

@@ -45,21 +45,6 @@ static uint64_t deadline_of(const struct oci_client *c, uint64_t timeout_ms)
 	return util_now_ms() + (timeout_ms ? timeout_ms : c->timeout_ms);
 }
 
-/* Upload data as a blob unless the repository has it already; digest gets its digest. */
-static int blob_ensure(struct oci_client *c, const void *data, size_t len,
-		       char digest[UTIL_DIGEST_STR_LEN], struct util_error *err)
-{
-	uint8_t d[UTIL_SHA256_LEN];
-	int r;
-
-	util_sha256_buf(data, len, d);
-	util_digest_format(d, digest);
-	r = oci_blob_exists(c, digest, err);
-	if (r == 0)
-		r = oci_blob_upload_buf(c, data, len, digest, err);
-	return r < 0 ? r : 0;
-}
-
 /* The artifact's two blobs: the profile (its digest into layer_digest) and the empty config
  * (config_digest). */
 struct artifact_blobs {
@@ -73,11 +58,11 @@ struct artifact_blobs {
 static int blobs_ensure(void *ctx, struct util_error *err)
 {
 	struct artifact_blobs *b = ctx;
-	int r = blob_ensure(b->c, b->data, b->len, b->layer_digest, err);
+	int r = oci_blob_ensure(b->c, b->data, b->len, b->layer_digest, err);
 
 	return r < 0 ? r
-		     : blob_ensure(b->c, OCI_EMPTY_JSON, strlen(OCI_EMPTY_JSON), b->config_digest,
-				   err);
+		     : oci_blob_ensure(b->c, OCI_EMPTY_JSON, strlen(OCI_EMPTY_JSON),
+				       b->config_digest, err);
 }
 
 /* Rounds of read, add, write of the referrers tag at the most before a push gives up. */
