@@ -515,9 +515,10 @@ static struct util_extent event_window(const struct fetch_sched *s, const struct
  * both ways, whole files only, a chunk or one bandwidth-delay product in all. mkfs lays files out
  * by directory, so those are mostly its siblings, which programs read together and in their own
  * order (dpkg's lists, an interpreter's modules): several small files share one request, and no
- * file is fetched in part. Returns how many ranges (0: the file alone does not fit in max). */
+ * file is fetched in part. Returns how many ranges (0: the file alone does not fit in max), the
+ * file's own first (*ret_own of them). */
 static size_t small_files(const struct fetch_sched *s, uint32_t file, struct util_extent *out,
-			  size_t max)
+			  size_t max, size_t *ret_own)
 {
 	uint32_t nr;
 	const struct util_extent *v = fetch_files_ranges(s->files, file, &nr);
@@ -530,6 +531,7 @@ static size_t small_files(const struct fetch_sched *s, uint32_t file, struct uti
 
 	if (nr == 0 || nr > max)
 		return 0;
+	*ret_own = nr;
 	for (uint32_t i = 0; i < nr; i++) {
 		out[n++] = v[i];
 		lo = MIN(lo, v[i].offset);
@@ -565,6 +567,7 @@ static size_t small_files(const struct fetch_sched *s, uint32_t file, struct uti
 static bool file_start(const struct fetch_sched *s, uint64_t off);
 static uint64_t first_window(const struct fetch_sched *s);
 static uint64_t ra_limit(const struct fetch_sched *s);
+static bool long_link(const struct fetch_sched *s);
 
 uint64_t fetch_sched_whole_limit(const struct fetch_sched *s)
 {
@@ -610,7 +613,7 @@ static bool file_faulted_in(const struct fetch_sched *s, uint32_t file)
  * already and not large, all it lacks (file_faulted_in). Bytes outside every file (metadata)
  * fall back to the chunk window. Returns how many windows it wrote to out (max at least 1). */
 static size_t event_windows(const struct fetch_sched *s, const struct fetch_req *r, size_t k,
-			    uint64_t b, struct util_extent *out, size_t max)
+			    uint64_t b, struct util_extent *out, size_t max, size_t *ret_own)
 {
 	/* The read's own offset when the block holds it (a block may hold several files of a
 	 * 1 KiB-block image, or metadata and then a file). */
@@ -620,12 +623,13 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 	bool whole = false;
 	int n;
 
+	*ret_own = 1;
 	if (!s->files || fetch_files_find(s->files, off, &file, &range) < 0) {
 		out[0] = event_window(s, r, k, b);
 		return 1;
 	}
 	if (fetch_files_data_bytes(s->files, file) <= s->pol.chunk_size) {
-		size_t got = small_files(s, file, out, max);
+		size_t got = small_files(s, file, out, max, ret_own);
 
 		if (got)
 			return got;
@@ -640,12 +644,14 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 		out[0] = event_window(s, r, k, b);
 		return 1;
 	}
+	*ret_own = (size_t)n; /* and what the next lines add: all of it the file's */
 	if (whole && (size_t)n < max) {
 		/* ... and the part before the read (what overlaps is merged away). */
 		const struct util_extent *v = fetch_files_ranges(s->files, file, &range);
 		int m = fetch_files_follow(s->files, v[0].offset, want, out + n, max - (size_t)n);
 
 		n += MAX(m, 0);
+		*ret_own = (size_t)n;
 	}
 	return (size_t)n;
 }
@@ -726,45 +732,14 @@ static bool gather_wait(struct fetch_sched *s, const struct fetch_req *r, uint64
 	return true;
 }
 
-/* The job of a read (reqs[i], first needed block b in its range k) and of more waiting reads:
- * `extra` of them when the budget is short, else as many as gather_bytes() takes. Their
- * windows, sorted and merged, are the runs of one request. */
-static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_t i, size_t k,
-			     uint64_t b, uint64_t now_ms)
+/* Add byte windows (any order; w is reordered) to a job: in whole blocks, since two files'
+ * windows may share a block (1 KiB-block images) and a job lists each block once; sorted and
+ * merged, what is missing and not on its way already. */
+static void add_windows(const struct fetch_sched *s, struct fetch_job *job, struct util_extent *w,
+			size_t nw)
 {
-	struct util_extent w[FETCH_MAX_RUNS];
-	size_t nw = 0, extra = demand_share(s, i, now_ms), m = 0, reads = 1;
-	uint64_t bytes = 0, gather = gather_bytes(s);
+	size_t m = 0;
 
-	nw += event_windows(s, s->reqs[i], k, b, w, FETCH_MAX_RUNS);
-	for (size_t j = 0; j < nw; j++)
-		bytes += w[j].length;
-	/* (a read has a window at least: reads <= windows <= FETCH_MAX_RUNS) */
-	job->answer_at[job->nanswer++] = read_end(s, s->reqs[i], k);
-	for (size_t j = i + 1; j < s->nreqs && nw < FETCH_MAX_RUNS &&
-			       (reads < 1 + extra || bytes < gather);
-	     j++) {
-		struct fetch_req *r = s->reqs[j];
-		size_t k2, got;
-		uint64_t b2, more = 0;
-
-		if (!event_ready(r, now_ms) || !req_first_needed(s, r, &k2, &b2))
-			continue;
-		got = event_windows(s, r, k2, b2, w + nw, FETCH_MAX_RUNS - nw);
-		for (size_t g = nw; g < nw + got; g++)
-			more += w[g].length;
-		if (reads >= 1 + extra && bytes + more > gather)
-			break; /* the next request's */
-		nw += got;
-		bytes += more;
-		reads++;
-		job->answer_at[job->nanswer++] = read_end(s, r, k2);
-	}
-	qsort(job->answer_at, job->nanswer, sizeof(job->answer_at[0]), cmp_u64);
-	/* Gathered reads travel in one request, not split again for parallel connections. */
-	job->batch = reads > 1;
-	/* In whole blocks: two files' windows may share a block (1 KiB-block images), and a
-	 * job lists each block once. */
 	for (size_t j = 0; j < nw; j++) {
 		uint64_t lo = blk_lo(w[j].offset) * CACHE_BLOCK_SIZE;
 		uint64_t hi = MIN(blk_hi(w[j].offset + w[j].length) * CACHE_BLOCK_SIZE, s->size);
@@ -790,6 +765,83 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 	for (size_t j = 0; j < nw && !job->full; j++)
 		job_add_runs(s, job, blk_lo(w[j].offset), blk_hi(w[j].offset + w[j].length),
 			     s->pol.max_job_bytes);
+}
+
+/* The job of a read (reqs[i], first needed block b in its range k) and of more waiting reads:
+ * `extra` of them when the budget is short, else as many as gather_bytes() takes. Their
+ * windows, sorted and merged, are the runs of one request. A read alone over a long link
+ * leaves its small file's neighbours to pick_neighbours: a request of their own beside it
+ * (over 100 Mbit/s + RTT 50 ms, a Python program importing modules of several packages
+ * waited ~105 ms for each package: a round trip and ~700 KiB, of which 8-140 KiB its own
+ * file's; it started in 2.36-2.50 s instead of 2.59-2.72, the benchmark's minbase programs
+ * in 2.77-2.84 s instead of 2.89-3.08). */
+static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_t i, size_t k,
+			     uint64_t b, uint64_t now_ms)
+{
+	struct util_extent w[FETCH_MAX_RUNS], nb[FETCH_MAX_RUNS];
+	size_t nw = 0, nnb = 0, own, extra = demand_share(s, i, now_ms), reads = 1;
+	uint64_t bytes = 0, gather = gather_bytes(s);
+
+	nw += event_windows(s, s->reqs[i], k, b, w, FETCH_MAX_RUNS, &own);
+	if (long_link(s) && own < nw) {
+		/* its neighbours: a request of their own, unless other reads join this one */
+		nnb = nw - own;
+		memcpy(nb, w + own, nnb * sizeof(nb[0]));
+		nw = own;
+	}
+	for (size_t j = 0; j < nw; j++)
+		bytes += w[j].length;
+	/* (a read has a window at least: reads <= windows <= FETCH_MAX_RUNS) */
+	job->answer_at[job->nanswer++] = read_end(s, s->reqs[i], k);
+	for (size_t j = i + 1; j < s->nreqs && nw < FETCH_MAX_RUNS &&
+			       (reads < 1 + extra || bytes < gather);
+	     j++) {
+		struct fetch_req *r = s->reqs[j];
+		size_t k2, got;
+		uint64_t b2, more = 0;
+
+		if (!event_ready(r, now_ms) || !req_first_needed(s, r, &k2, &b2))
+			continue;
+		got = event_windows(s, r, k2, b2, w + nw, FETCH_MAX_RUNS - nw, &own);
+		for (size_t g = nw; g < nw + got; g++)
+			more += w[g].length;
+		if (reads >= 1 + extra && bytes + more > gather)
+			break; /* the next request's */
+		nw += got;
+		bytes += more;
+		reads++;
+		job->answer_at[job->nanswer++] = read_end(s, r, k2);
+	}
+	qsort(job->answer_at, job->nanswer, sizeof(job->answer_at[0]), cmp_u64);
+	/* Gathered reads travel in one request, not split again for parallel connections. */
+	job->batch = reads > 1;
+	if (reads == 1) {
+		nnb = MIN(nnb, FETCH_MAX_RUNS - s->nnb);
+		memcpy(s->nb + s->nnb, nb, nnb * sizeof(nb[0]));
+		s->nnb += nnb;
+	} else {
+		nnb = MIN(nnb, FETCH_MAX_RUNS - nw);
+		memcpy(w + nw, nb, nnb * sizeof(nb[0]));
+		nw += nnb;
+	}
+	add_windows(s, job, w, nw);
+}
+
+/* The small files waiting to go beside the reads that fetched their neighbours (see
+ * fetch_sched.nb): one request, at once, ahead of read-ahead. */
+static struct fetch_job *pick_neighbours(struct fetch_sched *s)
+{
+	struct fetch_job *job;
+
+	if (!s->nnb || !(job = sched_job_slot(s)))
+		return NULL;
+	sched_job_reset(job);
+	add_windows(s, job, s->nb, s->nnb);
+	s->nnb = 0;
+	if (job->nruns == 0)
+		return NULL;
+	sched_job_commit(s, job, FETCH_JOB_READAHEAD);
+	return job;
 }
 
 static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uint64_t *wake)
@@ -1000,7 +1052,9 @@ struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint6
 	s->gathering = false;
 	job = pick_demand(s, now_ms, &wake);
 	if (!job && s->nside < s->pol.max_side_jobs) {
-		job = pick_readahead(s);
+		job = pick_neighbours(s);
+		if (!job)
+			job = pick_readahead(s);
 		if (!job)
 			job = sched_pick_replay(s, now_ms, &wake);
 		if (!job)

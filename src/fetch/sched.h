@@ -172,6 +172,11 @@ struct fetch_sched {
 	uint64_t link_rtt_us;
 	uint64_t link_bytes_per_s;
 	uint64_t demand_sent_ms; /* when the last demand job went out */
+	/* Over a long link, the small files beside the one a read fetches travel in a request
+	 * of their own, sent with the read's (pick_neighbours): the read has its bytes after a
+	 * round trip and its own, not after theirs too. Byte ranges, waiting for that request. */
+	struct util_extent nb[FETCH_MAX_RUNS];
+	size_t nnb;
 	bool gathering;		 /* this pick: a read waits for company, and the reads after it
 				  * and read-ahead wait with it */
 	/* The mount's file index (files.h), or NULL: a read fetches its file's data, not the

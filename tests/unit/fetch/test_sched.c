@@ -1129,6 +1129,63 @@ static void test_small_files_share_a_request(void **state)
 	env_free(&e);
 }
 
+/* Over a long link a read's small file goes alone and its neighbours in a request of their own
+ * beside it, so that the read has its bytes after a round trip and its own, not theirs; reads
+ * that arrive together still share one request with their neighbours. */
+static void test_small_files_neighbours_beside_over_a_long_link(void **state)
+{
+	static const struct util_extent a[] = {{0, 300 * KiB}};
+	static const struct util_extent b[] = {{300 * KiB, 40 * KiB}};
+	static const struct util_extent c[] = {{340 * KiB, 200 * KiB}};
+	static const struct util_extent d[] = {{8 * MiB, 40 * KiB}};
+	static const struct util_extent e2[] = {{8 * MiB + 40 * KiB, 40 * KiB}};
+	const struct util_extent *const files[] = {a, b, c, d, e2};
+	const size_t counts[] = {1, 1, 1, 1, 1};
+	struct fetch_req r, q[2];
+	struct fetch_job *job, *side;
+	struct fetch_files *f;
+	struct env e;
+
+	f = env_files(&e, files, counts, 5);
+	fetch_sched_link_sample(&e.s, 50000, 100000, 1 * MiB, 1 * MiB); /* 10 MiB/s, 50 ms */
+	event(&r, 310 * KiB, 4096); /* in b */
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->kind, FETCH_JOB_DEMAND);
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 300 * KiB);
+	assert_int_equal(job->runs[0].length, 40 * KiB);
+	assert_int_equal(job->answer_at[0], 316 * KiB); /* the read's end, in whole blocks */
+	side = fetch_sched_pick(&e.s, 0, NULL); /* at once, not after the read's */
+	assert_non_null(side);
+	assert_int_equal(side->kind, FETCH_JOB_READAHEAD);
+	assert_int_equal(side->nruns, 2);
+	assert_int_equal(side->runs[0].offset, 0);
+	assert_int_equal(side->runs[0].length, 300 * KiB);
+	assert_int_equal(side->runs[1].offset, 340 * KiB);
+	assert_int_equal(side->runs[1].length, 200 * KiB);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	complete(&e, job);
+	complete(&e, side);
+	assert_true(fetch_req_satisfied(&e.s, &r));
+	/* two reads together (d and e2, each the other's neighbour): one request, as before */
+	event(&q[0], 8 * MiB, 4096);
+	event(&q[1], 8 * MiB + 40 * KiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &q[0], 0), 0);
+	assert_int_equal(fetch_sched_add(&e.s, &q[1], 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, 8 * MiB);
+	assert_int_equal(job->runs[0].length, 80 * KiB);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	complete(&e, job);
+	e.s.files = NULL;
+	fetch_files_free(f);
+	env_free(&e);
+}
+
 /* Files of a 1 KiB-block image share 4 KiB blocks: a job lists each block once. */
 static void test_files_sharing_a_block(void **state)
 {
@@ -1376,6 +1433,7 @@ int main(void)
 	    cmocka_unit_test(test_second_fault_fetches_the_file),
 	    cmocka_unit_test(test_replayed_file_not_fetched_whole),
 	    cmocka_unit_test(test_small_files_share_a_request),
+	    cmocka_unit_test(test_small_files_neighbours_beside_over_a_long_link),
 	    cmocka_unit_test(test_files_sharing_a_block),
 	    cmocka_unit_test(test_replay),
 	    cmocka_unit_test(test_replay_window_and_failures),
