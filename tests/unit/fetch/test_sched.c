@@ -1312,6 +1312,47 @@ static void test_replayed_file_not_fetched_whole(void **state)
 	env_free(&e);
 }
 
+/* While a replay is under way, a miss in a file it brought some of starts no read-ahead (the
+ * recorded programs' reads of it are on their way); another file's does, and so does the first
+ * file's once the replay is over. */
+static void test_no_readahead_in_a_file_the_replay_brings(void **state)
+{
+	static const struct util_extent mid[] = {{1 * MiB, 3 * MiB}};
+	static const struct util_extent other[] = {{5 * MiB, 3 * MiB}};
+	static const struct util_extent prof[] = {{2 * MiB, 64 * KiB}, {9 * MiB, 64 * KiB}};
+	const struct util_extent *const files[] = {mid, other};
+	const size_t counts[] = {1, 1};
+	struct fetch_replay rp = {.v = prof, .n = 2, .bytes = 128 * KiB};
+	struct cache_bitmap mine;
+	struct fetch_files *f;
+	struct env e;
+
+	f = env_files(&e, files, counts, 2);
+	assert_int_equal(cache_bitmap_init(&mine, 16 * MiB / 4096, false), 0);
+	rp.mine = &mine;
+	fetch_sched_replay(&e.s, &rp, 1);
+	/* its first range arrived, the second not yet */
+	cache_bitmap_set_range(&mine, 2 * MiB / 4096, 16);
+	cache_bitmap_set_range(&e.bm, 2 * MiB / 4096, 16);
+	rp.cursor = 1;
+	assert_true(fetch_replay_active(&rp));
+	assert_false(fetch_sched_note_read(&e.s, 1 * MiB, 4096)); /* mid's first byte */
+	assert_int_equal(e.s.nra, 0);
+	assert_true(fetch_sched_note_read(&e.s, 5 * MiB, 4096)); /* other's: its first window */
+	assert_int_equal(e.s.nra, 1);
+	e.s.nra = 0;
+	rp.done_ms = 2;
+	assert_false(fetch_replay_active(&rp));
+	assert_true(fetch_sched_note_read(&e.s, 1 * MiB, 4096));
+	assert_int_equal(e.s.nra, 1);
+	assert_int_equal(e.s.ra[0].offset, 1 * MiB + 4096); /* after the read */
+	e.s.nra = 0;
+	e.s.files = NULL;
+	fetch_files_free(f);
+	cache_bitmap_destroy(&mine);
+	env_free(&e);
+}
+
 /* Replaying a startup profile: its missing ranges, in its order, sent sorted in one
  * multi-range job; present ones skipped; demand first; about one window in flight. */
 static void test_replay(void **state)
@@ -1435,6 +1476,7 @@ int main(void)
 	    cmocka_unit_test(test_small_files_share_a_request),
 	    cmocka_unit_test(test_small_files_neighbours_beside_over_a_long_link),
 	    cmocka_unit_test(test_files_sharing_a_block),
+	    cmocka_unit_test(test_no_readahead_in_a_file_the_replay_brings),
 	    cmocka_unit_test(test_replay),
 	    cmocka_unit_test(test_replay_window_and_failures),
 	};
