@@ -63,6 +63,14 @@ static void complete(struct env *e, struct fetch_job *job)
 	complete_job(&e->bm, &e->s, job);
 }
 
+/* The job asks for one range: [off, off + len). */
+static void assert_one_run(const struct fetch_job *job, uint64_t off, uint64_t len)
+{
+	assert_int_equal(job->nruns, 1);
+	assert_int_equal(job->runs[0].offset, off);
+	assert_int_equal(job->runs[0].length, len);
+}
+
 static void test_chunk_window(void **state)
 {
 	uint64_t a, b;
@@ -116,9 +124,7 @@ static void test_coalescing(void **state)
 	job = fetch_sched_pick(&e.s, 0, &wake);
 	assert_non_null(job);
 	assert_int_equal(job->kind, FETCH_JOB_DEMAND);
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 1 * MiB); /* the whole chunk */
-	assert_int_equal(job->runs[0].length, 1 * MiB);
+	assert_one_run(job, 1 * MiB, 1 * MiB); /* the whole chunk */
 	assert_true(fetch_sched_in_flight(&e.s, 256, 256));
 	/* The second reader of the chunk waits for the first fetch: no second job. */
 	assert_null(fetch_sched_pick(&e.s, 0, &wake));
@@ -499,9 +505,7 @@ static void test_recent_failure_probes_once(void **state)
 	probe = fetch_sched_pick(&e.s, now + 1001, NULL);
 	assert_non_null(probe);
 	assert_true(probe->probe);
-	assert_int_equal(probe->nruns, 1);
-	assert_int_equal(probe->runs[0].offset, 4096);
-	assert_int_equal(probe->runs[0].length, 4096);
+	assert_one_run(probe, 4096, 4096);
 	assert_null(fetch_sched_pick(&e.s, now + 1001, NULL)); /* one probe fetch */
 	fetch_sched_job_done(&e.s, probe, -ECONNREFUSED, now + 1002);
 	assert_int_equal(fetch_sched_collect(&e.s, now + 1002, out, 4), 1);
@@ -746,9 +750,7 @@ static void test_event_spanning_chunks(void **state)
 	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
 	job = fetch_sched_pick(&e.s, 0, NULL);
 	assert_non_null(job);
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 2 * MiB);
-	assert_int_equal(job->runs[0].length, 2 * MiB);
+	assert_one_run(job, 2 * MiB, 2 * MiB);
 	assert_null(fetch_sched_pick(&e.s, 0, NULL));
 	complete(&e, job);
 	env_free(&e);
@@ -946,6 +948,13 @@ static struct fetch_files *env_files(struct env *e, const struct util_extent *co
 	return f;
 }
 
+static void env_files_free(struct env *e, struct fetch_files *f)
+{
+	e->s.files = NULL;
+	fetch_files_free(f);
+	env_free(e);
+}
+
 /* A file whose first bytes came with something else (the mount's first round): its first
  * missing byte is where its reader starts missing, a file start (first window, read-ahead),
  * when all before it is present; a miss after a hole is not. */
@@ -979,9 +988,7 @@ static void test_file_start_after_present_head(void **state)
 	assert_non_null(job);
 	assert_int_equal(job->runs[0].offset, 9 * MiB + 512 * KiB + 4096);
 	assert_true(job->bytes <= 1 * MiB);
-	e.s.files = NULL;
-	fetch_files_free(f);
-	env_free(&e);
+	env_files_free(&e, f);
 }
 
 /* With a file index a read fetches its file: a small one whole (both of its ranges, nothing
@@ -1014,9 +1021,7 @@ static void test_file_aware_fetching(void **state)
 	assert_true(fetch_sched_note_read(&e.s, 3 * MiB + 512 * KiB, 4096) == false);
 	job = fetch_sched_pick(&e.s, 0, NULL);
 	assert_non_null(job);
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 3 * MiB + 512 * KiB);
-	assert_int_equal(job->runs[0].length, 512 * KiB); /* the file ends at 4 MiB */
+	assert_one_run(job, 3 * MiB + 512 * KiB, 512 * KiB); /* the file ends at 4 MiB */
 	complete(&e, job);
 	/* A read from the file's first byte fetches the first read-ahead window with it, in one
 	 * demand request (four chunks; here what the file lacks: up to its last 512 KiB, fetched
@@ -1027,9 +1032,7 @@ static void test_file_aware_fetching(void **state)
 	job = fetch_sched_pick(&e.s, 0, NULL);
 	assert_non_null(job);
 	assert_int_equal(job->kind, FETCH_JOB_DEMAND);
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 1 * MiB);
-	assert_int_equal(job->runs[0].length, 2 * MiB + 512 * KiB);
+	assert_one_run(job, 1 * MiB, 2 * MiB + 512 * KiB);
 	assert_null(fetch_sched_pick(&e.s, 0, NULL));
 	complete(&e, job);
 	while ((job = fetch_sched_pick(&e.s, 0, NULL)) || e.s.njobs) {
@@ -1044,9 +1047,7 @@ static void test_file_aware_fetching(void **state)
 	assert_true(cache_bitmap_test_range(&e.bm, 2 * MiB / 4096, 2 * MiB / 4096)); /* to the end */
 	assert_int_equal(cache_bitmap_find(&e.bm, 4 * MiB / 4096, 16 * MiB / 4096, true),
 			 16 * MiB / 4096); /* nothing past it */
-	e.s.files = NULL;
-	fetch_files_free(f);
-	env_free(&e);
+	env_files_free(&e, f);
 }
 
 /* The job picked for a read of a block at off, added now. */
@@ -1077,9 +1078,7 @@ static void test_second_fault_fetches_the_file(void **state)
 
 	f = env_files(&e, files, counts, 2);
 	job = demand_job(&e, &r[0], 2 * MiB + 512 * KiB); /* nothing of it here: one chunk */
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 2 * MiB + 512 * KiB);
-	assert_int_equal(job->runs[0].length, 1 * MiB);
+	assert_one_run(job, 2 * MiB + 512 * KiB, 1 * MiB);
 	complete(&e, job);
 	job = demand_job(&e, &r[1], 1 * MiB + 256 * KiB); /* a second place: the rest, both sides */
 	assert_int_equal(job->nruns, 2);
@@ -1091,13 +1090,9 @@ static void test_second_fault_fetches_the_file(void **state)
 	job = demand_job(&e, &r[2], 10 * MiB); /* 6 MiB of data: over the limit */
 	complete(&e, job);
 	job = demand_job(&e, &r[3], 9 * MiB);
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 9 * MiB);
-	assert_int_equal(job->runs[0].length, 1 * MiB);
+	assert_one_run(job, 9 * MiB, 1 * MiB);
 	complete(&e, job);
-	e.s.files = NULL;
-	fetch_files_free(f);
-	env_free(&e);
+	env_files_free(&e, f);
 }
 
 /* Small files whose data lies beside each other share one request, whole files only, up to
@@ -1120,13 +1115,9 @@ static void test_small_files_share_a_request(void **state)
 	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
 	job = fetch_sched_pick(&e.s, 0, NULL);
 	assert_non_null(job);
-	assert_int_equal(job->nruns, 1); /* adjacent: one range */
-	assert_int_equal(job->runs[0].offset, 0);
-	assert_int_equal(job->runs[0].length, 900 * KiB);
+	assert_one_run(job, 0, 900 * KiB); /* adjacent: one range */
 	complete(&e, job);
-	e.s.files = NULL;
-	fetch_files_free(f);
-	env_free(&e);
+	env_files_free(&e, f);
 }
 
 /* Over a long link a read's small file goes alone and its neighbours in a request of their own
@@ -1153,9 +1144,7 @@ static void test_small_files_neighbours_beside_over_a_long_link(void **state)
 	job = fetch_sched_pick(&e.s, 0, NULL);
 	assert_non_null(job);
 	assert_int_equal(job->kind, FETCH_JOB_DEMAND);
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 300 * KiB);
-	assert_int_equal(job->runs[0].length, 40 * KiB);
+	assert_one_run(job, 300 * KiB, 40 * KiB);
 	assert_int_equal(job->answer_at[0], 316 * KiB); /* the read's end, in whole blocks */
 	side = fetch_sched_pick(&e.s, 0, NULL); /* at once, not after the read's */
 	assert_non_null(side);
@@ -1176,14 +1165,10 @@ static void test_small_files_neighbours_beside_over_a_long_link(void **state)
 	assert_int_equal(fetch_sched_add(&e.s, &q[1], 0), 0);
 	job = fetch_sched_pick(&e.s, 0, NULL);
 	assert_non_null(job);
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 8 * MiB);
-	assert_int_equal(job->runs[0].length, 80 * KiB);
+	assert_one_run(job, 8 * MiB, 80 * KiB);
 	assert_null(fetch_sched_pick(&e.s, 0, NULL));
 	complete(&e, job);
-	e.s.files = NULL;
-	fetch_files_free(f);
-	env_free(&e);
+	env_files_free(&e, f);
 }
 
 /* Files of a 1 KiB-block image share 4 KiB blocks: a job lists each block once. */
@@ -1206,13 +1191,9 @@ static void test_files_sharing_a_block(void **state)
 	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
 	job = fetch_sched_pick(&e.s, 0, NULL);
 	assert_non_null(job);
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 0);
-	assert_int_equal(job->runs[0].length, 8192);
+	assert_one_run(job, 0, 8192);
 	complete(&e, job);
-	e.s.files = NULL;
-	fetch_files_free(f);
-	env_free(&e);
+	env_files_free(&e, f);
 }
 
 static void test_background_yields(void **state)
@@ -1295,16 +1276,12 @@ static void test_replayed_file_not_fetched_whole(void **state)
 	complete(&e, job);
 	assert_false(fetch_replay_active(&rp));
 	job = demand_job(&e, &r[0], 3 * MiB); /* a second place of a file the replay brought */
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 3 * MiB);
-	assert_int_equal(job->runs[0].length, 1 * MiB); /* a chunk (to the file's end) */
+	assert_one_run(job, 3 * MiB, 1 * MiB); /* a chunk (to the file's end) */
 	complete(&e, job);
 	job = demand_job(&e, &r[1], 7 * MiB); /* not the replay's: one chunk first ... */
 	complete(&e, job);
 	job = demand_job(&e, &r[2], 5 * MiB + 512 * KiB); /* ... then all it lacks, at once */
-	assert_int_equal(job->nruns, 1);
-	assert_int_equal(job->runs[0].offset, 5 * MiB);
-	assert_int_equal(job->runs[0].length, 2 * MiB);
+	assert_one_run(job, 5 * MiB, 2 * MiB);
 	complete(&e, job);
 	e.s.files = NULL;
 	fetch_files_free(f);
