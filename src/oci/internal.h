@@ -32,8 +32,6 @@
  * were ~15 MiB resident after 2 GiB of random reads; a cold sequential read was no faster). */
 #define OCI_RECV_BUFFER (512 * 1024)
 
-uint64_t oci_now_ms(void); /* CLOCK_MONOTONIC */
-void util_sleep_ms(uint64_t ms);
 uint64_t oci_backoff_ms(int attempt);
 /* Some part of ms, from 0 to just under it, that differs from one client to the next (the
  * clock's microseconds): so that parallel clients do not retry in lockstep. */
