@@ -565,6 +565,7 @@ static size_t small_files(const struct fetch_sched *s, uint32_t file, struct uti
 }
 
 static bool file_start(const struct fetch_sched *s, uint64_t off);
+static bool replay_brought_file(const struct fetch_sched *s, uint64_t off);
 static uint64_t first_window(const struct fetch_sched *s);
 static uint64_t ra_limit(const struct fetch_sched *s);
 static bool long_link(const struct fetch_sched *s);
@@ -611,7 +612,8 @@ static bool file_faulted_in(const struct fetch_sched *s, uint32_t file)
  * request a demand, so that many readers starting files at once do not queue behind the
  * side jobs' cap), in file order, never past the file's end; when the file is partly here
  * already and not large, all it lacks (file_faulted_in). Bytes outside every file (metadata)
- * fall back to the chunk window. Returns how many windows it wrote to out (max at least 1). */
+ * fall back to the chunk window. Returns how many windows it wrote to out (max at least 1),
+ * the read's own file's first: *ret_own of them (the rest are small_files' neighbours). */
 static size_t event_windows(const struct fetch_sched *s, const struct fetch_req *r, size_t k,
 			    uint64_t b, struct util_extent *out, size_t max, size_t *ret_own)
 {
@@ -635,7 +637,7 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 			return got;
 	}
 	want = MAX(s->pol.chunk_size, r->v[k].offset + r->v[k].length - off);
-	if (file_start(s, off))
+	if (file_start(s, off) && !replay_brought_file(s, off))
 		want = MAX(want, first_window(s));
 	else if ((whole = file_faulted_in(s, file)))
 		want = fetch_files_data_bytes(s->files, file);
@@ -1051,10 +1053,10 @@ struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint6
 
 	s->gathering = false;
 	job = pick_demand(s, now_ms, &wake);
-	if (!job && s->nside < s->pol.max_side_jobs) {
+	if (!job) /* the demand's own neighbours: not behind the side jobs' cap */
 		job = pick_neighbours(s);
-		if (!job)
-			job = pick_readahead(s);
+	if (!job && s->nside < s->pol.max_side_jobs) {
+		job = pick_readahead(s);
 		if (!job)
 			job = sched_pick_replay(s, now_ms, &wake);
 		if (!job)
@@ -1271,11 +1273,12 @@ static bool ra_window(struct fetch_sched *s, struct fetch_stream *st, uint64_t e
 }
 
 /* While a startup profile is replayed, does it bring some of the file that holds off? Then a
- * read of that file that misses starts no read-ahead: what the recorded programs read of it
- * is on its way, and the miss is most likely another of their page faults in a different
- * order (fetch_sched_replay_brought). Same programs over 100 Mbit/s + RTT 50 ms: read-ahead
- * after such a fault fetched 1.75 MiB of perl's executable that nobody read, 140 ms of the
- * link in the middle of the replay. Once the replay is over, streams start as always. */
+ * read of that file that misses starts no read-ahead stream, nor a file's first window: what
+ * the recorded programs read of it is on its way, and the miss is most likely another of their
+ * page faults in a different order (fetch_sched_replay_brought). Same programs over 100
+ * Mbit/s + RTT 50 ms: read-ahead after such a fault fetched 1.75 MiB of perl's executable
+ * that nobody read, 140 ms of the link in the middle of the replay. A stream that began before
+ * goes on; once the replay is over, streams start as always. */
 static bool replay_brought_file(const struct fetch_sched *s, uint64_t off)
 {
 	const struct util_extent *v;
@@ -1300,8 +1303,6 @@ static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hi
 	if (len == 0 || off >= s->size)
 		return false;
 	end = util_add_overflow_u64(off, len, &end) ? s->size : MIN(end, s->size);
-	if (!hit && replay_brought_file(s, off))
-		return false;
 	s->clock++;
 	for (size_t i = 0; i < FETCH_MAX_STREAMS; i++) {
 		struct fetch_stream *c = &s->streams[i];
@@ -1319,7 +1320,7 @@ static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hi
 		}
 	}
 	if (!st) {
-		if (hit)
+		if (hit || replay_brought_file(s, off))
 			return false;
 		*lru = (struct fetch_stream){.used = true, .next = end, .stamp = s->clock};
 		if (!file_start(s, off))

@@ -1139,6 +1139,7 @@ static void test_small_files_neighbours_beside_over_a_long_link(void **state)
 
 	f = env_files(&e, files, counts, 5);
 	fetch_sched_link_sample(&e.s, 50000, 100000, 1 * MiB, 1 * MiB); /* 10 MiB/s, 50 ms */
+	e.s.pol.max_side_jobs = 0; /* read-ahead's cap: the neighbours are the read's own */
 	event(&r, 310 * KiB, 4096); /* in b */
 	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
 	job = fetch_sched_pick(&e.s, 0, NULL);
