@@ -108,9 +108,11 @@ void cli_upload_record_close(struct cli_upload_record *u);
 #define CLI_UPLOAD_RECORD_MAX_AGE_S (7 * 24 * 3600)
 int cli_upload_records_sweep(const char *cache_dir, bool dry_run, size_t *ret_n);
 
-/* The metadata map of a local EROFS image (oci.h: what push puts on its layer's descriptor
- * and `inspect --metadata-map` prints), the text in *ret (caller frees). -errno with err. */
-int cli_metadata_map(int fd, uint64_t size, char **ret, struct util_error *err);
+/* The metadata map of a local EROFS image read through io (oci.h: what push puts on its
+ * layer's descriptor and `inspect --metadata-map` prints), the text in *ret (caller frees).
+ * -errno with err. */
+struct erofs_io;
+int cli_metadata_map(struct erofs_io *io, char **ret, struct util_error *err);
 
 /* Count leading -v / --verbose flags handled globally; returns the new verbosity. */
 void cli_verbose_inc(void);

@@ -184,21 +184,18 @@ void cli_progress_end(struct cli_progress *p)
 	p->open = false;
 }
 
-int cli_metadata_map(int fd, uint64_t size, char **ret, struct util_error *err)
+int cli_metadata_map(struct erofs_io *io, char **ret, struct util_error *err)
 {
 	struct erofs_walk_opts wopts = { .merge_gap = OCI_METAMAP_UNIT };
 	struct erofs_walk_stats st;
 	struct util_extents ext;
-	struct erofs_io io;
 	int r;
 
 	*ret = NULL;
 	util_extents_init(&ext);
-	r = erofs_io_from_fd(&io, fd);
-	if (r >= 0)
-		r = erofs_walk(&io, &wopts, &ext, &st, err);
+	r = erofs_walk(io, &wopts, &ext, &st, err);
 	if (r >= 0) {
-		r = oci_metamap_encode(ext.v, ext.n, size, ret);
+		r = oci_metamap_encode(ext.v, ext.n, io->size, ret);
 		if (r == -E2BIG)
 			util_err_set(err, r, "its metadata lies in too many ranges for a map of %u "
 					     "bytes", OCI_METAMAP_MAX_TEXT);

@@ -126,7 +126,7 @@ int cli_inspect(int argc, char **argv)
 	if (map) {
 		_cleanup_free_ char *text = NULL;
 
-		r = cli_metadata_map(fd, io.size, &text, &err);
+		r = cli_metadata_map(&io, &text, &err);
 		if (r < 0)
 			return fail(path, r, err.message);
 		printf("%s\n", text);

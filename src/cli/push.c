@@ -82,11 +82,15 @@ static int check_image(const char *path, int fd, uint64_t *ret_size)
 
 /* The image's metadata map for its manifest (oci.h), or NULL: a push never fails for want of
  * one (an image this reader cannot walk simply has none, and mounts walk it level by level). */
-static char *metadata_map(const char *path, int fd, uint64_t size)
+static char *metadata_map(const char *path, int fd)
 {
 	struct util_error why = UTIL_ERROR_INIT;
+	struct erofs_io io;
 	char *text = NULL;
-	int r = cli_metadata_map(fd, size, &text, &why);
+	int r = erofs_io_from_fd(&io, fd);
+
+	if (r >= 0)
+		r = cli_metadata_map(&io, &text, &why);
 
 	if (r < 0)
 		log_warning("push: '%s': no metadata map in the manifest (%s); mounts will find "
@@ -172,7 +176,7 @@ int cli_push(int argc, char **argv)
 		goto out;
 	}
 	util_digest_format(d, layer_digest);
-	metamap = metadata_map(image, fd, size);
+	metamap = metadata_map(image, fd);
 	r = oci_image_build(layer_digest, size, opts.platform, metamap, &config, &manifest);
 	if (r < 0) {
 		log_error("push: building the image manifest: %s", strerror(-r));
