@@ -565,7 +565,7 @@ static size_t small_files(const struct fetch_sched *s, uint32_t file, struct uti
 }
 
 static bool file_start(const struct fetch_sched *s, uint64_t off);
-static bool replay_brought_file(const struct fetch_sched *s, uint64_t off);
+static bool replay_brings_file(const struct fetch_sched *s, uint32_t file);
 static uint64_t first_window(const struct fetch_sched *s);
 static uint64_t ra_limit(const struct fetch_sched *s);
 static bool long_link(const struct fetch_sched *s);
@@ -637,7 +637,7 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 			return got;
 	}
 	want = MAX(s->pol.chunk_size, r->v[k].offset + r->v[k].length - off);
-	if (file_start(s, off) && !replay_brought_file(s, off))
+	if (file_start(s, off) && !replay_brings_file(s, file))
 		want = MAX(want, first_window(s));
 	else if ((whole = file_faulted_in(s, file)))
 		want = fetch_files_data_bytes(s->files, file);
@@ -1272,20 +1272,19 @@ static bool ra_window(struct fetch_sched *s, struct fetch_stream *st, uint64_t e
 	return true;
 }
 
-/* While a startup profile is replayed, does it bring some of the file that holds off? Then a
- * read of that file that misses starts no read-ahead stream, nor a file's first window: what
+/* While a startup profile is replayed, does it bring some of this file? Then a read of the
+ * file that misses starts no read-ahead stream, nor a file's first window: what
  * the recorded programs read of it is on its way, and the miss is most likely another of their
  * page faults in a different order (fetch_sched_replay_brought). Same programs over 100
  * Mbit/s + RTT 50 ms: read-ahead after such a fault fetched 1.75 MiB of perl's executable
  * that nobody read, 140 ms of the link in the middle of the replay. A stream that began before
  * goes on; once the replay is over, streams start as always. */
-static bool replay_brought_file(const struct fetch_sched *s, uint64_t off)
+static bool replay_brings_file(const struct fetch_sched *s, uint32_t file)
 {
 	const struct util_extent *v;
-	uint32_t file, range, n;
+	uint32_t n;
 
-	if (!fetch_replay_active(s->replay) || !s->files ||
-	    fetch_files_find(s->files, off, &file, &range) < 0)
+	if (!fetch_replay_active(s->replay))
 		return false;
 	v = fetch_files_ranges(s->files, file, &n);
 	return fetch_sched_replay_brought(s, v, n);
@@ -1320,7 +1319,11 @@ static bool note_read(struct fetch_sched *s, uint64_t off, uint64_t len, bool hi
 		}
 	}
 	if (!st) {
-		if (hit || replay_brought_file(s, off))
+		uint32_t file, range;
+
+		if (hit || (fetch_replay_active(s->replay) && s->files &&
+			    fetch_files_find(s->files, off, &file, &range) == 0 &&
+			    replay_brings_file(s, file)))
 			return false;
 		*lru = (struct fetch_stream){.used = true, .next = end, .stamp = s->clock};
 		if (!file_start(s, off))
