@@ -20,6 +20,6 @@ pytest_plugins = [
 
 
 def pytest_configure(config):
-    # `make check` runs the tests marked `san` a second time against the
-    # SANITIZE=address,undefined build (daemon included).
-    config.addinivalue_line("markers", "san: also run against the sanitizer build in make check")
+    # `make check` runs the tests marked `san` against the SANITIZE=address,undefined build
+    # (daemon included), the others against the plain one.
+    config.addinivalue_line("markers", "san: run against the sanitizer build in make check")

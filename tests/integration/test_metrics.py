@@ -210,7 +210,7 @@ def test_fetch_failures_by_kind(lazy, registry, faultproxy, big):
     answering nothing at all: each failed read is a denied read, each failed fetch counts
     under its kind, and JSON and Prometheus agree."""
     repo, tree = big
-    mp = lazy.mount(faultproxy.ref(repo, "v1"), opts="insecure,timeout=5")
+    mp = lazy.mount(faultproxy.ref(repo, "v1"), opts="insecure,timeout=2")
     st = lazy.settled_status_of(mp)
     labels = entry_labels(st)
 
