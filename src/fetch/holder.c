@@ -36,6 +36,7 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/mountinfo.h"
 #include "util/shared.h"
 #include "util/strutil.h"
 #include "util/time.h"
@@ -325,28 +326,25 @@ static void reset_signals(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+struct cgroup2_root {
+	char *buf;
+	size_t len;
+};
+
+static int cgroup2_one(const struct util_mountinfo *m, void *ud)
+{
+	struct cgroup2_root *c = ud;
+
+	return strcmp(m->fstype, "cgroup2") == 0 &&
+	       snprintf(c->buf, c->len, "%s", m->mountpoint) < (int)c->len;
+}
+
 /* The cgroup v2 hierarchy's mount point, or false when there is none. */
 static bool cgroup2_root(char *buf, size_t len)
 {
-	_cleanup_free_ char *text = NULL;
-	char *save = NULL;
-	size_t n;
+	struct cgroup2_root c = {buf, len};
 
-	if (util_read_file(AT_FDCWD, "/proc/self/mountinfo", 16u << 20, 0, &text, &n) < 0)
-		return false;
-	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *sep = strstr(line, " - "), *f[5], *s2 = NULL;
-		unsigned nf = 0;
-
-		if (!sep || !util_startswith(sep + 3, "cgroup2 "))
-			continue;
-		*sep = 0;
-		for (char *t = strtok_r(line, " ", &s2); t && nf < 5; t = strtok_r(NULL, " ", &s2))
-			f[nf++] = t;
-		if (nf == 5 && snprintf(buf, len, "%s", f[4]) < (int)len)
-			return true;
-	}
-	return false;
+	return util_mountinfo_each("/proc/self/mountinfo", cgroup2_one, &c) > 0;
 }
 
 /* Leave the caller's cgroup, so that stopping the caller's unit (or cgroup.kill) does not

@@ -38,6 +38,7 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/mountinfo.h"
 #include "util/time.h"
 /* ---- superblock records (all under d->lock) ------------------------------------------------ */
 
@@ -92,90 +93,62 @@ void fetch_set_str(char *dst, size_t len, const char *src)
 
 /* ---- mountinfo --------------------------------------------------------------------------- */
 
-/* Undo mountinfo's octal escapes (\040 for a space, ...) in place. */
-static void unescape(char *s)
-{
-	char *o = s;
+struct rescan {
+	struct fetch_daemon *d;
+	pid_t pid;
+	char root[32]; /* "/proc/PID/root" for another namespace's paths, else "" */
+};
 
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-			s += 3;
-		} else {
-			*o++ = *s;
-		}
+/* One mount of the table: watch it when it is an erofs mount of the data file not known yet. */
+static int rescan_one(const struct util_mountinfo *mi, void *ud)
+{
+	struct rescan *rs = ud;
+	struct fetch_daemon *d = rs->d;
+	uint64_t dev = makedev(mi->major, mi->minor);
+	char where[PATH_MAX];
+	struct fetch_mount_rec *m;
+	struct stat st;
+	int wd = -1;
+
+	if (strcmp(mi->fstype, "erofs") != 0 || strcmp(mi->source, d->entry->data_path) != 0)
+		return 0;
+	pthread_mutex_lock(&d->lock);
+	m = fetch_rec_by_dev(d, dev);
+	pthread_mutex_unlock(&d->lock);
+	if (m)
+		return 0;
+	if (snprintf(where, sizeof(where), "%s%s", rs->root, mi->mountpoint) >= (int)sizeof(where))
+		return 0;
+	/* Looking up the mountpoint reads no data (the root inode is in memory). */
+	if (stat(where, &st) < 0 || st.st_dev != dev || fetch_watch_root(d, where, &wd) < 0)
+		return 0;
+	pthread_mutex_lock(&d->lock);
+	if (!fetch_rec_by_dev(d, dev) && (m = fetch_rec_new(d))) {
+		m->wd = wd;
+		m->dev = dev;
+		fetch_set_str(m->mountpoint, sizeof(m->mountpoint), mi->mountpoint);
+		SH_STORE(d->sh->had_user, 1);
+		log_info("found a mount of the entry at '%s'%s", m->mountpoint,
+			 rs->pid > 0 ? " (in an opener's mount namespace)" : "");
 	}
-	*o = 0;
+	pthread_mutex_unlock(&d->lock);
+	return 0;
 }
 
 /* Look for erofs mounts of the data file in the mountinfo of `pid` (0: our own), and watch
  * the superblocks not known yet. Another namespace's paths are reached via /proc/PID/root. */
 static void rescan_ns(struct fetch_daemon *d, pid_t pid)
 {
-	_cleanup_free_ char *text = NULL;
-	char path[64], root[32] = "";
-	char *save = NULL;
-	size_t len;
+	struct rescan rs = {.d = d, .pid = pid};
+	char path[64];
 
 	if (pid > 0) {
 		snprintf(path, sizeof(path), "/proc/%d/mountinfo", (int)pid);
-		snprintf(root, sizeof(root), "/proc/%d/root", (int)pid);
+		snprintf(rs.root, sizeof(rs.root), "/proc/%d/root", (int)pid);
 	} else {
 		snprintf(path, sizeof(path), "/proc/self/mountinfo");
 	}
-	if (util_read_file(AT_FDCWD, path, 16u << 20, 0, &text, &len) < 0)
-		return;
-	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *f[8], *sep, *after, *save2 = NULL;
-		char where[PATH_MAX];
-		unsigned maj, min, nf = 0;
-		struct fetch_mount_rec *m;
-		struct stat st;
-		uint64_t dev;
-		int wd = -1;
-
-		sep = strstr(line, " - ");
-		if (!sep)
-			continue;
-		*sep = 0;
-		after = sep + 3;
-		for (char *t = strtok_r(line, " ", &save2); t && nf < 6;
-		     t = strtok_r(NULL, " ", &save2))
-			f[nf++] = t;
-		if (nf < 5 || sscanf(f[2], "%u:%u", &maj, &min) != 2)
-			continue;
-		save2 = NULL;
-		f[6] = strtok_r(after, " ", &save2);		  /* fstype */
-		f[7] = f[6] ? strtok_r(NULL, " ", &save2) : NULL; /* source */
-		if (!f[6] || !f[7] || strcmp(f[6], "erofs") != 0)
-			continue;
-		unescape(f[7]);
-		if (strcmp(f[7], d->entry->data_path) != 0)
-			continue;
-		dev = makedev(maj, min);
-		pthread_mutex_lock(&d->lock);
-		m = fetch_rec_by_dev(d, dev);
-		pthread_mutex_unlock(&d->lock);
-		if (m)
-			continue;
-		unescape(f[4]);
-		if (snprintf(where, sizeof(where), "%s%s", root, f[4]) >= (int)sizeof(where))
-			continue;
-		/* Looking up the mountpoint reads no data (the root inode is in memory). */
-		if (stat(where, &st) < 0 || st.st_dev != dev || fetch_watch_root(d, where, &wd) < 0)
-			continue;
-		pthread_mutex_lock(&d->lock);
-		if (!fetch_rec_by_dev(d, dev) && (m = fetch_rec_new(d))) {
-			m->wd = wd;
-			m->dev = dev;
-			fetch_set_str(m->mountpoint, sizeof(m->mountpoint), f[4]);
-			SH_STORE(d->sh->had_user, 1);
-			log_info("found a mount of the entry at '%s'%s", m->mountpoint,
-				 pid > 0 ? " (in an opener's mount namespace)" : "");
-		}
-		pthread_mutex_unlock(&d->lock);
-	}
+	(void)util_mountinfo_each(path, rescan_one, &rs);
 }
 
 void fetch_mounts_rescan(struct fetch_daemon *d)

@@ -481,6 +481,34 @@ def test_plain_umount8_ends_daemon(lazy, images):
     lazy.assert_nothing_left()
 
 
+def test_umount_of_a_mount_without_state(lazy, images):
+    """`lazyerofs umount` of a mount of a cache entry whose state it does not find (mounted
+    with another LAZYEROFS_RUN_DIR, or the state file removed) unmounts it with one warning
+    line, and the daemon leaves as after umount(8); an EROFS mount of any other file is still
+    refused and left mounted."""
+    mp = lazy.mount(images["lz4hc"]["ref"])
+    pid = lazy.status_of(mp)["pid"]
+    other = os.path.join(lazy.root, "other-run")
+    os.makedirs(other, mode=0o700)
+    r = lazy.run(["umount", mp], env=dict(lazy.env, LAZYEROFS_RUN_DIR=other))
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no state in" in lines[0] and other in lines[0], r.stderr
+    assert not is_mounted(mp)
+    assert lazy.wait_daemon_gone(pid, timeout=60), "daemon outlived its only mount"
+    assert lazy.status() == []
+    lazy.assert_nothing_left()
+    local = lazy.mountpoint("local")
+    subprocess.run(["mount", "-t", "erofs", "-o", "ro", images["lz4hc"]["path"], local],
+                   check=True, capture_output=True)
+    try:
+        r = lazy.umount(local, check=False)
+        assert r.returncode == 32 and "not a lazyerofs mount" in r.stderr, r.stderr
+        assert is_mounted(local)
+    finally:
+        subprocess.run(["umount", local], capture_output=True)
+
+
 @pytest.mark.san
 @pytest.mark.parametrize("how", ["lazyerofs", "umount8"])
 def test_umount_busy_and_lazy(lazy, images, big_image, how):
