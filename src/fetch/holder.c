@@ -133,20 +133,20 @@ void fetch_close_all_but(const int *keep, size_t n)
  * refuses connections knows that daemon is gone (fetch_remove_stale). */
 static int bind_socket(struct fetch_daemon *d, const char *name, int *ret_fd, uint64_t *ret_ino)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa;
 	_cleanup_close_ int fd = -1;
 	char tmp[160];
 	struct stat st;
-	int n;
+	int r;
 
 	static unsigned seq;
 
 	/* Short: the final name alone nearly fills sun_path. */
 	snprintf(tmp, sizeof(tmp), ".bind-%d-%u", (int)getpid(), seq++);
 	/* Through the run directory's fd: short enough for sun_path whatever its depth. */
-	n = snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", d->run_dirfd, tmp);
-	if (n < 0 || (size_t)n >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
+	r = fetch_unix_addr_at(d->run_dirfd, tmp, &sa);
+	if (r < 0)
+		return r;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;

@@ -406,6 +406,9 @@ struct sockaddr_un;
 /* A unix socket address for path; paths longer than sun_path go through /proc/self/fd of an
  * opened parent directory (*ret_dirfd, to close after bind/connect). */
 int fetch_unix_addr(const char *path, struct sockaddr_un *sa, int *ret_dirfd);
+/* The address of `name` in the directory dirfd, through /proc/self/fd (-ENAMETOOLONG when
+ * even that does not fit sun_path). */
+int fetch_unix_addr_at(int dirfd, const char *name, struct sockaddr_un *sa);
 int fetch_proto_send(int fd, json_t *msg, int pass_fd);
 /* An error reply {"ok":false,"errno":err,"error":message}. */
 int fetch_reply_error(int fd, int err, const char *fmt, ...) _printf_(3, 4);

@@ -22,7 +22,7 @@ int fetch_unix_addr(const char *path, struct sockaddr_un *sa, int *ret_dirfd)
 {
 	const char *slash;
 	_cleanup_free_ char *dir = NULL;
-	int dfd, n;
+	int dfd, r;
 
 	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
 	*ret_dirfd = -1;
@@ -40,13 +40,22 @@ int fetch_unix_addr(const char *path, struct sockaddr_un *sa, int *ret_dirfd)
 	dfd = open(dir[0] ? dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return -errno;
-	n = snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", dfd, slash + 1);
-	if (n < 0 || (size_t)n >= sizeof(sa->sun_path)) {
+	r = fetch_unix_addr_at(dfd, slash + 1, sa);
+	if (r < 0) {
 		close(dfd);
-		return -ENAMETOOLONG;
+		return r;
 	}
 	*ret_dirfd = dfd;
 	return 0;
+}
+
+int fetch_unix_addr_at(int dirfd, const char *name, struct sockaddr_un *sa)
+{
+	int n;
+
+	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+	n = snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", dirfd, name);
+	return n < 0 || (size_t)n >= sizeof(sa->sun_path) ? -ENAMETOOLONG : 0;
 }
 
 int fetch_proto_send(int fd, json_t *msg, int pass_fd)

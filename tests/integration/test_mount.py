@@ -481,6 +481,31 @@ def test_plain_umount8_ends_daemon(lazy, images):
     lazy.assert_nothing_left()
 
 
+def test_run_directory_deeper_than_a_socket_path(lazy, images, expected_tree):
+    """A run directory so deep that the daemon's socket path does not fit a unix socket
+    address (108 bytes): mount, read, status and umount all work, through the directory's
+    /proc/self/fd path."""
+    deep = os.path.join(lazy.root, *(["d" * 40] * 3))
+    os.makedirs(deep, mode=0o700)
+    for d in [deep] + [os.path.dirname(deep), os.path.dirname(os.path.dirname(deep))]:
+        os.chmod(d, 0o700)
+    env = dict(lazy.env, LAZYEROFS_RUN_DIR=deep)
+    mp = lazy.mountpoint("deep")
+    r = lazy.run(["mount", "-o", "insecure", images["lz4hc"]["ref"], mp], env=env)
+    assert r.returncode == 0, r.stderr
+    sockets = [n for n in os.listdir(deep) if not n.isdigit()]
+    assert any(len(os.path.join(deep, n)) >= 108 for n in sockets), sockets
+    compare_tree(mp, expected_tree)
+    r = lazy.run(["status", "--json", mp], env=env)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)["mounts"][0]
+    assert st["state"] in ("running", "complete", "verified") and st["fetched_bytes"] > 0, st
+    r = lazy.run(["umount", mp], env=env)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert not is_mounted(mp)
+    lazy.assert_nothing_left()
+
+
 def test_umount_of_a_mount_without_state(lazy, images):
     """`lazyerofs umount` of a mount of a cache entry whose state it does not find (mounted
     with another LAZYEROFS_RUN_DIR, or the state file removed) unmounts it with one warning
