@@ -27,6 +27,9 @@
 #define CACHE_BLOCK_SIZE  (1u << CACHE_BLOCK_SHIFT)
 #define CACHE_KEY_LEN	  UTIL_SHA256_HEX_LEN
 
+/* A cache key: the blob digest's CACHE_KEY_LEN lowercase hex characters. */
+bool cache_key_valid(const char *key);
+
 /* ---- presence bitmap ------------------------------------------------------------------- */
 
 /* One bit per block. Words are read and set with atomics so a reader may test bits without a

@@ -28,14 +28,9 @@
 #include "util/macro.h"
 #include "util/shared.h"
 
-static bool key_valid(const char *key)
+bool cache_key_valid(const char *key)
 {
-	if (!key || strlen(key) != CACHE_KEY_LEN)
-		return false;
-	for (const char *p = key; *p; p++)
-		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-			return false;
-	return true;
+	return key && util_sha256_hex_valid(key, strlen(key));
 }
 
 int cache_dir_open(const char *cache_dir, int *ret_fd)
@@ -58,7 +53,7 @@ int cache_entry_lock(int dirfd, const char *key, bool wait, int *ret_fd)
 {
 	char name[CACHE_KEY_LEN + 8];
 
-	if (!key_valid(key))
+	if (!cache_key_valid(key))
 		return -EINVAL;
 	snprintf(name, sizeof(name), "%s.lock", key);
 	/* The holder of a bad entry renames its lock file aside: util_lock_at checks it locked
@@ -348,7 +343,7 @@ int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_p
 	char bitmap_name[CACHE_KEY_LEN + 16];
 	int r;
 
-	if (!key_valid(p->key) || p->size == 0 ||
+	if (!cache_key_valid(p->key) || p->size == 0 ||
 	    (p->digest && p->digest[0] && !util_digest_valid(p->digest)))
 		return -EINVAL;
 	if (p->size > (UINT64_C(1) << 50))
@@ -800,7 +795,7 @@ int cache_entry_remove(int dirfd, const char *key, int lock_fd)
 	char name[CACHE_KEY_LEN + 16];
 	struct stat a, b;
 
-	if (!key_valid(key))
+	if (!cache_key_valid(key))
 		return -EINVAL;
 	/* The lock must be the one the name has (cache_entry_lock checked it, and nobody
 	 * renames a lock file it does not hold). */
@@ -825,7 +820,7 @@ int cache_entry_peek(int dirfd, const char *key, struct cache_header *ret)
 	struct stat st;
 	int r;
 
-	if (!key_valid(key))
+	if (!cache_key_valid(key))
 		return -EINVAL;
 	snprintf(name, sizeof(name), "%s.bitmap", key);
 	r = open_regular(dirfd, name, O_RDONLY, &fd, &st);

@@ -84,23 +84,14 @@ int cache_gc_budget(const char *cache_dir, const struct util_size *size, uint64_
 	return 0;
 }
 
-static bool is_key(const char *s, size_t len)
-{
-	if (len != CACHE_KEY_LEN)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return true;
-}
-
 /* The key a file of an entry belongs to ("<key>", "<key>.bitmap", "<key>.lock"), or NULL. */
 static bool entry_file_key(const char *name, char key[CACHE_KEY_LEN + 1])
 {
 	const char *dot = strchr(name, '.');
 	size_t len = dot ? (size_t)(dot - name) : strlen(name);
 
-	if (!is_key(name, len) || (dot && strcmp(dot, ".bitmap") && strcmp(dot, ".lock")))
+	if (!util_sha256_hex_valid(name, len) ||
+	    (dot && strcmp(dot, ".bitmap") && strcmp(dot, ".lock")))
 		return false;
 	memcpy(key, name, CACHE_KEY_LEN);
 	key[CACHE_KEY_LEN] = 0;

@@ -32,14 +32,6 @@ enum {
 _Static_assert(OFF_RESERVED <= OFF_CHECKSUM, "header fields overflow the header");
 _Static_assert(CACHE_HEADER_SIZE <= CACHE_BITMAP_OFFSET, "header overlaps the bits");
 
-static bool is_hex_key(const char *s, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return true;
-}
-
 uint64_t cache_bitmap_bytes(uint64_t size)
 {
 	return DIV_ROUND_UP(DIV_ROUND_UP(size, CACHE_BLOCK_SIZE), 64) * 8;
@@ -97,7 +89,7 @@ int cache_header_decode(const void *buf, size_t len, struct cache_header *ret)
 		return -EUCLEAN;
 	if (util_get_le(p + OFF_BITMAP_OFFSET, 8) != CACHE_BITMAP_OFFSET)
 		return -EUCLEAN;
-	if (!is_hex_key((const char *)p + OFF_KEY, CACHE_KEY_LEN))
+	if (!util_sha256_hex_valid((const char *)p + OFF_KEY, CACHE_KEY_LEN))
 		return -EUCLEAN;
 	memcpy(h.key, p + OFF_KEY, CACHE_KEY_LEN);
 	digest = (const char *)p + OFF_DIGEST;

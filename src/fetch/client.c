@@ -115,16 +115,6 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 	return 0;
 }
 
-static bool key_ok(const char *k)
-{
-	if (strlen(k) != CACHE_KEY_LEN)
-		return false;
-	for (; *k; k++)
-		if (!((*k >= '0' && *k <= '9') || (*k >= 'a' && *k <= 'f')))
-			return false;
-	return true;
-}
-
 static int dir_error(const char *what, const char *path, int r, struct util_error *err)
 {
 	if (r == -EPERM)
@@ -144,7 +134,7 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 
 	util_err_clear(err);
 	if (!cfg->cache_dir || !cfg->run_dir || cfg->cache_dir[0] != '/' ||
-	    cfg->run_dir[0] != '/' || !key_ok(cfg->blob.cache_key) || cfg->blob.size == 0 ||
+	    cfg->run_dir[0] != '/' || !cache_key_valid(cfg->blob.cache_key) || cfg->blob.size == 0 ||
 	    !cfg->ref) {
 		return util_err_set(err, -EINVAL, "invalid daemon configuration");
 	}
@@ -346,7 +336,7 @@ int fetch_connect_entry(const char *run_dir, const char *key, struct fetch_handl
 {
 	char path[PATH_MAX];
 
-	if (!key_ok(key) ||
+	if (!cache_key_valid(key) ||
 	    snprintf(path, sizeof(path), "%s/daemon-%s.sock", run_dir, key) >= (int)sizeof(path))
 		return -EINVAL;
 	return fetch_connect(path, ret);

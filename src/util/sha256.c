@@ -137,6 +137,16 @@ static int hexval(char c)
 	return -1;
 }
 
+bool util_sha256_hex_valid(const char *s, size_t len)
+{
+	if (!s || len != UTIL_SHA256_HEX_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (hexval(s[i]) < 0)
+			return false;
+	return true;
+}
+
 int util_digest_parse(const char *s, uint8_t out[UTIL_SHA256_LEN])
 {
 	if (!s || strncmp(s, "sha256:", 7) != 0 || strlen(s) != UTIL_DIGEST_STR_LEN - 1)

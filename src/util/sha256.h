@@ -29,6 +29,8 @@ int util_sha256_buf_hex(const void *data, size_t len, char out[UTIL_SHA256_HEX_L
 /* 64 lowercase hex characters and a NUL. */
 void util_sha256_hex(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_SHA256_HEX_LEN + 1]);
 void util_digest_format(const uint8_t d[UTIL_SHA256_LEN], char out[UTIL_DIGEST_STR_LEN]);
+/* Are the len bytes at s 64 lowercase hex characters (a digest's hex, a cache key)? */
+bool util_sha256_hex_valid(const char *s, size_t len);
 /* Parse "sha256:<64 hex>" (lowercase only, as the OCI spec requires). -EINVAL otherwise. */
 int util_digest_parse(const char *s, uint8_t out[UTIL_SHA256_LEN]);
 bool util_digest_valid(const char *s);

@@ -75,6 +75,13 @@ static void test_digest(void **state)
 	assert_false(util_digest_valid("sha256:BA7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
 	assert_false(util_digest_valid("sha256:ba78"));
 	assert_false(util_digest_valid("sha512:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+	/* the hex alone, as cache keys are */
+	assert_true(util_sha256_hex_valid(s + 7, UTIL_SHA256_HEX_LEN));
+	assert_false(util_sha256_hex_valid(s + 7, UTIL_SHA256_HEX_LEN - 1));
+	assert_false(util_sha256_hex_valid(s + 6, UTIL_SHA256_HEX_LEN)); /* ':' */
+	assert_false(util_sha256_hex_valid(NULL, UTIL_SHA256_HEX_LEN));
+	s[7] = 'B';
+	assert_false(util_sha256_hex_valid(s + 7, UTIL_SHA256_HEX_LEN));
 }
 
 static void test_parse_u64(void **state)
