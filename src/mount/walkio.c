@@ -669,7 +669,8 @@ static int submit_round(struct mount_walkio *w, const struct util_extent *in, si
 		if (util_add_overflow_u64(g.budget, util_extents_total(&w->fresh), &g.budget))
 			g.budget = UINT64_MAX;
 		r = mount_group_round(&w->round, w->size, &g, wio_asked, w);
-		w->grouping.budget = g.budget;
+		if (r >= 0) /* a round that failed is listed again: its bytes count then */
+			w->grouping.budget = g.budget;
 		w->st.bridge_gap = g.max_gap;
 		part = part_size(w, g.range_cost_us);
 		if (ahead && (!w->ncosts || part != UINT64_MAX))
