@@ -6,18 +6,22 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "mount/mount.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/mountinfo.h"
 
 #ifndef STATX_MNT_ID_UNIQUE
 #define STATX_MNT_ID_UNIQUE 0x00004000U
@@ -94,6 +98,48 @@ int mount_id_exists(uint64_t mnt_id, const char *mountpoint)
 	if (!mountpoint || statx_mnt(AT_FDCWD, mountpoint, 0, &id, NULL) < 0)
 		return 0;
 	return id == mnt_id;
+}
+
+struct unlisted {
+	dev_t dev;
+	const char *mountpoint; /* resolved */
+	bool ours;
+};
+
+/* Is this the mount, and its source the data file of a cache entry (<dir>/sha256/<key>, with
+ * the entry's header beside it)? */
+static int unlisted_one(const struct util_mountinfo *m, void *ud)
+{
+	struct unlisted *u = ud;
+	char dir[PATH_MAX];
+	const char *key;
+	struct cache_header hdr;
+	_cleanup_close_ int dfd = -1;
+
+	if (makedev(m->major, m->minor) != u->dev || strcmp(m->mountpoint, u->mountpoint) != 0)
+		return 0;
+	u->ours = false; /* the last line of the mountpoint is the mount one sees there */
+	key = strrchr(m->source, '/');
+	if (strcmp(m->fstype, "erofs") != 0 || !key || key == m->source ||
+	    snprintf(dir, sizeof(dir), "%.*s", (int)(key - m->source), m->source) >=
+		(int)sizeof(dir))
+		return 0;
+	dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	u->ours = dfd >= 0 && cache_entry_peek(dfd, key + 1, &hdr) == 0;
+	return 0;
+}
+
+bool mount_is_entry_mount(const char *mountpoint)
+{
+	_cleanup_free_ char *abs = realpath(mountpoint, NULL);
+	struct unlisted u = {0};
+	struct stat st;
+
+	if (!abs || stat(abs, &st) < 0)
+		return false;
+	u.dev = st.st_dev;
+	u.mountpoint = abs;
+	return util_mountinfo_each("/proc/self/mountinfo", unlisted_one, &u) == 0 && u.ours;
 }
 
 /* The fs context fd speaks "e msg" / "w msg" / "i msg" lines after a failure. */

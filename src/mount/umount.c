@@ -8,65 +8,18 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "mount/mount.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
-#include "util/mountinfo.h"
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
-
-struct unlisted {
-	dev_t dev;
-	const char *mountpoint; /* resolved */
-	bool ours;
-};
-
-/* Is this the mount, and its source the data file of a cache entry (<dir>/sha256/<key>, with
- * the entry's header beside it)? */
-static int unlisted_one(const struct util_mountinfo *m, void *ud)
-{
-	struct unlisted *u = ud;
-	char dir[PATH_MAX];
-	const char *key;
-	struct cache_header hdr;
-	_cleanup_close_ int dfd = -1;
-
-	if (makedev(m->major, m->minor) != u->dev || strcmp(m->mountpoint, u->mountpoint) != 0)
-		return 0;
-	u->ours = false; /* the last line of the mountpoint is the mount one sees there */
-	key = strrchr(m->source, '/');
-	if (strcmp(m->fstype, "erofs") != 0 || !key || key == m->source ||
-	    snprintf(dir, sizeof(dir), "%.*s", (int)(key - m->source), m->source) >=
-		(int)sizeof(dir))
-		return 0;
-	dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	u->ours = dfd >= 0 && cache_entry_peek(dfd, key + 1, &hdr) == 0;
-	return 0;
-}
-
-/* A mount with no state in the run directory: one of a cache entry's data file? */
-static bool unlisted_entry_mount(const char *mountpoint)
-{
-	_cleanup_free_ char *abs = realpath(mountpoint, NULL);
-	struct unlisted u = {0};
-	struct stat st;
-
-	if (!abs || stat(abs, &st) < 0)
-		return false;
-	u.dev = st.st_dev;
-	u.mountpoint = abs;
-	return util_mountinfo_each("/proc/self/mountinfo", unlisted_one, &u) == 0 && u.ours;
-}
 
 static int umount_failed(const char *mountpoint, int r, struct util_error *err)
 {
@@ -97,7 +50,7 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, str
 	r = util_open_existing_private_dir(run_dir, O_PATH, &run_fd);
 	if (r >= 0)
 		r = mount_state_read(run_fd, mnt_id, &st);
-	if ((r == -ENOENT || r == -EPERM) && unlisted_entry_mount(mountpoint)) {
+	if ((r == -ENOENT || r == -EPERM) && mount_is_entry_mount(mountpoint)) {
 		if (umount2(mountpoint, (lazy ? MNT_DETACH : 0) | UMOUNT_NOFOLLOW) < 0)
 			return umount_failed(mountpoint, -errno, err);
 		log_warning("'%s' had no state in '%s' (mounted with another LAZYEROFS_RUN_DIR, or "

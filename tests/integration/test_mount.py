@@ -509,12 +509,14 @@ def test_run_directory_deeper_than_a_socket_path(lazy, images, expected_tree):
 def test_umount_of_a_mount_without_state(lazy, images):
     """`lazyerofs umount` of a mount of a cache entry whose state it does not find (mounted
     with another LAZYEROFS_RUN_DIR, or the state file removed) unmounts it with one warning
-    line, and the daemon leaves as after umount(8); an EROFS mount of any other file is still
-    refused and left mounted."""
+    line, and the daemon leaves as after umount(8) (`status` says what it is); an EROFS mount
+    of any other file is still refused and left mounted."""
     mp = lazy.mount(images["lz4hc"]["ref"])
     pid = lazy.status_of(mp)["pid"]
     other = os.path.join(lazy.root, "other-run")
     os.makedirs(other, mode=0o700)
+    r = lazy.run(["status", mp], env=dict(lazy.env, LAZYEROFS_RUN_DIR=other))
+    assert r.returncode == 2 and "no state in" in r.stderr and r.stderr.count("\n") == 1, r
     r = lazy.run(["umount", mp], env=dict(lazy.env, LAZYEROFS_RUN_DIR=other))
     assert r.returncode == 0, r.stderr
     lines = r.stderr.strip().splitlines()
