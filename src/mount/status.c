@@ -128,8 +128,9 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 		}
 		if (n == 0 && mount_is_entry_mount(only_mountpoint)) {
 			return util_err_set(err, -ENOTCONN,
-					    "'%s' is a mount of a lazyerofs cache entry with no state "
-					    "in '%s' (mounted with another LAZYEROFS_RUN_DIR?)",
+					    "'%s' is a mount of a lazyerofs cache entry with no "
+					    "state in '%s' (mounted with another "
+					    "LAZYEROFS_RUN_DIR?)",
 					    only_mountpoint, run_dir);
 		}
 		if (n == 0) {
