@@ -61,9 +61,10 @@ int cache_entry_lock(int dirfd, const char *key, bool wait, int *ret_fd)
 	return util_lock_at(dirfd, name, wait, ret_fd);
 }
 
+/* (O_NONBLOCK: a FIFO by that name must not block the open; regular files ignore it.) */
 static int open_regular(int dirfd, const char *name, int flags, int *ret_fd, struct stat *st)
 {
-	_cleanup_close_ int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)
 		return -errno;

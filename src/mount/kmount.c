@@ -100,46 +100,55 @@ int mount_id_exists(uint64_t mnt_id, const char *mountpoint)
 	return id == mnt_id;
 }
 
-struct unlisted {
-	dev_t dev;
-	const char *mountpoint; /* resolved */
-	bool ours;
+#ifndef STATX_MNT_ID
+#define STATX_MNT_ID 0x00001000U
+#endif
+
+struct entry_mount {
+	uint64_t id; /* STATX_MNT_ID, as mountinfo gives it */
+	int ours;
 };
 
-/* Is this the mount, and its source the data file of a cache entry (<dir>/sha256/<key>, with
- * the entry's header beside it)? */
-static int unlisted_one(const struct util_mountinfo *m, void *ud)
+/* Is this the mount, and its source the data file of a cache entry (<dir>/sha256/<key>, the
+ * entry's header beside it)? */
+static int entry_mount_one(const struct util_mountinfo *m, void *ud)
 {
-	struct unlisted *u = ud;
-	char dir[PATH_MAX];
-	const char *key;
-	struct cache_header hdr;
+	struct entry_mount *e = ud;
 	_cleanup_close_ int dfd = -1;
+	struct cache_header hdr;
+	const char *key;
+	char dir[PATH_MAX];
+	size_t dlen;
 
-	if (makedev(m->major, m->minor) != u->dev || strcmp(m->mountpoint, u->mountpoint) != 0)
+	if (m->id != e->id)
 		return 0;
-	u->ours = false; /* the last line of the mountpoint is the mount one sees there */
 	key = strrchr(m->source, '/');
-	if (strcmp(m->fstype, "erofs") != 0 || !key || key == m->source ||
-	    snprintf(dir, sizeof(dir), "%.*s", (int)(key - m->source), m->source) >=
-		(int)sizeof(dir))
-		return 0;
+	dlen = key ? (size_t)(key - m->source) : 0;
+	if (strcmp(m->fstype, "erofs") != 0 || dlen < strlen("/sha256") ||
+	    strncmp(key - strlen("/sha256"), "/sha256", strlen("/sha256")) != 0 ||
+	    dlen >= sizeof(dir))
+		return 1; /* the mount, not ours */
+	memcpy(dir, m->source, dlen);
+	dir[dlen] = 0;
 	dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	u->ours = dfd >= 0 && cache_entry_peek(dfd, key + 1, &hdr) == 0;
-	return 0;
+	e->ours = dfd >= 0 && cache_entry_peek(dfd, key + 1, &hdr) == 0;
+	return 1;
 }
 
-bool mount_is_entry_mount(const char *mountpoint)
+int mount_is_entry_mount(const char *mountpoint)
 {
-	_cleanup_free_ char *abs = realpath(mountpoint, NULL);
-	struct unlisted u = {0};
-	struct stat st;
+	struct entry_mount e = {0};
+	struct statx stx;
+	int r;
 
-	if (!abs || stat(abs, &st) < 0)
-		return false;
-	u.dev = st.st_dev;
-	u.mountpoint = abs;
-	return util_mountinfo_each("/proc/self/mountinfo", unlisted_one, &u) == 0 && u.ours;
+	if (statx(AT_FDCWD, mountpoint, AT_NO_AUTOMOUNT | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID,
+		  &stx) < 0)
+		return -errno;
+	if (!(stx.stx_mask & STATX_MNT_ID))
+		return -EOPNOTSUPP;
+	e.id = stx.stx_mnt_id;
+	r = util_mountinfo_each("/proc/self/mountinfo", entry_mount_one, &e);
+	return r < 0 ? r : e.ours;
 }
 
 /* The fs context fd speaks "e msg" / "w msg" / "i msg" lines after a failure. */

@@ -200,8 +200,9 @@ int mount_path_mnt_id(const char *path, uint64_t *ret);
 /* 1 when a mount with this unique id exists in our mount namespace, 0 when not. */
 int mount_id_exists(uint64_t mnt_id, const char *mountpoint);
 /* Is the mount at mountpoint an EROFS mount of a cache entry's data file (<dir>/sha256/<key>
- * with the entry's header beside it), whatever a run directory says of it? */
-bool mount_is_entry_mount(const char *mountpoint);
+ * with the entry's header beside it), whatever a run directory says of it? 1 or 0, or -errno
+ * when the mount table cannot be read. */
+int mount_is_entry_mount(const char *mountpoint);
 /* Mount the regular file `source` as EROFS on the directory `target_fd` refers to
  * (O_PATH), with the MOUNT_ATTR_* flags and, unless 0, that read-ahead in KiB; the kernel's
  * own messages land in err. Returns the new mount's unique id. */

@@ -126,7 +126,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 			mount_status_free(v, n);
 			return r;
 		}
-		if (n == 0 && mount_is_entry_mount(only_mountpoint)) {
+		if (n == 0 && mount_is_entry_mount(only_mountpoint) > 0) {
 			return util_err_set(err, -ENOTCONN,
 					    "'%s' is a mount of a lazyerofs cache entry with no "
 					    "state in '%s' (mounted with another "

@@ -50,14 +50,22 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, str
 	r = util_open_existing_private_dir(run_dir, O_PATH, &run_fd);
 	if (r >= 0)
 		r = mount_state_read(run_fd, mnt_id, &st);
-	if ((r == -ENOENT || r == -EPERM) && mount_is_entry_mount(mountpoint)) {
-		if (umount2(mountpoint, (lazy ? MNT_DETACH : 0) | UMOUNT_NOFOLLOW) < 0)
-			return umount_failed(mountpoint, -errno, err);
-		log_warning("'%s' had no state in '%s' (mounted with another LAZYEROFS_RUN_DIR, or "
-			    "its state file removed); unmounted it all the same: its daemon leaves "
-			    "once nothing uses the image",
-			    mountpoint, run_dir);
-		return 0;
+	if (r == -ENOENT) {
+		/* No state here: a mount of a cache entry all the same? */
+		int ours = mount_is_entry_mount(mountpoint);
+
+		if (ours < 0)
+			return util_err_set(err, ours, "reading the mount table for '%s': %s",
+					    mountpoint, strerror(-ours));
+		if (ours) {
+			if (umount2(mountpoint, (lazy ? MNT_DETACH : 0) | UMOUNT_NOFOLLOW) < 0)
+				return umount_failed(mountpoint, -errno, err);
+			log_warning("'%s' had no state in '%s' (mounted with another "
+				    "LAZYEROFS_RUN_DIR, or its state file removed); unmounted it all "
+				    "the same: its daemon leaves once nothing uses the image",
+				    mountpoint, run_dir);
+			return 0;
+		}
 	}
 	if (r == -ENOENT || r == -EPERM) {
 		return util_err_set(err, -ENOTCONN,

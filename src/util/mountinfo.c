@@ -55,6 +55,7 @@ static char *field(char **s)
 int util_mountinfo_parse(char *line, struct util_mountinfo *ret)
 {
 	char *sep = strstr(line, " - "), *s = line, *f[5], *after, *dev, *colon;
+	unsigned long long id;
 	unsigned long maj, min;
 	char *end;
 
@@ -65,6 +66,10 @@ int util_mountinfo_parse(char *line, struct util_mountinfo *ret)
 	for (int i = 0; i < 5; i++)
 		if (!(f[i] = field(&s)))
 			return -EINVAL;
+	errno = 0;
+	id = strtoull(f[0], &end, 10);
+	if (*end || errno || f[0][0] < '0' || f[0][0] > '9')
+		return -EINVAL;
 	dev = f[2];
 	colon = strchr(dev, ':');
 	if (!colon || colon == dev)
@@ -77,6 +82,7 @@ int util_mountinfo_parse(char *line, struct util_mountinfo *ret)
 	min = strtoul(colon + 1, &end, 10);
 	if (*end || errno || min > 0xfffffff || colon[1] < '0' || colon[1] > '9')
 		return -EINVAL;
+	ret->id = id;
 	ret->major = (unsigned)maj;
 	ret->minor = (unsigned)min;
 	ret->root = f[3];

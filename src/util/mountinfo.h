@@ -3,9 +3,12 @@
 #ifndef LAZYEROFS_UTIL_MOUNTINFO_H
 #define LAZYEROFS_UTIL_MOUNTINFO_H
 
+#include <stdint.h>
+
 /* One line's fields, unescaped (mountinfo writes a space as \040, ...); the strings point
  * into the line, which the parse changes. */
 struct util_mountinfo {
+	uint64_t id;		/* the mount's id (statx STATX_MNT_ID; reused once it is gone) */
 	unsigned major, minor;	/* the superblock's device */
 	const char *root;	/* the mount's root within its filesystem */
 	const char *mountpoint; /* as the reading process sees it */

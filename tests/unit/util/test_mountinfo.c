@@ -25,6 +25,7 @@ static void test_lines(void **state)
 
 	(void)state;
 	assert_int_equal(util_mountinfo_parse(a, &m), 0);
+	assert_int_equal(m.id, 36);
 	assert_int_equal(m.major, 98);
 	assert_int_equal(m.minor, 0);
 	assert_string_equal(m.root, "/mnt1");
@@ -32,6 +33,7 @@ static void test_lines(void **state)
 	assert_string_equal(m.fstype, "ext3");
 	assert_string_equal(m.source, "/dev/root");
 	assert_int_equal(util_mountinfo_parse(b, &m), 0);
+	assert_int_equal(m.id, 700);
 	assert_int_equal(m.minor, 88);
 	assert_string_equal(m.fstype, "erofs");
 	assert_string_equal(m.source, "/var/cache/lazyerofs/sha256/ab\\cd");
@@ -53,6 +55,7 @@ static void test_refused(void **state)
 	    "36 35 99999999999:0 /m /mnt rw - ext3 /dev/r rw", /* too large */
 	    "36 35 98:0 /mnt1 /mnt rw - ext3",		       /* no source */
 	    "36 35 98:0 /mnt1 /mnt rw - ",		       /* nothing after */
+	    "x6 35 98:0 /mnt1 /mnt rw - ext3 /dev/root rw",    /* not an id */
 	};
 
 	(void)state;
