@@ -11,7 +11,7 @@ child_read/child_hashes) under a deadline: an event the daemon never answers blo
 reader, and the test fails naming it instead of hanging the run. That is also the witness
 from outside the daemon that each event got its answer; its own counters are compared only
 once it settled (dctl.settled). The dctl fixture fails any test whose daemon logged a failed
-answer or whose processes left a sanitizer report. Tests marked `san` also run against the
+answer or whose processes left a sanitizer report. Tests marked `san` run against the
 SANITIZE=address,undefined build in `make check`."""
 
 import ctypes

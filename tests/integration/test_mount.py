@@ -227,7 +227,7 @@ def parse_verbose(stderr):
 
 # --- the tree, through every layout ---------------------------------------------------------
 
-# The uncompressed and the LZ4HC layouts also run against the sanitizer build (make check).
+# The uncompressed and the LZ4HC layouts run against the sanitizer build (make check).
 SAN_LAYOUTS = ("plain", "lz4hc")
 
 
