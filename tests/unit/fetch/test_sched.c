@@ -1331,6 +1331,61 @@ static void test_no_readahead_in_a_file_the_replay_brings(void **state)
 	env_free(&e);
 }
 
+/* A read that misses in a file the replay brings, while it runs, asks for its own block and
+ * the profile's ranges of that file the replay has not asked for yet, not a chunk after the
+ * read; once the replay is over, the chunk again. */
+static void test_a_miss_in_a_file_the_replay_brings_takes_its_profile_ranges(void **state)
+{
+	static const struct util_extent mid[] = {{1 * MiB, 3 * MiB}};
+	static const struct util_extent prof[] = {
+	    {1 * MiB, 16 * KiB},	    /* asked for already (before the cursor) */
+	    {3 * MiB, 8 * KiB},		    /* mid's, to come */
+	    {8 * MiB, 64 * KiB},	    /* no file's */
+	    {2 * MiB + 512 * KiB, 4 * KiB}, /* mid's, to come */
+	};
+	const struct util_extent *const files[] = {mid};
+	const size_t counts[] = {1};
+	struct fetch_replay rp = {.v = prof, .n = ARRAY_SIZE(prof), .bytes = 92 * KiB};
+	struct cache_bitmap mine;
+	struct fetch_files *f;
+	struct fetch_job *j;
+	struct fetch_req r;
+	struct env e;
+
+	(void)state;
+	f = env_files(&e, files, counts, 1);
+	assert_int_equal(cache_bitmap_init(&mine, 16 * MiB / 4096, false), 0);
+	rp.mine = &mine;
+	fetch_sched_replay(&e.s, &rp, 1);
+	cache_bitmap_set_range(&mine, 1 * MiB / 4096, 4); /* its first range arrived */
+	cache_bitmap_set_range(&e.bm, 1 * MiB / 4096, 4);
+	rp.cursor = 1;
+	event(&r, 2 * MiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	j = fetch_sched_pick(&e.s, 1, NULL);
+	assert_non_null(j);
+	assert_int_equal(j->kind, FETCH_JOB_DEMAND);
+	assert_int_equal(j->nruns, 3);
+	assert_int_equal(j->runs[0].offset, 2 * MiB);
+	assert_int_equal(j->runs[0].length, 4096);
+	assert_int_equal(j->runs[1].offset, 2 * MiB + 512 * KiB);
+	assert_int_equal(j->runs[1].length, 4 * KiB);
+	assert_int_equal(j->runs[2].offset, 3 * MiB);
+	assert_int_equal(j->runs[2].length, 8 * KiB);
+	complete(&e, j);
+	assert_int_equal(fetch_sched_collect(&e.s, 1, (struct fetch_req *[]){NULL}, 1), 1);
+	/* The replay is over: a miss in mid gets a chunk of its data from the read on. */
+	rp.done_ms = 2;
+	event(&r, 1 * MiB + 512 * KiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r, 2), 0);
+	j = fetch_sched_pick(&e.s, 2, NULL);
+	assert_non_null(j);
+	assert_int_equal(j->runs[0].offset, 1 * MiB + 512 * KiB);
+	assert_true(j->runs[0].length >= 256 * KiB);
+	cache_bitmap_destroy(&mine);
+	env_files_free(&e, f);
+}
+
 /* Replaying a startup profile: its missing ranges, in its order, sent sorted in one
  * multi-range job; present ones skipped; demand first; about one window in flight. */
 static void test_replay(void **state)
@@ -1455,6 +1510,7 @@ int main(void)
 	    cmocka_unit_test(test_small_files_neighbours_beside_over_a_long_link),
 	    cmocka_unit_test(test_files_sharing_a_block),
 	    cmocka_unit_test(test_no_readahead_in_a_file_the_replay_brings),
+	    cmocka_unit_test(test_a_miss_in_a_file_the_replay_brings_takes_its_profile_ranges),
 	    cmocka_unit_test(test_replay),
 	    cmocka_unit_test(test_replay_window_and_failures),
 	};
