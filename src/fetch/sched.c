@@ -610,7 +610,7 @@ static bool file_faulted_in(const struct fetch_sched *s, uint32_t file)
  * asked for yet (what the recorded programs read of it), up to a chunk or one bandwidth-delay
  * product, instead of a chunk of the file from the read on, most of which nobody read. Same
  * programs over 100 Mbit/s + RTT 50 ms, 14 runs each, interleaved: 1,577 against 1,607 ms
- * (median), 14 MiB fetched instead of 14-15; the benchmark's row 1,632 against 1,740 ms. */
+ * (median); the benchmark's row fetched 14.7 MiB instead of 15.5. */
 #define REPLAY_LOOK_AHEAD 512 /* ranges of the profile past its cursor looked at (a lock held) */
 
 static size_t replay_file_windows(const struct fetch_sched *s, uint32_t file,
