@@ -610,7 +610,9 @@ static bool file_faulted_in(const struct fetch_sched *s, uint32_t file)
  * asked for yet (what the recorded programs read of it), up to a chunk or one bandwidth-delay
  * product, instead of a chunk of the file from the read on, most of which nobody read. Same
  * programs over 100 Mbit/s + RTT 50 ms, 14 runs each, interleaved: 1,577 against 1,607 ms
- * (median); the benchmark's row fetched 14.7 MiB instead of 15.5. */
+ * (median); the benchmark's row fetched 14.7 MiB instead of 15.5. Returns how many windows
+ * it wrote, the read's own first; 1 when the profile lists nothing more of the file: the read
+ * then goes as any other (a sequential reader past what the profile knows gets a chunk). */
 #define REPLAY_LOOK_AHEAD 512 /* ranges of the profile past its cursor looked at (a lock held) */
 
 static size_t replay_file_windows(const struct fetch_sched *s, uint32_t file,
@@ -629,8 +631,9 @@ static size_t replay_file_windows(const struct fetch_sched *s, uint32_t file,
 
 		if (i == rp->cursor)
 			lo = MAX(lo, rp->pos * CACHE_BLOCK_SIZE);
-		if (lo >= hi || fetch_files_find(s->files, lo, &f, &range) < 0 || f != file)
-			continue;
+		if (lo >= hi || fetch_files_find(s->files, lo, &f, &range) < 0 || f != file ||
+		    sched_next_needed(s, blk_lo(lo), blk_hi(hi)) >= blk_hi(hi))
+			continue; /* another file's, or here or on its way already */
 		hi = MIN(hi, lo + (budget - total));
 		out[n++] = (struct util_extent){.offset = lo, .length = hi - lo};
 		total += hi - lo;
@@ -644,8 +647,8 @@ static size_t replay_file_windows(const struct fetch_sched *s, uint32_t file,
  * more; from the file's first byte, the first read-ahead window of note_read with it: one
  * request a demand, so that many readers starting files at once do not queue behind the
  * side jobs' cap), in file order, never past the file's end; when the file is partly here
- * already and not large, all it lacks (file_faulted_in); while a replay brings the file, what
- * the profile lists of it (replay_file_windows). Bytes outside every file (metadata)
+ * already and not large, all it lacks (file_faulted_in); while a replay brings the file and
+ * lists more of it, that (replay_file_windows). Bytes outside every file (metadata)
  * fall back to the chunk window. Returns how many windows it wrote to out (max at least 1),
  * the read's own file's first: *ret_own of them (the rest are small_files' neighbours). */
 static size_t event_windows(const struct fetch_sched *s, const struct fetch_req *r, size_t k,
@@ -673,11 +676,13 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 	if (replay_brings_file(s, file)) {
 		size_t got = replay_file_windows(s, file, r, k, off, out, max);
 
-		*ret_own = got;
-		return got;
+		if (got > 1) {
+			*ret_own = got;
+			return got;
+		}
 	}
 	want = MAX(s->pol.chunk_size, r->v[k].offset + r->v[k].length - off);
-	if (file_start(s, off))
+	if (file_start(s, off) && !replay_brings_file(s, file))
 		want = MAX(want, first_window(s));
 	else if ((whole = file_faulted_in(s, file)))
 		want = fetch_files_data_bytes(s->files, file);

@@ -1333,7 +1333,8 @@ static void test_no_readahead_in_a_file_the_replay_brings(void **state)
 
 /* A read that misses in a file the replay brings, while it runs, asks for its own block and
  * the profile's ranges of that file the replay has not asked for yet, not a chunk after the
- * read; once the replay is over, the chunk again. */
+ * read; when the profile lists nothing more of the file, or once the replay is over, the
+ * chunk again. */
 static void test_a_miss_in_a_file_the_replay_brings_takes_its_profile_ranges(void **state)
 {
 	static const struct util_extent mid[] = {{1 * MiB, 3 * MiB}};
@@ -1374,14 +1375,23 @@ static void test_a_miss_in_a_file_the_replay_brings_takes_its_profile_ranges(voi
 	assert_int_equal(j->runs[2].length, 8 * KiB);
 	complete(&e, j);
 	assert_int_equal(fetch_sched_collect(&e.s, 1, (struct fetch_req *[]){NULL}, 1), 1);
-	/* The replay is over: a miss in mid gets a chunk of its data from the read on. */
-	rp.done_ms = 2;
-	event(&r, 1 * MiB + 512 * KiB, 4096);
-	assert_int_equal(fetch_sched_add(&e.s, &r, 2), 0);
-	j = fetch_sched_pick(&e.s, 2, NULL);
-	assert_non_null(j);
-	assert_int_equal(j->runs[0].offset, 1 * MiB + 512 * KiB);
-	assert_true(j->runs[0].length >= 256 * KiB);
+	/* The profile lists nothing more of mid (all of it here): a miss gets a chunk of mid's
+	 * data from the read on, as with no profile; so it does once the replay is over. */
+	for (int over = 0; over < 2; over++) {
+		uint64_t at = (over ? 1 : 3) * MiB + 512 * KiB;
+
+		rp.done_ms = over ? 2 : 0;
+		assert_int_equal(fetch_replay_active(&rp), !over);
+		event(&r, at, 4096);
+		assert_int_equal(fetch_sched_add(&e.s, &r, 2), 0);
+		j = fetch_sched_pick(&e.s, 2, NULL);
+		assert_non_null(j);
+		assert_int_equal(j->kind, FETCH_JOB_DEMAND);
+		assert_int_equal(j->runs[0].offset, at);
+		assert_true(j->runs[0].length >= 256 * KiB);
+		complete(&e, j);
+		assert_int_equal(fetch_sched_collect(&e.s, 2, (struct fetch_req *[]){NULL}, 1), 1);
+	}
 	cache_bitmap_destroy(&mine);
 	env_files_free(&e, f);
 }
