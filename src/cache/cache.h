@@ -253,6 +253,8 @@ int cache_entry_remove(int dirfd, const char *key, int lock_fd);
 /* Read an entry's header without taking its lock (e.g. to find the size of a complete entry
  * for an offline mount). -ENOENT when there is no entry, -EUCLEAN when damaged. */
 int cache_entry_peek(int dirfd, const char *key, struct cache_header *ret);
+/* Is path the data file of an entry (<cache-dir>/sha256/<key>, its header beside it)? */
+bool cache_entry_is_data_path(const char *path);
 
 /* ---- eviction (gc.c) ----------------------------------------------------------------------- */
 

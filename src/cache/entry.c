@@ -813,6 +813,24 @@ int cache_entry_remove(int dirfd, const char *key, int lock_fd)
 	return fsync_dir(dirfd);
 }
 
+bool cache_entry_is_data_path(const char *path)
+{
+	static const char sub[] = "/sha256"; /* as cache_dir_open and cache_entry_open make it */
+	const char *key = strrchr(path, '/');
+	size_t dlen = key ? (size_t)(key - path) : 0;
+	_cleanup_close_ int dfd = -1;
+	struct cache_header hdr;
+	char dir[PATH_MAX];
+
+	if (dlen < strlen(sub) || dlen >= sizeof(dir) ||
+	    memcmp(key - strlen(sub), sub, strlen(sub)) != 0)
+		return false;
+	memcpy(dir, path, dlen);
+	dir[dlen] = 0;
+	dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return dfd >= 0 && cache_entry_peek(dfd, key + 1, &hdr) == 0;
+}
+
 int cache_entry_peek(int dirfd, const char *key, struct cache_header *ret)
 {
 	char name[CACHE_KEY_LEN + 16];

@@ -6,15 +6,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "mount/mount.h"
@@ -109,29 +106,14 @@ struct entry_mount {
 	int ours;
 };
 
-/* Is this the mount, and its source the data file of a cache entry (<dir>/sha256/<key>, the
- * entry's header beside it)? */
+/* Is this the mount, and its source the data file of a cache entry? */
 static int entry_mount_one(const struct util_mountinfo *m, void *ud)
 {
 	struct entry_mount *e = ud;
-	_cleanup_close_ int dfd = -1;
-	struct cache_header hdr;
-	const char *key;
-	char dir[PATH_MAX];
-	size_t dlen;
 
 	if (m->id != e->id)
 		return 0;
-	key = strrchr(m->source, '/');
-	dlen = key ? (size_t)(key - m->source) : 0;
-	if (strcmp(m->fstype, "erofs") != 0 || dlen < strlen("/sha256") ||
-	    strncmp(key - strlen("/sha256"), "/sha256", strlen("/sha256")) != 0 ||
-	    dlen >= sizeof(dir))
-		return 1; /* the mount, not ours */
-	memcpy(dir, m->source, dlen);
-	dir[dlen] = 0;
-	dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	e->ours = dfd >= 0 && cache_entry_peek(dfd, key + 1, &hdr) == 0;
+	e->ours = strcmp(m->fstype, "erofs") == 0 && cache_entry_is_data_path(m->source);
 	return 1;
 }
 
