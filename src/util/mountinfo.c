@@ -14,6 +14,7 @@
 
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "util/strutil.h"
 
 /* The whole table of a process with many mounts (a container host) stays far below this. */
 #define MOUNTINFO_MAX (16u << 20)
@@ -54,10 +55,8 @@ static char *field(char **s)
 
 int util_mountinfo_parse(char *line, struct util_mountinfo *ret)
 {
-	char *sep = strstr(line, " - "), *s = line, *f[5], *after, *dev, *colon;
-	unsigned long long id;
-	unsigned long maj, min;
-	char *end;
+	char *sep = strstr(line, " - "), *s = line, *f[5], *after, *colon;
+	uint64_t id, maj, min;
 
 	if (!sep)
 		return -EINVAL;
@@ -66,21 +65,12 @@ int util_mountinfo_parse(char *line, struct util_mountinfo *ret)
 	for (int i = 0; i < 5; i++)
 		if (!(f[i] = field(&s)))
 			return -EINVAL;
-	errno = 0;
-	id = strtoull(f[0], &end, 10);
-	if (*end || errno || f[0][0] < '0' || f[0][0] > '9')
-		return -EINVAL;
-	dev = f[2];
-	colon = strchr(dev, ':');
-	if (!colon || colon == dev)
+	colon = strchr(f[2], ':'); /* MAJ:MIN */
+	if (!colon)
 		return -EINVAL;
 	*colon = 0;
-	errno = 0;
-	maj = strtoul(dev, &end, 10);
-	if (*end || errno || maj > 0xfffffff || dev[0] < '0' || dev[0] > '9')
-		return -EINVAL;
-	min = strtoul(colon + 1, &end, 10);
-	if (*end || errno || min > 0xfffffff || colon[1] < '0' || colon[1] > '9')
+	if (util_parse_u64(f[0], &id) < 0 || util_parse_u64(f[2], &maj) < 0 ||
+	    util_parse_u64(colon + 1, &min) < 0 || maj > 0xfffffff || min > 0xfffffff)
 		return -EINVAL;
 	ret->id = id;
 	ret->major = (unsigned)maj;
