@@ -659,7 +659,7 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 	uint64_t off = MAX(b * CACHE_BLOCK_SIZE, r->v[k].offset), want;
 	uint64_t cap = MAX(s->pol.chunk_size, s->pol.max_job_bytes);
 	uint32_t file, range;
-	bool whole = false;
+	bool whole = false, brought;
 	int n;
 
 	*ret_own = 1;
@@ -673,7 +673,8 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 		if (got)
 			return got;
 	}
-	if (replay_brings_file(s, file)) {
+	brought = replay_brings_file(s, file);
+	if (brought) {
 		size_t got = replay_file_windows(s, file, r, k, off, out, max);
 
 		if (got > 1) {
@@ -682,7 +683,7 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 		}
 	}
 	want = MAX(s->pol.chunk_size, r->v[k].offset + r->v[k].length - off);
-	if (file_start(s, off) && !replay_brings_file(s, file))
+	if (file_start(s, off) && !brought)
 		want = MAX(want, first_window(s));
 	else if ((whole = file_faulted_in(s, file)))
 		want = fetch_files_data_bytes(s->files, file);
