@@ -7,12 +7,12 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -265,6 +265,29 @@ static void note_open(struct fetch_daemon *d, const struct fetch_event *ev)
 		log_debug("eventfd write: %m");
 }
 
+/* Each dispatcher waits on an epoll instance of its own that holds the group exclusively
+ * (EPOLLEXCLUSIVE): an event wakes one idle dispatcher, not all of them. Waiting in poll(2),
+ * both woke for every event and one found nothing: on 2 CPUs that second wake-up took the
+ * reader's CPU (random 4 KiB reads of present data, 10,000 a round, median of 5: 90 us a read
+ * with two dispatchers polling, 74 with one, 65 for a responder that only allows). */
+int fetch_dispatchers_prepare(struct fetch_daemon *d)
+{
+	for (unsigned i = 0; i < DISPATCHERS; i++) {
+		struct epoll_event fan = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = d->fan_fd};
+		struct epoll_event stop = {.events = EPOLLIN, .data.fd = d->stop_efd};
+		int ep = epoll_create1(EPOLL_CLOEXEC);
+
+		if (ep < 0)
+			return -errno;
+		d->disp_epfd[i] = ep;
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, d->fan_fd, &fan) < 0 ||
+		    epoll_ctl(ep, EPOLL_CTL_ADD, d->stop_efd, &stop) < 0)
+			return -errno;
+	}
+	d->disp_next = 0;
+	return 0;
+}
+
 void *fetch_dispatcher_thread(void *arg)
 {
 	struct fetch_daemon *d = arg;
@@ -272,26 +295,32 @@ void *fetch_dispatcher_thread(void *arg)
 	struct fetch_event evs[READ_BATCH];
 	struct fetch_req *reqs[READ_BATCH];
 	int slots[READ_BATCH];
-
+	int ep = d->disp_epfd[__atomic_fetch_add(&d->disp_next, 1, __ATOMIC_RELAXED)];
 	bool draining = false;
 
 	prctl(PR_SET_NAME, "lzfetch-events", 0, 0, 0);
 	for (;;) {
-		struct pollfd pfd[2] = {{.fd = d->fan_fd, .events = POLLIN},
-					{.fd = d->stop_efd, .events = POLLIN}};
+		struct epoll_event woke[2];
 		size_t n, k = 0;
-		bool bad = false;
+		bool bad = false, ready = false;
 		ssize_t got;
-		int maxfd = -1;
+		int maxfd = -1, nwoke = 0;
 		uint64_t deadline, read_us;
 
-		if (!draining && poll(pfd, 2, -1) < 0 && errno != EINTR)
-			break;
+		if (!draining) {
+			nwoke = epoll_wait(ep, woke, ARRAY_SIZE(woke), -1);
+			if (nwoke < 0 && errno != EINTR)
+				break;
+		}
 		/* Leaving: the mark is gone, so nothing new arrives; read what is queued until
 		 * the group is empty (an event left unread would be allowed at exit: zeros). */
-		if (pfd[1].revents)
-			draining = true;
-		if (!draining && !(pfd[0].revents & POLLIN))
+		for (int i = 0; i < nwoke; i++) {
+			if (woke[i].data.fd == d->stop_efd)
+				draining = true;
+			else
+				ready = true;
+		}
+		if (!draining && !ready)
 			continue;
 		/* Back-pressure: take the slots first, then read at most that many events
 		 * (every event is at least a metadata record long). */

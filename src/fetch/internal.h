@@ -202,6 +202,8 @@ struct fetch_daemon {
 	bool verify_started;	   /* set under lock (with trimming); read atomically */
 	bool trimming;		   /* (lock) a trim is under way: no verification starts */
 	int stop_efd;		   /* eventfd: wakes poll loops at exit */
+	int disp_epfd[FETCH_DISPATCHERS]; /* each dispatcher's epoll (fetch_dispatchers_prepare) */
+	unsigned disp_next;		   /* the next dispatcher to start takes that epoll */
 	/* Opens of the data file seen by the event threads (FAN_OPEN, FAN_CLOSE_WRITE arrive on
 	 * the pre-content group too: one fanotify group per daemon), for the control loop,
 	 * which open_efd wakes. */
@@ -286,6 +288,8 @@ bool fetch_term_requested(void); /* SIGTERM received */
 /* The free journal slots of a starting worker: those below sh->journal_hi that no event holds
  * (a dead predecessor's events keep theirs). */
 void fetch_slots_init(struct fetch_daemon *d);
+/* Each dispatcher's epoll instance (after stop_efd): -errno. */
+int fetch_dispatchers_prepare(struct fetch_daemon *d);
 void *fetch_dispatcher_thread(void *arg);
 /* The one exit path of every request: answer events (exactly once), wake ensure waiters. */
 void fetch_answer_batch(struct fetch_daemon *d, struct fetch_req **v, size_t n);

@@ -76,6 +76,8 @@ static void worker_state_init(struct fetch_daemon *d)
 	d->well_known_gone = false;
 	d->verify_started = false;
 	d->stop_efd = -1;
+	for (unsigned i = 0; i < DISPATCHERS; i++)
+		d->disp_epfd[i] = -1;
 	memset(d->rescan_at, 0, sizeof(d->rescan_at));
 	memset(d->openers, 0, sizeof(d->openers));
 	pthread_mutex_init(&d->lock, NULL);
@@ -219,6 +221,9 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	if (d->fan_fd >= 0) {
 		pthread_t predict;
 
+		r = fetch_dispatchers_prepare(d);
+		if (r < 0)
+			fetch_fatal(d, r, "epoll for the event threads: %s", strerror(-r));
 		for (; ndisp < DISPATCHERS; ndisp++)
 			start_thread(d, fetch_dispatcher_thread, &disp[ndisp]);
 		start_thread(d, fetch_predict_thread, &predict);
