@@ -177,6 +177,7 @@ struct fetch_sched {
 	 * round trip and its own, not after theirs too. Byte ranges, waiting for that request. */
 	struct util_extent nb[FETCH_MAX_RUNS];
 	size_t nnb;
+	uint64_t nb_due_ms; /* ... sent from then: the read's bytes first into the link's queue */
 	bool gathering;		 /* this pick: a read waits for company, and the reads after it
 				  * and read-ahead wait with it */
 	/* The mount's file index (files.h), or NULL: a read fetches its file's data, not the

@@ -1121,8 +1121,10 @@ static void test_small_files_share_a_request(void **state)
 }
 
 /* Over a long link a read's small file goes alone and its neighbours in a request of their own
- * beside it, so that the read has its bytes after a round trip and its own, not theirs; reads
- * that arrive together still share one request with their neighbours. */
+ * beside it, so that the read has its bytes after a round trip and its own, not theirs: sent
+ * once the read's own bytes would have passed the link (and 2 ms), so that the two responses
+ * do not share the link's queue. Reads that arrive together still share one request with
+ * their neighbours. */
 static void test_small_files_neighbours_beside_over_a_long_link(void **state)
 {
 	static const struct util_extent a[] = {{0, 300 * KiB}};
@@ -1135,6 +1137,7 @@ static void test_small_files_neighbours_beside_over_a_long_link(void **state)
 	struct fetch_req r, q[2];
 	struct fetch_job *job, *side;
 	struct fetch_files *f;
+	uint64_t wake;
 	struct env e;
 
 	f = env_files(&e, files, counts, 5);
@@ -1147,7 +1150,11 @@ static void test_small_files_neighbours_beside_over_a_long_link(void **state)
 	assert_int_equal(job->kind, FETCH_JOB_DEMAND);
 	assert_one_run(job, 300 * KiB, 40 * KiB);
 	assert_int_equal(job->answer_at[0], 316 * KiB); /* the read's end, in whole blocks */
-	side = fetch_sched_pick(&e.s, 0, NULL); /* at once, not after the read's */
+	/* 40 KiB at 10 MiB/s: 4 ms, and the margin: not yet at 5 ms, then at once (well before
+	 * the read's round trip of 50 ms) */
+	assert_null(fetch_sched_pick(&e.s, 5, &wake));
+	assert_int_equal(wake, 6);
+	side = fetch_sched_pick(&e.s, 6, NULL);
 	assert_non_null(side);
 	assert_int_equal(side->kind, FETCH_JOB_READAHEAD);
 	assert_int_equal(side->nruns, 2);
@@ -1155,7 +1162,7 @@ static void test_small_files_neighbours_beside_over_a_long_link(void **state)
 	assert_int_equal(side->runs[0].length, 300 * KiB);
 	assert_int_equal(side->runs[1].offset, 340 * KiB);
 	assert_int_equal(side->runs[1].length, 200 * KiB);
-	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	assert_null(fetch_sched_pick(&e.s, 6, NULL));
 	complete(&e, job);
 	complete(&e, side);
 	assert_true(fetch_req_satisfied(&e.s, &r));
