@@ -203,7 +203,7 @@ struct fetch_daemon {
 	bool trimming;		   /* (lock) a trim is under way: no verification starts */
 	int stop_efd;		   /* eventfd: wakes poll loops at exit */
 	int disp_epfd[FETCH_DISPATCHERS]; /* each dispatcher's epoll (fetch_dispatchers_prepare) */
-	unsigned disp_next;		   /* the next dispatcher to start takes that epoll */
+	unsigned disp_next;		  /* the next dispatcher to start takes that epoll */
 	/* Opens of the data file seen by the event threads (FAN_OPEN, FAN_CLOSE_WRITE arrive on
 	 * the pre-content group too: one fanotify group per daemon), for the control loop,
 	 * which open_efd wakes. */

@@ -29,8 +29,9 @@ int main(int argc, char **argv)
 	}
 	fd = fanotify_init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC, O_RDONLY | O_LARGEFILE);
 	if (fd < 0) {
-		fprintf(stderr, "allow-all: fanotify_init(FAN_CLASS_PRE_CONTENT): %s (needs root "
-				"and a kernel with pre-content events)\n",
+		fprintf(stderr,
+			"allow-all: fanotify_init(FAN_CLASS_PRE_CONTENT): %s (needs root "
+			"and a kernel with pre-content events)\n",
 			strerror(errno));
 		return 1;
 	}
