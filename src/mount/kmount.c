@@ -20,6 +20,9 @@
 #include "util/macro.h"
 #include "util/mountinfo.h"
 
+#ifndef STATX_MNT_ID
+#define STATX_MNT_ID 0x00001000U
+#endif
 #ifndef STATX_MNT_ID_UNIQUE
 #define STATX_MNT_ID_UNIQUE 0x00004000U
 #endif
@@ -48,14 +51,17 @@ struct kmount_sysfs_path {
 };
 #define KMOUNT_GETFSSYSFSPATH _IOR(0x15, 1, struct kmount_sysfs_path)
 
-static int statx_mnt(int dirfd, const char *path, int flags, uint64_t *ret_id, bool *ret_root)
+/* The mount's id: with STATX_MNT_ID_UNIQUE the unique one (never reused), with STATX_MNT_ID
+ * the one mountinfo shows (reused once the mount is gone). */
+static int statx_mnt(int dirfd, const char *path, int flags, unsigned mask, uint64_t *ret_id,
+		     bool *ret_root)
 {
 	struct statx stx;
 
-	if (statx(dirfd, path, flags | AT_NO_AUTOMOUNT, STATX_MNT_ID_UNIQUE, &stx) < 0)
+	if (statx(dirfd, path, flags | AT_NO_AUTOMOUNT, mask, &stx) < 0)
 		return -errno;
-	if (!(stx.stx_mask & STATX_MNT_ID_UNIQUE))
-		return -EOPNOTSUPP; /* kernel before 6.8 */
+	if (!(stx.stx_mask & mask))
+		return -EOPNOTSUPP; /* the unique one: kernel before 6.8 */
 	*ret_id = stx.stx_mnt_id;
 	if (ret_root)
 		*ret_root = (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
@@ -69,7 +75,7 @@ int mount_path_mnt_id(const char *path, uint64_t *ret)
 	uint64_t id = 0;
 	int r;
 
-	r = statx_mnt(AT_FDCWD, path, 0, &id, &root);
+	r = statx_mnt(AT_FDCWD, path, 0, STATX_MNT_ID_UNIQUE, &id, &root);
 	if (r < 0)
 		return r;
 	if (!root)
@@ -92,14 +98,10 @@ int mount_id_exists(uint64_t mnt_id, const char *mountpoint)
 	if (errno != ENOSYS)
 		return -errno;
 	/* No statmount(2): the mountpoint still shows this very mount or it is gone. */
-	if (!mountpoint || statx_mnt(AT_FDCWD, mountpoint, 0, &id, NULL) < 0)
+	if (!mountpoint || statx_mnt(AT_FDCWD, mountpoint, 0, STATX_MNT_ID_UNIQUE, &id, NULL) < 0)
 		return 0;
 	return id == mnt_id;
 }
-
-#ifndef STATX_MNT_ID
-#define STATX_MNT_ID 0x00001000U
-#endif
 
 struct entry_mount {
 	uint64_t id; /* STATX_MNT_ID, as mountinfo gives it */
@@ -120,15 +122,11 @@ static int entry_mount_one(const struct util_mountinfo *m, void *ud)
 int mount_is_entry_mount(const char *mountpoint)
 {
 	struct entry_mount e = {0};
-	struct statx stx;
 	int r;
 
-	if (statx(AT_FDCWD, mountpoint, AT_NO_AUTOMOUNT | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID,
-		  &stx) < 0)
-		return -errno;
-	if (!(stx.stx_mask & STATX_MNT_ID))
-		return -EOPNOTSUPP;
-	e.id = stx.stx_mnt_id;
+	r = statx_mnt(AT_FDCWD, mountpoint, AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &e.id, NULL);
+	if (r < 0)
+		return r;
 	r = util_mountinfo_each("/proc/self/mountinfo", entry_mount_one, &e);
 	return r < 0 ? r : e.ours;
 }
@@ -216,7 +214,7 @@ int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, unsigne
 	if (mfd < 0)
 		goto fail;
 	/* The id of this very mount, before anything else can be mounted over the target. */
-	r = statx_mnt(mfd, "", AT_EMPTY_PATH, &id, NULL);
+	r = statx_mnt(mfd, "", AT_EMPTY_PATH, STATX_MNT_ID_UNIQUE, &id, NULL);
 	if (r < 0) {
 		return util_err_set(err, r,
 				    "cannot read the new mount's id: %s (needs Linux 6.8 or later)",
