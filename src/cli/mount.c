@@ -94,9 +94,13 @@ static void report(const char *source, const char *mountpoint, const struct moun
 			 util_format_bytes(r->profile_bytes, b1, sizeof(b1)),
 			 (unsigned long long)r->profile_lookup_ms);
 	if (r->map_ranges)
-		log_info("metadata map: %llu ranges, %s, asked for before the walk",
+		log_info("metadata map: %llu ranges, %s, asked for before the walk, %s (the "
+			 "registry's quickest reply: %.1f ms)",
 			 (unsigned long long)r->map_ranges,
-			 util_format_bytes(r->map_bytes, b1, sizeof(b1)));
+			 util_format_bytes(r->map_bytes, b1, sizeof(b1)),
+			 r->map_blind ? "as listed, before the first round"
+				      : "after the first round, with gaps bridged at its rate",
+			 r->reply_us / 1000.0);
 	if (r->zone_bytes)
 		log_info("metadata zone: %s fetched whole before the walk",
 			 util_format_bytes(r->zone_bytes, b1, sizeof(b1)));

@@ -98,6 +98,8 @@ struct mount_result {
 	uint64_t walk_ranges;             /* ranges the walk listed */
 	uint64_t zone_bytes;              /* a metadata zone fetched whole before the walk */
 	uint64_t map_ranges, map_bytes;   /* the manifest's metadata map, asked for at once */
+	bool map_blind;			  /* ... as listed, before the first round */
+	uint64_t reply_us;		  /* the quickest reply resolving got (0: none) */
 	uint64_t walk_requests;           /* HTTP requests the daemon made during the walk */
 	uint64_t walk_fetched;            /* bytes the daemon fetched during the walk */
 	uint64_t walk_events;             /* pre-content events the walk's reads raised */

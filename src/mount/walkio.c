@@ -609,9 +609,10 @@ static uint64_t part_size(const struct mount_walkio *w, uint64_t range_cost_us)
 
 /* Send what of in[] no batch fetches yet: grouped, then cut into parts (at range boundaries).
  * A map of what the walk will need (ahead) is not a level the walk waits for before the
- * next: all of it goes out at once, in WIO_AHEAD_PARTS parts before any round told the
- * link's rate, else in a part for each worker over a link slow to answer, or as one batch
- * on this thread over a quick one (loopback). */
+ * next: all of it goes out at once, in a part for each worker over a link slow to answer,
+ * else in WIO_AHEAD_PARTS parts: on loopback the registry's time goes to the ranges, which
+ * parts spread over its CPUs (lz4hc minbase, its map bridged into ~155 ranges: 58-74 ms of
+ * metadata in 4 parts, 74 ms as one batch on this thread). */
 static int submit_round(struct mount_walkio *w, const struct util_extent *in, size_t nin,
 			bool ahead)
 {
@@ -673,10 +674,11 @@ static int submit_round(struct mount_walkio *w, const struct util_extent *in, si
 			w->grouping.budget = g.budget;
 		w->st.bridge_gap = g.max_gap;
 		part = part_size(w, g.range_cost_us);
-		if (ahead && (!w->ncosts || part != UINT64_MAX))
-			part = MAX(WIO_PART_MIN,
-				   DIV_ROUND_UP(util_extents_total(&w->round),
-						w->ncosts ? WIO_WORKERS : WIO_AHEAD_PARTS));
+		if (ahead)
+			part =
+			    MAX(WIO_PART_MIN,
+				DIV_ROUND_UP(util_extents_total(&w->round),
+					     part != UINT64_MAX ? WIO_WORKERS : WIO_AHEAD_PARTS));
 	} else {
 		r = mount_group_round(&w->round, w->size, &w->grouping, wio_asked, w);
 	}

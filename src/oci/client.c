@@ -89,6 +89,11 @@ const char *oci_client_metamap(const struct oci_client *c)
 	return c->metamap;
 }
 
+uint64_t oci_client_reply_us(struct oci_client *c)
+{
+	return atomic_load(&c->ctl_reply_us);
+}
+
 DEFINE_CLEANUP_FUNC(struct oci_client, oci_client_free);
 
 int oci_client_new(const struct oci_ref *ref, const struct oci_options *opts,

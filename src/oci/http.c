@@ -557,6 +557,22 @@ static bool is_redirect(long status)
 	return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
 
+/* Keep the quickest reply of the control handle (oci_client_reply_us). */
+static void note_reply_time(struct oci_client *c, CURL *easy)
+{
+	curl_off_t sent = 0, first = 0;
+	unsigned long long us, old;
+
+	if (curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &sent) != CURLE_OK ||
+	    curl_easy_getinfo(easy, CURLINFO_STARTTRANSFER_TIME_T, &first) != CURLE_OK ||
+	    first <= 0 || first < sent)
+		return;
+	us = (unsigned long long)MAX(first - sent, (curl_off_t)1);
+	old = atomic_load(&c->ctl_reply_us);
+	while ((old == 0 || us < old) && !atomic_compare_exchange_weak(&c->ctl_reply_us, &old, us))
+		;
+}
+
 int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 		     uint64_t deadline_ms, struct oci_resp *resp, struct util_buf *body,
 		     struct util_error *err, atomic_ullong *counter)
@@ -671,6 +687,8 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 		curl_slist_free_all(hdrs);
 		if (counter)
 			atomic_fetch_add(counter, 1);
+		if (rc == CURLE_OK && easy == c->ctl)
+			note_reply_time(c, easy);
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 		if (status && !resp->status)
 			resp->status = status;

@@ -154,6 +154,9 @@ struct oci_client {
 	pthread_mutex_t ctl_lock;
 	CURL *ctl;          /* guarded by ctl_lock */
 	atomic_ullong ctl_requests;
+	/* The quickest reply to a control request: from its request sent to the first byte of
+	 * the reply (connection set-up aside), in us; 0 while none has come. */
+	atomic_ullong ctl_reply_us;
 
 	/* Authentication: each host's struct oci_auth is guarded by auth_lock. */
 	pthread_mutex_t auth_lock;

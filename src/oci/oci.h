@@ -279,6 +279,10 @@ int oci_metamap_encode(const struct util_extent *v, size_t n, uint64_t size, cha
 int oci_metamap_decode(const char *text, uint64_t size, struct util_extents *ret);
 /* The metadata map of the layer oci_resolve picked (NULL when its descriptor has none). */
 const char *oci_client_metamap(const struct oci_client *c);
+/* The quickest reply the client's resolve (or other control requests) got: from a request
+ * sent to its reply's first byte, in us (a round trip and the server's time to answer); 0
+ * when none came. */
+uint64_t oci_client_reply_us(struct oci_client *c);
 
 /* The config and manifest (compact JSON, deterministic) of a one-layer OCI image whose layer
  * is an EROFS blob (application/vnd.erofs.layer.v1), its descriptor annotated with the
