@@ -51,6 +51,8 @@
  * 2 = leaving daemons refuse holds, probes, "proto" itself (1: no "proto"). */
 #define FETCH_PROTO_VERSION	2
 #define FETCH_MAX_ENSURE	64	   /* ensure requests waiting at once */
+#define FETCH_STAGES		8	   /* jobs whose bytes are written in stages at once */
+#define FETCH_STAGE_BYTES	(256u << 10) /* ... in writes of this much, aligned */
 /* Superblocks tracked. The table lives in anonymous shared memory, whose pages are only
  * backed once touched: it grows with use up to this bound (~4 MiB). */
 #define FETCH_MAX_MOUNTS	4096
@@ -225,10 +227,21 @@ struct fetch_daemon {
 		uint64_t started_us, first_byte_us; /* request sent, first byte received */
 		uint64_t fetched_at_first; /* sh->fetched_bytes just before that first byte */
 		bool write_failed;		    /* the cache file refused bytes */
+		/* Bytes received and not yet written (transfer.c, stage_*): a stage of the
+		 * pool while the job has one, else NULL. */
+		uint8_t *stage;
+		uint64_t stage_off; /* where they go */
+		size_t stage_len;
+		size_t stage_run; /* the run they are of */
+		int stage_err;	  /* a write of them between the job's pieces failed: -errno */
 		/* Bytes of each run received; last, like the job's runs: only the entries of
 		 * the runs a job has are touched (8 KiB each, mostly never backed). */
 		uint64_t written[FETCH_BATCH_RUNS];
 	} xfers[FETCH_MAX_JOBS];
+	/* Stages for the large jobs' bytes (transfer.c): made when first needed, then kept, the
+	 * free ones here (transfer thread only). */
+	uint8_t *stage_pool[FETCH_STAGES];
+	unsigned nstage_free, nstage_made;
 	struct fetch_files *files; /* (lock) the mount's file index (files.h), or NULL */
 	struct fetch_record record;	 /* first accesses (record.h; its own lock) */
 	struct fetch_record_store *record_store; /* its ranges, shared with the holder */

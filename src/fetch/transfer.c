@@ -28,14 +28,120 @@ void fetch_kick(struct fetch_daemon *d)
 		pthread_cond_broadcast(&d->kick_cond);
 }
 
-/* Bytes of a job arrive: write them, and let whole blocks count as present at once. */
+/* A large job's bytes are written in stages of FETCH_STAGE_BYTES, aligned in the blob, not
+ * in the pieces libcurl hands over (16 KiB each): a 512 MiB file cold on loopback took
+ * 32,000 writes, and each piece of the cache file's page cache they made cost ext4 and the
+ * kernel's read of it again (writing 544 MiB in 16 KiB pieces: 0.25 s, in 256 KiB ones: 0.09
+ * s). A stage is written out whenever a reader waits for what it holds, when its run ends,
+ * and at the end of each round of the engine (oci_reader_set_round_cb), before it waits:
+ * over a slow link a round brings a few KiB, which go at once, as before. */
+#define STAGE_MIN_JOB (1u << 20) /* jobs at least this large get a stage */
+
+static void stage_take(struct fetch_daemon *d, struct fetch_xfer *x)
+{
+	x->stage = NULL;
+	x->stage_len = 0;
+	if (x->job->bytes < STAGE_MIN_JOB)
+		return;
+	if (d->nstage_free)
+		x->stage = d->stage_pool[--d->nstage_free];
+	else if (d->nstage_made < FETCH_STAGES && (x->stage = malloc(FETCH_STAGE_BYTES)))
+		d->nstage_made++;
+}
+
+static void stage_give_back(struct fetch_daemon *d, struct fetch_xfer *x)
+{
+	if (x->stage)
+		d->stage_pool[d->nstage_free++] = x->stage;
+	x->stage = NULL;
+}
+
+/* Write bytes of run i at offset, and let the run's whole blocks up to their end count as
+ * present. */
+static int store(struct fetch_xfer *x, size_t i, const void *data, size_t len, uint64_t offset)
+{
+	const struct util_extent *run = &x->job->runs[i];
+	uint64_t end = offset + len, first = run->offset / CACHE_BLOCK_SIZE;
+	uint64_t done_end = end == run->offset + run->length ? DIV_ROUND_UP(end, CACHE_BLOCK_SIZE)
+							     : end / CACHE_BLOCK_SIZE;
+	int r = cache_entry_store(x->d->entry, data, len, offset, first,
+				  done_end > first ? done_end - first : 0);
+
+	if (r < 0)
+		x->write_failed = true;
+	return r;
+}
+
+static int stage_flush(struct fetch_xfer *x)
+{
+	size_t len = x->stage_len;
+
+	if (!len)
+		return 0;
+	x->stage_len = 0;
+	return store(x, x->stage_run, x->stage, len, x->stage_off);
+}
+
+static void stage_flush_all(void *ctx)
+{
+	struct fetch_daemon *d = ctx;
+
+	for (size_t i = 0; i < FETCH_MAX_JOBS; i++) {
+		struct fetch_xfer *x = &d->xfers[i];
+		int r = x->stage_len ? stage_flush(x) : 0;
+
+		if (r < 0 && !x->stage_err)
+			x->stage_err = r; /* the job fails with it (job_end) */
+	}
+}
+
+/* Bytes of run i arrive at offset (where the run's bytes so far end): into the stage, written
+ * out as it reaches an aligned end or the run's. */
+static int stage_put(struct fetch_xfer *x, size_t i, const uint8_t *data, size_t len,
+		     uint64_t offset)
+{
+	const struct util_extent *run = &x->job->runs[i];
+	int r;
+
+	if (x->stage_len && (x->stage_run != i || x->stage_off + x->stage_len != offset)) {
+		r = stage_flush(x);
+		if (r < 0)
+			return r;
+	}
+	while (len) {
+		uint64_t at, stop;
+		size_t n;
+
+		if (!x->stage_len) {
+			x->stage_off = offset;
+			x->stage_run = i;
+		}
+		at = x->stage_off + x->stage_len;
+		stop = MIN(ROUND_DOWN(x->stage_off, FETCH_STAGE_BYTES) + FETCH_STAGE_BYTES,
+			   run->offset + run->length);
+		n = (size_t)MIN((uint64_t)len, stop - at);
+		memcpy(x->stage + x->stage_len, data, n);
+		x->stage_len += n;
+		data += n;
+		offset += n;
+		len -= n;
+		if (at + n == stop) {
+			r = stage_flush(x);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+/* Bytes of a job arrive: write them (or stage them), and let whole blocks count as present
+ * once written. */
 static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 {
 	struct fetch_xfer *x = ctx;
 	struct fetch_job *job = x->job;
 	size_t lo = 0, hi = job->nruns;
 	const struct util_extent *run;
-	uint64_t done_end, first;
 	bool answered = false;
 	int r;
 
@@ -54,16 +160,9 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	/* Whole blocks written so far become present with this write: a reader waiting on the
 	 * start of a large read-ahead job need not wait for its end. The page cache makes the
 	 * bytes visible at once; durability is the flusher's business. */
-	done_end = x->written[lo] + len == run->length
-		       ? DIV_ROUND_UP(run->offset + run->length, CACHE_BLOCK_SIZE)
-		       : (run->offset + x->written[lo] + len) / CACHE_BLOCK_SIZE;
-	first = run->offset / CACHE_BLOCK_SIZE;
-	r = cache_entry_store(x->d->entry, data, len, offset, first,
-			      done_end > first ? done_end - first : 0);
-	if (r < 0) {
-		x->write_failed = true;
+	r = x->stage ? stage_put(x, lo, data, len, offset) : store(x, lo, data, len, offset);
+	if (r < 0)
 		return r;
-	}
 	if (!x->first_byte_us) {
 		x->first_byte_us = util_now_us();
 		x->fetched_at_first = SH_LOAD(x->d->sh->fetched_bytes); /* only job_sink adds */
@@ -80,6 +179,9 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	}
 	if (answered || x->since_wake >= WAKE_EVERY) {
 		x->since_wake = 0;
+		r = stage_flush(x);
+		if (r < 0)
+			return r;
 		fetch_settle(x->d);
 	}
 	return 0;
@@ -106,7 +208,12 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
 		    const struct util_error *err, const struct oci_read_stats *stats)
 {
 	struct fetch_job *job = x->job;
+	/* what was received is good whatever ended the job: written out, it counts */
+	int w = stage_flush(x);
 
+	stage_give_back(d, x);
+	if (r >= 0 && (w < 0 || x->stage_err < 0))
+		r = w < 0 ? w : x->stage_err;
 	if (r >= 0)
 		for (size_t i = 0; i < job->nruns; i++)
 			if (x->written[i] != job->runs[i].length)
@@ -179,6 +286,8 @@ static bool job_submit(struct fetch_daemon *d, struct fetch_job *job, int *ret_e
 	x->started_us = util_now_us();
 	x->first_byte_us = 0;
 	x->write_failed = false;
+	x->stage_err = 0;
+	stage_take(d, x);
 	if (!d->reader) {
 		*ret_err = -EIO; /* no registry client: nothing can be fetched */
 		return false;
@@ -202,6 +311,7 @@ void *fetch_transfer_thread(void *arg)
 	if (d->reader) {
 		oci_reader_set_parallel(d->reader, d->pol.max_requests);
 		oci_reader_set_host_connections(d->reader, d->pol.host_connections);
+		oci_reader_set_round_cb(d->reader, stage_flush_all, d);
 	}
 	for (;;) {
 		struct fetch_job *failed[FETCH_MAX_JOBS];
@@ -233,5 +343,10 @@ void *fetch_transfer_thread(void *arg)
 		timeout = wake > now ? MIN(wake - now, (uint64_t)1000) : 0;
 		oci_reader_perform(d->reader, (int)timeout);
 	}
+	for (size_t i = 0; i < FETCH_MAX_JOBS; i++)
+		stage_give_back(d, &d->xfers[i]);
+	while (d->nstage_free)
+		free(d->stage_pool[--d->nstage_free]);
+	d->nstage_made = 0;
 	return NULL;
 }

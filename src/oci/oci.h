@@ -247,6 +247,10 @@ void oci_reader_stats(const struct oci_reader *r, uint64_t *requests, uint64_t *
  * inside libcurl for a connection to come free). */
 void oci_reader_set_parallel(struct oci_reader *r, unsigned n);
 void oci_reader_set_host_connections(struct oci_reader *r, unsigned n);
+/* fn(ctx) runs in oci_reader_perform() once the transfers have taken in what arrived, before
+ * the reads that ended are ended and before it waits: a sink that keeps bytes back (to write
+ * them in larger pieces) writes them out then. */
+void oci_reader_set_round_cb(struct oci_reader *r, void (*fn)(void *ctx), void *ctx);
 
 /* The largest Range header value ("bytes=a-b,c-d,...") one request carries: nginx, for one,
  * refuses header lines over 8 KiB by default. Ranges beyond it go out in further requests. */

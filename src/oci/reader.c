@@ -76,6 +76,12 @@ void oci_reader_set_host_connections(struct oci_reader *r, unsigned n)
 	curl_multi_setopt(r->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)n);
 }
 
+void oci_reader_set_round_cb(struct oci_reader *r, void (*fn)(void *ctx), void *ctx)
+{
+	r->round_cb = fn;
+	r->round_ctx = ctx;
+}
+
 void oci_reader_wakeup(struct oci_reader *r)
 {
 	curl_multi_wakeup(r->multi);
@@ -788,6 +794,8 @@ void oci_reader_perform(struct oci_reader *r, int timeout_ms)
 
 	next_ready = start_ready(r, now);
 	curl_multi_perform(r->multi, &running);
+	if (r->round_cb)
+		r->round_cb(r->round_ctx);
 	while ((msg = curl_multi_info_read(r->multi, &left))) {
 		struct rreq *q = NULL;
 		struct oci_read *k;

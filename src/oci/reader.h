@@ -98,6 +98,8 @@ struct oci_reader {
 	unsigned nreads;
 	uint64_t requests, bytes;
 	uint64_t ended; /* reads whose done callback ran */
+	void (*round_cb)(void *ctx); /* oci_reader_set_round_cb */
+	void *round_ctx;
 	char *loc_url; /* where a host last redirected the blob to */
 	size_t loc_host; /* ... that host */
 	uint64_t loc_expires;

@@ -427,6 +427,40 @@ def test_many_concurrent_readers_each_get_their_bytes(dctl, faultproxy, blob):
 
 
 @pytest.mark.san
+def test_large_jobs_land_every_byte_in_its_place(dctl, faultproxy, blob):
+    """A large job's bytes are written in stages aligned in the blob, not in the pieces
+    libcurl hands over. With a few blocks present already, a long read's jobs start and
+    break off where no stage boundary is (the pieces straddle them) and go as multi-range
+    requests (parts of odd lengths); one of them loses its connection at an odd byte and its
+    retry goes on where the stage was. Every read gets exactly its bytes, and what the daemon
+    claims present is what the blob holds there."""
+    data, _, _ = blob
+    ref = faultproxy.ref("daemon/blob", "v1")
+    holder = dctl.ctl_bg(ref, "info", "wait-stdin")
+    info = dctl.read_line(holder)
+    present = [(5 * MiB, 3 * 4096), (7 * MiB + 4096, 2 * 4096), (9 * MiB + 25 * 4096, 4096),
+               (14 * MiB + 7 * 4096, 4096)]
+    _, out, _ = dctl.ctl(ref, "ensure", ",".join(f"{o}:{n}" for o, n in present))
+    assert out[0]["ok"], out
+    reset = faultproxy.add("reset", path="/blobs/", method="GET", range=".",
+                           after=3 * MiB + 4567, count=1)
+    ranges = [(5 * MiB, 12 * MiB + 777), (MiB + 5 * 4096, 3 * MiB + 1),
+              (len(data) - 3 * MiB - 3 * 4096, 3 * MiB + 3 * 4096)]
+    cmds = []
+    for o, n in ranges:
+        cmds += ["read", o, n]
+    _, out, _ = dctl.ctl(ref, *cmds)
+    for (o, n), r in zip(ranges, out):
+        assert r["ok"] and r["sha256"] == sha(data[o:o + n]), (o, n, r)
+    st = dctl.settled(info["socket"])
+    assert st["events"] == st["answers"] and st["denied"] == 0, st
+    assert reset.fired == 1, reset  # a job broke off mid-way
+    dctl.finish(holder)
+    _, out, _ = dctl.ctl(ref, "readall")
+    assert out[0]["ok"] and out[0]["sha256"] == sha(data), out[0]
+
+
+@pytest.mark.san
 def test_prefetch_all_verifies_and_drops_the_mark(dctl, registry, blob):
     data, digest, _ = blob
     ref = registry.ref("daemon/blob", "v1")
