@@ -185,7 +185,7 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 		r = util_extents_add(&map, sb.offset, sb.length);
 		if (r >= 0) {
 			util_extents_merge(&map, 0);
-			r = mount_walkio_prefetch_ahead(w, map.v, map.n);
+			r = mount_walkio_prefetch_ahead(w, map.v, map.n, false);
 		}
 		if (r >= 0)
 			r = io.prefetch(io.ctx, &sb, 1);
@@ -202,11 +202,12 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 		struct util_extent sb = { 0, MIN(size, WALK_HEAD_BYTES) };
 
 		r = mount_walkio_prefetch_all(w, &sb, 1);
-		/* A map of many ranges follows the first round, which tells the link's rate:
-		 * over a fast link (loopback) a registry's cost per range is worth bridging
-		 * gaps for (Debian minbase uncompressed: 1,277 ranges). */
+		/* A map of many ranges (Debian minbase uncompressed: 1,277), or any map from a
+		 * registry that answers quickly, follows the first round, which tells the link's
+		 * rate: over a fast link (loopback) a registry's cost per range is worth bridging
+		 * gaps for. */
 		if (r >= 0 && map.n) {
-			r = mount_walkio_prefetch_ahead(w, map.v, map.n);
+			r = mount_walkio_prefetch_ahead(w, map.v, map.n, map.n <= WALK_MAP_AT_ONCE);
 			if (r < 0) {
 				util_extents_free(&map);
 				return util_err_set(err, r, "fetching the image's metadata map: %s",

@@ -609,12 +609,15 @@ static uint64_t part_size(const struct mount_walkio *w, uint64_t range_cost_us)
 
 /* Send what of in[] no batch fetches yet: grouped, then cut into parts (at range boundaries).
  * A map of what the walk will need (ahead) is not a level the walk waits for before the
- * next: all of it goes out at once, in a part for each worker over a link slow to answer,
- * else in WIO_AHEAD_PARTS parts: on loopback the registry's time goes to the ranges, which
- * parts spread over its CPUs (lz4hc minbase, its map bridged into ~155 ranges: 58-74 ms of
- * metadata in 4 parts, 74 ms as one batch on this thread). */
+ * next: all of it goes out at once, in WIO_AHEAD_PARTS parts before any round told the
+ * link's rate, else in a part for each worker over a link slow to answer, or over a quick one
+ * (loopback) as one batch on this thread -- or in WIO_AHEAD_PARTS parts when `spread`: the
+ * lz4hc minbase's map, bridged into ~155 ranges and 11 MiB, in 58-74 ms of metadata instead of
+ * 74 (the registry's work is per range, and parts share it out over its CPUs), while the
+ * plain one's, ~340 ranges and 34 MiB, mostly bytes, took 149-162 ms in parts, 127-131 ms in
+ * one. */
 static int submit_round(struct mount_walkio *w, const struct util_extent *in, size_t nin,
-			bool ahead)
+			bool ahead, bool spread)
 {
 	uint64_t part = UINT64_MAX, acc = 0;
 	size_t from = 0;
@@ -674,7 +677,7 @@ static int submit_round(struct mount_walkio *w, const struct util_extent *in, si
 			w->grouping.budget = g.budget;
 		w->st.bridge_gap = g.max_gap;
 		part = part_size(w, g.range_cost_us);
-		if (ahead)
+		if (ahead && (!w->ncosts || part != UINT64_MAX || spread))
 			part =
 			    MAX(WIO_PART_MIN,
 				DIV_ROUND_UP(util_extents_total(&w->round),
@@ -837,7 +840,7 @@ static int prefetch_round(struct mount_walkio *w, const struct util_extent *v, s
 	uint64_t t0 = util_now_us(), load0 = w->st.load_us;
 	int r;
 
-	r = submit_round(w, v, n, false);
+	r = submit_round(w, v, n, false, false);
 	if (r >= 0)
 		r = wait_batches(w, all);
 	w->st.ensure_us += util_now_us() - t0 - (w->st.load_us - load0);
@@ -870,10 +873,11 @@ int mount_walkio_prefetch_all(struct mount_walkio *w, const struct util_extent *
 	return prefetch_round(w, v, n, true);
 }
 
-int mount_walkio_prefetch_ahead(struct mount_walkio *w, const struct util_extent *v, size_t n)
+int mount_walkio_prefetch_ahead(struct mount_walkio *w, const struct util_extent *v, size_t n,
+				bool spread)
 {
 	uint64_t t0 = util_now_us();
-	int r = n ? submit_round(w, v, n, true) : 0;
+	int r = n ? submit_round(w, v, n, true, spread) : 0;
 
 	w->st.ensure_us += util_now_us() - t0;
 	return r;

@@ -46,10 +46,12 @@ const struct mount_walkio_stats *mount_walkio_stats(const struct mount_walkio *w
  * superblock, a metadata zone: read at once, not by the walk). */
 int mount_walkio_prefetch_all(struct mount_walkio *w, const struct util_extent *v, size_t n);
 /* Ask for v[0, n) -- what the walk will need, as the image's metadata map says -- without
- * waiting, exactly (no gaps bridged: no round has told the link's rate yet), in a few
- * batches at once: the walk's rounds then wait for these instead of asking level by
- * level. */
-int mount_walkio_prefetch_ahead(struct mount_walkio *w, const struct util_extent *v, size_t n);
+ * waiting, in a few batches at once: the walk's rounds then wait for these instead of asking
+ * level by level. Exactly as listed until a round has told the link's rate; then with the gaps
+ * worth it bridged, and over a quick link in one batch, or spread over a few when `spread`
+ * (few ranges: the registry's work is per range, and parts share it out over its CPUs). */
+int mount_walkio_prefetch_ahead(struct mount_walkio *w, const struct util_extent *v, size_t n,
+				bool spread);
 /* Wait for the batches still on their way (their errors are the walk's), then tell the daemon
  * what the walk read since its last round without asking for it (blocks of
  * bridged gaps), for its record of what a start needs. */
