@@ -27,11 +27,6 @@
 #include "util/macro.h"
 #include "util/time.h"
 
-#define DISPATCHERS   FETCH_DISPATCHERS
-#define READ_BATCH    FETCH_READ_BATCH /* a read never returns more than we have slots for */
-#define COLLECT_BATCH 256
-#define WAKE_EVERY    (1u << 20) /* let waiting readers go every MiB of a job's progress */
-
 /* ---- housekeeping and verification
  * --------------------------------------------------------------- */
 
