@@ -112,7 +112,7 @@ static bool map_read(const char *metamap, uint64_t size, struct util_extents *v)
 
 /* Make every structure the kernel reads without an event present in the cache file. */
 static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *metamap,
-			     uint64_t reply_us, struct mount_result *res, struct util_error *err)
+			     struct mount_result *res, struct util_error *err)
 {
 	_cleanup_(mount_walkio_freep) struct mount_walkio *w = NULL;
 	_cleanup_(mount_files_freep) struct mount_files *files = NULL;
@@ -168,13 +168,14 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 	}
 	/* Sent before any round has told the link's rate, the map goes exactly as listed: over
 	 * a slow link a bridged gap costs its bytes. A registry that answers quickly (its own
-	 * round trip and its time to answer, as resolving measured them) is not worth sending it
-	 * blind to: the first round costs little there and tells whether gaps are worth
-	 * bridging. On loopback they are: the distribution registry reads 4 MiB ahead for each
-	 * range it serves (two thirds of its time during a mount), and the lz4hc minbase's map
+	 * round trip and its time to answer, as resolving measured them: res->reply_us) is not
+	 * worth sending it blind to: the first round costs little there and tells whether gaps
+	 * are worth bridging. On loopback they are: the distribution registry reads 4 MiB ahead for
+	 * each range it serves (two thirds of its time during a mount), and the lz4hc minbase's map
 	 * of 375 ranges took it 82-85 ms as listed, 44-57 ms with gaps of up to 16-256 KiB
 	 * bridged. */
-	if (map.n && map.n <= WALK_MAP_AT_ONCE && (!reply_us || reply_us >= WALK_MAP_QUICK_US)) {
+	if (map.n && map.n <= WALK_MAP_AT_ONCE &&
+	    (!res->reply_us || res->reply_us >= WALK_MAP_QUICK_US)) {
 		/* The whole map at once, superblock included, exactly as listed: no round has
 		 * told the link's rate, so no gap is worth bridging yet (over a slow link a
 		 * bridged gap costs its bytes; on loopback a range costs the registry ~0.3 ms,
@@ -480,7 +481,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	t = util_now_ms();
 	res->reply_us = rs.client ? oci_client_reply_us(rs.client) : 0;
 	r = prefetch_metadata(h, cfg.blob.size, rs.client ? oci_client_metamap(rs.client) : NULL,
-			      res->reply_us, res, err);
+			      res, err);
 	if (r < 0) {
 		/* Its messages are about the image: name it. */
 		mount_err_name_image(err, pub_source, cfg.blob.digest);
