@@ -20,9 +20,12 @@
  * (readers and the kernel's readahead do not always issue reads in exact order). */
 #define STREAM_BEHIND (256 * KiB)
 #define STREAM_AHEAD  (64 * KiB)
-/* A read's neighbours go this long after its own bytes would have passed the link (above the
- * registry's time to answer a small range here, 1-3 ms). */
+/* A read's neighbours go this long after the bytes sent before them would have passed the
+ * link (above the registry's time to answer a small range here, 1-3 ms), ... */
 #define NEIGHBOURS_MARGIN_MS 2
+/* ... and wait at most this many round trips for that (the estimate runs late when the link
+ * is faster than measured). */
+#define NEIGHBOURS_MAX_WAIT_RTTS 4
 
 void fetch_policy_default(struct fetch_policy *p)
 {
@@ -511,15 +514,21 @@ static struct util_extent event_window(const struct fetch_sched *s, const struct
 }
 
 /* Neighbours of a small file worth fetching with it: small files of one range whose data
- * lies within this distance of what is taken so far. */
+ * lies within this distance of what is taken or passed over so far, ... */
 #define NEIGHBOUR_GAP (64 * KiB)
+/* ... within this many times the bytes they may take of the file (what larger files between
+ * them hold is passed over, not fetched). */
+#define NEIGHBOUR_SPAN 4
 
 /* A small file's ranges, and those of the small files whose data lies beside it in the blob,
  * both ways, whole files only, a chunk or one bandwidth-delay product in all. mkfs lays files out
  * by directory, so those are mostly its siblings, which programs read together and in their own
  * order (dpkg's lists, an interpreter's modules): several small files share one request, and no
- * file is fetched in part. Returns how many ranges (0: the file alone does not fit in max), the
- * file's own first (*ret_own of them). */
+ * file is fetched in part. A larger file among them is passed over, not the end of the search:
+ * perl's modules lie around the 384 KiB of re.so, and three of them cost a round trip each,
+ * behind it (perl with its modules over 100 Mbit/s + RTT 50 ms, 4 runs each, interleaved:
+ * 800-840 ms against 883-911). Returns how many ranges (0: the file alone does not fit in
+ * max), the file's own first (*ret_own of them). */
 static size_t small_files(const struct fetch_sched *s, uint32_t file, struct util_extent *out,
 			  size_t max, size_t *ret_own)
 {
@@ -530,7 +539,7 @@ static size_t small_files(const struct fetch_sched *s, uint32_t file, struct uti
 	 * neighbours come nearly free, and each one read later would cost a round trip. */
 	uint64_t budget = MAX(s->pol.chunk_size, fetch_sched_bdp(s));
 	bool dir_open[2] = {true, true}; /* [0] before, [1] after */
-	size_t n = 0;
+	size_t n = 0, looked = 0;
 
 	if (nr == 0 || nr > max)
 		return 0;
@@ -540,7 +549,7 @@ static size_t small_files(const struct fetch_sched *s, uint32_t file, struct uti
 		lo = MIN(lo, v[i].offset);
 		hi = MAX(hi, v[i].offset + v[i].length);
 	}
-	while ((dir_open[0] || dir_open[1]) && n < max) {
+	while ((dir_open[0] || dir_open[1]) && n < max && looked++ < 2 * max) {
 		for (int after = 0; after < 2 && n < max; after++) {
 			const struct util_extent *g;
 			uint32_t gf, gn;
@@ -554,11 +563,16 @@ static size_t small_files(const struct fetch_sched *s, uint32_t file, struct uti
 			(void)fetch_files_ranges(s->files, gf, &gn);
 			bytes = fetch_files_data_bytes(s->files, gf);
 			gap = after ? g->offset - hi : lo - (g->offset + g->length);
-			if (gn != 1 || gap > NEIGHBOUR_GAP || bytes > s->pol.chunk_size ||
-			    total + bytes > budget)
+			if (gap > NEIGHBOUR_GAP ||
+			    MAX(hi, g->offset + g->length) - MIN(lo, g->offset) >
+				NEIGHBOUR_SPAN * budget)
 				continue;
-			out[n++] = *g;
-			total += bytes;
+			if (gn == 1 && bytes <= s->pol.chunk_size) {
+				if (total + bytes > budget)
+					continue;
+				out[n++] = *g;
+				total += bytes;
+			}
 			lo = MIN(lo, g->offset);
 			hi = MAX(hi, g->offset + g->length);
 			dir_open[after] = true;
@@ -818,17 +832,32 @@ static void add_windows(const struct fetch_sched *s, struct fetch_job *job, stru
 			     s->pol.max_job_bytes);
 }
 
-/* How long a read's neighbours wait behind it: the time its own bytes take at the link's rate,
- * and a little for the registry, at most half a round trip. Sent together, the two responses
- * meet in the link's queue (a bottleneck's FIFO: here tbf with 50 ms of buffer), and a module
- * of 4-16 KiB took 56-86 ms instead of a round trip behind its 300-700 KiB of neighbours. */
-static uint64_t neighbours_delay_ms(const struct fetch_sched *s, uint64_t bytes)
+/* A job went out now: the link carries its bytes from a round trip on, after those of the
+ * jobs before it. Sent together, a read's response and a speculative one meet in the link's
+ * queue (a bottleneck's FIFO: here tbf with 50 ms of buffer): a module of 4-16 KiB took 56-86
+ * ms instead of a round trip behind its 300-700 KiB of neighbours, and the libraries perl
+ * maps (2 MiB, what it waits for) arrived ~50 ms later beside the 616 KiB of the neighbours of
+ * ld.so.cache (perl over 100 Mbit/s + RTT 50 ms, 4 runs each, interleaved: 739-800 ms against
+ * 795-840). */
+static void note_link_use(struct fetch_sched *s, uint64_t now_ms, const struct fetch_job *job)
 {
-	uint64_t ms = NEIGHBOURS_MARGIN_MS;
+	uint64_t rtt_ms = s->link_rtt_us / 1000;
 
-	if (s->link_bytes_per_s)
-		ms += DIV_ROUND_UP(bytes * 1000, s->link_bytes_per_s);
-	return MIN(ms, s->link_rtt_us / 2000);
+	if (!job || !s->link_bytes_per_s)
+		return;
+	s->link_free_ms = MAX(now_ms + rtt_ms, s->link_free_ms) +
+			  DIV_ROUND_UP(job->bytes * 1000, s->link_bytes_per_s);
+}
+
+/* When the neighbours waiting in s->nb go: once what went before them would have passed the
+ * link (their response then follows it, a round trip after they go), at most a few round
+ * trips after their read. */
+static uint64_t neighbours_due_ms(const struct fetch_sched *s)
+{
+	uint64_t rtt_ms = s->link_rtt_us / 1000, due = s->link_free_ms + NEIGHBOURS_MARGIN_MS;
+
+	due = due > rtt_ms ? due - rtt_ms : 0;
+	return MAX(s->nb_due_ms, MIN(due, s->nb_due_ms + NEIGHBOURS_MAX_WAIT_RTTS * rtt_ms));
 }
 
 /* The job of a read (reqs[i], first needed block b in its range k) and of more waiting reads:
@@ -884,7 +913,7 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 		memcpy(s->nb + s->nnb, nb, nnb * sizeof(nb[0]));
 		s->nnb += nnb;
 		if (nnb)
-			s->nb_due_ms = now_ms + neighbours_delay_ms(s, bytes);
+			s->nb_due_ms = now_ms + NEIGHBOURS_MARGIN_MS;
 	} else {
 		nnb = MIN(nnb, FETCH_MAX_RUNS - nw);
 		memcpy(w + nw, nb, nnb * sizeof(nb[0]));
@@ -899,8 +928,10 @@ static struct fetch_job *pick_neighbours(struct fetch_sched *s, uint64_t now_ms,
 {
 	struct fetch_job *job;
 
-	if (s->nnb && s->nb_due_ms > now_ms) {
-		*wake = MIN(*wake, s->nb_due_ms);
+	uint64_t due = neighbours_due_ms(s);
+
+	if (s->nnb && due > now_ms) {
+		*wake = MIN(*wake, due);
 		return NULL;
 	}
 	if (!s->nnb || !(job = sched_job_slot(s)))
@@ -1130,6 +1161,7 @@ struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint6
 		if (!job)
 			job = pick_background(s, now_ms, &wake);
 	}
+	note_link_use(s, now_ms, job);
 	if (ret_wake_ms)
 		*ret_wake_ms = wake;
 	return job;

@@ -1179,6 +1179,93 @@ static void test_small_files_neighbours_beside_over_a_long_link(void **state)
 	env_files_free(&e, f);
 }
 
+/* A larger file among a small file's neighbours is passed over, not fetched and not the end
+ * of them: the small file after it comes along, within four times the neighbours' budget
+ * (a chunk here) of the read's file. */
+static void test_small_files_pass_over_a_larger_file(void **state)
+{
+	static const struct util_extent a[] = {{0, 100 * KiB}};
+	static const struct util_extent big[] = {{100 * KiB, 2 * MiB}};
+	static const struct util_extent c[] = {{2 * MiB + 100 * KiB, 100 * KiB}};
+	static const struct util_extent big2[] = {{2 * MiB + 200 * KiB, 2 * MiB}};
+	static const struct util_extent far[] = {{4 * MiB + 200 * KiB, 100 * KiB}};
+	const struct util_extent *const files[] = {a, big, c, big2, far};
+	const size_t counts[] = {1, 1, 1, 1, 1};
+	struct fetch_req r;
+	struct fetch_job *job;
+	struct fetch_files *f;
+	struct env e;
+
+	f = env_files(&e, files, counts, 5);
+	job = demand_job(&e, &r, 0); /* in a */
+	assert_int_equal(job->nruns, 2);
+	assert_int_equal(job->runs[0].offset, 0);
+	assert_int_equal(job->runs[0].length, 100 * KiB);
+	assert_int_equal(job->runs[1].offset, 2 * MiB + 100 * KiB); /* c, not big */
+	assert_int_equal(job->runs[1].length, 100 * KiB);	    /* and not far */
+	complete(&e, job);
+	env_files_free(&e, f);
+}
+
+/* A read's neighbours wait until the bytes sent before them would have passed the link, not
+ * only the read's own (1 MiB of metadata at 10 MiB/s: 100 ms), and at most four round trips
+ * after the read. */
+static void test_neighbours_wait_for_the_link(void **state)
+{
+	static const struct util_extent a[] = {{0, 300 * KiB}};
+	static const struct util_extent b[] = {{300 * KiB, 40 * KiB}};
+	static const struct util_extent c[] = {{340 * KiB, 200 * KiB}};
+	static const struct util_extent d[] = {{12 * MiB, 40 * KiB}};
+	static const struct util_extent d2[] = {{12 * MiB + 40 * KiB, 40 * KiB}};
+	const struct util_extent *const files[] = {a, b, c, d, d2};
+	const size_t counts[] = {1, 1, 1, 1, 1};
+	struct util_extent meta[] = {{8 * MiB, 1 * MiB}}, more[] = {{4 * MiB, 4 * MiB}};
+	struct fetch_req m = {.kind = FETCH_REQ_ENSURE, .v = meta, .n = 1};
+	struct fetch_req m2 = {.kind = FETCH_REQ_ENSURE, .v = more, .n = 1}, r, q;
+	struct fetch_job *job, *read, *side;
+	struct fetch_files *f;
+	uint64_t wake;
+	struct env e;
+
+	f = env_files(&e, files, counts, 5);
+	fetch_sched_link_sample(&e.s, 50000, 100000, 1 * MiB, 1 * MiB); /* 10 MiB/s, 50 ms */
+	e.s.pol.max_side_jobs = 0;
+	assert_int_equal(fetch_sched_add(&e.s, &m, 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_one_run(job, 8 * MiB, 1 * MiB); /* its bytes pass from 50 to 150 ms */
+	event(&r, 310 * KiB, 4096);	       /* in b */
+	assert_int_equal(fetch_sched_add(&e.s, &r, 0), 0);
+	read = fetch_sched_pick(&e.s, 10, NULL);   /* (after its wait for company) */
+	assert_one_run(read, 300 * KiB, 40 * KiB); /* 4 ms more: to 154 */
+	/* their response a round trip after they go: from 154 ms, and the margin */
+	assert_null(fetch_sched_pick(&e.s, 105, &wake));
+	assert_int_equal(wake, 106);
+	side = fetch_sched_pick(&e.s, 106, NULL);
+	assert_non_null(side);
+	assert_int_equal(side->kind, FETCH_JOB_READAHEAD);
+	assert_int_equal(side->nruns, 2); /* a and c */
+	complete(&e, job);
+	complete(&e, read);
+	complete(&e, side);
+	/* 4 MiB more at 1 s (passing 1,050-1,450 ms): the neighbours of a read at 1,010 ms then
+	 * wait four round trips, not ~400 ms */
+	assert_int_equal(fetch_sched_add(&e.s, &m2, 1000), 0);
+	job = fetch_sched_pick(&e.s, 1000, NULL);
+	assert_one_run(job, 4 * MiB, 4 * MiB);
+	event(&q, 12 * MiB, 4096); /* in d */
+	assert_int_equal(fetch_sched_add(&e.s, &q, 1000), 0);
+	read = fetch_sched_pick(&e.s, 1010, NULL);
+	assert_one_run(read, 12 * MiB, 40 * KiB);
+	assert_null(fetch_sched_pick(&e.s, 1211, &wake));
+	assert_int_equal(wake, 1212);
+	side = fetch_sched_pick(&e.s, 1212, NULL);
+	assert_one_run(side, 12 * MiB + 40 * KiB, 40 * KiB);
+	complete(&e, job);
+	complete(&e, read);
+	complete(&e, side);
+	env_files_free(&e, f);
+}
+
 /* Files of a 1 KiB-block image share 4 KiB blocks: a job lists each block once. */
 static void test_files_sharing_a_block(void **state)
 {
@@ -1525,6 +1612,8 @@ int main(void)
 	    cmocka_unit_test(test_replayed_file_not_fetched_whole),
 	    cmocka_unit_test(test_small_files_share_a_request),
 	    cmocka_unit_test(test_small_files_neighbours_beside_over_a_long_link),
+	    cmocka_unit_test(test_small_files_pass_over_a_larger_file),
+	    cmocka_unit_test(test_neighbours_wait_for_the_link),
 	    cmocka_unit_test(test_files_sharing_a_block),
 	    cmocka_unit_test(test_no_readahead_in_a_file_the_replay_brings),
 	    cmocka_unit_test(test_a_miss_in_a_file_the_replay_brings_takes_its_profile_ranges),
