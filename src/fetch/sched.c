@@ -832,18 +832,20 @@ static void add_windows(const struct fetch_sched *s, struct fetch_job *job, stru
 			     s->pol.max_job_bytes);
 }
 
-/* A job went out now: the link carries its bytes from a round trip on, after those of the
- * jobs before it. Sent together, a read's response and a speculative one meet in the link's
- * queue (a bottleneck's FIFO: here tbf with 50 ms of buffer): a module of 4-16 KiB took 56-86
- * ms instead of a round trip behind its 300-700 KiB of neighbours, and the libraries perl
- * maps (2 MiB, what it waits for) arrived ~50 ms later beside the 616 KiB of the neighbours of
- * ld.so.cache (perl over 100 Mbit/s + RTT 50 ms, 4 runs each, interleaved: 739-800 ms against
- * 795-840). */
+/* A job that readers wait on (a read's, an ensure's: the mount's metadata, the libraries
+ * ahead of a loader) went out now: the link carries its bytes from a round trip on, after
+ * those of such jobs before it. Speculative jobs are not counted: the neighbours of a
+ * program's next file would otherwise wait behind those of its last one. Sent together, a
+ * read's response and a speculative one meet in the link's queue (a bottleneck's FIFO: here
+ * tbf with 50 ms of buffer): a module of 4-16 KiB took 56-86 ms instead of a round trip
+ * behind its 300-700 KiB of neighbours, and the libraries perl maps (2 MiB, what it waits
+ * for) arrived ~50 ms later beside the 616 KiB of the neighbours of ld.so.cache (perl over
+ * 100 Mbit/s + RTT 50 ms, 4 runs each, interleaved: 739-800 ms against 795-840). */
 static void note_link_use(struct fetch_sched *s, uint64_t now_ms, const struct fetch_job *job)
 {
 	uint64_t rtt_ms = s->link_rtt_us / 1000;
 
-	if (!job || !s->link_bytes_per_s)
+	if (!s->link_bytes_per_s)
 		return;
 	s->link_free_ms = MAX(now_ms + rtt_ms, s->link_free_ms) +
 			  DIV_ROUND_UP(job->bytes * 1000, s->link_bytes_per_s);
@@ -1161,7 +1163,8 @@ struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint6
 		if (!job)
 			job = pick_background(s, now_ms, &wake);
 	}
-	note_link_use(s, now_ms, job);
+	if (job && job->kind == FETCH_JOB_DEMAND)
+		note_link_use(s, now_ms, job);
 	if (ret_wake_ms)
 		*ret_wake_ms = wake;
 	return job;

@@ -172,10 +172,10 @@ struct fetch_sched {
 	uint64_t link_rtt_us;
 	uint64_t link_bytes_per_s;
 	uint64_t demand_sent_ms; /* when the last demand job went out */
-	/* When the link will have carried the bytes of the jobs sent so far, each from a round
-	 * trip after it went out, at link_bytes_per_s (0: not known): what a speculative
-	 * request waits for, so that it does not share the link's queue with what readers
-	 * wait on (note_link_use). */
+	/* When the link will have carried the bytes of the demand jobs sent so far, each from
+	 * a round trip after it went out, at link_bytes_per_s (0: not known): what a
+	 * speculative request waits for, so that it does not share the link's queue with what
+	 * readers wait on (note_link_use). */
 	uint64_t link_free_ms;
 	/* Over a long link, the small files beside the one a read fetches travel in a request
 	 * of their own, sent with the read's (pick_neighbours): the read has its bytes after a

@@ -1217,17 +1217,19 @@ static void test_neighbours_wait_for_the_link(void **state)
 	static const struct util_extent c[] = {{340 * KiB, 200 * KiB}};
 	static const struct util_extent d[] = {{12 * MiB, 40 * KiB}};
 	static const struct util_extent d2[] = {{12 * MiB + 40 * KiB, 40 * KiB}};
-	const struct util_extent *const files[] = {a, b, c, d, d2};
-	const size_t counts[] = {1, 1, 1, 1, 1};
+	static const struct util_extent g[] = {{14 * MiB, 40 * KiB}};
+	static const struct util_extent g2[] = {{14 * MiB + 40 * KiB, 40 * KiB}};
+	const struct util_extent *const files[] = {a, b, c, d, d2, g, g2};
+	const size_t counts[] = {1, 1, 1, 1, 1, 1, 1};
 	struct util_extent meta[] = {{8 * MiB, 1 * MiB}}, more[] = {{4 * MiB, 4 * MiB}};
 	struct fetch_req m = {.kind = FETCH_REQ_ENSURE, .v = meta, .n = 1};
-	struct fetch_req m2 = {.kind = FETCH_REQ_ENSURE, .v = more, .n = 1}, r, q;
-	struct fetch_job *job, *read, *side;
+	struct fetch_req m2 = {.kind = FETCH_REQ_ENSURE, .v = more, .n = 1}, r, q, t;
+	struct fetch_job *job, *read, *side, *read2, *side2;
 	struct fetch_files *f;
 	uint64_t wake;
 	struct env e;
 
-	f = env_files(&e, files, counts, 5);
+	f = env_files(&e, files, counts, 7);
 	fetch_sched_link_sample(&e.s, 50000, 100000, 1 * MiB, 1 * MiB); /* 10 MiB/s, 50 ms */
 	e.s.pol.max_side_jobs = 0;
 	assert_int_equal(fetch_sched_add(&e.s, &m, 0), 0);
@@ -1244,9 +1246,21 @@ static void test_neighbours_wait_for_the_link(void **state)
 	assert_non_null(side);
 	assert_int_equal(side->kind, FETCH_JOB_READAHEAD);
 	assert_int_equal(side->nruns, 2); /* a and c */
+	/* the next read's neighbours wait for its bytes and the metadata's, not for those
+	 * neighbours' 500 KiB (to 205 ms): speculative bytes are not counted */
+	event(&t, 14 * MiB, 4096); /* in g */
+	assert_int_equal(fetch_sched_add(&e.s, &t, 110), 0);
+	read2 = fetch_sched_pick(&e.s, 110, NULL);
+	assert_one_run(read2, 14 * MiB, 40 * KiB); /* from 160 ms: to 164 */
+	assert_null(fetch_sched_pick(&e.s, 115, &wake));
+	assert_int_equal(wake, 116);
+	side2 = fetch_sched_pick(&e.s, 116, NULL);
+	assert_one_run(side2, 14 * MiB + 40 * KiB, 40 * KiB);
 	complete(&e, job);
 	complete(&e, read);
 	complete(&e, side);
+	complete(&e, read2);
+	complete(&e, side2);
 	/* 4 MiB more at 1 s (passing 1,050-1,450 ms): the neighbours of a read at 1,010 ms then
 	 * wait four round trips, not ~400 ms */
 	assert_int_equal(fetch_sched_add(&e.s, &m2, 1000), 0);
