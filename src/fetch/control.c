@@ -114,8 +114,8 @@ static void record_ranges(struct fetch_daemon *d, const struct util_extent *v, s
 	}
 }
 
-int fetch_ensure_start(struct fetch_daemon *d, struct fetch_ensure *en,
-		       const struct util_extent *v, size_t n)
+int fetch_ensure_start(struct fetch_daemon *d, struct fetch_ensure *en, const struct util_extent *v,
+		       size_t n, bool paced)
 {
 	int q;
 
@@ -124,6 +124,7 @@ int fetch_ensure_start(struct fetch_daemon *d, struct fetch_ensure *en,
 					    .slot = -1,
 					    .v = v,
 					    .n = n,
+					    .paced = paced,
 					    .owner = en}};
 	if (n == 0)
 		return 1;
@@ -150,7 +151,7 @@ int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n)
 	int r;
 
 	pthread_mutex_lock(&d->lock);
-	r = fetch_ensure_start(d, &en, v, n);
+	r = fetch_ensure_start(d, &en, v, n, false);
 	if (r == 0) {
 		while (!en.done)
 			pthread_cond_wait(&d->done_cond, &d->lock);

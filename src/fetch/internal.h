@@ -373,9 +373,10 @@ void fetch_control_loop(struct fetch_daemon *d);
  * mount's "ensure" request; its bytes do not go into the record. */
 int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n);
 /* The same in two steps, d->lock held: start (1: nothing to fetch; 0: queued, v stays valid
- * and en in place until en->done, then fetch_ensure_end gives the result; -errno) ... */
-int fetch_ensure_start(struct fetch_daemon *d, struct fetch_ensure *en,
-		       const struct util_extent *v, size_t n);
+ * and en in place until en->done, then fetch_ensure_end gives the result; -errno; paced:
+ * bytes fetched ahead of need, see fetch_req.paced) ... */
+int fetch_ensure_start(struct fetch_daemon *d, struct fetch_ensure *en, const struct util_extent *v,
+		       size_t n, bool paced);
 int fetch_ensure_end(struct fetch_daemon *d, struct fetch_ensure *en);
 
 /* predict.c: a program started from one of our mounts gets its shared objects fetched ahead

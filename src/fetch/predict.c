@@ -7,10 +7,11 @@
  * executable (/proc/PID/exe); if that lies on one of our mounts, it reads the executable's
  * needed objects (elf.h), finds them as the loader would (run path, with $ORIGIN the
  * directory of the object that names it, then the system's library directories, inside the
- * reader's root), and fetches them all at once, a request
- * each, whole, as the scheduler fetches a file faulted in at several places
- * (fetch_sched_whole_limit). It reads each object as soon as it is present, and what that
- * one needs is on its way while the others still arrive (apt-config: 1,252 -> 669-748 ms).
+ * reader's root), and fetches them all, a request each, whole, as the scheduler fetches a
+ * file faulted in at several places (fetch_sched_whole_limit): larger first, and over a long
+ * link one after the other at the link's rate (paced), so that each arrives as soon as it
+ * can. It reads each object as soon as it is present, and what that one needs is on its way
+ * while the others still arrive (apt-config: 1,252 -> 669-748 ms; paced 454-483).
  *
  * It reads only what is present (an object is read once its fetch has ended), through the
  * mount, so its own events take the fast path (dispatch.c answers the daemon's own reads of
@@ -327,8 +328,21 @@ static bool left_to_profile(struct fetch_daemon *d, const struct util_extents *e
 	return fetch_sched_replay_brought(&d->sched, ext->v, ext->n);
 }
 
+/* The objects to fetch, larger first: their fetches are paced (fetch_req.paced) and arrive one
+ * after the other, and a larger object, the last to arrive otherwise, is the likelier to need
+ * others (libapt-pkg: eleven; libz, liblz4: none), which then go out while the smaller ones
+ * still arrive (apt-config over 100 Mbit/s + RTT 50 ms, 6 runs each, interleaved: 454-483 ms
+ * against 502-530 in the order the objects are named; all at once: 543-569). */
+static int cmp_larger_first(const void *a, const void *b)
+{
+	uint64_t x = util_extents_total(&((const struct object *)a)->ext);
+	uint64_t y = util_extents_total(&((const struct object *)b)->ext);
+
+	return x > y ? -1 : x < y;
+}
+
 /* Fetch objects [from, nobj) and read each as it arrives, which may add more: at most
- * PREDICT_IN_FLIGHT fetches under way at once, each a request of its own. */
+ * PREDICT_IN_FLIGHT fetches under way at once, each a request of its own, larger first. */
 static void fetch_objects(struct predictor *p, size_t from)
 {
 	struct fetch_daemon *d = p->d;
@@ -338,6 +352,8 @@ static void fetch_objects(struct predictor *p, size_t from)
 	while (next < p->nobj || busy > 0) {
 		size_t done = SIZE_MAX;
 
+		/* (those not started yet: no fetch refers to them) */
+		qsort(p->obj + next, p->nobj - next, sizeof(p->obj[0]), cmp_larger_first);
 		while (next < p->nobj && busy < PREDICT_IN_FLIGHT && !d->stopping) {
 			struct object *o = &p->obj[next];
 			int r;
@@ -347,7 +363,7 @@ static void fetch_objects(struct predictor *p, size_t from)
 				next++;
 				continue;
 			}
-			r = fetch_ensure_start(d, &o->en, o->ext.v, o->ext.n);
+			r = fetch_ensure_start(d, &o->en, o->ext.v, o->ext.n, true);
 			if (r == 0) {
 				o->fetching = true;
 				busy++;

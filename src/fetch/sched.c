@@ -20,12 +20,13 @@
  * (readers and the kernel's readahead do not always issue reads in exact order). */
 #define STREAM_BEHIND (256 * KiB)
 #define STREAM_AHEAD  (64 * KiB)
-/* A read's neighbours go this long after the bytes sent before them would have passed the
- * link (above the registry's time to answer a small range here, 1-3 ms), ... */
-#define NEIGHBOURS_MARGIN_MS 2
-/* ... and wait at most this many round trips for that (the estimate runs late when the link
+/* A speculative request (a read's neighbours, a paced ensure) goes this long after the bytes
+ * sent before it would have passed the link (above the registry's time to answer a small
+ * range here, 1-3 ms), ... */
+#define SPECULATIVE_MARGIN_MS 2
+/* ... and waits at most this many round trips for that (the estimate runs late when the link
  * is faster than measured). */
-#define NEIGHBOURS_MAX_WAIT_RTTS 4
+#define SPECULATIVE_MAX_WAIT_RTTS 4
 
 void fetch_policy_default(struct fetch_policy *p)
 {
@@ -430,6 +431,7 @@ int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_m
 	req->result = 0;
 	req->next_try_ms = 0;
 	req->probe = req->held = req->probe_sent = false;
+	req->added_ms = now_ms;
 	if (fetch_req_satisfied(s, req))
 		return 1;
 	if (s->nreqs >= s->max_reqs)
@@ -851,15 +853,30 @@ static void note_link_use(struct fetch_sched *s, uint64_t now_ms, const struct f
 			  DIV_ROUND_UP(job->bytes * 1000, s->link_bytes_per_s);
 }
 
-/* When the neighbours waiting in s->nb go: once what went before them would have passed the
- * link (their response then follows it, a round trip after they go), at most a few round
- * trips after their read. */
-static uint64_t neighbours_due_ms(const struct fetch_sched *s)
+/* When a speculative request that may go from since_ms on goes: once what went before it
+ * would have passed the link (its response then follows, a round trip after it goes), at
+ * most a few round trips later. */
+static uint64_t speculative_due_ms(const struct fetch_sched *s, uint64_t since_ms)
 {
-	uint64_t rtt_ms = s->link_rtt_us / 1000, due = s->link_free_ms + NEIGHBOURS_MARGIN_MS;
+	uint64_t rtt_ms = s->link_rtt_us / 1000, due = s->link_free_ms + SPECULATIVE_MARGIN_MS;
 
 	due = due > rtt_ms ? due - rtt_ms : 0;
-	return MAX(s->nb_due_ms, MIN(due, s->nb_due_ms + NEIGHBOURS_MAX_WAIT_RTTS * rtt_ms));
+	return MAX(since_ms, MIN(due, since_ms + SPECULATIVE_MAX_WAIT_RTTS * rtt_ms));
+}
+
+/* Does a paced ensure (fetch_req.paced) wait for the link now? */
+static bool paced_wait(const struct fetch_sched *s, const struct fetch_req *r, uint64_t now_ms,
+		       uint64_t *wake)
+{
+	uint64_t due;
+
+	if (!r->paced || !long_link(s))
+		return false;
+	due = speculative_due_ms(s, r->added_ms);
+	if (due <= now_ms)
+		return false;
+	*wake = MIN(*wake, due);
+	return true;
 }
 
 /* The job of a read (reqs[i], first needed block b in its range k) and of more waiting reads:
@@ -915,7 +932,7 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 		memcpy(s->nb + s->nnb, nb, nnb * sizeof(nb[0]));
 		s->nnb += nnb;
 		if (nnb)
-			s->nb_due_ms = now_ms + NEIGHBOURS_MARGIN_MS;
+			s->nb_due_ms = now_ms + SPECULATIVE_MARGIN_MS;
 	} else {
 		nnb = MIN(nnb, FETCH_MAX_RUNS - nw);
 		memcpy(w + nw, nb, nnb * sizeof(nb[0]));
@@ -930,7 +947,7 @@ static struct fetch_job *pick_neighbours(struct fetch_sched *s, uint64_t now_ms,
 {
 	struct fetch_job *job;
 
-	uint64_t due = neighbours_due_ms(s);
+	uint64_t due = speculative_due_ms(s, s->nb_due_ms);
 
 	if (s->nnb && due > now_ms) {
 		*wake = MIN(*wake, due);
@@ -979,6 +996,8 @@ static struct fetch_job *pick_demand(struct fetch_sched *s, uint64_t now_ms, uin
 		}
 		if (!req_first_needed(s, r, &k, &b))
 			continue; /* everything it lacks is already on its way */
+		if (paced_wait(s, r, now_ms, wake))
+			continue;
 		if (gather_wait(s, r, now_ms, wake))
 			continue; /* reads are in arrival order: all later ones wait too */
 		job = sched_job_slot(s);

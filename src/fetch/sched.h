@@ -76,6 +76,12 @@ struct fetch_req {
 	bool held;   /* such an event while a probe is under way: waits for its outcome */
 	bool probe_sent; /* the probe's fetch went out */
 	bool taken_over; /* read by a worker that died: it may have answered it already */
+	/* An ensure of bytes fetched ahead of need (the shared objects ahead of a loader): over
+	 * a long link it leaves once what readers wait on and such ensures before it would
+	 * have passed the link, so that they arrive one after the other, each as soon as it
+	 * can, instead of all at the end together (fetch_sched.link_free_ms). */
+	bool paced;
+	uint64_t added_ms; /* when fetch_sched_add took it */
 	void *owner; /* caller's cookie */
 };
 

@@ -1280,6 +1280,70 @@ static void test_neighbours_wait_for_the_link(void **state)
 	env_files_free(&e, f);
 }
 
+/* Paced ensures (shared objects ahead of a loader) over a long link leave one after the
+ * other, each once what went before it would have passed the link, at most four round trips
+ * after it came; an ensure that is not paced, and any ensure over a short link, at once. */
+static void test_paced_ensures(void **state)
+{
+	struct util_extent v1[] = {{0, 1 * MiB}}, v2[] = {{2 * MiB, 512 * KiB}};
+	struct util_extent v3[] = {{4 * MiB, 4 * MiB}}, v4[] = {{10 * MiB, 64 * KiB}};
+	struct util_extent v5[] = {{12 * MiB, 64 * KiB}};
+	struct fetch_req a = {.kind = FETCH_REQ_ENSURE, .v = v1, .n = 1, .paced = true};
+	struct fetch_req b = {.kind = FETCH_REQ_ENSURE, .v = v2, .n = 1, .paced = true};
+	struct fetch_req c = {.kind = FETCH_REQ_ENSURE, .v = v3, .n = 1, .paced = true};
+	struct fetch_req meta = {.kind = FETCH_REQ_ENSURE, .v = v4, .n = 1};
+	struct fetch_req d = {.kind = FETCH_REQ_ENSURE, .v = v5, .n = 1, .paced = true};
+	struct fetch_job *ja, *jb, *jc, *jm, *jd;
+	uint64_t wake;
+	struct env e;
+
+	env_init(&e, 16 * MiB, false);
+	fetch_sched_link_sample(&e.s, 50000, 100000, 1 * MiB, 1 * MiB); /* 10 MiB/s, 50 ms */
+	assert_int_equal(fetch_sched_add(&e.s, &a, 0), 0);
+	assert_int_equal(fetch_sched_add(&e.s, &b, 0), 0);
+	assert_int_equal(fetch_sched_add(&e.s, &c, 0), 0);
+	ja = fetch_sched_pick(&e.s, 0, NULL); /* the link is free: at once, passing 50-150 ms */
+	assert_one_run(ja, 0, 1 * MiB);
+	assert_null(fetch_sched_pick(&e.s, 0, &wake));
+	assert_int_equal(wake, 102); /* b's response follows a's: from 150 ms, and the margin */
+	assert_int_equal(fetch_sched_add(&e.s, &meta, 10), 0);
+	jm = fetch_sched_pick(&e.s, 10, NULL); /* not paced: at once, passing 150-157 ms */
+	assert_one_run(jm, 10 * MiB, 64 * KiB);
+	assert_null(fetch_sched_pick(&e.s, 108, &wake));
+	assert_int_equal(wake, 109);
+	jb = fetch_sched_pick(&e.s, 109, NULL);
+	assert_one_run(jb, 2 * MiB, 512 * KiB); /* passing 159-209 ms */
+	assert_null(fetch_sched_pick(&e.s, 160, &wake));
+	assert_int_equal(wake, 161);
+	jc = fetch_sched_pick(&e.s, 161, NULL);
+	assert_one_run(jc, 4 * MiB, 4 * MiB); /* passing 211-611 ms */
+	/* one that came now waits four round trips at most, not ~400 ms */
+	assert_int_equal(fetch_sched_add(&e.s, &d, 161), 0);
+	assert_null(fetch_sched_pick(&e.s, 360, &wake));
+	assert_int_equal(wake, 361);
+	jd = fetch_sched_pick(&e.s, 361, NULL);
+	assert_one_run(jd, 12 * MiB, 64 * KiB);
+	complete(&e, ja);
+	complete(&e, jm);
+	complete(&e, jb);
+	complete(&e, jc);
+	complete(&e, jd);
+	env_free(&e);
+
+	/* a short link: no pacing */
+	env_init(&e, 16 * MiB, false);
+	fetch_sched_link_sample(&e.s, 1000, 2000, 1 * MiB, 1 * MiB);
+	assert_int_equal(fetch_sched_add(&e.s, &a, 0), 0);
+	assert_int_equal(fetch_sched_add(&e.s, &b, 0), 0);
+	ja = fetch_sched_pick(&e.s, 0, NULL);
+	jb = fetch_sched_pick(&e.s, 0, NULL);
+	assert_one_run(ja, 0, 1 * MiB);
+	assert_one_run(jb, 2 * MiB, 512 * KiB);
+	complete(&e, ja);
+	complete(&e, jb);
+	env_free(&e);
+}
+
 /* Files of a 1 KiB-block image share 4 KiB blocks: a job lists each block once. */
 static void test_files_sharing_a_block(void **state)
 {
@@ -1628,6 +1692,7 @@ int main(void)
 	    cmocka_unit_test(test_small_files_neighbours_beside_over_a_long_link),
 	    cmocka_unit_test(test_small_files_pass_over_a_larger_file),
 	    cmocka_unit_test(test_neighbours_wait_for_the_link),
+	    cmocka_unit_test(test_paced_ensures),
 	    cmocka_unit_test(test_files_sharing_a_block),
 	    cmocka_unit_test(test_no_readahead_in_a_file_the_replay_brings),
 	    cmocka_unit_test(test_a_miss_in_a_file_the_replay_brings_takes_its_profile_ranges),
