@@ -316,6 +316,7 @@ static int do_attach(struct conn *c, json_t *req, int fd)
 	if (!m)
 		return fetch_reply_error(c->fd, ENOSPC, "attach: too many mounts of one entry (%d)",
 				   FETCH_MAX_MOUNTS);
+	fetch_left_caller_cgroup(d); /* before the mount command returns */
 	log_info("attached mount %" PRIu64 " at '%s'", mnt_id, mp);
 	{
 		_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);

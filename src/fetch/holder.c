@@ -347,27 +347,86 @@ static bool cgroup2_root(char *buf, size_t len)
 	return util_mountinfo_each("/proc/self/mountinfo", cgroup2_one, &c) > 0;
 }
 
-/* Leave the caller's cgroup, so that stopping the caller's unit (or cgroup.kill) does not
- * take the daemon, which must outlive it while mounts use the entry. Silently skipped when
- * there is no writable cgroup v2 hierarchy (the daemon then shares its caller's fate there).
- * Below the root, in a cgroup without controllers: no internal-process conflict. */
-static void leave_caller_cgroup(void)
+/* Is pid in the cgroup at path (below the hierarchy's root)? */
+static bool in_cgroup(pid_t pid, const char *path)
 {
+	char file[64], line[PATH_MAX + 8];
+	bool in = false;
+	FILE *f;
+
+	snprintf(file, sizeof(file), "/proc/%d/cgroup", (int)pid);
+	f = fopen(file, "re");
+	if (!f)
+		return false;
+	while (!in && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = 0;
+		in = !strncmp(line, "0::", 3) && !strcmp(line + 3, path);
+	}
+	fclose(f);
+	return in;
+}
+
+/* Leave the caller's cgroup, so that stopping the caller's unit (or cgroup.kill) does not
+ * take the daemon, which must outlive it while mounts use the entry: the holder (with all its
+ * threads) and this worker, each unless it is there already (a worker that replaced a dead
+ * one, forked by a holder that left before). Silently skipped when there is no writable
+ * cgroup v2 hierarchy (the daemon then shares its caller's fate there). Below the root, in a
+ * cgroup without controllers: no internal-process conflict. */
+static void *leave_caller_cgroup(void *arg)
+{
+	struct fetch_daemon *d = arg;
+	const char *name = "/lazyerofs.daemons";
 	char root[PATH_MAX], path[PATH_MAX + 64];
+	pid_t pids[2] = {SH_LOAD(d->sh->holder_pid), getpid()};
 	int fd;
 
 	if (!cgroup2_root(root, sizeof(root)))
-		return;
-	snprintf(path, sizeof(path), "%s/lazyerofs.daemons", root);
+		goto out;
+	snprintf(path, sizeof(path), "%s%s", root, name);
 	if (mkdir(path, 0755) < 0 && errno != EEXIST)
-		return;
-	snprintf(path, sizeof(path), "%s/lazyerofs.daemons/cgroup.procs", root);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (dprintf(fd, "%d\n", (int)getpid()) < 0)
-		log_debug("moving into %s: %m", path);
-	close(fd);
+		goto out;
+	snprintf(path, sizeof(path), "%s%s/cgroup.procs", root, name);
+	for (size_t i = 0; i < ARRAY_SIZE(pids); i++) {
+		if (in_cgroup(pids[i], name))
+			continue;
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			break;
+		if (dprintf(fd, "%d\n", (int)pids[i]) < 0)
+			log_debug("moving %d into %s: %m", (int)pids[i], path);
+		close(fd);
+	}
+out:
+	pthread_mutex_lock(&d->lock);
+	d->leaving_cgroup = false;
+	pthread_cond_broadcast(&d->done_cond);
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
+}
+
+void fetch_leave_caller_cgroup_start(struct fetch_daemon *d)
+{
+	pthread_attr_t at;
+	pthread_t t;
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	d->leaving_cgroup = true;
+	pthread_mutex_unlock(&d->lock);
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	r = pthread_create(&t, &at, leave_caller_cgroup, d);
+	pthread_attr_destroy(&at);
+	if (r != 0)
+		leave_caller_cgroup(d);
+}
+
+void fetch_left_caller_cgroup(struct fetch_daemon *d)
+{
+	pthread_mutex_lock(&d->lock);
+	while (d->leaving_cgroup)
+		pthread_cond_wait(&d->done_cond, &d->lock);
+	pthread_mutex_unlock(&d->lock);
 }
 
 /* The OOM killer picks the daemon last: killing it would turn reads into errors for every
@@ -585,7 +644,6 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		}
 		if (pid2 > 0)
 			_exit(0);
-		leave_caller_cgroup();
 		set_oom_score();
 		no_core_dumps();
 		d.cfg = *cfg;

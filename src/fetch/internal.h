@@ -262,9 +262,18 @@ struct fetch_daemon {
 				    * mount namespace may not be ours) */
 	pthread_t textfile;	   /* the metrics directory's writer (textfile.c), when */
 	bool textfile_started;	   /* ... started: main thread only */
+	bool leaving_cgroup;	   /* (lock) fetch_leave_caller_cgroup_start's thread runs */
 };
 
 /* holder.c */
+/* The worker's thread that takes the daemon (holder and worker) out of its caller's cgroup,
+ * so that stopping the caller's unit (or cgroup.kill) does not take it. Started before the
+ * worker reports ready: a move into another cgroup waits for an RCU grace period (5-28 ms
+ * here), which a mount then spends on its metadata instead of waiting. */
+void fetch_leave_caller_cgroup_start(struct fetch_daemon *d);
+/* Wait until it has: before the worker answers a mount's attach (so that the daemon is out
+ * before the mount command returns) and before it leaves. */
+void fetch_left_caller_cgroup(struct fetch_daemon *d);
 int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, int lock_fd,
 		pid_t *ret_pid, struct util_error *err);
 /* The fds every daemon process keeps (same numbers in all of them); returns how many. */

@@ -112,6 +112,7 @@ static _Noreturn void worker_leave(struct fetch_daemon *d, pthread_t *disp, unsi
 	int r;
 
 	__atomic_store_n(&sh->exiting, 1, __ATOMIC_RELEASE);
+	fetch_left_caller_cgroup(d);
 	r = fetch_remove_mark(d);
 	if (r < 0)
 		log_warning("removing the fanotify mark: %s", strerror(-r));
@@ -233,6 +234,7 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	start_thread(d, fetch_guard_thread, &guard);
 	fetch_textfile_start(d);
 
+	fetch_leave_caller_cgroup_start(d);
 	SH_STORE(sh->ready, 1);
 	if (d->ready_fd >= 0) {
 		dprintf(d->ready_fd, "OK %d\n", (int)SH_LOAD(sh->holder_pid));
