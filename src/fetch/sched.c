@@ -946,14 +946,16 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 static struct fetch_job *pick_neighbours(struct fetch_sched *s, uint64_t now_ms, uint64_t *wake)
 {
 	struct fetch_job *job;
+	uint64_t due;
 
-	uint64_t due = speculative_due_ms(s, s->nb_due_ms);
-
-	if (s->nnb && due > now_ms) {
+	if (!s->nnb)
+		return NULL;
+	due = speculative_due_ms(s, s->nb_due_ms);
+	if (due > now_ms) {
 		*wake = MIN(*wake, due);
 		return NULL;
 	}
-	if (!s->nnb || !(job = sched_job_slot(s)))
+	if (!(job = sched_job_slot(s)))
 		return NULL;
 	sched_job_reset(job);
 	add_windows(s, job, s->nb, s->nnb);
