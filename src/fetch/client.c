@@ -453,10 +453,15 @@ void fetch_status_parse(json_t *reply, struct fetch_status *ret)
 
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 {
+	return fetch_status_before_mount(h, ret, false);
+}
+
+int fetch_status_before_mount(struct fetch_handle *h, struct fetch_status *ret, bool mount)
+{
 	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "status"), *reply = NULL;
 	int r;
 
-	if (!req)
+	if (!req || (mount && json_object_set_new(req, "before_mount", json_true()) < 0))
 		return -ENOMEM;
 	r = call(h, req, -1, &reply, NULL);
 	if (r < 0)

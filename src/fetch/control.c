@@ -316,7 +316,6 @@ static int do_attach(struct conn *c, json_t *req, int fd)
 	if (!m)
 		return fetch_reply_error(c->fd, ENOSPC, "attach: too many mounts of one entry (%d)",
 				   FETCH_MAX_MOUNTS);
-	fetch_left_caller_cgroup(d); /* before the mount command returns */
 	log_info("attached mount %" PRIu64 " at '%s'", mnt_id, mp);
 	{
 		_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
@@ -416,6 +415,12 @@ static void *conn_thread(void *arg)
 		} else if (!strcmp(op, "status")) {
 			_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
 
+			/* A mount asks right before the kernel mounts the entry: the daemon must
+			 * be out of its caller's cgroup by then, or a stop of the caller's unit
+			 * in between would kill it under a live mount, whose reads then get
+			 * zeros (DESIGN fact 6). */
+			if (json_is_true(json_object_get(req, "before_mount")))
+				fetch_left_caller_cgroup(d);
 			if (o)
 				fetch_fill_status(d, o);
 			r = o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;

@@ -366,37 +366,58 @@ static bool in_cgroup(pid_t pid, const char *path)
 	return in;
 }
 
+/* Move pid into the cgroup whose cgroup.procs is at procs (named name below the root),
+ * unless it is there already. */
+static int move_pid(pid_t pid, const char *procs, const char *name)
+{
+	int fd, r = 0;
+
+	if (in_cgroup(pid, name))
+		return 0;
+	fd = open(procs, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (dprintf(fd, "%d\n", (int)pid) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
 /* Leave the caller's cgroup, so that stopping the caller's unit (or cgroup.kill) does not
  * take the daemon, which must outlive it while mounts use the entry: the holder (with all its
  * threads) and this worker, each unless it is there already (a worker that replaced a dead
- * one, forked by a holder that left before). Silently skipped when there is no writable
- * cgroup v2 hierarchy (the daemon then shares its caller's fate there). Below the root, in a
- * cgroup without controllers: no internal-process conflict. */
+ * one, forked by a holder that left before). A holder that replaced a dead one meanwhile was
+ * forked by this worker, still in the caller's cgroup: it is moved too. Skipped when there
+ * is no cgroup v2 hierarchy (the daemon then shares its caller's fate there); a failure is
+ * logged. Below the root, in a cgroup without controllers: no internal-process conflict. */
 static void *leave_caller_cgroup(void *arg)
 {
 	struct fetch_daemon *d = arg;
 	const char *name = "/lazyerofs.daemons";
 	char root[PATH_MAX], path[PATH_MAX + 64];
-	pid_t pids[2] = {SH_LOAD(d->sh->holder_pid), getpid()};
-	int fd;
+	pid_t holder = 0;
+	int r = 0;
 
 	if (!cgroup2_root(root, sizeof(root)))
 		goto out;
 	snprintf(path, sizeof(path), "%s%s", root, name);
-	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+	if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+		r = -errno;
 		goto out;
+	}
 	snprintf(path, sizeof(path), "%s%s/cgroup.procs", root, name);
-	for (size_t i = 0; i < ARRAY_SIZE(pids); i++) {
-		if (in_cgroup(pids[i], name))
-			continue;
-		fd = open(path, O_WRONLY | O_CLOEXEC);
-		if (fd < 0)
-			break;
-		if (dprintf(fd, "%d\n", (int)pids[i]) < 0)
-			log_debug("moving %d into %s: %m", (int)pids[i], path);
-		close(fd);
+	r = move_pid(getpid(), path, name);
+	for (int i = 0; i < 4 && r >= 0 && holder != SH_LOAD(d->sh->holder_pid); i++) {
+		holder = SH_LOAD(d->sh->holder_pid);
+		r = move_pid(holder, path, name);
+		if (r == -ESRCH)
+			r = 0; /* it died: its replacement, if any, is looked at next */
 	}
 out:
+	if (r < 0)
+		log_warning("the daemon stays in its caller's cgroup, whose end would take it: "
+			    "moving into %s%s: %s",
+			    root, name, strerror(-r));
 	pthread_mutex_lock(&d->lock);
 	d->leaving_cgroup = false;
 	pthread_cond_broadcast(&d->done_cond);

@@ -379,11 +379,9 @@ static int same_file(const char *path, int fd)
  * missing entry a larger read would wait for more bytes to arrive, and fault-around of a
  * program's pages would fetch more of them.
  */
-static unsigned readahead_kb(struct fetch_handle *h)
+static unsigned readahead_kb(const struct fetch_status *s)
 {
-	struct fetch_status s;
-
-	if (fetch_status(h, &s) < 0 || s.size == 0 || s.present_bytes < s.size / 2)
+	if (s->size == 0 || s->present_bytes < s->size / 2)
 		return 0;
 	return MOUNT_WARM_READAHEAD_KB;
 }
@@ -400,6 +398,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	_cleanup_free_ char *mnt_abs = NULL, *pub_source = NULL, *metrics_dir = NULL;
 	struct fetch_config cfg = { 0 };
 	struct mount_state st = { 0 };
+	struct fetch_status ready;
 	char optbuf[128], state_file[32];
 	const char *cache_dir, *run_dir;
 	bool mounted = false, state_written = false;
@@ -494,9 +493,16 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = open_data_file(h->data_path, &data_fd, err);
 	if (r < 0)
 		goto undo;
+	/* The daemon must be ready for a mount (out of this command's cgroup) before the
+	 * kernel mounts the entry. */
+	r = fetch_status_before_mount(h, &ready, true);
+	if (r < 0) {
+		util_err_set(err, r, "asking the fetch daemon before mounting: %s", strerror(-r));
+		goto undo;
+	}
 	/* By path: mountinfo shows it, and the daemon finds its superblocks by it. The path
 	 * must still name the file checked above once the kernel has opened it. */
-	r = mount_kernel_erofs(h->data_path, target_fd, req->opts->attr, readahead_kb(h),
+	r = mount_kernel_erofs(h->data_path, target_fd, req->opts->attr, readahead_kb(&ready),
 			       &res->mnt_id, err);
 	if (r < 0)
 		goto undo;

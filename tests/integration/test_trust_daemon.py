@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -26,7 +27,7 @@ import uuid
 import pytest
 
 from common import BIN, CHILD_READ_TIMEOUT, child_hashes, child_read, mountinfo, pid_alive, wait_until
-from lazymount import build_big_image
+from lazymount import build_big_image, is_mounted
 from registry import MT_EROFS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
@@ -320,6 +321,76 @@ def test_killing_the_callers_cgroup_spares_the_daemon(lazy, registry, big):
         lazy.assert_nothing_left()
     finally:
         wait_until(lambda: _rmdir(cg), 10)
+
+
+def test_the_daemon_leaves_the_callers_cgroup_before_the_kernel_mount(lazy, registry, big):
+    """A unit stopped while its mount command runs must not take the daemon with a mount
+    already made (its reads would then get zeros): the daemon leaves the caller's cgroup
+    before the kernel mounts the entry, not only before the mount command returns. With the
+    entry complete the walk reads nothing from the registry, and the kernel mount follows
+    the daemon's start within milliseconds, about when the move (an RCU grace period, 5-28
+    ms) ends: a mount that does not wait for it was seen in about one round of three."""
+    repo, tree = big
+    root = cgroup2_root()
+    if not root or not os.access(root, os.W_OK):
+        pytest.skip("no writable cgroup v2 hierarchy")
+    ref = registry.ref(repo, "v1")
+    r = lazy.run(["fetch", "-o", "insecure", ref])
+    assert r.returncode == 0, r.stderr
+    cg = os.path.join(root, f"lztest-{uuid.uuid4().hex[:8]}")
+    os.mkdir(cg)
+    mp = lazy.mountpoint("m")
+    try:
+        for rnd in range(10):
+            lazy.assert_nothing_left(timeout=30)  # each round starts a daemon of its own
+            seen = _in_cgroup_once_mounted(lazy, cg, ref, mp)
+            assert not [c for c in seen if c.startswith("lazyerofs-")], \
+                f"round {rnd}: daemon processes in the caller's cgroup under a mount: {seen}"
+            lazy.umount(mp)
+        assert wait_until(lambda: open(os.path.join(cg, "cgroup.procs")).read() == "", 30)
+    finally:
+        if is_mounted(mp):
+            lazy.umount(mp, check=False)
+        wait_until(lambda: _rmdir(cg), 10)
+    lazy.assert_nothing_left()
+
+
+def _in_cgroup_once_mounted(lazy, cg, ref, mp):
+    """Mount ref at mp from inside cgroup cg; the names of cg's processes at the moment the
+    mount appears in the mount table."""
+    def enter():
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    seen = None
+    with open("/proc/self/mountinfo") as mi:
+        watch = select.poll()
+        watch.register(mi, select.POLLPRI | select.POLLERR)
+        caller = subprocess.Popen([BIN, "mount", "-o", "insecure", ref, mp], env=lazy.env,
+                                  stderr=subprocess.PIPE, text=True, preexec_fn=enter)
+        try:
+            deadline = time.monotonic() + 60
+            while seen is None and time.monotonic() < deadline:
+                watch.poll(20)  # the mount table changed (or 20 ms passed)
+                mi.seek(0)
+                if any(line.split()[4] == mp for line in mi.read().splitlines()):
+                    with open(os.path.join(cg, "cgroup.procs")) as f:
+                        seen = [_comm(int(p)) for p in f.read().split()]
+            assert caller.wait(timeout=60) == 0, caller.stderr.read()
+        finally:
+            if caller.poll() is None:
+                caller.kill()
+                caller.wait()
+    assert seen is not None, "the mount never appeared"
+    return seen
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "(gone)"
 
 
 def _rmdir(p):
