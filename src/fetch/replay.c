@@ -47,20 +47,6 @@ static void replay_check_done(struct fetch_replay *rp, uint64_t now_ms)
 		rp->done_ms = now_ms;
 }
 
-/* Bytes of replay requested and not arrived yet. */
-static uint64_t replay_unreceived(const struct fetch_sched *s)
-{
-	uint64_t sum = 0;
-
-	for (size_t j = 0; j < FETCH_MAX_JOBS; j++) {
-		const struct fetch_job *job = &s->jobs[j];
-
-		if (job->busy && job->kind == FETCH_JOB_REPLAY && job->bytes > job->received)
-			sum += job->bytes - job->received;
-	}
-	return sum;
-}
-
 static int cmp_extent(const void *a, const void *b)
 {
 	const struct util_extent *x = a, *y = b;
@@ -136,7 +122,7 @@ struct fetch_job *sched_pick_replay(struct fetch_sched *s, uint64_t now_ms, uint
 	window = fetch_sched_bdp(s);
 	window = MAX(window + window / 4, REPLAY_MIN_WINDOW);
 	piece = MIN(MAX(window / 2, REPLAY_MIN_PIECE), s->pol.max_job_bytes);
-	unreceived = replay_unreceived(s);
+	unreceived = fetch_sched_unreceived(s, FETCH_JOB_REPLAY);
 	if (unreceived && unreceived + piece > window)
 		return NULL;
 	job = sched_job_slot(s);

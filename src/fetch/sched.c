@@ -853,6 +853,34 @@ static void note_link_use(struct fetch_sched *s, uint64_t now_ms, const struct f
 			  DIV_ROUND_UP(job->bytes * 1000, s->link_bytes_per_s);
 }
 
+uint64_t fetch_sched_unreceived(const struct fetch_sched *s, enum fetch_job_kind kind)
+{
+	uint64_t sum = 0;
+
+	for (size_t j = 0; j < FETCH_MAX_JOBS; j++) {
+		const struct fetch_job *job = &s->jobs[j];
+
+		if (job->busy && job->kind == kind && job->bytes > job->received)
+			sum += job->bytes - job->received;
+	}
+	return sum;
+}
+
+/* A job readers waited on ended: the link is free once what such jobs still in flight have
+ * not received has passed it, not later. note_link_use only adds: a rate measured low at
+ * first (a request still in TCP's slow start), or a job that ended early (failed), would
+ * otherwise hold speculative and paced requests back by seconds, each until its cap. */
+static void link_use_settle(struct fetch_sched *s, uint64_t now_ms)
+{
+	uint64_t left;
+
+	if (!s->link_bytes_per_s)
+		return;
+	left = fetch_sched_unreceived(s, FETCH_JOB_DEMAND);
+	s->link_free_ms = MIN(s->link_free_ms, now_ms + (left ? s->link_rtt_us / 1000 : 0) +
+						   DIV_ROUND_UP(left * 1000, s->link_bytes_per_s));
+}
+
 /* When a speculative request that may go from since_ms on goes: once what went before it
  * would have passed the link (its response then follows, a round trip after it goes), at
  * most a few round trips later. */
@@ -931,7 +959,7 @@ static void demand_event_job(struct fetch_sched *s, struct fetch_job *job, size_
 		nnb = MIN(nnb, FETCH_MAX_RUNS - s->nnb);
 		memcpy(s->nb + s->nnb, nb, nnb * sizeof(nb[0]));
 		s->nnb += nnb;
-		if (nnb)
+		if (nnb && s->nnb == nnb) /* the wait counts from the first ones waiting */
 			s->nb_due_ms = now_ms + SPECULATIVE_MARGIN_MS;
 	} else {
 		nnb = MIN(nnb, FETCH_MAX_RUNS - nw);
@@ -1255,6 +1283,8 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 			s->nbackground--;
 	}
 	job->busy = false;
+	if (job->kind == FETCH_JOB_DEMAND)
+		link_use_settle(s, now_ms);
 	job->nruns = 0;
 	job->bytes = 0;
 	job->header = 0;

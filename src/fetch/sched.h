@@ -246,6 +246,8 @@ void fetch_sched_link_sample(struct fetch_sched *s, uint64_t ttfb_us, uint64_t b
 			     uint64_t bytes, uint64_t link_bytes);
 /* Bytes in flight that keep the link busy for one round trip (0 while unknown). */
 uint64_t fetch_sched_bdp(const struct fetch_sched *s);
+/* Bytes the jobs of this kind in flight asked for and have not received yet. */
+uint64_t fetch_sched_unreceived(const struct fetch_sched *s, enum fetch_job_kind kind);
 /* The largest file fetched whole once a program reads it in several places (four
  * bandwidth-delay products, at least 4 MiB, at most the read-ahead limit). */
 uint64_t fetch_sched_whole_limit(const struct fetch_sched *s);

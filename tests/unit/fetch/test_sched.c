@@ -50,12 +50,19 @@ static void event(struct fetch_req *r, uint64_t off, uint64_t len)
 }
 
 /* What a fetcher does after a successful job: write and set the bits. */
-static void complete_job(struct cache_bitmap *bm, struct fetch_sched *s, struct fetch_job *job)
+static void complete_job_at(struct cache_bitmap *bm, struct fetch_sched *s, struct fetch_job *job,
+			    uint64_t now_ms)
 {
 	for (size_t i = 0; i < job->nruns; i++)
 		cache_bitmap_set_range(bm, job->runs[i].offset / 4096,
 				       (job->runs[i].length + 4095) / 4096);
-	fetch_sched_job_done(s, job, 0, 0);
+	job->received = job->bytes;
+	fetch_sched_job_done(s, job, 0, now_ms);
+}
+
+static void complete_job(struct cache_bitmap *bm, struct fetch_sched *s, struct fetch_job *job)
+{
+	complete_job_at(bm, s, job, 0);
 }
 
 static void complete(struct env *e, struct fetch_job *job)
@@ -1280,6 +1287,102 @@ static void test_neighbours_wait_for_the_link(void **state)
 	env_files_free(&e, f);
 }
 
+/* The neighbours of reads that come one after the other go at most four round trips after
+ * the first of them waited, not four round trips after the last read: a steady stream of
+ * reads behind a long ensure would otherwise hold them back until the reads stop. */
+static void test_neighbours_wait_from_the_first(void **state)
+{
+	enum { N = 6 };
+	static struct util_extent fx[2 * N][1];
+	const struct util_extent *files[2 * N];
+	size_t counts[2 * N];
+	struct util_extent meta[] = {{12 * MiB, 4 * MiB}};
+	struct fetch_req m = {.kind = FETCH_REQ_ENSURE, .v = meta, .n = 1}, r[N];
+	struct fetch_job *ens, *job, *side = NULL;
+	struct fetch_files *f;
+	uint64_t t, wake, at = 0;
+	struct env e;
+
+	for (int i = 0; i < N; i++) {
+		fx[2 * i][0] = (struct util_extent){i * 256 * KiB, 40 * KiB};
+		fx[2 * i + 1][0] = (struct util_extent){i * 256 * KiB + 40 * KiB, 40 * KiB};
+		files[2 * i] = fx[2 * i];
+		files[2 * i + 1] = fx[2 * i + 1];
+		counts[2 * i] = counts[2 * i + 1] = 1;
+	}
+	f = env_files(&e, files, counts, 2 * N);
+	fetch_sched_link_sample(&e.s, 50000, 100000, 1 * MiB, 1 * MiB); /* 10 MiB/s, 50 ms */
+	e.s.pol.max_side_jobs = 0;
+	assert_int_equal(fetch_sched_add(&e.s, &m, 0), 0);
+	ens = fetch_sched_pick(&e.s, 0, NULL); /* its bytes pass from 50 to 450 ms */
+	assert_one_run(ens, 12 * MiB, 4 * MiB);
+	/* a read every 60 ms from 10 ms on, each with a neighbour of its own */
+	for (int i = 0; i < N && !side; i++) {
+		t = 10 + 60 * (uint64_t)i;
+		event(&r[i], i * 256 * KiB, 4096);
+		assert_int_equal(fetch_sched_add(&e.s, &r[i], t), 0);
+		job = fetch_sched_pick(&e.s, t, NULL);
+		assert_one_run(job, i * 256 * KiB, 40 * KiB);
+		complete(&e, job);
+		for (uint64_t u = t + 1; u < t + 60 && !side; u = wake) {
+			wake = UINT64_MAX;
+			side = fetch_sched_pick(&e.s, u, &wake);
+			if (side)
+				at = u;
+			else
+				assert_true(wake > u);
+		}
+	}
+	/* the first read's neighbour waited from 12 ms, four round trips at most: 212 ms; the
+	 * reads at 70, 130 and 190 ms came meanwhile, and theirs go with it */
+	assert_non_null(side);
+	assert_int_equal(side->kind, FETCH_JOB_READAHEAD);
+	assert_int_equal(at, 212);
+	assert_int_equal(side->nruns, 4);
+	complete(&e, side);
+	complete(&e, ens);
+	env_files_free(&e, f);
+}
+
+/* What the link still carries is settled when a job readers wait on ends: a rate measured low
+ * at first (a request in TCP's slow start) put the link's end seconds away, and the
+ * neighbours of every read then waited their four round trips; once the jobs in flight have
+ * arrived, they go at once. */
+static void test_link_use_settles_when_a_read_ends(void **state)
+{
+	static const struct util_extent a[] = {{0, 40 * KiB}};
+	static const struct util_extent b[] = {{40 * KiB, 40 * KiB}};
+	const struct util_extent *const files[] = {a, b};
+	const size_t counts[] = {1, 1};
+	struct util_extent meta[] = {{12 * MiB, 4 * MiB}};
+	struct fetch_req m = {.kind = FETCH_REQ_ENSURE, .v = meta, .n = 1}, r;
+	struct fetch_job *ens, *read, *side;
+	struct fetch_files *f;
+	uint64_t wake;
+	struct env e;
+
+	f = env_files(&e, files, counts, 2);
+	fetch_sched_link_sample(&e.s, 50000, 1000000, 1 * MiB, 1 * MiB); /* 1 MiB/s, 50 ms */
+	e.s.pol.max_side_jobs = 0;
+	assert_int_equal(fetch_sched_add(&e.s, &m, 0), 0);
+	ens = fetch_sched_pick(&e.s, 0, NULL); /* 4 s of the link at that rate */
+	assert_one_run(ens, 12 * MiB, 4 * MiB);
+	complete_job_at(&e.bm, &e.s, ens, 300); /* ... it took 300 ms */
+	event(&r, 10 * KiB, 4096);		/* in a */
+	assert_int_equal(fetch_sched_add(&e.s, &r, 300), 0);
+	read = fetch_sched_pick(&e.s, 310, NULL);
+	assert_one_run(read, 0, 40 * KiB);
+	/* the link carries the read's 40 KiB from 360 ms (40 ms at 1 MiB/s): its neighbour goes
+	 * a round trip before they have passed, and the margin */
+	assert_null(fetch_sched_pick(&e.s, 311, &wake));
+	assert_int_equal(wake, 352);
+	side = fetch_sched_pick(&e.s, 352, NULL);
+	assert_one_run(side, 40 * KiB, 40 * KiB);
+	complete(&e, read);
+	complete(&e, side);
+	env_files_free(&e, f);
+}
+
 /* Paced ensures (shared objects ahead of a loader) over a long link leave one after the
  * other, each once what went before it would have passed the link, at most four round trips
  * after it came; an ensure that is not paced, and any ensure over a short link, at once. */
@@ -1692,6 +1795,8 @@ int main(void)
 	    cmocka_unit_test(test_small_files_neighbours_beside_over_a_long_link),
 	    cmocka_unit_test(test_small_files_pass_over_a_larger_file),
 	    cmocka_unit_test(test_neighbours_wait_for_the_link),
+	    cmocka_unit_test(test_neighbours_wait_from_the_first),
+	    cmocka_unit_test(test_link_use_settles_when_a_read_ends),
 	    cmocka_unit_test(test_paced_ensures),
 	    cmocka_unit_test(test_files_sharing_a_block),
 	    cmocka_unit_test(test_no_readahead_in_a_file_the_replay_brings),
