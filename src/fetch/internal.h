@@ -226,14 +226,15 @@ struct fetch_daemon {
 		size_t next_answer; /* the job's answer_at[] passed so far */
 		uint64_t started_us, first_byte_us; /* request sent, first byte received */
 		uint64_t fetched_at_first; /* sh->fetched_bytes just before that first byte */
-		bool write_failed;		    /* the cache file refused bytes */
+		/* The first write of the job's bytes that failed: -errno (0: none). Nothing more of
+		 * the job is written or made present after it (store()). */
+		int write_err;
 		/* Bytes received and not yet written (transfer.c, stage_*): a stage of the
 		 * pool while the job has one, else NULL. */
 		uint8_t *stage;
 		uint64_t stage_off; /* where they go */
 		size_t stage_len;
 		size_t stage_run; /* the run they are of */
-		int stage_err;	  /* a write of them between the job's pieces failed: -errno */
 		/* Bytes of each run received; last, like the job's runs: only the entries of
 		 * the runs a job has are touched (8 KiB each, mostly never backed). */
 		uint64_t written[FETCH_BATCH_RUNS];

@@ -57,18 +57,24 @@ static void stage_give_back(struct fetch_daemon *d, struct fetch_xfer *x)
 }
 
 /* Write bytes of run i at offset, and let the run's whole blocks up to their end count as
- * present. */
+ * present: every byte of the run before them was written, unless a write failed, after which
+ * nothing more of the job is written. A failed write between the job's pieces
+ * (stage_flush_all) does not stop the transfer at once; had a later write then marked the run
+ * from its start, the blocks that failed would count as present, holes read as zeros. */
 static int store(struct fetch_xfer *x, size_t i, const void *data, size_t len, uint64_t offset)
 {
 	const struct util_extent *run = &x->job->runs[i];
 	uint64_t end = offset + len, first = run->offset / CACHE_BLOCK_SIZE;
 	uint64_t done_end = end == run->offset + run->length ? DIV_ROUND_UP(end, CACHE_BLOCK_SIZE)
 							     : end / CACHE_BLOCK_SIZE;
-	int r = cache_entry_store(x->d->entry, data, len, offset, first,
-				  done_end > first ? done_end - first : 0);
+	int r;
 
+	if (x->write_err < 0)
+		return x->write_err;
+	r = cache_entry_store(x->d->entry, data, len, offset, first,
+			      done_end > first ? done_end - first : 0);
 	if (r < 0)
-		x->write_failed = true;
+		x->write_err = r;
 	return r;
 }
 
@@ -86,13 +92,9 @@ static void stage_flush_all(void *ctx)
 {
 	struct fetch_daemon *d = ctx;
 
-	for (size_t i = 0; i < FETCH_MAX_JOBS; i++) {
-		struct fetch_xfer *x = &d->xfers[i];
-		int r = x->stage_len ? stage_flush(x) : 0;
-
-		if (r < 0 && !x->stage_err)
-			x->stage_err = r; /* the job fails with it (job_end) */
-	}
+	for (size_t i = 0; i < FETCH_MAX_JOBS; i++)
+		if (d->xfers[i].stage_len)
+			(void)stage_flush(&d->xfers[i]); /* a failure stops the job (store) */
 }
 
 /* Bytes of run i arrive at offset (where the run's bytes so far end): into the stage, written
@@ -157,6 +159,8 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	run = &job->runs[lo];
 	if (offset != run->offset + x->written[lo] || len > run->length - x->written[lo])
 		return -EBADMSG; /* not the bytes asked for, or not in order */
+	if (x->write_err < 0)
+		return x->write_err; /* the cache file refused some: the job fails */
 	/* Whole blocks written so far become present with this write: a reader waiting on the
 	 * start of a large read-ahead job need not wait for its end. The page cache makes the
 	 * bytes visible at once; durability is the flusher's business. */
@@ -212,8 +216,8 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
 	int w = stage_flush(x);
 
 	stage_give_back(d, x);
-	if (r >= 0 && (w < 0 || x->stage_err < 0))
-		r = w < 0 ? w : x->stage_err;
+	if (r >= 0 && (w < 0 || x->write_err < 0))
+		r = w < 0 ? w : x->write_err;
 	if (r >= 0)
 		for (size_t i = 0; i < job->nruns; i++)
 			if (x->written[i] != job->runs[i].length)
@@ -231,7 +235,7 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
 
 		SH_ADD(d->sh->errors, 1);
 		fetch_failure_count(d->sh, fetch_fail_kind_of(r, err ? err->http_status : 0,
-							      x->write_failed, timed_out));
+							      x->write_err < 0, timed_out));
 		/* Rate-limited: a dead registry fails every retry of every reader. */
 		if (now - last_log > 5000) {
 			last_log = now;
@@ -285,8 +289,7 @@ static bool job_submit(struct fetch_daemon *d, struct fetch_job *job, int *ret_e
 	x->next_answer = 0;
 	x->started_us = util_now_us();
 	x->first_byte_us = 0;
-	x->write_failed = false;
-	x->stage_err = 0;
+	x->write_err = 0;
 	stage_take(d, x);
 	if (!d->reader) {
 		*ret_err = -EIO; /* no registry client: nothing can be fetched */

@@ -17,6 +17,7 @@ import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -202,6 +203,44 @@ def test_image_larger_than_cache_fs_full_disk_fails_reads_then_recovers(small_ca
     assert child_read(mp + "/data/r0.bin") == r0
     lazy.umount(mp)
     lazy.assert_nothing_left()
+
+
+def test_a_write_refused_mid_transfer_is_never_claimed(small_cache, big, faultproxy):
+    """The cache disk is full for a moment while a job's bytes arrive slowly, and has room
+    again before the job ends: what the disk refused between the job's pieces must not count
+    as present once later pieces are written (those blocks are holes: zeros). The read gets
+    the right bytes or an error, a read afterwards is right, and every block the persisted
+    bitmap claims holds the registry's bytes."""
+    lazy, fs = small_cache
+    faultproxy.add("slow", path=r"/blobs/", count=None, rate=256 * 1024)
+    mp = lazy.mount(faultproxy.ref("trust/big", "v1"), opts="insecure,timeout=60")
+    r2 = expected(big["tree"], "/data/r2.bin")
+    got = []
+
+    def read():
+        try:
+            got.append(child_read(mp + "/data/r2.bin", 0, 2 * MiB))
+        except OSError as e:
+            got.append(e.errno)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    # The file's first window (1 MiB) arrives over 4 s, written 16 KiB at a time (a stage of
+    # up to 256 KiB, written out at each round of the engine): the disk is full for a moment
+    # inside the second stage, then has room again.
+    time.sleep(1.5)
+    fs.fill()
+    time.sleep(0.3)
+    fs.unfill()
+    reader.join(120)
+    assert not reader.is_alive()
+    assert got[0] in (errno.EIO, errno.ENOSPC) or got[0] == r2[:2 * MiB], \
+        "wrong bytes from a read while the disk was full"
+    faultproxy.clear()
+    assert child_read(mp + "/data/r2.bin") == r2
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+    assert check_claims(fs.cache, big["digest"], big["blob"]) > 0
 
 
 def _try_read(path, off, n):

@@ -14,6 +14,8 @@ skipping the first `skip` matches:
   stall    send nothing for `seconds` (or, with `after=N`, stop mid-body after N bytes for
            `seconds`), then close
   delay    wait `seconds`, then forward normally (latency)
+  slow     forward normally, the body at `rate` bytes a second (a slow link), in pieces of
+           `piece` bytes (16 KiB)
   reset    send `after` bytes of the body, then reset the connection (RST)
   short    send `after` bytes of the body although Content-Length promised more, then close
   hook     call `fn(seen)` (a test's callback), then forward normally; with
@@ -71,7 +73,8 @@ class Seen:
 
 class Fault:
     def __init__(self, kind, path=".*", method=None, count=1, skip=0, **params):
-        if kind not in ("status", "drop", "stall", "delay", "hook", "reset", "short", "corrupt"):
+        if kind not in ("status", "drop", "stall", "delay", "hook", "reset", "short", "corrupt",
+                        "slow"):
             raise ValueError(f"unknown fault kind {kind!r}")
         self.kind = kind
         self.path = re.compile(path)
@@ -453,12 +456,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
         kind = fault.kind if fault else None
         after = fault.params.get("after", 0) if fault else 0
+        piece = fault.params.get("piece", 16 * 1024) if kind == "slow" else CHUNK
         corrupter = _Corrupter(fault, resp.status, resp.headers) if kind == "corrupt" else None
         sent = 0
         complete = False
         try:
             while True:
-                data = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+                data = resp.read1(piece) if hasattr(resp, "read1") else resp.read(piece)
                 if not data:
                     resp.read()  # marks the response done so the connection can be reused
                     complete = True
@@ -475,6 +479,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 if data:
                     self._out(data, chunked_out)
                     sent += len(data)
+                    if kind == "slow":
+                        self.wfile.flush()
+                        self.proxy.sleep(len(data) / fault.params["rate"])
             if corrupter:
                 tail = corrupter.finish()
                 if tail:
