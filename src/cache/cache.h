@@ -224,7 +224,8 @@ int cache_entry_mark_bad(struct cache_entry *e);
 /* Unlink the files of an entry that was renamed aside (its last user is leaving). */
 void cache_entry_remove_aside(struct cache_entry *e);
 /* For a process sharing the entry with the one that changed it (a forked child): re-read the
- * header from disk, and when it says bad, take note that the files were set aside. */
+ * header and what the bitmap file claims from disk, and when the header says bad, take note
+ * that the files were set aside. */
 int cache_entry_reload(struct cache_entry *e);
 
 /* Whether the files are still as this entry left them: 0, or -ESTALE with *ret_why saying

@@ -97,6 +97,25 @@ static void entry_drop_bits(struct cache_entry *e)
 
 /* Load an existing entry; -EUCLEAN (or any error) means "rebuild". On failure the bits in
  * memory are zero again, as they were. */
+/* What the bitmap file claims, into e->persisted. */
+static int read_persisted(struct cache_entry *e)
+{
+	uint64_t bytes = cache_bitmap_bytes(e->hdr.size);
+	int r = util_pread_full(e->bitmap_fd, e->persisted, bytes, CACHE_BITMAP_OFFSET);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < bytes / 8; i++) {
+		uint64_t w = le64toh(e->persisted[i]);
+
+		/* Bits past the last block mean nothing; drop them so counts stay exact. */
+		if (i == e->present.nwords - 1 && e->present.nbits % 64)
+			w &= (UINT64_C(1) << (e->present.nbits % 64)) - 1;
+		e->persisted[i] = w;
+	}
+	return 0;
+}
+
 static int entry_load(struct cache_entry *e, const struct cache_open_params *p, const char *key,
 		      const char *bitmap_name)
 {
@@ -136,20 +155,12 @@ static int entry_load(struct cache_entry *e, const struct cache_open_params *p, 
 	if ((uint64_t)st.st_size != p->size)
 		return -EUCLEAN;
 	e->hdr = h;
-	r = util_pread_full(e->bitmap_fd, e->persisted, bytes, CACHE_BITMAP_OFFSET);
+	r = read_persisted(e);
 	if (r < 0) {
 		entry_drop_bits(e);
 		return r == -EIO ? -EUCLEAN : r;
 	}
-	for (size_t i = 0; i < e->present.nwords; i++) {
-		uint64_t w = le64toh(e->persisted[i]);
-
-		/* Bits past the last block mean nothing; drop them so counts stay exact. */
-		if (i == e->present.nwords - 1 && e->present.nbits % 64)
-			w &= (UINT64_C(1) << (e->present.nbits % 64)) - 1;
-		e->persisted[i] = w;
-		e->present.words[i] = w;
-	}
+	memcpy(e->present.words, e->persisted, e->present.nwords * 8);
 	if ((e->hdr.flags & CACHE_FLAG_COMPLETE) && !cache_entry_complete(e)) {
 		/* A header that claims more than the bits is not believed. */
 		e->hdr.flags &= ~(uint32_t)(CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED);
@@ -721,7 +732,13 @@ int cache_entry_reload(struct cache_entry *e)
 			 e->owner_pid);
 		note_aside(e);
 	}
-	return 0;
+	/* What the file claims now: the process that changed the entry flushed bits and
+	 * trimmed some away; a copy from before (the holder's, forked into a new worker) would
+	 * have the next flush write trimmed bits back (claims of punched holes). */
+	pthread_mutex_lock(&e->flush_lock);
+	r = read_persisted(e);
+	pthread_mutex_unlock(&e->flush_lock);
+	return r;
 }
 
 void cache_entry_remove_aside(struct cache_entry *e)

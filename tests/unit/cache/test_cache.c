@@ -486,6 +486,43 @@ static void test_entry_bad_never_reused(void **state)
 	cache_entry_free(e2);
 }
 
+static int clear_every_block(void *ctx, uint64_t *cleared)
+{
+	struct cache_entry *e = ctx;
+
+	for (size_t w = 0; w < e->present.nwords; w++)
+		cleared[w] |= cache_bitmap_clear_word(&e->present, w, ~UINT64_C(0));
+	return 0;
+}
+
+/* A new worker starts from the holder's copy of what the bitmap file claims, taken before its
+ * dead predecessor trimmed blocks away (and punched them): reloaded, its next flush claims
+ * only what is present, not the trimmed blocks again. */
+static void test_reload_forgets_what_a_sibling_trimmed(void **state)
+{
+	struct fixture *f = *state;
+	struct cache_entry *e = open_entry(f, dig1, 100000);
+	size_t words = e->present.nwords;
+	uint64_t stale[4], disk[4], blocks;
+
+	assert_true(words <= ARRAY_SIZE(stale));
+	cache_bitmap_set_range(&e->present, 0, e->present.nbits);
+	assert_true(cache_entry_flush(e, true) > 0);
+	memcpy(stale, e->persisted, words * 8); /* the holder's copy */
+	assert_int_equal(cache_entry_evict(e, clear_every_block, e, &blocks), 0);
+	assert_int_equal(blocks, e->present.nbits);
+	memcpy(e->persisted, stale, words * 8); /* the new worker's, forked from the holder */
+	assert_int_equal(cache_entry_reload(e), 0);
+	cache_bitmap_set_range(&e->present, 3, 1); /* fetched again */
+	assert_true(cache_entry_flush(e, true) >= 0);
+	assert_int_equal(pread(e->bitmap_fd, disk, words * 8, CACHE_BITMAP_OFFSET),
+			 (ssize_t)(words * 8));
+	assert_int_equal(le64toh(disk[0]), UINT64_C(1) << 3);
+	for (size_t w = 1; w < words; w++)
+		assert_int_equal(disk[w], 0);
+	cache_entry_free(e);
+}
+
 static void test_entry_refuses_bad_input(void **state)
 {
 	struct fixture *f = *state;
@@ -545,6 +582,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_entry_rebuild_on_damage, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_entry_bad_never_reused, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_entry_sweeps_aside_of_dead_holder, setup_dir,
+					    teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_reload_forgets_what_a_sibling_trimmed, setup_dir,
 					    teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_entry_refuses_bad_input, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_fs_name, setup_dir, teardown_dir),
