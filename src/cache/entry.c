@@ -97,6 +97,25 @@ static void entry_drop_bits(struct cache_entry *e)
 
 /* Load an existing entry; -EUCLEAN (or any error) means "rebuild". On failure the bits in
  * memory are zero again, as they were. */
+/* Take the data file's open-file lock. Every process of a daemon shares it (their fds on the
+ * file are one open file, forked), and the kernel drops it only as the last of them is
+ * closed, after that close was reported to notification marks. The processes of a killed
+ * daemon close their files as they exit, possibly after the entry's lock file is free: a
+ * daemon started at once waits here for that close, which its own mark would otherwise report
+ * as another process writing the file (and set the entry aside as bad). At most 2 s, and only
+ * a hint: the lock file is what keeps daemons apart. */
+static void hold_data_file(int fd)
+{
+	struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+
+	for (int i = 0; i < 200; i++) {
+		if (fcntl(fd, F_OFD_SETLK, &l) == 0 ||
+		    (errno != EAGAIN && errno != EACCES && errno != EINTR))
+			return;
+		usleep(10000);
+	}
+}
+
 /* What the bitmap file claims, into e->persisted. */
 static int read_persisted(struct cache_entry *e)
 {
@@ -152,6 +171,7 @@ static int entry_load(struct cache_entry *e, const struct cache_open_params *p, 
 	r = open_regular(e->dirfd, key, O_RDWR, &e->data_fd, &st);
 	if (r < 0)
 		return r;
+	hold_data_file(e->data_fd);
 	if ((uint64_t)st.st_size != p->size)
 		return -EUCLEAN;
 	e->hdr = h;
@@ -238,6 +258,7 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 	    openat(e->dirfd, key, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (e->data_fd < 0)
 		return -errno;
+	hold_data_file(e->data_fd);
 	r = cache_io_ftruncate(e->data_fd, p->size);
 	if (r < 0)
 		return r;

@@ -8,6 +8,7 @@ zeros; a new mount gets a fresh entry), and a bitmap header of another format ve
 The kill test runs LAZYEROFS_KILLS rounds (default 10; `LAZYEROFS_KILLS=100` for a stress
 run). Reads of lazy mounts go through child processes under a deadline (common.child_*)."""
 
+import ctypes
 import errno
 import hashlib
 import os
@@ -22,7 +23,7 @@ import time
 
 import pytest
 
-from common import child_hashes, child_read, kill_all, pid_alive, wait_until
+from common import BIN, child_hashes, child_read, kill_all, pid_alive, wait_until
 from lazymount import build_big_image
 from registry import MT_EROFS
 
@@ -341,6 +342,69 @@ def test_cache_file_changed_under_a_live_mount(lazy, big, how):
     lazy.assert_nothing_left(timeout=20)
     left = [n for n in os.listdir(os.path.join(lazy.cache, "sha256")) if ".bad-" in n]
     assert left == [], left
+
+
+def _pidfd_getfd(pid, fd):
+    """A dup of process pid's fd (pidfd_getfd(2): the same open file)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        got = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd
+        if got < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+        return got
+    finally:
+        os.close(pidfd)
+
+
+def test_a_mount_right_after_a_kill9_is_not_taken_for_tampering(lazy, big):
+    """The processes of a killed daemon close their write fd on the data file as they exit,
+    possibly after the entry's lock file is free: a daemon started at once must not take that
+    close for another process writing the file (it would set the entry aside as bad and fail
+    every read). Here the test holds a dup of the killed daemon's own fd on the data file
+    (the same open file, as a process still exiting would) and closes it while the next
+    mount starts: the next mount waits for that close, then reads right."""
+    mp = lazy.mount(big["ref"], opts="insecure")
+    r0 = expected(big["tree"], "/data/r0.bin")
+    assert child_read(mp + "/data/r0.bin", 0, MiB) == r0[:MiB]
+    st = lazy.status_of(mp)
+    holder, data = st["pid"], os.path.realpath(st["cache"])
+    fdnum = None
+    for fd in os.listdir(f"/proc/{holder}/fd"):
+        try:
+            if os.readlink(f"/proc/{holder}/fd/{fd}") != data:
+                continue
+            with open(f"/proc/{holder}/fdinfo/{fd}") as f:
+                flags = int(next(l for l in f if l.startswith("flags:")).split()[1], 8)
+        except OSError:
+            continue
+        if flags & os.O_ACCMODE == os.O_RDWR:
+            fdnum = int(fd)
+    assert fdnum is not None, "the daemon's write fd on its data file"
+    stolen = _pidfd_getfd(holder, fdnum)
+    try:
+        pids = [st["pid"], st["worker_pid"]]
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids) and
+                          not kill_all(lazy.daemon_pids(), signal.SIGKILL) and
+                          not lazy.daemon_pids(), 10), lazy.daemon_pids()
+        # The mount would now read zeros (fact 6): never read it, take it away.
+        if lazy.umount(mp, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", mp], check=True)
+        mp2 = lazy.mountpoint("m2")
+        mounting = subprocess.Popen([BIN, "mount", "-o", "insecure", big["ref"], mp2],
+                                    env=lazy.env, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+    finally:
+        os.close(stolen)
+    assert mounting.wait(timeout=60) == 0, mounting.stderr.read()
+    assert child_read(mp2 + "/data/r0.bin") == r0
+    st2 = lazy.status_of(mp2)
+    assert st2["state"] != "bad", st2
+    assert "tamper" not in lazy.log() and "opened for writing" not in lazy.log()
+    lazy.umount(mp2)
+    lazy.assert_nothing_left()
 
 
 # --- D: SIGKILL of the daemon during fills ---------------------------------------------------
