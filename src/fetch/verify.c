@@ -158,10 +158,12 @@ static void *verifier(void *arg)
 			 r >= 0 ? "; fanotify mark removed" : "");
 		return NULL;
 	}
-	log_error("digest mismatch for the cache entry: expected %s, got %s; the entry is marked "
-		  "bad and set aside, new mounts fetch a fresh copy",
+	/* Which bytes are wrong is not known: none of them is served any more. */
+	log_error("digest mismatch for the cache entry: expected %s, got %s; reads of its mounts "
+		  "now fail with EIO (unmount them: what they read may be wrong); the entry is set "
+		  "aside as bad, new mounts fetch a fresh copy",
 		  d->cfg.blob.digest, got);
-	set_bad(d, false);
+	set_bad(d, true);
 	pthread_mutex_unlock(&d->flush_mutex);
 	return NULL;
 }

@@ -357,7 +357,7 @@ def _pidfd_getfd(pid, fd):
         os.close(pidfd)
 
 
-def test_a_mount_right_after_a_kill9_is_not_taken_for_tampering(lazy, big):
+def test_a_mount_right_after_its_daemon_was_killed_is_not_taken_for_tampering(lazy, big):
     """The processes of a killed daemon close their write fd on the data file as they exit,
     possibly after the entry's lock file is free: a daemon started at once must not take that
     close for another process writing the file (it would set the entry aside as bad and fail

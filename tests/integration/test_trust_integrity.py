@@ -4,8 +4,10 @@ cache entry of its own; a later mount of the same digest over TLS never reads it
 `status` says what each mount's bytes are checked against (`integrity`: verified, tls or
 insecure), with `state` `lost` once no daemon answers for a mount."""
 
+import errno
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -60,6 +62,43 @@ def test_verified_entry_says_verified(lazy, registry, image):
     st = wait_until(lambda: (lambda s: s if s["state"] == "verified" else None)(
         lazy.status_of(mp)), 60)
     assert st and st["integrity"] == "verified", lazy.status_of(mp)
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_a_digest_mismatch_fails_the_reads_of_live_mounts(lazy, registry, faultproxy,
+                                                          tmp_path):
+    """The whole image arrived and does not hash to its digest (the proxy flips one byte of a
+    file): which bytes are wrong is not known, so no read of the live mount is served any more
+    (EIO), and the log says so; a new mount fetches a fresh copy."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = os.urandom(256 * 1024)
+    (tree / "f.bin").write_bytes(data)
+    path = str(tmp_path / "m.erofs")
+    subprocess.run(["mkfs.erofs", "-T0", path, str(tree)], check=True, capture_output=True)
+    registry.client.push_image("trust/mismatch", "v1", [(path, MT_EROFS)])
+    at = open(path, "rb").read().find(data[:4096])
+    assert at > 0, "the file's bytes in the image (stored plain)"
+    faultproxy.add("corrupt", path="/blobs/sha256:", method="GET", range=".", count=None,
+                   offsets=[at + 100])
+    mp = lazy.mount(faultproxy.ref("trust/mismatch", "v1"), opts="insecure,prefetch=all")
+    st = wait_until(lambda: (lambda s: s if s["state"] == "bad" else None)(
+        lazy.status_of(mp)), 60)
+    assert st, lazy.status_of(mp)
+    try:
+        got = child_read(mp + "/f.bin")
+    except OSError as e:
+        assert e.errno == errno.EIO, e
+    else:
+        raise AssertionError("a read of a mount whose image failed its digest was served "
+                             f"({'wrong' if got != data else 'right'} bytes)")
+    assert "digest mismatch" in lazy.log() and "fail with EIO" in lazy.log()
+    faultproxy.clear()
+    mp2 = lazy.mount(registry.ref("trust/mismatch", "v1"), mp=lazy.mountpoint("m2"),
+                     opts="insecure")
+    assert child_read(mp2 + "/f.bin") == data
+    lazy.umount(mp2)
     lazy.umount(mp)
     lazy.assert_nothing_left()
 
