@@ -327,10 +327,30 @@ static int entry_create(struct cache_entry *e, const struct cache_open_params *p
 	return 0;
 }
 
-/* Remove the files a bad entry's holder set aside ("<key>.bad-<pid>", ".bitmap", ".lock")
- * when that holder is gone: it removes them itself when it leaves, but not when it was killed.
- * A mount still using such a data file keeps its inode; a live pid (ours, or one reused) keeps
- * its files. Called with the entry's lock held. */
+/* Does a daemon still use the files set aside as "<group>", "<group>.bitmap", "<group>.lock"?
+ * It holds the lock file's lock as long as it lives, whichever of its processes is left: the
+ * pid in the name is only the first holder's (a replacement holder has another, and a pid may
+ * be reused). */
+static bool aside_in_use(int dirfd, const char *group, size_t len)
+{
+	char name[CACHE_KEY_LEN + 64];
+	bool busy;
+	int fd;
+
+	if (snprintf(name, sizeof(name), "%.*s.lock", (int)len, group) >= (int)sizeof(name))
+		return true;
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return false; /* no lock file: nobody can hold it */
+	busy = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+	close(fd);
+	return busy;
+}
+
+/* Remove the files a bad entry's daemon set aside ("<key>.bad-<pid>", ".bitmap", ".lock")
+ * once no daemon holds their lock: it removes them itself when it leaves, but not when it was
+ * killed. A mount still using such a data file keeps its inode. Called with the entry's lock
+ * held. */
 static void sweep_aside(int dirfd, const char *key)
 {
 	size_t klen = strlen(key);
@@ -359,10 +379,10 @@ static void sweep_aside(int dirfd, const char *key)
 		if (errno || end == tail || pid <= 0 || pid > INT32_MAX ||
 		    (*end && strcmp(end, ".bitmap") && strcmp(end, ".lock")))
 			continue;
-		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+		if (aside_in_use(dirfd, de->d_name, (size_t)(end - de->d_name)))
 			continue;
 		if (unlinkat(dirfd, de->d_name, 0) == 0)
-			log_debug("removed '%s', left by a bad entry's holder that is gone",
+			log_debug("removed '%s', left by a bad entry's daemon that is gone",
 				  de->d_name);
 	}
 	closedir(d);

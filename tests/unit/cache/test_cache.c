@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -387,33 +388,44 @@ static void test_entry_rebuild_on_damage(void **state)
 	cache_entry_free(e);
 }
 
-/* Files a killed holder set aside are removed by the next open of the entry; a live
- * holder's, another key's and unrelated names stay. */
+/* Files a killed daemon set aside are removed by the next open of the entry; those whose lock
+ * a daemon still holds stay, whatever the pid in their name (a replacement holder's daemon is
+ * named after the first, dead one), as do another key's and unrelated names. */
 static void test_entry_sweeps_aside_of_dead_holder(void **state)
 {
 	static const char key2[] =
 	    "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 	struct fixture *f = *state;
 	char dead[CACHE_KEY_LEN + 48], alive[CACHE_KEY_LEN + 48], other[CACHE_KEY_LEN + 48];
-	char name[CACHE_KEY_LEN + 64];
-	const char *const keep[] = {alive, other, name};
+	char name[CACHE_KEY_LEN + 64], alive_files[3][CACHE_KEY_LEN + 64];
+	const char *const keep[] = {alive_files[0], alive_files[1], alive_files[2], other, name};
 	const char *const sfx[] = {"", ".bitmap", ".lock"};
 	struct cache_entry *e;
 	struct stat st;
-	pid_t pid = fork();
+	int held;
+	pid_t pid = fork(), pid2;
 
 	assert_true(pid >= 0);
 	if (pid == 0)
 		_exit(0);
 	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	pid2 = fork();
+	assert_true(pid2 >= 0);
+	if (pid2 == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid2, NULL, 0), pid2);
 	snprintf(dead, sizeof(dead), "%s.bad-%d", key1, (int)pid);
-	snprintf(alive, sizeof(alive), "%s.bad-%d", key1, (int)getpid());
+	snprintf(alive, sizeof(alive), "%s.bad-%d", key1, (int)pid2); /* dead pid, lock held */
 	snprintf(other, sizeof(other), "%s.bad-%d", key2, (int)pid);
 	for (size_t i = 0; i < ARRAY_SIZE(sfx); i++) {
 		snprintf(name, sizeof(name), "%s%s", dead, sfx[i]);
 		close(openat(f->dirfd, name, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+		snprintf(alive_files[i], sizeof(alive_files[i]), "%s%s", alive, sfx[i]);
+		close(openat(f->dirfd, alive_files[i], O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
 	}
-	close(openat(f->dirfd, alive, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+	held = openat(f->dirfd, alive_files[2], O_RDONLY | O_CLOEXEC);
+	assert_true(held >= 0);
+	assert_int_equal(flock(held, LOCK_EX | LOCK_NB), 0);
 	close(openat(f->dirfd, other, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
 	snprintf(name, sizeof(name), "%s.bad-%d.old", key1, (int)pid);
 	close(openat(f->dirfd, name, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
@@ -427,6 +439,12 @@ static void test_entry_sweeps_aside_of_dead_holder(void **state)
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(keep); i++)
 		assert_int_equal(fstatat(f->dirfd, keep[i], &st, 0), 0);
+	cache_entry_free(e);
+	/* Its daemon gone (the lock dropped), the next open removes them too. */
+	close(held);
+	e = open_entry(f, NULL, 100000);
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(fstatat(f->dirfd, alive_files[i], &st, 0), -1);
 	cache_entry_free(e);
 }
 
