@@ -453,17 +453,27 @@ void fetch_status_parse(json_t *reply, struct fetch_status *ret)
 
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret)
 {
-	return fetch_status_before_mount(h, ret, false);
+	return fetch_status_before_mount(h, ret, -1, NULL);
 }
 
-int fetch_status_before_mount(struct fetch_handle *h, struct fetch_status *ret, bool mount)
+int fetch_status_before_mount(struct fetch_handle *h, struct fetch_status *ret, int data_fd,
+			      struct util_error *err)
 {
 	_cleanup_json_ json_t *req = json_pack("{s:s}", "op", "status"), *reply = NULL;
+	struct stat st;
 	int r;
 
-	if (!req || (mount && json_object_set_new(req, "before_mount", json_true()) < 0))
+	if (!req)
 		return -ENOMEM;
-	r = call(h, req, -1, &reply, NULL);
+	if (data_fd >= 0) {
+		if (fstat(data_fd, &st) < 0)
+			return -errno;
+		if (json_object_set_new(req, "before_mount", json_true()) < 0 ||
+		    json_object_set_new(req, "dev", json_integer((json_int_t)st.st_dev)) < 0 ||
+		    json_object_set_new(req, "ino", json_integer((json_int_t)st.st_ino)) < 0)
+			return -ENOMEM;
+	}
+	r = call(h, req, -1, &reply, err);
 	if (r < 0)
 		return r;
 	fetch_status_parse(reply, ret);

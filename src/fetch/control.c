@@ -324,6 +324,46 @@ static int do_attach(struct conn *c, json_t *req, int fd)
 	}
 }
 
+static int reply_status(struct conn *c)
+{
+	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
+
+	if (!o)
+		return -ENOMEM;
+	fetch_fill_status(c->d, o);
+	return fetch_proto_send(c->fd, o, -1);
+}
+
+/* A mount asks its status with before_mount right before the kernel mounts the entry, naming
+ * the file it is about to mount (dev, ino). The daemon must be out of its caller's cgroup by
+ * then, or a stop of the caller's unit in between would kill it under a live mount, whose reads
+ * then get zeros (DESIGN fact 6); and the file must be this daemon's, still good: one set aside
+ * meanwhile (bad) and a fresh entry made under its name would be mounted without the metadata
+ * the walk made present. Returns 0 to go on, > 0 when refused (answered), < 0 on failure. */
+static int before_mount(struct conn *c, json_t *req)
+{
+	struct fetch_daemon *d = c->d;
+	uint64_t dev = 0, ino = 0;
+	struct stat st;
+	int r;
+
+	if (!json_is_true(json_object_get(req, "before_mount")))
+		return 0;
+	fetch_left_caller_cgroup(d);
+	if (util_json_get_u64(req, "dev", &dev) < 0 || util_json_get_u64(req, "ino", &ino) < 0)
+		r = fetch_reply_error(c->fd, EBADMSG, "status before a mount: no dev and ino");
+	else if (fstat(d->entry->data_fd, &st) < 0 || (uint64_t)st.st_dev != dev ||
+		 (uint64_t)st.st_ino != ino)
+		r = fetch_reply_error(c->fd, ESTALE,
+				      "the cache file to mount is not this daemon's any more "
+				      "(set aside or replaced meanwhile)");
+	else if (SH_LOAD(d->sh->state) == FETCH_STATE_BAD || cache_entry_broken(d->entry))
+		r = fetch_reply_error(c->fd, ESTALE, "the cache entry was set aside as bad");
+	else
+		return 0;
+	return r < 0 ? r : 1;
+}
+
 static int do_detach(struct conn *c, json_t *req)
 {
 	struct fetch_daemon *d = c->d;
@@ -413,17 +453,9 @@ static void *conn_thread(void *arg)
 			pthread_mutex_unlock(&d->lock);
 			r = reply_hello(c);
 		} else if (!strcmp(op, "status")) {
-			_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
-
-			/* A mount asks right before the kernel mounts the entry: the daemon must
-			 * be out of its caller's cgroup by then, or a stop of the caller's unit
-			 * in between would kill it under a live mount, whose reads then get
-			 * zeros (DESIGN fact 6). */
-			if (json_is_true(json_object_get(req, "before_mount")))
-				fetch_left_caller_cgroup(d);
-			if (o)
-				fetch_fill_status(d, o);
-			r = o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
+			r = before_mount(c, req);
+			if (r == 0)
+				r = reply_status(c);
 		} else if (!strcmp(op, "ensure")) {
 			r = do_ensure(c, req);
 		} else if (!strcmp(op, "data_fd")) {

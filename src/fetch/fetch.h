@@ -220,9 +220,12 @@ struct fetch_status {
 	char trim_blocked[160];	  /* ... else why not */
 };
 int fetch_status(struct fetch_handle *h, struct fetch_status *ret);
-/* The same, asked right before the kernel mounts the entry: the reply comes once the daemon
- * is ready to serve a mount (out of its caller's cgroup). */
-int fetch_status_before_mount(struct fetch_handle *h, struct fetch_status *ret, bool mount);
+/* The same, asked right before the kernel mounts the entry, whose data file is open at data_fd
+ * (-1: a plain status): the reply comes once the daemon is ready to serve a mount (out of its
+ * caller's cgroup), and is an error (err says why) unless data_fd is the daemon's own data
+ * file, in an entry still good. */
+int fetch_status_before_mount(struct fetch_handle *h, struct fetch_status *ret, int data_fd,
+			      struct util_error *err);
 /* The keys of s's measurements (retries, failures by kind and, with has_latency, the latency
  * histogram) as the status reply carries them: "retries", "failures" {kind: count},
  * "latency_bounds_us" [...], "latency_buckets" [...] (not cumulative) and "latency_sum_us".

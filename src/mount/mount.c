@@ -66,9 +66,10 @@ DEFINE_CLEANUP_FUNC(struct mount_profile, mount_profile_free);
 
 /* Tell the daemon what the kernel reads without events (the walk's extents, the superblock's
  * block and a metadata zone fetched whole): it never trims those while mounts use the entry.
- * Best effort: a daemon without the request simply never trims. */
-static void pin_metadata(struct fetch_handle *h, struct util_extents *ext, uint64_t size,
-			 uint64_t zone_offset)
+ * The daemon may trim the entry once some of them arrived, so a pin that failed part-way
+ * fails the mount: its metadata could otherwise be trimmed from under it (zeros). */
+static int pin_metadata(struct fetch_handle *h, struct util_extents *ext, uint64_t size,
+			uint64_t zone_offset, struct util_error *err)
 {
 	struct util_error perr = UTIL_ERROR_INIT;
 	struct util_extent zone;
@@ -82,8 +83,9 @@ static void pin_metadata(struct fetch_handle *h, struct util_extents *ext, uint6
 		r = fetch_pin(h, ext->v, ext->n, &perr);
 	}
 	if (r < 0)
-		log_debug("the daemon has no metadata map (%s): it will not trim the entry",
-			  util_err_msg(&perr, r));
+		return util_err_set(err, r, "telling the fetch daemon the image's metadata: %s",
+				    util_err_msg(&perr, r));
+	return 0;
 }
 
 /* The image's metadata map (oci.h) into v, when there is one that can be used: a map that
@@ -266,7 +268,11 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 	}
 	if (r >= 0) {
 		res->walk_ranges = ext.n;
-		pin_metadata(h, &ext, size, res->zone_bytes ? info.meta_offset : 0);
+		r = pin_metadata(h, &ext, size, res->zone_bytes ? info.meta_offset : 0, err);
+		if (r < 0) {
+			util_extents_free(&ext);
+			return r;
+		}
 	}
 	util_extents_free(&ext);
 	if (r < 0) {
@@ -493,12 +499,17 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = open_data_file(h->data_path, &data_fd, err);
 	if (r < 0)
 		goto undo;
-	/* The daemon must be ready for a mount (out of this command's cgroup) before the
-	 * kernel mounts the entry. */
-	r = fetch_status_before_mount(h, &ready, true);
-	if (r < 0) {
-		util_err_set(err, r, "asking the fetch daemon before mounting: %s", strerror(-r));
-		goto undo;
+	/* The daemon must be ready for a mount (out of this command's cgroup), and the file
+	 * opened the daemon's own, before the kernel mounts it. */
+	{
+		struct util_error serr = UTIL_ERROR_INIT;
+
+		r = fetch_status_before_mount(h, &ready, data_fd, &serr);
+		if (r < 0) {
+			util_err_set(err, r, "the fetch daemon refused the mount: %s; mount again",
+				     util_err_msg(&serr, r));
+			goto undo;
+		}
 	}
 	/* By path: mountinfo shows it, and the daemon finds its superblocks by it. The path
 	 * must still name the file checked above once the kernel has opened it. */

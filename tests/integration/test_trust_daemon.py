@@ -20,6 +20,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -352,6 +353,32 @@ def test_the_daemon_leaves_the_callers_cgroup_before_the_kernel_mount(lazy, regi
         if is_mounted(mp):
             lazy.umount(mp, check=False)
         wait_until(lambda: _rmdir(cg), 10)
+    lazy.assert_nothing_left()
+
+
+def test_the_daemon_refuses_a_mount_of_a_file_not_its_own(lazy, registry, big):
+    """Right before the kernel mount the mount command names the file it opened by path: the
+    daemon answers only for its own data file, in an entry still good (one set aside and
+    replaced meanwhile would be mounted without the metadata the walk made present)."""
+    repo, _ = big
+    mp = lazy.mount(registry.ref(repo, "v1"))
+    st = next(s for s in lazy.states() if s["mountpoint"] == mp)  # its state file
+    own = os.stat(st["cache"])
+
+    def ask(extra):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(st["socket"])
+            s.sendall(json.dumps({"op": "status", "before_mount": True, **extra}).encode()
+                      + b"\n")
+            return json.loads(s.makefile().readline())
+
+    assert ask({"dev": own.st_dev, "ino": own.st_ino})["ok"] is True
+    other = ask({"dev": own.st_dev, "ino": own.st_ino + 1})
+    assert other["ok"] is False and other["errno"] == errno.ESTALE, other
+    assert "not this daemon's" in other["error"], other
+    assert ask({})["errno"] == errno.EBADMSG
+    lazy.umount(mp)
     lazy.assert_nothing_left()
 
 
