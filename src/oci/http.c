@@ -119,6 +119,8 @@ size_t oci_resp_header_cb(char *buf, size_t size, size_t n, void *userdata)
 		set_field(r->range, sizeof(r->range), value, vl, &ov);
 	else if (oci_span_eq(name, nl, "Accept-Ranges"))
 		set_field(r->accept_ranges, sizeof(r->accept_ranges), value, vl, &ov);
+	else if (oci_span_eq(name, nl, "Content-Encoding"))
+		set_field(r->content_encoding, sizeof(r->content_encoding), value, vl, &ov);
 	else if (oci_span_eq(name, nl, "Content-Length")) {
 		uint64_t v = 0;
 		size_t i;

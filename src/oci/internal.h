@@ -50,6 +50,7 @@ struct oci_resp {
 	char docker_digest[128];
 	char range[64];
 	char accept_ranges[32];
+	char content_encoding[64];
 	char link[2048];       /* Link (pagination), several joined by ", " */
 	char oci_subject[128]; /* OCI-Subject: the registry processed a manifest's subject */
 	uint64_t content_length;

@@ -144,6 +144,7 @@ int oci_multipart_feed(struct oci_multipart *m, const uint8_t *buf, size_t len, 
 	while (len) {
 		const uint8_t *nl;
 		size_t take;
+		bool cr;
 
 		switch (m->state) {
 		case MP_FAILED:
@@ -151,11 +152,20 @@ int oci_multipart_feed(struct oci_multipart *m, const uint8_t *buf, size_t len, 
 		case MP_END:
 			return 0; /* the epilogue is ignored */
 		case MP_DATA:
-			take = len < m->remaining ? len : (size_t)m->remaining;
-			r = fn(ctx, m->offset, buf, take);
-			if (r < 0) {
-				m->state = MP_FAILED;
-				return r;
+			if (m->remaining > 2) {
+				/* all but the part's last two bytes: passed on at once */
+				take = len < m->remaining - 2 ? len : (size_t)(m->remaining - 2);
+				r = fn(ctx, m->offset, buf, take);
+				if (r < 0) {
+					m->state = MP_FAILED;
+					return r;
+				}
+			} else {
+				take = len < m->remaining ? len : (size_t)m->remaining;
+				if (!m->nhold)
+					m->hold_offset = m->offset;
+				memcpy(m->hold + m->nhold, buf, take);
+				m->nhold += take;
 			}
 			m->offset += take;
 			m->remaining -= take;
@@ -164,6 +174,7 @@ int oci_multipart_feed(struct oci_multipart *m, const uint8_t *buf, size_t len, 
 			if (m->remaining == 0) {
 				m->state = MP_AFTER_DATA;
 				m->header_bytes = 0;
+				m->need_crlf = true;
 			}
 			continue;
 		default:
@@ -181,8 +192,22 @@ int oci_multipart_feed(struct oci_multipart *m, const uint8_t *buf, size_t len, 
 		len -= take + 1;
 		take = m->line_len;
 		m->line_len = 0;
-		if (take && m->line[take - 1] == '\r')
+		cr = take && m->line[take - 1] == '\r';
+		if (cr)
 			take--;
+		if (m->state == MP_AFTER_DATA && m->need_crlf) {
+			/* exactly the CRLF that ends a payload: then its last bytes are right */
+			if (take || !cr)
+				return fail(m);
+			m->need_crlf = false;
+			r = m->nhold ? fn(ctx, m->hold_offset, m->hold, m->nhold) : 0;
+			m->nhold = 0;
+			if (r < 0) {
+				m->state = MP_FAILED;
+				return r;
+			}
+			continue;
+		}
 		r = process_line(m, m->line, take);
 		if (r < 0)
 			return r;

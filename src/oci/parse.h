@@ -95,6 +95,13 @@ struct oci_multipart {
 	uint64_t remaining;          /* payload bytes left in the current part */
 	uint64_t blob_total;         /* first part's total, UINT64_MAX until known or "*" */
 	uint64_t parts;
+	/* A part's last two payload bytes, passed on once the CRLF after them is seen: a part
+	 * shorter than its Content-Range says would otherwise have that CRLF (or the delimiter)
+	 * passed on as payload. */
+	uint8_t hold[2];
+	size_t nhold;
+	uint64_t hold_offset;
+	bool need_crlf; /* the payload's CRLF comes next */
 };
 
 /* boundary as from oci_content_type_boundary(); -EINVAL when empty or too long. */

@@ -245,6 +245,9 @@ static int start(struct rreq *q)
 	    (c->cond_range && !oci_slist_add(&q->hdrs, "%s", c->cond_range)))
 		return -ENOMEM;
 
+	/* A handle goes to several hosts in its life (mirrors, the registry): nothing of the
+	 * last one's (its proxy, its CA) may stay. */
+	curl_easy_reset(e);
 	oci_easy_setup(c, h, e, kr->deadline);
 	/* Blob bytes go over HTTP/1.1, one connection per transfer in flight: measured against
 	 * the distribution registry over TLS on loopback, HTTP/2 (one TCP connection, 16 KiB

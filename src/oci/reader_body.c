@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "oci/reader.h"
 #include "util/strutil.h"
@@ -84,6 +85,16 @@ static void classify(struct rreq *q)
 	struct oci_host *h = &c->hosts[q->host];
 	long st = q->resp.status;
 
+	/* Bytes a proxy compressed on the way (no Accept-Encoding is sent, but a hosts.toml
+	 * header may ask for one) are not the blob's at the offsets they are labelled with. */
+	if ((st == 200 || st == 206) && q->resp.content_encoding[0] &&
+	    strcasecmp(q->resp.content_encoding, "identity") != 0) {
+		fail_cb(q, -EBADMSG, false,
+			"the server sent the blob's bytes encoded (Content-Encoding: %.40s); "
+			"they cannot be used",
+			q->resp.content_encoding);
+		return;
+	}
 	if (st == 206) {
 		/* Ranges honoured (again: a pull-through cache that answered 200 while it had
 		 * not cached the blob answers 206 once it has). */
@@ -100,6 +111,8 @@ static void classify(struct rreq *q)
 				return;
 			}
 			oci_multipart_init(&q->mp, boundary);
+			if (c->blob.size)
+				q->mp.blob_total = c->blob.size; /* each part's total must say so */
 			q->mode = BODY_MULTI;
 			return;
 		}
@@ -124,6 +137,12 @@ static void classify(struct rreq *q)
 				(unsigned long long)t, (unsigned long long)c->blob.size);
 			return;
 		}
+		if (q->resp.has_content_length && q->resp.content_length != l - f + 1) {
+			fail_cb(q, -EBADMSG, true,
+				"HTTP 206 of %llu bytes for the Content-Range '%.100s'",
+				(unsigned long long)q->resp.content_length, q->resp.content_range);
+			return;
+		}
 		q->mode = BODY_SINGLE;
 		q->pos = f;
 		q->end = l + 1;
@@ -132,6 +151,19 @@ static void classify(struct rreq *q)
 	if (st == 200) {
 		if (stale_reply(q, q->resp.has_content_length ? q->resp.content_length : UINT64_MAX)) {
 			fail_cb(q, -ESTALE, false, "the object changed on the server");
+			return;
+		}
+		/* Taken as the whole blob from its first byte only when it says it is: a login
+		 * or error page sent with 200, or a slice without 206, would otherwise be
+		 * written over the blob's first bytes. */
+		if (!q->resp.has_content_length || q->resp.content_range[0] ||
+		    (c->blob.size && q->resp.content_length != c->blob.size)) {
+			fail_cb(q, -EBADMSG, false,
+				"HTTP 200 to a range request that is not the whole blob (%s%llu bytes, "
+				"the blob %llu)",
+				q->resp.has_content_length ? "" : "no length; ",
+				(unsigned long long)q->resp.content_length,
+				(unsigned long long)c->blob.size);
 			return;
 		}
 		atomic_store(&h->ranges_ignored, true);

@@ -344,6 +344,27 @@ def test_cache_file_changed_under_a_live_mount(lazy, big, how):
     assert left == [], left
 
 
+def test_a_page_sent_with_200_for_a_range_is_never_taken_for_the_blob(lazy, big, faultproxy):
+    """A server (a web UI behind a mirror's address, a login page) answers blob ranges with
+    200 and a page of its own: not the whole blob, so its bytes must not be written as the
+    blob's first bytes (the superblock). The mount fails and says why; once the server
+    answers right, a mount works and every block the bitmap claims holds the registry's
+    bytes."""
+    faultproxy.add("status", path=r"/blobs/", method="GET", count=None, code=200,
+                   body="<html><body>Sign in</body></html>" * 300)
+    mp, r = lazy.mount(faultproxy.ref("trust/big", "v1"), opts="insecure,timeout=10",
+                       check=False)
+    assert r.returncode != 0, r.stderr
+    assert "not the whole blob" in lazy.log()
+    lazy.assert_nothing_left()
+    faultproxy.clear()
+    mp = lazy.mount(faultproxy.ref("trust/big", "v1"), opts="insecure")
+    assert child_read(mp + "/data/r1.bin") == expected(big["tree"], "/data/r1.bin")
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+    assert check_claims(lazy.cache, big["digest"], big["blob"]) > 0
+
+
 def _pidfd_getfd(pid, fd):
     """A dup of process pid's fd (pidfd_getfd(2): the same open file)."""
     libc = ctypes.CDLL(None, use_errno=True)

@@ -116,7 +116,7 @@ static void test_multipart_every_split(void **state)
 static void test_multipart_payload_looks_like_boundary(void **state)
 {
 	/* The payload holds the delimiter text itself: it is counted, never scanned. */
-	const char *body = "--b\r\nContent-Range: bytes 10-19/4096\r\n\r\n\r\n--b--\r\n\r\n--b--\r\n";
+	const char *body = "--b\r\nContent-Range: bytes 10-19/4096\r\n\r\n\r\n--b--\r\n\r\r\n--b--\r\n";
 	struct oci_multipart m;
 	struct collected c = { 0 };
 
@@ -142,6 +142,11 @@ static void test_multipart_bad(void **state)
 		"--b\r\nContent-Range: bytes 5-1/10\r\n\r\nab\r\n--b--\r\n",
 		/* a header line without a colon */
 		"--b\r\nContent-Range bytes 0-1/10\r\n\r\nab\r\n--b--\r\n",
+		/* a payload a byte short of its Content-Range: the CR before the delimiter would
+		 * be taken as its last byte */
+		"--b\r\nContent-Range: bytes 0-3/10\r\n\r\nabc\r\n--b--\r\n",
+		/* two bytes short: the CRLF would be */
+		"--b\r\nContent-Range: bytes 0-3/10\r\n\r\nab\r\n--b--\r\n",
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -154,6 +159,9 @@ static void test_multipart_bad(void **state)
 			fail_msg("case %zu accepted", i);
 		/* stays failed */
 		assert_int_equal(oci_multipart_feed(&m, (const uint8_t *)"x", 1, collect, &c), -EBADMSG);
+		/* a part's last two bytes are passed on only after the CRLF that ends it */
+		if (i >= 6)
+			assert_int_equal(c.seen[2] | c.seen[3], 0);
 	}
 }
 
