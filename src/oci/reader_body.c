@@ -158,12 +158,13 @@ static void classify(struct rreq *q)
 		 * written over the blob's first bytes. */
 		if (!q->resp.has_content_length || q->resp.content_range[0] ||
 		    (c->blob.size && q->resp.content_length != c->blob.size)) {
-			fail_cb(q, -EBADMSG, false,
-				"HTTP 200 to a range request that is not the whole blob (%s%llu bytes, "
-				"the blob %llu)",
-				q->resp.has_content_length ? "" : "no length; ",
-				(unsigned long long)q->resp.content_length,
-				(unsigned long long)c->blob.size);
+			fail_cb(
+			    q, -EBADMSG, false,
+			    "HTTP 200 to a range request that is not the whole blob (%s%llu bytes, "
+			    "the blob %llu)",
+			    q->resp.has_content_length ? "" : "no length; ",
+			    (unsigned long long)q->resp.content_length,
+			    (unsigned long long)c->blob.size);
 			return;
 		}
 		atomic_store(&h->ranges_ignored, true);

@@ -116,7 +116,8 @@ static void test_multipart_every_split(void **state)
 static void test_multipart_payload_looks_like_boundary(void **state)
 {
 	/* The payload holds the delimiter text itself: it is counted, never scanned. */
-	const char *body = "--b\r\nContent-Range: bytes 10-19/4096\r\n\r\n\r\n--b--\r\n\r\r\n--b--\r\n";
+	const char *body =
+	    "--b\r\nContent-Range: bytes 10-19/4096\r\n\r\n\r\n--b--\r\n\r\r\n--b--\r\n";
 	struct oci_multipart m;
 	struct collected c = { 0 };
 
@@ -129,24 +130,26 @@ static void test_multipart_payload_looks_like_boundary(void **state)
 static void test_multipart_bad(void **state)
 {
 	static const char *const bad[] = {
-		/* no Content-Range */
-		"--b\r\nContent-Type: x\r\n\r\nabc\r\n--b--\r\n",
-		/* two Content-Ranges */
-		"--b\r\nContent-Range: bytes 0-1/10\r\nContent-Range: bytes 0-1/10\r\n\r\nab\r\n--b--\r\n",
-		/* garbage where the next delimiter belongs */
-		"--b\r\nContent-Range: bytes 0-1/10\r\n\r\nabXX\r\n--b--\r\n",
-		/* totals disagree */
-		"--b\r\nContent-Range: bytes 0-0/10\r\n\r\na\r\n--b\r\nContent-Range: bytes 2-2/11\r\n\r\n"
-		"c\r\n--b--\r\n",
-		/* bad range */
-		"--b\r\nContent-Range: bytes 5-1/10\r\n\r\nab\r\n--b--\r\n",
-		/* a header line without a colon */
-		"--b\r\nContent-Range bytes 0-1/10\r\n\r\nab\r\n--b--\r\n",
-		/* a payload a byte short of its Content-Range: the CR before the delimiter would
-		 * be taken as its last byte */
-		"--b\r\nContent-Range: bytes 0-3/10\r\n\r\nabc\r\n--b--\r\n",
-		/* two bytes short: the CRLF would be */
-		"--b\r\nContent-Range: bytes 0-3/10\r\n\r\nab\r\n--b--\r\n",
+	    /* no Content-Range */
+	    "--b\r\nContent-Type: x\r\n\r\nabc\r\n--b--\r\n",
+	    /* two Content-Ranges */
+	    "--b\r\nContent-Range: bytes 0-1/10\r\nContent-Range: bytes "
+	    "0-1/10\r\n\r\nab\r\n--b--\r\n",
+	    /* garbage where the next delimiter belongs */
+	    "--b\r\nContent-Range: bytes 0-1/10\r\n\r\nabXX\r\n--b--\r\n",
+	    /* totals disagree */
+	    "--b\r\nContent-Range: bytes 0-0/10\r\n\r\na\r\n--b\r\nContent-Range: bytes "
+	    "2-2/11\r\n\r\n"
+	    "c\r\n--b--\r\n",
+	    /* bad range */
+	    "--b\r\nContent-Range: bytes 5-1/10\r\n\r\nab\r\n--b--\r\n",
+	    /* a header line without a colon */
+	    "--b\r\nContent-Range bytes 0-1/10\r\n\r\nab\r\n--b--\r\n",
+	    /* a payload a byte short of its Content-Range: the CR before the delimiter would
+	     * be taken as its last byte */
+	    "--b\r\nContent-Range: bytes 0-3/10\r\n\r\nabc\r\n--b--\r\n",
+	    /* two bytes short: the CRLF would be */
+	    "--b\r\nContent-Range: bytes 0-3/10\r\n\r\nab\r\n--b--\r\n",
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
