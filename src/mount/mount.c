@@ -555,8 +555,19 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	return 0;
 
 undo:
-	if (mounted && umount2(mnt_abs, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
-		log_debug("undo: unmounting '%s': %m", mnt_abs);
+	/* Not a lazy unmount: someone who entered the mount meanwhile would keep its superblock
+	 * alive out of every mount table, where the daemon cannot find it, and it would leave
+	 * with the reads through it getting zeros. A busy mount stays, in the mount table, where
+	 * the daemon finds it (and `lazyerofs umount` takes it away). */
+	if (mounted && umount2(mnt_abs, UMOUNT_NOFOLLOW) < 0) {
+		if (errno == EBUSY)
+			log_warning(
+			    "the failed mount at '%s' is in use and stays mounted; unmount it "
+			    "with 'lazyerofs umount' once it is free",
+			    mnt_abs);
+		else
+			log_debug("undo: unmounting '%s': %m", mnt_abs);
+	}
 	if (state_written)
 		(void)mount_state_remove(run_fd, res->mnt_id);
 	/* The daemon notices the superblock's release (DESIGN fact 13) and, with no mount
