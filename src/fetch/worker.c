@@ -144,12 +144,12 @@ static _Noreturn void worker_leave(struct fetch_daemon *d, pthread_t *disp, unsi
 	r = fetch_entry_flush(d, true);
 	if (r < 0)
 		log_error("persisting the presence bitmap at exit: %s", strerror(-r));
-	else if (cache_entry_complete(d->entry) && sh->state != FETCH_STATE_BAD)
+	else if (cache_entry_complete(d->entry) && SH_LOAD(sh->state) != FETCH_STATE_BAD)
 		(void)cache_entry_set_flags(d->entry, CACHE_FLAG_COMPLETE, 0);
 	/* The last user left now: gc evicts least recently used entries first. */
 	cache_entry_touch(d->entry);
 	fetch_exit_verify(d);
-	if (sh->state == FETCH_STATE_BAD)
+	if (SH_LOAD(sh->state) == FETCH_STATE_BAD)
 		cache_entry_remove_aside(d->entry);
 	log_info("exiting: %" PRIu64 " events, %" PRIu64 " answers (%" PRIu64 " fast, %" PRIu64
 		 " denied), %" PRIu64 " requests, %" PRIu64 " bytes fetched, %" PRIu64
