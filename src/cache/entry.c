@@ -95,8 +95,6 @@ static void entry_drop_bits(struct cache_entry *e)
 	memset(e->persisted, 0, e->present.nwords * 8);
 }
 
-/* Load an existing entry; -EUCLEAN (or any error) means "rebuild". On failure the bits in
- * memory are zero again, as they were. */
 /* Take the data file's open-file lock. Every process of a daemon shares it (their fds on the
  * file are one open file, forked), and the kernel drops it only as the last of them is
  * closed, after that close was reported to notification marks. The processes of a killed
@@ -135,6 +133,8 @@ static int read_persisted(struct cache_entry *e)
 	return 0;
 }
 
+/* Load an existing entry; -EUCLEAN (or any error) means "rebuild". On failure the bits in
+ * memory are zero again, as they were. */
 static int entry_load(struct cache_entry *e, const struct cache_open_params *p, const char *key,
 		      const char *bitmap_name)
 {

@@ -272,8 +272,9 @@ struct fetch_daemon {
  * worker reports ready: a move into another cgroup waits for an RCU grace period (5-28 ms
  * here), which a mount then spends on its metadata instead of waiting. */
 void fetch_leave_caller_cgroup_start(struct fetch_daemon *d);
-/* Wait until it has: before the worker answers a mount's attach (so that the daemon is out
- * before the mount command returns) and before it leaves. */
+/* Wait until it has: before the worker answers a mount's last question before the kernel
+ * mount (control.c, before_mount: the daemon is out before anything is mounted) and before
+ * it leaves. */
 void fetch_left_caller_cgroup(struct fetch_daemon *d);
 int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, int lock_fd,
 		pid_t *ret_pid, struct util_error *err);

@@ -15,6 +15,7 @@ enum {
 	MP_PREAMBLE,
 	MP_HEADERS,
 	MP_DATA,
+	MP_DATA_END, /* the CRLF that ends a payload */
 	MP_AFTER_DATA,
 	MP_END,
 	MP_FAILED,
@@ -162,8 +163,6 @@ int oci_multipart_feed(struct oci_multipart *m, const uint8_t *buf, size_t len, 
 				}
 			} else {
 				take = len < m->remaining ? len : (size_t)m->remaining;
-				if (!m->nhold)
-					m->hold_offset = m->offset;
 				memcpy(m->hold + m->nhold, buf, take);
 				m->nhold += take;
 			}
@@ -171,11 +170,8 @@ int oci_multipart_feed(struct oci_multipart *m, const uint8_t *buf, size_t len, 
 			m->remaining -= take;
 			buf += take;
 			len -= take;
-			if (m->remaining == 0) {
-				m->state = MP_AFTER_DATA;
-				m->header_bytes = 0;
-				m->need_crlf = true;
-			}
+			if (m->remaining == 0)
+				m->state = MP_DATA_END;
 			continue;
 		default:
 			break;
@@ -195,17 +191,18 @@ int oci_multipart_feed(struct oci_multipart *m, const uint8_t *buf, size_t len, 
 		cr = take && m->line[take - 1] == '\r';
 		if (cr)
 			take--;
-		if (m->state == MP_AFTER_DATA && m->need_crlf) {
+		if (m->state == MP_DATA_END) {
 			/* exactly the CRLF that ends a payload: then its last bytes are right */
 			if (take || !cr)
 				return fail(m);
-			m->need_crlf = false;
-			r = m->nhold ? fn(ctx, m->hold_offset, m->hold, m->nhold) : 0;
+			r = m->nhold ? fn(ctx, m->offset - m->nhold, m->hold, m->nhold) : 0;
 			m->nhold = 0;
 			if (r < 0) {
 				m->state = MP_FAILED;
 				return r;
 			}
+			m->state = MP_AFTER_DATA;
+			m->header_bytes = 0;
 			continue;
 		}
 		r = process_line(m, m->line, take);

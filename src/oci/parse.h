@@ -99,9 +99,7 @@ struct oci_multipart {
 	 * shorter than its Content-Range says would otherwise have that CRLF (or the delimiter)
 	 * passed on as payload. */
 	uint8_t hold[2];
-	size_t nhold;
-	uint64_t hold_offset;
-	bool need_crlf; /* the payload's CRLF comes next */
+	size_t nhold; /* (they end at offset) */
 };
 
 /* boundary as from oci_content_type_boundary(); -EINVAL when empty or too long. */
