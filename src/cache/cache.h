@@ -238,6 +238,10 @@ int cache_entry_mark_broken(struct cache_entry *e);
 bool cache_entry_broken(const struct cache_entry *e);
 
 bool cache_entry_complete(const struct cache_entry *e);
+/* Bytes the entry's data file may still grow by and leave CACHE_PREALLOC_RESERVE_PERCENT of
+ * its filesystem free: UINT64_MAX when every block of the blob has its place already (the
+ * file was pre-allocated). What the daemon fetches ahead of need stays within it. */
+int cache_entry_room(const struct cache_entry *e, uint64_t *ret);
 uint64_t cache_entry_present_bytes(const struct cache_entry *e);
 
 /* Record a use of the entry now: the bitmap file's times, which `gc` evicts by (least recently

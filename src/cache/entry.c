@@ -202,20 +202,42 @@ static int fsync_dir(int dirfd)
 	return cache_io_fsync(fd);
 }
 
-/* Whether `size` more bytes leave the filesystem of fd at least CACHE_PREALLOC_RESERVE_PERCENT
- * free. */
-static bool fits_with_reserve(int fd, uint64_t size)
+/* Free space of the filesystem of fd beyond CACHE_PREALLOC_RESERVE_PERCENT of it. */
+static int fs_room(int fd, uint64_t *ret)
 {
 	struct statvfs sv;
 	uint64_t total, avail, reserve;
 
 	if (fstatvfs(fd, &sv) < 0)
-		return false;
+		return -errno;
 	if (util_mul_overflow_u64(sv.f_blocks, sv.f_frsize, &total) ||
 	    util_mul_overflow_u64(sv.f_bavail, sv.f_frsize, &avail))
-		return false;
+		return -EOVERFLOW;
 	reserve = total / 100 * CACHE_PREALLOC_RESERVE_PERCENT;
-	return avail > reserve && size <= avail - reserve;
+	*ret = avail > reserve ? avail - reserve : 0;
+	return 0;
+}
+
+int cache_entry_room(const struct cache_entry *e, uint64_t *ret)
+{
+	struct stat st;
+
+	if (fstat(e->data_fd, &st) < 0)
+		return -errno;
+	/* Every block of the blob has its place already: writes take no more. */
+	if ((uint64_t)st.st_blocks * 512 >= ROUND_UP(e->hdr.size, CACHE_BLOCK_SIZE)) {
+		*ret = UINT64_MAX;
+		return 0;
+	}
+	return fs_room(e->data_fd, ret);
+}
+
+/* Whether `size` more bytes fit in the filesystem of fd beyond its reserve. */
+static bool fits_with_reserve(int fd, uint64_t size)
+{
+	uint64_t room;
+
+	return fs_room(fd, &room) == 0 && size <= room && room > 0;
 }
 
 /* Create the entry from scratch. The old files are unlinked, never truncated in place: a

@@ -359,7 +359,9 @@ static void fetch_objects(struct predictor *p, size_t from)
 			int r;
 
 			util_extents_merge(&o->ext, 0);
-			if (left_to_profile(d, &o->ext)) {
+			/* Left to the profile, or to the reads themselves on a cache disk that
+			 * is nearly full (fetch_sched.room). */
+			if (left_to_profile(d, &o->ext) || fetch_sched_room_short(&d->sched)) {
 				next++;
 				continue;
 			}

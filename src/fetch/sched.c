@@ -134,6 +134,7 @@ int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t si
 	s->size = size;
 	s->nblocks = DIV_ROUND_UP(size, CACHE_BLOCK_SIZE);
 	s->max_reqs = max_reqs;
+	s->room = UINT64_MAX;
 	s->pol = *pol;
 	fetch_policy_fix(&s->pol);
 	/* How long a failed range is answered EIO without a new fetch. The kernel asks again
@@ -660,6 +661,48 @@ static size_t replay_file_windows(const struct fetch_sched *s, uint32_t file,
 	return n;
 }
 
+/* Payload bytes the jobs in flight (of one kind, or all) have still to receive. */
+static uint64_t unreceived(const struct fetch_sched *s, bool all, enum fetch_job_kind kind)
+{
+	uint64_t sum = 0;
+
+	for (size_t j = 0; j < FETCH_MAX_JOBS; j++) {
+		const struct fetch_job *job = &s->jobs[j];
+
+		if (job->busy && (all || job->kind == kind) && job->bytes > job->received)
+			sum += job->bytes - job->received;
+	}
+	return sum;
+}
+
+uint64_t fetch_sched_unreceived(const struct fetch_sched *s, enum fetch_job_kind kind)
+{
+	return unreceived(s, false, kind);
+}
+
+/* What may still be fetched ahead of need (fetch_sched.room, less what the jobs in flight
+ * will still write). */
+static uint64_t ahead_room(const struct fetch_sched *s)
+{
+	uint64_t coming;
+
+	if (s->room == UINT64_MAX)
+		return UINT64_MAX;
+	coming = unreceived(s, true, FETCH_JOB_DEMAND);
+	return s->room > coming ? s->room - coming : 0;
+}
+
+/* May anything be fetched ahead of need now? Only while the largest job there is fits. */
+static bool ahead_ok(const struct fetch_sched *s)
+{
+	return ahead_room(s) >= MAX(s->pol.chunk_size, s->pol.max_job_bytes);
+}
+
+bool fetch_sched_room_short(const struct fetch_sched *s)
+{
+	return !ahead_ok(s);
+}
+
 /* With a file index, what a read fetches follows the file it falls in: a small file (at most
  * a chunk of data) whole, with the small files after it (small_files); in a larger one, a
  * chunk's worth of its data from the first missing block on (as much as the read spans, if
@@ -682,6 +725,15 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 	int n;
 
 	*ret_own = 1;
+	if (!ahead_ok(s)) {
+		/* The cache disk is nearly full: the read's own blocks, nothing beside them. */
+		uint64_t end = MIN(blk_hi(r->v[k].offset + r->v[k].length) * CACHE_BLOCK_SIZE,
+				   s->size);
+
+		out[0] = (struct util_extent){.offset = b * CACHE_BLOCK_SIZE,
+					      .length = end - b * CACHE_BLOCK_SIZE};
+		return 1;
+	}
 	if (!s->files || fetch_files_find(s->files, off, &file, &range) < 0) {
 		out[0] = event_window(s, r, k, b);
 		return 1;
@@ -853,19 +905,6 @@ static void note_link_use(struct fetch_sched *s, uint64_t now_ms, const struct f
 			  DIV_ROUND_UP(job->bytes * 1000, s->link_bytes_per_s);
 }
 
-uint64_t fetch_sched_unreceived(const struct fetch_sched *s, enum fetch_job_kind kind)
-{
-	uint64_t sum = 0;
-
-	for (size_t j = 0; j < FETCH_MAX_JOBS; j++) {
-		const struct fetch_job *job = &s->jobs[j];
-
-		if (job->busy && job->kind == kind && job->bytes > job->received)
-			sum += job->bytes - job->received;
-	}
-	return sum;
-}
-
 /* A job readers waited on ended: the link is free once what such jobs still in flight have
  * not received has passed it, not later. note_link_use only adds: a rate measured low at
  * first (a request still in TCP's slow start), or a job that ended early (failed), would
@@ -978,6 +1017,10 @@ static struct fetch_job *pick_neighbours(struct fetch_sched *s, uint64_t now_ms,
 
 	if (!s->nnb)
 		return NULL;
+	if (!ahead_ok(s)) {
+		s->nnb = 0; /* the cache disk is nearly full */
+		return NULL;
+	}
 	due = speculative_due_ms(s, s->nb_due_ms);
 	if (due > now_ms) {
 		*wake = MIN(*wake, due);
@@ -1205,7 +1248,7 @@ struct fetch_job *fetch_sched_pick(struct fetch_sched *s, uint64_t now_ms, uint6
 	job = pick_demand(s, now_ms, &wake);
 	if (!job) /* the demand's own neighbours: not behind the side jobs' cap */
 		job = pick_neighbours(s, now_ms, &wake);
-	if (!job && s->nside < s->pol.max_side_jobs) {
+	if (!job && s->nside < s->pol.max_side_jobs && ahead_ok(s)) {
 		job = pick_readahead(s);
 		if (!job)
 			job = sched_pick_replay(s, now_ms, &wake);

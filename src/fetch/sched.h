@@ -196,6 +196,11 @@ struct fetch_sched {
 	const struct fetch_files *files;
 	/* A startup profile replayed, or NULL (the caller's, set by fetch_sched_replay). */
 	struct fetch_replay *replay;
+	/* Bytes the cache disk may still take beyond its reserve (cache_entry_room, set by the
+	 * caller; UINT64_MAX: no limit). What is fetched ahead of need -- read-ahead, a file's
+	 * rest, its neighbours, a replay, the background fill -- stays within it, less what the
+	 * jobs in flight will still write: a small cache disk is left to what readers wait for. */
+	uint64_t room;
 };
 
 int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,
@@ -248,6 +253,8 @@ void fetch_sched_link_sample(struct fetch_sched *s, uint64_t ttfb_us, uint64_t b
 uint64_t fetch_sched_bdp(const struct fetch_sched *s);
 /* Bytes the jobs of this kind in flight asked for and have not received yet. */
 uint64_t fetch_sched_unreceived(const struct fetch_sched *s, enum fetch_job_kind kind);
+/* Is the cache disk too full for anything fetched ahead of need (fetch_sched.room)? */
+bool fetch_sched_room_short(const struct fetch_sched *s);
 /* The largest file fetched whole once a program reads it in several places (four
  * bandwidth-delay products, at least 4 MiB, at most the read-ahead limit). */
 uint64_t fetch_sched_whole_limit(const struct fetch_sched *s);

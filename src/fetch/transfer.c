@@ -306,6 +306,33 @@ static bool job_submit(struct fetch_daemon *d, struct fetch_job *job, int *ret_e
 	return true;
 }
 
+/* How often the transfer thread reads the cache disk's free space (fetch_sched.room): what
+ * arrives meanwhile (at most 10 ms of the link) comes out of the disk's reserve. */
+#define ROOM_EVERY_MS 10
+
+/* Tell the scheduler how much the cache disk may still take (d->lock held). */
+static void room_refresh(struct fetch_daemon *d, uint64_t now_ms)
+{
+	bool was_short = fetch_sched_room_short(&d->sched);
+	uint64_t room;
+	int r;
+
+	if (now_ms < d->room_ms + ROOM_EVERY_MS)
+		return;
+	d->room_ms = now_ms;
+	r = cache_entry_room(d->entry, &room);
+	if (r < 0) {
+		log_debug("the cache disk's free space: %s", strerror(-r));
+		return;
+	}
+	d->sched.room = room;
+	if (fetch_sched_room_short(&d->sched) != was_short)
+		log_info(was_short ? "the cache disk has room again: fetching ahead of reads"
+				   : "the cache disk is nearly full (%u %% of it is kept free): "
+				     "fetching only what reads wait for",
+			 CACHE_PREALLOC_RESERVE_PERCENT);
+}
+
 void *fetch_transfer_thread(void *arg)
 {
 	struct fetch_daemon *d = arg;
@@ -329,6 +356,7 @@ void *fetch_transfer_thread(void *arg)
 			break;
 		}
 		now = util_now_ms();
+		room_refresh(d, now);
 		while ((job = fetch_sched_pick(&d->sched, now, &wake)))
 			if (!job_submit(d, job, &errs[nfailed]))
 				failed[nfailed++] = job;

@@ -206,6 +206,33 @@ def test_image_larger_than_cache_fs_full_disk_fails_reads_then_recovers(small_ca
     lazy.assert_nothing_left()
 
 
+def test_nothing_fetched_ahead_of_need_fills_a_small_cache_disk(small_cache, big, workdir):
+    """64 MiB image, 48 MiB ext4 cache, and a startup profile that lists the whole blob (a
+    hostile one, or one recorded from a workload that read everything), beside a reader
+    that streams a file (read-ahead): what goes ahead of need stops at the disk's reserve
+    (10 %), so that the reads that come afterwards still find room and get right bytes.
+    Without the reserve the replay filled the disk and those reads failed with EIO."""
+    lazy, fs = small_cache
+    prof = os.path.join(workdir, "whole-blob.prof")
+    with open(prof, "w") as f:
+        f.write(f"lazyerofs-profile 1\nblob {big['digest']} {big['size']}\n0 0 {big['size']}\n")
+    total = os.statvfs(fs.mp).f_blocks * os.statvfs(fs.mp).f_frsize
+    mp = lazy.mount(big["ref"], opts=f"insecure,timeout=20,profile={prof}")
+    r0 = expected(big["tree"], "/data/r0.bin")
+    assert child_read(mp + "/data/r0.bin", 0, 8 * MiB) == r0[:8 * MiB]
+    st = lazy.settled_status_of(mp, timeout=120)
+    # What went ahead of need left the reserve (less what arrived within 10 ms) free.
+    assert fs.free() >= total // 20, (fs.free(), st)
+    for i in range(4):
+        want = expected(big["tree"], f"/data/r{i}.bin")
+        assert child_read(mp + f"/data/r{i}.bin", 12 * MiB, 4 * MiB) == \
+            want[12 * MiB:16 * MiB], f"r{i}.bin"
+    st = lazy.status_of(mp)
+    assert st["errors"] == 0, st
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
 def test_a_write_refused_mid_transfer_is_never_claimed(small_cache, big, faultproxy):
     """The cache disk is full for a moment while a job's bytes arrive slowly, and has room
     again before the job ends: what the disk refused between the job's pieces must not count

@@ -1714,6 +1714,51 @@ static void test_replay(void **state)
 	env_free(&e);
 }
 
+/* A cache disk nearly full (fetch_sched.room): a read fetches its own blocks only, and
+ * nothing goes ahead of need -- read-ahead, a replay, the background fill -- until the disk
+ * has room again; what jobs in flight will still write counts against the room. */
+static void test_nothing_ahead_of_need_on_a_full_disk(void **state)
+{
+	static const struct util_extent prof[] = {{10 * MiB, 64 * KiB}};
+	struct fetch_replay rp = {.v = prof, .n = ARRAY_SIZE(prof), .bytes = 64 * KiB};
+	struct fetch_job *job, *ra;
+	struct fetch_req r;
+	struct env e;
+
+	env_init(&e, 64 * MiB, true);
+	e.s.room = 4 * MiB - 1; /* less than the largest job (max_job_bytes 4 MiB) */
+	assert_true(fetch_sched_room_short(&e.s));
+	fetch_sched_replay(&e.s, &rp, 1);
+	assert_false(fetch_sched_note_read(&e.s, 0, 128 * KiB));
+	assert_true(fetch_sched_note_read(&e.s, 128 * KiB, 128 * KiB)); /* read-ahead queued */
+	event(&r, 30 * MiB + 8 * KiB, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r, 1), 0);
+	job = fetch_sched_pick(&e.s, 1, NULL);
+	assert_int_equal(job->kind, FETCH_JOB_DEMAND);
+	assert_one_run(job, 30 * MiB + 8 * KiB, 4096); /* not its chunk */
+	assert_null(fetch_sched_pick(&e.s, 1, NULL)); /* no read-ahead, replay or fill */
+	complete(&e, job);
+
+	/* Room again: what waited goes out, read-ahead first. */
+	e.s.room = UINT64_MAX;
+	assert_false(fetch_sched_room_short(&e.s));
+	ra = fetch_sched_pick(&e.s, 1, NULL);
+	assert_non_null(ra);
+	assert_int_equal(ra->kind, FETCH_JOB_READAHEAD);
+	/* A room that holds one job more: the one in flight takes it. */
+	e.s.room = ra->bytes + 4 * MiB;
+	assert_false(fetch_sched_room_short(&e.s));
+	job = fetch_sched_pick(&e.s, 1, NULL);
+	assert_non_null(job);
+	assert_int_equal(job->kind, FETCH_JOB_REPLAY);
+	assert_true(fetch_sched_room_short(&e.s)); /* 4 MiB less what the replay will write */
+	assert_null(fetch_sched_pick(&e.s, 1, NULL));
+	complete(&e, job);
+	complete(&e, ra);
+	assert_false(fetch_sched_room_short(&e.s)); /* (written: the caller's room tells) */
+	env_free(&e);
+}
+
 static void test_replay_window_and_failures(void **state)
 {
 	struct util_extent prof[8];
@@ -1803,6 +1848,7 @@ int main(void)
 	    cmocka_unit_test(test_a_miss_in_a_file_the_replay_brings_takes_its_profile_ranges),
 	    cmocka_unit_test(test_replay),
 	    cmocka_unit_test(test_replay_window_and_failures),
+	    cmocka_unit_test(test_nothing_ahead_of_need_on_a_full_disk),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
