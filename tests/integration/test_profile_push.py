@@ -418,6 +418,21 @@ def test_lookup_takes_the_layer_the_list_names(registry, faultproxy, tmp):
     assert faultproxy.count(method="GET", path="/blobs/sha256:" + "3" * 64) >= 1
     assert faultproxy.count(method="GET", path="/manifests/" + out["profile"]) == 1
 
+    # A hint of 0 bytes naming the image's own blob: nothing is asked of that blob (a GET of
+    # it would have had no cap: it streamed the whole image until the lookup's deadline).
+    zero = dict(entry, annotations=dict(entry["annotations"],
+                                        **{LAYER_DIGEST: img.layer, LAYER_SIZE: "0"}))
+    faultproxy.clear()
+    faultproxy.add("status", path=r"/manifests/" + img.tag, code=200, count=None,
+                   body=json.dumps(dict(index, manifests=[zero])),
+                   headers={"Content-Type": MT_OCI_INDEX})
+    faultproxy.reset_counts()
+    r = lookup(img, ref=ref)
+    assert r.returncode == 0, r
+    assert r.json["layer"] == text
+    assert faultproxy.count(method="GET", path="/blobs/" + img.layer) == 0
+    assert faultproxy.count(method="GET", path="/manifests/" + out["profile"]) == 1
+
 
 def test_lookup_keeps_its_deadline(registry, faultproxy, tmp):
     """The lookup a mount makes is capped: a registry that stalls costs the timeout given,
