@@ -123,11 +123,12 @@ int fetch_send_files(struct fetch_handle *h, const void *buf, size_t len, struct
 struct profile;
 int fetch_profile_get(struct fetch_handle *h, struct profile *ret, bool *ret_truncated,
 		      struct util_error *err);
-/* Hand the daemon a profile's text to replay. *ret_started is false when a replay was
- * already under way or done, or when the entry is complete. -EILSEQ: another blob's;
- * -EBADMSG and the like: the daemon refused the bytes (err says why). */
+/* Hand the daemon a profile's text to replay (it replaces a replay done or failed).
+ * *ret_started is false when another replay is under way (*ret_busy) or when the entry is
+ * complete. -EILSEQ: another blob's; -EBADMSG and the like: the daemon refused the bytes
+ * (err says why). */
 int fetch_profile_replay(struct fetch_handle *h, const void *buf, size_t len, bool *ret_started,
-			 struct util_error *err);
+			 bool *ret_busy, struct util_error *err);
 
 /* The event latency histogram: how long a read event waited from being read to being
  * answered. Fixed upper bounds (microseconds, "less or equal"), then +Inf: bucket i counts

@@ -3,8 +3,9 @@
  * Startup profiles in the daemon: every event's blocks go to the record of first accesses
  * (record.h), "profile_get" hands the record out as a profile (a sealed memfd), and
  * "profile_replay" takes a profile (a sealed memfd, parsed as untrusted input), checks that
- * it is for this blob and starts replaying it (replay.c). One replay per daemon: a second
- * mount of the same blob finds it started (or done) and the profile is not taken again.
+ * it is for this blob and starts replaying it (replay.c). One replay at a time: a mount of
+ * the same blob while one is under way finds it busy and its profile is not taken; once it is
+ * done (or failed), the next mount's profile replaces it.
  *
  * The record's ranges live in memory shared with the holder: a worker that replaces a crashed
  * one goes on with the record. The profile being replayed is kept there too (kept.c), and
@@ -104,19 +105,27 @@ static struct util_extent *replay_ranges(const struct profile *p, uint64_t size,
 	return v;
 }
 
+/* Is a replay under way: ranges left, or jobs of it in flight (d->lock held)? */
+static bool replay_busy(const struct fetch_daemon *d)
+{
+	return d->replay_v && (fetch_replay_active(&d->replay) || d->replay.in_flight > 0);
+}
+
 static int reply_replay(struct fetch_daemon *d, int cfd, bool started)
 {
 	_cleanup_json_ json_t *o = NULL;
 
 	pthread_mutex_lock(&d->lock);
-	o = json_pack("{s:b,s:b,s:I,s:I}", "ok", 1, "started", started, "ranges",
-		      (json_int_t)d->replay.n, "bytes", (json_int_t)d->replay.bytes);
+	o = json_pack("{s:b,s:b,s:b,s:I,s:I}", "ok", 1, "started", started, "busy",
+		      !started && replay_busy(d), "ranges", (json_int_t)d->replay.n, "bytes",
+		      (json_int_t)d->replay.bytes);
 	pthread_mutex_unlock(&d->lock);
 	return o ? fetch_proto_send(cfd, o, -1) : -ENOMEM;
 }
 
-/* Start replaying the profile text buf (untrusted) unless a replay is under way or done
- * (*started says which; -errno and err when the profile is refused). Any thread. */
+/* Start replaying the profile text buf (untrusted) unless a replay is under way (*started
+ * says which; -errno and err when the profile is refused); a replay done or failed is
+ * replaced. Any thread. */
 static int replay_start(struct fetch_daemon *d, const uint8_t *buf, size_t len, bool *started,
 			struct util_error *err)
 {
@@ -147,22 +156,29 @@ static int replay_start(struct fetch_daemon *d, const uint8_t *buf, size_t len, 
 	profile_free(&p);
 	if (!v)
 		return util_err_set(err, -ENOMEM, "profile: out of memory");
-	mine = calloc(1, sizeof(*mine));
-	if (!mine || cache_bitmap_init(mine, d->sched.nblocks, false) < 0) {
-		free(mine);
-		return util_err_set(err, -ENOMEM, "profile: out of memory");
+	/* The blocks replays fetched: made by the first, kept by the ones that replace it
+	 * (read without the lock: fetch_profile_answered). */
+	if (!__atomic_load_n(&d->replay_mine, __ATOMIC_ACQUIRE)) {
+		mine = calloc(1, sizeof(*mine));
+		if (!mine || cache_bitmap_init(mine, d->sched.nblocks, false) < 0) {
+			free(mine);
+			return util_err_set(err, -ENOMEM, "profile: out of memory");
+		}
 	}
 	pthread_mutex_lock(&d->lock);
-	busy = d->replay_v != NULL;
+	busy = replay_busy(d);
 	if (!busy) {
-		d->replay = (struct fetch_replay){.v = v, .n = n, .bytes = bytes, .mine = mine};
+		if (!d->replay_mine)
+			__atomic_store_n(&d->replay_mine, TAKE_PTR(mine), __ATOMIC_RELEASE);
+		free(d->replay_v);
+		d->replay = (struct fetch_replay){
+		    .v = v, .n = n, .bytes = bytes, .mine = d->replay_mine};
 		d->replay_v = TAKE_PTR(v);
-		__atomic_store_n(&d->replay_mine, TAKE_PTR(mine), __ATOMIC_RELEASE);
 		fetch_sched_replay(&d->sched, &d->replay, util_now_ms());
 		fetch_kick(d);
 	}
 	pthread_mutex_unlock(&d->lock);
-	if (mine) { /* another replay started meanwhile */
+	if (mine) { /* made for nothing: another replay is under way, or made it first */
 		cache_bitmap_destroy(mine);
 		free(mine);
 	}
@@ -187,9 +203,9 @@ int fetch_profile_replay_request(struct fetch_daemon *d, int cfd, int fd)
 	if (fd < 0)
 		return fetch_reply_error(cfd, EINVAL, "profile: no memfd was passed");
 	pthread_mutex_lock(&d->lock);
-	busy = d->replay_v != NULL;
+	busy = replay_busy(d);
 	pthread_mutex_unlock(&d->lock);
-	/* One replay per daemon; a complete entry has nothing to fetch. */
+	/* One replay at a time; a complete entry has nothing to fetch. */
 	if (busy || cache_entry_complete(d->entry))
 		return reply_replay(d, cfd, false);
 	r = fetch_sealed_read(fd, PROFILE_MAX_BYTES, "profile", &buf, &len, &err);
@@ -280,7 +296,7 @@ int fetch_profile_get(struct fetch_handle *h, struct profile *ret, bool *ret_tru
 }
 
 int fetch_profile_replay(struct fetch_handle *h, const void *buf, size_t len, bool *ret_started,
-			 struct util_error *err)
+			 bool *ret_busy, struct util_error *err)
 {
 	_cleanup_json_ json_t *rep = NULL;
 	int r = fetch_proto_call_sealed(h->ctl_fd, "profile_replay", buf, len, &rep, err);
@@ -288,5 +304,6 @@ int fetch_profile_replay(struct fetch_handle *h, const void *buf, size_t len, bo
 	if (r < 0)
 		return r;
 	*ret_started = json_is_true(json_object_get(rep, "started"));
+	*ret_busy = json_is_true(json_object_get(rep, "busy"));
 	return 0;
 }

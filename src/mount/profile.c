@@ -53,13 +53,14 @@ struct mount_profile {
 };
 
 /* Hand a parsed profile to the daemon, when it is this blob's; what keeps it from being
- * replayed becomes the warning. */
-static void replay(struct fetch_handle *h, const struct profile *p, const char *from,
+ * replayed becomes the warning (a profile the user named, kept out by a replay under way,
+ * too: a registry's is the same for every mount of the image). */
+static void replay(struct fetch_handle *h, const struct profile *p, const char *from, bool named,
 		   const struct oci_blob *blob, struct mount_result *res)
 {
 	struct util_error err = UTIL_ERROR_INIT;
 	_cleanup_free_ char *text = NULL;
-	bool started = false;
+	bool started = false, busy = false;
 	size_t len;
 	int r;
 
@@ -72,19 +73,28 @@ static void replay(struct fetch_handle *h, const struct profile *p, const char *
 	}
 	r = profile_format(p, &text, &len);
 	if (r >= 0)
-		r = fetch_profile_replay(h, text, len, &started, &err);
+		r = fetch_profile_replay(h, text, len, &started, &busy, &err);
 	if (r < 0) {
 		snprintf(res->profile_warning, sizeof(res->profile_warning),
 			 "the fetch daemon refused the startup profile %s: %s", from,
 			 util_err_msg(&err, r));
 		return;
 	}
+	if (busy && named) {
+		snprintf(res->profile_warning, sizeof(res->profile_warning),
+			 "the startup profile %s was not replayed: another one is being replayed "
+			 "for this image (one at a time); mount again once it is done",
+			 from);
+		return;
+	}
+	if (!started) {
+		log_debug("profile %s: %s", from,
+			  busy ? "another replay is under way" : "the image is here whole");
+		return;
+	}
 	res->profile_ranges = p->n;
 	res->profile_bytes = profile_bytes(p);
 	snprintf(res->profile_from, sizeof(res->profile_from), "%s", from);
-	if (!started)
-		log_debug("profile %s: a replay was under way or done, or the entry is complete",
-			  from);
 }
 
 static void *tag_thread(void *arg)
@@ -180,7 +190,7 @@ static void *lookup_thread(void *arg)
 			 "ignoring the startup profile %s: %s", from, util_err_msg(&err, r));
 		return NULL;
 	}
-	replay(h, &p, from, &l->blob, &l->out);
+	replay(h, &p, from, false, &l->blob, &l->out);
 	profile_free(&p);
 	return NULL;
 }
@@ -204,7 +214,7 @@ int mount_profile_start(struct fetch_handle *h, const struct mount_opts *opts,
 				 "ignoring the startup profile: %s", util_err_msg(&err, r));
 			return 0;
 		}
-		replay(h, &p, opts->profile_path, blob, res);
+		replay(h, &p, opts->profile_path, true, blob, res);
 		profile_free(&p);
 		return 0;
 	}

@@ -6,6 +6,7 @@ registry after `profile push` attached it to the image -- and the same workload 
 bytes present (status: the replay's progress and the reads it served). A profile of another
 blob, a malformed or hostile one: one warning line, and a mount without replay."""
 
+import hashlib
 import os
 import random
 import shutil
@@ -188,6 +189,42 @@ def test_replay_outlives_a_worker_crash(lazy, images, workdir, faultproxy):
     finally:
         problems = fresh.cleanup()
     assert not problems, problems
+
+
+def test_a_named_profile_replaces_a_finished_replay(lazy, images, workdir, faultproxy):
+    """One replay at a time per image: a mount that names a profile while another is being
+    replayed says so in one warning line; once that replay is done, a mount that names a
+    profile has it replayed (it was dropped without a word: the first replay stayed)."""
+    path = images["a"]["path"]
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        digest = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+    whole = os.path.join(workdir, "whole.prof")
+    few = os.path.join(workdir, "few.prof")
+    with open(whole, "w") as f:
+        f.write(f"lazyerofs-profile 1\nblob {digest} {size}\n")
+        f.writelines(f"{i} {off} 65536\n" for i, off in enumerate(range(0, size - 65536, 65536)))
+    with open(few, "w") as f:
+        f.write(f"lazyerofs-profile 1\nblob {digest} {size}\n0 0 4096\n1 8192 4096\n")
+    ref = faultproxy.ref("prof/a", "v1")
+    faultproxy.add("slow", path=r"/blobs/", method="GET", count=None, rate=1 << 20,
+                   piece=16 << 10)
+    mp1, r = lazy.mount(ref, opts=f"insecure,profile={whole}", check=False)
+    assert r.returncode == 0 and warnings(r) == [], r.stderr
+    assert lazy.status_of(mp1)["profile_state"] == "replaying"
+    mp2, r = lazy.mount(ref, opts=f"insecure,profile={few}", check=False)
+    assert r.returncode == 0, r.stderr
+    lines = warnings(r)
+    assert len(lines) == 1 and "not replayed" in lines[0] and few in lines[0], r.stderr
+    faultproxy.clear()
+    st = lazy.settled_status_of(mp1)
+    assert st["profile_state"] == "done" and st["profile_ranges"] > 100, st
+    mp3, r = lazy.mount(ref, opts=f"insecure,profile={few}", check=False)
+    assert r.returncode == 0 and warnings(r) == [], r.stderr
+    st = lazy.settled_status_of(mp3)
+    assert st["profile_state"] == "done" and st["profile_ranges"] == 2, st
+    for mp in (mp3, mp2, mp1):
+        lazy.umount(mp)
 
 
 def test_wrong_blob_and_bad_profiles_warn(lazy, images, workdir):
