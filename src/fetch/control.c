@@ -203,10 +203,18 @@ static int do_ensure(struct conn *c, json_t *req)
 	n = ext.n;
 	r = fetch_ensure(d, ext.v, n);
 	util_extents_free(&ext);
-	if (r < 0)
+	if (r < 0) {
+		char why[sizeof(d->last_error)];
+
+		/* What the registry client said of the last failed fetch, when it failed so. */
+		pthread_mutex_lock(&d->lock);
+		snprintf(why, sizeof(why), "%s",
+			 d->last_errno == r && d->last_error[0] ? d->last_error : strerror(-r));
+		pthread_mutex_unlock(&d->lock);
 		return fetch_reply_error(c->fd, r,
 				   "fetching %zu range(s) from the registry failed: %s (see %s)", n,
-				   strerror(-r), d->log_path);
+				   why, d->log_path);
+	}
 ok : {
 	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
 

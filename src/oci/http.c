@@ -275,6 +275,15 @@ bool oci_same_origin(const char *a, const char *b)
 	return same;
 }
 
+const char *oci_redirect_refused(const struct oci_client *c, const char *from, const char *to)
+{
+	if (oci_options_weak(&c->opts) || !from || strncasecmp(from, "https://", 8) != 0 ||
+	    strncasecmp(to, "https://", 8) == 0)
+		return NULL;
+	return "a redirect from https to plain http is refused: the mount asked for TLS "
+	       "(skip_verify = true in the registry's hosts.toml accepts weaker bytes)";
+}
+
 /* The registry's error code for a reply whose status the message already gives: recorded,
  * and "HTTP 401" in the message becomes "HTTP 401 UNAUTHORIZED". */
 static void add_registry_code(struct util_error *err, int status, const char *code)
@@ -584,7 +593,7 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 	char shown[300], errbuf[CURL_ERROR_SIZE];
 	int attempts = 0, auth_rounds = 0, hops = 0;
 	CURLcode last_rc = CURLE_OK;
-	const char *method = q->method;
+	const char *method = q->method, *why;
 	int r;
 
 	if (!url)
@@ -751,6 +760,9 @@ int oci_request_easy(struct oci_client *c, CURL *easy, const struct oci_req *q,
 							 next ? "too many redirects"
 							      : "redirect without a Location");
 			}
+			if ((why = oci_redirect_refused(c, url, next)))
+				return util_err_set_http(err, -EPROTO, (int)resp->status, NULL,
+							 "%s %s: %s", method, shown, why);
 			free(url);
 			url = strdup(next);
 			if (!url)

@@ -206,6 +206,10 @@ void oci_easy_setup(struct oci_client *c, const struct oci_host *h, CURL *easy,
 int oci_url_join(const char *base, const char *ref, char **ret);
 /* Whether a and b have the same scheme, host and port. */
 bool oci_same_origin(const char *a, const char *b);
+/* Whether a redirect from `from` to `to` may be followed: NULL when it may, else why not.
+ * Never from TLS to a plain connection when the client counts its bytes as TLS's (bytes
+ * that came over a weaker connection never serve a mount that asked for TLS). */
+const char *oci_redirect_refused(const struct oci_client *c, const char *from, const char *to);
 /* Turn a failed curl transfer into -errno and a message ("what: why"). */
 int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const char *what,
 		   struct util_error *err);

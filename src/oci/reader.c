@@ -478,15 +478,21 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 	} else if (st >= 300 && st < 400 && st != 304) {
 		char *next = NULL;
 
-		curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &next);
-		if (!next || ++q->hops > OCI_MAX_REDIRECTS) {
-			const char *why =
-			    next ? "too many redirects" : "redirect without a Location";
+		char *cur = NULL;
+		const char *why = NULL;
+		int code = -EBADMSG;
 
-			if (next_host(k, q, -EBADMSG, why))
+		curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &next);
+		curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &cur);
+		if (!next || ++q->hops > OCI_MAX_REDIRECTS)
+			why = next ? "too many redirects" : "redirect without a Location";
+		else if ((why = oci_redirect_refused(c, cur, next)))
+			code = -EPROTO;
+		if (why) {
+			if (next_host(k, q, code, why))
 				return AGAIN;
-			util_err_set_http(&k->err, -EBADMSG, (int)st, NULL, "%s: %s", k->what, why);
-			*ret = -EBADMSG;
+			util_err_set_http(&k->err, code, (int)st, NULL, "%s: %s", k->what, why);
+			*ret = code;
 			return FATAL;
 		}
 		/* Blob storage elsewhere gets no registry credentials. */

@@ -13,7 +13,8 @@ import pytest
 
 from common import child_read, child_hashes, content_hashes, wait_until
 from lazymount import build_busybox_image
-from registry import MT_EROFS
+from registry import MT_EROFS, Registry, RegistryClient
+from webserver import WebServer
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,53 @@ def test_insecure_bytes_never_serve_a_tls_mount(lazy, registry, tls_registry, im
     lazy.umount(strong)
     lazy.umount(weak)
     lazy.assert_nothing_left()
+
+
+def test_a_tls_registry_never_sends_a_tls_mount_to_plain_http(lazy, pki, image):
+    """A TLS registry whose blob storage answers on plain HTTP (the registry's own `redirect`
+    middleware, as with object storage behind an http:// base URL): a mount that asked for TLS
+    refuses that redirect with one line, and nothing of the blob comes over plain HTTP (its
+    bytes were fetched that way, counted as "tls" and kept in the TLS entry). With the
+    registry's hosts.toml saying skip_verify the same mount works, its bytes insecure."""
+    path, tree = image
+    web = WebServer().start()
+    reg = Registry(tls=(pki.cert, pki.key))
+    try:
+        reg.start()
+        reg.client = RegistryClient(reg.url, context=pki.context())
+        layer = reg.client.push_image("trust/redir", "v1", [(path, MT_EROFS)])["layers"][0]
+        os.rmdir(web.root)
+        os.symlink(reg.storage, web.root)
+        reg._cfg["middleware"] = {"storage": [{"name": "redirect", "options": {
+            "baseurl": f"http://127.0.0.1:{web.port}/"}}]}
+        reg._write_config()
+        reg.restart()
+        ref = reg.ref("trust/redir", "v1")
+
+        def plain_gets():
+            with open(web.access_log) as f:
+                return [l for l in f if layer["digest"][7:] in l]
+
+        mp, r = lazy.mount(ref, opts=f"ca={pki.ca}", check=False)
+        assert r.returncode != 0, r
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert len(lines) == 1 and "redirect from https" in lines[0], r.stderr
+        assert plain_gets() == []
+
+        # containerd's way to accept weaker bytes from a registry: skip_verify.
+        d = os.path.join(lazy.certs_d, reg.host.replace(":", "_") + "_")
+        os.makedirs(d)
+        with open(os.path.join(d, "hosts.toml"), "w") as f:
+            f.write(f'server = "https://{reg.host}"\nskip_verify = true\n')
+        mp = lazy.mount(ref, opts=None)
+        assert child_read(mp + "/etc/big.txt") == open(tree + "/etc/big.txt", "rb").read()
+        assert lazy.status_of(mp)["integrity"] == "insecure"
+        assert plain_gets() != []
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+    finally:
+        reg.cleanup()
+        web.cleanup()
 
 
 def test_verified_entry_says_verified(lazy, registry, image):
