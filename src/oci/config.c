@@ -362,17 +362,29 @@ static int read_host(struct hosts_file *f, const struct util_toml *t, struct oci
 				return util_toml_error(
 				    f->err, f->path, c,
 				    "'capabilities' must be an array of strings");
-			if (!strcmp(c->str, "pull"))
+			if (!strcasecmp(c->str, "pull")) /* containerd: any case */
 				m->caps |= OCI_CAP_PULL;
-			else if (!strcmp(c->str, "resolve"))
+			else if (!strcasecmp(c->str, "resolve"))
 				m->caps |= OCI_CAP_RESOLVE;
-			else if (strcmp(c->str, "push"))
+			else if (strcasecmp(c->str, "push"))
 				return util_toml_error(
 				    f->err, f->path, c,
 				    "unknown capability '%.40s' (pull, resolve, push)", c->str);
 		}
 	}
 	return r;
+}
+
+/* containerd: a host's URL whose path ends in /v2 is the API root already (no second "/v2"). */
+static void api_root_given(struct oci_mirror *m)
+{
+	const char *host = m->url ? strstr(m->url, "://") : NULL, *path;
+	size_t n;
+
+	if (!host || m->override_path || !(path = strchr(host + 3, '/')))
+		return;
+	n = strlen(path);
+	m->override_path = n >= 3 && !strcmp(path + n - 3, "/v2");
 }
 
 /* A URL as hosts.toml writes one (server, a [host."URL"] key), through the mirror grammar. */
@@ -438,8 +450,10 @@ int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t 
 			r = server.url ? 0 : -ENOMEM;
 		}
 	}
-	if (r >= 0)
+	if (r >= 0) {
+		api_root_given(&server);
 		r = take_server(o, &server);
+	}
 	oci_mirror_free(&server);
 	if (r < 0)
 		return r;
@@ -459,6 +473,8 @@ int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t 
 		r = host_url(&f, t, t->key, &m.url);
 		if (r >= 0)
 			r = read_host(&f, t, &m);
+		if (r >= 0)
+			api_root_given(&m);
 		if (r >= 0 && asprintf(&m.from, "%s line %u", path, t->line) < 0) {
 			m.from = NULL;
 			r = -ENOMEM;

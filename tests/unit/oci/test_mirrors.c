@@ -459,6 +459,34 @@ static void test_hosts_toml(void **state)
 	cleanup_tmpdir();
 }
 
+/* As containerd reads them: a URL whose path ends in /v2 is the API root, and capabilities
+ * are in any case. */
+static void test_hosts_toml_as_containerd(void **state)
+{
+	static const char doc[] = "server = \"https://reg.example/v2\"\n"
+				  "[host.\"https://m1/mirror/v2\"]\n"
+				  "  capabilities = [\"Pull\", \"RESOLVE\"]\n"
+				  "[host.\"https://m2/v2x\"]\n"
+				  "  capabilities = [\"pull\"]\n";
+	struct util_error err = UTIL_ERROR_INIT;
+	struct oci_options o;
+	struct oci_client *c;
+
+	oci_options_init(&o);
+	assert_int_equal(
+	    oci_options_apply_hosts_toml(&o, doc, strlen(doc), "/x/hosts.toml", &err), 0);
+	assert_int_equal(o.n_mirrors, 2);
+	assert_true(o.mirrors[0].override_path);
+	assert_int_equal(o.mirrors[0].caps, OCI_CAP_PULL | OCI_CAP_RESOLVE);
+	assert_false(o.mirrors[1].override_path);
+	c = client("debian", &o);
+	assert_string_equal(c->hosts[0].api, "https://m1/mirror/v2");
+	assert_string_equal(c->hosts[1].api, "https://m2/v2x/v2");
+	assert_string_equal(c->up->api, "https://reg.example/v2");
+	oci_client_free(c);
+	oci_options_free(&o);
+}
+
 static void hosts_bad(const char *text, unsigned line, const char *why)
 {
 	struct util_error err = UTIL_ERROR_INIT;
@@ -547,6 +575,7 @@ int main(void)
 		cmocka_unit_test(test_server),
 		cmocka_unit_test(test_config_file),
 		cmocka_unit_test(test_hosts_toml),
+	    cmocka_unit_test(test_hosts_toml_as_containerd),
 		cmocka_unit_test(test_hosts_toml_refused),
 		cmocka_unit_test(test_hosts_dir),
 	};
