@@ -185,6 +185,9 @@ struct cache_open_params {
 			     * (CACHE_PREALLOC_RESERVE_PERCENT), sparse otherwise */
 };
 
+/* (Re)initialize the entry's locks: at open, and in a process forked by one with other
+ * threads, where one of them may have held a lock at the fork (it stays held for ever). */
+void cache_entry_locks_init(struct cache_entry *e);
 /* Open the entry with the lock (taken by cache_entry_lock, ownership passes to the entry).
  * A missing entry is created; one whose header is damaged or does not match (key, digest,
  * size) is rebuilt from scratch; one marked bad is discarded and a fresh one made. The

@@ -410,6 +410,18 @@ static void sweep_aside(int dirfd, const char *key)
 	closedir(d);
 }
 
+void cache_entry_locks_init(struct cache_entry *e)
+{
+	pthread_rwlockattr_t a;
+
+	/* A failed flush must not wait behind an endless stream of stores. */
+	pthread_rwlockattr_init(&a);
+	pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&e->store_lock, &a);
+	pthread_rwlockattr_destroy(&a);
+	pthread_mutex_init(&e->flush_lock, NULL);
+}
+
 int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_params *p,
 		     int lock_fd, struct cache_entry **ret)
 {
@@ -428,16 +440,7 @@ int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_p
 		return -ENOMEM;
 	e->data_fd = e->bitmap_fd = e->lock_fd = -1;
 	e->lock_fd = TAKE_FD(lock);
-	{
-		pthread_rwlockattr_t a;
-
-		/* A failed flush must not wait behind an endless stream of stores. */
-		pthread_rwlockattr_init(&a);
-		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-		pthread_rwlock_init(&e->store_lock, &a);
-		pthread_rwlockattr_destroy(&a);
-		pthread_mutex_init(&e->flush_lock, NULL);
-	}
+	cache_entry_locks_init(e);
 	e->sh = util_shared_alloc(sizeof(*e->sh));
 	if (!e->sh) {
 		r = -errno;

@@ -17,7 +17,8 @@
  *
  * A new holder is forked from the multithreaded worker: it only uses what a fork keeps
  * usable (its own fds, the shared memory, plain syscalls, the log file without syslog); the
- * worker it forks later re-initializes every worker-only structure.
+ * worker it forks later re-initializes every worker-only structure and every lock (the
+ * entry's too: worker_state_init).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -82,6 +82,9 @@ static void worker_state_init(struct fetch_daemon *d)
 	memset(d->openers, 0, sizeof(d->openers));
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->flush_mutex, NULL);
+	/* Forked by a holder that was forked by a worker: its locks as that worker's threads
+	 * held them then (a flush in fdatasync, a store). */
+	cache_entry_locks_init(d->entry);
 	{
 		pthread_rwlockattr_t a;
 
