@@ -166,6 +166,11 @@ struct cache_entry {
 	bool aside;	   /* renamed aside after being marked bad */
 	char aside_name[CACHE_KEY_LEN + 32];
 	int owner_pid; /* the process that opened it: names the aside files */
+	/* Processes of a daemon before this one that still had the data file open for writing
+	 * when it was opened (a daemon verifying the image on its way out): their closes are
+	 * not another process's writes (cache_entry_prior_writer). */
+	int prior_writers[8];
+	unsigned nprior;
 	/* Stores take it shared (write, then set bits); a flush whose fdatasync failed takes it
 	 * exclusive to drop every bit not yet persisted: no store can slip its bits between the
 	 * failed sync and the drop. Per process (only the worker stores and flushes). */
@@ -185,6 +190,8 @@ struct cache_open_params {
 			     * (CACHE_PREALLOC_RESERVE_PERCENT), sparse otherwise */
 };
 
+/* Was pid one of a previous daemon's processes still writing the data file at open? */
+bool cache_entry_prior_writer(const struct cache_entry *e, int pid);
 /* (Re)initialize the entry's locks: at open, and in a process forked by one with other
  * threads, where one of them may have held a lock at the fork (it stays held for ever). */
 void cache_entry_locks_init(struct cache_entry *e);

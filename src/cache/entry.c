@@ -102,16 +102,73 @@ static void entry_drop_bits(struct cache_entry *e)
  * daemon started at once waits here for that close, which its own mark would otherwise report
  * as another process writing the file (and set the entry aside as bad). At most 2 s, and only
  * a hint: the lock file is what keeps daemons apart. */
-static void hold_data_file(int fd)
+static bool hold_data_file(int fd)
 {
 	struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
 
 	for (int i = 0; i < 200; i++) {
 		if (fcntl(fd, F_OFD_SETLK, &l) == 0 ||
 		    (errno != EAGAIN && errno != EACCES && errno != EINTR))
-			return;
+			return true;
 		usleep(10000);
 	}
+	return false;
+}
+
+/* Whether process pid's fd `name` (in /proc/PID/fd, dirfd fds) is file st open for writing. */
+static bool writes_file(int fds, int pid, const char *name, const struct stat *st)
+{
+	_cleanup_free_ char *info = NULL;
+	struct stat fst;
+	const char *flags;
+	char path[320];
+	size_t len;
+
+	if (fstatat(fds, name, &fst, 0) < 0 || fst.st_dev != st->st_dev || fst.st_ino != st->st_ino)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", pid, name);
+	if (util_read_file(AT_FDCWD, path, 4096, 0, &info, &len) < 0 || !info)
+		return false;
+	flags = strstr(info, "flags:");
+	return flags && (strtoul(flags + 6, NULL, 8) & O_ACCMODE) != O_RDONLY;
+}
+
+/* The data file is still held by a daemon before this one (hold_data_file gave up: one that
+ * verifies the image on its way out, for longer than the wait). Its processes are noted:
+ * their last close of the file is theirs, not another process writing it (fetch_read_opens). */
+static void note_prior_writers(struct cache_entry *e)
+{
+	_cleanup_(util_closedirp) DIR *procs = opendir("/proc");
+	struct dirent *de;
+	struct stat st;
+
+	if (!procs || fstat(e->data_fd, &st) < 0)
+		return;
+	while ((de = readdir(procs)) && e->nprior < ARRAY_SIZE(e->prior_writers)) {
+		int pid = atoi(de->d_name);
+		_cleanup_(util_closedirp) DIR *fds = NULL;
+		char path[64];
+		struct dirent *f;
+
+		if (pid <= 0 || pid == getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+		if (!(fds = opendir(path)))
+			continue;
+		while ((f = readdir(fds)))
+			if (f->d_name[0] != '.' && writes_file(dirfd(fds), pid, f->d_name, &st)) {
+				e->prior_writers[e->nprior++] = pid;
+				break;
+			}
+	}
+}
+
+bool cache_entry_prior_writer(const struct cache_entry *e, int pid)
+{
+	for (unsigned i = 0; i < e->nprior; i++)
+		if (e->prior_writers[i] == pid)
+			return true;
+	return false;
 }
 
 /* What the bitmap file claims, into e->persisted. */
@@ -171,7 +228,8 @@ static int entry_load(struct cache_entry *e, const struct cache_open_params *p, 
 	r = open_regular(e->dirfd, key, O_RDWR, &e->data_fd, &st);
 	if (r < 0)
 		return r;
-	hold_data_file(e->data_fd);
+	if (!hold_data_file(e->data_fd))
+		note_prior_writers(e);
 	if ((uint64_t)st.st_size != p->size)
 		return -EUCLEAN;
 	e->hdr = h;

@@ -6,6 +6,7 @@
 #ifndef LAZYEROFS_UTIL_CLEANUP_H
 #define LAZYEROFS_UTIL_CLEANUP_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,12 @@ static inline void util_fclosep(FILE **f)
 {
 	if (*f)
 		fclose(*f);
+}
+
+static inline void util_closedirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
 }
 
 #define _cleanup_free_ _cleanup_(util_freep)
