@@ -27,12 +27,16 @@ int cli_option_error(const char *cmd, const char *optstring, char **argv)
 
 	/* getopt leaves optopt at a known option's letter when its value is missing, and at an
 	 * unknown letter (or 0 for an unknown long option) otherwise. */
+	const char *arg = optind > 0 ? argv[optind - 1] : NULL;
+
 	if (spec && spec[1] == ':')
 		log_error("%s: option -%c needs a value; run 'lazyerofs %s --help'", cmd, optopt,
 			  cmd);
-	else
-		log_error("%s: unknown option '%s'; run 'lazyerofs %s --help'", cmd, argv[optind - 1],
-			  cmd);
+	else if (optopt) /* a letter, maybe inside a cluster such as -xv */
+		log_error("%s: unknown option '-%c'; run 'lazyerofs %s --help'", cmd, optopt, cmd);
+	else /* a long option: getopt stepped over it */
+		log_error("%s: unknown option '%s'; run 'lazyerofs %s --help'", cmd,
+			  arg && !strncmp(arg, "--", 2) ? arg : "?", cmd);
 	return CLI_EXIT_USAGE;
 }
 

@@ -10,6 +10,8 @@
 
 #include "cli/cli.h"
 #include "erofs/erofs.h"
+#include "mount/mount.h"
+#include "util/fs.h"
 #include "oci/oci.h"
 #include "util/cleanup.h"
 #include "util/extents.h"
@@ -51,13 +53,16 @@ static const char *errname(int r)
 static int fail(const char *path, int r, const char *detail)
 {
 	const char *what = errname(r);
+	char line[1024];
 
 	if (what && detail && *detail)
-		log_error("inspect '%s': %s: %s", path, what, detail);
+		snprintf(line, sizeof(line), "'%s': %s: %s", path, what, detail);
 	else if (detail && *detail)
-		log_error("inspect '%s': %s: %s", path, detail, strerror(-r));
+		snprintf(line, sizeof(line), "'%s': %s: %s", path, detail, strerror(-r));
 	else
-		log_error("inspect '%s': %s", path, strerror(-r));
+		snprintf(line, sizeof(line), "'%s': %s", path, strerror(-r));
+	mount_sanitize_line(line); /* the path as typed: one printable line */
+	log_error("inspect: %s", line);
 	return CLI_EXIT_FAILURE;
 }
 
@@ -114,9 +119,9 @@ int cli_inspect(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	}
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = util_open_read(AT_FDCWD, path, 0);
 	if (fd < 0)
-		return fail(path, -errno, "cannot open");
+		return fail(path, fd, "cannot open");
 	r = erofs_io_from_fd(&io, fd);
 	if (r < 0)
 		return fail(path, r, r == -EISDIR ? NULL : "not a regular file");

@@ -162,6 +162,7 @@ int cli_mount(int argc, char **argv)
 /* mount(8) runs `/sbin/mount.erofs.lazy SOURCE DIR [-sfnv] [-N NS] [-o OPTS] [-t TYPE]`. */
 int cli_mount_helper(int argc, char **argv)
 {
+	static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {0}};
 	const char *optv[CLI_MAX_OPT_ARGS];
 	const char *pos[2];
 	size_t optn = 0, npos = 0;
@@ -171,7 +172,7 @@ int cli_mount_helper(int argc, char **argv)
 	opterr = 0;
 	optind = 1;
 	/* Leading '-': positionals come back as option 1, in order, wherever they are. */
-	while ((c = getopt(argc, argv, "-sfnvho:t:N:")) != -1) {
+	while ((c = getopt_long(argc, argv, "-sfnvho:t:N:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 2) {

@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "erofs/erofs.h"
+#include "util/fs.h"
 #include "oci/oci.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -147,6 +148,14 @@ int cli_push(int argc, char **argv)
 		oci_options_free(&opts);
 		return r;
 	}
+	if (opts.blob || opts.digest || opts.layer >= 0) {
+		log_error("push: option '%s' picks what a mount or fetch reads; push takes none",
+			  opts.blob	? "blob"
+			  : opts.digest ? "digest"
+					: "layer");
+		oci_options_free(&opts);
+		return CLI_EXIT_USAGE;
+	}
 	image = argv[optind];
 	r = oci_ref_parse(argv[optind + 1], &ref, &err);
 	if (r < 0) {
@@ -161,9 +170,9 @@ int cli_push(int argc, char **argv)
 		goto out;
 	}
 
-	fd = open(image, O_RDONLY | O_CLOEXEC);
+	fd = util_open_read(AT_FDCWD, image, 0);
 	if (fd < 0) {
-		log_error("push: cannot open '%s': %m", image);
+		log_error("push: cannot open '%s': %s", image, strerror(-fd));
 		goto out;
 	}
 	if (check_image(image, fd, &size) < 0)

@@ -243,7 +243,7 @@ struct fetch_daemon {
 	 * free ones here (transfer thread only). */
 	uint8_t *stage_pool[FETCH_STAGES];
 	unsigned nstage_free, nstage_made;
-	uint64_t room_ms; /* when the transfer thread last set sched.room (transfer.c) */
+	uint64_t room_ms;	   /* when the transfer thread last set sched.room (transfer.c) */
 	struct fetch_files *files; /* (lock) the mount's file index (files.h), or NULL */
 	struct fetch_record record;	 /* first accesses (record.h; its own lock) */
 	struct fetch_record_store *record_store; /* its ranges, shared with the holder */

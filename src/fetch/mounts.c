@@ -219,7 +219,8 @@ bool fetch_read_opens(struct fetch_daemon *d)
 
 		/* Only the daemon writes the data file, through fds it never closes (and the
 		 * daemon before it may still close its own). */
-		if ((v[i].mask & FAN_CLOSE_WRITE) && !cache_entry_prior_writer(d->entry, v[i].pid)) {
+		if ((v[i].mask & FAN_CLOSE_WRITE) &&
+		    !cache_entry_prior_writer(d->entry, v[i].pid)) {
 			_cleanup_free_ char *comm = NULL;
 			char why[160], path[64];
 			size_t len = 0;

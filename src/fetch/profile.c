@@ -337,6 +337,12 @@ int profile_write_file(const char *path, const struct profile *p, struct util_er
 		r = -errno;
 	else
 		r = util_write_file_atomic(dfd, name, text, len, 0644);
+	if (r == -EEXIST)
+		return util_err_set(
+		    err, r,
+		    "cannot write profile '%s': it is not a regular file (a device, "
+		    "FIFO, symlink or directory), and only a file is replaced",
+		    path);
 	if (r < 0)
 		return util_err_set(err, r, "cannot write profile '%s': %s", path, strerror(-r));
 	return 0;

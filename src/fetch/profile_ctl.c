@@ -171,8 +171,8 @@ static int replay_start(struct fetch_daemon *d, const uint8_t *buf, size_t len, 
 		if (!d->replay_mine)
 			__atomic_store_n(&d->replay_mine, TAKE_PTR(mine), __ATOMIC_RELEASE);
 		free(d->replay_v);
-		d->replay = (struct fetch_replay){
-		    .v = v, .n = n, .bytes = bytes, .mine = d->replay_mine};
+		d->replay =
+		    (struct fetch_replay){.v = v, .n = n, .bytes = bytes, .mine = d->replay_mine};
 		d->replay_v = TAKE_PTR(v);
 		fetch_sched_replay(&d->sched, &d->replay, util_now_ms());
 		fetch_kick(d);

@@ -727,8 +727,8 @@ static size_t event_windows(const struct fetch_sched *s, const struct fetch_req 
 	*ret_own = 1;
 	if (!ahead_ok(s)) {
 		/* The cache disk is nearly full: the read's own blocks, nothing beside them. */
-		uint64_t end = MIN(blk_hi(r->v[k].offset + r->v[k].length) * CACHE_BLOCK_SIZE,
-				   s->size);
+		uint64_t end =
+		    MIN(blk_hi(r->v[k].offset + r->v[k].length) * CACHE_BLOCK_SIZE, s->size);
 
 		out[0] = (struct util_extent){.offset = b * CACHE_BLOCK_SIZE,
 					      .length = end - b * CACHE_BLOCK_SIZE};

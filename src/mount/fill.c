@@ -83,6 +83,9 @@ int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *r
 	*ret_class = MOUNT_FAIL_OTHER;
 	cache_dir = mount_cache_dir_of(req->cache_dir, req->opts);
 	run_dir = req->run_dir ? req->run_dir : mount_env_run_dir();
+	r = mount_check_dir_paths(cache_dir, run_dir, err);
+	if (r < 0)
+		return r;
 	r = mount_parse_source(req->source, &ref, &pub_source, ret_class, err);
 	if (r < 0)
 		return r;

@@ -24,6 +24,7 @@
 #include "util/cleanup.h"
 #include "util/config.h"
 #include "util/fs.h"
+#include "util/json.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/time.h"
@@ -340,8 +341,37 @@ static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs,
 		r = -errno;
 		return util_err_set(err, r, "mountpoint '%s': %s", mountpoint, strerror(-r));
 	}
+	if (!util_json_text_ok(abs)) {
+		free(abs);
+		return util_err_set(err, -EINVAL,
+				    "mountpoint '%s' is not valid UTF-8: it goes into the mount's "
+				    "state file; choose another",
+				    mountpoint);
+	}
 	*ret_fd = TAKE_FD(fd);
 	*ret_abs = abs;
+	return 0;
+}
+
+/* A mount on the cache or run directory, or inside one, would hide what the daemon and
+ * later commands find there. */
+static int refuse_inside(const char *mnt_abs, const char *mountpoint, const char *cache_dir,
+			 const char *run_dir, struct util_error *err)
+{
+	const char *what[2] = {"cache", "run"}, *dirs[2] = {cache_dir, run_dir};
+
+	for (int i = 0; i < 2; i++) {
+		_cleanup_free_ char *d = realpath(dirs[i], NULL);
+		size_t n = d ? strlen(d) : 0;
+
+		if (d && !strncmp(mnt_abs, d, n) &&
+		    (mnt_abs[n] == 0 || mnt_abs[n] == '/' || !strcmp(d, "/")))
+			return util_err_set(
+			    err, -EINVAL,
+			    "mountpoint '%s' is inside the %s directory '%s'; mount "
+			    "somewhere else",
+			    mountpoint, what[i], dirs[i]);
+	}
 	return 0;
 }
 
@@ -415,6 +445,9 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	*ret_class = MOUNT_FAIL_OTHER;
 	cache_dir = mount_cache_dir_of(req->cache_dir, req->opts);
 	run_dir = req->run_dir ? req->run_dir : mount_env_run_dir();
+	r = mount_check_dir_paths(cache_dir, run_dir, err);
+	if (r < 0)
+		return r;
 	r = mount_parse_source(req->source, &ref, &pub_source, ret_class, err);
 	if (r < 0)
 		return r;
@@ -429,6 +462,9 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	if (r < 0)
 		return r;
 	r = mount_open_run_dir(run_dir, &run_fd, err);
+	if (r < 0)
+		return r;
+	r = refuse_inside(mnt_abs, req->mountpoint, cache_dir, run_dir, err);
 	if (r < 0)
 		return r;
 	r = refuse_mounted(mnt_abs, req->mountpoint, run_fd, err);

@@ -19,6 +19,7 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/config.h"
+#include "util/json.h"
 #include "util/log.h"
 
 #ifndef TMPFS_MAGIC
@@ -67,6 +68,26 @@ static int registry_error(struct util_error *err, const char *what, const struct
 
 /* Fail early and clearly on filesystems that refuse pre-content marks (DESIGN fact 11); the
  * daemon's own mark attempt is the authoritative check for anything else. */
+int mount_check_dir_paths(const char *cache_dir, const char *run_dir, struct util_error *err)
+{
+	const char *what[2] = {"cache", "run"}, *path[2] = {cache_dir, run_dir};
+
+	for (int i = 0; i < 2; i++) {
+		if (path[i][0] != '/')
+			return util_err_set(err, -EINVAL,
+					    "%s directory '%s' must be an absolute path (from "
+					    "LAZYEROFS_%s_DIR?)",
+					    what[i], path[i], i ? "RUN" : "CACHE");
+		if (!util_json_text_ok(path[i]))
+			return util_err_set(
+			    err, -EINVAL,
+			    "%s directory '%s' is not valid UTF-8: it goes into state "
+			    "files and control messages; choose another",
+			    what[i], path[i]);
+	}
+	return 0;
+}
+
 int mount_check_cache_fs(const char *cache_dir, struct util_error *err)
 {
 	_cleanup_close_ int fd = -1;

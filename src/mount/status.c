@@ -113,11 +113,13 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 
 	if (only_mountpoint) {
 		uint64_t id;
+		bool root;
 
 		r = mount_path_mnt_id(only_mountpoint, &id);
 		if (r < 0 && r != -ENOTCONN) {
 			return util_err_set(err, r, "'%s': %s", only_mountpoint, strerror(-r));
 		}
+		root = r != -ENOTCONN;
 		if (r >= 0 && run_fd >= 0)
 			r = collect_one(run_fd, id, &v, &n);
 		if (r < 0 && r != -ENOENT && r != -ENOTCONN) {
@@ -126,11 +128,18 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 			mount_status_free(v, n);
 			return r;
 		}
+		if (n == 0 && !root) {
+			return util_err_set(
+			    err, -ENOTCONN,
+			    "'%s' is not a lazyerofs mount: not a mount point (give "
+			    "the directory an image is mounted on)",
+			    only_mountpoint);
+		}
 		if (n == 0 && mount_is_entry_mount(only_mountpoint) > 0) {
 			return util_err_set(err, -ENOTCONN,
 					    "'%s' is a mount of a lazyerofs cache entry with no "
-					    "state in '%s' (mounted with another "
-					    "LAZYEROFS_RUN_DIR?)",
+					    "state in '%s' (a bind mount of a lazyerofs mount, or "
+					    "mounted with another LAZYEROFS_RUN_DIR?)",
 					    only_mountpoint, run_dir);
 		}
 		if (n == 0) {

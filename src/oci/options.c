@@ -344,8 +344,8 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 		if (parse_timeout(value, &ms) < 0) {
 			return util_err_set(
 			    err, -EINVAL,
-			    "option 'timeout': '%.50s' is not a number of seconds between 0 "
-			    "and 86400",
+			    "option 'timeout': '%.50s' is not a number of seconds above 0 and "
+			    "at most 86400 (e.g. 30 or 2.5)",
 			    value);
 		}
 		o->timeout_ms = ms;

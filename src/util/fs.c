@@ -145,8 +145,12 @@ int util_write_file_atomic_flags(int dirfd, const char *name, const void *data, 
 	bool sync = !(flags & UTIL_WRITE_NO_SYNC);
 	char tmp[NAME_MAX + 1];
 	_cleanup_close_ int fd = -1;
+	struct stat st;
 	int r;
 
+	/* Only a file is ever replaced: never a device, a FIFO, a symlink or a directory. */
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
+		return -EEXIST;
 	if (snprintf(tmp, sizeof(tmp), ".%s.%d.tmp", name, (int)getpid()) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
@@ -219,12 +223,28 @@ int util_read_fd(int fd, size_t max, char **ret, size_t *ret_len)
 	return 0;
 }
 
-int util_read_file(int dirfd, const char *path, size_t max, int nofollow, char **ret, size_t *ret_len)
+int util_open_read(int dirfd, const char *path, int flags)
 {
-	_cleanup_close_ int fd = -1;
+	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags), fl;
 
-	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
 	if (fd < 0)
 		return -errno;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int util_read_file(int dirfd, const char *path, size_t max, int nofollow, char **ret,
+		   size_t *ret_len)
+{
+	_cleanup_close_ int fd = util_open_read(dirfd, path, nofollow ? O_NOFOLLOW : 0);
+
+	if (fd < 0)
+		return fd;
 	return util_read_fd(fd, max, ret, ret_len);
 }

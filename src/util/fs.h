@@ -23,7 +23,7 @@ int util_open_existing_private_dir(const char *path, int flags, int *ret_fd);
 int util_lock_at(int dirfd, const char *name, bool wait, int *ret_fd);
 
 /* Write data to dirfd/name atomically: temp file, fsync, rename, fsync dir. mode e.g. 0600
- * (less the umask). */
+ * (less the umask). -EEXIST when name is there and not a regular file (never replaced). */
 int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
 /* The same with flags: UTIL_WRITE_NO_SYNC skips both fsyncs (for what a crash may lose: the
  * rename stays atomic), UTIL_WRITE_EXACT_MODE gives the file mode whatever the umask. */
@@ -32,6 +32,9 @@ int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t
 int util_write_file_atomic_flags(int dirfd, const char *name, const void *data, size_t len,
 				 mode_t mode, unsigned flags);
 
+/* Open path for reading (O_CLOEXEC | flags) without blocking in open(2): a FIFO without a
+ * writer reads as empty instead of waiting for one. Returns the fd or -errno. */
+int util_open_read(int dirfd, const char *path, int flags);
 /* Read a whole file (not following a final symlink when nofollow) up to max bytes, NUL-terminated.
  * -EFBIG when larger. */
 int util_read_file(int dirfd, const char *path, size_t max, int nofollow, char **ret, size_t *ret_len);

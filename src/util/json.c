@@ -98,3 +98,10 @@ int util_json_get_array(json_t *obj, const char *key, json_t **ret)
 	*ret = v;
 	return 0;
 }
+
+bool util_json_text_ok(const char *s)
+{
+	_cleanup_json_ json_t *j = json_string(s);
+
+	return j != NULL;
+}

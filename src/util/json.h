@@ -7,6 +7,7 @@
 #define LAZYEROFS_UTIL_JSON_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "util/cleanup.h"
@@ -23,5 +24,8 @@ int util_json_get_string(json_t *obj, const char *key, const char **ret);
 int util_json_get_u64(json_t *obj, const char *key, uint64_t *ret);
 int util_json_get_object(json_t *obj, const char *key, json_t **ret);
 int util_json_get_array(json_t *obj, const char *key, json_t **ret);
+/* Whether s can be a JSON string: valid UTF-8 (paths that go into state files and control
+ * messages must be). */
+bool util_json_text_ok(const char *s);
 
 #endif

@@ -1736,7 +1736,7 @@ static void test_nothing_ahead_of_need_on_a_full_disk(void **state)
 	job = fetch_sched_pick(&e.s, 1, NULL);
 	assert_int_equal(job->kind, FETCH_JOB_DEMAND);
 	assert_one_run(job, 30 * MiB + 8 * KiB, 4096); /* not its chunk */
-	assert_null(fetch_sched_pick(&e.s, 1, NULL)); /* no read-ahead, replay or fill */
+	assert_null(fetch_sched_pick(&e.s, 1, NULL));  /* no read-ahead, replay or fill */
 	complete(&e, job);
 
 	/* Room again: what waited goes out, read-ahead first. */

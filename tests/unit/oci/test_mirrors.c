@@ -473,8 +473,8 @@ static void test_hosts_toml_as_containerd(void **state)
 	struct oci_client *c;
 
 	oci_options_init(&o);
-	assert_int_equal(
-	    oci_options_apply_hosts_toml(&o, doc, strlen(doc), "/x/hosts.toml", &err), 0);
+	assert_int_equal(oci_options_apply_hosts_toml(&o, doc, strlen(doc), "/x/hosts.toml", &err),
+			 0);
 	assert_int_equal(o.n_mirrors, 2);
 	assert_true(o.mirrors[0].override_path);
 	assert_int_equal(o.mirrors[0].caps, OCI_CAP_PULL | OCI_CAP_RESOLVE);
@@ -567,17 +567,17 @@ static void test_hosts_dir(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_grammar),
-		cmocka_unit_test(test_option),
-		cmocka_unit_test(test_copy_everything),
-		cmocka_unit_test(test_weak),
-		cmocka_unit_test(test_hosts),
-		cmocka_unit_test(test_server),
-		cmocka_unit_test(test_config_file),
-		cmocka_unit_test(test_hosts_toml),
+	    cmocka_unit_test(test_grammar),
+	    cmocka_unit_test(test_option),
+	    cmocka_unit_test(test_copy_everything),
+	    cmocka_unit_test(test_weak),
+	    cmocka_unit_test(test_hosts),
+	    cmocka_unit_test(test_server),
+	    cmocka_unit_test(test_config_file),
+	    cmocka_unit_test(test_hosts_toml),
 	    cmocka_unit_test(test_hosts_toml_as_containerd),
-		cmocka_unit_test(test_hosts_toml_refused),
-		cmocka_unit_test(test_hosts_dir),
+	    cmocka_unit_test(test_hosts_toml_refused),
+	    cmocka_unit_test(test_hosts_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
