@@ -169,6 +169,16 @@ static const char *blob_url_now(struct rreq *q)
 	return r->c->hosts[q->host].blob_url;
 }
 
+/* A mirror has half of what is left of a read's time: one that trickles its bytes (too fast
+ * for the low-speed limit, too slow for the read) then passes what is still missing on to
+ * the next host, with time left for it, instead of keeping the read to its deadline. */
+static uint64_t mirror_deadline(uint64_t deadline)
+{
+	uint64_t now = util_now_ms();
+
+	return deadline > now ? now + (deadline - now) / 2 : deadline;
+}
+
 static int start(struct rreq *q)
 {
 	struct oci_reader *r = q->r;
@@ -248,7 +258,7 @@ static int start(struct rreq *q)
 	/* A handle goes to several hosts in its life (mirrors, the registry): nothing of the
 	 * last one's (its proxy, its CA) may stay. */
 	curl_easy_reset(e);
-	oci_easy_setup(c, h, e, kr->deadline);
+	oci_easy_setup(c, h, e, h->mirror ? mirror_deadline(kr->deadline) : kr->deadline);
 	/* Blob bytes go over HTTP/1.1, one connection per transfer in flight: measured against
 	 * the distribution registry over TLS on loopback, HTTP/2 (one TCP connection, 16 KiB
 	 * frames, flow control) moved 16 MiB ranges at 220-280 MiB/s where HTTP/1.1 did 300-350,
@@ -436,7 +446,8 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 			return FATAL;
 		}
 		if (h->mirror && util_now_ms() < k->deadline &&
-		    (!q->progressed || !oci_curl_retryable(rc, q->errbuf))) {
+		    (!q->progressed || !oci_curl_retryable(rc, q->errbuf) ||
+		     rc == CURLE_OPERATION_TIMEDOUT)) {
 			struct util_error me = UTIL_ERROR_INIT;
 			int code = oci_curl_error(c, rc, q->errbuf, h->shown, &me);
 

@@ -120,6 +120,22 @@ def test_mount_through_pull_through_cache(lazy, image, pushed, upstream, pullthr
     assert_integrity(lazy.status_of(mp), "insecure")  # a plain-HTTP mirror (and registry)
 
 
+def test_a_trickling_mirror_passes_reads_on(lazy, image, pushed, upstream, registry):
+    """A mirror that answers, but at 4 KiB/s (above libcurl's low-speed limit, far below what
+    a read needs), has half of each read's time: then what it has not sent passes on to the
+    registry, and the mount and its reads work (they failed at their deadline, the registry
+    never asked)."""
+    mirror = FaultProxy("127.0.0.1", registry.port).start()
+    try:
+        mirror.add("slow", path="/blobs/", count=None, rate=4096, piece=1024)
+        mp = lazy.mount(upstream.ref(REPO, "v1"),
+                        opts=f"insecure,timeout=10,mirror=http://{mirror.host}")
+        check_reads(mp, image[1])
+        assert upstream.count(path="/blobs/") > 0, upstream.seen()
+    finally:
+        mirror.stop()
+
+
 def test_dead_mirrors_fall_back(lazy, image, pushed, upstream, registry):
     """A stopped mirror and a closed port: every request passes on to the registry, and
     the dead hosts are not asked for each range again."""
