@@ -145,7 +145,15 @@ int fetch_ensure_end(struct fetch_daemon *d, struct fetch_ensure *en)
 	return en->req.result;
 }
 
-int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n)
+/* Has the peer of a control connection gone (closed, or killed)? */
+static bool peer_gone(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+int fetch_ensure_for(struct fetch_daemon *d, const struct util_extent *v, size_t n, int peer_fd)
 {
 	struct fetch_ensure en;
 	int r;
@@ -153,12 +161,28 @@ int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n)
 	pthread_mutex_lock(&d->lock);
 	r = fetch_ensure_start(d, &en, v, n, false);
 	if (r == 0) {
-		while (!en.done)
-			pthread_cond_wait(&d->done_cond, &d->lock);
+		while (!en.done) {
+			struct timespec ts;
+
+			util_deadline_ts(&ts, 200);
+			pthread_cond_timedwait(&d->done_cond, &d->lock, &ts);
+			/* Asked for by a client that is gone (a mount interrupted): its request
+			 * ends now, as at its deadline, not when the fetch gives up. */
+			if (!en.done && peer_fd >= 0 && en.req.deadline_ms > 1 &&
+			    peer_gone(peer_fd)) {
+				en.req.deadline_ms = 1;
+				fetch_kick(d);
+			}
+		}
 		r = fetch_ensure_end(d, &en);
 	}
 	pthread_mutex_unlock(&d->lock);
 	return MIN(r, 0);
+}
+
+int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n)
+{
+	return fetch_ensure_for(d, v, n, -1);
 }
 
 static int do_ensure(struct conn *c, json_t *req)
@@ -201,7 +225,7 @@ static int do_ensure(struct conn *c, json_t *req)
 		goto ok;
 	}
 	n = ext.n;
-	r = fetch_ensure(d, ext.v, n);
+	r = fetch_ensure_for(d, ext.v, n, c->fd);
 	util_extents_free(&ext);
 	if (r < 0) {
 		char why[sizeof(d->last_error)];

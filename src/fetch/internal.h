@@ -384,6 +384,9 @@ void fetch_control_loop(struct fetch_daemon *d);
 /* Fetch what of v[0..n) is missing and wait until it is present (or failed: -errno), like a
  * mount's "ensure" request; its bytes do not go into the record. */
 int fetch_ensure(struct fetch_daemon *d, const struct util_extent *v, size_t n);
+/* The same for a control connection's client (peer_fd): a client that goes away ends its
+ * wait (-ETIMEDOUT) instead of the fetch's own deadline. */
+int fetch_ensure_for(struct fetch_daemon *d, const struct util_extent *v, size_t n, int peer_fd);
 /* The same in two steps, d->lock held: start (1: nothing to fetch; 0: queued, v stays valid
  * and en in place until en->done, then fetch_ensure_end gives the result; -errno; paced:
  * bytes fetched ahead of need, see fetch_req.paced) ... */

@@ -6,6 +6,7 @@ never replaced); no mount and no daemon stay behind."""
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -273,3 +274,31 @@ def test_push_refuses_pull_options(lazy, registry, images, opt):
     r = run(lazy, ["push", "-o", f"insecure,{opt}", PLAIN, registry.ref("rev/x", "v1")])
     line = one_line(r, 1)
     assert opt.split("=")[0] in line, line
+
+
+# -- 10. the mount command interrupted (Ctrl-C) while the metadata prefetch waits on the
+#        registry: the CLI dies at once, and its daemon -- attached to no mount, its only
+#        client gone -- leaves at once (it stayed until the stalled fetch gave up: 58 s with
+#        the default timeout=60)
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_mount_leaves_no_daemon(lazy, registry, images, faultproxy, sig):
+    faultproxy.add("stall", path="/blobs/", method="GET", count=None, seconds=120)
+    mp = lazy.mountpoint()
+    p = subprocess.Popen([BIN, "mount", "-o", "insecure", faultproxy.ref("rev/plain", "v1"), mp],
+                         env=env_of(lazy), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: lazy.daemon_pids() - {p.pid}, 20), "no daemon started"
+        time.sleep(0.5)
+        p.send_signal(sig)
+        p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    gone = wait_until(lambda: not lazy.daemon_pids(), 10)
+    faultproxy.clear()
+    assert gone, f"daemons still running 10 s after the mount was interrupted: " \
+                 f"{lazy.daemon_pids()}"
+    lazy.assert_nothing_left()
