@@ -134,9 +134,13 @@ static json_t *entry_json(const struct mount_status_entry *e)
 			return NULL;
 	}
 	if (o && !a)
-		json_object_set_new(o, "problem",
-				    json_string("the fetch daemon is not running; unmount with "
-						"'lazyerofs umount'"));
+		json_object_set_new(
+		    o, "problem",
+		    json_string(e->daemon_mute
+				    ? "the fetch daemon does not answer: reads of missing data "
+				      "wait for it; see its log, or unmount with 'lazyerofs umount'"
+				    : "the fetch daemon is not running; unmount with "
+				      "'lazyerofs umount'"));
 	return o;
 }
 
@@ -186,7 +190,8 @@ static void fill_row(const struct mount_status_entry *e, char cells[NCOLS][CELL]
 	if (!e->daemon_alive) {
 		for (int c = COL_PRESENT; c <= COL_ERR; c++)
 			snprintf(cells[c], CELL, "-");
-		snprintf(cells[COL_STATE], CELL, "lost (daemon gone)");
+		snprintf(cells[COL_STATE], CELL,
+			 e->daemon_mute ? "lost (daemon mute)" : "lost (daemon gone)");
 		snprintf(cells[COL_PID], CELL, "%d", (int)e->st.pid);
 		return;
 	}
@@ -235,7 +240,11 @@ static int print_table(const struct mount_status_entry *v, size_t n)
 		done += rows;
 	}
 	for (size_t i = 0; i < n; i++)
-		if (!v[i].daemon_alive)
+		if (v[i].daemon_mute)
+			printf("\n%s: the fetch daemon does not answer, so reads of missing data "
+			       "wait for it; see its log, or unmount with 'lazyerofs umount %s'\n",
+			       v[i].st.mountpoint, v[i].st.mountpoint);
+		else if (!v[i].daemon_alive)
 			printf("\n%s: the fetch daemon is not running, so unread data would come back "
 			       "as zeros; unmount it with 'lazyerofs umount %s'\n",
 			       v[i].st.mountpoint, v[i].st.mountpoint);

@@ -201,10 +201,23 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 
 int fetch_connect(const char *socket_path, struct fetch_handle **ret)
 {
+	return fetch_connect_timeout(socket_path, 0, ret);
+}
+
+int fetch_connect_timeout(const char *socket_path, uint64_t timeout_ms, struct fetch_handle **ret)
+{
 	_cleanup_close_ int fd = -1;
 	int r;
 
 	r = connect_unix(socket_path, &fd);
+	if (r >= 0 && timeout_ms) {
+		struct timeval tv = {.tv_sec = (time_t)(timeout_ms / 1000),
+				     .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
+
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+		    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+			return -errno;
+	}
 	if (r == -ECONNREFUSED && fetch_socket_is_stale(socket_path)) {
 		/* Whoever finds a dead daemon's socket removes it. */
 		(void)unlink(socket_path);

@@ -111,6 +111,9 @@ int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint
 		 const char *source, const char *state_file);
 /* Connect to a daemon by its socket path (from a state file). */
 int fetch_connect(const char *socket_path, struct fetch_handle **ret);
+/* The same, each request of the connection answered within timeout_ms or failed (-EAGAIN):
+ * for questions a live daemon answers at once (status), never for fetches. */
+int fetch_connect_timeout(const char *socket_path, uint64_t timeout_ms, struct fetch_handle **ret);
 int fetch_detach(struct fetch_handle *h, uint64_t mnt_id);
 
 /* Hand the daemon the image's file index (fetch/files.h encoding) in a sealed memfd.

@@ -215,6 +215,7 @@ int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, unsigne
 struct mount_status_entry {
 	struct mount_state st;
 	bool daemon_alive;        /* the daemon answered */
+	bool daemon_mute;	  /* ... or its socket took the call, and no answer came in time */
 	struct fetch_status fs;   /* valid when daemon_alive */
 };
 

@@ -21,6 +21,9 @@
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 
+/* How long status waits for a daemon's answer. */
+#define MOUNT_STATUS_ANSWER_MS 10000
+
 /* A run dir holds a few files per mount; anything beyond this is not ours to list. */
 #define STATUS_MAX_MOUNTS 4096
 
@@ -51,7 +54,8 @@ static int probe_one(int run_fd, struct mount_status_entry *e)
 	int alive = mount_id_exists(e->st.mnt_id, e->st.mountpoint);
 	int r;
 
-	r = fetch_connect(e->st.socket, &h);
+	/* A daemon that cannot answer within that is as good as gone for its mounts. */
+	r = fetch_connect_timeout(e->st.socket, MOUNT_STATUS_ANSWER_MS, &h);
 	if (alive == 0) {
 		/* The mount left without `lazyerofs umount`: tell the daemon, drop the state. */
 		if (r >= 0)
@@ -59,8 +63,10 @@ static int probe_one(int run_fd, struct mount_status_entry *e)
 		(void)mount_state_remove(run_fd, e->st.mnt_id);
 		return 0;
 	}
-	if (r >= 0 && fetch_status(h, &e->fs) >= 0)
-		e->daemon_alive = true;
+	if (r >= 0)
+		r = fetch_status(h, &e->fs);
+	e->daemon_alive = r >= 0;
+	e->daemon_mute = r == -EAGAIN;
 	return 1;
 }
 

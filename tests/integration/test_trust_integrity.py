@@ -5,9 +5,11 @@ cache entry of its own; a later mount of the same digest over TLS never reads it
 insecure), with `state` `lost` once no daemon answers for a mount."""
 
 import errno
+import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -161,6 +163,28 @@ def test_a_mount_without_its_daemon_is_lost(lazy, registry, image):
                     30)
     assert st, lazy.status_of(mp)
     assert st["integrity"] == "insecure" and "daemon" in st["problem"], st
+    lazy.umount(mp)
+
+
+def test_status_never_waits_for_a_daemon_that_does_not_answer(lazy, registry, image):
+    """A daemon whose worker does not answer (stopped here; wedged, in a bug) costs `status`
+    10 s, not for ever: the mount shows as lost, then running again once it answers."""
+    path, tree = image
+    registry.client.push_image("trust/mute", "v1", [(path, MT_EROFS)])
+    mp = lazy.mount(registry.ref("trust/mute", "v1"), opts="insecure")
+    worker = lazy.status_of(mp)["worker_pid"]
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = lazy.run(["status", "--json", mp], timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    assert took < 20, took
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)["mounts"][0]
+    assert st["state"] == "lost" and "does not answer" in st["problem"], st
+    assert lazy.status_of(mp)["state"] == "running"
     lazy.umount(mp)
 
 
