@@ -341,7 +341,7 @@ int profile_write_file(const char *path, const struct profile *p, struct util_er
 		return util_err_set(
 		    err, r,
 		    "cannot write profile '%s': it is not a regular file (a device, "
-		    "FIFO, symlink or directory), and only a file is replaced",
+		    "FIFO or symlink), and only a file is replaced",
 		    path);
 	if (r < 0)
 		return util_err_set(err, r, "cannot write profile '%s': %s", path, strerror(-r));

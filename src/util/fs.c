@@ -150,7 +150,7 @@ int util_write_file_atomic_flags(int dirfd, const char *name, const void *data, 
 
 	/* Only a file is ever replaced: never a device, a FIFO, a symlink or a directory. */
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
-		return -EEXIST;
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EEXIST;
 	if (snprintf(tmp, sizeof(tmp), ".%s.%d.tmp", name, (int)getpid()) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
