@@ -21,22 +21,38 @@ void cli_verbose_inc(void)
 	util_log_set_level(util_log_get_level() + 1);
 }
 
+/* Is argument a a cluster of short options ("-xv") holding letter c? */
+static bool short_cluster_has(const char *a, int c)
+{
+	return a && a[0] == '-' && a[1] && a[1] != '-' && strchr(a + 1, c);
+}
+
 int cli_option_error(const char *cmd, const char *optstring, char **argv)
 {
+	/* getopt_long leaves optopt at the letter of a short option it refuses (unknown, or
+	 * without its value), which sits in the argument it works on (optind) or, when it was
+	 * that argument's last, in the one before; at the value of a long option given a value
+	 * it takes none of (or none it needs), and at 0 for an unknown long option, both
+	 * stepped over. */
+	const char *prev = optind > 0 ? argv[optind - 1] : NULL, *cur = argv[optind];
 	const char *spec = optopt ? strchr(optstring, optopt) : NULL;
+	bool is_short =
+	    optopt && (short_cluster_has(cur, optopt) || short_cluster_has(prev, optopt));
+	int n = prev ? (int)strcspn(prev, "=") : 0;
 
-	/* getopt leaves optopt at a known option's letter when its value is missing, and at an
-	 * unknown letter (or 0 for an unknown long option) otherwise. */
-	const char *arg = optind > 0 ? argv[optind - 1] : NULL;
-
-	if (spec && spec[1] == ':')
+	if (is_short && spec && spec[1] == ':')
 		log_error("%s: option -%c needs a value; run 'lazyerofs %s --help'", cmd, optopt,
 			  cmd);
-	else if (optopt) /* a letter, maybe inside a cluster such as -xv */
+	else if (is_short)
 		log_error("%s: unknown option '-%c'; run 'lazyerofs %s --help'", cmd, optopt, cmd);
-	else /* a long option: getopt stepped over it */
-		log_error("%s: unknown option '%s'; run 'lazyerofs %s --help'", cmd,
-			  arg && !strncmp(arg, "--", 2) ? arg : "?", cmd);
+	else if (!prev || strncmp(prev, "--", 2) != 0)
+		log_error("%s: unknown option; run 'lazyerofs %s --help'", cmd, cmd);
+	else if (optopt)
+		log_error("%s: option '%.*s' %s; run 'lazyerofs %s --help'", cmd, n, prev,
+			  prev[n] ? "takes no value" : "needs a value", cmd);
+	else
+		log_error("%s: unknown option '%.*s'; run 'lazyerofs %s --help'", cmd, n, prev,
+			  cmd);
 	return CLI_EXIT_USAGE;
 }
 

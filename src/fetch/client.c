@@ -454,6 +454,7 @@ void fetch_status_parse(json_t *reply, struct fetch_status *ret)
 	fetch_metrics_parse(reply, ret);
 	ret->holds = (unsigned)getu(reply, "holds");
 	ret->filling = json_is_true(json_object_get(reply, "filling"));
+	ret->cache_disk_low = json_is_true(json_object_get(reply, "cache_disk_low"));
 	ret->last_errno = -(int)MIN(getu(reply, "last_errno"), (uint64_t)4095);
 	if (util_json_get_string(reply, "last_error", &state) >= 0)
 		snprintf(ret->last_error, sizeof(ret->last_error), "%s", state);

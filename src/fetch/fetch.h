@@ -216,6 +216,7 @@ struct fetch_status {
 
 	unsigned holds;		  /* connections holding the daemon (a mount being made, a fill) */
 	bool filling;		  /* the background fill runs */
+	bool cache_disk_low;	  /* nothing goes ahead of need: the cache disk is at its reserve */
 	int last_errno;		  /* the last failed fetch: -errno (0: none) */
 	char last_error[256];	  /* ... and what the registry client said */
 	uint64_t trimmed_bytes;	  /* evicted by trims while in use (trim.c) */

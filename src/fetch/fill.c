@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cache/cache.h"
 #include "fetch/internal.h"
 #include "util/macro.h"
 #include "util/time.h"
@@ -66,6 +67,13 @@ int fetch_fill_wait(struct fetch_handle *h, const struct fetch_fill_watch *w,
 			    "the blob's bytes do not match its digest %s; the entry "
 			    "was set aside as bad (a new fetch starts afresh)",
 			    st->digest);
+		if (st->cache_disk_low && strcmp(st->state, "complete") != 0)
+			return util_err_set(
+			    err, -ENOSPC,
+			    "the cache disk is down to its reserve (%u %% of it is "
+			    "kept free for reads); free space, or use cache=DIR on a "
+			    "larger disk",
+			    CACHE_PREALLOC_RESERVE_PERCENT);
 		if (st->errors > errors0 && st->last_errno < 0 &&
 		    fetch_error_permanent(st->last_errno))
 			return util_err_set(err, st->last_errno, "fetching from the registry: %s",

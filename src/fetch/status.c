@@ -36,7 +36,7 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	unsigned mounts = 0, in_flight;
 	uint64_t rtt_us, rate;
 	unsigned holds;
-	bool filling;
+	bool filling, disk_low;
 	int last_errno;
 	char last_error[sizeof(d->last_error)];
 
@@ -52,6 +52,7 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	rate = d->sched.link_bytes_per_s;
 	holds = d->holds;
 	filling = d->sched.pol.prefetch_all;
+	disk_low = fetch_sched_room_short(&d->sched);
 	last_errno = d->last_errno;
 	memcpy(last_error, d->last_error, sizeof(last_error));
 	for (size_t i = 0; i < FETCH_MOUNTS_USED(d->sh); i++) {
@@ -98,6 +99,8 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "prefetch_all", json_boolean(d->pol.prefetch_all));
 	/* The background fill runs now (prefetch=all, or a `lazyerofs fetch` asked for it). */
 	json_object_set_new(o, "filling", json_boolean(filling));
+	/* Nothing is fetched ahead of need now: the cache disk is down to its reserve. */
+	json_object_set_new(o, "cache_disk_low", json_boolean(disk_low));
 	json_object_set_new(o, "holds", json_integer(holds));
 	if (last_errno) {
 		json_object_set_new(o, "last_errno", json_integer(-last_errno));

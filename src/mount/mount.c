@@ -353,8 +353,16 @@ static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs,
 	return 0;
 }
 
-/* A mount on the cache or run directory, or inside one, would hide what the daemon and
- * later commands find there. */
+/* Is path a, or anything under it, b? (Both absolute and resolved.) */
+static bool path_under(const char *b, const char *a)
+{
+	size_t n = strlen(a);
+
+	return !strncmp(b, a, n) && (b[n] == 0 || b[n] == '/' || (n == 1 && a[0] == '/'));
+}
+
+/* A mount on the cache or run directory, inside one or over one (on a directory above it),
+ * would hide what the daemon and later commands find there. */
 static int refuse_inside(const char *mnt_abs, const char *mountpoint, const char *cache_dir,
 			 const char *run_dir, struct util_error *err)
 {
@@ -362,14 +370,18 @@ static int refuse_inside(const char *mnt_abs, const char *mountpoint, const char
 
 	for (int i = 0; i < 2; i++) {
 		_cleanup_free_ char *d = realpath(dirs[i], NULL);
-		size_t n = d ? strlen(d) : 0;
 
-		if (d && !strncmp(mnt_abs, d, n) &&
-		    (mnt_abs[n] == 0 || mnt_abs[n] == '/' || !strcmp(d, "/")))
+		if (d && path_under(mnt_abs, d))
 			return util_err_set(
 			    err, -EINVAL,
 			    "mountpoint '%s' is inside the %s directory '%s'; mount "
 			    "somewhere else",
+			    mountpoint, what[i], dirs[i]);
+		if (d && path_under(d, mnt_abs))
+			return util_err_set(
+			    err, -EINVAL,
+			    "a mount on '%s' would hide the %s directory '%s' under "
+			    "it; mount somewhere else",
 			    mountpoint, what[i], dirs[i]);
 	}
 	return 0;

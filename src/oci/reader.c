@@ -171,12 +171,16 @@ static const char *blob_url_now(struct rreq *q)
 
 /* A mirror has half of what is left of a read's time: one that trickles its bytes (too fast
  * for the low-speed limit, too slow for the read) then passes what is still missing on to
- * the next host, with time left for it, instead of keeping the read to its deadline. */
+ * the next host, with time left for it, instead of keeping the read to its deadline. The
+ * last MIRROR_LAST_MS are all its own: a read that comes back to it (back_to_mirror) ends
+ * there, at its deadline, not in slices too short to receive a byte. */
+#define MIRROR_LAST_MS 2000
+
 static uint64_t mirror_deadline(uint64_t deadline)
 {
 	uint64_t now = util_now_ms();
 
-	return deadline > now ? now + (deadline - now) / 2 : deadline;
+	return deadline > now + MIRROR_LAST_MS ? now + (deadline - now) / 2 : deadline;
 }
 
 static int start(struct rreq *q)
@@ -382,15 +386,10 @@ enum outcome { DONE, AGAIN, FATAL };
 
 /* q failed at a mirror with code (why: its words): pass q on to the next host that may pull,
  * at once, for the ranges still missing. False when q's host is the registry itself. */
-static bool next_host(struct oci_read *k, struct rreq *q, int code, const char *why)
+/* Send q to host i afresh. */
+static void requeue_at(struct oci_read *k, struct rreq *q, size_t i)
 {
-	struct oci_client *c = k->r->c;
-	struct oci_host *h = &c->hosts[q->host];
-
-	if (!oci_host_failed(c, h, code, why))
-		return false;
-	oci_fmt(k->last_error, sizeof(k->last_error), "%s: %s", h->shown, why);
-	q->host = oci_host_next(c, q->host + 1, OCI_CAP_PULL);
+	q->host = i;
 	free(q->url);
 	q->url = NULL;
 	q->storage = q->from_cache = false;
@@ -398,6 +397,33 @@ static bool next_host(struct oci_read *k, struct rreq *q, int code, const char *
 	q->failures = q->no_progress = 0;
 	q->not_before = 0;
 	push_pending(k, q);
+}
+
+/* The host after a slow mirror failed too: back to the mirror, which was sending bytes, with
+ * the time left (an air-gapped node whose registry cannot be reached). */
+static bool back_to_mirror(struct oci_read *k, struct rreq *q)
+{
+	size_t i = q->back;
+
+	if (!i || util_now_ms() >= k->deadline)
+		return false;
+	q->back = 0;
+	log_debug("oci: %s: back to %s, the slow mirror", k->what, k->r->c->hosts[i - 1].shown);
+	requeue_at(k, q, i - 1);
+	return true;
+}
+
+static bool next_host(struct oci_read *k, struct rreq *q, int code, const char *why)
+{
+	struct oci_client *c = k->r->c;
+	struct oci_host *h = &c->hosts[q->host];
+
+	if (!h->mirror)
+		return back_to_mirror(k, q);
+	if (!oci_host_failed(c, h, code, why))
+		return false;
+	oci_fmt(k->last_error, sizeof(k->last_error), "%s: %s", h->shown, why);
+	requeue_at(k, q, oci_host_next(c, q->host + 1, OCI_CAP_PULL));
 	return true;
 }
 
@@ -450,10 +476,19 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		     rc == CURLE_OPERATION_TIMEDOUT)) {
 			struct util_error me = UTIL_ERROR_INIT;
 			int code = oci_curl_error(c, rc, q->errbuf, h->shown, &me);
+			/* Slow, not failing: passed over without being rested, and come back
+			 * to should the next host fail. */
+			bool slow = rc == CURLE_OPERATION_TIMEDOUT && q->progressed;
+			size_t at = q->host;
 
-			if (next_host(k, q, code, me.message))
+			if (next_host(k, q, slow ? -ETIMEDOUT : code, me.message)) {
+				if (slow)
+					q->back = at + 1;
 				return AGAIN;
+			}
 		}
+		if (!h->mirror && back_to_mirror(k, q))
+			return AGAIN;
 		if (!oci_curl_retryable(rc, q->errbuf) || util_now_ms() >= k->deadline) {
 			*ret = oci_curl_error(c, rc, q->errbuf, k->what, &k->err);
 			if (k->last_error[0] && rc == CURLE_OPERATION_TIMEDOUT)
@@ -584,7 +619,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		q->no_progress = 0;
 	else
 		q->no_progress++;
-	if (h->mirror && (!q->progressed || q->failures >= MAX_FAILURES) &&
+	if ((h->mirror || q->back) && (!q->progressed || q->failures >= MAX_FAILURES) &&
 	    next_host(k, q, st >= 500 || st == 429 || st == 408 || !st ? -EAGAIN : -EBADMSG,
 		      k->last_error))
 		return AGAIN;
@@ -623,6 +658,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 				return FATAL;
 			}
 			s->host = q->host;
+			s->back = q->back;
 			s->not_before = q->not_before;
 			s->failures = q->failures;
 			s->no_progress = q->no_progress;

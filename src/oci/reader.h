@@ -62,6 +62,9 @@ struct rreq {
 	int auth_rounds;
 	int hops;
 	size_t host;     /* index of the client's host asked (mirrors first, the registry last) */
+	/* A mirror passed over for being slow, not failing (its time share ran out while bytes
+	 * came), plus one: a next host that fails sends the request back to it (0: none). */
+	size_t back;
 	char *url;       /* NULL: the host's blob URL (or the remembered location) */
 	bool storage;    /* url is not the registry: no registry Authorization */
 	bool from_cache; /* url is the remembered location */

@@ -227,6 +227,9 @@ int util_open_read(int dirfd, const char *path, int flags)
 {
 	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags), fl;
 
+	/* A file under a lease (an NFS delegation, a Samba oplock): wait for its break. */
+	if (fd < 0 && errno == EWOULDBLOCK)
+		fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | flags);
 	if (fd < 0)
 		return -errno;
 	fl = fcntl(fd, F_GETFL);

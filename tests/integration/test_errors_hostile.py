@@ -120,6 +120,17 @@ def test_fifo_input_does_not_hang(lazy, registry, images, name, argv, code):
 #       "unknown option 'insecure'" (src/cli/common.c cli_option_error prints
 #       argv[optind - 1], but getopt does not advance optind inside a cluster)
 
+@pytest.mark.parametrize("argv,said", [
+    (["status", "--json=1"], "'--json' takes no value"),
+    (["gc", "--dry-run=yes"], "'--dry-run' takes no value"),
+    (["umount", "--lazy=1", "/x"], "'--lazy' takes no value"),
+    (["mount", "--bogus=3", "a", "b"], "unknown option '--bogus'"),
+    (["mount", "--verbose", "-xv", "a", "b"], "unknown option '-x'"),
+])
+def test_option_errors_name_what_was_typed(lazy, argv, said):
+    assert said in one_line(run(lazy, argv), 1)
+
+
 @pytest.mark.parametrize("argv,bad", [
     (["mount", "-xv", "a", "b"], "x"),
     (["mount", "-o", "insecure", "-Zv", "a", "b"], "Z"),
@@ -231,6 +242,16 @@ def test_path_inside_a_mount_is_not_blamed_on_the_run_dir(lazy, registry, images
 # -- 7. a mount on the cache's own sha256/ directory is mounted, then undone with "the cache
 #       file '...' was replaced while it was mounted" (src/mount/mount.c:523): the mount hid
 #       the entry; the line should say the mountpoint lies in the cache directory
+
+def test_a_mount_over_the_cache_and_run_dirs(lazy, registry, images):
+    """A mountpoint above the cache and run directories would hide both: refused up front
+    (it mounted, then failed with "the cache file ... was replaced")."""
+    mp, r = lazy.mount(registry.ref("rev/plain", "v1"), mp=lazy.root, check=False)
+    lazy.points.remove(lazy.root)
+    line = one_line(r, 32)
+    assert "would hide" in line, line
+    lazy.assert_nothing_left()
+
 
 def test_mountpoint_inside_the_cache(lazy, registry, images):
     ref = registry.ref("rev/plain", "v1")

@@ -136,6 +136,39 @@ def test_a_trickling_mirror_passes_reads_on(lazy, image, pushed, upstream, regis
         mirror.stop()
 
 
+def test_a_slow_mirror_of_an_unreachable_registry_keeps_serving(lazy, image, pushed,
+                                                               registry):
+    """The registry cannot be reached (an air-gapped node), the mirror is slow: a request
+    passed on from it at half of its time comes back to it when the registry fails, and the
+    mirror is not rested for being slow, so a read meanwhile still goes to it (it was rested
+    for 30 s and every read failed)."""
+    mirror = FaultProxy("127.0.0.1", registry.port).start()
+    try:
+        with closed_port() as dead:
+            ref = f"127.0.0.1:{dead}/{REPO}@{pushed['digest']}"
+            mp = lazy.mount(ref, opts=f"insecure,timeout=10,mirror=http://{mirror.host}")
+            mirror.add("slow", path="/blobs/", count=None, rate=64 * 1024, piece=4096)
+            t0 = time.monotonic()
+            with open(os.path.join(image[1], "data/r0.bin"), "rb") as f:
+                want0 = f.read()
+            # (its start came with the mount's first request; what follows, at that rate,
+            # takes a minute: the request is cut at 5 s)
+            at = 512 * 1024
+            assert child_read(mp + "/data/r0.bin", at, 4096, timeout=30) == \
+                want0[at:at + 4096]
+            time.sleep(max(0.0, 6.5 - (time.monotonic() - t0)))
+            mirror.clear()
+            with open(os.path.join(image[1], "data/r1.bin"), "rb") as f:
+                want1 = f.read()
+            t1 = time.monotonic()
+            assert child_read(mp + "/data/r1.bin", 3 << 20, 4096, timeout=30) == \
+                want1[3 << 20:(3 << 20) + 4096]
+            assert time.monotonic() - t1 < 3
+            lazy.umount(mp)
+    finally:
+        mirror.stop()
+
+
 def test_dead_mirrors_fall_back(lazy, image, pushed, upstream, registry):
     """A stopped mirror and a closed port: every request passes on to the registry, and
     the dead hosts are not asked for each range again."""

@@ -233,6 +233,21 @@ def test_nothing_fetched_ahead_of_need_fills_a_small_cache_disk(small_cache, big
     lazy.assert_nothing_left()
 
 
+def test_fetch_on_a_small_cache_disk_names_the_disk(small_cache, big):
+    """`lazyerofs fetch` of a 64 MiB blob onto a 48 MiB cache disk stops at the disk's
+    reserve and says so at once (it waited out timeout= and then blamed the network: "no
+    byte arrived")."""
+    lazy, fs = small_cache
+    t0 = time.monotonic()
+    r = lazy.run(["fetch", "-o", "insecure,timeout=20", big["ref"]], timeout=120)
+    took = time.monotonic() - t0
+    errors = [l for l in r.stderr.splitlines() if l.startswith("lazyerofs:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr
+    assert "cache disk" in errors[0] and "reserve" in errors[0], errors[0]
+    assert took < 15, took
+    lazy.assert_nothing_left()
+
+
 def test_a_write_refused_mid_transfer_is_never_claimed(small_cache, big, faultproxy):
     """The cache disk is full for a moment while a job's bytes arrive slowly, and has room
     again before the job ends: what the disk refused between the job's pieces must not count
