@@ -336,7 +336,8 @@ int profile_write_file(const char *path, const struct profile *p, struct util_er
 	if (dfd < 0)
 		r = -errno;
 	else
-		r = util_write_file_atomic(dfd, name, text, len, 0644);
+		r = util_write_file_atomic_flags(dfd, name, text, len, 0644,
+						 UTIL_WRITE_ONLY_OVER_FILE);
 	if (r == -EEXIST)
 		return util_err_set(
 		    err, r,

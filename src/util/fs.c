@@ -148,8 +148,10 @@ int util_write_file_atomic_flags(int dirfd, const char *name, const void *data, 
 	struct stat st;
 	int r;
 
-	/* Only a file is ever replaced: never a device, a FIFO, a symlink or a directory. */
-	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
+	/* A path the user named: only a file is replaced, never a device, a FIFO, a symlink or
+	 * a directory (in our own directories, whatever is in the way goes). */
+	if ((flags & UTIL_WRITE_ONLY_OVER_FILE) &&
+	    fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
 		return S_ISDIR(st.st_mode) ? -EISDIR : -EEXIST;
 	if (snprintf(tmp, sizeof(tmp), ".%s.%d.tmp", name, (int)getpid()) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;

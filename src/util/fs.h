@@ -23,13 +23,15 @@ int util_open_existing_private_dir(const char *path, int flags, int *ret_fd);
 int util_lock_at(int dirfd, const char *name, bool wait, int *ret_fd);
 
 /* Write data to dirfd/name atomically: temp file, fsync, rename, fsync dir. mode e.g. 0600
- * (less the umask). -EISDIR or -EEXIST when name is there and not a regular file (never
- * replaced). */
+ * (less the umask). */
 int util_write_file_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
 /* The same with flags: UTIL_WRITE_NO_SYNC skips both fsyncs (for what a crash may lose: the
- * rename stays atomic), UTIL_WRITE_EXACT_MODE gives the file mode whatever the umask. */
-#define UTIL_WRITE_NO_SYNC    (1u << 0)
-#define UTIL_WRITE_EXACT_MODE (1u << 1)
+ * rename stays atomic), UTIL_WRITE_EXACT_MODE gives the file mode whatever the umask,
+ * UTIL_WRITE_ONLY_OVER_FILE (for a path the user named) replaces only a regular file:
+ * -EISDIR or -EEXIST when name is something else. */
+#define UTIL_WRITE_NO_SYNC        (1u << 0)
+#define UTIL_WRITE_EXACT_MODE     (1u << 1)
+#define UTIL_WRITE_ONLY_OVER_FILE (1u << 2)
 int util_write_file_atomic_flags(int dirfd, const char *name, const void *data, size_t len,
 				 mode_t mode, unsigned flags);
 
