@@ -577,6 +577,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	st.mnt_id = res->mnt_id;
 	st.pid = h->pid;
 	st.mounted_by = getpid();
+	st.mnt_ns = mount_ns_id();
 	st.mountpoint = mnt_abs;
 	st.source = pub_source;
 	st.digest = cfg.blob.digest[0] ? cfg.blob.digest : NULL;

@@ -179,7 +179,11 @@ struct mount_state {
 			     * or "mirror" (the tag was resolved by a mirror alone) */
 	uint64_t size;
 	pid_t mounted_by;   /* the mount command's pid */
+	uint64_t mnt_ns;    /* the mount namespace it was made in (mount_ns_id), 0: unknown */
 };
+
+/* The calling process's mount namespace, as an id (the inode of /proc/self/ns/mnt), or 0. */
+uint64_t mount_ns_id(void);
 
 /* The source text safe to record and show: a URL loses user info and query string. */
 char *mount_public_source(const char *source, bool is_url);

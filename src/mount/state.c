@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mount/mount.h"
@@ -19,6 +20,13 @@
 
 #define STATE_MAX 16384
 #define STATE_VERSION 1
+
+uint64_t mount_ns_id(void)
+{
+	struct stat st;
+
+	return stat("/proc/self/ns/mnt", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
 
 void mount_state_done(struct mount_state *s)
 {
@@ -51,6 +59,7 @@ int mount_state_to_json(const struct mount_state *s, char **ret)
 	    json_object_set_new(o, "mnt_id", json_integer((json_int_t)s->mnt_id)) < 0 ||
 	    json_object_set_new(o, "pid", json_integer(s->pid)) < 0 ||
 	    json_object_set_new(o, "mounted_by", json_integer(s->mounted_by)) < 0 ||
+	    json_object_set_new(o, "mnt_ns", json_integer((json_int_t)s->mnt_ns)) < 0 ||
 	    json_object_set_new(o, "size", json_integer((json_int_t)s->size)) < 0)
 		return -ENOMEM;
 	r = set_str(o, "mountpoint", s->mountpoint);
@@ -112,6 +121,8 @@ int mount_state_from_json(const char *buf, size_t len, struct mount_state *ret)
 		s.mounted_by = (pid_t)v;
 	if (util_json_get_u64(o, "size", &s.size) < 0)
 		s.size = 0;
+	if (util_json_get_u64(o, "mnt_ns", &s.mnt_ns) < 0)
+		s.mnt_ns = 0;
 	r = dup_member(o, "mountpoint", true, &s.mountpoint);
 	if (r >= 0)
 		r = dup_member(o, "source", true, &s.source);

@@ -78,6 +78,12 @@ static int collect_one(int run_fd, uint64_t mnt_id, struct mount_status_entry **
 	r = mount_state_read(run_fd, mnt_id, &e.st);
 	if (r < 0)
 		return r;
+	/* A mount of another mount namespace (a container's, or the host's seen from one) is
+	 * neither seen nor checked from here: its id means nothing in ours. */
+	if (e.st.mnt_ns && e.st.mnt_ns != mount_ns_id()) {
+		mount_state_done(&e.st);
+		return 0;
+	}
 	r = probe_one(run_fd, &e);
 	if (r == 0) {
 		mount_state_done(&e.st);

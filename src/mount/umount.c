@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -20,6 +21,9 @@
 #include "util/log.h"
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
+
+/* How long umount waits for the daemon to take note that a mount left. */
+#define UMOUNT_DETACH_ANSWER_MS 5000
 
 static int umount_failed(const char *mountpoint, int r, struct util_error *err)
 {
@@ -37,9 +41,13 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, str
 	_cleanup_close_ int run_fd = -1;
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 	struct mount_state st = { 0 };
+	_cleanup_free_ char *real = realpath(mountpoint, NULL);
 	uint64_t mnt_id;
 	int r;
 
+	/* The mount, not a symbolic link to it (umount2 follows none). */
+	if (real)
+		mountpoint = real;
 	r = mount_path_mnt_id(mountpoint, &mnt_id);
 	if (r == -ENOTCONN) {
 		return util_err_set(err, r, "'%s' is not a mount point", mountpoint);
@@ -50,6 +58,13 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, str
 	r = util_open_existing_private_dir(run_dir, O_PATH, &run_fd);
 	if (r >= 0)
 		r = mount_state_read(run_fd, mnt_id, &st);
+	if (r == -EBADMSG) {
+		/* A damaged state file tells nothing: as without one, and it goes. */
+		log_warning("the state file of '%s' in '%s' is damaged; removing it", mountpoint,
+			    run_dir);
+		(void)mount_state_remove(run_fd, mnt_id);
+		r = -ENOENT;
+	}
 	if (r == -ENOENT) {
 		/* No state here: a mount of a cache entry all the same? */
 		int ours = mount_is_entry_mount(mountpoint);
@@ -60,10 +75,12 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, str
 		if (ours) {
 			if (umount2(mountpoint, (lazy ? MNT_DETACH : 0) | UMOUNT_NOFOLLOW) < 0)
 				return umount_failed(mountpoint, -errno, err);
-			log_warning("'%s' had no state in '%s' (mounted with another "
-				    "LAZYEROFS_RUN_DIR, or its state file removed); unmounted it all "
-				    "the same: its daemon leaves once nothing uses the image",
-				    mountpoint, run_dir);
+			log_warning(
+			    "'%s' had no state in '%s' (a bind mount of a lazyerofs "
+			    "mount, mounted with another LAZYEROFS_RUN_DIR, or its state file "
+			    "removed); unmounted it all the same: its daemon leaves once "
+			    "nothing uses the image",
+			    mountpoint, run_dir);
 			return 0;
 		}
 	}
@@ -83,8 +100,9 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, str
 		return r;
 	}
 
-	/* The mount is gone; from here on nothing may fail the command. */
-	if (fetch_connect(st.socket, &h) >= 0) {
+	/* The mount is gone; from here on nothing may fail the command, nor wait long for a
+	 * daemon that does not answer (the daemon sees the superblock go by itself). */
+	if (fetch_connect_timeout(st.socket, UMOUNT_DETACH_ANSWER_MS, &h) >= 0) {
 		r = fetch_detach(h, mnt_id);
 		if (r < 0)
 			log_debug("telling the daemon (pid %d) that mount %llu left: %s", (int)st.pid,

@@ -219,11 +219,17 @@ static void test_public_source(void **state)
 static void test_state_roundtrip(void **state)
 {
 	struct mount_state a = {
-		.mnt_id = 2147483692ULL, .pid = 4242, .mounted_by = 17,
-		.mountpoint = "/mnt/x \"quoted\"", .source = "127.0.0.1:5000/repo:tag",
-		.digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-		.cache = "/var/cache/lazyerofs/sha256/0123", .socket = "/run/lazyerofs/d.sock",
-		.options = "ro,nosuid", .size = 1ULL << 40,
+	    .mnt_id = 2147483692ULL,
+	    .pid = 4242,
+	    .mounted_by = 17,
+	    .mnt_ns = 4026531841ULL,
+	    .mountpoint = "/mnt/x \"quoted\"",
+	    .source = "127.0.0.1:5000/repo:tag",
+	    .digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+	    .cache = "/var/cache/lazyerofs/sha256/0123",
+	    .socket = "/run/lazyerofs/d.sock",
+	    .options = "ro,nosuid",
+	    .size = 1ULL << 40,
 	};
 	struct mount_state b = { 0 };
 	_cleanup_free_ char *text = NULL;
@@ -233,6 +239,7 @@ static void test_state_roundtrip(void **state)
 	assert_true(b.mnt_id == a.mnt_id);
 	assert_int_equal(b.pid, a.pid);
 	assert_int_equal(b.mounted_by, a.mounted_by);
+	assert_int_equal(b.mnt_ns, a.mnt_ns);
 	assert_string_equal(b.mountpoint, a.mountpoint);
 	assert_string_equal(b.source, a.source);
 	assert_string_equal(b.digest, a.digest);

@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""The life of a mount among other mount namespaces and odd hands: status run from another
+namespace (a container, a service with PrivateMounts=) neither lists nor drops the state of
+mounts it cannot see; status and umount with a daemon that does not answer return in their
+own time; a damaged state file and a symlinked mountpoint do not stop umount."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from common import BIN, wait_until
+from lazymount import build_big_image, is_mounted
+from registry import MT_EROFS
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
+
+
+@pytest.fixture(scope="module")
+def big(registry, tmp_path_factory):
+    image, tree = build_big_image(str(tmp_path_factory.mktemp("mountlife")))
+    registry.client.push_image("life/big", "v1", [(image, MT_EROFS)])
+    return registry.ref("life/big", "v1"), tree
+
+
+class Ns:
+    """A private mount namespace kept alive by a sleeping process; commands run inside via nsenter."""
+
+    def __init__(self):
+        self.p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "600"])
+        assert wait_until(lambda: os.readlink(f"/proc/{self.p.pid}/ns/mnt")
+                          != os.readlink("/proc/self/ns/mnt"), 10)
+
+    def run(self, lazy, args, **kw):
+        kw.setdefault("env", lazy.env)
+        return subprocess.run(["nsenter", "-t", str(self.p.pid), "-m", "--", BIN, *args],
+                              capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL, **kw)
+
+    def close(self):
+        self.p.kill()
+        self.p.wait()
+
+
+def test_status_on_the_host_keeps_a_containers_mount(lazy, big):
+    ref, tree = big
+    ns = Ns()
+    try:
+        mp = lazy.mountpoint("nsmnt")
+        r = ns.run(lazy, ["mount", "-o", "insecure", ref, mp])
+        assert r.returncode == 0, r.stderr
+        assert len(lazy.state_files()) == 1
+        # inside the namespace, status lists the mount
+        r = ns.run(lazy, ["status", "--json"])
+        assert len(json.loads(r.stdout)["mounts"]) == 1, r.stdout
+        # status from the host (the run dir is shared)
+        r = lazy.run(["status", "--json"])
+        host_view = r.stdout
+        files_after = lazy.state_files()
+        r = ns.run(lazy, ["status", "--json"])
+        ns_view = json.loads(r.stdout)["mounts"]
+        # the mount is still alive in the namespace and readable
+        inside = f"/proc/{ns.p.pid}/root{mp}/etc"
+        assert os.listdir(inside)
+        assert files_after != [] and len(ns_view) == 1, (
+            f"host status removed the state of a live mount: host said {host_view!r}, "
+            f"state files now {files_after}, namespace status now {ns_view}")
+    finally:
+        ns.run(lazy, ["umount", mp])
+        ns.close()
+
+
+def test_status_in_a_container_keeps_the_hosts_mount(lazy, big):
+    """`lazyerofs status` run from another mount namespace saw the host's unique mount ids
+    as gone and deleted their state files."""
+    ref, tree = big
+    mp = lazy.mount(ref, lazy.mountpoint("hostmnt"))
+    assert len(lazy.state_files()) == 1
+    ns = Ns()
+    try:
+        # the namespace has a copy of the host's mount (same superblock, another mnt_id)
+        r = ns.run(lazy, ["status", "--json"])
+        ns_view = r.stdout
+    finally:
+        ns.close()
+    files = lazy.state_files()
+    host = lazy.status()
+    r = lazy.umount(mp, check=False)
+    assert files and len(host) == 1, (
+        f"status in another namespace said {ns_view!r} and removed the host mount's state: "
+        f"state files {files}, host status {host}; umount then said rc={r.returncode} {r.stderr!r}")
+
+
+def test_status_and_umount_with_a_stopped_daemon(lazy, big):
+    """A daemon that does not answer (stopped: a frozen cgroup, SIGSTOP): status and umount
+    return within their own time (both hung), the mount is gone and so is its state."""
+    ref, tree = big
+    mp = lazy.mount(ref, lazy.mountpoint("stp"))
+    pids = sorted(lazy.daemon_pids())
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        res = {}
+        for what, args in (("status", ["status"]), ("umount", ["umount", mp])):
+            t = time.monotonic()
+            try:
+                r = lazy.run(args, timeout=20)
+                res[what] = (r.returncode, r.stderr.strip(), round(time.monotonic() - t, 1))
+            except subprocess.TimeoutExpired:
+                res[what] = "hung for 20 s"
+        res["mounted after umount"] = is_mounted(mp)
+        res["state files"] = lazy.state_files()
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+    assert "hung for 20 s" not in (res["status"], res["umount"]), res
+    assert res["umount"][0] == 0 and not res["mounted after umount"], res
+    assert res["state files"] == [], res
+    lazy.assert_nothing_left(timeout=30)
+
+
+def test_umount_with_a_damaged_state_file(lazy, big):
+    ref, tree = big
+    mp = lazy.mount(ref, lazy.mountpoint("dmg"))
+    (name,) = lazy.state_files()
+    with open(os.path.join(lazy.run_dir, name), "w") as f:
+        f.write("{garbage")
+    r = lazy.umount(mp, check=False)
+    still = is_mounted(mp)
+    assert r.returncode == 0 and not still, (r.returncode, r.stderr, still)
+    assert lazy.state_files() == []
+    lazy.assert_nothing_left()
+
+
+def test_umount_through_a_symlink(lazy, big):
+    ref, tree = big
+    mp = lazy.mount(ref, lazy.mountpoint("sl"))
+    link = os.path.join(lazy.root, "link")
+    os.symlink(mp, link)
+    r = lazy.umount(link, check=False)
+    assert r.returncode == 0 and not is_mounted(mp), r.stderr
+    lazy.assert_nothing_left()
