@@ -353,6 +353,41 @@ static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs,
 	return 0;
 }
 
+/* One mount at a time onto a mountpoint: from the check that nothing is mounted there to
+ * the state file, a lock in the run directory named by the directory's dev and inode. */
+struct mountpoint_lock {
+	int dirfd, fd;
+	char name[64];
+};
+
+static void mountpoint_unlock(struct mountpoint_lock *l)
+{
+	if (l->fd < 0)
+		return;
+	(void)unlinkat(l->dirfd, l->name, 0); /* a mount waiting takes a new one */
+	close(l->fd);
+	l->fd = -1;
+}
+
+static int mountpoint_lock(struct mountpoint_lock *l, int run_fd, int target_fd,
+			   const char *mountpoint, struct util_error *err)
+{
+	struct stat st;
+	int r;
+
+	if (fstat(target_fd, &st) < 0)
+		return util_err_set(err, -errno, "mountpoint '%s': %s", mountpoint,
+				    strerror(errno));
+	snprintf(l->name, sizeof(l->name), "mountpoint-%llx-%llx.lock",
+		 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+	l->dirfd = run_fd;
+	r = util_lock_at(run_fd, l->name, true, &l->fd);
+	if (r < 0)
+		return util_err_set(err, r, "locking mountpoint '%s' in the run directory: %s",
+				    mountpoint, strerror(-r));
+	return 0;
+}
+
 /* Is path a, or anything under it, b? (Both absolute and resolved.) */
 static bool path_under(const char *b, const char *a)
 {
@@ -443,6 +478,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 	_cleanup_(mount_profile_freep) struct mount_profile *profile = NULL;
 	_cleanup_close_ int target_fd = -1, run_fd = -1, data_fd = -1;
+	_cleanup_(mountpoint_unlock) struct mountpoint_lock mp_lock = {.fd = -1};
 	_cleanup_free_ char *mnt_abs = NULL, *pub_source = NULL, *metrics_dir = NULL;
 	struct fetch_config cfg = { 0 };
 	struct mount_state st = { 0 };
@@ -477,6 +513,9 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	if (r < 0)
 		return r;
 	r = refuse_inside(mnt_abs, req->mountpoint, cache_dir, run_dir, err);
+	if (r < 0)
+		return r;
+	r = mountpoint_lock(&mp_lock, run_fd, target_fd, req->mountpoint, err);
 	if (r < 0)
 		return r;
 	r = refuse_mounted(mnt_abs, req->mountpoint, run_fd, err);

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from common import BIN, wait_until
+from common import BIN, mountinfo, wait_until
 from lazymount import build_big_image, is_mounted
 from registry import MT_EROFS
 
@@ -143,3 +143,21 @@ def test_umount_through_a_symlink(lazy, big):
     r = lazy.umount(link, check=False)
     assert r.returncode == 0 and not is_mounted(mp), r.stderr
     lazy.assert_nothing_left()
+
+
+def test_two_mounts_onto_one_mountpoint_at_once(lazy, big):
+    """Two mount commands for one mountpoint at the same moment: one mounts, the other says
+    the mountpoint is taken (both mounted, stacked, with two state files)."""
+    ref, tree = big
+    mp = lazy.mountpoint("same")
+    ps = [subprocess.Popen([BIN, "mount", "-o", "insecure", ref, mp], env=lazy.env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    rs = sorted((p.wait(60), p.stderr.read()) for p in ps)
+    n = sum(1 for _, m, _, _ in mountinfo() if m == mp)
+    for _ in range(n):
+        lazy.umount(mp, check=False)
+    lazy.assert_nothing_left(timeout=15)
+    assert n == 1 and rs[0][0] == 0 and rs[1][0] == 32, (rs, n)
+    assert "already" in rs[1][1], rs
+    assert not [f for f in os.listdir(lazy.run_dir) if f.startswith("mountpoint-")]
