@@ -405,33 +405,26 @@ def test_lookup_takes_the_layer_the_list_names(registry, faultproxy, tmp):
     assert faultproxy.count(method="GET", path="/manifests/" + out["profile"]) == 0
     assert faultproxy.count(method="GET", path="/blobs/" + layer["digest"]) == 1
 
-    # The list names a blob the registry does not have: the manifest says which it is.
-    bad = dict(entry, annotations=dict(entry["annotations"],
-                                       **{LAYER_DIGEST: "sha256:" + "3" * 64}))
-    faultproxy.add("status", path=r"/manifests/" + img.tag, code=200, count=None,
-                   body=json.dumps(dict(index, manifests=[bad])),
-                   headers={"Content-Type": MT_OCI_INDEX})
-    faultproxy.reset_counts()
-    r = lookup(img, ref=ref)
-    assert r.returncode == 0, r
-    assert r.json["layer"] == text
-    assert faultproxy.count(method="GET", path="/blobs/sha256:" + "3" * 64) >= 1
-    assert faultproxy.count(method="GET", path="/manifests/" + out["profile"]) == 1
+    def lookup_with_hint(**hint):
+        """The lookup, with the list's entry naming another layer: the manifest's way."""
+        lying = dict(entry, annotations=dict(entry["annotations"], **hint))
+        faultproxy.clear()
+        faultproxy.add("status", path=r"/manifests/" + img.tag, code=200, count=None,
+                       body=json.dumps(dict(index, manifests=[lying])),
+                       headers={"Content-Type": MT_OCI_INDEX})
+        faultproxy.reset_counts()
+        r = lookup(img, ref=ref)
+        assert r.returncode == 0, r
+        assert r.json["layer"] == text
+        assert faultproxy.count(method="GET", path="/manifests/" + out["profile"]) == 1
 
+    # The list names a blob the registry does not have: the manifest says which it is.
+    lookup_with_hint(**{LAYER_DIGEST: "sha256:" + "3" * 64})
+    assert faultproxy.count(method="GET", path="/blobs/sha256:" + "3" * 64) >= 1
     # A hint of 0 bytes naming the image's own blob: nothing is asked of that blob (a GET of
     # it would have had no cap: it streamed the whole image until the lookup's deadline).
-    zero = dict(entry, annotations=dict(entry["annotations"],
-                                        **{LAYER_DIGEST: img.layer, LAYER_SIZE: "0"}))
-    faultproxy.clear()
-    faultproxy.add("status", path=r"/manifests/" + img.tag, code=200, count=None,
-                   body=json.dumps(dict(index, manifests=[zero])),
-                   headers={"Content-Type": MT_OCI_INDEX})
-    faultproxy.reset_counts()
-    r = lookup(img, ref=ref)
-    assert r.returncode == 0, r
-    assert r.json["layer"] == text
+    lookup_with_hint(**{LAYER_DIGEST: img.layer, LAYER_SIZE: "0"})
     assert faultproxy.count(method="GET", path="/blobs/" + img.layer) == 0
-    assert faultproxy.count(method="GET", path="/manifests/" + out["profile"]) == 1
 
 
 def test_lookup_keeps_its_deadline(registry, faultproxy, tmp):
