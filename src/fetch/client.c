@@ -345,14 +345,15 @@ int fetch_pin(struct fetch_handle *h, const struct util_extent *v, size_t n, str
 	return send_ranges(h, "pin", v, n, NULL, 0, err);
 }
 
-int fetch_connect_entry(const char *run_dir, const char *key, struct fetch_handle **ret)
+int fetch_connect_entry(const char *run_dir, const char *key, uint64_t timeout_ms,
+			struct fetch_handle **ret)
 {
 	char path[PATH_MAX];
 
 	if (!cache_key_valid(key) ||
 	    snprintf(path, sizeof(path), "%s/daemon-%s.sock", run_dir, key) >= (int)sizeof(path))
 		return -EINVAL;
-	return fetch_connect(path, ret);
+	return fetch_connect_timeout(path, timeout_ms, ret);
 }
 
 int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err)

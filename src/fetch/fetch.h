@@ -88,9 +88,11 @@ int fetch_pin(struct fetch_handle *h, const struct util_extent *v, size_t n,
  * what it evicted, why (may be "") what kept it from more. */
 int fetch_trim(struct fetch_handle *h, uint64_t bytes, uint64_t cold_ms, uint64_t *ret_freed,
 	       char *why, size_t why_len, struct util_error *err);
-/* Connect (without holding it) to the daemon of cache entry key, found in run_dir. -ENOENT or
+/* Connect (without holding it) to the daemon of cache entry key, found in run_dir, each
+ * request answered within timeout_ms (0: no limit; fetch_connect_timeout). -ENOENT or
  * -ECONNREFUSED when there is none. */
-int fetch_connect_entry(const char *run_dir, const char *key, struct fetch_handle **ret);
+int fetch_connect_entry(const char *run_dir, const char *key, uint64_t timeout_ms,
+			struct fetch_handle **ret);
 
 /* A read-only fd of the data file that the daemon opened BEFORE it marked the file: reads
  * through it raise no fanotify events, so they never wait for the daemon -- and read zeros

@@ -65,14 +65,16 @@ static void trim_entry(void *arg, const struct cache_gc_entry *e, uint64_t over)
 	uint64_t freed = 0;
 	int r;
 
-	r = fetch_connect_entry(g->run_dir, e->key, &h);
+	/* A trim punches holes and syncs the bitmap: seconds at most, never a reason to hang. */
+	r = fetch_connect_entry(g->run_dir, e->key, 120000, &h);
 	if (r >= 0)
 		r = fetch_trim(h, over, g->cold_ms, &freed, why, sizeof(why), &err);
 	fetch_handle_free(h);
 	if (r < 0)
 		log_info("not trimming entry %s: %s", e->key,
-			 r == -ENOENT || r == -ECONNREFUSED ? "no daemon answers for it"
-							    : util_err_msg(&err, r));
+			 r == -ENOENT || r == -ECONNREFUSED || r == -EAGAIN
+			     ? "no daemon answers for it"
+			     : util_err_msg(&err, r));
 	else if (why[0])
 		log_info("entry %s: trimmed %" PRIu64 " bytes; %s", e->key, freed, why);
 }

@@ -293,7 +293,7 @@ int mount_profile_save(const char *run_dir, const char *mountpoint, const char *
 				 mountpoint);
 		goto out;
 	}
-	r = fetch_connect(v[0].st.socket, &h);
+	r = fetch_connect_timeout(v[0].st.socket, 30000, &h);
 	if (r < 0) {
 		util_err_set(err, r, "connecting to the fetch daemon of '%s': %s", mountpoint,
 			     strerror(-r));
