@@ -347,7 +347,8 @@ bool fetch_req_satisfied(struct fetch_sched *s, struct fetch_req *req)
 
 /* Remember the chunk windows of a failed event: its fetch jobs asked for those (pick_demand),
  * and the kernel's next reads of them (the rest of its readahead) start inside them. */
-static void fail_record(struct fetch_sched *s, const struct fetch_req *r, uint64_t now_ms)
+static void fail_record(struct fetch_sched *s, const struct fetch_req *r, bool probe,
+			uint64_t now_ms)
 {
 	uint64_t ws, we, xs, xe;
 	const struct util_extent *a, *z;
@@ -361,8 +362,12 @@ static void fail_record(struct fetch_sched *s, const struct fetch_req *r, uint64
 	fetch_chunk_window(a->offset, s->pol.chunk_size, s->size, &ws, &we);
 	fetch_chunk_window(MIN(z->offset + z->length - 1, s->size - 1), s->pol.chunk_size, s->size,
 			   &xs, &xe);
-	s->failed[s->fail_next] = (struct fetch_failure){
-	    .first = blk_lo(ws), .end = blk_hi(MAX(we, xe)), .when_ms = now_ms, .error = r->error};
+	s->failed[s->fail_next] =
+	    (struct fetch_failure){.first = blk_lo(ws),
+				   .end = blk_hi(MAX(we, xe)),
+				   .when_ms = now_ms,
+				   .error = r->error < 0 ? r->error : r->result,
+				   .probed = probe};
 	s->fail_next = (s->fail_next + 1) % FETCH_FAIL_RING;
 }
 
@@ -396,7 +401,8 @@ static void fail_forget(struct fetch_sched *s)
  * event is answered as a whole: if part of it could not be had moments ago, it fails (unless
  * the registry came back since: the window is short, and any success forgets). Returns the
  * remembered error (-errno) or 0. */
-static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req, uint64_t now_ms)
+static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req, uint64_t now_ms,
+		       uint64_t *ret_when_ms, bool *ret_probed)
 {
 	for (size_t i = 0; i < FETCH_FAIL_RING; i++) {
 		const struct fetch_failure *f = &s->failed[i];
@@ -411,15 +417,23 @@ static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req,
 				continue;
 			lo = MAX(b, f->first);
 			hi = MIN(b + n, f->end);
-			if (lo < hi && cache_bitmap_find(s->bm, lo, hi, false) < hi)
+			if (lo < hi && cache_bitmap_find(s->bm, lo, hi, false) < hi) {
+				*ret_when_ms = f->when_ms;
+				*ret_probed = f->probed;
 				return f->error < 0 ? f->error : -EIO;
+			}
 		}
 	}
 	return 0;
 }
 
+/* The least a probe after a timeout is given. */
+#define PROBE_MIN_MS 500
+
 int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_ms)
 {
+	uint64_t failed_ms = 0;
+	bool probed = false;
 	int err;
 
 	if (req->kind == FETCH_REQ_EVENT || !req->v) {
@@ -442,13 +456,25 @@ int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_m
 	 * piece by piece: one probe, a single fetch attempt, answers for all of them. While it
 	 * runs the others wait for its outcome; if it fails they fail with it, and if the
 	 * registry answers again every read goes on. */
-	if (req->kind == FETCH_REQ_EVENT && (err = fail_recent(s, req, now_ms)) < 0) {
+	if (req->kind == FETCH_REQ_EVENT &&
+	    (err = fail_recent(s, req, now_ms, &failed_ms, &probed)) < 0) {
+		/* A probe failed on these bytes moments ago: the kernel's next follow-up of the
+		 * same read(2) fails at once, not after a probe of its own. */
+		if (probed)
+			return err;
 		req->error = err;
 		if (s->probe) {
 			req->held = true;
 		} else {
 			req->probe = true;
 			s->probe = req;
+			/* The probe has what is left of the failure window (at least
+			 * PROBE_MIN_MS), not a whole deadline more: against a registry that
+			 * stalls, one read(2) and its follow-ups then cost one deadline and
+			 * that, not a deadline each (timeout=3 s: a read failed after 9 s). */
+			req->deadline_ms =
+			    MIN(now_ms + s->pol.timeout_ms,
+				MAX(failed_ms + s->fail_window_ms, now_ms + PROBE_MIN_MS));
 		}
 	}
 	if (!req->deadline_ms)
@@ -1338,6 +1364,7 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_req **out,
 			   size_t max)
 {
+	const struct fetch_req *probe = s->probe; /* (probe_end clears its flag) */
 	size_t n = 0, keep = 0;
 
 	if (s->probe) {
@@ -1363,10 +1390,12 @@ size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_
 				r->result = r->error < 0 ? r->error : -ETIMEDOUT;
 				leave = true;
 			}
-			/* Remember it only when fetches did fail: a slow fetch still under way
-			 * may yet serve the kernel's retry. */
-			if (leave && r->result < 0 && r->error < 0 && r->kind == FETCH_REQ_EVENT)
-				fail_record(s, r, now_ms);
+			/* Remember it when fetches did fail, or when its time ran out (a registry
+			 * that stalls: the kernel's follow-ups probe instead of each waiting a
+			 * whole deadline on the same stalled fetch). */
+			if (leave && r->result < 0 && r->kind == FETCH_REQ_EVENT &&
+			    (r->error < 0 || r->result == -ETIMEDOUT))
+				fail_record(s, r, r == probe, now_ms);
 		}
 		if (leave)
 			out[n++] = r;

@@ -147,7 +147,8 @@ struct fetch_stream {
 struct fetch_failure {
 	uint64_t first, end;
 	uint64_t when_ms;
-	int error; /* -errno */
+	int error;   /* -errno */
+	bool probed; /* a probe failed on them: reads of them fail at once until the window ends */
 };
 
 struct fetch_sched {

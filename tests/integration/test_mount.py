@@ -805,6 +805,34 @@ def test_registry_stopped_cold_cat_fails_within_one_deadline(lazy, private_regis
     lazy.assert_nothing_left()
 
 
+@pytest.mark.parametrize("after", [0, 4096])
+def test_a_stalled_registry_fails_a_read_within_about_one_deadline(lazy, images, faultproxy,
+                                                                 after):
+    """A registry that stops answering with its connections open (from the first byte, or
+    after 4 KiB of each answer): a cold read(2) and a cold `cat` get EIO (or the bytes)
+    within one timeout= and the failure window's probe, not a deadline for each of the
+    kernel's follow-ups (timeout=3: 9 s for one read, 15 s for a cat, and a cat through
+    4 KiB pieces still running after two minutes)."""
+    timeout = 3
+    mp = lazy.mount(faultproxy.ref(images["big"]["repo"], "v1"),
+                    opts=f"insecure,timeout={timeout}")
+    faultproxy.add("stall", path="/blobs/", method="GET", count=None, seconds=60, after=after)
+    try:
+        for cmd in (["dd", f"if={mp}/data/r1.bin", "of=/dev/null", "bs=1M", "count=1", "skip=5",
+                     "status=none"], ["cat", f"{mp}/data/r2.bin"]):
+            t0 = time.monotonic()
+            r = subprocess.run(cmd, capture_output=True, timeout=120)
+            took = time.monotonic() - t0
+            assert r.returncode == 0 or b"Input/output error" in r.stderr, r.stderr
+            assert took < 2 * timeout + 1, (cmd[0], took)
+    finally:
+        faultproxy.clear()
+    st = lazy.settled_status_of(mp)
+    assert st["answers"] == st["events"], st
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
 def status_now(lazy, mp):
     """The mount's status entry with the daemon's counters, or None while the daemon does not
     answer (its worker being replaced)."""
