@@ -93,16 +93,32 @@ static void no_readahead(int fd)
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 }
 
-static int open_in_root(int root, const char *path)
+/* Open path (a name an image's program gives: untrusted) in the reader's root for reading,
+ * only when it is a regular file on the superblock dev: it is looked up without being opened
+ * first (O_PATH), so that no device, FIFO or other filesystem's file is ever opened by us. */
+static int open_in_root(int root, const char *path, dev_t dev)
 {
-	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+	struct open_how how = {.flags = O_PATH | O_CLOEXEC,
 			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-	long fd = syscall(SYS_openat2, root, path, &how, sizeof(how));
+	_cleanup_close_ int pfd = (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+	struct stat st;
+	char self[64];
+	int fd;
 
+	if (pfd < 0)
+		return -errno;
+	if (fstat(pfd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -ENOENT;
+	if (st.st_dev != dev)
+		return -EXDEV; /* a file, of another filesystem (a bind mount of something else) */
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
+	fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
-	no_readahead((int)fd);
-	return (int)fd;
+	no_readahead(fd);
+	return fd;
 }
 
 static int open_root(pid_t pid)
@@ -176,12 +192,10 @@ static void add_object(struct predictor *p, int root, const char *path, bool *re
 	*ret_found = false;
 	if (p->nobj == PREDICT_MAX_OBJECTS || strlen(path) >= sizeof(o->path))
 		return;
-	fd = open_in_root(root, path);
-	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+	fd = open_in_root(root, path, p->dev);
+	*ret_found = fd >= 0 || fd == -EXDEV; /* the loader takes it, ours or not */
+	if (fd < 0 || fstat(fd, &st) < 0)
 		return;
-	*ret_found = true;
-	if (st.st_dev != p->dev)
-		return; /* not ours: a bind mount of something else */
 	for (size_t i = 0; i < p->nobj; i++)
 		if (p->obj[i].ino == st.st_ino)
 			return;
@@ -294,7 +308,7 @@ static void read_object(struct predictor *p, size_t i, int fd)
 	if (root < 0)
 		return; /* the reader has exited */
 	if (fd < 0) {
-		fd = own = open_in_root(root, p->obj[i].path);
+		fd = own = open_in_root(root, p->obj[i].path, p->dev);
 		if (fd < 0)
 			return;
 	}
@@ -429,8 +443,8 @@ static void exe_in_root(pid_t pid, const struct stat *exe, char *out, size_t out
 	root = open_root(pid);
 	if (root < 0)
 		return;
-	fd = open_in_root(root, in);
-	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == exe->st_dev && st.st_ino == exe->st_ino)
+	fd = open_in_root(root, in, exe->st_dev);
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == exe->st_ino)
 		snprintf(out, outlen, "%s", in);
 }
 

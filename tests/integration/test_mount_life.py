@@ -27,7 +27,8 @@ def big(registry, tmp_path_factory):
 
 
 class Ns:
-    """A private mount namespace kept alive by a sleeping process; commands run inside via nsenter."""
+    """A private mount namespace kept alive by a sleeping process; commands run inside it
+    through nsenter."""
 
     def __init__(self):
         self.p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "600"])

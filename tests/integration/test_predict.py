@@ -15,6 +15,8 @@ import platform
 import random
 import shutil
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -152,3 +154,83 @@ def test_program_off_the_mount_is_left_alone(lazy, faultproxy, image):
         assert r.stdout == f.read()
     assert "program of pid" not in lazy.log()
     lazy.umount(mp)
+
+
+FIFO_NLIBS = 4
+FIFO_PAD = 384 << 10
+
+
+@pytest.fixture(scope="module")
+def fifo_prog(workdir, registry):
+    """A program whose needed objects are four libraries of the image and a FIFO in a
+    root-only directory of the host, named by its absolute path."""
+    workdir = os.path.join(workdir, "fifo")
+    secret = os.path.join(workdir, "rootonly")
+    os.makedirs(secret)
+    os.chmod(secret, 0o700)
+    fifo = os.path.join(secret, "fifo")
+    os.mkfifo(fifo)
+    src, tree = os.path.join(workdir, "src"), os.path.join(workdir, "tree")
+    os.makedirs(src)
+    os.makedirs(os.path.join(tree, "opt/p/lib"))
+    os.makedirs(os.path.join(tree, "opt/p/bin"))
+    rnd = random.Random(7)
+    for i in range(FIFO_NLIBS):
+        pad = ",".join(str(b) for b in rnd.randbytes(FIFO_PAD))
+        with open(os.path.join(src, f"p{i}.c"), "w") as f:
+            f.write(f"__attribute__((used)) static const unsigned char pad[] = {{{pad}}};\n"
+                    f"int p{i}(void) {{ return {i + 1} + (pad[{i}] & 0); }}\n")
+        sh("gcc", "-O0", "-shared", "-fPIC", "-o",
+           os.path.join(tree, "opt/p/lib", f"libp{i}.so"), f"p{i}.c", cwd=src)
+    with open(os.path.join(src, "x.c"), "w") as f:
+        f.write("int x(void) { return 0; }\n")
+    sh("gcc", "-shared", "-fPIC", f"-Wl,-soname,{fifo}", "-o", os.path.join(src, "libx.so"),
+       "x.c", cwd=src)
+    calls = " + ".join(f"p{i}()" for i in range(FIFO_NLIBS))
+    with open(os.path.join(src, "prog.c"), "w") as f:
+        f.write("#include <stdio.h>\nint x(void);\n"
+                + "".join(f"int p{i}(void);\n" for i in range(FIFO_NLIBS))
+                + f'int main(void) {{ printf("%d\\n", {calls} + x()); return 0; }}\n')
+    sh("gcc", "-O0", "-o", os.path.join(tree, "opt/p/bin/oprog"), "prog.c",
+       f"-L{os.path.join(tree, 'opt/p/lib')}", *[f"-lp{i}" for i in range(FIFO_NLIBS)],
+       os.path.join(src, "libx.so"), "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib", cwd=src)
+    path = os.path.join(workdir, "prog.erofs")
+    sh("mkfs.erofs", "-T0", path, tree)
+    registry.client.push_image("predict/fifo", "v1", [(path, MT_EROFS)])
+    return fifo
+
+
+def test_the_predictor_never_opens_what_is_not_a_file_of_the_image(lazy, faultproxy, fifo_prog):
+    """The daemon (root) reads the programs' needed objects ahead of their loader: an object
+    that is a FIFO (or a device) in a root-only directory, named by the image, is never
+    opened (it was: a writer blocked on that FIFO went on), only looked up."""
+    fifo = fifo_prog
+    opened = threading.Event()
+
+    def writer():
+        fd = os.open(fifo, os.O_WRONLY)  # blocks until someone opens the read side
+        opened.set()
+        os.close(fd)
+
+    faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=0.3, count=None)
+    mp = lazy.mount(faultproxy.ref("predict/fifo", "v1"), opts="insecure")
+    d = os.path.dirname(mp)  # the test's own private directories: let nobody pass
+    while d not in ("/", "/var/tmp", "/tmp", "/var"):
+        os.chmod(d, os.stat(d).st_mode | 0o011)
+        d = os.path.dirname(d)
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            mp + "/opt/p/bin/oprog"], capture_output=True, text=True,
+                           timeout=120)
+        got = opened.wait(10)
+        assert not got, ("the daemon (root) opened a FIFO in a root-only directory that an "
+                         "image's program named as a needed object")
+    finally:
+        if not opened.is_set():
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # release the writer
+            time.sleep(0.2)
+            os.close(fd)
+        faultproxy.clear()
+        lazy.umount(mp)
