@@ -250,7 +250,7 @@ def test_worker_crash_loop_ends_in_eio_not_a_hang(lazy, registry, faultproxy, bi
     data = source(tree, "/data/r2.bin")
     assert wait_until(lambda: _read_ok(mp + "/data/r2.bin") == sha(data), 30, step=0.5)
     lazy.umount(mp)
-    lazy.assert_nothing_left()
+    lazy.assert_nothing_left(timeout=30)  # a replacement worker stays 10 s at least
 
 
 def _read_ok(path):
