@@ -370,6 +370,7 @@ void *fetch_dispatcher_thread(void *arg)
 			r = &d->pool[slot];
 			*r = (struct fetch_req){.kind = FETCH_REQ_EVENT,
 						.fd = evs[i].fd,
+						.pid = evs[i].pid,
 						.slot = slot,
 						.deadline_ms = deadline,
 						.read_us = read_us};

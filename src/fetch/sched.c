@@ -367,7 +367,8 @@ static void fail_record(struct fetch_sched *s, const struct fetch_req *r, bool p
 				   .end = blk_hi(MAX(we, xe)),
 				   .when_ms = now_ms,
 				   .error = r->error < 0 ? r->error : r->result,
-				   .probed = probe};
+				   .probed = probe,
+				   .pid = r->pid};
 	s->fail_next = (s->fail_next + 1) % FETCH_FAIL_RING;
 }
 
@@ -397,6 +398,12 @@ static void fail_forget(struct fetch_sched *s)
 	probe_end(s, 0);
 }
 
+/* The kernel asks again for the rest of a failed read within a millisecond of the answer
+ * (measured; more on a loaded machine), in the reader's process: an ask of that process this
+ * soon after its probe failed is taken for one of the same read(2) and fails at once. Any
+ * other read (another process, or later: the registry may be back) probes. */
+#define FOLLOWUP_MS 1000
+
 /* Does a missing block of the event lie in a range that failed less than the window ago? The
  * event is answered as a whole: if part of it could not be had moments ago, it fails (unless
  * the registry came back since: the window is short, and any success forgets). Returns the
@@ -404,11 +411,15 @@ static void fail_forget(struct fetch_sched *s)
 static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req, uint64_t now_ms,
 		       uint64_t *ret_when_ms, bool *ret_probed)
 {
+	int err = 0;
+
+	/* The newest matching failure says when; a probe's failure a moment ago, that the
+	 * event is the kernel's next ask (FOLLOWUP_MS). */
 	for (size_t i = 0; i < FETCH_FAIL_RING; i++) {
 		const struct fetch_failure *f = &s->failed[i];
 
 		if (f->end <= f->first || now_ms < f->when_ms ||
-		    now_ms - f->when_ms >= s->fail_window_ms)
+		    now_ms - f->when_ms >= s->fail_window_ms || (err && f->when_ms < *ret_when_ms))
 			continue;
 		for (size_t k = req->cursor; k < req->n; k++) {
 			uint64_t b, n, lo, hi;
@@ -419,15 +430,17 @@ static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req,
 			hi = MIN(b + n, f->end);
 			if (lo < hi && cache_bitmap_find(s->bm, lo, hi, false) < hi) {
 				*ret_when_ms = f->when_ms;
-				*ret_probed = f->probed;
-				return f->error < 0 ? f->error : -EIO;
+				*ret_probed = f->probed && f->pid && f->pid == req->pid &&
+					      now_ms - f->when_ms < FOLLOWUP_MS;
+				err = f->error < 0 ? f->error : -EIO;
+				break;
 			}
 		}
 	}
-	return 0;
+	return err;
 }
 
-/* The least a probe after a timeout is given. */
+/* The least time a probe is given. */
 #define PROBE_MIN_MS 500
 
 int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_ms)
@@ -458,8 +471,8 @@ int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_m
 	 * registry answers again every read goes on. */
 	if (req->kind == FETCH_REQ_EVENT &&
 	    (err = fail_recent(s, req, now_ms, &failed_ms, &probed)) < 0) {
-		/* A probe failed on these bytes moments ago: the kernel's next follow-up of the
-		 * same read(2) fails at once, not after a probe of its own. */
+		/* A probe failed on these bytes a moment ago: the kernel's next ask of the same
+		 * read(2) fails at once, not after a probe of its own (FOLLOWUP_MS). */
 		if (probed)
 			return err;
 		req->error = err;

@@ -60,6 +60,7 @@ enum fetch_req_kind {
 struct fetch_req {
 	enum fetch_req_kind kind;
 	int fd;			     /* event fd to answer (events) */
+	int pid;		     /* events: the reader's process (0: not known) */
 	int slot;		     /* caller's slot index (journal / pool) */
 	const struct util_extent *v; /* byte ranges, sorted, within the blob */
 	size_t n;
@@ -148,7 +149,8 @@ struct fetch_failure {
 	uint64_t first, end;
 	uint64_t when_ms;
 	int error;   /* -errno */
-	bool probed; /* a probe failed on them: reads of them fail at once until the window ends */
+	bool probed; /* a probe (of process pid's read) failed on them */
+	int pid;
 };
 
 struct fetch_sched {

@@ -507,6 +507,7 @@ static void test_recent_failure_probes_once(void **state)
 	assert_int_equal(fetch_sched_collect(&e.s, now + 1000, out, 4), 1); /* ... at the deadline */
 	assert_int_equal(r.result, -EAGAIN);
 	event(&r2, 4096, 4096);
+	r2.pid = 42;
 	assert_int_equal(fetch_sched_add(&e.s, &r2, now + 1001), 0);
 	assert_true(r2.probe);
 	probe = fetch_sched_pick(&e.s, now + 1001, NULL);
@@ -518,7 +519,17 @@ static void test_recent_failure_probes_once(void **state)
 	assert_int_equal(fetch_sched_collect(&e.s, now + 1002, out, 4), 1);
 	assert_int_equal(r2.result, -ECONNREFUSED);
 	assert_null(e.s.probe);
-	fetch_sched_job_done(&e.s, job, -EAGAIN, now + 1003);
+	/* The kernel's next ask of that read (the same process), a moment later, fails at once;
+	 * another process's read then probes again (the registry may be back by then). */
+	event(&r3, 4096, 4096);
+	r3.pid = 42;
+	assert_int_equal(fetch_sched_add(&e.s, &r3, now + 1003), -ECONNREFUSED);
+	event(&r3, 4096, 4096);
+	r3.pid = 43;
+	assert_int_equal(fetch_sched_add(&e.s, &r3, now + 1003), 0);
+	assert_true(r3.probe);
+	assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
+	fetch_sched_job_done(&e.s, job, -EAGAIN, now + 1004);
 	env_free(&e);
 }
 
