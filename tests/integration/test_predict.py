@@ -39,6 +39,18 @@ def sh(*cmd, cwd=None):
     subprocess.run(cmd, check=True, capture_output=True, timeout=300, cwd=cwd)
 
 
+def build_libs(src, libdir, n, pad_bytes):
+    """libp0.so .. libp{n-1}.so in libdir, each pN() holding pad_bytes random bytes."""
+    rnd = random.Random(7)
+    for i in range(n):
+        pad = ",".join(str(b) for b in rnd.randbytes(pad_bytes))
+        with open(os.path.join(src, f"p{i}.c"), "w") as f:
+            f.write(f"__attribute__((used)) static const unsigned char pad[] = {{{pad}}};\n"
+                    f"int p{i}(void) {{ return {i + 1} + (pad[{i}] & 0); }}\n")
+        sh("gcc", "-O0", "-shared", "-fPIC", "-o", os.path.join(libdir, f"libp{i}.so"),
+           f"p{i}.c", cwd=src)
+
+
 def copy_real(src, tree, dest):
     """The file behind src (symlinks followed), at dest inside the tree."""
     out = os.path.join(tree, dest.lstrip("/"))
@@ -57,14 +69,7 @@ def image(workdir, registry):
     os.makedirs(os.path.join(tree, "bin"))
     os.makedirs(os.path.join(tree, "opt/p/bin"))
     os.makedirs(os.path.join(tree, "proc"))  # the loader finds $ORIGIN in /proc/self/exe
-    rnd = random.Random(7)
-    for i in range(NLIBS):
-        pad = ",".join(str(b) for b in rnd.randbytes(PAD))
-        with open(os.path.join(src, f"p{i}.c"), "w") as f:
-            f.write(f"__attribute__((used)) static const unsigned char pad[] = {{{pad}}};\n"
-                    f"int p{i}(void) {{ return {i + 1} + (pad[{i}] & 0); }}\n")
-        sh("gcc", "-O0", "-shared", "-fPIC", "-o",
-           os.path.join(tree, LIBDIR.lstrip("/"), f"libp{i}.so"), f"p{i}.c", cwd=src)
+    build_libs(src, os.path.join(tree, LIBDIR.lstrip("/")), NLIBS, PAD)
     calls = " + ".join(f"p{i}()" for i in range(NLIBS))
     with open(os.path.join(src, "prog.c"), "w") as f:
         f.write("#include <stdio.h>\n"
@@ -174,14 +179,7 @@ def fifo_prog(workdir, registry):
     os.makedirs(src)
     os.makedirs(os.path.join(tree, "opt/p/lib"))
     os.makedirs(os.path.join(tree, "opt/p/bin"))
-    rnd = random.Random(7)
-    for i in range(FIFO_NLIBS):
-        pad = ",".join(str(b) for b in rnd.randbytes(FIFO_PAD))
-        with open(os.path.join(src, f"p{i}.c"), "w") as f:
-            f.write(f"__attribute__((used)) static const unsigned char pad[] = {{{pad}}};\n"
-                    f"int p{i}(void) {{ return {i + 1} + (pad[{i}] & 0); }}\n")
-        sh("gcc", "-O0", "-shared", "-fPIC", "-o",
-           os.path.join(tree, "opt/p/lib", f"libp{i}.so"), f"p{i}.c", cwd=src)
+    build_libs(src, os.path.join(tree, "opt/p/lib"), FIFO_NLIBS, FIFO_PAD)
     with open(os.path.join(src, "x.c"), "w") as f:
         f.write("int x(void) { return 0; }\n")
     sh("gcc", "-shared", "-fPIC", f"-Wl,-soname,{fifo}", "-o", os.path.join(src, "libx.so"),
