@@ -70,7 +70,8 @@ static int probe_one(int run_fd, struct mount_status_entry *e)
 	return 1;
 }
 
-static int collect_one(int run_fd, uint64_t mnt_id, struct mount_status_entry **v, size_t *n)
+static int collect_one(int run_fd, uint64_t mnt_id, uint64_t own_ns, struct mount_status_entry **v,
+		       size_t *n)
 {
 	struct mount_status_entry e = { 0 }, *nv;
 	int r;
@@ -80,7 +81,7 @@ static int collect_one(int run_fd, uint64_t mnt_id, struct mount_status_entry **
 		return r;
 	/* A mount of another mount namespace (a container's, or the host's seen from one) is
 	 * neither seen nor checked from here: its id means nothing in ours. */
-	if (e.st.mnt_ns && e.st.mnt_ns != mount_ns_id()) {
+	if (e.st.mnt_ns && e.st.mnt_ns != own_ns) {
 		mount_state_done(&e.st);
 		return 0;
 	}
@@ -110,6 +111,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 		   struct mount_status_entry **ret, size_t *ret_n, struct util_error *err)
 {
 	_cleanup_close_ int run_fd = -1;
+	uint64_t own_ns = mount_ns_id(); /* once, not for every state file */
 	struct mount_status_entry *v = NULL;
 	size_t n = 0;
 	DIR *d;
@@ -133,7 +135,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 		}
 		root = r != -ENOTCONN;
 		if (r >= 0 && run_fd >= 0)
-			r = collect_one(run_fd, id, &v, &n);
+			r = collect_one(run_fd, id, own_ns, &v, &n);
 		if (r < 0 && r != -ENOENT && r != -ENOTCONN) {
 			util_err_set(err, r, "reading the state of '%s': %s", only_mountpoint,
 				     strerror(-r));
@@ -178,7 +180,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 			continue;
 		if (n >= STATUS_MAX_MOUNTS)
 			break;
-		r = collect_one(run_fd, id, &v, &n);
+		r = collect_one(run_fd, id, own_ns, &v, &n);
 		if (r == -ENOMEM) {
 			closedir(d);
 			mount_status_free(v, n);
