@@ -74,7 +74,8 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 	_cleanup_json_ json_t *reply = NULL;
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 	const char *data = NULL, *sock = NULL;
-	uint64_t pid = 0, proto = 1;
+	uint64_t pid = 0, proto = 1, timeout = 0;
+	json_t *fill;
 	int r;
 
 	if (!req)
@@ -105,6 +106,10 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 	h->ctl_fd = fd;
 	h->pid = (pid_t)pid;
 	h->holding = hold;
+	(void)util_json_get_u64(reply, "timeout_ms", &timeout);
+	h->timeout_ms = timeout;
+	fill = json_object_get(reply, "prefetch_all");
+	h->prefetch_all = json_is_boolean(fill) ? json_is_true(fill) : -1;
 	if (snprintf(h->data_path, sizeof(h->data_path), "%s", data) >= (int)sizeof(h->data_path) ||
 	    snprintf(h->socket_path, sizeof(h->socket_path), "%s", sock) >=
 		(int)sizeof(h->socket_path)) {
@@ -113,6 +118,57 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 	}
 	*ret = TAKE_PTR(h);
 	return 0;
+}
+
+static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret,
+		struct util_error *err);
+
+/* A mount or fetch that joins a running daemon gets that daemon's settings: its cache
+ * directory and per-read deadline are the ones it was started with (it serves every mount of
+ * the image at once), so a different one asked for is refused, in words; prefetch=all is
+ * passed on. */
+static int check_joined(const struct fetch_config *cfg, int cache_dirfd, struct fetch_handle *h,
+			struct util_error *err)
+{
+	_cleanup_json_ json_t *req = NULL, *reply = NULL;
+	char root[PATH_MAX], *slash;
+	struct stat ours, theirs;
+	bool other;
+	int r;
+
+	/* <cache>/sha256/<key>: its directory against ours (cache_dirfd: <cache>/sha256) */
+	snprintf(root, sizeof(root), "%s", h->data_path);
+	slash = strrchr(root, '/');
+	if (slash)
+		*slash = 0;
+	other = slash && root[0] == '/' && fstat(cache_dirfd, &ours) == 0 &&
+		stat(root, &theirs) == 0 &&
+		(ours.st_dev != theirs.st_dev || ours.st_ino != theirs.st_ino);
+	slash = strrchr(root, '/');
+	if (other && slash && slash != root) {
+		*slash = 0;
+		return util_err_set(
+		    err, -EBUSY,
+		    "the image is being served from the cache directory '%s' (for its mounts "
+		    "there); use cache=%s too, or unmount them first",
+		    root, root);
+	}
+	if (cfg->timeout_given && h->timeout_ms && h->timeout_ms != cfg->timeout_ms) {
+		return util_err_set(
+		    err, -EBUSY,
+		    "the image's running daemon has timeout=%llu (it serves all its mounts); "
+		    "mount with that timeout, or unmount its mounts first",
+		    (unsigned long long)((h->timeout_ms + 999) / 1000));
+	}
+	if (!cfg->prefetch_all || h->prefetch_all != 0)
+		return 0;
+	req = json_pack("{s:s}", "op", "prefetch_all");
+	if (!req)
+		return -ENOMEM;
+	r = call(h, req, -1, &reply, err);
+	if (r >= 0)
+		h->prefetch_all = 1;
+	return r;
 }
 
 static int dir_error(const char *what, const char *path, int r, struct util_error *err)
@@ -161,7 +217,12 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 			r = greet(fd, true, ret, err);
 			if (r >= 0) {
 				fd = -1; /* now owned by the handle */
-				return 0;
+				r = check_joined(cfg, cache_dirfd, *ret, err);
+				if (r < 0) {
+					fetch_handle_free(*ret);
+					*ret = NULL;
+				}
+				return r;
 			}
 			if (r == -EPROTO)
 				return r;
@@ -379,21 +440,17 @@ int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err)
 	return 0;
 }
 
-int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint,
+int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, int root_fd, const char *mountpoint,
 		 const char *source, const char *state_file)
 {
 	_cleanup_json_ json_t *req = NULL, *reply = NULL;
-	_cleanup_close_ int fd = -1;
 
-	fd = open(mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	req = json_pack("{s:s,s:I,s:s,s:s,s:s}", "op", "attach", "mnt_id", (json_int_t)mnt_id,
 			"mountpoint", mountpoint, "source", source ? source : "", "state",
 			state_file ? state_file : "");
 	if (!req)
 		return -ENOMEM;
-	return call(h, req, fd, &reply, NULL);
+	return call(h, req, root_fd, &reply, NULL);
 }
 
 int fetch_detach(struct fetch_handle *h, uint64_t mnt_id)

@@ -59,10 +59,11 @@ static int reply_hello(struct conn *c)
 {
 	struct fetch_daemon *d = c->d;
 	_cleanup_json_ json_t *o = json_pack(
-	    "{s:b,s:i,s:i,s:i,s:s,s:s,s:s}", "ok", 1, "proto", FETCH_PROTO_VERSION, "pid",
-	    (int)SH_LOAD(d->sh->holder_pid), "worker_pid",
-	    (int)getpid(), "data_path", d->entry->data_path, "socket", d->sock2_path, "state",
-	    fetch_state_name(__atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE)));
+	    "{s:b,s:i,s:i,s:i,s:s,s:s,s:s,s:I,s:b}", "ok", 1, "proto", FETCH_PROTO_VERSION, "pid",
+	    (int)SH_LOAD(d->sh->holder_pid), "worker_pid", (int)getpid(), "data_path",
+	    d->entry->data_path, "socket", d->sock2_path, "state",
+	    fetch_state_name(__atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE)), "timeout_ms",
+	    (json_int_t)d->pol.timeout_ms, "prefetch_all", d->pol.prefetch_all);
 
 	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
@@ -290,6 +291,21 @@ static void fill_update(struct fetch_daemon *d)
 	}
 }
 
+/* A mount with prefetch=all that joined this daemon: the background fill runs from now on,
+ * as if the daemon had been started with it (a replacement worker too). */
+static int do_prefetch_all(struct conn *c)
+{
+	struct fetch_daemon *d = c->d;
+	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
+
+	SH_STORE(d->sh->prefetch_all, 1);
+	pthread_mutex_lock(&d->lock);
+	d->pol.prefetch_all = true;
+	fill_update(d);
+	pthread_mutex_unlock(&d->lock);
+	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
+}
+
 /* `lazyerofs fetch`: fetch every missing block in the background for as long as this
  * connection lasts; the housekeeper verifies the entry once it is complete. */
 static int do_fill(struct conn *c)
@@ -494,6 +510,8 @@ static void *conn_thread(void *arg)
 			r = do_data_fd(c);
 		} else if (!strcmp(op, "attach")) {
 			r = do_attach(c, req, pfd);
+		} else if (!strcmp(op, "prefetch_all")) {
+			r = do_prefetch_all(c);
 		} else if (!strcmp(op, "detach")) {
 			r = do_detach(c, req);
 		} else if (!strcmp(op, "files")) {

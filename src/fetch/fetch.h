@@ -31,6 +31,7 @@ struct fetch_config {
 	struct oci_blob blob;		/* resolved blob: digest/cache key and size */
 	bool prefetch_all;		/* prefetch=all */
 	uint64_t timeout_ms;		/* per-read deadline before FAN_DENY_ERRNO(EIO) */
+	bool timeout_given; /* ... asked for (timeout=): a running daemon must have it */
 	/* Tunables; 0 = default (env LAZYEROFS_CHUNK_SIZE, LAZYEROFS_MAX_REQUESTS,
 	 * LAZYEROFS_READAHEAD_MAX override the defaults, for benchmarks). */
 	uint64_t chunk_size;	/* demand fetch unit of a read (power of two) */
@@ -50,6 +51,8 @@ struct fetch_handle {
 	char socket_path[PATH_MAX]; /* the daemon's control socket */
 	int ctl_fd;		    /* connected control socket, O_CLOEXEC */
 	bool holding;		    /* this handle keeps the daemon alive */
+	uint64_t timeout_ms;	    /* the daemon's per-read deadline (0: not said) */
+	int prefetch_all;	    /* its background fill: 1, 0, or -1 (not said) */
 };
 
 /* Start the daemon of cfg->blob's cache entry, or join the running one. Returns once the
@@ -102,14 +105,15 @@ int fetch_connect_entry(const char *run_dir, const char *key, uint64_t timeout_m
  * predates the request (the caller falls back to its own fd). */
 int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err);
 
-/* Register / unregister a mount of the entry (mnt_id from STATX_MNT_ID_UNIQUE). attach opens
- * the mountpoint (O_PATH, in the caller's mount namespace) and passes it to the daemon, which
- * watches that superblock: the daemon lives until the superblock is released (after umount,
- * or after umount -l once the last open file closes), detach or not. state_file names the
- * mount's state file in the run directory (digits only, or NULL): when the superblock is
- * released -- also after a plain umount(8) that no lazyerofs command saw -- the daemon
- * removes it. */
-int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, const char *mountpoint,
+/* Register / unregister a mount of the entry (mnt_id from STATX_MNT_ID_UNIQUE). attach passes
+ * root_fd (the mount's root, O_PATH: the fsmount(2) fd of a mount not yet placed, or a
+ * mountpoint opened in any mount namespace) to the daemon, which watches that superblock:
+ * the daemon lives until the superblock is released (after umount, after umount -l once the
+ * last open file closes, or when a mount never placed loses its fd), detach or not.
+ * mountpoint is what status shows. state_file names the mount's state file in the run
+ * directory (digits only, or NULL): when the superblock is released -- also after a plain
+ * umount(8) that no lazyerofs command saw -- the daemon removes it. */
+int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, int root_fd, const char *mountpoint,
 		 const char *source, const char *state_file);
 /* Connect to a daemon by its socket path (from a state file). */
 int fetch_connect(const char *socket_path, struct fetch_handle **ret);

@@ -70,6 +70,8 @@ static void worker_state_init(struct fetch_daemon *d)
 		d->replay_mine = NULL;
 	}
 	d->nensure = d->holds = d->conns = d->fills = 0;
+	if (SH_LOAD(d->sh->prefetch_all))
+		d->pol.prefetch_all = true;
 	d->last_errno = 0;
 	d->last_error[0] = 0;
 	d->leaving = d->stopping = d->unlocked = false;

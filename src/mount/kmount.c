@@ -184,7 +184,7 @@ static void set_readahead(int mfd, unsigned kb)
 		log_debug("read-ahead of the mount: %u KiB (%s)", kb, path);
 }
 
-int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, unsigned readahead_kb,
+int mount_kernel_erofs(const char *source, uint64_t attr, unsigned readahead_kb, int *ret_mfd,
 		       uint64_t *ret_mnt_id, struct util_error *err)
 {
 	_cleanup_close_ int fsfd = -1, mfd = -1;
@@ -213,7 +213,7 @@ int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, unsigne
 	mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned int)attr);
 	if (mfd < 0)
 		goto fail;
-	/* The id of this very mount, before anything else can be mounted over the target. */
+	/* The id of this very mount, which move_mount(2) keeps. */
 	r = statx_mnt(mfd, "", AT_EMPTY_PATH, STATX_MNT_ID_UNIQUE, &id, NULL);
 	if (r < 0) {
 		return util_err_set(err, r,
@@ -222,9 +222,7 @@ int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, unsigne
 	}
 	if (readahead_kb)
 		set_readahead(mfd, readahead_kb);
-	step = "move_mount";
-	if (move_mount(mfd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
-		goto fail;
+	*ret_mfd = TAKE_FD(mfd);
 	*ret_mnt_id = id;
 	return 0;
 fail:
@@ -232,4 +230,16 @@ fail:
 	read_fs_messages(fsfd, kmsg, sizeof(kmsg));
 	return util_err_set(err, r, "the kernel refused the EROFS mount (%s): %s%s%s", step,
 			    strerror(-r), kmsg[0] ? ": " : "", kmsg);
+}
+
+int mount_kernel_place(int mfd, int target_fd, struct util_error *err)
+{
+	int r;
+
+	if (move_mount(mfd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) ==
+	    0)
+		return 0;
+	r = -errno;
+	return util_err_set(err, r, "the kernel refused the EROFS mount (move_mount): %s",
+			    strerror(-r));
 }

@@ -317,6 +317,26 @@ static int refuse_mounted(const char *mnt_abs, const char *mountpoint, int run_f
 	return -EBUSY;
 }
 
+/* Where the mountpoint is now: a directory renamed while the walk ran (seconds on a slow
+ * link) gets the mount where it went, and the state file and the daemon get its new path. */
+static void follow_mountpoint(int target_fd, char **abs)
+{
+	char link[64], buf[PATH_MAX];
+	ssize_t n;
+	char *now;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", target_fd);
+	n = readlink(link, buf, sizeof(buf) - 1);
+	if (n <= 0 || (size_t)n >= sizeof(buf) - 1 || buf[0] != '/')
+		return;
+	buf[n] = 0;
+	if (!strcmp(buf, *abs) || !util_json_text_ok(buf) || !(now = strdup(buf)))
+		return;
+	log_info("the mountpoint '%s' moved to '%s' during the mount", *abs, now);
+	free(*abs);
+	*abs = now;
+}
+
 static int open_mountpoint(const char *mountpoint, int *ret_fd, char **ret_abs,
 			   struct util_error *err)
 {
@@ -477,7 +497,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	_cleanup_(mount_resolved_done) struct mount_resolved rs = { 0 };
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 	_cleanup_(mount_profile_freep) struct mount_profile *profile = NULL;
-	_cleanup_close_ int target_fd = -1, run_fd = -1, data_fd = -1;
+	_cleanup_close_ int target_fd = -1, run_fd = -1, data_fd = -1, mfd = -1;
 	_cleanup_(mountpoint_unlock) struct mountpoint_lock mp_lock = {.fd = -1};
 	_cleanup_free_ char *mnt_abs = NULL, *pub_source = NULL, *metrics_dir = NULL;
 	struct fetch_config cfg = { 0 };
@@ -485,7 +505,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	struct fetch_status ready;
 	char optbuf[128], state_file[32];
 	const char *cache_dir, *run_dir;
-	bool mounted = false, state_written = false;
+	bool mounted = false;
 	uint64_t t0 = util_now_ms(), t;
 	int r;
 
@@ -542,6 +562,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	cfg.opts = &oo;
 	cfg.prefetch_all = req->opts->prefetch_all;
 	cfg.timeout_ms = req->opts->timeout_ms;
+	cfg.timeout_given = req->opts->timeout_given;
 	cfg.transport = mount_transport(&rs);
 	cfg.metrics_dir = metrics_dir;
 	{
@@ -600,19 +621,36 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	}
 	/* By path: mountinfo shows it, and the daemon finds its superblocks by it. The path
 	 * must still name the file checked above once the kernel has opened it. */
-	r = mount_kernel_erofs(h->data_path, target_fd, req->opts->attr, readahead_kb(&ready),
+	r = mount_kernel_erofs(h->data_path, req->opts->attr, readahead_kb(&ready), &mfd,
 			       &res->mnt_id, err);
 	if (r < 0)
 		goto undo;
-	mounted = true;
 	r = same_file(h->data_path, data_fd);
 	if (r < 0) {
 		util_err_set(err, r, "the cache file '%s' was replaced while it was mounted",
 			     h->data_path);
 		goto undo;
 	}
+	/* Attached before it is placed: from the moment anyone can read through the mount,
+	 * the daemon stays for it, even if this command is killed right after placing it (in a
+	 * container's mount namespace the daemon could not find it later). Killed before, the
+	 * mount goes with its fd and the daemon sees its superblock go. */
+	follow_mountpoint(target_fd, &mnt_abs);
+	mount_state_name(res->mnt_id, state_file);
+	r = fetch_attach(h, res->mnt_id, mfd, mnt_abs, pub_source, state_file);
+	if (r < 0) {
+		util_err_set(err, r, "registering the mount with the fetch daemon: %s",
+			     strerror(-r));
+		goto undo;
+	}
+	r = mount_kernel_place(mfd, target_fd, err);
+	if (r < 0)
+		goto undo;
+	mounted = true;
 	res->kmount_ms = util_now_ms() - t;
 
+	/* Written once the mount is in the table: `status` drops a state file whose mount it
+	 * cannot find. */
 	st.mnt_id = res->mnt_id;
 	st.pid = h->pid;
 	st.mounted_by = getpid();
@@ -630,23 +668,15 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 		util_err_set(err, r, "writing the state file in '%s': %s", run_dir, strerror(-r));
 		goto undo;
 	}
-	state_written = true;
-
-	mount_state_name(res->mnt_id, state_file);
-	r = fetch_attach(h, res->mnt_id, mnt_abs, pub_source, state_file);
-	if (r < 0) {
-		util_err_set(err, r, "registering the mount with the fetch daemon: %s",
-			     strerror(-r));
-		goto undo;
-	}
 	res->total_ms = util_now_ms() - t0;
 	return 0;
 
 undo:
-	/* Not a lazy unmount: someone who entered the mount meanwhile would keep its superblock
-	 * alive out of every mount table, where the daemon cannot find it, and it would leave
-	 * with the reads through it getting zeros. A busy mount stays, in the mount table, where
-	 * the daemon finds it (and `lazyerofs umount` takes it away). */
+	/* A mount never placed goes with its fd. A placed one: not a lazy unmount: someone who
+	 * entered the mount meanwhile would keep its superblock alive out of every mount table,
+	 * where the daemon cannot find it, and it would leave with the reads through it getting
+	 * zeros. A busy mount stays, in the mount table, where the daemon finds it (and
+	 * `lazyerofs umount` takes it away). */
 	if (mounted && umount2(mnt_abs, UMOUNT_NOFOLLOW) < 0) {
 		if (errno == EBUSY)
 			log_warning(
@@ -656,8 +686,6 @@ undo:
 		else
 			log_debug("undo: unmounting '%s': %m", mnt_abs);
 	}
-	if (state_written)
-		(void)mount_state_remove(run_fd, res->mnt_id);
 	/* The daemon notices the superblock's release (DESIGN fact 13) and, with no mount
 	 * attached, exits on its own once our handle goes. */
 	return r;

@@ -52,6 +52,7 @@ struct mount_opts {
 	bool prefetch_all;   /* prefetch=all */
 	char *cache_dir;     /* cache=DIR; NULL when not given */
 	uint64_t timeout_ms; /* timeout=SECONDS; MOUNT_DEFAULT_TIMEOUT_MS when not given */
+	bool timeout_given;
 	uint64_t attr;       /* MOUNT_ATTR_* for fsmount(2); always has MOUNT_ATTR_RDONLY */
 	bool sloppy;         /* mount(8) -s: ignore options nobody knows */
 	bool helper;         /* run as mount.erofs.lazy: "rw" (mount(8)'s default) is accepted */
@@ -209,11 +210,14 @@ int mount_id_exists(uint64_t mnt_id, const char *mountpoint);
  * with the entry's header beside it), whatever a run directory says of it? 1 or 0, or -errno
  * when the mount table cannot be read. */
 int mount_is_entry_mount(const char *mountpoint);
-/* Mount the regular file `source` as EROFS on the directory `target_fd` refers to
- * (O_PATH), with the MOUNT_ATTR_* flags and, unless 0, that read-ahead in KiB; the kernel's
- * own messages land in err. Returns the new mount's unique id. */
-int mount_kernel_erofs(const char *source, int target_fd, uint64_t attr, unsigned readahead_kb,
+/* Make a detached EROFS mount of the regular file `source` (fsmount(2): in no mount table
+ * yet, gone with its fd), with the MOUNT_ATTR_* flags and, unless 0, that read-ahead in KiB;
+ * the kernel's own messages land in err. Returns its O_PATH fd and its unique id, which stays
+ * the same once it is placed. */
+int mount_kernel_erofs(const char *source, uint64_t attr, unsigned readahead_kb, int *ret_mfd,
 		       uint64_t *ret_mnt_id, struct util_error *err);
+/* Place the detached mount `mfd` on the directory `target_fd` refers to (O_PATH). */
+int mount_kernel_place(int mfd, int target_fd, struct util_error *err);
 
 /* One mount as `status` shows it. */
 struct mount_status_entry {

@@ -186,6 +186,7 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 			    TIMEOUT_MAX_S, value ? value : "");
 		}
 		m->timeout_ms = s * 1000;
+		m->timeout_given = true;
 		return 0;
 	}
 	if (strcmp(key, "cache") == 0) {

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from common import BIN, mountinfo, wait_until
+from common import BIN, child_read, child_sha256, mountinfo, wait_until
 from lazymount import build_big_image, is_mounted
 from registry import MT_EROFS
 
@@ -162,3 +162,104 @@ def test_two_mounts_onto_one_mountpoint_at_once(lazy, big):
     assert n == 1 and rs[0][0] == 0 and rs[1][0] == 32, (rs, n)
     assert "already" in rs[1][1], rs
     assert not [f for f in os.listdir(lazy.run_dir) if f.startswith("mountpoint-")]
+
+
+@pytest.fixture(scope="module")
+def slowcall(tmp_path_factory):
+    """lib/slowcall.c built as an LD_PRELOAD shim."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", "slowcall.c")
+    so = str(tmp_path_factory.mktemp("slowcall") / "slowcall.so")
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", so, src, "-ldl"],
+                   check=True)
+    return so
+
+
+def slow_mount(lazy, slowcall, argv, call, ms=10000):
+    """Start a `lazyerofs mount` (argv: a prefix, the binary, its arguments) whose `call`
+    sleeps `ms`; return it once the sleep starts."""
+    mark = os.path.join(lazy.root, "slowcall.mark")
+    env = dict(lazy.env, LD_PRELOAD=slowcall, SLOWCALL=call, SLOWCALL_MS=str(ms),
+               SLOWCALL_MARK=mark)
+    p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: os.path.exists(mark), 60, step=0.002)
+    except AssertionError:
+        p.kill()
+        raise AssertionError(p.communicate())
+    os.unlink(mark)
+    return p
+
+
+def mount_and_kill_in(lazy, slowcall, argv, call):
+    """SIGKILL a `lazyerofs mount` while its `call` sleeps."""
+    p = slow_mount(lazy, slowcall, argv, call)
+    p.kill()
+    p.communicate()
+
+
+def test_a_containers_mount_killed_once_placed_keeps_its_daemon(lazy, big, slowcall):
+    """The host mounts an image; a container (its own mount namespace) mounts it too and its
+    `lazyerofs mount` is killed right after the kernel placed the mount. The daemon cannot
+    find that mount in its own mount table later: it stayed only if the mount was attached
+    before it was placed. It used to leave with the host's umount, and reads through the
+    container's mount got zeros."""
+    ref, tree = big
+    mp = lazy.mountpoint("ctr")
+    ns = Ns()  # before the host's mount: the namespace holds no copy of it
+    try:
+        hostmp = lazy.mount(ref, lazy.mountpoint("host"))
+        mount_and_kill_in(lazy, slowcall, ["nsenter", "-t", str(ns.p.pid), "-m", "--", BIN,
+                                           "mount", "-o", "insecure", ref, mp], "renameat")
+        inside = f"/proc/{ns.p.pid}/root{mp}"
+        assert os.path.ismount(inside)
+        pids = lazy.daemon_roots()
+        lazy.umount(hostmp)
+        time.sleep(8)  # long enough for a daemon without users to leave
+        with open(os.path.join(tree, "data/r1.bin"), "rb") as f:
+            want = f.read()
+        got = child_read(inside + "/data/r1.bin", timeout=60)
+        assert got == want, (f"read through the container's mount: {len(got)} bytes, "
+                             f"{got.count(0)} zero; daemon {pids} now {lazy.daemon_pids()}")
+        assert lazy.daemon_roots() == pids
+    finally:
+        subprocess.run(["nsenter", "-t", str(ns.p.pid), "-m", "umount", mp], capture_output=True)
+        ns.close()
+    lazy.assert_nothing_left(timeout=30)
+
+
+def test_a_mount_killed_before_it_is_placed_leaves_nothing(lazy, big, slowcall):
+    """Killed between the daemon's attach and the kernel placing the mount: the detached
+    mount goes with the command, and with it the daemon; no state file, nothing mounted."""
+    ref, tree = big
+    mp = lazy.mountpoint()
+    mount_and_kill_in(lazy, slowcall, [BIN, "mount", "-o", "insecure", ref, mp], "move_mount")
+    assert not is_mounted(mp)
+    lazy.assert_nothing_left(timeout=30)
+    # and the next mount of the image works
+    lazy.mount(ref, mp)
+    assert child_sha256(os.path.join(mp, "data/r1.bin"), timeout=60)
+    lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=30)
+
+
+def test_a_mountpoint_renamed_during_the_mount_is_followed(lazy, big, slowcall):
+    """The mountpoint's parent renamed while the mount ran (the walk takes seconds on a slow
+    link; a container runtime moving its bundle): the mount lands where the directory went,
+    and the state file, status and umount know it there."""
+    ref, tree = big
+    p = os.path.join(lazy.root, "p")
+    os.makedirs(os.path.join(p, "mnt"))
+    q = os.path.join(lazy.root, "q")
+    proc = slow_mount(lazy, slowcall, [BIN, "mount", "-o", "insecure", ref,
+                                       os.path.join(p, "mnt")], "fsopen", ms=1000)
+    os.rename(p, q)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    moved = os.path.join(q, "mnt")
+    assert is_mounted(moved)
+    assert [s["mountpoint"] for s in lazy.states()] == [moved]
+    st = json.loads(lazy.run(["status", "--json"]).stdout)["mounts"]
+    assert [m["mountpoint"] for m in st] == [moved], st
+    lazy.umount(moved)
+    lazy.assert_nothing_left(timeout=30)

@@ -346,11 +346,15 @@ commands:
 		} else if (!strcmp(cmd, "attach") && i + 1 < argc) {
 			struct statx stx;
 			uint64_t id = 0;
+			int root = open(argv[i + 1], O_PATH | O_DIRECTORY | O_CLOEXEC);
 
 			if (statx(AT_FDCWD, argv[i + 1], 0, 0x4000 /* STATX_MNT_ID_UNIQUE */,
 				  &stx) == 0)
 				id = stx.stx_mnt_id;
-			r = fetch_attach(h, id, argv[i + 1], "daemon-ctl", NULL);
+			r = root < 0 ? -errno
+				     : fetch_attach(h, id, root, argv[i + 1], "daemon-ctl", NULL);
+			if (root >= 0)
+				close(root);
 			printf("{\"cmd\":\"attach\",\"ok\":%s,\"errno\":%d,\"mnt_id\":%" PRIu64
 			       "}\n",
 			       r < 0 ? "false" : "true", r < 0 ? -r : 0, id);
