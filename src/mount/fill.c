@@ -86,7 +86,7 @@ int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *r
 	r = mount_check_dir_paths(cache_dir, run_dir, err);
 	if (r < 0)
 		return r;
-	r = mount_parse_source(req->source, &ref, &pub_source, ret_class, err);
+	r = mount_parse_source(req->source, req->oci, &ref, &pub_source, ret_class, err);
 	if (r < 0)
 		return r;
 	r = mount_pull_options(req->oci, ref, run_dir, &oo, &metrics_dir, err);

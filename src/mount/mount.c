@@ -516,7 +516,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = mount_check_dir_paths(cache_dir, run_dir, err);
 	if (r < 0)
 		return r;
-	r = mount_parse_source(req->source, &ref, &pub_source, ret_class, err);
+	r = mount_parse_source(req->source, req->oci, &ref, &pub_source, ret_class, err);
 	if (r < 0)
 		return r;
 	r = mount_pull_options(req->oci, ref, run_dir, &oo, &metrics_dir, err);

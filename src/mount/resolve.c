@@ -141,8 +141,8 @@ const char *mount_cache_dir_of(const char *explicit_dir, const struct mount_opts
 	return explicit_dir ? explicit_dir : o->cache_dir ? o->cache_dir : mount_env_cache_dir();
 }
 
-int mount_parse_source(const char *source, struct oci_ref **ret_ref, char **ret_public,
-		       int *ret_class, struct util_error *err)
+int mount_parse_source(const char *source, const struct oci_options *o, struct oci_ref **ret_ref,
+		       char **ret_public, int *ret_class, struct util_error *err)
 {
 	struct oci_ref *ref = NULL;
 	int r;
@@ -156,6 +156,11 @@ int mount_parse_source(const char *source, struct oci_ref **ret_ref, char **ret_
 		if (!util_err_has_msg(err))
 			util_err_set(err, r, "invalid source '%s': %s", source, strerror(-r));
 		return r;
+	}
+	if (o && oci_options_check_source(o, ref->is_url, err) < 0) {
+		*ret_class = MOUNT_FAIL_USAGE;
+		oci_ref_free(ref);
+		return -EINVAL;
 	}
 	*ret_public = mount_public_source(source, ref->is_url);
 	if (!*ret_public) {

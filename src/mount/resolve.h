@@ -54,9 +54,9 @@ const char *mount_cache_dir_of(const char *explicit_dir, const struct mount_opts
 
 /* The reference parsed, and the text of it that is safe to show and record
  * (mount_public_source). One line in err; *ret_class MOUNT_FAIL_USAGE when it is no
- * reference. */
-int mount_parse_source(const char *source, struct oci_ref **ret_ref, char **ret_public,
-		       int *ret_class, struct util_error *err);
+ * reference or the options (o) do not fit it. */
+int mount_parse_source(const char *source, const struct oci_options *o, struct oci_ref **ret_ref,
+		       char **ret_public, int *ret_class, struct util_error *err);
 
 /* Read and check the image's superblock through io, once fetching it is done (ferr: what
  * that said, or nothing). One line in err: why it could not be read, or why it is no usable

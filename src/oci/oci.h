@@ -143,6 +143,9 @@ bool oci_options_weak(const struct oci_options *o);
  * last one wins. */
 int oci_options_set(struct oci_options *o, const char *key, const char *value,
 		    struct util_error *err);
+/* Options that do not go together, or not with this kind of source (is_url: an http(s)://
+ * image file): -EINVAL with one line in err. */
+int oci_options_check_source(const struct oci_options *o, bool is_url, struct util_error *err);
 /* oci_options_set for each KEY or KEY=VALUE of a comma-separated -o list, in order. 0, or 1
  * when some key was accepted with a warning (warn, may be NULL, gets each one's text);
  * -ENOENT with "unknown option 'KEY'" in err for the first key oci does not own; a bad

@@ -389,3 +389,29 @@ int oci_options_set_list(struct oci_options *o, const char *list,
 	}
 	return ret;
 }
+
+int oci_options_check_source(const struct oci_options *o, bool is_url, struct util_error *err)
+{
+	const char *registry_only = o->blob	    ? "blob"
+				    : o->layer >= 0 ? "layer"
+				    : o->platform   ? "platform"
+				    : o->n_mirrors  ? "mirror"
+						    : NULL;
+
+	if (!o->username != !o->password) {
+		return util_err_set(err, -EINVAL, "option '%s' needs '%s' too",
+				    o->username ? "username" : "password-file",
+				    o->username ? "password-file" : "username");
+	}
+	if (is_url && registry_only) {
+		return util_err_set(err, -EINVAL,
+				    "option '%s' is for images in a registry, not for a URL source",
+				    registry_only);
+	}
+	if (!is_url && o->digest) {
+		return util_err_set(err, -EINVAL,
+				    "option 'digest' pins a URL source; for an image in a registry "
+				    "give REFERENCE@sha256:... (its manifest) or blob=sha256:...");
+	}
+	return 0;
+}
