@@ -75,17 +75,18 @@ static json_t *entry_json(const struct mount_status_entry *e)
 	bool a = e->daemon_alive;
 	json_t *o;
 
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:s, s:s, s:I, s:s, s:s}",
-		      "mountpoint", e->st.mountpoint, "source", e->st.source, "digest",
-		      cli_status_digest(e), "size", (json_int_t)(a ? s->size : e->st.size),
-		      "present_bytes", (json_int_t)(a ? s->present_bytes : 0), "fetched_bytes",
-		      (json_int_t)(a ? s->fetched_bytes : 0), "requests",
-		      (json_int_t)(a ? s->requests : 0), "events", (json_int_t)(a ? s->events : 0),
-		      "errors", (json_int_t)(a ? s->errors : 0), "pid",
-		      (int)(a && s->pid ? s->pid : e->st.pid), "state", cli_status_state(e),
-		      "integrity", cli_status_integrity(e), "mnt_id",
-		      (json_int_t)e->st.mnt_id, "cache", e->st.cache ? e->st.cache : "", "options",
-		      e->st.options ? e->st.options : "");
+	/* No digest (a URL source without digest=): null, not a string that is no digest. */
+	o = json_pack(
+	    "{s:s, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:s, s:s, s:I, s:s, s:s}",
+	    "mountpoint", e->st.mountpoint, "source", e->st.source, "digest",
+	    cli_status_digest(e)[0] ? cli_status_digest(e) : NULL, "size",
+	    (json_int_t)(a ? s->size : e->st.size), "present_bytes",
+	    (json_int_t)(a ? s->present_bytes : 0), "fetched_bytes",
+	    (json_int_t)(a ? s->fetched_bytes : 0), "requests", (json_int_t)(a ? s->requests : 0),
+	    "events", (json_int_t)(a ? s->events : 0), "errors", (json_int_t)(a ? s->errors : 0),
+	    "pid", (int)(a && s->pid ? s->pid : e->st.pid), "state", cli_status_state(e),
+	    "integrity", cli_status_integrity(e), "mnt_id", (json_int_t)e->st.mnt_id, "cache",
+	    e->st.cache ? e->st.cache : "", "options", e->st.options ? e->st.options : "");
 	if (o && a) {
 		json_t *more = json_pack("{s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:b, s:I, s:I}",
 					 "answers",
@@ -125,10 +126,10 @@ static json_t *entry_json(const struct mount_status_entry *e)
 			return NULL;
 	}
 	if (o && a) {
-		json_t *trim = json_pack("{s:I, s:I, s:b, s:s}", "trimmed_bytes",
-					 (json_int_t)s->trimmed_bytes, "pinned_units",
-					 (json_int_t)s->pinned_units, "trimmable", (int)s->trimmable,
-					 "trim_blocked", s->trim_blocked);
+		json_t *trim = json_pack(
+		    "{s:I, s:I, s:b, s:s, s:b}", "trimmed_bytes", (json_int_t)s->trimmed_bytes,
+		    "pinned_units", (json_int_t)s->pinned_units, "trimmable", (int)s->trimmable,
+		    "trim_blocked", s->trim_blocked, "cache_disk_low", (int)s->cache_disk_low);
 
 		if (add_keys(o, trim) < 0)
 			return NULL;

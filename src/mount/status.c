@@ -17,6 +17,7 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/macro.h"
 #include "util/strutil.h"
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
@@ -46,16 +47,39 @@ static bool all_digits(const char *s)
 	return true;
 }
 
+/* The daemons that did not answer in time, by socket: one listing waits for each once, not
+ * once for each of its mounts. */
+struct mute_daemons {
+	char *socket[16];
+	size_t n;
+};
+
+static bool is_mute(const struct mute_daemons *m, const char *socket)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (!strcmp(m->socket[i], socket))
+			return true;
+	return false;
+}
+
+static void mute_daemons_free(struct mute_daemons *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		free(m->socket[i]);
+}
+
 /* Fill e from its state: ask the daemon, or clean up when the mount is gone.
  * Returns 1 to list the entry, 0 when it was stale and removed. */
-static int probe_one(int run_fd, struct mount_status_entry *e)
+static int probe_one(int run_fd, struct mount_status_entry *e, struct mute_daemons *mute)
 {
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 	int alive = mount_id_exists(e->st.mnt_id, e->st.mountpoint);
 	int r;
 
 	/* A daemon that cannot answer within that is as good as gone for its mounts. */
-	r = fetch_connect_timeout(e->st.socket, MOUNT_STATUS_ANSWER_MS, &h);
+	r = is_mute(mute, e->st.socket)
+		? -EAGAIN
+		: fetch_connect_timeout(e->st.socket, MOUNT_STATUS_ANSWER_MS, &h);
 	if (alive == 0) {
 		/* The mount left without `lazyerofs umount`: tell the daemon, drop the state. */
 		if (r >= 0)
@@ -67,11 +91,14 @@ static int probe_one(int run_fd, struct mount_status_entry *e)
 		r = fetch_status(h, &e->fs);
 	e->daemon_alive = r >= 0;
 	e->daemon_mute = r == -EAGAIN;
+	if (r == -EAGAIN && !is_mute(mute, e->st.socket) && mute->n < ARRAY_SIZE(mute->socket) &&
+	    (mute->socket[mute->n] = strdup(e->st.socket)))
+		mute->n++;
 	return 1;
 }
 
-static int collect_one(int run_fd, uint64_t mnt_id, uint64_t own_ns, struct mount_status_entry **v,
-		       size_t *n)
+static int collect_one(int run_fd, uint64_t mnt_id, uint64_t own_ns, struct mute_daemons *mute,
+		       struct mount_status_entry **v, size_t *n)
 {
 	struct mount_status_entry e = { 0 }, *nv;
 	int r;
@@ -85,7 +112,7 @@ static int collect_one(int run_fd, uint64_t mnt_id, uint64_t own_ns, struct moun
 		mount_state_done(&e.st);
 		return 0;
 	}
-	r = probe_one(run_fd, &e);
+	r = probe_one(run_fd, &e, mute);
 	if (r == 0) {
 		mount_state_done(&e.st);
 		return 0;
@@ -112,6 +139,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 {
 	_cleanup_close_ int run_fd = -1;
 	uint64_t own_ns = mount_ns_id(); /* once, not for every state file */
+	_cleanup_(mute_daemons_free) struct mute_daemons mute = {.n = 0};
 	struct mount_status_entry *v = NULL;
 	size_t n = 0;
 	DIR *d;
@@ -135,7 +163,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 		}
 		root = r != -ENOTCONN;
 		if (r >= 0 && run_fd >= 0)
-			r = collect_one(run_fd, id, own_ns, &v, &n);
+			r = collect_one(run_fd, id, own_ns, &mute, &v, &n);
 		if (r < 0 && r != -ENOENT && r != -ENOTCONN) {
 			util_err_set(err, r, "reading the state of '%s': %s", only_mountpoint,
 				     strerror(-r));
@@ -180,7 +208,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 			continue;
 		if (n >= STATUS_MAX_MOUNTS)
 			break;
-		r = collect_one(run_fd, id, own_ns, &v, &n);
+		r = collect_one(run_fd, id, own_ns, &mute, &v, &n);
 		if (r == -ENOMEM) {
 			closedir(d);
 			mount_status_free(v, n);

@@ -196,6 +196,7 @@ def check_status(lazy, st, mp, im, source):
     assert st["state"] in STATES, st
     assert st["integrity"] == ("verified" if st["state"] == "verified" else "insecure"), st
     assert pid_alive(st["pid"]) and st["pid"] in lazy.daemon_roots(), (st, lazy.daemon_roots())
+    assert st["cache_disk_low"] is False, st  # this disk has room
 
 
 def record_numbers(line):

@@ -221,8 +221,10 @@ def test_nothing_fetched_ahead_of_need_fills_a_small_cache_disk(small_cache, big
     r0 = expected(big["tree"], "/data/r0.bin")
     assert child_read(mp + "/data/r0.bin", 0, 8 * MiB) == r0[:8 * MiB]
     st = lazy.settled_status_of(mp, timeout=120)
-    # What went ahead of need left the reserve (less what arrived within 10 ms) free.
+    # What went ahead of need left the reserve (less what arrived within 10 ms) free, and
+    # status says why the rest waits.
     assert fs.free() >= total // 20, (fs.free(), st)
+    assert st["cache_disk_low"] is True, st
     for i in range(4):
         want = expected(big["tree"], f"/data/r{i}.bin")
         assert child_read(mp + f"/data/r{i}.bin", 12 * MiB, 4 * MiB) == \
