@@ -1022,3 +1022,21 @@ def test_umount_not_lazyerofs(lazy):
     assert_one_line_error(lazy.run(["umount", lazy.root]), 32)
     assert_one_line_error(lazy.run(["umount", os.path.join(lazy.root, "nope")]), 32)
     assert_one_line_error(lazy.run(["umount"]), 1)
+
+
+def test_a_url_source_without_a_digest_has_none_in_status(lazy, webserver):
+    """An image file served over http:// without digest=: its digest is not known until every
+    byte was read, and status --json says null (it used to say "", which is no digest);
+    with digest= it is that one."""
+    path = os.path.join(FIXTURES, "plain.erofs")
+    url = webserver.put("mount/plain.erofs", path)
+    mp = lazy.mount(url)
+    st = lazy.status_of(mp)
+    assert st["digest"] is None and st["integrity"] == "insecure", st
+    with open(path, "rb") as f:
+        digest = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+    mp2 = lazy.mount(url, opts=f"digest={digest}")
+    assert lazy.status_of(mp2)["digest"] == digest
+    lazy.umount(mp2)
+    lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=30)
