@@ -15,6 +15,7 @@
 #include "cache/cache.h"
 #include "cli/cli.h"
 #include "mount/mount.h"
+#include "mount/resolve.h"
 #include "util/log.h"
 #include "util/strutil.h"
 
@@ -145,6 +146,14 @@ int cli_gc(int argc, char **argv)
 			return env && *env ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
 		}
 		no_budget = r == 0;
+	}
+	{
+		struct util_error derr = UTIL_ERROR_INIT;
+
+		if (mount_check_dir_paths(cache_dir, mount_env_run_dir(), &derr) < 0) {
+			log_error("gc: %s", derr.message);
+			return CLI_EXIT_FAILURE;
+		}
 	}
 	/* Without any budget, unused entries go; entries in use are not trimmed to nothing. */
 	r = mount_cache_gc(cache_dir, mount_env_run_dir(), &max, rep.dry_run, !no_budget, each,

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -68,9 +69,30 @@ static int registry_error(struct util_error *err, const char *what, const struct
 
 /* Fail early and clearly on filesystems that refuse pre-content marks (DESIGN fact 11); the
  * daemon's own mark attempt is the authoritative check for anything else. */
+/* The directories are opened without following a last symbolic link (they must be root's,
+ * 0700, and stay where they are): one, even named with a trailing slash, is refused in words. */
+static int refuse_symlink(const char *what, const char *path, struct util_error *err)
+{
+	_cleanup_free_ char *bare = strdup(path), *target = NULL;
+	size_t n;
+	struct stat st;
+
+	if (!bare)
+		return util_err_set(err, -ENOMEM, "out of memory");
+	for (n = strlen(bare); n > 1 && bare[n - 1] == '/'; n--)
+		bare[n - 1] = 0;
+	if (lstat(bare, &st) < 0 || !S_ISLNK(st.st_mode))
+		return 0;
+	target = realpath(bare, NULL);
+	return util_err_set(
+	    err, -ELOOP, "%s directory '%s' is a symbolic link%s%s%s; give the directory itself",
+	    what, path, target ? " (to '" : "", target ? target : "", target ? "')" : "");
+}
+
 int mount_check_dir_paths(const char *cache_dir, const char *run_dir, struct util_error *err)
 {
 	const char *what[2] = {"cache", "run"}, *path[2] = {cache_dir, run_dir};
+	int r;
 
 	for (int i = 0; i < 2; i++) {
 		if (path[i][0] != '/')
@@ -84,6 +106,9 @@ int mount_check_dir_paths(const char *cache_dir, const char *run_dir, struct uti
 			    "%s directory '%s' is not valid UTF-8: it goes into state "
 			    "files and control messages; choose another",
 			    what[i], path[i]);
+		r = refuse_symlink(what[i], path[i], err);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }

@@ -39,7 +39,8 @@ int mount_resolve(const struct oci_ref *ref, const struct oci_options *o, const 
 		  const char *source, struct mount_resolved *ret, struct util_error *err);
 void mount_resolved_done(struct mount_resolved *r);
 
-/* The cache and run directories must be absolute paths in UTF-8 (-EINVAL and why not). */
+/* The cache and run directories must be absolute paths in UTF-8 (-EINVAL and why not), and
+ * not symbolic links (-ELOOP). */
 int mount_check_dir_paths(const char *cache_dir, const char *run_dir, struct util_error *err);
 /* The cache directory exists (or is created) root-owned 0700 on a filesystem that takes
  * pre-content marks: fail early and clearly on tmpfs, ramfs and overlayfs (DESIGN fact 11). */

@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from common import FIXTURES
+from common import FIXTURES, assert_one_line_error
 from registry import CRED_ENV, MT_EROFS, closed_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
@@ -95,6 +95,15 @@ def open_cache(c):
     os.makedirs(d, mode=0o755)
     os.chmod(d, 0o755)
     return f"insecure,cache={d}"
+
+
+def link_cache(c, slash=""):
+    real = os.path.join(c.lazy.root, "realcache")
+    os.makedirs(real, mode=0o700, exist_ok=True)
+    link = os.path.join(c.lazy.root, "linkcache")
+    if not os.path.islink(link):
+        os.symlink(real, link)
+    return link + slash
 
 
 def bad_config(c):
@@ -197,6 +206,15 @@ CASES = [
     ("mount-cache-is-a-file", mount("-o", lambda c: f"insecure,cache={c.afile}",
                                     lambda c: c.plain, mp), 32,
      [lambda c: c.afile, "Not a directory"], [], None),
+    ("mount-cache-is-a-symlink", mount("-o", lambda c: f"insecure,cache={link_cache(c)}",
+                                       lambda c: c.plain, mp), 32,
+     [lambda c: link_cache(c), "symbolic link", lambda c: c.lazy.root + "/realcache"], [], None),
+    ("mount-cache-is-a-symlink-slash",
+     mount("-o", lambda c: f"insecure,cache={link_cache(c, '/')}", lambda c: c.plain, mp), 32,
+     ["symbolic link"], [], None),
+    ("fetch-cache-is-a-symlink",
+     lambda c: ["fetch", "-o", f"insecure,cache={link_cache(c)}", c.plain], 2,
+     ["symbolic link"], [], None),
     ("mount-config-syntax", mount("-o", bad_config, lambda c: c.plain, mp), 32,
      [lambda c: c.lazy.config, "line 2", "']'"], [], None),
     ("mount-hosts-toml-syntax", mount("-o", bad_hosts, lambda c: c.plain, mp), 32,
@@ -315,3 +333,14 @@ def test_mount_on_a_lazyerofs_mount(lazy, registry, images):
     assert r.returncode == 32 and len(lines) == 1, r.stderr
     assert mp in lines[0] and "not a mount point" in lines[0], lines[0]
     lazy.assert_nothing_left()
+
+
+def test_gc_of_a_symlinked_cache_directory(lazy):
+    """gc names a symlinked cache directory as such (it said "Not a directory")."""
+    real = os.path.join(lazy.root, "realcache")
+    os.makedirs(real, mode=0o700)
+    link = os.path.join(lazy.root, "linkcache")
+    os.symlink(real, link)
+    r = lazy.run(["gc"], env=dict(lazy.env, LAZYEROFS_CACHE_DIR=link))
+    assert_one_line_error(r, 2)
+    assert "symbolic link" in r.stderr and real in r.stderr, r.stderr
