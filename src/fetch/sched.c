@@ -105,8 +105,10 @@ uint64_t fetch_backoff_ms(unsigned attempt)
 
 bool fetch_error_permanent(int err)
 {
+	/* -EROFS: the cache file's filesystem went read-only (an error on its disk): fetching
+	 * the same bytes again cannot help either. */
 	return err == -ENOENT || err == -EACCES || err == -ESTALE || err == -EMEDIUMTYPE ||
-	       err == -EPERM || err == -EINVAL;
+	       err == -EPERM || err == -EINVAL || err == -EROFS;
 }
 
 void fetch_chunk_window(uint64_t off, uint64_t chunk, uint64_t size, uint64_t *ret_start,

@@ -76,7 +76,7 @@ class SmallFs:
     """An ext4 filesystem of `mib` MiB on a loop device (no reserved blocks), mounted at
     self.mp; the test's cache directory (root-owned, 0700) lives on it."""
 
-    def __init__(self, mib):
+    def __init__(self, mib, options=None):
         self.dir = tempfile.mkdtemp(prefix="lzfs", dir="/var/tmp")
         self.img = os.path.join(self.dir, "fs.img")
         self.mp = os.path.join(self.dir, "m")
@@ -84,7 +84,8 @@ class SmallFs:
         with open(self.img, "wb") as f:
             f.truncate(mib * MiB)
         subprocess.run(["mkfs.ext4", "-q", "-m", "0", self.img], check=True)
-        subprocess.run(["mount", "-o", "loop", self.img, self.mp], check=True)
+        subprocess.run(["mount", "-o", "loop" + (f",{options}" if options else ""), self.img,
+                        self.mp], check=True)
         self.cache = os.path.join(self.mp, "c")
         os.makedirs(self.cache, mode=0o700)
         os.chmod(self.cache, 0o700)
@@ -552,3 +553,40 @@ def test_bitmap_of_another_version_is_rebuilt_not_read(lazy, small):
     assert child_read(mp + "/f.bin") == want
     lazy.umount(mp)
     lazy.assert_nothing_left()
+
+
+def test_a_cache_disk_gone_read_only_fails_reads_at_once(lazy, big):
+    """The cache filesystem turns read-only under a live mount (an error on its disk, ext4's
+    errors=remount-ro): reads of present bytes go on, reads of missing ones fail with EIO at
+    once. They used to fetch again and again, each read ~5 s and ~10 MiB, as if the failure
+    to write were the network's."""
+    fs = SmallFs(96, options="errors=remount-ro")
+    try:
+        lazy.cache = fs.cache
+        lazy.env["LAZYEROFS_CACHE_DIR"] = fs.cache
+        mp = lazy.mount(big["ref"], opts="insecure,timeout=30")
+        r0 = expected(big["tree"], "/data/r0.bin")
+        assert child_read(mp + "/data/r0.bin", 0, MiB) == r0[:MiB]
+        dev = os.path.basename(os.path.realpath(subprocess.run(
+            ["findmnt", "-no", "SOURCE", fs.mp], capture_output=True, text=True,
+            check=True).stdout.strip()))
+        with open(f"/sys/fs/ext4/{dev}/trigger_fs_error", "w") as f:
+            f.write("test\n")
+        # (this kernel shows it as "emergency_ro")
+        assert wait_until(lambda: {"ro", "emergency_ro"} & set(subprocess.run(
+            ["findmnt", "-no", "OPTIONS", fs.mp], capture_output=True,
+            text=True).stdout.strip().split(",")), 10)
+        fetched = lazy.status_of(mp)["fetched_bytes"]
+        for i, off in enumerate((4 * MiB, 9 * MiB, 13 * MiB)):
+            t0 = time.monotonic()
+            assert read_expect_error(mp + f"/data/r{i + 1}.bin", off, 64 * 1024) == errno.EIO
+            took = time.monotonic() - t0
+            assert took < 2, f"a read on a read-only cache disk took {took:.1f} s to fail"
+        assert child_read(mp + "/data/r0.bin", 0, MiB) == r0[:MiB]  # present: still read
+        more = lazy.status_of(mp)["fetched_bytes"] - fetched
+        assert more < 16 * MiB, f"{more >> 20} MiB fetched for three failed reads"
+        lazy.umount(mp)
+        lazy.assert_nothing_left(timeout=30)
+    finally:
+        lazy.cleanup()
+        fs.cleanup()
