@@ -292,6 +292,11 @@ static void setup_marks(struct fetch_daemon *d)
 		int err = errno;
 
 		cache_fs_name(e->data_fd, fs, sizeof(fs));
+		/* Nothing can be fetched into the entry on such a filesystem: one this open
+		 * made (the whole blob's size allocated) goes again. */
+		if ((err == EOPNOTSUPP || err == EINVAL || err == EXDEV) && e->rebuilt)
+			(void)cache_entry_remove(e->dirfd, strrchr(e->data_path, '/') + 1,
+						 e->lock_fd);
 		if (err == EOPNOTSUPP || err == EINVAL || err == EXDEV)
 			fetch_fatal(d, EOPNOTSUPP,
 				    "cache directory '%s' is on %s, which refuses fanotify "

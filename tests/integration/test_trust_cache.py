@@ -590,3 +590,36 @@ def test_a_cache_disk_gone_read_only_fails_reads_at_once(lazy, big):
     finally:
         lazy.cleanup()
         fs.cleanup()
+
+
+def test_a_cache_filesystem_without_pre_content_marks_is_left_as_it_was(lazy, big):
+    """A cache directory on a filesystem that refuses pre-content marks and is not known by
+    name (ext4 through FUSE here): the mount is refused in one line, and the entry it made
+    goes again (it used to stay, the whole blob's size allocated, until a gc)."""
+    d = tempfile.mkdtemp(prefix="lzfuse", dir="/var/tmp")
+    img, mp0 = os.path.join(d, "fs.img"), os.path.join(d, "m")
+    os.makedirs(mp0)
+    with open(img, "wb") as f:
+        f.truncate(256 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", img], check=True)
+    subprocess.run(["fuse2fs", img, mp0, "-o", "rw"], check=True, capture_output=True)
+    try:
+        cache = os.path.join(mp0, "c")
+        os.makedirs(cache, mode=0o700)
+        os.chmod(cache, 0o700)
+        mp, r = lazy.mount(big["ref"], opts=f"insecure,cache={cache}", check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 32 and len(lines) == 1, r.stderr
+        assert "fuse" in lines[0] and "pre-content" in lines[0], lines[0]
+        lazy.assert_nothing_left(timeout=30)
+        sub = os.path.join(cache, "sha256")
+        held = {n: os.stat(os.path.join(sub, n)).st_blocks * 512
+                for n in (os.listdir(sub) if os.path.isdir(sub) else [])}
+        assert sum(held.values()) < MiB, held
+    finally:
+        lazy.cleanup()
+        for _ in range(50):
+            if subprocess.run(["umount", mp0], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        shutil.rmtree(d, ignore_errors=True)
