@@ -47,14 +47,15 @@ static void usage(FILE *f)
 
 static volatile sig_atomic_t interrupted, daemon_started;
 
-/* Before the daemon starts there is nothing to undo: the signal does what it would have.
+/* Before the daemon starts there is nothing to undo: say so and leave, as any failure does.
  * After, stop and release the daemon (it must not be left waiting for us). */
 static void on_signal(int sig)
 {
+	static const char msg[] = "lazyerofs: fetch: interrupted before anything was fetched\n";
+
 	if (!daemon_started) {
-		signal(sig, SIG_DFL);
-		raise(sig);
-		return;
+		(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+		_exit(CLI_EXIT_FAILURE);
 	}
 	interrupted = sig;
 }

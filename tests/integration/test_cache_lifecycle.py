@@ -250,6 +250,28 @@ def test_fetch_interrupted_leaves_consistent_entry(lazy, faultproxy, registry, i
     assert check_claims(lazy.cache, im) == (im["size"] + BLOCK - 1) // BLOCK
 
 
+def test_fetch_interrupted_while_resolving_says_so(lazy, faultproxy, registry, images):
+    """SIGINT before the daemon starts (the registry slow to answer the manifest): one line,
+    exit 2, as any other interruption (it died of the signal without a word: 130)."""
+    push(registry, "life/resolve", images["a"])
+    faultproxy.add("delay", path=r"/manifests/", count=10000, seconds=30)
+    p = subprocess.Popen([BIN, "fetch", "-o", "insecure", faultproxy.ref("life/resolve", "v1")],
+                         env=lazy.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: faultproxy.count(path="/manifests/") > 0, 30)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 2, (p.returncode, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0], err
+    lazy.assert_nothing_left()
+
+
 def test_fetch_digest_mismatch_sets_entry_aside(lazy, faultproxy, registry, images):
     """Bytes that do not hash to the digest (the proxy flips one): fetch fails with one line
     naming the digest, exit 2, no daemon left, no verified entry under the blob's name; with
