@@ -375,6 +375,41 @@ static bool raw_char(char ch)
 }
 
 static int parse_value(struct parser *ps, int depth, struct util_toml **ret);
+static int parse_keyval(struct parser *ps, struct util_toml *t, int depth);
+
+/* { key = value, ... } on one line: a table complete in itself (no [header] or dotted key
+ * adds to it later). */
+static int parse_inline_table(struct parser *ps, int depth, struct util_toml **ret)
+{
+	_cleanup_(util_toml_freep) struct util_toml *t = NULL;
+	int r;
+
+	if (depth >= UTIL_TOML_MAX_DEPTH)
+		return fail(ps, "tables nested more than %d deep", UTIL_TOML_MAX_DEPTH);
+	r = node_new(ps, UTIL_TOML_TABLE, &t);
+	if (r < 0)
+		return r;
+	t->header = true;
+	ps->p++; /* { */
+	skip_ws(ps);
+	while (!at(ps, '}')) {
+		r = parse_keyval(ps, t, depth + 1);
+		if (r < 0)
+			return r;
+		skip_ws(ps);
+		if (at(ps, ',')) {
+			ps->p++;
+			skip_ws(ps);
+			if (at(ps, '}'))
+				return fail(ps, "a ',' before the '}' of an inline table");
+		} else if (!at(ps, '}')) {
+			return fail(ps, "expected ',' or '}' in an inline table (on one line)");
+		}
+	}
+	ps->p++; /* } */
+	*ret = TAKE_PTR(t);
+	return 0;
+}
 
 static int parse_array(struct parser *ps, int depth, struct util_toml **ret)
 {
@@ -429,7 +464,7 @@ static int parse_value(struct parser *ps, int depth, struct util_toml **ret)
 	if (*ps->p == '[')
 		return parse_array(ps, depth, ret);
 	if (*ps->p == '{')
-		return fail(ps, "inline tables ({...}) are not supported; use a [table]");
+		return parse_inline_table(ps, depth, ret);
 	if (*ps->p == '"' || *ps->p == '\'') {
 		r = node_new(ps, UTIL_TOML_STRING, &v);
 		if (r < 0)
@@ -538,8 +573,8 @@ static int parse_header(struct parser *ps, struct util_toml *root, struct util_t
 	return r;
 }
 
-/* key = value, into table t. */
-static int parse_keyval(struct parser *ps, struct util_toml *t)
+/* key = value, into table t (depth: of t's inline tables). */
+static int parse_keyval(struct parser *ps, struct util_toml *t, int depth)
 {
 	struct key k = { .n = 0 };
 	struct util_toml *parent, *v = NULL;
@@ -557,7 +592,7 @@ static int parse_keyval(struct parser *ps, struct util_toml *t)
 			 member(parent, k.part[k.n - 1])->line);
 	if (r >= 0) {
 		skip_ws(ps);
-		r = parse_value(ps, 0, &v);
+		r = parse_value(ps, depth, &v);
 	}
 	if (r >= 0) {
 		v->key = TAKE_PTR(k.part[k.n - 1]);
@@ -592,7 +627,7 @@ int util_toml_parse(const char *buf, size_t len, struct util_toml **ret, struct 
 		if (at(&ps, '['))
 			r = parse_header(&ps, root, &cur);
 		else if (ps.p < ps.end && *ps.p != '#' && *ps.p != '\n' && *ps.p != '\r')
-			r = parse_keyval(&ps, cur);
+			r = parse_keyval(&ps, cur, 0);
 		if (r < 0)
 			return r;
 		skip_ws(&ps);

@@ -378,28 +378,29 @@ static void test_config_file(void **state)
 #define PEM_B "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
 
 /* a hosts.toml; %s: the test directory */
-#define HOSTS_DOC \
-	    "# containerd's format\n" \
-	    "server = \"https://docker.io\"\n" \
-	    "ca = \"server.pem\"\n" \
-	    "[header]\n" \
-	    "  x-server = \"s\"\n" \
-	    "[host.\"https://m1\"]\n" \
-	    "  capabilities = [\"pull\"]\n" \
-	    "  ca = [\"a.pem\", \"%s/b.pem\"]\n" \
-	    "  dial_timeout = \"1.5s\"\n" \
-	    "  # client: test_tlsfiles.c\n" \
-	    "  [host.\"https://m1\".header]\n" \
-	    "    x-one = \"1\"\n" \
-	    "    x-two = [\"a\", \"b\"]\n" \
-	    "[host.\"http://M2:5000/v2/up\"]\n" \
-	    "  capabilities = [\"pull\", \"resolve\"]\n" \
-	    "  override_path = true\n" \
-	    "  proxy = \"http://proxy:3128\"\n" \
-	    "[host.\"https://pushonly\"]\n" \
-	    "  capabilities = [\"push\"]\n" \
-	    "[host.\"https://everything\"]\n" \
-	    "  skip_verify = true\n"
+#define HOSTS_DOC                                                                                  \
+	"# containerd's format\n"                                                                  \
+	"server = \"https://docker.io\"\n"                                                         \
+	"ca = \"server.pem\"\n"                                                                    \
+	"[header]\n"                                                                               \
+	"  x-server = \"s\"\n"                                                                     \
+	"[host.\"https://m1\"]\n"                                                                  \
+	"  capabilities = [\"pull\"]\n"                                                            \
+	"  ca = [\"a.pem\", \"%s/b.pem\"]\n"                                                       \
+	"  dial_timeout = \"1.5s\"\n"                                                              \
+	"  # client: test_tlsfiles.c\n"                                                            \
+	"  [host.\"https://m1\".header]\n"                                                         \
+	"    x-one = \"1\"\n"                                                                      \
+	"    x-two = [\"a\", \"b\"]\n"                                                             \
+	"[host.\"http://M2:5000/v2/up\"]\n"                                                        \
+	"  capabilities = [\"pull\", \"resolve\"]\n"                                               \
+	"  override_path = true\n"                                                                 \
+	"  proxy = \"http://proxy:3128\"\n"                                                        \
+	"[host.\"https://pushonly\"]\n"                                                            \
+	"  capabilities = [\"push\"]\n"                                                            \
+	"[host.\"https://everything\"]\n"                                                          \
+	"  skip_verify = true\n"                                                                   \
+	"  header = { x-inline = \"i\", x-list = [\"p\", \"q\"] }\n"
 
 static void test_hosts_toml(void **state)
 {
@@ -437,6 +438,9 @@ static void test_hosts_toml(void **state)
 	/* no capabilities listed: all of them, as containerd does */
 	assert_int_equal(o.mirrors[3].caps, OCI_CAP_PULL | OCI_CAP_RESOLVE);
 	assert_true(o.mirrors[3].skip_verify);
+	/* a header table written inline, as containerd takes it too */
+	assert_string_equal(o.mirrors[3].headers[0], "x-inline: i");
+	assert_string_equal(o.mirrors[3].headers[2], "x-list: q");
 	assert_true(oci_options_weak(&o));
 	/* the top level is the registry's server: Docker Hub's API host */
 	assert_non_null(o.server);

@@ -166,7 +166,11 @@ static void test_refused(void **state)
 	parse_bad("a = \"\\uD800\"\n", 1, "U+D800");
 	parse_bad("a = \"tab\tok, bell\x07 not\"\n", 1, "control character");
 	parse_bad("\n\nmirrors = m1\n", 3, "a string needs quotes");
-	parse_bad("a = {x = 1}\n", 1, "inline tables");
+	parse_bad("a = {x = 1\n}\n", 1, "expected ',' or '}'");
+	parse_bad("a = {x = 1,}\n", 1, "a ',' before the '}'");
+	parse_bad("a = {x = 1 y = 2}\n", 1, "expected ',' or '}'");
+	parse_bad("a = {x = 1, x = 2}\n", 1, "defined twice");
+	parse_bad("a = {x = 1}\n[a]\n", 2, "table [a] is defined twice");
 	parse_bad("[[a]]\n", 1, "arrays of tables");
 	parse_bad("a = \"\"\"x\"\"\"\n", 1, "multi-line strings");
 	parse_bad("a = 1 2\n", 1, "expected the end of the line");
@@ -184,6 +188,25 @@ static void test_refused(void **state)
 	parse_bad("a = ,\n", 1, "',' cannot start a value");
 }
 
+/* Inline tables, as containerd's hosts.toml may write its headers. */
+static void test_inline_tables(void **state)
+{
+	struct util_toml *t = parse_ok("[host.\"https://m\"]\n"
+				       "header = { x-custom = \"1\", \"x-two\" = [\"a\", \"b\"] }\n"
+				       "empty = {}\n"
+				       "nested = {a = {b.c = 3}}\n");
+	const struct util_toml *h = path(t, "host", "https://m", "header");
+
+	assert_int_equal(h->type, UTIL_TOML_TABLE);
+	assert_int_equal(h->n, 2);
+	assert_string_equal(util_toml_get(h, "x-custom")->str, "1");
+	assert_int_equal(util_toml_get(h, "x-two")->n, 2);
+	assert_int_equal(path(t, "host", "https://m", "empty")->n, 0);
+	h = path(path(t, "host", "https://m", "nested"), "a", "b", "c");
+	assert_int_equal(h->integer, 3);
+	util_toml_free(t);
+}
+
 static void test_caps(void **state)
 {
 	struct util_error err = UTIL_ERROR_INIT;
@@ -198,6 +221,18 @@ static void test_caps(void **state)
 		deep[n++] = '[';
 	for (int i = 0; i < UTIL_TOML_MAX_DEPTH + 1; i++)
 		deep[n++] = ']';
+	deep[n++] = '\n';
+	parse_bad(deep, 1, "nested more than");
+	free(deep);
+	/* inline tables nest through their keys' values: bounded the same */
+	deep = calloc(1, 8 * UTIL_TOML_MAX_DEPTH + 32);
+	assert_non_null(deep);
+	n = 0;
+	for (int i = 0; i < UTIL_TOML_MAX_DEPTH + 1; i++)
+		n += (size_t)sprintf(deep + n, "a = {");
+	n += (size_t)sprintf(deep + n, "a = 1");
+	for (int i = 0; i < UTIL_TOML_MAX_DEPTH + 1; i++)
+		deep[n++] = '}';
 	deep[n++] = '\n';
 	parse_bad(deep, 1, "nested more than");
 	free(deep);
@@ -338,11 +373,9 @@ static void test_config(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_document),
-		cmocka_unit_test(test_strings_and_numbers),
-		cmocka_unit_test(test_refused),
-		cmocka_unit_test(test_caps),
-		cmocka_unit_test(test_config),
+	    cmocka_unit_test(test_document), cmocka_unit_test(test_strings_and_numbers),
+	    cmocka_unit_test(test_refused),  cmocka_unit_test(test_inline_tables),
+	    cmocka_unit_test(test_caps),     cmocka_unit_test(test_config),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
