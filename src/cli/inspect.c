@@ -92,6 +92,10 @@ int cli_inspect(int argc, char **argv)
 			extents = true;
 		} else if (strcmp(a, "--metadata-map") == 0) {
 			map = true;
+		} else if (strcmp(a, "--verbose") == 0 ||
+			   (a[0] == '-' && a[1] == 'v' && strspn(a + 1, "v") == strlen(a + 1))) {
+			for (size_t k = 0; k < (a[1] == '-' ? 1 : strlen(a + 1)); k++)
+				cli_verbose_inc(); /* as every other subcommand takes it */
 		} else if (strncmp(a, "--gap=", 6) == 0) {
 			if (util_parse_u64(a + 6, &opts.merge_gap) < 0) {
 				log_error("inspect: invalid --gap value '%s'; give a number of bytes",

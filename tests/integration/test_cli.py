@@ -50,3 +50,11 @@ def test_subcommand_unknown_option(cmd):
     assert line.startswith(f"lazyerofs: {cmd}: "), line
     assert "unknown option '--no-such-option'" in line, line
     assert f"lazyerofs {cmd} --help" in line, line
+
+
+@pytest.mark.parametrize("cmd", ["umount", "status", "inspect", "fetch", "push"])
+def test_every_subcommand_takes_v(cmd):
+    """DESIGN.md: -v raises verbosity, after the subcommand's name too (inspect refused it).
+    With nothing else given, each fails for what is missing, not for -v."""
+    r = run([cmd, "-v"])
+    assert "'-v'" not in r.stderr and "unknown option" not in r.stderr, r.stderr
