@@ -147,6 +147,11 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 
 	*ret = NULL;
 	*ret_n = 0;
+	if (run_dir[0] != '/')
+		return util_err_set(err, -EINVAL,
+				    "run directory '%s' must be an absolute path (from "
+				    "LAZYEROFS_RUN_DIR?)",
+				    run_dir);
 	r = util_open_existing_private_dir(run_dir, O_RDONLY, &run_fd);
 	if (r == -EPERM) {
 		return util_err_set(

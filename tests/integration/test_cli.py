@@ -58,3 +58,10 @@ def test_every_subcommand_takes_v(cmd):
     With nothing else given, each fails for what is missing, not for -v."""
     r = run([cmd, "-v"])
     assert "'-v'" not in r.stderr and "unknown option" not in r.stderr, r.stderr
+
+
+def test_status_with_a_relative_run_dir(lazy):
+    """Refused, as mount refuses it (it said "No lazyerofs mounts.", exit 0)."""
+    r = lazy.run(["status"], env=dict(lazy.env, LAZYEROFS_RUN_DIR="relative/run"))
+    assert_one_line_error(r, 2)
+    assert "'relative/run'" in r.stderr and "absolute" in r.stderr, r.stderr
