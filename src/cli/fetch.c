@@ -42,7 +42,8 @@ static void usage(FILE *f)
 		"                        " MOUNT_DEFAULT_CACHE_DIR ")\n"
 		"\n"
 		"Exit status: 0 when the entry is complete and verified (also when it already\n"
-		"was), 1 for a usage error, 2 for any other failure or an interruption.\n");
+		"was; a URL source without digest= has no digest: complete), 1 for a usage\n"
+		"error, 2 for any other failure or an interruption.\n");
 }
 
 static volatile sig_atomic_t interrupted, daemon_started;
