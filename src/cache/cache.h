@@ -268,6 +268,10 @@ int cache_entry_remove(int dirfd, const char *key, int lock_fd);
 /* Read an entry's header without taking its lock (e.g. to find the size of a complete entry
  * for an offline mount). -ENOENT when there is no entry, -EUCLEAN when damaged. */
 int cache_entry_peek(int dirfd, const char *key, struct cache_header *ret);
+/* The bytes the entry's bitmap file claims present (persisted: what a daemon that is gone
+ * left), without its lock; the header into hdr. */
+int cache_entry_peek_present(int dirfd, const char *key, struct cache_header *hdr,
+			     uint64_t *ret_bytes);
 /* Is path the data file of an entry (<cache-dir>/sha256/<key>, its header beside it)? */
 bool cache_entry_is_data_path(const char *path);
 

@@ -997,6 +997,56 @@ int cache_entry_peek(int dirfd, const char *key, struct cache_header *ret)
 	return 0;
 }
 
+int cache_entry_peek_present(int dirfd, const char *key, struct cache_header *hdr,
+			     uint64_t *ret_bytes)
+{
+	char name[CACHE_KEY_LEN + 16];
+	_cleanup_close_ int fd = -1;
+	uint64_t words, blocks = 0, last, i = 0;
+	bool last_present = false;
+	uint64_t buf[1024];
+	struct stat st;
+	int r;
+
+	r = cache_entry_peek(dirfd, key, hdr);
+	if (r < 0)
+		return r;
+	if ((hdr->flags & CACHE_FLAG_COMPLETE) || !hdr->nblocks) {
+		*ret_bytes = hdr->flags & CACHE_FLAG_COMPLETE ? hdr->size : 0;
+		return 0;
+	}
+	snprintf(name, sizeof(name), "%s.bitmap", key);
+	r = open_regular(dirfd, name, O_RDONLY, &fd, &st);
+	if (r < 0)
+		return r;
+	words = cache_bitmap_bytes(hdr->size) / 8;
+	last = hdr->nblocks - 1;
+	while (i < words) {
+		size_t n = (size_t)MIN(words - i, (uint64_t)ARRAY_SIZE(buf));
+
+		r = util_pread_full(fd, buf, n * 8, CACHE_BITMAP_OFFSET + i * 8);
+		if (r < 0)
+			return r == -EIO ? -EUCLEAN : r;
+		for (size_t k = 0; k < n; k++) {
+			uint64_t w = buf[k];
+
+			if (i + k == last / 64) {
+				last_present = (w >> (last % 64)) & 1;
+				w &= last % 64 == 63 ? ~0ULL : (2ULL << (last % 64)) - 1;
+			} else if (i + k > last / 64) {
+				w = 0; /* bits past the blob's end mean nothing */
+			}
+			blocks += (uint64_t)__builtin_popcountll(w);
+		}
+		i += n;
+	}
+	/* The last block may be short: counted at its length. */
+	*ret_bytes = blocks * CACHE_BLOCK_SIZE;
+	if (last_present)
+		*ret_bytes -= hdr->nblocks * (uint64_t)CACHE_BLOCK_SIZE - hdr->size;
+	return 0;
+}
+
 const char *cache_fs_name(int fd, char *buf, size_t len)
 {
 	static const struct {

@@ -48,7 +48,9 @@ const char *cli_status_state(const struct mount_status_entry *e)
 
 const char *cli_status_integrity(const struct mount_status_entry *e)
 {
-	return fetch_integrity(e->st.transport, e->daemon_alive ? e->fs.state : NULL);
+	const char *state = e->daemon_alive ? e->fs.state : e->disk_verified ? "verified" : NULL;
+
+	return fetch_integrity(e->st.transport, state);
 }
 
 const char *cli_status_digest(const struct mount_status_entry *e)
@@ -81,7 +83,7 @@ static json_t *entry_json(const struct mount_status_entry *e)
 	    "mountpoint", e->st.mountpoint, "source", e->st.source, "digest",
 	    cli_status_digest(e)[0] ? cli_status_digest(e) : NULL, "size",
 	    (json_int_t)(a ? s->size : e->st.size), "present_bytes",
-	    (json_int_t)(a ? s->present_bytes : 0), "fetched_bytes",
+	    (json_int_t)(a ? s->present_bytes : e->disk_present), "fetched_bytes",
 	    (json_int_t)(a ? s->fetched_bytes : 0), "requests", (json_int_t)(a ? s->requests : 0),
 	    "events", (json_int_t)(a ? s->events : 0), "errors", (json_int_t)(a ? s->errors : 0),
 	    "pid", (int)(a && s->pid ? s->pid : e->st.pid), "state", cli_status_state(e),
@@ -191,6 +193,10 @@ static void fill_row(const struct mount_status_entry *e, char cells[NCOLS][CELL]
 	if (!e->daemon_alive) {
 		for (int c = COL_PRESENT; c <= COL_ERR; c++)
 			snprintf(cells[c], CELL, "-");
+		if (e->on_disk)
+			snprintf(cells[COL_PRESENT], CELL, "%s (%.0f%%)",
+				 util_format_bytes(e->disk_present, b, sizeof(b)),
+				 size ? 100.0 * (double)e->disk_present / (double)size : 100.0);
 		snprintf(cells[COL_STATE], CELL,
 			 e->daemon_mute ? "lost (daemon mute)" : "lost (daemon gone)");
 		snprintf(cells[COL_PID], CELL, "%d", (int)e->st.pid);

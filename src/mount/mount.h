@@ -225,6 +225,10 @@ struct mount_status_entry {
 	bool daemon_alive;        /* the daemon answered */
 	bool daemon_mute;	  /* ... or its socket took the call, and no answer came in time */
 	struct fetch_status fs;   /* valid when daemon_alive */
+	/* Without an answer: what the entry's files say (on_disk): the bytes its bitmap claims
+	 * present, and whether its header says verified. */
+	bool on_disk, disk_verified;
+	uint64_t disk_present;
 };
 
 /* Collect every mount of the run dir (only_mountpoint: just that one, -ENOTCONN when it is

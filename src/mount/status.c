@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache/cache.h"
 #include "mount/mount.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -68,6 +69,24 @@ static void mute_daemons_free(struct mute_daemons *m)
 		free(m->socket[i]);
 }
 
+/* A mount whose daemon does not answer: what its entry's files say. */
+static void peek_entry(struct mount_status_entry *e)
+{
+	_cleanup_free_ char *dir = e->st.cache ? strdup(e->st.cache) : NULL;
+	_cleanup_close_ int dfd = -1;
+	struct cache_header hdr;
+	char *key = dir ? strrchr(dir, '/') : NULL;
+
+	if (!key || key == dir)
+		return;
+	*key++ = 0;
+	dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || cache_entry_peek_present(dfd, key, &hdr, &e->disk_present) < 0)
+		return;
+	e->on_disk = true;
+	e->disk_verified = hdr.flags & CACHE_FLAG_VERIFIED;
+}
+
 /* Fill e from its state: ask the daemon, or clean up when the mount is gone.
  * Returns 1 to list the entry, 0 when it was stale and removed. */
 static int probe_one(int run_fd, struct mount_status_entry *e, struct mute_daemons *mute)
@@ -91,6 +110,8 @@ static int probe_one(int run_fd, struct mount_status_entry *e, struct mute_daemo
 		r = fetch_status(h, &e->fs);
 	e->daemon_alive = r >= 0;
 	e->daemon_mute = r == -EAGAIN;
+	if (!e->daemon_alive)
+		peek_entry(e);
 	if (r == -EAGAIN && !is_mute(mute, e->st.socket) && mute->n < ARRAY_SIZE(mute->socket) &&
 	    (mute->socket[mute->n] = strdup(e->st.socket)))
 		mute->n++;

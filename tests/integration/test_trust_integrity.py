@@ -153,16 +153,26 @@ def test_a_digest_mismatch_fails_the_reads_of_live_mounts(lazy, registry, faultp
     lazy.assert_nothing_left()
 
 
-def test_a_mount_without_its_daemon_is_lost(lazy, registry, image):
+@pytest.mark.parametrize("prefetch", ["none", "all"])
+def test_a_mount_without_its_daemon_is_lost(lazy, registry, image, prefetch):
+    """Both daemon processes killed: the mount is lost, and status says what the entry's
+    files hold (it said 0 bytes present, and insecure for a verified entry)."""
     path, tree = image
     registry.client.push_image("trust/lost", "v1", [(path, MT_EROFS)])
-    mp = lazy.mount(registry.ref("trust/lost", "v1"), opts="insecure")
+    mp = lazy.mount(registry.ref("trust/lost", "v1"), opts=f"insecure,prefetch={prefetch}")
+    if prefetch == "all":
+        assert wait_until(lambda: lazy.status_of(mp)["state"] == "verified", 60)
+    before = lazy.settled_status_of(mp)
+    time.sleep(2)  # the bitmap persisted (a flush a second at most)
     # Both processes at once (one alone is replaced by the other): their process group.
-    os.killpg(os.getpgid(lazy.status_of(mp)["pid"]), signal.SIGKILL)
+    os.killpg(os.getpgid(before["pid"]), signal.SIGKILL)
     st = wait_until(lambda: (lambda s: s if s["state"] == "lost" else None)(lazy.status_of(mp)),
                     30)
     assert st, lazy.status_of(mp)
-    assert st["integrity"] == "insecure" and "daemon" in st["problem"], st
+    assert "daemon" in st["problem"], st
+    assert st["present_bytes"] == before["present_bytes"] > 0, (before, st)
+    assert st["integrity"] == ("verified" if prefetch == "all" else "insecure"), st
+    assert "(0%)" not in lazy.run(["status", mp]).stdout
     lazy.umount(mp)
 
 

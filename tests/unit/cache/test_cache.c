@@ -291,6 +291,40 @@ static void test_entry_create_and_persist(void **state)
 	cache_entry_free(e);
 }
 
+/* What an entry's files claim, without its lock (status of a mount whose daemon is gone):
+ * the flushed bits only, a short last block at its length, all of a complete entry. */
+static void test_entry_peek_present(void **state)
+{
+	struct fixture *f = *state;
+	struct cache_entry *e = open_entry(f, dig1, 1000000);
+	struct cache_header h;
+	uint64_t bytes = 1;
+
+	assert_int_equal(cache_entry_peek_present(f->dirfd, key1, &h, &bytes), 0);
+	assert_int_equal(bytes, 0);
+	cache_bitmap_set_range(&e->present, 2, 1);
+	cache_bitmap_set_range(&e->present, 63, 2); /* across a word */
+	assert_int_equal(cache_entry_flush(e, false), 3);
+	cache_bitmap_set_range(&e->present, 244, 1); /* 1000000 = 244 * 4096 + 576 */
+	assert_int_equal(cache_entry_peek_present(f->dirfd, key1, &h, &bytes), 0);
+	assert_int_equal(bytes, 3 * 4096);
+	assert_int_equal(cache_entry_flush(e, false), 1);
+	assert_int_equal(cache_entry_peek_present(f->dirfd, key1, &h, &bytes), 0);
+	assert_int_equal(bytes, 3 * 4096 + 576);
+	cache_bitmap_set_range(&e->present, 0, e->present.nbits);
+	assert_true(cache_entry_flush(e, true) > 0);
+	assert_int_equal(cache_entry_set_flags(e, CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED, 0), 0);
+	assert_int_equal(cache_entry_peek_present(f->dirfd, key1, &h, &bytes), 0);
+	assert_int_equal(bytes, 1000000);
+	assert_int_equal(h.flags, CACHE_FLAG_COMPLETE | CACHE_FLAG_VERIFIED);
+	cache_entry_free(e);
+	assert_int_equal(cache_entry_peek_present(
+			     f->dirfd,
+			     "0123456789012345678901234567890123456789012345678901234567890123", &h,
+			     &bytes),
+			 -ENOENT);
+}
+
 static void test_entry_flags_not_believed_without_bits(void **state)
 {
 	struct fixture *f = *state;
@@ -595,6 +629,7 @@ int main(void)
 	    cmocka_unit_test(test_header_roundtrip),
 	    cmocka_unit_test(test_header_damage),
 	    cmocka_unit_test_setup_teardown(test_entry_create_and_persist, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_entry_peek_present, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_entry_flags_not_believed_without_bits, setup_dir,
 					    teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_entry_rebuild_on_damage, setup_dir, teardown_dir),
