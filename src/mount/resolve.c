@@ -245,9 +245,10 @@ int mount_resolve(const struct oci_ref *ref, const struct oci_options *o, const 
 
 const char *mount_transport(const struct mount_resolved *r)
 {
-	/* A tag only a mirror could resolve: the image is that mirror's word, whatever the
-	 * connection and even once its blob matches the digest the mirror named. */
-	return r->blob.resolved_by_mirror ? "mirror" : r->weak ? "insecure" : "tls";
+	/* Bytes without verified TLS say so first. Over TLS, a tag only a mirror could resolve:
+	 * the image is that mirror's word, even once its blob matches the digest the mirror
+	 * named. */
+	return r->weak ? "insecure" : r->blob.resolved_by_mirror ? "mirror" : "tls";
 }
 
 int mount_pull_options(const struct oci_options *given, const struct oci_ref *ref,
