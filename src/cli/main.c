@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "util/log.h"
+#include "util/proctitle.h"
 
 struct cli_command {
 	const char *name;
@@ -41,6 +42,7 @@ int main(int argc, char **argv)
 	const char *base = strrchr(prog, '/');
 	int i = 1;
 
+	util_proctitle_init(argc, argv);
 	base = base ? base + 1 : prog;
 	util_log_set_prefix("lazyerofs");
 	if (strcmp(base, "mount.erofs.lazy") == 0)

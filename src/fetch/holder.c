@@ -37,6 +37,7 @@
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/mountinfo.h"
+#include "util/proctitle.h"
 #include "util/shared.h"
 #include "util/strutil.h"
 #include "util/time.h"
@@ -533,6 +534,13 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	dup2(d->devnull_fd, 2);
 	fetch_close_all_but(keep, ARRAY_SIZE(keep));
 	prctl(PR_SET_NAME, "lazyerofs-hold", 0, 0, 0);
+	/* Not the mount's arguments (a URL's password, oci.password=) for days in ps. */
+	{
+		char title[96];
+
+		snprintf(title, sizeof(title), "lazyerofs daemon %.16s", d->cfg.blob.cache_key);
+		util_proctitle_set(title);
+	}
 
 	snprintf(name, sizeof(name), "daemon-%s.log", d->cfg.blob.cache_key);
 	d->log_fd = openat(d->run_dirfd, name,

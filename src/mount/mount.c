@@ -647,6 +647,22 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	if (r < 0)
 		goto undo;
 	mounted = true;
+	/* Placed, its fd would only keep it busy (an umount, ours below too, gets EBUSY). */
+	close(TAKE_FD(mfd));
+	/* The daemon that took the attach must still be there now that readers can come: one
+	 * killed in between took its mark with it, and reads would get zeros. */
+	{
+		struct fetch_status alive;
+
+		r = fetch_status(h, &alive);
+		if (r < 0) {
+			util_err_set(err, r,
+				     "the fetch daemon went away while the image was being mounted "
+				     "(%s); see %s/daemon-%s.log, and mount again",
+				     strerror(-r), run_dir, cfg.blob.cache_key);
+			goto undo;
+		}
+	}
 	res->kmount_ms = util_now_ms() - t;
 
 	/* Written once the mount is in the table: `status` drops a state file whose mount it

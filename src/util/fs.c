@@ -10,10 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/cleanup.h"
+#include "util/time.h"
 
 static int mkdir_parents(const char *path)
 {
@@ -153,11 +155,21 @@ int util_write_file_atomic_flags(int dirfd, const char *name, const void *data, 
 	if ((flags & UTIL_WRITE_ONLY_OVER_FILE) &&
 	    fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
 		return S_ISDIR(st.st_mode) ? -EISDIR : -EEXIST;
-	if (snprintf(tmp, sizeof(tmp), ".%s.%d.tmp", name, (int)getpid()) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
-	if (fd < 0)
-		return -errno;
+	/* A fresh file of ours under a name nobody can take first (in a directory others may
+	 * write to, say /tmp, a file made there in advance would be written and renamed into
+	 * place with its owner's rights over it). */
+	for (int tries = 0; fd < 0; tries++) {
+		uint32_t rnd = 0;
+
+		if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			rnd = (uint32_t)util_now_us() ^ (uint32_t)tries;
+		if (snprintf(tmp, sizeof(tmp), ".%s.%d.%08x.tmp", name, (int)getpid(), rnd) >=
+		    (int)sizeof(tmp))
+			return -ENAMETOOLONG;
+		fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+		if (fd < 0 && (errno != EEXIST || tries >= 16))
+			return -errno;
+	}
 	r = (flags & UTIL_WRITE_EXACT_MODE) && fchmod(fd, mode) < 0 ? -errno : 0;
 	if (r >= 0)
 		r = util_pwrite_full(fd, data, len, 0);

@@ -263,3 +263,38 @@ def test_a_mountpoint_renamed_during_the_mount_is_followed(lazy, big, slowcall):
     assert [m["mountpoint"] for m in st] == [moved], st
     lazy.umount(moved)
     lazy.assert_nothing_left(timeout=30)
+
+
+def test_a_daemon_killed_before_the_mount_is_placed_fails_the_mount(lazy, big, slowcall):
+    """The image's daemon (holder and worker at once) dies after the attach, before the
+    kernel places the mount: the mount fails and leaves nothing (it reported success for a
+    mount nobody served, whose reads got zeros)."""
+    ref, tree = big
+    mp = lazy.mountpoint()
+    p = slow_mount(lazy, slowcall, [BIN, "mount", "-o", "insecure", ref, mp], "move_mount",
+                   ms=3000)
+    daemons = lazy.daemon_pids() - {p.pid}
+    assert daemons
+    for pg in {os.getpgid(d) for d in daemons}:
+        os.killpg(pg, signal.SIGKILL)
+    out, err = p.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert p.returncode == 32 and len(lines) == 1, err
+    assert "went away" in lines[0], lines[0]
+    assert not is_mounted(mp)
+    lazy.assert_nothing_left(timeout=30)
+
+
+def test_a_mount_just_placed_can_be_unmounted(lazy, big, slowcall):
+    """Between the kernel placing the mount and its state file, the mount is not kept busy
+    by the command: umount(8) takes it away, and the command still ends right."""
+    ref, tree = big
+    mp = lazy.mountpoint()
+    p = slow_mount(lazy, slowcall, [BIN, "mount", "-o", "insecure", ref, mp], "renameat",
+                   ms=3000)
+    r = subprocess.run(["umount", mp], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    lazy.run(["status"])  # drops the state of the mount that is gone
+    lazy.assert_nothing_left(timeout=30)
