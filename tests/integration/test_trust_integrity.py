@@ -217,3 +217,26 @@ def test_the_daemon_never_dumps_core(lazy, registry, image):
         assert core and core[0][4:6] == ["0", "0"], core
     lazy.umount(mp)
     lazy.assert_nothing_left()
+
+
+def test_no_secret_in_the_daemons_command_line(lazy, registry, image, webserver):
+    """The daemon is forked from `lazyerofs mount` and lives as long as the mount: its
+    command line (readable by every user, ps) must not keep the mount's arguments -- a URL
+    source's user info and signed query, oci.password= (they stayed there for days)."""
+    path, tree = image
+    registry.client.push_image("trust/argv", "v1", [(path, MT_EROFS)])
+    url = webserver.put("trust/argv.erofs", path).replace("http://", "http://al:UrlPassw0rd@", 1)
+    mps = [lazy.mount(url + "?X-Amz-Signature=PresignSECRET", opts="insecure"),
+           lazy.mount(registry.ref("trust/argv", "v1"),
+                      opts="insecure,username=bob,oci.password=TopSecret99")]
+    daemons = lazy.daemon_pids()
+    assert len(daemons) >= 4, daemons  # two holders, two workers
+    for pid in daemons:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            line = f.read()
+        for secret in (b"UrlPassw0rd", b"PresignSECRET", b"TopSecret99"):
+            assert secret not in line, (pid, line)
+        assert line.startswith(b"lazyerofs daemon "), line
+    for mp in mps:  # and the daemons still serve
+        assert child_hashes(mp) == content_hashes(tree)
+        lazy.umount(mp)

@@ -256,6 +256,26 @@ static void test_write_atomic(void **state)
 	assert_string_equal(text, "two\n");
 	free(text);
 	assert_int_equal(unlinkat(dfd, "a.prom", 0), 0);
+	/* Someone else's file under the name a temporary one had (in /tmp, made in advance):
+	 * never written, nor renamed into place with its owner's rights over it. */
+	{
+		char name[64];
+		int fd;
+
+		snprintf(name, sizeof(name), ".b.prof.%d.tmp", (int)getpid());
+		fd = openat(dfd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+		assert_true(fd >= 0);
+		if (geteuid() == 0)
+			assert_int_equal(fchown(fd, 65534, 65534), 0);
+		close(fd);
+		assert_int_equal(util_write_file_atomic(dfd, "b.prof", "mine\n", 5, 0644), 0);
+		assert_int_equal(fstatat(dfd, "b.prof", &st, AT_SYMLINK_NOFOLLOW), 0);
+		assert_int_equal(st.st_uid, geteuid());
+		assert_int_equal(fstatat(dfd, name, &st, 0), 0);
+		assert_int_equal(st.st_size, 0); /* untouched */
+		assert_int_equal(unlinkat(dfd, name, 0), 0);
+		assert_int_equal(unlinkat(dfd, "b.prof", 0), 0);
+	}
 	close(dfd);
 	assert_int_equal(rmdir(dir), 0); /* empty: no temporary file was left */
 	umask(old);
