@@ -129,9 +129,10 @@ static json_t *entry_json(const struct mount_status_entry *e)
 	}
 	if (o && a) {
 		json_t *trim = json_pack(
-		    "{s:I, s:I, s:b, s:s, s:b}", "trimmed_bytes", (json_int_t)s->trimmed_bytes,
+		    "{s:I, s:I, s:b, s:s, s:b, s:I}", "trimmed_bytes", (json_int_t)s->trimmed_bytes,
 		    "pinned_units", (json_int_t)s->pinned_units, "trimmable", (int)s->trimmable,
-		    "trim_blocked", s->trim_blocked, "cache_disk_low", (int)s->cache_disk_low);
+		    "trim_blocked", s->trim_blocked, "cache_disk_low", (int)s->cache_disk_low,
+		    "timeout_ms", (json_int_t)s->timeout_ms);
 
 		if (add_keys(o, trim) < 0)
 			return NULL;

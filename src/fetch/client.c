@@ -108,6 +108,7 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 	h->holding = hold;
 	(void)util_json_get_u64(reply, "timeout_ms", &timeout);
 	h->timeout_ms = timeout;
+	h->timeout_chosen = json_is_true(json_object_get(reply, "timeout_chosen"));
 	fill = json_object_get(reply, "prefetch_all");
 	h->prefetch_all = json_is_boolean(fill) ? json_is_true(fill) : -1;
 	if (snprintf(h->data_path, sizeof(h->data_path), "%s", data) >= (int)sizeof(h->data_path) ||
@@ -153,12 +154,27 @@ static int check_joined(const struct fetch_config *cfg, int cache_dirfd, struct 
 		    "there); use cache=%s too, or unmount them first",
 		    root, root);
 	}
-	if (cfg->timeout_given && h->timeout_ms && h->timeout_ms != cfg->timeout_ms) {
+	if (cfg->timeout_given && h->timeout_ms && h->timeout_ms != cfg->timeout_ms &&
+	    h->timeout_chosen) {
 		return util_err_set(
 		    err, -EBUSY,
-		    "the image's running daemon has timeout=%llu (it serves all its mounts); "
-		    "mount with that timeout, or unmount its mounts first",
+		    "the image's running daemon has timeout=%llu, as a mount of it asked (it "
+		    "serves all its mounts); mount with that timeout, or unmount them first",
 		    (unsigned long long)((h->timeout_ms + 999) / 1000));
+	}
+	/* No mount chose one (the default, or a `lazyerofs fetch`'s): ours it is. */
+	if (cfg->timeout_given && h->timeout_ms && !h->timeout_chosen) {
+		_cleanup_json_ json_t *treq = NULL, *trep = NULL;
+
+		treq = json_pack("{s:s,s:I}", "op", "timeout", "timeout_ms",
+				 (json_int_t)cfg->timeout_ms);
+		if (!treq)
+			return -ENOMEM;
+		r = call(h, treq, -1, &trep, err);
+		if (r < 0)
+			return r;
+		h->timeout_ms = cfg->timeout_ms;
+		h->timeout_chosen = true;
 	}
 	if (!cfg->prefetch_all || h->prefetch_all != 0)
 		return 0;
@@ -513,6 +529,7 @@ void fetch_status_parse(json_t *reply, struct fetch_status *ret)
 	ret->holds = (unsigned)getu(reply, "holds");
 	ret->filling = json_is_true(json_object_get(reply, "filling"));
 	ret->cache_disk_low = json_is_true(json_object_get(reply, "cache_disk_low"));
+	ret->timeout_ms = getu(reply, "timeout_ms");
 	ret->last_errno = -(int)MIN(getu(reply, "last_errno"), (uint64_t)4095);
 	if (util_json_get_string(reply, "last_error", &state) >= 0)
 		snprintf(ret->last_error, sizeof(ret->last_error), "%s", state);

@@ -65,6 +65,9 @@ static int reply_hello(struct conn *c)
 	    fetch_state_name(__atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE)), "timeout_ms",
 	    (json_int_t)d->pol.timeout_ms, "prefetch_all", d->pol.prefetch_all);
 
+	if (o && SH_LOAD(d->sh->timeout_chosen_ms))
+		json_object_set_new(o, "timeout_chosen", json_true());
+
 	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
 
@@ -306,6 +309,32 @@ static int do_prefetch_all(struct conn *c)
 	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }
 
+/* A mount with timeout= that joined a daemon whose deadline no mount chose (the default, or
+ * a `lazyerofs fetch`'s): from now on every read gets this one. */
+static int do_timeout(struct conn *c, json_t *req)
+{
+	struct fetch_daemon *d = c->d;
+	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);
+	uint64_t ms = 0, was;
+
+	if (util_json_get_u64(req, "timeout_ms", &ms) < 0 || ms < 1000 || ms > 86400000)
+		return fetch_reply_error(c->fd, EINVAL,
+					 "timeout: 'timeout_ms' must be 1000..86400000");
+	pthread_mutex_lock(&d->lock);
+	was = SH_LOAD(d->sh->timeout_chosen_ms);
+	if (!was || was == ms) {
+		SH_STORE(d->sh->timeout_chosen_ms, ms);
+		d->pol.timeout_ms = ms;
+		fetch_sched_set_timeout(&d->sched, ms);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (was && was != ms)
+		return fetch_reply_error(c->fd, EBUSY, "timeout: a mount chose %" PRIu64 " ms",
+					 was);
+	log_info("per-read deadline: %" PRIu64 " ms (a mount's timeout=)", ms);
+	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
+}
+
 /* `lazyerofs fetch`: fetch every missing block in the background for as long as this
  * connection lasts; the housekeeper verifies the entry once it is complete. */
 static int do_fill(struct conn *c)
@@ -512,6 +541,8 @@ static void *conn_thread(void *arg)
 			r = do_attach(c, req, pfd);
 		} else if (!strcmp(op, "prefetch_all")) {
 			r = do_prefetch_all(c);
+		} else if (!strcmp(op, "timeout")) {
+			r = do_timeout(c, req);
 		} else if (!strcmp(op, "detach")) {
 			r = do_detach(c, req);
 		} else if (!strcmp(op, "files")) {

@@ -52,6 +52,7 @@ struct fetch_handle {
 	int ctl_fd;		    /* connected control socket, O_CLOEXEC */
 	bool holding;		    /* this handle keeps the daemon alive */
 	uint64_t timeout_ms;	    /* the daemon's per-read deadline (0: not said) */
+	bool timeout_chosen;	    /* ... a mount asked for it (timeout=) */
 	int prefetch_all;	    /* its background fill: 1, 0, or -1 (not said) */
 };
 
@@ -223,6 +224,7 @@ struct fetch_status {
 	unsigned holds;		  /* connections holding the daemon (a mount being made, a fill) */
 	bool filling;		  /* the background fill runs */
 	bool cache_disk_low;	  /* nothing goes ahead of need: the cache disk is at its reserve */
+	uint64_t timeout_ms;	  /* the per-read deadline every mount of the entry gets */
 	int last_errno;		  /* the last failed fetch: -errno (0: none) */
 	char last_error[256];	  /* ... and what the registry client said */
 	uint64_t trimmed_bytes;	  /* evicted by trims while in use (trim.c) */

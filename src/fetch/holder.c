@@ -564,6 +564,8 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	/* Fresh anonymous memory is zero: only what is touched gets backed (the mount table). */
 	SH_STORE(d->sh->holder_pid, getpid());
 	d->sh->started_ms = util_now_ms();
+	if (d->cfg.timeout_given) /* a mount's; a fetch's is only the default */
+		SH_STORE(d->sh->timeout_chosen_ms, d->pol.timeout_ms);
 	d->sh->hiwater_fd = -1;
 	raise_nofile(d);
 

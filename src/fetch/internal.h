@@ -124,6 +124,8 @@ struct fetch_shared {
 	uint32_t mark_dropped; /* the pre-content mark was removed once: never trim (trim.c) */
 	uint32_t pinned;       /* a mount sent the image's metadata map (trim.c) */
 	uint32_t prefetch_all; /* a mount that joined asked for prefetch=all (control.c) */
+	/* The per-read deadline a mount asked for (timeout=), 0 while none did (control.c). */
+	uint64_t timeout_chosen_ms;
 	uint64_t trimmed_bytes, trims; /* what trims evicted */
 	int32_t hiwater_fd; /* highest event fd number ever read */
 	uint64_t started_ms;

@@ -122,6 +122,12 @@ void fetch_chunk_window(uint64_t off, uint64_t chunk, uint64_t size, uint64_t *r
 	*ret_end = end;
 }
 
+void fetch_sched_set_timeout(struct fetch_sched *s, uint64_t ms)
+{
+	s->pol.timeout_ms = ms;
+	s->fail_window_ms = MIN((uint64_t)FETCH_FAIL_WINDOW_MS, ms);
+}
+
 int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,
 		     const struct fetch_policy *pol, size_t max_reqs)
 {
@@ -146,7 +152,7 @@ int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t si
 	 * a loaded machine, yet a registry that comes back is used again within 2 s. Never
 	 * longer than the timeout: a reader is never refused for longer than the last one was
 	 * made to try. */
-	s->fail_window_ms = MIN((uint64_t)FETCH_FAIL_WINDOW_MS, s->pol.timeout_ms);
+	fetch_sched_set_timeout(s, s->pol.timeout_ms);
 	return 0;
 }
 

@@ -206,6 +206,8 @@ struct fetch_sched {
 	uint64_t room;
 };
 
+/* A new per-read deadline for the requests added from now on. */
+void fetch_sched_set_timeout(struct fetch_sched *s, uint64_t ms);
 int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t size,
 		     const struct fetch_policy *pol, size_t max_reqs);
 void fetch_sched_destroy(struct fetch_sched *s);

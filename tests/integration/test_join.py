@@ -6,11 +6,12 @@ refused, naming the one in use. They used to be dropped without a word (a second
 timeout=60 got EIO after the first one's 2 s; cache=B was served from A)."""
 
 import os
+import subprocess
 import time
 
 import pytest
 
-from common import child_sha256
+from common import BIN, child_sha256, wait_until
 from lazymount import build_big_image
 from registry import MT_EROFS
 
@@ -45,6 +46,33 @@ def test_a_different_timeout_is_refused_in_words(lazy, big):
     assert child_sha256(os.path.join(mp4, "data/r0.bin"), timeout=60) == want
     for mp in (mp4, mp3, first):
         lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=30)
+
+
+def test_a_timeout_no_mount_chose_is_the_joining_mounts(lazy, big, faultproxy):
+    """A daemon started by `lazyerofs fetch` (or a mount without timeout=) has the default
+    deadline, which no mount chose: a mount with timeout= that joins it sets it (it was
+    refused, told to unmount mounts that did not exist); a later, other one is refused."""
+    ref, tree = big
+    faultproxy.add("delay", path=r"/blobs/", method="GET", count=10000, seconds=0.5)
+    fetch = subprocess.Popen([BIN, "fetch", "-o", "insecure", faultproxy.ref("join/big", "v1")],
+                             env=lazy.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: lazy.daemon_pids(), 30)
+        mp = lazy.mount(faultproxy.ref("join/big", "v1"), opts="insecure,timeout=30")
+        assert lazy.status_of(mp)["timeout_ms"] == 30000
+        mp2, r = lazy.mount(faultproxy.ref("join/big", "v1"), opts="insecure,timeout=20",
+                            check=False)
+        assert r.returncode == 32 and "timeout=30" in one_line(r.stderr), r.stderr
+        mp3 = lazy.mount(faultproxy.ref("join/big", "v1"))  # none asked: joins
+        assert lazy.status_of(mp3)["timeout_ms"] == 30000
+    finally:
+        fetch.kill()
+        fetch.communicate()
+    faultproxy.clear()
+    for m in (mp3, mp):
+        lazy.umount(m)
     lazy.assert_nothing_left(timeout=30)
 
 
