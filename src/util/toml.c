@@ -378,7 +378,7 @@ static int parse_value(struct parser *ps, int depth, struct util_toml **ret);
 static int parse_keyval(struct parser *ps, struct util_toml *t, int depth);
 
 /* { key = value, ... } on one line: a table complete in itself (no [header] or dotted key
- * adds to it later). */
+ * adds to it later). depth: its own nesting (tables and arrays above it). */
 static int parse_inline_table(struct parser *ps, int depth, struct util_toml **ret)
 {
 	_cleanup_(util_toml_freep) struct util_toml *t = NULL;
@@ -389,11 +389,11 @@ static int parse_inline_table(struct parser *ps, int depth, struct util_toml **r
 	r = node_new(ps, UTIL_TOML_TABLE, &t);
 	if (r < 0)
 		return r;
-	t->header = true;
+	t->header = t->sealed = true;
 	ps->p++; /* { */
 	skip_ws(ps);
 	while (!at(ps, '}')) {
-		r = parse_keyval(ps, t, depth + 1);
+		r = parse_keyval(ps, t, depth);
 		if (r < 0)
 			return r;
 		skip_ws(ps);
@@ -537,6 +537,10 @@ static int walk_tables(struct parser *ps, struct util_toml *t, const struct key 
 		} else if (m->type != UTIL_TOML_TABLE) {
 			return fail(ps, "'%s' is %s (line %u), not a table", k->part[i],
 				    util_toml_type_name(m->type), m->line);
+		} else if (m->sealed) {
+			return fail(ps,
+				    "'%s' is an inline table (line %u): nothing can be added to it",
+				    k->part[i], m->line);
 		}
 		t = m;
 	}
@@ -544,8 +548,9 @@ static int walk_tables(struct parser *ps, struct util_toml *t, const struct key 
 	return 0;
 }
 
-/* [a.b."c"]: the table that the key/value lines after it go to. */
-static int parse_header(struct parser *ps, struct util_toml *root, struct util_toml **ret)
+/* [a.b."c"]: the table that the key/value lines after it go to, and its depth. */
+static int parse_header(struct parser *ps, struct util_toml *root, struct util_toml **ret,
+			int *ret_depth)
 {
 	struct key k = { .n = 0 };
 	struct util_toml *t;
@@ -568,12 +573,14 @@ static int parse_header(struct parser *ps, struct util_toml *root, struct util_t
 		t->header = true;
 		t->line = ps->line;
 		*ret = t;
+		*ret_depth = (int)k.n;
 	}
 	key_free(&k);
 	return r;
 }
 
-/* key = value, into table t (depth: of t's inline tables). */
+/* key = value, into table t (depth: t's own nesting; a dotted key's parts nest the value
+ * further, so that inline tables and arrays under it stay within the cap). */
 static int parse_keyval(struct parser *ps, struct util_toml *t, int depth)
 {
 	struct key k = { .n = 0 };
@@ -592,7 +599,7 @@ static int parse_keyval(struct parser *ps, struct util_toml *t, int depth)
 			 member(parent, k.part[k.n - 1])->line);
 	if (r >= 0) {
 		skip_ws(ps);
-		r = parse_value(ps, depth, &v);
+		r = parse_value(ps, depth + (int)k.n, &v);
 	}
 	if (r >= 0) {
 		v->key = TAKE_PTR(k.part[k.n - 1]);
@@ -608,7 +615,7 @@ int util_toml_parse(const char *buf, size_t len, struct util_toml **ret, struct 
 	_cleanup_(util_toml_freep) struct util_toml *root = NULL;
 	struct parser ps = { .p = buf, .end = buf + len, .line = 1, .err = err };
 	struct util_toml *cur;
-	int r;
+	int r, depth = 0;
 
 	util_err_clear(err);
 	if (len > UTIL_TOML_MAX_SIZE)
@@ -625,9 +632,9 @@ int util_toml_parse(const char *buf, size_t len, struct util_toml **ret, struct 
 	while (ps.p < ps.end) {
 		skip_ws(&ps);
 		if (at(&ps, '['))
-			r = parse_header(&ps, root, &cur);
+			r = parse_header(&ps, root, &cur, &depth);
 		else if (ps.p < ps.end && *ps.p != '#' && *ps.p != '\n' && *ps.p != '\r')
-			r = parse_keyval(&ps, cur, 0);
+			r = parse_keyval(&ps, cur, depth);
 		if (r < 0)
 			return r;
 		skip_ws(&ps);

@@ -42,6 +42,7 @@ struct util_toml {
 	struct util_toml **items; /* TABLE members, ARRAY items */
 	size_t n;
 	bool header; /* TABLE: defined by a [header] (not only implied by a dotted name) */
+	bool sealed; /* TABLE: written inline ({...}): no [header] or dotted key adds to it */
 };
 
 /* Parse a document into its root table. -EBADMSG with "line N: ..." in err for anything else

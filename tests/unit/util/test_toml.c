@@ -170,7 +170,12 @@ static void test_refused(void **state)
 	parse_bad("a = {x = 1,}\n", 1, "a ',' before the '}'");
 	parse_bad("a = {x = 1 y = 2}\n", 1, "expected ',' or '}'");
 	parse_bad("a = {x = 1, x = 2}\n", 1, "defined twice");
-	parse_bad("a = {x = 1}\n[a]\n", 2, "table [a] is defined twice");
+	parse_bad("a = {x = 1}\n[a]\n", 2, "'a' is an inline table (line 1)");
+	/* an inline table is complete: no dotted key or [header] adds to it */
+	parse_bad("a = {b = 1}\na.c = 2\n", 2, "'a' is an inline table");
+	parse_bad("a = {b = 1}\n[a.x]\ny = 1\n", 2, "'a' is an inline table");
+	parse_bad("[r]\nx = {q = {w = 1}}\n[r.x.q.z]\n", 3, "'x' is an inline table");
+	parse_bad("a = {b = {c = 1}, b.d = 2}\n", 1, "'b' is an inline table");
 	parse_bad("[[a]]\n", 1, "arrays of tables");
 	parse_bad("a = \"\"\"x\"\"\"\n", 1, "multi-line strings");
 	parse_bad("a = 1 2\n", 1, "expected the end of the line");
