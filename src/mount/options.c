@@ -227,9 +227,7 @@ static int parse_one(char *key, char *value, struct mount_opts *m, struct oci_op
 
 void mount_sanitize_line(char *s)
 {
-	for (; s && *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			*s = '?';
+	util_str_printable(s);
 }
 
 static int parse_all(const char *s, struct mount_opts *m, struct oci_options *o,

@@ -12,6 +12,7 @@
 
 #include "oci/parse.h"
 #include "util/json.h"
+#include "util/strutil.h"
 
 void oci_fmt(char *buf, size_t len, const char *fmt, ...)
 {
@@ -42,6 +43,7 @@ static void copy_clean(char *out, size_t outlen, const char *s)
 		out[j++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
 	}
 	out[j] = 0;
+	util_str_printable(out); /* C1 controls, and a sequence the copy cut */
 }
 
 int oci_registry_error_parse(const void *buf, size_t len, char *code, size_t codelen, char *msg,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "util/error.h"
+#include "util/strutil.h"
 
 /* snprintf that may cut: through va_list, so that the cut is not a compile-time warning. */
 static void fmt_cut(char *buf, size_t len, const char *fmt, ...) _printf_(3, 4);
@@ -92,7 +93,5 @@ void util_err_printable(struct util_error *e)
 {
 	if (!e)
 		return;
-	for (char *p = e->message; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
+	util_str_printable(e->message);
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /* Logging to stderr, or to a daemon's log file plus syslog. */
 #include "util/log.h"
+#include "util/strutil.h"
 #include "util/time.h"
 
 #include <errno.h>
@@ -62,6 +63,9 @@ void util_log(int level, const char *fmt, ...)
 	errno = saved;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* Messages quote registries, images and command lines: one line, nothing a terminal
+	 * would obey. */
+	util_str_printable(msg);
 
 	if (log_fd >= 0) {
 		char stamp[UTIL_TIMESTAMP_LEN];

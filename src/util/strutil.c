@@ -94,3 +94,41 @@ void util_free_secret_buf(void *p, size_t len)
 		free(p);
 	}
 }
+
+void util_str_printable(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+
+	while (p && *p) {
+		unsigned char c = *p;
+		size_t n = c < 0x80		? 1
+			   : (c & 0xe0) == 0xc0 ? 2
+			   : (c & 0xf0) == 0xe0 ? 3
+			   : (c & 0xf8) == 0xf0 ? 4
+						: 0;
+		uint32_t cp = n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+		size_t i;
+
+		if (n == 1) {
+			if (c < 0x20 || c == 0x7f)
+				*p = '?';
+			p++;
+			continue;
+		}
+		for (i = 1; n && i < n; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				break;
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		/* Not UTF-8 (a stray byte, a cut or overlong sequence, a surrogate, past U+10FFFF):
+		 * that byte goes; a C1 control goes whole. */
+		if (!n || i < n || (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
+		    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff)) {
+			*p++ = '?';
+			continue;
+		}
+		if (cp >= 0x80 && cp <= 0x9f)
+			memset(p, '?', n);
+		p += n;
+	}
+}

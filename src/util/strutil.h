@@ -26,6 +26,10 @@ int util_parse_size(const char *s, struct util_size *ret);
 	"as 10%"
 
 bool util_startswith(const char *s, const char *prefix);
+/* Make s one line a terminal shows as it is, in place: control characters (C0, DEL, and C1
+ * such as U+009B, which terminals take for an escape) and bytes that are not UTF-8 become
+ * '?'; other UTF-8 stays. For text a registry, an image or a user chose. */
+void util_str_printable(char *s);
 /* Secrets (passwords, tokens, keys) are wiped before they are freed. util_free_secret takes
  * a NUL-terminated string, frees it and sets it to NULL (a _cleanup_ function too). */
 void util_free_secret(char **p);

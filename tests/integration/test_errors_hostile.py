@@ -323,3 +323,21 @@ def test_interrupted_mount_leaves_no_daemon(lazy, registry, images, faultproxy, 
     assert gone, f"daemons still running 10 s after the mount was interrupted: " \
                  f"{lazy.daemon_pids()}"
     lazy.assert_nothing_left()
+
+
+def test_a_registrys_words_never_reach_the_terminal_as_controls(lazy, registry, images,
+                                                               faultproxy):
+    """A registry's error message carrying terminal controls -- ESC (C0) and U+009B, the
+    one-character CSI of C1 that xterm and VTE obey -- is shown with each as '?' (C1 passed
+    through)."""
+    msg = "\u009b31mRED\u001b[2J\u0085\u00e9t\u00e9"
+    faultproxy.add("status", path=r"/manifests/", count=None, code=403,
+                   body='{"errors":[{"code":"DENIED","message":"%s"}]}' %
+                   msg.encode("unicode_escape").decode().replace("\\x", "\\u00"))
+    mp = lazy.mountpoint()
+    r = lazy.run(["mount", "-o", "insecure", faultproxy.ref("hostile/x", "v1"), mp])
+    assert r.returncode == 32, r.stderr
+    raw = r.stderr.encode()
+    assert b"\xc2\x9b" not in raw and b"\x1b" not in raw and b"\xc2\x85" not in raw, raw
+    assert "31mRED" in r.stderr and "\u00e9t\u00e9" in r.stderr, r.stderr  # the rest, as sent
+    lazy.assert_nothing_left()

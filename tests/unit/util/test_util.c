@@ -281,6 +281,37 @@ static void test_write_atomic(void **state)
 	umask(old);
 }
 
+/* One printable line: C0, DEL and C1 controls and non-UTF-8 bytes go, other UTF-8 stays. */
+static void test_printable(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"plain text", "plain text"},
+	    {"tab\there\nnew\x1b[31m\x7f", "tab?here?new?[31m?"},
+	    {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+	     "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+	    {"csi \xc2\x9b"
+	     "31m nel \xc2\x85 nbsp \xc2\xa0",
+	     "csi ??31m nel ?? nbsp \xc2\xa0"},
+	    {"raw \x9b"
+	     "31m",
+	     "raw ?31m"},
+	    {"cut \xe2\x82", "cut ??"},
+	    {"overlong \xc0\xaf surrogate \xed\xa0\x80", "overlong ?? surrogate ???"},
+	    {"big \xf4\x90\x80\x80 \xff", "big ???? ?"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char buf[128];
+
+		snprintf(buf, sizeof(buf), "%s", cases[i].in);
+		util_str_printable(buf);
+		assert_string_equal(buf, cases[i].out);
+	}
+	util_str_printable(NULL);
+}
+
 /* Little-endian integers: byte order, every width, no bytes touched beyond n. */
 static void test_le(void **state)
 {
@@ -303,16 +334,12 @@ static void test_le(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_buf_cap),
-		cmocka_unit_test(test_le),
-		cmocka_unit_test(test_extents_merge),
-		cmocka_unit_test(test_digest),
-		cmocka_unit_test(test_parse_u64),
-		cmocka_unit_test(test_parse_size),
-		cmocka_unit_test(test_json_caps),
-		cmocka_unit_test(test_array_reserve),
-		cmocka_unit_test(test_timestamp),
-		cmocka_unit_test(test_write_atomic),
+	    cmocka_unit_test(test_buf_cap),	  cmocka_unit_test(test_le),
+	    cmocka_unit_test(test_extents_merge), cmocka_unit_test(test_digest),
+	    cmocka_unit_test(test_parse_u64),	  cmocka_unit_test(test_parse_size),
+	    cmocka_unit_test(test_json_caps),	  cmocka_unit_test(test_array_reserve),
+	    cmocka_unit_test(test_timestamp),	  cmocka_unit_test(test_write_atomic),
+	    cmocka_unit_test(test_printable),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
