@@ -116,7 +116,7 @@ struct upload {
 	uint64_t size;
 	const char *digest;
 	const struct oci_upload_opts *o;
-	uint64_t deadline;
+	uint64_t last_progress_ms; /* the registry last took bytes then (or the start) */
 	char what[400];
 	char *loc;    /* the session's URL (its latest Location); NULL: no session open */
 	uint64_t off; /* bytes of the blob the registry holds */
@@ -128,6 +128,8 @@ static void on_progress(void *ctx, uint64_t sent)
 {
 	struct upload *u = ctx;
 
+	if (sent)
+		u->last_progress_ms = util_now_ms(); /* bytes are moving */
 	if (u->o && u->o->progress)
 		u->o->progress(u->o->progress_ctx, u->base + sent, u->size);
 }
@@ -138,8 +140,18 @@ static bool chunked(const struct upload *u)
 }
 
 /* The session moved to loc with off bytes: remember it, and tell whoever keeps records. */
+/* Each request gets timeout= (the man page: "deadline for each request"), and time for its
+ * body at 64 KiB/s at least: a slow link uploads, a stalled one is caught sooner by the
+ * transfer's low-speed limit. */
+static uint64_t step_deadline(const struct upload *u, uint64_t body_len)
+{
+	return util_now_ms() + u->c->timeout_ms + body_len / 64;
+}
+
 static void session_moved(struct upload *u, char *loc, uint64_t off)
 {
+	if (off > u->off)
+		u->last_progress_ms = util_now_ms();
 	free(u->loc);
 	u->loc = loc;
 	u->off = off;
@@ -156,19 +168,23 @@ static void session_drop(struct upload *u)
 }
 
 /* One step of an upload session (the POST that opens it, or a PATCH): the registry answers
- * 202 Accepted with the Location of the next step, resolved against `base`. */
+ * 202 Accepted with the Location of the next step, resolved against `base`, and (optional)
+ * the Range it holds: *ret_have its bytes, UINT64_MAX when it did not say. */
 static int upload_step(struct upload *u, const struct oci_req *q, const char *base,
 		       struct util_buf *body, const char *no_location, char **ret_loc,
-		       struct util_error *err)
+		       uint64_t *ret_have, struct util_error *err)
 {
 	struct oci_resp resp;
 	int r;
 
-	r = oci_request(u->c, q, u->deadline, &resp, body, err);
+	r = oci_request(u->c, q, step_deadline(u, q->body_len), &resp, body, err);
 	if (r < 0)
 		return r;
 	if (resp.status != 202)
 		return oci_status_error(u->c, &resp, body, u->what, err);
+	*ret_have = UINT64_MAX;
+	if (resp.range[0] && oci_upload_range_parse(resp.range, strlen(resp.range), ret_have) < 0)
+		*ret_have = UINT64_MAX;
 	r = upload_location(base, &resp, ret_loc);
 	if (r < 0)
 		util_err_set_http(err, r, (int)resp.status, NULL, "%s: %s", u->what, no_location);
@@ -181,12 +197,13 @@ static int session_open(struct upload *u, struct util_buf *body, struct util_err
 			     .push = true };
 	_cleanup_free_ char *start = NULL;
 	char *loc = NULL;
+	uint64_t have;
 	int r;
 
 	if (asprintf(&start, "%s/%s/blobs/uploads/", u->c->up->api, u->c->ref->repository) < 0)
 		return -ENOMEM;
 	q.url = start;
-	r = upload_step(u, &q, start, body, "upload started without a Location", &loc, err);
+	r = upload_step(u, &q, start, body, "upload started without a Location", &loc, &have, err);
 	if (r < 0)
 		return r;
 	session_moved(u, loc, 0);
@@ -232,7 +249,7 @@ static int session_status(struct upload *u, const char *url, struct util_buf *bo
 	uint64_t have;
 	int r;
 
-	r = oci_request(u->c, &q, u->deadline, &resp, body, err);
+	r = oci_request(u->c, &q, step_deadline(u, 0), &resp, body, err);
 	if (r < 0)
 		return r;
 	if (resp.status != 204 && resp.status != 200)
@@ -265,11 +282,14 @@ static int session_status(struct upload *u, const char *url, struct util_buf *bo
  * Location. */
 static int send_chunks(struct upload *u, struct util_buf *body, struct util_error *err)
 {
+	int stuck = 0;
+
 	while (u->off < u->size) {
 		uint64_t n = MIN(u->size - u->off, PATCH_CHUNK);
 		struct curl_slist *extra = NULL;
 		struct oci_req q;
 		char *next = NULL;
+		uint64_t have;
 		int r;
 
 		if (!oci_slist_add(&extra, "Content-Range: %llu-%llu", (unsigned long long)u->off,
@@ -286,10 +306,37 @@ static int send_chunks(struct upload *u, struct util_buf *body, struct util_erro
 		}
 		u->base = u->off;
 		r = upload_step(u, &q, u->loc, body, "chunk accepted without a Location", &next,
-				err);
+				&have, err);
 		curl_slist_free_all(extra);
 		if (r < 0)
 			return r;
+		/* The registry says what it holds now: short of what was sent (a chunk it lost),
+		 * go on from there; more than that makes no sense. ("0-0": nothing, as in
+		 * session_status.) */
+		if (have != UINT64_MAX && have != u->off + n) {
+			if (have == 1 && u->off + n > 1)
+				have = 0;
+			if (have > u->off + n) {
+				free(next);
+				return util_err_set_http(err, -EBADMSG, 202, NULL,
+							 "%s: the registry says it holds %llu "
+							 "bytes after %llu were sent",
+							 u->what, (unsigned long long)have,
+							 (unsigned long long)(u->off + n));
+			}
+			log_debug(
+			    "oci: the registry holds %llu bytes, not %llu: going on from there",
+			    (unsigned long long)have, (unsigned long long)(u->off + n));
+			if (have <= u->off && ++stuck >= 3) {
+				free(next);
+				return util_err_set_http(err, -EBADMSG, 202, NULL,
+							 "%s: the registry keeps no byte of the "
+							 "chunks sent (it holds %llu)",
+							 u->what, (unsigned long long)have);
+			}
+			session_moved(u, next, have);
+			continue;
+		}
 		session_moved(u, next, u->off + n);
 	}
 	return 0;
@@ -319,11 +366,15 @@ static int finish(struct upload *u, struct util_buf *body, struct util_error *er
 		q.progress_ctx = u;
 		u->base = u->off;
 	}
-	r = oci_request(u->c, &q, u->deadline, &resp, body, err);
+	r = oci_request(u->c, &q, step_deadline(u, q.body_len), &resp, body, err);
 	if (r < 0)
 		return r;
 	if (resp.status != 201 && resp.status != 204)
 		return oci_status_error(u->c, &resp, body, u->what, err);
+	if (resp.docker_digest[0] && strcmp(resp.docker_digest, u->digest) != 0)
+		return util_err_set_http(err, -EBADMSG, (int)resp.status, NULL,
+					 "%s: the registry stored it as %.80s, not %s", u->what,
+					 resp.docker_digest, u->digest);
 	return 0;
 }
 
@@ -338,10 +389,15 @@ static bool ask_session(int r, const struct util_error *err)
 static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, const char *digest,
 		  struct oci_upload_opts *o, struct util_error *err)
 {
-	/* A big upload gets time in proportion to its size (at least 10 MB/s), on top of the
-	 * timeout for one request. */
-	struct upload u = { .c = c, .fd = fd, .mem = mem, .size = size, .digest = digest, .o = o,
-			    .deadline = util_now_ms() + c->timeout_ms + size / 10000 };
+	/* Each request has its own deadline (step_deadline); the upload goes on while the
+	 * registry takes bytes, and gives up once it took none for timeout=. */
+	struct upload u = {.c = c,
+			   .fd = fd,
+			   .mem = mem,
+			   .size = size,
+			   .digest = digest,
+			   .o = o,
+			   .last_progress_ms = util_now_ms()};
 	struct util_buf body = UTIL_BUF_INIT(OCI_ERROR_BODY_MAX);
 	struct util_error local;
 	uint64_t progress_mark = 0;
@@ -382,7 +438,8 @@ static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, 
 			failures = 0;
 			progress_mark = u.off;
 		}
-		if (++failures >= UPLOAD_TRIES || util_now_ms() >= u.deadline)
+		if (++failures >= UPLOAD_TRIES ||
+		    util_now_ms() >= u.last_progress_ms + c->timeout_ms)
 			goto out;
 		if (u.loc && u.resumed && !ask_session(r, err) && err->http_status == 400) {
 			/* A continued session whose bytes do not add up to the digest (a registry

@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""`lazyerofs push` against registries that lie (lib/fakeregistry.py) and over a slow link:
+a chunk the registry says it lost is sent again, a blob stored under another digest is an
+error, and a push that moves bytes is never cut by a deadline meant for one request."""
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from common import FIXTURES
+from fakeregistry import FakeRegistry
+from lazymount import build_big_image
+from registry import file_digest, push
+
+SMALL = os.path.join(FIXTURES, "plain.erofs")
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """~48 MiB: uploaded in chunks (three PATCHes and more)."""
+    image, _ = build_big_image(str(tmp_path_factory.mktemp("liar")), files=3, mib=16)
+    return image
+
+
+def run(lies, image, tmp_path, opts="insecure,timeout=20"):
+    f = FakeRegistry(lies)
+    try:
+        r = push(image, f.ref("liar/img", "v1"), opts=opts,
+                 env={"LAZYEROFS_CACHE_DIR": str(tmp_path / "cache")})
+        return f, r
+    finally:
+        f.stop()
+
+
+def test_an_honest_fake_takes_the_push(big, tmp_path):
+    f, r = run((), big, tmp_path)
+    assert r.returncode == 0, r.stderr
+    with open(big, "rb") as fh:
+        assert f.blobs[file_digest(big)] == fh.read()
+
+
+def test_a_blob_stored_under_another_digest_is_an_error(tmp_path):
+    """201 with another Docker-Content-Digest (it exited 0, as if published)."""
+    f, r = run({"put_other_digest"}, SMALL, tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "stored it as" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("lies", [{"lose_patch:2"}, {"lose_patch:1", "put_no_verify"}],
+                         ids=["verifying", "not-verifying"])
+def test_a_chunk_the_registry_lost_is_sent_again(big, tmp_path, lies):
+    """A PATCH answered 202 whose bytes the registry dropped, its Range saying so: the push
+    goes on from what the registry holds (it ignored the Range: the final PUT failed, or a
+    registry that does not check digests kept a corrupt blob and the push exited 0)."""
+    f, r = run(lies, big, tmp_path)
+    assert r.returncode == 0, r.stderr
+    with open(big, "rb") as fh:
+        assert f.blobs[file_digest(big)] == fh.read()
+
+
+class ThrottleProxy:
+    """A TCP relay whose client-to-server bytes go at `rate` bytes a second."""
+
+    def __init__(self, port, rate):
+        self.up, self.rate = port, rate
+        self.s = socket.socket()
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.s.bind(("127.0.0.1", 0))
+        self.s.listen(64)
+        self.port = self.s.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.s.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.up))
+            threading.Thread(target=self._pipe, args=(c, u, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c, False), daemon=True).start()
+
+    def _pipe(self, a, b, slow):
+        try:
+            while True:
+                d = a.recv(16384)
+                if not d:
+                    break
+                b.sendall(d)
+                if slow:
+                    time.sleep(len(d) / self.rate)
+        except OSError:
+            pass
+        finally:
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.s.close()
+
+
+@pytest.mark.parametrize("image,rate", [(SMALL, 512 << 10), ("big", 6 << 20)],
+                         ids=["whole", "chunks"])
+def test_a_push_over_a_slow_link_is_not_cut_short(registry, big, tmp_path, image, rate):
+    """timeout=1 is per request; a link slower than 10 MB/s used to fail the push halfway
+    (one deadline for the whole upload: timeout + size / 10 MB/s)."""
+    image = big if image == "big" else SMALL
+    p = ThrottleProxy(registry.port, rate)
+    try:
+        r = push(image, f"127.0.0.1:{p.port}/slow/link:v1", opts="insecure,timeout=1",
+                 env={"LAZYEROFS_CACHE_DIR": str(tmp_path / "cache")})
+    finally:
+        p.stop()
+    assert r.returncode == 0, r.stderr
