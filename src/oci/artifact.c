@@ -32,20 +32,23 @@ static json_t *descriptor_json(const struct oci_descriptor *d)
 			 (json_int_t)d->size);
 }
 
-/* The annotations of an artifact or its index entry: created and the layer's, those set
- * (NULL: none). */
+/* The annotations of an artifact or its index entry: created, the layer's and the subject
+ * blob, those set (NULL: none). */
 static int annotations_json(const char *created, const struct oci_layer_hint *layer,
-			    json_t **ret)
+			    const char *subject_blob, json_t **ret)
 {
 	_cleanup_json_ json_t *a = NULL;
 	char size[24];
 
 	*ret = NULL;
-	if (!created[0] && !layer->digest[0])
+	if (!created[0] && !layer->digest[0] && !subject_blob[0])
 		return 0;
 	a = json_object();
 	if (!a || (created[0] &&
 		   json_object_set_new(a, OCI_ANNOTATION_CREATED, json_string(created)) < 0))
+		return -ENOMEM;
+	if (subject_blob[0] &&
+	    json_object_set_new(a, OCI_ANNOTATION_SUBJECT_BLOB, json_string(subject_blob)) < 0)
 		return -ENOMEM;
 	if (layer->digest[0]) {
 		snprintf(size, sizeof(size), "%llu", (unsigned long long)layer->size);
@@ -69,7 +72,7 @@ static json_t *entry_json(const struct oci_descriptor *d)
 		return NULL;
 	if ((d->artifact_type[0] &&
 	     json_object_set_new(e, "artifactType", json_string(d->artifact_type)) < 0) ||
-	    annotations_json(d->created, &d->layer, &a) < 0 ||
+	    annotations_json(d->created, &d->layer, d->subject_blob, &a) < 0 ||
 	    (a && json_object_set_new(e, "annotations", a) < 0)) {
 		json_decref(e);
 		return NULL;
@@ -90,7 +93,8 @@ static bool valid_descriptor(const struct oci_descriptor *d)
 }
 
 int oci_artifact_build(const char *artifact_type, const struct oci_descriptor *subject,
-		       const struct oci_descriptor *layer, const char *created, char **ret)
+		       const struct oci_descriptor *layer, const char *created,
+		       const char *subject_blob, char **ret)
 {
 	_cleanup_json_ json_t *m = NULL;
 	struct oci_descriptor empty = {.media_type = OCI_MT_OCI_EMPTY,
@@ -100,10 +104,10 @@ int oci_artifact_build(const char *artifact_type, const struct oci_descriptor *s
 	json_t *ann = NULL;
 
 	if (!artifact_type[0] || !valid_descriptor(subject) || !valid_descriptor(layer) ||
-	    !created[0])
+	    !created[0] || (subject_blob && subject_blob[0] && !util_digest_valid(subject_blob)))
 		return -EINVAL;
 	oci_layer_hint_of(layer, &hint);
-	if (annotations_json(created, &hint, &ann) < 0)
+	if (annotations_json(created, &hint, subject_blob ? subject_blob : "", &ann) < 0)
 		return -ENOMEM;
 	m = json_pack("{s:i, s:s, s:s, s:o, s:[o], s:o, s:o}", "schemaVersion", 2, "mediaType",
 		      OCI_MT_OCI_MANIFEST, "artifactType", artifact_type, "config",
@@ -163,6 +167,7 @@ int oci_referrers_parse(const void *buf, size_t len, const char *content_type,
 		oci_fmt(v[n].artifact_type, sizeof(v[n].artifact_type), "%s", d->artifact_type);
 		oci_fmt(v[n].created, sizeof(v[n].created), "%s", d->created);
 		v[n].layer = d->layer;
+		memcpy(v[n].subject_blob, d->subject_blob, sizeof(v[n].subject_blob));
 		n++;
 	}
 	*ret = v;

@@ -119,7 +119,7 @@ static void parse_layer_hint(json_t *ann, struct oci_layer_hint *h)
 /* artifactType, the created annotation and the layer annotations of a descriptor or a
  * manifest. */
 static int parse_artifact_fields(json_t *o, char *artifact_type, size_t atlen, char *created,
-				 size_t crlen, struct oci_layer_hint *layer)
+				 size_t crlen, struct oci_layer_hint *layer, char *subject_blob)
 {
 	json_t *ann = json_object_get(o, "annotations");
 
@@ -135,6 +135,14 @@ static int parse_artifact_fields(json_t *o, char *artifact_type, size_t atlen, c
 		return -EBADMSG;
 	if (layer)
 		parse_layer_hint(ann, layer);
+	if (subject_blob) {
+		const char *sb = NULL;
+
+		subject_blob[0] = 0;
+		if (util_json_get_string(ann, OCI_ANNOTATION_SUBJECT_BLOB, &sb) == 0 &&
+		    util_digest_valid(sb))
+			memcpy(subject_blob, sb, UTIL_DIGEST_STR_LEN);
+	}
 	return created ? copy_optional(ann, OCI_ANNOTATION_CREATED, created, crlen) : 0;
 }
 
@@ -201,7 +209,7 @@ static int parse_descriptor(json_t *o, struct oci_descriptor *d, const char *wha
 	}
 	d->size = size;
 	if (parse_artifact_fields(o, d->artifact_type, sizeof(d->artifact_type), d->created,
-				  sizeof(d->created), &d->layer) < 0) {
+				  sizeof(d->created), &d->layer, d->subject_blob) < 0) {
 		oci_fmt(errbuf, errlen, "%s %zu has an invalid artifactType or annotations", what,
 			idx);
 		return -EBADMSG;
@@ -301,7 +309,7 @@ int oci_manifest_parse(const void *buf, size_t len, const char *content_type,
 				return r;
 		}
 	}
-	if (parse_artifact_fields(j, m->artifact_type, sizeof(m->artifact_type), NULL, 0,
+	if (parse_artifact_fields(j, m->artifact_type, sizeof(m->artifact_type), NULL, 0, NULL,
 				  NULL) < 0) {
 		oci_fmt(errbuf, errlen, "manifest has an invalid artifactType or annotations");
 		return -EBADMSG;

@@ -383,6 +383,7 @@ struct oci_referrer {
 	char artifact_type[128];
 	char created[64]; /* annotation org.opencontainers.image.created (RFC 3339), or "" */
 	struct oci_layer_hint layer;
+	char subject_blob[UTIL_DIGEST_STR_LEN]; /* the image blob it is about, or "" (not said) */
 };
 
 /* Attach len bytes of data to the image manifest the client resolved (oci_resolve first) as

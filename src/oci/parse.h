@@ -182,6 +182,9 @@ struct oci_platform {
 #define OCI_ANNOTATION_LAYER_TYPE   "dev.lazyerofs.layer.mediaType"
 #define OCI_ANNOTATION_LAYER_DIGEST "dev.lazyerofs.layer.digest"
 #define OCI_ANNOTATION_LAYER_SIZE   "dev.lazyerofs.layer.size"
+/* The blob of the subject image an artifact we push is about (a profile is recorded for one
+ * layer of an image that may have several). */
+#define OCI_ANNOTATION_SUBJECT_BLOB "dev.lazyerofs.subject.blob"
 
 struct oci_descriptor {
 	char media_type[128];
@@ -194,6 +197,7 @@ struct oci_descriptor {
 	char artifact_type[128];
 	char created[64];
 	struct oci_layer_hint layer; /* OCI_ANNOTATION_LAYER_*, of an artifact or its entry */
+	char subject_blob[UTIL_DIGEST_STR_LEN]; /* OCI_ANNOTATION_SUBJECT_BLOB, or "" */
 	/* A manifest's layer: its annotation OCI_ANNOTATION_METADATA, at most
 	 * OCI_METAMAP_MAX_TEXT bytes (NULL when absent or longer); freed with the manifest */
 	char *metamap;
@@ -269,10 +273,12 @@ int oci_referrers_tag(const char *digest, char *out, size_t outlen);
 void oci_layer_hint_of(const struct oci_descriptor *layer, struct oci_layer_hint *ret);
 /* The manifest (compact JSON, keys sorted) of an artifact of artifact_type carrying one
  * layer, referring to subject: the empty config, annotations OCI_ANNOTATION_CREATED =
- * created and OCI_ANNOTATION_LAYER_* naming the layer. Caller frees *ret. -EINVAL for an empty type or created, or a descriptor without
- * media type or sha256 digest. */
+ * created, OCI_ANNOTATION_LAYER_* naming the layer and, unless NULL or "",
+ * OCI_ANNOTATION_SUBJECT_BLOB = subject_blob. Caller frees *ret. -EINVAL for an empty type
+ * or created, or a descriptor or subject_blob without media type or sha256 digest. */
 int oci_artifact_build(const char *artifact_type, const struct oci_descriptor *subject,
-		       const struct oci_descriptor *layer, const char *created, char **ret);
+		       const struct oci_descriptor *layer, const char *created,
+		       const char *subject_blob, char **ret);
 /* A referrers list (the referrers API's answer or the fallback tag's content): an OCI image
  * index, whose entries of artifact_type (NULL: all) come back in list order. content_type
  * (may be NULL) as for oci_manifest_parse. Caller frees *ret. -EBADMSG with the reason in

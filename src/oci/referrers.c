@@ -207,7 +207,11 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 	/* The fallback index's entry names the layer as the manifest does (the API's list
 	 * copies the manifest's annotations itself). */
 	oci_layer_hint_of(&layer, &artifact.layer);
-	r = oci_artifact_build(artifact_type, &subject, &layer, artifact.created, &manifest);
+	/* The image blob it is about: an image of several layers has a profile for each. */
+	if (util_digest_valid(c->blob.digest))
+		memcpy(artifact.subject_blob, c->blob.digest, sizeof(artifact.subject_blob));
+	r = oci_artifact_build(artifact_type, &subject, &layer, artifact.created,
+			       artifact.subject_blob, &manifest);
 	if (r < 0)
 		return util_err_set(err, r, "building the artifact manifest: %s", strerror(-r));
 	artifact.size = strlen(manifest);
@@ -232,13 +236,18 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 }
 
 /* A list's newest entry of its type goes into *best unless *best is newer (a tie goes to the
- * later list). */
-static void keep_newest(struct oci_referrer *best, bool *have, const struct oci_referrer *v,
-			size_t n)
+ * later list). Entries about another blob of the image than `blob` are not looked at (those
+ * that do not say which stay). */
+static void keep_newest(struct oci_referrer *best, bool *have, struct oci_referrer *v, size_t n,
+			const char *blob)
 {
 	struct oci_referrer two[2];
-	size_t i;
+	size_t i, k = 0;
 
+	for (i = 0; i < n; i++)
+		if (!v[i].subject_blob[0] || !blob[0] || !strcmp(v[i].subject_blob, blob))
+			v[k++] = v[i];
+	n = k;
 	if (oci_referrers_newest(v, n, &i) < 0)
 		return;
 	if (!*have) {
@@ -254,7 +263,7 @@ static void keep_newest(struct oci_referrer *best, bool *have, const struct oci_
 
 /* One list (an API page or the tag's index) into *best. */
 static int take_list(const struct util_buf *body, const char *ctype, const char *artifact_type,
-		     const char *what, struct oci_referrer *best, bool *have,
+		     const char *blob, const char *what, struct oci_referrer *best, bool *have,
 		     struct util_error *err)
 {
 	struct oci_referrer *v = NULL;
@@ -266,7 +275,7 @@ static int take_list(const struct util_buf *body, const char *ctype, const char 
 				&n, why, sizeof(why));
 	if (r < 0)
 		return util_err_set_http(err, r, 200, NULL, "%s: %s", what, why);
-	keep_newest(best, have, v, n);
+	keep_newest(best, have, v, n, blob);
 	free(v);
 	return 0;
 }
@@ -318,7 +327,8 @@ static int api_newest(struct oci_client *c, const struct oci_descriptor *subject
 			r = oci_status_error(c, &resp, &body, what, err);
 			break;
 		}
-		r = take_list(&body, resp.content_type, artifact_type, what, best, have, err);
+		r = take_list(&body, resp.content_type, artifact_type, c->blob.digest, what, best,
+			      have, err);
 		if (r < 0 || !resp.link[0])
 			break;
 		r = oci_link_next(resp.link, strlen(resp.link), next, sizeof(next));
@@ -359,7 +369,7 @@ static int tag_newest(struct oci_client *c, const struct oci_descriptor *subject
 	if (r == 0) {
 		oci_fmt(what, sizeof(what), "registry %s: referrers tag %s:%s", c->shown,
 			c->ref->repository, tag);
-		r = take_list(&body, ctype, artifact_type, what, best, have, err);
+		r = take_list(&body, ctype, artifact_type, c->blob.digest, what, best, have, err);
 		if (r == -EBADMSG)
 			r = -ENOENT;
 	}

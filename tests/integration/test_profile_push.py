@@ -500,3 +500,27 @@ def test_a_refused_conditional_write_goes_round_again(registry, faultproxy, tmp)
     one_line_error(r, 2, "kept changing", "push the profile again")
     index, _ = get_index(img)
     assert len(index["manifests"]) == 2
+
+
+def test_each_layer_of_an_image_finds_its_own_profile(registry, lazy, tmp):
+    """An image of two EROFS layers with a profile pushed for each: a mount of layer 0 finds
+    layer 0's, though layer 1's is newer (the newest of the image was taken whatever layer
+    it was for, and then set aside: no profile at all)."""
+    from registry import MT_EROFS
+    img = registry.client.push_image("prof/twolayer", "v1",
+                                     [(os.path.join(FIXTURES, "plain.erofs"), MT_EROFS),
+                                      (os.path.join(FIXTURES, "chunked.erofs"), MT_EROFS)])
+    ref = registry.ref("prof/twolayer", "v1")
+    for i, layer in enumerate(img["layers"]):
+        path = os.path.join(tmp, f"l{i}.prof")
+        with open(path, "w") as f:
+            f.write(f"lazyerofs-profile 1\nblob {layer['digest']} {layer['size']}\n0 0 4096\n")
+        r = subprocess.run([BIN, "profile", "push", "-o", f"insecure,layer={i}", path, ref],
+                           capture_output=True, text=True, env=clean_env(), timeout=60)
+        assert r.returncode == 0, r.stderr
+    for i in (0, 1):
+        mp, r = lazy.mount(ref, opts=f"insecure,layer={i}", check=False)
+        assert r.returncode == 0 and "ignoring" not in r.stderr, r.stderr
+        st = lazy.settled_status_of(mp)
+        assert st["profile_state"] == "done" and st["profile_ranges"] == 1, st
+        lazy.umount(mp)

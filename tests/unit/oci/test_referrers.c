@@ -84,8 +84,8 @@ static void test_artifact_build(void **state)
 	const char *created = NULL;
 	uint8_t d[UTIL_SHA256_LEN];
 
-	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "2026-01-02T03:04:05.678Z", &s),
-			 0);
+	assert_int_equal(
+	    oci_artifact_build(TYPE, &subject, &layer, "2026-01-02T03:04:05.678Z", NULL, &s), 0);
 	/* read back through the parser every manifest goes through */
 	assert_int_equal(oci_manifest_parse(s, strlen(s), NULL, &m, why, sizeof(why)), 0);
 	assert_int_equal(m->kind, OCI_KIND_MANIFEST);
@@ -119,19 +119,19 @@ static void test_artifact_build(void **state)
 	assert_string_equal(created, "2026-01-02T03:04:05.678Z");
 	json_decref(j);
 	/* deterministic */
-	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "2026-01-02T03:04:05.678Z", &s2),
-			 0);
+	assert_int_equal(
+	    oci_artifact_build(TYPE, &subject, &layer, "2026-01-02T03:04:05.678Z", NULL, &s2), 0);
 	assert_string_equal(s, s2);
 	free(s);
 	free(s2);
 	/* refused */
 	subject.digest[10] = 0;
-	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "x", &s), -EINVAL);
+	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "x", NULL, &s), -EINVAL);
 	subject = desc(OCI_MT_OCI_MANIFEST, DA, 555, NULL, NULL);
-	assert_int_equal(oci_artifact_build("", &subject, &layer, "x", &s), -EINVAL);
-	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "", &s), -EINVAL);
+	assert_int_equal(oci_artifact_build("", &subject, &layer, "x", NULL, &s), -EINVAL);
+	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "", NULL, &s), -EINVAL);
 	layer.media_type[0] = 0;
-	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "x", &s), -EINVAL);
+	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "x", NULL, &s), -EINVAL);
 }
 
 /* The distribution spec's example answer of the referrers API, and a filter on it. */
@@ -393,15 +393,22 @@ static void test_layer_hint(void **state)
 	};
 
 	(void)state;
-	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "2026-01-02T03:04:05Z", &s), 0);
+	assert_int_equal(oci_artifact_build(TYPE, &subject, &layer, "2026-01-02T03:04:05Z", DB, &s),
+			 0);
+	/* the image blob it is about (a profile of one layer of several) */
+	assert_non_null(strstr(s, "\"" OCI_ANNOTATION_SUBJECT_BLOB "\":\"" DB "\""));
 	assert_int_equal(oci_manifest_parse(s, strlen(s), NULL, &m, why, sizeof(why)), 0);
 	free(s);
+	assert_int_equal(
+	    oci_artifact_build(TYPE, &subject, &layer, "2026-01-02T03:04:05Z", "md5:00", &s),
+	    -EINVAL);
 	/* (a manifest's own annotations are not kept by the parser: its layers say it all) */
 	oci_manifest_free(m);
 	/* the fallback index's entry carries it, and a list read back gives it */
 	memcpy(entry.layer.media_type, layer.media_type, sizeof(entry.layer.media_type));
 	memcpy(entry.layer.digest, layer.digest, sizeof(entry.layer.digest));
 	entry.layer.size = 42;
+	memcpy(entry.subject_blob, DB, sizeof(DB));
 	assert_int_equal(oci_referrers_index_add(NULL, 0, NULL, &entry, &idx, &added, why,
 						 sizeof(why)),
 			 0);
@@ -412,6 +419,7 @@ static void test_layer_hint(void **state)
 	assert_string_equal(v[0].layer.digest, DB);
 	assert_int_equal(v[0].layer.size, 42);
 	assert_string_equal(v[0].created, "2026-01-01T00:00:00Z");
+	assert_string_equal(v[0].subject_blob, DB);
 	free(v);
 	free(idx);
 	/* an entry without it, or with anything odd in it: no hint */
