@@ -203,6 +203,24 @@ int oci_referrers_newest(const struct oci_referrer *v, size_t n, size_t *ret_idx
 	return 0;
 }
 
+/* Room in a full index: its oldest entry of the type being added goes (a newer one of that
+ * type is what every lookup takes); entries of other types stay. false: none to drop. */
+static bool drop_oldest_of_type(struct oci_manifest *m, json_t *list, const char *type)
+{
+	size_t k = SIZE_MAX;
+
+	for (size_t i = 0; i < m->n; i++)
+		if (!strcmp(m->items[i].artifact_type, type) &&
+		    (k == SIZE_MAX || created_cmp(m->items[i].created, m->items[k].created) < 0))
+			k = i;
+	if (k == SIZE_MAX || json_array_remove(list, k) < 0)
+		return false;
+	free(m->items[k].metamap);
+	memmove(&m->items[k], &m->items[k + 1], (m->n - k - 1) * sizeof(m->items[0]));
+	m->n--;
+	return true;
+}
+
 int oci_referrers_index_add(const void *old, size_t old_len, const char *content_type,
 			    const struct oci_descriptor *d, char **ret, bool *ret_added,
 			    char *errbuf, size_t errlen)
@@ -225,14 +243,17 @@ int oci_referrers_index_add(const void *old, size_t old_len, const char *content
 		for (size_t i = 0; i < m->n; i++)
 			if (!strcmp(m->items[i].digest, d->digest))
 				return 0;
-		if (m->n >= OCI_MANIFEST_ITEMS_MAX) {
-			oci_fmt(errbuf, errlen, "the referrers index already lists %zu entries",
-				m->n);
-			return -EFBIG;
-		}
 		if (util_json_parse(old, old_len, OCI_MANIFEST_MAX, &j) < 0 ||
-		    util_json_get_array(j, "manifests", &list) < 0)
+		    util_json_get_array(j, "manifests", &list) < 0 || json_array_size(list) != m->n)
 			return -EBADMSG; /* parse_index read it: cannot happen */
+		while (m->n >= OCI_MANIFEST_ITEMS_MAX)
+			if (!drop_oldest_of_type(m, list, d->artifact_type)) {
+				oci_fmt(errbuf, errlen,
+					"the referrers index already lists %zu entries, none of "
+					"them of type %s to make room",
+					m->n, d->artifact_type);
+				return -EFBIG;
+			}
 	} else {
 		j = json_pack("{s:i, s:[]}", "schemaVersion", 2, "manifests");
 		if (!j)
@@ -243,15 +264,19 @@ int oci_referrers_index_add(const void *old, size_t old_len, const char *content
 	if (json_object_set_new(j, "mediaType", json_string(OCI_MT_OCI_INDEX)) < 0 ||
 	    json_array_append_new(list, entry_json(d)) < 0)
 		return -ENOMEM;
-	*ret = json_dumps(j, JSON_COMPACT);
-	if (!*ret)
-		return -ENOMEM;
-	if (strlen(*ret) > OCI_MANIFEST_MAX) {
+	for (;;) {
+		*ret = json_dumps(j, JSON_COMPACT);
+		if (!*ret)
+			return -ENOMEM;
+		if (strlen(*ret) <= OCI_MANIFEST_MAX)
+			break;
 		free(*ret);
 		*ret = NULL;
-		oci_fmt(errbuf, errlen, "the referrers index would be larger than %d bytes",
-			OCI_MANIFEST_MAX);
-		return -EFBIG;
+		if (!m || !drop_oldest_of_type(m, list, d->artifact_type)) {
+			oci_fmt(errbuf, errlen, "the referrers index would be larger than %d bytes",
+				OCI_MANIFEST_MAX);
+			return -EFBIG;
+		}
 	}
 	*ret_added = true;
 	return 0;

@@ -222,8 +222,9 @@ int oci_referrer_push(struct oci_client *c, const char *artifact_type, const cha
 	if (r < 0)
 		return r;
 	memcpy(ret_digest, artifact.digest, UTIL_DIGEST_STR_LEN);
-	if (resp.oci_subject[0]) {
-		/* The registry lists it among the subject's referrers itself. */
+	if (resp.oci_subject[0] && !strcmp(resp.oci_subject, subject.digest)) {
+		/* The registry lists it among the subject's referrers itself (an OCI-Subject
+		 * naming another manifest says nothing of ours). */
 		log_debug("oci: %s took the subject of %s (OCI-Subject: %s)", c->shown,
 			  artifact.digest, resp.oci_subject);
 		return 0;

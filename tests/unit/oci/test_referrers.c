@@ -447,7 +447,7 @@ static void test_layer_hint(void **state)
 /* An index at the entry cap takes no more. */
 static void test_index_full(void **state)
 {
-	size_t cap = OCI_MANIFEST_ITEMS_MAX, len = 0, alloc = cap * 160 + 200;
+	size_t cap = OCI_MANIFEST_ITEMS_MAX, len = 0, alloc = cap * 320 + 200;
 	char *s = malloc(alloc), *out = NULL, why[256] = "";
 	struct oci_descriptor a = desc(OCI_MT_OCI_MANIFEST, DA, 1, TYPE, "");
 	bool added = true;
@@ -465,6 +465,37 @@ static void test_index_full(void **state)
 			 -EFBIG);
 	assert_false(added);
 	assert_true(why[0]);
+
+	/* Full, with entries of the type added among them: the oldest of that type makes room
+	 * (a newer one is what every lookup takes); the others all stay. */
+	len = (size_t)snprintf(s, alloc, "{\"mediaType\":\"" OCI_MT_OCI_INDEX "\",\"manifests\":[");
+	for (size_t i = 0; i < cap; i++)
+		len += (size_t)snprintf(
+		    s + len, alloc - len,
+		    "%s{\"mediaType\":\"a/b\",\"digest\":\"sha256:%064zx\",\"size\":1%s%s%s}",
+		    i ? "," : "", i, i % 2 ? ",\"artifactType\":\"" TYPE "\"" : "",
+		    i % 2 ? ",\"annotations\":{\"" OCI_ANNOTATION_CREATED "\":" : "",
+		    i % 2 ? (i == 7 ? "\"2020-01-01T00:00:00Z\"}" : "\"2026-01-01T00:00:00Z\"}")
+			  : "");
+	len += (size_t)snprintf(s + len, alloc - len, "]}");
+	assert_int_equal(oci_referrers_index_add(s, len, NULL, &a, &out, &added, why, sizeof(why)),
+			 0);
+	assert_true(added);
+	{
+		char seven[80];
+		size_t n;
+		struct oci_referrer *v = index_entries(out, &n);
+
+		assert_int_equal(n, cap);
+		snprintf(seven, sizeof(seven), "sha256:%064zx", (size_t)7);
+		assert_null(strstr(out, seven));
+		assert_non_null(strstr(
+		    out,
+		    "sha256:0000000000000000000000000000000000000000000000000000000000000006"));
+		assert_string_equal(v[n - 1].digest, DA);
+		free(v);
+	}
+	free(out);
 	free(s);
 }
 
