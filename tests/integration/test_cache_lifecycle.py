@@ -215,6 +215,22 @@ def test_fetch_joins_a_mounts_daemon(lazy, private_registry, images):
     lazy.assert_nothing_left()
 
 
+def interrupted_fetch(lazy, ref, ready):
+    """`lazyerofs fetch REF` sent SIGINT once ready() holds: (exit status, stderr)."""
+    p = subprocess.Popen([BIN, "fetch", "-o", "insecure", ref], env=lazy.env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert wait_until(ready, 60, step=0.1)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, err
+
+
 def test_fetch_interrupted_leaves_consistent_entry(lazy, faultproxy, registry, images):
     """SIGINT during a slow fill: one line, exit 2, no daemon left, the persisted bitmap claims
     only right bytes; a second fetch goes on from there and completes."""
@@ -224,20 +240,10 @@ def test_fetch_interrupted_leaves_consistent_entry(lazy, faultproxy, registry, i
                     LAZYEROFS_SIDE_JOBS="2", LAZYEROFS_FLUSH_MS="100")
     faultproxy.add("delay", path=r"/blobs/", method="GET", count=10000, seconds=0.25)
     ref = faultproxy.ref("life/slow", "v1")
-    p = subprocess.Popen([BIN, "fetch", "-o", "insecure", ref], env=lazy.env,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    try:
-        _, bitmap = entry_paths(lazy.cache, im["digest"])
-        assert wait_until(lambda: os.path.exists(bitmap) and
-                          claimed_blocks(lazy.cache, im["digest"], im["size"]), 60, step=0.1)
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert p.returncode == 2, (p.returncode, err)
+    _, bitmap = entry_paths(lazy.cache, im["digest"])
+    code, err = interrupted_fetch(lazy, ref, lambda: os.path.exists(bitmap) and claimed_blocks(
+        lazy.cache, im["digest"], im["size"]))
+    assert code == 2, (code, err)
     lines = [l for l in err.splitlines() if l.startswith("lazyerofs:")]
     assert len(lines) == 1 and "interrupted" in lines[0], err
     lazy.assert_nothing_left()
@@ -255,18 +261,9 @@ def test_fetch_interrupted_while_resolving_says_so(lazy, faultproxy, registry, i
     exit 2, as any other interruption (it died of the signal without a word: 130)."""
     push(registry, "life/resolve", images["a"])
     faultproxy.add("delay", path=r"/manifests/", count=10000, seconds=30)
-    p = subprocess.Popen([BIN, "fetch", "-o", "insecure", faultproxy.ref("life/resolve", "v1")],
-                         env=lazy.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_until(lambda: faultproxy.count(path="/manifests/") > 0, 30)
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert p.returncode == 2, (p.returncode, err)
+    code, err = interrupted_fetch(lazy, faultproxy.ref("life/resolve", "v1"),
+                                  lambda: faultproxy.count(path="/manifests/") > 0)
+    assert code == 2, (code, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted" in lines[0], err
     lazy.assert_nothing_left()

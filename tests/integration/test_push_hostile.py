@@ -4,14 +4,12 @@ a chunk the registry says it lost is sent again, a blob stored under another dig
 error, and a push that moves bytes is never cut by a deadline meant for one request."""
 
 import os
-import socket
-import threading
-import time
 
 import pytest
 
 from common import FIXTURES
 from fakeregistry import FakeRegistry
+from faultproxy import TcpCounter
 from lazymount import build_big_image
 from registry import file_digest, push
 
@@ -61,59 +59,15 @@ def test_a_chunk_the_registry_lost_is_sent_again(big, tmp_path, lies):
         assert f.blobs[file_digest(big)] == fh.read()
 
 
-class ThrottleProxy:
-    """A TCP relay whose client-to-server bytes go at `rate` bytes a second."""
-
-    def __init__(self, port, rate):
-        self.up, self.rate = port, rate
-        self.s = socket.socket()
-        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.s.bind(("127.0.0.1", 0))
-        self.s.listen(64)
-        self.port = self.s.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.s.accept()
-            except OSError:
-                return
-            u = socket.create_connection(("127.0.0.1", self.up))
-            threading.Thread(target=self._pipe, args=(c, u, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(u, c, False), daemon=True).start()
-
-    def _pipe(self, a, b, slow):
-        try:
-            while True:
-                d = a.recv(16384)
-                if not d:
-                    break
-                b.sendall(d)
-                if slow:
-                    time.sleep(len(d) / self.rate)
-        except OSError:
-            pass
-        finally:
-            for x in (a, b):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def stop(self):
-        self.s.close()
-
-
 @pytest.mark.parametrize("image,rate", [(SMALL, 512 << 10), ("big", 6 << 20)],
                          ids=["whole", "chunks"])
 def test_a_push_over_a_slow_link_is_not_cut_short(registry, big, tmp_path, image, rate):
     """timeout=1 is per request; a link slower than 10 MB/s used to fail the push halfway
     (one deadline for the whole upload: timeout + size / 10 MB/s)."""
     image = big if image == "big" else SMALL
-    p = ThrottleProxy(registry.port, rate)
+    p = TcpCounter(registry.port, rate=rate)
     try:
-        r = push(image, f"127.0.0.1:{p.port}/slow/link:v1", opts="insecure,timeout=1",
+        r = push(image, f"{p.host}/slow/link:v1", opts="insecure,timeout=1",
                  env={"LAZYEROFS_CACHE_DIR": str(tmp_path / "cache")})
     finally:
         p.stop()

@@ -528,10 +528,12 @@ def faultproxy(registry):
 class TcpCounter:
     """A byte-for-byte TCP forwarder to 127.0.0.1:upstream_port that counts the connections
     made to it (`connections`): what the HTTP proxy cannot see, e.g. a client retrying a TLS
-    handshake that the plain-HTTP server in front of it can never answer."""
+    handshake that the plain-HTTP server in front of it can never answer. With `rate`, the
+    client's bytes go upstream at that many a second (a slow uplink)."""
 
-    def __init__(self, upstream_port):
+    def __init__(self, upstream_port, rate=None):
         self.upstream_port = upstream_port
+        self.rate = rate
         self.connections = 0
         self.lock = threading.Lock()
         self._sock = socket.socket()
@@ -555,17 +557,19 @@ class TcpCounter:
             except OSError:
                 c.close()
                 continue
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, rate in ((c, u, self.rate), (u, c, None)):
+                threading.Thread(target=self._pipe, args=(a, b, rate), daemon=True).start()
 
     @staticmethod
-    def _pipe(src, dst):
+    def _pipe(src, dst, rate):
         try:
             while True:
-                b = src.recv(65536)
+                b = src.recv(16384 if rate else 65536)
                 if not b:
                     break
                 dst.sendall(b)
+                if rate:
+                    time.sleep(len(b) / rate)
         except OSError:
             pass
         finally:
