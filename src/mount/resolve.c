@@ -115,11 +115,26 @@ int mount_check_dir_paths(const char *cache_dir, const char *run_dir, struct uti
 
 int mount_check_cache_fs(const char *cache_dir, struct util_error *err)
 {
+	_cleanup_free_ char *up = strdup(cache_dir);
 	_cleanup_close_ int fd = -1;
 	struct statfs sfs;
 	const char *name = NULL;
+	char *slash;
 	int r;
 
+	/* The filesystem it is (or would be made) on, before making it: a refused cache
+	 * directory is not left behind. */
+	while (up && statfs(up, &sfs) < 0 && errno == ENOENT && (slash = strrchr(up, '/'))) {
+		if (slash == up)
+			up[1] = 0; /* "/" */
+		else
+			*slash = 0;
+	}
+	if (up && statfs(up, &sfs) == 0 &&
+	    ((unsigned long)sfs.f_type == (unsigned long)TMPFS_MAGIC ||
+	     (unsigned long)sfs.f_type == (unsigned long)RAMFS_MAGIC ||
+	     (unsigned long)sfs.f_type == (unsigned long)OVERLAYFS_SUPER_MAGIC))
+		goto named;
 	r = util_open_private_dir(cache_dir, &fd);
 	if (r < 0) {
 		if (r == -EPERM)
@@ -134,6 +149,7 @@ int mount_check_cache_fs(const char *cache_dir, struct util_error *err)
 		r = -errno;
 		return util_err_set(err, r, "cache directory '%s': %s", cache_dir, strerror(-r));
 	}
+named:
 	if ((unsigned long)sfs.f_type == (unsigned long)TMPFS_MAGIC)
 		name = "tmpfs";
 	else if ((unsigned long)sfs.f_type == (unsigned long)RAMFS_MAGIC)

@@ -344,3 +344,17 @@ def test_gc_of_a_symlinked_cache_directory(lazy):
     r = lazy.run(["gc"], env=dict(lazy.env, LAZYEROFS_CACHE_DIR=link))
     assert_one_line_error(r, 2)
     assert "symbolic link" in r.stderr and real in r.stderr, r.stderr
+
+
+def test_a_refused_cache_directory_is_not_made(lazy, registry):
+    """A cache directory to be made on tmpfs is refused before it is made (it was made, then
+    refused)."""
+    base = tempfile.mkdtemp(prefix="lzerr", dir="/dev/shm")
+    try:
+        cache = os.path.join(base, "not", "yet")
+        r = lazy.run(["mount", "-o", f"insecure,cache={cache}", registry.ref("err/plain", "v1"),
+                      lazy.mountpoint()])
+        assert_one_line_error(r, 32)
+        assert "tmpfs" in r.stderr and not os.path.exists(os.path.join(base, "not")), r.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
