@@ -75,7 +75,10 @@ int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *p
 	return 0;
 }
 
-int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error *err)
+/* HEAD of the blob: 1 with its size when the registry has it (size 0 when it does not say),
+ * 0 when it does not. */
+static int blob_head(struct oci_client *c, const char *digest, uint64_t *ret_size,
+		     struct util_error *err)
 {
 	struct oci_req q = { .method = "HEAD", .body_fd = -1, .registry_auth = true, .push = true,
 			     .follow = true };
@@ -93,6 +96,7 @@ int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error 
 	r = oci_request(c, &q, util_now_ms() + c->timeout_ms, &resp, NULL, err);
 	if (r < 0)
 		return r;
+	*ret_size = resp.has_content_length ? resp.content_length : 0;
 	if (resp.status == 200)
 		return 1;
 	if (resp.status == 404)
@@ -100,6 +104,30 @@ int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error 
 	oci_fmt(what, sizeof(what), "registry %s: checking blob %s in %s", c->shown, digest,
 		c->ref->repository);
 	return oci_status_error(c, &resp, NULL, what, err);
+}
+
+int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error *err)
+{
+	uint64_t size;
+
+	return blob_head(c, digest, &size, err);
+}
+
+static int stored_size_check(struct oci_client *c, const char *digest, uint64_t size,
+			     struct util_error *err)
+{
+	struct util_error ignored = UTIL_ERROR_INIT;
+	uint64_t stored = 0;
+
+	/* Not there yet (an eventually consistent registry), not said, or not asked (a failed
+	 * HEAD): nothing to hold against the push. */
+	if (blob_head(c, digest, &stored, &ignored) <= 0 || !stored || stored == size)
+		return 0;
+	return util_err_set(err, -EBADMSG,
+			    "registry %s: blob %s was stored with %llu bytes, not %llu: the "
+			    "registry lost part of the upload and did not check the digest; "
+			    "delete the blob there and push again",
+			    c->shown, digest, (unsigned long long)stored, (unsigned long long)size);
 }
 
 /* Location of an upload reply, made absolute against the URL it answered. */
@@ -116,7 +144,9 @@ struct upload {
 	uint64_t size;
 	const char *digest;
 	const struct oci_upload_opts *o;
-	uint64_t last_progress_ms; /* the registry last took bytes then (or the start) */
+	uint64_t last_progress_ms; /* bytes last moved then (or the start) */
+	uint64_t high;		   /* the furthest byte of the blob sent so far */
+	bool fresh_again;	   /* a new session was opened after a refused final PUT */
 	char what[400];
 	char *loc;    /* the session's URL (its latest Location); NULL: no session open */
 	uint64_t off; /* bytes of the blob the registry holds */
@@ -128,8 +158,10 @@ static void on_progress(void *ctx, uint64_t sent)
 {
 	struct upload *u = ctx;
 
-	if (sent)
-		u->last_progress_ms = util_now_ms(); /* bytes are moving */
+	if (u->base + sent > u->high) { /* bytes are moving (the callback also comes without) */
+		u->high = u->base + sent;
+		u->last_progress_ms = util_now_ms();
+	}
 	if (u->o && u->o->progress)
 		u->o->progress(u->o->progress_ctx, u->base + sent, u->size);
 }
@@ -168,11 +200,12 @@ static void session_drop(struct upload *u)
 }
 
 /* One step of an upload session (the POST that opens it, or a PATCH): the registry answers
- * 202 Accepted with the Location of the next step, resolved against `base`, and (optional)
- * the Range it holds: *ret_have its bytes, UINT64_MAX when it did not say. */
+ * 202 Accepted with the Location of the next step, resolved against `base`. (Its Range is
+ * not taken for what it holds: some registries report it late. A lost chunk shows in the
+ * final PUT's digest check, or in the stored size: see upload.) */
 static int upload_step(struct upload *u, const struct oci_req *q, const char *base,
 		       struct util_buf *body, const char *no_location, char **ret_loc,
-		       uint64_t *ret_have, struct util_error *err)
+		       struct util_error *err)
 {
 	struct oci_resp resp;
 	int r;
@@ -182,9 +215,6 @@ static int upload_step(struct upload *u, const struct oci_req *q, const char *ba
 		return r;
 	if (resp.status != 202)
 		return oci_status_error(u->c, &resp, body, u->what, err);
-	*ret_have = UINT64_MAX;
-	if (resp.range[0] && oci_upload_range_parse(resp.range, strlen(resp.range), ret_have) < 0)
-		*ret_have = UINT64_MAX;
 	r = upload_location(base, &resp, ret_loc);
 	if (r < 0)
 		util_err_set_http(err, r, (int)resp.status, NULL, "%s: %s", u->what, no_location);
@@ -197,13 +227,12 @@ static int session_open(struct upload *u, struct util_buf *body, struct util_err
 			     .push = true };
 	_cleanup_free_ char *start = NULL;
 	char *loc = NULL;
-	uint64_t have;
 	int r;
 
 	if (asprintf(&start, "%s/%s/blobs/uploads/", u->c->up->api, u->c->ref->repository) < 0)
 		return -ENOMEM;
 	q.url = start;
-	r = upload_step(u, &q, start, body, "upload started without a Location", &loc, &have, err);
+	r = upload_step(u, &q, start, body, "upload started without a Location", &loc, err);
 	if (r < 0)
 		return r;
 	session_moved(u, loc, 0);
@@ -282,14 +311,11 @@ static int session_status(struct upload *u, const char *url, struct util_buf *bo
  * Location. */
 static int send_chunks(struct upload *u, struct util_buf *body, struct util_error *err)
 {
-	int stuck = 0;
-
 	while (u->off < u->size) {
 		uint64_t n = MIN(u->size - u->off, PATCH_CHUNK);
 		struct curl_slist *extra = NULL;
 		struct oci_req q;
 		char *next = NULL;
-		uint64_t have;
 		int r;
 
 		if (!oci_slist_add(&extra, "Content-Range: %llu-%llu", (unsigned long long)u->off,
@@ -306,37 +332,10 @@ static int send_chunks(struct upload *u, struct util_buf *body, struct util_erro
 		}
 		u->base = u->off;
 		r = upload_step(u, &q, u->loc, body, "chunk accepted without a Location", &next,
-				&have, err);
+				err);
 		curl_slist_free_all(extra);
 		if (r < 0)
 			return r;
-		/* The registry says what it holds now: short of what was sent (a chunk it lost),
-		 * go on from there; more than that makes no sense. ("0-0": nothing, as in
-		 * session_status.) */
-		if (have != UINT64_MAX && have != u->off + n) {
-			if (have == 1 && u->off + n > 1)
-				have = 0;
-			if (have > u->off + n) {
-				free(next);
-				return util_err_set_http(err, -EBADMSG, 202, NULL,
-							 "%s: the registry says it holds %llu "
-							 "bytes after %llu were sent",
-							 u->what, (unsigned long long)have,
-							 (unsigned long long)(u->off + n));
-			}
-			log_debug(
-			    "oci: the registry holds %llu bytes, not %llu: going on from there",
-			    (unsigned long long)have, (unsigned long long)(u->off + n));
-			if (have <= u->off && ++stuck >= 3) {
-				free(next);
-				return util_err_set_http(err, -EBADMSG, 202, NULL,
-							 "%s: the registry keeps no byte of the "
-							 "chunks sent (it holds %llu)",
-							 u->what, (unsigned long long)have);
-			}
-			session_moved(u, next, have);
-			continue;
-		}
 		session_moved(u, next, u->off + n);
 	}
 	return 0;
@@ -441,12 +440,16 @@ static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, 
 		if (++failures >= UPLOAD_TRIES ||
 		    util_now_ms() >= u.last_progress_ms + c->timeout_ms)
 			goto out;
-		if (u.loc && u.resumed && !ask_session(r, err) && err->http_status == 400) {
-			/* A continued session whose bytes do not add up to the digest (a registry
-			 * that misreported its offset): once more from the start. */
-			log_debug("oci: the continued upload was refused (%s): a new one",
+		if (u.loc && (u.resumed || !u.fresh_again) && !ask_session(r, err) &&
+		    err->http_status == 400) {
+			/* Bytes that do not add up to the digest: a continued session whose
+			 * registry misreported its offset, or a chunk the registry lost. Once more
+			 * from the start. */
+			log_debug("oci: the upload was refused (%s): a new one",
 				  util_err_msg(err, r));
+			u.fresh_again = u.fresh_again || !u.resumed;
 			session_drop(&u);
+			u.high = 0;
 			continue;
 		}
 		if (!ask_session(r, err))
@@ -476,6 +479,11 @@ static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, 
 		}
 		util_err_clear(err);
 	}
+	/* A registry that lost bytes and took the blob without checking its digest keeps a
+	 * short one under that digest: its size tells. */
+	r = stored_size_check(c, digest, size, err);
+	if (r < 0)
+		goto out;
 	if (o && o->progress)
 		o->progress(o->progress_ctx, size, size);
 	r = 0;
