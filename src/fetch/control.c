@@ -324,8 +324,9 @@ static int do_timeout(struct conn *c, json_t *req)
 	was = SH_LOAD(d->sh->timeout_chosen_ms);
 	if (!was || was == ms) {
 		SH_STORE(d->sh->timeout_chosen_ms, ms);
-		d->pol.timeout_ms = ms;
+		d->pol.timeout_ms = d->oopts.timeout_ms = ms;
 		fetch_sched_set_timeout(&d->sched, ms);
+		oci_client_set_timeout(d->client, ms); /* one request ends within a read's time */
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (was && was != ms)

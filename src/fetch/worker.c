@@ -72,8 +72,8 @@ static void worker_state_init(struct fetch_daemon *d)
 	d->nensure = d->holds = d->conns = d->fills = 0;
 	if (SH_LOAD(d->sh->prefetch_all))
 		d->pol.prefetch_all = true;
-	if (SH_LOAD(d->sh->timeout_chosen_ms))
-		d->pol.timeout_ms = SH_LOAD(d->sh->timeout_chosen_ms);
+	if (SH_LOAD(d->sh->timeout_chosen_ms)) /* and the registry client's, made below */
+		d->pol.timeout_ms = d->oopts.timeout_ms = SH_LOAD(d->sh->timeout_chosen_ms);
 	d->last_errno = 0;
 	d->last_error[0] = 0;
 	d->leaving = d->stopping = d->unlocked = false;

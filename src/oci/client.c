@@ -146,6 +146,12 @@ static int set_blob_url(struct oci_client *c, const char *digest)
 	return 0;
 }
 
+void oci_client_set_timeout(struct oci_client *c, uint64_t timeout_ms)
+{
+	if (c && timeout_ms)
+		__atomic_store_n(&c->timeout_ms, timeout_ms, __ATOMIC_RELAXED);
+}
+
 int oci_client_set_blob(struct oci_client *c, const struct oci_blob *b)
 {
 	int r;

@@ -186,6 +186,9 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 /* Tell a client about a blob already known (e.g. a daemon that inherited the resolution), so
  * ranges can be read without resolving again. */
 int oci_client_set_blob(struct oci_client *c, const struct oci_blob *b);
+/* Another deadline for the reads started from now on (any thread: a daemon's mount asked for
+ * another timeout=). */
+void oci_client_set_timeout(struct oci_client *c, uint64_t timeout_ms);
 
 /* Receives the bytes of the requested ranges as they arrive, in order within each range;
  * return 0 to continue or -errno to abort the transfer. */

@@ -730,7 +730,7 @@ int oci_reader_submit(struct oci_reader *r, const struct util_extent *v, size_t 
 	k->ctx = ctx;
 	k->batch = flags & OCI_READ_BATCH;
 	k->single_attempt = flags & OCI_READ_ONCE;
-	k->deadline = util_now_ms() + c->timeout_ms;
+	k->deadline = util_now_ms() + __atomic_load_n(&c->timeout_ms, __ATOMIC_RELAXED);
 	for (i = 0; i < n; i++)
 		if (v[i].length) {
 			k->rg[m].off = v[i].offset;
@@ -831,11 +831,15 @@ static void sweep(struct oci_reader *r, uint64_t now)
 		if (now >= k->deadline && !k->active) {
 			if (k->last_error[0])
 				util_err_set(&k->err, -EAGAIN, "%s: timed out after %llu ms: %s",
-					     k->what, (unsigned long long)r->c->timeout_ms,
+					     k->what,
+					     (unsigned long long)__atomic_load_n(&r->c->timeout_ms,
+										 __ATOMIC_RELAXED),
 					     k->last_error);
 			else
 				util_err_set(&k->err, -EAGAIN, "%s: timed out after %llu ms",
-					     k->what, (unsigned long long)r->c->timeout_ms);
+					     k->what,
+					     (unsigned long long)__atomic_load_n(&r->c->timeout_ms,
+										 __ATOMIC_RELAXED));
 			read_end(k, -EAGAIN, true);
 			next = r->reads;
 		}

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from common import BIN, child_sha256, wait_until
+from common import BIN, child_read, child_sha256, wait_until
 from lazymount import build_big_image
 from registry import MT_EROFS
 
@@ -73,6 +73,37 @@ def test_a_timeout_no_mount_chose_is_the_joining_mounts(lazy, big, faultproxy):
     faultproxy.clear()
     for m in (mp3, mp):
         lazy.umount(m)
+    lazy.assert_nothing_left(timeout=30)
+
+
+def test_a_timeout_taken_over_reaches_the_registry_requests(lazy, big, faultproxy):
+    """A mount's timeout=10 taken over by a daemon a `fetch -o timeout=1` started: a registry
+    that answers in 3 s serves its reads (the requests kept the 1 s deadline, and the reads
+    failed though the mount allowed 10 s)."""
+    ref, tree = big
+    # the fetch's fill gets nothing past the image's first MB: the data stays cold
+    faultproxy.add("stall", path=r"/blobs/", method="GET", count=None, seconds=5,
+                   range=r"bytes=\d{7,}-")
+    fetch = subprocess.Popen([BIN, "fetch", "-o", "insecure,timeout=1",
+                              faultproxy.ref("join/big", "v1")],
+                             env=lazy.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: lazy.daemon_pids(), 30)
+        mp = lazy.mount(faultproxy.ref("join/big", "v1"), opts="insecure,timeout=10")
+        assert lazy.status_of(mp)["timeout_ms"] == 10000
+    finally:
+        fetch.kill()
+        fetch.communicate()
+    faultproxy.clear()
+    time.sleep(6)  # the stalls are over, and the failures' window
+    faultproxy.add("delay", path=r"/blobs/", method="GET", count=None, seconds=3)
+    with open(os.path.join(tree, "data/r0.bin"), "rb") as f:
+        f.seek(9 << 20)
+        want = f.read(65536)
+    assert child_read(os.path.join(mp, "data/r0.bin"), 9 << 20, 65536, timeout=60) == want
+    faultproxy.clear()
+    lazy.umount(mp)
     lazy.assert_nothing_left(timeout=30)
 
 
