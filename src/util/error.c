@@ -34,6 +34,7 @@ int util_err_vset(struct util_error *e, int code, const char *fmt, va_list ap)
 	e->http_status = 0;
 	e->registry_code[0] = 0;
 	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	util_str_hide_userinfo(e->message); /* libcurl quotes a proxy's URL whole */
 	return code;
 }
 

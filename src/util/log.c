@@ -66,6 +66,7 @@ void util_log(int level, const char *fmt, ...)
 	/* Messages quote registries, images and command lines: one line, nothing a terminal
 	 * would obey. */
 	util_str_printable(msg);
+	util_str_hide_userinfo(msg);
 
 	if (log_fd >= 0) {
 		char stamp[UTIL_TIMESTAMP_LEN];

@@ -132,3 +132,19 @@ void util_str_printable(char *s)
 		p += n;
 	}
 }
+
+void util_str_hide_userinfo(char *s)
+{
+	char *p = s;
+
+	while (p && (p = strstr(p, "://"))) {
+		char *u = p + 3, *end = u + strcspn(u, "/@ '\"?#");
+
+		if (*end == '@' && end > u && !(end - u == 3 && !memcmp(u, "***", 3))) {
+			memmove(u + 3, end, strlen(end) + 1);
+			memcpy(u, "***", 3);
+			end = u + 3;
+		}
+		p = end;
+	}
+}

@@ -30,6 +30,10 @@ bool util_startswith(const char *s, const char *prefix);
  * such as U+009B, which terminals take for an escape) and bytes that are not UTF-8 become
  * '?'; other UTF-8 stays. For text a registry, an image or a user chose. */
 void util_str_printable(char *s);
+/* Hide the user info of every URL in s, in place: "user:secret" between "scheme://" and
+ * "@host" becomes three stars (a proxy's or a source's password, as libcurl's messages
+ * quote them). */
+void util_str_hide_userinfo(char *s);
 /* Secrets (passwords, tokens, keys) are wiped before they are freed. util_free_secret takes
  * a NUL-terminated string, frees it and sets it to NULL (a _cleanup_ function too). */
 void util_free_secret(char **p);

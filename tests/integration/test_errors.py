@@ -358,3 +358,17 @@ def test_a_refused_cache_directory_is_not_made(lazy, registry):
         assert "tmpfs" in r.stderr and not os.path.exists(os.path.join(base, "not")), r.stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("proxy", ["htp://alice:SECRET@127.0.0.1:3128",
+                                   "http://alice:SECRET@127.0.0.1:3128:99"])
+def test_a_proxys_password_never_shows(lazy, registry, proxy):
+    """libcurl quotes a proxy's URL whole in its messages: the password must not reach the
+    terminal (nor a journal, for mounts at boot)."""
+    lazy.write_config(f'proxy = "{proxy}"\n')
+    for args in (["mount", "-o", "insecure", registry.ref("err/plain", "v1"), lazy.mountpoint()],
+                 ["fetch", "-o", "insecure", registry.ref("err/plain", "v1")]):
+        r = lazy.run(args)
+        assert r.returncode != 0 and "SECRET" not in r.stderr + r.stdout, r.stderr
+        assert "proxy" in r.stderr.lower(), r.stderr
+    lazy.assert_nothing_left()

@@ -312,6 +312,30 @@ static void test_printable(void **state)
 	util_str_printable(NULL);
 }
 
+/* A URL's user info never shows: libcurl's messages quote a proxy's URL whole. */
+static void test_hide_userinfo(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"Unsupported proxy scheme for 'htp://alice:SECRET@127.0.0.1:3128'",
+	     "Unsupported proxy scheme for 'htp://***@127.0.0.1:3128'"},
+	    {"a http://u:p@h/x and https://v@h2:1/y?q=a@b",
+	     "a http://***@h/x and https://***@h2:1/y?q=a@b"},
+	    {"no url here, a@b", "no url here, a@b"},
+	    {"http://host/path@x https://***@h", "http://host/path@x https://***@h"},
+	    {"http://@h", "http://@h"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char buf[160];
+
+		snprintf(buf, sizeof(buf), "%s", cases[i].in);
+		util_str_hide_userinfo(buf);
+		assert_string_equal(buf, cases[i].out);
+	}
+}
+
 /* Little-endian integers: byte order, every width, no bytes touched beyond n. */
 static void test_le(void **state)
 {
@@ -340,6 +364,7 @@ int main(void)
 	    cmocka_unit_test(test_json_caps),	  cmocka_unit_test(test_array_reserve),
 	    cmocka_unit_test(test_timestamp),	  cmocka_unit_test(test_write_atomic),
 	    cmocka_unit_test(test_printable),
+	    cmocka_unit_test(test_hide_userinfo),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
