@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "oci/internal.h"
@@ -51,7 +52,7 @@ static int set_if_unset(char **field, const char *value)
 static bool is_one_of(const char *name, const char *const *names, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (!strcmp(name, names[i]))
+		if (!strcasecmp(name, names[i])) /* host names know no case */
 			return true;
 	return false;
 }
@@ -585,7 +586,7 @@ int oci_options_apply_hosts(struct oci_options *o, const struct oci_ref *ref, co
 		return 0;
 	/* containerd's order: host_port_ (no ':' in a file name), host:port, then _default */
 	colon = strrchr(ref->registry, ':');
-	if (colon && !strchr(ref->registry, ']'))
+	if (colon && !strchr(colon, ']')) /* a port, not a colon of "[::1]" */
 		oci_fmt(names[n++], sizeof(names[0]), "%.*s_%s_", (int)(colon - ref->registry),
 			ref->registry, colon + 1);
 	oci_fmt(names[n++], sizeof(names[0]), "%s",

@@ -350,6 +350,16 @@ static void test_config_file(void **state)
 	assert_string_equal(o.mirrors[0].url, "https://m3");
 	assert_string_equal(o.proxy, "http://mine:1");
 	oci_options_free(&o);
+	/* host names know no case */
+	{
+		struct oci_ref *upper = ref_of("REG.Example.com:444/a:b");
+
+		oci_options_init(&o);
+		assert_int_equal(oci_options_apply_config(&o, upper, &cfg, &err), 0);
+		assert_int_equal(o.n_mirrors, 1);
+		oci_options_free(&o);
+		oci_ref_free(upper);
+	}
 
 	/* URL sources: the proxy only */
 	oci_options_init(&o);
@@ -532,7 +542,8 @@ static void test_hosts_dir(void **state)
 {
 	struct util_error err = UTIL_ERROR_INIT;
 	struct oci_ref *ported = ref_of("127.0.0.1:5000/a:b"), *plain = ref_of("quay.io/a:b"),
-		       *hub = ref_of("library/debian");
+		       *hub = ref_of("library/debian"), *v6 = ref_of("[::1]:5000/a:b"),
+		       *v6bare = ref_of("[::1]/a:b");
 	struct oci_options o;
 
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/lazyerofs-certsd-XXXXXX");
@@ -541,6 +552,9 @@ static void test_hosts_dir(void **state)
 	write_file("127.0.0.1:5000/hosts.toml", "[host.\"https://second\"]\n");
 	write_file("_default/hosts.toml", "[host.\"https://fallback\"]\n");
 	write_file("docker.io/hosts.toml", "[host.\"https://hub-mirror\"]\n");
+	/* containerd's name for an IPv6 registry with a port: the last ':' made '_', and '_' */
+	write_file("[::1]_5000_/hosts.toml", "[host.\"https://v6-first\"]\n");
+	write_file("[::1]/hosts.toml", "[host.\"https://v6-bare\"]\n");
 
 	oci_options_init(&o);
 	assert_int_equal(oci_options_apply_hosts(&o, ported, tmpdir, &err), 0);
@@ -555,6 +569,14 @@ static void test_hosts_dir(void **state)
 	assert_int_equal(oci_options_apply_hosts(&o, hub, tmpdir, &err), 0);
 	assert_string_equal(o.mirrors[0].url, "https://hub-mirror");
 	oci_options_free(&o);
+	oci_options_init(&o);
+	assert_int_equal(oci_options_apply_hosts(&o, v6, tmpdir, &err), 0);
+	assert_string_equal(o.mirrors[0].url, "https://v6-first");
+	oci_options_free(&o);
+	oci_options_init(&o);
+	assert_int_equal(oci_options_apply_hosts(&o, v6bare, tmpdir, &err), 0);
+	assert_string_equal(o.mirrors[0].url, "https://v6-bare");
+	oci_options_free(&o);
 	cleanup_tmpdir();
 
 	/* no directory at all: nothing added */
@@ -566,6 +588,8 @@ static void test_hosts_dir(void **state)
 	oci_ref_free(ported);
 	oci_ref_free(plain);
 	oci_ref_free(hub);
+	oci_ref_free(v6);
+	oci_ref_free(v6bare);
 }
 
 int main(void)
