@@ -293,6 +293,21 @@ int mount_pull_options(const struct oci_options *given, const struct oci_ref *re
 	return oci_options_apply_hosts(ret, ref, oci_certs_d_path(), err);
 }
 
+int mount_push_options(const struct oci_options *given, const struct oci_ref *ref,
+		       const char *run_dir, struct oci_options *ret, struct util_error *err)
+{
+	int r = mount_pull_options(given, ref, run_dir, ret, NULL, err);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < ret->n_mirrors; i++)
+		oci_mirror_free(&ret->mirrors[i]);
+	free(ret->mirrors);
+	ret->mirrors = NULL;
+	ret->n_mirrors = 0;
+	return 0;
+}
+
 int mount_probe_image(const struct erofs_io *io, const struct util_error *ferr,
 		      struct erofs_info *ret, struct util_error *err)
 {

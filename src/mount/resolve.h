@@ -29,6 +29,10 @@ struct mount_resolved {
 int mount_pull_options(const struct oci_options *given, const struct oci_ref *ref,
 		       const char *run_dir, struct oci_options *ret, char **ret_metrics_dir,
 		       struct util_error *err);
+/* The same for a push: the proxy, no-proxy list and the registry's own server (its CA,
+ * headers, proxy) from those files, no mirror (a push goes to the registry). */
+int mount_push_options(const struct oci_options *given, const struct oci_ref *ref,
+		       const char *run_dir, struct oci_options *ret, struct util_error *err);
 
 /* How the entry's bytes come, as the state file and the daemon's metrics say it: "mirror"
  * (the tag was resolved by a mirror alone), "insecure" (no verified TLS) or "tls". */

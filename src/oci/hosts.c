@@ -273,8 +273,10 @@ static int host_from(struct oci_client *c, struct oci_host *h, const struct oci_
 		if (r < 0)
 			return r;
 	}
-	if (m->proxy)
+	if (m->proxy) {
 		h->proxy = m->proxy;
+		h->own_proxy = true;
+	}
 	if (m->dial_timeout_ms)
 		h->connect_timeout_ms = (long)MIN(m->dial_timeout_ms, (uint64_t)LONG_MAX);
 	for (char **l = m->headers; l && *l; l++) {

@@ -216,11 +216,15 @@ void oci_easy_setup(struct oci_client *c, const struct oci_host *h, CURL *easy,
 			 !chosen && h->cert_blob.data ? &h->cert_blob : NULL);
 	curl_easy_setopt(easy, CURLOPT_SSLKEY_BLOB,
 			 !chosen && h->cert_blob.data ? &h->key_blob : NULL);
-	/* Without a proxy of ours, libcurl's http_proxy/https_proxy/no_proxy apply. */
-	if (h->proxy)
-		curl_easy_setopt(easy, CURLOPT_PROXY, h->proxy);
-	if (c->opts.no_proxy)
-		curl_easy_setopt(easy, CURLOPT_NOPROXY, c->opts.no_proxy);
+	/* The more specific wins (README "Precedence"): a host's own proxy is used whatever a
+	 * no-proxy list says; the configuration file's is passed by for its own no-proxy list
+	 * alone, not the environment's; without either, libcurl's http_proxy/https_proxy/
+	 * no_proxy apply (NULL: its default). Set every time: the handle serves other hosts. */
+	curl_easy_setopt(easy, CURLOPT_PROXY, h->proxy);
+	curl_easy_setopt(easy, CURLOPT_NOPROXY,
+			 h->own_proxy ? ""
+			 : h->proxy   ? (c->opts.no_proxy ? c->opts.no_proxy : "")
+				      : c->opts.no_proxy);
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, MIN(remaining, h->connect_timeout_ms));
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, remaining);

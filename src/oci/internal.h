@@ -115,6 +115,7 @@ struct oci_host {
 	struct oci_tls_choice *choice; /* several client certificates, parsed; else NULL */
 	struct curl_slist *headers; /* hosts.toml [header] */
 	const char *proxy;         /* NULL: the client's, else libcurl's environment */
+	bool own_proxy; /* ... hosts.toml's for this host: no no-proxy list passes it by */
 	long connect_timeout_ms;
 	/* The resolved blob's URL here (the URL itself for URL sources): written by
 	 * oci_client_set_blob before readers are made. */

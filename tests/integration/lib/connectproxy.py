@@ -85,8 +85,20 @@ class _Handler(socketserver.BaseRequestHandler):
                                                    b"keep-alive:"))]
         out = f"{method} /{path} {version}\r\n".encode() + b"\r\n".join(kept)
         out += b"\r\nConnection: close\r\n\r\n" + rest
+        length = 0
+        for h in kept:
+            if h.lower().startswith(b"content-length:"):
+                length = int(h.split(b":", 1)[1])
         with up:
             up.sendall(out)
+            # The rest of the request's body (a push's PATCH, PUT), as it comes.
+            left = length - len(rest)
+            while left > 0:
+                chunk = self.request.recv(min(left, 65536))
+                if not chunk:
+                    break
+                up.sendall(chunk)
+                left -= len(chunk)
             # The answer, with Connection: close added to its head, then the rest as it is.
             data = b""
             while b"\r\n\r\n" not in data:

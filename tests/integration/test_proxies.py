@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""Proxies as README's "Precedence" orders them: a host's own proxy (hosts.toml) over every
+no-proxy list, the configuration file's proxy over the environment's no_proxy; `push` goes
+through the configuration file's proxy as pulls do; a proxy's password never shows."""
+
+import os
+
+import pytest
+
+from connectproxy import ConnectProxy
+from lazymount import build_big_image
+from registry import MT_EROFS, push
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
+
+REPO = "proxies/img"
+
+
+@pytest.fixture(scope="module")
+def image(workdir):
+    return build_big_image(workdir, files=1, mib=4)
+
+
+@pytest.fixture(scope="module")
+def pushed(registry, image):
+    return registry.client.push_image(REPO, "v1", [(image[0], MT_EROFS)])
+
+
+@pytest.fixture
+def proxy():
+    p = ConnectProxy().start()
+    yield p
+    p.stop()
+
+
+def fetch(lazy, ref, env=None):
+    return lazy.run(["fetch", "-o", "insecure,timeout=5", ref], env=dict(lazy.env, **(env or {})),
+                    timeout=120)
+
+
+def blob_gets(p):
+    return p.count("GET", "/blobs/sha256:")
+
+
+def write_hosts(lazy, registry, text):
+    h, _, port = registry.host.rpartition(":")
+    d = os.path.join(lazy.certs_d, f"{h}_{port}_")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "hosts.toml"), "w") as f:
+        f.write(text)
+
+
+@pytest.mark.parametrize("bypass", ["config", "env"])
+def test_a_hosts_own_proxy_is_never_passed_by(lazy, pushed, registry, proxy, bypass):
+    """(a no-proxy list, the file's or the environment's, sent it direct)"""
+    write_hosts(lazy, registry, f'server = "http://{registry.host}"\nproxy = "{proxy.url}"\n')
+    env = {}
+    if bypass == "config":
+        lazy.write_config('no-proxy = "127.0.0.1"\n')
+    else:
+        env = {"no_proxy": "*"}
+    r = fetch(lazy, registry.ref(REPO, "v1"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert blob_gets(proxy) >= 1, proxy.seen
+
+
+def test_the_files_proxy_beats_the_environments_no_proxy(lazy, pushed, registry, proxy):
+    lazy.write_config(f'proxy = "{proxy.url}"\n')
+    r = fetch(lazy, registry.ref(REPO, "v1"), env={"no_proxy": "127.0.0.1"})
+    assert r.returncode == 0, r.stderr
+    assert blob_gets(proxy) >= 1, proxy.seen
+    # its own no-proxy list does pass it by
+    lazy.write_config(f'proxy = "{proxy.url}"\nno-proxy = "127.0.0.1"\n')
+    before = blob_gets(proxy)
+    lazy.run(["gc", "--max-size", "0"])
+    r = fetch(lazy, registry.ref(REPO, "v1"))
+    assert r.returncode == 0, r.stderr
+    assert blob_gets(proxy) == before
+
+
+def test_push_goes_through_the_files_proxy(lazy, image, registry, proxy):
+    """(push read only its -o options: a site whose registry is behind the proxy could not
+    push, and one that requires the proxy was passed by)"""
+    lazy.write_config(f'proxy = "{proxy.url}"\n')
+    r = push(image[0], registry.ref("proxies/pushed", "v1"),
+             env={"LAZYEROFS_CONFIG": lazy.config, "LAZYEROFS_CACHE_DIR": lazy.cache})
+    assert r.returncode == 0, r.stderr
+    assert proxy.count("PUT", "/manifests/") >= 1, proxy.seen
