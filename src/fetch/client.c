@@ -109,6 +109,12 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 	(void)util_json_get_u64(reply, "timeout_ms", &timeout);
 	h->timeout_ms = timeout;
 	h->timeout_chosen = json_is_true(json_object_get(reply, "timeout_chosen"));
+	{
+		const char *net = "";
+
+		(void)util_json_get_string(reply, "net", &net);
+		snprintf(h->net, sizeof(h->net), "%s", net);
+	}
 	fill = json_object_get(reply, "prefetch_all");
 	h->prefetch_all = json_is_boolean(fill) ? json_is_true(fill) : -1;
 	if (snprintf(h->data_path, sizeof(h->data_path), "%s", data) >= (int)sizeof(h->data_path) ||
@@ -132,7 +138,7 @@ static int check_joined(const struct fetch_config *cfg, int cache_dirfd, struct 
 			struct util_error *err)
 {
 	_cleanup_json_ json_t *req = NULL, *reply = NULL;
-	char root[PATH_MAX], *slash;
+	char root[PATH_MAX], net[OCI_OPTIONS_NET_ID_LEN + 1], *slash;
 	struct stat ours, theirs;
 	bool other;
 	int r;
@@ -153,6 +159,15 @@ static int check_joined(const struct fetch_config *cfg, int cache_dirfd, struct 
 		    "the image is being served from the cache directory '%s' (for its mounts "
 		    "there); use cache=%s too, or unmount them first",
 		    root, root);
+	}
+	if (h->net[0] && cfg->opts && oci_options_net_id(cfg->opts, net) == 0 &&
+	    strcmp(net, h->net) != 0) {
+		return util_err_set(
+		    err, -EBUSY,
+		    "the image's running daemon reaches the registry with other settings (proxy, "
+		    "mirrors, CA or user name: the configuration changed since its first mount, "
+		    "or this one's -o options differ); unmount its mounts first, or mount with "
+		    "the same settings");
 	}
 	if (cfg->timeout_given && h->timeout_ms && h->timeout_ms != cfg->timeout_ms &&
 	    h->timeout_chosen) {

@@ -65,8 +65,13 @@ static int reply_hello(struct conn *c)
 	    fetch_state_name(__atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE)), "timeout_ms",
 	    (json_int_t)d->pol.timeout_ms, "prefetch_all", d->pol.prefetch_all);
 
+	char net[OCI_OPTIONS_NET_ID_LEN + 1];
+
 	if (o && SH_LOAD(d->sh->timeout_chosen_ms))
 		json_object_set_new(o, "timeout_chosen", json_true());
+	/* How it reaches the registry: a mount with other settings must not join silently. */
+	if (o && oci_options_net_id(&d->oopts, net) == 0)
+		json_object_set_new(o, "net", json_string(net));
 
 	return o ? fetch_proto_send(c->fd, o, -1) : -ENOMEM;
 }

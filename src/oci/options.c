@@ -415,3 +415,67 @@ int oci_options_check_source(const struct oci_options *o, bool is_url, struct ut
 	}
 	return 0;
 }
+
+static int hash_str(struct util_sha256 *h, const char *s, size_t len)
+{
+	uint64_t n = s ? len : UINT64_MAX; /* NULL and "" differ */
+
+	if (util_sha256_update(h, &n, sizeof(n)) < 0)
+		return -ENOMEM;
+	return s && len ? util_sha256_update(h, s, len) : 0;
+}
+
+static int hash_mirror(struct util_sha256 *h, const struct oci_mirror *m)
+{
+	uint64_t flags = m->caps | (uint64_t)m->override_path << 8 | (uint64_t)m->skip_verify << 9;
+	int r = util_sha256_update(h, &flags, sizeof(flags));
+
+	if (r >= 0)
+		r = hash_str(h, m->url, m->url ? strlen(m->url) : 0);
+	if (r >= 0)
+		r = hash_str(h, m->ca_pem, m->ca_pem_len);
+	if (r >= 0)
+		r = hash_str(h, m->proxy, m->proxy ? strlen(m->proxy) : 0);
+	for (size_t i = 0; r >= 0 && i < m->nclients; i++) {
+		r = hash_str(h, m->clients[i].cert, m->clients[i].cert_len);
+		if (r >= 0)
+			r = hash_str(h, m->clients[i].key, m->clients[i].key_len);
+	}
+	for (char **l = m->headers; r >= 0 && l && *l; l++)
+		r = hash_str(h, *l, strlen(*l));
+	return r;
+}
+
+int oci_options_net_id(const struct oci_options *o, char out[OCI_OPTIONS_NET_ID_LEN + 1])
+{
+	struct util_sha256 *h = NULL;
+	uint8_t d[UTIL_SHA256_LEN];
+	char hex[UTIL_SHA256_HEX_LEN + 1];
+	uint64_t flags = o->insecure;
+	int r = util_sha256_new(&h);
+
+	if (r < 0)
+		return r;
+	r = util_sha256_update(h, &flags, sizeof(flags));
+	if (r >= 0)
+		r = hash_str(h, o->ca_file, o->ca_file ? strlen(o->ca_file) : 0);
+	if (r >= 0)
+		r = hash_str(h, o->username, o->username ? strlen(o->username) : 0);
+	if (r >= 0)
+		r = hash_str(h, o->proxy, o->proxy ? strlen(o->proxy) : 0);
+	if (r >= 0)
+		r = hash_str(h, o->no_proxy, o->no_proxy ? strlen(o->no_proxy) : 0);
+	for (size_t i = 0; r >= 0 && i < o->n_mirrors; i++)
+		r = hash_mirror(h, &o->mirrors[i]);
+	if (r >= 0 && o->server)
+		r = hash_mirror(h, o->server);
+	if (r >= 0)
+		r = util_sha256_final(h, d);
+	util_sha256_free(h);
+	if (r < 0)
+		return r;
+	util_sha256_hex(d, hex);
+	memcpy(out, hex, OCI_OPTIONS_NET_ID_LEN);
+	out[OCI_OPTIONS_NET_ID_LEN] = 0;
+	return 0;
+}

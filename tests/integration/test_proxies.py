@@ -86,3 +86,23 @@ def test_push_goes_through_the_files_proxy(lazy, image, registry, proxy):
              env={"LAZYEROFS_CONFIG": lazy.config, "LAZYEROFS_CACHE_DIR": lazy.cache})
     assert r.returncode == 0, r.stderr
     assert proxy.count("PUT", "/manifests/") >= 1, proxy.seen
+
+
+def test_a_mount_with_other_registry_settings_does_not_join_silently(lazy, pushed, registry,
+                                                                     proxy):
+    """The configuration names another proxy since the image's first mount: a second mount
+    would have its reads go the first one's way (they did, silently); it is refused in one
+    line, and joins with the same settings."""
+    lazy.write_config(f'proxy = "{proxy.url}"\n')
+    first = lazy.mount(registry.ref(REPO, "v1"))
+    lazy.write_config("")
+    mp, r = lazy.mount(registry.ref(REPO, "v1"), check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 32 and len(lines) == 1 and "other settings" in lines[0], r.stderr
+    r = fetch(lazy, registry.ref(REPO, "v1"))
+    assert r.returncode == 2 and "other settings" in r.stderr, r.stderr
+    lazy.write_config(f'proxy = "{proxy.url}"\n')
+    second = lazy.mount(registry.ref(REPO, "v1"))
+    for m in (second, first):
+        lazy.umount(m)
+    lazy.assert_nothing_left(timeout=30)
