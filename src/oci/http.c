@@ -417,7 +417,9 @@ int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const 
 	case CURLE_URL_MALFORMAT:
 		return util_err_set(err, -EINVAL, "%s: bad URL: %s", what, why);
 	case CURLE_OPERATION_TIMEDOUT:
-		return util_err_set(err, -EAGAIN, "%s: timed out: %s", what, why);
+		return util_err_set(err, -EAGAIN, "%s: timed out: %s%s%s%s", what, why,
+				    c->opts.proxy ? " (through the proxy " : "",
+				    c->opts.proxy ? c->opts.proxy : "", c->opts.proxy ? ")" : "");
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
 		/* curl's own text already says "Could not resolve host: NAME". */
@@ -425,7 +427,9 @@ int oci_curl_error(struct oci_client *c, CURLcode rc, const char *errbuf, const 
 		    err, -EAGAIN, "%s: %s%s", what,
 		    util_startswith(why, "Could not resolve") ? "" : "cannot resolve host: ", why);
 	case CURLE_COULDNT_CONNECT:
-		return util_err_set(err, -EAGAIN, "%s: cannot connect: %s", what, why);
+		return util_err_set(err, -EAGAIN, "%s: cannot connect: %s%s%s%s", what, why,
+				    c->opts.proxy ? " (through the proxy " : "",
+				    c->opts.proxy ? c->opts.proxy : "", c->opts.proxy ? ")" : "");
 	case CURLE_OUT_OF_MEMORY:
 		return util_err_set(err, -ENOMEM, "%s: out of memory", what);
 	default:
@@ -439,6 +443,20 @@ int oci_status_error(struct oci_client *c, const struct oci_resp *resp, const st
 	char code[64] = "", msg[300] = "";
 	int r = oci_errno_from_status(resp->status);
 
+	/* A proxy's own answers: its login, or its failure to reach the registry. */
+	if (resp->status == 407)
+		return util_err_set_http(err, -EACCES, 407, NULL,
+					 "%s: HTTP 407: the proxy %s wants a login: give it in the "
+					 "proxy's URL (http://USER:PASSWORD@HOST:PORT)",
+					 what, c->opts.proxy ? c->opts.proxy : "in use");
+	if (c->opts.proxy && (resp->status == 502 || resp->status == 504) &&
+	    !(body && body->len &&
+	      oci_registry_error_parse(body->data, body->len, code, sizeof(code), msg,
+				       sizeof(msg)) == 0))
+		return util_err_set_http(err, r, (int)resp->status, NULL,
+					 "%s: HTTP %ld from the proxy %s: it could not reach the "
+					 "registry",
+					 what, resp->status, c->opts.proxy);
 	if (body && body->len &&
 	    oci_registry_error_parse(body->data, body->len, code, sizeof(code), msg, sizeof(msg)) == 0)
 		util_err_set_http(err, r, (int)resp->status, code, "%s: HTTP %ld %s", what,

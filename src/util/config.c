@@ -156,6 +156,29 @@ static int get_cache_max(struct ctx *x, const struct util_toml *v, struct util_c
 	return 0;
 }
 
+/* libcurl matches a no-proxy entry as a host name, an IP address or a CIDR block: one with a
+ * port or brackets (as Go's lists may have them) would never match, silently. */
+static int check_no_proxy(struct ctx *x, const struct util_toml *v, const char *list)
+{
+	const char *p = list;
+
+	while (p && *p) {
+		size_t n = strcspn(p, ",");
+		const char *colon = memchr(p, ':', n);
+		bool bracket = memchr(p, '[', n) || memchr(p, ']', n);
+
+		/* an IPv6 address has two colons or more; a name or IPv4 with one has a port */
+		if (bracket || (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - p))))
+			return util_toml_error(
+			    x->err, x->path, v,
+			    "'no-proxy' entry '%.*s' would never match: give a host name, an "
+			    "address or a CIDR block, without a port or brackets",
+			    (int)MIN(n, (size_t)80), p);
+		p += n + (p[n] == ',');
+	}
+	return 0;
+}
+
 static int get_all(struct ctx *x, const struct util_toml *root, struct util_config *c)
 {
 	const struct util_toml *regs = util_toml_get(root, "registry");
@@ -165,6 +188,8 @@ static int get_all(struct ctx *x, const struct util_toml *root, struct util_conf
 	r = get_text(x, util_toml_get(root, "proxy"), "proxy", &c->proxy, &c->proxy_line);
 	if (r >= 0)
 		r = get_text(x, util_toml_get(root, "no-proxy"), "no-proxy", &c->no_proxy, NULL);
+	if (r >= 0)
+		r = check_no_proxy(x, util_toml_get(root, "no-proxy"), c->no_proxy);
 	if (r >= 0)
 		r = get_cache_max(x, util_toml_get(root, "cache-max"), c);
 	if (r >= 0)

@@ -4,12 +4,14 @@ no-proxy list, the configuration file's proxy over the environment's no_proxy; `
 through the configuration file's proxy as pulls do; a proxy's password never shows."""
 
 import os
+import socket
+import threading
 
 import pytest
 
 from connectproxy import ConnectProxy
 from lazymount import build_big_image
-from registry import MT_EROFS, push
+from registry import MT_EROFS, closed_port, push
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
 
@@ -106,3 +108,71 @@ def test_a_mount_with_other_registry_settings_does_not_join_silently(lazy, pushe
     for m in (second, first):
         lazy.umount(m)
     lazy.assert_nothing_left(timeout=30)
+
+
+class StatusProxy:
+    """A proxy that answers every request (CONNECT or absolute-form) with one status."""
+
+    def __init__(self, status, reason):
+        self.status, self.reason = status, reason
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(50)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with c:
+                try:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        d = c.recv(4096)
+                        if not d:
+                            break
+                        data += d
+                    body = b"<html>no</html>"
+                    auth = b"Proxy-Authenticate: Basic realm=p\r\n" if self.status == 407 else b""
+                    c.sendall(b"HTTP/1.1 %d %s\r\n%sContent-Length: %d\r\nConnection: close\r\n"
+                              b"\r\n%s" % (self.status, self.reason.encode(), auth, len(body),
+                                           body))
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("status,reason,words", [(407, "Proxy Authentication Required", "login"),
+                                                 (502, "Bad Gateway", "could not reach")])
+def test_a_proxys_answer_is_named_as_the_proxys(lazy, pushed, registry, status, reason, words):
+    """(a 407 read "HTTP 407" of the registry, a 401-like advice even)"""
+    p = StatusProxy(status, reason)
+    try:
+        lazy.write_config(f'proxy = "{p.url}"\n')
+        r = fetch(lazy, registry.ref(REPO, "v1"))
+    finally:
+        p.stop()
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "proxy" in lines[0] and p.url in lines[0] and words in lines[0], lines[0]
+
+
+def test_a_proxy_that_is_down_is_named(lazy, pushed, registry):
+    with closed_port() as port:
+        lazy.write_config(f'proxy = "http://127.0.0.1:{port}"\n')
+        r = fetch(lazy, registry.ref(REPO, "v1"))
+    assert r.returncode == 2 and f"proxy http://127.0.0.1:{port}" in r.stderr, r.stderr
+
+
+def test_a_no_proxy_entry_that_would_never_match_is_refused(lazy, pushed, registry):
+    """(an entry with a port, as Go's lists allow, was taken and never matched)"""
+    lazy.write_config(f'no-proxy = "{registry.host}"\n')
+    r = fetch(lazy, registry.ref(REPO, "v1"))
+    assert r.returncode == 2 and f"entry '{registry.host}' would never match" in r.stderr, \
+        r.stderr

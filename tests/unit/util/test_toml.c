@@ -295,7 +295,7 @@ static void test_config(void **state)
 
 	assert_int_equal(config("# lazyerofs\n"
 				"proxy = \"http://proxy:3128\"\n"
-				"no-proxy = \"localhost,.internal\"\n"
+				"no-proxy = \"localhost,.internal,::1,fe80::/10,10.0.0.0/8\"\n"
 				"cache-max = \"10G\"\n"
 				"metrics-dir = \"/var/lib/node_exporter\"\n"
 				"unknown = [1, 'x']\n"
@@ -311,7 +311,7 @@ static void test_config(void **state)
 	assert_string_equal(c.path, "/etc/lazyerofs/config");
 	assert_string_equal(c.proxy, "http://proxy:3128");
 	assert_int_equal(c.proxy_line, 2);
-	assert_string_equal(c.no_proxy, "localhost,.internal");
+	assert_string_equal(c.no_proxy, "localhost,.internal,::1,fe80::/10,10.0.0.0/8");
 	assert_true(c.have_cache_max);
 	assert_true(c.cache_max.bytes == 10ULL << 30);
 	assert_string_equal(c.metrics_dir, "/var/lib/node_exporter");
@@ -338,6 +338,11 @@ static void test_config(void **state)
 	util_config_free(&c);
 
 	config_bad("proxy = 3128\n", "/etc/lazyerofs/config: line 1: 'proxy' must be a string");
+	/* no-proxy entries libcurl would never match */
+	config_bad("no-proxy = \"localhost,127.0.0.1:5000\"\n",
+		   "line 1: 'no-proxy' entry '127.0.0.1:5000' would never match");
+	config_bad("no-proxy = \"[::1]\"\n", "'no-proxy' entry '[::1]' would never match");
+	config_bad("no-proxy = \"reg.example:443,::1\"\n", "entry 'reg.example:443'");
 	config_bad("\nproxy = \"http://a b\"\n", "line 2: 'proxy' must be non-empty");
 	config_bad("cache-max = \"10 GB\"\n", "line 1: 'cache-max' must be a size");
 	config_bad("cache-max = 0\n", "'cache-max' must be a size");
