@@ -111,9 +111,11 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 	h->timeout_chosen = json_is_true(json_object_get(reply, "timeout_chosen"));
 	{
 		const char *net = "";
+		json_t *others = json_object_get(reply, "others");
 
 		(void)util_json_get_string(reply, "net", &net);
 		snprintf(h->net, sizeof(h->net), "%s", net);
+		h->others = json_is_integer(others) ? (int)json_integer_value(others) : -1;
 	}
 	fill = json_object_get(reply, "prefetch_all");
 	h->prefetch_all = json_is_boolean(fill) ? json_is_true(fill) : -1;
@@ -249,6 +251,16 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 			if (r >= 0) {
 				fd = -1; /* now owned by the handle */
 				r = check_joined(cfg, cache_dirfd, *ret, err);
+				if (r == -EBUSY && (*ret)->others == 0 &&
+				    util_now_ms() < deadline) {
+					/* A daemon no mount uses any more, on its way out (a umount
+					 * right before): a new one of ours once it is gone. */
+					fetch_handle_free(*ret);
+					*ret = NULL;
+					util_err_clear(err);
+					util_sleep_ms(50);
+					continue;
+				}
 				if (r < 0) {
 					fetch_handle_free(*ret);
 					*ret = NULL;

@@ -67,8 +67,16 @@ static int reply_hello(struct conn *c)
 
 	char net[OCI_OPTIONS_NET_ID_LEN + 1];
 
+	unsigned others;
+
 	if (o && SH_LOAD(d->sh->timeout_chosen_ms))
 		json_object_set_new(o, "timeout_chosen", json_true());
+	/* Its users besides this connection: none, and it is about to leave. */
+	pthread_mutex_lock(&d->lock);
+	others = d->holds - (c->holding ? 1 : 0) + fetch_rec_count(d);
+	pthread_mutex_unlock(&d->lock);
+	if (o)
+		json_object_set_new(o, "others", json_integer(others));
 	/* How it reaches the registry: a mount with other settings must not join silently. */
 	if (o && oci_options_net_id(&d->oopts, net) == 0)
 		json_object_set_new(o, "net", json_string(net));

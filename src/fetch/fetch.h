@@ -54,6 +54,7 @@ struct fetch_handle {
 	uint64_t timeout_ms;	    /* the daemon's per-read deadline (0: not said) */
 	bool timeout_chosen;	    /* ... a mount asked for it (timeout=) */
 	char net[17];		    /* oci_options_net_id of its options, "" when not said */
+	int others;		    /* its users besides this handle (-1: not said) */
 	int prefetch_all;	    /* its background fill: 1, 0, or -1 (not said) */
 };
 

@@ -143,10 +143,10 @@ bool oci_options_weak(const struct oci_options *o);
  * last one wins. */
 int oci_options_set(struct oci_options *o, const char *key, const char *value,
 		    struct util_error *err);
-/* What decides where and how the registry is reached (insecure, CA, user name, proxy,
- * no-proxy, mirrors and the server with their CAs, client certificates, headers and proxies):
- * 16 hex digits of a hash of them, the same for the same settings. Not the password or the
- * timeout. */
+/* What decides how the registry is reached and trusted (insecure, CA, user name, proxy,
+ * no-proxy, hosts.toml's server with its CA, client certificates, headers and proxy): 16 hex
+ * digits of a hash of them, the same for the same settings. Not the mirrors, the password or
+ * the timeout. */
 #define OCI_OPTIONS_NET_ID_LEN 16
 int oci_options_net_id(const struct oci_options *o, char out[OCI_OPTIONS_NET_ID_LEN + 1]);
 /* Options that do not go together, or not with this kind of source (is_url: an http(s)://

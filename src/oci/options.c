@@ -465,8 +465,8 @@ int oci_options_net_id(const struct oci_options *o, char out[OCI_OPTIONS_NET_ID_
 		r = hash_str(h, o->proxy, o->proxy ? strlen(o->proxy) : 0);
 	if (r >= 0)
 		r = hash_str(h, o->no_proxy, o->no_proxy ? strlen(o->no_proxy) : 0);
-	for (size_t i = 0; r >= 0 && i < o->n_mirrors; i++)
-		r = hash_mirror(h, &o->mirrors[i]);
+	/* Not the mirrors: each is only a faster way to the same bytes (a plain-HTTP one makes
+	 * an entry of its own), and a mount may name others. */
 	if (r >= 0 && o->server)
 		r = hash_mirror(h, o->server);
 	if (r >= 0)

@@ -49,6 +49,19 @@ def test_a_different_timeout_is_refused_in_words(lazy, big):
     lazy.assert_nothing_left(timeout=30)
 
 
+def test_a_daemon_on_its_way_out_does_not_refuse_the_next_mount(lazy, big):
+    """umount, then at once a mount with another timeout=: the first one's daemon, still
+    there for a moment without users, is waited for and a new one started (the mount was
+    refused)."""
+    ref, tree = big
+    mp = lazy.mount(ref, opts="insecure,timeout=2")
+    lazy.umount(mp)
+    mp = lazy.mount(ref, opts="insecure,timeout=60")
+    assert lazy.status_of(mp)["timeout_ms"] == 60000
+    lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=30)
+
+
 def test_a_timeout_no_mount_chose_is_the_joining_mounts(lazy, big, faultproxy):
     """A daemon started by `lazyerofs fetch` (or a mount without timeout=) has the default
     deadline, which no mount chose: a mount with timeout= that joins it sets it (it was
