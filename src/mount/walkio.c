@@ -311,21 +311,33 @@ static int map_add_buf(struct mount_walkio *w, const struct wio_buf *b)
 		uint64_t *p;
 		bool fresh;
 
-		/* a block some buffer holds already keeps that copy (the first one wins) */
+		/* a block some buffer holds already: the newest copy (the older buffer is the
+		 * first to be dropped, and takes only its own entries with it) */
 		r = util_u64map_add(&w->map, b->off / WIO_BLOCK + k, &fresh, &p);
-		if (r >= 0 && fresh)
+		if (r >= 0)
 			*p = (uintptr_t)(b->data + k * WIO_BLOCK);
 	}
 	return r;
 }
 
-/* Drop the oldest buffers until `need` more bytes fit under the cap; rebuild the map. */
+/* Drop the oldest buffers until `need` more bytes fit under the cap, and the blocks the map
+ * has from them (those a newer buffer holds point there already). Not a rebuild of the map
+ * from every buffer left: with the cap reached, that was done for every load (a mount of an
+ * image with 1.4 GiB of metadata spent 4.5 minutes of CPU on it). */
 static int make_room(struct mount_walkio *w, uint64_t need)
 {
 	size_t drop = 0;
 
 	while (drop < w->nbufs && w->bytes + need > w->cap) {
-		w->bytes -= w->bufs[drop].len;
+		const struct wio_buf *b = &w->bufs[drop];
+
+		for (uint64_t k = 0; k < b->len / WIO_BLOCK; k++) {
+			const uint64_t *p = util_u64map_find(&w->map, b->off / WIO_BLOCK + k);
+
+			if (p && *p == (uintptr_t)(b->data + k * WIO_BLOCK))
+				util_u64map_remove(&w->map, b->off / WIO_BLOCK + k);
+		}
+		w->bytes -= b->len;
 		buf_release(w, &w->bufs[drop]);
 		drop++;
 	}
@@ -334,13 +346,6 @@ static int make_room(struct mount_walkio *w, uint64_t need)
 	memmove(w->bufs, w->bufs + drop, (w->nbufs - drop) * sizeof(*w->bufs));
 	w->nbufs -= drop;
 	w->st.evicted += drop;
-	util_u64map_clear(&w->map);
-	for (size_t i = 0; i < w->nbufs; i++) {
-		int r = map_add_buf(w, &w->bufs[i]);
-
-		if (r < 0)
-			return r;
-	}
 	return 0;
 }
 
