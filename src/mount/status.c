@@ -15,6 +15,7 @@
 
 #include "cache/cache.h"
 #include "mount/mount.h"
+#include "util/array.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -26,8 +27,9 @@ DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 /* How long status waits for a daemon's answer. */
 #define MOUNT_STATUS_ANSWER_MS 10000
 
-/* A run dir holds a few files per mount; anything beyond this is not ours to list. */
-#define STATUS_MAX_MOUNTS 4096
+/* A run dir holds a few files per mount; beyond this many (16 images mounted as often as one
+ * may be), the rest are not listed, with a warning. */
+#define STATUS_MAX_MOUNTS 65536
 
 void mount_status_free(struct mount_status_entry *v, size_t n)
 {
@@ -48,25 +50,33 @@ static bool all_digits(const char *s)
 	return true;
 }
 
-/* The daemons that did not answer in time, by socket: one listing waits for each once, not
- * once for each of its mounts. */
-struct mute_daemons {
-	char *socket[16];
-	size_t n;
+/* What each daemon answered, by socket: one listing asks each once, not once for each of its
+ * mounts (its answer lists them all: asked for each of 1,500 mounts, status took 15 s), and
+ * waits for a mute one once. */
+struct daemon_answer {
+	char *socket;
+	int r; /* fetch_status's, or the connection's failure (-EAGAIN: mute) */
+	struct fetch_status fs;
 };
 
-static bool is_mute(const struct mute_daemons *m, const char *socket)
+struct daemon_answers {
+	struct daemon_answer *v;
+	size_t n, alloc;
+};
+
+static struct daemon_answer *answer_of(struct daemon_answers *a, const char *socket)
 {
-	for (size_t i = 0; i < m->n; i++)
-		if (!strcmp(m->socket[i], socket))
-			return true;
-	return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (!strcmp(a->v[i].socket, socket))
+			return &a->v[i];
+	return NULL;
 }
 
-static void mute_daemons_free(struct mute_daemons *m)
+static void daemon_answers_free(struct daemon_answers *a)
 {
-	for (size_t i = 0; i < m->n; i++)
-		free(m->socket[i]);
+	for (size_t i = 0; i < a->n; i++)
+		free(a->v[i].socket);
+	free(a->v);
 }
 
 /* A mount whose daemon does not answer: what its entry's files say. */
@@ -87,38 +97,47 @@ static void peek_entry(struct mount_status_entry *e)
 	e->disk_verified = hdr.flags & CACHE_FLAG_VERIFIED;
 }
 
-/* Fill e from its state: ask the daemon, or clean up when the mount is gone.
- * Returns 1 to list the entry, 0 when it was stale and removed. */
-static int probe_one(int run_fd, struct mount_status_entry *e, struct mute_daemons *mute)
+/* Fill e from its state: ask the daemon (once a listing: answers), or clean up when the
+ * mount is gone. Returns 1 to list the entry, 0 when it was stale and removed. */
+static int probe_one(int run_fd, struct mount_status_entry *e, struct daemon_answers *answers)
 {
 	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 	int alive = mount_id_exists(e->st.mnt_id, e->st.mountpoint);
-	int r;
+	struct daemon_answer *known = answer_of(answers, e->st.socket);
+	int r = known ? known->r : 0;
 
-	/* A daemon that cannot answer within that is as good as gone for its mounts. */
-	r = is_mute(mute, e->st.socket)
-		? -EAGAIN
-		: fetch_connect_timeout(e->st.socket, MOUNT_STATUS_ANSWER_MS, &h);
 	if (alive == 0) {
-		/* The mount left without `lazyerofs umount`: tell the daemon, drop the state. */
-		if (r >= 0)
+		/* The mount left without `lazyerofs umount`: tell the daemon, drop the state. A
+		 * daemon that cannot answer within that is as good as gone for its mounts. */
+		if (!(known && known->r == -EAGAIN) &&
+		    fetch_connect_timeout(e->st.socket, MOUNT_STATUS_ANSWER_MS, &h) >= 0)
 			(void)fetch_detach(h, e->st.mnt_id);
 		(void)mount_state_remove(run_fd, e->st.mnt_id);
 		return 0;
 	}
-	if (r >= 0)
-		r = fetch_status(h, &e->fs);
+	if (known) {
+		if (r >= 0)
+			e->fs = known->fs;
+	} else {
+		r = fetch_connect_timeout(e->st.socket, MOUNT_STATUS_ANSWER_MS, &h);
+		if (r >= 0)
+			r = fetch_status(h, &e->fs);
+		if (UTIL_ARRAY_RESERVE(answers->v, answers->alloc, answers->n, 8) >= 0 &&
+		    (answers->v[answers->n].socket = strdup(e->st.socket))) {
+			answers->v[answers->n].r = r;
+			if (r >= 0)
+				answers->v[answers->n].fs = e->fs;
+			answers->n++;
+		}
+	}
 	e->daemon_alive = r >= 0;
 	e->daemon_mute = r == -EAGAIN;
 	if (!e->daemon_alive)
 		peek_entry(e);
-	if (r == -EAGAIN && !is_mute(mute, e->st.socket) && mute->n < ARRAY_SIZE(mute->socket) &&
-	    (mute->socket[mute->n] = strdup(e->st.socket)))
-		mute->n++;
 	return 1;
 }
 
-static int collect_one(int run_fd, uint64_t mnt_id, uint64_t own_ns, struct mute_daemons *mute,
+static int collect_one(int run_fd, uint64_t mnt_id, uint64_t own_ns, struct daemon_answers *answers,
 		       struct mount_status_entry **v, size_t *n)
 {
 	struct mount_status_entry e = { 0 }, *nv;
@@ -133,7 +152,7 @@ static int collect_one(int run_fd, uint64_t mnt_id, uint64_t own_ns, struct mute
 		mount_state_done(&e.st);
 		return 0;
 	}
-	r = probe_one(run_fd, &e, mute);
+	r = probe_one(run_fd, &e, answers);
 	if (r == 0) {
 		mount_state_done(&e.st);
 		return 0;
@@ -160,7 +179,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 {
 	_cleanup_close_ int run_fd = -1;
 	uint64_t own_ns = mount_ns_id(); /* once, not for every state file */
-	_cleanup_(mute_daemons_free) struct mute_daemons mute = {.n = 0};
+	_cleanup_(daemon_answers_free) struct daemon_answers answers = {.n = 0};
 	struct mount_status_entry *v = NULL;
 	size_t n = 0;
 	DIR *d;
@@ -189,7 +208,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 		}
 		root = r != -ENOTCONN;
 		if (r >= 0 && run_fd >= 0)
-			r = collect_one(run_fd, id, own_ns, &mute, &v, &n);
+			r = collect_one(run_fd, id, own_ns, &answers, &v, &n);
 		if (r < 0 && r != -ENOENT && r != -ENOTCONN) {
 			util_err_set(err, r, "reading the state of '%s': %s", only_mountpoint,
 				     strerror(-r));
@@ -232,9 +251,12 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 
 		if (!all_digits(de->d_name) || util_parse_u64(de->d_name, &id) < 0)
 			continue;
-		if (n >= STATUS_MAX_MOUNTS)
+		if (n >= STATUS_MAX_MOUNTS) {
+			log_warning("more than %d mounts in '%s': listing the first %d",
+				    STATUS_MAX_MOUNTS, run_dir, STATUS_MAX_MOUNTS);
 			break;
-		r = collect_one(run_fd, id, own_ns, &mute, &v, &n);
+		}
+		r = collect_one(run_fd, id, own_ns, &answers, &v, &n);
 		if (r == -ENOMEM) {
 			closedir(d);
 			mount_status_free(v, n);
