@@ -203,16 +203,21 @@ int oci_referrers_newest(const struct oci_referrer *v, size_t n, size_t *ret_idx
 	return 0;
 }
 
-/* Room in a full index: its oldest entry of the type being added goes (a newer one of that
- * type is what every lookup takes); entries of other types stay. false: none to drop. */
-static bool drop_oldest_of_type(struct oci_manifest *m, json_t *list, const char *type)
+/* Room in a full index: its oldest entry of the type being added goes, of the same image blob
+ * when there is one (a newer one is what every lookup takes; another layer's only profile
+ * stays); entries of other types stay. false: none to drop. */
+static bool drop_oldest_of_type(struct oci_manifest *m, json_t *list,
+				const struct oci_descriptor *d)
 {
 	size_t k = SIZE_MAX;
 
-	for (size_t i = 0; i < m->n; i++)
-		if (!strcmp(m->items[i].artifact_type, type) &&
-		    (k == SIZE_MAX || created_cmp(m->items[i].created, m->items[k].created) < 0))
-			k = i;
+	for (int same = 1; same >= 0 && k == SIZE_MAX; same--)
+		for (size_t i = 0; i < m->n; i++)
+			if (!strcmp(m->items[i].artifact_type, d->artifact_type) &&
+			    (!same || !strcmp(m->items[i].subject_blob, d->subject_blob)) &&
+			    (k == SIZE_MAX ||
+			     created_cmp(m->items[i].created, m->items[k].created) < 0))
+				k = i;
 	if (k == SIZE_MAX || json_array_remove(list, k) < 0)
 		return false;
 	free(m->items[k].metamap);
@@ -247,7 +252,7 @@ int oci_referrers_index_add(const void *old, size_t old_len, const char *content
 		    util_json_get_array(j, "manifests", &list) < 0 || json_array_size(list) != m->n)
 			return -EBADMSG; /* parse_index read it: cannot happen */
 		while (m->n >= OCI_MANIFEST_ITEMS_MAX)
-			if (!drop_oldest_of_type(m, list, d->artifact_type)) {
+			if (!drop_oldest_of_type(m, list, d)) {
 				oci_fmt(errbuf, errlen,
 					"the referrers index already lists %zu entries, none of "
 					"them of type %s to make room",
@@ -272,7 +277,7 @@ int oci_referrers_index_add(const void *old, size_t old_len, const char *content
 			break;
 		free(*ret);
 		*ret = NULL;
-		if (!m || !drop_oldest_of_type(m, list, d->artifact_type)) {
+		if (!m || !drop_oldest_of_type(m, list, d)) {
 			oci_fmt(errbuf, errlen, "the referrers index would be larger than %d bytes",
 				OCI_MANIFEST_MAX);
 			return -EFBIG;

@@ -163,8 +163,7 @@ int util_write_file_atomic_flags(int dirfd, const char *name, const void *data, 
 
 		if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
 			rnd = (uint32_t)util_now_us() ^ (uint32_t)tries;
-		if (snprintf(tmp, sizeof(tmp), ".%s.%d.%08x.tmp", name, (int)getpid(), rnd) >=
-		    (int)sizeof(tmp))
+		if (snprintf(tmp, sizeof(tmp), ".%s.%08x.tmp", name, rnd) >= (int)sizeof(tmp))
 			return -ENAMETOOLONG;
 		fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 		if (fd < 0 && (errno != EEXIST || tries >= 16))
