@@ -42,6 +42,9 @@ int cli_oci_options_parse(const char *cmd, struct oci_options *o, const char *s)
  * nargs arguments (what names them for the message); opts->run_dir is the environment's run
  * directory (its tokens are shared). -1: go on with the arguments at
  * argv[optind]; else the exit code to return (help printed, or one usage line logged). */
+/* What a push reads besides its -o options: the configuration file's proxy and hosts.toml's
+ * server, as for a pull (mount_push_options), into *opts; one line and -errno on failure. */
+int cli_push_options(const char *cmd, const struct oci_ref *ref, struct oci_options *opts);
 int cli_registry_args(const char *cmd, int argc, char **argv, int nargs, const char *what,
 		      struct oci_options *opts, void (*usage)(FILE *f));
 

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "erofs/erofs.h"
 #include "mount/mount.h"
+#include "mount/resolve.h"
 #include "oci/oci.h"
 #include "util/log.h"
 #include "util/strutil.h"
@@ -225,4 +226,20 @@ int cli_metadata_map(struct erofs_io *io, char **ret, struct util_error *err)
 	}
 	util_extents_free(&ext);
 	return r;
+}
+
+int cli_push_options(const char *cmd, const struct oci_ref *ref, struct oci_options *opts)
+{
+	struct util_error err = UTIL_ERROR_INIT;
+	struct oci_options full;
+	int r = mount_push_options(opts, ref, NULL, &full, &err);
+
+	if (r < 0) {
+		oci_options_free(&full);
+		log_error("%s: %s", cmd, util_err_msg(&err, r));
+		return r;
+	}
+	oci_options_free(opts);
+	*opts = full;
+	return 0;
 }

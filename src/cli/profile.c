@@ -13,7 +13,6 @@
 #include "cli/cli.h"
 #include "fetch/profile.h"
 #include "mount/mount.h"
-#include "mount/resolve.h"
 #include "oci/oci.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -182,20 +181,8 @@ static int profile_push(int argc, char **argv)
 	if (read_profile(path, &p, &buf, &len) < 0)
 		goto out;
 
-	/* The configuration file's proxy and hosts.toml's server, as for a pull. */
-	{
-		struct util_error cerr = UTIL_ERROR_INIT;
-		struct oci_options full;
-
-		r = mount_push_options(&opts, ref, NULL, &full, &cerr);
-		if (r < 0) {
-			oci_options_free(&full);
-			log_error("%s: %s", "profile push", util_err_msg(&cerr, r));
-			goto out;
-		}
-		oci_options_free(&opts);
-		opts = full;
-	}
+	if (cli_push_options("profile push", ref, &opts) < 0)
+		goto out;
 	r = oci_client_new(ref, &opts, &c);
 	if (r < 0) {
 		log_error("profile push: %s", strerror(-r));

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "mount/resolve.h"
 #include "erofs/erofs.h"
 #include "util/fs.h"
 #include "oci/oci.h"
@@ -195,20 +194,8 @@ int cli_push(int argc, char **argv)
 	util_sha256_buf(config, strlen(config), d);
 	util_digest_format(d, config_digest);
 
-	/* The configuration file's proxy and hosts.toml's server, as for a pull. */
-	{
-		struct util_error cerr = UTIL_ERROR_INIT;
-		struct oci_options full;
-
-		r = mount_push_options(&opts, ref, NULL, &full, &cerr);
-		if (r < 0) {
-			oci_options_free(&full);
-			log_error("%s: %s", "push", util_err_msg(&cerr, r));
-			goto out;
-		}
-		oci_options_free(&opts);
-		opts = full;
-	}
+	if (cli_push_options("push", ref, &opts) < 0)
+		goto out;
 	r = oci_client_new(ref, &opts, &c);
 	if (r < 0) {
 		log_error("push: %s", strerror(-r));

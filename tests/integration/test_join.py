@@ -62,17 +62,22 @@ def test_a_daemon_on_its_way_out_does_not_refuse_the_next_mount(lazy, big):
     lazy.assert_nothing_left(timeout=30)
 
 
+def background_fetch(lazy, ref, opts):
+    """`lazyerofs fetch -o OPTS REF` running, once its daemon is there."""
+    p = subprocess.Popen([BIN, "fetch", "-o", opts, ref], env=lazy.env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_until(lambda: lazy.daemon_pids(), 30)
+    return p
+
+
 def test_a_timeout_no_mount_chose_is_the_joining_mounts(lazy, big, faultproxy):
     """A daemon started by `lazyerofs fetch` (or a mount without timeout=) has the default
     deadline, which no mount chose: a mount with timeout= that joins it sets it (it was
     refused, told to unmount mounts that did not exist); a later, other one is refused."""
     ref, tree = big
     faultproxy.add("delay", path=r"/blobs/", method="GET", count=10000, seconds=0.5)
-    fetch = subprocess.Popen([BIN, "fetch", "-o", "insecure", faultproxy.ref("join/big", "v1")],
-                             env=lazy.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    fetch = background_fetch(lazy, faultproxy.ref("join/big", "v1"), "insecure")
     try:
-        assert wait_until(lambda: lazy.daemon_pids(), 30)
         mp = lazy.mount(faultproxy.ref("join/big", "v1"), opts="insecure,timeout=30")
         assert lazy.status_of(mp)["timeout_ms"] == 30000
         mp2, r = lazy.mount(faultproxy.ref("join/big", "v1"), opts="insecure,timeout=20",
@@ -97,12 +102,8 @@ def test_a_timeout_taken_over_reaches_the_registry_requests(lazy, big, faultprox
     # the fetch's fill gets nothing past the image's first MB: the data stays cold
     faultproxy.add("stall", path=r"/blobs/", method="GET", count=None, seconds=5,
                    range=r"bytes=\d{7,}-")
-    fetch = subprocess.Popen([BIN, "fetch", "-o", "insecure,timeout=1",
-                              faultproxy.ref("join/big", "v1")],
-                             env=lazy.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    fetch = background_fetch(lazy, faultproxy.ref("join/big", "v1"), "insecure,timeout=1")
     try:
-        assert wait_until(lambda: lazy.daemon_pids(), 30)
         mp = lazy.mount(faultproxy.ref("join/big", "v1"), opts="insecure,timeout=10")
         assert lazy.status_of(mp)["timeout_ms"] == 10000
     finally:
