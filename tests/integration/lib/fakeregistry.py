@@ -132,7 +132,8 @@ class FakeRegistry:
             want = m.group(1).replace("%3A", ":").replace("%3a", ":")
             real = sha(bytes(buf))
             if real != want and "put_no_verify" not in self.lies:
-                return h._send(400, {}, b'{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}')
+                return h._send(400, {}, b'{"errors":[{"code":"DIGEST_INVALID","message":'
+                                        b'"provided digest did not match uploaded content"}]}')
             stored = want if "put_no_verify" in self.lies else real
             self.blobs[stored] = bytes(buf)
             del self.uploads[uid]
