@@ -445,10 +445,11 @@ int oci_status_error(struct oci_client *c, const struct oci_resp *resp, const st
 
 	/* A proxy's own answers: its login, or its failure to reach the registry. */
 	if (resp->status == 407)
-		return util_err_set_http(err, -EACCES, 407, NULL,
-					 "%s: HTTP 407: the proxy %s wants a login: give it in the "
-					 "proxy's URL (http://USER:PASSWORD@HOST:PORT)",
-					 what, c->opts.proxy ? c->opts.proxy : "in use");
+		return util_err_set_http(
+		    err, -EACCES, 407, NULL,
+		    "%s: HTTP 407: the proxy %s wants a login: put USER:PASSWORD@ "
+		    "before its host in its URL",
+		    what, c->opts.proxy ? c->opts.proxy : "in use");
 	if (c->opts.proxy && (resp->status == 502 || resp->status == 504) &&
 	    !(body && body->len &&
 	      oci_registry_error_parse(body->data, body->len, code, sizeof(code), msg,

@@ -145,6 +145,10 @@ class StatusProxy:
                     pass
 
     def stop(self):
+        try:  # wakes the thread in accept(): a closed socket it waits on stays listening
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 

@@ -673,6 +673,9 @@ def clean_env(extra=None):
     # A run directory that does not exist: push shares no bearer tokens with the machine's
     # /run/lazyerofs/tokens (test_token_cache tests that cache with private run directories).
     env["LAZYEROFS_RUN_DIR"] = os.path.join(_EMPTY_HOME, "run")
+    # Nor the machine's configuration file and hosts.toml (a push reads them, as pulls do).
+    env["LAZYEROFS_CONFIG"] = os.path.join(_EMPTY_HOME, "no-config")
+    env["LAZYEROFS_CERTS_D"] = os.path.join(_EMPTY_HOME, "no-certs.d")
     if extra:
         env.update(extra)
     return env
