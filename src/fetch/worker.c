@@ -30,17 +30,19 @@
 
 #define DISPATCHERS FETCH_DISPATCHERS
 
-static volatile sig_atomic_t term_requested;
+/* Set by the handler in whichever thread takes the signal, read by the others: atomic (a
+ * lock-free int), not only sig_atomic_t. */
+static int term_requested;
 
 static void on_term(int sig)
 {
 	(void)sig;
-	term_requested = 1;
+	__atomic_store_n(&term_requested, 1, __ATOMIC_RELAXED);
 }
 
 bool fetch_term_requested(void)
 {
-	return term_requested != 0;
+	return __atomic_load_n(&term_requested, __ATOMIC_RELAXED) != 0;
 }
 
 static void start_thread(struct fetch_daemon *d, void *(*fn)(void *), pthread_t *ret)
