@@ -132,10 +132,10 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 static int call(struct fetch_handle *h, json_t *req, int pass_fd, json_t **ret,
 		struct util_error *err);
 
-/* A mount or fetch that joins a running daemon gets that daemon's settings: its cache
- * directory and per-read deadline are the ones it was started with (it serves every mount of
- * the image at once), so a different one asked for is refused, in words; prefetch=all is
- * passed on. */
+/* A mount or fetch that joins a running daemon gets that daemon's settings (it serves every
+ * mount of the image at once): another cache directory, way to the registry, or timeout= than
+ * one a mount chose is refused, in words; a timeout= no mount chose becomes ours;
+ * prefetch=all is passed on. */
 static int check_joined(const struct fetch_config *cfg, int cache_dirfd, struct fetch_handle *h,
 			struct util_error *err)
 {
@@ -167,9 +167,9 @@ static int check_joined(const struct fetch_config *cfg, int cache_dirfd, struct 
 		return util_err_set(
 		    err, -EBUSY,
 		    "the image's running daemon reaches the registry with other settings (proxy, "
-		    "mirrors, CA or user name: the configuration changed since its first mount, "
-		    "or this one's -o options differ); unmount its mounts first, or mount with "
-		    "the same settings");
+		    "no-proxy, CA, user name or hosts.toml's server: the configuration changed "
+		    "since its first mount, or this one's -o options differ); unmount its mounts "
+		    "first, or mount with the same settings");
 	}
 	if (cfg->timeout_given && h->timeout_ms && h->timeout_ms != cfg->timeout_ms &&
 	    h->timeout_chosen) {

@@ -64,9 +64,7 @@ static int reply_hello(struct conn *c)
 	    d->entry->data_path, "socket", d->sock2_path, "state",
 	    fetch_state_name(__atomic_load_n(&d->sh->state, __ATOMIC_ACQUIRE)), "timeout_ms",
 	    (json_int_t)d->pol.timeout_ms, "prefetch_all", d->pol.prefetch_all);
-
 	char net[OCI_OPTIONS_NET_ID_LEN + 1];
-
 	unsigned others;
 
 	if (o && SH_LOAD(d->sh->timeout_chosen_ms))
