@@ -979,6 +979,65 @@ static void env_files_free(struct env *e, struct fetch_files *f)
 	env_free(e);
 }
 
+/* Reads that leave together take their neighbours in the blob first: 15 readers of 15 files of
+ * 1 MiB lying side by side, arriving in a scrambled order, go in requests of one range each
+ * (4 MiB: files next to each other), not of four ranges apart (a multipart answer the registry
+ * pays for per part). */
+static void test_reads_together_take_their_neighbours(void **state)
+{
+	enum { N = 16 };
+	struct util_extent ext[N];
+	const struct util_extent *files[N];
+	size_t counts[N];
+	struct fetch_req r[N];
+	struct fetch_job *job, *first;
+	struct fetch_files *f;
+	struct cache_bitmap bm;
+	struct fetch_sched s;
+	struct fetch_policy p;
+	uint64_t size = 64 * MiB, wake, bytes = 0;
+	size_t ndemand = 0;
+
+	fetch_policy_default(&p);
+	assert_int_equal(cache_bitmap_init(&bm, size / 4096, false), 0);
+	assert_int_equal(fetch_sched_init(&s, &bm, size, &p, N), 0);
+	for (size_t i = 0; i < N; i++) {
+		ext[i] = (struct util_extent){8 * MiB + i * MiB, MiB};
+		files[i] = &ext[i];
+		counts[i] = 1;
+	}
+	f = make_files(size, files, counts, N);
+	s.files = f;
+	event(&r[0], ext[0].offset, 128 * KiB);
+	assert_int_equal(fetch_sched_add(&s, &r[0], 0), 0);
+	first = fetch_sched_pick(&s, 0, &wake);
+	assert_non_null(first);
+	assert_one_run(first, ext[0].offset, MiB); /* a file from its start: all of it */
+	for (size_t i = 1; i < N; i++) {
+		size_t x = 1 + (i * 7) % (N - 1); /* 8, 15, 7, 14, ...: every one of 1..15 */
+
+		event(&r[i], ext[x].offset, 128 * KiB);
+		assert_int_equal(fetch_sched_add(&s, &r[i], 0), 0);
+	}
+	assert_null(fetch_sched_pick(&s, 1, &wake)); /* they wait for each other */
+	while ((job = fetch_sched_pick(&s, FETCH_GATHER_MS, &wake))) {
+		if (job->kind != FETCH_JOB_DEMAND)
+			continue;
+		assert_int_equal(job->nruns, 1);
+		assert_true(job->bytes <= 4 * MiB);
+		bytes += job->bytes;
+		ndemand++;
+	}
+	assert_int_equal(bytes, 15 * MiB); /* every file, once */
+	assert_true(ndemand <= 5);
+	for (size_t i = 1; i < N; i++)
+		assert_true(fetch_sched_in_flight(&s, ext[i].offset / 4096, 256));
+	s.files = NULL;
+	fetch_files_free(f);
+	fetch_sched_destroy(&s);
+	cache_bitmap_destroy(&bm);
+}
+
 /* A file whose first bytes came with something else (the mount's first round): its first
  * missing byte is where its reader starts missing, a file start (first window, read-ahead),
  * when all before it is present; a miss after a hole is not. */
@@ -1849,6 +1908,7 @@ int main(void)
 	    cmocka_unit_test(test_background_yields),
 	    cmocka_unit_test(test_demand_shares_budget),
 	    cmocka_unit_test(test_reads_arriving_together_share_requests),
+	    cmocka_unit_test(test_reads_together_take_their_neighbours),
 	    cmocka_unit_test(test_file_start_after_present_head),
 	    cmocka_unit_test(test_file_aware_fetching),
 	    cmocka_unit_test(test_second_fault_fetches_the_file),
