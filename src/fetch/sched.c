@@ -158,6 +158,8 @@ int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t si
 
 void fetch_sched_destroy(struct fetch_sched *s)
 {
+	util_u64map_free(&s->failed);
+	util_u64map_free(&s->failed_pids);
 	free(s->reqs);
 	s->reqs = NULL;
 	free(s->jobs);
@@ -353,13 +355,49 @@ bool fetch_req_satisfied(struct fetch_sched *s, struct fetch_req *req)
 
 /* ---- recently failed ranges ------------------------------------------------------------- */
 
-/* Remember the chunk windows of a failed event: its fetch jobs asked for those (pick_demand),
- * and the kernel's next reads of them (the rest of its readahead) start inside them. */
-static void fail_record(struct fetch_sched *s, const struct fetch_req *r, bool probe,
-			uint64_t now_ms)
+/* Failure maps larger than this are pruned of what the window has forgotten. */
+#define FAIL_PRUNE_AT 4096
+/* Chunks of one failed read remembered at most (a read spans a few). */
+#define FAIL_MAX_CHUNKS 64
+
+static uint64_t chunk_blocks(const struct fetch_sched *s)
 {
-	uint64_t ws, we, xs, xe;
+	return s->pol.chunk_size / CACHE_BLOCK_SIZE;
+}
+
+/* A map's entries still inside the window (values: when_ms << shift, and the rest below). */
+static void fail_prune(struct util_u64map *m, unsigned shift, uint64_t now_ms, uint64_t window)
+{
+	struct util_u64map live = UTIL_U64MAP_INIT;
+	uint64_t key, val;
+	size_t it = 0;
+
+	while (util_u64map_next(m, &it, &key, &val)) {
+		if (now_ms - MIN(now_ms, val >> shift) < window &&
+		    util_u64map_put(&live, key, val) < 0) {
+			util_u64map_free(&live); /* out of memory: keep what there was */
+			return;
+		}
+	}
+	util_u64map_free(m);
+	*m = live;
+}
+
+static void fail_put(struct util_u64map *m, unsigned shift, uint64_t key, uint64_t val,
+		     uint64_t now_ms, uint64_t window)
+{
+	if (m->n >= FAIL_PRUNE_AT)
+		fail_prune(m, shift, now_ms, window);
+	(void)util_u64map_put(m, key, val); /* best effort: out of memory, it is fetched again */
+}
+
+/* Remember a failed event: the chunk windows its fetch jobs asked for (pick_demand), where the
+ * kernel's next reads of them (the rest of its readahead) start, and its process. */
+static void fail_record(struct fetch_sched *s, const struct fetch_req *r, uint64_t now_ms)
+{
 	const struct util_extent *a, *z;
+	uint64_t first, last, cb = chunk_blocks(s);
+	unsigned err = (unsigned)-(r->error < 0 ? r->error : r->result < 0 ? r->result : -EIO);
 
 	if (r->cursor >= r->n || s->size == 0)
 		return;
@@ -367,17 +405,13 @@ static void fail_record(struct fetch_sched *s, const struct fetch_req *r, bool p
 	z = &r->v[r->n - 1];
 	if (a->offset >= s->size || z->length == 0)
 		return;
-	fetch_chunk_window(a->offset, s->pol.chunk_size, s->size, &ws, &we);
-	fetch_chunk_window(MIN(z->offset + z->length - 1, s->size - 1), s->pol.chunk_size, s->size,
-			   &xs, &xe);
-	s->failed[s->fail_next] =
-	    (struct fetch_failure){.first = blk_lo(ws),
-				   .end = blk_hi(MAX(we, xe)),
-				   .when_ms = now_ms,
-				   .error = r->error < 0 ? r->error : r->result,
-				   .probed = probe,
-				   .pid = r->pid};
-	s->fail_next = (s->fail_next + 1) % FETCH_FAIL_RING;
+	first = blk_lo(a->offset) / cb;
+	last = blk_lo(MIN(z->offset + z->length - 1, s->size - 1)) / cb;
+	for (uint64_t c = first; c <= last && c < first + FAIL_MAX_CHUNKS; c++)
+		fail_put(&s->failed, 12, c, now_ms << 12 | (err & 0xfff), now_ms,
+			 s->fail_window_ms);
+	if (r->pid > 0)
+		fail_put(&s->failed_pids, 0, (uint64_t)r->pid, now_ms, now_ms, s->fail_window_ms);
 }
 
 /* The probe is over: events waiting for it go on (err 0) or fail with it. */
@@ -401,51 +435,66 @@ static void probe_end(struct fetch_sched *s, int err)
 
 static void fail_forget(struct fetch_sched *s)
 {
-	memset(s->failed, 0, sizeof(s->failed));
-	s->fail_next = 0;
+	/* (what a crowd of failures made large is given back) */
+	if (s->failed.cap > 2 * FAIL_PRUNE_AT)
+		util_u64map_free(&s->failed);
+	else
+		util_u64map_clear(&s->failed);
+	if (s->failed_pids.cap > 2 * FAIL_PRUNE_AT)
+		util_u64map_free(&s->failed_pids);
+	else
+		util_u64map_clear(&s->failed_pids);
 	probe_end(s, 0);
 }
 
 /* The kernel asks again for the rest of a failed read within a millisecond of the answer
  * (measured; more on a loaded machine), in the reader's process: an ask of that process this
- * soon after its probe failed is taken for one of the same read(2) and fails at once. Any
- * other read (another process, or later: the registry may be back) probes. */
+ * soon after one of its reads failed is taken for one of the same read(2) and fails at once,
+ * so that a read(2) fails after the timeout, not the timeout and a probe. Any other read
+ * (another process, or later: the registry may be back) probes. */
 #define FOLLOWUP_MS 1000
 
-/* Does a missing block of the event lie in a range that failed less than the window ago? The
+/* Does a missing block of the event lie in a chunk that failed less than the window ago? The
  * event is answered as a whole: if part of it could not be had moments ago, it fails (unless
  * the registry came back since: the window is short, and any success forgets). Returns the
- * remembered error (-errno) or 0. */
+ * remembered error (-errno) or 0; *ret_when_ms the newest such failure, *ret_followup whether
+ * the event's process had a read fail less than FOLLOWUP_MS ago. */
 static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req, uint64_t now_ms,
-		       uint64_t *ret_when_ms, bool *ret_probed)
+		       uint64_t *ret_when_ms, bool *ret_followup)
 {
+	uint64_t cb = chunk_blocks(s), when = 0;
+	const uint64_t *pw;
 	int err = 0;
 
-	/* The newest matching failure says when; a probe's failure a moment ago, that the
-	 * event is the kernel's next ask (FOLLOWUP_MS). */
-	for (size_t i = 0; i < FETCH_FAIL_RING; i++) {
-		const struct fetch_failure *f = &s->failed[i];
+	if (!s->failed.n)
+		return 0;
+	for (size_t k = req->cursor; k < req->n; k++) {
+		uint64_t b, n;
 
-		if (f->end <= f->first || now_ms < f->when_ms ||
-		    now_ms - f->when_ms >= s->fail_window_ms || (err && f->when_ms < *ret_when_ms))
+		if (!cache_blocks_of(req->v[k].offset, req->v[k].length, s->size, &b, &n))
 			continue;
-		for (size_t k = req->cursor; k < req->n; k++) {
-			uint64_t b, n, lo, hi;
+		for (uint64_t c = b / cb, looked = 0; c * cb < b + n && looked < FAIL_MAX_CHUNKS;
+		     c++, looked++) {
+			const uint64_t *v = util_u64map_find(&s->failed, c);
+			uint64_t at, lo = MAX(b, c * cb), hi = MIN(b + n, (c + 1) * cb);
 
-			if (!cache_blocks_of(req->v[k].offset, req->v[k].length, s->size, &b, &n))
+			if (!v)
 				continue;
-			lo = MAX(b, f->first);
-			hi = MIN(b + n, f->end);
-			if (lo < hi && cache_bitmap_find(s->bm, lo, hi, false) < hi) {
-				*ret_when_ms = f->when_ms;
-				*ret_probed = f->probed && f->pid && f->pid == req->pid &&
-					      now_ms - f->when_ms < FOLLOWUP_MS;
-				err = f->error < 0 ? f->error : -EIO;
-				break;
-			}
+			at = *v >> 12;
+			if (now_ms < at || now_ms - at >= s->fail_window_ms || (err && at < when) ||
+			    cache_bitmap_find(s->bm, lo, hi, false) >= hi)
+				continue;
+			when = at;
+			err = -(int)(*v & 0xfff);
 		}
 	}
-	return err;
+	if (!err)
+		return 0;
+	*ret_when_ms = when;
+	pw = req->pid > 0 ? util_u64map_find(&s->failed_pids, (uint64_t)req->pid) : NULL;
+	*ret_followup =
+	    pw && now_ms >= *pw && now_ms - *pw < MIN((uint64_t)FOLLOWUP_MS, s->fail_window_ms);
+	return err ? err : -EIO;
 }
 
 /* The least time a probe is given. */
@@ -454,7 +503,7 @@ static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req,
 int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_ms)
 {
 	uint64_t failed_ms = 0;
-	bool probed = false;
+	bool followup = false;
 	int err;
 
 	if (req->kind == FETCH_REQ_EVENT || !req->v) {
@@ -478,10 +527,10 @@ int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_m
 	 * runs the others wait for its outcome; if it fails they fail with it, and if the
 	 * registry answers again every read goes on. */
 	if (req->kind == FETCH_REQ_EVENT &&
-	    (err = fail_recent(s, req, now_ms, &failed_ms, &probed)) < 0) {
-		/* A probe failed on these bytes a moment ago: the kernel's next ask of the same
-		 * read(2) fails at once, not after a probe of its own (FOLLOWUP_MS). */
-		if (probed)
+	    (err = fail_recent(s, req, now_ms, &failed_ms, &followup)) < 0) {
+		/* The kernel's next ask of the same read(2) fails at once, not after a probe of
+		 * its own (FOLLOWUP_MS). */
+		if (followup)
 			return err;
 		req->error = err;
 		if (s->probe) {
@@ -1503,7 +1552,6 @@ void fetch_sched_job_done(struct fetch_sched *s, struct fetch_job *job, int err,
 size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_req **out,
 			   size_t max)
 {
-	const struct fetch_req *probe = s->probe; /* (probe_end clears its flag) */
 	size_t n = 0, keep = 0;
 
 	if (s->probe) {
@@ -1534,7 +1582,7 @@ size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_
 			 * whole deadline on the same stalled fetch). */
 			if (leave && r->result < 0 && r->kind == FETCH_REQ_EVENT &&
 			    (r->error < 0 || r->result == -ETIMEDOUT))
-				fail_record(s, r, r == probe, now_ms);
+				fail_record(s, r, now_ms);
 		}
 		if (leave)
 			out[n++] = r;

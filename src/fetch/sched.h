@@ -19,6 +19,7 @@
 #include "cache/cache.h"
 #include "oci/oci.h"
 #include "util/extents.h"
+#include "util/u64map.h"
 
 #define FETCH_MAX_RUNS	   64	/* ranges in a demand, read-ahead or background job */
 #define FETCH_BATCH_RUNS   1024 /* ranges in an ensure job: one request, as many ranges as
@@ -26,8 +27,7 @@
 #define FETCH_MAX_JOBS	   128 /* jobs in flight, at most (the policy's budget is lower) */
 #define FETCH_MAX_STREAMS  64  /* sequential readers tracked */
 #define FETCH_RA_QUEUE	   64  /* read-ahead windows waiting for a request */
-#define FETCH_MAX_ATTEMPTS 8  /* fetch attempts for one request before it fails */
-#define FETCH_FAIL_RING	   16 /* recently failed ranges remembered */
+#define FETCH_MAX_ATTEMPTS 8   /* fetch attempts for one request before it fails */
 
 /* How long, at most, a range that failed to fetch is denied without a new fetch (the window is
  * the smaller of this and the timeout; the reasoning is in fetch_sched_init). */
@@ -144,15 +144,6 @@ struct fetch_stream {
 	uint64_t stamp; /* LRU */
 };
 
-/* Blocks [first, end) whose fetch failed for a reader (after the bounded retries) at when_ms. */
-struct fetch_failure {
-	uint64_t first, end;
-	uint64_t when_ms;
-	int error;   /* -errno */
-	bool probed; /* a probe (of process pid's read) failed on them */
-	int pid;
-};
-
 struct fetch_sched {
 	struct cache_bitmap *bm; /* present blocks (bits set by the caller as data lands) */
 	uint64_t size, nblocks;
@@ -171,10 +162,16 @@ struct fetch_sched {
 	uint64_t bg_cursor; /* next block the background fill looks at */
 	uint64_t bg_next_try_ms;
 	unsigned bg_attempts;
-	struct fetch_failure failed[FETCH_FAIL_RING]; /* ring, overwritten oldest first */
-	unsigned fail_next;			      /* next slot to overwrite */
-	uint64_t fail_window_ms;		      /* MIN(FETCH_FAIL_WINDOW_MS, timeout) */
-	struct fetch_req *probe;		      /* the probe under way, or NULL */
+	/* Reads that failed for readers (after the bounded retries, or their time ran out):
+	 * the chunks their fetches asked for (chunk index -> when_ms << 12 | errno), and the
+	 * processes whose read failed (pid -> when_ms). Every failure, however many readers
+	 * failed at once: each one forgotten would make its reader's next ask wait a whole
+	 * timeout again (400 readers, timeout=6 s, a stalled registry: EIO after up to 14 s
+	 * with 16 remembered). Entries live fail_window_ms; pruned as the maps grow, all
+	 * forgotten when a fetch succeeds. */
+	struct util_u64map failed, failed_pids;
+	uint64_t fail_window_ms; /* MIN(FETCH_FAIL_WINDOW_MS, timeout) */
+	struct fetch_req *probe; /* the probe under way, or NULL */
 	/* The link as measured by the jobs that ended (fetch_sched_link_sample): round trip
 	 * (the smallest time from request to first byte) and throughput (what all requests
 	 * received while one's body arrived, smoothed); 0 = unknown. */

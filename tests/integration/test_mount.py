@@ -834,6 +834,51 @@ def test_a_stalled_registry_fails_a_read_within_about_one_deadline(lazy, images,
     lazy.assert_nothing_left()
 
 
+STALLED_READ = r"""
+import os, sys, time
+t = time.monotonic()
+try:
+    with open(sys.argv[1], "rb") as f:
+        while f.read(32768):
+            pass
+    print("read", time.monotonic() - t)
+except OSError as e:
+    print("err%d" % e.errno, time.monotonic() - t)
+"""
+
+
+def test_many_readers_of_a_stalled_registry_fail_within_one_deadline(lazy, registry, faultproxy,
+                                                                   workdir):
+    """80 readers of 80 files, all at once, of a registry that stalls: each read(2) gets EIO
+    after timeout=, not later. The kernel's next ask of a read whose time ran out comes from the
+    same process a moment later and fails at once, however many readers failed together (with
+    16 failures remembered, 400 readers of timeout=6 got EIO after up to 14 s)."""
+    timeout, n = 2, 80
+    tree = os.path.join(workdir, "stall-tree")
+    os.makedirs(tree)
+    for i in range(n):
+        with open(os.path.join(tree, f"f{i:03d}"), "wb") as f:
+            f.write(os.urandom(256 << 10))
+    img = os.path.join(workdir, "stall.erofs")
+    subprocess.run(["mkfs.erofs", "-T0", img, tree], check=True, capture_output=True)
+    registry.client.push_image("lazy/stall", "v1", [(img, MT_EROFS)])
+    mp = lazy.mount(faultproxy.ref("lazy/stall", "v1"), opts=f"insecure,timeout={timeout}")
+    faultproxy.add("stall", path="/blobs/", method="GET", count=None, seconds=60)
+    try:
+        ps = [subprocess.Popen(["/usr/bin/python3", "-c", STALLED_READ, f"{mp}/f{i:03d}"],
+                               stdout=subprocess.PIPE, text=True) for i in range(n)]
+        outs = [p.communicate(timeout=120)[0].split() for p in ps]
+    finally:
+        faultproxy.clear()
+    assert all(o and o[0] == f"err{errno.EIO}" for o in outs), outs
+    took = sorted(float(o[1]) for o in outs)
+    assert took[-1] < timeout + 1.5, took
+    st = lazy.settled_status_of(mp)
+    assert st["answers"] == st["events"], st
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
 def status_now(lazy, mp):
     """The mount's status entry with the daemon's counters, or None while the daemon does not
     answer (its worker being replaced)."""

@@ -580,18 +580,20 @@ static void test_recent_failure_forgotten(void **state)
 	assert_false(r2.probe);
 	env_free(&e);
 
-	/* The window is at most 2 s, however long the timeout; more failures than the ring
-	 * holds forget the oldest. */
+	/* The window is at most 2 s, however long the timeout; every failure is remembered,
+	 * however many fail at once (400 readers of a stalled registry), and what the window
+	 * has passed is pruned as more come. */
 	{
+		enum { N = 600 };
 		struct fetch_policy p;
-		struct fetch_req rs[FETCH_FAIL_RING + 1];
+		struct fetch_req rs[N];
 
 		fetch_policy_default(&p);
 		p.chunk_size = 64 * KiB;
-		assert_int_equal(cache_bitmap_init(&e.bm, 8 * MiB / 4096, false), 0);
-		assert_int_equal(fetch_sched_init(&e.s, &e.bm, 8 * MiB, &p, 8), 0);
+		assert_int_equal(cache_bitmap_init(&e.bm, 64 * MiB / 4096, false), 0);
+		assert_int_equal(fetch_sched_init(&e.s, &e.bm, 64 * MiB, &p, 8), 0);
 		assert_int_equal(e.s.fail_window_ms, FETCH_FAIL_WINDOW_MS);
-		for (unsigned i = 0; i <= FETCH_FAIL_RING; i++) {
+		for (unsigned i = 0; i < N; i++) {
 			event(&rs[i], i * 64 * KiB, 4096);
 			assert_int_equal(fetch_sched_add(&e.s, &rs[i], now), 0);
 			job = fetch_sched_pick(&e.s, now, NULL);
@@ -600,18 +602,78 @@ static void test_recent_failure_forgotten(void **state)
 			rs[i].attempts = FETCH_MAX_ATTEMPTS;
 			assert_int_equal(fetch_sched_collect(&e.s, now, out, 4), 1);
 		}
-		event(&r2, (FETCH_FAIL_RING * 64 + 8) * KiB, 4096); /* the newest */
+		event(&r2, ((N - 1) * 64 + 8) * KiB, 4096); /* the newest */
 		assert_int_equal(fetch_sched_add(&e.s, &r2, now + FETCH_FAIL_WINDOW_MS - 1), 0);
 		assert_true(r2.probe);
 		assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
 		assert_int_equal(fetch_sched_add(&e.s, &r2, now + FETCH_FAIL_WINDOW_MS), 0);
 		assert_false(r2.probe);
 		assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
-		event(&r2, 8 * KiB, 4096); /* the oldest, overwritten */
+		event(&r2, 8 * KiB, 4096); /* the oldest */
 		assert_int_equal(fetch_sched_add(&e.s, &r2, now + 1), 0);
-		assert_false(r2.probe);
+		assert_true(r2.probe);
+		assert_int_equal(fetch_sched_drain(&e.s, out, 4), 1);
+		/* Thousands of failures later, those the window passed are gone. */
+		for (unsigned i = 0; i < 4200; i++) {
+			event(&r2, (i % 1000) * 64 * KiB, 4096);
+			r2.pid = (int)i + 1;
+			assert_int_equal(fetch_sched_add(&e.s, &r2, now + 3000 + i), 0);
+			job = fetch_sched_pick(&e.s, now + 3000 + i, NULL);
+			assert_non_null(job);
+			fetch_sched_job_done(&e.s, job, -ECONNREFUSED, now + 3000 + i);
+			r2.attempts = FETCH_MAX_ATTEMPTS;
+			assert_int_equal(fetch_sched_collect(&e.s, now + 3000 + i, out, 4), 1);
+		}
+		assert_true(e.s.failed.n <= 1000);
+		assert_true(e.s.failed_pids.n <= FETCH_FAIL_WINDOW_MS + 4096);
 		env_free(&e);
 	}
+}
+
+/* A read(2) fails after the timeout, not the timeout and a probe: the kernel's next ask of a
+ * read whose time ran out (the same process, a moment later) fails at once, whichever of the
+ * many readers that failed together it is; another process's read probes. */
+static void test_followup_of_a_timed_out_read_fails_at_once(void **state)
+{
+	enum { N = 40 };
+	struct env e;
+	struct fetch_req r[N], r2, *out[N];
+	uint64_t now = 5000;
+
+	env_init(&e, 16 * MiB, false);
+	fetch_sched_destroy(&e.s);
+	{
+		struct fetch_policy p = e.s.pol;
+
+		p.timeout_ms = 5000; /* the failure window: 2 s */
+		assert_int_equal(fetch_sched_init(&e.s, &e.bm, 16 * MiB, &p, N), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		event(&r[i], (uint64_t)i * 256 * KiB, 4096);
+		r[i].pid = 100 + i;
+		assert_int_equal(fetch_sched_add(&e.s, &r[i], now), 0);
+	}
+	while (fetch_sched_pick(&e.s, now, NULL))
+		; /* the registry stalls: they stay in flight */
+	assert_int_equal(fetch_sched_collect(&e.s, now + 5000, out, N), N);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(r[i].result, -ETIMEDOUT);
+		event(&r2, (uint64_t)i * 256 * KiB, 4096);
+		r2.pid = 100 + i;
+		assert_int_equal(fetch_sched_add(&e.s, &r2, now + 5001), -ETIMEDOUT);
+	}
+	event(&r2, 0, 4096);
+	r2.pid = 99;
+	assert_int_equal(fetch_sched_add(&e.s, &r2, now + 5001), 0);
+	assert_true(r2.probe);
+	assert_int_equal(fetch_sched_drain(&e.s, out, N), 1);
+	/* later than a moment, the same process probes too */
+	event(&r2, 256 * KiB, 4096);
+	r2.pid = 101;
+	assert_int_equal(fetch_sched_add(&e.s, &r2, now + 5000 + 1000), 0);
+	assert_true(r2.probe);
+	assert_int_equal(fetch_sched_drain(&e.s, out, N), 1);
+	env_free(&e);
 }
 
 static void test_capacity(void **state)
@@ -1899,6 +1961,7 @@ int main(void)
 	    cmocka_unit_test(test_retry_backoff_and_failures),
 	    cmocka_unit_test(test_recent_failure_probes_once),
 	    cmocka_unit_test(test_recent_failure_forgotten),
+	    cmocka_unit_test(test_followup_of_a_timed_out_read_fails_at_once),
 	    cmocka_unit_test(test_capacity),
 	    cmocka_unit_test(test_readahead_detection),
 	    cmocka_unit_test(test_long_link_readahead),
