@@ -127,7 +127,11 @@ void util_str_printable(char *s)
 			*p++ = '?';
 			continue;
 		}
-		if (cp >= 0x80 && cp <= 0x9f)
+		/* C1 controls, and the characters that reorder or break what is shown around
+		 * them (bidirectional marks, embeddings, overrides and isolates, the line and
+		 * paragraph separators): "txt.exe" can be written to look like "exe.txt". */
+		if ((cp >= 0x80 && cp <= 0x9f) || cp == 0x61c || cp == 0x200e || cp == 0x200f ||
+		    (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
 			memset(p, '?', n);
 		p += n;
 	}

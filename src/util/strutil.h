@@ -27,8 +27,10 @@ int util_parse_size(const char *s, struct util_size *ret);
 
 bool util_startswith(const char *s, const char *prefix);
 /* Make s one line a terminal shows as it is, in place: control characters (C0, DEL, and C1
- * such as U+009B, which terminals take for an escape) and bytes that are not UTF-8 become
- * '?'; other UTF-8 stays. For text a registry, an image or a user chose. */
+ * such as U+009B, which terminals take for an escape), the characters that reorder or break
+ * the text around them (bidirectional controls such as U+202E, U+2028, U+2029) and bytes
+ * that are not UTF-8 become '?'; other UTF-8 stays. For text a registry, an image or a user
+ * chose. */
 void util_str_printable(char *s);
 /* Hide the user info of every URL in s, in place: "user:secret" between "scheme://" and
  * "@host" becomes three stars (a proxy's or a source's password, as libcurl's messages

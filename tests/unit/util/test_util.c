@@ -300,6 +300,11 @@ static void test_printable(void **state)
 	    {"cut \xe2\x82", "cut ??"},
 	    {"overlong \xc0\xaf surrogate \xed\xa0\x80", "overlong ?? surrogate ???"},
 	    {"big \xf4\x90\x80\x80 \xff", "big ???? ?"},
+	    {"bidi \xe2\x80\xaetxt.exe \xe2\x81\xa6x\xe2\x81\xa9 \xe2\x80\x8f ls\xe2\x80\xa8x "
+	     "\xd8\x9c",
+	     "bidi ???txt.exe ???x??? ??? ls???x ??"},
+	    {"kept \xe2\x80\x94 \xe2\x80\x8d \xe2\x81\xb0",
+	     "kept \xe2\x80\x94 \xe2\x80\x8d \xe2\x81\xb0"},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
