@@ -419,7 +419,7 @@ static int reply_status(struct conn *c)
 
 	if (!o)
 		return -ENOMEM;
-	fetch_fill_status(c->d, o);
+	fetch_fill_status(c->d, o, false);
 	return fetch_proto_send(c->fd, o, -1);
 }
 

@@ -252,7 +252,8 @@ json_t *fetch_metrics_json(const struct fetch_status *s);
 struct fetch_prom_mount {
 	const char *digest, *entry; /* sha256:<hex> ("" for a URL source without one); cache key */
 	const char *mountpoint, *source;
-	bool up; /* a daemon answers for the mount */
+	bool up;   /* a daemon answers for the mount */
+	bool mute; /* ... or one is there (its socket takes calls) but does not answer */
 };
 struct fetch_prom_entry {
 	const char *digest, *entry;

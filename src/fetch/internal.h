@@ -24,6 +24,7 @@
 #ifndef LAZYEROFS_FETCH_INTERNAL_H
 #define LAZYEROFS_FETCH_INTERNAL_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -92,8 +93,8 @@ struct fetch_mount_rec {
 	int32_t wd;	 /* inotify watch on its root: IN_UNMOUNT when the superblock dies */
 	uint64_t mnt_id; /* STATX_MNT_ID_UNIQUE of the attached mount, 0 if discovered */
 	uint64_t dev;	 /* st_dev of the root: one per superblock */
-	char mountpoint[512];
-	char source[512];
+	char mountpoint[PATH_MAX]; /* (whole: a label of the metrics file) */
+	char source[PATH_MAX];
 	char state[24]; /* the mount's state file in the run directory ("" if none) */
 };
 
@@ -130,6 +131,8 @@ struct fetch_shared {
 	int32_t hiwater_fd; /* highest event fd number ever read */
 	uint64_t started_ms;
 	uint64_t events, answers, fast, denied, requests, fetched_bytes, errors;
+	/* Bytes startup profiles' replays fetched; reads answered with such bytes. */
+	uint64_t profile_fetched_bytes, profile_served;
 	/* HTTP requests sent again after a failure; failed fetches by kind; answered events
 	 * by latency bucket and the sum of their latencies (metrics.c). */
 	uint64_t retries;
@@ -254,7 +257,6 @@ struct fetch_daemon {
 	struct util_extent *replay_v;	 /* (lock) its ranges */
 	struct cache_bitmap *replay_mine; /* blocks the replay fetched (atomic bits); published
 					   * once, with an atomic store, when a replay starts */
-	uint64_t replay_served;		 /* (atomic) reads answered with bytes replay brought */
 	uint8_t files_digest[32];  /* (lock) sha256 of its encoding */
 	/* predict.c: readers waiting for the network whose program may be starting */
 	pid_t predict_q[FETCH_PREDICT_QUEUE]; /* (lock) */
@@ -358,7 +360,10 @@ int fetch_trim_request(struct fetch_daemon *d, int cfd, json_t *req);
 void fetch_trim_status(struct fetch_daemon *d, json_t *o);
 
 /* status.c */
-void fetch_fill_status(struct fetch_daemon *d, json_t *o);
+/* The status reply's keys into o; with mounts, "mount_list" too (each mount's id, mountpoint and
+ * source: up to 4,096 of them, for the metrics file; not in replies, which would outgrow
+ * FETCH_REPLY_MAX with long paths). */
+void fetch_fill_status(struct fetch_daemon *d, json_t *o, bool mounts);
 
 /* metrics.c: the latency histogram and the failure kinds, recorded in struct fetch_shared
  * (atomics), reported in the status reply and read back from it by the client. */

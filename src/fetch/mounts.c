@@ -88,7 +88,20 @@ int fetch_watch_root(struct fetch_daemon *d, const char *path, int *ret_wd)
 
 void fetch_set_str(char *dst, size_t len, const char *src)
 {
-	snprintf(dst, len, "%s", src ? src : "");
+	size_t n;
+
+	if (!len)
+		return;
+	src = src ? src : "";
+	n = strlen(src);
+	if (n >= len) {
+		/* cut where a character starts, never inside one */
+		n = len - 1;
+		while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+			n--;
+	}
+	memcpy(dst, src, n);
+	dst[n] = 0;
 }
 
 /* ---- mountinfo --------------------------------------------------------------------------- */

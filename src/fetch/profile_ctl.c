@@ -44,7 +44,7 @@ void fetch_profile_answered(struct fetch_daemon *d, const struct fetch_req *r)
 	    !cache_blocks_of(r->one.offset, r->one.length, d->cfg.blob.size, &first, &n))
 		return;
 	if (cache_bitmap_find(mine, first, first + n, true) < first + n)
-		__atomic_fetch_add(&d->replay_served, 1, __ATOMIC_RELAXED);
+		SH_ADD(d->sh->profile_served, 1);
 }
 
 void fetch_profile_drop(struct fetch_daemon *d)
@@ -256,12 +256,13 @@ void fetch_profile_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "profile_ranges", json_integer((json_int_t)rp.n));
 	json_object_set_new(o, "profile_ranges_done", json_integer((json_int_t)rp.cursor));
 	json_object_set_new(o, "profile_bytes", json_integer((json_int_t)rp.bytes));
-	json_object_set_new(o, "profile_fetched_bytes", json_integer((json_int_t)rp.fetched_bytes));
+	/* (the daemon's totals, as the other counters: replays and workers come and go) */
+	json_object_set_new(o, "profile_fetched_bytes",
+			    json_integer((json_int_t)SH_LOAD(d->sh->profile_fetched_bytes)));
 	json_object_set_new(o, "profile_requests", json_integer((json_int_t)rp.requests));
 	json_object_set_new(o, "profile_in_flight", json_integer(rp.in_flight));
 	json_object_set_new(o, "profile_served",
-			    json_integer((json_int_t)__atomic_load_n(&d->replay_served,
-								     __ATOMIC_RELAXED)));
+			    json_integer((json_int_t)SH_LOAD(d->sh->profile_served)));
 	json_object_set_new(o, "profile_ms",
 			    json_integer(rp.started_ms ? (json_int_t)((rp.done_ms ? rp.done_ms : now) -
 								     rp.started_ms)

@@ -165,8 +165,13 @@ static void print_mounts(FILE *f, const struct fetch_prom_mount *v, size_t n)
 	    "A lazyerofs mount (always 1): its cache entry, mountpoint and source."};
 	static const struct family up = {
 	    "lazyerofs_daemon_up", "gauge",
-	    "1 when the entry's daemon answers for the mount; 0 when the mount is lost (its "
-	    "unread data would read as zeros: unmount it)."};
+	    "1 when the entry's daemon answers for the mount; 0 when the mount is lost: its daemon "
+	    "is gone (unread data would read as zeros) or does not answer "
+	    "(lazyerofs_daemon_mute 1: reads wait); unmount it."};
+	static const struct family mute = {
+	    "lazyerofs_daemon_mute", "gauge",
+	    "1 when the mount's daemon is there (its socket takes calls) but does not answer in "
+	    "time (stopped or stalled: reads of missing data wait), else 0."};
 
 	family(f, &info);
 	for (size_t i = 0; i < n; i++) {
@@ -184,6 +189,14 @@ static void print_mounts(FILE *f, const struct fetch_prom_mount *v, size_t n)
 					      {"mountpoint", v[i].mountpoint}};
 
 		util_prom_sample(f, up.name, l, ARRAY_SIZE(l), v[i].up);
+	}
+	family(f, &mute);
+	for (size_t i = 0; i < n; i++) {
+		struct util_prom_label l[] = {{"digest", v[i].digest},
+					      {"entry", v[i].entry},
+					      {"mountpoint", v[i].mountpoint}};
+
+		util_prom_sample(f, mute.name, l, ARRAY_SIZE(l), v[i].mute);
 	}
 }
 

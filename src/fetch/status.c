@@ -27,10 +27,10 @@
 /* ---- status -----------------------------------------------------------------------------------
  */
 
-void fetch_fill_status(struct fetch_daemon *d, json_t *o)
+void fetch_fill_status(struct fetch_daemon *d, json_t *o, bool with_mounts)
 {
 	struct fetch_shared *sh = d->sh;
-	json_t *list = json_array();
+	json_t *list = with_mounts ? json_array() : NULL;
 	uint32_t state = __atomic_load_n(&sh->state, __ATOMIC_ACQUIRE);
 	uint64_t pending, files, file_ranges;
 	unsigned mounts = 0, in_flight;
@@ -61,10 +61,17 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 		if (!m->used)
 			continue;
 		mounts++;
-		if (list)
-			json_array_append_new(list, json_pack("{s:I,s:s,s:s}", "mnt_id",
-							      (json_int_t)m->mnt_id, "mountpoint",
-							      m->mountpoint, "source", m->source));
+		if (list) {
+			json_t *one = json_pack("{s:I,s:s,s:s}", "mnt_id", (json_int_t)m->mnt_id,
+						"mountpoint", m->mountpoint, "source", m->source);
+
+			if (!one) /* (fetch_set_str keeps them UTF-8; never invalid here) */
+				log_warning("mount %" PRIu64 " left out of the metrics: its path "
+					    "is not UTF-8",
+					    m->mnt_id);
+			else
+				json_array_append_new(list, one);
+		}
 	}
 	pthread_mutex_unlock(&d->lock);
 	json_object_set_new(o, "digest", json_string(d->cfg.blob.digest));
@@ -87,7 +94,8 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o)
 	json_object_set_new(o, "state", json_string(fetch_state_name(state)));
 	json_object_set_new(o, "marked", json_boolean(SH_LOAD(sh->marked)));
 	json_object_set_new(o, "mounts", json_integer(mounts));
-	json_object_set_new(o, "mount_list", list ? list : json_null());
+	if (list)
+		json_object_set_new(o, "mount_list", list);
 	json_object_set_new(o, "chunk_size", json_integer((json_int_t)d->pol.chunk_size));
 	json_object_set_new(o, "max_requests", json_integer(d->pol.max_requests));
 	json_object_set_new(o, "host_connections", json_integer(d->pol.host_connections));

@@ -54,7 +54,7 @@ static int format_metrics(struct fetch_daemon *d, char **ret, size_t *ret_len)
 
 	if (!o)
 		return -ENOMEM;
-	fetch_fill_status(d, o);
+	fetch_fill_status(d, o, true);
 	fetch_status_parse(o, &st);
 	list = json_object_get(o, "mount_list");
 	mounts = calloc(json_array_size(list) + 1, sizeof(*mounts));

@@ -222,6 +222,8 @@ static void job_end(struct fetch_daemon *d, struct fetch_xfer *x, int r,
 		for (size_t i = 0; i < job->nruns; i++)
 			if (x->written[i] != job->runs[i].length)
 				r = -EIO; /* the client promised every byte */
+	if (r >= 0 && job->kind == FETCH_JOB_REPLAY)
+		SH_ADD(d->sh->profile_fetched_bytes, job->bytes);
 	log_debug("job %s: %zu run(s) from %" PRIu64 ", %" PRIu64 " KiB, started at %" PRIu64
 		  " ms, %" PRIu64 " ms: %d",
 		  job_kind(job), job->nruns, job->runs[0].offset, job->bytes >> 10,

@@ -5,6 +5,7 @@
  * umount(8), umount -l elsewhere) is stale: the daemon is told and the file removed.
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -52,7 +53,7 @@ static bool all_digits(const char *s)
 
 /* What each daemon answered, by socket: one listing asks each once, not once for each of its
  * mounts (its answer lists them all: asked for each of 1,500 mounts, status took 15 s), and
- * waits for a mute one once. */
+ * all at once (ask_all): a mute one costs the listing one wait, not one wait each. */
 struct daemon_answer {
 	char *socket;
 	int r; /* fetch_status's, or the connection's failure (-EAGAIN: mute) */
@@ -62,6 +63,7 @@ struct daemon_answer {
 struct daemon_answers {
 	struct daemon_answer *v;
 	size_t n, alloc;
+	size_t next; /* the next one to ask (ask_thread) */
 };
 
 static struct daemon_answer *answer_of(struct daemon_answers *a, const char *socket)
@@ -77,6 +79,40 @@ static void daemon_answers_free(struct daemon_answers *a)
 	for (size_t i = 0; i < a->n; i++)
 		free(a->v[i].socket);
 	free(a->v);
+}
+
+/* Threads asking daemons at once (three stopped daemons, asked one after the other: 30 s). */
+#define STATUS_ASKERS 16
+
+static void *ask_thread(void *arg)
+{
+	struct daemon_answers *a = arg;
+	size_t i;
+
+	while ((i = __atomic_fetch_add(&a->next, 1, __ATOMIC_RELAXED)) < a->n) {
+		_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
+		struct daemon_answer *x = &a->v[i];
+
+		x->r = fetch_connect_timeout(x->socket, MOUNT_STATUS_ANSWER_MS, &h);
+		if (x->r >= 0)
+			x->r = fetch_status(h, &x->fs);
+	}
+	return NULL;
+}
+
+static void ask_all(struct daemon_answers *a)
+{
+	pthread_t t[STATUS_ASKERS];
+	size_t nt = 0;
+
+	a->next = 0;
+	while (nt < MIN(a->n, (size_t)STATUS_ASKERS) &&
+	       pthread_create(&t[nt], NULL, ask_thread, a) == 0)
+		nt++;
+	if (!nt)
+		(void)ask_thread(a); /* no thread to be had: one after the other */
+	for (size_t i = 0; i < nt; i++)
+		pthread_join(t[i], NULL);
 }
 
 /* A mount whose daemon does not answer: what its entry's files say. */
@@ -97,50 +133,60 @@ static void peek_entry(struct mount_status_entry *e)
 	e->disk_verified = hdr.flags & CACHE_FLAG_VERIFIED;
 }
 
-/* Fill e from its state: ask the daemon (once a listing: answers), or clean up when the
- * mount is gone. Returns 1 to list the entry, 0 when it was stale and removed. */
-static int probe_one(int run_fd, struct mount_status_entry *e, struct daemon_answers *answers)
+/* Ask the daemons of v[0..n) (each once, all at once), fill each entry from its daemon's
+ * answer, and drop the entries whose mount is gone (plain umount(8), umount -l elsewhere):
+ * their daemon is told and their state file removed. Returns how many stay in v. */
+static size_t probe_all(int run_fd, struct mount_status_entry *v, size_t n)
 {
-	_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
-	int alive = mount_id_exists(e->st.mnt_id, e->st.mountpoint);
-	struct daemon_answer *known = answer_of(answers, e->st.socket);
-	int r = known ? known->r : 0;
+	_cleanup_(daemon_answers_free) struct daemon_answers answers = {.n = 0};
+	_cleanup_free_ bool *gone = calloc(n ? n : 1, sizeof(*gone));
+	size_t keep = 0;
 
-	if (alive == 0) {
-		/* The mount left without `lazyerofs umount`: tell the daemon, drop the state. A
-		 * daemon that cannot answer within that is as good as gone for its mounts. */
-		if (!(known && known->r == -EAGAIN) &&
-		    fetch_connect_timeout(e->st.socket, MOUNT_STATUS_ANSWER_MS, &h) >= 0)
-			(void)fetch_detach(h, e->st.mnt_id);
-		(void)mount_state_remove(run_fd, e->st.mnt_id);
-		return 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *sock = v[i].st.socket;
+
+		if (gone)
+			gone[i] = mount_id_exists(v[i].st.mnt_id, v[i].st.mountpoint) == 0;
+		if (sock && !answer_of(&answers, sock) &&
+		    UTIL_ARRAY_RESERVE(answers.v, answers.alloc, answers.n, 8) >= 0 &&
+		    (answers.v[answers.n].socket = strdup(sock)))
+			answers.v[answers.n++].r = -ENOTCONN;
 	}
-	if (known) {
-		if (r >= 0)
-			e->fs = known->fs;
-	} else {
-		r = fetch_connect_timeout(e->st.socket, MOUNT_STATUS_ANSWER_MS, &h);
-		if (r >= 0)
-			r = fetch_status(h, &e->fs);
-		if (UTIL_ARRAY_RESERVE(answers->v, answers->alloc, answers->n, 8) >= 0 &&
-		    (answers->v[answers->n].socket = strdup(e->st.socket))) {
-			answers->v[answers->n].r = r;
-			if (r >= 0)
-				answers->v[answers->n].fs = e->fs;
-			answers->n++;
+	ask_all(&answers);
+	for (size_t i = 0; i < n; i++) {
+		struct mount_status_entry *e = &v[i];
+		const struct daemon_answer *x =
+		    e->st.socket ? answer_of(&answers, e->st.socket) : NULL;
+		int r = x ? x->r : -ENOTCONN;
+
+		if (gone && gone[i]) {
+			_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
+
+			/* A daemon that cannot answer is as good as gone for its mounts. */
+			if (r >= 0 &&
+			    fetch_connect_timeout(e->st.socket, MOUNT_STATUS_ANSWER_MS, &h) >= 0)
+				(void)fetch_detach(h, e->st.mnt_id);
+			(void)mount_state_remove(run_fd, e->st.mnt_id);
+			mount_state_done(&e->st);
+			continue;
 		}
+		if (r >= 0)
+			e->fs = x->fs;
+		e->daemon_alive = r >= 0;
+		e->daemon_mute = r == -EAGAIN;
+		if (!e->daemon_alive)
+			peek_entry(e);
+		v[keep++] = *e;
 	}
-	e->daemon_alive = r >= 0;
-	e->daemon_mute = r == -EAGAIN;
-	if (!e->daemon_alive)
-		peek_entry(e);
-	return 1;
+	return keep;
 }
 
-static int collect_one(int run_fd, uint64_t mnt_id, uint64_t own_ns, struct daemon_answers *answers,
-		       struct mount_status_entry **v, size_t *n)
+/* The state of mnt_id appended to v (not when it is another mount namespace's): 1 appended,
+ * 0 not, -errno. */
+static int read_one(int run_fd, uint64_t mnt_id, uint64_t own_ns, struct mount_status_entry **v,
+		    size_t *n, size_t *alloc)
 {
-	struct mount_status_entry e = { 0 }, *nv;
+	struct mount_status_entry e = {0};
 	int r;
 
 	r = mount_state_read(run_fd, mnt_id, &e.st);
@@ -152,18 +198,11 @@ static int collect_one(int run_fd, uint64_t mnt_id, uint64_t own_ns, struct daem
 		mount_state_done(&e.st);
 		return 0;
 	}
-	r = probe_one(run_fd, &e, answers);
-	if (r == 0) {
-		mount_state_done(&e.st);
-		return 0;
-	}
-	nv = realloc(*v, (*n + 1) * sizeof(**v));
-	if (!nv) {
+	if (UTIL_ARRAY_RESERVE(*v, *alloc, *n, 16) < 0) {
 		mount_state_done(&e.st);
 		return -ENOMEM;
 	}
-	*v = nv;
-	nv[(*n)++] = e;
+	(*v)[(*n)++] = e;
 	return 1;
 }
 
@@ -179,9 +218,8 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 {
 	_cleanup_close_ int run_fd = -1;
 	uint64_t own_ns = mount_ns_id(); /* once, not for every state file */
-	_cleanup_(daemon_answers_free) struct daemon_answers answers = {.n = 0};
 	struct mount_status_entry *v = NULL;
-	size_t n = 0;
+	size_t n = 0, alloc = 0;
 	DIR *d;
 	int r;
 
@@ -207,8 +245,11 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 			return util_err_set(err, r, "'%s': %s", only_mountpoint, strerror(-r));
 		}
 		root = r != -ENOTCONN;
-		if (r >= 0 && run_fd >= 0)
-			r = collect_one(run_fd, id, own_ns, &answers, &v, &n);
+		if (r >= 0 && run_fd >= 0) {
+			r = read_one(run_fd, id, own_ns, &v, &n, &alloc);
+			if (r > 0)
+				n = probe_all(run_fd, v, n);
+		}
 		if (r < 0 && r != -ENOENT && r != -ENOTCONN) {
 			util_err_set(err, r, "reading the state of '%s': %s", only_mountpoint,
 				     strerror(-r));
@@ -256,7 +297,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 				    STATUS_MAX_MOUNTS, run_dir, STATUS_MAX_MOUNTS);
 			break;
 		}
-		r = collect_one(run_fd, id, own_ns, &answers, &v, &n);
+		r = read_one(run_fd, id, own_ns, &v, &n, &alloc);
 		if (r == -ENOMEM) {
 			closedir(d);
 			mount_status_free(v, n);
@@ -267,6 +308,7 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 				    strerror(-r));
 	}
 	closedir(d);
+	n = probe_all(run_fd, v, n);
 	if (n > 1)
 		qsort(v, n, sizeof(*v), cmp_entry);
 	*ret = v;

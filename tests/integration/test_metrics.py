@@ -8,6 +8,7 @@ was killed. Label values are escaped as the format says (a mountpoint with a dou
 a backslash and a line feed reads back exactly)."""
 
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -272,6 +273,99 @@ def test_lost_mount_is_down(lazy, busybox):
     lazy.umount(mp)
 
 
+def small_images(registry, d, n):
+    """n images of one small file each, pushed: their references."""
+    refs = []
+    for i in range(n):
+        tree = os.path.join(d, f"t{i}")
+        os.makedirs(tree)
+        with open(os.path.join(tree, "f"), "w") as f:
+            f.write(f"image {i}\n" * 1000)
+        img = os.path.join(d, f"i{i}.erofs")
+        subprocess.run(["mkfs.erofs", "-T0", img, tree], check=True, capture_output=True)
+        registry.client.push_image(f"mute/i{i}", "v1", [(img, MT_EROFS)])
+        refs.append(registry.ref(f"mute/i{i}", "v1"))
+    return refs
+
+
+def test_mute_daemons_are_asked_at_once_and_shown_mute(lazy, registry, workdir):
+    """Three daemons stopped (SIGSTOP): `status` waits for them once, not once each (each
+    waited 10 s in turn: 30 s); they show daemon_up 0 and daemon_mute 1 (their reads wait:
+    not gone), and once they go on, 1 and 0 again."""
+    mps = [lazy.mount(r) for r in small_images(registry, workdir, 3)]
+    workers = [lazy.status_of(m)["worker_pid"] for m in mps]
+    try:
+        for w in workers:
+            os.kill(w, signal.SIGSTOP)
+        t0 = time.monotonic()
+        exp = prometheus(lazy)
+        took = time.monotonic() - t0
+        assert took < 20, took
+        for m in mps:
+            assert exp.value("lazyerofs_daemon_up", mountpoint=os.path.realpath(m)) == 0
+            assert exp.value("lazyerofs_daemon_mute", mountpoint=os.path.realpath(m)) == 1
+    finally:
+        for w in workers:
+            os.kill(w, signal.SIGCONT)
+    exp = prometheus(lazy)
+    for m in mps:
+        assert exp.value("lazyerofs_daemon_up", mountpoint=os.path.realpath(m)) == 1
+        assert exp.value("lazyerofs_daemon_mute", mountpoint=os.path.realpath(m)) == 0
+    for m in mps:
+        lazy.umount(m)
+    lazy.assert_nothing_left(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory, registry):
+    """A 48 MiB image for profiles to replay: (reference, digest, size)."""
+    d = str(tmp_path_factory.mktemp("metrics-profiled"))
+    path, _ = build_big_image(d, files=3, mib=16)
+    registry.client.push_image("metrics/profiled", "v1", [(path, MT_EROFS)])
+    with open(path, "rb") as f:
+        digest = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+    return registry.ref("metrics/profiled", "v1"), digest, os.path.getsize(path)
+
+
+def test_profile_counters_only_grow(lazy, profiled, workdir):
+    """The startup profile's counters are the daemon's, as the others: a worker taken over
+    and a second profile replayed do not take them back (they did: 8 MiB fetched, then 0
+    after the takeover, 4 MiB after the second replay)."""
+    ref, digest, size = profiled
+
+    def profile(name, start, count):
+        p = os.path.join(workdir, name)
+        with open(p, "w") as f:
+            f.write(f"lazyerofs-profile 1\nblob {digest} {size}\n")
+            f.writelines(f"{i} {start + i * 65536} 65536\n" for i in range(count))
+        return p
+
+    def replayed(mp):
+        return wait_until(lambda: (lambda s: s if s["profile_state"] == "done" else None)(
+            lazy.settled_status_of(mp)), 60)
+
+    mp = lazy.mount(ref, opts=f"insecure,profile={profile('a.prof', 0, 128)}")
+    st = replayed(mp)
+    assert st and st["profile_fetched_bytes"] >= 8 << 20, st
+    child_read(mp + "/data/r0.bin", 0, 4 << 20)
+    st = lazy.settled_status_of(mp)
+    fetched, served = st["profile_fetched_bytes"], st["profile_served"]
+    assert served > 0, st
+    os.kill(st["worker_pid"], signal.SIGKILL)
+    lazy.wait_worker_replaced(mp, st["worker_pid"])
+    st = lazy.settled_status_of(mp)
+    assert st["profile_fetched_bytes"] >= fetched and st["profile_served"] >= served, st
+    mp2 = lazy.mount(ref, opts=f"insecure,profile={profile('b.prof', 24 << 20, 64)}")
+    st = replayed(mp2)
+    assert st and st["profile_fetched_bytes"] >= fetched + (4 << 20), st
+    exp = prometheus(lazy, mp)
+    assert exp.value("lazyerofs_profile_fetched_bytes_total", **entry_labels(st)) == \
+        st["profile_fetched_bytes"]
+    lazy.umount(mp2)
+    lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=30)
+
+
 def test_label_values_are_escaped(lazy, busybox):
     """A mountpoint with a double quote, a backslash and a line feed in its name: promtool
     takes the output, and the label reads back as the very name."""
@@ -423,3 +517,32 @@ def test_metrics_dir_missing(lazy, busybox):
     lazy.umount(mp)
     lazy.assert_nothing_left(timeout=30)
     assert os.listdir(d) == [], os.listdir(d)
+
+
+def test_metrics_dir_long_mountpoints(lazy, busybox, metrics_dir):
+    """Mountpoints longer than 511 bytes, one with a character across byte 511: the metrics
+    file names each whole, as `status --prometheus` does (it had them cut at 511 bytes: two
+    mounts then one series twice, and the one cut inside a character left out)."""
+    ref, _ = busybox
+    pad = 510 - len(os.path.realpath(lazy.root).encode()) - 1 - 200 - 1 - 200 - 1
+    mps = [lazy.mount(ref, mp=lazy.mountpoint(p)) for p in (
+        "L" * 200 + "/" + "M" * 200 + "/" + "N" * 150 + "/one",
+        "L" * 200 + "/" + "M" * 200 + "/" + "N" * 150 + "/two",
+        "a" * pad + "/" + "c" * 200 + "/" + "b" * 199 + "\u4e2dz")]
+    want = sorted(os.path.realpath(m) for m in mps)
+    assert all(len(w.encode()) > 511 for w in want)
+
+    def written():
+        files = prom_files(metrics_dir)
+        if len(files) != 1:
+            return None
+        exp = Exposition(next(iter(files.values())))
+        got = sorted(l["mountpoint"] for l, _ in exp.find("lazyerofs_mount_info"))
+        return exp if got == want else None
+
+    exp = wait_until(written, 10)
+    assert exp, (prom_files(metrics_dir), want)
+    promtool_check(exp.text)
+    for m in mps:
+        lazy.umount(m)
+    lazy.assert_nothing_left(timeout=30)
