@@ -451,6 +451,16 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 	oci_fmt(range_shown, sizeof(range_shown), "%zu range%s from offset %llu", left,
 		left == 1 ? "" : "s", (unsigned long long)q->rg[0].off);
 
+	if (q->from_cache && !(rc == CURLE_OK && (st == 206 || st == 200) && left == 0)) {
+		/* The remembered storage location failed (refused, 5xx, cut, timed out, short):
+		 * forgotten, so that this request's retry and the next reads ask the host, which
+		 * may send them elsewhere now. Kept, a storage host gone or a signed URL refused
+		 * with a 500 failed every read for LOCATION_TTL_MS (5 minutes) with the registry
+		 * up. */
+		free(r->loc_url);
+		r->loc_url = NULL;
+		q->hops = 0;
+	}
 	if (q->fail && !q->fail_retryable) {
 		if (!q->sink_failed && next_host(k, q, q->fail, q->fail_msg))
 			return AGAIN;
@@ -552,13 +562,10 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		push_pending(k, q);
 		return AGAIN;
 	} else if (q->from_cache && st >= 400 && st < 500) {
-		/* The remembered storage URL expired: back to the host. */
-		free(r->loc_url);
-		r->loc_url = NULL;
+		/* The remembered storage URL expired (forgotten above): back to the host now. */
 		free(q->url);
 		q->url = NULL;
 		q->from_cache = q->storage = false;
-		q->hops = 0;
 		push_pending(k, q);
 		return AGAIN;
 	} else if (st == 401 && !q->storage && !c->ref->is_url) {
@@ -641,6 +648,12 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 	if (!q->progressed)
 		wait = MAX(wait, oci_backoff_ms(q->no_progress - 1));
 	q->not_before = util_now_ms() + wait;
+	/* The retry asks the host again, not the storage it redirected to: that may be where
+	 * the failure is, and the host may send it elsewhere now. */
+	free(q->url);
+	q->url = NULL;
+	q->from_cache = q->storage = false;
+	q->hops = 0;
 	k->stats.retries++;
 	log_debug("oci: %s: %s; retrying %s in %llu ms", k->what, k->last_error, range_shown,
 		  (unsigned long long)wait);
