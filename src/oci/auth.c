@@ -153,6 +153,37 @@ static void load_creds(struct oci_client *c, struct oci_host *h)
 	set_identity(a);
 }
 
+/* Refused credentials are looked up again at most this often: a password rotated (the file,
+ * auth.json), a credential helper's short-lived secret (ECR's last 12 hours, gcloud's one)
+ * renewed since the daemon started. */
+#define CREDS_RELOAD_MS 10000
+
+/* Called with auth_lock held, when the credentials were refused: look them up again (not
+ * more often than CREDS_RELOAD_MS). True when they changed: worth another try. */
+static bool reload_creds(struct oci_client *c, struct oci_host *h)
+{
+	struct oci_auth *a = &h->auth;
+	char before[sizeof(a->identity)];
+	uint64_t now = util_now_ms();
+
+	if (a->creds_reloaded_ms && now - a->creds_reloaded_ms < CREDS_RELOAD_MS)
+		return false;
+	a->creds_reloaded_ms = now;
+	memcpy(before, a->identity, sizeof(before));
+	oci_creds_free(&a->creds);
+	free(a->creds_source);
+	a->creds_source = NULL;
+	a->creds_error = 0;
+	a->creds_error_msg[0] = 0;
+	a->creds_loaded = false;
+	load_creds(c, h);
+	if (!strcmp(before, a->identity))
+		return false;
+	log_info("oci: registry %s: credentials refused; using the new ones from %s", h->shown,
+		 a->creds_source ? a->creds_source : "nowhere (anonymous)");
+	return true;
+}
+
 static int make_basic(const char *user, const char *pass, char **ret)
 {
 	_cleanup_free_ char *plain = NULL;
@@ -230,8 +261,8 @@ static bool token_from_cache(struct oci_client *c, struct oci_host *h, const cha
 }
 
 /* Called with auth_lock held: ask the token server for scope; store it. */
-static int fetch_token(struct oci_client *c, struct oci_host *h, const char *scope,
-		       uint64_t deadline_ms, struct oci_token **ret, struct util_error *err)
+static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char *scope,
+			    uint64_t deadline_ms, struct oci_token **ret, struct util_error *err)
 {
 	struct util_buf params = UTIL_BUF_INIT(64 * 1024), body = UTIL_BUF_INIT(OCI_TOKEN_REPLY_MAX);
 	_cleanup_free_ char *url = NULL, *basic = NULL, *scopes = NULL;
@@ -372,6 +403,21 @@ out:
 	return r;
 }
 
+/* Called with auth_lock held: fetch_token_once, and once more with the credentials looked up
+ * again when the token server refused them (rotated since they were read). */
+static int fetch_token(struct oci_client *c, struct oci_host *h, const char *scope,
+		       uint64_t deadline_ms, struct oci_token **ret, struct util_error *err)
+{
+	int r = fetch_token_once(c, h, scope, deadline_ms, ret, err);
+
+	if (r == -EACCES && (err->http_status == 401 || err->http_status == 403) &&
+	    reload_creds(c, h)) {
+		util_err_clear(err);
+		r = fetch_token_once(c, h, scope, deadline_ms, ret, err);
+	}
+	return r;
+}
+
 int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_t deadline_ms,
 		    char **ret_header, uint64_t *ret_gen, struct util_error *err)
 {
@@ -440,7 +486,8 @@ int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *ww
 	}
 	if (ch.scheme == OCI_AUTH_BASIC) {
 		load_creds(c, h);
-		if (a->scheme == OCI_AUTH_BASIC || round > 1) {
+		if ((a->scheme == OCI_AUTH_BASIC || round > 1) &&
+		    !(reload_creds(c, h) && have_password(a))) {
 			util_err_set_http(
 			    err, -EACCES, 401, NULL,
 			    "registry %s: HTTP 401: the credentials for user '%s' (from %s) "
@@ -485,7 +532,7 @@ int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *ww
 	t = token_for(a, scope);
 	/* A token obtained for this very request was refused: no access. One taken from the
 	 * token cache may have been revoked since; it gets one more try with a fresh token. */
-	if (round > 1 && !(t && t->from_file)) {
+	if (round > 1 && !(t && t->from_file) && !reload_creds(c, h)) {
 		load_creds(c, h);
 		util_err_set_http(
 		    err, -EACCES, 401, NULL, "registry %s: HTTP 401: access to %s denied%s%s%s",

@@ -521,8 +521,13 @@ int oci_creds_find(const struct oci_client *c, const struct oci_host *h, struct 
 	memset(ret, 0, sizeof(*ret));
 	/* The credentials given on the command line are the registry's: never a mirror's. */
 	if (!h->mirror && c->opts.username && c->opts.password) {
+		struct util_error perr = UTIL_ERROR_INIT;
+
 		ret->username = strdup(c->opts.username);
-		ret->password = strdup(c->opts.password);
+		/* The file as it is now (a password rotated since the mount), or what it held. */
+		if (!c->opts.password_file ||
+		    oci_password_file_read(c->opts.password_file, &ret->password, &perr) < 0)
+			ret->password = strdup(c->opts.password);
 		*ret_source = strdup("-o username/password-file");
 		if (!ret->username || !ret->password || !*ret_source) {
 			oci_creds_free(ret);

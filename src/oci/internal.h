@@ -80,6 +80,7 @@ struct oci_auth {
 	enum oci_auth_scheme scheme;
 	struct oci_challenge challenge;
 	bool creds_loaded;
+	uint64_t creds_reloaded_ms; /* when a refusal last made them be looked up again */
 	int creds_error;            /* a lookup that failed, reported on the next challenge */
 	char creds_error_msg[256];
 	struct oci_creds creds;

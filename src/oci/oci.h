@@ -76,6 +76,10 @@ int oci_mirror_url_parse(const char *text, char **ret_url, struct util_error *er
 /* Whether the host's bytes travel without verified TLS (http://, skip_verify). */
 bool oci_mirror_weak(const struct oci_mirror *m);
 
+/* The password in password-file path (one trailing newline dropped): *ret (a secret), or
+ * -errno with err set. */
+int oci_password_file_read(const char *path, char **ret, struct util_error *err);
+
 struct oci_options {
 	bool insecure;        /* plain-HTTP registry allowed */
 	char *ca_file;        /* ca=PATH */
@@ -84,6 +88,7 @@ struct oci_options {
 	char *platform;       /* platform=OS/ARCH[/VARIANT] */
 	char *username;
 	char *password;       /* from password-file= (or oci.password=); never logged */
+	char *password_file;  /* password-file=, absolute: read again when refused (rotated) */
 	char *digest;         /* digest=sha256:... pin for URL sources */
 	uint64_t timeout_ms;  /* overall deadline for one request including retries; 0 = default */
 	/* Pulls: these hosts first, in order, then the registry (per request: a host that fails

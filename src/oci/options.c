@@ -36,6 +36,7 @@ void oci_options_free(struct oci_options *o)
 	free(o->platform);
 	free(o->username);
 	util_free_secret(&o->password);
+	free(o->password_file);
 	free(o->digest);
 	for (size_t i = 0; i < o->n_mirrors; i++)
 		oci_mirror_free(&o->mirrors[i]);
@@ -66,6 +67,7 @@ int oci_options_copy(struct oci_options *dst, const struct oci_options *src)
 	DUP(platform);
 	DUP(username);
 	DUP(password);
+	DUP(password_file);
 	DUP(digest);
 	DUP(proxy);
 	DUP(no_proxy);
@@ -149,7 +151,7 @@ static int parse_timeout(const char *v, uint64_t *ret_ms)
 	return 0;
 }
 
-static int read_password_file(const char *path, char **ret, struct util_error *err)
+int oci_password_file_read(const char *path, char **ret, struct util_error *err)
 {
 	_cleanup_free_ char *buf = NULL;
 	size_t len = 0;
@@ -227,6 +229,8 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 						    "option 'oci.password' needs a value");
 			}
 			util_free_secret(&o->password);
+			free(o->password_file);
+			o->password_file = NULL;
 			o->password = strdup(value);
 			if (!o->password)
 				return -ENOMEM;
@@ -312,11 +316,13 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 		char *pw = NULL;
 
 		NEED_VALUE();
-		r = read_password_file(value, &pw, err);
+		r = oci_password_file_read(value, &pw, err);
 		if (r < 0)
 			return r == -ENOMEM ? r : -EINVAL;
 		util_free_secret(&o->password);
 		o->password = pw;
+		free(o->password_file);
+		o->password_file = realpath(value, NULL);
 		return 0;
 	}
 	if (!strcmp(key, "mirror")) {

@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""A registry password rotated while an image stays mounted for hours: the user updates
+auth.json, the password file, or the credential helper answers with a new secret (ECR's last
+12 hours, gcloud's one). Once the daemon's token expires and the token server refuses the old
+password, the daemon looks the credentials up again (at most every 10 s) and reads go on.
+It read them once at its start: every cold read failed with EIO until the last mount went."""
+
+import base64
+import json
+import os
+import time
+
+import pytest
+
+from common import child_read
+from lazymount import build_big_image
+from registry import MT_EROFS
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory, token_registry):
+    path, tree = build_big_image(str(tmp_path_factory.mktemp("rotation")), files=2, mib=8)
+    token_registry.client.push_image("private/rotated", "v1", [(path, MT_EROFS)])
+    with open(os.path.join(tree, "data", "r0.bin"), "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("how", ["auth.json", "helper", "password-file"])
+def test_a_rotated_password_is_read_again(lazy, token_registry, image, how):
+    reg, ts = token_registry, token_registry.tokens
+    authf, secret = os.path.join(lazy.root, "auth.json"), os.path.join(lazy.root, "secret")
+    opts = "insecure,timeout=5"
+
+    def set_password(pw):
+        ts.users["carol"] = pw
+        if how == "auth.json":
+            with open(authf, "w") as f:
+                json.dump({"auths": {reg.host: {
+                    "auth": base64.b64encode(f"carol:{pw}".encode()).decode()}}}, f)
+        else:
+            with open(secret, "w") as f:
+                f.write(pw + "\n")
+            os.chmod(secret, 0o600)
+
+    set_password("first-" + os.urandom(4).hex())
+    if how == "auth.json":
+        lazy.env["REGISTRY_AUTH_FILE"] = authf
+    elif how == "helper":
+        bindir, dc = os.path.join(lazy.root, "bin"), os.path.join(lazy.root, "docker")
+        os.makedirs(bindir)
+        os.makedirs(dc)
+        helper = os.path.join(bindir, "docker-credential-rotating")
+        with open(helper, "w") as f:
+            f.write("#!/bin/sh\nread server\n"
+                    f"printf '{{\"Username\":\"carol\",\"Secret\":\"%s\"}}' \"$(cat {secret})\"\n")
+        os.chmod(helper, 0o755)
+        with open(os.path.join(dc, "config.json"), "w") as f:
+            json.dump({"credHelpers": {reg.host: "rotating"}}, f)
+        lazy.env["DOCKER_CONFIG"] = dc
+        lazy.env["PATH"] = bindir + ":" + lazy.env["PATH"]
+    else:
+        opts += f",username=carol,password-file={secret}"
+    ts.expiry = 3
+    try:
+        mp = lazy.mount(reg.ref("private/rotated", "v1"), opts=opts)
+        path = mp + "/data/r0.bin"
+        assert child_read(path, 0, 8192) == image[:8192]
+        set_password("second-" + os.urandom(4).hex())
+        time.sleep(4)  # the daemon's token has expired
+        for off in (2 * MiB, 4 * MiB):
+            assert child_read(path, off, 8192) == image[off:off + 8192], off
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+    finally:
+        ts.expiry = 300
+        ts.users.pop("carol", None)
