@@ -50,7 +50,7 @@
 /* The control protocol's version, in every hello and hold and its answer. A daemon started by
  * another version of lazyerofs (a package upgrade while it runs) is refused, never misread:
  * 2 = leaving daemons refuse holds, probes, "proto" itself (1: no "proto"). */
-#define FETCH_PROTO_VERSION	2
+#define FETCH_PROTO_VERSION	3
 #define FETCH_MAX_ENSURE	64	   /* ensure requests waiting at once */
 #define FETCH_STAGES		8	   /* jobs whose bytes are written in stages at once */
 #define FETCH_STAGE_BYTES	(256u << 10) /* ... in writes of this much, aligned */

@@ -25,8 +25,8 @@ static int buf_reserve(struct util_buf *b, size_t extra)
 	alloc = b->alloc ? b->alloc : 256;
 	while (alloc < need + 1)
 		alloc = alloc > SIZE_MAX / 2 ? need + 1 : alloc * 2;
-	if (alloc > b->max + 1)
-		alloc = b->max + 1;
+	if (b->max < SIZE_MAX && alloc > b->max + 1)
+		alloc = b->max + 1; /* (SIZE_MAX + 1 is 0: a buffer without a cap has none) */
 	p = realloc(b->data, alloc);
 	if (!p)
 		return -ENOMEM;

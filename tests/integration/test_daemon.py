@@ -720,10 +720,12 @@ def test_control_socket_rejects_bad_requests_and_stays_up(dctl, registry, blob):
     assert r["ok"] is False and r["errno"] == errno.EBADMSG
     r = ask(b'{"op":"launch-missiles"}\n')
     assert r["ok"] is False and r["errno"] == errno.EINVAL
-    r = ask(json.dumps({"op": "ensure", "ranges": [[len(data) - 10, 11]]}).encode() + b"\n")
+    r = ask(json.dumps({"op": "ensure", "ranges": f"{len(data) - 10} 11"}).encode() + b"\n")
     assert r["ok"] is False and r["errno"] == errno.EINVAL and "outside" in r["error"]
-    r = ask(json.dumps({"op": "ensure", "ranges": [[0, "x"]]}).encode() + b"\n")
-    assert r["ok"] is False
+    for bad in ("0 x", "0", "0 1 ", " 0 1", "0  1", "-1 5", "0 1 2", [[0, 1]],
+                "99999999999999999999999 1"):
+        r = ask(json.dumps({"op": "ensure", "ranges": bad}).encode() + b"\n")
+        assert r["ok"] is False and r["errno"] == errno.EINVAL, (bad, r)
     r = ask(json.dumps({"op": "attach", "mnt_id": 5}).encode() + b"\n")  # no fd passed
     assert r["ok"] is False and r["errno"] == errno.EINVAL
     # An over-long line is cut off, not buffered without bound.
@@ -732,7 +734,7 @@ def test_control_socket_rejects_bad_requests_and_stays_up(dctl, registry, blob):
     except (BrokenPipeError, ConnectionResetError):
         pass
     # Still serving.
-    r = ask(json.dumps({"op": "ensure", "ranges": [[100, 10], [0, 50]]}).encode() + b"\n")
+    r = ask(json.dumps({"op": "ensure", "ranges": "100 10 0 50"}).encode() + b"\n")
     assert r["ok"] is True
     st = dctl.sock(info["socket"], "status")[0]
     assert st["present_bytes"] == 4096 and st["pid"] == info["pid"]

@@ -35,11 +35,11 @@ def test_a_client_of_another_version_is_refused(lazy, registry, tmp_path):
     registry.client.push_image("ver/a", "v1", [(image, MT_EROFS)])
     mp = lazy.mount(registry.ref("ver/a", "v1"), opts="insecure")
     sock = lazy.states()[0]["socket"]
-    for hello in ({"op": "hello"}, {"op": "hold", "proto": 1}, {"op": "hello", "proto": 99}):
+    for hello in ({"op": "hello"}, {"op": "hold", "proto": 2}, {"op": "hello", "proto": 99}):
         r = call(sock, hello)
         assert not r.get("ok") and "protocol version" in r.get("error", ""), (hello, r)
-    r = call(sock, {"op": "hello", "proto": 2})
-    assert r.get("ok") and r.get("proto") == 2, r
+    r = call(sock, {"op": "hello", "proto": 3})
+    assert r.get("ok") and r.get("proto") == 3, r
     # It goes on serving.
     assert child_hashes(mp) == content_hashes(tree)
     lazy.umount(mp)
@@ -84,6 +84,6 @@ def test_a_mount_never_talks_to_a_daemon_of_another_version(lazy, registry, tmp_
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "another version of lazyerofs" in lines[0], r.stderr
     assert "unmount" in lines[0]
-    assert seen and seen[0].get("proto") == 2, seen
+    assert seen and seen[0].get("proto") == 3, seen
     os.unlink(path)
     lazy.assert_nothing_left()

@@ -34,6 +34,13 @@ static void test_buf_cap(void **state)
 	assert_int_equal(util_buf_append(&b, "z", 1), 0);
 	assert_int_equal(util_buf_appendf(&b, "q"), -EFBIG);
 	util_buf_free(&b);
+	/* without a cap (SIZE_MAX): it grows as needed */
+	b = (struct util_buf)UTIL_BUF_INIT(SIZE_MAX);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(util_buf_appendf(&b, "%d ", i), 0);
+	assert_int_equal(b.len, 3890);
+	assert_true(b.alloc > b.len);
+	util_buf_free(&b);
 }
 
 static void test_extents_merge(void **state)
