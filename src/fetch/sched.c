@@ -159,7 +159,7 @@ int fetch_sched_init(struct fetch_sched *s, struct cache_bitmap *bm, uint64_t si
 void fetch_sched_destroy(struct fetch_sched *s)
 {
 	util_u64map_free(&s->failed);
-	util_u64map_free(&s->failed_pids);
+	util_u64map_free(&s->failed_by);
 	free(s->reqs);
 	s->reqs = NULL;
 	free(s->jobs);
@@ -355,7 +355,9 @@ bool fetch_req_satisfied(struct fetch_sched *s, struct fetch_req *req)
 
 /* ---- recently failed ranges ------------------------------------------------------------- */
 
-/* Failure maps larger than this are pruned of what the window has forgotten. */
+/* A failure map this large is pruned of what the window has forgotten (and then not before it
+ * has doubled: all still in the window, a prune at each failure took 5.6 s for 16,384 reads
+ * failing together). */
 #define FAIL_PRUNE_AT 4096
 /* Chunks of one failed read remembered at most (a read spans a few). */
 #define FAIL_MAX_CHUNKS 64
@@ -383,16 +385,25 @@ static void fail_prune(struct util_u64map *m, unsigned shift, uint64_t now_ms, u
 	*m = live;
 }
 
-static void fail_put(struct util_u64map *m, unsigned shift, uint64_t key, uint64_t val,
-		     uint64_t now_ms, uint64_t window)
+static void fail_put(struct util_u64map *m, size_t *prune_at, unsigned shift, uint64_t key,
+		     uint64_t val, uint64_t now_ms, uint64_t window)
 {
-	if (m->n >= FAIL_PRUNE_AT)
+	if (m->n >= MAX(*prune_at, (size_t)FAIL_PRUNE_AT)) {
 		fail_prune(m, shift, now_ms, window);
+		*prune_at = 2 * m->n;
+	}
 	(void)util_u64map_put(m, key, val); /* best effort: out of memory, it is fetched again */
 }
 
+/* The key of a process's failure in a chunk (pids < 2^22, chunks < 2^42). */
+static uint64_t pid_chunk(int pid, uint64_t chunk)
+{
+	return (uint64_t)pid << 42 | (chunk & ((UINT64_C(1) << 42) - 1));
+}
+
 /* Remember a failed event: the chunk windows its fetch jobs asked for (pick_demand), where the
- * kernel's next reads of them (the rest of its readahead) start, and its process. */
+ * kernel's next reads of them (the rest of its readahead) start, and that its process failed
+ * there. */
 static void fail_record(struct fetch_sched *s, const struct fetch_req *r, uint64_t now_ms)
 {
 	const struct util_extent *a, *z;
@@ -407,11 +418,13 @@ static void fail_record(struct fetch_sched *s, const struct fetch_req *r, uint64
 		return;
 	first = blk_lo(a->offset) / cb;
 	last = blk_lo(MIN(z->offset + z->length - 1, s->size - 1)) / cb;
-	for (uint64_t c = first; c <= last && c < first + FAIL_MAX_CHUNKS; c++)
-		fail_put(&s->failed, 12, c, now_ms << 12 | (err & 0xfff), now_ms,
-			 s->fail_window_ms);
-	if (r->pid > 0)
-		fail_put(&s->failed_pids, 0, (uint64_t)r->pid, now_ms, now_ms, s->fail_window_ms);
+	for (uint64_t c = first; c <= last && c < first + FAIL_MAX_CHUNKS; c++) {
+		fail_put(&s->failed, &s->failed_prune_at, 12, c, now_ms << 12 | (err & 0xfff),
+			 now_ms, s->fail_window_ms);
+		if (r->pid > 0)
+			fail_put(&s->failed_by, &s->failed_by_prune_at, 0, pid_chunk(r->pid, c),
+				 now_ms, now_ms, s->fail_window_ms);
+	}
 }
 
 /* The probe is over: events waiting for it go on (err 0) or fail with it. */
@@ -440,30 +453,32 @@ static void fail_forget(struct fetch_sched *s)
 		util_u64map_free(&s->failed);
 	else
 		util_u64map_clear(&s->failed);
-	if (s->failed_pids.cap > 2 * FAIL_PRUNE_AT)
-		util_u64map_free(&s->failed_pids);
+	if (s->failed_by.cap > 2 * FAIL_PRUNE_AT)
+		util_u64map_free(&s->failed_by);
 	else
-		util_u64map_clear(&s->failed_pids);
+		util_u64map_clear(&s->failed_by);
+	s->failed_prune_at = s->failed_by_prune_at = 0;
 	probe_end(s, 0);
 }
 
 /* The kernel asks again for the rest of a failed read within a millisecond of the answer
- * (measured; more on a loaded machine), in the reader's process: an ask of that process this
- * soon after one of its reads failed is taken for one of the same read(2) and fails at once,
- * so that a read(2) fails after the timeout, not the timeout and a probe. Any other read
- * (another process, or later: the registry may be back) probes. */
+ * (measured; more on a loaded machine), in the reader's process: an ask of that process in a
+ * chunk where its read failed this soon is taken for one of the same read(2) and fails at
+ * once, so that a read(2) fails after the timeout, not the timeout and a probe. Any other
+ * read (another process, another chunk, or later: the registry may be back) probes. */
 #define FOLLOWUP_MS 1000
 
 /* Does a missing block of the event lie in a chunk that failed less than the window ago? The
  * event is answered as a whole: if part of it could not be had moments ago, it fails (unless
  * the registry came back since: the window is short, and any success forgets). Returns the
  * remembered error (-errno) or 0; *ret_when_ms the newest such failure, *ret_followup whether
- * the event's process had a read fail less than FOLLOWUP_MS ago. */
+ * the event's process had a read fail in such a chunk less than FOLLOWUP_MS ago. */
 static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req, uint64_t now_ms,
 		       uint64_t *ret_when_ms, bool *ret_followup)
 {
 	uint64_t cb = chunk_blocks(s), when = 0;
-	const uint64_t *pw;
+	uint64_t followup_ms = MIN((uint64_t)FOLLOWUP_MS, s->fail_window_ms);
+	bool followup = false;
 	int err = 0;
 
 	if (!s->failed.n)
@@ -481,8 +496,16 @@ static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req,
 			if (!v)
 				continue;
 			at = *v >> 12;
-			if (now_ms < at || now_ms - at >= s->fail_window_ms || (err && at < when) ||
+			if (now_ms < at || now_ms - at >= s->fail_window_ms ||
 			    cache_bitmap_find(s->bm, lo, hi, false) >= hi)
+				continue;
+			if (req->pid > 0 && !followup) {
+				const uint64_t *p =
+				    util_u64map_find(&s->failed_by, pid_chunk(req->pid, c));
+
+				followup = p && now_ms >= *p && now_ms - *p < followup_ms;
+			}
+			if (err && at < when)
 				continue;
 			when = at;
 			err = -(int)(*v & 0xfff);
@@ -491,10 +514,8 @@ static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req,
 	if (!err)
 		return 0;
 	*ret_when_ms = when;
-	pw = req->pid > 0 ? util_u64map_find(&s->failed_pids, (uint64_t)req->pid) : NULL;
-	*ret_followup =
-	    pw && now_ms >= *pw && now_ms - *pw < MIN((uint64_t)FOLLOWUP_MS, s->fail_window_ms);
-	return err ? err : -EIO;
+	*ret_followup = followup;
+	return err;
 }
 
 /* The least time a probe is given. */
@@ -523,9 +544,10 @@ int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_m
 		return -ENOSPC;
 	/* Bytes that failed moments ago (only events: an ensure batch, the mount's metadata
 	 * walk, always fetches). The kernel asks again at once for the rest of a failed read,
-	 * piece by piece: one probe, a single fetch attempt, answers for all of them. While it
-	 * runs the others wait for its outcome; if it fails they fail with it, and if the
-	 * registry answers again every read goes on. */
+	 * piece by piece, in the reader's process: those asks fail at once (FOLLOWUP_MS).
+	 * Other reads of those bytes get one probe, a single fetch attempt, for all of them:
+	 * while it runs the others wait for its outcome; if it fails they fail with it, and if
+	 * the registry answers again every read goes on. */
 	if (req->kind == FETCH_REQ_EVENT &&
 	    (err = fail_recent(s, req, now_ms, &failed_ms, &followup)) < 0) {
 		/* The kernel's next ask of the same read(2) fails at once, not after a probe of
@@ -1088,8 +1110,10 @@ static struct util_extent hull(const struct util_extent *v, size_t n)
 
 /* Gather waiting read c into job (windows in g) when it fits: 1 when it joined; 0 when touch
  * is given and its windows do not touch that extent (it stays for another job); -1 when the
- * job is full (its share of reads taken and its bytes reached, or its windows). Bytes are
- * counted beyond touch: a read of a part of a file already on the job costs nothing more. */
+ * job is full (its share of reads taken and its bytes reached, or its windows). A read whose
+ * windows lie within touch (the hull of the job's windows) counts no bytes: a read of a part
+ * of a file already on the job costs nothing more (one in a gap of the hull is not counted
+ * either; the job's cap, max_job_bytes, still bounds it). */
 static int gather_read(struct fetch_sched *s, struct fetch_job *job, struct gather *g,
 		       struct gather_cand *c, const struct util_extent *touch)
 {
@@ -1578,8 +1602,9 @@ size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_
 				leave = true;
 			}
 			/* Remember it when fetches did fail, or when its time ran out (a registry
-			 * that stalls: the kernel's follow-ups probe instead of each waiting a
-			 * whole deadline on the same stalled fetch). */
+			 * that stalls: the kernel's follow-ups fail at once, other reads of those
+			 * bytes probe, instead of each waiting a whole deadline on the same
+			 * stalled fetch). */
 			if (leave && r->result < 0 && r->kind == FETCH_REQ_EVENT &&
 			    (r->error < 0 || r->result == -ETIMEDOUT))
 				fail_record(s, r, now_ms);

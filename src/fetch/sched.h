@@ -163,13 +163,14 @@ struct fetch_sched {
 	uint64_t bg_next_try_ms;
 	unsigned bg_attempts;
 	/* Reads that failed for readers (after the bounded retries, or their time ran out):
-	 * the chunks their fetches asked for (chunk index -> when_ms << 12 | errno), and the
-	 * processes whose read failed (pid -> when_ms). Every failure, however many readers
-	 * failed at once: each one forgotten would make its reader's next ask wait a whole
-	 * timeout again (400 readers, timeout=6 s, a stalled registry: EIO after up to 14 s
-	 * with 16 remembered). Entries live fail_window_ms; pruned as the maps grow, all
+	 * the chunks their fetches asked for (chunk index -> when_ms << 12 | errno), and which
+	 * process failed in which of them (pid << 42 | chunk -> when_ms). Every failure, however
+	 * many readers failed at once: each one forgotten would make its reader's next ask wait
+	 * a whole timeout again (400 readers, timeout=6 s, a stalled registry: EIO after up to
+	 * 14 s with 16 remembered). Entries live fail_window_ms; pruned as the maps grow, all
 	 * forgotten when a fetch succeeds. */
-	struct util_u64map failed, failed_pids;
+	struct util_u64map failed, failed_by;
+	size_t failed_prune_at, failed_by_prune_at; /* (fail_put) */
 	uint64_t fail_window_ms; /* MIN(FETCH_FAIL_WINDOW_MS, timeout) */
 	struct fetch_req *probe; /* the probe under way, or NULL */
 	/* The link as measured by the jobs that ended (fetch_sched_link_sample): round trip

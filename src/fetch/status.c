@@ -65,10 +65,12 @@ void fetch_fill_status(struct fetch_daemon *d, json_t *o, bool with_mounts)
 			json_t *one = json_pack("{s:I,s:s,s:s}", "mnt_id", (json_int_t)m->mnt_id,
 						"mountpoint", m->mountpoint, "source", m->source);
 
-			if (!one) /* (fetch_set_str keeps them UTF-8; never invalid here) */
-				log_warning("mount %" PRIu64 " left out of the metrics: its path "
-					    "is not UTF-8",
-					    m->mnt_id);
+			/* (a mount found in mountinfo, not attached by lazyerofs mount, may have
+			 * a path that is not UTF-8: no label can name it) */
+			if (!one)
+				log_debug("mount %" PRIu64 " left out of the metrics: its path is "
+					  "not UTF-8",
+					  m->mnt_id);
 			else
 				json_array_append_new(list, one);
 		}

@@ -153,22 +153,26 @@ static void load_creds(struct oci_client *c, struct oci_host *h)
 	set_identity(a);
 }
 
-/* Refused credentials are looked up again at most this often: a password rotated (the file,
+/* Refused credentials are looked up again, at most this often: a password rotated (the file,
  * auth.json), a credential helper's short-lived secret (ECR's last 12 hours, gcloud's one)
- * renewed since the daemon started. */
-#define CREDS_RELOAD_MS 10000
+ * renewed since the daemon started. A lookup that finds the same ones doubles the wait, up to
+ * CREDS_RELOAD_MAX_MS: a helper that takes seconds is not run for every refusal. */
+#define CREDS_RELOAD_MS	    10000
+#define CREDS_RELOAD_MAX_MS 300000
 
 /* Called with auth_lock held, when the credentials were refused: look them up again (not
- * more often than CREDS_RELOAD_MS). True when they changed: worth another try. */
+ * sooner than a->creds_reload_wait_ms after the last lookup ended). True when they changed:
+ * worth another try. */
 static bool reload_creds(struct oci_client *c, struct oci_host *h)
 {
 	struct oci_auth *a = &h->auth;
 	char before[sizeof(a->identity)];
 	uint64_t now = util_now_ms();
 
-	if (a->creds_reloaded_ms && now - a->creds_reloaded_ms < CREDS_RELOAD_MS)
+	if (!a->creds_reload_wait_ms)
+		a->creds_reload_wait_ms = CREDS_RELOAD_MS;
+	if (a->creds_reloaded_ms && now - a->creds_reloaded_ms < a->creds_reload_wait_ms)
 		return false;
-	a->creds_reloaded_ms = now;
 	memcpy(before, a->identity, sizeof(before));
 	oci_creds_free(&a->creds);
 	free(a->creds_source);
@@ -177,10 +181,14 @@ static bool reload_creds(struct oci_client *c, struct oci_host *h)
 	a->creds_error_msg[0] = 0;
 	a->creds_loaded = false;
 	load_creds(c, h);
-	if (!strcmp(before, a->identity))
+	a->creds_reloaded_ms = util_now_ms(); /* (a helper may have taken a while) */
+	if (!strcmp(before, a->identity)) {
+		a->creds_reload_wait_ms = MIN(2 * a->creds_reload_wait_ms, CREDS_RELOAD_MAX_MS);
 		return false;
-	log_info("oci: registry %s: credentials refused; using the new ones from %s", h->shown,
-		 a->creds_source ? a->creds_source : "nowhere (anonymous)");
+	}
+	a->creds_reload_wait_ms = CREDS_RELOAD_MS;
+	log_debug("oci: registry %s: credentials refused; other ones found (%s)", h->shown,
+		  a->creds_source ? a->creds_source : "none: anonymous");
 	return true;
 }
 

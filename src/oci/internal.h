@@ -80,7 +80,8 @@ struct oci_auth {
 	enum oci_auth_scheme scheme;
 	struct oci_challenge challenge;
 	bool creds_loaded;
-	uint64_t creds_reloaded_ms; /* when a refusal last made them be looked up again */
+	uint64_t creds_reloaded_ms;    /* when a refusal last made them be looked up again */
+	uint64_t creds_reload_wait_ms; /* ... and how long until the next may (auth.c) */
 	int creds_error;            /* a lookup that failed, reported on the next challenge */
 	char creds_error_msg[256];
 	struct oci_creds creds;

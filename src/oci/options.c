@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -149,6 +150,22 @@ static int parse_timeout(const char *v, uint64_t *ret_ms)
 	if (*ret_ms == 0)
 		return -EINVAL;
 	return 0;
+}
+
+/* path made absolute, its symbolic links kept: a secret mounted as a link that is swapped
+ * when the secret rotates (Kubernetes' "..data") is read through the link again. NULL when
+ * out of memory or the working directory is unknown. */
+static char *absolute_path(const char *path)
+{
+	_cleanup_free_ char *cwd = NULL;
+	char *out = NULL;
+
+	if (path[0] == '/')
+		return strdup(path);
+	cwd = getcwd(NULL, 0);
+	if (!cwd || asprintf(&out, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return out;
 }
 
 int oci_password_file_read(const char *path, char **ret, struct util_error *err)
@@ -322,7 +339,7 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 		util_free_secret(&o->password);
 		o->password = pw;
 		free(o->password_file);
-		o->password_file = realpath(value, NULL);
+		o->password_file = absolute_path(value);
 		return 0;
 	}
 	if (!strcmp(key, "mirror")) {

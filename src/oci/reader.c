@@ -451,12 +451,15 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 	oci_fmt(range_shown, sizeof(range_shown), "%zu range%s from offset %llu", left,
 		left == 1 ? "" : "s", (unsigned long long)q->rg[0].off);
 
-	if (q->from_cache && !(rc == CURLE_OK && (st == 206 || st == 200) && left == 0)) {
-		/* The remembered storage location failed (refused, 5xx, cut, timed out, short):
-		 * forgotten, so that this request's retry and the next reads ask the host, which
-		 * may send them elsewhere now. Kept, a storage host gone or a signed URL refused
-		 * with a 500 failed every read for LOCATION_TTL_MS (5 minutes) with the registry
-		 * up. */
+	if (rc == CURLE_WRITE_ERROR && q->whole_done)
+		rc = CURLE_OK; /* (a whole object sent for a range: we stopped it) */
+	if (q->from_cache && !q->progressed && !q->sink_failed &&
+	    !(rc == CURLE_OK && (st == 206 || st == 200) && left == 0)) {
+		/* The remembered storage location failed without a byte (refused, 5xx, timed
+		 * out): forgotten, so that this request's retry and the next reads ask the host,
+		 * which may send them elsewhere now. Kept, a storage host gone or a signed URL
+		 * refused with a 500 failed every read for LOCATION_TTL_MS (5 minutes) with the
+		 * registry up. */
 		free(r->loc_url);
 		r->loc_url = NULL;
 		q->hops = 0;
@@ -468,8 +471,6 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		*ret = q->fail;
 		return FATAL;
 	}
-	if (rc == CURLE_WRITE_ERROR && q->whole_done)
-		rc = CURLE_OK;
 	if (q->fail) {
 		oci_fmt(k->last_error, sizeof(k->last_error), "%s", q->fail_msg);
 	} else if (rc != CURLE_OK) {
@@ -648,12 +649,15 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 	if (!q->progressed)
 		wait = MAX(wait, oci_backoff_ms(q->no_progress - 1));
 	q->not_before = util_now_ms() + wait;
-	/* The retry asks the host again, not the storage it redirected to: that may be where
-	 * the failure is, and the host may send it elsewhere now. */
-	free(q->url);
-	q->url = NULL;
-	q->from_cache = q->storage = false;
-	q->hops = 0;
+	/* A retry after no byte came asks the host again, not the storage it redirected to:
+	 * that may be where the failure is, and the host may send it elsewhere now. (Storage
+	 * that was sending bytes when it was cut gets the retry itself.) */
+	if (!q->progressed) {
+		free(q->url);
+		q->url = NULL;
+		q->from_cache = q->storage = false;
+		q->hops = 0;
+	}
 	k->stats.retries++;
 	log_debug("oci: %s: %s; retrying %s in %llu ms", k->what, k->last_error, range_shown,
 		  (unsigned long long)wait);
