@@ -8,6 +8,7 @@ It read them once at its start: every cold read failed with EIO until the last m
 import base64
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -29,7 +30,7 @@ def image(tmp_path_factory, token_registry):
         return f.read()
 
 
-@pytest.mark.parametrize("how", ["auth.json", "helper", "password-file"])
+@pytest.mark.parametrize("how", ["auth.json", "helper", "password-file", "secret-volume"])
 def test_a_rotated_password_is_read_again(lazy, token_registry, image, how):
     reg, ts = token_registry, token_registry.tokens
     authf, secret = os.path.join(lazy.root, "auth.json"), os.path.join(lazy.root, "secret")
@@ -41,6 +42,19 @@ def test_a_rotated_password_is_read_again(lazy, token_registry, image, how):
             with open(authf, "w") as f:
                 json.dump({"auths": {reg.host: {
                     "auth": base64.b64encode(f"carol:{pw}".encode()).decode()}}}, f)
+        elif how == "secret-volume":
+            # as Kubernetes mounts a secret: password -> ..data/password, ..data -> a
+            # directory of this version, swapped at once when it rotates, the old one removed
+            vdir = os.path.join(lazy.root, "secrets", "..v-" + pw)
+            os.makedirs(vdir)
+            with open(os.path.join(vdir, "password"), "w") as f:
+                f.write(pw + "\n")
+            data = os.path.join(lazy.root, "secrets", "..data")
+            old = os.path.realpath(data) if os.path.islink(data) else None
+            os.symlink(os.path.basename(vdir), data + "_tmp")
+            os.rename(data + "_tmp", data)
+            if old:
+                shutil.rmtree(old)
         else:
             with open(secret, "w") as f:
                 f.write(pw + "\n")
@@ -62,6 +76,9 @@ def test_a_rotated_password_is_read_again(lazy, token_registry, image, how):
             json.dump({"credHelpers": {reg.host: "rotating"}}, f)
         lazy.env["DOCKER_CONFIG"] = dc
         lazy.env["PATH"] = bindir + ":" + lazy.env["PATH"]
+    elif how == "secret-volume":
+        os.symlink("..data/password", os.path.join(lazy.root, "secrets", "password"))
+        opts += f",username=carol,password-file={os.path.join(lazy.root, 'secrets', 'password')}"
     else:
         opts += f",username=carol,password-file={secret}"
     ts.expiry = 3
