@@ -73,12 +73,17 @@ def wait_until(pred, timeout, step=0.05):
 def mountinfo():
     """(mount id, mountpoint, fstype, source) of every mount in our namespace."""
     out = []
-    with open("/proc/self/mountinfo") as f:
+
+    def dec(b):  # the kernel's octal escapes (\040 for a space ...); the rest UTF-8 as it is
+        b = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), b)
+        return b.decode("utf-8", "surrogateescape")
+
+    with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
             fields = line.split()
-            sep = fields.index("-")
-            dec = lambda s: s.encode().decode("unicode_escape")  # noqa: E731
-            out.append((int(fields[0]), dec(fields[4]), fields[sep + 1], dec(fields[sep + 2])))
+            sep = fields.index(b"-")
+            out.append((int(fields[0]), dec(fields[4]), fields[sep + 1].decode(),
+                        dec(fields[sep + 2])))
     return out
 
 
