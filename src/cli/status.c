@@ -140,11 +140,16 @@ static json_t *entry_json(const struct mount_status_entry *e)
 	if (o && !a)
 		json_object_set_new(
 		    o, "problem",
-		    json_string(e->daemon_mute
-				    ? "the fetch daemon does not answer: reads of missing data "
-				      "wait for it; see its log, or unmount with 'lazyerofs umount'"
-				    : "the fetch daemon is not running; unmount with "
-				      "'lazyerofs umount'"));
+		    json_string(
+			e->daemon_mute
+			    ? "the fetch daemon does not answer: reads of missing data "
+			      "wait for it; see its log, or unmount with 'lazyerofs umount'"
+			: e->daemon_foreign
+			    ? "the fetch daemon was started by another version of lazyerofs: "
+			      "it serves the mount, but this version cannot ask it; unmount "
+			      "and mount again to use this version's"
+			    : "the fetch daemon is not running; unmount with "
+			      "'lazyerofs umount'"));
 	return o;
 }
 
@@ -199,7 +204,9 @@ static void fill_row(const struct mount_status_entry *e, char cells[NCOLS][CELL]
 				 util_format_bytes(e->disk_present, b, sizeof(b)),
 				 size ? 100.0 * (double)e->disk_present / (double)size : 100.0);
 		snprintf(cells[COL_STATE], CELL,
-			 e->daemon_mute ? "lost (daemon mute)" : "lost (daemon gone)");
+			 e->daemon_mute	     ? "lost (daemon mute)"
+			 : e->daemon_foreign ? "lost (daemon of another version)"
+					     : "lost (daemon gone)");
 		snprintf(cells[COL_PID], CELL, "%d", (int)e->st.pid);
 		return;
 	}
@@ -252,6 +259,12 @@ static int print_table(const struct mount_status_entry *v, size_t n)
 			printf("\n%s: the fetch daemon does not answer, so reads of missing data "
 			       "wait for it; see its log, or unmount with 'lazyerofs umount %s'\n",
 			       v[i].st.mountpoint, v[i].st.mountpoint);
+		else if (v[i].daemon_foreign)
+			printf(
+			    "\n%s: the fetch daemon was started by another version of lazyerofs; "
+			    "it serves the mount, but this version cannot ask it: unmount with "
+			    "'lazyerofs umount %s' and mount again to use this version's\n",
+			    v[i].st.mountpoint, v[i].st.mountpoint);
 		else if (!v[i].daemon_alive)
 			printf("\n%s: the fetch daemon is not running, so unread data would come back "
 			       "as zeros; unmount it with 'lazyerofs umount %s'\n",

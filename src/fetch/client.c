@@ -86,15 +86,16 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 	if (r == -EPROTO || (r >= 0 && (util_json_get_u64(reply, "proto", &proto) < 0 ||
 					proto != FETCH_PROTO_VERSION))) {
 		/* A daemon of another version: it keeps serving its mounts; we never talk to it. */
+		char theirs[32] = "unknown";
+
+		if (r != -EPROTO)
+			snprintf(theirs, sizeof(theirs), "%llu", (unsigned long long)proto);
 		return util_err_set(
 		    err, -EPROTO,
 		    "the running daemon of this image was started by another version of "
 		    "lazyerofs (control protocol %s, this one speaks %d); unmount the image's "
 		    "mounts so that it leaves, then mount again",
-		    r == -EPROTO ? "unknown"
-		    : proto == 1 ? "1"
-				 : "newer",
-		    FETCH_PROTO_VERSION);
+		    theirs, FETCH_PROTO_VERSION);
 	}
 	if (r < 0)
 		return r;

@@ -224,6 +224,8 @@ struct mount_status_entry {
 	struct mount_state st;
 	bool daemon_alive;        /* the daemon answered */
 	bool daemon_mute;	  /* ... or its socket took the call, and no answer came in time */
+	bool daemon_foreign;	  /* ... or it answered in another version's protocol (it serves
+				   * its mounts; this binary cannot ask it) */
 	struct fetch_status fs;   /* valid when daemon_alive */
 	/* Without an answer: what the entry's files say (on_disk): the bytes its bitmap claims
 	 * present, and whether its header says verified. */

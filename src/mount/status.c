@@ -174,6 +174,7 @@ static size_t probe_all(int run_fd, struct mount_status_entry *v, size_t n)
 			e->fs = x->fs;
 		e->daemon_alive = r >= 0;
 		e->daemon_mute = r == -EAGAIN;
+		e->daemon_foreign = r == -EPROTO;
 		if (!e->daemon_alive)
 			peek_entry(e);
 		v[keep++] = *e;

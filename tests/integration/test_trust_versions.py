@@ -87,3 +87,43 @@ def test_a_mount_never_talks_to_a_daemon_of_another_version(lazy, registry, tmp_
     assert seen and seen[0].get("proto") == 3, seen
     os.unlink(path)
     lazy.assert_nothing_left()
+
+
+def test_status_names_a_daemon_of_another_version(lazy, registry, tmp_path):
+    """A mount whose daemon speaks another version's protocol (a package upgraded while it
+    runs): `status` says so, not that the daemon is gone and reads would get zeros."""
+    image, tree = build_busybox_image(str(tmp_path))
+    registry.client.push_image("ver/c", "v1", [(image, MT_EROFS)])
+    mp = lazy.mount(registry.ref("ver/c", "v1"), opts="insecure")
+    sock = lazy.states()[0]["socket"]
+    os.rename(sock, sock + ".real")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock)
+    srv.listen(8)
+
+    def old_daemon():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                c.makefile().readline()
+                c.sendall(b'{"ok":true,"proto":2,"pid":1,"worker_pid":1,"data_path":"/x",'
+                          b'"socket":"/x","state":"running"}\n')
+
+    t = threading.Thread(target=old_daemon, daemon=True)
+    t.start()
+    try:
+        st = lazy.status()[0]
+        text = lazy.run(["status"]).stdout
+    finally:
+        srv.close()
+        t.join(10)
+        os.unlink(sock)
+        os.rename(sock + ".real", sock)
+    assert "another version" in st.get("problem", ""), st
+    assert "another version" in text and "zeros" not in text, text
+    assert child_hashes(mp) == content_hashes(tree)
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
