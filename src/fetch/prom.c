@@ -158,6 +158,22 @@ static size_t entry_labels(const struct fetch_prom_entry *e, struct util_prom_la
 	return 2;
 }
 
+/* A gauge of each mount: the bool at offset off of its record. */
+static void mount_gauge(FILE *f, const struct family *fam, const struct fetch_prom_mount *v,
+			size_t n, size_t off)
+{
+	family(f, fam);
+	for (size_t i = 0; i < n; i++) {
+		struct util_prom_label l[] = {{"digest", v[i].digest},
+					      {"entry", v[i].entry},
+					      {"mountpoint", v[i].mountpoint}};
+		bool on;
+
+		memcpy(&on, (const char *)&v[i] + off, sizeof(on));
+		util_prom_sample(f, fam->name, l, ARRAY_SIZE(l), on);
+	}
+}
+
 static void print_mounts(FILE *f, const struct fetch_prom_mount *v, size_t n)
 {
 	static const struct family info = {
@@ -182,22 +198,8 @@ static void print_mounts(FILE *f, const struct fetch_prom_mount *v, size_t n)
 
 		util_prom_sample(f, info.name, l, ARRAY_SIZE(l), 1);
 	}
-	family(f, &up);
-	for (size_t i = 0; i < n; i++) {
-		struct util_prom_label l[] = {{"digest", v[i].digest},
-					      {"entry", v[i].entry},
-					      {"mountpoint", v[i].mountpoint}};
-
-		util_prom_sample(f, up.name, l, ARRAY_SIZE(l), v[i].up);
-	}
-	family(f, &mute);
-	for (size_t i = 0; i < n; i++) {
-		struct util_prom_label l[] = {{"digest", v[i].digest},
-					      {"entry", v[i].entry},
-					      {"mountpoint", v[i].mountpoint}};
-
-		util_prom_sample(f, mute.name, l, ARRAY_SIZE(l), v[i].mute);
-	}
+	mount_gauge(f, &up, v, n, offsetof(struct fetch_prom_mount, up));
+	mount_gauge(f, &mute, v, n, offsetof(struct fetch_prom_mount, mute));
 }
 
 static void print_state_set(FILE *f, const struct state_set *s, const struct fetch_prom_entry *v,

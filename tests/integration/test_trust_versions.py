@@ -30,6 +30,28 @@ def call(path, msg):
     return json.loads(buf)
 
 
+def old_daemon(path, reply, seen):
+    """A daemon of another version at socket path: it answers every request line (kept in
+    seen) with reply. Returns (its socket, its thread): close the one, join the other."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                seen.append(json.loads(c.makefile().readline()))
+                c.sendall(reply)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv, t
+
+
 def test_a_client_of_another_version_is_refused(lazy, registry, tmp_path):
     image, tree = build_busybox_image(str(tmp_path))
     registry.client.push_image("ver/a", "v1", [(image, MT_EROFS)])
@@ -56,25 +78,9 @@ def test_a_mount_never_talks_to_a_daemon_of_another_version(lazy, registry, tmp_
     key = hashlib.sha256(b"insecure\n" + key.encode()).hexdigest()
     os.makedirs(lazy.run_dir, mode=0o700, exist_ok=True)
     path = os.path.join(lazy.run_dir, f"daemon-{key}.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(8)
     seen = []
-
-    def old_daemon():
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            with c:
-                req = c.makefile().readline()
-                seen.append(json.loads(req))
-                c.sendall(b'{"ok":true,"pid":1,"worker_pid":1,"data_path":"/nonexistent",'
-                          b'"socket":"/nonexistent","state":"running"}\n')
-
-    t = threading.Thread(target=old_daemon, daemon=True)
-    t.start()
+    srv, t = old_daemon(path, b'{"ok":true,"pid":1,"worker_pid":1,"data_path":"/nonexistent",'
+                              b'"socket":"/nonexistent","state":"running"}\n', seen)
     try:
         mp, r = lazy.mount(registry.ref("ver/b", "v1"), opts="insecure", check=False)
     finally:
@@ -97,23 +103,8 @@ def test_status_names_a_daemon_of_another_version(lazy, registry, tmp_path):
     mp = lazy.mount(registry.ref("ver/c", "v1"), opts="insecure")
     sock = lazy.states()[0]["socket"]
     os.rename(sock, sock + ".real")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(sock)
-    srv.listen(8)
-
-    def old_daemon():
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            with c:
-                c.makefile().readline()
-                c.sendall(b'{"ok":true,"proto":2,"pid":1,"worker_pid":1,"data_path":"/x",'
-                          b'"socket":"/x","state":"running"}\n')
-
-    t = threading.Thread(target=old_daemon, daemon=True)
-    t.start()
+    srv, t = old_daemon(sock, b'{"ok":true,"proto":2,"pid":1,"worker_pid":1,"data_path":"/x",'
+                              b'"socket":"/x","state":"running"}\n', [])
     try:
         st = lazy.status()[0]
         text = lazy.run(["status"]).stdout
