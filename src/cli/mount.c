@@ -138,6 +138,10 @@ static int do_mount(const char *source, const char *mountpoint, const char *cons
 		code = class == MOUNT_FAIL_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_MOUNT;
 		goto out;
 	}
+	if (res.already) {
+		log_debug("mount: '%s' is mounted on '%s' already", source, mountpoint);
+		goto out;
+	}
 	if (res.profile_warning[0]) {
 		mount_sanitize_line(res.profile_warning);
 		log_warning("mount: %s", res.profile_warning);

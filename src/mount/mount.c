@@ -301,14 +301,21 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 }
 
 /* A lazyerofs mount already on the directory: a second one would hide it under itself. */
-static int refuse_mounted(const char *mnt_abs, const char *mountpoint, int run_fd,
-			  struct util_error *err)
+/* A lazyerofs mount on the mountpoint already: -EBUSY, or 1 for mount(8)'s helper when it is
+ * of the same source (`mount -a` run again: mount(8) cannot tell, as the kernel shows the
+ * cache file as the mount's source; nothing to do, as for any mounted line of fstab). */
+static int refuse_mounted(const char *mnt_abs, const char *mountpoint, const char *source,
+			  bool helper, int run_fd, struct util_error *err)
 {
 	struct mount_state st = { 0 };
 	uint64_t mnt_id;
 
 	if (mount_path_mnt_id(mnt_abs, &mnt_id) < 0 || mount_state_read(run_fd, mnt_id, &st) < 0)
 		return 0;
+	if (helper && st.source && !strcmp(st.source, source)) {
+		mount_state_done(&st);
+		return 1;
+	}
 	util_err_set(err, -EBUSY,
 		     "mountpoint '%s' is already a lazyerofs mount of '%s'; unmount it first "
 		     "('lazyerofs umount %s')",
@@ -538,9 +545,13 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	r = mountpoint_lock(&mp_lock, run_fd, target_fd, req->mountpoint, err);
 	if (r < 0)
 		return r;
-	r = refuse_mounted(mnt_abs, req->mountpoint, run_fd, err);
+	r = refuse_mounted(mnt_abs, req->mountpoint, pub_source, req->opts->helper, run_fd, err);
 	if (r < 0)
 		return r;
+	if (r > 0) {
+		res->already = true;
+		return 0;
+	}
 
 	/* Resolve the reference to one blob. */
 	t = util_now_ms();

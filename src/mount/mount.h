@@ -90,6 +90,7 @@ struct mount_request {
 };
 
 struct mount_result {
+	bool already;			  /* mount(8)'s helper: that source is mounted there */
 	uint64_t mnt_id;                  /* STATX_MNT_ID_UNIQUE of the new mount */
 	pid_t daemon_pid;
 	char digest[UTIL_DIGEST_STR_LEN];

@@ -684,6 +684,16 @@ def test_mount_t_erofs_lazy(lazy, images, expected_tree, helper_ns):
     assert r.returncode == 0, r.stderr
     assert not is_mounted(mp), "the mount leaked out of the private namespace"
     lazy.pids.update(lazy.daemon_pids())
+    # Again (`mount -a` run twice: mount(8) cannot tell that the line is mounted): nothing to
+    # do, not an error, and no second mount on top; another source there is refused.
+    r = ns.run(["mount", "-t", "erofs.lazy", "-o", "insecure,nodev,nosuid",
+                images["plain"]["ref"], mp], env=lazy.env)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    mi = ns.run(["cat", "/proc/self/mountinfo"]).stdout
+    assert [l.split()[4] for l in mi.splitlines()].count(os.path.realpath(mp)) == 1, mi
+    r = ns.run(["mount", "-t", "erofs.lazy", "-o", "insecure", images["busybox"]["ref"], mp],
+               env=lazy.env)
+    assert r.returncode == 32 and "already a lazyerofs mount" in r.stderr, r.stderr
     # The tree, read inside the namespace by a child under a deadline.
     lib = os.path.dirname(os.path.abspath(child_snapshot.__code__.co_filename))
     out = ns.run(["/usr/bin/python3", "-c", _NS_TREE, lib, mp], text=False,
