@@ -30,6 +30,7 @@ struct fetch_config {
 	const struct oci_options *opts; /* secrets reach the daemon in memory, never via argv */
 	struct oci_blob blob;		/* resolved blob: digest/cache key and size */
 	bool prefetch_all;		/* prefetch=all */
+	bool sparse; /* a new cache entry is not allocated whole (the cache budget leaves less) */
 	uint64_t timeout_ms;		/* per-read deadline before FAN_DENY_ERRNO(EIO) */
 	bool timeout_given; /* ... asked for (timeout=): a running daemon must have it */
 	/* Tunables; 0 = default (env LAZYEROFS_CHUNK_SIZE, LAZYEROFS_MAX_REQUESTS,

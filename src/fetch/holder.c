@@ -514,7 +514,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	    .key = d->cfg.blob.cache_key,
 	    .digest = d->cfg.blob.digest,
 	    .size = d->cfg.blob.size,
-	    .preallocate = getenv("LAZYEROFS_NO_PREALLOCATE") == NULL,
+	    .preallocate = !d->cfg.sparse && getenv("LAZYEROFS_NO_PREALLOCATE") == NULL,
 	};
 	char name[128];
 	int keep[8] = {d->devnull_fd, cache_dirfd, d->run_dirfd, lock_fd, d->ready_fd, 0, 1, 2};

@@ -112,7 +112,7 @@ int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *r
 		return 0;
 	}
 
-	mount_cache_max_apply(cache_dir, run_dir, rs.blob.cache_key);
+	cfg.sparse = !mount_cache_max_apply(cache_dir, run_dir, rs.blob.cache_key, rs.blob.size);
 	if (req->daemon_started)
 		*req->daemon_started = 1;
 	if (req->cancel && *req->cancel)

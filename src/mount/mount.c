@@ -564,7 +564,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	snprintf(res->digest, sizeof(res->digest), "%s", cfg.blob.digest);
 	res->size = cfg.blob.size;
 
-	mount_cache_max_apply(cache_dir, run_dir, rs.blob.cache_key);
+	cfg.sparse = !mount_cache_max_apply(cache_dir, run_dir, rs.blob.cache_key, rs.blob.size);
 	/* Start or join the entry's daemon: the data file is marked before anything mounts it. */
 	t = util_now_ms();
 	cfg.cache_dir = cache_dir;

@@ -42,10 +42,12 @@ int mount_cache_max(struct util_size *ret, struct util_error *err);
 int mount_cache_gc(const char *cache_dir, const char *run_dir, const struct util_size *size,
 		   bool dry_run, bool trim, void (*each)(void *ctx, const struct cache_gc_entry *e),
 		   void *ctx, struct cache_gc_result *ret);
-/* Before a new entry is made for key: when the cache is over its budget, evict entries no
- * mount uses, least recently used first, then trim entries in use (mount_cache_gc). Logged;
- * never fails (a bad budget is a warning). */
-void mount_cache_max_apply(const char *cache_dir, const char *run_dir, const char *key);
+/* Before a new entry is made for key (size bytes): when the cache is over its budget, evict
+ * entries no mount uses, least recently used first, then trim entries in use
+ * (mount_cache_gc). Logged; never fails (a bad budget is a warning). True when the new entry
+ * may be allocated whole at once: no budget, or the blob fits in what the budget leaves. */
+bool mount_cache_max_apply(const char *cache_dir, const char *run_dir, const char *key,
+			   uint64_t size);
 
 /* Options of `mount -o` that are not the registry client's. */
 struct mount_opts {

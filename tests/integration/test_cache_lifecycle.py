@@ -6,6 +6,7 @@ mount uses, never one a mount uses or is opening. Runs as root, against the real
 
 import hashlib
 import os
+import shutil
 import re
 import signal
 import struct
@@ -641,6 +642,32 @@ def test_gc_trims_cold_blocks_of_a_mounted_entry(lazy, private_registry, big):
     lazy.umount(mp)
     lazy.assert_nothing_left()
     assert check_claims(lazy.cache, im) > 0
+
+
+def test_an_image_larger_than_the_budget_takes_what_is_read(lazy, private_registry, big):
+    """LAZYEROFS_CACHE_MAX below the image's size: its new entry is not allocated whole (it
+    held all 32 MiB for one file read, and no trim gives back blocks that hold nothing), and a
+    gc then brings the cache within the budget; with room in the budget it is, as without
+    one."""
+    im = push(private_registry, "trim/budget", big)
+    trim_env(lazy)
+    lazy.env["LAZYEROFS_CACHE_MAX"] = str(12 * MiB)
+    mp = lazy.mount(im["ref"])
+    assert child_read(mp + "/data/r0.bin") == expected(im, "/data/r0.bin")
+    held = entry_bytes(lazy.cache, im["digest"])
+    assert held < 12 * MiB, held
+    assert child_read(mp + "/data/r1.bin") == expected(im, "/data/r1.bin")
+    time.sleep(COLD_MS / 1000 + 0.5)
+    r = gc(lazy)
+    assert entry_bytes(lazy.cache, im["digest"]) <= 12 * MiB, r.stdout
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+    shutil.rmtree(os.path.join(lazy.cache, "sha256"))
+    lazy.env["LAZYEROFS_CACHE_MAX"] = str(64 * MiB)
+    mp = lazy.mount(im["ref"])
+    assert entry_bytes(lazy.cache, im["digest"]) >= im["size"]
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
 
 
 @pytest.mark.parametrize("name", ["lz4hc", "ztailpacking", "fragments", "chunked", "metazone",
