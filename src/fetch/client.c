@@ -215,6 +215,9 @@ static int dir_error(const char *what, const char *path, int r, struct util_erro
 	return util_err_set(err, r, "%s '%s': %s", what, path, strerror(-r));
 }
 
+/* How long a daemon of another version is waited for to leave before a mount gives up. */
+#define OTHER_VERSION_WAIT_MS 5000
+
 int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **ret,
 			struct util_error *err)
 {
@@ -244,7 +247,7 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 	}
 
 	deadline = util_now_ms() + 30000;
-	for (;;) {
+	for (uint64_t other_since = 0;;) {
 		_cleanup_close_ int fd = -1, lock = -1;
 		pid_t pid;
 
@@ -270,8 +273,18 @@ int fetch_daemon_ensure(const struct fetch_config *cfg, struct fetch_handle **re
 				}
 				return r;
 			}
-			if (r == -EPROTO)
-				return r;
+			if (r == -EPROTO) {
+				/* A daemon of another version. One whose last mount was just
+				 * unmounted (the remedy the message gives) leaves within a second
+				 * or so: waited for, a while, before the refusal stands. */
+				if (!other_since)
+					other_since = util_now_ms();
+				if (util_now_ms() - other_since >= OTHER_VERSION_WAIT_MS)
+					return r;
+				util_err_clear(err);
+				util_sleep_ms(100);
+				continue;
+			}
 			/* The daemon is leaving (it stopped taking holds) or its worker is being
 			 * replaced: try again shortly. */
 		} else if (r != -ENOENT && r != -ECONNREFUSED) {

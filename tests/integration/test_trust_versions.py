@@ -118,3 +118,26 @@ def test_status_names_a_daemon_of_another_version(lazy, registry, tmp_path):
     assert child_hashes(mp) == content_hashes(tree)
     lazy.umount(mp)
     lazy.assert_nothing_left()
+
+
+def test_a_mount_right_after_the_old_daemons_last_umount_waits_for_it(lazy, registry, tmp_path):
+    """The remedy the refusal gives (unmount the image's mounts, then mount again), followed at
+    once: the old daemon takes a moment to leave, and the mount waits for that instead of
+    failing again."""
+    image, tree = build_busybox_image(str(tmp_path))
+    im = registry.client.push_image("ver/d", "v1", [(image, MT_EROFS)])
+    key = hashlib.sha256(b"insecure\n" + im["layers"][0]["digest"].split(":", 1)[1].encode())
+    os.makedirs(lazy.run_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(lazy.run_dir, f"daemon-{key.hexdigest()}.sock")
+    srv, t = old_daemon(path, b'{"ok":false,"errno":71,"error":"protocol version"}\n', [])
+
+    def leave():
+        srv.close()
+        if os.path.lexists(path):
+            os.unlink(path)
+    threading.Timer(1.5, leave).start()
+    mp = lazy.mount(registry.ref("ver/d", "v1"), opts="insecure")
+    t.join(10)
+    assert child_hashes(mp) == content_hashes(tree)
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
