@@ -87,9 +87,14 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 					proto != FETCH_PROTO_VERSION))) {
 		/* A daemon of another version: it keeps serving its mounts; we never talk to it. */
 		char theirs[32] = "unknown";
+		const char *said =
+		    err ? strstr(err->message, "speaks control protocol version ") : NULL;
+		unsigned v;
 
 		if (r != -EPROTO)
 			snprintf(theirs, sizeof(theirs), "%llu", (unsigned long long)proto);
+		else if (said && sscanf(said, "speaks control protocol version %u", &v) == 1)
+			snprintf(theirs, sizeof(theirs), "%u", v); /* (its refusal names it) */
 		return util_err_set(
 		    err, -EPROTO,
 		    "the running daemon of this image was started by another version of "
