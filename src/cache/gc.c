@@ -19,10 +19,12 @@
 #include <unistd.h>
 
 #include "cache/internal.h"
+#include "util/array.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/mountinfo.h"
 
 /* Entries looked at in one run, at most (a cache of 64 Ki images is far beyond any use). */
 #define GC_MAX_ENTRIES 65536
@@ -185,6 +187,45 @@ static int list_entries(int dirfd, struct cache_gc_entry **ret, size_t *ret_n)
 	return 0;
 }
 
+/* The keys of entries of the cache whose data file is mounted here (mountinfo's source):
+ * a mount whose daemon is gone holds its entry as much as a daemon does (its files, removed,
+ * would keep their space until the umount, and gc would say it freed it). */
+struct mounted_keys {
+	const char *dir; /* "<cache>/sha256/" */
+	char **keys;
+	size_t n, alloc;
+};
+
+static int note_mounted(const struct util_mountinfo *m, void *ud)
+{
+	struct mounted_keys *k = ud;
+	size_t len = strlen(k->dir);
+
+	if (strcmp(m->fstype, "erofs") || strncmp(m->source, k->dir, len) ||
+	    strchr(m->source + len, '/'))
+		return 0;
+	if (UTIL_ARRAY_RESERVE(k->keys, k->alloc, k->n, 8) < 0 ||
+	    !(k->keys[k->n] = strdup(m->source + len)))
+		return -ENOMEM;
+	k->n++;
+	return 0;
+}
+
+static bool key_mounted(const struct mounted_keys *k, const char *key)
+{
+	for (size_t i = 0; i < k->n; i++)
+		if (!strcmp(k->keys[i], key))
+			return true;
+	return false;
+}
+
+static void mounted_keys_free(struct mounted_keys *k)
+{
+	for (size_t i = 0; i < k->n; i++)
+		free(k->keys[i]);
+	free(k->keys);
+}
+
 /* Whether someone holds the entry's lock now (a peek: the lock is let go at once). */
 static bool entry_locked(int dirfd, const char *key)
 {
@@ -239,6 +280,7 @@ int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
 {
 	_cleanup_close_ int root = -1, dirfd = -1;
 	_cleanup_free_ struct cache_gc_entry *v = NULL;
+	_cleanup_(mounted_keys_free) struct mounted_keys mounted = {0};
 	char path[PATH_MAX];
 	size_t n = 0;
 	int r;
@@ -247,7 +289,7 @@ int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
 	if (!cache_dir || cache_dir[0] != '/')
 		return -EINVAL;
 	ret->budget = size->is_percent ? 0 : size->bytes;
-	if (snprintf(path, sizeof(path), "%s/sha256", cache_dir) >= (int)sizeof(path))
+	if (snprintf(path, sizeof(path), "%s/sha256", cache_dir) >= (int)sizeof(path) - 1)
 		return -ENAMETOOLONG;
 	/* Both must be private already: gc creates nothing. */
 	r = util_open_existing_private_dir(cache_dir, O_PATH, &root);
@@ -263,10 +305,14 @@ int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
 	r = list_entries(dirfd, &v, &n);
 	if (r < 0)
 		return r;
+	strcat(path, "/");
+	mounted.dir = path;
+	if (util_mountinfo_each("/proc/self/mountinfo", note_mounted, &mounted) == -ENOMEM)
+		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		bool files = entry_stat(dirfd, &v[i]);
 
-		v[i].in_use = entry_locked(dirfd, v[i].key);
+		v[i].in_use = entry_locked(dirfd, v[i].key) || key_mounted(&mounted, v[i].key);
 		if (!files && !v[i].in_use) {
 			/* A lock file alone (a start that failed before creating the entry):
 			 * no entry to count or report, but no reason to keep it. */

@@ -6,8 +6,8 @@ mount uses, never one a mount uses or is opening. Runs as root, against the real
 
 import hashlib
 import os
-import shutil
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -458,6 +458,24 @@ def test_gc_max_size_evicts_lru_unused_never_mounted(lazy, three):
     mp = lazy.mount(a["ref"])
     assert child_read(mp + "/data/f.bin") == expected(a, "/data/f.bin")
     lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_gc_keeps_the_entry_of_a_mount_whose_daemon_is_gone(lazy, three):
+    """b is mounted and its daemon killed (the mount is lost): the mount still holds b's data
+    file, so gc leaves b alone (it removed it and said it freed its space, which came back only
+    at the umount); after the umount b goes."""
+    b = three["b"]
+    mp = lazy.mount(b["ref"])
+    st = lazy.status_of(mp)
+    os.killpg(os.getpgid(st["pid"]), signal.SIGKILL)
+    assert wait_until(lambda: lazy.status_of(mp)["state"] == "lost", 30)
+    r = gc(lazy, "--max-size", "0")
+    assert b["digest"] not in evicted(r.stdout) and present(lazy.cache, b), r.stdout
+    assert "over budget: 1 entry in use" in r.stdout, r.stdout
+    lazy.umount(mp)
+    r = gc(lazy, "--max-size", "0")
+    assert evicted(r.stdout) == [b["digest"]], r.stdout
     lazy.assert_nothing_left()
 
 
