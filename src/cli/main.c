@@ -5,6 +5,7 @@
 #include <libgen.h>
 
 #include "cli/cli.h"
+#include "fetch/fetch.h"
 #include "util/log.h"
 #include "util/proctitle.h"
 
@@ -55,7 +56,9 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return CLI_EXIT_OK;
 		} else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
-			printf("lazyerofs %s\n", LAZYEROFS_VERSION);
+			/* (the daemons' protocol: a mount refuses to join one of another) */
+			printf("lazyerofs %s (daemon control protocol %d)\n", LAZYEROFS_VERSION,
+			       fetch_proto_version());
 			return CLI_EXIT_OK;
 		} else if (strcmp(a, "--verbose") == 0) {
 			cli_verbose_inc();

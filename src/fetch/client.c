@@ -68,6 +68,11 @@ void fetch_handle_free(struct fetch_handle *h)
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 
+int fetch_proto_version(void)
+{
+	return FETCH_PROTO_VERSION;
+}
+
 /* Say hello (or hold) on a connected socket and build the handle from the answer. */
 static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error *err)
 {

@@ -23,6 +23,10 @@
 #include "util/extents.h"
 #include "util/json.h"
 
+/* The control protocol this binary's daemons and clients speak (a client refuses a daemon of
+ * another, and the daemon it). */
+int fetch_proto_version(void);
+
 struct fetch_config {
 	const char *cache_dir;		/* cache root (validated root-owned 0700 by the callee) */
 	const char *run_dir;		/* run root (same rules) */

@@ -126,9 +126,18 @@ int mount_fill(const struct mount_fill_request *req, struct mount_fill_result *r
 	cfg.transport = mount_transport(&rs);
 	cfg.metrics_dir = metrics_dir;
 	r = fetch_daemon_ensure(&cfg, &h, &ferr);
-	if (r < 0)
+	if (r < 0) {
+		/* What the entry holds, as its files say (a daemon of another version has it:
+		 * "0 B of it in the cache" was wrong). */
+		_cleanup_close_ int dfd = -1;
+		struct cache_header hdr;
+
+		if (cache_dir_open(cache_dir, &dfd) < 0 ||
+		    cache_entry_peek_present(dfd, rs.blob.cache_key, &hdr, &res->present_bytes) < 0)
+			res->present_bytes = 0;
 		return util_err_set(err, r, "starting the fetch daemon: %s",
 				    util_err_msg(&ferr, r));
+	}
 	r = check_superblock(h, rs.blob.size, err);
 	if (r < 0) {
 		mount_err_name_image(err, pub_source, rs.blob.digest);

@@ -8,10 +8,11 @@ the bitmap header's is tested in test_trust_cache.py.)"""
 import hashlib
 import json
 import os
+import re
 import socket
 import threading
 
-from common import child_hashes, content_hashes
+from common import child_hashes, child_read, content_hashes
 from lazymount import build_busybox_image
 from registry import MT_EROFS
 
@@ -141,3 +142,30 @@ def test_a_mount_right_after_the_old_daemons_last_umount_waits_for_it(lazy, regi
     assert child_hashes(mp) == content_hashes(tree)
     lazy.umount(mp)
     lazy.assert_nothing_left()
+
+
+def test_fetch_refused_by_a_daemon_of_another_version_says_what_the_cache_holds(lazy, registry,
+                                                                              tmp_path):
+    """`lazyerofs fetch` of an image whose daemon is of another version: one line, exit 2, and
+    what the entry holds as its files say (it said 0 B)."""
+    image, tree = build_busybox_image(str(tmp_path))
+    im = registry.client.push_image("ver/e", "v1", [(image, MT_EROFS)])
+    key = hashlib.sha256(b"insecure\n" + im["layers"][0]["digest"].split(":", 1)[1].encode())
+    sock = os.path.join(lazy.run_dir, f"daemon-{key.hexdigest()}.sock")
+    mp = lazy.mount(registry.ref("ver/e", "v1"), opts="insecure")
+    with open(os.path.join(tree, "etc", "motd"), "rb") as f:
+        assert child_read(mp + "/etc/motd") == f.read()  # some of it, not all
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+    srv, t = old_daemon(sock, b'{"ok":false,"errno":71,"error":"this daemon speaks control '
+                              b'protocol version 2: it was started by another version"}\n', [])
+    try:
+        r = lazy.run(["fetch", "-o", "insecure", registry.ref("ver/e", "v1")], timeout=60)
+    finally:
+        srv.close()
+        t.join(10)
+        os.unlink(sock)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "another version" in lines[0] and "protocol 2" in lines[0], lines[0]
+    assert not re.search(r"\(0 B of", lines[0]), lines[0]
