@@ -28,14 +28,23 @@ static void token_clear(struct oci_token *t)
 	memset(t, 0, sizeof(*t));
 }
 
+/* The credentials looked up, and what the lookup said, forgotten (load_creds looks again). */
+static void forget_creds(struct oci_auth *a)
+{
+	oci_creds_free(&a->creds);
+	free(a->creds_source);
+	a->creds_source = NULL;
+	a->creds_error = 0;
+	a->creds_error_msg[0] = 0;
+	a->creds_loaded = false;
+}
+
 void oci_auth_free(struct oci_auth *a)
 {
 	for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++)
 		token_clear(&a->tokens[i]);
 	util_free_secret(&a->basic_header);
-	oci_creds_free(&a->creds);
-	free(a->creds_source);
-	a->creds_source = NULL;
+	forget_creds(a);
 	if (a->easy)
 		curl_easy_cleanup(a->easy);
 	a->easy = NULL;
@@ -174,12 +183,7 @@ static bool reload_creds(struct oci_client *c, struct oci_host *h)
 	if (a->creds_reloaded_ms && now - a->creds_reloaded_ms < a->creds_reload_wait_ms)
 		return false;
 	memcpy(before, a->identity, sizeof(before));
-	oci_creds_free(&a->creds);
-	free(a->creds_source);
-	a->creds_source = NULL;
-	a->creds_error = 0;
-	a->creds_error_msg[0] = 0;
-	a->creds_loaded = false;
+	forget_creds(a);
 	load_creds(c, h);
 	a->creds_reloaded_ms = util_now_ms(); /* (a helper may have taken a while) */
 	if (!strcmp(before, a->identity)) {

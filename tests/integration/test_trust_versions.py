@@ -31,6 +31,15 @@ def call(path, msg):
     return json.loads(buf)
 
 
+def daemon_socket(lazy, im):
+    """Where the daemon of an insecure mount of pushed image im listens (the run directory
+    made): the entry of an insecure mount has a key of its own (see test_trust_integrity.py)."""
+    key = im["layers"][0]["digest"].split(":", 1)[1]
+    key = hashlib.sha256(b"insecure\n" + key.encode()).hexdigest()
+    os.makedirs(lazy.run_dir, mode=0o700, exist_ok=True)
+    return os.path.join(lazy.run_dir, f"daemon-{key}.sock")
+
+
 def old_daemon(path, reply, seen):
     """A daemon of another version at socket path: it answers every request line (kept in
     seen) with reply. Returns (its socket, its thread): close the one, join the other."""
@@ -74,11 +83,7 @@ def test_a_mount_never_talks_to_a_daemon_of_another_version(lazy, registry, tmp_
     mount fails with one line naming the cause and the fix, and leaves nothing behind."""
     image, tree = build_busybox_image(str(tmp_path))
     im = registry.client.push_image("ver/b", "v1", [(image, MT_EROFS)])
-    key = im["layers"][0]["digest"].split(":", 1)[1]
-    # The entry of an insecure mount has a key of its own (see test_trust_integrity.py).
-    key = hashlib.sha256(b"insecure\n" + key.encode()).hexdigest()
-    os.makedirs(lazy.run_dir, mode=0o700, exist_ok=True)
-    path = os.path.join(lazy.run_dir, f"daemon-{key}.sock")
+    path = daemon_socket(lazy, im)
     seen = []
     srv, t = old_daemon(path, b'{"ok":true,"pid":1,"worker_pid":1,"data_path":"/nonexistent",'
                               b'"socket":"/nonexistent","state":"running"}\n', seen)
@@ -127,9 +132,7 @@ def test_a_mount_right_after_the_old_daemons_last_umount_waits_for_it(lazy, regi
     failing again."""
     image, tree = build_busybox_image(str(tmp_path))
     im = registry.client.push_image("ver/d", "v1", [(image, MT_EROFS)])
-    key = hashlib.sha256(b"insecure\n" + im["layers"][0]["digest"].split(":", 1)[1].encode())
-    os.makedirs(lazy.run_dir, mode=0o700, exist_ok=True)
-    path = os.path.join(lazy.run_dir, f"daemon-{key.hexdigest()}.sock")
+    path = daemon_socket(lazy, im)
     srv, t = old_daemon(path, b'{"ok":false,"errno":71,"error":"protocol version"}\n', [])
 
     def leave():
@@ -150,8 +153,7 @@ def test_fetch_refused_by_a_daemon_of_another_version_says_what_the_cache_holds(
     what the entry holds as its files say (it said 0 B)."""
     image, tree = build_busybox_image(str(tmp_path))
     im = registry.client.push_image("ver/e", "v1", [(image, MT_EROFS)])
-    key = hashlib.sha256(b"insecure\n" + im["layers"][0]["digest"].split(":", 1)[1].encode())
-    sock = os.path.join(lazy.run_dir, f"daemon-{key.hexdigest()}.sock")
+    sock = daemon_socket(lazy, im)
     mp = lazy.mount(registry.ref("ver/e", "v1"), opts="insecure")
     with open(os.path.join(tree, "etc", "motd"), "rb") as f:
         assert child_read(mp + "/etc/motd") == f.read()  # some of it, not all

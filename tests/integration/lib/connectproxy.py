@@ -15,7 +15,7 @@ import threading
 HEAD_MAX = 64 * 1024
 
 
-def _read_head(sock):
+def read_head(sock):
     """The request head (bytes up to and with the blank line) and what came after it."""
     data = b""
     while b"\r\n\r\n" not in data:
@@ -46,7 +46,7 @@ def _pipe(a, b):
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self):
         proxy = self.server.owner
-        head, rest = _read_head(self.request)
+        head, rest = read_head(self.request)
         if head is None:
             return
         line, _, headers = head.partition(b"\r\n")
