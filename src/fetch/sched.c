@@ -446,18 +446,20 @@ static void probe_end(struct fetch_sched *s, int err)
 	s->probe = NULL;
 }
 
+/* A failure map emptied (what a crowd of failures made large given back). */
+static void fail_map_forget(struct util_u64map *m, size_t *prune_at)
+{
+	if (m->cap > 2 * FAIL_PRUNE_AT)
+		util_u64map_free(m);
+	else
+		util_u64map_clear(m);
+	*prune_at = 0;
+}
+
 static void fail_forget(struct fetch_sched *s)
 {
-	/* (what a crowd of failures made large is given back) */
-	if (s->failed.cap > 2 * FAIL_PRUNE_AT)
-		util_u64map_free(&s->failed);
-	else
-		util_u64map_clear(&s->failed);
-	if (s->failed_by.cap > 2 * FAIL_PRUNE_AT)
-		util_u64map_free(&s->failed_by);
-	else
-		util_u64map_clear(&s->failed_by);
-	s->failed_prune_at = s->failed_by_prune_at = 0;
+	fail_map_forget(&s->failed, &s->failed_prune_at);
+	fail_map_forget(&s->failed_by, &s->failed_by_prune_at);
 	probe_end(s, 0);
 }
 

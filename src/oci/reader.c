@@ -387,13 +387,20 @@ enum outcome { DONE, AGAIN, FATAL };
 /* q failed at a mirror with code (why: its words): pass q on to the next host that may pull,
  * at once, for the ranges still missing. False when q's host is the registry itself. */
 /* Send q to host i afresh. */
-static void requeue_at(struct oci_read *k, struct rreq *q, size_t i)
+/* The request's next attempt goes to its host's blob URL, not where it was sent. */
+static void to_host(struct rreq *q)
 {
-	q->host = i;
 	free(q->url);
 	q->url = NULL;
 	q->storage = q->from_cache = false;
-	q->hops = q->auth_rounds = 0;
+	q->hops = 0;
+}
+
+static void requeue_at(struct oci_read *k, struct rreq *q, size_t i)
+{
+	q->host = i;
+	to_host(q);
+	q->auth_rounds = 0;
 	q->failures = q->no_progress = 0;
 	q->not_before = 0;
 	push_pending(k, q);
@@ -564,9 +571,7 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		return AGAIN;
 	} else if (q->from_cache && st >= 400 && st < 500) {
 		/* The remembered storage URL expired (forgotten above): back to the host now. */
-		free(q->url);
-		q->url = NULL;
-		q->from_cache = q->storage = false;
+		to_host(q);
 		push_pending(k, q);
 		return AGAIN;
 	} else if (st == 401 && !q->storage && !c->ref->is_url) {
@@ -652,12 +657,8 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 	/* A retry after no byte came asks the host again, not the storage it redirected to:
 	 * that may be where the failure is, and the host may send it elsewhere now. (Storage
 	 * that was sending bytes when it was cut gets the retry itself.) */
-	if (!q->progressed) {
-		free(q->url);
-		q->url = NULL;
-		q->from_cache = q->storage = false;
-		q->hops = 0;
-	}
+	if (!q->progressed)
+		to_host(q);
 	k->stats.retries++;
 	log_debug("oci: %s: %s; retrying %s in %llu ms", k->what, k->last_error, range_shown,
 		  (unsigned long long)wait);
