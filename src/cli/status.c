@@ -41,9 +41,12 @@ static void usage(FILE *f)
 
 /* A mount whose daemon does not answer is lost (DESIGN "status --json"): nothing serves its
  * missing bytes any more; it is shown with the reason. */
+/* A daemon of another version (a package upgraded while it runs) answers for its mounts and
+ * serves them: running, though this binary cannot ask it for more. "lost" tells a monitor to
+ * unmount a mount that works. */
 const char *cli_status_state(const struct mount_status_entry *e)
 {
-	return e->daemon_alive ? e->fs.state : "lost";
+	return e->daemon_alive ? e->fs.state : e->daemon_foreign ? "running" : "lost";
 }
 
 const char *cli_status_integrity(const struct mount_status_entry *e)
@@ -205,7 +208,7 @@ static void fill_row(const struct mount_status_entry *e, char cells[NCOLS][CELL]
 				 size ? 100.0 * (double)e->disk_present / (double)size : 100.0);
 		snprintf(cells[COL_STATE], CELL,
 			 e->daemon_mute	     ? "lost (daemon mute)"
-			 : e->daemon_foreign ? "lost (daemon of another version)"
+			 : e->daemon_foreign ? "running (daemon of another version)"
 					     : "lost (daemon gone)");
 		snprintf(cells[COL_PID], CELL, "%d", (int)e->st.pid);
 		return;

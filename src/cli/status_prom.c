@@ -53,7 +53,7 @@ int cli_status_prometheus(FILE *f, const struct mount_status_entry *v, size_t n)
 						      .entry = entry_key(&v[i]),
 						      .mountpoint = v[i].st.mountpoint,
 						      .source = v[i].st.source,
-						      .up = v[i].daemon_alive,
+						      .up = v[i].daemon_alive || v[i].daemon_foreign,
 						      .mute = v[i].daemon_mute};
 	ne = group_entries(v, n, speaker);
 	for (size_t i = 0; i < ne; i++) {

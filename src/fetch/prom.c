@@ -181,8 +181,9 @@ static void print_mounts(FILE *f, const struct fetch_prom_mount *v, size_t n)
 	    "A lazyerofs mount (always 1): its cache entry, mountpoint and source."};
 	static const struct family up = {
 	    "lazyerofs_daemon_up", "gauge",
-	    "1 when the entry's daemon answers for the mount; 0 when the mount is lost: its daemon "
-	    "is gone (unread data would read as zeros) or does not answer "
+	    "1 when the entry's daemon answers for the mount (one of another lazyerofs version "
+	    "too: it serves the mount, without its counters here); 0 when the mount is lost: its "
+	    "daemon is gone (unread data would read as zeros) or does not answer "
 	    "(lazyerofs_daemon_mute 1: reads wait); unmount it."};
 	static const struct family mute = {
 	    "lazyerofs_daemon_mute", "gauge",

@@ -103,7 +103,9 @@ def test_a_mount_never_talks_to_a_daemon_of_another_version(lazy, registry, tmp_
 
 def test_status_names_a_daemon_of_another_version(lazy, registry, tmp_path):
     """A mount whose daemon speaks another version's protocol (a package upgraded while it
-    runs): `status` says so, not that the daemon is gone and reads would get zeros."""
+    runs): `status` says so, not that the daemon is gone and reads would get zeros; the
+    mount is running (`status --json`, `lazyerofs_daemon_up`), not lost: a monitor that
+    unmounts lost mounts must leave it alone."""
     image, tree = build_busybox_image(str(tmp_path))
     registry.client.push_image("ver/c", "v1", [(image, MT_EROFS)])
     mp = lazy.mount(registry.ref("ver/c", "v1"), opts="insecure")
@@ -114,13 +116,17 @@ def test_status_names_a_daemon_of_another_version(lazy, registry, tmp_path):
     try:
         st = lazy.status()[0]
         text = lazy.run(["status"]).stdout
+        prom = lazy.run(["status", "--prometheus"]).stdout
     finally:
         srv.close()
         t.join(10)
         os.unlink(sock)
         os.rename(sock + ".real", sock)
     assert "another version" in st.get("problem", ""), st
-    assert "another version" in text and "zeros" not in text, text
+    assert st["state"] == "running", st
+    assert "another version" in text and "zeros" not in text and "lost" not in text, text
+    up = [l for l in prom.splitlines() if l.startswith("lazyerofs_daemon_up{")]
+    assert up and all(l.endswith(" 1") for l in up), prom
     assert child_hashes(mp) == content_hashes(tree)
     lazy.umount(mp)
     lazy.assert_nothing_left()
