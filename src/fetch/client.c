@@ -515,13 +515,13 @@ int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err)
 }
 
 int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, int root_fd, const char *mountpoint,
-		 const char *source, const char *state_file)
+		 const char *source, const char *state_file, const char *state_text)
 {
 	_cleanup_json_ json_t *req = NULL, *reply = NULL;
 
-	req = json_pack("{s:s,s:I,s:s,s:s,s:s}", "op", "attach", "mnt_id", (json_int_t)mnt_id,
+	req = json_pack("{s:s,s:I,s:s,s:s,s:s,s:s}", "op", "attach", "mnt_id", (json_int_t)mnt_id,
 			"mountpoint", mountpoint, "source", source ? source : "", "state",
-			state_file ? state_file : "");
+			state_file ? state_file : "", "state_text", state_text ? state_text : "");
 	if (!req)
 		return -ENOMEM;
 	return call(h, req, root_fd, &reply, NULL);

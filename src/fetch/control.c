@@ -403,7 +403,7 @@ static int do_fill(struct conn *c)
 static int do_attach(struct conn *c, json_t *req, int fd)
 {
 	struct fetch_daemon *d = c->d;
-	const char *mp = "", *src = "", *state = "";
+	const char *mp = "", *src = "", *state = "", *text = "";
 	struct fetch_mount_rec *m;
 	uint64_t mnt_id = 0;
 	char path[64];
@@ -414,6 +414,7 @@ static int do_attach(struct conn *c, json_t *req, int fd)
 	(void)util_json_get_string(req, "mountpoint", &mp);
 	(void)util_json_get_string(req, "source", &src);
 	(void)util_json_get_string(req, "state", &state);
+	(void)util_json_get_string(req, "state_text", &text);
 	if (strlen(state) >= sizeof(m->state) || strspn(state, "0123456789") != strlen(state))
 		return fetch_reply_error(c->fd, EINVAL, "attach: 'state' must be a state file's name");
 	if (fd < 0)
@@ -435,6 +436,11 @@ static int do_attach(struct conn *c, json_t *req, int fd)
 		fetch_set_str(m->mountpoint, sizeof(m->mountpoint), mp);
 		fetch_set_str(m->source, sizeof(m->source), src);
 		fetch_set_str(m->state, sizeof(m->state), state);
+		/* Whole or not at all: a cut text is no state file. */
+		if (strlen(text) < sizeof(m->state_text))
+			memcpy(m->state_text, text, strlen(text) + 1);
+		else
+			m->state_text[0] = 0;
 		SH_STORE(d->sh->had_user, 1);
 	}
 	pthread_mutex_unlock(&d->lock);
@@ -718,6 +724,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 			accept_conn(d, d->listen2_fd);
 		if (pfd[2].revents & POLLIN)
 			fetch_read_inotify(d);
+		fetch_run_dir_heal(d, now);
 		if ((pfd[3].revents & POLLIN) && fetch_read_opens(d)) {
 			/* Someone opened the data file: maybe a mount that never attaches. The
 			 * mount appears in mountinfo only once mount(2) returns. */

@@ -120,9 +120,10 @@ int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err);
  * last open file closes, or when a mount never placed loses its fd), detach or not.
  * mountpoint is what status shows. state_file names the mount's state file in the run
  * directory (digits only, or NULL): when the superblock is released -- also after a plain
- * umount(8) that no lazyerofs command saw -- the daemon removes it. */
+ * umount(8) that no lazyerofs command saw -- the daemon removes it; state_text is its
+ * content (or NULL), which the daemon writes again if the run directory loses it. */
 int fetch_attach(struct fetch_handle *h, uint64_t mnt_id, int root_fd, const char *mountpoint,
-		 const char *source, const char *state_file);
+		 const char *source, const char *state_file, const char *state_text);
 /* Connect to a daemon by its socket path (from a state file). */
 int fetch_connect(const char *socket_path, struct fetch_handle **ret);
 /* The same, each request of the connection answered within timeout_ms or failed (-EAGAIN):

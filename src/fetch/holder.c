@@ -175,6 +175,86 @@ static int bind_socket(struct fetch_daemon *d, const char *name, int *ret_fd, ui
 	return 0;
 }
 
+/* Is `name` in the run directory the socket we bound (inode ino)? */
+static bool socket_ours(struct fetch_daemon *d, const char *name, uint64_t ino)
+{
+	struct stat st;
+
+	return fstatat(d->run_dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       (uint64_t)st.st_ino == ino;
+}
+
+/* Bind name again (its old listening fd number takes the new socket). */
+static int rebind(struct fetch_daemon *d, const char *name, int listen_fd, uint64_t *ino)
+{
+	int fd, r = bind_socket(d, name, &fd, ino);
+
+	if (r < 0)
+		return r;
+	if (dup3(fd, listen_fd, O_CLOEXEC) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+void fetch_run_dir_heal(struct fetch_daemon *d, uint64_t now_ms)
+{
+	struct stat st;
+	char name[96];
+	unsigned states = 0;
+	int r = 0, fd;
+
+	if (now_ms < d->heal_at_ms || d->leaving)
+		return;
+	d->heal_at_ms = now_ms + FETCH_HEAL_MS;
+	if (socket_ours(d, d->sock_name, d->sock_ino) &&
+	    socket_ours(d, d->sock2_name, d->sock2_ino))
+		return;
+	/* Someone emptied the run directory (or removed it) under a live daemon: a mount of the
+	 * image would wait for the entry lock we hold and fail, `status` would list none of our
+	 * mounts, `umount` would not find us. Make our part of it again. */
+	if (fstat(d->run_dirfd, &st) == 0 && st.st_nlink == 0) {
+		r = util_open_private_dir(d->cfg.run_dir, &fd);
+		if (r >= 0) {
+			if (dup3(fd, d->run_dirfd, O_CLOEXEC) < 0)
+				r = -errno;
+			close(fd);
+		}
+	}
+	if (r >= 0 && !socket_ours(d, d->sock2_name, d->sock2_ino))
+		r = rebind(d, d->sock2_name, d->listen2_fd, &d->sock2_ino);
+	if (r >= 0 && !socket_ours(d, d->sock_name, d->sock_ino))
+		r = rebind(d, d->sock_name, d->listen_fd, &d->sock_ino);
+	if (r < 0) {
+		log_warning("the run directory '%s' lost this daemon's sockets, and making them "
+			    "again failed: %s",
+			    d->cfg.run_dir, strerror(-r));
+		return;
+	}
+	snprintf(name, sizeof(name), "daemon-%s.log", d->cfg.blob.cache_key);
+	if (d->log_fd != d->devnull_fd && fstatat(d->run_dirfd, name, &st, 0) < 0 &&
+	    (fd = openat(d->run_dirfd, name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+			 0600)) >= 0) {
+		(void)dup3(fd, d->log_fd, O_CLOEXEC);
+		close(fd);
+	}
+	pthread_mutex_lock(&d->lock);
+	for (uint32_t i = 0; i < FETCH_MOUNTS_USED(d->sh); i++) {
+		const struct fetch_mount_rec *m = &d->sh->mounts[i];
+
+		if (m->used && m->state[0] && m->state_text[0] &&
+		    fstatat(d->run_dirfd, m->state, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+		    errno == ENOENT &&
+		    util_write_file_atomic(d->run_dirfd, m->state, m->state_text,
+					   strlen(m->state_text), 0600) >= 0)
+			states++;
+	}
+	pthread_mutex_unlock(&d->lock);
+	log_warning("the run directory '%s' lost this daemon's sockets (emptied or removed while "
+		    "it ran): made them again, and %u mount state file(s)",
+		    d->cfg.run_dir, states);
+}
+
 void fetch_unlink_discovery(struct fetch_daemon *d)
 {
 	struct stat st;
@@ -633,7 +713,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		 (int)getpid());
 	snprintf(d->sock2_path, sizeof(d->sock2_path), "%s/%s", d->cfg.run_dir, d->sock2_name);
 	remove_stale_sockets(d);
-	r = bind_socket(d, d->sock2_name, &d->listen2_fd, NULL);
+	r = bind_socket(d, d->sock2_name, &d->listen2_fd, &d->sock2_ino);
 	if (r >= 0)
 		r = bind_socket(d, d->sock_name, &d->listen_fd, &d->sock_ino);
 	if (r < 0)

@@ -57,6 +57,7 @@
 /* Superblocks tracked. The table lives in anonymous shared memory, whose pages are only
  * backed once touched: it grows with use up to this bound (~4 MiB). */
 #define FETCH_MAX_MOUNTS	4096
+#define FETCH_STATE_TEXT_MAX	4096	   /* a mount's state file kept by the daemon */
 #define FETCH_MAX_CONNS		64	   /* control connections */
 #define FETCH_LINE_MAX		(8u << 20) /* a control request line */
 #define FETCH_REPLY_MAX		(1u << 20)
@@ -96,6 +97,9 @@ struct fetch_mount_rec {
 	char mountpoint[PATH_MAX]; /* (whole: a label of the metrics file) */
 	char source[PATH_MAX];
 	char state[24]; /* the mount's state file in the run directory ("" if none) */
+	/* ... and its text, to write it again when the run directory was emptied under us
+	 * (fetch_run_dir_heal); "" when the mount sent none or it was longer */
+	char state_text[FETCH_STATE_TEXT_MAX];
 };
 
 /* Fields of struct fetch_shared that several threads or processes touch: read and written
@@ -173,6 +177,8 @@ struct fetch_daemon {
 	int log_fd;   /* the daemon's log file (or devnull_fd) */
 	int ready_fd; /* readiness pipe to fetch_daemon_ensure; first worker only */
 	uint64_t sock_ino; /* inode of the discovery socket we bound (unlink only our own) */
+	uint64_t sock2_ino;  /* ... and of the stable one */
+	uint64_t heal_at_ms; /* the next look at both (fetch_run_dir_heal) */
 	char sock_name[128], sock2_name[128];
 	char sock2_path[PATH_MAX];
 	char log_path[PATH_MAX];
@@ -289,6 +295,11 @@ size_t fetch_essential_fds(const struct fetch_daemon *d, int *out, size_t max);
 void fetch_close_all_but(const int *keep, size_t n);
 /* Unlink the discovery socket if the name is still ours (a newer daemon may have it). */
 void fetch_unlink_discovery(struct fetch_daemon *d);
+/* Every FETCH_HEAL_MS: when our sockets left the run directory (emptied or removed under
+ * us), bind them again and write the state files of our mounts that are gone. Control
+ * thread only. */
+#define FETCH_HEAL_MS 2000
+void fetch_run_dir_heal(struct fetch_daemon *d, uint64_t now_ms);
 
 /* client.c */
 /* A socket path nobody listens on any more (connect: ECONNREFUSED). */

@@ -507,6 +507,7 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	_cleanup_close_ int target_fd = -1, run_fd = -1, data_fd = -1, mfd = -1;
 	_cleanup_(mountpoint_unlock) struct mountpoint_lock mp_lock = {.fd = -1};
 	_cleanup_free_ char *mnt_abs = NULL, *pub_source = NULL, *metrics_dir = NULL;
+	_cleanup_free_ char *state_text = NULL;
 	struct fetch_config cfg = { 0 };
 	struct mount_state st = { 0 };
 	struct fetch_status ready;
@@ -648,7 +649,23 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	 * mount goes with its fd and the daemon sees its superblock go. */
 	follow_mountpoint(target_fd, &mnt_abs);
 	mount_state_name(res->mnt_id, state_file);
-	r = fetch_attach(h, res->mnt_id, mfd, mnt_abs, pub_source, state_file);
+	st.mnt_id = res->mnt_id;
+	st.pid = h->pid;
+	st.mounted_by = getpid();
+	st.mnt_ns = mount_ns_id();
+	st.mountpoint = mnt_abs;
+	st.source = pub_source;
+	st.digest = cfg.blob.digest[0] ? cfg.blob.digest : NULL;
+	st.cache = h->data_path;
+	st.socket = h->socket_path;
+	st.options = (char *)mount_attr_format(req->opts->attr, optbuf, sizeof(optbuf));
+	st.size = cfg.blob.size;
+	st.transport = (char *)cfg.transport;
+	/* The daemon keeps the state file's text too: it writes it again should the run
+	 * directory lose it while the mount lives. */
+	if (mount_state_to_json(&st, &state_text) < 0)
+		state_text = NULL;
+	r = fetch_attach(h, res->mnt_id, mfd, mnt_abs, pub_source, state_file, state_text);
 	if (r < 0) {
 		util_err_set(err, r, "registering the mount with the fetch daemon: %s",
 			     strerror(-r));
@@ -678,18 +695,6 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 
 	/* Written once the mount is in the table: `status` drops a state file whose mount it
 	 * cannot find. */
-	st.mnt_id = res->mnt_id;
-	st.pid = h->pid;
-	st.mounted_by = getpid();
-	st.mnt_ns = mount_ns_id();
-	st.mountpoint = mnt_abs;
-	st.source = pub_source;
-	st.digest = cfg.blob.digest[0] ? cfg.blob.digest : NULL;
-	st.cache = h->data_path;
-	st.socket = h->socket_path;
-	st.options = (char *)mount_attr_format(req->opts->attr, optbuf, sizeof(optbuf));
-	st.size = cfg.blob.size;
-	st.transport = (char *)cfg.transport;
 	r = mount_state_write(run_fd, &st);
 	if (r < 0) {
 		util_err_set(err, r, "writing the state file in '%s': %s", run_dir, strerror(-r));

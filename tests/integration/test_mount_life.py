@@ -6,6 +6,7 @@ own time; a damaged state file and a symlinked mountpoint do not stop umount."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -121,6 +122,38 @@ def test_status_and_umount_with_a_stopped_daemon(lazy, big):
     assert res["umount"][0] == 0 and not res["mounted after umount"], res
     assert res["state files"] == [], res
     lazy.assert_nothing_left(timeout=30)
+
+
+@pytest.mark.parametrize("how", ["emptied", "removed"])
+def test_a_run_directory_emptied_under_a_mount_is_made_again(lazy, big, how):
+    """The run directory emptied (rm -rf /run/lazyerofs/*) or removed while a mount lives:
+    its daemon binds its sockets again and writes the mount's state file, so `status` lists
+    the mount and a second mount of the image joins the daemon (it waited 30 s for the entry
+    lock the daemon holds and failed, and status said "No lazyerofs mounts")."""
+    ref, tree = big
+    mp = lazy.mount(ref, lazy.mountpoint("rd1"))
+    before = lazy.status()
+    if how == "removed":
+        shutil.rmtree(lazy.run_dir)
+    else:
+        for name in os.listdir(lazy.run_dir):
+            os.unlink(os.path.join(lazy.run_dir, name))
+    back = wait_until(lambda: [m["mountpoint"] for m in lazy.status()] == [mp], 10)
+    assert back, (os.listdir(lazy.run_dir) if os.path.isdir(lazy.run_dir) else "no dir",
+                  lazy.run(["status"]).stdout)
+    st = lazy.status()[0]
+    assert st["state"] != "lost" and st["pid"] == before[0]["pid"], st
+    t = time.monotonic()
+    mp2 = lazy.mount(ref, lazy.mountpoint("rd2"), timeout=60)
+    took = time.monotonic() - t
+    assert took < 10, took
+    assert len(lazy.daemon_roots()) == 1, lazy.daemon_roots()
+    f = os.path.join("data", "r0.bin")
+    assert child_sha256(os.path.join(mp2, f)) == child_sha256(os.path.join(tree, f))
+    assert "lost this daemon's sockets" in lazy.log(), lazy.log()[-2000:]
+    lazy.umount(mp2)
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
 
 
 def test_umount_with_a_damaged_state_file(lazy, big):

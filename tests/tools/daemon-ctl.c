@@ -351,8 +351,9 @@ commands:
 			if (statx(AT_FDCWD, argv[i + 1], 0, 0x4000 /* STATX_MNT_ID_UNIQUE */,
 				  &stx) == 0)
 				id = stx.stx_mnt_id;
-			r = root < 0 ? -errno
-				     : fetch_attach(h, id, root, argv[i + 1], "daemon-ctl", NULL);
+			r = root < 0
+				? -errno
+				: fetch_attach(h, id, root, argv[i + 1], "daemon-ctl", NULL, NULL);
 			if (root >= 0)
 				close(root);
 			printf("{\"cmd\":\"attach\",\"ok\":%s,\"errno\":%d,\"mnt_id\":%" PRIu64
