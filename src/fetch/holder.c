@@ -453,12 +453,12 @@ static bool in_cgroup(pid_t pid, const char *path)
 }
 
 /* Move pid into the cgroup whose cgroup.procs is at procs (named name below the root),
- * unless it is there already. */
+ * unless it is there already (name NULL: not looked at). */
 static int move_pid(pid_t pid, const char *procs, const char *name)
 {
 	int fd, r = 0;
 
-	if (in_cgroup(pid, name))
+	if (name && in_cgroup(pid, name))
 		return 0;
 	fd = open(procs, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -469,41 +469,90 @@ static int move_pid(pid_t pid, const char *procs, const char *name)
 	return r;
 }
 
-/* Leave the caller's cgroup, so that stopping the caller's unit (or cgroup.kill) does not
- * take the daemon, which must outlive it while mounts use the entry: the holder (with all its
- * threads) and this worker, each unless it is there already (a worker that replaced a dead
- * one, forked by a holder that left before). A holder that replaced a dead one meanwhile was
- * forked by this worker, still in the caller's cgroup: it is moved too. Skipped when there
- * is no cgroup v2 hierarchy (the daemon then shares its caller's fate there); a failure is
- * logged. Below the root, in a cgroup without controllers: no internal-process conflict. */
-static void *leave_caller_cgroup(void *arg)
+/* Move this worker and the holder (with all its threads) into the cgroup whose cgroup.procs
+ * is at procs (name: its path below the hierarchy's root, to tell whether a pid is there
+ * already; NULL for a v1 hierarchy: moving a process where it is changes nothing). A holder
+ * that replaced a dead one meanwhile was forked by this worker, still in the caller's
+ * cgroup: it is moved too. */
+static int move_daemon(struct fetch_daemon *d, const char *procs, const char *name)
 {
-	struct fetch_daemon *d = arg;
-	const char *name = "/lazyerofs.daemons";
-	char root[PATH_MAX], path[PATH_MAX + 64];
 	pid_t holder = 0;
-	int r = 0;
+	int r = move_pid(getpid(), procs, name);
 
-	if (!cgroup2_root(root, sizeof(root)))
-		goto out;
-	snprintf(path, sizeof(path), "%s%s", root, name);
-	if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-		r = -errno;
-		goto out;
-	}
-	snprintf(path, sizeof(path), "%s%s/cgroup.procs", root, name);
-	r = move_pid(getpid(), path, name);
 	for (int i = 0; i < 4 && r >= 0 && holder != SH_LOAD(d->sh->holder_pid); i++) {
 		holder = SH_LOAD(d->sh->holder_pid);
-		r = move_pid(holder, path, name);
+		r = move_pid(holder, procs, name);
 		if (r == -ESRCH)
 			r = 0; /* it died: its replacement, if any, is looked at next */
 	}
-out:
+	return r;
+}
+
+/* The v2 hierarchy: below its root, in a cgroup without controllers (no internal-process
+ * conflict). */
+static void leave_cgroup2(struct fetch_daemon *d)
+{
+	const char *name = "/lazyerofs.daemons";
+	char root[PATH_MAX], path[PATH_MAX + 64];
+	int r = 0;
+
+	if (!cgroup2_root(root, sizeof(root)))
+		return;
+	snprintf(path, sizeof(path), "%s%s", root, name);
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		r = -errno;
+	snprintf(path, sizeof(path), "%s%s/cgroup.procs", root, name);
+	if (r >= 0)
+		r = move_daemon(d, path, name);
 	if (r < 0)
 		log_warning("the daemon stays in its caller's cgroup, whose end would take it: "
 			    "moving into %s%s: %s",
 			    root, name, strerror(-r));
+}
+
+struct cgroup1_moves {
+	struct fetch_daemon *d;
+	unsigned failed;
+	int first_err;
+	char first[PATH_MAX];
+};
+
+static int cgroup1_one(const struct util_mountinfo *m, void *ud)
+{
+	struct cgroup1_moves *c = ud;
+	char path[PATH_MAX + 16];
+	int r;
+
+	if (strcmp(m->fstype, "cgroup") != 0)
+		return 0;
+	if (snprintf(path, sizeof(path), "%s/cgroup.procs", m->mountpoint) >= (int)sizeof(path))
+		return 0;
+	r = move_daemon(c->d, path, NULL);
+	if (r < 0 && c->failed++ == 0) {
+		c->first_err = r;
+		snprintf(c->first, sizeof(c->first), "%s", m->mountpoint);
+	}
+	return 0;
+}
+
+/* Leave the caller's cgroups, so that stopping the caller's unit (or cgroup.kill) does not
+ * take the daemon, which must outlive it while mounts use the entry, nor the caller's limits
+ * (a memory cgroup's OOM kill) bind it: in the v2 hierarchy, and in every v1 one (legacy and
+ * hybrid hosts: systemd tracks a unit's processes in name=systemd there, and the caller's
+ * memory cgroup would hold the daemon too) into its root. Each process unless it is there
+ * already (a worker that replaced a dead one, forked by a holder that left before); a failure
+ * is logged. */
+static void *leave_caller_cgroup(void *arg)
+{
+	struct fetch_daemon *d = arg;
+	struct cgroup1_moves c = {.d = d};
+
+	leave_cgroup2(d);
+	(void)util_mountinfo_each("/proc/self/mountinfo", cgroup1_one, &c);
+	if (c.failed)
+		log_warning("the daemon stays in its caller's cgroup of %u cgroup v1 hierarchies, "
+			    "whose end or limits would take it: moving into the root of %s: %s",
+			    c.failed, c.first, strerror(-c.first_err));
 	pthread_mutex_lock(&d->lock);
 	d->leaving_cgroup = false;
 	pthread_cond_broadcast(&d->done_cond);

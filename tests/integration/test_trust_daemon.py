@@ -324,6 +324,68 @@ def test_killing_the_callers_cgroup_spares_the_daemon(lazy, registry, big):
         wait_until(lambda: _rmdir(cg), 10)
 
 
+def cgroup1_hierarchy():
+    """A cgroup v1 hierarchy's mount point (legacy and hybrid hosts): systemd's own
+    (name=systemd, where it tracks a unit's processes there) if mounted, else the first."""
+    found = [mp for _, mp, fstype, _ in mountinfo() if fstype == "cgroup"]
+    return next((mp for mp in found if os.path.basename(mp) == "systemd"),
+                found[0] if found else None)
+
+
+def test_stopping_the_callers_unit_on_a_v1_hierarchy_spares_the_daemon(lazy, registry, big):
+    """On a host with cgroup v1 hierarchies (legacy: systemd tracks and stops a unit by its
+    cgroup in name=systemd; hybrid: the caller's memory cgroup) the daemon leaves the
+    caller's cgroup there too. It stayed: stopping the caller's unit (every process of its
+    cgroup killed) took the daemon, and reads got zeros."""
+    repo, tree = big
+    root = cgroup1_hierarchy()
+    if not root or not os.access(root, os.W_OK):
+        pytest.skip("no writable cgroup v1 hierarchy")
+    cg = os.path.join(root, f"lztest-{uuid.uuid4().hex[:8]}")
+    os.mkdir(cg)
+    procs = os.path.join(cg, "cgroup.procs")
+    try:
+        mp = lazy.mountpoint("m")
+
+        def enter():
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+
+        caller = subprocess.Popen(
+            ["/bin/sh", "-c", '"$0" mount -o insecure "$1" "$2" && echo mounted && sleep 600',
+             BIN, registry.ref(repo, "v1"), mp],
+            env=lazy.env, stdout=subprocess.PIPE, text=True, preexec_fn=enter)
+        try:
+            assert caller.stdout.readline().strip() == "mounted"
+            st = daemon_status(lazy, mp)
+            in_cg = [p for p in (st["pid"], st["worker_pid"])
+                     if f":/{os.path.basename(cg)}" in open(f"/proc/{p}/cgroup").read()]
+            # What a service manager does on a v1 hierarchy: kill what the cgroup holds.
+            for _ in range(20):
+                pids = [int(p) for p in open(procs).read().split()]
+                if not pids:
+                    break
+                for p in pids:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.1)
+            assert caller.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if caller.poll() is None:
+                caller.kill()
+                caller.wait()
+        assert in_cg == [], f"daemon processes {in_cg} stayed in the caller's v1 cgroup"
+        assert pid_alive(st["pid"]) and pid_alive(st["worker_pid"])
+        for rel in ("/data/r0.bin", "/data/r1.bin"):
+            assert sha(child_read(mp + rel)) == sha(source(tree, rel)), rel
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+    finally:
+        wait_until(lambda: _rmdir(cg), 10)
+
+
 def test_the_daemon_leaves_the_callers_cgroup_before_the_kernel_mount(lazy, registry, big):
     """A unit stopped while its mount command runs must not take the daemon with a mount
     already made (its reads would then get zeros): the daemon leaves the caller's cgroup
