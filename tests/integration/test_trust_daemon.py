@@ -275,29 +275,51 @@ def oom_adj_settable():
                           capture_output=True).returncode == 0
 
 
-def test_killing_the_callers_cgroup_spares_the_daemon(lazy, registry, big):
-    repo, tree = big
-    root = cgroup2_root()
+def _child_cgroup(root, what):
+    """A new cgroup below root (a hierarchy's mount point); the test is skipped without one."""
     if not root or not os.access(root, os.W_OK):
-        pytest.skip("no writable cgroup v2 hierarchy")
+        pytest.skip(what)
     cg = os.path.join(root, f"lztest-{uuid.uuid4().hex[:8]}")
     os.mkdir(cg)
+    return cg
+
+
+def _mount_from_cgroup(lazy, ref, mp, procs):
+    """A caller that mounts ref at mp from the cgroup whose cgroup.procs is procs and stays
+    alive there (as a service's main process would); returned once it has mounted."""
+    def enter():
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+
+    caller = subprocess.Popen(
+        ["/bin/sh", "-c", '"$0" mount -o insecure "$1" "$2" && echo mounted && sleep 600',
+         BIN, ref, mp], env=lazy.env, stdout=subprocess.PIPE, text=True, preexec_fn=enter)
+    if caller.stdout.readline().strip() != "mounted":
+        caller.kill()
+        caller.wait()
+        raise AssertionError(f"the mount from the cgroup failed ({caller.returncode})")
+    return caller
+
+
+def _survived(lazy, st, mp, tree):
+    """The daemon of status st is alive after its caller's end and serves mp right."""
+    assert pid_alive(st["pid"]) and pid_alive(st["worker_pid"])
+    for rel in ("/data/r0.bin", "/data/r1.bin"):
+        assert sha(child_read(mp + rel)) == sha(source(tree, rel)), rel
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_killing_the_callers_cgroup_spares_the_daemon(lazy, registry, big):
+    repo, tree = big
+    cg = _child_cgroup(cgroup2_root(), "no writable cgroup v2 hierarchy")
     try:
         if not os.path.exists(os.path.join(cg, "cgroup.kill")):
             pytest.skip("no cgroup.kill (Linux 5.14+)")
         mp = lazy.mountpoint("m")
-
-        def enter():
-            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
-                f.write(str(os.getpid()))
-
-        # The caller stays alive in the cgroup (as a service's main process would).
-        caller = subprocess.Popen(
-            ["/bin/sh", "-c", '"$0" mount -o insecure "$1" "$2" && echo mounted && sleep 600',
-             BIN, registry.ref(repo, "v1"), mp],
-            env=lazy.env, stdout=subprocess.PIPE, text=True, preexec_fn=enter)
+        caller = _mount_from_cgroup(lazy, registry.ref(repo, "v1"), mp,
+                                    os.path.join(cg, "cgroup.procs"))
         try:
-            assert caller.stdout.readline().strip() == "mounted"
             st = daemon_status(lazy, mp)
             for pid in (st["pid"], st["worker_pid"]):
                 with open(f"/proc/{pid}/cgroup") as f:
@@ -315,11 +337,7 @@ def test_killing_the_callers_cgroup_spares_the_daemon(lazy, registry, big):
                 caller.kill()
                 caller.wait()
         assert wait_until(lambda: open(os.path.join(cg, "cgroup.procs")).read() == "", 30)
-        assert pid_alive(st["pid"]) and pid_alive(st["worker_pid"])
-        for rel in ("/data/r0.bin", "/data/r1.bin"):
-            assert sha(child_read(mp + rel)) == sha(source(tree, rel)), rel
-        lazy.umount(mp)
-        lazy.assert_nothing_left()
+        _survived(lazy, st, mp, tree)
     finally:
         wait_until(lambda: _rmdir(cg), 10)
 
@@ -338,25 +356,12 @@ def test_stopping_the_callers_unit_on_a_v1_hierarchy_spares_the_daemon(lazy, reg
     caller's cgroup there too. It stayed: stopping the caller's unit (every process of its
     cgroup killed) took the daemon, and reads got zeros."""
     repo, tree = big
-    root = cgroup1_hierarchy()
-    if not root or not os.access(root, os.W_OK):
-        pytest.skip("no writable cgroup v1 hierarchy")
-    cg = os.path.join(root, f"lztest-{uuid.uuid4().hex[:8]}")
-    os.mkdir(cg)
+    cg = _child_cgroup(cgroup1_hierarchy(), "no writable cgroup v1 hierarchy")
     procs = os.path.join(cg, "cgroup.procs")
     try:
         mp = lazy.mountpoint("m")
-
-        def enter():
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
-
-        caller = subprocess.Popen(
-            ["/bin/sh", "-c", '"$0" mount -o insecure "$1" "$2" && echo mounted && sleep 600',
-             BIN, registry.ref(repo, "v1"), mp],
-            env=lazy.env, stdout=subprocess.PIPE, text=True, preexec_fn=enter)
+        caller = _mount_from_cgroup(lazy, registry.ref(repo, "v1"), mp, procs)
         try:
-            assert caller.stdout.readline().strip() == "mounted"
             st = daemon_status(lazy, mp)
             in_cg = [p for p in (st["pid"], st["worker_pid"])
                      if f":/{os.path.basename(cg)}" in open(f"/proc/{p}/cgroup").read()]
@@ -377,11 +382,7 @@ def test_stopping_the_callers_unit_on_a_v1_hierarchy_spares_the_daemon(lazy, reg
                 caller.kill()
                 caller.wait()
         assert in_cg == [], f"daemon processes {in_cg} stayed in the caller's v1 cgroup"
-        assert pid_alive(st["pid"]) and pid_alive(st["worker_pid"])
-        for rel in ("/data/r0.bin", "/data/r1.bin"):
-            assert sha(child_read(mp + rel)) == sha(source(tree, rel)), rel
-        lazy.umount(mp)
-        lazy.assert_nothing_left()
+        _survived(lazy, st, mp, tree)
     finally:
         wait_until(lambda: _rmdir(cg), 10)
 
@@ -394,14 +395,10 @@ def test_the_daemon_leaves_the_callers_cgroup_before_the_kernel_mount(lazy, regi
     the daemon's start within milliseconds, about when the move (an RCU grace period, 5-28
     ms) ends: a mount that does not wait for it was seen in about one round of three."""
     repo, tree = big
-    root = cgroup2_root()
-    if not root or not os.access(root, os.W_OK):
-        pytest.skip("no writable cgroup v2 hierarchy")
     ref = registry.ref(repo, "v1")
     r = lazy.run(["fetch", "-o", "insecure", ref])
     assert r.returncode == 0, r.stderr
-    cg = os.path.join(root, f"lztest-{uuid.uuid4().hex[:8]}")
-    os.mkdir(cg)
+    cg = _child_cgroup(cgroup2_root(), "no writable cgroup v2 hierarchy")
     mp = lazy.mountpoint("m")
     try:
         for rnd in range(10):
