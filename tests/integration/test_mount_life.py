@@ -124,6 +124,7 @@ def test_status_and_umount_with_a_stopped_daemon(lazy, big):
     lazy.assert_nothing_left(timeout=30)
 
 
+@pytest.mark.san
 @pytest.mark.parametrize("how", ["emptied", "removed"])
 def test_a_run_directory_emptied_under_a_mount_is_made_again(lazy, big, how):
     """The run directory emptied (rm -rf /run/lazyerofs/*) or removed while a mount lives:
