@@ -242,7 +242,18 @@ static int manifest_get_at(struct oci_client *c, struct oci_host *h, const char 
 	return 0;
 }
 
-/* A manifest from the first host with any of caps that has it (mirrors in order, then the
+/* A mirror's share of what is left until deadline: half, so that one that stalls leaves the
+ * next host (at last the registry) time to answer; the registry's is all of it. */
+static uint64_t host_deadline(const struct oci_host *h, uint64_t deadline)
+{
+	uint64_t now = util_now_ms();
+
+	if (!h->mirror || deadline <= now)
+		return deadline;
+	return now + (deadline - now) / 2;
+}
+
+/* A manifest from the first host with all of caps that has it (mirrors in order, then the
  * registry). *ret_host: the host that answered. */
 static int manifest_get_any(struct oci_client *c, unsigned caps, const char *reference,
 			    const char *expect_digest, uint64_t deadline, struct util_buf *body,
@@ -254,8 +265,8 @@ static int manifest_get_any(struct oci_client *c, unsigned caps, const char *ref
 		int r;
 
 		util_err_clear(err);
-		r = manifest_get_at(c, h, reference, expect_digest, deadline, body, ctype, ctlen,
-				    digest_out, err);
+		r = manifest_get_at(c, h, reference, expect_digest, host_deadline(h, deadline),
+				    body, ctype, ctlen, digest_out, err);
 		if (r >= 0 && ret_host)
 			*ret_host = h;
 		if (r >= 0 || !oci_host_failed(c, h, r, util_err_msg(err, r)))
@@ -348,13 +359,24 @@ int oci_blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t 
 		int r;
 
 		util_err_clear(err);
-		r = blob_get_at(c, &c->hosts[i], d, deadline, ret, ret_len, err);
+		r = blob_get_at(c, &c->hosts[i], d, host_deadline(&c->hosts[i], deadline), ret,
+				ret_len, err);
 		if (r >= 0 || !oci_host_failed(c, &c->hosts[i], r, util_err_msg(err, r)))
 			return r;
 	}
 }
 
 enum { TAG_DIGEST, TAG_VIA_MIRRORS, TAG_VIA_REGISTRY };
+
+/* Does a hosts.toml host resolve tags here (containerd asks such hosts for a tag before the
+ * registry, in order: an air-gapped node's registry may not even answer)? */
+static bool resolve_first(struct oci_client *c)
+{
+	const unsigned caps = OCI_CAP_PULL | OCI_CAP_RESOLVE;
+	size_t i = oci_host_next(c, 0, caps);
+
+	return c->hosts[i].mirror && c->hosts[i].resolve_first;
+}
 
 /* Which manifest a tag names, when mirrors may serve it: the registry's word (a HEAD, which
  * Docker Hub does not count as a pull), so that the manifest itself can come by digest from
@@ -472,7 +494,10 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	expect = c->ref->digest ? strdup(c->ref->digest) : NULL;
 	if (!reference || (c->ref->digest && !expect))
 		return -ENOMEM;
-	if (!expect && c->nhosts > 1) {
+	if (!expect && resolve_first(c)) {
+		/* hosts.toml: its hosts resolve a tag first, in order, then the registry. */
+		tag_how = TAG_VIA_MIRRORS;
+	} else if (!expect && c->nhosts > 1) {
 		/* Mirrors: the registry names the tag's digest, a mirror may send the bytes. */
 		tag_how = tag_digest(c, reference, deadline, digest);
 		if (tag_how < 0)
@@ -489,8 +514,9 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 		if (depth == 0 && tag_how == TAG_VIA_MIRRORS) {
 			struct oci_host *from = NULL;
 
-			r = manifest_get_any(c, OCI_CAP_RESOLVE, reference, NULL, deadline, &body,
-					     ctype, sizeof(ctype), digest, &from, err);
+			r = manifest_get_any(c, OCI_CAP_PULL | OCI_CAP_RESOLVE, reference, NULL,
+					     deadline, &body, ctype, sizeof(ctype), digest, &from,
+					     err);
 			ret->resolved_by_mirror = r >= 0 && from->mirror;
 		} else {
 			r = oci_manifest_get(c, reference, expect, deadline, &body, ctype,

@@ -355,7 +355,8 @@ static int read_host(struct hosts_file *f, const struct util_toml *t, struct oci
 			return util_toml_error(
 			    f->err, f->path, v,
 			    "'capabilities' must be an array, e.g. [\"pull\", \"resolve\"]");
-		m->caps = 0;
+		if (v->n > 0) /* none listed: all, as containerd reads it */
+			m->caps = 0;
 		for (size_t i = 0; i < v->n; i++) {
 			const struct util_toml *c = v->items[i];
 
@@ -476,6 +477,7 @@ int oci_options_apply_hosts_toml(struct oci_options *o, const char *buf, size_t 
 			r = read_host(&f, t, &m);
 		if (r >= 0)
 			api_root_given(&m);
+		m.resolve_first = true;
 		if (r >= 0 && asprintf(&m.from, "%s line %u", path, t->line) < 0) {
 			m.from = NULL;
 			r = -ENOMEM;

@@ -253,6 +253,7 @@ static int host_from(struct oci_client *c, struct oci_host *h, const struct oci_
 	int r;
 
 	h->caps = m->caps;
+	h->resolve_first = m->resolve_first;
 	h->skip_verify = m->skip_verify;
 	if (m->ca_pem) {
 		h->ca_blob.data = m->ca_pem;
@@ -354,6 +355,11 @@ int oci_hosts_init(struct oci_client *c)
 		if (o->server->url)
 			oci_fmt(up->shown, sizeof(up->shown), "%s (server %s)", c->ref->registry,
 				o->server->url);
+		/* A server other than the registry is a proxy of it: told which registry, as
+		 * containerd tells every such host. */
+		if (o->server->url && strcmp(up->name, c->ref->registry) != 0)
+			oci_fmt(up->query, sizeof(up->query), "?ns=%s",
+				namespace_of(c->ref->registry));
 	}
 	return 0;
 }
@@ -383,7 +389,7 @@ size_t oci_host_next(struct oci_client *c, size_t i, unsigned caps)
 	for (; i + 1 < c->nhosts; i++) {
 		struct oci_host *h = &c->hosts[i];
 
-		if ((h->caps & caps) && atomic_load(&h->down_until) <= now)
+		if ((h->caps & caps) == caps && atomic_load(&h->down_until) <= now)
 			return i;
 	}
 	return c->nhosts - 1;

@@ -109,6 +109,7 @@ struct oci_host {
 	char shown[300]; /* for messages */
 	unsigned caps;  /* OCI_CAP_* */
 	bool mirror;
+	bool resolve_first; /* oci_mirror.resolve_first */
 	bool skip_verify;
 	const char *ca_file;       /* -o ca=, for a host without a CA of its own */
 	struct curl_blob ca_blob;  /* its own CA (hosts.toml ca), data NULL when none */
@@ -172,7 +173,7 @@ struct oci_client {
 /* The client's hosts from its options (mirrors with some capability, then the registry). */
 int oci_hosts_init(struct oci_client *c);
 void oci_hosts_free(struct oci_client *c);
-/* The first host from index i on that has any of caps and is not resting after a failed
+/* The first host from index i on that has all of caps and is not resting after a failed
  * connection (the registry, last, always qualifies); its index. */
 size_t oci_host_next(struct oci_client *c, size_t i, unsigned caps);
 /* A request to host h failed with r: whether to pass it on to the next host (h is a mirror)

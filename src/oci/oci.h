@@ -54,6 +54,9 @@ struct oci_client_cert {
 struct oci_mirror {
 	char *url;              /* "http(s)://HOST[:PORT][/PATH]", no trailing '/' */
 	unsigned caps;          /* OCI_CAP_* */
+	/* A hosts.toml host: with pull and resolve, asked for a tag before the registry, in
+	 * order, as containerd does (the others resolve a tag only when the registry cannot) */
+	bool resolve_first;
 	bool override_path;     /* url is the API root itself: no "/v2" is added */
 	bool skip_verify;       /* TLS without certificate verification: bytes count as insecure */
 	char *ca_pem;           /* CA certificates (PEM text) trusted for this host, or NULL */

@@ -303,8 +303,10 @@ static int api_newest(struct oci_client *c, const struct oci_descriptor *subject
 	esc = curl_easy_escape(NULL, artifact_type, 0);
 	if (!esc)
 		return -ENOMEM;
-	if (asprintf(&url, "%s/%s/referrers/%s?artifactType=%s", c->up->api, c->ref->repository,
-		     subject->digest, esc) < 0)
+	/* ... and the registry's ?ns= when a server other than the registry answers for it */
+	if (asprintf(&url, "%s/%s/referrers/%s?artifactType=%s%s%s", c->up->api, c->ref->repository,
+		     subject->digest, esc, c->up->query[0] ? "&" : "",
+		     c->up->query[0] ? c->up->query + 1 : "") < 0)
 		url = NULL;
 	curl_free(esc);
 	if (!url)

@@ -452,6 +452,88 @@ def test_hosts_toml_capabilities(lazy, image, private_registry):
         cache.cleanup()
 
 
+@pytest.fixture
+def mirror(registry):
+    """A second way to the module's registry, as a mirror that has the image: a fault proxy
+    counting what it is asked."""
+    p = FaultProxy("127.0.0.1", registry.port).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("fault", ["stall", "404"])
+def test_hosts_toml_resolve_hosts_come_before_the_registry(lazy, image, pushed, upstream, mirror,
+                                                          fault):
+    """As containerd reads hosts.toml, a host with pull and resolve is asked for a tag before
+    the registry: an air-gapped node whose registry never answers (or refuses the tag, the
+    mirror holding the credentials) mounts through the mirror at once. The registry was
+    asked first: the mount waited for it until timeout= and failed, or failed at its 404."""
+    if fault == "stall":
+        upstream.add("stall", count=None, seconds=60)
+    else:
+        upstream.add("status", path="/manifests/", count=None, code=404)
+    write_hosts(lazy, namespace_of(upstream.host), f'[host."http://{mirror.host}"]\n'
+                                                   f'  capabilities = ["pull", "resolve"]\n')
+    t = time.monotonic()
+    mp = lazy.mount(upstream.ref(REPO, "v1"), opts="insecure,timeout=10")
+    took = time.monotonic() - t
+    check_reads(mp, image[1])
+    assert took < 5, took
+    assert upstream.count(path="/manifests/v1") == 0, upstream.seen()
+    assert mirror.count(method="GET", path="/manifests/v1") == 1, mirror.seen()
+    assert_integrity(lazy.status_of(mp), "insecure")  # plain HTTP first; else "mirror"
+
+
+def test_hosts_toml_capabilities_as_containerd_reads_them(lazy, image, pushed, upstream,
+                                                          mirror):
+    """`capabilities = []` is every capability (containerd's reading; the host was skipped),
+    and a host without pull is never asked for a tag (containerd needs pull and resolve)."""
+    ns = namespace_of(upstream.host)
+    write_hosts(lazy, ns, f'[host."http://{mirror.host}"]\n  capabilities = []\n')
+    mp = lazy.mount(upstream.ref(REPO, "v1"), opts="insecure")
+    check_reads(mp, image[1])
+    assert mirror.count(method="GET", path="/manifests/v1") == 1, mirror.seen()
+    assert upstream.count(path="/manifests/v1") == 0, upstream.seen()
+    lazy.umount(mp)
+    assert lazy.run(["gc", "--max-size", "0"]).returncode == 0
+    mirror.reset_counts()
+    upstream.reset_counts()
+    write_hosts(lazy, ns, f'[host."http://{mirror.host}"]\n  capabilities = ["resolve"]\n')
+    mp = lazy.mount(upstream.ref(REPO, "v1"), opts="insecure")
+    check_reads(mp, image[1])
+    assert mirror.count(path="/manifests/v1") == 0, mirror.seen()
+    assert upstream.count(path="/manifests/v1") == 1, upstream.seen()
+
+
+def test_a_stalled_mirror_leaves_the_registry_time(lazy, image, pushed, upstream, mirror):
+    """A mirror that takes the connection and never answers gets half of what is left of
+    timeout=, then the registry answers: the mount of a digest succeeds. It had all of it,
+    and the mount failed at timeout= with the registry never asked. (The daemon learns of
+    the stall on its own: its first read gives the mirror half of timeout= too.)"""
+    mirror.add("stall", count=None, seconds=60)
+    write_hosts(lazy, namespace_of(upstream.host), f'[host."http://{mirror.host}"]\n'
+                                                   f'  capabilities = ["pull"]\n')
+    mp = lazy.mount(upstream.ref(REPO, digest=pushed["digest"]), opts="insecure,timeout=10",
+                    timeout=60)
+    check_reads(mp, image[1])
+    assert upstream.count(method="GET", path="/manifests/sha256:") == 1, upstream.seen()
+
+
+def test_hosts_toml_server_other_than_the_registry_is_told_its_namespace(lazy, image, pushed,
+                                                                         mirror):
+    """A `server` that is not the registry itself (a _default pointing at a pull-through
+    cache) is asked with ?ns=REGISTRY, as containerd asks every such host."""
+    write_hosts(lazy, "_default", f'server = "http://{mirror.host}"\n')
+    ref = f"registry.example.invalid:5000/{REPO}:v1"
+    mp = lazy.mount(ref, opts=None)
+    check_reads(mp, image[1])
+    paths = [r.path for r in mirror.seen()]
+    assert paths and all("ns=registry.example.invalid:5000" in p for p in paths), \
+        [p for p in paths if "ns=" not in p]
+
+
 def test_hosts_toml_ca(lazy, image, pushed, upstream, registry, pki):
     """A TLS mirror whose CA only hosts.toml names (relative to the file; a [header] table
     beside it): used; without the CA it fails verification and every request passes on."""
