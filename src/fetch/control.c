@@ -725,6 +725,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 		if (pfd[2].revents & POLLIN)
 			fetch_read_inotify(d);
 		fetch_run_dir_heal(d, now);
+		fetch_ns_abandoned(d, now);
 		if ((pfd[3].revents & POLLIN) && fetch_read_opens(d)) {
 			/* Someone opened the data file: maybe a mount that never attaches. The
 			 * mount appears in mountinfo only once mount(2) returns. */

@@ -815,6 +815,7 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		d.ready_fd = p[1];
 		d.run_dirfd = run_dirfd;
 		d.listen_fd = d.listen2_fd = d.ino_fd = d.fan_fd = d.rd_fd = -1;
+		d.ns_private = -1;
 		d.log_fd = -1;
 		d.devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (d.devnull_fd < 0)

@@ -179,6 +179,8 @@ struct fetch_daemon {
 	uint64_t sock_ino; /* inode of the discovery socket we bound (unlink only our own) */
 	uint64_t sock2_ino;  /* ... and of the stable one */
 	uint64_t heal_at_ms; /* the next look at both (fetch_run_dir_heal) */
+	uint64_t ns_look_at_ms; /* the next look at our mount namespace (fetch_ns_abandoned) */
+	int ns_private;		/* 1: not init's mount namespace, 0: init's, -1: not known yet */
 	char sock_name[128], sock2_name[128];
 	char sock2_path[PATH_MAX];
 	char log_path[PATH_MAX];
@@ -300,6 +302,12 @@ void fetch_unlink_discovery(struct fetch_daemon *d);
  * thread only. */
 #define FETCH_HEAL_MS 2000
 void fetch_run_dir_heal(struct fetch_daemon *d, uint64_t now_ms);
+/* Every FETCH_NS_LOOK_MS, in a mount namespace other than init's (a container's, a unit's
+ * PrivateMounts=): when no process but the daemon's own is left in it, unmount everything in
+ * it, as its end would have without the daemon in it (the daemon's membership alone kept it,
+ * its mounts and their superblocks, so the daemon never left). Control thread only. */
+#define FETCH_NS_LOOK_MS 5000
+void fetch_ns_abandoned(struct fetch_daemon *d, uint64_t now_ms);
 
 /* client.c */
 /* A socket path nobody listens on any more (connect: ECONNREFUSED). */

@@ -25,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/inotify.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -256,3 +258,147 @@ bool fetch_read_opens(struct fetch_daemon *d)
 	return n > 0;
 }
 
+/* ---- a mount namespace nobody else uses ---------------------------------------------------- */
+
+#define INIT_MNT_NS_INO 0xEFFFFFF8u
+
+static int ns_ino(const char *path, uint64_t *ret)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return -errno;
+	*ret = (uint64_t)st.st_ino;
+	return 0;
+}
+
+static pid_t parent_of(pid_t pid)
+{
+	char path[64], line[128];
+	pid_t ppid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "PPid: %d", &ppid) == 1)
+			break;
+	fclose(f);
+	return ppid;
+}
+
+/* Is a process other than the daemon's own (holder, worker, their children: credential
+ * helpers) in the mount namespace ns? */
+static bool ns_has_others(struct fetch_daemon *d, uint64_t ns)
+{
+	pid_t holder = SH_LOAD(d->sh->holder_pid), me = getpid();
+	_cleanup_(util_closedirp) DIR *dir = opendir("/proc");
+	struct dirent *de;
+
+	if (!dir)
+		return true;
+	while ((de = readdir(dir))) {
+		char path[64];
+		uint64_t ino = 0;
+		pid_t pid, pp;
+
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		pid = (pid_t)atoi(de->d_name);
+		snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
+		if (pid == me || pid == holder || ns_ino(path, &ino) < 0 || ino != ns)
+			continue;
+		pp = parent_of(pid);
+		if (pp != me && pp != holder)
+			return true;
+	}
+	return false;
+}
+
+/* Is the namespace kept by a bind mount of its nsfs file (`unshare --mount=FILE`, on
+ * purpose, with no process in it)? */
+static int nsfs_one(const struct util_mountinfo *m, void *ud)
+{
+	char want[64];
+
+	snprintf(want, sizeof(want), "mnt:[%" PRIu64 "]", *(const uint64_t *)ud);
+	return strcmp(m->fstype, "nsfs") == 0 && strcmp(m->root, want) == 0;
+}
+
+struct ns_mounts {
+	char **v;
+	size_t n;
+};
+
+/* Every mount but the root and /proc (the daemon reads its own there), deepest first. */
+static int ns_collect(const struct util_mountinfo *m, void *ud)
+{
+	struct ns_mounts *c = ud;
+	char **v, *p;
+
+	if (!strcmp(m->mountpoint, "/") || !strcmp(m->mountpoint, "/proc") ||
+	    !strncmp(m->mountpoint, "/proc/", 6))
+		return 0;
+	v = realloc(c->v, (c->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	c->v = v;
+	p = strdup(m->mountpoint);
+	if (!p)
+		return -ENOMEM;
+	c->v[c->n++] = p;
+	return 0;
+}
+
+static int by_depth(const void *a, const void *b)
+{
+	size_t x = strlen(*(char *const *)a), y = strlen(*(char *const *)b);
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+void fetch_ns_abandoned(struct fetch_daemon *d, uint64_t now_ms)
+{
+	struct ns_mounts c = {0};
+	uint64_t ns = 0, init_ns = 0;
+	unsigned done = 0;
+	int r;
+
+	if (d->ns_private == 0 || now_ms < d->ns_look_at_ms || d->leaving)
+		return;
+	d->ns_look_at_ms = now_ms + FETCH_NS_LOOK_MS;
+	if (ns_ino("/proc/self/ns/mnt", &ns) < 0)
+		return;
+	/* init's, or where init's cannot be read (a sandbox's init), the initial namespace's
+	 * fixed inode number (0xEFFFFFF8 on Linux 6.18, the init namespaces' range) */
+	if (ns_ino("/proc/1/ns/mnt", &init_ns) < 0)
+		init_ns = INIT_MNT_NS_INO;
+	d->ns_private = ns != init_ns;
+	if (!d->ns_private || ns_has_others(d, ns) ||
+	    util_mountinfo_each("/proc/1/mountinfo", nsfs_one, &ns) > 0 ||
+	    util_mountinfo_each("/proc/self/mountinfo", nsfs_one, &ns) > 0)
+		return;
+	/* Private first: an unmount here must never reach a peer in another namespace. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		log_warning("the mount namespace the daemon was started in has no other process "
+			    "left, but making its mounts private failed: %m; they stay");
+		d->ns_private = 0;
+		return;
+	}
+	r = util_mountinfo_each("/proc/self/mountinfo", ns_collect, &c);
+	if (r >= 0) {
+		qsort(c.v, c.n, sizeof(*c.v), by_depth);
+		for (size_t i = 0; i < c.n; i++)
+			done += umount2(c.v[i], MNT_DETACH) == 0;
+	}
+	for (size_t i = 0; i < c.n; i++)
+		free(c.v[i]);
+	free(c.v);
+	log_warning("the mount namespace the daemon was started in has no process left but the "
+		    "daemon's: unmounted its %u mount(s), as its end would have, so that the "
+		    "daemon can leave once nothing uses the image",
+		    done);
+	d->ns_private = 0; /* once */
+}

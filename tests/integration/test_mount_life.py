@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from common import BIN, child_read, child_sha256, mountinfo, wait_until
+from common import BIN, child_read, child_sha256, mountinfo, pid_alive, wait_until
 from lazymount import build_big_image, is_mounted
 from registry import MT_EROFS
 
@@ -94,6 +94,44 @@ def test_status_in_a_container_keeps_the_hosts_mount(lazy, big):
     assert files and len(host) == 1, (
         f"status in another namespace said {ns_view!r} and removed the host mount's state: "
         f"state files {files}, host status {host}; umount then said rc={r.returncode} {r.stderr!r}")
+
+
+@pytest.mark.parametrize("overlay", [False, True], ids=["plain", "overlay"])
+def test_a_daemon_ends_with_the_namespace_it_was_started_in(lazy, big, overlay):
+    """`lazyerofs mount` in a private mount namespace (a container's, a unit's
+    PrivateMounts=), with or without an overlay on the lazy mount (a container runtime's
+    layers), then every process of that namespace gone: the daemon's membership alone kept
+    the namespace, its mounts and their superblocks alive, and it never left (one fanotify
+    group and one inotify instance held per container, the entry locked against gc). It now
+    unmounts what is left there, as the namespace's end would have, and leaves."""
+    ref, tree = big
+    ns = Ns()
+    try:
+        mp = lazy.mountpoint("inns")
+        r = ns.run(lazy, ["mount", "-o", "insecure", ref, mp])
+        assert r.returncode == 0, r.stderr
+        path = mp
+        if overlay:
+            for d in ("u", "w", "o"):
+                os.makedirs(os.path.join(lazy.root, d))
+            path = os.path.join(lazy.root, "o")
+            r = subprocess.run(["nsenter", "-t", str(ns.p.pid), "-m", "--", "mount", "-t",
+                                "overlay", "overlay", "-o",
+                                f"lowerdir={mp},upperdir={lazy.root}/u,workdir={lazy.root}/w",
+                                path], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+        r = subprocess.run(["nsenter", "-t", str(ns.p.pid), "-m", "--", "sha256sum",
+                            os.path.join(path, "data", "r0.bin")], capture_output=True,
+                           text=True, timeout=60)
+        assert r.stdout.split()[0] == child_sha256(os.path.join(tree, "data", "r0.bin")), r
+        daemons = lazy.daemon_pids()
+        assert daemons
+    finally:
+        ns.close()
+    assert wait_until(lambda: not any(pid_alive(p) for p in daemons), 30), \
+        {p: os.readlink(f"/proc/{p}/ns/mnt") for p in daemons if pid_alive(p)}
+    assert "has no process left" in lazy.log(), lazy.log()[-2000:]
+    lazy.assert_nothing_left()
 
 
 def test_status_and_umount_with_a_stopped_daemon(lazy, big):
