@@ -160,8 +160,9 @@ static void *verifier(void *arg)
 	}
 	/* Which bytes are wrong is not known: none of them is served any more. */
 	log_error("digest mismatch for the cache entry: expected %s, got %s; reads of its mounts "
-		  "now fail with EIO (unmount them: what they read may be wrong); the entry is set "
-		  "aside as bad, new mounts fetch a fresh copy",
+		  "now fail with EIO unless the kernel holds them in its page cache already (unmount "
+		  "them: what they read may be wrong); the entry is set aside as bad, new mounts "
+		  "fetch a fresh copy",
 		  d->cfg.blob.digest, got);
 	set_bad(d, true);
 	pthread_mutex_unlock(&d->flush_mutex);
