@@ -510,6 +510,7 @@ static int do_detach(struct conn *c, json_t *req)
 		 * mount may still be in use (umount -l with open files). */
 		if (m->used && m->mnt_id == mnt_id) {
 			m->mnt_id = 0;
+			m->state_text[0] = 0; /* its state file is gone with the command */
 			found = true;
 		}
 	}

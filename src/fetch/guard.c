@@ -27,6 +27,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -77,6 +78,19 @@ static int parent_pidfd(pid_t pid)
 	return fd;
 }
 
+/* Has the process behind pidfd exited within timeout_ms (false as soon as efd, an eventfd,
+ * is written to: it is read)? */
+static bool exited_within(int pidfd, int efd, int timeout_ms)
+{
+	struct pollfd p[2] = {{.fd = pidfd, .events = POLLIN}, {.fd = efd, .events = POLLIN}};
+	int n = poll(p, efd >= 0 ? 2 : 1, timeout_ms);
+	eventfd_t v;
+
+	if (n > 0 && efd >= 0 && p[1].revents)
+		(void)eventfd_read(efd, &v);
+	return (n < 0 && errno != EINTR) || (n > 0 && p[0].revents);
+}
+
 _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd)
 {
 	uint64_t window_start = 0;
@@ -111,7 +125,8 @@ _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd
 		/* Reap it if it is our child (a worker that replaced a holder is not): once the
 		 * pidfd says it exited, or at once without a pidfd (our child) or ECHILD. */
 		if (pidfd >= 0)
-			(void)wait_gone(pidfd, worker, -1);
+			while (!exited_within(pidfd, d->heal_efd, FETCH_HEAL_MS))
+				fetch_holder_follow(d, pidfd);
 		for (;;) {
 			pid_t r = waitpid(worker, &st, 0);
 
@@ -135,6 +150,7 @@ _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd
 			log_warning("the worker died while leaving (status 0x%x)", st);
 			break;
 		}
+		fetch_run_dir_refresh(d);
 		if (have_status && WIFSIGNALED(st))
 			log_error("worker %d killed by signal %d; starting a replacement",
 				  (int)worker, WTERMSIG(st));

@@ -18,11 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -197,23 +199,146 @@ static int rebind(struct fetch_daemon *d, const char *name, int listen_fd, uint6
 	return r;
 }
 
-void fetch_run_dir_heal(struct fetch_daemon *d, uint64_t now_ms)
+/* Is the run directory's path still the directory run_dirfd holds (not removed, renamed
+ * away or mounted over)? */
+static bool run_dir_same(struct fetch_daemon *d)
+{
+	struct stat a, b;
+
+	return fstat(d->run_dirfd, &a) == 0 && a.st_nlink > 0 && lstat(d->cfg.run_dir, &b) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* The log file again, where the run directory lost it. */
+static void reopen_log(struct fetch_daemon *d);
+
+/* Take the worker's fd number fd for ours when the name is not our socket. */
+static void follow_socket(struct fetch_daemon *d, int pidfd, const char *name, int fd,
+			  uint64_t *ino)
 {
 	struct stat st;
+	int nfd;
+
+	if (socket_ours(d, name, *ino) || fstatat(d->run_dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return;
+	nfd = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+	if (nfd < 0) {
+		log_debug("taking the worker's socket %s: %m", name);
+		return;
+	}
+	if (dup3(nfd, fd, O_CLOEXEC) >= 0)
+		*ino = (uint64_t)st.st_ino;
+	close(nfd);
+}
+
+void fetch_holder_follow(struct fetch_daemon *d, int worker_pidfd)
+{
+	fetch_run_dir_refresh(d);
+	follow_socket(d, worker_pidfd, d->sock2_name, d->listen2_fd, &d->sock2_ino);
+	if (!d->well_known_gone)
+		follow_socket(d, worker_pidfd, d->sock_name, d->listen_fd, &d->sock_ino);
+}
+
+void fetch_run_dir_refresh(struct fetch_daemon *d)
+{
+	int fd;
+
+	if (!run_dir_same(d) && util_open_private_dir(d->cfg.run_dir, &fd) >= 0) {
+		(void)dup3(fd, d->run_dirfd, O_CLOEXEC);
+		close(fd);
+	}
+	reopen_log(d);
+}
+
+static void reopen_log(struct fetch_daemon *d)
+{
+	struct stat a, b;
 	char name[96];
-	unsigned states = 0;
+	int fd;
+
+	if (d->log_fd < 0 || d->log_fd == d->devnull_fd)
+		return;
+	snprintf(name, sizeof(name), "daemon-%s.log", d->cfg.blob.cache_key);
+	if (fstat(d->log_fd, &a) == 0 &&
+	    fstatat(d->run_dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
+	    a.st_ino == b.st_ino)
+		return; /* the run directory's log is ours */
+	fd = openat(d->run_dirfd, name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	if (fd >= 0) {
+		(void)dup3(fd, d->log_fd, O_CLOEXEC);
+		close(fd);
+	}
+}
+
+struct state_copy {
+	char name[24];
+	char *text;
+};
+
+/* The state files of our mounts that the run directory lost, written again: their texts
+ * copied under the lock, written outside it (the fast path takes it too). */
+static unsigned restore_states(struct fetch_daemon *d)
+{
+	struct state_copy *v = NULL;
+	size_t n = 0, cap = FETCH_MOUNTS_USED(d->sh);
+	unsigned done = 0;
+	struct stat st;
+
+	v = cap ? calloc(cap, sizeof(*v)) : NULL;
+	if (!v)
+		return 0;
+	pthread_mutex_lock(&d->lock);
+	for (uint32_t i = 0; i < FETCH_MOUNTS_USED(d->sh) && n < cap; i++) {
+		const struct fetch_mount_rec *m = &d->sh->mounts[i];
+
+		/* (a detached mount, umount -l with files open, has a state no more) */
+		if (!m->used || !m->mnt_id || !m->state[0] || !m->state_text[0])
+			continue;
+		v[n].text = strdup(m->state_text);
+		if (!v[n].text)
+			continue;
+		memcpy(v[n].name, m->state, sizeof(v[n].name));
+		n++;
+	}
+	pthread_mutex_unlock(&d->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (fstatat(d->run_dirfd, v[i].name, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+		    errno == ENOENT &&
+		    util_write_file_atomic(d->run_dirfd, v[i].name, v[i].text, strlen(v[i].text),
+					   0600) >= 0)
+			done++;
+		free(v[i].text);
+	}
+	free(v);
+	return done;
+}
+
+void fetch_run_dir_heal(struct fetch_daemon *d, uint64_t now_ms)
+{
+	uint64_t ino;
+	bool discovery;
+	unsigned states;
 	int r = 0, fd;
 
 	if (now_ms < d->heal_at_ms || d->leaving)
 		return;
 	d->heal_at_ms = now_ms + FETCH_HEAL_MS;
-	if (socket_ours(d, d->sock_name, d->sock_ino) &&
-	    socket_ours(d, d->sock2_name, d->sock2_ino))
+	pthread_mutex_lock(&d->lock);
+	/* The discovery name given up on purpose (a bad entry, a removed one: new mounts start
+	 * a fresh daemon) stays given up. */
+	discovery = !d->well_known_gone;
+	ino = d->sock_ino;
+	pthread_mutex_unlock(&d->lock);
+	if (run_dir_same(d) && socket_ours(d, d->sock2_name, d->sock2_ino) &&
+	    (!discovery || socket_ours(d, d->sock_name, ino))) {
+		reopen_log(d);
 		return;
-	/* Someone emptied the run directory (or removed it) under a live daemon: a mount of the
-	 * image would wait for the entry lock we hold and fail, `status` would list none of our
-	 * mounts, `umount` would not find us. Make our part of it again. */
-	if (fstat(d->run_dirfd, &st) == 0 && st.st_nlink == 0) {
+	}
+	/* Someone emptied the run directory, removed or renamed it under a live daemon: a
+	 * mount of the image would wait for the entry lock we hold and fail, `status` would
+	 * list none of our mounts, `umount` would not find us. Make our part of it again. */
+	if (!run_dir_same(d)) {
 		r = util_open_private_dir(d->cfg.run_dir, &fd);
 		if (r >= 0) {
 			if (dup3(fd, d->run_dirfd, O_CLOEXEC) < 0)
@@ -223,35 +348,25 @@ void fetch_run_dir_heal(struct fetch_daemon *d, uint64_t now_ms)
 	}
 	if (r >= 0 && !socket_ours(d, d->sock2_name, d->sock2_ino))
 		r = rebind(d, d->sock2_name, d->listen2_fd, &d->sock2_ino);
-	if (r >= 0 && !socket_ours(d, d->sock_name, d->sock_ino))
-		r = rebind(d, d->sock_name, d->listen_fd, &d->sock_ino);
+	if (r >= 0 && discovery && !socket_ours(d, d->sock_name, ino)) {
+		r = rebind(d, d->sock_name, d->listen_fd, &ino);
+		pthread_mutex_lock(&d->lock);
+		if (r >= 0)
+			d->sock_ino = ino;
+		pthread_mutex_unlock(&d->lock);
+	}
+	reopen_log(d);
 	if (r < 0) {
 		log_warning("the run directory '%s' lost this daemon's sockets, and making them "
 			    "again failed: %s",
 			    d->cfg.run_dir, strerror(-r));
 		return;
 	}
-	snprintf(name, sizeof(name), "daemon-%s.log", d->cfg.blob.cache_key);
-	if (d->log_fd != d->devnull_fd && fstatat(d->run_dirfd, name, &st, 0) < 0 &&
-	    (fd = openat(d->run_dirfd, name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-			 0600)) >= 0) {
-		(void)dup3(fd, d->log_fd, O_CLOEXEC);
-		close(fd);
-	}
-	pthread_mutex_lock(&d->lock);
-	for (uint32_t i = 0; i < FETCH_MOUNTS_USED(d->sh); i++) {
-		const struct fetch_mount_rec *m = &d->sh->mounts[i];
-
-		if (m->used && m->state[0] && m->state_text[0] &&
-		    fstatat(d->run_dirfd, m->state, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
-		    errno == ENOENT &&
-		    util_write_file_atomic(d->run_dirfd, m->state, m->state_text,
-					   strlen(m->state_text), 0600) >= 0)
-			states++;
-	}
-	pthread_mutex_unlock(&d->lock);
-	log_warning("the run directory '%s' lost this daemon's sockets (emptied or removed while "
-		    "it ran): made them again, and %u mount state file(s)",
+	if (d->heal_efd >= 0 && eventfd_write(d->heal_efd, 1) < 0)
+		log_debug("telling the holder about the sockets: %m");
+	states = restore_states(d);
+	log_warning("the run directory '%s' lost this daemon's sockets (emptied, removed or "
+		    "renamed while it ran): made them again, and %u mount state file(s)",
 		    d->cfg.run_dir, states);
 }
 
@@ -314,6 +429,7 @@ size_t fetch_essential_fds(const struct fetch_daemon *d, int *out, size_t max)
 			 d->ino_fd,
 			 d->listen_fd,
 			 d->listen2_fd,
+			 d->heal_efd,
 			 d->entry ? d->entry->dirfd : -1,
 			 d->entry ? d->entry->data_fd : -1,
 			 d->entry ? d->entry->bitmap_fd : -1,
@@ -523,7 +639,8 @@ static int cgroup1_one(const struct util_mountinfo *m, void *ud)
 	char path[PATH_MAX + 16];
 	int r;
 
-	if (strcmp(m->fstype, "cgroup") != 0)
+	/* (a bind mount of a cgroup below the root, maybe the caller's: not that one) */
+	if (strcmp(m->fstype, "cgroup") != 0 || strcmp(m->root, "/") != 0)
 		return 0;
 	if (snprintf(path, sizeof(path), "%s/cgroup.procs", m->mountpoint) >= (int)sizeof(path))
 		return 0;
@@ -767,6 +884,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		r = bind_socket(d, d->sock_name, &d->listen_fd, &d->sock_ino);
 	if (r < 0)
 		fetch_fatal(d, r, "control socket in '%s': %s", d->cfg.run_dir, strerror(-r));
+	d->heal_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 
 	fetch_holder_loop(d, 0, -1);
 }
@@ -814,7 +932,7 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		d.cfg = *cfg;
 		d.ready_fd = p[1];
 		d.run_dirfd = run_dirfd;
-		d.listen_fd = d.listen2_fd = d.ino_fd = d.fan_fd = d.rd_fd = -1;
+		d.listen_fd = d.listen2_fd = d.ino_fd = d.fan_fd = d.rd_fd = d.heal_efd = -1;
 		d.ns_private = -1;
 		d.log_fd = -1;
 		d.devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);

@@ -57,7 +57,7 @@
 /* Superblocks tracked. The table lives in anonymous shared memory, whose pages are only
  * backed once touched: it grows with use up to this bound (~4 MiB). */
 #define FETCH_MAX_MOUNTS	4096
-#define FETCH_STATE_TEXT_MAX	4096	   /* a mount's state file kept by the daemon */
+#define FETCH_STATE_TEXT_MAX	16384	   /* a mount's state file kept by the daemon (STATE_MAX) */
 #define FETCH_MAX_CONNS		64	   /* control connections */
 #define FETCH_LINE_MAX		(8u << 20) /* a control request line */
 #define FETCH_REPLY_MAX		(1u << 20)
@@ -172,6 +172,7 @@ struct fetch_daemon {
 	int ino_fd;	/* inotify: superblock lifetime */
 	int listen_fd;	/* daemon-<key>.sock: how new mounts find the daemon */
 	int listen2_fd; /* daemon-<key>-<pid>.sock: stable for this daemon's whole life */
+	int heal_efd;	/* the worker made the sockets again: the holder takes them now */
 	int run_dirfd;
 	int devnull_fd;
 	int log_fd;   /* the daemon's log file (or devnull_fd) */
@@ -302,6 +303,13 @@ void fetch_unlink_discovery(struct fetch_daemon *d);
  * thread only. */
 #define FETCH_HEAL_MS 2000
 void fetch_run_dir_heal(struct fetch_daemon *d, uint64_t now_ms);
+/* The holder's part: its run directory fd and log made current (a replacement worker forked
+ * from it then starts with them), no sockets. */
+void fetch_run_dir_refresh(struct fetch_daemon *d);
+/* The holder, every FETCH_HEAL_MS while its worker lives: the sockets the worker made again
+ * taken from it (pidfd_getfd, same fd numbers), so that a replacement forked from the holder
+ * listens where clients look, and those queue for it meanwhile. */
+void fetch_holder_follow(struct fetch_daemon *d, int worker_pidfd);
 /* Every FETCH_NS_LOOK_MS, in a mount namespace other than init's (a container's, a unit's
  * PrivateMounts=): when no process but the daemon's own is left in it, unmount everything in
  * it, as its end would have without the daemon in it (the daemon's membership alone kept it,

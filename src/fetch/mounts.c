@@ -58,7 +58,13 @@ struct fetch_mount_rec *fetch_rec_new(struct fetch_daemon *d)
 
 	for (size_t i = 0; i <= hi && i < FETCH_MAX_MOUNTS; i++)
 		if (i == hi || !d->sh->mounts[i].used) {
-			d->sh->mounts[i] = (struct fetch_mount_rec){.used = 1, .wd = -1};
+			struct fetch_mount_rec *m = &d->sh->mounts[i];
+
+			/* Field by field: the strings' unused pages stay untouched (not backed). */
+			m->used = 1;
+			m->wd = -1;
+			m->mnt_id = m->dev = 0;
+			m->mountpoint[0] = m->source[0] = m->state[0] = m->state_text[0] = 0;
 			if (i == hi)
 				SH_STORE(d->sh->mounts_hi, hi + 1);
 			return &d->sh->mounts[i];

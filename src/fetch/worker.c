@@ -191,6 +191,9 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 		log_warning("re-reading the cache entry's header: %s", strerror(-r));
 	if (__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_BAD)
 		d->well_known_gone = true; /* the name may belong to a fresh daemon now */
+	/* A predecessor that made the run directory's sockets again took them with it: ours
+	 * (the holder's) are the old ones, unreachable until this. */
+	fetch_run_dir_heal(d, util_now_ms());
 
 	r = fetch_sched_init(&d->sched, &d->entry->present, d->cfg.blob.size, &d->pol,
 			     FETCH_MAX_EVENTS + FETCH_MAX_ENSURE);

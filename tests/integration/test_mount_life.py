@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -162,21 +163,28 @@ def test_status_and_umount_with_a_stopped_daemon(lazy, big):
     lazy.assert_nothing_left(timeout=30)
 
 
-@pytest.mark.san
-@pytest.mark.parametrize("how", ["emptied", "removed"])
-def test_a_run_directory_emptied_under_a_mount_is_made_again(lazy, big, how):
-    """The run directory emptied (rm -rf /run/lazyerofs/*) or removed while a mount lives:
-    its daemon binds its sockets again and writes the mount's state file, so `status` lists
-    the mount and a second mount of the image joins the daemon (it waited 30 s for the entry
-    lock the daemon holds and failed, and status said "No lazyerofs mounts")."""
-    ref, tree = big
-    mp = lazy.mount(ref, lazy.mountpoint("rd1"))
-    before = lazy.status()
+def _lose_run_dir(lazy, how):
+    """The run directory emptied (rm -rf /run/lazyerofs/*), removed, or renamed away."""
     if how == "removed":
         shutil.rmtree(lazy.run_dir)
+    elif how == "renamed":
+        os.rename(lazy.run_dir, lazy.run_dir + ".old")
     else:
         for name in os.listdir(lazy.run_dir):
             os.unlink(os.path.join(lazy.run_dir, name))
+
+
+@pytest.mark.san
+@pytest.mark.parametrize("how", ["emptied", "removed", "renamed"])
+def test_a_run_directory_emptied_under_a_mount_is_made_again(lazy, big, how):
+    """The run directory emptied, removed or renamed while a mount lives: its daemon binds
+    its sockets again and writes the mount's state file, so `status` lists the mount and a
+    second mount of the image joins the daemon (it waited 30 s for the entry lock the daemon
+    holds and failed, and status said "No lazyerofs mounts")."""
+    ref, tree = big
+    mp = lazy.mount(ref, lazy.mountpoint("rd1"))
+    before = lazy.status()
+    _lose_run_dir(lazy, how)
     back = wait_until(lambda: [m["mountpoint"] for m in lazy.status()] == [mp], 10)
     assert back, (os.listdir(lazy.run_dir) if os.path.isdir(lazy.run_dir) else "no dir",
                   lazy.run(["status"]).stdout)
@@ -193,6 +201,86 @@ def test_a_run_directory_emptied_under_a_mount_is_made_again(lazy, big, how):
     lazy.umount(mp2)
     lazy.umount(mp)
     lazy.assert_nothing_left()
+    shutil.rmtree(lazy.run_dir + ".old", ignore_errors=True)
+
+
+def _answers(path):
+    """The holder pid of the daemon that answers on a control socket, or None."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(3)
+            s.connect(path)
+            s.sendall(b'{"op":"hello","proto":3}\n')
+            return json.loads(s.makefile().readline())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_a_bad_entrys_daemon_leaves_the_discovery_socket_given_up(lazy, big):
+    """A bad entry's daemon gives its discovery socket up (new mounts start a fresh daemon);
+    its run directory checks must not take it back: it did within 2 s, then the old and the
+    fresh daemon took the name from each other every second."""
+    ref, tree = big
+    mp = lazy.mount(ref, lazy.mountpoint("rd6"), opts="insecure,timeout=20")
+    old = lazy.status_of(mp)["pid"]
+    st = next(s for s in lazy.states() if s["mountpoint"] == mp)
+    disc = os.path.join(lazy.run_dir, "daemon-" + os.path.basename(st["cache"]) + ".sock")
+    os.unlink(st["cache"])  # the entry's data file deleted: the entry is bad
+    assert wait_until(lambda: lazy.status_of(mp)["state"] == "bad", 20), lazy.status_of(mp)
+    time.sleep(2.5)  # a look of the daemon's at the run directory
+    assert _answers(disc) != old
+    mp2 = lazy.mount(ref, lazy.mountpoint("rd7"), opts="insecure,timeout=20")
+    fresh = lazy.status_of(mp2)["pid"]
+    owners = set()
+    for _ in range(30):
+        owners.add(_answers(disc))
+        time.sleep(0.1)
+    assert owners == {fresh}, (old, fresh, owners)
+    lazy.umount(mp2)
+    lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=20)
+
+
+def test_a_worker_replaced_after_the_run_directory_was_made_again(lazy, big):
+    """A worker killed after its run directory was made again: the replacement, forked from
+    the holder (which still had the old sockets, directory and log), answers at once and the
+    holder's line about the kill is in the log. status said the mount was lost meanwhile."""
+    ref, tree = big
+    mp = lazy.mount(ref, lazy.mountpoint("rd3"))
+    worker = lazy.status_of(mp)["worker_pid"]
+    _lose_run_dir(lazy, "emptied")
+    assert wait_until(lambda: [m["mountpoint"] for m in lazy.status()] == [mp], 10)
+    os.kill(worker, signal.SIGKILL)
+    states = []
+    for _ in range(200):
+        st = lazy.status()
+        states.append(st[0]["state"] if st else "missing")
+        if st and st[0].get("worker_pid") not in (None, worker):
+            break
+        time.sleep(0.02)
+    assert "lost" not in states and "missing" not in states, states
+    assert wait_until(lambda: "killed by signal 9" in lazy.log(), 10), lazy.log()[-2000:]
+    assert child_sha256(os.path.join(mp, "data", "r1.bin")) == \
+        child_sha256(os.path.join(tree, "data", "r1.bin"))
+    lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=20)
+
+
+def test_the_run_directory_made_again_has_no_state_of_a_detached_mount(lazy, big):
+    """`umount --lazy` of a mount still in use, then the run directory emptied: the state
+    file of the detached mount is not written back (status would list a ghost)."""
+    ref, tree = big
+    keep = lazy.mount(ref, lazy.mountpoint("rd4"))
+    mp = lazy.mount(ref, lazy.mountpoint("rd5"))
+    with open(os.path.join(mp, "data", "r0.bin"), "rb") as f:
+        lazy.umount(mp, extra=["--lazy"])
+        after = lazy.state_files()
+        _lose_run_dir(lazy, "emptied")
+        assert wait_until(lambda: len(lazy.state_files()) >= 1, 10)
+        time.sleep(2.5)  # another look of the daemon's
+        assert sorted(lazy.state_files()) == sorted(after), (after, lazy.state_files())
+    lazy.umount(keep)
+    lazy.assert_nothing_left(timeout=20)
 
 
 def test_umount_with_a_damaged_state_file(lazy, big):

@@ -109,8 +109,15 @@ def test_status_names_a_daemon_of_another_version(lazy, registry, tmp_path):
     image, tree = build_busybox_image(str(tmp_path))
     registry.client.push_image("ver/c", "v1", [(image, MT_EROFS)])
     mp = lazy.mount(registry.ref("ver/c", "v1"), opts="insecure")
-    sock = lazy.states()[0]["socket"]
-    os.rename(sock, sock + ".real")
+    # The mount's state names the other version's socket (the daemon's own stays: it would
+    # bind it again, as it does when the run directory loses it).
+    (name,) = lazy.state_files()
+    path = os.path.join(lazy.run_dir, name)
+    with open(path) as f:
+        saved = f.read()
+    sock = os.path.join(lazy.run_dir, "old.sock")
+    with open(path, "w") as f:
+        f.write(json.dumps(dict(json.loads(saved), socket=sock)))
     srv, t = old_daemon(sock, b'{"ok":true,"proto":2,"pid":1,"worker_pid":1,"data_path":"/x",'
                               b'"socket":"/x","state":"running"}\n', [])
     try:
@@ -121,7 +128,8 @@ def test_status_names_a_daemon_of_another_version(lazy, registry, tmp_path):
         srv.close()
         t.join(10)
         os.unlink(sock)
-        os.rename(sock + ".real", sock)
+        with open(path, "w") as f:
+            f.write(saved)
     assert "another version" in st.get("problem", ""), st
     assert st["state"] == "running", st
     assert "another version" in text and "zeros" not in text and "lost" not in text, text
