@@ -43,6 +43,13 @@ class Ns:
                               capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL, **kw)
 
+    def mount(self, lazy, ref, name):
+        """`lazyerofs mount` of ref at a new mountpoint, from inside the namespace."""
+        mp = lazy.mountpoint(name)
+        r = self.run(lazy, ["mount", "-o", "insecure", ref, mp])
+        assert r.returncode == 0, r.stderr
+        return mp
+
     def close(self):
         self.p.kill()
         self.p.wait()
@@ -52,9 +59,7 @@ def test_status_on_the_host_keeps_a_containers_mount(lazy, big):
     ref, tree = big
     ns = Ns()
     try:
-        mp = lazy.mountpoint("nsmnt")
-        r = ns.run(lazy, ["mount", "-o", "insecure", ref, mp])
-        assert r.returncode == 0, r.stderr
+        mp = ns.mount(lazy, ref, "nsmnt")
         assert len(lazy.state_files()) == 1
         # inside the namespace, status lists the mount
         r = ns.run(lazy, ["status", "--json"])
@@ -108,9 +113,7 @@ def test_a_daemon_ends_with_the_namespace_it_was_started_in(lazy, big, overlay):
     ref, tree = big
     ns = Ns()
     try:
-        mp = lazy.mountpoint("inns")
-        r = ns.run(lazy, ["mount", "-o", "insecure", ref, mp])
-        assert r.returncode == 0, r.stderr
+        mp = ns.mount(lazy, ref, "inns")
         path = mp
         if overlay:
             for d in ("u", "w", "o"):
