@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +20,62 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/mountinfo.h"
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 
 /* How long umount waits for the daemon to take note that a mount left. */
 #define UMOUNT_DETACH_ANSWER_MS 5000
+
+struct overlay_user {
+	const char *layer;
+	char overlay[PATH_MAX];
+};
+
+/* Does this overlay name the layer among its lower directories (lowerdir=A:B, lowerdir+=A)? */
+static int overlay_one(const struct util_mountinfo *m, void *ud)
+{
+	struct overlay_user *u = ud;
+	size_t n = strlen(u->layer);
+
+	if (strcmp(m->fstype, "overlay") != 0)
+		return 0;
+	for (const char *o = m->super_opts; *o;) {
+		size_t len = strcspn(o, ",");
+		const char *v = NULL;
+
+		if (!strncmp(o, "lowerdir=", 9))
+			v = o + 9;
+		else if (!strncmp(o, "lowerdir+=", 10))
+			v = o + 10;
+		while (v && v < o + len) {
+			size_t part = strcspn(v, ":,");
+
+			if (part == n && !strncmp(v, u->layer, n)) {
+				snprintf(u->overlay, sizeof(u->overlay), "%s", m->mountpoint);
+				return 1;
+			}
+			v += part + (v[part] == ':');
+			if (v[-1] != ':')
+				break;
+		}
+		o += len + (o[len] == ',');
+	}
+	return 0;
+}
+
+/* An overlay keeps its own copy of each lower layer's mount: unmounting the layer succeeds
+ * and the image stays in use, served by its daemon, out of `status`. Say so. */
+static void warn_overlay_users(const char *mountpoint)
+{
+	struct overlay_user u = {.layer = mountpoint};
+
+	if (util_mountinfo_each("/proc/self/mountinfo", overlay_one, &u) > 0)
+		log_warning("'%s' is a lower layer of the overlay at '%s': the image stays in use "
+			    "there (its daemon serves it until that overlay is unmounted), and "
+			    "`lazyerofs status` no longer lists it",
+			    mountpoint, u.overlay);
+}
 
 static int umount_failed(const char *mountpoint, int r, struct util_error *err)
 {
@@ -99,6 +151,7 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, str
 		mount_state_done(&st);
 		return r;
 	}
+	warn_overlay_users(mountpoint);
 
 	/* The mount is gone; from here on nothing may fail the command, nor wait long for a
 	 * daemon that does not answer (the daemon sees the superblock go by itself). */

@@ -81,6 +81,9 @@ int util_mountinfo_parse(char *line, struct util_mountinfo *ret)
 	ret->source = field(&after);
 	if (!ret->fstype || !ret->source)
 		return -EINVAL;
+	ret->super_opts = field(&after);
+	if (!ret->super_opts)
+		ret->super_opts = "";
 	unescape(f[3]);
 	unescape(f[4]);
 	unescape((char *)ret->fstype);

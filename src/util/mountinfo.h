@@ -14,6 +14,7 @@ struct util_mountinfo {
 	const char *mountpoint; /* as the reading process sees it */
 	const char *fstype;
 	const char *source; /* as the filesystem shows it ("none" or empty when it has none) */
+	const char *super_opts; /* the superblock's options, as shown (octal escapes kept) */
 };
 
 /* Parse one line (no newline) in place: 0, or -EINVAL when it is not a mountinfo line. */

@@ -138,6 +138,28 @@ def test_a_daemon_ends_with_the_namespace_it_was_started_in(lazy, big, overlay):
     lazy.assert_nothing_left()
 
 
+def test_umount_of_an_overlays_lower_layer_says_the_image_stays_in_use(lazy, big):
+    """A container runtime's layout: a lazy mount as an overlay's lower layer. Unmounting the
+    layer succeeds (the overlay keeps its own copy of the mount) and the image stays in use,
+    served by its daemon, out of `status`: the command says so (it said nothing)."""
+    ref, tree = big
+    mp = lazy.mount(ref, lazy.mountpoint("low"))
+    for d in ("u", "w", "o"):
+        os.makedirs(os.path.join(lazy.root, d))
+    over = os.path.join(lazy.root, "o")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={mp},upperdir={lazy.root}/u,workdir={lazy.root}/w", over],
+                   check=True, timeout=60)
+    try:
+        r = lazy.umount(mp)
+        assert f"lower layer of the overlay at '{over}'" in r.stderr, r.stderr
+        f = os.path.join("data", "r2.bin")
+        assert child_sha256(os.path.join(over, f)) == child_sha256(os.path.join(tree, f))
+    finally:
+        subprocess.run(["umount", over], check=True, timeout=60)
+    lazy.assert_nothing_left(timeout=20)
+
+
 def test_status_and_umount_with_a_stopped_daemon(lazy, big):
     """A daemon that does not answer (stopped: a frozen cgroup, SIGSTOP): status and umount
     return within their own time (both hung), the mount is gone and so is its state."""

@@ -32,14 +32,17 @@ static void test_lines(void **state)
 	assert_string_equal(m.mountpoint, "/mnt/parent dir");
 	assert_string_equal(m.fstype, "ext3");
 	assert_string_equal(m.source, "/dev/root");
+	assert_string_equal(m.super_opts, "rw,errors=continue");
 	assert_int_equal(util_mountinfo_parse(b, &m), 0);
 	assert_int_equal(m.id, 700);
 	assert_int_equal(m.minor, 88);
 	assert_string_equal(m.fstype, "erofs");
 	assert_string_equal(m.source, "/var/cache/lazyerofs/sha256/ab\\cd");
+	assert_string_equal(m.super_opts, "ro,user_xattr");
 	assert_int_equal(util_mountinfo_parse(c, &m), 0);
 	assert_string_equal(m.fstype, "cgroup2");
 	assert_string_equal(m.source, "");
+	assert_string_equal(m.super_opts, "rw");
 }
 
 static void test_refused(void **state)
