@@ -584,6 +584,7 @@ static void *conn_thread(void *arg)
 					 "a new daemon");
 				fetch_unlink_discovery(d);
 				d->well_known_gone = true;
+				SH_STORE(d->sh->discovery_gone, 1);
 			}
 			if (d->leaving || removed) {
 				pthread_mutex_unlock(&d->lock);

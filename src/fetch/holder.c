@@ -235,7 +235,7 @@ void fetch_holder_follow(struct fetch_daemon *d, int worker_pidfd)
 {
 	fetch_run_dir_refresh(d);
 	follow_socket(d, worker_pidfd, d->sock2_name, d->listen2_fd, &d->sock2_ino);
-	if (!d->well_known_gone)
+	if (!SH_LOAD(d->sh->discovery_gone))
 		follow_socket(d, worker_pidfd, d->sock_name, d->listen_fd, &d->sock_ino);
 }
 

@@ -116,6 +116,7 @@ struct fetch_mount_rec {
  * written by the worker only; counters are updated with atomics. */
 struct fetch_shared {
 	pid_t holder_pid; /* the current holder (a replacement has a new pid) */
+	uint32_t discovery_gone; /* the worker gave the discovery socket up (well_known_gone) */
 	pid_t worker_pid;
 	uint32_t ready; /* the first worker reported readiness */
 	uint32_t restarts;	  /* workers replaced */

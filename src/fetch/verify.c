@@ -56,6 +56,7 @@ static void set_bad(struct fetch_daemon *d, bool broken)
 	if (!d->well_known_gone) {
 		fetch_unlink_discovery(d);
 		d->well_known_gone = true;
+		SH_STORE(d->sh->discovery_gone, 1);
 	}
 	__atomic_store_n(&d->sh->state, FETCH_STATE_BAD, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&d->lock);

@@ -189,7 +189,8 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	r = cache_entry_reload(d->entry);
 	if (r < 0)
 		log_warning("re-reading the cache entry's header: %s", strerror(-r));
-	if (__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_BAD)
+	if (__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_BAD ||
+	    SH_LOAD(sh->discovery_gone))
 		d->well_known_gone = true; /* the name may belong to a fresh daemon now */
 	/* A predecessor that made the run directory's sockets again took them with it: ours
 	 * (the holder's) are the old ones, unreachable until this. */
