@@ -571,6 +571,8 @@ static int do_mount(const struct mount_request *req, struct mount_result *res, i
 	cfg.cache_dir = cache_dir;
 	cfg.run_dir = run_dir;
 	cfg.ref = ref;
+	if (rs.client)
+		oci_client_export_rests(rs.client, &oo);
 	cfg.opts = &oo;
 	cfg.prefetch_all = req->opts->prefetch_all;
 	cfg.timeout_ms = req->opts->timeout_ms;

@@ -253,6 +253,13 @@ static uint64_t host_deadline(const struct oci_host *h, uint64_t deadline)
 	return now + (deadline - now) / 2;
 }
 
+/* A mirror that failed once its share of the time was up stalled (oci_client_export_rests). */
+static void note_stall(struct oci_host *h, int r, uint64_t until)
+{
+	if (r < 0 && h->mirror && util_now_ms() >= until)
+		atomic_store(&h->stalled, true);
+}
+
 /* A manifest from the first host with all of caps that has it (mirrors in order, then the
  * registry). *ret_host: the host that answered. */
 static int manifest_get_any(struct oci_client *c, unsigned caps, const char *reference,
@@ -264,9 +271,12 @@ static int manifest_get_any(struct oci_client *c, unsigned caps, const char *ref
 		struct oci_host *h = &c->hosts[i];
 		int r;
 
+		uint64_t until = host_deadline(h, deadline);
+
 		util_err_clear(err);
-		r = manifest_get_at(c, h, reference, expect_digest, host_deadline(h, deadline),
-				    body, ctype, ctlen, digest_out, err);
+		r = manifest_get_at(c, h, reference, expect_digest, until, body, ctype, ctlen,
+				    digest_out, err);
+		note_stall(h, r, until);
 		if (r >= 0 && ret_host)
 			*ret_host = h;
 		if (r >= 0 || !oci_host_failed(c, h, r, util_err_msg(err, r)))
@@ -358,9 +368,11 @@ int oci_blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t 
 	     i = oci_host_next(c, i + 1, OCI_CAP_PULL)) {
 		int r;
 
+		uint64_t until = host_deadline(&c->hosts[i], deadline);
+
 		util_err_clear(err);
-		r = blob_get_at(c, &c->hosts[i], d, host_deadline(&c->hosts[i], deadline), ret,
-				ret_len, err);
+		r = blob_get_at(c, &c->hosts[i], d, until, ret, ret_len, err);
+		note_stall(&c->hosts[i], r, until);
 		if (r >= 0 || !oci_host_failed(c, &c->hosts[i], r, util_err_msg(err, r)))
 			return r;
 	}

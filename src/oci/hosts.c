@@ -320,6 +320,8 @@ int oci_hosts_init(struct oci_client *c)
 			if (!m->url || !(m->caps & (OCI_CAP_PULL | OCI_CAP_RESOLVE)))
 				continue;
 			h->mirror = true;
+			h->mirror_index = i;
+			atomic_store(&h->down_until, m->rest_until_ms);
 			h->ca_file = o->ca_file;
 			h->proxy = o->proxy;
 			h->connect_timeout_ms = OCI_MIRROR_CONNECT_TIMEOUT_MS;
@@ -362,6 +364,18 @@ int oci_hosts_init(struct oci_client *c)
 				namespace_of(c->ref->registry));
 	}
 	return 0;
+}
+
+void oci_client_export_rests(const struct oci_client *c, struct oci_options *o)
+{
+	for (size_t i = 0; i < c->nhosts; i++) {
+		const struct oci_host *h = &c->hosts[i];
+
+		/* (only a mirror that stalled: one that answered with an error may serve the
+		 * next request, a blob, well) */
+		if (h->mirror && h->mirror_index < o->n_mirrors && atomic_load(&h->stalled))
+			o->mirrors[h->mirror_index].rest_until_ms = atomic_load(&h->down_until);
+	}
 }
 
 void oci_hosts_free(struct oci_client *c)

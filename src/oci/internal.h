@@ -110,6 +110,7 @@ struct oci_host {
 	unsigned caps;  /* OCI_CAP_* */
 	bool mirror;
 	bool resolve_first; /* oci_mirror.resolve_first */
+	size_t mirror_index; /* its oci_options.mirrors[] entry (mirrors only) */
 	bool skip_verify;
 	const char *ca_file;       /* -o ca=, for a host without a CA of its own */
 	struct curl_blob ca_blob;  /* its own CA (hosts.toml ca), data NULL when none */
@@ -128,6 +129,7 @@ struct oci_host {
 
 	/* Learned while reading; atomics, any thread. */
 	atomic_ullong down_until; /* a mirror that failed to connect: skipped until then */
+	atomic_bool stalled; /* ... because it took all the time it was given (host_deadline) */
 	atomic_bool no_multirange;
 	atomic_bool ranges_ignored;
 };

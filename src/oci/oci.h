@@ -68,6 +68,9 @@ struct oci_mirror {
 	char **headers;         /* "Name: value" lines for this host, NULL-terminated, or NULL */
 	char *proxy;            /* this host's proxy URL; NULL: the global one */
 	uint64_t dial_timeout_ms; /* connect timeout; 0: the default */
+	/* Skipped until then (util_now_ms): another process of the same mount found it not
+	 * answering (oci_client_export_rests) */
+	uint64_t rest_until_ms;
 	char *from;             /* where it was configured, for messages ("-o mirror", a path) */
 };
 
@@ -303,6 +306,10 @@ int oci_metamap_encode(const struct util_extent *v, size_t n, uint64_t size, cha
 int oci_metamap_decode(const char *text, uint64_t size, struct util_extents *ret);
 /* The metadata map of the layer oci_resolve picked (NULL when its descriptor has none). */
 const char *oci_client_metamap(const struct oci_client *c);
+/* Copy which of the client's mirrors rest now (found not answering: skipped for a while) into
+ * o, the options it was made from, for the clients made from them next (a mount's daemon,
+ * which would otherwise give a stalled mirror half of its first read's time again). */
+void oci_client_export_rests(const struct oci_client *c, struct oci_options *o);
 /* The quickest reply the client's resolve (or other control requests) got: from a request
  * sent to its reply's first byte, in us (a round trip and the server's time to answer); 0
  * when none came. */
