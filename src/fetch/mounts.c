@@ -267,6 +267,7 @@ bool fetch_read_opens(struct fetch_daemon *d)
 /* ---- a mount namespace nobody else uses ---------------------------------------------------- */
 
 #define INIT_MNT_NS_INO 0xEFFFFFF8u
+#define INIT_PID_NS_INO 0xEFFFFFFCu /* PROC_PID_INIT_INO: fixed in every kernel */
 
 static int ns_ino(const char *path, uint64_t *ret)
 {
@@ -295,42 +296,122 @@ static pid_t parent_of(pid_t pid)
 	return ppid;
 }
 
-/* Is a process other than the daemon's own (holder, worker, their children: credential
- * helpers) in the mount namespace ns? */
-static bool ns_has_others(struct fetch_daemon *d, uint64_t ns)
+/* Does any thread of pid live in namespace ns? 1 yes, 0 no, -1 not known (unreadable). */
+static int tasks_in(pid_t pid, uint64_t ns)
 {
-	pid_t holder = SH_LOAD(d->sh->holder_pid), me = getpid();
-	_cleanup_(util_closedirp) DIR *dir = opendir("/proc");
+	char path[96];
+	_cleanup_(util_closedirp) DIR *dir = NULL;
 	struct dirent *de;
+	uint64_t ino = 0;
+	int r;
+	bool read_one = false;
 
+	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
+	r = ns_ino(path, &ino);
+	if (r == 0)
+		return ino == ns;
+	/* A leader gone (a zombie) while its threads live, or a process we may not look at:
+	 * its threads, one by one. */
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
 	if (!dir)
-		return true;
+		return errno == ENOENT || errno == ESRCH ? 0 : -1;
 	while ((de = readdir(dir))) {
-		char path[64];
-		uint64_t ino = 0;
-		pid_t pid, pp;
-
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
-		pid = (pid_t)atoi(de->d_name);
-		snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
-		if (pid == me || pid == holder || ns_ino(path, &ino) < 0 || ino != ns)
+		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/ns/mnt", (int)pid, de->d_name);
+		if (ns_ino(path, &ino) < 0)
 			continue;
-		pp = parent_of(pid);
-		if (pp != me && pp != holder)
-			return true;
+		read_one = true;
+		if (ino == ns)
+			return 1;
+	}
+	return read_one || r == -ENOENT || r == -ESRCH ? 0 : -1;
+}
+
+/* Does pid hold namespace ns open (an nsfs file descriptor, as runtimes keep namespaces)? */
+static bool fds_hold(pid_t pid, const char *want)
+{
+	char path[96], link[64];
+	_cleanup_(util_closedirp) DIR *dir = NULL;
+	struct dirent *de;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dir = opendir(path);
+	if (!dir)
+		return false;
+	while ((de = readdir(dir))) {
+		ssize_t n;
+
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd/%.20s", (int)pid, de->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = 0;
+			if (!strcmp(link, want))
+				return true;
+		}
 	}
 	return false;
 }
 
-/* Is the namespace kept by a bind mount of its nsfs file (`unshare --mount=FILE`, on
- * purpose, with no process in it)? */
+/* A bind mount of the namespace's nsfs file (`unshare --mount=FILE`: kept on purpose)? */
 static int nsfs_one(const struct util_mountinfo *m, void *ud)
 {
 	char want[64];
 
 	snprintf(want, sizeof(want), "mnt:[%" PRIu64 "]", *(const uint64_t *)ud);
 	return strcmp(m->fstype, "nsfs") == 0 && strcmp(m->root, want) == 0;
+}
+
+/* Does anything but the daemon keep namespace ns: a thread in it (in any process but the
+ * daemon's own and their children, credential helpers), an open nsfs file of it, a bind mount
+ * of it (in any namespace)? Only asked where /proc shows every process (the daemon in the
+ * initial pid namespace); whatever cannot be read counts as a yes. *ret_by_task: a thread. */
+static bool ns_kept(struct fetch_daemon *d, uint64_t ns, bool *ret_by_task)
+{
+	pid_t holder = SH_LOAD(d->sh->holder_pid), me = getpid();
+	_cleanup_(util_closedirp) DIR *dir = opendir("/proc");
+	char want[48], path[64];
+	struct dirent *de;
+
+	*ret_by_task = true;
+	if (!dir)
+		return true;
+	snprintf(want, sizeof(want), "mnt:[%" PRIu64 "]", ns);
+	while ((de = readdir(dir))) {
+		pid_t pid, pp;
+		int in;
+
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		pid = (pid_t)atoi(de->d_name);
+		if (pid == me || pid == holder)
+			continue;
+		in = tasks_in(pid, ns);
+		/* (pid 1 of the initial pid namespace lives in the initial mount namespace; some
+		 * sandboxes hide it) */
+		if (in < 0 && pid != 1)
+			return true;
+		if (in > 0 && (pp = parent_of(pid)) != me && pp != holder)
+			return true;
+	}
+	*ret_by_task = false;
+	rewinddir(dir);
+	while ((de = readdir(dir))) {
+		pid_t pid;
+
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		pid = (pid_t)atoi(de->d_name);
+		if (pid != me && pid != holder && fds_hold(pid, want))
+			return true;
+		snprintf(path, sizeof(path), "/proc/%d/mountinfo", (int)pid);
+		if (util_mountinfo_each(path, nsfs_one, &ns) > 0)
+			return true;
+	}
+	return false;
 }
 
 struct ns_mounts {
@@ -368,7 +449,8 @@ static int by_depth(const void *a, const void *b)
 void fetch_ns_abandoned(struct fetch_daemon *d, uint64_t now_ms)
 {
 	struct ns_mounts c = {0};
-	uint64_t ns = 0, init_ns = 0;
+	uint64_t ns = 0, init_ns = 0, pid_ns = 0;
+	bool by_task;
 	unsigned done = 0;
 	int r;
 
@@ -382,10 +464,19 @@ void fetch_ns_abandoned(struct fetch_daemon *d, uint64_t now_ms)
 	if (ns_ino("/proc/1/ns/mnt", &init_ns) < 0)
 		init_ns = INIT_MNT_NS_INO;
 	d->ns_private = ns != init_ns;
-	if (!d->ns_private || ns_has_others(d, ns) ||
-	    util_mountinfo_each("/proc/1/mountinfo", nsfs_one, &ns) > 0 ||
-	    util_mountinfo_each("/proc/self/mountinfo", nsfs_one, &ns) > 0)
+	if (!d->ns_private)
 		return;
+	/* Only where /proc shows every process and every open file: else nothing can tell that
+	 * nobody uses the namespace (the daemon in a container's pid namespace dies with it). */
+	if (ns_ino("/proc/self/ns/pid", &pid_ns) < 0 || pid_ns != INIT_PID_NS_INO) {
+		d->ns_private = 0;
+		return;
+	}
+	if (ns_kept(d, ns, &by_task)) {
+		if (!by_task) /* held open or bound: look again, less often (whole /proc) */
+			d->ns_look_at_ms = now_ms + 3 * FETCH_NS_LOOK_MS;
+		return;
+	}
 	/* Private first: an unmount here must never reach a peer in another namespace. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
 		log_warning("the mount namespace the daemon was started in has no other process "

@@ -378,16 +378,33 @@ int oci_blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t 
 	}
 }
 
-enum { TAG_DIGEST, TAG_VIA_MIRRORS, TAG_VIA_REGISTRY };
+enum { TAG_DIGEST, TAG_VIA_MIRRORS, TAG_VIA_REGISTRY, TAG_GOT };
 
-/* Does a hosts.toml host resolve tags here (containerd asks such hosts for a tag before the
- * registry, in order: an air-gapped node's registry may not even answer)? */
-static bool resolve_first(struct oci_client *c)
+/* A tag's manifest from the hosts.toml hosts that resolve tags, in order (containerd asks
+ * them before the registry: an air-gapped node's registry may not even answer); -ENOENT
+ * when there is none. Other mirrors (-o mirror=, the configuration file's) are not asked
+ * here: for them the registry names a tag's manifest first. */
+static int manifest_from_resolvers(struct oci_client *c, const char *tag, uint64_t deadline,
+				   struct util_buf *body, char *ctype, size_t ctlen,
+				   char digest_out[UTIL_DIGEST_STR_LEN], struct util_error *err)
 {
 	const unsigned caps = OCI_CAP_PULL | OCI_CAP_RESOLVE;
-	size_t i = oci_host_next(c, 0, caps);
+	int r = -ENOENT;
 
-	return c->hosts[i].mirror && c->hosts[i].resolve_first;
+	for (size_t i = oci_host_next(c, 0, caps); i + 1 < c->nhosts;
+	     i = oci_host_next(c, i + 1, caps)) {
+		struct oci_host *h = &c->hosts[i];
+		uint64_t until = host_deadline(h, deadline);
+
+		if (!h->resolve_first)
+			continue;
+		util_err_clear(err);
+		r = manifest_get_at(c, h, tag, NULL, until, body, ctype, ctlen, digest_out, err);
+		note_stall(h, r, until);
+		if (r >= 0 || !oci_host_failed(c, h, r, util_err_msg(err, r)))
+			return r;
+	}
+	return r;
 }
 
 /* Which manifest a tag names, when mirrors may serve it: the registry's word (a HEAD, which
@@ -506,10 +523,20 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	expect = c->ref->digest ? strdup(c->ref->digest) : NULL;
 	if (!reference || (c->ref->digest && !expect))
 		return -ENOMEM;
-	if (!expect && resolve_first(c)) {
-		/* hosts.toml: its hosts resolve a tag first, in order, then the registry. */
-		tag_how = TAG_VIA_MIRRORS;
-	} else if (!expect && c->nhosts > 1) {
+	if (!expect && c->nhosts > 1) {
+		/* hosts.toml: its hosts resolve a tag first, in order; if none can, as without
+		 * them. */
+		r = manifest_from_resolvers(c, reference, deadline, &body, ctype, sizeof(ctype),
+					    digest, err);
+		if (r >= 0) {
+			tag_how = TAG_GOT;
+			ret->resolved_by_mirror = true;
+		} else if (r == -ENOMEM) {
+			return r;
+		}
+		util_err_clear(err);
+	}
+	if (tag_how != TAG_GOT && !expect && c->nhosts > 1) {
 		/* Mirrors: the registry names the tag's digest, a mirror may send the bytes. */
 		tag_how = tag_digest(c, reference, deadline, digest);
 		if (tag_how < 0)
@@ -523,7 +550,9 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 		}
 	}
 	for (int depth = 0;; depth++) {
-		if (depth == 0 && tag_how == TAG_VIA_MIRRORS) {
+		if (depth == 0 && tag_how == TAG_GOT) {
+			r = 0; /* in body already */
+		} else if (depth == 0 && tag_how == TAG_VIA_MIRRORS) {
 			struct oci_host *from = NULL;
 
 			r = manifest_get_any(c, OCI_CAP_PULL | OCI_CAP_RESOLVE, reference, NULL,

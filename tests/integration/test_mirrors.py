@@ -396,7 +396,8 @@ def test_precedence_option_config_hosts_toml(lazy, image, pushed, upstream, pull
                                              empty_registry):
     """-o mirrors, then the configuration file's, then hosts.toml's, then the registry: the
     404ing one (-o) and the dead one (file) pass every request on to the pull-through cache
-    (hosts.toml), which serves it."""
+    (hosts.toml), which serves it. The tag itself goes to hosts.toml's resolving host first
+    (as containerd asks it), not to the registry."""
     with closed_port() as dead:
         lazy.write_config(f'[registry."{upstream.host}"]\nmirrors = ["http://127.0.0.1:{dead}"]\n')
         write_hosts(lazy, namespace_of(upstream.host), f"""server = "http://{upstream.host}"
@@ -406,11 +407,11 @@ def test_precedence_option_config_hosts_toml(lazy, image, pushed, upstream, pull
         mp = lazy.mount(upstream.ref(REPO, "v1"), opts=f"insecure,mirror=http://{empty_registry.host}")
         check_reads(mp, image[1])
     layer = pushed["layers"][0]["digest"]
-    assert f"/v2/{REPO}/manifests/{pushed['digest']}?ns={upstream.host}" in \
-        empty_registry.log_tail(10 ** 7)
+    assert f"/v2/{REPO}/blobs/{layer}?ns={upstream.host}" in empty_registry.log_tail(10 ** 7)
+    assert f"/v2/{REPO}/manifests/v1?ns={upstream.host}" in pullthrough.log_tail(10 ** 7)
     assert "/blobs/" + layer in pullthrough.log_tail(10 ** 7)
     assert upstream.count(path="/blobs/") == 0, upstream.seen()
-    assert upstream.count(method="HEAD", path="/manifests/v1") == 1
+    assert upstream.count(path="/manifests/v1") == 0, upstream.seen()
 
 
 def test_hosts_toml_server_is_plain_http(lazy, image, pushed, upstream):
@@ -463,23 +464,31 @@ def mirror(registry):
         p.stop()
 
 
-@pytest.mark.parametrize("fault", ["stall", "404"])
+@pytest.mark.parametrize("fault,option_mirror", [("stall", False), ("404", False),
+                                                  ("stall", True)])
 def test_hosts_toml_resolve_hosts_come_before_the_registry(lazy, image, pushed, upstream, mirror,
-                                                          fault):
+                                                          registry, fault, option_mirror):
     """As containerd reads hosts.toml, a host with pull and resolve is asked for a tag before
     the registry: an air-gapped node whose registry never answers (or refuses the tag, the
-    mirror holding the credentials) mounts through the mirror at once. The registry was
-    asked first: the mount waited for it until timeout= and failed, or failed at its 404."""
+    mirror holding the credentials) mounts through the mirror at once -- with an -o mirror=
+    too, which still never resolves a tag before the registry would. The registry was asked
+    first: the mount waited for it until timeout= and failed, or failed at its 404."""
     if fault == "stall":
         upstream.add("stall", count=None, seconds=60)
     else:
         upstream.add("status", path="/manifests/", count=None, code=404)
     write_hosts(lazy, namespace_of(upstream.host), f'[host."http://{mirror.host}"]\n'
                                                    f'  capabilities = ["pull", "resolve"]\n')
-    t = time.monotonic()
-    mp = lazy.mount(upstream.ref(REPO, "v1"), opts="insecure,timeout=10")
-    took = time.monotonic() - t
-    check_reads(mp, image[1])
+    other = FaultProxy("127.0.0.1", registry.port).start()
+    try:
+        opts = "insecure,timeout=10" + (f",mirror=http://{other.host}" if option_mirror else "")
+        t = time.monotonic()
+        mp = lazy.mount(upstream.ref(REPO, "v1"), opts=opts)
+        took = time.monotonic() - t
+        check_reads(mp, image[1])
+        assert other.count(path="/manifests/v1") == 0, other.seen()
+    finally:
+        other.stop()
     assert took < 5, took
     assert upstream.count(path="/manifests/v1") == 0, upstream.seen()
     assert mirror.count(method="GET", path="/manifests/v1") == 1, mirror.seen()

@@ -160,6 +160,32 @@ def test_umount_of_an_overlays_lower_layer_says_the_image_stays_in_use(lazy, big
     lazy.assert_nothing_left(timeout=20)
 
 
+def test_a_namespace_kept_open_keeps_its_mounts(lazy, big):
+    """A namespace none of whose processes is left but that someone keeps (an open nsfs
+    file, as container runtimes keep namespaces): its mounts stay, the daemon serves them
+    (the daemon emptied it, and a later nsenter found nothing)."""
+    ref, tree = big
+    ns = Ns()
+    try:
+        mp = ns.mount(lazy, ref, "kept")
+        keeper = subprocess.Popen(["sleep", "600"],
+                                  stdin=open(f"/proc/{ns.p.pid}/ns/mnt", "rb"))
+    finally:
+        ns.close()
+    try:
+        time.sleep(7)  # longer than the daemon's look at its namespace (5 s)
+        r = subprocess.run(["nsenter", f"--mount=/proc/{keeper.pid}/fd/0", "--", "sha256sum",
+                            os.path.join(mp, "data", "r0.bin")], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split()[0] == child_sha256(os.path.join(tree, "data", "r0.bin"))
+        assert "has no process left" not in lazy.log()
+    finally:
+        keeper.kill()
+        keeper.wait()
+    lazy.assert_nothing_left(timeout=30)
+
+
 def test_status_and_umount_with_a_stopped_daemon(lazy, big):
     """A daemon that does not answer (stopped: a frozen cgroup, SIGSTOP): status and umount
     return within their own time (both hung), the mount is gone and so is its state."""
