@@ -578,12 +578,11 @@ static void *conn_thread(void *arg)
 			bool removed = entry_removed(d);
 
 			pthread_mutex_lock(&d->lock);
-			if (removed && !d->well_known_gone) {
+			if (removed && !SH_LOAD(d->sh->discovery_gone)) {
 				/* New mounts must start a new daemon with a new entry. */
 				log_info("the cache entry's data file was removed; new mounts get "
 					 "a new daemon");
 				fetch_unlink_discovery(d);
-				d->well_known_gone = true;
 				SH_STORE(d->sh->discovery_gone, 1);
 			}
 			if (d->leaving || removed) {
@@ -768,9 +767,9 @@ void fetch_control_loop(struct fetch_daemon *d)
 			d->trimming;
 		if (users == 0) {
 			d->leaving = true;
-			if (!d->well_known_gone)
+			if (!SH_LOAD(d->sh->discovery_gone))
 				fetch_unlink_discovery(d);
-			d->well_known_gone = true;
+			SH_STORE(d->sh->discovery_gone, 1);
 		}
 		pthread_mutex_unlock(&d->lock);
 		if (users == 0)

@@ -209,6 +209,35 @@ static bool run_dir_same(struct fetch_daemon *d)
 	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+/* The daemon's log in the run directory: its name, and opened for appending. */
+static void log_name(const struct fetch_daemon *d, char name[static 96])
+{
+	snprintf(name, 96, "daemon-%s.log", d->cfg.blob.cache_key);
+}
+
+static int open_log(struct fetch_daemon *d, const char *name)
+{
+	return openat(d->run_dirfd, name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+		      0600);
+}
+
+/* The run directory again (made anew when removed), where its path no longer leads to the
+ * one run_dirfd holds; same fd number. */
+static int reopen_run_dir(struct fetch_daemon *d)
+{
+	int fd, r = 0;
+
+	if (run_dir_same(d))
+		return 0;
+	r = util_open_private_dir(d->cfg.run_dir, &fd);
+	if (r < 0)
+		return r;
+	if (dup3(fd, d->run_dirfd, O_CLOEXEC) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
 /* The log file again, where the run directory lost it. */
 static void reopen_log(struct fetch_daemon *d);
 
@@ -219,8 +248,9 @@ static void follow_socket(struct fetch_daemon *d, int pidfd, const char *name, i
 	struct stat st;
 	int nfd;
 
-	if (socket_ours(d, name, *ino) || fstatat(d->run_dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return;
+	if (fstatat(d->run_dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    (uint64_t)st.st_ino == *ino)
+		return; /* gone (given up), or ours */
 	nfd = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
 	if (nfd < 0) {
 		log_debug("taking the worker's socket %s: %m", name);
@@ -241,12 +271,7 @@ void fetch_holder_follow(struct fetch_daemon *d, int worker_pidfd)
 
 void fetch_run_dir_refresh(struct fetch_daemon *d)
 {
-	int fd;
-
-	if (!run_dir_same(d) && util_open_private_dir(d->cfg.run_dir, &fd) >= 0) {
-		(void)dup3(fd, d->run_dirfd, O_CLOEXEC);
-		close(fd);
-	}
+	(void)reopen_run_dir(d);
 	reopen_log(d);
 }
 
@@ -258,13 +283,12 @@ static void reopen_log(struct fetch_daemon *d)
 
 	if (d->log_fd < 0 || d->log_fd == d->devnull_fd)
 		return;
-	snprintf(name, sizeof(name), "daemon-%s.log", d->cfg.blob.cache_key);
+	log_name(d, name);
 	if (fstat(d->log_fd, &a) == 0 &&
 	    fstatat(d->run_dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
 	    a.st_ino == b.st_ino)
 		return; /* the run directory's log is ours */
-	fd = openat(d->run_dirfd, name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-		    0600);
+	fd = open_log(d, name);
 	if (fd >= 0) {
 		(void)dup3(fd, d->log_fd, O_CLOEXEC);
 		close(fd);
@@ -319,15 +343,15 @@ void fetch_run_dir_heal(struct fetch_daemon *d, uint64_t now_ms)
 	uint64_t ino;
 	bool discovery;
 	unsigned states;
-	int r = 0, fd;
+	int r;
 
 	if (now_ms < d->heal_at_ms || d->leaving)
 		return;
 	d->heal_at_ms = now_ms + FETCH_HEAL_MS;
-	pthread_mutex_lock(&d->lock);
 	/* The discovery name given up on purpose (a bad entry, a removed one: new mounts start
 	 * a fresh daemon) stays given up. */
-	discovery = !d->well_known_gone;
+	discovery = !SH_LOAD(d->sh->discovery_gone);
+	pthread_mutex_lock(&d->lock);
 	ino = d->sock_ino;
 	pthread_mutex_unlock(&d->lock);
 	if (run_dir_same(d) && socket_ours(d, d->sock2_name, d->sock2_ino) &&
@@ -338,14 +362,7 @@ void fetch_run_dir_heal(struct fetch_daemon *d, uint64_t now_ms)
 	/* Someone emptied the run directory, removed or renamed it under a live daemon: a
 	 * mount of the image would wait for the entry lock we hold and fail, `status` would
 	 * list none of our mounts, `umount` would not find us. Make our part of it again. */
-	if (!run_dir_same(d)) {
-		r = util_open_private_dir(d->cfg.run_dir, &fd);
-		if (r >= 0) {
-			if (dup3(fd, d->run_dirfd, O_CLOEXEC) < 0)
-				r = -errno;
-			close(fd);
-		}
-	}
+	r = reopen_run_dir(d);
 	if (r >= 0 && !socket_ours(d, d->sock2_name, d->sock2_ino))
 		r = rebind(d, d->sock2_name, d->listen2_fd, &d->sock2_ino);
 	if (r >= 0 && discovery && !socket_ours(d, d->sock_name, ino)) {
@@ -788,9 +805,8 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 		util_proctitle_set(title);
 	}
 
-	snprintf(name, sizeof(name), "daemon-%s.log", d->cfg.blob.cache_key);
-	d->log_fd = openat(d->run_dirfd, name,
-			   O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	log_name(d, name);
+	d->log_fd = open_log(d, name);
 	util_log_set_prefix("lazyerofs-daemon");
 	if (util_log_get_level() < UTIL_LOG_INFO)
 		util_log_set_level(UTIL_LOG_INFO);

@@ -116,7 +116,9 @@ struct fetch_mount_rec {
  * written by the worker only; counters are updated with atomics. */
 struct fetch_shared {
 	pid_t holder_pid; /* the current holder (a replacement has a new pid) */
-	uint32_t discovery_gone; /* the worker gave the discovery socket up (well_known_gone) */
+	/* The discovery socket was given up (a bad or removed entry, a daemon leaving): new
+	 * mounts start a fresh daemon; no process of this one binds it again. */
+	uint32_t discovery_gone;
 	pid_t worker_pid;
 	uint32_t ready; /* the first worker reported readiness */
 	uint32_t restarts;	  /* workers replaced */
@@ -216,7 +218,6 @@ struct fetch_daemon {
 	bool leaving;	/* (lock) no more holds: the daemon is about to leave */
 	bool stopping;	/* (lock) threads finish what is queued and end */
 	bool unlocked;	/* (lock) the entry lock was given up for the exit verification */
-	bool well_known_gone;	   /* (lock) the discovery socket was unlinked (bad entry) */
 	bool verify_started;	   /* set under lock (with trimming); read atomically */
 	bool trimming;		   /* (lock) a trim is under way: no verification starts */
 	int stop_efd;		   /* eventfd: wakes poll loops at exit */

@@ -53,9 +53,8 @@ static void set_bad(struct fetch_daemon *d, bool broken)
 	r = broken ? cache_entry_mark_broken(d->entry) : cache_entry_mark_bad(d->entry);
 	if (r < 0)
 		log_error("marking the entry bad: %s", strerror(-r));
-	if (!d->well_known_gone) {
+	if (!SH_LOAD(d->sh->discovery_gone)) {
 		fetch_unlink_discovery(d);
-		d->well_known_gone = true;
 		SH_STORE(d->sh->discovery_gone, 1);
 	}
 	__atomic_store_n(&d->sh->state, FETCH_STATE_BAD, __ATOMIC_RELEASE);

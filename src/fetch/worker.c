@@ -79,7 +79,6 @@ static void worker_state_init(struct fetch_daemon *d)
 	d->last_errno = 0;
 	d->last_error[0] = 0;
 	d->leaving = d->stopping = d->unlocked = false;
-	d->well_known_gone = false;
 	d->verify_started = false;
 	d->stop_efd = -1;
 	for (unsigned i = 0; i < DISPATCHERS; i++)
@@ -189,9 +188,8 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 	r = cache_entry_reload(d->entry);
 	if (r < 0)
 		log_warning("re-reading the cache entry's header: %s", strerror(-r));
-	if (__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_BAD ||
-	    SH_LOAD(sh->discovery_gone))
-		d->well_known_gone = true; /* the name may belong to a fresh daemon now */
+	if (__atomic_load_n(&sh->state, __ATOMIC_ACQUIRE) == FETCH_STATE_BAD)
+		SH_STORE(sh->discovery_gone, 1); /* the name may belong to a fresh daemon now */
 	/* A predecessor that made the run directory's sockets again took them with it: ours
 	 * (the holder's) are the old ones, unreachable until this. */
 	fetch_run_dir_heal(d, util_now_ms());
