@@ -261,18 +261,28 @@ static void note_stall(struct oci_host *h, int r, uint64_t until)
 }
 
 /* A manifest from the first host with all of caps that has it (mirrors in order, then the
- * registry). *ret_host: the host that answered. */
-static int manifest_get_any(struct oci_client *c, unsigned caps, const char *reference,
-			    const char *expect_digest, uint64_t deadline, struct util_buf *body,
-			    char *ctype, size_t ctlen, char digest_out[UTIL_DIGEST_STR_LEN],
-			    struct oci_host **ret_host, struct util_error *err)
+ * registry). *ret_host: the host that answered. With resolvers_only, only the hosts.toml hosts
+ * that resolve a tag before the registry (containerd asks them first: an air-gapped node's
+ * registry may not even answer), not the registry: -ENOENT when there is none, else the last
+ * one's error when none had it. */
+static int manifest_get_any(struct oci_client *c, unsigned caps, bool resolvers_only,
+			    const char *reference, const char *expect_digest, uint64_t deadline,
+			    struct util_buf *body, char *ctype, size_t ctlen,
+			    char digest_out[UTIL_DIGEST_STR_LEN], struct oci_host **ret_host,
+			    struct util_error *err)
 {
+	int r = -ENOENT;
+
 	for (size_t i = oci_host_next(c, 0, caps);; i = oci_host_next(c, i + 1, caps)) {
 		struct oci_host *h = &c->hosts[i];
-		int r;
+		uint64_t until;
 
-		uint64_t until = host_deadline(h, deadline);
-
+		if (resolvers_only && !h->resolve_first) {
+			if (i + 1 == c->nhosts)
+				return r;
+			continue;
+		}
+		until = host_deadline(h, deadline);
 		util_err_clear(err);
 		r = manifest_get_at(c, h, reference, expect_digest, until, body, ctype, ctlen,
 				    digest_out, err);
@@ -291,8 +301,8 @@ int oci_manifest_get(struct oci_client *c, const char *reference, const char *ex
 	if (!expect_digest)
 		return manifest_get_at(c, c->up, reference, NULL, deadline, body, ctype, ctlen,
 				       digest_out, err);
-	return manifest_get_any(c, OCI_CAP_PULL, reference, expect_digest, deadline, body, ctype,
-				ctlen, digest_out, NULL, err);
+	return manifest_get_any(c, OCI_CAP_PULL, false, reference, expect_digest, deadline, body,
+				ctype, ctlen, digest_out, NULL, err);
 }
 
 /* GET a blob of known size and digest, whole, into *ret (NUL-terminated), from host h. */
@@ -366,9 +376,8 @@ int oci_blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t 
 	}
 	for (size_t i = oci_host_next(c, 0, OCI_CAP_PULL);;
 	     i = oci_host_next(c, i + 1, OCI_CAP_PULL)) {
-		int r;
-
 		uint64_t until = host_deadline(&c->hosts[i], deadline);
+		int r;
 
 		util_err_clear(err);
 		r = blob_get_at(c, &c->hosts[i], d, until, ret, ret_len, err);
@@ -379,33 +388,6 @@ int oci_blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t 
 }
 
 enum { TAG_DIGEST, TAG_VIA_MIRRORS, TAG_VIA_REGISTRY, TAG_GOT };
-
-/* A tag's manifest from the hosts.toml hosts that resolve tags, in order (containerd asks
- * them before the registry: an air-gapped node's registry may not even answer); -ENOENT
- * when there is none. Other mirrors (-o mirror=, the configuration file's) are not asked
- * here: for them the registry names a tag's manifest first. */
-static int manifest_from_resolvers(struct oci_client *c, const char *tag, uint64_t deadline,
-				   struct util_buf *body, char *ctype, size_t ctlen,
-				   char digest_out[UTIL_DIGEST_STR_LEN], struct util_error *err)
-{
-	const unsigned caps = OCI_CAP_PULL | OCI_CAP_RESOLVE;
-	int r = -ENOENT;
-
-	for (size_t i = oci_host_next(c, 0, caps); i + 1 < c->nhosts;
-	     i = oci_host_next(c, i + 1, caps)) {
-		struct oci_host *h = &c->hosts[i];
-		uint64_t until = host_deadline(h, deadline);
-
-		if (!h->resolve_first)
-			continue;
-		util_err_clear(err);
-		r = manifest_get_at(c, h, tag, NULL, until, body, ctype, ctlen, digest_out, err);
-		note_stall(h, r, until);
-		if (r >= 0 || !oci_host_failed(c, h, r, util_err_msg(err, r)))
-			return r;
-	}
-	return r;
-}
 
 /* Which manifest a tag names, when mirrors may serve it: the registry's word (a HEAD, which
  * Docker Hub does not count as a pull), so that the manifest itself can come by digest from
@@ -526,8 +508,8 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 	if (!expect && c->nhosts > 1) {
 		/* hosts.toml: its hosts resolve a tag first, in order; if none can, as without
 		 * them. */
-		r = manifest_from_resolvers(c, reference, deadline, &body, ctype, sizeof(ctype),
-					    digest, err);
+		r = manifest_get_any(c, OCI_CAP_PULL | OCI_CAP_RESOLVE, true, reference, NULL,
+				     deadline, &body, ctype, sizeof(ctype), digest, NULL, err);
 		if (r >= 0) {
 			tag_how = TAG_GOT;
 			ret->resolved_by_mirror = true;
@@ -555,9 +537,9 @@ int oci_resolve(struct oci_client *c, struct oci_blob *ret, struct util_error *e
 		} else if (depth == 0 && tag_how == TAG_VIA_MIRRORS) {
 			struct oci_host *from = NULL;
 
-			r = manifest_get_any(c, OCI_CAP_PULL | OCI_CAP_RESOLVE, reference, NULL,
-					     deadline, &body, ctype, sizeof(ctype), digest, &from,
-					     err);
+			r = manifest_get_any(c, OCI_CAP_PULL | OCI_CAP_RESOLVE, false, reference,
+					     NULL, deadline, &body, ctype, sizeof(ctype), digest,
+					     &from, err);
 			ret->resolved_by_mirror = r >= 0 && from->mirror;
 		} else {
 			r = oci_manifest_get(c, reference, expect, deadline, &body, ctype,
