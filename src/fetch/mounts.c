@@ -42,6 +42,7 @@
 #include "util/macro.h"
 #include "util/mountinfo.h"
 #include "util/time.h"
+#include "util/u64map.h"
 /* ---- superblock records (all under d->lock) ------------------------------------------------ */
 
 struct fetch_mount_rec *fetch_rec_by_dev(struct fetch_daemon *d, uint64_t dev)
@@ -356,13 +357,11 @@ static bool fds_hold(pid_t pid, const char *want)
 	return false;
 }
 
-/* A bind mount of the namespace's nsfs file (`unshare --mount=FILE`: kept on purpose)? */
+/* A bind mount of the namespace's nsfs file (`unshare --mount=FILE`: kept on purpose)? ud:
+ * the file's name, "mnt:[INODE]". */
 static int nsfs_one(const struct util_mountinfo *m, void *ud)
 {
-	char want[64];
-
-	snprintf(want, sizeof(want), "mnt:[%" PRIu64 "]", *(const uint64_t *)ud);
-	return strcmp(m->fstype, "nsfs") == 0 && strcmp(m->root, want) == 0;
+	return strcmp(m->fstype, "nsfs") == 0 && strcmp(m->root, ud) == 0;
 }
 
 /* Does anything but the daemon keep namespace ns: a thread in it (in any process but the
@@ -373,6 +372,7 @@ static bool ns_kept(struct fetch_daemon *d, uint64_t ns, bool *ret_by_task)
 {
 	pid_t holder = SH_LOAD(d->sh->holder_pid), me = getpid();
 	_cleanup_(util_closedirp) DIR *dir = opendir("/proc");
+	_cleanup_(util_u64map_free) struct util_u64map read = UTIL_U64MAP_INIT;
 	char want[48], path[64];
 	struct dirent *de;
 
@@ -400,6 +400,8 @@ static bool ns_kept(struct fetch_daemon *d, uint64_t ns, bool *ret_by_task)
 	*ret_by_task = false;
 	rewinddir(dir);
 	while ((de = readdir(dir))) {
+		uint64_t pns = 0, *val;
+		bool unread = true;
 		pid_t pid;
 
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
@@ -407,8 +409,13 @@ static bool ns_kept(struct fetch_daemon *d, uint64_t ns, bool *ret_by_task)
 		pid = (pid_t)atoi(de->d_name);
 		if (pid != me && pid != holder && fds_hold(pid, want))
 			return true;
+		/* The mount table of each namespace once (that of a process whose namespace
+		 * cannot be told, always). */
+		snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
+		if (ns_ino(path, &pns) == 0 && util_u64map_add(&read, pns, &unread, &val) < 0)
+			unread = true;
 		snprintf(path, sizeof(path), "/proc/%d/mountinfo", (int)pid);
-		if (util_mountinfo_each(path, nsfs_one, &ns) > 0)
+		if (unread && util_mountinfo_each(path, nsfs_one, want) > 0)
 			return true;
 	}
 	return false;

@@ -48,16 +48,12 @@ static int overlay_one(const struct util_mountinfo *m, void *ud)
 			v = o + 9;
 		else if (!strncmp(o, "lowerdir+=", 10))
 			v = o + 10;
-		while (v && v < o + len) {
-			size_t part = strcspn(v, ":,");
-
-			if (part == n && !strncmp(v, u->layer, n)) {
+		/* its directories, ':' between them, up to the option's end */
+		for (; v && v <= o + len; v += strcspn(v, ":,") + 1) {
+			if (strcspn(v, ":,") == n && !strncmp(v, u->layer, n)) {
 				snprintf(u->overlay, sizeof(u->overlay), "%s", m->mountpoint);
 				return 1;
 			}
-			v += part + (v[part] == ':');
-			if (v[-1] != ':')
-				break;
 		}
 		o += len + (o[len] == ',');
 	}
