@@ -8,13 +8,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from common import BIN, child_read, child_sha256, mountinfo, pid_alive, wait_until
+from common import BIN, child_read, child_sha256, control_call, mountinfo, pid_alive, wait_until
 from lazymount import build_big_image, is_mounted
 from registry import MT_EROFS
 
@@ -258,12 +257,8 @@ def test_a_run_directory_emptied_under_a_mount_is_made_again(lazy, big, how):
 def _answers(path):
     """The holder pid of the daemon that answers on a control socket, or None."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(3)
-            s.connect(path)
-            s.sendall(b'{"op":"hello","proto":3}\n')
-            return json.loads(s.makefile().readline())["pid"]
-    except (OSError, ValueError, KeyError):
+        return control_call(path, {"op": "hello", "proto": 3}, timeout=3)["pid"]
+    except (OSError, ValueError, KeyError, AssertionError):
         return None
 
 

@@ -12,23 +12,9 @@ import re
 import socket
 import threading
 
-from common import child_hashes, child_read, content_hashes
+from common import child_hashes, child_read, content_hashes, control_call
 from lazymount import build_busybox_image
 from registry import MT_EROFS
-
-
-def call(path, msg):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(30)
-    s.connect(path)
-    s.sendall((json.dumps(msg) + "\n").encode())
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(65536)
-        assert chunk, "the daemon closed the connection without an answer"
-        buf += chunk
-    s.close()
-    return json.loads(buf)
 
 
 def daemon_socket(lazy, im):
@@ -68,9 +54,9 @@ def test_a_client_of_another_version_is_refused(lazy, registry, tmp_path):
     mp = lazy.mount(registry.ref("ver/a", "v1"), opts="insecure")
     sock = lazy.states()[0]["socket"]
     for hello in ({"op": "hello"}, {"op": "hold", "proto": 2}, {"op": "hello", "proto": 99}):
-        r = call(sock, hello)
+        r = control_call(sock, hello)
         assert not r.get("ok") and "protocol version" in r.get("error", ""), (hello, r)
-    r = call(sock, {"op": "hello", "proto": 3})
+    r = control_call(sock, {"op": "hello", "proto": 3})
     assert r.get("ok") and r.get("proto") == 3, r
     # It goes on serving.
     assert child_hashes(mp) == content_hashes(tree)

@@ -5,10 +5,12 @@ that ran the daemon (sanitizer options for it and every process it forks; its lo
 and sanitizer reports: daemon_problems)."""
 
 import glob
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -90,6 +92,20 @@ def mountinfo():
 def fs_type(path):
     return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
                           check=True).stdout.strip()
+
+
+def control_call(path, msg, timeout=30):
+    """One request line to a daemon's control socket; its answer as a dict."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall((json.dumps(msg) + "\n").encode())
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            assert chunk, "the daemon closed the connection without an answer"
+            buf += chunk
+    return json.loads(buf)
 
 
 def pid_alive(pid):
