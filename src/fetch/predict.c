@@ -4,7 +4,8 @@
  * its loader open the objects it needs one after the other, each only once the one before
  * it is mapped: on a long link a round trip each (apt-config: fifteen libraries, 1.2 s at
  * 100 Mbit/s + RTT 50 ms). When a reader waits for the network, this thread looks at its
- * executable (/proc/PID/exe); if that lies on one of our mounts, it reads the executable's
+ * executable (/proc/PID/exe); if that lies on one of our mounts (or an overlay, a container's
+ * root, shows it from one: file_of_ours), it reads the executable's
  * needed objects (elf.h), finds them as the loader would (run path, with $ORIGIN the
  * directory of the object that names it, then the system's library directories, inside the
  * reader's root), and fetches them all, a request each, whole, as the scheduler fetches a
@@ -26,6 +27,7 @@
 #include <limits.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,10 +35,12 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cache/cache.h"
+#include "erofs/format.h"
 #include "fetch/elf.h"
 #include "fetch/files.h"
 #include "fetch/internal.h"
@@ -45,12 +49,16 @@
 #include "util/log.h"
 #include "util/macro.h"
 
+#ifndef AT_HANDLE_FID
+#define AT_HANDLE_FID 0x200 /* Linux 6.5; glibc 2.36's headers lack it */
+#endif
+
 #define PREDICT_MAX_OBJECTS 128 /* objects looked at for one program */
 #define PREDICT_IN_FLIGHT   16	/* their fetches under way at once */
 #define PREDICT_RECENT	    32	/* programs and readers remembered as done */
 
 struct object {
-	ino_t ino; /* on the mount's superblock (predictor.dev) */
+	ino_t ino; /* as the reader's root shows it */
 	char path[ELF_DEPS_PATH_MAX]; /* inside the reader's root ("": not known) */
 	struct util_extents ext;      /* its data in the blob */
 	struct fetch_ensure en;	      /* its fetch, while `fetching` */
@@ -60,7 +68,8 @@ struct object {
 struct predictor {
 	struct fetch_daemon *d;
 	pid_t pid;
-	dev_t dev; /* the mount's superblock */
+	uint8_t uuid[16]; /* the image's (image_uuid), once uuid_read */
+	bool uuid_read;
 	struct object obj[PREDICT_MAX_OBJECTS];
 	size_t nobj;
 	struct elf_deps deps; /* of the object being read (large: not on the stack) */
@@ -93,25 +102,95 @@ static void no_readahead(int fd)
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 }
 
+static bool on_overlay(int fd)
+{
+	struct statfs sfs;
+
+	return fstatfs(fd, &sfs) == 0 &&
+	       (unsigned long)sfs.f_type == (unsigned long)OVERLAYFS_SUPER_MAGIC;
+}
+
+/* The image's UUID (its superblock's, present before any mount), all zeros when it has none
+ * or the blob is no image of its own (an extra device's). */
+static void image_uuid(struct predictor *p)
+{
+	struct erofs_disk_super sb;
+
+	p->uuid_read = true;
+	if (pread(p->d->entry->data_fd, &sb, sizeof(sb), EROFS_SB_OFFSET) == (ssize_t)sizeof(sb) &&
+	    erofs_le32(sb.magic) == EROFS_MAGIC)
+		memcpy(p->uuid, sb.uuid, sizeof(p->uuid));
+}
+
+/* Whether the overlay file open at fd shows a file of our image: a container's root is an
+ * overlay whose lower layers are our mounts, and its files have the overlay's device and
+ * inode numbers, not the mount's (nor do /proc/PID/maps and map_files show the file under
+ * it). The overlay's identifier of a file (name_to_handle_at with AT_HANDLE_FID; its layout
+ * is the one overlayfs keeps on disk in its origin xattrs) names the filesystem the file it
+ * shows is on by that filesystem's UUID: for an EROFS mount, the image's. */
+static bool overlay_shows_ours(struct predictor *p, int fd)
+{
+	enum { OVL_FILEID_V0 = 0xfb, OVL_FILEID_V1 = 0xf8, OVL_FH_MAGIC = 0xfb };
+	struct {
+		struct file_handle fh;
+		uint8_t bytes[MAX_HANDLE_SZ];
+	} h = {.fh.handle_bytes = MAX_HANDLE_SZ};
+	static const uint8_t zero[16];
+	const uint8_t *fb;
+	int mnt;
+
+	if (!p->uuid_read)
+		image_uuid(p);
+	if (!memcmp(p->uuid, zero, sizeof(zero)) ||
+	    name_to_handle_at(fd, "", &h.fh, &mnt, AT_EMPTY_PATH | AT_HANDLE_FID) < 0)
+		return false;
+	/* V1 is V0 after three bytes of padding: {version, magic, len, flags, type, uuid[16]} */
+	if (h.fh.handle_type == OVL_FILEID_V0)
+		fb = h.fh.f_handle;
+	else if (h.fh.handle_type == OVL_FILEID_V1 && h.fh.handle_bytes >= 3)
+		fb = h.fh.f_handle + 3;
+	else
+		return false;
+	if ((size_t)(h.fh.f_handle + h.fh.handle_bytes - fb) < 5 + sizeof(p->uuid) ||
+	    fb[1] != OVL_FH_MAGIC)
+		return false;
+	return !memcmp(fb + 5, p->uuid, sizeof(p->uuid));
+}
+
+/* Whether the regular file open at fd (status st) is one of our image's: on one of our
+ * mounts, or shown by an overlay from one (overlay_shows_ours). */
+static bool file_of_ours(struct predictor *p, int fd, const struct stat *st)
+{
+	struct fetch_daemon *d = p->d;
+	bool r;
+
+	if (on_overlay(fd))
+		return overlay_shows_ours(p, fd);
+	pthread_mutex_lock(&d->lock);
+	r = fetch_rec_by_dev(d, (uint64_t)st->st_dev) != NULL;
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
 /* Open path (a name an image's program gives: untrusted) in the reader's root for reading,
- * only when it is a regular file on the superblock dev: it is looked up without being opened
- * first (O_PATH), so that no device, FIFO or other filesystem's file is ever opened by us. */
-static int open_in_root(int root, const char *path, dev_t dev)
+ * only when it is a regular file of our image (file_of_ours), its status in st: it is looked
+ * up without being opened first (O_PATH), so that no device, FIFO or other filesystem's file
+ * is ever opened by us. -EXDEV: a regular file, not ours. */
+static int open_in_root(struct predictor *p, int root, const char *path, struct stat *st)
 {
 	struct open_how how = {.flags = O_PATH | O_CLOEXEC,
 			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
 	_cleanup_close_ int pfd = (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
-	struct stat st;
 	char self[64];
 	int fd;
 
 	if (pfd < 0)
 		return -errno;
-	if (fstat(pfd, &st) < 0)
+	if (fstat(pfd, st) < 0)
 		return -errno;
-	if (!S_ISREG(st.st_mode))
+	if (!S_ISREG(st->st_mode))
 		return -ENOENT;
-	if (st.st_dev != dev)
+	if (!file_of_ours(p, pfd, st))
 		return -EXDEV; /* a file, of another filesystem (a bind mount of something else) */
 	snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
 	fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -192,9 +271,9 @@ static void add_object(struct predictor *p, int root, const char *path, bool *re
 	*ret_found = false;
 	if (p->nobj == PREDICT_MAX_OBJECTS || strlen(path) >= sizeof(o->path))
 		return;
-	fd = open_in_root(root, path, p->dev);
+	fd = open_in_root(p, root, path, &st);
 	*ret_found = fd >= 0 || fd == -EXDEV; /* the loader takes it, ours or not */
-	if (fd < 0 || fstat(fd, &st) < 0)
+	if (fd < 0)
 		return;
 	for (size_t i = 0; i < p->nobj; i++)
 		if (p->obj[i].ino == st.st_ino)
@@ -308,7 +387,7 @@ static void read_object(struct predictor *p, size_t i, int fd)
 	if (root < 0)
 		return; /* the reader has exited */
 	if (fd < 0) {
-		fd = own = open_in_root(root, p->obj[i].path, p->dev);
+		fd = own = open_in_root(p, root, p->obj[i].path, &st);
 		if (fd < 0)
 			return;
 	}
@@ -416,8 +495,9 @@ static void fetch_objects(struct predictor *p, size_t from)
 /* The executable's path inside the reader's root (for its $ORIGIN): /proc/PID/exe as we see
  * it, less the reader's root as we see it, when that path inside the root is the same file;
  * "" otherwise (a root in another mount namespace, a replaced file). */
-static void exe_in_root(pid_t pid, const struct stat *exe, char *out, size_t outlen)
+static void exe_in_root(struct predictor *p, const struct stat *exe, char *out, size_t outlen)
 {
+	pid_t pid = p->pid;
 	char link[64], rootp[PATH_MAX], exep[PATH_MAX];
 	_cleanup_close_ int root = -1, fd = -1;
 	const char *in = NULL;
@@ -443,8 +523,8 @@ static void exe_in_root(pid_t pid, const struct stat *exe, char *out, size_t out
 	root = open_root(pid);
 	if (root < 0)
 		return;
-	fd = open_in_root(root, in, exe->st_dev);
-	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == exe->st_ino)
+	fd = open_in_root(p, root, in, &st);
+	if (fd >= 0 && st.st_ino == exe->st_ino)
 		snprintf(out, outlen, "%s", in);
 }
 
@@ -462,7 +542,7 @@ static void predict(struct predictor *p)
 	struct fetch_daemon *d = p->d;
 	char exe[64];
 	struct stat st;
-	bool ours, replaying;
+	bool replaying;
 	int fd;
 
 	if (recent_pid(p, p->pid))
@@ -472,18 +552,17 @@ static void predict(struct predictor *p)
 	if (fd < 0)
 		return;
 	no_readahead(fd);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !file_of_ours(p, fd, &st)) {
+		/* Another program's (or one still in execve: its next wait asks again). */
 		close(fd);
 		return;
 	}
-	pthread_mutex_lock(&d->lock);
-	ours = fetch_rec_by_dev(d, (uint64_t)st.st_dev) != NULL;
 	/* While a startup profile is replayed, what it has not brought yet may still come
 	 * with it: no guessing (its next wait asks again). */
+	pthread_mutex_lock(&d->lock);
 	replaying = d->replay.started_ms && !d->replay.done_ms && !d->replay.failed;
 	pthread_mutex_unlock(&d->lock);
-	if (!ours || replaying) {
-		/* Another program's (or one still in execve: its next wait asks again). */
+	if (replaying) {
 		close(fd);
 		return;
 	}
@@ -495,9 +574,8 @@ static void predict(struct predictor *p)
 		}
 	p->exes[p->nexes % PREDICT_RECENT].dev = st.st_dev;
 	p->exes[p->nexes++ % PREDICT_RECENT].ino = st.st_ino;
-	p->dev = st.st_dev;
 	p->obj[0] = (struct object){.ino = st.st_ino};
-	exe_in_root(p->pid, &st, p->obj[0].path, sizeof(p->obj[0].path));
+	exe_in_root(p, &st, p->obj[0].path, sizeof(p->obj[0].path));
 	util_extents_init(&p->obj[0].ext);
 	p->nobj = object_ranges(p, fd, &p->obj[0].ext) ? 1 : 0;
 	if (p->nobj) {

@@ -114,18 +114,34 @@ def ranges_of(header):
     return out
 
 
+@pytest.mark.parametrize("overlay", [False, True], ids=["direct", "overlay"])
 @pytest.mark.parametrize("prog", ["/bin/prog", "/opt/p/bin/oprog"], ids=["runpath", "origin"])
-def test_libraries_come_together(lazy, faultproxy, image, prog):
+def test_libraries_come_together(lazy, faultproxy, image, prog, overlay, tmp_path):
+    """With overlay, the program runs in a container's root: an overlay whose lower layer is
+    the lazy mount (its files have the overlay's device numbers, their mappings the
+    mount's)."""
     # A round trip that the loader's one-after-another opens would each pay.
     faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=DELAY, count=None)
     lazy.env["LAZYEROFS_DAEMON_DEBUG"] = "1"
     mp = lazy.mount(faultproxy.ref("predict/prog", "v1"))
     faultproxy.reset_counts()
-    sh("mount", "-t", "proc", "proc", os.path.join(mp, "proc"))
+    root = mp
+    if overlay:
+        root = str(tmp_path / "root")
+        for d in ("root", "upper", "work"):
+            os.makedirs(tmp_path / d)
+        sh("mount", "-t", "overlay", "overlay", "-o",
+           f"lowerdir={mp},upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'}", root)
     try:
-        r = subprocess.run(["chroot", mp, prog], capture_output=True, text=True, timeout=120)
+        sh("mount", "-t", "proc", "proc", os.path.join(root, "proc"))
+        try:
+            r = subprocess.run(["chroot", root, prog], capture_output=True, text=True,
+                               timeout=120)
+        finally:
+            sh("umount", os.path.join(root, "proc"))
     finally:
-        sh("umount", os.path.join(mp, "proc"))
+        if overlay:
+            sh("umount", root)
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"sum {sum(range(1, NLIBS + 1))}\n"
     # When each library's first bytes were asked for: one after another, a delay apart,
