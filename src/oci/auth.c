@@ -146,17 +146,18 @@ static void set_identity(struct oci_auth *a)
 	explicit_bzero(d, sizeof(d));
 }
 
-/* Called with auth_lock held. */
-static void load_creds(struct oci_client *c, struct oci_host *h)
+/* Called with auth_lock held; a credential helper has until deadline_ms. One that did not
+ * answer in time is asked again by the next lookup: it may only have hung once. */
+static void load_creds(struct oci_client *c, struct oci_host *h, uint64_t deadline_ms)
 {
 	struct oci_auth *a = &h->auth;
 	int r;
 
 	if (a->creds_loaded)
 		return;
-	a->creds_loaded = true;
-	r = oci_creds_find(c, h, &a->creds, &a->creds_source, a->creds_error_msg,
+	r = oci_creds_find(c, h, deadline_ms, &a->creds, &a->creds_source, a->creds_error_msg,
 			   sizeof(a->creds_error_msg));
+	a->creds_loaded = r != -ETIMEDOUT;
 	if (r < 0 && r != -ENOENT)
 		a->creds_error = r;
 	set_identity(a);
@@ -172,7 +173,7 @@ static void load_creds(struct oci_client *c, struct oci_host *h)
 /* Called with auth_lock held, when the credentials were refused: look them up again (not
  * sooner than a->creds_reload_wait_ms after the last lookup ended). True when they changed:
  * worth another try. */
-static bool reload_creds(struct oci_client *c, struct oci_host *h)
+static bool reload_creds(struct oci_client *c, struct oci_host *h, uint64_t deadline_ms)
 {
 	struct oci_auth *a = &h->auth;
 	char before[sizeof(a->identity)];
@@ -184,7 +185,9 @@ static bool reload_creds(struct oci_client *c, struct oci_host *h)
 		return false;
 	memcpy(before, a->identity, sizeof(before));
 	forget_creds(a);
-	load_creds(c, h);
+	load_creds(c, h, deadline_ms);
+	if (!a->creds_loaded)
+		return false; /* a helper that hung: the next refusal asks it again */
 	a->creds_reloaded_ms = util_now_ms(); /* (a helper may have taken a while) */
 	if (!strcmp(before, a->identity)) {
 		a->creds_reload_wait_ms = MIN(2 * a->creds_reload_wait_ms, CREDS_RELOAD_MAX_MS);
@@ -244,7 +247,7 @@ static void token_key(const struct oci_host *h, const char *scope, struct oci_to
 /* Called with auth_lock held: the token for scope that a process cached (this one, or another
  * with the same credentials), while it is valid for longer than the renewal margin. */
 static bool token_from_cache(struct oci_client *c, struct oci_host *h, const char *scope,
-			     struct oci_token **ret)
+			     uint64_t deadline_ms, struct oci_token **ret)
 {
 	struct oci_auth *a = &h->auth;
 	struct oci_token_key k;
@@ -252,7 +255,7 @@ static bool token_from_cache(struct oci_client *c, struct oci_host *h, const cha
 	uint64_t remaining, lifetime;
 	int r;
 
-	load_creds(c, h);
+	load_creds(c, h, deadline_ms);
 	if (!cache_usable(c, a))
 		return false;
 	token_key(h, scope, &k);
@@ -299,7 +302,10 @@ static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char
 	}
 	if (!a->easy && !(a->easy = curl_easy_init()))
 		return -ENOMEM;
-	load_creds(c, h);
+	load_creds(c, h, deadline_ms);
+	if (!a->creds_loaded) /* a credential helper that did not answer in time */
+		return util_err_set(err, -ETIMEDOUT, "registry %s: %s", h->shown,
+				    a->creds_error_msg);
 	if ((have_password(a) || a->creds.identity_token) && util_startswith(realm, "http://") &&
 	    !(h->origin && util_startswith(h->origin, "http://"))) {
 		return util_err_set_http(
@@ -422,10 +428,14 @@ static int fetch_token(struct oci_client *c, struct oci_host *h, const char *sco
 {
 	int r = fetch_token_once(c, h, scope, deadline_ms, ret, err);
 
-	if (r == -EACCES && (err->http_status == 401 || err->http_status == 403) &&
-	    reload_creds(c, h)) {
-		util_err_clear(err);
-		r = fetch_token_once(c, h, scope, deadline_ms, ret, err);
+	if (r == -EACCES && (err->http_status == 401 || err->http_status == 403)) {
+		if (reload_creds(c, h, deadline_ms)) {
+			util_err_clear(err);
+			r = fetch_token_once(c, h, scope, deadline_ms, ret, err);
+		} else if (!h->auth.creds_loaded) {
+			util_err_prefix(err, "%s; the credentials before it were refused",
+					h->auth.creds_error_msg);
+		}
 	}
 	return r;
 }
@@ -446,7 +456,13 @@ int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_
 		*ret_header = strdup(a->basic_header);
 		r = *ret_header ? 0 : -ENOMEM;
 	} else if (a->scheme == OCI_AUTH_BEARER) {
-		r = default_scope(c, push, &scope);
+		/* A mirror's own name for the repository may differ from ours (override_path
+		 * with a namespace: "/v2/dockerhub" serves "dockerhub/REPO"): its challenge said
+		 * which scope it wants, and a token for ours grants nothing there. */
+		if (!push && h->mirror && a->challenge.scope[0])
+			r = (scope = strdup(a->challenge.scope)) ? 0 : -ENOMEM;
+		else
+			r = default_scope(c, push, &scope);
 		if (r < 0)
 			goto out;
 		t = token_for(a, scope);
@@ -458,7 +474,7 @@ int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_
 			if (token_valid(token_for(a, pull_scope), now))
 				t = token_for(a, pull_scope);
 		}
-		if (!token_valid(t, now) && !token_from_cache(c, h, scope, &t)) {
+		if (!token_valid(t, now) && !token_from_cache(c, h, scope, deadline_ms, &t)) {
 			r = fetch_token(c, h, scope, deadline_ms, &t, err);
 			if (r < 0)
 				goto out;
@@ -497,9 +513,9 @@ int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *ww
 		goto out;
 	}
 	if (ch.scheme == OCI_AUTH_BASIC) {
-		load_creds(c, h);
+		load_creds(c, h, deadline_ms);
 		if ((a->scheme == OCI_AUTH_BASIC || round > 1) &&
-		    !(reload_creds(c, h) && have_password(a))) {
+		    !(reload_creds(c, h, deadline_ms) && have_password(a))) {
 			util_err_set_http(
 			    err, -EACCES, 401, NULL,
 			    "registry %s: HTTP 401: the credentials for user '%s' (from %s) "
@@ -544,8 +560,8 @@ int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *ww
 	t = token_for(a, scope);
 	/* A token obtained for this very request was refused: no access. One taken from the
 	 * token cache may have been revoked since; it gets one more try with a fresh token. */
-	if (round > 1 && !(t && t->from_file) && !reload_creds(c, h)) {
-		load_creds(c, h);
+	if (round > 1 && !(t && t->from_file) && !reload_creds(c, h, deadline_ms)) {
+		load_creds(c, h, deadline_ms);
 		util_err_set_http(
 		    err, -EACCES, 401, NULL, "registry %s: HTTP 401: access to %s denied%s%s%s",
 		    h->shown, ch.scope[0] ? ch.scope : c->ref->repository,
@@ -566,7 +582,7 @@ int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *ww
 		}
 		token_clear(t);
 		r = fetch_token(c, h, scope, deadline_ms, &t, err);
-	} else if (!token_from_cache(c, h, scope, &t)) {
+	} else if (!token_from_cache(c, h, scope, deadline_ms, &t)) {
 		r = fetch_token(c, h, scope, deadline_ms, &t, err);
 	}
 out:

@@ -204,6 +204,10 @@ int oci_token_reply_parse(const void *buf, size_t len, time_t now, char **ret_to
 		    (uint64_t)(now - at) <= expires)
 			expires -= (uint64_t)(now - at);
 	}
+	/* The token protocol's floor (a server should never give less to live); docker takes a
+	 * shorter life as this too. A token that does end sooner gets a 401, which fetches a
+	 * new one; taken at its word, a life of 0 would cost a token request per request. */
+	expires = MAX(expires, OCI_TOKEN_LIFETIME_MIN);
 	if (ret_refresh && util_json_get_string(j, "refresh_token", &rt) == 0 && *rt) {
 		if (strlen(rt) > OCI_TOKEN_MAX || !oci_token_chars_ok(rt))
 			return -EBADMSG;

@@ -242,17 +242,6 @@ static int manifest_get_at(struct oci_client *c, struct oci_host *h, const char 
 	return 0;
 }
 
-/* A mirror's share of what is left until deadline: half, so that one that stalls leaves the
- * next host (at last the registry) time to answer; the registry's is all of it. */
-static uint64_t host_deadline(const struct oci_host *h, uint64_t deadline)
-{
-	uint64_t now = util_now_ms();
-
-	if (!h->mirror || deadline <= now)
-		return deadline;
-	return now + (deadline - now) / 2;
-}
-
 /* A mirror that failed once its share of the time was up stalled (oci_client_export_rests). */
 static void note_stall(struct oci_host *h, int r, uint64_t until)
 {
@@ -282,7 +271,7 @@ static int manifest_get_any(struct oci_client *c, unsigned caps, bool resolvers_
 				return r;
 			continue;
 		}
-		until = host_deadline(h, deadline);
+		until = oci_host_deadline(h, deadline);
 		util_err_clear(err);
 		r = manifest_get_at(c, h, reference, expect_digest, until, body, ctype, ctlen,
 				    digest_out, err);
@@ -376,7 +365,7 @@ int oci_blob_get(struct oci_client *c, const struct oci_descriptor *d, uint64_t 
 	}
 	for (size_t i = oci_host_next(c, 0, OCI_CAP_PULL);;
 	     i = oci_host_next(c, i + 1, OCI_CAP_PULL)) {
-		uint64_t until = host_deadline(&c->hosts[i], deadline);
+		uint64_t until = oci_host_deadline(&c->hosts[i], deadline);
 		int r;
 
 		util_err_clear(err);

@@ -370,14 +370,16 @@ static ssize_t write_nosigpipe(int fd, const void *buf, size_t len)
 	return k;
 }
 
-static int run_helper(const char *helper, const char *server, struct oci_creds *ret, char *errbuf,
-		      size_t errlen)
+/* Run docker-credential-HELPER get for server, until deadline_ms at most (the request's that
+ * needs the credentials) and HELPER_TIMEOUT_MS. */
+static int run_helper(const char *helper, const char *server, uint64_t deadline_ms,
+		      struct oci_creds *ret, char *errbuf, size_t errlen)
 {
 	_cleanup_close_ int in_r = -1, in_w = -1, out_r = -1, out_w = -1, devnull = -1;
 	struct util_buf reply = UTIL_BUF_INIT(HELPER_REPLY_MAX);
 	posix_spawn_file_actions_t fa;
 	char prog[128], *argv[3];
-	uint64_t deadline = util_now_ms() + HELPER_TIMEOUT_MS;
+	uint64_t start = util_now_ms(), deadline = MIN(start + HELPER_TIMEOUT_MS, deadline_ms);
 	int fds[2], status = 0, r;
 	size_t written = 0, slen = strlen(server);
 	pid_t pid;
@@ -424,8 +426,8 @@ static int run_helper(const char *helper, const char *server, struct oci_creds *
 			kill(pid, SIGKILL);
 			waitpid(pid, NULL, 0);
 			util_buf_free(&reply);
-			oci_fmt(errbuf, errlen, "credential helper %s did not answer within %d s", prog,
-				HELPER_TIMEOUT_MS / 1000);
+			oci_fmt(errbuf, errlen, "credential helper %s did not answer within %.1f s",
+				prog, (double)(now - start) / 1000);
 			return -ETIMEDOUT;
 		}
 		n = poll(p, in_w >= 0 ? 2 : 1, (int)MIN(deadline - now, 1000ULL));
@@ -472,7 +474,8 @@ static int run_helper(const char *helper, const char *server, struct oci_creds *
 }
 
 static int try_file(const char *path, const struct oci_client *c, const char *registry,
-		    struct oci_creds *ret, char **ret_source, char *errbuf, size_t errlen)
+		    uint64_t deadline_ms, struct oci_creds *ret, char **ret_source, char *errbuf,
+		    size_t errlen)
 {
 	_cleanup_free_ char *buf = NULL;
 	struct oci_creds found = { 0 };
@@ -494,7 +497,7 @@ static int try_file(const char *path, const struct oci_client *c, const char *re
 		struct oci_creds h = { 0 };
 		const char *server = oci_creds_server_name(registry);
 
-		r = run_helper(found.helper, server, &h, errbuf, errlen);
+		r = run_helper(found.helper, server, deadline_ms, &h, errbuf, errlen);
 		oci_creds_free(&found);
 		if (r < 0)
 			return r;
@@ -511,8 +514,8 @@ static int try_file(const char *path, const struct oci_client *c, const char *re
 	return 0;
 }
 
-int oci_creds_find(const struct oci_client *c, const struct oci_host *h, struct oci_creds *ret,
-		   char **ret_source, char *errbuf, size_t errlen)
+int oci_creds_find(const struct oci_client *c, const struct oci_host *h, uint64_t deadline_ms,
+		   struct oci_creds *ret, char **ret_source, char *errbuf, size_t errlen)
 {
 	const char *e, *home = getenv("HOME");
 	char path[4096];
@@ -552,7 +555,7 @@ int oci_creds_find(const struct oci_client *c, const struct oci_host *h, struct 
 			oci_fmt(path, sizeof(path), "%s/.docker/config.json", home);
 		if (!path[0])
 			continue;
-		r = try_file(path, c, h->name, ret, ret_source, errbuf, errlen);
+		r = try_file(path, c, h->name, deadline_ms, ret, ret_source, errbuf, errlen);
 		if (r == 0)
 			return 0;
 		if (r != -ENOENT && !first_error)

@@ -409,6 +409,22 @@ size_t oci_host_next(struct oci_client *c, size_t i, unsigned caps)
 	return c->nhosts - 1;
 }
 
+/* A mirror has half of what is left until a request's deadline: one that stalls or trickles
+ * its bytes (too fast for the low-speed limit, too slow for the read) leaves the next host
+ * (at last the registry) time to answer. The last MIRROR_LAST_MS are all its own: a read that
+ * comes back to it (a slow mirror, when the next host failed too) ends there, at its
+ * deadline, not in slices too short to receive a byte. */
+#define MIRROR_LAST_MS 2000
+
+uint64_t oci_host_deadline(const struct oci_host *h, uint64_t deadline)
+{
+	uint64_t now = util_now_ms();
+
+	if (!h->mirror || deadline <= now + MIRROR_LAST_MS)
+		return deadline;
+	return now + (deadline - now) / 2;
+}
+
 bool oci_host_failed(struct oci_client *c, struct oci_host *h, int r, const char *why)
 {
 	if (!h->mirror || r == -ENOMEM)

@@ -178,6 +178,9 @@ void oci_hosts_free(struct oci_client *c);
 /* The first host from index i on that has all of caps and is not resting after a failed
  * connection (the registry, last, always qualifies); its index. */
 size_t oci_host_next(struct oci_client *c, size_t i, unsigned caps);
+/* The deadline of a request to host h within one until deadline: a mirror's share (half of
+ * what is left; all of the last 2 s), the registry's all of it. Its token requests too. */
+uint64_t oci_host_deadline(const struct oci_host *h, uint64_t deadline);
 /* A request to host h failed with r: whether to pass it on to the next host (h is a mirror)
  * -- a mirror that could not be reached (-EAGAIN, -EPROTO) then rests OCI_MIRROR_DOWN_MS. */
 bool oci_host_failed(struct oci_client *c, struct oci_host *h, int r, const char *why);
@@ -299,9 +302,10 @@ int oci_token_cache_store(const char *run_dir, const struct oci_token_key *k, co
 void oci_token_cache_drop(const char *run_dir, const struct oci_token_key *k);
 
 /* Credentials for host h (creds.c): for the registry itself the options first; then
- * auth.json, config.json, credential helpers under h's name. -ENOENT when none. */
-int oci_creds_find(const struct oci_client *c, const struct oci_host *h, struct oci_creds *ret,
-		   char **ret_source, char *errbuf, size_t errlen);
+ * auth.json, config.json, credential helpers under h's name (a helper has until deadline_ms,
+ * the request's that needs them: -ETIMEDOUT). -ENOENT when none. */
+int oci_creds_find(const struct oci_client *c, const struct oci_host *h, uint64_t deadline_ms,
+		   struct oci_creds *ret, char **ret_source, char *errbuf, size_t errlen);
 char *oci_base64_encode(const void *data, size_t len);
 int oci_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);
 

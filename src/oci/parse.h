@@ -136,10 +136,11 @@ int oci_challenge_parse(const char *s, size_t len, struct oci_challenge *ret);
 #define OCI_TOKEN_MAX (64 * 1024)       /* one token string */
 #define OCI_TOKEN_REPLY_MAX (256 * 1024) /* the whole reply */
 #define OCI_TOKEN_LIFETIME_MAX (365ULL * 86400) /* a longer expires_in is cut to this */
+#define OCI_TOKEN_LIFETIME_MIN 60ULL /* a shorter life (expires_in, issued_at) is taken as this */
 
 /* Token server reply {"token"|"access_token", "expires_in", "issued_at", "refresh_token"}.
  * *ret_lifetime_s: seconds the token stays valid from now (expires_in, default 60, less the
- * time since a plausible issued_at). ret_refresh may be NULL. -EBADMSG when malformed, -EFBIG
+ * time since a plausible issued_at; at least OCI_TOKEN_LIFETIME_MIN). ret_refresh may be NULL. -EBADMSG when malformed, -EFBIG
  * over the caps. */
 int oci_token_reply_parse(const void *buf, size_t len, time_t now, char **ret_token,
 			  uint64_t *ret_lifetime_s, char **ret_refresh);

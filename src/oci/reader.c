@@ -169,20 +169,6 @@ static const char *blob_url_now(struct rreq *q)
 	return r->c->hosts[q->host].blob_url;
 }
 
-/* A mirror has half of what is left of a read's time: one that trickles its bytes (too fast
- * for the low-speed limit, too slow for the read) then passes what is still missing on to
- * the next host, with time left for it, instead of keeping the read to its deadline. The
- * last MIRROR_LAST_MS are all its own: a read that comes back to it (back_to_mirror) ends
- * there, at its deadline, not in slices too short to receive a byte. */
-#define MIRROR_LAST_MS 2000
-
-static uint64_t mirror_deadline(uint64_t deadline)
-{
-	uint64_t now = util_now_ms();
-
-	return deadline > now + MIRROR_LAST_MS ? now + (deadline - now) / 2 : deadline;
-}
-
 static int start(struct rreq *q)
 {
 	struct oci_reader *r = q->r;
@@ -240,7 +226,7 @@ static int start(struct rreq *q)
 	}
 	util_buf_free(&range);
 	if (!q->storage && !c->ref->is_url) {
-		k = oci_auth_header(c, h, false, kr->deadline, &auth, &q->gen, err);
+		k = oci_auth_header(c, h, false, oci_host_deadline(h, kr->deadline), &auth, &q->gen, err);
 		if (k < 0)
 			return k;
 		if (auth) {
@@ -262,7 +248,7 @@ static int start(struct rreq *q)
 	/* A handle goes to several hosts in its life (mirrors, the registry): nothing of the
 	 * last one's (its proxy, its CA) may stay. */
 	curl_easy_reset(e);
-	oci_easy_setup(c, h, e, h->mirror ? mirror_deadline(kr->deadline) : kr->deadline);
+	oci_easy_setup(c, h, e, oci_host_deadline(h, kr->deadline));
 	/* Blob bytes go over HTTP/1.1, one connection per transfer in flight: measured against
 	 * the distribution registry over TLS on loopback, HTTP/2 (one TCP connection, 16 KiB
 	 * frames, flow control) moved 16 MiB ranges at 220-280 MiB/s where HTTP/1.1 did 300-350,
@@ -576,10 +562,11 @@ static enum outcome finish(struct oci_read *k, struct rreq *q, CURLcode rc, int 
 		return AGAIN;
 	} else if (st == 401 && !q->storage && !c->ref->is_url) {
 		int a = oci_auth_challenged(c, h, q->resp.www_auth, false, q->gen, ++q->auth_rounds,
-					    k->deadline, &k->err);
+					    oci_host_deadline(h, k->deadline), &k->err);
 
 		if (a < 0) {
-			if (next_host(k, q, a, k->err.message)) {
+			/* (a mirror that refuses us, or whose token server fails: rested) */
+			if (a != -ENOMEM && next_host(k, q, -EAGAIN, k->err.message)) {
 				util_err_clear(&k->err);
 				return AGAIN;
 			}
@@ -824,6 +811,14 @@ static uint64_t start_ready(struct oci_reader *r, uint64_t now)
 		}
 		unlink_pending(r, pp);
 		ret = start(q);
+		if (ret < 0 && ret != -ENOMEM && ret != -EBUSY &&
+		    next_host(k, q, -EAGAIN, k->err.message[0] ? k->err.message : strerror(-ret))) {
+			/* A mirror whose credentials or token server failed: rested like one
+			 * that is down, and the next host asked (the registry may be fine). */
+			util_err_clear(&k->err);
+			pp = &r->pending;
+			continue;
+		}
 		if (ret < 0) {
 			if (!k->err.message[0] || ret == -ENOMEM || ret == -EBUSY)
 				util_err_set(&k->err, ret, "%s: cannot start a request: %s",

@@ -403,6 +403,15 @@ static void test_token_reply(void **state)
 			 0);
 	assert_int_equal(life, 300);
 	free(tok);
+	/* a life under the protocol's 60 s floor (given, or what an old issue time leaves) is
+	 * taken as 60 s: not a token request per request */
+	assert_int_equal(TR("{\"token\":\"t\",\"expires_in\":0}"), 0);
+	assert_int_equal(life, 60);
+	free(tok);
+	assert_int_equal(TR("{\"token\":\"t\",\"expires_in\":300,\"issued_at\":\"2009-11-10T22:55:10Z\"}"),
+			 0);
+	assert_int_equal(life, 60); /* issued 290 s ago */
+	free(tok);
 	/* token preferred over access_token; an empty token falls back */
 	assert_int_equal(TR("{\"token\":\"\",\"access_token\":\"b\"}"), 0);
 	assert_string_equal(tok, "b");

@@ -1,0 +1,198 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""Registry authentication over a mount's life: a mirror whose token server fails once the
+mount's token has expired (reads go on from the registry, which is fine), a mirror whose API
+root carries a namespace (its token's scope is its own name for the repository), a
+credential helper that hangs once (reads fail within timeout=, not the helper's own limit,
+and the next lookup asks it again), and a token server that gives tokens no life (not one
+token request per range request)."""
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from common import child_read
+from faultproxy import FaultProxy
+from lazymount import build_big_image
+from registry import MT_EROFS, Registry, RegistryClient, closed_port
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
+
+MiB = 1 << 20
+REPO = "open/authlife"
+PREFIX = "dockerhub"
+
+
+@pytest.fixture(scope="module")
+def treg():
+    """A registry in token mode whose token server sits behind a fault proxy (.tproxy)."""
+    from tokenserver import TokenServer
+
+    d = tempfile.mkdtemp(prefix="lazyerofs-authlife-")
+    ts = TokenServer(d, users={"bob": "pw"}).start()
+    tproxy = FaultProxy("127.0.0.1", ts.port).start()
+    reg = Registry(auth={"token": {"realm": f"{tproxy.url}/token", "service": ts.service,
+                                   "issuer": ts.issuer, "rootcertbundle": ts.root_cert}})
+    try:
+        reg.start()
+        reg.tokens, reg.tproxy = ts, tproxy
+        reg.client = RegistryClient(reg.url, username="bob", password="pw")
+        yield reg
+    finally:
+        reg.cleanup()
+        tproxy.stop()
+        ts.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory, registry, treg):
+    """The same 16 MiB image in the open registry and, as REPO and PREFIX/REPO, in treg."""
+    path, tree = build_big_image(str(tmp_path_factory.mktemp("authlife")), files=2, mib=8)
+    registry.client.push_image(REPO, "v1", [(path, MT_EROFS)])
+    treg.client.push_image(REPO, "v1", [(path, MT_EROFS)])
+    im = treg.client.push_image(f"{PREFIX}/{REPO}", "v1", [(path, MT_EROFS)])
+    with open(os.path.join(tree, "data", "r0.bin"), "rb") as f:
+        return im, f.read(), path
+
+
+@pytest.mark.parametrize("fault", ["503", "refused", "hang"])
+def test_a_mirrors_token_server_failing_sends_reads_to_the_registry(lazy, registry, treg,
+                                                                   image, fault):
+    """The mirror's token is refused by the mirror once expired; getting another fails: the
+    mirror is passed over (and rested), within its share of timeout=, as one that is down."""
+    ts, tp = treg.tokens, treg.tproxy
+    data = image[1]
+    ts.expiry = 3
+    try:
+        mp = lazy.mount(registry.ref(REPO, "v1"),
+                        opts=f"insecure,timeout=10,mirror=http://{treg.host}")
+        path = mp + "/data/r0.bin"
+        assert child_read(path, 0, 8192) == data[:8192]
+        if fault == "503":
+            tp.add("status", path="/token", count=None, code=503)
+        elif fault == "refused":
+            tp.add("status", path="/token", count=None, code=401,
+                   body='{"errors":[{"code":"UNAUTHORIZED","message":"nope"}]}')
+        else:
+            tp.add("stall", path="/token", count=None, seconds=60)
+        time.sleep(4)  # the mirror's token has expired
+        for off in (2 * MiB, 5 * MiB):
+            assert child_read(path, off, 8192, timeout=60) == data[off:off + 8192], off
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+    finally:
+        ts.expiry = 300
+        tp.clear()
+
+
+def test_a_token_mirror_with_a_namespace_in_its_path(lazy, treg, image):
+    """hosts.toml's override_path with a namespace (a Harbor proxy-cache project,
+    "/v2/dockerhub"): the mirror's repository is PREFIX/REPO and its challenge asks for that
+    scope; a token for REPO grants nothing there. An air-gapped node (the registry's port
+    closed) mounts from the mirror."""
+    im, data, _ = image
+    treg.tokens.reset()
+    with closed_port() as dead:
+        d = os.path.join(lazy.certs_d, f"127.0.0.1_{dead}_")
+        os.makedirs(d)
+        with open(os.path.join(d, "hosts.toml"), "w") as f:
+            f.write(f'[host."http://{treg.host}/v2/{PREFIX}"]\n'
+                    f'  capabilities = ["pull"]\n  override_path = true\n')
+        mp, r = lazy.mount(f"127.0.0.1:{dead}/{REPO}@{im['digest']}", opts="insecure,timeout=10",
+                           check=False)
+        assert r.returncode == 0, (r.stderr, treg.tokens.hits)
+        assert child_read(mp + "/data/r0.bin", 0, 8192) == data[:8192]
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+
+
+def test_a_credential_helper_hanging_once(lazy, token_registry, image):
+    """The password is rotated and the helper's next run hangs (a cloud API's hiccup): the
+    read that needed it fails within timeout= (the helper has no more than that), and the
+    next read asks the helper again at once and gets the new password."""
+    reg = token_registry
+    data = image[1]
+    reg.client.push_image("private/authlife", "v1", [(image[2], MT_EROFS)])
+    bindir, dc = os.path.join(lazy.root, "bin"), os.path.join(lazy.root, "docker")
+    os.makedirs(bindir)
+    os.makedirs(dc)
+    flag, secret = os.path.join(lazy.root, "hang-once"), os.path.join(lazy.root, "secret")
+    helper = os.path.join(bindir, "docker-credential-flaky")
+    ts = reg.tokens
+    ts.users["dave"] = "first"
+    with open(secret, "w") as f:
+        f.write("first")
+    with open(helper, "w") as f:
+        f.write("#!/bin/sh\nread server\n"
+                f"if [ -e {flag} ]; then rm -f {flag}; exec sleep 28; fi\n"
+                f"printf '{{\"Username\":\"dave\",\"Secret\":\"%s\"}}' \"$(cat {secret})\"\n")
+    os.chmod(helper, 0o755)
+    with open(os.path.join(dc, "config.json"), "w") as f:
+        json.dump({"credHelpers": {reg.host: "flaky"}}, f)
+    lazy.env["DOCKER_CONFIG"] = dc
+    lazy.env["PATH"] = bindir + ":" + lazy.env["PATH"]
+    ts.expiry = 3
+    try:
+        mp = lazy.mount(reg.ref("private/authlife", "v1"), opts="insecure,timeout=5")
+        path = mp + "/data/r0.bin"
+        assert child_read(path, 0, 8192) == data[:8192]
+        ts.users["dave"] = "second"  # rotated: the helper answers with it from now on...
+        with open(secret, "w") as f:
+            f.write("second")
+        open(flag, "w").close()  # ... but its next run hangs (once)
+        time.sleep(4)  # the daemon's token has expired at the registry
+        t0 = time.monotonic()
+        try:
+            child_read(path, 1 * MiB, 8192, timeout=60)
+        except OSError:
+            pass  # while the helper hangs: EIO after timeout= is fair
+        assert time.monotonic() - t0 < 8
+        assert not os.path.exists(flag)
+        t1 = time.monotonic()
+        assert child_read(path, 4 * MiB, 8192, timeout=60) == data[4 * MiB:4 * MiB + 8192]
+        assert time.monotonic() - t1 < 5
+        assert "did not answer within" in lazy.log()
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+    finally:
+        ts.expiry = 300
+        ts.users.pop("dave", None)
+
+
+@pytest.mark.parametrize("kind", ["expires_in-0", "issued-long-ago"])
+def test_a_token_without_life_is_not_fetched_per_request(lazy, treg, image, kind):
+    """expires_in 0, or an issue time a lifetime behind our clock: the token protocol's
+    floor is 60 s (docker's too). Taken at its word, every range request of a 16 MiB read
+    would first ask the token server for a token."""
+    ts, tp = treg.tokens, treg.tproxy
+    data = image[1]
+    orig = ts.issue
+
+    def issue(scopes, user):
+        j = orig(scopes, user)  # the JWT itself stays valid at the registry
+        if kind == "expires_in-0":
+            j["expires_in"] = 0
+        else:
+            j["expires_in"] = 60
+            j["issued_at"] = (datetime.datetime.now(datetime.timezone.utc) -
+                              datetime.timedelta(seconds=59)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return j
+
+    ts.issue = issue
+    try:
+        tp.reset_counts()
+        mp = lazy.mount(treg.ref(REPO, "v1"), opts="insecure,timeout=20")
+        before = tp.count(path="/token")
+        assert child_read(mp + "/data/r0.bin") == data
+        st = lazy.status_of(mp)
+        assert tp.count(path="/token") - before <= 2, st["requests"]
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+    finally:
+        ts.issue = orig
+        tp.clear()
