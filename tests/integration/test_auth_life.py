@@ -180,7 +180,7 @@ def test_a_token_without_life_is_not_fetched_per_request(lazy, treg, image, kind
         else:
             j["expires_in"] = 60
             j["issued_at"] = (datetime.datetime.now(datetime.timezone.utc) -
-                              datetime.timedelta(seconds=59)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                              datetime.timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
         return j
 
     ts.issue = issue
