@@ -403,6 +403,8 @@ static int run_helper(const char *helper, const char *server, uint64_t deadline_
 	posix_spawn_file_actions_adddup2(&fa, in_r, 0);
 	posix_spawn_file_actions_adddup2(&fa, out_w, 1);
 	posix_spawn_file_actions_adddup2(&fa, devnull, 2);
+	/* Nothing else of ours: libcurl's connections to registries are not close-on-exec. */
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 	r = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	if (r != 0) {

@@ -196,3 +196,35 @@ def test_a_token_without_life_is_not_fetched_per_request(lazy, treg, image, kind
     finally:
         ts.issue = orig
         tp.clear()
+
+
+def test_a_credential_helper_gets_no_connection_of_ours(lazy, token_registry, image):
+    """The daemon's and the mount's connections to registries (libcurl's sockets, not
+    close-on-exec) stay out of a credential helper: it sees its pipes and /dev/null."""
+    reg = token_registry
+    reg.client.push_image("private/authlife", "v1", [(image[2], MT_EROFS)])
+    bindir, dc = os.path.join(lazy.root, "bin"), os.path.join(lazy.root, "docker")
+    os.makedirs(bindir)
+    os.makedirs(dc)
+    seen = os.path.join(lazy.root, "fds")
+    helper = os.path.join(bindir, "docker-credential-lister")
+    reg.tokens.users["erin"] = "pw"
+    with open(helper, "w") as f:
+        f.write("#!/bin/sh\nread server\n"
+                f"ls -l /proc/$$/fd >> {seen}\n"
+                "printf '{\"Username\":\"erin\",\"Secret\":\"pw\"}'\n")
+    os.chmod(helper, 0o755)
+    with open(os.path.join(dc, "config.json"), "w") as f:
+        json.dump({"credHelpers": {reg.host: "lister"}}, f)
+    lazy.env["DOCKER_CONFIG"] = dc
+    lazy.env["PATH"] = bindir + ":" + lazy.env["PATH"]
+    try:
+        mp = lazy.mount(reg.ref("private/authlife", "v1"), opts="insecure")
+        assert child_read(mp + "/data/r0.bin", 1 * MiB, 8192) == image[1][MiB:MiB + 8192]
+        lazy.umount(mp)
+        with open(seen) as f:
+            listing = f.read()
+        assert "/dev/null" in listing
+        assert "socket:" not in listing, listing
+    finally:
+        reg.tokens.users.pop("erin", None)
