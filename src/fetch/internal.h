@@ -240,7 +240,6 @@ struct fetch_daemon {
 		struct fetch_daemon *d;
 		struct fetch_job *job;
 		uint64_t since_wake;
-		size_t next_answer; /* the job's answer_at[] passed so far */
 		uint64_t started_us, first_byte_us; /* request sent, first byte received */
 		uint64_t fetched_at_first; /* sh->fetched_bytes just before that first byte */
 		/* The first write of the job's bytes that failed: -errno (0: none). Nothing more of

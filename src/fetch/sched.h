@@ -104,10 +104,12 @@ struct fetch_job {
 	size_t header; /* characters of its Range header value ("bytes=" and the ranges) */
 	uint64_t received; /* payload bytes arrived so far (the transfer thread's) */
 	size_t replay_from; /* a replay job: the profile range it started at */
-	/* A demand job: where each read it was made for has all its bytes (the end of the
-	 * read's range, sorted), so that the transfer lets it go then, not at the job's end. */
+	/* Where each read it was made for (a demand job), or that came later for bytes it
+	 * brings (fetch_sched_pick), has all its bytes: the end of the read's range in the job,
+	 * sorted, so that the transfer lets it go then, not at the job's end; [0, answered)
+	 * passed. The transfer thread's (picks run there too). */
 	uint64_t answer_at[FETCH_MAX_RUNS];
-	size_t nanswer;
+	size_t nanswer, answered;
 	/* Byte ranges, sorted, block aligned, clamped to size. Last, and never cleared beyond
 	 * nruns: a job of a few ranges keeps one page of its 16 KiB in memory. */
 	struct util_extent runs[FETCH_BATCH_RUNS];

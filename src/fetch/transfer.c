@@ -175,10 +175,10 @@ static int job_sink(void *ctx, uint64_t offset, const void *data, size_t len)
 	job->received += len;
 	SH_ADD(x->d->sh->fetched_bytes, len);
 	x->since_wake += len;
-	/* A read the job was made for has its bytes (runs arrive in order): let it go now,
-	 * not after the neighbours and read-ahead the job carries after it. */
-	while (x->next_answer < job->nanswer && job->answer_at[x->next_answer] <= offset + len) {
-		x->next_answer++;
+	/* A read the job was made for, or one that came for bytes it brings, has them (runs
+	 * arrive in order): let it go now, not after the rest of the job. */
+	while (job->answered < job->nanswer && job->answer_at[job->answered] <= offset + len) {
+		job->answered++;
 		answered = true;
 	}
 	if (answered || x->since_wake >= WAKE_EVERY) {
@@ -288,7 +288,6 @@ static bool job_submit(struct fetch_daemon *d, struct fetch_job *job, int *ret_e
 	x->d = d;
 	x->job = job;
 	x->since_wake = 0;
-	x->next_answer = 0;
 	x->started_us = util_now_us();
 	x->first_byte_us = 0;
 	x->write_err = 0;

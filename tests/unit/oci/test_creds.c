@@ -211,14 +211,14 @@ static void test_find(void **state)
 
 	/* nothing configured */
 	c = client_for("reg.io/a:b", NULL, NULL);
-	assert_int_equal(oci_creds_find(c, c->up, &cr, &src, why, sizeof(why)), -ENOENT);
+	assert_int_equal(oci_creds_find(c, c->up, UINT64_MAX, &cr, &src, why, sizeof(why)), -ENOENT);
 	oci_client_free(c);
 
 	/* -o username/password-file wins over files */
 	write_file("config.json", "{\"auths\":{\"reg.io\":{\"auth\":\"" ALICE "\"}}}", 0600);
 	setenv("DOCKER_CONFIG", tmpdir, 1);
 	c = client_for("reg.io/a:b", "opt-user", "opt-pw");
-	assert_int_equal(oci_creds_find(c, c->up, &cr, &src, why, sizeof(why)), 0);
+	assert_int_equal(oci_creds_find(c, c->up, UINT64_MAX, &cr, &src, why, sizeof(why)), 0);
 	assert_string_equal(cr.username, "opt-user");
 	oci_creds_free(&cr);
 	free(src);
@@ -226,7 +226,7 @@ static void test_find(void **state)
 
 	/* $DOCKER_CONFIG/config.json */
 	c = client_for("reg.io/a:b", NULL, NULL);
-	assert_int_equal(oci_creds_find(c, c->up, &cr, &src, why, sizeof(why)), 0);
+	assert_int_equal(oci_creds_find(c, c->up, UINT64_MAX, &cr, &src, why, sizeof(why)), 0);
 	assert_string_equal(cr.username, "alice");
 	assert_non_null(strstr(src, "config.json"));
 	oci_creds_free(&cr);
@@ -236,7 +236,7 @@ static void test_find(void **state)
 	write_file("auth.json", "{\"auths\":{\"reg.io\":{\"auth\":\"" BOB "\"}}}", 0600);
 	snprintf(path, sizeof(path), "%s/auth.json", tmpdir);
 	setenv("REGISTRY_AUTH_FILE", path, 1);
-	assert_int_equal(oci_creds_find(c, c->up, &cr, &src, why, sizeof(why)), 0);
+	assert_int_equal(oci_creds_find(c, c->up, UINT64_MAX, &cr, &src, why, sizeof(why)), 0);
 	assert_string_equal(cr.username, "bob");
 	oci_creds_free(&cr);
 	free(src);
@@ -249,7 +249,7 @@ static void test_find(void **state)
 		   0755);
 	write_file("config.json", "{\"credHelpers\":{\"reg.io\":\"unit\"}}", 0600);
 	setenv("PATH", tmpdir, 1);
-	assert_int_equal(oci_creds_find(c, c->up, &cr, &src, why, sizeof(why)), 0);
+	assert_int_equal(oci_creds_find(c, c->up, UINT64_MAX, &cr, &src, why, sizeof(why)), 0);
 	assert_string_equal(cr.username, "helper-user");
 	assert_string_equal(cr.password, "reg.io-secret");
 	assert_non_null(strstr(src, "helper"));
@@ -260,17 +260,17 @@ static void test_find(void **state)
 	write_file("docker-credential-unit", "#!/bin/sh\necho 'credentials not found'\nexit 1\n",
 		   0755);
 	why[0] = 0;
-	assert_true(oci_creds_find(c, c->up, &cr, &src, why, sizeof(why)) < 0);
+	assert_true(oci_creds_find(c, c->up, UINT64_MAX, &cr, &src, why, sizeof(why)) < 0);
 	assert_non_null(strstr(why, "docker-credential-unit"));
 	/* one that closes its stdin unread: the server name meets a pipe without a reader,
 	 * which fails the lookup instead of killing the caller with SIGPIPE */
 	write_file("docker-credential-unit", "#!/bin/sh\nexec 0<&-\nsleep 0.3\nexit 1\n", 0755);
 	why[0] = 0;
-	assert_true(oci_creds_find(c, c->up, &cr, &src, why, sizeof(why)) < 0);
+	assert_true(oci_creds_find(c, c->up, UINT64_MAX, &cr, &src, why, sizeof(why)) < 0);
 	assert_non_null(strstr(why, "docker-credential-unit"));
 	write_file("config.json", "{\"credsStore\":\"nonexistent\"}", 0600);
 	why[0] = 0;
-	assert_true(oci_creds_find(c, c->up, &cr, &src, why, sizeof(why)) < 0);
+	assert_true(oci_creds_find(c, c->up, UINT64_MAX, &cr, &src, why, sizeof(why)) < 0);
 	assert_non_null(strstr(why, "docker-credential-nonexistent"));
 	oci_client_free(c);
 
