@@ -1247,6 +1247,69 @@ static void test_second_fault_fetches_the_file(void **state)
 	env_files_free(&e, f);
 }
 
+/* Over a long link the second place's fetch is the part of the file from the read on; the
+ * part before it goes in a request of its own beside it (as neighbours): sorted into one, it
+ * would come first, and a read at a library's end (its data segment) wait for all of it. */
+static void test_second_fault_over_a_long_link_reads_first(void **state)
+{
+	static const struct util_extent mid[] = {{1 * MiB, 3 * MiB}};
+	const struct util_extent *const files[] = {mid};
+	const size_t counts[] = {1};
+	struct fetch_req r[2];
+	struct fetch_job *job, *side;
+	struct fetch_files *f;
+	struct env e;
+
+	f = env_files(&e, files, counts, 1);
+	fetch_sched_link_sample(&e.s, 50000, 100000, 1 * MiB, 1 * MiB); /* 10 MiB/s, 50 ms */
+	job = demand_job(&e, &r[0], 1 * MiB + 512 * KiB);
+	complete(&e, job);
+	job = demand_job(&e, &r[1], 3 * MiB + 512 * KiB); /* a second place, near the end */
+	assert_one_run(job, 3 * MiB + 512 * KiB, 512 * KiB);
+	side = fetch_sched_pick(&e.s, 1000, NULL);
+	assert_non_null(side);
+	assert_int_equal(side->kind, FETCH_JOB_READAHEAD);
+	assert_int_equal(side->nruns, 2); /* the rest: before the read, less what is here */
+	assert_int_equal(side->runs[0].offset, 1 * MiB);
+	assert_int_equal(side->runs[0].length, 512 * KiB);
+	assert_int_equal(side->runs[1].offset, 2 * MiB + 512 * KiB);
+	assert_int_equal(side->runs[1].length, 1 * MiB);
+	complete(&e, job);
+	complete(&e, side);
+	env_files_free(&e, f);
+}
+
+/* A read whose bytes a job in flight brings (made for another read, further on in its stream)
+ * gets no request of its own and goes when they are here: the job's answer_at has the end of
+ * its range, in order, once. */
+static void test_a_read_on_its_way_goes_with_its_bytes(void **state)
+{
+	struct fetch_req r[3];
+	struct fetch_job *job;
+	struct env e;
+
+	env_init(&e, 16 * MiB, false);
+	event(&r[0], 0, 4096);
+	assert_int_equal(fetch_sched_add(&e.s, &r[0], 0), 0);
+	job = fetch_sched_pick(&e.s, 0, NULL);
+	assert_non_null(job);
+	assert_one_run(job, 0, 1 * MiB);
+	assert_int_equal(job->nanswer, 1);
+	event(&r[1], 512 * KiB + 100, 4096); /* spans two blocks */
+	event(&r[2], 256 * KiB, 8192);
+	assert_int_equal(fetch_sched_add(&e.s, &r[1], 0), 0);
+	assert_int_equal(fetch_sched_add(&e.s, &r[2], 0), 0);
+	assert_null(fetch_sched_pick(&e.s, 0, NULL));
+	assert_null(fetch_sched_pick(&e.s, 0, NULL)); /* (once each) */
+	assert_int_equal(job->nanswer, 3);
+	assert_int_equal(job->answer_at[0], 4096);
+	assert_int_equal(job->answer_at[1], 264 * KiB);
+	assert_int_equal(job->answer_at[2], 520 * KiB);
+	complete(&e, job);
+	assert_true(fetch_req_satisfied(&e.s, &r[1]));
+	env_free(&e);
+}
+
 /* Small files whose data lies beside each other share one request, whole files only, up to
  * a chunk, both ways; a larger file after them is not dragged in. */
 static void test_small_files_share_a_request(void **state)
@@ -1982,6 +2045,8 @@ int main(void)
 	    cmocka_unit_test(test_file_start_after_present_head),
 	    cmocka_unit_test(test_file_aware_fetching),
 	    cmocka_unit_test(test_second_fault_fetches_the_file),
+	    cmocka_unit_test(test_second_fault_over_a_long_link_reads_first),
+	    cmocka_unit_test(test_a_read_on_its_way_goes_with_its_bytes),
 	    cmocka_unit_test(test_replayed_file_not_fetched_whole),
 	    cmocka_unit_test(test_small_files_share_a_request),
 	    cmocka_unit_test(test_small_files_neighbours_beside_over_a_long_link),
