@@ -163,10 +163,12 @@ static void load_creds(struct oci_client *c, struct oci_host *h, uint64_t deadli
 	set_identity(a);
 }
 
-/* Refused credentials are looked up again, at most this often: a password rotated (the file,
- * auth.json), a credential helper's short-lived secret (ECR's last 12 hours, gcloud's one)
- * renewed since the daemon started. A lookup that finds the same ones doubles the wait, up to
- * CREDS_RELOAD_MAX_MS: a helper that takes seconds is not run for every refusal. */
+/* Refused credentials are looked up again: a password rotated (the file, auth.json), a
+ * credential helper's short-lived secret (ECR's last 12 hours, gcloud's one) renewed since
+ * the daemon started. Files at every refusal (reading them costs nothing, and the same ones
+ * found send no request); a helper at most this often, and a lookup that finds the same ones
+ * doubles the wait, up to CREDS_RELOAD_MAX_MS: a helper that takes seconds is not run for
+ * every refusal. */
 #define CREDS_RELOAD_MS	    10000
 #define CREDS_RELOAD_MAX_MS 300000
 
@@ -181,7 +183,9 @@ static bool reload_creds(struct oci_client *c, struct oci_host *h, uint64_t dead
 
 	if (!a->creds_reload_wait_ms)
 		a->creds_reload_wait_ms = CREDS_RELOAD_MS;
-	if (a->creds_reloaded_ms && now - a->creds_reloaded_ms < a->creds_reload_wait_ms)
+	/* (files are read again at once: a password fixed late counts from then on) */
+	if (a->creds.helper && a->creds_reloaded_ms &&
+	    now - a->creds_reloaded_ms < a->creds_reload_wait_ms)
 		return false;
 	memcpy(before, a->identity, sizeof(before));
 	forget_creds(a);
@@ -514,8 +518,9 @@ int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *ww
 	}
 	if (ch.scheme == OCI_AUTH_BASIC) {
 		load_creds(c, h, deadline_ms);
+		/* Refused: other ones, if any are found now; none at all is a login missing. */
 		if ((a->scheme == OCI_AUTH_BASIC || round > 1) &&
-		    !(reload_creds(c, h, deadline_ms) && have_password(a))) {
+		    !reload_creds(c, h, deadline_ms) && have_password(a)) {
 			util_err_set_http(
 			    err, -EACCES, 401, NULL,
 			    "registry %s: HTTP 401: the credentials for user '%s' (from %s) "

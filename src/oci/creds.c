@@ -500,6 +500,10 @@ static int try_file(const char *path, const struct oci_client *c, const char *re
 		const char *server = oci_creds_server_name(registry);
 
 		r = run_helper(found.helper, server, deadline_ms, &h, errbuf, errlen);
+		if (r == 0) {
+			h.helper = found.helper; /* (which gave them) */
+			found.helper = NULL;
+		}
 		oci_creds_free(&found);
 		if (r < 0)
 			return r;

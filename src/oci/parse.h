@@ -308,7 +308,8 @@ struct oci_creds {
 	char *username;
 	char *password;       /* secret */
 	char *identity_token; /* secret: an OAuth2 refresh token for the token server */
-	char *helper;         /* docker-credential-<helper> to ask, when that is the answer */
+	char *helper; /* docker-credential-<helper> to ask, when that is a lookup's answer; in
+		       * oci_creds_find's answer, the helper that gave the credentials */
 };
 
 void oci_creds_free(struct oci_creds *c); /* wipes secrets */

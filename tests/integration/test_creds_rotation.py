@@ -95,3 +95,48 @@ def test_a_rotated_password_is_read_again(lazy, token_registry, image, how):
     finally:
         ts.expiry = 300
         ts.users.pop("carol", None)
+
+
+@pytest.mark.parametrize("how", ["auth.json", "password-file"])
+def test_a_password_file_fixed_late_is_taken_at_once(lazy, token_registry, image, how):
+    """The password was rotated at the registry before the file was: reads fail meanwhile
+    (each refusal finds the same credentials again). Once the file is fixed, the next read
+    takes them: a file is read again at every refusal (only a credential helper waits
+    between lookups, longer while it gives the same ones)."""
+    reg, ts = token_registry, token_registry.tokens
+    authf, secret = os.path.join(lazy.root, "auth.json"), os.path.join(lazy.root, "secret")
+    opts = "insecure,timeout=3"
+
+    def write(pw):
+        if how == "auth.json":
+            with open(authf, "w") as f:
+                json.dump({"auths": {reg.host: {
+                    "auth": base64.b64encode(f"dan:{pw}".encode()).decode()}}}, f)
+        else:
+            with open(secret, "w") as f:
+                f.write(pw + "\n")
+            os.chmod(secret, 0o600)
+
+    ts.users["dan"] = "first"
+    write("first")
+    if how == "auth.json":
+        lazy.env["REGISTRY_AUTH_FILE"] = authf
+    else:
+        opts += f",username=dan,password-file={secret}"
+    ts.expiry = 3
+    try:
+        mp = lazy.mount(reg.ref("private/rotated", "v1"), opts=opts)
+        path = mp + "/data/r0.bin"
+        assert child_read(path, 0, 8192) == image[:8192]
+        ts.users["dan"] = "second"  # rotated at the registry; the file still has the old one
+        time.sleep(4)  # the daemon's token has expired
+        for off in (1 * MiB, 2 * MiB):
+            with pytest.raises(OSError):
+                child_read(path, off, 8192)
+        write("second")
+        assert child_read(path, 4 * MiB, 8192) == image[4 * MiB:4 * MiB + 8192]
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+    finally:
+        ts.expiry = 300
+        ts.users.pop("dan", None)
