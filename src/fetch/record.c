@@ -100,6 +100,11 @@ void fetch_record_note(struct fetch_record *rec, uint64_t first, uint64_t n, uin
 	if (rec->st->n == 0 && !rec->st->t0_ms)
 		rec->st->t0_ms = now_ms;
 	t = (uint32_t)MIN(now_ms - MIN(now_ms, rec->st->t0_ms), (uint64_t)UINT32_MAX);
+	/* Noters take their time before this lock (two dispatchers, the control thread): one
+	 * that waited for it comes after a later one and counts as its time, so that times
+	 * never go down (a profile whose did would be refused by its format). */
+	if (rec->st->n)
+		t = MAX(t, rec->st->v[rec->st->n - 1].t_ms);
 	for (at = first;
 	     cache_bitmap_next_run(&rec->seen, at, end, false, &run_start, &run_len);
 	     at = run_start + run_len) {

@@ -52,6 +52,29 @@ static void test_first_access_order(void **state)
 	fetch_record_destroy(&rec);
 }
 
+/* Notes whose times were taken before the record's lock, in another order than they took it
+ * (two dispatchers at once): times never go down in the record, and it formats. */
+static void test_notes_out_of_time_order(void **state)
+{
+	struct fetch_record rec;
+	struct profile p;
+	char *text = NULL;
+	size_t len;
+
+	assert_int_equal(fetch_record_init(&rec, 1 * MiB, NULL), 0);
+	fetch_record_note(&rec, 0, 1, 100);
+	fetch_record_note(&rec, 10, 1, 200);
+	fetch_record_note(&rec, 20, 1, 150); /* its time taken before the one above */
+	assert_int_equal(fetch_record_profile(&rec, digest, &p), 0);
+	assert_int_equal(p.n, 3);
+	assert_int_equal(p.v[1].t_ms, 100);
+	assert_int_equal(p.v[2].t_ms, 100);
+	assert_int_equal(profile_format(&p, &text, &len), 0);
+	free(text);
+	profile_free(&p);
+	fetch_record_destroy(&rec);
+}
+
 /* A record in a store that outlives it (a worker replaced after a crash): the next record of
  * the store goes on from its ranges, their blocks seen; ranges not within the blob end what
  * is taken over. */
@@ -109,6 +132,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_first_access_order),
+	    cmocka_unit_test(test_notes_out_of_time_order),
 	    cmocka_unit_test(test_store_goes_on),
 	    cmocka_unit_test(test_cap),
 	};
