@@ -210,7 +210,11 @@ static void fill_row(const struct mount_status_entry *e, char cells[NCOLS][CELL]
 			 e->daemon_mute	     ? "lost (daemon mute)"
 			 : e->daemon_foreign ? "running (daemon of another version)"
 					     : "lost (daemon gone)");
-		snprintf(cells[COL_PID], CELL, "%d", (int)e->st.pid);
+		/* (a daemon gone has no process to show: its pid may be another's by now) */
+		if (e->daemon_mute || e->daemon_foreign)
+			snprintf(cells[COL_PID], CELL, "%d", (int)e->st.pid);
+		else
+			snprintf(cells[COL_PID], CELL, "-");
 		return;
 	}
 	snprintf(cells[COL_PRESENT], CELL, "%s (%.0f%%)",
