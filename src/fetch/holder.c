@@ -585,13 +585,29 @@ static bool in_cgroup(pid_t pid, const char *path)
 	return in;
 }
 
-/* Move pid into the cgroup whose cgroup.procs is at procs (named name below the root),
- * unless it is there already (name NULL: not looked at). */
+/* Is pid one of the processes listed in a cgroup.procs file? */
+static bool listed_in(const char *procs, pid_t pid)
+{
+	char line[32];
+	bool in = false;
+	FILE *f = fopen(procs, "re");
+
+	if (!f)
+		return false;
+	while (!in && fgets(line, sizeof(line), f))
+		in = atoi(line) == (int)pid;
+	fclose(f);
+	return in;
+}
+
+/* Move pid into the cgroup whose cgroup.procs is at procs (named name below the v2 root;
+ * NULL: a v1 hierarchy's root, where procs lists it when it is there), unless it is there
+ * already: nothing to do, not a failure on a read-only cgroupfs. */
 static int move_pid(pid_t pid, const char *procs, const char *name)
 {
 	int fd, r = 0;
 
-	if (name && in_cgroup(pid, name))
+	if (name ? in_cgroup(pid, name) : listed_in(procs, pid))
 		return 0;
 	fd = open(procs, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -603,8 +619,8 @@ static int move_pid(pid_t pid, const char *procs, const char *name)
 }
 
 /* Move this worker and the holder (with all its threads) into the cgroup whose cgroup.procs
- * is at procs (name: its path below the hierarchy's root, to tell whether a pid is there
- * already; NULL for a v1 hierarchy: moving a process where it is changes nothing). A holder
+ * is at procs (name: its path below the v2 hierarchy's root; NULL for a v1 hierarchy's
+ * root). A holder
  * that replaced a dead one meanwhile was forked by this worker, still in the caller's
  * cgroup: it is moved too. */
 static int move_daemon(struct fetch_daemon *d, const char *procs, const char *name)

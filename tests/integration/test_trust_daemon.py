@@ -629,3 +629,30 @@ def test_200_mounts_of_one_image(lazy, registry, big):
     for mp in mps:
         lazy.umount(mp)
     lazy.assert_nothing_left(timeout=30)
+
+
+def test_a_read_only_cgroupfs_warns_only_of_the_hierarchies_left(lazy, registry, big):
+    """cgroup v1 hierarchies read-only (a container's /sys/fs/cgroup): the daemon cannot move,
+    and says so for those where its caller is not at the root already, not for every one."""
+    repo, tree = big
+    v1 = [l.split()[4] for l in open("/proc/self/mountinfo")
+          if " - cgroup " in l and l.split()[3] == "/"]
+    if not v1:
+        pytest.skip("no cgroup v1 hierarchy")
+    below = [l for l in open("/proc/self/cgroup")
+             if l.split(":")[1] not in ("",) and l.rstrip("\n").split(":", 2)[2] != "/"]
+    lazy.env["LAZYEROFS_DAEMON_DEBUG"] = "1"
+    mp = lazy.mountpoint("m")
+    script = "".join(f"mount -o remount,bind,ro {m} && " for m in v1)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "/bin/sh", "-c",
+                        script + '"$0" mount -o insecure "$1" "$2" && cat "$2/data/r0.bin" '
+                        '>/dev/null', BIN, registry.ref(repo, "v1"), mp],
+                       env=lazy.env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # The namespace ends with the script: the daemon unmounts its mount there and leaves.
+    lazy.assert_nothing_left(timeout=30)
+    warned = [l for l in lazy.log().splitlines() if "cgroup v1 hierarch" in l]
+    if below:
+        assert len(warned) == 1 and f"of {len(below)} cgroup v1" in warned[0], warned
+    else:
+        assert not warned, warned
