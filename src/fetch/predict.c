@@ -58,7 +58,7 @@
 #define PREDICT_RECENT	    32	/* programs and readers remembered as done */
 
 struct object {
-	ino_t ino; /* as the reader's root shows it */
+	ino_t ino;		      /* as the reader's root shows it */
 	char path[ELF_DEPS_PATH_MAX]; /* inside the reader's root ("": not known) */
 	struct util_extents ext;      /* its data in the blob */
 	struct fetch_ensure en;	      /* its fetch, while `fetching` */

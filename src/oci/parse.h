@@ -140,8 +140,8 @@ int oci_challenge_parse(const char *s, size_t len, struct oci_challenge *ret);
 
 /* Token server reply {"token"|"access_token", "expires_in", "issued_at", "refresh_token"}.
  * *ret_lifetime_s: seconds the token stays valid from now (expires_in, default 60, less the
- * time since a plausible issued_at; at least OCI_TOKEN_LIFETIME_MIN). ret_refresh may be NULL. -EBADMSG when malformed, -EFBIG
- * over the caps. */
+ * time since a plausible issued_at; at least OCI_TOKEN_LIFETIME_MIN). ret_refresh may be NULL.
+ * -EBADMSG when malformed, -EFBIG over the caps. */
 int oci_token_reply_parse(const void *buf, size_t len, time_t now, char **ret_token,
 			  uint64_t *ret_lifetime_s, char **ret_refresh);
 /* Whether a token is fit for an Authorization header: visible ASCII only. */

@@ -226,7 +226,8 @@ static int start(struct rreq *q)
 	}
 	util_buf_free(&range);
 	if (!q->storage && !c->ref->is_url) {
-		k = oci_auth_header(c, h, false, oci_host_deadline(h, kr->deadline), &auth, &q->gen, err);
+		k = oci_auth_header(c, h, false, oci_host_deadline(h, kr->deadline), &auth, &q->gen,
+				    err);
 		if (k < 0)
 			return k;
 		if (auth) {

@@ -211,7 +211,8 @@ static void test_find(void **state)
 
 	/* nothing configured */
 	c = client_for("reg.io/a:b", NULL, NULL);
-	assert_int_equal(oci_creds_find(c, c->up, UINT64_MAX, &cr, &src, why, sizeof(why)), -ENOENT);
+	assert_int_equal(oci_creds_find(c, c->up, UINT64_MAX, &cr, &src, why, sizeof(why)),
+			 -ENOENT);
 	oci_client_free(c);
 
 	/* -o username/password-file wins over files */

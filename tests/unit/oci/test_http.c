@@ -408,8 +408,8 @@ static void test_token_reply(void **state)
 	assert_int_equal(TR("{\"token\":\"t\",\"expires_in\":0}"), 0);
 	assert_int_equal(life, 60);
 	free(tok);
-	assert_int_equal(TR("{\"token\":\"t\",\"expires_in\":300,\"issued_at\":\"2009-11-10T22:55:10Z\"}"),
-			 0);
+	assert_int_equal(
+	    TR("{\"token\":\"t\",\"expires_in\":300,\"issued_at\":\"2009-11-10T22:55:10Z\"}"), 0);
 	assert_int_equal(life, 60); /* issued 290 s ago */
 	free(tok);
 	/* token preferred over access_token; an empty token falls back */
