@@ -114,7 +114,7 @@ static int image_blobs_ensure(void *ctx, struct util_error *err)
 {
 	struct image_blobs *b = ctx;
 	struct oci_upload_opts up = { 0 };
-	int r = oci_blob_exists(b->c, b->layer_digest, err);
+	int r = oci_blob_exists(b->c, b->layer_digest, b->size, err);
 
 	if (r == 0)
 		r = oci_blob_upload_fd(b->c, b->fd, b->size, b->layer_digest, &up, err);
@@ -206,7 +206,7 @@ int cli_push(int argc, char **argv)
 		log_error("push: %s", strerror(-r));
 		goto out;
 	}
-	r = oci_blob_exists(c, layer_digest, &err);
+	r = oci_blob_exists(c, layer_digest, size, &err);
 	if (r < 0)
 		goto fail;
 	if (r > 0) {

@@ -14,6 +14,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include "erofs/format.h"
 #include "mount/mount.h"
 #include "mount/offline.h"
 #include "mount/resolve.h"
@@ -243,6 +244,14 @@ int mount_resolve(const struct oci_ref *ref, const struct oci_options *o, const 
 	if (r < 0) {
 		mount_resolved_done(ret);
 		return registry_error(err, "resolving", ref, source, r);
+	}
+	/* (an empty object, a placeholder: said here, not as a daemon that cannot start) */
+	if (ret->blob.size < EROFS_SB_OFFSET + EROFS_SB_BASE_SIZE) {
+		mount_resolved_done(ret);
+		return util_err_set(err, -EMEDIUMTYPE,
+				    "'%s' is not an EROFS image: %llu bytes, too small for a "
+				    "superblock",
+				    source, (unsigned long long)ret->blob.size);
 	}
 	r = mount_offline_record(cache_dir, ref, o, &ret->blob);
 	if (r < 0)

@@ -322,8 +322,12 @@ uint64_t oci_client_reply_us(struct oci_client *c);
 int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *platform,
 		    const char *metamap,
 		    char **ret_config, char **ret_manifest);
-/* 1 when the client's repository has the blob, 0 when not, -errno on failure. */
-int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error *err);
+/* 1 when the client's repository has the blob, 0 when not, -errno on failure. With size
+ * (not 0): a blob the registry says it holds with another size is a failure (-EBADMSG, the
+ * reason in err): a registry that lost part of an upload and did not check its digest, whose
+ * blob a retried push must not take as there. */
+int oci_blob_exists(struct oci_client *c, const char *digest, uint64_t size,
+		    struct util_error *err);
 /* An upload session as the registry last described it: the URL to continue at (its latest
  * Location) and the bytes it holds. */
 typedef void (*oci_session_fn)(void *ctx, const char *url, uint64_t offset);

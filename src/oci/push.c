@@ -23,7 +23,6 @@
 
 #define MONOLITHIC_MAX (32ULL << 20)
 #define PATCH_CHUNK (16ULL << 20)
-#define UPLOAD_TRIES 3 /* failures in a row without progress */
 
 int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *platform,
 		    const char *metamap, char **ret_config, char **ret_manifest)
@@ -106,11 +105,26 @@ static int blob_head(struct oci_client *c, const char *digest, uint64_t *ret_siz
 	return oci_status_error(c, &resp, NULL, what, err);
 }
 
-int oci_blob_exists(struct oci_client *c, const char *digest, struct util_error *err)
+static int stored_size_error(struct oci_client *c, const char *digest, uint64_t stored,
+			     uint64_t size, struct util_error *err)
 {
-	uint64_t size;
+	return util_err_set(err, -EBADMSG,
+			    "registry %s: blob %s was stored with %llu bytes, not %llu: the "
+			    "registry lost part of the upload and did not check the digest; "
+			    "delete the blob there and push again",
+			    c->shown, digest, (unsigned long long)stored, (unsigned long long)size);
+}
 
-	return blob_head(c, digest, &size, err);
+int oci_blob_exists(struct oci_client *c, const char *digest, uint64_t size,
+		    struct util_error *err)
+{
+	uint64_t stored = 0;
+	int r = blob_head(c, digest, &stored, err);
+
+	/* (a registry that does not say the size: nothing to hold against it) */
+	if (r > 0 && size && stored && stored != size)
+		return stored_size_error(c, digest, stored, size, err);
+	return r;
 }
 
 static int stored_size_check(struct oci_client *c, const char *digest, uint64_t size,
@@ -123,11 +137,7 @@ static int stored_size_check(struct oci_client *c, const char *digest, uint64_t 
 	 * HEAD): nothing to hold against the push. */
 	if (blob_head(c, digest, &stored, &ignored) <= 0 || !stored || stored == size)
 		return 0;
-	return util_err_set(err, -EBADMSG,
-			    "registry %s: blob %s was stored with %llu bytes, not %llu: the "
-			    "registry lost part of the upload and did not check the digest; "
-			    "delete the blob there and push again",
-			    c->shown, digest, (unsigned long long)stored, (unsigned long long)size);
+	return stored_size_error(c, digest, stored, size, err);
 }
 
 /* Location of an upload reply, made absolute against the URL it answered. */
@@ -437,8 +447,11 @@ static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, 
 			failures = 0;
 			progress_mark = u.off;
 		}
-		if (++failures >= UPLOAD_TRIES ||
-		    util_now_ms() >= u.last_progress_ms + c->timeout_ms)
+		/* A registry down for a moment (503s, a restart) is waited for, with growing
+		 * pauses, until timeout= passed without a byte taken; what is no such failure
+		 * ends the upload below (ask_session). */
+		failures++;
+		if (util_now_ms() >= u.last_progress_ms + c->timeout_ms)
 			goto out;
 		if (u.loc && (u.resumed || !u.fresh_again) && !ask_session(r, err) &&
 		    err->http_status == 400) {
@@ -464,7 +477,7 @@ static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, 
 				r = k;
 				goto out;
 			}
-			if (k == -ENOENT && u.off == size && oci_blob_exists(c, digest, NULL) > 0) {
+			if (k == -ENOENT && u.off == size && oci_blob_exists(c, digest, size, NULL) > 0) {
 				/* the final PUT went through, only its answer was lost */
 				break;
 			} else if (k < 0) {
@@ -515,7 +528,7 @@ int oci_blob_ensure(struct oci_client *c, const void *data, size_t len,
 
 	util_sha256_buf(data, len, d);
 	util_digest_format(d, digest);
-	r = oci_blob_exists(c, digest, err);
+	r = oci_blob_exists(c, digest, len, err);
 	if (r == 0)
 		r = oci_blob_upload_buf(c, data, len, digest, err);
 	return r < 0 ? r : 0;

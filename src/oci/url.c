@@ -117,9 +117,14 @@ int oci_url_resolve(struct oci_client *c, struct oci_blob *ret, struct util_erro
 	else if (resp.last_modified[0] && header_value_ok(resp.last_modified))
 		oci_fmt(ret->validator, sizeof(ret->validator), "%s", resp.last_modified);
 	if (c->opts.digest) {
+		/* The entry is this URL's content of that digest: digest= is the user's word,
+		 * checked once every byte is here. Under the digest's own key, a server's other
+		 * image (padded to the size) would be what a registry mount of that digest reads
+		 * meanwhile, and after. */
 		oci_fmt(ret->digest, sizeof(ret->digest), "%s", c->opts.digest);
-		oci_fmt(ret->cache_key, sizeof(ret->cache_key), "%s",
-			c->opts.digest + strlen("sha256:"));
+		if (asprintf(&keysrc, "%s\n%s", c->ref->url, c->opts.digest) < 0)
+			return -ENOMEM;
+		util_sha256_buf_hex(keysrc, strlen(keysrc), ret->cache_key);
 		return 0;
 	}
 	if (!ret->validator[0]) {

@@ -118,24 +118,15 @@ def test_a_credential_helper_hanging_once(lazy, token_registry, image):
     reg = token_registry
     data = image[1]
     reg.client.push_image("private/authlife", "v1", [(image[2], MT_EROFS)])
-    bindir, dc = os.path.join(lazy.root, "bin"), os.path.join(lazy.root, "docker")
-    os.makedirs(bindir)
-    os.makedirs(dc)
     flag, secret = os.path.join(lazy.root, "hang-once"), os.path.join(lazy.root, "secret")
-    helper = os.path.join(bindir, "docker-credential-flaky")
     ts = reg.tokens
     ts.users["dave"] = "first"
     with open(secret, "w") as f:
         f.write("first")
-    with open(helper, "w") as f:
-        f.write("#!/bin/sh\nread server\n"
-                f"if [ -e {flag} ]; then rm -f {flag}; exec sleep 28; fi\n"
-                f"printf '{{\"Username\":\"dave\",\"Secret\":\"%s\"}}' \"$(cat {secret})\"\n")
-    os.chmod(helper, 0o755)
-    with open(os.path.join(dc, "config.json"), "w") as f:
-        json.dump({"credHelpers": {reg.host: "flaky"}}, f)
-    lazy.env["DOCKER_CONFIG"] = dc
-    lazy.env["PATH"] = bindir + ":" + lazy.env["PATH"]
+    lazy.credential_helper(reg.host, "flaky",
+                           f"if [ -e {flag} ]; then rm -f {flag}; exec sleep 28; fi\n"
+                           "printf '{\"Username\":\"dave\","
+                           f"\"Secret\":\"%s\"}}' \"$(cat {secret})\"\n")
     ts.expiry = 3
     try:
         mp = lazy.mount(reg.ref("private/authlife", "v1"), opts="insecure,timeout=5")
@@ -203,21 +194,10 @@ def test_a_credential_helper_gets_no_connection_of_ours(lazy, token_registry, im
     close-on-exec) stay out of a credential helper: it sees its pipes and /dev/null."""
     reg = token_registry
     reg.client.push_image("private/authlife", "v1", [(image[2], MT_EROFS)])
-    bindir, dc = os.path.join(lazy.root, "bin"), os.path.join(lazy.root, "docker")
-    os.makedirs(bindir)
-    os.makedirs(dc)
     seen = os.path.join(lazy.root, "fds")
-    helper = os.path.join(bindir, "docker-credential-lister")
     reg.tokens.users["erin"] = "pw"
-    with open(helper, "w") as f:
-        f.write("#!/bin/sh\nread server\n"
-                f"ls -l /proc/$$/fd >> {seen}\n"
-                "printf '{\"Username\":\"erin\",\"Secret\":\"pw\"}'\n")
-    os.chmod(helper, 0o755)
-    with open(os.path.join(dc, "config.json"), "w") as f:
-        json.dump({"credHelpers": {reg.host: "lister"}}, f)
-    lazy.env["DOCKER_CONFIG"] = dc
-    lazy.env["PATH"] = bindir + ":" + lazy.env["PATH"]
+    lazy.credential_helper(reg.host, "lister", f"ls -l /proc/$$/fd >> {seen}\n"
+                           "printf '{\"Username\":\"erin\",\"Secret\":\"pw\"}'\n")
     try:
         mp = lazy.mount(reg.ref("private/authlife", "v1"), opts="insecure")
         assert child_read(mp + "/data/r0.bin", 1 * MiB, 8192) == image[1][MiB:MiB + 8192]

@@ -1079,6 +1079,40 @@ def test_umount_not_lazyerofs(lazy):
     assert_one_line_error(lazy.run(["umount"]), 1)
 
 
+def test_a_url_sources_digest_does_not_make_its_bytes_a_registry_images(lazy, registry,
+                                                                        webserver, tmp_path):
+    """digest= is the user's word for a URL's content, checked once every byte is here: its
+    bytes go to an entry of the URL's own. A server's other image (padded to the size) under
+    a registry image's digest became what mounts of that registry image showed."""
+    path = os.path.join(FIXTURES, "plain.erofs")
+    with open(path, "rb") as f:
+        layer = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+    registry.client.push_image("url/poison", "v1", [(path, MT_EROFS)])
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "EVIL").write_text("not the registry's image\n")
+    other = str(tmp_path / "other.erofs")
+    subprocess.run(["mkfs.erofs", "--quiet", other, str(tree)], check=True, capture_output=True)
+    with open(other, "ab") as f:
+        f.truncate(os.path.getsize(path))
+    mp = lazy.mount(webserver.put("url/other.erofs", other), opts=f"digest={layer}")
+    assert os.listdir(mp) == ["EVIL"]
+    lazy.umount(mp)
+    mp = lazy.mount(registry.ref("url/poison", "v1"), opts="insecure")
+    assert "EVIL" not in os.listdir(mp)
+    lazy.umount(mp)
+    lazy.assert_nothing_left(timeout=30)
+
+
+def test_an_empty_url_object_is_named_as_such(lazy, webserver):
+    """An empty object (a failed upload, a placeholder): one line naming it, not "starting
+    the fetch daemon: invalid daemon configuration"."""
+    r = lazy.mount(webserver.put("url/empty.erofs", b""), opts="", check=False)[1]
+    assert_one_line_error(r, 32)
+    assert "not an EROFS image" in r.stderr and "0 bytes" in r.stderr, r.stderr
+    lazy.assert_nothing_left(timeout=30)
+
+
 def test_a_url_source_without_a_digest_has_none_in_status(lazy, webserver):
     """An image file served over http:// without digest=: its digest is not known until every
     byte was read, and status --json says null (it used to say "", which is no digest);

@@ -68,6 +68,34 @@ def test_a_registry_that_lost_a_chunk_without_checking_is_named(big, tmp_path):
     assert "stored with" in lines[0] and "push again" in lines[0], lines[0]
 
 
+def test_a_retried_push_does_not_take_a_short_blob_for_there(big, tmp_path):
+    """The push after that one (a CI retry): the registry holds the short blob under the
+    digest, and its size says so; the push fails the same way (it took the blob as there,
+    exited 0 and published the image over it)."""
+    env = {"LAZYEROFS_CACHE_DIR": str(tmp_path / "cache")}
+    f = FakeRegistry({"lose_patch:1", "put_no_verify"})
+    try:
+        ref = f.ref("liar/img", "v1")
+        r1 = push(big, ref, opts="insecure,timeout=20", env=env)
+        assert r1.returncode == 2 and "stored with" in r1.stderr, r1.stderr
+        r2 = push(big, ref, opts="insecure,timeout=20", env=env)
+        lines = r2.stderr.strip().splitlines()
+        assert r2.returncode == 2 and len(lines) == 1 and "stored with" in lines[0], r2.stderr
+        assert ("liar/img", "v1") not in f.manifests
+    finally:
+        f.stop()
+
+
+def test_a_registry_unavailable_for_a_moment_is_waited_for(faultproxy, tmp_path):
+    """Three 503s for the blob's upload (a registry restarting, a second's worth): the push
+    waits with growing pauses within timeout= (it gave up after three, in 0.45 s)."""
+    faultproxy.add("status", path=r"/blobs/uploads/", method="PUT", code=503, count=3,
+                   headers={"Retry-After": "1"})
+    r = push(SMALL, faultproxy.ref("liar/blip", "v1"), opts="insecure",
+             env={"LAZYEROFS_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("image,rate", [(SMALL, 512 << 10), ("big", 6 << 20)],
                          ids=["whole", "chunks"])
 def test_a_push_over_a_slow_link_is_not_cut_short(registry, big, tmp_path, image, rate):

@@ -76,6 +76,23 @@ class LazyEnv:
         with open(self.config, "w") as f:
             f.write(text)
 
+    def credential_helper(self, host, name, body):
+        """docker-credential-NAME, the credential helper of host for this test's commands (in
+        their DOCKER_CONFIG and PATH): a shell script whose body runs once it has read the
+        server's name."""
+        bindir, dc = os.path.join(self.root, "bin"), os.path.join(self.root, "docker")
+        os.makedirs(bindir, exist_ok=True)
+        os.makedirs(dc, exist_ok=True)
+        helper = os.path.join(bindir, f"docker-credential-{name}")
+        with open(helper, "w") as f:
+            f.write("#!/bin/sh\nread server\n" + body)
+        os.chmod(helper, 0o755)
+        with open(os.path.join(dc, "config.json"), "w") as f:
+            json.dump({"credHelpers": {host: name}}, f)
+        self.env["DOCKER_CONFIG"] = dc
+        if not self.env["PATH"].startswith(bindir + ":"):
+            self.env["PATH"] = bindir + ":" + self.env["PATH"]
+
     # --- driving the binary ---
 
     def run(self, args, **kw):
