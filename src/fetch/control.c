@@ -287,8 +287,7 @@ static int do_ensure(struct conn *c, json_t **reqp)
 			 d->last_errno == r && d->last_error[0] ? d->last_error : strerror(-r));
 		pthread_mutex_unlock(&d->lock);
 		return fetch_reply_error(
-		    c->fd, r, "fetching %zu range(s) from the registry failed: %s (see %s)", n, why,
-		    d->log_path);
+		    c->fd, r, "fetching %zu range(s) failed: %s (see %s)", n, why, d->log_path);
 	}
 ok : {
 	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);

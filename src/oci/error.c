@@ -78,6 +78,9 @@ int oci_registry_error_parse(const void *buf, size_t len, char *code, size_t cod
 		if (code[0] == 0 && c)
 			oci_fmt(code, codelen, "%s", cc);
 		oci_fmt(one, sizeof(one), "%s%s%s%s", used ? "; " : "", cc, c && m ? ": " : "", mm);
+		/* (the same error for several blobs, as a registry lists them: said once) */
+		if (used && strstr(msg, one + 2))
+			continue;
 		if (used + strlen(one) + 1 > msglen)
 			break;
 		memcpy(msg + used, one, strlen(one) + 1);

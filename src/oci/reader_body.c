@@ -86,10 +86,11 @@ static void classify(struct rreq *q)
 	long st = q->resp.status;
 
 	/* Bytes a proxy compressed on the way (no Accept-Encoding is sent, but a hosts.toml
-	 * header may ask for one) are not the blob's at the offsets they are labelled with. */
+	 * header may ask for one) are not the blob's at the offsets they are labelled with; a
+	 * server that does so does it again (-EMEDIUMTYPE: not retried for seconds). */
 	if ((st == 200 || st == 206) && q->resp.content_encoding[0] &&
 	    strcasecmp(q->resp.content_encoding, "identity") != 0) {
-		fail_cb(q, -EBADMSG, false,
+		fail_cb(q, -EMEDIUMTYPE, false,
 			"the server sent the blob's bytes encoded (Content-Encoding: %.40s); "
 			"they cannot be used",
 			q->resp.content_encoding);
@@ -127,8 +128,12 @@ static void classify(struct rreq *q)
 			return;
 		}
 		if (stale_reply(q, t)) {
-			fail_cb(q, -ESTALE, false, "the object changed on the server (now %llu bytes)",
-				(unsigned long long)t);
+			if (t != UINT64_MAX && t != c->blob.size)
+				fail_cb(q, -ESTALE, false,
+					"the object changed on the server (now %llu bytes)",
+					(unsigned long long)t);
+			else
+				fail_cb(q, -ESTALE, false, "the object changed on the server");
 			return;
 		}
 		if (t != UINT64_MAX && c->blob.size && t != c->blob.size) {
