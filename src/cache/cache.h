@@ -302,6 +302,11 @@ int cache_gc_budget(const char *cache_dir, const struct util_size *size, uint64_
 struct cache_gc_result {
 	size_t entries, evicted, trimmed, in_use; /* seen; evicted (or would be); trimmed; in use */
 	uint64_t total, freed, in_use_bytes, budget; /* bytes: before, freed, held in use after */
+	/* Entries that could not be removed (a file of theirs gc cannot take); the run went on
+	 * past them. */
+	size_t failed;
+	char failed_key[CACHE_KEY_LEN + 1]; /* the first of them */
+	int failed_err;
 };
 
 struct cache_gc_hooks {

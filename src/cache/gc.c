@@ -92,8 +92,10 @@ static bool entry_file_key(const char *name, char key[CACHE_KEY_LEN + 1])
 	const char *dot = strchr(name, '.');
 	size_t len = dot ? (size_t)(dot - name) : strlen(name);
 
+	/* (and the files a bad entry's daemon set aside, "<key>.bad-<pid>[.bitmap|.lock]": one
+	 * killed left them, and only its key's eviction sweeps them, cache_entry_remove) */
 	if (!util_sha256_hex_valid(name, len) ||
-	    (dot && strcmp(dot, ".bitmap") && strcmp(dot, ".lock")))
+	    (dot && strcmp(dot, ".bitmap") && strcmp(dot, ".lock") && strncmp(dot, ".bad-", 5)))
 		return false;
 	memcpy(key, name, CACHE_KEY_LEN);
 	key[CACHE_KEY_LEN] = 0;
@@ -191,7 +193,8 @@ static int list_entries(int dirfd, struct cache_gc_entry **ret, size_t *ret_n)
  * a mount whose daemon is gone holds its entry as much as a daemon does (its files, removed,
  * would keep their space until the umount, and gc would say it freed it). */
 struct mounted_keys {
-	const char *dir; /* "<cache>/sha256/" */
+	dev_t dev; /* "<cache>/sha256", as mountinfo's sources may spell it ("c//sha256", a */
+	ino_t ino; /* symlink): the directory they name */
 	char **keys;
 	size_t n, alloc;
 };
@@ -199,13 +202,19 @@ struct mounted_keys {
 static int note_mounted(const struct util_mountinfo *m, void *ud)
 {
 	struct mounted_keys *k = ud;
-	size_t len = strlen(k->dir);
+	const char *slash = strrchr(m->source, '/');
+	char dir[PATH_MAX];
+	struct stat st;
 
-	if (strcmp(m->fstype, "erofs") || strncmp(m->source, k->dir, len) ||
-	    strchr(m->source + len, '/'))
+	if (strcmp(m->fstype, "erofs") || !slash || strlen(slash + 1) != CACHE_KEY_LEN ||
+	    (size_t)(slash - m->source) >= sizeof(dir))
+		return 0;
+	memcpy(dir, m->source, (size_t)(slash - m->source));
+	dir[slash - m->source] = 0;
+	if (stat(dir[0] ? dir : "/", &st) < 0 || st.st_dev != k->dev || st.st_ino != k->ino)
 		return 0;
 	if (UTIL_ARRAY_RESERVE(k->keys, k->alloc, k->n, 8) < 0 ||
-	    !(k->keys[k->n] = strdup(m->source + len)))
+	    !(k->keys[k->n] = strdup(slash + 1)))
 		return -ENOMEM;
 	k->n++;
 	return 0;
@@ -282,6 +291,7 @@ int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
 	_cleanup_free_ struct cache_gc_entry *v = NULL;
 	_cleanup_(mounted_keys_free) struct mounted_keys mounted = {0};
 	char path[PATH_MAX];
+	struct stat st;
 	size_t n = 0;
 	int r;
 
@@ -305,8 +315,10 @@ int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
 	r = list_entries(dirfd, &v, &n);
 	if (r < 0)
 		return r;
-	strcat(path, "/");
-	mounted.dir = path;
+	if (fstat(dirfd, &st) < 0)
+		return -errno;
+	mounted.dev = st.st_dev;
+	mounted.ino = st.st_ino;
 	if (util_mountinfo_each("/proc/self/mountinfo", note_mounted, &mounted) == -ENOMEM)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
@@ -340,8 +352,17 @@ int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
 				v[i].in_use = true;
 				continue;
 			}
-			if (r < 0)
-				break;
+			if (r < 0) {
+				/* One entry gc cannot take (a lock or bitmap replaced by a
+				 * symlink or a directory): kept, and the run goes on. */
+				if (ret->failed++ == 0) {
+					memcpy(ret->failed_key, v[i].key, sizeof(v[i].key));
+					ret->failed_err = r;
+				}
+				v[i].in_use = true;
+				r = 0;
+				continue;
+			}
 			v[i].gone = true;
 			if (r == 0)
 				continue;

@@ -199,5 +199,13 @@ int cli_gc(int argc, char **argv)
 		log_error("gc: writing the result: %m");
 		return CLI_EXIT_FAILURE;
 	}
+	if (res.failed) {
+		log_error("gc: %zu cache entr%s could not be evicted (entry %s: %s); remove %s "
+			  "'%s/sha256/%s*' by hand",
+			  res.failed, res.failed == 1 ? "y" : "ies", res.failed_key,
+			  strerror(-res.failed_err), res.failed == 1 ? "it:" : "them, as",
+			  cache_dir, res.failed_key);
+		return CLI_EXIT_FAILURE;
+	}
 	return CLI_EXIT_OK;
 }

@@ -55,6 +55,8 @@ static void each_entry(void *arg, const struct cache_gc_entry *e)
 		g->each(g->ctx, e);
 }
 
+#define TRIM_WAIT_MS 10000
+
 /* Ask the daemon of an entry in use to give back `over` bytes of blocks nobody read lately. */
 static void trim_entry(void *arg, const struct cache_gc_entry *e, uint64_t over)
 {
@@ -65,16 +67,21 @@ static void trim_entry(void *arg, const struct cache_gc_entry *e, uint64_t over)
 	uint64_t freed = 0;
 	int r;
 
-	/* A trim punches holes and syncs the bitmap: seconds at most, never a reason to hang. */
-	r = fetch_connect_entry(g->run_dir, e->key, 120000, &h);
+	/* A trim punches holes and syncs the bitmap: seconds at most, never a reason to hang
+	 * (a daemon that does not answer within TRIM_WAIT_MS is mute, as status says, and a
+	 * mount of another image would wait for it). */
+	r = fetch_connect_entry(g->run_dir, e->key, TRIM_WAIT_MS, &h);
 	if (r >= 0)
 		r = fetch_trim(h, over, g->cold_ms, &freed, why, sizeof(why), &err);
 	fetch_handle_free(h);
-	if (r < 0)
+	if (r == -EAGAIN || r == -ETIMEDOUT) /* (the socket's timeout) */
+		log_warning("cache-max: not trimming entry %s: its daemon does not answer "
+			    "(%d s)",
+			    e->key, TRIM_WAIT_MS / 1000);
+	else if (r < 0)
 		log_info("not trimming entry %s: %s", e->key,
-			 r == -ENOENT || r == -ECONNREFUSED || r == -EAGAIN
-			     ? "no daemon answers for it"
-			     : util_err_msg(&err, r));
+			 r == -ENOENT || r == -ECONNREFUSED ? "no daemon serves it"
+							    : util_err_msg(&err, r));
 	else if (why[0])
 		log_info("entry %s: trimmed %" PRIu64 " bytes; %s", e->key, freed, why);
 }
@@ -127,6 +134,10 @@ bool mount_cache_max_apply(const char *cache_dir, const char *run_dir, const cha
 			    strerror(-r));
 		return false;
 	}
+	if (res.failed)
+		log_warning("cache-max: %zu cache entr%s could not be evicted (entry %s: %s)",
+			    res.failed, res.failed == 1 ? "y" : "ies", res.failed_key,
+			    strerror(-res.failed_err));
 	if (res.total - res.freed > res.budget)
 		log_info("cache-max: the cache holds %s, over its budget of %s: what is left is "
 			 "in use",

@@ -799,3 +799,88 @@ def test_trim_racing_readers(lazy, private_registry, big):
     lazy.umount(mp)
     lazy.assert_nothing_left()
     assert check_claims(lazy.cache, im) > 0
+
+
+def test_gc_goes_on_past_an_entry_it_cannot_remove(lazy, three, tmp_path):
+    """A lock file replaced by a symlink (planted, or a backup tool's doing): that entry is
+    kept and named in one line, exit 2; the others go (it ended the run at the first)."""
+    a, b, c = three["a"], three["b"], three["c"]  # a least recently used
+    sha = os.path.join(lazy.cache, "sha256")
+    lock = os.path.join(sha, entry_key(a["digest"]) + ".lock")
+    if os.path.lexists(lock):
+        os.unlink(lock)
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    os.symlink(target, lock)
+    try:
+        r = gc(lazy, "--max-size", "0", check=False)
+        assert not present(lazy.cache, b) and not present(lazy.cache, c), (r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert entry_key(a["digest"]) in lines[0], lines[0]
+    finally:
+        os.unlink(lock)
+
+
+def test_gc_keeps_a_lost_mounts_entry_whatever_the_cache_dirs_spelling(lazy, three):
+    """A mount made with the cache directory spelled otherwise ("c/": its mountinfo source
+    says "c//sha256/KEY") whose daemon is gone still holds its entry."""
+    b = three["b"]
+    mp = lazy.mountpoint("slash")
+    r = lazy.run(["mount", "-o", "insecure", b["ref"], mp],
+                 env=dict(lazy.env, LAZYEROFS_CACHE_DIR=lazy.cache + "/"))
+    assert r.returncode == 0, r.stderr
+    st = lazy.status_of(mp)
+    os.killpg(os.getpgid(st["pid"]), signal.SIGKILL)
+    assert wait_until(lambda: lazy.status_of(mp)["state"] == "lost", 30)
+    r = gc(lazy, "--max-size", "0")
+    assert b["digest"] not in evicted(r.stdout) and present(lazy.cache, b), r.stdout
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_gc_frees_what_a_killed_bad_entrys_daemon_set_aside(lazy, private_registry, images):
+    """A bad entry's files set aside (KEY.bad-PID*) by a daemon killed before it could remove
+    them: gc frees them (it never looked at them; only a mount of that image again did)."""
+    im = push(private_registry, "life/aside", images["a"])
+    mp = lazy.mount(im["ref"])
+    assert child_read(mp + "/etc/name") == b"a\n"
+    st = lazy.status_of(mp)
+    data = os.path.join(lazy.cache, "sha256", entry_key(im["digest"]))
+    # Another process writes the cache file: the daemon sets the entry aside as bad.
+    subprocess.run(["dd", "if=/dev/zero", f"of={data}", "bs=4096", "count=1", "seek=100",
+                    "conv=notrunc", "status=none"], check=True, timeout=60)
+    assert wait_until(lambda: lazy.status_of(mp)["state"] == "bad", 20)
+    os.killpg(os.getpgid(st["pid"]), signal.SIGKILL)
+    assert wait_until(lambda: not lazy.daemon_pids(), 10)
+    lazy.umount(mp)
+    sha = os.path.join(lazy.cache, "sha256")
+    assert [n for n in os.listdir(sha) if ".bad-" in n], os.listdir(sha)
+    r = gc(lazy, "--max-size", "0")
+    assert [n for n in os.listdir(sha) if ".bad-" in n] == [], r.stdout
+    lazy.assert_nothing_left()
+
+
+def test_a_mute_daemon_does_not_hold_up_another_images_mount(lazy, private_registry, images):
+    """cache-max asks the daemons of entries in use to trim: one that does not answer (stopped
+    here) is passed over after 10 s with a warning (a mount of another image waited 120 s)."""
+    a = push(private_registry, "life/mutea", images["a"])
+    b = push(private_registry, "life/muteb", images["b"])
+    mpa = lazy.mount(a["ref"])
+    child_read(mpa + "/data/f.bin")
+    pids = lazy.daemon_pids()
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        lazy.env["LAZYEROFS_CACHE_MAX"] = "1M"
+        t = time.monotonic()
+        mpb, r = lazy.mount(b["ref"], check=False, timeout=300)
+        took = time.monotonic() - t
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+    assert r.returncode == 0, r.stderr
+    assert took < 30 and "does not answer" in r.stderr, (took, r.stderr)
+    lazy.umount(mpb)
+    lazy.umount(mpa)
+    lazy.assert_nothing_left()
