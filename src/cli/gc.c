@@ -16,6 +16,7 @@
 #include "cli/cli.h"
 #include "mount/mount.h"
 #include "mount/resolve.h"
+#include "util/config.h"
 #include "util/log.h"
 #include "util/strutil.h"
 
@@ -138,7 +139,7 @@ int cli_gc(int argc, char **argv)
 	} else {
 		const char *env = getenv("LAZYEROFS_CACHE_MAX");
 
-		r = mount_cache_max(&max, &err);
+		r = util_cache_max(&max, &err);
 		if (r < 0) {
 			/* A bad LAZYEROFS_CACHE_MAX is bad usage, like a bad --max-size; a broken
 			 * configuration file is not the command line's fault. */

@@ -193,6 +193,10 @@ struct fetch_daemon {
 	uint64_t trim_unit, trim_nunits; /* the blob in units of trim_unit bytes */
 	uint64_t *last_read;		 /* per unit: ms of its last allowed read (atomic) */
 	struct cache_bitmap pinned;	 /* per unit: holds metadata, never trimmed */
+	/* cache-max (util_cache_max, read with those): kept while reads fill the cache */
+	struct util_size budget;
+	bool have_budget;
+	uint64_t budget_fetched, budget_at_ms, budget_trim_ms; /* the housekeeper's */
 
 	/* ---- worker only ---- */
 	pthread_mutex_t lock;	   /* guards everything below marked (lock) and sh->mounts */
@@ -385,6 +389,8 @@ void fetch_trim_note(struct fetch_daemon *d, uint64_t off, uint64_t len);
 /* The image's metadata: never trimmed. */
 void fetch_trim_pin(struct fetch_daemon *d, const struct util_extent *v, size_t n);
 int fetch_trim_request(struct fetch_daemon *d, int cfd, json_t *req);
+/* The housekeeper, each tick: the cache within cache-max while reads fill it. */
+void fetch_budget_keep(struct fetch_daemon *d, uint64_t now_ms);
 void fetch_trim_status(struct fetch_daemon *d, json_t *o);
 
 /* status.c */

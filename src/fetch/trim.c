@@ -32,6 +32,7 @@
 #include "fetch/internal.h"
 #include "fetch/trim.h"
 #include "util/cleanup.h"
+#include "util/config.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/shared.h"
@@ -89,6 +90,12 @@ int fetch_trim_init(struct fetch_daemon *d)
 	const char *env = getenv("LAZYEROFS_TRIM_UNIT");
 	uint64_t unit;
 
+	struct util_error err = UTIL_ERROR_INIT;
+
+	r = util_cache_max(&d->budget, &err);
+	if (r < 0)
+		log_warning("ignoring the cache budget: %s", err.message);
+	d->have_budget = r > 0;
 	d->trim_unit = fetch_trim_unit(d->cfg.blob.size);
 	/* Tests: a smaller unit (a power of two, at least a block) trims around metadata more
 	 * closely. */
@@ -258,6 +265,56 @@ out:
 	d->trimming = false;
 	pthread_mutex_unlock(&d->lock);
 	return r;
+}
+
+/* cache-max is applied before a mount makes a new entry (mount_cache_max_apply), and while
+ * reads fill the cache, here: the cache grew since the last look (every FETCH_BUDGET_MS, or
+ * every tick while the cache disk is nearly full), unused entries go, least recently used
+ * first, until it is within its budget (an unused 20 MiB entry was kept while the reads of a
+ * mounted image failed on the disk it filled, the cache 7 MiB over its budget of 32); then,
+ * still over it, this entry gives back what was not read for FETCH_TRIM_COLD_MS (at most
+ * every FETCH_BUDGET_TRIM_MS). Entries other daemons use are theirs to trim (gc asks). */
+#define FETCH_BUDGET_MS	     1000
+#define FETCH_BUDGET_TRIM_MS 10000
+
+static void budget_evicted(void *ctx, const struct cache_gc_entry *e)
+{
+	char b[32];
+
+	(void)ctx;
+	log_info("cache-max: evicted %s%s (%s), least recently used",
+		 e->digest[0] ? e->digest : "entry ", e->digest[0] ? "" : e->key,
+		 util_format_bytes(e->freed, b, sizeof(b)));
+}
+
+void fetch_budget_keep(struct fetch_daemon *d, uint64_t now_ms)
+{
+	struct cache_gc_hooks hooks = {.each = budget_evicted};
+	uint64_t fetched = SH_LOAD(d->sh->fetched_bytes), left, freed;
+	struct cache_gc_result res;
+	const char *why = NULL;
+	bool tight;
+	int r;
+
+	if (!d->have_budget || fetched == d->budget_fetched)
+		return;
+	pthread_mutex_lock(&d->lock);
+	tight = fetch_sched_room_short(&d->sched);
+	pthread_mutex_unlock(&d->lock);
+	if (!tight && now_ms < d->budget_at_ms + FETCH_BUDGET_MS)
+		return;
+	d->budget_fetched = fetched;
+	d->budget_at_ms = now_ms;
+	r = cache_gc(d->cfg.cache_dir, &d->budget, false, &hooks, &res);
+	if (r < 0) {
+		log_debug("cache-max: looking at the cache: %s", strerror(-r));
+		return;
+	}
+	left = res.total - MIN(res.freed, res.total);
+	if (left <= res.budget || now_ms < d->budget_trim_ms + FETCH_BUDGET_TRIM_MS)
+		return;
+	d->budget_trim_ms = now_ms;
+	(void)trim(d, left - res.budget, FETCH_TRIM_COLD_MS, &freed, &why);
 }
 
 /* {"op":"trim","bytes":N[,"cold_ms":M]} -> {"ok":true,"freed":F[,"why":"..."]} */

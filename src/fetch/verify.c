@@ -220,6 +220,7 @@ void *fetch_housekeeper_thread(void *arg)
 		if (poll(&pfd, 1, FETCH_TICK_MS) > 0)
 			break;
 		fetch_settle(d); /* deadlines */
+		fetch_budget_keep(d, util_now_ms());
 		if (!cache_entry_broken(d->entry) && cache_entry_check(d->entry, &why) == -ESTALE)
 			fetch_entry_tampered(d, why);
 		now = util_now_ms();

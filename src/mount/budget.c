@@ -17,29 +17,6 @@
 #include "util/log.h"
 #include "util/strutil.h"
 
-int mount_cache_max(struct util_size *ret, struct util_error *err)
-{
-	const char *s = getenv("LAZYEROFS_CACHE_MAX");
-	int r;
-
-	if (!s || !*s) {
-		struct util_config cfg;
-
-		r = util_config_load(util_config_path(), &cfg, err);
-		if (r < 0)
-			return r;
-		r = cfg.have_cache_max;
-		*ret = cfg.cache_max;
-		util_config_free(&cfg);
-		return r;
-	}
-	r = util_parse_size(s, ret);
-	if (r < 0)
-		return util_err_set(err, -EINVAL, "LAZYEROFS_CACHE_MAX='%s': %s; it wants %s", s,
-				    r == -ERANGE ? "out of range" : "not a size", UTIL_SIZE_SYNTAX);
-	return 1;
-}
-
 struct gc_ctx {
 	const char *run_dir;
 	uint64_t cold_ms; /* 0: the daemon's default */
@@ -120,7 +97,7 @@ bool mount_cache_max_apply(const char *cache_dir, const char *run_dir, const cha
 	char a[32], b[32];
 	int r;
 
-	r = mount_cache_max(&max, &err);
+	r = util_cache_max(&max, &err);
 	if (r < 0)
 		log_warning("ignoring the cache budget: %s", err.message);
 	if (r <= 0)

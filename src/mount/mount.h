@@ -32,10 +32,6 @@
 const char *mount_env_cache_dir(void);
 const char *mount_env_run_dir(void);
 
-/* cache-max, the budget of the whole cache directory: from $LAZYEROFS_CACHE_MAX, else the
- * configuration file's cache-max. 1 and *ret when one is set, 0 when none, -EINVAL with one
- * line in err when it is not a SIZE (util_parse_size) or the file is broken. */
-int mount_cache_max(struct util_size *ret, struct util_error *err);
 /* `lazyerofs gc`: cache_gc(); with `trim`, entries in use are then trimmed through their
  * daemons in run_dir (their least recently read blocks; $LAZYEROFS_TRIM_COLD_MS: how long
  * unread, for tests). each (may be NULL) sees every entry evicted (e->gone) or trimmed. */

@@ -252,3 +252,26 @@ int util_config_load(const char *path, struct util_config *ret, struct util_erro
 		return util_err_set(err, r, "%s: %s", path, strerror(-r));
 	return util_config_parse(buf, len, path, ret, err);
 }
+
+int util_cache_max(struct util_size *ret, struct util_error *err)
+{
+	const char *s = getenv("LAZYEROFS_CACHE_MAX");
+	int r;
+
+	if (!s || !*s) {
+		struct util_config cfg;
+
+		r = util_config_load(util_config_path(), &cfg, err);
+		if (r < 0)
+			return r;
+		r = cfg.have_cache_max;
+		*ret = cfg.cache_max;
+		util_config_free(&cfg);
+		return r;
+	}
+	r = util_parse_size(s, ret);
+	if (r < 0)
+		return util_err_set(err, -EINVAL, "LAZYEROFS_CACHE_MAX='%s': %s; it wants %s", s,
+				    r == -ERANGE ? "out of range" : "not a size", UTIL_SIZE_SYNTAX);
+	return 1;
+}

@@ -53,6 +53,10 @@ int util_config_load(const char *path, struct util_config *ret, struct util_erro
 int util_config_parse(const char *buf, size_t len, const char *path, struct util_config *ret,
 		      struct util_error *err);
 void util_config_free(struct util_config *c);
+/* cache-max, the budget of the whole cache directory: from $LAZYEROFS_CACHE_MAX, else the
+ * configuration file's cache-max. 1 and *ret when one is set, 0 when none, -EINVAL with one
+ * line in err when it is not a SIZE (util_parse_size) or the file is broken. */
+int util_cache_max(struct util_size *ret, struct util_error *err);
 /* The [registry."name"] table, or NULL. */
 const struct util_config_registry *util_config_registry(const struct util_config *c,
 							const char *name);

@@ -623,3 +623,24 @@ def test_a_cache_filesystem_without_pre_content_marks_is_left_as_it_was(lazy, bi
                 break
             time.sleep(0.1)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_reads_within_the_budget_evict_unused_entries_first(small_cache, big, registry, workdir):
+    """cache-max while reads fill the cache (it was applied only before a mount made a new
+    entry): an unused, verified 20 MiB entry and a mounted 64 MiB image on a 48 MiB disk with
+    a budget of 32 MiB. Reading 24 MiB of the image, within the budget alone, evicts the
+    unused entry instead of failing on the disk it filled (EIO at 18 MiB)."""
+    from test_cache_lifecycle import entry_key, fetch, make_image, push
+    lazy, fs = small_cache
+    a = push(registry, "trust/unused20", make_image(workdir, "unused20", 20))
+    fetch(lazy, a["ref"])
+    lazy.env["LAZYEROFS_CACHE_MAX"] = "32M"
+    mp = lazy.mount(big["ref"], opts="insecure,timeout=10")
+    for rel, n in (("/data/r0.bin", 16 * MiB), ("/data/r1.bin", 8 * MiB)):
+        want = expected(big["tree"], rel)
+        for off in range(0, n, MiB):
+            assert child_read(mp + rel, off, MiB) == want[off:off + MiB], (rel, off)
+    assert not os.path.exists(os.path.join(lazy.cache, "sha256", entry_key(a["digest"])))
+    assert "cache-max: evicted" in lazy.log()
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
