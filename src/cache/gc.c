@@ -301,15 +301,15 @@ int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
 	ret->budget = size->is_percent ? 0 : size->bytes;
 	if (snprintf(path, sizeof(path), "%s/sha256", cache_dir) >= (int)sizeof(path) - 1)
 		return -ENAMETOOLONG;
-	/* Both must be private already: gc creates nothing. */
+	/* Both must be private already: gc creates nothing. (The budget is said even for a
+	 * cache without entries yet.) */
 	r = util_open_existing_private_dir(cache_dir, O_PATH, &root);
+	if (r >= 0)
+		r = cache_gc_budget(cache_dir, size, &ret->budget);
 	if (r >= 0)
 		r = util_open_existing_private_dir(path, O_PATH, &dirfd);
 	if (r == -ENOENT)
 		return 0;
-	if (r < 0)
-		return r;
-	r = cache_gc_budget(cache_dir, size, &ret->budget);
 	if (r < 0)
 		return r;
 	r = list_entries(dirfd, &v, &n);

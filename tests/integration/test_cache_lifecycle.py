@@ -888,3 +888,11 @@ def test_a_mute_daemon_does_not_hold_up_another_images_mount(lazy, private_regis
     lazy.umount(mpb)
     lazy.umount(mpa)
     lazy.assert_nothing_left()
+
+
+def test_gc_of_a_cache_without_entries_says_its_budget(lazy):
+    """A percentage budget of a cache with no entry yet is what the filesystem gives (it said
+    "budget 0 B" until the first entry made sha256/)."""
+    os.makedirs(lazy.cache, mode=0o700, exist_ok=True)
+    r = gc(lazy, "--max-size", "50%")
+    assert "(budget 0 B)" not in r.stdout and "budget" in r.stdout, r.stdout
