@@ -202,6 +202,8 @@ static int entry_load(struct cache_entry *e, const struct cache_open_params *p, 
 	int r;
 
 	r = open_regular(e->dirfd, bitmap_name, O_RDWR, &e->bitmap_fd, &st);
+	if (r == -EUCLEAN)
+		goto not_ours;
 	if (r < 0)
 		return r;
 	if ((uint64_t)st.st_size < CACHE_BITMAP_OFFSET + bytes)
@@ -226,6 +228,8 @@ static int entry_load(struct cache_entry *e, const struct cache_open_params *p, 
 	if (h.flags & CACHE_FLAG_BAD)
 		return -EILSEQ;
 	r = open_regular(e->dirfd, key, O_RDWR, &e->data_fd, &st);
+	if (r == -EUCLEAN)
+		goto not_ours;
 	if (r < 0)
 		return r;
 	if (!hold_data_file(e->data_fd))
@@ -249,6 +253,11 @@ static int entry_load(struct cache_entry *e, const struct cache_open_params *p, 
 		}
 	}
 	return 0;
+not_ours:
+	/* (a backup's chmod -R, a copy by hand: its files must be root's alone) */
+	snprintf(e->rebuild_reason, sizeof(e->rebuild_reason),
+		 "its files were no longer regular files of root's with mode 0600");
+	return -EUCLEAN;
 }
 
 static int fsync_dir(int dirfd)

@@ -896,3 +896,16 @@ def test_gc_of_a_cache_without_entries_says_its_budget(lazy):
     os.makedirs(lazy.cache, mode=0o700, exist_ok=True)
     r = gc(lazy, "--max-size", "50%")
     assert "(budget 0 B)" not in r.stdout and "budget" in r.stdout, r.stdout
+
+
+def test_an_entry_whose_files_a_chmod_opened_is_rebuilt_saying_why(lazy, three):
+    """A backup's chmod -R made an entry's files group-readable: the entry is not trusted and
+    is made again, and the daemon's log says why (it said "damaged or did not match")."""
+    a = three["a"]
+    data = os.path.join(lazy.cache, "sha256", entry_key(a["digest"]))
+    os.chmod(data, 0o644)
+    mp = lazy.mount(a["ref"])
+    assert child_read(mp + "/etc/name") == b"a\n"
+    assert "no longer regular files of root's with mode 0600" in lazy.log()
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
