@@ -286,8 +286,8 @@ static int do_ensure(struct conn *c, json_t **reqp)
 		snprintf(why, sizeof(why), "%s",
 			 d->last_errno == r && d->last_error[0] ? d->last_error : strerror(-r));
 		pthread_mutex_unlock(&d->lock);
-		return fetch_reply_error(
-		    c->fd, r, "fetching %zu range(s) failed: %s (see %s)", n, why, d->log_path);
+		return fetch_reply_error(c->fd, r, "fetching %zu range(s) failed: %s (see %s)", n,
+					 why, d->log_path);
 	}
 ok : {
 	_cleanup_json_ json_t *o = json_pack("{s:b}", "ok", 1);

@@ -20,6 +20,7 @@
 struct gc_ctx {
 	const char *run_dir;
 	uint64_t cold_ms; /* 0: the daemon's default */
+	uint64_t wait_ms; /* for a trim's answer (TRIM_WAIT_MS; tests: LAZYEROFS_TRIM_WAIT_MS) */
 	void (*each)(void *ctx, const struct cache_gc_entry *e);
 	void *ctx;
 };
@@ -47,14 +48,14 @@ static void trim_entry(void *arg, const struct cache_gc_entry *e, uint64_t over)
 	/* A trim punches holes and syncs the bitmap: seconds at most, never a reason to hang
 	 * (a daemon that does not answer within TRIM_WAIT_MS is mute, as status says, and a
 	 * mount of another image would wait for it). */
-	r = fetch_connect_entry(g->run_dir, e->key, TRIM_WAIT_MS, &h);
+	r = fetch_connect_entry(g->run_dir, e->key, g->wait_ms, &h);
 	if (r >= 0)
 		r = fetch_trim(h, over, g->cold_ms, &freed, why, sizeof(why), &err);
 	fetch_handle_free(h);
 	if (r == -EAGAIN || r == -ETIMEDOUT) /* (the socket's timeout) */
 		log_warning("cache-max: not trimming entry %s: its daemon does not answer "
 			    "(%d s)",
-			    e->key, TRIM_WAIT_MS / 1000);
+			    e->key, (int)(g->wait_ms / 1000));
 	else if (r < 0)
 		log_info("not trimming entry %s: %s", e->key,
 			 r == -ENOENT || r == -ECONNREFUSED ? "no daemon serves it"
@@ -67,13 +68,16 @@ int mount_cache_gc(const char *cache_dir, const char *run_dir, const struct util
 		   bool dry_run, bool trim, void (*each)(void *ctx, const struct cache_gc_entry *e),
 		   void *ctx, struct cache_gc_result *ret)
 {
-	const char *cold = getenv("LAZYEROFS_TRIM_COLD_MS");
-	struct gc_ctx g = {.run_dir = run_dir, .each = each, .ctx = ctx};
+	const char *cold = getenv("LAZYEROFS_TRIM_COLD_MS"),
+		   *wait = getenv("LAZYEROFS_TRIM_WAIT_MS");
+	struct gc_ctx g = {.run_dir = run_dir, .wait_ms = TRIM_WAIT_MS, .each = each, .ctx = ctx};
 	struct cache_gc_hooks hooks = {
 	    .each = each_entry, .trim = trim ? trim_entry : NULL, .ctx = &g};
 
 	if (cold && util_parse_u64(cold, &g.cold_ms) < 0)
 		g.cold_ms = 0;
+	if (wait && (util_parse_u64(wait, &g.wait_ms) < 0 || !g.wait_ms))
+		g.wait_ms = TRIM_WAIT_MS;
 	return cache_gc(cache_dir, size, dry_run, &hooks, ret);
 }
 

@@ -22,7 +22,7 @@
 #include "util/time.h"
 
 #define MONOLITHIC_MAX (32ULL << 20)
-#define PATCH_CHUNK (16ULL << 20)
+#define PATCH_CHUNK    (16ULL << 20)
 
 int oci_image_build(const char *layer_digest, uint64_t layer_size, const char *platform,
 		    const char *metamap, char **ret_config, char **ret_manifest)
@@ -115,8 +115,7 @@ static int stored_size_error(struct oci_client *c, const char *digest, uint64_t 
 			    c->shown, digest, (unsigned long long)stored, (unsigned long long)size);
 }
 
-int oci_blob_exists(struct oci_client *c, const char *digest, uint64_t size,
-		    struct util_error *err)
+int oci_blob_exists(struct oci_client *c, const char *digest, uint64_t size, struct util_error *err)
 {
 	uint64_t stored = 0;
 	int r = blob_head(c, digest, &stored, err);
@@ -477,7 +476,8 @@ static int upload(struct oci_client *c, int fd, const void *mem, uint64_t size, 
 				r = k;
 				goto out;
 			}
-			if (k == -ENOENT && u.off == size && oci_blob_exists(c, digest, size, NULL) > 0) {
+			if (k == -ENOENT && u.off == size &&
+			    oci_blob_exists(c, digest, size, NULL) > 0) {
 				/* the final PUT went through, only its answer was lost */
 				break;
 			} else if (k < 0) {

@@ -67,10 +67,10 @@ def test_a_mirrors_token_server_failing_sends_reads_to_the_registry(lazy, regist
     mirror is passed over (and rested), within its share of timeout=, as one that is down."""
     ts, tp = treg.tokens, treg.tproxy
     data = image[1]
-    ts.expiry = 3
+    ts.expiry = 2
     try:
         mp = lazy.mount(registry.ref(REPO, "v1"),
-                        opts=f"insecure,timeout=10,mirror=http://{treg.host}")
+                        opts=f"insecure,timeout=6,mirror=http://{treg.host}")
         path = mp + "/data/r0.bin"
         assert child_read(path, 0, 8192) == data[:8192]
         if fault == "503":
@@ -80,7 +80,7 @@ def test_a_mirrors_token_server_failing_sends_reads_to_the_registry(lazy, regist
                    body='{"errors":[{"code":"UNAUTHORIZED","message":"nope"}]}')
         else:
             tp.add("stall", path="/token", count=None, seconds=60)
-        time.sleep(4)  # the mirror's token has expired
+        time.sleep(2.5)  # the mirror's token has expired
         for off in (2 * MiB, 5 * MiB):
             assert child_read(path, off, 8192, timeout=60) == data[off:off + 8192], off
         lazy.umount(mp)

@@ -129,7 +129,7 @@ def test_a_trickling_mirror_passes_reads_on(lazy, image, pushed, upstream, regis
     try:
         mirror.add("slow", path="/blobs/", count=None, rate=4096, piece=1024)
         mp = lazy.mount(upstream.ref(REPO, "v1"),
-                        opts=f"insecure,timeout=10,mirror=http://{mirror.host}")
+                        opts=f"insecure,timeout=4,mirror=http://{mirror.host}")
         check_reads(mp, image[1])
         assert upstream.count(path="/blobs/") > 0, upstream.seen()
     finally:

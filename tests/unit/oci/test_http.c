@@ -441,8 +441,8 @@ static void test_registry_error(void **state)
 	/* the same error for two blobs: said once */
 	b = "{\"errors\":[{\"code\":\"MANIFEST_BLOB_UNKNOWN\",\"message\":\"blob unknown\"},"
 	    "{\"code\":\"MANIFEST_BLOB_UNKNOWN\",\"message\":\"blob unknown\"}]}";
-	assert_int_equal(oci_registry_error_parse(b, strlen(b), code, sizeof(code), msg, sizeof(msg)),
-			 0);
+	assert_int_equal(
+	    oci_registry_error_parse(b, strlen(b), code, sizeof(code), msg, sizeof(msg)), 0);
 	assert_string_equal(msg, "MANIFEST_BLOB_UNKNOWN: blob unknown");
 	assert_int_equal(oci_registry_error_parse("<html>", 6, code, sizeof(code), msg, sizeof(msg)),
 			 -EBADMSG);
