@@ -321,6 +321,10 @@ struct cache_gc_hooks {
 	void *ctx;
 };
 
+/* A hooks.each that logs what cache-max took (an entry evicted or trimmed), for the mount
+ * that applies the budget and the daemon that keeps it (ctx unused). */
+void cache_gc_log_budget(void *ctx, const struct cache_gc_entry *e);
+
 /* Evict entries of cache_dir that no mount uses, least recently used first, until the cache
  * takes at most `size` (a percentage: of its filesystem). An entry's lock is taken without
  * waiting and it is skipped when held (a daemon serves it, or a mount is opening it); it is

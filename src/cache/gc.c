@@ -25,6 +25,7 @@
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/mountinfo.h"
+#include "util/strutil.h"
 
 /* Entries looked at in one run, at most (a cache of 64 Ki images is far beyond any use). */
 #define GC_MAX_ENTRIES 65536
@@ -282,6 +283,16 @@ static void trim_in_use(int dirfd, struct cache_gc_entry *v, size_t n,
 		if (hooks->each)
 			hooks->each(hooks->ctx, &v[i]);
 	}
+}
+
+void cache_gc_log_budget(void *ctx, const struct cache_gc_entry *e)
+{
+	char b[32];
+
+	(void)ctx;
+	log_info("cache-max: %s %s%s (%s), least recently used", e->gone ? "evicted" : "trimmed",
+		 e->digest[0] ? e->digest : "entry ", e->digest[0] ? "" : e->key,
+		 util_format_bytes(e->freed, b, sizeof(b)));
 }
 
 int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,

@@ -277,19 +277,9 @@ out:
 #define FETCH_BUDGET_MS	     1000
 #define FETCH_BUDGET_TRIM_MS 10000
 
-static void budget_evicted(void *ctx, const struct cache_gc_entry *e)
-{
-	char b[32];
-
-	(void)ctx;
-	log_info("cache-max: evicted %s%s (%s), least recently used",
-		 e->digest[0] ? e->digest : "entry ", e->digest[0] ? "" : e->key,
-		 util_format_bytes(e->freed, b, sizeof(b)));
-}
-
 void fetch_budget_keep(struct fetch_daemon *d, uint64_t now_ms)
 {
-	struct cache_gc_hooks hooks = {.each = budget_evicted};
+	struct cache_gc_hooks hooks = {.each = cache_gc_log_budget};
 	uint64_t fetched = SH_LOAD(d->sh->fetched_bytes), left, freed;
 	struct cache_gc_result res;
 	const char *why = NULL;

@@ -81,15 +81,6 @@ int mount_cache_gc(const char *cache_dir, const char *run_dir, const struct util
 	return cache_gc(cache_dir, size, dry_run, &hooks, ret);
 }
 
-static void log_evicted(void *ctx, const struct cache_gc_entry *e)
-{
-	char b[32];
-
-	log_info("cache-max: %s %s%s (%s), least recently used", e->gone ? "evicted" : "trimmed",
-		 e->digest[0] ? e->digest : "entry ", e->digest[0] ? "" : e->key,
-		 util_format_bytes(e->freed, b, sizeof(b)));
-}
-
 bool mount_cache_max_apply(const char *cache_dir, const char *run_dir, const char *key,
 			   uint64_t size)
 {
@@ -109,7 +100,7 @@ bool mount_cache_max_apply(const char *cache_dir, const char *run_dir, const cha
 	/* Only before a new entry: an entry that exists already takes its room. */
 	if (cache_dir_open(cache_dir, &dfd) < 0 || cache_entry_peek(dfd, key, &h) != -ENOENT)
 		return true;
-	r = mount_cache_gc(cache_dir, run_dir, &max, false, true, log_evicted, NULL, &res);
+	r = mount_cache_gc(cache_dir, run_dir, &max, false, true, cache_gc_log_budget, NULL, &res);
 	if (r < 0) {
 		log_warning("cache-max: evicting unused entries of '%s': %s", cache_dir,
 			    strerror(-r));
