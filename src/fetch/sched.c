@@ -160,6 +160,7 @@ void fetch_sched_destroy(struct fetch_sched *s)
 {
 	util_u64map_free(&s->failed);
 	util_u64map_free(&s->failed_by);
+	util_u64map_free(&s->failed_next);
 	free(s->reqs);
 	s->reqs = NULL;
 	free(s->jobs);
@@ -412,14 +413,15 @@ static uint64_t pid_chunk(int pid, uint64_t chunk)
 	return (uint64_t)pid << 42 | (chunk & ((UINT64_C(1) << 42) - 1));
 }
 
-/* Remember a failed event: the chunk windows its fetch jobs asked for (pick_demand), where the
- * kernel's next reads of them (the rest of its readahead) start, and that its process failed
- * there. */
-static void fail_record(struct fetch_sched *s, const struct fetch_req *r, uint64_t now_ms)
+/* Remember a failed event, failed at at_ms with err (-errno): the chunks its missing bytes lie
+ * in, that its process failed there, and where the read ended (the kernel's next piece of the
+ * same read(2) starts there). */
+static void fail_record(struct fetch_sched *s, const struct fetch_req *r, int err_in,
+			uint64_t at_ms, uint64_t now_ms)
 {
 	const struct util_extent *a, *z;
-	uint64_t first, last, cb = chunk_blocks(s);
-	unsigned err = (unsigned)-(r->error < 0 ? r->error : r->result < 0 ? r->result : -EIO);
+	uint64_t first, last, next, cb = chunk_blocks(s);
+	unsigned err = (unsigned)-(err_in < 0 ? err_in : -EIO);
 
 	if (r->cursor >= r->n || s->size == 0)
 		return;
@@ -427,15 +429,19 @@ static void fail_record(struct fetch_sched *s, const struct fetch_req *r, uint64
 	z = &r->v[r->n - 1];
 	if (a->offset >= s->size || z->length == 0)
 		return;
+	next = blk_hi(MIN(z->offset + z->length, s->size));
 	first = blk_lo(a->offset) / cb;
-	last = blk_lo(MIN(z->offset + z->length - 1, s->size - 1)) / cb;
+	last = (next - 1) / cb;
 	for (uint64_t c = first; c <= last && c < first + FAIL_MAX_CHUNKS; c++) {
-		fail_put(&s->failed, &s->failed_prune_at, 12, c, now_ms << 12 | (err & 0xfff),
+		fail_put(&s->failed, &s->failed_prune_at, 12, c, at_ms << 12 | (err & 0xfff),
 			 now_ms, s->fail_window_ms);
 		if (r->pid > 0)
 			fail_put(&s->failed_by, &s->failed_by_prune_at, 0, pid_chunk(r->pid, c),
-				 now_ms, now_ms, s->fail_window_ms);
+				 at_ms, now_ms, s->fail_window_ms);
 	}
+	if (r->pid > 0)
+		fail_put(&s->failed_next, &s->failed_next_prune_at, 12, pid_chunk(r->pid, next),
+			 at_ms << 12 | (err & 0xfff), now_ms, s->fail_window_ms);
 }
 
 /* The probe is over: events waiting for it go on (err 0) or fail with it. */
@@ -471,6 +477,7 @@ static void fail_forget(struct fetch_sched *s)
 {
 	fail_map_forget(&s->failed, &s->failed_prune_at);
 	fail_map_forget(&s->failed_by, &s->failed_by_prune_at);
+	fail_map_forget(&s->failed_next, &s->failed_next_prune_at);
 	probe_end(s, 0);
 }
 
@@ -485,7 +492,8 @@ static void fail_forget(struct fetch_sched *s)
  * event is answered as a whole: if part of it could not be had moments ago, it fails (unless
  * the registry came back since: the window is short, and any success forgets). Returns the
  * remembered error (-errno) or 0; *ret_when_ms the newest such failure, *ret_followup whether
- * the event's process had a read fail in such a chunk less than FOLLOWUP_MS ago. */
+ * the event's process had a read fail in such a chunk, or end where the event starts (the
+ * kernel's next piece of a readahead, in a chunk of its own), less than FOLLOWUP_MS ago. */
 static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req, uint64_t now_ms,
 		       uint64_t *ret_when_ms, bool *ret_followup)
 {
@@ -496,6 +504,16 @@ static int fail_recent(const struct fetch_sched *s, const struct fetch_req *req,
 
 	if (!s->failed.n)
 		return 0;
+	if (req->pid > 0 && req->cursor < req->n) {
+		const uint64_t *v = util_u64map_find(
+		    &s->failed_next, pid_chunk(req->pid, blk_lo(req->v[req->cursor].offset)));
+
+		if (v && now_ms >= *v >> 12 && now_ms - (*v >> 12) < followup_ms) {
+			followup = true;
+			when = *v >> 12;
+			err = -(int)(*v & 0xfff);
+		}
+	}
 	for (size_t k = req->cursor; k < req->n; k++) {
 		uint64_t b, n;
 
@@ -564,9 +582,12 @@ int fetch_sched_add(struct fetch_sched *s, struct fetch_req *req, uint64_t now_m
 	if (req->kind == FETCH_REQ_EVENT &&
 	    (err = fail_recent(s, req, now_ms, &failed_ms, &followup)) < 0) {
 		/* The kernel's next ask of the same read(2) fails at once, not after a probe of
-		 * its own (FOLLOWUP_MS). */
-		if (followup)
+		 * its own (FOLLOWUP_MS), and as of the failure it follows: the piece after it
+		 * is one of the same read(2) too, but not a read of minutes of retries. */
+		if (followup) {
+			fail_record(s, req, err, failed_ms, now_ms);
 			return err;
+		}
 		req->error = err;
 		if (s->probe) {
 			req->held = true;
@@ -1660,7 +1681,7 @@ size_t fetch_sched_collect(struct fetch_sched *s, uint64_t now_ms, struct fetch_
 			 * stalled fetch). */
 			if (leave && r->result < 0 && r->kind == FETCH_REQ_EVENT &&
 			    (r->error < 0 || r->result == -ETIMEDOUT))
-				fail_record(s, r, now_ms);
+				fail_record(s, r, r->result, now_ms, now_ms);
 		}
 		if (leave)
 			out[n++] = r;

@@ -170,9 +170,12 @@ struct fetch_sched {
 	 * many readers failed at once: each one forgotten would make its reader's next ask wait
 	 * a whole timeout again (400 readers, timeout=6 s, a stalled registry: EIO after up to
 	 * 14 s with 16 remembered). Entries live fail_window_ms; pruned as the maps grow, all
-	 * forgotten when a fetch succeeds. */
-	struct util_u64map failed, failed_by;
-	size_t failed_prune_at, failed_by_prune_at; /* (fail_put) */
+	 * forgotten when a fetch succeeds. The kernel asks for a failed read's rest in pieces,
+	 * each once the one before is answered: where a process's failed read ended, so that
+	 * the next piece is known for one of the same read(2) in whichever chunk it lies
+	 * (pid << 42 | block after the read -> when_ms << 12 | errno). */
+	struct util_u64map failed, failed_by, failed_next;
+	size_t failed_prune_at, failed_by_prune_at, failed_next_prune_at; /* (fail_put) */
 	uint64_t fail_window_ms; /* MIN(FETCH_FAIL_WINDOW_MS, timeout) */
 	struct fetch_req *probe; /* the probe under way, or NULL */
 	/* The link as measured by the jobs that ended (fetch_sched_link_sample): round trip

@@ -681,6 +681,43 @@ static void test_followup_of_a_timed_out_read_fails_at_once(void **state)
 	assert_true(r2.probe);
 	assert_int_equal(fetch_sched_drain(&e.s, out, N), 1);
 	env_free(&e);
+
+	/* The kernel asks for the rest of a failed readahead piece by piece, each starting
+	 * where the one before ended: the pieces in the chunks after the failed read's are of
+	 * the same read(2) and fail at once too (a cat of a stalled registry: a deadline for
+	 * each chunk its readahead spanned); the chain counts from the failure it follows. */
+	env_init(&e, 16 * MiB, false);
+	event(&r[0], 0, 64 * KiB);
+	r[0].pid = 7;
+	assert_int_equal(fetch_sched_add(&e.s, &r[0], now), 0);
+	while (fetch_sched_pick(&e.s, now, NULL))
+		;
+	assert_int_equal(fetch_sched_collect(&e.s, now + e.s.pol.timeout_ms, out, N), 1);
+	now += e.s.pol.timeout_ms;
+	for (uint64_t off = 64 * KiB, i = 1; off < 3 * MiB; off += 64 * KiB, i++) {
+		event(&r2, off, 64 * KiB);
+		r2.pid = 7;
+		assert_int_equal(fetch_sched_add(&e.s, &r2, now + i), -ETIMEDOUT);
+	}
+	/* not where a piece ended: a read like any other; another process: a probe */
+	event(&r2, 5 * MiB, 64 * KiB);
+	r2.pid = 7;
+	assert_int_equal(fetch_sched_add(&e.s, &r2, now + 100), 0);
+	assert_false(r2.probe);
+	assert_int_equal(fetch_sched_drain(&e.s, out, N), 1);
+	event(&r2, 2 * MiB, 64 * KiB);
+	r2.pid = 8;
+	assert_int_equal(fetch_sched_add(&e.s, &r2, now + 100), 0);
+	assert_true(r2.probe);
+	assert_int_equal(fetch_sched_drain(&e.s, out, N), 1);
+	/* a moment after the failure itself, the next piece is fetched (the registry may be
+	 * back) */
+	event(&r2, 3 * MiB, 64 * KiB);
+	r2.pid = 7;
+	assert_int_equal(fetch_sched_add(&e.s, &r2, now + 1000), 0);
+	assert_false(r2.probe);
+	assert_int_equal(fetch_sched_drain(&e.s, out, N), 1);
+	env_free(&e);
 }
 
 static void test_capacity(void **state)
