@@ -28,7 +28,7 @@ def daemon_socket(lazy, im):
 
 def old_daemon(path, reply, seen):
     """A daemon of another version at socket path: it answers every request line (kept in
-    seen) with reply. Returns (its socket, its thread): close the one, join the other."""
+    seen) with reply. Returns (its socket, its thread): stop_daemon() ends both."""
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(8)
@@ -46,6 +46,14 @@ def old_daemon(path, reply, seen):
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     return srv, t
+
+
+def stop_daemon(srv, t):
+    """End old_daemon's (a shutdown wakes its accept(2); a close alone leaves it blocked)."""
+    srv.shutdown(socket.SHUT_RDWR)
+    srv.close()
+    t.join(10)
+    assert not t.is_alive()
 
 
 def test_a_client_of_another_version_is_refused(lazy, registry, tmp_path):
@@ -76,8 +84,7 @@ def test_a_mount_never_talks_to_a_daemon_of_another_version(lazy, registry, tmp_
     try:
         mp, r = lazy.mount(registry.ref("ver/b", "v1"), opts="insecure", check=False)
     finally:
-        srv.close()
-        t.join(10)
+        stop_daemon(srv, t)
     assert r.returncode == 32, r
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "another version of lazyerofs" in lines[0], r.stderr
@@ -111,8 +118,7 @@ def test_status_names_a_daemon_of_another_version(lazy, registry, tmp_path):
         text = lazy.run(["status"]).stdout
         prom = lazy.run(["status", "--prometheus"]).stdout
     finally:
-        srv.close()
-        t.join(10)
+        stop_daemon(srv, t)
         os.unlink(sock)
         with open(path, "w") as f:
             f.write(saved)
@@ -136,12 +142,13 @@ def test_a_mount_right_after_the_old_daemons_last_umount_waits_for_it(lazy, regi
     srv, t = old_daemon(path, b'{"ok":false,"errno":71,"error":"protocol version"}\n', [])
 
     def leave():
-        srv.close()
+        stop_daemon(srv, t)
         if os.path.lexists(path):
             os.unlink(path)
-    threading.Timer(1.5, leave).start()
+    timer = threading.Timer(1.5, leave)
+    timer.start()
     mp = lazy.mount(registry.ref("ver/d", "v1"), opts="insecure")
-    t.join(10)
+    timer.join(15)
     assert child_hashes(mp) == content_hashes(tree)
     lazy.umount(mp)
     lazy.assert_nothing_left()
@@ -164,8 +171,7 @@ def test_fetch_refused_by_a_daemon_of_another_version_says_what_the_cache_holds(
     try:
         r = lazy.run(["fetch", "-o", "insecure", registry.ref("ver/e", "v1")], timeout=60)
     finally:
-        srv.close()
-        t.join(10)
+        stop_daemon(srv, t)
         os.unlink(sock)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == 2 and len(lines) == 1, r.stderr
