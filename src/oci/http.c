@@ -229,7 +229,11 @@ void oci_easy_setup(struct oci_client *c, const struct oci_host *h, CURL *easy,
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, MIN(remaining, h->connect_timeout_ms));
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, remaining);
 	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, OCI_LOW_SPEED_LIMIT);
-	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, OCI_LOW_SPEED_TIME_S);
+	/* A stalled connection is given up in time for another try within the deadline
+	 * (timeout=10: a connection stalled once held its read to the deadline, then EIO). */
+	curl_easy_setopt(
+	    easy, CURLOPT_LOW_SPEED_TIME,
+	    MIN(OCI_LOW_SPEED_TIME_S, MAX(OCI_LOW_SPEED_TIME_MIN_S, remaining / 3000)));
 	curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, (long)OCI_RECV_BUFFER);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, oci_resp_header_cb);

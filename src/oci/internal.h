@@ -17,6 +17,9 @@
 
 #define OCI_DEFAULT_TIMEOUT_MS 60000ULL
 #define OCI_CONNECT_TIMEOUT_MS 10000L
+/* A transfer moving less than OCI_LOW_SPEED_LIMIT bytes/s for a third of its request's time,
+ * within these bounds, is given up and tried again (http.c). */
+#define OCI_LOW_SPEED_TIME_MIN_S 5L
 #define OCI_LOW_SPEED_TIME_S 15L
 #define OCI_LOW_SPEED_LIMIT 1024L
 #define OCI_HEADERS_MAX (64 * 1024)    /* all header lines of one response */

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -871,15 +872,18 @@ def test_persistent_fault_fails_clearly(faultproxy, fault_blob, kind, params, pa
 
 @pytest.mark.parametrize("params", [{"seconds": 120}, {"seconds": 120, "after": 30000}])
 def test_single_stall_bounded(faultproxy, fault_blob, params):
-    """One request that stalls (nothing back, or stops mid-body): either retried once the
-    low-speed timeout passes, or a clear error — never a hang (read_through's 90 s bound)."""
+    """One request that stalls (nothing back, or stops mid-body) is given up after a third of
+    its time (5 to 15 s) and tried again: the read succeeds within timeout= (a stall held the
+    read to its deadline, and a read with timeout=18 failed). libcurl's speed is measured over
+    its last 5 s: a stall after some bytes is seen that much later."""
     l, data = fault_blob
     faultproxy.add("stall", path=BLOB, method="GET", count=1, **params)
-    r = read_through(faultproxy, opts="insecure,timeout=30", timeout=90)
-    if r.returncode == 0:
-        assert sha(r.json["sha256"]) == l["digest"]
-    else:
-        one_line_error(r, r"tim|stall|slow")
+    t0 = time.monotonic()
+    r = read_through(faultproxy, opts="insecure,timeout=18", timeout=90)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert sha(r.json["sha256"]) == l["digest"]
+    assert took < 18, took
 
 
 def test_latency_does_not_break_reads(faultproxy, fault_blob, tmp):
