@@ -319,7 +319,7 @@ void fetch_holder_follow(struct fetch_daemon *d, int worker_pidfd);
  * PrivateMounts=): when no process but the daemon's own is left in it, unmount everything in
  * it, as its end would have without the daemon in it (the daemon's membership alone kept it,
  * its mounts and their superblocks, so the daemon never left). Control thread only. */
-#define FETCH_NS_LOOK_MS 5000
+#define FETCH_NS_LOOK_MS 5000 /* ($LAZYEROFS_NS_LOOK_MS for tests) */
 void fetch_ns_abandoned(struct fetch_daemon *d, uint64_t now_ms);
 
 /* client.c */

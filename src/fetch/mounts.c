@@ -456,14 +456,15 @@ static int by_depth(const void *a, const void *b)
 void fetch_ns_abandoned(struct fetch_daemon *d, uint64_t now_ms)
 {
 	struct ns_mounts c = {0};
-	uint64_t ns = 0, init_ns = 0, pid_ns = 0;
+	uint64_t ns = 0, init_ns = 0, pid_ns = 0, look_ms;
 	bool by_task;
 	unsigned done = 0;
 	int r;
 
 	if (d->ns_private == 0 || now_ms < d->ns_look_at_ms || d->leaving)
 		return;
-	d->ns_look_at_ms = now_ms + FETCH_NS_LOOK_MS;
+	look_ms = util_env_ms("LAZYEROFS_NS_LOOK_MS", FETCH_NS_LOOK_MS);
+	d->ns_look_at_ms = now_ms + look_ms;
 	if (ns_ino("/proc/self/ns/mnt", &ns) < 0)
 		return;
 	/* init's, or where init's cannot be read (a sandbox's init), the initial namespace's
@@ -481,7 +482,7 @@ void fetch_ns_abandoned(struct fetch_daemon *d, uint64_t now_ms)
 	}
 	if (ns_kept(d, ns, &by_task)) {
 		if (!by_task) /* held open or bound: look again, less often (whole /proc) */
-			d->ns_look_at_ms = now_ms + 3 * FETCH_NS_LOOK_MS;
+			d->ns_look_at_ms = now_ms + 3 * look_ms;
 		return;
 	}
 	/* Private first: an unmount here must never reach a peer in another namespace. */

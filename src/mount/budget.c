@@ -16,6 +16,7 @@
 #include "util/config.h"
 #include "util/log.h"
 #include "util/strutil.h"
+#include "util/time.h"
 
 struct gc_ctx {
 	const char *run_dir;
@@ -68,16 +69,14 @@ int mount_cache_gc(const char *cache_dir, const char *run_dir, const struct util
 		   bool dry_run, bool trim, void (*each)(void *ctx, const struct cache_gc_entry *e),
 		   void *ctx, struct cache_gc_result *ret)
 {
-	const char *cold = getenv("LAZYEROFS_TRIM_COLD_MS"),
-		   *wait = getenv("LAZYEROFS_TRIM_WAIT_MS");
-	struct gc_ctx g = {.run_dir = run_dir, .wait_ms = TRIM_WAIT_MS, .each = each, .ctx = ctx};
+	struct gc_ctx g = {.run_dir = run_dir,
+			   .wait_ms = util_env_ms(MOUNT_ANSWER_WAIT_ENV, TRIM_WAIT_MS),
+			   .cold_ms = util_env_ms("LAZYEROFS_TRIM_COLD_MS", 0),
+			   .each = each,
+			   .ctx = ctx};
 	struct cache_gc_hooks hooks = {
 	    .each = each_entry, .trim = trim ? trim_entry : NULL, .ctx = &g};
 
-	if (cold && util_parse_u64(cold, &g.cold_ms) < 0)
-		g.cold_ms = 0;
-	if (wait && (util_parse_u64(wait, &g.wait_ms) < 0 || !g.wait_ms))
-		g.wait_ms = TRIM_WAIT_MS;
 	return cache_gc(cache_dir, size, dry_run, &hooks, ret);
 }
 

@@ -21,6 +21,7 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/time.h"
 #include "util/strutil.h"
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
@@ -93,7 +94,8 @@ static void *ask_thread(void *arg)
 		_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 		struct daemon_answer *x = &a->v[i];
 
-		x->r = fetch_connect_timeout(x->socket, MOUNT_STATUS_ANSWER_MS, &h);
+		x->r = fetch_connect_timeout(
+		    x->socket, util_env_ms(MOUNT_ANSWER_WAIT_ENV, MOUNT_STATUS_ANSWER_MS), &h);
 		if (x->r >= 0)
 			x->r = fetch_status(h, &x->fs);
 	}
@@ -163,8 +165,10 @@ static size_t probe_all(int run_fd, struct mount_status_entry *v, size_t n)
 			_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 
 			/* A daemon that cannot answer is as good as gone for its mounts. */
-			if (r >= 0 &&
-			    fetch_connect_timeout(e->st.socket, MOUNT_STATUS_ANSWER_MS, &h) >= 0)
+			if (r >= 0 && fetch_connect_timeout(e->st.socket,
+							    util_env_ms(MOUNT_ANSWER_WAIT_ENV,
+									MOUNT_STATUS_ANSWER_MS),
+							    &h) >= 0)
 				(void)fetch_detach(h, e->st.mnt_id);
 			(void)mount_state_remove(run_fd, e->st.mnt_id);
 			mount_state_done(&e->st);

@@ -878,7 +878,7 @@ def test_a_mute_daemon_does_not_hold_up_another_images_mount(lazy, private_regis
         os.kill(p, signal.SIGSTOP)
     try:
         lazy.env["LAZYEROFS_CACHE_MAX"] = "1M"
-        lazy.env["LAZYEROFS_TRIM_WAIT_MS"] = "2000"
+        lazy.env["LAZYEROFS_ANSWER_WAIT_MS"] = "2000"
         t = time.monotonic()
         mpb, r = lazy.mount(b["ref"], check=False, timeout=300)
         took = time.monotonic() - t

@@ -29,7 +29,8 @@ def big(registry, tmp_path_factory):
 
 class Ns:
     """A private mount namespace kept alive by a sleeping process; commands run inside it
-    through nsenter."""
+    through nsenter. Their daemons look at the namespace every NS_LOOK_MS (5 s by default)."""
+    NS_LOOK_MS = 1000
 
     def __init__(self):
         self.p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "600"])
@@ -37,7 +38,7 @@ class Ns:
                           != os.readlink("/proc/self/ns/mnt"), 10)
 
     def run(self, lazy, args, **kw):
-        kw.setdefault("env", lazy.env)
+        kw.setdefault("env", dict(lazy.env, LAZYEROFS_NS_LOOK_MS=str(self.NS_LOOK_MS)))
         return subprocess.run(["nsenter", "-t", str(self.p.pid), "-m", "--", BIN, *args],
                               capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL, **kw)
@@ -172,7 +173,8 @@ def test_a_namespace_kept_open_keeps_its_mounts(lazy, big):
     finally:
         ns.close()
     try:
-        time.sleep(7)  # longer than the daemon's look at its namespace (5 s)
+        # longer than the daemon's look at its namespace (then, found kept, thrice as long)
+        time.sleep(3.5 * Ns.NS_LOOK_MS / 1000)
         r = subprocess.run(["nsenter", f"--mount=/proc/{keeper.pid}/fd/0", "--", "sha256sum",
                             os.path.join(mp, "data", "r0.bin")], capture_output=True,
                            text=True, timeout=60)
@@ -191,6 +193,7 @@ def test_status_and_umount_with_a_stopped_daemon(lazy, big):
     ref, tree = big
     mp = lazy.mount(ref, lazy.mountpoint("stp"))
     pids = sorted(lazy.daemon_pids())
+    lazy.env["LAZYEROFS_ANSWER_WAIT_MS"] = "2000"  # (status's 10 s, umount's 5 s)
     for p in pids:
         os.kill(p, signal.SIGSTOP)
     try:
