@@ -703,7 +703,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 	 * under live mounts). */
 	fetch_mounts_rescan(d);
 	for (;;) {
-		struct pollfd pfd[4];
+		struct pollfd pfd[5];
 		unsigned np = 0, users;
 		uint64_t now = util_now_ms(), wait = 200;
 		bool rescan_soon = false;
@@ -712,6 +712,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 		pfd[np++] = (struct pollfd){.fd = d->listen2_fd, .events = POLLIN};
 		pfd[np++] = (struct pollfd){.fd = d->ino_fd, .events = POLLIN};
 		pfd[np++] = (struct pollfd){.fd = d->open_efd, .events = POLLIN};
+		pfd[np++] = (struct pollfd){.fd = d->starter_fd, .events = POLLIN};
 		for (size_t i = 0; i < ARRAY_SIZE(d->rescan_at); i++)
 			if (d->rescan_at[i])
 				wait = MIN(wait, d->rescan_at[i] > now ? d->rescan_at[i] - now : 0);
@@ -724,6 +725,10 @@ void fetch_control_loop(struct fetch_daemon *d)
 			accept_conn(d, d->listen2_fd);
 		if (pfd[2].revents & POLLIN)
 			fetch_read_inotify(d);
+		if (pfd[4].revents) { /* hung up (nothing is ever written) */
+			close(d->starter_fd);
+			d->starter_fd = -1;
+		}
 		fetch_run_dir_heal(d, now);
 		fetch_ns_abandoned(d, now);
 		if ((pfd[3].revents & POLLIN) && fetch_read_opens(d)) {
@@ -755,7 +760,7 @@ void fetch_control_loop(struct fetch_daemon *d)
 		if (users > 0 || now < not_before || rescan_soon)
 			continue;
 		if (!SH_LOAD(d->sh->had_user) && now - d->sh->started_ms < FETCH_GRACE_MS &&
-		    !fetch_term_requested())
+		    d->starter_fd >= 0 && !fetch_term_requested())
 			continue;
 		/* A last look for a mount that is just being made; then stop taking holds, and
 		 * unlink the discovery socket at once: a mount arriving from now on starts a new

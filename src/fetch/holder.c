@@ -796,7 +796,8 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	    .preallocate = !d->cfg.sparse && getenv("LAZYEROFS_NO_PREALLOCATE") == NULL,
 	};
 	char name[128];
-	int keep[8] = {d->devnull_fd, cache_dirfd, d->run_dirfd, lock_fd, d->ready_fd, 0, 1, 2};
+	int keep[9] = {
+	    d->devnull_fd, cache_dirfd, d->run_dirfd, lock_fd, d->ready_fd, d->starter_fd, 0, 1, 2};
 	int r;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -926,13 +927,17 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, int lock_fd,
 		pid_t *ret_pid, struct util_error *err)
 {
-	_cleanup_close_ int lock = lock_fd, rd = -1;
+	_cleanup_close_ int lock = lock_fd, rd = -1, starter_rd = -1, starter_wr = -1;
 	char msg[1024];
 	size_t len = 0;
-	int p[2], st;
+	int p[2], s[2], st;
 	pid_t pid;
 	uint64_t deadline;
 
+	if (pipe2(s, O_CLOEXEC) < 0)
+		return -errno;
+	starter_rd = s[0];
+	starter_wr = s[1];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
 	rd = p[0];
@@ -948,6 +953,7 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		pid_t pid2;
 
 		close(p[0]);
+		close(starter_wr);
 		reset_signals();
 		/* Its own session and process group: nothing aimed at the caller's reaches it. */
 		if (setsid() < 0)
@@ -963,6 +969,7 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		no_core_dumps();
 		d.cfg = *cfg;
 		d.ready_fd = p[1];
+		d.starter_fd = starter_rd;
 		d.run_dirfd = run_dirfd;
 		d.listen_fd = d.listen2_fd = d.ino_fd = d.fan_fd = d.rd_fd = d.heal_efd = -1;
 		d.ns_private = -1;
@@ -983,6 +990,9 @@ int fetch_spawn(const struct fetch_config *cfg, int cache_dirfd, int run_dirfd, 
 		holder_main(&d, cache_dirfd, TAKE_FD(lock));
 	}
 	close(p[1]);
+	/* Ours stays open until this process exits (close-on-exec: no program it runs keeps
+	 * it): the daemon sees it hang up then. */
+	(void)TAKE_FD(starter_wr);
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
 	/* Wait for "OK <pid>" or "ERR <errno> <holder pid> <message>", or EOF if the daemon

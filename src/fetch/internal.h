@@ -180,6 +180,10 @@ struct fetch_daemon {
 	int devnull_fd;
 	int log_fd;   /* the daemon's log file (or devnull_fd) */
 	int ready_fd; /* readiness pipe to fetch_daemon_ensure; first worker only */
+	/* A pipe whose other end the process that started the daemon keeps until it exits
+	 * (fetch_spawn), -1 once it hung up: a daemon nobody used leaves when its starter is gone
+	 * (a mount interrupted before it asked anything), not after FETCH_GRACE_MS. */
+	int starter_fd;
 	uint64_t sock_ino; /* inode of the discovery socket we bound (unlink only our own) */
 	uint64_t sock2_ino;  /* ... and of the stable one */
 	uint64_t heal_at_ms; /* the next look at both (fetch_run_dir_heal) */

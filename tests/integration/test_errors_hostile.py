@@ -325,6 +325,38 @@ def test_interrupted_mount_leaves_no_daemon(lazy, registry, images, faultproxy, 
     lazy.assert_nothing_left()
 
 
+def test_a_mount_killed_before_it_reached_its_daemon_leaves_no_daemon(lazy, registry, images):
+    """The mount killed after it started the daemon and before it asked it anything (its
+    connect held up 3 s by strace here; Ctrl-C at that moment under load): the daemon, used
+    by nobody and its starter gone, leaves at once (it stayed 30 s, the grace a daemon gets to
+    be asked)."""
+    mp = lazy.mountpoint()
+    p = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", "trace=connect",
+                          "-e", "inject=connect:delay_enter=3s", BIN, "mount", "-o", "insecure",
+                          registry.ref("rev/plain", "v1"), mp],
+                         env=env_of(lazy), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        cli = wait_until(lambda: subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                                                text=True).stdout.split(), 10)
+        assert cli, "strace did not start the mount"
+        cli = int(cli[0])
+        assert wait_until(lambda: lazy.daemon_pids() - {cli}, 30), "no daemon started"
+        time.sleep(1)  # ready by now; the mount's connect to it waits
+        os.kill(cli, signal.SIGKILL)
+        p.wait(timeout=20)
+        t0 = time.monotonic()
+        gone = wait_until(lambda: not lazy.daemon_pids(), 20)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert gone, f"daemons still running 20 s after their mount was killed: {lazy.daemon_pids()}"
+    assert took < 5, took
+    lazy.assert_nothing_left()
+
+
 def test_a_registrys_words_never_reach_the_terminal_as_controls(lazy, registry, images,
                                                                faultproxy):
     """A registry's error message carrying terminal controls -- ESC (C0) and U+009B, the
