@@ -463,7 +463,7 @@ void fetch_ns_abandoned(struct fetch_daemon *d, uint64_t now_ms)
 
 	if (d->ns_private == 0 || now_ms < d->ns_look_at_ms || d->leaving)
 		return;
-	look_ms = util_env_ms("LAZYEROFS_NS_LOOK_MS", FETCH_NS_LOOK_MS);
+	look_ms = util_env_u64("LAZYEROFS_NS_LOOK_MS", FETCH_NS_LOOK_MS);
 	d->ns_look_at_ms = now_ms + look_ms;
 	if (ns_ino("/proc/self/ns/mnt", &ns) < 0)
 		return;

@@ -29,7 +29,7 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
-#include "util/time.h"
+#include "util/strutil.h"
 
 #define FETCH_TEXTFILE_MS      15000 /* how often ($LAZYEROFS_METRICS_MS overrides, for tests) */
 #define FETCH_TEXTFILE_WAIT_MS 2000  /* how long a leaving daemon waits for the file's removal */
@@ -128,7 +128,7 @@ static void remove_metrics(struct fetch_daemon *d)
 static void *textfile_thread(void *arg)
 {
 	struct fetch_daemon *d = arg;
-	int period = (int)MIN(util_env_ms("LAZYEROFS_METRICS_MS", FETCH_TEXTFILE_MS), INT_MAX);
+	int period = (int)MIN(util_env_u64("LAZYEROFS_METRICS_MS", FETCH_TEXTFILE_MS), INT_MAX);
 	bool failing = false;
 
 	prctl(PR_SET_NAME, "lzfetch-metrics", 0, 0, 0);

@@ -207,7 +207,7 @@ void *fetch_housekeeper_thread(void *arg)
 	uint64_t busy_period = FETCH_FLUSH_BUSY_MS, last_fetched = 0, last_change = 0;
 
 	prctl(PR_SET_NAME, "lzfetch-house", 0, 0, 0);
-	period = busy_period = util_env_ms("LAZYEROFS_FLUSH_MS", 0);
+	period = busy_period = util_env_u64("LAZYEROFS_FLUSH_MS", 0);
 	if (!period) {
 		period = FETCH_FLUSH_MS;
 		busy_period = FETCH_FLUSH_BUSY_MS;

@@ -16,7 +16,6 @@
 #include "util/config.h"
 #include "util/log.h"
 #include "util/strutil.h"
-#include "util/time.h"
 
 struct gc_ctx {
 	const char *run_dir;
@@ -70,8 +69,8 @@ int mount_cache_gc(const char *cache_dir, const char *run_dir, const struct util
 		   void *ctx, struct cache_gc_result *ret)
 {
 	struct gc_ctx g = {.run_dir = run_dir,
-			   .wait_ms = util_env_ms(MOUNT_ANSWER_WAIT_ENV, TRIM_WAIT_MS),
-			   .cold_ms = util_env_ms("LAZYEROFS_TRIM_COLD_MS", 0),
+			   .wait_ms = util_env_u64(MOUNT_ANSWER_WAIT_ENV, TRIM_WAIT_MS),
+			   .cold_ms = util_env_u64("LAZYEROFS_TRIM_COLD_MS", 0),
 			   .each = each,
 			   .ctx = ctx};
 	struct cache_gc_hooks hooks = {

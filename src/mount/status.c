@@ -21,7 +21,6 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
-#include "util/time.h"
 #include "util/strutil.h"
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
@@ -95,7 +94,7 @@ static void *ask_thread(void *arg)
 		struct daemon_answer *x = &a->v[i];
 
 		x->r = fetch_connect_timeout(
-		    x->socket, util_env_ms(MOUNT_ANSWER_WAIT_ENV, MOUNT_STATUS_ANSWER_MS), &h);
+		    x->socket, util_env_u64(MOUNT_ANSWER_WAIT_ENV, MOUNT_STATUS_ANSWER_MS), &h);
 		if (x->r >= 0)
 			x->r = fetch_status(h, &x->fs);
 	}
@@ -166,7 +165,7 @@ static size_t probe_all(int run_fd, struct mount_status_entry *v, size_t n)
 
 			/* A daemon that cannot answer is as good as gone for its mounts. */
 			if (r >= 0 && fetch_connect_timeout(e->st.socket,
-							    util_env_ms(MOUNT_ANSWER_WAIT_ENV,
+							    util_env_u64(MOUNT_ANSWER_WAIT_ENV,
 									MOUNT_STATUS_ANSWER_MS),
 							    &h) >= 0)
 				(void)fetch_detach(h, e->st.mnt_id);

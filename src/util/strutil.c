@@ -152,3 +152,11 @@ void util_str_hide_userinfo(char *s)
 		p = end;
 	}
 }
+
+uint64_t util_env_u64(const char *name, uint64_t def)
+{
+	const char *s = getenv(name);
+	uint64_t v;
+
+	return s && util_parse_u64(s, &v) == 0 && v > 0 ? v : def;
+}

@@ -3,10 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <time.h>
-
-#include "util/strutil.h"
 
 uint64_t util_now_us(void)
 {
@@ -27,14 +24,6 @@ void util_sleep_ms(uint64_t ms)
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
-}
-
-uint64_t util_env_ms(const char *name, uint64_t def)
-{
-	const char *s = getenv(name);
-	uint64_t v;
-
-	return s && util_parse_u64(s, &v) == 0 && v > 0 ? v : def;
 }
 
 void util_deadline_ts(struct timespec *ts, uint64_t ms_from_now)

@@ -15,10 +15,6 @@ void util_sleep_ms(uint64_t ms);
  * whose clock is CLOCK_MONOTONIC. */
 void util_deadline_ts(struct timespec *ts, uint64_t ms_from_now);
 
-/* A period or a wait that tests shorten: the environment variable `name` in milliseconds when
- * it holds a positive whole number, else def. */
-uint64_t util_env_ms(const char *name, uint64_t def);
-
 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" and its NUL. */
 #define UTIL_TIMESTAMP_LEN 25
 /* The wall time now (CLOCK_REALTIME), UTC, as an RFC 3339 timestamp with milliseconds. */
