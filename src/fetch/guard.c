@@ -119,6 +119,13 @@ _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd
 				close(d->ready_fd);
 				d->ready_fd = -1;
 			}
+			if (d->starter_fd >= 0) {
+				/* The first worker's alone: its number must be free here, where the
+				 * worker's sockets are taken at their own numbers (a replacement
+				 * once took the listening socket for it, and closed it). */
+				close(d->starter_fd);
+				d->starter_fd = -1;
+			}
 			worker = pid;
 			pidfd = fetch_pidfd_open(pid); /* our child: its pid stays until we reap */
 		}

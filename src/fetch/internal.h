@@ -63,6 +63,7 @@
 #define FETCH_REPLY_MAX		(1u << 20)
 #define FETCH_ENSURE_MAX_RANGES 200000
 #define FETCH_GRACE_MS		30000 /* exit if nobody ever used a started daemon */
+#define FETCH_REPLACEMENT_STAY_MS 10000 /* ($LAZYEROFS_REPLACEMENT_STAY_MS for tests) */
 #define FETCH_FLUSH_MS		300   /* bitmap persistence period once fetching pauses */
 #define FETCH_FLUSH_BUSY_MS	5000  /* ... and while it streams */
 #define FETCH_TICK_MS		100   /* deadline checks */
@@ -182,7 +183,8 @@ struct fetch_daemon {
 	int ready_fd; /* readiness pipe to fetch_daemon_ensure; first worker only */
 	/* A pipe whose other end the process that started the daemon keeps until it exits
 	 * (fetch_spawn), -1 once it hung up: a daemon nobody used leaves when its starter is gone
-	 * (a mount interrupted before it asked anything), not after FETCH_GRACE_MS. */
+	 * (a mount interrupted before it asked anything), not after FETCH_GRACE_MS. The first
+	 * worker's only (the holder closes it once that one is forked). */
 	int starter_fd;
 	uint64_t sock_ino; /* inode of the discovery socket we bound (unlink only our own) */
 	uint64_t sock2_ino;  /* ... and of the stable one */
