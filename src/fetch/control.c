@@ -696,7 +696,12 @@ static void accept_conn(struct fetch_daemon *d, int lfd)
 
 void fetch_control_loop(struct fetch_daemon *d)
 {
-	uint64_t not_before = util_now_ms() + (SH_LOAD(d->sh->restarts) ? 10000 : 0);
+	/* A replacement worker stays a while even unused: the clients of the one that died (a
+	 * mount being made) connect again. */
+	uint64_t not_before = util_now_ms() + (SH_LOAD(d->sh->restarts)
+						   ? util_env_u64("LAZYEROFS_REPLACEMENT_STAY_MS",
+								  FETCH_REPLACEMENT_STAY_MS)
+						   : 0);
 	bool term_logged = false;
 
 	/* Superblocks that already use the file (a replacement worker, or a daemon restarted

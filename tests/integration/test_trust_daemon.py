@@ -129,6 +129,7 @@ def test_caller_ignoring_sigchld_does_not_leak_into_the_daemon(lazy, registry, b
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
 
+    lazy.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"  # a replacement stays 10 s, 1 s here
     r = lazy.run(["mount", "-o", "insecure", registry.ref(repo, "v1"), mp],
                  preexec_fn=ignore_sigchld)
     assert r.returncode == 0, r.stderr
@@ -143,7 +144,7 @@ def test_caller_ignoring_sigchld_does_not_leak_into_the_daemon(lazy, registry, b
     for rel in ("/data/r0.bin", "/data/r2.bin"):
         assert sha(child_read(mp + rel)) == sha(source(tree, rel)), rel
     lazy.umount(mp)
-    lazy.assert_nothing_left(timeout=30)  # a replacement worker stays 10 s at least
+    lazy.assert_nothing_left(timeout=30)
 
 
 # --- 2. holder and worker die one after the other -----------------------------------------------
@@ -156,6 +157,7 @@ def test_caller_ignoring_sigchld_does_not_leak_into_the_daemon(lazy, registry, b
                                        ("holder", signal.SIGABRT)])
 def test_holder_and_worker_die_in_turn_never_zeros(lazy, registry, faultproxy, big, first, sig):
     repo, tree = big
+    lazy.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"  # a replacement stays 10 s, 1 s here
     mp = lazy.mount(faultproxy.ref(repo, "v1"), opts="insecure,timeout=30")
     st0 = daemon_status(lazy, mp)
     faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=1.0, count=None)
@@ -190,7 +192,7 @@ def test_holder_and_worker_die_in_turn_never_zeros(lazy, registry, faultproxy, b
     st = daemon_status(lazy, mp)
     assert st["events"] == st["answers"], st
     lazy.umount(mp)
-    lazy.assert_nothing_left(timeout=30)  # a replacement worker stays 10 s at least
+    lazy.assert_nothing_left(timeout=30)
 
 
 # --- 3. a mount while the entry's daemon is leaving --------------------------------------------
@@ -250,7 +252,7 @@ def test_worker_crash_loop_ends_in_eio_not_a_hang(lazy, registry, faultproxy, bi
     data = source(tree, "/data/r2.bin")
     assert wait_until(lambda: _read_ok(mp + "/data/r2.bin") == sha(data), 30, step=0.5)
     lazy.umount(mp)
-    lazy.assert_nothing_left(timeout=30)  # a replacement worker stays 10 s at least
+    lazy.assert_nothing_left(timeout=30)
 
 
 def _read_ok(path):
