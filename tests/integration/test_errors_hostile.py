@@ -306,9 +306,12 @@ def test_push_refuses_pull_options(lazy, registry, images, opt):
 def test_interrupted_mount_leaves_no_daemon(lazy, registry, images, faultproxy, sig):
     faultproxy.add("stall", path="/blobs/", method="GET", count=None, seconds=120)
     mp = lazy.mountpoint()
+    # As a terminal's Ctrl-C finds it: the signal's default action (a run started in the
+    # background, `make check &`, passes SIGINT on ignored, and the mount rightly keeps that).
     p = subprocess.Popen([BIN, "mount", "-o", "insecure", faultproxy.ref("rev/plain", "v1"), mp],
                          env=env_of(lazy), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     try:
         assert wait_until(lambda: lazy.daemon_pids() - {p.pid}, 20), "no daemon started"
         time.sleep(0.5)
