@@ -63,13 +63,14 @@ static void policy_from(const struct fetch_config *cfg, struct fetch_policy *p)
 	fetch_policy_default(p);
 	p->chunk_size =
 	    cfg->chunk_size ? cfg->chunk_size : util_env_u64("LAZYEROFS_CHUNK_SIZE", p->chunk_size);
-	p->ra_max =
-	    cfg->readahead_max ? cfg->readahead_max : util_env_u64("LAZYEROFS_READAHEAD_MAX", p->ra_max);
+	p->ra_max = cfg->readahead_max ? cfg->readahead_max
+				       : util_env_u64("LAZYEROFS_READAHEAD_MAX", p->ra_max);
 	p->max_job_bytes = util_env_u64("LAZYEROFS_MAX_JOB", p->max_job_bytes);
 	p->ra_initial = util_env_u64("LAZYEROFS_READAHEAD_INITIAL", p->ra_initial);
 	p->max_side_jobs = (unsigned)util_env_u64("LAZYEROFS_SIDE_JOBS", p->max_side_jobs);
-	p->max_requests = cfg->max_requests ? cfg->max_requests
-					    : (unsigned)util_env_u64("LAZYEROFS_MAX_REQUESTS", p->max_requests);
+	p->max_requests = cfg->max_requests
+			      ? cfg->max_requests
+			      : (unsigned)util_env_u64("LAZYEROFS_MAX_REQUESTS", p->max_requests);
 	p->host_connections =
 	    (unsigned)util_env_u64("LAZYEROFS_HOST_CONNECTIONS", p->host_connections);
 	p->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 60000;

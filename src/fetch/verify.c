@@ -205,13 +205,11 @@ void *fetch_housekeeper_thread(void *arg)
 	struct fetch_daemon *d = arg;
 	uint64_t last_flush = util_now_ms(), last_err = 0, period = FETCH_FLUSH_MS;
 	uint64_t busy_period = FETCH_FLUSH_BUSY_MS, last_fetched = 0, last_change = 0;
+	uint64_t test_period = util_env_u64("LAZYEROFS_FLUSH_MS", 0); /* both, for tests */
 
 	prctl(PR_SET_NAME, "lzfetch-house", 0, 0, 0);
-	period = busy_period = util_env_u64("LAZYEROFS_FLUSH_MS", 0);
-	if (!period) {
-		period = FETCH_FLUSH_MS;
-		busy_period = FETCH_FLUSH_BUSY_MS;
-	}
+	if (test_period)
+		period = busy_period = test_period;
 	for (;;) {
 		struct pollfd pfd = {.fd = d->stop_efd, .events = POLLIN};
 		uint64_t now, fetched;

@@ -20,7 +20,7 @@
 struct gc_ctx {
 	const char *run_dir;
 	uint64_t cold_ms; /* 0: the daemon's default */
-	uint64_t wait_ms; /* for a trim's answer (TRIM_WAIT_MS; tests: LAZYEROFS_TRIM_WAIT_MS) */
+	uint64_t wait_ms; /* for a trim's answer (mount_env_answer_wait_ms(TRIM_WAIT_MS)) */
 	void (*each)(void *ctx, const struct cache_gc_entry *e);
 	void *ctx;
 };
@@ -69,7 +69,7 @@ int mount_cache_gc(const char *cache_dir, const char *run_dir, const struct util
 		   void *ctx, struct cache_gc_result *ret)
 {
 	struct gc_ctx g = {.run_dir = run_dir,
-			   .wait_ms = util_env_u64(MOUNT_ANSWER_WAIT_ENV, TRIM_WAIT_MS),
+			   .wait_ms = mount_env_answer_wait_ms(TRIM_WAIT_MS),
 			   .cold_ms = util_env_u64("LAZYEROFS_TRIM_COLD_MS", 0),
 			   .each = each,
 			   .ctx = ctx};

@@ -24,9 +24,6 @@
 #define MOUNT_DEFAULT_CACHE_DIR "/var/cache/lazyerofs"
 #define MOUNT_DEFAULT_RUN_DIR "/run/lazyerofs"
 #define MOUNT_DEFAULT_TIMEOUT_MS 60000
-/* How long status, umount and cache-max's trim wait for a daemon's answer before they call it
- * mute: each has its own (10 s, 5 s, 10 s); tests shorten them all with this variable (ms). */
-#define MOUNT_ANSWER_WAIT_ENV "LAZYEROFS_ANSWER_WAIT_MS"
 
 /* Room for one clear error line. */
 #define MOUNT_ERR_LEN 1024
@@ -34,6 +31,10 @@
 /* $LAZYEROFS_CACHE_DIR / $LAZYEROFS_RUN_DIR or the defaults above. */
 const char *mount_env_cache_dir(void);
 const char *mount_env_run_dir(void);
+/* How long status, umount and cache-max's trim wait for a daemon's answer before they call it
+ * mute: each its own (def: 10 s, 5 s, 10 s); tests shorten them all with
+ * $LAZYEROFS_ANSWER_WAIT_MS. */
+uint64_t mount_env_answer_wait_ms(uint64_t def);
 
 /* `lazyerofs gc`: cache_gc(); with `trim`, entries in use are then trimmed through their
  * daemons in run_dir (their least recently read blocks; $LAZYEROFS_TRIM_COLD_MS: how long

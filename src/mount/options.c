@@ -34,6 +34,11 @@ const char *mount_env_run_dir(void)
 	return s && *s ? s : MOUNT_DEFAULT_RUN_DIR;
 }
 
+uint64_t mount_env_answer_wait_ms(uint64_t def)
+{
+	return util_env_u64("LAZYEROFS_ANSWER_WAIT_MS", def);
+}
+
 void mount_opts_init(struct mount_opts *m)
 {
 	memset(m, 0, sizeof(*m));

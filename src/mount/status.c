@@ -93,8 +93,8 @@ static void *ask_thread(void *arg)
 		_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 		struct daemon_answer *x = &a->v[i];
 
-		x->r = fetch_connect_timeout(
-		    x->socket, util_env_u64(MOUNT_ANSWER_WAIT_ENV, MOUNT_STATUS_ANSWER_MS), &h);
+		x->r = fetch_connect_timeout(x->socket,
+					     mount_env_answer_wait_ms(MOUNT_STATUS_ANSWER_MS), &h);
 		if (x->r >= 0)
 			x->r = fetch_status(h, &x->fs);
 	}
@@ -164,10 +164,10 @@ static size_t probe_all(int run_fd, struct mount_status_entry *v, size_t n)
 			_cleanup_(fetch_handle_freep) struct fetch_handle *h = NULL;
 
 			/* A daemon that cannot answer is as good as gone for its mounts. */
-			if (r >= 0 && fetch_connect_timeout(e->st.socket,
-							    util_env_u64(MOUNT_ANSWER_WAIT_ENV,
-									MOUNT_STATUS_ANSWER_MS),
-							    &h) >= 0)
+			if (r >= 0 &&
+			    fetch_connect_timeout(e->st.socket,
+						  mount_env_answer_wait_ms(MOUNT_STATUS_ANSWER_MS),
+						  &h) >= 0)
 				(void)fetch_detach(h, e->st.mnt_id);
 			(void)mount_state_remove(run_fd, e->st.mnt_id);
 			mount_state_done(&e->st);

@@ -21,7 +21,6 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/mountinfo.h"
-#include "util/strutil.h"
 
 DEFINE_CLEANUP_FUNC(struct fetch_handle, fetch_handle_free);
 
@@ -152,8 +151,8 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, str
 
 	/* The mount is gone; from here on nothing may fail the command, nor wait long for a
 	 * daemon that does not answer (the daemon sees the superblock go by itself). */
-	if (fetch_connect_timeout(
-		st.socket, util_env_u64(MOUNT_ANSWER_WAIT_ENV, UMOUNT_DETACH_ANSWER_MS), &h) >= 0) {
+	if (fetch_connect_timeout(st.socket, mount_env_answer_wait_ms(UMOUNT_DETACH_ANSWER_MS),
+				  &h) >= 0) {
 		r = fetch_detach(h, mnt_id);
 		if (r < 0)
 			log_debug("telling the daemon (pid %d) that mount %llu left: %s", (int)st.pid,
