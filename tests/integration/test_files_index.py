@@ -189,7 +189,7 @@ def test_index_outlives_a_worker_crash(lazy, images, tree):
     the next mount): the same counts, the same reads."""
     im = images["lz4hc"]
     files, _ = expected_counts(tree)
-    lazy.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"  # a replacement stays 10 s, 1 s here
+    lazy.short_replacement_stay()
     mp = lazy.mount(im["ref"])
     before = lazy.status_of(mp)
     assert (before["files"], before["restarts"]) == (files, 0), before

@@ -345,7 +345,7 @@ def test_profile_counters_only_grow(lazy, profiled, workdir):
         return wait_until(lambda: (lambda s: s if s["profile_state"] == "done" else None)(
             lazy.settled_status_of(mp)), 60)
 
-    lazy.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"  # a replacement stays 10 s, 1 s here
+    lazy.short_replacement_stay()
     mp = lazy.mount(ref, opts=f"insecure,profile={profile('a.prof', 0, 128)}")
     st = replayed(mp)
     assert st and st["profile_fetched_bytes"] >= 8 << 20, st

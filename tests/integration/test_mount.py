@@ -908,7 +908,7 @@ def test_worker_killed_never_zeros(lazy, images, faultproxy, big_image):
     held at the proxy until the kill is done): a replacement worker takes the event over and
     the reader gets the right bytes, never zeros, and never hangs."""
     rel, data = big_data(big_image)
-    lazy.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"  # a replacement stays 10 s, 1 s here
+    lazy.short_replacement_stay()
     mp = lazy.mount(faultproxy.ref(images["big"]["repo"], "v1"))
     before = lazy.status_of(mp)
     assert before["restarts"] == 0 and pid_alive(before["worker_pid"]), before

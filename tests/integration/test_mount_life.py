@@ -295,7 +295,7 @@ def test_a_worker_replaced_after_the_run_directory_was_made_again(lazy, big):
     the holder (which still had the old sockets, directory and log), answers at once and the
     holder's line about the kill is in the log. status said the mount was lost meanwhile."""
     ref, tree = big
-    lazy.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"  # a replacement stays 10 s, 1 s here
+    lazy.short_replacement_stay()
     mp = lazy.mount(ref, lazy.mountpoint("rd3"))
     worker = lazy.status_of(mp)["worker_pid"]
     _lose_run_dir(lazy, "emptied")

@@ -128,7 +128,7 @@ def test_record_outlives_a_worker_crash(lazy, images, workdir):
     """The record of first accesses lives in memory shared with the holder: a worker killed
     outright is replaced, the replacement goes on with the record, and a profile saved
     afterwards holds the reads from before the crash too, at their times."""
-    lazy.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"  # a replacement stays 10 s, 1 s here
+    lazy.short_replacement_stay()
     mp = lazy.mount(images["a"]["ref"], opts="insecure,profile=none")
     workload(mp, stop=FILES // 2)
     before_path = os.path.join(workdir, "before-crash.prof")
@@ -170,7 +170,7 @@ def test_replay_outlives_a_worker_crash(lazy, images, workdir, faultproxy):
     try:
         ref = faultproxy.ref("prof/a", "v1")
         faultproxy.add("delay", path=r"/blobs/", method="GET", seconds=0.3, count=None)
-        fresh.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"  # a replacement stays 10 s, 1 s here
+        fresh.short_replacement_stay()
         mp, r = fresh.mount(ref, opts=f"insecure,profile={path}", check=False)
         assert r.returncode == 0, r.stderr
         st0 = fresh.status_of(mp)

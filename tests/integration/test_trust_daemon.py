@@ -129,7 +129,7 @@ def test_caller_ignoring_sigchld_does_not_leak_into_the_daemon(lazy, registry, b
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
 
-    lazy.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"  # a replacement stays 10 s, 1 s here
+    lazy.short_replacement_stay()
     r = lazy.run(["mount", "-o", "insecure", registry.ref(repo, "v1"), mp],
                  preexec_fn=ignore_sigchld)
     assert r.returncode == 0, r.stderr
@@ -157,7 +157,7 @@ def test_caller_ignoring_sigchld_does_not_leak_into_the_daemon(lazy, registry, b
                                        ("holder", signal.SIGABRT)])
 def test_holder_and_worker_die_in_turn_never_zeros(lazy, registry, faultproxy, big, first, sig):
     repo, tree = big
-    lazy.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"  # a replacement stays 10 s, 1 s here
+    lazy.short_replacement_stay()
     mp = lazy.mount(faultproxy.ref(repo, "v1"), opts="insecure,timeout=30")
     st0 = daemon_status(lazy, mp)
     faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=1.0, count=None)

@@ -247,6 +247,12 @@ class LazyEnv:
         assert st, ("no replacement worker", self.log())
         return st
 
+    def short_replacement_stay(self):
+        """An unused replacement worker stays 10 s (the clients of the one that died connect
+        again): 1 s for the daemons started from now on, for tests that replace a worker and
+        then wait for the daemon to leave."""
+        self.env["LAZYEROFS_REPLACEMENT_STAY_MS"] = "1000"
+
     def assert_nothing_left(self, timeout=10):
         """No mount, no daemon, no state file of this test (daemons get `timeout` to exit)."""
         assert self.our_mounts() == [], self.our_mounts()
