@@ -248,3 +248,95 @@ def test_the_predictor_never_opens_what_is_not_a_file_of_the_image(lazy, faultpr
             os.close(fd)
         faultproxy.clear()
         lazy.umount(mp)
+
+
+LOCALE_DIR = "/usr/lib/locale/C.utf8"
+GCONV_CACHE = "/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache"
+
+
+def blob_starts(path, workdir, files):
+    """Where each file's data begins in the image (a local mount's FIEMAP), by name."""
+    starts = {}
+    mp = os.path.join(workdir, "local")
+    os.makedirs(mp, exist_ok=True)
+    sh("mount", "-t", "erofs", "-o", "loop,ro", path, mp)
+    try:
+        for name in files:
+            out = subprocess.run(["filefrag", "-e", "-b1", os.path.join(mp, name.lstrip("/"))],
+                                 check=True, capture_output=True, text=True).stdout
+            first = [l for l in out.splitlines() if l.strip().startswith("0:")][0]
+            starts[name] = int(first.split(":")[2].split("..")[0])
+    finally:
+        sh("umount", mp)
+    return starts
+
+
+@pytest.fixture(scope="module")
+def locale_image(workdir, registry):
+    """/usr/bin/lprog (after the loader in the blob, beyond what the mount fetches) sets its
+    locale from the environment and prints the character set's name and MB_CUR_MAX; the
+    image holds this machine's loader, C library, C.UTF-8 locale and character set
+    conversions' cache."""
+    if not os.path.exists(os.path.join(LOCALE_DIR, "LC_CTYPE")) or \
+       not os.path.exists(GCONV_CACHE):
+        pytest.skip("this machine has no C.UTF-8 locale files to copy")
+    workdir = os.path.join(workdir, "locale")
+    src, tree = os.path.join(workdir, "src"), os.path.join(workdir, "tree")
+    os.makedirs(src)
+    os.makedirs(os.path.join(tree, "usr/bin"))
+    pad = ",".join(str(b) for b in random.Random(9).randbytes(PAD))
+    with open(os.path.join(src, "lprog.c"), "w") as f:
+        # (random bytes: more than a chunk, so that its first read brings no neighbours)
+        f.write("#include <langinfo.h>\n#include <locale.h>\n#include <stdio.h>\n"
+                "#include <stdlib.h>\n"
+                f"__attribute__((used)) static const unsigned char pad[] = {{{pad}}};\n"
+                "int main(void) { setlocale(LC_ALL, \"\");\n"
+                " printf(\"%s %d\\n\", nl_langinfo(CODESET), (int)MB_CUR_MAX); return 0; }\n")
+    sh("gcc", "-O0", "-o", os.path.join(tree, "usr/bin/lprog"), "lprog.c", cwd=src)
+    interp = subprocess.run(["readelf", "-l", os.path.join(tree, "usr/bin/lprog")], check=True,
+                            capture_output=True, text=True).stdout
+    interp = interp.split("[Requesting program interpreter: ", 1)[1].split("]", 1)[0]
+    copy_real(interp, tree, interp)
+    copy_real("/lib/x86_64-linux-gnu/libc.so.6", tree, "/lib/x86_64-linux-gnu/libc.so.6")
+    shutil.copytree(LOCALE_DIR, os.path.join(tree, LOCALE_DIR.lstrip("/")))
+    copy_real(GCONV_CACHE, tree, GCONV_CACHE)
+    path = os.path.join(workdir, "lprog.erofs")
+    sh("mkfs.erofs", "-T0", "-zlz4hc", path, tree)
+    registry.client.push_image("predict/locale", "v1", [(path, MT_EROFS)])
+    files = ["/usr/bin/lprog", interp, LOCALE_DIR + "/LC_CTYPE"]
+    return {"starts": blob_starts(path, workdir, files), "interp": interp}
+
+
+@pytest.mark.parametrize("lang", ["C.UTF-8", "C"])
+def test_a_programs_loader_and_locale_come_with_its_first_page(lazy, faultproxy, locale_image,
+                                                              lang):
+    """A program's loader and the locale its environment names are known before its own
+    bytes are: the first program started in the mount's root has them asked for with its
+    own first page (its execve's read), not a round trip or more after (the loader once the
+    program's header is here, the locale once the C library runs setlocale). A locale the
+    environment does not name (C) is not fetched at all."""
+    faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=DELAY, count=None)
+    lazy.env["LAZYEROFS_DAEMON_DEBUG"] = "1"
+    mp = lazy.mount(faultproxy.ref("predict/locale", "v1"))
+    faultproxy.reset_counts()
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin"), "LANG": lang}
+    r = subprocess.run(["chroot", mp, "/usr/bin/lprog"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("UTF-8 6\n" if lang != "C" else "ANSI_X3.4-1968 1\n")
+    asked = {}
+    for seen in faultproxy.seen():
+        for name, start in locale_image["starts"].items():
+            if name not in asked and any(a <= start <= b for a, b in ranges_of(seen.range)):
+                asked[name] = seen.time
+    log = lazy.log()
+    first = asked.get("/usr/bin/lprog")
+    assert first is not None, f"the program's first page never asked for: {asked}\n{log[-3000:]}"
+    after = {n: round(t - first, 3) for n, t in asked.items()}
+    assert after.get(locale_image["interp"], 1e9) < DELAY / 2, (after, log[-3000:])
+    if lang == "C":
+        assert LOCALE_DIR + "/LC_CTYPE" not in asked, after
+    else:
+        assert after.get(LOCALE_DIR + "/LC_CTYPE", 1e9) < DELAY / 2, (after, log[-3000:])
+    assert "event from the daemon itself" not in log
+    lazy.umount(mp)
