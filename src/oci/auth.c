@@ -321,21 +321,13 @@ static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char
 	if (a->challenge.service[0] &&
 	    (r = add_param(&params, a->easy, "service", a->challenge.service)) < 0)
 		goto out;
-	/* Several scopes are separated by spaces; each is its own parameter. */
-	scopes = strdup(scope);
-	if (!scopes) {
-		r = -ENOMEM;
-		goto out;
-	}
-	for (char *save = NULL, *s = strtok_r(scopes, " ", &save); s; s = strtok_r(NULL, " ", &save))
-		if ((r = add_param(&params, a->easy, "scope", s)) < 0)
-			goto out;
 	if (a->creds.identity_token) {
-		/* OAuth2 refresh-token grant, as Docker does with an identity token. */
-		if ((r = add_param(&params, a->easy, "grant_type", "refresh_token")) < 0 ||
+		/* OAuth2 refresh-token grant, as Docker does with an identity token; several
+		 * scopes go in one parameter, separated by spaces. */
+		if ((r = add_param(&params, a->easy, "scope", scope)) < 0 ||
+		    (r = add_param(&params, a->easy, "grant_type", "refresh_token")) < 0 ||
 		    (r = add_param(&params, a->easy, "client_id", "lazyerofs")) < 0 ||
-		    (r = add_param(&params, a->easy, "refresh_token",
-				   a->creds.identity_token)) < 0)
+		    (r = add_param(&params, a->easy, "refresh_token", a->creds.identity_token)) < 0)
 			goto out;
 		q.method = "POST";
 		q.url = realm;
@@ -344,6 +336,16 @@ static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char
 		q.content_type = "application/x-www-form-urlencoded";
 		oci_fmt(who, sizeof(who), "with the identity token from %s", a->creds_source);
 	} else {
+		/* Several scopes are separated by spaces; each is its own parameter. */
+		scopes = strdup(scope);
+		if (!scopes) {
+			r = -ENOMEM;
+			goto out;
+		}
+		for (char *save = NULL, *s = strtok_r(scopes, " ", &save); s;
+		     s = strtok_r(NULL, " ", &save))
+			if ((r = add_param(&params, a->easy, "scope", s)) < 0)
+				goto out;
 		if (have_password(a)) {
 			if ((r = add_param(&params, a->easy, "account", a->creds.username)) < 0 ||
 			    (r = make_basic(a->creds.username, a->creds.password, &basic)) < 0)

@@ -46,6 +46,8 @@ class TokenServer:
         self.private_prefixes = tuple(private_prefixes)
         self.hits = []
         self.lock = threading.Lock()
+        # OAuth2 (POST) refresh-token grants: refresh token -> user
+        self.refresh_tokens = {}
         self.root_cert = os.path.join(workdir, "token-root.pem")
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lazyerofs test token signer")])
@@ -159,6 +161,38 @@ class TokenServer:
                 if q.get("service", [""])[0] != server.service:
                     return self._reply(400, {"errors": [{"code": "DENIED", "message": "bad service"}]})
                 self._reply(200, server.issue(scopes, user))
+
+            def do_POST(self):
+                """The OAuth2 token endpoint, refresh-token grant only (distribution's
+                spec/auth/oauth): client_id and service required, the scopes in one
+                parameter."""
+                if urllib.parse.urlsplit(self.path).path != "/token":
+                    return self._reply(404, {"error": "not found"})
+                n = int(self.headers.get("Content-Length") or 0)
+                q = urllib.parse.parse_qs(self.rfile.read(n).decode(), keep_blank_values=True)
+                bad = None
+                if self.headers.get("Content-Type", "").split(";")[0].strip() != \
+                        "application/x-www-form-urlencoded":
+                    bad = "not a form"
+                elif q.get("grant_type") != ["refresh_token"]:
+                    bad = "unsupported grant_type"
+                elif len(q.get("client_id", [])) != 1 or q.get("service") != [server.service]:
+                    bad = "client_id or service missing"
+                elif len(q.get("scope", [])) > 1:
+                    bad = "scope given more than once"
+                if bad:
+                    return self._reply(400, {"error": "invalid_request",
+                                             "error_description": bad})
+                scopes = q.get("scope", [""])[0].split()
+                sent = q.get("refresh_token", [""])[0]
+                with server.lock:
+                    user = server.refresh_tokens.get(sent)
+                    server.hits.append((tuple(scopes), "refresh:" + (user or "!")))
+                if not user:
+                    return self._reply(401, {"error": "invalid_grant"})
+                reply = server.issue(scopes, user)
+                reply["refresh_token"] = sent  # the same one (the spec's refresh grant)
+                self._reply(200, reply)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True

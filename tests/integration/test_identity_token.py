@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
+"""An identity token (what `docker login` stores instead of a password for single sign-on
+accounts: auth.json's "identitytoken") is traded at the token server with the OAuth2
+refresh-token grant, a POST (distribution's spec/auth/oauth: client_id and service given, the
+scopes in one parameter), never sent as a password. The mount and the daemon both get their
+tokens that way, the daemon again when the registry refuses an expired one, and a cold read
+after that goes on. An identity token the token server does not know fails the mount with
+one line that names where it came from, and leaves nothing behind."""
+
+import base64
+import json
+import os
+import time
+
+import pytest
+
+from common import child_read
+from lazymount import build_big_image
+from registry import MT_EROFS
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory, token_registry):
+    path, tree = build_big_image(str(tmp_path_factory.mktemp("identity")), files=2, mib=8)
+    token_registry.client.push_image("private/identity", "v1", [(path, MT_EROFS)])
+    with open(os.path.join(tree, "data", "r0.bin"), "rb") as f:
+        return f.read()
+
+
+def write_auth(lazy, reg, identity_token):
+    """auth.json as `docker login` leaves it for an identity token."""
+    path = os.path.join(lazy.root, "auth.json")
+    with open(path, "w") as f:
+        json.dump({"auths": {reg.host: {"auth": base64.b64encode(b"<token>:").decode(),
+                                        "identitytoken": identity_token}}}, f)
+    lazy.env["REGISTRY_AUTH_FILE"] = path
+    return path
+
+
+def test_an_identity_token_mounts_and_reads_after_its_token_expired(lazy, token_registry,
+                                                                     image):
+    reg, ts = token_registry, token_registry.tokens
+    rt = "rt-" + os.urandom(12).hex()
+    ts.refresh_tokens[rt] = "bob"
+    write_auth(lazy, reg, rt)
+    ts.reset()
+    ts.expiry = 3
+    try:
+        mp = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10")
+        path = mp + "/data/r0.bin"
+        assert child_read(path, 0, 8192) == image[:8192]
+        before = ts.count(user="refresh:bob")
+        assert before >= 1, ts.hits
+        time.sleep(4)  # the daemon's token has expired: the registry refuses it
+        for off in (2 * MiB, 4 * MiB):
+            assert child_read(path, off, 8192) == image[off:off + 8192], off
+        assert ts.count(user="refresh:bob") > before, ts.hits
+        # never as a password (GET with Basic), never refused
+        assert ts.count() == ts.count(user="refresh:bob"), ts.hits
+        assert all(s == ("repository:private/identity:pull",) for s, _ in ts.hits), ts.hits
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+    finally:
+        ts.expiry = 300
+        ts.refresh_tokens.pop(rt, None)
+
+
+def test_an_unknown_identity_token_fails_the_mount_in_one_line(lazy, token_registry, image):
+    reg, ts = token_registry, token_registry.tokens
+    auth = write_auth(lazy, reg, "rt-revoked-" + os.urandom(6).hex())
+    mp, r = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10",
+                       check=False)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "identity token" in lines[0] and auth in lines[0], lines[0]
+    assert ts.count(user="refresh:!") >= 1, ts.hits
+    lazy.assert_nothing_left()
