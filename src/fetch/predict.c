@@ -5,8 +5,8 @@
  * it is mapped: on a long link a round trip each (apt-config: fifteen libraries, 1.2 s at
  * 100 Mbit/s + RTT 50 ms). When a reader waits for the network, this thread looks at its
  * executable (/proc/PID/exe); if that lies on one of our mounts (or an overlay, a container's
- * root, shows it from one: file_of_ours), it reads the executable's
- * needed objects (elf.h), finds them as the loader would (run path, with $ORIGIN the
+ * root, shows it from one: file_of_ours), or in another layer of such a root, it reads the
+ * executable's needed objects (elf.h), finds them as the loader would (run path, with $ORIGIN the
  * directory of the object that names it, then the system's library directories, inside the
  * reader's root), and fetches them all, a request each, whole, as the scheduler fetches a
  * file faulted in at several places (fetch_sched_whole_limit): larger first, and over a long
@@ -17,7 +17,10 @@
  * It reads only what is present (an object is read once its fetch has ended), through the
  * mount, so its own events take the fast path (dispatch.c answers the daemon's own reads of
  * present bytes and denies the others). It holds no fd on a mount while it waits for the
- * network: a umount right after the program exits finds the mount free.
+ * network: a umount right after the program exits finds the mount free. Objects of another
+ * layer (another lazy mount, another daemon's) it has the kernel read ahead through the
+ * reader's root, on threads of their own (foreign_fetch), and reads only where their pages
+ * are in the page cache (cached_pread): no read of its own waits for another daemon.
  */
 #include <ctype.h>
 #include <elf.h>
@@ -33,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -63,6 +67,10 @@ struct object {
 	struct util_extents ext;      /* its data in the blob */
 	struct fetch_ensure en;	      /* its fetch, while `fetching` */
 	bool fetching;
+	/* Another lazy mount's (another layer of a container's root): brought by reading it
+	 * (foreign_fetch), its size for the order of fetches. */
+	bool foreign;
+	uint64_t size;
 };
 
 struct predictor {
@@ -176,11 +184,23 @@ static bool file_of_ours(struct predictor *p, int fd, const struct stat *st)
 	return r;
 }
 
+static bool on_erofs(int fd)
+{
+	struct statfs sfs;
+
+	return fstatfs(fd, &sfs) == 0 &&
+	       (unsigned long)sfs.f_type == (unsigned long)EROFS_SUPER_MAGIC_V1;
+}
+
 /* Open path (a name an image's program gives: untrusted) in the reader's root for reading,
  * only when it is a regular file of our image (file_of_ours), its status in st: it is looked
  * up without being opened first (O_PATH), so that no device, FIFO or other filesystem's file
- * is ever opened by us. -EXDEV: a regular file, not ours. */
-static int open_in_root(struct predictor *p, int root, const char *path, struct stat *st)
+ * is ever opened by us. -EXDEV: a regular file, not ours (a bind mount of something else).
+ * With ret_foreign, a regular file of another EROFS mount or shown by an overlay (another
+ * layer of a container's root, which another daemon serves) is opened too, *ret_foreign
+ * set. */
+static int open_in_root(struct predictor *p, int root, const char *path, struct stat *st,
+			bool *ret_foreign)
 {
 	struct open_how how = {.flags = O_PATH | O_CLOEXEC,
 			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
@@ -188,14 +208,19 @@ static int open_in_root(struct predictor *p, int root, const char *path, struct 
 	char self[64];
 	int fd;
 
+	if (ret_foreign)
+		*ret_foreign = false;
 	if (pfd < 0)
 		return -errno;
 	if (fstat(pfd, st) < 0)
 		return -errno;
 	if (!S_ISREG(st->st_mode))
 		return -ENOENT;
-	if (!file_of_ours(p, pfd, st))
-		return -EXDEV; /* a file, of another filesystem (a bind mount of something else) */
+	if (!file_of_ours(p, pfd, st)) {
+		if (!ret_foreign || !(on_erofs(pfd) || on_overlay(pfd)))
+			return -EXDEV;
+		*ret_foreign = true;
+	}
 	snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
 	fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
@@ -222,6 +247,70 @@ static ssize_t fd_pread(void *ctx, void *buf, size_t len, uint64_t off)
 		n = pread(*(int *)ctx, buf, len, (off_t)off);
 	while (n < 0 && errno == EINTR);
 	return n < 0 ? -errno : n;
+}
+
+/* A file of another mount, read only where its pages are in the page cache (mincore on a
+ * mapping of it): a read of ours must never wait for another daemon's fetch. */
+struct cached_file {
+	int fd;
+	void *map;
+	uint64_t size;
+};
+
+static ssize_t cached_pread(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	const struct cached_file *c = ctx;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	unsigned char vec[64];
+	uint64_t first, end;
+
+	if (!c->map || off >= c->size)
+		return c->map ? 0 : -EAGAIN;
+	len = (size_t)MIN((uint64_t)len, c->size - off);
+	first = ROUND_DOWN(off, page);
+	end = off + len;
+	for (uint64_t at = first; at < end; at += sizeof(vec) * page) {
+		size_t n = (size_t)MIN(end - at, (uint64_t)sizeof(vec) * page);
+
+		if (mincore((uint8_t *)c->map + at, n, vec) < 0)
+			return -errno;
+		for (size_t k = 0; k < DIV_ROUND_UP(n, page); k++)
+			if (!(vec[k] & 1))
+				return -EAGAIN;
+	}
+	return fd_pread((void *)&c->fd, buf, len, off);
+}
+
+static void cached_open(struct cached_file *c, int fd, uint64_t size)
+{
+	*c = (struct cached_file){.fd = fd, .size = size};
+	if (size > 0 && size <= SIZE_MAX) {
+		c->map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+		if (c->map == MAP_FAILED)
+			c->map = NULL;
+	}
+}
+
+static void cached_close(struct cached_file *c)
+{
+	if (c->map)
+		munmap(c->map, (size_t)c->size);
+	c->map = NULL;
+}
+
+/* The needed objects of the ELF file open at fd (of another mount when foreign) into
+ * p->deps: 0, or -errno. */
+static int object_deps(struct predictor *p, int fd, uint64_t size, bool foreign)
+{
+	struct cached_file c;
+	int r;
+
+	if (!foreign)
+		return elf_deps_read(fd_pread, &fd, size, &p->deps);
+	cached_open(&c, fd, size);
+	r = elf_deps_read(cached_pread, &c, size, &p->deps);
+	cached_close(&c);
+	return r;
 }
 
 /* The blob offset of the file's first data byte (its first extent), or -errno. */
@@ -271,11 +360,12 @@ static void add_object(struct predictor *p, int root, const char *path, bool *re
 	_cleanup_close_ int fd = -1;
 	struct object *o;
 	struct stat st;
+	bool foreign;
 
 	*ret_found = false;
 	if (p->nobj == PREDICT_MAX_OBJECTS || strlen(path) >= sizeof(o->path))
 		return;
-	fd = open_in_root(p, root, path, &st);
+	fd = open_in_root(p, root, path, &st, &foreign);
 	*ret_found = fd >= 0 || fd == -EXDEV; /* the loader takes it, ours or not */
 	if (fd < 0)
 		return;
@@ -283,10 +373,10 @@ static void add_object(struct predictor *p, int root, const char *path, bool *re
 		if (p->obj[i].ino == st.st_ino)
 			return;
 	o = &p->obj[p->nobj];
-	*o = (struct object){.ino = st.st_ino};
+	*o = (struct object){.ino = st.st_ino, .foreign = foreign, .size = (uint64_t)st.st_size};
 	snprintf(o->path, sizeof(o->path), "%s", path);
 	util_extents_init(&o->ext);
-	if (object_ranges(p, fd, &o->ext))
+	if (foreign || object_ranges(p, fd, &o->ext))
 		p->nobj++;
 	else
 		util_extents_free(&o->ext);
@@ -391,13 +481,15 @@ static void read_object(struct predictor *p, size_t i, int fd)
 	if (root < 0)
 		return; /* the reader has exited */
 	if (fd < 0) {
-		fd = own = open_in_root(p, root, p->obj[i].path, &st);
-		if (fd < 0)
+		bool foreign;
+
+		fd = own = open_in_root(p, root, p->obj[i].path, &st, &foreign);
+		if (fd < 0 || foreign != p->obj[i].foreign)
 			return;
 	}
 	if (fstat(fd, &st) < 0 || st.st_ino != p->obj[i].ino)
 		return;
-	r = elf_deps_read(fd_pread, &fd, (uint64_t)st.st_size, &p->deps);
+	r = object_deps(p, fd, (uint64_t)st.st_size, p->obj[i].foreign);
 	if (r < 0)
 		return;
 	if (p->deps.interp[0])
@@ -425,6 +517,11 @@ static bool left_to_profile(struct fetch_daemon *d, const struct util_extents *e
 	return fetch_sched_replay_brought(&d->sched, ext->v, ext->n);
 }
 
+static uint64_t object_bytes(const struct object *o)
+{
+	return o->foreign ? o->size : util_extents_total(&o->ext);
+}
+
 /* The objects to fetch, larger first: their fetches are paced (fetch_req.paced) and arrive one
  * after the other, and a larger object, the last to arrive otherwise, is the likelier to need
  * others (libapt-pkg: eleven; libz, liblz4: none), which then go out while the smaller ones
@@ -432,10 +529,73 @@ static bool left_to_profile(struct fetch_daemon *d, const struct util_extents *e
  * against 502-530 in the order the objects are named; all at once: 543-569). */
 static int cmp_larger_first(const void *a, const void *b)
 {
-	uint64_t x = util_extents_total(&((const struct object *)a)->ext);
-	uint64_t y = util_extents_total(&((const struct object *)b)->ext);
+	uint64_t x = object_bytes(a), y = object_bytes(b);
 
 	return x > y ? -1 : x < y;
+}
+
+/* A foreign object's fetch: its path inside the reader's root and what it was. */
+struct foreign_job {
+	struct fetch_daemon *d;
+	struct object *o; /* written under d->lock when done */
+	pid_t pid;
+	ino_t ino;
+	char path[ELF_DEPS_PATH_MAX];
+};
+
+/* Bring a foreign object (another lazy mount's file, shown in the reader's root) into the
+ * page cache by reading it there: the kernel's read-ahead of all of it (POSIX_FADV_WILLNEED,
+ * on the file the root shows, which an overlay passes to the layer's) waits for that mount's
+ * daemon, which fetches it. It is opened as open_in_root does (looked up first, a regular
+ * file, the same one the predictor saw), and reported done however that went (its needs
+ * are read only where its pages are here: object_deps). */
+static void *foreign_fetch(void *arg)
+{
+	struct foreign_job *j = arg;
+	struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+	_cleanup_close_ int root = open_root(j->pid), pfd = -1, fd = -1;
+	struct stat st;
+	char self[64];
+
+	if (root >= 0)
+		pfd = (int)syscall(SYS_openat2, root, j->path, &how, sizeof(how));
+	if (pfd >= 0 && fstat(pfd, &st) == 0 && S_ISREG(st.st_mode) && st.st_ino == j->ino) {
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
+		fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	}
+	if (fd >= 0)
+		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+	pthread_mutex_lock(&j->d->lock);
+	j->o->en.done = true;
+	pthread_cond_broadcast(&j->d->done_cond);
+	pthread_mutex_unlock(&j->d->lock);
+	free(j);
+	return NULL;
+}
+
+/* Start a foreign object's fetch on a thread of its own (d->lock held). 0, or -errno. */
+static int foreign_start(struct predictor *p, struct object *o)
+{
+	struct foreign_job *j = malloc(sizeof(*j));
+	pthread_attr_t at;
+	pthread_t t;
+	int r;
+
+	if (!j)
+		return -ENOMEM;
+	*j = (struct foreign_job){.d = p->d, .o = o, .pid = p->pid, .ino = o->ino};
+	snprintf(j->path, sizeof(j->path), "%s", o->path);
+	o->en.done = false;
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	r = pthread_create(&t, &at, foreign_fetch, j);
+	pthread_attr_destroy(&at);
+	if (r != 0) {
+		free(j);
+		return -r;
+	}
+	return 0;
 }
 
 /* Fetch objects [from, nobj) and read each as it arrives, which may add more: at most
@@ -458,12 +618,16 @@ static void fetch_objects(struct predictor *p, size_t from, bool paced)
 
 			util_extents_merge(&o->ext, 0);
 			/* Left to the profile, or to the reads themselves on a cache disk that
-			 * is nearly full (fetch_sched.room). */
-			if (left_to_profile(d, &o->ext) || fetch_sched_room_short(&d->sched)) {
+			 * is nearly full (fetch_sched.room); another mount's, to its daemon. */
+			if (!o->foreign &&
+			    (left_to_profile(d, &o->ext) || fetch_sched_room_short(&d->sched))) {
 				next++;
 				continue;
 			}
-			r = fetch_ensure_start(d, &o->en, o->ext.v, o->ext.n, paced);
+			if (o->foreign)
+				r = foreign_start(p, o);
+			else
+				r = fetch_ensure_start(d, &o->en, o->ext.v, o->ext.n, paced);
 			if (r == 0) {
 				o->fetching = true;
 				busy++;
@@ -478,7 +642,7 @@ static void fetch_objects(struct predictor *p, size_t from, bool paced)
 			if (p->obj[i].fetching && p->obj[i].en.done) {
 				p->obj[i].fetching = false;
 				busy--;
-				if (fetch_ensure_end(d, &p->obj[i].en) == 0)
+				if (p->obj[i].foreign || fetch_ensure_end(d, &p->obj[i].en) == 0)
 					done = i;
 			}
 		if (done == SIZE_MAX) {
@@ -489,8 +653,10 @@ static void fetch_objects(struct predictor *p, size_t from, bool paced)
 			continue;
 		}
 		pthread_mutex_unlock(&d->lock);
-		log_debug("program of pid %d: %s present (%zu of %zu objects)", (int)p->pid,
-			  p->obj[done].path, done + 1, p->nobj);
+		log_debug("program of pid %d: %s %s (%zu of %zu objects)", (int)p->pid,
+			  p->obj[done].path,
+			  p->obj[done].foreign ? "read ahead in its layer" : "present", done + 1,
+			  p->nobj);
 		read_object(p, done, -1);
 		pthread_mutex_lock(&d->lock);
 	}
@@ -507,6 +673,7 @@ static void exe_in_root(struct predictor *p, const struct stat *exe, char *out, 
 	_cleanup_close_ int root = -1, fd = -1;
 	const char *in = NULL;
 	struct stat st;
+	bool foreign;
 	ssize_t n, m;
 	size_t rl;
 
@@ -528,7 +695,7 @@ static void exe_in_root(struct predictor *p, const struct stat *exe, char *out, 
 	root = open_root(pid);
 	if (root < 0)
 		return;
-	fd = open_in_root(p, root, in, &st);
+	fd = open_in_root(p, root, in, &st, &foreign);
 	if (fd >= 0 && st.st_ino == exe->st_ino)
 		snprintf(out, outlen, "%s", in);
 }
@@ -675,13 +842,30 @@ static bool recent_pid(struct predictor *p, pid_t pid)
 	return false;
 }
 
-/* A program of ours that was not seen lately: its objects, and theirs. */
+/* Whether the executable open at fd is a program of another layer of the reader's root: on
+ * another EROFS mount or shown by an overlay, in a root of its own (a container's, a
+ * chroot's; not this machine's, whose programs are not ours to predict). Its objects may be
+ * ours, or another layer's. */
+static bool other_layer(struct predictor *p, int fd)
+{
+	char path[64];
+	struct stat mine, theirs;
+
+	if (!on_erofs(fd) && !on_overlay(fd))
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)p->pid);
+	return stat("/", &mine) == 0 && stat(path, &theirs) == 0 &&
+	       (mine.st_dev != theirs.st_dev || mine.st_ino != theirs.st_ino);
+}
+
+/* A program of ours, or of another layer of a root of ours, that was not seen lately: its
+ * objects, and theirs. */
 static void predict(struct predictor *p)
 {
 	struct fetch_daemon *d = p->d;
 	char exe[64];
 	struct stat st;
-	bool replaying;
+	bool replaying, ours;
 	int fd;
 
 	if (recent_pid(p, p->pid))
@@ -699,7 +883,8 @@ static void predict(struct predictor *p)
 	if (fd < 0)
 		return;
 	no_readahead(fd);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !file_of_ours(p, fd, &st)) {
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (!(ours = file_of_ours(p, fd, &st)) && !other_layer(p, fd))) {
 		/* Another program's (or one still in execve: its next wait asks again). */
 		close(fd);
 		return;
@@ -712,11 +897,12 @@ static void predict(struct predictor *p)
 		}
 	p->exes[p->nexes % PREDICT_RECENT].dev = st.st_dev;
 	p->exes[p->nexes++ % PREDICT_RECENT].ino = st.st_ino;
-	p->obj[0] = (struct object){.ino = st.st_ino};
+	p->obj[0] =
+	    (struct object){.ino = st.st_ino, .foreign = !ours, .size = (uint64_t)st.st_size};
 	exe_in_root(p, &st, p->obj[0].path, sizeof(p->obj[0].path));
 	util_extents_init(&p->obj[0].ext);
-	p->nobj = object_ranges(p, fd, &p->obj[0].ext) ? 1 : 0;
-	if (p->nobj) {
+	p->nobj = !ours || object_ranges(p, fd, &p->obj[0].ext) ? 1 : 0;
+	if (p->nobj && ours) {
 		pthread_mutex_lock(&d->lock);
 		if (left_to_profile(d, &p->obj[0].ext))
 			p->nobj = 0;
@@ -726,7 +912,7 @@ static void predict(struct predictor *p)
 		util_extents_free(&p->obj[0].ext);
 	/* The executable is read through /proc/PID/exe; then each object as soon as it is
 	 * present, so that what it needs is on its way while the others still arrive. */
-	if (p->nobj && fetch_ensure(d, p->obj[0].ext.v, p->obj[0].ext.n) == 0)
+	if (p->nobj && (!ours || fetch_ensure(d, p->obj[0].ext.v, p->obj[0].ext.n) == 0))
 		read_object(p, 0, fd);
 	close(fd);
 	fetch_objects(p, 1, true);

@@ -10,9 +10,11 @@ round trip apart. A second program finds the same libraries through a run path r
 its own directory ($ORIGIN/../lib), as relocatable toolchains do. The program runs and prints what its libraries return, nothing is denied, and the
 daemon never reads bytes that are not there."""
 
+import hashlib
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import threading
@@ -248,6 +250,108 @@ def test_the_predictor_never_opens_what_is_not_a_file_of_the_image(lazy, faultpr
             os.close(fd)
         faultproxy.clear()
         lazy.umount(mp)
+
+
+@pytest.fixture(scope="module")
+def layers(workdir, registry):
+    """Two images for the two lower layers of a container's root: the base holds six
+    libraries (each larger than a chunk), the loader and the C library; the app holds only
+    /bin/prog, which needs the six (run path /opt/p/lib), and /bin/bigprog, the same with
+    more than a chunk of data of its own."""
+    workdir = os.path.join(workdir, "layers")
+    src = os.path.join(workdir, "src")
+    base, app = os.path.join(workdir, "base"), os.path.join(workdir, "app")
+    os.makedirs(src)
+    os.makedirs(os.path.join(base, LIBDIR.lstrip("/")))
+    os.makedirs(os.path.join(app, "bin"))
+    os.makedirs(os.path.join(app, "proc"))
+    build_libs(src, os.path.join(base, LIBDIR.lstrip("/")), NLIBS, PAD)
+    calls = " + ".join(f"p{i}()" for i in range(NLIBS))
+    with open(os.path.join(src, "prog.c"), "w") as f:
+        f.write("#include <stdio.h>\n"
+                + "".join(f"int p{i}(void);\n" for i in range(NLIBS))
+                + f'int main(void) {{ printf("sum %d\\n", {calls}); return 0; }}\n')
+    pad = ",".join(str(b) for b in random.Random(11).randbytes(PAD))
+    with open(os.path.join(src, "bigprog.c"), "w") as f:
+        f.write("#include <stdio.h>\n"
+                f"__attribute__((used)) static const unsigned char pad[] = {{{pad}}};\n"
+                + "".join(f"int p{i}(void);\n" for i in range(NLIBS))
+                + f'int main(void) {{ printf("sum %d\\n", {calls}); return 0; }}\n')
+    for prog in ("prog", "bigprog"):
+        sh("gcc", "-O0", "-o", os.path.join(app, "bin", prog), prog + ".c",
+           f"-L{os.path.join(base, LIBDIR.lstrip('/'))}", *[f"-lp{i}" for i in range(NLIBS)],
+           f"-Wl,--enable-new-dtags,-rpath,{LIBDIR}", cwd=src)
+    interp = subprocess.run(["readelf", "-l", os.path.join(app, "bin/prog")], check=True,
+                            capture_output=True, text=True).stdout
+    interp = interp.split("[Requesting program interpreter: ", 1)[1].split("]", 1)[0]
+    copy_real(interp, base, interp)
+    copy_real("/lib/x86_64-linux-gnu/libc.so.6", base, "/lib/x86_64-linux-gnu/libc.so.6")
+    out = {}
+    for name, tree in (("base", base), ("app", app)):
+        path = os.path.join(workdir, name + ".erofs")
+        sh("mkfs.erofs", "-T0", "-zlz4hc", path, tree)
+        registry.client.push_image(f"predict/{name}", "v1", [(path, MT_EROFS)])
+        with open(path, "rb") as f:
+            out[name + "_digest"] = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+        if name == "base":
+            out["starts"] = blob_starts(path, workdir, [f"{LIBDIR}/libp{i}.so"
+                                                        for i in range(NLIBS)])
+    return out
+
+
+@pytest.mark.parametrize("prog", ["/bin/prog", "/bin/bigprog"], ids=["present", "fetched"])
+def test_libraries_in_another_layer_come_together(lazy, faultproxy, layers, tmp_path, prog):
+    """A container's root: an overlay of two lazy mounts, the program in the upper one, its
+    libraries in the lower one (another image, another daemon). Whichever daemon sees the
+    program wait finds them in the root as the loader would: the libraries' own (the
+    program here when the mount brought it) fetches them, the program's (a program with
+    data of its own to fetch) has them read there, which their daemon fetches. Either way
+    their requests leave together, not one after the other as the loader opens them."""
+    faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=DELAY, count=None)
+    lazy.env["LAZYEROFS_DAEMON_DEBUG"] = "1"
+    base = lazy.mount(faultproxy.ref("predict/base", "v1"))
+    app = lazy.mount(faultproxy.ref("predict/app", "v1"))
+    faultproxy.reset_counts()
+    root = str(tmp_path / "root")
+    for d in ("root", "upper", "work"):
+        os.makedirs(tmp_path / d)
+    sh("mount", "-t", "overlay", "overlay", "-o",
+       f"lowerdir={app}:{base},upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'}",
+       root)
+    try:
+        sh("mount", "-t", "proc", "proc", os.path.join(root, "proc"))
+        try:
+            r = subprocess.run(["chroot", root, prog], capture_output=True, text=True,
+                               timeout=120)
+        finally:
+            sh("umount", os.path.join(root, "proc"))
+    finally:
+        sh("umount", root)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"sum {sum(range(1, NLIBS + 1))}\n"
+    log = lazy.log()
+    if prog == "/bin/bigprog":
+        # the program's daemon (the app image's) had the libraries read
+        holder = lazy.status_of(app)["pid"]
+        worker = re.search(rf"ready: pid {holder} \(worker (\d+)\)", log).group(1)
+        assert re.search(rf"\[{worker}\] debug: program of pid \d+: {LIBDIR}/libp\d\.so "
+                         "read ahead in its layer", log), log[-3000:]
+    asked = {}
+    for seen in faultproxy.seen():
+        if layers["base_digest"] not in (seen.path or ""):
+            continue
+        for name, start in layers["starts"].items():
+            if name not in asked and any(a <= start <= b for a, b in ranges_of(seen.range)):
+                asked[name] = seen.time
+    assert len(asked) == NLIBS, asked
+    times = sorted(asked.values())
+    most = max(sum(1 for u in times if t <= u < t + DELAY / 2) for t in times)
+    assert most >= 3, (f"at most {most} of the {NLIBS} libraries asked for within "
+                       f"{DELAY / 2} s: {[round(t - times[0], 3) for t in times]}\n"
+                       f"{log[-3000:]}")
+    assert "event from the daemon itself" not in log
+    lazy.umount(app)
+    lazy.umount(base)
 
 
 LOCALE_DIR = "/usr/lib/locale/C.utf8"
