@@ -14,8 +14,7 @@ import time
 import pytest
 
 from common import child_read
-from lazymount import build_big_image
-from registry import MT_EROFS
+from lazymount import push_big_image
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lazy mounts need root")
 
@@ -24,10 +23,8 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory, token_registry):
-    path, tree = build_big_image(str(tmp_path_factory.mktemp("rotation")), files=2, mib=8)
-    token_registry.client.push_image("private/rotated", "v1", [(path, MT_EROFS)])
-    with open(os.path.join(tree, "data", "r0.bin"), "rb") as f:
-        return f.read()
+    return push_big_image(str(tmp_path_factory.mktemp("rotation")), token_registry.client,
+                          "private/rotated")
 
 
 def write_password(lazy, reg, how, user, pw):

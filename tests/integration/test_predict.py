@@ -53,6 +53,19 @@ def build_libs(src, libdir, n, pad_bytes):
            f"p{i}.c", cwd=src)
 
 
+def write_prog(src, name, pad=0):
+    """src/name.c: a program that prints the sum of p0() .. p{NLIBS-1}(), with pad random
+    bytes of data of its own."""
+    data = ",".join(str(b) for b in random.Random(11).randbytes(pad))
+    with open(os.path.join(src, name + ".c"), "w") as f:
+        f.write("#include <stdio.h>\n"
+                + (f"__attribute__((used)) static const unsigned char pad[] = {{{data}}};\n"
+                   if pad else "")
+                + "".join(f"int p{i}(void);\n" for i in range(NLIBS))
+                + "int main(void) { printf(\"sum %d\\n\", "
+                + " + ".join(f"p{i}()" for i in range(NLIBS)) + "); return 0; }\n")
+
+
 def copy_real(src, tree, dest):
     """The file behind src (symlinks followed), at dest inside the tree."""
     out = os.path.join(tree, dest.lstrip("/"))
@@ -72,11 +85,7 @@ def image(workdir, registry):
     os.makedirs(os.path.join(tree, "opt/p/bin"))
     os.makedirs(os.path.join(tree, "proc"))  # the loader finds $ORIGIN in /proc/self/exe
     build_libs(src, os.path.join(tree, LIBDIR.lstrip("/")), NLIBS, PAD)
-    calls = " + ".join(f"p{i}()" for i in range(NLIBS))
-    with open(os.path.join(src, "prog.c"), "w") as f:
-        f.write("#include <stdio.h>\n"
-                + "".join(f"int p{i}(void);\n" for i in range(NLIBS))
-                + f'int main(void) {{ printf("sum %d\\n", {calls}); return 0; }}\n')
+    write_prog(src, "prog")
     for out, rpath in (("bin/prog", LIBDIR), ("opt/p/bin/oprog", "$ORIGIN/../lib")):
         sh("gcc", "-O0", "-o", os.path.join(tree, out), "prog.c",
            f"-L{os.path.join(tree, LIBDIR.lstrip('/'))}", *[f"-lp{i}" for i in range(NLIBS)],
@@ -116,24 +125,17 @@ def ranges_of(header):
     return out
 
 
-@pytest.mark.parametrize("overlay", [False, True], ids=["direct", "overlay"])
-@pytest.mark.parametrize("prog", ["/bin/prog", "/opt/p/bin/oprog"], ids=["runpath", "origin"])
-def test_libraries_come_together(lazy, faultproxy, image, prog, overlay, tmp_path):
-    """With overlay, the program runs in a container's root: an overlay whose lower layer is
-    the lazy mount (its files have the overlay's device numbers, their mappings the
-    mount's)."""
-    # A round trip that the loader's one-after-another opens would each pay.
-    faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=DELAY, count=None)
-    lazy.env["LAZYEROFS_DAEMON_DEBUG"] = "1"
-    mp = lazy.mount(faultproxy.ref("predict/prog", "v1"))
-    faultproxy.reset_counts()
-    root = mp
+def run_in_root(lowers, tmp_path, prog, overlay):
+    """Run prog in a chroot of lowers[0] (a mount) or, with overlay, of an overlay of the
+    mounts lowers (the upper first), as a container's root: with /proc mounted there (the
+    loader finds $ORIGIN in /proc/self/exe)."""
+    root = lowers[0]
     if overlay:
         root = str(tmp_path / "root")
         for d in ("root", "upper", "work"):
             os.makedirs(tmp_path / d)
-        sh("mount", "-t", "overlay", "overlay", "-o",
-           f"lowerdir={mp},upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'}", root)
+        sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={':'.join(lowers)},"
+           f"upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'}", root)
     try:
         sh("mount", "-t", "proc", "proc", os.path.join(root, "proc"))
         try:
@@ -146,20 +148,40 @@ def test_libraries_come_together(lazy, faultproxy, image, prog, overlay, tmp_pat
             sh("umount", root)
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"sum {sum(range(1, NLIBS + 1))}\n"
-    # When each library's first bytes were asked for: one after another, a delay apart,
-    # without prediction; together with it.
+
+
+def assert_asked_together(faultproxy, starts, log, blob=""):
+    """When each library's first bytes were asked for (in requests for blob): one after
+    another, a delay apart, without prediction; together with it."""
     asked = {}
     for seen in faultproxy.seen():
-        for i, start in image["starts"].items():
+        if blob not in (seen.path or ""):
+            continue
+        for i, start in starts.items():
             if i not in asked and any(a <= start <= b for a, b in ranges_of(seen.range)):
                 asked[i] = seen.time
     assert len(asked) == NLIBS, asked
     times = sorted(asked.values())
     most = max(sum(1 for u in times if t <= u < t + DELAY / 2) for t in times)
-    log = lazy.log()
     assert most >= 3, (f"at most {most} of the {NLIBS} libraries asked for within "
                        f"{DELAY / 2} s: {[round(t - times[0], 3) for t in times]}\n"
                        f"{log[-3000:]}")
+
+
+@pytest.mark.parametrize("overlay", [False, True], ids=["direct", "overlay"])
+@pytest.mark.parametrize("prog", ["/bin/prog", "/opt/p/bin/oprog"], ids=["runpath", "origin"])
+def test_libraries_come_together(lazy, faultproxy, image, prog, overlay, tmp_path):
+    """With overlay, the program runs in a container's root: an overlay whose lower layer is
+    the lazy mount (its files have the overlay's device numbers, their mappings the
+    mount's)."""
+    # A round trip that the loader's one-after-another opens would each pay.
+    faultproxy.add("delay", path="/blobs/", method="GET", range=".", seconds=DELAY, count=None)
+    lazy.env["LAZYEROFS_DAEMON_DEBUG"] = "1"
+    mp = lazy.mount(faultproxy.ref("predict/prog", "v1"))
+    faultproxy.reset_counts()
+    run_in_root([mp], tmp_path, prog, overlay)
+    log = lazy.log()
+    assert_asked_together(faultproxy, image["starts"], log)
     assert "program of pid" in log
     assert "event from the daemon itself" not in log
     lazy.umount(mp)
@@ -266,17 +288,8 @@ def layers(workdir, registry):
     os.makedirs(os.path.join(app, "bin"))
     os.makedirs(os.path.join(app, "proc"))
     build_libs(src, os.path.join(base, LIBDIR.lstrip("/")), NLIBS, PAD)
-    calls = " + ".join(f"p{i}()" for i in range(NLIBS))
-    with open(os.path.join(src, "prog.c"), "w") as f:
-        f.write("#include <stdio.h>\n"
-                + "".join(f"int p{i}(void);\n" for i in range(NLIBS))
-                + f'int main(void) {{ printf("sum %d\\n", {calls}); return 0; }}\n')
-    pad = ",".join(str(b) for b in random.Random(11).randbytes(PAD))
-    with open(os.path.join(src, "bigprog.c"), "w") as f:
-        f.write("#include <stdio.h>\n"
-                f"__attribute__((used)) static const unsigned char pad[] = {{{pad}}};\n"
-                + "".join(f"int p{i}(void);\n" for i in range(NLIBS))
-                + f'int main(void) {{ printf("sum %d\\n", {calls}); return 0; }}\n')
+    write_prog(src, "prog")
+    write_prog(src, "bigprog", PAD)
     for prog in ("prog", "bigprog"):
         sh("gcc", "-O0", "-o", os.path.join(app, "bin", prog), prog + ".c",
            f"-L{os.path.join(base, LIBDIR.lstrip('/'))}", *[f"-lp{i}" for i in range(NLIBS)],
@@ -312,23 +325,7 @@ def test_libraries_in_another_layer_come_together(lazy, faultproxy, layers, tmp_
     base = lazy.mount(faultproxy.ref("predict/base", "v1"))
     app = lazy.mount(faultproxy.ref("predict/app", "v1"))
     faultproxy.reset_counts()
-    root = str(tmp_path / "root")
-    for d in ("root", "upper", "work"):
-        os.makedirs(tmp_path / d)
-    sh("mount", "-t", "overlay", "overlay", "-o",
-       f"lowerdir={app}:{base},upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'}",
-       root)
-    try:
-        sh("mount", "-t", "proc", "proc", os.path.join(root, "proc"))
-        try:
-            r = subprocess.run(["chroot", root, prog], capture_output=True, text=True,
-                               timeout=120)
-        finally:
-            sh("umount", os.path.join(root, "proc"))
-    finally:
-        sh("umount", root)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == f"sum {sum(range(1, NLIBS + 1))}\n"
+    run_in_root([app, base], tmp_path, prog, True)
     log = lazy.log()
     if prog == "/bin/bigprog":
         # the program's daemon (the app image's) had the libraries read
@@ -336,19 +333,7 @@ def test_libraries_in_another_layer_come_together(lazy, faultproxy, layers, tmp_
         worker = re.search(rf"ready: pid {holder} \(worker (\d+)\)", log).group(1)
         assert re.search(rf"\[{worker}\] debug: program of pid \d+: {LIBDIR}/libp\d\.so "
                          "read ahead in its layer", log), log[-3000:]
-    asked = {}
-    for seen in faultproxy.seen():
-        if layers["base_digest"] not in (seen.path or ""):
-            continue
-        for name, start in layers["starts"].items():
-            if name not in asked and any(a <= start <= b for a, b in ranges_of(seen.range)):
-                asked[name] = seen.time
-    assert len(asked) == NLIBS, asked
-    times = sorted(asked.values())
-    most = max(sum(1 for u in times if t <= u < t + DELAY / 2) for t in times)
-    assert most >= 3, (f"at most {most} of the {NLIBS} libraries asked for within "
-                       f"{DELAY / 2} s: {[round(t - times[0], 3) for t in times]}\n"
-                       f"{log[-3000:]}")
+    assert_asked_together(faultproxy, layers["starts"], log, layers["base_digest"])
     assert "event from the daemon itself" not in log
     lazy.umount(app)
     lazy.umount(base)

@@ -330,3 +330,13 @@ def build_big_image(dest_dir, files=3, mib=16):
     subprocess.run(["mkfs.erofs", "-T0", image, tree], check=True, capture_output=True,
                    timeout=300)
     return image, tree
+
+
+def push_big_image(dest_dir, client, repo, files=2, mib=8):
+    """build_big_image, pushed as repo:v1 with client; the bytes of its data/r0.bin."""
+    from registry import MT_EROFS
+
+    path, tree = build_big_image(dest_dir, files=files, mib=mib)
+    client.push_image(repo, "v1", [(path, MT_EROFS)])
+    with open(os.path.join(tree, "data", "r0.bin"), "rb") as f:
+        return f.read()
