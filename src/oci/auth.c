@@ -369,16 +369,27 @@ static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char
 		util_err_prefix(err, "registry %s: token request", h->shown);
 		goto out;
 	}
-	if (resp.status == 401 || resp.status == 403) {
+	if (resp.status == 401 || resp.status == 403 ||
+	    (resp.status == 400 && a->creds.identity_token)) {
 		char code[64] = "", msg[300] = "";
+		bool grant;
 
 		oci_registry_error_parse(body.data, body.len, code, sizeof(code), msg, sizeof(msg));
-		util_err_set_http(
-		    err, -EACCES, (int)resp.status, code,
-		    "registry %s: token server %s refused a token %s for %s: HTTP %ld%s%s",
-		    h->shown, shown, who, scope, resp.status, msg[0] ? " " : "", msg);
-		r = -EACCES;
-		goto out;
+		/* An OAuth2 token server refuses a refresh token with 400 invalid_grant (RFC
+		 * 6749, 5.2): expired or revoked, as a wrong password is refused with 401. */
+		grant = resp.status == 400 && !strcmp(code, "invalid_grant");
+		if (resp.status != 400 || grant) {
+			util_err_set_http(
+			    err, -EACCES, grant ? 401 : (int)resp.status, code,
+			    "registry %s: token server %s refused a token %s for %s: HTTP "
+			    "%ld%s%s%s",
+			    h->shown, shown, who, scope, resp.status, msg[0] ? " " : "", msg,
+			    a->creds.identity_token ? " (log in to the registry again for a new "
+						      "identity token)"
+						    : "");
+			r = -EACCES;
+			goto out;
+		}
 	}
 	if (resp.status != 200) {
 		char what[400];

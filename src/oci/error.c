@@ -46,6 +46,24 @@ static void copy_clean(char *out, size_t outlen, const char *s)
 	util_str_printable(out); /* C1 controls, and a sequence the copy cut */
 }
 
+/* A token server's OAuth2 error (RFC 6749, 5.2: "error", "error_description"), which token
+ * servers answer a refresh-token grant with instead of the registry's "errors" list. */
+static int oauth_error(json_t *j, char *code, size_t codelen, char *msg, size_t msglen)
+{
+	const char *e = NULL, *desc = NULL;
+	char cc[64], dd[200];
+
+	if (util_json_get_string(j, "error", &e) < 0 || !e[0])
+		return -EBADMSG;
+	if (util_json_get_string(j, "error_description", &desc) < 0)
+		desc = NULL;
+	copy_clean(cc, sizeof(cc), e);
+	copy_clean(dd, sizeof(dd), desc ? desc : "");
+	oci_fmt(code, codelen, "%s", cc);
+	oci_fmt(msg, msglen, "%s%s%s", cc, dd[0] ? ": " : "", dd);
+	return 0;
+}
+
 int oci_registry_error_parse(const void *buf, size_t len, char *code, size_t codelen, char *msg,
 			     size_t msglen)
 {
@@ -62,7 +80,7 @@ int oci_registry_error_parse(const void *buf, size_t len, char *code, size_t cod
 	if (r < 0)
 		return -EBADMSG;
 	if (util_json_get_array(j, "errors", &errors) < 0 || json_array_size(errors) == 0)
-		return -EBADMSG;
+		return oauth_error(j, code, codelen, msg, msglen);
 	json_array_foreach(errors, i, e) {
 		const char *c = NULL, *m = NULL;
 		char one[256], cc[64], mm[200];

@@ -4,8 +4,10 @@ accounts: auth.json's "identitytoken") is traded at the token server with the OA
 refresh-token grant, a POST (distribution's spec/auth/oauth: client_id and service given, the
 scopes in one parameter), never sent as a password. The mount and the daemon both get their
 tokens that way, the daemon again when the registry refuses an expired one, and a cold read
-after that goes on. An identity token the token server does not know fails the mount with
-one line that names where it came from, and leaves nothing behind."""
+after that goes on. A token server refuses an expired or revoked identity token with 400
+invalid_grant (RFC 6749): a mount fails with one line that names where the token came from
+and says to log in again, leaving nothing behind; a mounted image whose user logged in again
+(a new identity token in auth.json) reads on once the old one is refused."""
 
 import base64
 import json
@@ -75,5 +77,34 @@ def test_an_unknown_identity_token_fails_the_mount_in_one_line(lazy, token_regis
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert "identity token" in lines[0] and auth in lines[0], lines[0]
+    assert "invalid_grant" in lines[0] and "log in to the registry again" in lines[0], lines[0]
     assert ts.count(user="refresh:!") >= 1, ts.hits
     lazy.assert_nothing_left()
+
+
+def test_a_new_identity_token_is_taken_once_the_old_one_is_refused(lazy, token_registry, image):
+    reg, ts = token_registry, token_registry.tokens
+    old, new = ("rt-" + os.urandom(12).hex() for _ in range(2))
+    ts.refresh_tokens[old] = "bob"
+    write_auth(lazy, reg, old)
+    ts.expiry = 3
+    try:
+        mp = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10")
+        path = mp + "/data/r0.bin"
+        assert child_read(path, 0, 8192) == image[:8192]
+        # logged in again: a new identity token, the old one revoked
+        ts.refresh_tokens[new] = "bob"
+        del ts.refresh_tokens[old]
+        write_auth(lazy, reg, new)
+        ts.reset()
+        time.sleep(4)  # the daemon's token has expired: the registry refuses it
+        for off in (2 * MiB, 4 * MiB):
+            assert child_read(path, off, 8192) == image[off:off + 8192], off
+        assert ts.count(user="refresh:!") >= 1, ts.hits  # the old one, refused
+        assert ts.count(user="refresh:bob") >= 1, ts.hits  # then the new one
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+    finally:
+        ts.expiry = 300
+        ts.refresh_tokens.pop(old, None)
+        ts.refresh_tokens.pop(new, None)

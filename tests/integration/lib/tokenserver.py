@@ -188,8 +188,9 @@ class TokenServer:
                 with server.lock:
                     user = server.refresh_tokens.get(sent)
                     server.hits.append((tuple(scopes), "refresh:" + (user or "!")))
-                if not user:
-                    return self._reply(401, {"error": "invalid_grant"})
+                if not user:  # (RFC 6749, 5.2)
+                    return self._reply(400, {"error": "invalid_grant",
+                                             "error_description": "unknown refresh token"})
                 reply = server.issue(scopes, user)
                 reply["refresh_token"] = sent  # the same one (the spec's refresh grant)
                 self._reply(200, reply)

@@ -444,6 +444,19 @@ static void test_registry_error(void **state)
 	assert_int_equal(
 	    oci_registry_error_parse(b, strlen(b), code, sizeof(code), msg, sizeof(msg)), 0);
 	assert_string_equal(msg, "MANIFEST_BLOB_UNKNOWN: blob unknown");
+	/* a token server's OAuth2 error */
+	b = "{\"error\":\"invalid_grant\",\"error_description\":\"refresh token\\nexpired\"}";
+	assert_int_equal(
+	    oci_registry_error_parse(b, strlen(b), code, sizeof(code), msg, sizeof(msg)), 0);
+	assert_string_equal(code, "invalid_grant");
+	assert_string_equal(msg, "invalid_grant: refresh token expired");
+	b = "{\"error\":\"invalid_request\"}";
+	assert_int_equal(
+	    oci_registry_error_parse(b, strlen(b), code, sizeof(code), msg, sizeof(msg)), 0);
+	assert_string_equal(msg, "invalid_request");
+	b = "{\"error\":\"\"}";
+	assert_int_equal(
+	    oci_registry_error_parse(b, strlen(b), code, sizeof(code), msg, sizeof(msg)), -EBADMSG);
 	assert_int_equal(oci_registry_error_parse("<html>", 6, code, sizeof(code), msg, sizeof(msg)),
 			 -EBADMSG);
 	assert_int_equal(oci_registry_error_parse("{\"errors\":[]}", 13, code, sizeof(code), msg,
