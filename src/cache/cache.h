@@ -296,7 +296,8 @@ void cache_gc_sort(struct cache_gc_entry *v, size_t n);
  * other's cleared. Returns the bytes that stay. Pure: the unit tests run it. */
 uint64_t cache_gc_plan(struct cache_gc_entry *v, size_t n, uint64_t budget);
 
-/* The budget in bytes: size->bytes, or size->percent of the cache filesystem's size. */
+/* The budget in bytes: size->bytes, or size->percent of the cache filesystem's size (while
+ * cache_dir is not made yet, of the filesystem it will be made on). */
 int cache_gc_budget(const char *cache_dir, const struct util_size *size, uint64_t *ret);
 
 struct cache_gc_result {

@@ -67,20 +67,24 @@ uint64_t cache_gc_plan(struct cache_gc_entry *v, size_t n, uint64_t budget)
 
 int cache_gc_budget(const char *cache_dir, const struct util_size *size, uint64_t *ret)
 {
-	_cleanup_close_ int fd = -1;
+	char path[PATH_MAX];
 	struct statvfs sv;
 	uint64_t total;
-	int r;
+	char *slash;
 
 	if (!size->is_percent) {
 		*ret = size->bytes;
 		return 0;
 	}
-	r = util_open_private_dir(cache_dir, &fd);
-	if (r < 0)
-		return r;
-	if (fstatvfs(fd, &sv) < 0)
-		return -errno;
+	/* the cache's filesystem: its directory's, or while that is not made yet, the one it
+	 * will be made on (its nearest ancestor's) */
+	if (snprintf(path, sizeof(path), "%s", cache_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	while (statvfs(path, &sv) < 0) {
+		if (errno != ENOENT || !(slash = strrchr(path, '/')) || slash == path)
+			return -errno;
+		*slash = 0;
+	}
 	if (util_mul_overflow_u64(sv.f_blocks, sv.f_frsize, &total))
 		total = UINT64_MAX;
 	*ret = total / 100 * size->percent + total % 100 * size->percent / 100;
@@ -315,8 +319,11 @@ int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
 	/* Both must be private already: gc creates nothing. (The budget is said even for a
 	 * cache without entries yet.) */
 	r = util_open_existing_private_dir(cache_dir, O_PATH, &root);
-	if (r >= 0)
-		r = cache_gc_budget(cache_dir, size, &ret->budget);
+	if (r >= 0 || r == -ENOENT) {
+		int b = cache_gc_budget(cache_dir, size, &ret->budget);
+
+		r = b < 0 ? b : r;
+	}
 	if (r >= 0)
 		r = util_open_existing_private_dir(path, O_PATH, &dirfd);
 	if (r == -ENOENT)

@@ -410,6 +410,19 @@ def test_gc_removes_old_upload_records(lazy):
     assert sorted(os.listdir(up)) == sorted([names["new"] + ".upload", "README"])
 
 
+def test_gc_of_a_cache_not_made_yet_says_its_percentage_budget(lazy):
+    """A percentage is of the filesystem the cache directory will be made on: gc of a cache
+    no mount has made yet says that budget (it said 0 B)."""
+    cache = os.path.join(lazy.root, "not-yet", "cache")
+    r = gc(lazy, "--max-size", "10%", env=dict(lazy.env, LAZYEROFS_CACHE_DIR=cache))
+    m = re.search(r"\(budget ([0-9.]+) ([KMGT]?i?B)\)", r.stdout)
+    assert m and float(m.group(1)) > 0, r.stdout
+    st = os.statvfs(lazy.root)
+    tenth = st.f_blocks * st.f_frsize / 10
+    units = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+    assert abs(float(m.group(1)) * units[m.group(2)] - tenth) < tenth / 50, (r.stdout, tenth)
+
+
 def test_gc_dry_run_lists_and_removes_nothing(lazy, three):
     before = {n: entry_bytes(lazy.cache, im["digest"]) for n, im in three.items()}
     r = gc(lazy, "--dry-run")
