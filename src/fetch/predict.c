@@ -353,6 +353,18 @@ static bool object_ranges(struct predictor *p, int fd, struct util_extents *ext)
 	return ok;
 }
 
+/* Whether another layer's object of size bytes is small enough to read ahead whole: by the
+ * rule of our own (fetch_sched_whole_limit, in its bytes before they are compressed). */
+static bool foreign_small(struct predictor *p, uint64_t size)
+{
+	bool r;
+
+	pthread_mutex_lock(&p->d->lock);
+	r = size <= fetch_sched_whole_limit(&p->d->sched);
+	pthread_mutex_unlock(&p->d->lock);
+	return r;
+}
+
 /* Open path inside the reader's root: a regular file on the mount, not seen before, becomes
  * an object to fetch and read. */
 static void add_object(struct predictor *p, int root, const char *path, bool *ret_found)
@@ -376,7 +388,7 @@ static void add_object(struct predictor *p, int root, const char *path, bool *re
 	*o = (struct object){.ino = st.st_ino, .foreign = foreign, .size = (uint64_t)st.st_size};
 	snprintf(o->path, sizeof(o->path), "%s", path);
 	util_extents_init(&o->ext);
-	if (foreign || object_ranges(p, fd, &o->ext))
+	if (foreign ? foreign_small(p, o->size) : object_ranges(p, fd, &o->ext))
 		p->nobj++;
 	else
 		util_extents_free(&o->ext);
@@ -901,6 +913,7 @@ static void predict(struct predictor *p)
 	    (struct object){.ino = st.st_ino, .foreign = !ours, .size = (uint64_t)st.st_size};
 	exe_in_root(p, &st, p->obj[0].path, sizeof(p->obj[0].path));
 	util_extents_init(&p->obj[0].ext);
+	/* (another layer's executable is not fetched: the kernel read what it needs of it) */
 	p->nobj = !ours || object_ranges(p, fd, &p->obj[0].ext) ? 1 : 0;
 	if (p->nobj && ours) {
 		pthread_mutex_lock(&d->lock);
