@@ -749,8 +749,9 @@ void fetch_control_loop(struct fetch_daemon *d)
 				fetch_mounts_rescan(d);
 			}
 		/* Someone opened the file within the last second and its mount may not be
-		 * listed yet: do not leave before looking again. */
-		rescan_soon = d->rescan_at[0] || d->rescan_at[1];
+		 * listed yet: do not leave before looking again -- unless whoever opened it has
+		 * exited since (a mount that failed: a non-EROFS blob left its daemon 1-2 s). */
+		rescan_soon = (d->rescan_at[0] || d->rescan_at[1]) && fetch_mount_may_come(d);
 
 		pthread_mutex_lock(&d->lock);
 		users = d->holds + fetch_rec_count(d) + (unsigned)d->sched.nreqs + d->nensure +

@@ -423,6 +423,9 @@ int fetch_watch_root(struct fetch_daemon *d, const char *path, int *ret_wd);
 void fetch_set_str(char *dst, size_t len, const char *src);
 /* Rescan the mount namespaces of recent openers for superblocks of the data file. */
 void fetch_mounts_rescan(struct fetch_daemon *d);
+/* Whether a recent opener of the data file is still there (its mount may be under way): one
+ * that exited either made its mount (a rescan lists it) or never will (a mount that failed). */
+bool fetch_mount_may_come(struct fetch_daemon *d);
 /* Main loop only (they take d->lock themselves): superblocks released, opens reported. */
 void fetch_read_inotify(struct fetch_daemon *d);
 bool fetch_read_opens(struct fetch_daemon *d);

@@ -173,16 +173,33 @@ static void rescan_ns(struct fetch_daemon *d, pid_t pid)
 	(void)util_mountinfo_each(path, rescan_one, &rs);
 }
 
-void fetch_mounts_rescan(struct fetch_daemon *d)
+/* Forget openers that have exited; whether one is left. */
+static bool openers_alive(struct fetch_daemon *d)
 {
-	rescan_ns(d, 0);
+	bool any = false;
+
 	for (size_t i = 0; i < ARRAY_SIZE(d->openers); i++)
 		if (d->openers[i] > 0) {
 			if (kill(d->openers[i], 0) < 0 && errno == ESRCH)
 				d->openers[i] = 0;
 			else
-				rescan_ns(d, d->openers[i]);
+				any = true;
 		}
+	return any;
+}
+
+void fetch_mounts_rescan(struct fetch_daemon *d)
+{
+	rescan_ns(d, 0);
+	(void)openers_alive(d);
+	for (size_t i = 0; i < ARRAY_SIZE(d->openers); i++)
+		if (d->openers[i] > 0)
+			rescan_ns(d, d->openers[i]);
+}
+
+bool fetch_mount_may_come(struct fetch_daemon *d)
+{
+	return openers_alive(d);
 }
 
 void fetch_read_inotify(struct fetch_daemon *d)
