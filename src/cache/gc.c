@@ -81,9 +81,9 @@ int cache_gc_budget(const char *cache_dir, const struct util_size *size, uint64_
 	if (snprintf(path, sizeof(path), "%s", cache_dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
 	while (statvfs(path, &sv) < 0) {
-		if (errno != ENOENT || !(slash = strrchr(path, '/')) || slash == path)
+		if (errno != ENOENT || !(slash = strrchr(path, '/')) || !strcmp(path, "/"))
 			return -errno;
-		*slash = 0;
+		slash[slash == path] = 0; /* (the root directory keeps its slash) */
 	}
 	if (util_mul_overflow_u64(sv.f_blocks, sv.f_frsize, &total))
 		total = UINT64_MAX;

@@ -62,7 +62,8 @@
 #define PREDICT_RECENT	    32	/* programs and readers remembered as done */
 
 struct object {
-	ino_t ino;		      /* as the reader's root shows it */
+	dev_t dev;		      /* as the reader's root shows it (layers of an overlay: */
+	ino_t ino;		      /* ... their own devices, or their own inode numbers) */
 	char path[ELF_DEPS_PATH_MAX]; /* inside the reader's root ("": not known) */
 	struct util_extents ext;      /* its data in the blob */
 	struct fetch_ensure en;	      /* its fetch, while `fetching` */
@@ -81,12 +82,23 @@ struct predictor {
 	struct object obj[PREDICT_MAX_OBJECTS];
 	size_t nobj;
 	struct elf_deps deps; /* of the object being read (large: not on the stack) */
-	/* recent readers and programs done (this thread only) */
-	pid_t pids[PREDICT_RECENT];
+	/* recent readers and programs done (this thread only): a reader by its pid and the
+	 * executable it ran then (its next execve is a program of its own) */
+	struct {
+		pid_t pid;
+		dev_t dev;
+		ino_t ino;
+	} pids[PREDICT_RECENT];
 	struct {
 		dev_t dev;
 		ino_t ino;
-	} exes[PREDICT_RECENT], roots[PREDICT_RECENT];
+	} exes[PREDICT_RECENT];
+	/* roots seen lately: their loader fetched; their locale too once known (locale) */
+	struct {
+		dev_t dev;
+		ino_t ino;
+		bool locale;
+	} roots[PREDICT_RECENT];
 	unsigned npids, nexes, nroots;
 	/* The loader this machine's programs name (our own executable's PT_INTERP, "" if
 	 * none), and its machine. */
@@ -250,9 +262,10 @@ static ssize_t fd_pread(void *ctx, void *buf, size_t len, uint64_t off)
 }
 
 /* A file of another mount, read only where its pages are in the page cache (mincore on a
- * mapping of it): a read of ours must never wait for another daemon's fetch. */
+ * mapping of it), and through that mapping with read-ahead off (MADV_RANDOM: a read() of a
+ * cached page may start the kernel's read-ahead of the next ones, which would wait for the
+ * other daemon): a read of ours must never wait for another daemon's fetch. */
 struct cached_file {
-	int fd;
 	void *map;
 	uint64_t size;
 };
@@ -278,17 +291,8 @@ static ssize_t cached_pread(void *ctx, void *buf, size_t len, uint64_t off)
 			if (!(vec[k] & 1))
 				return -EAGAIN;
 	}
-	return fd_pread((void *)&c->fd, buf, len, off);
-}
-
-static void cached_open(struct cached_file *c, int fd, uint64_t size)
-{
-	*c = (struct cached_file){.fd = fd, .size = size};
-	if (size > 0 && size <= SIZE_MAX) {
-		c->map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-		if (c->map == MAP_FAILED)
-			c->map = NULL;
-	}
+	memcpy(buf, (const uint8_t *)c->map + off, len);
+	return (ssize_t)len;
 }
 
 static void cached_close(struct cached_file *c)
@@ -296,6 +300,18 @@ static void cached_close(struct cached_file *c)
 	if (c->map)
 		munmap(c->map, (size_t)c->size);
 	c->map = NULL;
+}
+
+static void cached_open(struct cached_file *c, int fd, uint64_t size)
+{
+	*c = (struct cached_file){.size = size};
+	if (size > 0 && size <= SIZE_MAX) {
+		c->map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+		if (c->map == MAP_FAILED)
+			c->map = NULL;
+		else if (madvise(c->map, (size_t)size, MADV_RANDOM) < 0)
+			cached_close(c);
+	}
 }
 
 /* The needed objects of the ELF file open at fd (of another mount when foreign) into
@@ -382,10 +398,11 @@ static void add_object(struct predictor *p, int root, const char *path, bool *re
 	if (fd < 0)
 		return;
 	for (size_t i = 0; i < p->nobj; i++)
-		if (p->obj[i].ino == st.st_ino)
+		if (p->obj[i].ino == st.st_ino && p->obj[i].dev == st.st_dev)
 			return;
 	o = &p->obj[p->nobj];
-	*o = (struct object){.ino = st.st_ino, .foreign = foreign, .size = (uint64_t)st.st_size};
+	*o = (struct object){
+	    .dev = st.st_dev, .ino = st.st_ino, .foreign = foreign, .size = (uint64_t)st.st_size};
 	snprintf(o->path, sizeof(o->path), "%s", path);
 	util_extents_init(&o->ext);
 	if (foreign ? foreign_small(p, o->size) : object_ranges(p, fd, &o->ext))
@@ -499,7 +516,7 @@ static void read_object(struct predictor *p, size_t i, int fd)
 		if (fd < 0 || foreign != p->obj[i].foreign)
 			return;
 	}
-	if (fstat(fd, &st) < 0 || st.st_ino != p->obj[i].ino)
+	if (fstat(fd, &st) < 0 || st.st_ino != p->obj[i].ino || st.st_dev != p->obj[i].dev)
 		return;
 	r = object_deps(p, fd, (uint64_t)st.st_size, p->obj[i].foreign);
 	if (r < 0)
@@ -546,12 +563,18 @@ static int cmp_larger_first(const void *a, const void *b)
 	return x > y ? -1 : x < y;
 }
 
+/* A foreign object is read ahead in steps of this (posix_fadvise reads one read-ahead window
+ * a call). */
+#define PREDICT_FOREIGN_STEP (128u << 10)
+
 /* A foreign object's fetch: its path inside the reader's root and what it was. */
 struct foreign_job {
 	struct fetch_daemon *d;
 	struct object *o; /* written under d->lock when done */
 	pid_t pid;
+	dev_t dev;
 	ino_t ino;
+	uint64_t size;
 	char path[ELF_DEPS_PATH_MAX];
 };
 
@@ -566,18 +589,28 @@ static void *foreign_fetch(void *arg)
 	struct foreign_job *j = arg;
 	struct open_how how = {.flags = O_PATH | O_CLOEXEC,
 			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-	_cleanup_close_ int root = open_root(j->pid), pfd = -1, fd = -1;
+	int root = open_root(j->pid), pfd = -1, fd = -1;
 	struct stat st;
 	char self[64];
 
 	if (root >= 0)
 		pfd = (int)syscall(SYS_openat2, root, j->path, &how, sizeof(how));
-	if (pfd >= 0 && fstat(pfd, &st) == 0 && S_ISREG(st.st_mode) && st.st_ino == j->ino) {
+	if (pfd >= 0 && fstat(pfd, &st) == 0 && S_ISREG(st.st_mode) && st.st_ino == j->ino &&
+	    st.st_dev == j->dev) {
 		snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
 		fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	}
+	if (pfd >= 0)
+		close(pfd);
+	if (root >= 0)
+		close(root);
+	/* The kernel reads ahead at most its read-ahead window a call (128 KiB on a
+	 * file-backed EROFS mount): all of it, a window at a time. */
+	for (uint64_t off = 0; fd >= 0 && off < j->size; off += PREDICT_FOREIGN_STEP)
+		(void)posix_fadvise(fd, (off_t)off, (off_t)MIN(PREDICT_FOREIGN_STEP, j->size - off),
+				    POSIX_FADV_WILLNEED);
 	if (fd >= 0)
-		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+		close(fd);
 	pthread_mutex_lock(&j->d->lock);
 	j->o->en.done = true;
 	pthread_cond_broadcast(&j->d->done_cond);
@@ -596,7 +629,8 @@ static int foreign_start(struct predictor *p, struct object *o)
 
 	if (!j)
 		return -ENOMEM;
-	*j = (struct foreign_job){.d = p->d, .o = o, .pid = p->pid, .ino = o->ino};
+	*j = (struct foreign_job){
+	    .d = p->d, .o = o, .pid = p->pid, .dev = o->dev, .ino = o->ino, .size = o->size};
 	snprintf(j->path, sizeof(j->path), "%s", o->path);
 	o->en.done = false;
 	pthread_attr_init(&at);
@@ -720,8 +754,9 @@ static void objects_free(struct predictor *p)
 }
 
 /* The locale a program of this reader's will load its character set from (glibc's order
- * for LC_CTYPE: LC_ALL, LC_CTYPE, LANG) into out; false for C or POSIX or none. */
-static bool reader_locale(pid_t pid, char *out, size_t outlen)
+ * for LC_CTYPE: LC_ALL, LC_CTYPE, LANG) into out: 1; 0 for C or POSIX or none; -1 when its
+ * environment cannot be read or is empty (a process between two programs: execve). */
+static int reader_locale(pid_t pid, char *out, size_t outlen)
 {
 	static const char *const vars[] = {"LC_ALL=", "LC_CTYPE=", "LANG="};
 	char path[64], buf[16384];
@@ -732,7 +767,7 @@ static bool reader_locale(pid_t pid, char *out, size_t outlen)
 	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || (n = read(fd, buf, sizeof(buf) - 1)) <= 0)
-		return false;
+		return -1;
 	buf[n] = 0;
 	for (char *e = buf; e < buf + n; e += strlen(e) + 1)
 		for (size_t i = 0; i < ARRAY_SIZE(vars); i++)
@@ -745,11 +780,11 @@ static bool reader_locale(pid_t pid, char *out, size_t outlen)
 			continue;
 		if (!strcmp(v, "C") || !strcmp(v, "POSIX") || strchr(v, '/') || v[0] == '.' ||
 		    strlen(v) >= outlen)
-			return false;
+			return 0;
 		snprintf(out, outlen, "%s", v);
-		return true;
+		return 1;
 	}
-	return false;
+	return 0;
 }
 
 /* A locale's name with its codeset as glibc looks for it first: lower case letters and
@@ -772,8 +807,9 @@ static void locale_normalized(const char *name, char *out, size_t outlen)
 }
 
 /* The files of the locale the reader's environment names (setlocale loads every category's)
- * and the character set conversions' cache, as objects. */
-static void add_locale(struct predictor *p, int root)
+ * and the character set conversions' cache, as objects: 1; 0 when it names none; -1 when
+ * its environment is not there to read. */
+static int add_locale(struct predictor *p, int root)
 {
 	static const char *const cats[] = {
 	    "LC_CTYPE",	    "LC_NUMERIC",     "LC_TIME",
@@ -786,8 +822,10 @@ static void add_locale(struct predictor *p, int root)
 	char given[96], name[96], path[ELF_DEPS_PATH_MAX];
 	bool found = false;
 
-	if (!reader_locale(p->pid, given, sizeof(given)))
-		return;
+	int r = reader_locale(p->pid, given, sizeof(given));
+
+	if (r <= 0)
+		return r;
 	/* its directory: the name as the C library looks for it first, else as given */
 	locale_normalized(given, name, sizeof(name));
 	for (int k = 0; k < 2 && !dir; k++) {
@@ -807,6 +845,7 @@ static void add_locale(struct predictor *p, int root)
 		add_object(p, root, path, &found);
 	for (size_t i = 0; i < ARRAY_SIZE(gconv) && !found; i++)
 		add_object(p, root, gconv[i], &found);
+	return 1;
 }
 
 /* A reader in a root not seen lately (a container's, a chroot's): what the first program
@@ -824,21 +863,38 @@ static void add_locale(struct predictor *p, int root)
 static void root_startup(struct predictor *p)
 {
 	_cleanup_close_ int root = open_root(p->pid);
-	unsigned slot = p->nroots % PREDICT_RECENT;
-	struct stat st;
+	struct stat st, exe, mine;
+	char path[64], in[ELF_DEPS_PATH_MAX];
+	unsigned i, n = MIN(p->nroots, (unsigned)PREDICT_RECENT);
 	bool found;
 
-	if (root < 0 || fstat(root, &st) < 0)
-		return;
-	for (unsigned i = 0; i < MIN(p->nroots, (unsigned)PREDICT_RECENT); i++)
+	if (root < 0 || fstat(root, &st) < 0 || stat("/", &mine) < 0 ||
+	    (st.st_dev == mine.st_dev && st.st_ino == mine.st_ino))
+		return; /* (this machine's programs are not ours to predict) */
+	for (i = 0; i < n; i++)
 		if (p->roots[i].dev == st.st_dev && p->roots[i].ino == st.st_ino)
-			return;
-	p->roots[slot].dev = st.st_dev;
-	p->roots[slot].ino = st.st_ino;
-	p->nroots++;
-	if (p->loader[0] == '/')
-		add_object(p, root, p->loader, &found);
-	add_locale(p, root);
+			break;
+	if (i == n) {
+		i = p->nroots++ % PREDICT_RECENT;
+		p->roots[i].dev = st.st_dev;
+		p->roots[i].ino = st.st_ino;
+		p->roots[i].locale = false;
+		if (p->loader[0] == '/')
+			add_object(p, root, p->loader, &found);
+	}
+	/* The environment of a reader in execve may still be the one before it (a container
+	 * runtime's, whose process becomes the container's first program): a root's locale
+	 * is settled by one that names a locale, or by a program of the root's own that
+	 * names none. */
+	if (!p->roots[i].locale) {
+		int r = add_locale(p, root);
+
+		in[0] = 0;
+		snprintf(path, sizeof(path), "/proc/%d/exe", (int)p->pid);
+		if (r == 0 && stat(path, &exe) == 0)
+			exe_in_root(p, &exe, in, sizeof(in)); /* "" when not the root's */
+		p->roots[i].locale = r > 0 || (r == 0 && in[0]);
+	}
 	if (p->nobj)
 		log_debug("reader of pid %d: its root's loader and locale, %zu object(s)",
 			  (int)p->pid, p->nobj);
@@ -846,10 +902,11 @@ static void root_startup(struct predictor *p)
 	objects_free(p);
 }
 
-static bool recent_pid(struct predictor *p, pid_t pid)
+static bool recent_pid(struct predictor *p, const struct stat *exe)
 {
 	for (unsigned i = 0; i < MIN(p->npids, (unsigned)PREDICT_RECENT); i++)
-		if (p->pids[i] == pid)
+		if (p->pids[i].pid == p->pid && p->pids[i].dev == exe->st_dev &&
+		    p->pids[i].ino == exe->st_ino)
 			return true;
 	return false;
 }
@@ -880,8 +937,6 @@ static void predict(struct predictor *p)
 	bool replaying, ours;
 	int fd;
 
-	if (recent_pid(p, p->pid))
-		return;
 	/* While a startup profile is replayed, what it has not brought yet may still come
 	 * with it: no guessing (its next wait asks again). */
 	pthread_mutex_lock(&d->lock);
@@ -895,13 +950,15 @@ static void predict(struct predictor *p)
 	if (fd < 0)
 		return;
 	no_readahead(fd);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || recent_pid(p, &st) ||
 	    (!(ours = file_of_ours(p, fd, &st)) && !other_layer(p, fd))) {
 		/* Another program's (or one still in execve: its next wait asks again). */
 		close(fd);
 		return;
 	}
-	p->pids[p->npids++ % PREDICT_RECENT] = p->pid;
+	p->pids[p->npids % PREDICT_RECENT].pid = p->pid;
+	p->pids[p->npids % PREDICT_RECENT].dev = st.st_dev;
+	p->pids[p->npids++ % PREDICT_RECENT].ino = st.st_ino;
 	for (unsigned i = 0; i < MIN(p->nexes, (unsigned)PREDICT_RECENT); i++)
 		if (p->exes[i].dev == st.st_dev && p->exes[i].ino == st.st_ino) {
 			close(fd);
@@ -909,8 +966,8 @@ static void predict(struct predictor *p)
 		}
 	p->exes[p->nexes % PREDICT_RECENT].dev = st.st_dev;
 	p->exes[p->nexes++ % PREDICT_RECENT].ino = st.st_ino;
-	p->obj[0] =
-	    (struct object){.ino = st.st_ino, .foreign = !ours, .size = (uint64_t)st.st_size};
+	p->obj[0] = (struct object){
+	    .dev = st.st_dev, .ino = st.st_ino, .foreign = !ours, .size = (uint64_t)st.st_size};
 	exe_in_root(p, &st, p->obj[0].path, sizeof(p->obj[0].path));
 	util_extents_init(&p->obj[0].ext);
 	/* (another layer's executable is not fetched: the kernel read what it needs of it) */

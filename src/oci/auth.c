@@ -384,9 +384,9 @@ static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char
 			    "registry %s: token server %s refused a token %s for %s: HTTP "
 			    "%ld%s%s%s",
 			    h->shown, shown, who, scope, resp.status, msg[0] ? " " : "", msg,
-			    a->creds.identity_token ? " (log in to the registry again for a new "
-						      "identity token)"
-						    : "");
+			    a->creds.identity_token && resp.status != 403
+				? " (log in to the registry again for a new identity token)"
+				: "");
 			r = -EACCES;
 			goto out;
 		}
