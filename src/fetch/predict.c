@@ -126,12 +126,23 @@ static void no_readahead(int fd)
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 }
 
-static bool on_overlay(int fd)
+/* Whether the file open at fd is on a filesystem of this type (OVERLAYFS_SUPER_MAGIC, ...). */
+static bool on_fs(int fd, unsigned long magic)
 {
 	struct statfs sfs;
 
-	return fstatfs(fd, &sfs) == 0 &&
-	       (unsigned long)sfs.f_type == (unsigned long)OVERLAYFS_SUPER_MAGIC;
+	return fstatfs(fd, &sfs) == 0 && (unsigned long)sfs.f_type == magic;
+}
+
+static bool on_overlay(int fd)
+{
+	return on_fs(fd, OVERLAYFS_SUPER_MAGIC);
+}
+
+/* On another layer's filesystem: an EROFS mount, or an overlay that may show one. */
+static bool on_layer(int fd)
+{
+	return on_fs(fd, EROFS_SUPER_MAGIC_V1) || on_overlay(fd);
 }
 
 /* The image's UUID (its superblock's, present before any mount), all zeros when it has none
@@ -196,14 +207,6 @@ static bool file_of_ours(struct predictor *p, int fd, const struct stat *st)
 	return r;
 }
 
-static bool on_erofs(int fd)
-{
-	struct statfs sfs;
-
-	return fstatfs(fd, &sfs) == 0 &&
-	       (unsigned long)sfs.f_type == (unsigned long)EROFS_SUPER_MAGIC_V1;
-}
-
 /* Open path (a name an image's program gives: untrusted) in the reader's root for reading,
  * only when it is a regular file of our image (file_of_ours), its status in st: it is looked
  * up without being opened first (O_PATH), so that no device, FIFO or other filesystem's file
@@ -229,7 +232,7 @@ static int open_in_root(struct predictor *p, int root, const char *path, struct 
 	if (!S_ISREG(st->st_mode))
 		return -ENOENT;
 	if (!file_of_ours(p, pfd, st)) {
-		if (!ret_foreign || !(on_erofs(pfd) || on_overlay(pfd)))
+		if (!ret_foreign || !on_layer(pfd))
 			return -EXDEV;
 		*ret_foreign = true;
 	}
@@ -920,7 +923,7 @@ static bool other_layer(struct predictor *p, int fd)
 	char path[64];
 	struct stat mine, theirs;
 
-	if (!on_erofs(fd) && !on_overlay(fd))
+	if (!on_layer(fd))
 		return false;
 	snprintf(path, sizeof(path), "/proc/%d/root", (int)p->pid);
 	return stat("/", &mine) == 0 && stat(path, &theirs) == 0 &&
