@@ -173,8 +173,8 @@ static void rescan_ns(struct fetch_daemon *d, pid_t pid)
 	(void)util_mountinfo_each(path, rescan_one, &rs);
 }
 
-/* Forget openers that have exited; whether one is left. */
-static bool openers_alive(struct fetch_daemon *d)
+/* (openers that have exited forgotten) */
+bool fetch_mount_may_come(struct fetch_daemon *d)
 {
 	bool any = false;
 
@@ -191,15 +191,10 @@ static bool openers_alive(struct fetch_daemon *d)
 void fetch_mounts_rescan(struct fetch_daemon *d)
 {
 	rescan_ns(d, 0);
-	(void)openers_alive(d);
+	(void)fetch_mount_may_come(d);
 	for (size_t i = 0; i < ARRAY_SIZE(d->openers); i++)
 		if (d->openers[i] > 0)
 			rescan_ns(d, d->openers[i]);
-}
-
-bool fetch_mount_may_come(struct fetch_daemon *d)
-{
-	return openers_alive(d);
 }
 
 void fetch_read_inotify(struct fetch_daemon *d)

@@ -104,6 +104,7 @@ struct predictor {
 	 * none), and its machine. */
 	char loader[ELF_DEPS_PATH_MAX];
 	uint16_t machine;
+	struct stat own_root; /* this machine's root, whose programs are not ours to predict */
 };
 
 void fetch_predict_note(struct fetch_daemon *d, pid_t pid)
@@ -207,6 +208,32 @@ static bool file_of_ours(struct predictor *p, int fd, const struct stat *st)
 	return r;
 }
 
+/* Look path up in root without opening it (O_PATH): an fd of it when it is a regular file,
+ * its status in st; -ENOENT for anything else. */
+static int lookup_regular(int root, const char *path, struct stat *st)
+{
+	struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+	_cleanup_close_ int pfd = (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+
+	if (pfd < 0)
+		return -errno;
+	if (fstat(pfd, st) < 0)
+		return -errno;
+	return S_ISREG(st->st_mode) ? TAKE_FD(pfd) : -ENOENT;
+}
+
+/* Open for reading the regular file that pfd (lookup_regular's) was looked up as. */
+static int reopen_regular(int pfd)
+{
+	char self[64];
+	int fd;
+
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
+	fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	return fd < 0 ? -errno : fd;
+}
+
 /* Open path (a name an image's program gives: untrusted) in the reader's root for reading,
  * only when it is a regular file of our image (file_of_ours), its status in st: it is looked
  * up without being opened first (O_PATH), so that no device, FIFO or other filesystem's file
@@ -217,30 +244,21 @@ static bool file_of_ours(struct predictor *p, int fd, const struct stat *st)
 static int open_in_root(struct predictor *p, int root, const char *path, struct stat *st,
 			bool *ret_foreign)
 {
-	struct open_how how = {.flags = O_PATH | O_CLOEXEC,
-			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-	_cleanup_close_ int pfd = (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
-	char self[64];
+	_cleanup_close_ int pfd = lookup_regular(root, path, st);
 	int fd;
 
 	if (ret_foreign)
 		*ret_foreign = false;
 	if (pfd < 0)
-		return -errno;
-	if (fstat(pfd, st) < 0)
-		return -errno;
-	if (!S_ISREG(st->st_mode))
-		return -ENOENT;
+		return pfd;
 	if (!file_of_ours(p, pfd, st)) {
 		if (!ret_foreign || !on_layer(pfd))
 			return -EXDEV;
 		*ret_foreign = true;
 	}
-	snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
-	fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0)
-		return -errno;
-	no_readahead(fd);
+	fd = reopen_regular(pfd);
+	if (fd >= 0)
+		no_readahead(fd);
 	return fd;
 }
 
@@ -590,19 +608,13 @@ struct foreign_job {
 static void *foreign_fetch(void *arg)
 {
 	struct foreign_job *j = arg;
-	struct open_how how = {.flags = O_PATH | O_CLOEXEC,
-			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
 	int root = open_root(j->pid), pfd = -1, fd = -1;
 	struct stat st;
-	char self[64];
 
 	if (root >= 0)
-		pfd = (int)syscall(SYS_openat2, root, j->path, &how, sizeof(how));
-	if (pfd >= 0 && fstat(pfd, &st) == 0 && S_ISREG(st.st_mode) && st.st_ino == j->ino &&
-	    st.st_dev == j->dev) {
-		snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
-		fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	}
+		pfd = lookup_regular(root, j->path, &st);
+	if (pfd >= 0 && st.st_ino == j->ino && st.st_dev == j->dev)
+		fd = reopen_regular(pfd);
 	if (pfd >= 0)
 		close(pfd);
 	if (root >= 0)
@@ -823,9 +835,8 @@ static int add_locale(struct predictor *p, int root)
 					    "/usr/lib/gconv/gconv-modules.cache"};
 	const char *arch = multiarch(p->machine), *dir = NULL;
 	char given[96], name[96], path[ELF_DEPS_PATH_MAX];
-	bool found = false;
-
 	int r = reader_locale(p->pid, given, sizeof(given));
+	bool found = false;
 
 	if (r <= 0)
 		return r;
@@ -851,6 +862,12 @@ static int add_locale(struct predictor *p, int root)
 	return 1;
 }
 
+/* Whether a reader's root (its status) is this machine's, as ours is. */
+static bool machine_root(const struct predictor *p, const struct stat *root)
+{
+	return root->st_dev == p->own_root.st_dev && root->st_ino == p->own_root.st_ino;
+}
+
 /* A reader in a root not seen lately (a container's, a chroot's): what the first program
  * started there reads before its own bytes can say so -- the loader, and the locale its
  * environment names with the character set conversions' cache (the C library's setlocale)
@@ -866,14 +883,13 @@ static int add_locale(struct predictor *p, int root)
 static void root_startup(struct predictor *p)
 {
 	_cleanup_close_ int root = open_root(p->pid);
-	struct stat st, exe, mine;
+	struct stat st, exe;
 	char path[64], in[ELF_DEPS_PATH_MAX];
 	unsigned i, n = MIN(p->nroots, (unsigned)PREDICT_RECENT);
 	bool found;
 
-	if (root < 0 || fstat(root, &st) < 0 || stat("/", &mine) < 0 ||
-	    (st.st_dev == mine.st_dev && st.st_ino == mine.st_ino))
-		return; /* (this machine's programs are not ours to predict) */
+	if (root < 0 || fstat(root, &st) < 0 || machine_root(p, &st))
+		return;
 	for (i = 0; i < n; i++)
 		if (p->roots[i].dev == st.st_dev && p->roots[i].ino == st.st_ino)
 			break;
@@ -921,13 +937,12 @@ static bool recent_pid(struct predictor *p, const struct stat *exe)
 static bool other_layer(struct predictor *p, int fd)
 {
 	char path[64];
-	struct stat mine, theirs;
+	struct stat theirs;
 
 	if (!on_layer(fd))
 		return false;
 	snprintf(path, sizeof(path), "/proc/%d/root", (int)p->pid);
-	return stat("/", &mine) == 0 && stat(path, &theirs) == 0 &&
-	       (mine.st_dev != theirs.st_dev || mine.st_ino != theirs.st_ino);
+	return stat(path, &theirs) == 0 && !machine_root(p, &theirs);
 }
 
 /* A program of ours, or of another layer of a root of ours, that was not seen lately: its
@@ -1016,6 +1031,8 @@ void *fetch_predict_thread(void *arg)
 		return NULL;
 	p->d = d;
 	own_loader(p);
+	if (stat("/", &p->own_root) < 0)
+		memset(&p->own_root, 0, sizeof(p->own_root));
 	pthread_mutex_lock(&d->lock);
 	for (;;) {
 		while (d->predict_n == 0 && !d->stopping && !d->leaving)
