@@ -124,7 +124,7 @@ static bool writes_file(int fds, int pid, const char *name, const struct stat *s
 	char path[320];
 	size_t len;
 
-	if (fstatat(fds, name, &fst, 0) < 0 || fst.st_dev != st->st_dev || fst.st_ino != st->st_ino)
+	if (fstatat(fds, name, &fst, 0) < 0 || !util_same_file(&fst, st))
 		return false;
 	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", pid, name);
 	if (util_read_file(AT_FDCWD, path, 4096, 0, &info, &len) < 0 || !info)
@@ -900,7 +900,7 @@ int cache_entry_check(struct cache_entry *e, const char **ret_why)
 	else if ((uint64_t)st.st_size != e->hdr.size)
 		*ret_why = "truncated or extended";
 	else if (fstatat(e->dirfd, name, &named, AT_SYMLINK_NOFOLLOW) < 0 ||
-		 named.st_ino != st.st_ino || named.st_dev != st.st_dev)
+		 !util_same_file(&named, &st))
 		*ret_why = "renamed or replaced";
 	else if (fstat(e->bitmap_fd, &st) < 0 || st.st_nlink == 0)
 		*ret_why = "left without its bitmap (deleted)";
@@ -944,15 +944,13 @@ int cache_entry_remove(int dirfd, const char *key, int lock_fd)
 {
 	static const char *const suffix[] = { ".bitmap", "", ".lock" };
 	char name[CACHE_KEY_LEN + 16];
-	struct stat a, b;
 
 	if (!cache_key_valid(key))
 		return -EINVAL;
 	/* The lock must be the one the name has (cache_entry_lock checked it, and nobody
 	 * renames a lock file it does not hold). */
 	snprintf(name, sizeof(name), "%s.lock", key);
-	if (fstat(lock_fd, &a) < 0 || fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+	if (!util_fd_is_at(lock_fd, dirfd, name))
 		return -ESTALE;
 	sweep_aside(dirfd, key);
 	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {

@@ -198,8 +198,9 @@ static int list_entries(int dirfd, struct cache_gc_entry **ret, size_t *ret_n)
  * a mount whose daemon is gone holds its entry as much as a daemon does (its files, removed,
  * would keep their space until the umount, and gc would say it freed it). */
 struct mounted_keys {
-	dev_t dev; /* "<cache>/sha256", as mountinfo's sources may spell it ("c//sha256", a */
-	ino_t ino; /* symlink): the directory they name */
+	/* "<cache>/sha256", as mountinfo's sources may spell it ("c//sha256", a symlink): the
+	 * directory they name */
+	struct util_file_id dir;
 	char **keys;
 	size_t n, alloc;
 };
@@ -216,7 +217,7 @@ static int note_mounted(const struct util_mountinfo *m, void *ud)
 		return 0;
 	memcpy(dir, m->source, (size_t)(slash - m->source));
 	dir[slash - m->source] = 0;
-	if (stat(dir[0] ? dir : "/", &st) < 0 || st.st_dev != k->dev || st.st_ino != k->ino)
+	if (stat(dir[0] ? dir : "/", &st) < 0 || !util_file_id_eq(util_file_id_of(&st), k->dir))
 		return 0;
 	if (UTIL_ARRAY_RESERVE(k->keys, k->alloc, k->n, 8) < 0 ||
 	    !(k->keys[k->n] = strdup(slash + 1)))
@@ -335,8 +336,7 @@ int cache_gc(const char *cache_dir, const struct util_size *size, bool dry_run,
 		return r;
 	if (fstat(dirfd, &st) < 0)
 		return -errno;
-	mounted.dev = st.st_dev;
-	mounted.ino = st.st_ino;
+	mounted.dir = util_file_id_of(&st);
 	if (util_mountinfo_each("/proc/self/mountinfo", note_mounted, &mounted) == -ENOMEM)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {

@@ -164,8 +164,7 @@ static int check_joined(const struct fetch_config *cfg, int cache_dirfd, struct 
 	if (slash)
 		*slash = 0;
 	other = slash && root[0] == '/' && fstat(cache_dirfd, &ours) == 0 &&
-		stat(root, &theirs) == 0 &&
-		(ours.st_dev != theirs.st_dev || ours.st_ino != theirs.st_ino);
+		stat(root, &theirs) == 0 && !util_same_file(&ours, &theirs);
 	slash = strrchr(root, '/');
 	if (other && slash && slash != root) {
 		*slash = 0;
@@ -505,8 +504,7 @@ int fetch_data_fd(struct fetch_handle *h, int *ret_fd, struct util_error *err)
 		return r;
 	/* It must be the entry's data file, for reading only: anything else is a daemon bug. */
 	if (fd < 0 || fstat(fd, &a) < 0 || stat(h->data_path, &b) < 0 || !S_ISREG(a.st_mode) ||
-	    a.st_dev != b.st_dev || a.st_ino != b.st_ino ||
-	    (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY) {
+	    !util_same_file(&a, &b) || (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY) {
 		return util_err_set(err, -EBADMSG, "the daemon passed no read-only fd of '%s'",
 				    h->data_path);
 	}

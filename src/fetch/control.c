@@ -53,7 +53,7 @@ static bool entry_removed(struct fetch_daemon *d)
 		return true;
 	if (stat(d->entry->data_path, &b) < 0)
 		return errno == ENOENT;
-	return a.st_dev != b.st_dev || a.st_ino != b.st_ino;
+	return !util_same_file(&a, &b);
 }
 
 static int reply_hello(struct conn *c)

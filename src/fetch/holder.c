@@ -197,7 +197,7 @@ static bool run_dir_same(struct fetch_daemon *d)
 	struct stat a, b;
 
 	return fstat(d->run_dirfd, &a) == 0 && a.st_nlink > 0 && lstat(d->cfg.run_dir, &b) == 0 &&
-	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	       util_same_file(&a, &b);
 }
 
 /* The daemon's log in the run directory: its name, and opened for appending. */
@@ -268,16 +268,13 @@ void fetch_run_dir_refresh(struct fetch_daemon *d)
 
 static void reopen_log(struct fetch_daemon *d)
 {
-	struct stat a, b;
 	char name[96];
 	int fd;
 
 	if (d->log_fd < 0 || d->log_fd == d->devnull_fd)
 		return;
 	log_name(d, name);
-	if (fstat(d->log_fd, &a) == 0 &&
-	    fstatat(d->run_dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
-	    a.st_ino == b.st_ino)
+	if (util_fd_is_at(d->log_fd, d->run_dirfd, name))
 		return; /* the run directory's log is ours */
 	fd = open_log(d, name);
 	if (fd >= 0) {

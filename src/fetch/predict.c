@@ -19,8 +19,10 @@
  * present bytes and denies the others). It holds no fd on a mount while it waits for the
  * network: a umount right after the program exits finds the mount free. Objects of another
  * layer (another lazy mount, another daemon's) it has the kernel read ahead through the
- * reader's root, on threads of their own (foreign_fetch), and reads only where their pages
- * are in the page cache (cached_pread): no read of its own waits for another daemon.
+ * reader's root, on threads of their own (foreign_fetch) that stop once the reader has
+ * exited, and reads only where their pages are in the page cache (cached_pread): no read of
+ * its own waits for another daemon, and a slow one delays no prediction for long
+ * (foreign_give_up).
  */
 #include <ctype.h>
 #include <elf.h>
@@ -28,6 +30,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
@@ -50,8 +53,10 @@
 #include "fetch/internal.h"
 #include "util/cleanup.h"
 #include "util/extents.h"
+#include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/time.h"
 
 #ifndef AT_HANDLE_FID
 #define AT_HANDLE_FID 0x200 /* Linux 6.5; glibc 2.36's headers lack it */
@@ -62,15 +67,15 @@
 #define PREDICT_RECENT	    32	/* programs and readers remembered as done */
 
 struct object {
-	dev_t dev;		      /* as the reader's root shows it (layers of an overlay: */
-	ino_t ino;		      /* ... their own devices, or their own inode numbers) */
+	struct util_file_id id;	      /* as the reader's root shows it */
 	char path[ELF_DEPS_PATH_MAX]; /* inside the reader's root ("": not known) */
 	struct util_extents ext;      /* its data in the blob */
 	struct fetch_ensure en;	      /* its fetch, while `fetching` */
 	bool fetching;
 	/* Another lazy mount's (another layer of a container's root): brought by reading it
-	 * (foreign_fetch), its size for the order of fetches. */
+	 * (foreign_fetch: job, while `fetching`), its size for the order of fetches. */
 	bool foreign;
+	struct foreign_job *job;
 	uint64_t size;
 };
 
@@ -86,17 +91,12 @@ struct predictor {
 	 * executable it ran then (its next execve is a program of its own) */
 	struct {
 		pid_t pid;
-		dev_t dev;
-		ino_t ino;
+		struct util_file_id exe;
 	} pids[PREDICT_RECENT];
-	struct {
-		dev_t dev;
-		ino_t ino;
-	} exes[PREDICT_RECENT];
+	struct util_file_id exes[PREDICT_RECENT];
 	/* roots seen lately: their loader fetched; their locale too once known (locale) */
 	struct {
-		dev_t dev;
-		ino_t ino;
+		struct util_file_id id;
 		bool locale;
 	} roots[PREDICT_RECENT];
 	unsigned npids, nexes, nroots;
@@ -104,7 +104,8 @@ struct predictor {
 	 * none), and its machine. */
 	char loader[ELF_DEPS_PATH_MAX];
 	uint16_t machine;
-	struct stat own_root; /* this machine's root, whose programs are not ours to predict */
+	struct util_file_id own_root; /* this machine's root, whose programs are not ours to
+				       * predict */
 };
 
 void fetch_predict_note(struct fetch_daemon *d, pid_t pid)
@@ -419,11 +420,11 @@ static void add_object(struct predictor *p, int root, const char *path, bool *re
 	if (fd < 0)
 		return;
 	for (size_t i = 0; i < p->nobj; i++)
-		if (p->obj[i].ino == st.st_ino && p->obj[i].dev == st.st_dev)
+		if (util_file_id_eq(p->obj[i].id, util_file_id_of(&st)))
 			return;
 	o = &p->obj[p->nobj];
 	*o = (struct object){
-	    .dev = st.st_dev, .ino = st.st_ino, .foreign = foreign, .size = (uint64_t)st.st_size};
+	    .id = util_file_id_of(&st), .foreign = foreign, .size = (uint64_t)st.st_size};
 	snprintf(o->path, sizeof(o->path), "%s", path);
 	util_extents_init(&o->ext);
 	if (foreign ? foreign_small(p, o->size) : object_ranges(p, fd, &o->ext))
@@ -537,7 +538,7 @@ static void read_object(struct predictor *p, size_t i, int fd)
 		if (fd < 0 || foreign != p->obj[i].foreign)
 			return;
 	}
-	if (fstat(fd, &st) < 0 || st.st_ino != p->obj[i].ino || st.st_dev != p->obj[i].dev)
+	if (fstat(fd, &st) < 0 || !util_file_id_eq(util_file_id_of(&st), p->obj[i].id))
 		return;
 	r = object_deps(p, fd, (uint64_t)st.st_size, p->obj[i].foreign);
 	if (r < 0)
@@ -587,24 +588,51 @@ static int cmp_larger_first(const void *a, const void *b)
 /* A foreign object is read ahead in steps of this (posix_fadvise reads one read-ahead window
  * a call). */
 #define PREDICT_FOREIGN_STEP (128u << 10)
+/* How long another reader waiting for its prediction lets us wait for a foreign object (a
+ * slow layer's daemon must not stall the predictions of this one's readers). */
+#define PREDICT_FOREIGN_PATIENCE_MS 500
 
-/* A foreign object's fetch: its path inside the reader's root and what it was. */
+/* A foreign object's read-ahead: its thread's and, while it waits for it, the predictor's
+ * (refs, done: d->lock). The predictor may stop waiting (its daemon leaving, another reader
+ * waiting: foreign_give_up); the thread goes on alone until the object is read ahead or its
+ * reader has exited. */
 struct foreign_job {
 	struct fetch_daemon *d;
-	struct object *o; /* written under d->lock when done */
+	unsigned refs;
+	bool done;
+	uint64_t started_ms;
+	int pidfd; /* the reader's */
 	pid_t pid;
-	dev_t dev;
-	ino_t ino;
+	struct util_file_id id;
 	uint64_t size;
 	char path[ELF_DEPS_PATH_MAX];
 };
+
+/* d->lock held */
+static void foreign_put(struct foreign_job *j)
+{
+	if (--j->refs > 0)
+		return;
+	if (j->pidfd >= 0)
+		close(j->pidfd);
+	free(j);
+}
+
+static bool exited(int pidfd)
+{
+	struct pollfd pf = {.fd = pidfd, .events = POLLIN};
+
+	return poll(&pf, 1, 0) != 0;
+}
 
 /* Bring a foreign object (another lazy mount's file, shown in the reader's root) into the
  * page cache by reading it there: the kernel's read-ahead of all of it (POSIX_FADV_WILLNEED,
  * on the file the root shows, which an overlay passes to the layer's) waits for that mount's
  * daemon, which fetches it. It is opened as open_in_root does (looked up first, a regular
  * file, the same one the predictor saw), and reported done however that went (its needs
- * are read only where its pages are here: object_deps). */
+ * are read only where its pages are here: object_deps). Read a window at a time, and no
+ * more once the reader has exited: our fd on that mount, held while its daemon fetches,
+ * would keep it busy (a container's layers are unmounted right after its programs exit). */
 static void *foreign_fetch(void *arg)
 {
 	struct foreign_job *j = arg;
@@ -613,7 +641,7 @@ static void *foreign_fetch(void *arg)
 
 	if (root >= 0)
 		pfd = lookup_regular(root, j->path, &st);
-	if (pfd >= 0 && st.st_ino == j->ino && st.st_dev == j->dev)
+	if (pfd >= 0 && util_file_id_eq(util_file_id_of(&st), j->id))
 		fd = reopen_regular(pfd);
 	if (pfd >= 0)
 		close(pfd);
@@ -621,16 +649,17 @@ static void *foreign_fetch(void *arg)
 		close(root);
 	/* The kernel reads ahead at most its read-ahead window a call (128 KiB on a
 	 * file-backed EROFS mount): all of it, a window at a time. */
-	for (uint64_t off = 0; fd >= 0 && off < j->size; off += PREDICT_FOREIGN_STEP)
+	for (uint64_t off = 0; fd >= 0 && off < j->size && !exited(j->pidfd);
+	     off += PREDICT_FOREIGN_STEP)
 		(void)posix_fadvise(fd, (off_t)off, (off_t)MIN(PREDICT_FOREIGN_STEP, j->size - off),
 				    POSIX_FADV_WILLNEED);
 	if (fd >= 0)
 		close(fd);
 	pthread_mutex_lock(&j->d->lock);
-	j->o->en.done = true;
+	j->done = true;
 	pthread_cond_broadcast(&j->d->done_cond);
+	foreign_put(j);
 	pthread_mutex_unlock(&j->d->lock);
-	free(j);
 	return NULL;
 }
 
@@ -644,19 +673,62 @@ static int foreign_start(struct predictor *p, struct object *o)
 
 	if (!j)
 		return -ENOMEM;
-	*j = (struct foreign_job){
-	    .d = p->d, .o = o, .pid = p->pid, .dev = o->dev, .ino = o->ino, .size = o->size};
+	*j = (struct foreign_job){.d = p->d,
+				  .refs = 2,
+				  .started_ms = util_now_ms(),
+				  .pidfd = fetch_pidfd_open(p->pid),
+				  .pid = p->pid,
+				  .id = o->id,
+				  .size = o->size};
+	if (j->pidfd < 0) {
+		free(j);
+		return -ESRCH; /* the reader has exited */
+	}
 	snprintf(j->path, sizeof(j->path), "%s", o->path);
-	o->en.done = false;
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 	r = pthread_create(&t, &at, foreign_fetch, j);
 	pthread_attr_destroy(&at);
 	if (r != 0) {
+		close(j->pidfd);
 		free(j);
 		return -r;
 	}
+	o->job = j;
 	return 0;
+}
+
+/* Whether another reader waits for its prediction (d->lock held). */
+static bool other_waits(struct predictor *p)
+{
+	for (unsigned i = 0; i < p->d->predict_n; i++)
+		if (p->d->predict_q[i] != p->pid)
+			return true;
+	return false;
+}
+
+/* Stop waiting for the foreign objects among [from, to) that the daemon cannot wait for any
+ * more: it is leaving, or another reader waits and they have taken long (d->lock held).
+ * Their threads go on alone; their needs are not looked at. The number given up. */
+static size_t foreign_give_up(struct predictor *p, size_t from, size_t to)
+{
+	struct fetch_daemon *d = p->d;
+	bool all = d->stopping || d->leaving, other = !all && other_waits(p);
+	uint64_t now = util_now_ms();
+	size_t n = 0;
+
+	for (size_t i = from; i < to && (all || other); i++) {
+		struct object *o = &p->obj[i];
+
+		if (!o->fetching || !o->foreign ||
+		    (!all && now - o->job->started_ms < PREDICT_FOREIGN_PATIENCE_MS))
+			continue;
+		foreign_put(o->job);
+		o->job = NULL;
+		o->fetching = false;
+		n++;
+	}
+	return n;
 }
 
 /* Fetch objects [from, nobj) and read each as it arrives, which may add more: at most
@@ -665,7 +737,7 @@ static int foreign_start(struct predictor *p, struct object *o)
 static void fetch_objects(struct predictor *p, size_t from, bool paced)
 {
 	struct fetch_daemon *d = p->d;
-	size_t next = from, busy = 0;
+	size_t next = from, busy = 0, foreign = 0;
 
 	pthread_mutex_lock(&d->lock);
 	while (next < p->nobj || busy > 0) {
@@ -692,6 +764,7 @@ static void fetch_objects(struct predictor *p, size_t from, bool paced)
 			if (r == 0) {
 				o->fetching = true;
 				busy++;
+				foreign += o->foreign;
 			} else if (r > 0) {
 				done = next; /* present already */
 			}
@@ -699,18 +772,40 @@ static void fetch_objects(struct predictor *p, size_t from, bool paced)
 			if (done != SIZE_MAX)
 				break;
 		}
-		for (size_t i = from; done == SIZE_MAX && i < next; i++)
-			if (p->obj[i].fetching && p->obj[i].en.done) {
-				p->obj[i].fetching = false;
-				busy--;
-				if (p->obj[i].foreign || fetch_ensure_end(d, &p->obj[i].en) == 0)
-					done = i;
+		for (size_t i = from; done == SIZE_MAX && i < next; i++) {
+			struct object *o = &p->obj[i];
+
+			if (!o->fetching || !(o->foreign ? o->job->done : o->en.done))
+				continue;
+			o->fetching = false;
+			busy--;
+			if (o->foreign) {
+				foreign--;
+				foreign_put(o->job);
+				o->job = NULL;
+				done = i;
+			} else if (fetch_ensure_end(d, &o->en) == 0) {
+				done = i;
 			}
+		}
+		if (done == SIZE_MAX && foreign > 0) {
+			size_t n = foreign_give_up(p, from, next);
+
+			busy -= n;
+			foreign -= n;
+		}
 		if (done == SIZE_MAX) {
 			if (busy == 0 && (next >= p->nobj || d->stopping))
 				break;
-			if (busy > 0)
+			if (foreign > 0) {
+				struct timespec ts;
+
+				/* (another reader's note signals predict_cond, not this) */
+				util_deadline_ts(&ts, 100);
+				pthread_cond_timedwait(&d->done_cond, &d->lock, &ts);
+			} else if (busy > 0) {
 				pthread_cond_wait(&d->done_cond, &d->lock);
+			}
 			continue;
 		}
 		pthread_mutex_unlock(&d->lock);
@@ -757,7 +852,7 @@ static void exe_in_root(struct predictor *p, const struct stat *exe, char *out, 
 	if (root < 0)
 		return;
 	fd = open_in_root(p, root, in, &st, &foreign);
-	if (fd >= 0 && st.st_ino == exe->st_ino)
+	if (fd >= 0 && util_same_file(&st, exe))
 		snprintf(out, outlen, "%s", in);
 }
 
@@ -865,7 +960,7 @@ static int add_locale(struct predictor *p, int root)
 /* Whether a reader's root (its status) is this machine's, as ours is. */
 static bool machine_root(const struct predictor *p, const struct stat *root)
 {
-	return root->st_dev == p->own_root.st_dev && root->st_ino == p->own_root.st_ino;
+	return util_file_id_eq(util_file_id_of(root), p->own_root);
 }
 
 /* A reader in a root not seen lately (a container's, a chroot's): what the first program
@@ -891,12 +986,11 @@ static void root_startup(struct predictor *p)
 	if (root < 0 || fstat(root, &st) < 0 || machine_root(p, &st))
 		return;
 	for (i = 0; i < n; i++)
-		if (p->roots[i].dev == st.st_dev && p->roots[i].ino == st.st_ino)
+		if (util_file_id_eq(p->roots[i].id, util_file_id_of(&st)))
 			break;
 	if (i == n) {
 		i = p->nroots++ % PREDICT_RECENT;
-		p->roots[i].dev = st.st_dev;
-		p->roots[i].ino = st.st_ino;
+		p->roots[i].id = util_file_id_of(&st);
 		p->roots[i].locale = false;
 		if (p->loader[0] == '/')
 			add_object(p, root, p->loader, &found);
@@ -924,8 +1018,8 @@ static void root_startup(struct predictor *p)
 static bool recent_pid(struct predictor *p, const struct stat *exe)
 {
 	for (unsigned i = 0; i < MIN(p->npids, (unsigned)PREDICT_RECENT); i++)
-		if (p->pids[i].pid == p->pid && p->pids[i].dev == exe->st_dev &&
-		    p->pids[i].ino == exe->st_ino)
+		if (p->pids[i].pid == p->pid &&
+		    util_file_id_eq(p->pids[i].exe, util_file_id_of(exe)))
 			return true;
 	return false;
 }
@@ -975,17 +1069,15 @@ static void predict(struct predictor *p)
 		return;
 	}
 	p->pids[p->npids % PREDICT_RECENT].pid = p->pid;
-	p->pids[p->npids % PREDICT_RECENT].dev = st.st_dev;
-	p->pids[p->npids++ % PREDICT_RECENT].ino = st.st_ino;
+	p->pids[p->npids++ % PREDICT_RECENT].exe = util_file_id_of(&st);
 	for (unsigned i = 0; i < MIN(p->nexes, (unsigned)PREDICT_RECENT); i++)
-		if (p->exes[i].dev == st.st_dev && p->exes[i].ino == st.st_ino) {
+		if (util_file_id_eq(p->exes[i], util_file_id_of(&st))) {
 			close(fd);
 			return; /* started lately: its objects came then */
 		}
-	p->exes[p->nexes % PREDICT_RECENT].dev = st.st_dev;
-	p->exes[p->nexes++ % PREDICT_RECENT].ino = st.st_ino;
+	p->exes[p->nexes++ % PREDICT_RECENT] = util_file_id_of(&st);
 	p->obj[0] = (struct object){
-	    .dev = st.st_dev, .ino = st.st_ino, .foreign = !ours, .size = (uint64_t)st.st_size};
+	    .id = util_file_id_of(&st), .foreign = !ours, .size = (uint64_t)st.st_size};
 	exe_in_root(p, &st, p->obj[0].path, sizeof(p->obj[0].path));
 	util_extents_init(&p->obj[0].ext);
 	/* (another layer's executable is not fetched: the kernel read what it needs of it) */
@@ -1031,8 +1123,12 @@ void *fetch_predict_thread(void *arg)
 		return NULL;
 	p->d = d;
 	own_loader(p);
-	if (stat("/", &p->own_root) < 0)
-		memset(&p->own_root, 0, sizeof(p->own_root));
+	{
+		struct stat st;
+
+		if (stat("/", &st) == 0)
+			p->own_root = util_file_id_of(&st);
+	}
 	pthread_mutex_lock(&d->lock);
 	for (;;) {
 		while (d->predict_n == 0 && !d->stopping && !d->leaving)

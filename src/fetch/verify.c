@@ -75,14 +75,6 @@ int fetch_entry_flush(struct fetch_daemon *d, bool full)
 	return r;
 }
 
-static bool same_file(int dirfd, const char *name, int fd)
-{
-	struct stat a, b;
-
-	return fstat(fd, &a) == 0 && fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
-	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-}
-
 /* Before writing the entry's header: is the entry still ours? A leaving daemon gives its lock
  * up while it verifies (exit_verify); it may write the result only if it gets the lock back
  * and its files still have their names (not removed, not replaced by a new daemon's). */
@@ -96,8 +88,8 @@ static bool entry_owned(struct fetch_daemon *d)
 	snprintf(lock_name, sizeof(lock_name), "%s.lock", d->cfg.blob.cache_key);
 	if (flock(e->lock_fd, LOCK_EX | LOCK_NB) < 0)
 		return false;
-	if (!same_file(e->dirfd, lock_name, e->lock_fd) ||
-	    !same_file(e->dirfd, d->cfg.blob.cache_key, e->data_fd)) {
+	if (!util_fd_is_at(e->lock_fd, e->dirfd, lock_name) ||
+	    !util_fd_is_at(e->data_fd, e->dirfd, d->cfg.blob.cache_key)) {
 		(void)flock(e->lock_fd, LOCK_UN);
 		return false;
 	}

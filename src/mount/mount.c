@@ -478,7 +478,7 @@ static int same_file(const char *path, int fd)
 
 	if (lstat(path, &a) < 0 || fstat(fd, &b) < 0)
 		return -errno;
-	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
+	return util_same_file(&a, &b) ? 0 : -ESTALE;
 }
 
 /*

@@ -112,13 +112,20 @@ int util_pread_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+bool util_fd_is_at(int fd, int dirfd, const char *name)
+{
+	struct stat a, b;
+
+	return fstat(fd, &a) == 0 && fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       util_same_file(&a, &b);
+}
+
 int util_lock_at(int dirfd, const char *name, bool wait, int *ret_fd)
 {
 	for (;;) {
-		_cleanup_close_ int fd = -1;
-		struct stat a, b;
+		_cleanup_close_ int fd =
+		    openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 
-		fd = openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd < 0)
 			return -errno;
 		while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
@@ -126,10 +133,8 @@ int util_lock_at(int dirfd, const char *name, bool wait, int *ret_fd)
 				continue;
 			return errno == EWOULDBLOCK ? -EWOULDBLOCK : -errno;
 		}
-		if (fstat(fd, &a) < 0)
-			return -errno;
-		if (fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino &&
-		    a.st_dev == b.st_dev) {
+		/* (renamed away or replaced while we waited: take the new one) */
+		if (util_fd_is_at(fd, dirfd, name)) {
 			*ret_fd = TAKE_FD(fd);
 			return 0;
 		}

@@ -6,7 +6,34 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+
+/* A file's identity: its device and inode number (st_ino alone is not: layers, mounts and
+ * filesystems share inode numbers). */
+struct util_file_id {
+	dev_t dev;
+	ino_t ino;
+};
+
+static inline struct util_file_id util_file_id_of(const struct stat *st)
+{
+	return (struct util_file_id){.dev = st->st_dev, .ino = st->st_ino};
+}
+
+static inline bool util_file_id_eq(struct util_file_id a, struct util_file_id b)
+{
+	return a.dev == b.dev && a.ino == b.ino;
+}
+
+static inline bool util_same_file(const struct stat *a, const struct stat *b)
+{
+	return util_file_id_eq(util_file_id_of(a), util_file_id_of(b));
+}
+
+/* Whether fd is the file dirfd/name names now (a final symlink not followed): not renamed
+ * away, replaced or removed since it was opened. */
+bool util_fd_is_at(int fd, int dirfd, const char *name);
 
 /* Create `path` (and missing parents, mode 0700) if needed; then require a real directory
  * (not a symlink), owned by root (uid 0) and not accessible by group/other. Returns an
