@@ -199,9 +199,10 @@ int cli_upload_records_sweep(const char *cache_dir, bool dry_run, size_t *ret_n)
 	DIR *dir;
 
 	*ret_n = 0;
-	r = util_open_private_dir(cache_dir, &root);
+	/* (checked as a mount would make it; not made: nothing to sweep in a cache not made) */
+	r = util_open_existing_private_dir(cache_dir, O_PATH, &root);
 	if (r < 0)
-		return r;
+		return r == -ENOENT ? 0 : r;
 	if (snprintf(path, sizeof(path), "%s/" UPLOADS_DIR, cache_dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
 	r = util_open_existing_private_dir(path, O_RDONLY, &dirfd);

@@ -412,9 +412,11 @@ def test_gc_removes_old_upload_records(lazy):
 
 def test_gc_of_a_cache_not_made_yet_says_its_percentage_budget(lazy):
     """A percentage is of the filesystem the cache directory will be made on: gc of a cache
-    no mount has made yet says that budget (it said 0 B)."""
+    no mount has made yet says that budget (it said 0 B), and makes nothing (it made the
+    cache directory)."""
     cache = os.path.join(lazy.root, "not-yet", "cache")
     r = gc(lazy, "--max-size", "10%", env=dict(lazy.env, LAZYEROFS_CACHE_DIR=cache))
+    assert not os.path.exists(os.path.dirname(cache)), os.listdir(os.path.dirname(cache))
     m = re.search(r"\(budget ([0-9.]+) ([KMGT]?i?B)\)", r.stdout)
     assert m and float(m.group(1)) > 0, r.stdout
     st = os.statvfs(lazy.root)
