@@ -281,6 +281,9 @@ struct fetch_daemon {
 	/* predict.c: readers waiting for the network whose program may be starting */
 	pid_t predict_q[FETCH_PREDICT_QUEUE]; /* (lock) */
 	unsigned predict_n;		       /* (lock) */
+	/* (lock) threads reading another layer's objects ahead (predict.c), whether a
+	 * prediction still waits for them or not */
+	unsigned foreign_threads;
 	pthread_cond_t predict_cond;	       /* with d->lock: predict_q has a pid */
 	struct fetch_kept *files_kept;	 /* its encoding, shared with the holder, or NULL */
 	struct fetch_kept *profile_kept; /* the profile replayed, shared with the holder, or NULL */

@@ -622,7 +622,7 @@ static bool exited(int pidfd)
 {
 	struct pollfd pf = {.fd = pidfd, .events = POLLIN};
 
-	return poll(&pf, 1, 0) != 0;
+	return poll(&pf, 1, 0) > 0;
 }
 
 /* Bring a foreign object (another lazy mount's file, shown in the reader's root) into the
@@ -657,20 +657,26 @@ static void *foreign_fetch(void *arg)
 		close(fd);
 	pthread_mutex_lock(&j->d->lock);
 	j->done = true;
+	j->d->foreign_threads--;
 	pthread_cond_broadcast(&j->d->done_cond);
 	foreign_put(j);
 	pthread_mutex_unlock(&j->d->lock);
 	return NULL;
 }
 
-/* Start a foreign object's fetch on a thread of its own (d->lock held). 0, or -errno. */
+/* Start a foreign object's fetch on a thread of its own (d->lock held), at most
+ * PREDICT_IN_FLIGHT of them at once in the daemon (those a prediction gave up on included:
+ * a stalled layer's daemon keeps them). 0, or -errno. */
 static int foreign_start(struct predictor *p, struct object *o)
 {
-	struct foreign_job *j = malloc(sizeof(*j));
+	struct foreign_job *j;
 	pthread_attr_t at;
 	pthread_t t;
 	int r;
 
+	if (p->d->foreign_threads >= PREDICT_IN_FLIGHT)
+		return -EBUSY;
+	j = malloc(sizeof(*j));
 	if (!j)
 		return -ENOMEM;
 	*j = (struct foreign_job){.d = p->d,
@@ -681,8 +687,9 @@ static int foreign_start(struct predictor *p, struct object *o)
 				  .id = o->id,
 				  .size = o->size};
 	if (j->pidfd < 0) {
+		r = j->pidfd; /* (-ESRCH: the reader has exited) */
 		free(j);
-		return -ESRCH; /* the reader has exited */
+		return r;
 	}
 	snprintf(j->path, sizeof(j->path), "%s", o->path);
 	pthread_attr_init(&at);
@@ -694,6 +701,7 @@ static int foreign_start(struct predictor *p, struct object *o)
 		free(j);
 		return -r;
 	}
+	p->d->foreign_threads++;
 	o->job = j;
 	return 0;
 }
@@ -709,8 +717,9 @@ static bool other_waits(struct predictor *p)
 
 /* Stop waiting for the foreign objects among [from, to) that the daemon cannot wait for any
  * more: it is leaving, or another reader waits and they have taken long (d->lock held).
- * Their threads go on alone; their needs are not looked at. The number given up. */
-static size_t foreign_give_up(struct predictor *p, size_t from, size_t to)
+ * Their threads go on alone; their needs are not looked at. The number given up; *gave_up
+ * set when some were, for another reader (then no more are started for this one). */
+static size_t foreign_give_up(struct predictor *p, size_t from, size_t to, bool *gave_up)
 {
 	struct fetch_daemon *d = p->d;
 	bool all = d->stopping || d->leaving, other = !all && other_waits(p);
@@ -728,6 +737,7 @@ static size_t foreign_give_up(struct predictor *p, size_t from, size_t to)
 		o->fetching = false;
 		n++;
 	}
+	*gave_up = *gave_up || (n && other);
 	return n;
 }
 
@@ -738,6 +748,7 @@ static void fetch_objects(struct predictor *p, size_t from, bool paced)
 {
 	struct fetch_daemon *d = p->d;
 	size_t next = from, busy = 0, foreign = 0;
+	bool gave_up = false;
 
 	pthread_mutex_lock(&d->lock);
 	while (next < p->nobj || busy > 0) {
@@ -745,15 +756,16 @@ static void fetch_objects(struct predictor *p, size_t from, bool paced)
 
 		/* (those not started yet: no fetch refers to them) */
 		qsort(p->obj + next, p->nobj - next, sizeof(p->obj[0]), cmp_larger_first);
-		while (next < p->nobj && busy < PREDICT_IN_FLIGHT && !d->stopping) {
+		while (next < p->nobj && busy < PREDICT_IN_FLIGHT && !d->stopping && !d->leaving) {
 			struct object *o = &p->obj[next];
 			int r;
 
 			util_extents_merge(&o->ext, 0);
 			/* Left to the profile, or to the reads themselves on a cache disk that
 			 * is nearly full (fetch_sched.room); another mount's, to its daemon. */
-			if (!o->foreign &&
-			    (left_to_profile(d, &o->ext) || fetch_sched_room_short(&d->sched))) {
+			if (o->foreign ? gave_up
+				       : left_to_profile(d, &o->ext) ||
+					     fetch_sched_room_short(&d->sched)) {
 				next++;
 				continue;
 			}
@@ -789,13 +801,13 @@ static void fetch_objects(struct predictor *p, size_t from, bool paced)
 			}
 		}
 		if (done == SIZE_MAX && foreign > 0) {
-			size_t n = foreign_give_up(p, from, next);
+			size_t n = foreign_give_up(p, from, next, &gave_up);
 
 			busy -= n;
 			foreign -= n;
 		}
 		if (done == SIZE_MAX) {
-			if (busy == 0 && (next >= p->nobj || d->stopping))
+			if (busy == 0 && (next >= p->nobj || d->stopping || d->leaving))
 				break;
 			if (foreign > 0) {
 				struct timespec ts;

@@ -106,6 +106,7 @@ static void worker_state_init(struct fetch_daemon *d)
 	pthread_cond_init(&d->done_cond, &ca);
 	pthread_cond_init(&d->predict_cond, &ca);
 	d->predict_n = 0;
+	d->foreign_threads = 0;
 	pthread_condattr_destroy(&ca);
 }
 

@@ -125,6 +125,7 @@ int util_lock_at(int dirfd, const char *name, bool wait, int *ret_fd)
 	for (;;) {
 		_cleanup_close_ int fd =
 		    openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		struct stat st;
 
 		if (fd < 0)
 			return -errno;
@@ -133,6 +134,8 @@ int util_lock_at(int dirfd, const char *name, bool wait, int *ret_fd)
 				continue;
 			return errno == EWOULDBLOCK ? -EWOULDBLOCK : -errno;
 		}
+		if (fstat(fd, &st) < 0)
+			return -errno;
 		/* (renamed away or replaced while we waited: take the new one) */
 		if (util_fd_is_at(fd, dirfd, name)) {
 			*ret_fd = TAKE_FD(fd);
