@@ -112,8 +112,9 @@ void cli_upload_record_close(struct cli_upload_record *u);
 int cli_upload_records_sweep(const char *cache_dir, bool dry_run, size_t *ret_n);
 
 /* The metadata map of a local EROFS image read through io (oci.h: what push puts on its
- * layer's descriptor and `inspect --metadata-map` prints), the text in *ret (caller frees).
- * -errno with err. */
+ * layer's descriptor and `inspect --metadata-map` prints), the text in *ret (caller frees):
+ * its metadata blocks exactly, no gap bridged (a mount bridges what is worth it for its
+ * link). -errno with err. */
 struct erofs_io;
 int cli_metadata_map(struct erofs_io *io, char **ret, struct util_error *err);
 

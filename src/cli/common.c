@@ -207,7 +207,7 @@ void cli_progress_end(struct cli_progress *p)
 
 int cli_metadata_map(struct erofs_io *io, char **ret, struct util_error *err)
 {
-	struct erofs_walk_opts wopts = { .merge_gap = OCI_METAMAP_UNIT };
+	struct erofs_walk_opts wopts = {.merge_gap = 0};
 	struct erofs_walk_stats st;
 	struct util_extents ext;
 	int r;
