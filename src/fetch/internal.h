@@ -380,6 +380,7 @@ void fetch_textfile_stop(struct fetch_daemon *d);
 
 /* verify.c */
 void *fetch_housekeeper_thread(void *arg);
+void *fetch_token_thread(void *arg);
 int fetch_entry_flush(struct fetch_daemon *d, bool full);
 /* A complete entry is verified before the daemon leaves (the entry lock given up first). */
 void fetch_exit_verify(struct fetch_daemon *d);

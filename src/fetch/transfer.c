@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -380,5 +381,27 @@ void *fetch_transfer_thread(void *arg)
 	while (d->nstage_free)
 		free(d->stage_pool[--d->nstage_free]);
 	d->nstage_made = 0;
+	return NULL;
+}
+
+/* How often the token thread looks for tokens to renew. */
+#define FETCH_TOKEN_TICK_MS 500
+
+/* Bearer tokens renewed ahead of their expiry on a thread of their own (oci.h,
+ * oci_client_refresh_tokens): a token server (or credential helper) that takes seconds to
+ * answer holds up no transfer, as it did when the transfer thread asked it itself (every
+ * transfer in flight stood still meanwhile). */
+void *fetch_token_thread(void *arg)
+{
+	struct fetch_daemon *d = arg;
+
+	prctl(PR_SET_NAME, "lzfetch-token", 0, 0, 0);
+	for (;;) {
+		struct pollfd pfd = {.fd = d->stop_efd, .events = POLLIN};
+
+		if (poll(&pfd, 1, FETCH_TOKEN_TICK_MS) > 0)
+			break;
+		(void)oci_client_refresh_tokens(d->client);
+	}
 	return NULL;
 }

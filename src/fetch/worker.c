@@ -231,6 +231,13 @@ _Noreturn void fetch_worker_main(struct fetch_daemon *d, bool takeover)
 		 d->cfg.blob.cache_key);
 
 	start_thread(d, fetch_transfer_thread, &xfer);
+	if (d->client && d->reader) {
+		pthread_t token;
+
+		oci_client_set_refresh_ahead(d->client, true);
+		start_thread(d, fetch_token_thread, &token);
+		pthread_detach(token); /* it ends when the worker stops */
+	}
 	if (d->fan_fd >= 0) {
 		pthread_t predict;
 

@@ -44,6 +44,7 @@ void oci_auth_free(struct oci_auth *a)
 	for (size_t i = 0; i < OCI_TOKEN_SLOTS; i++)
 		token_clear(&a->tokens[i]);
 	util_free_secret(&a->basic_header);
+	util_free_secret(&a->spare);
 	forget_creds(a);
 	if (a->easy)
 		curl_easy_cleanup(a->easy);
@@ -68,6 +69,49 @@ static struct oci_token *token_for(struct oci_auth *a, const char *scope)
 static bool token_valid(const struct oci_token *t, uint64_t now)
 {
 	return t && t->header && now < t->expires_ms;
+}
+
+/* A renewal ahead that failed is tried again this much later. */
+#define OCI_RENEW_RETRY_MS 5000
+
+/* Past its renewal, but still good at the server. */
+static bool token_good(const struct oci_token *t, uint64_t now)
+{
+	return t && t->header && now < t->good_ms;
+}
+
+/* Keep t's header as h's spare (the reads' token), when it changed. 0, or -ENOMEM. */
+static int keep_spare(struct oci_client *c, struct oci_auth *a, const struct oci_token *t)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&c->spare_lock);
+	if (!a->spare || a->spare_gen != a->gen || a->spare_good_ms != t->good_ms) {
+		util_free_secret(&a->spare);
+		a->spare = strdup(t->header);
+		a->spare_good_ms = t->good_ms;
+		a->spare_gen = a->gen;
+		r = a->spare ? 0 : -ENOMEM;
+	}
+	pthread_mutex_unlock(&c->spare_lock);
+	return r;
+}
+
+/* h's spare header into *ret when still good: 1; 0 when there is none; -ENOMEM. */
+static int take_spare(struct oci_client *c, struct oci_host *h, uint64_t now, char **ret,
+		      uint64_t *ret_gen)
+{
+	struct oci_auth *a = &h->auth;
+	int r = 0;
+
+	pthread_mutex_lock(&c->spare_lock);
+	if (a->spare && now < a->spare_good_ms) {
+		*ret = strdup(a->spare);
+		*ret_gen = a->spare_gen;
+		r = *ret ? 1 : -ENOMEM;
+	}
+	pthread_mutex_unlock(&c->spare_lock);
+	return r;
 }
 
 /* Renew a little before the server's expiry: a quarter of the life, at most 30 s. */
@@ -104,6 +148,7 @@ static int token_put(struct oci_auth *a, const char *scope, const char *token,
 	}
 	now = util_now_ms();
 	slot->expires_ms = now + (remaining_ms > margin ? remaining_ms - margin : 0);
+	slot->good_ms = now + (remaining_ms > 1000 ? remaining_ms - 1000 : 0);
 	slot->fetched_ms = now;
 	slot->from_file = from_file;
 	a->gen++;
@@ -457,6 +502,16 @@ static int fetch_token(struct oci_client *c, struct oci_host *h, const char *sco
 	return r;
 }
 
+/* The scope of h's requests: a mirror's own name for the repository may differ from ours
+ * (override_path with a namespace: "/v2/dockerhub" serves "dockerhub/REPO"): its challenge
+ * said which scope it wants, and a token for ours grants nothing there. */
+static int request_scope(struct oci_client *c, struct oci_host *h, bool push, char **ret)
+{
+	if (!push && h->mirror && h->auth.challenge.scope[0])
+		return (*ret = strdup(h->auth.challenge.scope)) ? 0 : -ENOMEM;
+	return default_scope(c, push, ret);
+}
+
 int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_t deadline_ms,
 		    char **ret_header, uint64_t *ret_gen, struct util_error *err)
 {
@@ -464,22 +519,25 @@ int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_
 	_cleanup_free_ char *scope = NULL, *pull_scope = NULL;
 	struct oci_token *t = NULL;
 	uint64_t now = util_now_ms();
+	bool ahead = !push && atomic_load(&c->refresh_ahead), locked = false;
 	int r = 0;
 
 	*ret_header = NULL;
-	pthread_mutex_lock(&c->auth_lock);
+	if (ahead) {
+		/* Held: perhaps for a token request under way (oci_client_refresh_tokens), which
+		 * may take seconds; the reads' token still good at the server serves meanwhile. */
+		locked = pthread_mutex_trylock(&c->auth_lock) == 0;
+		if (!locked && (r = take_spare(c, h, now, ret_header, ret_gen)) != 0)
+			return MIN(r, 0);
+	}
+	if (!locked)
+		pthread_mutex_lock(&c->auth_lock);
 	*ret_gen = a->gen;
 	if (a->scheme == OCI_AUTH_BASIC) {
 		*ret_header = strdup(a->basic_header);
 		r = *ret_header ? 0 : -ENOMEM;
 	} else if (a->scheme == OCI_AUTH_BEARER) {
-		/* A mirror's own name for the repository may differ from ours (override_path
-		 * with a namespace: "/v2/dockerhub" serves "dockerhub/REPO"): its challenge said
-		 * which scope it wants, and a token for ours grants nothing there. */
-		if (!push && h->mirror && a->challenge.scope[0])
-			r = (scope = strdup(a->challenge.scope)) ? 0 : -ENOMEM;
-		else
-			r = default_scope(c, push, &scope);
+		r = request_scope(c, h, push, &scope);
 		if (r < 0)
 			goto out;
 		t = token_for(a, scope);
@@ -491,11 +549,16 @@ int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_
 			if (token_valid(token_for(a, pull_scope), now))
 				t = token_for(a, pull_scope);
 		}
-		if (!token_valid(t, now) && !token_from_cache(c, h, scope, deadline_ms, &t)) {
+		if (!token_valid(t, now) && ahead && token_good(t, now)) {
+			a->renew_wanted = true; /* oci_client_refresh_tokens renews it */
+		} else if (!token_valid(t, now) &&
+			   !token_from_cache(c, h, scope, deadline_ms, &t)) {
 			r = fetch_token(c, h, scope, deadline_ms, &t, err);
 			if (r < 0)
 				goto out;
 		}
+		if (ahead && (r = keep_spare(c, a, t)) < 0)
+			goto out;
 		*ret_gen = a->gen;
 		*ret_header = strdup(t->header);
 		r = *ret_header ? 0 : -ENOMEM;
@@ -503,6 +566,52 @@ int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_
 out:
 	pthread_mutex_unlock(&c->auth_lock);
 	return r;
+}
+
+void oci_client_set_refresh_ahead(struct oci_client *c, bool on)
+{
+	atomic_store(&c->refresh_ahead, on);
+}
+
+int oci_client_refresh_tokens(struct oci_client *c)
+{
+	int ret = 0;
+
+	for (size_t i = 0; i < c->nhosts; i++) {
+		struct oci_host *h = &c->hosts[i];
+		struct oci_auth *a = &h->auth;
+		struct util_error err = UTIL_ERROR_INIT;
+		_cleanup_free_ char *scope = NULL;
+		uint64_t deadline = util_now_ms() + c->timeout_ms;
+		struct oci_token *t;
+		int r = 0;
+
+		pthread_mutex_lock(&c->auth_lock);
+		if (a->scheme == OCI_AUTH_BEARER && a->renew_wanted &&
+		    util_now_ms() >= a->renew_next_ms) {
+			a->renew_wanted = false;
+			r = request_scope(c, h, false, &scope);
+			if (r >= 0) {
+				t = token_for(a, scope);
+				if (!token_valid(t, util_now_ms()) &&
+				    !token_from_cache(c, h, scope, deadline, &t))
+					r = fetch_token(c, h, scope, deadline, &t, &err);
+			}
+			if (r >= 0)
+				r = keep_spare(c, a, t);
+			if (r <
+			    0) /* (not asked again at once: the reads may want it twice a second) */
+				a->renew_next_ms = util_now_ms() + OCI_RENEW_RETRY_MS;
+		}
+		pthread_mutex_unlock(&c->auth_lock);
+		if (r < 0) {
+			/* (the reads ask themselves once the old one is no longer good) */
+			log_debug("oci: renewing the token for %s ahead: %s", h->shown,
+				  util_err_msg(&err, r));
+			ret = r;
+		}
+	}
+	return ret;
 }
 
 int oci_auth_challenged(struct oci_client *c, struct oci_host *h, const char *www_auth, bool push,

@@ -76,6 +76,7 @@ void oci_client_free(struct oci_client *c)
 	oci_share_free(c);
 	pthread_mutex_destroy(&c->ctl_lock);
 	pthread_mutex_destroy(&c->auth_lock);
+	pthread_mutex_destroy(&c->spare_lock);
 	oci_ref_free(c->ref);
 	oci_options_free(&c->opts);
 	free(c->cond_match);
@@ -110,6 +111,7 @@ int oci_client_new(const struct oci_ref *ref, const struct oci_options *opts,
 		return -ENOMEM;
 	pthread_mutex_init(&c->ctl_lock, NULL);
 	pthread_mutex_init(&c->auth_lock, NULL);
+	pthread_mutex_init(&c->spare_lock, NULL);
 	r = oci_share_init(c);
 	if (r < 0)
 		return r;

@@ -70,7 +70,8 @@ size_t oci_resp_header_cb(char *buf, size_t size, size_t n, void *userdata);
 struct oci_token {
 	char *scope;
 	char *header;        /* "Authorization: Bearer ..." (secret) */
-	uint64_t expires_ms; /* monotonic */
+	uint64_t expires_ms; /* monotonic: renewed from then on */
+	uint64_t good_ms;    /* ... and good at the server until then (a second before it) */
 	uint64_t fetched_ms;
 	bool from_file;      /* read from the token cache: a refusal may mean it was revoked */
 };
@@ -96,6 +97,15 @@ struct oci_auth {
 	struct oci_token tokens[OCI_TOKEN_SLOTS];
 	uint64_t gen;               /* bumped whenever the header to send changes */
 	CURL *easy;                 /* token requests */
+	/* A token of the reads' scope used past its renewal (with refresh_ahead): the next
+	 * oci_auth_refresh_ahead renews it. */
+	bool renew_wanted;
+	uint64_t renew_next_ms; /* after a renewal that failed: not before then */
+	/* The reads' last bearer header, good until spare_good_ms, for a thread that finds
+	 * auth_lock held (a token request under way): guarded by the client's spare_lock, not
+	 * auth_lock. */
+	char *spare;
+	uint64_t spare_good_ms, spare_gen;
 };
 
 #define OCI_MIRROR_DOWN_MS 30000ULL        /* a mirror that failed to connect is skipped */
@@ -170,7 +180,12 @@ struct oci_client {
 
 	/* Authentication: each host's struct oci_auth is guarded by auth_lock. */
 	pthread_mutex_t auth_lock;
+	pthread_mutex_t spare_lock; /* the hosts' oci_auth.spare* */
 	atomic_ullong auth_requests;
+	/* Tokens are renewed by oci_auth_refresh_ahead on a thread of the caller's (a daemon's
+	 * housekeeper): a request meanwhile takes the one still good at the server, so that no
+	 * transfer waits on a token request (oci_client_refresh_ahead). */
+	atomic_bool refresh_ahead;
 };
 
 /* ---- hosts (hosts.c) ---- */

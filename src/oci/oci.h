@@ -314,6 +314,15 @@ void oci_client_export_rests(const struct oci_client *c, struct oci_options *o);
  * sent to its reply's first byte, in us (a round trip and the server's time to answer); 0
  * when none came. */
 uint64_t oci_client_reply_us(struct oci_client *c);
+/* Bearer tokens renewed ahead by the caller (a daemon): with on, a read whose token is past
+ * its renewal time (a quarter of its life before it expires, at most 30 s) takes it while it
+ * is still good at the server and leaves the renewal to oci_client_refresh_tokens, which the
+ * caller runs on a thread of its own every second or so: a token request may take seconds,
+ * and transfers never wait on it (one under way, a read takes the last token still good).
+ * Returns 0, or the last failure's -errno (the reads then ask themselves once the old
+ * token is no longer good). */
+void oci_client_set_refresh_ahead(struct oci_client *c, bool on);
+int oci_client_refresh_tokens(struct oci_client *c);
 
 /* The config and manifest (compact JSON, deterministic) of a one-layer OCI image whose layer
  * is an EROFS blob (application/vnd.erofs.layer.v1), its descriptor annotated with the
