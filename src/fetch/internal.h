@@ -371,6 +371,7 @@ void fetch_settle(struct fetch_daemon *d);
 
 /* transfer.c */
 void *fetch_transfer_thread(void *arg);
+void *fetch_token_thread(void *arg);
 void fetch_kick(struct fetch_daemon *d); /* new work for the transfer engine (any thread) */
 
 /* textfile.c: the entry's metrics in the metrics directory (cfg.metrics_dir), written by a
@@ -380,7 +381,6 @@ void fetch_textfile_stop(struct fetch_daemon *d);
 
 /* verify.c */
 void *fetch_housekeeper_thread(void *arg);
-void *fetch_token_thread(void *arg);
 int fetch_entry_flush(struct fetch_daemon *d, bool full);
 /* A complete entry is verified before the daemon leaves (the entry lock given up first). */
 void fetch_exit_verify(struct fetch_daemon *d);

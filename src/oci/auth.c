@@ -105,7 +105,7 @@ static int take_spare(struct oci_client *c, struct oci_host *h, uint64_t now, ch
 	int r = 0;
 
 	pthread_mutex_lock(&c->spare_lock);
-	if (a->spare && now < a->spare_good_ms) {
+	if (a->spare && now < a->spare_good_ms && a->spare_gen == atomic_load(&a->gen)) {
 		*ret = strdup(a->spare);
 		*ret_gen = a->spare_gen;
 		r = *ret ? 1 : -ENOMEM;
@@ -128,6 +128,9 @@ static int token_put(struct oci_auth *a, const char *scope, const char *token,
 {
 	struct oci_token *slot = token_for(a, scope);
 	uint64_t now, margin = token_margin_ms(lifetime_s);
+	/* Good until a little before the end of its life (its clock, the token server's, the
+	 * registry's, the time a request takes to get there), renewed before that. */
+	uint64_t slack = MIN(MAX(margin / 3, 3000ULL), 10000ULL);
 
 	if (!slot) {
 		slot = &a->tokens[0];
@@ -148,7 +151,7 @@ static int token_put(struct oci_auth *a, const char *scope, const char *token,
 	}
 	now = util_now_ms();
 	slot->expires_ms = now + (remaining_ms > margin ? remaining_ms - margin : 0);
-	slot->good_ms = now + (remaining_ms > 1000 ? remaining_ms - 1000 : 0);
+	slot->good_ms = now + (remaining_ms > slack ? remaining_ms - slack : 0);
 	slot->fetched_ms = now;
 	slot->from_file = from_file;
 	a->gen++;
@@ -530,8 +533,10 @@ int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_
 		if (!locked && (r = take_spare(c, h, now, ret_header, ret_gen)) != 0)
 			return MIN(r, 0);
 	}
-	if (!locked)
+	if (!locked) {
 		pthread_mutex_lock(&c->auth_lock);
+		now = util_now_ms(); /* (after a wait, perhaps for a token request) */
+	}
 	*ret_gen = a->gen;
 	if (a->scheme == OCI_AUTH_BASIC) {
 		*ret_header = strdup(a->basic_header);
@@ -557,8 +562,8 @@ int oci_auth_header(struct oci_client *c, struct oci_host *h, bool push, uint64_
 			if (r < 0)
 				goto out;
 		}
-		if (ahead && (r = keep_spare(c, a, t)) < 0)
-			goto out;
+		if (ahead)
+			(void)keep_spare(c, a, t); /* (without one, a read waits for the lock) */
 		*ret_gen = a->gen;
 		*ret_header = strdup(t->header);
 		r = *ret_header ? 0 : -ENOMEM;
@@ -583,7 +588,7 @@ int oci_client_refresh_tokens(struct oci_client *c)
 		struct util_error err = UTIL_ERROR_INIT;
 		_cleanup_free_ char *scope = NULL;
 		uint64_t deadline = util_now_ms() + c->timeout_ms;
-		struct oci_token *t;
+		struct oci_token *t = NULL;
 		int r = 0;
 
 		pthread_mutex_lock(&c->auth_lock);
@@ -593,14 +598,18 @@ int oci_client_refresh_tokens(struct oci_client *c)
 			r = request_scope(c, h, false, &scope);
 			if (r >= 0) {
 				t = token_for(a, scope);
+				/* No longer than the old one is good: from then on the reads wait
+				 * for the lock, and ask themselves within their own deadlines. */
+				if (t && t->good_ms > util_now_ms())
+					deadline = MIN(deadline, t->good_ms);
 				if (!token_valid(t, util_now_ms()) &&
 				    !token_from_cache(c, h, scope, deadline, &t))
 					r = fetch_token(c, h, scope, deadline, &t, &err);
 			}
 			if (r >= 0)
 				r = keep_spare(c, a, t);
-			if (r <
-			    0) /* (not asked again at once: the reads may want it twice a second) */
+			/* (not again at once: the reads may want it twice a second) */
+			if (r < 0)
 				a->renew_next_ms = util_now_ms() + OCI_RENEW_RETRY_MS;
 		}
 		pthread_mutex_unlock(&c->auth_lock);

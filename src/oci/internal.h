@@ -95,15 +95,16 @@ struct oci_auth {
 	char identity[UTIL_SHA256_HEX_LEN + 1];
 	char *basic_header;         /* "Authorization: Basic ..." (secret) */
 	struct oci_token tokens[OCI_TOKEN_SLOTS];
-	uint64_t gen;               /* bumped whenever the header to send changes */
+	atomic_ullong gen;	    /* bumped whenever the header to send changes (atomic: a
+				     * spare is taken without auth_lock) */
 	CURL *easy;                 /* token requests */
 	/* A token of the reads' scope used past its renewal (with refresh_ahead): the next
-	 * oci_auth_refresh_ahead renews it. */
+	 * oci_client_refresh_tokens renews it. */
 	bool renew_wanted;
 	uint64_t renew_next_ms; /* after a renewal that failed: not before then */
-	/* The reads' last bearer header, good until spare_good_ms, for a thread that finds
-	 * auth_lock held (a token request under way): guarded by the client's spare_lock, not
-	 * auth_lock. */
+	/* The reads' last bearer header, good until spare_good_ms while gen is still
+	 * spare_gen, for a thread that finds auth_lock held (a token request under way):
+	 * guarded by the client's spare_lock, not auth_lock. */
 	char *spare;
 	uint64_t spare_good_ms, spare_gen;
 };
@@ -182,9 +183,9 @@ struct oci_client {
 	pthread_mutex_t auth_lock;
 	pthread_mutex_t spare_lock; /* the hosts' oci_auth.spare* */
 	atomic_ullong auth_requests;
-	/* Tokens are renewed by oci_auth_refresh_ahead on a thread of the caller's (a daemon's
-	 * housekeeper): a request meanwhile takes the one still good at the server, so that no
-	 * transfer waits on a token request (oci_client_refresh_ahead). */
+	/* Tokens are renewed by oci_client_refresh_tokens on a thread of the caller's (a
+	 * daemon's): a request meanwhile takes the one still good at the server, so that no
+	 * transfer waits on a token request (oci_client_set_refresh_ahead). */
 	atomic_bool refresh_ahead;
 };
 

@@ -317,7 +317,7 @@ uint64_t oci_client_reply_us(struct oci_client *c);
 /* Bearer tokens renewed ahead by the caller (a daemon): with on, a read whose token is past
  * its renewal time (a quarter of its life before it expires, at most 30 s) takes it while it
  * is still good at the server and leaves the renewal to oci_client_refresh_tokens, which the
- * caller runs on a thread of its own every second or so: a token request may take seconds,
+ * caller runs on a thread of its own twice a second: a token request may take seconds,
  * and transfers never wait on it (one under way, a read takes the last token still good).
  * Returns 0, or the last failure's -errno (the reads then ask themselves once the old
  * token is no longer good). */
