@@ -94,11 +94,9 @@ struct predictor {
 		struct util_file_id exe;
 	} pids[PREDICT_RECENT];
 	struct util_file_id exes[PREDICT_RECENT];
-	/* roots seen lately: their loader fetched; their locale too once known (locale) */
-	struct {
-		struct util_file_id id;
-		bool locale;
-	} roots[PREDICT_RECENT];
+	/* roots seen lately: their loader fetched; their locale too once known (root_locale) */
+	struct util_file_id roots[PREDICT_RECENT];
+	bool root_locale[PREDICT_RECENT];
 	unsigned npids, nexes, nroots;
 	/* The loader this machine's programs name (our own executable's PT_INTERP, "" if
 	 * none), and its machine. */
@@ -969,6 +967,21 @@ static int add_locale(struct predictor *p, int root)
 	return 1;
 }
 
+/* Whether id is among the *n last of ring v (PREDICT_RECENT long); if not, it is added (the
+ * oldest gives way). Its slot in *ret_i. */
+static bool recent_seen(struct util_file_id *v, unsigned *n, struct util_file_id id,
+			unsigned *ret_i)
+{
+	for (unsigned i = 0; i < MIN(*n, (unsigned)PREDICT_RECENT); i++)
+		if (util_file_id_eq(v[i], id)) {
+			*ret_i = i;
+			return true;
+		}
+	*ret_i = (*n)++ % PREDICT_RECENT;
+	v[*ret_i] = id;
+	return false;
+}
+
 /* Whether a reader's root (its status) is this machine's, as ours is. */
 static bool machine_root(const struct predictor *p, const struct stat *root)
 {
@@ -992,18 +1005,13 @@ static void root_startup(struct predictor *p)
 	_cleanup_close_ int root = open_root(p->pid);
 	struct stat st, exe;
 	char path[64], in[ELF_DEPS_PATH_MAX];
-	unsigned i, n = MIN(p->nroots, (unsigned)PREDICT_RECENT);
+	unsigned i;
 	bool found;
 
 	if (root < 0 || fstat(root, &st) < 0 || machine_root(p, &st))
 		return;
-	for (i = 0; i < n; i++)
-		if (util_file_id_eq(p->roots[i].id, util_file_id_of(&st)))
-			break;
-	if (i == n) {
-		i = p->nroots++ % PREDICT_RECENT;
-		p->roots[i].id = util_file_id_of(&st);
-		p->roots[i].locale = false;
+	if (!recent_seen(p->roots, &p->nroots, util_file_id_of(&st), &i)) {
+		p->root_locale[i] = false;
 		if (p->loader[0] == '/')
 			add_object(p, root, p->loader, &found);
 	}
@@ -1011,14 +1019,14 @@ static void root_startup(struct predictor *p)
 	 * runtime's, whose process becomes the container's first program): a root's locale
 	 * is settled by one that names a locale, or by a program of the root's own that
 	 * names none. */
-	if (!p->roots[i].locale) {
+	if (!p->root_locale[i]) {
 		int r = add_locale(p, root);
 
 		in[0] = 0;
 		snprintf(path, sizeof(path), "/proc/%d/exe", (int)p->pid);
 		if (r == 0 && stat(path, &exe) == 0)
 			exe_in_root(p, &exe, in, sizeof(in)); /* "" when not the root's */
-		p->roots[i].locale = r > 0 || (r == 0 && in[0]);
+		p->root_locale[i] = r > 0 || (r == 0 && in[0]);
 	}
 	if (p->nobj)
 		log_debug("reader of pid %d: its root's loader and locale, %zu object(s)",
@@ -1059,6 +1067,7 @@ static void predict(struct predictor *p)
 	char exe[64];
 	struct stat st;
 	bool replaying, ours;
+	unsigned slot;
 	int fd;
 
 	/* While a startup profile is replayed, what it has not brought yet may still come
@@ -1082,12 +1091,10 @@ static void predict(struct predictor *p)
 	}
 	p->pids[p->npids % PREDICT_RECENT].pid = p->pid;
 	p->pids[p->npids++ % PREDICT_RECENT].exe = util_file_id_of(&st);
-	for (unsigned i = 0; i < MIN(p->nexes, (unsigned)PREDICT_RECENT); i++)
-		if (util_file_id_eq(p->exes[i], util_file_id_of(&st))) {
-			close(fd);
-			return; /* started lately: its objects came then */
-		}
-	p->exes[p->nexes++ % PREDICT_RECENT] = util_file_id_of(&st);
+	if (recent_seen(p->exes, &p->nexes, util_file_id_of(&st), &slot)) {
+		close(fd);
+		return; /* started lately: its objects came then */
+	}
 	p->obj[0] = (struct object){
 	    .id = util_file_id_of(&st), .foreign = !ours, .size = (uint64_t)st.st_size};
 	exe_in_root(p, &st, p->obj[0].path, sizeof(p->obj[0].path));

@@ -71,7 +71,7 @@ struct oci_token {
 	char *scope;
 	char *header;        /* "Authorization: Bearer ..." (secret) */
 	uint64_t expires_ms; /* monotonic: renewed from then on */
-	uint64_t good_ms;    /* ... and good at the server until then (a second before it) */
+	uint64_t good_ms;    /* ... and good at the server until then (3-10 s before it) */
 	uint64_t fetched_ms;
 	bool from_file;      /* read from the token cache: a refusal may mean it was revoked */
 };
