@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -658,7 +659,7 @@ int fetch_fill(struct fetch_handle *h, struct util_error *err)
 void fetch_handle_release(struct fetch_handle *h, uint64_t wait_ms)
 {
 	struct fetch_status st;
-	uint64_t deadline = util_now_ms() + wait_ms;
+	uint64_t deadline = util_now_ms() + wait_ms, now;
 	int pidfd = -1;
 
 	if (!h)
@@ -669,12 +670,8 @@ void fetch_handle_release(struct fetch_handle *h, uint64_t wait_ms)
 	fetch_handle_free(h);
 	if (pidfd < 0)
 		return;
-	for (;;) {
-		struct pollfd p = { .fd = pidfd, .events = POLLIN };
-		uint64_t now = util_now_ms();
-
-		if (now >= deadline || poll(&p, 1, (int)MIN(deadline - now, (uint64_t)1000)) > 0)
-			break;
-	}
+	now = util_now_ms();
+	if (now < deadline)
+		(void)fetch_pidfd_wait(pidfd, -1, (int)MIN(deadline - now, (uint64_t)INT_MAX));
 	close(pidfd);
 }

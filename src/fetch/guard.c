@@ -43,24 +43,44 @@ int fetch_pidfd_open(pid_t pid)
 	return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+int fetch_pidfd_wait(int pidfd, int wake_fd, int timeout_ms)
+{
+	uint64_t end = timeout_ms > 0 ? util_now_ms() + (uint64_t)timeout_ms : 0;
+
+	for (;;) {
+		struct pollfd p[2] = {{.fd = pidfd, .events = POLLIN},
+				      {.fd = wake_fd, .events = POLLIN}};
+		int n = poll(p, wake_fd >= 0 ? 2 : 1, timeout_ms);
+		uint64_t now;
+
+		if (n > 0)
+			return (p[0].revents ? FETCH_PID_GONE : 0) |
+			       (wake_fd >= 0 && p[1].revents ? FETCH_PID_WOKEN : 0);
+		if (n == 0)
+			return 0;
+		if (errno != EINTR)
+			return FETCH_PID_GONE; /* (nothing left to wait with) */
+		if (timeout_ms > 0) {
+			now = util_now_ms();
+			if (now >= end)
+				return 0;
+			timeout_ms = (int)(end - now);
+		}
+	}
+}
+
 /* Wait until the process behind pidfd has exited (or stop_fd becomes readable: returns
  * false). Without a pidfd, poll for its pid. */
 static bool wait_gone(int pidfd, pid_t pid, int stop_fd)
 {
-	for (;;) {
-		struct pollfd p[2] = {{.fd = pidfd, .events = POLLIN},
-				      {.fd = stop_fd, .events = POLLIN}};
-		int n = poll(p, stop_fd >= 0 ? 2 : 1, pidfd >= 0 ? -1 : 100);
+	struct pollfd p = {.fd = stop_fd, .events = POLLIN};
 
-		if (n < 0 && errno != EINTR)
-			return true;
-		if (stop_fd >= 0 && p[1].revents)
+	if (pidfd >= 0)
+		return !(fetch_pidfd_wait(pidfd, stop_fd, -1) & FETCH_PID_WOKEN);
+	while (kill(pid, 0) == 0 || errno != ESRCH)
+		if (poll(&p, stop_fd >= 0 ? 1 : 0, 100) > 0)
 			return false;
-		if (pidfd >= 0 && p[0].revents)
-			return true;
-		if (pidfd < 0 && kill(pid, 0) < 0 && errno == ESRCH)
-			return true;
-	}
+	return true;
 }
 
 /* A pidfd of our parent `pid`, checked to be that process (it may have died before we
@@ -82,13 +102,12 @@ static int parent_pidfd(pid_t pid)
  * is written to: it is read)? */
 static bool exited_within(int pidfd, int efd, int timeout_ms)
 {
-	struct pollfd p[2] = {{.fd = pidfd, .events = POLLIN}, {.fd = efd, .events = POLLIN}};
-	int n = poll(p, efd >= 0 ? 2 : 1, timeout_ms);
+	int r = fetch_pidfd_wait(pidfd, efd, timeout_ms);
 	eventfd_t v;
 
-	if (n > 0 && efd >= 0 && p[1].revents)
+	if (r & FETCH_PID_WOKEN)
 		(void)eventfd_read(efd, &v);
-	return (n < 0 && errno != EINTR) || (n > 0 && p[0].revents);
+	return r & FETCH_PID_GONE;
 }
 
 _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd)

@@ -340,6 +340,13 @@ void fetch_status_parse(json_t *reply, struct fetch_status *ret);
 
 /* guard.c */
 int fetch_pidfd_open(pid_t pid);
+/* Wait up to timeout_ms (-1: without limit; 0: only look) for the process behind pidfd to
+ * exit, or for wake_fd (-1: none) to become readable (it is not read): FETCH_PID_GONE and/or
+ * FETCH_PID_WOKEN, or 0 when the time ran out. A poll that fails counts as gone (nothing is
+ * left to wait with); an interrupted one waits again for the time left. */
+#define FETCH_PID_GONE	1
+#define FETCH_PID_WOKEN 2
+int fetch_pidfd_wait(int pidfd, int wake_fd, int timeout_ms);
 /* The holder role: watch the worker (pid, pidfd; 0/-1: start one) and replace it when it
  * dies; returns when the worker left normally. */
 _Noreturn void fetch_holder_loop(struct fetch_daemon *d, pid_t worker, int pidfd);

@@ -30,7 +30,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <poll.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
@@ -616,13 +615,6 @@ static void foreign_put(struct foreign_job *j)
 	free(j);
 }
 
-static bool exited(int pidfd)
-{
-	struct pollfd pf = {.fd = pidfd, .events = POLLIN};
-
-	return poll(&pf, 1, 0) > 0;
-}
-
 /* Bring a foreign object (another lazy mount's file, shown in the reader's root) into the
  * page cache by reading it there: the kernel's read-ahead of all of it (POSIX_FADV_WILLNEED,
  * on the file the root shows, which an overlay passes to the layer's) waits for that mount's
@@ -647,7 +639,7 @@ static void *foreign_fetch(void *arg)
 		close(root);
 	/* The kernel reads ahead at most its read-ahead window a call (128 KiB on a
 	 * file-backed EROFS mount): all of it, a window at a time. */
-	for (uint64_t off = 0; fd >= 0 && off < j->size && !exited(j->pidfd);
+	for (uint64_t off = 0; fd >= 0 && off < j->size && !fetch_pidfd_wait(j->pidfd, -1, 0);
 	     off += PREDICT_FOREIGN_STEP)
 		(void)posix_fadvise(fd, (off_t)off, (off_t)MIN(PREDICT_FOREIGN_STEP, j->size - off),
 				    POSIX_FADV_WILLNEED);
