@@ -327,8 +327,10 @@ static bool token_from_cache(struct oci_client *c, struct oci_host *h, const cha
 	return r >= 0;
 }
 
-/* Called with auth_lock held: ask the token server for scope; store it. */
-static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char *scope,
+/* Called with auth_lock held: ask the token server for scope; store it. An identity token
+ * is traded with the OAuth2 refresh-token grant (a POST) when oauth, else sent as the
+ * password of a GET (what a token server without the POST endpoint takes instead). */
+static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char *scope, bool oauth,
 			    uint64_t deadline_ms, struct oci_token **ret, struct util_error *err)
 {
 	struct util_buf params = UTIL_BUF_INIT(64 * 1024), body = UTIL_BUF_INIT(OCI_TOKEN_REPLY_MAX);
@@ -369,7 +371,7 @@ static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char
 	if (a->challenge.service[0] &&
 	    (r = add_param(&params, a->easy, "service", a->challenge.service)) < 0)
 		goto out;
-	if (a->creds.identity_token) {
+	if (a->creds.identity_token && oauth) {
 		/* OAuth2 refresh-token grant, as Docker does with an identity token; several
 		 * scopes go in one parameter, separated by spaces. */
 		if ((r = add_param(&params, a->easy, "scope", scope)) < 0 ||
@@ -394,7 +396,14 @@ static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char
 		     s = strtok_r(NULL, " ", &save))
 			if ((r = add_param(&params, a->easy, "scope", s)) < 0)
 				goto out;
-		if (have_password(a)) {
+		if (a->creds.identity_token) {
+			/* (as containerd does: no user, the identity token as the password) */
+			if ((r = make_basic("", a->creds.identity_token, &basic)) < 0)
+				goto out;
+			q.origin_auth = basic;
+			oci_fmt(who, sizeof(who), "with the identity token from %s (GET)",
+				a->creds_source);
+		} else if (have_password(a)) {
 			if ((r = add_param(&params, a->easy, "account", a->creds.username)) < 0 ||
 			    (r = make_basic(a->creds.username, a->creds.password, &basic)) < 0)
 				goto out;
@@ -417,15 +426,24 @@ static int fetch_token_once(struct oci_client *c, struct oci_host *h, const char
 		util_err_prefix(err, "registry %s: token request", h->shown);
 		goto out;
 	}
-	if (resp.status == 401 || resp.status == 403 ||
-	    (resp.status == 400 && a->creds.identity_token)) {
+	if (q.body && (resp.status == 404 || resp.status == 405)) {
+		/* A token server without the OAuth2 endpoint (containerd's experience: GCR
+		 * answers 404): the identity token goes as a GET's password instead. */
+		log_debug("oci: token server %s has no OAuth2 endpoint (HTTP %ld): asking by GET",
+			  shown, resp.status);
+		r = -EPROTONOSUPPORT;
+		goto out;
+	}
+	if (resp.status == 400 || resp.status == 401 || resp.status == 403) {
 		char code[64] = "", msg[300] = "";
 		bool grant;
 
 		oci_registry_error_parse(body.data, body.len, code, sizeof(code), msg, sizeof(msg));
 		/* An OAuth2 token server refuses a refresh token with 400 invalid_grant (RFC
-		 * 6749, 5.2): expired or revoked, as a wrong password is refused with 401. */
-		grant = resp.status == 400 && !strcmp(code, "invalid_grant");
+		 * 6749, 5.2): expired or revoked, as a wrong password is refused with 401. Any
+		 * other 400 is a request it did not take, not a refusal (below). */
+		grant =
+		    resp.status == 400 && a->creds.identity_token && !strcmp(code, "invalid_grant");
 		if (resp.status != 400 || grant) {
 			util_err_set_http(
 			    err, -EACCES, grant ? 401 : (int)resp.status, code,
@@ -491,12 +509,18 @@ out:
 static int fetch_token(struct oci_client *c, struct oci_host *h, const char *scope,
 		       uint64_t deadline_ms, struct oci_token **ret, struct util_error *err)
 {
-	int r = fetch_token_once(c, h, scope, deadline_ms, ret, err);
+	bool oauth = !h->auth.oauth_missing;
+	int r = fetch_token_once(c, h, scope, oauth, deadline_ms, ret, err);
 
+	if (r == -EPROTONOSUPPORT) {
+		h->auth.oauth_missing = true;
+		oauth = false;
+		r = fetch_token_once(c, h, scope, oauth, deadline_ms, ret, err);
+	}
 	if (r == -EACCES && (err->http_status == 401 || err->http_status == 403)) {
 		if (reload_creds(c, h, deadline_ms)) {
 			util_err_clear(err);
-			r = fetch_token_once(c, h, scope, deadline_ms, ret, err);
+			r = fetch_token_once(c, h, scope, oauth, deadline_ms, ret, err);
 		} else if (!h->auth.creds_loaded) {
 			util_err_prefix(err, "%s; the credentials before it were refused",
 					h->auth.creds_error_msg);

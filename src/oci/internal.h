@@ -98,6 +98,9 @@ struct oci_auth {
 	atomic_ullong gen;	    /* bumped whenever the header to send changes (atomic: a
 				     * spare is taken without auth_lock) */
 	CURL *easy;                 /* token requests */
+	/* The token server answered the OAuth2 grant (POST) with 404/405: an identity token goes
+	 * as a GET's password from then on. */
+	bool oauth_missing;
 	/* A token of the reads' scope used past its renewal (with refresh_ahead): the next
 	 * oci_client_refresh_tokens renews it. */
 	bool renew_wanted;

@@ -7,7 +7,9 @@ tokens that way, the daemon again when the registry refuses an expired one, and 
 after that goes on. A token server refuses an expired or revoked identity token with 400
 invalid_grant (RFC 6749): a mount fails with one line that names where the token came from
 and says to log in again, leaving nothing behind; a mounted image whose user logged in again
-(a new identity token in auth.json) reads on once the old one is refused."""
+(a new identity token in auth.json) reads on once the old one is refused. A token server
+without the OAuth2 endpoint (POST answers 404, as containerd found GCR's) gets the identity
+token as a GET's password instead, with no user, as containerd sends it."""
 
 import base64
 import json
@@ -108,3 +110,38 @@ def test_a_new_identity_token_is_taken_once_the_old_one_is_refused(lazy, token_r
         ts.expiry = 300
         ts.refresh_tokens.pop(old, None)
         ts.refresh_tokens.pop(new, None)
+
+
+def test_an_identity_token_goes_by_get_where_the_token_server_has_no_oauth(lazy, token_registry,
+                                                                           image):
+    reg, ts = token_registry, token_registry.tokens
+    rt = "rt-" + os.urandom(12).hex()
+    ts.refresh_tokens[rt] = "bob"
+    write_auth(lazy, reg, rt)
+    ts.reset()
+    ts.post = False
+    ts.expiry = 3
+    try:
+        mp = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10")
+        path = mp + "/data/r0.bin"
+        assert child_read(path, 0, 8192) == image[:8192]
+        time.sleep(4)  # the daemon's token has expired: it asks again (by GET at once)
+        for off in (2 * MiB, 4 * MiB):
+            assert child_read(path, off, 8192) == image[off:off + 8192], off
+        assert ts.count(user="get-refresh:bob") >= 2, ts.hits  # the mount's, the daemon's
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+        # an identity token refused by GET: one line, to log in again
+        auth = write_auth(lazy, reg, "rt-revoked-" + os.urandom(6).hex())
+        _, r = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10",
+                          check=False)
+        assert r.returncode != 0
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1, r.stderr
+        assert "identity token" in lines[0] and auth in lines[0], lines[0]
+        assert "log in to the registry again" in lines[0], lines[0]
+        lazy.assert_nothing_left()
+    finally:
+        ts.post = True
+        ts.expiry = 300
+        ts.refresh_tokens.pop(rt, None)

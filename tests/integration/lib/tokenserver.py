@@ -48,6 +48,9 @@ class TokenServer:
         self.lock = threading.Lock()
         # OAuth2 (POST) refresh-token grants: refresh token -> user
         self.refresh_tokens = {}
+        # False: no OAuth2 endpoint (POST answers 404); a refresh token is taken as the
+        # password of a GET without a user, as containerd sends it then
+        self.post = True
         self.root_cert = os.path.join(workdir, "token-root.pem")
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lazyerofs test token signer")])
@@ -150,7 +153,9 @@ class TokenServer:
                         user, _, pw = base64.b64decode(auth[6:].strip()).decode().partition(":")
                     except (ValueError, UnicodeDecodeError):
                         user, pw = "", None
-                    if server.users.get(user) != pw:
+                    if user == "" and pw in server.refresh_tokens:
+                        user = "get-refresh:" + server.refresh_tokens[pw]
+                    elif server.users.get(user) != pw:
                         with server.lock:
                             server.hits.append((tuple(scopes), "!" + user))
                         return self._reply(401, {"errors": [{"code": "UNAUTHORIZED",
@@ -166,7 +171,8 @@ class TokenServer:
                 """The OAuth2 token endpoint, refresh-token grant only (distribution's
                 spec/auth/oauth): client_id and service required, the scopes in one
                 parameter."""
-                if urllib.parse.urlsplit(self.path).path != "/token":
+                if urllib.parse.urlsplit(self.path).path != "/token" or not server.post:
+                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
                     return self._reply(404, {"error": "not found"})
                 n = int(self.headers.get("Content-Length") or 0)
                 q = urllib.parse.parse_qs(self.rfile.read(n).decode(), keep_blank_values=True)
