@@ -991,8 +991,8 @@ static bool machine_root(const struct predictor *p, const struct stat *root)
  * paths is left to the loader's own read: fetched ahead it came no sooner (that start waits
  * on the link's bytes, not on round trips), and its read no longer brought the small files
  * beside it (the first programs of /usr/bin there: apt-config then waited a round trip
- * more). */
-static void root_startup(struct predictor *p)
+ * more). Returns whether the reader's root is another than this machine's. */
+static bool root_startup(struct predictor *p)
 {
 	_cleanup_close_ int root = open_root(p->pid);
 	struct stat st, exe;
@@ -1001,7 +1001,7 @@ static void root_startup(struct predictor *p)
 	bool found;
 
 	if (root < 0 || fstat(root, &st) < 0 || machine_root(p, &st))
-		return;
+		return false;
 	if (!recent_seen(p->roots, &p->nroots, util_file_id_of(&st), &i)) {
 		p->root_locale[i] = false;
 		if (p->loader[0] == '/')
@@ -1025,6 +1025,7 @@ static void root_startup(struct predictor *p)
 			  (int)p->pid, p->nobj);
 	fetch_objects(p, 0, false);
 	objects_free(p);
+	return true;
 }
 
 static bool recent_pid(struct predictor *p, const struct stat *exe)
@@ -1038,17 +1039,11 @@ static bool recent_pid(struct predictor *p, const struct stat *exe)
 
 /* Whether the executable open at fd is a program of another layer of the reader's root: on
  * another EROFS mount or shown by an overlay, in a root of its own (a container's, a
- * chroot's; not this machine's, whose programs are not ours to predict). Its objects may be
- * ours, or another layer's. */
-static bool other_layer(struct predictor *p, int fd)
+ * chroot's (own_root, as root_startup found it); not this machine's, whose programs are not
+ * ours to predict). Its objects may be ours, or another layer's. */
+static bool other_layer(int fd, bool own_root)
 {
-	char path[64];
-	struct stat theirs;
-
-	if (!on_layer(fd))
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/root", (int)p->pid);
-	return stat(path, &theirs) == 0 && !machine_root(p, &theirs);
+	return own_root && on_layer(fd);
 }
 
 /* A program of ours, or of another layer of a root of ours, that was not seen lately: its
@@ -1058,7 +1053,7 @@ static void predict(struct predictor *p)
 	struct fetch_daemon *d = p->d;
 	char exe[64];
 	struct stat st;
-	bool replaying, ours;
+	bool replaying, ours, own_root;
 	unsigned slot;
 	int fd;
 
@@ -1069,14 +1064,14 @@ static void predict(struct predictor *p)
 	pthread_mutex_unlock(&d->lock);
 	if (replaying)
 		return;
-	root_startup(p);
+	own_root = root_startup(p);
 	snprintf(exe, sizeof(exe), "/proc/%d/exe", (int)p->pid);
 	fd = open(exe, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
 	no_readahead(fd);
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || recent_pid(p, &st) ||
-	    (!(ours = file_of_ours(p, fd, &st)) && !other_layer(p, fd))) {
+	    (!(ours = file_of_ours(p, fd, &st)) && !other_layer(fd, own_root))) {
 		/* Another program's (or one still in execve: its next wait asks again). */
 		close(fd);
 		return;
