@@ -192,17 +192,9 @@ static int prefetch_metadata(struct fetch_handle *h, uint64_t size, const char *
 		res->map_blind = true;
 		r = util_extents_add(&map, sb.offset, sb.length);
 		if (r >= 0) {
-			/* Not even a block's gap: metadata blocks lie a block apart where a small
-			 * file's data is between them (the lz4hc minbase: 0.6 of 6.4 MiB). Over
-			 * 100 Mbit/s + RTT 50 ms its mount took 656 instead of 715 ms (median of
-			 * 6, interleaved), the programs row 0.21 instead of 0.22. */
-			struct mount_grouping exact = grouping;
-
-			exact.merge_gap = 0;
+			/* (not even a block's gap bridged: walkio, no round told the rate) */
 			util_extents_merge(&map, 0);
-			mount_walkio_set_grouping(w, &exact);
 			r = mount_walkio_prefetch_ahead(w, map.v, map.n, false);
-			mount_walkio_set_grouping(w, &grouping);
 		}
 		if (r >= 0)
 			r = io.prefetch(io.ctx, &sb, 1);

@@ -663,10 +663,15 @@ static int submit_round(struct mount_walkio *w, const struct util_extent *in, si
 		uint64_t worth = mount_round_worth_gap(w->costs, w->ncosts, g.range_cost_us);
 
 		/* Once the rate is known, a slow link merges across less than the default gap
-		 * too; until a round told it (worth 0: a map asked for ahead of the first round,
-		 * too), nothing is bridged. */
+		 * too; until a round told it, nothing is bridged, and what goes ahead of the
+		 * first round (a map) goes as listed: metadata blocks lie a block apart where a
+		 * small file's data is between them (the lz4hc minbase: 0.6 of 6.4 MiB). Over 100
+		 * Mbit/s + RTT 50 ms its mount took 656 instead of 715 ms (median of 6,
+		 * interleaved), the programs row 0.21 instead of 0.22. */
 		g.max_gap = MIN(g.max_gap, worth);
-		if (worth)
+		if (!w->st.batches)
+			g.merge_gap = 0;
+		else if (worth)
 			g.merge_gap = MIN(g.merge_gap, MAX(worth, WIO_BLOCK));
 		/* Bridges add at most the budget the walk starts with (a share of the image)
 		 * plus as much as the walk itself asks for: an image of many small files has
