@@ -708,7 +708,8 @@ def test_an_image_larger_than_the_budget_takes_what_is_read(lazy, private_regist
 
 
 @pytest.mark.parametrize("name", ["lz4hc", "ztailpacking", "fragments", "chunked", "metazone",
-                                  "bs1k", "metacompress"])
+                                  "bs1k", "metacompress", "allfragments", "deflate", "lzma",
+                                  "zstd", "extended-inodes", "plain"])
 def test_trim_keeps_metadata(lazy, private_registry, name, expected_tree):
     """Everything cold trimmed away (budget 0), block by block, from a mounted fixture image of
     which some files were read: with cold caches the tree (names, modes, xattrs, inline data) and every
