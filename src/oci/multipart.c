@@ -2,9 +2,12 @@
 /*
  * Streaming parser of a multipart/byteranges body (RFC 9110 14.6 / RFC 2046): the answer to
  * a request with several ranges. The body arrives in pieces split anywhere; part payloads are
- * passed to the callback straight from the input (no copy), counted by each part's
- * Content-Range rather than searched for the boundary, so payload bytes are never scanned.
- * Framing lines are bounded; anything unexpected is -EBADMSG.
+ * counted by each part's Content-Range and passed to the callback straight from the input (no
+ * copy) but for the last few bytes received, held until the next piece. A payload is searched
+ * for the delimiter all the same: a part shorter than its Content-Range says has it inside,
+ * and what follows (the next part's headers and bytes) would be passed on as this part's --
+ * wrong bytes in the cache for good, where a failed request costs a retry. Framing lines are
+ * bounded; anything unexpected is -EBADMSG.
  */
 #include <errno.h>
 #include <string.h>
@@ -34,6 +37,10 @@ int oci_multipart_init(struct oci_multipart *m, const char *boundary)
 	m->boundary[1] = '-';
 	memcpy(m->boundary + 2, boundary, n + 1);
 	m->blen = n + 2;
+	m->delim[0] = '\r';
+	m->delim[1] = '\n';
+	memcpy(m->delim + 2, m->boundary, m->blen + 1);
+	m->dlen = m->blen + 2;
 	m->state = MP_PREAMBLE;
 	m->blob_total = UINT64_MAX;
 	return 0;
@@ -137,6 +144,42 @@ static int process_line(struct oci_multipart *m, const char *l, size_t n)
 	}
 }
 
+/* The next n payload bytes of the current part (n <= remaining): -EBADMSG when the delimiter
+ * is among them, or begins in the held bytes and ends among them; else all but the last
+ * dlen - 1 bytes received so far are passed on, those held. */
+static int payload(struct oci_multipart *m, const uint8_t *buf, size_t n, oci_part_fn fn, void *ctx)
+{
+	size_t keep = m->dlen - 1, head = n < keep ? n : keep, pass, from_hold;
+	uint64_t at = m->offset - m->nhold; /* the first held byte's offset */
+	uint8_t seam[2 * sizeof(m->hold)];
+	int r;
+
+	memcpy(seam, m->hold, m->nhold);
+	memcpy(seam + m->nhold, buf, head);
+	if (memmem(seam, m->nhold + head, m->delim, m->dlen) || memmem(buf, n, m->delim, m->dlen))
+		return -EBADMSG;
+	m->offset += n;
+	m->remaining -= n;
+	pass = m->nhold + n > keep ? m->nhold + n - keep : 0;
+	from_hold = pass < m->nhold ? pass : m->nhold;
+	if (from_hold) {
+		r = fn(ctx, at, m->hold, from_hold);
+		if (r < 0)
+			return r;
+		memmove(m->hold, m->hold + from_hold, m->nhold - from_hold);
+		m->nhold -= from_hold;
+		pass -= from_hold;
+	}
+	if (pass) {
+		r = fn(ctx, at + from_hold, buf, pass);
+		if (r < 0)
+			return r;
+	}
+	memcpy(m->hold + m->nhold, buf + pass, n - pass);
+	m->nhold += n - pass;
+	return 0;
+}
+
 int oci_multipart_feed(struct oci_multipart *m, const uint8_t *buf, size_t len, oci_part_fn fn,
 		       void *ctx)
 {
@@ -153,21 +196,12 @@ int oci_multipart_feed(struct oci_multipart *m, const uint8_t *buf, size_t len, 
 		case MP_END:
 			return 0; /* the epilogue is ignored */
 		case MP_DATA:
-			if (m->remaining > 2) {
-				/* all but the part's last two bytes: passed on at once */
-				take = len < m->remaining - 2 ? len : (size_t)(m->remaining - 2);
-				r = fn(ctx, m->offset, buf, take);
-				if (r < 0) {
-					m->state = MP_FAILED;
-					return r;
-				}
-			} else {
-				take = len < m->remaining ? len : (size_t)m->remaining;
-				memcpy(m->hold + m->nhold, buf, take);
-				m->nhold += take;
+			take = len < m->remaining ? len : (size_t)m->remaining;
+			r = payload(m, buf, take, fn, ctx);
+			if (r < 0) {
+				m->state = MP_FAILED;
+				return r;
 			}
-			m->offset += take;
-			m->remaining -= take;
 			buf += take;
 			len -= take;
 			if (m->remaining == 0)

@@ -95,10 +95,14 @@ struct oci_multipart {
 	uint64_t remaining;          /* payload bytes left in the current part */
 	uint64_t blob_total;         /* first part's total, UINT64_MAX until known or "*" */
 	uint64_t parts;
-	/* A part's last two payload bytes, passed on once the CRLF after them is seen: a part
-	 * shorter than its Content-Range says would otherwise have that CRLF (or the delimiter)
-	 * passed on as payload. */
-	uint8_t hold[2];
+	/* The delimiter (CRLF "--" boundary), which no part holds (RFC 2046 5.1.1): a part
+	 * shorter than its Content-Range says has it inside the announced span, and the framing
+	 * after it would otherwise pass for payload. */
+	char delim[OCI_BOUNDARY_MAX + 5];
+	size_t dlen;
+	/* The last dlen - 1 payload bytes received, passed on once what follows them shows that
+	 * no delimiter begins there (the CRLF after a part's last ones). */
+	uint8_t hold[OCI_BOUNDARY_MAX + 4];
 	size_t nhold; /* (they end at offset) */
 };
 

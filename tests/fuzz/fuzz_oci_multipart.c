@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 /* Fuzz the multipart/byteranges parser, fed in pieces whose sizes come from the input, plus
  * the other HTTP header parsers (line split, dates, ranges, boundary) on the same bytes. The
- * callback checks that every byte it gets lies inside the part that announced it. Input: 1
- * byte boundary length, boundary, 1 byte split seed, body. */
+ * callback checks that every byte it gets lies inside the part that announced it, and that no
+ * delimiter is passed on as payload. Input: 1 byte boundary length, boundary, 1 byte split
+ * seed, body. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,8 @@ static int part(void *ctx, uint64_t off, const uint8_t *d, size_t len)
 {
 	struct oci_multipart *m = ctx;
 
-	if (!len || off < m->first || off + len - 1 > m->last || off + len - 1 < off)
+	if (!len || off < m->first || off + len - 1 > m->last || off + len - 1 < off ||
+	    memmem(d, len, m->delim, m->dlen))
 		abort();
 	return 0;
 }

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from common import BIN, FIXTURES, assert_one_line_error, child_read, pid_alive, wait_until
+from common import (BIN, FIXTURES, assert_one_line_error, child_read, drop_caches, pid_alive,
+                    wait_until)
 from lazymount import build_big_image
 from registry import MT_EROFS
 from trees import child_snapshot, compare_tree, diff_snapshots
@@ -607,12 +608,6 @@ def big(workdir):
     return {"path": path, "tree": tree, "blob": blob}
 
 
-def drop_caches():
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("1\n")
-
-
 def file_blocks(im, rel):
     """The blob's blocks that hold the data of file rel (uncompressed image: found by
     content)."""
@@ -647,7 +642,7 @@ def test_gc_trims_cold_blocks_of_a_mounted_entry(lazy, private_registry, big):
     st = lazy.status_of(mp)
     assert st["state"] == "running" and st["trimmable"] is True, (st["trim_blocked"], st)
     time.sleep(COLD_MS / 1000 + 0.5)
-    drop_caches()
+    drop_caches(1)
     assert child_read(mp + names[2]) == expected(im, names[2])  # read again: hot
     before = entry_bytes(lazy.cache, im["digest"])
     r = gc(lazy, "--max-size", str(before - 8 * MiB))
@@ -670,7 +665,7 @@ def test_gc_trims_cold_blocks_of_a_mounted_entry(lazy, private_registry, big):
     assert len(set(file_blocks(im, names[0])) & claims) <= 2 * UNIT_BLOCKS
     # Cold caches: every byte comes from the cache file or the registry, right.
     fetched = st["fetched_bytes"]
-    drop_caches()
+    drop_caches(1)
     assert not diff_snapshots(snap, child_snapshot(mp))
     for n in names:
         assert child_read(mp + n) == expected(im, n), n
@@ -732,7 +727,7 @@ def test_trim_keeps_metadata(lazy, private_registry, name, expected_tree):
     r = gc(lazy, "-v", "--max-size", "0")
     st = lazy.status_of(mp)
     assert st["state"] == "running" and st["trimmed_bytes"] > 0, (r.stdout, r.stderr, st)
-    drop_caches()
+    drop_caches(1)
     compare_tree(mp, expected_tree)
     assert lazy.status_of(mp)["errors"] == 0
     lazy.umount(mp)
@@ -754,7 +749,7 @@ def test_verified_entry_is_never_trimmed(lazy, private_registry, images):
     assert entry_bytes(lazy.cache, im["digest"]) == before
     st = lazy.status_of(mp)
     assert st["trimmable"] is False and "mark" in st["trim_blocked"], st
-    drop_caches()
+    drop_caches(1)
     assert child_read(mp + "/data/f.bin") == expected(im, "/data/f.bin")
     lazy.umount(mp)
     lazy.assert_nothing_left()

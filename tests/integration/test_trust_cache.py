@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from common import BIN, child_hashes, child_read, kill_all, pid_alive, wait_until
+from common import BIN, child_hashes, child_read, drop_caches, kill_all, pid_alive, wait_until
 from lazymount import build_big_image
 from registry import MT_EROFS
 
@@ -323,12 +323,6 @@ def check_claims(cache, digest, blob):
             assert got == blob[b * BLOCK:(b + 1) * BLOCK], \
                 f"block {b} is claimed present but differs from the registry's bytes"
     return len(claims)
-
-
-def drop_caches():
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
 
 
 def daemon_log(lazy, digest):

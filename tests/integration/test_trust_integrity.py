@@ -2,18 +2,24 @@
 """Bytes of different trust stay apart. A blob fetched over plain HTTP (`insecure`) fills a
 cache entry of its own; a later mount of the same digest over TLS never reads it, and
 `status` says what each mount's bytes are checked against (`integrity`: verified, tls or
-insecure), with `state` `lost` once no daemon answers for a mount."""
+insecure), with `state` `lost` once no daemon answers for a mount. A multipart answer whose part
+is shorter than its Content-Range says (the framing after it where the announced bytes end)
+costs a retry, never wrong bytes in the cache: not for a file's data, not for the metadata a
+mount fetches."""
 
+import concurrent.futures
 import errno
+import hashlib
 import json
 import os
+import random
 import signal
 import subprocess
 import time
 
 import pytest
 
-from common import child_read, child_hashes, content_hashes, wait_until
+from common import child_read, child_hashes, content_hashes, drop_caches, wait_until
 from lazymount import build_busybox_image
 from registry import MT_EROFS, Registry, RegistryClient
 from webserver import WebServer
@@ -245,3 +251,73 @@ def test_no_secret_in_the_daemons_command_line(lazy, registry, image, webserver)
     for mp in mps:  # and the daemons still serve
         assert child_hashes(mp) == content_hashes(tree)
         lazy.umount(mp)
+
+
+@pytest.fixture(scope="module")
+def small_files(tmp_path_factory):
+    """An image of 300 files of 5-60 KB in 10 directories, and each file's sha256."""
+    d = str(tmp_path_factory.mktemp("shortpart"))
+    rnd, want = random.Random(28), {}
+    for i in range(300):
+        data = rnd.randbytes(rnd.randint(5000, 60000))
+        rel = f"d{i % 10}/f{i}.bin"
+        os.makedirs(os.path.join(d, "tree", f"d{i % 10}"), exist_ok=True)
+        with open(os.path.join(d, "tree", rel), "wb") as f:
+            f.write(data)
+        want[rel] = hashlib.sha256(data).hexdigest()
+    img = os.path.join(d, "small.erofs")
+    subprocess.run(["mkfs.erofs", img, os.path.join(d, "tree")], capture_output=True,
+                   check=True)
+    return img, want
+
+
+def read_files(mp, want):
+    """Every file read by 32 readers at once: the names read wrong, and those that failed."""
+    def one(rel):
+        try:
+            return rel, hashlib.sha256(child_read(os.path.join(mp, rel), timeout=60)).hexdigest()
+        except OSError as e:
+            return rel, e.errno
+    with concurrent.futures.ThreadPoolExecutor(32) as ex:
+        got = dict(ex.map(one, sorted(want)))
+    return ([r for r, h in got.items() if isinstance(h, str) and h != want[r]],
+            [r for r, h in got.items() if not isinstance(h, str)])
+
+
+@pytest.mark.parametrize("cut", [3, 100, 5000])
+def test_a_short_multipart_part_costs_a_retry_not_the_cache(lazy, registry, faultproxy,
+                                                            small_files, cut):
+    img, want = small_files
+    registry.client.push_image("trust/shortpart", "v1", [(img, MT_EROFS)])
+    lazy.env["LAZYEROFS_MAX_REQUESTS"] = "1"  # reads wait together: multi-range requests
+    mp = lazy.mount(faultproxy.ref("trust/shortpart", "v1"), opts="insecure,timeout=10")
+    f = faultproxy.add("short_part", path="/blobs/sha256:", method="GET", range=",", count=3,
+                       cut=cut)
+    wrong, failed = read_files(mp, want)
+    assert f.fired >= 1, "no multi-range answer was cut short: nothing tested"
+    assert not wrong, f"wrong bytes read: {wrong[:5]}"
+    faultproxy.clear()
+    drop_caches()
+    wrong, failed = read_files(mp, want)
+    assert not wrong and not failed, (wrong[:5], failed[:5])
+    st = lazy.status_of(mp)
+    assert st["state"] != "bad", st  # (what the cache kept is the blob's)
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def test_a_short_multipart_part_during_the_mount_costs_a_retry(lazy, registry, faultproxy,
+                                                               small_files):
+    img, want = small_files
+    registry.client.push_image("trust/shortpart", "v2", [(img, MT_EROFS)])
+    f = faultproxy.add("short_part", path="/blobs/sha256:", method="GET", range=",", count=1,
+                       cut=1000)
+    mp = lazy.mount(faultproxy.ref("trust/shortpart", "v2"), opts="insecure,timeout=10")
+    assert f.fired == 1, "the mount's metadata came in no multi-range answer: nothing tested"
+    names = sorted(os.path.relpath(os.path.join(r, n), mp)
+                   for r, _, files in os.walk(mp) for n in files)
+    assert names == sorted(want)
+    wrong, failed = read_files(mp, want)
+    assert not wrong and not failed, (wrong[:5], failed[:5])
+    lazy.umount(mp)
+    lazy.assert_nothing_left()

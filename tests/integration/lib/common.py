@@ -275,6 +275,13 @@ def _child(args, timeout):
     return out
 
 
+def drop_caches(what=3):
+    """Written back, then dropped: 1 the page cache, 3 dentries and inodes as well."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write(f"{what}\n")
+
+
 def child_read(path, offset=0, length=-1, timeout=None):
     """The bytes of path at [offset, offset+length) (to EOF if length < 0), read in a child
     process under a deadline; OSError with the reader's errno on a failed read."""

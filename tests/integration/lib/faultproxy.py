@@ -24,6 +24,9 @@ skipping the first `skip` matches:
   corrupt  flip bytes of the blob payload: blob offsets in `offsets` and/or every multiple
            of `every`; works on 200, single-range 206 and multipart/byteranges answers;
            lengths and headers stay intact
+  short_part  a multipart/byteranges answer whose part `part` (0) lacks the last `cut` bytes
+           of its payload, its Content-Range unchanged (Content-Length follows): the framing
+           after it sits where the announced payload ends; other answers pass unchanged
 
 A forwarded answer (delay, hook) also carries the rule's `add_headers` (a dict), e.g. the
 `OCI-Subject` of a registry that has the referrers API.
@@ -74,7 +77,7 @@ class Seen:
 class Fault:
     def __init__(self, kind, path=".*", method=None, count=1, skip=0, **params):
         if kind not in ("status", "drop", "stall", "delay", "hook", "reset", "short", "corrupt",
-                        "slow"):
+                        "slow", "short_part"):
             raise ValueError(f"unknown fault kind {kind!r}")
         self.kind = kind
         self.path = re.compile(path)
@@ -435,6 +438,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._send(msg)
             return
         seen.status = resp.status
+        if fault and fault.kind == "short_part":
+            return self._short_part(fault, resp)
         no_body = method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
         length = resp.getheader("Content-Length")
         chunked_out = not no_body and length is None
@@ -492,6 +497,27 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if not complete:
                 self.upconn.close()
                 self.upconn = None
+
+    def _short_part(self, fault, resp):
+        """The whole answer read, then sent with one part's payload cut short (short_part)."""
+        body = resp.read()
+        ctype = resp.getheader("Content-Type") or ""
+        m = re.search(r'boundary="?([^";]+)"?', ctype)
+        if resp.status == 206 and "multipart/byteranges" in ctype and m:
+            delim = b"--" + m.group(1).encode()
+            at, k = 0, fault.params.get("part", 0)
+            for _ in range(k + 1):
+                at = body.index(delim, at) + len(delim)
+            start = body.index(b"\r\n\r\n", at) + 4
+            end = body.index(b"\r\n" + delim, start)  # the payload as the registry sent it
+            body = body[:max(start, end - fault.params["cut"])] + body[end:]
+        self.send_response_only(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self._send(body)
 
     def _out(self, data, chunked):
         if chunked:

@@ -113,18 +113,80 @@ static void test_multipart_every_split(void **state)
 	}
 }
 
-static void test_multipart_payload_looks_like_boundary(void **state)
+static void test_multipart_payload_with_the_delimiter_is_refused(void **state)
 {
-	/* The payload holds the delimiter text itself: it is counted, never scanned. */
+	/* The delimiter occurs in no part (RFC 2046 5.1.1): one inside the span a Content-Range
+	 * announced is a part shorter than that; nothing from it on is passed on. */
 	const char *body =
 	    "--b\r\nContent-Range: bytes 10-19/4096\r\n\r\n\r\n--b--\r\n\r\r\n--b--\r\n";
 	struct oci_multipart m;
 	struct collected c = { 0 };
 
 	assert_int_equal(oci_multipart_init(&m, "b"), 0);
-	assert_int_equal(oci_multipart_feed(&m, (const uint8_t *)body, strlen(body), collect, &c), 0);
-	assert_int_equal(oci_multipart_finish(&m), 0);
-	assert_memory_equal(c.blob + 10, "\r\n--b--\r\n\r", 10);
+	assert_int_equal(oci_multipart_feed(&m, (const uint8_t *)body, strlen(body), collect, &c),
+			 -EBADMSG);
+	for (size_t i = 0; i < sizeof(c.seen); i++)
+		assert_int_equal(c.seen[i], 0);
+}
+
+/* A part k bytes shorter than its Content-Range says, the body split at every offset (and fed
+ * a byte at a time): refused, and every byte passed on is the blob's own -- never the
+ * framing that follows the short part (which would be kept in the cache as blob bytes). */
+static void test_multipart_short_part_passes_no_framing(void **state)
+{
+	static const uint64_t parts[][2] = {{0, 100}, {1000, 300}, {2048, 300}};
+	const char *boundary = "3d6b6a416f9b5";
+	char body[8192], shortened[8192];
+
+	for (size_t k = 1; k <= strlen(boundary) + 40; k++) {
+		size_t len = make_body(body, sizeof(body), boundary, parts, 3, true), n = 0;
+		/* part 1's payload: after its headers, 300 bytes; drop its last k */
+		char hdr[128];
+		const char *p1;
+		size_t at;
+
+		snprintf(hdr, sizeof(hdr), "Content-Range: bytes 1000-1299/4096\r\n\r\n");
+		p1 = strstr(body, hdr);
+		assert_non_null(p1);
+		at = (size_t)(p1 - body) + strlen(hdr) + 300 - k;
+		memcpy(shortened, body, at);
+		memcpy(shortened + at, body + at + k, len - at - k);
+		n = len - k;
+		for (size_t cut = 0; cut <= n; cut += (cut < 200 || cut > n - 200) ? 1 : 7) {
+			struct oci_multipart m;
+			struct collected c = {0};
+			int r;
+
+			oci_multipart_init(&m, boundary);
+			r = oci_multipart_feed(&m, (uint8_t *)shortened, cut, collect, &c);
+			if (r == 0)
+				r = oci_multipart_feed(&m, (uint8_t *)shortened + cut, n - cut,
+						       collect, &c);
+			if (r == 0)
+				r = oci_multipart_finish(&m);
+			if (r != -EBADMSG)
+				fail_msg("short by %zu, cut at %zu: %d", k, cut, r);
+			for (size_t i = 0; i < sizeof(c.seen); i++)
+				if (c.seen[i] && c.blob[i] != (uint8_t)((i * 7 + 3) & 0xff))
+					fail_msg(
+					    "short by %zu, cut at %zu: byte %zu is not the blob's",
+					    k, cut, i);
+		}
+		{
+			struct oci_multipart m;
+			struct collected c = {0};
+			int r = 0;
+
+			oci_multipart_init(&m, boundary);
+			for (size_t i = 0; i < n && r == 0; i++)
+				r = oci_multipart_feed(&m, (uint8_t *)shortened + i, 1, collect,
+						       &c);
+			assert_int_equal(r ? r : oci_multipart_finish(&m), -EBADMSG);
+			for (size_t i = 0; i < sizeof(c.seen); i++)
+				if (c.seen[i])
+					assert_int_equal(c.blob[i], (uint8_t)((i * 7 + 3) & 0xff));
+		}
+	}
 }
 
 static void test_multipart_bad(void **state)
@@ -472,17 +534,18 @@ static void test_registry_error(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_multipart_every_split),
-		cmocka_unit_test(test_multipart_payload_looks_like_boundary),
-		cmocka_unit_test(test_multipart_bad),
-		cmocka_unit_test(test_multipart_caps_and_truncation),
-		cmocka_unit_test(test_boundary),
-		cmocka_unit_test(test_content_range),
-		cmocka_unit_test(test_retry_after),
-		cmocka_unit_test(test_header_split),
-		cmocka_unit_test(test_challenge),
-		cmocka_unit_test(test_token_reply),
-		cmocka_unit_test(test_registry_error),
+	    cmocka_unit_test(test_multipart_every_split),
+	    cmocka_unit_test(test_multipart_payload_with_the_delimiter_is_refused),
+	    cmocka_unit_test(test_multipart_short_part_passes_no_framing),
+	    cmocka_unit_test(test_multipart_bad),
+	    cmocka_unit_test(test_multipart_caps_and_truncation),
+	    cmocka_unit_test(test_boundary),
+	    cmocka_unit_test(test_content_range),
+	    cmocka_unit_test(test_retry_after),
+	    cmocka_unit_test(test_header_split),
+	    cmocka_unit_test(test_challenge),
+	    cmocka_unit_test(test_token_reply),
+	    cmocka_unit_test(test_registry_error),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
