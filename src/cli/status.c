@@ -24,7 +24,8 @@ static void usage(FILE *f)
 		   "\n"
 		   "Show every lazyerofs mount (or just MOUNTPOINT): source, digest, how much of\n"
 		   "the image is present in the cache, what was fetched, request/event/error\n"
-		   "counts and the daemon's state (running, complete, verified, bad).\n"
+		   "counts and the daemon's state (running, complete, verified, bad; lost when\n"
+		   "no daemon answers for the mount: unmount it).\n"
 		   "\n"
 		   "  --json        one JSON object: {\"mounts\":[{\"mountpoint\",\"source\",\n"
 		   "                \"digest\",\"size\",\"present_bytes\",\"fetched_bytes\",\n"
@@ -80,28 +81,32 @@ static json_t *entry_json(const struct mount_status_entry *e)
 	bool a = e->daemon_alive;
 	json_t *o;
 
-	/* No digest (a URL source without digest=): null, not a string that is no digest. */
+	/* No digest (a URL source without digest=): null, not a string that is no digest. A
+	 * daemon gone has no pid either (null, as the table's "-": it may be another's by now). */
+	bool gone = !a && !e->daemon_mute && !e->daemon_foreign;
+
 	o = json_pack(
-	    "{s:s, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:s, s:s, s:I, s:s, s:s}",
+	    "{s:s, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:s, s:s, s:I, s:s, s:s}",
 	    "mountpoint", e->st.mountpoint, "source", e->st.source, "digest",
 	    cli_status_digest(e)[0] ? cli_status_digest(e) : NULL, "size",
 	    (json_int_t)(a ? s->size : e->st.size), "present_bytes",
 	    (json_int_t)(a ? s->present_bytes : e->disk_present), "fetched_bytes",
 	    (json_int_t)(a ? s->fetched_bytes : 0), "requests", (json_int_t)(a ? s->requests : 0),
 	    "events", (json_int_t)(a ? s->events : 0), "errors", (json_int_t)(a ? s->errors : 0),
-	    "pid", (int)(a && s->pid ? s->pid : e->st.pid), "state", cli_status_state(e),
-	    "integrity", cli_status_integrity(e), "mnt_id", (json_int_t)e->st.mnt_id, "cache",
-	    e->st.cache ? e->st.cache : "", "options", e->st.options ? e->st.options : "");
+	    "pid", gone ? json_null() : json_integer(a && s->pid ? s->pid : e->st.pid), "state",
+	    cli_status_state(e), "integrity", cli_status_integrity(e), "mnt_id",
+	    (json_int_t)e->st.mnt_id, "cache", e->st.cache ? e->st.cache : "", "options",
+	    e->st.options ? e->st.options : "");
 	if (o && a) {
-		json_t *more = json_pack("{s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:b, s:I, s:I}",
-					 "answers",
-					 (json_int_t)s->answers, "fast_answers",
-					 (json_int_t)s->fast_answers, "denied", (json_int_t)s->denied,
-					 "pending", (json_int_t)s->pending, "worker_pid",
-					 (int)s->worker_pid, "restarts", (int)s->restarts, "mounts",
-					 (int)s->mounts, "chunk_size", (json_int_t)s->chunk_size,
-					 "marked", (int)s->marked, "files", (json_int_t)s->files,
-					 "file_ranges", (json_int_t)s->file_ranges);
+		json_t *more = json_pack(
+		    "{s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:b, s:I, s:I, s:I, s:I}", "answers",
+		    (json_int_t)s->answers, "fast_answers", (json_int_t)s->fast_answers, "denied",
+		    (json_int_t)s->denied, "pending", (json_int_t)s->pending, "worker_pid",
+		    (int)s->worker_pid, "restarts", (int)s->restarts, "mounts", (int)s->mounts,
+		    "chunk_size", (json_int_t)s->chunk_size, "marked", (int)s->marked, "files",
+		    (json_int_t)s->files, "file_ranges", (json_int_t)s->file_ranges, "link_rtt_us",
+		    (json_int_t)s->link_rtt_us, "link_bytes_per_s",
+		    (json_int_t)s->link_bytes_per_s);
 
 		if (add_keys(o, more) < 0)
 			return NULL;

@@ -572,6 +572,8 @@ void fetch_status_parse(json_t *reply, struct fetch_status *ret)
 	ret->marked = json_is_true(json_object_get(reply, "marked"));
 	ret->files = getu(reply, "files");
 	ret->file_ranges = getu(reply, "file_ranges");
+	ret->link_rtt_us = getu(reply, "link_rtt_us");
+	ret->link_bytes_per_s = getu(reply, "link_bytes_per_s");
 	snprintf(ret->profile_state, sizeof(ret->profile_state), "%s",
 		 util_json_get_string(reply, "profile_state", &state) >= 0 ? state : "none");
 	ret->profile_ranges = getu(reply, "profile_ranges");

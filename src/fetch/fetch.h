@@ -214,6 +214,8 @@ struct fetch_status {
 	uint64_t chunk_size;
 	bool marked; /* the fanotify mark is in place (dropped once verified) */
 	uint64_t files, file_ranges; /* the file index the daemon holds (0, 0: none) */
+	uint64_t link_rtt_us,
+	    link_bytes_per_s; /* the link as the daemon measured it (0: not yet) */
 	/* The startup profile replayed: state "none", "replaying", "done" or "failed". */
 	char profile_state[16];
 	uint64_t profile_ranges, profile_ranges_done, profile_bytes, profile_fetched_bytes;

@@ -548,3 +548,26 @@ def test_metrics_dir_long_mountpoints(lazy, busybox, metrics_dir):
     for m in mps:
         lazy.umount(m)
     lazy.assert_nothing_left(timeout=30)
+
+
+def man_json_keys():
+    """The keys the man page's `status --json` paragraph names."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), "doc", "lazyerofs.8")) as f:
+        page = f.read()
+    para = page[page.index(".B \\-\\-json\n"):page.index(".B \\-\\-prometheus\n")]
+    keys = set(re.findall(r"\\\(dq([a-z_]+)\\\(dq", para)) - {"mounts"}
+    keys |= set(re.findall(r"^\.(?:RB \(|BR) (?:\\%)?([a-z_]+) ", para, re.M))
+    return keys
+
+
+def test_status_json_has_every_key_the_man_page_names(lazy, busybox):
+    ref, tree = busybox
+    mp = lazy.mount(ref)
+    assert child_hashes(mp) == content_hashes(tree)
+    st = lazy.settled_status_of(mp)
+    keys = man_json_keys()
+    assert {"mountpoint", "link_rtt_us", "file_ranges", "profile_served"} <= keys, keys
+    assert not keys - set(st), f"named by the man page, not in status --json: {keys - set(st)}"
+    assert st["link_rtt_us"] >= 0 and st["link_bytes_per_s"] > 0, st  # (measured by now)
+    lazy.umount(mp)

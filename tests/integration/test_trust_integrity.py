@@ -183,6 +183,7 @@ def test_a_mount_without_its_daemon_is_lost(lazy, registry, image, prefetch):
     # no process to show for a daemon gone (its pid may be another process's by now)
     row = next(l for l in table.splitlines() if l.startswith(mp))
     assert row.split()[-1] == "-", table
+    assert st["pid"] is None, st  # (--json: null)
     lazy.umount(mp)
 
 
