@@ -90,28 +90,43 @@ static int refuse_symlink(const char *what, const char *path, struct util_error 
 	    what, path, target ? " (to '" : "", target ? target : "", target ? "')" : "");
 }
 
+/* One of the two directories' paths (what: "cache" or "run"). */
+static int check_dir_path(const char *what, const char *path, struct util_error *err)
+{
+	if (path[0] != '/')
+		return util_err_set(err, -EINVAL,
+				    "%s directory '%s' must be an absolute path (from "
+				    "LAZYEROFS_%s_DIR?)",
+				    what, path, strcmp(what, "run") ? "CACHE" : "RUN");
+	if (!util_json_text_ok(path))
+		return util_err_set(err, -EINVAL,
+				    "%s directory '%s' is not valid UTF-8: it goes into state "
+				    "files and control messages; choose another",
+				    what, path);
+	return refuse_symlink(what, path, err);
+}
+
 int mount_check_dir_paths(const char *cache_dir, const char *run_dir, struct util_error *err)
 {
-	const char *what[2] = {"cache", "run"}, *path[2] = {cache_dir, run_dir};
-	int r;
+	int r = check_dir_path("cache", cache_dir, err);
 
-	for (int i = 0; i < 2; i++) {
-		if (path[i][0] != '/')
-			return util_err_set(err, -EINVAL,
-					    "%s directory '%s' must be an absolute path (from "
-					    "LAZYEROFS_%s_DIR?)",
-					    what[i], path[i], i ? "RUN" : "CACHE");
-		if (!util_json_text_ok(path[i]))
-			return util_err_set(
-			    err, -EINVAL,
-			    "%s directory '%s' is not valid UTF-8: it goes into state "
-			    "files and control messages; choose another",
-			    what[i], path[i]);
-		r = refuse_symlink(what[i], path[i], err);
-		if (r < 0)
-			return r;
-	}
-	return 0;
+	return r < 0 ? r : check_dir_path("run", run_dir, err);
+}
+
+int mount_find_run_dir(const char *run_dir, int flags, int *ret_fd, struct util_error *err)
+{
+	int r = check_dir_path("run", run_dir, err);
+
+	if (r < 0)
+		return r;
+	r = util_open_existing_private_dir(run_dir, flags, ret_fd);
+	if (r == -ENOENT)
+		return 0; /* (no mount made one yet) */
+	if (r < 0)
+		return util_err_set(err, r, "run directory '%s': %s", run_dir,
+				    r == -EPERM ? "must be owned by root with mode 0700"
+						: strerror(-r));
+	return 1;
 }
 
 int mount_check_cache_fs(const char *cache_dir, struct util_error *err)

@@ -46,6 +46,10 @@ void mount_resolved_done(struct mount_resolved *r);
 /* The cache and run directories must be absolute paths in UTF-8 (-EINVAL and why not), and
  * not symbolic links (-ELOOP). */
 int mount_check_dir_paths(const char *cache_dir, const char *run_dir, struct util_error *err);
+/* The run directory opened (util_open_existing_private_dir's flags) into *ret_fd: 1; 0 when
+ * there is none (no mount made it yet); -errno with one line in err when it is no usable run
+ * directory (not absolute, a symbolic link, a file, not root's 0700). */
+int mount_find_run_dir(const char *run_dir, int flags, int *ret_fd, struct util_error *err);
 /* The cache directory exists (or is created) root-owned 0700 on a filesystem that takes
  * pre-content marks: fail early and clearly on tmpfs, ramfs and overlayfs (DESIGN fact 11). */
 int mount_check_cache_fs(const char *cache_dir, struct util_error *err);

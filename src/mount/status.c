@@ -16,6 +16,7 @@
 
 #include "cache/cache.h"
 #include "mount/mount.h"
+#include "mount/resolve.h"
 #include "util/array.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -229,16 +230,9 @@ static int collect(const char *run_dir, const char *only_mountpoint,
 
 	*ret = NULL;
 	*ret_n = 0;
-	if (run_dir[0] != '/')
-		return util_err_set(err, -EINVAL,
-				    "run directory '%s' must be an absolute path (from "
-				    "LAZYEROFS_RUN_DIR?)",
-				    run_dir);
-	r = util_open_existing_private_dir(run_dir, O_RDONLY, &run_fd);
-	if (r == -EPERM) {
-		return util_err_set(
-		    err, r, "run directory '%s' must be owned by root with mode 0700", run_dir);
-	}
+	r = mount_find_run_dir(run_dir, O_RDONLY, &run_fd, err);
+	if (r < 0)
+		return r;
 
 	if (only_mountpoint) {
 		uint64_t id;

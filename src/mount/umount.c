@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "mount/mount.h"
+#include "mount/resolve.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -103,9 +104,10 @@ static int do_umount(const char *run_dir, const char *mountpoint, bool lazy, str
 	if (r < 0) {
 		return util_err_set(err, r, "'%s': %s", mountpoint, strerror(-r));
 	}
-	r = util_open_existing_private_dir(run_dir, O_PATH, &run_fd);
-	if (r >= 0)
-		r = mount_state_read(run_fd, mnt_id, &st);
+	r = mount_find_run_dir(run_dir, O_PATH, &run_fd, err);
+	if (r < 0)
+		return r;
+	r = r ? mount_state_read(run_fd, mnt_id, &st) : -ENOENT;
 	if (r == -EBADMSG) {
 		/* A damaged state file tells nothing: as without one, and it goes. */
 		log_warning("the state file of '%s' in '%s' is damaged; removing it", mountpoint,

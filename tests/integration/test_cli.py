@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 """The command line's global contract: --help, --version, -v, exit codes for bad usage."""
 
+import subprocess
+
 import pytest
 
 from common import run, assert_one_line_error
@@ -65,3 +67,30 @@ def test_status_with_a_relative_run_dir(lazy):
     r = lazy.run(["status"], env=dict(lazy.env, LAZYEROFS_RUN_DIR="relative/run"))
     assert_one_line_error(r, 2)
     assert "'relative/run'" in r.stderr and "absolute" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("kind,said", [("link", "symbolic link"), ("file", "Not a directory")])
+def test_status_and_umount_with_a_run_dir_mount_refuses(lazy, tmp_path, kind, said):
+    """A symbolic link to the run directory, or a file: refused in words, as mount refuses
+    them (status said "No lazyerofs mounts.", exit 0, beside live mounts)."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    path = tmp_path / kind
+    if kind == "link":
+        path.symlink_to(real)
+    else:
+        path.write_text("")
+    env = dict(lazy.env, LAZYEROFS_RUN_DIR=str(path))
+    for argv in (["status"], ["status", "--json"]):
+        r = lazy.run(argv, env=env)
+        assert_one_line_error(r, 2)
+        assert f"'{path}'" in r.stderr and said in r.stderr, r.stderr
+    mnt = tmp_path / "mnt"  # a mount point (not ours): umount looks at the run directory
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(mnt)], check=True)
+    try:
+        r = lazy.run(["umount", str(mnt)], env=env)
+        assert_one_line_error(r, 32)
+        assert f"'{path}'" in r.stderr and said in r.stderr, r.stderr
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
