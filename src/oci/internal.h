@@ -214,6 +214,8 @@ char *oci_host_url(const struct oci_client *c, const struct oci_host *h, const c
 
 /* Append the PEM text of the CA file at path to pem; -errno with "ca 'PATH': why" in err. */
 int oci_ca_file_append(const char *path, struct util_buf *pem, struct util_error *err);
+/* The same checks alone (a readable file of at most 1 MiB holding a PEM certificate). */
+int oci_ca_file_check(const char *path, struct util_error *err);
 /* Check a client certificate (PEM, its chain may follow) and its private key (key_path NULL:
  * in the certificate's file) belong together, and add them to m's (OCI_CLIENT_CERTS_MAX at
  * most). -errno with one line naming the file and why in err. */

@@ -279,11 +279,10 @@ int oci_options_set(struct oci_options *o, const char *key, const char *value,
 	}
 	if (!strcmp(key, "ca")) {
 		NEED_VALUE();
-		if (access(value, R_OK) < 0) {
-			r = -errno;
-			return util_err_set(err, -EINVAL, "ca='%s': cannot read the CA file: %s",
-					    value, strerror(-r));
-		}
+		/* Checked now, not by the first TLS handshake (a directory, an empty file
+		 * or /dev/null was blamed on the registry's certificate) */
+		if (oci_ca_file_check(value, err) < 0)
+			return -EINVAL;
 		return set_string(&o->ca_file, value);
 	}
 	if (!strcmp(key, "blob") || !strcmp(key, "digest")) {

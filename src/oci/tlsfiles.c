@@ -32,17 +32,37 @@ static const char *read_cause(int r)
 	return r == -EFBIG ? "larger than 1 MiB" : strerror(-r);
 }
 
+/* A CA file's text, read (up to 1 MiB) and checked to hold a PEM certificate. */
+static int ca_file_read(const char *path, char **ret, size_t *ret_len, struct util_error *err)
+{
+	int r = util_read_file(AT_FDCWD, path, TLS_FILE_MAX, 0, ret, ret_len);
+
+	if (r < 0)
+		return util_err_set(err, r, "ca='%s': %s", path, read_cause(r));
+	if (!strstr(*ret, "-----BEGIN CERTIFICATE-----")) {
+		free(*ret);
+		*ret = NULL;
+		return util_err_set(err, -EINVAL, "ca='%s' is not a PEM certificate file", path);
+	}
+	return 0;
+}
+
+int oci_ca_file_check(const char *path, struct util_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+
+	return ca_file_read(path, &text, &len, err);
+}
+
 int oci_ca_file_append(const char *path, struct util_buf *pem, struct util_error *err)
 {
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0;
-	int r;
+	int r = ca_file_read(path, &text, &len, err);
 
-	r = util_read_file(AT_FDCWD, path, TLS_FILE_MAX, 0, &text, &len);
 	if (r < 0)
-		return util_err_set(err, r, "ca '%s': %s", path, read_cause(r));
-	if (!strstr(text, "-----BEGIN CERTIFICATE-----"))
-		return util_err_set(err, -EINVAL, "ca '%s' is not a PEM certificate file", path);
+		return r;
 	if (util_buf_append(pem, text, len) < 0 || util_buf_append(pem, "\n", 1) < 0)
 		return util_err_set(err, -EFBIG, "ca '%s': the certificates are too large", path);
 	return 0;

@@ -136,6 +136,11 @@ CASES = [
      [lambda c: c.missing, "password-file", "No such file or directory"], [], None),
     ("mount-missing-ca", mount("-o", None, lambda c: c.secure, mp), 1,
      [lambda c: c.missing, "ca=", "No such file or directory"], [], None),
+    # (checked up front: they were blamed on the registry's certificate after a request)
+    ("mount-ca-directory", mount("-o", "ca=/", lambda c: c.secure, mp), 1,
+     ["ca='/'", "Is a directory"], [], None),
+    ("mount-ca-not-pem", mount("-o", "ca=/dev/null", lambda c: c.secure, mp), 1,
+     ["ca='/dev/null'", "not a PEM certificate file"], [], None),
     ("mount-username-alone",
      mount("-o", lambda c: f"ca={c.tls.ca},username={c.tls.username}", lambda c: c.secure, mp),
      1, ["'username'", "'password-file'"], [], None),
