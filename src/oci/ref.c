@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "oci/parse.h"
 #include "util/cleanup.h"
 #include "util/sha256.h"
@@ -195,6 +197,29 @@ static int parse_url(const char *s, struct oci_ref *ref, struct util_error *err)
 		}
 	if (hostlen == 0) {
 		return util_err_set(err, -EINVAL, "invalid URL '%s': no host", shown);
+	}
+	/* The rest of the syntax as libcurl will take it (a port past 65535, a bracket not
+	 * closed): a usage error now, not a failure to connect later. */
+	{
+		CURLU *u = curl_url();
+		CURLUcode rc;
+
+		if (!u)
+			return -ENOMEM;
+		char *port = NULL;
+		bool port0;
+
+		rc = curl_url_set(u, CURLUPART_URL, s, 0);
+		port0 = rc == CURLUE_OK && curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK &&
+			strtoul(port, NULL, 10) == 0;
+		curl_free(port);
+		curl_url_cleanup(u);
+		if (rc == CURLUE_OUT_OF_MEMORY)
+			return -ENOMEM;
+		if (rc != CURLUE_OK || port0)
+			return util_err_set(err, -EINVAL, "invalid URL '%s': %s", shown,
+					    port0 ? "port out of range 1..65535"
+						  : curl_url_strerror(rc));
 	}
 	ref->is_url = true;
 	ref->url = strdup(s);
