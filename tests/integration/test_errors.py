@@ -153,7 +153,7 @@ CASES = [
     ("fetch-digest-on-registry-source",
      lambda c: ["fetch", "-o", f"insecure,digest={ZERO}", c.plain], 1,
      ["'digest'", "URL source"], [], None),
-    ("mount-url-bad-port", mount("-o", None, opt("http://127.0.0.1:99999/i.erofs"), mp), 1,
+    ("mount-url-bad-port", mount(opt("http://127.0.0.1:99999/i.erofs"), mp), 1,
      ["invalid URL", "'http://127.0.0.1:99999/i.erofs'", "65535"], [], None),
     ("mount-layer-on-url-source",
      mount("-o", "layer=1", lambda c: f"http://127.0.0.1:{c.port}/i.erofs", mp), 1,
