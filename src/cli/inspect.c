@@ -3,6 +3,7 @@
  * exactly the metadata walk's ranges, "OFFSET LENGTH" per line. */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -82,38 +83,48 @@ int cli_inspect(int argc, char **argv)
 	double ms;
 	int r;
 
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
+	static const struct option longopts[] = {
+	    {"extents", no_argument, NULL, 'e'},   {"metadata-map", no_argument, NULL, 'm'},
+	    {"gap", required_argument, NULL, 'g'}, {"help", no_argument, NULL, 'h'},
+	    {"verbose", no_argument, NULL, 'v'},   {NULL, 0, NULL, 0},
+	};
+	int c;
 
-		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+	opterr = 0;
+	optind = 1;
+	/* (options anywhere: before the image or after it) */
+	while ((c = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
 			usage(stdout);
 			return CLI_EXIT_OK;
-		} else if (strcmp(a, "--extents") == 0) {
+		case 'e':
 			extents = true;
-		} else if (strcmp(a, "--metadata-map") == 0) {
+			break;
+		case 'm':
 			map = true;
-		} else if (strcmp(a, "--verbose") == 0 ||
-			   (a[0] == '-' && a[1] == 'v' && strspn(a + 1, "v") == strlen(a + 1))) {
-			for (size_t k = 0; k < (a[1] == '-' ? 1 : strlen(a + 1)); k++)
-				cli_verbose_inc(); /* as every other subcommand takes it */
-		} else if (strncmp(a, "--gap=", 6) == 0) {
-			if (util_parse_u64(a + 6, &opts.merge_gap) < 0) {
-				log_error("inspect: invalid --gap value '%s'; give a number of bytes",
-					  a + 6);
+			break;
+		case 'v':
+			cli_verbose_inc(); /* as every other subcommand takes it */
+			break;
+		case 'g':
+			if (util_parse_u64(optarg, &opts.merge_gap) < 0) {
+				log_error(
+				    "inspect: invalid --gap value '%s'; give a number of bytes",
+				    optarg);
 				return CLI_EXIT_USAGE;
 			}
-		} else if (strcmp(a, "--") == 0 && i + 1 < argc && !path && i + 2 == argc) {
-			path = argv[++i];
-		} else if (a[0] == '-' && a[1]) {
-			log_error("inspect: unknown option '%s'; run 'lazyerofs inspect --help'", a);
-			return CLI_EXIT_USAGE;
-		} else if (path) {
-			log_error("inspect: one image at a time ('%s' and '%s' given)", path, a);
-			return CLI_EXIT_USAGE;
-		} else {
-			path = a;
+			break;
+		default:
+			return cli_option_error("inspect", "hv", argv);
 		}
 	}
+	if (argc - optind > 1) {
+		log_error("inspect: one image at a time ('%s' and '%s' given)", argv[optind],
+			  argv[optind + 1]);
+		return CLI_EXIT_USAGE;
+	}
+	path = optind < argc ? argv[optind] : NULL;
 	if (!path) {
 		log_error("inspect: no image given; run 'lazyerofs inspect --help'");
 		return CLI_EXIT_USAGE;

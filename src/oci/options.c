@@ -421,8 +421,11 @@ int oci_options_check_source(const struct oci_options *o, bool is_url, struct ut
 						    : NULL;
 
 	if (!o->username != !o->password) {
+		/* (the password as typed: password-file= or oci.password=) */
 		return util_err_set(err, -EINVAL, "option '%s' needs '%s' too",
-				    o->username ? "username" : "password-file",
+				    o->username	       ? "username"
+				    : o->password_file ? "password-file"
+						       : "oci.password",
 				    o->username ? "password-file" : "username");
 	}
 	if (is_url && registry_only) {

@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-or-later
 """The command line's global contract: --help, --version, -v, exit codes for bad usage."""
 
+import os
 import subprocess
 
 import pytest
 
-from common import run, assert_one_line_error
+from common import FIXTURES, assert_one_line_error, run
 
 SUBCOMMANDS = ["mount", "umount", "status", "push", "inspect", "profile"]
 
@@ -94,3 +95,17 @@ def test_status_and_umount_with_a_run_dir_mount_refuses(lazy, tmp_path, kind, sa
         assert f"'{path}'" in r.stderr and said in r.stderr, r.stderr
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_inspect_takes_its_options_as_the_other_commands_do():
+    """--gap BYTES as well as --gap=BYTES, options after the image too (getopt_long, as every
+    other subcommand parses them; --gap 100 was an unknown option)."""
+    image = os.path.join(FIXTURES, "lz4hc.erofs")
+    want = run(["inspect", "--extents", "--gap=8192", image])
+    assert want.returncode == 0, want.stderr
+    for argv in (["--extents", "--gap", "8192", image], [image, "--gap", "8192", "--extents"]):
+        r = run(["inspect", *argv])
+        assert (r.returncode, r.stdout) == (0, want.stdout), (argv, r.stderr)
+    r = run(["inspect", image, "--gap"])
+    assert_one_line_error(r, 1)
+    assert "'--gap' needs a value" in r.stderr, r.stderr
