@@ -106,7 +106,8 @@ int cli_opt_args(const char *cmd, int argc, char **argv, int nargs, const char *
 	opterr = 0;
 	optind = 1;
 	*optn = 0;
-	while ((c = getopt_long(argc, argv, "+ho:v", longopts, NULL)) != -1) {
+	/* (options after the operands too, as mount.erofs.lazy takes them) */
+	while ((c = getopt_long(argc, argv, "ho:v", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			usage(stdout);
@@ -119,7 +120,7 @@ int cli_opt_args(const char *cmd, int argc, char **argv, int nargs, const char *
 			cli_verbose_inc();
 			break;
 		default:
-			return cli_option_error(cmd, "+ho:v", argv);
+			return cli_option_error(cmd, "ho:v", argv);
 		}
 	}
 	if (argc - optind != nargs) {

@@ -32,6 +32,8 @@ static void usage(FILE *f)
 		"Options (-o, comma-separated, may be repeated):\n"
 		"  insecure              plain-HTTP registry\n"
 		"  ca=PATH               trust this CA for the registry's TLS certificate\n"
+		"  mirror=[http(s)://]HOST[:PORT][/PATH]   pull through this mirror first\n"
+		"                        (repeatable, tried in order, then the registry)\n"
 		"  username=NAME,password-file=PATH   registry credentials\n"
 		"  blob=sha256:...       this layer blob; layer=N  the N-th layer (0-based)\n"
 		"  platform=OS/ARCH[/VARIANT]   pick from a multi-platform index; a single\n"

@@ -109,3 +109,18 @@ def test_inspect_takes_its_options_as_the_other_commands_do():
     r = run(["inspect", image, "--gap"])
     assert_one_line_error(r, 1)
     assert "'--gap' needs a value" in r.stderr, r.stderr
+
+
+def test_mount_takes_its_options_after_the_operands(lazy, registry, tmp_path):
+    """`lazyerofs mount SOURCE DIR -o OPTS`, as mount.erofs.lazy takes it (it said "expected
+    SOURCE and MOUNTPOINT", both given)."""
+    from lazymount import build_busybox_image
+    from registry import MT_EROFS
+    path, _ = build_busybox_image(str(tmp_path))
+    registry.client.push_image("cli/after", "v1", [(path, MT_EROFS)])
+    ref = registry.ref("cli/after", "v1")
+    mp = lazy.mountpoint("after")
+    r = lazy.run(["mount", ref, mp, "-o", "insecure"])
+    assert r.returncode == 0, r.stderr
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
