@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/log.h"
 #include "util/strutil.h"
 
 int util_parse_u64(const char *s, uint64_t *ret)
@@ -158,5 +159,10 @@ uint64_t util_env_u64(const char *name, uint64_t def)
 	const char *s = getenv(name);
 	uint64_t v;
 
-	return s && util_parse_u64(s, &v) == 0 && v > 0 ? v : def;
+	if (!s || !*s)
+		return def;
+	if (util_parse_u64(s, &v) == 0 && v > 0)
+		return v;
+	log_warning("%s='%.40s' is not a positive number; it is ignored", name, s);
+	return def;
 }

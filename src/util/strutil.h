@@ -10,7 +10,8 @@
 /* Decimal only, whole string, no sign, no overflow; -EINVAL / -ERANGE otherwise. */
 int util_parse_u64(const char *s, uint64_t *ret);
 /* A setting tests or benchmarks change (a period in ms, a size): the environment variable
- * `name` when it holds a positive whole number, else def. */
+ * `name` when it holds a positive whole number, else def (with a warning when it holds
+ * anything else). */
 uint64_t util_env_u64(const char *name, uint64_t def);
 /* A size as users write it (cache-max, gc --max-size): an integer of bytes with an optional
  * K, M, G or T suffix (powers of 1024; either case, "KiB" ... "TiB" too), or a percentage of
