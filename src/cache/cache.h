@@ -201,6 +201,10 @@ void cache_entry_locks_init(struct cache_entry *e);
  * presence bitmap is loaded into a shared mapping. */
 int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_params *p,
 		     int lock_fd, struct cache_entry **ret);
+/* 1 with *ret the size of entry key when it holds digest (not "") verified against it, as its
+ * header says; 0 otherwise. Such an entry's size is the blob's: a manifest that gives the
+ * blob another is wrong, and must not have the entry rebuilt at its size. */
+int cache_entry_verified_size(int dirfd, const char *key, const char *digest, uint64_t *ret);
 void cache_entry_free(struct cache_entry *e);
 
 /* Store blob bytes [off, off + len) through the pre-mark fd, then mark blocks

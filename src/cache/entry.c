@@ -489,6 +489,28 @@ void cache_entry_locks_init(struct cache_entry *e)
 	pthread_mutex_init(&e->flush_lock, NULL);
 }
 
+int cache_entry_verified_size(int dirfd, const char *key, const char *digest, uint64_t *ret)
+{
+	char name[CACHE_KEY_LEN + 16];
+	uint8_t raw[CACHE_HEADER_SIZE];
+	_cleanup_close_ int fd = -1;
+	struct cache_header h;
+	struct stat st;
+
+	if (!digest || !digest[0] || !cache_key_valid(key))
+		return 0;
+	snprintf(name, sizeof(name), "%s.bitmap", key);
+	if (open_regular(dirfd, name, O_RDONLY, &fd, &st) < 0 ||
+	    util_pread_full(fd, raw, sizeof(raw), 0) < 0 ||
+	    cache_header_decode(raw, sizeof(raw), &h) < 0)
+		return 0; /* (none, or one a mount rebuilds anyway) */
+	if (strcmp(h.key, key) != 0 || strcmp(h.digest, digest) != 0 ||
+	    (h.flags & (CACHE_FLAG_VERIFIED | CACHE_FLAG_BAD)) != CACHE_FLAG_VERIFIED)
+		return 0;
+	*ret = h.size;
+	return 1;
+}
+
 int cache_entry_open(int dirfd, const char *cache_dir, const struct cache_open_params *p,
 		     int lock_fd, struct cache_entry **ret)
 {

@@ -104,9 +104,8 @@ int cli_opt_args(const char *cmd, int argc, char **argv, int nargs, const char *
 	int c;
 
 	opterr = 0;
-	optind = 1;
+	optind = 0; /* (glibc starts over, permuting: options after the operands too) */
 	*optn = 0;
-	/* (options after the operands too, as mount.erofs.lazy takes them) */
 	while ((c = getopt_long(argc, argv, "ho:v", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':

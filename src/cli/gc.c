@@ -84,8 +84,8 @@ static int parse_args(int argc, char **argv, const char **ret_size, bool *ret_dr
 	int c;
 
 	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+nhv", longopts, NULL)) != -1) {
+	optind = 0; /* (glibc starts over, permuting: options after the operands too) */
+	while ((c = getopt_long(argc, argv, "nhv", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			*ret_size = optarg;
@@ -105,7 +105,7 @@ static int parse_args(int argc, char **argv, const char **ret_size, bool *ret_dr
 					  "--help'");
 				return CLI_EXIT_USAGE;
 			}
-			return cli_option_error("gc", "+nhv", argv);
+			return cli_option_error("gc", "nhv", argv);
 		}
 	}
 	if (optind != argc) {

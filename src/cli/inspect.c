@@ -91,8 +91,7 @@ int cli_inspect(int argc, char **argv)
 	int c;
 
 	opterr = 0;
-	optind = 1;
-	/* (options anywhere: before the image or after it) */
+	optind = 0; /* (glibc starts over, permuting: options after the operands too) */
 	while ((c = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':

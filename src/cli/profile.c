@@ -78,9 +78,9 @@ static int profile_save(int argc, char **argv)
 	struct util_error err = UTIL_ERROR_INIT;
 	int opt, r;
 
-	optind = 1;
+	optind = 0; /* (glibc starts over, permuting: options after the operands too) */
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "+hv", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
 			usage_save(stdout);
@@ -89,7 +89,7 @@ static int profile_save(int argc, char **argv)
 			cli_verbose_inc();
 			break;
 		default:
-			return cli_option_error("profile save", "+hv", argv);
+			return cli_option_error("profile save", "hv", argv);
 		}
 	}
 	if (argc - optind != 2) {

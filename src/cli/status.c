@@ -300,8 +300,8 @@ int cli_status(int argc, char **argv)
 	int c, r;
 
 	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hv", longopts, NULL)) != -1) {
+	optind = 0; /* (glibc starts over, permuting: options after the operands too) */
+	while ((c = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			usage(stdout);
@@ -316,7 +316,7 @@ int cli_status(int argc, char **argv)
 			cli_verbose_inc();
 			break;
 		default:
-			return cli_option_error("status", "+hv", argv);
+			return cli_option_error("status", "hv", argv);
 		}
 	}
 	if (json && prom) {

@@ -33,8 +33,8 @@ int cli_umount(int argc, char **argv)
 	int c, r;
 
 	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hlv", longopts, NULL)) != -1) {
+	optind = 0; /* (glibc starts over, permuting: options after the operands too) */
+	while ((c = getopt_long(argc, argv, "hlv", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			usage(stdout);
@@ -46,7 +46,7 @@ int cli_umount(int argc, char **argv)
 			cli_verbose_inc();
 			break;
 		default:
-			return cli_option_error("umount", "+hlv", argv);
+			return cli_option_error("umount", "hlv", argv);
 		}
 	}
 	if (argc - optind != 1) {

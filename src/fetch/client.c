@@ -122,6 +122,7 @@ static int greet(int fd, bool hold, struct fetch_handle **ret, struct util_error
 	h->holding = hold;
 	(void)util_json_get_u64(reply, "timeout_ms", &timeout);
 	h->timeout_ms = timeout;
+	(void)util_json_get_u64(reply, "size", &h->size);
 	h->timeout_chosen = json_is_true(json_object_get(reply, "timeout_chosen"));
 	{
 		const char *net = "";
@@ -174,6 +175,23 @@ static int check_joined(const struct fetch_config *cfg, int cache_dirfd, struct 
 		    "the image is being served from the cache directory '%s' (for its mounts "
 		    "there); use cache=%s too, or unmount them first",
 		    root, root);
+	}
+	if (h->size && h->size != cfg->blob.size) {
+		/* One digest, one size: a manifest that says otherwise is wrong (it mounted, the
+		 * daemon's size serving it, while another mount kept the daemon; refused
+		 * without one). A URL source's object changed under its daemon. */
+		if (cfg->blob.digest[0])
+			return util_err_set(
+			    err, -EBADMSG,
+			    "the manifest gives blob %s as %llu bytes; its running daemon (for "
+			    "other mounts) serves it with %llu: the manifest is wrong",
+			    cfg->blob.digest, (unsigned long long)cfg->blob.size,
+			    (unsigned long long)h->size);
+		return util_err_set(err, -EBADMSG,
+				    "the object now has %llu bytes; its running daemon (for other "
+				    "mounts) serves it with %llu: unmount them first",
+				    (unsigned long long)cfg->blob.size,
+				    (unsigned long long)h->size);
 	}
 	if (h->net[0] && cfg->opts && oci_options_net_id(cfg->opts, net) == 0 &&
 	    strcmp(net, h->net) != 0) {

@@ -70,6 +70,9 @@ static int reply_hello(struct conn *c)
 
 	if (o && SH_LOAD(d->sh->timeout_chosen_ms))
 		json_object_set_new(o, "timeout_chosen", json_true());
+	/* The blob's size as its entry has it: a mount whose manifest says another must not join */
+	if (o)
+		json_object_set_new(o, "size", json_integer((json_int_t)d->cfg.blob.size));
 	/* Its users besides this connection: none, and it is about to leave. */
 	pthread_mutex_lock(&d->lock);
 	others = d->holds - (c->holding ? 1 : 0) + fetch_rec_count(d);

@@ -61,6 +61,7 @@ struct fetch_handle {
 	char net[17];		    /* oci_options_net_id of its options, "" when not said */
 	int others;		    /* its users besides this handle (-1: not said) */
 	int prefetch_all;	    /* its background fill: 1, 0, or -1 (not said) */
+	uint64_t size;		    /* the blob's size it serves (0: not said) */
 };
 
 /* Start the daemon of cfg->blob's cache entry, or join the running one. Returns once the

@@ -786,6 +786,7 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	char name[128];
 	int keep[9] = {
 	    d->devnull_fd, cache_dirfd, d->run_dirfd, lock_fd, d->ready_fd, d->starter_fd, 0, 1, 2};
+	uint64_t held;
 	int r;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -836,6 +837,12 @@ static _Noreturn void holder_main(struct fetch_daemon *d, int cache_dirfd, int l
 	d->sh->hiwater_fd = -1;
 	raise_nofile(d);
 
+	if (cache_entry_verified_size(cache_dirfd, p.key, p.digest, &held) > 0 && held != p.size)
+		fetch_fatal(d, -EBADMSG,
+			    "the manifest gives blob %s as %llu bytes; the cache holds it verified "
+			    "against its digest with %llu: the manifest is wrong (the cache entry "
+			    "is kept)",
+			    p.digest, (unsigned long long)p.size, (unsigned long long)held);
 	r = cache_entry_open(cache_dirfd, d->cfg.cache_dir, &p, lock_fd, &d->entry);
 	if (r < 0)
 		fetch_fatal(d, r, "opening cache entry %s in '%s': %s", p.key, d->cfg.cache_dir,

@@ -123,9 +123,10 @@ int mount_find_run_dir(const char *run_dir, int flags, int *ret_fd, struct util_
 	if (r == -ENOENT)
 		return 0; /* (no mount made one yet) */
 	if (r < 0)
-		return util_err_set(err, r, "run directory '%s': %s", run_dir,
+		return util_err_set(err, r, "run directory '%s': %s%s", run_dir,
 				    r == -EPERM ? "must be owned by root with mode 0700"
-						: strerror(-r));
+						: strerror(-r),
+				    r == -EACCES ? " (run as root)" : "");
 	return 1;
 }
 

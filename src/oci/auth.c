@@ -504,23 +504,31 @@ out:
 	return r;
 }
 
-/* Called with auth_lock held: fetch_token_once, and once more with the credentials looked up
+/* Called with auth_lock held: fetch_token_once, by GET at once where the token server was
+ * found to have no OAuth2 endpoint (or once it answers so). */
+static int fetch_token_by(struct oci_client *c, struct oci_host *h, const char *scope,
+			  uint64_t deadline_ms, struct oci_token **ret, struct util_error *err)
+{
+	int r = fetch_token_once(c, h, scope, !h->auth.oauth_missing, deadline_ms, ret, err);
+
+	if (r == -EPROTONOSUPPORT) {
+		h->auth.oauth_missing = true;
+		r = fetch_token_once(c, h, scope, false, deadline_ms, ret, err);
+	}
+	return r;
+}
+
+/* Called with auth_lock held: fetch_token_by, and once more with the credentials looked up
  * again when the token server refused them (rotated since they were read). */
 static int fetch_token(struct oci_client *c, struct oci_host *h, const char *scope,
 		       uint64_t deadline_ms, struct oci_token **ret, struct util_error *err)
 {
-	bool oauth = !h->auth.oauth_missing;
-	int r = fetch_token_once(c, h, scope, oauth, deadline_ms, ret, err);
+	int r = fetch_token_by(c, h, scope, deadline_ms, ret, err);
 
-	if (r == -EPROTONOSUPPORT) {
-		h->auth.oauth_missing = true;
-		oauth = false;
-		r = fetch_token_once(c, h, scope, oauth, deadline_ms, ret, err);
-	}
 	if (r == -EACCES && (err->http_status == 401 || err->http_status == 403)) {
 		if (reload_creds(c, h, deadline_ms)) {
 			util_err_clear(err);
-			r = fetch_token_once(c, h, scope, oauth, deadline_ms, ret, err);
+			r = fetch_token_by(c, h, scope, deadline_ms, ret, err);
 		} else if (!h->auth.creds_loaded) {
 			util_err_prefix(err, "%s; the credentials before it were refused",
 					h->auth.creds_error_msg);

@@ -26,20 +26,26 @@
 #include "util/strutil.h"
 
 #define TLS_FILE_MAX (1u << 20)
+#define CA_BUNDLE_MAX (64u << 20) /* ca=: a system's bundle, checked before libcurl reads it */
 
 static const char *read_cause(int r)
 {
 	return r == -EFBIG ? "larger than 1 MiB" : strerror(-r);
 }
 
-/* A CA file's text, read (up to 1 MiB) and checked to hold a PEM certificate. */
-static int ca_file_read(const char *path, char **ret, size_t *ret_len, struct util_error *err)
+/* A CA file's text, read (up to max bytes) and checked to hold a PEM certificate (OpenSSL's
+ * TRUSTED CERTIFICATE too: RHEL's ca-bundle.trust.crt). */
+static int ca_file_read(const char *path, size_t max, char **ret, size_t *ret_len,
+			struct util_error *err)
 {
-	int r = util_read_file(AT_FDCWD, path, TLS_FILE_MAX, 0, ret, ret_len);
+	int r = util_read_file(AT_FDCWD, path, max, 0, ret, ret_len);
 
+	if (r == -EFBIG)
+		return util_err_set(err, r, "ca='%s': larger than %zu MiB", path, max >> 20);
 	if (r < 0)
-		return util_err_set(err, r, "ca='%s': %s", path, read_cause(r));
-	if (!strstr(*ret, "-----BEGIN CERTIFICATE-----")) {
+		return util_err_set(err, r, "ca='%s': %s", path, strerror(-r));
+	if (!strstr(*ret, "-----BEGIN CERTIFICATE-----") &&
+	    !strstr(*ret, "-----BEGIN TRUSTED CERTIFICATE-----")) {
 		free(*ret);
 		*ret = NULL;
 		return util_err_set(err, -EINVAL, "ca='%s' is not a PEM certificate file", path);
@@ -52,14 +58,15 @@ int oci_ca_file_check(const char *path, struct util_error *err)
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0;
 
-	return ca_file_read(path, &text, &len, err);
+	/* (libcurl reads the file itself: a system's whole bundle may be given) */
+	return ca_file_read(path, CA_BUNDLE_MAX, &text, &len, err);
 }
 
 int oci_ca_file_append(const char *path, struct util_buf *pem, struct util_error *err)
 {
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0;
-	int r = ca_file_read(path, &text, &len, err);
+	int r = ca_file_read(path, TLS_FILE_MAX, &text, &len, err);
 
 	if (r < 0)
 		return r;

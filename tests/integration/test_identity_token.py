@@ -125,7 +125,7 @@ def test_an_identity_token_goes_by_get_where_the_token_server_has_no_oauth(lazy,
         mp = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10")
         path = mp + "/data/r0.bin"
         assert child_read(path, 0, 8192) == image[:8192]
-        time.sleep(4)  # the daemon's token has expired: it asks again (by GET at once)
+        time.sleep(4)  # the daemon's token has expired: it asks again (POST, 404, GET)
         for off in (2 * MiB, 4 * MiB):
             assert child_read(path, off, 8192) == image[off:off + 8192], off
         assert ts.count(user="get-refresh:bob") >= 2, ts.hits  # the mount's, the daemon's
@@ -144,4 +144,39 @@ def test_an_identity_token_goes_by_get_where_the_token_server_has_no_oauth(lazy,
     finally:
         ts.post = True
         ts.expiry = 300
+        ts.refresh_tokens.pop(rt, None)
+
+
+def test_a_password_replaced_by_an_identity_token_goes_by_get_too(lazy, token_registry, image):
+    """The daemon's password refused, the credentials looked up again hold an identity token
+    now (the user logged in again), and the token server has no OAuth2 endpoint: that token
+    goes by GET as well (the retry after the lookup POSTed, got 404, and failed the read)."""
+    reg, ts = token_registry, token_registry.tokens
+    rt = "rt-" + os.urandom(12).hex()
+    ts.users["carol"] = "pw-carol"
+    path = os.path.join(lazy.root, "auth.json")
+    with open(path, "w") as f:
+        json.dump({"auths": {reg.host: {"auth": base64.b64encode(b"carol:pw-carol").decode()}}},
+                  f)
+    lazy.env["REGISTRY_AUTH_FILE"] = path
+    ts.post = False
+    ts.expiry = 3
+    try:
+        mp = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10")
+        data = mp + "/data/r0.bin"
+        assert child_read(data, 0, 8192) == image[:8192]
+        ts.refresh_tokens[rt] = "carol"
+        write_auth(lazy, reg, rt)
+        del ts.users["carol"]  # the password revoked
+        ts.reset()
+        time.sleep(4)  # the daemon's token has expired: its password is refused
+        assert child_read(data, 2 * MiB, 8192) == image[2 * MiB:2 * MiB + 8192]
+        assert ts.count(user="!carol") >= 1, ts.hits  # the password, refused
+        assert ts.count(user="get-refresh:carol") >= 1, ts.hits  # then the identity token
+        lazy.umount(mp)
+        lazy.assert_nothing_left()
+    finally:
+        ts.post = True
+        ts.expiry = 300
+        ts.users.pop("carol", None)
         ts.refresh_tokens.pop(rt, None)

@@ -473,6 +473,19 @@ def test_tls_basic_auth(tls_registry, tls_image, tmp):
     read_ranges(reg.ref("secure/img", "v1"), data, [(0, 100), (100000, 5000)], opts, tmp)
 
 
+def test_tls_ca_as_a_trusted_certificate_bundle(tls_registry, tls_image, tmp):
+    """ca= in OpenSSL's TRUSTED CERTIFICATE form (RHEL's ca-bundle.trust.crt), which libcurl
+    takes: taken (the check up front refused all but BEGIN CERTIFICATE)."""
+    reg, (l, data) = tls_registry, tls_image
+    trusted = os.path.join(tmp, "trusted.pem")
+    subprocess.run(["openssl", "x509", "-in", reg.ca, "-addtrust", "serverAuth", "-out",
+                    trusted], check=True, capture_output=True)
+    with open(trusted) as f:
+        assert f.read().startswith("-----BEGIN TRUSTED CERTIFICATE-----")
+    opts = f"ca={trusted},username={reg.username},password-file={reg.password_file}"
+    read_ranges(reg.ref("secure/img", "v1"), data, [(0, 100), (100000, 5000)], opts, tmp)
+
+
 def test_tls_wrong_password(tls_registry, tls_image, tmp):
     reg = tls_registry
     bad = os.path.join(tmp, "pw")

@@ -5,7 +5,9 @@ cache entry of its own; a later mount of the same digest over TLS never reads it
 insecure), with `state` `lost` once no daemon answers for a mount. A multipart answer whose part
 is shorter than its Content-Range says (the framing after it where the announced bytes end)
 costs a retry, never wrong bytes in the cache: not for a file's data, not for the metadata a
-mount fetches."""
+mount fetches. One digest has one size: a manifest that gives the blob another never has a
+verified entry rebuilt at its size (the image's bytes thrown away), nor joins the daemon of
+a live mount of it."""
 
 import concurrent.futures
 import errno
@@ -21,7 +23,7 @@ import pytest
 
 from common import child_read, child_hashes, content_hashes, drop_caches, wait_until
 from lazymount import build_busybox_image
-from registry import MT_EROFS, Registry, RegistryClient
+from registry import MT_EROFS, MT_OCI_MANIFEST, Registry, RegistryClient
 from webserver import WebServer
 
 
@@ -320,5 +322,55 @@ def test_a_short_multipart_part_during_the_mount_costs_a_retry(lazy, registry, f
     assert names == sorted(want)
     wrong, failed = read_files(mp, want)
     assert not wrong and not failed, (wrong[:5], failed[:5])
+    lazy.umount(mp)
+    lazy.assert_nothing_left()
+
+
+def push_with_size(registry, repo, tag, path, size):
+    """An image of the blob at path whose manifest gives its layer `size` bytes."""
+    with open(path, "rb") as f:
+        layer = registry.client.push_blob(repo, f.read())
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [layer]}}).encode()
+    manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": registry.client.push_blob(repo, config),
+                           "size": len(config)},
+                "layers": [{"mediaType": MT_EROFS, "digest": layer, "size": size}]}
+    registry.client.push_manifest(repo, tag, manifest, MT_OCI_MANIFEST)
+    return registry.ref(repo, tag)
+
+
+def test_a_manifest_with_another_size_never_rebuilds_a_verified_entry(lazy, registry, image):
+    path, tree = image
+    size = os.path.getsize(path)
+    honest = push_with_size(registry, "trust/sized", "v1", path, size)
+    liar = push_with_size(registry, "trust/sized", "liar", path, size + 4096)
+    r = lazy.run(["fetch", "-o", "insecure", honest])
+    assert r.returncode == 0, r.stderr
+    _, r = lazy.mount(liar, check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 32 and len(lines) == 1, r.stderr
+    assert "manifest is wrong" in lines[0] and str(size) in lines[0], lines[0]
+    lazy.assert_nothing_left()
+    mp = lazy.mount(honest)  # the entry as it was: verified, nothing to fetch
+    st = lazy.status_of(mp)
+    assert st["state"] == "verified" and st["fetched_bytes"] == 0, st
+    assert child_hashes(mp) == content_hashes(tree)
+    lazy.umount(mp)
+
+
+def test_a_manifest_with_another_size_does_not_join_a_live_daemon(lazy, registry, image):
+    path, tree = image
+    size = os.path.getsize(path)
+    honest = push_with_size(registry, "trust/sized", "v2", path, size)
+    liar = push_with_size(registry, "trust/sized", "liar2", path, size + 4096)
+    mp = lazy.mount(honest)
+    _, r = lazy.mount(liar, check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 32 and len(lines) == 1, r.stderr
+    assert "manifest is wrong" in lines[0] and str(size + 4096) in lines[0], lines[0]
+    assert child_hashes(mp) == content_hashes(tree)
+    assert len(lazy.status()) == 1
     lazy.umount(mp)
     lazy.assert_nothing_left()

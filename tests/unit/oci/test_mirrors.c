@@ -525,7 +525,7 @@ static void test_hosts_toml_refused(void **state)
 	hosts_bad("[host.\"https://m1\"]\ncapabilities = \"pull\"\n", 2, "must be an array");
 	hosts_bad("\n[host.\"ftp://m1\"]\n", 2, "scheme");
 	hosts_bad("[host.\"https://m1\"]\nca = \"missing.pem\"\n", 2,
-		  "ca '/x/missing.pem': No such file");
+		  "ca='/x/missing.pem': No such file");
 	hosts_bad("[host.\"https://m1\"]\nca = 5\n", 2, "'ca' must be a path");
 	hosts_bad("[host.\"https://m1\"]\ndial_timeout = \"soon\"\n", 2, "'dial_timeout'");
 	hosts_bad("[host.\"https://m1\"]\ndial_timeout = \"1e3s\"\n", 2, "'dial_timeout'");
