@@ -42,30 +42,47 @@ def write_auth(lazy, reg, identity_token):
     return path
 
 
+@pytest.mark.parametrize("oauth", [True, False], ids=["oauth", "get"])
 def test_an_identity_token_mounts_and_reads_after_its_token_expired(lazy, token_registry,
-                                                                     image):
+                                                                     image, oauth):
+    """oauth: traded by the refresh-token grant, never sent as a password; get: the token
+    server has no OAuth2 endpoint, the token goes as a GET's password (and one it refuses
+    fails a mount in one line, to log in again)."""
     reg, ts = token_registry, token_registry.tokens
     rt = "rt-" + os.urandom(12).hex()
     ts.refresh_tokens[rt] = "bob"
     write_auth(lazy, reg, rt)
     ts.reset()
+    ts.post = oauth
     ts.expiry = 3
+    who = "refresh:bob" if oauth else "get-refresh:bob"
     try:
         mp = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10")
         path = mp + "/data/r0.bin"
         assert child_read(path, 0, 8192) == image[:8192]
-        before = ts.count(user="refresh:bob")
+        before = ts.count(user=who)
         assert before >= 1, ts.hits
         time.sleep(4)  # the daemon's token has expired: the registry refuses it
         for off in (2 * MiB, 4 * MiB):
             assert child_read(path, off, 8192) == image[off:off + 8192], off
-        assert ts.count(user="refresh:bob") > before, ts.hits
-        # never as a password (GET with Basic), never refused
-        assert ts.count() == ts.count(user="refresh:bob"), ts.hits
+        assert ts.count(user=who) > before, ts.hits
+        # by the grant: never as a password (GET with Basic), never refused
+        assert not oauth or ts.count() == ts.count(user=who), ts.hits
         assert all(s == ("repository:private/identity:pull",) for s, _ in ts.hits), ts.hits
         lazy.umount(mp)
         lazy.assert_nothing_left()
+        if oauth:
+            return
+        auth = write_auth(lazy, reg, "rt-revoked-" + os.urandom(6).hex())
+        _, r = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10",
+                          check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(lines) == 1, r.stderr
+        assert "identity token" in lines[0] and auth in lines[0], lines[0]
+        assert "log in to the registry again" in lines[0], lines[0]
+        lazy.assert_nothing_left()
     finally:
+        ts.post = True
         ts.expiry = 300
         ts.refresh_tokens.pop(rt, None)
 
@@ -110,41 +127,6 @@ def test_a_new_identity_token_is_taken_once_the_old_one_is_refused(lazy, token_r
         ts.expiry = 300
         ts.refresh_tokens.pop(old, None)
         ts.refresh_tokens.pop(new, None)
-
-
-def test_an_identity_token_goes_by_get_where_the_token_server_has_no_oauth(lazy, token_registry,
-                                                                           image):
-    reg, ts = token_registry, token_registry.tokens
-    rt = "rt-" + os.urandom(12).hex()
-    ts.refresh_tokens[rt] = "bob"
-    write_auth(lazy, reg, rt)
-    ts.reset()
-    ts.post = False
-    ts.expiry = 3
-    try:
-        mp = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10")
-        path = mp + "/data/r0.bin"
-        assert child_read(path, 0, 8192) == image[:8192]
-        time.sleep(4)  # the daemon's token has expired: it asks again (POST, 404, GET)
-        for off in (2 * MiB, 4 * MiB):
-            assert child_read(path, off, 8192) == image[off:off + 8192], off
-        assert ts.count(user="get-refresh:bob") >= 2, ts.hits  # the mount's, the daemon's
-        lazy.umount(mp)
-        lazy.assert_nothing_left()
-        # an identity token refused by GET: one line, to log in again
-        auth = write_auth(lazy, reg, "rt-revoked-" + os.urandom(6).hex())
-        _, r = lazy.mount(reg.ref("private/identity", "v1"), opts="insecure,timeout=10",
-                          check=False)
-        assert r.returncode != 0
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1, r.stderr
-        assert "identity token" in lines[0] and auth in lines[0], lines[0]
-        assert "log in to the registry again" in lines[0], lines[0]
-        lazy.assert_nothing_left()
-    finally:
-        ts.post = True
-        ts.expiry = 300
-        ts.refresh_tokens.pop(rt, None)
 
 
 def test_a_password_replaced_by_an_identity_token_goes_by_get_too(lazy, token_registry, image):
