@@ -569,5 +569,6 @@ def test_status_json_has_every_key_the_man_page_names(lazy, busybox):
     keys = man_json_keys()
     assert {"mountpoint", "link_rtt_us", "file_ranges", "profile_served"} <= keys, keys
     assert not keys - set(st), f"named by the man page, not in status --json: {keys - set(st)}"
-    assert isinstance(st["link_rtt_us"], int) and st["link_bytes_per_s"] > 0, st  # (measured)
+    # (0 until a transfer large enough told them)
+    assert isinstance(st["link_rtt_us"], int) and isinstance(st["link_bytes_per_s"], int), st
     lazy.umount(mp)
