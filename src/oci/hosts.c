@@ -121,9 +121,22 @@ int oci_options_add_mirror(struct oci_options *o, const struct oci_mirror *m)
 {
 	struct oci_mirror *v;
 
-	for (size_t i = 0; i < o->n_mirrors; i++)
-		if (!strcmp(o->mirrors[i].url, m->url))
+	for (size_t i = 0; i < o->n_mirrors; i++) {
+		struct oci_mirror settings;
+
+		if (strcmp(o->mirrors[i].url, m->url) != 0)
+			continue;
+		/* Named by -o mirror= or the configuration file (a URL alone) and by hosts.toml:
+		 * its place stays, its settings are hosts.toml's (ca, client, header,
+		 * capabilities), as containerd would use them; they were dropped. */
+		if (!m->resolve_first || o->mirrors[i].resolve_first)
 			return 0;
+		if (oci_mirror_copy(&settings, m) < 0)
+			return -ENOMEM;
+		oci_mirror_free(&o->mirrors[i]);
+		o->mirrors[i] = settings;
+		return 0;
+	}
 	v = realloc(o->mirrors, (o->n_mirrors + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;

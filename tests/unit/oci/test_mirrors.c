@@ -125,6 +125,23 @@ static void test_copy_everything(void **state)
 				.from = "hosts.toml" };
 	struct oci_mirror server = { .url = NULL, .skip_verify = true };
 	struct oci_options o, copy;
+	struct oci_mirror plain = {
+	    .url = "https://m1/p", .caps = OCI_CAP_PULL | OCI_CAP_RESOLVE, .from = "-o mirror"};
+
+	oci_options_init(&o);
+	/* a URL alone (-o mirror=, the config file), then hosts.toml's host of that URL: one
+	 * mirror, in the first one's place, with hosts.toml's settings */
+	assert_int_equal(oci_options_add_mirror(&o, &plain), 1);
+	m.resolve_first = true;
+	assert_int_equal(oci_options_add_mirror(&o, &m), 0);
+	assert_int_equal(o.n_mirrors, 1);
+	assert_int_equal(o.mirrors[0].caps, OCI_CAP_PULL);
+	assert_int_equal(o.mirrors[0].ca_pem_len, 3);
+	assert_string_equal(o.mirrors[0].from, "hosts.toml");
+	assert_int_equal(oci_options_add_mirror(&o, &plain), 0); /* (and they stay) */
+	assert_int_equal(o.mirrors[0].ca_pem_len, 3);
+	oci_options_free(&o);
+	m.resolve_first = false;
 
 	oci_options_init(&o);
 	assert_int_equal(oci_options_add_mirror(&o, &m), 1);
