@@ -1023,6 +1023,9 @@ static bool root_startup(struct predictor *p)
 	if (p->nobj)
 		log_debug("reader of pid %d: its root's loader and locale, %zu object(s)",
 			  (int)p->pid, p->nobj);
+	/* (the root is not held while they are waited for: a umount after the reader's end
+	 * would find the mount busy) */
+	close(TAKE_FD(root));
 	fetch_objects(p, 0, false);
 	objects_free(p);
 	return true;
@@ -1096,11 +1099,16 @@ static void predict(struct predictor *p)
 	}
 	if (!p->nobj)
 		util_extents_free(&p->obj[0].ext);
-	/* The executable is read through /proc/PID/exe; then each object as soon as it is
-	 * present, so that what it needs is on its way while the others still arrive. */
-	if (p->nobj && (!ours || fetch_ensure(d, p->obj[0].ext.v, p->obj[0].ext.n) == 0))
+	/* The executable is read (through /proc/PID/exe, another layer's; ours opened again by
+	 * its path once present: no file of the mount is held while its bytes are waited for,
+	 * or a umount right after the program was killed finds the mount busy for as long as
+	 * the registry takes); then each object as soon as it is present, so that what it
+	 * needs is on its way while the others still arrive. */
+	if (p->nobj && !ours)
 		read_object(p, 0, fd);
 	close(fd);
+	if (p->nobj && ours && fetch_ensure(d, p->obj[0].ext.v, p->obj[0].ext.n) == 0)
+		read_object(p, 0, -1);
 	fetch_objects(p, 1, true);
 	objects_free(p);
 }

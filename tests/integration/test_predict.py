@@ -16,6 +16,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -429,3 +430,24 @@ def test_a_programs_loader_and_locale_come_with_its_first_page(lazy, faultproxy,
         assert after.get(LOCALE_DIR + "/LC_CTYPE", 1e9) < DELAY / 2, (after, log[-3000:])
     assert "event from the daemon itself" not in log
     lazy.umount(mp)
+
+
+def test_a_umount_right_after_a_killed_program_finds_the_mount_free(lazy, faultproxy, image):
+    """A program started in a chroot of the mount, its registry stalled: killed, and the mount
+    unmounted at once. The predictor held the reader's root (and an executable of the mount)
+    while it waited for their bytes: the umount was refused as busy until the fetch gave
+    up (timeout=25)."""
+    mp = lazy.mount(faultproxy.ref("predict/prog", "v1"), opts="insecure,timeout=25")
+    faultproxy.add("stall", path="/blobs/", method="GET", seconds=40, count=None)
+    p = subprocess.Popen(["chroot", mp, "/bin/prog"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(3)  # waiting for its bytes, and the predictor for its loader and locale
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    r = lazy.umount(mp, check=False)
+    faultproxy.clear()
+    if r.returncode != 0:
+        time.sleep(25)  # (the fetch gives up: then it goes)
+        lazy.umount(mp)
+    assert r.returncode == 0, r.stderr
+    lazy.assert_nothing_left()
